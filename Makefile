@@ -1,0 +1,44 @@
+# labctl: the two commands a new user needs are `make demo` and `make test`.
+# Every target installs what it needs (Debian packages as root, Go modules).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+GO      ?= go
+BUILD   ?= build
+GOFLAGS_TEST ?= -race -count=1 -timeout 45m
+
+# Debian packages the project needs; fragments add theirs with +=.
+DEB_PACKAGES := ca-certificates
+
+-include simlab/simlab.mk
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+.PHONY: deps
+deps: ## install missing Debian packages (as root; quiet when all are there)
+	@missing=$$(for p in $(sort $(DEB_PACKAGES)); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:" $$missing; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+.PHONY: build
+build: ## build bin/labctl and bin/simlab
+	$(GO) build -o bin/ ./cmd/...
+
+.PHONY: vet
+vet: ## go vet and gofmt
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+.PHONY: test
+test: deps build vet $(TEST_PREREQS) ## the whole test suite: unit tests, simulated-lab tests (needs root)
+	LABCTL_REQUIRE_SIMLAB=1 $(GO) test $(GOFLAGS_TEST) ./...
+
+.PHONY: clean
+clean: ## remove build outputs (keeps downloaded .debs)
+	rm -rf bin
