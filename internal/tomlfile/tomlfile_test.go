@@ -246,8 +246,8 @@ commands = []
 `)
 	d.Problemf("step[1].name", "required")
 	d.Problemf("step[1].commands", "at least one command")
-	d.Problemf("name", "required")           // name failed to decode: not reported twice
-	d.Problemf("count", "must be positive")  // not in the file, no table: no line
+	d.Problemf("name", "required")          // name failed to decode: not reported twice
+	d.Problemf("count", "must be positive") // not in the file, no table: no line
 	d.Warnf("step[0].name", "short name")
 	got := problemStrings(d.Err())
 	want := []string{
