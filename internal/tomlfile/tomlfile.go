@@ -122,7 +122,7 @@ func Decode(file string, data []byte, v any) (*Document, error) {
 	var top map[string]toml.Primitive
 	meta, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&top)
 	if err != nil {
-		return nil, &Error{Problems: []Problem{syntaxProblem(file, err)}}
+		return nil, &Error{Problems: []Problem{syntaxProblem(file, data, err)}}
 	}
 	d := &Document{
 		file:   file,
@@ -134,10 +134,16 @@ func Decode(file string, data []byte, v any) (*Document, error) {
 	return d, nil
 }
 
-func syntaxProblem(file string, err error) Problem {
+func syntaxProblem(file string, data []byte, err error) Problem {
 	var pe toml.ParseError
 	if errors.As(err, &pe) {
-		return Problem{File: file, Line: pe.Position.Line, Message: pe.Message}
+		// The line is counted from the offset: when the offending byte is a
+		// newline, Position.Line already names the next line.
+		line := pe.Position.Line
+		if start := pe.Position.Start; start >= 0 && start <= len(data) {
+			line = 1 + bytes.Count(data[:start], []byte("\n"))
+		}
+		return Problem{File: file, Line: line, Message: pe.Message}
 	}
 	return Problem{File: file, Message: strings.TrimPrefix(err.Error(), "toml: ")}
 }

@@ -89,6 +89,11 @@ func TestDecodeProblems(t *testing.T) {
 			want: []string{":2: expected value but found '=' instead"},
 		},
 		{
+			name: "syntax error at a line end names that line",
+			src:  "name = \"x\"\n[inner\n",
+			want: []string{`:2: expected '.' or ']' to end table name, but got '\n' instead`},
+		},
+		{
 			name: "unknown key with its line and a suggestion",
 			src:  "name = \"x\"\n\n[inner]\ndepht = 3\n",
 			want: []string{`:4: inner.depht: unknown key (did you mean "depth"?)`},

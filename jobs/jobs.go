@@ -1,0 +1,293 @@
+// Package jobs defines the job file (what image to write to which device,
+// how to log in afterwards, which test steps to run) and the outcome of a
+// job with its exit code.
+//
+// A job file is TOML (docs/architecture.md, "job"). [Parse] decodes and
+// validates one strictly: unknown keys, wrong types, missing or malformed
+// values are all reported, each as "FILE:LINE: key.path: message".
+//
+// Timeouts left out of a job (zero) mean "the device type's default"
+// (timeouts.job, timeouts.deploy, timeouts.disk_boot + timeouts.login,
+// timeouts.test_step); the dispatcher resolves them once it knows the device.
+package jobs
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/labctl/labctl/internal/tomlfile"
+)
+
+// Job is one job file.
+type Job struct {
+	// Name identifies the job in listings and results; it defaults to the
+	// file name without ".toml".
+	Name string `toml:"name"`
+	// Device names the device to run on. Either Device, or DeviceType (and
+	// optionally Tags, all of which the device must have) is set.
+	Device     string   `toml:"device"`
+	DeviceType string   `toml:"device_type"`
+	Tags       []string `toml:"tags"`
+	// Priority orders the queue: high, then normal (the default), then low.
+	Priority Priority `toml:"priority"`
+	// Timeout bounds the whole job; zero means the device type's timeouts.job.
+	Timeout time.Duration `toml:"timeout"`
+	// KeepPoweredOn leaves the node on after the job, for debugging.
+	KeepPoweredOn bool `toml:"keep_powered_on"`
+	// Artifacts are absolute paths on the node fetched back after the tests.
+	Artifacts []string `toml:"artifacts"`
+	Deploy    Deploy   `toml:"deploy"`
+	Boot      Boot     `toml:"boot"`
+	Tests     []Test   `toml:"test"`
+}
+
+// Deploy says which image to write to the node's disk from the master
+// initrd, and how to check it.
+type Deploy struct {
+	// Image is an http(s) URL, or a path to a file on the dispatcher's host.
+	// [Load] turns a relative path into an absolute one, relative to the
+	// job file. Compression (gzip, xz, zstd, none) is detected from the
+	// bytes when the job runs.
+	Image string `toml:"image"`
+	// SHA256 is the digest of the uncompressed bytes written to the disk:
+	// 64 hex digits. Either SHA256 or SHA256File is set.
+	SHA256 string `toml:"sha256"`
+	// SHA256File is a file holding that digest, as written by `sha256sum`
+	// ("<hex>  <name>"); a relative path is relative to the job file. It is
+	// read when the job runs (see [Deploy.Digest]), so that a job can point
+	// at an image that is rebuilt between runs.
+	SHA256File string `toml:"sha256_file"`
+	// Disk is the device node written to; empty means the device type's
+	// master.disk.
+	Disk string `toml:"disk"`
+	// Timeout bounds the whole deploy action; zero means the device type's
+	// timeouts.deploy.
+	Timeout time.Duration `toml:"timeout"`
+}
+
+// Boot holds the test OS's login, used after the node boots from its disk.
+type Boot struct {
+	Username string `toml:"username"` // default "root"
+	// Password is typed at the password prompt; empty means the test OS
+	// asks for none. It is the test image's password, not a lab secret.
+	Password string `toml:"password"`
+	// Timeout bounds power cycle to shell prompt; zero means the device
+	// type's timeouts.disk_boot plus timeouts.login.
+	Timeout time.Duration `toml:"timeout"`
+}
+
+// Test is one test step: shell commands typed into the test OS, one after
+// the other. The step passes when every command exits 0, or, if
+// ExpectFailure is set, when one of them does not.
+type Test struct {
+	Name          string        `toml:"name"`
+	Commands      []string      `toml:"commands"`
+	Timeout       time.Duration `toml:"timeout"` // zero means the device type's timeouts.test_step
+	ExpectFailure bool          `toml:"expect_failure"`
+}
+
+// Load reads and parses the job file at path, and makes the relative paths
+// in it (deploy.image, deploy.sha256_file) absolute, relative to the file.
+func Load(path string) (*Job, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read job file: %w", err)
+	}
+	job, err := Parse(path, data)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("job file %s: %w", path, err)
+	}
+	if !job.Deploy.ImageIsURL() && !filepath.IsAbs(job.Deploy.Image) {
+		job.Deploy.Image = filepath.Join(dir, job.Deploy.Image)
+	}
+	if job.Deploy.SHA256File != "" && !filepath.IsAbs(job.Deploy.SHA256File) {
+		job.Deploy.SHA256File = filepath.Join(dir, job.Deploy.SHA256File)
+	}
+	return job, nil
+}
+
+// Parse decodes and validates a job file; name is the file name used in
+// problems and for the default job name. Relative paths stay as written.
+func Parse(name string, data []byte) (*Job, error) {
+	job := &Job{
+		Name:     strings.TrimSuffix(filepath.Base(name), ".toml"),
+		Priority: Normal,
+		Boot:     Boot{Username: "root"},
+	}
+	doc, err := tomlfile.Decode(name, data, job)
+	if err != nil {
+		return nil, err
+	}
+	job.validate(doc)
+	if err := doc.Err(); err != nil {
+		return nil, err
+	}
+	return job, nil
+}
+
+var (
+	// validName is what job, test and tag names look like: they end up in
+	// file names, URLs, JUnit reports and console markers.
+	validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	sha256Hex = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
+	// diskPath is a device node that is safe to type into a shell.
+	diskPath = regexp.MustCompile(`^/dev/[A-Za-z0-9/_.:-]+$`)
+)
+
+const nameRule = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64"
+
+func (j *Job) validate(doc *tomlfile.Document) {
+	if !validName.MatchString(j.Name) {
+		if doc.Has("name") {
+			doc.Problemf("name", "%q is not a valid name: use %s", j.Name, nameRule)
+		} else {
+			doc.Problemf("name", "the file name %q is not a valid job name: set name (%s)", j.Name, nameRule)
+		}
+	}
+	switch {
+	case j.Device == "" && j.DeviceType == "":
+		doc.Problemf("device", "required: name a device, or a device_type (and tags)")
+	case j.Device != "" && j.DeviceType != "":
+		doc.Problemf("device_type", "give either device or device_type, not both")
+	case j.Device != "" && len(j.Tags) > 0:
+		doc.Problemf("tags", "tags select among the devices of a device_type; with device they mean nothing")
+	}
+	checkName(doc, "device", j.Device)
+	checkName(doc, "device_type", j.DeviceType)
+	checkNames(doc, "tags", j.Tags)
+	checkDuration(doc, "timeout", j.Timeout)
+	for i, a := range j.Artifacts {
+		key := fmt.Sprintf("artifacts[%d]", i)
+		switch {
+		case !strings.HasPrefix(a, "/") || strings.ContainsAny(a, "\n\r"):
+			doc.Problemf(key, "%q is not an absolute path on the node", a)
+		case slices.Index(j.Artifacts, a) < i:
+			doc.Problemf(key, "%q is listed twice", a)
+		}
+	}
+	j.Deploy.validate(doc)
+	checkDuration(doc, "boot.timeout", j.Boot.Timeout)
+	if j.Boot.Username == "" || strings.ContainsAny(j.Boot.Username, " \t\r\n") {
+		doc.Problemf("boot.username", "must be a user name without spaces")
+	}
+	if strings.ContainsAny(j.Boot.Password, "\r\n") {
+		doc.Problemf("boot.password", "must be one line")
+	}
+	for i := range j.Tests {
+		j.Tests[i].validate(doc, fmt.Sprintf("test[%d]", i))
+		if prev := slices.IndexFunc(j.Tests[:i], func(t Test) bool { return t.Name == j.Tests[i].Name }); prev >= 0 && j.Tests[i].Name != "" {
+			doc.Problemf(fmt.Sprintf("test[%d].name", i), "%q is already the name of test %d (line %d)",
+				j.Tests[i].Name, prev+1, doc.Line(fmt.Sprintf("test[%d].name", prev)))
+		}
+	}
+}
+
+func (d *Deploy) validate(doc *tomlfile.Document) {
+	switch {
+	case d.Image == "":
+		doc.Problemf("deploy.image", "required: an http(s) URL or a path")
+	case strings.ContainsAny(d.Image, " \t\r\n\"'`\\"):
+		doc.Problemf("deploy.image", "must not contain spaces, quotes or backslashes")
+	case d.ImageIsURL():
+		u, err := url.Parse(d.Image)
+		switch {
+		case err != nil:
+			doc.Problemf("deploy.image", "invalid URL: %v", err)
+		case u.Scheme != "http" && u.Scheme != "https":
+			doc.Problemf("deploy.image", "URL scheme %q not supported: use http or https, or a path", u.Scheme)
+		case u.Host == "":
+			doc.Problemf("deploy.image", "URL %q has no host", d.Image)
+		}
+	}
+	switch {
+	case d.SHA256 == "" && d.SHA256File == "":
+		doc.Problemf("deploy.sha256", "required: the sha256 of the uncompressed image (or sha256_file)")
+	case d.SHA256 != "" && d.SHA256File != "":
+		doc.Problemf("deploy.sha256_file", "give either sha256 or sha256_file, not both")
+	case d.SHA256 != "" && !sha256Hex.MatchString(d.SHA256):
+		doc.Problemf("deploy.sha256", "must be 64 hex digits")
+	}
+	d.SHA256 = strings.ToLower(d.SHA256)
+	if d.Disk != "" && !diskPath.MatchString(d.Disk) {
+		doc.Problemf("deploy.disk", "%q is not a device node such as /dev/sda", d.Disk)
+	}
+	checkDuration(doc, "deploy.timeout", d.Timeout)
+}
+
+func (t *Test) validate(doc *tomlfile.Document, key string) {
+	if t.Name == "" {
+		doc.Problemf(key+".name", "required")
+	}
+	checkName(doc, key+".name", t.Name)
+	if len(t.Commands) == 0 {
+		doc.Problemf(key+".commands", "at least one command is required")
+	}
+	for i, c := range t.Commands {
+		ckey := fmt.Sprintf("%s.commands[%d]", key, i)
+		switch {
+		case strings.TrimSpace(c) == "":
+			doc.Problemf(ckey, "empty command")
+		case strings.ContainsAny(c, "\r\n"):
+			doc.Problemf(ckey, "must be one line: split it into several commands")
+		}
+	}
+	checkDuration(doc, key+".timeout", t.Timeout)
+}
+
+// checkName checks a name that is not empty.
+func checkName(doc *tomlfile.Document, key, name string) {
+	if name != "" && !validName.MatchString(name) {
+		doc.Problemf(key, "%q is not a valid name: use %s", name, nameRule)
+	}
+}
+
+func checkNames(doc *tomlfile.Document, key string, names []string) {
+	for i, name := range names {
+		ikey := fmt.Sprintf("%s[%d]", key, i)
+		if name == "" {
+			doc.Problemf(ikey, "empty name")
+		}
+		checkName(doc, ikey, name)
+		if slices.Index(names, name) < i {
+			doc.Problemf(ikey, "%q is listed twice", name)
+		}
+	}
+}
+
+func checkDuration(doc *tomlfile.Document, key string, d time.Duration) {
+	if d < 0 {
+		doc.Problemf(key, "must not be negative")
+	}
+}
+
+// ImageIsURL reports whether Image is a URL rather than a path.
+func (d Deploy) ImageIsURL() bool {
+	return strings.Contains(d.Image, "://")
+}
+
+// Digest returns the expected sha256 of the written bytes, in lower-case
+// hex: SHA256, or the first word of SHA256File.
+func (d Deploy) Digest() (string, error) {
+	if d.SHA256File == "" {
+		return d.SHA256, nil
+	}
+	data, err := os.ReadFile(d.SHA256File)
+	if err != nil {
+		return "", fmt.Errorf("read deploy.sha256_file: %w", err)
+	}
+	fields := strings.Fields(string(data))
+	if len(fields) == 0 || !sha256Hex.MatchString(fields[0]) {
+		return "", fmt.Errorf("deploy.sha256_file %s: does not start with 64 hex digits", d.SHA256File)
+	}
+	return strings.ToLower(fields[0]), nil
+}

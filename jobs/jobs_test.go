@@ -1,0 +1,287 @@
+package jobs
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/labctl/labctl/internal/tomlfile"
+)
+
+const digest = "3f786850e387550fdab836ed7e6dc881de23001b2f6ac2a88c8d0f7e0b0a4a0b"
+
+// minimal is a valid job that the table cases extend.
+const minimal = `device = "node1"
+[deploy]
+image = "http://example.com/disk.img.gz"
+sha256 = "` + digest + `"
+`
+
+func TestParseValid(t *testing.T) {
+	data, err := os.ReadFile("testdata/valid.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, err := Parse("testdata/valid.toml", data)
+	if err != nil {
+		t.Fatalf("Parse() = %v", err)
+	}
+	want := Job{
+		Name: "smoke", DeviceType: "simlab-qemu", Tags: []string{"simlab"}, Priority: High,
+		Timeout: 20 * time.Minute, Artifacts: []string{"/tmp/results.txt"},
+		Deploy: Deploy{Image: "images/disk.img.gz", SHA256File: "images/disk.img.sha256", Disk: "/dev/vda", Timeout: 10 * time.Minute},
+		Boot:   Boot{Username: "root", Password: "test"},
+		Tests: []Test{
+			{Name: "kernel", Commands: []string{"uname -a"}, Timeout: time.Minute},
+			{Name: "false", Commands: []string{"false"}, ExpectFailure: true},
+		},
+	}
+	if !equalJobs(*job, want) {
+		t.Errorf("Parse() =\n%+v\nwant\n%+v", *job, want)
+	}
+}
+
+func equalJobs(a, b Job) bool {
+	return a.Name == b.Name && a.Device == b.Device && a.DeviceType == b.DeviceType &&
+		slices.Equal(a.Tags, b.Tags) && a.Priority == b.Priority && a.Timeout == b.Timeout &&
+		a.KeepPoweredOn == b.KeepPoweredOn && slices.Equal(a.Artifacts, b.Artifacts) &&
+		a.Deploy == b.Deploy && a.Boot == b.Boot &&
+		slices.EqualFunc(a.Tests, b.Tests, func(x, y Test) bool {
+			return x.Name == y.Name && slices.Equal(x.Commands, y.Commands) && x.Timeout == y.Timeout && x.ExpectFailure == y.ExpectFailure
+		})
+}
+
+func TestParseDefaults(t *testing.T) {
+	job, err := Parse("dir/my-job.toml", []byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.Name != "my-job" || job.Priority != Normal || job.Boot.Username != "root" || job.Timeout != 0 || len(job.Tests) != 0 {
+		t.Errorf("Parse() = %+v: want name from the file, normal priority, user root, no timeout, no tests", job)
+	}
+}
+
+func TestParseProblems(t *testing.T) {
+	tests := []struct {
+		name string
+		src  string
+		want []string // problems, without the file name
+	}{
+		{
+			name: "unknown key with its line",
+			src:  minimal + "tmeout = \"1m\"\n",
+			want: []string{`:5: deploy.tmeout: unknown key (did you mean "timeout"?)`},
+		},
+		{
+			name: "unknown top-level key before the first table",
+			src:  "prio = \"high\"\n" + minimal,
+			want: []string{`:1: prio: unknown key`},
+		},
+		{
+			name: "wrong type",
+			src:  "keep_powered_on = \"yes\"\n" + minimal,
+			want: []string{":1: keep_powered_on: must be a boolean (true or false), not a string"},
+		},
+		{
+			name: "bad priority",
+			src:  "priority = \"urgent\"\n" + minimal,
+			want: []string{`:1: priority: "urgent" is not a priority: use high, normal or low`},
+		},
+		{
+			name: "bad duration",
+			src:  "timeout = \"20 minutes\"\n" + minimal,
+			want: []string{`:1: timeout: invalid duration "20 minutes": want a number with a unit, such as "90s", "5m" or "1h30m"`},
+		},
+		{
+			name: "negative duration",
+			src:  "timeout = \"-1m\"\n" + minimal,
+			want: []string{":1: timeout: must not be negative"},
+		},
+		{
+			name: "missing device and image",
+			src:  "[deploy]\nsha256 = \"" + digest + "\"\n",
+			want: []string{
+				": device: required: name a device, or a device_type (and tags)",
+				":1: deploy.image: required: an http(s) URL or a path",
+			},
+		},
+		{
+			name: "device and device_type",
+			src:  "device_type = \"x\"\n" + minimal,
+			want: []string{":1: device_type: give either device or device_type, not both"},
+		},
+		{
+			name: "tags with a device",
+			src:  "tags = [\"a\"]\n" + minimal,
+			want: []string{":1: tags: tags select among the devices of a device_type; with device they mean nothing"},
+		},
+		{
+			name: "bad sha256",
+			src: `device = "node1"
+
+[deploy]
+image = "disk.img"
+sha256 = "abc"
+`,
+			want: []string{":5: deploy.sha256: must be 64 hex digits"},
+		},
+		{
+			name: "sha256 and sha256_file",
+			src:  minimal + "sha256_file = \"x.sha256\"\n",
+			want: []string{":5: deploy.sha256_file: give either sha256 or sha256_file, not both"},
+		},
+		{
+			name: "no sha256",
+			src:  "device = \"n\"\n[deploy]\nimage = \"x.img\"\n",
+			want: []string{":2: deploy.sha256: required: the sha256 of the uncompressed image (or sha256_file)"},
+		},
+		{
+			name: "bad image URL and disk",
+			src:  "device = \"n\"\n[deploy]\nimage = \"ftp://host/x.img\"\nsha256 = \"" + digest + "\"\ndisk = \"sda; reboot\"\n",
+			want: []string{
+				`:3: deploy.image: URL scheme "ftp" not supported: use http or https, or a path`,
+				`:5: deploy.disk: "sda; reboot" is not a device node such as /dev/sda`,
+			},
+		},
+		{
+			name: "image with a quote",
+			src:  "device = \"n\"\n[deploy]\nimage = \"http://h/x'.img\"\nsha256 = \"" + digest + "\"\n",
+			want: []string{":3: deploy.image: must not contain spaces, quotes or backslashes"},
+		},
+		{
+			name: "test steps: duplicate name, no command, missing name, multi-line command",
+			src: minimal + `
+[[test]]
+name = "a"
+commands = ["true"]
+
+[[test]]
+name = "a"
+commands = []
+
+[[test]]
+commands = ["""echo
+two lines"""]
+`,
+			want: []string{
+				`:11: test[1].name: "a" is already the name of test 1 (line 7)`,
+				":12: test[1].commands: at least one command is required",
+				":14: test[2].name: required",
+				":15: test[2].commands[0]: must be one line: split it into several commands",
+			},
+		},
+		{
+			name: "bad names and artifacts",
+			src: `name = "my job"
+device_type = "simlab-qemu"
+tags = ["ok", "ok", "no tag"]
+artifacts = ["relative.txt"]
+[deploy]
+image = "x.img"
+sha256 = "` + digest + `"
+`,
+			want: []string{
+				`:1: name: "my job" is not a valid name: use letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64`,
+				`:3: tags[1]: "ok" is listed twice`,
+				`:3: tags[2]: "no tag" is not a valid name: use letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64`,
+				`:4: artifacts[0]: "relative.txt" is not an absolute path on the node`,
+			},
+		},
+		{
+			name: "syntax error",
+			src:  "device = \"n\"\n[deploy\n",
+			want: []string{":2: expected '.' or ']' to end table name, but got '\\n' instead"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("job.toml", []byte(tt.src))
+			var got []string
+			for _, p := range tomlfile.Problems("job.toml", err) {
+				got = append(got, strings.TrimPrefix(p.String(), "job.toml"))
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("Parse() problems =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+		})
+	}
+}
+
+func TestLoadResolvesPathsAndDigest(t *testing.T) {
+	dir := t.TempDir()
+	images := filepath.Join(dir, "images")
+	if err := os.Mkdir(images, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(images, "disk.img.sha256"), []byte(strings.ToUpper(digest)+"  disk.img\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile("testdata/valid.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "job.toml")
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	job, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(images, "disk.img.gz"); job.Deploy.Image != want {
+		t.Errorf("image = %q, want %q", job.Deploy.Image, want)
+	}
+	got, err := job.Deploy.Digest()
+	if err != nil || got != digest {
+		t.Errorf("Digest() = %q, %v; want %q", got, err, digest)
+	}
+
+	job.Deploy.SHA256File = filepath.Join(dir, "missing.sha256")
+	if _, err := job.Deploy.Digest(); err == nil || !strings.Contains(err.Error(), "missing.sha256") {
+		t.Errorf("Digest() of a missing file = %v, want an error naming it", err)
+	}
+	if _, err := Load(filepath.Join(dir, "nope.toml")); err == nil || !strings.Contains(err.Error(), "nope.toml") {
+		t.Errorf("Load(missing) = %v, want an error naming the file", err)
+	}
+}
+
+func TestLoadKeepsURLs(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "j.toml")
+	if err := os.WriteFile(path, []byte(minimal), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	job, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.Deploy.Image != "http://example.com/disk.img.gz" {
+		t.Errorf("image = %q, want the URL unchanged", job.Deploy.Image)
+	}
+	if d, err := job.Deploy.Digest(); err != nil || d != digest {
+		t.Errorf("Digest() = %q, %v", d, err)
+	}
+}
+
+func TestOutcomeExitCode(t *testing.T) {
+	for o, want := range map[Outcome]int{Complete: 0, Failed: 1, Incomplete: 2, Canceled: 3, "bogus": 2} {
+		if got := o.ExitCode(); got != want {
+			t.Errorf("%q.ExitCode() = %d, want %d", o, got, want)
+		}
+	}
+	var o Outcome
+	if err := o.UnmarshalText([]byte("failed")); err != nil || o != Failed {
+		t.Errorf("UnmarshalText(failed) = %v, %q", err, o)
+	}
+	if err := o.UnmarshalText([]byte("done")); err == nil {
+		t.Error("UnmarshalText(done) accepted an unknown outcome")
+	}
+}
+
+func TestPriorityRank(t *testing.T) {
+	if !(High.Rank() > Normal.Rank() && Normal.Rank() > Low.Rank()) {
+		t.Errorf("ranks high=%d normal=%d low=%d, want high > normal > low", High.Rank(), Normal.Rank(), Low.Rank())
+	}
+}
