@@ -1,0 +1,168 @@
+package netboot
+
+import (
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+// URL layout of the HTTP server:
+//
+//	/images/<token>/<name>   a published job image (GET, HEAD; Range)
+//	/uploads/<token>/<name>  an artifact upload (POST, PUT)
+//	/<path>                  the boot root and generated pxelinux configs (GET, HEAD)
+//
+// Files in the root under images/ and uploads/ are therefore not reachable
+// over HTTP (they still are over TFTP).
+const (
+	imagesPrefix  = "/images/"
+	uploadsPrefix = "/uploads/"
+)
+
+// ServeHTTP routes a request and logs it once it is done.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	cw := &countingWriter{ResponseWriter: w}
+	client, _, _ := net.SplitHostPort(r.RemoteAddr)
+	var attrs []slog.Attr
+	switch p := r.URL.Path; {
+	case strings.HasPrefix(p, imagesPrefix):
+		attrs = s.serveImage(cw, r, strings.TrimPrefix(p, imagesPrefix))
+	case strings.HasPrefix(p, uploadsPrefix):
+		attrs = s.serveUpload(cw, r, strings.TrimPrefix(p, uploadsPrefix))
+	default:
+		attrs = s.serveRoot(cw, r, net.ParseIP(client))
+	}
+	status := cw.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	level := slog.LevelInfo
+	switch {
+	case status == http.StatusBadRequest:
+		level = slog.LevelWarn // a name that tries to leave the root, a bad upload
+	case status >= 400:
+		level = slog.LevelDebug // misses are routine
+	}
+	attrs = append(attrs,
+		slog.String("proto", "http"), slog.String("client", client),
+		slog.String("method", r.Method), slog.String("file", r.URL.Path),
+		slog.Int("status", status), slog.Int64("bytes", cw.written.Load()),
+		slog.Duration("duration", time.Since(start).Round(time.Millisecond)))
+	s.log.LogAttrs(r.Context(), level, "transfer done", attrs...)
+}
+
+// serveRoot serves a file from the boot root or a generated config.
+func (s *Server) serveRoot(w http.ResponseWriter, r *http.Request, client net.IP) []slog.Attr {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return nil
+	}
+	c, err := s.open(strings.TrimPrefix(r.URL.Path, "/"), client)
+	if err != nil {
+		if errors.Is(err, errBadName) {
+			http.Error(w, "invalid file name", http.StatusBadRequest)
+		} else {
+			http.NotFound(w, r)
+		}
+		return []slog.Attr{slog.String("err", err.Error())}
+	}
+	defer c.Close()
+	if c.generated != nil {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store") // changes with every job
+	} else {
+		w.Header().Set("Content-Type", "application/octet-stream")
+	}
+	http.ServeContent(w, r, "", c.modTime, c.reader())
+	if c.node != "" {
+		return []slog.Attr{slog.String("node", c.node)}
+	}
+	return nil
+}
+
+// progressChunk is how much the kernel sends (sendfile) between two
+// updates of a byte counter.
+const progressChunk = 4 << 20
+
+// countingWriter records the status and counts the body bytes written, and
+// optionally adds them to a shared counter (an image's BytesServed). Its
+// ReadFrom keeps http.ServeContent on the zero-copy path (sendfile from the
+// *os.File) while still updating the counter every progressChunk bytes.
+type countingWriter struct {
+	http.ResponseWriter
+	status  int
+	written atomic.Int64
+	also    *atomic.Int64 // may be nil
+}
+
+func (w *countingWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.add(int64(n))
+	return n, err
+}
+
+func (w *countingWriter) add(n int64) {
+	w.written.Add(n)
+	if w.also != nil {
+		w.also.Add(n)
+	}
+}
+
+// ReadFrom passes the copy to the connection in chunks. http.ServeContent
+// hands it an *io.LimitedReader over the file; re-slicing that into
+// LimitedReaders of progressChunk keeps the file visible to the kernel's
+// sendfile while the counter moves during a long transfer.
+func (w *countingWriter) ReadFrom(src io.Reader) (int64, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	rf, ok := w.ResponseWriter.(io.ReaderFrom)
+	if !ok {
+		return io.Copy(writerOnly{w}, src)
+	}
+	lr, ok := src.(*io.LimitedReader)
+	if !ok {
+		n, err := rf.ReadFrom(src)
+		w.add(n)
+		return n, err
+	}
+	var total int64
+	for lr.N > 0 {
+		chunk := &io.LimitedReader{R: lr.R, N: min(lr.N, progressChunk)}
+		want := chunk.N
+		n, err := rf.ReadFrom(chunk)
+		lr.N -= n
+		total += n
+		w.add(n)
+		if err != nil {
+			return total, err
+		}
+		if n < want { // source ended early
+			break
+		}
+	}
+	return total, nil
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *countingWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// writerOnly hides ReadFrom so io.Copy does not recurse into it.
+type writerOnly struct{ io.Writer }

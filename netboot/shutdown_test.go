@@ -1,0 +1,139 @@
+package netboot
+
+import (
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestShutdownWithStalledTFTPClient starts a transfer whose client never
+// ACKs, then stops the server. Serve must return within the grace period
+// (not after pin/tftp's timeout × retries), the abandoned transfer must end
+// by itself within the bound the log announces, and a client that wakes up
+// after the shutdown gets an error packet instead of more data.
+func TestShutdownWithStalledTFTPClient(t *testing.T) {
+	const (
+		grace   = 200 * time.Millisecond
+		timeout = 400 * time.Millisecond
+		retries = 4
+	)
+	ts := startServer(t, func(c *Config) {
+		c.ShutdownGrace = grace
+		c.TFTP.Timeout = timeout
+		c.TFTP.Retries = retries
+	})
+	stalled := dialRaw(t)
+	defer stalled.Close()
+	sleeper := dialRaw(t)
+	defer sleeper.Close()
+	srv := ts.TFTPAddr().(*net.UDPAddr)
+	for _, c := range []*net.UDPConn{stalled, sleeper} {
+		if _, err := c.WriteToUDP(rawRRQ("master/vmlinuz"), srv); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first, err := readTFTP(t, stalled, 2*time.Second)
+	if err != nil || first.op != 3 || first.block != 1 {
+		t.Fatalf("stalled client: first packet op %d block %d err %v", first.op, first.block, err)
+	}
+	wake, err := readTFTP(t, sleeper, 2*time.Second)
+	if err != nil || wake.op != 3 || wake.block != 1 {
+		t.Fatalf("sleeping client: first packet op %d block %d err %v", wake.op, wake.block, err)
+	}
+	waitFor(t, "two active transfers", time.Second, func() bool { return ts.activeTFTP.Load() == 2 })
+
+	took := ts.stop(t)
+	if took > grace+500*time.Millisecond {
+		t.Fatalf("Serve took %v to return with a stalled client; grace is %v", took, grace)
+	}
+	t.Logf("Serve returned %v after cancel", took)
+	if !strings.Contains(ts.logs.String(), "abandoning them") {
+		t.Errorf("no log line about the abandoned transfers")
+	}
+
+	// The sleeping client ACKs block 1 now: the server must not send
+	// block 2 but an error saying it is shutting down.
+	sleeper.WriteToUDP([]byte{0, 4, 0, 1}, wake.from)
+	for {
+		p, err := readTFTP(t, sleeper, 2*time.Second)
+		if err != nil {
+			t.Fatalf("sleeping client after shutdown: %v", err)
+		}
+		if p.op == 3 && p.block == 1 {
+			continue // a retransmission of block 1 that crossed our ACK
+		}
+		if p.op != 5 || !strings.Contains(p.msg, "shutting down") {
+			t.Fatalf("sleeping client after shutdown: op %d block %d msg %q, want ERROR shutting down", p.op, p.block, p.msg)
+		}
+		break
+	}
+
+	// The stalled transfer gives up within retries × (timeout + jitter).
+	bound := time.Duration(retries)*(timeout+tftpRetransmitJitter) + time.Second
+	waitFor(t, "the abandoned transfer to end", bound, func() bool { return ts.activeTFTP.Load() == 0 })
+}
+
+func dialRaw(t *testing.T) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestServeStopsPromptlyWhenIdle checks the ordinary case: no transfers,
+// Serve returns at once and the ports are free again.
+func TestServeStopsPromptlyWhenIdle(t *testing.T) {
+	ts := startServer(t, nil)
+	udp, tcp := ts.tftpAddr(), ts.HTTPAddr().String()
+	if took := ts.stop(t); took > 500*time.Millisecond {
+		t.Fatalf("idle Serve took %v to return", took)
+	}
+	c, err := net.ListenPacket("udp", udp)
+	if err != nil {
+		t.Fatalf("TFTP port still taken: %v", err)
+	}
+	c.Close()
+	l, err := net.Listen("tcp", tcp)
+	if err != nil {
+		t.Fatalf("HTTP port still taken: %v", err)
+	}
+	l.Close()
+}
+
+func TestNewRejectsBadConfig(t *testing.T) {
+	dir := t.TempDir()
+	tests := map[string]Config{
+		"no root":        {TFTPAddr: "127.0.0.1:0"},
+		"missing root":   {Root: dir + "/nope", TFTPAddr: "127.0.0.1:0"},
+		"no listeners":   {Root: dir},
+		"tiny blocks":    {Root: dir, TFTPAddr: "127.0.0.1:0", TFTP: TFTPSettings{MaxBlockSize: 100}},
+		"bad http url":   {Root: dir, HTTPAddr: "127.0.0.1:0", HTTPURL: "ftp://x"},
+		"url, no http":   {Root: dir, TFTPAddr: "127.0.0.1:0", HTTPURL: "http://x"},
+		"bad tftp addr":  {Root: dir, TFTPAddr: "127.0.0.1:notaport"},
+		"negative grace": {Root: dir, TFTPAddr: "127.0.0.1:0", ShutdownGrace: -1},
+	}
+	for name, cfg := range tests {
+		t.Run(name, func(t *testing.T) {
+			s, err := New(cfg, nil)
+			if err == nil {
+				s.Close()
+				t.Fatal("accepted")
+			}
+		})
+	}
+	// A port in use is reported by New, before any job starts.
+	busy, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	if s, err := New(Config{Root: dir, TFTPAddr: busy.LocalAddr().String()}, nil); err == nil {
+		s.Close()
+		t.Fatal("busy TFTP port accepted")
+	} else if !strings.Contains(err.Error(), "tftp listen") {
+		t.Fatalf("error %q does not say which listener", err)
+	}
+}
