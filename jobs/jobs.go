@@ -136,22 +136,17 @@ func Parse(name string, data []byte) (*Job, error) {
 }
 
 var (
-	// validName is what job, test and tag names look like: they end up in
-	// file names, URLs, JUnit reports and console markers.
-	validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 	sha256Hex = regexp.MustCompile(`^[0-9a-fA-F]{64}$`)
 	// diskPath is a device node that is safe to type into a shell.
 	diskPath = regexp.MustCompile(`^/dev/[A-Za-z0-9/_.:-]+$`)
 )
 
-const nameRule = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64"
-
 func (j *Job) validate(doc *tomlfile.Document) {
-	if !validName.MatchString(j.Name) {
+	if !tomlfile.ValidName(j.Name) {
 		if doc.Has("name") {
-			doc.Problemf("name", "%q is not a valid name: use %s", j.Name, nameRule)
+			doc.Problemf("name", "%q is not a valid name: use %s", j.Name, tomlfile.NameRule)
 		} else {
-			doc.Problemf("name", "the file name %q is not a valid job name: set name (%s)", j.Name, nameRule)
+			doc.Problemf("name", "the file name %q is not a valid job name: set name (%s)", j.Name, tomlfile.NameRule)
 		}
 	}
 	switch {
@@ -246,8 +241,8 @@ func (t *Test) validate(doc *tomlfile.Document, key string) {
 
 // checkName checks a name that is not empty.
 func checkName(doc *tomlfile.Document, key, name string) {
-	if name != "" && !validName.MatchString(name) {
-		doc.Problemf(key, "%q is not a valid name: use %s", name, nameRule)
+	if name != "" && !tomlfile.ValidName(name) {
+		doc.Problemf(key, "%q is not a valid name: use %s", name, tomlfile.NameRule)
 	}
 }
 

@@ -232,15 +232,15 @@ func fieldsOf(t reflect.Type) map[string][]int {
 }
 
 // suggest returns ` (did you mean "x"?)` for the known key closest to key,
-// or "" if none is close.
+// or "" if none is close: at most half of key's letters differ.
 func suggest(key string, fields map[string][]int) string {
-	best, bestDistance := "", 3
+	best, bestDistance := "", max(1, len(key)/2)+1
 	for name := range fields {
 		if dist := editDistance(strings.ToLower(key), name); dist < bestDistance || dist == bestDistance && name < best {
 			best, bestDistance = name, dist
 		}
 	}
-	if best == "" || bestDistance >= len(key) {
+	if best == "" {
 		return ""
 	}
 	return fmt.Sprintf(" (did you mean %q?)", best)

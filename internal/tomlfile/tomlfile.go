@@ -21,6 +21,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -77,7 +78,7 @@ func (e *Error) Errors() []Problem {
 	return slices.DeleteFunc(slices.Clone(e.Problems), func(p Problem) bool { return p.Warning })
 }
 
-// Check returns problems as an [*Error] (sorted by file and line) if at
+// Check returns problems as an [*Error] (sorted by file, line and key) if at
 // least one of them is not a warning, and nil otherwise.
 func Check(problems []Problem) error {
 	if !slices.ContainsFunc(problems, func(p Problem) bool { return !p.Warning }) {
@@ -85,7 +86,7 @@ func Check(problems []Problem) error {
 	}
 	sorted := slices.Clone(problems)
 	slices.SortStableFunc(sorted, func(a, b Problem) int {
-		return cmp.Or(cmp.Compare(a.File, b.File), cmp.Compare(a.Line, b.Line))
+		return cmp.Or(cmp.Compare(a.File, b.File), cmp.Compare(a.Line, b.Line), cmp.Compare(a.Key, b.Key))
 	})
 	return &Error{Problems: sorted}
 }
@@ -102,6 +103,16 @@ func Problems(file string, err error) []Problem {
 	}
 	return []Problem{{File: file, Message: err.Error()}}
 }
+
+// NameRule says what [ValidName] accepts, for messages.
+const NameRule = "letters, digits, '.', '_' and '-', starting with a letter or digit, at most 64"
+
+var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// ValidName reports whether s may name a lab, device, device type, job,
+// test step or tag. Such names end up in file names, URLs, JUnit reports
+// and console markers, so they are kept plain.
+func ValidName(s string) bool { return validName.MatchString(s) }
 
 // Document is a parsed file being decoded and validated. It knows the line
 // of every key, and collects the problems found.

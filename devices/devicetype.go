@@ -1,0 +1,400 @@
+package devices
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/labctl/labctl/internal/tomlfile"
+)
+
+// DeviceType is one device-types/NAME.toml: how to power, boot, reach and
+// log in to a kind of machine.
+type DeviceType struct {
+	// Name is the file name without ".toml"; if the file sets it, it must
+	// match.
+	Name        string `toml:"name"`
+	Description string `toml:"description"`
+	Settings
+	File string // the file it was loaded from
+}
+
+// Settings are the device-type keys. A device's [override] table may
+// change any of them. Treat a Settings value as read-only: devices of one
+// type share its slices.
+type Settings struct {
+	Power     Power     `toml:"power"`
+	Bootdev   Bootdev   `toml:"bootdev"`
+	Console   Console   `toml:"console"`
+	Master    Master    `toml:"master"`
+	LocalBoot LocalBoot `toml:"local_boot"`
+	Login     Login     `toml:"login"`
+	Timeouts  Timeouts  `toml:"timeouts"`
+	Health    Health    `toml:"health"`
+}
+
+// Power says how to switch a device on and off and choose its next boot
+// device.
+type Power struct {
+	// Method is "ipmi" (labctl talks IPMI itself) or "command" (shell
+	// commands, LAVA style: a PDU, a relay, or ipmitool).
+	Method PowerMethod `toml:"method"`
+	// Interface and CipherSuite are for talking IPMI to the BMC (the ipmi
+	// power method, the ipmi console driver, health checks). Interface is
+	// "lanplus" (IPMI 2.0, the default) or "lan" (1.5). CipherSuite 0 means
+	// negotiate; set 3 for BMCs without SHA256 such as ipmi_sim, where
+	// negotiating costs seconds.
+	Interface   IPMIInterface `toml:"interface"`
+	CipherSuite int           `toml:"cipher_suite"`
+	// Retries is how many times a failed power or bootdev operation is
+	// tried again; Timeout bounds each try.
+	Retries int           `toml:"retries"`
+	Timeout time.Duration `toml:"timeout"`
+
+	// For method = "command". on, off and status are required. Without a
+	// reset command a reset is off, then on. The node is on when the output
+	// of status matches StatusOnRegexp. Without bootdev commands the boot
+	// device is not switched: the node must try PXE first, and the
+	// local-boot entry of its PXE config sends it on to its disk.
+	OnCommand          Command `toml:"on_command"`
+	OffCommand         Command `toml:"off_command"`
+	ResetCommand       Command `toml:"reset_command"`
+	StatusCommand      Command `toml:"status_command"`
+	StatusOnRegexp     Pattern `toml:"status_on_regexp"`
+	BootdevPXECommand  Command `toml:"bootdev_pxe_command"`
+	BootdevDiskCommand Command `toml:"bootdev_disk_command"`
+}
+
+// Bootdev are the flags sent with IPMI "set boot device".
+type Bootdev struct {
+	EFI        bool `toml:"efi"`        // boot in UEFI mode rather than legacy BIOS
+	Persistent bool `toml:"persistent"` // for all later boots, not only the next one
+}
+
+// Console says how to reach the serial console and how fast to type on it.
+type Console struct {
+	// Driver is "command" (ConnectionCommand in a pty, e.g. ipmitool sol
+	// activate) or "ipmi" (labctl opens Serial over LAN itself).
+	Driver ConsoleDriver `toml:"driver"`
+	// ConnectionCommand opens the console; ResetCommand, if set, runs
+	// before every connection to end a stale session (ipmitool sol
+	// deactivate). Driver "command" only.
+	ConnectionCommand Command `toml:"connection_command"`
+	ResetCommand      Command `toml:"reset_command"`
+	// Pacing is "fixed" (wait the serial delay after every character, as
+	// LAVA does) or "echo" (send the next character once the previous one
+	// has echoed back, waiting at most EchoTimeout, then falling back to
+	// the fixed delay: fast where the console echoes, safe where it does
+	// not, e.g. at a password prompt).
+	Pacing      PacingMode    `toml:"pacing"`
+	EchoTimeout time.Duration `toml:"echo_timeout"`
+	// The serial delays, in milliseconds per character, as LAVA's keys of
+	// the same names: BootloaderSerialDelayMs for what is typed before the
+	// test OS shell (master initrd, login), TestShellSerialDelayMs for the
+	// test steps.
+	BootloaderSerialDelayMs int `toml:"bootloader_serial_delay_ms"`
+	TestShellSerialDelayMs  int `toml:"test_shell_serial_delay_ms"`
+}
+
+// BootloaderDelay is BootloaderSerialDelayMs as a duration.
+func (c Console) BootloaderDelay() time.Duration {
+	return time.Duration(c.BootloaderSerialDelayMs) * time.Millisecond
+}
+
+// TestShellDelay is TestShellSerialDelayMs as a duration.
+func (c Console) TestShellDelay() time.Duration {
+	return time.Duration(c.TestShellSerialDelayMs) * time.Millisecond
+}
+
+// Master is the network-booted image that writes job images to the disk.
+type Master struct {
+	Kernel string `toml:"kernel"` // relative to the boot server's root
+	Initrd string `toml:"initrd"` // relative to the boot server's root
+	Append string `toml:"append"` // kernel command line
+	Prompt string `toml:"prompt"` // its shell prompt, e.g. "master# "
+	// NetworkCommands run at the prompt before the image is fetched (e.g.
+	// "udhcpc -i eth0"); none if the master brings the network up itself.
+	NetworkCommands []string `toml:"network_commands"`
+	Disk            string   `toml:"disk"` // written by jobs that name no deploy.disk
+}
+
+// LocalBoot is what a node gets from PXE when it should boot its disk.
+type LocalBoot struct {
+	// Entry is the body of a pxelinux LABEL: "LOCALBOOT 0", or, for boards
+	// whose PXE firmware hangs on LOCALBOOT, "COM32 chain.c32\nAPPEND hd0 0".
+	Entry string `toml:"entry"`
+}
+
+// Login says how to log in to the test OS once it booted from disk.
+// Prompts are plain text, not regular expressions.
+type Login struct {
+	LoginPrompt    string `toml:"login_prompt"`
+	PasswordPrompt string `toml:"password_prompt"`
+	ShellPrompt    string `toml:"shell_prompt"`
+	LoginIncorrect string `toml:"login_incorrect"` // printed on a wrong password: fail at once
+}
+
+// Timeouts are the defaults for the steps of a job; a job may set its own.
+type Timeouts struct {
+	Power      time.Duration `toml:"power"`       // one power or bootdev operation, confirmed
+	MasterBoot time.Duration `toml:"master_boot"` // power on to the master prompt
+	Deploy     time.Duration `toml:"deploy"`      // the whole deploy action
+	DiskBoot   time.Duration `toml:"disk_boot"`   // power cycle to the login prompt
+	Login      time.Duration `toml:"login"`       // login prompt to shell prompt
+	TestStep   time.Duration `toml:"test_step"`   // one test step
+	Job        time.Duration `toml:"job"`         // the whole job
+}
+
+// Health says what the health check of a device does. It always checks
+// that the BMC answers and the power state can be read.
+type Health struct {
+	Console    bool `toml:"console"`     // also open the console (default true)
+	MasterBoot bool `toml:"master_boot"` // also boot the master image to its prompt, then power off
+}
+
+// The enumerations of the device-type keys.
+type (
+	PowerMethod   string
+	ConsoleDriver string
+	PacingMode    string
+	IPMIInterface string
+)
+
+// Their values.
+const (
+	PowerIPMI    PowerMethod   = "ipmi"
+	PowerCommand PowerMethod   = "command"
+	ConsoleIPMI  ConsoleDriver = "ipmi"
+	ConsoleCmd   ConsoleDriver = "command"
+	PacingFixed  PacingMode    = "fixed"
+	PacingEcho   PacingMode    = "echo"
+	LANPlus      IPMIInterface = "lanplus"
+	LAN          IPMIInterface = "lan"
+)
+
+func (m *PowerMethod) UnmarshalText(b []byte) error {
+	return unmarshalEnum(m, b, "power method", PowerIPMI, PowerCommand)
+}
+
+func (d *ConsoleDriver) UnmarshalText(b []byte) error {
+	return unmarshalEnum(d, b, "console driver", ConsoleCmd, ConsoleIPMI)
+}
+
+func (p *PacingMode) UnmarshalText(b []byte) error {
+	return unmarshalEnum(p, b, "pacing mode", PacingFixed, PacingEcho)
+}
+
+func (i *IPMIInterface) UnmarshalText(b []byte) error {
+	return unmarshalEnum(i, b, "IPMI interface", LANPlus, LAN)
+}
+
+func unmarshalEnum[T ~string](dst *T, text []byte, what string, values ...T) error {
+	for _, v := range values {
+		if string(text) == string(v) {
+			*dst = v
+			return nil
+		}
+	}
+	quoted := make([]string, len(values))
+	for i, v := range values {
+		quoted[i] = fmt.Sprintf("%q", string(v))
+	}
+	return fmt.Errorf("%q is not a %s: use %s", text, what, strings.Join(quoted, " or "))
+}
+
+// DefaultSettings are the values of the keys a device type leaves out.
+func DefaultSettings() Settings {
+	return Settings{
+		Power: Power{
+			Method:         PowerIPMI,
+			Interface:      LANPlus,
+			Retries:        3,
+			Timeout:        2 * time.Second,
+			StatusOnRegexp: mustPattern(`(?i)\bon\b`), // ipmitool: "Chassis Power is on"
+		},
+		Console: Console{
+			Driver:      ConsoleIPMI,
+			Pacing:      PacingFixed,
+			EchoTimeout: 250 * time.Millisecond,
+		},
+		LocalBoot: LocalBoot{Entry: "LOCALBOOT 0"},
+		Login: Login{
+			LoginPrompt:    "login: ",
+			PasswordPrompt: "Password: ",
+			LoginIncorrect: "Login incorrect",
+		},
+		Timeouts: Timeouts{
+			Power:      time.Minute,
+			MasterBoot: 4 * time.Minute,
+			Deploy:     10 * time.Minute,
+			DiskBoot:   4 * time.Minute,
+			Login:      time.Minute,
+			TestStep:   5 * time.Minute,
+			Job:        time.Hour,
+		},
+		Health: Health{Console: true},
+	}
+}
+
+// LoadDeviceType reads and checks one device-type file.
+func LoadDeviceType(path string) (*DeviceType, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read device type: %w", err)
+	}
+	return ParseDeviceType(path, data)
+}
+
+// ParseDeviceType decodes and checks a device type; file names it in
+// problems and gives its name.
+func ParseDeviceType(file string, data []byte) (*DeviceType, error) {
+	dt := &DeviceType{Settings: DefaultSettings(), File: file}
+	doc, err := tomlfile.Decode(file, data, dt)
+	if err != nil {
+		return nil, err
+	}
+	checkFileName(doc, "device type", &dt.Name)
+	dt.Settings.validate(doc.Problemf)
+	if err := doc.Err(); err != nil {
+		return nil, err
+	}
+	return dt, nil
+}
+
+// checkFileName defaults *name to the file name without ".toml" and checks
+// that a name set in the file matches it.
+func checkFileName(doc *tomlfile.Document, what string, name *string) {
+	base := strings.TrimSuffix(filepath.Base(doc.File()), ".toml")
+	switch {
+	case *name == "":
+		*name = base
+	case *name != base:
+		doc.Problemf("name", "%s %q must be in a file named %s.toml", what, *name, *name)
+		return
+	}
+	if !tomlfile.ValidName(*name) {
+		doc.Problemf("name", "%q is not a valid name: use %s", *name, tomlfile.NameRule)
+	}
+}
+
+// problemf records a problem with a key; validation is written against it
+// so that the same checks serve a device-type file and a device's override.
+type problemf func(key, format string, args ...any)
+
+var (
+	diskPath    = regexp.MustCompile(`^/dev/[A-Za-z0-9/_.:-]+$`)
+	cipherSuite = []int{0, 1, 2, 3, 6, 7, 8, 11, 12, 15, 16, 17}
+)
+
+func (s *Settings) validate(problem problemf) {
+	p := &s.Power
+	commands := s.commands()
+	switch p.Method {
+	case PowerIPMI:
+		for key, c := range commands {
+			if strings.HasPrefix(key, "power.") && !c.IsZero() {
+				problem(key, `only used with method = "command"`)
+			}
+		}
+	case PowerCommand:
+		for _, key := range []string{"power.on_command", "power.off_command", "power.status_command"} {
+			if commands[key].IsZero() {
+				problem(key, `required with method = "command"`)
+			}
+		}
+		if p.StatusOnRegexp.String() == "" {
+			problem("power.status_on_regexp", `required with method = "command"`)
+		}
+	}
+	if !slices.Contains(cipherSuite, p.CipherSuite) {
+		problem("power.cipher_suite", "%d is not an IPMI cipher suite (0 to 3, 6 to 8, 11, 12, 15 to 17)", p.CipherSuite)
+	}
+	if p.Retries < 0 || p.Retries > 10 {
+		problem("power.retries", "must be between 0 and 10")
+	}
+	positive(problem, "power.timeout", p.Timeout)
+
+	c := &s.Console
+	switch c.Driver {
+	case ConsoleCmd:
+		if c.ConnectionCommand.IsZero() {
+			problem("console.connection_command", `required with driver = "command"`)
+		}
+	case ConsoleIPMI:
+		if !c.ConnectionCommand.IsZero() {
+			problem("console.connection_command", `only used with driver = "command"`)
+		}
+		if !c.ResetCommand.IsZero() {
+			problem("console.reset_command", `only used with driver = "command"`)
+		}
+	}
+	for key, ms := range map[string]int{"bootloader_serial_delay_ms": c.BootloaderSerialDelayMs, "test_shell_serial_delay_ms": c.TestShellSerialDelayMs} {
+		if ms < 0 || ms > 10000 {
+			problem("console."+key, "must be between 0 and 10000 (milliseconds per character)")
+		}
+	}
+	positive(problem, "console.echo_timeout", c.EchoTimeout)
+
+	m := &s.Master
+	for key, path := range map[string]string{"kernel": m.Kernel, "initrd": m.Initrd} {
+		switch {
+		case path == "":
+			problem("master."+key, "required: a path relative to the boot server's root")
+		case !filepath.IsLocal(path):
+			problem("master."+key, "%q must be a path inside the boot server's root", path)
+		}
+	}
+	if m.Prompt == "" {
+		problem("master.prompt", "required: the master image's shell prompt")
+	}
+	switch {
+	case m.Disk == "":
+		problem("master.disk", "required: the disk that images are written to, e.g. /dev/sda")
+	case !diskPath.MatchString(m.Disk):
+		problem("master.disk", "%q is not a device node such as /dev/sda", m.Disk)
+	}
+	for i, cmd := range m.NetworkCommands {
+		if strings.TrimSpace(cmd) == "" || strings.ContainsAny(cmd, "\r\n") {
+			problem(fmt.Sprintf("master.network_commands[%d]", i), "must be one non-empty line")
+		}
+	}
+	if strings.TrimSpace(s.LocalBoot.Entry) == "" {
+		problem("local_boot.entry", `required: e.g. "LOCALBOOT 0"`)
+	}
+	if s.Login.LoginPrompt == "" {
+		problem("login.login_prompt", "required")
+	}
+	if s.Login.ShellPrompt == "" {
+		problem("login.shell_prompt", "required: the test OS's shell prompt after login")
+	}
+	t := &s.Timeouts
+	for key, d := range map[string]time.Duration{"power": t.Power, "master_boot": t.MasterBoot, "deploy": t.Deploy,
+		"disk_boot": t.DiskBoot, "login": t.Login, "test_step": t.TestStep, "job": t.Job} {
+		positive(problem, "timeouts."+key, d)
+	}
+}
+
+func positive(problem problemf, key string, d time.Duration) {
+	if d <= 0 {
+		problem(key, "must be positive")
+	}
+}
+
+// commands returns the commands of s by key path, for checks that apply
+// to all of them.
+func (s *Settings) commands() map[string]Command {
+	return map[string]Command{
+		"power.on_command":           s.Power.OnCommand,
+		"power.off_command":          s.Power.OffCommand,
+		"power.reset_command":        s.Power.ResetCommand,
+		"power.status_command":       s.Power.StatusCommand,
+		"power.bootdev_pxe_command":  s.Power.BootdevPXECommand,
+		"power.bootdev_disk_command": s.Power.BootdevDiskCommand,
+		"console.connection_command": s.Console.ConnectionCommand,
+		"console.reset_command":      s.Console.ResetCommand,
+	}
+}

@@ -1,0 +1,326 @@
+// Package devices loads a lab's configuration: the lab file (lab.toml),
+// the device types it points to (how to power, boot, reach and log in to a
+// kind of machine) and its devices (one machine each: BMC address and
+// credentials, MAC, tags, and overrides of any device-type key).
+//
+// All files are TOML, decoded strictly (docs/architecture.md, "Files"):
+// every problem is reported as "FILE:LINE: key.path: message", and [Load]
+// reports all problems of all files at once. A device's [override] table is
+// decoded into a copy of its device type's settings, so only the keys it
+// gives change, and the result is checked as a whole.
+//
+// Passwords and tokens are never part of a loaded value: they are read from
+// their file or environment variable when needed, as a [Secret], which
+// prints as "[redacted]". Commands ([Command]) have no password field at
+// all.
+package devices
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/labctl/labctl/internal/tomlfile"
+)
+
+// Config is the lab file.
+type Config struct {
+	Name string `toml:"name"`
+	// DeviceTypes and Devices are directories of *.toml files, relative to
+	// the lab file.
+	DeviceTypes []string `toml:"device_types"`
+	Devices     []string `toml:"devices"`
+	// StateDir holds job directories and the store; relative to the lab
+	// file, made absolute when loaded. Default "state".
+	StateDir   string     `toml:"state_dir"`
+	BootServer BootServer `toml:"boot_server"`
+	Server     Server     `toml:"server"`
+}
+
+// BootServer configures labctl's TFTP and HTTP boot server.
+type BootServer struct {
+	// Root holds pxelinux.0, ldlinux.c32 and the master kernels and
+	// initrds; relative to the lab file, made absolute when loaded.
+	Root       string `toml:"root"`
+	TFTPListen string `toml:"tftp_listen"` // host:port, default ":69"
+	HTTPListen string `toml:"http_listen"` // host:port
+	// HTTPURL is how nodes reach the HTTP server, e.g. "http://10.0.2.2:16901".
+	HTTPURL string `toml:"http_url"`
+	// TFTPServer is the address nodes get as next-server in DHCP configs;
+	// default: the host of HTTPURL.
+	TFTPServer string `toml:"tftp_server"`
+}
+
+// Server configures the daemon (labctl serve).
+type Server struct {
+	Listen string  `toml:"listen"` // host:port, default "127.0.0.1:8470"
+	Tokens []Token `toml:"tokens"`
+}
+
+// Token is an API bearer token the daemon accepts.
+type Token struct {
+	Name string `toml:"name"` // who uses it, for logs
+	// The token comes from a file (relative to the lab file; made absolute
+	// when loaded) or an environment variable, read by [Token.Secret].
+	TokenFile string `toml:"token_file"`
+	TokenEnv  string `toml:"token_env"`
+}
+
+// Secret reads the token.
+func (t Token) Secret() (Secret, error) {
+	s, err := readSecret(t.TokenFile, t.TokenEnv)
+	if err != nil {
+		return Secret{}, fmt.Errorf("token %s: %w", t.Name, err)
+	}
+	return s, nil
+}
+
+// Lab is a loaded lab: its configuration, device types and devices, all
+// checked.
+type Lab struct {
+	Config
+	File        string                 // the lab file
+	DeviceTypes map[string]*DeviceType // by name
+	Devices     []*Device              // sorted by name
+	// Warnings are problems that do not stop the lab from working, such as
+	// a password file every user can read.
+	Warnings []tomlfile.Problem
+}
+
+// Load reads the lab file at path, every device type and device it points
+// to, and checks them together: device names, MACs, IPs and BMCs unique,
+// device types known, overrides valid. It returns every problem found as a
+// [*tomlfile.Error].
+func Load(path string) (*Lab, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read lab config: %w", err)
+	}
+	lab := &Lab{
+		Config: Config{
+			StateDir:   "state",
+			BootServer: BootServer{TFTPListen: ":69"},
+			Server:     Server{Listen: "127.0.0.1:8470"},
+		},
+		File:        path,
+		DeviceTypes: map[string]*DeviceType{},
+	}
+	doc, err := tomlfile.Decode(path, data, &lab.Config)
+	if err != nil {
+		return nil, err
+	}
+	lab.validate(doc)
+
+	var problems []tomlfile.Problem
+	// types maps every device type name to its type, or to nil if the type
+	// has problems (its devices are then not checked against it).
+	types := map[string]*DeviceType{}
+	typeFiles := map[string]string{}
+	for _, file := range lab.files(doc, "device_types", lab.Config.DeviceTypes) {
+		name := strings.TrimSuffix(filepath.Base(file), ".toml")
+		if first, dup := typeFiles[name]; dup {
+			problems = append(problems, tomlfile.Problem{File: file, Message: fmt.Sprintf("device type %q is already defined in %s", name, first)})
+			continue
+		}
+		typeFiles[name] = file
+		dt, err := LoadDeviceType(file)
+		if err != nil {
+			problems = append(problems, tomlfile.Problems(file, err)...)
+			types[name] = nil
+			continue
+		}
+		types[name] = dt
+		lab.DeviceTypes[name] = dt
+	}
+
+	var docs []*tomlfile.Document
+	for _, file := range lab.files(doc, "devices", lab.Config.Devices) {
+		d, ddoc, err := parseDevice(file, types)
+		if err != nil {
+			problems = append(problems, tomlfile.Problems(file, err)...)
+			continue
+		}
+		lab.checkUnique(d, ddoc)
+		lab.Devices = append(lab.Devices, d)
+		docs = append(docs, ddoc)
+	}
+	problems = append(problems, doc.Problems()...)
+	for _, ddoc := range docs {
+		problems = append(problems, ddoc.Problems()...)
+	}
+	if err := tomlfile.Check(problems); err != nil {
+		return nil, err
+	}
+	lab.Warnings = problems // only warnings are left
+	slices.SortFunc(lab.Devices, func(a, b *Device) int { return cmp.Compare(a.Name, b.Name) })
+	return lab, nil
+}
+
+// files lists the *.toml files in the directories of the lab key (relative
+// to the lab file), sorted within each directory.
+func (l *Lab) files(doc *tomlfile.Document, key string, dirs []string) []string {
+	var files []string
+	for i, dir := range dirs {
+		dir = filepath.Join(filepath.Dir(l.File), dir)
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			doc.Problemf(fmt.Sprintf("%s[%d]", key, i), "%v", err)
+			continue
+		}
+		for _, e := range entries {
+			if !e.IsDir() && strings.HasSuffix(e.Name(), ".toml") {
+				files = append(files, filepath.Join(dir, e.Name()))
+			}
+		}
+	}
+	return files
+}
+
+// checkUnique reports a device whose name, MAC, IP or BMC another device
+// of the lab already has.
+func (l *Lab) checkUnique(d *Device, doc *tomlfile.Document) {
+	for _, other := range l.Devices {
+		switch {
+		case other.Name == d.Name:
+			doc.Problemf("name", "device %q is also defined in %s", d.Name, other.File)
+		case other.MAC != nil && d.MAC != nil && other.MAC.String() == d.MAC.String():
+			doc.Problemf("mac", "%s is also the MAC of %s (%s)", d.MAC, other.Name, other.File)
+		case other.IP.IsValid() && other.IP == d.IP:
+			doc.Problemf("ip", "%s is also the IP of %s (%s)", d.IP, other.Name, other.File)
+		case other.BMC.Host == d.BMC.Host && other.BMC.Port == d.BMC.Port:
+			doc.Problemf("bmc.port", "%s:%d is also the BMC of %s (%s): one BMC, one device",
+				d.BMC.Host, d.BMC.Port, other.Name, other.File)
+		}
+	}
+}
+
+func (l *Lab) validate(doc *tomlfile.Document) {
+	c := &l.Config
+	switch {
+	case c.Name == "":
+		doc.Problemf("name", "required: the lab's name")
+	case !tomlfile.ValidName(c.Name):
+		doc.Problemf("name", "%q is not a valid name: use %s", c.Name, tomlfile.NameRule)
+	}
+	if len(c.DeviceTypes) == 0 {
+		doc.Problemf("device_types", "required: directories of device-type files")
+	}
+	if len(c.Devices) == 0 {
+		doc.Problemf("devices", "required: directories of device files")
+	}
+	dir := absDir(l.File)
+	c.StateDir = resolve(dir, c.StateDir)
+
+	b := &c.BootServer
+	if b.Root == "" {
+		doc.Problemf("boot_server.root", "required: the directory served over TFTP and HTTP")
+	}
+	b.Root = resolve(dir, b.Root)
+	checkListen(doc, "boot_server.tftp_listen", b.TFTPListen)
+	checkListen(doc, "boot_server.http_listen", b.HTTPListen)
+	u, err := url.Parse(b.HTTPURL)
+	switch {
+	case b.HTTPURL == "":
+		doc.Problemf("boot_server.http_url", "required: how nodes reach the HTTP server, e.g. http://10.0.2.2:8080")
+	case err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
+		doc.Problemf("boot_server.http_url", "%q is not an http:// or https:// URL with a host", b.HTTPURL)
+	case b.TFTPServer == "":
+		b.TFTPServer = u.Hostname()
+	}
+	if b.TFTPServer != "" && !validHost(b.TFTPServer) {
+		doc.Problemf("boot_server.tftp_server", "%q is not a host name or IP address", b.TFTPServer)
+	}
+
+	checkListen(doc, "server.listen", c.Server.Listen)
+	for i := range c.Server.Tokens {
+		t := &c.Server.Tokens[i]
+		key := fmt.Sprintf("server.tokens[%d]", i)
+		switch {
+		case !tomlfile.ValidName(t.Name):
+			doc.Problemf(key+".name", "required: who uses the token (%s)", tomlfile.NameRule)
+		case slices.ContainsFunc(c.Server.Tokens[:i], func(o Token) bool { return o.Name == t.Name }):
+			doc.Problemf(key+".name", "%q is listed twice", t.Name)
+		}
+		switch {
+		case t.TokenFile == "" && t.TokenEnv == "":
+			doc.Problemf(key+".token_file", "required: a token_file or a token_env")
+		case t.TokenFile != "" && t.TokenEnv != "":
+			doc.Problemf(key+".token_env", "give either token_file or token_env, not both")
+		case t.TokenFile != "":
+			t.TokenFile = resolve(dir, t.TokenFile)
+			checkSecretFile(doc, key+".token_file", t.TokenFile)
+		case !validEnvName(t.TokenEnv):
+			doc.Problemf(key+".token_env", "%q is not an environment variable name", t.TokenEnv)
+		}
+	}
+}
+
+// resolve makes path absolute, relative to dir.
+func resolve(dir, path string) string {
+	if path == "" || filepath.IsAbs(path) {
+		return path
+	}
+	return filepath.Join(dir, path)
+}
+
+func checkListen(doc *tomlfile.Document, key, addr string) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		doc.Problemf(key, "%q is not host:port (e.g. 127.0.0.1:8080, or :8080 for every address)", addr)
+		return
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		doc.Problemf(key, "%q is not a port (0 to 65535)", port)
+	}
+	if host != "" && !validHost(host) {
+		doc.Problemf(key, "%q is not a host name or IP address", host)
+	}
+}
+
+func validHost(host string) bool {
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true
+	}
+	if host == "" || len(host) > 253 {
+		return false
+	}
+	for _, r := range host {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// Device returns the device called name.
+func (l *Lab) Device(name string) (*Device, bool) {
+	i := slices.IndexFunc(l.Devices, func(d *Device) bool { return d.Name == name })
+	if i < 0 {
+		return nil, false
+	}
+	return l.Devices[i], true
+}
+
+// Match returns the devices of deviceType (any type if empty) that have
+// every one of tags, sorted by name.
+func (l *Lab) Match(deviceType string, tags []string) []*Device {
+	var out []*Device
+	for _, d := range l.Devices {
+		if (deviceType == "" || d.DeviceType == deviceType) && d.HasTags(tags) {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	return slices.Sorted(maps.Keys(m))
+}
