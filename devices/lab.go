@@ -96,7 +96,7 @@ type Lab struct {
 }
 
 // Load reads the lab file at path, every device type and device it points
-// to, and checks them together: device names, MACs, IPs and BMCs unique,
+// to, and checks them together: device names, MACs and BMCs unique,
 // device types known, overrides valid. It returns every problem found as a
 // [*tomlfile.Error].
 func Load(path string) (*Lab, error) {
@@ -184,8 +184,9 @@ func (l *Lab) files(doc *tomlfile.Document, key string, dirs []string) []string 
 	return files
 }
 
-// checkUnique reports a device whose name, MAC, IP or BMC another device
-// of the lab already has.
+// checkUnique reports a device whose name, MAC or BMC another device of the
+// lab already has. IPs may repeat: simulated nodes each have their own
+// user-mode network, all with the same address.
 func (l *Lab) checkUnique(d *Device, doc *tomlfile.Document) {
 	for _, other := range l.Devices {
 		switch {
@@ -193,8 +194,6 @@ func (l *Lab) checkUnique(d *Device, doc *tomlfile.Document) {
 			doc.Problemf("name", "device %q is also defined in %s", d.Name, other.File)
 		case other.MAC != nil && d.MAC != nil && other.MAC.String() == d.MAC.String():
 			doc.Problemf("mac", "%s is also the MAC of %s (%s)", d.MAC, other.Name, other.File)
-		case other.IP.IsValid() && other.IP == d.IP:
-			doc.Problemf("ip", "%s is also the IP of %s (%s)", d.IP, other.Name, other.File)
 		case other.BMC.Host == d.BMC.Host && other.BMC.Port == d.BMC.Port:
 			doc.Problemf("bmc.port", "%s:%d is also the BMC of %s (%s): one BMC, one device",
 				d.BMC.Host, d.BMC.Port, other.Name, other.File)
