@@ -1,0 +1,67 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/labctl/labctl/simlab"
+	"github.com/urfave/cli/v2"
+)
+
+func upCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "up",
+		Usage: "start N nodes and write the lab config; the last line printed is `lab: PATH`",
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "nodes", Aliases: []string{"n"}, Value: 2, Usage: "how many nodes"},
+			&cli.StringFlag{Name: "dir", Value: "build/simlab/lab", Usage: "lab directory (state, logs, lab.toml)"},
+			&cli.StringFlag{Name: "artifacts", Usage: "artifacts directory (default build/simlab/artifacts of this repository)"},
+			&cli.StringFlag{Name: "device-types", Usage: "device type directory for lab.toml (default device-types of this repository)"},
+			&cli.StringFlag{Name: "accel", EnvVars: []string{"SIMLAB_ACCEL"}, Usage: "tcg, kvm or auto (KVM only after a smoke boot works)"},
+			&cli.IntFlag{Name: "memory", Value: 256, Usage: "RAM per node in MiB"},
+			&cli.DurationFlag{Name: "slot-wait", Value: 30 * time.Minute, Usage: "how long to wait for free machine-wide slots"},
+		},
+		Action: func(c *cli.Context) error {
+			return runUp(c.Context, simlab.Options{
+				Nodes:       c.Int("nodes"),
+				Dir:         c.String("dir"),
+				Artifacts:   c.String("artifacts"),
+				DeviceTypes: c.String("device-types"),
+				Accel:       c.String("accel"),
+				MemoryMB:    c.Int("memory"),
+				SlotWait:    c.Duration("slot-wait"),
+			}, os.Stdout)
+		},
+	}
+}
+
+// runUp starts the lab. Its relays keep running after simlab exits.
+func runUp(ctx context.Context, opts simlab.Options, out io.Writer) error {
+	if _, err := os.Stat(opts.Dir + "/nodes"); err == nil {
+		// A lab left in the directory: stop what it started first.
+		if err := simlab.Down(opts.Dir); err != nil {
+			return fmt.Errorf("stop the previous lab in %s: %w", opts.Dir, err)
+		}
+		if err := os.RemoveAll(opts.Dir); err != nil {
+			return err
+		}
+	}
+	opts.Progress = func(s string) { fmt.Fprintln(out, s) }
+	start := time.Now()
+	lab, err := simlab.Up(ctx, opts)
+	if err != nil {
+		return err
+	}
+	for _, n := range lab.Nodes {
+		fmt.Fprintf(out, "%s: bmc %s user %s (password in %s), mac %s, console log %s\n",
+			n.Name, n.BMC.Addr(), n.BMC.User, n.BMC.PasswordFile, n.MAC, n.ConsoleLog)
+	}
+	fmt.Fprintf(out, "boot server: serve %s on tftp %s and http %s (nodes fetch %s)\n",
+		lab.BootServer.Root, lab.BootServer.TFTPAddr, lab.BootServer.HTTPAddr, lab.BootServer.HTTPURL)
+	fmt.Fprintf(out, "%d node(s) up in %.1fs (QEMU %s); stop with: simlab down --dir %s\n", len(lab.Nodes), time.Since(start).Seconds(), lab.Accel, lab.Dir)
+	fmt.Fprintf(out, "lab: %s\n", lab.ConfigPath)
+	return nil
+}

@@ -1,0 +1,219 @@
+package simlab
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+)
+
+// front is the node's public IPMI port: a UDP forwarder in front of
+// ipmi_sim. Each client address gets its own upstream socket, so ipmi_sim
+// sees one stable peer per client and its replies (SOL output included) go
+// back to the right client. The front is where the BMC faults live:
+//   - silence: every datagram in both directions is dropped until a deadline,
+//     like a BMC that stops answering;
+//   - kill SOL: a zero-length datagram to every client that spoke SOL
+//     recently. ipmitool's SOL loop reads it as the end of the session and
+//     exits with "SOL session closed by BMC" (its recv returns 0 bytes).
+type front struct {
+	log      *slog.Logger
+	public   *net.UDPConn
+	upstream *net.UDPAddr
+
+	mu          sync.Mutex
+	clients     map[string]*frontClient
+	silentUntil time.Time
+	silenced    int64
+}
+
+type frontClient struct {
+	addr     *net.UDPAddr
+	conn     *net.UDPConn // connected to ipmi_sim
+	lastSeen time.Time
+	lastSOL  time.Time // last SOL payload datagram from this client
+}
+
+const (
+	frontIdleTimeout = 2 * time.Minute
+	frontMaxClients  = 256
+)
+
+func newFront(public *net.UDPConn, upstream *net.UDPAddr, log *slog.Logger) *front {
+	return &front{log: log, public: public, upstream: upstream, clients: map[string]*frontClient{}}
+}
+
+// serve forwards client datagrams until ctx ends or the public socket closes.
+func (f *front) serve(ctx context.Context) error {
+	go func() {
+		<-ctx.Done()
+		f.public.Close()
+	}()
+	go f.expire(ctx)
+	buf := make([]byte, 65536)
+	for {
+		n, addr, err := f.public.ReadFromUDP(buf)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				f.closeAll()
+				return nil
+			}
+			f.log.Warn("bmc front: read", "err", err)
+			continue
+		}
+		now := time.Now()
+		if f.silent(now) {
+			continue
+		}
+		c, err := f.client(ctx, addr, now)
+		if err != nil {
+			f.log.Warn("bmc front: upstream", "client", addr.String(), "err", err)
+			continue
+		}
+		if isSOLPayload(buf[:n]) {
+			f.mu.Lock()
+			c.lastSOL = now
+			f.mu.Unlock()
+		}
+		_, _ = c.conn.Write(buf[:n]) // ECONNREFUSED while ipmi_sim starts: the client retries
+	}
+}
+
+// silent reports (and counts) whether datagrams are being dropped now.
+func (f *front) silent(now time.Time) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if now.Before(f.silentUntil) {
+		f.silenced++
+		return true
+	}
+	return false
+}
+
+func (f *front) client(ctx context.Context, addr *net.UDPAddr, now time.Time) (*frontClient, error) {
+	key := addr.String()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c, ok := f.clients[key]; ok {
+		c.lastSeen = now
+		return c, nil
+	}
+	if len(f.clients) >= frontMaxClients {
+		f.evictOldestLocked()
+	}
+	conn, err := net.DialUDP("udp4", nil, f.upstream)
+	if err != nil {
+		return nil, err
+	}
+	c := &frontClient{addr: addr, conn: conn, lastSeen: now}
+	f.clients[key] = c
+	go f.pump(ctx, c)
+	return c, nil
+}
+
+// pump forwards ipmi_sim's datagrams for one client back to it.
+func (f *front) pump(ctx context.Context, c *frontClient) {
+	buf := make([]byte, 65536)
+	for {
+		n, err := c.conn.Read(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || ctx.Err() != nil {
+				return
+			}
+			continue // e.g. ECONNREFUSED from an earlier datagram
+		}
+		if f.silent(time.Now()) {
+			continue
+		}
+		_, _ = f.public.WriteToUDP(buf[:n], c.addr)
+	}
+}
+
+func (f *front) expire(ctx context.Context) {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			f.mu.Lock()
+			for k, c := range f.clients {
+				if now.Sub(c.lastSeen) > frontIdleTimeout {
+					c.conn.Close()
+					delete(f.clients, k)
+				}
+			}
+			f.mu.Unlock()
+		}
+	}
+}
+
+func (f *front) evictOldestLocked() {
+	var oldest string
+	for k, c := range f.clients {
+		if oldest == "" || c.lastSeen.Before(f.clients[oldest].lastSeen) {
+			oldest = k
+		}
+	}
+	if c, ok := f.clients[oldest]; ok {
+		c.conn.Close()
+		delete(f.clients, oldest)
+	}
+}
+
+func (f *front) closeAll() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for k, c := range f.clients {
+		c.conn.Close()
+		delete(f.clients, k)
+	}
+}
+
+// silence drops all traffic for d from now (d <= 0 ends a silence).
+func (f *front) silence(d time.Duration) time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if d <= 0 {
+		f.silentUntil = time.Time{}
+	} else {
+		f.silentUntil = time.Now().Add(d)
+	}
+	return f.silentUntil
+}
+
+// state returns the silence deadline and the count of dropped datagrams.
+func (f *front) state() (time.Time, int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.silentUntil, f.silenced
+}
+
+// endSOLClients sends a zero-length datagram to every client that sent a SOL
+// payload datagram within the last minute and returns how many it told.
+func (f *front) endSOLClients() int {
+	f.mu.Lock()
+	var targets []*net.UDPAddr
+	now := time.Now()
+	for _, c := range f.clients {
+		if !c.lastSOL.IsZero() && now.Sub(c.lastSOL) < time.Minute {
+			targets = append(targets, c.addr)
+			c.lastSOL = time.Time{}
+		}
+	}
+	f.mu.Unlock()
+	for _, a := range targets {
+		_, _ = f.public.WriteToUDP(nil, a)
+	}
+	return len(targets)
+}
+
+// isSOLPayload reports whether b is an RMCP+ (IPMI v2.0) datagram carrying
+// a SOL payload: RMCP header (class 7 = IPMI), auth type 6 = RMCP+, payload
+// type 1 = SOL (the payload type byte is never encrypted).
+func isSOLPayload(b []byte) bool {
+	return len(b) >= 6 && b[0] == 0x06 && b[3]&0x1f == 0x07 && b[4] == 0x06 && b[5]&0x3f == 0x01
+}

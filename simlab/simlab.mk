@@ -1,0 +1,118 @@
+# Simulated lab: artifacts (kernel, master initrd, test disk images) and
+# nodes (ipmi_sim BMC + console relay + QEMU). Included by the top-level
+# Makefile. Every artifact is rebuilt only when one of its inputs changed.
+
+# Debian packages the simulated lab needs (installed by `make deps`).
+DEB_PACKAGES += openipmi ipmitool qemu-system-x86 ipxe-qemu pxelinux syslinux \
+	syslinux-common busybox-static mtools dosfstools fdisk cpio kmod gzip \
+	xz-utils zstd tftpd-hpa
+TEST_PREREQS += artifacts
+
+SIMLAB_DIR   := simlab
+SIMLAB_OUT   := $(BUILD)/simlab
+SIMLAB_DEBS  := $(SIMLAB_OUT)/debs
+SIMLAB_WORK  := $(SIMLAB_OUT)/work
+SIMLAB_ART   := $(SIMLAB_OUT)/artifacts
+SIMLAB_ROOT  := $(SIMLAB_ART)/bootroot
+SIMLAB_IMG   := $(SIMLAB_ART)/images
+SIMLAB_LAB   := $(SIMLAB_OUT)/lab
+SIMLAB_S     := $(SIMLAB_DIR)/scripts
+NODES        ?= 2
+
+# Kernel modules in the initrds (dependencies are added automatically).
+# The master also carries common drivers of real x86 servers, so `make
+# master` gives a deploy image a real lab can PXE-boot.
+SIMLAB_VIRTIO_MODULES := virtio_pci virtio_blk virtio_net
+MASTER_MODULES ?= $(SIMLAB_VIRTIO_MODULES) e1000 e1000e igb r8169 tg3 ahci ata_piix sd_mod nvme
+TESTOS_MODULES ?= $(SIMLAB_VIRTIO_MODULES)
+# Kernel arguments of the sample pxelinux config and of the test disk.
+MASTER_APPEND ?= console=ttyS0,115200 panic=10 quiet
+TESTOS_APPEND ?= console=ttyS0,115200 panic=10 quiet
+
+# `make test` runs the simulated-lab tests with the freshly built binary and
+# these artifacts (StartLab would otherwise build cmd/simlab itself).
+export LABCTL_SIMLAB_BIN := $(abspath bin/simlab)
+export LABCTL_SIMLAB_ARTIFACTS := $(abspath $(SIMLAB_ART))
+
+SIMLAB_BOOTFILES := pxelinux.0 lpxelinux.0 ldlinux.c32 chain.c32 libcom32.c32 libutil.c32
+SIMLAB_IMAGES := $(addprefix $(SIMLAB_IMG)/disk.img,.sha256 .gz.sha256 .xz.sha256 .zst.sha256)
+
+.PHONY: artifacts master simlab simlab-down simlab-clean
+
+artifacts: master $(SIMLAB_IMAGES) ## build the simulated lab's kernel, master initrd and test disk images (cached)
+
+master: $(addprefix $(SIMLAB_ROOT)/,$(SIMLAB_BOOTFILES) simlab/vmlinuz simlab/master.gz simlab/pxelinux.cfg.sample) ## PXE master for real labs: kernel + initrd + sample pxelinux config in build/simlab/artifacts/bootroot
+
+simlab: build artifacts ## start NODES simulated nodes (default 2) and write their lab config; last line: `lab: PATH`
+	bin/simlab up --nodes $(NODES) --dir $(SIMLAB_LAB) --artifacts $(SIMLAB_ART) --device-types $(abspath device-types)
+
+simlab-down: ## stop the nodes `make simlab` started (by pid files)
+	@if [ -x bin/simlab ]; then bin/simlab down --dir $(SIMLAB_LAB); else echo "no bin/simlab: nothing started"; fi
+
+simlab-clean: simlab-down ## remove the simulated lab's build outputs (keeps the downloaded kernel .deb)
+	rm -rf $(SIMLAB_WORK) $(SIMLAB_ART) $(SIMLAB_LAB)
+
+# --- kernel ------------------------------------------------------------------
+$(SIMLAB_DEBS)/kernel.deb: $(SIMLAB_S)/fetch-kernel.sh
+	$(SIMLAB_S)/fetch-kernel.sh $(SIMLAB_DEBS)
+
+$(SIMLAB_WORK)/kernel/vmlinuz: $(SIMLAB_DEBS)/kernel.deb $(SIMLAB_S)/extract-kernel.sh
+	$(SIMLAB_S)/extract-kernel.sh $< $(SIMLAB_WORK)/kernel
+
+# --- initrds -----------------------------------------------------------------
+SIMLAB_INITRD_INPUTS := $(SIMLAB_WORK)/kernel/vmlinuz $(SIMLAB_S)/build-initrd.sh \
+	$(SIMLAB_DIR)/rootfs/common.sh $(SIMLAB_DIR)/rootfs/udhcpc.script /bin/busybox
+
+$(SIMLAB_ROOT)/simlab/master.gz: $(SIMLAB_INITRD_INPUTS) $(SIMLAB_DIR)/rootfs/master-init /usr/bin/zstd
+	@mkdir -p $(@D)
+	$(SIMLAB_S)/build-initrd.sh master $(SIMLAB_WORK)/kernel $@ "$(MASTER_MODULES)"
+
+$(SIMLAB_WORK)/testos.gz: $(SIMLAB_INITRD_INPUTS) $(SIMLAB_DIR)/rootfs/testos-init
+	$(SIMLAB_S)/build-initrd.sh testos $(SIMLAB_WORK)/kernel $@ "$(TESTOS_MODULES)"
+
+# --- boot root ---------------------------------------------------------------
+$(SIMLAB_ROOT)/simlab/vmlinuz: $(SIMLAB_WORK)/kernel/vmlinuz
+	@mkdir -p $(@D)
+	cp $< $@
+
+$(SIMLAB_ROOT)/%.0: /usr/lib/PXELINUX/%.0
+	@mkdir -p $(@D)
+	cp $< $@
+
+$(SIMLAB_ROOT)/%.c32: /usr/lib/syslinux/modules/bios/%.c32
+	@mkdir -p $(@D)
+	cp $< $@
+
+$(SIMLAB_ROOT)/simlab/pxelinux.cfg.sample: $(SIMLAB_DIR)/simlab.mk
+	@mkdir -p $(@D)
+	printf '%s\n' \
+	  '# Sample pxelinux config for the simlab master (copy to pxelinux.cfg/default' \
+	  '# or pxelinux.cfg/01-<mac> of your TFTP root). Paths are relative to the' \
+	  '# TFTP root that holds pxelinux.0, ldlinux.c32 and simlab/.' \
+	  'DEFAULT master' \
+	  'PROMPT 0' \
+	  'TIMEOUT 0' \
+	  'LABEL master' \
+	  '  KERNEL simlab/vmlinuz' \
+	  '  INITRD simlab/master.gz' \
+	  '  APPEND $(MASTER_APPEND)' \
+	  'LABEL local' \
+	  '  COM32 chain.c32' \
+	  '  APPEND hd0 0' >$@
+
+# --- test disk images ----------------------------------------------------------
+$(SIMLAB_IMG)/disk.img: $(SIMLAB_WORK)/kernel/vmlinuz $(SIMLAB_WORK)/testos.gz $(SIMLAB_S)/build-disk.sh
+	@mkdir -p $(@D)
+	DISK_APPEND="$(TESTOS_APPEND)" $(SIMLAB_S)/build-disk.sh $(SIMLAB_WORK)/kernel/vmlinuz $(SIMLAB_WORK)/testos.gz $@ 64
+
+$(SIMLAB_IMG)/disk.img.gz: $(SIMLAB_IMG)/disk.img
+	gzip -n -6 -c $< >$@.tmp && mv $@.tmp $@
+
+$(SIMLAB_IMG)/disk.img.xz: $(SIMLAB_IMG)/disk.img
+	xz -6 -T1 -c $< >$@.tmp && mv $@.tmp $@
+
+$(SIMLAB_IMG)/disk.img.zst: $(SIMLAB_IMG)/disk.img
+	zstd -q -19 -c $< >$@.tmp && mv $@.tmp $@
+
+$(SIMLAB_IMG)/%.sha256: $(SIMLAB_IMG)/%
+	cd $(@D) && sha256sum $* >$*.sha256.tmp && mv $*.sha256.tmp $*.sha256

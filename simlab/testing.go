@@ -1,0 +1,122 @@
+package simlab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// StartLab starts a lab of n nodes for a test, in t.TempDir(). It waits for
+// free machine-wide slots if other tests hold them, and registers a cleanup
+// that stops every process it started, also when the test fails (then it
+// also logs the tail of each node's console). If a component is missing
+// (ipmi_sim, QEMU, ipmitool, the artifacts), the test is skipped with a loud
+// reason, or fails when LABCTL_REQUIRE_SIMLAB=1.
+//
+// The simlab binary comes from $LABCTL_SIMLAB_BIN (`make test` sets it to
+// bin/simlab) or is built from cmd/simlab.
+func StartLab(t testing.TB, n int, opts Options) *Lab {
+	t.Helper()
+	if _, err := FindTools(); err != nil {
+		skipOrFail(t, err)
+	}
+	if opts.Artifacts == "" {
+		dir, err := DefaultArtifactsDir()
+		if err != nil {
+			skipOrFail(t, err)
+		}
+		opts.Artifacts = dir
+	}
+	if _, err := LoadArtifacts(opts.Artifacts); err != nil {
+		skipOrFail(t, err)
+	}
+	if opts.Simlab == "" {
+		bin, err := simlabBinary(t)
+		if err != nil {
+			t.Fatalf("simlab binary: %v", err)
+		}
+		opts.Simlab = bin
+	}
+	if opts.Dir == "" {
+		opts.Dir = t.TempDir()
+	}
+	opts.Nodes = n
+	opts.WatchStdin = true
+	if opts.Progress == nil {
+		opts.Progress = func(s string) { t.Logf("simlab: %s", s) }
+	}
+	if opts.SlotWait == 0 {
+		opts.SlotWait = 30 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), opts.SlotWait+2*time.Minute)
+	defer cancel()
+	start := time.Now()
+	lab, err := Up(ctx, opts)
+	if err != nil {
+		if errors.Is(err, ErrMissingTool) || errors.Is(err, ErrNoArtifacts) {
+			skipOrFail(t, err)
+		}
+		t.Fatalf("start simlab: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range lab.Nodes {
+				t.Logf("%s console (tail):%s", n.Name, logTail(n.ConsoleLog))
+				t.Logf("%s logs:%s", n.Name, logTail(filepath.Join(n.Dir, relayLogFile), filepath.Join(n.Dir, qemuLogFile)))
+			}
+		}
+		if err := lab.Close(); err != nil {
+			t.Errorf("stop simlab: %v", err)
+		}
+	})
+	var slots []string
+	for _, n := range lab.Nodes {
+		slots = append(slots, fmt.Sprintf("%s=slot %d (bmc %s)", n.Name, n.Slot, n.BMC.Addr()))
+	}
+	t.Logf("simlab: %d node(s) up in %.1fs, accel %s: %s; lab %s", n, time.Since(start).Seconds(), lab.Accel, strings.Join(slots, ", "), lab.ConfigPath)
+	return lab
+}
+
+// skipOrFail skips the test with a loud reason, or fails it when
+// LABCTL_REQUIRE_SIMLAB=1 (CI: the simulated lab must not skip silently).
+func skipOrFail(t testing.TB, err error) {
+	t.Helper()
+	if os.Getenv("LABCTL_REQUIRE_SIMLAB") == "1" {
+		t.Fatalf("simulated lab required (LABCTL_REQUIRE_SIMLAB=1) but unavailable: %v", err)
+	}
+	t.Skipf("SKIPPED: simulated lab unavailable: %v", err)
+}
+
+// simlabBinary returns $LABCTL_SIMLAB_BIN or builds cmd/simlab into a
+// temporary directory of the test.
+func simlabBinary(t testing.TB) (string, error) {
+	if bin := os.Getenv("LABCTL_SIMLAB_BIN"); bin != "" {
+		if _, err := os.Stat(bin); err != nil {
+			return "", fmt.Errorf("LABCTL_SIMLAB_BIN: %w", err)
+		}
+		return filepath.Abs(bin)
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	root, err := RepoRoot(wd)
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(t.TempDir(), "simlab")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/simlab")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/simlab: %v: %s", err, out)
+	}
+	return bin, nil
+}
