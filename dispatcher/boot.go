@@ -1,0 +1,69 @@
+package dispatcher
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"time"
+)
+
+// boot switches the node to its disk, power-cycles it and logs in to the
+// test OS.
+func (r *runner) boot(ctx context.Context) error {
+	login := r.set.Login
+	timeout := r.Spec.Boot.Timeout
+	if timeout <= 0 {
+		timeout = r.set.Timeouts.DiskBoot + r.set.Timeouts.Login
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	if err := r.Netboot.BootLocal(); err != nil {
+		return fmt.Errorf("PXE config: %w", err)
+	}
+	if err := r.bootdev(ctx, BootDisk); err != nil {
+		return err
+	}
+	r.session.Discard()
+	start := r.Now()
+	if err := r.power(ctx, PowerCycle); err != nil {
+		return err
+	}
+	loginPrompt := regexp.MustCompile(regexp.QuoteMeta(login.LoginPrompt))
+	if err := r.waitPrompt(ctx, r.set.Timeouts.DiskBoot, "the login prompt", loginPrompt); err != nil {
+		return err
+	}
+	r.event("boot: login prompt %s after power cycle", r.Now().Sub(start).Round(10*time.Millisecond))
+
+	lctx, cancel := context.WithTimeout(ctx, r.set.Timeouts.Login)
+	defer cancel()
+	pacing := r.pacing(r.set.Console.BootloaderDelay())
+	if _, err := r.writer.Type(lctx, r.Spec.Boot.Username+"\r", pacing); err != nil {
+		return fmt.Errorf("log in: %w", err)
+	}
+	if r.Spec.Boot.Password != "" {
+		if _, err := r.session.Expect(lctx, regexp.MustCompile(regexp.QuoteMeta(login.PasswordPrompt))); err != nil {
+			return fmt.Errorf("log in: waiting for the password prompt: %w", err)
+		}
+		secret := pacing
+		secret.NoEcho = true
+		if _, err := r.writer.Type(lctx, r.Spec.Boot.Password+"\r", secret); err != nil {
+			return fmt.Errorf("log in: %w", err)
+		}
+	}
+	shellPrompt := regexp.MustCompile(regexp.QuoteMeta(login.ShellPrompt))
+	patterns := []*regexp.Regexp{shellPrompt}
+	if login.LoginIncorrect != "" {
+		patterns = append(patterns, regexp.MustCompile(regexp.QuoteMeta(login.LoginIncorrect)))
+	}
+	m, err := r.session.Expect(lctx, patterns...)
+	if err != nil {
+		return fmt.Errorf("log in as %s: waiting for the shell prompt: %w", r.Spec.Boot.Username, err)
+	}
+	if m.Pattern == 1 {
+		return fmt.Errorf("log in as %s: the node said %q", r.Spec.Boot.Username, m.Text())
+	}
+	r.event("boot: logged in as %s, %s after power cycle", r.Spec.Boot.Username, r.Now().Sub(start).Round(10*time.Millisecond))
+	r.testShell = &shell{r: r, pacing: r.pacing(r.set.Console.TestShellDelay()), prompt: shellPrompt}
+	return r.testShell.setPrompt(lctx)
+}

@@ -1,0 +1,255 @@
+package dispatcher
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/labctl/labctl/devices"
+	"github.com/labctl/labctl/sol"
+)
+
+// bootFailures are console lines that mean a boot cannot succeed: waiting
+// for a prompt stops at once when one shows up.
+var bootFailures = []*regexp.Regexp{
+	regexp.MustCompile(`Kernel panic - not syncing[^\n]*`),
+	regexp.MustCompile(`No bootable device[^\n]*`),
+}
+
+// deploy boots the master image over PXE and streams the job's image onto
+// the node's disk, checking its sha256 on the node.
+func (r *runner) deploy(ctx context.Context) error {
+	d := r.Spec.Deploy
+	timeout := d.Timeout
+	if timeout <= 0 {
+		timeout = r.set.Timeouts.Deploy
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	want, err := d.Digest()
+	if err != nil {
+		return err
+	}
+	comp, err := sniffImage(ctx, d.Image)
+	if err != nil {
+		return err
+	}
+	url, size := d.Image, int64(0)
+	var img PublishedImage
+	if !d.ImageIsURL() {
+		img, err = r.Netboot.PublishImage(d.Image)
+		if err != nil {
+			return fmt.Errorf("publish image: %w", err)
+		}
+		defer img.Close()
+		url, size = img.URL(), img.Size()
+	}
+	disk := d.Disk
+	if disk == "" {
+		disk = r.set.Master.Disk
+	}
+	r.event("deploy: image %s (%s) to %s, sha256 %s", d.Image, comp, disk, want)
+
+	sh, err := r.bootMaster(ctx)
+	if err != nil {
+		return err
+	}
+	for _, c := range r.set.Master.NetworkCommands {
+		res, err := sh.run(ctx, c)
+		if err != nil {
+			return fmt.Errorf("network set-up: %w", err)
+		}
+		if res.ExitCode != 0 {
+			return fmt.Errorf("network set-up: %q exited %d: %s", c, res.ExitCode, lastLines(res.Output, 3))
+		}
+	}
+
+	// The node hashes the bytes on their way to the disk: tee feeds a FIFO
+	// that sha256sum reads, so the image is read only once.
+	const fifo, sumFile = "/tmp/labctl.fifo", "/tmp/labctl.sha256"
+	for _, c := range []string{
+		fmt.Sprintf("rm -f %s %s; mkfifo %s", fifo, sumFile, fifo),
+		fmt.Sprintf("(sha256sum <%s >%s &)", fifo, sumFile),
+	} {
+		if res, err := sh.run(ctx, c); err != nil || res.ExitCode != 0 {
+			return fmt.Errorf("prepare checksum: %q: exit %d: %v", c, res.ExitCode, err)
+		}
+	}
+	stages := []string{"wget -q -O - '" + url + "'"}
+	if dc := comp.Decompressor(); dc != "" {
+		stages = append(stages, dc)
+	}
+	stages = append(stages, "tee "+fifo, "dd of="+disk+" bs=4M")
+	pipeline := "set -o pipefail; " + strings.Join(stages, " | ")
+
+	start := r.Now()
+	stop := r.watchTransfer(img, size)
+	res, err := sh.run(ctx, pipeline)
+	stop()
+	if err != nil {
+		return fmt.Errorf("write image: %w", err)
+	}
+	if res.ExitCode != 0 {
+		return fmt.Errorf("write image: the pipeline exited %d: %s", res.ExitCode, lastLines(res.Output, 3))
+	}
+	elapsed := r.Now().Sub(start)
+	written := ""
+	if m := ddBytes.FindStringSubmatch(res.Output); m != nil {
+		written = m[1] + " bytes "
+	}
+	r.event("deploy: wrote %sin %s", written, elapsed.Round(10*time.Millisecond))
+
+	res, err = sh.run(ctx, fmt.Sprintf("sync; while [ ! -s %s ]; do sleep 0.1; done; cat %s", sumFile, sumFile))
+	if err != nil {
+		return fmt.Errorf("read the written image's sha256: %w", err)
+	}
+	m := sha256Line.FindStringSubmatch(res.Output)
+	if m == nil {
+		return fmt.Errorf("read the written image's sha256: no digest in %q", lastLines(res.Output, 2))
+	}
+	if got := strings.ToLower(m[1]); got != want {
+		return fmt.Errorf("sha256 mismatch: expected %s, the node wrote %s", want, got)
+	}
+	r.event("deploy: sha256 %s verified on the node", want)
+	return nil
+}
+
+var (
+	ddBytes    = regexp.MustCompile(`(\d+) bytes`)
+	sha256Line = regexp.MustCompile(`(?m)^([0-9a-fA-F]{64})\s`)
+)
+
+// bootMaster powers the node on into the master image and returns its
+// shell, with a prompt unique to this job.
+func (r *runner) bootMaster(ctx context.Context) (*shell, error) {
+	if err := r.power(ctx, PowerOff); err != nil {
+		return nil, err
+	}
+	if err := r.Netboot.BootMaster(); err != nil {
+		return nil, fmt.Errorf("PXE config: %w", err)
+	}
+	// Boot flags expire on many BMCs 60 s after they are set: set them
+	// right before powering on.
+	if err := r.bootdev(ctx, BootPXE); err != nil {
+		return nil, err
+	}
+	r.session.Discard()
+	start := r.Now()
+	if err := r.power(ctx, PowerOn); err != nil {
+		return nil, err
+	}
+	prompt := regexp.MustCompile(regexp.QuoteMeta(r.set.Master.Prompt))
+	if err := r.waitPrompt(ctx, r.set.Timeouts.MasterBoot, "the master prompt", prompt); err != nil {
+		return nil, err
+	}
+	r.event("deploy: master prompt %s after power on", r.Now().Sub(start).Round(10*time.Millisecond))
+	sh := &shell{r: r, pacing: r.pacing(r.set.Console.BootloaderDelay()), prompt: prompt}
+	if err := sh.setPrompt(ctx); err != nil {
+		return nil, err
+	}
+	return sh, nil
+}
+
+// waitPrompt waits for a prompt after a boot, failing at once on a line
+// that means the boot failed.
+func (r *runner) waitPrompt(ctx context.Context, timeout time.Duration, what string, prompt *regexp.Regexp) error {
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	m, err := r.session.Expect(wctx, append([]*regexp.Regexp{prompt}, bootFailures...)...)
+	if err != nil {
+		if ctx.Err() == nil && wctx.Err() != nil {
+			return fmt.Errorf("%s did not appear within %s: %w", what, timeout, err)
+		}
+		return fmt.Errorf("waiting for %s: %w", what, err)
+	}
+	if m.Pattern != 0 {
+		return fmt.Errorf("waiting for %s: the node printed %q", what, m.Text())
+	}
+	return nil
+}
+
+// power runs one power operation within the power timeout.
+func (r *runner) power(ctx context.Context, op PowerOp) error {
+	pctx, cancel := context.WithTimeout(ctx, r.set.Timeouts.Power)
+	defer cancel()
+	r.event("power %s", op)
+	if err := r.Power.Power(pctx, op); err != nil {
+		return fmt.Errorf("power %s: %w", op, err)
+	}
+	return nil
+}
+
+// bootdev sets the next boot device within the power timeout.
+func (r *runner) bootdev(ctx context.Context, dev BootDevice) error {
+	pctx, cancel := context.WithTimeout(ctx, r.set.Timeouts.Power)
+	defer cancel()
+	r.event("bootdev %s", dev)
+	if err := r.Power.SetBootDevice(pctx, dev); err != nil {
+		return fmt.Errorf("bootdev %s: %w", dev, err)
+	}
+	return nil
+}
+
+// pacing is the device's typing pacing with the given fixed delay.
+func (r *runner) pacing(delay time.Duration) sol.Pacing {
+	p := sol.Pacing{Mode: sol.Fixed, Delay: delay, EchoTimeout: r.set.Console.EchoTimeout}
+	if r.set.Console.Pacing == devices.PacingEcho {
+		p.Mode = sol.Echo
+	}
+	return p
+}
+
+// watchTransfer reports the image transfer's progress once a second until
+// the returned stop is called.
+func (r *runner) watchTransfer(img PublishedImage, size int64) (stop func()) {
+	if img == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	start := r.Now()
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		lastLog := start
+		for {
+			select {
+			case <-done:
+				r.Progress.Transfer(img.BytesServed(), size, r.Now().Sub(start))
+				return
+			case <-tick.C:
+			}
+			now := r.Now()
+			served := img.BytesServed()
+			r.Progress.Transfer(served, size, now.Sub(start))
+			if now.Sub(lastLog) >= 10*time.Second {
+				lastLog = now
+				r.event("deploy: %s", transferLine(served, size, now.Sub(start)))
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+// transferLine reads like "32.0 MiB of 64.0 MiB sent (50%, 12.3 MiB/s)".
+func transferLine(done, total int64, elapsed time.Duration) string {
+	rate := float64(done) / (1 << 20) / max(elapsed.Seconds(), 0.001)
+	if total > 0 {
+		return fmt.Sprintf("%.1f MiB of %.1f MiB sent (%d%%, %.1f MiB/s)",
+			float64(done)/(1<<20), float64(total)/(1<<20), done*100/total, rate)
+	}
+	return fmt.Sprintf("%.1f MiB sent (%.1f MiB/s)", float64(done)/(1<<20), rate)
+}
+
+// lastLines returns the last n lines of s, for error messages.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}

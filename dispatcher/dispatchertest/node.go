@@ -1,0 +1,537 @@
+// Package dispatchertest provides a lab node simulated in-process, for tests
+// of the dispatcher, the daemon and the console broker that must run in
+// seconds without QEMU.
+//
+// The node is a real shell on a real pty: when it "boots the master" it
+// starts busybox sh with the master prompt, so the dispatcher's commands
+// (wget | gunzip | dd, sha256sum, markers) really run, against a disk that
+// is a plain file. Booting "from disk" works only once an image with an MBR
+// boot signature has been written to that file; then the node plays a login
+// prompt and a test shell. Power, the boot device and the PXE entry behave
+// like the real thing's, and every call is recorded for assertions.
+package dispatchertest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/creack/pty"
+
+	"github.com/labctl/labctl/dispatcher"
+)
+
+// Node is a simulated lab node. Create it with NewNode; it implements
+// dispatcher.Power and dispatcher.Netboot, and Dialer gives its console.
+type Node struct {
+	Name string
+	// Disk is the node's disk: a file the master's dd writes to.
+	Disk string
+	// Username and Password are what the test OS login accepts.
+	Username, Password string
+	// BootDelay is how long the firmware takes before the master or disk
+	// boot starts printing.
+	BootDelay time.Duration
+	// MasterPrompt and ShellPrompt are the prompts of the master shell and
+	// of the test OS shell.
+	MasterPrompt, ShellPrompt string
+
+	dir   string
+	tools string
+	files *fileServer
+
+	mu       sync.Mutex
+	on       bool
+	bootdev  dispatcher.BootDevice
+	master   bool
+	gen      int
+	shell    *exec.Cmd
+	ptmx     *os.File
+	input    func([]byte)
+	stream   *stream
+	calls    []string
+	boots    int
+	powerErr error
+	failFrom string
+	failErr  error
+	noMaster bool
+}
+
+// NewNode makes a node whose files live in a new directory under dir.
+// Close stops it.
+func NewNode(name, dir string) (*Node, error) {
+	busybox, err := exec.LookPath("busybox")
+	if err != nil {
+		return nil, fmt.Errorf("dispatchertest: the simulated node needs busybox (Debian package busybox-static): %w", err)
+	}
+	d := filepath.Join(dir, name)
+	tools := filepath.Join(d, "bin")
+	if err := os.MkdirAll(tools, 0o755); err != nil {
+		return nil, err
+	}
+	for _, applet := range []string{"sh", "wget", "dd", "gunzip", "xzcat", "sha256sum", "mkfifo", "tee", "cat", "rm", "sync", "echo", "printf", "head", "uname", "true", "false", "ls", "sleep", "test", "[", "wc", "dmesg", "mkdir", "cut", "seq", "base64"} {
+		if err := os.Symlink(busybox, filepath.Join(tools, applet)); err != nil {
+			return nil, err
+		}
+	}
+	if zstd, err := exec.LookPath("zstdcat"); err == nil {
+		if err := os.Symlink(zstd, filepath.Join(tools, "zstdcat")); err != nil {
+			return nil, err
+		}
+	}
+	disk := filepath.Join(d, "disk.img")
+	if err := os.WriteFile(disk, nil, 0o644); err != nil {
+		return nil, err
+	}
+	n := &Node{
+		Name: name, Disk: disk, Username: "root", Password: "test",
+		BootDelay: 50 * time.Millisecond, MasterPrompt: "master# ", ShellPrompt: "testos# ",
+		dir: d, tools: tools, bootdev: dispatcher.BootDisk,
+	}
+	n.files, err = newFileServer()
+	if err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// Close powers the node off and stops its file server.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	n.powerOffLocked()
+	if n.stream != nil {
+		n.stream.close()
+		n.stream = nil
+	}
+	n.mu.Unlock()
+	n.files.close()
+	return nil
+}
+
+// Calls returns the power, boot device and PXE calls made so far, such as
+// "power on", "bootdev pxe", "pxe master".
+func (n *Node) Calls() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]string(nil), n.calls...)
+}
+
+// On reports whether the node is powered on.
+func (n *Node) On() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.on
+}
+
+// Boots counts the power-ons so far.
+func (n *Node) Boots() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.boots
+}
+
+// FailPower makes every later power call fail with err (nil heals it): a
+// BMC that stopped answering.
+func (n *Node) FailPower(err error) {
+	n.mu.Lock()
+	n.powerErr = err
+	n.mu.Unlock()
+}
+
+// FailFrom makes power calls fail with err from the first call named call
+// (as Calls lists them, e.g. "bootdev disk") on: a BMC that stops answering
+// at a chosen point of a job.
+func (n *Node) FailFrom(call string, err error) {
+	n.mu.Lock()
+	n.failFrom, n.failErr = call, err
+	n.mu.Unlock()
+}
+
+// record notes a call and arms a FailFrom that it matches.
+func (n *Node) record(call string) {
+	n.calls = append(n.calls, call)
+	if n.failFrom != "" && call == n.failFrom {
+		n.powerErr, n.failFrom = n.failErr, ""
+	}
+}
+
+// BreakMaster makes the master never reach its prompt: a PXE setup that
+// does not work.
+func (n *Node) BreakMaster() {
+	n.mu.Lock()
+	n.noMaster = true
+	n.mu.Unlock()
+}
+
+// Power implements dispatcher.Power.
+func (n *Node) Power(ctx context.Context, op dispatcher.PowerOp) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.record("power " + string(op))
+	if n.powerErr != nil {
+		return fmt.Errorf("power %s %s: %w", op, n.Name, n.powerErr)
+	}
+	switch op {
+	case dispatcher.PowerOn:
+		if !n.on {
+			n.powerOnLocked()
+		}
+	case dispatcher.PowerOff:
+		n.powerOffLocked()
+	case dispatcher.PowerCycle, dispatcher.PowerReset:
+		n.powerOffLocked()
+		n.powerOnLocked()
+	default:
+		return fmt.Errorf("power %s: unknown operation", op)
+	}
+	return nil
+}
+
+// PowerState implements dispatcher.Power.
+func (n *Node) PowerState(ctx context.Context) (bool, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.powerErr != nil {
+		return false, fmt.Errorf("power status %s: %w", n.Name, n.powerErr)
+	}
+	return n.on, nil
+}
+
+// SetBootDevice implements dispatcher.Power.
+func (n *Node) SetBootDevice(ctx context.Context, dev dispatcher.BootDevice) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.record("bootdev " + string(dev))
+	if n.powerErr != nil {
+		return fmt.Errorf("bootdev %s %s: %w", dev, n.Name, n.powerErr)
+	}
+	n.bootdev = dev
+	return nil
+}
+
+// BootMaster implements dispatcher.Netboot.
+func (n *Node) BootMaster() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.calls = append(n.calls, "pxe master")
+	n.master = true
+	return nil
+}
+
+// BootLocal implements dispatcher.Netboot.
+func (n *Node) BootLocal() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.calls = append(n.calls, "pxe local")
+	n.master = false
+	return nil
+}
+
+// PublishImage implements dispatcher.Netboot.
+func (n *Node) PublishImage(path string) (dispatcher.PublishedImage, error) {
+	return n.files.publish(path)
+}
+
+// AcceptUploads implements dispatcher.Netboot.
+func (n *Node) AcceptUploads(dir string) (string, func(), error) {
+	return n.files.acceptUploads(dir)
+}
+
+// Dialer returns the node's console, as a sol.Dialer. One stream is
+// attached at a time; a new Dial detaches the previous one, as a BMC
+// allows one SOL session.
+func (n *Node) Dialer() *Console { return &Console{node: n} }
+
+// Console is the node's serial console.
+type Console struct{ node *Node }
+
+// Target implements sol.Dialer.
+func (c *Console) Target() string { return "simulated node " + c.node.Name }
+
+// Dial implements sol.Dialer.
+func (c *Console) Dial(ctx context.Context) (io.ReadWriteCloser, error) {
+	n := c.node
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.stream != nil {
+		n.stream.close()
+	}
+	s := &stream{node: n, data: make(chan []byte, 1024), done: make(chan struct{})}
+	n.stream = s
+	return s, nil
+}
+
+// KillConsole ends the attached console stream as a BMC ending the SOL
+// session would.
+func (n *Node) KillConsole() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.stream != nil {
+		n.stream.close()
+		n.stream = nil
+	}
+}
+
+func (n *Node) powerOnLocked() {
+	n.on = true
+	n.boots++
+	n.gen++
+	gen := n.gen
+	pxe := n.bootdev == dispatcher.BootPXE
+	master := pxe && n.master && !n.noMaster
+	go n.boot(gen, master, pxe && n.noMaster)
+}
+
+func (n *Node) powerOffLocked() {
+	n.on = false
+	n.gen++
+	n.input = nil
+	if n.shell != nil {
+		syscall.Kill(-n.shell.Process.Pid, syscall.SIGKILL)
+		n.shell = nil
+	}
+	if n.ptmx != nil {
+		n.ptmx.Close()
+		n.ptmx = nil
+	}
+}
+
+// emit sends console output to the attached stream, if any; output with no
+// one attached is lost, as on a BMC without a SOL session.
+func (n *Node) emit(gen int, p []byte) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if gen != n.gen {
+		return false
+	}
+	if n.stream != nil {
+		n.stream.deliver(p)
+	}
+	return true
+}
+
+func (n *Node) alive(gen int) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return gen == n.gen
+}
+
+func (n *Node) boot(gen int, master, pxeBroken bool) {
+	if !n.emit(gen, []byte("\r\nSimBIOS (simulated node)\r\n")) {
+		return
+	}
+	time.Sleep(n.BootDelay)
+	switch {
+	case master:
+		n.emit(gen, []byte("PXE: loading master\r\n[    0.000000] Linux version 6.1.0-sim (master)\r\n"))
+		n.startShell(gen, n.MasterPrompt)
+	case pxeBroken:
+		n.emit(gen, []byte("PXE: TFTP open timeout\r\nNo bootable device.\r\n"))
+	case n.diskBootable():
+		n.emit(gen, []byte("Booting from Hard Disk...\r\n[    0.000000] Linux version 6.1.0-sim (testos)\r\n"))
+		n.login(gen)
+	default:
+		n.emit(gen, []byte("No bootable device.\r\n"))
+	}
+}
+
+func (n *Node) diskBootable() bool {
+	f, err := os.Open(n.Disk)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	mbr := make([]byte, 512)
+	if _, err := io.ReadFull(f, mbr); err != nil {
+		return false
+	}
+	return mbr[510] == 0x55 && mbr[511] == 0xaa
+}
+
+// login plays getty and login on the console, then starts the test shell.
+func (n *Node) login(gen int) {
+	lines := make(chan string, 4)
+	var line []byte
+	echo := true
+	n.mu.Lock()
+	if gen != n.gen {
+		n.mu.Unlock()
+		return
+	}
+	n.input = func(p []byte) {
+		for _, b := range p {
+			switch b {
+			case '\r', '\n':
+				if echo {
+					n.emit(gen, []byte("\r\n"))
+				}
+				select {
+				case lines <- string(line):
+				default:
+				}
+				line = line[:0]
+			default:
+				line = append(line, b)
+				if echo {
+					n.emit(gen, []byte{b})
+				}
+			}
+		}
+	}
+	n.mu.Unlock()
+	for n.alive(gen) {
+		n.emit(gen, []byte("\r\nsimnode login: "))
+		user := waitLine(lines, n, gen)
+		n.mu.Lock()
+		echo = false
+		n.mu.Unlock()
+		n.emit(gen, []byte("Password: "))
+		pass := waitLine(lines, n, gen)
+		n.mu.Lock()
+		echo = true
+		n.mu.Unlock()
+		if !n.alive(gen) {
+			return
+		}
+		n.emit(gen, []byte("\r\n"))
+		if user == n.Username && pass == n.Password {
+			n.startShell(gen, n.ShellPrompt)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+		n.emit(gen, []byte("Login incorrect\r\n"))
+	}
+}
+
+func waitLine(lines chan string, n *Node, gen int) string {
+	for {
+		select {
+		case l := <-lines:
+			return l
+		case <-time.After(50 * time.Millisecond):
+			if !n.alive(gen) {
+				return ""
+			}
+		}
+	}
+}
+
+// startShell runs busybox sh on a pty as the node's console program.
+func (n *Node) startShell(gen int, prompt string) {
+	cmd := exec.Command(filepath.Join(n.tools, "sh"), "-i")
+	cmd.Dir = n.dir
+	cmd.Env = []string{"PATH=" + n.tools, "PS1=" + prompt, "HOME=" + n.dir, "TERM=vt100", "TMPDIR=" + n.dir}
+	ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 24, Cols: 200})
+	if err != nil {
+		n.emit(gen, []byte("simulated node: cannot start shell: "+err.Error()+"\r\n"))
+		return
+	}
+	n.mu.Lock()
+	if gen != n.gen {
+		n.mu.Unlock()
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		ptmx.Close()
+		cmd.Wait()
+		return
+	}
+	n.shell, n.ptmx = cmd, ptmx
+	n.input = func(p []byte) { ptmx.Write(p) }
+	n.mu.Unlock()
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			k, err := ptmx.Read(buf)
+			if k > 0 {
+				n.emit(gen, bytes.Clone(buf[:k]))
+			}
+			if err != nil {
+				break
+			}
+		}
+		cmd.Wait()
+	}()
+}
+
+// stream is one attached console session.
+type stream struct {
+	node *Node
+	data chan []byte
+	done chan struct{}
+	once sync.Once
+	rest []byte
+}
+
+// deliver queues output; a full queue drops it, as a BMC's buffer would.
+// Called with node.mu held.
+func (s *stream) deliver(p []byte) {
+	select {
+	case s.data <- p:
+	default:
+	}
+}
+
+func (s *stream) close() { s.once.Do(func() { close(s.done) }) }
+
+var errClosedByBMC = errors.New("SOL session closed by BMC (simulated)")
+
+func (s *stream) Read(p []byte) (int, error) {
+	if len(s.rest) == 0 {
+		select {
+		case b := <-s.data:
+			s.rest = b
+		case <-s.done:
+			return 0, errClosedByBMC
+		}
+	}
+	k := copy(p, s.rest)
+	s.rest = s.rest[k:]
+	return k, nil
+}
+
+func (s *stream) Write(p []byte) (int, error) {
+	select {
+	case <-s.done:
+		return 0, errClosedByBMC
+	default:
+	}
+	n := s.node
+	n.mu.Lock()
+	in := n.input
+	n.mu.Unlock()
+	if in != nil {
+		in(bytes.Clone(p))
+	}
+	return len(p), nil
+}
+
+func (s *stream) Close() error {
+	s.close()
+	n := s.node
+	n.mu.Lock()
+	if n.stream == s {
+		n.stream = nil
+	}
+	n.mu.Unlock()
+	return nil
+}
+
+// MBRImage returns a disk image of size bytes that the simulated node boots:
+// random-looking content with an MBR boot signature.
+func MBRImage(size int) []byte {
+	img := make([]byte, size)
+	for i := range img {
+		img[i] = byte(i*7 + i/512)
+	}
+	img[510], img[511] = 0x55, 0xaa
+	copy(img[3:], strings.Repeat("SIMDISK", 8))
+	return img
+}

@@ -1,0 +1,97 @@
+package dispatcher
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+)
+
+// Compression is how an image's bytes are packed; the node unpacks them
+// while they stream to its disk.
+type Compression string
+
+const (
+	None  Compression = "none"
+	Gzip  Compression = "gzip"
+	XZ    Compression = "xz"
+	Zstd  Compression = "zstd"
+	Bzip2 Compression = "bzip2"
+)
+
+var magics = []struct {
+	c     Compression
+	magic []byte
+}{
+	{Gzip, []byte{0x1f, 0x8b}},
+	{XZ, []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}},
+	{Zstd, []byte{0x28, 0xb5, 0x2f, 0xfd}},
+	{Bzip2, []byte("BZh")},
+}
+
+// DetectCompression tells the compression from the first bytes of an image.
+func DetectCompression(head []byte) Compression {
+	for _, m := range magics {
+		if bytes.HasPrefix(head, m.magic) {
+			return m.c
+		}
+	}
+	return None
+}
+
+// Decompressor is the node-side command that unpacks c from stdin to
+// stdout, or "" when the bytes go to the disk as they are.
+func (c Compression) Decompressor() string {
+	switch c {
+	case Gzip:
+		return "gunzip -c"
+	case XZ:
+		return "xzcat"
+	case Zstd:
+		return "zstdcat"
+	case Bzip2:
+		return "bunzip2 -c"
+	}
+	return ""
+}
+
+// sniffImage reads the first bytes of a local file or an http(s) URL and
+// tells its compression.
+func sniffImage(ctx context.Context, image string) (Compression, error) {
+	var head []byte
+	if strings.HasPrefix(image, "http://") || strings.HasPrefix(image, "https://") {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, image, nil)
+		if err != nil {
+			return "", fmt.Errorf("image %s: %w", image, err)
+		}
+		req.Header.Set("Range", "bytes=0-15")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return "", fmt.Errorf("image %s: %w", image, err)
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent {
+			return "", fmt.Errorf("image %s: %s", image, resp.Status)
+		}
+		head, err = io.ReadAll(io.LimitReader(resp.Body, 16))
+		if err != nil {
+			return "", fmt.Errorf("image %s: %w", image, err)
+		}
+	} else {
+		f, err := os.Open(image)
+		if err != nil {
+			return "", fmt.Errorf("image: %w", err)
+		}
+		defer f.Close()
+		head = make([]byte, 16)
+		n, err := io.ReadFull(f, head)
+		if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+			return "", fmt.Errorf("image %s: %w", image, err)
+		}
+		head = head[:n]
+	}
+	return DetectCompression(head), nil
+}

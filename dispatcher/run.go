@@ -1,0 +1,278 @@
+package dispatcher
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/labctl/labctl/devices"
+	"github.com/labctl/labctl/jobs"
+	"github.com/labctl/labctl/results"
+	"github.com/labctl/labctl/sol"
+)
+
+// Job is one job to run on one node, with everything needed to reach it.
+type Job struct {
+	// ID identifies the run: in the job directory, the log and results.
+	ID   string
+	Spec *jobs.Job
+	// Device is the node's name; Settings are its device type's settings
+	// with the device's overrides applied.
+	Device   string
+	Settings devices.Settings
+	Power    Power
+	Console  sol.Dialer
+	Netboot  Netboot
+	// Dir is the job directory: job.log, results.json, junit.xml and the
+	// artifacts go there. It is created if missing.
+	Dir string
+	// Progress, if set, hears about phases and the image transfer.
+	Progress Progress
+	// Events, if set, receives each dispatcher event line as it is logged
+	// (for a live view); it must not block.
+	Events func(line string)
+	// Log receives the dispatcher's own diagnostics (the daemon log); nil
+	// discards them.
+	Log *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// FinalizeTimeout bounds the clean-up that always runs at the end of a job
+// (power off, boot entry back to local), even after a cancel.
+const FinalizeTimeout = 2 * time.Minute
+
+// Run runs the job to its end and returns its record, which is also
+// written to the job directory. Run always finalizes: the node is powered
+// off (unless the job keeps it on) and its boot entry is put back to local
+// boot, also when the job fails, times out or ctx is canceled.
+//
+// The outcome is complete when every test step ended as expected, failed
+// when one did not, incomplete when the lab went wrong (the record names
+// the action and why), and canceled when ctx was canceled.
+func Run(ctx context.Context, j Job) *results.Job {
+	r := newRunner(j)
+	defer r.log.close()
+	r.run(ctx)
+	return r.res
+}
+
+// runner is the state of one Run.
+type runner struct {
+	Job
+	set       devices.Settings
+	log       *jobLog
+	res       *results.Job
+	session   *sol.Session
+	writer    *sol.Writer
+	tag       string // random, in the node's shell prompt and markers
+	seq       int    // marker counter
+	testShell *shell
+	// failure is the first infrastructure error and the action it hit.
+	failure error
+	action  string
+}
+
+func newRunner(j Job) *runner {
+	if j.Now == nil {
+		j.Now = time.Now
+	}
+	if j.Progress == nil {
+		j.Progress = noProgress{}
+	}
+	if j.Log == nil {
+		j.Log = slog.New(slog.DiscardHandler)
+	}
+	b := make([]byte, 2)
+	rand.Read(b)
+	r := &runner{Job: j, set: j.Settings, tag: hex.EncodeToString(b)}
+	r.res = &results.Job{ID: j.ID, Name: j.Spec.Name, Device: j.Device, Started: j.Now()}
+	for _, t := range j.Spec.Tests {
+		r.res.Steps = append(r.res.Steps, results.Step{Name: t.Name, Result: results.Skipped, ExpectFailure: t.ExpectFailure})
+	}
+	return r
+}
+
+func (r *runner) run(ctx context.Context) {
+	if err := os.MkdirAll(r.Dir, 0o755); err != nil {
+		r.fail("setup", fmt.Errorf("job directory: %w", err))
+		r.finish(ctx)
+		return
+	}
+	log, err := openJobLog(filepath.Join(r.Dir, "job.log"), r.Now, r.Events)
+	if err != nil {
+		r.fail("setup", err)
+		r.finish(ctx)
+		return
+	}
+	r.log = log
+	r.event("job %s (%s) on %s", r.ID, r.Spec.Name, r.Device)
+
+	timeout := r.Spec.Timeout
+	if timeout <= 0 {
+		timeout = r.set.Timeouts.Job
+	}
+	jobCtx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("job timeout of %s exceeded", timeout))
+	defer cancel()
+
+	if r.connect(jobCtx) {
+		r.phase(jobCtx, "deploy", r.deploy)
+		r.phase(jobCtx, "boot", r.boot)
+		r.phase(jobCtx, "test", r.test)
+	}
+	r.finish(ctx)
+}
+
+// phase runs one phase unless the job already ended, and records its time.
+func (r *runner) phase(ctx context.Context, name string, fn func(context.Context) error) {
+	if r.failure != nil || ctx.Err() != nil {
+		return
+	}
+	r.Progress.Phase(name)
+	r.event("%s: start", name)
+	start := r.Now()
+	err := fn(ctx)
+	p := results.Phase{Name: name, Duration: r.Now().Sub(start)}
+	if err != nil {
+		if cause := context.Cause(ctx); ctx.Err() != nil && cause != nil && cause != ctx.Err() {
+			// The job's own deadline, not the action's, ended the wait.
+			err = fmt.Errorf("%w (%v)", cause, err)
+		}
+		p.Error = err.Error()
+		r.fail(name, err)
+	}
+	r.res.Phases = append(r.res.Phases, p)
+	r.event("%s: done in %s", name, p.Duration.Round(10*time.Millisecond))
+}
+
+// fail records the first infrastructure error.
+func (r *runner) fail(action string, err error) {
+	if r.failure == nil {
+		r.failure, r.action = err, action
+	}
+	if r.log != nil {
+		r.event("%s: error: %v", action, err)
+	}
+}
+
+// connect opens the console session, which stays open for the whole job
+// so that nothing the node prints is missed across power cycles.
+func (r *runner) connect(ctx context.Context) bool {
+	r.session = sol.NewSession(r.Console, sol.Options{Transcript: r.log, Log: r.Log})
+	octx, cancel := context.WithTimeout(ctx, r.set.Timeouts.Power)
+	defer cancel()
+	if err := r.session.Open(octx); err != nil {
+		r.fail("connect", fmt.Errorf("console %s: %w", r.Console.Target(), err))
+		return false
+	}
+	w, err := r.session.Claim("job "+r.ID, false)
+	if err != nil {
+		r.fail("connect", err)
+		return false
+	}
+	r.writer = w
+	r.event("console: %s", r.Console.Target())
+	return true
+}
+
+// finish runs finalize with its own deadline (the job's may be gone), sets
+// the outcome and writes the record.
+func (r *runner) finish(ctx context.Context) {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), FinalizeTimeout)
+	defer cancel()
+	r.Progress.Phase("finalize")
+	start := r.Now()
+	ferr := r.finalize(fctx)
+	p := results.Phase{Name: "finalize", Duration: r.Now().Sub(start)}
+	if ferr != nil {
+		p.Error = ferr.Error()
+	}
+	r.res.Phases = append(r.res.Phases, p)
+
+	r.res.Outcome, r.res.Reason, r.res.Action = r.outcome(ctx, ferr)
+	r.res.Finished = r.Now()
+	if r.log != nil {
+		r.event("job %s: %s%s", r.ID, r.res.Outcome, reasonSuffix(r.res.Reason))
+	}
+	if r.Dir != "" {
+		if err := r.res.WriteFiles(r.Dir); err != nil {
+			r.Log.Error("write results", "job", r.ID, "err", err)
+		}
+	}
+}
+
+func reasonSuffix(reason string) string {
+	if reason == "" {
+		return ""
+	}
+	return ": " + reason
+}
+
+// outcome decides how the job ended.
+func (r *runner) outcome(ctx context.Context, finalizeErr error) (outcome, reason, action string) {
+	switch {
+	case errors.Is(ctx.Err(), context.Canceled):
+		reason := "canceled"
+		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+			reason = "canceled: " + cause.Error()
+		}
+		return string(jobs.Canceled), reason, r.action
+	case r.failure != nil:
+		return string(jobs.Incomplete), fmt.Sprintf("%s: %v", r.action, r.failure), r.action
+	case finalizeErr != nil:
+		// The tests ran, but the node may be left on: the lab needs a look.
+		return string(jobs.Incomplete), fmt.Sprintf("finalize: %v", finalizeErr), "finalize"
+	}
+	for _, s := range r.res.Steps {
+		if !s.Ok() {
+			return string(jobs.Failed), fmt.Sprintf("test step %s: %s", s.Name, s.Result), ""
+		}
+	}
+	return string(jobs.Complete), "", ""
+}
+
+// finalize puts the node back: powered off (unless the job keeps it on)
+// and its boot entry back to local boot. Every part is tried even if one
+// fails; the first error is returned.
+func (r *runner) finalize(ctx context.Context) error {
+	var first error
+	keep := func(err error) {
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	if r.Spec.KeepPoweredOn && r.failure == nil && ctx.Err() == nil {
+		r.event("finalize: keeping the node powered on (keep_powered_on)")
+	} else if r.Power != nil {
+		r.event("finalize: power off")
+		keep(r.Power.Power(ctx, PowerOff))
+	}
+	if r.Netboot != nil {
+		keep(r.Netboot.BootLocal())
+	}
+	if r.writer != nil {
+		r.writer.Release()
+	}
+	if r.session != nil {
+		r.session.Close()
+	}
+	if first != nil && r.log != nil {
+		r.event("finalize: error: %v", first)
+	}
+	return first
+}
+
+// event logs a dispatcher event to the job log.
+func (r *runner) event(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if r.log != nil {
+		r.log.event(msg)
+	}
+	r.Log.Debug(msg, "job", r.ID)
+}

@@ -1,0 +1,338 @@
+package dispatcher_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/labctl/labctl/devices"
+	"github.com/labctl/labctl/dispatcher"
+	"github.com/labctl/labctl/dispatcher/dispatchertest"
+	"github.com/labctl/labctl/jobs"
+	"github.com/labctl/labctl/results"
+)
+
+// fakeSettings are device settings that fit dispatchertest.Node.
+func fakeSettings(n *dispatchertest.Node) devices.Settings {
+	s := devices.DefaultSettings()
+	s.Console.Pacing = devices.PacingEcho
+	s.Console.EchoTimeout = 200 * time.Millisecond
+	s.Master.Prompt = n.MasterPrompt
+	s.Master.Disk = n.Disk
+	s.Login.ShellPrompt = n.ShellPrompt
+	s.Timeouts.Power = 5 * time.Second
+	s.Timeouts.MasterBoot = 10 * time.Second
+	s.Timeouts.Deploy = 30 * time.Second
+	s.Timeouts.DiskBoot = 10 * time.Second
+	s.Timeouts.Login = 10 * time.Second
+	s.Timeouts.TestStep = 10 * time.Second
+	s.Timeouts.Job = time.Minute
+	return s
+}
+
+// image writes a bootable gzip image into dir and returns its path and the
+// sha256 of the uncompressed bytes.
+func image(t *testing.T, dir string) (string, string) {
+	t.Helper()
+	raw := dispatchertest.MBRImage(1 << 20)
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(raw)
+	zw.Close()
+	path := filepath.Join(dir, "disk.img.gz")
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(raw)
+	return path, hex.EncodeToString(sum[:])
+}
+
+func newNode(t *testing.T) *dispatchertest.Node {
+	t.Helper()
+	n, err := dispatchertest.NewNode("node1", t.TempDir())
+	if err != nil {
+		t.Skip(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+func parseJob(t *testing.T, text string) *jobs.Job {
+	t.Helper()
+	j, err := jobs.Parse("job.toml", []byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+func run(t *testing.T, n *dispatchertest.Node, spec *jobs.Job) (*results.Job, string) {
+	t.Helper()
+	return runIn(t, t.TempDir(), n, spec)
+}
+
+func runIn(t *testing.T, dir string, n *dispatchertest.Node, spec *jobs.Job) (*results.Job, string) {
+	t.Helper()
+	res := dispatcher.Run(context.Background(), dispatcher.Job{
+		ID: "1", Spec: spec, Device: n.Name, Settings: fakeSettings(n),
+		Power: n, Console: n.Dialer(), Netboot: n, Dir: dir,
+	})
+	log, _ := os.ReadFile(filepath.Join(dir, "job.log"))
+	return res, string(log)
+}
+
+func TestRunComplete(t *testing.T) {
+	n := newNode(t)
+	img, sum := image(t, t.TempDir())
+	spec := parseJob(t, `
+device = "node1"
+artifacts = ["/etc/hostname-missing", "`+n.Disk+`"]
+[deploy]
+image = "`+img+`"
+sha256 = "`+sum+`"
+[boot]
+password = "test"
+[[test]]
+name = "hello"
+commands = ["echo hello-from-node", "true"]
+[[test]]
+name = "expected"
+commands = ["false"]
+expect_failure = true
+`)
+	dir := t.TempDir()
+	res, log := runIn(t, dir, n, spec)
+	if res.Outcome != "complete" {
+		t.Fatalf("outcome %s (%s), want complete\n%s", res.Outcome, res.Reason, log)
+	}
+	if got := res.Steps[0]; got.Result != results.Pass || !strings.Contains(got.Output, "hello-from-node") {
+		t.Errorf("step hello = %+v", got)
+	}
+	if got := res.Steps[1]; got.Result != results.ExpectedFail || got.ExitCode != 1 {
+		t.Errorf("step expected = %+v", got)
+	}
+	if n.On() {
+		t.Error("node left powered on")
+	}
+	calls := n.Calls()
+	if calls[len(calls)-1] != "pxe local" || !slices.Contains(calls, "bootdev pxe") || !slices.Contains(calls, "bootdev disk") {
+		t.Errorf("calls = %v", calls)
+	}
+	if strings.Contains(log, "test\\r") {
+		t.Error("the login password appears in the job log")
+	}
+	if len(res.Artifacts) != 1 {
+		t.Errorf("artifacts = %v, want the disk only\n%s", res.Artifacts, log)
+	}
+	// The disk holds NUL bytes: the upload must carry them all.
+	got, _ := os.ReadFile(filepath.Join(dir, "artifacts", "disk.img"))
+	want, _ := os.ReadFile(n.Disk)
+	if len(want) == 0 || !bytes.Equal(got, want) {
+		t.Errorf("fetched disk artifact: %d bytes, want the node's %d bytes", len(got), len(want))
+	}
+	for _, name := range []string{"results.json", "junit.xml", "job.log"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Errorf("job directory lacks %s", name)
+		}
+	}
+}
+
+func TestRunFailedStep(t *testing.T) {
+	n := newNode(t)
+	img, sum := image(t, t.TempDir())
+	spec := parseJob(t, `
+device = "node1"
+[deploy]
+image = "`+img+`"
+sha256 = "`+sum+`"
+[boot]
+password = "test"
+[[test]]
+name = "broken"
+commands = ["ls /nonexistent-dir", "echo not-reached"]
+[[test]]
+name = "after"
+commands = ["true"]
+`)
+	res, log := run(t, n, spec)
+	if res.Outcome != "failed" {
+		t.Fatalf("outcome %s (%s), want failed\n%s", res.Outcome, res.Reason, log)
+	}
+	if got := res.Steps[0]; got.Result != results.Fail || got.ExitCode == 0 || got.FailedCommand != "ls /nonexistent-dir" {
+		t.Errorf("step broken = %+v", got)
+	}
+	if res.Steps[1].Result != results.Pass {
+		t.Errorf("step after = %+v, want pass", res.Steps[1])
+	}
+	if n.On() {
+		t.Error("node left powered on")
+	}
+}
+
+func TestRunWrongDigest(t *testing.T) {
+	n := newNode(t)
+	img, _ := image(t, t.TempDir())
+	wrong := strings.Repeat("ab", 32)
+	spec := parseJob(t, `
+device = "node1"
+[deploy]
+image = "`+img+`"
+sha256 = "`+wrong+`"
+[[test]]
+name = "never"
+commands = ["true"]
+`)
+	res, log := run(t, n, spec)
+	if res.Outcome != "incomplete" || !strings.Contains(res.Reason, wrong) || res.Action != "deploy" {
+		t.Fatalf("outcome %s (%s), want incomplete naming the digests\n%s", res.Outcome, res.Reason, log)
+	}
+	if res.Steps[0].Result != results.Skipped {
+		t.Errorf("step = %+v, want skipped", res.Steps[0])
+	}
+	if n.On() {
+		t.Error("node left powered on")
+	}
+}
+
+func TestRunMasterNeverBoots(t *testing.T) {
+	n := newNode(t)
+	n.BreakMaster()
+	img, sum := image(t, t.TempDir())
+	spec := parseJob(t, `
+device = "node1"
+[deploy]
+image = "`+img+`"
+sha256 = "`+sum+`"
+[[test]]
+name = "never"
+commands = ["true"]
+`)
+	res, log := run(t, n, spec)
+	if res.Outcome != "incomplete" || !strings.Contains(res.Reason, "master prompt") {
+		t.Fatalf("outcome %s (%s), want incomplete at the master prompt\n%s", res.Outcome, res.Reason, log)
+	}
+	if n.On() {
+		t.Error("node left powered on")
+	}
+}
+
+// waitLog waits until the job log in dir contains want.
+func waitLog(t *testing.T, dir, want string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		b, _ := os.ReadFile(filepath.Join(dir, "job.log"))
+		if strings.Contains(string(b), want) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Errorf("job log never showed %q", want)
+}
+
+func TestRunConsoleDropsMidStep(t *testing.T) {
+	n := newNode(t)
+	img, sum := image(t, t.TempDir())
+	spec := parseJob(t, `
+device = "node1"
+[deploy]
+image = "`+img+`"
+sha256 = "`+sum+`"
+[boot]
+password = "test"
+[[test]]
+name = "slow"
+commands = ["sleep 1; echo slow-done"]
+[[test]]
+name = "after"
+commands = ["echo after-gap"]
+`)
+	dir := t.TempDir()
+	go func() {
+		waitLog(t, dir, "sleep 1; echo slow-done;_lc")
+		n.KillConsole()
+	}()
+	res := dispatcher.Run(context.Background(), dispatcher.Job{
+		ID: "1", Spec: spec, Device: n.Name, Settings: fakeSettings(n),
+		Power: n, Console: n.Dialer(), Netboot: n, Dir: dir,
+	})
+	log, _ := os.ReadFile(filepath.Join(dir, "job.log"))
+	if res.Outcome != "complete" {
+		t.Fatalf("outcome %s (%s), want complete\n%s", res.Outcome, res.Reason, log)
+	}
+	for _, want := range []string{"session lost", "reconnected", "console reconnected while"} {
+		if !strings.Contains(string(log), want) {
+			t.Errorf("job log does not mark the gap (%q)\n%s", want, log)
+		}
+	}
+	if !strings.Contains(res.Steps[1].Output, "after-gap") {
+		t.Errorf("step after the gap: %+v", res.Steps[1])
+	}
+}
+
+func TestRunBMCStopsAnswering(t *testing.T) {
+	n := newNode(t)
+	img, sum := image(t, t.TempDir())
+	spec := parseJob(t, `
+device = "node1"
+[deploy]
+image = "`+img+`"
+sha256 = "`+sum+`"
+[boot]
+password = "test"
+[[test]]
+name = "one"
+commands = ["true"]
+`)
+	dir := t.TempDir()
+	n.FailFrom("bootdev disk", errors.New("bmc 127.0.0.1:16230: no answer after 4 tries"))
+	res := dispatcher.Run(context.Background(), dispatcher.Job{
+		ID: "1", Spec: spec, Device: n.Name, Settings: fakeSettings(n),
+		Power: n, Console: n.Dialer(), Netboot: n, Dir: dir,
+	})
+	if res.Outcome != "incomplete" || res.Action != "boot" || !strings.Contains(res.Reason, "bmc 127.0.0.1:16230") {
+		t.Fatalf("outcome %s in %s (%s), want incomplete in boot naming the BMC", res.Outcome, res.Action, res.Reason)
+	}
+}
+
+func TestRunCanceled(t *testing.T) {
+	n := newNode(t)
+	img, sum := image(t, t.TempDir())
+	spec := parseJob(t, `
+device = "node1"
+[deploy]
+image = "`+img+`"
+sha256 = "`+sum+`"
+[[test]]
+name = "one"
+commands = ["true"]
+`)
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		waitLog(t, dir, "master prompt")
+		cancel()
+	}()
+	res := dispatcher.Run(ctx, dispatcher.Job{
+		ID: "1", Spec: spec, Device: n.Name, Settings: fakeSettings(n),
+		Power: n, Console: n.Dialer(), Netboot: n, Dir: dir,
+	})
+	if res.Outcome != "canceled" {
+		t.Fatalf("outcome %s (%s), want canceled", res.Outcome, res.Reason)
+	}
+	if n.On() {
+		t.Error("node left powered on after cancel")
+	}
+	if calls := n.Calls(); calls[len(calls)-1] != "pxe local" {
+		t.Errorf("PXE entry not put back: %v", calls)
+	}
+}

@@ -1,0 +1,291 @@
+package dispatcher
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/labctl/labctl/sol"
+)
+
+// shell drives a POSIX shell (busybox ash on the master, the test OS's
+// shell) over the console: it types commands with the given pacing and
+// reads each one's exit status back through a marker line.
+//
+// A command is typed as
+//
+//	CMD;_lc=$?;echo @@L""C-7-12 $_lc@@
+//
+// and its end is the output line "@@LC-7-12 0@@": the quotes keep the
+// echo of the typed line from matching. The tag (7) is random per job and
+// the number (12) counts commands, so output of an earlier command can
+// never be taken for a later one. The exit status also stays in $_lc, so
+// when the console drops while a command runs and the marker is lost in
+// the gap, the shell can be asked for it again.
+type shell struct {
+	r      *runner
+	pacing sol.Pacing
+	prompt *regexp.Regexp
+	// promptText is the shell's prompt as it prints it.
+	promptText string
+}
+
+// commandResult is what one command did.
+type commandResult struct {
+	ExitCode int
+	Output   string // what it printed, normalised
+	Typing   sol.TypeReport
+}
+
+// errConsoleGap is wrapped when the console reconnected during a command.
+var errConsoleGap = errors.New("console reconnected")
+
+// setPrompt makes the shell's prompt unique to this job, so that nothing
+// the node prints can be taken for it, and waits for it.
+func (sh *shell) setPrompt(ctx context.Context) error {
+	text := "labctl-" + sh.r.tag + "# "
+	// The quotes split the prompt in the typed line, so that its echo does
+	// not match.
+	line := "PS1='labctl-''" + sh.r.tag + "# '"
+	if _, err := sh.r.writer.Type(ctx, line+"\r", sh.pacing); err != nil {
+		return fmt.Errorf("set shell prompt: %w", err)
+	}
+	sh.prompt = regexp.MustCompile(regexp.QuoteMeta(text))
+	sh.promptText = text
+	if _, err := sh.r.session.Expect(ctx, sh.prompt); err != nil {
+		return fmt.Errorf("set shell prompt: %w", err)
+	}
+	return nil
+}
+
+// run types cmd, waits for it to finish and returns its exit status and
+// output. ctx bounds the whole command. Errors are infrastructure errors
+// (the console, a timeout); a command that fails is not an error.
+func (sh *shell) run(ctx context.Context, cmd string) (commandResult, error) {
+	r := sh.r
+	r.seq++
+	id := fmt.Sprintf("%s-%d", r.tag, r.seq)
+	typed := fmt.Sprintf(`%s;_lc=$?;echo @@L""C-%s $_lc@@`, cmd, id)
+	marker := regexp.MustCompile(`@@LC-` + regexp.QuoteMeta(id) + ` (\d+)@@`)
+
+	var res commandResult
+	gaps := r.watchGaps()
+	defer gaps.stop()
+
+	rep, err := sh.typeLine(ctx, typed, gaps)
+	res.Typing = rep
+	if err != nil {
+		return res, err
+	}
+	// Wait for the marker. If the console reconnects meanwhile, the marker
+	// may have been printed into the gap: wait for either the marker or the
+	// next prompt, and if a prompt comes first after a gap, ask for $_lc
+	// again. (A prompt before the marker without a gap is a stale one, e.g.
+	// from a nudge: skip it.)
+	var before strings.Builder
+	hadGap := false
+	for {
+		m, err := sh.expectOrGap(ctx, gaps, marker, sh.prompt)
+		before.WriteString(m.Before)
+		if errors.Is(err, errConsoleGap) {
+			hadGap = true
+			r.event("console reconnected while %q ran; nudging the shell for its prompt", short(cmd))
+			// An empty line gets a fresh prompt once the command is done.
+			if _, err := r.writer.Type(ctx, "\r", sh.pacing); err != nil && ctx.Err() != nil {
+				return res, err
+			}
+			continue
+		}
+		if err != nil {
+			return res, err
+		}
+		if m.Pattern == 0 {
+			res.ExitCode, _ = strconv.Atoi(m.Groups[1])
+			break
+		}
+		if !hadGap {
+			continue
+		}
+		r.event("marker of %q lost in a console gap; asking the shell for the exit status", short(cmd))
+		rc, err := sh.lastExitCode(ctx, id, gaps)
+		if err != nil {
+			return res, err
+		}
+		res.ExitCode = rc
+		res.Output = commandOutput(before.String(), id)
+		return res, nil
+	}
+	res.Output = commandOutput(before.String(), id)
+	// The prompt after the marker: the shell is ready for the next line.
+	if _, err := sh.expectOrGap(ctx, gaps, sh.prompt); err != nil && !errors.Is(err, errConsoleGap) {
+		return res, err
+	}
+	return res, nil
+}
+
+// lastExitCode asks the shell for $_lc after a console gap, and waits for
+// the prompt after the answer.
+func (sh *shell) lastExitCode(ctx context.Context, id string, gaps *gapWatch) (int, error) {
+	r := sh.r
+	marker := regexp.MustCompile(`@@LC-` + regexp.QuoteMeta(id) + `r (\d+)@@`)
+	if _, err := sh.typeLine(ctx, `echo @@L""C-`+id+`r $_lc@@`, gaps); err != nil {
+		return 0, err
+	}
+	m, err := sh.expectOrGap(ctx, gaps, marker)
+	if err != nil {
+		return 0, fmt.Errorf("read exit status after a console gap: %w", err)
+	}
+	rc, _ := strconv.Atoi(m.Groups[1])
+	if _, err := r.session.Expect(ctx, sh.prompt); err != nil {
+		return 0, err
+	}
+	return rc, nil
+}
+
+// typeLine types one command line and Enter. If the console drops while
+// typing, the node may hold part of the line: once the console is back,
+// Ctrl-C abandons it, and the whole line is typed again.
+func (sh *shell) typeLine(ctx context.Context, line string, gaps *gapWatch) (sol.TypeReport, error) {
+	r := sh.r
+	var total sol.TypeReport
+	for attempt := 1; ; attempt++ {
+		rep, err := r.writer.Type(ctx, line+"\r", sh.pacing)
+		total = addReports(total, rep)
+		if err == nil {
+			return total, nil
+		}
+		if ctx.Err() != nil || attempt == 3 || !gaps.seen() {
+			return total, fmt.Errorf("type %q: %w", short(line), err)
+		}
+		r.event("console dropped while typing (%v); typing the line again", err)
+		gaps.reset()
+		if _, err := r.writer.Type(ctx, "\x03", sol.Pacing{Mode: sol.Fixed, Delay: 50 * time.Millisecond}); err != nil {
+			return total, fmt.Errorf("type %q: %w", short(line), err)
+		}
+		if _, err := r.session.Expect(ctx, sh.prompt); err != nil {
+			return total, fmt.Errorf("type %q: waiting for the prompt after Ctrl-C: %w", short(line), err)
+		}
+	}
+}
+
+// expectOrGap waits for the patterns like Expect, but returns
+// errConsoleGap as soon as the console reconnects.
+func (sh *shell) expectOrGap(ctx context.Context, gaps *gapWatch, patterns ...*regexp.Regexp) (sol.Match, error) {
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case <-gaps.reconnected():
+			cancel(errConsoleGap)
+		case <-wctx.Done():
+		}
+	}()
+	m, err := sh.r.session.Expect(wctx, patterns...)
+	if err != nil && errors.Is(context.Cause(wctx), errConsoleGap) && ctx.Err() == nil {
+		gaps.reset()
+		return m, errConsoleGap
+	}
+	return m, err
+}
+
+// commandOutput is what a command printed: the text before its marker,
+// without the echo of the typed line.
+func commandOutput(before, id string) string {
+	echo := `@@L""C-` + id
+	if i := strings.LastIndex(before, echo); i >= 0 {
+		before = before[i:]
+		if nl := strings.IndexByte(before, '\n'); nl >= 0 {
+			before = before[nl+1:]
+		} else {
+			before = ""
+		}
+	}
+	return before
+}
+
+func addReports(a, b sol.TypeReport) sol.TypeReport {
+	a.Mode, a.Delay = b.Mode, b.Delay
+	a.Chars += b.Chars
+	a.Duration += b.Duration
+	a.Settled += b.Settled
+	a.EchoFallbacks += b.EchoFallbacks
+	return a
+}
+
+// short shortens a command for messages.
+func short(s string) string {
+	if len(s) > 60 {
+		return s[:57] + "..."
+	}
+	return s
+}
+
+// gapWatch notices when the console session reconnects.
+type gapWatch struct {
+	sub  *sol.Subscription
+	done chan struct{}
+
+	mu   sync.Mutex
+	flag chan struct{} // closed when a reconnect was seen since the last reset
+}
+
+// watchGaps starts watching the session for reconnects.
+func (r *runner) watchGaps() *gapWatch {
+	w := &gapWatch{sub: r.session.Subscribe(64 << 10), done: make(chan struct{}), flag: make(chan struct{})}
+	go func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() { <-w.done; cancel() }()
+		for {
+			rec, err := w.sub.Next(ctx)
+			if err != nil {
+				return
+			}
+			if rec.Dir == sol.Event && bytes.HasPrefix(rec.Data, []byte("reconnected")) {
+				w.mu.Lock()
+				select {
+				case <-w.flag:
+				default:
+					close(w.flag)
+				}
+				w.mu.Unlock()
+			}
+		}
+	}()
+	return w
+}
+
+func (w *gapWatch) reconnected() <-chan struct{} {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.flag
+}
+
+func (w *gapWatch) seen() bool {
+	select {
+	case <-w.reconnected():
+		return true
+	default:
+		return false
+	}
+}
+
+func (w *gapWatch) reset() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	select {
+	case <-w.flag:
+		w.flag = make(chan struct{})
+	default:
+	}
+}
+
+func (w *gapWatch) stop() {
+	close(w.done)
+	w.sub.Close()
+}
