@@ -1,0 +1,420 @@
+package sol
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+	"unicode/utf8"
+)
+
+// PacingMode says how Type spaces characters.
+type PacingMode int
+
+const (
+	// Fixed waits Pacing.Delay after every character, as LAVA does with
+	// bootloader_serial_delay_ms and test_shell_serial_delay_ms.
+	Fixed PacingMode = iota
+	// Echo sends the next character as soon as the previous one has come
+	// back in the output. A character that does not come back within
+	// Pacing.EchoTimeout (a password prompt, a console that does not echo)
+	// switches the rest of that text to Fixed.
+	Echo
+)
+
+func (m PacingMode) String() string {
+	switch m {
+	case Fixed:
+		return "fixed"
+	case Echo:
+		return "echo"
+	}
+	return fmt.Sprintf("PacingMode(%d)", int(m))
+}
+
+// Pacing says how to type a text.
+type Pacing struct {
+	Mode PacingMode
+	// Delay is the wait after each character in Fixed mode, and in Echo
+	// mode for characters that are not expected to echo (control
+	// characters, TAB) and after an echo timeout.
+	Delay time.Duration
+	// EchoTimeout is how long Echo waits for a character to come back;
+	// 0 means 1 s.
+	EchoTimeout time.Duration
+	// NoEcho marks a secret (a password): it is typed at the fixed delay,
+	// and the transcript and subscribers see "********" instead of it.
+	NoEcho bool
+	// Settle: before the first character Type waits until the console
+	// output has been quiet this long, or ends with a cursor position query
+	// (ESC [ 6 n), which busybox's shell sends right after its prompt once
+	// it is reading input. Characters typed while a shell is still setting
+	// up its line editor can be lost (simlab saw "echo" arrive as "cho").
+	// The wait is capped at ten times Settle. 0 means 100 ms; negative
+	// means do not wait.
+	Settle time.Duration
+}
+
+func (p Pacing) withDefaults() Pacing {
+	if p.EchoTimeout <= 0 {
+		p.EchoTimeout = time.Second
+	}
+	if p.Settle == 0 {
+		p.Settle = 100 * time.Millisecond
+	}
+	if p.Delay < 0 {
+		p.Delay = 0
+	}
+	return p
+}
+
+// TypeReport says what typing a text cost.
+type TypeReport struct {
+	Mode  PacingMode    // as asked (Echo with NoEcho types Fixed)
+	Delay time.Duration // the fixed delay, for comparison
+	Chars int           // characters sent (a multi-byte UTF-8 character counts once)
+	// Duration is from the first character to the end of the last wait.
+	Duration time.Duration
+	// Settled is how long Type waited for the console before typing.
+	Settled time.Duration
+	// EchoFallbacks counts characters that did not echo within the echo
+	// timeout (the text went on at the fixed delay after the first).
+	EchoFallbacks int
+}
+
+// FixedWouldTake is how long typing the same characters at the fixed delay
+// takes.
+func (r TypeReport) FixedWouldTake() time.Duration { return time.Duration(r.Chars) * r.Delay }
+
+// String reads like "typed 86 chars in 0.41 s (echo), fixed 100 ms would take
+// 8.6 s".
+func (r TypeReport) String() string {
+	mode := r.Mode.String()
+	if r.EchoFallbacks > 0 {
+		mode += fmt.Sprintf(", %d without echo", r.EchoFallbacks)
+	}
+	s := fmt.Sprintf("typed %d chars in %s (%s)", r.Chars, seconds(r.Duration), mode)
+	if r.Mode == Echo {
+		s += fmt.Sprintf(", fixed %s would take %s", millis(r.Delay), seconds(r.FixedWouldTake()))
+	}
+	return s
+}
+
+func seconds(d time.Duration) string {
+	switch {
+	case d < 10*time.Millisecond:
+		return fmt.Sprintf("%.3f s", d.Seconds())
+	case d < time.Second:
+		return fmt.Sprintf("%.2f s", d.Seconds())
+	default:
+		return fmt.Sprintf("%.1f s", d.Seconds())
+	}
+}
+
+func millis(d time.Duration) string {
+	if d%time.Millisecond == 0 {
+		return fmt.Sprintf("%d ms", d/time.Millisecond)
+	}
+	return d.String()
+}
+
+// Writer is the right to type to a Session, held by one owner at a time
+// (see Claim). Its methods fail with ErrNotWriter once the claim was taken
+// over or released.
+type Writer struct {
+	s     *Session
+	owner string
+}
+
+// Claim makes owner (e.g. "job 42", "alice") the console's only writer. If
+// somebody else holds it, Claim fails with ErrBusy naming them, unless force
+// is set: then the previous Writer stops working (a Type in progress stops
+// after the current character) and the takeover is recorded. Policy — who may
+// force — belongs to the caller (the console broker refuses people while a
+// job writes). Claims are recorded as events in the transcript and to
+// subscribers.
+func (s *Session) Claim(owner string, force bool) (*Writer, error) {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("console %s: %w", s.Target(), ErrClosed)
+	}
+	prev := s.writer
+	if prev != nil && !force {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("console %s: %w: %s", s.Target(), ErrBusy, prev.owner)
+	}
+	w := &Writer{s: s, owner: owner}
+	s.writer = w
+	s.signalLocked()
+	s.mu.Unlock()
+	if prev != nil {
+		s.event("writer: %s (took over from %s)", owner, prev.owner)
+	} else {
+		s.event("writer: %s", owner)
+	}
+	return w, nil
+}
+
+// Owner is who holds this Writer.
+func (w *Writer) Owner() string { return w.owner }
+
+// Release gives up the claim (if still held).
+func (w *Writer) Release() {
+	s := w.s
+	s.mu.Lock()
+	held := s.writer == w
+	if held {
+		s.writer = nil
+	}
+	s.mu.Unlock()
+	if held {
+		s.event("writer %s released the console", w.owner)
+	}
+}
+
+// Write sends p as it is, with no pacing: for interactive use, where a
+// person's typing paces itself. It fails if the console is disconnected.
+func (w *Writer) Write(p []byte) (int, error) {
+	s := w.s
+	s.inputMu.Lock()
+	defer s.inputMu.Unlock()
+	s.mu.Lock()
+	if err := w.checkLocked(); err != nil {
+		s.mu.Unlock()
+		return 0, err
+	}
+	stream := s.stream
+	s.mu.Unlock()
+	if stream == nil {
+		return 0, fmt.Errorf("console %s: write: disconnected (reconnecting)", s.Target())
+	}
+	n, err := stream.Write(p)
+	if n > 0 {
+		s.record(Written, p[:n])
+	}
+	if err != nil {
+		return n, fmt.Errorf("console %s: write: %w", s.Target(), err)
+	}
+	return n, nil
+}
+
+// checkLocked says why w may not write now, if it may not.
+func (w *Writer) checkLocked() error {
+	s := w.s
+	if s.err != nil {
+		return s.err
+	}
+	if s.closing {
+		return fmt.Errorf("console %s: %w", s.Target(), ErrClosed)
+	}
+	if s.writer != w {
+		if s.writer == nil {
+			return fmt.Errorf("console %s: %s: %w (released)", s.Target(), w.owner, ErrNotWriter)
+		}
+		return fmt.Errorf("console %s: %s: %w (taken over by %s)", s.Target(), w.owner, ErrNotWriter, s.writer.owner)
+	}
+	return nil
+}
+
+// errLostWhileTyping is wrapped when the stream dropped during Type.
+var errLostWhileTyping = errors.New("console session lost while typing")
+
+// Type types text with the given pacing and reports what it cost. If the
+// console is reconnecting when Type starts, it waits for it (within ctx). If
+// the stream drops while typing, Type stops with an error that says how much
+// was typed: the node may have received part of the line, so the caller
+// decides what to do (e.g. send Ctrl-C and type it again).
+//
+// Echo pacing compares each character with the normalised output that came
+// back after it was sent, skipping whatever else arrived in between; "\r"
+// and "\n" echo as a line end. It does not wait for control characters or
+// TAB (they echo as something else, or not at all): those get the fixed
+// delay.
+func (w *Writer) Type(ctx context.Context, text string, p Pacing) (rep TypeReport, err error) {
+	p = p.withDefaults()
+	s := w.s
+	rep = TypeReport{Mode: p.Mode, Delay: p.Delay}
+	s.inputMu.Lock()
+	defer s.inputMu.Unlock()
+
+	if p.Settle > 0 {
+		waited, err := s.settle(ctx, p.Settle)
+		rep.Settled = waited
+		if err != nil {
+			return rep, err
+		}
+	}
+	gen, stream, err := s.waitConnected(ctx)
+	if err != nil {
+		return rep, err
+	}
+	mode := p.Mode
+	if p.NoEcho {
+		mode = Fixed
+		s.record(Written, []byte("********"))
+	}
+	if mode == Echo {
+		s.echoWatch(true)
+		defer s.echoWatch(false)
+	}
+	start := time.Now()
+	defer func() { rep.Duration = time.Since(start) }()
+
+	rest := []byte(text)
+	for len(rest) > 0 {
+		n := 1
+		if rest[0] >= utf8.RuneSelf {
+			if _, size := utf8.DecodeRune(rest); size > 1 {
+				n = size
+			}
+		}
+		unit := rest[:n]
+		if err := s.writeUnit(ctx, w, gen, stream, unit, !p.NoEcho); err != nil {
+			return rep, fmt.Errorf("%w (after %d of %d bytes)", err, len(text)-len(rest), len(text))
+		}
+		rest = rest[n:]
+		rep.Chars++
+
+		if mode == Echo && echoes(unit[0]) {
+			ok, err := s.waitEcho(ctx, echoOf(unit), p.EchoTimeout)
+			if err != nil {
+				return rep, err
+			}
+			if ok {
+				continue
+			}
+			rep.EchoFallbacks++
+			mode = Fixed
+			if p.Delay <= p.EchoTimeout {
+				continue // waited long enough already
+			}
+			if err := sleep(ctx, p.Delay-p.EchoTimeout); err != nil {
+				return rep, fmt.Errorf("console %s: typing: %w", s.Target(), err)
+			}
+			continue
+		}
+		if err := sleep(ctx, p.Delay); err != nil {
+			return rep, fmt.Errorf("console %s: typing: %w", s.Target(), err)
+		}
+	}
+	return rep, nil
+}
+
+// writeUnit writes one character, if w still holds the console and the
+// stream is the one typing started on.
+func (s *Session) writeUnit(ctx context.Context, w *Writer, gen int, stream interface{ Write([]byte) (int, error) }, unit []byte, show bool) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("console %s: typing: %w", s.Target(), err)
+	}
+	s.mu.Lock()
+	if err := w.checkLocked(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	if s.gen != gen || s.stream == nil {
+		s.mu.Unlock()
+		return fmt.Errorf("console %s: %w", s.Target(), errLostWhileTyping)
+	}
+	s.mu.Unlock()
+	if _, err := stream.Write(unit); err != nil {
+		return fmt.Errorf("console %s: %w: %w", s.Target(), errLostWhileTyping, err)
+	}
+	if show {
+		s.record(Written, unit)
+	}
+	return nil
+}
+
+// echoes says whether Echo waits for b to come back.
+func echoes(b byte) bool {
+	return b == '\r' || b == '\n' || b >= 0x20 && b != 0x7f
+}
+
+// echoOf is what a typed character looks like in normalised output.
+func echoOf(unit []byte) []byte {
+	if unit[0] == '\r' || unit[0] == '\n' {
+		return []byte{'\n'}
+	}
+	return unit
+}
+
+// echoWatch starts or stops collecting output for waitEcho.
+func (s *Session) echoWatch(on bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.echoOn = on
+	s.echoBuf = s.echoBuf[:0]
+}
+
+// waitEcho waits until want appears in the output collected since the last
+// echo, and drops the output up to it. It returns false on timeout.
+func (s *Session) waitEcho(ctx context.Context, want []byte, timeout time.Duration) (bool, error) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		if i := bytes.Index(s.echoBuf, want); i >= 0 {
+			s.echoBuf = append(s.echoBuf[:0], s.echoBuf[i+len(want):]...)
+			s.mu.Unlock()
+			return true, nil
+		}
+		if s.err != nil {
+			err := s.err
+			s.mu.Unlock()
+			return false, err
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-t.C:
+			return false, nil
+		case <-ctx.Done():
+			return false, fmt.Errorf("console %s: typing: waiting for echo: %w", s.Target(), ctx.Err())
+		}
+	}
+}
+
+// settle waits until the output has been quiet for quiet, or ends with a
+// cursor position query, for at most 10*quiet; it returns how long it
+// waited.
+func (s *Session) settle(ctx context.Context, quiet time.Duration) (time.Duration, error) {
+	start := time.Now()
+	limit := start.Add(10 * quiet)
+	for {
+		s.mu.Lock()
+		query, last, ch := s.norm.query, s.lastOutput, s.changed
+		s.mu.Unlock()
+		now := time.Now()
+		idle := now.Sub(last)
+		if query || idle >= quiet || !now.Before(limit) {
+			return now.Sub(start), nil
+		}
+		t := time.NewTimer(min(quiet-idle, limit.Sub(now)))
+		select {
+		case <-ch:
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return time.Since(start), fmt.Errorf("console %s: waiting for the console to settle: %w", s.Target(), ctx.Err())
+		}
+		t.Stop()
+	}
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,233 @@
+package sol_test
+
+import (
+	"context"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/labctl/labctl/sol"
+	"github.com/labctl/labctl/sol/soltest"
+)
+
+// lossyConsole models a BMC serial console that cannot keep up: it takes
+// in one byte per millisecond, but every 8th byte takes 40 ms (the BMC is
+// busy); a byte that arrives while an earlier one is still un-echoed, or
+// less than 1 ms after the previous one, is dropped; more than 20 bytes in
+// 10 ms close the session, as "SOL session closed by BMC".
+//
+// The smallest fixed delay that never loses a byte is therefore just over
+// 40 ms, while echo pacing pays 1 ms for most bytes.
+var lossyConsole = soltest.Config{
+	Name:        "lossy console",
+	EchoDelay:   time.Millisecond,
+	SlowEvery:   8,
+	SlowDelay:   40 * time.Millisecond,
+	Lossy:       true,
+	MaxUnechoed: 0,
+	MinGap:      time.Millisecond,
+	BurstLimit:  20,
+	BurstWindow: 10 * time.Millisecond,
+}
+
+// typeOnLossy types text to a fresh lossy console and returns the report,
+// the line the shell received and how many bytes it dropped.
+func typeOnLossy(t *testing.T, text string, p sol.Pacing) (sol.TypeReport, string, int) {
+	t.Helper()
+	c := newConsole(t, lossyConsole)
+	var tr syncBuffer
+	s := openSession(t, c, fastOptions(&tr))
+	c.Prompt()
+	expect(t, s, 5*time.Second, `fake# `)
+	w := claim(t, s, "job")
+	rep := typeText(t, w, text, p)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := s.Expect(ctx, regexp.MustCompile(`\nfake# `)); err != nil {
+		// The Enter itself was lost: send one slowly to end the line.
+		time.Sleep(100 * time.Millisecond)
+		if _, err := w.Write([]byte("\r")); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, s, 5*time.Second, `\nfake# `)
+	}
+	lines := c.Lines()
+	if len(lines) != 1 {
+		t.Fatalf("shell got %d lines %q, want 1", len(lines), lines)
+	}
+	if strings.Contains(tr.String(), "session lost") {
+		t.Errorf("the console closed the session:\n%s", tr.String())
+	}
+	return rep, lines[0], c.Dropped()
+}
+
+func TestEchoPacingIsLosslessAndFasterThanLosslessFixed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("types at 45 ms per character")
+	}
+	const cmd = "echo the-quick-brown-fox-jumps-0123456789"
+	text := cmd + "\r"
+
+	echo, got, dropped := typeOnLossy(t, text, sol.Pacing{Mode: sol.Echo, Delay: 45 * time.Millisecond})
+	if got != cmd || dropped != 0 || echo.EchoFallbacks != 0 {
+		t.Errorf("echo pacing: shell got %q (dropped %d, %d echo fallbacks), want %q", got, dropped, echo.EchoFallbacks, cmd)
+	}
+	fixed, got, dropped := typeOnLossy(t, text, sol.Pacing{Mode: sol.Fixed, Delay: 45 * time.Millisecond})
+	if got != cmd || dropped != 0 {
+		t.Errorf("fixed 45 ms (just over the slowest byte): shell got %q (dropped %d), want %q", got, dropped, cmd)
+	}
+	fast, got, dropped := typeOnLossy(t, text, sol.Pacing{Mode: sol.Fixed, Delay: 10 * time.Millisecond})
+	if got == cmd || dropped == 0 {
+		t.Errorf("fixed 10 ms: shell got %q, dropped %d; want losses", got, dropped)
+	}
+	t.Logf("echo:      %v", echo)
+	t.Logf("fixed:     %v", fixed)
+	t.Logf("fixed 10:  %v, shell got %q", fast, got)
+	if echo.Duration*3 > fixed.Duration {
+		t.Errorf("echo pacing took %s, not much faster than the lossless fixed delay's %s", echo.Duration, fixed.Duration)
+	}
+}
+
+func TestUnpacedBurstClosesLossySession(t *testing.T) {
+	c := newConsole(t, lossyConsole)
+	var tr syncBuffer
+	s := openSession(t, c, fastOptions(&tr))
+	w := claim(t, s, "job")
+	if _, err := w.Write([]byte("echo this is far too much input at once\r")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the reconnect", 5*time.Second, func() bool {
+		return strings.Contains(tr.String(), "! reconnected after")
+	})
+	if !strings.Contains(tr.String(), "session lost: SOL session closed by BMC") {
+		t.Errorf("transcript:\n%s", tr.String())
+	}
+	// After the reconnect the console works again, at echo pace. The shell
+	// kept the bytes it took in before the burst: end that line first.
+	time.Sleep(50 * time.Millisecond)
+	if _, err := w.Write([]byte("\r")); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, s, 5*time.Second, `fake# `)
+	typeText(t, w, "echo ok\r", sol.Pacing{Mode: sol.Echo})
+	expect(t, s, 5*time.Second, `\nok\n`)
+}
+
+func TestEchoFallsBackWhereNothingEchoes(t *testing.T) {
+	c := newConsole(t, soltest.Config{EchoDelay: time.Millisecond})
+	var tr syncBuffer
+	s := openSession(t, c, fastOptions(&tr))
+	c.Prompt()
+	expect(t, s, 5*time.Second, `fake# `)
+	w := claim(t, s, "job")
+	typeText(t, w, "passwd\r", sol.Pacing{Mode: sol.Echo})
+	expect(t, s, 5*time.Second, `Password: `)
+	p := sol.Pacing{Mode: sol.Echo, Delay: 5 * time.Millisecond, EchoTimeout: 100 * time.Millisecond}
+	start := time.Now()
+	rep := typeText(t, w, "hunter2\r", p)
+	expect(t, s, 5*time.Second, `password set`)
+	if rep.EchoFallbacks != 1 {
+		t.Errorf("echo fallbacks %d, want 1 (the first character; then fixed)", rep.EchoFallbacks)
+	}
+	// One echo timeout, then 7 characters at 5 ms: well under 8 timeouts.
+	if took := time.Since(start); took > 500*time.Millisecond {
+		t.Errorf("typing took %s: did every character wait for the echo timeout?", took)
+	}
+	if got := c.Lines(); len(got) != 2 || got[1] != "hunter2" {
+		t.Errorf("shell got %q", got)
+	}
+	t.Log(rep)
+}
+
+func TestNoEchoKeepsSecretOutOfTranscriptAndSubscribers(t *testing.T) {
+	const secret = "s3cr3t-Pa55"
+	c := newConsole(t, soltest.Config{})
+	var tr syncBuffer
+	s := openSession(t, c, fastOptions(&tr))
+	sub := s.Subscribe(0)
+	defer sub.Close()
+	w := claim(t, s, "job")
+	typeText(t, w, "passwd\r", sol.Pacing{Mode: sol.Echo})
+	expect(t, s, 5*time.Second, `Password: `)
+	rep := typeText(t, w, secret+"\r", sol.Pacing{Mode: sol.Echo, NoEcho: true, Delay: time.Millisecond})
+	expect(t, s, 5*time.Second, `password set`)
+	if rep.EchoFallbacks != 0 || rep.Chars != len(secret)+1 {
+		t.Errorf("report %+v: NoEcho should type at the fixed delay without waiting for echoes", rep)
+	}
+	if got := c.Lines(); len(got) != 2 || got[1] != secret {
+		t.Fatalf("shell got %q", got)
+	}
+	_ = s.Close()
+	text := tr.String()
+	if strings.Contains(text, secret) || strings.Contains(text, "s3cr") {
+		t.Errorf("secret in transcript:\n%s", text)
+	}
+	if !strings.Contains(text, " > ********\n") {
+		t.Errorf("transcript lacks the placeholder:\n%s", text)
+	}
+	var all strings.Builder
+	for {
+		r, err := sub.Next(context.Background())
+		if err != nil {
+			break
+		}
+		all.Write(r.Data)
+	}
+	if strings.Contains(all.String(), "s3cr") {
+		t.Errorf("secret sent to a subscriber: %q", all.String())
+	}
+}
+
+// The busybox quirk: a shell that sends ESC[6n a moment after its prompt
+// loses what is typed before that. Type's settle step waits for the query.
+func TestTypeWaitsForCursorQuery(t *testing.T) {
+	cfg := soltest.Config{CursorQuery: 30 * time.Millisecond}
+	run := func(settle time.Duration) (line string, swallowed int, rep sol.TypeReport) {
+		c := newConsole(t, cfg)
+		s := openSession(t, c, fastOptions(nil))
+		c.Prompt()
+		expect(t, s, 5*time.Second, `fake# `)
+		w := claim(t, s, "job")
+		rep = typeText(t, w, "echo x\r", sol.Pacing{Mode: sol.Echo, Settle: settle})
+		expect(t, s, 5*time.Second, `\nfake# `)
+		return c.Lines()[0], c.Swallowed(), rep
+	}
+	line, swallowed, rep := run(0)
+	if line != "echo x" || swallowed != 0 {
+		t.Errorf("with settle: shell got %q, %d swallowed", line, swallowed)
+	}
+	if rep.Settled < 20*time.Millisecond || rep.Settled > 90*time.Millisecond {
+		t.Errorf("settled for %s: want about the 30 ms until the query, not the 100 ms quiet time", rep.Settled)
+	}
+	line, swallowed, _ = run(-1)
+	if line == "echo x" || swallowed == 0 {
+		t.Errorf("without settle the quirk should bite: shell got %q, %d swallowed", line, swallowed)
+	}
+}
+
+func TestTypeReportString(t *testing.T) {
+	r := sol.TypeReport{Mode: sol.Echo, Delay: 100 * time.Millisecond, Chars: 86, Duration: 410 * time.Millisecond}
+	if got, want := r.String(), "typed 86 chars in 0.41 s (echo), fixed 100 ms would take 8.6 s"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	r = sol.TypeReport{Mode: sol.Fixed, Delay: 10 * time.Millisecond, Chars: 3, Duration: 30 * time.Millisecond}
+	if got, want := r.String(), "typed 3 chars in 0.03 s (fixed)"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	r = sol.TypeReport{Mode: sol.Echo, Delay: 100 * time.Millisecond, Chars: 8, Duration: 1700 * time.Millisecond, EchoFallbacks: 1}
+	if got, want := r.String(), "typed 8 chars in 1.7 s (echo, 1 without echo), fixed 100 ms would take 0.80 s"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
+func TestTypeMultiByteCharacterEchoes(t *testing.T) {
+	c := newConsole(t, soltest.Config{EchoDelay: time.Millisecond})
+	s := openSession(t, c, fastOptions(nil))
+	w := claim(t, s, "job")
+	rep := typeText(t, w, "echo café\r", sol.Pacing{Mode: sol.Echo, EchoTimeout: 200 * time.Millisecond, Settle: -1})
+	expect(t, s, 5*time.Second, `\ncafé\n`)
+	if rep.EchoFallbacks != 0 || rep.Chars != 10 {
+		t.Errorf("report %+v", rep)
+	}
+}
