@@ -119,26 +119,11 @@ func Load(path string) (*Lab, error) {
 	}
 	lab.validate(doc)
 
-	var problems []tomlfile.Problem
-	// types maps every device type name to its type, or to nil if the type
-	// has problems (its devices are then not checked against it).
-	types := map[string]*DeviceType{}
-	typeFiles := map[string]string{}
-	for _, file := range lab.files(doc, "device_types", lab.Config.DeviceTypes) {
-		name := strings.TrimSuffix(filepath.Base(file), ".toml")
-		if first, dup := typeFiles[name]; dup {
-			problems = append(problems, tomlfile.Problem{File: file, Message: fmt.Sprintf("device type %q is already defined in %s", name, first)})
-			continue
+	types, problems := loadDeviceTypes(lab.files(doc, "device_types", lab.Config.DeviceTypes))
+	for name, dt := range types {
+		if dt != nil {
+			lab.DeviceTypes[name] = dt
 		}
-		typeFiles[name] = file
-		dt, err := LoadDeviceType(file)
-		if err != nil {
-			problems = append(problems, tomlfile.Problems(file, err)...)
-			types[name] = nil
-			continue
-		}
-		types[name] = dt
-		lab.DeviceTypes[name] = dt
 	}
 
 	var docs []*tomlfile.Document
@@ -164,24 +149,77 @@ func Load(path string) (*Lab, error) {
 	return lab, nil
 }
 
+// LoadDeviceTypes loads every device type in the *.toml files of dirs. It
+// returns the valid ones, and the problems of the others as an error.
+func LoadDeviceTypes(dirs ...string) (map[string]*DeviceType, error) {
+	var files []string
+	for _, dir := range dirs {
+		inDir, err := tomlFiles(dir)
+		if err != nil {
+			return nil, fmt.Errorf("load device types: %w", err)
+		}
+		files = append(files, inDir...)
+	}
+	types, problems := loadDeviceTypes(files)
+	valid := map[string]*DeviceType{}
+	for name, dt := range types {
+		if dt != nil {
+			valid[name] = dt
+		}
+	}
+	return valid, tomlfile.Check(problems)
+}
+
+// loadDeviceTypes loads device-type files. types maps every name to its
+// type, or to nil if the type has problems (devices are then not checked
+// against it: its own problems say what is wrong).
+func loadDeviceTypes(files []string) (types map[string]*DeviceType, problems []tomlfile.Problem) {
+	types = map[string]*DeviceType{}
+	typeFiles := map[string]string{}
+	for _, file := range files {
+		name := strings.TrimSuffix(filepath.Base(file), ".toml")
+		if first, dup := typeFiles[name]; dup {
+			problems = append(problems, tomlfile.Problem{File: file, Message: fmt.Sprintf("device type %q is already defined in %s", name, first)})
+			continue
+		}
+		typeFiles[name] = file
+		dt, err := LoadDeviceType(file)
+		if err != nil {
+			problems = append(problems, tomlfile.Problems(file, err)...)
+		}
+		types[name] = dt
+	}
+	return types, problems
+}
+
 // files lists the *.toml files in the directories of the lab key (relative
 // to the lab file), sorted within each directory.
 func (l *Lab) files(doc *tomlfile.Document, key string, dirs []string) []string {
 	var files []string
 	for i, dir := range dirs {
-		dir = filepath.Join(filepath.Dir(l.File), dir)
-		entries, err := os.ReadDir(dir)
+		inDir, err := tomlFiles(filepath.Join(filepath.Dir(l.File), dir))
 		if err != nil {
 			doc.Problemf(fmt.Sprintf("%s[%d]", key, i), "%v", err)
 			continue
 		}
-		for _, e := range entries {
-			if !e.IsDir() && strings.HasSuffix(e.Name(), ".toml") {
-				files = append(files, filepath.Join(dir, e.Name()))
-			}
-		}
+		files = append(files, inDir...)
 	}
 	return files
+}
+
+// tomlFiles lists the *.toml files in dir, sorted.
+func tomlFiles(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var files []string
+	for _, e := range entries {
+		if !e.IsDir() && strings.HasSuffix(e.Name(), ".toml") {
+			files = append(files, filepath.Join(dir, e.Name()))
+		}
+	}
+	return files, nil
 }
 
 // checkUnique reports a device whose name, MAC or BMC another device of the

@@ -45,6 +45,18 @@ type Job struct {
 	Deploy    Deploy   `toml:"deploy"`
 	Boot      Boot     `toml:"boot"`
 	Tests     []Test   `toml:"test"`
+
+	doc *tomlfile.Document // where each key is, for later problems
+}
+
+// Line returns the line of key (such as "deploy.image" or "test[1].name")
+// in the job file, for problems found after parsing (a device the lab does
+// not have); 0 if it is not known.
+func (j *Job) Line(key string) int {
+	if j.doc == nil {
+		return 0
+	}
+	return j.doc.Line(key)
 }
 
 // Deploy says which image to write to the node's disk from the master
@@ -132,6 +144,7 @@ func Parse(name string, data []byte) (*Job, error) {
 	if err := doc.Err(); err != nil {
 		return nil, err
 	}
+	job.doc = doc
 	return job, nil
 }
 
