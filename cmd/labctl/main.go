@@ -72,7 +72,8 @@ func newApp(env *appEnv) *cli.App {
 	return app
 }
 
-// usageError is a command line that makes no sense; exit status 2.
+// usageError is a command line that makes no sense; exit status 64
+// (sysexits' EX_USAGE: 1 to 3 are job outcomes, see jobs.Outcome.ExitCode).
 type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
@@ -89,6 +90,9 @@ func onUsageError(c *cli.Context, err error, _ bool) error {
 	return usageErrorf("%v (see %s --help)", err, name)
 }
 
+// exitUsage is the exit status for a wrong command line.
+const exitUsage = 64
+
 // exitCoder is an error that chooses labctl's exit status, such as a job
 // that ended failed (1), incomplete (2) or canceled (3).
 type exitCoder interface {
@@ -97,8 +101,8 @@ type exitCoder interface {
 }
 
 // exitCode prints err (if any) and returns labctl's exit status: 0 success,
-// 1 failure, 2 usage error, a command's own code for an exitCoder, 130
-// interrupted.
+// 1 failure, a command's own code for an exitCoder (a job's outcome: 1
+// failed, 2 incomplete, 3 canceled), 64 usage error, 130 interrupted.
 func exitCode(env *appEnv, err error) int {
 	if err == nil {
 		return 0
@@ -111,7 +115,7 @@ func exitCode(env *appEnv, err error) int {
 		return 130
 	case errors.As(err, &usage):
 		fmt.Fprintf(env.stderr, "labctl: %v\n", err)
-		return 2
+		return exitUsage
 	case errors.As(err, &coded):
 		if msg := err.Error(); msg != "" {
 			fmt.Fprintf(env.stderr, "labctl: %s\n", msg)

@@ -29,10 +29,10 @@ func TestExitStatus(t *testing.T) {
 	}{
 		{"valid file", []string{"validate", valid}, 0, ""},
 		{"invalid file", []string{"validate", valid, invalid}, 1, "labctl: validate: 1 of 2 files have problems\n"},
-		{"no file", []string{"validate"}, 2, "labctl: validate: no FILE given (see labctl validate --help)\n"},
-		{"unknown flag", []string{"validate", "--nope", valid}, 2, "labctl: flag provided but not defined: -nope (see labctl validate --help)\n"},
-		{"bad kind", []string{"validate", "--kind", "node", valid}, 2, `labctl: validate: --kind "node": use lab, device-type, device or job` + "\n"},
-		{"unknown command", []string{"frobnicate"}, 2, `labctl: unknown command "frobnicate" (see labctl --help)` + "\n"},
+		{"no file", []string{"validate"}, 64, "labctl: validate: no FILE given (see labctl validate --help)\n"},
+		{"unknown flag", []string{"validate", "--nope", valid}, 64, "labctl: flag provided but not defined: -nope (see labctl validate --help)\n"},
+		{"bad kind", []string{"validate", "--kind", "node", valid}, 64, `labctl: validate: --kind "node": use lab, device-type, device or job` + "\n"},
+		{"unknown command", []string{"frobnicate"}, 64, `labctl: unknown command "frobnicate" (see labctl --help)` + "\n"},
 		{"help", []string{"validate", "--help"}, 0, ""},
 		{"no command", nil, 0, ""},
 	}
@@ -68,7 +68,7 @@ func TestExitCode(t *testing.T) {
 	}{
 		{nil, 0, ""},
 		{errors.New("boom"), 1, "labctl: boom\n"},
-		{usageErrorf("bad flag"), 2, "labctl: bad flag\n"},
+		{usageErrorf("bad flag"), 64, "labctl: bad flag\n"},
 		{fmt.Errorf("run: %w", outcomeError{3}), 3, "labctl: run: job ended with 3\n"},
 		{fmt.Errorf("run: %w", context.Canceled), 130, "labctl: interrupted\n"},
 	}

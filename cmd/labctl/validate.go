@@ -59,7 +59,7 @@ EXAMPLES:
 
 EXIT STATUS:
    0 every file is valid (warnings allowed), 1 a file has problems,
-   2 the command line is wrong.`,
+   64 the command line is wrong.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "lab", Usage: "check devices and jobs against the lab `FILE`", EnvVars: []string{"LABCTL_LAB"}, TakesFile: true},
 			&cli.StringFlag{Name: "kind", Usage: "every FILE is a `KIND`: lab, device-type, device or job (default: tell from each file)"},
