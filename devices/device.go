@@ -129,7 +129,11 @@ func parseDevice(path string, types map[string]*DeviceType) (*Device, *tomlfile.
 		doc.DecodeTable(d.Override, &d.Settings) // keys and types only
 	case !known:
 		if tomlfile.ValidName(d.DeviceType) {
-			doc.Problemf("device_type", "unknown device type %q (known: %s)", d.DeviceType, strings.Join(sortedKeys(types), ", "))
+			known := strings.Join(sortedKeys(types), ", ")
+			if known == "" {
+				known = "none"
+			}
+			doc.Problemf("device_type", "unknown device type %q (known: %s)", d.DeviceType, known)
 		}
 	case dt == nil:
 		// The device type has problems of its own, reported with it.

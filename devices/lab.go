@@ -197,7 +197,7 @@ func loadDeviceTypes(files []string) (types map[string]*DeviceType, problems []t
 func (l *Lab) files(doc *tomlfile.Document, key string, dirs []string) []string {
 	var files []string
 	for i, dir := range dirs {
-		inDir, err := tomlFiles(filepath.Join(filepath.Dir(l.File), dir))
+		inDir, err := tomlFiles(resolve(filepath.Dir(l.File), dir))
 		if err != nil {
 			doc.Problemf(fmt.Sprintf("%s[%d]", key, i), "%v", err)
 			continue

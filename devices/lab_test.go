@@ -360,6 +360,30 @@ func TestLoadProblems(t *testing.T) {
 	}
 }
 
+func TestLoadAbsoluteDirectories(t *testing.T) {
+	files := fixture()
+	types := t.TempDir()
+	if err := os.WriteFile(filepath.Join(types, "qemu.toml"), []byte(files["types/qemu.toml"]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	delete(files, "types/qemu.toml")
+	files["lab.toml"] = strings.Replace(files["lab.toml"], `["types"]`, fmt.Sprintf("[%q]", types), 1)
+	dir := writeLab(t, files)
+	// A relative lab path, so that the absolute directory is joined to one.
+	wd, _ := os.Getwd()
+	rel, err := filepath.Rel(wd, filepath.Join(dir, "lab.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab, err := Load(rel)
+	if err != nil {
+		t.Fatalf("Load() = %v", err)
+	}
+	if lab.DeviceTypes["qemu"] == nil || len(lab.Devices) != 2 {
+		t.Errorf("device types %v, %d devices: want qemu from %s and 2 devices", lab.DeviceTypes, len(lab.Devices), types)
+	}
+}
+
 func TestLoadWarnsAboutReadablePasswordFile(t *testing.T) {
 	dir := writeLab(t, fixture())
 	if err := os.Chmod(filepath.Join(dir, "devices", "n1.password"), 0o644); err != nil {
