@@ -129,11 +129,11 @@ func parseDevice(path string, types map[string]*DeviceType) (*Device, *tomlfile.
 		doc.DecodeTable(d.Override, &d.Settings) // keys and types only
 	case !known:
 		if tomlfile.ValidName(d.DeviceType) {
-			known := strings.Join(sortedKeys(types), ", ")
-			if known == "" {
-				known = "none"
+			names := strings.Join(sortedKeys(types), ", ")
+			if names == "" {
+				names = "none"
 			}
-			doc.Problemf("device_type", "unknown device type %q (known: %s)", d.DeviceType, known)
+			doc.Problemf("device_type", "unknown device type %q (known: %s)", d.DeviceType, names)
 		}
 	case dt == nil:
 		// The device type has problems of its own, reported with it.
