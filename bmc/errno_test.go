@@ -1,0 +1,5 @@
+package bmc
+
+import "syscall"
+
+func errConnRefused() error { return syscall.ECONNREFUSED }

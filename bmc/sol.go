@@ -1,0 +1,262 @@
+package bmc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	ipmi "github.com/bougou/go-ipmi/pkg/client"
+	"github.com/bougou/go-ipmi/pkg/command/transport"
+	"github.com/bougou/go-ipmi/pkg/types"
+)
+
+// solBufferLimit bounds console output read from the BMC but not yet by the
+// caller. Past it the stream stops polling the BMC, which then buffers or,
+// in the end, drops output and reports an overrun (ending the stream).
+const solBufferLimit = 1 << 20
+
+// OpenSOL opens the node's serial console: a lanplus session of its own,
+// the SOL payload activated with encryption and authentication, and
+// go-ipmi's SOLStream moving the bytes. A payload left active by another
+// session (a crashed console, another user) is deactivated and activation
+// retried, as "ipmitool sol deactivate" would; so opening a second stream
+// takes the console from the first.
+//
+// ctx bounds the opening only. The stream lives until Close, or until it
+// ends by itself: then Read (after the buffered output) and Write return an
+// error wrapping ErrSOLClosed and the cause (the BMC deactivated the payload,
+// output was lost, the BMC stopped answering). Close deactivates the payload
+// and closes the session, once; Client.Close closes open streams.
+func (c *Client) OpenSOL(ctx context.Context) (io.ReadWriteCloser, error) {
+	const op = "sol open"
+	if c.base.Err() != nil {
+		return nil, fmt.Errorf("bmc %s: %s: %w", c.addr, op, net.ErrClosed)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(c.base, cancel)()
+
+	start := time.Now()
+	// go-ipmi retries each exchange itself here: SOL packets must survive a
+	// lost datagram without ending the stream.
+	sess, err := c.dial(ctx, c.cfg.Retries)
+	if err != nil {
+		return nil, c.solError(ctx, op, "connect", start, err)
+	}
+	fail := func(step string, err error) (io.ReadWriteCloser, error) {
+		err = c.solError(ctx, op, step, start, err)
+		cctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timeout)
+		defer cancel()
+		_ = sess.close(cctx)
+		return nil, err
+	}
+
+	res, err := activateSOL(ctx, sess.c)
+	if cc, ok := completionCode(err); ok && cc == types.CodeActivatePayloadAlreadyActive {
+		c.log.Info("SOL payload already active on another session; deactivating it and retrying")
+		if err := deactivateSOL(ctx, sess.c); err != nil {
+			return fail("deactivate stale payload", err)
+		}
+		res, err = activateSOL(ctx, sess.c)
+	}
+	if err != nil {
+		return fail("activate payload", err)
+	}
+	if res.PayloadUDPPort != 0 && int(res.PayloadUDPPort) != c.cfg.Port {
+		c.log.Warn("BMC asks for SOL on another UDP port; staying on the session's port",
+			"payload_port", res.PayloadUDPPort)
+	}
+
+	s := &solStream{c: c, sess: sess, done: make(chan struct{})}
+	s.cond = sync.NewCond(&s.mu)
+	s.inR, s.inW = io.Pipe()
+	streamCtx, streamCancel := context.WithCancel(context.Background())
+	s.cancel = streamCancel
+
+	c.mu.Lock()
+	if c.base.Err() != nil {
+		c.mu.Unlock()
+		streamCancel()
+		dctx, dcancel := context.WithTimeout(context.Background(), c.cfg.Timeout)
+		_ = deactivateSOL(dctx, sess.c)
+		dcancel()
+		return fail("register stream", net.ErrClosed)
+	}
+	c.streams[s] = struct{}{}
+	c.mu.Unlock()
+
+	go s.run(streamCtx)
+	c.log.Debug("SOL open", "took", time.Since(start).Round(time.Millisecond))
+	return s, nil
+}
+
+func activateSOL(ctx context.Context, ic *ipmi.Client) (*transport.ActivatePayloadResponse, error) {
+	return ic.ActivatePayload(ctx, &transport.ActivatePayloadRequest{
+		PayloadType:          types.PayloadTypeSOL,
+		PayloadInstance:      1,
+		EnableEncryption:     true,
+		EnableAuthentication: true,
+	})
+}
+
+// deactivateSOL deactivates SOL instance 1; "already deactivated" is fine.
+func deactivateSOL(ctx context.Context, ic *ipmi.Client) error {
+	_, err := ic.DeactivatePayload(ctx, &transport.DeactivatePayloadRequest{
+		PayloadType:     types.PayloadTypeSOL,
+		PayloadInstance: 1,
+	})
+	if cc, ok := completionCode(err); ok && cc == types.CodeDeactivatePayloadAlreadyDeactivated {
+		return nil
+	}
+	return err
+}
+
+// solError words a failure to open a SOL stream like call's errors. go-ipmi
+// made Retries+1 attempts of the exchange that failed.
+func (c *Client) solError(ctx context.Context, op, step string, start time.Time, err error) error {
+	if c.base.Err() != nil {
+		return fmt.Errorf("bmc %s: %s: %w", c.addr, op, net.ErrClosed)
+	}
+	if ctxDone(ctx) {
+		return c.gaveUp(ctx, op, step, 0, start, nil, err)
+	}
+	switch kind := classify(err); kind {
+	case kindAuth:
+		return c.permanentError(op, step, kind, err)
+	case kindNoAnswer:
+		return fmt.Errorf("bmc %s: %s: no answer after %s in %s: %w",
+			c.addr, op, triesString(c.cfg.Retries+1), since(start), stepErr(step, err))
+	}
+	return fmt.Errorf("bmc %s: %s: %w", c.addr, op, stepErr(step, err))
+}
+
+// solStream is the io.ReadWriteCloser OpenSOL returns. Output from the BMC
+// collects in buf until Read takes it; Write feeds the stream's input pipe.
+type solStream struct {
+	c      *Client
+	sess   *session
+	cancel context.CancelFunc
+	inR    *io.PipeReader
+	inW    *io.PipeWriter
+	done   chan struct{} // closed when SOLStream has returned
+
+	mu   sync.Mutex
+	cond *sync.Cond // signals buf and err changes
+	buf  []byte
+	err  error // why the stream is over; nil while it runs
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+func (s *solStream) run(ctx context.Context) {
+	defer close(s.done)
+	err := s.sess.c.SOLStream(ctx, s.inR, solOutput{s}, &ipmi.SOLStreamOptions{PollInterval: s.c.t.solPoll})
+	switch {
+	case err == nil:
+		err = errors.New("input ended") // only when the input pipe is closed
+	case classify(err) == kindNoAnswer:
+		// go-ipmi drops the BMC's deactivation notice when it comes as an
+		// ACK-only packet; the payload is then simply gone.
+		err = fmt.Errorf("the BMC stopped answering SOL packets (payload deactivated, or BMC gone): %w", err)
+	}
+	s.end(fmt.Errorf("bmc %s: sol: %w: %w", s.c.addr, ErrSOLClosed, err))
+}
+
+// end records why the stream is over (the first reason wins) and wakes
+// everyone waiting on it.
+func (s *solStream) end(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err != nil {
+		return
+	}
+	// Writes fail from now on, before Read can report the end.
+	_ = s.inR.CloseWithError(err)
+	s.err = err
+	s.cond.Broadcast()
+	if !errors.Is(err, errClosedByCaller) {
+		s.c.log.Info("SOL stream ended", "err", err)
+	}
+}
+
+var errClosedByCaller = errors.New("closed")
+
+// Read returns console output; once the stream is over and the output is
+// drained, an error wrapping ErrSOLClosed.
+func (s *solStream) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.buf) == 0 && s.err == nil {
+		s.cond.Wait()
+	}
+	if len(s.buf) > 0 {
+		n := copy(p, s.buf)
+		s.buf = s.buf[n:]
+		if len(s.buf) == 0 {
+			s.buf = nil
+		}
+		s.cond.Broadcast() // room for the stream's writer
+		return n, nil
+	}
+	return 0, s.err
+}
+
+// Write sends p to the console. It returns once the stream has taken the
+// bytes, which it then sends one per SOL packet.
+func (s *solStream) Write(p []byte) (int, error) {
+	return s.inW.Write(p)
+}
+
+// Close stops the stream, deactivates the payload and closes the session.
+// It is idempotent.
+func (s *solStream) Close() error {
+	s.closeOnce.Do(func() {
+		s.end(fmt.Errorf("bmc %s: sol: %w: %w", s.c.addr, ErrSOLClosed, errClosedByCaller))
+		s.cancel()
+		<-s.done
+
+		timeout := s.c.cfg.Timeout
+		ctx, cancel := context.WithTimeout(context.Background(), 2*timeout)
+		err := deactivateSOL(ctx, s.sess.c)
+		cancel()
+		if err != nil {
+			s.closeErr = fmt.Errorf("bmc %s: sol close: deactivate payload: %w", s.c.addr, err)
+		}
+		ctx, cancel = context.WithTimeout(context.Background(), timeout)
+		if err := s.sess.close(ctx); err != nil {
+			s.c.log.Debug("SOL close session", "err", err)
+		}
+		cancel()
+
+		s.c.mu.Lock()
+		delete(s.c.streams, s)
+		s.c.mu.Unlock()
+	})
+	return s.closeErr
+}
+
+// solOutput is the writer SOLStream delivers console output to.
+type solOutput struct{ s *solStream }
+
+func (o solOutput) Write(p []byte) (int, error) {
+	s := o.s
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.buf) >= solBufferLimit && s.err == nil {
+		s.cond.Wait()
+	}
+	if s.err != nil {
+		return 0, s.err
+	}
+	s.buf = append(s.buf, p...)
+	s.cond.Broadcast()
+	return len(p), nil
+}

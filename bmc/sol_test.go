@@ -1,0 +1,257 @@
+package bmc
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	ipmi "github.com/bougou/go-ipmi/pkg/client"
+)
+
+// readUntil reads from r until the output contains want or d passes.
+func readUntil(t *testing.T, r io.Reader, want string, d time.Duration) string {
+	t.Helper()
+	type result struct {
+		out string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var out bytes.Buffer
+		buf := make([]byte, 512)
+		for !strings.Contains(out.String(), want) {
+			n, err := r.Read(buf)
+			out.Write(buf[:n])
+			if err != nil {
+				done <- result{out.String(), err}
+				return
+			}
+		}
+		done <- result{out.String(), nil}
+	}()
+	select {
+	case res := <-done:
+		if res.err != nil {
+			t.Fatalf("reading %q: got %q, then %v", want, res.out, res.err)
+		}
+		return res.out
+	case <-time.After(d):
+		t.Fatalf("no %q within %s", want, d)
+	}
+	return ""
+}
+
+// readErr waits for r's Read to fail and returns the error.
+func readErr(t *testing.T, r io.Reader, d time.Duration) error {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			if _, err := r.Read(buf); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-errc:
+		return err
+	case <-time.After(d):
+		t.Fatalf("Read still succeeds after %s", d)
+	}
+	return nil
+}
+
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within %s", what, d)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestSOL: bytes both ways over an encrypted, authenticated payload; the
+// BMC deactivating it ends the stream with ErrSOLClosed.
+func TestSOL(t *testing.T) {
+	s := newSim(t)
+	cfg := s.config()
+	cfg.Timeout = 500 * time.Millisecond // BMC-side deactivation shows after 4 of these
+	c, _ := newClient(t, cfg)
+	st, err := c.OpenSOL(ctxFor(t, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+
+	id := s.bmc.SOL.ActiveSessionID(1)
+	if id == 0 {
+		t.Fatal("no SOL payload active on the BMC")
+	}
+	if inst := s.bmc.SOL.InstanceBySession(id); inst == nil || !inst.OutboundEncrypted() {
+		t.Error("SOL payload not activated with encryption")
+	}
+
+	s.console.FeedRX([]byte("\r\ninitrd login: "))
+	readUntil(t, st, "initrd login: ", 5*time.Second)
+	if _, err := st.Write([]byte("root\r")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "typed input on the console", 5*time.Second, func() bool {
+		return s.console.TXString() == "root\r"
+	})
+
+	// Much more output than one SOL packet holds arrives whole and in order.
+	var big bytes.Buffer
+	for i := range 400 {
+		big.WriteString(strings.Repeat(string(rune('a'+i%26)), 20) + "\n")
+	}
+	big.WriteString("END\n")
+	s.console.FeedRX(big.Bytes())
+	if got := readUntil(t, st, "END\n", 10*time.Second); got != big.String() {
+		t.Errorf("console output mangled: got %d bytes, want %d", len(got), big.Len())
+	}
+
+	s.bmc.SOL.CloseAll() // the BMC deactivates the payload, as "sol deactivate" elsewhere does
+	err = readErr(t, st, 5*time.Second)
+	t.Logf("after BMC-side deactivation: %v", err)
+	if !errors.Is(err, ErrSOLClosed) || !strings.Contains(err.Error(), "bmc "+c.addr) {
+		t.Errorf("Read error %v, want one wrapping ErrSOLClosed naming the BMC", err)
+	}
+	if _, err := st.Write([]byte("x")); !errors.Is(err, ErrSOLClosed) {
+		t.Errorf("Write after the end: %v, want ErrSOLClosed", err)
+	}
+	if err := st.Close(); err != nil {
+		t.Errorf("Close after BMC-side deactivation: %v", err)
+	}
+}
+
+// TestSOLStalePayload: a payload left active by a console that went away is
+// deactivated and the activation retried.
+func TestSOLStalePayload(t *testing.T) {
+	s := newSim(t)
+	stale, err := ipmi.NewClient(s.host, s.port, simUser, simPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.WithCipherSuiteID(3).WithTimeout(300 * time.Millisecond)
+	if err := stale.Connect(ctxFor(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	defer stale.Close(ctxFor(t, time.Second))
+	if _, err := activateSOL(ctxFor(t, 5*time.Second), stale); err != nil {
+		t.Fatal(err)
+	}
+	staleID := s.bmc.SOL.ActiveSessionID(1)
+
+	c, log := newClient(t, s.config())
+	st, err := c.OpenSOL(ctxFor(t, 5*time.Second))
+	if err != nil {
+		t.Fatalf("OpenSOL over a stale payload: %v", err)
+	}
+	defer st.Close()
+	if id := s.bmc.SOL.ActiveSessionID(1); id == 0 || id == staleID {
+		t.Errorf("active SOL session %x, stale one %x", id, staleID)
+	}
+	if !strings.Contains(log.String(), "already active") {
+		t.Errorf("the stale payload is not logged:\n%s", log)
+	}
+	s.console.FeedRX([]byte("still here\n"))
+	readUntil(t, st, "still here", 5*time.Second)
+}
+
+// TestSOLClose: Close deactivates the payload and closes the session, once;
+// Client.Close closes the streams still open.
+func TestSOLClose(t *testing.T) {
+	s := newSim(t)
+	c := New(s.config(), nil)
+	st, err := c.OpenSOL(ctxFor(t, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if id := s.bmc.SOL.ActiveSessionID(1); id != 0 {
+		t.Errorf("SOL still active (session %x) after Close", id)
+	}
+	if n := s.bmc.Sessions.Count(); n != 0 {
+		t.Errorf("%d sessions open on the BMC after Close", n)
+	}
+	if _, err := st.Read(make([]byte, 8)); !errors.Is(err, ErrSOLClosed) {
+		t.Errorf("Read after Close: %v, want ErrSOLClosed", err)
+	}
+
+	st2, err := c.OpenSOL(ctxFor(t, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		_, err := st2.Read(make([]byte, 8))
+		errc <- err
+	}()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrSOLClosed) {
+			t.Errorf("blocked Read after Client.Close: %v", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("Client.Close left a Read blocked")
+	}
+	if id := s.bmc.SOL.ActiveSessionID(1); id != 0 {
+		t.Errorf("SOL still active after Client.Close")
+	}
+	if _, err := c.OpenSOL(ctxFor(t, time.Second)); err == nil {
+		t.Error("OpenSOL after Close succeeded")
+	}
+}
+
+// TestSOLSilentBMC: a BMC that stops answering ends the stream (ErrSOLClosed),
+// and one that does not answer at all fails OpenSOL with the usual error.
+func TestSOLSilentBMC(t *testing.T) {
+	s := newSim(t)
+	c, _ := newClient(t, s.fastConfig())
+	st, err := c.OpenSOL(ctxFor(t, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.conn.silent.Store(true)
+	err = readErr(t, st, 5*time.Second)
+	if !errors.Is(err, ErrSOLClosed) {
+		t.Errorf("Read from a silent BMC: %v, want ErrSOLClosed", err)
+	}
+	start := time.Now()
+	_ = st.Close() // deactivation cannot get through; Close must not hang
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Close took %s", d)
+	}
+
+	start = time.Now()
+	_, err = c.OpenSOL(ctxFor(t, 5*time.Second))
+	t.Logf("OpenSOL, silent BMC: %v (%s)", err, time.Since(start).Round(time.Millisecond))
+	if err == nil || !strings.Contains(err.Error(), "bmc "+c.addr+": sol open: no answer after 4 tries") {
+		t.Errorf("OpenSOL error %v", err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+	defer cancel()
+	start = time.Now()
+	_, err = c.OpenSOL(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 600*time.Millisecond {
+		t.Errorf("OpenSOL with a 400ms deadline: %v after %s", err, time.Since(start))
+	}
+}
