@@ -32,6 +32,7 @@ type appEnv struct {
 func commands(env *appEnv) []*cli.Command {
 	return []*cli.Command{
 		newValidateCommand(env),
+		newRunCommand(env),
 	}
 }
 

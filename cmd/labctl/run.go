@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/labctl/labctl/devices"
+	"github.com/labctl/labctl/dispatcher"
+	"github.com/labctl/labctl/jobs"
+	"github.com/labctl/labctl/lab"
+	"github.com/labctl/labctl/netboot"
+	"github.com/labctl/labctl/results"
+)
+
+type runOptions struct {
+	job    string
+	lab    string
+	device string // overrides the job's device choice
+	dir    string // job directory; default under the lab's state_dir
+	junit  string // also write the JUnit XML here
+	quiet  bool
+}
+
+func newRunCommand(env *appEnv) *cli.Command {
+	return &cli.Command{
+		Name:      "run",
+		Usage:     "run one job now, in this process, on a node of the lab",
+		ArgsUsage: "JOB.toml",
+		Description: `Runs the job on a node without a daemon: starts the lab's boot server
+(TFTP + HTTP) in this process, PXE-boots the node into the master image,
+streams the job's image to its disk, boots the disk, logs in, runs the
+test steps and prints a summary. The node is powered off and its PXE
+entry set back to local boot at the end, also on failure or Ctrl-C.
+
+The job directory (--dir, default STATE_DIR/jobs/ID) gets job.log (the
+console transcript and the dispatcher's events), results.json, junit.xml
+and the artifacts.
+
+The device is the job's device, or the first device of its device_type
+with its tags; --device picks another.
+
+EXAMPLES:
+   labctl run --lab build/simlab/lab/lab.toml examples/jobs/smoke.toml
+   labctl run --lab lab.toml --device x86-02 --junit out/junit.xml nightly.toml
+
+EXIT STATUS:
+   0 complete, 1 a test step failed, 2 incomplete (the lab went wrong),
+   3 canceled, 64 the command line is wrong.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "lab", Usage: "the lab `FILE`", EnvVars: []string{"LABCTL_LAB"}, TakesFile: true, Required: true},
+			&cli.StringFlag{Name: "device", Usage: "run on the device `NAME` instead of the job's choice"},
+			&cli.StringFlag{Name: "dir", Usage: "job `DIR`ectory (default: the lab's state_dir/jobs/ID)", TakesFile: true},
+			&cli.StringFlag{Name: "junit", Usage: "also write the JUnit XML to `FILE`", TakesFile: true},
+			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "print only the summary"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return usageErrorf("run: want one JOB.toml (see labctl run --help)")
+			}
+			return runRun(c.Context, runOptions{
+				job: c.Args().First(), lab: c.String("lab"), device: c.String("device"),
+				dir: c.String("dir"), junit: c.String("junit"), quiet: c.Bool("quiet"),
+			}, env)
+		},
+	}
+}
+
+// jobExit is a job that did not end complete: its outcome is the exit
+// status.
+type jobExit struct{ res *results.Job }
+
+func (e jobExit) Error() string {
+	return fmt.Sprintf("job %s %s: %s", e.res.ID, e.res.Outcome, e.res.Reason)
+}
+
+func (e jobExit) ExitCode() int { return jobs.Outcome(e.res.Outcome).ExitCode() }
+
+func runRun(ctx context.Context, opts runOptions, env *appEnv) error {
+	spec, err := jobs.Load(opts.job)
+	if err != nil {
+		return err
+	}
+	cfg, err := devices.Load(opts.lab)
+	if err != nil {
+		return err
+	}
+	dev, err := pickDevice(cfg, spec, opts.device)
+	if err != nil {
+		return err
+	}
+	id := time.Now().UTC().Format("20060102-150405") + "-" + spec.Name
+	dir := opts.dir
+	if dir == "" {
+		dir = filepath.Join(cfg.StateDir, "jobs", id)
+	}
+
+	log := newLogger(env.stderr, opts.quiet)
+	boot, err := netboot.New(netboot.Config{
+		Root:     cfg.BootServer.Root,
+		TFTPAddr: cfg.BootServer.TFTPListen,
+		HTTPAddr: cfg.BootServer.HTTPListen,
+		HTTPURL:  cfg.BootServer.HTTPURL,
+	}, log)
+	if err != nil {
+		return fmt.Errorf("boot server: %w", err)
+	}
+	l := lab.New(cfg, boot, log)
+	defer l.Close()
+	node, err := l.Node(dev.Name)
+	if err != nil {
+		return err
+	}
+
+	view := newLiveView(env.stderr, opts.quiet)
+	g, gctx := errgroup.WithContext(context.WithoutCancel(ctx))
+	serveCtx, stopServing := context.WithCancel(gctx)
+	g.Go(func() error { return boot.Serve(serveCtx) })
+
+	if !opts.quiet {
+		fmt.Fprintf(env.stderr, "job %s on %s, directory %s\n", id, dev.Name, dir)
+	}
+	res := dispatcher.Run(ctx, dispatcher.Job{
+		ID: id, Spec: spec, Device: dev.Name, Settings: dev.Settings,
+		Power: node.Power, Console: node.Console, Netboot: node.Netboot,
+		Dir: dir, Progress: view, Events: view.Event, Log: log,
+	})
+	view.Done()
+	stopServing()
+	if err := g.Wait(); err != nil {
+		fmt.Fprintf(env.stderr, "labctl: boot server: %v\n", err)
+	}
+
+	if err := res.WriteSummary(env.stdout); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "results: %s\n", dir)
+	if opts.junit != "" {
+		if err := copyFile(filepath.Join(dir, "junit.xml"), opts.junit); err != nil {
+			return fmt.Errorf("--junit: %w", err)
+		}
+	}
+	if res.Outcome != string(jobs.Complete) {
+		return jobExit{res: res}
+	}
+	return nil
+}
+
+// pickDevice chooses the device a job runs on without a daemon: the one
+// asked for, the job's device, or the first device of its type and tags.
+func pickDevice(cfg *devices.Lab, spec *jobs.Job, name string) (*devices.Device, error) {
+	if name == "" {
+		name = spec.Device
+	}
+	if name != "" {
+		d, ok := cfg.Device(name)
+		if !ok {
+			return nil, fmt.Errorf("no device %q in lab %s", name, cfg.File)
+		}
+		if spec.DeviceType != "" && d.DeviceType != spec.DeviceType {
+			return nil, fmt.Errorf("device %s is a %s, the job wants a %s", d.Name, d.DeviceType, spec.DeviceType)
+		}
+		return d, nil
+	}
+	match := cfg.Match(spec.DeviceType, spec.Tags)
+	if len(match) == 0 {
+		return nil, fmt.Errorf("no device of type %q with tags %v in lab %s", spec.DeviceType, spec.Tags, cfg.File)
+	}
+	return match[0], nil
+}
+
+func copyFile(from, to string) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	if dir := filepath.Dir(to); dir != "." {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return err
+		}
+	}
+	return os.WriteFile(to, b, 0o644)
+}

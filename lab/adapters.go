@@ -1,0 +1,218 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"time"
+
+	"github.com/labctl/labctl/bmc"
+	"github.com/labctl/labctl/devices"
+	"github.com/labctl/labctl/dispatcher"
+	"github.com/labctl/labctl/netboot"
+)
+
+// ipmiPower is dispatcher.Power over native IPMI.
+type ipmiPower struct {
+	client *bmc.Client
+	opts   bmc.BootOptions
+}
+
+var powerOps = map[dispatcher.PowerOp]bmc.PowerOp{
+	dispatcher.PowerOn:    bmc.PowerOn,
+	dispatcher.PowerOff:   bmc.PowerOff,
+	dispatcher.PowerCycle: bmc.PowerCycle,
+	dispatcher.PowerReset: bmc.PowerReset,
+}
+
+func (p *ipmiPower) Power(ctx context.Context, op dispatcher.PowerOp) error {
+	bop, ok := powerOps[op]
+	if !ok {
+		return fmt.Errorf("unknown power operation %q", op)
+	}
+	return p.client.Power(ctx, bop)
+}
+
+func (p *ipmiPower) PowerState(ctx context.Context) (bool, error) {
+	return p.client.PowerState(ctx)
+}
+
+func (p *ipmiPower) SetBootDevice(ctx context.Context, dev dispatcher.BootDevice) error {
+	switch dev {
+	case dispatcher.BootPXE:
+		return p.client.SetBootDevice(ctx, bmc.BootPXE, p.opts)
+	case dispatcher.BootDisk:
+		return p.client.SetBootDevice(ctx, bmc.BootDisk, p.opts)
+	}
+	return fmt.Errorf("unknown boot device %q", dev)
+}
+
+// commandPower is dispatcher.Power through the device type's shell
+// commands (LAVA style: a PDU, a relay, ipmitool). The BMC password, if the
+// device has one, reaches the commands in IPMI_PASSWORD, never in argv.
+type commandPower struct {
+	d   *devices.Device
+	set devices.Power
+	env []string
+	log *slog.Logger
+}
+
+func newCommandPower(d *devices.Device, log *slog.Logger) *commandPower {
+	return &commandPower{d: d, set: d.Settings.Power, env: passwordEnv(d), log: log.With("device", d.Name)}
+}
+
+// confirmPoll is how often the power state is read while waiting for a
+// change to show.
+const confirmPoll = 500 * time.Millisecond
+
+func (p *commandPower) Power(ctx context.Context, op dispatcher.PowerOp) error {
+	switch op {
+	case dispatcher.PowerOn:
+		return p.switchTo(ctx, true)
+	case dispatcher.PowerOff:
+		return p.switchTo(ctx, false)
+	case dispatcher.PowerCycle, dispatcher.PowerReset:
+		if !p.set.ResetCommand.IsZero() {
+			if _, err := p.run(ctx, "reset", p.set.ResetCommand); err != nil {
+				return err
+			}
+			return p.waitFor(ctx, true)
+		}
+		if err := p.switchTo(ctx, false); err != nil {
+			return err
+		}
+		return p.switchTo(ctx, true)
+	}
+	return fmt.Errorf("unknown power operation %q", op)
+}
+
+// switchTo runs the on or off command and waits until the status command
+// agrees.
+func (p *commandPower) switchTo(ctx context.Context, on bool) error {
+	name, cmd := "off", p.set.OffCommand
+	if on {
+		name, cmd = "on", p.set.OnCommand
+	}
+	if _, err := p.run(ctx, name, cmd); err != nil {
+		return err
+	}
+	return p.waitFor(ctx, on)
+}
+
+func (p *commandPower) waitFor(ctx context.Context, on bool) error {
+	for {
+		got, err := p.PowerState(ctx)
+		if err == nil && got == on {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if err != nil {
+				return fmt.Errorf("power %s: waiting for the node to be %s: %w", p.d.Name, onOff(on), err)
+			}
+			return fmt.Errorf("power %s: still %s when the wait for %s ended: %w", p.d.Name, onOff(got), onOff(on), ctx.Err())
+		case <-time.After(confirmPoll):
+		}
+	}
+}
+
+func (p *commandPower) PowerState(ctx context.Context) (bool, error) {
+	out, err := p.run(ctx, "status", p.set.StatusCommand)
+	if err != nil {
+		return false, err
+	}
+	return p.set.StatusOnRegexp.MatchString(out), nil
+}
+
+func (p *commandPower) SetBootDevice(ctx context.Context, dev dispatcher.BootDevice) error {
+	cmd := p.set.BootdevDiskCommand
+	if dev == dispatcher.BootPXE {
+		cmd = p.set.BootdevPXECommand
+	}
+	if cmd.IsZero() {
+		// No way to choose: the node tries PXE first and its local-boot
+		// PXE entry sends it on to the disk.
+		return nil
+	}
+	_, err := p.run(ctx, "bootdev "+string(dev), cmd)
+	return err
+}
+
+// run runs one of the device's commands, retrying failures, each try
+// bounded by the power timeout. Errors name the device and the program,
+// and quote the end of its output.
+func (p *commandPower) run(ctx context.Context, what string, c devices.Command) (string, error) {
+	argv, err := p.d.Argv(c)
+	if err != nil {
+		return "", err
+	}
+	var last error
+	for try := 0; try <= p.set.Retries; try++ {
+		if try > 0 {
+			select {
+			case <-ctx.Done():
+				return "", fmt.Errorf("power %s: %s command %s: %w (after %d tries; last: %v)", p.d.Name, what, argv[0], ctx.Err(), try, last)
+			case <-time.After(time.Duration(try) * 500 * time.Millisecond):
+			}
+		}
+		tctx, cancel := context.WithTimeout(ctx, p.set.Timeout)
+		cmd := exec.CommandContext(tctx, argv[0], argv[1:]...)
+		cmd.Env = append(os.Environ(), p.env...)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		err := cmd.Run()
+		cancel()
+		if err == nil {
+			return out.String(), nil
+		}
+		if errors.Is(tctx.Err(), context.DeadlineExceeded) {
+			err = fmt.Errorf("no answer within %s", p.set.Timeout)
+		}
+		last = fmt.Errorf("%v: %s", err, tail(out.String()))
+		p.log.Debug("power command failed", "what", what, "try", try+1, "err", last)
+	}
+	return "", fmt.Errorf("power %s: %s command %s failed %d times: %v", p.d.Name, what, argv[0], p.set.Retries+1, last)
+}
+
+func onOff(on bool) string {
+	if on {
+		return "on"
+	}
+	return "off"
+}
+
+func tail(s string) string {
+	s = string(bytes.TrimSpace([]byte(s)))
+	if len(s) > 200 {
+		s = "..." + s[len(s)-200:]
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// nodeBoot is dispatcher.Netboot: one device's entry on the boot server.
+type nodeBoot struct {
+	srv           *netboot.Server
+	mac           net.HardwareAddr
+	ip            net.IP
+	master, local netboot.Entry
+}
+
+func (b *nodeBoot) BootMaster() error { return b.srv.SetNode(b.mac, b.ip, b.master) }
+func (b *nodeBoot) BootLocal() error  { return b.srv.SetNode(b.mac, b.ip, b.local) }
+
+func (b *nodeBoot) PublishImage(path string) (dispatcher.PublishedImage, error) {
+	return b.srv.PublishImage(path)
+}
+
+func (b *nodeBoot) AcceptUploads(dir string) (string, func(), error) {
+	u, err := b.srv.AcceptUpload(dir)
+	if err != nil {
+		return "", nil, err
+	}
+	return u.URL(), func() { u.Close() }, nil
+}

@@ -1,0 +1,199 @@
+// Package lab turns a lab's configuration into working parts: for each
+// device, its power controller (IPMI or shell commands), its console dialer
+// (a connection command in a pty, or native IPMI Serial over LAN) and its
+// entry on the boot server. It is where the leaf packages (bmc, sol,
+// netboot) meet the dispatcher's interfaces; labctl run and labctl serve
+// both build their devices here.
+package lab
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+
+	"github.com/labctl/labctl/bmc"
+	"github.com/labctl/labctl/devices"
+	"github.com/labctl/labctl/dispatcher"
+	"github.com/labctl/labctl/netboot"
+	"github.com/labctl/labctl/sol"
+)
+
+// Lab holds the live connections of a lab: one BMC client per BMC, shared
+// by everything that talks to it, so that its commands are serialised.
+type Lab struct {
+	Config *devices.Lab
+	// Boot is the boot server; nil when nothing boots (labctl power).
+	Boot *netboot.Server
+	log  *slog.Logger
+
+	mu   sync.Mutex
+	bmcs map[string]*bmc.Client // by host:port
+}
+
+// New returns the lab's parts. boot may be nil.
+func New(cfg *devices.Lab, boot *netboot.Server, log *slog.Logger) *Lab {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Lab{Config: cfg, Boot: boot, log: log, bmcs: map[string]*bmc.Client{}}
+}
+
+// Close ends every BMC session.
+func (l *Lab) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for k, c := range l.bmcs {
+		c.Close()
+		delete(l.bmcs, k)
+	}
+	return nil
+}
+
+// Node is everything the dispatcher needs to run a job on one device.
+type Node struct {
+	Device  *devices.Device
+	Power   dispatcher.Power
+	Console sol.Dialer
+	Netboot dispatcher.Netboot
+}
+
+// Node builds the parts of the named device.
+func (l *Lab) Node(name string) (*Node, error) {
+	d, ok := l.Config.Device(name)
+	if !ok {
+		return nil, fmt.Errorf("no device %q in lab %s", name, l.Config.File)
+	}
+	power, err := l.Power(d)
+	if err != nil {
+		return nil, err
+	}
+	console, err := l.Console(d)
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{Device: d, Power: power, Console: console}
+	if l.Boot != nil {
+		n.Netboot = l.Netboot(d)
+	}
+	return n, nil
+}
+
+// BMC returns the shared IPMI client of the device's BMC.
+func (l *Lab) BMC(d *devices.Device) (*bmc.Client, error) {
+	pw, err := d.Password()
+	if err != nil {
+		return nil, err
+	}
+	cfg := bmc.Config{
+		Host:        d.BMC.Host,
+		Port:        d.BMC.Port,
+		User:        d.BMC.User,
+		Password:    pw.Reveal(),
+		CipherSuite: d.Settings.Power.CipherSuite,
+		Timeout:     d.Settings.Power.Timeout,
+		Retries:     d.Settings.Power.Retries,
+	}
+	key := net.JoinHostPort(d.BMC.Host, strconv.Itoa(d.BMC.Port))
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if c, ok := l.bmcs[key]; ok {
+		return c, nil
+	}
+	c := bmc.New(cfg, l.log.With("device", d.Name))
+	l.bmcs[key] = c
+	return c, nil
+}
+
+// Power returns the device's power controller, as its device type says:
+// IPMI spoken natively, or shell commands.
+func (l *Lab) Power(d *devices.Device) (dispatcher.Power, error) {
+	switch d.Settings.Power.Method {
+	case devices.PowerCommand:
+		return newCommandPower(d, l.log), nil
+	default:
+		c, err := l.BMC(d)
+		if err != nil {
+			return nil, err
+		}
+		return &ipmiPower{client: c, opts: bmc.BootOptions{
+			EFI:        d.Settings.Bootdev.EFI,
+			Persistent: d.Settings.Bootdev.Persistent,
+		}}, nil
+	}
+}
+
+// Console returns the device's console dialer: its connection command in a
+// pty (the password in IPMI_PASSWORD, for ipmitool -E), or native SOL.
+func (l *Lab) Console(d *devices.Device) (sol.Dialer, error) {
+	switch d.Settings.Console.Driver {
+	case devices.ConsoleCmd:
+		argv, err := d.Argv(d.Settings.Console.ConnectionCommand)
+		if err != nil {
+			return nil, fmt.Errorf("console: %w", err)
+		}
+		dialer := &sol.CommandDialer{
+			Argv: argv,
+			Env:  passwordEnv(d),
+			Name: fmt.Sprintf("%s console (%s)", d.Name, argv[0]),
+			Log:  l.log.With("device", d.Name),
+		}
+		if !d.Settings.Console.ResetCommand.IsZero() {
+			reset, err := d.Argv(d.Settings.Console.ResetCommand)
+			if err != nil {
+				return nil, fmt.Errorf("console reset: %w", err)
+			}
+			dialer.Reset = reset
+		}
+		return dialer, nil
+	default:
+		c, err := l.BMC(d)
+		if err != nil {
+			return nil, err
+		}
+		target := fmt.Sprintf("%s console (native SOL, bmc %s)", d.Name, net.JoinHostPort(d.BMC.Host, strconv.Itoa(d.BMC.Port)))
+		return sol.StreamDialer(target, c.OpenSOL), nil
+	}
+}
+
+// passwordEnv is the environment that carries the device's BMC password
+// to its commands (ipmitool -E reads IPMI_PASSWORD), or nothing if the
+// device has none configured.
+func passwordEnv(d *devices.Device) []string {
+	if d.BMC.PasswordFile == "" && d.BMC.PasswordEnv == "" {
+		return nil
+	}
+	pw, err := d.Password()
+	if err != nil {
+		return nil // the command will fail to log in and say so
+	}
+	return []string{"IPMI_PASSWORD=" + pw.Reveal()}
+}
+
+// Netboot returns the device's entry on the boot server.
+func (l *Lab) Netboot(d *devices.Device) dispatcher.Netboot {
+	var ip net.IP
+	if d.IP.IsValid() {
+		ip = net.IP(d.IP.AsSlice())
+	}
+	m := d.Settings.Master
+	return &nodeBoot{
+		srv:    l.Boot,
+		mac:    net.HardwareAddr(d.MAC),
+		ip:     ip,
+		master: netboot.MasterEntry(m.Kernel, m.Initrd, m.Append),
+		local:  netboot.LocalEntry(d.Settings.LocalBoot.Entry),
+	}
+}
+
+// RegisterAll gives every device of the lab its local-boot entry on the
+// boot server: the state between jobs.
+func (l *Lab) RegisterAll() error {
+	for _, d := range l.Config.Devices {
+		if err := l.Netboot(d).BootLocal(); err != nil {
+			return fmt.Errorf("device %s: %w", d.Name, err)
+		}
+	}
+	return nil
+}
