@@ -33,7 +33,7 @@ type frontClient struct {
 	addr     *net.UDPAddr
 	conn     *net.UDPConn // connected to ipmi_sim
 	lastSeen time.Time
-	lastSOL  time.Time // last SOL payload datagram from this client
+	lastSOL  time.Time // last SOL payload datagram from or to this client
 }
 
 const (
@@ -124,8 +124,14 @@ func (f *front) pump(ctx context.Context, c *frontClient) {
 			}
 			continue // e.g. ECONNREFUSED from an earlier datagram
 		}
-		if f.silent(time.Now()) {
+		now := time.Now()
+		if f.silent(now) {
 			continue
+		}
+		if isSOLPayload(buf[:n]) {
+			f.mu.Lock()
+			c.lastSOL = now
+			f.mu.Unlock()
 		}
 		_, _ = f.public.WriteToUDP(buf[:n], c.addr)
 	}
@@ -192,8 +198,22 @@ func (f *front) state() (time.Time, int64) {
 	return f.silentUntil, f.silenced
 }
 
-// endSOLClients sends a zero-length datagram to every client that sent a SOL
-// payload datagram within the last minute and returns how many it told.
+// solClients counts the clients that exchanged SOL payload datagrams with
+// the BMC within the last minute.
+func (f *front) solClients() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, c := range f.clients {
+		if !c.lastSOL.IsZero() && time.Since(c.lastSOL) < time.Minute {
+			n++
+		}
+	}
+	return n
+}
+
+// endSOLClients sends a zero-length datagram to every client that exchanged
+// SOL payload datagrams within the last minute and returns how many it told.
 func (f *front) endSOLClients() int {
 	f.mu.Lock()
 	var targets []*net.UDPAddr

@@ -33,8 +33,12 @@ type Options struct {
 	Accel string
 	// MemoryMB is each node's RAM (default 256).
 	MemoryMB int
-	// DiskMiB is the size of each node's blank disk (default 128).
+	// DiskMiB is the size of each node's disk (default 128).
 	DiskMiB int
+	// DiskImage, if set, is a raw image copied onto each node's disk, so a
+	// test can boot from disk without deploying first (the default is a
+	// blank disk that only boots once an image has been written to it).
+	DiskImage string
 	// Simlab is the simlab binary the relays and the chassis hook run
 	// (default: this executable; StartLab builds cmd/simlab if needed).
 	Simlab string
@@ -281,7 +285,7 @@ func (l *Lab) start(ctx context.Context, opts Options, tools Tools, pool *Pool) 
 			return err
 		}
 		disk := filepath.Join(nodeDir, "disk.img")
-		if err := makeBlankDisk(disk, int64(opts.DiskMiB)<<20); err != nil {
+		if err := makeDisk(disk, int64(opts.DiskMiB)<<20, opts.DiskImage); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
 		c := NodeConfig{
@@ -500,10 +504,27 @@ func (l *Lab) Node(name string) *Node {
 	return nil
 }
 
-func makeBlankDisk(path string, size int64) error {
+// makeDisk creates a sparse disk of size bytes, holding image if given.
+func makeDisk(path string, size int64, image string) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return err
+	}
+	if image != "" {
+		src, err := os.Open(image)
+		if err != nil {
+			f.Close()
+			return fmt.Errorf("disk image: %w", err)
+		}
+		n, err := io.Copy(f, src)
+		src.Close()
+		if err != nil {
+			f.Close()
+			return fmt.Errorf("disk image %s: %w", image, err)
+		}
+		if n > size {
+			size = n
+		}
 	}
 	if err := f.Truncate(size); err != nil {
 		f.Close()

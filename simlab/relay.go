@@ -48,6 +48,9 @@ type Relay struct {
 	ready       bool
 	dirty       bool
 
+	// solWriteMu keeps writes to ipmi_sim's SOL device whole.
+	solWriteMu sync.Mutex
+
 	// powerMu serialises power actions; qemu/qemuDone belong to it.
 	powerMu  sync.Mutex
 	qemu     *exec.Cmd
@@ -236,6 +239,8 @@ func (r *Relay) pumpInput(ctx context.Context, conn net.Conn) {
 			out = out[:0]
 			kill := false
 			r.mu.Lock()
+			dropped := r.counters.DroppedInput()
+			unechoed := r.filter.unechoed
 			for _, b := range buf[:n] {
 				if r.closingSOL {
 					r.counters.DroppedBurst++
@@ -262,7 +267,11 @@ func (r *Relay) pumpInput(ctx context.Context, conn net.Conn) {
 				r.counters.InputBytes += int64(len(out))
 			}
 			r.dirty = true
+			dropped = r.counters.DroppedInput() - dropped
 			r.mu.Unlock()
+			if dropped > 0 {
+				r.log.Info("lossy console dropped input", "bytes", dropped, "of", n, "unechoed_before", unechoed, "chunk", fmt.Sprintf("%q", buf[:n]))
+			}
 			if len(out) > 0 {
 				_, _ = q.Write(out)
 			}
@@ -299,13 +308,30 @@ func (r *Relay) pumpOutput(conn net.Conn, started time.Time) {
 			r.mu.Unlock()
 			_, _ = r.consoleLog.Write(buf[:n])
 			if sol != nil {
+				r.solWriteMu.Lock()
 				_, _ = sol.Write(buf[:n])
+				r.solWriteMu.Unlock()
 			}
 		}
 		if err != nil {
 			return
 		}
 	}
+}
+
+// writeSOL writes b to ipmi_sim's SOL device, as if the machine printed it.
+func (r *Relay) writeSOL(b []byte) {
+	r.mu.Lock()
+	sol := r.solConn
+	r.mu.Unlock()
+	if sol == nil {
+		return
+	}
+	r.solWriteMu.Lock()
+	defer r.solWriteMu.Unlock()
+	_ = sol.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = sol.Write(b)
+	_ = sol.SetWriteDeadline(time.Time{})
 }
 
 func (r *Relay) filterConfig() LossyConsole {
@@ -338,6 +364,13 @@ func (r *Relay) KillSOL(ctx context.Context) error {
 		r.dirty = true
 		r.mu.Unlock()
 	}()
+	// The front knows SOL clients by their SOL datagrams; a client of an
+	// idle console has sent none. A notice through the console makes
+	// ipmi_sim send one to whoever holds the session.
+	r.writeSOL([]byte("\r\n[simlab: the BMC closes this SOL session]\r\n"))
+	for i := 0; i < 25 && r.front.solClients() == 0; i++ {
+		time.Sleep(20 * time.Millisecond)
+	}
 	err := r.deactivateSOL(ctx)
 	told := r.front.endSOLClients()
 	r.log.Info("SOL session killed by the BMC", "clients_told", told, "deactivate_err", err)
