@@ -9,6 +9,15 @@
 // a busy BMC) are retried with a capped backoff, authentication failures are
 // not. Each SOL stream has a session of its own.
 //
+// Measured against ipmi_sim (simlab, loopback): connect with cipher suite 3
+// about 15 ms, a command 10-25 ms (ipmi_sim runs its chassis hook), power
+// cycle about 1.1 s (off at once, on at ipmi_sim's next 1 s poll). Cipher
+// suite 0 costs one Timeout per connect there (ipmi_sim does not answer Get
+// Channel Cipher Suites in RMCP+ framing; go-ipmi's own Connect, with its
+// 4 retries, takes 5 s). ipmi_sim reads boot flags back as invalid, and a
+// SOL payload ended at the BMC shows up as ErrSOLClosed after the SOL packets
+// go unanswered: Timeout x (Retries+1), 4 s by default.
+//
 // This is the only package that imports github.com/bougou/go-ipmi.
 package bmc
 
@@ -63,8 +72,8 @@ type Config struct {
 	Password string
 	// CipherSuite is the RMCP+ cipher suite ID (1..19). 0 negotiates: the
 	// BMC's suites are asked for and tried strongest first, which costs an
-	// extra round trip or more (against ipmi_sim, which has no SHA-256, see
-	// the package README); 3 is what ipmi_sim and most older BMCs want.
+	// extra round trip, or one Timeout against ipmi_sim; 3 is what ipmi_sim
+	// and most older BMCs want.
 	CipherSuite int
 	// Timeout bounds one attempt of one IPMI exchange (default 1s).
 	Timeout time.Duration

@@ -132,7 +132,7 @@ func (c *Client) bootFlags(ctx context.Context, op string) (BootDevice, BootOpti
 	})
 	if err != nil {
 		if _, answered := completionCode(err); answered {
-			return BootNone, BootOptions{}, fmt.Errorf("%w: %w", errors.ErrUnsupported, err)
+			return BootNone, BootOptions{}, fmt.Errorf("%w (%w)", err, errors.ErrUnsupported)
 		}
 		return BootNone, BootOptions{}, err
 	}

@@ -1,0 +1,429 @@
+package bmc_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/labctl/labctl/bmc"
+	"github.com/labctl/labctl/simlab"
+)
+
+// The TestLab* tests drive a simulated lab node (ipmi_sim + console relay +
+// QEMU) with this package only. Run them alone with
+// `go test ./bmc -run Lab -v`. A TCG boot costs 10-20 s, so one test checks
+// several things per boot. The node boots the test OS from a preloaded disk.
+
+// TestLabBMC: power on/off/cycle/reset/status read back against ipmi_sim,
+// bootdev pxe/disk as the node records it, a SOL stream that sees the node
+// boot and takes input, a stream taken over by a second client (stale
+// payload), a SOL session killed at the BMC, and a silent BMC.
+func TestLabBMC(t *testing.T) {
+	lab := simlab.StartLab(t, 1, simlab.Options{DiskImage: diskImage(t)})
+	node := lab.Nodes[0]
+	logs := &syncBuffer{}
+	c := bmc.New(nodeConfig(node), slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		if strings.Contains(logs.String(), node.BMC.Password) {
+			t.Errorf("the BMC password is in the log")
+		}
+		if t.Failed() {
+			t.Logf("bmc log:\n%s", logs)
+		}
+	})
+	timed := func(what string, f func(context.Context) error) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		start := time.Now()
+		if err := f(ctx); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		t.Logf("TIMING %s: %s", what, time.Since(start).Round(time.Millisecond))
+	}
+
+	// Status and boot device, node off.
+	var on bool
+	timed("power status (first command: connect)", func(ctx context.Context) error {
+		var err error
+		on, err = c.PowerState(ctx)
+		return err
+	})
+	if on {
+		t.Fatal("fresh node reads as on")
+	}
+	for _, bd := range []struct {
+		dev  bmc.BootDevice
+		hook string
+	}{{bmc.BootPXE, "pxe"}, {bmc.BootDisk, "default"}} {
+		timed("bootdev "+bd.dev.String(), func(ctx context.Context) error {
+			return c.SetBootDevice(ctx, bd.dev, bmc.BootOptions{})
+		})
+		if st := status(t, node); st.BootDevice != bd.hook {
+			t.Errorf("bootdev %s: node records %q, want %q", bd.dev, st.BootDevice, bd.hook)
+		}
+	}
+	if !strings.Contains(logs.String(), "reads the boot flags back as invalid") {
+		t.Error("no debug line about ipmi_sim's invalid boot flags")
+	}
+	if dev, _, err := c.BootDevice(ctxFor(t, 10*time.Second)); err != nil || dev != bmc.BootNone {
+		t.Errorf("BootDevice = %s, %v; ipmi_sim reports the flags invalid, want none", dev, err)
+	}
+
+	// A console before power-on sees the whole boot and takes input.
+	con := openConsole(t, c)
+	timed("power on", func(ctx context.Context) error { return c.Power(ctx, bmc.PowerOn) })
+	if st := status(t, node); !st.Power || st.Boots != 1 {
+		t.Fatalf("after power on: power %v, boots %d", st.Power, st.Boots)
+	}
+	con.expect(`SeaBIOS`, time.Minute)
+	con.expect(`login: `, 3*time.Minute)
+	con.login()
+	if out := con.run("echo native-$((6*7))", "testos# "); !strings.Contains(out, "native-42") {
+		t.Errorf("typed command: %q", out)
+	}
+
+	// Cycle and reset restart the machine (the relay counts QEMU starts);
+	// the console stays up across them.
+	timed("power cycle", func(ctx context.Context) error { return c.Power(ctx, bmc.PowerCycle) })
+	if st := status(t, node); !st.Power || st.Boots != 2 {
+		t.Errorf("after power cycle: power %v, boots %d, want on and 2", st.Power, st.Boots)
+	}
+	con.expect(`SeaBIOS`, time.Minute)
+	timed("power reset", func(ctx context.Context) error { return c.Power(ctx, bmc.PowerReset) })
+	st := waitStatus(t, node, "reset", 10*time.Second, func(s simlab.Status) bool { return s.Boots == 3 && s.Power })
+	con.expect(`login: `, 3*time.Minute)
+	powerOns := 0
+	for _, e := range st.Chassis {
+		if strings.HasPrefix(e.Action, "power on") {
+			powerOns++
+		}
+	}
+	if powerOns != 3 {
+		t.Errorf("chassis log has %d power-ons for on+cycle+reset, want 3 (an action ran twice?): %+v", powerOns, st.Chassis)
+	}
+
+	// A second client takes the console over: its payload activation finds
+	// the first one's active ("stale" to it), deactivates it and retries.
+	c2 := bmc.New(nodeConfig(node), slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	defer c2.Close()
+	start := time.Now()
+	con2 := openConsole(t, c2)
+	t.Logf("TIMING sol open over an active payload: %s", time.Since(start).Round(time.Millisecond))
+	if !strings.Contains(logs.String(), "already active on another session") {
+		t.Error("no log line about the payload already active")
+	}
+	err := con.waitEnd(15 * time.Second)
+	t.Logf("first stream after the take-over: %v", err)
+	if !errors.Is(err, bmc.ErrSOLClosed) {
+		t.Errorf("first stream: %v, want ErrSOLClosed", err)
+	}
+	con2.send("\r")
+	con2.expect(`login: `, 30*time.Second)
+
+	// A SOL session killed at the BMC ends the stream with ErrSOLClosed; a
+	// new stream opens at once.
+	if err := node.KillSOL(ctxFor(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	err = con2.waitEnd(15 * time.Second)
+	t.Logf("TIMING BMC-side SOL kill -> ErrSOLClosed: %s (%v)", time.Since(start).Round(time.Millisecond), err)
+	if !errors.Is(err, bmc.ErrSOLClosed) || !strings.Contains(err.Error(), node.BMC.Addr()) {
+		t.Errorf("after KillSOL: %v, want ErrSOLClosed naming the BMC", err)
+	}
+	con3 := openConsole(t, c2)
+	con3.send("\r")
+	con3.expect(`login: `, 30*time.Second)
+
+	timed("power off", func(ctx context.Context) error { return c.Power(ctx, bmc.PowerOff) })
+	if st := status(t, node); st.Power {
+		t.Error("node still on after power off")
+	}
+
+	// A silent BMC: the error names it, the operation and the tries, and
+	// comes within the retries (4 x 1s + backoff).
+	if err := node.SilenceBMC(ctxFor(t, 10*time.Second), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	_, err = c.PowerState(ctxFor(t, 30*time.Second))
+	took := time.Since(start)
+	t.Logf("silent BMC after %s: %v", took.Round(time.Millisecond), err)
+	want := "bmc " + node.BMC.Addr() + ": power status: no answer after 4 tries in "
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("silent BMC: %v, want prefix %q", err, want)
+	}
+	if took > 8*time.Second {
+		t.Errorf("silent BMC: gave up after %s", took)
+	}
+	start = time.Now()
+	_, err = c.PowerState(ctxFor(t, 2*time.Second))
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 2500*time.Millisecond {
+		t.Errorf("silent BMC, 2s deadline: %v after %s", err, time.Since(start))
+	}
+	if err := node.SilenceBMC(ctxFor(t, 10*time.Second), 0); err != nil {
+		t.Fatal(err)
+	}
+	timed("power status after the silence (reconnect)", func(ctx context.Context) error {
+		on, err := c.PowerState(ctx)
+		if err == nil && on {
+			err = errors.New("reads on")
+		}
+		return err
+	})
+}
+
+// TestLabCipherNegotiation measures what cipher suite negotiation (suite 0)
+// costs against ipmi_sim, which does not answer Get Channel Cipher Suites in
+// RMCP+ framing and has no SHA-256 suites.
+func TestLabCipherNegotiation(t *testing.T) {
+	lab := simlab.StartLab(t, 1, simlab.Options{})
+	node := lab.Nodes[0]
+	for _, suite := range []int{3, 0} {
+		cfg := nodeConfig(node)
+		cfg.CipherSuite = suite
+		c := bmc.New(cfg, nil)
+		start := time.Now()
+		_, err := c.PowerState(ctxFor(t, 30*time.Second))
+		first := time.Since(start)
+		start = time.Now()
+		_, err2 := c.PowerState(ctxFor(t, 30*time.Second))
+		next := time.Since(start)
+		c.Close()
+		if err != nil || err2 != nil {
+			t.Fatalf("cipher suite %d: %v, %v", suite, err, err2)
+		}
+		t.Logf("TIMING cipher suite %d: first command (connect) %s, next %s",
+			suite, first.Round(time.Millisecond), next.Round(time.Millisecond))
+		if suite == 3 && first > time.Second {
+			t.Errorf("suite 3: connect took %s", first)
+		}
+	}
+}
+
+func nodeConfig(n *simlab.Node) bmc.Config {
+	return bmc.Config{
+		Host:        n.BMC.Host,
+		Port:        n.BMC.Port,
+		User:        n.BMC.User,
+		Password:    n.BMC.Password,
+		CipherSuite: n.BMC.CipherSuite,
+	}
+}
+
+// diskImage is the test OS disk the node boots, so that no deploy is needed.
+func diskImage(t *testing.T) string {
+	t.Helper()
+	dir, err := simlab.DefaultArtifactsDir()
+	if err == nil {
+		var a simlab.Artifacts
+		if a, err = simlab.LoadArtifacts(dir); err == nil {
+			return a.Images.Raw.Path
+		}
+	}
+	if os.Getenv("LABCTL_REQUIRE_SIMLAB") == "1" {
+		t.Fatalf("simulated lab required (LABCTL_REQUIRE_SIMLAB=1) but unavailable: %v", err)
+	}
+	t.Skipf("SKIPPED: simulated lab unavailable: %v", err)
+	return ""
+}
+
+func ctxFor(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func status(t *testing.T, n *simlab.Node) simlab.Status {
+	t.Helper()
+	st, err := n.Status(ctxFor(t, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func waitStatus(t *testing.T, n *simlab.Node, what string, d time.Duration, ok func(simlab.Status) bool) simlab.Status {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		st := status(t, n)
+		if ok(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node not %s after %s: %+v", what, d, st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// console is a native SOL stream with expect and send.
+type console struct {
+	t  *testing.T
+	rw io.ReadWriteCloser
+
+	mu     sync.Mutex
+	buf    []byte
+	pos    int
+	err    error // why reading stopped
+	notify chan struct{}
+	done   chan struct{}
+}
+
+var ansi = regexp.MustCompile(`\x1b(\[[0-9;?]*[ -/]*[@-~]|[@-Z\\-_])`)
+
+func openConsole(t *testing.T, c *bmc.Client) *console {
+	t.Helper()
+	rw, err := c.OpenSOL(ctxFor(t, 15*time.Second))
+	if err != nil {
+		t.Fatalf("OpenSOL: %v", err)
+	}
+	con := &console{t: t, rw: rw, notify: make(chan struct{}, 1), done: make(chan struct{})}
+	go con.read()
+	t.Cleanup(func() {
+		_ = rw.Close()
+		<-con.done
+		if t.Failed() {
+			con.mu.Lock()
+			t.Logf("console (tail): %q", tail(string(con.buf), 1500))
+			con.mu.Unlock()
+		}
+	})
+	return con
+}
+
+func (c *console) read() {
+	defer close(c.done)
+	b := make([]byte, 4096)
+	for {
+		n, err := c.rw.Read(b)
+		c.mu.Lock()
+		c.buf = append(c.buf, b[:n]...)
+		if err != nil {
+			c.err = err
+		}
+		c.mu.Unlock()
+		select {
+		case c.notify <- struct{}{}:
+		default:
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// expect waits until pattern matches the unread output (ANSI sequences and
+// CRs removed) and consumes it up to the match.
+func (c *console) expect(pattern string, d time.Duration) string {
+	c.t.Helper()
+	re := regexp.MustCompile(pattern)
+	deadline := time.After(d)
+	for {
+		c.mu.Lock()
+		unread := string(c.buf[c.pos:])
+		err := c.err
+		clean := strings.ReplaceAll(ansi.ReplaceAllString(unread, ""), "\r", "")
+		if loc := re.FindStringIndex(clean); loc != nil {
+			// Consume the raw output up to the match's end: find the cleaned
+			// prefix's length in raw bytes by re-cleaning growing prefixes.
+			c.pos += rawOffset(unread, loc[1])
+			c.mu.Unlock()
+			return clean[:loc[1]]
+		}
+		c.mu.Unlock()
+		if err != nil {
+			c.t.Fatalf("console ended before %q: %v; unread %q", pattern, err, tail(clean, 500))
+		}
+		select {
+		case <-c.notify:
+		case <-deadline:
+			c.t.Fatalf("no %q on the console within %s; unread %q", pattern, d, tail(clean, 500))
+		}
+	}
+}
+
+// rawOffset is the length of the shortest prefix of raw whose cleaned form
+// has n bytes.
+func rawOffset(raw string, n int) int {
+	for i := 0; i <= len(raw); i++ {
+		if len(strings.ReplaceAll(ansi.ReplaceAllString(raw[:i], ""), "\r", "")) >= n {
+			return i
+		}
+	}
+	return len(raw)
+}
+
+func (c *console) send(s string) {
+	c.t.Helper()
+	if _, err := c.rw.Write([]byte(s)); err != nil {
+		c.t.Fatalf("typing %q: %v", s, err)
+	}
+}
+
+// run types a command and returns the output up to the next prompt.
+func (c *console) run(cmd, prompt string) string {
+	c.t.Helper()
+	time.Sleep(300 * time.Millisecond) // busybox asks for the cursor position after a prompt
+	c.send(cmd + "\r")
+	return c.expect(regexp.QuoteMeta(prompt), time.Minute)
+}
+
+func (c *console) login() {
+	c.t.Helper()
+	time.Sleep(300 * time.Millisecond)
+	c.send("root\r")
+	c.expect(`Password: `, 30*time.Second)
+	c.send("test\r")
+	c.expect(`testos# `, time.Minute)
+}
+
+// waitEnd waits for the stream to end and returns why.
+func (c *console) waitEnd(d time.Duration) error {
+	c.t.Helper()
+	select {
+	case <-c.done:
+	case <-time.After(d):
+		c.t.Fatalf("console still open after %s", d)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
