@@ -2,12 +2,9 @@ package dispatcher
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
-	"strings"
 )
 
 // Compression is how an image's bytes are packed; the node unpacks them
@@ -58,40 +55,18 @@ func (c Compression) Decompressor() string {
 	return ""
 }
 
-// sniffImage reads the first bytes of a local file or an http(s) URL and
-// tells its compression.
-func sniffImage(ctx context.Context, image string) (Compression, error) {
-	var head []byte
-	if strings.HasPrefix(image, "http://") || strings.HasPrefix(image, "https://") {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, image, nil)
-		if err != nil {
-			return "", fmt.Errorf("image %s: %w", image, err)
-		}
-		req.Header.Set("Range", "bytes=0-15")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return "", fmt.Errorf("image %s: %w", image, err)
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusPartialContent {
-			return "", fmt.Errorf("image %s: %s", image, resp.Status)
-		}
-		head, err = io.ReadAll(io.LimitReader(resp.Body, 16))
-		if err != nil {
-			return "", fmt.Errorf("image %s: %w", image, err)
-		}
-	} else {
-		f, err := os.Open(image)
-		if err != nil {
-			return "", fmt.Errorf("image: %w", err)
-		}
-		defer f.Close()
-		head = make([]byte, 16)
-		n, err := io.ReadFull(f, head)
-		if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
-			return "", fmt.Errorf("image %s: %w", image, err)
-		}
-		head = head[:n]
+// sniffImage reads the first bytes of a local image file and tells its
+// compression.
+func sniffImage(image string) (Compression, error) {
+	f, err := os.Open(image)
+	if err != nil {
+		return "", fmt.Errorf("image: %w", err)
 	}
-	return DetectCompression(head), nil
+	defer f.Close()
+	head := make([]byte, 16)
+	n, err := io.ReadFull(f, head)
+	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
+		return "", fmt.Errorf("image %s: %w", image, err)
+	}
+	return DetectCompression(head[:n]), nil
 }

@@ -32,6 +32,9 @@ type Job struct {
 	// Dir is the job directory: job.log, results.json, junit.xml and the
 	// artifacts go there. It is created if missing.
 	Dir string
+	// CacheDir keeps downloaded URL images and image sizes between jobs;
+	// "" disables the cache.
+	CacheDir string
 	// Progress, if set, hears about phases and the image transfer.
 	Progress Progress
 	// Events, if set, receives each dispatcher event line as it is logged

@@ -128,7 +128,8 @@ func runRun(ctx context.Context, opts runOptions, env *appEnv) error {
 	res := dispatcher.Run(ctx, dispatcher.Job{
 		ID: id, Spec: spec, Device: dev.Name, Settings: dev.Settings,
 		Power: node.Power, Console: node.Console, Netboot: node.Netboot,
-		Dir: dir, Progress: view, Events: view.Event, Log: log,
+		Dir: dir, CacheDir: filepath.Join(cfg.StateDir, "cache"),
+		Progress: view, Events: view.Event, Log: log,
 	})
 	view.Done()
 	stopServing()
