@@ -21,8 +21,10 @@ type LossyConsole struct {
 	// MinGap). 0 disables the check.
 	MinGap Duration `json:"min_gap,omitempty"`
 	// BurstBytes closes the SOL session, as weak BMCs do, when more than
-	// BurstBytes input bytes arrive within BurstWindow; the bytes of the
-	// burst are dropped. 0 disables the check.
+	// BurstBytes input bytes arrive within BurstWindow: the byte over the
+	// limit and all input until the session is closed are dropped, and the
+	// SOL client is told the session ended (see Node.KillSOL). 0 disables
+	// the check.
 	BurstBytes int `json:"burst_bytes,omitempty"`
 	// BurstWindow is the window of BurstBytes (default 100 ms).
 	BurstWindow Duration `json:"burst_window,omitempty"`

@@ -31,7 +31,8 @@ type console struct {
 	notify chan struct{}
 }
 
-var ansi = regexp.MustCompile(`\x1b(\[[0-9;?]*[ -/]*[@-~]|[@-Z\\-_])`)
+// ansi matches CSI sequences (ESC [ ... final) and two-byte escapes (ESC c).
+var ansi = regexp.MustCompile(`\x1b(\[[0-9;?]*[ -/]*[@-~]|[@-~])`)
 
 // openConsole deactivates any stale SOL payload, runs sol activate and waits
 // until ipmitool says the session is operational.
