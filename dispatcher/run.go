@@ -27,8 +27,12 @@ type Job struct {
 	Device   string
 	Settings devices.Settings
 	Power    Power
-	Console  sol.Dialer
-	Netboot  Netboot
+	// Console is the node's console session, open. The job types on it as
+	// its only writer while it runs (taking over from anyone typing) and
+	// records what it reads and writes in the job log; others may watch.
+	// The caller owns it: the job does not close it.
+	Console *sol.Session
+	Netboot Netboot
 	// Dir is the job directory: job.log, results.json, junit.xml and the
 	// artifacts go there. It is created if missing.
 	Dir string
@@ -164,23 +168,23 @@ func (r *runner) fail(action string, err error) {
 	}
 }
 
-// connect opens the console session, which stays open for the whole job
-// so that nothing the node prints is missed across power cycles.
+// connect takes the console: the job becomes its writer and the job log
+// follows it. The session stays open for the whole job, so that nothing
+// the node prints is missed across power cycles.
 func (r *runner) connect(ctx context.Context) bool {
-	r.session = sol.NewSession(r.Console, sol.Options{Transcript: r.log, Log: r.Log})
-	octx, cancel := context.WithTimeout(ctx, r.set.Timeouts.Power)
-	defer cancel()
-	if err := r.session.Open(octx); err != nil {
-		r.fail("connect", fmt.Errorf("console %s: %w", r.Console.Target(), err))
+	r.session = r.Console
+	if err := r.session.Err(); err != nil {
+		r.fail("connect", fmt.Errorf("console %s: %w", r.session.Target(), err))
 		return false
 	}
-	w, err := r.session.Claim("job "+r.ID, false)
+	r.log.follow(r.session)
+	w, err := r.session.Claim("job "+r.ID, true)
 	if err != nil {
 		r.fail("connect", err)
 		return false
 	}
 	r.writer = w
-	r.event("console: %s", r.Console.Target())
+	r.event("console: %s", r.session.Target())
 	return true
 }
 
@@ -261,9 +265,6 @@ func (r *runner) finalize(ctx context.Context) error {
 	}
 	if r.writer != nil {
 		r.writer.Release()
-	}
-	if r.session != nil {
-		r.session.Close()
 	}
 	if first != nil && r.log != nil {
 		r.event("finalize: error: %v", first)

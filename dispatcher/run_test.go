@@ -19,6 +19,7 @@ import (
 	"github.com/labctl/labctl/dispatcher/dispatchertest"
 	"github.com/labctl/labctl/jobs"
 	"github.com/labctl/labctl/results"
+	"github.com/labctl/labctl/sol"
 )
 
 // fakeSettings are device settings that fit dispatchertest.Node.
@@ -80,11 +81,22 @@ func run(t *testing.T, n *dispatchertest.Node, spec *jobs.Job) (*results.Job, st
 	return runIn(t, t.TempDir(), n, spec)
 }
 
+// console opens the node's console session for a job.
+func console(t *testing.T, n *dispatchertest.Node) *sol.Session {
+	t.Helper()
+	s := sol.NewSession(n.Dialer(), sol.Options{})
+	if err := s.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
 func runIn(t *testing.T, dir string, n *dispatchertest.Node, spec *jobs.Job) (*results.Job, string) {
 	t.Helper()
 	res := dispatcher.Run(context.Background(), dispatcher.Job{
 		ID: "1", Spec: spec, Device: n.Name, Settings: fakeSettings(n),
-		Power: n, Console: n.Dialer(), Netboot: n, Dir: dir,
+		Power: n, Console: console(t, n), Netboot: n, Dir: dir,
 	})
 	log, _ := os.ReadFile(filepath.Join(dir, "job.log"))
 	return res, string(log)
@@ -263,7 +275,7 @@ commands = ["echo after-gap"]
 	}()
 	res := dispatcher.Run(context.Background(), dispatcher.Job{
 		ID: "1", Spec: spec, Device: n.Name, Settings: fakeSettings(n),
-		Power: n, Console: n.Dialer(), Netboot: n, Dir: dir,
+		Power: n, Console: console(t, n), Netboot: n, Dir: dir,
 	})
 	log, _ := os.ReadFile(filepath.Join(dir, "job.log"))
 	if res.Outcome != "complete" {
@@ -297,7 +309,7 @@ commands = ["true"]
 	n.FailFrom("bootdev disk", errors.New("bmc 127.0.0.1:16230: no answer after 4 tries"))
 	res := dispatcher.Run(context.Background(), dispatcher.Job{
 		ID: "1", Spec: spec, Device: n.Name, Settings: fakeSettings(n),
-		Power: n, Console: n.Dialer(), Netboot: n, Dir: dir,
+		Power: n, Console: console(t, n), Netboot: n, Dir: dir,
 	})
 	if res.Outcome != "incomplete" || res.Action != "boot" || !strings.Contains(res.Reason, "bmc 127.0.0.1:16230") {
 		t.Fatalf("outcome %s in %s (%s), want incomplete in boot naming the BMC", res.Outcome, res.Action, res.Reason)
@@ -324,7 +336,7 @@ commands = ["true"]
 	}()
 	res := dispatcher.Run(ctx, dispatcher.Job{
 		ID: "1", Spec: spec, Device: n.Name, Settings: fakeSettings(n),
-		Power: n, Console: n.Dialer(), Netboot: n, Dir: dir,
+		Power: n, Console: console(t, n), Netboot: n, Dir: dir,
 	})
 	if res.Outcome != "canceled" {
 		t.Fatalf("outcome %s (%s), want canceled", res.Outcome, res.Reason)

@@ -159,7 +159,7 @@ func ParseRecord(line []byte) (Record, error) {
 	}
 	dir := Direction(rest[1])
 	switch dir {
-	case Read, Written, Event:
+	case Read, Written, Event, Note:
 	default:
 		return Record{}, fmt.Errorf("transcript record %q: unknown direction %q", line, rest[1])
 	}

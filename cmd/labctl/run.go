@@ -16,6 +16,7 @@ import (
 	"github.com/labctl/labctl/lab"
 	"github.com/labctl/labctl/netboot"
 	"github.com/labctl/labctl/results"
+	"github.com/labctl/labctl/sol"
 )
 
 type runOptions struct {
@@ -125,9 +126,18 @@ func runRun(ctx context.Context, opts runOptions, env *appEnv) error {
 	if !opts.quiet {
 		fmt.Fprintf(env.stderr, "job %s on %s, directory %s\n", id, dev.Name, dir)
 	}
+	console := sol.NewSession(node.Console, sol.Options{Log: log})
+	defer console.Close()
+	// A console that does not open is the job's infrastructure error: the
+	// dispatcher reports it (and still powers the node off).
+	octx, cancel := context.WithTimeout(ctx, dev.Settings.Timeouts.Power)
+	if err := console.Open(octx); err != nil {
+		log.Warn("console did not open", "device", dev.Name, "err", err)
+	}
+	cancel()
 	res := dispatcher.Run(ctx, dispatcher.Job{
 		ID: id, Spec: spec, Device: dev.Name, Settings: dev.Settings,
-		Power: node.Power, Console: node.Console, Netboot: node.Netboot,
+		Power: node.Power, Console: console, Netboot: node.Netboot,
 		Dir: dir, CacheDir: filepath.Join(cfg.StateDir, "cache"),
 		Progress: view, Events: view.Event, Log: log,
 	})
