@@ -19,10 +19,16 @@ import (
 const (
 	BasePort   = 16230
 	SlotStride = 10
-	// MaxSlots bounds LABCTL_SIMLAB_SLOTS so the port plan stays below 16730.
+	// MaxSlots is the number of slots of the port plan (ports below 16730).
 	MaxSlots = 50
-	// DefaultSlots is how many nodes may run at once on a machine when
-	// LABCTL_SIMLAB_SLOTS is not set: three TCG VMs are what 2 cores carry.
+	// LabSlotsFirst is the first of the slots kept for labs started by
+	// hand (`simlab up`, `make simlab`): slots LabSlotsFirst..MaxSlots-1.
+	// Test slots (StartLab) are 0..LABCTL_SIMLAB_SLOTS-1, so an idle demo
+	// lab never starves the test suite of slots.
+	LabSlotsFirst = 40
+	// DefaultSlots is how many nodes tests may run at once on a machine
+	// when LABCTL_SIMLAB_SLOTS is not set: three TCG VMs are what 2 cores
+	// carry.
 	DefaultSlots = 3
 )
 
@@ -56,7 +62,9 @@ type Pool struct {
 	// Dir holds the lock files and control sockets (default
 	// $LABCTL_SIMLAB_POOL or /tmp/labctl-simlab).
 	Dir string
-	// Size is how many slots exist (default $LABCTL_SIMLAB_SLOTS or 3).
+	// First is the pool's first slot; it has slots First..First+Size-1.
+	First int
+	// Size is how many slots the pool has (DefaultPool: $LABCTL_SIMLAB_SLOTS or 3).
 	Size int
 	// Owner is written into held lock files, so a waiting process can say
 	// who holds the slots it waits for.
@@ -66,22 +74,34 @@ type Pool struct {
 	PortsFree func(Ports) error
 }
 
-// DefaultPool is the machine-wide pool configured by the environment.
+// DefaultPool is the machine-wide pool of test slots: slots
+// 0..$LABCTL_SIMLAB_SLOTS-1 (default 3), in $LABCTL_SIMLAB_POOL (default
+// /tmp/labctl-simlab). It caps how many test nodes run at once, so parallel
+// test packages queue instead of overloading the machine.
 func DefaultPool() (*Pool, error) {
+	size := DefaultSlots
+	if v := os.Getenv("LABCTL_SIMLAB_SLOTS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > LabSlotsFirst {
+			return nil, fmt.Errorf("LABCTL_SIMLAB_SLOTS=%q: want a number from 1 to %d", v, LabSlotsFirst)
+		}
+		size = n
+	}
+	return newPool(0, size), nil
+}
+
+// LabPool is the pool of slots for labs started by hand (`simlab up`):
+// slots 40..49, outside the test slots, so `make simlab` and `make test`
+// can run side by side. Its first lab's node1 has BMC port 16630.
+func LabPool() *Pool { return newPool(LabSlotsFirst, MaxSlots-LabSlotsFirst) }
+
+func newPool(first, size int) *Pool {
 	dir := os.Getenv("LABCTL_SIMLAB_POOL")
 	if dir == "" {
 		dir = filepath.Join(os.TempDir(), "labctl-simlab")
 	}
-	size := DefaultSlots
-	if v := os.Getenv("LABCTL_SIMLAB_SLOTS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > MaxSlots {
-			return nil, fmt.Errorf("LABCTL_SIMLAB_SLOTS=%q: want a number from 1 to %d", v, MaxSlots)
-		}
-		size = n
-	}
 	host, _ := os.Hostname()
-	return &Pool{Dir: dir, Size: size, Owner: fmt.Sprintf("pid %d on %s: %s", os.Getpid(), host, strings.Join(os.Args, " "))}, nil
+	return &Pool{Dir: dir, First: first, Size: size, Owner: fmt.Sprintf("pid %d on %s: %s", os.Getpid(), host, strings.Join(os.Args, " "))}
 }
 
 // Slot is one held slot.
@@ -125,7 +145,7 @@ func (p *Pool) Acquire(ctx context.Context, n int, progress func(string)) ([]*Sl
 		return nil, fmt.Errorf("acquire %d simlab slots: need at least one", n)
 	}
 	if n > p.Size {
-		return nil, fmt.Errorf("acquire %d simlab slots: the pool has %d (LABCTL_SIMLAB_SLOTS): %w", n, p.Size, ErrNotEnoughSlots)
+		return nil, fmt.Errorf("acquire %d simlab slots: the pool has %d (slots %d-%d; LABCTL_SIMLAB_SLOTS sets the test pool): %w", n, p.Size, p.First, p.First+p.Size-1, ErrNotEnoughSlots)
 	}
 	if err := os.MkdirAll(filepath.Join(p.Dir, "slots"), 0o777); err != nil {
 		return nil, fmt.Errorf("acquire simlab slots: %w", err)
@@ -161,7 +181,7 @@ func (p *Pool) Acquire(ctx context.Context, n int, progress func(string)) ([]*Sl
 // not take.
 func (p *Pool) tryAcquire(n int) (slots []*Slot, busy string, err error) {
 	var why []string
-	for i := 0; i < p.Size && len(slots) < n; i++ {
+	for i := p.First; i < p.First+p.Size && len(slots) < n; i++ {
 		s, reason, err := p.tryLock(i)
 		if err != nil {
 			releaseAll(slots)

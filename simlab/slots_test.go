@@ -119,10 +119,25 @@ func TestDefaultPool(t *testing.T) {
 	if got := p.ControlSocket(4); got != filepath.Join("/x/pool", "slots", "4.sock") {
 		t.Errorf("ControlSocket(4) = %q", got)
 	}
-	for _, bad := range []string{"0", "-1", "many", "51"} {
+	if lp := LabPool(); lp.First != LabSlotsFirst || lp.First+lp.Size != MaxSlots || SlotPorts(lp.First).BMC != 16630 {
+		t.Errorf("LabPool = slots %d..%d", lp.First, lp.First+lp.Size-1)
+	}
+	for _, bad := range []string{"0", "-1", "many", "41"} {
 		t.Setenv("LABCTL_SIMLAB_SLOTS", bad)
 		if _, err := DefaultPool(); err == nil {
 			t.Errorf("LABCTL_SIMLAB_SLOTS=%s accepted", bad)
 		}
+	}
+}
+
+func TestPoolFirst(t *testing.T) {
+	p := &Pool{Dir: t.TempDir(), First: 40, Size: 2, Owner: "lab", PortsFree: func(Ports) error { return nil }}
+	s, err := p.Acquire(context.Background(), 2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer releaseAll(s)
+	if s[0].N != 40 || s[1].N != 41 || s[0].Ports.BMC != 16630 {
+		t.Errorf("slots %d (bmc %d), %d", s[0].N, s[0].Ports.BMC, s[1].N)
 	}
 }

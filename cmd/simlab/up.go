@@ -50,6 +50,8 @@ func runUp(ctx context.Context, opts simlab.Options, out io.Writer) error {
 		}
 	}
 	opts.Progress = func(s string) { fmt.Fprintln(out, s) }
+	// Labs started by hand take the slots above the test slots.
+	opts.Pool = simlab.LabPool()
 	start := time.Now()
 	lab, err := simlab.Up(ctx, opts)
 	if err != nil {
