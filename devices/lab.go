@@ -57,6 +57,10 @@ type BootServer struct {
 	// TFTPServer is the address nodes get as next-server in DHCP configs;
 	// default: the host of HTTPURL.
 	TFTPServer string `toml:"tftp_server"`
+	// BootFile is the network boot program under Root that DHCP configs
+	// name (default "lpxelinux.0": pxelinux with its own HTTP client, so
+	// that kernels and initrds load over HTTP on any PXE firmware).
+	BootFile string `toml:"boot_file"`
 }
 
 // Server configures the daemon (labctl serve).
@@ -271,6 +275,11 @@ func (l *Lab) validate(doc *tomlfile.Document) {
 		doc.Problemf("boot_server.http_url", "%q is not an http:// or https:// URL with a host", b.HTTPURL)
 	case b.TFTPServer == "":
 		b.TFTPServer = u.Hostname()
+	}
+	if b.BootFile == "" {
+		b.BootFile = "lpxelinux.0"
+	} else if !filepath.IsLocal(b.BootFile) || strings.ContainsAny(b.BootFile, " \t\r\n") {
+		doc.Problemf("boot_server.boot_file", "%q is not a file name under the boot root", b.BootFile)
 	}
 	if b.TFTPServer != "" && !validHost(b.TFTPServer) {
 		doc.Problemf("boot_server.tftp_server", "%q is not a host name or IP address", b.TFTPServer)

@@ -33,6 +33,7 @@ func commands(env *appEnv) []*cli.Command {
 	return []*cli.Command{
 		newValidateCommand(env),
 		newRunCommand(env),
+		newNetbootCommand(env),
 	}
 }
 
