@@ -36,14 +36,28 @@ func TestMain(m *testing.M) {
 	}
 }
 
-// helperShell is a line-oriented shell on its terminal (the pty's line
-// discipline echoes and turns \r into \n).
+// helperShell is a line-oriented shell on a raw terminal, like a node's
+// shell behind a SOL client: it echoes what it reads ("\r" as "\r\n") and
+// takes "\r" or "\n" as the end of a line.
 func helperShell() {
 	fmt.Printf("[SOL Session operational.  Use ~? for help]\r\n")
 	fmt.Printf("pid=%d\r\nhelper$ ", os.Getpid())
-	in := bufio.NewScanner(os.Stdin)
-	for in.Scan() {
-		cmd, arg, _ := strings.Cut(strings.TrimSpace(in.Text()), " ")
+	in := bufio.NewReader(os.Stdin)
+	var line []byte
+	for {
+		b, err := in.ReadByte()
+		if err != nil {
+			os.Exit(0)
+		}
+		if b != '\r' && b != '\n' {
+			line = append(line, b)
+			os.Stdout.Write([]byte{b})
+			continue
+		}
+		fmt.Printf("\r\n")
+		text := string(line)
+		line = line[:0]
+		cmd, arg, _ := strings.Cut(strings.TrimSpace(text), " ")
 		switch cmd {
 		case "exit":
 			n, _ := strconv.Atoi(arg)
@@ -76,11 +90,10 @@ func helperShell() {
 			fmt.Printf("grandchild=%d\r\n", gc.Process.Pid)
 			os.Exit(0)
 		default:
-			fmt.Printf("got: %s\r\n", in.Text())
+			fmt.Printf("got: %q\r\n", text)
 		}
 		fmt.Printf("helper$ ")
 	}
-	os.Exit(0)
 }
 
 // helperReset counts its runs in a file and fails if asked to.
@@ -211,6 +224,21 @@ func TestCommandDialerChildExitEndsStream(t *testing.T) {
 	}
 	if err := st.Close(); err != nil {
 		t.Errorf("close after exit: %v", err)
+	}
+}
+
+// The terminal is raw: bytes reach the command as they are (^C too, no
+// SIGINT) and only the command's own echo comes back.
+func TestCommandDialerRawTerminal(t *testing.T) {
+	st := dial(t, helperDialer(t))
+	defer st.Close()
+	readUntil(t, st, "helper$ ")
+	if _, err := st.Write([]byte("a\x03b\r")); err != nil {
+		t.Fatal(err)
+	}
+	out := readUntil(t, st, "helper$ ")
+	if want := "a\x03b\r\n" + `got: "a\x03b"` + "\r\nhelper$ "; out != want {
+		t.Errorf("got %q, want %q", out, want)
 	}
 }
 

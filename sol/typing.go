@@ -227,8 +227,8 @@ var errLostWhileTyping = errors.New("console session lost while typing")
 // was typed: the node may have received part of the line, so the caller
 // decides what to do (e.g. send Ctrl-C and type it again).
 //
-// Echo pacing compares each character with the normalised output that came
-// back after it was sent, skipping whatever else arrived in between; "\r"
+// Echo pacing looks for each character in the normalised output that
+// arrived after it was sent, skipping whatever else came with it; "\r"
 // and "\n" echo as a line end. It does not wait for control characters or
 // TAB (they echo as something else, or not at all): those get the fixed
 // delay.
@@ -271,6 +271,12 @@ func (w *Writer) Type(ctx context.Context, text string, p Pacing) (rep TypeRepor
 			}
 		}
 		unit := rest[:n]
+		if mode == Echo {
+			// Only output that arrives after the character was sent can be
+			// its echo: a redrawn line or other output still in the buffer
+			// must not let the next character go early.
+			s.echoWatch(true)
+		}
 		if err := s.writeUnit(ctx, w, gen, stream, unit, !p.NoEcho); err != nil {
 			return rep, fmt.Errorf("%w (after %d of %d bytes)", err, len(text)-len(rest), len(text))
 		}
@@ -340,7 +346,7 @@ func echoOf(unit []byte) []byte {
 	return unit
 }
 
-// echoWatch starts or stops collecting output for waitEcho.
+// echoWatch starts (anew) or stops collecting output for waitEcho.
 func (s *Session) echoWatch(on bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -348,8 +354,8 @@ func (s *Session) echoWatch(on bool) {
 	s.echoBuf = s.echoBuf[:0]
 }
 
-// waitEcho waits until want appears in the output collected since the last
-// echo, and drops the output up to it. It returns false on timeout.
+// waitEcho waits until want appears in the output collected since the
+// character was sent. It returns false on timeout.
 func (s *Session) waitEcho(ctx context.Context, want []byte, timeout time.Duration) (bool, error) {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
