@@ -324,14 +324,10 @@ func (s *Settings) validate(problem problemf) {
 		if c.ConnectionCommand.IsZero() {
 			problem("console.connection_command", `required with driver = "command"`)
 		}
-	case ConsoleIPMI:
-		if !c.ConnectionCommand.IsZero() {
-			problem("console.connection_command", `only used with driver = "command"`)
-		}
-		if !c.ResetCommand.IsZero() {
-			problem("console.reset_command", `only used with driver = "command"`)
-		}
 	}
+	// With driver = "ipmi" the commands are unused but allowed: a device
+	// type keeps its ipmitool fallback, and a device may switch drivers in
+	// its [override].
 	for key, ms := range map[string]int{"bootloader_serial_delay_ms": c.BootloaderSerialDelayMs, "test_shell_serial_delay_ms": c.TestShellSerialDelayMs} {
 		if ms < 0 || ms > 10000 {
 			problem("console."+key, "must be between 0 and 10000 (milliseconds per character)")

@@ -301,7 +301,6 @@ func TestLoadProblems(t *testing.T) {
 				f["devices/n2.toml"] += "console.driver = \"ipmi\"\n[override.power]\nmethod = \"command\"\n"
 			},
 			want: []string{
-				`devices/n2.toml:14: override.console.connection_command: only used with driver = "command"`,
 				`devices/n2.toml:17: override.power.off_command: required with method = "command"`,
 				`devices/n2.toml:17: override.power.on_command: required with method = "command"`,
 				`devices/n2.toml:17: override.power.status_command: required with method = "command"`,
