@@ -2,7 +2,11 @@ package simlab
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"io"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -119,11 +123,13 @@ func TestLabDeployAndBoot(t *testing.T) {
 	if out := c.run("echo typed-$((6*7))", "master# ", 30*time.Second); !strings.Contains(out, "typed-42") {
 		t.Fatalf("master shell did not run typed input: %q", out)
 	}
-	// Every decompressor the dispatcher may use is there and works.
+	// Every decompressor the dispatcher may use is there and works. Hashing
+	// all 64 MiB costs ~10 s under TCG: compare the first MiB only.
+	head := headSHA256(t, im.Raw.Path, 1<<20)
 	for _, x := range []struct{ tool, file string }{{"xzcat", "disk.img.xz"}, {"zstdcat", "disk.img.zst"}} {
-		out := c.run(fmt.Sprintf("wget -q -O - %s/%s | %s | sha256sum", url, x.file, x.tool), "master# ", 2*time.Minute)
-		if !strings.Contains(out, im.RawSHA256) {
-			t.Errorf("%s of %s on the master: %q, want sha256 %s", x.tool, x.file, out, im.RawSHA256)
+		out := c.run(fmt.Sprintf("wget -q -O - %s/%s | %s | head -c %d | sha256sum", url, x.file, x.tool, 1<<20), "master# ", 2*time.Minute)
+		if !strings.Contains(out, head) {
+			t.Errorf("%s of %s on the master: %q, want sha256 %s", x.tool, x.file, out, head)
 		}
 	}
 
@@ -313,6 +319,21 @@ func TestLabSilentBMC(t *testing.T) {
 		t.Fatal(err)
 	}
 	ipmi(t, n, "power", "status")
+}
+
+// headSHA256 is the sha256 of the first n bytes of a file.
+func headSHA256(t testing.TB, path string, n int64) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.CopyN(h, f, n); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 func status(t testing.TB, n *Node) Status {

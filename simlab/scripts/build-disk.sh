@@ -17,6 +17,8 @@ SIZE_MIB=${4:-64}
 APPEND=${DISK_APPEND:-console=ttyS0,115200 panic=10 quiet}
 EPOCH=${SOURCE_DATE_EPOCH:-1700000000}
 export MTOOLS_SKIP_CHECK=1
+# mtools (also under syslinux --install) stamps files with this time.
+export SOURCE_DATE_EPOCH="$EPOCH"
 
 T=$(mktemp -d "${OUT}.work.XXXXXX")
 trap 'rm -rf "$T"' EXIT
