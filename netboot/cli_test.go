@@ -42,8 +42,8 @@ var cliClients = map[string]cliClient{
 		},
 	},
 	"atftp windowsize 8": {
-		// pin/tftp does not negotiate windowsize: atftp must fall back to
-		// lock-step and still get the file.
+		// RFC 7440: the server grants the window (TestTFTPWindow checks
+		// the OACK); atftp's own windowed receiver must get every byte.
 		bin: "atftp", pkg: "atftp",
 		args: func(host, port, _, name, out string) []string {
 			return []string{"-g", "-r", name, "-l", out, "--option", "blksize 1468", "--option", "windowsize 8", host, port}

@@ -1,0 +1,417 @@
+package netboot
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sync"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// A tftpWorker runs many transfers in one event loop, the way dnsmasq
+// does: every transfer owns a connected, non-blocking UDP socket, the loop
+// waits for ACKs on all of them with epoll and answers each at once from
+// the same goroutine. There is no goroutine per transfer, no hand-off
+// between goroutines per block and no per-block allocation; a window of
+// blocks goes out in one sendmmsg. The engine runs a few workers (one per
+// CPU, at most 4) and spreads transfers over them.
+type tftpWorker struct {
+	e    *tftpEngine
+	epfd int
+	wake int // eventfd: new transfers or stop
+
+	mu      sync.Mutex
+	pending []*transfer // added by the engine, adopted by the loop
+	stopped bool        // under mu; the loop has stopped or is stopping
+	stopErr string      // what transfers are told when the loop stops
+
+	// Owned by the loop goroutine.
+	transfers map[int32]*transfer
+	timers    timerList
+	epoch     time.Time
+	events    []unix.EpollEvent
+	scratch   []byte         // window × (block + 4) bytes of outgoing packets
+	msgs      []unix.Mmsghdr // one per packet of a window
+	iovs      []unix.Iovec
+	rbuf      []byte // incoming packet
+}
+
+// transfer is one read transfer. It belongs to exactly one worker's loop
+// once added; only that goroutine touches it.
+type transfer struct {
+	fd     int
+	key    netip.AddrPort // the client
+	name   string
+	node   string
+	start  time.Time
+	data   []byte   // the whole content, when in memory
+	file   *os.File // else read block by block; closed at the end
+	size   int64
+	blk    int    // negotiated block size
+	window int    // negotiated window size (1 = lock-step)
+	oack   []byte // OACK packet while waiting for ACK 0, else nil
+
+	nblocks   uint64 // DATA blocks in the transfer (the last one is short, maybe empty)
+	base      uint64 // first block not yet acknowledged (1-based)
+	sent      uint64 // highest block sent so far
+	retries   int    // timeouts in a row
+	dupResent bool   // a duplicate ACK already made us resend this window
+
+	deadline   int64 // ns since the worker's epoch
+	prev, next *transfer
+}
+
+// timerList holds the transfers in the order their ACK deadlines expire.
+// Every deadline is "now + the same timeout", so moving a transfer to the
+// tail when its deadline is renewed keeps the list sorted: no heap needed.
+type timerList struct{ head, tail *transfer }
+
+func (l *timerList) remove(t *transfer) {
+	if t.prev != nil {
+		t.prev.next = t.next
+	} else if l.head == t {
+		l.head = t.next
+	}
+	if t.next != nil {
+		t.next.prev = t.prev
+	} else if l.tail == t {
+		l.tail = t.prev
+	}
+	t.prev, t.next = nil, nil
+}
+
+func (l *timerList) pushBack(t *transfer) {
+	t.prev, t.next = l.tail, nil
+	if l.tail != nil {
+		l.tail.next = t
+	} else {
+		l.head = t
+	}
+	l.tail = t
+}
+
+func newTFTPWorker(e *tftpEngine) (*tftpWorker, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("tftp worker: epoll: %w", err)
+	}
+	wake, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("tftp worker: eventfd: %w", err)
+	}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wake)}); err != nil {
+		unix.Close(epfd)
+		unix.Close(wake)
+		return nil, fmt.Errorf("tftp worker: epoll add eventfd: %w", err)
+	}
+	w := &tftpWorker{
+		e:         e,
+		epfd:      epfd,
+		wake:      wake,
+		transfers: map[int32]*transfer{},
+		epoch:     time.Now(),
+		events:    make([]unix.EpollEvent, 256),
+		rbuf:      make([]byte, 1500),
+	}
+	win := e.maxWindow
+	w.scratch = make([]byte, win*(e.maxBlock+4))
+	w.msgs = make([]unix.Mmsghdr, win)
+	w.iovs = make([]unix.Iovec, win)
+	return w, nil
+}
+
+// add hands a transfer to the loop. It reports false when the worker has
+// stopped; the caller then ends the transfer itself.
+func (w *tftpWorker) add(t *transfer) bool {
+	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		return false
+	}
+	w.pending = append(w.pending, t)
+	w.mu.Unlock()
+	w.poke()
+	return true
+}
+
+// stop makes the loop end every transfer with an ERROR saying why, and
+// return.
+func (w *tftpWorker) stop(why string) {
+	w.mu.Lock()
+	if !w.stopped {
+		w.stopped, w.stopErr = true, why
+	}
+	w.mu.Unlock()
+	w.poke()
+}
+
+func (w *tftpWorker) poke() {
+	var one [8]byte
+	binary.NativeEndian.PutUint64(one[:], 1)
+	unix.Write(w.wake, one[:]) // EAGAIN only when the counter is huge: the loop is awake anyway
+}
+
+func (w *tftpWorker) now() int64 { return int64(time.Since(w.epoch)) }
+
+// run is the event loop. It returns once stop was called and every
+// transfer has been told and closed.
+func (w *tftpWorker) run() {
+	defer func() {
+		unix.Close(w.epfd)
+		unix.Close(w.wake)
+	}()
+	for {
+		msec := -1
+		if h := w.timers.head; h != nil {
+			d := h.deadline - w.now()
+			msec = int(max((d+int64(time.Millisecond)-1)/int64(time.Millisecond), 0))
+		}
+		n, err := unix.EpollWait(w.epfd, w.events, msec)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			w.e.s.log.Error("tftp: epoll wait failed; ending this worker's transfers", "err", err)
+			w.stop("boot server error")
+			w.adopt()
+			return
+		}
+		for i := 0; i < n; i++ {
+			ev := w.events[i]
+			if int(ev.Fd) == w.wake {
+				if w.adopt() {
+					return
+				}
+				continue
+			}
+			if t := w.transfers[ev.Fd]; t != nil {
+				w.readable(t)
+			}
+		}
+		now := w.now()
+		for t := w.timers.head; t != nil && t.deadline <= now; t = w.timers.head {
+			w.timeout(t)
+		}
+	}
+}
+
+// adopt takes the pending transfers into the loop and starts them. It
+// returns true when the worker is stopping, after ending every transfer.
+func (w *tftpWorker) adopt() bool {
+	var b [8]byte
+	unix.Read(w.wake, b[:])
+	w.mu.Lock()
+	pending, stopped, why := w.pending, w.stopped, w.stopErr
+	w.pending = nil
+	w.mu.Unlock()
+	for _, t := range pending {
+		if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, t.fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(t.fd)}); err != nil {
+			w.e.finish(t, fmt.Errorf("epoll add: %w", err))
+			continue
+		}
+		w.transfers[int32(t.fd)] = t
+		w.timers.pushBack(t)
+		if t.oack != nil {
+			w.sendOACK(t)
+		} else {
+			w.sendWindow(t, 1)
+		}
+	}
+	if !stopped {
+		return false
+	}
+	for _, t := range w.transfers {
+		w.abort(t, why, errShuttingDown)
+	}
+	return true
+}
+
+// arm renews t's ACK deadline.
+func (w *tftpWorker) arm(t *transfer) {
+	t.deadline = w.now() + int64(w.e.timeout)
+	w.timers.remove(t)
+	w.timers.pushBack(t)
+}
+
+// readable reads one packet from t's socket (the socket is level-triggered:
+// more packets wake the loop again).
+func (w *tftpWorker) readable(t *transfer) {
+	n, err := unix.Read(t.fd, w.rbuf)
+	if err != nil {
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+			return
+		}
+		// ECONNREFUSED: the client's port is closed, it has gone.
+		w.end(t, fmt.Errorf("client gone: %w", err))
+		return
+	}
+	p := w.rbuf[:n]
+	if block, ok := parseAck(p); ok {
+		w.ack(t, block)
+		return
+	}
+	if code, msg, ok := parseError(p); ok {
+		w.end(t, fmt.Errorf("client sent error %d: %q", code, msg))
+		return
+	}
+	// Anything else on a read transfer's socket is ignored: a stray
+	// duplicate must not end a boot.
+}
+
+// ack handles an ACK for block (16 bits on the wire) following RFC 7440:
+// an ACK at or beyond the first unacknowledged block moves the window and
+// sends the next one from the block after it, whether it acknowledges the
+// whole window or only part of it (the receiver saw a gap or timed out and
+// acknowledged the last block it has in order). An ACK of the block just
+// before the window is a duplicate: in lock-step it is ignored (RFC 1350's
+// Sorcerer's Apprentice fix, the timeout resends), with a window it means
+// the receiver lost the window's first block, so the window is resent once.
+func (w *tftpWorker) ack(t *transfer, block uint16) {
+	if t.oack != nil {
+		if block == 0 {
+			t.oack = nil
+			t.retries = 0
+			w.sendWindow(t, 1)
+		}
+		return
+	}
+	prev := t.base - 1
+	abs := prev + uint64(block-uint16(prev))
+	if abs > t.sent {
+		return // not a block we sent recently: stale or bogus
+	}
+	if abs == prev {
+		if t.window > 1 && !t.dupResent {
+			t.dupResent = true
+			w.sendWindow(t, t.base)
+		}
+		return
+	}
+	t.base = abs + 1
+	t.retries = 0
+	t.dupResent = false
+	if abs == t.nblocks {
+		w.end(t, nil)
+		return
+	}
+	w.sendWindow(t, t.base)
+}
+
+// timeout resends what the client has not acknowledged, or gives up.
+func (w *tftpWorker) timeout(t *transfer) {
+	t.retries++
+	if t.retries > w.e.retries {
+		w.abort(t, "timeout waiting for ACK", fmt.Errorf("no ACK after %d tries of %v", t.retries, w.e.timeout))
+		return
+	}
+	if t.oack != nil {
+		w.sendOACK(t)
+		return
+	}
+	w.e.retransmits.Add(1)
+	w.sendWindow(t, t.base)
+}
+
+func (w *tftpWorker) sendOACK(t *transfer) {
+	w.arm(t)
+	if _, err := unix.Write(t.fd, t.oack); err != nil && !errors.Is(err, unix.EAGAIN) {
+		w.end(t, fmt.Errorf("send OACK: %w", err))
+	}
+}
+
+// sendWindow sends blocks from..from+window-1 (up to the last block) and
+// renews the deadline.
+func (w *tftpWorker) sendWindow(t *transfer, from uint64) {
+	w.arm(t)
+	last := min(from+uint64(t.window)-1, t.nblocks)
+	count := int(last - from + 1)
+	stride := t.blk + 4
+	for i := 0; i < count; i++ {
+		b := from + uint64(i)
+		pkt := w.scratch[i*stride : (i+1)*stride]
+		binary.BigEndian.PutUint16(pkt, opDATA)
+		binary.BigEndian.PutUint16(pkt[2:], uint16(b))
+		off := int64(b-1) * int64(t.blk)
+		n := int(min(int64(t.blk), t.size-off))
+		if t.data != nil {
+			copy(pkt[4:], t.data[off:off+int64(n)])
+		} else if n > 0 {
+			got, err := t.file.ReadAt(pkt[4:4+n], off)
+			if got < n {
+				w.abort(t, "read error", fmt.Errorf("read block %d: %w", b, err))
+				return
+			}
+		}
+		w.iovs[i] = unix.Iovec{Base: &pkt[0], Len: uint64(4 + n)}
+		w.msgs[i] = unix.Mmsghdr{Hdr: unix.Msghdr{Iov: &w.iovs[i], Iovlen: 1}}
+	}
+	if last > t.sent {
+		t.sent = last
+	}
+	var err error
+	if count == 1 {
+		_, err = unix.Write(t.fd, unsafe.Slice(w.iovs[0].Base, w.iovs[0].Len))
+	} else {
+		err = sendmmsg(t.fd, w.msgs[:count])
+	}
+	// A full socket buffer loses packets like the network would: the
+	// client's gap ACK or the timeout recovers them.
+	if err != nil && !errors.Is(err, unix.EAGAIN) {
+		w.end(t, fmt.Errorf("send block %d: %w", from, err))
+	}
+}
+
+// sendmmsg sends all msgs on the connected socket fd, one system call per
+// call of the kernel's sendmmsg (which may send fewer than asked).
+func sendmmsg(fd int, msgs []unix.Mmsghdr) error {
+	for len(msgs) > 0 {
+		r, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), 0, 0, 0)
+		if errno != 0 {
+			return errno
+		}
+		msgs = msgs[r:]
+	}
+	return nil
+}
+
+// abort tells the client why the transfer ends (an ERROR packet) and ends it.
+func (w *tftpWorker) abort(t *transfer, why string, err error) {
+	unix.Write(t.fd, appendError(nil, errCodeUndefined, why))
+	w.end(t, err)
+}
+
+// end removes the transfer from the loop and closes it; err nil means the
+// client acknowledged the last block.
+func (w *tftpWorker) end(t *transfer, err error) {
+	if _, ok := w.transfers[int32(t.fd)]; !ok {
+		return
+	}
+	delete(w.transfers, int32(t.fd))
+	w.timers.remove(t)
+	// Closing the socket also drops it from the epoll set.
+	w.e.finish(t, err)
+}
+
+// logTransfer writes the one line per transfer.
+func logTransfer(log *slog.Logger, t *transfer, err error) {
+	attrs := []slog.Attr{slog.String("proto", "tftp"), slog.String("client", t.key.Addr().Unmap().String()), slog.String("file", t.name)}
+	if t.node != "" {
+		attrs = append(attrs, slog.String("node", t.node))
+	}
+	bytes := int64(0)
+	if t.base > 1 {
+		bytes = min(int64(t.base-1)*int64(t.blk), t.size)
+	}
+	attrs = append(attrs, slog.Int64("bytes", bytes), slog.Duration("duration", time.Since(t.start).Round(time.Millisecond)))
+	if err == nil {
+		log.LogAttrs(context.Background(), slog.LevelInfo, "transfer done", attrs...)
+		return
+	}
+	attrs = append(attrs, slog.Int64("size", t.size), slog.String("err", err.Error()))
+	log.LogAttrs(context.Background(), slog.LevelWarn, "transfer failed", attrs...)
+}
