@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -51,10 +52,9 @@ type Relay struct {
 	// solWriteMu keeps writes to ipmi_sim's SOL device whole.
 	solWriteMu sync.Mutex
 
-	// powerMu serialises power actions; qemu/qemuDone belong to it.
-	powerMu  sync.Mutex
-	qemu     *exec.Cmd
-	qemuDone chan struct{}
+	// powerMu serialises power actions; qemu belongs to it.
+	powerMu sync.Mutex
+	qemu    *qemuProc
 
 	consoleLog *cappedFile
 }
@@ -491,14 +491,33 @@ func (r *Relay) event(action string) {
 	r.dirty = true
 }
 
+// qemuProc is one run of QEMU (one power-on).
+type qemuProc struct {
+	cmd    *exec.Cmd
+	done   chan struct{} // closed once QEMU exited and was reaped
+	killed atomic.Bool   // set by powerOff before SIGKILL
+}
+
+// running reports whether QEMU has not exited yet (it may stop by itself:
+// a guest shutdown with -no-reboot, a crash).
+func (q *qemuProc) running() bool {
+	select {
+	case <-q.done:
+		return false
+	default:
+		return true
+	}
+}
+
 // powerOn starts QEMU, detached from the hook, booting from the last boot
 // device. Its serial port is one end of a socketpair the relay holds.
 func (r *Relay) powerOn() error {
 	r.powerMu.Lock()
 	defer r.powerMu.Unlock()
-	if r.qemu != nil {
+	if r.qemu != nil && r.qemu.running() {
 		return nil
 	}
+	r.qemu = nil
 	c := r.cfg
 	r.mu.Lock()
 	dev := r.bootDevice
@@ -542,8 +561,8 @@ func (r *Relay) powerOn() error {
 	}
 	pidFile := filepath.Join(c.Dir, qemuPidFile)
 	_ = writePidFile(pidFile, cmd.Process.Pid)
-	done := make(chan struct{})
-	r.qemu, r.qemuDone = cmd, done
+	proc := &qemuProc{cmd: cmd, done: make(chan struct{})}
+	r.qemu = proc
 	r.mu.Lock()
 	r.qemuConn = conn
 	r.power = true
@@ -570,7 +589,10 @@ func (r *Relay) powerOn() error {
 		}
 		r.mu.Unlock()
 		os.Remove(pidFile)
-		close(done)
+		if !proc.killed.Load() {
+			r.event(fmt.Sprintf("machine stopped by itself (%v)", err))
+		}
+		close(proc.done)
 	}()
 	return nil
 }
@@ -582,13 +604,17 @@ func (r *Relay) powerOff() {
 	if r.qemu == nil {
 		return
 	}
-	cmd, done := r.qemu, r.qemuDone
-	r.qemu, r.qemuDone = nil, nil
-	_ = cmd.Process.Kill()
+	proc := r.qemu
+	r.qemu = nil
+	if !proc.running() {
+		return // it stopped by itself; the power state says so already
+	}
+	proc.killed.Store(true)
+	_ = proc.cmd.Process.Kill()
 	select {
-	case <-done:
+	case <-proc.done:
 	case <-time.After(3 * time.Second):
-		r.log.Warn("QEMU did not exit 3 s after SIGKILL", "pid", cmd.Process.Pid)
+		r.log.Warn("QEMU did not exit 3 s after SIGKILL", "pid", proc.cmd.Process.Pid)
 	}
 	r.mu.Lock()
 	r.power = false

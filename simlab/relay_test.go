@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -95,8 +96,24 @@ func TestLabRelayEchoMachine(t *testing.T) {
 		t.Errorf("counters %+v: echoed output should match input", st.Counters)
 	}
 
+	// The machine stops by itself (a crash): the BMC says off, and power on
+	// starts it again.
+	st := status(t, n)
+	if err := syscall.Kill(st.QEMUPid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	st = waitStatus(t, n, "off after the crash", 5*time.Second, func(s Status) bool { return !s.Power })
+	if last := st.Chassis[len(st.Chassis)-1].Action; !strings.HasPrefix(last, "machine stopped by itself") {
+		t.Errorf("after the crash, last chassis event %q", last)
+	}
+	if out := ipmi(t, n, "power", "status"); !strings.Contains(out, "off") {
+		t.Errorf("after the crash: %q", out)
+	}
+	ipmi(t, n, "power", "on")
+	waitStatus(t, n, "on again", 5*time.Second, func(s Status) bool { return s.Power && s.Boots == 2 })
+
 	ipmi(t, n, "power", "off")
-	st := waitStatus(t, n, "off", 5*time.Second, func(s Status) bool { return !s.Power })
+	st = waitStatus(t, n, "off", 5*time.Second, func(s Status) bool { return !s.Power })
 	if !strings.HasPrefix(st.Chassis[len(st.Chassis)-1].Action, "power off") {
 		t.Errorf("last chassis action %+v", st.Chassis)
 	}
