@@ -132,6 +132,13 @@ func (ts *testServer) tftpAddr() string { return ts.TFTPAddr().String() }
 // does not return within 5s fails the test.
 func startServer(t *testing.T, mod func(*Config)) *testServer {
 	t.Helper()
+	return startServerHook(t, mod, nil)
+}
+
+// startServerHook is startServer with a hook that may change the server
+// after New and before Serve.
+func startServerHook(t *testing.T, mod func(*Config), before func(*Server)) *testServer {
+	t.Helper()
 	root := newBootRoot(t)
 	logs := &syncBuffer{}
 	cfg := Config{Root: root.dir, TFTPAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", ShutdownGrace: time.Second}
@@ -141,6 +148,9 @@ func startServer(t *testing.T, mod func(*Config)) *testServer {
 	s, err := New(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
+	}
+	if before != nil {
+		before(s)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ts := &testServer{Server: s, root: root, logs: logs, cancel: cancel, done: make(chan error, 1)}
@@ -175,12 +185,21 @@ func (ts *testServer) stop(t *testing.T) time.Duration {
 
 // tftpGet fetches name with pin/tftp's client. blksize 0 asks for none.
 func tftpGet(addr, name string, blksize int) (data []byte, tsize int64, err error) {
+	return tftpGetOpts(addr, name, blksize, 2*time.Second, 3)
+}
+
+// tftpGetOpts is tftpGet with the client's timeout and retries.
+func tftpGetOpts(addr, name string, blksize int, timeout time.Duration, retries int) (data []byte, tsize int64, err error) {
 	c, err := tftp.NewClient(addr)
 	if err != nil {
 		return nil, 0, err
 	}
-	c.SetTimeout(2 * time.Second)
-	c.SetRetries(3)
+	c.SetTimeout(timeout)
+	c.SetRetries(retries)
+	if timeout < time.Second {
+		// pin/tftp waits a random 0-1s before each retransmission.
+		c.SetBackoff(func(int) time.Duration { return timeout / 4 })
+	}
 	c.RequestTSize(true)
 	if blksize > 0 {
 		c.SetBlockSize(blksize)

@@ -1,0 +1,673 @@
+package netboot
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// rawClient is a hand-driven TFTP client for checking the engine packet
+// by packet.
+type rawClient struct {
+	t    *testing.T
+	c    *net.UDPConn
+	srv  *net.UDPAddr // the listening socket
+	peer *net.UDPAddr // the transfer's socket, once it answered
+}
+
+func newRawClient(t *testing.T, ts *testServer) *rawClient {
+	return &rawClient{t: t, c: dialRaw(t), srv: ts.TFTPAddr().(*net.UDPAddr)}
+}
+
+func (r *rawClient) close() { r.c.Close() }
+
+func (r *rawClient) rrq(name string, opts ...string) {
+	r.t.Helper()
+	if _, err := r.c.WriteToUDP(rawRRQ(name, opts...), r.srv); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *rawClient) ack(block uint16) {
+	r.t.Helper()
+	if _, err := r.c.WriteToUDP([]byte{0, opACK, byte(block >> 8), byte(block)}, r.peer); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// next reads one packet; a read timeout fails the test.
+func (r *rawClient) next() tftpPacket {
+	r.t.Helper()
+	p, err := readTFTP(r.t, r.c, 2*time.Second)
+	if err != nil {
+		r.t.Fatalf("waiting for a packet: %v", err)
+	}
+	if r.peer == nil {
+		r.peer = p.from
+	} else if p.from.Port != r.peer.Port {
+		r.t.Fatalf("packet from port %d, transfer is on %d", p.from.Port, r.peer.Port)
+	}
+	return p
+}
+
+// expectData reads blocks first..last in order and checks their content
+// against want at block size blk.
+func (r *rawClient) expectData(want []byte, blk int, first, last uint16) {
+	r.t.Helper()
+	for b := first; ; b++ {
+		p := r.next()
+		if p.op != opDATA || p.block != b {
+			r.t.Fatalf("got op %d block %d, want DATA %d (of %d..%d)", p.op, p.block, b, first, last)
+		}
+		off := (int(b) - 1) * blk
+		end := min(off+blk, len(want))
+		if !bytes.Equal(p.data, want[off:end]) {
+			r.t.Fatalf("block %d: content differs", b)
+		}
+		if b == last {
+			return
+		}
+	}
+}
+
+// silent checks that nothing arrives for d.
+func (r *rawClient) silent(d time.Duration) {
+	r.t.Helper()
+	if p, err := readTFTP(r.t, r.c, d); err == nil {
+		r.t.Fatalf("got op %d block %d, want silence", p.op, p.block)
+	}
+}
+
+func oackOptions(t *testing.T, p tftpPacket) map[string]string {
+	t.Helper()
+	if p.op != opOACK {
+		t.Fatalf("got op %d, want OACK", p.op)
+	}
+	opts := map[string]string{}
+	fields := strings.Split(strings.TrimRight(string(p.data), "\x00"), "\x00")
+	for i := 0; i+1 < len(fields); i += 2 {
+		opts[fields[i]] = fields[i+1]
+	}
+	return opts
+}
+
+// TestTFTPWindow walks a windowed transfer: the window is granted (and
+// capped), each window is sent without waiting, and the next one starts
+// after the ACK of the window's last block, up to the empty last block of
+// a file that is an exact multiple of the block size.
+func TestTFTPWindow(t *testing.T) {
+	ts := startServer(t, nil)
+	kernel := ts.root.kernel // 600 blocks of 512: block 601 is empty
+	r := newRawClient(t, ts)
+	defer r.close()
+	r.rrq("master/vmlinuz", "blksize", "512", "windowsize", "8", "tsize", "0")
+	opts := oackOptions(t, r.next())
+	if opts["windowsize"] != "8" || opts["blksize"] != "512" || opts["tsize"] != strconv.Itoa(len(kernel)) {
+		t.Fatalf("OACK %v", opts)
+	}
+	r.ack(0)
+	for first := uint16(1); first <= 601; first += 8 {
+		last := min(first+7, 601)
+		r.expectData(kernel, 512, first, last)
+		r.ack(last)
+	}
+	r.silent(100 * time.Millisecond)
+	waitFor(t, "transfer end", time.Second, func() bool { return ts.activeTFTP.Load() == 0 })
+
+	// A window larger than the cap gets the cap.
+	r2 := newRawClient(t, ts)
+	defer r2.close()
+	r2.rrq("pxelinux.0", "windowsize", "1000")
+	if opts := oackOptions(t, r2.next()); opts["windowsize"] != strconv.Itoa(DefaultTFTPWindowSize) {
+		t.Fatalf("OACK %v, want windowsize %d", opts, DefaultTFTPWindowSize)
+	}
+}
+
+// TestTFTPMidWindowAck: a receiver that saw a gap acknowledges the last
+// block it has in order; the sender goes on from the block after it with a
+// whole window (RFC 7440 section 4).
+func TestTFTPMidWindowAck(t *testing.T) {
+	ts := startServer(t, nil)
+	kernel := ts.root.kernel
+	r := newRawClient(t, ts)
+	defer r.close()
+	r.rrq("master/vmlinuz", "blksize", "512", "windowsize", "8")
+	oackOptions(t, r.next())
+	r.ack(0)
+	r.expectData(kernel, 512, 1, 8)
+	r.ack(3)
+	r.expectData(kernel, 512, 4, 11)
+	// A stale ACK (older than the window) and one for a block never sent
+	// change nothing.
+	r.ack(2)
+	r.ack(500)
+	r.silent(150 * time.Millisecond)
+	r.ack(11)
+	r.expectData(kernel, 512, 12, 19)
+}
+
+// TestTFTPDuplicateAck: in a window, a repeated ACK of the block before
+// the window means its first block was lost: the window is sent again,
+// once. In lock-step a duplicate ACK is ignored (RFC 1350's Sorcerer's
+// Apprentice bug would double every packet from then on).
+func TestTFTPDuplicateAck(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.TFTP.Timeout = 2 * time.Second })
+	kernel := ts.root.kernel
+	t.Run("window", func(t *testing.T) {
+		r := newRawClient(t, ts)
+		defer r.close()
+		r.rrq("master/vmlinuz", "blksize", "512", "windowsize", "4")
+		oackOptions(t, r.next())
+		r.ack(0)
+		r.expectData(kernel, 512, 1, 4)
+		r.ack(4)
+		r.expectData(kernel, 512, 5, 8)
+		r.ack(4) // block 5 lost
+		r.expectData(kernel, 512, 5, 8)
+		r.ack(4) // again: no second resend before the timeout
+		r.silent(300 * time.Millisecond)
+		r.ack(8)
+		r.expectData(kernel, 512, 9, 12)
+	})
+	t.Run("lock-step", func(t *testing.T) {
+		r := newRawClient(t, ts)
+		defer r.close()
+		r.rrq("master/vmlinuz")
+		r.expectData(kernel, 512, 1, 1)
+		r.ack(1)
+		r.expectData(kernel, 512, 2, 2)
+		r.ack(1)
+		r.silent(300 * time.Millisecond)
+		r.ack(2)
+		r.expectData(kernel, 512, 3, 3)
+	})
+}
+
+// TestTFTPRetransmitAndGiveUp: without ACKs the window is sent again
+// every Timeout, Retries times, then the client gets an ERROR and the
+// transfer is gone.
+func TestTFTPRetransmitAndGiveUp(t *testing.T) {
+	const timeout, retries = 150 * time.Millisecond, 2
+	ts := startServer(t, func(c *Config) {
+		c.TFTP.Timeout = timeout
+		c.TFTP.Retries = retries
+	})
+	r := newRawClient(t, ts)
+	defer r.close()
+	start := time.Now()
+	r.rrq("master/vmlinuz", "blksize", "512", "windowsize", "2")
+	for range retries + 1 {
+		oackOptions(t, r.next()) // the OACK, then its retransmissions
+	}
+	r.ack(0)
+	for range retries + 1 {
+		r.expectData(ts.root.kernel, 512, 1, 2)
+	}
+	p := r.next()
+	if p.op != opERROR || !strings.Contains(p.msg, "timeout") {
+		t.Fatalf("got op %d %q, want ERROR timeout", p.op, p.msg)
+	}
+	if took := time.Since(start); took < 2*retries*timeout {
+		t.Fatalf("gave up after %v, before %d timeouts of %v", took, 2*retries, timeout)
+	}
+	waitFor(t, "transfer end", time.Second, func() bool { return ts.activeTFTP.Load() == 0 })
+	if !strings.Contains(ts.logs.String(), "transfer failed") {
+		t.Errorf("no log line for the failed transfer")
+	}
+}
+
+// TestTFTPRetransmittedRequest: a client that sends its RRQ again before
+// the answer arrives gets one transfer, not two.
+func TestTFTPRetransmittedRequest(t *testing.T) {
+	ts := startServer(t, nil)
+	r := newRawClient(t, ts)
+	defer r.close()
+	r.rrq("pxelinux.0")
+	r.rrq("pxelinux.0")
+	r.expectData(ts.root.nbp, 512, 1, 1)
+	r.silent(100 * time.Millisecond)
+	if n := ts.activeTFTP.Load(); n != 1 {
+		t.Fatalf("%d transfers for one client", n)
+	}
+}
+
+// TestTFTPTransferLimit: beyond MaxTransfers, requests wait for a slot
+// and every client still gets its file.
+func TestTFTPTransferLimit(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.TFTP.MaxTransfers = 2 })
+	const clients = 8
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for i := range clients {
+		wg.Go(func() {
+			got, _, err := tftpGet(ts.tftpAddr(), "master/initrd.gz", 512)
+			if err == nil && !bytes.Equal(got, ts.root.initrd) {
+				err = fmt.Errorf("client %d: content differs", i)
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// TestTFTPUncachedFile serves a file too big for the cache block by
+// block from the file.
+func TestTFTPUncachedFile(t *testing.T) {
+	ts := startServerHook(t, nil, func(s *Server) { s.tftp.cache = newFileCache(1024, 4096) })
+	got, _, err := windowGet(ts.tftpAddr(), nil, "master/vmlinuz", 1468, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, ts.root.kernel) {
+		t.Fatal("content differs")
+	}
+}
+
+func TestFileCache(t *testing.T) {
+	root := newBootRoot(t)
+	s, err := New(Config{Root: root.dir, TFTPAddr: "127.0.0.1:0"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c := newFileCache(200<<10, 400<<10)
+	get := func(name string) ([]byte, bool) {
+		t.Helper()
+		ct, err := s.openFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ct.Close()
+		fi, _ := ct.file.Stat()
+		b, ok, err := c.get(ct.file, fi)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b, ok
+	}
+	if b, ok := get("pxelinux.0"); !ok || !bytes.Equal(b, root.nbp) {
+		t.Fatal("nbp not cached or wrong")
+	}
+	if _, ok := get("master/vmlinuz"); ok {
+		t.Fatal("a file over maxFile was cached")
+	}
+	a, _ := get("pxelinux.0")
+	b, _ := get("pxelinux.0")
+	if &a[0] != &b[0] {
+		t.Fatal("second get read the file again")
+	}
+	// Rewriting the file makes a new entry.
+	newNBP := bytes.Repeat([]byte("x"), 1000)
+	if err := writeFileAt(root.dir+"/pxelinux.0", newNBP); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := get("pxelinux.0"); !bytes.Equal(b, newNBP) {
+		t.Fatal("stale content after the file changed")
+	}
+	// Over maxTotal, the least recently used entry goes.
+	get("master/initrd.gz")
+	if c.total > c.maxTotal {
+		t.Fatalf("cache holds %d bytes, cap %d", c.total, c.maxTotal)
+	}
+}
+
+func writeFileAt(path string, b []byte) error {
+	// Sleep past the file system's timestamp granularity so the
+	// modification time changes too.
+	time.Sleep(20 * time.Millisecond)
+	return os.WriteFile(path, b, 0o644)
+}
+
+// windowGet is an RFC 7440 receiver: it ACKs each window's last block,
+// and on a gap ACKs the last block it has in order, once, as the RFC
+// describes. via, if set, is the address to send the request to (a lossy
+// proxy); the transfer then continues with whoever answers.
+func windowGet(addr string, via *net.UDPAddr, name string, blksize, window int) (data []byte, timeouts int, err error) {
+	srv, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, 0, err
+	}
+	if via != nil {
+		srv = via
+	}
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return nil, 0, err
+	}
+	defer c.Close()
+	last := rawRRQ(name, "blksize", strconv.Itoa(blksize), "windowsize", strconv.Itoa(window))
+	to := srv
+	if _, err := c.WriteToUDP(last, to); err != nil {
+		return nil, 0, err
+	}
+	blk, win := 512, 1
+	var peer *net.UDPAddr
+	expect := uint16(1)
+	inWindow := 0
+	gapAcked := false
+	started := false
+	buf := make([]byte, 65536)
+	deadline := time.Now().Add(30 * time.Second)
+	sendAck := func(b uint16) {
+		last = []byte{0, opACK, byte(b >> 8), byte(b)}
+		c.WriteToUDP(last, peer)
+	}
+	// The receiver's timeout runs from the last block that made progress,
+	// not from the last packet: a stream of duplicates must not keep it
+	// from asking again (RFC 7440: on timeout, ACK the last block in order).
+	progress := time.Now()
+	for time.Now().Before(deadline) {
+		c.SetReadDeadline(progress.Add(300 * time.Millisecond))
+		n, from, err := c.ReadFromUDP(buf)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				timeouts++
+				if timeouts > 200 {
+					return data, timeouts, errors.New("too many timeouts")
+				}
+				if peer == nil {
+					c.WriteToUDP(last, to)
+				} else {
+					c.WriteToUDP(last, peer)
+				}
+				progress = time.Now()
+				continue
+			}
+			return data, timeouts, err
+		}
+		if peer == nil {
+			peer = from
+		} else if from.Port != peer.Port {
+			continue
+		}
+		p := buf[:n]
+		switch binary.BigEndian.Uint16(p) {
+		case opOACK:
+			if started {
+				continue
+			}
+			started = true
+			progress = time.Now()
+			fields := strings.Split(strings.TrimRight(string(p[2:]), "\x00"), "\x00")
+			for i := 0; i+1 < len(fields); i += 2 {
+				v, _ := strconv.Atoi(fields[i+1])
+				switch fields[i] {
+				case "blksize":
+					blk = v
+				case "windowsize":
+					win = v
+				}
+			}
+			sendAck(0)
+		case opDATA:
+			started = true
+			b := binary.BigEndian.Uint16(p[2:])
+			if b != expect {
+				if !gapAcked {
+					sendAck(expect - 1)
+					gapAcked = true
+					inWindow = 0
+				}
+				continue
+			}
+			data = append(data, p[4:]...)
+			progress = time.Now()
+			expect++
+			inWindow++
+			gapAcked = false
+			end := len(p)-4 < blk
+			if end || inWindow >= win {
+				sendAck(b)
+				inWindow = 0
+			}
+			if end {
+				return data, timeouts, nil
+			}
+		case opERROR:
+			return data, timeouts, fmt.Errorf("server error: %q", p[4:])
+		}
+	}
+	return data, timeouts, errors.New("transfer did not finish in 30s")
+}
+
+// lossyProxy relays UDP between clients and a TFTP server, dropping and
+// reordering packets in both directions: the network of a lab under a
+// boot storm, in miniature. Each client gets a socket of its own towards
+// the server; the server's transfer port is learned from its answers.
+type lossyProxy struct {
+	t      *testing.T
+	front  *net.UDPConn
+	server *net.UDPAddr
+	loss   float64 // probability of dropping a packet
+	hold   float64 // probability of holding a packet back behind the next one
+
+	mu      sync.Mutex
+	rng     *rand.Rand
+	clients map[string]*proxyLeg
+	dropped int
+	wg      sync.WaitGroup
+}
+
+type proxyLeg struct {
+	back   *net.UDPConn
+	client *net.UDPAddr
+	peer   *net.UDPAddr // the server's transfer socket, once known
+	held   []byte       // a packet held back, towards the client
+}
+
+func startLossyProxy(t *testing.T, server string, loss, hold float64, seed uint64) *lossyProxy {
+	t.Helper()
+	srv, err := net.ResolveUDPAddr("udp", server)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &lossyProxy{t: t, front: dialRaw(t), server: srv, loss: loss, hold: hold,
+		rng: rand.New(rand.NewPCG(seed, seed+1)), clients: map[string]*proxyLeg{}}
+	p.wg.Go(p.fromClients)
+	t.Cleanup(func() {
+		p.front.Close()
+		p.mu.Lock()
+		for _, l := range p.clients {
+			l.back.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+func (p *lossyProxy) addr() *net.UDPAddr { return p.front.LocalAddr().(*net.UDPAddr) }
+
+func (p *lossyProxy) drop() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.rng.Float64() < p.loss {
+		p.dropped++
+		return true
+	}
+	return false
+}
+
+func (p *lossyProxy) fromClients() {
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := p.front.ReadFromUDP(buf)
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		leg := p.clients[from.String()]
+		if leg == nil {
+			back, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				p.mu.Unlock()
+				p.t.Error(err)
+				return
+			}
+			leg = &proxyLeg{back: back, client: from}
+			p.clients[from.String()] = leg
+			p.wg.Go(func() { p.fromServer(leg) })
+		}
+		to := leg.peer
+		if to == nil {
+			to = p.server
+		}
+		p.mu.Unlock()
+		if p.drop() {
+			continue
+		}
+		leg.back.WriteToUDP(buf[:n], to)
+	}
+}
+
+func (p *lossyProxy) fromServer(leg *proxyLeg) {
+	buf := make([]byte, 65536)
+	for {
+		n, from, err := leg.back.ReadFromUDP(buf)
+		if err != nil {
+			return
+		}
+		p.mu.Lock()
+		leg.peer = from
+		holdIt := p.rng.Float64() < p.hold
+		p.mu.Unlock()
+		if p.drop() {
+			continue
+		}
+		pkt := append([]byte(nil), buf[:n]...)
+		if holdIt && leg.held == nil {
+			leg.held = pkt // delivered after the next packet: reordered
+			continue
+		}
+		p.front.WriteToUDP(pkt, leg.client)
+		if leg.held != nil {
+			p.front.WriteToUDP(leg.held, leg.client)
+			leg.held = nil
+		}
+	}
+}
+
+// TestTFTPLossyNetwork fetches files through a proxy that drops 10% of
+// the packets each way and reorders some, with RFC 7440 windows and in
+// lock-step (pin/tftp's client): every byte must arrive.
+func TestTFTPLossyNetwork(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.TFTP.Timeout = 100 * time.Millisecond; c.TFTP.Retries = 20 })
+	proxy := startLossyProxy(t, ts.tftpAddr(), 0.10, 0.05, 7)
+	for _, tc := range []struct {
+		blk, win int
+	}{{512, 8}, {1468, 16}, {1468, 4}} {
+		t.Run(fmt.Sprintf("blksize %d window %d", tc.blk, tc.win), func(t *testing.T) {
+			got, timeouts, err := windowGet(ts.tftpAddr(), proxy.addr(), "master/vmlinuz", tc.blk, tc.win)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, ts.root.kernel) {
+				t.Fatalf("got %d bytes, want %d (content differs)", len(got), len(ts.root.kernel))
+			}
+			t.Logf("client timeouts %d", timeouts)
+		})
+	}
+	t.Run("lock-step", func(t *testing.T) {
+		got, _, err := tftpGetVia(proxy.addr().String(), "master/initrd.gz", 1468)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, ts.root.initrd) {
+			t.Fatal("content differs")
+		}
+	})
+	proxy.mu.Lock()
+	dropped := proxy.dropped
+	proxy.mu.Unlock()
+	if dropped < 20 {
+		t.Fatalf("the proxy dropped only %d packets: the test did not test loss", dropped)
+	}
+	t.Logf("proxy dropped %d packets; server retransmitted %d windows", dropped, ts.tftp.retransmits.Load())
+}
+
+// tftpGetVia is tftpGet with a short timeout and many retries, for lossy
+// paths.
+func tftpGetVia(addr, name string, blksize int) ([]byte, int64, error) {
+	return tftpGetOpts(addr, name, blksize, 100*time.Millisecond, 30)
+}
+
+func FuzzParseRequest(f *testing.F) {
+	f.Add(rawRRQ("pxelinux.0"))
+	f.Add(rawRRQ("pxelinux.cfg/01-52-54-00-00-00-01", "blksize", "1468", "tsize", "0", "windowsize", "16"))
+	f.Add([]byte("\x00\x02upload\x00octet\x00"))
+	f.Add([]byte("\x00\x01a\x00octet\x00blksize\x00"))
+	f.Add([]byte("\x00\x01a\x00netascii\x00BLKSIZE\x0099999999999999999999\x00windowsize\x00-1\x00"))
+	f.Add([]byte("\x00\x01"))
+	f.Add([]byte{0, 4, 0, 1})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		r, err := parseRequest(p)
+		if err != nil {
+			return
+		}
+		if r.op != opRRQ && r.op != opWRQ {
+			t.Fatalf("op %d accepted", r.op)
+		}
+		if r.filename == "" || r.mode == "" || strings.ContainsRune(r.filename, 0) {
+			t.Fatalf("bad name or mode accepted: %q %q", r.filename, r.mode)
+		}
+		if r.blksize != 0 && (r.blksize < minBlockSize || r.blksize > maxBlockSize) {
+			t.Fatalf("blksize %d out of range", r.blksize)
+		}
+		if r.windowsize < 0 || r.windowsize > maxWindowSize {
+			t.Fatalf("windowsize %d out of range", r.windowsize)
+		}
+		if !bytes.HasPrefix(p[2:], []byte(r.filename+"\x00")) {
+			t.Fatalf("file name %q is not the packet's first field", r.filename)
+		}
+	})
+}
+
+func TestParseRequest(t *testing.T) {
+	tests := map[string]struct {
+		pkt  []byte
+		want request
+		err  bool
+	}{
+		"plain":          {pkt: rawRRQ("pxelinux.0"), want: request{op: opRRQ, filename: "pxelinux.0", mode: "octet"}},
+		"options":        {pkt: rawRRQ("a", "BlkSize", "1468", "TSIZE", "0", "windowsize", "8"), want: request{op: opRRQ, filename: "a", mode: "octet", blksize: 1468, tsize: true, windowsize: 8}},
+		"mode case":      {pkt: []byte("\x00\x01a\x00OCTET\x00"), want: request{op: opRRQ, filename: "a", mode: "octet"}},
+		"first counts":   {pkt: rawRRQ("a", "blksize", "1024", "blksize", "512"), want: request{op: opRRQ, filename: "a", mode: "octet", blksize: 1024}},
+		"bad values":     {pkt: rawRRQ("a", "blksize", "7", "windowsize", "0", "tsize", "x"), want: request{op: opRRQ, filename: "a", mode: "octet"}},
+		"huge blksize":   {pkt: rawRRQ("a", "blksize", "65465"), want: request{op: opRRQ, filename: "a", mode: "octet"}},
+		"unknown option": {pkt: rawRRQ("a", "timeout", "3"), want: request{op: opRRQ, filename: "a", mode: "octet"}},
+		"dangling name":  {pkt: []byte("\x00\x01a\x00octet\x00blksize\x00"), want: request{op: opRRQ, filename: "a", mode: "octet"}},
+		"write":          {pkt: rawRRQ("a")[0:0], err: true},
+		"wrq":            {pkt: []byte("\x00\x02up\x00octet\x00"), want: request{op: opWRQ, filename: "up", mode: "octet"}},
+		"no mode":        {pkt: []byte("\x00\x01a\x00"), err: true},
+		"empty name":     {pkt: []byte("\x00\x01\x00octet\x00"), err: true},
+		"ack":            {pkt: []byte{0, 4, 0, 1}, err: true},
+		"short":          {pkt: []byte{0}, err: true},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			got, err := parseRequest(tt.pkt)
+			if (err != nil) != tt.err {
+				t.Fatalf("err %v, want error %v", err, tt.err)
+			}
+			if !tt.err && got != tt.want {
+				t.Fatalf("got %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+}
