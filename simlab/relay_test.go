@@ -43,10 +43,7 @@ func TestLabRelayEchoMachine(t *testing.T) {
 	if err := os.WriteFile(pw, []byte("relaytest\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bin, err := simlabBinary(t) // the chassis hook
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := SimlabBinary(t) // the chassis hook
 	s := slots[0]
 	cfg := NodeConfig{
 		Name: "echo1", Slot: s.N, Ports: s.Ports, Dir: dir, ControlSocket: pool.ControlSocket(s.N),

@@ -37,11 +37,7 @@ func StartLab(t testing.TB, n int, opts Options) *Lab {
 		skipOrFail(t, err)
 	}
 	if opts.Simlab == "" {
-		bin, err := simlabBinary(t)
-		if err != nil {
-			t.Fatalf("simlab binary: %v", err)
-		}
-		opts.Simlab = bin
+		opts.Simlab = SimlabBinary(t)
 	}
 	if opts.Dir == "" {
 		opts.Dir = t.TempDir()
@@ -93,8 +89,17 @@ func skipOrFail(t testing.TB, err error) {
 	t.Skipf("SKIPPED: simulated lab unavailable: %v", err)
 }
 
-// simlabBinary returns $LABCTL_SIMLAB_BIN or builds cmd/simlab into a
-// temporary directory of the test.
+// SimlabBinary returns the simlab binary for a test: $LABCTL_SIMLAB_BIN, or
+// cmd/simlab built into a temporary directory of the test.
+func SimlabBinary(t testing.TB) string {
+	t.Helper()
+	bin, err := simlabBinary(t)
+	if err != nil {
+		t.Fatalf("simlab binary: %v", err)
+	}
+	return bin
+}
+
 func simlabBinary(t testing.TB) (string, error) {
 	if bin := os.Getenv("LABCTL_SIMLAB_BIN"); bin != "" {
 		if _, err := os.Stat(bin); err != nil {
