@@ -21,7 +21,7 @@ import (
 // the same goroutine. There is no goroutine per transfer, no hand-off
 // between goroutines per block and no per-block allocation; a window of
 // blocks goes out in one sendmmsg. The engine runs a few workers (one per
-// CPU, at most 4) and spreads transfers over them.
+// two CPUs, at most 4) and spreads transfers over them.
 type tftpWorker struct {
 	e    *tftpEngine
 	epfd int
@@ -66,6 +66,21 @@ type transfer struct {
 
 	deadline   int64 // ns since the worker's epoch
 	prev, next *transfer
+}
+
+// readBlock fills p with the content at off.
+func (t *transfer) readBlock(p []byte, off int64) error {
+	if t.data != nil {
+		copy(p, t.data[off:])
+		return nil
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	if n, err := t.file.ReadAt(p, off); n < len(p) {
+		return fmt.Errorf("read %s at %d: %w", t.name, off, err)
+	}
+	return nil
 }
 
 // timerList holds the transfers in the order their ACK deadlines expire.
@@ -215,12 +230,7 @@ func (w *tftpWorker) adopt() bool {
 			continue
 		}
 		w.transfers[int32(t.fd)] = t
-		w.timers.pushBack(t)
-		if t.oack != nil {
-			w.sendOACK(t)
-		} else {
-			w.sendWindow(t, 1)
-		}
+		w.arm(t) // the first packet is out already (tftpEngine.start)
 	}
 	if !stopped {
 		return false
@@ -338,14 +348,9 @@ func (w *tftpWorker) sendWindow(t *transfer, from uint64) {
 		binary.BigEndian.PutUint16(pkt[2:], uint16(b))
 		off := int64(b-1) * int64(t.blk)
 		n := int(min(int64(t.blk), t.size-off))
-		if t.data != nil {
-			copy(pkt[4:], t.data[off:off+int64(n)])
-		} else if n > 0 {
-			got, err := t.file.ReadAt(pkt[4:4+n], off)
-			if got < n {
-				w.abort(t, "read error", fmt.Errorf("read block %d: %w", b, err))
-				return
-			}
+		if err := t.readBlock(pkt[4:4+n], off); err != nil {
+			w.abort(t, "read error", err)
+			return
 		}
 		w.iovs[i] = unix.Iovec{Base: &pkt[0], Len: uint64(4 + n)}
 		w.msgs[i] = unix.Mmsghdr{Hdr: unix.Msghdr{Iov: &w.iovs[i], Iovlen: 1}}
