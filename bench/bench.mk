@@ -1,0 +1,35 @@
+# labctl's bench (issue 6): labctl against the programs a lab would
+# otherwise use. Included by the top-level Makefile.
+#   make bench         all cases, 3 rounds, servers interleaved (~40 min)
+#   make bench-quick   a small version of every case (proves the bench works; run by make test)
+# Report: markdown on stdout, also kept in build/bench/report.md (bench-quick:
+# report-quick.md); progress and per-run lines on stderr.
+
+# Peers: tftpd-hpa, dnsmasq (TFTP only; dnsmasq-base has no system service),
+# nginx, busybox httpd; atftpd is unpacked beside (its package conflicts with
+# tftpd-hpa). iproute2 brings up loopback in the bench's network namespace.
+DEB_PACKAGES += tftpd-hpa dnsmasq-base nginx-light busybox-static iproute2 atftp curl tftp-hpa
+TEST_PREREQS += bench-quick
+
+BENCH_DIR    := $(BUILD)/bench
+BENCH_ATFTPD := $(BENCH_DIR)/atftpd/usr/sbin/atftpd
+
+.PHONY: bench bench-quick bench-bin
+
+bench-bin: ## build bin/labctl-bench
+	$(GO) build -o bin/labctl-bench ./bench/cmd/labctl-bench
+
+# atftpd from its .deb, unpacked (not installed: it conflicts with tftpd-hpa).
+$(BENCH_ATFTPD):
+	mkdir -p $(BENCH_DIR)/debs
+	cd $(BENCH_DIR)/debs && apt-get download atftpd
+	dpkg-deb -x $$(ls -t $(BENCH_DIR)/debs/atftpd_*.deb | head -1) $(BENCH_DIR)/atftpd
+	touch $@
+
+bench: deps build bench-bin artifacts $(BENCH_ATFTPD) ## labctl vs tftpd-hpa/atftpd/dnsmasq/nginx/busybox/LAVA: all cases (root; ~40 min)
+	bin/labctl-bench run -work $(BENCH_DIR) | tee $(BENCH_DIR)/report.md
+
+bench-quick: deps build bench-bin artifacts $(BENCH_ATFTPD) ## a small version of every bench case (~1-2 min; part of make test)
+	bin/labctl-bench run -quick -work $(BENCH_DIR) > $(BENCH_DIR)/report-quick.md 2>$(BENCH_DIR)/report-quick.log \
+	  || { cat $(BENCH_DIR)/report-quick.md $(BENCH_DIR)/report-quick.log; exit 1; }
+	@grep -h '^- case' $(BENCH_DIR)/report-quick.md

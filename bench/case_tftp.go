@@ -1,0 +1,288 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+// TFTPCase is case 1, the PXE storm: N clients at once fetch the NBP or
+// the initrd from each server, with and without blksize and windowsize.
+type TFTPCase struct {
+	Rounds   int
+	Files    []string // names under Env.Root
+	Ns       []int
+	BlkSizes []int // 0: no blksize option (512)
+	Windows  []int // 0: no windowsize option
+	// Cap bounds runs that would take minutes (the initrd for 50 clients
+	// or more): they report throughput over the window, and the storm's
+	// duration it implies.
+	Cap     time.Duration
+	CapFrom int64 // bytes × clients above which a run is capped
+	Settle  time.Duration
+}
+
+type tftpKey struct {
+	file        string
+	n, blk, win int
+}
+
+type tftpRuns struct {
+	mbps, cpuPerGB, p50, p99, pmax []float64
+	ok, failed, cut, timeouts      int
+	peakMB                         float64
+	perClientMin, perClientMed     []float64
+	capped                         bool
+	granted                        string
+	fails                          map[string]int
+	crashed                        int
+}
+
+// CaseResult is the summary a case hands to the report's last lines.
+type CaseResult struct {
+	Name  string
+	Ratio string // the ratio line
+	Leads bool   // labctl meets the case's target
+	Notes []string
+}
+
+// Run runs the case and writes its tables to w; progress goes to logw.
+func (c TFTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResult, error) {
+	res := CaseResult{Name: "1 TFTP PXE storm"}
+	refs := map[string][]byte{}
+	for _, f := range c.Files {
+		b, err := os.ReadFile(filepath.Join(env.Root, f))
+		if err != nil {
+			return res, err
+		}
+		refs[f] = b
+	}
+	servers, skipped := TFTPServers(env, slices.Max(c.Ns))
+	for _, s := range skipped {
+		fmt.Fprintf(w, "> skipped %s\n\n", s)
+	}
+	if len(servers) == 0 || servers[0].Name != "labctl" {
+		return res, ErrNoServers
+	}
+	for _, s := range servers {
+		if err := s.Start(); err != nil {
+			stopAll(servers)
+			return res, err
+		}
+	}
+	defer stopAll(servers)
+
+	var keys []tftpKey
+	for _, f := range c.Files {
+		for _, n := range c.Ns {
+			for _, b := range c.BlkSizes {
+				for _, win := range c.Windows {
+					keys = append(keys, tftpKey{f, n, b, win})
+				}
+			}
+		}
+	}
+	runs := map[tftpKey]map[string]*tftpRuns{}
+	for _, k := range keys {
+		runs[k] = map[string]*tftpRuns{}
+	}
+	start := time.Now()
+	for r := range c.Rounds {
+		for _, k := range keys {
+			for _, s := range rotate(servers, r) {
+				if k.win > 0 && !s.Windows {
+					continue // it would not grant the window: its lock-step row stands for it
+				}
+				if err := ctx.Err(); err != nil {
+					return res, err
+				}
+				rr := runs[k][s.Name]
+				if rr == nil {
+					rr = &tftpRuns{fails: map[string]int{}}
+					runs[k][s.Name] = rr
+				}
+				if restarted, err := s.EnsureRunning(); err != nil {
+					return res, err
+				} else if restarted {
+					rr.crashed++
+					fmt.Fprintf(logw, "  %s had died; restarted\n", s.Name)
+				}
+				load := TFTPLoad{Addr: s.Addr, File: k.file, Ref: refs[k.file], N: k.n, BlkSize: k.blk, Window: k.win}
+				if int64(len(refs[k.file]))*int64(k.n) > c.CapFrom {
+					load.Cap = c.Cap
+					rr.capped = true
+				}
+				busy0 := MachineBusy()
+				sample := StartSample(s.Group())
+				out, err := RunTFTP(ctx, load)
+				time.Sleep(200 * time.Millisecond) // forked children get reaped and counted
+				cpu, peak := sample.Stop()
+				if err != nil {
+					return res, err
+				}
+				if !s.Alive() {
+					rr.crashed++
+				}
+				rr.mbps = append(rr.mbps, out.MBps())
+				if out.Bytes > 0 {
+					rr.cpuPerGB = append(rr.cpuPerGB, cpu/(float64(out.Bytes)/1e9))
+				}
+				rr.p50 = append(rr.p50, Percentile(out.Durations, .5))
+				rr.p99 = append(rr.p99, Percentile(out.Durations, .99))
+				rr.pmax = append(rr.pmax, Percentile(out.Durations, 1))
+				rr.perClientMin = append(rr.perClientMin, Percentile(out.PerClientMBps, 0))
+				rr.perClientMed = append(rr.perClientMed, Percentile(out.PerClientMBps, .5))
+				rr.ok += out.OK
+				rr.failed += out.Failed
+				rr.cut += out.Cut
+				rr.timeouts += out.Timeouts
+				rr.peakMB = max(rr.peakMB, peak)
+				if out.Granted != "" {
+					rr.granted = out.Granted
+				}
+				for k, v := range out.Fails {
+					rr.fails[k] += v
+				}
+				fmt.Fprintf(logw, "  r%d %-10s %-11s n=%-4d bs=%-4d ws=%-2d %7.1f MB/s ok=%d failed=%d cut=%d retries=%d cpu=%.2fs peak=%.1fMB busy=%.1f\n",
+					r+1, s.Name, k.file, k.n, k.blk, k.win, out.MBps(), out.OK, out.Failed, out.Cut, out.Timeouts, cpu, peak, MachineBusy()-busy0)
+				time.Sleep(c.Settle)
+			}
+		}
+		fmt.Fprintf(logw, "tftp round %d done at +%s\n", r+1, time.Since(start).Round(time.Second))
+	}
+
+	// Tables: one per file and N.
+	fmt.Fprintf(w, "### Case 1: TFTP PXE storm (%d rounds, servers interleaved; CPU: %s)\n\n", c.Rounds, servers[0].Group().Method())
+	fmt.Fprintf(w, "Servers: %s. Clients: the bench's own (blksize, tsize, RFC 7440 windowsize; every byte compared; 1 s timeout, 5 retries). "+
+		"A window row lists only servers that grant windowsize; a client asking the others gets their lock-step rate, so the best peer for a window row is the best of both. "+
+		"÷ best peer: labctl's median ÷ the best peer median.\n\n", serverNotes(servers))
+	var worst float64 = math.Inf(1)
+	worstKey := ""
+	ratios := &Table{Head: []string{"file", "N", "blksize", "window", "labctl MB/s", "best peer", "peer MB/s", "labctl ÷ best peer", "labctl failed"}}
+	failsAtScale := 0
+	for _, file := range c.Files {
+		for _, n := range c.Ns {
+			t := &Table{Head: []string{"blksize", "window", "server", "MB/s median [min–max]", "÷ best peer", "per transfer p50 / p99 / max s", "ok / failed / cut", "client retries", "CPU s/GB", "peak MB"}}
+			capped := false
+			for _, blk := range c.BlkSizes {
+				for _, win := range c.Windows {
+					k := tftpKey{file, n, blk, win}
+					bestPeer, bestName := bestTFTPPeer(runs, k)
+					for _, s := range servers {
+						rr := runs[k][s.Name]
+						if rr == nil {
+							continue
+						}
+						capped = capped || rr.capped
+						mb := Summarize(rr.mbps)
+						ratio := "–"
+						if s.Name == "labctl" {
+							ratio = Ratio(mb.Med, bestPeer)
+						} else {
+							ratio = Ratio(mb.Med, bestPeer) + " of best"
+						}
+						times := fmt.Sprintf("%s / %s / %s", f(Median(rr.p50), 3), f(Median(rr.p99), 3), f(Median(rr.pmax), 3))
+						if rr.capped {
+							times = fmt.Sprintf("capped; per client MB/s min %s, p50 %s", f(Median(rr.perClientMin), 2), f(Median(rr.perClientMed), 2))
+						}
+						name := s.Name
+						if rr.crashed > 0 {
+							name += fmt.Sprintf(" (died %dx)", rr.crashed)
+						}
+						t.Add(blkName(blk), winName(win), name, mb.Format(1), ratio, times,
+							fmt.Sprintf("%d / %d / %d", rr.ok, rr.failed, rr.cut), fmt.Sprint(rr.timeouts),
+							f(Median(rr.cpuPerGB), 1), f(rr.peakMB, 1))
+					}
+					if lab := runs[k]["labctl"]; lab != nil {
+						lm := Median(lab.mbps)
+						ratios.Add(file, fmt.Sprint(n), blkName(blk), winName(win), f(lm, 1), bestName, f(bestPeer, 1), Ratio(lm, bestPeer), fmt.Sprint(lab.failed))
+						if bestPeer > 0 && lm/bestPeer < worst {
+							worst = lm / bestPeer
+							worstKey = fmt.Sprintf("%s N=%d blksize %s window %s", file, n, blkName(blk), winName(win))
+						}
+						if n >= 400 {
+							failsAtScale += lab.failed
+						}
+					}
+				}
+			}
+			title := fmt.Sprintf("#### %s (%s), N=%d", file, sizeName(len(refs[file])), n)
+			if capped {
+				title += fmt.Sprintf(" — time-capped at %s: MB/s over the window; storm time = N × size ÷ MB/s", c.Cap)
+			}
+			fmt.Fprintln(w, title)
+			fmt.Fprintln(w)
+			t.Write(w)
+		}
+	}
+	fmt.Fprintln(w, "#### Case 1 summary: labctl ÷ best peer, per configuration")
+	fmt.Fprintln(w)
+	ratios.Write(w)
+	res.Leads = worst >= 1.0 && failsAtScale == 0
+	res.Ratio = fmt.Sprintf("case 1 (TFTP storm): labctl ÷ best peer: lowest %.2fx (%s); labctl failures at N>=400 with default settings: %d", worst, worstKey, failsAtScale)
+	fmt.Fprintf(w, "**ratio:** %s\n\n", res.Ratio)
+	return res, nil
+}
+
+// bestTFTPPeer is the best peer median for k: peers that ran k, and for a
+// window row also each peer's lock-step figure at the same block size
+// (what a client asking for a window gets from a server that ignores it).
+func bestTFTPPeer(runs map[tftpKey]map[string]*tftpRuns, k tftpKey) (float64, string) {
+	best, name := 0.0, "–"
+	consider := func(kk tftpKey, suffix string) {
+		for s, rr := range runs[kk] {
+			if s == "labctl" {
+				continue
+			}
+			if m := Median(rr.mbps); m > best {
+				best, name = m, s+suffix
+			}
+		}
+	}
+	consider(k, "")
+	if k.win > 0 {
+		consider(tftpKey{k.file, k.n, k.blk, 0}, " (lock-step)")
+	}
+	return best, name
+}
+
+func serverNotes(servers []*Server) string {
+	var parts []string
+	for _, s := range servers {
+		parts = append(parts, fmt.Sprintf("%s (%s)", s.Name, s.Note))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func blkName(b int) string {
+	if b == 0 {
+		return "512 (none asked)"
+	}
+	return fmt.Sprint(b)
+}
+
+func winName(w int) string {
+	if w == 0 {
+		return "–"
+	}
+	return fmt.Sprint(w)
+}
+
+func sizeName(n int) string {
+	if n >= 1<<20 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d KiB", n>>10)
+}
+
+func stopAll(servers []*Server) {
+	for _, s := range servers {
+		s.Stop()
+	}
+}

@@ -1,0 +1,282 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/labctl/labctl/bench"
+)
+
+// runOptions are the flags of `labctl-bench run`.
+type runOptions struct {
+	quick  bool
+	cases  []string
+	rounds int
+	work   string
+	atftpd string
+	repo   string // the repository (bin/, examples/, device-types/)
+}
+
+// runRun runs the cases in a private network namespace (dnsmasq's TFTP
+// port is fixed at 69; the servers the bench starts and the load it sends
+// stay on a loopback no one else uses) and prints the report to stdout.
+func runRun(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	var o runOptions
+	casesFlag := fs.String("cases", "1,2,3,5,4", "cases to run, in this order: 1 tftp, 2 http, 3 sol typing, 4 scale, 5 end to end")
+	fs.BoolVar(&o.quick, "quick", false, "a small version of every case (about a minute): proves the bench works, measures little")
+	fs.IntVar(&o.rounds, "rounds", 0, "rounds per case (default 3, quick 2)")
+	fs.StringVar(&o.work, "work", "build/bench", "work directory: served files, configs, logs")
+	fs.StringVar(&o.atftpd, "atftpd", "", "atftpd binary (default WORK/atftpd/usr/sbin/atftpd, unpacked from the .deb)")
+	fs.StringVar(&o.repo, "repo", ".", "the labctl repository: bin/labctl, bin/simlab, examples/, device-types/ (case 5)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if abs, err := filepath.Abs(o.repo); err == nil {
+		o.repo = abs
+	}
+	o.cases = strings.Split(*casesFlag, ",")
+	if o.rounds == 0 {
+		o.rounds = 3
+		if o.quick {
+			o.rounds = 2
+		}
+	}
+	if !inPrivateNetns() {
+		return reexecInNetns(stdout, stderr)
+	}
+	if err := exec.Command("ip", "link", "set", "lo", "up").Run(); err != nil {
+		return fmt.Errorf("bring up loopback in the bench's network namespace: %w", err)
+	}
+	// tftpd-hpa resolves its -a address with AI_ADDRCONFIG, which fails
+	// when 127.0.0.1 is the only IPv4 address; nothing is sent to .2.
+	exec.Command("ip", "addr", "add", "127.0.0.2/8", "dev", "lo").Run()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	work, err := filepath.Abs(o.work)
+	if err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	env := &bench.Env{Root: filepath.Join(work, "root"), Work: filepath.Join(work, "run"), Self: self, ATFTPD: o.atftpd}
+	if env.ATFTPD == "" {
+		env.ATFTPD = filepath.Join(work, "atftpd", "usr", "sbin", "atftpd")
+	}
+	for _, d := range []string{env.Root, env.Work} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+		os.Chmod(d, 0o755)
+	}
+	files := map[string]int64{"pxelinux.0": 100 << 10, "initrd.img": 30 << 20, "disk.img": 512 << 20, "disk-quick.img": 64 << 20}
+	for name, size := range files {
+		if err := ensureFile(filepath.Join(env.Root, name), size); err != nil {
+			return err
+		}
+	}
+	ulimitNoFile()
+
+	fmt.Fprintf(stdout, "# labctl bench (%s)\n\n", map[bool]string{true: "quick: proves the bench works; figures are not comparable", false: "full"}[o.quick])
+	fmt.Fprintf(stdout, "Machine: %s; load before start: %s. Servers and load generators share the machine, all traffic on loopback in a private network namespace.\n\n", machine(), loadavg())
+	logw := stderr
+	var results []bench.CaseResult
+	var failed []string
+	for _, c := range o.cases {
+		t0 := time.Now()
+		fmt.Fprintf(logw, "case %s ...\n", c)
+		var r bench.CaseResult
+		var err error
+		switch strings.TrimSpace(c) {
+		case "1":
+			r, err = tftpCase(o).Run(ctx, env, stdout, logw)
+		case "2":
+			r, err = httpCase(o).Run(ctx, env, stdout, logw)
+		case "3":
+			r, err = solCase(o).Run(ctx, stdout, logw)
+		case "4":
+			r, err = scaleCase(o).Run(ctx, env, stdout, logw)
+		case "5":
+			r, err = e2eCase(o).Run(ctx, env, stdout, logw)
+		default:
+			err = fmt.Errorf("unknown case %q", c)
+		}
+		fmt.Fprintf(logw, "case %s took %s\n", c, time.Since(t0).Round(time.Second))
+		if err != nil {
+			if errors.Is(err, bench.ErrSkipped) {
+				fmt.Fprintf(stdout, "### Case %s: skipped: %v\n\n", c, err)
+				results = append(results, bench.CaseResult{Name: c, Ratio: fmt.Sprintf("case %s: skipped: %v", c, err)})
+				continue
+			}
+			fmt.Fprintf(stdout, "### Case %s: FAILED: %v\n\n", c, err)
+			failed = append(failed, c)
+			continue
+		}
+		results = append(results, r)
+	}
+	fmt.Fprintln(stdout, "## Ratios")
+	fmt.Fprintln(stdout)
+	for _, r := range results {
+		mark := "labctl leads"
+		if !r.Leads {
+			mark = "labctl does NOT meet the target"
+		}
+		if strings.Contains(r.Ratio, "skipped") {
+			mark = "not measured"
+		}
+		fmt.Fprintf(stdout, "- %s — %s\n", r.Ratio, mark)
+	}
+	fmt.Fprintln(stdout)
+	if len(failed) > 0 {
+		return fmt.Errorf("cases failed: %s", strings.Join(failed, ", "))
+	}
+	return nil
+}
+
+// The case settings, full and quick.
+
+func tftpCase(o runOptions) bench.TFTPCase {
+	if o.quick {
+		return bench.TFTPCase{Rounds: o.rounds, Files: []string{"pxelinux.0"}, Ns: []int{1, 50},
+			BlkSizes: []int{0, 1468}, Windows: []int{0, 8}, Cap: 2 * time.Second, CapFrom: 64 << 20, Settle: 100 * time.Millisecond}
+	}
+	return bench.TFTPCase{Rounds: o.rounds, Files: []string{"pxelinux.0", "initrd.img"}, Ns: []int{1, 50, 400, 1000},
+		BlkSizes: []int{0, 1468}, Windows: []int{0, 8, 16}, Cap: 8 * time.Second, CapFrom: 64 << 20, Settle: time.Second}
+}
+
+func solCase(o runOptions) bench.SOLCase {
+	c := bench.SOLCase{Rounds: o.rounds, Chars: 200, Fixed: []time.Duration{100 * time.Millisecond, 300 * time.Millisecond, 500 * time.Millisecond},
+		EchoDelay: 2 * time.Millisecond, SlowEvery: 40, SlowDelay: 650 * time.Millisecond, MaxUnechoed: 1}
+	if o.quick {
+		c.Chars, c.SlowEvery = 20, 8
+	}
+	return c
+}
+
+func e2eCase(o runOptions) bench.E2ECase {
+	art := os.Getenv("LABCTL_SIMLAB_ARTIFACTS")
+	if art == "" {
+		art = filepath.Join(o.repo, "build", "simlab", "artifacts")
+	}
+	rounds := o.rounds
+	if o.quick {
+		rounds = 1
+	}
+	return bench.E2ECase{Rounds: rounds, Repo: o.repo, Artifacts: art, Job: filepath.Join(o.repo, "examples", "jobs", "smoke.toml")}
+}
+
+func httpCase(o runOptions) bench.HTTPCase {
+	if o.quick {
+		return bench.HTTPCase{Rounds: o.rounds, Image: "disk-quick.img", Ns: []int{1, 50}, Duration: time.Second, Settle: 100 * time.Millisecond}
+	}
+	return bench.HTTPCase{Rounds: o.rounds, Image: "disk.img", Ns: []int{1, 50, 400}, Duration: 8 * time.Second, Settle: time.Second}
+}
+
+// inPrivateNetns reports whether this process is the bench re-run by
+// reexecInNetns in a network namespace of its own. (PID 1's namespace is
+// no guide: in a container it is not the host's.)
+func inPrivateNetns() bool {
+	return os.Getenv("LABCTL_BENCH_NETNS") == "1"
+}
+
+// reexecInNetns runs this same command again in a new network namespace
+// and waits for it.
+func reexecInNetns(stdout, stderr io.Writer) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(self, os.Args[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, stdout, stderr
+	cmd.Env = append(os.Environ(), "LABCTL_BENCH_NETNS=1")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGTERM}
+	if err := cmd.Run(); err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return fmt.Errorf("bench (in its network namespace) exited %d", ee.ExitCode())
+		}
+		return fmt.Errorf("start the bench in a private network namespace (needs root): %w", err)
+	}
+	return nil
+}
+
+// ensureFile makes a file of random bytes of the given size, unless one of
+// that size is there.
+func ensureFile(path string, size int64) error {
+	if fi, err := os.Stat(path); err == nil && fi.Size() == size {
+		return os.Chmod(path, 0o644)
+	}
+	f, err := os.OpenFile(path+".tmp", os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	rng := rand.NewChaCha8([32]byte{byte(size), byte(size >> 8), byte(size >> 16), byte(size >> 24)})
+	if _, err := io.CopyN(f, rng, size); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(path+".tmp", path)
+}
+
+// ulimitNoFile raises the descriptor limit to its maximum (1000 clients,
+// each with a socket, and servers that inherit it).
+func ulimitNoFile() {
+	var r syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r) == nil && r.Cur < r.Max {
+		r.Cur = r.Max
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r)
+	}
+}
+
+func machine() string {
+	cpus := 0
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		cpus = strings.Count(string(b), "processor\t:")
+	}
+	model := ""
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name\t: "); ok {
+				model = v
+				break
+			}
+		}
+	}
+	var u syscall.Utsname
+	syscall.Uname(&u)
+	rel := strings.TrimRight(string(slices.Collect(func(yield func(byte) bool) {
+		for _, c := range u.Release {
+			if c == 0 || !yield(byte(c)) {
+				return
+			}
+		}
+	})), "\x00")
+	return fmt.Sprintf("%d CPUs (%s), Linux %s", cpus, model, rel)
+}
+
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
