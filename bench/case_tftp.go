@@ -189,7 +189,8 @@ func (c TFTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 						}
 						times := fmt.Sprintf("%s / %s / %s", f(Median(rr.p50), 3), f(Median(rr.p99), 3), f(Median(rr.pmax), 3))
 						if rr.capped {
-							times = fmt.Sprintf("capped; per client MB/s min %s, p50 %s", f(Median(rr.perClientMin), 2), f(Median(rr.perClientMed), 2))
+							eta := float64(n) * float64(len(refs[file])) / 1e6 / mb.Med
+							times = fmt.Sprintf("capped: storm of %d would take %s s; per client MB/s min %s, p50 %s", n, f(eta, 0), f(Median(rr.perClientMin), 2), f(Median(rr.perClientMed), 2))
 						}
 						name := s.Name
 						if rr.crashed > 0 {

@@ -1,0 +1,350 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/creack/pty"
+	"golang.org/x/sys/unix"
+)
+
+// runFakeNode is a lab node for the scale case (case 4), as two programs
+// a device type can name: power by command (LAVA style) and a console
+// program that plays the node's serial console.
+//
+//	labctl-bench fakenode power on|off|status DIR
+//	labctl-bench fakenode console DIR MAC BOOT_URL
+//
+// DIR holds the node's state: power ("on"/"off"), boots (a counter that
+// power-on increments), disk.img (what the master's dd writes) and bin/
+// (busybox applets). The console program waits for a power-on, then asks
+// the boot server for the node's pxelinux config the way pxelinux would
+// (BOOT_URL/pxelinux.cfg/01-<mac>): a master entry starts a real busybox
+// shell with the "master# " prompt (so the dispatcher's wget | dd and
+// sha256sum really run, against the real HTTP server, into disk.img); a
+// local entry boots the disk if an image with a boot signature is on it:
+// a login prompt, then a busybox shell with "testos# ". A power-off or a
+// new boot ends whatever runs.
+func runFakeNode(args []string) error {
+	if len(args) < 2 {
+		return errors.New("usage: fakenode power on|off|status DIR | fakenode console DIR MAC BOOT_URL")
+	}
+	switch args[0] {
+	case "power":
+		if len(args) != 3 {
+			return errors.New("usage: fakenode power on|off|status DIR")
+		}
+		return fakePower(args[1], args[2])
+	case "console":
+		if len(args) != 4 {
+			return errors.New("usage: fakenode console DIR MAC BOOT_URL")
+		}
+		return fakeConsole(args[1], args[2], args[3])
+	}
+	return fmt.Errorf("fakenode: unknown command %q", args[0])
+}
+
+// fakePower changes or prints the power state. A file lock makes
+// concurrent calls (the daemon's health check and a job) safe.
+func fakePower(op, dir string) error {
+	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return err
+	}
+	on := readState(dir, "power") == "on"
+	switch op {
+	case "status":
+		fmt.Printf("Chassis Power is %s\n", map[bool]string{true: "on", false: "off"}[on])
+		return nil
+	case "on":
+		if !on {
+			boots, _ := strconv.Atoi(readState(dir, "boots"))
+			if err := writeState(dir, "boots", strconv.Itoa(boots+1)); err != nil {
+				return err
+			}
+		}
+		return writeState(dir, "power", "on")
+	case "off":
+		return writeState(dir, "power", "off")
+	}
+	return fmt.Errorf("fakenode power: unknown operation %q", op)
+}
+
+func readState(dir, name string) string {
+	b, _ := os.ReadFile(filepath.Join(dir, name))
+	return strings.TrimSpace(string(b))
+}
+
+func writeState(dir, name, value string) error {
+	tmp := filepath.Join(dir, name+".tmp")
+	if err := os.WriteFile(tmp, []byte(value+"\n"), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, name))
+}
+
+// fakeConsole is the console program; it runs until its stdin closes
+// (the dispatcher closed the console).
+func fakeConsole(dir, mac, bootURL string) error {
+	c := &console{dir: dir, cfgURL: bootURL + "/pxelinux.cfg/01-" + strings.ReplaceAll(strings.ToLower(mac), ":", "-")}
+	go c.readInput()
+	last := readState(dir, "boots")
+	if readState(dir, "power") == "on" {
+		last = "" // powered on before the console attached: boot now
+	}
+	for {
+		boot, ok := c.waitBoot(last)
+		if !ok {
+			return nil
+		}
+		last = boot
+		c.boot(boot)
+	}
+}
+
+type console struct {
+	dir    string
+	cfgURL string
+	mu     sync.Mutex
+	input  func([]byte) // where console input goes now; nil: dropped
+	closed bool
+}
+
+// readInput delivers stdin to the current input sink.
+func (c *console) readInput() {
+	buf := make([]byte, 4096)
+	for {
+		n, err := os.Stdin.Read(buf)
+		if n > 0 {
+			c.mu.Lock()
+			in := c.input
+			c.mu.Unlock()
+			if in != nil {
+				in(bytes.Clone(buf[:n]))
+			}
+		}
+		if err != nil {
+			c.mu.Lock()
+			c.closed = true
+			c.mu.Unlock()
+			return
+		}
+	}
+}
+
+func (c *console) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+func (c *console) setInput(f func([]byte)) {
+	c.mu.Lock()
+	c.input = f
+	c.mu.Unlock()
+}
+
+// waitBoot waits for a power-on with a boot counter other than last.
+func (c *console) waitBoot(last string) (string, bool) {
+	for !c.isClosed() {
+		if readState(c.dir, "power") == "on" {
+			if b := readState(c.dir, "boots"); b != last {
+				return b, true
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return "", false
+}
+
+// running reports whether boot is still the current boot.
+func (c *console) running(boot string) bool {
+	return !c.isClosed() && readState(c.dir, "power") == "on" && readState(c.dir, "boots") == boot
+}
+
+func say(s string) { os.Stdout.WriteString(s) }
+
+func (c *console) boot(boot string) {
+	say("\r\nSimBIOS (labctl-bench fake node)\r\nPXE: DHCP ... TFTP pxelinux.0\r\n")
+	cfg := c.pxeConfig()
+	switch {
+	case strings.Contains(cfg, "KERNEL"):
+		say("[    0.000000] Linux version 6.1.0-fake (master)\r\n")
+		c.shell(boot, "master# ")
+	case c.diskBootable():
+		say("Booting from local disk...\r\n[    0.000000] Linux version 6.1.0-fake (testos)\r\n")
+		if c.login(boot) {
+			c.shell(boot, "testos# ")
+		}
+	default:
+		say("No bootable device.\r\n")
+		for c.running(boot) {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+// pxeConfig fetches the node's pxelinux config from the boot server.
+func (c *console) pxeConfig() string {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.cfgURL, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		say("PXE: " + err.Error() + "\r\n")
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		return ""
+	}
+	return string(b)
+}
+
+func (c *console) diskBootable() bool {
+	f, err := os.Open(filepath.Join(c.dir, "disk.img"))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	mbr := make([]byte, 512)
+	if _, err := io.ReadFull(f, mbr); err != nil {
+		return false
+	}
+	return mbr[510] == 0x55 && mbr[511] == 0xaa
+}
+
+// login plays getty and login (root/test).
+func (c *console) login(boot string) bool {
+	lines := make(chan string, 4)
+	var mu sync.Mutex
+	echo := true
+	var line []byte
+	c.setInput(func(p []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, b := range p {
+			switch b {
+			case '\r', '\n':
+				if echo {
+					say("\r\n")
+				}
+				select {
+				case lines <- string(line):
+				default:
+				}
+				line = line[:0]
+			default:
+				line = append(line, b)
+				if echo {
+					os.Stdout.Write([]byte{b})
+				}
+			}
+		}
+	})
+	defer c.setInput(nil)
+	next := func() (string, bool) {
+		for {
+			select {
+			case l := <-lines:
+				return l, true
+			case <-time.After(100 * time.Millisecond):
+				if !c.running(boot) {
+					return "", false
+				}
+			}
+		}
+	}
+	for c.running(boot) {
+		say("\r\ntestos login: ")
+		user, ok := next()
+		if !ok {
+			return false
+		}
+		mu.Lock()
+		echo = false
+		mu.Unlock()
+		say("Password: ")
+		pass, ok := next()
+		mu.Lock()
+		echo = true
+		mu.Unlock()
+		if !ok {
+			return false
+		}
+		say("\r\n")
+		if user == "root" && pass == "test" {
+			return true
+		}
+		time.Sleep(100 * time.Millisecond)
+		say("Login incorrect\r\n")
+	}
+	return false
+}
+
+// shell runs busybox sh on a pty of its own, bridged to the console, until
+// the boot ends; then it kills the shell's whole session (a wget | dd in
+// flight included), as a power-off would.
+func (c *console) shell(boot, prompt string) {
+	bin := filepath.Join(c.dir, "..", "bin")
+	cmd := exec.Command(filepath.Join(bin, "sh"), "-i")
+	cmd.Dir = c.dir
+	cmd.Env = []string{"PATH=" + bin, "PS1=" + prompt, "HOME=" + c.dir, "TERM=vt100", "TMPDIR=" + c.dir}
+	ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 24, Cols: 200})
+	if err != nil {
+		say("fake node: cannot start a shell: " + err.Error() + "\r\n")
+		return
+	}
+	c.setInput(func(p []byte) { ptmx.Write(p) })
+	done := make(chan struct{})
+	go func() {
+		io.Copy(os.Stdout, ptmx)
+		cmd.Wait()
+		close(done)
+	}()
+	for c.running(boot) {
+		select {
+		case <-done:
+			c.setInput(nil)
+			ptmx.Close()
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	c.setInput(nil)
+	killSession(cmd.Process.Pid)
+	ptmx.Close()
+	<-done
+}
+
+// killSession kills every process of the session sid (the shell made it
+// with its pty).
+func killSession(sid int) {
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if s, err := unix.Getsid(pid); err == nil && s == sid {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
