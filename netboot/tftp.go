@@ -51,6 +51,9 @@ type tftpEngine struct {
 	clients map[netip.AddrPort]struct{} // a transfer is starting, waiting or running for this client
 
 	retransmits atomic.Int64
+	// gso is true while windows go out with UDP segmentation offload
+	// (one sendmsg per window); the first refusal turns it off.
+	gso atomic.Bool
 }
 
 // Cache limits: files up to 64 MiB (NBPs, kernels, initrds) are kept in
@@ -63,7 +66,7 @@ const (
 
 func newTFTPEngine(s *Server) *tftpEngine {
 	cfg := s.cfg.TFTP
-	return &tftpEngine{
+	e := &tftpEngine{
 		s:          s,
 		maxBlock:   cfg.MaxBlockSize,
 		maxWindow:  cfg.MaxWindowSize,
@@ -75,6 +78,8 @@ func newTFTPEngine(s *Server) *tftpEngine {
 		stop:       make(chan struct{}),
 		clients:    map[netip.AddrPort]struct{}{},
 	}
+	e.gso.Store(true)
+	return e
 }
 
 // serve answers requests on conn until ctx ends. Then it stops taking

@@ -122,6 +122,7 @@ func TestTFTPWindow(t *testing.T) {
 	}
 	r.silent(100 * time.Millisecond)
 	waitFor(t, "transfer end", time.Second, func() bool { return ts.activeTFTP.Load() == 0 })
+	t.Logf("windows sent with UDP GSO: %v", ts.tftp.gso.Load())
 
 	// A window larger than the cap gets the cap.
 	r2 := newRawClient(t, ts)
