@@ -34,6 +34,17 @@ func commands(env *appEnv) []*cli.Command {
 		newValidateCommand(env),
 		newRunCommand(env),
 		newNetbootCommand(env),
+		newServeCommand(env),
+		newSubmitCommand(env),
+		newJobsCommand(env),
+		newJobCommand(env),
+		newLogsCommand(env),
+		newCancelCommand(env),
+		newDevicesCommand(env),
+		newDeviceCommand(env),
+		newPowerCommand(env),
+		newBootdevCommand(env),
+		newCompletionCommand(env),
 	}
 }
 

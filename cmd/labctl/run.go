@@ -10,13 +10,12 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/labctl/labctl/daemon"
 	"github.com/labctl/labctl/devices"
 	"github.com/labctl/labctl/dispatcher"
 	"github.com/labctl/labctl/jobs"
 	"github.com/labctl/labctl/lab"
-	"github.com/labctl/labctl/netboot"
 	"github.com/labctl/labctl/results"
-	"github.com/labctl/labctl/sol"
 )
 
 type runOptions struct {
@@ -102,14 +101,9 @@ func runRun(ctx context.Context, opts runOptions, env *appEnv) error {
 	}
 
 	log := newLogger(env.stderr, opts.quiet)
-	boot, err := netboot.New(netboot.Config{
-		Root:     cfg.BootServer.Root,
-		TFTPAddr: cfg.BootServer.TFTPListen,
-		HTTPAddr: cfg.BootServer.HTTPListen,
-		HTTPURL:  cfg.BootServer.HTTPURL,
-	}, log)
+	boot, err := newBootServer(cfg, log)
 	if err != nil {
-		return fmt.Errorf("boot server: %w", err)
+		return err
 	}
 	l := lab.New(cfg, boot, log)
 	defer l.Close()
@@ -126,15 +120,14 @@ func runRun(ctx context.Context, opts runOptions, env *appEnv) error {
 	if !opts.quiet {
 		fmt.Fprintf(env.stderr, "job %s on %s, directory %s\n", id, dev.Name, dir)
 	}
-	console := sol.NewSession(node.Console, sol.Options{Log: log})
-	defer console.Close()
-	// A console that does not open is the job's infrastructure error: the
-	// dispatcher reports it (and still powers the node off).
-	octx, cancel := context.WithTimeout(ctx, dev.Settings.Timeouts.Power)
-	if err := console.Open(octx); err != nil {
+	// The console is opened where the daemon opens it (one owner per
+	// node). A console that does not open is the job's infrastructure
+	// error: the dispatcher reports it (and still powers the node off).
+	console, release, err := daemon.NewConsoles(log).Acquire(ctx, dev.Name, node.Console, dev.Settings.Timeouts.Power)
+	if err != nil {
 		log.Warn("console did not open", "device", dev.Name, "err", err)
 	}
-	cancel()
+	defer release()
 	res := dispatcher.Run(ctx, dispatcher.Job{
 		ID: id, Spec: spec, Device: dev.Name, Settings: dev.Settings,
 		Power: node.Power, Console: console, Netboot: node.Netboot,

@@ -1,0 +1,552 @@
+package api
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labctl/labctl/results"
+)
+
+// Service is what the API serves: the lab daemon. Methods return errors
+// wrapping ErrInvalid, ErrNotFound, ErrBusy, ErrDevice or ErrUnavailable
+// when the caller is at fault or the lab is; any other error is the
+// daemon's own and reaches the client as "internal error". The caller's
+// token name is in ctx (CallerFrom).
+type Service interface {
+	Submit(ctx context.Context, req SubmitRequest) (Job, error)
+	Jobs(ctx context.Context, f JobFilter) ([]Job, error)
+	Job(ctx context.Context, id int64) (Job, error)
+	// Cancel cancels a queued or running job; canceling a finished job is
+	// ErrBusy.
+	Cancel(ctx context.Context, id int64) (Job, error)
+	// JobLog opens the job's log file as it is now.
+	JobLog(ctx context.Context, id int64) (io.ReadCloser, error)
+	// JobResult is the record of a finished job (ErrBusy before that).
+	JobResult(ctx context.Context, id int64) (*results.Job, error)
+	// Follow sends the job's log (from opts.Offset on, unless opts.NoLog),
+	// its progress while it runs, and finally the ended job; it returns when
+	// the job has ended (after sending End), when ctx ends, or when send
+	// fails.
+	Follow(ctx context.Context, id int64, opts FollowOptions, send func(Event) error) error
+	Devices(ctx context.Context) ([]Device, error)
+	Device(ctx context.Context, name string) (Device, error)
+	// Maintenance takes the device out of service (after its current job).
+	Maintenance(ctx context.Context, name, reason string) (Device, error)
+	// Online puts a device back in service: it takes jobs once its health
+	// check passes; Online returns after that check.
+	Online(ctx context.Context, name string) (Device, error)
+	// CheckHealth runs the device's health check now and returns the
+	// device after it.
+	CheckHealth(ctx context.Context, name string) (Device, error)
+	Power(ctx context.Context, name string, req PowerRequest) (PowerResponse, error)
+	SetBootDevice(ctx context.Context, name string, req BootdevRequest) (BootdevResponse, error)
+}
+
+// FollowOptions say what a job's event stream carries.
+type FollowOptions struct {
+	// Offset is the byte of the job log to start at (0: from the start).
+	Offset int64
+	// NoLog leaves the log out: progress and the end only (submit --wait).
+	NoLog bool
+}
+
+// JobFilter selects jobs for a listing.
+type JobFilter struct {
+	States []string // any of these states; empty: all
+	Device string   // ran or runs on this device
+	Limit  int      // the newest Limit jobs; 0: the server's default (100)
+}
+
+type callerKey struct{}
+
+// CallerFrom returns the name of the token that authorized the request.
+func CallerFrom(ctx context.Context) string {
+	name, _ := ctx.Value(callerKey{}).(string)
+	return name
+}
+
+// WithCaller returns ctx carrying caller as the request's token name (for
+// tests and for callers that use a Service directly).
+func WithCaller(ctx context.Context, caller string) context.Context {
+	return context.WithValue(ctx, callerKey{}, caller)
+}
+
+// Token is an API token the server accepts.
+type Token struct {
+	Name   string // for logs and job submitters
+	Secret string
+}
+
+// Config configures a Server.
+type Config struct {
+	// Addr is the listen address, host:port (port 0 picks one).
+	Addr   string
+	Tokens []Token
+	Log    *slog.Logger
+	// MaxBody bounds request bodies; 0 means 1 MiB (a job file is a few KiB).
+	MaxBody int64
+	// ShutdownGrace bounds the wait for requests in flight when Serve
+	// stops; 0 means 5 s.
+	ShutdownGrace time.Duration
+}
+
+// Server serves the API over HTTP.
+type Server struct {
+	svc    Service
+	cfg    Config
+	log    *slog.Logger
+	tokens []tokenHash
+	ln     net.Listener
+	mux    *http.ServeMux
+}
+
+type tokenHash struct {
+	name string
+	sum  [sha256.Size]byte
+}
+
+// NewServer checks the tokens and binds the listen address.
+func NewServer(svc Service, cfg Config) (*Server, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = 1 << 20
+	}
+	if cfg.ShutdownGrace <= 0 {
+		cfg.ShutdownGrace = 5 * time.Second
+	}
+	s := &Server{svc: svc, cfg: cfg, log: cfg.Log}
+	if len(cfg.Tokens) == 0 {
+		return nil, errors.New("api: no tokens: the lab config needs at least one [[server.tokens]]")
+	}
+	for _, t := range cfg.Tokens {
+		if len(t.Secret) < 8 {
+			return nil, fmt.Errorf("api: token %s is shorter than 8 characters", t.Name)
+		}
+		s.tokens = append(s.tokens, tokenHash{name: t.Name, sum: sha256.Sum256([]byte(t.Secret))})
+	}
+	s.routes()
+	if cfg.Addr != "" {
+		ln, err := net.Listen("tcp", cfg.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("api: listen: %w", err)
+		}
+		s.ln = ln
+	}
+	return s, nil
+}
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Serve serves until ctx ends, then stops: requests in flight (event
+// streams included: their context ends) get ShutdownGrace to finish.
+func (s *Server) Serve(ctx context.Context) error {
+	hs := &http.Server{
+		Handler:           s,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return ctx },
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(s.ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("api: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		hs.Close()
+	}
+	<-errc
+	return nil
+}
+
+// Close releases the listener of a server whose Serve never ran.
+func (s *Server) Close() error {
+	if s.ln == nil {
+		return nil
+	}
+	return s.ln.Close()
+}
+
+func (s *Server) routes() {
+	m := http.NewServeMux()
+	m.HandleFunc("POST /api/v1/jobs", s.submit)
+	m.HandleFunc("GET /api/v1/jobs", s.jobs)
+	m.HandleFunc("GET /api/v1/jobs/{id}", s.job)
+	m.HandleFunc("POST /api/v1/jobs/{id}/cancel", s.cancel)
+	m.HandleFunc("GET /api/v1/jobs/{id}/log", s.jobLog)
+	m.HandleFunc("GET /api/v1/jobs/{id}/junit", s.junit)
+	m.HandleFunc("GET /api/v1/jobs/{id}/events", s.events)
+	m.HandleFunc("GET /api/v1/devices", s.devices)
+	m.HandleFunc("GET /api/v1/devices/{name}", s.device)
+	m.HandleFunc("POST /api/v1/devices/{name}/maintenance", s.maintenance)
+	m.HandleFunc("POST /api/v1/devices/{name}/online", s.online)
+	m.HandleFunc("POST /api/v1/devices/{name}/health", s.health)
+	m.HandleFunc("POST /api/v1/devices/{name}/power", s.power)
+	m.HandleFunc("POST /api/v1/devices/{name}/bootdev", s.bootdev)
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.fail(w, r, fmt.Errorf("%s %s: no such endpoint: %w", r.Method, r.URL.Path, ErrNotFound))
+	})
+	s.mux = m
+}
+
+// ServeHTTP authenticates the request, then routes it. A panic in a
+// handler becomes a 500, never a dead daemon.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if p := recover(); p != nil {
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			s.log.Error("api: handler panicked", "method", r.Method, "path", r.URL.Path, "panic", p)
+			s.fail(w, r, errors.New("panic"))
+		}
+	}()
+	name, ok := s.authenticate(r)
+	if !ok {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="labctl"`)
+		s.fail(w, r, fmt.Errorf("%w: a valid bearer token is required (LABCTL_TOKEN, --token-file or the client config)", ErrUnauthorized))
+		return
+	}
+	r = r.WithContext(WithCaller(r.Context(), name))
+	s.log.Debug("api request", "method", r.Method, "path", r.URL.Path, "caller", name)
+	s.mux.ServeHTTP(w, r)
+}
+
+// authenticate compares the bearer token with every configured token in
+// constant time (the digests have one length, so their length leaks
+// nothing either) and returns the matching token's name.
+func (s *Server) authenticate(r *http.Request) (string, bool) {
+	h := r.Header.Get("Authorization")
+	scheme, token, found := strings.Cut(h, " ")
+	if !found || !strings.EqualFold(scheme, "Bearer") || token == "" {
+		return "", false
+	}
+	sum := sha256.Sum256([]byte(strings.TrimSpace(token)))
+	name, match := "", 0
+	for _, t := range s.tokens {
+		if subtle.ConstantTimeCompare(sum[:], t.sum[:]) == 1 {
+			name, match = t.name, 1
+		}
+	}
+	return name, match == 1
+}
+
+// fail writes err as {"error": ...} with its status. Errors the API does
+// not know are logged and reach the client as "internal error".
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	status := statusOf(err)
+	msg := err.Error()
+	if status == http.StatusInternalServerError {
+		s.log.Error("api: internal error", "method", r.Method, "path", r.URL.Path, "err", err)
+		msg = "internal error (see the daemon's log)"
+	}
+	writeJSON(w, status, errorBody{Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// decodeBody decodes a JSON request body into v strictly: one JSON value,
+// no unknown fields, at most MaxBody bytes. An empty body leaves v as it is.
+func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" {
+			return fmt.Errorf("%w: Content-Type %q: send application/json", ErrInvalid, ct)
+		}
+	}
+	return DecodeJSON(http.MaxBytesReader(w, r.Body, s.cfg.MaxBody), v)
+}
+
+// DecodeJSON decodes one JSON value from r into v, strictly: unknown
+// fields, trailing data and wrong types are ErrInvalid, a body over a
+// http.MaxBytesReader's limit ErrTooLarge; an empty body leaves v alone.
+func DecodeJSON(r io.Reader, v any) error {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		if _, terr := dec.Token(); terr != io.EOF {
+			err = errors.New("trailing data after the JSON value")
+			var mbe *http.MaxBytesError
+			if errors.As(terr, &mbe) {
+				err = terr
+			}
+		}
+	}
+	var mbe *http.MaxBytesError
+	switch {
+	case err == nil, err == io.EOF:
+		return nil
+	case errors.As(err, &mbe):
+		return fmt.Errorf("%w: over %d bytes", ErrTooLarge, mbe.Limit)
+	}
+	return fmt.Errorf("%w: request body: %v", ErrInvalid, err)
+}
+
+func jobID(r *http.Request) (int64, error) {
+	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
+	if err != nil || id <= 0 {
+		return 0, fmt.Errorf("%w: job ID %q: want a positive number", ErrInvalid, r.PathValue("id"))
+	}
+	return id, nil
+}
+
+func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
+	var req SubmitRequest
+	if err := s.decodeBody(w, r, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	job, err := s.svc.Submit(r.Context(), req)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, job)
+}
+
+func (s *Server) jobs(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := JobFilter{Device: q.Get("device")}
+	for _, v := range q["state"] {
+		for st := range strings.SplitSeq(v, ",") {
+			switch st {
+			case JobQueued, JobRunning, JobFinished:
+				f.States = append(f.States, st)
+			default:
+				s.fail(w, r, fmt.Errorf("%w: state %q: want queued, running or finished", ErrInvalid, st))
+				return
+			}
+		}
+	}
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 100000 {
+			s.fail(w, r, fmt.Errorf("%w: limit %q: want a number from 0 to 100000", ErrInvalid, v))
+			return
+		}
+		f.Limit = n
+	}
+	list, err := s.svc.Jobs(r.Context(), f)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if list == nil {
+		list = []Job{}
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+func (s *Server) job(w http.ResponseWriter, r *http.Request) {
+	id, err := jobID(r)
+	if err == nil {
+		var job Job
+		if job, err = s.svc.Job(r.Context(), id); err == nil {
+			writeJSON(w, http.StatusOK, job)
+			return
+		}
+	}
+	s.fail(w, r, err)
+}
+
+func (s *Server) cancel(w http.ResponseWriter, r *http.Request) {
+	id, err := jobID(r)
+	if err == nil {
+		err = s.decodeBody(w, r, &struct{}{})
+	}
+	if err == nil {
+		var job Job
+		if job, err = s.svc.Cancel(r.Context(), id); err == nil {
+			writeJSON(w, http.StatusOK, job)
+			return
+		}
+	}
+	s.fail(w, r, err)
+}
+
+func (s *Server) jobLog(w http.ResponseWriter, r *http.Request) {
+	id, err := jobID(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	f, err := s.svc.JobLog(r.Context(), id)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	defer f.Close()
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	io.Copy(w, f)
+}
+
+func (s *Server) junit(w http.ResponseWriter, r *http.Request) {
+	id, err := jobID(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	res, err := s.svc.JobResult(r.Context(), id)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/xml")
+	res.WriteJUnit(w)
+}
+
+// events streams the job's events as NDJSON, one flushed line each.
+func (s *Server) events(w http.ResponseWriter, r *http.Request) {
+	id, err := jobID(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var opts FollowOptions
+	q := r.URL.Query()
+	if v := q.Get("offset"); v != "" {
+		if opts.Offset, err = strconv.ParseInt(v, 10, 64); err != nil || opts.Offset < 0 {
+			s.fail(w, r, fmt.Errorf("%w: offset %q: want a byte offset", ErrInvalid, v))
+			return
+		}
+	}
+	switch v := q.Get("log"); v {
+	case "", "true", "1":
+	case "false", "0":
+		opts.NoLog = true
+	default:
+		s.fail(w, r, fmt.Errorf("%w: log %q: want true or false", ErrInvalid, v))
+		return
+	}
+	if _, err := s.svc.Job(r.Context(), id); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	rc := http.NewResponseController(w)
+	enc := json.NewEncoder(w)
+	err = s.svc.Follow(r.Context(), id, opts, func(e Event) error {
+		if err := enc.Encode(e); err != nil {
+			return err
+		}
+		return rc.Flush()
+	})
+	if err != nil && r.Context().Err() == nil {
+		s.log.Debug("api: event stream ended", "job", id, "err", err)
+	}
+}
+
+func (s *Server) devices(w http.ResponseWriter, r *http.Request) {
+	list, err := s.svc.Devices(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if list == nil {
+		list = []Device{}
+	}
+	writeJSON(w, http.StatusOK, list)
+}
+
+func (s *Server) device(w http.ResponseWriter, r *http.Request) {
+	d, err := s.svc.Device(r.Context(), r.PathValue("name"))
+	s.reply(w, r, d, err)
+}
+
+func (s *Server) maintenance(w http.ResponseWriter, r *http.Request) {
+	var req DeviceRequest
+	if err := s.decodeBody(w, r, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	d, err := s.svc.Maintenance(r.Context(), r.PathValue("name"), req.Reason)
+	s.reply(w, r, d, err)
+}
+
+func (s *Server) online(w http.ResponseWriter, r *http.Request) {
+	if err := s.decodeBody(w, r, &struct{}{}); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	d, err := s.svc.Online(r.Context(), r.PathValue("name"))
+	s.reply(w, r, d, err)
+}
+
+func (s *Server) health(w http.ResponseWriter, r *http.Request) {
+	if err := s.decodeBody(w, r, &struct{}{}); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	d, err := s.svc.CheckHealth(r.Context(), r.PathValue("name"))
+	s.reply(w, r, d, err)
+}
+
+func (s *Server) power(w http.ResponseWriter, r *http.Request) {
+	var req PowerRequest
+	if err := s.decodeBody(w, r, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	switch req.Op {
+	case PowerOn, PowerOff, PowerCycle, PowerReset, PowerStatus:
+	default:
+		s.fail(w, r, fmt.Errorf("%w: power operation %q: want on, off, cycle, reset or status", ErrInvalid, req.Op))
+		return
+	}
+	resp, err := s.svc.Power(r.Context(), r.PathValue("name"), req)
+	s.reply(w, r, resp, err)
+}
+
+func (s *Server) bootdev(w http.ResponseWriter, r *http.Request) {
+	var req BootdevRequest
+	if err := s.decodeBody(w, r, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if req.Device != "pxe" && req.Device != "disk" {
+		s.fail(w, r, fmt.Errorf("%w: boot device %q: want pxe or disk", ErrInvalid, req.Device))
+		return
+	}
+	resp, err := s.svc.SetBootDevice(r.Context(), r.PathValue("name"), req)
+	s.reply(w, r, resp, err)
+}
+
+func (s *Server) reply(w http.ResponseWriter, r *http.Request, v any, err error) {
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}

@@ -1,0 +1,416 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl/results"
+)
+
+const goodToken = "s3cret-token-for-ci"
+
+// fakeService answers every request from memory and records the callers.
+type fakeService struct {
+	mu      sync.Mutex
+	callers []string
+	fail    error // returned by every method when set
+	panics  bool
+}
+
+func (f *fakeService) called(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.callers = append(f.callers, api.CallerFrom(ctx))
+	if f.panics {
+		panic("fake service panics")
+	}
+	return f.fail
+}
+
+func (f *fakeService) Submit(ctx context.Context, req api.SubmitRequest) (api.Job, error) {
+	if err := f.called(ctx); err != nil {
+		return api.Job{}, err
+	}
+	if req.Spec == "" {
+		return api.Job{}, fmt.Errorf("%w: empty job", api.ErrInvalid)
+	}
+	return api.Job{ID: 7, Name: req.File, State: api.JobQueued, Submitter: api.CallerFrom(ctx)}, nil
+}
+
+func (f *fakeService) Jobs(ctx context.Context, flt api.JobFilter) ([]api.Job, error) {
+	if err := f.called(ctx); err != nil {
+		return nil, err
+	}
+	return []api.Job{{ID: 1, Name: strings.Join(flt.States, "+"), Device: flt.Device, Priority: fmt.Sprint(flt.Limit)}}, nil
+}
+
+func (f *fakeService) Job(ctx context.Context, id int64) (api.Job, error) {
+	if err := f.called(ctx); err != nil {
+		return api.Job{}, err
+	}
+	if id != 7 {
+		return api.Job{}, fmt.Errorf("%w: job %d", api.ErrNotFound, id)
+	}
+	return api.Job{ID: 7, State: api.JobRunning}, nil
+}
+
+func (f *fakeService) Cancel(ctx context.Context, id int64) (api.Job, error) {
+	if err := f.called(ctx); err != nil {
+		return api.Job{}, err
+	}
+	return api.Job{ID: id, State: api.JobFinished, Outcome: "canceled"}, nil
+}
+
+func (f *fakeService) JobLog(ctx context.Context, id int64) (io.ReadCloser, error) {
+	if err := f.called(ctx); err != nil {
+		return nil, err
+	}
+	return io.NopCloser(strings.NewReader("line one\nline two\n")), nil
+}
+
+func (f *fakeService) JobResult(ctx context.Context, id int64) (*results.Job, error) {
+	if err := f.called(ctx); err != nil {
+		return nil, err
+	}
+	return &results.Job{ID: fmt.Sprint(id), Name: "smoke", Outcome: "complete"}, nil
+}
+
+func (f *fakeService) Follow(ctx context.Context, id int64, opts api.FollowOptions, send func(api.Event) error) error {
+	if err := f.called(ctx); err != nil {
+		return err
+	}
+	if !opts.NoLog {
+		if err := send(api.Event{Log: "hello\n", Offset: opts.Offset}); err != nil {
+			return err
+		}
+	}
+	if err := send(api.Event{Progress: &api.Progress{Phase: "deploy", Transfer: &api.Transfer{Done: 5, Total: 10, Elapsed: time.Second}}}); err != nil {
+		return err
+	}
+	return send(api.Event{End: &api.Job{ID: id, State: api.JobFinished, Outcome: "complete"}})
+}
+
+func (f *fakeService) Devices(ctx context.Context) ([]api.Device, error) {
+	if err := f.called(ctx); err != nil {
+		return nil, err
+	}
+	return []api.Device{{Name: "node1", State: api.DeviceIdle}}, nil
+}
+
+func (f *fakeService) Device(ctx context.Context, name string) (api.Device, error) {
+	if err := f.called(ctx); err != nil {
+		return api.Device{}, err
+	}
+	return api.Device{Name: name, State: api.DeviceIdle}, nil
+}
+
+func (f *fakeService) Maintenance(ctx context.Context, name, reason string) (api.Device, error) {
+	if err := f.called(ctx); err != nil {
+		return api.Device{}, err
+	}
+	return api.Device{Name: name, State: api.DeviceMaintenance, Reason: reason}, nil
+}
+
+func (f *fakeService) Online(ctx context.Context, name string) (api.Device, error) {
+	if err := f.called(ctx); err != nil {
+		return api.Device{}, err
+	}
+	return api.Device{Name: name, State: api.DeviceIdle}, nil
+}
+
+func (f *fakeService) CheckHealth(ctx context.Context, name string) (api.Device, error) {
+	if err := f.called(ctx); err != nil {
+		return api.Device{}, err
+	}
+	return api.Device{Name: name, State: api.DeviceIdle, Health: &api.Health{OK: true}}, nil
+}
+
+func (f *fakeService) Power(ctx context.Context, name string, req api.PowerRequest) (api.PowerResponse, error) {
+	if err := f.called(ctx); err != nil {
+		return api.PowerResponse{}, err
+	}
+	return api.PowerResponse{Node: name, On: req.Op != api.PowerOff}, nil
+}
+
+func (f *fakeService) SetBootDevice(ctx context.Context, name string, req api.BootdevRequest) (api.BootdevResponse, error) {
+	if err := f.called(ctx); err != nil {
+		return api.BootdevResponse{}, err
+	}
+	return api.BootdevResponse{Node: name, Device: req.Device}, nil
+}
+
+func newServer(t testing.TB, svc api.Service, maxBody int64) *api.Server {
+	t.Helper()
+	s, err := api.NewServer(svc, api.Config{
+		Tokens:  []api.Token{{Name: "ci", Secret: goodToken}, {Name: "alice", Secret: "another-token-1234"}},
+		MaxBody: maxBody,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// do sends a request to the server in-process.
+func do(s http.Handler, method, path, token, contentType, body string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, path, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	w := httptest.NewRecorder()
+	s.ServeHTTP(w, req)
+	return w
+}
+
+func TestNewServerNeedsTokens(t *testing.T) {
+	if _, err := api.NewServer(&fakeService{}, api.Config{}); err == nil {
+		t.Error("NewServer without tokens succeeded")
+	}
+	if _, err := api.NewServer(&fakeService{}, api.Config{Tokens: []api.Token{{Name: "x", Secret: "short"}}}); err == nil {
+		t.Error("NewServer with a 5-character token succeeded")
+	}
+}
+
+func TestAuth(t *testing.T) {
+	svc := &fakeService{}
+	s := newServer(t, svc, 0)
+	for _, tt := range []struct {
+		name, header string
+		want         int
+	}{
+		{"none", "", 401},
+		{"empty bearer", "Bearer ", 401},
+		{"wrong", "Bearer not-the-token", 401},
+		{"prefix of the token", "Bearer " + goodToken[:10], 401},
+		{"basic", "Basic " + goodToken, 401},
+		{"good", "Bearer " + goodToken, 200},
+		{"lower-case scheme", "bearer " + goodToken, 200},
+	} {
+		req := httptest.NewRequest("GET", "/api/v1/devices", nil)
+		if tt.header != "" {
+			req.Header.Set("Authorization", tt.header)
+		}
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, req)
+		if w.Code != tt.want {
+			t.Errorf("%s: status %d, want %d (%s)", tt.name, w.Code, tt.want, w.Body)
+		}
+		if w.Code == 401 && (w.Header().Get("WWW-Authenticate") == "" || !strings.Contains(w.Body.String(), `"error"`)) {
+			t.Errorf("%s: 401 without WWW-Authenticate or error body: %v %s", tt.name, w.Header(), w.Body)
+		}
+	}
+	do(s, "GET", "/api/v1/devices", "another-token-1234", "", "")
+	if svc.callers[len(svc.callers)-1] != "alice" {
+		t.Errorf("callers %v: the second token is alice's", svc.callers)
+	}
+	// Unauthenticated requests do not reach the service, whatever the path.
+	n := len(svc.callers)
+	do(s, "POST", "/api/v1/jobs", "", "application/json", `{"spec":"x"}`)
+	if len(svc.callers) != n {
+		t.Error("an unauthenticated submit reached the service")
+	}
+}
+
+func TestRequests(t *testing.T) {
+	s := newServer(t, &fakeService{}, 64)
+	tests := []struct {
+		method, path, contentType, body string
+		want                            int
+		wantBody                        string
+	}{
+		{"POST", "/api/v1/jobs", "application/json", `{"file":"a.toml","spec":"x"}`, 201, `"submitter": "ci"`},
+		{"POST", "/api/v1/jobs", "", `{"file":"a.toml","spec":"x"}`, 201, `"id": 7`},
+		{"POST", "/api/v1/jobs", "application/json; charset=utf-8", `{"spec":"x"}`, 201, `"id": 7`},
+		{"POST", "/api/v1/jobs", "text/plain", `{"spec":"x"}`, 400, "Content-Type"},
+		{"POST", "/api/v1/jobs", "application/json", `{"spec":`, 400, "request body"},
+		{"POST", "/api/v1/jobs", "application/json", `{"spec":"x","evil":1}`, 400, "unknown field"},
+		{"POST", "/api/v1/jobs", "application/json", `{"spec":"x"} {"spec":"y"}`, 400, "trailing data"},
+		{"POST", "/api/v1/jobs", "application/json", `{"spec":7}`, 400, "request body"},
+		{"POST", "/api/v1/jobs", "application/json", `{"spec":"` + strings.Repeat("x", 100) + `"}`, 413, "too large"},
+		{"POST", "/api/v1/jobs", "application/json", ``, 400, "empty job"},
+		{"GET", "/api/v1/jobs?state=queued,running&limit=5&device=node1", "", "", 200, `"name": "queued+running"`},
+		{"GET", "/api/v1/jobs?state=bogus", "", "", 400, "bogus"},
+		{"GET", "/api/v1/jobs?limit=-1", "", "", 400, "limit"},
+		{"GET", "/api/v1/jobs/7", "", "", 200, `"state": "running"`},
+		{"GET", "/api/v1/jobs/8", "", "", 404, "job 8"},
+		{"GET", "/api/v1/jobs/abc", "", "", 400, "positive number"},
+		{"GET", "/api/v1/jobs/0", "", "", 400, "positive number"},
+		{"GET", "/api/v1/jobs/99999999999999999999", "", "", 400, "positive number"},
+		{"POST", "/api/v1/jobs/7/cancel", "", "", 200, "canceled"},
+		{"POST", "/api/v1/jobs/7/cancel", "application/json", `{"x":1}`, 400, "unknown field"},
+		{"GET", "/api/v1/jobs/7/log", "", "", 200, "line two"},
+		{"GET", "/api/v1/jobs/7/junit", "", "", 200, "<testsuites"},
+		{"GET", "/api/v1/jobs/7/events?offset=-3", "", "", 400, "offset"},
+		{"GET", "/api/v1/jobs/7/events?log=maybe", "", "", 400, "log"},
+		{"GET", "/api/v1/jobs/8/events", "", "", 404, "job 8"},
+		{"GET", "/api/v1/devices/node1", "", "", 200, `"node1"`},
+		{"POST", "/api/v1/devices/node1/maintenance", "application/json", `{"reason":"fan"}`, 200, `"reason": "fan"`},
+		{"POST", "/api/v1/devices/node1/online", "", "", 200, "idle"},
+		{"POST", "/api/v1/devices/node1/health", "", "", 200, `"ok": true`},
+		{"POST", "/api/v1/devices/node1/power", "application/json", `{"op":"off"}`, 200, `"on": false`},
+		{"POST", "/api/v1/devices/node1/power", "application/json", `{"op":"explode"}`, 400, "explode"},
+		{"POST", "/api/v1/devices/node1/power", "application/json", `[1,2]`, 400, "request body"},
+		{"POST", "/api/v1/devices/node1/bootdev", "application/json", `{"device":"pxe","force":true}`, 200, `"device": "pxe"`},
+		{"POST", "/api/v1/devices/node1/bootdev", "application/json", `{"device":"cdrom"}`, 400, "cdrom"},
+		{"DELETE", "/api/v1/jobs/7", "", "", 404, "no such endpoint"},
+		{"GET", "/etc/passwd", "", "", 404, "no such endpoint"},
+	}
+	for _, tt := range tests {
+		w := do(s, tt.method, tt.path, goodToken, tt.contentType, tt.body)
+		if w.Code != tt.want || !strings.Contains(w.Body.String(), tt.wantBody) {
+			t.Errorf("%s %s %q: %d %s; want %d with %q", tt.method, tt.path, tt.body, w.Code, w.Body, tt.want, tt.wantBody)
+		}
+	}
+}
+
+// Errors become statuses in one place; unknown ones are hidden.
+func TestErrorStatuses(t *testing.T) {
+	for _, tt := range []struct {
+		err      error
+		want     int
+		wantBody string
+	}{
+		{fmt.Errorf("%w: node1 runs job 3", api.ErrBusy), 409, "node1 runs job 3"},
+		{fmt.Errorf("%w: bmc 10.0.0.5:623: no answer", api.ErrDevice), 502, "no answer"},
+		{fmt.Errorf("%w: stopping", api.ErrUnavailable), 503, "stopping"},
+		{errors.New("database is locked at /var/lib/labctl/secret/path"), 500, "internal error"},
+	} {
+		s := newServer(t, &fakeService{fail: tt.err}, 0)
+		w := do(s, "GET", "/api/v1/devices", goodToken, "", "")
+		if w.Code != tt.want || !strings.Contains(w.Body.String(), tt.wantBody) || (tt.want == 500 && strings.Contains(w.Body.String(), "secret")) {
+			t.Errorf("%v: %d %s, want %d with %q", tt.err, w.Code, w.Body, tt.want, tt.wantBody)
+		}
+	}
+}
+
+// A panicking handler answers 500 and the server keeps serving.
+func TestPanicIsContained(t *testing.T) {
+	svc := &fakeService{panics: true}
+	s := newServer(t, svc, 0)
+	if w := do(s, "GET", "/api/v1/devices", goodToken, "", ""); w.Code != 500 {
+		t.Errorf("panicking service: %d %s", w.Code, w.Body)
+	}
+	svc.panics = false
+	if w := do(s, "GET", "/api/v1/devices", goodToken, "", ""); w.Code != 200 {
+		t.Errorf("after a panic: %d %s", w.Code, w.Body)
+	}
+}
+
+// The client over a real HTTP server: replies decode, errors map back to
+// the API's errors, event streams arrive in order.
+func TestClient(t *testing.T) {
+	svc := &fakeService{}
+	hs := httptest.NewServer(newServer(t, svc, 0))
+	defer hs.Close()
+	c, err := api.NewClient(strings.TrimPrefix(hs.URL, "http://"), goodToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	j, err := c.Submit(ctx, api.SubmitRequest{File: "smoke.toml", Spec: "x"})
+	if err != nil || j.ID != 7 || j.Submitter != "ci" {
+		t.Errorf("Submit = %+v, %v", j, err)
+	}
+	if _, err := c.Job(ctx, 8); !errors.Is(err, api.ErrNotFound) || err.Error() != "not found: job 8" {
+		t.Errorf("Job(8) = %v, want ErrNotFound", err)
+	}
+	list, err := c.Jobs(ctx, api.JobFilter{States: []string{"queued"}, Limit: 3})
+	if err != nil || len(list) != 1 || list[0].Name != "queued" || list[0].Priority != "3" {
+		t.Errorf("Jobs = %+v, %v", list, err)
+	}
+	var log bytes.Buffer
+	if err := c.JobLog(ctx, 7, &log); err != nil || log.String() != "line one\nline two\n" {
+		t.Errorf("JobLog = %q, %v", log.String(), err)
+	}
+	var events []string
+	err = c.Follow(ctx, 7, api.FollowOptions{Offset: 10}, func(e api.Event) error {
+		switch {
+		case e.Log != "":
+			events = append(events, fmt.Sprintf("log@%d", e.Offset))
+		case e.Progress != nil:
+			events = append(events, fmt.Sprintf("%s %d/%d", e.Progress.Phase, e.Progress.Transfer.Done, e.Progress.Transfer.Total))
+		case e.End != nil:
+			events = append(events, "end "+e.End.Outcome)
+		}
+		return nil
+	})
+	if err != nil || strings.Join(events, ", ") != "log@10, deploy 5/10, end complete" {
+		t.Errorf("Follow = %v, %v", events, err)
+	}
+	if b, err := c.JUnit(ctx, 7); err != nil || !bytes.Contains(b, []byte(`name="smoke"`)) {
+		t.Errorf("JUnit = %s, %v", b, err)
+	}
+	if r, err := c.Power(ctx, "node1", api.PowerRequest{Op: "on"}); err != nil || !r.On || r.Node != "node1" {
+		t.Errorf("Power = %+v, %v", r, err)
+	}
+
+	bad, _ := api.NewClient(hs.URL, "wrong-token-123")
+	if _, err := bad.Devices(ctx); !errors.Is(err, api.ErrUnauthorized) {
+		t.Errorf("Devices with a bad token = %v, want ErrUnauthorized", err)
+	}
+	if _, err := api.NewClient("", goodToken); err == nil {
+		t.Error("NewClient without a server succeeded")
+	}
+	if _, err := api.NewClient("ftp://x", goodToken); err == nil {
+		t.Error("NewClient with ftp:// succeeded")
+	}
+	svc.fail = fmt.Errorf("%w: node1 runs job 3", api.ErrBusy)
+	if _, err := c.Power(ctx, "node1", api.PowerRequest{Op: "off"}); !errors.Is(err, api.ErrBusy) || !strings.Contains(err.Error(), "job 3") {
+		t.Errorf("Power on a busy node = %v", err)
+	}
+}
+
+// The server runs under Serve and stops when its context ends, also with
+// an event stream open.
+func TestServe(t *testing.T) {
+	block := &blockingFollow{fakeService: &fakeService{}, started: make(chan struct{})}
+	s, err := api.NewServer(block, api.Config{Addr: "127.0.0.1:0", Tokens: []api.Token{{Name: "ci", Secret: goodToken}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	c, _ := api.NewClient(s.Addr().String(), goodToken)
+	followed := make(chan error, 1)
+	go func() {
+		followed <- c.Follow(context.Background(), 7, api.FollowOptions{}, func(api.Event) error { return nil })
+	}()
+	<-block.started
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Serve = %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return with a stream open")
+	}
+	if err := <-followed; err == nil {
+		t.Error("a stream cut by the shutdown ended without an error")
+	}
+}
+
+type blockingFollow struct {
+	*fakeService
+	started chan struct{}
+}
+
+func (b *blockingFollow) Follow(ctx context.Context, id int64, opts api.FollowOptions, send func(api.Event) error) error {
+	close(b.started)
+	<-ctx.Done()
+	return ctx.Err()
+}

@@ -1,0 +1,184 @@
+// Package api is the lab daemon's HTTP JSON API: the wire types, the
+// server (over the Service interface the daemon implements) and the client
+// labctl uses.
+//
+// Every request carries a bearer token from the lab config
+// ([[server.tokens]]). Errors come back as {"error": "message"} with a
+// status chosen in one place (statusOf): 400 malformed or invalid, 401 no
+// valid token, 404 no such job or device, 409 the device is busy or the
+// job is in the wrong state, 413 body too large, 502 the node's BMC or
+// console failed, 500 anything else (details only in the daemon's log).
+//
+// Endpoints, all under /api/v1:
+//
+//	POST /jobs                      submit (SubmitRequest) → Job
+//	GET  /jobs?state=S&limit=N      list → []Job
+//	GET  /jobs/{id}                 → Job (with its results once finished)
+//	POST /jobs/{id}/cancel          → Job
+//	GET  /jobs/{id}/log             the job log, text
+//	GET  /jobs/{id}/junit           JUnit XML, once finished
+//	GET  /jobs/{id}/events?offset=N&log=false  NDJSON stream of Event until the job ends
+//	GET  /devices                   → []Device
+//	GET  /devices/{name}            → Device
+//	POST /devices/{name}/maintenance  (DeviceRequest) → Device
+//	POST /devices/{name}/online     → Device (after a health check)
+//	POST /devices/{name}/health     run the health check now → Device
+//	POST /devices/{name}/power      (PowerRequest) → PowerResponse
+//	POST /devices/{name}/bootdev    (BootdevRequest) → BootdevResponse
+package api
+
+import (
+	"time"
+
+	"github.com/labctl/labctl/results"
+)
+
+// SubmitRequest submits a job file.
+type SubmitRequest struct {
+	// File is the job file's name as the submitter knows it, for messages.
+	File string `json:"file"`
+	// Dir is the absolute directory of the job file: relative paths in it
+	// (deploy.image, deploy.sha256_file) are relative to Dir, and must be
+	// readable by the daemon (same host or a shared file system; otherwise
+	// use an http(s) URL for the image).
+	Dir string `json:"dir"`
+	// Spec is the job file's text.
+	Spec string `json:"spec"`
+}
+
+// Job states.
+const (
+	JobQueued   = "queued"
+	JobRunning  = "running"
+	JobFinished = "finished"
+)
+
+// Job is a job as the daemon reports it.
+type Job struct {
+	ID         int64    `json:"id"`
+	Name       string   `json:"name"`
+	Device     string   `json:"device,omitempty"` // asked for, or running/ran on
+	DeviceType string   `json:"device_type,omitempty"`
+	Tags       []string `json:"tags,omitempty"`
+	Priority   string   `json:"priority"`
+	Submitter  string   `json:"submitter"`
+	State      string   `json:"state"`             // queued, running, finished
+	Outcome    string   `json:"outcome,omitempty"` // complete, failed, incomplete, canceled
+	Reason     string   `json:"reason,omitempty"`
+	// Submitted, Started and Finished are when these happened (Started and
+	// Finished omitted until then).
+	Submitted time.Time  `json:"submitted"`
+	Started   *time.Time `json:"started,omitempty"`
+	Finished  *time.Time `json:"finished,omitempty"`
+	// Phase is what a running job is doing (deploy, boot, test, finalize).
+	Phase string `json:"phase,omitempty"`
+	// Transfer is the image transfer of a running job, while it streams.
+	Transfer *Transfer `json:"transfer,omitempty"`
+	// Result is the job's record once it is finished (in `GET /jobs/{id}`).
+	Result *results.Job `json:"result,omitempty"`
+}
+
+// Transfer is how far a job's image has streamed to the node.
+type Transfer struct {
+	Done    int64         `json:"done"`
+	Total   int64         `json:"total"` // 0 when unknown
+	Elapsed time.Duration `json:"elapsed_ns"`
+}
+
+// Event is one line of a job's event stream: a piece of its log, news of
+// its progress, or (last) the job as it ended. Exactly one field is set.
+type Event struct {
+	// Log is whole lines of the job log, starting at byte Offset of the
+	// file; the next piece starts at Offset+len(Log).
+	Log    string `json:"log,omitempty"`
+	Offset int64  `json:"offset,omitempty"`
+	// Progress is the job's current phase and transfer.
+	Progress *Progress `json:"progress,omitempty"`
+	// End is the finished job; the stream ends after it.
+	End *Job `json:"end,omitempty"`
+}
+
+// Progress is a running job's phase and image transfer.
+type Progress struct {
+	Phase    string    `json:"phase"`
+	Transfer *Transfer `json:"transfer,omitempty"`
+}
+
+// Device states.
+const (
+	DeviceIdle        = "idle"        // healthy, waiting for a job
+	DeviceRunning     = "running"     // a job runs on it
+	DeviceChecking    = "checking"    // its health check runs
+	DeviceOffline     = "offline"     // its health check failed: no jobs until one passes
+	DeviceMaintenance = "maintenance" // taken out by an admin
+)
+
+// Device is a device as the daemon reports it.
+type Device struct {
+	Name       string    `json:"name"`
+	DeviceType string    `json:"device_type"`
+	Tags       []string  `json:"tags,omitempty"`
+	State      string    `json:"state"`
+	Reason     string    `json:"reason,omitempty"`
+	Since      time.Time `json:"since"`
+	// Job is the job running on it, if any.
+	Job int64 `json:"job,omitempty"`
+	// Maintenance is set when an admin took the device out; while a job
+	// still runs on it, State is running and the device goes to
+	// maintenance when the job ends.
+	Maintenance bool `json:"maintenance,omitempty"`
+	// Health is the last health check, if one ran since the daemon started.
+	Health *Health `json:"health,omitempty"`
+}
+
+// Health is the result of a device's health check.
+type Health struct {
+	At       time.Time     `json:"at"`
+	OK       bool          `json:"ok"`
+	Detail   string        `json:"detail"` // what was checked, or what failed
+	Duration time.Duration `json:"duration_ns"`
+}
+
+// DeviceRequest is the body of maintenance (and optionally online).
+type DeviceRequest struct {
+	Reason string `json:"reason,omitempty"`
+}
+
+// Power operations.
+const (
+	PowerOn     = "on"
+	PowerOff    = "off"
+	PowerCycle  = "cycle"
+	PowerReset  = "reset"
+	PowerStatus = "status"
+)
+
+// PowerRequest asks for a power operation on a node.
+type PowerRequest struct {
+	Op string `json:"op"` // on, off, cycle, reset, status
+	// Force runs it even while a job or a health check owns the node.
+	Force bool `json:"force,omitempty"`
+}
+
+// BootdevRequest sets a node's next boot device.
+type BootdevRequest struct {
+	Device string `json:"device"` // pxe, disk
+	Force  bool   `json:"force,omitempty"`
+}
+
+// PowerResponse is the node's power state after a power request.
+type PowerResponse struct {
+	Node string `json:"node"`
+	On   bool   `json:"on"`
+}
+
+// BootdevResponse confirms the next boot device that was set.
+type BootdevResponse struct {
+	Node   string `json:"node"`
+	Device string `json:"device"`
+}
+
+// errorBody is how errors travel.
+type errorBody struct {
+	Error string `json:"error"`
+}

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl/daemon"
+	"github.com/labctl/labctl/devices"
+	"github.com/labctl/labctl/lab"
+	"github.com/labctl/labctl/store"
+)
+
+type serveOptions struct {
+	lab    string
+	listen string // overrides [server] listen
+	// ready, if set, hears the API address once everything is up (tests).
+	ready func(addr string)
+}
+
+func newServeCommand(env *appEnv) *cli.Command {
+	return &cli.Command{
+		Name:      "serve",
+		Usage:     "run the lab daemon: job queue, device workers, boot server and HTTP API",
+		ArgsUsage: " ",
+		Description: `Runs the lab in one process: the boot server (TFTP + HTTP) of
+[boot_server], the HTTP JSON API on [server] listen (bearer tokens from
+[[server.tokens]]), and the daemon: a queue of jobs (high, normal, low
+priority, then first come first served), one worker per device, device
+states (idle, running, checking, offline, maintenance) and health checks
+(at start-up, after every incomplete job, on demand).
+
+State lives in the lab's state_dir: labctl.db (SQLite: jobs, device
+states), jobs/ID/ (job.log, results.json, junit.xml, artifacts),
+devices/NAME/health.log, cache/. One daemon per state_dir (a lock file
+says so). If the daemon dies mid-job, the next start ends that job
+incomplete ("dispatcher restarted"), powers its node off, sets its PXE
+entry to local and health-checks the device; queued jobs survive.
+SIGINT/SIGTERM stop it: running jobs are stopped and their nodes
+finalized (they end incomplete), queued jobs stay queued.
+
+EXAMPLES:
+   labctl serve --lab /etc/labctl/lab.toml
+   labctl serve --lab build/simlab/lab/lab.toml --listen 127.0.0.1:0
+
+EXIT STATUS:
+   0 stopped by a signal, 1 could not start or a part failed,
+   64 the command line is wrong.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "lab", Usage: "the lab `FILE`", EnvVars: []string{"LABCTL_LAB"}, TakesFile: true, Required: true},
+			&cli.StringFlag{Name: "listen", Usage: "API listen `ADDRESS` host:port (default: the lab's [server] listen)"},
+		},
+		Action: func(c *cli.Context) error {
+			args, err := commandArgs(c)
+			if err != nil {
+				return err
+			}
+			if len(args) > 0 {
+				return usageErrorf("serve: unexpected argument %q (see labctl serve --help)", args[0])
+			}
+			return runServe(c.Context, serveOptions{lab: c.String("lab"), listen: c.String("listen")}, env)
+		},
+	}
+}
+
+func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
+	cfg, err := devices.Load(opts.lab)
+	if err != nil {
+		return err
+	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(env.stderr, "labctl: %s\n", w)
+	}
+	log := serveLogger(env)
+	tokens, err := apiTokens(cfg)
+	if err != nil {
+		return err
+	}
+	unlock, err := lockStateDir(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+
+	boot, err := newBootServer(cfg, log)
+	if err != nil {
+		return err
+	}
+	l := lab.New(cfg, boot, log)
+	defer l.Close()
+	if err := l.RegisterAll(); err != nil {
+		boot.Close()
+		return err
+	}
+	st, err := store.OpenSQLite(filepath.Join(cfg.StateDir, "labctl.db"))
+	if err != nil {
+		boot.Close()
+		return err
+	}
+	defer st.Close()
+	d, err := daemon.New(ctx, daemon.Config{Lab: cfg, Nodes: l, Store: st, Log: log})
+	if err != nil {
+		boot.Close()
+		return err
+	}
+	listen := firstOf(opts.listen, cfg.Server.Listen)
+	srv, err := api.NewServer(d, api.Config{Addr: listen, Tokens: tokens, Log: log})
+	if err != nil {
+		boot.Close()
+		return err
+	}
+	addr := srv.Addr().String()
+	fmt.Fprintf(env.stderr, "labctl serve: lab %s, %d devices, API http://%s, boot server tftp %s http %s, state %s\n",
+		cfg.Name, len(cfg.Devices), addr, boot.TFTPAddr(), boot.HTTPAddr(), cfg.StateDir)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return boot.Serve(gctx) })
+	g.Go(func() error { return srv.Serve(gctx) })
+	g.Go(func() error { return d.Serve(gctx) })
+	if opts.ready != nil {
+		opts.ready(addr)
+	}
+	err = g.Wait()
+	if err == nil || errors.Is(err, context.Canceled) {
+		fmt.Fprintln(env.stderr, "labctl serve: stopped")
+		return nil
+	}
+	return err
+}
+
+// serveLogger is the daemon's log on stderr: info and above
+// (LABCTL_DEBUG=1 adds debug messages).
+func serveLogger(env *appEnv) *slog.Logger {
+	level := slog.LevelInfo
+	if env.getenv("LABCTL_DEBUG") == "1" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// apiTokens reads the lab's API tokens.
+func apiTokens(cfg *devices.Lab) ([]api.Token, error) {
+	if len(cfg.Server.Tokens) == 0 {
+		return nil, fmt.Errorf("lab %s: no [[server.tokens]]: the API needs at least one token", cfg.File)
+	}
+	var out []api.Token
+	for _, t := range cfg.Server.Tokens {
+		s, err := t.Secret()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, api.Token{Name: t.Name, Secret: s.Reveal()})
+	}
+	return out, nil
+}
+
+// lockStateDir makes sure one daemon uses the state directory: a second
+// one would end the first one's running jobs as crashed. The lock goes
+// with the process, also on kill -9.
+func lockStateDir(dir string) (unlock func(), err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("state directory: %w", err)
+	}
+	path := filepath.Join(dir, "labctl.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("state directory lock: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		b, _ := io.ReadAll(f)
+		f.Close()
+		holder := strings.TrimSpace(string(b))
+		if holder == "" {
+			holder = "another process"
+		} else {
+			holder = "pid " + holder
+		}
+		return nil, fmt.Errorf("state directory %s is in use by %s (another labctl serve?)", dir, holder)
+	}
+	f.Truncate(0)
+	f.WriteString(strconv.Itoa(os.Getpid()) + "\n")
+	return func() {
+		f.Truncate(0)
+		f.Close()
+	}, nil
+}

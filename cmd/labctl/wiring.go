@@ -1,0 +1,24 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+
+	"github.com/labctl/labctl/devices"
+	"github.com/labctl/labctl/netboot"
+)
+
+// newBootServer builds the lab's TFTP + HTTP boot server from its
+// [boot_server] table (labctl run and labctl serve).
+func newBootServer(cfg *devices.Lab, log *slog.Logger) (*netboot.Server, error) {
+	boot, err := netboot.New(netboot.Config{
+		Root:     cfg.BootServer.Root,
+		TFTPAddr: cfg.BootServer.TFTPListen,
+		HTTPAddr: cfg.BootServer.HTTPListen,
+		HTTPURL:  cfg.BootServer.HTTPURL,
+	}, log)
+	if err != nil {
+		return nil, fmt.Errorf("boot server: %w", err)
+	}
+	return boot, nil
+}

@@ -1,0 +1,345 @@
+// Package daemon is the core of `labctl serve`: it owns the lab. It keeps
+// the job queue, gives each job to a free healthy device, runs it there
+// (dispatcher.Run) on a worker of that device, tracks each device's state
+// and health, owns the nodes' console sessions (Consoles) and recovers
+// from its own crashes. It implements api.Service.
+//
+// Queue: jobs wait in priority order (high, normal, low), first come first
+// served within a priority. A job names a device, or a device type and
+// tags; it goes to an idle device that fits (of several, the one idle the
+// longest). Scheduling happens in memory, at once, whenever something
+// changes (a submit, a device coming free): nothing polls. A worker then
+// takes the job off the queue in the store with one guarded UPDATE (see
+// package store) before it touches the node, so a job is never run twice,
+// and a job is in the store before its submitter hears its ID, so it is
+// never lost.
+//
+// Devices are idle, running (a job), checking (its health check),
+// offline (the check failed: no jobs until one passes) or maintenance (an
+// admin took it out; survives restarts). The health check (the device
+// type's [health]) runs at start-up, after every job that ended incomplete
+// (the lab went wrong) and on demand.
+//
+// Crash safety: a job that was running when the daemon died (kill -9) is
+// ended incomplete ("dispatcher restarted") when the daemon starts again,
+// unless its results show it had finished; its node is then powered off,
+// its PXE entry set back to local boot, and its device health-checked
+// before it takes another job. Queued jobs stay queued. On an orderly
+// shutdown running jobs are stopped (their nodes finalized) and end
+// incomplete ("dispatcher stopped").
+package daemon
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl/devices"
+	"github.com/labctl/labctl/dispatcher"
+	"github.com/labctl/labctl/lab"
+	"github.com/labctl/labctl/results"
+	"github.com/labctl/labctl/store"
+)
+
+// Store is what the daemon keeps in its database. store.SQLite implements
+// it; store/storetest checks the contract.
+type Store interface {
+	// CreateJob adds a queued job and returns it with its ID.
+	CreateJob(ctx context.Context, j store.Job) (store.Job, error)
+	// Job returns one job; an error wrapping store.ErrNotFound if none.
+	Job(ctx context.Context, id int64) (store.Job, error)
+	// Jobs lists jobs, oldest first.
+	Jobs(ctx context.Context, f store.JobFilter) ([]store.Job, error)
+	// ClaimJob moves a queued job to running on device, atomically; an
+	// error wrapping store.ErrConflict if it is not queued.
+	ClaimJob(ctx context.Context, id int64, device string, at time.Time) error
+	// FinishJob ends a job that is in state from; store.ErrConflict if not.
+	FinishJob(ctx context.Context, id int64, from string, f store.Finish) error
+	// SetDevices records device states (one transaction).
+	SetDevices(ctx context.Context, devs []store.Device) error
+	Devices(ctx context.Context) ([]store.Device, error)
+}
+
+// Nodes builds the live parts of a device: its power controller, console
+// dialer and boot-server entry. *lab.Lab implements it.
+type Nodes interface {
+	Node(name string) (*lab.Node, error)
+}
+
+// RunFunc runs one job to its end; dispatcher.Run is the real one.
+type RunFunc func(ctx context.Context, j dispatcher.Job) *results.Job
+
+// Config is what a Daemon is made of.
+type Config struct {
+	Lab   *devices.Lab
+	Nodes Nodes
+	Store Store
+	// Consoles owns the nodes' console sessions; nil makes a new registry.
+	Consoles *Consoles
+	Log      *slog.Logger
+	// Run runs a job; nil means dispatcher.Run.
+	Run RunFunc
+	// HealthChecks bounds the health checks that run at once (start-up
+	// checks every device); 0 means 16.
+	HealthChecks int
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Daemon is the lab daemon. Create it with New, run it with Serve; its
+// methods (api.Service) may be called before Serve runs: jobs then queue
+// until the workers start.
+type Daemon struct {
+	cfg      Config
+	log      *slog.Logger
+	store    Store
+	run      RunFunc
+	now      func() time.Time
+	consoles *Consoles
+	jobsDir  string
+	cacheDir string
+
+	checkSlots chan struct{}   // health checks running
+	base       context.Context // parent of every job's context
+	stop       context.CancelCauseFunc
+	persistNow chan struct{} // device states to write
+
+	mu       sync.Mutex
+	devices  map[string]*device
+	names    []string             // sorted
+	byType   map[string][]*device // by device type, sorted by name
+	queue    []*job               // queued jobs in the order they run
+	jobs     map[int64]*job       // queued and running jobs
+	serving  bool                 // the workers run
+	stopping bool
+	dirty    map[string]bool // devices whose state the store has not seen yet
+}
+
+// errShutdown is the cause of the jobs' contexts when the daemon stops.
+var errShutdown = errors.New("dispatcher stopped")
+
+// New loads the daemon's state from the store: queued jobs go back into
+// the queue, jobs that were running when the daemon died are ended
+// incomplete (their devices are recovered when Serve starts), devices in
+// maintenance stay there.
+func New(ctx context.Context, cfg Config) (*Daemon, error) {
+	if cfg.Lab == nil || cfg.Nodes == nil || cfg.Store == nil {
+		return nil, errors.New("daemon: Lab, Nodes and Store are required")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Run == nil {
+		cfg.Run = dispatcher.Run
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.HealthChecks <= 0 {
+		cfg.HealthChecks = 16
+	}
+	if cfg.Consoles == nil {
+		cfg.Consoles = NewConsoles(cfg.Log)
+	}
+	base, stop := context.WithCancelCause(context.Background())
+	d := &Daemon{
+		cfg: cfg, log: cfg.Log, store: cfg.Store, run: cfg.Run, now: cfg.Now, consoles: cfg.Consoles,
+		jobsDir:    filepath.Join(cfg.Lab.StateDir, "jobs"),
+		cacheDir:   filepath.Join(cfg.Lab.StateDir, "cache"),
+		checkSlots: make(chan struct{}, cfg.HealthChecks),
+		base:       base, stop: stop,
+		persistNow: make(chan struct{}, 1),
+		devices:    map[string]*device{},
+		byType:     map[string][]*device{},
+		jobs:       map[int64]*job{},
+		dirty:      map[string]bool{},
+	}
+	if err := d.loadDevices(ctx); err != nil {
+		return nil, err
+	}
+	if err := d.recoverJobs(ctx); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// loadDevices builds a device for each device of the lab, with the
+// maintenance state the store remembers.
+func (d *Daemon) loadDevices(ctx context.Context) error {
+	saved, err := d.store.Devices(ctx)
+	if err != nil {
+		return fmt.Errorf("daemon: %w", err)
+	}
+	byName := map[string]store.Device{}
+	for _, s := range saved {
+		byName[s.Name] = s
+	}
+	now := d.now()
+	for _, cfg := range d.cfg.Lab.Devices {
+		dev := &device{cfg: cfg, name: cfg.Name, tasks: make(chan task, 1), since: now,
+			healthReason: "not checked since the dispatcher started"}
+		dev.node, dev.nodeErr = d.cfg.Nodes.Node(cfg.Name)
+		if dev.nodeErr != nil {
+			dev.healthReason = dev.nodeErr.Error()
+		}
+		if s, ok := byName[cfg.Name]; ok && s.Maintenance {
+			dev.maintenance, dev.maintReason = true, s.MaintenanceReason
+		}
+		d.devices[cfg.Name] = dev
+		d.names = append(d.names, cfg.Name)
+		d.byType[cfg.DeviceType] = append(d.byType[cfg.DeviceType], dev)
+		d.refreshLocked(dev, "")
+	}
+	slices.Sort(d.names)
+	for _, list := range d.byType {
+		slices.SortFunc(list, func(a, b *device) int { return cmp.Compare(a.name, b.name) })
+	}
+	return nil
+}
+
+// Serve runs the workers (one per device) until ctx ends. It starts with
+// the recovery of devices whose job was cut short by a crash and a health
+// check of every device not in maintenance. When ctx ends, running jobs
+// are stopped (each node is finalized: powered off, PXE entry local) and
+// end incomplete; queued jobs stay queued for the next start. Serve
+// returns once every worker has stopped.
+func (d *Daemon) Serve(ctx context.Context) error {
+	d.mu.Lock()
+	if d.serving {
+		d.mu.Unlock()
+		return errors.New("daemon: Serve called twice")
+	}
+	d.serving = true
+	d.mu.Unlock()
+	stopJobs := context.AfterFunc(ctx, func() {
+		d.mu.Lock()
+		d.stopping = true
+		d.mu.Unlock()
+		d.stop(errShutdown)
+	})
+	defer stopJobs()
+
+	persistCtx, stopPersisting := context.WithCancel(context.WithoutCancel(ctx))
+	persisted := make(chan struct{})
+	go func() {
+		defer close(persisted)
+		d.persist(persistCtx)
+	}()
+
+	var wg sync.WaitGroup
+	d.mu.Lock()
+	for _, name := range d.names {
+		dev := d.devices[name]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.work(ctx, dev)
+		}()
+	}
+	for _, name := range d.names {
+		dev := d.devices[name]
+		if dev.maintenance && !dev.recover {
+			continue
+		}
+		why := "start-up"
+		if dev.recover {
+			why = "recovery after a dispatcher restart"
+		}
+		d.requestCheckLocked(dev, why)
+	}
+	d.scheduleLocked()
+	d.mu.Unlock()
+	d.log.Info("dispatcher serving", "devices", len(d.names))
+
+	<-ctx.Done()
+	wg.Wait()
+	stopPersisting()
+	<-persisted
+	d.log.Info("dispatcher stopped")
+	return nil
+}
+
+// work is a device's worker: it runs the device's tasks (jobs, health
+// checks) one after the other until ctx ends.
+func (d *Daemon) work(ctx context.Context, dev *device) {
+	for {
+		select {
+		case <-ctx.Done():
+			d.dropPending(dev)
+			return
+		case t := <-dev.tasks:
+			if ctx.Err() != nil {
+				d.requeue(dev, t)
+				d.dropPending(dev)
+				return
+			}
+			if t.job != nil {
+				d.runJob(ctx, dev, t.job)
+			} else {
+				d.runCheck(ctx, dev, t.check)
+			}
+		}
+	}
+}
+
+// dropPending releases a task given to a worker that stops before
+// running it: a job stays queued (in the store too), a check waiter hears
+// that it did not run.
+func (d *Daemon) dropPending(dev *device) {
+	select {
+	case t := <-dev.tasks:
+		d.requeue(dev, t)
+	default:
+	}
+}
+
+func (d *Daemon) requeue(dev *device, t task) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if t.job != nil {
+		dev.job, t.job.dev = nil, nil
+		d.enqueueLocked(t.job)
+	}
+	if t.check != nil {
+		t.check.result = api.Health{At: d.now(), Detail: "not run: " + errShutdown.Error()}
+		close(t.check.done)
+		dev.check = nil
+	}
+	dev.busy = false
+	d.refreshLocked(dev, "")
+}
+
+// persist writes device states to the store as they change, until ctx
+// ends (then once more).
+func (d *Daemon) persist(ctx context.Context) {
+	for {
+		select {
+		case <-d.persistNow:
+		case <-ctx.Done():
+		}
+		d.mu.Lock()
+		var batch []store.Device
+		for name := range d.dirty {
+			batch = append(batch, d.devices[name].record())
+		}
+		clear(d.dirty)
+		d.mu.Unlock()
+		if len(batch) > 0 {
+			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+			if err := d.store.SetDevices(wctx, batch); err != nil {
+				d.log.Error("record device states", "err", err)
+			}
+			cancel()
+		}
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}

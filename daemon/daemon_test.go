@@ -1,0 +1,481 @@
+package daemon_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl/daemon/daemontest"
+	"github.com/labctl/labctl/store"
+)
+
+// Jobs for a device type run on the free devices, as many at once as
+// there are devices, and complete (the real pipeline on simulated nodes).
+func TestJobsRunOnFreeDevices(t *testing.T) {
+	t.Parallel()
+	l := daemontest.Start(t, daemontest.Options{Nodes: 2})
+	l.WaitDevice("node1", api.DeviceIdle)
+	l.WaitDevice("node2", api.DeviceIdle)
+	var ids []int64
+	for i := range 3 {
+		ids = append(ids, l.Submit(daemontest.JobText(t, fmt.Sprintf("name = \"j%d\"\ndevice_type = \"sim\"\ntags = [\"x86\"]\n", i))).ID)
+	}
+	used := map[string]bool{}
+	for _, id := range ids {
+		j := l.Wait(id)
+		if j.Outcome != "complete" {
+			t.Errorf("job %d: %s (%s), want complete", id, j.Outcome, j.Reason)
+		}
+		if j.Started == nil || j.Result == nil || len(j.Result.Steps) != 1 || j.Result.Steps[0].Result != "pass" {
+			t.Errorf("job %d: started %v, result %+v", id, j.Started, j.Result)
+		}
+		used[j.Device] = true
+		log, err := os.ReadFile(filepath.Join(l.Config.StateDir, "jobs", fmt.Sprint(id), "job.log"))
+		if err != nil || !strings.Contains(string(log), "hello") {
+			t.Errorf("job %d log: %v\n%s", id, err, log)
+		}
+	}
+	if len(used) != 2 {
+		t.Errorf("jobs ran on %v, want both devices", used)
+	}
+	for _, n := range l.Sims {
+		if n.On() {
+			t.Errorf("%s left on", n.Name)
+		}
+	}
+	list, err := l.Daemon.Jobs(ctx(t), api.JobFilter{})
+	if err != nil || len(list) != 3 || list[0].ID != ids[0] {
+		t.Errorf("Jobs = %+v, %v", list, err)
+	}
+}
+
+// The queue runs high before normal before low, first come first served
+// within a priority; a job that names a busy device waits for it while
+// others run elsewhere.
+func TestQueueOrder(t *testing.T) {
+	t.Parallel()
+	r := newFakeRunner()
+	l := daemontest.Start(t, daemontest.Options{Nodes: 1, Fake: true, Run: r.run})
+	l.WaitDevice("node1", api.DeviceIdle)
+	blocker := l.Submit(daemontest.JobText(t, "name = \"blocker\"\ndevice = \"node1\"\n"))
+	r.waitStarted(t, 1)
+	for _, job := range []struct{ name, prio string }{
+		{"low1", "low"}, {"normal1", "normal"}, {"high1", "high"}, {"normal2", "normal"}, {"high2", "high"}, {"low2", "low"},
+	} {
+		l.Submit(daemontest.JobText(t, fmt.Sprintf("name = %q\ndevice_type = \"sim\"\npriority = %q\n", job.name, job.prio)))
+	}
+	queued, err := l.Daemon.Jobs(ctx(t), api.JobFilter{States: []string{api.JobQueued}})
+	if err != nil || len(queued) != 6 {
+		t.Fatalf("queued jobs = %d, %v; want 6", len(queued), err)
+	}
+	for range 7 {
+		r.release <- "complete"
+	}
+	want := []string{"blocker", "high1", "high2", "normal1", "normal2", "low1", "low2"}
+	r.waitStarted(t, len(want))
+	if got := r.order(); !slices.Equal(got, want) {
+		t.Errorf("start order %v, want %v", got, want)
+	}
+	if j := l.Wait(blocker.ID); j.Outcome != "complete" || j.Submitter != "ci" {
+		t.Errorf("blocker: %+v", j)
+	}
+}
+
+// Submitted jobs start within milliseconds: workers wake on submit, not
+// on a timer. Measures the queue-to-start latency (accepted by Submit to
+// taken off the queue by a worker) in a lab of 400 devices, of jobs
+// submitted one after the other, and of 400 jobs submitted at once.
+func TestQueueToStartLatency(t *testing.T) {
+	t.Parallel()
+	const devices = 400
+	l := daemontest.Start(t, daemontest.Options{Nodes: devices, Fake: true, Run: instantRun})
+	for i := range devices {
+		l.WaitDevice(fmt.Sprintf("node%d", i+1), api.DeviceIdle)
+	}
+	text := daemontest.JobText(t, "device_type = \"sim\"\n")
+	latencies := func(ids []int64) (p50, p99 time.Duration) {
+		var lat []time.Duration
+		for _, id := range ids {
+			j := l.Wait(id)
+			if j.Outcome != "complete" || j.Started == nil {
+				t.Fatalf("job %d: %+v", id, j)
+			}
+			lat = append(lat, j.Started.Sub(j.Submitted))
+		}
+		slices.Sort(lat)
+		return lat[len(lat)/2], lat[len(lat)*99/100]
+	}
+
+	var seq []int64
+	for range 100 {
+		seq = append(seq, l.Submit(text).ID)
+	}
+	seq50, seq99 := latencies(seq)
+
+	burst := make([]int64, devices)
+	var wg sync.WaitGroup
+	for i := range burst {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			burst[i] = l.Submit(text).ID
+		}()
+	}
+	wg.Wait()
+	burst50, burst99 := latencies(burst)
+	t.Logf("queue-to-start latency with %d idle devices (race detector: %v): 100 jobs one after the other: p50 %s p99 %s; %d jobs at once: p50 %s p99 %s",
+		devices, raceEnabled, seq50, seq99, devices, burst50, burst99)
+	limit := 250 * time.Millisecond
+	if raceEnabled {
+		limit = 5 * time.Second // the race detector slows SQLite (transpiled C) down 10-20x
+	}
+	if seq99 > limit || burst99 > limit {
+		t.Errorf("p99 queue-to-start latency over %s", limit)
+	}
+}
+
+// A queued job is canceled at once and never runs; canceling a running
+// job (mid-deploy, on a simulated node) ends it canceled with the node off
+// and its PXE entry back to local.
+func TestCancel(t *testing.T) {
+	t.Parallel()
+	l := daemontest.Start(t, daemontest.Options{Nodes: 1})
+	l.WaitDevice("node1", api.DeviceIdle)
+	node := l.Sims["node1"]
+	running := l.Submit(daemontest.JobText(t, "name = \"slow\"\ndevice = \"node1\"\n"))
+	queued := l.Submit(daemontest.JobText(t, "name = \"never\"\ndevice = \"node1\"\n"))
+
+	j, err := l.Daemon.Cancel(ctx(t), queued.ID)
+	if err != nil || j.Outcome != "canceled" || !strings.Contains(j.Reason, "by ci") {
+		t.Fatalf("Cancel(queued) = %+v, %v", j, err)
+	}
+	waitFor(t, "the job to reach the master", func() bool {
+		b, _ := os.ReadFile(filepath.Join(l.Config.StateDir, "jobs", fmt.Sprint(running.ID), "job.log"))
+		return strings.Contains(string(b), "master prompt")
+	})
+	j, err = l.Daemon.Cancel(ctx(t), running.ID)
+	if err != nil || j.Outcome != "canceled" || j.State != api.JobFinished {
+		t.Fatalf("Cancel(running) = %+v, %v", j, err)
+	}
+	if node.On() {
+		t.Error("node left on after cancel")
+	}
+	if calls := node.Calls(); calls[len(calls)-1] != "pxe local" {
+		t.Errorf("PXE entry not set back to local: %v", calls)
+	}
+	if _, err := l.Daemon.Cancel(ctx(t), running.ID); !errors.Is(err, api.ErrBusy) {
+		t.Errorf("canceling a finished job = %v, want ErrBusy", err)
+	}
+	if _, err := l.Daemon.Cancel(ctx(t), 999); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("canceling job 999 = %v, want ErrNotFound", err)
+	}
+	l.WaitDevice("node1", api.DeviceIdle)
+	if j, _ := l.Daemon.Job(ctx(t), queued.ID); j.Started != nil {
+		t.Errorf("the canceled queued job ran: %+v", j)
+	}
+}
+
+// An incomplete job sends its device to a health check; a device whose
+// BMC does not answer goes offline with the reason and gets no jobs; once
+// the BMC answers, a health check on demand brings it back and the queued
+// job runs.
+func TestHealth(t *testing.T) {
+	t.Parallel()
+	r := newFakeRunner()
+	l := daemontest.Start(t, daemontest.Options{Nodes: 1, Fake: true, Run: r.run})
+	l.WaitDevice("node1", api.DeviceIdle)
+	node := l.Fakes["node1"]
+	first := l.Submit(daemontest.JobText(t, "name = \"first\"\ndevice = \"node1\"\n"))
+	r.waitStarted(t, 1)
+	node.Fail(errors.New("bmc 127.0.0.1:16230: no answer after 4 tries"))
+	r.release <- "incomplete"
+	if j := l.Wait(first.ID); j.Outcome != "incomplete" {
+		t.Fatalf("first job: %+v", j)
+	}
+	dev := l.WaitDevice("node1", api.DeviceOffline)
+	if !strings.Contains(dev.Reason, "no answer") || dev.Health == nil || dev.Health.OK {
+		t.Errorf("offline device: %+v", dev)
+	}
+	second := l.Submit(daemontest.JobText(t, "name = \"second\"\ndevice_type = \"sim\"\n"))
+	time.Sleep(100 * time.Millisecond)
+	if got := r.order(); len(got) != 1 {
+		t.Fatalf("an offline device got a job: %v", got)
+	}
+	dev, err := l.Daemon.CheckHealth(ctx(t), "node1")
+	if err != nil || dev.State != api.DeviceOffline {
+		t.Fatalf("health check with the BMC still silent: %+v, %v", dev, err)
+	}
+	node.Fail(nil)
+	dev, err = l.Daemon.CheckHealth(ctx(t), "node1")
+	if err != nil || dev.Health == nil || !dev.Health.OK {
+		t.Fatalf("health check with the BMC back: %+v, %v", dev, err)
+	}
+	r.waitStarted(t, 2)
+	r.release <- "complete"
+	if j := l.Wait(second.ID); j.Outcome != "complete" {
+		t.Errorf("second job: %+v", j)
+	}
+	// The recovery check powered the node off and set its PXE entry to local.
+	calls := node.Calls()
+	if !slices.Contains(calls, "power off") || !slices.Contains(calls, "pxe local") {
+		t.Errorf("recovery did not power off and set PXE local: %v", calls)
+	}
+	if _, err := l.Daemon.CheckHealth(ctx(t), "nope"); !errors.Is(err, api.ErrNotFound) {
+		t.Errorf("CheckHealth(nope) = %v", err)
+	}
+}
+
+// Maintenance keeps jobs away and survives a restart; online brings the
+// device back after a health check.
+func TestMaintenance(t *testing.T) {
+	t.Parallel()
+	r := newFakeRunner()
+	l := daemontest.Start(t, daemontest.Options{Nodes: 1, Fake: true, Run: r.run})
+	l.WaitDevice("node1", api.DeviceIdle)
+	dev, err := l.Daemon.Maintenance(ctx(t), "node1", "replacing a fan")
+	if err != nil || dev.State != api.DeviceMaintenance || dev.Reason != "replacing a fan (ci)" {
+		t.Fatalf("Maintenance = %+v, %v", dev, err)
+	}
+	job := l.Submit(daemontest.JobText(t, "name = \"waits\"\ndevice = \"node1\"\n"))
+	l.Restart()
+	dev = l.WaitDevice("node1", api.DeviceMaintenance)
+	if dev.Reason != "replacing a fan (ci)" {
+		t.Errorf("after restart: %+v", dev)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if len(r.order()) != 0 {
+		t.Fatalf("a device in maintenance got a job")
+	}
+	if dev, err = l.Daemon.Online(ctx(t), "node1"); err != nil || dev.Health == nil || !dev.Health.OK {
+		t.Fatalf("Online = %+v, %v", dev, err)
+	}
+	r.waitStarted(t, 1)
+	r.release <- "complete"
+	if j := l.Wait(job.ID); j.Outcome != "complete" {
+		t.Errorf("job after online: %+v", j)
+	}
+}
+
+// Power and bootdev are refused while a job owns the node, unless forced;
+// status is always allowed.
+func TestPowerWhileJobRuns(t *testing.T) {
+	t.Parallel()
+	r := newFakeRunner()
+	l := daemontest.Start(t, daemontest.Options{Nodes: 1, Fake: true, Run: r.run})
+	l.WaitDevice("node1", api.DeviceIdle)
+	if resp, err := l.Daemon.Power(ctx(t), "node1", api.PowerRequest{Op: "on"}); err != nil || !resp.On {
+		t.Fatalf("power on an idle node = %+v, %v", resp, err)
+	}
+	job := l.Submit(daemontest.JobText(t, "device = \"node1\"\n"))
+	r.waitStarted(t, 1)
+	if _, err := l.Daemon.Power(ctx(t), "node1", api.PowerRequest{Op: "off"}); !errors.Is(err, api.ErrBusy) || !strings.Contains(err.Error(), fmt.Sprintf("job %d", job.ID)) {
+		t.Errorf("power off during a job = %v, want ErrBusy naming the job", err)
+	}
+	if _, err := l.Daemon.SetBootDevice(ctx(t), "node1", api.BootdevRequest{Device: "pxe"}); !errors.Is(err, api.ErrBusy) {
+		t.Errorf("bootdev during a job = %v, want ErrBusy", err)
+	}
+	if resp, err := l.Daemon.Power(ctx(t), "node1", api.PowerRequest{Op: "status"}); err != nil || !resp.On {
+		t.Errorf("power status during a job = %+v, %v", resp, err)
+	}
+	if resp, err := l.Daemon.Power(ctx(t), "node1", api.PowerRequest{Op: "off", Force: true}); err != nil || resp.On {
+		t.Errorf("forced power off = %+v, %v", resp, err)
+	}
+	if _, err := l.Daemon.Device(ctx(t), "node1"); err != nil {
+		t.Fatal(err)
+	}
+	r.release <- "complete"
+	l.Wait(job.ID)
+	l.Fakes["node1"].Fail(errors.New("bmc: no answer"))
+	if _, err := l.Daemon.SetBootDevice(ctx(t), "node1", api.BootdevRequest{Device: "disk"}); !errors.Is(err, api.ErrDevice) {
+		t.Errorf("bootdev with a silent BMC = %v, want ErrDevice", err)
+	}
+}
+
+// After a crash (a job left running in the store, its node on with the
+// master PXE entry), a new daemon ends the job incomplete, powers the node
+// off, sets its PXE entry to local, health-checks the device and then runs
+// the queued jobs. A job whose results show that it had ended keeps them.
+func TestRecoveryAfterCrash(t *testing.T) {
+	t.Parallel()
+	l := daemontest.Start(t, daemontest.Options{Nodes: 2})
+	l.Shutdown()
+	// What a killed daemon leaves behind.
+	s, err := store.OpenSQLite(l.DBPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := context.Background()
+	text := daemontest.JobText(t, "name = \"cut-short\"\ndevice = \"node1\"\n")
+	crashed, _ := s.CreateJob(c, store.Job{Name: "cut-short", File: "job.toml", Dir: "/", Spec: text, Device: "node1", Priority: "normal", Submitter: "ci"})
+	done, _ := s.CreateJob(c, store.Job{Name: "done", File: "job.toml", Dir: "/", Spec: text, Device: "node2", Priority: "normal", Submitter: "ci"})
+	queued, _ := s.CreateJob(c, store.Job{Name: "queued", File: "job.toml", Dir: "/", Spec: daemontest.JobText(t, "name = \"queued\"\ndevice = \"node1\"\n"), Device: "node1", Priority: "normal", Submitter: "ci"})
+	if err := s.ClaimJob(c, crashed.ID, "node1", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ClaimJob(c, done.ID, "node2", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	doneDir := filepath.Join(l.Config.StateDir, "jobs", fmt.Sprint(done.ID))
+	os.MkdirAll(doneDir, 0o755)
+	os.WriteFile(filepath.Join(doneDir, "results.json"), []byte(fmt.Sprintf(`{"id":"%d","name":"done","device":"node2","outcome":"complete","started":"2026-01-01T00:00:00Z","finished":"2026-01-01T00:01:00Z","phases":[],"steps":[]}`, done.ID)), 0o644)
+	node := l.Sims["node1"]
+	node.BootMaster()
+	node.Power(c, "on")
+
+	l.Start()
+	j, err := l.Daemon.Job(ctx(t), crashed.ID)
+	if err != nil || j.Outcome != "incomplete" || !strings.Contains(j.Reason, "dispatcher restarted") {
+		t.Fatalf("crashed job after restart = %+v, %v", j, err)
+	}
+	if j, _ := l.Daemon.Job(ctx(t), done.ID); j.Outcome != "complete" {
+		t.Errorf("a job whose results say complete ended %s (%s)", j.Outcome, j.Reason)
+	}
+	if res, err := l.Daemon.JobResult(ctx(t), crashed.ID); err != nil || res.Outcome != "incomplete" || len(res.Steps) != 1 || res.Steps[0].Result != "skipped" {
+		t.Errorf("crashed job's results = %+v, %v", res, err)
+	}
+	log, _ := os.ReadFile(filepath.Join(l.Config.StateDir, "jobs", fmt.Sprint(crashed.ID), "job.log"))
+	if !strings.Contains(string(log), "dispatcher restarted") {
+		t.Errorf("job log lacks the restart note:\n%s", log)
+	}
+	if j := l.Wait(queued.ID); j.Outcome != "complete" {
+		t.Errorf("queued job after restart: %+v", j)
+	}
+	calls := node.Calls()
+	first := slices.Index(calls, "power off")
+	if first < 0 || slices.Index(calls[first:], "pxe local") < 0 {
+		t.Errorf("node1 was not powered off and set to PXE local before the next job: %v", calls)
+	}
+	dev := l.WaitDevice("node1", api.DeviceIdle)
+	if dev.Health == nil || !dev.Health.OK {
+		t.Errorf("node1 after recovery: %+v", dev)
+	}
+}
+
+// A daemon that stops while a job runs stops the job (the node is
+// finalized), records it incomplete, and keeps queued jobs for the next
+// start.
+func TestShutdownMidJob(t *testing.T) {
+	t.Parallel()
+	r := newFakeRunner()
+	l := daemontest.Start(t, daemontest.Options{Nodes: 1, Fake: true, Run: r.run})
+	l.WaitDevice("node1", api.DeviceIdle)
+	running := l.Submit(daemontest.JobText(t, "name = \"a\"\ndevice = \"node1\"\n"))
+	queued := l.Submit(daemontest.JobText(t, "name = \"b\"\ndevice = \"node1\"\n"))
+	r.waitStarted(t, 1)
+	l.Restart()
+	j, _ := l.Daemon.Job(ctx(t), running.ID)
+	if j.Outcome != "incomplete" || !strings.Contains(j.Reason, "dispatcher stopped") {
+		t.Errorf("job running at shutdown: %s (%s), want incomplete, dispatcher stopped", j.Outcome, j.Reason)
+	}
+	r.waitStarted(t, 2)
+	r.release <- "complete"
+	if j := l.Wait(queued.ID); j.Outcome != "complete" {
+		t.Errorf("queued job after restart: %+v", j)
+	}
+}
+
+// Submit refuses job files the lab cannot run, with the reason.
+func TestSubmitRefuses(t *testing.T) {
+	t.Parallel()
+	l := daemontest.Start(t, daemontest.Options{Nodes: 1, Fake: true, Run: newFakeRunner().run})
+	img, sum := daemontest.Image(t)
+	secret := filepath.Join(t.TempDir(), "secret.img")
+	os.WriteFile(secret, []byte("x"), 0o600)
+	deploy := func(image string) string {
+		return fmt.Sprintf("[deploy]\nimage = %q\nsha256 = %q\n[[test]]\nname = \"t\"\ncommands = [\"true\"]\n", image, sum)
+	}
+	tests := []struct {
+		name, file, dir, text, want string
+	}{
+		{"empty", "job.toml", "/", "  \n", "empty"},
+		{"syntax", "job.toml", "/", "device = \n", "job.toml:1"},
+		{"unknown key", "j.toml", "/", "device = \"node1\"\nfrobs = 1\n" + deploy(img), "j.toml:2: frobs"},
+		{"unknown device", "job.toml", "/", "device = \"node9\"\n" + deploy(img), `no device "node9"`},
+		{"unknown type", "job.toml", "/", "device_type = \"arm\"\n" + deploy(img), `no device of type "arm"`},
+		{"missing tag", "job.toml", "/", "device_type = \"sim\"\ntags = [\"gpu\"]\n" + deploy(img), `with tags [gpu]`},
+		{"missing image", "job.toml", "/", "device = \"node1\"\n" + deploy("/nonexistent/disk.img"), "cannot read it"},
+		{"relative without dir", "job.toml", "", "device = \"node1\"\n" + deploy("disk.img.gz"), "is relative"},
+		{"private image", "job.toml", "/", "device = \"node1\"\n" + deploy(secret), "not readable by every user"},
+		{"directory", "job.toml", "/", "device = \"node1\"\n" + deploy(t.TempDir()), "not a regular file"},
+	}
+	for _, tt := range tests {
+		_, err := l.Daemon.Submit(ctx(t), api.SubmitRequest{File: tt.file, Dir: tt.dir, Spec: tt.text})
+		if !errors.Is(err, api.ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: Submit = %v, want ErrInvalid with %q", tt.name, err, tt.want)
+		}
+	}
+	// A relative path is relative to the request's directory.
+	j, err := l.Daemon.Submit(ctx(t), api.SubmitRequest{File: "job.toml", Dir: filepath.Dir(img), Spec: "device = \"node1\"\n" + deploy(filepath.Base(img))})
+	if err != nil || j.State != api.JobQueued && j.State != api.JobRunning {
+		t.Errorf("Submit with a relative image = %+v, %v", j, err)
+	}
+}
+
+// Follow streams the log from the start, the transfer progress, and the
+// end; it resumes from an offset.
+func TestFollow(t *testing.T) {
+	t.Parallel()
+	l := daemontest.Start(t, daemontest.Options{Nodes: 1})
+	job := l.Submit(daemontest.JobText(t, "device = \"node1\"\n"))
+	var log strings.Builder
+	var phases []string
+	var end *api.Job
+	offset := int64(0)
+	err := l.Daemon.Follow(ctx(t), job.ID, api.FollowOptions{}, func(e api.Event) error {
+		switch {
+		case e.Log != "":
+			if e.Offset != offset {
+				t.Errorf("log piece at %d, want %d", e.Offset, offset)
+			}
+			offset += int64(len(e.Log))
+			log.WriteString(e.Log)
+		case e.Progress != nil:
+			if len(phases) == 0 || phases[len(phases)-1] != e.Progress.Phase {
+				phases = append(phases, e.Progress.Phase)
+			}
+		case e.End != nil:
+			end = e.End
+		}
+		return nil
+	})
+	if err != nil || end == nil || end.Outcome != "complete" {
+		t.Fatalf("Follow = %v, end %+v", err, end)
+	}
+	file, _ := os.ReadFile(filepath.Join(l.Config.StateDir, "jobs", fmt.Sprint(job.ID), "job.log"))
+	if log.String() != string(file) {
+		t.Errorf("followed log (%d bytes) differs from the file (%d bytes)", log.Len(), len(file))
+	}
+	for _, p := range []string{"deploy", "test", "finalize"} {
+		if !slices.Contains(phases, p) {
+			t.Errorf("phases seen %v lack %s", phases, p)
+		}
+	}
+	var again strings.Builder
+	l.Daemon.Follow(ctx(t), job.ID, api.FollowOptions{Offset: int64(len(file)) / 2}, func(e api.Event) error {
+		again.WriteString(e.Log)
+		return nil
+	})
+	if again.String() != string(file[len(file)/2:]) {
+		t.Errorf("follow from the middle: %d bytes, want %d", again.Len(), len(file)-len(file)/2)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

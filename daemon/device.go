@@ -1,0 +1,134 @@
+package daemon
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl/devices"
+	"github.com/labctl/labctl/lab"
+	"github.com/labctl/labctl/store"
+)
+
+// device is one device of the lab and what the daemon knows about it.
+// Fields after the first group are guarded by Daemon.mu.
+type device struct {
+	cfg     *devices.Device
+	name    string
+	node    *lab.Node // nil if nodeErr
+	nodeErr error     // the device's parts could not be built (config)
+	tasks   chan task // to its worker; holds at most one (see busy)
+
+	state  string // derived by refreshLocked
+	reason string
+	since  time.Time
+
+	maintenance  bool
+	maintReason  string
+	healthy      bool   // its last health check passed
+	healthReason string // why it is not healthy
+	health       *api.Health
+	job          *job   // the job it runs (assigned or running)
+	check        *check // the health check it runs (or is about to)
+	busy         bool   // a task is on its way to or running on the worker
+	manual       int    // power or bootdev requests in flight
+	recover      bool   // power off and PXE local before the next check (a crash cut its job short)
+	idleReason   string // why it is idle: the last thing that ended
+}
+
+// task is one thing for a device's worker to do: a job or a health check.
+type task struct {
+	job   *job
+	check *check
+}
+
+// check is a health check asked for: its waiters wait for done.
+type check struct {
+	why     string
+	recover bool
+	done    chan struct{}
+	result  api.Health // set before done is closed
+}
+
+// refreshLocked derives the device's state from what it is doing and
+// what is known about it, notes the time of a change and schedules the
+// store write. why, if set, says why it became idle.
+func (d *Daemon) refreshLocked(dev *device, why string) {
+	if why != "" {
+		dev.idleReason = why
+	}
+	var state, reason string
+	switch {
+	case dev.job != nil:
+		state, reason = api.DeviceRunning, fmt.Sprintf("job %d (%s)", dev.job.rec.ID, dev.job.rec.Name)
+		if dev.maintenance {
+			reason += "; maintenance when it ends: " + dev.maintReason
+		}
+	case dev.check != nil:
+		state, reason = api.DeviceChecking, "health check: "+dev.check.why
+	case dev.maintenance:
+		state, reason = api.DeviceMaintenance, dev.maintReason
+	case !dev.healthy:
+		state, reason = api.DeviceOffline, dev.healthReason
+	default:
+		state, reason = api.DeviceIdle, dev.idleReason
+	}
+	if state == dev.state && reason == dev.reason {
+		return
+	}
+	if state != dev.state {
+		dev.since = d.now()
+	}
+	if state != dev.state || state != api.DeviceRunning {
+		d.log.Info("device state", "device", dev.name, "state", state, "reason", reason)
+	}
+	dev.state, dev.reason = state, reason
+	d.dirty[dev.name] = true
+	select {
+	case d.persistNow <- struct{}{}:
+	default:
+	}
+}
+
+// availableLocked reports whether the device can take a job now.
+func (d *Daemon) availableLocked(dev *device) bool {
+	return d.serving && !d.stopping && !dev.busy && dev.manual == 0 && !dev.maintenance && dev.healthy && dev.nodeErr == nil
+}
+
+// record is the device state for the store.
+func (dev *device) record() store.Device {
+	return store.Device{Name: dev.name, State: dev.state, Reason: dev.reason, Since: dev.since,
+		Maintenance: dev.maintenance, MaintenanceReason: dev.maintReason}
+}
+
+// viewLocked is the device for the API.
+func (dev *device) viewLocked() api.Device {
+	v := api.Device{
+		Name: dev.name, DeviceType: dev.cfg.DeviceType, Tags: dev.cfg.Tags,
+		State: dev.state, Reason: dev.reason, Since: dev.since, Maintenance: dev.maintenance,
+	}
+	if dev.job != nil {
+		v.Job = dev.job.rec.ID
+	}
+	if dev.health != nil {
+		h := *dev.health
+		v.Health = &h
+	}
+	return v
+}
+
+// requestCheckLocked gives the device a health check, or returns the one
+// it already has. It returns nil when a job owns the device.
+func (d *Daemon) requestCheckLocked(dev *device, why string) *check {
+	if dev.check != nil {
+		return dev.check
+	}
+	if dev.job != nil || dev.busy {
+		return nil
+	}
+	c := &check{why: why, recover: dev.recover, done: make(chan struct{})}
+	dev.check, dev.busy = c, true
+	dev.tasks <- task{check: c}
+	d.refreshLocked(dev, "")
+	return c
+}

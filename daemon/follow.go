@@ -1,0 +1,140 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/labctl/labctl/api"
+)
+
+// How a follower learns about new log lines: the dispatcher's events wake
+// it at once, console output shows up within followTick (it reaches the
+// file through the job log's own subscription, which tells nobody).
+const (
+	followTick      = 250 * time.Millisecond
+	followHeartbeat = 15 * time.Second
+	followChunk     = 1 << 20
+)
+
+// Follow streams a job's log, progress and end (api.Service).
+func (d *Daemon) Follow(ctx context.Context, id int64, opts api.FollowOptions, send func(api.Event) error) error {
+	path := filepath.Join(d.jobDir(id), "job.log")
+	offset := opts.Offset
+	var last api.Progress
+	sentProgress := false
+	tick := time.NewTicker(followTick)
+	defer tick.Stop()
+	heartbeat := time.NewTicker(followHeartbeat)
+	defer heartbeat.Stop()
+	beat := false
+	for {
+		d.mu.Lock()
+		j := d.jobs[id]
+		d.mu.Unlock()
+		if j == nil {
+			return d.followEnd(ctx, id, path, offset, opts, send)
+		}
+		p, news := j.progress()
+		if !opts.NoLog {
+			var err error
+			if offset, err = sendLog(path, offset, false, send); err != nil {
+				return err
+			}
+		}
+		if p.Phase != "" && (!sentProgress || beat || !sameProgress(p, last)) {
+			if err := send(api.Event{Progress: &p}); err != nil {
+				return err
+			}
+			last, sentProgress = p, true
+		} else if beat {
+			// Keep the connection visibly alive while the job waits.
+			if err := send(api.Event{Progress: &api.Progress{Phase: "queued"}}); err != nil {
+				return err
+			}
+		}
+		beat = false
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-j.done:
+		case <-news:
+		case <-tick.C:
+		case <-heartbeat.C:
+			beat = true
+		}
+	}
+}
+
+// followEnd sends the rest of the log and the ended job.
+func (d *Daemon) followEnd(ctx context.Context, id int64, path string, offset int64, opts api.FollowOptions, send func(api.Event) error) error {
+	v, err := d.Job(ctx, id)
+	if err != nil {
+		return err
+	}
+	if v.State != api.JobFinished {
+		// Between the store and the queue (a submit in flight): look again.
+		select {
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		case <-time.After(50 * time.Millisecond):
+		}
+		return d.Follow(ctx, id, api.FollowOptions{Offset: offset, NoLog: opts.NoLog}, send)
+	}
+	if !opts.NoLog {
+		if _, err := sendLog(path, offset, true, send); err != nil {
+			return err
+		}
+	}
+	return send(api.Event{End: &v})
+}
+
+func sameProgress(a, b api.Progress) bool {
+	if a.Phase != b.Phase || (a.Transfer == nil) != (b.Transfer == nil) {
+		return false
+	}
+	return a.Transfer == nil || *a.Transfer == *b.Transfer
+}
+
+// sendLog sends the log from offset on, in whole lines (and, if final, the
+// last partial one), and returns the new offset.
+func sendLog(path string, offset int64, final bool, send func(api.Event) error) (int64, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return offset, nil
+	}
+	if err != nil {
+		return offset, fmt.Errorf("job log: %w", err)
+	}
+	defer f.Close()
+	buf := make([]byte, followChunk)
+	for {
+		n, err := f.ReadAt(buf, offset)
+		if err != nil && !errors.Is(err, io.EOF) {
+			return offset, fmt.Errorf("job log: %w", err)
+		}
+		chunk := buf[:n]
+		if n == len(buf) || !final {
+			if i := bytes.LastIndexByte(chunk, '\n'); i >= 0 {
+				chunk = chunk[:i+1]
+			} else if n < len(buf) {
+				chunk = nil // a partial line: wait for its end
+			}
+		}
+		if len(chunk) == 0 {
+			return offset, nil
+		}
+		if err := send(api.Event{Log: string(chunk), Offset: offset}); err != nil {
+			return offset, err
+		}
+		offset += int64(len(chunk))
+		if n < len(buf) {
+			return offset, nil
+		}
+	}
+}

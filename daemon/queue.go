@@ -1,0 +1,151 @@
+package daemon
+
+import (
+	"context"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl/jobs"
+	"github.com/labctl/labctl/store"
+)
+
+// job is a queued or running job. rec and dev are guarded by Daemon.mu;
+// the live progress by its own lock.
+type job struct {
+	rec    store.Job
+	spec   *jobs.Job // parsed, with absolute paths
+	rank   int       // priority rank: higher runs first
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	dev    *device       // the device it was given, once it was
+	done   chan struct{} // closed when it has finished (rec is final)
+
+	pmu      sync.Mutex
+	phase    string
+	transfer *api.Transfer
+	news     chan struct{} // closed and replaced when something happens
+}
+
+func (d *Daemon) newJob(rec store.Job, spec *jobs.Job) *job {
+	ctx, cancel := context.WithCancelCause(d.base)
+	return &job{rec: rec, spec: spec, rank: spec.Priority.Rank(), ctx: ctx, cancel: cancel,
+		done: make(chan struct{}), news: make(chan struct{})}
+}
+
+// Phase implements dispatcher.Progress.
+func (j *job) Phase(name string) {
+	j.pmu.Lock()
+	defer j.pmu.Unlock()
+	j.phase, j.transfer = name, nil
+	j.notifyLocked()
+}
+
+// Transfer implements dispatcher.Progress.
+func (j *job) Transfer(done, total int64, elapsed time.Duration) {
+	j.pmu.Lock()
+	defer j.pmu.Unlock()
+	j.transfer = &api.Transfer{Done: done, Total: total, Elapsed: elapsed}
+	j.notifyLocked()
+}
+
+// event is the dispatcher's Events hook: a line was added to the job log.
+func (j *job) event(string) {
+	j.pmu.Lock()
+	defer j.pmu.Unlock()
+	j.notifyLocked()
+}
+
+func (j *job) notifyLocked() {
+	close(j.news)
+	j.news = make(chan struct{})
+}
+
+// progress returns the job's phase and transfer, and a channel closed on
+// the next change.
+func (j *job) progress() (api.Progress, <-chan struct{}) {
+	j.pmu.Lock()
+	defer j.pmu.Unlock()
+	p := api.Progress{Phase: j.phase}
+	if j.transfer != nil {
+		t := *j.transfer
+		p.Transfer = &t
+	}
+	return p, j.news
+}
+
+// enqueueLocked puts a job in its place in the queue: after every job of
+// a higher or the same priority submitted before it.
+func (d *Daemon) enqueueLocked(j *job) {
+	i := sort.Search(len(d.queue), func(i int) bool {
+		q := d.queue[i]
+		return q.rank < j.rank || (q.rank == j.rank && q.rec.ID > j.rec.ID)
+	})
+	d.queue = append(d.queue, nil)
+	copy(d.queue[i+1:], d.queue[i:])
+	d.queue[i] = j
+}
+
+// dequeueLocked removes a job from the queue; false if it is not there.
+func (d *Daemon) dequeueLocked(j *job) bool {
+	for i, q := range d.queue {
+		if q == j {
+			d.queue = append(d.queue[:i], d.queue[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+// scheduleLocked gives queued jobs to available devices, in queue order:
+// each job the best device that fits it now, if any. It is called whenever
+// a job is queued or a device may have come free; it never waits.
+func (d *Daemon) scheduleLocked() {
+	if !d.serving || d.stopping || len(d.queue) == 0 {
+		return
+	}
+	free := 0
+	for _, dev := range d.devices {
+		if d.availableLocked(dev) {
+			free++
+		}
+	}
+	kept := d.queue[:0]
+	for i, j := range d.queue {
+		if free == 0 {
+			kept = append(kept, d.queue[i:]...)
+			break
+		}
+		dev := d.pickLocked(j)
+		if dev == nil {
+			kept = append(kept, j)
+			continue
+		}
+		free--
+		j.dev, dev.job, dev.busy = dev, j, true
+		dev.tasks <- task{job: j}
+		d.refreshLocked(dev, "")
+	}
+	clear(d.queue[len(kept):])
+	d.queue = kept
+}
+
+// pickLocked chooses the device for a job: the one it names, or of the
+// devices of its type with its tags the one idle the longest; nil if none
+// is available now.
+func (d *Daemon) pickLocked(j *job) *device {
+	if j.spec.Device != "" {
+		if dev := d.devices[j.spec.Device]; dev != nil && d.availableLocked(dev) {
+			return dev
+		}
+		return nil
+	}
+	var best *device
+	for _, dev := range d.byType[j.spec.DeviceType] {
+		if d.availableLocked(dev) && dev.cfg.HasTags(j.spec.Tags) && (best == nil || dev.since.Before(best.since)) {
+			best = dev
+		}
+	}
+	return best
+}

@@ -1,0 +1,118 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/labctl/labctl/jobs"
+	"github.com/labctl/labctl/results"
+	"github.com/labctl/labctl/sol"
+	"github.com/labctl/labctl/store"
+)
+
+// restartReason is why a job that was running when the daemon died ends.
+const restartReason = "dispatcher restarted while the job ran"
+
+// recoverJobs ends the jobs that were running when the daemon died and
+// puts the queued ones back in the queue.
+func (d *Daemon) recoverJobs(ctx context.Context) error {
+	running, err := d.store.Jobs(ctx, store.JobFilter{States: []string{store.Running}})
+	if err != nil {
+		return fmt.Errorf("daemon: recover: %w", err)
+	}
+	for _, rec := range running {
+		res := d.crashedResult(rec)
+		body, err := resultJSON(res)
+		if err != nil {
+			return fmt.Errorf("daemon: recover job %d: %w", rec.ID, err)
+		}
+		if err := d.store.FinishJob(ctx, rec.ID, store.Running, store.Finish{
+			Outcome: res.Outcome, Reason: res.Reason, At: res.Finished, Result: body,
+		}); err != nil {
+			return fmt.Errorf("daemon: recover job %d: %w", rec.ID, err)
+		}
+		d.log.Warn("job was running when the dispatcher stopped", "job", rec.ID, "device", rec.RunDevice, "outcome", res.Outcome, "reason", res.Reason)
+		if dev := d.devices[rec.RunDevice]; dev != nil {
+			// Whatever the job did to the node, undo it before the next one.
+			dev.recover = true
+		}
+	}
+
+	queued, err := d.store.Jobs(ctx, store.JobFilter{States: []string{store.Queued}})
+	if err != nil {
+		return fmt.Errorf("daemon: load the queue: %w", err)
+	}
+	for _, rec := range queued {
+		spec, err := d.parseStored(rec)
+		if err == nil {
+			err = d.checkPlacement(spec)
+		}
+		if err != nil {
+			// The lab changed under the job (a device went away).
+			d.log.Warn("queued job cannot run any more", "job", rec.ID, "err", err)
+			if ferr := d.store.FinishJob(ctx, rec.ID, store.Queued, store.Finish{
+				Outcome: string(jobs.Incomplete), Reason: "cannot run in this lab any more: " + err.Error(), At: d.now(),
+			}); ferr != nil {
+				return fmt.Errorf("daemon: load the queue: %w", ferr)
+			}
+			continue
+		}
+		j := d.newJob(rec, spec)
+		d.jobs[rec.ID] = j
+		d.enqueueLocked(j)
+	}
+	if len(running)+len(queued) > 0 {
+		d.log.Info("recovered the queue", "ended", len(running), "queued", len(d.queue))
+	}
+	return nil
+}
+
+// crashedResult is the record of a job the daemon lost track of: the one
+// its dispatcher wrote if it got that far (the daemon died between the
+// job's end and recording it), else an incomplete one. Either way it is
+// written to the job directory, with a note at the end of the job log.
+func (d *Daemon) crashedResult(rec store.Job) *results.Job {
+	dir := d.jobDir(rec.ID)
+	if f, err := os.Open(filepath.Join(dir, "results.json")); err == nil {
+		res, err := results.ReadJSON(f)
+		f.Close()
+		if err == nil && res.ID == strconv.FormatInt(rec.ID, 10) && res.Outcome != "" {
+			return res
+		}
+	}
+	now := d.now()
+	res := &results.Job{
+		ID: strconv.FormatInt(rec.ID, 10), Name: rec.Name, Device: rec.RunDevice,
+		Outcome: string(jobs.Incomplete), Reason: restartReason, Action: "restart",
+		Started: rec.Started, Finished: now,
+	}
+	if spec, err := jobs.Parse(rec.File, []byte(rec.Spec)); err == nil {
+		for _, t := range spec.Tests {
+			res.Steps = append(res.Steps, results.Step{Name: t.Name, Result: results.Skipped, ExpectFailure: t.ExpectFailure})
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err == nil {
+		if err := res.WriteFiles(dir); err != nil {
+			d.log.Error("write results", "job", rec.ID, "err", err)
+		}
+		if f, err := os.OpenFile(filepath.Join(dir, "job.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err == nil {
+			tw := sol.NewTranscriptWriter(f, nil)
+			tw.Note(now, fmt.Sprintf("job %d: incomplete: %s (the node is powered off and its device checked before the next job)", rec.ID, restartReason))
+			tw.Close()
+			f.Close()
+		}
+	}
+	return res
+}
+
+// resultJSON encodes a job record for the store.
+func resultJSON(res *results.Job) ([]byte, error) {
+	if res == nil {
+		return nil, nil
+	}
+	return json.Marshal(res)
+}

@@ -1,0 +1,473 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl/dispatcher"
+	"github.com/labctl/labctl/jobs"
+	"github.com/labctl/labctl/results"
+	"github.com/labctl/labctl/store"
+)
+
+var _ api.Service = (*Daemon)(nil)
+
+// Submit checks a job file against the lab and queues it.
+//
+// Local image paths are read by the daemon: a relative one is resolved
+// against req.Dir, and the file must be a regular file the daemon can read
+// and that every user may read (the daemon publishes it to a node, so it
+// must not publish a file only it may read, such as /etc/shadow).
+func (d *Daemon) Submit(ctx context.Context, req api.SubmitRequest) (api.Job, error) {
+	spec, err := parseJob(req.File, req.Spec, req.Dir)
+	if err != nil {
+		return api.Job{}, err
+	}
+	if err := d.checkPlacement(spec); err != nil {
+		return api.Job{}, fmt.Errorf("%w: %s: %v", api.ErrInvalid, req.File, err)
+	}
+	if err := checkFiles(spec); err != nil {
+		return api.Job{}, fmt.Errorf("%w: %s: %v", api.ErrInvalid, req.File, err)
+	}
+	d.mu.Lock()
+	stopping := d.stopping
+	d.mu.Unlock()
+	if stopping {
+		return api.Job{}, fmt.Errorf("%w: the dispatcher is stopping", api.ErrUnavailable)
+	}
+	// The job is committed before its submitter hears its ID; a client
+	// that hangs up meanwhile does not undo it.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+	defer cancel()
+	rec, err := d.store.CreateJob(sctx, store.Job{
+		Name: spec.Name, File: req.File, Dir: req.Dir, Spec: req.Spec,
+		Device: spec.Device, DeviceType: spec.DeviceType, Tags: spec.Tags, Priority: string(spec.Priority),
+		Submitter: api.CallerFrom(ctx), Submitted: d.now(),
+	})
+	if err != nil {
+		return api.Job{}, err
+	}
+	j := d.newJob(rec, spec)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.jobs[rec.ID] = j
+	d.enqueueLocked(j)
+	d.scheduleLocked()
+	d.log.Info("job queued", "job", rec.ID, "name", rec.Name, "priority", rec.Priority, "by", rec.Submitter)
+	return d.viewLocked(j.rec, j), nil
+}
+
+// parseJob parses a submitted job file and makes its paths absolute.
+func parseJob(file, text, dir string) (*jobs.Job, error) {
+	if file == "" {
+		file = "job.toml"
+	}
+	if strings.TrimSpace(text) == "" {
+		return nil, fmt.Errorf("%w: %s: the job file is empty", api.ErrInvalid, file)
+	}
+	spec, err := jobs.Parse(file, []byte(text))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", api.ErrInvalid, err)
+	}
+	abs := func(key, path string) (string, error) {
+		if path == "" || filepath.IsAbs(path) {
+			return path, nil
+		}
+		if !filepath.IsAbs(dir) {
+			return "", fmt.Errorf("%w: %s: %s %q is relative, and the request names no absolute directory for it", api.ErrInvalid, file, key, path)
+		}
+		return filepath.Join(dir, path), nil
+	}
+	if !spec.Deploy.ImageIsURL() {
+		if spec.Deploy.Image, err = abs("deploy.image", spec.Deploy.Image); err != nil {
+			return nil, err
+		}
+	}
+	if spec.Deploy.SHA256File, err = abs("deploy.sha256_file", spec.Deploy.SHA256File); err != nil {
+		return nil, err
+	}
+	return spec, nil
+}
+
+// parseStored parses a job from the store.
+func (d *Daemon) parseStored(rec store.Job) (*jobs.Job, error) {
+	return parseJob(rec.File, rec.Spec, rec.Dir)
+}
+
+// checkPlacement checks that the lab has a device the job can run on.
+func (d *Daemon) checkPlacement(spec *jobs.Job) error {
+	if spec.Device != "" {
+		if _, ok := d.devices[spec.Device]; !ok {
+			return fmt.Errorf("device: no device %q in lab %s", spec.Device, d.cfg.Lab.Name)
+		}
+		return nil
+	}
+	if len(d.cfg.Lab.Match(spec.DeviceType, spec.Tags)) == 0 {
+		return fmt.Errorf("device_type: no device of type %q with tags %v in lab %s", spec.DeviceType, spec.Tags, d.cfg.Lab.Name)
+	}
+	return nil
+}
+
+// checkFiles checks the job's local image and digest files as the daemon
+// will read them.
+func checkFiles(spec *jobs.Job) error {
+	check := func(key, path string) error {
+		f, err := os.Open(path)
+		if err != nil {
+			return fmt.Errorf("%s: the dispatcher cannot read it: %w (it reads images on its own host: use a path it can read, or an http(s) URL)", key, err)
+		}
+		defer f.Close()
+		fi, err := f.Stat()
+		if err != nil {
+			return fmt.Errorf("%s: %w", key, err)
+		}
+		if !fi.Mode().IsRegular() {
+			return fmt.Errorf("%s: %s is not a regular file", key, path)
+		}
+		if fi.Mode().Perm()&0o004 == 0 {
+			return fmt.Errorf("%s: %s is not readable by every user (chmod o+r): the dispatcher serves it to a node, so it only takes files anybody may read", key, path)
+		}
+		return nil
+	}
+	if !spec.Deploy.ImageIsURL() {
+		if err := check("deploy.image", spec.Deploy.Image); err != nil {
+			return err
+		}
+	}
+	if spec.Deploy.SHA256File != "" {
+		if err := check("deploy.sha256_file", spec.Deploy.SHA256File); err != nil {
+			return err
+		}
+		if _, err := spec.Deploy.Digest(); err != nil {
+			return fmt.Errorf("deploy.sha256_file: %w", err)
+		}
+	}
+	return nil
+}
+
+// Jobs lists jobs, oldest first.
+func (d *Daemon) Jobs(ctx context.Context, f api.JobFilter) ([]api.Job, error) {
+	if f.Limit <= 0 {
+		f.Limit = 100
+	}
+	recs, err := d.store.Jobs(ctx, store.JobFilter{States: f.States, Device: f.Device, Limit: f.Limit})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Job, 0, len(recs))
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, rec := range recs {
+		v := d.viewLocked(rec, d.jobs[rec.ID])
+		v.Result = nil
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// Job returns one job, with its results once it has finished.
+func (d *Daemon) Job(ctx context.Context, id int64) (api.Job, error) {
+	rec, err := d.store.Job(ctx, id)
+	if err != nil {
+		return api.Job{}, storeErr(err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.viewLocked(rec, d.jobs[id]), nil
+}
+
+// viewLocked is a job for the API: its record, or the live one if the job
+// is queued or running here (newer than the store's, and with progress).
+func (d *Daemon) viewLocked(rec store.Job, j *job) api.Job {
+	if j != nil {
+		rec = j.rec
+	}
+	v := api.Job{
+		ID: rec.ID, Name: rec.Name, Device: rec.Device, DeviceType: rec.DeviceType, Tags: rec.Tags,
+		Priority: rec.Priority, Submitter: rec.Submitter, State: rec.State, Outcome: rec.Outcome, Reason: rec.Reason,
+		Submitted: rec.Submitted,
+	}
+	if rec.RunDevice != "" {
+		v.Device = rec.RunDevice
+	}
+	if !rec.Started.IsZero() {
+		t := rec.Started
+		v.Started = &t
+	}
+	if !rec.Finished.IsZero() {
+		t := rec.Finished
+		v.Finished = &t
+	}
+	if j != nil && rec.State == store.Running {
+		p, _ := j.progress()
+		v.Phase, v.Transfer = p.Phase, p.Transfer
+	}
+	if rec.State == store.Finished {
+		v.Result = recordOf(rec)
+	}
+	return v
+}
+
+// recordOf is a finished job's results: what the dispatcher wrote, or
+// for a job that never ran, a record that says why.
+func recordOf(rec store.Job) *results.Job {
+	if len(rec.Result) > 0 {
+		if res, err := results.ReadJSON(bytes.NewReader(rec.Result)); err == nil {
+			return res
+		}
+	}
+	res := &results.Job{
+		ID: fmt.Sprint(rec.ID), Name: rec.Name, Device: rec.RunDevice, Outcome: rec.Outcome, Reason: rec.Reason,
+		Started: rec.Submitted, Finished: rec.Finished,
+	}
+	if spec, err := jobs.Parse(rec.File, []byte(rec.Spec)); err == nil {
+		for _, t := range spec.Tests {
+			res.Steps = append(res.Steps, results.Step{Name: t.Name, Result: results.Skipped, ExpectFailure: t.ExpectFailure})
+		}
+	}
+	return res
+}
+
+// Cancel cancels a job. A queued job ends canceled at once; a running one
+// is stopped (its node finalized: powered off, PXE entry local) and Cancel
+// returns once it has ended, or when ctx ends.
+func (d *Daemon) Cancel(ctx context.Context, id int64) (api.Job, error) {
+	caller := api.CallerFrom(ctx)
+	d.mu.Lock()
+	j := d.jobs[id]
+	if j == nil {
+		d.mu.Unlock()
+		rec, err := d.store.Job(ctx, id)
+		if err != nil {
+			return api.Job{}, storeErr(err)
+		}
+		if rec.State == store.Finished {
+			return api.Job{}, fmt.Errorf("%w: job %d already ended %s", api.ErrBusy, id, rec.Outcome)
+		}
+		return api.Job{}, fmt.Errorf("%w: job %d is %s but not known to this dispatcher", api.ErrBusy, id, rec.State)
+	}
+	cause := canceledBy{caller: caller}
+	if d.dequeueLocked(j) {
+		delete(d.jobs, id)
+		d.mu.Unlock()
+		j.cancel(cause)
+		err := d.finishQueued(j, cause)
+		close(j.done)
+		if err != nil {
+			return api.Job{}, err
+		}
+		d.log.Info("job canceled", "job", id, "by", caller)
+		return d.Job(ctx, id)
+	}
+	d.mu.Unlock()
+	d.log.Info("canceling job", "job", id, "by", caller)
+	j.cancel(cause)
+	select {
+	case <-j.done:
+	case <-ctx.Done():
+		return api.Job{}, fmt.Errorf("job %d: waiting for it to end: %w", id, context.Cause(ctx))
+	}
+	return d.Job(ctx, id)
+}
+
+// JobLog opens the job's log.
+func (d *Daemon) JobLog(ctx context.Context, id int64) (io.ReadCloser, error) {
+	if _, err := d.store.Job(ctx, id); err != nil {
+		return nil, storeErr(err)
+	}
+	f, err := os.Open(filepath.Join(d.jobDir(id), "job.log"))
+	if errors.Is(err, os.ErrNotExist) {
+		return io.NopCloser(strings.NewReader("")), nil
+	}
+	return f, err
+}
+
+// JobResult returns a finished job's record.
+func (d *Daemon) JobResult(ctx context.Context, id int64) (*results.Job, error) {
+	rec, err := d.store.Job(ctx, id)
+	if err != nil {
+		return nil, storeErr(err)
+	}
+	if rec.State != store.Finished {
+		return nil, fmt.Errorf("%w: job %d is %s: no results yet", api.ErrBusy, id, rec.State)
+	}
+	return recordOf(rec), nil
+}
+
+// Devices lists the devices by name.
+func (d *Daemon) Devices(ctx context.Context) ([]api.Device, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]api.Device, 0, len(d.names))
+	for _, name := range d.names {
+		out = append(out, d.devices[name].viewLocked())
+	}
+	return out, nil
+}
+
+// Device returns one device.
+func (d *Daemon) Device(ctx context.Context, name string) (api.Device, error) {
+	dev, err := d.device(name)
+	if err != nil {
+		return api.Device{}, err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return dev.viewLocked(), nil
+}
+
+func (d *Daemon) device(name string) (*device, error) {
+	dev := d.devices[name] // the map never changes after New
+	if dev == nil {
+		return nil, fmt.Errorf("%w: no device %q in lab %s", api.ErrNotFound, name, d.cfg.Lab.Name)
+	}
+	return dev, nil
+}
+
+// Maintenance takes a device out of service: it gets no jobs until it is
+// put online; a job running on it finishes first.
+func (d *Daemon) Maintenance(ctx context.Context, name, reason string) (api.Device, error) {
+	dev, err := d.device(name)
+	if err != nil {
+		return api.Device{}, err
+	}
+	who := api.CallerFrom(ctx)
+	if reason == "" {
+		reason = "set by " + who
+	} else {
+		reason += " (" + who + ")"
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	dev.maintenance, dev.maintReason = true, reason
+	d.refreshLocked(dev, "")
+	return dev.viewLocked(), nil
+}
+
+// Online puts a device back in service after a health check (at once if a
+// job is still running on it: the device is then free when the job ends).
+func (d *Daemon) Online(ctx context.Context, name string) (api.Device, error) {
+	dev, err := d.device(name)
+	if err != nil {
+		return api.Device{}, err
+	}
+	d.mu.Lock()
+	dev.maintenance, dev.maintReason = false, ""
+	c := d.requestCheckLocked(dev, "online (by "+api.CallerFrom(ctx)+")")
+	d.refreshLocked(dev, "")
+	d.mu.Unlock()
+	if c != nil {
+		if _, err := waitCheck(ctx, c); err != nil {
+			return api.Device{}, err
+		}
+	}
+	return d.Device(ctx, name)
+}
+
+// CheckHealth runs the device's health check (or joins the one running)
+// and returns the device after it.
+func (d *Daemon) CheckHealth(ctx context.Context, name string) (api.Device, error) {
+	dev, err := d.device(name)
+	if err != nil {
+		return api.Device{}, err
+	}
+	d.mu.Lock()
+	c := d.requestCheckLocked(dev, "asked by "+api.CallerFrom(ctx))
+	var running int64
+	if dev.job != nil {
+		running = dev.job.rec.ID
+	}
+	d.mu.Unlock()
+	if c == nil {
+		return api.Device{}, fmt.Errorf("%w: %s runs job %d: check it when the job has ended", api.ErrBusy, name, running)
+	}
+	if _, err := waitCheck(ctx, c); err != nil {
+		return api.Device{}, err
+	}
+	return d.Device(ctx, name)
+}
+
+// Power runs a power operation on a node. While a job or a health check
+// owns the node only status is allowed, unless req.Force. No job starts on
+// the node while the operation runs.
+func (d *Daemon) Power(ctx context.Context, name string, req api.PowerRequest) (api.PowerResponse, error) {
+	dev, release, err := d.manual(name, req.Op == api.PowerStatus || req.Force)
+	if err != nil {
+		return api.PowerResponse{}, err
+	}
+	defer release()
+	pctx, cancel := context.WithTimeout(ctx, dev.cfg.Settings.Timeouts.Power)
+	defer cancel()
+	p := dev.node.Power
+	if req.Op != api.PowerStatus {
+		d.log.Info("power", "device", name, "op", req.Op, "by", api.CallerFrom(ctx), "force", req.Force)
+		if err := p.Power(pctx, dispatcher.PowerOp(req.Op)); err != nil {
+			return api.PowerResponse{}, fmt.Errorf("%w: power %s %s: %v", api.ErrDevice, req.Op, name, err)
+		}
+	}
+	on, err := p.PowerState(pctx)
+	if err != nil {
+		return api.PowerResponse{}, fmt.Errorf("%w: power status %s: %v", api.ErrDevice, name, err)
+	}
+	return api.PowerResponse{Node: name, On: on}, nil
+}
+
+// SetBootDevice sets a node's next boot device, with the rules of Power.
+func (d *Daemon) SetBootDevice(ctx context.Context, name string, req api.BootdevRequest) (api.BootdevResponse, error) {
+	dev, release, err := d.manual(name, req.Force)
+	if err != nil {
+		return api.BootdevResponse{}, err
+	}
+	defer release()
+	pctx, cancel := context.WithTimeout(ctx, dev.cfg.Settings.Timeouts.Power)
+	defer cancel()
+	d.log.Info("bootdev", "device", name, "boot", req.Device, "by", api.CallerFrom(ctx), "force", req.Force)
+	if err := dev.node.Power.SetBootDevice(pctx, dispatcher.BootDevice(req.Device)); err != nil {
+		return api.BootdevResponse{}, fmt.Errorf("%w: bootdev %s %s: %v", api.ErrDevice, req.Device, name, err)
+	}
+	return api.BootdevResponse{Node: name, Device: req.Device}, nil
+}
+
+// manual starts a person's operation on a node: refused while a job or a
+// health check owns it, unless allowed; no job starts until release.
+func (d *Daemon) manual(name string, allowed bool) (*device, func(), error) {
+	dev, err := d.device(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if dev.nodeErr != nil {
+		return nil, nil, fmt.Errorf("%w: %s: %v", api.ErrDevice, name, dev.nodeErr)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !allowed {
+		switch {
+		case dev.job != nil:
+			return nil, nil, fmt.Errorf("%w: %s runs job %d, which owns the node (--force to do it anyway)", api.ErrBusy, name, dev.job.rec.ID)
+		case dev.check != nil:
+			return nil, nil, fmt.Errorf("%w: %s is being health-checked (--force to do it anyway)", api.ErrBusy, name)
+		}
+	}
+	dev.manual++
+	return dev, func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		dev.manual--
+		d.scheduleLocked()
+	}, nil
+}
+
+// storeErr maps the store's errors to the API's.
+func storeErr(err error) error {
+	if errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("%w: %v", api.ErrNotFound, err)
+	}
+	return err
+}

@@ -1,0 +1,225 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl/dispatcher"
+	"github.com/labctl/labctl/jobs"
+	"github.com/labctl/labctl/results"
+	"github.com/labctl/labctl/store"
+)
+
+// storeTimeout bounds one store write that must happen even while the
+// daemon stops (recording how a job ended).
+const storeTimeout = 30 * time.Second
+
+// canceledBy is the cause of a job's context when someone cancels it.
+type canceledBy struct{ caller string }
+
+func (c canceledBy) Error() string { return "by " + c.caller }
+
+// runJob takes the job off the queue in the store, runs it on the device
+// and records how it ended. A job that ended incomplete is followed by a
+// health check of the device, before it takes another job.
+func (d *Daemon) runJob(ctx context.Context, dev *device, j *job) {
+	id := j.rec.ID
+	wctx := context.WithoutCancel(ctx)
+	if j.ctx.Err() != nil {
+		// Canceled after it was given to this device, before it started.
+		d.finishQueued(j, context.Cause(j.ctx))
+		d.jobEnded(dev, j, nil)
+		return
+	}
+	started := d.now()
+	sctx, cancel := context.WithTimeout(wctx, storeTimeout)
+	err := d.store.ClaimJob(sctx, id, dev.name, started)
+	cancel()
+	if err != nil {
+		d.log.Error("take job off the queue", "job", id, "device", dev.name, "err", err)
+		d.mu.Lock()
+		dev.job, j.dev, dev.busy = nil, nil, false
+		if errors.Is(err, store.ErrConflict) {
+			// Someone else finished it (a cancel raced this start).
+			delete(d.jobs, id)
+			close(j.done)
+		} else {
+			// The store failed: the job stays queued there; keep it
+			// queued here until something else changes.
+			d.enqueueLocked(j)
+		}
+		d.refreshLocked(dev, "")
+		d.mu.Unlock()
+		return
+	}
+	d.mu.Lock()
+	j.rec.State, j.rec.RunDevice, j.rec.Started = store.Running, dev.name, started
+	d.mu.Unlock()
+	j.event("")
+	latency := started.Sub(j.rec.Submitted)
+	d.log.Info("job started", "job", id, "name", j.rec.Name, "device", dev.name, "queued", latency.Round(time.Microsecond))
+
+	dir := d.jobDir(id)
+	if err := moveAside(dir); err != nil {
+		d.log.Warn("job directory", "job", id, "err", err)
+	}
+	set := dev.cfg.Settings
+	session, release, err := d.consoles.Acquire(j.ctx, dev.name, dev.node.Console, set.Timeouts.Power)
+	if err != nil {
+		d.log.Warn("console did not open", "job", id, "device", dev.name, "err", err)
+	}
+	res := d.run(j.ctx, dispatcher.Job{
+		ID: strconv.FormatInt(id, 10), Spec: j.spec, Device: dev.name, Settings: set,
+		Power: dev.node.Power, Console: session, Netboot: dev.node.Netboot,
+		Dir: dir, CacheDir: d.cacheDir, Progress: j, Events: j.event,
+		Log: d.log.With("job", id, "device", dev.name), Now: d.now,
+	})
+	release()
+	if res.Outcome == string(jobs.Canceled) && errors.Is(context.Cause(j.ctx), errShutdown) {
+		// Nobody canceled it: the dispatcher stopped under it.
+		res.Outcome, res.Reason = string(jobs.Incomplete), errShutdown.Error()+" while the job ran"
+		if res.Action == "" {
+			res.Action = "shutdown"
+		}
+		if err := res.WriteFiles(dir); err != nil {
+			d.log.Error("write results", "job", id, "err", err)
+		}
+	}
+	d.finishRunning(j, res)
+	d.log.Info("job ended", "job", id, "device", dev.name, "outcome", res.Outcome, "reason", res.Reason)
+	d.jobEnded(dev, j, res)
+	if res.Outcome == string(jobs.Incomplete) && ctx.Err() == nil {
+		d.mu.Lock()
+		c := dev.check
+		d.mu.Unlock()
+		if c != nil {
+			d.runCheck(ctx, dev, c)
+		}
+	}
+}
+
+// finishRunning records how a running job ended.
+func (d *Daemon) finishRunning(j *job, res *results.Job) {
+	body, err := resultJSON(res)
+	if err != nil {
+		d.log.Error("encode results", "job", j.rec.ID, "err", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	if err := d.store.FinishJob(sctx, j.rec.ID, store.Running, store.Finish{
+		Outcome: res.Outcome, Reason: res.Reason, At: res.Finished, Result: body,
+	}); err != nil {
+		d.log.Error("record the end of a job", "job", j.rec.ID, "err", err)
+	}
+	d.mu.Lock()
+	j.rec.State, j.rec.Outcome, j.rec.Reason, j.rec.Finished, j.rec.Result = store.Finished, res.Outcome, res.Reason, res.Finished, body
+	d.mu.Unlock()
+}
+
+// finishQueued records a job canceled before it started.
+func (d *Daemon) finishQueued(j *job, cause error) error {
+	now := d.now()
+	reason := "canceled"
+	if cause != nil && !errors.Is(cause, context.Canceled) {
+		reason += ": " + cause.Error()
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	if err := d.store.FinishJob(sctx, j.rec.ID, store.Queued, store.Finish{Outcome: string(jobs.Canceled), Reason: reason, At: now}); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	j.rec.State, j.rec.Outcome, j.rec.Reason, j.rec.Finished = store.Finished, string(jobs.Canceled), reason, now
+	d.mu.Unlock()
+	return nil
+}
+
+// jobEnded frees the device (or starts its health check after an
+// incomplete job) and tells the job's watchers.
+func (d *Daemon) jobEnded(dev *device, j *job, res *results.Job) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.jobs, j.rec.ID)
+	dev.job, j.dev = nil, nil
+	why := fmt.Sprintf("job %d ended %s", j.rec.ID, j.rec.Outcome)
+	if res != nil && res.Outcome == string(jobs.Incomplete) && !d.stopping {
+		// Infrastructure error: the device proves itself before the next job.
+		dev.healthy, dev.healthReason = false, fmt.Sprintf("job %d ended incomplete: %s", j.rec.ID, res.Reason)
+		dev.recover = true
+		dev.check = &check{why: fmt.Sprintf("after incomplete job %d", j.rec.ID), recover: true, done: make(chan struct{})}
+	} else {
+		dev.busy = false
+	}
+	d.refreshLocked(dev, why)
+	close(j.done)
+	j.cancel(nil)
+	d.scheduleLocked()
+}
+
+// runCheck runs a health check on the device and records its result; a
+// passing device takes jobs again.
+func (d *Daemon) runCheck(ctx context.Context, dev *device, c *check) {
+	select {
+	case d.checkSlots <- struct{}{}:
+	case <-ctx.Done():
+		d.requeue(dev, task{check: c})
+		return
+	}
+	h := d.healthCheck(ctx, dev, c)
+	<-d.checkSlots
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	dev.check, dev.busy = nil, false
+	if ctx.Err() == nil || h.OK {
+		dev.health = &h
+		dev.healthy = h.OK
+		if h.OK {
+			dev.recover = false
+		} else {
+			dev.healthReason = "health check failed: " + h.Detail
+		}
+	}
+	why := "health check passed"
+	if c.why != "" {
+		why += " (" + c.why + ")"
+	}
+	d.refreshLocked(dev, why)
+	c.result = h
+	close(c.done)
+	d.scheduleLocked()
+}
+
+// jobDir is where a job's log and results go.
+func (d *Daemon) jobDir(id int64) string {
+	return filepath.Join(d.jobsDir, strconv.FormatInt(id, 10))
+}
+
+// moveAside renames a job directory left from an earlier store (job IDs
+// start again from 1 when the database is new), so that a job's directory
+// holds only its own files.
+func moveAside(dir string) error {
+	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	old := fmt.Sprintf("%s.old-%d", dir, time.Now().Unix())
+	if err := os.Rename(dir, old); err != nil {
+		return fmt.Errorf("move aside %s: %w", dir, err)
+	}
+	return nil
+}
+
+// waitCheck waits for a check's result (or ctx).
+func waitCheck(ctx context.Context, c *check) (api.Health, error) {
+	select {
+	case <-c.done:
+		return c.result, nil
+	case <-ctx.Done():
+		return api.Health{}, fmt.Errorf("waiting for the health check: %w", context.Cause(ctx))
+	}
+}

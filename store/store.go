@@ -1,0 +1,100 @@
+// Package store keeps what the lab daemon must not forget across restarts:
+// the jobs (queued, running, finished, with their job file and results) and
+// each device's state. The daemon declares the interface it needs
+// (daemon.Store); this package provides it on an embedded SQLite database
+// (modernc.org/sqlite, pure Go).
+//
+// The SQL is written for both SQLite and PostgreSQL ($1 placeholders,
+// RETURNING, ON CONFLICT ... DO UPDATE, times as integer nanoseconds), so that
+// a PostgreSQL implementation for labs with several dispatcher hosts can
+// share the queries and must pass the same suite (store/storetest).
+//
+// A job moves queued → running → finished, or queued → finished when it is
+// canceled before it starts. Each move is one guarded UPDATE ("... WHERE id =
+// $1 AND state = 'queued'"): of two processes that race to take the same job
+// off the queue, exactly one wins, so a job never runs twice; a job is in the
+// store before its submitter hears its ID, so it is never lost.
+package store
+
+import (
+	"errors"
+	"time"
+)
+
+// Job states.
+const (
+	Queued   = "queued"
+	Running  = "running"
+	Finished = "finished"
+)
+
+// Errors callers branch on.
+var (
+	// ErrNotFound: no such job.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: the job is not in the state the change starts from
+	// (someone else took it, canceled it or finished it first).
+	ErrConflict = errors.New("job state changed")
+)
+
+// Job is a job as the store keeps it.
+type Job struct {
+	ID   int64
+	Name string
+	// File is the job file's name as submitted, for messages; Dir is the
+	// absolute directory its relative paths are relative to; Spec is its
+	// text, exactly as written.
+	File string
+	Dir  string
+	Spec string
+	// Device, or DeviceType and Tags, say where the job may run (as in the
+	// job file).
+	Device     string
+	DeviceType string
+	Tags       []string
+	Priority   string // high, normal, low
+	Submitter  string // the API token's name
+	State      string // Queued, Running, Finished
+	// RunDevice is the device the job runs or ran on.
+	RunDevice string
+	// Outcome and Reason are set when the job is finished.
+	Outcome string
+	Reason  string
+	// Submitted, Started and Finished are zero until they happen.
+	Submitted time.Time
+	Started   time.Time
+	Finished  time.Time
+	// Result is the job's results.json, once finished (may be empty if the
+	// job never ran).
+	Result []byte
+}
+
+// JobFilter selects jobs for a listing.
+type JobFilter struct {
+	// States, if not empty, keeps the jobs in one of these states.
+	States []string
+	// Device, if set, keeps the jobs that run or ran on this device.
+	Device string
+	// Limit, if positive, keeps the newest Limit jobs.
+	Limit int
+}
+
+// Finish is how a job ended.
+type Finish struct {
+	Outcome string
+	Reason  string
+	At      time.Time
+	Result  []byte // results.json; may be empty
+}
+
+// Device is the state of one device, as last recorded.
+type Device struct {
+	Name   string
+	State  string // idle, running, checking, offline, maintenance (the daemon's words)
+	Reason string
+	Since  time.Time
+	// Maintenance is set by an admin and survives restarts; it takes
+	// effect when the device's current job ends.
+	Maintenance       bool
+	MaintenanceReason string
+}

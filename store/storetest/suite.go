@@ -1,0 +1,361 @@
+// Package storetest is the conformance suite of job stores: every store
+// implementation (SQLite today, PostgreSQL later) runs Run against itself,
+// so that the daemon can rely on the same behaviour from each.
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/labctl/labctl/store"
+)
+
+// Store is the contract the suite checks; the daemon's own Store interface
+// is a subset of it.
+type Store interface {
+	CreateJob(ctx context.Context, j store.Job) (store.Job, error)
+	Job(ctx context.Context, id int64) (store.Job, error)
+	Jobs(ctx context.Context, f store.JobFilter) ([]store.Job, error)
+	ClaimJob(ctx context.Context, id int64, device string, at time.Time) error
+	FinishJob(ctx context.Context, id int64, from string, f store.Finish) error
+	SetDevices(ctx context.Context, devs []store.Device) error
+	Devices(ctx context.Context) ([]store.Device, error)
+	Close() error
+}
+
+// Opener opens the store under test. Each call of the function newDB
+// returns opens a fresh, empty database; calling the opener it returns
+// again opens the same database (after the previous one was closed), to
+// check that what was committed survives.
+type Opener func(t *testing.T) (open func() (Store, error))
+
+// Run runs the suite.
+func Run(t *testing.T, newDB Opener) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, open func() (Store, error))
+	}{
+		{"CreateAndRead", testCreateAndRead},
+		{"NotFound", testNotFound},
+		{"List", testList},
+		{"Claim", testClaim},
+		{"ClaimRace", testClaimRace},
+		{"Finish", testFinish},
+		{"Reopen", testReopen},
+		{"Devices", testDevices},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newDB(t)) })
+	}
+}
+
+func mustOpen(t *testing.T, open func() (Store, error)) Store {
+	t.Helper()
+	s, err := open()
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// at is a fixed time with nanoseconds, to check that times keep them.
+var at = time.Date(2026, 3, 4, 5, 6, 7, 123456789, time.UTC)
+
+func sample(name string) store.Job {
+	return store.Job{
+		Name: name, File: name + ".toml", Dir: "/srv/jobs", Spec: "name = \"" + name + "\"\n# ünïcode\n",
+		DeviceType: "simlab-qemu", Tags: []string{"x86", "simlab"}, Priority: "high", Submitter: "ci",
+		Submitted: at,
+	}
+}
+
+func create(t *testing.T, s Store, j store.Job) store.Job {
+	t.Helper()
+	got, err := s.CreateJob(context.Background(), j)
+	if err != nil {
+		t.Fatalf("CreateJob(%s) = %v", j.Name, err)
+	}
+	return got
+}
+
+func get(t *testing.T, s Store, id int64) store.Job {
+	t.Helper()
+	j, err := s.Job(context.Background(), id)
+	if err != nil {
+		t.Fatalf("Job(%d) = %v", id, err)
+	}
+	return j
+}
+
+func same(a, b store.Job) error {
+	switch {
+	case a.ID != b.ID || a.Name != b.Name || a.File != b.File || a.Dir != b.Dir || a.Spec != b.Spec:
+		return fmt.Errorf("identity differs: %d %q %q %q vs %d %q %q %q", a.ID, a.Name, a.File, a.Dir, b.ID, b.Name, b.File, b.Dir)
+	case a.Device != b.Device || a.DeviceType != b.DeviceType || !slices.Equal(a.Tags, b.Tags):
+		return fmt.Errorf("placement differs: %q %q %q vs %q %q %q", a.Device, a.DeviceType, a.Tags, b.Device, b.DeviceType, b.Tags)
+	case a.Priority != b.Priority || a.Submitter != b.Submitter || a.State != b.State || a.RunDevice != b.RunDevice:
+		return fmt.Errorf("state differs: %s %s %s %s vs %s %s %s %s", a.Priority, a.Submitter, a.State, a.RunDevice, b.Priority, b.Submitter, b.State, b.RunDevice)
+	case a.Outcome != b.Outcome || a.Reason != b.Reason || string(a.Result) != string(b.Result):
+		return fmt.Errorf("end differs: %s %q %q vs %s %q %q", a.Outcome, a.Reason, a.Result, b.Outcome, b.Reason, b.Result)
+	case !a.Submitted.Equal(b.Submitted) || !a.Started.Equal(b.Started) || !a.Finished.Equal(b.Finished):
+		return fmt.Errorf("times differ: %v %v %v vs %v %v %v", a.Submitted, a.Started, a.Finished, b.Submitted, b.Started, b.Finished)
+	}
+	return nil
+}
+
+func testCreateAndRead(t *testing.T, open func() (Store, error)) {
+	s := mustOpen(t, open)
+	a := create(t, s, sample("a"))
+	b := create(t, s, store.Job{Name: "b", File: "b.toml", Dir: "/", Spec: "x", Device: "node1", Priority: "low"})
+	if a.ID <= 0 || b.ID <= a.ID {
+		t.Errorf("IDs %d then %d: want positive and increasing", a.ID, b.ID)
+	}
+	if a.State != store.Queued || !a.Submitted.Equal(at) {
+		t.Errorf("created job: state %q submitted %v, want queued at %v", a.State, a.Submitted, at)
+	}
+	if b.Submitted.IsZero() {
+		t.Error("a job created without a submission time did not get one")
+	}
+	if err := same(get(t, s, a.ID), a); err != nil {
+		t.Errorf("Job(%d) differs from what CreateJob returned: %v", a.ID, err)
+	}
+	if got := get(t, s, b.ID); got.Tags != nil || got.Device != "node1" {
+		t.Errorf("Job(%d) tags %q device %q, want nil and node1", b.ID, got.Tags, got.Device)
+	}
+}
+
+func testNotFound(t *testing.T, open func() (Store, error)) {
+	s := mustOpen(t, open)
+	ctx := context.Background()
+	if _, err := s.Job(ctx, 42); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Job(42) on an empty store = %v, want ErrNotFound", err)
+	}
+	if err := s.ClaimJob(ctx, 42, "node1", at); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("ClaimJob(42) = %v, want ErrNotFound", err)
+	}
+	if err := s.FinishJob(ctx, 42, store.Running, store.Finish{Outcome: "complete", At: at}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("FinishJob(42) = %v, want ErrNotFound", err)
+	}
+}
+
+func ids(jobs []store.Job) []int64 {
+	var out []int64
+	for _, j := range jobs {
+		out = append(out, j.ID)
+	}
+	return out
+}
+
+func testList(t *testing.T, open func() (Store, error)) {
+	s := mustOpen(t, open)
+	ctx := context.Background()
+	var all []int64
+	for i := range 5 {
+		all = append(all, create(t, s, sample(fmt.Sprintf("j%d", i))).ID)
+	}
+	if err := s.ClaimJob(ctx, all[1], "node1", at); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ClaimJob(ctx, all[3], "node2", at); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.FinishJob(ctx, all[3], store.Running, store.Finish{Outcome: "complete", At: at}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		f    store.JobFilter
+		want []int64
+	}{
+		{store.JobFilter{}, all},
+		{store.JobFilter{Limit: 2}, all[3:]},
+		{store.JobFilter{States: []string{store.Queued}}, []int64{all[0], all[2], all[4]}},
+		{store.JobFilter{States: []string{store.Running, store.Finished}}, []int64{all[1], all[3]}},
+		{store.JobFilter{Device: "node2"}, []int64{all[3]}},
+		{store.JobFilter{States: []string{store.Queued}, Limit: 1}, []int64{all[4]}},
+	}
+	for _, tt := range tests {
+		got, err := s.Jobs(ctx, tt.f)
+		if err != nil {
+			t.Fatalf("Jobs(%+v) = %v", tt.f, err)
+		}
+		if !slices.Equal(ids(got), tt.want) {
+			t.Errorf("Jobs(%+v) = %v, want %v", tt.f, ids(got), tt.want)
+		}
+	}
+}
+
+func testClaim(t *testing.T, open func() (Store, error)) {
+	s := mustOpen(t, open)
+	ctx := context.Background()
+	j := create(t, s, sample("a"))
+	started := at.Add(time.Second)
+	if err := s.ClaimJob(ctx, j.ID, "node1", started); err != nil {
+		t.Fatalf("ClaimJob = %v", err)
+	}
+	got := get(t, s, j.ID)
+	if got.State != store.Running || got.RunDevice != "node1" || !got.Started.Equal(started) {
+		t.Errorf("claimed job: %s on %q since %v, want running on node1 since %v", got.State, got.RunDevice, got.Started, started)
+	}
+	if err := s.ClaimJob(ctx, j.ID, "node2", started); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("second ClaimJob = %v, want ErrConflict", err)
+	}
+	if got := get(t, s, j.ID); got.RunDevice != "node1" {
+		t.Errorf("a refused claim moved the job to %q", got.RunDevice)
+	}
+}
+
+// Many claimers race for the same jobs: each job is won exactly once.
+func testClaimRace(t *testing.T, open func() (Store, error)) {
+	s := mustOpen(t, open)
+	ctx := context.Background()
+	var jobs []int64
+	for i := range 10 {
+		jobs = append(jobs, create(t, s, sample(fmt.Sprintf("j%d", i))).ID)
+	}
+	var mu sync.Mutex
+	wins := map[int64][]string{}
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dev := fmt.Sprintf("node%d", w)
+			for _, id := range jobs {
+				err := s.ClaimJob(ctx, id, dev, at)
+				switch {
+				case err == nil:
+					mu.Lock()
+					wins[id] = append(wins[id], dev)
+					mu.Unlock()
+				case !errors.Is(err, store.ErrConflict):
+					t.Errorf("ClaimJob(%d, %s) = %v", id, dev, err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for _, id := range jobs {
+		if len(wins[id]) != 1 {
+			t.Errorf("job %d claimed by %v, want exactly one claimer", id, wins[id])
+			continue
+		}
+		if got := get(t, s, id); got.RunDevice != wins[id][0] {
+			t.Errorf("job %d runs on %s, but %s won the claim", id, got.RunDevice, wins[id][0])
+		}
+	}
+}
+
+func testFinish(t *testing.T, open func() (Store, error)) {
+	s := mustOpen(t, open)
+	ctx := context.Background()
+	ran := create(t, s, sample("ran"))
+	queued := create(t, s, sample("queued"))
+	if err := s.FinishJob(ctx, ran.ID, store.Running, store.Finish{Outcome: "complete", At: at}); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("finishing a queued job as running = %v, want ErrConflict", err)
+	}
+	if err := s.ClaimJob(ctx, ran.ID, "node1", at); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.FinishJob(ctx, ran.ID, store.Queued, store.Finish{Outcome: "canceled", At: at}); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("canceling a running job as queued = %v, want ErrConflict", err)
+	}
+	end := at.Add(time.Minute)
+	result := []byte(`{"id":"1","outcome":"failed"}`)
+	if err := s.FinishJob(ctx, ran.ID, store.Running, store.Finish{Outcome: "failed", Reason: "test step x: fail", At: end, Result: result}); err != nil {
+		t.Fatalf("FinishJob = %v", err)
+	}
+	got := get(t, s, ran.ID)
+	if got.State != store.Finished || got.Outcome != "failed" || got.Reason != "test step x: fail" || !got.Finished.Equal(end) || string(got.Result) != string(result) {
+		t.Errorf("finished job = %+v", got)
+	}
+	if err := s.FinishJob(ctx, ran.ID, store.Running, store.Finish{Outcome: "complete", At: end}); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("finishing twice = %v, want ErrConflict", err)
+	}
+	if got := get(t, s, ran.ID); got.Outcome != "failed" {
+		t.Errorf("a refused finish changed the outcome to %q", got.Outcome)
+	}
+	if err := s.FinishJob(ctx, queued.ID, store.Queued, store.Finish{Outcome: "canceled", Reason: "canceled by ci", At: end}); err != nil {
+		t.Fatalf("canceling a queued job = %v", err)
+	}
+	if got := get(t, s, queued.ID); got.State != store.Finished || got.Outcome != "canceled" || !got.Started.IsZero() || got.Result != nil {
+		t.Errorf("canceled queued job = %+v", got)
+	}
+	if err := s.ClaimJob(ctx, queued.ID, "node1", at); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("claiming a canceled job = %v, want ErrConflict", err)
+	}
+}
+
+// What was committed is there after the store is closed and opened again.
+func testReopen(t *testing.T, open func() (Store, error)) {
+	s, err := open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	a := create(t, s, sample("a"))
+	b := create(t, s, sample("b"))
+	if err := s.ClaimJob(ctx, a.ID, "node1", at); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetDevices(ctx, []store.Device{{Name: "node1", State: "maintenance", Reason: "fan", Since: at, Maintenance: true, MaintenanceReason: "fan"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close = %v", err)
+	}
+	s = mustOpen(t, open)
+	if got := get(t, s, a.ID); got.State != store.Running || got.RunDevice != "node1" {
+		t.Errorf("after reopening, job a is %s on %q, want running on node1", got.State, got.RunDevice)
+	}
+	if got := get(t, s, b.ID); got.State != store.Queued {
+		t.Errorf("after reopening, job b is %s, want queued", got.State)
+	}
+	c := create(t, s, sample("c"))
+	if c.ID <= b.ID {
+		t.Errorf("after reopening, a new job got ID %d, not above %d", c.ID, b.ID)
+	}
+	devs, err := s.Devices(ctx)
+	if err != nil || len(devs) != 1 || !devs[0].Maintenance {
+		t.Errorf("after reopening, devices = %+v, %v; want node1 in maintenance", devs, err)
+	}
+}
+
+func testDevices(t *testing.T, open func() (Store, error)) {
+	s := mustOpen(t, open)
+	ctx := context.Background()
+	if devs, err := s.Devices(ctx); err != nil || len(devs) != 0 {
+		t.Fatalf("Devices on an empty store = %v, %v", devs, err)
+	}
+	want := []store.Device{
+		{Name: "node1", State: "idle", Since: at},
+		{Name: "node2", State: "offline", Reason: "health check: bmc: no answer", Since: at.Add(time.Second)},
+	}
+	if err := s.SetDevices(ctx, []store.Device{want[1], {Name: "node1", State: "running", Since: at}}); err != nil {
+		t.Fatalf("SetDevices = %v", err)
+	}
+	if err := s.SetDevices(ctx, []store.Device{want[0]}); err != nil {
+		t.Fatalf("SetDevices = %v", err)
+	}
+	if err := s.SetDevices(ctx, nil); err != nil {
+		t.Fatalf("SetDevices(nil) = %v", err)
+	}
+	got, err := s.Devices(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("Devices = %+v, want %+v", got, want)
+	}
+	for i := range want {
+		g, w := got[i], want[i]
+		if g.Name != w.Name || g.State != w.State || g.Reason != w.Reason || !g.Since.Equal(w.Since) || g.Maintenance != w.Maintenance {
+			t.Errorf("Devices[%d] = %+v, want %+v", i, g, w)
+		}
+	}
+}
