@@ -47,7 +47,7 @@ type timing struct {
 	confirm     time.Duration // read-back limit when ctx has no deadline
 	cycleSettle time.Duration // cycle: "on" this long without an "off" counts as done
 	solPoll     time.Duration // empty SOL packets asking for output
-	keepalive   time.Duration // idle command session
+	keepalive   time.Duration // idle command session, and the SOL session
 }
 
 func defaultTiming() timing {
@@ -57,8 +57,11 @@ func defaultTiming() timing {
 		poll:        200 * time.Millisecond,
 		confirm:     30 * time.Second,
 		cycleSettle: 3 * time.Second,
-		solPoll:     100 * time.Millisecond,
-		keepalive:   20 * time.Second,
+		// go-ipmi reads console output only in answer to its own packets,
+		// so the poll interval is the echo latency that echo pacing types
+		// at: 100 ms made native SOL type 10 characters a second.
+		solPoll:   20 * time.Millisecond,
+		keepalive: 15 * time.Second,
 	}
 }
 

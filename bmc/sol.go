@@ -155,6 +155,9 @@ type solStream struct {
 
 func (s *solStream) run(ctx context.Context) {
 	defer close(s.done)
+	kctx, stopKeepalive := context.WithCancel(ctx)
+	defer stopKeepalive()
+	go s.keepalive(kctx)
 	err := s.sess.c.SOLStream(ctx, s.inR, solOutput{s}, &ipmi.SOLStreamOptions{PollInterval: s.c.t.solPoll})
 	switch {
 	case err == nil:
@@ -165,6 +168,28 @@ func (s *solStream) run(ctx context.Context) {
 		err = fmt.Errorf("the BMC stopped answering SOL packets (payload deactivated, or BMC gone): %w", err)
 	}
 	s.end(fmt.Errorf("bmc %s: sol: %w: %w", s.c.addr, ErrSOLClosed, err))
+}
+
+// keepalive sends Get Device ID on the SOL session now and then, as
+// ipmitool does: BMCs time a session out on IPMI commands, and SOL packets
+// do not count (ipmi_sim dropped native SOL sessions every ~40 s without
+// it). SOL packets are matched by their SOL sequence, not the IPMI
+// sequence, so the command may run beside the stream.
+func (s *solStream) keepalive(ctx context.Context) {
+	t := time.NewTicker(s.c.t.keepalive)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, s.c.cfg.Timeout*time.Duration(s.c.cfg.Retries+1))
+		if _, err := s.sess.c.GetDeviceID(cctx); err != nil && ctx.Err() == nil {
+			s.c.log.Debug("SOL session keepalive failed", "err", err)
+		}
+		cancel()
+	}
 }
 
 // end records why the stream is over (the first reason wins) and wakes

@@ -16,6 +16,9 @@ import (
 var bootFailures = []*regexp.Regexp{
 	regexp.MustCompile(`Kernel panic - not syncing[^\n]*`),
 	regexp.MustCompile(`No bootable device[^\n]*`),
+	// pxelinux could not load the kernel or initrd of its entry.
+	regexp.MustCompile(`Loading \S+ failed: [^\n]*`),
+	regexp.MustCompile(`Could not find kernel image: [^\n]*`),
 }
 
 // deploy boots the master image over PXE and streams the job's image onto

@@ -89,12 +89,18 @@ func (sh *shell) run(ctx context.Context, cmd string) (commandResult, error) {
 	// again. (A prompt before the marker without a gap is a stale one, e.g.
 	// from a nudge: skip it.)
 	var before strings.Builder
-	hadGap := false
+	hadGap, nudges := false, 0
 	for {
 		m, err := sh.expectOrGap(ctx, gaps, marker, sh.prompt)
 		before.WriteString(m.Before)
 		if errors.Is(err, errConsoleGap) {
 			hadGap = true
+			if nudges++; nudges > 3 {
+				// Empty lines pile up as input of a command that reads
+				// stdin; after a few, just wait.
+				r.event("console reconnected again while %q ran; waiting", short(cmd))
+				continue
+			}
 			r.event("console reconnected while %q ran; nudging the shell for its prompt", short(cmd))
 			// An empty line gets a fresh prompt once the command is done.
 			if _, err := r.writer.Type(ctx, "\r", sh.pacing); err != nil && ctx.Err() != nil {
@@ -130,22 +136,28 @@ func (sh *shell) run(ctx context.Context, cmd string) (commandResult, error) {
 }
 
 // lastExitCode asks the shell for $_lc after a console gap, and waits for
-// the prompt after the answer.
+// the prompt after the answer. It asks again if the console drops once
+// more meanwhile.
 func (sh *shell) lastExitCode(ctx context.Context, id string, gaps *gapWatch) (int, error) {
 	r := sh.r
 	marker := regexp.MustCompile(`@@LC-` + regexp.QuoteMeta(id) + `r (\d+)@@`)
-	if _, err := sh.typeLine(ctx, `echo @@L""C-`+id+`r $_lc@@`, gaps); err != nil {
-		return 0, err
+	for attempt := 1; ; attempt++ {
+		if _, err := sh.typeLine(ctx, `echo @@L""C-`+id+`r $_lc@@`, gaps); err != nil {
+			return 0, err
+		}
+		m, err := sh.expectOrGap(ctx, gaps, marker)
+		if errors.Is(err, errConsoleGap) && attempt < 3 {
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("read exit status after a console gap: %w", err)
+		}
+		rc, _ := strconv.Atoi(m.Groups[1])
+		if _, err := r.session.Expect(ctx, sh.prompt); err != nil {
+			return 0, err
+		}
+		return rc, nil
 	}
-	m, err := sh.expectOrGap(ctx, gaps, marker)
-	if err != nil {
-		return 0, fmt.Errorf("read exit status after a console gap: %w", err)
-	}
-	rc, _ := strconv.Atoi(m.Groups[1])
-	if _, err := r.session.Expect(ctx, sh.prompt); err != nil {
-		return 0, err
-	}
-	return rc, nil
 }
 
 // typeLine types one command line and Enter. If the console drops while
