@@ -21,7 +21,8 @@ import (
 // client) and nothing of the node (QEMU, ipmi_sim).
 type E2ECase struct {
 	Rounds    int
-	Repo      string // the repository: bin/labctl, bin/simlab, examples/, device-types/
+	Repo      string // the repository: bin/simlab, examples/, device-types/
+	Labctl    string // the labctl binary
 	Artifacts string // simlab artifacts (make artifacts)
 	Job       string // the job file
 }
@@ -48,7 +49,7 @@ type e2eRun struct {
 // Run starts a one-node lab, runs the job Rounds times and stops the lab.
 func (c E2ECase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResult, error) {
 	res := CaseResult{Name: "5 end to end"}
-	labctl := filepath.Join(c.Repo, "bin", "labctl")
+	labctl := c.Labctl
 	simlabBin := filepath.Join(c.Repo, "bin", "simlab")
 	for _, p := range []string{labctl, simlabBin, filepath.Join(c.Artifacts, "images", "disk.img.sha256")} {
 		if _, err := os.Stat(p); err != nil {

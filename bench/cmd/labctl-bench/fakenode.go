@@ -31,11 +31,12 @@ import (
 // power-on increments), disk.img (what the master's dd writes) and bin/
 // (busybox applets). The console program waits for a power-on, then asks
 // the boot server for the node's pxelinux config the way pxelinux would
-// (BOOT_URL/pxelinux.cfg/01-<mac>): a master entry starts a real busybox
-// shell with the "master# " prompt (so the dispatcher's wget | dd and
+// (BOOT_URL/pxelinux.cfg/01-<mac>): a master entry starts a real shell
+// with the "master# " prompt (so the dispatcher's wget | dd and
 // sha256sum really run, against the real HTTP server, into disk.img); a
 // local entry boots the disk if an image with a boot signature is on it:
-// a login prompt, then a busybox shell with "testos# ". A power-off or a
+// a login prompt, then a shell with "testos# ". The shells are bash with
+// busybox applets on PATH and a dd that maps the device path to disk.img. A power-off or a
 // new boot ends whatever runs.
 func runFakeNode(args []string) error {
 	if len(args) < 2 {
@@ -299,14 +300,18 @@ func (c *console) login(boot string) bool {
 	return false
 }
 
-// shell runs busybox sh on a pty of its own, bridged to the console, until
+// shell runs bash on a pty of its own, bridged to the console, until
 // the boot ends; then it kills the shell's whole session (a wget | dd in
 // flight included), as a power-off would.
 func (c *console) shell(boot, prompt string) {
+	// bash, not busybox sh: busybox's shell runs its own applets (dd)
+	// whatever PATH says, and the node's dd must be the wrapper that
+	// writes this node's disk.img.
 	bin := filepath.Join(c.dir, "..", "bin")
-	cmd := exec.Command(filepath.Join(bin, "sh"), "-i")
+	cmd := exec.Command("/bin/bash", "--noprofile", "--norc", "--noediting", "-i")
 	cmd.Dir = c.dir
-	cmd.Env = []string{"PATH=" + bin, "PS1=" + prompt, "HOME=" + c.dir, "TERM=vt100", "TMPDIR=" + c.dir}
+	cmd.Env = []string{"PATH=" + bin, "PS1=" + prompt, "HOME=" + c.dir, "TERM=vt100", "TMPDIR=" + c.dir,
+		"FAKE_DISK=" + filepath.Join(c.dir, "disk.img")}
 	ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 24, Cols: 200})
 	if err != nil {
 		say("fake node: cannot start a shell: " + err.Error() + "\r\n")

@@ -27,6 +27,7 @@ type runOptions struct {
 	work   string
 	atftpd string
 	repo   string // the repository (bin/, examples/, device-types/)
+	labctl string // the labctl binary (cases 4 and 5)
 }
 
 // runRun runs the cases in a private network namespace (dnsmasq's TFTP
@@ -40,12 +41,16 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.rounds, "rounds", 0, "rounds per case (default 3, quick 2)")
 	fs.StringVar(&o.work, "work", "build/bench", "work directory: served files, configs, logs")
 	fs.StringVar(&o.atftpd, "atftpd", "", "atftpd binary (default WORK/atftpd/usr/sbin/atftpd, unpacked from the .deb)")
+	fs.StringVar(&o.labctl, "labctl", "", "labctl binary for cases 4 and 5 (default REPO/bin/labctl)")
 	fs.StringVar(&o.repo, "repo", ".", "the labctl repository: bin/labctl, bin/simlab, examples/, device-types/ (case 5)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if abs, err := filepath.Abs(o.repo); err == nil {
 		o.repo = abs
+	}
+	if o.labctl == "" {
+		o.labctl = filepath.Join(o.repo, "bin", "labctl")
 	}
 	o.cases = strings.Split(*casesFlag, ",")
 	if o.rounds == 0 {
@@ -168,6 +173,15 @@ func solCase(o runOptions) bench.SOLCase {
 	return c
 }
 
+func scaleCase(o runOptions) bench.ScaleCase {
+	c := bench.ScaleCase{Rounds: o.rounds, Nodes: 400, Jobs: 400, ImageSize: 2 << 20, Timeout: 30 * time.Minute,
+		Labctl: o.labctl}
+	if o.quick {
+		c.Rounds, c.Nodes, c.Jobs, c.ImageSize, c.Timeout = 1, 8, 8, 1<<20, 5*time.Minute
+	}
+	return c
+}
+
 func e2eCase(o runOptions) bench.E2ECase {
 	art := os.Getenv("LABCTL_SIMLAB_ARTIFACTS")
 	if art == "" {
@@ -177,7 +191,7 @@ func e2eCase(o runOptions) bench.E2ECase {
 	if o.quick {
 		rounds = 1
 	}
-	return bench.E2ECase{Rounds: rounds, Repo: o.repo, Artifacts: art, Job: filepath.Join(o.repo, "examples", "jobs", "smoke.toml")}
+	return bench.E2ECase{Rounds: rounds, Repo: o.repo, Labctl: o.labctl, Artifacts: art, Job: filepath.Join(o.repo, "examples", "jobs", "smoke.toml")}
 }
 
 func httpCase(o runOptions) bench.HTTPCase {

@@ -1,0 +1,469 @@
+package bench
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/labctl/labctl/api"
+)
+
+// ScaleCase is case 4: one `labctl serve` runs a lab of Nodes fake nodes
+// (power by command, a console program that plays the master shell, runs
+// the dispatcher's real `wget | dd` against the daemon's HTTP server into a
+// file, then the disk boot and the test shell: `labctl-bench fakenode`),
+// and Jobs jobs are submitted at once.
+type ScaleCase struct {
+	Rounds    int
+	Nodes     int
+	Jobs      int
+	ImageSize int           // bytes of the raw image each job writes
+	Timeout   time.Duration // for all jobs of a round
+	Labctl    string        // bin/labctl
+}
+
+type scaleRun struct {
+	wall                 float64
+	complete, other      int
+	outcomes             map[string]int
+	q2s                  []float64 // queue-to-start seconds, sorted
+	submit               []float64 // submit request seconds, sorted
+	daemonCPU, treeCPU   float64
+	rssIdleMB, rssPeakMB float64
+	peakRunning          int
+	perJobMB             float64
+	startupS             float64 // serve start to every device idle
+}
+
+const scaleToken = "labctl-bench-scale-token"
+
+// FakeDisk is the disk device of the scale case's fake nodes: their dd
+// (a wrapper) reads and writes the node's disk.img instead. Its directory
+// does not exist, so a dd that missed the wrapper fails instead of
+// creating a file in /dev.
+const FakeDisk = "/dev/labctl-bench-nonexistent/disk"
+
+// Run builds the lab, then per round starts the daemon, waits for every
+// device to be idle, submits the jobs at once and waits for them all.
+func (c ScaleCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResult, error) {
+	res := CaseResult{Name: "4 scale"}
+	if _, err := os.Stat(c.Labctl); err != nil {
+		return res, fmt.Errorf("%w: %s missing (make build)", ErrSkipped, c.Labctl)
+	}
+	if out, _ := exec.Command(c.Labctl, "serve", "--help").CombinedOutput(); !strings.Contains(string(out), "--lab") {
+		return res, fmt.Errorf("%w: this labctl has no serve command", ErrSkipped)
+	}
+	busybox, err := exec.LookPath("busybox")
+	if err != nil {
+		return res, fmt.Errorf("%w: busybox not installed (busybox-static)", ErrSkipped)
+	}
+	var runs []scaleRun
+	for r := range c.Rounds {
+		dir := filepath.Join(env.Work, "scale")
+		os.RemoveAll(dir)
+		job, labFile, err := c.writeLab(dir, env.Self, busybox)
+		if err != nil {
+			return res, err
+		}
+		run, err := c.runOnce(ctx, dir, labFile, job, logw)
+		if err != nil {
+			return res, err
+		}
+		fmt.Fprintf(logw, "  r%d wall=%.1fs complete=%d/%d q2s p50=%.3f p99=%.3f daemon cpu=%.1fs tree cpu=%.1fs rss idle=%.1f peak=%.1f MB running=%d\n",
+			r+1, run.wall, run.complete, c.Jobs, Percentile(run.q2s, .5), Percentile(run.q2s, .99), run.daemonCPU, run.treeCPU, run.rssIdleMB, run.rssPeakMB, run.peakRunning)
+		runs = append(runs, run)
+	}
+	pick := func(fn func(scaleRun) float64) Stat {
+		var xs []float64
+		for _, r := range runs {
+			xs = append(xs, fn(r))
+		}
+		return Summarize(xs)
+	}
+	fmt.Fprintf(w, "### Case 4: scale, one `labctl serve`, %d fake nodes, %d jobs submitted at once (%d rounds)\n\n", c.Nodes, c.Jobs, c.Rounds)
+	fmt.Fprintf(w, "Fake nodes (`labctl-bench fakenode`): power by command; a console program that asks the daemon's boot server for its pxelinux config, "+
+		"plays the master shell (a real shell, bash with busybox applets: the dispatcher's `wget | dd` streams a %s image from the daemon's HTTP server into a file, sha256sum checks it), "+
+		"then the disk boot, login and the test shell. Daemon CPU and RSS are the labctl serve process alone; the tree adds the fake nodes it spawns.\n\n", sizeName(c.ImageSize))
+	t := &Table{Head: []string{"figure", "median [min–max]"}}
+	complete := 0
+	for _, r := range runs {
+		complete += r.complete
+	}
+	t.Add("jobs complete", fmt.Sprintf("%d of %d", complete, c.Jobs*len(runs)))
+	t.Add("start-up: serve to every device idle s", pick(func(r scaleRun) float64 { return r.startupS }).Format(1))
+	t.Add("all jobs, submit to last finish s", pick(func(r scaleRun) float64 { return r.wall }).Format(1))
+	t.Add("submit request p50 ms", pick(func(r scaleRun) float64 { return 1000 * Percentile(r.submit, .5) }).Format(1))
+	t.Add("queue-to-start p50 ms", pick(func(r scaleRun) float64 { return 1000 * Percentile(r.q2s, .5) }).Format(1))
+	t.Add("**queue-to-start p99 ms**", pick(func(r scaleRun) float64 { return 1000 * Percentile(r.q2s, .99) }).Format(1))
+	t.Add("queue-to-start max ms", pick(func(r scaleRun) float64 { return 1000 * Percentile(r.q2s, 1) }).Format(1))
+	t.Add("daemon CPU s (labctl serve only)", pick(func(r scaleRun) float64 { return r.daemonCPU }).Format(1))
+	t.Add("tree CPU s (daemon + fake nodes)", pick(func(r scaleRun) float64 { return r.treeCPU }).Format(1))
+	t.Add("daemon RSS idle MB", pick(func(r scaleRun) float64 { return r.rssIdleMB }).Format(1))
+	t.Add("daemon RSS peak MB", pick(func(r scaleRun) float64 { return r.rssPeakMB }).Format(1))
+	t.Add("jobs running at once (peak)", pick(func(r scaleRun) float64 { return float64(r.peakRunning) }).Format(0))
+	t.Add("**RSS per running job MB** ((peak − idle) ÷ peak running)", pick(func(r scaleRun) float64 { return r.perJobMB }).Format(2))
+	t.Write(w)
+	p99 := 1000 * pick(func(r scaleRun) float64 { return Percentile(r.q2s, .99) }).Med
+	perJob := pick(func(r scaleRun) float64 { return r.perJobMB }).Med
+	res.Leads = complete == c.Jobs*len(runs) && p99 < 100 && perJob < 5
+	res.Ratio = fmt.Sprintf("case 4 (scale): %d/%d jobs complete; queue-to-start p99 %.1f ms (target < 100 ms); %.2f MB RSS per running job (target < 5 MB)",
+		complete, c.Jobs*len(runs), p99, perJob)
+	fmt.Fprintf(w, "**ratio:** %s\n\n", res.Ratio)
+	return res, nil
+}
+
+// writeLab writes the lab: boot root, image, device type, devices, job.
+func (c ScaleCase) writeLab(dir, self, busybox string) (job, labFile string, err error) {
+	mk := func(p string) error { return os.MkdirAll(filepath.Join(dir, p), 0o755) }
+	for _, p := range []string{"root/fake", "device-types", "devices", "nodes/bin", "state"} {
+		if err := mk(p); err != nil {
+			return "", "", err
+		}
+	}
+	for _, f := range []string{"root/fake/vmlinuz", "root/fake/master.gz"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("not a kernel\n"), 0o644); err != nil {
+			return "", "", err
+		}
+	}
+	// dd is a wrapper: the device path the dispatcher writes to and reads
+	// back is each node's own disk.img ($FAKE_DISK, set by the console
+	// program), never a real device.
+	ddWrapper := fmt.Sprintf(`#!%[1]s sh
+n=$#
+for a in "$@"; do
+  case "$a" in
+    of=%[2]s) a="of=$FAKE_DISK" ;;
+    if=%[2]s) a="if=$FAKE_DISK" ;;
+  esac
+  set -- "$@" "$a"
+done
+shift $n
+exec %[1]s dd "$@"
+`, busybox, FakeDisk)
+	if err := os.WriteFile(filepath.Join(dir, "nodes", "bin", "dd"), []byte(ddWrapper), 0o755); err != nil {
+		return "", "", err
+	}
+	for _, applet := range []string{"wget", "gunzip", "sha256sum", "mkfifo", "tee", "cat", "rm", "sync", "echo", "printf",
+		"head", "uname", "true", "false", "ls", "sleep", "test", "[", "wc", "mkdir", "cut", "seq", "base64", "stat"} {
+		if err := os.Symlink(busybox, filepath.Join(dir, "nodes", "bin", applet)); err != nil {
+			return "", "", err
+		}
+	}
+	// The image: random bytes with an MBR boot signature, so the fake node
+	// boots "from disk" once it is written.
+	img := make([]byte, c.ImageSize)
+	for i := range img {
+		img[i] = byte(i*7 + i>>8)
+	}
+	img[510], img[511] = 0x55, 0xaa
+	imgPath := filepath.Join(dir, "disk.img")
+	if err := os.WriteFile(imgPath, img, 0o644); err != nil {
+		return "", "", err
+	}
+	sum := sha256.Sum256(img)
+
+	nodes := filepath.Join(dir, "nodes")
+	httpURL := "http://127.0.0.1:18091"
+	dt := fmt.Sprintf(`name = "fake-node"
+description = "labctl-bench fake node (case 4)"
+[power]
+method = "command"
+on_command = "%[1]s fakenode power on %[2]s/{{.Name}}"
+off_command = "%[1]s fakenode power off %[2]s/{{.Name}}"
+status_command = "%[1]s fakenode power status %[2]s/{{.Name}}"
+[console]
+driver = "command"
+connection_command = "%[1]s fakenode console %[2]s/{{.Name}} {{.MAC}} %[3]s"
+pacing = "echo"
+echo_timeout = "250ms"
+bootloader_serial_delay_ms = 1
+test_shell_serial_delay_ms = 1
+[master]
+kernel = "fake/vmlinuz"
+initrd = "fake/master.gz"
+prompt = "master# "
+disk = "%[4]s"
+[login]
+shell_prompt = "testos# "
+[timeouts]
+power = "30s"
+master_boot = "3m"
+deploy = "5m"
+disk_boot = "3m"
+login = "2m"
+test_step = "2m"
+job = "20m"
+`, self, nodes, httpURL, FakeDisk)
+	if err := os.WriteFile(filepath.Join(dir, "device-types", "fake-node.toml"), []byte(dt), 0o644); err != nil {
+		return "", "", err
+	}
+	for i := range c.Nodes {
+		name := fmt.Sprintf("node%03d", i+1)
+		nd := filepath.Join(nodes, name)
+		if err := os.MkdirAll(nd, 0o755); err != nil {
+			return "", "", err
+		}
+		os.WriteFile(filepath.Join(nd, "power"), []byte("off\n"), 0o644)
+		os.WriteFile(filepath.Join(nd, "boots"), []byte("0\n"), 0o644)
+		dev := fmt.Sprintf(`device_type = "fake-node"
+mac = "52:54:01:00:%02x:%02x"
+[bmc]
+host = "127.0.0.1"
+port = %d
+user = "bench"
+password_env = "LABCTL_BENCH_BMC_PASSWORD"
+`, (i+1)>>8, (i+1)&0xff, 20000+i)
+		if err := os.WriteFile(filepath.Join(dir, "devices", name+".toml"), []byte(dev), 0o644); err != nil {
+			return "", "", err
+		}
+	}
+	lab := fmt.Sprintf(`name = "bench-scale"
+device_types = ["device-types"]
+devices = ["devices"]
+state_dir = "state"
+[boot_server]
+root = "root"
+tftp_listen = "127.0.0.1:16969"
+http_listen = "127.0.0.1:18091"
+http_url = %q
+[server]
+listen = "127.0.0.1:18470"
+[[server.tokens]]
+name = "bench"
+token_env = "LABCTL_BENCH_TOKEN"
+`, httpURL)
+	labFile = filepath.Join(dir, "lab.toml")
+	if err := os.WriteFile(labFile, []byte(lab), 0o644); err != nil {
+		return "", "", err
+	}
+	job = fmt.Sprintf(`name = "scale"
+device_type = "fake-node"
+timeout = "20m"
+[deploy]
+image = %q
+sha256 = %q
+[boot]
+password = "test"
+[[test]]
+name = "hello"
+commands = ["echo hello from $(uname -n)"]
+`, imgPath, hex.EncodeToString(sum[:]))
+	return job, labFile, nil
+}
+
+// runOnce starts the daemon, runs the jobs and stops it.
+func (c ScaleCase) runOnce(ctx context.Context, dir, labFile, job string, logw io.Writer) (scaleRun, error) {
+	var run scaleRun
+	g := NewGroup("labctl-serve")
+	defer g.Remove()
+	cmd := g.Command(c.Labctl, "serve", "--lab", labFile)
+	cmd.Env = append(os.Environ(), "LABCTL_BENCH_TOKEN="+scaleToken, "LABCTL_BENCH_BMC_PASSWORD=unused")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	logf, err := os.Create(filepath.Join(dir, "serve.log"))
+	if err != nil {
+		return run, err
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	t0 := time.Now()
+	if err := cmd.Start(); err != nil {
+		return run, err
+	}
+	g.SetPid(cmd.Process.Pid)
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	defer func() {
+		// The fake nodes run in sessions of their own (console programs
+		// and shells get a pty each): note the whole tree before the
+		// daemon goes, and end what is left of it by pid.
+		tree := processTree(cmd.Process.Pid)
+		if g.dir != "" {
+			tree = append(tree, g.Pids()...)
+		}
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-exited
+		}
+		for _, p := range tree {
+			syscall.Kill(p, syscall.SIGKILL)
+		}
+		if g.dir != "" {
+			for _, p := range g.Pids() {
+				syscall.Kill(p, syscall.SIGKILL)
+			}
+		}
+	}()
+	client, err := api.NewClient("http://127.0.0.1:18470", scaleToken)
+	if err != nil {
+		return run, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
+	// Every device idle (health checks passed).
+	for {
+		if ctx.Err() != nil {
+			return run, fmt.Errorf("devices not idle after %s (log: %s)", c.Timeout, logf.Name())
+		}
+		select {
+		case <-exited:
+			return run, fmt.Errorf("labctl serve exited at start (log: %s)", logf.Name())
+		default:
+		}
+		devs, err := client.Devices(ctx)
+		idle := 0
+		for _, d := range devs {
+			if d.State == "idle" {
+				idle++
+			}
+		}
+		if err == nil && idle == c.Nodes {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	run.startupS = time.Since(t0).Seconds()
+	pid := cmd.Process.Pid
+	run.rssIdleMB = float64(RSSKB(pid, false)) / 1024
+	cpu0, tree0 := procCPU(pid), g.CPU()
+	fmt.Fprintf(logw, "  %d devices idle after %.1fs; submitting %d jobs\n", c.Nodes, run.startupS, c.Jobs)
+
+	// Sample RSS and running jobs while the jobs run.
+	var peakKB atomic.Int64
+	stopSample := make(chan struct{})
+	var sampler sync.WaitGroup
+	sampler.Go(func() {
+		for {
+			peakKB.Store(max(peakKB.Load(), RSSKB(pid, false)))
+			select {
+			case <-stopSample:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	})
+	start := time.Now()
+	ids := make([]int64, c.Jobs)
+	submit := make([]float64, c.Jobs)
+	errs := make(chan error, c.Jobs)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 64)
+	for i := range c.Jobs {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			t := time.Now()
+			j, err := client.Submit(ctx, api.SubmitRequest{File: "scale.toml", Dir: dir, Spec: job})
+			submit[i] = time.Since(t).Seconds()
+			if err != nil {
+				errs <- err
+				return
+			}
+			ids[i] = j.ID
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		close(stopSample)
+		sampler.Wait()
+		return run, fmt.Errorf("submit: %w", err)
+	}
+	// Wait for all to finish, counting running jobs.
+	var jobs []api.Job
+	for {
+		if ctx.Err() != nil {
+			close(stopSample)
+			sampler.Wait()
+			return run, fmt.Errorf("jobs not finished after %s (log: %s)", c.Timeout, logf.Name())
+		}
+		jobs, err = client.Jobs(ctx, api.JobFilter{})
+		if err == nil {
+			running, finished := 0, 0
+			for _, j := range jobs {
+				switch j.State {
+				case api.JobRunning:
+					running++
+				case api.JobFinished:
+					finished++
+				}
+			}
+			run.peakRunning = max(run.peakRunning, running)
+			if finished >= c.Jobs {
+				break
+			}
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	run.wall = time.Since(start).Seconds()
+	close(stopSample)
+	sampler.Wait()
+	run.daemonCPU = procCPU(pid) - cpu0
+	run.treeCPU = g.CPU() - tree0
+	run.rssPeakMB = float64(peakKB.Load()) / 1024
+	if run.peakRunning > 0 {
+		run.perJobMB = (run.rssPeakMB - run.rssIdleMB) / float64(run.peakRunning)
+	}
+	run.outcomes = map[string]int{}
+	want := map[int64]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	for _, j := range jobs {
+		if !want[j.ID] {
+			continue
+		}
+		run.outcomes[j.Outcome]++
+		if j.Outcome == "complete" {
+			run.complete++
+		} else {
+			run.other++
+			fmt.Fprintf(logw, "  job %d %s: %s\n", j.ID, j.Outcome, j.Reason)
+		}
+		if j.Started != nil {
+			run.q2s = append(run.q2s, j.Started.Sub(j.Submitted).Seconds())
+		}
+	}
+	sort.Float64s(run.q2s)
+	sort.Float64s(submit)
+	run.submit = submit
+	return run, nil
+}
+
+// procCPU is the CPU seconds of one process (its own threads, not its
+// children).
+func procCPU(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+2:])
+	if len(f) < 13 {
+		return 0
+	}
+	var ticks float64
+	for _, k := range []int{11, 12} { // utime, stime
+		var v float64
+		fmt.Sscan(f[k], &v)
+		ticks += v
+	}
+	return ticks / 100
+}
