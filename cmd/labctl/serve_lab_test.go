@@ -139,7 +139,9 @@ func (p *serveProc) stop() {
 
 // cleanEnv is the environment without labctl's own variables.
 func cleanEnv() []string {
-	return slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "LABCTL_") && !strings.HasPrefix(kv, "LABCTL_REQUIRE") })
+	return slices.DeleteFunc(os.Environ(), func(kv string) bool {
+		return strings.HasPrefix(kv, "LABCTL_") && !strings.HasPrefix(kv, "LABCTL_REQUIRE")
+	})
 }
 
 func tail(s string, lines int) string {
