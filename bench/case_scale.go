@@ -390,7 +390,7 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, labFile, job string, logw i
 			sampler.Wait()
 			return run, fmt.Errorf("jobs not finished after %s (log: %s)", c.Timeout, logf.Name())
 		}
-		jobs, err = client.Jobs(ctx, api.JobFilter{})
+		jobs, err = client.Jobs(ctx, api.JobFilter{Limit: 2 * c.Jobs})
 		if err == nil {
 			running, finished := 0, 0
 			for _, j := range jobs {

@@ -201,22 +201,38 @@ func (c *console) boot(boot string) {
 	}
 }
 
-// pxeConfig fetches the node's pxelinux config from the boot server.
+// pxeConfig fetches the node's pxelinux config from the boot server,
+// trying three times as a PXE ROM retries its requests.
 func (c *console) pxeConfig() string {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	for try := 1; ; try++ {
+		cfg, err := c.fetchConfig()
+		if err == nil || try == 3 {
+			if err != nil {
+				say("PXE: " + err.Error() + "\r\n")
+			}
+			return cfg
+		}
+		say(fmt.Sprintf("PXE: %v (try %d of 3)\r\n", err, try))
+	}
+}
+
+func (c *console) fetchConfig() (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, c.cfgURL, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		say("PXE: " + err.Error() + "\r\n")
-		return ""
+		return "", err
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if resp.StatusCode != http.StatusOK {
-		return ""
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return "", err
 	}
-	return string(b)
+	if resp.StatusCode != http.StatusOK {
+		return "", nil // no config for this node: pxelinux walks on (local boot)
+	}
+	return string(b), nil
 }
 
 func (c *console) diskBootable() bool {
