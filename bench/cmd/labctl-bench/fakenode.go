@@ -47,7 +47,7 @@ func runFakeNode(args []string) error {
 		if len(args) != 3 {
 			return errors.New("usage: fakenode power on|off|status DIR")
 		}
-		return fakePower(args[1], args[2])
+		return fakePower(args[1], args[2], os.Stdout)
 	case "console":
 		if len(args) != 4 {
 			return errors.New("usage: fakenode console DIR MAC BOOT_URL")
@@ -59,7 +59,7 @@ func runFakeNode(args []string) error {
 
 // fakePower changes or prints the power state. A file lock makes
 // concurrent calls (the daemon's health check and a job) safe.
-func fakePower(op, dir string) error {
+func fakePower(op, dir string, out io.Writer) error {
 	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return err
@@ -71,7 +71,7 @@ func fakePower(op, dir string) error {
 	on := readState(dir, "power") == "on"
 	switch op {
 	case "status":
-		fmt.Printf("Chassis Power is %s\n", map[bool]string{true: "on", false: "off"}[on])
+		fmt.Fprintf(out, "Chassis Power is %s\n", map[bool]string{true: "on", false: "off"}[on])
 		return nil
 	case "on":
 		if !on {
