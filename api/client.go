@@ -23,7 +23,8 @@ type Client struct {
 	token string
 	http  *http.Client
 	// Timeout bounds each request but the long ones (event streams, health
-	// checks, Online) when ctx has no deadline; 0 means 1 minute.
+	// checks, Online, Cancel, Power, SetBootDevice: the daemon bounds those)
+	// when ctx has no deadline; 0 means 1 minute.
 	Timeout time.Duration
 }
 
@@ -179,7 +180,7 @@ func (c *Client) Job(ctx context.Context, id int64) (Job, error) {
 // Cancel cancels a job.
 func (c *Client) Cancel(ctx context.Context, id int64) (Job, error) {
 	var j Job
-	err := c.do(ctx, false, "POST", jobPath(id, "/cancel"), nil, struct{}{}, &j)
+	err := c.do(ctx, true, "POST", jobPath(id, "/cancel"), nil, struct{}{}, &j)
 	return j, err
 }
 

@@ -112,7 +112,15 @@ func sendLog(path string, offset int64, final bool, send func(api.Event) error) 
 		return offset, fmt.Errorf("job log: %w", err)
 	}
 	defer f.Close()
-	buf := make([]byte, followChunk)
+	fi, err := f.Stat()
+	if err != nil {
+		return offset, fmt.Errorf("job log: %w", err)
+	}
+	if fi.Size() <= offset {
+		return offset, nil
+	}
+	// Only as much memory as there is new log, up to a chunk.
+	buf := make([]byte, min(fi.Size()-offset, followChunk))
 	for {
 		n, err := f.ReadAt(buf, offset)
 		if err != nil && !errors.Is(err, io.EOF) {

@@ -94,13 +94,13 @@ func (d *Daemon) runJob(ctx context.Context, dev *device, j *job) {
 	d.finishRunning(j, res)
 	d.log.Info("job ended", "job", id, "device", dev.name, "outcome", res.Outcome, "reason", res.Reason)
 	d.jobEnded(dev, j, res)
-	if res.Outcome == string(jobs.Incomplete) && ctx.Err() == nil {
-		d.mu.Lock()
-		c := dev.check
-		d.mu.Unlock()
-		if c != nil {
-			d.runCheck(ctx, dev, c)
-		}
+	d.mu.Lock()
+	c := dev.check
+	d.mu.Unlock()
+	if c != nil {
+		// The health check after an incomplete job, on this worker, before
+		// anything else: the device is not free until it passes.
+		d.runCheck(ctx, dev, c)
 	}
 }
 
@@ -165,6 +165,10 @@ func (d *Daemon) jobEnded(dev *device, j *job, res *results.Job) {
 // runCheck runs a health check on the device and records its result; a
 // passing device takes jobs again.
 func (d *Daemon) runCheck(ctx context.Context, dev *device, c *check) {
+	if ctx.Err() != nil {
+		d.requeue(dev, task{check: c})
+		return
+	}
 	select {
 	case d.checkSlots <- struct{}{}:
 	case <-ctx.Done():
