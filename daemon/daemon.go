@@ -7,7 +7,8 @@
 // Queue: jobs wait in priority order (high, normal, low), first come first
 // served within a priority. A job names a device, or a device type and
 // tags; it goes to an idle device that fits (of several, the one idle the
-// longest). Scheduling happens in memory, at once, whenever something
+// longest). The job file's timeouts count from the job's start on its
+// node, not from its submission: waiting in the queue costs a job nothing. Scheduling happens in memory, at once, whenever something
 // changes (a submit, a device coming free): nothing polls. A worker then
 // takes the job off the queue in the store with one guarded UPDATE (see
 // package store) before it touches the node, so a job is never run twice,
