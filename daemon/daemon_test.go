@@ -133,12 +133,14 @@ func TestQueueToStartLatency(t *testing.T) {
 	burst50, burst99 := latencies(burst)
 	t.Logf("queue-to-start latency with %d idle devices (race detector: %v): 100 jobs one after the other: p50 %s p99 %s; %d jobs at once: p50 %s p99 %s",
 		devices, raceEnabled, seq50, seq99, devices, burst50, burst99)
-	limit := 250 * time.Millisecond
+	// Loose bounds: the machine is shared. A daemon that polled the queue
+	// every second would show a median of half a second.
+	median, burst := 100*time.Millisecond, 2*time.Second
 	if raceEnabled {
-		limit = 5 * time.Second // the race detector slows SQLite (transpiled C) down 10-20x
+		median, burst = 500*time.Millisecond, 10*time.Second // the race detector slows SQLite (transpiled C) 10-20x
 	}
-	if seq99 > limit || burst99 > limit {
-		t.Errorf("p99 queue-to-start latency over %s", limit)
+	if seq50 > median || burst99 > burst {
+		t.Errorf("queue-to-start latency: median %s one by one (want < %s), p99 %s at once (want < %s)", seq50, median, burst99, burst)
 	}
 }
 
