@@ -38,6 +38,7 @@ func (r *runner) boot(ctx context.Context) error {
 	lctx, cancel := context.WithTimeout(ctx, r.set.Timeouts.Login)
 	defer cancel()
 	pacing := r.pacing(r.set.Console.BootloaderDelay())
+	pacing.StrictEcho = false // a login prompt is no shell: type on rather than retype
 	if _, err := r.writer.Type(lctx, r.Spec.Boot.Username+"\r", pacing); err != nil {
 		return fmt.Errorf("log in: %w", err)
 	}

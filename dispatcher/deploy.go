@@ -176,11 +176,13 @@ func (r *runner) bootdev(ctx context.Context, dev BootDevice) error {
 	return nil
 }
 
-// pacing is the device's typing pacing with the given fixed delay.
+// pacing is the device's typing pacing with the given fixed delay. Shell
+// lines are typed with strict echo: a character that does not echo was
+// lost, and the line is typed again (see shell.typeLine).
 func (r *runner) pacing(delay time.Duration) sol.Pacing {
 	p := sol.Pacing{Mode: sol.Fixed, Delay: delay, EchoTimeout: r.set.Console.EchoTimeout}
 	if r.set.Console.Pacing == devices.PacingEcho {
-		p.Mode = sol.Echo
+		p.Mode, p.StrictEcho = sol.Echo, true
 	}
 	return p
 }

@@ -53,7 +53,9 @@ func (sh *shell) setPrompt(ctx context.Context) error {
 	// The quotes split the prompt in the typed line, so that its echo does
 	// not match.
 	line := "PS1='labctl-''" + sh.r.tag + "# '"
-	if _, err := sh.r.writer.Type(ctx, line+"\r", sh.pacing); err != nil {
+	gaps := sh.r.watchGaps()
+	defer gaps.stop()
+	if _, err := sh.typeLine(ctx, line, gaps); err != nil {
 		return fmt.Errorf("set shell prompt: %w", err)
 	}
 	sh.prompt = regexp.MustCompile(regexp.QuoteMeta(text))
@@ -160,9 +162,12 @@ func (sh *shell) lastExitCode(ctx context.Context, id string, gaps *gapWatch) (i
 	}
 }
 
-// typeLine types one command line and Enter. If the console drops while
-// typing, the node may hold part of the line: once the console is back,
-// Ctrl-C abandons it, and the whole line is typed again.
+// typeLine types one command line and Enter. Two things can leave the node
+// with a wrong line, and both are repaired by abandoning it (Ctrl-C) and
+// typing it again: the console drops while typing (the node may hold part
+// of the line), or, with echo pacing, a character never echoes (the
+// console lost it: the line is typed again with more time between
+// characters, and that slower pace stays for the rest of the job).
 func (sh *shell) typeLine(ctx context.Context, line string, gaps *gapWatch) (sol.TypeReport, error) {
 	r := sh.r
 	var total sol.TypeReport
@@ -172,18 +177,46 @@ func (sh *shell) typeLine(ctx context.Context, line string, gaps *gapWatch) (sol
 		if err == nil {
 			return total, nil
 		}
-		if ctx.Err() != nil || attempt == 3 || !gaps.seen() {
+		lost := errors.Is(err, sol.ErrNoEcho)
+		if ctx.Err() != nil || attempt == 4 || !lost && !gaps.seen() {
 			return total, fmt.Errorf("type %q: %w", short(line), err)
 		}
-		r.event("console dropped while typing (%v); typing the line again", err)
-		gaps.reset()
+		if lost {
+			sh.slowDown()
+			r.event("console lost a character (%v); typing the line again, %s", err, sh.paceString())
+		} else {
+			r.event("console dropped while typing (%v); typing the line again", err)
+			gaps.reset()
+		}
 		if _, err := r.writer.Type(ctx, "\x03", sol.Pacing{Mode: sol.Fixed, Delay: 50 * time.Millisecond}); err != nil {
 			return total, fmt.Errorf("type %q: %w", short(line), err)
 		}
-		if _, err := r.session.Expect(ctx, sh.prompt); err != nil {
+		if _, err := sh.expectOrGap(ctx, gaps, sh.prompt); err != nil && !errors.Is(err, errConsoleGap) {
 			return total, fmt.Errorf("type %q: waiting for the prompt after Ctrl-C: %w", short(line), err)
 		}
 	}
+}
+
+// slowDown widens the least gap between characters after the console lost
+// one: 5 ms, then doubling up to the device's fixed delay; past that the
+// shell types at the fixed delay without waiting for echoes.
+func (sh *shell) slowDown() {
+	p := &sh.pacing
+	limit := max(p.Delay, 20*time.Millisecond)
+	switch {
+	case p.Mode != sol.Echo:
+	case p.MinGap >= limit:
+		p.Mode, p.StrictEcho, p.Delay = sol.Fixed, false, limit
+	default:
+		p.MinGap = min(max(2*p.MinGap, 5*time.Millisecond), limit)
+	}
+}
+
+func (sh *shell) paceString() string {
+	if sh.pacing.Mode == sol.Echo {
+		return fmt.Sprintf("waiting for each echo and at least %s between characters", sh.pacing.MinGap)
+	}
+	return fmt.Sprintf("%s per character", sh.pacing.Delay)
 }
 
 // expectOrGap waits for the patterns like Expect, but returns

@@ -47,4 +47,7 @@ var (
 	ErrNotWriter = errors.New("not the console's writer")
 	// ErrBusy is returned by Claim when another owner writes to the console.
 	ErrBusy = errors.New("console has another writer")
+	// ErrNoEcho is wrapped by Type with Pacing.StrictEcho when a character
+	// did not echo: the console lost it.
+	ErrNoEcho = errors.New("character lost: no echo")
 )

@@ -46,6 +46,16 @@ type Pacing struct {
 	// NoEcho marks a secret (a password): it is typed at the fixed delay,
 	// and the transcript and subscribers see "********" instead of it.
 	NoEcho bool
+	// MinGap (Echo) is the least time between sending two characters, even
+	// when the first has already echoed: some consoles drop input that
+	// comes faster than they take it, however promptly they echo.
+	MinGap time.Duration
+	// StrictEcho (Echo) makes a character that does not echo within
+	// EchoTimeout end Type with an error wrapping ErrNoEcho, instead of
+	// typing on at the fixed delay. A shell echoes what it reads: no echo
+	// means the character was lost, the line is wrong, and the caller
+	// should abandon it and type it again (more slowly).
+	StrictEcho bool
 	// Settle: before the first character Type waits until the console
 	// output has been quiet this long, or ends with a cursor position query
 	// (ESC [ 6 n), which busybox's shell sends right after its prompt once
@@ -263,6 +273,7 @@ func (w *Writer) Type(ctx context.Context, text string, p Pacing) (rep TypeRepor
 	defer func() { rep.Duration = time.Since(start) }()
 
 	rest := []byte(text)
+	var lastSent time.Time
 	for len(rest) > 0 {
 		n := 1
 		if rest[0] >= utf8.RuneSelf {
@@ -271,6 +282,12 @@ func (w *Writer) Type(ctx context.Context, text string, p Pacing) (rep TypeRepor
 			}
 		}
 		unit := rest[:n]
+		if mode == Echo && p.MinGap > 0 && !lastSent.IsZero() {
+			if err := sleep(ctx, p.MinGap-time.Since(lastSent)); err != nil {
+				return rep, fmt.Errorf("console %s: typing: %w", s.Target(), err)
+			}
+		}
+		lastSent = time.Now()
 		if mode == Echo {
 			// Only output that arrives after the character was sent can be
 			// its echo: a redrawn line or other output still in the buffer
@@ -292,6 +309,10 @@ func (w *Writer) Type(ctx context.Context, text string, p Pacing) (rep TypeRepor
 				continue
 			}
 			rep.EchoFallbacks++
+			if p.StrictEcho {
+				return rep, fmt.Errorf("console %s: typing: %q did not echo within %s (after %d of %d bytes): %w",
+					s.Target(), unit, p.EchoTimeout, len(text)-len(rest), len(text), ErrNoEcho)
+			}
 			mode = Fixed
 			if p.Delay <= p.EchoTimeout {
 				continue // waited long enough already

@@ -2,6 +2,7 @@ package sol_test
 
 import (
 	"context"
+	"errors"
 	"regexp"
 	"strings"
 	"testing"
@@ -229,5 +230,36 @@ func TestTypeMultiByteCharacterEchoes(t *testing.T) {
 	expect(t, s, 5*time.Second, `\ncafé\n`)
 	if rep.EchoFallbacks != 0 || rep.Chars != 10 {
 		t.Errorf("report %+v", rep)
+	}
+}
+
+// A console that drops input arriving less than 10 ms after the previous
+// byte, while it echoes in 1 ms: echo pacing alone loses characters, and
+// StrictEcho says so instead of typing on; with MinGap it is lossless.
+func TestEchoMinGapAndStrictEcho(t *testing.T) {
+	cfg := soltest.Config{Name: "min-gap console", EchoDelay: time.Millisecond, Lossy: true, MaxUnechoed: 4, MinGap: 10 * time.Millisecond}
+	text := "echo min-gap-0123456789\r"
+
+	c := newConsole(t, cfg)
+	s := openSession(t, c, fastOptions(nil))
+	c.Prompt()
+	expect(t, s, 5*time.Second, `fake# `)
+	w := claim(t, s, "job")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := w.Type(ctx, text, sol.Pacing{Mode: sol.Echo, EchoTimeout: 100 * time.Millisecond, StrictEcho: true})
+	if !errors.Is(err, sol.ErrNoEcho) {
+		t.Fatalf("Type on a console faster than its min gap: %v, want ErrNoEcho", err)
+	}
+
+	c2 := newConsole(t, cfg)
+	s2 := openSession(t, c2, fastOptions(nil))
+	c2.Prompt()
+	expect(t, s2, 5*time.Second, `fake# `)
+	w2 := claim(t, s2, "job")
+	rep := typeText(t, w2, text, sol.Pacing{Mode: sol.Echo, EchoTimeout: 100 * time.Millisecond, StrictEcho: true, MinGap: 12 * time.Millisecond})
+	expect(t, s2, 5*time.Second, `\nmin-gap-0123456789\n`)
+	if c2.Dropped() != 0 || rep.EchoFallbacks != 0 {
+		t.Errorf("with MinGap: dropped %d, %d echo fallbacks", c2.Dropped(), rep.EchoFallbacks)
 	}
 }
