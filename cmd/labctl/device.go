@@ -94,7 +94,7 @@ func validAction(a string) bool {
 	return false
 }
 
-// healthFailed is a health check that did not pass: exit status 1.
+// errHealthFailed is a health check that did not pass: exit status 1.
 var errHealthFailed = errors.New("health check failed")
 
 func runDevice(ctx context.Context, opts deviceOptions, env *appEnv) error {
