@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"regexp"
 	"time"
+
+	"github.com/labctl/labctl/sol"
 )
 
 // boot switches the node to its disk, power-cycles it and logs in to the
@@ -38,8 +40,9 @@ func (r *runner) boot(ctx context.Context) error {
 	lctx, cancel := context.WithTimeout(ctx, r.set.Timeouts.Login)
 	defer cancel()
 	pacing := r.pacing(r.set.Console.BootloaderDelay())
-	pacing.StrictEcho = false // a login prompt is no shell: type on rather than retype
-	if _, err := r.writer.Type(lctx, r.Spec.Boot.Username+"\r", pacing); err != nil {
+	gaps := r.watchGaps()
+	defer gaps.stop()
+	if _, err := r.typeVerified(lctx, r.Spec.Boot.Username, &pacing, gaps); err != nil {
 		return fmt.Errorf("log in: %w", err)
 	}
 	if r.Spec.Boot.Password != "" {
@@ -47,7 +50,7 @@ func (r *runner) boot(ctx context.Context) error {
 			return fmt.Errorf("log in: waiting for the password prompt: %w", err)
 		}
 		secret := pacing
-		secret.NoEcho = true
+		secret.NoEcho, secret.Mode, secret.Delay = true, sol.Fixed, max(pacing.Delay, pacing.MinGap)
 		if _, err := r.writer.Type(lctx, r.Spec.Boot.Password+"\r", secret); err != nil {
 			return fmt.Errorf("log in: %w", err)
 		}

@@ -182,7 +182,8 @@ func (r *runner) bootdev(ctx context.Context, dev BootDevice) error {
 func (r *runner) pacing(delay time.Duration) sol.Pacing {
 	p := sol.Pacing{Mode: sol.Fixed, Delay: delay, EchoTimeout: r.set.Console.EchoTimeout}
 	if r.set.Console.Pacing == devices.PacingEcho {
-		p.Mode, p.StrictEcho = sol.Echo, true
+		// minGap is what this console was found to need earlier in the job.
+		p.Mode, p.StrictEcho, p.MinGap = sol.Echo, true, r.minGap
 	}
 	return p
 }

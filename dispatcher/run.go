@@ -81,6 +81,9 @@ type runner struct {
 	tag       string // random, in the node's shell prompt and markers
 	seq       int    // marker counter
 	testShell *shell
+	// minGap is the least time between characters the console turned out
+	// to need (see typeVerified); it only grows during a job.
+	minGap time.Duration
 	// failure is the first infrastructure error and the action it hit.
 	failure error
 	action  string

@@ -162,47 +162,51 @@ func (sh *shell) lastExitCode(ctx context.Context, id string, gaps *gapWatch) (i
 	}
 }
 
-// typeLine types one command line and Enter. Two things can leave the node
-// with a wrong line, and both are repaired by abandoning it (Ctrl-C) and
-// typing it again: the console drops while typing (the node may hold part
-// of the line), or, with echo pacing, a character never echoes (the
-// console lost it: the line is typed again with more time between
-// characters, and that slower pace stays for the rest of the job).
+// typeLine types one command line and Enter on the shell.
 func (sh *shell) typeLine(ctx context.Context, line string, gaps *gapWatch) (sol.TypeReport, error) {
-	r := sh.r
+	return sh.r.typeVerified(ctx, line, &sh.pacing, gaps)
+}
+
+// typeVerified types a line and Enter at a prompt that echoes (a shell,
+// a login prompt). Two things can leave the node with a wrong line, and
+// both are repaired by erasing it (Ctrl-U, which shells and terminals
+// take as "kill the line") and typing it again: the console drops while
+// typing (the node may hold part of the line), or, with echo pacing, a
+// character never echoes (the console lost it: the line is typed again
+// with more time between characters, and *pacing keeps that slower pace).
+func (r *runner) typeVerified(ctx context.Context, line string, pacing *sol.Pacing, gaps *gapWatch) (sol.TypeReport, error) {
 	var total sol.TypeReport
 	for attempt := 1; ; attempt++ {
-		rep, err := r.writer.Type(ctx, line+"\r", sh.pacing)
+		rep, err := r.writer.Type(ctx, line+"\r", *pacing)
 		total = addReports(total, rep)
 		if err == nil {
 			return total, nil
 		}
 		lost := errors.Is(err, sol.ErrNoEcho)
-		if ctx.Err() != nil || attempt == 4 || !lost && !gaps.seen() {
+		if ctx.Err() != nil || attempt == 8 || !lost && !gaps.seen() {
 			return total, fmt.Errorf("type %q: %w", short(line), err)
 		}
 		if lost {
-			sh.slowDown()
-			r.event("console lost a character (%v); typing the line again, %s", err, sh.paceString())
+			slowDown(pacing)
+			r.minGap = max(r.minGap, pacing.MinGap)
+			r.event("console lost a character (%v); typing the line again, %s", err, paceString(*pacing))
 		} else {
 			r.event("console dropped while typing (%v); typing the line again", err)
 			gaps.reset()
 		}
-		if _, err := r.writer.Type(ctx, "\x03", sol.Pacing{Mode: sol.Fixed, Delay: 50 * time.Millisecond}); err != nil {
+		if _, err := r.writer.Type(ctx, "\x15", sol.Pacing{Mode: sol.Fixed, Delay: 50 * time.Millisecond, Settle: -1}); err != nil {
 			return total, fmt.Errorf("type %q: %w", short(line), err)
-		}
-		if _, err := sh.expectOrGap(ctx, gaps, sh.prompt); err != nil && !errors.Is(err, errConsoleGap) {
-			return total, fmt.Errorf("type %q: waiting for the prompt after Ctrl-C: %w", short(line), err)
 		}
 	}
 }
 
 // slowDown widens the least gap between characters after the console lost
-// one: 5 ms, then doubling up to the device's fixed delay; past that the
-// shell types at the fixed delay without waiting for echoes.
-func (sh *shell) slowDown() {
-	p := &sh.pacing
-	limit := max(p.Delay, 20*time.Millisecond)
+// one: 5 ms, then doubling up to 4 times the device's fixed delay (at least
+// 160 ms); past that the shell types at that pace without waiting for
+// echoes. Arrival times at the BMC jitter, so a console that needs 20 ms
+// between characters may need 40 ms between sends.
+func slowDown(p *sol.Pacing) {
+	limit := max(4*p.Delay, 160*time.Millisecond)
 	switch {
 	case p.Mode != sol.Echo:
 	case p.MinGap >= limit:
@@ -212,11 +216,11 @@ func (sh *shell) slowDown() {
 	}
 }
 
-func (sh *shell) paceString() string {
-	if sh.pacing.Mode == sol.Echo {
-		return fmt.Sprintf("waiting for each echo and at least %s between characters", sh.pacing.MinGap)
+func paceString(p sol.Pacing) string {
+	if p.Mode == sol.Echo {
+		return fmt.Sprintf("waiting for each echo and at least %s between characters", p.MinGap)
 	}
-	return fmt.Sprintf("%s per character", sh.pacing.Delay)
+	return fmt.Sprintf("%s per character", p.Delay)
 }
 
 // expectOrGap waits for the patterns like Expect, but returns

@@ -136,7 +136,7 @@ func (l *Lab) Console(d *devices.Device) (sol.Dialer, error) {
 		dialer := &sol.CommandDialer{
 			Argv: argv,
 			Env:  passwordEnv(d),
-			Name: fmt.Sprintf("%s console (%s)", d.Name, argv[0]),
+			Name: fmt.Sprintf("%s console (%s, bmc %s)", d.Name, argv[0], net.JoinHostPort(d.BMC.Host, strconv.Itoa(d.BMC.Port))),
 			Log:  l.log.With("device", d.Name),
 		}
 		if !d.Settings.Console.ResetCommand.IsZero() {

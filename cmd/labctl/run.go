@@ -71,6 +71,10 @@ EXIT STATUS:
 	}
 }
 
+// consoleOpenTimeout bounds opening a node's console before a job: a SOL
+// session opens in well under a second when the BMC answers.
+const consoleOpenTimeout = 30 * time.Second
+
 // jobExit is a job that did not end complete: its outcome is the exit
 // status.
 type jobExit struct{ res *results.Job }
