@@ -11,6 +11,7 @@ GOFLAGS_TEST ?= -race -count=1 -timeout 45m
 DEB_PACKAGES := ca-certificates
 
 -include simlab/simlab.mk
+-include bench/bench.mk
 
 .PHONY: help
 help: ## list the targets
@@ -37,7 +38,16 @@ vet: ## go vet and gofmt
 
 .PHONY: test
 test: deps build vet $(TEST_PREREQS) ## the whole test suite: unit tests, simulated-lab tests (needs root)
-	LABCTL_REQUIRE_SIMLAB=1 $(GO) test $(GOFLAGS_TEST) ./...
+	LABCTL_REQUIRE_SIMLAB=1 LABCTL_BIN=$(CURDIR)/bin/labctl $(GO) test $(GOFLAGS_TEST) ./...
+
+DEMO_LAB := $(BUILD)/demo
+
+.PHONY: demo
+demo: deps build artifacts ## run the smoke job end to end on a simulated node, print its results, tear the node down
+	@bin/simlab down --dir $(DEMO_LAB) >/dev/null 2>&1 || true
+	@set -e; trap 'bin/simlab down --dir $(DEMO_LAB) >/dev/null' EXIT; \
+	lab=$$(bin/simlab up --nodes 1 --dir $(DEMO_LAB) --artifacts $(SIMLAB_ART) --device-types $(abspath device-types) | tee /dev/stderr | sed -n 's/^lab: //p'); \
+	bin/labctl run --lab "$$lab" examples/jobs/smoke.toml
 
 .PHONY: clean
 clean: ## remove build outputs (keeps downloaded .debs)

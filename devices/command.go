@@ -221,6 +221,9 @@ func (p Pattern) String() string {
 	return p.re.String()
 }
 
+// Regexp returns the compiled expression, or nil for an empty pattern.
+func (p Pattern) Regexp() *regexp.Regexp { return p.re }
+
 // MatchString reports whether s contains a match; an empty pattern matches
 // nothing.
 func (p Pattern) MatchString(s string) bool { return p.re != nil && p.re.MatchString(s) }

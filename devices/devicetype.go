@@ -85,6 +85,11 @@ type Console struct {
 	// deactivate). Driver "command" only.
 	ConnectionCommand Command `toml:"connection_command"`
 	ResetCommand      Command `toml:"reset_command"`
+	// ReadyRegexp, if set, is what the connection command prints once the
+	// console is really connected ("SOL Session operational" for ipmitool):
+	// until then the connection has not worked, and a command that exits
+	// without printing it is a failed connection, not a session that ended.
+	ReadyRegexp Pattern `toml:"ready_regexp"`
 	// Pacing is "fixed" (wait the serial delay after every character, as
 	// LAVA does) or "echo" (send the next character once the previous one
 	// has echoed back, waiting at most EchoTimeout, then falling back to

@@ -65,7 +65,7 @@ const FinalizeTimeout = 2 * time.Minute
 // the action and why), and canceled when ctx was canceled.
 func Run(ctx context.Context, j Job) *results.Job {
 	r := newRunner(j)
-	defer r.log.close()
+	defer func() { r.log.close() }() // r.log is set during run
 	r.run(ctx)
 	return r.res
 }
@@ -87,6 +87,8 @@ type runner struct {
 	// failure is the first infrastructure error and the action it hit.
 	failure error
 	action  string
+	// timedOut says the job's own timeout ended it.
+	timedOut bool
 }
 
 func newRunner(j Job) *runner {
@@ -136,6 +138,7 @@ func (r *runner) run(ctx context.Context) {
 		r.phase(jobCtx, "boot", r.boot)
 		r.phase(jobCtx, "test", r.test)
 	}
+	r.timedOut = jobCtx.Err() != nil && ctx.Err() == nil
 	r.finish(ctx)
 }
 
@@ -233,6 +236,12 @@ func (r *runner) outcome(ctx context.Context, finalizeErr error) (outcome, reaso
 			reason = "canceled: " + cause.Error()
 		}
 		return string(jobs.Canceled), reason, r.action
+	case r.timedOut:
+		// Out of time is the job's own limit, not the lab going wrong.
+		if r.failure == nil {
+			return string(jobs.Canceled), "job timeout exceeded", ""
+		}
+		return string(jobs.Canceled), fmt.Sprintf("%s: %v", r.action, r.failure), r.action
 	case r.failure != nil:
 		return string(jobs.Incomplete), fmt.Sprintf("%s: %v", r.action, r.failure), r.action
 	case finalizeErr != nil:

@@ -348,3 +348,29 @@ commands = ["true"]
 		t.Errorf("PXE entry not put back: %v", calls)
 	}
 }
+
+// A job that runs out of its own time ends canceled (exit 3), not
+// incomplete: the lab did nothing wrong.
+func TestRunJobTimeout(t *testing.T) {
+	n := newNode(t)
+	img, sum := image(t, t.TempDir())
+	spec := parseJob(t, `
+device = "node1"
+timeout = "3s"
+[deploy]
+image = "`+img+`"
+sha256 = "`+sum+`"
+[boot]
+password = "test"
+[[test]]
+name = "forever"
+commands = ["sleep 30"]
+`)
+	res, log := run(t, n, spec)
+	if res.Outcome != "canceled" || !strings.Contains(res.Reason, "job timeout of 3s exceeded") {
+		t.Fatalf("outcome %s (%s), want canceled by the job timeout\n%s", res.Outcome, res.Reason, log)
+	}
+	if n.On() {
+		t.Error("node left powered on")
+	}
+}

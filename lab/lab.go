@@ -139,6 +139,9 @@ func (l *Lab) Console(d *devices.Device) (sol.Dialer, error) {
 			Name: fmt.Sprintf("%s console (%s, bmc %s)", d.Name, argv[0], net.JoinHostPort(d.BMC.Host, strconv.Itoa(d.BMC.Port))),
 			Log:  l.log.With("device", d.Name),
 		}
+		if re := d.Settings.Console.ReadyRegexp.Regexp(); re != nil {
+			dialer.Ready = re
+		}
 		if !d.Settings.Console.ResetCommand.IsZero() {
 			reset, err := d.Argv(d.Settings.Console.ResetCommand)
 			if err != nil {
@@ -171,10 +174,13 @@ func passwordEnv(d *devices.Device) []string {
 	return []string{"IPMI_PASSWORD=" + pw.Reveal()}
 }
 
-// Netboot returns the device's entry on the boot server.
+// Netboot returns the device's entry on the boot server. A device whose
+// IP another device of the lab shares (simlab nodes all get 10.0.2.15, each
+// on its own user-mode network) is known to the boot server by its MAC
+// only: hex-IP config names could not tell those devices apart.
 func (l *Lab) Netboot(d *devices.Device) dispatcher.Netboot {
 	var ip net.IP
-	if d.IP.IsValid() {
+	if d.IP.IsValid() && !l.ipShared(d) {
 		ip = net.IP(d.IP.AsSlice())
 	}
 	m := d.Settings.Master
@@ -185,6 +191,16 @@ func (l *Lab) Netboot(d *devices.Device) dispatcher.Netboot {
 		master: netboot.MasterEntry(m.Kernel, m.Initrd, m.Append),
 		local:  netboot.LocalEntry(d.Settings.LocalBoot.Entry),
 	}
+}
+
+// ipShared reports whether another device of the lab has d's IP.
+func (l *Lab) ipShared(d *devices.Device) bool {
+	for _, o := range l.Config.Devices {
+		if o != d && o.Name != d.Name && o.IP == d.IP {
+			return true
+		}
+	}
+	return false
 }
 
 // RegisterAll gives every device of the lab its local-boot entry on the

@@ -126,7 +126,7 @@ func (d *CommandDialer) reset(ctx context.Context) {
 	cmd.WaitDelay = time.Second
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		d.log().Warn("console reset command failed; dialing anyway",
+		d.log().Debug("console reset command failed; dialing anyway",
 			"target", d.Target(), "command", strings.Join(d.Reset, " "),
 			"err", err, "output", lastBytes(out, 200))
 	}

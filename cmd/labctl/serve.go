@@ -99,8 +99,7 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 	}
 	l := lab.New(cfg, boot, log)
 	defer l.Close()
-	nodes := newLabNodes(l)
-	if err := nodes.registerAll(); err != nil {
+	if err := l.RegisterAll(); err != nil {
 		boot.Close()
 		return err
 	}
@@ -110,7 +109,7 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 		return err
 	}
 	defer st.Close()
-	d, err := daemon.New(ctx, daemon.Config{Lab: cfg, Nodes: nodes, Store: st, Log: log})
+	d, err := daemon.New(ctx, daemon.Config{Lab: cfg, Nodes: l, Store: st, Log: log})
 	if err != nil {
 		boot.Close()
 		return err
