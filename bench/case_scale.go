@@ -80,6 +80,7 @@ func (c ScaleCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRe
 		if err != nil {
 			return res, err
 		}
+		os.RemoveAll(filepath.Join(dir, "nodes")) // 400 disks of ImageSize each
 		fmt.Fprintf(logw, "  r%d wall=%.1fs complete=%d/%d q2s p50=%.3f p99=%.3f daemon cpu=%.1fs tree cpu=%.1fs rss idle=%.1f peak=%.1f MB running=%d\n",
 			r+1, run.wall, run.complete, c.Jobs, Percentile(run.q2s, .5), Percentile(run.q2s, .99), run.daemonCPU, run.treeCPU, run.rssIdleMB, run.rssPeakMB, run.peakRunning)
 		runs = append(runs, run)

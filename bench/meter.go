@@ -33,15 +33,19 @@ type Group struct {
 
 // cgroupBase finds where the bench may create groups: cgroup v1's cpuacct
 // hierarchy, else the cgroup v2 root. It returns "" if neither is writable.
+// The base is this process's own (labctl-bench.PID): two benches at once
+// (make test runs bench-quick) must not count, kill or remove each other's
+// servers.
 func cgroupBase() (dir string, v2 bool) {
+	name := fmt.Sprintf("labctl-bench.%d", os.Getpid())
 	if st, err := os.Stat("/sys/fs/cgroup/cpuacct/cpuacct.usage"); err == nil && st.Mode().IsRegular() {
-		d := "/sys/fs/cgroup/cpuacct/labctl-bench"
+		d := filepath.Join("/sys/fs/cgroup/cpuacct", name)
 		if os.MkdirAll(d, 0o755) == nil {
 			return d, false
 		}
 	}
 	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
-		d := "/sys/fs/cgroup/labctl-bench"
+		d := filepath.Join("/sys/fs/cgroup", name)
 		if os.MkdirAll(d, 0o755) == nil {
 			return d, true
 		}

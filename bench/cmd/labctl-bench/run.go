@@ -79,7 +79,10 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	env := &bench.Env{Root: filepath.Join(work, "root"), Work: filepath.Join(work, "run"), Self: self, ATFTPD: o.atftpd}
+	// Served files are shared (made once, only read); configs, logs and
+	// the scale case's lab are this run's own: make test's bench-quick may
+	// run beside a make bench.
+	env := &bench.Env{Root: filepath.Join(work, "root"), Work: filepath.Join(work, fmt.Sprintf("run.%d", os.Getpid())), Self: self, ATFTPD: o.atftpd}
 	if env.ATFTPD == "" {
 		env.ATFTPD = filepath.Join(work, "atftpd", "usr", "sbin", "atftpd")
 	}
@@ -134,6 +137,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		}
 		results = append(results, r)
 	}
+	fmt.Fprintf(stdout, "Logs of this run: %s\n\n", env.Work)
 	fmt.Fprintln(stdout, "## Ratios")
 	fmt.Fprintln(stdout)
 	for _, r := range results {
@@ -235,7 +239,8 @@ func ensureFile(path string, size int64) error {
 	if fi, err := os.Stat(path); err == nil && fi.Size() == size {
 		return os.Chmod(path, 0o644)
 	}
-	f, err := os.OpenFile(path+".tmp", os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	tmp := fmt.Sprintf("%s.tmp.%d", path, os.Getpid())
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
 	}
@@ -247,7 +252,7 @@ func ensureFile(path string, size int64) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
-	return os.Rename(path+".tmp", path)
+	return os.Rename(tmp, path)
 }
 
 // ulimitNoFile raises the descriptor limit to its maximum (1000 clients,
