@@ -424,7 +424,7 @@ func TestCommandDialerReset(t *testing.T) {
 	d := helperDialer(t, "SOL_TEST_RESET_LOG="+logPath, "SOL_TEST_RESET_FAIL=1")
 	d.Reset = []string{exe, "-test.run=^$"}
 	d.Env = append(d.Env, "SOL_TEST_HELPER_RESET=1")
-	d.Log = slog.New(slog.NewTextHandler(&logBuf, nil))
+	d.Log = slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	// The reset command is the same binary in "reset" mode.
 	d.Reset = []string{"env", "SOL_TEST_HELPER=reset", exe, "-test.run=^$"}
 	for range 2 {
