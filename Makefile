@@ -3,12 +3,13 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-GO      ?= go
+# Go: from PATH, else where the machines install it.
+GO      ?= $(shell command -v go 2>/dev/null || echo /usr/local/go/bin/go)
 BUILD   ?= build
 GOFLAGS_TEST ?= -race -count=1 -timeout 45m
 
 # Debian packages the project needs; fragments add theirs with +=.
-DEB_PACKAGES := ca-certificates
+DEB_PACKAGES := ca-certificates tmux
 
 -include simlab/simlab.mk
 -include bench/bench.mk
