@@ -248,7 +248,9 @@ func (c *console) diskBootable() bool {
 	return mbr[510] == 0x55 && mbr[511] == 0xaa
 }
 
-// login plays getty and login (root/test).
+// login plays getty and login (root/test), with the line editing of a tty
+// in canonical mode (^U, erase): sol's echo pacing retypes a line with ^U
+// when an echo comes back late.
 func (c *console) login(boot string) bool {
 	lines := make(chan string, 4)
 	var mu sync.Mutex
@@ -259,6 +261,18 @@ func (c *console) login(boot string) bool {
 		defer mu.Unlock()
 		for _, b := range p {
 			switch b {
+			case 0x15: // ^U kills the line, as a tty in canonical mode does
+				line = line[:0]
+				if echo {
+					say("^U\r\n")
+				}
+			case 0x7f, 0x08: // erase
+				if len(line) > 0 {
+					line = line[:len(line)-1]
+					if echo {
+						say("\b \b")
+					}
+				}
 			case '\r', '\n':
 				if echo {
 					say("\r\n")
