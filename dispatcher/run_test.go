@@ -14,31 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/labctl/labctl/devices"
 	"github.com/labctl/labctl/dispatcher"
 	"github.com/labctl/labctl/dispatcher/dispatchertest"
 	"github.com/labctl/labctl/jobs"
 	"github.com/labctl/labctl/results"
 	"github.com/labctl/labctl/sol"
 )
-
-// fakeSettings are device settings that fit dispatchertest.Node.
-func fakeSettings(n *dispatchertest.Node) devices.Settings {
-	s := devices.DefaultSettings()
-	s.Console.Pacing = devices.PacingEcho
-	s.Console.EchoTimeout = 200 * time.Millisecond
-	s.Master.Prompt = n.MasterPrompt
-	s.Master.Disk = n.Disk
-	s.Login.ShellPrompt = n.ShellPrompt
-	s.Timeouts.Power = 5 * time.Second
-	s.Timeouts.MasterBoot = 10 * time.Second
-	s.Timeouts.Deploy = 30 * time.Second
-	s.Timeouts.DiskBoot = 10 * time.Second
-	s.Timeouts.Login = 10 * time.Second
-	s.Timeouts.TestStep = 10 * time.Second
-	s.Timeouts.Job = time.Minute
-	return s
-}
 
 // image writes a bootable gzip image into dir and returns its path and the
 // sha256 of the uncompressed bytes.
@@ -95,7 +76,7 @@ func console(t *testing.T, n *dispatchertest.Node) *sol.Session {
 func runIn(t *testing.T, dir string, n *dispatchertest.Node, spec *jobs.Job) (*results.Job, string) {
 	t.Helper()
 	res := dispatcher.Run(context.Background(), dispatcher.Job{
-		ID: "1", Spec: spec, Device: n.Name, Settings: fakeSettings(n),
+		ID: "1", Spec: spec, Device: n.Name, Settings: dispatchertest.Settings(n),
 		Power: n, Console: console(t, n), Netboot: n, Dir: dir,
 	})
 	log, _ := os.ReadFile(filepath.Join(dir, "job.log"))
@@ -274,7 +255,7 @@ commands = ["echo after-gap"]
 		n.KillConsole()
 	}()
 	res := dispatcher.Run(context.Background(), dispatcher.Job{
-		ID: "1", Spec: spec, Device: n.Name, Settings: fakeSettings(n),
+		ID: "1", Spec: spec, Device: n.Name, Settings: dispatchertest.Settings(n),
 		Power: n, Console: console(t, n), Netboot: n, Dir: dir,
 	})
 	log, _ := os.ReadFile(filepath.Join(dir, "job.log"))
@@ -308,7 +289,7 @@ commands = ["true"]
 	dir := t.TempDir()
 	n.FailFrom("bootdev disk", errors.New("bmc 127.0.0.1:16230: no answer after 4 tries"))
 	res := dispatcher.Run(context.Background(), dispatcher.Job{
-		ID: "1", Spec: spec, Device: n.Name, Settings: fakeSettings(n),
+		ID: "1", Spec: spec, Device: n.Name, Settings: dispatchertest.Settings(n),
 		Power: n, Console: console(t, n), Netboot: n, Dir: dir,
 	})
 	if res.Outcome != "incomplete" || res.Action != "boot" || !strings.Contains(res.Reason, "bmc 127.0.0.1:16230") {
@@ -335,7 +316,7 @@ commands = ["true"]
 		cancel()
 	}()
 	res := dispatcher.Run(ctx, dispatcher.Job{
-		ID: "1", Spec: spec, Device: n.Name, Settings: fakeSettings(n),
+		ID: "1", Spec: spec, Device: n.Name, Settings: dispatchertest.Settings(n),
 		Power: n, Console: console(t, n), Netboot: n, Dir: dir,
 	})
 	if res.Outcome != "canceled" {

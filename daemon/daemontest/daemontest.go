@@ -110,7 +110,7 @@ func Start(t testing.TB, o Options) *Lab {
 			t.Cleanup(func() { n.Close() })
 			n.BootDelay = 10 * time.Millisecond
 			l.Sims[name] = n
-			dev.Settings = SimSettings(n)
+			dev.Settings = dispatchertest.Settings(n)
 			l.nodes[name] = &lab.Node{Device: dev, Power: n, Console: n.Dialer(), Netboot: n}
 		}
 		l.Config.Devices = append(l.Config.Devices, dev)
@@ -118,25 +118,6 @@ func Start(t testing.TB, o Options) *Lab {
 	l.Start()
 	t.Cleanup(l.Shutdown)
 	return l
-}
-
-// SimSettings are device settings that fit a dispatchertest node, with
-// short timeouts.
-func SimSettings(n *dispatchertest.Node) devices.Settings {
-	s := devices.DefaultSettings()
-	s.Console.Pacing = devices.PacingEcho
-	s.Console.EchoTimeout = 200 * time.Millisecond
-	s.Master.Prompt = n.MasterPrompt
-	s.Master.Disk = n.Disk
-	s.Login.ShellPrompt = n.ShellPrompt
-	s.Timeouts.Power = 5 * time.Second
-	s.Timeouts.MasterBoot = 10 * time.Second
-	s.Timeouts.Deploy = 30 * time.Second
-	s.Timeouts.DiskBoot = 10 * time.Second
-	s.Timeouts.Login = 10 * time.Second
-	s.Timeouts.TestStep = 10 * time.Second
-	s.Timeouts.Job = time.Minute
-	return s
 }
 
 // Node implements daemon.Nodes.

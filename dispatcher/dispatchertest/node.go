@@ -27,6 +27,7 @@ import (
 
 	"github.com/creack/pty"
 
+	"github.com/labctl/labctl/devices"
 	"github.com/labctl/labctl/dispatcher"
 )
 
@@ -522,6 +523,25 @@ func (s *stream) Close() error {
 	}
 	n.mu.Unlock()
 	return nil
+}
+
+// Settings are device settings that fit node n, with timeouts short
+// enough for tests.
+func Settings(n *Node) devices.Settings {
+	s := devices.DefaultSettings()
+	s.Console.Pacing = devices.PacingEcho
+	s.Console.EchoTimeout = 200 * time.Millisecond
+	s.Master.Prompt = n.MasterPrompt
+	s.Master.Disk = n.Disk
+	s.Login.ShellPrompt = n.ShellPrompt
+	s.Timeouts.Power = 5 * time.Second
+	s.Timeouts.MasterBoot = 10 * time.Second
+	s.Timeouts.Deploy = 30 * time.Second
+	s.Timeouts.DiskBoot = 10 * time.Second
+	s.Timeouts.Login = 10 * time.Second
+	s.Timeouts.TestStep = 10 * time.Second
+	s.Timeouts.Job = time.Minute
+	return s
 }
 
 // MBRImage returns a disk image of size bytes that the simulated node boots:
