@@ -48,6 +48,28 @@ type scaleRun struct {
 
 const scaleToken = "labctl-bench-scale-token"
 
+// fakePowerScript is a fake node's power control: on|off|status DIR. DIR
+// holds power ("on"/"off") and boots (counted up by each power-on of a node
+// that was off), which the console program (labctl-bench fakenode
+// console) watches. flock serialises a health check and a job.
+const fakePowerScript = `#!/bin/sh
+op=$1 dir=$2
+exec 9>>"$dir/lock"
+flock 9
+state=$(cat "$dir/power" 2>/dev/null)
+case $op in
+status) echo "Chassis Power is ${state:-off}" ;;
+on)
+  if [ "$state" != on ]; then
+    b=$(cat "$dir/boots" 2>/dev/null)
+    echo $(( ${b:-0} + 1 )) > "$dir/boots.tmp" && mv "$dir/boots.tmp" "$dir/boots"
+  fi
+  echo on > "$dir/power.tmp" && mv "$dir/power.tmp" "$dir/power" ;;
+off) echo off > "$dir/power.tmp" && mv "$dir/power.tmp" "$dir/power" ;;
+*) echo "fakepower: unknown operation $op" >&2; exit 2 ;;
+esac
+`
+
 // FakeDisk is the disk device of the scale case's fake nodes: their dd
 // (a wrapper) reads and writes the node's disk.img instead. Its directory
 // does not exist, so a dd that missed the wrapper fails instead of
@@ -155,6 +177,11 @@ exec %[1]s dd "$@"
 	if err := os.WriteFile(filepath.Join(dir, "nodes", "bin", "dd"), []byte(ddWrapper), 0o755); err != nil {
 		return "", "", err
 	}
+	// Power by command, as cheap as a command can be: the daemon polls the
+	// status while it confirms a power change, 400 nodes at a time.
+	if err := os.WriteFile(filepath.Join(dir, "nodes", "bin", "fakepower"), []byte(fakePowerScript), 0o755); err != nil {
+		return "", "", err
+	}
 	for _, applet := range []string{"wget", "gunzip", "sha256sum", "mkfifo", "tee", "cat", "rm", "sync", "echo", "printf",
 		"head", "uname", "true", "false", "ls", "sleep", "test", "[", "wc", "mkdir", "cut", "seq", "base64", "stat"} {
 		if err := os.Symlink(busybox, filepath.Join(dir, "nodes", "bin", applet)); err != nil {
@@ -180,9 +207,9 @@ exec %[1]s dd "$@"
 description = "labctl-bench fake node (case 4)"
 [power]
 method = "command"
-on_command = "%[1]s fakenode power on %[2]s/{{.Name}}"
-off_command = "%[1]s fakenode power off %[2]s/{{.Name}}"
-status_command = "%[1]s fakenode power status %[2]s/{{.Name}}"
+on_command = "%[2]s/bin/fakepower on %[2]s/{{.Name}}"
+off_command = "%[2]s/bin/fakepower off %[2]s/{{.Name}}"
+status_command = "%[2]s/bin/fakepower status %[2]s/{{.Name}}"
 [console]
 driver = "command"
 connection_command = "%[1]s fakenode console %[2]s/{{.Name}} {{.MAC}} %[3]s"

@@ -49,3 +49,45 @@ func TestScaleLabDiskWrapper(t *testing.T) {
 		t.Fatalf("dd without FAKE_DISK succeeded: %s", out)
 	}
 }
+
+// TestFakePowerScript: on counts a boot only when the node was off; status
+// prints what ipmitool prints, which the device type's default
+// status_on_regexp reads.
+func TestFakePowerScript(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "fakepower")
+	if err := os.WriteFile(script, []byte(fakePowerScript), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	node := filepath.Join(dir, "node")
+	os.Mkdir(node, 0o755)
+	run := func(op string) (string, error) {
+		out, err := exec.Command(script, op, node).CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	steps := []struct{ op, status, boots string }{
+		{"status", "off", ""},
+		{"on", "on", "1"},
+		{"on", "on", "1"}, // already on: no new boot
+		{"off", "off", "1"},
+		{"on", "on", "2"},
+	}
+	for i, s := range steps {
+		if s.op != "status" {
+			if out, err := run(s.op); err != nil {
+				t.Fatalf("step %d %s: %v %s", i, s.op, err, out)
+			}
+		}
+		out, err := run("status")
+		if err != nil || out != "Chassis Power is "+s.status {
+			t.Fatalf("step %d: %q %v, want %q", i, out, err, "Chassis Power is "+s.status)
+		}
+		b, _ := os.ReadFile(filepath.Join(node, "boots"))
+		if got := strings.TrimSpace(string(b)); got != s.boots {
+			t.Fatalf("step %d: boots %q, want %q", i, got, s.boots)
+		}
+	}
+	if _, err := run("reboot"); err == nil {
+		t.Fatal("unknown operation accepted")
+	}
+}

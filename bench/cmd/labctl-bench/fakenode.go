@@ -20,16 +20,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// runFakeNode is a lab node for the scale case (case 4), as two programs
-// a device type can name: power by command (LAVA style) and a console
-// program that plays the node's serial console.
+// runFakeNode is the console program of a fake lab node for the scale
+// case (case 4); its power is a shell script (bench.fakePowerScript).
 //
-//	labctl-bench fakenode power on|off|status DIR
 //	labctl-bench fakenode console DIR MAC BOOT_URL
 //
 // DIR holds the node's state: power ("on"/"off"), boots (a counter that
-// power-on increments), disk.img (what the master's dd writes) and bin/
-// (busybox applets). The console program waits for a power-on, then asks
+// power-on increments), disk.img (what the master's dd writes); DIR/../bin
+// holds busybox applets and the dd wrapper. The console program waits for a power-on, then asks
 // the boot server for the node's pxelinux config the way pxelinux would
 // (BOOT_URL/pxelinux.cfg/01-<mac>): a master entry starts a real shell
 // with the "master# " prompt (so the dispatcher's wget | dd and
@@ -39,15 +37,10 @@ import (
 // busybox applets on PATH and a dd that maps the device path to disk.img. A power-off or a
 // new boot ends whatever runs.
 func runFakeNode(args []string) error {
-	if len(args) < 2 {
-		return errors.New("usage: fakenode power on|off|status DIR | fakenode console DIR MAC BOOT_URL")
+	if len(args) < 1 {
+		return errors.New("usage: fakenode console DIR MAC BOOT_URL")
 	}
 	switch args[0] {
-	case "power":
-		if len(args) != 3 {
-			return errors.New("usage: fakenode power on|off|status DIR")
-		}
-		return fakePower(args[1], args[2], os.Stdout)
 	case "console":
 		if len(args) != 4 {
 			return errors.New("usage: fakenode console DIR MAC BOOT_URL")
@@ -55,36 +48,6 @@ func runFakeNode(args []string) error {
 		return fakeConsole(args[1], args[2], args[3])
 	}
 	return fmt.Errorf("fakenode: unknown command %q", args[0])
-}
-
-// fakePower changes or prints the power state. A file lock makes
-// concurrent calls (the daemon's health check and a job) safe.
-func fakePower(op, dir string, out io.Writer) error {
-	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		return err
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return err
-	}
-	on := readState(dir, "power") == "on"
-	switch op {
-	case "status":
-		fmt.Fprintf(out, "Chassis Power is %s\n", map[bool]string{true: "on", false: "off"}[on])
-		return nil
-	case "on":
-		if !on {
-			boots, _ := strconv.Atoi(readState(dir, "boots"))
-			if err := writeState(dir, "boots", strconv.Itoa(boots+1)); err != nil {
-				return err
-			}
-		}
-		return writeState(dir, "power", "on")
-	case "off":
-		return writeState(dir, "power", "off")
-	}
-	return fmt.Errorf("fakenode power: unknown operation %q", op)
 }
 
 func readState(dir, name string) string {
@@ -169,7 +132,7 @@ func (c *console) waitBoot(last string) (string, bool) {
 				return b, true
 			}
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond)
 	}
 	return "", false
 }
