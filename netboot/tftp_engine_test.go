@@ -672,3 +672,35 @@ func TestParseRequest(t *testing.T) {
 		})
 	}
 }
+
+// TestTFTPWildcardListen: a server listening on all addresses answers
+// from the address the client asked (IP_PKTINFO / IPV6_PKTINFO), also on a
+// dual-stack socket.
+func TestTFTPWildcardListen(t *testing.T) {
+	for _, listen := range []string{"0.0.0.0:0", ":0"} {
+		t.Run(listen, func(t *testing.T) {
+			ts := startServer(t, func(c *Config) { c.TFTPAddr = listen })
+			_, port, _ := net.SplitHostPort(ts.tftpAddr())
+			r := &rawClient{t: t, c: dialRaw(t), srv: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: mustAtoi(t, port)}}
+			defer r.close()
+			r.rrq("pxelinux.0")
+			p := r.next()
+			if p.op != opDATA || !p.from.IP.Equal(net.IPv4(127, 0, 0, 1)) {
+				t.Fatalf("op %d from %v, want DATA from 127.0.0.1", p.op, p.from)
+			}
+			got, _, err := tftpGet("127.0.0.1:"+port, "pxelinux.0", 1468)
+			if err != nil || !bytes.Equal(got, ts.root.nbp) {
+				t.Fatalf("fetch: %v", err)
+			}
+		})
+	}
+}
+
+func mustAtoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
