@@ -119,6 +119,12 @@ func (c *Client) send(ctx context.Context, method, path string, query url.Values
 	if resp.StatusCode/100 == 2 {
 		return resp, nil
 	}
+	return nil, responseError(resp)
+}
+
+// responseError turns a reply that is not a success into an *Error (and
+// closes its body).
+func responseError(resp *http.Response) error {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	var eb errorBody
@@ -133,7 +139,7 @@ func (c *Client) send(ctx context.Context, method, path string, query url.Values
 	if kind == nil {
 		kind = fmt.Errorf("HTTP %s", resp.Status)
 	}
-	return nil, &Error{Status: resp.StatusCode, Message: msg, kind: kind}
+	return &Error{Status: resp.StatusCode, Message: msg, kind: kind}
 }
 
 // unwrapURLError drops net/url's "Get "http://...": " prefix, which

@@ -203,6 +203,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /api/v1/devices/{name}/health", s.health)
 	m.HandleFunc("POST /api/v1/devices/{name}/power", s.power)
 	m.HandleFunc("POST /api/v1/devices/{name}/bootdev", s.bootdev)
+	s.consoleRoutes(m)
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, fmt.Errorf("%s %s: no such endpoint: %w", r.Method, r.URL.Path, ErrNotFound))
 	})

@@ -25,6 +25,9 @@
 //	POST /devices/{name}/health     run the health check now → Device
 //	POST /devices/{name}/power      (PowerRequest) → PowerResponse
 //	POST /devices/{name}/bootdev    (BootdevRequest) → BootdevResponse
+//	GET  /consoles                  → []ConsoleInfo
+//	GET  /devices/{name}/console    → ConsoleInfo
+//	GET  /devices/{name}/console/attach  Upgrade: labctl-console.v1 (console.go)
 package api
 
 import (

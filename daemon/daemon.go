@@ -82,7 +82,9 @@ type Config struct {
 	Lab   *devices.Lab
 	Nodes Nodes
 	Store Store
-	// Consoles owns the nodes' console sessions; nil makes a new registry.
+	// Consoles owns the nodes' console sessions; nil makes a broker that
+	// keeps them open and logs them to STATE/devices/NAME/console.log.
+	// Serve closes it when it returns.
 	Consoles *Consoles
 	Log      *slog.Logger
 	// Run runs a job; nil means dispatcher.Run.
@@ -147,7 +149,8 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		cfg.HealthChecks = 16
 	}
 	if cfg.Consoles == nil {
-		cfg.Consoles = NewConsoles(cfg.Log)
+		cfg.Consoles = NewConsoleBroker(ConsoleOptions{Log: cfg.Log, Keep: true,
+			LogDir: filepath.Join(cfg.Lab.StateDir, "devices")})
 	}
 	base, stop := context.WithCancelCause(context.Background())
 	d := &Daemon{
@@ -192,6 +195,7 @@ func (d *Daemon) loadDevices(ctx context.Context) error {
 		}
 		if s, ok := byName[cfg.Name]; ok && s.Maintenance {
 			dev.maintenance, dev.maintReason = true, s.MaintenanceReason
+			d.consoles.Park(cfg.Name, true)
 		}
 		d.devices[cfg.Name] = dev
 		d.names = append(d.names, cfg.Name)
@@ -261,6 +265,8 @@ func (d *Daemon) Serve(ctx context.Context) error {
 
 	<-ctx.Done()
 	wg.Wait()
+	// The jobs are finalized: their consoles may go.
+	d.consoles.Close()
 	stopPersisting()
 	<-persisted
 	d.log.Info("dispatcher stopped")

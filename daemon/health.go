@@ -67,7 +67,7 @@ func (d *Daemon) healthCheck(ctx context.Context, dev *device, c *check) api.Hea
 
 	if set.Health.Console || set.Health.MasterBoot {
 		hl.note("open the console %s", n.Console.Target())
-		s, release, err := d.consoles.Acquire(ctx, dev.name, n.Console, set.Timeouts.Power)
+		s, release, err := d.consoles.AcquireFor(ctx, dev.name, "health check", n.Console, set.Timeouts.Power)
 		if err != nil {
 			release()
 			return fail("console", err)

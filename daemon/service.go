@@ -344,6 +344,7 @@ func (d *Daemon) Maintenance(ctx context.Context, name, reason string) (api.Devi
 	} else {
 		reason += " (" + who + ")"
 	}
+	d.consoles.Park(name, true)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	dev.maintenance, dev.maintReason = true, reason
@@ -358,6 +359,7 @@ func (d *Daemon) Online(ctx context.Context, name string) (api.Device, error) {
 	if err != nil {
 		return api.Device{}, err
 	}
+	d.consoles.Park(name, false)
 	d.mu.Lock()
 	dev.maintenance, dev.maintReason = false, ""
 	c := d.requestCheckLocked(dev, "online (by "+api.CallerFrom(ctx)+")")
@@ -407,6 +409,9 @@ func (d *Daemon) Power(ctx context.Context, name string, req api.PowerRequest) (
 	defer cancel()
 	p := dev.node.Power
 	if req.Op != api.PowerStatus {
+		if req.Op != api.PowerOff {
+			d.ensureConsole(pctx, dev)
+		}
 		d.log.Info("power", "device", name, "op", req.Op, "by", api.CallerFrom(ctx), "force", req.Force)
 		if err := p.Power(pctx, dispatcher.PowerOp(req.Op)); err != nil {
 			return api.PowerResponse{}, fmt.Errorf("%w: power %s %s: %v", api.ErrDevice, req.Op, name, err)

@@ -70,7 +70,7 @@ func (d *Daemon) runJob(ctx context.Context, dev *device, j *job) {
 		d.log.Warn("job directory", "job", id, "err", err)
 	}
 	set := dev.cfg.Settings
-	session, release, err := d.consoles.Acquire(j.ctx, dev.name, dev.node.Console, set.Timeouts.Power)
+	session, release, err := d.consoles.AcquireFor(j.ctx, dev.name, fmt.Sprintf("job %d", id), dev.node.Console, set.Timeouts.Power)
 	if err != nil {
 		d.log.Warn("console did not open", "job", id, "device", dev.name, "err", err)
 	}

@@ -44,6 +44,8 @@ func commands(env *appEnv) []*cli.Command {
 		newDeviceCommand(env),
 		newPowerCommand(env),
 		newBootdevCommand(env),
+		newConsoleCommand(env),
+		newConsolesCommand(env),
 		newCompletionCommand(env),
 	}
 }

@@ -1,0 +1,245 @@
+package api
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+)
+
+const (
+	// consoleHeartbeat is how long a console connection may be quiet
+	// before the daemon sends a heartbeat frame.
+	consoleHeartbeat = 15 * time.Second
+	// consoleWriteTimeout drops a viewer that has not taken a frame for
+	// this long (its process stopped, its network gone). Until then its
+	// bounded buffer in the broker overflows and it is told what it
+	// missed when it reads again.
+	consoleWriteTimeout = 5 * time.Minute
+	// consoleSocketBuffer caps the kernel's socket buffers of a console
+	// connection (both ends). Console traffic is a few KB/s; left to
+	// autotuning, a stuck viewer's sockets would swallow megabytes before
+	// the broker's bounded buffer noticed anything.
+	consoleSocketBuffer = 64 << 10
+	// maxReplayLines bounds a viewer's replay request.
+	maxReplayLines = 10000
+)
+
+func (s *Server) consoleRoutes(m *http.ServeMux) {
+	m.HandleFunc("GET /api/v1/consoles", s.consoles)
+	m.HandleFunc("GET /api/v1/devices/{name}/console", s.console)
+	m.HandleFunc("GET /api/v1/devices/{name}/console/attach", s.consoleAttach)
+}
+
+func (s *Server) consoleService() (ConsoleService, error) {
+	cs, ok := s.svc.(ConsoleService)
+	if !ok {
+		return nil, fmt.Errorf("%w: this daemon has no console broker", ErrNotFound)
+	}
+	return cs, nil
+}
+
+func (s *Server) consoles(w http.ResponseWriter, r *http.Request) {
+	cs, err := s.consoleService()
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	list, err := cs.Consoles(r.Context())
+	if list == nil {
+		list = []ConsoleInfo{}
+	}
+	s.reply(w, r, list, err)
+}
+
+func (s *Server) console(w http.ResponseWriter, r *http.Request) {
+	cs, err := s.consoleService()
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	info, err := cs.Console(r.Context(), r.PathValue("name"))
+	s.reply(w, r, info, err)
+}
+
+// consoleAttach upgrades the request to a console connection: frames both
+// ways (consolewire.go) between the viewer and a ConsoleAttachment, until
+// either side ends it or the server stops.
+func (s *Server) consoleAttach(w http.ResponseWriter, r *http.Request) {
+	cs, err := s.consoleService()
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if !headerHas(r.Header, "Connection", "upgrade") || !headerHas(r.Header, "Upgrade", ConsoleProtocol) {
+		w.Header().Set("Connection", "Upgrade")
+		w.Header().Set("Upgrade", ConsoleProtocol)
+		writeJSON(w, http.StatusUpgradeRequired, errorBody{Error: "this endpoint speaks " + ConsoleProtocol +
+			": send Connection: Upgrade and Upgrade: " + ConsoleProtocol + " (labctl console does)"})
+		return
+	}
+	opts, err := consoleOptionsFrom(r.URL.Query())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	name := r.PathValue("name")
+	att, err := cs.AttachConsole(r.Context(), name, opts)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	defer att.Close()
+	conn, brw, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		s.fail(w, r, fmt.Errorf("console %s: take over the connection: %w", name, err))
+		return
+	}
+	defer conn.Close()
+	// The server's read and write timeouts stay on a hijacked connection.
+	conn.SetDeadline(time.Time{})
+	if tcp, ok := conn.(*net.TCPConn); ok {
+		tcp.SetWriteBuffer(consoleSocketBuffer)
+	}
+	brw.Writer.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + ConsoleProtocol + "\r\n\r\n")
+	if err := brw.Writer.Flush(); err != nil {
+		return
+	}
+	s.log.Info("console attached", "device", name, "who", opts.Who, "caller", CallerFrom(r.Context()), "remote", r.RemoteAddr)
+	why := serveConsole(r.Context(), conn, brw.Reader, att)
+	s.log.Info("console detached", "device", name, "who", opts.Who, "caller", CallerFrom(r.Context()), "why", why)
+}
+
+// serveConsole moves frames between conn and att until one side ends,
+// and says why it ended. When ctx ends first (the server stops), the
+// viewer is told so.
+func serveConsole(ctx context.Context, conn net.Conn, br *bufio.Reader, att ConsoleAttachment) string {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	// The viewer's frames.
+	go func() {
+		fr := newFrameReader(br)
+		for {
+			f, err := fr.next()
+			if err != nil {
+				cancel(fmt.Errorf("viewer: %w", err))
+				return
+			}
+			switch f.typ {
+			case frameInput:
+				err = att.Input(f.payload)
+			case frameResize:
+				var ws WindowSize
+				if ws, err = decodeResize(f.payload); err == nil {
+					err = att.Resize(ws)
+				}
+			case frameBreak:
+				err = att.Break()
+			case framePower:
+				err = att.PowerCycle()
+			}
+			if err != nil {
+				cancel(err)
+				return
+			}
+		}
+	}()
+
+	var buf []byte
+	for {
+		hctx, hcancel := context.WithTimeout(ctx, consoleHeartbeat)
+		m, err := att.Next(hctx)
+		quiet := err != nil && hctx.Err() != nil && ctx.Err() == nil
+		hcancel()
+		switch {
+		case err == nil:
+			if buf, err = appendMessage(buf[:0], m); err != nil {
+				return "encode: " + err.Error()
+			}
+		case quiet:
+			buf = appendFrame(buf[:0], frameHeartbeat, nil)
+		case ctx.Err() != nil:
+			cause := context.Cause(ctx)
+			if !errors.Is(cause, context.Canceled) {
+				return cause.Error()
+			}
+			// The server is stopping: say so, briefly.
+			buf, _ = appendMessage(buf[:0], ConsoleMessage{Notice: &ConsoleNotice{
+				Kind: NoticeClosed, Text: "the daemon is stopping", At: time.Now()}})
+			conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
+			conn.Write(buf)
+			return "the daemon is stopping"
+		default:
+			if errors.Is(err, ErrConsoleClosed) {
+				return "attachment closed"
+			}
+			return err.Error()
+		}
+		conn.SetWriteDeadline(time.Now().Add(consoleWriteTimeout))
+		if _, err := conn.Write(buf); err != nil {
+			return "write to the viewer: " + err.Error()
+		}
+	}
+}
+
+// headerHas reports whether a comma-separated header has token (ASCII
+// case-insensitive).
+func headerHas(h http.Header, key, token string) bool {
+	for _, v := range h.Values(key) {
+		for t := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// consoleOptionsFrom reads an attach request's query.
+func consoleOptionsFrom(q url.Values) (ConsoleOptions, error) {
+	var o ConsoleOptions
+	o.Who = q.Get("who")
+	if len(o.Who) > 64 || strings.IndexFunc(o.Who, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
+		return o, fmt.Errorf("%w: who %q: want at most 64 printable characters", ErrInvalid, o.Who)
+	}
+	ints := []struct {
+		key string
+		max int
+		v   *int
+	}{{"replay", maxReplayLines, &o.Replay}, {"rows", 0xffff, &o.Window.Rows}, {"cols", 0xffff, &o.Window.Cols}}
+	for _, f := range ints {
+		v := q.Get(f.key)
+		if v == "" {
+			continue
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > f.max {
+			return o, fmt.Errorf("%w: %s %q: want a number from 0 to %d", ErrInvalid, f.key, v, f.max)
+		}
+		*f.v = n
+	}
+	bools := []struct {
+		key string
+		v   *bool
+	}{{"force", &o.Force}, {"read_only", &o.ReadOnly}}
+	for _, f := range bools {
+		switch v := q.Get(f.key); v {
+		case "", "false", "0":
+		case "true", "1":
+			*f.v = true
+		default:
+			return o, fmt.Errorf("%w: %s %q: want true or false", ErrInvalid, f.key, v)
+		}
+	}
+	if o.Force && o.ReadOnly {
+		return o, fmt.Errorf("%w: force and read_only exclude each other", ErrInvalid)
+	}
+	return o, nil
+}

@@ -1,0 +1,426 @@
+package daemon_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl/daemon"
+	"github.com/labctl/labctl/sol"
+	"github.com/labctl/labctl/sol/soltest"
+)
+
+// newBroker starts a broker that keeps sessions, logging to a temporary
+// directory; it is closed when the test ends.
+func newBroker(t *testing.T, o daemon.ConsoleOptions) *daemon.Consoles {
+	t.Helper()
+	o.Keep = true
+	if o.LogDir == "" {
+		o.LogDir = t.TempDir()
+	}
+	b := daemon.NewConsoleBroker(o)
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+func fakeConsole(t *testing.T) *soltest.Console {
+	t.Helper()
+	c := soltest.New(soltest.Config{Name: "fake console"})
+	t.Cleanup(c.Close)
+	return c
+}
+
+// viewerLog collects what a viewer is sent.
+type viewerLog struct {
+	t *testing.T
+	v *daemon.Viewer
+
+	mu      sync.Mutex
+	out     bytes.Buffer
+	notices []api.ConsoleNotice
+	state   api.ConsoleState
+	missed  int64
+	err     error
+	done    chan struct{}
+}
+
+// attach attaches a viewer and reads everything it is sent (unless
+// stuck: then nothing until read is called).
+func attach(t *testing.T, b *daemon.Consoles, c *soltest.Console, o daemon.AttachOptions, stuck bool) *viewerLog {
+	t.Helper()
+	v, err := b.Attach("node1", c, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &viewerLog{t: t, v: v, done: make(chan struct{})}
+	t.Cleanup(func() { v.Close() })
+	if !stuck {
+		go l.read(context.Background())
+	}
+	return l
+}
+
+// read takes messages until ctx ends or the attachment does.
+func (l *viewerLog) read(ctx context.Context) {
+	defer close(l.done)
+	for {
+		m, err := l.v.Next(ctx)
+		l.mu.Lock()
+		if err != nil {
+			l.err = err
+			l.mu.Unlock()
+			return
+		}
+		switch {
+		case m.Output != nil:
+			l.out.Write(m.Output)
+		case m.Notice != nil:
+			l.notices = append(l.notices, *m.Notice)
+			l.missed += m.Notice.Missed
+		case m.State != nil:
+			l.state = *m.State
+		}
+		l.mu.Unlock()
+	}
+}
+
+func (l *viewerLog) output() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.out.String()
+}
+
+func (l *viewerLog) noticeTexts() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var b strings.Builder
+	for _, n := range l.notices {
+		b.WriteString(n.Kind + ": " + n.Text + "\n")
+	}
+	return b.String()
+}
+
+// waitFor waits until cond holds for the viewer.
+func (l *viewerLog) waitFor(what string, cond func() bool) {
+	l.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			l.t.Fatalf("viewer %s: no %s within 10 s; notices:\n%s\noutput:\n%q", l.v.Who(), what, l.noticeTexts(), l.output())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (l *viewerLog) waitNotice(s string) {
+	l.t.Helper()
+	l.waitFor("notice "+s, func() bool { return strings.Contains(l.noticeTexts(), s) })
+}
+
+func (l *viewerLog) waitOutput(s string) {
+	l.t.Helper()
+	l.waitFor("output "+s, func() bool { return strings.Contains(l.output(), s) })
+}
+
+// waitFile waits until the file has s.
+func waitFile(t *testing.T, path, s string) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		b, _ := os.ReadFile(path)
+		if strings.Contains(string(b), s) {
+			return string(b)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s has no %q within 10 s:\n%s", path, s, b)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// The session stays open after its user is done, and everything the node
+// prints goes to the console log, watched or not; a viewer attaching
+// later gets the last lines replayed.
+func TestBrokerKeepsAndLogs(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	b := newBroker(t, daemon.ConsoleOptions{LogDir: dir})
+	c := fakeConsole(t)
+	s, release, err := b.AcquireFor(context.Background(), "node1", "job 1", c, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Print("SeaBIOS (version 1.16)\r\n")
+	if _, err := s.Expect(context.Background(), regexp.MustCompile(`SeaBIOS`)); err != nil {
+		t.Fatal(err)
+	}
+	release()
+	c.Print("printed between jobs\r\nlogin: ")
+	log := filepath.Join(dir, "node1", "console.log")
+	text := waitFile(t, log, "printed between jobs")
+	if !strings.Contains(text, " < SeaBIOS (version 1.16)\\r\\n") || !strings.Contains(text, " # job 1 holds the console") {
+		t.Errorf("console log:\n%s", text)
+	}
+	if n := b.Open(); n != 1 || c.Dials() != 1 {
+		t.Errorf("after the job: %d consoles open, %d dials; want the session kept", n, c.Dials())
+	}
+	v := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: api.ConsoleOptions{Who: "alice", Replay: 1}}, false)
+	v.waitOutput("login: ")
+	if got := v.output(); got != "printed between jobs\r\nlogin: " {
+		t.Errorf("replay of 1 line: %q", got)
+	}
+	if info := b.Info("node1"); info.State != api.ConsoleOpen || info.Log != log || len(info.Viewers) != 1 || info.Writer != "alice" {
+		t.Errorf("Info = %+v", info)
+	}
+}
+
+// One writer: the first person, then whoever forces it; a job holding
+// the console makes people read-only and refuses their typing until it
+// ends; breaks and power cycles are the writer's.
+func TestBrokerWriters(t *testing.T) {
+	t.Parallel()
+	b := newBroker(t, daemon.ConsoleOptions{})
+	c := fakeConsole(t)
+	var cycles atomic.Int32
+	power := func(context.Context) error { cycles.Add(1); return nil }
+	alice := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: api.ConsoleOptions{Who: "alice", Window: api.WindowSize{Rows: 50, Cols: 200}}, PowerCycle: power}, false)
+	alice.waitNotice("you have write")
+	alice.waitNotice("stty rows 50 cols 200")
+	alice.waitFor("state open", func() bool { alice.mu.Lock(); defer alice.mu.Unlock(); return alice.state.State == api.ConsoleOpen })
+	alice.v.Input([]byte("echo one\r"))
+	alice.waitOutput("one\r\nfake# ")
+
+	bob := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: api.ConsoleOptions{Who: "bob"}, PowerCycle: power}, false)
+	bob.waitNotice("read-only: alice has write (labctl console --force takes it)")
+	alice.waitNotice("bob attached")
+	bob.v.Input([]byte("echo bob\r"))
+	bob.v.Input([]byte("\x1b[24;1R")) // his terminal answering: not typing, no notice
+	bob.v.Break()
+	bob.v.PowerCycle()
+	bob.waitNotice("no power cycle: read-only")
+	if strings.Count(bob.noticeTexts(), "refused: ") != 3 {
+		t.Errorf("bob's refusals:\n%s", bob.noticeTexts())
+	}
+	alice.v.Input([]byte("echo two\r"))
+	bob.waitOutput("two\r\n")
+	if got := c.Lines(); strings.Join(got, "|") != "echo one|echo two" {
+		t.Errorf("the console got %q: bob typed on alice's console", got)
+	}
+
+	carol := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: api.ConsoleOptions{Who: "carol", Force: true}, PowerCycle: power}, false)
+	carol.waitNotice("you have write")
+	alice.waitNotice("carol took write: you are read-only now")
+	bob.waitNotice("carol has write")
+	carol.v.PowerCycle()
+	alice.waitNotice("power cycle of node1 done")
+	if cycles.Load() != 1 {
+		t.Errorf("%d power cycles, want 1", cycles.Load())
+	}
+	carol.v.Break()
+	carol.waitNotice("break not sent: ") // the fake console has no break
+
+	// A job: everybody read-only, the job types, people see it.
+	s, release, err := b.AcquireFor(context.Background(), "node1", "job 42", c, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	carol.waitNotice("job 42 started: it types on the console now; you are read-only until it ends")
+	bob.waitNotice("job 42 started: it has write")
+	w, err := s.Claim("job 42", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Type(context.Background(), "echo from-the-job\r", sol.Pacing{Mode: sol.Echo, Settle: -1}); err != nil {
+		t.Fatal(err)
+	}
+	carol.waitOutput("from-the-job\r\nfake# ")
+	carol.v.Input([]byte("echo carol\r"))
+	carol.waitNotice("read-only: job 42 is the writer; to type, cancel it first (labctl cancel 42)")
+	dave := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: api.ConsoleOptions{Who: "dave", Force: true}}, false)
+	dave.waitNotice("read-only: job 42 is the writer")
+	carol.v.PowerCycle()
+	carol.waitNotice("no power cycle: read-only: job 42")
+	if info := b.Info("node1"); info.Holder != "job 42" || info.Writer != "job 42" {
+		t.Errorf("during the job: holder %q, writer %q", info.Holder, info.Writer)
+	}
+	w.Release()
+	release()
+	bob.waitNotice("job 42 ended: the console is free")
+	// Write is free: the first to type takes it.
+	bob.v.Input([]byte("echo bob-now\r"))
+	bob.waitNotice("you have write")
+	bob.waitOutput("bob-now\r\nfake# ")
+	carol.waitNotice("bob has write")
+	bob.v.Close()
+	carol.waitNotice("bob detached: write is free")
+	if got := c.Lines(); strings.Join(got, "|") != "echo one|echo two|echo from-the-job|echo bob-now" {
+		t.Errorf("the console got %q", got)
+	}
+}
+
+// A viewer that never reads does not slow the node's console or a job on
+// it: it loses output, is told how much, and the bytes it got plus those
+// it missed are all there were.
+func TestBrokerStuckViewer(t *testing.T) {
+	t.Parallel()
+	b := newBroker(t, daemon.ConsoleOptions{ViewerBuffer: 16 << 10})
+	c := fakeConsole(t)
+	reader := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: api.ConsoleOptions{Who: "reader", ReadOnly: true}}, false)
+	stuck := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: api.ConsoleOptions{Who: "stuck", ReadOnly: true}}, true)
+	s, release, err := b.AcquireFor(context.Background(), "node1", "job 7", c, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	w, err := s.Claim("job 7", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if _, err := w.Type(context.Background(), "flood 4000\r", sol.Pacing{Mode: sol.Echo, Settle: -1}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := s.Expect(ctx, regexp.MustCompile(`flood line 004000 of 004000`)); err != nil {
+		t.Fatalf("the job's wait with a stuck viewer: %v", err)
+	}
+	took := time.Since(start)
+	reader.waitOutput("flood line 004000 of 004000")
+	total := int64(len(reader.output())) + reader.missed
+
+	rctx, rcancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer rcancel()
+	stuck.read(rctx)
+	if stuck.missed == 0 || !strings.Contains(stuck.noticeTexts(), "bytes of console output (this viewer did not keep up)") {
+		t.Errorf("the stuck viewer was not told it missed output:\n%s", stuck.noticeTexts())
+	}
+	if got := int64(len(stuck.output())) + stuck.missed; got != total {
+		t.Errorf("stuck viewer: %d bytes + %d missed = %d, the reader had %d", len(stuck.output()), stuck.missed, got, total)
+	}
+	if info := b.Info("node1"); len(info.Viewers) != 2 || info.Viewers[1].Missed != stuck.missed {
+		t.Errorf("Info viewers: %+v", info.Viewers)
+	}
+	t.Logf("~300 KB of output with a stuck viewer: the job saw it all in %s; the stuck viewer missed %d of %d bytes",
+		took.Round(time.Millisecond), stuck.missed, total)
+}
+
+// A session the BMC ends is reconnected; viewers and the log see the gap
+// and the console comes back.
+func TestBrokerReconnects(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	b := newBroker(t, daemon.ConsoleOptions{LogDir: dir, Session: sol.Options{MinBackoff: 10 * time.Millisecond}})
+	c := fakeConsole(t)
+	v := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: api.ConsoleOptions{Who: "alice"}}, false)
+	v.waitNotice("connected after")
+	c.Kill()
+	v.waitNotice("session lost: SOL session closed by BMC")
+	v.waitNotice("reconnected after")
+	v.v.Input([]byte("echo back\r"))
+	v.waitOutput("back\r\nfake# ")
+	text := waitFile(t, filepath.Join(dir, "node1", "console.log"), "reconnected after")
+	if !strings.Contains(text, " ! session lost: SOL session closed by BMC") {
+		t.Errorf("console log:\n%s", text)
+	}
+}
+
+// A console that cannot be opened is retried with backoff, not in a tight
+// loop; users waiting for it get the reason; it opens by itself once the
+// BMC is back; a session that gives up reconnecting is opened again.
+func TestBrokerRetriesWithBackoff(t *testing.T) {
+	t.Parallel()
+	b := newBroker(t, daemon.ConsoleOptions{
+		OpenTimeout: 150 * time.Millisecond, RetryMin: 100 * time.Millisecond, RetryMax: 400 * time.Millisecond,
+		Session: sol.Options{GiveUpAfter: 100 * time.Millisecond, MinBackoff: 20 * time.Millisecond, MaxBackoff: 40 * time.Millisecond},
+	})
+	c := fakeConsole(t)
+	c.SetDown(errors.New("BMC not answering"))
+	s, release, err := b.Acquire(context.Background(), "node1", c, 2*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "BMC not answering") || s == nil || s.Err() == nil {
+		t.Fatalf("Acquire of a dead console: %v (session err %v)", err, s.Err())
+	}
+	release()
+	v := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: api.ConsoleOptions{Who: "alice"}}, false)
+	v.waitNotice("console down: ")
+	before := c.Dials()
+	time.Sleep(2 * time.Second)
+	// Each open makes ~4 dials in 150 ms, then waits 100, 200, 400, 400 ms.
+	if n := c.Dials() - before; n > 40 {
+		t.Errorf("%d dials in 2 s of a dead console: a tight loop", n)
+	}
+	if info := b.Info("node1"); info.State != api.ConsoleDown && info.State != api.ConsoleConnecting || (info.State == api.ConsoleDown && !strings.Contains(info.Error, "BMC not answering")) {
+		t.Errorf("Info of a dead console: %+v", info)
+	}
+	c.SetDown(nil)
+	v.waitFor("the console open again", func() bool { return b.Info("node1").State == api.ConsoleOpen })
+	v.v.Input([]byte("echo up\r"))
+	v.waitOutput("up\r\nfake# ")
+
+	// Down for longer than the session waits: it gives up, the broker
+	// opens a new one once the BMC is back.
+	c.SetDown(errors.New("BMC rebooting"))
+	c.Kill()
+	v.waitNotice("giving up")
+	c.SetDown(nil)
+	v.waitFor("a new session", func() bool { return b.Info("node1").State == api.ConsoleOpen })
+	v.v.Input([]byte("echo again\r"))
+	v.waitOutput("again\r\nfake# ")
+}
+
+// Maintenance lets the session go when nobody uses it; Close ends every
+// attachment after telling why; without Keep the last user closes it.
+func TestBrokerParkCloseAndNoKeep(t *testing.T) {
+	t.Parallel()
+	b := newBroker(t, daemon.ConsoleOptions{})
+	c := fakeConsole(t)
+	if err := b.Ensure(context.Background(), "node1", c, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	b.Park("node1", true)
+	deadline := time.Now().Add(10 * time.Second)
+	for b.Open() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("a parked console nobody uses stays open")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	v := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: api.ConsoleOptions{Who: "admin"}}, false)
+	v.waitFor("the console open for a viewer", func() bool { return b.Open() == 1 })
+	v.v.Close()
+	if b.Open() != 0 {
+		t.Error("a parked console stays open after its last viewer detached")
+	}
+	b.Park("node1", false)
+	w := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: api.ConsoleOptions{Who: "late"}}, false)
+	w.waitFor("open", func() bool { return b.Open() == 1 })
+	b.Close()
+	<-w.done
+	if !errors.Is(w.err, api.ErrConsoleClosed) || !strings.Contains(w.noticeTexts(), "closed: the console broker stopped") {
+		t.Errorf("a viewer when the broker closed: %v\n%s", w.err, w.noticeTexts())
+	}
+	if _, err := b.Attach("node1", c, daemon.AttachOptions{}); !errors.Is(err, api.ErrUnavailable) {
+		t.Errorf("Attach after Close: %v", err)
+	}
+
+	run := daemon.NewConsoles(nil)
+	defer run.Close()
+	c2 := fakeConsole(t)
+	if _, release, err := run.Acquire(context.Background(), "node2", c2, 5*time.Second); err != nil {
+		t.Fatal(err)
+	} else {
+		release()
+	}
+	if run.Open() != 0 {
+		t.Error("without Keep the session outlives its last user")
+	}
+}
