@@ -18,14 +18,29 @@ DEB_PACKAGES := ca-certificates tmux
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-.PHONY: deps
-deps: ## install missing Debian packages (as root; quiet when all are there)
-	@missing=$$(for p in $(sort $(DEB_PACKAGES)); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+# The shell that installs the missing Debian packages (quiet when all are there).
+DEPS_INSTALL = missing=$$(for p in $(sort $(DEB_PACKAGES)); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:" $$missing; \
 	  export DEBIAN_FRONTEND=noninteractive; \
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
+
+# Goals that use installed files (pxelinux.0, busybox, ...) install the
+# packages while make reads this file, before it looks at any rule: make
+# caches what a directory holds, so a file installed by a rule in the
+# middle of the run stays unseen ("No rule to make target") until the next.
+DEPS_GOALS := test demo artifacts master simlab bench bench-quick
+ifneq ($(filter $(DEPS_GOALS),$(MAKECMDGOALS)),)
+$(shell $(DEPS_INSTALL) >&2)
+ifneq ($(.SHELLSTATUS),0)
+$(error installing the Debian packages failed: run `make deps` to see why)
+endif
+endif
+
+.PHONY: deps
+deps: ## install missing Debian packages (as root; quiet when all are there)
+	@$(DEPS_INSTALL)
 
 .PHONY: build
 build: ## build bin/labctl and bin/simlab
