@@ -104,6 +104,7 @@ type brokerStream struct {
 
 	mu        sync.Mutex
 	lineStart bool // what ipmitool thinks: the last byte it got ended a line
+	held      []byte
 	buf       []byte
 }
 
@@ -115,6 +116,13 @@ func (s *brokerStream) Write(p []byte) (int, error) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.lineStart && isTerminalReport(p) {
+		s.held = append(s.held, p...)
+		return len(p), nil
+	}
+	if err := s.flushHeld(); err != nil {
+		return 0, err
+	}
 	var ls bool
 	s.buf, ls = quoteEscapes(s.buf[:0], p, s.escape, s.lineStart)
 	n, err := s.ReadWriteCloser.Write(s.buf)
@@ -140,6 +148,50 @@ func (s *brokerStream) Write(p []byte) (int, error) {
 		err = io.ErrShortWrite
 	}
 	return done, err
+}
+
+// flushHeld sends the terminal reports held at the start of a line.
+// The caller holds s.mu.
+func (s *brokerStream) flushHeld() error {
+	if len(s.held) == 0 {
+		return nil
+	}
+	held := s.held
+	s.held = nil
+	_, err := s.ReadWriteCloser.Write(held) // reports hold no escape character
+	s.lineStart = false
+	return err
+}
+
+// isTerminalReport says whether p is nothing but a terminal's answers to
+// the node's queries: cursor position (ESC [ 24 ; 15 R), device attributes
+// (ESC [ ? 1 ; 2 c), status (ESC [ 0 n).
+//
+// busybox asks for the cursor position after every prompt, and the
+// person's terminal answers through the keyboard right after Enter. Sent
+// at once, the answer would leave ipmitool mid-line, where it takes no ~B:
+// a break could never be sent at a shell prompt. So the broker holds such
+// answers at the start of a line until the next typing or break, and sends
+// them then (busybox reads them whenever they come).
+func isTerminalReport(p []byte) bool {
+	if len(p) == 0 {
+		return false
+	}
+	for len(p) > 0 {
+		if len(p) < 4 || p[0] != 0x1b || p[1] != '[' {
+			return false
+		}
+		i, digits := 2, false
+		for i < len(p) && (p[i] >= '0' && p[i] <= '9' || p[i] == ';' || p[i] == '?' || p[i] == '>') {
+			digits = digits || p[i] >= '0' && p[i] <= '9'
+			i++
+		}
+		if i == len(p) || !digits || (p[i] != 'R' && p[i] != 'c' && p[i] != 'n') {
+			return false
+		}
+		p = p[i+1:]
+	}
+	return true
 }
 
 // quoteEscapes appends p to dst with esc doubled where it starts a line
@@ -174,6 +226,8 @@ func (s *brokerStream) sendBreak() error {
 		return errors.New("ipmitool sends a break only at the start of a line: press Enter, then try again")
 	}
 	// ipmitool stays at the start of a line after an escape command.
-	_, err := s.ReadWriteCloser.Write([]byte{s.escape, 'B'})
-	return err
+	if _, err := s.ReadWriteCloser.Write([]byte{s.escape, 'B'}); err != nil {
+		return err
+	}
+	return s.flushHeld()
 }

@@ -241,6 +241,35 @@ func TestBrokerStreamThroughIpmitool(t *testing.T) {
 		t.Errorf("ipmitool ran %q and sent %q, want one break and the text", m.commands, m.sent)
 	}
 
+	// A terminal's cursor report right after Enter (busybox asks after
+	// every prompt) is held, so a break can still be sent; it reaches the
+	// node after the break, or before the next typing.
+	rec.Reset()
+	s = &brokerStream{ReadWriteCloser: rec, escape: '~', lineStart: true}
+	s.Write([]byte("ls\r"))
+	s.Write([]byte("\x1b[50;15R"))
+	if err := s.sendBreak(); err != nil {
+		t.Fatalf("break after a cursor report at a prompt: %v", err)
+	}
+	s.Write([]byte("\r"))
+	s.Write([]byte("\x1b[50;15R"))
+	s.Write([]byte("~x\r"))
+	m = &ipmitool{esc: '~', lastWasCR: true}
+	m.input(rec.Bytes())
+	if want := "ls\r\x1b[50;15R\r\x1b[50;15R~x\r"; string(m.commands) != "B" || string(m.sent) != want {
+		t.Errorf("ipmitool ran %q and sent %q, want one break and %q", m.commands, m.sent, want)
+	}
+	for _, r := range []string{"\x1b[5;9R", "\x1b[?1;2c", "\x1b[0n", "\x1b[1;1R\x1b[>0;95;0c"} {
+		if !isTerminalReport([]byte(r)) {
+			t.Errorf("%q is a terminal report", r)
+		}
+	}
+	for _, r := range []string{"\x1b[A", "\x1b[R", "x\x1b[5;9R", "\x1b[5;9", ""} {
+		if isTerminalReport([]byte(r)) {
+			t.Errorf("%q is not a terminal report", r)
+		}
+	}
+
 	// A short write reports the input bytes that went.
 	rec = &recorder{limit: 3}
 	s = &brokerStream{ReadWriteCloser: rec, escape: '~', lineStart: true}
