@@ -66,6 +66,8 @@ type content struct {
 	name    string // cleaned path relative to the root
 	size    int64
 	modTime time.Time
+	// info is the file's FileInfo (from the open), for files from the root.
+	info os.FileInfo
 	// file is set for files from the root; HTTP hands it to the kernel
 	// (sendfile) and TFTP reads it.
 	file *os.File
@@ -129,5 +131,5 @@ func (s *Server) openFile(p string) (*content, error) {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w: not a regular file", p, errNotFound)
 	}
-	return &content{name: p, size: fi.Size(), modTime: fi.ModTime(), file: f}, nil
+	return &content{name: p, size: fi.Size(), modTime: fi.ModTime(), info: fi, file: f}, nil
 }

@@ -251,11 +251,11 @@ func (e *tftpEngine) start(req request, client netip.AddrPort, dst netip.Addr, h
 	if c.generated != nil {
 		t.data = c.generated
 	} else {
-		fi, err := c.file.Stat()
+		// openFile's fstat is recent enough: the cache keys on inode,
+		// size and mtime, and a file changed after this point is a race
+		// a second fstat could not close either.
 		var cached bool
-		if err == nil {
-			t.data, cached, err = e.cache.get(c.file, fi)
-		}
+		t.data, cached, err = e.cache.get(c.file, c.info)
 		if err != nil {
 			c.Close()
 			log.Warn("transfer failed", "err", err)

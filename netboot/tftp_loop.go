@@ -258,7 +258,7 @@ func (w *tftpWorker) arm(t *transfer) {
 // readable reads one packet from t's socket (the socket is level-triggered:
 // more packets wake the loop again).
 func (w *tftpWorker) readable(t *transfer) {
-	n, err := unix.Read(t.fd, w.rbuf)
+	n, err := rawRead(t.fd, w.rbuf)
 	if err != nil {
 		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
 			return
@@ -368,7 +368,7 @@ func (w *tftpWorker) sendWindow(t *transfer, from uint64) {
 	var err error
 	switch {
 	case count == 1:
-		_, err = unix.Write(t.fd, unsafe.Slice(w.iovs[0].Base, w.iovs[0].Len))
+		err = rawWrite(t.fd, unsafe.Slice(w.iovs[0].Base, w.iovs[0].Len))
 	case w.e.gso.Load():
 		// UDP GSO: the window's packets lie back to back in scratch, each
 		// stride bytes but the last; the kernel cuts the buffer into
@@ -415,6 +415,29 @@ func (w *tftpWorker) sendGSO(fd int, buf []byte, seg int) error {
 			return err
 		}
 		buf = buf[n:]
+	}
+	return nil
+}
+
+// rawRead and rawWrite are read(2) and write(2) on a non-blocking socket
+// without the runtime's system call bookkeeping (entersyscall and
+// exitsyscall, which may hand the P to another thread): the socket never
+// blocks, and a lock-step transfer makes two of these per block.
+func rawRead(fd int, p []byte) (int, error) {
+	r, _, errno := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(r), nil
+}
+
+func rawWrite(fd int, p []byte) error {
+	r, _, errno := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
+	if errno != 0 {
+		return errno
+	}
+	if int(r) != len(p) {
+		return fmt.Errorf("short datagram write: %d of %d bytes", r, len(p))
 	}
 	return nil
 }
