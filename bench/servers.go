@@ -74,6 +74,14 @@ func TFTPServers(env *Env, n int) (servers []*Server, skipped []string) {
 				"--listen-address=127.0.0.1", "--bind-interfaces", "--enable-tftp", "--tftp-root=" + env.Root,
 				"--tftp-max=" + limit, "--quiet-tftp", "--log-facility=/dev/null"}}, "dnsmasq", "dnsmasq-base"},
 	}
+	if old := os.Getenv("LABCTL_BENCH_OLD"); old != "" {
+		// An A/B run: an older labctl-bench's boot server as one more server.
+		all = append(all[:1:1], append([]struct {
+			s        *Server
+			bin, pkg string
+		}{{&Server{Name: "labctl-old", Proto: "tftp", Addr: "127.0.0.1:16911", Windows: true, Note: "LABCTL_BENCH_OLD",
+			argv: []string{old, "bootserver", "-root", env.Root, "-tftp", "127.0.0.1:16911"}}, old, "LABCTL_BENCH_OLD"}}, all[1:]...)...)
+	}
 	for _, a := range all {
 		if why := missing(a.bin, a.pkg); why != "" {
 			skipped = append(skipped, a.s.Name+": "+why)
@@ -100,6 +108,13 @@ func HTTPServers(env *Env, image string) (servers []*Server, skipped []string) {
 			argv: []string{"nginx", "-p", conf, "-c", filepath.Join(conf, "nginx.conf"), "-e", filepath.Join(conf, "error.log")}}, "nginx", "nginx-light"},
 		{&Server{Name: "busybox", Proto: "http", Addr: "127.0.0.1:18083", URL: "http://127.0.0.1:18083/" + image, Note: "fork per connection",
 			argv: []string{"busybox", "httpd", "-f", "-p", "127.0.0.1:18083", "-h", env.Root}}, "busybox", "busybox-static"},
+	}
+	if old := os.Getenv("LABCTL_BENCH_OLD"); old != "" {
+		all = append(all[:1:1], append([]struct {
+			s        *Server
+			bin, pkg string
+		}{{&Server{Name: "labctl-old", Proto: "http", Addr: "127.0.0.1:18084", Note: "LABCTL_BENCH_OLD",
+			argv: []string{old, "bootserver", "-root", env.Root, "-http", "127.0.0.1:18084", "-publish", filepath.Join(env.Root, image)}}, old, "LABCTL_BENCH_OLD"}}, all[1:]...)...)
 	}
 	for _, a := range all {
 		if why := missing(a.bin, a.pkg); why != "" {
@@ -161,7 +176,7 @@ func (s *Server) Start() error {
 	defer logf.Close()
 	cmd.Stderr = logf
 	var stdout *bufio.Scanner
-	if s.Name == "labctl" {
+	if strings.HasPrefix(s.Name, "labctl") {
 		pipe, err := cmd.StdoutPipe()
 		if err != nil {
 			return err
