@@ -56,7 +56,9 @@ func overrideDevice(t *testing.T, n *simlab.Node, override string) {
 // runLabJob runs the job with labctl run and returns its results and log.
 func runLabJob(t *testing.T, lab *simlab.Lab, job, dir string) (*results.Job, string, error) {
 	t.Helper()
-	env, stdout, stderr := testEnv()
+	// Locked buffers: the console's logger and the live view both write
+	// stderr (an *os.File, safe for that, outside tests).
+	env, stdout, stderr := envWith(nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	err := runRun(ctx, runOptions{job: job, lab: lab.ConfigPath, dir: dir}, env)
