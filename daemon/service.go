@@ -55,12 +55,15 @@ func (d *Daemon) Submit(ctx context.Context, req api.SubmitRequest) (api.Job, er
 		return api.Job{}, err
 	}
 	j := d.newJob(rec, spec)
+	// The log line is written before the job is queued, not under d.mu:
+	// a file write under the daemon's lock makes every submit and every
+	// job start queue behind it when 400 arrive at once.
+	d.log.Info("job queued", "job", rec.ID, "name", rec.Name, "priority", rec.Priority, "by", rec.Submitter)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.jobs[rec.ID] = j
 	d.enqueueLocked(j)
 	d.scheduleLocked()
-	d.log.Info("job queued", "job", rec.ID, "name", rec.Name, "priority", rec.Priority, "by", rec.Submitter)
 	return d.viewLocked(j.rec, j), nil
 }
 
