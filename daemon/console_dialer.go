@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"path/filepath"
 	"strings"
 	"sync"
 
@@ -43,17 +42,19 @@ func wrapDialer(d sol.Dialer) *brokerDialer {
 }
 
 // ipmitoolEscape is the escape character of an ipmitool command line
-// (~ unless -e says otherwise), or 0 if argv does not run ipmitool.
+// (~ unless -e says otherwise), or 0 if argv does not run ipmitool
+// (behind a wrapper such as nice, too).
 func ipmitoolEscape(argv []string) byte {
-	if len(argv) == 0 || filepath.Base(argv[0]) != "ipmitool" {
+	name, args := sol.Program(argv)
+	if name != "ipmitool" {
 		return 0
 	}
 	esc := byte('~')
-	for i := 1; i < len(argv); i++ {
-		a := argv[i]
+	for i := 0; i < len(args); i++ {
+		a := args[i]
 		switch {
-		case a == "-e" && i+1 < len(argv) && argv[i+1] != "":
-			esc = argv[i+1][0]
+		case a == "-e" && i+1 < len(args) && args[i+1] != "":
+			esc = args[i+1][0]
 			i++
 		case strings.HasPrefix(a, "-e") && len(a) > 2:
 			esc = a[2]

@@ -113,6 +113,7 @@ func TestIpmitoolEscape(t *testing.T) {
 		{[]string{"ipmitool", "-I", "lanplus", "-E", "sol", "activate"}, '~'},
 		{[]string{"/usr/bin/ipmitool", "-e", "&", "sol", "activate"}, '&'},
 		{[]string{"ipmitool", "-e^", "sol", "activate"}, '^'},
+		{[]string{"nice", "-n", "5", "ipmitool", "-e", "&", "sol", "activate"}, '&'},
 		{[]string{"conserver-console", "node1"}, 0},
 		{nil, 0},
 	} {

@@ -133,10 +133,11 @@ func (l *Lab) Console(d *devices.Device) (sol.Dialer, error) {
 		if err != nil {
 			return nil, fmt.Errorf("console: %w", err)
 		}
+		program, _ := sol.Program(argv)
 		dialer := &sol.CommandDialer{
 			Argv: argv,
 			Env:  passwordEnv(d),
-			Name: fmt.Sprintf("%s console (%s, bmc %s)", d.Name, argv[0], net.JoinHostPort(d.BMC.Host, strconv.Itoa(d.BMC.Port))),
+			Name: fmt.Sprintf("%s console (%s, bmc %s)", d.Name, program, net.JoinHostPort(d.BMC.Host, strconv.Itoa(d.BMC.Port))),
 			Log:  l.log.With("device", d.Name),
 		}
 		if re := d.Settings.Console.ReadyRegexp.Regexp(); re != nil {

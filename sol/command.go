@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -370,4 +371,34 @@ func lastBytes(p []byte, n int) string {
 		p = p[len(p)-n:]
 	}
 	return strings.TrimSpace(string(p))
+}
+
+// Program finds the program a connection command runs behind the usual
+// wrappers (env, nice, ionice, stdbuf), and its arguments: for
+// "nice -n 19 ipmitool -I lanplus ..." it is "ipmitool" and the rest. The
+// name is the base name; an empty argv gives "".
+func Program(argv []string) (name string, args []string) {
+	for len(argv) > 0 {
+		base := filepath.Base(argv[0])
+		rest := argv[1:]
+		switch base {
+		case "env":
+			for len(rest) > 0 && (strings.HasPrefix(rest[0], "-") || strings.Contains(rest[0], "=")) {
+				rest = rest[1:]
+			}
+		case "nice", "ionice", "stdbuf":
+			for len(rest) > 0 && strings.HasPrefix(rest[0], "-") {
+				opt := rest[0]
+				rest = rest[1:]
+				// Options with their value in the next word.
+				if (opt == "-n" || opt == "-c" || opt == "-p" || opt == "-i" || opt == "-o" || opt == "-e") && len(rest) > 0 {
+					rest = rest[1:]
+				}
+			}
+		default:
+			return base, rest
+		}
+		argv = rest
+	}
+	return "", nil
 }

@@ -481,3 +481,26 @@ func TestCommandSessionReconnectsAfterChildDies(t *testing.T) {
 	}
 	t.Logf("second child pid %s", m.Groups[1])
 }
+
+func TestProgram(t *testing.T) {
+	tests := []struct {
+		argv []string
+		name string
+		args int
+	}{
+		{[]string{"ipmitool", "-I", "lanplus"}, "ipmitool", 2},
+		{[]string{"/usr/bin/ipmitool", "sol", "activate"}, "ipmitool", 2},
+		{[]string{"nice", "-n", "19", "ipmitool", "-e", "&"}, "ipmitool", 2},
+		{[]string{"nice", "-5", "conserver"}, "conserver", 0},
+		{[]string{"env", "-i", "A=b", "stdbuf", "-oL", "ipmitool"}, "ipmitool", 0},
+		{[]string{"ionice", "-c", "3", "telnet", "host"}, "telnet", 1},
+		{[]string{"nice"}, "", 0},
+		{nil, "", 0},
+	}
+	for _, tt := range tests {
+		name, args := sol.Program(tt.argv)
+		if name != tt.name || len(args) != tt.args {
+			t.Errorf("Program(%q) = %q, %q; want %q and %d arguments", tt.argv, name, args, tt.name, tt.args)
+		}
+	}
+}
