@@ -118,8 +118,7 @@ func (c ScaleCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRe
 	fmt.Fprintf(w, "Fake nodes (`labctl-bench fakenode`): power by command; a console program that asks the daemon's boot server for its pxelinux config, "+
 		"plays the master shell (a real shell, bash with busybox applets: the dispatcher's `wget | dd` streams a %s image from the daemon's HTTP server into a file, sha256sum checks it), "+
 		"then the disk boot, login and the test shell. Daemon CPU and RSS are the labctl serve process alone; the tree adds the fake nodes it spawns. "+
-		"The fake node's console program (the node's side: its boot, shell and test) runs at nice 19, standing for a machine of its own; "+
-		"its power script (ipmitool power on the dispatcher's host) and the daemon run at nice 0, in the same control group. "+
+		"The fake nodes and the daemon share the 2 CPUs at the same priority (nice 19 for the nodes was tried: half the jobs then timed out typing). "+
 		"Queue-to-start is a job's Started minus its Submitted as the API reports them: Submitted is stamped when the daemon has checked the request, "+
 		"before the job is committed to the store; Started when a worker takes it, before the store marks it running. "+
 		"Every device is idle when the jobs are submitted, so each job has a healthy idle node from its submit on.\n\n", sizeName(c.ImageSize))
@@ -217,7 +216,7 @@ off_command = "%[2]s/bin/fakepower off %[2]s/{{.Name}}"
 status_command = "%[2]s/bin/fakepower status %[2]s/{{.Name}}"
 [console]
 driver = "command"
-connection_command = "nice -n 19 %[1]s fakenode console %[2]s/{{.Name}} {{.MAC}} %[3]s"
+connection_command = "%[1]s fakenode console %[2]s/{{.Name}} {{.MAC}} %[3]s"
 pacing = "echo"
 echo_timeout = "250ms"
 bootloader_serial_delay_ms = 1
