@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -32,17 +33,40 @@ type Server struct {
 	URL     string // http: where the image is
 	Note    string // settings worth printing
 
-	argv  []string
-	env   *Env
-	cmd   *exec.Cmd
-	group *Group
-	exit  chan struct{}
+	// bootserver: the bench's own labctl boot server, which prints its
+	// image URL and "ready" on stdout.
+	bootserver bool
+	argv       []string
+	env        *Env
+	cmd        *exec.Cmd
+	group      *Group
+	exit       chan struct{}
 	// Restarts counts how often the server died and was started again.
 	Restarts int
 }
 
 // Group is the server's control group (CPU and memory accounting).
 func (s *Server) Group() *Group { return s.group }
+
+// candidate is a server to compare and the program it needs.
+type candidate struct {
+	s        *Server
+	bin, pkg string // the program, and the Debian package (or a hint) that has it
+}
+
+// available returns the candidates whose program is here, ready to start,
+// and a line for each of the others.
+func available(env *Env, all []candidate) (servers []*Server, skipped []string) {
+	for _, a := range all {
+		if why := missing(a.bin, a.pkg); why != "" {
+			skipped = append(skipped, a.s.Name+": "+why)
+			continue
+		}
+		a.s.env = env
+		servers = append(servers, a.s)
+	}
+	return servers, skipped
+}
 
 // missing returns a reason the server cannot run here, or "".
 func missing(bin, pkg string) string {
@@ -58,11 +82,8 @@ func missing(bin, pkg string) string {
 // the rest); labctl runs with its defaults.
 func TFTPServers(env *Env, n int) (servers []*Server, skipped []string) {
 	limit := fmt.Sprint(max(2*n, 100))
-	all := []struct {
-		s        *Server
-		bin, pkg string
-	}{
-		{&Server{Name: "labctl", Proto: "tftp", Addr: "127.0.0.1:16910", Windows: true, Note: "defaults",
+	all := []candidate{
+		{&Server{Name: "labctl", Proto: "tftp", Addr: "127.0.0.1:16910", Windows: true, Note: "defaults", bootserver: true,
 			argv: []string{env.Self, "bootserver", "-root", env.Root, "-tftp", "127.0.0.1:16910"}}, env.Self, "(the bench itself)"},
 		{&Server{Name: "tftpd-hpa", Proto: "tftp", Addr: "127.0.0.1:16903", Note: "fork per transfer",
 			argv: []string{"in.tftpd", "-4", "-L", "-a", "127.0.0.1:16903", "-s", env.Root}}, "in.tftpd", "tftpd-hpa"},
@@ -76,21 +97,11 @@ func TFTPServers(env *Env, n int) (servers []*Server, skipped []string) {
 	}
 	if old := os.Getenv("LABCTL_BENCH_OLD"); old != "" {
 		// An A/B run: an older labctl-bench's boot server as one more server.
-		all = append(all[:1:1], append([]struct {
-			s        *Server
-			bin, pkg string
-		}{{&Server{Name: "labctl-old", Proto: "tftp", Addr: "127.0.0.1:16911", Windows: true, Note: "LABCTL_BENCH_OLD",
-			argv: []string{old, "bootserver", "-root", env.Root, "-tftp", "127.0.0.1:16911"}}, old, "LABCTL_BENCH_OLD"}}, all[1:]...)...)
+		all = slices.Insert(all, 1, candidate{&Server{Name: "labctl-old", Proto: "tftp", Addr: "127.0.0.1:16911", Windows: true,
+			Note: "LABCTL_BENCH_OLD", bootserver: true,
+			argv: []string{old, "bootserver", "-root", env.Root, "-tftp", "127.0.0.1:16911"}}, old, "LABCTL_BENCH_OLD"})
 	}
-	for _, a := range all {
-		if why := missing(a.bin, a.pkg); why != "" {
-			skipped = append(skipped, a.s.Name+": "+why)
-			continue
-		}
-		a.s.env = env
-		servers = append(servers, a.s)
-	}
-	return servers, skipped
+	return available(env, all)
 }
 
 // HTTPServers returns the HTTP servers to compare. labctl serves the image
@@ -98,11 +109,8 @@ func TFTPServers(env *Env, n int) (servers []*Server, skipped []string) {
 // is read: progress accounting on).
 func HTTPServers(env *Env, image string) (servers []*Server, skipped []string) {
 	conf := filepath.Join(env.Work, "nginx")
-	all := []struct {
-		s        *Server
-		bin, pkg string
-	}{
-		{&Server{Name: "labctl", Proto: "http", Addr: "127.0.0.1:18081", Note: "published job image, byte counter on",
+	all := []candidate{
+		{&Server{Name: "labctl", Proto: "http", Addr: "127.0.0.1:18081", Note: "published job image, byte counter on", bootserver: true,
 			argv: []string{env.Self, "bootserver", "-root", env.Root, "-http", "127.0.0.1:18081", "-publish", filepath.Join(env.Root, image)}}, env.Self, "(the bench itself)"},
 		{&Server{Name: "nginx", Proto: "http", Addr: "127.0.0.1:18082", URL: "http://127.0.0.1:18082/" + image, Note: "sendfile on, workers = cores",
 			argv: []string{"nginx", "-p", conf, "-c", filepath.Join(conf, "nginx.conf"), "-e", filepath.Join(conf, "error.log")}}, "nginx", "nginx-light"},
@@ -110,21 +118,11 @@ func HTTPServers(env *Env, image string) (servers []*Server, skipped []string) {
 			argv: []string{"busybox", "httpd", "-f", "-p", "127.0.0.1:18083", "-h", env.Root}}, "busybox", "busybox-static"},
 	}
 	if old := os.Getenv("LABCTL_BENCH_OLD"); old != "" {
-		all = append(all[:1:1], append([]struct {
-			s        *Server
-			bin, pkg string
-		}{{&Server{Name: "labctl-old", Proto: "http", Addr: "127.0.0.1:18084", Note: "LABCTL_BENCH_OLD",
-			argv: []string{old, "bootserver", "-root", env.Root, "-http", "127.0.0.1:18084", "-publish", filepath.Join(env.Root, image)}}, old, "LABCTL_BENCH_OLD"}}, all[1:]...)...)
+		all = slices.Insert(all, 1, candidate{&Server{Name: "labctl-old", Proto: "http", Addr: "127.0.0.1:18084",
+			Note: "LABCTL_BENCH_OLD", bootserver: true,
+			argv: []string{old, "bootserver", "-root", env.Root, "-http", "127.0.0.1:18084", "-publish", filepath.Join(env.Root, image)}}, old, "LABCTL_BENCH_OLD"})
 	}
-	for _, a := range all {
-		if why := missing(a.bin, a.pkg); why != "" {
-			skipped = append(skipped, a.s.Name+": "+why)
-			continue
-		}
-		a.s.env = env
-		servers = append(servers, a.s)
-	}
-	return servers, skipped
+	return available(env, all)
 }
 
 // nginxConf is a minimal foreground nginx as an admin would set it up for
@@ -176,7 +174,7 @@ func (s *Server) Start() error {
 	defer logf.Close()
 	cmd.Stderr = logf
 	var stdout *bufio.Scanner
-	if strings.HasPrefix(s.Name, "labctl") {
+	if s.bootserver {
 		pipe, err := cmd.StdoutPipe()
 		if err != nil {
 			return err
