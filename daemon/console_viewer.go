@@ -283,8 +283,7 @@ func (v *Viewer) Break() error {
 		v.refuseLocked("break not sent: " + err.Error())
 		return nil
 	}
-	nc.noteLocked(v.who + " sent a break")
-	nc.broadcastLocked(api.NoticeAction, v.who+" sent a break")
+	nc.announceLocked(api.NoticeAction, v.who+" sent a break")
 	return nil
 }
 
@@ -310,8 +309,7 @@ func (v *Viewer) PowerCycle() error {
 	}
 	nc.cycling = true
 	msg := v.who + " is power-cycling " + nc.name
-	nc.noteLocked(msg)
-	nc.broadcastLocked(api.NoticeAction, msg)
+	nc.announceLocked(api.NoticeAction, msg)
 	go func() {
 		ctx, cancel := context.WithTimeout(nc.c.ctx, powerCycleTimeout)
 		err := v.power(ctx)
@@ -323,8 +321,7 @@ func (v *Viewer) PowerCycle() error {
 		if err != nil {
 			msg = "power cycle of " + nc.name + " failed: " + err.Error()
 		}
-		nc.noteLocked(msg)
-		nc.broadcastLocked(api.NoticeAction, msg)
+		nc.announceLocked(api.NoticeAction, msg)
 	}()
 	return nil
 }

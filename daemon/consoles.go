@@ -454,8 +454,7 @@ func (nc *nodeConsole) loop(s *sol.Session) {
 		backoff = min(backoff*2, nc.c.opts.RetryMax)
 		msg := fmt.Sprintf("console down: %v; next try in %s", failed, wait)
 		nc.setStateLocked(api.ConsoleDown, failed)
-		nc.noteLocked(msg)
-		nc.broadcastLocked(api.NoticeSession, msg)
+		nc.announceLocked(api.NoticeSession, msg)
 		nc.log.Warn("console down", "err", failed, "retry_in", wait)
 		// Drain an old kick: only one that comes while waiting counts.
 		select {
@@ -760,6 +759,12 @@ func (nc *nodeConsole) takeWriteLocked(v *Viewer, force bool) (refused string) {
 // noteLocked writes a broker note to the console log.
 func (nc *nodeConsole) noteLocked(msg string) {
 	nc.clog.note(msg)
+}
+
+// announceLocked writes msg to the console log and tells every viewer.
+func (nc *nodeConsole) announceLocked(kind, msg string) {
+	nc.noteLocked(msg)
+	nc.broadcastLocked(kind, msg)
 }
 
 // broadcastLocked sends a notice to every viewer.
