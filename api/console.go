@@ -177,3 +177,25 @@ type ConsoleViewer struct {
 	// Missed is how many bytes of output this viewer lost so far.
 	Missed int64 `json:"missed,omitempty"`
 }
+
+// TerminalReportLen is the length of the terminal report at the start of
+// p, or 0: a terminal's answer to a query from the node, which reaches the
+// console as typing. Cursor position (ESC [ 24 ; 15 R), device attributes
+// (ESC [ ? 1 ; 2 c), status (ESC [ 0 n). busybox asks for the cursor
+// position after every prompt, so the answer comes right after Enter; the
+// client and the daemon both treat it as leaving the start of a line where
+// it was (escapes such as ~. and ipmitool's ~B work only there).
+func TerminalReportLen(p []byte) int {
+	if len(p) < 4 || p[0] != 0x1b || p[1] != '[' {
+		return 0
+	}
+	i, digits := 2, false
+	for i < len(p) && (p[i] >= '0' && p[i] <= '9' || p[i] == ';' || p[i] == '?' || p[i] == '>') {
+		digits = digits || p[i] >= '0' && p[i] <= '9'
+		i++
+	}
+	if i == len(p) || !digits || (p[i] != 'R' && p[i] != 'c' && p[i] != 'n') {
+		return 0
+	}
+	return i + 1
+}

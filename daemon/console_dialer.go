@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/labctl/labctl/api"
 	"github.com/labctl/labctl/sol"
 )
 
@@ -164,33 +165,22 @@ func (s *brokerStream) flushHeld() error {
 	return err
 }
 
-// isTerminalReport says whether p is nothing but a terminal's answers to
-// the node's queries: cursor position (ESC [ 24 ; 15 R), device attributes
-// (ESC [ ? 1 ; 2 c), status (ESC [ 0 n).
-//
-// busybox asks for the cursor position after every prompt, and the
-// person's terminal answers through the keyboard right after Enter. Sent
-// at once, the answer would leave ipmitool mid-line, where it takes no ~B:
-// a break could never be sent at a shell prompt. So the broker holds such
-// answers at the start of a line until the next typing or break, and sends
-// them then (busybox reads them whenever they come).
+// isTerminalReport says whether p is nothing but terminal reports
+// (api.TerminalReportLen). Sent at once after Enter, such an answer would
+// leave ipmitool mid-line, where it takes no ~B: a break could never be
+// sent at a shell prompt. So the broker holds them at the start of a line
+// until the next typing or break, and sends them then (busybox reads them
+// whenever they come).
 func isTerminalReport(p []byte) bool {
 	if len(p) == 0 {
 		return false
 	}
 	for len(p) > 0 {
-		if len(p) < 4 || p[0] != 0x1b || p[1] != '[' {
+		n := api.TerminalReportLen(p)
+		if n == 0 {
 			return false
 		}
-		i, digits := 2, false
-		for i < len(p) && (p[i] >= '0' && p[i] <= '9' || p[i] == ';' || p[i] == '?' || p[i] == '>') {
-			digits = digits || p[i] >= '0' && p[i] <= '9'
-			i++
-		}
-		if i == len(p) || !digits || (p[i] != 'R' && p[i] != 'c' && p[i] != 'n') {
-			return false
-		}
-		p = p[i+1:]
+		p = p[n:]
 	}
 	return true
 }

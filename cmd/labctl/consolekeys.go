@@ -12,6 +12,8 @@ package main
 // the daemon: the broker quotes ipmitool's own escapes (a ~ at the start
 // of a line reaches the node as ~, never as an ipmitool command).
 
+import "github.com/labctl/labctl/api"
+
 // escAction is what a piece of keyboard input asks for.
 type escAction int
 
@@ -41,19 +43,14 @@ const escapeChar = '~'
 // escapeParser turns keyboard bytes into actions. The zero value is not
 // ready: use newEscapeParser.
 //
-// The terminal answers the node's queries through the keyboard too: busybox
-// asks for the cursor position after every prompt, and the answer (ESC [
-// 24 ; 15 R) arrives as if typed, right after Enter. Such reports pass
-// through without moving the start of a line, or ~. would not work at a
-// fresh prompt. Other escape sequences (arrow keys) are typing.
+// The terminal answers the node's queries through the keyboard too
+// (api.TerminalReportLen): such a report at the start of a line is sent
+// without moving the start of a line, or ~. would not work at a fresh
+// busybox prompt. Other escape sequences (arrow keys) are typing.
 type escapeParser struct {
 	lineStart  bool // the last byte typed ended a line (or nothing was typed yet)
 	pending    bool // a ~ at the start of a line, waiting for the next byte
 	confirming bool // ~R asked; the next byte answers
-
-	seq       int  // 0, or 1 after ESC, 2 inside ESC [ ...
-	seqDigits bool // the sequence has a digit (a report has)
-	seqStart  bool // lineStart before the sequence began
 }
 
 func newEscapeParser() *escapeParser { return &escapeParser{lineStart: true} }
@@ -71,7 +68,8 @@ func (p *escapeParser) feed(in []byte) []escEvent {
 		}
 		out = append(out, escEvent{Action: escSend, Data: append([]byte(nil), b...)})
 	}
-	for _, b := range in {
+	for i := 0; i < len(in); i++ {
+		b := in[i]
 		switch {
 		case p.confirming:
 			p.confirming = false
@@ -97,40 +95,18 @@ func (p *escapeParser) feed(in []byte) []escEvent {
 				p.lineStart = false
 			default:
 				send(escapeChar, b)
-				p.track(b)
+				p.lineStart = b == '\r' || b == '\n'
 			}
 		case p.lineStart && b == escapeChar:
 			p.pending = true
+		case p.lineStart && api.TerminalReportLen(in[i:]) > 0:
+			n := api.TerminalReportLen(in[i:])
+			send(in[i : i+n]...)
+			i += n - 1
 		default:
 			send(b)
-			p.track(b)
+			p.lineStart = b == '\r' || b == '\n'
 		}
 	}
 	return out
-}
-
-// track follows a sent byte: the start of a line, and escape sequences
-// (a terminal report leaves the start of a line where it was).
-func (p *escapeParser) track(b byte) {
-	switch {
-	case p.seq == 1 && b == '[':
-		p.seq = 2
-		return
-	case p.seq == 2 && (b >= '0' && b <= '9' || b == ';' || b == '?' || b == '>'):
-		p.seqDigits = p.seqDigits || b >= '0' && b <= '9'
-		return
-	case p.seq == 2 && p.seqDigits && (b == 'R' || b == 'c' || b == 'n'):
-		p.seq = 0
-		p.lineStart = p.seqStart
-		return
-	case b == 0x1b:
-		if p.seq == 0 {
-			p.seqStart = p.lineStart
-		}
-		p.seq, p.seqDigits = 1, false
-		p.lineStart = false
-		return
-	}
-	p.seq = 0
-	p.lineStart = b == '\r' || b == '\n'
 }
