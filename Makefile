@@ -36,11 +36,12 @@ $(shell $(DEPS_INSTALL) >&2)
 ifneq ($(.SHELLSTATUS),0)
 $(error installing the Debian packages failed: run `make deps` to see why)
 endif
+DEPS_DONE := 1
 endif
 
 .PHONY: deps
 deps: ## install missing Debian packages (as root; quiet when all are there)
-	@$(DEPS_INSTALL)
+	@$(if $(DEPS_DONE),:,$(DEPS_INSTALL))
 
 .PHONY: build
 build: ## build bin/labctl and bin/simlab
