@@ -139,10 +139,8 @@ func (tm *tmuxServer) exited(name string, timeout time.Duration) int {
 		}
 		if time.Now().After(deadline) {
 			// Its goroutines, for the failure report (Go prints them on SIGQUIT).
-			if pid, err := strconv.Atoi(strings.TrimSpace(tm.must("display-message", "-p", "-t", name, "#{pane_pid}"))); err == nil {
-				syscall.Kill(pid, syscall.SIGQUIT)
-				time.Sleep(time.Second)
-			}
+			syscall.Kill(tm.pid(name), syscall.SIGQUIT)
+			time.Sleep(time.Second)
 			tm.t.Fatalf("labctl console in pane %s did not exit within %s (its goroutines after SIGQUIT follow):\n%s", name, timeout, tail(tm.capture(name), 200))
 		}
 		time.Sleep(100 * time.Millisecond)
