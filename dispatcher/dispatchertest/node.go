@@ -530,7 +530,11 @@ func (s *stream) Close() error {
 func Settings(n *Node) devices.Settings {
 	s := devices.DefaultSettings()
 	s.Console.Pacing = devices.PacingEcho
-	s.Console.EchoTimeout = 200 * time.Millisecond
+	// The simulated node never loses a character: a late echo is the
+	// machine being busy (make test runs QEMU nodes beside the daemon
+	// tests), and 200 ms taken for a loss retyped lines until the deploy
+	// timed out.
+	s.Console.EchoTimeout = 2 * time.Second
 	s.Master.Prompt = n.MasterPrompt
 	s.Master.Disk = n.Disk
 	s.Login.ShellPrompt = n.ShellPrompt
