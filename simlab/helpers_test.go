@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/creack/pty"
+	"github.com/labctl/labctl/sol"
 )
 
 // console is `ipmitool sol activate` running in a pty, with expect/send:
@@ -43,7 +43,9 @@ func openConsole(t testing.TB, n *Node) *console {
 	_, _ = n.IPMITool(ctx, "sol", "deactivate") // "already de-activated" is fine
 	cmd := exec.Command("ipmitool", append(n.IPMIToolArgs(), "sol", "activate")...)
 	cmd.Env = n.IPMIToolEnv()
-	f, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 50, Cols: 200})
+	// Raw before ipmitool starts: it goes raw itself only after printing
+	// "SOL Session operational", and a ^C sent in between was a SIGINT.
+	f, err := sol.StartRaw(cmd)
 	if err != nil {
 		t.Fatalf("sol activate on %s: %v", n.Name, err)
 	}

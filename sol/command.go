@@ -87,7 +87,7 @@ func (d *CommandDialer) Dial(ctx context.Context) (io.ReadWriteCloser, error) {
 	}
 	cmd := exec.Command(d.Argv[0], d.Argv[1:]...)
 	cmd.Env = append(os.Environ(), d.Env...)
-	f, err := startRaw(cmd)
+	f, err := StartRaw(cmd)
 	if err != nil {
 		return nil, fmt.Errorf("console %s: start %s: %w", d.Target(), d.Argv[0], err)
 	}
@@ -133,9 +133,10 @@ func (d *CommandDialer) reset(ctx context.Context) {
 	}
 }
 
-// startRaw starts cmd on a new pseudo-terminal that is in raw mode from the
-// start, in its own session with the terminal as its controlling terminal,
-// and returns the master side.
+// StartRaw starts cmd on a new pseudo-terminal (80x24) that is in raw mode
+// from the start, in its own session with the terminal as its controlling
+// terminal, and returns the master side. Tests that run ipmitool as a
+// person would use it too.
 //
 // Raw from the start: a console client such as ipmitool switches its
 // terminal to raw mode itself, but only after printing "SOL Session
@@ -144,7 +145,7 @@ func (d *CommandDialer) reset(ctx context.Context) {
 // hold them until a line end, and turn ^C into a SIGINT for the client. A
 // program that never touches its terminal (socat, telnet in character
 // mode) gets the same byte-for-byte path.
-func startRaw(cmd *exec.Cmd) (*os.File, error) {
+func StartRaw(cmd *exec.Cmd) (*os.File, error) {
 	ptmx, tty, err := pty.Open()
 	if err != nil {
 		return nil, err
