@@ -462,8 +462,8 @@ func (r *Relay) Chassis(args []string) (string, error) {
 			r.mu.Lock()
 			r.bootDevice = val
 			r.dirty = true
+			r.eventLocked("bootdev " + val)
 			r.mu.Unlock()
-			r.event("bootdev " + val)
 			return "", nil
 		case "identify":
 			r.event("identify " + val)
@@ -484,6 +484,12 @@ func boolDigit(b bool) string {
 func (r *Relay) event(action string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.eventLocked(action)
+}
+
+// eventLocked is event with r.mu held, so that a state change and its event
+// are seen together by Status.
+func (r *Relay) eventLocked(action string) {
 	r.chassisLog = append(r.chassisLog, ChassisEvent{At: time.Now(), Action: action})
 	if len(r.chassisLog) > 50 {
 		r.chassisLog = r.chassisLog[len(r.chassisLog)-50:]
@@ -572,14 +578,15 @@ func (r *Relay) powerOn() error {
 	r.firstOutput = 0
 	r.filter.unechoed = 0
 	r.dirty = true
+	r.eventLocked(fmt.Sprintf("power on (boot %s, order=%s, accel %s)", dev, order, c.Accel))
 	r.mu.Unlock()
-	r.event(fmt.Sprintf("power on (boot %s, order=%s, accel %s)", dev, order, c.Accel))
 	go r.pumpOutput(conn, started)
 	go func() {
 		err := cmd.Wait()
 		fmt.Fprintf(logf, "--- %s QEMU exited: %v\n", time.Now().Format(time.RFC3339Nano), err)
 		logf.Close()
 		conn.Close()
+		os.Remove(pidFile)
 		r.mu.Lock()
 		if r.qemuConn == conn {
 			r.qemuConn = nil
@@ -587,11 +594,10 @@ func (r *Relay) powerOn() error {
 			r.qemuPid = 0
 			r.dirty = true
 		}
-		r.mu.Unlock()
-		os.Remove(pidFile)
 		if !proc.killed.Load() {
-			r.event(fmt.Sprintf("machine stopped by itself (%v)", err))
+			r.eventLocked(fmt.Sprintf("machine stopped by itself (%v)", err))
 		}
+		r.mu.Unlock()
 		close(proc.done)
 	}()
 	return nil
@@ -620,8 +626,8 @@ func (r *Relay) powerOff() {
 	r.power = false
 	r.qemuPid = 0
 	r.dirty = true
+	r.eventLocked("power off")
 	r.mu.Unlock()
-	r.event("power off")
 }
 
 // Status returns the node's current state.
