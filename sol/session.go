@@ -189,6 +189,7 @@ func (s *Session) Open(ctx context.Context) error {
 // from start) would be exceeded.
 func (s *Session) dial(ctx context.Context, start time.Time) (io.ReadWriteCloser, int, error) {
 	backoff := s.opts.MinBackoff
+	var failed error // the last attempt that failed by itself, not by ctx ending
 	for attempt := 1; ; attempt++ {
 		dctx, cancel := context.WithTimeout(ctx, s.opts.DialTimeout)
 		stream, err := s.d.Dial(dctx)
@@ -197,8 +198,14 @@ func (s *Session) dial(ctx context.Context, start time.Time) (io.ReadWriteCloser
 			return &onceCloser{ReadWriteCloser: stream}, attempt, nil
 		}
 		if ctx.Err() != nil {
+			// The wait ended during an attempt: say why the earlier
+			// ones failed, which is what the person needs to know.
+			if failed != nil && (errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)) {
+				err = fmt.Errorf("%w (attempt %d failed: %v)", err, attempt-1, failed)
+			}
 			return nil, attempt, err
 		}
+		failed = err
 		wait := backoff
 		if s.opts.GiveUpAfter > 0 {
 			left := s.opts.GiveUpAfter - time.Since(start)
