@@ -103,7 +103,11 @@ func (r *runner) deploy(ctx context.Context) error {
 	return nil
 }
 
-var sha256Line = regexp.MustCompile(`(?m)^([0-9a-fA-F]{64})\s`)
+// sha256Line finds sha256sum's "DIGEST  -" in a command's output. Not
+// anchored at the start of a line: on a slow console a late echo of the
+// typed command can land in front of it (seen: "s DIGEST  -" with 400
+// nodes on 2 CPUs). A damaged digest still fails the comparison.
+var sha256Line = regexp.MustCompile(`(?:^|[^0-9a-fA-F])([0-9a-fA-F]{64})[ \t]+\*?-`)
 
 // bootMaster powers the node on into the master image and returns its
 // shell, with a prompt unique to this job.
