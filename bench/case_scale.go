@@ -53,15 +53,20 @@ const scaleToken = "labctl-bench-scale-token"
 // that was off), which the console program (labctl-bench fakenode
 // console) watches. flock serialises a health check and a job.
 const fakePowerScript = `#!/bin/sh
+# Status (the daemon polls it while it confirms a change, 400 nodes at a
+# time) forks only flock; the rest are shell built-ins. Writes go through
+# a rename: the console program must never read a half-written state.
 op=$1 dir=$2
 exec 9>>"$dir/lock"
 flock 9
-state=$(cat "$dir/power" 2>/dev/null)
+state=off
+[ -f "$dir/power" ] && read -r state < "$dir/power"
 case $op in
 status) echo "Chassis Power is ${state:-off}" ;;
 on)
   if [ "$state" != on ]; then
-    b=$(cat "$dir/boots" 2>/dev/null)
+    b=0
+    [ -f "$dir/boots" ] && read -r b < "$dir/boots"
     echo $(( ${b:-0} + 1 )) > "$dir/boots.tmp" && mv "$dir/boots.tmp" "$dir/boots"
   fi
   echo on > "$dir/power.tmp" && mv "$dir/power.tmp" "$dir/power" ;;
@@ -118,7 +123,9 @@ func (c ScaleCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRe
 	fmt.Fprintf(w, "Fake nodes (`labctl-bench fakenode`): power by command; a console program that asks the daemon's boot server for its pxelinux config, "+
 		"plays the master shell (a real shell, bash with busybox applets: the dispatcher's `wget | dd` streams a %s image from the daemon's HTTP server into a file, sha256sum checks it), "+
 		"then the disk boot, login and the test shell. Daemon CPU and RSS are the labctl serve process alone; the tree adds the fake nodes it spawns. "+
-		"The fake nodes and the daemon share the 2 CPUs at the same priority (nice 19 for the nodes was tried: half the jobs then timed out typing). "+
+		"Each fake node's console program and shell run at the lowest CPU priority, nice 19 for their sessions' autogroups "+
+		"(with sched_autogroup a session weighs as one process whatever its processes' nice values): they stand in for machines of their own, "+
+		"and at normal weight 400 of them take the 2 CPUs from the daemon whenever it has work, which no real node can do; their echo timeout is 2 s. "+
 		"Queue-to-start is a job's Started minus its Submitted as the API reports them: Submitted is stamped when the daemon has checked the request, "+
 		"before the job is committed to the store; Started when a worker takes it, before the store marks it running. "+
 		"Every device is idle when the jobs are submitted, so each job has a healthy idle node from its submit on.\n\n", sizeName(c.ImageSize))
@@ -186,7 +193,14 @@ exec %[1]s dd "$@"
 	if err := os.WriteFile(filepath.Join(dir, "nodes", "bin", "fakepower"), []byte(fakePowerScript), 0o755); err != nil {
 		return "", "", err
 	}
-	for _, applet := range []string{"wget", "gunzip", "sha256sum", "mkfifo", "tee", "cat", "rm", "sync", "echo", "printf",
+	// sync flushes the node's own disk, as it does on a node: the host's
+	// sync(2), 400 nodes at a time, would flush every file of the machine
+	// each time (the daemon's logs, the other nodes' disks).
+	syncWrapper := fmt.Sprintf("#!%[1]s sh\nexec %[1]s sync -d \"$FAKE_DISK\"\n", busybox)
+	if err := os.WriteFile(filepath.Join(dir, "nodes", "bin", "sync"), []byte(syncWrapper), 0o755); err != nil {
+		return "", "", err
+	}
+	for _, applet := range []string{"wget", "gunzip", "sha256sum", "mkfifo", "tee", "cat", "rm", "echo", "printf",
 		"head", "uname", "true", "false", "ls", "sleep", "test", "[", "wc", "mkdir", "cut", "seq", "base64", "stat"} {
 		if err := os.Symlink(busybox, filepath.Join(dir, "nodes", "bin", applet)); err != nil {
 			return "", "", err
@@ -218,7 +232,9 @@ status_command = "%[2]s/bin/fakepower status %[2]s/{{.Name}}"
 driver = "command"
 connection_command = "%[1]s fakenode console %[2]s/{{.Name}} {{.MAC}} %[3]s"
 pacing = "echo"
-echo_timeout = "250ms"
+# A fake node runs at the lowest CPU priority on 2 shared CPUs: its echo
+# can be late, which the dispatcher would take for a lost character.
+echo_timeout = "2s"
 bootloader_serial_delay_ms = 1
 test_shell_serial_delay_ms = 1
 [master]

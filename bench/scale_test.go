@@ -28,7 +28,7 @@ func TestScaleLabDiskWrapper(t *testing.T) {
 	}
 	disk := filepath.Join(dir, "nodes", "node001", "disk.img")
 	img := filepath.Join(dir, "disk.img")
-	cmd := exec.Command("/bin/bash", "-c", "set -o pipefail; cat "+img+" | dd of="+FakeDisk+" bs=4M && dd if="+FakeDisk+" bs=4M count=4096 iflag=count_bytes | sha256sum")
+	cmd := exec.Command("/bin/bash", "-c", "set -o pipefail; cat "+img+" | dd of="+FakeDisk+" bs=4M && sync && dd if="+FakeDisk+" bs=4M count=4096 iflag=count_bytes | sha256sum")
 	cmd.Env = []string{"PATH=" + filepath.Join(dir, "nodes", "bin"), "FAKE_DISK=" + disk}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
