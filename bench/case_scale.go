@@ -49,28 +49,25 @@ type scaleRun struct {
 const scaleToken = "labctl-bench-scale-token"
 
 // fakePowerScript is a fake node's power control: on|off|status DIR. DIR
-// holds power ("on"/"off") and boots (counted up by each power-on of a node
-// that was off), which the console program (labctl-bench fakenode
-// console) watches. flock serialises a health check and a job.
+// holds power: "on N" or "off N", N counted up by each power-on of a node
+// that was off, which the console program (labctl-bench fakenode console)
+// watches. One file, replaced by a rename: the console can never see the
+// new count with the old state (it then missed the boot). flock
+// serialises a health check and a job.
 const fakePowerScript = `#!/bin/sh
 # Status (the daemon polls it while it confirms a change, 400 nodes at a
-# time) forks only flock; the rest are shell built-ins. Writes go through
-# a rename: the console program must never read a half-written state.
+# time) forks only flock; the rest are shell built-ins.
 op=$1 dir=$2
 exec 9>>"$dir/lock"
 flock 9
-state=off
-[ -f "$dir/power" ] && read -r state < "$dir/power"
+state=off boots=0
+[ -f "$dir/power" ] && read -r state boots < "$dir/power"
 case $op in
 status) echo "Chassis Power is ${state:-off}" ;;
 on)
-  if [ "$state" != on ]; then
-    b=0
-    [ -f "$dir/boots" ] && read -r b < "$dir/boots"
-    echo $(( ${b:-0} + 1 )) > "$dir/boots.tmp" && mv "$dir/boots.tmp" "$dir/boots"
-  fi
-  echo on > "$dir/power.tmp" && mv "$dir/power.tmp" "$dir/power" ;;
-off) echo off > "$dir/power.tmp" && mv "$dir/power.tmp" "$dir/power" ;;
+  [ "$state" != on ] && boots=$(( ${boots:-0} + 1 ))
+  echo "on $boots" > "$dir/power.tmp" && mv "$dir/power.tmp" "$dir/power" ;;
+off) echo "off ${boots:-0}" > "$dir/power.tmp" && mv "$dir/power.tmp" "$dir/power" ;;
 *) echo "fakepower: unknown operation $op" >&2; exit 2 ;;
 esac
 `
@@ -262,8 +259,7 @@ job = "20m"
 		if err := os.MkdirAll(nd, 0o755); err != nil {
 			return "", "", err
 		}
-		os.WriteFile(filepath.Join(nd, "power"), []byte("off\n"), 0o644)
-		os.WriteFile(filepath.Join(nd, "boots"), []byte("0\n"), 0o644)
+		os.WriteFile(filepath.Join(nd, "power"), []byte("off 0\n"), 0o644)
 		dev := fmt.Sprintf(`device_type = "fake-node"
 mac = "52:54:01:00:%02x:%02x"
 [bmc]

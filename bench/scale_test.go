@@ -66,7 +66,7 @@ func TestFakePowerScript(t *testing.T) {
 		return strings.TrimSpace(string(out)), err
 	}
 	steps := []struct{ op, status, boots string }{
-		{"status", "off", ""},
+		{"off", "off", "0"},
 		{"on", "on", "1"},
 		{"on", "on", "1"}, // already on: no new boot
 		{"off", "off", "1"},
@@ -82,9 +82,9 @@ func TestFakePowerScript(t *testing.T) {
 		if err != nil || out != "Chassis Power is "+s.status {
 			t.Fatalf("step %d: %q %v, want %q", i, out, err, "Chassis Power is "+s.status)
 		}
-		b, _ := os.ReadFile(filepath.Join(node, "boots"))
-		if got := strings.TrimSpace(string(b)); got != s.boots {
-			t.Fatalf("step %d: boots %q, want %q", i, got, s.boots)
+		b, _ := os.ReadFile(filepath.Join(node, "power"))
+		if got, want := strings.TrimSpace(string(b)), s.status+" "+s.boots; got != want {
+			t.Fatalf("step %d: power file %q, want %q", i, got, want)
 		}
 	}
 	if _, err := run("reboot"); err == nil {

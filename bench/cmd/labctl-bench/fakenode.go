@@ -26,8 +26,8 @@ import (
 //
 //	labctl-bench fakenode console DIR MAC BOOT_URL
 //
-// DIR holds the node's state: power ("on"/"off"), boots (a counter that
-// power-on increments), disk.img (what the master's dd writes); DIR/../bin
+// DIR holds the node's state: power ("on N" or "off N", N a boot counter
+// that power-on increments), disk.img (what the master's dd writes); DIR/../bin
 // holds busybox applets and the dd wrapper. The console program waits for a power-on, then asks
 // the boot server for the node's pxelinux config the way pxelinux would
 // (BOOT_URL/pxelinux.cfg/01-<mac>): a master entry starts a real shell
@@ -51,17 +51,12 @@ func runFakeNode(args []string) error {
 	return fmt.Errorf("fakenode: unknown command %q", args[0])
 }
 
-func readState(dir, name string) string {
-	b, _ := os.ReadFile(filepath.Join(dir, name))
-	return strings.TrimSpace(string(b))
-}
-
-func writeState(dir, name, value string) error {
-	tmp := filepath.Join(dir, name+".tmp")
-	if err := os.WriteFile(tmp, []byte(value+"\n"), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, filepath.Join(dir, name))
+// power reads a node's power state and boot count (fakePowerScript's
+// "on N" / "off N"), both from one read.
+func power(dir string) (on bool, boots string) {
+	b, _ := os.ReadFile(filepath.Join(dir, "power"))
+	state, boots, _ := strings.Cut(strings.TrimSpace(string(b)), " ")
+	return state == "on", boots
 }
 
 // fakeConsole is the console program; it runs until its stdin closes
@@ -73,8 +68,8 @@ func fakeConsole(dir, mac, bootURL string) error {
 	// scheduler threads as CPUs, spend their time waking each other.
 	runtime.GOMAXPROCS(1)
 	go c.readInput()
-	last := readState(dir, "boots")
-	if readState(dir, "power") == "on" {
+	on, last := power(dir)
+	if on {
 		last = "" // powered on before the console attached: boot now
 	}
 	for {
@@ -132,10 +127,8 @@ func (c *console) setInput(f func([]byte)) {
 // waitBoot waits for a power-on with a boot counter other than last.
 func (c *console) waitBoot(last string) (string, bool) {
 	for !c.isClosed() {
-		if readState(c.dir, "power") == "on" {
-			if b := readState(c.dir, "boots"); b != last {
-				return b, true
-			}
+		if on, b := power(c.dir); on && b != last {
+			return b, true
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -144,7 +137,8 @@ func (c *console) waitBoot(last string) (string, bool) {
 
 // running reports whether boot is still the current boot.
 func (c *console) running(boot string) bool {
-	return !c.isClosed() && readState(c.dir, "power") == "on" && readState(c.dir, "boots") == boot
+	on, b := power(c.dir)
+	return !c.isClosed() && on && b == boot
 }
 
 func say(s string) { os.Stdout.WriteString(s) }
