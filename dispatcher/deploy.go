@@ -103,11 +103,12 @@ func (r *runner) deploy(ctx context.Context) error {
 	return nil
 }
 
-// sha256Line finds sha256sum's "DIGEST  -" in a command's output. Not
-// anchored at the start of a line: on a slow console a late echo of the
-// typed command can land in front of it (seen: "s DIGEST  -" with 400
-// nodes on 2 CPUs). A damaged digest still fails the comparison.
-var sha256Line = regexp.MustCompile(`(?:^|[^0-9a-fA-F])([0-9a-fA-F]{64})[ \t]+\*?-`)
+// sha256Line finds sha256sum's "DIGEST  -" in a command's output: the 64
+// hex digits before "  -", wherever they start. On a slow console a late
+// echo of the typed command can land right in front of them (seen with
+// 400 nodes on 2 CPUs: "s DIGEST  -" and "syncDIGEST  -", where the "c"
+// is a hex digit too). A damaged digest still fails the comparison.
+var sha256Line = regexp.MustCompile(`([0-9a-fA-F]{64})[ \t]+\*?-`)
 
 // bootMaster powers the node on into the master image and returns its
 // shell, with a prompt unique to this job.
