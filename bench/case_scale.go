@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -479,6 +480,13 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, labFile, job string, logw i
 		} else {
 			run.other++
 			fmt.Fprintf(logw, "  job %d %s: %s\n", j.ID, j.Outcome, j.Reason)
+			// Keep its log: the next round starts from an empty directory.
+			if b, err := os.ReadFile(filepath.Join(dir, "state", "jobs", strconv.FormatInt(j.ID, 10), "job.log")); err == nil {
+				kept := filepath.Join(filepath.Dir(dir), "scale-failed", fmt.Sprintf("%s-job%d.log", time.Now().Format("150405"), j.ID))
+				if os.MkdirAll(filepath.Dir(kept), 0o755) == nil && os.WriteFile(kept, b, 0o644) == nil {
+					fmt.Fprintf(logw, "    its log: %s\n", kept)
+				}
+			}
 		}
 		if j.Started != nil {
 			run.q2s = append(run.q2s, j.Started.Sub(j.Submitted).Seconds())
