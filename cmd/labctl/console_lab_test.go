@@ -127,14 +127,14 @@ func (tm *tmuxServer) pid(name string) int {
 	return pid
 }
 
-// exited waits for the pane's command to end and returns its status.
+// exited waits for the pane's labctl console to end and returns its exit
+// status, as the pane's shell prints it ("labctl exited: N").
 func (tm *tmuxServer) exited(name string, timeout time.Duration) int {
 	tm.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
-		f := strings.Fields(tm.must("display-message", "-p", "-t", name, "#{pane_dead} #{pane_dead_status}"))
-		if len(f) == 2 && f[0] == "1" {
-			code, _ := strconv.Atoi(f[1])
+		if m := exitedLine.FindStringSubmatch(tm.capture(name)); m != nil {
+			code, _ := strconv.Atoi(m[1])
 			return code
 		}
 		if time.Now().After(deadline) {
@@ -156,6 +156,8 @@ func (tm *tmuxServer) exited(name string, timeout time.Duration) int {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+var exitedLine = regexp.MustCompile(`labctl exited: (\d+)`)
 
 // jobLogText is the job's log as it is now.
 func jobLogText(c *api.Client, id int64) string {
@@ -223,8 +225,13 @@ func TestLabConsole(t *testing.T) {
 	startServeProc(t, bin, lab.ConfigPath, client)
 	start := time.Now()
 	step := func(what string) { t.Logf("%5.1fs %s", time.Since(start).Seconds(), what) }
+	// Each labctl console runs under a shell that prints its exit status:
+	// tmux 3.3a sometimes never reaps a pane's own process (seen: labctl
+	// exited after ~. and stayed a zombie, the pane never dead), and the
+	// viewer stopped below must be a shell's child anyway (tmux continues
+	// a stopped pane process).
 	console := func(args string) string {
-		return fmt.Sprintf("exec %s console --server %s --token-file %s %s", bin, server, tokenFile, args)
+		return fmt.Sprintf(`%s console --server %s --token-file %s %s; echo "labctl exited: $?"; sleep 600`, bin, server, tokenFile, args)
 	}
 	waitLabDevice(t, client, node.Name, api.DeviceIdle, 2*time.Minute)
 	step("node idle after its start-up health check")
@@ -259,14 +266,8 @@ func TestLabConsole(t *testing.T) {
 	tm.waitFor("alice", "[labctl] detached from "+node.Name, 1, time.Second)
 	step("alice typed (refused) and detached with ~.")
 
-	// A viewer that stops reading.
-	// bob's labctl console runs under a shell: tmux continues a stopped
-	// pane process (it sends SIGCONT to its own children), so the test
-	// stops the shell's child instead.
-	// tmux 3.3 sometimes leaves such a shell unreaped (a zombie, pane dead
-	// without a status) once its child was stopped, so the shell prints
-	// labctl's exit status for the test to read.
-	tm.start("bob", "bob", strings.TrimPrefix(console(node.Name+" --read-only"), "exec ")+`; echo "labctl exited: $?"; sleep 600`)
+	// A viewer that stops reading: the test stops the shell's child, labctl.
+	tm.start("bob", "bob", console(node.Name+" --read-only"))
 	tm.waitFor("bob", "read-only: attached to watch", 1, 30*time.Second)
 	waitJob(t, client, job.ID, "flood-1 done", 5*time.Minute, func(api.Job) bool {
 		return strings.Contains(jobLogText(client, job.ID), "test flood-1: pass")
@@ -367,13 +368,10 @@ func TestLabConsole(t *testing.T) {
 	tm.keys("carol", "~.", false)
 	tm.keys("dave", "~.", false)
 	tm.keys("bob", "~.", false)
-	for _, who := range []string{"carol", "dave"} {
+	for _, who := range []string{"carol", "dave", "bob"} {
 		if code := tm.exited(who, 20*time.Second); code != 0 {
 			t.Errorf("%s's labctl console after ~.: exit %d", who, code)
 		}
-	}
-	if text := tm.waitFor("bob", "labctl exited: ", 1, 20*time.Second); !strings.Contains(text, "labctl exited: 0") {
-		t.Errorf("bob's labctl console after ~.: %q", lineWith(text, "labctl exited: "))
 	}
 
 	// The console log: the whole boot, before anyone attached, and the gap.
