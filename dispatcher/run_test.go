@@ -355,3 +355,37 @@ commands = ["sleep 30"]
 		t.Error("node left powered on")
 	}
 }
+
+// The Enter after the user name echoes late (a busy node): the node took
+// the line, so typing it again would type the user name into the password
+// prompt ("Login incorrect" in the scale bench). The job logs in.
+func TestRunLateEnterEchoAtLogin(t *testing.T) {
+	n := newNode(t)
+	set := dispatchertest.Settings(n)
+	set.Console.EchoTimeout = 300 * time.Millisecond
+	n.LateLoginEnter = 3 * set.Console.EchoTimeout
+	img, sum := image(t, t.TempDir())
+	spec := parseJob(t, `
+device = "node1"
+[deploy]
+image = "`+img+`"
+sha256 = "`+sum+`"
+[boot]
+password = "test"
+[[test]]
+name = "hello"
+commands = ["echo logged-in"]
+`)
+	dir := t.TempDir()
+	res := dispatcher.Run(context.Background(), dispatcher.Job{
+		ID: "1", Spec: spec, Device: n.Name, Settings: set,
+		Power: n, Console: console(t, n), Netboot: n, Dir: dir,
+	})
+	log, _ := os.ReadFile(filepath.Join(dir, "job.log"))
+	if res.Outcome != "complete" {
+		t.Fatalf("outcome %s (%s), want complete\n%s", res.Outcome, res.Reason, log)
+	}
+	if !strings.Contains(string(log), `the Enter after "root" did not echo in time`) {
+		t.Errorf("the job log does not say that the Enter echoed late:\n%s", log)
+	}
+}

@@ -45,6 +45,10 @@ type Node struct {
 	// MasterPrompt and ShellPrompt are the prompts of the master shell and
 	// of the test OS shell.
 	MasterPrompt, ShellPrompt string
+	// LateLoginEnter, if set, is how late the first Enter typed at the
+	// login prompt echoes; the node takes the line only then, as a busy
+	// node does.
+	LateLoginEnter time.Duration
 
 	dir   string
 	tools string
@@ -368,10 +372,25 @@ func (n *Node) login(gen int) {
 		n.mu.Unlock()
 		return
 	}
+	late := n.LateLoginEnter
 	n.input = func(p []byte) {
 		for _, b := range p {
 			switch b {
 			case '\r', '\n':
+				if echo && late > 0 {
+					l := string(line)
+					line = line[:0]
+					go func(d time.Duration) {
+						time.Sleep(d)
+						n.emit(gen, []byte("\r\n"))
+						select {
+						case lines <- l:
+						default:
+						}
+					}(late)
+					late = 0
+					continue
+				}
 				if echo {
 					n.emit(gen, []byte("\r\n"))
 				}
