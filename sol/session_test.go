@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -216,6 +217,33 @@ func TestOpenFailsAfterGiveUp(t *testing.T) {
 	defer s.Close()
 	err := s.Open(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "dead bmc") || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("open: %v", err)
+	}
+}
+
+// slowThenDeadDialer fails its first attempt at once and hangs in every
+// later one until the caller gives up: a BMC that stopped answering.
+type slowThenDeadDialer struct{ attempts atomic.Int32 }
+
+func (d *slowThenDeadDialer) Target() string { return "hanging bmc" }
+
+func (d *slowThenDeadDialer) Dial(ctx context.Context) (io.ReadWriteCloser, error) {
+	if d.attempts.Add(1) == 1 {
+		return nil, errors.New("BMC not answering")
+	}
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// An open whose wait ends during an attempt says why the attempts before
+// it failed, not only that time ran out.
+func TestOpenTimeoutNamesEarlierFailure(t *testing.T) {
+	s := sol.NewSession(&slowThenDeadDialer{}, sol.Options{MinBackoff: 10 * time.Millisecond})
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	err := s.Open(ctx)
+	if err == nil || !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "attempt 1 failed: BMC not answering") {
 		t.Fatalf("open: %v", err)
 	}
 }
