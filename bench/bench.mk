@@ -1,6 +1,6 @@
 # labctl's bench (issue 6): labctl against the programs a lab would
 # otherwise use. Included by the top-level Makefile.
-#   make bench         all cases, 3 rounds, servers interleaved (~40 min)
+#   make bench         all cases, 3 rounds, servers interleaved (~50 min on 2 CPUs)
 #   make bench-quick   a small version of every case (proves the bench works; run by make test)
 # Report: markdown on stdout, also kept in build/bench/report.md (bench-quick:
 # report-quick.md); progress and per-run lines on stderr.
@@ -26,7 +26,7 @@ $(BENCH_ATFTPD):
 	dpkg-deb -x $$(ls -t $(BENCH_DIR)/debs/atftpd_*.deb | head -1) $(BENCH_DIR)/atftpd
 	touch $@
 
-bench: deps build bench-bin artifacts $(BENCH_ATFTPD) ## labctl vs tftpd-hpa/atftpd/dnsmasq/nginx/busybox/LAVA: all cases (root; ~40 min)
+bench: deps build bench-bin artifacts $(BENCH_ATFTPD) ## labctl vs tftpd-hpa/atftpd/dnsmasq/nginx/busybox/LAVA: all cases (root; ~50 min)
 	bin/labctl-bench run -work $(BENCH_DIR) | tee $(BENCH_DIR)/report.md
 
 bench-quick: deps build bench-bin artifacts $(BENCH_ATFTPD) ## a small version of every bench case (~1-2 min; part of make test)
