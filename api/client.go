@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/labctl/labctl/results"
+	"github.com/labctl/labctl"
 )
 
 // Client talks to a lab daemon.
@@ -152,15 +152,18 @@ func unwrapURLError(err error) error {
 	return err
 }
 
+// The client answers for a daemon as the daemon itself would.
+var _ labctl.Service = (*Client)(nil)
+
 // Submit submits a job.
-func (c *Client) Submit(ctx context.Context, req SubmitRequest) (Job, error) {
-	var j Job
+func (c *Client) Submit(ctx context.Context, req labctl.SubmitRequest) (labctl.Job, error) {
+	var j labctl.Job
 	err := c.do(ctx, false, "POST", "/api/v1/jobs", nil, req, &j)
 	return j, err
 }
 
 // Jobs lists jobs.
-func (c *Client) Jobs(ctx context.Context, f JobFilter) ([]Job, error) {
+func (c *Client) Jobs(ctx context.Context, f labctl.JobFilter) ([]labctl.Job, error) {
 	q := url.Values{}
 	if len(f.States) > 0 {
 		q.Set("state", strings.Join(f.States, ","))
@@ -171,36 +174,32 @@ func (c *Client) Jobs(ctx context.Context, f JobFilter) ([]Job, error) {
 	if f.Limit > 0 {
 		q.Set("limit", strconv.Itoa(f.Limit))
 	}
-	var list []Job
+	var list []labctl.Job
 	err := c.do(ctx, false, "GET", "/api/v1/jobs", q, nil, &list)
 	return list, err
 }
 
 // Job returns one job.
-func (c *Client) Job(ctx context.Context, id int64) (Job, error) {
-	var j Job
+func (c *Client) Job(ctx context.Context, id int64) (labctl.Job, error) {
+	var j labctl.Job
 	err := c.do(ctx, false, "GET", jobPath(id, ""), nil, nil, &j)
 	return j, err
 }
 
 // Cancel cancels a job.
-func (c *Client) Cancel(ctx context.Context, id int64) (Job, error) {
-	var j Job
+func (c *Client) Cancel(ctx context.Context, id int64) (labctl.Job, error) {
+	var j labctl.Job
 	err := c.do(ctx, true, "POST", jobPath(id, "/cancel"), nil, struct{}{}, &j)
 	return j, err
 }
 
-// JobLog copies the job's log as it is now to w.
-func (c *Client) JobLog(ctx context.Context, id int64, w io.Writer) error {
+// JobLog opens the job's log as it is now; the caller closes it.
+func (c *Client) JobLog(ctx context.Context, id int64) (io.ReadCloser, error) {
 	resp, err := c.send(ctx, "GET", jobPath(id, "/log"), nil, nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer resp.Body.Close()
-	if _, err := io.Copy(w, resp.Body); err != nil {
-		return fmt.Errorf("job %d log: %w", id, err)
-	}
-	return nil
+	return resp.Body, nil
 }
 
 // JUnit returns the JUnit XML of a finished job.
@@ -217,22 +216,10 @@ func (c *Client) JUnit(ctx context.Context, id int64) ([]byte, error) {
 	return b, nil
 }
 
-// Result returns the record of a finished job.
-func (c *Client) Result(ctx context.Context, id int64) (*results.Job, error) {
-	j, err := c.Job(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if j.Result == nil {
-		return nil, fmt.Errorf("job %d is %s: no results yet: %w", id, j.State, ErrBusy)
-	}
-	return j.Result, nil
-}
-
 // Follow streams the job's events as opts says, calling fn for each,
 // until the job ends (fn has then seen the End event and Follow returns
 // nil), ctx ends, the connection breaks, or fn fails.
-func (c *Client) Follow(ctx context.Context, id int64, opts FollowOptions, fn func(Event) error) error {
+func (c *Client) Follow(ctx context.Context, id int64, opts labctl.FollowOptions, fn func(labctl.Event) error) error {
 	q := url.Values{}
 	if opts.Offset > 0 {
 		q.Set("offset", strconv.FormatInt(opts.Offset, 10))
@@ -248,7 +235,7 @@ func (c *Client) Follow(ctx context.Context, id int64, opts FollowOptions, fn fu
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 64<<20)
 	for sc.Scan() {
-		var e Event
+		var e labctl.Event
 		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
 			return fmt.Errorf("job %d events: %w", id, err)
 		}
@@ -269,50 +256,50 @@ func (c *Client) Follow(ctx context.Context, id int64, opts FollowOptions, fn fu
 }
 
 // Devices lists the devices.
-func (c *Client) Devices(ctx context.Context) ([]Device, error) {
-	var list []Device
+func (c *Client) Devices(ctx context.Context) ([]labctl.Device, error) {
+	var list []labctl.Device
 	err := c.do(ctx, false, "GET", "/api/v1/devices", nil, nil, &list)
 	return list, err
 }
 
 // Device returns one device.
-func (c *Client) Device(ctx context.Context, name string) (Device, error) {
-	var d Device
+func (c *Client) Device(ctx context.Context, name string) (labctl.Device, error) {
+	var d labctl.Device
 	err := c.do(ctx, false, "GET", devicePath(name, ""), nil, nil, &d)
 	return d, err
 }
 
 // Maintenance takes a device out of service.
-func (c *Client) Maintenance(ctx context.Context, name, reason string) (Device, error) {
-	var d Device
-	err := c.do(ctx, false, "POST", devicePath(name, "/maintenance"), nil, DeviceRequest{Reason: reason}, &d)
+func (c *Client) Maintenance(ctx context.Context, name, reason string) (labctl.Device, error) {
+	var d labctl.Device
+	err := c.do(ctx, false, "POST", devicePath(name, "/maintenance"), nil, labctl.DeviceRequest{Reason: reason}, &d)
 	return d, err
 }
 
 // Online puts a device back in service, after a health check.
-func (c *Client) Online(ctx context.Context, name string) (Device, error) {
-	var d Device
+func (c *Client) Online(ctx context.Context, name string) (labctl.Device, error) {
+	var d labctl.Device
 	err := c.do(ctx, true, "POST", devicePath(name, "/online"), nil, struct{}{}, &d)
 	return d, err
 }
 
 // CheckHealth runs a device's health check.
-func (c *Client) CheckHealth(ctx context.Context, name string) (Device, error) {
-	var d Device
+func (c *Client) CheckHealth(ctx context.Context, name string) (labctl.Device, error) {
+	var d labctl.Device
 	err := c.do(ctx, true, "POST", devicePath(name, "/health"), nil, struct{}{}, &d)
 	return d, err
 }
 
 // Power runs a power operation on a node.
-func (c *Client) Power(ctx context.Context, name string, req PowerRequest) (PowerResponse, error) {
-	var r PowerResponse
+func (c *Client) Power(ctx context.Context, name string, req labctl.PowerRequest) (labctl.PowerResponse, error) {
+	var r labctl.PowerResponse
 	err := c.do(ctx, true, "POST", devicePath(name, "/power"), nil, req, &r)
 	return r, err
 }
 
 // SetBootDevice sets a node's next boot device.
-func (c *Client) SetBootDevice(ctx context.Context, name string, req BootdevRequest) (BootdevResponse, error) {
-	var r BootdevResponse
+func (c *Client) SetBootDevice(ctx context.Context, name string, req labctl.BootdevRequest) (labctl.BootdevResponse, error) {
+	var r labctl.BootdevResponse
 	err := c.do(ctx, true, "POST", devicePath(name, "/bootdev"), nil, req, &r)
 	return r, err
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/api"
 )
 
@@ -21,32 +22,32 @@ type consoleService struct {
 	atts chan *fakeAttachment
 }
 
-func (f *consoleService) AttachConsole(ctx context.Context, node string, o api.ConsoleOptions) (api.ConsoleAttachment, error) {
+func (f *consoleService) AttachConsole(ctx context.Context, node string, o labctl.ConsoleOptions) (labctl.ConsoleAttachment, error) {
 	if node != "node1" {
-		return nil, fmt.Errorf("%w: no device %q", api.ErrNotFound, node)
+		return nil, fmt.Errorf("%w: no device %q", labctl.ErrNotFound, node)
 	}
-	a := &fakeAttachment{caller: api.CallerFrom(ctx), opts: o, msgs: make(chan api.ConsoleMessage, 100), closed: make(chan struct{})}
+	a := &fakeAttachment{caller: labctl.CallerFrom(ctx), opts: o, msgs: make(chan labctl.ConsoleMessage, 100), closed: make(chan struct{})}
 	f.atts <- a
 	return a, nil
 }
 
-func (f *consoleService) Consoles(ctx context.Context) ([]api.ConsoleInfo, error) {
-	return []api.ConsoleInfo{{Node: "node1", State: api.ConsoleOpen, Writer: "job 3"}}, nil
+func (f *consoleService) Consoles(ctx context.Context) ([]labctl.ConsoleInfo, error) {
+	return []labctl.ConsoleInfo{{Node: "node1", State: labctl.ConsoleOpen, Writer: "job 3"}}, nil
 }
 
-func (f *consoleService) Console(ctx context.Context, node string) (api.ConsoleInfo, error) {
+func (f *consoleService) Console(ctx context.Context, node string) (labctl.ConsoleInfo, error) {
 	if node != "node1" {
-		return api.ConsoleInfo{}, fmt.Errorf("%w: no device %q", api.ErrNotFound, node)
+		return labctl.ConsoleInfo{}, fmt.Errorf("%w: no device %q", labctl.ErrNotFound, node)
 	}
-	return api.ConsoleInfo{Node: "node1", State: api.ConsoleDown, Error: "BMC gone"}, nil
+	return labctl.ConsoleInfo{Node: "node1", State: labctl.ConsoleDown, Error: "BMC gone"}, nil
 }
 
 // fakeAttachment is the daemon's side of one viewer: the test puts
 // messages in msgs and reads what the viewer did from calls.
 type fakeAttachment struct {
 	caller string
-	opts   api.ConsoleOptions
-	msgs   chan api.ConsoleMessage
+	opts   labctl.ConsoleOptions
+	msgs   chan labctl.ConsoleMessage
 	closed chan struct{}
 	once   sync.Once
 
@@ -67,21 +68,21 @@ func (a *fakeAttachment) recorded() string {
 	return strings.Join(a.calls, " ")
 }
 
-func (a *fakeAttachment) Next(ctx context.Context) (api.ConsoleMessage, error) {
+func (a *fakeAttachment) Next(ctx context.Context) (labctl.ConsoleMessage, error) {
 	select {
 	case m, ok := <-a.msgs:
 		if !ok {
-			return api.ConsoleMessage{}, api.ErrConsoleClosed
+			return labctl.ConsoleMessage{}, labctl.ErrConsoleClosed
 		}
 		return m, nil
 	case <-a.closed:
-		return api.ConsoleMessage{}, api.ErrConsoleClosed
+		return labctl.ConsoleMessage{}, labctl.ErrConsoleClosed
 	case <-ctx.Done():
-		return api.ConsoleMessage{}, ctx.Err()
+		return labctl.ConsoleMessage{}, ctx.Err()
 	}
 }
 func (a *fakeAttachment) Input(p []byte) error { return a.record(fmt.Sprintf("input %q", p)) }
-func (a *fakeAttachment) Resize(w api.WindowSize) error {
+func (a *fakeAttachment) Resize(w labctl.WindowSize) error {
 	return a.record(fmt.Sprintf("resize %dx%d", w.Cols, w.Rows))
 }
 func (a *fakeAttachment) Break() error      { return a.record("break") }
@@ -92,7 +93,7 @@ func (a *fakeAttachment) Close() error {
 }
 
 // serveAPI runs srv on 127.0.0.1 until the returned stop is called.
-func serveAPI(t *testing.T, svc api.Service) (url string, stop func()) {
+func serveAPI(t *testing.T, svc labctl.Service) (url string, stop func()) {
 	t.Helper()
 	srv, err := api.NewServer(svc, api.Config{Addr: "127.0.0.1:0", Tokens: []api.Token{{Name: "ci", Secret: goodToken}}})
 	if err != nil {
@@ -111,7 +112,7 @@ func serveAPI(t *testing.T, svc api.Service) (url string, stop func()) {
 }
 
 // nextOf reads messages until one satisfies want.
-func nextOf(t *testing.T, a api.ConsoleAttachment, what string, want func(api.ConsoleMessage) bool) api.ConsoleMessage {
+func nextOf(t *testing.T, a labctl.ConsoleAttachment, what string, want func(labctl.ConsoleMessage) bool) labctl.ConsoleMessage {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -139,7 +140,7 @@ func TestConsoleOverHTTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	opts := api.ConsoleOptions{Who: "alice@laptop", Replay: 20, Force: true, Window: api.WindowSize{Rows: 50, Cols: 200}}
+	opts := labctl.ConsoleOptions{Who: "alice@laptop", Replay: 20, Force: true, Window: labctl.WindowSize{Rows: 50, Cols: 200}}
 	viewer, err := c.AttachConsole(ctx, "node1", opts)
 	if err != nil {
 		t.Fatal(err)
@@ -149,24 +150,24 @@ func TestConsoleOverHTTP(t *testing.T) {
 		t.Errorf("the broker got %+v from %q, want %+v from ci", broker.opts, broker.caller, opts)
 	}
 	big := bytes.Repeat([]byte("0123456789abcdef"), 10000) // 160 KB: three frames
-	broker.msgs <- api.ConsoleMessage{Output: []byte("hello\r\n")}
-	broker.msgs <- api.ConsoleMessage{Output: big}
-	broker.msgs <- api.ConsoleMessage{Notice: &api.ConsoleNotice{Kind: api.NoticeWriter, Text: "you have write"}}
-	broker.msgs <- api.ConsoleMessage{State: &api.ConsoleState{Node: "node1", Write: true, Viewers: 1}}
+	broker.msgs <- labctl.ConsoleMessage{Output: []byte("hello\r\n")}
+	broker.msgs <- labctl.ConsoleMessage{Output: big}
+	broker.msgs <- labctl.ConsoleMessage{Notice: &labctl.ConsoleNotice{Kind: labctl.NoticeWriter, Text: "you have write"}}
+	broker.msgs <- labctl.ConsoleMessage{State: &labctl.ConsoleState{Node: "node1", Write: true, Viewers: 1}}
 	var out []byte
-	m := nextOf(t, viewer, "the notice", func(m api.ConsoleMessage) bool {
+	m := nextOf(t, viewer, "the notice", func(m labctl.ConsoleMessage) bool {
 		out = append(out, m.Output...)
 		return m.Notice != nil
 	})
 	if !bytes.Equal(out, append([]byte("hello\r\n"), big...)) || m.Notice.Text != "you have write" {
 		t.Errorf("viewer got %d bytes and notice %+v", len(out), m.Notice)
 	}
-	if m := nextOf(t, viewer, "the state", func(m api.ConsoleMessage) bool { return true }); m.State == nil || !m.State.Write {
+	if m := nextOf(t, viewer, "the state", func(m labctl.ConsoleMessage) bool { return true }); m.State == nil || !m.State.Write {
 		t.Errorf("state = %+v", m.State)
 	}
 
 	viewer.Input([]byte("ls\r"))
-	viewer.Resize(api.WindowSize{Rows: 40, Cols: 100})
+	viewer.Resize(labctl.WindowSize{Rows: 40, Cols: 100})
 	viewer.Break()
 	viewer.PowerCycle()
 	viewer.Input([]byte("~."))
@@ -186,36 +187,36 @@ func TestConsoleOverHTTP(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Error("the broker's attachment is not closed after the viewer detached")
 	}
-	if err := viewer.Input([]byte("x")); !errors.Is(err, api.ErrConsoleClosed) {
+	if err := viewer.Input([]byte("x")); !errors.Is(err, labctl.ErrConsoleClosed) {
 		t.Errorf("Input after Close: %v", err)
 	}
 
 	// The broker ends an attachment: the viewer hears ErrConsoleClosed
 	// after the last notice.
-	viewer, err = c.AttachConsole(ctx, "node1", api.ConsoleOptions{})
+	viewer, err = c.AttachConsole(ctx, "node1", labctl.ConsoleOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	broker = <-svc.atts
-	broker.msgs <- api.ConsoleMessage{Notice: &api.ConsoleNotice{Kind: api.NoticeClosed, Text: "the console broker stopped"}}
+	broker.msgs <- labctl.ConsoleMessage{Notice: &labctl.ConsoleNotice{Kind: labctl.NoticeClosed, Text: "the console broker stopped"}}
 	close(broker.msgs)
-	nextOf(t, viewer, "the closing notice", func(m api.ConsoleMessage) bool { return m.Notice != nil })
-	if _, err := viewer.Next(ctx); !errors.Is(err, api.ErrConsoleClosed) {
+	nextOf(t, viewer, "the closing notice", func(m labctl.ConsoleMessage) bool { return m.Notice != nil })
+	if _, err := viewer.Next(ctx); !errors.Is(err, labctl.ErrConsoleClosed) {
 		t.Errorf("after the broker ended it: %v, want ErrConsoleClosed", err)
 	}
 
 	// The server stops: the viewer is told.
-	viewer, err = c.AttachConsole(ctx, "node1", api.ConsoleOptions{})
+	viewer, err = c.AttachConsole(ctx, "node1", labctl.ConsoleOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	<-svc.atts
 	stop()
-	m = nextOf(t, viewer, "the daemon stopping", func(m api.ConsoleMessage) bool { return m.Notice != nil })
-	if m.Notice.Kind != api.NoticeClosed || m.Notice.Text != "the daemon is stopping" {
+	m = nextOf(t, viewer, "the daemon stopping", func(m labctl.ConsoleMessage) bool { return m.Notice != nil })
+	if m.Notice.Kind != labctl.NoticeClosed || m.Notice.Text != "the daemon is stopping" {
 		t.Errorf("notice = %+v", m.Notice)
 	}
-	if _, err := viewer.Next(ctx); !errors.Is(err, api.ErrConsoleClosed) {
+	if _, err := viewer.Next(ctx); !errors.Is(err, labctl.ErrConsoleClosed) {
 		t.Errorf("after the daemon stopped: %v, want ErrConsoleClosed", err)
 	}
 }
@@ -227,14 +228,14 @@ func TestConsoleEndpoints(t *testing.T) {
 	url, _ := serveAPI(t, svc)
 	c, _ := api.NewClient(url, goodToken)
 	ctx := context.Background()
-	if _, err := c.AttachConsole(ctx, "node9", api.ConsoleOptions{}); !errors.Is(err, api.ErrNotFound) {
+	if _, err := c.AttachConsole(ctx, "node9", labctl.ConsoleOptions{}); !errors.Is(err, labctl.ErrNotFound) {
 		t.Errorf("attach to an unknown node: %v", err)
 	}
-	if _, err := c.AttachConsole(ctx, "node1", api.ConsoleOptions{Force: true, ReadOnly: true}); !errors.Is(err, api.ErrInvalid) {
+	if _, err := c.AttachConsole(ctx, "node1", labctl.ConsoleOptions{Force: true, ReadOnly: true}); !errors.Is(err, labctl.ErrInvalid) {
 		t.Errorf("attach --force --read-only: %v", err)
 	}
 	bad, _ := api.NewClient(url, "not-the-token")
-	if _, err := bad.AttachConsole(ctx, "node1", api.ConsoleOptions{}); !errors.Is(err, api.ErrUnauthorized) {
+	if _, err := bad.AttachConsole(ctx, "node1", labctl.ConsoleOptions{}); !errors.Is(err, labctl.ErrUnauthorized) {
 		t.Errorf("attach with a wrong token: %v", err)
 	}
 	req, _ := http.NewRequest("GET", url+"/api/v1/devices/node1/console/attach", nil)
@@ -252,19 +253,19 @@ func TestConsoleEndpoints(t *testing.T) {
 		t.Errorf("Consoles = %+v, %v", list, err)
 	}
 	info, err := c.Console(ctx, "node1")
-	if err != nil || info.State != api.ConsoleDown || info.Error != "BMC gone" {
+	if err != nil || info.State != labctl.ConsoleDown || info.Error != "BMC gone" {
 		t.Errorf("Console = %+v, %v", info, err)
 	}
-	if _, err := c.Console(ctx, "node9"); !errors.Is(err, api.ErrNotFound) {
+	if _, err := c.Console(ctx, "node9"); !errors.Is(err, labctl.ErrNotFound) {
 		t.Errorf("Console of an unknown node: %v", err)
 	}
 
 	plain, _ := serveAPI(t, &fakeService{})
 	pc, _ := api.NewClient(plain, goodToken)
-	if _, err := pc.Consoles(ctx); !errors.Is(err, api.ErrNotFound) {
+	if _, err := pc.Consoles(ctx); !errors.Is(err, labctl.ErrNotFound) {
 		t.Errorf("Consoles of a service without consoles: %v", err)
 	}
-	if _, err := pc.AttachConsole(ctx, "node1", api.ConsoleOptions{}); !errors.Is(err, api.ErrNotFound) {
+	if _, err := pc.AttachConsole(ctx, "node1", labctl.ConsoleOptions{}); !errors.Is(err, labctl.ErrNotFound) {
 		t.Errorf("attach on a service without consoles: %v", err)
 	}
 }

@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/labctl/labctl"
 )
 
 const (
@@ -27,15 +29,15 @@ const (
 )
 
 // Consoles lists every node's console.
-func (c *Client) Consoles(ctx context.Context) ([]ConsoleInfo, error) {
-	var list []ConsoleInfo
+func (c *Client) Consoles(ctx context.Context) ([]labctl.ConsoleInfo, error) {
+	var list []labctl.ConsoleInfo
 	err := c.do(ctx, false, "GET", "/api/v1/consoles", nil, nil, &list)
 	return list, err
 }
 
 // Console reports one node's console.
-func (c *Client) Console(ctx context.Context, node string) (ConsoleInfo, error) {
-	var info ConsoleInfo
+func (c *Client) Console(ctx context.Context, node string) (labctl.ConsoleInfo, error) {
+	var info labctl.ConsoleInfo
 	err := c.do(ctx, false, "GET", devicePath(node, "/console"), nil, nil, &info)
 	return info, err
 }
@@ -45,7 +47,7 @@ func (c *Client) Console(ctx context.Context, node string) (ConsoleInfo, error) 
 // the attaching only (30 s if it has no deadline). Errors before the
 // upgrade are *Error values like every other request's (errors.Is works:
 // ErrNotFound for an unknown node). HTTP proxies are not used.
-func (c *Client) AttachConsole(ctx context.Context, node string, opts ConsoleOptions) (ConsoleAttachment, error) {
+func (c *Client) AttachConsole(ctx context.Context, node string, opts labctl.ConsoleOptions) (labctl.ConsoleAttachment, error) {
 	q := url.Values{}
 	if opts.Who != "" {
 		q.Set("who", opts.Who)
@@ -77,7 +79,7 @@ func (c *Client) AttachConsole(ctx context.Context, node string, opts ConsoleOpt
 	}
 	// A ctx that ends during the handshake interrupts it.
 	interrupted := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	fail := func(err error) (ConsoleAttachment, error) {
+	fail := func(err error) (labctl.ConsoleAttachment, error) {
 		interrupted()
 		conn.Close()
 		if ctx.Err() != nil {
@@ -110,7 +112,7 @@ func (c *Client) AttachConsole(ctx context.Context, node string, opts ConsoleOpt
 		return fail(ctx.Err())
 	}
 	conn.SetDeadline(time.Time{})
-	cc := &consoleConn{conn: conn, host: c.base.Host, msgs: make(chan ConsoleMessage), done: make(chan struct{}), closed: make(chan struct{})}
+	cc := &consoleConn{conn: conn, host: c.base.Host, msgs: make(chan labctl.ConsoleMessage), done: make(chan struct{}), closed: make(chan struct{})}
 	go cc.read(br)
 	return cc, nil
 }
@@ -148,7 +150,7 @@ func (c *Client) dialConsole(ctx context.Context, u *url.URL) (net.Conn, error) 
 type consoleConn struct {
 	conn net.Conn
 	host string
-	msgs chan ConsoleMessage
+	msgs chan labctl.ConsoleMessage
 	done chan struct{} // closed when read stops; err says why
 	err  error
 
@@ -183,13 +185,13 @@ func (cc *consoleConn) read(br *bufio.Reader) {
 		if !ok {
 			continue
 		}
-		if m.Notice != nil && m.Notice.Kind == NoticeClosed {
+		if m.Notice != nil && m.Notice.Kind == labctl.NoticeClosed {
 			closing = true
 		}
 		select {
 		case cc.msgs <- m:
 		case <-cc.closed:
-			cc.err = ErrConsoleClosed
+			cc.err = labctl.ErrConsoleClosed
 			return
 		}
 	}
@@ -220,11 +222,11 @@ func (cc *consoleConn) waitFrame(br *bufio.Reader) error {
 func (cc *consoleConn) readErr(err error, closing bool) error {
 	select {
 	case <-cc.closed:
-		return ErrConsoleClosed
+		return labctl.ErrConsoleClosed
 	default:
 	}
 	if errors.Is(err, io.EOF) && closing {
-		return ErrConsoleClosed
+		return labctl.ErrConsoleClosed
 	}
 	if errors.Is(err, io.EOF) {
 		err = errors.New("the daemon closed the console connection")
@@ -233,14 +235,14 @@ func (cc *consoleConn) readErr(err error, closing bool) error {
 }
 
 // Next implements ConsoleAttachment.
-func (cc *consoleConn) Next(ctx context.Context) (ConsoleMessage, error) {
+func (cc *consoleConn) Next(ctx context.Context) (labctl.ConsoleMessage, error) {
 	select {
 	case m := <-cc.msgs:
 		return m, nil
 	case <-cc.done:
-		return ConsoleMessage{}, cc.err
+		return labctl.ConsoleMessage{}, cc.err
 	case <-ctx.Done():
-		return ConsoleMessage{}, ctx.Err()
+		return labctl.ConsoleMessage{}, ctx.Err()
 	}
 }
 
@@ -250,12 +252,12 @@ func (cc *consoleConn) send(build func([]byte) []byte) error {
 	defer cc.wmu.Unlock()
 	select {
 	case <-cc.closed:
-		return ErrConsoleClosed
+		return labctl.ErrConsoleClosed
 	case <-cc.done:
 		if cc.err != nil {
 			return cc.err
 		}
-		return ErrConsoleClosed
+		return labctl.ErrConsoleClosed
 	default:
 	}
 	cc.wbuf = build(cc.wbuf[:0])
@@ -275,7 +277,7 @@ func (cc *consoleConn) Input(p []byte) error {
 }
 
 // Resize implements ConsoleAttachment.
-func (cc *consoleConn) Resize(w WindowSize) error {
+func (cc *consoleConn) Resize(w labctl.WindowSize) error {
 	return cc.send(func(b []byte) []byte { return appendResize(b, w) })
 }
 

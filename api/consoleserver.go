@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/labctl/labctl"
 )
 
 const (
@@ -38,10 +40,10 @@ func (s *Server) consoleRoutes(m *http.ServeMux) {
 	m.HandleFunc("GET /api/v1/devices/{name}/console/attach", s.consoleAttach)
 }
 
-func (s *Server) consoleService() (ConsoleService, error) {
-	cs, ok := s.svc.(ConsoleService)
+func (s *Server) consoleService() (labctl.ConsoleService, error) {
+	cs, ok := s.svc.(labctl.ConsoleService)
 	if !ok {
-		return nil, fmt.Errorf("%w: this daemon has no console broker", ErrNotFound)
+		return nil, fmt.Errorf("%w: this daemon has no console broker", labctl.ErrNotFound)
 	}
 	return cs, nil
 }
@@ -54,7 +56,7 @@ func (s *Server) consoles(w http.ResponseWriter, r *http.Request) {
 	}
 	list, err := cs.Consoles(r.Context())
 	if list == nil {
-		list = []ConsoleInfo{}
+		list = []labctl.ConsoleInfo{}
 	}
 	s.reply(w, r, list, err)
 }
@@ -112,15 +114,15 @@ func (s *Server) consoleAttach(w http.ResponseWriter, r *http.Request) {
 	if err := brw.Writer.Flush(); err != nil {
 		return
 	}
-	s.log.Info("console attached", "device", name, "who", opts.Who, "caller", CallerFrom(r.Context()), "remote", r.RemoteAddr)
+	s.log.Info("console attached", "device", name, "who", opts.Who, "caller", labctl.CallerFrom(r.Context()), "remote", r.RemoteAddr)
 	why := serveConsole(r.Context(), conn, brw.Reader, att)
-	s.log.Info("console detached", "device", name, "who", opts.Who, "caller", CallerFrom(r.Context()), "why", why)
+	s.log.Info("console detached", "device", name, "who", opts.Who, "caller", labctl.CallerFrom(r.Context()), "why", why)
 }
 
 // serveConsole moves frames between conn and att until one side ends,
 // and says why it ended. When ctx ends first (the server stops), the
 // viewer is told so.
-func serveConsole(ctx context.Context, conn net.Conn, br *bufio.Reader, att ConsoleAttachment) string {
+func serveConsole(ctx context.Context, conn net.Conn, br *bufio.Reader, att labctl.ConsoleAttachment) string {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	// The viewer's frames.
@@ -136,7 +138,7 @@ func serveConsole(ctx context.Context, conn net.Conn, br *bufio.Reader, att Cons
 			case frameInput:
 				err = att.Input(f.payload)
 			case frameResize:
-				var ws WindowSize
+				var ws labctl.WindowSize
 				if ws, err = decodeResize(f.payload); err == nil {
 					err = att.Resize(ws)
 				}
@@ -171,13 +173,13 @@ func serveConsole(ctx context.Context, conn net.Conn, br *bufio.Reader, att Cons
 				return cause.Error()
 			}
 			// The server is stopping: say so, briefly.
-			buf, _ = appendMessage(buf[:0], ConsoleMessage{Notice: &ConsoleNotice{
-				Kind: NoticeClosed, Text: "the daemon is stopping", At: time.Now()}})
+			buf, _ = appendMessage(buf[:0], labctl.ConsoleMessage{Notice: &labctl.ConsoleNotice{
+				Kind: labctl.NoticeClosed, Text: "the daemon is stopping", At: time.Now()}})
 			conn.SetWriteDeadline(time.Now().Add(2 * time.Second))
 			conn.Write(buf)
 			return "the daemon is stopping"
 		default:
-			if errors.Is(err, ErrConsoleClosed) {
+			if errors.Is(err, labctl.ErrConsoleClosed) {
 				return "attachment closed"
 			}
 			return err.Error()
@@ -203,11 +205,11 @@ func headerHas(h http.Header, key, token string) bool {
 }
 
 // consoleOptionsFrom reads an attach request's query.
-func consoleOptionsFrom(q url.Values) (ConsoleOptions, error) {
-	var o ConsoleOptions
+func consoleOptionsFrom(q url.Values) (labctl.ConsoleOptions, error) {
+	var o labctl.ConsoleOptions
 	o.Who = q.Get("who")
 	if len(o.Who) > 64 || strings.IndexFunc(o.Who, func(r rune) bool { return !unicode.IsPrint(r) }) >= 0 {
-		return o, fmt.Errorf("%w: who %q: want at most 64 printable characters", ErrInvalid, o.Who)
+		return o, fmt.Errorf("%w: who %q: want at most 64 printable characters", labctl.ErrInvalid, o.Who)
 	}
 	ints := []struct {
 		key string
@@ -221,7 +223,7 @@ func consoleOptionsFrom(q url.Values) (ConsoleOptions, error) {
 		}
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 || n > f.max {
-			return o, fmt.Errorf("%w: %s %q: want a number from 0 to %d", ErrInvalid, f.key, v, f.max)
+			return o, fmt.Errorf("%w: %s %q: want a number from 0 to %d", labctl.ErrInvalid, f.key, v, f.max)
 		}
 		*f.v = n
 	}
@@ -235,11 +237,11 @@ func consoleOptionsFrom(q url.Values) (ConsoleOptions, error) {
 		case "true", "1":
 			*f.v = true
 		default:
-			return o, fmt.Errorf("%w: %s %q: want true or false", ErrInvalid, f.key, v)
+			return o, fmt.Errorf("%w: %s %q: want true or false", labctl.ErrInvalid, f.key, v)
 		}
 	}
 	if o.Force && o.ReadOnly {
-		return o, fmt.Errorf("%w: force and read_only exclude each other", ErrInvalid)
+		return o, fmt.Errorf("%w: force and read_only exclude each other", labctl.ErrInvalid)
 	}
 	return o, nil
 }

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/labctl/labctl"
 )
 
 // The console wire format, after the HTTP Upgrade: a stream of frames in
@@ -125,7 +127,7 @@ func (fr *frameReader) next() (frame, error) {
 }
 
 // appendMessage appends a message for a viewer as frames.
-func appendMessage(dst []byte, m ConsoleMessage) ([]byte, error) {
+func appendMessage(dst []byte, m labctl.ConsoleMessage) ([]byte, error) {
 	switch {
 	case m.Output != nil:
 		return appendFrames(dst, frameOutput, m.Output), nil
@@ -147,28 +149,28 @@ func appendMessage(dst []byte, m ConsoleMessage) ([]byte, error) {
 
 // decodeMessage turns a frame from the daemon into a message; ok is false
 // for frames that carry none (heartbeats, unknown types).
-func decodeMessage(f frame) (m ConsoleMessage, ok bool, err error) {
+func decodeMessage(f frame) (m labctl.ConsoleMessage, ok bool, err error) {
 	switch f.typ {
 	case frameOutput:
-		return ConsoleMessage{Output: append([]byte{}, f.payload...)}, true, nil
+		return labctl.ConsoleMessage{Output: append([]byte{}, f.payload...)}, true, nil
 	case frameNotice:
-		var n ConsoleNotice
+		var n labctl.ConsoleNotice
 		if err := json.Unmarshal(f.payload, &n); err != nil {
 			return m, false, fmt.Errorf("console notice: %w", err)
 		}
-		return ConsoleMessage{Notice: &n}, true, nil
+		return labctl.ConsoleMessage{Notice: &n}, true, nil
 	case frameState:
-		var s ConsoleState
+		var s labctl.ConsoleState
 		if err := json.Unmarshal(f.payload, &s); err != nil {
 			return m, false, fmt.Errorf("console state: %w", err)
 		}
-		return ConsoleMessage{State: &s}, true, nil
+		return labctl.ConsoleMessage{State: &s}, true, nil
 	}
 	return m, false, nil
 }
 
 // appendResize appends a window size frame; sizes are clamped to 0..65535.
-func appendResize(dst []byte, w WindowSize) []byte {
+func appendResize(dst []byte, w labctl.WindowSize) []byte {
 	var p [4]byte
 	binary.BigEndian.PutUint16(p[0:], clamp16(w.Rows))
 	binary.BigEndian.PutUint16(p[2:], clamp16(w.Cols))
@@ -180,9 +182,9 @@ func clamp16(v int) uint16 {
 }
 
 // decodeResize reads a window size frame's payload.
-func decodeResize(p []byte) (WindowSize, error) {
+func decodeResize(p []byte) (labctl.WindowSize, error) {
 	if len(p) != 4 {
-		return WindowSize{}, fmt.Errorf("console window size: %d bytes, want 4", len(p))
+		return labctl.WindowSize{}, fmt.Errorf("console window size: %d bytes, want 4", len(p))
 	}
-	return WindowSize{Rows: int(binary.BigEndian.Uint16(p[0:])), Cols: int(binary.BigEndian.Uint16(p[2:]))}, nil
+	return labctl.WindowSize{Rows: int(binary.BigEndian.Uint16(p[0:])), Cols: int(binary.BigEndian.Uint16(p[2:]))}, nil
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/labctl/labctl"
 )
 
 func TestConsoleFrames(t *testing.T) {
@@ -15,11 +17,11 @@ func TestConsoleFrames(t *testing.T) {
 	var stream []byte
 	stream = appendFrame(stream, frameOutput, []byte("hello\r\n"))
 	stream = appendFrames(stream, frameOutput, big) // two frames
-	stream, _ = appendMessage(stream, ConsoleMessage{Notice: &ConsoleNotice{Kind: NoticeMissed, Text: "missed 3 bytes", Missed: 3, At: time.Unix(1, 0).UTC()}})
-	stream, _ = appendMessage(stream, ConsoleMessage{State: &ConsoleState{Node: "node1", State: ConsoleOpen, Writer: "job 4", Viewers: 2}})
+	stream, _ = appendMessage(stream, labctl.ConsoleMessage{Notice: &labctl.ConsoleNotice{Kind: labctl.NoticeMissed, Text: "missed 3 bytes", Missed: 3, At: time.Unix(1, 0).UTC()}})
+	stream, _ = appendMessage(stream, labctl.ConsoleMessage{State: &labctl.ConsoleState{Node: "node1", State: labctl.ConsoleOpen, Writer: "job 4", Viewers: 2}})
 	stream = appendFrame(stream, 'z', []byte("from a newer daemon"))
 	stream = appendFrame(stream, frameHeartbeat, nil)
-	stream = appendResize(stream, WindowSize{Rows: 50, Cols: 70000})
+	stream = appendResize(stream, labctl.WindowSize{Rows: 50, Cols: 70000})
 
 	fr := newFrameReader(bytes.NewReader(stream))
 	var out []byte
@@ -34,7 +36,7 @@ func TestConsoleFrames(t *testing.T) {
 		}
 		if f.typ == frameResize {
 			w, err := decodeResize(f.payload)
-			if err != nil || w != (WindowSize{Rows: 50, Cols: 65535}) {
+			if err != nil || w != (labctl.WindowSize{Rows: 50, Cols: 65535}) {
 				t.Errorf("resize = %+v, %v (cols clamped to 65535)", w, err)
 			}
 			continue
@@ -94,8 +96,8 @@ func TestConsoleFrames(t *testing.T) {
 // the bytes themselves may differ).
 func FuzzConsoleFrames(f *testing.F) {
 	seed := appendFrame(nil, frameOutput, []byte("hi"))
-	seed, _ = appendMessage(seed, ConsoleMessage{Notice: &ConsoleNotice{Kind: "info", Text: "x"}})
-	seed = appendResize(seed, WindowSize{Rows: 24, Cols: 80})
+	seed, _ = appendMessage(seed, labctl.ConsoleMessage{Notice: &labctl.ConsoleNotice{Kind: "info", Text: "x"}})
+	seed = appendResize(seed, labctl.WindowSize{Rows: 24, Cols: 80})
 	f.Add(seed)
 	f.Add([]byte{frameState, 2, '{', '}', frameInput, 0})
 	f.Add([]byte{frameOutput, 0xff, 0xff, 0xff, 0xff, 0x0f})
@@ -136,24 +138,24 @@ func FuzzConsoleFrames(f *testing.F) {
 func TestConsoleOptionsFrom(t *testing.T) {
 	for _, c := range []struct {
 		query string
-		want  ConsoleOptions
+		want  labctl.ConsoleOptions
 		bad   bool
 	}{
-		{"", ConsoleOptions{}, false},
-		{"who=alice%40laptop&replay=50&force=true&rows=50&cols=200", ConsoleOptions{Who: "alice@laptop", Replay: 50, Force: true, Window: WindowSize{50, 200}}, false},
-		{"read_only=1", ConsoleOptions{ReadOnly: true}, false},
-		{"force=true&read_only=true", ConsoleOptions{}, true},
-		{"replay=-1", ConsoleOptions{}, true},
-		{"replay=10001", ConsoleOptions{}, true},
-		{"rows=65536", ConsoleOptions{}, true},
-		{"force=yes", ConsoleOptions{}, true},
-		{"who=" + strings.Repeat("a", 65), ConsoleOptions{}, true},
-		{"who=a%0Ab", ConsoleOptions{}, true},
+		{"", labctl.ConsoleOptions{}, false},
+		{"who=alice%40laptop&replay=50&force=true&rows=50&cols=200", labctl.ConsoleOptions{Who: "alice@laptop", Replay: 50, Force: true, Window: labctl.WindowSize{Rows: 50, Cols: 200}}, false},
+		{"read_only=1", labctl.ConsoleOptions{ReadOnly: true}, false},
+		{"force=true&read_only=true", labctl.ConsoleOptions{}, true},
+		{"replay=-1", labctl.ConsoleOptions{}, true},
+		{"replay=10001", labctl.ConsoleOptions{}, true},
+		{"rows=65536", labctl.ConsoleOptions{}, true},
+		{"force=yes", labctl.ConsoleOptions{}, true},
+		{"who=" + strings.Repeat("a", 65), labctl.ConsoleOptions{}, true},
+		{"who=a%0Ab", labctl.ConsoleOptions{}, true},
 	} {
 		q, _ := url.ParseQuery(c.query)
 		got, err := consoleOptionsFrom(q)
 		if c.bad {
-			if !errors.Is(err, ErrInvalid) {
+			if !errors.Is(err, labctl.ErrInvalid) {
 				t.Errorf("%q: %v, want invalid", c.query, err)
 			}
 			continue

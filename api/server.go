@@ -16,72 +16,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/labctl/labctl/results"
+	"github.com/labctl/labctl"
 )
-
-// Service is what the API serves: the lab daemon. Methods return errors
-// wrapping ErrInvalid, ErrNotFound, ErrBusy, ErrDevice or ErrUnavailable
-// when the caller is at fault or the lab is; any other error is the
-// daemon's own and reaches the client as "internal error". The caller's
-// token name is in ctx (CallerFrom).
-type Service interface {
-	Submit(ctx context.Context, req SubmitRequest) (Job, error)
-	Jobs(ctx context.Context, f JobFilter) ([]Job, error)
-	Job(ctx context.Context, id int64) (Job, error)
-	// Cancel cancels a queued or running job; canceling a finished job is
-	// ErrBusy.
-	Cancel(ctx context.Context, id int64) (Job, error)
-	// JobLog opens the job's log file as it is now.
-	JobLog(ctx context.Context, id int64) (io.ReadCloser, error)
-	// JobResult is the record of a finished job (ErrBusy before that).
-	JobResult(ctx context.Context, id int64) (*results.Job, error)
-	// Follow sends the job's log (from opts.Offset on, unless opts.NoLog),
-	// its progress while it runs, and finally the ended job; it returns when
-	// the job has ended (after sending End), when ctx ends, or when send
-	// fails.
-	Follow(ctx context.Context, id int64, opts FollowOptions, send func(Event) error) error
-	Devices(ctx context.Context) ([]Device, error)
-	Device(ctx context.Context, name string) (Device, error)
-	// Maintenance takes the device out of service (after its current job).
-	Maintenance(ctx context.Context, name, reason string) (Device, error)
-	// Online puts a device back in service: it takes jobs once its health
-	// check passes; Online returns after that check.
-	Online(ctx context.Context, name string) (Device, error)
-	// CheckHealth runs the device's health check now and returns the
-	// device after it.
-	CheckHealth(ctx context.Context, name string) (Device, error)
-	Power(ctx context.Context, name string, req PowerRequest) (PowerResponse, error)
-	SetBootDevice(ctx context.Context, name string, req BootdevRequest) (BootdevResponse, error)
-}
-
-// FollowOptions say what a job's event stream carries.
-type FollowOptions struct {
-	// Offset is the byte of the job log to start at (0: from the start).
-	Offset int64
-	// NoLog leaves the log out: progress and the end only (submit --wait).
-	NoLog bool
-}
-
-// JobFilter selects jobs for a listing.
-type JobFilter struct {
-	States []string // any of these states; empty: all
-	Device string   // ran or runs on this device
-	Limit  int      // the newest Limit jobs; 0: the server's default (100)
-}
-
-type callerKey struct{}
-
-// CallerFrom returns the name of the token that authorized the request.
-func CallerFrom(ctx context.Context) string {
-	name, _ := ctx.Value(callerKey{}).(string)
-	return name
-}
-
-// WithCaller returns ctx carrying caller as the request's token name (for
-// tests and for callers that use a Service directly).
-func WithCaller(ctx context.Context, caller string) context.Context {
-	return context.WithValue(ctx, callerKey{}, caller)
-}
 
 // Token is an API token the server accepts.
 type Token struct {
@@ -104,7 +40,7 @@ type Config struct {
 
 // Server serves the API over HTTP.
 type Server struct {
-	svc    Service
+	svc    labctl.Service
 	cfg    Config
 	log    *slog.Logger
 	tokens []tokenHash
@@ -118,7 +54,7 @@ type tokenHash struct {
 }
 
 // NewServer checks the tokens and binds the listen address.
-func NewServer(svc Service, cfg Config) (*Server, error) {
+func NewServer(svc labctl.Service, cfg Config) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
@@ -205,7 +141,7 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /api/v1/devices/{name}/bootdev", s.bootdev)
 	s.consoleRoutes(m)
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		s.fail(w, r, fmt.Errorf("%s %s: no such endpoint: %w", r.Method, r.URL.Path, ErrNotFound))
+		s.fail(w, r, fmt.Errorf("%s %s: no such endpoint: %w", r.Method, r.URL.Path, labctl.ErrNotFound))
 	})
 	s.mux = m
 }
@@ -225,10 +161,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	name, ok := s.authenticate(r)
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="labctl"`)
-		s.fail(w, r, fmt.Errorf("%w: a valid bearer token is required (LABCTL_TOKEN, --token-file or the client config)", ErrUnauthorized))
+		s.fail(w, r, fmt.Errorf("%w: a valid bearer token is required (LABCTL_TOKEN, --token-file or the client config)", labctl.ErrUnauthorized))
 		return
 	}
-	r = r.WithContext(WithCaller(r.Context(), name))
+	r = r.WithContext(labctl.WithCaller(r.Context(), name))
 	s.log.Debug("api request", "method", r.Method, "path", r.URL.Path, "caller", name)
 	s.mux.ServeHTTP(w, r)
 }
@@ -279,7 +215,7 @@ func (s *Server) decodeBody(w http.ResponseWriter, r *http.Request, v any) error
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || mt != "application/json" {
-			return fmt.Errorf("%w: Content-Type %q: send application/json", ErrInvalid, ct)
+			return fmt.Errorf("%w: Content-Type %q: send application/json", labctl.ErrInvalid, ct)
 		}
 	}
 	return DecodeJSON(http.MaxBytesReader(w, r.Body, s.cfg.MaxBody), v)
@@ -308,19 +244,19 @@ func DecodeJSON(r io.Reader, v any) error {
 	case errors.As(err, &mbe):
 		return fmt.Errorf("%w: over %d bytes", ErrTooLarge, mbe.Limit)
 	}
-	return fmt.Errorf("%w: request body: %v", ErrInvalid, err)
+	return fmt.Errorf("%w: request body: %v", labctl.ErrInvalid, err)
 }
 
 func jobID(r *http.Request) (int64, error) {
 	id, err := strconv.ParseInt(r.PathValue("id"), 10, 64)
 	if err != nil || id <= 0 {
-		return 0, fmt.Errorf("%w: job ID %q: want a positive number", ErrInvalid, r.PathValue("id"))
+		return 0, fmt.Errorf("%w: job ID %q: want a positive number", labctl.ErrInvalid, r.PathValue("id"))
 	}
 	return id, nil
 }
 
 func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
-	var req SubmitRequest
+	var req labctl.SubmitRequest
 	if err := s.decodeBody(w, r, &req); err != nil {
 		s.fail(w, r, err)
 		return
@@ -335,14 +271,14 @@ func (s *Server) submit(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) jobs(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	f := JobFilter{Device: q.Get("device")}
+	f := labctl.JobFilter{Device: q.Get("device")}
 	for _, v := range q["state"] {
 		for st := range strings.SplitSeq(v, ",") {
 			switch st {
-			case JobQueued, JobRunning, JobFinished:
+			case labctl.JobQueued, labctl.JobRunning, labctl.JobFinished:
 				f.States = append(f.States, st)
 			default:
-				s.fail(w, r, fmt.Errorf("%w: state %q: want queued, running or finished", ErrInvalid, st))
+				s.fail(w, r, fmt.Errorf("%w: state %q: want queued, running or finished", labctl.ErrInvalid, st))
 				return
 			}
 		}
@@ -350,7 +286,7 @@ func (s *Server) jobs(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 || n > 100000 {
-			s.fail(w, r, fmt.Errorf("%w: limit %q: want a number from 0 to 100000", ErrInvalid, v))
+			s.fail(w, r, fmt.Errorf("%w: limit %q: want a number from 0 to 100000", labctl.ErrInvalid, v))
 			return
 		}
 		f.Limit = n
@@ -361,7 +297,7 @@ func (s *Server) jobs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if list == nil {
-		list = []Job{}
+		list = []labctl.Job{}
 	}
 	writeJSON(w, http.StatusOK, list)
 }
@@ -369,7 +305,7 @@ func (s *Server) jobs(w http.ResponseWriter, r *http.Request) {
 func (s *Server) job(w http.ResponseWriter, r *http.Request) {
 	id, err := jobID(r)
 	if err == nil {
-		var job Job
+		var job labctl.Job
 		if job, err = s.svc.Job(r.Context(), id); err == nil {
 			writeJSON(w, http.StatusOK, job)
 			return
@@ -384,7 +320,7 @@ func (s *Server) cancel(w http.ResponseWriter, r *http.Request) {
 		err = s.decodeBody(w, r, &struct{}{})
 	}
 	if err == nil {
-		var job Job
+		var job labctl.Job
 		if job, err = s.svc.Cancel(r.Context(), id); err == nil {
 			writeJSON(w, http.StatusOK, job)
 			return
@@ -416,13 +352,13 @@ func (s *Server) junit(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	res, err := s.svc.JobResult(r.Context(), id)
+	xml, err := s.svc.JUnit(r.Context(), id)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	w.Header().Set("Content-Type", "application/xml")
-	res.WriteJUnit(w)
+	w.Write(xml)
 }
 
 // events streams the job's events as NDJSON, one flushed line each.
@@ -432,11 +368,11 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	var opts FollowOptions
+	var opts labctl.FollowOptions
 	q := r.URL.Query()
 	if v := q.Get("offset"); v != "" {
 		if opts.Offset, err = strconv.ParseInt(v, 10, 64); err != nil || opts.Offset < 0 {
-			s.fail(w, r, fmt.Errorf("%w: offset %q: want a byte offset", ErrInvalid, v))
+			s.fail(w, r, fmt.Errorf("%w: offset %q: want a byte offset", labctl.ErrInvalid, v))
 			return
 		}
 	}
@@ -445,7 +381,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	case "false", "0":
 		opts.NoLog = true
 	default:
-		s.fail(w, r, fmt.Errorf("%w: log %q: want true or false", ErrInvalid, v))
+		s.fail(w, r, fmt.Errorf("%w: log %q: want true or false", labctl.ErrInvalid, v))
 		return
 	}
 	if _, err := s.svc.Job(r.Context(), id); err != nil {
@@ -458,7 +394,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
 	enc := json.NewEncoder(w)
-	err = s.svc.Follow(r.Context(), id, opts, func(e Event) error {
+	err = s.svc.Follow(r.Context(), id, opts, func(e labctl.Event) error {
 		if err := enc.Encode(e); err != nil {
 			return err
 		}
@@ -476,7 +412,7 @@ func (s *Server) devices(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if list == nil {
-		list = []Device{}
+		list = []labctl.Device{}
 	}
 	writeJSON(w, http.StatusOK, list)
 }
@@ -487,7 +423,7 @@ func (s *Server) device(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) maintenance(w http.ResponseWriter, r *http.Request) {
-	var req DeviceRequest
+	var req labctl.DeviceRequest
 	if err := s.decodeBody(w, r, &req); err != nil {
 		s.fail(w, r, err)
 		return
@@ -515,29 +451,29 @@ func (s *Server) health(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) power(w http.ResponseWriter, r *http.Request) {
-	var req PowerRequest
+	var req labctl.PowerRequest
 	if err := s.decodeBody(w, r, &req); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	switch req.Op {
-	case PowerOn, PowerOff, PowerCycle, PowerReset, PowerStatus:
-	default:
-		s.fail(w, r, fmt.Errorf("%w: power operation %q: want on, off, cycle, reset or status", ErrInvalid, req.Op))
-		return
+	if req.Op != labctl.PowerStatus {
+		if _, err := labctl.ParsePowerOp(req.Op); err != nil {
+			s.fail(w, r, err)
+			return
+		}
 	}
 	resp, err := s.svc.Power(r.Context(), r.PathValue("name"), req)
 	s.reply(w, r, resp, err)
 }
 
 func (s *Server) bootdev(w http.ResponseWriter, r *http.Request) {
-	var req BootdevRequest
+	var req labctl.BootdevRequest
 	if err := s.decodeBody(w, r, &req); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if req.Device != "pxe" && req.Device != "disk" {
-		s.fail(w, r, fmt.Errorf("%w: boot device %q: want pxe or disk", ErrInvalid, req.Device))
+	if _, err := labctl.ParseBootDevice(string(req.Device)); err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	resp, err := s.svc.SetBootDevice(r.Context(), r.PathValue("name"), req)

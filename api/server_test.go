@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/api"
 	"github.com/labctl/labctl/results"
 )
@@ -30,45 +31,45 @@ type fakeService struct {
 func (f *fakeService) called(ctx context.Context) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.callers = append(f.callers, api.CallerFrom(ctx))
+	f.callers = append(f.callers, labctl.CallerFrom(ctx))
 	if f.panics {
 		panic("fake service panics")
 	}
 	return f.fail
 }
 
-func (f *fakeService) Submit(ctx context.Context, req api.SubmitRequest) (api.Job, error) {
+func (f *fakeService) Submit(ctx context.Context, req labctl.SubmitRequest) (labctl.Job, error) {
 	if err := f.called(ctx); err != nil {
-		return api.Job{}, err
+		return labctl.Job{}, err
 	}
 	if req.Spec == "" {
-		return api.Job{}, fmt.Errorf("%w: empty job", api.ErrInvalid)
+		return labctl.Job{}, fmt.Errorf("%w: empty job", labctl.ErrInvalid)
 	}
-	return api.Job{ID: 7, Name: req.File, State: api.JobQueued, Submitter: api.CallerFrom(ctx)}, nil
+	return labctl.Job{ID: 7, Name: req.File, State: labctl.JobQueued, Submitter: labctl.CallerFrom(ctx)}, nil
 }
 
-func (f *fakeService) Jobs(ctx context.Context, flt api.JobFilter) ([]api.Job, error) {
+func (f *fakeService) Jobs(ctx context.Context, flt labctl.JobFilter) ([]labctl.Job, error) {
 	if err := f.called(ctx); err != nil {
 		return nil, err
 	}
-	return []api.Job{{ID: 1, Name: strings.Join(flt.States, "+"), Device: flt.Device, Priority: fmt.Sprint(flt.Limit)}}, nil
+	return []labctl.Job{{ID: 1, Name: strings.Join(flt.States, "+"), Device: flt.Device, Priority: fmt.Sprint(flt.Limit)}}, nil
 }
 
-func (f *fakeService) Job(ctx context.Context, id int64) (api.Job, error) {
+func (f *fakeService) Job(ctx context.Context, id int64) (labctl.Job, error) {
 	if err := f.called(ctx); err != nil {
-		return api.Job{}, err
+		return labctl.Job{}, err
 	}
 	if id != 7 {
-		return api.Job{}, fmt.Errorf("%w: job %d", api.ErrNotFound, id)
+		return labctl.Job{}, fmt.Errorf("%w: job %d", labctl.ErrNotFound, id)
 	}
-	return api.Job{ID: 7, State: api.JobRunning}, nil
+	return labctl.Job{ID: 7, State: labctl.JobRunning}, nil
 }
 
-func (f *fakeService) Cancel(ctx context.Context, id int64) (api.Job, error) {
+func (f *fakeService) Cancel(ctx context.Context, id int64) (labctl.Job, error) {
 	if err := f.called(ctx); err != nil {
-		return api.Job{}, err
+		return labctl.Job{}, err
 	}
-	return api.Job{ID: id, State: api.JobFinished, Outcome: "canceled"}, nil
+	return labctl.Job{ID: id, State: labctl.JobFinished, Outcome: "canceled"}, nil
 }
 
 func (f *fakeService) JobLog(ctx context.Context, id int64) (io.ReadCloser, error) {
@@ -78,78 +79,80 @@ func (f *fakeService) JobLog(ctx context.Context, id int64) (io.ReadCloser, erro
 	return io.NopCloser(strings.NewReader("line one\nline two\n")), nil
 }
 
-func (f *fakeService) JobResult(ctx context.Context, id int64) (*results.Job, error) {
+func (f *fakeService) JUnit(ctx context.Context, id int64) ([]byte, error) {
 	if err := f.called(ctx); err != nil {
 		return nil, err
 	}
-	return &results.Job{ID: fmt.Sprint(id), Name: "smoke", Outcome: "complete"}, nil
+	var b bytes.Buffer
+	err := (&results.Job{ID: fmt.Sprint(id), Name: "smoke", Outcome: "complete"}).WriteJUnit(&b)
+	return b.Bytes(), err
 }
 
-func (f *fakeService) Follow(ctx context.Context, id int64, opts api.FollowOptions, send func(api.Event) error) error {
+func (f *fakeService) Follow(ctx context.Context, id int64, opts labctl.FollowOptions, send func(labctl.Event) error) error {
 	if err := f.called(ctx); err != nil {
 		return err
 	}
 	if !opts.NoLog {
-		if err := send(api.Event{Log: "hello\n", Offset: opts.Offset}); err != nil {
+		if err := send(labctl.Event{Log: "hello\n", Offset: opts.Offset}); err != nil {
 			return err
 		}
 	}
-	if err := send(api.Event{Progress: &api.Progress{Phase: "deploy", Transfer: &api.Transfer{Done: 5, Total: 10, Elapsed: time.Second}}}); err != nil {
+	if err := send(labctl.Event{Progress: &labctl.JobProgress{Phase: "deploy", Transfer: &labctl.Transfer{Done: 5, Total: 10, Elapsed: time.Second}}}); err != nil {
 		return err
 	}
-	return send(api.Event{End: &api.Job{ID: id, State: api.JobFinished, Outcome: "complete"}})
+	return send(labctl.Event{End: &labctl.Job{ID: id, State: labctl.JobFinished, Outcome: "complete"}})
 }
 
-func (f *fakeService) Devices(ctx context.Context) ([]api.Device, error) {
+func (f *fakeService) Devices(ctx context.Context) ([]labctl.Device, error) {
 	if err := f.called(ctx); err != nil {
 		return nil, err
 	}
-	return []api.Device{{Name: "node1", State: api.DeviceIdle}}, nil
+	return []labctl.Device{{Name: "node1", State: labctl.DeviceIdle}}, nil
 }
 
-func (f *fakeService) Device(ctx context.Context, name string) (api.Device, error) {
+func (f *fakeService) Device(ctx context.Context, name string) (labctl.Device, error) {
 	if err := f.called(ctx); err != nil {
-		return api.Device{}, err
+		return labctl.Device{}, err
 	}
-	return api.Device{Name: name, State: api.DeviceIdle}, nil
+	return labctl.Device{Name: name, State: labctl.DeviceIdle}, nil
 }
 
-func (f *fakeService) Maintenance(ctx context.Context, name, reason string) (api.Device, error) {
+func (f *fakeService) Maintenance(ctx context.Context, name, reason string) (labctl.Device, error) {
 	if err := f.called(ctx); err != nil {
-		return api.Device{}, err
+		return labctl.Device{}, err
 	}
-	return api.Device{Name: name, State: api.DeviceMaintenance, Reason: reason}, nil
+	return labctl.Device{Name: name, State: labctl.DeviceMaintenance, Reason: reason}, nil
 }
 
-func (f *fakeService) Online(ctx context.Context, name string) (api.Device, error) {
+func (f *fakeService) Online(ctx context.Context, name string) (labctl.Device, error) {
 	if err := f.called(ctx); err != nil {
-		return api.Device{}, err
+		return labctl.Device{}, err
 	}
-	return api.Device{Name: name, State: api.DeviceIdle}, nil
+	return labctl.Device{Name: name, State: labctl.DeviceIdle}, nil
 }
 
-func (f *fakeService) CheckHealth(ctx context.Context, name string) (api.Device, error) {
+func (f *fakeService) CheckHealth(ctx context.Context, name string) (labctl.Device, error) {
 	if err := f.called(ctx); err != nil {
-		return api.Device{}, err
+		return labctl.Device{}, err
 	}
-	return api.Device{Name: name, State: api.DeviceIdle, Health: &api.Health{OK: true}}, nil
+	return labctl.Device{Name: name, State: labctl.DeviceIdle, Health: &labctl.Health{OK: true}}, nil
 }
 
-func (f *fakeService) Power(ctx context.Context, name string, req api.PowerRequest) (api.PowerResponse, error) {
+func (f *fakeService) Power(ctx context.Context, name string, req labctl.PowerRequest) (labctl.PowerResponse, error) {
 	if err := f.called(ctx); err != nil {
-		return api.PowerResponse{}, err
+		return labctl.PowerResponse{}, err
 	}
-	return api.PowerResponse{Node: name, On: req.Op != api.PowerOff}, nil
+	return labctl.PowerResponse{Node: name, On: req.Op != string(labctl.PowerOff)}, nil
 }
 
-func (f *fakeService) SetBootDevice(ctx context.Context, name string, req api.BootdevRequest) (api.BootdevResponse, error) {
+func (f *fakeService) SetBootDevice(ctx context.Context, name string, req labctl.BootdevRequest) (labctl.BootdevResponse, error) {
 	if err := f.called(ctx); err != nil {
-		return api.BootdevResponse{}, err
+		return labctl.BootdevResponse{}, err
 	}
-	return api.BootdevResponse{Node: name, Device: req.Device}, nil
+	return labctl.BootdevResponse{Node: name, Device: req.Device}, nil
 }
 
-func newServer(t testing.TB, svc api.Service, maxBody int64) *api.Server {
+func newServer(t testing.TB, svc labctl.Service, maxBody int64) *api.Server {
 	t.Helper()
 	s, err := api.NewServer(svc, api.Config{
 		Tokens:  []api.Token{{Name: "ci", Secret: goodToken}, {Name: "alice", Secret: "another-token-1234"}},
@@ -283,9 +286,9 @@ func TestErrorStatuses(t *testing.T) {
 		want     int
 		wantBody string
 	}{
-		{fmt.Errorf("%w: node1 runs job 3", api.ErrBusy), 409, "node1 runs job 3"},
-		{fmt.Errorf("%w: bmc 10.0.0.5:623: no answer", api.ErrDevice), 502, "no answer"},
-		{fmt.Errorf("%w: stopping", api.ErrUnavailable), 503, "stopping"},
+		{fmt.Errorf("%w: node1 runs job 3", labctl.ErrBusy), 409, "node1 runs job 3"},
+		{fmt.Errorf("%w: bmc 10.0.0.5:623: no answer", labctl.ErrDevice), 502, "no answer"},
+		{fmt.Errorf("%w: stopping", labctl.ErrUnavailable), 503, "stopping"},
 		{errors.New("database is locked at /var/lib/labctl/secret/path"), 500, "internal error"},
 	} {
 		s := newServer(t, &fakeService{fail: tt.err}, 0)
@@ -320,23 +323,28 @@ func TestClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	j, err := c.Submit(ctx, api.SubmitRequest{File: "smoke.toml", Spec: "x"})
+	j, err := c.Submit(ctx, labctl.SubmitRequest{File: "smoke.toml", Spec: "x"})
 	if err != nil || j.ID != 7 || j.Submitter != "ci" {
 		t.Errorf("Submit = %+v, %v", j, err)
 	}
-	if _, err := c.Job(ctx, 8); !errors.Is(err, api.ErrNotFound) || err.Error() != "not found: job 8" {
+	if _, err := c.Job(ctx, 8); !errors.Is(err, labctl.ErrNotFound) || err.Error() != "not found: job 8" {
 		t.Errorf("Job(8) = %v, want ErrNotFound", err)
 	}
-	list, err := c.Jobs(ctx, api.JobFilter{States: []string{"queued"}, Limit: 3})
+	list, err := c.Jobs(ctx, labctl.JobFilter{States: []string{"queued"}, Limit: 3})
 	if err != nil || len(list) != 1 || list[0].Name != "queued" || list[0].Priority != "3" {
 		t.Errorf("Jobs = %+v, %v", list, err)
 	}
-	var log bytes.Buffer
-	if err := c.JobLog(ctx, 7, &log); err != nil || log.String() != "line one\nline two\n" {
-		t.Errorf("JobLog = %q, %v", log.String(), err)
+	if rc, err := c.JobLog(ctx, 7); err != nil {
+		t.Errorf("JobLog: %v", err)
+	} else {
+		log, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || string(log) != "line one\nline two\n" {
+			t.Errorf("JobLog = %q, %v", log, err)
+		}
 	}
 	var events []string
-	err = c.Follow(ctx, 7, api.FollowOptions{Offset: 10}, func(e api.Event) error {
+	err = c.Follow(ctx, 7, labctl.FollowOptions{Offset: 10}, func(e labctl.Event) error {
 		switch {
 		case e.Log != "":
 			events = append(events, fmt.Sprintf("log@%d", e.Offset))
@@ -353,12 +361,12 @@ func TestClient(t *testing.T) {
 	if b, err := c.JUnit(ctx, 7); err != nil || !bytes.Contains(b, []byte(`name="smoke"`)) {
 		t.Errorf("JUnit = %s, %v", b, err)
 	}
-	if r, err := c.Power(ctx, "node1", api.PowerRequest{Op: "on"}); err != nil || !r.On || r.Node != "node1" {
+	if r, err := c.Power(ctx, "node1", labctl.PowerRequest{Op: "on"}); err != nil || !r.On || r.Node != "node1" {
 		t.Errorf("Power = %+v, %v", r, err)
 	}
 
 	bad, _ := api.NewClient(hs.URL, "wrong-token-123")
-	if _, err := bad.Devices(ctx); !errors.Is(err, api.ErrUnauthorized) {
+	if _, err := bad.Devices(ctx); !errors.Is(err, labctl.ErrUnauthorized) {
 		t.Errorf("Devices with a bad token = %v, want ErrUnauthorized", err)
 	}
 	if _, err := api.NewClient("", goodToken); err == nil {
@@ -367,8 +375,8 @@ func TestClient(t *testing.T) {
 	if _, err := api.NewClient("ftp://x", goodToken); err == nil {
 		t.Error("NewClient with ftp:// succeeded")
 	}
-	svc.fail = fmt.Errorf("%w: node1 runs job 3", api.ErrBusy)
-	if _, err := c.Power(ctx, "node1", api.PowerRequest{Op: "off"}); !errors.Is(err, api.ErrBusy) || !strings.Contains(err.Error(), "job 3") {
+	svc.fail = fmt.Errorf("%w: node1 runs job 3", labctl.ErrBusy)
+	if _, err := c.Power(ctx, "node1", labctl.PowerRequest{Op: "off"}); !errors.Is(err, labctl.ErrBusy) || !strings.Contains(err.Error(), "job 3") {
 		t.Errorf("Power on a busy node = %v", err)
 	}
 }
@@ -387,7 +395,7 @@ func TestServe(t *testing.T) {
 	c, _ := api.NewClient(s.Addr().String(), goodToken)
 	followed := make(chan error, 1)
 	go func() {
-		followed <- c.Follow(context.Background(), 7, api.FollowOptions{}, func(api.Event) error { return nil })
+		followed <- c.Follow(context.Background(), 7, labctl.FollowOptions{}, func(labctl.Event) error { return nil })
 	}()
 	<-block.started
 	cancel()
@@ -409,7 +417,7 @@ type blockingFollow struct {
 	started chan struct{}
 }
 
-func (b *blockingFollow) Follow(ctx context.Context, id int64, opts api.FollowOptions, send func(api.Event) error) error {
+func (b *blockingFollow) Follow(ctx context.Context, id int64, opts labctl.FollowOptions, send func(labctl.Event) error) error {
 	close(b.started)
 	<-ctx.Done()
 	return ctx.Err()

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/api"
 )
 
@@ -414,7 +415,7 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, labFile, job string, logw i
 			sem <- struct{}{}
 			defer func() { <-sem }()
 			t := time.Now()
-			j, err := client.Submit(ctx, api.SubmitRequest{File: "scale.toml", Dir: dir, Spec: job})
+			j, err := client.Submit(ctx, labctl.SubmitRequest{File: "scale.toml", Dir: dir, Spec: job})
 			submit[i] = time.Since(t).Seconds()
 			if err != nil {
 				errs <- err
@@ -431,21 +432,21 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, labFile, job string, logw i
 		return run, fmt.Errorf("submit: %w", err)
 	}
 	// Wait for all to finish, counting running jobs.
-	var jobs []api.Job
+	var jobs []labctl.Job
 	for {
 		if ctx.Err() != nil {
 			close(stopSample)
 			sampler.Wait()
 			return run, fmt.Errorf("jobs not finished after %s (log: %s)", c.Timeout, logf.Name())
 		}
-		jobs, err = client.Jobs(ctx, api.JobFilter{Limit: 2 * c.Jobs})
+		jobs, err = client.Jobs(ctx, labctl.JobFilter{Limit: 2 * c.Jobs})
 		if err == nil {
 			running, finished := 0, 0
 			for _, j := range jobs {
 				switch j.State {
-				case api.JobRunning:
+				case labctl.JobRunning:
 					running++
-				case api.JobFinished:
+				case labctl.JobFinished:
 					finished++
 				}
 			}

@@ -8,6 +8,8 @@ import (
 
 	ipmi "github.com/bougou/go-ipmi/pkg/client"
 	"github.com/bougou/go-ipmi/pkg/command/chassis"
+
+	"github.com/labctl/labctl"
 )
 
 // PowerState reports whether the node's power is on.
@@ -111,13 +113,6 @@ func (c *Client) confirmDeadline(ctx context.Context) (context.Context, context.
 	return context.WithTimeout(ctx, c.t.confirm)
 }
 
-func onOff(on bool) string {
-	if on {
-		return "on"
-	}
-	return "off"
-}
-
 // poller reads the power state back every 200ms until its context
 // ends; notDone builds the error for a read-back that never got there.
 type poller struct {
@@ -168,7 +163,7 @@ func (c *Client) waitPower(ctx context.Context, op string, want bool, accepted t
 	for {
 		on, err := p.next(ctx)
 		if err != nil {
-			return p.notDone(ctx, err, "power still "+onOff(!want))
+			return p.notDone(ctx, err, "power still "+labctl.OnOff(!want))
 		}
 		if on == want {
 			return nil

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/sol"
 )
 
@@ -166,7 +166,7 @@ func (s *brokerStream) flushHeld() error {
 }
 
 // isTerminalReport says whether p is nothing but terminal reports
-// (api.TerminalReportLen). Sent at once after Enter, such an answer would
+// (labctl.TerminalReportLen). Sent at once after Enter, such an answer would
 // leave ipmitool mid-line, where it takes no ~B: a break could never be
 // sent at a shell prompt. So the broker holds them at the start of a line
 // until the next typing or break, and sends them then (busybox reads them
@@ -176,7 +176,7 @@ func isTerminalReport(p []byte) bool {
 		return false
 	}
 	for len(p) > 0 {
-		n := api.TerminalReportLen(p)
+		n := labctl.TerminalReportLen(p)
 		if n == 0 {
 			return false
 		}

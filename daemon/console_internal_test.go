@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl"
 )
 
 func TestBoundedQueue(t *testing.T) {
@@ -66,17 +66,17 @@ func TestBoundedQueue(t *testing.T) {
 }
 
 func TestMergeMessages(t *testing.T) {
-	out := func(s string) api.ConsoleMessage { return api.ConsoleMessage{Output: []byte(s)} }
-	note := api.ConsoleMessage{Notice: &api.ConsoleNotice{Text: "n"}}
-	m, n := mergeMessages([]api.ConsoleMessage{out("ab"), out("cd"), note, out("ef")})
+	out := func(s string) labctl.ConsoleMessage { return labctl.ConsoleMessage{Output: []byte(s)} }
+	note := labctl.ConsoleMessage{Notice: &labctl.ConsoleNotice{Text: "n"}}
+	m, n := mergeMessages([]labctl.ConsoleMessage{out("ab"), out("cd"), note, out("ef")})
 	if string(m.Output) != "abcd" || n != 2 {
 		t.Errorf("merge = %q, %d; want abcd, 2", m.Output, n)
 	}
-	if m, n := mergeMessages([]api.ConsoleMessage{note, out("x")}); m.Notice == nil || n != 1 {
+	if m, n := mergeMessages([]labctl.ConsoleMessage{note, out("x")}); m.Notice == nil || n != 1 {
 		t.Errorf("a notice first: %+v, %d", m, n)
 	}
 	big := out(strings.Repeat("x", mergeOutput))
-	if m, n := mergeMessages([]api.ConsoleMessage{big, out("y")}); n != 1 || len(m.Output) != mergeOutput {
+	if m, n := mergeMessages([]labctl.ConsoleMessage{big, out("y")}); n != 1 || len(m.Output) != mergeOutput {
 		t.Errorf("over the merge limit: %d bytes in %d", len(m.Output), n)
 	}
 }

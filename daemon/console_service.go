@@ -5,27 +5,27 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl"
 )
 
-var _ api.ConsoleService = (*Daemon)(nil)
+var _ labctl.ConsoleService = (*Daemon)(nil)
 
 // ensureConsoleWait bounds how long a power-on waits for the node's
 // console to open, so that the boot is in the console log.
 const ensureConsoleWait = 10 * time.Second
 
 // AttachConsole attaches the caller to a node's console (see Consoles and
-// api.ConsoleService). ~R on it is a power cycle by the caller, with the
+// labctl.ConsoleService). ~R on it is a power cycle by the caller, with the
 // rules of Power: refused while a job or a health check owns the node.
-func (d *Daemon) AttachConsole(ctx context.Context, name string, opts api.ConsoleOptions) (api.ConsoleAttachment, error) {
+func (d *Daemon) AttachConsole(ctx context.Context, name string, opts labctl.ConsoleOptions) (labctl.ConsoleAttachment, error) {
 	dev, err := d.device(name)
 	if err != nil {
 		return nil, err
 	}
 	if dev.nodeErr != nil {
-		return nil, fmt.Errorf("%w: %s: %v", api.ErrDevice, name, dev.nodeErr)
+		return nil, fmt.Errorf("%w: %s: %v", labctl.ErrDevice, name, dev.nodeErr)
 	}
-	caller := api.CallerFrom(ctx)
+	caller := labctl.CallerFrom(ctx)
 	who := opts.Who
 	if who == "" {
 		who = caller
@@ -33,7 +33,7 @@ func (d *Daemon) AttachConsole(ctx context.Context, name string, opts api.Consol
 	v, err := d.consoles.Attach(name, dev.node.Console, AttachOptions{
 		ConsoleOptions: opts, Token: caller,
 		PowerCycle: func(ctx context.Context) error {
-			_, err := d.Power(api.WithCaller(ctx, who+" (console)"), name, api.PowerRequest{Op: api.PowerCycle})
+			_, err := d.Power(labctl.WithCaller(ctx, who+" (console)"), name, labctl.PowerRequest{Op: string(labctl.PowerCycle)})
 			return err
 		},
 	})
@@ -45,8 +45,8 @@ func (d *Daemon) AttachConsole(ctx context.Context, name string, opts api.Consol
 }
 
 // Consoles reports every device's console.
-func (d *Daemon) Consoles(ctx context.Context) ([]api.ConsoleInfo, error) {
-	out := make([]api.ConsoleInfo, 0, len(d.names))
+func (d *Daemon) Consoles(ctx context.Context) ([]labctl.ConsoleInfo, error) {
+	out := make([]labctl.ConsoleInfo, 0, len(d.names))
 	for _, name := range d.names { // never changes after New
 		out = append(out, d.consoles.Info(name))
 	}
@@ -54,9 +54,9 @@ func (d *Daemon) Consoles(ctx context.Context) ([]api.ConsoleInfo, error) {
 }
 
 // Console reports one device's console.
-func (d *Daemon) Console(ctx context.Context, name string) (api.ConsoleInfo, error) {
+func (d *Daemon) Console(ctx context.Context, name string) (labctl.ConsoleInfo, error) {
 	if _, err := d.device(name); err != nil {
-		return api.ConsoleInfo{}, err
+		return labctl.ConsoleInfo{}, err
 	}
 	return d.consoles.Info(name), nil
 }

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/daemon"
 	"github.com/labctl/labctl/sol"
 	"github.com/labctl/labctl/sol/soltest"
@@ -46,8 +46,8 @@ type viewerLog struct {
 
 	mu      sync.Mutex
 	out     bytes.Buffer
-	notices []api.ConsoleNotice
-	state   api.ConsoleState
+	notices []labctl.ConsoleNotice
+	state   labctl.ConsoleState
 	missed  int64
 	err     error
 	done    chan struct{}
@@ -173,12 +173,12 @@ func TestBrokerKeepsAndLogs(t *testing.T) {
 	if n := b.Open(); n != 1 || c.Dials() != 1 {
 		t.Errorf("after the job: %d consoles open, %d dials; want the session kept", n, c.Dials())
 	}
-	v := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: api.ConsoleOptions{Who: "alice", Replay: 1}}, false)
+	v := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "alice", Replay: 1}}, false)
 	v.waitOutput("login: ")
 	if got := v.output(); got != "printed between jobs\r\nlogin: " {
 		t.Errorf("replay of 1 line: %q", got)
 	}
-	if info := b.Info("node1"); info.State != api.ConsoleOpen || info.Log != log || len(info.Viewers) != 1 || info.Writer != "alice" {
+	if info := b.Info("node1"); info.State != labctl.ConsoleOpen || info.Log != log || len(info.Viewers) != 1 || info.Writer != "alice" {
 		t.Errorf("Info = %+v", info)
 	}
 }
@@ -192,14 +192,14 @@ func TestBrokerWriters(t *testing.T) {
 	c := fakeConsole(t)
 	var cycles atomic.Int32
 	power := func(context.Context) error { cycles.Add(1); return nil }
-	alice := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: api.ConsoleOptions{Who: "alice", Window: api.WindowSize{Rows: 50, Cols: 200}}, PowerCycle: power}, false)
+	alice := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "alice", Window: labctl.WindowSize{Rows: 50, Cols: 200}}, PowerCycle: power}, false)
 	alice.waitNotice("you have write")
 	alice.waitNotice("stty rows 50 cols 200")
-	alice.waitFor("state open", func() bool { alice.mu.Lock(); defer alice.mu.Unlock(); return alice.state.State == api.ConsoleOpen })
+	alice.waitFor("state open", func() bool { alice.mu.Lock(); defer alice.mu.Unlock(); return alice.state.State == labctl.ConsoleOpen })
 	alice.v.Input([]byte("echo one\r"))
 	alice.waitOutput("one\r\nfake# ")
 
-	bob := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: api.ConsoleOptions{Who: "bob"}, PowerCycle: power}, false)
+	bob := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "bob"}, PowerCycle: power}, false)
 	bob.waitNotice("read-only: alice has write (labctl console --force takes it)")
 	alice.waitNotice("bob attached")
 	bob.v.Input([]byte("echo bob\r"))
@@ -216,7 +216,7 @@ func TestBrokerWriters(t *testing.T) {
 		t.Errorf("the console got %q: bob typed on alice's console", got)
 	}
 
-	carol := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: api.ConsoleOptions{Who: "carol", Force: true}, PowerCycle: power}, false)
+	carol := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "carol", Force: true}, PowerCycle: power}, false)
 	carol.waitNotice("you have write")
 	alice.waitNotice("carol took write: you are read-only now")
 	bob.waitNotice("carol has write")
@@ -245,7 +245,7 @@ func TestBrokerWriters(t *testing.T) {
 	carol.waitOutput("from-the-job\r\nfake# ")
 	carol.v.Input([]byte("echo carol\r"))
 	carol.waitNotice("read-only: job 42 is the writer; to type, cancel it first (labctl cancel 42)")
-	dave := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: api.ConsoleOptions{Who: "dave", Force: true}}, false)
+	dave := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "dave", Force: true}}, false)
 	dave.waitNotice("read-only: job 42 is the writer")
 	carol.v.PowerCycle()
 	carol.waitNotice("no power cycle: read-only: job 42")
@@ -274,8 +274,8 @@ func TestBrokerStuckViewer(t *testing.T) {
 	t.Parallel()
 	b := newBroker(t, daemon.ConsoleOptions{ViewerBuffer: 16 << 10})
 	c := fakeConsole(t)
-	reader := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: api.ConsoleOptions{Who: "reader", ReadOnly: true}}, false)
-	stuck := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: api.ConsoleOptions{Who: "stuck", ReadOnly: true}}, true)
+	reader := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "reader", ReadOnly: true}}, false)
+	stuck := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "stuck", ReadOnly: true}}, true)
 	s, release, err := b.AcquireFor(context.Background(), "node1", "job 7", c, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -321,7 +321,7 @@ func TestBrokerReconnects(t *testing.T) {
 	dir := t.TempDir()
 	b := newBroker(t, daemon.ConsoleOptions{LogDir: dir, Session: sol.Options{MinBackoff: 10 * time.Millisecond}})
 	c := fakeConsole(t)
-	v := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: api.ConsoleOptions{Who: "alice"}}, false)
+	v := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "alice"}}, false)
 	v.waitNotice("connected after")
 	c.Kill()
 	v.waitNotice("session lost: SOL session closed by BMC")
@@ -350,7 +350,7 @@ func TestBrokerRetriesWithBackoff(t *testing.T) {
 		t.Fatalf("Acquire of a dead console: %v (session err %v)", err, s.Err())
 	}
 	release()
-	v := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: api.ConsoleOptions{Who: "alice"}}, false)
+	v := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "alice"}}, false)
 	v.waitNotice("console down: ")
 	before := c.Dials()
 	time.Sleep(2 * time.Second)
@@ -358,11 +358,11 @@ func TestBrokerRetriesWithBackoff(t *testing.T) {
 	if n := c.Dials() - before; n > 40 {
 		t.Errorf("%d dials in 2 s of a dead console: a tight loop", n)
 	}
-	if info := b.Info("node1"); info.State != api.ConsoleDown && info.State != api.ConsoleConnecting || (info.State == api.ConsoleDown && !strings.Contains(info.Error, "BMC not answering")) {
+	if info := b.Info("node1"); info.State != labctl.ConsoleDown && info.State != labctl.ConsoleConnecting || (info.State == labctl.ConsoleDown && !strings.Contains(info.Error, "BMC not answering")) {
 		t.Errorf("Info of a dead console: %+v", info)
 	}
 	c.SetDown(nil)
-	v.waitFor("the console open again", func() bool { return b.Info("node1").State == api.ConsoleOpen })
+	v.waitFor("the console open again", func() bool { return b.Info("node1").State == labctl.ConsoleOpen })
 	v.v.Input([]byte("echo up\r"))
 	v.waitOutput("up\r\nfake# ")
 
@@ -372,7 +372,7 @@ func TestBrokerRetriesWithBackoff(t *testing.T) {
 	c.Kill()
 	v.waitNotice("giving up")
 	c.SetDown(nil)
-	v.waitFor("a new session", func() bool { return b.Info("node1").State == api.ConsoleOpen })
+	v.waitFor("a new session", func() bool { return b.Info("node1").State == labctl.ConsoleOpen })
 	v.v.Input([]byte("echo again\r"))
 	v.waitOutput("again\r\nfake# ")
 }
@@ -394,21 +394,21 @@ func TestBrokerParkCloseAndNoKeep(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	v := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: api.ConsoleOptions{Who: "admin"}}, false)
+	v := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "admin"}}, false)
 	v.waitFor("the console open for a viewer", func() bool { return b.Open() == 1 })
 	v.v.Close()
 	if b.Open() != 0 {
 		t.Error("a parked console stays open after its last viewer detached")
 	}
 	b.Park("node1", false)
-	w := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: api.ConsoleOptions{Who: "late"}}, false)
+	w := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "late"}}, false)
 	w.waitFor("open", func() bool { return b.Open() == 1 })
 	b.Close()
 	<-w.done
-	if !errors.Is(w.err, api.ErrConsoleClosed) || !strings.Contains(w.noticeTexts(), "closed: the console broker stopped") {
+	if !errors.Is(w.err, labctl.ErrConsoleClosed) || !strings.Contains(w.noticeTexts(), "closed: the console broker stopped") {
 		t.Errorf("a viewer when the broker closed: %v\n%s", w.err, w.noticeTexts())
 	}
-	if _, err := b.Attach("node1", c, daemon.AttachOptions{}); !errors.Is(err, api.ErrUnavailable) {
+	if _, err := b.Attach("node1", c, daemon.AttachOptions{}); !errors.Is(err, labctl.ErrUnavailable) {
 		t.Errorf("Attach after Close: %v", err)
 	}
 

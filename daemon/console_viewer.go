@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/sol"
 )
 
@@ -27,7 +27,7 @@ const powerCycleTimeout = 5 * time.Minute
 
 // AttachOptions say how a viewer attaches (Consoles.Attach).
 type AttachOptions struct {
-	api.ConsoleOptions
+	labctl.ConsoleOptions
 	// Token is the API token's name the viewer came with.
 	Token string
 	// PowerCycle power-cycles the node (for ~R); nil refuses it.
@@ -35,7 +35,7 @@ type AttachOptions struct {
 }
 
 // Viewer is a person attached to a node's console. It implements
-// api.ConsoleAttachment: the API carries it to labctl console over the
+// labctl.ConsoleAttachment: the API carries it to labctl console over the
 // network, labctl console --direct uses it in-process.
 type Viewer struct {
 	nc       *nodeConsole
@@ -44,18 +44,18 @@ type Viewer struct {
 	readOnly bool
 	since    time.Time
 	power    func(ctx context.Context) error
-	q        *boundedQueue[api.ConsoleMessage]
+	q        *boundedQueue[labctl.ConsoleMessage]
 
 	// Guarded by nc.mu.
-	window    api.WindowSize
+	window    labctl.WindowSize
 	closed    bool
-	lastState api.ConsoleState
+	lastState labctl.ConsoleState
 	sentState bool
 	refused   map[string]time.Time
 	hint      *time.Timer // window size hint, sent once resizing settles
 }
 
-var _ api.ConsoleAttachment = (*Viewer)(nil)
+var _ labctl.ConsoleAttachment = (*Viewer)(nil)
 
 // Attach attaches a viewer to the node's console, opening it with dialer
 // if it is not open. The viewer gets the last o.Replay lines of output,
@@ -78,9 +78,9 @@ func (c *Consoles) Attach(name string, dialer sol.Dialer, o AttachOptions) (*Vie
 		nc: nc, who: who, token: o.Token, readOnly: o.ReadOnly, since: time.Now(), power: o.PowerCycle,
 		window: o.Window, refused: map[string]time.Time{},
 		q: newBoundedQueue(c.opts.ViewerBuffer,
-			func(m api.ConsoleMessage) int { return len(m.Output) },
-			func(n int64) api.ConsoleMessage {
-				return api.ConsoleMessage{Notice: &api.ConsoleNotice{Kind: api.NoticeMissed, At: time.Now(), Missed: n,
+			func(m labctl.ConsoleMessage) int { return len(m.Output) },
+			func(n int64) labctl.ConsoleMessage {
+				return labctl.ConsoleMessage{Notice: &labctl.ConsoleNotice{Kind: labctl.NoticeMissed, At: time.Now(), Missed: n,
 					Text: fmt.Sprintf("missed %d bytes of console output (this viewer did not keep up)", n)}}
 			}),
 	}
@@ -90,29 +90,29 @@ func (c *Consoles) Attach(name string, dialer sol.Dialer, o AttachOptions) (*Vie
 		return nil, fmt.Errorf("console %s: %w", name, errBrokerClosed)
 	}
 	if len(nc.viewers) >= maxViewers {
-		return nil, fmt.Errorf("%w: console %s has %d viewers already", api.ErrBusy, name, len(nc.viewers))
+		return nil, fmt.Errorf("%w: console %s has %d viewers already", labctl.ErrBusy, name, len(nc.viewers))
 	}
 	if replay := stripQueries(nc.ring.last(o.Replay)); len(replay) > 0 {
-		v.q.pushAlways(api.ConsoleMessage{Output: replay})
+		v.q.pushAlways(labctl.ConsoleMessage{Output: replay})
 	}
 	for other := range nc.viewers {
-		other.noticeLocked(api.NoticeInfo, who+" attached")
+		other.noticeLocked(labctl.NoticeInfo, who+" attached")
 	}
 	nc.viewers[v] = struct{}{}
-	v.noticeLocked(api.NoticeInfo, fmt.Sprintf("attached to %s: %s", name, nc.dialer.Target()))
+	v.noticeLocked(labctl.NoticeInfo, fmt.Sprintf("attached to %s: %s", name, nc.dialer.Target()))
 	nc.noteLocked(fmt.Sprintf("%s attached (token %s)", who, o.Token))
 	if o.ReadOnly {
-		v.noticeLocked(api.NoticeInfo, "read-only: attached to watch")
+		v.noticeLocked(labctl.NoticeInfo, "read-only: attached to watch")
 	} else if why := nc.takeWriteLocked(v, o.Force); why != "" {
-		v.noticeLocked(api.NoticeWriter, why)
+		v.noticeLocked(labctl.NoticeWriter, why)
 	} else if o.Window.Rows > 0 && o.Window.Cols > 0 {
-		v.noticeLocked(api.NoticeInfo, windowHint(o.Window))
+		v.noticeLocked(labctl.NoticeInfo, windowHint(o.Window))
 	}
 	switch nc.state {
-	case api.ConsoleDown:
-		v.noticeLocked(api.NoticeSession, fmt.Sprintf("the console is down (%v); trying again now", nc.err))
-	case api.ConsoleConnecting:
-		v.noticeLocked(api.NoticeSession, "the console is connecting")
+	case labctl.ConsoleDown:
+		v.noticeLocked(labctl.NoticeSession, fmt.Sprintf("the console is down (%v); trying again now", nc.err))
+	case labctl.ConsoleConnecting:
+		v.noticeLocked(labctl.NoticeSession, "the console is connecting")
 	}
 	nc.startLocked(false)
 	nc.broadcastStateLocked()
@@ -120,7 +120,7 @@ func (c *Consoles) Attach(name string, dialer sol.Dialer, o AttachOptions) (*Vie
 }
 
 // windowHint is what a person with write is told about their window.
-func windowHint(w api.WindowSize) string {
+func windowHint(w labctl.WindowSize) string {
 	return fmt.Sprintf("your window is %dx%d; a serial console cannot tell the node: `stty rows %d cols %d` there makes full-screen programs fit",
 		w.Cols, w.Rows, w.Rows, w.Cols)
 }
@@ -128,13 +128,13 @@ func windowHint(w api.WindowSize) string {
 // Who is the viewer's name as others see it.
 func (v *Viewer) Who() string { return v.who }
 
-// Next implements api.ConsoleAttachment.
-func (v *Viewer) Next(ctx context.Context) (api.ConsoleMessage, error) {
+// Next implements labctl.ConsoleAttachment.
+func (v *Viewer) Next(ctx context.Context) (labctl.ConsoleMessage, error) {
 	return v.q.next(ctx, mergeMessages)
 }
 
 // mergeMessages joins the output chunks at the head of a viewer's queue.
-func mergeMessages(items []api.ConsoleMessage) (api.ConsoleMessage, int) {
+func mergeMessages(items []labctl.ConsoleMessage) (labctl.ConsoleMessage, int) {
 	n, size := 0, 0
 	for n < len(items) && items[n].Output != nil && (n == 0 || size+len(items[n].Output) <= mergeOutput) {
 		size += len(items[n].Output)
@@ -147,12 +147,12 @@ func mergeMessages(items []api.ConsoleMessage) (api.ConsoleMessage, int) {
 	for _, m := range items[:n] {
 		out = append(out, m.Output...)
 	}
-	return api.ConsoleMessage{Output: out}, n
+	return labctl.ConsoleMessage{Output: out}, n
 }
 
 // noticeLocked queues a notice for v.
 func (v *Viewer) noticeLocked(kind, text string) {
-	v.q.push(api.ConsoleMessage{Notice: &api.ConsoleNotice{Kind: kind, Text: text, At: time.Now()}})
+	v.q.push(labctl.ConsoleMessage{Notice: &labctl.ConsoleNotice{Kind: kind, Text: text, At: time.Now()}})
 }
 
 // refuseLocked tells v it may not do something, unless it heard the same
@@ -163,7 +163,7 @@ func (v *Viewer) refuseLocked(text string) {
 		return
 	}
 	v.refused[text] = now
-	v.noticeLocked(api.NoticeRefused, text)
+	v.noticeLocked(labctl.NoticeRefused, text)
 }
 
 func (v *Viewer) refuse(text string) {
@@ -179,7 +179,7 @@ func (v *Viewer) stateLocked() {
 		return
 	}
 	v.lastState, v.sentState = st, true
-	v.q.push(api.ConsoleMessage{State: &st})
+	v.q.push(labctl.ConsoleMessage{State: &st})
 }
 
 // mayWriteLocked makes sure v has write, taking it if it is free; it
@@ -191,7 +191,7 @@ func (v *Viewer) mayWriteLocked() string {
 	return v.nc.takeWriteLocked(v, false)
 }
 
-// Input implements api.ConsoleAttachment.
+// Input implements labctl.ConsoleAttachment.
 func (v *Viewer) Input(p []byte) error {
 	if len(p) == 0 {
 		return nil
@@ -200,7 +200,7 @@ func (v *Viewer) Input(p []byte) error {
 	nc.mu.Lock()
 	if v.closed {
 		nc.mu.Unlock()
-		return api.ErrConsoleClosed
+		return labctl.ErrConsoleClosed
 	}
 	if nc.writer != v || nc.holderLocked() != "" {
 		// A read-only viewer's terminal answering the node's queries is
@@ -235,15 +235,15 @@ func (v *Viewer) Input(p []byte) error {
 	return nil
 }
 
-// Resize implements api.ConsoleAttachment. A serial console has no way
+// Resize implements labctl.ConsoleAttachment. A serial console has no way
 // to tell the node a window size, so the broker only records it (for
 // listings) and reminds a person with write how to set it on the node.
-func (v *Viewer) Resize(w api.WindowSize) error {
+func (v *Viewer) Resize(w labctl.WindowSize) error {
 	nc := v.nc
 	nc.mu.Lock()
 	defer nc.mu.Unlock()
 	if v.closed {
-		return api.ErrConsoleClosed
+		return labctl.ErrConsoleClosed
 	}
 	if w == v.window {
 		return nil
@@ -256,19 +256,19 @@ func (v *Viewer) Resize(w api.WindowSize) error {
 		nc.mu.Lock()
 		defer nc.mu.Unlock()
 		if !v.closed && nc.writer == v && w.Rows > 0 && w.Cols > 0 {
-			v.noticeLocked(api.NoticeInfo, windowHint(w))
+			v.noticeLocked(labctl.NoticeInfo, windowHint(w))
 		}
 	})
 	return nil
 }
 
-// Break implements api.ConsoleAttachment.
+// Break implements labctl.ConsoleAttachment.
 func (v *Viewer) Break() error {
 	nc := v.nc
 	nc.mu.Lock()
 	if v.closed {
 		nc.mu.Unlock()
-		return api.ErrConsoleClosed
+		return labctl.ErrConsoleClosed
 	}
 	if why := v.mayWriteLocked(); why != "" {
 		v.refuseLocked("no break: " + why)
@@ -283,18 +283,18 @@ func (v *Viewer) Break() error {
 		v.refuseLocked("break not sent: " + err.Error())
 		return nil
 	}
-	nc.announceLocked(api.NoticeAction, v.who+" sent a break")
+	nc.announceLocked(labctl.NoticeAction, v.who+" sent a break")
 	return nil
 }
 
-// PowerCycle implements api.ConsoleAttachment: it starts the cycle and
+// PowerCycle implements labctl.ConsoleAttachment: it starts the cycle and
 // returns; everybody watching hears when it starts and how it ended.
 func (v *Viewer) PowerCycle() error {
 	nc := v.nc
 	nc.mu.Lock()
 	defer nc.mu.Unlock()
 	if v.closed {
-		return api.ErrConsoleClosed
+		return labctl.ErrConsoleClosed
 	}
 	switch why := v.mayWriteLocked(); {
 	case why != "":
@@ -309,7 +309,7 @@ func (v *Viewer) PowerCycle() error {
 	}
 	nc.cycling = true
 	msg := v.who + " is power-cycling " + nc.name
-	nc.announceLocked(api.NoticeAction, msg)
+	nc.announceLocked(labctl.NoticeAction, msg)
 	go func() {
 		ctx, cancel := context.WithTimeout(nc.c.ctx, powerCycleTimeout)
 		err := v.power(ctx)
@@ -321,12 +321,12 @@ func (v *Viewer) PowerCycle() error {
 		if err != nil {
 			msg = "power cycle of " + nc.name + " failed: " + err.Error()
 		}
-		nc.announceLocked(api.NoticeAction, msg)
+		nc.announceLocked(labctl.NoticeAction, msg)
 	}()
 	return nil
 }
 
-// Close implements api.ConsoleAttachment: the viewer detaches; write, if
+// Close implements labctl.ConsoleAttachment: the viewer detaches; write, if
 // it had it, is free again. A console that nobody wants any more is closed
 // before Close returns.
 func (v *Viewer) Close() error {
@@ -344,13 +344,13 @@ func (v *Viewer) Close() error {
 	nc.noteLocked(v.who + " detached")
 	if nc.writer == v {
 		nc.dropWriterLocked()
-		nc.broadcastLocked(api.NoticeWriter, v.who+" detached: write is free (type to take it)")
+		nc.broadcastLocked(labctl.NoticeWriter, v.who+" detached: write is free (type to take it)")
 	} else {
-		nc.broadcastLocked(api.NoticeInfo, v.who+" detached")
+		nc.broadcastLocked(labctl.NoticeInfo, v.who+" detached")
 	}
 	nc.broadcastStateLocked()
 	nc.mu.Unlock()
-	v.q.finish(api.ErrConsoleClosed, true)
+	v.q.finish(labctl.ErrConsoleClosed, true)
 	nc.stopIfUnwanted()
 	return nil
 }
@@ -361,7 +361,7 @@ func (v *Viewer) endLocked(why string) {
 	if v.closed {
 		return
 	}
-	v.noticeLocked(api.NoticeClosed, why)
+	v.noticeLocked(labctl.NoticeClosed, why)
 	v.closed = true
 	if v.hint != nil {
 		v.hint.Stop()
@@ -370,5 +370,5 @@ func (v *Viewer) endLocked(why string) {
 	if v.nc.writer == v {
 		v.nc.dropWriterLocked()
 	}
-	v.q.finish(api.ErrConsoleClosed, false)
+	v.q.finish(labctl.ErrConsoleClosed, false)
 }

@@ -10,7 +10,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/sol"
 )
 
@@ -127,7 +127,7 @@ func NewConsoleBroker(opts ConsoleOptions) *Consoles {
 }
 
 // errBrokerClosed is the error of a broker that was closed.
-var errBrokerClosed = fmt.Errorf("%w: the console broker stopped", api.ErrUnavailable)
+var errBrokerClosed = fmt.Errorf("%w: the console broker stopped", labctl.ErrUnavailable)
 
 // node returns the node's entry, made with dialer if it is new.
 func (c *Consoles) node(name string, dialer sol.Dialer) (*nodeConsole, error) {
@@ -141,7 +141,7 @@ func (c *Consoles) node(name string, dialer sol.Dialer) (*nodeConsole, error) {
 		nc = &nodeConsole{
 			c: c, name: name, log: c.log.With("device", name),
 			dialer:  wrapDialer(dialer),
-			state:   api.ConsoleClosed,
+			state:   labctl.ConsoleClosed,
 			since:   time.Now(),
 			changed: make(chan struct{}),
 			kick:    make(chan struct{}, 1),
@@ -240,10 +240,10 @@ func (c *Consoles) Park(name string, parked bool) {
 
 // Info reports a node's console; a node whose console was never used is
 // closed.
-func (c *Consoles) Info(name string) api.ConsoleInfo {
+func (c *Consoles) Info(name string) labctl.ConsoleInfo {
 	nc := c.lookup(name)
 	if nc == nil {
-		info := api.ConsoleInfo{Node: name, State: api.ConsoleClosed, Viewers: []api.ConsoleViewer{}}
+		info := labctl.ConsoleInfo{Node: name, State: labctl.ConsoleClosed, Viewers: []labctl.ConsoleViewer{}}
 		if c.opts.LogDir != "" {
 			info.Log = filepath.Join(c.opts.LogDir, name, "console.log")
 		}
@@ -263,7 +263,7 @@ func (c *Consoles) Open() int {
 	n := 0
 	for _, nc := range nodes {
 		nc.mu.Lock()
-		if nc.state == api.ConsoleOpen {
+		if nc.state == labctl.ConsoleOpen {
 			n++
 		}
 		nc.mu.Unlock()
@@ -358,7 +358,7 @@ func (nc *nodeConsole) startLocked(fresh bool) int {
 		return nc.attempt
 	}
 	switch {
-	case nc.state == api.ConsoleDown:
+	case nc.state == labctl.ConsoleDown:
 		nc.wakeLocked()
 		return nc.attempt + 1
 	case fresh && !nc.opening:
@@ -385,7 +385,7 @@ func (nc *nodeConsole) newSessionLocked() *sol.Session {
 	nc.pw = nil
 	nc.attempt++
 	nc.opening = true
-	nc.setStateLocked(api.ConsoleConnecting, nil)
+	nc.setStateLocked(labctl.ConsoleConnecting, nil)
 	return s
 }
 
@@ -416,7 +416,7 @@ func (nc *nodeConsole) loop(s *sol.Session) {
 		nc.mu.Lock()
 		nc.opening = false
 		if err == nil {
-			nc.setStateLocked(api.ConsoleOpen, nil)
+			nc.setStateLocked(labctl.ConsoleOpen, nil)
 			nc.claimForWriterLocked()
 		}
 		nc.mu.Unlock()
@@ -433,7 +433,7 @@ func (nc *nodeConsole) loop(s *sol.Session) {
 
 		nc.mu.Lock()
 		if !nc.wantedLocked() {
-			nc.setStateLocked(api.ConsoleClosed, nil)
+			nc.setStateLocked(labctl.ConsoleClosed, nil)
 			nc.running = false
 			nc.mu.Unlock()
 			return
@@ -453,8 +453,8 @@ func (nc *nodeConsole) loop(s *sol.Session) {
 		wait := backoff
 		backoff = min(backoff*2, nc.c.opts.RetryMax)
 		msg := fmt.Sprintf("console down: %v; next try in %s", failed, wait)
-		nc.setStateLocked(api.ConsoleDown, failed)
-		nc.announceLocked(api.NoticeSession, msg)
+		nc.setStateLocked(labctl.ConsoleDown, failed)
+		nc.announceLocked(labctl.NoticeSession, msg)
 		nc.log.Warn("console down", "err", failed, "retry_in", wait)
 		// Drain an old kick: only one that comes while waiting counts.
 		select {
@@ -472,7 +472,7 @@ func (nc *nodeConsole) loop(s *sol.Session) {
 		t.Stop()
 		nc.mu.Lock()
 		if !nc.wantedLocked() {
-			nc.setStateLocked(api.ConsoleClosed, nil)
+			nc.setStateLocked(labctl.ConsoleClosed, nil)
 			nc.running = false
 			nc.mu.Unlock()
 			return
@@ -543,7 +543,7 @@ func (nc *nodeConsole) pump(sub *sol.Subscription) {
 			nc.ring.add(rec.Data)
 			nc.clog.add(rec)
 			for v := range nc.viewers {
-				v.q.push(api.ConsoleMessage{Output: rec.Data})
+				v.q.push(labctl.ConsoleMessage{Output: rec.Data})
 			}
 		case sol.Event:
 			nc.clog.add(rec)
@@ -552,18 +552,18 @@ func (nc *nodeConsole) pump(sub *sol.Subscription) {
 			case rec.Missed > 0:
 				msg = fmt.Sprintf("the console broker missed %d bytes of output (it did not keep up)", rec.Missed)
 				for v := range nc.viewers {
-					v.q.push(api.ConsoleMessage{Notice: &api.ConsoleNotice{Kind: api.NoticeMissed, Text: msg, At: rec.Time, Missed: rec.Missed}})
+					v.q.push(labctl.ConsoleMessage{Notice: &labctl.ConsoleNotice{Kind: labctl.NoticeMissed, Text: msg, At: rec.Time, Missed: rec.Missed}})
 				}
 			case strings.HasPrefix(msg, "writer"):
 				// Write changes reach viewers as the broker's own notices.
 			default:
 				switch {
 				case strings.HasPrefix(msg, "session lost"):
-					nc.setStateLocked(api.ConsoleConnecting, nil)
+					nc.setStateLocked(labctl.ConsoleConnecting, nil)
 				case strings.HasPrefix(msg, "reconnected"):
-					nc.setStateLocked(api.ConsoleOpen, nil)
+					nc.setStateLocked(labctl.ConsoleOpen, nil)
 				}
-				nc.broadcastLocked(api.NoticeSession, msg)
+				nc.broadcastLocked(labctl.NoticeSession, msg)
 			}
 		}
 		// Input (sol.Written) is neither logged nor shown: see consoleLog.
@@ -584,13 +584,13 @@ func (nc *nodeConsole) waitOpen(ctx context.Context, timeout time.Duration, min 
 		s, state, err, ch := nc.session, nc.state, nc.err, nc.changed
 		current := nc.attempt >= min
 		switch {
-		case state == api.ConsoleOpen && current:
+		case state == labctl.ConsoleOpen && current:
 			nc.mu.Unlock()
 			return s, nil
-		case state == api.ConsoleDown && current:
+		case state == labctl.ConsoleDown && current:
 			nc.mu.Unlock()
 			return s, fmt.Errorf("console %s: %w", nc.name, err)
-		case state == api.ConsoleClosed && !nc.running:
+		case state == labctl.ConsoleClosed && !nc.running:
 			nc.mu.Unlock()
 			if s == nil {
 				s = sol.NewSession(nc.dialer, sol.Options{})
@@ -619,7 +619,7 @@ func (nc *nodeConsole) release(holder string) {
 	if holder != "" && !slices.Contains(nc.holders, holder) {
 		msg := holder + " ended: the console is free"
 		nc.noteLocked(holder + " released the console")
-		nc.broadcastLocked(api.NoticeWriter, msg)
+		nc.broadcastLocked(labctl.NoticeWriter, msg)
 		nc.broadcastStateLocked()
 	}
 	nc.mu.Unlock()
@@ -684,14 +684,14 @@ func (nc *nodeConsole) holderStartedLocked(holder string) {
 	if nc.writer != nil {
 		w := nc.writer
 		nc.dropWriterLocked()
-		w.noticeLocked(api.NoticeWriter, fmt.Sprintf("%s started: it types on the console now; you are read-only until it ends", holder))
+		w.noticeLocked(labctl.NoticeWriter, fmt.Sprintf("%s started: it types on the console now; you are read-only until it ends", holder))
 		for v := range nc.viewers {
 			if v != w {
-				v.noticeLocked(api.NoticeWriter, holder+" started: it has write")
+				v.noticeLocked(labctl.NoticeWriter, holder+" started: it has write")
 			}
 		}
 	} else {
-		nc.broadcastLocked(api.NoticeWriter, holder+" started: it has write")
+		nc.broadcastLocked(labctl.NoticeWriter, holder+" started: it has write")
 	}
 	nc.broadcastStateLocked()
 }
@@ -707,7 +707,7 @@ func (nc *nodeConsole) dropWriterLocked() {
 // claimForWriterLocked gives the person with write a claim on the current
 // session, if it is open.
 func (nc *nodeConsole) claimForWriterLocked() {
-	if nc.writer == nil || nc.state != api.ConsoleOpen || nc.session == nil {
+	if nc.writer == nil || nc.state != labctl.ConsoleOpen || nc.session == nil {
 		return
 	}
 	w, err := nc.session.Claim(nc.writer.who, true)
@@ -741,15 +741,15 @@ func (nc *nodeConsole) takeWriteLocked(v *Viewer, force bool) (refused string) {
 	nc.writer = v
 	nc.claimForWriterLocked()
 	if prev != nil {
-		prev.noticeLocked(api.NoticeWriter, fmt.Sprintf("%s took write: you are read-only now", v.who))
+		prev.noticeLocked(labctl.NoticeWriter, fmt.Sprintf("%s took write: you are read-only now", v.who))
 		nc.noteLocked(fmt.Sprintf("%s took write from %s", v.who, prev.who))
 	} else {
 		nc.noteLocked(v.who + " has write")
 	}
-	v.noticeLocked(api.NoticeWriter, "you have write")
+	v.noticeLocked(labctl.NoticeWriter, "you have write")
 	for o := range nc.viewers {
 		if o != v && o != prev {
-			o.noticeLocked(api.NoticeWriter, v.who+" has write")
+			o.noticeLocked(labctl.NoticeWriter, v.who+" has write")
 		}
 	}
 	nc.broadcastStateLocked()
@@ -782,38 +782,38 @@ func (nc *nodeConsole) broadcastStateLocked() {
 }
 
 // stateForLocked is the console's state as v sees it.
-func (nc *nodeConsole) stateForLocked(v *Viewer) api.ConsoleState {
-	st := api.ConsoleState{
+func (nc *nodeConsole) stateForLocked(v *Viewer) labctl.ConsoleState {
+	st := labctl.ConsoleState{
 		Node: nc.name, Target: nc.dialer.Target(), State: nc.state,
 		Writer: nc.writerNameLocked(), You: v.who, Write: nc.writer == v && nc.holderLocked() == "",
 		Viewers: len(nc.viewers),
 	}
-	if nc.err != nil && nc.state == api.ConsoleDown {
+	if nc.err != nil && nc.state == labctl.ConsoleDown {
 		st.Error = nc.err.Error()
 	}
 	return st
 }
 
 // info reports the console for listings.
-func (nc *nodeConsole) info() api.ConsoleInfo {
+func (nc *nodeConsole) info() labctl.ConsoleInfo {
 	nc.mu.Lock()
 	defer nc.mu.Unlock()
-	info := api.ConsoleInfo{
+	info := labctl.ConsoleInfo{
 		Node: nc.name, State: nc.state, Since: nc.since, Target: nc.dialer.Target(),
-		Holder: nc.holderLocked(), Writer: nc.writerNameLocked(), Viewers: []api.ConsoleViewer{},
+		Holder: nc.holderLocked(), Writer: nc.writerNameLocked(), Viewers: []labctl.ConsoleViewer{},
 	}
-	if nc.err != nil && nc.state == api.ConsoleDown {
+	if nc.err != nil && nc.state == labctl.ConsoleDown {
 		info.Error = nc.err.Error()
 	}
 	if nc.clog != nil {
 		info.Log = nc.clog.path
 	}
 	for v := range nc.viewers {
-		info.Viewers = append(info.Viewers, api.ConsoleViewer{
+		info.Viewers = append(info.Viewers, labctl.ConsoleViewer{
 			Who: v.who, Token: v.token, Write: nc.writer == v && info.Holder == "", ReadOnly: v.readOnly,
 			Since: v.since, Window: v.window, Missed: v.q.dropped(),
 		})
 	}
-	slices.SortFunc(info.Viewers, func(a, b api.ConsoleViewer) int { return a.Since.Compare(b.Since) })
+	slices.SortFunc(info.Viewers, func(a, b labctl.ConsoleViewer) int { return a.Since.Compare(b.Since) })
 	return info
 }

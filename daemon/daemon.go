@@ -2,7 +2,7 @@
 // the job queue, gives each job to a free healthy device, runs it there
 // (dispatcher.Run) on a worker of that device, tracks each device's state
 // and health, owns the nodes' console sessions (Consoles) and recovers
-// from its own crashes. It implements api.Service.
+// from its own crashes. It implements labctl.Service.
 //
 // Queue: jobs wait in priority order (high, normal, low), first come first
 // served within a priority. A job names a device, or a device type and
@@ -41,10 +41,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/devices"
 	"github.com/labctl/labctl/dispatcher"
-	"github.com/labctl/labctl/lab"
 	"github.com/labctl/labctl/results"
 	"github.com/labctl/labctl/store"
 )
@@ -68,19 +67,13 @@ type Store interface {
 	Devices(ctx context.Context) ([]store.Device, error)
 }
 
-// Nodes builds the live parts of a device: its power controller, console
-// dialer and boot-server entry. *lab.Lab implements it.
-type Nodes interface {
-	Node(name string) (*lab.Node, error)
-}
-
 // RunFunc runs one job to its end; dispatcher.Run is the real one.
 type RunFunc func(ctx context.Context, j dispatcher.Job) *results.Job
 
 // Config is what a Daemon is made of.
 type Config struct {
 	Lab   *devices.Lab
-	Nodes Nodes
+	Nodes labctl.Nodes
 	Store Store
 	// Consoles owns the nodes' console sessions; nil makes a broker that
 	// keeps them open and logs them to STATE/devices/NAME/console.log.
@@ -97,7 +90,7 @@ type Config struct {
 }
 
 // Daemon is the lab daemon. Create it with New, run it with Serve; its
-// methods (api.Service) may be called before Serve runs: jobs then queue
+// methods (labctl.Service) may be called before Serve runs: jobs then queue
 // until the workers start.
 type Daemon struct {
 	cfg      Config
@@ -315,7 +308,7 @@ func (d *Daemon) requeue(dev *device, t task) {
 		d.enqueueLocked(t.job)
 	}
 	if t.check != nil {
-		t.check.result = api.Health{At: d.now(), Detail: "not run: " + errShutdown.Error()}
+		t.check.result = labctl.Health{At: d.now(), Detail: "not run: " + errShutdown.Error()}
 		close(t.check.done)
 		dev.check = nil
 	}

@@ -4,9 +4,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/devices"
-	"github.com/labctl/labctl/lab"
 	"github.com/labctl/labctl/store"
 )
 
@@ -15,9 +14,9 @@ import (
 type device struct {
 	cfg     *devices.Device
 	name    string
-	node    *lab.Node // nil if nodeErr
-	nodeErr error     // the device's parts could not be built (config)
-	tasks   chan task // to its worker; holds at most one (see busy)
+	node    *labctl.Node // nil if nodeErr
+	nodeErr error        // the device's parts could not be built (config)
+	tasks   chan task    // to its worker; holds at most one (see busy)
 
 	state  string // derived by refreshLocked
 	reason string
@@ -27,7 +26,7 @@ type device struct {
 	maintReason  string
 	healthy      bool   // its last health check passed
 	healthReason string // why it is not healthy
-	health       *api.Health
+	health       *labctl.Health
 	job          *job   // the job it runs (assigned or running)
 	check        *check // the health check it runs (or is about to)
 	busy         bool   // a task is on its way to or running on the worker
@@ -47,7 +46,7 @@ type check struct {
 	why     string
 	recover bool
 	done    chan struct{}
-	result  api.Health // set before done is closed
+	result  labctl.Health // set before done is closed
 }
 
 // refreshLocked derives the device's state from what it is doing and
@@ -60,18 +59,18 @@ func (d *Daemon) refreshLocked(dev *device, why string) {
 	var state, reason string
 	switch {
 	case dev.job != nil:
-		state, reason = api.DeviceRunning, fmt.Sprintf("job %d (%s)", dev.job.rec.ID, dev.job.rec.Name)
+		state, reason = labctl.DeviceRunning, fmt.Sprintf("job %d (%s)", dev.job.rec.ID, dev.job.rec.Name)
 		if dev.maintenance {
 			reason += "; maintenance when it ends: " + dev.maintReason
 		}
 	case dev.check != nil:
-		state, reason = api.DeviceChecking, "health check: "+dev.check.why
+		state, reason = labctl.DeviceChecking, "health check: "+dev.check.why
 	case dev.maintenance:
-		state, reason = api.DeviceMaintenance, dev.maintReason
+		state, reason = labctl.DeviceMaintenance, dev.maintReason
 	case !dev.healthy:
-		state, reason = api.DeviceOffline, dev.healthReason
+		state, reason = labctl.DeviceOffline, dev.healthReason
 	default:
-		state, reason = api.DeviceIdle, dev.idleReason
+		state, reason = labctl.DeviceIdle, dev.idleReason
 	}
 	if state == dev.state && reason == dev.reason {
 		return
@@ -79,7 +78,7 @@ func (d *Daemon) refreshLocked(dev *device, why string) {
 	if state != dev.state {
 		dev.since = d.now()
 	}
-	if state != dev.state || state != api.DeviceRunning {
+	if state != dev.state || state != labctl.DeviceRunning {
 		d.log.Info("device state", "device", dev.name, "state", state, "reason", reason)
 	}
 	dev.state, dev.reason = state, reason
@@ -102,8 +101,8 @@ func (dev *device) record() store.Device {
 }
 
 // viewLocked is the device for the API.
-func (dev *device) viewLocked() api.Device {
-	v := api.Device{
+func (dev *device) viewLocked() labctl.Device {
+	v := labctl.Device{
 		Name: dev.name, DeviceType: dev.cfg.DeviceType, Tags: dev.cfg.Tags,
 		State: dev.state, Reason: dev.reason, Since: dev.since, Maintenance: dev.maintenance,
 	}

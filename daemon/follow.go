@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl"
 )
 
 // How a follower learns about new log lines: the dispatcher's events wake
@@ -22,11 +22,11 @@ const (
 	followChunk     = 1 << 20
 )
 
-// Follow streams a job's log, progress and end (api.Service).
-func (d *Daemon) Follow(ctx context.Context, id int64, opts api.FollowOptions, send func(api.Event) error) error {
+// Follow streams a job's log, progress and end (labctl.Service).
+func (d *Daemon) Follow(ctx context.Context, id int64, opts labctl.FollowOptions, send func(labctl.Event) error) error {
 	path := filepath.Join(d.jobDir(id), "job.log")
 	offset := opts.Offset
-	var last api.Progress
+	var last labctl.JobProgress
 	sentProgress := false
 	tick := time.NewTicker(followTick)
 	defer tick.Stop()
@@ -48,13 +48,13 @@ func (d *Daemon) Follow(ctx context.Context, id int64, opts api.FollowOptions, s
 			}
 		}
 		if p.Phase != "" && (!sentProgress || beat || !sameProgress(p, last)) {
-			if err := send(api.Event{Progress: &p}); err != nil {
+			if err := send(labctl.Event{Progress: &p}); err != nil {
 				return err
 			}
 			last, sentProgress = p, true
 		} else if beat {
 			// Keep the connection visibly alive while the job waits.
-			if err := send(api.Event{Progress: &api.Progress{Phase: "queued"}}); err != nil {
+			if err := send(labctl.Event{Progress: &labctl.JobProgress{Phase: "queued"}}); err != nil {
 				return err
 			}
 		}
@@ -72,29 +72,29 @@ func (d *Daemon) Follow(ctx context.Context, id int64, opts api.FollowOptions, s
 }
 
 // followEnd sends the rest of the log and the ended job.
-func (d *Daemon) followEnd(ctx context.Context, id int64, path string, offset int64, opts api.FollowOptions, send func(api.Event) error) error {
+func (d *Daemon) followEnd(ctx context.Context, id int64, path string, offset int64, opts labctl.FollowOptions, send func(labctl.Event) error) error {
 	v, err := d.Job(ctx, id)
 	if err != nil {
 		return err
 	}
-	if v.State != api.JobFinished {
+	if v.State != labctl.JobFinished {
 		// Between the store and the queue (a submit in flight): look again.
 		select {
 		case <-ctx.Done():
 			return context.Cause(ctx)
 		case <-time.After(50 * time.Millisecond):
 		}
-		return d.Follow(ctx, id, api.FollowOptions{Offset: offset, NoLog: opts.NoLog}, send)
+		return d.Follow(ctx, id, labctl.FollowOptions{Offset: offset, NoLog: opts.NoLog}, send)
 	}
 	if !opts.NoLog {
 		if _, err := sendLog(path, offset, true, send); err != nil {
 			return err
 		}
 	}
-	return send(api.Event{End: &v})
+	return send(labctl.Event{End: &v})
 }
 
-func sameProgress(a, b api.Progress) bool {
+func sameProgress(a, b labctl.JobProgress) bool {
 	if a.Phase != b.Phase || (a.Transfer == nil) != (b.Transfer == nil) {
 		return false
 	}
@@ -103,7 +103,7 @@ func sameProgress(a, b api.Progress) bool {
 
 // sendLog sends the log from offset on, in whole lines (and, if final, the
 // last partial one), and returns the new offset.
-func sendLog(path string, offset int64, final bool, send func(api.Event) error) (int64, error) {
+func sendLog(path string, offset int64, final bool, send func(labctl.Event) error) (int64, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return offset, nil
@@ -137,7 +137,7 @@ func sendLog(path string, offset int64, final bool, send func(api.Event) error) 
 		if len(chunk) == 0 {
 			return offset, nil
 		}
-		if err := send(api.Event{Log: string(chunk), Offset: offset}); err != nil {
+		if err := send(labctl.Event{Log: string(chunk), Offset: offset}); err != nil {
 			return offset, err
 		}
 		offset += int64(len(chunk))

@@ -10,8 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/labctl/labctl/api"
-	"github.com/labctl/labctl/dispatcher"
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/sol"
 )
 
@@ -21,14 +20,14 @@ import (
 // (health.master_boot). A check that follows a job cut short (c.recover)
 // first puts the node back as a job's finalize would: powered off, its PXE
 // entry local. Each check writes its steps to STATE/devices/NAME/health.log.
-func (d *Daemon) healthCheck(ctx context.Context, dev *device, c *check) api.Health {
+func (d *Daemon) healthCheck(ctx context.Context, dev *device, c *check) labctl.Health {
 	start := d.now()
-	h := api.Health{At: start}
+	h := labctl.Health{At: start}
 	hl := d.openHealthLog(dev.name)
 	defer hl.close()
 	hl.note("health check of %s: %s", dev.name, c.why)
 	var done []string
-	fail := func(step string, err error) api.Health {
+	fail := func(step string, err error) labctl.Health {
 		h.Detail = fmt.Sprintf("%s: %v", step, err)
 		h.Duration = d.now().Sub(start)
 		hl.note("failed after %s: %s", h.Duration.Round(time.Millisecond), h.Detail)
@@ -46,7 +45,7 @@ func (d *Daemon) healthCheck(ctx context.Context, dev *device, c *check) api.Hea
 	}
 
 	if c.recover {
-		if err := power("power off", func(ctx context.Context) error { return n.Power.Power(ctx, dispatcher.PowerOff) }); err != nil {
+		if err := power("power off", func(ctx context.Context) error { return n.Power.Power(ctx, labctl.PowerOff) }); err != nil {
 			return fail("power off", err)
 		}
 		if n.Netboot != nil {
@@ -63,7 +62,7 @@ func (d *Daemon) healthCheck(ctx context.Context, dev *device, c *check) api.Hea
 	}); err != nil {
 		return fail("BMC", err)
 	}
-	done = append(done, fmt.Sprintf("BMC answers (power %s)", onOff(on)))
+	done = append(done, fmt.Sprintf("BMC answers (power %s)", labctl.OnOff(on)))
 
 	if set.Health.Console || set.Health.MasterBoot {
 		hl.note("open the console %s", n.Console.Target())
@@ -106,7 +105,7 @@ func (d *Daemon) checkMasterBoot(ctx context.Context, dev *device, s *sol.Sessio
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), set.Timeouts.Power)
 		defer cancel()
 		hl.note("power off, PXE entry local")
-		perr := n.Power.Power(fctx, dispatcher.PowerOff)
+		perr := n.Power.Power(fctx, labctl.PowerOff)
 		lerr := n.Netboot.BootLocal()
 		if err == nil {
 			err = errors.Join(perr, lerr)
@@ -121,18 +120,18 @@ func (d *Daemon) checkMasterBoot(ctx context.Context, dev *device, s *sol.Sessio
 		}
 		return nil
 	}
-	if err := step("power off", func(ctx context.Context) error { return n.Power.Power(ctx, dispatcher.PowerOff) }); err != nil {
+	if err := step("power off", func(ctx context.Context) error { return n.Power.Power(ctx, labctl.PowerOff) }); err != nil {
 		return err
 	}
 	if err := n.Netboot.BootMaster(); err != nil {
 		return fmt.Errorf("PXE entry: %w", err)
 	}
-	if err := step("bootdev pxe", func(ctx context.Context) error { return n.Power.SetBootDevice(ctx, dispatcher.BootPXE) }); err != nil {
+	if err := step("bootdev pxe", func(ctx context.Context) error { return n.Power.SetBootDevice(ctx, labctl.BootPXE) }); err != nil {
 		return err
 	}
 	s.Discard()
 	start := time.Now()
-	if err := step("power on", func(ctx context.Context) error { return n.Power.Power(ctx, dispatcher.PowerOn) }); err != nil {
+	if err := step("power on", func(ctx context.Context) error { return n.Power.Power(ctx, labctl.PowerOn) }); err != nil {
 		return err
 	}
 	wctx, cancel := context.WithTimeout(ctx, set.Timeouts.MasterBoot)
@@ -148,13 +147,6 @@ func (d *Daemon) checkMasterBoot(ctx context.Context, dev *device, s *sol.Sessio
 	}
 	hl.note("master prompt after %s", time.Since(start).Round(time.Millisecond))
 	return nil
-}
-
-func onOff(on bool) string {
-	if on {
-		return "on"
-	}
-	return "off"
 }
 
 // healthLog is a device's health check log: the steps, and the console

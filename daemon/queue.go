@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/jobs"
 	"github.com/labctl/labctl/store"
 )
@@ -24,7 +24,7 @@ type job struct {
 
 	pmu      sync.Mutex
 	phase    string
-	transfer *api.Transfer
+	transfer *labctl.Transfer
 	news     chan struct{} // closed and replaced when something happens
 }
 
@@ -46,7 +46,7 @@ func (j *job) Phase(name string) {
 func (j *job) Transfer(done, total int64, elapsed time.Duration) {
 	j.pmu.Lock()
 	defer j.pmu.Unlock()
-	j.transfer = &api.Transfer{Done: done, Total: total, Elapsed: elapsed}
+	j.transfer = &labctl.Transfer{Done: done, Total: total, Elapsed: elapsed}
 	j.notifyLocked()
 }
 
@@ -64,10 +64,10 @@ func (j *job) notifyLocked() {
 
 // progress returns the job's phase and transfer, and a channel closed on
 // the next change.
-func (j *job) progress() (api.Progress, <-chan struct{}) {
+func (j *job) progress() (labctl.JobProgress, <-chan struct{}) {
 	j.pmu.Lock()
 	defer j.pmu.Unlock()
-	p := api.Progress{Phase: j.phase}
+	p := labctl.JobProgress{Phase: j.phase}
 	if j.transfer != nil {
 		t := *j.transfer
 		p.Transfer = &t

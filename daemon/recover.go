@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/jobs"
 	"github.com/labctl/labctl/results"
 	"github.com/labctl/labctl/sol"
@@ -55,7 +56,7 @@ func (d *Daemon) recoverJobs(ctx context.Context) error {
 			// The lab changed under the job (a device went away).
 			d.log.Warn("queued job cannot run any more", "job", rec.ID, "err", err)
 			if ferr := d.store.FinishJob(ctx, rec.ID, store.Queued, store.Finish{
-				Outcome: string(jobs.Incomplete), Reason: "cannot run in this lab any more: " + err.Error(), At: d.now(),
+				Outcome: string(labctl.Incomplete), Reason: "cannot run in this lab any more: " + err.Error(), At: d.now(),
 			}); ferr != nil {
 				return fmt.Errorf("daemon: load the queue: %w", ferr)
 			}
@@ -87,7 +88,7 @@ func (d *Daemon) crashedResult(rec store.Job) *results.Job {
 	now := d.now()
 	res := &results.Job{
 		ID: strconv.FormatInt(rec.ID, 10), Name: rec.Name, Device: rec.RunDevice,
-		Outcome: string(jobs.Incomplete), Reason: restartReason, Action: "restart",
+		Outcome: string(labctl.Incomplete), Reason: restartReason, Action: "restart",
 		Started: rec.Started, Finished: now,
 	}
 	if spec, err := jobs.Parse(rec.File, []byte(rec.Spec)); err == nil {

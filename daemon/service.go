@@ -10,14 +10,13 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/labctl/labctl/api"
-	"github.com/labctl/labctl/dispatcher"
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/jobs"
 	"github.com/labctl/labctl/results"
 	"github.com/labctl/labctl/store"
 )
 
-var _ api.Service = (*Daemon)(nil)
+var _ labctl.Service = (*Daemon)(nil)
 
 // Submit checks a job file against the lab and queues it.
 //
@@ -25,22 +24,22 @@ var _ api.Service = (*Daemon)(nil)
 // against req.Dir, and the file must be a regular file the daemon can read
 // and that every user may read (the daemon publishes it to a node, so it
 // must not publish a file only it may read, such as /etc/shadow).
-func (d *Daemon) Submit(ctx context.Context, req api.SubmitRequest) (api.Job, error) {
+func (d *Daemon) Submit(ctx context.Context, req labctl.SubmitRequest) (labctl.Job, error) {
 	spec, err := parseJob(req.File, req.Spec, req.Dir)
 	if err != nil {
-		return api.Job{}, err
+		return labctl.Job{}, err
 	}
 	if err := d.checkPlacement(spec); err != nil {
-		return api.Job{}, fmt.Errorf("%w: %s: %v", api.ErrInvalid, req.File, err)
+		return labctl.Job{}, fmt.Errorf("%w: %s: %v", labctl.ErrInvalid, req.File, err)
 	}
 	if err := checkFiles(spec); err != nil {
-		return api.Job{}, fmt.Errorf("%w: %s: %v", api.ErrInvalid, req.File, err)
+		return labctl.Job{}, fmt.Errorf("%w: %s: %v", labctl.ErrInvalid, req.File, err)
 	}
 	d.mu.Lock()
 	stopping := d.stopping
 	d.mu.Unlock()
 	if stopping {
-		return api.Job{}, fmt.Errorf("%w: the dispatcher is stopping", api.ErrUnavailable)
+		return labctl.Job{}, fmt.Errorf("%w: the dispatcher is stopping", labctl.ErrUnavailable)
 	}
 	// The job is committed before its submitter hears its ID; a client
 	// that hangs up meanwhile does not undo it.
@@ -49,10 +48,10 @@ func (d *Daemon) Submit(ctx context.Context, req api.SubmitRequest) (api.Job, er
 	rec, err := d.store.CreateJob(sctx, store.Job{
 		Name: spec.Name, File: req.File, Dir: req.Dir, Spec: req.Spec,
 		Device: spec.Device, DeviceType: spec.DeviceType, Tags: spec.Tags, Priority: string(spec.Priority),
-		Submitter: api.CallerFrom(ctx), Submitted: d.now(),
+		Submitter: labctl.CallerFrom(ctx), Submitted: d.now(),
 	})
 	if err != nil {
-		return api.Job{}, err
+		return labctl.Job{}, err
 	}
 	j := d.newJob(rec, spec)
 	// The log line is written before the job is queued, not under d.mu:
@@ -73,18 +72,18 @@ func parseJob(file, text, dir string) (*jobs.Job, error) {
 		file = "job.toml"
 	}
 	if strings.TrimSpace(text) == "" {
-		return nil, fmt.Errorf("%w: %s: the job file is empty", api.ErrInvalid, file)
+		return nil, fmt.Errorf("%w: %s: the job file is empty", labctl.ErrInvalid, file)
 	}
 	spec, err := jobs.Parse(file, []byte(text))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", api.ErrInvalid, err)
+		return nil, fmt.Errorf("%w: %v", labctl.ErrInvalid, err)
 	}
 	abs := func(key, path string) (string, error) {
 		if path == "" || filepath.IsAbs(path) {
 			return path, nil
 		}
 		if !filepath.IsAbs(dir) {
-			return "", fmt.Errorf("%w: %s: %s %q is relative, and the request names no absolute directory for it", api.ErrInvalid, file, key, path)
+			return "", fmt.Errorf("%w: %s: %s %q is relative, and the request names no absolute directory for it", labctl.ErrInvalid, file, key, path)
 		}
 		return filepath.Join(dir, path), nil
 	}
@@ -156,7 +155,7 @@ func checkFiles(spec *jobs.Job) error {
 }
 
 // Jobs lists jobs, oldest first.
-func (d *Daemon) Jobs(ctx context.Context, f api.JobFilter) ([]api.Job, error) {
+func (d *Daemon) Jobs(ctx context.Context, f labctl.JobFilter) ([]labctl.Job, error) {
 	if f.Limit <= 0 {
 		f.Limit = 100
 	}
@@ -164,7 +163,7 @@ func (d *Daemon) Jobs(ctx context.Context, f api.JobFilter) ([]api.Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := make([]api.Job, 0, len(recs))
+	out := make([]labctl.Job, 0, len(recs))
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, rec := range recs {
@@ -176,10 +175,10 @@ func (d *Daemon) Jobs(ctx context.Context, f api.JobFilter) ([]api.Job, error) {
 }
 
 // Job returns one job, with its results once it has finished.
-func (d *Daemon) Job(ctx context.Context, id int64) (api.Job, error) {
+func (d *Daemon) Job(ctx context.Context, id int64) (labctl.Job, error) {
 	rec, err := d.store.Job(ctx, id)
 	if err != nil {
-		return api.Job{}, storeErr(err)
+		return labctl.Job{}, storeErr(err)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -188,11 +187,11 @@ func (d *Daemon) Job(ctx context.Context, id int64) (api.Job, error) {
 
 // viewLocked is a job for the API: its record, or the live one if the job
 // is queued or running here (newer than the store's, and with progress).
-func (d *Daemon) viewLocked(rec store.Job, j *job) api.Job {
+func (d *Daemon) viewLocked(rec store.Job, j *job) labctl.Job {
 	if j != nil {
 		rec = j.rec
 	}
-	v := api.Job{
+	v := labctl.Job{
 		ID: rec.ID, Name: rec.Name, Device: rec.Device, DeviceType: rec.DeviceType, Tags: rec.Tags,
 		Priority: rec.Priority, Submitter: rec.Submitter, State: rec.State, Outcome: rec.Outcome, Reason: rec.Reason,
 		Submitted: rec.Submitted,
@@ -241,20 +240,20 @@ func recordOf(rec store.Job) *results.Job {
 // Cancel cancels a job. A queued job ends canceled at once; a running one
 // is stopped (its node finalized: powered off, PXE entry local) and Cancel
 // returns once it has ended, or when ctx ends.
-func (d *Daemon) Cancel(ctx context.Context, id int64) (api.Job, error) {
-	caller := api.CallerFrom(ctx)
+func (d *Daemon) Cancel(ctx context.Context, id int64) (labctl.Job, error) {
+	caller := labctl.CallerFrom(ctx)
 	d.mu.Lock()
 	j := d.jobs[id]
 	if j == nil {
 		d.mu.Unlock()
 		rec, err := d.store.Job(ctx, id)
 		if err != nil {
-			return api.Job{}, storeErr(err)
+			return labctl.Job{}, storeErr(err)
 		}
 		if rec.State == store.Finished {
-			return api.Job{}, fmt.Errorf("%w: job %d already ended %s", api.ErrBusy, id, rec.Outcome)
+			return labctl.Job{}, fmt.Errorf("%w: job %d already ended %s", labctl.ErrBusy, id, rec.Outcome)
 		}
-		return api.Job{}, fmt.Errorf("%w: job %d is %s but not known to this dispatcher", api.ErrBusy, id, rec.State)
+		return labctl.Job{}, fmt.Errorf("%w: job %d is %s but not known to this dispatcher", labctl.ErrBusy, id, rec.State)
 	}
 	cause := canceledBy{caller: caller}
 	if d.dequeueLocked(j) {
@@ -264,7 +263,7 @@ func (d *Daemon) Cancel(ctx context.Context, id int64) (api.Job, error) {
 		err := d.finishQueued(j, cause)
 		close(j.done)
 		if err != nil {
-			return api.Job{}, err
+			return labctl.Job{}, err
 		}
 		d.log.Info("job canceled", "job", id, "by", caller)
 		return d.Job(ctx, id)
@@ -275,7 +274,7 @@ func (d *Daemon) Cancel(ctx context.Context, id int64) (api.Job, error) {
 	select {
 	case <-j.done:
 	case <-ctx.Done():
-		return api.Job{}, fmt.Errorf("job %d: waiting for it to end: %w", id, context.Cause(ctx))
+		return labctl.Job{}, fmt.Errorf("job %d: waiting for it to end: %w", id, context.Cause(ctx))
 	}
 	return d.Job(ctx, id)
 }
@@ -292,23 +291,27 @@ func (d *Daemon) JobLog(ctx context.Context, id int64) (io.ReadCloser, error) {
 	return f, err
 }
 
-// JobResult returns a finished job's record.
-func (d *Daemon) JobResult(ctx context.Context, id int64) (*results.Job, error) {
+// JUnit returns the JUnit XML report a finished job's run wrote.
+func (d *Daemon) JUnit(ctx context.Context, id int64) ([]byte, error) {
 	rec, err := d.store.Job(ctx, id)
 	if err != nil {
 		return nil, storeErr(err)
 	}
 	if rec.State != store.Finished {
-		return nil, fmt.Errorf("%w: job %d is %s: no results yet", api.ErrBusy, id, rec.State)
+		return nil, fmt.Errorf("%w: job %d is %s: no JUnit report yet", labctl.ErrBusy, id, rec.State)
 	}
-	return recordOf(rec), nil
+	b, err := os.ReadFile(filepath.Join(d.jobDir(id), results.JUnitFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w: job %d has no JUnit report", labctl.ErrNotFound, id)
+	}
+	return b, err
 }
 
 // Devices lists the devices by name.
-func (d *Daemon) Devices(ctx context.Context) ([]api.Device, error) {
+func (d *Daemon) Devices(ctx context.Context) ([]labctl.Device, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	out := make([]api.Device, 0, len(d.names))
+	out := make([]labctl.Device, 0, len(d.names))
 	for _, name := range d.names {
 		out = append(out, d.devices[name].viewLocked())
 	}
@@ -316,10 +319,10 @@ func (d *Daemon) Devices(ctx context.Context) ([]api.Device, error) {
 }
 
 // Device returns one device.
-func (d *Daemon) Device(ctx context.Context, name string) (api.Device, error) {
+func (d *Daemon) Device(ctx context.Context, name string) (labctl.Device, error) {
 	dev, err := d.device(name)
 	if err != nil {
-		return api.Device{}, err
+		return labctl.Device{}, err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -329,19 +332,19 @@ func (d *Daemon) Device(ctx context.Context, name string) (api.Device, error) {
 func (d *Daemon) device(name string) (*device, error) {
 	dev := d.devices[name] // the map never changes after New
 	if dev == nil {
-		return nil, fmt.Errorf("%w: no device %q in lab %s", api.ErrNotFound, name, d.cfg.Lab.Name)
+		return nil, fmt.Errorf("%w: no device %q in lab %s", labctl.ErrNotFound, name, d.cfg.Lab.Name)
 	}
 	return dev, nil
 }
 
 // Maintenance takes a device out of service: it gets no jobs until it is
 // put online; a job running on it finishes first.
-func (d *Daemon) Maintenance(ctx context.Context, name, reason string) (api.Device, error) {
+func (d *Daemon) Maintenance(ctx context.Context, name, reason string) (labctl.Device, error) {
 	dev, err := d.device(name)
 	if err != nil {
-		return api.Device{}, err
+		return labctl.Device{}, err
 	}
-	who := api.CallerFrom(ctx)
+	who := labctl.CallerFrom(ctx)
 	if reason == "" {
 		reason = "set by " + who
 	} else {
@@ -357,20 +360,20 @@ func (d *Daemon) Maintenance(ctx context.Context, name, reason string) (api.Devi
 
 // Online puts a device back in service after a health check (at once if a
 // job is still running on it: the device is then free when the job ends).
-func (d *Daemon) Online(ctx context.Context, name string) (api.Device, error) {
+func (d *Daemon) Online(ctx context.Context, name string) (labctl.Device, error) {
 	dev, err := d.device(name)
 	if err != nil {
-		return api.Device{}, err
+		return labctl.Device{}, err
 	}
 	d.consoles.Park(name, false)
 	d.mu.Lock()
 	dev.maintenance, dev.maintReason = false, ""
-	c := d.requestCheckLocked(dev, "online (by "+api.CallerFrom(ctx)+")")
+	c := d.requestCheckLocked(dev, "online (by "+labctl.CallerFrom(ctx)+")")
 	d.refreshLocked(dev, "")
 	d.mu.Unlock()
 	if c != nil {
 		if _, err := waitCheck(ctx, c); err != nil {
-			return api.Device{}, err
+			return labctl.Device{}, err
 		}
 	}
 	return d.Device(ctx, name)
@@ -378,23 +381,23 @@ func (d *Daemon) Online(ctx context.Context, name string) (api.Device, error) {
 
 // CheckHealth runs the device's health check (or joins the one running)
 // and returns the device after it.
-func (d *Daemon) CheckHealth(ctx context.Context, name string) (api.Device, error) {
+func (d *Daemon) CheckHealth(ctx context.Context, name string) (labctl.Device, error) {
 	dev, err := d.device(name)
 	if err != nil {
-		return api.Device{}, err
+		return labctl.Device{}, err
 	}
 	d.mu.Lock()
-	c := d.requestCheckLocked(dev, "asked by "+api.CallerFrom(ctx))
+	c := d.requestCheckLocked(dev, "asked by "+labctl.CallerFrom(ctx))
 	var running int64
 	if dev.job != nil {
 		running = dev.job.rec.ID
 	}
 	d.mu.Unlock()
 	if c == nil {
-		return api.Device{}, fmt.Errorf("%w: %s runs job %d: check it when the job has ended", api.ErrBusy, name, running)
+		return labctl.Device{}, fmt.Errorf("%w: %s runs job %d: check it when the job has ended", labctl.ErrBusy, name, running)
 	}
 	if _, err := waitCheck(ctx, c); err != nil {
-		return api.Device{}, err
+		return labctl.Device{}, err
 	}
 	return d.Device(ctx, name)
 }
@@ -402,45 +405,34 @@ func (d *Daemon) CheckHealth(ctx context.Context, name string) (api.Device, erro
 // Power runs a power operation on a node. While a job or a health check
 // owns the node only status is allowed, unless req.Force. No job starts on
 // the node while the operation runs.
-func (d *Daemon) Power(ctx context.Context, name string, req api.PowerRequest) (api.PowerResponse, error) {
-	dev, release, err := d.manual(name, req.Op == api.PowerStatus || req.Force)
+func (d *Daemon) Power(ctx context.Context, name string, req labctl.PowerRequest) (labctl.PowerResponse, error) {
+	dev, release, err := d.manual(name, req.Op == labctl.PowerStatus || req.Force)
 	if err != nil {
-		return api.PowerResponse{}, err
+		return labctl.PowerResponse{}, err
 	}
 	defer release()
 	pctx, cancel := context.WithTimeout(ctx, dev.cfg.Settings.Timeouts.Power)
 	defer cancel()
-	p := dev.node.Power
-	if req.Op != api.PowerStatus {
-		if req.Op != api.PowerOff {
+	if req.Op != labctl.PowerStatus {
+		if req.Op != string(labctl.PowerOff) {
 			d.ensureConsole(pctx, dev)
 		}
-		d.log.Info("power", "device", name, "op", req.Op, "by", api.CallerFrom(ctx), "force", req.Force)
-		if err := p.Power(pctx, dispatcher.PowerOp(req.Op)); err != nil {
-			return api.PowerResponse{}, fmt.Errorf("%w: power %s %s: %v", api.ErrDevice, req.Op, name, err)
-		}
+		d.log.Info("power", "device", name, "op", req.Op, "by", labctl.CallerFrom(ctx), "force", req.Force)
 	}
-	on, err := p.PowerState(pctx)
-	if err != nil {
-		return api.PowerResponse{}, fmt.Errorf("%w: power status %s: %v", api.ErrDevice, name, err)
-	}
-	return api.PowerResponse{Node: name, On: on}, nil
+	return labctl.ApplyPower(pctx, dev.node.Power, name, req)
 }
 
 // SetBootDevice sets a node's next boot device, with the rules of Power.
-func (d *Daemon) SetBootDevice(ctx context.Context, name string, req api.BootdevRequest) (api.BootdevResponse, error) {
+func (d *Daemon) SetBootDevice(ctx context.Context, name string, req labctl.BootdevRequest) (labctl.BootdevResponse, error) {
 	dev, release, err := d.manual(name, req.Force)
 	if err != nil {
-		return api.BootdevResponse{}, err
+		return labctl.BootdevResponse{}, err
 	}
 	defer release()
 	pctx, cancel := context.WithTimeout(ctx, dev.cfg.Settings.Timeouts.Power)
 	defer cancel()
-	d.log.Info("bootdev", "device", name, "boot", req.Device, "by", api.CallerFrom(ctx), "force", req.Force)
-	if err := dev.node.Power.SetBootDevice(pctx, dispatcher.BootDevice(req.Device)); err != nil {
-		return api.BootdevResponse{}, fmt.Errorf("%w: bootdev %s %s: %v", api.ErrDevice, req.Device, name, err)
-	}
-	return api.BootdevResponse{Node: name, Device: req.Device}, nil
+	d.log.Info("bootdev", "device", name, "boot", req.Device, "by", labctl.CallerFrom(ctx), "force", req.Force)
+	return labctl.ApplyBootDevice(pctx, dev.node.Power, name, req)
 }
 
 // manual starts a person's operation on a node: refused while a job or a
@@ -451,16 +443,16 @@ func (d *Daemon) manual(name string, allowed bool) (*device, func(), error) {
 		return nil, nil, err
 	}
 	if dev.nodeErr != nil {
-		return nil, nil, fmt.Errorf("%w: %s: %v", api.ErrDevice, name, dev.nodeErr)
+		return nil, nil, fmt.Errorf("%w: %s: %v", labctl.ErrDevice, name, dev.nodeErr)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if !allowed {
 		switch {
 		case dev.job != nil:
-			return nil, nil, fmt.Errorf("%w: %s runs job %d, which owns the node (--force to do it anyway)", api.ErrBusy, name, dev.job.rec.ID)
+			return nil, nil, fmt.Errorf("%w: %s runs job %d, which owns the node (--force to do it anyway)", labctl.ErrBusy, name, dev.job.rec.ID)
 		case dev.check != nil:
-			return nil, nil, fmt.Errorf("%w: %s is being health-checked (--force to do it anyway)", api.ErrBusy, name)
+			return nil, nil, fmt.Errorf("%w: %s is being health-checked (--force to do it anyway)", labctl.ErrBusy, name)
 		}
 	}
 	dev.manual++
@@ -475,7 +467,7 @@ func (d *Daemon) manual(name string, allowed bool) (*device, func(), error) {
 // storeErr maps the store's errors to the API's.
 func storeErr(err error) error {
 	if errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("%w: %v", api.ErrNotFound, err)
+		return fmt.Errorf("%w: %v", labctl.ErrNotFound, err)
 	}
 	return err
 }

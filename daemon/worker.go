@@ -9,9 +9,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/dispatcher"
-	"github.com/labctl/labctl/jobs"
 	"github.com/labctl/labctl/results"
 	"github.com/labctl/labctl/store"
 )
@@ -81,9 +80,9 @@ func (d *Daemon) runJob(ctx context.Context, dev *device, j *job) {
 		Log: d.log.With("job", id, "device", dev.name), Now: d.now,
 	})
 	release()
-	if res.Outcome == string(jobs.Canceled) && errors.Is(context.Cause(j.ctx), errShutdown) {
+	if res.Outcome == string(labctl.Canceled) && errors.Is(context.Cause(j.ctx), errShutdown) {
 		// Nobody canceled it: the dispatcher stopped under it.
-		res.Outcome, res.Reason = string(jobs.Incomplete), errShutdown.Error()+" while the job ran"
+		res.Outcome, res.Reason = string(labctl.Incomplete), errShutdown.Error()+" while the job ran"
 		if res.Action == "" {
 			res.Action = "shutdown"
 		}
@@ -131,11 +130,11 @@ func (d *Daemon) finishQueued(j *job, cause error) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
-	if err := d.store.FinishJob(sctx, j.rec.ID, store.Queued, store.Finish{Outcome: string(jobs.Canceled), Reason: reason, At: now}); err != nil {
+	if err := d.store.FinishJob(sctx, j.rec.ID, store.Queued, store.Finish{Outcome: string(labctl.Canceled), Reason: reason, At: now}); err != nil {
 		return err
 	}
 	d.mu.Lock()
-	j.rec.State, j.rec.Outcome, j.rec.Reason, j.rec.Finished = store.Finished, string(jobs.Canceled), reason, now
+	j.rec.State, j.rec.Outcome, j.rec.Reason, j.rec.Finished = store.Finished, string(labctl.Canceled), reason, now
 	d.mu.Unlock()
 	return nil
 }
@@ -148,7 +147,7 @@ func (d *Daemon) jobEnded(dev *device, j *job, res *results.Job) {
 	delete(d.jobs, j.rec.ID)
 	dev.job, j.dev = nil, nil
 	why := fmt.Sprintf("job %d ended %s", j.rec.ID, j.rec.Outcome)
-	if res != nil && res.Outcome == string(jobs.Incomplete) && !d.stopping {
+	if res != nil && res.Outcome == string(labctl.Incomplete) && !d.stopping {
 		// Infrastructure error: the device proves itself before the next job.
 		dev.healthy, dev.healthReason = false, fmt.Sprintf("job %d ended incomplete: %s", j.rec.ID, res.Reason)
 		dev.recover = true
@@ -219,11 +218,11 @@ func moveAside(dir string) error {
 }
 
 // waitCheck waits for a check's result (or ctx).
-func waitCheck(ctx context.Context, c *check) (api.Health, error) {
+func waitCheck(ctx context.Context, c *check) (labctl.Health, error) {
 	select {
 	case <-c.done:
 		return c.result, nil
 	case <-ctx.Done():
-		return api.Health{}, fmt.Errorf("waiting for the health check: %w", context.Cause(ctx))
+		return labctl.Health{}, fmt.Errorf("waiting for the health check: %w", context.Cause(ctx))
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/sol"
 )
 
@@ -23,12 +24,12 @@ func (r *runner) boot(ctx context.Context) error {
 	if err := r.Netboot.BootLocal(); err != nil {
 		return fmt.Errorf("PXE config: %w", err)
 	}
-	if err := r.bootdev(ctx, BootDisk); err != nil {
+	if err := r.bootdev(ctx, labctl.BootDisk); err != nil {
 		return err
 	}
 	r.session.Discard()
 	start := r.Now()
-	if err := r.power(ctx, PowerCycle); err != nil {
+	if err := r.power(ctx, labctl.PowerCycle); err != nil {
 		return err
 	}
 	loginPrompt := regexp.MustCompile(regexp.QuoteMeta(login.LoginPrompt))

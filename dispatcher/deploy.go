@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/devices"
 	"github.com/labctl/labctl/sol"
 )
@@ -113,7 +114,7 @@ var sha256Line = regexp.MustCompile(`([0-9a-fA-F]{64})[ \t]+\*?-`)
 // bootMaster powers the node on into the master image and returns its
 // shell, with a prompt unique to this job.
 func (r *runner) bootMaster(ctx context.Context) (*shell, error) {
-	if err := r.power(ctx, PowerOff); err != nil {
+	if err := r.power(ctx, labctl.PowerOff); err != nil {
 		return nil, err
 	}
 	if err := r.Netboot.BootMaster(); err != nil {
@@ -121,12 +122,12 @@ func (r *runner) bootMaster(ctx context.Context) (*shell, error) {
 	}
 	// Boot flags expire on many BMCs 60 s after they are set: set them
 	// right before powering on.
-	if err := r.bootdev(ctx, BootPXE); err != nil {
+	if err := r.bootdev(ctx, labctl.BootPXE); err != nil {
 		return nil, err
 	}
 	r.session.Discard()
 	start := r.Now()
-	if err := r.power(ctx, PowerOn); err != nil {
+	if err := r.power(ctx, labctl.PowerOn); err != nil {
 		return nil, err
 	}
 	prompt := regexp.MustCompile(regexp.QuoteMeta(r.set.Master.Prompt))
@@ -160,7 +161,7 @@ func (r *runner) waitPrompt(ctx context.Context, timeout time.Duration, what str
 }
 
 // power runs one power operation within the power timeout.
-func (r *runner) power(ctx context.Context, op PowerOp) error {
+func (r *runner) power(ctx context.Context, op labctl.PowerOp) error {
 	pctx, cancel := context.WithTimeout(ctx, r.set.Timeouts.Power)
 	defer cancel()
 	r.event("power %s", op)
@@ -171,7 +172,7 @@ func (r *runner) power(ctx context.Context, op PowerOp) error {
 }
 
 // bootdev sets the next boot device within the power timeout.
-func (r *runner) bootdev(ctx context.Context, dev BootDevice) error {
+func (r *runner) bootdev(ctx context.Context, dev labctl.BootDevice) error {
 	pctx, cancel := context.WithTimeout(ctx, r.set.Timeouts.Power)
 	defer cancel()
 	r.event("bootdev %s", dev)
@@ -195,7 +196,7 @@ func (r *runner) pacing(delay time.Duration) sol.Pacing {
 
 // watchTransfer reports the image transfer's progress once a second until
 // the returned stop is called.
-func (r *runner) watchTransfer(img PublishedImage, size int64) (stop func()) {
+func (r *runner) watchTransfer(img labctl.PublishedImage, size int64) (stop func()) {
 	if img == nil {
 		return func() {}
 	}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/devices"
 	"github.com/labctl/labctl/jobs"
 	"github.com/labctl/labctl/results"
@@ -26,13 +27,13 @@ type Job struct {
 	// with the device's overrides applied.
 	Device   string
 	Settings devices.Settings
-	Power    Power
+	Power    labctl.Power
 	// Console is the node's console session, open. The job types on it as
 	// its only writer while it runs (taking over from anyone typing) and
 	// records what it reads and writes in the job log; others may watch.
 	// The caller owns it: the job does not close it.
 	Console *sol.Session
-	Netboot Netboot
+	Netboot labctl.Netboot
 	// Dir is the job directory: job.log, results.json, junit.xml and the
 	// artifacts go there. It is created if missing.
 	Dir string
@@ -235,25 +236,25 @@ func (r *runner) outcome(ctx context.Context, finalizeErr error) (outcome, reaso
 		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 			reason = "canceled: " + cause.Error()
 		}
-		return string(jobs.Canceled), reason, r.action
+		return string(labctl.Canceled), reason, r.action
 	case r.timedOut:
 		// Out of time is the job's own limit, not the lab going wrong.
 		if r.failure == nil {
-			return string(jobs.Canceled), "job timeout exceeded", ""
+			return string(labctl.Canceled), "job timeout exceeded", ""
 		}
-		return string(jobs.Canceled), fmt.Sprintf("%s: %v", r.action, r.failure), r.action
+		return string(labctl.Canceled), fmt.Sprintf("%s: %v", r.action, r.failure), r.action
 	case r.failure != nil:
-		return string(jobs.Incomplete), fmt.Sprintf("%s: %v", r.action, r.failure), r.action
+		return string(labctl.Incomplete), fmt.Sprintf("%s: %v", r.action, r.failure), r.action
 	case finalizeErr != nil:
 		// The tests ran, but the node may be left on: the lab needs a look.
-		return string(jobs.Incomplete), fmt.Sprintf("finalize: %v", finalizeErr), "finalize"
+		return string(labctl.Incomplete), fmt.Sprintf("finalize: %v", finalizeErr), "finalize"
 	}
 	for _, s := range r.res.Steps {
 		if !s.Ok() {
-			return string(jobs.Failed), fmt.Sprintf("test step %s: %s", s.Name, s.Result), ""
+			return string(labctl.Failed), fmt.Sprintf("test step %s: %s", s.Name, s.Result), ""
 		}
 	}
-	return string(jobs.Complete), "", ""
+	return string(labctl.Complete), "", ""
 }
 
 // finalize puts the node back: powered off (unless the job keeps it on)
@@ -270,7 +271,7 @@ func (r *runner) finalize(ctx context.Context) error {
 		r.event("finalize: keeping the node powered on (keep_powered_on)")
 	} else if r.Power != nil {
 		r.event("finalize: power off")
-		keep(r.Power.Power(ctx, PowerOff))
+		keep(r.Power.Power(ctx, labctl.PowerOff))
 	}
 	if r.Netboot != nil {
 		keep(r.Netboot.BootLocal())

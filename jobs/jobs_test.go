@@ -265,21 +265,6 @@ func TestLoadKeepsURLs(t *testing.T) {
 	}
 }
 
-func TestOutcomeExitCode(t *testing.T) {
-	for o, want := range map[Outcome]int{Complete: 0, Failed: 1, Incomplete: 2, Canceled: 3, "bogus": 2} {
-		if got := o.ExitCode(); got != want {
-			t.Errorf("%q.ExitCode() = %d, want %d", o, got, want)
-		}
-	}
-	var o Outcome
-	if err := o.UnmarshalText([]byte("failed")); err != nil || o != Failed {
-		t.Errorf("UnmarshalText(failed) = %v, %q", err, o)
-	}
-	if err := o.UnmarshalText([]byte("done")); err == nil {
-		t.Error("UnmarshalText(done) accepted an unknown outcome")
-	}
-}
-
 func TestPriorityRank(t *testing.T) {
 	if !(High.Rank() > Normal.Rank() && Normal.Rank() > Low.Rank()) {
 		t.Errorf("ranks high=%d normal=%d low=%d, want high > normal > low", High.Rank(), Normal.Rank(), Low.Rank())

@@ -11,26 +11,26 @@ import (
 	"os/exec"
 	"time"
 
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/bmc"
 	"github.com/labctl/labctl/devices"
-	"github.com/labctl/labctl/dispatcher"
 	"github.com/labctl/labctl/netboot"
 )
 
-// ipmiPower is dispatcher.Power over native IPMI.
+// ipmiPower is labctl.Power over native IPMI.
 type ipmiPower struct {
 	client *bmc.Client
 	opts   bmc.BootOptions
 }
 
-var powerOps = map[dispatcher.PowerOp]bmc.PowerOp{
-	dispatcher.PowerOn:    bmc.PowerOn,
-	dispatcher.PowerOff:   bmc.PowerOff,
-	dispatcher.PowerCycle: bmc.PowerCycle,
-	dispatcher.PowerReset: bmc.PowerReset,
+var powerOps = map[labctl.PowerOp]bmc.PowerOp{
+	labctl.PowerOn:    bmc.PowerOn,
+	labctl.PowerOff:   bmc.PowerOff,
+	labctl.PowerCycle: bmc.PowerCycle,
+	labctl.PowerReset: bmc.PowerReset,
 }
 
-func (p *ipmiPower) Power(ctx context.Context, op dispatcher.PowerOp) error {
+func (p *ipmiPower) Power(ctx context.Context, op labctl.PowerOp) error {
 	bop, ok := powerOps[op]
 	if !ok {
 		return fmt.Errorf("unknown power operation %q", op)
@@ -42,17 +42,17 @@ func (p *ipmiPower) PowerState(ctx context.Context) (bool, error) {
 	return p.client.PowerState(ctx)
 }
 
-func (p *ipmiPower) SetBootDevice(ctx context.Context, dev dispatcher.BootDevice) error {
+func (p *ipmiPower) SetBootDevice(ctx context.Context, dev labctl.BootDevice) error {
 	switch dev {
-	case dispatcher.BootPXE:
+	case labctl.BootPXE:
 		return p.client.SetBootDevice(ctx, bmc.BootPXE, p.opts)
-	case dispatcher.BootDisk:
+	case labctl.BootDisk:
 		return p.client.SetBootDevice(ctx, bmc.BootDisk, p.opts)
 	}
 	return fmt.Errorf("unknown boot device %q", dev)
 }
 
-// commandPower is dispatcher.Power through the device type's shell
+// commandPower is labctl.Power through the device type's shell
 // commands (LAVA style: a PDU, a relay, ipmitool). The BMC password, if the
 // device has one, reaches the commands in IPMI_PASSWORD, never in argv.
 type commandPower struct {
@@ -70,13 +70,13 @@ func newCommandPower(d *devices.Device, log *slog.Logger) *commandPower {
 // change to show.
 const confirmPoll = 500 * time.Millisecond
 
-func (p *commandPower) Power(ctx context.Context, op dispatcher.PowerOp) error {
+func (p *commandPower) Power(ctx context.Context, op labctl.PowerOp) error {
 	switch op {
-	case dispatcher.PowerOn:
+	case labctl.PowerOn:
 		return p.switchTo(ctx, true)
-	case dispatcher.PowerOff:
+	case labctl.PowerOff:
 		return p.switchTo(ctx, false)
-	case dispatcher.PowerCycle, dispatcher.PowerReset:
+	case labctl.PowerCycle, labctl.PowerReset:
 		if !p.set.ResetCommand.IsZero() {
 			if _, err := p.run(ctx, "reset", p.set.ResetCommand); err != nil {
 				return err
@@ -113,9 +113,9 @@ func (p *commandPower) waitFor(ctx context.Context, on bool) error {
 		select {
 		case <-ctx.Done():
 			if err != nil {
-				return fmt.Errorf("power %s: waiting for the node to be %s: %w", p.d.Name, onOff(on), err)
+				return fmt.Errorf("power %s: waiting for the node to be %s: %w", p.d.Name, labctl.OnOff(on), err)
 			}
-			return fmt.Errorf("power %s: still %s when the wait for %s ended: %w", p.d.Name, onOff(got), onOff(on), ctx.Err())
+			return fmt.Errorf("power %s: still %s when the wait for %s ended: %w", p.d.Name, labctl.OnOff(got), labctl.OnOff(on), ctx.Err())
 		case <-time.After(confirmPoll):
 		}
 	}
@@ -129,9 +129,9 @@ func (p *commandPower) PowerState(ctx context.Context) (bool, error) {
 	return p.set.StatusOnRegexp.MatchString(out), nil
 }
 
-func (p *commandPower) SetBootDevice(ctx context.Context, dev dispatcher.BootDevice) error {
+func (p *commandPower) SetBootDevice(ctx context.Context, dev labctl.BootDevice) error {
 	cmd := p.set.BootdevDiskCommand
-	if dev == dispatcher.BootPXE {
+	if dev == labctl.BootPXE {
 		cmd = p.set.BootdevPXECommand
 	}
 	if cmd.IsZero() {
@@ -179,13 +179,6 @@ func (p *commandPower) run(ctx context.Context, what string, c devices.Command) 
 	return "", fmt.Errorf("power %s: %s command %s failed %d times: %v", p.d.Name, what, argv[0], p.set.Retries+1, last)
 }
 
-func onOff(on bool) string {
-	if on {
-		return "on"
-	}
-	return "off"
-}
-
 func tail(s string) string {
 	s = string(bytes.TrimSpace([]byte(s)))
 	if len(s) > 200 {
@@ -194,7 +187,7 @@ func tail(s string) string {
 	return fmt.Sprintf("%q", s)
 }
 
-// nodeBoot is dispatcher.Netboot: one device's entry on the boot server.
+// nodeBoot is labctl.Netboot: one device's entry on the boot server.
 type nodeBoot struct {
 	srv           *netboot.Server
 	mac           net.HardwareAddr
@@ -205,7 +198,7 @@ type nodeBoot struct {
 func (b *nodeBoot) BootMaster() error { return b.srv.SetNode(b.mac, b.ip, b.master) }
 func (b *nodeBoot) BootLocal() error  { return b.srv.SetNode(b.mac, b.ip, b.local) }
 
-func (b *nodeBoot) PublishImage(path string) (dispatcher.PublishedImage, error) {
+func (b *nodeBoot) PublishImage(path string) (labctl.PublishedImage, error) {
 	return b.srv.PublishImage(path)
 }
 

@@ -13,9 +13,9 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/bmc"
 	"github.com/labctl/labctl/devices"
-	"github.com/labctl/labctl/dispatcher"
 	"github.com/labctl/labctl/netboot"
 	"github.com/labctl/labctl/sol"
 )
@@ -51,19 +51,11 @@ func (l *Lab) Close() error {
 	return nil
 }
 
-// Node is everything the dispatcher needs to run a job on one device.
-type Node struct {
-	Device  *devices.Device
-	Power   dispatcher.Power
-	Console sol.Dialer
-	Netboot dispatcher.Netboot
-}
-
 // Node builds the parts of the named device.
-func (l *Lab) Node(name string) (*Node, error) {
+func (l *Lab) Node(name string) (*labctl.Node, error) {
 	d, ok := l.Config.Device(name)
 	if !ok {
-		return nil, fmt.Errorf("no device %q in lab %s", name, l.Config.File)
+		return nil, fmt.Errorf("%w: no device %q in lab %s", labctl.ErrNotFound, name, l.Config.File)
 	}
 	power, err := l.Power(d)
 	if err != nil {
@@ -73,7 +65,7 @@ func (l *Lab) Node(name string) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{Device: d, Power: power, Console: console}
+	n := &labctl.Node{Device: d, Power: power, Console: console}
 	if l.Boot != nil {
 		n.Netboot = l.Netboot(d)
 	}
@@ -108,7 +100,7 @@ func (l *Lab) BMC(d *devices.Device) (*bmc.Client, error) {
 
 // Power returns the device's power controller, as its device type says:
 // IPMI spoken natively, or shell commands.
-func (l *Lab) Power(d *devices.Device) (dispatcher.Power, error) {
+func (l *Lab) Power(d *devices.Device) (labctl.Power, error) {
 	switch d.Settings.Power.Method {
 	case devices.PowerCommand:
 		return newCommandPower(d, l.log), nil
@@ -179,7 +171,7 @@ func passwordEnv(d *devices.Device) []string {
 // IP another device of the lab shares (simlab nodes all get 10.0.2.15, each
 // on its own user-mode network) is known to the boot server by its MAC
 // only: hex-IP config names could not tell those devices apart.
-func (l *Lab) Netboot(d *devices.Device) dispatcher.Netboot {
+func (l *Lab) Netboot(d *devices.Device) labctl.Netboot {
 	var ip net.IP
 	if d.IP.IsValid() && !l.ipShared(d) {
 		ip = net.IP(d.IP.AsSlice())

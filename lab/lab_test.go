@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/devices"
-	"github.com/labctl/labctl/dispatcher"
 	"github.com/labctl/labctl/sol"
 )
 
@@ -37,9 +37,9 @@ func TestCommandPower(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for _, step := range []struct {
-		op   dispatcher.PowerOp
+		op   labctl.PowerOp
 		want bool
-	}{{dispatcher.PowerOn, true}, {dispatcher.PowerOff, false}, {dispatcher.PowerCycle, true}} {
+	}{{labctl.PowerOn, true}, {labctl.PowerOff, false}, {labctl.PowerCycle, true}} {
 		if err := n.Power.Power(ctx, step.op); err != nil {
 			t.Fatalf("power %s: %v", step.op, err)
 		}
@@ -48,7 +48,7 @@ func TestCommandPower(t *testing.T) {
 			t.Fatalf("after power %s: on=%v err=%v, want on=%v", step.op, on, err, step.want)
 		}
 	}
-	if err := n.Power.SetBootDevice(ctx, dispatcher.BootPXE); err != nil {
+	if err := n.Power.SetBootDevice(ctx, labctl.BootPXE); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(filepath.Join(state, "bootdev")); strings.TrimSpace(string(b)) != "pxe" {
@@ -70,7 +70,7 @@ func TestCommandPowerFailureNamesDevice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = n.Power.Power(context.Background(), dispatcher.PowerOn)
+	err = n.Power.Power(context.Background(), labctl.PowerOn)
 	if err == nil || !strings.Contains(err.Error(), "n1") || !strings.Contains(err.Error(), "fakepower.sh") {
 		t.Fatalf("err = %v, want one naming the device and the command", err)
 	}

@@ -68,12 +68,18 @@ func (s Step) Ok() bool {
 // Duration is the job's wall time.
 func (j *Job) Duration() time.Duration { return j.Finished.Sub(j.Started) }
 
+// The files WriteFiles writes into a job's directory.
+const (
+	JSONFile  = "results.json"
+	JUnitFile = "junit.xml"
+)
+
 // WriteFiles writes results.json and junit.xml into dir.
 func (j *Job) WriteFiles(dir string) error {
-	if err := writeFile(filepath.Join(dir, "results.json"), j.WriteJSON); err != nil {
+	if err := writeFile(filepath.Join(dir, JSONFile), j.WriteJSON); err != nil {
 		return err
 	}
-	return writeFile(filepath.Join(dir, "junit.xml"), j.WriteJUnit)
+	return writeFile(filepath.Join(dir, JUnitFile), j.WriteJUnit)
 }
 
 func writeFile(path string, write func(io.Writer) error) error {

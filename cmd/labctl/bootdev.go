@@ -6,16 +6,14 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/labctl/labctl/api"
-	"github.com/labctl/labctl/dispatcher"
-	"github.com/labctl/labctl/lab"
+	"github.com/labctl/labctl"
 )
 
 type bootdevOptions struct {
 	client clientOptions
 	lab    string
 	node   string
-	device string
+	device labctl.BootDevice
 	force  bool
 }
 
@@ -54,9 +52,9 @@ EXIT STATUS:
 			if len(args) != 2 {
 				return usageErrorf("bootdev: want NODE and pxe|disk (see labctl bootdev --help)")
 			}
-			dev := args[1]
-			if dev != "pxe" && dev != "disk" {
-				return usageErrorf("bootdev: boot device %q: use pxe or disk", dev)
+			dev, err := labctl.ParseBootDevice(args[1])
+			if err != nil {
+				return usageErrorf("bootdev: boot device %q: use pxe or disk", args[1])
 			}
 			return runBootdev(c.Context, bootdevOptions{client: clientOptionsFrom(c), lab: c.String("lab"),
 				node: args[0], device: dev, force: c.Bool("force")}, env)
@@ -65,25 +63,15 @@ EXIT STATUS:
 }
 
 func runBootdev(ctx context.Context, opts bootdevOptions, env *appEnv) error {
-	if opts.lab != "" {
-		err := withNode(ctx, opts.lab, opts.node, env, func(ctx context.Context, n *lab.Node) error {
-			if err := n.Power.SetBootDevice(ctx, dispatcher.BootDevice(opts.device)); err != nil {
-				return fmt.Errorf("bootdev %s %s: %w", opts.device, opts.node, err)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-	} else {
-		client, err := connect(opts.client, env)
-		if err != nil {
-			return err
-		}
-		if _, err := client.SetBootDevice(ctx, opts.node, api.BootdevRequest{Device: opts.device, Force: opts.force}); err != nil {
-			return err
-		}
+	nodes, done, err := nodeControl(opts.client, opts.lab, env)
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(env.stdout, "%s: next boot from %s\n", opts.node, opts.device)
+	defer done()
+	resp, err := nodes.SetBootDevice(ctx, opts.node, labctl.BootdevRequest{Device: opts.device, Force: opts.force})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "%s: next boot from %s\n", opts.node, resp.Device)
 	return nil
 }

@@ -66,7 +66,7 @@ func TestClientConfig(t *testing.T) {
 		{"missing token file", map[string]string{"HOME": home}, []string{"--token-file", "/nonexistent"}, nil, "", "--token-file"},
 	}
 	for _, tt := range tests {
-		code, _, stderr := labctl(t, tt.vars, append([]string{"jobs"}, tt.args...)...)
+		code, _, stderr := runLabctl(t, tt.vars, append([]string{"jobs"}, tt.args...)...)
 		if tt.server == nil {
 			if code != 1 || !strings.Contains(stderr, tt.wantStderr) {
 				t.Errorf("%s: exit %d %q, want 1 with %q", tt.name, code, stderr, tt.wantStderr)
@@ -80,7 +80,7 @@ func TestClientConfig(t *testing.T) {
 
 	bad := filepath.Join(t.TempDir(), "config.toml")
 	os.WriteFile(bad, []byte("server = \"x\"\ntoken = \"inline\"\n"), 0o644)
-	if code, _, stderr := labctl(t, map[string]string{"LABCTL_CONFIG": bad}, "jobs"); code != 1 || !strings.Contains(stderr, "config.toml:2: token") {
+	if code, _, stderr := runLabctl(t, map[string]string{"LABCTL_CONFIG": bad}, "jobs"); code != 1 || !strings.Contains(stderr, "config.toml:2: token") {
 		t.Errorf("a config with an unknown key: exit %d %q", code, stderr)
 	}
 }
@@ -125,18 +125,18 @@ func TestHelpHasExamples(t *testing.T) {
 // Completion: the scripts, and node names and actions for power.
 func TestCompletion(t *testing.T) {
 	for _, shell := range []string{"bash", "zsh", "fish"} {
-		if code, out, _ := labctl(t, nil, "completion", shell); code != 0 || !strings.Contains(out, "labctl") {
+		if code, out, _ := runLabctl(t, nil, "completion", shell); code != 0 || !strings.Contains(out, "labctl") {
 			t.Errorf("completion %s: exit %d\n%s", shell, code, out)
 		}
 	}
-	if code, _, _ := labctl(t, nil, "completion", "tcsh"); code != 64 {
+	if code, _, _ := runLabctl(t, nil, "completion", "tcsh"); code != 64 {
 		t.Errorf("completion tcsh: exit %d, want 64", code)
 	}
 	lab, _ := commandLab(t)
-	if _, out, _ := labctl(t, nil, "power", "--lab", lab, "--generate-bash-completion"); out != "n1\n" {
+	if _, out, _ := runLabctl(t, nil, "power", "--lab", lab, "--generate-bash-completion"); out != "n1\n" {
 		t.Errorf("power NODE completion: %q, want n1", out)
 	}
-	if _, out, _ := labctl(t, nil, "power", "--lab", lab, "n1", "--generate-bash-completion"); !strings.Contains(out, "cycle\n") {
+	if _, out, _ := runLabctl(t, nil, "power", "--lab", lab, "n1", "--generate-bash-completion"); !strings.Contains(out, "cycle\n") {
 		t.Errorf("power n1 OP completion: %q", out)
 	}
 }

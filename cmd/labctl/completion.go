@@ -9,7 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/devices"
 )
 
@@ -165,7 +165,7 @@ func completeJobIDs(env *appEnv) cli.BashCompleteFunc {
 		}
 		ctx, cancel := context.WithTimeout(c.Context, 2*time.Second)
 		defer cancel()
-		list, err := client.Jobs(ctx, api.JobFilter{States: []string{api.JobQueued, api.JobRunning}, Limit: 100})
+		list, err := client.Jobs(ctx, labctl.JobFilter{States: []string{labctl.JobQueued, labctl.JobRunning}, Limit: 100})
 		if err != nil {
 			return
 		}

@@ -16,10 +16,9 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
 
-	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/daemon"
 	"github.com/labctl/labctl/devices"
-	"github.com/labctl/labctl/dispatcher"
 	"github.com/labctl/labctl/lab"
 )
 
@@ -116,8 +115,8 @@ var errDetached = errors.New("detached")
 
 func runConsole(ctx context.Context, opts consoleOptions, env *appEnv) error {
 	kb := newKeyboard(opts.in)
-	ao := api.ConsoleOptions{Who: whoAmI(env), Replay: opts.replay, Force: opts.force, ReadOnly: opts.readOnly, Window: kb.size()}
-	var att api.ConsoleAttachment
+	ao := labctl.ConsoleOptions{Who: whoAmI(env), Replay: opts.replay, Force: opts.force, ReadOnly: opts.readOnly, Window: kb.size()}
+	var att labctl.ConsoleAttachment
 	if opts.direct {
 		v, closeDirect, err := attachDirect(ctx, opts, ao)
 		if err != nil {
@@ -177,15 +176,15 @@ func newKeyboard(in io.Reader) *keyboard {
 }
 
 // size is the terminal's size (0x0 if unknown).
-func (kb *keyboard) size() api.WindowSize {
+func (kb *keyboard) size() labctl.WindowSize {
 	if kb.fd < 0 {
-		return api.WindowSize{}
+		return labctl.WindowSize{}
 	}
 	cols, rows, err := term.GetSize(kb.fd)
 	if err != nil {
-		return api.WindowSize{}
+		return labctl.WindowSize{}
 	}
-	return api.WindowSize{Rows: rows, Cols: cols}
+	return labctl.WindowSize{Rows: rows, Cols: cols}
 }
 
 // raw puts a terminal in raw mode (^C, ^Z go to the node) and returns
@@ -202,7 +201,7 @@ func (kb *keyboard) raw() (func(), error) {
 }
 
 // resizes sends the terminal's new size on every SIGWINCH until ctx ends.
-func (kb *keyboard) resizes(ctx context.Context, att api.ConsoleAttachment) {
+func (kb *keyboard) resizes(ctx context.Context, att labctl.ConsoleAttachment) {
 	if kb.fd < 0 {
 		return
 	}
@@ -229,12 +228,12 @@ type consoleScreen struct {
 	mu        sync.Mutex
 	out       io.Writer
 	lineStart bool // the cursor is at the start of a line
-	state     api.ConsoleState
+	state     labctl.ConsoleState
 }
 
 // run shows att until the person detaches, the attachment ends or ctx
 // ends.
-func (cs *consoleScreen) run(parent context.Context, att api.ConsoleAttachment, kb *keyboard) error {
+func (cs *consoleScreen) run(parent context.Context, att labctl.ConsoleAttachment, kb *keyboard) error {
 	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 	cs.say("attached to %s; ~? for help, ~. to detach", cs.node)
@@ -251,7 +250,7 @@ func (cs *consoleScreen) run(parent context.Context, att api.ConsoleAttachment, 
 			case parent.Err() != nil:
 				cs.say("interrupted: detached from %s", cs.node)
 				return context.Cause(parent)
-			case errors.Is(err, api.ErrConsoleClosed):
+			case errors.Is(err, labctl.ErrConsoleClosed):
 				return fmt.Errorf("console %s: the console was closed", cs.node)
 			case ctx.Err() != nil:
 				err = cause
@@ -265,7 +264,7 @@ func (cs *consoleScreen) run(parent context.Context, att api.ConsoleAttachment, 
 
 // keys reads the keyboard and acts on it until it ends (then it detaches,
 // as it does on ~.).
-func (cs *consoleScreen) keys(ctx context.Context, cancel context.CancelCauseFunc, att api.ConsoleAttachment, r io.Reader) {
+func (cs *consoleScreen) keys(ctx context.Context, cancel context.CancelCauseFunc, att labctl.ConsoleAttachment, r io.Reader) {
 	p := newEscapeParser()
 	buf := make([]byte, 4096)
 	for {
@@ -304,7 +303,7 @@ func (cs *consoleScreen) keys(ctx context.Context, cancel context.CancelCauseFun
 }
 
 // show writes one message.
-func (cs *consoleScreen) show(m api.ConsoleMessage) {
+func (cs *consoleScreen) show(m labctl.ConsoleMessage) {
 	switch {
 	case m.Output != nil:
 		cs.mu.Lock()
@@ -373,7 +372,7 @@ func (cs *consoleScreen) help() {
 // attachDirect opens the device's console in this process (an in-process
 // broker, so escapes, breaks and ipmitool quoting work as through the
 // daemon) and attaches to it.
-func attachDirect(ctx context.Context, opts consoleOptions, ao api.ConsoleOptions) (api.ConsoleAttachment, func(), error) {
+func attachDirect(ctx context.Context, opts consoleOptions, ao labctl.ConsoleOptions) (labctl.ConsoleAttachment, func(), error) {
 	cfg, err := devices.Load(opts.lab)
 	if err != nil {
 		return nil, nil, err
@@ -400,7 +399,7 @@ func attachDirect(ctx context.Context, opts consoleOptions, ao api.ConsoleOption
 		PowerCycle: func(ctx context.Context) error {
 			pctx, cancel := context.WithTimeout(ctx, dev.Settings.Timeouts.Power)
 			defer cancel()
-			return n.Power.Power(pctx, dispatcher.PowerCycle)
+			return n.Power.Power(pctx, labctl.PowerCycle)
 		},
 	})
 	if err != nil {

@@ -8,6 +8,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/api"
 	"github.com/labctl/labctl/results"
 	"github.com/labctl/labctl/simlab"
@@ -161,15 +163,19 @@ var exitedLine = regexp.MustCompile(`labctl exited: (\d+)`)
 
 // jobLogText is the job's log as it is now.
 func jobLogText(c *api.Client, id int64) string {
-	var b strings.Builder
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c.JobLog(ctx, id, &b)
-	return b.String()
+	log, err := c.JobLog(ctx, id)
+	if err != nil {
+		return ""
+	}
+	defer log.Close()
+	b, _ := io.ReadAll(log)
+	return string(b)
 }
 
 // stepOf returns the step named name of a finished job.
-func stepOf(t *testing.T, j api.Job, name string) results.Step {
+func stepOf(t *testing.T, j labctl.Job, name string) results.Step {
 	t.Helper()
 	if j.Result != nil {
 		for _, s := range j.Result.Steps {
@@ -233,7 +239,7 @@ func TestLabConsole(t *testing.T) {
 	console := func(args string) string {
 		return fmt.Sprintf(`%s console --server %s --token-file %s %s; echo "labctl exited: $?"; sleep 600`, bin, server, tokenFile, args)
 	}
-	waitLabDevice(t, client, node.Name, api.DeviceIdle, 2*time.Minute)
+	waitLabDevice(t, client, node.Name, labctl.DeviceIdle, 2*time.Minute)
 	step("node idle after its start-up health check")
 
 	// A job, nobody attached.
@@ -243,12 +249,12 @@ func TestLabConsole(t *testing.T) {
 		"[[test]]\nname = \"flood-2\"\ncommands = [%q]\n", flood, flood)
 	jobPath := labJobFile(t, lab, "watched", fmt.Sprintf("device = %q\nkeep_powered_on = true", node.Name), steps)
 	text, _ := os.ReadFile(jobPath)
-	job, err := client.Submit(context.Background(), api.SubmitRequest{File: jobPath, Dir: filepath.Dir(jobPath), Spec: string(text)})
+	job, err := client.Submit(context.Background(), labctl.SubmitRequest{File: jobPath, Dir: filepath.Dir(jobPath), Spec: string(text)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	jid := strconv.FormatInt(job.ID, 10)
-	waitJob(t, client, job.ID, "in its deploy", time.Minute, func(j api.Job) bool { return j.Phase == "deploy" })
+	waitJob(t, client, job.ID, "in its deploy", time.Minute, func(j labctl.Job) bool { return j.Phase == "deploy" })
 	time.Sleep(3 * time.Second) // the node's firmware prints with nobody watching
 	step("job " + jid + " deploying; nobody attached")
 
@@ -269,7 +275,7 @@ func TestLabConsole(t *testing.T) {
 	// A viewer that stops reading: the test stops the shell's child, labctl.
 	tm.start("bob", "bob", console(node.Name+" --read-only"))
 	tm.waitFor("bob", "read-only: attached to watch", 1, 30*time.Second)
-	waitJob(t, client, job.ID, "flood-1 done", 5*time.Minute, func(api.Job) bool {
+	waitJob(t, client, job.ID, "flood-1 done", 5*time.Minute, func(labctl.Job) bool {
 		return strings.Contains(jobLogText(client, job.ID), "test flood-1: pass")
 	})
 	bobPid := childPid(t, tm.pid("bob"))
@@ -286,7 +292,7 @@ func TestLabConsole(t *testing.T) {
 	}
 	t.Cleanup(resume)
 	step("bob's labctl console stopped (SIGSTOP) after flood-1")
-	done := waitJob(t, client, job.ID, "finished", 5*time.Minute, func(j api.Job) bool { return j.State == api.JobFinished })
+	done := waitJob(t, client, job.ID, "finished", 5*time.Minute, func(j labctl.Job) bool { return j.State == labctl.JobFinished })
 	if done.Outcome != "complete" {
 		t.Fatalf("job %d with a stopped viewer: %s: %s\n%s", job.ID, done.Outcome, done.Reason, tail(jobLogText(client, job.ID), 30))
 	}

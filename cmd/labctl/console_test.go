@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/daemon/daemontest"
 )
 
@@ -98,7 +98,7 @@ func TestConsoleThroughDaemon(t *testing.T) {
 	t.Parallel()
 	l, vars := clientLab(t, 1)
 	keep := jobFile(t, "keep", "device = \"node1\"\nkeep_powered_on = true", helloStep)
-	if code, out, _ := labctl(t, vars, "submit", "--wait", keep); code != 0 {
+	if code, out, _ := runLabctl(t, vars, "submit", "--wait", keep); code != 0 {
 		t.Fatalf("a job that leaves node1 at its shell: exit %d\n%s", code, out)
 	}
 
@@ -125,12 +125,12 @@ func TestConsoleThroughDaemon(t *testing.T) {
 		t.Errorf("bob typed on a console alice writes on:\n%s", alice.out)
 	}
 
-	code, out, _ := labctl(t, vars, "consoles")
+	code, out, _ := runLabctl(t, vars, "consoles")
 	if code != 0 || !strings.Contains(out, "*alice@") || !strings.Contains(out, "bob@") || !strings.Contains(out, "open") {
 		t.Errorf("labctl consoles: exit %d\n%s", code, out)
 	}
-	code, out, _ = labctl(t, vars, "consoles", "-o", "json")
-	var list []api.ConsoleInfo
+	code, out, _ = runLabctl(t, vars, "consoles", "-o", "json")
+	var list []labctl.ConsoleInfo
 	if err := json.Unmarshal([]byte(out), &list); code != 0 || err != nil || len(list) != 1 || len(list[0].Viewers) != 2 ||
 		!strings.HasPrefix(list[0].Writer, "alice@") || list[0].Log == "" {
 		t.Errorf("labctl consoles -o json: exit %d, %v\n%s", code, err, out)
@@ -175,7 +175,7 @@ func submitJob(t *testing.T, l *daemontest.Lab, path string) int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	j, err := l.Daemon.Submit(daemontest.Context(t), api.SubmitRequest{File: path, Dir: filepath.Dir(path), Spec: string(text)})
+	j, err := l.Daemon.Submit(daemontest.Context(t), labctl.SubmitRequest{File: path, Dir: filepath.Dir(path), Spec: string(text)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,13 +193,13 @@ func TestConsoleUsage(t *testing.T) {
 		{"console", "node1", "--replay", "-1"},
 		{"consoles", "extra"},
 	} {
-		if code, _, _ := labctl(t, vars, args...); code != exitUsage {
+		if code, _, _ := runLabctl(t, vars, args...); code != exitUsage {
 			t.Errorf("labctl %s: exit %d, want %d", strings.Join(args, " "), code, exitUsage)
 		}
 	}
 	env, _, _ := envWith(vars)
 	err := runConsole(context.Background(), consoleOptions{node: "nosuch", in: strings.NewReader("")}, env)
-	if !errors.Is(err, api.ErrNotFound) {
+	if !errors.Is(err, labctl.ErrNotFound) {
 		t.Errorf("console of an unknown node: %v, want not found", err)
 	}
 }

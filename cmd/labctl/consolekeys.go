@@ -12,7 +12,9 @@ package main
 // the daemon: the broker quotes ipmitool's own escapes (a ~ at the start
 // of a line reaches the node as ~, never as an ipmitool command).
 
-import "github.com/labctl/labctl/api"
+import (
+	"github.com/labctl/labctl"
+)
 
 // escAction is what a piece of keyboard input asks for.
 type escAction int
@@ -44,7 +46,7 @@ const escapeChar = '~'
 // ready: use newEscapeParser.
 //
 // The terminal answers the node's queries through the keyboard too
-// (api.TerminalReportLen): such a report at the start of a line is sent
+// (labctl.TerminalReportLen): such a report at the start of a line is sent
 // without moving the start of a line, or ~. would not work at a fresh
 // busybox prompt. Other escape sequences (arrow keys) are typing.
 type escapeParser struct {
@@ -99,8 +101,8 @@ func (p *escapeParser) feed(in []byte) []escEvent {
 			}
 		case p.lineStart && b == escapeChar:
 			p.pending = true
-		case p.lineStart && api.TerminalReportLen(in[i:]) > 0:
-			n := api.TerminalReportLen(in[i:])
+		case p.lineStart && labctl.TerminalReportLen(in[i:]) > 0:
+			n := labctl.TerminalReportLen(in[i:])
 			send(in[i : i+n]...)
 			i += n - 1
 		default:

@@ -8,7 +8,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl"
 )
 
 type deviceOptions struct {
@@ -102,7 +102,7 @@ func runDevice(ctx context.Context, opts deviceOptions, env *appEnv) error {
 	if err != nil {
 		return err
 	}
-	var d api.Device
+	var d labctl.Device
 	switch opts.action {
 	case "", "show":
 		d, err = client.Device(ctx, opts.node)
@@ -129,7 +129,7 @@ func runDevice(ctx context.Context, opts deviceOptions, env *appEnv) error {
 	return nil
 }
 
-func printDevice(env *appEnv, d api.Device) {
+func printDevice(env *appEnv, d labctl.Device) {
 	w := env.stdout
 	fmt.Fprintf(w, "%s (%s)\n", d.Name, d.DeviceType)
 	fmt.Fprintf(w, "state:   %s since %s\n", d.State, d.Since.Local().Format("2006-01-02 15:04:05"))
@@ -139,7 +139,7 @@ func printDevice(env *appEnv, d api.Device) {
 	if d.Job != 0 {
 		fmt.Fprintf(w, "job:     %d\n", d.Job)
 	}
-	if d.Maintenance && d.State != api.DeviceMaintenance {
+	if d.Maintenance && d.State != labctl.DeviceMaintenance {
 		fmt.Fprintln(w, "maintenance: after the current job")
 	}
 	if h := d.Health; h != nil {

@@ -7,7 +7,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl"
 )
 
 type jobsOptions struct {
@@ -56,7 +56,7 @@ EXIT STATUS:
 			opts := jobsOptions{client: clientOptionsFrom(c), device: c.String("device"), limit: c.Int("limit"), output: out}
 			if s := c.String("state"); s != "" {
 				for _, st := range strings.Split(s, ",") {
-					if st != api.JobQueued && st != api.JobRunning && st != api.JobFinished {
+					if st != labctl.JobQueued && st != labctl.JobRunning && st != labctl.JobFinished {
 						return usageErrorf("jobs: --state %q: use queued, running or finished", st)
 					}
 					opts.states = append(opts.states, st)
@@ -75,7 +75,7 @@ func runJobs(ctx context.Context, opts jobsOptions, env *appEnv) error {
 	if err != nil {
 		return err
 	}
-	list, err := client.Jobs(ctx, api.JobFilter{States: opts.states, Device: opts.device, Limit: opts.limit})
+	list, err := client.Jobs(ctx, labctl.JobFilter{States: opts.states, Device: opts.device, Limit: opts.limit})
 	if err != nil {
 		return err
 	}
@@ -96,7 +96,7 @@ func runJobs(ctx context.Context, opts jobsOptions, env *appEnv) error {
 		if j.Started != nil {
 			wait = since(j.Submitted, j.Started)
 			took = since(*j.Started, j.Finished)
-		} else if j.State == api.JobQueued {
+		} else if j.State == labctl.JobQueued {
 			wait = since(j.Submitted, nil)
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", j.ID, j.Name, jobState(j), device, j.Priority,
@@ -107,11 +107,11 @@ func runJobs(ctx context.Context, opts jobsOptions, env *appEnv) error {
 
 // jobState is the state column: queued, the phase of a running job, or
 // the outcome.
-func jobState(j api.Job) string {
+func jobState(j labctl.Job) string {
 	switch {
-	case j.State == api.JobFinished:
+	case j.State == labctl.JobFinished:
 		return j.Outcome
-	case j.State == api.JobRunning && j.Phase != "":
+	case j.State == labctl.JobRunning && j.Phase != "":
 		return j.Phase
 	}
 	return j.State

@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/api"
 	"github.com/labctl/labctl/sol"
 )
@@ -81,15 +82,23 @@ func runLogs(ctx context.Context, opts logsOptions, env *appEnv) error {
 		return err
 	}
 	if !opts.follow {
-		if opts.raw {
-			return client.JobLog(ctx, opts.id, env.stdout)
-		}
-		var buf bytes.Buffer
-		if err := client.JobLog(ctx, opts.id, &buf); err != nil {
+		log, err := client.JobLog(ctx, opts.id)
+		if err != nil {
 			return err
 		}
+		defer log.Close()
+		if opts.raw {
+			if _, err := io.Copy(env.stdout, log); err != nil {
+				return fmt.Errorf("job %d log: %w", opts.id, err)
+			}
+			return nil
+		}
+		text, err := io.ReadAll(log)
+		if err != nil {
+			return fmt.Errorf("job %d log: %w", opts.id, err)
+		}
 		v := newFollowView(env.stdout, env.stderr, opts.raw)
-		v.log(buf.String())
+		v.log(string(text))
 		v.done()
 		return nil
 	}
@@ -104,16 +113,16 @@ func runLogs(ctx context.Context, opts logsOptions, env *appEnv) error {
 // broken stream (the daemon restarting) is resumed where it stopped; if
 // the daemon cannot be reached for giveUp (0: 10 minutes), followJob
 // gives up.
-func followJob(ctx context.Context, client *api.Client, id int64, noLog bool, v *followView, env *appEnv, giveUp time.Duration) (api.Job, error) {
+func followJob(ctx context.Context, client *api.Client, id int64, noLog bool, v *followView, env *appEnv, giveUp time.Duration) (labctl.Job, error) {
 	if giveUp <= 0 {
 		giveUp = 10 * time.Minute
 	}
 	var offset int64
-	var end *api.Job
+	var end *labctl.Job
 	backoff := 500 * time.Millisecond
 	var failingSince time.Time
 	for {
-		err := client.Follow(ctx, id, api.FollowOptions{Offset: offset, NoLog: noLog}, func(e api.Event) error {
+		err := client.Follow(ctx, id, labctl.FollowOptions{Offset: offset, NoLog: noLog}, func(e labctl.Event) error {
 			failingSince = time.Time{}
 			backoff = 500 * time.Millisecond
 			switch {
@@ -134,22 +143,22 @@ func followJob(ctx context.Context, client *api.Client, id int64, noLog bool, v 
 			return *end, nil
 		}
 		if ctx.Err() != nil {
-			return api.Job{}, context.Cause(ctx)
+			return labctl.Job{}, context.Cause(ctx)
 		}
 		var apiErr *api.Error
 		if errors.As(err, &apiErr) && apiErr.Status/100 == 4 {
-			return api.Job{}, err // no such job, bad token: retrying does not help
+			return labctl.Job{}, err // no such job, bad token: retrying does not help
 		}
 		if failingSince.IsZero() {
 			failingSince = time.Now()
 			v.note(fmt.Sprintf("lost the daemon (%v); retrying", err))
 		}
 		if time.Since(failingSince) > giveUp {
-			return api.Job{}, lostDaemon{id: id, err: err, after: giveUp}
+			return labctl.Job{}, lostDaemon{id: id, err: err, after: giveUp}
 		}
 		select {
 		case <-ctx.Done():
-			return api.Job{}, context.Cause(ctx)
+			return labctl.Job{}, context.Cause(ctx)
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 10*time.Second)
@@ -210,7 +219,7 @@ func (v *followView) log(text string) {
 }
 
 // progress shows the phase and the image transfer.
-func (v *followView) progress(p api.Progress) {
+func (v *followView) progress(p labctl.JobProgress) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if p.Transfer != nil {

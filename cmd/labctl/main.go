@@ -88,7 +88,7 @@ func newApp(env *appEnv) *cli.App {
 }
 
 // usageError is a command line that makes no sense; exit status 64
-// (sysexits' EX_USAGE: 1 to 3 are job outcomes, see jobs.Outcome.ExitCode).
+// (sysexits' EX_USAGE: 1 to 3 are job outcomes, see labctl.Outcome.ExitCode).
 type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }

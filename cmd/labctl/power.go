@@ -7,9 +7,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/devices"
-	"github.com/labctl/labctl/dispatcher"
 	"github.com/labctl/labctl/lab"
 )
 
@@ -21,7 +20,7 @@ type powerOptions struct {
 	force  bool
 }
 
-var powerOps = []string{api.PowerOn, api.PowerOff, api.PowerCycle, api.PowerReset, api.PowerStatus}
+var powerOps = []string{string(labctl.PowerOn), string(labctl.PowerOff), string(labctl.PowerCycle), string(labctl.PowerReset), labctl.PowerStatus}
 
 func newPowerCommand(env *appEnv) *cli.Command {
 	return &cli.Command{
@@ -68,59 +67,33 @@ EXIT STATUS:
 }
 
 func runPower(ctx context.Context, opts powerOptions, env *appEnv) error {
-	var on bool
-	if opts.lab != "" {
-		err := withNode(ctx, opts.lab, opts.node, env, func(ctx context.Context, n *lab.Node) error {
-			if opts.op != api.PowerStatus {
-				if err := n.Power.Power(ctx, dispatcher.PowerOp(opts.op)); err != nil {
-					return fmt.Errorf("power %s %s: %w", opts.op, opts.node, err)
-				}
-			}
-			var err error
-			if on, err = n.Power.PowerState(ctx); err != nil {
-				return fmt.Errorf("power status %s: %w", opts.node, err)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-	} else {
-		client, err := connect(opts.client, env)
-		if err != nil {
-			return err
-		}
-		resp, err := client.Power(ctx, opts.node, api.PowerRequest{Op: opts.op, Force: opts.force})
-		if err != nil {
-			return err
-		}
-		on = resp.On
+	nodes, done, err := nodeControl(opts.client, opts.lab, env)
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(env.stdout, "%s: %s\n", opts.node, onOff(on))
+	defer done()
+	resp, err := nodes.Power(ctx, opts.node, labctl.PowerRequest{Op: opts.op, Force: opts.force})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "%s: %s\n", opts.node, labctl.OnOff(resp.On))
 	return nil
 }
 
-// withNode runs fn on a node of the lab file, without a daemon, within the
-// node's power timeout.
-func withNode(ctx context.Context, labFile, name string, env *appEnv, fn func(context.Context, *lab.Node) error) error {
+// nodeControl is what acts on nodes' power and boot devices: the daemon,
+// or with a lab file the nodes' BMCs directly. done releases it.
+func nodeControl(client clientOptions, labFile string, env *appEnv) (nodes labctl.NodeControl, done func(), err error) {
+	if labFile == "" {
+		c, err := connect(client, env)
+		if err != nil {
+			return nil, nil, err
+		}
+		return c, func() {}, nil
+	}
 	cfg, err := devices.Load(labFile)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	l := lab.New(cfg, nil, newLogger(env.stderr, false))
-	defer l.Close()
-	n, err := l.Node(name)
-	if err != nil {
-		return err
-	}
-	pctx, cancel := context.WithTimeout(ctx, n.Device.Settings.Timeouts.Power)
-	defer cancel()
-	return fn(pctx, n)
-}
-
-func onOff(on bool) string {
-	if on {
-		return "on"
-	}
-	return "off"
+	return lab.Direct{Lab: l}, func() { l.Close() }, nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/daemon"
 	"github.com/labctl/labctl/devices"
 	"github.com/labctl/labctl/dispatcher"
@@ -83,7 +84,7 @@ func (e jobExit) Error() string {
 	return fmt.Sprintf("job %s %s: %s", e.res.ID, e.res.Outcome, e.res.Reason)
 }
 
-func (e jobExit) ExitCode() int { return jobs.Outcome(e.res.Outcome).ExitCode() }
+func (e jobExit) ExitCode() int { return labctl.Outcome(e.res.Outcome).ExitCode() }
 
 func runRun(ctx context.Context, opts runOptions, env *appEnv) error {
 	spec, err := jobs.Load(opts.job)
@@ -153,7 +154,7 @@ func runRun(ctx context.Context, opts runOptions, env *appEnv) error {
 			return fmt.Errorf("--junit: %w", err)
 		}
 	}
-	if res.Outcome != string(jobs.Complete) {
+	if res.Outcome != string(labctl.Complete) {
 		return jobExit{res: res}
 	}
 	return nil

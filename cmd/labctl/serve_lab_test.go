@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/api"
 	"github.com/labctl/labctl/simlab"
 )
@@ -215,7 +216,7 @@ func labJobFile(t *testing.T, lab *simlab.Lab, name, placement, steps string) st
 const labStep = "[[test]]\nname = \"kernel\"\ncommands = [\"uname -a\"]\n"
 
 // waitJob waits until the job satisfies cond.
-func waitJob(t *testing.T, c *api.Client, id int64, what string, timeout time.Duration, cond func(api.Job) bool) api.Job {
+func waitJob(t *testing.T, c *api.Client, id int64, what string, timeout time.Duration, cond func(labctl.Job) bool) labctl.Job {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -233,7 +234,7 @@ func waitJob(t *testing.T, c *api.Client, id int64, what string, timeout time.Du
 }
 
 // waitLabDevice waits until the device is in state.
-func waitLabDevice(t *testing.T, c *api.Client, name, state string, timeout time.Duration) api.Device {
+func waitLabDevice(t *testing.T, c *api.Client, name, state string, timeout time.Duration) labctl.Device {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -252,10 +253,7 @@ func waitLabDevice(t *testing.T, c *api.Client, name, state string, timeout time
 
 // jobLogHas reports whether the job's log has s.
 func jobLogHas(c *api.Client, id int64, s string) bool {
-	var b strings.Builder
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	return c.JobLog(ctx, id, &b) == nil && strings.Contains(b.String(), s)
+	return strings.Contains(jobLogText(c, id), s)
 }
 
 func nodePower(t *testing.T, n *simlab.Node) bool {
@@ -283,7 +281,7 @@ func poweredOffSince(t *testing.T, n *simlab.Node, since time.Time) bool {
 }
 
 // maxOverlap is the largest number of jobs that ran at the same moment.
-func maxOverlap(list []api.Job) int {
+func maxOverlap(list []labctl.Job) int {
 	most := 0
 	for _, a := range list {
 		n := 0
@@ -361,8 +359,8 @@ func TestLabServe(t *testing.T) {
 	if code, out := runClient(t, bin, server, "not-the-token", "jobs"); code != 1 || !strings.Contains(out, "bearer token") {
 		t.Errorf("labctl jobs with a wrong token: exit %d: %s", code, out)
 	}
-	waitLabDevice(t, client, n1.Name, api.DeviceIdle, 2*time.Minute)
-	waitLabDevice(t, client, n2.Name, api.DeviceIdle, 2*time.Minute)
+	waitLabDevice(t, client, n1.Name, labctl.DeviceIdle, 2*time.Minute)
+	waitLabDevice(t, client, n2.Name, labctl.DeviceIdle, 2*time.Minute)
 	step("both devices idle after their start-up health checks")
 
 	// Four jobs at once: two at a time, all complete.
@@ -375,7 +373,7 @@ func TestLabServe(t *testing.T) {
 			defer cancel()
 			path := labJobFile(t, lab, fmt.Sprintf("batch-%d", i), `device_type = "simlab-qemu"`+"\ntags = [\"simlab\"]", labStep)
 			text, _ := os.ReadFile(path)
-			j, err := client.Submit(ctx, api.SubmitRequest{File: path, Dir: filepath.Dir(path), Spec: string(text)})
+			j, err := client.Submit(ctx, labctl.SubmitRequest{File: path, Dir: filepath.Dir(path), Spec: string(text)})
 			if err != nil {
 				t.Errorf("submit batch-%d: %v", i, err)
 			}
@@ -394,13 +392,13 @@ func TestLabServe(t *testing.T) {
 	if b, err := os.ReadFile(junit); err != nil || xml.Unmarshal(b, &report) != nil || report.Tests != 1 || report.Failures+report.Errors != 0 {
 		t.Errorf("--junit: %+v, %v", report, err)
 	}
-	var batch []api.Job
+	var batch []labctl.Job
 	for range 3 {
 		id := <-ids
 		if id == 0 {
 			t.FailNow()
 		}
-		batch = append(batch, waitJob(t, client, id, "finished", 6*time.Minute, func(j api.Job) bool { return j.State == api.JobFinished }))
+		batch = append(batch, waitJob(t, client, id, "finished", 6*time.Minute, func(j labctl.Job) bool { return j.State == labctl.JobFinished }))
 	}
 	first0, err := client.Job(context.Background(), waitForJobNamed(t, client, "batch-0"))
 	if err != nil {
@@ -431,25 +429,25 @@ func TestLabServe(t *testing.T) {
 	if code != 1 || !strings.Contains(out, "offline") || !strings.Contains(out, "FAILED") {
 		t.Errorf("labctl device %s health with its BMC silent: exit %d\n%s", n2.Name, code, out)
 	}
-	dev := waitLabDevice(t, client, n2.Name, api.DeviceOffline, time.Minute)
+	dev := waitLabDevice(t, client, n2.Name, labctl.DeviceOffline, time.Minute)
 	if !strings.Contains(dev.Reason, "BMC") {
 		t.Errorf("offline without the reason: %+v", dev)
 	}
 	step("silent BMC: " + n2.Name + " offline: " + dev.Reason)
 	failing := startClient(t, bin, server, token, "submit", "--wait", labJobFile(t, lab, "failing", `device_type = "simlab-qemu"`,
 		"[[test]]\nname = \"broken\"\ncommands = [\"test -e /no/such/file\"]\n"))
-	fj := waitJob(t, client, waitForJobNamed(t, client, "failing"), "running", time.Minute, func(j api.Job) bool { return j.State == api.JobRunning })
+	fj := waitJob(t, client, waitForJobNamed(t, client, "failing"), "running", time.Minute, func(j labctl.Job) bool { return j.State == labctl.JobRunning })
 	if fj.Device != n1.Name {
 		t.Errorf("with %s offline, the failing job runs on %s", n2.Name, fj.Device)
 	}
 	waitText := labJobFile(t, lab, "waits-for-a-node", `device_type = "simlab-qemu"`, labStep)
 	text, _ := os.ReadFile(waitText)
-	waiting, err := client.Submit(ctx, api.SubmitRequest{File: waitText, Dir: filepath.Dir(waitText), Spec: string(text)})
+	waiting, err := client.Submit(ctx, labctl.SubmitRequest{File: waitText, Dir: filepath.Dir(waitText), Spec: string(text)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(3 * time.Second)
-	if j, _ := client.Job(ctx, waiting.ID); j.State != api.JobQueued {
+	if j, _ := client.Job(ctx, waiting.ID); j.State != labctl.JobQueued {
 		t.Errorf("with %s offline and %s busy, job %d is %s on %s, want queued", n2.Name, n1.Name, j.ID, j.State, j.Device)
 	}
 	if err := n2.SilenceBMC(ctx, 0); err != nil {
@@ -459,7 +457,7 @@ func TestLabServe(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "passed") {
 		t.Errorf("labctl device %s health with its BMC back: exit %d\n%s", n2.Name, code, out)
 	}
-	j := waitJob(t, client, waiting.ID, "started", time.Minute, func(j api.Job) bool { return j.State != api.JobQueued })
+	j := waitJob(t, client, waiting.ID, "started", time.Minute, func(j labctl.Job) bool { return j.State != labctl.JobQueued })
 	if j.Device != n2.Name {
 		t.Errorf("the queued job went to %s, want %s", j.Device, n2.Name)
 	}
@@ -472,7 +470,7 @@ func TestLabServe(t *testing.T) {
 		t.Errorf("labctl submit --wait of a failing job: exit %d\n%s", code, out)
 	}
 	cj := waitForJobNamed(t, client, "canceled")
-	waitJob(t, client, cj, "in its deploy, the master up", 4*time.Minute, func(j api.Job) bool {
+	waitJob(t, client, cj, "in its deploy, the master up", 4*time.Minute, func(j labctl.Job) bool {
 		return j.Phase == "deploy" && jobLogHas(client, cj, "master prompt")
 	})
 	if code, out := runClient(t, bin, server, token, "cancel", strconv.FormatInt(cj, 10)); code != 0 || !strings.Contains(out, "canceled") {
@@ -487,18 +485,18 @@ func TestLabServe(t *testing.T) {
 	step("job canceled mid-deploy, " + n1.Name + " off")
 
 	// kill -9 mid-job, restart.
-	if j := waitJob(t, client, waiting.ID, "finished", 5*time.Minute, func(j api.Job) bool { return j.State == api.JobFinished }); j.Outcome != "complete" {
+	if j := waitJob(t, client, waiting.ID, "finished", 5*time.Minute, func(j labctl.Job) bool { return j.State == labctl.JobFinished }); j.Outcome != "complete" {
 		t.Errorf("job %d: %s: %s", j.ID, j.Outcome, j.Reason)
 	}
 	crashed := startClient(t, bin, server, token, "submit", "--wait", labJobFile(t, lab, "crashed", `device = "`+n2.Name+`"`, labStep))
 	crashedID := waitForJobNamed(t, client, "crashed")
 	afterText := labJobFile(t, lab, "after-the-crash", `device = "`+n2.Name+`"`, labStep)
 	text, _ = os.ReadFile(afterText)
-	after, err := client.Submit(ctx, api.SubmitRequest{File: afterText, Dir: filepath.Dir(afterText), Spec: string(text)})
+	after, err := client.Submit(ctx, labctl.SubmitRequest{File: afterText, Dir: filepath.Dir(afterText), Spec: string(text)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitJob(t, client, crashedID, "in its deploy, the master up", 4*time.Minute, func(j api.Job) bool {
+	waitJob(t, client, crashedID, "in its deploy, the master up", 4*time.Minute, func(j labctl.Job) bool {
 		return j.Phase == "deploy" && jobLogHas(client, crashedID, "master prompt")
 	})
 	daemon.kill9()
@@ -512,7 +510,7 @@ func TestLabServe(t *testing.T) {
 	if err != nil || cj2.Outcome != "incomplete" || !strings.Contains(cj2.Reason, "dispatcher restarted") {
 		t.Errorf("the job cut short by the crash: %+v, %v", cj2, err)
 	}
-	j = waitJob(t, client, after.ID, "started", 3*time.Minute, func(j api.Job) bool { return j.State != api.JobQueued })
+	j = waitJob(t, client, after.ID, "started", 3*time.Minute, func(j labctl.Job) bool { return j.State != labctl.JobQueued })
 	if nodeDev, _ := client.Device(ctx, n2.Name); nodeDev.Health == nil || !nodeDev.Health.OK || !strings.Contains(nodeDev.Health.Detail, "powered off") {
 		t.Errorf("%s's recovery check: %+v", n2.Name, nodeDev.Health)
 	}
@@ -523,10 +521,10 @@ func TestLabServe(t *testing.T) {
 	if code, out := crashed.wait(t, 2*time.Minute); code != 2 || !strings.Contains(out, "dispatcher restarted") {
 		t.Errorf("labctl submit --wait across the crash: exit %d\n%s", code, out)
 	}
-	if j := waitJob(t, client, after.ID, "finished", 5*time.Minute, func(j api.Job) bool { return j.State == api.JobFinished }); j.Outcome != "complete" {
+	if j := waitJob(t, client, after.ID, "finished", 5*time.Minute, func(j labctl.Job) bool { return j.State == labctl.JobFinished }); j.Outcome != "complete" {
 		t.Errorf("the job queued before the crash: %s: %s", j.Outcome, j.Reason)
 	}
-	waitLabDevice(t, client, n2.Name, api.DeviceIdle, time.Minute)
+	waitLabDevice(t, client, n2.Name, labctl.DeviceIdle, time.Minute)
 	if nodePower(t, n2) {
 		t.Errorf("%s is on after its last job", n2.Name)
 	}
@@ -539,7 +537,7 @@ func waitForJobNamed(t *testing.T, c *api.Client, name string) int64 {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for {
-		list, err := c.Jobs(context.Background(), api.JobFilter{Limit: 20})
+		list, err := c.Jobs(context.Background(), labctl.JobFilter{Limit: 20})
 		for i := len(list) - 1; err == nil && i >= 0; i-- {
 			if list[i].Name == name {
 				return list[i].ID

@@ -43,9 +43,9 @@ func envWith(vars map[string]string) (*appEnv, *syncBuffer, *syncBuffer) {
 // changes package-level flags (help, completion) on every run.
 var appMu sync.Mutex
 
-// labctl runs a labctl command line as main does, with the environment
+// runLabctl runs a labctl command line as main does, with the environment
 // vars, and returns its exit status and output.
-func labctl(t *testing.T, vars map[string]string, args ...string) (int, string, string) {
+func runLabctl(t *testing.T, vars map[string]string, args ...string) (int, string, string) {
 	t.Helper()
 	env, stdout, stderr := envWith(vars)
 	appMu.Lock()
@@ -189,21 +189,21 @@ func TestServe(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Errorf("request without a token: %s, want 401", resp.Status)
 	}
-	if code, _, stderr := labctl(t, map[string]string{"LABCTL_SERVER": url, "LABCTL_TOKEN": "wrong-token-123"}, "devices"); code != 1 || !strings.Contains(stderr, "valid bearer token") {
+	if code, _, stderr := runLabctl(t, map[string]string{"LABCTL_SERVER": url, "LABCTL_TOKEN": "wrong-token-123"}, "devices"); code != 1 || !strings.Contains(stderr, "valid bearer token") {
 		t.Errorf("labctl devices with a wrong token: exit %d, %q", code, stderr)
 	}
 
 	waitForDevice(t, vars, "n1", "idle")
-	if code, out, _ := labctl(t, vars, "power", "n1", "on"); code != 0 || out != "n1: on\n" {
+	if code, out, _ := runLabctl(t, vars, "power", "n1", "on"); code != 0 || out != "n1: on\n" {
 		t.Errorf("power n1 on: %d %q", code, out)
 	}
-	if code, out, _ := labctl(t, vars, "bootdev", "n1", "pxe"); code != 0 || out != "n1: next boot from pxe\n" {
+	if code, out, _ := runLabctl(t, vars, "bootdev", "n1", "pxe"); code != 0 || out != "n1: next boot from pxe\n" {
 		t.Errorf("bootdev n1 pxe: %d %q", code, out)
 	}
-	if code, out, _ := labctl(t, vars, "power", "--lab", labFile, "n1", "status"); code != 0 || out != "n1: on\n" {
+	if code, out, _ := runLabctl(t, vars, "power", "--lab", labFile, "n1", "status"); code != 0 || out != "n1: on\n" {
 		t.Errorf("power --lab n1 status: %d %q", code, out)
 	}
-	if code, out, _ := labctl(t, vars, "devices", "--lab", labFile, "--power"); code != 0 || !strings.Contains(out, "switched") || !strings.Contains(out, " on") {
+	if code, out, _ := runLabctl(t, vars, "devices", "--lab", labFile, "--power"); code != 0 || !strings.Contains(out, "switched") || !strings.Contains(out, " on") {
 		t.Errorf("devices --lab --power: %d %q", code, out)
 	}
 
@@ -215,7 +215,7 @@ func TestServe(t *testing.T) {
 	// The image path is relative to the job file, which is elsewhere: the
 	// client makes it absolute, and the daemon reads it there.
 	os.Rename(img, filepath.Join(filepath.Dir(job), filepath.Base(img)))
-	code, out, stderr := labctl(t, vars, "submit", "--wait", "--junit", filepath.Join(t.TempDir(), "out", "junit.xml"), job)
+	code, out, stderr := runLabctl(t, vars, "submit", "--wait", "--junit", filepath.Join(t.TempDir(), "out", "junit.xml"), job)
 	if code != 2 || !strings.Contains(stderr, "master prompt") || !strings.Contains(out, "INCOMPLETE") {
 		t.Errorf("submit --wait of a job whose master never boots: exit %d\n%s%s", code, out, stderr)
 	}
@@ -223,14 +223,14 @@ func TestServe(t *testing.T) {
 	if !strings.Contains(dev, "health:  passed") {
 		t.Errorf("n1 after the incomplete job:\n%s", dev)
 	}
-	if code, out, _ := labctl(t, vars, "power", "n1", "status"); code != 0 || out != "n1: off\n" {
+	if code, out, _ := runLabctl(t, vars, "power", "n1", "status"); code != 0 || out != "n1: off\n" {
 		t.Errorf("after the job the node is %q (exit %d), want off", out, code)
 	}
 
-	if code, out, _ := labctl(t, vars, "device", "n1", "maintenance", "--reason", "new fan"); code != 0 || !strings.Contains(out, "maintenance") || !strings.Contains(out, "new fan (ci)") {
+	if code, out, _ := runLabctl(t, vars, "device", "n1", "maintenance", "--reason", "new fan"); code != 0 || !strings.Contains(out, "maintenance") || !strings.Contains(out, "new fan (ci)") {
 		t.Errorf("device n1 maintenance: %d %q", code, out)
 	}
-	if code, out, _ := labctl(t, vars, "device", "n1", "online"); code != 0 || !strings.Contains(out, "idle") {
+	if code, out, _ := runLabctl(t, vars, "device", "n1", "online"); code != 0 || !strings.Contains(out, "idle") {
 		t.Errorf("device n1 online: %d %q", code, out)
 	}
 

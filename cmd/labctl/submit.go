@@ -10,6 +10,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/api"
 	"github.com/labctl/labctl/jobs"
 	"github.com/labctl/labctl/results"
@@ -99,7 +100,7 @@ func runSubmit(ctx context.Context, opts submitOptions, env *appEnv) error {
 	if err != nil {
 		return err
 	}
-	job, err := client.Submit(ctx, api.SubmitRequest{File: opts.job, Dir: dir, Spec: string(text)})
+	job, err := client.Submit(ctx, labctl.SubmitRequest{File: opts.job, Dir: dir, Spec: string(text)})
 	if err != nil {
 		return fmt.Errorf("submit %s: %w", opts.job, err)
 	}
@@ -127,7 +128,7 @@ func runSubmit(ctx context.Context, opts submitOptions, env *appEnv) error {
 		if err != nil {
 			return fmt.Errorf("job %d timed out after %s; cancel: %w", job.ID, opts.timeout, err)
 		}
-		if end.Outcome == string(jobs.Canceled) {
+		if end.Outcome == string(labctl.Canceled) {
 			end.Reason = fmt.Sprintf("timed out: not ended after %s (%s)", opts.timeout, end.Reason)
 		}
 	case errors.Is(err, context.Canceled) && ctx.Err() != nil:
@@ -144,7 +145,7 @@ var errWaitTimeout = errors.New("--timeout reached")
 
 // finishWait writes the JUnit file and the summary of an ended job and
 // returns its outcome as the exit status.
-func finishWait(ctx context.Context, client *api.Client, end api.Job, junit string, env *appEnv) error {
+func finishWait(ctx context.Context, client *api.Client, end labctl.Job, junit string, env *appEnv) error {
 	if junit != "" {
 		xml, err := client.JUnit(ctx, end.ID)
 		if err != nil {
@@ -162,7 +163,7 @@ func finishWait(ctx context.Context, client *api.Client, end api.Job, junit stri
 	if err := res.WriteSummary(env.stdout); err != nil {
 		return err
 	}
-	if end.Outcome != string(jobs.Complete) {
+	if end.Outcome != string(labctl.Complete) {
 		return jobExit{res: res}
 	}
 	return nil

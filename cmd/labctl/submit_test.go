@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/daemon/daemontest"
 	"github.com/labctl/labctl/dispatcher"
 	"github.com/labctl/labctl/results"
@@ -53,7 +53,7 @@ func TestSubmit(t *testing.T) {
 	l, vars := clientLab(t, 1)
 
 	junit := filepath.Join(t.TempDir(), "reports", "junit.xml")
-	code, out, _ := labctl(t, vars, "submit", "--wait", "--junit", junit, jobFile(t, "ok", `device = "node1"`, helloStep))
+	code, out, _ := runLabctl(t, vars, "submit", "--wait", "--junit", junit, jobFile(t, "ok", `device = "node1"`, helloStep))
 	if code != 0 || !strings.Contains(out, "hello") || !strings.Contains(out, "pass") {
 		t.Errorf("submit --wait of a passing job: exit %d\n%s", code, out)
 	}
@@ -67,17 +67,17 @@ func TestSubmit(t *testing.T) {
 	}
 
 	failing := "[[test]]\nname = \"broken\"\ncommands = [\"false\"]\n"
-	if code, out, _ := labctl(t, vars, "submit", "--wait", jobFile(t, "failing", `device_type = "sim"`, failing)); code != 1 || !strings.Contains(out, "broken") {
+	if code, out, _ := runLabctl(t, vars, "submit", "--wait", jobFile(t, "failing", `device_type = "sim"`, failing)); code != 1 || !strings.Contains(out, "broken") {
 		t.Errorf("submit --wait of a failing job: exit %d\n%s", code, out)
 	}
 
-	code, out, stderr := labctl(t, vars, "submit", "--follow", jobFile(t, "followed", `device = "node1"`, helloStep))
+	code, out, stderr := runLabctl(t, vars, "submit", "--follow", jobFile(t, "followed", `device = "node1"`, helloStep))
 	if code != 0 || !strings.Contains(out, "# deploy: start") || !strings.Contains(out, "< hello-42") || strings.Contains(out, `\r`) {
 		t.Errorf("submit --follow: exit %d\n%s%s", code, out, stderr)
 	}
 
 	slow := "[[test]]\nname = \"slow\"\ncommands = [\"sleep 30\"]\ntimeout = \"1m\"\n"
-	code, out, stderr = labctl(t, vars, "submit", "--wait", "--timeout", "3s", jobFile(t, "slow", `device = "node1"`, slow))
+	code, out, stderr = runLabctl(t, vars, "submit", "--wait", "--timeout", "3s", jobFile(t, "slow", `device = "node1"`, slow))
 	if code != 3 || !strings.Contains(stderr, "has not ended after 3s") || !strings.Contains(out, "timed out") {
 		t.Errorf("submit --wait --timeout 3s of a slow job: exit %d\n%s%s", code, out, stderr)
 	}
@@ -85,7 +85,7 @@ func TestSubmit(t *testing.T) {
 		t.Error("the timed-out job left its node on")
 	}
 
-	code, out, _ = labctl(t, vars, "submit", jobFile(t, "queued", `device = "node1"`, helloStep))
+	code, out, _ = runLabctl(t, vars, "submit", jobFile(t, "queued", `device = "node1"`, helloStep))
 	id, err := strconv.ParseInt(strings.TrimSpace(out), 10, 64)
 	if code != 0 || err != nil {
 		t.Errorf("submit without --wait: exit %d, printed %q, want the job ID", code, out)
@@ -96,16 +96,16 @@ func TestSubmit(t *testing.T) {
 
 	bad := filepath.Join(t.TempDir(), "bad.toml")
 	os.WriteFile(bad, []byte("device = \"node1\"\nfrobs = 1\n"), 0o644)
-	if code, _, stderr := labctl(t, vars, "submit", bad); code != 1 || !strings.Contains(stderr, "bad.toml:2: frobs") {
+	if code, _, stderr := runLabctl(t, vars, "submit", bad); code != 1 || !strings.Contains(stderr, "bad.toml:2: frobs") {
 		t.Errorf("submit of an invalid file: exit %d %q", code, stderr)
 	}
-	if code, _, stderr := labctl(t, vars, "submit", jobFile(t, "nowhere", `device = "node9"`, helloStep)); code != 1 || !strings.Contains(stderr, `no device "node9"`) {
+	if code, _, stderr := runLabctl(t, vars, "submit", jobFile(t, "nowhere", `device = "node9"`, helloStep)); code != 1 || !strings.Contains(stderr, `no device "node9"`) {
 		t.Errorf("submit for a device the lab lacks: exit %d %q", code, stderr)
 	}
-	if code, _, _ := labctl(t, vars, "submit"); code != 64 {
+	if code, _, _ := runLabctl(t, vars, "submit"); code != 64 {
 		t.Errorf("submit without a file: exit %d, want 64", code)
 	}
-	if code, _, _ := labctl(t, vars, "submit", "--wait", "--timeout", "-1s", bad); code != 64 {
+	if code, _, _ := runLabctl(t, vars, "submit", "--wait", "--timeout", "-1s", bad); code != 64 {
 		t.Errorf("submit --timeout -1s: exit %d, want 64", code)
 	}
 }
@@ -125,77 +125,77 @@ func TestClientCommands(t *testing.T) {
 		return j.Phase == "test"
 	})
 
-	code, out, _ := labctl(t, vars, "jobs")
+	code, out, _ := runLabctl(t, vars, "jobs")
 	if code != 0 || !strings.Contains(out, "ID") || !strings.Contains(out, "complete") || !strings.Contains(out, "test") || !strings.Contains(out, "queued") {
 		t.Errorf("jobs: exit %d\n%s", code, out)
 	}
-	code, out, _ = labctl(t, vars, "jobs", "--state", "queued", "-o", "json")
-	var list []api.Job
+	code, out, _ = runLabctl(t, vars, "jobs", "--state", "queued", "-o", "json")
+	var list []labctl.Job
 	if code != 0 || json.Unmarshal([]byte(out), &list) != nil || len(list) != 1 || list[0].ID != queued.ID {
 		t.Errorf("jobs --state queued -o json: exit %d\n%s", code, out)
 	}
-	if code, _, _ := labctl(t, vars, "jobs", "--state", "lost"); code != 64 {
+	if code, _, _ := runLabctl(t, vars, "jobs", "--state", "lost"); code != 64 {
 		t.Errorf("jobs --state lost: exit %d, want 64", code)
 	}
-	if code, out, _ := labctl(t, vars, "job", strconv.FormatInt(done.ID, 10)); code != 0 || !strings.Contains(out, "state:     complete") || !strings.Contains(out, "hello") {
+	if code, out, _ := runLabctl(t, vars, "job", strconv.FormatInt(done.ID, 10)); code != 0 || !strings.Contains(out, "state:     complete") || !strings.Contains(out, "hello") {
 		t.Errorf("job %d: exit %d\n%s", done.ID, code, out)
 	}
-	code, out, _ = labctl(t, vars, "job", strconv.FormatInt(done.ID, 10), "-o", "json")
-	var j api.Job
+	code, out, _ = runLabctl(t, vars, "job", strconv.FormatInt(done.ID, 10), "-o", "json")
+	var j labctl.Job
 	if code != 0 || json.Unmarshal([]byte(out), &j) != nil || j.Result == nil || j.Result.Steps[0].Name != "hello" {
 		t.Errorf("job -o json (flag after the argument): exit %d\n%s", code, out)
 	}
-	if code, _, stderr := labctl(t, vars, "job", "999"); code != 1 || !strings.Contains(stderr, "999") {
+	if code, _, stderr := runLabctl(t, vars, "job", "999"); code != 1 || !strings.Contains(stderr, "999") {
 		t.Errorf("job 999: exit %d %q", code, stderr)
 	}
-	if code, out, _ := labctl(t, vars, "logs", strconv.FormatInt(done.ID, 10)); code != 0 || !strings.Contains(out, "> echo hello") || strings.Contains(out, "\x1b") {
+	if code, out, _ := runLabctl(t, vars, "logs", strconv.FormatInt(done.ID, 10)); code != 0 || !strings.Contains(out, "> echo hello") || strings.Contains(out, "\x1b") {
 		t.Errorf("logs: exit %d\n%s", code, out)
 	}
-	if code, out, _ := labctl(t, vars, "logs", "--raw", strconv.FormatInt(done.ID, 10)); code != 0 || !strings.Contains(out, `\r\n`) {
+	if code, out, _ := runLabctl(t, vars, "logs", "--raw", strconv.FormatInt(done.ID, 10)); code != 0 || !strings.Contains(out, `\r\n`) {
 		t.Errorf("logs --raw: exit %d\n%s", code, out)
 	}
 
-	if code, _, stderr := labctl(t, vars, "power", "node1", "off"); code != 1 || !strings.Contains(stderr, fmt.Sprintf("runs job %d", running.ID)) {
+	if code, _, stderr := runLabctl(t, vars, "power", "node1", "off"); code != 1 || !strings.Contains(stderr, fmt.Sprintf("runs job %d", running.ID)) {
 		t.Errorf("power off during a job: exit %d %q", code, stderr)
 	}
-	if code, _, _ := labctl(t, vars, "bootdev", "node1", "disk"); code != 1 {
+	if code, _, _ := runLabctl(t, vars, "bootdev", "node1", "disk"); code != 1 {
 		t.Errorf("bootdev during a job: exit %d", code)
 	}
-	if code, out, _ := labctl(t, vars, "power", "node1", "status"); code != 0 || out != "node1: on\n" {
+	if code, out, _ := runLabctl(t, vars, "power", "node1", "status"); code != 0 || out != "node1: on\n" {
 		t.Errorf("power status during a job: exit %d %q", code, out)
 	}
-	if code, out, _ := labctl(t, vars, "devices"); code != 0 || !strings.Contains(out, "running") || !strings.Contains(out, fmt.Sprint(running.ID)) {
+	if code, out, _ := runLabctl(t, vars, "devices"); code != 0 || !strings.Contains(out, "running") || !strings.Contains(out, fmt.Sprint(running.ID)) {
 		t.Errorf("devices: exit %d\n%s", code, out)
 	}
-	if code, out, _ := labctl(t, vars, "device", "node1", "health"); code != 1 {
+	if code, out, _ := runLabctl(t, vars, "device", "node1", "health"); code != 1 {
 		t.Errorf("device health during a job: exit %d\n%s", code, out)
 	}
 
-	if code, out, _ := labctl(t, vars, "cancel", strconv.FormatInt(queued.ID, 10), strconv.FormatInt(running.ID, 10)); code != 0 || strings.Count(out, "canceled") < 2 {
+	if code, out, _ := runLabctl(t, vars, "cancel", strconv.FormatInt(queued.ID, 10), strconv.FormatInt(running.ID, 10)); code != 0 || strings.Count(out, "canceled") < 2 {
 		t.Errorf("cancel: exit %d\n%s", code, out)
 	}
 	if l.Sims["node1"].On() {
 		t.Error("node1 on after its job was canceled")
 	}
-	if code, _, stderr := labctl(t, vars, "cancel", strconv.FormatInt(done.ID, 10)); code != 1 || !strings.Contains(stderr, "already ended") {
+	if code, _, stderr := runLabctl(t, vars, "cancel", strconv.FormatInt(done.ID, 10)); code != 1 || !strings.Contains(stderr, "already ended") {
 		t.Errorf("cancel of an ended job: exit %d %q", code, stderr)
 	}
-	if code, out, _ := labctl(t, vars, "logs", "-f", strconv.FormatInt(running.ID, 10)); code != 0 || !strings.Contains(out, "canceled") {
+	if code, out, _ := runLabctl(t, vars, "logs", "-f", strconv.FormatInt(running.ID, 10)); code != 0 || !strings.Contains(out, "canceled") {
 		t.Errorf("logs -f of a canceled job: exit %d\n%s", code, out)
 	}
-	l.WaitDevice("node1", api.DeviceIdle)
-	if code, out, _ := labctl(t, vars, "power", "node1", "cycle"); code != 0 || out != "node1: on\n" {
+	l.WaitDevice("node1", labctl.DeviceIdle)
+	if code, out, _ := runLabctl(t, vars, "power", "node1", "cycle"); code != 0 || out != "node1: on\n" {
 		t.Errorf("power cycle: exit %d %q", code, out)
 	}
-	if code, out, _ := labctl(t, vars, "bootdev", "node1", "pxe"); code != 0 || !strings.Contains(out, "pxe") {
+	if code, out, _ := runLabctl(t, vars, "bootdev", "node1", "pxe"); code != 0 || !strings.Contains(out, "pxe") {
 		t.Errorf("bootdev: exit %d %q", code, out)
 	}
-	code, out, _ = labctl(t, vars, "devices", "-o", "json")
-	var devs []api.Device
+	code, out, _ = runLabctl(t, vars, "devices", "-o", "json")
+	var devs []labctl.Device
 	if code != 0 || json.Unmarshal([]byte(out), &devs) != nil || len(devs) != 1 || devs[0].Name != "node1" {
 		t.Errorf("devices -o json: exit %d\n%s", code, out)
 	}
-	if code, out, _ := labctl(t, vars, "device", "node1", "health"); code != 0 || !strings.Contains(out, "health:  passed") {
+	if code, out, _ := runLabctl(t, vars, "device", "node1", "health"); code != 0 || !strings.Contains(out, "health:  passed") {
 		t.Errorf("device node1 health: exit %d\n%s", code, out)
 	}
 	for _, args := range [][]string{
@@ -203,7 +203,7 @@ func TestClientCommands(t *testing.T) {
 		{"device", "node1", "online", "--reason", "x"}, {"logs", "abc"}, {"cancel"}, {"devices", "--power"}, {"jobs", "-o", "yaml"},
 		{"power", "node1", "on", "--bogus"},
 	} {
-		if code, _, _ := labctl(t, vars, args...); code != 64 {
+		if code, _, _ := runLabctl(t, vars, args...); code != 64 {
 			t.Errorf("labctl %s: exit %d, want 64", strings.Join(args, " "), code)
 		}
 	}
@@ -224,7 +224,7 @@ func TestSubmitWaitSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	type result struct {
-		job api.Job
+		job labctl.Job
 		err error
 	}
 	waited := make(chan result, 1)

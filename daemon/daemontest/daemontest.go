@@ -25,12 +25,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/api"
 	"github.com/labctl/labctl/daemon"
 	"github.com/labctl/labctl/devices"
-	"github.com/labctl/labctl/dispatcher"
 	"github.com/labctl/labctl/dispatcher/dispatchertest"
-	"github.com/labctl/labctl/lab"
 	"github.com/labctl/labctl/store"
 )
 
@@ -61,7 +60,7 @@ type Lab struct {
 	// Sims and Fakes are the devices' nodes, by name.
 	Sims  map[string]*dispatchertest.Node
 	Fakes map[string]*FakeNode
-	nodes map[string]*lab.Node
+	nodes map[string]*labctl.Node
 	// DBPath is the store's file.
 	DBPath string
 
@@ -84,7 +83,7 @@ func Start(t testing.TB, o Options) *Lab {
 		Config: &devices.Lab{Config: devices.Config{Name: "test", StateDir: state}},
 		Sims:   map[string]*dispatchertest.Node{},
 		Fakes:  map[string]*FakeNode{},
-		nodes:  map[string]*lab.Node{},
+		nodes:  map[string]*labctl.Node{},
 		DBPath: filepath.Join(state, "labctl.db"),
 		log:    &lockedBuffer{},
 	}
@@ -101,7 +100,7 @@ func Start(t testing.TB, o Options) *Lab {
 			l.Fakes[name] = f
 			dev.Settings = devices.DefaultSettings()
 			dev.Settings.Timeouts.Power = 2 * time.Second
-			l.nodes[name] = &lab.Node{Device: dev, Power: f, Console: f, Netboot: f}
+			l.nodes[name] = &labctl.Node{Device: dev, Power: f, Console: f, Netboot: f}
 		} else {
 			n, err := dispatchertest.NewNode(name, t.TempDir())
 			if err != nil {
@@ -111,7 +110,7 @@ func Start(t testing.TB, o Options) *Lab {
 			n.BootDelay = 10 * time.Millisecond
 			l.Sims[name] = n
 			dev.Settings = dispatchertest.Settings(n)
-			l.nodes[name] = &lab.Node{Device: dev, Power: n, Console: n.Dialer(), Netboot: n}
+			l.nodes[name] = &labctl.Node{Device: dev, Power: n, Console: n.Dialer(), Netboot: n}
 		}
 		l.Config.Devices = append(l.Config.Devices, dev)
 	}
@@ -121,7 +120,7 @@ func Start(t testing.TB, o Options) *Lab {
 }
 
 // Node implements daemon.Nodes.
-func (l *Lab) Node(name string) (*lab.Node, error) {
+func (l *Lab) Node(name string) (*labctl.Node, error) {
 	n, ok := l.nodes[name]
 	if !ok {
 		return nil, fmt.Errorf("no device %q", name)
@@ -207,15 +206,15 @@ func (l *Lab) Restart() {
 
 // Context is a request context from the "ci" token, ended with the test.
 func Context(t testing.TB) context.Context {
-	c, cancel := context.WithTimeout(api.WithCaller(context.Background(), "ci"), 2*time.Minute)
+	c, cancel := context.WithTimeout(labctl.WithCaller(context.Background(), "ci"), 2*time.Minute)
 	t.Cleanup(cancel)
 	return c
 }
 
 // Submit submits a job file's text.
-func (l *Lab) Submit(text string) api.Job {
+func (l *Lab) Submit(text string) labctl.Job {
 	l.t.Helper()
-	j, err := l.Daemon.Submit(Context(l.t), api.SubmitRequest{File: "job.toml", Dir: "/", Spec: text})
+	j, err := l.Daemon.Submit(Context(l.t), labctl.SubmitRequest{File: "job.toml", Dir: "/", Spec: text})
 	if err != nil {
 		l.t.Fatalf("Submit = %v", err)
 	}
@@ -223,10 +222,10 @@ func (l *Lab) Submit(text string) api.Job {
 }
 
 // Wait follows the job to its end and returns it.
-func (l *Lab) Wait(id int64) api.Job {
+func (l *Lab) Wait(id int64) labctl.Job {
 	l.t.Helper()
-	var end *api.Job
-	err := l.Daemon.Follow(Context(l.t), id, api.FollowOptions{NoLog: true}, func(e api.Event) error {
+	var end *labctl.Job
+	err := l.Daemon.Follow(Context(l.t), id, labctl.FollowOptions{NoLog: true}, func(e labctl.Event) error {
 		end = e.End
 		return nil
 	})
@@ -237,7 +236,7 @@ func (l *Lab) Wait(id int64) api.Job {
 }
 
 // WaitDevice waits until the device is in state.
-func (l *Lab) WaitDevice(name, state string) api.Device {
+func (l *Lab) WaitDevice(name, state string) labctl.Device {
 	l.t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for {
@@ -259,7 +258,7 @@ func (l *Lab) WaitDevice(name, state string) api.Device {
 func (l *Lab) WaitIdle() {
 	l.t.Helper()
 	for _, d := range l.Config.Devices {
-		l.WaitDevice(d.Name, api.DeviceIdle)
+		l.WaitDevice(d.Name, labctl.DeviceIdle)
 	}
 }
 
@@ -314,26 +313,26 @@ func (f *FakeNode) record(c string) error {
 	return f.powerErr
 }
 
-// Power implements dispatcher.Power.
-func (f *FakeNode) Power(_ context.Context, op dispatcher.PowerOp) error {
+// Power implements labctl.Power.
+func (f *FakeNode) Power(_ context.Context, op labctl.PowerOp) error {
 	if err := f.record("power " + string(op)); err != nil {
 		return err
 	}
 	f.mu.Lock()
-	f.on = op != dispatcher.PowerOff
+	f.on = op != labctl.PowerOff
 	f.mu.Unlock()
 	return nil
 }
 
-// PowerState implements dispatcher.Power.
+// PowerState implements labctl.Power.
 func (f *FakeNode) PowerState(context.Context) (bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.on, f.powerErr
 }
 
-// SetBootDevice implements dispatcher.Power.
-func (f *FakeNode) SetBootDevice(_ context.Context, dev dispatcher.BootDevice) error {
+// SetBootDevice implements labctl.Power.
+func (f *FakeNode) SetBootDevice(_ context.Context, dev labctl.BootDevice) error {
 	return f.record("bootdev " + string(dev))
 }
 
@@ -353,18 +352,18 @@ func (f *FakeNode) Calls() []string {
 	return slices.Clone(f.calls)
 }
 
-// BootMaster implements dispatcher.Netboot.
+// BootMaster implements labctl.Netboot.
 func (f *FakeNode) BootMaster() error { f.record("pxe master"); return nil }
 
-// BootLocal implements dispatcher.Netboot.
+// BootLocal implements labctl.Netboot.
 func (f *FakeNode) BootLocal() error { f.record("pxe local"); return nil }
 
-// PublishImage implements dispatcher.Netboot (a fake node takes no image).
-func (f *FakeNode) PublishImage(string) (dispatcher.PublishedImage, error) {
+// PublishImage implements labctl.Netboot (a fake node takes no image).
+func (f *FakeNode) PublishImage(string) (labctl.PublishedImage, error) {
 	return nil, errors.New("fake node: no images")
 }
 
-// AcceptUploads implements dispatcher.Netboot (a fake node sends nothing).
+// AcceptUploads implements labctl.Netboot (a fake node sends nothing).
 func (f *FakeNode) AcceptUploads(string) (string, func(), error) {
 	return "", nil, errors.New("fake node: no uploads")
 }

@@ -14,7 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/labctl/labctl/dispatcher"
+	"github.com/labctl/labctl"
 )
 
 // fileServer is the simulated node's boot server: it serves published
@@ -47,7 +47,7 @@ func token() string {
 	return hex.EncodeToString(b)
 }
 
-func (fs *fileServer) publish(path string) (dispatcher.PublishedImage, error) {
+func (fs *fileServer) publish(path string) (labctl.PublishedImage, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		return nil, err

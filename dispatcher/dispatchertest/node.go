@@ -27,12 +27,12 @@ import (
 
 	"github.com/creack/pty"
 
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/devices"
-	"github.com/labctl/labctl/dispatcher"
 )
 
 // Node is a simulated lab node. Create it with NewNode; it implements
-// dispatcher.Power and dispatcher.Netboot, and Dialer gives its console.
+// labctl.Power and labctl.Netboot, and Dialer gives its console.
 type Node struct {
 	Name string
 	// Disk is the node's disk: a file the master's dd writes to.
@@ -56,7 +56,7 @@ type Node struct {
 
 	mu       sync.Mutex
 	on       bool
-	bootdev  dispatcher.BootDevice
+	bootdev  labctl.BootDevice
 	master   bool
 	gen      int
 	shell    *exec.Cmd
@@ -100,7 +100,7 @@ func NewNode(name, dir string) (*Node, error) {
 	n := &Node{
 		Name: name, Disk: disk, Username: "root", Password: "test",
 		BootDelay: 50 * time.Millisecond, MasterPrompt: "master# ", ShellPrompt: "testos# ",
-		dir: d, tools: tools, bootdev: dispatcher.BootDisk,
+		dir: d, tools: tools, bootdev: labctl.BootDisk,
 	}
 	n.files, err = newFileServer()
 	if err != nil {
@@ -177,8 +177,8 @@ func (n *Node) BreakMaster() {
 	n.mu.Unlock()
 }
 
-// Power implements dispatcher.Power.
-func (n *Node) Power(ctx context.Context, op dispatcher.PowerOp) error {
+// Power implements labctl.Power.
+func (n *Node) Power(ctx context.Context, op labctl.PowerOp) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.record("power " + string(op))
@@ -186,13 +186,13 @@ func (n *Node) Power(ctx context.Context, op dispatcher.PowerOp) error {
 		return fmt.Errorf("power %s %s: %w", op, n.Name, n.powerErr)
 	}
 	switch op {
-	case dispatcher.PowerOn:
+	case labctl.PowerOn:
 		if !n.on {
 			n.powerOnLocked()
 		}
-	case dispatcher.PowerOff:
+	case labctl.PowerOff:
 		n.powerOffLocked()
-	case dispatcher.PowerCycle, dispatcher.PowerReset:
+	case labctl.PowerCycle, labctl.PowerReset:
 		n.powerOffLocked()
 		n.powerOnLocked()
 	default:
@@ -201,7 +201,7 @@ func (n *Node) Power(ctx context.Context, op dispatcher.PowerOp) error {
 	return nil
 }
 
-// PowerState implements dispatcher.Power.
+// PowerState implements labctl.Power.
 func (n *Node) PowerState(ctx context.Context) (bool, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -211,8 +211,8 @@ func (n *Node) PowerState(ctx context.Context) (bool, error) {
 	return n.on, nil
 }
 
-// SetBootDevice implements dispatcher.Power.
-func (n *Node) SetBootDevice(ctx context.Context, dev dispatcher.BootDevice) error {
+// SetBootDevice implements labctl.Power.
+func (n *Node) SetBootDevice(ctx context.Context, dev labctl.BootDevice) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.record("bootdev " + string(dev))
@@ -223,7 +223,7 @@ func (n *Node) SetBootDevice(ctx context.Context, dev dispatcher.BootDevice) err
 	return nil
 }
 
-// BootMaster implements dispatcher.Netboot.
+// BootMaster implements labctl.Netboot.
 func (n *Node) BootMaster() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -232,7 +232,7 @@ func (n *Node) BootMaster() error {
 	return nil
 }
 
-// BootLocal implements dispatcher.Netboot.
+// BootLocal implements labctl.Netboot.
 func (n *Node) BootLocal() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -241,12 +241,12 @@ func (n *Node) BootLocal() error {
 	return nil
 }
 
-// PublishImage implements dispatcher.Netboot.
-func (n *Node) PublishImage(path string) (dispatcher.PublishedImage, error) {
+// PublishImage implements labctl.Netboot.
+func (n *Node) PublishImage(path string) (labctl.PublishedImage, error) {
 	return n.files.publish(path)
 }
 
-// AcceptUploads implements dispatcher.Netboot.
+// AcceptUploads implements labctl.Netboot.
 func (n *Node) AcceptUploads(dir string) (string, func(), error) {
 	return n.files.acceptUploads(dir)
 }
@@ -291,7 +291,7 @@ func (n *Node) powerOnLocked() {
 	n.boots++
 	n.gen++
 	gen := n.gen
-	pxe := n.bootdev == dispatcher.BootPXE
+	pxe := n.bootdev == labctl.BootPXE
 	master := pxe && n.master && !n.noMaster
 	go n.boot(gen, master, pxe && n.noMaster)
 }
