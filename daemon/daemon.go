@@ -48,25 +48,6 @@ import (
 	"github.com/labctl/labctl/store"
 )
 
-// Store is what the daemon keeps in its database. store.SQLite implements
-// it; store/storetest checks the contract.
-type Store interface {
-	// CreateJob adds a queued job and returns it with its ID.
-	CreateJob(ctx context.Context, j store.Job) (store.Job, error)
-	// Job returns one job; an error wrapping store.ErrNotFound if none.
-	Job(ctx context.Context, id int64) (store.Job, error)
-	// Jobs lists jobs, oldest first.
-	Jobs(ctx context.Context, f store.JobFilter) ([]store.Job, error)
-	// ClaimJob moves a queued job to running on device, atomically; an
-	// error wrapping store.ErrConflict if it is not queued.
-	ClaimJob(ctx context.Context, id int64, device string, at time.Time) error
-	// FinishJob ends a job that is in state from; store.ErrConflict if not.
-	FinishJob(ctx context.Context, id int64, from string, f store.Finish) error
-	// SetDevices records device states (one transaction).
-	SetDevices(ctx context.Context, devs []store.Device) error
-	Devices(ctx context.Context) ([]store.Device, error)
-}
-
 // RunFunc runs one job to its end; dispatcher.Run is the real one.
 type RunFunc func(ctx context.Context, j dispatcher.Job) *results.Job
 
@@ -74,7 +55,7 @@ type RunFunc func(ctx context.Context, j dispatcher.Job) *results.Job
 type Config struct {
 	Lab   *devices.Lab
 	Nodes labctl.Nodes
-	Store Store
+	Store store.Store
 	// Consoles owns the nodes' console sessions; nil makes a broker that
 	// keeps them open and logs them to STATE/devices/NAME/console.log.
 	// Serve closes it when it returns.
@@ -95,7 +76,7 @@ type Config struct {
 type Daemon struct {
 	cfg      Config
 	log      *slog.Logger
-	store    Store
+	store    store.Store
 	run      RunFunc
 	now      func() time.Time
 	consoles *Consoles

@@ -8,15 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/labctl/labctl/daemon"
 	"github.com/labctl/labctl/daemon/daemontest"
 	"github.com/labctl/labctl/dispatcher"
 	"github.com/labctl/labctl/results"
-	"github.com/labctl/labctl/store/storetest"
 )
-
-// The store the daemon needs is part of what the store suite checks.
-var _ daemon.Store = storetest.Store(nil)
 
 var ctx = daemontest.Context
 

@@ -10,9 +10,9 @@ import (
 )
 
 func TestSQLite(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) func() (storetest.Store, error) {
+	storetest.Run(t, func(t *testing.T) func() (store.Store, error) {
 		path := filepath.Join(t.TempDir(), "state", "labctl.db")
-		return func() (storetest.Store, error) { return store.OpenSQLite(path) }
+		return func() (store.Store, error) { return store.OpenSQLite(path) }
 	})
 }
 

@@ -1,8 +1,7 @@
 // Package store keeps what the lab daemon must not forget across restarts:
 // the jobs (queued, running, finished, with their job file and results) and
-// each device's state. The daemon declares the interface it needs
-// (daemon.Store); this package provides it on an embedded SQLite database
-// (modernc.org/sqlite, pure Go).
+// each device's state: the Store interface, and an implementation on an
+// embedded SQLite database (modernc.org/sqlite, pure Go).
 //
 // The SQL is written for both SQLite and PostgreSQL ($1 placeholders,
 // RETURNING, ON CONFLICT ... DO UPDATE, times as integer nanoseconds), so that
@@ -17,9 +16,30 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"time"
 )
+
+// Store is what the daemon keeps in its database. SQLite implements
+// it; store/storetest checks the contract.
+type Store interface {
+	// CreateJob adds a queued job and returns it with its ID.
+	CreateJob(ctx context.Context, j Job) (Job, error)
+	// Job returns one job; an error wrapping ErrNotFound if none.
+	Job(ctx context.Context, id int64) (Job, error)
+	// Jobs lists jobs, oldest first.
+	Jobs(ctx context.Context, f JobFilter) ([]Job, error)
+	// ClaimJob moves a queued job to running on device, atomically; an
+	// error wrapping ErrConflict if it is not queued.
+	ClaimJob(ctx context.Context, id int64, device string, at time.Time) error
+	// FinishJob ends a job that is in state from; ErrConflict if not.
+	FinishJob(ctx context.Context, id int64, from string, f Finish) error
+	// SetDevices records device states (one transaction).
+	SetDevices(ctx context.Context, devs []Device) error
+	Devices(ctx context.Context) ([]Device, error)
+	Close() error
+}
 
 // Job states.
 const (

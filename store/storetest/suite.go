@@ -15,30 +15,17 @@ import (
 	"github.com/labctl/labctl/store"
 )
 
-// Store is the contract the suite checks; the daemon's own Store interface
-// is a subset of it.
-type Store interface {
-	CreateJob(ctx context.Context, j store.Job) (store.Job, error)
-	Job(ctx context.Context, id int64) (store.Job, error)
-	Jobs(ctx context.Context, f store.JobFilter) ([]store.Job, error)
-	ClaimJob(ctx context.Context, id int64, device string, at time.Time) error
-	FinishJob(ctx context.Context, id int64, from string, f store.Finish) error
-	SetDevices(ctx context.Context, devs []store.Device) error
-	Devices(ctx context.Context) ([]store.Device, error)
-	Close() error
-}
-
 // Opener opens the store under test. Each call of the function newDB
 // returns opens a fresh, empty database; calling the opener it returns
 // again opens the same database (after the previous one was closed), to
 // check that what was committed survives.
-type Opener func(t *testing.T) (open func() (Store, error))
+type Opener func(t *testing.T) (open func() (store.Store, error))
 
 // Run runs the suite.
 func Run(t *testing.T, newDB Opener) {
 	tests := []struct {
 		name string
-		fn   func(t *testing.T, open func() (Store, error))
+		fn   func(t *testing.T, open func() (store.Store, error))
 	}{
 		{"CreateAndRead", testCreateAndRead},
 		{"NotFound", testNotFound},
@@ -54,7 +41,7 @@ func Run(t *testing.T, newDB Opener) {
 	}
 }
 
-func mustOpen(t *testing.T, open func() (Store, error)) Store {
+func mustOpen(t *testing.T, open func() (store.Store, error)) store.Store {
 	t.Helper()
 	s, err := open()
 	if err != nil {
@@ -75,7 +62,7 @@ func sample(name string) store.Job {
 	}
 }
 
-func create(t *testing.T, s Store, j store.Job) store.Job {
+func create(t *testing.T, s store.Store, j store.Job) store.Job {
 	t.Helper()
 	got, err := s.CreateJob(context.Background(), j)
 	if err != nil {
@@ -84,7 +71,7 @@ func create(t *testing.T, s Store, j store.Job) store.Job {
 	return got
 }
 
-func get(t *testing.T, s Store, id int64) store.Job {
+func get(t *testing.T, s store.Store, id int64) store.Job {
 	t.Helper()
 	j, err := s.Job(context.Background(), id)
 	if err != nil {
@@ -109,7 +96,7 @@ func same(a, b store.Job) error {
 	return nil
 }
 
-func testCreateAndRead(t *testing.T, open func() (Store, error)) {
+func testCreateAndRead(t *testing.T, open func() (store.Store, error)) {
 	s := mustOpen(t, open)
 	a := create(t, s, sample("a"))
 	b := create(t, s, store.Job{Name: "b", File: "b.toml", Dir: "/", Spec: "x", Device: "node1", Priority: "low"})
@@ -130,7 +117,7 @@ func testCreateAndRead(t *testing.T, open func() (Store, error)) {
 	}
 }
 
-func testNotFound(t *testing.T, open func() (Store, error)) {
+func testNotFound(t *testing.T, open func() (store.Store, error)) {
 	s := mustOpen(t, open)
 	ctx := context.Background()
 	if _, err := s.Job(ctx, 42); !errors.Is(err, store.ErrNotFound) {
@@ -152,7 +139,7 @@ func ids(jobs []store.Job) []int64 {
 	return out
 }
 
-func testList(t *testing.T, open func() (Store, error)) {
+func testList(t *testing.T, open func() (store.Store, error)) {
 	s := mustOpen(t, open)
 	ctx := context.Background()
 	var all []int64
@@ -190,7 +177,7 @@ func testList(t *testing.T, open func() (Store, error)) {
 	}
 }
 
-func testClaim(t *testing.T, open func() (Store, error)) {
+func testClaim(t *testing.T, open func() (store.Store, error)) {
 	s := mustOpen(t, open)
 	ctx := context.Background()
 	j := create(t, s, sample("a"))
@@ -211,7 +198,7 @@ func testClaim(t *testing.T, open func() (Store, error)) {
 }
 
 // Many claimers race for the same jobs: each job is won exactly once.
-func testClaimRace(t *testing.T, open func() (Store, error)) {
+func testClaimRace(t *testing.T, open func() (store.Store, error)) {
 	s := mustOpen(t, open)
 	ctx := context.Background()
 	var jobs []int64
@@ -251,7 +238,7 @@ func testClaimRace(t *testing.T, open func() (Store, error)) {
 	}
 }
 
-func testFinish(t *testing.T, open func() (Store, error)) {
+func testFinish(t *testing.T, open func() (store.Store, error)) {
 	s := mustOpen(t, open)
 	ctx := context.Background()
 	ran := create(t, s, sample("ran"))
@@ -292,7 +279,7 @@ func testFinish(t *testing.T, open func() (Store, error)) {
 }
 
 // What was committed is there after the store is closed and opened again.
-func testReopen(t *testing.T, open func() (Store, error)) {
+func testReopen(t *testing.T, open func() (store.Store, error)) {
 	s, err := open()
 	if err != nil {
 		t.Fatal(err)
@@ -326,7 +313,7 @@ func testReopen(t *testing.T, open func() (Store, error)) {
 	}
 }
 
-func testDevices(t *testing.T, open func() (Store, error)) {
+func testDevices(t *testing.T, open func() (store.Store, error)) {
 	s := mustOpen(t, open)
 	ctx := context.Background()
 	if devs, err := s.Devices(ctx); err != nil || len(devs) != 0 {
