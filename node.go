@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/labctl/labctl/devices"
 	"github.com/labctl/labctl/sol"
 )
 
@@ -98,11 +97,9 @@ type PublishedImage interface {
 	Close() error
 }
 
-// Node is a lab device with the parts that drive it: its configuration,
-// its power controller, its console and its boot-server entry (nil where
-// nothing boots, as for labctl power).
+// Node is what drives one lab device: its power controller, its console
+// and its boot-server entry (nil where nothing boots, as for labctl power).
 type Node struct {
-	Device  *devices.Device
 	Power   Power
 	Console sol.Dialer
 	Netboot Netboot

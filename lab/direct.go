@@ -41,6 +41,7 @@ func (d Direct) node(ctx context.Context, name string) (*labctl.Node, context.Co
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, n.Device.Settings.Timeouts.Power)
+	dev, _ := d.Lab.Config.Device(name)
+	ctx, cancel := context.WithTimeout(ctx, dev.Settings.Timeouts.Power)
 	return n, ctx, cancel, nil
 }

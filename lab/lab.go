@@ -65,7 +65,7 @@ func (l *Lab) Node(name string) (*labctl.Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &labctl.Node{Device: d, Power: power, Console: console}
+	n := &labctl.Node{Power: power, Console: console}
 	if l.Boot != nil {
 		n.Netboot = l.Netboot(d)
 	}

@@ -100,7 +100,7 @@ func Start(t testing.TB, o Options) *Lab {
 			l.Fakes[name] = f
 			dev.Settings = devices.DefaultSettings()
 			dev.Settings.Timeouts.Power = 2 * time.Second
-			l.nodes[name] = &labctl.Node{Device: dev, Power: f, Console: f, Netboot: f}
+			l.nodes[name] = &labctl.Node{Power: f, Console: f, Netboot: f}
 		} else {
 			n, err := dispatchertest.NewNode(name, t.TempDir())
 			if err != nil {
@@ -110,7 +110,7 @@ func Start(t testing.TB, o Options) *Lab {
 			n.BootDelay = 10 * time.Millisecond
 			l.Sims[name] = n
 			dev.Settings = dispatchertest.Settings(n)
-			l.nodes[name] = &labctl.Node{Device: dev, Power: n, Console: n.Dialer(), Netboot: n}
+			l.nodes[name] = &labctl.Node{Power: n, Console: n.Dialer(), Netboot: n}
 		}
 		l.Config.Devices = append(l.Config.Devices, dev)
 	}
