@@ -17,6 +17,8 @@ var (
 	ErrBusy = errors.New("busy")
 	// ErrUnauthorized: the request has no valid token.
 	ErrUnauthorized = errors.New("unauthorized")
+	// ErrForbidden: the caller's role does not allow the request.
+	ErrForbidden = errors.New("forbidden")
 	// ErrDevice: the node's BMC or console failed the operation.
 	ErrDevice = errors.New("device error")
 	// ErrUnavailable: the daemon is shutting down.

@@ -1,6 +1,7 @@
 package labctl
 
 import (
+	"context"
 	"errors"
 	"testing"
 )
@@ -34,5 +35,30 @@ func TestParseBootDevice(t *testing.T) {
 	}
 	if _, err := ParseBootDevice("cdrom"); !errors.Is(err, ErrInvalid) {
 		t.Errorf("ParseBootDevice(cdrom) = %v, want ErrInvalid", err)
+	}
+}
+
+func TestRoles(t *testing.T) {
+	for i, r := range Roles {
+		for j, need := range Roles {
+			if got := r.Allows(need); got != (i >= j) {
+				t.Errorf("%s.Allows(%s) = %v", r, need, got)
+			}
+		}
+	}
+	if Role("root").Allows(RoleViewer) {
+		t.Error("an unknown role allows something")
+	}
+	var r Role
+	if err := r.UnmarshalText([]byte("superuser")); err == nil {
+		t.Error("UnmarshalText accepted an unknown role")
+	}
+	ctx := WithRole(WithCaller(context.Background(), "bob"), RoleViewer)
+	err := Authorize(ctx, RoleOperator, "power node1")
+	if !errors.Is(err, ErrForbidden) || err.Error() != "forbidden: power node1 needs role operator; bob has role viewer" {
+		t.Errorf("Authorize = %v", err)
+	}
+	if err := Authorize(context.Background(), RoleAdmin, "anything"); err != nil {
+		t.Errorf("an in-process caller was refused: %v", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -95,7 +96,7 @@ func (a *fakeAttachment) Close() error {
 // serveAPI runs srv on 127.0.0.1 until the returned stop is called.
 func serveAPI(t *testing.T, svc labctl.Service) (url string, stop func()) {
 	t.Helper()
-	srv, err := api.NewServer(svc, api.Config{Addr: "127.0.0.1:0", Tokens: []api.Token{{Name: "ci", Secret: goodToken}}})
+	srv, err := api.NewServer(svc, api.Config{Addr: "127.0.0.1:0", Tokens: []api.Token{{Name: "ci", Secret: goodToken, Role: labctl.RoleAdmin}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,8 +147,10 @@ func TestConsoleOverHTTP(t *testing.T) {
 		t.Fatal(err)
 	}
 	broker := <-svc.atts
-	if broker.opts != opts || broker.caller != "ci" {
-		t.Errorf("the broker got %+v from %q, want %+v from ci", broker.opts, broker.caller, opts)
+	wantOpts := opts
+	wantOpts.Who = "ci (alice@laptop)" // the token's name first: a client cannot pass for someone else
+	if broker.opts != wantOpts || broker.caller != "ci" {
+		t.Errorf("the broker got %+v from %q, want %+v from ci", broker.opts, broker.caller, wantOpts)
 	}
 	big := bytes.Repeat([]byte("0123456789abcdef"), 10000) // 160 KB: three frames
 	broker.msgs <- labctl.ConsoleMessage{Output: []byte("hello\r\n")}
@@ -267,5 +270,40 @@ func TestConsoleEndpoints(t *testing.T) {
 	}
 	if _, err := pc.AttachConsole(ctx, "node1", labctl.ConsoleOptions{}); !errors.Is(err, labctl.ErrNotFound) {
 		t.Errorf("attach on a service without consoles: %v", err)
+	}
+}
+
+// A viewer's token attaches read-only whatever it asks, and may not take
+// write from someone (403 naming the role); an operator attaches as asked.
+func TestConsoleRoles(t *testing.T) {
+	svc := &consoleService{atts: make(chan *fakeAttachment, 4)}
+	s, err := api.NewServer(svc, api.Config{Tokens: []api.Token{
+		{Name: "vic", Secret: "viewer-token-123", Role: labctl.RoleViewer},
+		{Name: "ops", Secret: "operator-token-1", Role: labctl.RoleOperator},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	attach := func(token, query string) int {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		req := httptest.NewRequestWithContext(ctx, "GET", "/api/v1/devices/node1/console/attach?"+query, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Connection", "Upgrade")
+		req.Header.Set("Upgrade", api.ConsoleProtocol)
+		w := httptest.NewRecorder() // cannot be hijacked: the handler gives up after attaching
+		s.ServeHTTP(w, req)
+		return w.Code
+	}
+	if code := attach("viewer-token-123", "force=true"); code != http.StatusForbidden {
+		t.Errorf("a viewer taking write: status %d, want 403", code)
+	}
+	attach("viewer-token-123", "who=mallory")
+	if a := <-svc.atts; !a.opts.ReadOnly || a.opts.Who != "vic (mallory)" {
+		t.Errorf("a viewer attached with %+v, want read-only as vic (mallory)", a.opts)
+	}
+	attach("operator-token-1", "force=true")
+	if a := <-svc.atts; a.opts.ReadOnly || !a.opts.Force || a.opts.Who != "ops" {
+		t.Errorf("an operator attached with %+v, want force as ops", a.opts)
 	}
 }

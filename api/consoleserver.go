@@ -34,12 +34,6 @@ const (
 	maxReplayLines = 10000
 )
 
-func (s *Server) consoleRoutes(m *http.ServeMux) {
-	m.HandleFunc("GET /api/v1/consoles", s.consoles)
-	m.HandleFunc("GET /api/v1/devices/{name}/console", s.console)
-	m.HandleFunc("GET /api/v1/devices/{name}/console/attach", s.consoleAttach)
-}
-
 func (s *Server) consoleService() (labctl.ConsoleService, error) {
 	cs, ok := s.svc.(labctl.ConsoleService)
 	if !ok {
@@ -71,6 +65,28 @@ func (s *Server) console(w http.ResponseWriter, r *http.Request) {
 	s.reply(w, r, info, err)
 }
 
+// consoleRole applies the caller's role and name to a viewer's options:
+// the viewer is the token's name (what the client says of itself follows
+// in parentheses), and a caller that may not type on consoles attaches
+// read-only; asking to take write from someone needs an operator.
+func (s *Server) consoleRole(ctx context.Context, node string, o labctl.ConsoleOptions) (labctl.ConsoleOptions, error) {
+	caller := labctl.CallerFrom(ctx)
+	switch {
+	case o.Who == "" || o.Who == caller:
+		o.Who = caller
+	default:
+		o.Who = caller + " (" + o.Who + ")"
+	}
+	if labctl.RoleFrom(ctx).Allows(labctl.RoleOperator) {
+		return o, nil
+	}
+	if o.Force {
+		return o, labctl.Authorize(ctx, labctl.RoleOperator, "taking write on the console of "+node)
+	}
+	o.ReadOnly = true
+	return o, nil
+}
+
 // consoleAttach upgrades the request to a console connection: frames both
 // ways (consolewire.go) between the viewer and a ConsoleAttachment, until
 // either side ends it or the server stops.
@@ -93,6 +109,10 @@ func (s *Server) consoleAttach(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	name := r.PathValue("name")
+	if opts, err = s.consoleRole(r.Context(), name, opts); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	att, err := cs.AttachConsole(r.Context(), name, opts)
 	if err != nil {
 		s.fail(w, r, err)

@@ -22,6 +22,7 @@ var statuses = []struct {
 	{labctl.ErrNotFound, http.StatusNotFound},
 	{labctl.ErrBusy, http.StatusConflict},
 	{labctl.ErrUnauthorized, http.StatusUnauthorized},
+	{labctl.ErrForbidden, http.StatusForbidden},
 	{ErrTooLarge, http.StatusRequestEntityTooLarge},
 	{labctl.ErrDevice, http.StatusBadGateway},
 	{labctl.ErrUnavailable, http.StatusServiceUnavailable},

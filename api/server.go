@@ -21,8 +21,10 @@ import (
 
 // Token is an API token the server accepts.
 type Token struct {
-	Name   string // for logs and job submitters
+	Name   string // for logs, job submitters and console viewers
 	Secret string
+	// Role is what the token may do; "" is refused by NewServer.
+	Role labctl.Role
 }
 
 // Config configures a Server.
@@ -50,6 +52,7 @@ type Server struct {
 
 type tokenHash struct {
 	name string
+	role labctl.Role
 	sum  [sha256.Size]byte
 }
 
@@ -72,7 +75,10 @@ func NewServer(svc labctl.Service, cfg Config) (*Server, error) {
 		if len(t.Secret) < 8 {
 			return nil, fmt.Errorf("api: token %s is shorter than 8 characters", t.Name)
 		}
-		s.tokens = append(s.tokens, tokenHash{name: t.Name, sum: sha256.Sum256([]byte(t.Secret))})
+		if !t.Role.Allows(labctl.RoleViewer) {
+			return nil, fmt.Errorf("api: token %s has no role (viewer, submitter, operator or admin)", t.Name)
+		}
+		s.tokens = append(s.tokens, tokenHash{name: t.Name, role: t.Role, sum: sha256.Sum256([]byte(t.Secret))})
 	}
 	s.routes()
 	if cfg.Addr != "" {
@@ -123,23 +129,38 @@ func (s *Server) Close() error {
 	return s.ln.Close()
 }
 
+// routes registers every endpoint with the least role that may call it:
+// the one table that says what each role may do over the API (the daemon
+// adds only "a submitter cancels its own jobs", which needs the job).
 func (s *Server) routes() {
 	m := http.NewServeMux()
-	m.HandleFunc("POST /api/v1/jobs", s.submit)
-	m.HandleFunc("GET /api/v1/jobs", s.jobs)
-	m.HandleFunc("GET /api/v1/jobs/{id}", s.job)
-	m.HandleFunc("POST /api/v1/jobs/{id}/cancel", s.cancel)
-	m.HandleFunc("GET /api/v1/jobs/{id}/log", s.jobLog)
-	m.HandleFunc("GET /api/v1/jobs/{id}/junit", s.junit)
-	m.HandleFunc("GET /api/v1/jobs/{id}/events", s.events)
-	m.HandleFunc("GET /api/v1/devices", s.devices)
-	m.HandleFunc("GET /api/v1/devices/{name}", s.device)
-	m.HandleFunc("POST /api/v1/devices/{name}/maintenance", s.maintenance)
-	m.HandleFunc("POST /api/v1/devices/{name}/online", s.online)
-	m.HandleFunc("POST /api/v1/devices/{name}/health", s.health)
-	m.HandleFunc("POST /api/v1/devices/{name}/power", s.power)
-	m.HandleFunc("POST /api/v1/devices/{name}/bootdev", s.bootdev)
-	s.consoleRoutes(m)
+	handle := func(pattern string, need labctl.Role, h http.HandlerFunc) {
+		m.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			if err := labctl.Authorize(r.Context(), need, r.Method+" "+r.URL.Path); err != nil {
+				s.fail(w, r, err)
+				return
+			}
+			h(w, r)
+		})
+	}
+	handle("POST /api/v1/jobs", labctl.RoleSubmitter, s.submit)
+	handle("GET /api/v1/jobs", labctl.RoleViewer, s.jobs)
+	handle("GET /api/v1/jobs/{id}", labctl.RoleViewer, s.job)
+	handle("POST /api/v1/jobs/{id}/cancel", labctl.RoleSubmitter, s.cancel)
+	handle("GET /api/v1/jobs/{id}/log", labctl.RoleViewer, s.jobLog)
+	handle("GET /api/v1/jobs/{id}/junit", labctl.RoleViewer, s.junit)
+	handle("GET /api/v1/jobs/{id}/events", labctl.RoleViewer, s.events)
+	handle("GET /api/v1/devices", labctl.RoleViewer, s.devices)
+	handle("GET /api/v1/devices/{name}", labctl.RoleViewer, s.device)
+	handle("POST /api/v1/devices/{name}/maintenance", labctl.RoleOperator, s.maintenance)
+	handle("POST /api/v1/devices/{name}/online", labctl.RoleOperator, s.online)
+	handle("POST /api/v1/devices/{name}/health", labctl.RoleOperator, s.health)
+	handle("POST /api/v1/devices/{name}/power", labctl.RoleOperator, s.power)
+	handle("POST /api/v1/devices/{name}/bootdev", labctl.RoleOperator, s.bootdev)
+	// Viewers attach read-only; taking write needs an operator (consoleAttach).
+	handle("GET /api/v1/consoles", labctl.RoleViewer, s.consoles)
+	handle("GET /api/v1/devices/{name}/console", labctl.RoleViewer, s.console)
+	handle("GET /api/v1/devices/{name}/console/attach", labctl.RoleViewer, s.consoleAttach)
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, fmt.Errorf("%s %s: no such endpoint: %w", r.Method, r.URL.Path, labctl.ErrNotFound))
 	})
@@ -158,34 +179,36 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, errors.New("panic"))
 		}
 	}()
-	name, ok := s.authenticate(r)
+	name, role, ok := s.authenticate(r)
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="labctl"`)
 		s.fail(w, r, fmt.Errorf("%w: a valid bearer token is required (LABCTL_TOKEN, --token-file or the client config)", labctl.ErrUnauthorized))
 		return
 	}
-	r = r.WithContext(labctl.WithCaller(r.Context(), name))
-	s.log.Debug("api request", "method", r.Method, "path", r.URL.Path, "caller", name)
+	r = r.WithContext(labctl.WithRole(labctl.WithCaller(r.Context(), name), role))
+	s.log.Debug("api request", "method", r.Method, "path", r.URL.Path, "caller", name, "role", role)
 	s.mux.ServeHTTP(w, r)
 }
 
 // authenticate compares the bearer token with every configured token in
 // constant time (the digests have one length, so their length leaks
-// nothing either) and returns the matching token's name.
-func (s *Server) authenticate(r *http.Request) (string, bool) {
+// nothing either) and returns the matching token's name and role.
+func (s *Server) authenticate(r *http.Request) (string, labctl.Role, bool) {
 	h := r.Header.Get("Authorization")
 	scheme, token, found := strings.Cut(h, " ")
 	if !found || !strings.EqualFold(scheme, "Bearer") || token == "" {
-		return "", false
+		return "", "", false
 	}
 	sum := sha256.Sum256([]byte(strings.TrimSpace(token)))
-	name, match := "", 0
+	var name string
+	var role labctl.Role
+	match := 0
 	for _, t := range s.tokens {
 		if subtle.ConstantTimeCompare(sum[:], t.sum[:]) == 1 {
-			name, match = t.name, 1
+			name, role, match = t.name, t.role, 1
 		}
 	}
-	return name, match == 1
+	return name, role, match == 1
 }
 
 // fail writes err as {"error": ...} with its status. Errors the API does

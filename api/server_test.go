@@ -155,7 +155,7 @@ func (f *fakeService) SetBootDevice(ctx context.Context, name string, req labctl
 func newServer(t testing.TB, svc labctl.Service, maxBody int64) *api.Server {
 	t.Helper()
 	s, err := api.NewServer(svc, api.Config{
-		Tokens:  []api.Token{{Name: "ci", Secret: goodToken}, {Name: "alice", Secret: "another-token-1234"}},
+		Tokens:  []api.Token{{Name: "ci", Secret: goodToken, Role: labctl.RoleAdmin}, {Name: "alice", Secret: "another-token-1234", Role: labctl.RoleAdmin}},
 		MaxBody: maxBody,
 	})
 	if err != nil {
@@ -184,6 +184,58 @@ func TestNewServerNeedsTokens(t *testing.T) {
 	}
 	if _, err := api.NewServer(&fakeService{}, api.Config{Tokens: []api.Token{{Name: "x", Secret: "short"}}}); err == nil {
 		t.Error("NewServer with a 5-character token succeeded")
+	}
+}
+
+func TestNewServerNeedsRoles(t *testing.T) {
+	_, err := api.NewServer(&fakeService{}, api.Config{Tokens: []api.Token{{Name: "x", Secret: goodToken}}})
+	if err == nil || !strings.Contains(err.Error(), "token x has no role") {
+		t.Errorf("NewServer with a token without a role = %v", err)
+	}
+}
+
+// TestRoles checks that each endpoint refuses the roles below the one it
+// needs with 403 naming that role, and lets that role through.
+func TestRoles(t *testing.T) {
+	tokens := map[labctl.Role]string{}
+	var list []api.Token
+	for _, r := range labctl.Roles {
+		tokens[r] = "token-of-a-" + string(r)
+		list = append(list, api.Token{Name: string(r) + "1", Secret: tokens[r], Role: r})
+	}
+	s, err := api.NewServer(&fakeService{}, api.Config{Tokens: list})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		method, path, body string
+		need               labctl.Role
+	}{
+		{"GET", "/api/v1/jobs", "", labctl.RoleViewer},
+		{"GET", "/api/v1/jobs/7", "", labctl.RoleViewer},
+		{"GET", "/api/v1/jobs/7/log", "", labctl.RoleViewer},
+		{"GET", "/api/v1/devices", "", labctl.RoleViewer},
+		{"GET", "/api/v1/consoles", "", labctl.RoleViewer},
+		{"POST", "/api/v1/jobs", `{"file":"j.toml","dir":"/tmp","spec":"x"}`, labctl.RoleSubmitter},
+		{"POST", "/api/v1/jobs/7/cancel", "{}", labctl.RoleSubmitter},
+		{"POST", "/api/v1/devices/node1/power", `{"op":"cycle"}`, labctl.RoleOperator},
+		{"POST", "/api/v1/devices/node1/bootdev", `{"device":"pxe"}`, labctl.RoleOperator},
+		{"POST", "/api/v1/devices/node1/maintenance", `{"reason":"x"}`, labctl.RoleOperator},
+		{"POST", "/api/v1/devices/node1/online", "{}", labctl.RoleOperator},
+		{"POST", "/api/v1/devices/node1/health", "{}", labctl.RoleOperator},
+	} {
+		for _, r := range labctl.Roles {
+			w := do(s, tt.method, tt.path, tokens[r], "application/json", tt.body)
+			if r.Allows(tt.need) {
+				if w.Code == http.StatusForbidden {
+					t.Errorf("%s %s as %s: 403 %s", tt.method, tt.path, r, w.Body)
+				}
+				continue
+			}
+			if w.Code != http.StatusForbidden || !strings.Contains(w.Body.String(), "needs role "+string(tt.need)) {
+				t.Errorf("%s %s as %s = %d %s, want 403 naming role %s", tt.method, tt.path, r, w.Code, w.Body, tt.need)
+			}
+		}
 	}
 }
 
@@ -385,7 +437,7 @@ func TestClient(t *testing.T) {
 // an event stream open.
 func TestServe(t *testing.T) {
 	block := &blockingFollow{fakeService: &fakeService{}, started: make(chan struct{})}
-	s, err := api.NewServer(block, api.Config{Addr: "127.0.0.1:0", Tokens: []api.Token{{Name: "ci", Secret: goodToken}}})
+	s, err := api.NewServer(block, api.Config{Addr: "127.0.0.1:0", Tokens: []api.Token{{Name: "ci", Secret: goodToken, Role: labctl.RoleAdmin}}})
 	if err != nil {
 		t.Fatal(err)
 	}

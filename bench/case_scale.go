@@ -290,6 +290,7 @@ http_url = %q
 listen = "127.0.0.1:18470"
 [[server.tokens]]
 name = "bench"
+role = "admin"
 token_env = "LABCTL_BENCH_TOKEN"
 `, httpURL)
 	labFile = filepath.Join(dir, "lab.toml")

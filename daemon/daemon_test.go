@@ -155,7 +155,13 @@ func TestCancel(t *testing.T) {
 	running := l.Submit(daemontest.JobText(t, "name = \"slow\"\ndevice = \"node1\"\n"))
 	queued := l.Submit(daemontest.JobText(t, "name = \"never\"\ndevice = \"node1\"\n"))
 
-	j, err := l.Daemon.Cancel(ctx(t), queued.ID)
+	// A submitter cancels its own jobs only; an operator any.
+	bob := labctl.WithRole(labctl.WithCaller(ctx(t), "bob"), labctl.RoleSubmitter)
+	if _, err := l.Daemon.Cancel(bob, queued.ID); !errors.Is(err, labctl.ErrForbidden) || !strings.Contains(err.Error(), "needs role operator") {
+		t.Errorf("a submitter canceling another's job = %v, want ErrForbidden", err)
+	}
+	ci := labctl.WithRole(ctx(t), labctl.RoleSubmitter)
+	j, err := l.Daemon.Cancel(ci, queued.ID)
 	if err != nil || j.Outcome != "canceled" || !strings.Contains(j.Reason, "by ci") {
 		t.Fatalf("Cancel(queued) = %+v, %v", j, err)
 	}
@@ -163,7 +169,7 @@ func TestCancel(t *testing.T) {
 		b, _ := os.ReadFile(filepath.Join(l.Config.StateDir, "jobs", fmt.Sprint(running.ID), "job.log"))
 		return strings.Contains(string(b), "master prompt")
 	})
-	j, err = l.Daemon.Cancel(ctx(t), running.ID)
+	j, err = l.Daemon.Cancel(labctl.WithRole(labctl.WithCaller(ctx(t), "ops"), labctl.RoleOperator), running.ID)
 	if err != nil || j.Outcome != "canceled" || j.State != labctl.JobFinished {
 		t.Fatalf("Cancel(running) = %+v, %v", j, err)
 	}

@@ -255,6 +255,12 @@ func (d *Daemon) Cancel(ctx context.Context, id int64) (labctl.Job, error) {
 		}
 		return labctl.Job{}, fmt.Errorf("%w: job %d is %s but not known to this dispatcher", labctl.ErrBusy, id, rec.State)
 	}
+	if j.rec.Submitter != caller {
+		if err := labctl.Authorize(ctx, labctl.RoleOperator, fmt.Sprintf("canceling job %d of %s", id, j.rec.Submitter)); err != nil {
+			d.mu.Unlock()
+			return labctl.Job{}, err
+		}
+	}
 	cause := canceledBy{caller: caller}
 	if d.dequeueLocked(j) {
 		delete(d.jobs, id)

@@ -28,6 +28,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/internal/tomlfile"
 )
 
@@ -71,7 +72,10 @@ type Server struct {
 
 // Token is an API bearer token the daemon accepts.
 type Token struct {
-	Name string `toml:"name"` // who uses it, for logs
+	Name string `toml:"name"` // who uses it: logs, job submitters, console viewers
+	// Role is what the token may do: viewer, submitter, operator or admin
+	// (labctl.Role says what each may).
+	Role labctl.Role `toml:"role"`
 	// The token comes from a file (relative to the lab file; made absolute
 	// when loaded) or an environment variable, read by [Token.Secret].
 	TokenFile string `toml:"token_file"`
@@ -294,6 +298,9 @@ func (l *Lab) validate(doc *tomlfile.Document) {
 			doc.Problemf(key+".name", "required: who uses the token (%s)", tomlfile.NameRule)
 		case slices.ContainsFunc(c.Server.Tokens[:i], func(o Token) bool { return o.Name == t.Name }):
 			doc.Problemf(key+".name", "%q is listed twice", t.Name)
+		}
+		if t.Role == "" {
+			doc.Problemf(key+".role", "required: what the token may do: viewer, submitter, operator or admin")
 		}
 		switch {
 		case t.TokenFile == "" && t.TokenEnv == "":

@@ -327,6 +327,7 @@ func TestLoadProblems(t *testing.T) {
 				`lab.toml:7: boot_server.http_listen: "127.0.0.1" is not host:port (e.g. 127.0.0.1:8080, or :8080 for every address)`,
 				`lab.toml:8: boot_server.http_url: "10.0.2.2:8080" is not an http:// or https:// URL with a host`,
 				`lab.toml:10: server.listen: "99999" is not a port (0 to 65535)`,
+				"lab.toml:11: server.tokens[0].role: required: what the token may do: viewer, submitter, operator or admin",
 				"lab.toml:11: server.tokens[0].token_file: required: a token_file or a token_env",
 			},
 		},

@@ -37,6 +37,7 @@ listen = %s
 
 [[server.tokens]]
 name = "ci"
+role = "admin"
 token_file = "ci.token"
 `, len(l.Nodes), l.Accel, tomlString(deviceTypes), tomlString(b.Root), tomlString(b.TFTPAddr),
 		tomlString(b.HTTPAddr), tomlString(b.HTTPURL), tomlString(b.TFTPServer), tomlString(b.ServerAddr))

@@ -324,10 +324,10 @@ func TestLabConsole(t *testing.T) {
 	answer := uname.FindString(tm.capture("carol"))
 	step("carol has write, typed uname -a: " + answer)
 	tm.start("dave", "dave", console(node.Name))
-	tm.waitFor("dave", "read-only: carol@", 1, 30*time.Second)
+	tm.waitFor("dave", "read-only: ci (carol@", 1, 30*time.Second)
 	tm.waitFor("dave", answer, 1, 5*time.Second) // the replay
 	tm.keys("dave", "echo dave-types", true)
-	tm.waitFor("dave", "[labctl] read-only: carol@", 2, 10*time.Second)
+	tm.waitFor("dave", "[labctl] read-only: ci (carol@", 2, 10*time.Second)
 	tm.keys("carol", "echo same-$((6*7))", true)
 	tm.waitFor("dave", "same-42", 1, 10*time.Second)
 	if strings.Contains(tm.capture("carol"), "dave-types") {
@@ -359,7 +359,7 @@ func TestLabConsole(t *testing.T) {
 	step("SOL killed at the BMC: both saw the loss and the reconnect; the console works again")
 
 	code, out := runClient(t, bin, server, strings.TrimSpace(string(tokenBytes)), "consoles")
-	if code != 0 || !strings.Contains(out, "*carol@") || !strings.Contains(out, "dave@") || !strings.Contains(out, "bob@") {
+	if code != 0 || !strings.Contains(out, "*ci (carol@") || !strings.Contains(out, "ci (dave@") || !strings.Contains(out, "ci (bob@") {
 		t.Errorf("labctl consoles: exit %d\n%s", code, out)
 	}
 
@@ -395,7 +395,7 @@ func TestLabConsole(t *testing.T) {
 		switch {
 		case firstBoot.IsZero() && r.Dir == sol.Read && strings.Contains(text, "SeaBIOS"):
 			firstBoot = r.Time
-		case aliceAttached.IsZero() && r.Dir == sol.Note && strings.HasPrefix(text, "alice@"):
+		case aliceAttached.IsZero() && r.Dir == sol.Note && strings.HasPrefix(text, "ci (alice@"):
 			aliceAttached = r.Time
 		case lost.IsZero() && r.Dir == sol.Event && strings.Contains(text, "session lost: SOL session closed by BMC"):
 			lost = r.Time

@@ -108,13 +108,13 @@ func TestConsoleThroughDaemon(t *testing.T) {
 	alice.waitFor("hi-42", 1)
 
 	bob := attachConsole(t, vars, "bob", consoleOptions{node: "node1"})
-	bob.waitFor("read-only: alice@", 1)
+	bob.waitFor("read-only: ci (alice@", 1)
 	bob.waitFor("hi-42", 1) // replayed
-	alice.waitFor("[labctl] bob@", 1)
+	alice.waitFor("[labctl] ci (bob@", 1)
 	bob.typeKeys("echo from-bob\r")
-	bob.waitFor("[labctl] read-only: alice@", 2)
+	bob.waitFor("[labctl] read-only: ci (alice@", 2)
 	bob.typeKeys("~?")
-	bob.waitFor("read-only: alice@", 3)
+	bob.waitFor("read-only: ci (alice@", 3)
 	bob.waitFor("~. detach", 1)
 	alice.typeKeys("echo two-$((1+1))\r")
 	bob.waitFor("two-2", 1)
@@ -126,13 +126,13 @@ func TestConsoleThroughDaemon(t *testing.T) {
 	}
 
 	code, out, _ := runLabctl(t, vars, "consoles")
-	if code != 0 || !strings.Contains(out, "*alice@") || !strings.Contains(out, "bob@") || !strings.Contains(out, "open") {
+	if code != 0 || !strings.Contains(out, "*ci (alice@") || !strings.Contains(out, "ci (bob@") || !strings.Contains(out, "open") {
 		t.Errorf("labctl consoles: exit %d\n%s", code, out)
 	}
 	code, out, _ = runLabctl(t, vars, "consoles", "-o", "json")
 	var list []labctl.ConsoleInfo
 	if err := json.Unmarshal([]byte(out), &list); code != 0 || err != nil || len(list) != 1 || len(list[0].Viewers) != 2 ||
-		!strings.HasPrefix(list[0].Writer, "alice@") || list[0].Log == "" {
+		!strings.HasPrefix(list[0].Writer, "ci (alice@") || list[0].Log == "" {
 		t.Errorf("labctl consoles -o json: exit %d, %v\n%s", code, err, out)
 	}
 

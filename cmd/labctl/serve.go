@@ -160,7 +160,7 @@ func apiTokens(cfg *devices.Lab) ([]api.Token, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, api.Token{Name: t.Name, Secret: s.Reveal()})
+		out = append(out, api.Token{Name: t.Name, Secret: s.Reveal(), Role: t.Role})
 	}
 	return out, nil
 }

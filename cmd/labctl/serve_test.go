@@ -86,6 +86,7 @@ http_url = "http://127.0.0.1:1"
 listen = "127.0.0.1:0"
 [[server.tokens]]
 name = "ci"
+role = "admin"
 token_file = "ci.token"
 `,
 		"ci.token":            token + "\n",

@@ -158,7 +158,7 @@ func (l *Lab) StartAt(addr string) {
 		errs <- d.Serve(ctx)
 	}()
 	if l.opts.API {
-		srv, err := api.NewServer(d, api.Config{Addr: addr, Tokens: []api.Token{{Name: "ci", Secret: Token}}, Log: log})
+		srv, err := api.NewServer(d, api.Config{Addr: addr, Tokens: []api.Token{{Name: "ci", Secret: Token, Role: labctl.RoleAdmin}}, Log: log})
 		if err != nil {
 			cancel()
 			l.t.Fatal(err)
