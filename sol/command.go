@@ -25,7 +25,8 @@ import (
 // output, what is written to the stream is typed to it, byte for byte (the
 // terminal is in raw mode: no local echo, no line buffering, ^C is a byte).
 // The command is run directly (no shell) in its own session and process
-// group; Close hangs up the terminal and kills the whole group.
+// group; Close hangs up the terminal and kills the whole group. Ptys and
+// process groups are Unix's: elsewhere Dial refuses (command_other.go).
 //
 // Secrets go in Env, never in Argv: ipmitool -E reads IPMI_PASSWORD.
 //
