@@ -47,6 +47,17 @@ deps: ## install missing Debian packages (as root; quiet when all are there)
 build: ## build bin/labctl and bin/simlab
 	$(GO) build -o bin/ ./cmd/...
 
+# The systems labctl (the CLI) must build for besides Linux.
+CROSS_TARGETS := darwin/amd64 darwin/arm64 windows/amd64
+
+.PHONY: cross
+cross: ## build cmd/labctl for darwin/amd64, darwin/arm64, windows/amd64 (into build/cross)
+	@set -e; for t in $(CROSS_TARGETS); do \
+	  os=$${t%/*}; arch=$${t#*/}; \
+	  echo "labctl for $$os/$$arch"; \
+	  GOOS=$$os GOARCH=$$arch $(GO) build -o $(BUILD)/cross/$$os-$$arch/ ./cmd/labctl; \
+	done
+
 .PHONY: vet
 vet: ## go vet and gofmt
 	$(GO) vet ./...
@@ -54,7 +65,7 @@ vet: ## go vet and gofmt
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
 .PHONY: test
-test: deps build vet $(TEST_PREREQS) ## the whole test suite: unit tests, simulated-lab tests (needs root)
+test: deps build vet cross $(TEST_PREREQS) ## the whole test suite: unit tests, simulated-lab tests (needs root)
 	LABCTL_REQUIRE_SIMLAB=1 LABCTL_BIN=$(CURDIR)/bin/labctl $(GO) test $(GOFLAGS_TEST) ./...
 
 DEMO_LAB := $(BUILD)/demo

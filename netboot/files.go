@@ -6,13 +6,17 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/labctl/labctl/netboot/tftp"
 )
 
 // MaxPathLen is the longest file name the boot server accepts, in bytes.
@@ -22,11 +26,11 @@ const MaxPathLen = 255
 
 // errBadName marks a request for a name that can never be served: absolute,
 // with "..", control characters or too long. TFTP answers it with an error
-// packet, HTTP with 400.
-var errBadName = errors.New("invalid file name")
+// packet (it is the TFTP server's own ErrBadName), HTTP with 400.
+var errBadName = tftp.ErrBadName
 
 // errNotFound marks a name that is well formed but has nothing behind it.
-var errNotFound = errors.New("file not found")
+var errNotFound = tftp.ErrNotFound
 
 // cleanPath turns a name asked for by a client into a path relative to the
 // boot root. It refuses what could escape the root lexically (absolute
@@ -60,8 +64,8 @@ func cleanPath(name string) (string, error) {
 }
 
 // content is one thing the boot server can send: a regular file from the
-// root or a generated pxelinux config. Both protocols serve from it, so a
-// future TFTP engine (RFC 7440 windowsize) only needs a content and a socket.
+// root or a generated pxelinux config. Both protocols serve from it (TFTP
+// through tftpRead), so a name means the same over both.
 type content struct {
 	name    string // cleaned path relative to the root
 	size    int64
@@ -107,6 +111,22 @@ func (s *Server) open(name string, client net.IP) (*content, error) {
 		return &content{name: p, size: int64(len(cfg)), generated: cfg, node: node}, nil
 	}
 	return s.openFile(p)
+}
+
+// tftpRead is the TFTP server's read handler.
+func (s *Server) tftpRead(name string, client netip.AddrPort) (tftp.Content, error) {
+	c, err := s.open(name, client.Addr().AsSlice())
+	if err != nil {
+		return tftp.Content{}, err
+	}
+	if c.generated != nil {
+		var log []slog.Attr
+		if c.node != "" {
+			log = []slog.Attr{slog.String("node", c.node)}
+		}
+		return tftp.Content{Data: c.generated, Log: log}, nil
+	}
+	return tftp.Content{File: c.file, Info: c.info}, nil
 }
 
 // openFile opens a regular file under the root. The open is non-blocking so

@@ -21,10 +21,11 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
+
+	"github.com/labctl/labctl/netboot/tftp"
 )
 
 // Config says what the boot server serves and where.
@@ -173,7 +174,7 @@ type Server struct {
 	udp     net.PacketConn // nil without TFTP
 	tcp     net.Listener   // nil without HTTP
 	nodes   *nodeTable
-	tftp    *tftpEngine
+	tftp    *tftp.Server // nil without TFTP
 	httpSrv *http.Server
 
 	mu      sync.Mutex
@@ -181,8 +182,6 @@ type Server struct {
 	uploads map[string]*Upload // by token
 	served  bool
 	closed  bool
-
-	activeTFTP atomic.Int64
 }
 
 // New opens the boot root and binds the listeners, so that a busy port or a
@@ -234,7 +233,17 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	s.nodes = newNodeTable(s.httpURL)
 	if s.udp != nil {
-		s.tftp = newTFTPEngine(s)
+		s.tftp, err = tftp.NewServer(s.tftpRead, tftp.Config{
+			MaxBlockSize:  cfg.TFTP.MaxBlockSize,
+			MaxWindowSize: cfg.TFTP.MaxWindowSize,
+			Timeout:       cfg.TFTP.Timeout,
+			Retries:       cfg.TFTP.Retries,
+			MaxTransfers:  cfg.TFTP.MaxTransfers,
+		}, log)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("boot server config: %w", err)
+		}
 	}
 	return s, nil
 }
@@ -276,7 +285,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.log.Info("boot server up", "root", s.cfg.Root, "tftp", addrString(s.TFTPAddr()), "http", addrString(s.HTTPAddr()), "http_url", s.httpURL)
 	g, gctx := errgroup.WithContext(ctx)
 	if s.tftp != nil {
-		g.Go(func() error { return s.tftp.serve(gctx, s.udp) })
+		g.Go(func() error { return s.tftp.Serve(gctx, s.udp) })
 	}
 	if s.httpSrv != nil {
 		g.Go(func() error { return s.serveHTTP(gctx) })

@@ -41,14 +41,14 @@ func TestShutdownWithStalledTFTPClient(t *testing.T) {
 	if err != nil || wake.op != 3 || wake.block != 1 {
 		t.Fatalf("sleeping client: first packet op %d block %d err %v", wake.op, wake.block, err)
 	}
-	waitFor(t, "two active transfers", time.Second, func() bool { return ts.activeTFTP.Load() == 2 })
+	waitFor(t, "two active transfers", time.Second, func() bool { return ts.tftp.Active() == 2 })
 
 	took := ts.stop(t)
 	if took > grace+500*time.Millisecond {
 		t.Fatalf("Serve took %v to return with a stalled client; grace is %v", took, grace)
 	}
 	t.Logf("Serve returned %v after cancel", took)
-	if n := ts.activeTFTP.Load(); n != 0 {
+	if n := ts.tftp.Active(); n != 0 {
 		t.Fatalf("%d transfers still active after Serve returned", n)
 	}
 

@@ -15,9 +15,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"github.com/creack/pty"
-	"golang.org/x/term"
 )
 
 // CommandDialer runs a connection command in a pseudo-terminal, e.g.
@@ -28,7 +25,8 @@ import (
 // output, what is written to the stream is typed to it, byte for byte (the
 // terminal is in raw mode: no local echo, no line buffering, ^C is a byte).
 // The command is run directly (no shell) in its own session and process
-// group; Close hangs up the terminal and kills the whole group.
+// group; Close hangs up the terminal and kills the whole group. Ptys and
+// process groups are Unix's: elsewhere Dial refuses (command_other.go).
 //
 // Secrets go in Env, never in Argv: ipmitool -E reads IPMI_PASSWORD.
 //
@@ -79,6 +77,9 @@ func (d *CommandDialer) Dial(ctx context.Context) (io.ReadWriteCloser, error) {
 	if len(d.Argv) == 0 {
 		return nil, errors.New("console command: no command given")
 	}
+	if errNoPty != nil {
+		return nil, errNoPty
+	}
 	if len(d.Reset) > 0 {
 		d.reset(ctx)
 	}
@@ -122,8 +123,7 @@ func (d *CommandDialer) reset(ctx context.Context) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, d.Reset[0], d.Reset[1:]...)
 	cmd.Env = append(os.Environ(), d.Env...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	ownProcessGroup(cmd)
 	cmd.WaitDelay = time.Second
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -131,55 +131,6 @@ func (d *CommandDialer) reset(ctx context.Context) {
 			"target", d.Target(), "command", strings.Join(d.Reset, " "),
 			"err", err, "output", lastBytes(out, 200))
 	}
-}
-
-// StartRaw starts cmd on a new pseudo-terminal (80x24) that is in raw mode
-// from the start, in its own session with the terminal as its controlling
-// terminal, and returns the master side. Tests that run ipmitool as a
-// person would use it too.
-//
-// Raw from the start: a console client such as ipmitool switches its
-// terminal to raw mode itself, but only after printing "SOL Session
-// operational"; in between, the pty's line discipline would echo typed
-// characters locally (echo pacing would take that for the node's echo),
-// hold them until a line end, and turn ^C into a SIGINT for the client. A
-// program that never touches its terminal (socat, telnet in character
-// mode) gets the same byte-for-byte path.
-func StartRaw(cmd *exec.Cmd) (*os.File, error) {
-	ptmx, tty, err := pty.Open()
-	if err != nil {
-		return nil, err
-	}
-	defer tty.Close()
-	if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 24, Cols: 80}); err != nil {
-		_ = ptmx.Close()
-		return nil, fmt.Errorf("set pty size: %w", err)
-	}
-	if _, err := term.MakeRaw(int(tty.Fd())); err != nil {
-		_ = ptmx.Close()
-		return nil, fmt.Errorf("pty raw mode: %w", err)
-	}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
-	if err := cmd.Start(); err != nil {
-		_ = ptmx.Close()
-		return nil, err
-	}
-	return ptmx, nil
-}
-
-// pollable returns a non-blocking, close-on-exec duplicate of f that the Go
-// runtime poller manages, so that Close interrupts a blocked Read.
-func pollable(f *os.File) (*os.File, error) {
-	fd, _, errno := syscall.Syscall(syscall.SYS_FCNTL, f.Fd(), syscall.F_DUPFD_CLOEXEC, 0)
-	if errno != 0 {
-		return nil, fmt.Errorf("dup pty: %w", errno)
-	}
-	if err := syscall.SetNonblock(int(fd), true); err != nil {
-		_ = syscall.Close(int(fd))
-		return nil, fmt.Errorf("pty non-blocking: %w", err)
-	}
-	return os.NewFile(fd, f.Name()), nil
 }
 
 // closedByBMC is what ipmitool prints when the BMC ends the session.
@@ -206,12 +157,12 @@ type ptyStream struct {
 // grandchild holding the terminal open would otherwise keep Read blocked.
 func (s *ptyStream) wait() {
 	s.waitErr = s.cmd.Wait()
-	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+	killProcessGroup(s.cmd.Process)
 	close(s.done)
 }
 
 func (s *ptyStream) kill() {
-	_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+	killProcessGroup(s.cmd.Process)
 }
 
 // waitReady reads until the output matches ready, the command exits or ctx

@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/term"
@@ -206,7 +205,7 @@ func (kb *keyboard) resizes(ctx context.Context, att labctl.ConsoleAttachment) {
 		return
 	}
 	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGWINCH)
+	notifyResize(ch)
 	defer signal.Stop(ch)
 	for {
 		select {
@@ -373,6 +372,9 @@ func (cs *consoleScreen) help() {
 // broker, so escapes, breaks and ipmitool quoting work as through the
 // daemon) and attaches to it.
 func attachDirect(ctx context.Context, opts consoleOptions, ao labctl.ConsoleOptions) (labctl.ConsoleAttachment, func(), error) {
+	if errDirectUnsupported != nil {
+		return nil, nil, errDirectUnsupported
+	}
 	cfg, err := devices.Load(opts.lab)
 	if err != nil {
 		return nil, nil, err
@@ -430,7 +432,7 @@ func lockDirectConsole(stateDir, node string) (func(), error) {
 	if err != nil {
 		return nil, fmt.Errorf("console --direct: %w", err)
 	}
-	if err := syscall.Flock(int(labLock.Fd()), syscall.LOCK_SH|syscall.LOCK_NB); err != nil {
+	if err := tryLock(labLock, false); err != nil {
 		b, _ := io.ReadAll(labLock)
 		labLock.Close()
 		holder := "a labctl serve"
@@ -444,7 +446,7 @@ func lockDirectConsole(stateDir, node string) (func(), error) {
 		labLock.Close()
 		return nil, fmt.Errorf("console --direct: %w", err)
 	}
-	if err := syscall.Flock(int(nodeLock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := tryLock(nodeLock, true); err != nil {
 		b, _ := io.ReadAll(nodeLock)
 		nodeLock.Close()
 		labLock.Close()

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sync/errgroup"
@@ -75,6 +74,9 @@ EXIT STATUS:
 }
 
 func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
+	if errServeUnsupported != nil {
+		return errServeUnsupported
+	}
 	cfg, err := devices.Load(opts.lab)
 	if err != nil {
 		return err
@@ -177,7 +179,7 @@ func lockStateDir(dir string) (unlock func(), err error) {
 	if err != nil {
 		return nil, fmt.Errorf("state directory lock: %w", err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := tryLock(f, true); err != nil {
 		b, _ := io.ReadAll(f)
 		f.Close()
 		holder := strings.TrimSpace(string(b))

@@ -1,13 +1,11 @@
-package netboot
+//go:build !tftp_portable
+
+package tftp
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net/netip"
-	"os"
 	"sync"
 	"time"
 	"unsafe"
@@ -15,22 +13,22 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// A tftpWorker runs many transfers in one event loop, the way dnsmasq
-// does: every transfer owns a connected, non-blocking UDP socket, the loop
-// waits for ACKs on all of them with epoll and answers each at once from
-// the same goroutine. There is no goroutine per transfer, no hand-off
-// between goroutines per block and no per-block allocation; a window of
-// blocks goes out in one sendmsg with UDP segmentation offload (the kernel
-// cuts it into datagrams after one trip down the stack: half the CPU of a
-// datagram per call), or one sendmmsg where GSO is not available. The engine runs a few workers (one per
-// two CPUs, at most 4) and spreads transfers over them.
-type tftpWorker struct {
-	e    *tftpEngine
+// A worker runs many transfers in one event loop, the way dnsmasq does:
+// every transfer owns a connected, non-blocking UDP socket, the loop waits
+// for ACKs on all of them with epoll and answers each at once from the
+// same goroutine. There is no goroutine per transfer, no hand-off between
+// goroutines per block and no per-block allocation; a window of blocks
+// goes out in one sendmsg with UDP segmentation offload (the kernel cuts
+// it into datagrams after a single trip down the stack), or one sendmmsg
+// where GSO is not available. The server runs a few workers (one per two
+// CPUs, at most maxWorkers) and spreads transfers over them.
+type worker struct {
+	s    *Server
 	epfd int
 	wake int // eventfd: new transfers or stop
 
 	mu      sync.Mutex
-	pending []*transfer // added by the engine, adopted by the loop
+	pending []*transfer // added by the server, adopted by the loop
 	stopped bool        // under mu; the loop has stopped or is stopping
 	stopErr string      // what transfers are told when the loop stops
 
@@ -44,46 +42,6 @@ type tftpWorker struct {
 	iovs      []unix.Iovec
 	rbuf      []byte // incoming packet
 	gsoOOB    [unix.SizeofCmsghdr + 8]byte
-}
-
-// transfer is one read transfer. It belongs to exactly one worker's loop
-// once added; only that goroutine touches it.
-type transfer struct {
-	fd     int
-	key    netip.AddrPort // the client
-	name   string
-	node   string
-	start  time.Time
-	data   []byte   // the whole content, when in memory
-	file   *os.File // else read block by block; closed at the end
-	size   int64
-	blk    int    // negotiated block size
-	window int    // negotiated window size (1 = lock-step)
-	oack   []byte // OACK packet while waiting for ACK 0, else nil
-
-	nblocks   uint64 // DATA blocks in the transfer (the last one is short, maybe empty)
-	base      uint64 // first block not yet acknowledged (1-based)
-	sent      uint64 // highest block sent so far
-	retries   int    // timeouts in a row
-	dupResent bool   // a duplicate ACK already made us resend this window
-
-	deadline   int64 // ns since the worker's epoch
-	prev, next *transfer
-}
-
-// readBlock fills p with the content at off.
-func (t *transfer) readBlock(p []byte, off int64) error {
-	if t.data != nil {
-		copy(p, t.data[off:])
-		return nil
-	}
-	if len(p) == 0 {
-		return nil
-	}
-	if n, err := t.file.ReadAt(p, off); n < len(p) {
-		return fmt.Errorf("read %s at %d: %w", t.name, off, err)
-	}
-	return nil
 }
 
 // timerList holds the transfers in the order their ACK deadlines expire.
@@ -115,7 +73,7 @@ func (l *timerList) pushBack(t *transfer) {
 	l.tail = t
 }
 
-func newTFTPWorker(e *tftpEngine) (*tftpWorker, error) {
+func newWorker(s *Server) (*worker, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("tftp worker: epoll: %w", err)
@@ -130,8 +88,8 @@ func newTFTPWorker(e *tftpEngine) (*tftpWorker, error) {
 		unix.Close(wake)
 		return nil, fmt.Errorf("tftp worker: epoll add eventfd: %w", err)
 	}
-	w := &tftpWorker{
-		e:         e,
+	w := &worker{
+		s:         s,
 		epfd:      epfd,
 		wake:      wake,
 		transfers: map[int32]*transfer{},
@@ -143,8 +101,8 @@ func newTFTPWorker(e *tftpEngine) (*tftpWorker, error) {
 	h := (*unix.Cmsghdr)(unsafe.Pointer(&w.gsoOOB[0]))
 	h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
 	h.SetLen(unix.CmsgLen(2))
-	win := e.maxWindow
-	w.scratch = make([]byte, win*(e.maxBlock+4))
+	win := s.maxWindow
+	w.scratch = make([]byte, win*(s.maxBlock+4))
 	w.msgs = make([]unix.Mmsghdr, win)
 	w.iovs = make([]unix.Iovec, win)
 	return w, nil
@@ -152,7 +110,7 @@ func newTFTPWorker(e *tftpEngine) (*tftpWorker, error) {
 
 // add hands a transfer to the loop. It reports false when the worker has
 // stopped; the caller then ends the transfer itself.
-func (w *tftpWorker) add(t *transfer) bool {
+func (w *worker) add(t *transfer) bool {
 	w.mu.Lock()
 	if w.stopped {
 		w.mu.Unlock()
@@ -166,7 +124,7 @@ func (w *tftpWorker) add(t *transfer) bool {
 
 // stop makes the loop end every transfer with an ERROR saying why, and
 // return.
-func (w *tftpWorker) stop(why string) {
+func (w *worker) stop(why string) {
 	w.mu.Lock()
 	if !w.stopped {
 		w.stopped, w.stopErr = true, why
@@ -175,17 +133,17 @@ func (w *tftpWorker) stop(why string) {
 	w.poke()
 }
 
-func (w *tftpWorker) poke() {
+func (w *worker) poke() {
 	var one [8]byte
 	binary.NativeEndian.PutUint64(one[:], 1)
 	unix.Write(w.wake, one[:]) // EAGAIN only when the counter is huge: the loop is awake anyway
 }
 
-func (w *tftpWorker) now() int64 { return int64(time.Since(w.epoch)) }
+func (w *worker) now() int64 { return int64(time.Since(w.epoch)) }
 
 // run is the event loop. It returns once stop was called and every
 // transfer has been told and closed.
-func (w *tftpWorker) run() {
+func (w *worker) run() {
 	defer func() {
 		unix.Close(w.epfd)
 		unix.Close(w.wake)
@@ -198,7 +156,7 @@ func (w *tftpWorker) run() {
 		}
 		n, err := unix.EpollWait(w.epfd, w.events, msec)
 		if err != nil && !errors.Is(err, unix.EINTR) {
-			w.e.s.log.Error("tftp: epoll wait failed; ending this worker's transfers", "err", err)
+			w.s.log.Error("tftp: epoll wait failed; ending this worker's transfers", "err", err)
 			w.stop("boot server error")
 			w.adopt()
 			return
@@ -224,7 +182,7 @@ func (w *tftpWorker) run() {
 
 // adopt takes the pending transfers into the loop and starts them. It
 // returns true when the worker is stopping, after ending every transfer.
-func (w *tftpWorker) adopt() bool {
+func (w *worker) adopt() bool {
 	var b [8]byte
 	unix.Read(w.wake, b[:])
 	w.mu.Lock()
@@ -233,11 +191,11 @@ func (w *tftpWorker) adopt() bool {
 	w.mu.Unlock()
 	for _, t := range pending {
 		if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, t.fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(t.fd)}); err != nil {
-			w.e.finish(t, fmt.Errorf("epoll add: %w", err))
+			w.s.finish(t, fmt.Errorf("epoll add: %w", err))
 			continue
 		}
 		w.transfers[int32(t.fd)] = t
-		w.arm(t) // the first packet is out already (tftpEngine.start)
+		w.arm(t) // the first packet is out already (Server.start)
 	}
 	if !stopped {
 		return false
@@ -249,15 +207,15 @@ func (w *tftpWorker) adopt() bool {
 }
 
 // arm renews t's ACK deadline.
-func (w *tftpWorker) arm(t *transfer) {
-	t.deadline = w.now() + int64(w.e.timeout)
+func (w *worker) arm(t *transfer) {
+	t.deadline = w.now() + int64(w.s.timeout)
 	w.timers.remove(t)
 	w.timers.pushBack(t)
 }
 
 // readable reads one packet from t's socket (the socket is level-triggered:
 // more packets wake the loop again).
-func (w *tftpWorker) readable(t *transfer) {
+func (w *worker) readable(t *transfer) {
 	n, err := rawRead(t.fd, w.rbuf)
 	if err != nil {
 		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
@@ -288,7 +246,7 @@ func (w *tftpWorker) readable(t *transfer) {
 // before the window is a duplicate: in lock-step it is ignored (RFC 1350's
 // Sorcerer's Apprentice fix, the timeout resends), with a window it means
 // the receiver lost the window's first block, so the window is resent once.
-func (w *tftpWorker) ack(t *transfer, block uint16) {
+func (w *worker) ack(t *transfer, block uint16) {
 	if t.oack != nil {
 		if block == 0 {
 			t.oack = nil
@@ -320,21 +278,21 @@ func (w *tftpWorker) ack(t *transfer, block uint16) {
 }
 
 // timeout resends what the client has not acknowledged, or gives up.
-func (w *tftpWorker) timeout(t *transfer) {
+func (w *worker) timeout(t *transfer) {
 	t.retries++
-	if t.retries > w.e.retries {
-		w.abort(t, "timeout waiting for ACK", fmt.Errorf("no ACK after %d tries of %v", t.retries, w.e.timeout))
+	if t.retries > w.s.retries {
+		w.abort(t, "timeout waiting for ACK", fmt.Errorf("no ACK after %d tries of %v", t.retries, w.s.timeout))
 		return
 	}
 	if t.oack != nil {
 		w.sendOACK(t)
 		return
 	}
-	w.e.retransmits.Add(1)
+	w.s.retransmits.Add(1)
 	w.sendWindow(t, t.base)
 }
 
-func (w *tftpWorker) sendOACK(t *transfer) {
+func (w *worker) sendOACK(t *transfer) {
 	w.arm(t)
 	if _, err := unix.Write(t.fd, t.oack); err != nil && !errors.Is(err, unix.EAGAIN) {
 		w.end(t, fmt.Errorf("send OACK: %w", err))
@@ -343,7 +301,7 @@ func (w *tftpWorker) sendOACK(t *transfer) {
 
 // sendWindow sends blocks from..from+window-1 (up to the last block) and
 // renews the deadline.
-func (w *tftpWorker) sendWindow(t *transfer, from uint64) {
+func (w *worker) sendWindow(t *transfer, from uint64) {
 	w.arm(t)
 	last := min(from+uint64(t.window)-1, t.nblocks)
 	count := int(last - from + 1)
@@ -369,7 +327,7 @@ func (w *tftpWorker) sendWindow(t *transfer, from uint64) {
 	switch {
 	case count == 1:
 		err = rawWrite(t.fd, unsafe.Slice(w.iovs[0].Base, w.iovs[0].Len))
-	case w.e.gso.Load():
+	case w.s.loop.gso.Load():
 		// UDP GSO: the window's packets lie back to back in scratch, each
 		// stride bytes but the last; the kernel cuts the buffer into
 		// datagrams of stride bytes, after one trip down the stack.
@@ -377,8 +335,8 @@ func (w *tftpWorker) sendWindow(t *transfer, from uint64) {
 		err = w.sendGSO(t.fd, w.scratch[:end], stride)
 		if errors.Is(err, unix.EIO) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOPROTOOPT) {
 			// No GSO on this path: one datagram per message from now on.
-			w.e.gso.Store(false)
-			w.e.s.log.Info("tftp: UDP segmentation offload unavailable, sending windows with sendmmsg", "err", err)
+			w.s.loop.gso.Store(false)
+			w.s.log.Info("tftp: UDP segmentation offload unavailable, sending windows with sendmmsg", "err", err)
 			err = sendmmsg(t.fd, w.msgs[:count])
 		}
 	default:
@@ -400,7 +358,7 @@ const (
 
 // sendGSO sends buf as datagrams of seg bytes (the last may be shorter)
 // with UDP_SEGMENT, in as few calls as the limits allow.
-func (w *tftpWorker) sendGSO(fd int, buf []byte, seg int) error {
+func (w *worker) sendGSO(fd int, buf []byte, seg int) error {
 	per := max(min(gsoMaxBytes/seg, gsoMaxSegments), 1)
 	oob := w.gsoOOB[:]
 	binary.NativeEndian.PutUint16(oob[unix.CmsgLen(0):], uint16(seg))
@@ -456,38 +414,19 @@ func sendmmsg(fd int, msgs []unix.Mmsghdr) error {
 }
 
 // abort tells the client why the transfer ends (an ERROR packet) and ends it.
-func (w *tftpWorker) abort(t *transfer, why string, err error) {
+func (w *worker) abort(t *transfer, why string, err error) {
 	unix.Write(t.fd, appendError(nil, errCodeUndefined, why))
 	w.end(t, err)
 }
 
 // end removes the transfer from the loop and closes it; err nil means the
 // client acknowledged the last block.
-func (w *tftpWorker) end(t *transfer, err error) {
+func (w *worker) end(t *transfer, err error) {
 	if _, ok := w.transfers[int32(t.fd)]; !ok {
 		return
 	}
 	delete(w.transfers, int32(t.fd))
 	w.timers.remove(t)
 	// Closing the socket also drops it from the epoll set.
-	w.e.finish(t, err)
-}
-
-// logTransfer writes the one line per transfer.
-func logTransfer(log *slog.Logger, t *transfer, err error) {
-	attrs := []slog.Attr{slog.String("proto", "tftp"), slog.String("client", t.key.Addr().Unmap().String()), slog.String("file", t.name)}
-	if t.node != "" {
-		attrs = append(attrs, slog.String("node", t.node))
-	}
-	bytes := int64(0)
-	if t.base > 1 {
-		bytes = min(int64(t.base-1)*int64(t.blk), t.size)
-	}
-	attrs = append(attrs, slog.Int64("bytes", bytes), slog.Duration("duration", time.Since(t.start).Round(time.Millisecond)))
-	if err == nil {
-		log.LogAttrs(context.Background(), slog.LevelInfo, "transfer done", attrs...)
-		return
-	}
-	attrs = append(attrs, slog.Int64("size", t.size), slog.String("err", err.Error()))
-	log.LogAttrs(context.Background(), slog.LevelWarn, "transfer failed", attrs...)
+	w.s.finish(t, err)
 }

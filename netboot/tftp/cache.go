@@ -1,14 +1,13 @@
-package netboot
+package tftp
 
 import (
 	"fmt"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 )
 
-// fileCache keeps whole boot files in memory for the TFTP engine, so that a
+// fileCache keeps whole boot files in memory for the server, so that a
 // storm of nodes asking for the same NBP or initrd reads it from disk once
 // and every block after that is a copy from memory instead of a system call.
 // An entry is keyed by the file's identity (device, inode, size,
@@ -48,11 +47,11 @@ func (c *fileCache) get(f *os.File, fi os.FileInfo) (data []byte, ok bool, err e
 	if fi.Size() > c.maxFile {
 		return nil, false, nil
 	}
-	st, isUnix := fi.Sys().(*syscall.Stat_t)
-	if !isUnix {
+	dev, ino, ok := fileID(fi)
+	if !ok {
 		return nil, false, nil
 	}
-	key := fileKey{dev: st.Dev, ino: st.Ino, size: fi.Size(), mtime: fi.ModTime().UnixNano()}
+	key := fileKey{dev: dev, ino: ino, size: fi.Size(), mtime: fi.ModTime().UnixNano()}
 	c.mu.Lock()
 	e := c.entries[key]
 	if e == nil {

@@ -1,4 +1,4 @@
-package netboot
+package tftp
 
 import (
 	"bytes"
@@ -25,7 +25,7 @@ type rawClient struct {
 }
 
 func newRawClient(t *testing.T, ts *testServer) *rawClient {
-	return &rawClient{t: t, c: dialRaw(t), srv: ts.TFTPAddr().(*net.UDPAddr)}
+	return &rawClient{t: t, c: dialRaw(t), srv: ts.conn.LocalAddr().(*net.UDPAddr)}
 }
 
 func (r *rawClient) close() { r.c.Close() }
@@ -121,15 +121,15 @@ func TestTFTPWindow(t *testing.T) {
 		r.ack(last)
 	}
 	r.silent(100 * time.Millisecond)
-	waitFor(t, "transfer end", time.Second, func() bool { return ts.activeTFTP.Load() == 0 })
-	t.Logf("windows sent with UDP GSO: %v", ts.tftp.gso.Load())
+	waitFor(t, "transfer end", time.Second, func() bool { return ts.Active() == 0 })
+	t.Logf("windows sent with UDP GSO: %v", gsoInUse(ts.Server))
 
 	// A window larger than the cap gets the cap.
 	r2 := newRawClient(t, ts)
 	defer r2.close()
 	r2.rrq("pxelinux.0", "windowsize", "1000")
-	if opts := oackOptions(t, r2.next()); opts["windowsize"] != strconv.Itoa(DefaultTFTPWindowSize) {
-		t.Fatalf("OACK %v, want windowsize %d", opts, DefaultTFTPWindowSize)
+	if opts := oackOptions(t, r2.next()); opts["windowsize"] != strconv.Itoa(testConfig.MaxWindowSize) {
+		t.Fatalf("OACK %v, want windowsize %d", opts, testConfig.MaxWindowSize)
 	}
 }
 
@@ -161,7 +161,7 @@ func TestTFTPMidWindowAck(t *testing.T) {
 // once. In lock-step a duplicate ACK is ignored (RFC 1350's Sorcerer's
 // Apprentice bug would double every packet from then on).
 func TestTFTPDuplicateAck(t *testing.T) {
-	ts := startServer(t, func(c *Config) { c.TFTP.Timeout = 2 * time.Second })
+	ts := startServer(t, func(c *testOptions) { c.Timeout = 2 * time.Second })
 	kernel := ts.root.kernel
 	t.Run("window", func(t *testing.T) {
 		r := newRawClient(t, ts)
@@ -198,9 +198,9 @@ func TestTFTPDuplicateAck(t *testing.T) {
 // transfer is gone.
 func TestTFTPRetransmitAndGiveUp(t *testing.T) {
 	const timeout, retries = 150 * time.Millisecond, 2
-	ts := startServer(t, func(c *Config) {
-		c.TFTP.Timeout = timeout
-		c.TFTP.Retries = retries
+	ts := startServer(t, func(c *testOptions) {
+		c.Timeout = timeout
+		c.Retries = retries
 	})
 	r := newRawClient(t, ts)
 	defer r.close()
@@ -220,7 +220,7 @@ func TestTFTPRetransmitAndGiveUp(t *testing.T) {
 	if took := time.Since(start); took < 2*retries*timeout {
 		t.Fatalf("gave up after %v, before %d timeouts of %v", took, 2*retries, timeout)
 	}
-	waitFor(t, "transfer end", time.Second, func() bool { return ts.activeTFTP.Load() == 0 })
+	waitFor(t, "transfer end", time.Second, func() bool { return ts.Active() == 0 })
 	if !strings.Contains(ts.logs.String(), "transfer failed") {
 		t.Errorf("no log line for the failed transfer")
 	}
@@ -236,7 +236,7 @@ func TestTFTPRetransmittedRequest(t *testing.T) {
 	r.rrq("pxelinux.0")
 	r.expectData(ts.root.nbp, 512, 1, 1)
 	r.silent(100 * time.Millisecond)
-	if n := ts.activeTFTP.Load(); n != 1 {
+	if n := ts.Active(); n != 1 {
 		t.Fatalf("%d transfers for one client", n)
 	}
 }
@@ -244,7 +244,7 @@ func TestTFTPRetransmittedRequest(t *testing.T) {
 // TestTFTPTransferLimit: beyond MaxTransfers, requests wait for a slot
 // and every client still gets its file.
 func TestTFTPTransferLimit(t *testing.T) {
-	ts := startServer(t, func(c *Config) { c.TFTP.MaxTransfers = 2 })
+	ts := startServer(t, func(c *testOptions) { c.MaxTransfers = 2 })
 	const clients = 8
 	var wg sync.WaitGroup
 	errs := make(chan error, clients)
@@ -269,7 +269,7 @@ func TestTFTPTransferLimit(t *testing.T) {
 // TestTFTPUncachedFile serves a file too big for the cache block by
 // block from the file.
 func TestTFTPUncachedFile(t *testing.T) {
-	ts := startServerHook(t, nil, func(s *Server) { s.tftp.cache = newFileCache(1024, 4096) })
+	ts := startServerHook(t, nil, func(s *Server) { s.cache = newFileCache(1024, 4096) })
 	got, _, err := windowGet(ts.tftpAddr(), nil, "master/vmlinuz", 1468, 8)
 	if err != nil {
 		t.Fatal(err)
@@ -280,22 +280,17 @@ func TestTFTPUncachedFile(t *testing.T) {
 }
 
 func TestFileCache(t *testing.T) {
-	root := newBootRoot(t)
-	s, err := New(Config{Root: root.dir, TFTPAddr: "127.0.0.1:0"}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	root := newTestFiles(t)
 	c := newFileCache(200<<10, 400<<10)
 	get := func(name string) ([]byte, bool) {
 		t.Helper()
-		ct, err := s.openFile(name)
+		f, err := os.Open(root.dir + "/" + name)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer ct.Close()
-		fi, _ := ct.file.Stat()
-		b, ok, err := c.get(ct.file, fi)
+		defer f.Close()
+		fi, _ := f.Stat()
+		b, ok, err := c.get(f, fi)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -568,7 +563,7 @@ func (p *lossyProxy) fromServer(leg *proxyLeg) {
 // the packets each way and reorders some, with RFC 7440 windows and in
 // lock-step (pin/tftp's client): every byte must arrive.
 func TestTFTPLossyNetwork(t *testing.T) {
-	ts := startServer(t, func(c *Config) { c.TFTP.Timeout = 100 * time.Millisecond; c.TFTP.Retries = 20 })
+	ts := startServer(t, func(c *testOptions) { c.Timeout = 100 * time.Millisecond; c.Retries = 20 })
 	proxy := startLossyProxy(t, ts.tftpAddr(), 0.10, 0.05, 7)
 	for _, tc := range []struct {
 		blk, win int
@@ -599,7 +594,7 @@ func TestTFTPLossyNetwork(t *testing.T) {
 	if dropped < 20 {
 		t.Fatalf("the proxy dropped only %d packets: the test did not test loss", dropped)
 	}
-	t.Logf("proxy dropped %d packets; server retransmitted %d windows", dropped, ts.tftp.retransmits.Load())
+	t.Logf("proxy dropped %d packets; server retransmitted %d windows", dropped, ts.retransmits.Load())
 }
 
 // tftpGetVia is tftpGet with a short timeout and many retries, for lossy
@@ -679,7 +674,7 @@ func TestParseRequest(t *testing.T) {
 func TestTFTPWildcardListen(t *testing.T) {
 	for _, listen := range []string{"0.0.0.0:0", ":0"} {
 		t.Run(listen, func(t *testing.T) {
-			ts := startServer(t, func(c *Config) { c.TFTPAddr = listen })
+			ts := startServer(t, func(c *testOptions) { c.addr = listen })
 			_, port, _ := net.SplitHostPort(ts.tftpAddr())
 			r := &rawClient{t: t, c: dialRaw(t), srv: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: mustAtoi(t, port)}}
 			defer r.close()

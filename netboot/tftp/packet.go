@@ -1,4 +1,4 @@
-package netboot
+package tftp
 
 import (
 	"bytes"
@@ -40,7 +40,7 @@ type request struct {
 	op       uint16 // opRRQ or opWRQ
 	filename string
 	mode     string // lower case
-	// options the engine understands, as asked; 0 (or false) when not asked
+	// options the server understands, as asked; 0 (or false) when not asked
 	// or not parseable (an option we cannot read is ignored, as RFC 2347
 	// allows, rather than failing the boot).
 	blksize    int
@@ -49,7 +49,7 @@ type request struct {
 }
 
 // errShortPacket and errNotRequest are what parseRequest returns for
-// packets that are not requests; the engine ignores those.
+// packets that are not requests; the server ignores those.
 var (
 	errShortPacket = errors.New("tftp: packet too short")
 	errNotRequest  = errors.New("tftp: not a read or write request")
@@ -60,7 +60,7 @@ var (
 // checks every length and never panics (FuzzParseRequest). Option names are
 // case-insensitive; unknown options, options without a value and values out
 // of range are ignored. A missing mode is an error; any mode is accepted
-// here, the engine decides what to do with it.
+// here, the server decides what to do with it.
 func parseRequest(p []byte) (request, error) {
 	if len(p) < 2 {
 		return request{}, errShortPacket

@@ -1,0 +1,433 @@
+// Package tftp is a read-only TFTP server (RFC 1350 with the option
+// extensions RFC 2347, blksize RFC 2348, tsize RFC 2349 and windowsize
+// RFC 7440) built for boot storms: hundreds of nodes asking for the same
+// few files at once.
+//
+// The server knows packets, options, retransmission and how to move bytes
+// fast; what a name means is the business of a ReadHandler, which turns
+// each read request into a Content:
+//
+//	srv, err := tftp.NewServer(func(name string, client netip.AddrPort) (tftp.Content, error) {
+//		f, err := root.Open(name)
+//		...
+//		return tftp.Content{File: f, Info: fi}, nil
+//	}, tftp.Config{...}, log)
+//	err = srv.Serve(ctx, conn)
+//
+// On Linux every transfer owns a connected, non-blocking socket and a few
+// epoll loops run them all (loop_linux.go); small files are read once into
+// memory and shared by every transfer (fileCache). Elsewhere each transfer
+// runs in a goroutine of its own on a net.UDPConn: correct, not fast.
+package tftp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// A ReadHandler answers a read request: the content for filename, asked by
+// client. An error refuses the request (see ErrNotFound and ErrBadName).
+// The handler runs on the goroutine that reads requests, so it should not
+// block for long.
+type ReadHandler func(filename string, client netip.AddrPort) (Content, error)
+
+// Content is what a read request is answered with: Data, or else File.
+type Content struct {
+	// Data is the whole content, when it is in memory (a generated file).
+	Data []byte
+	// File is read when Data is nil; the server closes it. Files up to
+	// the cache limits are read once and kept in memory, keyed on Info.
+	File *os.File
+	// Info is File's FileInfo from the open, so the server need not ask
+	// the file system again; nil makes the server call File.Stat.
+	Info os.FileInfo
+	// Log holds attributes added to the transfer's log line (which node a
+	// generated file is for, say).
+	Log []slog.Attr
+}
+
+// Errors a ReadHandler returns, or wraps, to refuse a request.
+var (
+	// ErrNotFound: nothing behind the name. Misses are routine (a PXE
+	// loader walks its config names until one exists): logged at debug
+	// level. A handler error that wraps neither sentinel counts as one.
+	ErrNotFound = errors.New("file not found")
+	// ErrBadName: a name that can never be served (it tries to leave the
+	// root, say). The client is told so and the refusal logged as a
+	// warning.
+	ErrBadName = errors.New("invalid file name")
+)
+
+// Config holds the server's limits; NewServer checks their ranges.
+type Config struct {
+	MaxBlockSize  int           // largest blksize granted: 512..65464
+	MaxWindowSize int           // largest windowsize granted: 1..1024 (1 turns RFC 7440 off)
+	Timeout       time.Duration // wait for an ACK before sending again: > 0
+	Retries       int           // timeouts in a row before a transfer is given up: >= 0
+	MaxTransfers  int           // transfers running at once; more requests wait: >= 1
+}
+
+func (c Config) validate() error {
+	switch {
+	case c.MaxBlockSize < 512 || c.MaxBlockSize > maxBlockSize:
+		return fmt.Errorf("tftp block size %d: want 512..%d", c.MaxBlockSize, maxBlockSize)
+	case c.MaxWindowSize < 1 || c.MaxWindowSize > 1024:
+		return fmt.Errorf("tftp window size %d: want 1..1024", c.MaxWindowSize)
+	case c.MaxTransfers < 1:
+		return fmt.Errorf("tftp max transfers %d: want at least 1", c.MaxTransfers)
+	case c.Timeout <= 0 || c.Retries < 0:
+		return fmt.Errorf("tftp timeout %v, retries %d: want a positive timeout, retries >= 0", c.Timeout, c.Retries)
+	}
+	return nil
+}
+
+// Server is a TFTP server. Create it with NewServer, run it with Serve.
+type Server struct {
+	read      ReadHandler
+	log       *slog.Logger
+	maxBlock  int
+	maxWindow int
+	timeout   time.Duration
+	retries   int
+	cache     *fileCache
+
+	// slots holds one token per running transfer (MaxTransfers); requests
+	// beyond it wait for a slot, up to maxWaiting of them.
+	slots      chan struct{}
+	waiting    atomic.Int64
+	maxWaiting int64
+
+	stop    chan struct{} // closed when Serve's context ends
+	starts  sync.WaitGroup
+	mu      sync.Mutex
+	clients map[netip.AddrPort]struct{} // a transfer is starting, waiting or running for this client
+
+	active      atomic.Int64 // transfers holding a slot
+	retransmits atomic.Int64
+
+	loop loopState // how transfers run on this platform
+}
+
+// Cache limits: files up to 64 MiB (NBPs, kernels, initrds) are kept in
+// memory, 256 MiB in all; bigger files are read block by block.
+const (
+	cacheMaxFile  = 64 << 20
+	cacheMaxTotal = 256 << 20
+)
+
+// NewServer returns a server that answers read requests with read. Write
+// requests are refused. log may be nil.
+func NewServer(read ReadHandler, cfg Config, log *slog.Logger) (*Server, error) {
+	if read == nil {
+		return nil, errors.New("tftp: no read handler")
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		read:       read,
+		log:        log,
+		maxBlock:   cfg.MaxBlockSize,
+		maxWindow:  cfg.MaxWindowSize,
+		timeout:    cfg.Timeout,
+		retries:    cfg.Retries,
+		cache:      newFileCache(cacheMaxFile, cacheMaxTotal),
+		slots:      make(chan struct{}, cfg.MaxTransfers),
+		maxWaiting: 4 * int64(cfg.MaxTransfers),
+		stop:       make(chan struct{}),
+		clients:    map[netip.AddrPort]struct{}{},
+	}
+	s.loop.init()
+	return s, nil
+}
+
+// Active is the number of transfers running now.
+func (s *Server) Active() int64 { return s.active.Load() }
+
+// Serve answers requests on conn, a UDP socket, until ctx ends. Then it
+// stops taking requests, ends every transfer in flight with an ERROR
+// packet ("boot server shutting down", so no client waits for its
+// timeout) and returns nil. It returns an error if conn fails otherwise.
+// Serve may be called once; it does not close conn.
+func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
+	udp, ok := conn.(*net.UDPConn)
+	if !ok {
+		return fmt.Errorf("boot server: tftp: %T is not a UDP socket", conn)
+	}
+	return s.serve(ctx, udp)
+}
+
+// listen reads requests until the server stops. local is the address
+// replies leave from; with needDst, each request's own destination is read
+// from its control message instead (pktinfoDst).
+func (s *Server) listen(conn *net.UDPConn, local netip.Addr, needDst bool) error {
+	buf := make([]byte, 1500)
+	oob := make([]byte, 128)
+	for {
+		n, oobn, _, from, err := conn.ReadMsgUDPAddrPort(buf, oob)
+		select {
+		case <-s.stop:
+			return nil
+		default:
+		}
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			s.log.Debug("tftp: read request", "err", err)
+			continue
+		}
+		req, err := parseRequest(buf[:n])
+		if err != nil {
+			s.log.Debug("tftp: not a request", "client", from.Addr().Unmap().String(), "err", err)
+			continue
+		}
+		dst := local
+		if needDst {
+			dst = pktinfoDst(oob[:oobn])
+		}
+		client := netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		s.mu.Lock()
+		_, busy := s.clients[client]
+		if !busy {
+			s.clients[client] = struct{}{}
+		}
+		s.mu.Unlock()
+		if busy {
+			continue // a retransmitted request: its transfer is under way
+		}
+		// The common case (a slot is free) starts the transfer right here:
+		// its first packet leaves without waiting for another goroutine
+		// or thread to wake up. Only a request that must wait for a slot
+		// gets a goroutine of its own.
+		s.starts.Add(1)
+		select {
+		case s.slots <- struct{}{}:
+			s.start(req, client, dst, true)
+		default:
+			go s.start(req, client, dst, false)
+		}
+	}
+}
+
+// open runs a request up to the point where it needs a socket: wait for a
+// transfer slot, ask the handler for the content, negotiate options. It
+// returns nil when the request was refused or dropped; the client has
+// then been told and everything released. log is the transfer's logger.
+func (s *Server) open(req request, client netip.AddrPort, dst netip.Addr, haveSlot bool) (t *transfer, log *slog.Logger) {
+	release := func() {
+		s.mu.Lock()
+		delete(s.clients, client)
+		s.mu.Unlock()
+	}
+	log = s.log.With("proto", "tftp", "client", client.Addr().String(), "file", req.filename)
+	refuse := func(code uint16, msg string) {
+		s.refuse(client, dst, code, msg)
+		if haveSlot {
+			<-s.slots
+		}
+		release()
+	}
+	if req.op == opWRQ {
+		log.Warn("tftp write refused")
+		refuse(errCodeAccess, errReadOnly.Error())
+		return nil, nil
+	}
+	if req.mode == "mail" {
+		refuse(errCodeIllegalOp, "mail mode not supported")
+		return nil, nil
+	}
+
+	// Beyond MaxTransfers, requests wait for a slot instead of being
+	// refused: the client sees a slow start, not a failed boot.
+	if !haveSlot && !s.acquireSlot() {
+		log.Warn("tftp: too many requests waiting for a transfer slot; dropped (the client will ask again)")
+		release()
+		return nil, nil
+	}
+	s.active.Add(1)
+	t = &transfer{fd: -1, key: client, name: req.filename, start: time.Now()}
+	fail := func(code uint16, msg string) {
+		s.refuse(client, dst, code, msg)
+		s.finishQuiet(t)
+	}
+
+	c, err := s.read(req.filename, client)
+	if err != nil {
+		if errors.Is(err, ErrBadName) {
+			log.Warn("transfer refused", "err", err)
+			fail(errCodeNotFound, ErrBadName.Error())
+		} else {
+			log.Debug("transfer refused", "err", err)
+			fail(errCodeNotFound, ErrNotFound.Error())
+		}
+		return nil, nil
+	}
+	t.log = c.Log
+	if c.File == nil {
+		t.data, t.size = c.Data, int64(len(c.Data))
+	} else {
+		fi := c.Info
+		if fi == nil {
+			if fi, err = c.File.Stat(); err != nil {
+				c.File.Close()
+				log.Warn("transfer failed", "err", err)
+				fail(errCodeUndefined, "read error")
+				return nil, nil
+			}
+		}
+		t.size = fi.Size()
+		// The handler's fstat is recent enough: the cache keys on inode,
+		// size and mtime, and a file changed after this point is a race
+		// a second fstat could not close either.
+		var cached bool
+		t.data, cached, err = s.cache.get(c.File, fi)
+		if err != nil {
+			c.File.Close()
+			log.Warn("transfer failed", "err", err)
+			fail(errCodeUndefined, "read error")
+			return nil, nil
+		}
+		if cached {
+			c.File.Close()
+		} else {
+			t.file = c.File
+		}
+	}
+
+	t.blk, t.window = 512, 1
+	var opts []string
+	if req.blksize > 0 {
+		t.blk = min(req.blksize, s.maxBlock)
+		opts = append(opts, "blksize", strconv.Itoa(t.blk))
+	}
+	if req.tsize {
+		opts = append(opts, "tsize", strconv.FormatInt(t.size, 10))
+	}
+	if req.windowsize > 0 {
+		t.window = min(req.windowsize, s.maxWindow)
+		opts = append(opts, "windowsize", strconv.Itoa(t.window))
+	}
+	if len(opts) > 0 {
+		t.oack = appendOACK(nil, opts...)
+	}
+	t.nblocks = uint64(t.size/int64(t.blk)) + 1
+	t.base = 1
+	return t, log
+}
+
+// acquireSlot waits for a transfer slot. It returns false if too many
+// requests wait already, or the server stops.
+func (s *Server) acquireSlot() bool {
+	select {
+	case s.slots <- struct{}{}:
+		return true
+	default:
+	}
+	if s.waiting.Add(1) > s.maxWaiting {
+		s.waiting.Add(-1)
+		return false
+	}
+	defer s.waiting.Add(-1)
+	select {
+	case s.slots <- struct{}{}:
+		return true
+	case <-s.stop:
+		return false
+	}
+}
+
+// finish releases everything a transfer holds and logs it (err nil: done).
+func (s *Server) finish(t *transfer, err error) {
+	logTransfer(s.log, t, err)
+	s.finishQuiet(t)
+}
+
+// release gives back what a transfer holds besides its socket: the file,
+// the client's place and the slot.
+func (s *Server) release(t *transfer) {
+	if t.file != nil {
+		t.file.Close()
+		t.file = nil
+	}
+	s.mu.Lock()
+	delete(s.clients, t.key)
+	s.mu.Unlock()
+	s.active.Add(-1)
+	<-s.slots
+}
+
+// transfer is one read transfer. Once running it belongs to exactly one
+// goroutine (an event loop's, on Linux); only that goroutine touches it.
+type transfer struct {
+	fd     int // the transfer's socket (the epoll loop's); -1 when none
+	key    netip.AddrPort
+	name   string
+	log    []slog.Attr // the handler's attributes for the log line
+	start  time.Time
+	data   []byte   // the whole content, when in memory
+	file   *os.File // else read block by block; closed at the end
+	size   int64
+	blk    int    // negotiated block size
+	window int    // negotiated window size (1 = lock-step)
+	oack   []byte // OACK packet while waiting for ACK 0, else nil
+
+	nblocks   uint64 // DATA blocks in the transfer (the last one is short, maybe empty)
+	base      uint64 // first block not yet acknowledged (1-based)
+	sent      uint64 // highest block sent so far
+	retries   int    // timeouts in a row
+	dupResent bool   // a duplicate ACK already made us resend this window
+
+	deadline   int64 // ns since the event loop's epoch
+	prev, next *transfer
+}
+
+// readBlock fills p with the content at off.
+func (t *transfer) readBlock(p []byte, off int64) error {
+	if t.data != nil {
+		copy(p, t.data[off:])
+		return nil
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	if n, err := t.file.ReadAt(p, off); n < len(p) {
+		return fmt.Errorf("read %s at %d: %w", t.name, off, err)
+	}
+	return nil
+}
+
+// logTransfer writes the one line per transfer.
+func logTransfer(log *slog.Logger, t *transfer, err error) {
+	attrs := []slog.Attr{slog.String("proto", "tftp"), slog.String("client", t.key.Addr().Unmap().String()), slog.String("file", t.name)}
+	attrs = append(attrs, t.log...)
+	bytes := int64(0)
+	if t.base > 1 {
+		bytes = min(int64(t.base-1)*int64(t.blk), t.size)
+	}
+	attrs = append(attrs, slog.Int64("bytes", bytes), slog.Duration("duration", time.Since(t.start).Round(time.Millisecond)))
+	if err == nil {
+		log.LogAttrs(context.Background(), slog.LevelInfo, "transfer done", attrs...)
+		return
+	}
+	attrs = append(attrs, slog.Int64("size", t.size), slog.String("err", err.Error()))
+	log.LogAttrs(context.Background(), slog.LevelWarn, "transfer failed", attrs...)
+}
+
+// errReadOnly is what a write request gets.
+var errReadOnly = fmt.Errorf("write requests refused: read-only boot server: %w", os.ErrPermission)
+
+// errShuttingDown ends transfers when the server stops.
+var errShuttingDown = errors.New("boot server shutting down")

@@ -1,0 +1,255 @@
+//go:build !tftp_portable
+
+package tftp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// loopState is how transfers run on Linux: in a few event loops
+// (worker), each transfer on a connected, non-blocking socket of its own.
+type loopState struct {
+	workers []*worker
+	next    atomic.Uint32
+	// gso is true while windows go out with UDP segmentation offload
+	// (one sendmsg per window); the first refusal turns it off.
+	gso atomic.Bool
+}
+
+func (l *loopState) init() { l.gso.Store(true) }
+
+// maxWorkers bounds the event loops.
+const maxWorkers = 4
+
+// serve runs the event loops and reads requests on udp until ctx ends,
+// then ends every transfer (see Serve).
+func (s *Server) serve(ctx context.Context, udp *net.UDPConn) error {
+	// One event loop per two CPUs: most of a block's cost is the kernel's
+	// UDP path, which runs on the CPU that sends and on the receiving
+	// side, so more loops than that buy CPU time, not throughput
+	// (bench/RESULTS.md).
+	n := min(max(runtime.GOMAXPROCS(0)/2, 1), maxWorkers)
+	var loops sync.WaitGroup
+	defer loops.Wait()
+	for range n {
+		w, err := newWorker(s)
+		if err != nil {
+			for _, w := range s.loop.workers {
+				w.stop(errShuttingDown.Error())
+			}
+			return fmt.Errorf("boot server: tftp: %w", err)
+		}
+		s.loop.workers = append(s.loop.workers, w)
+		loops.Go(w.run)
+	}
+	local := udp.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
+	needDst := local.IsUnspecified()
+	if needDst {
+		if err := enablePktinfo(udp); err != nil {
+			s.log.Warn("tftp: cannot learn request destinations; replies leave from the address the kernel picks", "err", err)
+			needDst = false
+		}
+	}
+
+	// A storm's requests arrive together: room for a few thousand of them
+	// while the listener starts transfers (root may exceed rmem_max).
+	growReceiveBuffer(udp, 4<<20)
+
+	lerr := make(chan error, 1)
+	go func() { lerr <- s.listen(udp, local, needDst) }()
+	var err error
+	select {
+	case err = <-lerr:
+		err = fmt.Errorf("boot server: tftp %s: %w", udp.LocalAddr(), err)
+	case <-ctx.Done():
+	}
+	close(s.stop)
+	udp.SetReadDeadline(time.Now()) // wakes the listener
+	if err == nil {
+		<-lerr
+	}
+	s.starts.Wait() // every transfer is in a worker or done
+	for _, w := range s.loop.workers {
+		w.stop(errShuttingDown.Error())
+	}
+	return err
+}
+
+// start runs one request up to the point where a worker owns it: open
+// it (slot, content, options), open the transfer's socket and send the
+// first packet.
+func (s *Server) start(req request, client netip.AddrPort, dst netip.Addr, haveSlot bool) {
+	defer s.starts.Done()
+	t, log := s.open(req, client, dst, haveSlot)
+	if t == nil {
+		return
+	}
+	var err error
+	t.fd, err = transferSocket(dst, client)
+	if err != nil {
+		log.Warn("transfer failed", "err", err)
+		s.finishQuiet(t)
+		return
+	}
+	// The first packet leaves from here (in the listener, usually), so
+	// the client can answer while the worker takes the transfer over.
+	first := t.oack
+	if first == nil {
+		n := int(min(int64(t.blk), t.size))
+		first = make([]byte, 4+n)
+		first[1], first[3] = opDATA, 1
+		if err := t.readBlock(first[4:], 0); err != nil {
+			log.Warn("transfer failed", "err", err)
+			unix.Write(t.fd, appendError(nil, errCodeUndefined, "read error"))
+			s.finishQuiet(t)
+			return
+		}
+		t.sent = 1
+	}
+	if _, err := unix.Write(t.fd, first); err != nil && !errors.Is(err, unix.EAGAIN) {
+		s.finish(t, fmt.Errorf("send first packet: %w", err))
+		return
+	}
+	w := s.loop.workers[int(s.loop.next.Add(1))%len(s.loop.workers)]
+	if !w.add(t) {
+		unix.Write(t.fd, appendError(nil, errCodeUndefined, errShuttingDown.Error()))
+		s.finish(t, errShuttingDown)
+	}
+}
+
+// refuse answers a request with an ERROR from a socket of its own, as the
+// first packet of a transfer would come.
+func (s *Server) refuse(client netip.AddrPort, dst netip.Addr, code uint16, msg string) {
+	fd, err := transferSocket(dst, client)
+	if err != nil {
+		s.log.Debug("tftp: cannot send error", "client", client.String(), "err", err)
+		return
+	}
+	unix.Write(fd, appendError(nil, code, msg))
+	unix.Close(fd)
+}
+
+// finishQuiet closes the transfer's socket and releases the rest.
+func (s *Server) finishQuiet(t *transfer) {
+	if t.fd >= 0 {
+		unix.Close(t.fd)
+		t.fd = -1
+	}
+	s.release(t)
+}
+
+// transferSocket opens a non-blocking UDP socket bound to local (any
+// address if invalid or unspecified) and connected to client: the kernel
+// then delivers only that client's packets to it.
+func transferSocket(local netip.Addr, client netip.AddrPort) (int, error) {
+	var la, ra unix.Sockaddr
+	af := unix.AF_INET
+	if client.Addr().Is4() {
+		l4 := &unix.SockaddrInet4{}
+		if local.Is4() {
+			l4.Addr = local.As4()
+		}
+		la, ra = l4, &unix.SockaddrInet4{Addr: client.Addr().As4(), Port: int(client.Port())}
+	} else {
+		af = unix.AF_INET6
+		l6 := &unix.SockaddrInet6{}
+		if local.Is6() {
+			l6.Addr = local.As16()
+		}
+		r6 := &unix.SockaddrInet6{Addr: client.Addr().As16(), Port: int(client.Port())}
+		if z := client.Addr().Zone(); z != "" {
+			if ifi, err := net.InterfaceByName(z); err == nil {
+				r6.ZoneId, l6.ZoneId = uint32(ifi.Index), uint32(ifi.Index)
+			}
+		}
+		la, ra = l6, r6
+	}
+	fd, err := unix.Socket(af, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("transfer socket: %w", err)
+	}
+	if err := unix.Bind(fd, la); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("transfer socket: bind %s: %w", local, err)
+	}
+	if err := unix.Connect(fd, ra); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("transfer socket: connect %s: %w", client, err)
+	}
+	return fd, nil
+}
+
+// growReceiveBuffer sets the socket's receive buffer to size bytes, past
+// net.core.rmem_max when the process may (CAP_NET_ADMIN).
+func growReceiveBuffer(conn *net.UDPConn, size int) {
+	if rc, err := conn.SyscallConn(); err == nil {
+		var serr error
+		rc.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, size)
+		})
+		if serr == nil {
+			return
+		}
+	}
+	conn.SetReadBuffer(size)
+}
+
+// enablePktinfo asks the kernel to tell, with each request, the address it
+// was sent to, so that a server listening on all addresses answers from
+// the one the client asked (a multi-homed boot server).
+func enablePktinfo(conn *net.UDPConn) error {
+	rc, err := conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		sa, err := unix.Getsockname(int(fd))
+		if err != nil {
+			serr = err
+			return
+		}
+		if _, v6 := sa.(*unix.SockaddrInet6); v6 {
+			serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO, 1)
+			return
+		}
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_PKTINFO, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+// pktinfoDst returns the destination address from IP_PKTINFO or
+// IPV6_PKTINFO control messages (IPv4 on a dual-stack socket comes as a
+// v4-mapped IPV6_PKTINFO), or the zero Addr.
+func pktinfoDst(oob []byte) netip.Addr {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return netip.Addr{}
+	}
+	for _, m := range msgs {
+		switch {
+		case m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_PKTINFO && len(m.Data) >= unix.SizeofInet4Pktinfo:
+			var a [4]byte
+			copy(a[:], m.Data[8:12]) // struct in_pktinfo: ifindex, spec_dst, addr
+			return netip.AddrFrom4(a)
+		case m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_PKTINFO && len(m.Data) >= unix.SizeofInet6Pktinfo:
+			var a [16]byte
+			copy(a[:], m.Data[:16]) // struct in6_pktinfo: addr, ifindex
+			return netip.AddrFrom16(a).Unmap()
+		}
+	}
+	return netip.Addr{}
+}
