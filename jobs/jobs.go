@@ -8,7 +8,7 @@
 //
 // Timeouts left out of a job (zero) mean "the device type's default"
 // (timeouts.job, timeouts.deploy, timeouts.disk_boot + timeouts.login,
-// timeouts.test_step); the dispatcher resolves them once it knows the device.
+// timeouts.test_step); [Job.Timeouts] resolves them once the device is known.
 package jobs
 
 import (

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labctl/labctl/devices"
 	"github.com/labctl/labctl/internal/tomlfile"
 )
 
@@ -271,6 +272,50 @@ func TestParsePaths(t *testing.T) {
 			}
 			if want := strings.HasPrefix(tt.image, "http"); j.Deploy.ImageIsURL() != want {
 				t.Errorf("ImageIsURL() = %v, want %v", !want, want)
+			}
+		})
+	}
+}
+
+// Timeouts are the job's own, or the device type's defaults for those it
+// leaves out.
+func TestTimeouts(t *testing.T) {
+	defaults := devices.Timeouts{
+		Power: time.Second, MasterBoot: 2 * time.Second, Deploy: 10 * time.Minute,
+		DiskBoot: 3 * time.Minute, Login: time.Minute, TestStep: 5 * time.Minute, Job: time.Hour,
+	}
+	steps := "\n[[test]]\nname = \"a\"\ncommands = [\"true\"]\n[[test]]\nname = \"b\"\ncommands = [\"true\"]\n"
+	tests := []struct {
+		name string
+		src  string
+		want Timeouts
+	}{
+		{
+			name: "all defaults",
+			src:  minimal + steps,
+			want: Timeouts{Job: time.Hour, Deploy: 10 * time.Minute, Boot: 4 * time.Minute, Tests: []time.Duration{5 * time.Minute, 5 * time.Minute}},
+		},
+		{
+			name: "the job's own",
+			src: "timeout = \"2h\"\n" + minimal + "timeout = \"20m\"\n[boot]\ntimeout = \"90s\"\n" +
+				"[[test]]\nname = \"a\"\ncommands = [\"true\"]\ntimeout = \"1m\"\n[[test]]\nname = \"b\"\ncommands = [\"true\"]\n",
+			want: Timeouts{Job: 2 * time.Hour, Deploy: 20 * time.Minute, Boot: 90 * time.Second, Tests: []time.Duration{time.Minute, 5 * time.Minute}},
+		},
+		{
+			name: "no test steps",
+			src:  minimal,
+			want: Timeouts{Job: time.Hour, Deploy: 10 * time.Minute, Boot: 4 * time.Minute, Tests: []time.Duration{}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			j, err := Parse("job.toml", []byte(tt.src), "/jobs")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := j.Timeouts(defaults)
+			if got.Job != tt.want.Job || got.Deploy != tt.want.Deploy || got.Boot != tt.want.Boot || !slices.Equal(got.Tests, tt.want.Tests) {
+				t.Errorf("Timeouts() = %+v, want %+v", got, tt.want)
 			}
 		})
 	}
