@@ -9,7 +9,6 @@ import (
 	"strconv"
 
 	"github.com/labctl/labctl"
-	"github.com/labctl/labctl/jobs"
 	"github.com/labctl/labctl/results"
 	"github.com/labctl/labctl/sol"
 	"github.com/labctl/labctl/store"
@@ -48,7 +47,7 @@ func (d *Daemon) recoverJobs(ctx context.Context) error {
 		return fmt.Errorf("daemon: load the queue: %w", err)
 	}
 	for _, rec := range queued {
-		spec, err := d.parseStored(rec)
+		spec, err := parseStored(rec)
 		if err == nil {
 			err = d.checkPlacement(spec)
 		}
@@ -91,7 +90,7 @@ func (d *Daemon) crashedResult(rec store.Job) *results.Job {
 		Outcome: string(labctl.Incomplete), Reason: restartReason, Action: "restart",
 		Started: rec.Started, Finished: now,
 	}
-	if spec, err := jobs.Parse(rec.File, []byte(rec.Spec)); err == nil {
+	if spec, err := parseStored(rec); err == nil {
 		for _, t := range spec.Tests {
 			res.Steps = append(res.Steps, results.Step{Name: t.Name, Result: results.Skipped, ExpectFailure: t.ExpectFailure})
 		}

@@ -66,40 +66,21 @@ func (d *Daemon) Submit(ctx context.Context, req labctl.SubmitRequest) (labctl.J
 	return d.viewLocked(j.rec, j), nil
 }
 
-// parseJob parses a submitted job file and makes its paths absolute.
+// parseJob parses a job file as submitted, its relative paths taken
+// against dir.
 func parseJob(file, text, dir string) (*jobs.Job, error) {
 	if file == "" {
 		file = "job.toml"
 	}
-	if strings.TrimSpace(text) == "" {
-		return nil, fmt.Errorf("%w: %s: the job file is empty", labctl.ErrInvalid, file)
-	}
-	spec, err := jobs.Parse(file, []byte(text))
+	spec, err := jobs.Parse(file, []byte(text), dir)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", labctl.ErrInvalid, err)
-	}
-	abs := func(key, path string) (string, error) {
-		if path == "" || filepath.IsAbs(path) {
-			return path, nil
-		}
-		if !filepath.IsAbs(dir) {
-			return "", fmt.Errorf("%w: %s: %s %q is relative, and the request names no absolute directory for it", labctl.ErrInvalid, file, key, path)
-		}
-		return filepath.Join(dir, path), nil
-	}
-	if !spec.Deploy.ImageIsURL() {
-		if spec.Deploy.Image, err = abs("deploy.image", spec.Deploy.Image); err != nil {
-			return nil, err
-		}
-	}
-	if spec.Deploy.SHA256File, err = abs("deploy.sha256_file", spec.Deploy.SHA256File); err != nil {
-		return nil, err
 	}
 	return spec, nil
 }
 
-// parseStored parses a job from the store.
-func (d *Daemon) parseStored(rec store.Job) (*jobs.Job, error) {
+// parseStored parses a job from the store as it was submitted.
+func parseStored(rec store.Job) (*jobs.Job, error) {
 	return parseJob(rec.File, rec.Spec, rec.Dir)
 }
 
@@ -229,7 +210,7 @@ func recordOf(rec store.Job) *results.Job {
 		ID: fmt.Sprint(rec.ID), Name: rec.Name, Device: rec.RunDevice, Outcome: rec.Outcome, Reason: rec.Reason,
 		Started: rec.Submitted, Finished: rec.Finished,
 	}
-	if spec, err := jobs.Parse(rec.File, []byte(rec.Spec)); err == nil {
+	if spec, err := parseStored(rec); err == nil {
 		for _, t := range spec.Tests {
 			res.Steps = append(res.Steps, results.Step{Name: t.Name, Result: results.Skipped, ExpectFailure: t.ExpectFailure})
 		}

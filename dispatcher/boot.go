@@ -14,11 +14,7 @@ import (
 // test OS.
 func (r *runner) boot(ctx context.Context) error {
 	login := r.set.Login
-	timeout := r.Spec.Boot.Timeout
-	if timeout <= 0 {
-		timeout = r.set.Timeouts.DiskBoot + r.set.Timeouts.Login
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(ctx, r.timeouts.Boot)
 	defer cancel()
 
 	if err := r.Netboot.BootLocal(); err != nil {

@@ -26,11 +26,7 @@ var bootFailures = []*regexp.Regexp{
 // the node's disk, checking its sha256 on the node.
 func (r *runner) deploy(ctx context.Context) error {
 	d := r.Spec.Deploy
-	timeout := d.Timeout
-	if timeout <= 0 {
-		timeout = r.set.Timeouts.Deploy
-	}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(ctx, r.timeouts.Deploy)
 	defer cancel()
 
 	want, err := d.Digest()

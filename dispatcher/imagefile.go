@@ -16,6 +16,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/labctl/labctl/jobs"
 )
 
 // imageFile is a job's image ready to serve to the node.
@@ -35,7 +37,7 @@ type imageFile struct {
 // is downloaded and counted once per cache. cacheDir "" disables caching.
 func prepareImage(ctx context.Context, image, digest, cacheDir string, note func(string, ...any)) (imageFile, error) {
 	local := image
-	if isURL(image) {
+	if jobs.IsURL(image) {
 		var err error
 		local, err = download(ctx, image, digest, cacheDir, note)
 		if err != nil {
@@ -51,10 +53,6 @@ func prepareImage(ctx context.Context, image, digest, cacheDir string, note func
 		return imageFile{}, err
 	}
 	return imageFile{Path: local, Compression: comp, RawSize: size}, nil
-}
-
-func isURL(s string) bool {
-	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
 }
 
 // download fetches a URL image into the cache (cacheDir/images/DIGEST/NAME)

@@ -75,6 +75,7 @@ func Run(ctx context.Context, j Job) *results.Job {
 type runner struct {
 	Job
 	set       devices.Settings
+	timeouts  jobs.Timeouts
 	log       *jobLog
 	res       *results.Job
 	session   *sol.Session
@@ -104,7 +105,7 @@ func newRunner(j Job) *runner {
 	}
 	b := make([]byte, 2)
 	rand.Read(b)
-	r := &runner{Job: j, set: j.Settings, tag: hex.EncodeToString(b)}
+	r := &runner{Job: j, set: j.Settings, timeouts: j.Spec.Timeouts(j.Settings.Timeouts), tag: hex.EncodeToString(b)}
 	r.res = &results.Job{ID: j.ID, Name: j.Spec.Name, Device: j.Device, Started: j.Now()}
 	for _, t := range j.Spec.Tests {
 		r.res.Steps = append(r.res.Steps, results.Step{Name: t.Name, Result: results.Skipped, ExpectFailure: t.ExpectFailure})
@@ -127,10 +128,7 @@ func (r *runner) run(ctx context.Context) {
 	r.log = log
 	r.event("job %s (%s) on %s", r.ID, r.Spec.Name, r.Device)
 
-	timeout := r.Spec.Timeout
-	if timeout <= 0 {
-		timeout = r.set.Timeouts.Job
-	}
+	timeout := r.timeouts.Job
 	jobCtx, cancel := context.WithTimeoutCause(ctx, timeout, fmt.Errorf("job timeout of %s exceeded", timeout))
 	defer cancel()
 

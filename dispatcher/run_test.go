@@ -50,7 +50,7 @@ func newNode(t *testing.T) *dispatchertest.Node {
 
 func parseJob(t *testing.T, text string) *jobs.Job {
 	t.Helper()
-	j, err := jobs.Parse("job.toml", []byte(text))
+	j, err := jobs.Parse("job.toml", []byte(text), "/")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,10 +21,7 @@ func (r *runner) test(ctx context.Context) error {
 	var typing sol.TypeReport
 	for i, t := range r.Spec.Tests {
 		step := &r.res.Steps[i]
-		timeout := t.Timeout
-		if timeout <= 0 {
-			timeout = r.set.Timeouts.TestStep
-		}
+		timeout := r.timeouts.Tests[i]
 		sctx, cancel := context.WithTimeout(ctx, timeout)
 		start := r.Now()
 		var out strings.Builder

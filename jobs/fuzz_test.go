@@ -15,7 +15,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(minimal + "[[test]]\nname = \"a\"\ncommands = [\"x\"]\n[[test]]\nname = \"a\"\n"))
 	f.Add([]byte("device = 1\n[deploy]\nimage = [\"x\"]\n[[test]]\ntimeout = 5\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		job, err := Parse("fuzz.toml", data)
+		job, err := Parse("fuzz.toml", data, "/jobs")
 		if err != nil {
 			return
 		}

@@ -1,17 +1,18 @@
-// Package jobs defines the job file (what image to write to which device,
-// how to log in afterwards, which test steps to run) and the outcome of a
-// job with its exit code.
+// Package jobs defines the job file: what image to write to which device,
+// how to log in afterwards, which test steps to run.
 //
 // A job file is TOML (docs/architecture.md, "job"). [Parse] decodes and
 // validates one strictly: unknown keys, wrong types, missing or malformed
-// values are all reported, each as "FILE:LINE: key.path: message".
+// values are all reported, each as "FILE:LINE: key.path: message". The
+// client, the daemon and labctl run all read job files with it.
 //
 // Timeouts left out of a job (zero) mean "the device type's default"
 // (timeouts.job, timeouts.deploy, timeouts.disk_boot + timeouts.login,
-// timeouts.test_step); the dispatcher resolves them once it knows the device.
+// timeouts.test_step); [Job.Timeouts] resolves them once the device is known.
 package jobs
 
 import (
+	"bytes"
 	"fmt"
 	"net/url"
 	"os"
@@ -62,10 +63,10 @@ func (j *Job) Line(key string) int {
 // Deploy says which image to write to the node's disk from the master
 // initrd, and how to check it.
 type Deploy struct {
-	// Image is an http(s) URL, or a path to a file on the dispatcher's host.
-	// [Load] turns a relative path into an absolute one, relative to the
-	// job file. Compression (gzip, xz, zstd, none) is detected from the
-	// bytes when the job runs.
+	// Image is an http:// or https:// URL, or a path to a file on the
+	// dispatcher's host. [Parse] turns a relative path into an absolute
+	// one, relative to the job file. Compression (gzip, xz, zstd, none) is
+	// detected from the bytes when the job runs.
 	Image string `toml:"image"`
 	// SHA256 is the digest of the uncompressed bytes written to the disk:
 	// 64 hex digits. Either SHA256 or SHA256File is set.
@@ -104,33 +105,40 @@ type Test struct {
 	ExpectFailure bool          `toml:"expect_failure"`
 }
 
-// Load reads and parses the job file at path, and makes the relative paths
-// in it (deploy.image, deploy.sha256_file) absolute, relative to the file.
+// Load reads the job file at path and parses it (see [Parse]) against the
+// file's directory.
 func Load(path string) (*Job, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read job file: %w", err)
-	}
-	job, err := Parse(path, data)
+	text, dir, err := ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	dir, err := filepath.Abs(filepath.Dir(path))
-	if err != nil {
-		return nil, fmt.Errorf("job file %s: %w", path, err)
-	}
-	if !job.Deploy.ImageIsURL() && !filepath.IsAbs(job.Deploy.Image) {
-		job.Deploy.Image = filepath.Join(dir, job.Deploy.Image)
-	}
-	if job.Deploy.SHA256File != "" && !filepath.IsAbs(job.Deploy.SHA256File) {
-		job.Deploy.SHA256File = filepath.Join(dir, job.Deploy.SHA256File)
-	}
-	return job, nil
+	return Parse(path, text, dir)
 }
 
-// Parse decodes and validates a job file; name is the file name used in
-// problems and for the default job name. Relative paths stay as written.
-func Parse(name string, data []byte) (*Job, error) {
+// ReadFile reads the job file at path, and returns its text and the
+// absolute directory its relative paths are taken against: what [Parse]
+// needs, and what a client sends to the daemon.
+func ReadFile(path string) (text []byte, dir string, err error) {
+	text, err = os.ReadFile(path)
+	if err != nil {
+		return nil, "", fmt.Errorf("read job file: %w", err)
+	}
+	dir, err = filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, "", fmt.Errorf("job file %s: %w", path, err)
+	}
+	return text, dir, nil
+}
+
+// Parse decodes and validates a job file's text. name is the file's name,
+// in problems and for the default job name. dir is the directory the
+// relative paths in the job (deploy.image, deploy.sha256_file) are taken
+// against: Parse makes them absolute, and a relative path with no absolute
+// dir is a problem.
+func Parse(name string, data []byte, dir string) (*Job, error) {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, &tomlfile.Error{Problems: []tomlfile.Problem{{File: name, Message: "the job file is empty"}}}
+	}
 	job := &Job{
 		Name:     strings.TrimSuffix(filepath.Base(name), ".toml"),
 		Priority: Normal,
@@ -140,7 +148,7 @@ func Parse(name string, data []byte) (*Job, error) {
 	if err != nil {
 		return nil, err
 	}
-	job.validate(doc)
+	job.validate(doc, dir)
 	if err := doc.Err(); err != nil {
 		return nil, err
 	}
@@ -154,7 +162,7 @@ var (
 	diskPath = regexp.MustCompile(`^/dev/[A-Za-z0-9/_.:-]+$`)
 )
 
-func (j *Job) validate(doc *tomlfile.Document) {
+func (j *Job) validate(doc *tomlfile.Document, dir string) {
 	if !tomlfile.ValidName(j.Name) {
 		if doc.Has("name") {
 			doc.Problemf("name", "%q is not a valid name: use %s", j.Name, tomlfile.NameRule)
@@ -183,7 +191,7 @@ func (j *Job) validate(doc *tomlfile.Document) {
 			doc.Problemf(key, "%q is listed twice", a)
 		}
 	}
-	j.Deploy.validate(doc)
+	j.Deploy.validate(doc, dir)
 	checkDuration(doc, "boot.timeout", j.Boot.Timeout)
 	if j.Boot.Username == "" || strings.ContainsAny(j.Boot.Username, " \t\r\n") {
 		doc.Problemf("boot.username", "must be a user name without spaces")
@@ -200,22 +208,24 @@ func (j *Job) validate(doc *tomlfile.Document) {
 	}
 }
 
-func (d *Deploy) validate(doc *tomlfile.Document) {
+func (d *Deploy) validate(doc *tomlfile.Document, dir string) {
 	switch {
 	case d.Image == "":
 		doc.Problemf("deploy.image", "required: an http(s) URL or a path")
 	case strings.ContainsAny(d.Image, " \t\r\n\"'`\\"):
 		doc.Problemf("deploy.image", "must not contain spaces, quotes or backslashes")
-	case d.ImageIsURL():
+	case IsURL(d.Image):
 		u, err := url.Parse(d.Image)
 		switch {
 		case err != nil:
 			doc.Problemf("deploy.image", "invalid URL: %v", err)
-		case u.Scheme != "http" && u.Scheme != "https":
-			doc.Problemf("deploy.image", "URL scheme %q not supported: use http or https, or a path", u.Scheme)
 		case u.Host == "":
 			doc.Problemf("deploy.image", "URL %q has no host", d.Image)
 		}
+	case strings.Contains(d.Image, "://"):
+		doc.Problemf("deploy.image", "%q is not supported: use an http:// or https:// URL, or a path", d.Image)
+	default:
+		d.Image = absPath(doc, "deploy.image", d.Image, dir)
 	}
 	switch {
 	case d.SHA256 == "" && d.SHA256File == "":
@@ -224,6 +234,8 @@ func (d *Deploy) validate(doc *tomlfile.Document) {
 		doc.Problemf("deploy.sha256_file", "give either sha256 or sha256_file, not both")
 	case d.SHA256 != "" && !sha256Hex.MatchString(d.SHA256):
 		doc.Problemf("deploy.sha256", "must be 64 hex digits")
+	case d.SHA256File != "":
+		d.SHA256File = absPath(doc, "deploy.sha256_file", d.SHA256File, dir)
 	}
 	d.SHA256 = strings.ToLower(d.SHA256)
 	if d.Disk != "" && !diskPath.MatchString(d.Disk) {
@@ -252,6 +264,19 @@ func (t *Test) validate(doc *tomlfile.Document, key string) {
 	checkDuration(doc, key+".timeout", t.Timeout)
 }
 
+// absPath makes a path in the job absolute, taken against dir, the job
+// file's directory.
+func absPath(doc *tomlfile.Document, key, path, dir string) string {
+	if filepath.IsAbs(path) {
+		return path
+	}
+	if !filepath.IsAbs(dir) {
+		doc.Problemf(key, "%q is relative, and the job file's directory is not known: give an absolute path", path)
+		return path
+	}
+	return filepath.Join(dir, path)
+}
+
 // checkName checks a name that is not empty.
 func checkName(doc *tomlfile.Document, key, name string) {
 	if name != "" && !tomlfile.ValidName(name) {
@@ -278,9 +303,16 @@ func checkDuration(doc *tomlfile.Document, key string, d time.Duration) {
 	}
 }
 
-// ImageIsURL reports whether Image is a URL rather than a path.
+// IsURL reports whether a job's image is a URL to download (it starts with
+// http:// or https://) rather than a path on the dispatcher's host. [Parse]
+// refuses any other "://".
+func IsURL(image string) bool {
+	return strings.HasPrefix(image, "http://") || strings.HasPrefix(image, "https://")
+}
+
+// ImageIsURL reports whether Image is a URL rather than a path (see [IsURL]).
 func (d Deploy) ImageIsURL() bool {
-	return strings.Contains(d.Image, "://")
+	return IsURL(d.Image)
 }
 
 // Digest returns the expected sha256 of the written bytes, in lower-case

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labctl/labctl/devices"
 	"github.com/labctl/labctl/internal/tomlfile"
 )
 
@@ -25,14 +26,14 @@ func TestParseValid(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	job, err := Parse("testdata/valid.toml", data)
+	job, err := Parse("testdata/valid.toml", data, "/jobs")
 	if err != nil {
 		t.Fatalf("Parse() = %v", err)
 	}
 	want := Job{
 		Name: "smoke", DeviceType: "simlab-qemu", Tags: []string{"simlab"}, Priority: High,
 		Timeout: 20 * time.Minute, Artifacts: []string{"/tmp/results.txt"},
-		Deploy: Deploy{Image: "images/disk.img.gz", SHA256File: "images/disk.img.sha256", Disk: "/dev/vda", Timeout: 10 * time.Minute},
+		Deploy: Deploy{Image: "/jobs/images/disk.img.gz", SHA256File: "/jobs/images/disk.img.sha256", Disk: "/dev/vda", Timeout: 10 * time.Minute},
 		Boot:   Boot{Username: "root", Password: "test"},
 		Tests: []Test{
 			{Name: "kernel", Commands: []string{"uname -a"}, Timeout: time.Minute},
@@ -55,7 +56,7 @@ func equalJobs(a, b Job) bool {
 }
 
 func TestParseDefaults(t *testing.T) {
-	job, err := Parse("dir/my-job.toml", []byte(minimal))
+	job, err := Parse("dir/my-job.toml", []byte(minimal), "/jobs")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +143,7 @@ sha256 = "abc"
 			name: "bad image URL and disk",
 			src:  "device = \"n\"\n[deploy]\nimage = \"ftp://host/x.img\"\nsha256 = \"" + digest + "\"\ndisk = \"sda; reboot\"\n",
 			want: []string{
-				`:3: deploy.image: URL scheme "ftp" not supported: use http or https, or a path`,
+				`:3: deploy.image: "ftp://host/x.img" is not supported: use an http:// or https:// URL, or a path`,
 				`:5: deploy.disk: "sda; reboot" is not a device node such as /dev/sda`,
 			},
 		},
@@ -191,6 +192,11 @@ sha256 = "` + digest + `"
 			},
 		},
 		{
+			name: "empty file",
+			src:  " \n\t\n",
+			want: []string{": the job file is empty"},
+		},
+		{
 			name: "syntax error",
 			src:  "device = \"n\"\n[deploy\n",
 			want: []string{":2: expected '.' or ']' to end table name, but got '\\n' instead"},
@@ -198,13 +204,118 @@ sha256 = "` + digest + `"
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Parse("job.toml", []byte(tt.src))
+			_, err := Parse("job.toml", []byte(tt.src), "/jobs")
 			var got []string
 			for _, p := range tomlfile.Problems("job.toml", err) {
 				got = append(got, strings.TrimPrefix(p.String(), "job.toml"))
 			}
 			if !slices.Equal(got, tt.want) {
 				t.Errorf("Parse() problems =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+		})
+	}
+}
+
+// Parse makes relative paths absolute against the job file's directory,
+// keeps absolute paths and http(s) URLs, and refuses any other "://".
+func TestParsePaths(t *testing.T) {
+	job := func(image, sum string) string {
+		return "device = \"n\"\n[deploy]\nimage = \"" + image + "\"\n" + sum + "\n"
+	}
+	inline := `sha256 = "` + digest + `"`
+	tests := []struct {
+		name, src, dir string
+		image, sumFile string // want, if the job is valid
+		problem        string // want, without the file name
+	}{
+		{name: "relative path", src: job("images/disk.img", inline), dir: "/jobs", image: "/jobs/images/disk.img"},
+		{name: "dot-dot path", src: job("../disk.img", inline), dir: "/jobs/a", image: "/jobs/disk.img"},
+		{name: "absolute path", src: job("/srv/disk.img", inline), dir: "/jobs", image: "/srv/disk.img"},
+		{name: "absolute path without dir", src: job("/srv/disk.img", inline), image: "/srv/disk.img"},
+		{name: "http URL", src: job("http://h/disk.img", inline), dir: "/jobs", image: "http://h/disk.img"},
+		{name: "https URL without dir", src: job("https://h:8443/d/disk.img", inline), image: "https://h:8443/d/disk.img"},
+		{name: "relative sha256_file", src: job("disk.img", `sha256_file = "disk.img.sha256"`), dir: "/jobs",
+			image: "/jobs/disk.img", sumFile: "/jobs/disk.img.sha256"},
+		{name: "bad scheme", src: job("ftp://h/disk.img", inline), dir: "/jobs",
+			problem: `:3: deploy.image: "ftp://h/disk.img" is not supported: use an http:// or https:// URL, or a path`},
+		{name: "upper-case scheme", src: job("HTTP://h/disk.img", inline), dir: "/jobs",
+			problem: `:3: deploy.image: "HTTP://h/disk.img" is not supported: use an http:// or https:// URL, or a path`},
+		{name: "file URL", src: job("file:///srv/disk.img", inline), dir: "/jobs",
+			problem: `:3: deploy.image: "file:///srv/disk.img" is not supported: use an http:// or https:// URL, or a path`},
+		{name: "URL without host", src: job("http:///disk.img", inline), dir: "/jobs",
+			problem: `:3: deploy.image: URL "http:///disk.img" has no host`},
+		{name: "relative path without dir", src: job("disk.img", inline),
+			problem: `:3: deploy.image: "disk.img" is relative, and the job file's directory is not known: give an absolute path`},
+		{name: "relative path, relative dir", src: job("disk.img", inline), dir: "jobs",
+			problem: `:3: deploy.image: "disk.img" is relative, and the job file's directory is not known: give an absolute path`},
+		{name: "relative sha256_file without dir", src: job("/srv/disk.img", `sha256_file = "s"`),
+			problem: `:4: deploy.sha256_file: "s" is relative, and the job file's directory is not known: give an absolute path`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			j, err := Parse("job.toml", []byte(tt.src), tt.dir)
+			if tt.problem != "" {
+				var got []string
+				for _, p := range tomlfile.Problems("job.toml", err) {
+					got = append(got, strings.TrimPrefix(p.String(), "job.toml"))
+				}
+				if !slices.Equal(got, []string{tt.problem}) {
+					t.Errorf("Parse() problems = %q, want %q", got, tt.problem)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Parse() = %v", err)
+			}
+			if j.Deploy.Image != tt.image || j.Deploy.SHA256File != tt.sumFile {
+				t.Errorf("image, sha256_file = %q, %q; want %q, %q", j.Deploy.Image, j.Deploy.SHA256File, tt.image, tt.sumFile)
+			}
+			if want := strings.HasPrefix(tt.image, "http"); j.Deploy.ImageIsURL() != want {
+				t.Errorf("ImageIsURL() = %v, want %v", !want, want)
+			}
+		})
+	}
+}
+
+// Timeouts are the job's own, or the device type's defaults for those it
+// leaves out.
+func TestTimeouts(t *testing.T) {
+	defaults := devices.Timeouts{
+		Power: time.Second, MasterBoot: 2 * time.Second, Deploy: 10 * time.Minute,
+		DiskBoot: 3 * time.Minute, Login: time.Minute, TestStep: 5 * time.Minute, Job: time.Hour,
+	}
+	steps := "\n[[test]]\nname = \"a\"\ncommands = [\"true\"]\n[[test]]\nname = \"b\"\ncommands = [\"true\"]\n"
+	tests := []struct {
+		name string
+		src  string
+		want Timeouts
+	}{
+		{
+			name: "all defaults",
+			src:  minimal + steps,
+			want: Timeouts{Job: time.Hour, Deploy: 10 * time.Minute, Boot: 4 * time.Minute, Tests: []time.Duration{5 * time.Minute, 5 * time.Minute}},
+		},
+		{
+			name: "the job's own",
+			src: "timeout = \"2h\"\n" + minimal + "timeout = \"20m\"\n[boot]\ntimeout = \"90s\"\n" +
+				"[[test]]\nname = \"a\"\ncommands = [\"true\"]\ntimeout = \"1m\"\n[[test]]\nname = \"b\"\ncommands = [\"true\"]\n",
+			want: Timeouts{Job: 2 * time.Hour, Deploy: 20 * time.Minute, Boot: 90 * time.Second, Tests: []time.Duration{time.Minute, 5 * time.Minute}},
+		},
+		{
+			name: "no test steps",
+			src:  minimal,
+			want: Timeouts{Job: time.Hour, Deploy: 10 * time.Minute, Boot: 4 * time.Minute, Tests: []time.Duration{}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			j, err := Parse("job.toml", []byte(tt.src), "/jobs")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := j.Timeouts(defaults)
+			if got.Job != tt.want.Job || got.Deploy != tt.want.Deploy || got.Boot != tt.want.Boot || !slices.Equal(got.Tests, tt.want.Tests) {
+				t.Errorf("Timeouts() = %+v, want %+v", got, tt.want)
 			}
 		})
 	}

@@ -85,15 +85,13 @@ EXIT STATUS:
 }
 
 func runSubmit(ctx context.Context, opts submitOptions, env *appEnv) error {
-	if _, err := jobs.Load(opts.job); err != nil {
-		return err
-	}
-	text, err := os.ReadFile(opts.job)
+	// The daemon parses the text again, against dir; parsing it here first
+	// reports the file's problems before anything is sent.
+	text, dir, err := jobs.ReadFile(opts.job)
 	if err != nil {
 		return err
 	}
-	dir, err := filepath.Abs(filepath.Dir(opts.job))
-	if err != nil {
+	if _, err := jobs.Parse(opts.job, text, dir); err != nil {
 		return err
 	}
 	client, err := connect(opts.client, env)
