@@ -13,8 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/labctl/labctl/results"
 )
 
 // Client talks to a lab daemon.
@@ -215,18 +213,6 @@ func (c *Client) JUnit(ctx context.Context, id int64) ([]byte, error) {
 		return nil, fmt.Errorf("job %d JUnit: %w", id, err)
 	}
 	return b, nil
-}
-
-// Result returns the record of a finished job.
-func (c *Client) Result(ctx context.Context, id int64) (*results.Job, error) {
-	j, err := c.Job(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if j.Result == nil {
-		return nil, fmt.Errorf("job %d is %s: no results yet: %w", id, j.State, ErrBusy)
-	}
-	return j.Result, nil
 }
 
 // Follow streams the job's events as opts says, calling fn for each,
