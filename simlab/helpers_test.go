@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/labctl/labctl/sol"
+	"github.com/labctl/labctl/internal/rawpty"
 )
 
 // console is `ipmitool sol activate` running in a pty, with expect/send:
@@ -45,7 +45,7 @@ func openConsole(t testing.TB, n *Node) *console {
 	cmd.Env = n.IPMIToolEnv()
 	// Raw before ipmitool starts: it goes raw itself only after printing
 	// "SOL Session operational", and a ^C sent in between was a SIGINT.
-	f, err := sol.StartRaw(cmd)
+	f, err := rawpty.Start(cmd)
 	if err != nil {
 		t.Fatalf("sol activate on %s: %v", n.Name, err)
 	}

@@ -16,8 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/creack/pty"
-	"golang.org/x/term"
+	"github.com/labctl/labctl/internal/rawpty"
 )
 
 // CommandDialer runs a connection command in a pseudo-terminal, e.g.
@@ -87,7 +86,7 @@ func (d *CommandDialer) Dial(ctx context.Context) (io.ReadWriteCloser, error) {
 	}
 	cmd := exec.Command(d.Argv[0], d.Argv[1:]...)
 	cmd.Env = append(os.Environ(), d.Env...)
-	f, err := StartRaw(cmd)
+	f, err := rawpty.Start(cmd)
 	if err != nil {
 		return nil, fmt.Errorf("console %s: start %s: %w", d.Target(), d.Argv[0], err)
 	}
@@ -131,41 +130,6 @@ func (d *CommandDialer) reset(ctx context.Context) {
 			"target", d.Target(), "command", strings.Join(d.Reset, " "),
 			"err", err, "output", lastBytes(out, 200))
 	}
-}
-
-// StartRaw starts cmd on a new pseudo-terminal (80x24) that is in raw mode
-// from the start, in its own session with the terminal as its controlling
-// terminal, and returns the master side. Tests that run ipmitool as a
-// person would use it too.
-//
-// Raw from the start: a console client such as ipmitool switches its
-// terminal to raw mode itself, but only after printing "SOL Session
-// operational"; in between, the pty's line discipline would echo typed
-// characters locally (echo pacing would take that for the node's echo),
-// hold them until a line end, and turn ^C into a SIGINT for the client. A
-// program that never touches its terminal (socat, telnet in character
-// mode) gets the same byte-for-byte path.
-func StartRaw(cmd *exec.Cmd) (*os.File, error) {
-	ptmx, tty, err := pty.Open()
-	if err != nil {
-		return nil, err
-	}
-	defer tty.Close()
-	if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 24, Cols: 80}); err != nil {
-		_ = ptmx.Close()
-		return nil, fmt.Errorf("set pty size: %w", err)
-	}
-	if _, err := term.MakeRaw(int(tty.Fd())); err != nil {
-		_ = ptmx.Close()
-		return nil, fmt.Errorf("pty raw mode: %w", err)
-	}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
-	if err := cmd.Start(); err != nil {
-		_ = ptmx.Close()
-		return nil, err
-	}
-	return ptmx, nil
 }
 
 // pollable returns a non-blocking, close-on-exec duplicate of f that the Go
