@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/labctl/labctl/bmc"
 	"github.com/labctl/labctl/simlab"
+	"github.com/labctl/labctl/simlab/simlabtest"
 )
 
 // The TestLab* tests drive a simulated lab node (ipmi_sim + console relay +
@@ -27,7 +27,7 @@ import (
 // boot and takes input, a stream taken over by a second client (stale
 // payload), a SOL session killed at the BMC, and a silent BMC.
 func TestLabBMC(t *testing.T) {
-	lab := simlab.StartLab(t, 1, simlab.Options{DiskImage: diskImage(t)})
+	lab := simlabtest.StartLab(t, 1, simlab.Options{DiskImage: simlabtest.Artifacts(t).Images.Raw.Path})
 	node := lab.Nodes[0]
 	logs := &syncBuffer{}
 	c := bmc.New(nodeConfig(node), slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
@@ -189,7 +189,7 @@ func TestLabBMC(t *testing.T) {
 // costs against ipmi_sim, which does not answer Get Channel Cipher Suites in
 // RMCP+ framing and has no SHA-256 suites.
 func TestLabCipherNegotiation(t *testing.T) {
-	lab := simlab.StartLab(t, 1, simlab.Options{})
+	lab := simlabtest.StartLab(t, 1, simlab.Options{})
 	node := lab.Nodes[0]
 	for _, suite := range []int{3, 0} {
 		cfg := nodeConfig(node)
@@ -221,23 +221,6 @@ func nodeConfig(n *simlab.Node) bmc.Config {
 		Password:    n.BMC.Password,
 		CipherSuite: n.BMC.CipherSuite,
 	}
-}
-
-// diskImage is the test OS disk the node boots, so that no deploy is needed.
-func diskImage(t *testing.T) string {
-	t.Helper()
-	dir, err := simlab.DefaultArtifactsDir()
-	if err == nil {
-		var a simlab.Artifacts
-		if a, err = simlab.LoadArtifacts(dir); err == nil {
-			return a.Images.Raw.Path
-		}
-	}
-	if os.Getenv("LABCTL_REQUIRE_SIMLAB") == "1" {
-		t.Fatalf("simulated lab required (LABCTL_REQUIRE_SIMLAB=1) but unavailable: %v", err)
-	}
-	t.Skipf("SKIPPED: simulated lab unavailable: %v", err)
-	return ""
 }
 
 func ctxFor(t *testing.T, d time.Duration) context.Context {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/labctl/labctl/netboot"
 	"github.com/labctl/labctl/simlab"
+	"github.com/labctl/labctl/simlab/simlabtest"
 	"github.com/labctl/labctl/sol"
 )
 
@@ -25,7 +26,7 @@ import (
 // and checks that nothing was lost, and survives a SOL session killed at
 // the BMC. One node, booted once, for all steps (TCG boots are slow).
 func TestLabSOL(t *testing.T) {
-	lab := simlab.StartLab(t, 1, simlab.Options{})
+	lab := simlabtest.StartLab(t, 1, simlab.Options{})
 	node := lab.Nodes[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()

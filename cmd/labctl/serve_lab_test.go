@@ -24,6 +24,7 @@ import (
 
 	"github.com/labctl/labctl/api"
 	"github.com/labctl/labctl/simlab"
+	"github.com/labctl/labctl/simlab/simlabtest"
 )
 
 // labctlBinary is $LABCTL_BIN (`make test` sets bin/labctl) or labctl
@@ -332,7 +333,7 @@ func killStrays(lab *simlab.Lab) {
 //     then runs, and the `submit --wait` that waited across it exits 2.
 func TestLabServe(t *testing.T) {
 	t.Parallel()
-	lab := simlab.StartLab(t, 2, simlab.Options{})
+	lab := simlabtest.StartLab(t, 2, simlab.Options{})
 	t.Cleanup(func() { killStrays(lab) })
 	n1, n2 := lab.Nodes[0], lab.Nodes[1]
 	bin := labctlBinary(t)
