@@ -25,8 +25,6 @@ import (
 type serveOptions struct {
 	lab    string
 	listen string // overrides [server] listen
-	// ready, if set, hears the API address once everything is up (tests).
-	ready func(addr string)
 }
 
 func newServeCommand(env *appEnv) *cli.Command {
@@ -128,9 +126,6 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 	g.Go(func() error { return boot.Serve(gctx) })
 	g.Go(func() error { return srv.Serve(gctx) })
 	g.Go(func() error { return d.Serve(gctx) })
-	if opts.ready != nil {
-		opts.ready(addr)
-	}
 	err = g.Wait()
 	if err == nil || errors.Is(err, context.Canceled) {
 		fmt.Fprintln(env.stderr, "labctl serve: stopped")
