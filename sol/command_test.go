@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labctl/labctl/internal/testutil"
 	"github.com/labctl/labctl/sol"
 )
 
@@ -420,7 +421,7 @@ func TestCommandDialerReset(t *testing.T) {
 		t.Fatal(err)
 	}
 	logPath := filepath.Join(t.TempDir(), "resets")
-	var logBuf syncBuffer
+	var logBuf testutil.SyncBuffer
 	d := helperDialer(t, "SOL_TEST_RESET_LOG="+logPath, "SOL_TEST_RESET_FAIL=1")
 	d.Reset = []string{exe, "-test.run=^$"}
 	d.Env = append(d.Env, "SOL_TEST_HELPER_RESET=1")
@@ -452,7 +453,7 @@ func TestCommandDialerReset(t *testing.T) {
 // dials a new child and the wait in progress completes.
 func TestCommandSessionReconnectsAfterChildDies(t *testing.T) {
 	checkGoroutines(t)
-	var tr syncBuffer
+	var tr transcriptBuffer
 	s := openSession(t, helperDialer(t), fastOptions(&tr))
 	expect(t, s, 10*time.Second, `helper\$ `)
 	w := claim(t, s, "job")

@@ -41,7 +41,7 @@ func TestLabSOL(t *testing.T) {
 		Name:  "bmc " + node.BMC.Addr() + " (ipmitool sol)",
 		Log:   slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 	}
-	var tr syncBuffer
+	var tr transcriptBuffer
 	s := openSession(t, dialer, sol.Options{Transcript: &tr, MinBackoff: 200 * time.Millisecond, MaxBackoff: 2 * time.Second, GiveUpAfter: time.Minute})
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -204,7 +204,7 @@ func TestLabSOL(t *testing.T) {
 }
 
 // countEvents counts the transcript's events that start with prefix.
-func countEvents(t *testing.T, tr *syncBuffer, prefix string) int {
+func countEvents(t *testing.T, tr *transcriptBuffer, prefix string) int {
 	n := 0
 	for _, e := range tr.events(t) {
 		if strings.HasPrefix(e, prefix) {

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl/internal/testutil"
 	"github.com/labctl/labctl/simlab"
 	"github.com/labctl/labctl/simlab/simlabtest"
 )
@@ -156,13 +157,13 @@ func tail(s string, lines int) string {
 // clientProc is a labctl client command running as a subprocess.
 type clientProc struct {
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *testutil.SyncBuffer
 	exited chan struct{}
 }
 
 func startClient(t *testing.T, bin, server, token string, args ...string) *clientProc {
 	t.Helper()
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.Env = append(cleanEnv(), "HOME="+t.TempDir(), "LABCTL_SERVER="+server, "LABCTL_TOKEN="+token)

@@ -14,29 +14,13 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/labctl/labctl/internal/testutil"
 )
 
-// syncBuffer is a bytes.Buffer safe for the daemon's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // envWith is an appEnv whose environment is vars.
-func envWith(vars map[string]string) (*appEnv, *syncBuffer, *syncBuffer) {
-	var stdout, stderr syncBuffer
+func envWith(vars map[string]string) (*appEnv, *testutil.SyncBuffer, *testutil.SyncBuffer) {
+	var stdout, stderr testutil.SyncBuffer
 	return &appEnv{stdout: &stdout, stderr: &stderr, getenv: func(k string) string { return vars[k] }}, &stdout, &stderr
 }
 
