@@ -189,12 +189,6 @@ type BootOptions struct {
 	Persistent bool // all future boots, not only the next one (options=persistent)
 }
 
-// ErrSOLClosed is wrapped by the error a SOL stream's Read and Write return
-// once the stream is over: the BMC deactivated the payload, the stream lost
-// output (sequence gap, transmit overrun), the BMC stopped answering, or
-// the stream was closed.
-var ErrSOLClosed = errors.New("SOL session closed")
-
 // Client owns one BMC: it serialises commands over one long-lived lanplus
 // session and opens SOL streams. It is safe for concurrent use.
 type Client struct {

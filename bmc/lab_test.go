@@ -15,6 +15,7 @@ import (
 	"github.com/labctl/labctl/internal/testutil"
 	"github.com/labctl/labctl/simlab"
 	"github.com/labctl/labctl/simlab/simlabtest"
+	"github.com/labctl/labctl/sol"
 )
 
 // The TestLab* tests drive a simulated lab node (ipmi_sim + console relay +
@@ -126,22 +127,22 @@ func TestLabBMC(t *testing.T) {
 	}
 	err := con.waitEnd(15 * time.Second)
 	t.Logf("first stream after the take-over: %v", err)
-	if !errors.Is(err, bmc.ErrSOLClosed) {
-		t.Errorf("first stream: %v, want ErrSOLClosed", err)
+	if !errors.Is(err, sol.ErrClosedByBMC) {
+		t.Errorf("first stream: %v, want sol.ErrClosedByBMC", err)
 	}
 	con2.send("\r")
 	con2.expect(`login: `, 30*time.Second)
 
-	// A SOL session killed at the BMC ends the stream with ErrSOLClosed; a
+	// A SOL session killed at the BMC ends the stream with sol.ErrClosedByBMC; a
 	// new stream opens at once.
 	if err := node.KillSOL(ctxFor(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	start = time.Now()
 	err = con2.waitEnd(15 * time.Second)
-	t.Logf("TIMING BMC-side SOL kill -> ErrSOLClosed: %s (%v)", time.Since(start).Round(time.Millisecond), err)
-	if !errors.Is(err, bmc.ErrSOLClosed) || !strings.Contains(err.Error(), node.BMC.Addr()) {
-		t.Errorf("after KillSOL: %v, want ErrSOLClosed naming the BMC", err)
+	t.Logf("TIMING BMC-side SOL kill -> stream end: %s (%v)", time.Since(start).Round(time.Millisecond), err)
+	if !errors.Is(err, sol.ErrClosedByBMC) || !strings.Contains(err.Error(), node.BMC.Addr()) {
+		t.Errorf("after KillSOL: %v, want sol.ErrClosedByBMC naming the BMC", err)
 	}
 	con3 := openConsole(t, c2)
 	con3.send("\r")
