@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 
 	"github.com/urfave/cli/v2"
@@ -107,7 +108,7 @@ func withNode(ctx context.Context, labFile, name string, env *appEnv, fn func(co
 	if err != nil {
 		return err
 	}
-	l := lab.New(cfg, nil, newLogger(env.stderr, false))
+	l := lab.New(cfg, nil, newLogger(env, slog.LevelWarn))
 	defer l.Close()
 	n, err := l.Node(name)
 	if err != nil {

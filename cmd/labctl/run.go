@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -104,7 +105,11 @@ func runRun(ctx context.Context, opts runOptions, env *appEnv) error {
 		dir = filepath.Join(cfg.StateDir, "jobs", id)
 	}
 
-	log := newLogger(env.stderr, opts.quiet)
+	level := slog.LevelWarn
+	if opts.quiet {
+		level = slog.LevelError
+	}
+	log := newLogger(env, level)
 	boot, err := newBootServer(cfg, log)
 	if err != nil {
 		return err

@@ -80,7 +80,7 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 	for _, w := range cfg.Warnings {
 		fmt.Fprintf(env.stderr, "labctl: %s\n", w)
 	}
-	log := serveLogger(env)
+	log := newLogger(env, slog.LevelInfo) // the daemon's log
 	tokens, err := apiTokens(cfg)
 	if err != nil {
 		return err
@@ -132,16 +132,6 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 		return nil
 	}
 	return err
-}
-
-// serveLogger is the daemon's log on stderr: info and above
-// (LABCTL_DEBUG=1 adds debug messages).
-func serveLogger(env *appEnv) *slog.Logger {
-	level := slog.LevelInfo
-	if env.getenv("LABCTL_DEBUG") == "1" {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: level}))
 }
 
 // apiTokens reads the lab's API tokens.
