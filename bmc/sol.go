@@ -175,9 +175,8 @@ func (s *solStream) run(ctx context.Context) {
 }
 
 // keepalive sends Get Device ID on the SOL session now and then, as
-// ipmitool does: BMCs time a session out on IPMI commands, and SOL packets
-// do not count (ipmi_sim dropped native SOL sessions every ~40 s without
-// it). SOL packets are matched by their SOL sequence, not the IPMI
+// ipmitool does: BMCs (ipmi_sim among them) time a session out on IPMI
+// commands, and SOL packets do not count. SOL packets are matched by their SOL sequence, not the IPMI
 // sequence, so the command may run beside the stream.
 func (s *solStream) keepalive(ctx context.Context) {
 	t := time.NewTicker(s.c.t.keepalive)

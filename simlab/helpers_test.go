@@ -46,7 +46,8 @@ func openConsole(t testing.TB, n *simlab.Node) *console {
 	cmd := exec.Command("ipmitool", append(n.IPMIToolArgs(), "sol", "activate")...)
 	cmd.Env = n.IPMIToolEnv()
 	// Raw before ipmitool starts: it goes raw itself only after printing
-	// "SOL Session operational", and a ^C sent in between was a SIGINT.
+	// "SOL Session operational", and a ^C sent in between would be a
+	// SIGINT.
 	f, err := rawpty.Start(cmd)
 	if err != nil {
 		t.Fatalf("sol activate on %s: %v", n.Name, err)

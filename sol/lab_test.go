@@ -74,9 +74,9 @@ func TestLabSOL(t *testing.T) {
 	t.Run("echo pacing on a lossy console", func(t *testing.T) {
 		// More than 2 bytes un-echoed, or a byte less than 1 ms after the
 		// previous one, is dropped; more than 16 bytes within 10 ms close the
-		// session. (Echo pacing here runs at ~2 ms per character: a burst
-		// limit stricter than that would be a rate limit, which waiting for
-		// echoes cannot know about.)
+		// session. (Echo pacing types one character per echo round trip: a
+		// burst limit stricter than that would be a rate limit, which
+		// waiting for echoes cannot know about.)
 		lossy := simlab.LossyConsole{MaxUnechoed: 2, MinGap: simlab.Duration(time.Millisecond),
 			BurstBytes: 16, BurstWindow: simlab.Duration(10 * time.Millisecond)}
 		if err := node.SetLossyConsole(ctx, lossy); err != nil {
@@ -154,8 +154,7 @@ func TestLabSOL(t *testing.T) {
 
 	// The same knob bites unpaced input: bytes are dropped and the burst
 	// ends the session, which comes back. (Last: after a burst-triggered
-	// kill simlab was seen to lose the first byte typed after the
-	// reconnect.)
+	// kill simlab may lose the first byte typed after the reconnect.)
 	t.Run("unpaced input on a lossy console", func(t *testing.T) {
 		lossy := simlab.LossyConsole{MaxUnechoed: 2, MinGap: simlab.Duration(time.Millisecond),
 			BurstBytes: 16, BurstWindow: simlab.Duration(10 * time.Millisecond)}
