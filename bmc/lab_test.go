@@ -105,13 +105,7 @@ func TestLabBMC(t *testing.T) {
 	timed("power reset", func(ctx context.Context) error { return c.Power(ctx, bmc.PowerReset) })
 	st := waitStatus(t, node, "reset", 10*time.Second, func(s simlab.Status) bool { return s.Boots == 3 && s.Power })
 	con.expect(`login: `, 3*time.Minute)
-	powerOns := 0
-	for _, e := range st.Chassis {
-		if strings.HasPrefix(e.Action, "power on") {
-			powerOns++
-		}
-	}
-	if powerOns != 3 {
+	if powerOns := simlabtest.PowerOns(st); powerOns != 3 {
 		t.Errorf("chassis log has %d power-ons for on+cycle+reset, want 3 (an action ran twice?): %+v", powerOns, st.Chassis)
 	}
 

@@ -81,13 +81,7 @@ func TestLabPowerAndBootDevice(t *testing.T) {
 	if simlab.ProcessAlive(oldPid) {
 		t.Errorf("power reset left the old QEMU (pid %d) running", oldPid)
 	}
-	powerOns := 0
-	for _, e := range st.Chassis {
-		if strings.HasPrefix(e.Action, "power on") {
-			powerOns++
-		}
-	}
-	if powerOns != 3 {
+	if powerOns := simlabtest.PowerOns(st); powerOns != 3 {
 		t.Errorf("chassis log has %d power-ons for on+cycle+reset, want 3 (an action ran twice?): %+v", powerOns, st.Chassis)
 	}
 

@@ -37,6 +37,20 @@ func TestMain(m *testing.M) {
 	}
 }
 
+// spawnGrandchild starts a grandchild that keeps the helper shell's
+// terminal open and ignores SIGHUP, and prints its pid (or why it could
+// not start, naming the shell command).
+func spawnGrandchild(cmd string) bool {
+	gc := exec.Command("sh", "-c", `trap "" HUP; exec sleep 300`)
+	gc.Stdin, gc.Stdout, gc.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if err := gc.Start(); err != nil {
+		fmt.Printf("%s: %v\r\n", cmd, err)
+		return false
+	}
+	fmt.Printf("grandchild=%d\r\n", gc.Process.Pid)
+	return true
+}
+
 // helperShell is a line-oriented shell on a raw terminal, like a node's
 // shell behind a SOL client: it echoes what it reads ("\r" as "\r\n") and
 // takes "\r" or "\n" as the end of a line.
@@ -71,25 +85,12 @@ func helperShell() {
 		case "pwlen":
 			fmt.Printf("pwlen=%d\r\n", len(os.Getenv("IPMI_PASSWORD")))
 		case "spawn":
-			// A grandchild that keeps the terminal open and ignores SIGHUP.
-			gc := exec.Command("sh", "-c", `trap "" HUP; exec sleep 300`)
-			gc.Stdin, gc.Stdout, gc.Stderr = os.Stdin, os.Stdout, os.Stderr
-			if err := gc.Start(); err != nil {
-				fmt.Printf("spawn: %v\r\n", err)
-				break
-			}
-			fmt.Printf("grandchild=%d\r\n", gc.Process.Pid)
+			spawnGrandchild(cmd)
 		case "orphan":
-			// Start a grandchild that holds the terminal and ignores the
-			// hangup, then exit.
-			gc := exec.Command("sh", "-c", `trap "" HUP; exec sleep 300`)
-			gc.Stdin, gc.Stdout, gc.Stderr = os.Stdin, os.Stdout, os.Stderr
-			if err := gc.Start(); err != nil {
-				fmt.Printf("orphan: %v\r\n", err)
-				break
+			// Leave the grandchild holding the terminal.
+			if spawnGrandchild(cmd) {
+				os.Exit(0)
 			}
-			fmt.Printf("grandchild=%d\r\n", gc.Process.Pid)
-			os.Exit(0)
 		default:
 			fmt.Printf("got: %q\r\n", text)
 		}

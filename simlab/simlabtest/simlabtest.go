@@ -82,6 +82,19 @@ func StartLab(t testing.TB, n int, opts simlab.Options) *simlab.Lab {
 	return lab
 }
 
+// PowerOns counts the power-ons in a node's chassis log: a test that
+// powers a node on, cycles and resets it wants exactly one each, not an
+// action ipmi_sim ran twice.
+func PowerOns(st simlab.Status) int {
+	n := 0
+	for _, e := range st.Chassis {
+		if strings.HasPrefix(e.Action, "power on") {
+			n++
+		}
+	}
+	return n
+}
+
 // Artifacts loads the artifacts StartLab uses by default
 // ($LABCTL_SIMLAB_ARTIFACTS or the repository's build/simlab/artifacts),
 // skipping the test (or failing it, with LABCTL_REQUIRE_SIMLAB=1) when they
