@@ -33,17 +33,8 @@ func (c HTTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 		return res, err
 	}
 	servers, skipped := HTTPServers(env, c.Image)
-	for _, s := range skipped {
-		fmt.Fprintf(w, "> skipped %s\n\n", s)
-	}
-	if len(servers) == 0 || servers[0].Name != "labctl" {
-		return res, ErrNoServers
-	}
-	for _, s := range servers {
-		if err := s.Start(); err != nil {
-			stopAll(servers)
-			return res, err
-		}
+	if err := startAll(w, servers, skipped); err != nil {
+		return res, err
 	}
 	defer stopAll(servers)
 	// Warm the page cache so that no server pays for the first read.

@@ -56,11 +56,11 @@ const scaleToken = "labctl-bench-scale-token"
 // watches. One file, replaced by a rename: the console can never see the
 // new count with the old state (it then missed the boot). It runs in the
 // static busybox's shell, and a status forks nothing: the daemon polls
-// the status while it confirms a change, 400 nodes at a time, and on
-// this machine each start of a dynamically linked program (dash, flock,
-// mv) cost more CPU than the daemon itself (a profile of the scale case:
-// power scripts 44 % of the samples, labctl 8 %). No lock: the daemon
-// runs one power operation per device at a time.
+// the status while it confirms a change, 400 nodes at a time, and each
+// start of a dynamically linked program (dash, flock, mv) costs more CPU
+// than the daemon's own work (see bench/RESULTS.md), which is what the
+// case measures. No lock: the daemon runs one power operation per device
+// at a time.
 func fakePowerScript(busybox string) string {
 	return "#!" + busybox + ` sh
 op=$1 dir=$2

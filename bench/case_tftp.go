@@ -64,17 +64,8 @@ func (c TFTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 		refs[f] = b
 	}
 	servers, skipped := TFTPServers(env, slices.Max(c.Ns))
-	for _, s := range skipped {
-		fmt.Fprintf(w, "> skipped %s\n\n", s)
-	}
-	if len(servers) == 0 || servers[0].Name != "labctl" {
-		return res, ErrNoServers
-	}
-	for _, s := range servers {
-		if err := s.Start(); err != nil {
-			stopAll(servers)
-			return res, err
-		}
+	if err := startAll(w, servers, skipped); err != nil {
+		return res, err
 	}
 	defer stopAll(servers)
 
@@ -280,6 +271,24 @@ func sizeName(n int) string {
 		return fmt.Sprintf("%d MiB", n>>20)
 	}
 	return fmt.Sprintf("%d KiB", n>>10)
+}
+
+// startAll notes the servers skipped in the report and starts the others,
+// which must include labctl, first; on failure none is left running.
+func startAll(w io.Writer, servers []*Server, skipped []string) error {
+	for _, s := range skipped {
+		fmt.Fprintf(w, "> skipped %s\n\n", s)
+	}
+	if len(servers) == 0 || servers[0].Name != "labctl" {
+		return ErrNoServers
+	}
+	for _, s := range servers {
+		if err := s.Start(); err != nil {
+			stopAll(servers)
+			return err
+		}
+	}
+	return nil
 }
 
 func stopAll(servers []*Server) {

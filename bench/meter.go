@@ -1,5 +1,5 @@
 // Package bench measures labctl against the programs a lab would
-// otherwise use (issue 6): load generators for TFTP and HTTP, launchers for
+// otherwise use: load generators for TFTP and HTTP, launchers for
 // the peer servers, CPU and memory accounting of a server's process tree,
 // and the markdown report. The cases themselves are in case_*.go; the
 // labctl-bench command (bench/cmd/labctl-bench) runs them.

@@ -9,14 +9,9 @@
 // a busy BMC) are retried with a capped backoff, authentication failures are
 // not. Each SOL stream has a session of its own.
 //
-// Measured against ipmi_sim (simlab, loopback): connect with cipher suite 3
-// about 15 ms, a command 10-25 ms (ipmi_sim runs its chassis hook), power
-// cycle about 1.1 s (off at once, on at ipmi_sim's next 1 s poll). Cipher
-// suite 0 costs one Timeout per connect there (ipmi_sim does not answer Get
-// Channel Cipher Suites in RMCP+ framing; go-ipmi's own Connect, with its
-// 4 retries, takes 5 s). ipmi_sim reads boot flags back as invalid, and a
-// SOL payload ended at the BMC shows up as ErrSOLClosed after the SOL packets
-// go unanswered: Timeout x (Retries+1), 4 s by default.
+// A SOL payload ended at the BMC may show only as SOL packets going
+// unanswered: the stream then ends after Timeout x (Retries+1). Timings
+// against the simulated lab's ipmi_sim are in bench/RESULTS.md.
 //
 // This is the only package that imports github.com/bougou/go-ipmi.
 package bmc
@@ -58,8 +53,8 @@ func defaultTiming() timing {
 		confirm:     30 * time.Second,
 		cycleSettle: 3 * time.Second,
 		// go-ipmi reads console output only in answer to its own packets,
-		// so the poll interval is the echo latency that echo pacing types
-		// at: 100 ms made native SOL type 10 characters a second.
+		// so the poll interval is the echo latency, and echo pacing types
+		// at most one character per interval.
 		solPoll:   20 * time.Millisecond,
 		keepalive: 15 * time.Second,
 	}
@@ -188,12 +183,6 @@ type BootOptions struct {
 	EFI        bool // EFI boot instead of legacy BIOS (ipmitool options=efiboot)
 	Persistent bool // all future boots, not only the next one (options=persistent)
 }
-
-// ErrSOLClosed is wrapped by the error a SOL stream's Read and Write return
-// once the stream is over: the BMC deactivated the payload, the stream lost
-// output (sequence gap, transmit overrun), the BMC stopped answering, or
-// the stream was closed.
-var ErrSOLClosed = errors.New("SOL session closed")
 
 // Client owns one BMC: it serialises commands over one long-lived lanplus
 // session and opens SOL streams. It is safe for concurrent use.

@@ -1,12 +1,10 @@
 package bmc_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
 	"log/slog"
-	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -14,7 +12,10 @@ import (
 	"time"
 
 	"github.com/labctl/labctl/bmc"
+	"github.com/labctl/labctl/internal/testutil"
 	"github.com/labctl/labctl/simlab"
+	"github.com/labctl/labctl/simlab/simlabtest"
+	"github.com/labctl/labctl/sol"
 )
 
 // The TestLab* tests drive a simulated lab node (ipmi_sim + console relay +
@@ -27,9 +28,9 @@ import (
 // boot and takes input, a stream taken over by a second client (stale
 // payload), a SOL session killed at the BMC, and a silent BMC.
 func TestLabBMC(t *testing.T) {
-	lab := simlab.StartLab(t, 1, simlab.Options{DiskImage: diskImage(t)})
+	lab := simlabtest.StartLab(t, 1, simlab.Options{DiskImage: simlabtest.Artifacts(t).Images.Raw.Path})
 	node := lab.Nodes[0]
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	c := bmc.New(nodeConfig(node), slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	t.Cleanup(func() {
 		if err := c.Close(); err != nil {
@@ -104,13 +105,7 @@ func TestLabBMC(t *testing.T) {
 	timed("power reset", func(ctx context.Context) error { return c.Power(ctx, bmc.PowerReset) })
 	st := waitStatus(t, node, "reset", 10*time.Second, func(s simlab.Status) bool { return s.Boots == 3 && s.Power })
 	con.expect(`login: `, 3*time.Minute)
-	powerOns := 0
-	for _, e := range st.Chassis {
-		if strings.HasPrefix(e.Action, "power on") {
-			powerOns++
-		}
-	}
-	if powerOns != 3 {
+	if powerOns := simlabtest.PowerOns(st); powerOns != 3 {
 		t.Errorf("chassis log has %d power-ons for on+cycle+reset, want 3 (an action ran twice?): %+v", powerOns, st.Chassis)
 	}
 
@@ -126,22 +121,22 @@ func TestLabBMC(t *testing.T) {
 	}
 	err := con.waitEnd(15 * time.Second)
 	t.Logf("first stream after the take-over: %v", err)
-	if !errors.Is(err, bmc.ErrSOLClosed) {
-		t.Errorf("first stream: %v, want ErrSOLClosed", err)
+	if !errors.Is(err, sol.ErrClosedByBMC) {
+		t.Errorf("first stream: %v, want sol.ErrClosedByBMC", err)
 	}
 	con2.send("\r")
 	con2.expect(`login: `, 30*time.Second)
 
-	// A SOL session killed at the BMC ends the stream with ErrSOLClosed; a
+	// A SOL session killed at the BMC ends the stream with sol.ErrClosedByBMC; a
 	// new stream opens at once.
 	if err := node.KillSOL(ctxFor(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	start = time.Now()
 	err = con2.waitEnd(15 * time.Second)
-	t.Logf("TIMING BMC-side SOL kill -> ErrSOLClosed: %s (%v)", time.Since(start).Round(time.Millisecond), err)
-	if !errors.Is(err, bmc.ErrSOLClosed) || !strings.Contains(err.Error(), node.BMC.Addr()) {
-		t.Errorf("after KillSOL: %v, want ErrSOLClosed naming the BMC", err)
+	t.Logf("TIMING BMC-side SOL kill -> stream end: %s (%v)", time.Since(start).Round(time.Millisecond), err)
+	if !errors.Is(err, sol.ErrClosedByBMC) || !strings.Contains(err.Error(), node.BMC.Addr()) {
+		t.Errorf("after KillSOL: %v, want sol.ErrClosedByBMC naming the BMC", err)
 	}
 	con3 := openConsole(t, c2)
 	con3.send("\r")
@@ -189,7 +184,7 @@ func TestLabBMC(t *testing.T) {
 // costs against ipmi_sim, which does not answer Get Channel Cipher Suites in
 // RMCP+ framing and has no SHA-256 suites.
 func TestLabCipherNegotiation(t *testing.T) {
-	lab := simlab.StartLab(t, 1, simlab.Options{})
+	lab := simlabtest.StartLab(t, 1, simlab.Options{})
 	node := lab.Nodes[0]
 	for _, suite := range []int{3, 0} {
 		cfg := nodeConfig(node)
@@ -221,23 +216,6 @@ func nodeConfig(n *simlab.Node) bmc.Config {
 		Password:    n.BMC.Password,
 		CipherSuite: n.BMC.CipherSuite,
 	}
-}
-
-// diskImage is the test OS disk the node boots, so that no deploy is needed.
-func diskImage(t *testing.T) string {
-	t.Helper()
-	dir, err := simlab.DefaultArtifactsDir()
-	if err == nil {
-		var a simlab.Artifacts
-		if a, err = simlab.LoadArtifacts(dir); err == nil {
-			return a.Images.Raw.Path
-		}
-	}
-	if os.Getenv("LABCTL_REQUIRE_SIMLAB") == "1" {
-		t.Fatalf("simulated lab required (LABCTL_REQUIRE_SIMLAB=1) but unavailable: %v", err)
-	}
-	t.Skipf("SKIPPED: simulated lab unavailable: %v", err)
-	return ""
 }
 
 func ctxFor(t *testing.T, d time.Duration) context.Context {
@@ -409,21 +387,4 @@ func tail(s string, n int) string {
 		return s[len(s)-n:]
 	}
 	return s
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

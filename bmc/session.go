@@ -47,7 +47,7 @@ func (s *session) abandon() {
 // back: go-ipmi's sequence numbers are not safe for that, and a keepalive
 // exchange starting as the client closes dereferences a nil socket (panic).
 // The command session has an owner-serialised keepalive instead (see
-// keepalive); SOL streams poll every 100ms and need none. And Connect first
+// keepalive); SOL streams poll without pause and need none. And Connect first
 // sends Get Channel Authentication Capabilities, which RMCP+ does not need.
 func (c *Client) dial(ctx context.Context, retries int) (*session, error) {
 	cfg := c.cfg
@@ -136,7 +136,7 @@ func openSession(ctx context.Context, ic *ipmi.Client, id types.CipherSuiteID) e
 }
 
 // keepalive keeps the idle command session from expiring on the BMC (most
-// drop sessions idle for 60s): every 20s, if nobody else owns
+// drop sessions idle for 60s): every keepalive interval, if nobody else owns
 // the session and it has been idle for half that, it asks for the session's
 // info, as one owner-serialised command. It ends with Close.
 func (c *Client) keepalive() {

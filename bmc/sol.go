@@ -12,6 +12,8 @@ import (
 	ipmi "github.com/bougou/go-ipmi/pkg/client"
 	"github.com/bougou/go-ipmi/pkg/command/transport"
 	"github.com/bougou/go-ipmi/pkg/types"
+
+	"github.com/labctl/labctl/sol"
 )
 
 // solBufferLimit bounds console output read from the BMC but not yet by the
@@ -28,9 +30,11 @@ const solBufferLimit = 1 << 20
 //
 // ctx bounds the opening only. The stream lives until Close, or until it
 // ends by itself: then Read (after the buffered output) and Write return an
-// error wrapping ErrSOLClosed and the cause (the BMC deactivated the payload,
-// output was lost, the BMC stopped answering). Close deactivates the payload
-// and closes the session, once; Client.Close closes open streams.
+// error wrapping the cause (the BMC deactivated the payload, output was
+// lost, the BMC stopped answering) and sol.ErrClosedByBMC, as a console
+// client's stream does. Close deactivates the payload and closes the
+// session, once; Client.Close closes open streams; after either, Read and
+// Write return an error wrapping sol.ErrClosed.
 func (c *Client) OpenSOL(ctx context.Context) (io.ReadWriteCloser, error) {
 	const op = "sol open"
 	if c.base.Err() != nil {
@@ -167,13 +171,12 @@ func (s *solStream) run(ctx context.Context) {
 		// ACK-only packet; the payload is then simply gone.
 		err = fmt.Errorf("the BMC stopped answering SOL packets (payload deactivated, or BMC gone): %w", err)
 	}
-	s.end(fmt.Errorf("bmc %s: sol: %w: %w", s.c.addr, ErrSOLClosed, err))
+	s.end(fmt.Errorf("bmc %s: sol: %w: %w", s.c.addr, err, sol.ErrClosedByBMC))
 }
 
 // keepalive sends Get Device ID on the SOL session now and then, as
-// ipmitool does: BMCs time a session out on IPMI commands, and SOL packets
-// do not count (ipmi_sim dropped native SOL sessions every ~40 s without
-// it). SOL packets are matched by their SOL sequence, not the IPMI
+// ipmitool does: BMCs (ipmi_sim among them) time a session out on IPMI
+// commands, and SOL packets do not count. SOL packets are matched by their SOL sequence, not the IPMI
 // sequence, so the command may run beside the stream.
 func (s *solStream) keepalive(ctx context.Context) {
 	t := time.NewTicker(s.c.t.keepalive)
@@ -204,15 +207,13 @@ func (s *solStream) end(err error) {
 	_ = s.inR.CloseWithError(err)
 	s.err = err
 	s.cond.Broadcast()
-	if !errors.Is(err, errClosedByCaller) {
+	if !errors.Is(err, sol.ErrClosed) {
 		s.c.log.Info("SOL stream ended", "err", err)
 	}
 }
 
-var errClosedByCaller = errors.New("closed")
-
 // Read returns console output; once the stream is over and the output is
-// drained, an error wrapping ErrSOLClosed.
+// drained, the error that ended it (see OpenSOL).
 func (s *solStream) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
@@ -244,7 +245,7 @@ func (s *solStream) Write(p []byte) (int, error) {
 // It is idempotent.
 func (s *solStream) Close() error {
 	s.closeOnce.Do(func() {
-		s.end(fmt.Errorf("bmc %s: sol: %w: %w", s.c.addr, ErrSOLClosed, errClosedByCaller))
+		s.end(fmt.Errorf("bmc %s: sol: %w", s.c.addr, sol.ErrClosed))
 		s.cancel()
 		<-s.done
 

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	ipmi "github.com/bougou/go-ipmi/pkg/client"
+
+	"github.com/labctl/labctl/sol"
 )
 
 // readUntil reads from r until the output contains want or d passes.
@@ -79,7 +81,7 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 }
 
 // TestSOL: bytes both ways over an encrypted, authenticated payload; the
-// BMC deactivating it ends the stream with ErrSOLClosed.
+// BMC deactivating it ends the stream with sol.ErrClosedByBMC.
 func TestSOL(t *testing.T) {
 	s := newSim(t)
 	cfg := s.config()
@@ -122,11 +124,11 @@ func TestSOL(t *testing.T) {
 	s.bmc.SOL.CloseAll() // the BMC deactivates the payload, as "sol deactivate" elsewhere does
 	err = readErr(t, st, 5*time.Second)
 	t.Logf("after BMC-side deactivation: %v", err)
-	if !errors.Is(err, ErrSOLClosed) || !strings.Contains(err.Error(), "bmc "+c.addr) {
-		t.Errorf("Read error %v, want one wrapping ErrSOLClosed naming the BMC", err)
+	if !errors.Is(err, sol.ErrClosedByBMC) || !strings.Contains(err.Error(), "bmc "+c.addr) {
+		t.Errorf("Read error %v, want one wrapping sol.ErrClosedByBMC naming the BMC", err)
 	}
-	if _, err := st.Write([]byte("x")); !errors.Is(err, ErrSOLClosed) {
-		t.Errorf("Write after the end: %v, want ErrSOLClosed", err)
+	if _, err := st.Write([]byte("x")); !errors.Is(err, sol.ErrClosedByBMC) {
+		t.Errorf("Write after the end: %v, want sol.ErrClosedByBMC", err)
 	}
 	if err := st.Close(); err != nil {
 		t.Errorf("Close after BMC-side deactivation: %v", err)
@@ -188,8 +190,8 @@ func TestSOLClose(t *testing.T) {
 	if n := s.bmc.Sessions.Count(); n != 0 {
 		t.Errorf("%d sessions open on the BMC after Close", n)
 	}
-	if _, err := st.Read(make([]byte, 8)); !errors.Is(err, ErrSOLClosed) {
-		t.Errorf("Read after Close: %v, want ErrSOLClosed", err)
+	if _, err := st.Read(make([]byte, 8)); !errors.Is(err, sol.ErrClosed) {
+		t.Errorf("Read after Close: %v, want sol.ErrClosed", err)
 	}
 
 	st2, err := c.OpenSOL(ctxFor(t, 5*time.Second))
@@ -206,8 +208,8 @@ func TestSOLClose(t *testing.T) {
 	}
 	select {
 	case err := <-errc:
-		if !errors.Is(err, ErrSOLClosed) {
-			t.Errorf("blocked Read after Client.Close: %v", err)
+		if !errors.Is(err, sol.ErrClosed) {
+			t.Errorf("blocked Read after Client.Close: %v, want sol.ErrClosed", err)
 		}
 	case <-time.After(3 * time.Second):
 		t.Fatal("Client.Close left a Read blocked")
@@ -220,7 +222,7 @@ func TestSOLClose(t *testing.T) {
 	}
 }
 
-// TestSOLSilentBMC: a BMC that stops answering ends the stream (ErrSOLClosed),
+// TestSOLSilentBMC: a BMC that stops answering ends the stream (sol.ErrClosedByBMC),
 // and one that does not answer at all fails OpenSOL with the usual error.
 func TestSOLSilentBMC(t *testing.T) {
 	s := newSim(t)
@@ -231,8 +233,8 @@ func TestSOLSilentBMC(t *testing.T) {
 	}
 	s.conn.silent.Store(true)
 	err = readErr(t, st, 5*time.Second)
-	if !errors.Is(err, ErrSOLClosed) {
-		t.Errorf("Read from a silent BMC: %v, want ErrSOLClosed", err)
+	if !errors.Is(err, sol.ErrClosedByBMC) {
+		t.Errorf("Read from a silent BMC: %v, want sol.ErrClosedByBMC", err)
 	}
 	start := time.Now()
 	_ = st.Close() // deactivation cannot get through; Close must not hang

@@ -43,9 +43,6 @@ type Image struct {
 	Size   int64
 }
 
-// All returns the four images, raw first.
-func (im Images) All() []Image { return []Image{im.Raw, im.Gzip, im.XZ, im.Zstd} }
-
 // ErrNoArtifacts means `make artifacts` has not been run.
 var ErrNoArtifacts = errors.New("simlab artifacts missing (run `make artifacts`)")
 

@@ -24,6 +24,6 @@
 // Nodes get their ports from machine-wide slots (a file lock per slot), so
 // concurrent test packages and users never collide and no more VMs run at
 // once than LABCTL_SIMLAB_SLOTS allows. Up starts a lab and writes its lab
-// config; StartLab does the same for a test and stops everything when the
-// test ends.
+// config; simlabtest.StartLab does the same for a test and stops everything
+// when the test ends.
 package simlab

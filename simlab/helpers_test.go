@@ -1,4 +1,4 @@
-package simlab
+package simlab_test
 
 import (
 	"context"
@@ -14,7 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/labctl/labctl/sol"
+	"github.com/labctl/labctl/internal/rawpty"
+	"github.com/labctl/labctl/simlab"
+	"github.com/labctl/labctl/simlab/simlabtest"
 )
 
 // console is `ipmitool sol activate` running in a pty, with expect/send:
@@ -36,7 +38,7 @@ var ansi = regexp.MustCompile(`\x1b(\[[0-9;?]*[ -/]*[@-~]|[@-~])`)
 
 // openConsole deactivates any stale SOL payload, runs sol activate and waits
 // until ipmitool says the session is operational.
-func openConsole(t testing.TB, n *Node) *console {
+func openConsole(t testing.TB, n *simlab.Node) *console {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
@@ -44,8 +46,9 @@ func openConsole(t testing.TB, n *Node) *console {
 	cmd := exec.Command("ipmitool", append(n.IPMIToolArgs(), "sol", "activate")...)
 	cmd.Env = n.IPMIToolEnv()
 	// Raw before ipmitool starts: it goes raw itself only after printing
-	// "SOL Session operational", and a ^C sent in between was a SIGINT.
-	f, err := sol.StartRaw(cmd)
+	// "SOL Session operational", and a ^C sent in between would be a
+	// SIGINT.
+	f, err := rawpty.Start(cmd)
 	if err != nil {
 		t.Fatalf("sol activate on %s: %v", n.Name, err)
 	}
@@ -155,6 +158,21 @@ func stripANSI(raw []byte) (string, []int) {
 	return b.String(), offsets
 }
 
+func TestStripANSI(t *testing.T) {
+	raw := []byte("\x1bc\x1b[?7l\x1b[2Jtestos# \x1b[6nab\r\ncd")
+	text, offsets := stripANSI(raw)
+	if text != "testos# ab\ncd" {
+		t.Fatalf("text %q", text)
+	}
+	if len(offsets) != len(text)+1 {
+		t.Fatalf("%d offsets for %d bytes", len(offsets), len(text))
+	}
+	// The end of "testos# " maps past the ESC[6n that follows it.
+	if got := string(raw[offsets[len("testos# ")]:]); got != "ab\r\ncd" {
+		t.Errorf("after the prompt: %q", got)
+	}
+}
+
 func tail(s string, n int) string {
 	if len(s) > n {
 		return s[len(s)-n:]
@@ -240,11 +258,11 @@ type bootServer struct {
 	procs     []*exec.Cmd
 }
 
-func startBootServer(t testing.TB, lab *Lab, append string) *bootServer {
+func startBootServer(t testing.TB, lab *simlab.Lab, append string) *bootServer {
 	t.Helper()
 	for _, tool := range []string{"in.tftpd", "busybox"} {
 		if _, err := lookTool(tool); err != nil {
-			skipOrFail(t, fmt.Errorf("%w: %s", ErrMissingTool, tool))
+			simlabtest.SkipOrFail(t, fmt.Errorf("%w: %s", simlab.ErrMissingTool, tool))
 		}
 	}
 	dir := t.TempDir()
@@ -338,7 +356,7 @@ func copyFile(src, dst string) error {
 }
 
 // ipmi runs ipmitool against n and fails the test on error.
-func ipmi(t testing.TB, n *Node, args ...string) string {
+func ipmi(t testing.TB, n *simlab.Node, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -350,7 +368,7 @@ func ipmi(t testing.TB, n *Node, args ...string) string {
 }
 
 // waitStatus polls the node's status until ok says yes.
-func waitStatus(t testing.TB, n *Node, what string, timeout time.Duration, ok func(Status) bool) Status {
+func waitStatus(t testing.TB, n *simlab.Node, what string, timeout time.Duration, ok func(simlab.Status) bool) simlab.Status {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {

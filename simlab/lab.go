@@ -18,7 +18,7 @@ import (
 	"time"
 )
 
-// Options configure a lab (Up, StartLab).
+// Options configure a lab (Up, simlabtest.StartLab).
 type Options struct {
 	// Nodes is how many nodes to start (Up; StartLab takes n).
 	Nodes int

@@ -1,4 +1,4 @@
-package simlab
+package simlab_test
 
 import (
 	"context"
@@ -11,6 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/labctl/labctl/simlab"
+	"github.com/labctl/labctl/simlab/simlabtest"
 )
 
 // The TestLab* tests drive real nodes (ipmi_sim + relay + QEMU) with
@@ -21,7 +24,7 @@ import (
 // TestLabPowerAndBootDevice: power status/on/off/cycle/reset and the boot
 // device, read back with `chassis bootparam get 5`.
 func TestLabPowerAndBootDevice(t *testing.T) {
-	lab := StartLab(t, 1, Options{})
+	lab := simlabtest.StartLab(t, 1, simlab.Options{})
 	n := lab.Nodes[0]
 
 	if out := ipmi(t, n, "power", "status"); !strings.Contains(out, "Chassis Power is off") {
@@ -51,8 +54,8 @@ func TestLabPowerAndBootDevice(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("ipmitool power on took %s", d)
 	}
-	st := waitStatus(t, n, "powered on", 5*time.Second, func(s Status) bool { return s.Power && s.QEMUPid > 0 })
-	if !processAlive(st.QEMUPid) {
+	st := waitStatus(t, n, "powered on", 5*time.Second, func(s simlab.Status) bool { return s.Power && s.QEMUPid > 0 })
+	if !simlab.ProcessAlive(st.QEMUPid) {
 		t.Fatalf("QEMU pid %d not running after power on", st.QEMUPid)
 	}
 	if out := ipmi(t, n, "power", "status"); !strings.Contains(out, "Chassis Power is on") {
@@ -63,34 +66,28 @@ func TestLabPowerAndBootDevice(t *testing.T) {
 		t.Errorf("power on while on: boots %d pid %d, want 1 and %d", st2.Boots, st2.QEMUPid, st.QEMUPid)
 	}
 	// The console is connected from power-on: the first byte arrives fast.
-	st = waitStatus(t, n, "printing", 10*time.Second, func(s Status) bool { return s.FirstOutput > 0 })
+	st = waitStatus(t, n, "printing", 10*time.Second, func(s simlab.Status) bool { return s.FirstOutput > 0 })
 	t.Logf("power on -> first console byte at the relay: %s", st.FirstOutput)
 
 	// Power cycle: off, then (ipmi_sim polls every second) on again.
 	ipmi(t, n, "power", "cycle")
-	st = waitStatus(t, n, "cycled", 10*time.Second, func(s Status) bool { return s.Boots == 2 && s.Power })
-	if st.QEMUPid == 0 || !processAlive(st.QEMUPid) {
+	st = waitStatus(t, n, "cycled", 10*time.Second, func(s simlab.Status) bool { return s.Boots == 2 && s.Power })
+	if st.QEMUPid == 0 || !simlab.ProcessAlive(st.QEMUPid) {
 		t.Errorf("after power cycle: QEMU pid %d not running", st.QEMUPid)
 	}
 	oldPid := st.QEMUPid
 	ipmi(t, n, "power", "reset")
-	st = waitStatus(t, n, "reset", 10*time.Second, func(s Status) bool { return s.Boots == 3 && s.Power })
-	if processAlive(oldPid) {
+	st = waitStatus(t, n, "reset", 10*time.Second, func(s simlab.Status) bool { return s.Boots == 3 && s.Power })
+	if simlab.ProcessAlive(oldPid) {
 		t.Errorf("power reset left the old QEMU (pid %d) running", oldPid)
 	}
-	powerOns := 0
-	for _, e := range st.Chassis {
-		if strings.HasPrefix(e.Action, "power on") {
-			powerOns++
-		}
-	}
-	if powerOns != 3 {
+	if powerOns := simlabtest.PowerOns(st); powerOns != 3 {
 		t.Errorf("chassis log has %d power-ons for on+cycle+reset, want 3 (an action ran twice?): %+v", powerOns, st.Chassis)
 	}
 
 	ipmi(t, n, "power", "off")
-	waitStatus(t, n, "off", 5*time.Second, func(s Status) bool { return !s.Power })
-	if processAlive(st.QEMUPid) {
+	waitStatus(t, n, "off", 5*time.Second, func(s simlab.Status) bool { return !s.Power })
+	if simlab.ProcessAlive(st.QEMUPid) {
 		t.Errorf("power off left QEMU pid %d running", st.QEMUPid)
 	}
 	if out := ipmi(t, n, "power", "status"); !strings.Contains(out, "Chassis Power is off") {
@@ -103,7 +100,7 @@ func TestLabPowerAndBootDevice(t *testing.T) {
 // checked on the node, then bootdev disk + power cycle to the test OS login
 // and a shell. It logs the time of each phase.
 func TestLabDeployAndBoot(t *testing.T) {
-	lab := StartLab(t, 1, Options{})
+	lab := simlabtest.StartLab(t, 1, simlab.Options{})
 	n := lab.Nodes[0]
 	startBootServer(t, lab, "console=ttyS0,115200 panic=10 quiet")
 	im := lab.Artifacts.Images
@@ -176,7 +173,7 @@ func TestLabDeployAndBoot(t *testing.T) {
 // from a preloaded disk: the drop counters say exactly which check dropped
 // what, and paced typing that respects a knob loses nothing.
 func TestLabConsoleFaults(t *testing.T) {
-	lab := StartLab(t, 1, Options{DiskImage: testArtifacts(t).Images.Raw.Path})
+	lab := simlabtest.StartLab(t, 1, simlab.Options{DiskImage: simlabtest.Artifacts(t).Images.Raw.Path})
 	n := lab.Nodes[0]
 	ctx := context.Background()
 	c := openConsole(t, n)
@@ -196,7 +193,7 @@ func TestLabConsoleFaults(t *testing.T) {
 	if base.DroppedInput() != 0 {
 		t.Fatalf("baseline dropped %d bytes", base.DroppedInput())
 	}
-	setLossy := func(l LossyConsole) {
+	setLossy := func(l simlab.LossyConsole) {
 		t.Helper()
 		if err := n.SetLossyConsole(ctx, l); err != nil {
 			t.Fatal(err)
@@ -206,7 +203,7 @@ func TestLabConsoleFaults(t *testing.T) {
 	// current line (Ctrl-C gives a fresh prompt).
 	clearLine := func() {
 		t.Helper()
-		setLossy(LossyConsole{})
+		setLossy(simlab.LossyConsole{})
 		c.send("\x03")
 		c.expect(`\^C`, 30*time.Second)
 		c.prompt("testos# ", 30*time.Second)
@@ -214,14 +211,14 @@ func TestLabConsoleFaults(t *testing.T) {
 
 	// Min gap: a burst loses bytes; typing slower than the gap loses none.
 	// The margin is wide (400 ms typing, 20 ms gap): ipmi_sim passes SOL
-	// input on when it gets to it, so two bytes typed 120 ms apart arrived
-	// together on a loaded CI machine, and the second one was dropped.
-	setLossy(LossyConsole{MinGap: Duration(20 * time.Millisecond)})
+	// input on when it gets to it, so on a loaded machine bytes typed well
+	// apart can arrive together, and the second would be dropped.
+	setLossy(simlab.LossyConsole{MinGap: simlab.Duration(20 * time.Millisecond)})
 	before := counters(t, n)
 	c.send("echo too-fast-for-the-console")
-	waitCounters(t, n, "gap drops", func(k FaultCounters) bool { return k.DroppedGap > before.DroppedGap })
+	waitCounters(t, n, "gap drops", func(k simlab.FaultCounters) bool { return k.DroppedGap > before.DroppedGap })
 	clearLine()
-	setLossy(LossyConsole{MinGap: Duration(20 * time.Millisecond)})
+	setLossy(simlab.LossyConsole{MinGap: simlab.Duration(20 * time.Millisecond)})
 	before = counters(t, n)
 	c.sendPaced("echo paced-ok\r", 400*time.Millisecond)
 	c.expect(`\npaced-ok\n`, 30*time.Second)
@@ -232,12 +229,12 @@ func TestLabConsoleFaults(t *testing.T) {
 	clearLine()
 
 	// Max unechoed: typing ahead of the echo loses bytes; echo pacing none.
-	setLossy(LossyConsole{MaxUnechoed: 2})
+	setLossy(simlab.LossyConsole{MaxUnechoed: 2})
 	before = counters(t, n)
 	c.send("echo nobody-waits-for-the-echo-here")
-	waitCounters(t, n, "unechoed drops", func(k FaultCounters) bool { return k.DroppedUnechoed > before.DroppedUnechoed })
+	waitCounters(t, n, "unechoed drops", func(k simlab.FaultCounters) bool { return k.DroppedUnechoed > before.DroppedUnechoed })
 	clearLine()
-	setLossy(LossyConsole{MaxUnechoed: 2})
+	setLossy(simlab.LossyConsole{MaxUnechoed: 2})
 	before = counters(t, n)
 	c.sendEchoed("echo echo-paced-ok", 10*time.Second)
 	c.send("\r")
@@ -249,7 +246,7 @@ func TestLabConsoleFaults(t *testing.T) {
 	clearLine()
 
 	// Burst: the BMC closes the SOL session, as weak BMCs do.
-	setLossy(LossyConsole{BurstBytes: 16, BurstWindow: Duration(200 * time.Millisecond)})
+	setLossy(simlab.LossyConsole{BurstBytes: 16, BurstWindow: simlab.Duration(200 * time.Millisecond)})
 	before = counters(t, n)
 	c.send("echo a-burst-longer-than-sixteen-bytes")
 	out, _ := c.waitExit(20 * time.Second)
@@ -262,7 +259,7 @@ func TestLabConsoleFaults(t *testing.T) {
 	}
 	// The BMC deactivated the payload: a new session opens at once, and
 	// the machine's shell is still there.
-	setLossy(LossyConsole{})
+	setLossy(simlab.LossyConsole{})
 	c = openConsole(t, n)
 	c.send("\x03")
 	c.prompt("testos# ", 30*time.Second)
@@ -274,7 +271,7 @@ func TestLabConsoleFaults(t *testing.T) {
 // TestLabKillSOL ends a SOL session from the BMC side: ipmitool must say the
 // BMC closed it, and a new session must open without `sol deactivate`.
 func TestLabKillSOL(t *testing.T) {
-	lab := StartLab(t, 1, Options{})
+	lab := simlabtest.StartLab(t, 1, simlab.Options{})
 	n := lab.Nodes[0]
 	c := openConsole(t, n)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -295,7 +292,7 @@ func TestLabKillSOL(t *testing.T) {
 
 // TestLabSilentBMC: a silenced BMC answers nothing until the silence ends.
 func TestLabSilentBMC(t *testing.T) {
-	lab := StartLab(t, 1, Options{})
+	lab := simlabtest.StartLab(t, 1, simlab.Options{})
 	n := lab.Nodes[0]
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -339,7 +336,7 @@ func headSHA256(t testing.TB, path string, n int64) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-func status(t testing.TB, n *Node) Status {
+func status(t testing.TB, n *simlab.Node) simlab.Status {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -350,24 +347,12 @@ func status(t testing.TB, n *Node) Status {
 	return st
 }
 
-func counters(t testing.TB, n *Node) FaultCounters { t.Helper(); return status(t, n).Counters }
-
-func waitCounters(t testing.TB, n *Node, what string, ok func(FaultCounters) bool) FaultCounters {
+func counters(t testing.TB, n *simlab.Node) simlab.FaultCounters {
 	t.Helper()
-	return waitStatus(t, n, what, 10*time.Second, func(s Status) bool { return ok(s.Counters) }).Counters
+	return status(t, n).Counters
 }
 
-// testArtifacts loads the artifacts StartLab would use, skipping (or
-// failing, with LABCTL_REQUIRE_SIMLAB=1) when they are missing.
-func testArtifacts(t testing.TB) Artifacts {
+func waitCounters(t testing.TB, n *simlab.Node, what string, ok func(simlab.FaultCounters) bool) simlab.FaultCounters {
 	t.Helper()
-	dir, err := DefaultArtifactsDir()
-	if err != nil {
-		skipOrFail(t, err)
-	}
-	a, err := LoadArtifacts(dir)
-	if err != nil {
-		skipOrFail(t, err)
-	}
-	return a
+	return waitStatus(t, n, what, 10*time.Second, func(s simlab.Status) bool { return ok(s.Counters) }).Counters
 }

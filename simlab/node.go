@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -80,4 +81,10 @@ func (n *Node) IPMITool(ctx context.Context, args ...string) (string, error) {
 		return string(out), fmt.Errorf("%s: ipmitool %s: %w: %s", n.Name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return string(out), nil
+}
+
+// LogTail returns the last lines of the node's console, relay and QEMU
+// logs: what to show when something on the node went wrong.
+func (n *Node) LogTail() string {
+	return logTail(n.ConsoleLog, filepath.Join(n.Dir, relayLogFile), filepath.Join(n.Dir, qemuLogFile))
 }

@@ -78,18 +78,3 @@ func TestProcessAliveZombie(t *testing.T) {
 	}
 	_ = cmd.Wait()
 }
-
-func TestStripANSI(t *testing.T) {
-	raw := []byte("\x1bc\x1b[?7l\x1b[2Jtestos# \x1b[6nab\r\ncd")
-	text, offsets := stripANSI(raw)
-	if text != "testos# ab\ncd" {
-		t.Fatalf("text %q", text)
-	}
-	if len(offsets) != len(text)+1 {
-		t.Fatalf("%d offsets for %d bytes", len(offsets), len(text))
-	}
-	// The end of "testos# " maps past the ESC[6n that follows it.
-	if got := string(raw[offsets[len("testos# ")]:]); got != "ab\r\ncd" {
-		t.Errorf("after the prompt: %q", got)
-	}
-}

@@ -1,4 +1,4 @@
-package simlab
+package simlab_test
 
 import (
 	"context"
@@ -10,6 +10,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/labctl/labctl/simlab"
+	"github.com/labctl/labctl/simlab/simlabtest"
 )
 
 // TestLabRelayEchoMachine runs a node's relay in-process (so -race sees it)
@@ -18,11 +21,11 @@ import (
 // ipmitool: power on starts the machine, typed bytes come back, the lossy
 // console drops and counts, power off stops the machine.
 func TestLabRelayEchoMachine(t *testing.T) {
-	tools, err := FindTools()
+	tools, err := simlab.FindTools()
 	if err != nil {
-		skipOrFail(t, err)
+		simlabtest.SkipOrFail(t, err)
 	}
-	pool, err := DefaultPool()
+	pool, err := simlab.DefaultPool()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -32,7 +35,7 @@ func TestLabRelayEchoMachine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer releaseAll(slots)
+	defer simlab.ReleaseAll(slots)
 	dir := t.TempDir()
 	fakeQEMU := filepath.Join(dir, "fake-qemu")
 	// The console is fd 3: echo everything typed, like a terminal would.
@@ -43,17 +46,17 @@ func TestLabRelayEchoMachine(t *testing.T) {
 	if err := os.WriteFile(pw, []byte("relaytest\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	bin := SimlabBinary(t) // the chassis hook
+	bin := simlabtest.SimlabBinary(t) // the chassis hook
 	s := slots[0]
-	cfg := NodeConfig{
+	cfg := simlab.NodeConfig{
 		Name: "echo1", Slot: s.N, Ports: s.Ports, Dir: dir, ControlSocket: pool.ControlSocket(s.N),
-		MAC: MACForSlot(s.N), BMCUser: "admin", PasswordFile: pw, Accel: "tcg", Disk: filepath.Join(dir, "disk.img"),
+		MAC: simlab.MACForSlot(s.N), BMCUser: "admin", PasswordFile: pw, Accel: "tcg", Disk: filepath.Join(dir, "disk.img"),
 		BootFile: "tftp://10.0.2.2:1/none", Simlab: bin, QEMU: fakeQEMU, IPMISim: tools.IPMISim, IPMITool: tools.IPMITool,
 	}
-	if err := writeBMCConfig(cfg, "relaytest"); err != nil {
+	if err := simlab.WriteBMCConfig(cfg, "relaytest"); err != nil {
 		t.Fatal(err)
 	}
-	r, err := NewRelay(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	r, err := simlab.NewRelay(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,25 +69,25 @@ func TestLabRelayEchoMachine(t *testing.T) {
 			t.Errorf("relay: %v", err)
 		}
 	}()
-	n := &Node{Name: cfg.Name, Dir: dir, control: cfg.ControlSocket,
-		BMC: BMC{Host: "127.0.0.1", Port: s.Ports.BMC, User: "admin", Password: "relaytest", CipherSuite: 3}}
-	waitStatus(t, n, "ready", 15*time.Second, func(s Status) bool { return s.Ready })
+	n := simlab.WithControl(simlab.Node{Name: cfg.Name, Dir: dir,
+		BMC: simlab.BMC{Host: "127.0.0.1", Port: s.Ports.BMC, User: "admin", Password: "relaytest", CipherSuite: 3}}, cfg.ControlSocket)
+	waitStatus(t, n, "ready", 15*time.Second, func(s simlab.Status) bool { return s.Ready })
 
 	c := openConsole(t, n)
 	ipmi(t, n, "power", "on")
-	waitStatus(t, n, "on", 5*time.Second, func(s Status) bool { return s.Power })
+	waitStatus(t, n, "on", 5*time.Second, func(s simlab.Status) bool { return s.Power })
 	c.send("hello-echo\r")
 	c.expect(`hello-echo`, 10*time.Second)
 
-	if err := n.SetLossyConsole(ctx, LossyConsole{MinGap: Duration(50 * time.Millisecond)}); err != nil {
+	if err := n.SetLossyConsole(ctx, simlab.LossyConsole{MinGap: simlab.Duration(50 * time.Millisecond)}); err != nil {
 		t.Fatal(err)
 	}
 	c.send("0123456789")
-	k := waitCounters(t, n, "gap drops", func(k FaultCounters) bool { return k.DroppedGap > 0 })
+	k := waitCounters(t, n, "gap drops", func(k simlab.FaultCounters) bool { return k.DroppedGap > 0 })
 	if k.DroppedGap > 9 {
 		t.Errorf("dropped %d of 10 bytes typed at once; the first is always accepted", k.DroppedGap)
 	}
-	if err := n.SetLossyConsole(ctx, LossyConsole{}); err != nil {
+	if err := n.SetLossyConsole(ctx, simlab.LossyConsole{}); err != nil {
 		t.Fatal(err)
 	}
 	c.send("after\r")
@@ -99,7 +102,7 @@ func TestLabRelayEchoMachine(t *testing.T) {
 	if err := syscall.Kill(st.QEMUPid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	st = waitStatus(t, n, "off after the crash", 5*time.Second, func(s Status) bool { return !s.Power })
+	st = waitStatus(t, n, "off after the crash", 5*time.Second, func(s simlab.Status) bool { return !s.Power })
 	if last := st.Chassis[len(st.Chassis)-1].Action; !strings.HasPrefix(last, "machine stopped by itself") {
 		t.Errorf("after the crash, last chassis event %q", last)
 	}
@@ -107,13 +110,13 @@ func TestLabRelayEchoMachine(t *testing.T) {
 		t.Errorf("after the crash: %q", out)
 	}
 	ipmi(t, n, "power", "on")
-	waitStatus(t, n, "on again", 5*time.Second, func(s Status) bool { return s.Power && s.Boots == 2 })
+	waitStatus(t, n, "on again", 5*time.Second, func(s simlab.Status) bool { return s.Power && s.Boots == 2 })
 
 	ipmi(t, n, "power", "off")
-	st = waitStatus(t, n, "off", 5*time.Second, func(s Status) bool { return !s.Power })
+	st = waitStatus(t, n, "off", 5*time.Second, func(s simlab.Status) bool { return !s.Power })
 	if !strings.HasPrefix(st.Chassis[len(st.Chassis)-1].Action, "power off") {
 		t.Errorf("last chassis action %+v", st.Chassis)
 	}
 	c.send("while-off\r")
-	waitCounters(t, n, "input while off", func(k FaultCounters) bool { return k.InputWhileOff > 0 })
+	waitCounters(t, n, "input while off", func(k simlab.FaultCounters) bool { return k.InputWhileOff > 0 })
 }

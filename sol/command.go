@@ -15,6 +15,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/labctl/labctl/internal/rawpty"
 )
 
 // CommandDialer runs a connection command in a pseudo-terminal, e.g.
@@ -88,7 +90,7 @@ func (d *CommandDialer) Dial(ctx context.Context) (io.ReadWriteCloser, error) {
 	}
 	cmd := exec.Command(d.Argv[0], d.Argv[1:]...)
 	cmd.Env = append(os.Environ(), d.Env...)
-	f, err := StartRaw(cmd)
+	f, err := rawpty.Start(cmd)
 	if err != nil {
 		return nil, fmt.Errorf("console %s: start %s: %w", d.Target(), d.Argv[0], err)
 	}

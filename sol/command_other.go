@@ -9,7 +9,7 @@ import (
 	"runtime"
 )
 
-// errNoPty is what Dial and StartRaw return where there are no ptys.
+// errNoPty is what Dial returns where there are no ptys.
 var errNoPty = fmt.Errorf("console command: running a console program in a pty is not supported on %s; use labctl console through a daemon", runtime.GOOS)
 
 // ownProcessGroup leaves cmd as it is: Dial refuses before it runs one.
@@ -17,9 +17,6 @@ func ownProcessGroup(*exec.Cmd) {}
 
 // killProcessGroup kills the process itself: there are no process groups.
 func killProcessGroup(p *os.Process) { _ = p.Kill() }
-
-// StartRaw needs a pty; see the Unix version.
-func StartRaw(*exec.Cmd) (*os.File, error) { return nil, errNoPty }
 
 // pollable is never reached: Dial refuses first.
 func pollable(*os.File) (*os.File, error) { return nil, errNoPty }

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labctl/labctl/internal/testutil"
 	"github.com/labctl/labctl/sol"
 )
 
@@ -34,6 +35,20 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "unknown helper", os.Getenv("SOL_TEST_HELPER"))
 		os.Exit(2)
 	}
+}
+
+// spawnGrandchild starts a grandchild that keeps the helper shell's
+// terminal open and ignores SIGHUP, and prints its pid (or why it could
+// not start, naming the shell command).
+func spawnGrandchild(cmd string) bool {
+	gc := exec.Command("sh", "-c", `trap "" HUP; exec sleep 300`)
+	gc.Stdin, gc.Stdout, gc.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if err := gc.Start(); err != nil {
+		fmt.Printf("%s: %v\r\n", cmd, err)
+		return false
+	}
+	fmt.Printf("grandchild=%d\r\n", gc.Process.Pid)
+	return true
 }
 
 // helperShell is a line-oriented shell on a raw terminal, like a node's
@@ -70,25 +85,12 @@ func helperShell() {
 		case "pwlen":
 			fmt.Printf("pwlen=%d\r\n", len(os.Getenv("IPMI_PASSWORD")))
 		case "spawn":
-			// A grandchild that keeps the terminal open and ignores SIGHUP.
-			gc := exec.Command("sh", "-c", `trap "" HUP; exec sleep 300`)
-			gc.Stdin, gc.Stdout, gc.Stderr = os.Stdin, os.Stdout, os.Stderr
-			if err := gc.Start(); err != nil {
-				fmt.Printf("spawn: %v\r\n", err)
-				break
-			}
-			fmt.Printf("grandchild=%d\r\n", gc.Process.Pid)
+			spawnGrandchild(cmd)
 		case "orphan":
-			// Start a grandchild that holds the terminal and ignores the
-			// hangup, then exit.
-			gc := exec.Command("sh", "-c", `trap "" HUP; exec sleep 300`)
-			gc.Stdin, gc.Stdout, gc.Stderr = os.Stdin, os.Stdout, os.Stderr
-			if err := gc.Start(); err != nil {
-				fmt.Printf("orphan: %v\r\n", err)
-				break
+			// Leave the grandchild holding the terminal.
+			if spawnGrandchild(cmd) {
+				os.Exit(0)
 			}
-			fmt.Printf("grandchild=%d\r\n", gc.Process.Pid)
-			os.Exit(0)
 		default:
 			fmt.Printf("got: %q\r\n", text)
 		}
@@ -420,7 +422,7 @@ func TestCommandDialerReset(t *testing.T) {
 		t.Fatal(err)
 	}
 	logPath := filepath.Join(t.TempDir(), "resets")
-	var logBuf syncBuffer
+	var logBuf testutil.SyncBuffer
 	d := helperDialer(t, "SOL_TEST_RESET_LOG="+logPath, "SOL_TEST_RESET_FAIL=1")
 	d.Reset = []string{exe, "-test.run=^$"}
 	d.Env = append(d.Env, "SOL_TEST_HELPER_RESET=1")
@@ -452,7 +454,7 @@ func TestCommandDialerReset(t *testing.T) {
 // dials a new child and the wait in progress completes.
 func TestCommandSessionReconnectsAfterChildDies(t *testing.T) {
 	checkGoroutines(t)
-	var tr syncBuffer
+	var tr transcriptBuffer
 	s := openSession(t, helperDialer(t), fastOptions(&tr))
 	expect(t, s, 10*time.Second, `helper\$ `)
 	w := claim(t, s, "job")

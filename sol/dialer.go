@@ -37,7 +37,8 @@ func (d streamDialer) Target() string                                       { re
 var (
 	// ErrClosedByBMC is wrapped by a stream's Read error when the BMC ended
 	// the SOL session (ipmitool says "SOL session closed by BMC"). Drivers
-	// that see the equivalent condition wrap it too.
+	// that see the equivalent condition wrap it too: bmc's native SOL
+	// streams, soltest's fake console.
 	ErrClosedByBMC = errors.New("SOL session closed by BMC")
 	// ErrClosed is returned by operations on a closed Session, Subscription
 	// or stream.

@@ -1,41 +1,25 @@
 package sol_test
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"regexp"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/labctl/labctl/internal/testutil"
 	"github.com/labctl/labctl/sol"
 	"github.com/labctl/labctl/sol/soltest"
 )
 
-// syncBuffer is a transcript destination the test can read while the
+// transcriptBuffer is a transcript destination the test can read while the
 // session writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type transcriptBuffer struct{ testutil.SyncBuffer }
 
 // records parses the transcript, failing the test on a bad line.
-func (b *syncBuffer) records(t *testing.T) []sol.Record {
+func (b *transcriptBuffer) records(t *testing.T) []sol.Record {
 	t.Helper()
 	var recs []sol.Record
 	for _, line := range strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n") {
@@ -52,7 +36,7 @@ func (b *syncBuffer) records(t *testing.T) []sol.Record {
 }
 
 // events returns the transcript's event messages.
-func (b *syncBuffer) events(t *testing.T) []string {
+func (b *transcriptBuffer) events(t *testing.T) []string {
 	var ev []string
 	for _, r := range b.records(t) {
 		if r.Dir == sol.Event {
@@ -63,7 +47,7 @@ func (b *syncBuffer) events(t *testing.T) []string {
 }
 
 // fastOptions are session options with short backoffs for tests.
-func fastOptions(tr *syncBuffer) sol.Options {
+func fastOptions(tr *transcriptBuffer) sol.Options {
 	opts := sol.Options{
 		MinBackoff:  10 * time.Millisecond,
 		MaxBackoff:  50 * time.Millisecond,

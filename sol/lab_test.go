@@ -16,6 +16,7 @@ import (
 
 	"github.com/labctl/labctl/netboot"
 	"github.com/labctl/labctl/simlab"
+	"github.com/labctl/labctl/simlab/simlabtest"
 	"github.com/labctl/labctl/sol"
 )
 
@@ -25,7 +26,7 @@ import (
 // and checks that nothing was lost, and survives a SOL session killed at
 // the BMC. One node, booted once, for all steps (TCG boots are slow).
 func TestLabSOL(t *testing.T) {
-	lab := simlab.StartLab(t, 1, simlab.Options{})
+	lab := simlabtest.StartLab(t, 1, simlab.Options{})
 	node := lab.Nodes[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
@@ -40,7 +41,7 @@ func TestLabSOL(t *testing.T) {
 		Name:  "bmc " + node.BMC.Addr() + " (ipmitool sol)",
 		Log:   slog.New(slog.NewTextHandler(testWriter{t}, nil)),
 	}
-	var tr syncBuffer
+	var tr transcriptBuffer
 	s := openSession(t, dialer, sol.Options{Transcript: &tr, MinBackoff: 200 * time.Millisecond, MaxBackoff: 2 * time.Second, GiveUpAfter: time.Minute})
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -73,9 +74,9 @@ func TestLabSOL(t *testing.T) {
 	t.Run("echo pacing on a lossy console", func(t *testing.T) {
 		// More than 2 bytes un-echoed, or a byte less than 1 ms after the
 		// previous one, is dropped; more than 16 bytes within 10 ms close the
-		// session. (Echo pacing here runs at ~2 ms per character: a burst
-		// limit stricter than that would be a rate limit, which waiting for
-		// echoes cannot know about.)
+		// session. (Echo pacing types one character per echo round trip: a
+		// burst limit stricter than that would be a rate limit, which
+		// waiting for echoes cannot know about.)
 		lossy := simlab.LossyConsole{MaxUnechoed: 2, MinGap: simlab.Duration(time.Millisecond),
 			BurstBytes: 16, BurstWindow: simlab.Duration(10 * time.Millisecond)}
 		if err := node.SetLossyConsole(ctx, lossy); err != nil {
@@ -153,8 +154,7 @@ func TestLabSOL(t *testing.T) {
 
 	// The same knob bites unpaced input: bytes are dropped and the burst
 	// ends the session, which comes back. (Last: after a burst-triggered
-	// kill simlab was seen to lose the first byte typed after the
-	// reconnect.)
+	// kill simlab may lose the first byte typed after the reconnect.)
 	t.Run("unpaced input on a lossy console", func(t *testing.T) {
 		lossy := simlab.LossyConsole{MaxUnechoed: 2, MinGap: simlab.Duration(time.Millisecond),
 			BurstBytes: 16, BurstWindow: simlab.Duration(10 * time.Millisecond)}
@@ -203,7 +203,7 @@ func TestLabSOL(t *testing.T) {
 }
 
 // countEvents counts the transcript's events that start with prefix.
-func countEvents(t *testing.T, tr *syncBuffer, prefix string) int {
+func countEvents(t *testing.T, tr *transcriptBuffer, prefix string) int {
 	n := 0
 	for _, e := range tr.events(t) {
 		if strings.HasPrefix(e, prefix) {

@@ -19,7 +19,7 @@ import (
 func TestSessionExpectAndType(t *testing.T) {
 	checkGoroutines(t)
 	c := newConsole(t, soltest.Config{Name: "node1 console"})
-	var tr syncBuffer
+	var tr transcriptBuffer
 	s := openSession(t, c, fastOptions(&tr))
 	c.Print("\x1b[2J\x1b[1;1HBooting...\r\n")
 	c.Prompt()
@@ -103,7 +103,7 @@ func TestDiscard(t *testing.T) {
 func TestReconnectMarksGapAndWaitContinues(t *testing.T) {
 	checkGoroutines(t)
 	c := newConsole(t, soltest.Config{Name: "node3 bmc"})
-	var tr syncBuffer
+	var tr transcriptBuffer
 	s := openSession(t, c, fastOptions(&tr))
 	sub := s.Subscribe(0)
 	defer sub.Close()
@@ -163,7 +163,7 @@ func TestReconnectMarksGapAndWaitContinues(t *testing.T) {
 func TestGiveUpNamesTarget(t *testing.T) {
 	checkGoroutines(t)
 	c := newConsole(t, soltest.Config{Name: "bmc 127.0.0.1:16230"})
-	var tr syncBuffer
+	var tr transcriptBuffer
 	opts := fastOptions(&tr)
 	opts.GiveUpAfter = 300 * time.Millisecond
 	s := openSession(t, c, opts)
@@ -306,7 +306,7 @@ func TestSlowSubscriberNeverBlocksAndLearnsWhatItMissed(t *testing.T) {
 
 func TestClaimOneWriter(t *testing.T) {
 	c := newConsole(t, soltest.Config{})
-	var tr syncBuffer
+	var tr transcriptBuffer
 	s := openSession(t, c, fastOptions(&tr))
 	job, err := s.Claim("job 7", false)
 	if err != nil {
@@ -346,7 +346,7 @@ func TestClaimOneWriter(t *testing.T) {
 
 func TestTypeWaitsForReconnect(t *testing.T) {
 	c := newConsole(t, soltest.Config{})
-	var tr syncBuffer
+	var tr transcriptBuffer
 	s := openSession(t, c, fastOptions(&tr))
 	w := claim(t, s, "job")
 	c.SetDown(errors.New("busy"))

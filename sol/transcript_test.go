@@ -4,9 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/labctl/labctl/internal/testutil"
 )
 
 func TestRecordText(t *testing.T) {
@@ -86,7 +87,7 @@ func TestTranscriptCoalescesLines(t *testing.T) {
 }
 
 func TestTranscriptFlushesPartialLineAfterAWhile(t *testing.T) {
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	tr := newTranscript(&out, nil)
 	tr.add(Read, time.Now(), []byte("login: "))
 	deadline := time.Now().Add(5 * time.Second)
@@ -144,22 +145,4 @@ func FuzzParseRecord(f *testing.F) {
 	f.Fuzz(func(t *testing.T, line []byte) {
 		_, _ = ParseRecord(line)
 	})
-}
-
-// syncBuffer is a bytes.Buffer safe for the transcript's timer goroutine.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -37,8 +37,5 @@ func (tw *TranscriptWriter) Note(at time.Time, msg string) {
 	tw.t.whole(Record{Time: at, Dir: Note, Data: []byte(msg)})
 }
 
-// Flush writes pending partial lines.
-func (tw *TranscriptWriter) Flush() { tw.t.flushAll() }
-
 // Close flushes and stops writing.
 func (tw *TranscriptWriter) Close() { tw.t.close() }

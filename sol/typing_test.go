@@ -37,7 +37,7 @@ var lossyConsole = soltest.Config{
 func typeOnLossy(t *testing.T, text string, p sol.Pacing) (sol.TypeReport, string, int) {
 	t.Helper()
 	c := newConsole(t, lossyConsole)
-	var tr syncBuffer
+	var tr transcriptBuffer
 	s := openSession(t, c, fastOptions(&tr))
 	c.Prompt()
 	expect(t, s, 5*time.Second, `fake# `)
@@ -92,7 +92,7 @@ func TestEchoPacingIsLosslessAndFasterThanLosslessFixed(t *testing.T) {
 
 func TestUnpacedBurstClosesLossySession(t *testing.T) {
 	c := newConsole(t, lossyConsole)
-	var tr syncBuffer
+	var tr transcriptBuffer
 	s := openSession(t, c, fastOptions(&tr))
 	w := claim(t, s, "job")
 	if _, err := w.Write([]byte("echo this is far too much input at once\r")); err != nil {
@@ -117,7 +117,7 @@ func TestUnpacedBurstClosesLossySession(t *testing.T) {
 
 func TestEchoFallsBackWhereNothingEchoes(t *testing.T) {
 	c := newConsole(t, soltest.Config{EchoDelay: time.Millisecond})
-	var tr syncBuffer
+	var tr transcriptBuffer
 	s := openSession(t, c, fastOptions(&tr))
 	c.Prompt()
 	expect(t, s, 5*time.Second, `fake# `)
@@ -144,7 +144,7 @@ func TestEchoFallsBackWhereNothingEchoes(t *testing.T) {
 func TestNoEchoKeepsSecretOutOfTranscriptAndSubscribers(t *testing.T) {
 	const secret = "s3cr3t-Pa55"
 	c := newConsole(t, soltest.Config{})
-	var tr syncBuffer
+	var tr transcriptBuffer
 	s := openSession(t, c, fastOptions(&tr))
 	sub := s.Subscribe(0)
 	defer sub.Close()

@@ -23,6 +23,7 @@ import (
 	"github.com/labctl/labctl/api"
 	"github.com/labctl/labctl/results"
 	"github.com/labctl/labctl/simlab"
+	"github.com/labctl/labctl/simlab/simlabtest"
 	"github.com/labctl/labctl/sol"
 )
 
@@ -213,7 +214,7 @@ const floodLines = 120000
 //     before anyone attached, and the session's gap.
 func TestLabConsole(t *testing.T) {
 	t.Parallel()
-	lab := simlab.StartLab(t, 1, simlab.Options{})
+	lab := simlabtest.StartLab(t, 1, simlab.Options{})
 	t.Cleanup(func() { killStrays(lab) })
 	node := lab.Nodes[0]
 	bin := labctlBinary(t)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/daemon/daemontest"
+	"github.com/labctl/labctl/internal/testutil"
 )
 
 // consoleUser is a labctl console run in-process: its keyboard is a pipe,
@@ -22,7 +23,7 @@ type consoleUser struct {
 	t    *testing.T
 	name string
 	keys *io.PipeWriter
-	out  *syncBuffer
+	out  *testutil.SyncBuffer
 	done chan error
 }
 

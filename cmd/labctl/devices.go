@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 
@@ -115,7 +116,7 @@ func listLabDevices(ctx context.Context, opts devicesOptions, env *appEnv) error
 		}
 	}
 	if opts.power {
-		l := lab.New(cfg, nil, newLogger(env.stderr, true))
+		l := lab.New(cfg, nil, newLogger(env, slog.LevelError))
 		defer l.Close()
 		var wg sync.WaitGroup
 		for i, d := range cfg.Devices {

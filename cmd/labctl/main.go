@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -26,6 +27,15 @@ type appEnv struct {
 	stdout io.Writer
 	stderr io.Writer
 	getenv func(string) string
+}
+
+// newLogger is labctl's diagnostics log on stderr: messages at level and
+// above, all of them with LABCTL_DEBUG=1.
+func newLogger(env *appEnv, level slog.Level) *slog.Logger {
+	if env.getenv("LABCTL_DEBUG") == "1" {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: level}))
 }
 
 // commands lists labctl's commands, one constructor per file.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 
 	"github.com/urfave/cli/v2"
@@ -94,6 +95,6 @@ func nodeControl(client clientOptions, labFile string, env *appEnv) (nodes labct
 	if err != nil {
 		return nil, nil, err
 	}
-	l := lab.New(cfg, nil, newLogger(env.stderr, false))
+	l := lab.New(cfg, nil, newLogger(env, slog.LevelWarn))
 	return lab.Direct{Lab: l}, func() { l.Close() }, nil
 }

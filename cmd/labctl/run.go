@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -105,7 +106,11 @@ func runRun(ctx context.Context, opts runOptions, env *appEnv) error {
 		dir = filepath.Join(cfg.StateDir, "jobs", id)
 	}
 
-	log := newLogger(env.stderr, opts.quiet)
+	level := slog.LevelWarn
+	if opts.quiet {
+		level = slog.LevelError
+	}
+	log := newLogger(env, level)
 	boot, err := newBootServer(cfg, log)
 	if err != nil {
 		return err
@@ -150,7 +155,11 @@ func runRun(ctx context.Context, opts runOptions, env *appEnv) error {
 	}
 	fmt.Fprintf(env.stdout, "results: %s\n", dir)
 	if opts.junit != "" {
-		if err := copyFile(filepath.Join(dir, "junit.xml"), opts.junit); err != nil {
+		xml, err := os.ReadFile(filepath.Join(dir, "junit.xml"))
+		if err == nil {
+			err = writeFileAll(opts.junit, xml)
+		}
+		if err != nil {
 			return fmt.Errorf("--junit: %w", err)
 		}
 	}
@@ -181,17 +190,4 @@ func pickDevice(cfg *devices.Lab, spec *jobs.Job, name string) (*devices.Device,
 		return nil, fmt.Errorf("no device of type %q with tags %v in lab %s", spec.DeviceType, spec.Tags, cfg.File)
 	}
 	return match[0], nil
-}
-
-func copyFile(from, to string) error {
-	b, err := os.ReadFile(from)
-	if err != nil {
-		return err
-	}
-	if dir := filepath.Dir(to); dir != "." {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-	}
-	return os.WriteFile(to, b, 0o644)
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/labctl/labctl/results"
 	"github.com/labctl/labctl/simlab"
+	"github.com/labctl/labctl/simlab/simlabtest"
 )
 
 // labJob is a job file for a simlab node, with the image of the given
@@ -144,7 +145,7 @@ func watchSecret(secret string) (stop func() []string) {
 // and the BMC password shows up in no job log and no command line.
 func TestLabRunSmoke(t *testing.T) {
 	t.Parallel()
-	lab := simlab.StartLab(t, 1, simlab.Options{})
+	lab := simlabtest.StartLab(t, 1, simlab.Options{})
 	node := lab.Nodes[0]
 	job := labJob(t, lab, ".gz", `artifacts = ["/tmp/uname.txt"]`, `
 [[test]]
@@ -214,7 +215,7 @@ commands = ["grep -q vda /proc/partitions"]
 // device's fixed delay.
 func TestLabRunLossyConsole(t *testing.T) {
 	t.Parallel()
-	lab := simlab.StartLab(t, 1, simlab.Options{})
+	lab := simlabtest.StartLab(t, 1, simlab.Options{})
 	node := lab.Nodes[0]
 	overrideDevice(t, node, `console.pacing = "echo"
 console.bootloader_serial_delay_ms = 10
@@ -258,7 +259,7 @@ commands = ["uname -r"]
 // unexpectedly: the job ends failed, JUnit says which step, the node is off.
 func TestLabRunNativeSOLFailedStep(t *testing.T) {
 	t.Parallel()
-	lab := simlab.StartLab(t, 1, simlab.Options{})
+	lab := simlabtest.StartLab(t, 1, simlab.Options{})
 	overrideDevice(t, lab.Nodes[0], `console.driver = "ipmi"`)
 	job := labJob(t, lab, ".zst", "", `
 [[test]]
@@ -297,7 +298,7 @@ expect_failure = true
 // A wrong sha256 ends the job incomplete, naming both digests.
 func TestLabRunWrongDigest(t *testing.T) {
 	t.Parallel()
-	lab := simlab.StartLab(t, 1, simlab.Options{})
+	lab := simlabtest.StartLab(t, 1, simlab.Options{})
 	wrong := strings.Repeat("0f", 32)
 	job := labJob(t, lab, ".gz", "", "[[test]]\nname = \"never\"\ncommands = [\"true\"]\n")
 	b, _ := os.ReadFile(job)
@@ -314,7 +315,7 @@ func TestLabRunWrongDigest(t *testing.T) {
 // job incomplete after the deploy timeout, with the node off.
 func TestLabRunMasterNeverBoots(t *testing.T) {
 	t.Parallel()
-	lab := simlab.StartLab(t, 1, simlab.Options{})
+	lab := simlabtest.StartLab(t, 1, simlab.Options{})
 	overrideDevice(t, lab.Nodes[0], `master.kernel = "simlab/no-such-kernel"`)
 	job := labJob(t, lab, ".gz", "", "[[test]]\nname = \"never\"\ncommands = [\"true\"]\n")
 	b, _ := os.ReadFile(job)
@@ -331,7 +332,7 @@ func TestLabRunMasterNeverBoots(t *testing.T) {
 // job incomplete with a message naming the BMC.
 func TestLabRunSilentBMC(t *testing.T) {
 	t.Parallel()
-	lab := simlab.StartLab(t, 1, simlab.Options{})
+	lab := simlabtest.StartLab(t, 1, simlab.Options{})
 	node := lab.Nodes[0]
 	if err := node.SilenceBMC(context.Background(), 2*time.Minute); err != nil {
 		t.Fatal(err)

@@ -24,8 +24,6 @@ import (
 type serveOptions struct {
 	lab    string
 	listen string // overrides [server] listen
-	// ready, if set, hears the API address once everything is up (tests).
-	ready func(addr string)
 }
 
 func newServeCommand(env *appEnv) *cli.Command {
@@ -84,7 +82,7 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 	for _, w := range cfg.Warnings {
 		fmt.Fprintf(env.stderr, "labctl: %s\n", w)
 	}
-	log := serveLogger(env)
+	log := newLogger(env, slog.LevelInfo) // the daemon's log
 	tokens, err := apiTokens(cfg)
 	if err != nil {
 		return err
@@ -130,25 +128,12 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 	g.Go(func() error { return boot.Serve(gctx) })
 	g.Go(func() error { return srv.Serve(gctx) })
 	g.Go(func() error { return d.Serve(gctx) })
-	if opts.ready != nil {
-		opts.ready(addr)
-	}
 	err = g.Wait()
 	if err == nil || errors.Is(err, context.Canceled) {
 		fmt.Fprintln(env.stderr, "labctl serve: stopped")
 		return nil
 	}
 	return err
-}
-
-// serveLogger is the daemon's log on stderr: info and above
-// (LABCTL_DEBUG=1 adds debug messages).
-func serveLogger(env *appEnv) *slog.Logger {
-	level := slog.LevelInfo
-	if env.getenv("LABCTL_DEBUG") == "1" {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: level}))
 }
 
 // apiTokens reads the lab's API tokens.

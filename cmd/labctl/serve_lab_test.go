@@ -24,7 +24,9 @@ import (
 
 	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl/internal/testutil"
 	"github.com/labctl/labctl/simlab"
+	"github.com/labctl/labctl/simlab/simlabtest"
 )
 
 // labctlBinary is $LABCTL_BIN (`make test` sets bin/labctl) or labctl
@@ -156,13 +158,13 @@ func tail(s string, lines int) string {
 // clientProc is a labctl client command running as a subprocess.
 type clientProc struct {
 	cmd    *exec.Cmd
-	out    *syncBuffer
+	out    *testutil.SyncBuffer
 	exited chan struct{}
 }
 
 func startClient(t *testing.T, bin, server, token string, args ...string) *clientProc {
 	t.Helper()
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.Env = append(cleanEnv(), "HOME="+t.TempDir(), "LABCTL_SERVER="+server, "LABCTL_TOKEN="+token)
@@ -330,7 +332,7 @@ func killStrays(lab *simlab.Lab) {
 //     then runs, and the `submit --wait` that waited across it exits 2.
 func TestLabServe(t *testing.T) {
 	t.Parallel()
-	lab := simlab.StartLab(t, 2, simlab.Options{})
+	lab := simlabtest.StartLab(t, 2, simlab.Options{})
 	t.Cleanup(func() { killStrays(lab) })
 	n1, n2 := lab.Nodes[0], lab.Nodes[1]
 	bin := labctlBinary(t)

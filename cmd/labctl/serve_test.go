@@ -9,33 +9,18 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/labctl/labctl/internal/testutil"
 )
 
-// syncBuffer is a bytes.Buffer safe for the daemon's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // envWith is an appEnv whose environment is vars.
-func envWith(vars map[string]string) (*appEnv, *syncBuffer, *syncBuffer) {
-	var stdout, stderr syncBuffer
+func envWith(vars map[string]string) (*appEnv, *testutil.SyncBuffer, *testutil.SyncBuffer) {
+	var stdout, stderr testutil.SyncBuffer
 	return &appEnv{stdout: &stdout, stderr: &stderr, getenv: func(k string) string { return vars[k] }}, &stdout, &stderr
 }
 
@@ -133,25 +118,17 @@ master_boot = "2s"
 	return filepath.Join(dir, "lab.toml"), token
 }
 
-// startServe runs labctl serve in-process and returns its API URL; the
-// daemon stops when the test ends.
+// startServe runs labctl serve in-process and returns its API URL once the
+// API answers; the daemon stops when the test ends. The lab listens on
+// port 0: the URL comes from the start-up line serve prints on stderr.
 func startServe(t *testing.T, labFile string) string {
 	t.Helper()
 	env, _, stderr := envWith(nil)
 	ctx, cancel := context.WithCancel(context.Background())
-	ready := make(chan string, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- runServe(ctx, serveOptions{lab: labFile, ready: func(addr string) { ready <- addr }}, env)
+		done <- runServe(ctx, serveOptions{lab: labFile}, env)
 	}()
-	var addr string
-	select {
-	case addr = <-ready:
-	case err := <-done:
-		t.Fatalf("labctl serve: %v\n%s", err, stderr)
-	case <-time.After(30 * time.Second):
-		t.Fatal("labctl serve did not start")
-	}
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -166,7 +143,25 @@ func startServe(t *testing.T, labFile string) string {
 			t.Logf("labctl serve stderr:\n%s", stderr)
 		}
 	})
-	return "http://" + addr
+	apiURL := regexp.MustCompile(`, API (http://\S+), `)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if m := apiURL.FindStringSubmatch(stderr.String()); m != nil {
+			if resp, err := http.Get(m[1] + "/api/v1/devices"); err == nil {
+				resp.Body.Close()
+				return m[1]
+			}
+		}
+		select {
+		case err := <-done:
+			done <- err // for the cleanup
+			t.Fatalf("labctl serve: %v\n%s", err, stderr)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("labctl serve's API did not answer within 30s:\n%s", stderr)
+		}
+	}
 }
 
 // labctl serve end to end on a lab of command-powered devices: the API

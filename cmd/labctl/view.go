@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -13,18 +12,6 @@ import (
 
 	"github.com/labctl/labctl/sol"
 )
-
-// newLogger is labctl's diagnostics log: warnings and errors on stderr
-// (LABCTL_DEBUG=1 adds debug messages).
-func newLogger(w io.Writer, quiet bool) *slog.Logger {
-	level := slog.LevelWarn
-	if os.Getenv("LABCTL_DEBUG") == "1" {
-		level = slog.LevelDebug
-	} else if quiet {
-		level = slog.LevelError
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
-}
 
 // liveView shows a running job to a person: the dispatcher's events as
 // short lines and, on a terminal, a progress bar while the image streams.

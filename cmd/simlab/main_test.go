@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/labctl/labctl/simlab"
+	"github.com/labctl/labctl/simlab/simlabtest"
 )
 
 // TestLabUpFaultDown drives the CLI's commands as `make simlab`, `simlab
@@ -19,25 +19,14 @@ import (
 // knob and prints the status, down stops every process up started.
 func TestLabUpFaultDown(t *testing.T) {
 	if _, err := simlab.FindTools(); err != nil {
-		if os.Getenv("LABCTL_REQUIRE_SIMLAB") == "1" {
-			t.Fatal(err)
-		}
-		t.Skipf("SKIPPED: simulated lab unavailable: %v", err)
+		simlabtest.SkipOrFail(t, err)
 	}
-	artifacts, err := simlab.DefaultArtifactsDir()
-	if err == nil {
-		_, err = simlab.LoadArtifacts(artifacts)
-	}
-	if errors.Is(err, simlab.ErrNoArtifacts) && os.Getenv("LABCTL_REQUIRE_SIMLAB") != "1" {
-		t.Skipf("SKIPPED: %v", err)
-	} else if err != nil {
-		t.Fatal(err)
-	}
+	artifacts := simlabtest.Artifacts(t).Dir
 	dir := filepath.Join(t.TempDir(), "lab")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var out bytes.Buffer
-	opts := simlab.Options{Nodes: 1, Dir: dir, Artifacts: artifacts, Accel: "tcg", Simlab: simlab.SimlabBinary(t), SlotWait: 3 * time.Minute}
+	opts := simlab.Options{Nodes: 1, Dir: dir, Artifacts: artifacts, Accel: "tcg", Simlab: simlabtest.SimlabBinary(t), SlotWait: 3 * time.Minute}
 	t.Cleanup(func() { _ = simlab.Down(dir) })
 	if err := runUp(ctx, opts, &out); err != nil {
 		t.Fatalf("up: %v\n%s", err, out.String())

@@ -1,5 +1,5 @@
 // Command labctl-bench measures labctl against the programs a lab would
-// otherwise use (issue 6): `labctl-bench run` runs the cases and prints
+// otherwise use: `labctl-bench run` runs the cases and prints
 // markdown tables; the other subcommands are the processes it starts.
 package main
 

@@ -1,4 +1,11 @@
-package simlab
+// Package simlabtest starts simulated labs (package simlab) for tests: a
+// lab that is stopped when the test ends, the simlab binary its relays run,
+// and a skip with a loud reason when the simulated lab's parts (ipmi_sim,
+// QEMU, ipmitool, the artifacts) are missing.
+//
+// It lives apart from simlab so that bin/simlab does not link package
+// testing.
+package simlabtest
 
 import (
 	"context"
@@ -10,31 +17,28 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/labctl/labctl/simlab"
 )
 
 // StartLab starts a lab of n nodes for a test, in t.TempDir(). It waits for
 // free machine-wide slots if other tests hold them, and registers a cleanup
 // that stops every process it started, also when the test fails (then it
-// also logs the tail of each node's console). If a component is missing
+// also logs the tail of each node's logs). If a component is missing
 // (ipmi_sim, QEMU, ipmitool, the artifacts), the test is skipped with a loud
 // reason, or fails when LABCTL_REQUIRE_SIMLAB=1.
 //
 // The simlab binary comes from $LABCTL_SIMLAB_BIN (`make test` sets it to
 // bin/simlab) or is built from cmd/simlab.
-func StartLab(t testing.TB, n int, opts Options) *Lab {
+func StartLab(t testing.TB, n int, opts simlab.Options) *simlab.Lab {
 	t.Helper()
-	if _, err := FindTools(); err != nil {
-		skipOrFail(t, err)
+	if _, err := simlab.FindTools(); err != nil {
+		SkipOrFail(t, err)
 	}
 	if opts.Artifacts == "" {
-		dir, err := DefaultArtifactsDir()
-		if err != nil {
-			skipOrFail(t, err)
-		}
-		opts.Artifacts = dir
-	}
-	if _, err := LoadArtifacts(opts.Artifacts); err != nil {
-		skipOrFail(t, err)
+		opts.Artifacts = Artifacts(t).Dir
+	} else if _, err := simlab.LoadArtifacts(opts.Artifacts); err != nil {
+		SkipOrFail(t, err)
 	}
 	if opts.Simlab == "" {
 		opts.Simlab = SimlabBinary(t)
@@ -53,18 +57,17 @@ func StartLab(t testing.TB, n int, opts Options) *Lab {
 	ctx, cancel := context.WithTimeout(context.Background(), opts.SlotWait+2*time.Minute)
 	defer cancel()
 	start := time.Now()
-	lab, err := Up(ctx, opts)
+	lab, err := simlab.Up(ctx, opts)
 	if err != nil {
-		if errors.Is(err, ErrMissingTool) || errors.Is(err, ErrNoArtifacts) {
-			skipOrFail(t, err)
+		if errors.Is(err, simlab.ErrMissingTool) || errors.Is(err, simlab.ErrNoArtifacts) {
+			SkipOrFail(t, err)
 		}
 		t.Fatalf("start simlab: %v", err)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			for _, n := range lab.Nodes {
-				t.Logf("%s console (tail):%s", n.Name, logTail(n.ConsoleLog))
-				t.Logf("%s logs:%s", n.Name, logTail(filepath.Join(n.Dir, relayLogFile), filepath.Join(n.Dir, qemuLogFile)))
+				t.Logf("%s logs (tail):%s", n.Name, n.LogTail())
 			}
 		}
 		if err := lab.Close(); err != nil {
@@ -79,9 +82,39 @@ func StartLab(t testing.TB, n int, opts Options) *Lab {
 	return lab
 }
 
-// skipOrFail skips the test with a loud reason, or fails it when
+// PowerOns counts the power-ons in a node's chassis log: a test that
+// powers a node on, cycles and resets it wants exactly one each, not an
+// action ipmi_sim ran twice.
+func PowerOns(st simlab.Status) int {
+	n := 0
+	for _, e := range st.Chassis {
+		if strings.HasPrefix(e.Action, "power on") {
+			n++
+		}
+	}
+	return n
+}
+
+// Artifacts loads the artifacts StartLab uses by default
+// ($LABCTL_SIMLAB_ARTIFACTS or the repository's build/simlab/artifacts),
+// skipping the test (or failing it, with LABCTL_REQUIRE_SIMLAB=1) when they
+// are missing.
+func Artifacts(t testing.TB) simlab.Artifacts {
+	t.Helper()
+	dir, err := simlab.DefaultArtifactsDir()
+	if err != nil {
+		SkipOrFail(t, err)
+	}
+	a, err := simlab.LoadArtifacts(dir)
+	if err != nil {
+		SkipOrFail(t, err)
+	}
+	return a
+}
+
+// SkipOrFail skips the test with a loud reason, or fails it when
 // LABCTL_REQUIRE_SIMLAB=1 (CI: the simulated lab must not skip silently).
-func skipOrFail(t testing.TB, err error) {
+func SkipOrFail(t testing.TB, err error) {
 	t.Helper()
 	if os.Getenv("LABCTL_REQUIRE_SIMLAB") == "1" {
 		t.Fatalf("simulated lab required (LABCTL_REQUIRE_SIMLAB=1) but unavailable: %v", err)
@@ -111,7 +144,7 @@ func simlabBinary(t testing.TB) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	root, err := RepoRoot(wd)
+	root, err := simlab.RepoRoot(wd)
 	if err != nil {
 		return "", err
 	}
