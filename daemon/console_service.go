@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/labctl/labctl"
+	"github.com/labctl/labctl/console"
 )
 
 var _ labctl.ConsoleService = (*Daemon)(nil)
@@ -30,7 +31,7 @@ func (d *Daemon) AttachConsole(ctx context.Context, name string, opts labctl.Con
 	if who == "" {
 		who = caller
 	}
-	v, err := d.consoles.Attach(name, dev.node.Console, AttachOptions{
+	v, err := d.consoles.Attach(name, dev.node.Console, console.AttachOptions{
 		ConsoleOptions: opts, Token: caller,
 		PowerCycle: func(ctx context.Context) error {
 			_, err := d.Power(labctl.WithCaller(ctx, who+" (console)"), name, labctl.PowerRequest{Op: string(labctl.PowerCycle)})

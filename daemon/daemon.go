@@ -42,6 +42,7 @@ import (
 	"time"
 
 	"github.com/labctl/labctl"
+	"github.com/labctl/labctl/console"
 	"github.com/labctl/labctl/devices"
 	"github.com/labctl/labctl/dispatcher"
 	"github.com/labctl/labctl/results"
@@ -78,7 +79,7 @@ type Config struct {
 	// Consoles owns the nodes' console sessions; nil makes a broker that
 	// keeps them open and logs them to STATE/devices/NAME/console.log.
 	// Serve closes it when it returns.
-	Consoles *Consoles
+	Consoles *console.Consoles
 	Log      *slog.Logger
 	// Run runs a job; nil means dispatcher.Run.
 	Run RunFunc
@@ -98,7 +99,7 @@ type Daemon struct {
 	store    Store
 	run      RunFunc
 	now      func() time.Time
-	consoles *Consoles
+	consoles *console.Consoles
 	jobsDir  string
 	cacheDir string
 
@@ -142,7 +143,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		cfg.HealthChecks = 16
 	}
 	if cfg.Consoles == nil {
-		cfg.Consoles = NewConsoleBroker(ConsoleOptions{Log: cfg.Log, Keep: true,
+		cfg.Consoles = console.NewConsoleBroker(console.ConsoleOptions{Log: cfg.Log, Keep: true,
 			LogDir: filepath.Join(cfg.Lab.StateDir, "devices")})
 	}
 	base, stop := context.WithCancelCause(context.Background())

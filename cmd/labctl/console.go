@@ -17,7 +17,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/labctl/labctl"
-	"github.com/labctl/labctl/daemon"
+	"github.com/labctl/labctl/console"
 	"github.com/labctl/labctl/devices"
 	"github.com/labctl/labctl/lab"
 )
@@ -393,8 +393,8 @@ func attachDirect(ctx context.Context, opts consoleOptions, ao labctl.ConsoleOpt
 		unlock()
 		return nil, nil, err
 	}
-	broker := daemon.NewConsoleBroker(daemon.ConsoleOptions{Log: quiet, LogDir: filepath.Join(cfg.StateDir, "devices")})
-	v, err := broker.Attach(dev.Name, n.Console, daemon.AttachOptions{
+	broker := console.NewConsoleBroker(console.ConsoleOptions{Log: quiet, LogDir: filepath.Join(cfg.StateDir, "devices")})
+	v, err := broker.Attach(dev.Name, n.Console, console.AttachOptions{
 		ConsoleOptions: ao, Token: "direct",
 		PowerCycle: func(ctx context.Context) error {
 			pctx, cancel := context.WithTimeout(ctx, dev.Settings.Timeouts.Power)

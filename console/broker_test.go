@@ -1,4 +1,4 @@
-package daemon_test
+package console_test
 
 import (
 	"bytes"
@@ -14,20 +14,20 @@ import (
 	"time"
 
 	"github.com/labctl/labctl"
-	"github.com/labctl/labctl/daemon"
+	"github.com/labctl/labctl/console"
 	"github.com/labctl/labctl/sol"
 	"github.com/labctl/labctl/sol/soltest"
 )
 
 // newBroker starts a broker that keeps sessions, logging to a temporary
 // directory; it is closed when the test ends.
-func newBroker(t *testing.T, o daemon.ConsoleOptions) *daemon.Consoles {
+func newBroker(t *testing.T, o console.ConsoleOptions) *console.Consoles {
 	t.Helper()
 	o.Keep = true
 	if o.LogDir == "" {
 		o.LogDir = t.TempDir()
 	}
-	b := daemon.NewConsoleBroker(o)
+	b := console.NewConsoleBroker(o)
 	t.Cleanup(func() { b.Close() })
 	return b
 }
@@ -42,7 +42,7 @@ func fakeConsole(t *testing.T) *soltest.Console {
 // viewerLog collects what a viewer is sent.
 type viewerLog struct {
 	t *testing.T
-	v *daemon.Viewer
+	v *console.Viewer
 
 	mu      sync.Mutex
 	out     bytes.Buffer
@@ -55,7 +55,7 @@ type viewerLog struct {
 
 // attach attaches a viewer and reads everything it is sent (unless
 // stuck: then nothing until read is called).
-func attach(t *testing.T, b *daemon.Consoles, c *soltest.Console, o daemon.AttachOptions, stuck bool) *viewerLog {
+func attach(t *testing.T, b *console.Consoles, c *soltest.Console, o console.AttachOptions, stuck bool) *viewerLog {
 	t.Helper()
 	v, err := b.Attach("node1", c, o)
 	if err != nil {
@@ -153,7 +153,7 @@ func waitFile(t *testing.T, path, s string) string {
 func TestBrokerKeepsAndLogs(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	b := newBroker(t, daemon.ConsoleOptions{LogDir: dir})
+	b := newBroker(t, console.ConsoleOptions{LogDir: dir})
 	c := fakeConsole(t)
 	s, release, err := b.AcquireFor(context.Background(), "node1", "job 1", c, 5*time.Second)
 	if err != nil {
@@ -173,7 +173,7 @@ func TestBrokerKeepsAndLogs(t *testing.T) {
 	if n := b.Open(); n != 1 || c.Dials() != 1 {
 		t.Errorf("after the job: %d consoles open, %d dials; want the session kept", n, c.Dials())
 	}
-	v := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "alice", Replay: 1}}, false)
+	v := attach(t, b, c, console.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "alice", Replay: 1}}, false)
 	v.waitOutput("login: ")
 	if got := v.output(); got != "printed between jobs\r\nlogin: " {
 		t.Errorf("replay of 1 line: %q", got)
@@ -188,18 +188,18 @@ func TestBrokerKeepsAndLogs(t *testing.T) {
 // ends; breaks and power cycles are the writer's.
 func TestBrokerWriters(t *testing.T) {
 	t.Parallel()
-	b := newBroker(t, daemon.ConsoleOptions{})
+	b := newBroker(t, console.ConsoleOptions{})
 	c := fakeConsole(t)
 	var cycles atomic.Int32
 	power := func(context.Context) error { cycles.Add(1); return nil }
-	alice := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "alice", Window: labctl.WindowSize{Rows: 50, Cols: 200}}, PowerCycle: power}, false)
+	alice := attach(t, b, c, console.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "alice", Window: labctl.WindowSize{Rows: 50, Cols: 200}}, PowerCycle: power}, false)
 	alice.waitNotice("you have write")
 	alice.waitNotice("stty rows 50 cols 200")
 	alice.waitFor("state open", func() bool { alice.mu.Lock(); defer alice.mu.Unlock(); return alice.state.State == labctl.ConsoleOpen })
 	alice.v.Input([]byte("echo one\r"))
 	alice.waitOutput("one\r\nfake# ")
 
-	bob := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "bob"}, PowerCycle: power}, false)
+	bob := attach(t, b, c, console.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "bob"}, PowerCycle: power}, false)
 	bob.waitNotice("read-only: alice has write (labctl console --force takes it)")
 	alice.waitNotice("bob attached")
 	bob.v.Input([]byte("echo bob\r"))
@@ -216,7 +216,7 @@ func TestBrokerWriters(t *testing.T) {
 		t.Errorf("the console got %q: bob typed on alice's console", got)
 	}
 
-	carol := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "carol", Force: true}, PowerCycle: power}, false)
+	carol := attach(t, b, c, console.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "carol", Force: true}, PowerCycle: power}, false)
 	carol.waitNotice("you have write")
 	alice.waitNotice("carol took write: you are read-only now")
 	bob.waitNotice("carol has write")
@@ -245,7 +245,7 @@ func TestBrokerWriters(t *testing.T) {
 	carol.waitOutput("from-the-job\r\nfake# ")
 	carol.v.Input([]byte("echo carol\r"))
 	carol.waitNotice("read-only: job 42 is the writer; to type, cancel it first (labctl cancel 42)")
-	dave := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "dave", Force: true}}, false)
+	dave := attach(t, b, c, console.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "dave", Force: true}}, false)
 	dave.waitNotice("read-only: job 42 is the writer")
 	carol.v.PowerCycle()
 	carol.waitNotice("no power cycle: read-only: job 42")
@@ -272,10 +272,10 @@ func TestBrokerWriters(t *testing.T) {
 // it missed are all there were.
 func TestBrokerStuckViewer(t *testing.T) {
 	t.Parallel()
-	b := newBroker(t, daemon.ConsoleOptions{ViewerBuffer: 16 << 10})
+	b := newBroker(t, console.ConsoleOptions{ViewerBuffer: 16 << 10})
 	c := fakeConsole(t)
-	reader := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "reader", ReadOnly: true}}, false)
-	stuck := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "stuck", ReadOnly: true}}, true)
+	reader := attach(t, b, c, console.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "reader", ReadOnly: true}}, false)
+	stuck := attach(t, b, c, console.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "stuck", ReadOnly: true}}, true)
 	s, release, err := b.AcquireFor(context.Background(), "node1", "job 7", c, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -319,9 +319,9 @@ func TestBrokerStuckViewer(t *testing.T) {
 func TestBrokerReconnects(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	b := newBroker(t, daemon.ConsoleOptions{LogDir: dir, Session: sol.Options{MinBackoff: 10 * time.Millisecond}})
+	b := newBroker(t, console.ConsoleOptions{LogDir: dir, Session: sol.Options{MinBackoff: 10 * time.Millisecond}})
 	c := fakeConsole(t)
-	v := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "alice"}}, false)
+	v := attach(t, b, c, console.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "alice"}}, false)
 	v.waitNotice("connected after")
 	c.Kill()
 	v.waitNotice("session lost: SOL session closed by BMC")
@@ -339,7 +339,7 @@ func TestBrokerReconnects(t *testing.T) {
 // BMC is back; a session that gives up reconnecting is opened again.
 func TestBrokerRetriesWithBackoff(t *testing.T) {
 	t.Parallel()
-	b := newBroker(t, daemon.ConsoleOptions{
+	b := newBroker(t, console.ConsoleOptions{
 		OpenTimeout: 150 * time.Millisecond, RetryMin: 100 * time.Millisecond, RetryMax: 400 * time.Millisecond,
 		Session: sol.Options{GiveUpAfter: 100 * time.Millisecond, MinBackoff: 20 * time.Millisecond, MaxBackoff: 40 * time.Millisecond},
 	})
@@ -350,7 +350,7 @@ func TestBrokerRetriesWithBackoff(t *testing.T) {
 		t.Fatalf("Acquire of a dead console: %v (session err %v)", err, s.Err())
 	}
 	release()
-	v := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "alice"}}, false)
+	v := attach(t, b, c, console.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "alice"}}, false)
 	v.waitNotice("console down: ")
 	before := c.Dials()
 	time.Sleep(2 * time.Second)
@@ -381,7 +381,7 @@ func TestBrokerRetriesWithBackoff(t *testing.T) {
 // attachment after telling why; without Keep the last user closes it.
 func TestBrokerParkCloseAndNoKeep(t *testing.T) {
 	t.Parallel()
-	b := newBroker(t, daemon.ConsoleOptions{})
+	b := newBroker(t, console.ConsoleOptions{})
 	c := fakeConsole(t)
 	if err := b.Ensure(context.Background(), "node1", c, 5*time.Second); err != nil {
 		t.Fatal(err)
@@ -394,25 +394,25 @@ func TestBrokerParkCloseAndNoKeep(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	v := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "admin"}}, false)
+	v := attach(t, b, c, console.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "admin"}}, false)
 	v.waitFor("the console open for a viewer", func() bool { return b.Open() == 1 })
 	v.v.Close()
 	if b.Open() != 0 {
 		t.Error("a parked console stays open after its last viewer detached")
 	}
 	b.Park("node1", false)
-	w := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "late"}}, false)
+	w := attach(t, b, c, console.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "late"}}, false)
 	w.waitFor("open", func() bool { return b.Open() == 1 })
 	b.Close()
 	<-w.done
 	if !errors.Is(w.err, labctl.ErrConsoleClosed) || !strings.Contains(w.noticeTexts(), "closed: the console broker stopped") {
 		t.Errorf("a viewer when the broker closed: %v\n%s", w.err, w.noticeTexts())
 	}
-	if _, err := b.Attach("node1", c, daemon.AttachOptions{}); !errors.Is(err, labctl.ErrUnavailable) {
+	if _, err := b.Attach("node1", c, console.AttachOptions{}); !errors.Is(err, labctl.ErrUnavailable) {
 		t.Errorf("Attach after Close: %v", err)
 	}
 
-	run := daemon.NewConsoles(nil)
+	run := console.NewConsoles(nil)
 	defer run.Close()
 	c2 := fakeConsole(t)
 	if _, release, err := run.Acquire(context.Background(), "node2", c2, 5*time.Second); err != nil {
