@@ -128,7 +128,9 @@ func runRun(ctx context.Context, opts runOptions, env *appEnv) error {
 	// The console is opened where the daemon opens it (one owner per
 	// node). A console that does not open is the job's infrastructure
 	// error: the dispatcher reports it (and still powers the node off).
-	session, release, err := console.NewConsoles(log).Acquire(ctx, dev.Name, node.Console, dev.Settings.Timeouts.Power)
+	consoles := console.New(console.Config{Log: log})
+	defer consoles.Close()
+	session, release, err := consoles.Acquire(ctx, dev.Name, node.Console, dev.Settings.Timeouts.Power)
 	if err != nil {
 		log.Warn("console did not open", "device", dev.Name, "err", err)
 	}
