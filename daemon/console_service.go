@@ -3,9 +3,11 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/labctl/labctl"
+	"github.com/labctl/labctl/console"
 )
 
 var _ labctl.ConsoleService = (*Daemon)(nil)
@@ -14,51 +16,47 @@ var _ labctl.ConsoleService = (*Daemon)(nil)
 // console to open, so that the boot is in the console log.
 const ensureConsoleWait = 10 * time.Second
 
-// AttachConsole attaches the caller to a node's console (see Consoles and
-// labctl.ConsoleService). ~R on it is a power cycle by the caller, with the
-// rules of Power: refused while a job or a health check owns the node.
-func (d *Daemon) AttachConsole(ctx context.Context, name string, opts labctl.ConsoleOptions) (labctl.ConsoleAttachment, error) {
-	dev, err := d.device(name)
+// newConsoles makes the daemon's console broker: it keeps every node's
+// session open, logs it to STATE/devices/NAME/console.log, and a power
+// cycle asked for at a console (~R) goes through d.Power, with its rules:
+// refused while a job or a health check owns the node.
+func newConsoles(d *Daemon) *console.Broker {
+	return console.New(console.Config{
+		Lab: d.cfg.Lab, Nodes: consoleNodes{d}, Power: d, Log: d.log,
+		Keep: true, LogDir: filepath.Join(d.cfg.Lab.StateDir, "devices"),
+	})
+}
+
+// consoleNodes gives the console broker the daemon's nodes.
+type consoleNodes struct{ d *Daemon }
+
+// Node implements labctl.Nodes: a device whose parts could not be made
+// has no console (labctl.ErrDevice).
+func (n consoleNodes) Node(name string) (*labctl.Node, error) {
+	dev, err := n.d.device(name)
 	if err != nil {
 		return nil, err
 	}
 	if dev.nodeErr != nil {
 		return nil, fmt.Errorf("%w: %s: %v", labctl.ErrDevice, name, dev.nodeErr)
 	}
-	caller := labctl.CallerFrom(ctx)
-	who := opts.Who
-	if who == "" {
-		who = caller
-	}
-	v, err := d.consoles.Attach(name, dev.node.Console, AttachOptions{
-		ConsoleOptions: opts, Token: caller,
-		PowerCycle: func(ctx context.Context) error {
-			_, err := d.Power(labctl.WithCaller(ctx, who+" (console)"), name, labctl.PowerRequest{Op: string(labctl.PowerCycle)})
-			return err
-		},
-	})
-	if err != nil {
-		return nil, err
-	}
-	d.log.Info("console attached", "device", name, "who", v.Who(), "caller", caller)
-	return v, nil
+	return dev.node, nil
+}
+
+// AttachConsole attaches the caller to a node's console (see
+// console.Broker).
+func (d *Daemon) AttachConsole(ctx context.Context, name string, opts labctl.ConsoleOptions) (labctl.ConsoleAttachment, error) {
+	return d.consoles.AttachConsole(ctx, name, opts)
 }
 
 // Consoles reports every device's console.
 func (d *Daemon) Consoles(ctx context.Context) ([]labctl.ConsoleInfo, error) {
-	out := make([]labctl.ConsoleInfo, 0, len(d.names))
-	for _, name := range d.names { // never changes after New
-		out = append(out, d.consoles.Info(name))
-	}
-	return out, nil
+	return d.consoles.Consoles(ctx)
 }
 
 // Console reports one device's console.
 func (d *Daemon) Console(ctx context.Context, name string) (labctl.ConsoleInfo, error) {
-	if _, err := d.device(name); err != nil {
-		return labctl.ConsoleInfo{}, err
-	}
-	return d.consoles.Info(name), nil
+	return d.consoles.Console(ctx, name)
 }
 
 // ensureConsole opens the device's console before a power-on through the

@@ -1,8 +1,8 @@
 // Package daemon is the core of `labctl serve`: it owns the lab. It keeps
 // the job queue, gives each job to a free healthy device, runs it there
 // (dispatcher.Run) on a worker of that device, tracks each device's state
-// and health, owns the nodes' console sessions (Consoles) and recovers
-// from its own crashes. It implements labctl.Service.
+// and health, owns the nodes' console sessions (console.Broker) and
+// recovers from its own crashes. It implements labctl.Service.
 //
 // Queue: jobs wait in priority order (high, normal, low), first come first
 // served within a priority. A job names a device, or a device type and
@@ -42,6 +42,7 @@ import (
 	"time"
 
 	"github.com/labctl/labctl"
+	"github.com/labctl/labctl/console"
 	"github.com/labctl/labctl/devices"
 	"github.com/labctl/labctl/dispatcher"
 	"github.com/labctl/labctl/results"
@@ -56,11 +57,7 @@ type Config struct {
 	Lab   *devices.Lab
 	Nodes labctl.Nodes
 	Store store.Store
-	// Consoles owns the nodes' console sessions; nil makes a broker that
-	// keeps them open and logs them to STATE/devices/NAME/console.log.
-	// Serve closes it when it returns.
-	Consoles *Consoles
-	Log      *slog.Logger
+	Log   *slog.Logger
 	// Run runs a job; nil means dispatcher.Run.
 	Run RunFunc
 	// HealthChecks bounds the health checks that run at once (start-up
@@ -79,7 +76,7 @@ type Daemon struct {
 	store    store.Store
 	run      RunFunc
 	now      func() time.Time
-	consoles *Consoles
+	consoles *console.Broker // the nodes' console sessions; Serve closes it
 	jobsDir  string
 	cacheDir string
 
@@ -122,13 +119,9 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	if cfg.HealthChecks <= 0 {
 		cfg.HealthChecks = 16
 	}
-	if cfg.Consoles == nil {
-		cfg.Consoles = NewConsoleBroker(ConsoleOptions{Log: cfg.Log, Keep: true,
-			LogDir: filepath.Join(cfg.Lab.StateDir, "devices")})
-	}
 	base, stop := context.WithCancelCause(context.Background())
 	d := &Daemon{
-		cfg: cfg, log: cfg.Log, store: cfg.Store, run: cfg.Run, now: cfg.Now, consoles: cfg.Consoles,
+		cfg: cfg, log: cfg.Log, store: cfg.Store, run: cfg.Run, now: cfg.Now,
 		jobsDir:    filepath.Join(cfg.Lab.StateDir, "jobs"),
 		cacheDir:   filepath.Join(cfg.Lab.StateDir, "cache"),
 		checkSlots: make(chan struct{}, cfg.HealthChecks),
@@ -139,6 +132,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		jobs:       map[int64]*job{},
 		dirty:      map[string]bool{},
 	}
+	d.consoles = newConsoles(d)
 	if err := d.loadDevices(ctx); err != nil {
 		return nil, err
 	}

@@ -16,7 +16,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/labctl/labctl"
-	"github.com/labctl/labctl/daemon"
+	"github.com/labctl/labctl/console"
 	"github.com/labctl/labctl/devices"
 	"github.com/labctl/labctl/lab"
 )
@@ -389,21 +389,11 @@ func attachDirect(ctx context.Context, opts consoleOptions, ao labctl.ConsoleOpt
 	}
 	quiet := slog.New(slog.DiscardHandler)
 	l := lab.New(cfg, nil, quiet)
-	n, err := l.Node(dev.Name)
-	if err != nil {
-		l.Close()
-		unlock()
-		return nil, nil, err
-	}
-	broker := daemon.NewConsoleBroker(daemon.ConsoleOptions{Log: quiet, LogDir: filepath.Join(cfg.StateDir, "devices")})
-	v, err := broker.Attach(dev.Name, n.Console, daemon.AttachOptions{
-		ConsoleOptions: ao, Token: "direct",
-		PowerCycle: func(ctx context.Context) error {
-			pctx, cancel := context.WithTimeout(ctx, dev.Settings.Timeouts.Power)
-			defer cancel()
-			return n.Power.Power(pctx, labctl.PowerCycle)
-		},
+	broker := console.New(console.Config{
+		Lab: cfg, Nodes: l, Power: lab.Direct{Lab: l},
+		Log: quiet, LogDir: filepath.Join(cfg.StateDir, "devices"),
 	})
+	v, err := broker.AttachConsole(labctl.WithCaller(ctx, "direct"), dev.Name, ao)
 	if err != nil {
 		broker.Close()
 		l.Close()

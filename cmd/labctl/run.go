@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/labctl/labctl"
-	"github.com/labctl/labctl/daemon"
+	"github.com/labctl/labctl/console"
 	"github.com/labctl/labctl/devices"
 	"github.com/labctl/labctl/dispatcher"
 	"github.com/labctl/labctl/jobs"
@@ -133,14 +133,16 @@ func runRun(ctx context.Context, opts runOptions, env *appEnv) error {
 	// The console is opened where the daemon opens it (one owner per
 	// node). A console that does not open is the job's infrastructure
 	// error: the dispatcher reports it (and still powers the node off).
-	console, release, err := daemon.NewConsoles(log).Acquire(ctx, dev.Name, node.Console, dev.Settings.Timeouts.Power)
+	consoles := console.New(console.Config{Log: log})
+	defer consoles.Close()
+	session, release, err := consoles.Acquire(ctx, dev.Name, node.Console, dev.Settings.Timeouts.Power)
 	if err != nil {
 		log.Warn("console did not open", "device", dev.Name, "err", err)
 	}
 	defer release()
 	res := dispatcher.Run(ctx, dispatcher.Job{
 		ID: id, Spec: spec, Device: dev.Name, Settings: dev.Settings,
-		Power: node.Power, Console: console, Netboot: node.Netboot,
+		Power: node.Power, Console: session, Netboot: node.Netboot,
 		Dir: dir, CacheDir: filepath.Join(cfg.StateDir, "cache"),
 		Progress: view, Events: view.Event, Log: log,
 	})

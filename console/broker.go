@@ -1,4 +1,8 @@
-package daemon
+// Package console is the console broker: it owns every node's serial
+// console session (package sol) so that jobs, health checks and people
+// share it. The daemon keeps one for the lab; labctl run and labctl
+// console --direct make their own for one node.
+package console
 
 import (
 	"context"
@@ -11,13 +15,14 @@ import (
 	"time"
 
 	"github.com/labctl/labctl"
+	"github.com/labctl/labctl/devices"
 	"github.com/labctl/labctl/sol"
 )
 
-// Consoles is the console broker: it owns the console session of every
-// node. Whoever needs a node's console (a job, a health check) acquires it
-// here and releases it when done, people attach to it as viewers, and
-// nobody else opens one: a BMC allows one SOL session at a time, and a
+// Broker owns the console session of every node. Whoever needs a node's
+// console (a job, a health check, labctl run) acquires it here and
+// releases it when done, people attach to it as viewers (AttachConsole),
+// and nobody else opens one: a BMC allows one SOL session at a time, and a
 // second one would take the console away from the first.
 //
 // A node's session is opened by its first user. With Keep (the daemon) it
@@ -35,9 +40,10 @@ import (
 // to type once write is free) gets write, and another takes it with
 // force, which the first is told. Viewers read through bounded queues: a
 // stuck one loses output (and is told how much), never slows the session.
-type Consoles struct {
-	opts   ConsoleOptions
+type Broker struct {
+	cfg    Config
 	log    *slog.Logger
+	names  []string        // the lab's devices, sorted
 	ctx    context.Context // canceled by Close
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // node loops
@@ -48,11 +54,22 @@ type Consoles struct {
 	closed bool
 }
 
-// ConsoleOptions configure a Consoles. The zero value (plus a Log) is
-// labctl run's: sessions live as long as their users, no logs.
-type ConsoleOptions struct {
-	Log *slog.Logger
-	// Keep keeps a node's session open once opened (see Consoles).
+// Config is what a Broker is made of. The zero value is labctl run's
+// broker: sessions live as long as their users, no console logs, nobody
+// attaches.
+type Config struct {
+	// Lab and Nodes are the nodes people attach to (AttachConsole) and
+	// that Consoles lists: the broker opens a node's Console. Both or
+	// neither: without them nobody attaches.
+	Lab   *devices.Lab
+	Nodes labctl.Nodes
+	// Power power-cycles a node when its writer asks at the console (~R),
+	// with "WHO (console)" as the caller in ctx; it applies its own rules
+	// (the daemon refuses while a job or a health check owns the node).
+	// nil refuses ~R.
+	Power labctl.NodeControl
+	Log   *slog.Logger
+	// Keep keeps a node's session open once opened (see Broker).
 	Keep bool
 	// LogDir, if set, gets each node's console log at
 	// LogDir/NAME/console.log.
@@ -80,7 +97,7 @@ type ConsoleOptions struct {
 	Session sol.Options
 }
 
-func (o ConsoleOptions) withDefaults() ConsoleOptions {
+func (o Config) withDefaults() Config {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
@@ -112,17 +129,18 @@ func (o ConsoleOptions) withDefaults() ConsoleOptions {
 	return o
 }
 
-// NewConsoles returns a broker whose sessions live as long as their users
-// and which keeps no logs (labctl run).
-func NewConsoles(log *slog.Logger) *Consoles {
-	return NewConsoleBroker(ConsoleOptions{Log: log})
-}
-
-// NewConsoleBroker returns a broker with opts. Close it when done.
-func NewConsoleBroker(opts ConsoleOptions) *Consoles {
-	opts = opts.withDefaults()
+// New returns a broker made of cfg. Close it when done.
+func New(cfg Config) *Broker {
+	cfg = cfg.withDefaults()
+	var names []string
+	if cfg.Lab != nil && cfg.Nodes != nil {
+		for _, d := range cfg.Lab.Devices {
+			names = append(names, d.Name)
+		}
+		slices.Sort(names)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Consoles{opts: opts, log: opts.Log, ctx: ctx, cancel: cancel,
+	return &Broker{cfg: cfg, log: cfg.Log, names: names, ctx: ctx, cancel: cancel,
 		nodes: map[string]*nodeConsole{}, parked: map[string]bool{}}
 }
 
@@ -130,7 +148,7 @@ func NewConsoleBroker(opts ConsoleOptions) *Consoles {
 var errBrokerClosed = fmt.Errorf("%w: the console broker stopped", labctl.ErrUnavailable)
 
 // node returns the node's entry, made with dialer if it is new.
-func (c *Consoles) node(name string, dialer sol.Dialer) (*nodeConsole, error) {
+func (c *Broker) node(name string, dialer sol.Dialer) (*nodeConsole, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -145,12 +163,12 @@ func (c *Consoles) node(name string, dialer sol.Dialer) (*nodeConsole, error) {
 			since:   time.Now(),
 			changed: make(chan struct{}),
 			kick:    make(chan struct{}, 1),
-			viewers: map[*Viewer]struct{}{},
-			ring:    replayRing{maxLines: c.opts.ReplayLines, maxBytes: c.opts.ReplayBytes},
+			viewers: map[*viewer]struct{}{},
+			ring:    replayRing{maxLines: c.cfg.ReplayLines, maxBytes: c.cfg.ReplayBytes},
 			parked:  c.parked[name],
 		}
-		if c.opts.LogDir != "" {
-			nc.clog = openConsoleLog(filepath.Join(c.opts.LogDir, name, "console.log"), c.opts.LogMaxBytes, c.opts.LogFiles, nc.log)
+		if c.cfg.LogDir != "" {
+			nc.clog = openConsoleLog(filepath.Join(c.cfg.LogDir, name, "console.log"), c.cfg.LogMaxBytes, c.cfg.LogFiles, nc.log)
 		}
 		c.nodes[name] = nc
 	}
@@ -158,7 +176,7 @@ func (c *Consoles) node(name string, dialer sol.Dialer) (*nodeConsole, error) {
 }
 
 // lookup returns the node's entry if it has one.
-func (c *Consoles) lookup(name string) *nodeConsole {
+func (c *Broker) lookup(name string) *nodeConsole {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.nodes[name]
@@ -172,7 +190,7 @@ func (c *Consoles) lookup(name string) *nodeConsole {
 // When the console cannot be opened, Acquire still returns a session (its
 // Err says what went wrong, which a job records as its infrastructure
 // error) together with that error.
-func (c *Consoles) Acquire(ctx context.Context, name string, dialer sol.Dialer, openTimeout time.Duration) (s *sol.Session, release func(), err error) {
+func (c *Broker) Acquire(ctx context.Context, name string, dialer sol.Dialer, openTimeout time.Duration) (s *sol.Session, release func(), err error) {
 	return c.AcquireFor(ctx, name, "", dialer, openTimeout)
 }
 
@@ -187,7 +205,7 @@ func (c *Consoles) Acquire(ctx context.Context, name string, dialer sol.Dialer, 
 // ipmi_sim stops sending SOL data to an ipmitool whose packets it lost,
 // and ipmitool takes minutes to notice); the start of a job, whose node
 // is about to be powered off anyway, is the moment to start clean.
-func (c *Consoles) AcquireFor(ctx context.Context, name, holder string, dialer sol.Dialer, openTimeout time.Duration) (s *sol.Session, release func(), err error) {
+func (c *Broker) AcquireFor(ctx context.Context, name, holder string, dialer sol.Dialer, openTimeout time.Duration) (s *sol.Session, release func(), err error) {
 	nc, err := c.node(name, dialer)
 	if err != nil {
 		s := sol.NewSession(dialer, sol.Options{})
@@ -209,7 +227,7 @@ func (c *Consoles) AcquireFor(ctx context.Context, name, holder string, dialer s
 
 // Ensure opens the node's console if it is not open (e.g. before the node
 // is powered on, so that its boot is logged) and waits up to wait for it.
-func (c *Consoles) Ensure(ctx context.Context, name string, dialer sol.Dialer, wait time.Duration) error {
+func (c *Broker) Ensure(ctx context.Context, name string, dialer sol.Dialer, wait time.Duration) error {
 	nc, err := c.node(name, dialer)
 	if err != nil {
 		return err
@@ -224,7 +242,7 @@ func (c *Consoles) Ensure(ctx context.Context, name string, dialer sol.Dialer, w
 // Park marks a node as in maintenance (or back in service): a parked
 // node's session is closed once no job, health check or viewer uses it,
 // and is not kept open after that.
-func (c *Consoles) Park(name string, parked bool) {
+func (c *Broker) Park(name string, parked bool) {
 	c.mu.Lock()
 	c.parked[name] = parked
 	nc := c.nodes[name]
@@ -240,12 +258,12 @@ func (c *Consoles) Park(name string, parked bool) {
 
 // Info reports a node's console; a node whose console was never used is
 // closed.
-func (c *Consoles) Info(name string) labctl.ConsoleInfo {
+func (c *Broker) Info(name string) labctl.ConsoleInfo {
 	nc := c.lookup(name)
 	if nc == nil {
 		info := labctl.ConsoleInfo{Node: name, State: labctl.ConsoleClosed, Viewers: []labctl.ConsoleViewer{}}
-		if c.opts.LogDir != "" {
-			info.Log = filepath.Join(c.opts.LogDir, name, "console.log")
+		if c.cfg.LogDir != "" {
+			info.Log = filepath.Join(c.cfg.LogDir, name, "console.log")
 		}
 		return info
 	}
@@ -253,7 +271,7 @@ func (c *Consoles) Info(name string) labctl.ConsoleInfo {
 }
 
 // Open reports how many nodes' consoles are open now.
-func (c *Consoles) Open() int {
+func (c *Broker) Open() int {
 	c.mu.Lock()
 	nodes := make([]*nodeConsole, 0, len(c.nodes))
 	for _, nc := range c.nodes {
@@ -274,7 +292,7 @@ func (c *Consoles) Open() int {
 // Close ends every session and attachment (viewers are told why) and
 // flushes the console logs. Sessions still acquired by someone are closed
 // under them. It is idempotent.
-func (c *Consoles) Close() error {
+func (c *Broker) Close() error {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -308,7 +326,7 @@ func (c *Consoles) Close() error {
 // session's records to the log, the replay ring and the viewers, and open
 // again when the session gives up, for as long as the console is wanted.
 type nodeConsole struct {
-	c      *Consoles
+	c      *Broker
 	name   string
 	log    *slog.Logger
 	dialer *brokerDialer
@@ -317,7 +335,7 @@ type nodeConsole struct {
 	mu      sync.Mutex
 	session *sol.Session // the current session (or the last one, if down); nil before the first
 	attempt int          // counts sessions made
-	state   string       // api.Console*
+	state   string       // labctl.Console*
 	err     error        // why it is down
 	since   time.Time    // of state
 	changed chan struct{}
@@ -328,8 +346,8 @@ type nodeConsole struct {
 	closing bool          // the broker is closing
 	parked  bool
 	holders []string // acquirers, "" for anonymous ones
-	viewers map[*Viewer]struct{}
-	writer  *Viewer     // the person with write, if any
+	viewers map[*viewer]struct{}
+	writer  *viewer     // the person with write, if any
 	pw      *sol.Writer // the writer's claim on the session
 	ring    replayRing
 	cycling bool // a power cycle asked from the console runs
@@ -340,7 +358,7 @@ func (nc *nodeConsole) wantedLocked() bool {
 	if nc.closing {
 		return false
 	}
-	return len(nc.holders) > 0 || len(nc.viewers) > 0 || (nc.c.opts.Keep && !nc.parked)
+	return len(nc.holders) > 0 || len(nc.viewers) > 0 || (nc.c.cfg.Keep && !nc.parked)
 }
 
 // startLocked starts the loop if it does not run, else makes a down
@@ -378,7 +396,7 @@ func (nc *nodeConsole) wakeLocked() {
 
 // newSessionLocked makes the next session and shows it as connecting.
 func (nc *nodeConsole) newSessionLocked() *sol.Session {
-	o := nc.c.opts.Session
+	o := nc.c.cfg.Session
 	o.Log, o.Transcript = nc.log, nil
 	s := sol.NewSession(nc.dialer, o)
 	nc.session = s
@@ -404,7 +422,7 @@ func (nc *nodeConsole) setStateLocked(state string, err error) {
 // wanted.
 func (nc *nodeConsole) loop(s *sol.Session) {
 	defer nc.c.wg.Done()
-	backoff := nc.c.opts.RetryMin
+	backoff := nc.c.cfg.RetryMin
 	for {
 		sub := s.Subscribe(16 << 20)
 		pumped := make(chan struct{})
@@ -421,7 +439,7 @@ func (nc *nodeConsole) loop(s *sol.Session) {
 		}
 		nc.mu.Unlock()
 		if err == nil {
-			backoff = nc.c.opts.RetryMin
+			backoff = nc.c.cfg.RetryMin
 			nc.runSession(pumped)
 		}
 		failed := s.Err()
@@ -451,7 +469,7 @@ func (nc *nodeConsole) loop(s *sol.Session) {
 			continue
 		}
 		wait := backoff
-		backoff = min(backoff*2, nc.c.opts.RetryMax)
+		backoff = min(backoff*2, nc.c.cfg.RetryMax)
 		msg := fmt.Sprintf("console down: %v; next try in %s", failed, wait)
 		nc.setStateLocked(labctl.ConsoleDown, failed)
 		nc.announceLocked(labctl.NoticeSession, msg)
@@ -485,7 +503,7 @@ func (nc *nodeConsole) loop(s *sol.Session) {
 // open opens s, giving up when the console is no longer wanted (its last
 // user left while it was still trying).
 func (nc *nodeConsole) open(s *sol.Session) error {
-	ctx, cancel := context.WithTimeout(nc.c.ctx, nc.c.opts.OpenTimeout)
+	ctx, cancel := context.WithTimeout(nc.c.ctx, nc.c.cfg.OpenTimeout)
 	defer cancel()
 	opening := make(chan struct{})
 	defer close(opening)
@@ -718,9 +736,9 @@ func (nc *nodeConsole) claimForWriterLocked() {
 	nc.pw = w
 }
 
-// takeWriteLocked gives v write if the rules allow it (see Consoles), or
+// takeWriteLocked gives v write if the rules allow it (see Broker), or
 // says why not.
-func (nc *nodeConsole) takeWriteLocked(v *Viewer, force bool) (refused string) {
+func (nc *nodeConsole) takeWriteLocked(v *viewer, force bool) (refused string) {
 	if v.readOnly {
 		return "read-only: you attached to watch"
 	}
@@ -782,7 +800,7 @@ func (nc *nodeConsole) broadcastStateLocked() {
 }
 
 // stateForLocked is the console's state as v sees it.
-func (nc *nodeConsole) stateForLocked(v *Viewer) labctl.ConsoleState {
+func (nc *nodeConsole) stateForLocked(v *viewer) labctl.ConsoleState {
 	st := labctl.ConsoleState{
 		Node: nc.name, Target: nc.dialer.Target(), State: nc.state,
 		Writer: nc.writerNameLocked(), You: v.who, Write: nc.writer == v && nc.holderLocked() == "",

@@ -1,4 +1,4 @@
-package daemon
+package console
 
 // A viewer's terminal answers queries the node sends: busybox asks for the
 // cursor position (ESC [ 6 n) after every prompt, and every attached

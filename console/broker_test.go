@@ -1,35 +1,73 @@
-package daemon_test
+package console_test
 
 import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/labctl/labctl"
-	"github.com/labctl/labctl/daemon"
+	"github.com/labctl/labctl/console"
+	"github.com/labctl/labctl/devices"
 	"github.com/labctl/labctl/sol"
 	"github.com/labctl/labctl/sol/soltest"
 )
 
 // newBroker starts a broker that keeps sessions, logging to a temporary
-// directory; it is closed when the test ends.
-func newBroker(t *testing.T, o daemon.ConsoleOptions) *daemon.Consoles {
+// directory, for a lab of one node, node1, whose console is c; it is
+// closed when the test ends.
+func newBroker(t *testing.T, cfg console.Config, c *soltest.Console) *console.Broker {
 	t.Helper()
-	o.Keep = true
-	if o.LogDir == "" {
-		o.LogDir = t.TempDir()
+	cfg.Keep = true
+	if cfg.LogDir == "" {
+		cfg.LogDir = t.TempDir()
 	}
-	b := daemon.NewConsoleBroker(o)
+	cfg.Lab = &devices.Lab{Config: devices.Config{Name: "test"}, Devices: []*devices.Device{{Name: "node1"}}}
+	cfg.Nodes = fakeNodes{"node1": c}
+	b := console.New(cfg)
 	t.Cleanup(func() { b.Close() })
 	return b
+}
+
+// fakeNodes are nodes with nothing but a console.
+type fakeNodes map[string]sol.Dialer
+
+func (f fakeNodes) Node(name string) (*labctl.Node, error) {
+	d, ok := f[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: no device %q", labctl.ErrNotFound, name)
+	}
+	return &labctl.Node{Console: d}, nil
+}
+
+// fakePower records the power requests it gets.
+type fakePower struct {
+	mu       sync.Mutex
+	requests []string // "CALLER: NODE OP"
+}
+
+func (p *fakePower) Power(ctx context.Context, name string, req labctl.PowerRequest) (labctl.PowerResponse, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.requests = append(p.requests, fmt.Sprintf("%s: %s %s", labctl.CallerFrom(ctx), name, req.Op))
+	return labctl.PowerResponse{Node: name, On: true}, nil
+}
+
+func (p *fakePower) SetBootDevice(ctx context.Context, name string, req labctl.BootdevRequest) (labctl.BootdevResponse, error) {
+	return labctl.BootdevResponse{}, errors.New("fake power: no boot devices")
+}
+
+func (p *fakePower) String() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return strings.Join(p.requests, "|")
 }
 
 func fakeConsole(t *testing.T) *soltest.Console {
@@ -41,8 +79,9 @@ func fakeConsole(t *testing.T) *soltest.Console {
 
 // viewerLog collects what a viewer is sent.
 type viewerLog struct {
-	t *testing.T
-	v *daemon.Viewer
+	t   *testing.T
+	who string
+	v   labctl.ConsoleAttachment
 
 	mu      sync.Mutex
 	out     bytes.Buffer
@@ -53,15 +92,15 @@ type viewerLog struct {
 	done    chan struct{}
 }
 
-// attach attaches a viewer and reads everything it is sent (unless
-// stuck: then nothing until read is called).
-func attach(t *testing.T, b *daemon.Consoles, c *soltest.Console, o daemon.AttachOptions, stuck bool) *viewerLog {
+// attach attaches a viewer to node1 and reads everything it is sent
+// (unless stuck: then nothing until read is called).
+func attach(t *testing.T, b *console.Broker, o labctl.ConsoleOptions, stuck bool) *viewerLog {
 	t.Helper()
-	v, err := b.Attach("node1", c, o)
+	v, err := b.AttachConsole(context.Background(), "node1", o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &viewerLog{t: t, v: v, done: make(chan struct{})}
+	l := &viewerLog{t: t, who: o.Who, v: v, done: make(chan struct{})}
 	t.Cleanup(func() { v.Close() })
 	if !stuck {
 		go l.read(context.Background())
@@ -115,7 +154,7 @@ func (l *viewerLog) waitFor(what string, cond func() bool) {
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			l.t.Fatalf("viewer %s: no %s within 10 s; notices:\n%s\noutput:\n%q", l.v.Who(), what, l.noticeTexts(), l.output())
+			l.t.Fatalf("viewer %s: no %s within 10 s; notices:\n%s\noutput:\n%q", l.who, what, l.noticeTexts(), l.output())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -153,8 +192,8 @@ func waitFile(t *testing.T, path, s string) string {
 func TestBrokerKeepsAndLogs(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	b := newBroker(t, daemon.ConsoleOptions{LogDir: dir})
 	c := fakeConsole(t)
+	b := newBroker(t, console.Config{LogDir: dir}, c)
 	s, release, err := b.AcquireFor(context.Background(), "node1", "job 1", c, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -173,7 +212,7 @@ func TestBrokerKeepsAndLogs(t *testing.T) {
 	if n := b.Open(); n != 1 || c.Dials() != 1 {
 		t.Errorf("after the job: %d consoles open, %d dials; want the session kept", n, c.Dials())
 	}
-	v := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "alice", Replay: 1}}, false)
+	v := attach(t, b, labctl.ConsoleOptions{Who: "alice", Replay: 1}, false)
 	v.waitOutput("login: ")
 	if got := v.output(); got != "printed between jobs\r\nlogin: " {
 		t.Errorf("replay of 1 line: %q", got)
@@ -188,18 +227,17 @@ func TestBrokerKeepsAndLogs(t *testing.T) {
 // ends; breaks and power cycles are the writer's.
 func TestBrokerWriters(t *testing.T) {
 	t.Parallel()
-	b := newBroker(t, daemon.ConsoleOptions{})
 	c := fakeConsole(t)
-	var cycles atomic.Int32
-	power := func(context.Context) error { cycles.Add(1); return nil }
-	alice := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "alice", Window: labctl.WindowSize{Rows: 50, Cols: 200}}, PowerCycle: power}, false)
+	power := &fakePower{}
+	b := newBroker(t, console.Config{Power: power}, c)
+	alice := attach(t, b, labctl.ConsoleOptions{Who: "alice", Window: labctl.WindowSize{Rows: 50, Cols: 200}}, false)
 	alice.waitNotice("you have write")
 	alice.waitNotice("stty rows 50 cols 200")
 	alice.waitFor("state open", func() bool { alice.mu.Lock(); defer alice.mu.Unlock(); return alice.state.State == labctl.ConsoleOpen })
 	alice.v.Input([]byte("echo one\r"))
 	alice.waitOutput("one\r\nfake# ")
 
-	bob := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "bob"}, PowerCycle: power}, false)
+	bob := attach(t, b, labctl.ConsoleOptions{Who: "bob"}, false)
 	bob.waitNotice("read-only: alice has write (labctl console --force takes it)")
 	alice.waitNotice("bob attached")
 	bob.v.Input([]byte("echo bob\r"))
@@ -216,14 +254,14 @@ func TestBrokerWriters(t *testing.T) {
 		t.Errorf("the console got %q: bob typed on alice's console", got)
 	}
 
-	carol := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "carol", Force: true}, PowerCycle: power}, false)
+	carol := attach(t, b, labctl.ConsoleOptions{Who: "carol", Force: true}, false)
 	carol.waitNotice("you have write")
 	alice.waitNotice("carol took write: you are read-only now")
 	bob.waitNotice("carol has write")
 	carol.v.PowerCycle()
 	alice.waitNotice("power cycle of node1 done")
-	if cycles.Load() != 1 {
-		t.Errorf("%d power cycles, want 1", cycles.Load())
+	if got := power.String(); got != "carol (console): node1 cycle" {
+		t.Errorf("power requests %q, want one cycle by carol", got)
 	}
 	carol.v.Break()
 	carol.waitNotice("break not sent: ") // the fake console has no break
@@ -245,7 +283,7 @@ func TestBrokerWriters(t *testing.T) {
 	carol.waitOutput("from-the-job\r\nfake# ")
 	carol.v.Input([]byte("echo carol\r"))
 	carol.waitNotice("read-only: job 42 is the writer; to type, cancel it first (labctl cancel 42)")
-	dave := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "dave", Force: true}}, false)
+	dave := attach(t, b, labctl.ConsoleOptions{Who: "dave", Force: true}, false)
 	dave.waitNotice("read-only: job 42 is the writer")
 	carol.v.PowerCycle()
 	carol.waitNotice("no power cycle: read-only: job 42")
@@ -272,10 +310,10 @@ func TestBrokerWriters(t *testing.T) {
 // it missed are all there were.
 func TestBrokerStuckViewer(t *testing.T) {
 	t.Parallel()
-	b := newBroker(t, daemon.ConsoleOptions{ViewerBuffer: 16 << 10})
 	c := fakeConsole(t)
-	reader := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "reader", ReadOnly: true}}, false)
-	stuck := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "stuck", ReadOnly: true}}, true)
+	b := newBroker(t, console.Config{ViewerBuffer: 16 << 10}, c)
+	reader := attach(t, b, labctl.ConsoleOptions{Who: "reader", ReadOnly: true}, false)
+	stuck := attach(t, b, labctl.ConsoleOptions{Who: "stuck", ReadOnly: true}, true)
 	s, release, err := b.AcquireFor(context.Background(), "node1", "job 7", c, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -319,9 +357,9 @@ func TestBrokerStuckViewer(t *testing.T) {
 func TestBrokerReconnects(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	b := newBroker(t, daemon.ConsoleOptions{LogDir: dir, Session: sol.Options{MinBackoff: 10 * time.Millisecond}})
 	c := fakeConsole(t)
-	v := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "alice"}}, false)
+	b := newBroker(t, console.Config{LogDir: dir, Session: sol.Options{MinBackoff: 10 * time.Millisecond}}, c)
+	v := attach(t, b, labctl.ConsoleOptions{Who: "alice"}, false)
 	v.waitNotice("connected after")
 	c.Kill()
 	v.waitNotice("session lost: SOL session closed by BMC")
@@ -339,18 +377,18 @@ func TestBrokerReconnects(t *testing.T) {
 // BMC is back; a session that gives up reconnecting is opened again.
 func TestBrokerRetriesWithBackoff(t *testing.T) {
 	t.Parallel()
-	b := newBroker(t, daemon.ConsoleOptions{
+	c := fakeConsole(t)
+	b := newBroker(t, console.Config{
 		OpenTimeout: 150 * time.Millisecond, RetryMin: 100 * time.Millisecond, RetryMax: 400 * time.Millisecond,
 		Session: sol.Options{GiveUpAfter: 100 * time.Millisecond, MinBackoff: 20 * time.Millisecond, MaxBackoff: 40 * time.Millisecond},
-	})
-	c := fakeConsole(t)
+	}, c)
 	c.SetDown(errors.New("BMC not answering"))
 	s, release, err := b.Acquire(context.Background(), "node1", c, 2*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "BMC not answering") || s == nil || s.Err() == nil {
 		t.Fatalf("Acquire of a dead console: %v (session err %v)", err, s.Err())
 	}
 	release()
-	v := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "alice"}}, false)
+	v := attach(t, b, labctl.ConsoleOptions{Who: "alice"}, false)
 	v.waitNotice("console down: ")
 	before := c.Dials()
 	time.Sleep(2 * time.Second)
@@ -381,8 +419,8 @@ func TestBrokerRetriesWithBackoff(t *testing.T) {
 // attachment after telling why; without Keep the last user closes it.
 func TestBrokerParkCloseAndNoKeep(t *testing.T) {
 	t.Parallel()
-	b := newBroker(t, daemon.ConsoleOptions{})
 	c := fakeConsole(t)
+	b := newBroker(t, console.Config{}, c)
 	if err := b.Ensure(context.Background(), "node1", c, 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -394,25 +432,25 @@ func TestBrokerParkCloseAndNoKeep(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	v := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "admin"}}, false)
+	v := attach(t, b, labctl.ConsoleOptions{Who: "admin"}, false)
 	v.waitFor("the console open for a viewer", func() bool { return b.Open() == 1 })
 	v.v.Close()
 	if b.Open() != 0 {
 		t.Error("a parked console stays open after its last viewer detached")
 	}
 	b.Park("node1", false)
-	w := attach(t, b, c, daemon.AttachOptions{ConsoleOptions: labctl.ConsoleOptions{Who: "late"}}, false)
+	w := attach(t, b, labctl.ConsoleOptions{Who: "late"}, false)
 	w.waitFor("open", func() bool { return b.Open() == 1 })
 	b.Close()
 	<-w.done
 	if !errors.Is(w.err, labctl.ErrConsoleClosed) || !strings.Contains(w.noticeTexts(), "closed: the console broker stopped") {
 		t.Errorf("a viewer when the broker closed: %v\n%s", w.err, w.noticeTexts())
 	}
-	if _, err := b.Attach("node1", c, daemon.AttachOptions{}); !errors.Is(err, labctl.ErrUnavailable) {
-		t.Errorf("Attach after Close: %v", err)
+	if _, err := b.AttachConsole(context.Background(), "node1", labctl.ConsoleOptions{}); !errors.Is(err, labctl.ErrUnavailable) {
+		t.Errorf("AttachConsole after Close: %v", err)
 	}
 
-	run := daemon.NewConsoles(nil)
+	run := console.New(console.Config{})
 	defer run.Close()
 	c2 := fakeConsole(t)
 	if _, release, err := run.Acquire(context.Background(), "node2", c2, 5*time.Second); err != nil {
@@ -423,4 +461,59 @@ func TestBrokerParkCloseAndNoKeep(t *testing.T) {
 	if run.Open() != 0 {
 		t.Error("without Keep the session outlives its last user")
 	}
+}
+
+// The broker answers the console endpoints for the lab's nodes: every
+// node listed, unknown ones not found, a node whose parts could not be
+// made refused with the reason, the caller's token on the viewer.
+func TestBrokerService(t *testing.T) {
+	t.Parallel()
+	c := fakeConsole(t)
+	b := newBroker(t, console.Config{}, c)
+	list, err := b.Consoles(context.Background())
+	if err != nil || len(list) != 1 || list[0].Node != "node1" || list[0].State != labctl.ConsoleClosed {
+		t.Errorf("Consoles = %+v, %v", list, err)
+	}
+	if _, err := b.Console(context.Background(), "node9"); !errors.Is(err, labctl.ErrNotFound) || !strings.Contains(err.Error(), `no device "node9" in lab test`) {
+		t.Errorf("Console of an unknown node: %v", err)
+	}
+	if _, err := b.AttachConsole(context.Background(), "node9", labctl.ConsoleOptions{}); !errors.Is(err, labctl.ErrNotFound) {
+		t.Errorf("AttachConsole to an unknown node: %v", err)
+	}
+	ctx := labctl.WithCaller(context.Background(), "ci-token")
+	v, err := b.AttachConsole(ctx, "node1", labctl.ConsoleOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	info, err := b.Console(ctx, "node1")
+	if err != nil || len(info.Viewers) != 1 || info.Viewers[0].Who != "ci-token" || info.Viewers[0].Token != "ci-token" {
+		t.Errorf("Console = %+v, %v; want the viewer named by its token", info, err)
+	}
+	l := &viewerLog{t: t, who: "ci-token", v: v, done: make(chan struct{})}
+	go l.read(context.Background())
+	l.waitNotice("you have write")
+	v.PowerCycle()
+	l.waitNotice("no power cycle: not available here")
+
+	broken := console.New(console.Config{
+		Lab:   &devices.Lab{Config: devices.Config{Name: "test"}, Devices: []*devices.Device{{Name: "node1"}}},
+		Nodes: brokenNodes{},
+	})
+	defer broken.Close()
+	if _, err := broken.AttachConsole(ctx, "node1", labctl.ConsoleOptions{}); !errors.Is(err, labctl.ErrDevice) {
+		t.Errorf("AttachConsole to a node without parts: %v", err)
+	}
+	nobody := console.New(console.Config{})
+	defer nobody.Close()
+	if list, err := nobody.Consoles(ctx); len(list) != 0 || err != nil {
+		t.Errorf("Consoles of a broker without a lab: %+v, %v", list, err)
+	}
+}
+
+// brokenNodes are nodes whose parts cannot be made.
+type brokenNodes struct{}
+
+func (brokenNodes) Node(name string) (*labctl.Node, error) {
+	return nil, fmt.Errorf("%w: %s: password file unreadable", labctl.ErrDevice, name)
 }

@@ -1,4 +1,4 @@
-package daemon
+package console
 
 import (
 	"context"
@@ -25,25 +25,15 @@ const refusalQuiet = 3 * time.Second
 // powerCycleTimeout bounds a power cycle asked for from the console.
 const powerCycleTimeout = 5 * time.Minute
 
-// AttachOptions say how a viewer attaches (Consoles.Attach).
-type AttachOptions struct {
-	labctl.ConsoleOptions
-	// Token is the API token's name the viewer came with.
-	Token string
-	// PowerCycle power-cycles the node (for ~R); nil refuses it.
-	PowerCycle func(ctx context.Context) error
-}
-
-// Viewer is a person attached to a node's console. It implements
+// viewer is a person attached to a node's console. It implements
 // labctl.ConsoleAttachment: the API carries it to labctl console over the
 // network, labctl console --direct uses it in-process.
-type Viewer struct {
+type viewer struct {
 	nc       *nodeConsole
 	who      string
 	token    string
 	readOnly bool
 	since    time.Time
-	power    func(ctx context.Context) error
 	q        *boundedQueue[labctl.ConsoleMessage]
 
 	// Guarded by nc.mu.
@@ -55,29 +45,29 @@ type Viewer struct {
 	hint      *time.Timer // window size hint, sent once resizing settles
 }
 
-var _ labctl.ConsoleAttachment = (*Viewer)(nil)
+var _ labctl.ConsoleAttachment = (*viewer)(nil)
 
-// Attach attaches a viewer to the node's console, opening it with dialer
-// if it is not open. The viewer gets the last o.Replay lines of output,
-// notices saying what it may do (write, or read-only and why), then the
-// console live. It never fails because the console is down: the viewer is
-// told, and sees it come back.
-func (c *Consoles) Attach(name string, dialer sol.Dialer, o AttachOptions) (*Viewer, error) {
+// attach attaches a viewer who came with token to the node's console,
+// opening it with dialer if it is not open. The viewer gets the last
+// o.Replay lines of output, notices saying what it may do (write, or
+// read-only and why), then the console live. It never fails because the
+// console is down: the viewer is told, and sees it come back.
+func (c *Broker) attach(name string, dialer sol.Dialer, token string, o labctl.ConsoleOptions) (*viewer, error) {
 	nc, err := c.node(name, dialer)
 	if err != nil {
 		return nil, fmt.Errorf("console %s: %w", name, err)
 	}
 	who := o.Who
 	if who == "" {
-		who = o.Token
+		who = token
 	}
 	if who == "" {
 		who = "someone"
 	}
-	v := &Viewer{
-		nc: nc, who: who, token: o.Token, readOnly: o.ReadOnly, since: time.Now(), power: o.PowerCycle,
+	v := &viewer{
+		nc: nc, who: who, token: token, readOnly: o.ReadOnly, since: time.Now(),
 		window: o.Window, refused: map[string]time.Time{},
-		q: newBoundedQueue(c.opts.ViewerBuffer,
+		q: newBoundedQueue(c.cfg.ViewerBuffer,
 			func(m labctl.ConsoleMessage) int { return len(m.Output) },
 			func(n int64) labctl.ConsoleMessage {
 				return labctl.ConsoleMessage{Notice: &labctl.ConsoleNotice{Kind: labctl.NoticeMissed, At: time.Now(), Missed: n,
@@ -100,7 +90,7 @@ func (c *Consoles) Attach(name string, dialer sol.Dialer, o AttachOptions) (*Vie
 	}
 	nc.viewers[v] = struct{}{}
 	v.noticeLocked(labctl.NoticeInfo, fmt.Sprintf("attached to %s: %s", name, nc.dialer.Target()))
-	nc.noteLocked(fmt.Sprintf("%s attached (token %s)", who, o.Token))
+	nc.noteLocked(fmt.Sprintf("%s attached (token %s)", who, token))
 	if o.ReadOnly {
 		v.noticeLocked(labctl.NoticeInfo, "read-only: attached to watch")
 	} else if why := nc.takeWriteLocked(v, o.Force); why != "" {
@@ -125,11 +115,8 @@ func windowHint(w labctl.WindowSize) string {
 		w.Cols, w.Rows, w.Rows, w.Cols)
 }
 
-// Who is the viewer's name as others see it.
-func (v *Viewer) Who() string { return v.who }
-
 // Next implements labctl.ConsoleAttachment.
-func (v *Viewer) Next(ctx context.Context) (labctl.ConsoleMessage, error) {
+func (v *viewer) Next(ctx context.Context) (labctl.ConsoleMessage, error) {
 	return v.q.next(ctx, mergeMessages)
 }
 
@@ -151,13 +138,13 @@ func mergeMessages(items []labctl.ConsoleMessage) (labctl.ConsoleMessage, int) {
 }
 
 // noticeLocked queues a notice for v.
-func (v *Viewer) noticeLocked(kind, text string) {
+func (v *viewer) noticeLocked(kind, text string) {
 	v.q.push(labctl.ConsoleMessage{Notice: &labctl.ConsoleNotice{Kind: kind, Text: text, At: time.Now()}})
 }
 
 // refuseLocked tells v it may not do something, unless it heard the same
 // lately.
-func (v *Viewer) refuseLocked(text string) {
+func (v *viewer) refuseLocked(text string) {
 	now := time.Now()
 	if now.Sub(v.refused[text]) < refusalQuiet {
 		return
@@ -166,14 +153,14 @@ func (v *Viewer) refuseLocked(text string) {
 	v.noticeLocked(labctl.NoticeRefused, text)
 }
 
-func (v *Viewer) refuse(text string) {
+func (v *viewer) refuse(text string) {
 	v.nc.mu.Lock()
 	defer v.nc.mu.Unlock()
 	v.refuseLocked(text)
 }
 
 // stateLocked queues the console's state for v if it changed.
-func (v *Viewer) stateLocked() {
+func (v *viewer) stateLocked() {
 	st := v.nc.stateForLocked(v)
 	if v.sentState && st == v.lastState {
 		return
@@ -184,7 +171,7 @@ func (v *Viewer) stateLocked() {
 
 // mayWriteLocked makes sure v has write, taking it if it is free; it
 // returns the refusal otherwise.
-func (v *Viewer) mayWriteLocked() string {
+func (v *viewer) mayWriteLocked() string {
 	if v.nc.writer == v && v.nc.holderLocked() == "" {
 		return ""
 	}
@@ -192,7 +179,7 @@ func (v *Viewer) mayWriteLocked() string {
 }
 
 // Input implements labctl.ConsoleAttachment.
-func (v *Viewer) Input(p []byte) error {
+func (v *viewer) Input(p []byte) error {
 	if len(p) == 0 {
 		return nil
 	}
@@ -238,7 +225,7 @@ func (v *Viewer) Input(p []byte) error {
 // Resize implements labctl.ConsoleAttachment. A serial console has no way
 // to tell the node a window size, so the broker only records it (for
 // listings) and reminds a person with write how to set it on the node.
-func (v *Viewer) Resize(w labctl.WindowSize) error {
+func (v *viewer) Resize(w labctl.WindowSize) error {
 	nc := v.nc
 	nc.mu.Lock()
 	defer nc.mu.Unlock()
@@ -263,7 +250,7 @@ func (v *Viewer) Resize(w labctl.WindowSize) error {
 }
 
 // Break implements labctl.ConsoleAttachment.
-func (v *Viewer) Break() error {
+func (v *viewer) Break() error {
 	nc := v.nc
 	nc.mu.Lock()
 	if v.closed {
@@ -289,7 +276,7 @@ func (v *Viewer) Break() error {
 
 // PowerCycle implements labctl.ConsoleAttachment: it starts the cycle and
 // returns; everybody watching hears when it starts and how it ended.
-func (v *Viewer) PowerCycle() error {
+func (v *viewer) PowerCycle() error {
 	nc := v.nc
 	nc.mu.Lock()
 	defer nc.mu.Unlock()
@@ -300,7 +287,7 @@ func (v *Viewer) PowerCycle() error {
 	case why != "":
 		v.refuseLocked("no power cycle: " + why)
 		return nil
-	case v.power == nil:
+	case nc.c.cfg.Power == nil:
 		v.refuseLocked("no power cycle: not available here")
 		return nil
 	case nc.cycling:
@@ -312,7 +299,7 @@ func (v *Viewer) PowerCycle() error {
 	nc.announceLocked(labctl.NoticeAction, msg)
 	go func() {
 		ctx, cancel := context.WithTimeout(nc.c.ctx, powerCycleTimeout)
-		err := v.power(ctx)
+		_, err := nc.c.cfg.Power.Power(labctl.WithCaller(ctx, v.who+" (console)"), nc.name, labctl.PowerRequest{Op: string(labctl.PowerCycle)})
 		cancel()
 		nc.mu.Lock()
 		defer nc.mu.Unlock()
@@ -329,7 +316,7 @@ func (v *Viewer) PowerCycle() error {
 // Close implements labctl.ConsoleAttachment: the viewer detaches; write, if
 // it had it, is free again. A console that nobody wants any more is closed
 // before Close returns.
-func (v *Viewer) Close() error {
+func (v *viewer) Close() error {
 	nc := v.nc
 	nc.mu.Lock()
 	if v.closed {
@@ -357,7 +344,7 @@ func (v *Viewer) Close() error {
 
 // endLocked ends the attachment from the broker's side, after telling the
 // viewer why.
-func (v *Viewer) endLocked(why string) {
+func (v *viewer) endLocked(why string) {
 	if v.closed {
 		return
 	}
