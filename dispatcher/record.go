@@ -3,6 +3,8 @@ package dispatcher
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
 	"time"
 
 	"github.com/labctl/labctl"
@@ -46,14 +48,9 @@ func Stopped(cause error) End {
 }
 
 // NewRecord is the record of a job as it starts on a device: no outcome
-// yet, every test step skipped until it runs. spec may be nil when the job
-// file no longer parses.
+// yet, every test step skipped until it runs.
 func NewRecord(id string, spec *jobs.Job, device string, started time.Time) *results.Job {
-	res := &results.Job{ID: id, Device: device, Started: started}
-	if spec == nil {
-		return res
-	}
-	res.Name = spec.Name
+	res := &results.Job{ID: id, Name: spec.Name, Device: device, Started: started}
 	for _, t := range spec.Tests {
 		res.Steps = append(res.Steps, results.Step{Name: t.Name, Result: results.Skipped, ExpectFailure: t.ExpectFailure})
 	}
@@ -61,12 +58,15 @@ func NewRecord(id string, spec *jobs.Job, device string, started time.Time) *res
 }
 
 // EndRecord records in res how the job ended, at when, and writes the
-// record to the job directory dir (results.json and junit.xml) unless dir
-// is "".
+// record to the job directory dir (results.json and junit.xml), creating
+// it, unless dir is "".
 func EndRecord(res *results.Job, end End, at time.Time, dir string) error {
 	res.Outcome, res.Reason, res.Action, res.Finished = string(end.Outcome), end.Reason, end.Action, at
 	if dir == "" {
 		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("write results: %w", err)
 	}
 	return res.WriteFiles(dir)
 }
