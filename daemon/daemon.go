@@ -96,9 +96,6 @@ type Daemon struct {
 	dirty    map[string]bool // devices whose state the store has not seen yet
 }
 
-// errShutdown is the cause of the jobs' contexts when the daemon stops.
-var errShutdown = errors.New("dispatcher stopped")
-
 // New loads the daemon's state from the store: queued jobs go back into
 // the queue, jobs that were running when the daemon died are ended
 // incomplete (their devices are recovered when Serve starts), devices in
@@ -195,7 +192,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		d.mu.Lock()
 		d.stopping = true
 		d.mu.Unlock()
-		d.stop(errShutdown)
+		d.stop(dispatcher.ErrShutdown)
 	})
 	defer stopJobs()
 
@@ -283,7 +280,7 @@ func (d *Daemon) requeue(dev *device, t task) {
 		d.enqueueLocked(t.job)
 	}
 	if t.check != nil {
-		t.check.result = labctl.Health{At: d.now(), Detail: "not run: " + errShutdown.Error()}
+		t.check.result = labctl.Health{At: d.now(), Detail: "not run: " + dispatcher.ErrShutdown.Error()}
 		close(t.check.done)
 		dev.check = nil
 	}

@@ -40,7 +40,9 @@ func (f *fakeRunner) run(ctx context.Context, j dispatcher.Job) *results.Job {
 			res.Reason = "boot: power on: bmc: no answer"
 		}
 	case <-ctx.Done():
-		res.Outcome, res.Reason = "canceled", "canceled: "+context.Cause(ctx).Error()
+		// As the pipeline ends a job its context stopped.
+		end := dispatcher.Stopped(context.Cause(ctx))
+		res.Outcome, res.Reason, res.Action = string(end.Outcome), end.Reason, end.Action
 	}
 	res.Finished = time.Now()
 	os.MkdirAll(j.Dir, 0o755)

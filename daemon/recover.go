@@ -7,10 +7,12 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/labctl/labctl"
+	"github.com/labctl/labctl/dispatcher"
+	"github.com/labctl/labctl/jobs"
 	"github.com/labctl/labctl/results"
-	"github.com/labctl/labctl/sol"
 	"github.com/labctl/labctl/store"
 )
 
@@ -85,26 +87,19 @@ func (d *Daemon) crashedResult(rec store.Job) *results.Job {
 		}
 	}
 	now := d.now()
-	res := &results.Job{
-		ID: strconv.FormatInt(rec.ID, 10), Name: rec.Name, Device: rec.RunDevice,
-		Outcome: string(labctl.Incomplete), Reason: restartReason, Action: "restart",
-		Started: rec.Started, Finished: now,
+	spec, err := parseStored(rec)
+	if err != nil {
+		spec = &jobs.Job{Name: rec.Name}
 	}
-	if spec, err := parseStored(rec); err == nil {
-		for _, t := range spec.Tests {
-			res.Steps = append(res.Steps, results.Step{Name: t.Name, Result: results.Skipped, ExpectFailure: t.ExpectFailure})
-		}
+	res := dispatcher.NewRecord(strconv.FormatInt(rec.ID, 10), spec, rec.RunDevice, rec.Started)
+	end := dispatcher.End{Outcome: labctl.Incomplete, Reason: restartReason, Action: "restart"}
+	if err := dispatcher.EndRecord(res, end, now, dir); err != nil {
+		d.log.Error("write results", "job", rec.ID, "err", err)
 	}
-	if err := os.MkdirAll(dir, 0o755); err == nil {
-		if err := res.WriteFiles(dir); err != nil {
-			d.log.Error("write results", "job", rec.ID, "err", err)
-		}
-		if f, err := os.OpenFile(filepath.Join(dir, "job.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err == nil {
-			tw := sol.NewTranscriptWriter(f, nil)
-			tw.Note(now, fmt.Sprintf("job %d: incomplete: %s (the node is powered off and its device checked before the next job)", rec.ID, restartReason))
-			tw.Close()
-			f.Close()
-		}
+	if f, err := os.OpenFile(filepath.Join(dir, "job.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err == nil {
+		l := dispatcher.NewLog(f, func() time.Time { return now }, nil)
+		l.Event(fmt.Sprintf("job %d: incomplete: %s (the node is powered off and its device checked before the next job)", rec.ID, restartReason))
+		l.Close()
 	}
 	return res
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/labctl/labctl"
+	"github.com/labctl/labctl/dispatcher"
 	"github.com/labctl/labctl/jobs"
 	"github.com/labctl/labctl/results"
 	"github.com/labctl/labctl/store"
@@ -206,15 +207,12 @@ func recordOf(rec store.Job) *results.Job {
 			return res
 		}
 	}
-	res := &results.Job{
-		ID: fmt.Sprint(rec.ID), Name: rec.Name, Device: rec.RunDevice, Outcome: rec.Outcome, Reason: rec.Reason,
-		Started: rec.Submitted, Finished: rec.Finished,
+	spec, err := parseStored(rec)
+	if err != nil {
+		spec = &jobs.Job{Name: rec.Name}
 	}
-	if spec, err := parseStored(rec); err == nil {
-		for _, t := range spec.Tests {
-			res.Steps = append(res.Steps, results.Step{Name: t.Name, Result: results.Skipped, ExpectFailure: t.ExpectFailure})
-		}
-	}
+	res := dispatcher.NewRecord(fmt.Sprint(rec.ID), spec, rec.RunDevice, rec.Submitted)
+	dispatcher.EndRecord(res, dispatcher.End{Outcome: labctl.Outcome(rec.Outcome), Reason: rec.Reason}, rec.Finished, "")
 	return res
 }
 
@@ -242,7 +240,7 @@ func (d *Daemon) Cancel(ctx context.Context, id int64) (labctl.Job, error) {
 			return labctl.Job{}, err
 		}
 	}
-	cause := canceledBy{caller: caller}
+	cause := dispatcher.CanceledBy{Caller: caller}
 	if d.dequeueLocked(j) {
 		delete(d.jobs, id)
 		d.mu.Unlock()

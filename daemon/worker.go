@@ -19,11 +19,6 @@ import (
 // daemon stops (recording how a job ended).
 const storeTimeout = 30 * time.Second
 
-// canceledBy is the cause of a job's context when someone cancels it.
-type canceledBy struct{ caller string }
-
-func (c canceledBy) Error() string { return "by " + c.caller }
-
 // runJob takes the job off the queue in the store, runs it on the device
 // and records how it ended. A job that ended incomplete is followed by a
 // health check of the device, before it takes another job.
@@ -80,16 +75,6 @@ func (d *Daemon) runJob(ctx context.Context, dev *device, j *job) {
 		Log: d.log.With("job", id, "device", dev.name), Now: d.now,
 	})
 	release()
-	if res.Outcome == string(labctl.Canceled) && errors.Is(context.Cause(j.ctx), errShutdown) {
-		// Nobody canceled it: the dispatcher stopped under it.
-		res.Outcome, res.Reason = string(labctl.Incomplete), errShutdown.Error()+" while the job ran"
-		if res.Action == "" {
-			res.Action = "shutdown"
-		}
-		if err := res.WriteFiles(dir); err != nil {
-			d.log.Error("write results", "job", id, "err", err)
-		}
-	}
 	d.finishRunning(j, res)
 	d.log.Info("job ended", "job", id, "device", dev.name, "outcome", res.Outcome, "reason", res.Reason)
 	d.jobEnded(dev, j, res)

@@ -20,16 +20,16 @@ func (r *runner) boot(ctx context.Context) error {
 	if err := r.Netboot.BootLocal(); err != nil {
 		return fmt.Errorf("PXE config: %w", err)
 	}
-	if err := r.bootdev(ctx, labctl.BootDisk); err != nil {
+	if err := r.node.bootdev(ctx, labctl.BootDisk); err != nil {
 		return err
 	}
 	r.session.Discard()
 	start := r.Now()
-	if err := r.power(ctx, labctl.PowerCycle); err != nil {
+	if err := r.node.power(ctx, labctl.PowerCycle); err != nil {
 		return err
 	}
 	loginPrompt := regexp.MustCompile(regexp.QuoteMeta(login.LoginPrompt))
-	if err := r.waitPrompt(ctx, r.set.Timeouts.DiskBoot, "the login prompt", loginPrompt); err != nil {
+	if err := r.node.waitPrompt(ctx, r.set.Timeouts.DiskBoot, "the login prompt", loginPrompt); err != nil {
 		return err
 	}
 	r.event("boot: login prompt %s after power cycle", r.Now().Sub(start).Round(10*time.Millisecond))

@@ -12,16 +12,6 @@ import (
 	"github.com/labctl/labctl/sol"
 )
 
-// bootFailures are console lines that mean a boot cannot succeed: waiting
-// for a prompt stops at once when one shows up.
-var bootFailures = []*regexp.Regexp{
-	regexp.MustCompile(`Kernel panic - not syncing[^\n]*`),
-	regexp.MustCompile(`No bootable device[^\n]*`),
-	// pxelinux could not load the kernel or initrd of its entry.
-	regexp.MustCompile(`Loading \S+ failed: [^\n]*`),
-	regexp.MustCompile(`Could not find kernel image: [^\n]*`),
-}
-
 // deploy boots the master image over PXE and streams the job's image onto
 // the node's disk, checking its sha256 on the node.
 func (r *runner) deploy(ctx context.Context) error {
@@ -107,75 +97,17 @@ func (r *runner) deploy(ctx context.Context) error {
 // is a hex digit too). A damaged digest still fails the comparison.
 var sha256Line = regexp.MustCompile(`([0-9a-fA-F]{64})[ \t]+\*?-`)
 
-// bootMaster powers the node on into the master image and returns its
-// shell, with a prompt unique to this job.
+// bootMaster boots the node into the master image and returns its shell,
+// with a prompt unique to this job.
 func (r *runner) bootMaster(ctx context.Context) (*shell, error) {
-	if err := r.power(ctx, labctl.PowerOff); err != nil {
+	if err := r.node.BootMaster(ctx); err != nil {
 		return nil, err
 	}
-	if err := r.Netboot.BootMaster(); err != nil {
-		return nil, fmt.Errorf("PXE config: %w", err)
-	}
-	// Boot flags expire on many BMCs 60 s after they are set: set them
-	// right before powering on.
-	if err := r.bootdev(ctx, labctl.BootPXE); err != nil {
-		return nil, err
-	}
-	r.session.Discard()
-	start := r.Now()
-	if err := r.power(ctx, labctl.PowerOn); err != nil {
-		return nil, err
-	}
-	prompt := regexp.MustCompile(regexp.QuoteMeta(r.set.Master.Prompt))
-	if err := r.waitPrompt(ctx, r.set.Timeouts.MasterBoot, "the master prompt", prompt); err != nil {
-		return nil, err
-	}
-	r.event("deploy: master prompt %s after power on", r.Now().Sub(start).Round(10*time.Millisecond))
-	sh := &shell{r: r, pacing: r.pacing(r.set.Console.BootloaderDelay()), prompt: prompt}
+	sh := &shell{r: r, pacing: r.pacing(r.set.Console.BootloaderDelay()), prompt: r.node.masterPrompt()}
 	if err := sh.setPrompt(ctx); err != nil {
 		return nil, err
 	}
 	return sh, nil
-}
-
-// waitPrompt waits for a prompt after a boot, failing at once on a line
-// that means the boot failed.
-func (r *runner) waitPrompt(ctx context.Context, timeout time.Duration, what string, prompt *regexp.Regexp) error {
-	wctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	m, err := r.session.Expect(wctx, append([]*regexp.Regexp{prompt}, bootFailures...)...)
-	if err != nil {
-		if ctx.Err() == nil && wctx.Err() != nil {
-			return fmt.Errorf("%s did not appear within %s: %w", what, timeout, err)
-		}
-		return fmt.Errorf("waiting for %s: %w", what, err)
-	}
-	if m.Pattern != 0 {
-		return fmt.Errorf("waiting for %s: the node printed %q", what, m.Text())
-	}
-	return nil
-}
-
-// power runs one power operation within the power timeout.
-func (r *runner) power(ctx context.Context, op labctl.PowerOp) error {
-	pctx, cancel := context.WithTimeout(ctx, r.set.Timeouts.Power)
-	defer cancel()
-	r.event("power %s", op)
-	if err := r.Power.Power(pctx, op); err != nil {
-		return fmt.Errorf("power %s: %w", op, err)
-	}
-	return nil
-}
-
-// bootdev sets the next boot device within the power timeout.
-func (r *runner) bootdev(ctx context.Context, dev labctl.BootDevice) error {
-	pctx, cancel := context.WithTimeout(ctx, r.set.Timeouts.Power)
-	defer cancel()
-	r.event("bootdev %s", dev)
-	if err := r.Power.SetBootDevice(pctx, dev); err != nil {
-		return fmt.Errorf("bootdev %s: %w", dev, err)
-	}
-	return nil
 }
 
 // pacing is the device's typing pacing with the given fixed delay. Shell

@@ -63,10 +63,12 @@ const FinalizeTimeout = 2 * time.Minute
 //
 // The outcome is complete when every test step ended as expected, failed
 // when one did not, incomplete when the lab went wrong (the record names
-// the action and why), and canceled when ctx was canceled.
+// the action and why), and canceled when it ran out of time. When ctx is
+// canceled, its cause decides (see Stopped): canceled by a person,
+// incomplete when the dispatcher shuts down under it.
 func Run(ctx context.Context, j Job) *results.Job {
 	r := newRunner(j)
-	defer func() { r.log.close() }() // r.log is set during run
+	defer func() { r.log.Close() }() // r.log is set during run
 	r.run(ctx)
 	return r.res
 }
@@ -76,7 +78,8 @@ type runner struct {
 	Job
 	set       devices.Settings
 	timeouts  jobs.Timeouts
-	log       *jobLog
+	log       *Log
+	node      *Driver
 	res       *results.Job
 	session   *sol.Session
 	writer    *sol.Writer
@@ -106,10 +109,9 @@ func newRunner(j Job) *runner {
 	b := make([]byte, 2)
 	rand.Read(b)
 	r := &runner{Job: j, set: j.Settings, timeouts: j.Spec.Timeouts(j.Settings.Timeouts), tag: hex.EncodeToString(b)}
-	r.res = &results.Job{ID: j.ID, Name: j.Spec.Name, Device: j.Device, Started: j.Now()}
-	for _, t := range j.Spec.Tests {
-		r.res.Steps = append(r.res.Steps, results.Step{Name: t.Name, Result: results.Skipped, ExpectFailure: t.ExpectFailure})
-	}
+	r.res = NewRecord(j.ID, j.Spec, j.Device, j.Now())
+	r.node = &Driver{Settings: j.Settings, Power: j.Power, Netboot: j.Netboot, Console: j.Console,
+		Event: func(msg string) { r.event("%s", msg) }, Now: j.Now}
 	return r
 }
 
@@ -182,7 +184,7 @@ func (r *runner) connect(ctx context.Context) bool {
 		r.fail("connect", fmt.Errorf("console %s: %w", r.session.Target(), err))
 		return false
 	}
-	r.log.follow(r.session)
+	r.log.Follow(r.session)
 	w, err := r.session.Claim("job "+r.ID, true)
 	if err != nil {
 		r.fail("connect", err)
@@ -207,15 +209,12 @@ func (r *runner) finish(ctx context.Context) {
 	}
 	r.res.Phases = append(r.res.Phases, p)
 
-	r.res.Outcome, r.res.Reason, r.res.Action = r.outcome(ctx, ferr)
-	r.res.Finished = r.Now()
+	end := r.outcome(ctx, ferr)
 	if r.log != nil {
-		r.event("job %s: %s%s", r.ID, r.res.Outcome, reasonSuffix(r.res.Reason))
+		r.event("job %s: %s%s", r.ID, end.Outcome, reasonSuffix(end.Reason))
 	}
-	if r.Dir != "" {
-		if err := r.res.WriteFiles(r.Dir); err != nil {
-			r.Log.Error("write results", "job", r.ID, "err", err)
-		}
+	if err := EndRecord(r.res, end, r.Now(), r.Dir); err != nil {
+		r.Log.Error("write results", "job", r.ID, "err", err)
 	}
 }
 
@@ -226,68 +225,51 @@ func reasonSuffix(reason string) string {
 	return ": " + reason
 }
 
-// outcome decides how the job ended.
-func (r *runner) outcome(ctx context.Context, finalizeErr error) (outcome, reason, action string) {
+// outcome decides how the job ended. A job that ctx stopped ends as its
+// cause says (see Stopped); the job's own timeout cancels it.
+func (r *runner) outcome(ctx context.Context, finalizeErr error) End {
 	switch {
 	case errors.Is(ctx.Err(), context.Canceled):
-		reason := "canceled"
-		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
-			reason = "canceled: " + cause.Error()
+		end := Stopped(context.Cause(ctx))
+		if r.action != "" {
+			end.Action = r.action
 		}
-		return string(labctl.Canceled), reason, r.action
+		return end
 	case r.timedOut:
 		// Out of time is the job's own limit, not the lab going wrong.
 		if r.failure == nil {
-			return string(labctl.Canceled), "job timeout exceeded", ""
+			return End{Outcome: labctl.Canceled, Reason: "job timeout exceeded"}
 		}
-		return string(labctl.Canceled), fmt.Sprintf("%s: %v", r.action, r.failure), r.action
+		return End{Outcome: labctl.Canceled, Reason: fmt.Sprintf("%s: %v", r.action, r.failure), Action: r.action}
 	case r.failure != nil:
-		return string(labctl.Incomplete), fmt.Sprintf("%s: %v", r.action, r.failure), r.action
+		return End{Outcome: labctl.Incomplete, Reason: fmt.Sprintf("%s: %v", r.action, r.failure), Action: r.action}
 	case finalizeErr != nil:
 		// The tests ran, but the node may be left on: the lab needs a look.
-		return string(labctl.Incomplete), fmt.Sprintf("finalize: %v", finalizeErr), "finalize"
+		return End{Outcome: labctl.Incomplete, Reason: fmt.Sprintf("finalize: %v", finalizeErr), Action: "finalize"}
 	}
 	for _, s := range r.res.Steps {
 		if !s.Ok() {
-			return string(labctl.Failed), fmt.Sprintf("test step %s: %s", s.Name, s.Result), ""
+			return End{Outcome: labctl.Failed, Reason: fmt.Sprintf("test step %s: %s", s.Name, s.Result)}
 		}
 	}
-	return string(labctl.Complete), "", ""
+	return End{Outcome: labctl.Complete}
 }
 
-// finalize puts the node back: powered off (unless the job keeps it on)
-// and its boot entry back to local boot. Every part is tried even if one
-// fails; the first error is returned.
+// finalize puts the node back (see Driver.Finalize) and gives the console
+// back.
 func (r *runner) finalize(ctx context.Context) error {
-	var first error
-	keep := func(err error) {
-		if err != nil && first == nil {
-			first = err
-		}
-	}
-	if r.Spec.KeepPoweredOn && r.failure == nil && ctx.Err() == nil {
-		r.event("finalize: keeping the node powered on (keep_powered_on)")
-	} else if r.Power != nil {
-		r.event("finalize: power off")
-		keep(r.Power.Power(ctx, labctl.PowerOff))
-	}
-	if r.Netboot != nil {
-		keep(r.Netboot.BootLocal())
-	}
+	err := r.node.Finalize(ctx, r.Spec.KeepPoweredOn && r.failure == nil && ctx.Err() == nil)
 	if r.writer != nil {
 		r.writer.Release()
 	}
-	if first != nil && r.log != nil {
-		r.event("finalize: error: %v", first)
-	}
-	return first
+	return err
 }
 
 // event logs a dispatcher event to the job log.
 func (r *runner) event(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	if r.log != nil {
-		r.log.event(msg)
+		r.log.Event(msg)
 	}
 	r.Log.Debug(msg, "job", r.ID)
 }

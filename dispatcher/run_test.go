@@ -297,10 +297,21 @@ commands = ["true"]
 	}
 }
 
+// A job whose context is canceled ends as the cause says: canceled by a
+// person, incomplete when the dispatcher stops under it; either way the
+// node is finalized and the record on disk says so.
 func TestRunCanceled(t *testing.T) {
-	n := newNode(t)
-	img, sum := image(t, t.TempDir())
-	spec := parseJob(t, `
+	for _, tc := range []struct {
+		cause           error
+		outcome, reason string
+	}{
+		{dispatcher.CanceledBy{Caller: "ci"}, "canceled", "canceled: by ci"},
+		{dispatcher.ErrShutdown, "incomplete", "dispatcher stopped while the job ran"},
+	} {
+		t.Run(tc.outcome, func(t *testing.T) {
+			n := newNode(t)
+			img, sum := image(t, t.TempDir())
+			spec := parseJob(t, `
 device = "node1"
 [deploy]
 image = "`+img+`"
@@ -309,24 +320,34 @@ sha256 = "`+sum+`"
 name = "one"
 commands = ["true"]
 `)
-	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		waitLog(t, dir, "master prompt")
-		cancel()
-	}()
-	res := dispatcher.Run(ctx, dispatcher.Job{
-		ID: "1", Spec: spec, Device: n.Name, Settings: dispatchertest.Settings(n),
-		Power: n, Console: console(t, n), Netboot: n, Dir: dir,
-	})
-	if res.Outcome != "canceled" {
-		t.Fatalf("outcome %s (%s), want canceled", res.Outcome, res.Reason)
-	}
-	if n.On() {
-		t.Error("node left powered on after cancel")
-	}
-	if calls := n.Calls(); calls[len(calls)-1] != "pxe local" {
-		t.Errorf("PXE entry not put back: %v", calls)
+			dir := t.TempDir()
+			ctx, cancel := context.WithCancelCause(context.Background())
+			go func() {
+				waitLog(t, dir, "master prompt")
+				cancel(tc.cause)
+			}()
+			res := dispatcher.Run(ctx, dispatcher.Job{
+				ID: "1", Spec: spec, Device: n.Name, Settings: dispatchertest.Settings(n),
+				Power: n, Console: console(t, n), Netboot: n, Dir: dir,
+			})
+			if res.Outcome != tc.outcome || res.Reason != tc.reason {
+				t.Fatalf("outcome %s (%s), want %s (%s)", res.Outcome, res.Reason, tc.outcome, tc.reason)
+			}
+			f, err := os.Open(filepath.Join(dir, results.JSONFile))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if disk, err := results.ReadJSON(f); err != nil || disk.Outcome != tc.outcome || disk.Reason != tc.reason {
+				t.Errorf("results.json = %+v, %v", disk, err)
+			}
+			if n.On() {
+				t.Error("node left powered on after cancel")
+			}
+			if calls := n.Calls(); calls[len(calls)-1] != "pxe local" {
+				t.Errorf("PXE entry not put back: %v", calls)
+			}
+		})
 	}
 }
 

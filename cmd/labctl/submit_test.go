@@ -255,8 +255,8 @@ func TestSubmitWaitSurvivesRestart(t *testing.T) {
 	}
 }
 
-// gate is a RunFunc whose jobs complete once release is closed (or end
-// canceled with their context).
+// gate is a RunFunc whose jobs complete once release is closed (or end as
+// the pipeline ends a job its context stopped).
 type gate struct{ release chan struct{} }
 
 func (g *gate) run(ctx context.Context, j dispatcher.Job) *results.Job {
@@ -265,7 +265,8 @@ func (g *gate) run(ctx context.Context, j dispatcher.Job) *results.Job {
 	case <-g.release:
 		res.Outcome = "complete"
 	case <-ctx.Done():
-		res.Outcome, res.Reason = "canceled", "canceled"
+		end := dispatcher.Stopped(context.Cause(ctx))
+		res.Outcome, res.Reason, res.Action = string(end.Outcome), end.Reason, end.Action
 	}
 	res.Finished = time.Now()
 	return res

@@ -1,0 +1,161 @@
+package dispatcher
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/labctl/labctl"
+	"github.com/labctl/labctl/devices"
+	"github.com/labctl/labctl/sol"
+)
+
+// Driver drives a node through the pipeline's steps that stand on their
+// own: booting the master image to its prompt, and putting the node back
+// (powered off, its PXE entry local). A job's Run takes its node through
+// them; the daemon's health check runs them on their own.
+type Driver struct {
+	// Settings are the device's settings (prompts, timeouts).
+	Settings devices.Settings
+	Power    labctl.Power
+	Netboot  labctl.Netboot
+	// Console is the node's console session, open. The steps only read
+	// it; they type nothing.
+	Console *sol.Session
+	// Event, if set, hears each step as it is taken, one line each (for a
+	// job log or a health log).
+	Event func(msg string)
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// bootFailures are console lines that mean a boot cannot succeed: waiting
+// for a prompt stops at once when one shows up.
+var bootFailures = []*regexp.Regexp{
+	regexp.MustCompile(`Kernel panic - not syncing[^\n]*`),
+	regexp.MustCompile(`No bootable device[^\n]*`),
+	// pxelinux could not load the kernel or initrd of its entry.
+	regexp.MustCompile(`Loading \S+ failed: [^\n]*`),
+	regexp.MustCompile(`Could not find kernel image: [^\n]*`),
+}
+
+// BootMaster powers the node on into the master image over PXE and waits
+// for the master prompt: power off, PXE entry to the master, bootdev pxe,
+// power on. A console line that means the boot failed ends the wait at
+// once. The node is left on at the master prompt.
+func (d *Driver) BootMaster(ctx context.Context) error {
+	if d.Netboot == nil {
+		return errors.New("no boot server")
+	}
+	if err := d.power(ctx, labctl.PowerOff); err != nil {
+		return err
+	}
+	if err := d.Netboot.BootMaster(); err != nil {
+		return fmt.Errorf("PXE config: %w", err)
+	}
+	// Boot flags expire on many BMCs 60 s after they are set: set them
+	// right before powering on.
+	if err := d.bootdev(ctx, labctl.BootPXE); err != nil {
+		return err
+	}
+	d.Console.Discard()
+	start := d.now()
+	if err := d.power(ctx, labctl.PowerOn); err != nil {
+		return err
+	}
+	if err := d.waitPrompt(ctx, d.Settings.Timeouts.MasterBoot, "the master prompt", d.masterPrompt()); err != nil {
+		return err
+	}
+	d.event("master prompt %s after power on", d.now().Sub(start).Round(10*time.Millisecond))
+	return nil
+}
+
+// masterPrompt matches the master image's shell prompt.
+func (d *Driver) masterPrompt() *regexp.Regexp {
+	return regexp.MustCompile(regexp.QuoteMeta(d.Settings.Master.Prompt))
+}
+
+// Finalize puts the node back as it is between jobs: powered off (unless
+// keepOn) and its PXE entry back to local boot. Both are tried even if one
+// fails; the first error is returned. ctx bounds it: a caller that must
+// finalize after its own context ended passes one of its own.
+func (d *Driver) Finalize(ctx context.Context, keepOn bool) error {
+	var first error
+	keep := func(err error) {
+		if err != nil && first == nil {
+			first = err
+		}
+	}
+	if keepOn {
+		d.event("finalize: keeping the node powered on (keep_powered_on)")
+	} else if d.Power != nil {
+		d.event("finalize: power off")
+		if err := d.Power.Power(ctx, labctl.PowerOff); err != nil {
+			keep(fmt.Errorf("power off: %w", err))
+		}
+	}
+	if d.Netboot != nil {
+		if err := d.Netboot.BootLocal(); err != nil {
+			keep(fmt.Errorf("PXE entry: %w", err))
+		}
+	}
+	if first != nil {
+		d.event("finalize: error: %v", first)
+	}
+	return first
+}
+
+// waitPrompt waits for a prompt after a boot, failing at once on a line
+// that means the boot failed.
+func (d *Driver) waitPrompt(ctx context.Context, timeout time.Duration, what string, prompt *regexp.Regexp) error {
+	wctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	m, err := d.Console.Expect(wctx, append([]*regexp.Regexp{prompt}, bootFailures...)...)
+	if err != nil {
+		if ctx.Err() == nil && wctx.Err() != nil {
+			return fmt.Errorf("%s did not appear within %s: %w", what, timeout, err)
+		}
+		return fmt.Errorf("waiting for %s: %w", what, err)
+	}
+	if m.Pattern != 0 {
+		return fmt.Errorf("waiting for %s: the node printed %q", what, m.Text())
+	}
+	return nil
+}
+
+// power runs one power operation within the power timeout.
+func (d *Driver) power(ctx context.Context, op labctl.PowerOp) error {
+	pctx, cancel := context.WithTimeout(ctx, d.Settings.Timeouts.Power)
+	defer cancel()
+	d.event("power %s", op)
+	if err := d.Power.Power(pctx, op); err != nil {
+		return fmt.Errorf("power %s: %w", op, err)
+	}
+	return nil
+}
+
+// bootdev sets the next boot device within the power timeout.
+func (d *Driver) bootdev(ctx context.Context, dev labctl.BootDevice) error {
+	pctx, cancel := context.WithTimeout(ctx, d.Settings.Timeouts.Power)
+	defer cancel()
+	d.event("bootdev %s", dev)
+	if err := d.Power.SetBootDevice(pctx, dev); err != nil {
+		return fmt.Errorf("bootdev %s: %w", dev, err)
+	}
+	return nil
+}
+
+func (d *Driver) event(format string, args ...any) {
+	if d.Event != nil {
+		d.Event(fmt.Sprintf(format, args...))
+	}
+}
+
+func (d *Driver) now() time.Time {
+	if d.Now == nil {
+		return time.Now()
+	}
+	return d.Now()
+}
