@@ -136,7 +136,7 @@ func Parse(name string, data []byte) (*Job, error) {
 		Priority: Normal,
 		Boot:     Boot{Username: "root"},
 	}
-	doc, err := tomlfile.Decode(name, data, job)
+	doc, err := tomlfile.JobFile.Decode(name, data, job)
 	if err != nil {
 		return nil, err
 	}
