@@ -144,7 +144,7 @@ func Parse(name string, data []byte, dir string) (*Job, error) {
 		Priority: Normal,
 		Boot:     Boot{Username: "root"},
 	}
-	doc, err := tomlfile.Decode(name, data, job)
+	doc, err := tomlfile.JobFile.Decode(name, data, job)
 	if err != nil {
 		return nil, err
 	}

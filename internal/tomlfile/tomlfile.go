@@ -14,6 +14,10 @@
 // a bare integer would silently mean nanoseconds. A field of type [Table]
 // keeps its TOML table for later, so that it can be decoded into a value that
 // depends on other files (a device's [override] table of device-type keys).
+//
+// Before anything is parsed, a file is bounded by its size, according to
+// its [Kind], and by how deep it nests ([MaxDepth]): the parser's memory
+// grows with the square of nesting depth.
 package tomlfile
 
 import (
@@ -129,7 +133,19 @@ type Document struct {
 // only when data is not TOML at all (a syntax error: one problem, with its
 // line); unknown keys and wrong types are recorded in the document, and the
 // values that decoded are set, so that validation can go on.
+//
+// Decode reads data as a [ConfigFile]; see [Kind.Decode].
 func Decode(file string, data []byte, v any) (*Document, error) {
+	return ConfigFile.Decode(file, data, v)
+}
+
+// Decode is [Decode] for a file of kind k: a file bigger than k allows, or
+// nested deeper than [MaxDepth], is a problem of its own, found before
+// anything is parsed.
+func (k Kind) Decode(file string, data []byte, v any) (*Document, error) {
+	if p := k.check(file, data); p != nil {
+		return nil, &Error{Problems: []Problem{*p}}
+	}
 	var top map[string]toml.Primitive
 	meta, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&top)
 	if err != nil {
@@ -161,8 +177,15 @@ func syntaxProblem(file string, data []byte, err error) Problem {
 
 // TopLevelKeys returns the keys of the top-level table of a TOML document,
 // or an error if it does not parse. It lets a caller tell kinds of files
-// apart before choosing the struct to decode into.
+// apart before choosing the struct to decode into. It bounds data as
+// [Decode] does for a [ConfigFile], the largest kind.
 func TopLevelKeys(data []byte) ([]string, error) {
+	if p := ConfigFile.check("", data); p != nil {
+		if p.Line > 0 {
+			return nil, fmt.Errorf("line %d: %s", p.Line, p.Message)
+		}
+		return nil, errors.New(p.Message)
+	}
 	var top map[string]toml.Primitive
 	if _, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&top); err != nil {
 		return nil, err
