@@ -49,6 +49,21 @@ entry to local and health-checks the device; queued jobs survive.
 SIGINT/SIGTERM stop it: running jobs are stopped and their nodes
 finalized (they end incomplete), queued jobs stay queued.
 
+Tokens and roles: each [[server.tokens]] has a name (the submitter of its
+jobs, the viewer on a console), a token_file or token_env, and a role:
+  viewer     reads jobs, logs and devices; watches consoles read-only
+  submitter  also submits jobs and cancels its own
+  operator   also powers nodes, sets boot devices, maintenance, health
+             checks, types on consoles, cancels any job
+  admin      everything
+A request beyond the token's role gets 403 naming the role it needs.
+
+TLS: [server] tls_cert and tls_key (PEM) serve the API over HTTPS; or
+tls = "self-signed" makes a certificate in STATE/tls on first start and
+prints its fingerprint, which clients pin (--pin, LABCTL_PIN). Listening
+beyond loopback without TLS starts with a warning: tokens would cross
+the network in clear text.
+
 EXAMPLES:
    labctl serve --lab /etc/labctl/lab.toml
    labctl serve --lab build/simlab/lab/lab.toml --listen 127.0.0.1:0
