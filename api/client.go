@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 type Client struct {
 	base  *url.URL
 	token string
+	tls   *tls.Config // nil: the system's roots
 	http  *http.Client
 	// Timeout bounds each request but the long ones (event streams, health
 	// checks, Online, Cancel, Power, SetBootDevice: the daemon bounds those)
@@ -28,9 +30,11 @@ type Client struct {
 	Timeout time.Duration
 }
 
-// NewClient returns a client of the daemon at server ("http://host:port";
-// "host:port" means http) that sends token.
-func NewClient(server, token string) (*Client, error) {
+// NewClient returns a client of the daemon at server ("http://host:port",
+// "https://host:port"; "host:port" means http) that sends token, checking
+// an https daemon's certificate with tlsConfig (nil: the system's roots;
+// see ClientTLS).
+func NewClient(server, token string, tlsConfig *tls.Config) (*Client, error) {
 	if server == "" {
 		return nil, errors.New("no server: set --server, LABCTL_SERVER or server in the client config")
 	}
@@ -42,7 +46,12 @@ func NewClient(server, token string) (*Client, error) {
 		return nil, fmt.Errorf("server %q: want http://HOST:PORT", server)
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
-	return &Client{base: u, token: token, http: &http.Client{}}, nil
+	if tlsConfig != nil && u.Scheme != "https" {
+		return nil, fmt.Errorf("server %s: a CA file or pin is for https:// servers", server)
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = tlsConfig
+	return &Client{base: u, token: token, tls: tlsConfig, http: &http.Client{Transport: t}}, nil
 }
 
 // Server is the daemon's URL.

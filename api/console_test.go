@@ -136,7 +136,7 @@ func nextOf(t *testing.T, a labctl.ConsoleAttachment, what string, want func(lab
 func TestConsoleOverHTTP(t *testing.T) {
 	svc := &consoleService{atts: make(chan *fakeAttachment, 4)}
 	url, stop := serveAPI(t, svc)
-	c, err := api.NewClient(url, goodToken)
+	c, err := api.NewClient(url, goodToken, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +229,7 @@ func TestConsoleOverHTTP(t *testing.T) {
 func TestConsoleEndpoints(t *testing.T) {
 	svc := &consoleService{atts: make(chan *fakeAttachment, 4)}
 	url, _ := serveAPI(t, svc)
-	c, _ := api.NewClient(url, goodToken)
+	c, _ := api.NewClient(url, goodToken, nil)
 	ctx := context.Background()
 	if _, err := c.AttachConsole(ctx, "node9", labctl.ConsoleOptions{}); !errors.Is(err, labctl.ErrNotFound) {
 		t.Errorf("attach to an unknown node: %v", err)
@@ -237,7 +237,7 @@ func TestConsoleEndpoints(t *testing.T) {
 	if _, err := c.AttachConsole(ctx, "node1", labctl.ConsoleOptions{Force: true, ReadOnly: true}); !errors.Is(err, labctl.ErrInvalid) {
 		t.Errorf("attach --force --read-only: %v", err)
 	}
-	bad, _ := api.NewClient(url, "not-the-token")
+	bad, _ := api.NewClient(url, "not-the-token", nil)
 	if _, err := bad.AttachConsole(ctx, "node1", labctl.ConsoleOptions{}); !errors.Is(err, labctl.ErrUnauthorized) {
 		t.Errorf("attach with a wrong token: %v", err)
 	}
@@ -264,7 +264,7 @@ func TestConsoleEndpoints(t *testing.T) {
 	}
 
 	plain, _ := serveAPI(t, &fakeService{})
-	pc, _ := api.NewClient(plain, goodToken)
+	pc, _ := api.NewClient(plain, goodToken, nil)
 	if _, err := pc.Consoles(ctx); !errors.Is(err, labctl.ErrNotFound) {
 		t.Errorf("Consoles of a service without consoles: %v", err)
 	}

@@ -138,7 +138,12 @@ func (c *Client) dialConsole(ctx context.Context, u *url.URL) (net.Conn, error) 
 	if u.Scheme != "https" {
 		return conn, nil
 	}
-	tc := tls.Client(conn, &tls.Config{ServerName: u.Hostname()})
+	cfg := &tls.Config{}
+	if c.tls != nil {
+		cfg = c.tls.Clone()
+	}
+	cfg.ServerName = u.Hostname()
+	tc := tls.Client(conn, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		conn.Close()
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,6 +39,8 @@ type Config struct {
 	// ShutdownGrace bounds the wait for requests in flight when Serve
 	// stops; 0 means 5 s.
 	ShutdownGrace time.Duration
+	// TLS, if set, serves HTTPS (LoadServerTLS, SelfSignedTLS).
+	TLS *tls.Config
 }
 
 // Server serves the API over HTTP.
@@ -85,6 +88,9 @@ func NewServer(svc labctl.Service, cfg Config) (*Server, error) {
 		ln, err := net.Listen("tcp", cfg.Addr)
 		if err != nil {
 			return nil, fmt.Errorf("api: listen: %w", err)
+		}
+		if cfg.TLS != nil {
+			ln = tls.NewListener(ln, cfg.TLS)
 		}
 		s.ln = ln
 	}

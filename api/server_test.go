@@ -370,7 +370,7 @@ func TestClient(t *testing.T) {
 	svc := &fakeService{}
 	hs := httptest.NewServer(newServer(t, svc, 0))
 	defer hs.Close()
-	c, err := api.NewClient(strings.TrimPrefix(hs.URL, "http://"), goodToken)
+	c, err := api.NewClient(strings.TrimPrefix(hs.URL, "http://"), goodToken, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -417,14 +417,14 @@ func TestClient(t *testing.T) {
 		t.Errorf("Power = %+v, %v", r, err)
 	}
 
-	bad, _ := api.NewClient(hs.URL, "wrong-token-123")
+	bad, _ := api.NewClient(hs.URL, "wrong-token-123", nil)
 	if _, err := bad.Devices(ctx); !errors.Is(err, labctl.ErrUnauthorized) {
 		t.Errorf("Devices with a bad token = %v, want ErrUnauthorized", err)
 	}
-	if _, err := api.NewClient("", goodToken); err == nil {
+	if _, err := api.NewClient("", goodToken, nil); err == nil {
 		t.Error("NewClient without a server succeeded")
 	}
-	if _, err := api.NewClient("ftp://x", goodToken); err == nil {
+	if _, err := api.NewClient("ftp://x", goodToken, nil); err == nil {
 		t.Error("NewClient with ftp:// succeeded")
 	}
 	svc.fail = fmt.Errorf("%w: node1 runs job 3", labctl.ErrBusy)
@@ -444,7 +444,7 @@ func TestServe(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx) }()
-	c, _ := api.NewClient(s.Addr().String(), goodToken)
+	c, _ := api.NewClient(s.Addr().String(), goodToken, nil)
 	followed := make(chan error, 1)
 	go func() {
 		followed <- c.Follow(context.Background(), 7, labctl.FollowOptions{}, func(labctl.Event) error { return nil })

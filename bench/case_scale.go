@@ -357,7 +357,7 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, labFile, job string, logw i
 			}
 		}
 	}()
-	client, err := api.NewClient("http://127.0.0.1:18470", scaleToken)
+	client, err := api.NewClient("http://127.0.0.1:18470", scaleToken, nil)
 	if err != nil {
 		return run, err
 	}

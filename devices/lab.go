@@ -68,7 +68,18 @@ type BootServer struct {
 type Server struct {
 	Listen string  `toml:"listen"` // host:port, default "127.0.0.1:8470"
 	Tokens []Token `toml:"tokens"`
+	// TLS serves the API over HTTPS: tls_cert and tls_key are PEM files
+	// (relative to the lab file), or tls = "self-signed" makes a
+	// certificate in the state directory on first start, whose
+	// fingerprint the daemon prints for clients to pin.
+	TLS     string `toml:"tls"`
+	TLSCert string `toml:"tls_cert"`
+	TLSKey  string `toml:"tls_key"`
 }
+
+// SelfSignedTLS is the [server] tls setting that makes the daemon its own
+// certificate.
+const SelfSignedTLS = "self-signed"
 
 // Token is an API bearer token the daemon accepts.
 type Token struct {
@@ -290,6 +301,17 @@ func (l *Lab) validate(doc *tomlfile.Document) {
 	}
 
 	checkListen(doc, "server.listen", c.Server.Listen)
+	switch srv := &c.Server; {
+	case srv.TLS != "" && srv.TLS != SelfSignedTLS:
+		doc.Problemf("server.tls", "%q: the one value is %q (or give tls_cert and tls_key)", srv.TLS, SelfSignedTLS)
+	case srv.TLS != "" && (srv.TLSCert != "" || srv.TLSKey != ""):
+		doc.Problemf("server.tls", "give either tls = %q or tls_cert and tls_key, not both", SelfSignedTLS)
+	case (srv.TLSCert == "") != (srv.TLSKey == ""):
+		doc.Problemf("server.tls_cert", "tls_cert and tls_key go together")
+	case srv.TLSCert != "":
+		srv.TLSCert, srv.TLSKey = resolve(dir, srv.TLSCert), resolve(dir, srv.TLSKey)
+		checkSecretFile(doc, "server.tls_key", srv.TLSKey)
+	}
 	for i := range c.Server.Tokens {
 		t := &c.Server.Tokens[i]
 		key := fmt.Sprintf("server.tokens[%d]", i)

@@ -6,8 +6,10 @@ package main
 // LABCTL_TOKEN), then the client config file:
 //
 //	# ~/.config/labctl/config.toml ($XDG_CONFIG_HOME/labctl, or $LABCTL_CONFIG)
-//	server = "http://lab1.example.com:8470"
+//	server = "https://lab1.example.com:8470"
 //	token_file = "ci.token"          # relative to this file; ~ is the home directory
+//	ca_file = "lab-ca.pem"           # an https daemon's CA (or its certificate), or:
+//	pin = "sha256:..."               # the certificate labctl serve printed
 //
 // The token is never a command-line argument (it would show in ps): use
 // --token-file, LABCTL_TOKEN or the config file.
@@ -35,23 +37,29 @@ const defaultServer = "http://127.0.0.1:8470"
 type clientOptions struct {
 	server    string
 	tokenFile string
+	caFile    string
+	pin       string
 }
 
 func clientFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "server", Usage: "the daemon's `URL` (default: $LABCTL_SERVER, the client config, else " + defaultServer + ")"},
 		&cli.StringFlag{Name: "token-file", Usage: "read the API token from `FILE` (default: $LABCTL_TOKEN, the client config)", TakesFile: true},
+		&cli.StringFlag{Name: "ca-file", Usage: "trust an https daemon whose certificate this PEM `FILE` (a CA or the certificate) vouches for (default: $LABCTL_CA, the client config)", TakesFile: true},
+		&cli.StringFlag{Name: "pin", Usage: "trust only the https daemon whose certificate has this `FINGERPRINT` (sha256:..., as labctl serve prints it; default: $LABCTL_PIN, the client config)"},
 	}
 }
 
 func clientOptionsFrom(c *cli.Context) clientOptions {
-	return clientOptions{server: c.String("server"), tokenFile: c.String("token-file")}
+	return clientOptions{server: c.String("server"), tokenFile: c.String("token-file"), caFile: c.String("ca-file"), pin: c.String("pin")}
 }
 
 // clientConfig is the client config file.
 type clientConfig struct {
 	Server    string `toml:"server"`
 	TokenFile string `toml:"token_file"`
+	CAFile    string `toml:"ca_file"`
+	Pin       string `toml:"pin"`
 }
 
 // clientConfigPath is where the client config file is: $LABCTL_CONFIG,
@@ -92,10 +100,12 @@ func loadClientConfig(env *appEnv) (clientConfig, error) {
 	if err := doc.Err(); err != nil {
 		return cfg, err
 	}
-	if cfg.TokenFile != "" {
-		cfg.TokenFile = expandHome(env, cfg.TokenFile)
-		if !filepath.IsAbs(cfg.TokenFile) {
-			cfg.TokenFile = filepath.Join(filepath.Dir(path), cfg.TokenFile)
+	for _, p := range []*string{&cfg.TokenFile, &cfg.CAFile} {
+		if *p != "" {
+			*p = expandHome(env, *p)
+			if !filepath.IsAbs(*p) {
+				*p = filepath.Join(filepath.Dir(path), *p)
+			}
 		}
 	}
 	return cfg, nil
@@ -130,7 +140,11 @@ func connect(opts clientOptions, env *appEnv) (*api.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return api.NewClient(server, token)
+	tlsConfig, err := api.ClientTLS(firstOf(opts.caFile, env.getenv("LABCTL_CA"), cfg.CAFile), firstOf(opts.pin, env.getenv("LABCTL_PIN"), cfg.Pin))
+	if err != nil {
+		return nil, err
+	}
+	return api.NewClient(server, token, tlsConfig)
 }
 
 func readToken(path, what string) (string, error) {

@@ -224,7 +224,7 @@ func TestLabConsole(t *testing.T) {
 		t.Fatal(err)
 	}
 	server := "http://" + lab.BootServer.ServerAddr
-	client, err := api.NewClient(server, strings.TrimSpace(string(tokenBytes)))
+	client, err := api.NewClient(server, strings.TrimSpace(string(tokenBytes)), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

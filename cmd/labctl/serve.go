@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -46,6 +48,21 @@ incomplete ("dispatcher restarted"), powers its node off, sets its PXE
 entry to local and health-checks the device; queued jobs survive.
 SIGINT/SIGTERM stop it: running jobs are stopped and their nodes
 finalized (they end incomplete), queued jobs stay queued.
+
+Tokens and roles: each [[server.tokens]] has a name (the submitter of its
+jobs, the viewer on a console), a token_file or token_env, and a role:
+  viewer     reads jobs, logs and devices; watches consoles read-only
+  submitter  also submits jobs and cancels its own
+  operator   also powers nodes, sets boot devices, maintenance, health
+             checks, types on consoles, cancels any job
+  admin      everything
+A request beyond the token's role gets 403 naming the role it needs.
+
+TLS: [server] tls_cert and tls_key (PEM) serve the API over HTTPS; or
+tls = "self-signed" makes a certificate in STATE/tls on first start and
+prints its fingerprint, which clients pin (--pin, LABCTL_PIN). Listening
+beyond loopback without TLS starts with a warning: tokens would cross
+the network in clear text.
 
 EXAMPLES:
    labctl serve --lab /etc/labctl/lab.toml
@@ -115,14 +132,30 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 		return err
 	}
 	listen := firstOf(opts.listen, cfg.Server.Listen)
-	srv, err := api.NewServer(d, api.Config{Addr: listen, Tokens: tokens, Log: log})
+	tlsConfig, fingerprint, err := serverTLS(cfg, listen)
 	if err != nil {
 		boot.Close()
 		return err
 	}
-	addr := srv.Addr().String()
-	fmt.Fprintf(env.stderr, "labctl serve: lab %s, %d devices, API http://%s, boot server tftp %s http %s, state %s\n",
-		cfg.Name, len(cfg.Devices), addr, boot.TFTPAddr(), boot.HTTPAddr(), cfg.StateDir)
+	srv, err := api.NewServer(d, api.Config{Addr: listen, Tokens: tokens, Log: log, TLS: tlsConfig})
+	if err != nil {
+		boot.Close()
+		return err
+	}
+	addr, scheme := srv.Addr().String(), "http"
+	if tlsConfig != nil {
+		scheme = "https"
+	}
+	fmt.Fprintf(env.stderr, "labctl serve: lab %s, %d devices, API %s://%s, boot server tftp %s http %s, state %s\n",
+		cfg.Name, len(cfg.Devices), scheme, addr, boot.TFTPAddr(), boot.HTTPAddr(), cfg.StateDir)
+	switch {
+	case tlsConfig != nil:
+		fmt.Fprintf(env.stderr, "labctl serve: TLS certificate %s (clients: --pin %s, or --ca-file with the certificate)\n", fingerprint, fingerprint)
+	case !loopback(srv.Addr()):
+		fmt.Fprintf(env.stderr, "labctl serve: WARNING: the API listens on %s without TLS: tokens and consoles cross the network in clear text. "+
+			"Set [server] tls = %q, or tls_cert and tls_key, in %s\n", addr, devices.SelfSignedTLS, cfg.File)
+		log.Warn("the API listens beyond loopback without TLS", "addr", addr)
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return boot.Serve(gctx) })
@@ -134,6 +167,32 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 		return nil
 	}
 	return err
+}
+
+// serverTLS is the API's TLS config as the lab's [server] table says, and
+// its certificate's fingerprint; nil without TLS.
+func serverTLS(cfg *devices.Lab, listen string) (*tls.Config, string, error) {
+	switch {
+	case cfg.Server.TLSCert != "":
+		return api.LoadServerTLS(cfg.Server.TLSCert, cfg.Server.TLSKey)
+	case cfg.Server.TLS == devices.SelfSignedTLS:
+		hosts := []string{"localhost", "127.0.0.1", "::1"}
+		if h, _, err := net.SplitHostPort(listen); err == nil && h != "" {
+			hosts = append(hosts, h)
+		}
+		if name, err := os.Hostname(); err == nil {
+			hosts = append(hosts, name)
+		}
+		return api.SelfSignedTLS(filepath.Join(cfg.StateDir, "tls"), hosts)
+	}
+	return nil, "", nil
+}
+
+// loopback reports whether addr is a loopback address (only this host can
+// reach it).
+func loopback(addr net.Addr) bool {
+	tcp, ok := addr.(*net.TCPAddr)
+	return ok && tcp.IP.IsLoopback()
 }
 
 // apiTokens reads the lab's API tokens.

@@ -342,7 +342,7 @@ func TestLabServe(t *testing.T) {
 	}
 	token := strings.TrimSpace(string(tokenBytes))
 	server := "http://" + lab.BootServer.ServerAddr
-	client, err := api.NewClient(server, token)
+	client, err := api.NewClient(server, token, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
