@@ -22,12 +22,12 @@
 // (the lab went wrong) and on demand.
 //
 // Crash safety: a job that was running when the daemon died (kill -9) is
-// ended incomplete ("dispatcher restarted") when the daemon starts again,
+// ended incomplete ("daemon restarted") when the daemon starts again,
 // unless its results show it had finished; its node is then powered off,
 // its PXE entry set back to local boot, and its device health-checked
 // before it takes another job. Queued jobs stay queued. On an orderly
 // shutdown running jobs are stopped (their nodes finalized) and end
-// incomplete ("dispatcher stopped").
+// incomplete ("daemon stopped").
 package daemon
 
 import (
@@ -153,7 +153,7 @@ func (d *Daemon) loadDevices(ctx context.Context) error {
 	now := d.now()
 	for _, cfg := range d.cfg.Lab.Devices {
 		dev := &device{cfg: cfg, name: cfg.Name, tasks: make(chan task, 1), since: now,
-			healthReason: "not checked since the dispatcher started"}
+			healthReason: "not checked since the daemon started"}
 		dev.node, dev.nodeErr = d.cfg.Nodes.Node(cfg.Name)
 		if dev.nodeErr != nil {
 			dev.healthReason = dev.nodeErr.Error()
@@ -220,13 +220,13 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		}
 		why := "start-up"
 		if dev.recover {
-			why = "recovery after a dispatcher restart"
+			why = "recovery after a daemon restart"
 		}
 		d.requestCheckLocked(dev, why)
 	}
 	d.scheduleLocked()
 	d.mu.Unlock()
-	d.log.Info("dispatcher serving", "devices", len(d.names))
+	d.log.Info("daemon serving", "devices", len(d.names))
 
 	<-ctx.Done()
 	wg.Wait()
@@ -234,7 +234,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	d.consoles.Close()
 	stopPersisting()
 	<-persisted
-	d.log.Info("dispatcher stopped")
+	d.log.Info("daemon stopped")
 	return nil
 }
 

@@ -341,7 +341,7 @@ func TestRecoveryAfterCrash(t *testing.T) {
 
 	l.Start()
 	j, err := l.Daemon.Job(ctx(t), crashed.ID)
-	if err != nil || j.Outcome != "incomplete" || !strings.Contains(j.Reason, "dispatcher restarted") {
+	if err != nil || j.Outcome != "incomplete" || !strings.Contains(j.Reason, "daemon restarted") {
 		t.Fatalf("crashed job after restart = %+v, %v", j, err)
 	}
 	if j, _ := l.Daemon.Job(ctx(t), done.ID); j.Outcome != "complete" {
@@ -351,7 +351,7 @@ func TestRecoveryAfterCrash(t *testing.T) {
 		t.Errorf("crashed job's results = %+v, %v", j.Result, err)
 	}
 	log, _ := os.ReadFile(filepath.Join(l.Config.StateDir, "jobs", fmt.Sprint(crashed.ID), "job.log"))
-	if !strings.Contains(string(log), "dispatcher restarted") {
+	if !strings.Contains(string(log), "daemon restarted") {
 		t.Errorf("job log lacks the restart note:\n%s", log)
 	}
 	if j := l.Wait(queued.ID); j.Outcome != "complete" {
@@ -381,8 +381,8 @@ func TestShutdownMidJob(t *testing.T) {
 	r.waitStarted(t, 1)
 	l.Restart()
 	j, _ := l.Daemon.Job(ctx(t), running.ID)
-	if j.Outcome != "incomplete" || !strings.Contains(j.Reason, "dispatcher stopped") {
-		t.Errorf("job running at shutdown: %s (%s), want incomplete, dispatcher stopped", j.Outcome, j.Reason)
+	if j.Outcome != "incomplete" || !strings.Contains(j.Reason, "daemon stopped") {
+		t.Errorf("job running at shutdown: %s (%s), want incomplete, daemon stopped", j.Outcome, j.Reason)
 	}
 	r.waitStarted(t, 2)
 	r.release <- "complete"

@@ -17,7 +17,7 @@ import (
 )
 
 // restartReason is why a job that was running when the daemon died ends.
-const restartReason = "dispatcher restarted while the job ran"
+const restartReason = "daemon restarted while the job ran"
 
 // recoverJobs ends the jobs that were running when the daemon died and
 // puts the queued ones back in the queue.
@@ -37,7 +37,7 @@ func (d *Daemon) recoverJobs(ctx context.Context) error {
 		}); err != nil {
 			return fmt.Errorf("daemon: recover job %d: %w", rec.ID, err)
 		}
-		d.log.Warn("job was running when the dispatcher stopped", "job", rec.ID, "device", rec.RunDevice, "outcome", res.Outcome, "reason", res.Reason)
+		d.log.Warn("job was running when the daemon stopped", "job", rec.ID, "device", rec.RunDevice, "outcome", res.Outcome, "reason", res.Reason)
 		if dev := d.devices[rec.RunDevice]; dev != nil {
 			// Whatever the job did to the node, undo it before the next one.
 			dev.recover = true

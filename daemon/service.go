@@ -40,7 +40,7 @@ func (d *Daemon) Submit(ctx context.Context, req labctl.SubmitRequest) (labctl.J
 	stopping := d.stopping
 	d.mu.Unlock()
 	if stopping {
-		return labctl.Job{}, fmt.Errorf("%w: the dispatcher is stopping", labctl.ErrUnavailable)
+		return labctl.Job{}, fmt.Errorf("%w: the daemon is stopping", labctl.ErrUnavailable)
 	}
 	// The job is committed before its submitter hears its ID; a client
 	// that hangs up meanwhile does not undo it.
@@ -105,7 +105,7 @@ func checkFiles(spec *jobs.Job) error {
 	check := func(key, path string) error {
 		f, err := os.Open(path)
 		if err != nil {
-			return fmt.Errorf("%s: the dispatcher cannot read it: %w (it reads images on its own host: use a path it can read, or an http(s) URL)", key, err)
+			return fmt.Errorf("%s: the daemon cannot read it: %w (it reads images on its own host: use a path it can read, or an http(s) URL)", key, err)
 		}
 		defer f.Close()
 		fi, err := f.Stat()
@@ -116,7 +116,7 @@ func checkFiles(spec *jobs.Job) error {
 			return fmt.Errorf("%s: %s is not a regular file", key, path)
 		}
 		if fi.Mode().Perm()&0o004 == 0 {
-			return fmt.Errorf("%s: %s is not readable by every user (chmod o+r): the dispatcher serves it to a node, so it only takes files anybody may read", key, path)
+			return fmt.Errorf("%s: %s is not readable by every user (chmod o+r): the daemon serves it to a node, so it only takes files anybody may read", key, path)
 		}
 		return nil
 	}
@@ -232,7 +232,7 @@ func (d *Daemon) Cancel(ctx context.Context, id int64) (labctl.Job, error) {
 		if rec.State == store.Finished {
 			return labctl.Job{}, fmt.Errorf("%w: job %d already ended %s", labctl.ErrBusy, id, rec.Outcome)
 		}
-		return labctl.Job{}, fmt.Errorf("%w: job %d is %s but not known to this dispatcher", labctl.ErrBusy, id, rec.State)
+		return labctl.Job{}, fmt.Errorf("%w: job %d is %s but not known to this daemon", labctl.ErrBusy, id, rec.State)
 	}
 	if j.rec.Submitter != caller {
 		if err := labctl.Authorize(ctx, labctl.RoleOperator, fmt.Sprintf("canceling job %d of %s", id, j.rec.Submitter)); err != nil {

@@ -194,7 +194,7 @@ func countCommand(name string, args ...string) (int64, error) {
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		if errors.Is(err, exec.ErrNotFound) {
-			return 0, fmt.Errorf("%s is needed on the dispatcher host to check %s images (Debian package %s)", name, name, map[string]string{"xz": "xz-utils", "zstd": "zstd"}[name])
+			return 0, fmt.Errorf("%s is needed on the host that runs labctl to check %s images (Debian package %s)", name, name, map[string]string{"xz": "xz-utils", "zstd": "zstd"}[name])
 		}
 		return 0, err
 	}

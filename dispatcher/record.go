@@ -15,7 +15,7 @@ import (
 // ErrShutdown is the cause of a job's context when the dispatcher stops
 // under the job: nobody canceled it, the lab went away, so it ends
 // incomplete.
-var ErrShutdown = errors.New("dispatcher stopped")
+var ErrShutdown = errors.New("daemon stopped")
 
 // CanceledBy is the cause of a job's context when a person cancels it: the
 // job ends canceled, naming them.

@@ -306,7 +306,7 @@ func TestRunCanceled(t *testing.T) {
 		outcome, reason string
 	}{
 		{dispatcher.CanceledBy{Caller: "ci"}, "canceled", "canceled: by ci"},
-		{dispatcher.ErrShutdown, "incomplete", "dispatcher stopped while the job ran"},
+		{dispatcher.ErrShutdown, "incomplete", "daemon stopped while the job ran"},
 	} {
 		t.Run(tc.outcome, func(t *testing.T) {
 			n := newNode(t)

@@ -5,7 +5,7 @@
 //
 // The SQL is written for both SQLite and PostgreSQL ($1 placeholders,
 // RETURNING, ON CONFLICT ... DO UPDATE, times as integer nanoseconds), so that
-// a PostgreSQL implementation for labs with several dispatcher hosts can
+// a PostgreSQL implementation for labs with several daemon hosts can
 // share the queries and must pass the same suite (store/storetest).
 //
 // A job moves queued → running → finished, or queued → finished when it is

@@ -44,7 +44,7 @@ State lives in the lab's state_dir: labctl.db (SQLite: jobs, device
 states), jobs/ID/ (job.log, results.json, junit.xml, artifacts),
 devices/NAME/health.log, cache/. One daemon per state_dir (a lock file
 says so). If the daemon dies mid-job, the next start ends that job
-incomplete ("dispatcher restarted"), powers its node off, sets its PXE
+incomplete ("daemon restarted"), powers its node off, sets its PXE
 entry to local and health-checks the device; queued jobs survive.
 SIGINT/SIGTERM stop it: running jobs are stopped and their nodes
 finalized (they end incomplete), queued jobs stay queued.

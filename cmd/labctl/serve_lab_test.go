@@ -509,7 +509,7 @@ func TestLabServe(t *testing.T) {
 	}
 	daemon = startServeProc(t, bin, lab.ConfigPath, client)
 	cj2, err := client.Job(ctx, crashedID)
-	if err != nil || cj2.Outcome != "incomplete" || !strings.Contains(cj2.Reason, "dispatcher restarted") {
+	if err != nil || cj2.Outcome != "incomplete" || !strings.Contains(cj2.Reason, "daemon restarted") {
 		t.Errorf("the job cut short by the crash: %+v, %v", cj2, err)
 	}
 	j = waitJob(t, client, after.ID, "started", 3*time.Minute, func(j labctl.Job) bool { return j.State != labctl.JobQueued })
@@ -520,7 +520,7 @@ func TestLabServe(t *testing.T) {
 		t.Errorf("%s was not powered off after the restart (before the next job)", n2.Name)
 	}
 	step("restarted: the crashed job is incomplete, " + n2.Name + " powered off and health-checked, the queued job runs")
-	if code, out := crashed.wait(t, 2*time.Minute); code != 2 || !strings.Contains(out, "dispatcher restarted") {
+	if code, out := crashed.wait(t, 2*time.Minute); code != 2 || !strings.Contains(out, "daemon restarted") {
 		t.Errorf("labctl submit --wait across the crash: exit %d\n%s", code, out)
 	}
 	if j := waitJob(t, client, after.ID, "finished", 5*time.Minute, func(j labctl.Job) bool { return j.State == labctl.JobFinished }); j.Outcome != "complete" {
