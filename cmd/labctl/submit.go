@@ -13,7 +13,6 @@ import (
 	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/api"
 	"github.com/labctl/labctl/jobs"
-	"github.com/labctl/labctl/results"
 )
 
 type submitOptions struct {
@@ -155,7 +154,7 @@ func finishWait(ctx context.Context, client *api.Client, end labctl.Job, junit s
 	}
 	res := end.Result
 	if res == nil {
-		res = &results.Job{ID: fmt.Sprint(end.ID), Name: end.Name, Device: end.Device, Outcome: end.Outcome, Reason: end.Reason}
+		return fmt.Errorf("job %d ended %s (%s), but the daemon sent no results", end.ID, end.Outcome, end.Reason)
 	}
 	res.Reason = end.Reason
 	if err := res.WriteSummary(env.stdout); err != nil {

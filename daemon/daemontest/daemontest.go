@@ -30,6 +30,7 @@ import (
 	"github.com/labctl/labctl/daemon"
 	"github.com/labctl/labctl/devices"
 	"github.com/labctl/labctl/dispatcher/dispatchertest"
+	"github.com/labctl/labctl/internal/testutil"
 	"github.com/labctl/labctl/store"
 )
 
@@ -69,7 +70,7 @@ type Lab struct {
 	Store  *store.SQLite
 	// URL is the API (with Options.API), e.g. http://127.0.0.1:41234.
 	URL  string
-	log  *lockedBuffer
+	log  *testutil.SyncBuffer
 	stop func()
 }
 
@@ -85,7 +86,7 @@ func Start(t testing.TB, o Options) *Lab {
 		Fakes:  map[string]*FakeNode{},
 		nodes:  map[string]*labctl.Node{},
 		DBPath: filepath.Join(state, "labctl.db"),
-		log:    &lockedBuffer{},
+		log:    &testutil.SyncBuffer{},
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -377,20 +378,3 @@ func (f *FakeNode) Dial(context.Context) (io.ReadWriteCloser, error) {
 
 // Target implements sol.Dialer.
 func (f *FakeNode) Target() string { return "fake console " + f.Name }
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}

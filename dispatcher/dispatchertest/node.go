@@ -14,7 +14,6 @@ package dispatchertest
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -29,6 +28,7 @@ import (
 
 	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/devices"
+	"github.com/labctl/labctl/sol"
 )
 
 // Node is a simulated lab node. Create it with NewNode; it implements
@@ -501,7 +501,7 @@ func (s *stream) deliver(p []byte) {
 
 func (s *stream) close() { s.once.Do(func() { close(s.done) }) }
 
-var errClosedByBMC = errors.New("SOL session closed by BMC (simulated)")
+var errClosedByBMC = fmt.Errorf("%w (simulated)", sol.ErrClosedByBMC)
 
 func (s *stream) Read(p []byte) (int, error) {
 	if len(s.rest) == 0 {
