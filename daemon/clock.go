@@ -55,12 +55,6 @@ func (d *Daemon) keepTime(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-d.clock:
-			if !timer.Stop() {
-				select {
-				case <-timer.C:
-				default:
-				}
-			}
 		case <-timer.C:
 		}
 	}
