@@ -58,6 +58,25 @@ type Job struct {
 	Transfer *Transfer `json:"transfer,omitempty"`
 	// Result is the job's record once it is finished (in `GET /jobs/{id}`).
 	Result *results.Job `json:"result,omitempty"`
+	// RetryOf is the attempt this job retries, RetriedAs the attempt that
+	// retries it: a job that ended incomplete because the lab went wrong is
+	// queued again as a new job, up to its retries.
+	RetryOf   int64 `json:"retry_of,omitempty"`
+	RetriedAs int64 `json:"retried_as,omitempty"`
+	// Attempts are every attempt of the job, first first, when there is
+	// more than one (in `GET /jobs/{id}`).
+	Attempts []Attempt `json:"attempts,omitempty"`
+}
+
+// Attempt is one run of a job that the lab retried.
+type Attempt struct {
+	ID       int64      `json:"id"`
+	Device   string     `json:"device,omitempty"`
+	State    string     `json:"state"`
+	Outcome  string     `json:"outcome,omitempty"`
+	Reason   string     `json:"reason,omitempty"`
+	Started  *time.Time `json:"started,omitempty"`
+	Finished *time.Time `json:"finished,omitempty"`
 }
 
 // Transfer is how far a job's image has streamed to the node.
@@ -111,6 +130,24 @@ type Device struct {
 	Maintenance bool `json:"maintenance,omitempty"`
 	// Health is the last health check, if one ran since the daemon started.
 	Health *Health `json:"health,omitempty"`
+	// Reservation is the person holding the device, if anyone does: only
+	// their jobs run on it until it expires or is released.
+	Reservation *Reservation `json:"reservation,omitempty"`
+}
+
+// Reservation holds a device for one person (a token name) until a time.
+type Reservation struct {
+	Owner  string    `json:"owner"`
+	Reason string    `json:"reason,omitempty"`
+	Since  time.Time `json:"since"`
+	Until  time.Time `json:"until"`
+}
+
+// ReserveRequest reserves a device for the caller, or renews the caller's
+// reservation, for a while from now.
+type ReserveRequest struct {
+	For    time.Duration `json:"for_ns"`
+	Reason string        `json:"reason,omitempty"`
 }
 
 // Health is the result of a device's health check.

@@ -38,6 +38,11 @@ type Service interface {
 	// CheckHealth runs the device's health check now and returns the
 	// device after it.
 	CheckHealth(ctx context.Context, name string) (Device, error)
+	// Reserve holds a device for the caller (or renews the caller's
+	// hold); a device held by someone else is ErrBusy.
+	Reserve(ctx context.Context, name string, req ReserveRequest) (Device, error)
+	// Release ends a device's reservation: its owner or an operator may.
+	Release(ctx context.Context, name string) (Device, error)
 	NodeControl
 }
 

@@ -299,6 +299,20 @@ func (c *Client) CheckHealth(ctx context.Context, name string) (labctl.Device, e
 	return d, err
 }
 
+// Reserve holds a device for the token's owner, or renews the hold.
+func (c *Client) Reserve(ctx context.Context, name string, req labctl.ReserveRequest) (labctl.Device, error) {
+	var d labctl.Device
+	err := c.do(ctx, false, "POST", devicePath(name, "/reserve"), nil, req, &d)
+	return d, err
+}
+
+// Release ends a device's reservation.
+func (c *Client) Release(ctx context.Context, name string) (labctl.Device, error) {
+	var d labctl.Device
+	err := c.do(ctx, false, "POST", devicePath(name, "/release"), nil, struct{}{}, &d)
+	return d, err
+}
+
 // Power runs a power operation on a node.
 func (c *Client) Power(ctx context.Context, name string, req labctl.PowerRequest) (labctl.PowerResponse, error) {
 	var r labctl.PowerResponse

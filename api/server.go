@@ -163,6 +163,10 @@ func (s *Server) routes() {
 	handle("POST /api/v1/devices/{name}/health", labctl.RoleOperator, s.health)
 	handle("POST /api/v1/devices/{name}/power", labctl.RoleOperator, s.power)
 	handle("POST /api/v1/devices/{name}/bootdev", labctl.RoleOperator, s.bootdev)
+	// Reserving is for anyone who may submit; releasing someone else's
+	// reservation takes an operator (the daemon checks).
+	handle("POST /api/v1/devices/{name}/reserve", labctl.RoleSubmitter, s.reserve)
+	handle("POST /api/v1/devices/{name}/release", labctl.RoleSubmitter, s.release)
 	// Viewers attach read-only; taking write needs an operator (consoleAttach).
 	handle("GET /api/v1/consoles", labctl.RoleViewer, s.consoles)
 	handle("GET /api/v1/devices/{name}/console", labctl.RoleViewer, s.console)
@@ -458,6 +462,25 @@ func (s *Server) maintenance(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	d, err := s.svc.Maintenance(r.Context(), r.PathValue("name"), req.Reason)
+	s.reply(w, r, d, err)
+}
+
+func (s *Server) reserve(w http.ResponseWriter, r *http.Request) {
+	var req labctl.ReserveRequest
+	if err := s.decodeBody(w, r, &req); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	d, err := s.svc.Reserve(r.Context(), r.PathValue("name"), req)
+	s.reply(w, r, d, err)
+}
+
+func (s *Server) release(w http.ResponseWriter, r *http.Request) {
+	if err := s.decodeBody(w, r, &struct{}{}); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	d, err := s.svc.Release(r.Context(), r.PathValue("name"))
 	s.reply(w, r, d, err)
 }
 

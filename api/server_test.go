@@ -138,6 +138,20 @@ func (f *fakeService) CheckHealth(ctx context.Context, name string) (labctl.Devi
 	return labctl.Device{Name: name, State: labctl.DeviceIdle, Health: &labctl.Health{OK: true}}, nil
 }
 
+func (f *fakeService) Reserve(ctx context.Context, name string, req labctl.ReserveRequest) (labctl.Device, error) {
+	if err := f.called(ctx); err != nil {
+		return labctl.Device{}, err
+	}
+	return labctl.Device{Name: name, State: labctl.DeviceIdle, Reservation: &labctl.Reservation{Owner: labctl.CallerFrom(ctx)}}, nil
+}
+
+func (f *fakeService) Release(ctx context.Context, name string) (labctl.Device, error) {
+	if err := f.called(ctx); err != nil {
+		return labctl.Device{}, err
+	}
+	return labctl.Device{Name: name, State: labctl.DeviceIdle}, nil
+}
+
 func (f *fakeService) Power(ctx context.Context, name string, req labctl.PowerRequest) (labctl.PowerResponse, error) {
 	if err := f.called(ctx); err != nil {
 		return labctl.PowerResponse{}, err
@@ -223,6 +237,8 @@ func TestRoles(t *testing.T) {
 		{"POST", "/api/v1/devices/node1/maintenance", `{"reason":"x"}`, labctl.RoleOperator},
 		{"POST", "/api/v1/devices/node1/online", "{}", labctl.RoleOperator},
 		{"POST", "/api/v1/devices/node1/health", "{}", labctl.RoleOperator},
+		{"POST", "/api/v1/devices/node1/reserve", `{"for_ns":60000000000}`, labctl.RoleSubmitter},
+		{"POST", "/api/v1/devices/node1/release", "{}", labctl.RoleSubmitter},
 	} {
 		for _, r := range labctl.Roles {
 			w := do(s, tt.method, tt.path, tokens[r], "application/json", tt.body)

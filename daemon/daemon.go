@@ -21,6 +21,12 @@
 // type's [health]) runs at start-up, after every job that ended incomplete
 // (the lab went wrong) and on demand.
 //
+// A lab that heals itself: idle and offline devices are checked again
+// after the lab's [health] interval (periodic.go); a job that ends
+// incomplete is queued again up to its retries (requeue.go); a person may
+// reserve a device (reserve.go); a job that waits longer than its
+// queue_timeout ends canceled (clock.go).
+//
 // Crash safety: a job that was running when the daemon died (kill -9) is
 // ended incomplete ("daemon restarted") when the daemon starts again,
 // unless its results show it had finished; its node is then powered off,
@@ -84,6 +90,8 @@ type Daemon struct {
 	base       context.Context // parent of every job's context
 	stop       context.CancelCauseFunc
 	persistNow chan struct{} // device states to write
+	clock      chan struct{} // wakes keepTime: a deadline may have moved
+	reserveMu  sync.Mutex    // one reservation change at a time (memory and store)
 
 	mu       sync.Mutex
 	devices  map[string]*device
@@ -124,6 +132,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		checkSlots: make(chan struct{}, cfg.HealthChecks),
 		base:       base, stop: stop,
 		persistNow: make(chan struct{}, 1),
+		clock:      make(chan struct{}, 1),
 		devices:    map[string]*device{},
 		byType:     map[string][]*device{},
 		jobs:       map[int64]*job{},
@@ -131,6 +140,9 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	}
 	d.consoles = newConsoles(d)
 	if err := d.loadDevices(ctx); err != nil {
+		return nil, err
+	}
+	if err := d.loadReservations(ctx); err != nil {
 		return nil, err
 	}
 	if err := d.recoverJobs(ctx); err != nil {
@@ -226,6 +238,11 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	}
 	d.scheduleLocked()
 	d.mu.Unlock()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.keepTime(ctx)
+	}()
 	d.log.Info("daemon serving", "devices", len(d.names))
 
 	<-ctx.Done()

@@ -33,6 +33,8 @@ type device struct {
 	manual       int    // power or bootdev requests in flight
 	recover      bool   // power off and PXE local before the next check (a crash cut its job short)
 	idleReason   string // why it is idle: the last thing that ended
+	failures     int    // health checks failed in a row
+	reservation  *labctl.Reservation
 }
 
 // task is one thing for a device's worker to do: a job or a health check.
@@ -82,6 +84,7 @@ func (d *Daemon) refreshLocked(dev *device, why string) {
 		d.log.Info("device state", "device", dev.name, "state", state, "reason", reason)
 	}
 	dev.state, dev.reason = state, reason
+	d.wakeClock()
 	d.dirty[dev.name] = true
 	select {
 	case d.persistNow <- struct{}{}:
@@ -112,6 +115,10 @@ func (dev *device) viewLocked() labctl.Device {
 	if dev.health != nil {
 		h := *dev.health
 		v.Health = &h
+	}
+	if dev.reservation != nil {
+		r := *dev.reservation
+		v.Reservation = &r
 	}
 	return v
 }

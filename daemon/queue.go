@@ -1,7 +1,9 @@
 package daemon
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -21,6 +23,14 @@ type job struct {
 	cancel context.CancelCauseFunc
 	dev    *device       // the device it was given, once it was
 	done   chan struct{} // closed when it has finished (rec is final)
+	// seq is its place among jobs of its priority: its ID, or a retried
+	// job's first attempt's.
+	seq int64
+	// avoid are the devices earlier attempts failed on: the job goes
+	// elsewhere when it can.
+	avoid []string
+	// deadline is when it stops waiting in the queue (zero: never).
+	deadline time.Time
 
 	pmu      sync.Mutex
 	phase    string
@@ -30,8 +40,12 @@ type job struct {
 
 func (d *Daemon) newJob(rec store.Job, spec *jobs.Job) *job {
 	ctx, cancel := context.WithCancelCause(d.base)
-	return &job{rec: rec, spec: spec, rank: spec.Priority.Rank(), ctx: ctx, cancel: cancel,
-		done: make(chan struct{}), news: make(chan struct{})}
+	j := &job{rec: rec, spec: spec, rank: spec.Priority.Rank(), ctx: ctx, cancel: cancel,
+		done: make(chan struct{}), news: make(chan struct{}), seq: rec.ID}
+	if t := cmp.Or(spec.QueueTimeout, d.cfg.Lab.Jobs.QueueTimeout); t > 0 {
+		j.deadline = rec.Submitted.Add(t)
+	}
+	return j
 }
 
 // Phase implements dispatcher.Progress.
@@ -80,11 +94,12 @@ func (j *job) progress() (labctl.JobProgress, <-chan struct{}) {
 func (d *Daemon) enqueueLocked(j *job) {
 	i := sort.Search(len(d.queue), func(i int) bool {
 		q := d.queue[i]
-		return q.rank < j.rank || (q.rank == j.rank && q.rec.ID > j.rec.ID)
+		return q.rank < j.rank || (q.rank == j.rank && q.seq > j.seq)
 	})
 	d.queue = append(d.queue, nil)
 	copy(d.queue[i+1:], d.queue[i:])
 	d.queue[i] = j
+	d.wakeClock()
 }
 
 // dequeueLocked removes a job from the queue; false if it is not there.
@@ -102,6 +117,7 @@ func (d *Daemon) dequeueLocked(j *job) bool {
 // each job the best device that fits it now, if any. It is called whenever
 // a job is queued or a device may have come free; it never waits.
 func (d *Daemon) scheduleLocked() {
+	d.wakeClock()
 	if !d.serving || d.stopping || len(d.queue) == 0 {
 		return
 	}
@@ -132,18 +148,34 @@ func (d *Daemon) scheduleLocked() {
 }
 
 // pickLocked chooses the device for a job: the one it names, or of the
-// devices of its type with its tags the one idle the longest; nil if none
-// is available now.
+// devices of its type with its tags the one idle the longest (one an
+// earlier attempt of the job did not fail on, if there is one); nil if
+// none is available now. Reserved devices take only their owner's jobs
+// that name them.
 func (d *Daemon) pickLocked(j *job) *device {
 	if j.spec.Device != "" {
-		if dev := d.devices[j.spec.Device]; dev != nil && d.availableLocked(dev) {
+		if dev := d.devices[j.spec.Device]; dev != nil && d.availableLocked(dev) && d.mayTakeLocked(dev, j) {
 			return dev
 		}
 		return nil
 	}
 	var best *device
 	for _, dev := range d.byType[j.spec.DeviceType] {
-		if d.availableLocked(dev) && dev.cfg.HasTags(j.spec.Tags) && (best == nil || dev.since.Before(best.since)) {
+		if !d.availableLocked(dev) || !dev.cfg.HasTags(j.spec.Tags) || !d.mayTakeLocked(dev, j) {
+			continue
+		}
+		if best == nil {
+			best = dev
+			continue
+		}
+		avoid, bestAvoid := slices.Contains(j.avoid, dev.name), slices.Contains(j.avoid, best.name)
+		if avoid != bestAvoid {
+			if !avoid {
+				best = dev
+			}
+			continue
+		}
+		if dev.since.Before(best.since) {
 			best = dev
 		}
 	}

@@ -42,6 +42,14 @@ func (d *Daemon) recoverJobs(ctx context.Context) error {
 			// Whatever the job did to the node, undo it before the next one.
 			dev.recover = true
 		}
+		if res.Outcome == string(labctl.Incomplete) {
+			// The daemon's restart cut it short: the lab's failure. The
+			// next attempt is loaded with the queue below.
+			rec.Outcome = res.Outcome
+			if _, err := d.nextAttempt(ctx, rec); err != nil {
+				return fmt.Errorf("daemon: recover job %d: %w", rec.ID, err)
+			}
+		}
 	}
 
 	queued, err := d.store.Jobs(ctx, store.JobFilter{States: []string{store.Queued}})
@@ -64,6 +72,9 @@ func (d *Daemon) recoverJobs(ctx context.Context) error {
 			continue
 		}
 		j := d.newJob(rec, spec)
+		if err := d.restoreAttempts(ctx, j); err != nil {
+			return fmt.Errorf("daemon: load the queue: %w", err)
+		}
 		d.jobs[rec.ID] = j
 		d.enqueueLocked(j)
 	}

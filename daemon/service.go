@@ -163,8 +163,12 @@ func (d *Daemon) Job(ctx context.Context, id int64) (labctl.Job, error) {
 		return labctl.Job{}, storeErr(err)
 	}
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.viewLocked(rec, d.jobs[id]), nil
+	v := d.viewLocked(rec, d.jobs[id])
+	d.mu.Unlock()
+	if err := d.attemptsView(ctx, &v); err != nil {
+		return labctl.Job{}, err
+	}
+	return v, nil
 }
 
 // viewLocked is a job for the API: its record, or the live one if the job
@@ -195,6 +199,9 @@ func (d *Daemon) viewLocked(rec store.Job, j *job) labctl.Job {
 	}
 	if rec.State == store.Finished {
 		v.Result = recordOf(rec)
+	}
+	if j != nil && rec.State == store.Queued {
+		v.Reason = d.waitReasonLocked(j)
 	}
 	return v
 }

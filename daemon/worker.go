@@ -77,6 +77,7 @@ func (d *Daemon) runJob(ctx context.Context, dev *device, j *job) {
 	release()
 	d.finishRunning(j, res)
 	d.log.Info("job ended", "job", id, "device", dev.name, "outcome", res.Outcome, "reason", res.Reason)
+	d.retry(j, dev.name, res)
 	d.jobEnded(dev, j, res)
 	d.mu.Lock()
 	c := dev.check
@@ -164,16 +165,10 @@ func (d *Daemon) runCheck(ctx context.Context, dev *device, c *check) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	dev.check, dev.busy = nil, false
-	if ctx.Err() == nil || h.OK {
-		dev.health = &h
-		dev.healthy = h.OK
-		if h.OK {
-			dev.recover = false
-		} else {
-			dev.healthReason = "health check failed: " + h.Detail
-		}
-	}
 	why := "health check passed"
+	if ctx.Err() == nil || h.OK {
+		why = d.recordHealthLocked(dev, h)
+	}
 	if c.why != "" {
 		why += " (" + c.why + ")"
 	}

@@ -27,6 +27,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/internal/tomlfile"
@@ -41,10 +42,37 @@ type Config struct {
 	Devices     []string `toml:"devices"`
 	// StateDir holds job directories and the store; relative to the lab
 	// file, made absolute when loaded. Default "state".
-	StateDir   string     `toml:"state_dir"`
-	BootServer BootServer `toml:"boot_server"`
-	Server     Server     `toml:"server"`
+	StateDir   string      `toml:"state_dir"`
+	BootServer BootServer  `toml:"boot_server"`
+	Server     Server      `toml:"server"`
+	Health     LabHealth   `toml:"health"`
+	Jobs       JobDefaults `toml:"jobs"`
 }
+
+// LabHealth says when the daemon checks devices by itself.
+type LabHealth struct {
+	// Interval is how long a device may stay idle (or offline) before the
+	// daemon checks its health again; zero: no periodic checks.
+	Interval time.Duration `toml:"interval"`
+	// Failures is how many checks in a row a device in service may fail
+	// before it goes offline (default 1). One passing check brings an
+	// offline device back.
+	Failures int `toml:"failures"`
+}
+
+// JobDefaults are the lab's defaults for the job-file settings of the
+// same names.
+type JobDefaults struct {
+	// Retries is how many times a job that ended incomplete (the lab went
+	// wrong) is queued again (default 1).
+	Retries int `toml:"retries"`
+	// QueueTimeout is how long a job may wait in the queue before it ends
+	// canceled; zero: as long as it takes.
+	QueueTimeout time.Duration `toml:"queue_timeout"`
+}
+
+// MaxRetries bounds the retries of a job (and the lab's default).
+const MaxRetries = 10
 
 // BootServer configures labctl's TFTP and HTTP boot server.
 type BootServer struct {
@@ -128,6 +156,8 @@ func Load(path string) (*Lab, error) {
 			StateDir:   "state",
 			BootServer: BootServer{TFTPListen: ":69"},
 			Server:     Server{Listen: "127.0.0.1:8470"},
+			Health:     LabHealth{Failures: 1},
+			Jobs:       JobDefaults{Retries: 1},
 		},
 		File:        path,
 		DeviceTypes: map[string]*DeviceType{},
@@ -311,6 +341,20 @@ func (l *Lab) validate(doc *tomlfile.Document) {
 	case srv.TLSCert != "":
 		srv.TLSCert, srv.TLSKey = resolve(dir, srv.TLSCert), resolve(dir, srv.TLSKey)
 		checkSecretFile(doc, "server.tls_key", srv.TLSKey)
+	}
+	if c.Health.Interval < 0 {
+		doc.Problemf("health.interval", "must not be negative (0 or absent: no periodic checks)")
+	} else if c.Health.Interval > 0 && c.Health.Interval < time.Second {
+		doc.Problemf("health.interval", "%s is too short: give at least 1s, e.g. \"6h\"", c.Health.Interval)
+	}
+	if c.Health.Failures < 1 || c.Health.Failures > 100 {
+		doc.Problemf("health.failures", "%d: give the checks in a row a device may fail before it goes offline, 1 to 100", c.Health.Failures)
+	}
+	if c.Jobs.Retries < 0 || c.Jobs.Retries > MaxRetries {
+		doc.Problemf("jobs.retries", "%d: give 0 to %d", c.Jobs.Retries, MaxRetries)
+	}
+	if c.Jobs.QueueTimeout < 0 {
+		doc.Problemf("jobs.queue_timeout", "must not be negative (0 or absent: jobs wait as long as it takes)")
 	}
 	for i := range c.Server.Tokens {
 		t := &c.Server.Tokens[i]

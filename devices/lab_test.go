@@ -111,6 +111,9 @@ func TestLoad(t *testing.T) {
 	if lab.BootServer.TFTPListen != ":69" || lab.BootServer.TFTPServer != "10.0.2.2" || lab.Server.Listen != "127.0.0.1:8470" {
 		t.Errorf("boot server = %+v, server = %+v: want the defaults", lab.BootServer, lab.Server)
 	}
+	if lab.Health != (LabHealth{Failures: 1}) || lab.Jobs != (JobDefaults{Retries: 1}) {
+		t.Errorf("health = %+v, jobs = %+v: want no periodic checks, offline at the first failure, one retry", lab.Health, lab.Jobs)
+	}
 	var names []string
 	for _, d := range lab.Devices {
 		names = append(names, d.Name)
@@ -170,6 +173,18 @@ func TestLoadProblems(t *testing.T) {
 				f["types/qemu.toml"] = strings.Replace(f["types/qemu.toml"], "[master]\n", "[master]\nkernal = \"x\"\n", 1)
 			},
 			want: []string{`types/qemu.toml:13: master.kernal: unknown key (did you mean "kernel"?)`},
+		},
+		{
+			name: "self-healing settings",
+			change: func(f map[string]string) {
+				f["lab.toml"] += "[health]\ninterval = \"-1h\"\nfailures = 0\n[jobs]\nretries = 11\nqueue_timeout = \"-5m\"\n"
+			},
+			want: []string{
+				"lab.toml:10: health.interval: must not be negative (0 or absent: no periodic checks)",
+				"lab.toml:11: health.failures: 0: give the checks in a row a device may fail before it goes offline, 1 to 100",
+				"lab.toml:13: jobs.retries: 11: give 0 to 10",
+				"lab.toml:14: jobs.queue_timeout: must not be negative (0 or absent: jobs wait as long as it takes)",
+			},
 		},
 		{
 			name: "wrong type",

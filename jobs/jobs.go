@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/labctl/labctl/devices"
 	"github.com/labctl/labctl/internal/tomlfile"
 )
 
@@ -39,6 +40,13 @@ type Job struct {
 	Priority Priority `toml:"priority"`
 	// Timeout bounds the whole job; zero means the device type's timeouts.job.
 	Timeout time.Duration `toml:"timeout"`
+	// Retries is how many times the job is queued again when it ends
+	// incomplete (the lab went wrong, not the test); -1 (absent): the
+	// lab's default.
+	Retries int `toml:"retries"`
+	// QueueTimeout bounds the time the job waits in the queue: it ends
+	// canceled when no device took it by then; zero: the lab's default.
+	QueueTimeout time.Duration `toml:"queue_timeout"`
 	// KeepPoweredOn leaves the node on after the job, for debugging.
 	KeepPoweredOn bool `toml:"keep_powered_on"`
 	// Artifacts are absolute paths on the node fetched back after the tests.
@@ -142,6 +150,7 @@ func Parse(name string, data []byte, dir string) (*Job, error) {
 	job := &Job{
 		Name:     strings.TrimSuffix(filepath.Base(name), ".toml"),
 		Priority: Normal,
+		Retries:  -1,
 		Boot:     Boot{Username: "root"},
 	}
 	doc, err := tomlfile.JobFile.Decode(name, data, job)
@@ -182,6 +191,10 @@ func (j *Job) validate(doc *tomlfile.Document, dir string) {
 	checkName(doc, "device_type", j.DeviceType)
 	checkNames(doc, "tags", j.Tags)
 	checkDuration(doc, "timeout", j.Timeout)
+	checkDuration(doc, "queue_timeout", j.QueueTimeout)
+	if doc.Has("retries") && (j.Retries < 0 || j.Retries > devices.MaxRetries) {
+		doc.Problemf("retries", "%d: give 0 to %d", j.Retries, devices.MaxRetries)
+	}
 	for i, a := range j.Artifacts {
 		key := fmt.Sprintf("artifacts[%d]", i)
 		switch {
@@ -301,6 +314,15 @@ func checkDuration(doc *tomlfile.Document, key string, d time.Duration) {
 	if d < 0 {
 		doc.Problemf(key, "must not be negative")
 	}
+}
+
+// RetriesOr is how many times the job is retried: its own retries, or
+// def (the lab's default) when the job file does not say.
+func (j *Job) RetriesOr(def int) int {
+	if j.Retries < 0 {
+		return def
+	}
+	return j.Retries
 }
 
 // IsURL reports whether a job's image is a URL to download (it starts with

@@ -60,6 +60,9 @@ func TestParseDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if job.RetriesOr(3) != 3 || job.QueueTimeout != 0 {
+		t.Errorf("Parse() = retries %d, queue_timeout %s: want the lab's (absent)", job.Retries, job.QueueTimeout)
+	}
 	if job.Name != "my-job" || job.Priority != Normal || job.Boot.Username != "root" || job.Timeout != 0 || len(job.Tests) != 0 {
 		t.Errorf("Parse() = %+v: want name from the file, normal priority, user root, no timeout, no tests", job)
 	}
@@ -95,6 +98,11 @@ func TestParseProblems(t *testing.T) {
 			name: "bad duration",
 			src:  "timeout = \"20 minutes\"\n" + minimal,
 			want: []string{`:1: timeout: invalid duration "20 minutes": want a number with a unit, such as "90s", "5m" or "1h30m"`},
+		},
+		{
+			name: "retries and queue timeout",
+			src:  "retries = 11\nqueue_timeout = \"-1h\"\n" + minimal,
+			want: []string{":1: retries: 11: give 0 to 10", ":2: queue_timeout: must not be negative"},
 		},
 		{
 			name: "negative duration",

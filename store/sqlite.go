@@ -210,6 +210,9 @@ func (s *SQLite) migrate() error {
 	default:
 		return fmt.Errorf("database schema version %d is newer than this labctl knows (1)", version)
 	}
+	if _, err := s.db.Exec(extraSchema); err != nil {
+		return fmt.Errorf("create schema: %w", err)
+	}
 	return nil
 }
 
@@ -446,4 +449,151 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
+}
+
+// extraSchema adds the tables of job attempts and device reservations to
+// a database of any version: CREATE ... IF NOT EXISTS, so that it runs on
+// every open and older databases gain them.
+const extraSchema = `
+CREATE TABLE IF NOT EXISTS job_attempts (
+	job      INTEGER PRIMARY KEY,
+	first    INTEGER NOT NULL,
+	retry_of INTEGER NOT NULL UNIQUE
+);
+CREATE INDEX IF NOT EXISTS job_attempts_first ON job_attempts (first, job);
+CREATE TABLE IF NOT EXISTS reservations (
+	device TEXT PRIMARY KEY,
+	owner  TEXT    NOT NULL,
+	reason TEXT    NOT NULL,
+	since  INTEGER NOT NULL,
+	until  INTEGER NOT NULL
+);
+`
+
+// RetryJob adds j, queued, as the attempt after job of.
+func (s *SQLite) RetryJob(ctx context.Context, of int64, j Job) (Job, error) {
+	if j.Submitted.IsZero() {
+		j.Submitted = time.Now()
+	}
+	tags, err := json.Marshal(nonNil(j.Tags))
+	if err != nil {
+		return Job{}, err
+	}
+	j.State, j.RunDevice, j.Outcome, j.Reason = Queued, "", "", ""
+	j.Started, j.Finished, j.Result = time.Time{}, time.Time{}, nil
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		var first int64
+		err := tx.QueryRow(`SELECT COALESCE((SELECT first FROM job_attempts WHERE job = $1), $1)
+			FROM jobs WHERE id = $1`, of).Scan(&first)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("retry job %d: %w", of, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("retry job %d: %w", of, err)
+		}
+		var next int64
+		err = tx.QueryRow(`SELECT job FROM job_attempts WHERE retry_of = $1`, of).Scan(&next)
+		if err == nil {
+			return fmt.Errorf("retry job %d: already retried as job %d: %w", of, next, ErrConflict)
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("retry job %d: %w", of, err)
+		}
+		if err := tx.QueryRow(`INSERT INTO jobs
+			(name, file, dir, spec, device, device_type, tags, priority, submitter, state, submitted)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id`,
+			j.Name, j.File, j.Dir, j.Spec, j.Device, j.DeviceType, string(tags), j.Priority, j.Submitter,
+			Queued, nanos(j.Submitted)).Scan(&j.ID); err != nil {
+			return fmt.Errorf("retry job %d: %w", of, err)
+		}
+		if _, err := tx.Exec(`INSERT INTO job_attempts (job, first, retry_of) VALUES ($1, $2, $3)`, j.ID, first, of); err != nil {
+			return fmt.Errorf("retry job %d: %w", of, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return Job{}, err
+	}
+	return j, nil
+}
+
+// Attempts returns the attempts of the job id belongs to, first first.
+func (s *SQLite) Attempts(ctx context.Context, id int64) ([]Job, error) {
+	var first int64
+	err := s.db.QueryRowContext(ctx, `SELECT first FROM job_attempts WHERE job = $1`, id).Scan(&first)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		first = id
+	case err != nil:
+		return nil, fmt.Errorf("attempts of job %d: %w", id, err)
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT `+jobColumns+` FROM jobs
+		WHERE id = $1 OR id IN (SELECT job FROM job_attempts WHERE first = $1) ORDER BY id`, first)
+	if err != nil {
+		return nil, fmt.Errorf("attempts of job %d: %w", id, err)
+	}
+	defer rows.Close()
+	var out []Job
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, fmt.Errorf("attempts of job %d: %w", id, err)
+		}
+		out = append(out, j)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("attempts of job %d: %w", id, err)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("job %d: %w", id, ErrNotFound)
+	}
+	return out, nil
+}
+
+// SetReservation records a device's reservation.
+func (s *SQLite) SetReservation(ctx context.Context, r Reservation) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.Exec(`INSERT INTO reservations (device, owner, reason, since, until)
+			VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (device) DO UPDATE SET owner = excluded.owner, reason = excluded.reason,
+				since = excluded.since, until = excluded.until`,
+			r.Device, r.Owner, r.Reason, nanos(r.Since), nanos(r.Until))
+		if err != nil {
+			return fmt.Errorf("store reservation of %s: %w", r.Device, err)
+		}
+		return nil
+	})
+}
+
+// DeleteReservation removes a device's reservation.
+func (s *SQLite) DeleteReservation(ctx context.Context, device string) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.Exec(`DELETE FROM reservations WHERE device = $1`, device); err != nil {
+			return fmt.Errorf("delete reservation of %s: %w", device, err)
+		}
+		return nil
+	})
+}
+
+// Reservations returns every reservation, by device.
+func (s *SQLite) Reservations(ctx context.Context) ([]Reservation, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT device, owner, reason, since, until FROM reservations ORDER BY device`)
+	if err != nil {
+		return nil, fmt.Errorf("list reservations: %w", err)
+	}
+	defer rows.Close()
+	var out []Reservation
+	for rows.Next() {
+		var r Reservation
+		var since, until int64
+		if err := rows.Scan(&r.Device, &r.Owner, &r.Reason, &since, &until); err != nil {
+			return nil, fmt.Errorf("list reservations: %w", err)
+		}
+		r.Since, r.Until = fromNanos(since), fromNanos(until)
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list reservations: %w", err)
+	}
+	return out, nil
 }

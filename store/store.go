@@ -39,6 +39,30 @@ type Store interface {
 	SetDevices(ctx context.Context, devs []Device) error
 	Devices(ctx context.Context) ([]Device, error)
 	Close() error
+
+	// RetryJob adds j, queued, as the next attempt of job of, in one
+	// transaction with the link between them; ErrConflict if of already
+	// has a next attempt (a job is retried once), ErrNotFound if there is
+	// no job of.
+	RetryJob(ctx context.Context, of int64, j Job) (Job, error)
+	// Attempts returns every attempt of the job id is one attempt of,
+	// first first: just that job if it was never retried.
+	Attempts(ctx context.Context, id int64) ([]Job, error)
+	// SetReservation records a device's reservation, replacing any other.
+	SetReservation(ctx context.Context, r Reservation) error
+	// DeleteReservation removes a device's reservation (none: no error).
+	DeleteReservation(ctx context.Context, device string) error
+	// Reservations returns every recorded reservation, by device.
+	Reservations(ctx context.Context) ([]Reservation, error)
+}
+
+// Reservation holds a device for one person until a time.
+type Reservation struct {
+	Device string
+	Owner  string // the API token's name
+	Reason string
+	Since  time.Time
+	Until  time.Time
 }
 
 // Job states.

@@ -139,6 +139,9 @@ func printDevice(env *appEnv, d labctl.Device) {
 	if d.Job != 0 {
 		fmt.Fprintf(w, "job:     %d\n", d.Job)
 	}
+	if d.Reservation != nil {
+		fmt.Fprintf(w, "reserved: by %s\n", reservationText(d.Reservation))
+	}
 	if d.Maintenance && d.State != labctl.DeviceMaintenance {
 		fmt.Fprintln(w, "maintenance: after the current job")
 	}

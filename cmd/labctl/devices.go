@@ -25,8 +25,9 @@ func newDevicesCommand(env *appEnv) *cli.Command {
 		Name:  "devices",
 		Usage: "list the lab's devices and their states",
 		Description: `Lists the devices the daemon runs jobs on: type, state (idle, running,
-checking, offline, maintenance), since when, the job running on it, and
-the reason for the state (why it is offline, who took it out of service).
+checking, offline, maintenance), since when, the job running on it, who
+holds it until when (labctl reserve), and the reason for the state (why
+it is offline, who took it out of service).
 
 With --lab FILE it lists the lab's devices from the config instead,
 without a daemon: type, tags, MAC, BMC; --power also asks each BMC for
@@ -80,13 +81,17 @@ func runDevices(ctx context.Context, opts devicesOptions, env *appEnv) error {
 		return printJSON(env.stdout, list)
 	}
 	tw := table(env.stdout)
-	fmt.Fprintln(tw, "NAME\tTYPE\tSTATE\tSINCE\tJOB\tREASON")
+	fmt.Fprintln(tw, "NAME\tTYPE\tSTATE\tSINCE\tJOB\tRESERVED\tREASON")
 	for _, d := range list {
 		job := "-"
 		if d.Job != 0 {
 			job = fmt.Sprint(d.Job)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.DeviceType, d.State, when(d.Since), job, shorten(d.Reason, 70))
+		reserved := "-"
+		if r := d.Reservation; r != nil {
+			reserved = r.Owner + " until " + r.Until.Local().Format("01-02 15:04")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", d.Name, d.DeviceType, d.State, when(d.Since), job, reserved, shorten(d.Reason, 70))
 	}
 	return tw.Flush()
 }

@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"strings"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/labctl/labctl"
 )
 
 type jobOptions struct {
@@ -22,7 +25,10 @@ func newJobCommand(env *appEnv) *cli.Command {
 		Description: `Shows a job: name, state, device, priority, who submitted it and when,
 how long it waited and ran; while it runs, its phase and the image
 transfer; once it ended, its outcome, the reason, and the results of
-each test step. -o json prints the whole record (results included).
+each test step. A job the lab retried (it ended incomplete: the lab, not
+the test, went wrong) lists its attempts, each a job of its own;
+retry_of and retried_as link them. -o json prints the whole record
+(results included).
 
 EXAMPLES:
    labctl job 42
@@ -47,6 +53,28 @@ EXIT STATUS:
 			}
 			return runJob(c.Context, jobOptions{client: clientOptionsFrom(c), id: id, output: out}, env)
 		},
+	}
+}
+
+// printAttempts lists the attempts of a job the lab retried.
+func printAttempts(w io.Writer, j labctl.Job) {
+	if len(j.Attempts) < 2 {
+		return
+	}
+	fmt.Fprintln(w, "attempts:")
+	for i, a := range j.Attempts {
+		mark := " "
+		if a.ID == j.ID {
+			mark = "*"
+		}
+		end := a.State
+		if a.Outcome != "" {
+			end = a.Outcome
+			if a.Reason != "" {
+				end += ": " + a.Reason
+			}
+		}
+		fmt.Fprintf(w, " %s %d. job %d on %s: %s\n", mark, i+1, a.ID, firstOf(a.Device, "-"), shorten(end, 90))
 	}
 }
 
@@ -89,6 +117,10 @@ func runJob(ctx context.Context, opts jobOptions, env *appEnv) error {
 	if j.Transfer != nil {
 		fmt.Fprintf(w, "transfer:  %s\n", progressBar(j.Transfer.Done, j.Transfer.Total, j.Transfer.Elapsed, 30))
 	}
+	if j.State == labctl.JobQueued && j.Reason != "" {
+		fmt.Fprintf(w, "waiting:   %s\n", j.Reason)
+	}
+	printAttempts(w, j)
 	if j.Result != nil {
 		fmt.Fprintln(w)
 		return j.Result.WriteSummary(w)

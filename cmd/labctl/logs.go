@@ -110,9 +110,10 @@ func runLogs(ctx context.Context, opts logsOptions, env *appEnv) error {
 
 // followJob follows a job to its end through its event stream, showing
 // its log (unless noLog) and progress on v, and returns the ended job. A
-// broken stream (the daemon restarting) is resumed where it stopped; if
-// the daemon cannot be reached for giveUp (0: 10 minutes), followJob
-// gives up.
+// job the lab retries (it ended incomplete and runs again as a new job)
+// is followed to its last attempt, whose end is returned. A broken stream
+// (the daemon restarting) is resumed where it stopped; if the daemon
+// cannot be reached for giveUp (0: 10 minutes), followJob gives up.
 func followJob(ctx context.Context, client *api.Client, id int64, noLog bool, v *followView, env *appEnv, giveUp time.Duration) (labctl.Job, error) {
 	if giveUp <= 0 {
 		giveUp = 10 * time.Minute
@@ -139,6 +140,11 @@ func followJob(ctx context.Context, client *api.Client, id int64, noLog bool, v 
 			}
 			return nil
 		})
+		if end != nil && end.RetriedAs != 0 {
+			v.note(fmt.Sprintf("job %d ended %s (%s); the lab runs it again as job %d", id, end.Outcome, end.Reason, end.RetriedAs))
+			id, offset, end = end.RetriedAs, 0, nil
+			continue
+		}
 		if end != nil {
 			return *end, nil
 		}
@@ -178,6 +184,19 @@ func (e lostDaemon) Error() string {
 }
 
 func (e lostDaemon) ExitCode() int { return 2 }
+
+// lastAttempt is the job's last attempt so far: the job itself, or the
+// attempt that retries it, and so on.
+func lastAttempt(ctx context.Context, client *api.Client, id int64) int64 {
+	for range 100 {
+		j, err := client.Job(ctx, id)
+		if err != nil || j.RetriedAs == 0 {
+			return id
+		}
+		id = j.RetriedAs
+	}
+	return id
+}
 
 // followView shows a followed job to a person: its log records as
 // readable lines on out, and on a terminal err a progress bar while the

@@ -52,6 +52,8 @@ func commands(env *appEnv) []*cli.Command {
 		newCancelCommand(env),
 		newDevicesCommand(env),
 		newDeviceCommand(env),
+		newReserveCommand(env),
+		newReleaseCommand(env),
 		newPowerCommand(env),
 		newBootdevCommand(env),
 		newConsoleCommand(env),

@@ -49,6 +49,25 @@ entry to local and health-checks the device; queued jobs survive.
 SIGINT/SIGTERM stop it: running jobs are stopped and their nodes
 finalized (they end incomplete), queued jobs stay queued.
 
+A lab that heals itself (lab file settings):
+  [health] interval = "6h"   check idle and offline devices again after
+                             they were so for 6h (absent or "0s": never);
+                             an offline device that passes takes jobs
+  [health] failures = 1      checks in a row a device in service may fail
+                             before it goes offline (default 1: at once)
+  [jobs] retries = 1         a job that ends incomplete (the lab went
+                             wrong: not a failed test, not a cancel or a
+                             timeout; also a stop or crash of the daemon)
+                             runs again as a new job linked to it, on
+                             another device when one fits (default 1;
+                             a job file's retries = N overrides it)
+  [jobs] queue_timeout = "12h"  a job nobody took by then ends canceled
+                             (default: it waits; a job file's
+                             queue_timeout overrides it)
+Reservations (labctl reserve NODE --for 2h) hold a device for a person:
+no one else's jobs run on it until it expires or is released; they
+survive restarts.
+
 Tokens and roles: each [[server.tokens]] has a name (the submitter of its
 jobs, the viewer on a console), a token_file or token_env, and a role:
   viewer     reads jobs, logs and devices; watches consoles read-only

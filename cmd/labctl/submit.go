@@ -118,9 +118,10 @@ func runSubmit(ctx context.Context, opts submitOptions, env *appEnv) error {
 	v.done()
 	switch {
 	case errors.Is(err, errWaitTimeout) && ctx.Err() == nil:
-		fmt.Fprintf(env.stderr, "labctl: job %d has not ended after %s: canceling it\n", job.ID, opts.timeout)
 		cctx, ccancel := context.WithTimeout(ctx, 5*time.Minute)
-		end, err = client.Cancel(cctx, job.ID)
+		cur := lastAttempt(cctx, client, job.ID)
+		fmt.Fprintf(env.stderr, "labctl: job %d has not ended after %s: canceling it\n", cur, opts.timeout)
+		end, err = client.Cancel(cctx, cur)
 		ccancel()
 		if err != nil {
 			return fmt.Errorf("job %d timed out after %s; cancel: %w", job.ID, opts.timeout, err)

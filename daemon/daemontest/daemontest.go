@@ -51,6 +51,9 @@ type Options struct {
 	Tags map[string][]string
 	// API also serves the HTTP API on 127.0.0.1:0 (Lab.URL, Token).
 	API bool
+	// Settings, if set, changes the lab file's settings ([health],
+	// [jobs]) before the daemon starts.
+	Settings func(*devices.Config)
 }
 
 // Lab is a running in-process lab.
@@ -114,6 +117,9 @@ func Start(t testing.TB, o Options) *Lab {
 			l.nodes[name] = &labctl.Node{Power: n, Console: n.Dialer(), Netboot: n}
 		}
 		l.Config.Devices = append(l.Config.Devices, dev)
+	}
+	if o.Settings != nil {
+		o.Settings(&l.Config.Config)
 	}
 	l.Start()
 	t.Cleanup(l.Shutdown)

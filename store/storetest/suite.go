@@ -35,6 +35,8 @@ func Run(t *testing.T, newDB Opener) {
 		{"Finish", testFinish},
 		{"Reopen", testReopen},
 		{"Devices", testDevices},
+		{"Attempts", testAttempts},
+		{"Reservations", testReservations},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newDB(t)) })
@@ -344,5 +346,99 @@ func testDevices(t *testing.T, open func() (store.Store, error)) {
 		if g.Name != w.Name || g.State != w.State || g.Reason != w.Reason || !g.Since.Equal(w.Since) || g.Maintenance != w.Maintenance {
 			t.Errorf("Devices[%d] = %+v, want %+v", i, g, w)
 		}
+	}
+}
+
+func testAttempts(t *testing.T, open func() (store.Store, error)) {
+	s := mustOpen(t, open)
+	ctx := context.Background()
+	first := create(t, s, sample("flaky"))
+	other := create(t, s, sample("other"))
+	if got, err := s.Attempts(ctx, first.ID); err != nil || len(got) != 1 || got[0].ID != first.ID {
+		t.Fatalf("Attempts of a job never retried = %v, %v; want just job %d", ids(got), err, first.ID)
+	}
+	if _, err := s.Attempts(ctx, 999); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Attempts(999) = %v, want ErrNotFound", err)
+	}
+	if _, err := s.RetryJob(ctx, 999, sample("flaky")); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("RetryJob(999) = %v, want ErrNotFound", err)
+	}
+	retry := sample("flaky")
+	retry.Submitted = at.Add(time.Minute)
+	second, err := s.RetryJob(ctx, first.ID, retry)
+	if err != nil {
+		t.Fatalf("RetryJob = %v", err)
+	}
+	if second.State != store.Queued || second.ID <= other.ID {
+		t.Errorf("RetryJob = job %d %s, want a new queued job", second.ID, second.State)
+	}
+	if err := same(get(t, s, second.ID), second); err != nil {
+		t.Errorf("the retry as stored: %v", err)
+	}
+	if _, err := s.RetryJob(ctx, first.ID, sample("flaky")); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("retrying job %d twice = %v, want ErrConflict", first.ID, err)
+	}
+	third, err := s.RetryJob(ctx, second.ID, sample("flaky"))
+	if err != nil {
+		t.Fatalf("RetryJob of the retry = %v", err)
+	}
+	want := []int64{first.ID, second.ID, third.ID}
+	for _, id := range want {
+		got, err := s.Attempts(ctx, id)
+		if err != nil || !slices.Equal(ids(got), want) {
+			t.Errorf("Attempts(%d) = %v, %v; want %v", id, ids(got), err, want)
+		}
+	}
+	if got, err := s.Attempts(ctx, other.ID); err != nil || !slices.Equal(ids(got), []int64{other.ID}) {
+		t.Errorf("Attempts(%d) = %v, %v; want just itself", other.ID, ids(got), err)
+	}
+	s.Close()
+	s = mustOpen(t, open)
+	if got, err := s.Attempts(ctx, third.ID); err != nil || !slices.Equal(ids(got), want) {
+		t.Errorf("after reopening, Attempts = %v, %v; want %v", ids(got), err, want)
+	}
+}
+
+func testReservations(t *testing.T, open func() (store.Store, error)) {
+	s := mustOpen(t, open)
+	ctx := context.Background()
+	if got, err := s.Reservations(ctx); err != nil || len(got) != 0 {
+		t.Fatalf("Reservations on an empty store = %v, %v", got, err)
+	}
+	a := store.Reservation{Device: "node2", Owner: "alice", Reason: "bisecting", Since: at, Until: at.Add(2 * time.Hour)}
+	b := store.Reservation{Device: "node1", Owner: "bob", Since: at, Until: at.Add(time.Hour)}
+	for _, r := range []store.Reservation{a, b} {
+		if err := s.SetReservation(ctx, r); err != nil {
+			t.Fatalf("SetReservation = %v", err)
+		}
+	}
+	a.Until = a.Until.Add(time.Hour) // renewed
+	if err := s.SetReservation(ctx, a); err != nil {
+		t.Fatalf("SetReservation = %v", err)
+	}
+	s.Close()
+	s = mustOpen(t, open)
+	got, err := s.Reservations(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []store.Reservation{b, a}
+	if len(got) != len(want) {
+		t.Fatalf("Reservations = %+v, want %+v", got, want)
+	}
+	for i := range want {
+		g, w := got[i], want[i]
+		if g.Device != w.Device || g.Owner != w.Owner || g.Reason != w.Reason || !g.Since.Equal(w.Since) || !g.Until.Equal(w.Until) {
+			t.Errorf("Reservations[%d] = %+v, want %+v", i, g, w)
+		}
+	}
+	if err := s.DeleteReservation(ctx, "node1"); err != nil {
+		t.Fatalf("DeleteReservation = %v", err)
+	}
+	if err := s.DeleteReservation(ctx, "node1"); err != nil {
+		t.Errorf("DeleteReservation of none = %v", err)
+	}
+	if got, err := s.Reservations(ctx); err != nil || len(got) != 1 || got[0].Device != "node2" {
+		t.Errorf("after DeleteReservation: %+v, %v", got, err)
 	}
 }
