@@ -40,6 +40,8 @@ type Job struct {
 	// CacheDir keeps downloaded URL images and image sizes between jobs;
 	// "" disables the cache.
 	CacheDir string
+	// Images is what the job's image may be and where it may come from.
+	Images ImagePolicy
 	// Progress, if set, hears about phases and the image transfer.
 	Progress Progress
 	// Events, if set, receives each dispatcher event line as it is logged
