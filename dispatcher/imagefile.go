@@ -312,7 +312,7 @@ func writeSize(file string, n int64) {
 // bzip2 in Go; xz and zstd with the xz and zstd programs (Debian packages
 // xz-utils and zstd), whose own listing gives the size without
 // decompressing when the file records it. The programs read the open file
-// as /dev/fd/3, not its path.
+// (xz's listing as /dev/fd/3, unpacking on standard input), not its path.
 func countUncompressed(f *os.File, size int64, comp Compression) (int64, error) {
 	switch comp {
 	case XZ:
@@ -367,9 +367,11 @@ func commandError(name string, err error) error {
 }
 
 func countCommand(f *os.File, comp Compression) (int64, error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return 0, err
+	}
 	cmd := unpackCommand(comp)
-	cmd.Args = append(cmd.Args, "/dev/fd/3")
-	cmd.ExtraFiles = []*os.File{f}
+	cmd.Stdin = f
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return 0, err

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -192,6 +193,48 @@ func TestCheckAddress(t *testing.T) {
 			t.Errorf("%s: %v, want allowed", addr, err)
 		case want != "" && (err == nil || !strings.Contains(err.Error(), " "+want+" address")):
 			t.Errorf("%s: %v, want refused as %s", addr, err, want)
+		}
+	}
+}
+
+// xz and zstd images are counted from the open file and checked while
+// they download with the host's xz and zstd; a cut download is refused.
+func TestXZZstd(t *testing.T) {
+	raw := bytes.Repeat([]byte("xyz0123456789"), 100000)
+	for _, c := range []struct {
+		comp Compression
+		pack []string
+	}{{XZ, []string{"xz", "-c"}}, {Zstd, []string{"zstd", "-c", "-q"}}} {
+		cmd := exec.Command(c.pack[0], c.pack[1:]...)
+		cmd.Stdin = bytes.NewReader(raw)
+		packed, err := cmd.Output()
+		if err != nil {
+			t.Skipf("%s: %v", c.pack[0], err)
+		}
+		p := filepath.Join(t.TempDir(), "disk.img")
+		if err := os.WriteFile(p, packed, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := countUncompressed(f, int64(len(packed)), c.comp)
+		f.Close()
+		if err != nil || n != int64(len(raw)) {
+			t.Fatalf("%s: count = %d, %v; want %d", c.comp, n, err, len(raw))
+		}
+		for _, body := range [][]byte{packed, packed[:len(packed)/2]} {
+			var b atomic.Pointer[[]byte]
+			b.Store(&body)
+			srv, _ := imageServer(t, &b)
+			_, n, err := download(context.Background(), srv.URL+"/disk.img", digestOf(raw), t.TempDir(), loopback, noNote)
+			switch {
+			case len(body) == len(packed) && (err != nil || n != int64(len(raw))):
+				t.Fatalf("%s: download = %d, %v", c.comp, n, err)
+			case len(body) < len(packed) && err == nil:
+				t.Fatalf("%s: a cut download was taken", c.comp)
+			}
 		}
 	}
 }
