@@ -3,6 +3,7 @@ package labctl
 import (
 	"context"
 	"fmt"
+	"os"
 
 	"github.com/labctl/labctl/sol"
 )
@@ -79,9 +80,11 @@ type Power interface {
 type Netboot interface {
 	BootMaster() error
 	BootLocal() error
-	// PublishImage serves a local image file to the node over HTTP until the
-	// returned image is closed.
-	PublishImage(path string) (PublishedImage, error)
+	// PublishImage serves an open local image file to the node over HTTP
+	// until the returned image is closed: the bytes of that descriptor,
+	// not of whatever its path names later. The caller keeps f open until
+	// then.
+	PublishImage(f *os.File) (PublishedImage, error)
 	// AcceptUploads lets the node send files (job artifacts) into dir until
 	// the returned closer is called. The node POSTs a file's bytes, base64
 	// encoded, to url + name + "?encoding=base64&size=" + its size in bytes

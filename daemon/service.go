@@ -80,9 +80,14 @@ func parseJob(file, text, dir string) (*jobs.Job, error) {
 	return spec, nil
 }
 
-// parseStored parses a job from the store as it was submitted.
+// parseStored parses a job from the store as it was submitted, its local
+// files' symbolic links resolved as at submit (see checkFiles).
 func parseStored(rec store.Job) (*jobs.Job, error) {
-	return parseJob(rec.File, rec.Spec, rec.Dir)
+	spec, err := parseJob(rec.File, rec.Spec, rec.Dir)
+	if err == nil {
+		dispatcher.ResolveFiles(spec)
+	}
+	return spec, err
 }
 
 // checkPlacement checks that the lab has a device the job can run on.
@@ -99,41 +104,33 @@ func (d *Daemon) checkPlacement(spec *jobs.Job) error {
 	return nil
 }
 
-// checkFiles checks the job's local image and digest files as the daemon
-// will read them.
+// checkFiles checks the job's local image and digest files as the job
+// will open them (dispatcher.OpenLocal: a regular file every user may
+// read), after resolving their symbolic links once, here: the job keeps
+// the resolved paths and opens them again when it starts without
+// following a link in their last component, and checks the descriptor it
+// serves again.
 func checkFiles(spec *jobs.Job) error {
-	check := func(key, path string) error {
-		f, err := os.Open(path)
-		if err != nil {
-			return fmt.Errorf("%s: the daemon cannot read it: %w (it reads images on its own host: use a path it can read, or an http(s) URL)", key, err)
-		}
-		defer f.Close()
-		fi, err := f.Stat()
-		if err != nil {
-			return fmt.Errorf("%s: %w", key, err)
-		}
-		if !fi.Mode().IsRegular() {
-			return fmt.Errorf("%s: %s is not a regular file", key, path)
-		}
-		if fi.Mode().Perm()&0o004 == 0 {
-			return fmt.Errorf("%s: %s is not readable by every user (chmod o+r): the daemon serves it to a node, so it only takes files anybody may read", key, path)
-		}
-		return nil
-	}
+	dispatcher.ResolveFiles(spec)
 	if !spec.Deploy.ImageIsURL() {
-		if err := check("deploy.image", spec.Deploy.Image); err != nil {
+		f, err := dispatcher.OpenLocal("deploy.image", spec.Deploy.Image, true)
+		if err != nil {
 			return err
 		}
+		f.Close()
 	}
 	if spec.Deploy.SHA256File != "" {
-		if err := check("deploy.sha256_file", spec.Deploy.SHA256File); err != nil {
+		if _, err := dispatcher.Digest(spec.Deploy, true); err != nil {
 			return err
-		}
-		if _, err := spec.Deploy.Digest(); err != nil {
-			return fmt.Errorf("deploy.sha256_file: %w", err)
 		}
 	}
 	return nil
+}
+
+// imagePolicy is what jobs' images may be: local files every user may
+// read, URLs within the lab's [images] limits.
+func (d *Daemon) imagePolicy() dispatcher.ImagePolicy {
+	return dispatcher.ImagePolicy{PublicFiles: true, AllowNetworks: d.cfg.Lab.Images.Networks, MaxDownload: d.cfg.Lab.Images.MaxDownload()}
 }
 
 // Jobs lists jobs, oldest first.

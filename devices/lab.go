@@ -45,6 +45,7 @@ type Config struct {
 	StateDir   string      `toml:"state_dir"`
 	BootServer BootServer  `toml:"boot_server"`
 	Server     Server      `toml:"server"`
+	Images     Images      `toml:"images"`
 	Health     LabHealth   `toml:"health"`
 	Jobs       JobDefaults `toml:"jobs"`
 }
@@ -73,6 +74,24 @@ type JobDefaults struct {
 
 // MaxRetries bounds the retries of a job (and the lab's default).
 const MaxRetries = 10
+
+// Images limits the images jobs deploy from URLs.
+type Images struct {
+	// AllowNetworks are networks (CIDR, e.g. "10.0.0.0/8", or one
+	// address) that URL images may come from although they are
+	// loopback, link-local, private or unspecified addresses, which are
+	// refused otherwise: a lab's own image server is often on a private
+	// network. Parsed into Networks when loaded.
+	AllowNetworks []string       `toml:"allow_networks"`
+	Networks      []netip.Prefix `toml:"-"`
+	// MaxDownloadGiB caps the size of a downloaded image, in GiB; 0 means
+	// the default (64).
+	MaxDownloadGiB int64 `toml:"max_download_gib"`
+}
+
+// MaxDownload is the size limit of a downloaded image in bytes, 0 for
+// the default.
+func (im Images) MaxDownload() int64 { return im.MaxDownloadGiB << 30 }
 
 // BootServer configures labctl's TFTP and HTTP boot server.
 type BootServer struct {
@@ -330,6 +349,8 @@ func (l *Lab) validate(doc *tomlfile.Document) {
 		doc.Problemf("boot_server.tftp_server", "%q is not a host name or IP address", b.TFTPServer)
 	}
 
+	c.Images.check(doc)
+
 	checkListen(doc, "server.listen", c.Server.Listen)
 	switch srv := &c.Server; {
 	case srv.TLS != "" && srv.TLS != SelfSignedTLS:
@@ -442,4 +463,33 @@ func (l *Lab) Match(deviceType string, tags []string) []*Device {
 
 func sortedKeys[V any](m map[string]V) []string {
 	return slices.Sorted(maps.Keys(m))
+}
+
+// maxDownloadGiB keeps the byte count of [images] max_download_gib within
+// an int64.
+const maxDownloadGiB = 1 << 32
+
+func (im *Images) check(doc *tomlfile.Document) {
+	im.Networks = nil
+	for i, s := range im.AllowNetworks {
+		key := fmt.Sprintf("images.allow_networks[%d]", i)
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil || a.Zone() != "" {
+				doc.Problemf(key, "%q is not a network: use CIDR notation (10.0.0.0/8, fd00::/8) or one IP address", s)
+				continue
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		if p != p.Masked() {
+			doc.Problemf(key, "%q has host bits set: the network is %s", s, p.Masked())
+			continue
+		}
+		im.Networks = append(im.Networks, p)
+	}
+	if im.MaxDownloadGiB < 0 || im.MaxDownloadGiB > maxDownloadGiB {
+		doc.Problemf("images.max_download_gib", "%d is not a size in GiB (1 to %d; 0 or unset for the default, 64)", im.MaxDownloadGiB, maxDownloadGiB)
+		im.MaxDownloadGiB = 0
+	}
 }

@@ -215,6 +215,17 @@ func TestLoadProblems(t *testing.T) {
 			want: []string{`types/qemu.toml:22: timeouts.job: invalid duration "1 hour": want a number with a unit, such as "90s", "5m" or "1h30m"`},
 		},
 		{
+			name: "image networks and size",
+			change: func(f map[string]string) {
+				f["lab.toml"] += "\n[images]\nallow_networks = [\n  \"10.0.0.0/8\",\n  \"10.0.0.1/8\",\n  \"intranet\",\n]\nmax_download_gib = -1\n"
+			},
+			want: []string{
+				`lab.toml:13: images.allow_networks[1]: "10.0.0.1/8" has host bits set: the network is 10.0.0.0/8`,
+				`lab.toml:14: images.allow_networks[2]: "intranet" is not a network: use CIDR notation (10.0.0.0/8, fd00::/8) or one IP address`,
+				`lab.toml:16: images.max_download_gib: -1 is not a size in GiB (1 to 4294967296; 0 or unset for the default, 64)`,
+			},
+		},
+		{
 			name: "bad MAC",
 			change: func(f map[string]string) {
 				f["devices/n1.toml"] = strings.Replace(f["devices/n1.toml"], "52:54:00:00:00:01", "52:54:00:00:01", 1)
@@ -467,5 +478,29 @@ func TestSecretNeverPrints(t *testing.T) {
 	}
 	if s.Reveal() != "hunter2" {
 		t.Errorf("Reveal() = %q", s.Reveal())
+	}
+}
+
+// [images] gives the networks URL images may come from (CIDR or one
+// address) and the download size limit.
+func TestLoadImages(t *testing.T) {
+	files := fixture()
+	lab, err := Load(filepath.Join(writeLab(t, files), "lab.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lab.Images.Networks) != 0 || lab.Images.MaxDownload() != 0 {
+		t.Errorf("default images = %+v, want no networks and the default size", lab.Images)
+	}
+	files["lab.toml"] += "\n[images]\nallow_networks = [\"10.0.0.0/8\", \"127.0.0.1\", \"fd00::/8\"]\nmax_download_gib = 2\n"
+	lab, err = Load(filepath.Join(writeLab(t, files), "lab.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(lab.Images.Networks); got != "[10.0.0.0/8 127.0.0.1/32 fd00::/8]" {
+		t.Errorf("networks = %s", got)
+	}
+	if lab.Images.MaxDownload() != 2<<30 {
+		t.Errorf("MaxDownload = %d", lab.Images.MaxDownload())
 	}
 }

@@ -19,15 +19,16 @@ func (r *runner) deploy(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, r.timeouts.Deploy)
 	defer cancel()
 
-	want, err := d.Digest()
+	want, err := Digest(d, r.Images.PublicFiles)
 	if err != nil {
 		return err
 	}
-	image, err := prepareImage(ctx, d.Image, want, r.CacheDir, r.event)
+	image, err := prepareImage(ctx, d.Image, want, r.CacheDir, r.Images, r.event)
 	if err != nil {
 		return err
 	}
-	img, err := r.Netboot.PublishImage(image.Path)
+	defer image.File.Close()
+	img, err := r.Netboot.PublishImage(image.File)
 	if err != nil {
 		return fmt.Errorf("publish image: %w", err)
 	}

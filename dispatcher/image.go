@@ -55,18 +55,13 @@ func (c Compression) Decompressor() string {
 	return ""
 }
 
-// sniffImage reads the first bytes of a local image file and tells its
+// sniffImage reads the first bytes of an open image file and tells its
 // compression.
-func sniffImage(image string) (Compression, error) {
-	f, err := os.Open(image)
-	if err != nil {
-		return "", fmt.Errorf("image: %w", err)
-	}
-	defer f.Close()
+func sniffImage(f *os.File) (Compression, error) {
 	head := make([]byte, 16)
-	n, err := io.ReadFull(f, head)
-	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
-		return "", fmt.Errorf("image %s: %w", image, err)
+	n, err := f.ReadAt(head, 0)
+	if err != nil && err != io.EOF {
+		return "", fmt.Errorf("image %s: %w", f.Name(), err)
 	}
 	return DetectCompression(head[:n]), nil
 }

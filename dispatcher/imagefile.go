@@ -5,8 +5,11 @@ import (
 	"compress/bzip2"
 	"compress/gzip"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"net/url"
@@ -16,51 +19,71 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/labctl/labctl/jobs"
 )
 
-// imageFile is a job's image ready to serve to the node.
+// imageFile is a job's image open to serve to the node.
 type imageFile struct {
-	// Path is the local file the boot server serves: the job's file, or
-	// the download of its URL in the cache.
-	Path        string
+	// File is the job's file, or the download of its URL in the cache,
+	// open; the caller closes it. Everything the job does with the image
+	// uses this descriptor.
+	File        *os.File
 	Compression Compression
 	// RawSize is the number of uncompressed bytes the node writes: the
 	// node hashes exactly that many bytes back from its disk.
 	RawSize int64
 }
 
-// prepareImage makes the job's image a local file (downloading a URL into
-// the cache once), tells its compression and counts its uncompressed
-// bytes. digest, the sha256 of those bytes, keys the cache: the same image
-// is downloaded and counted once per cache. cacheDir "" disables caching.
-func prepareImage(ctx context.Context, image, digest, cacheDir string, note func(string, ...any)) (imageFile, error) {
-	local := image
+// prepareImage opens the job's image (downloading a URL into the cache
+// once, see download; a local file through OpenLocal), tells its
+// compression and counts its uncompressed bytes. digest, the sha256 of
+// those bytes, keys the cache. cacheDir "" disables caching.
+func prepareImage(ctx context.Context, image, digest, cacheDir string, pol ImagePolicy, note func(string, ...any)) (imageFile, error) {
+	var f *os.File
+	raw := int64(-1)
 	if jobs.IsURL(image) {
-		var err error
-		local, err = download(ctx, image, digest, cacheDir, note)
+		local, n, err := download(ctx, image, digest, cacheDir, pol, note)
 		if err != nil {
 			return imageFile{}, err
 		}
+		// The cache is the dispatcher's own: its files need not be public.
+		if f, err = OpenLocal("deploy.image", local, false); err != nil {
+			return imageFile{}, err
+		}
+		raw = n
+	} else {
+		var err error
+		if f, err = OpenLocal("deploy.image", image, pol.PublicFiles); err != nil {
+			return imageFile{}, err
+		}
 	}
-	comp, err := sniffImage(local)
+	comp, err := sniffImage(f)
+	if err == nil && raw < 0 {
+		raw, err = rawSize(f, comp, digest, cacheDir, jobs.IsURL(image), note)
+	}
 	if err != nil {
+		f.Close()
 		return imageFile{}, err
 	}
-	size, err := rawSize(local, comp, digest, cacheDir, note)
-	if err != nil {
-		return imageFile{}, err
-	}
-	return imageFile{Path: local, Compression: comp, RawSize: size}, nil
+	return imageFile{File: f, Compression: comp, RawSize: raw}, nil
 }
 
-// download fetches a URL image into the cache (cacheDir/images/DIGEST/NAME)
-// unless it is there already, and returns the local path.
-func download(ctx context.Context, image, digest, cacheDir string, note func(string, ...any)) (string, error) {
+// download fetches a URL image into the cache (cacheDir/downloads/DIGEST/
+// NAME) unless it is there already, and returns its path and, when it
+// downloaded it, the count of its uncompressed bytes (-1 from the cache).
+//
+// Only verified bytes enter the cache: the download goes to a temporary
+// file next to its place, its uncompressed bytes are hashed as they
+// arrive, and the file takes its place only when their sha256 is the
+// job's digest. The download is refused beyond pol's size limit, and when
+// the connection (or a redirect's) goes to an address pol does not allow
+// (see ImagePolicy).
+func download(ctx context.Context, image, digest, cacheDir string, pol ImagePolicy, note func(string, ...any)) (string, int64, error) {
 	u, err := url.Parse(image)
 	if err != nil {
-		return "", fmt.Errorf("image %s: %w", image, err)
+		return "", 0, fmt.Errorf("image %s: %w", image, err)
 	}
 	name := path.Base(u.Path)
 	if name == "/" || name == "." || name == "" {
@@ -70,122 +93,285 @@ func download(ctx context.Context, image, digest, cacheDir string, note func(str
 	if dir == "" {
 		dir = os.TempDir()
 	}
-	dir = filepath.Join(dir, "images", digest)
+	dir = filepath.Join(dir, "downloads", digest)
 	dst := filepath.Join(dir, name)
-	if _, err := os.Stat(dst); err == nil {
+	if fi, err := os.Lstat(dst); err == nil && fi.Mode().IsRegular() {
 		note("deploy: image %s from the cache (%s)", image, dst)
-		return dst, nil
+		return dst, -1, nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return "", fmt.Errorf("image cache: %w", err)
+		return "", 0, fmt.Errorf("image cache: %w", err)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, image, nil)
 	if err != nil {
-		return "", fmt.Errorf("image %s: %w", image, err)
+		return "", 0, fmt.Errorf("image %s: %w", image, err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client := pol.client()
+	defer client.CloseIdleConnections()
+	resp, err := client.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("download image: %w", err)
+		return "", 0, fmt.Errorf("download image: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("download image %s: %s", image, resp.Status)
+		return "", 0, fmt.Errorf("download image %s: %s", image, resp.Status)
+	}
+	limit := pol.maxDownload()
+	tooLarge := fmt.Errorf("download image %s: larger than the limit of %s (lab setting [images] max_download_gib)", image, sizeText(limit))
+	if resp.ContentLength > limit {
+		return "", 0, tooLarge
 	}
 	tmp, err := os.CreateTemp(dir, name+".part-*")
 	if err != nil {
-		return "", fmt.Errorf("image cache: %w", err)
+		return "", 0, fmt.Errorf("image cache: %w", err)
 	}
 	defer os.Remove(tmp.Name())
-	n, err := io.Copy(tmp, resp.Body)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
+	defer tmp.Close()
+
+	body := bufio.NewReaderSize(io.LimitReader(resp.Body, limit+1), 1<<20)
+	head, _ := body.Peek(16)
+	v, err := newVerifier(DetectCompression(head))
 	if err != nil {
-		return "", fmt.Errorf("download image %s: %w", image, err)
+		return "", 0, fmt.Errorf("download image %s: %w", image, err)
+	}
+	n, err := io.Copy(io.MultiWriter(tmp, v), body)
+	raw, sum, verr := v.finish(err)
+	switch {
+	case n > limit:
+		return "", 0, tooLarge
+	case err != nil && verr != nil:
+		return "", 0, fmt.Errorf("download image %s: %w", image, verr)
+	case err != nil:
+		return "", 0, fmt.Errorf("download image %s: %w", image, err)
+	case verr != nil:
+		return "", 0, fmt.Errorf("download image %s: %w", image, verr)
+	case sum != digest:
+		return "", 0, fmt.Errorf("download image %s: its uncompressed bytes have sha256 %s, the job expects %s: not used, not cached", image, sum, digest)
+	}
+	if err := tmp.Close(); err != nil {
+		return "", 0, fmt.Errorf("image cache: %w", err)
 	}
 	if err := os.Rename(tmp.Name(), dst); err != nil {
-		return "", fmt.Errorf("image cache: %w", err)
+		return "", 0, fmt.Errorf("image cache: %w", err)
 	}
-	note("deploy: downloaded %s (%d bytes) into the cache", image, n)
-	return dst, nil
+	if cacheDir != "" {
+		writeSize(filepath.Join(cacheDir, "sizes", digest), raw)
+	}
+	note("deploy: downloaded %s (%d bytes, sha256 verified) into the cache", image, n)
+	return dst, raw, nil
+}
+
+// sizeText reads like "64 GiB" or "1536 MiB" or "4096 bytes".
+func sizeText(n int64) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+// verifier hashes the uncompressed bytes of an image written to it.
+type verifier struct {
+	w    io.Writer // where the packed bytes go
+	h    hash.Hash
+	n    *countWriter
+	wait func(copyErr error) error // ends the unpacking, nil without
+}
+
+func newVerifier(comp Compression) (*verifier, error) {
+	v := &verifier{h: sha256.New()}
+	v.n = &countWriter{w: v.h}
+	switch comp {
+	case None:
+		v.w = v.n
+	case Gzip, Bzip2:
+		pr, pw := io.Pipe()
+		done := make(chan error, 1)
+		go func() {
+			var err error
+			var r io.Reader
+			if comp == Gzip {
+				var zr *gzip.Reader
+				if zr, err = gzip.NewReader(pr); err == nil {
+					r = zr
+				}
+			} else {
+				r = bzip2.NewReader(pr)
+			}
+			if err == nil {
+				_, err = io.Copy(v.n, r)
+			}
+			if err != nil {
+				err = fmt.Errorf("unpack %s: %w", comp, err)
+			}
+			pr.CloseWithError(err)
+			done <- err
+		}()
+		v.w = pw
+		v.wait = func(copyErr error) error {
+			pw.CloseWithError(copyErr)
+			return <-done
+		}
+	case XZ, Zstd:
+		cmd := unpackCommand(comp)
+		cmd.Stdout = v.n
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		in, err := cmd.StdinPipe()
+		if err != nil {
+			return nil, err
+		}
+		if err := cmd.Start(); err != nil {
+			return nil, commandError(cmd.Args[0], err)
+		}
+		v.w = in
+		v.wait = func(error) error {
+			in.Close()
+			if err := cmd.Wait(); err != nil {
+				return fmt.Errorf("unpack %s: %v: %s", comp, err, strings.TrimSpace(stderr.String()))
+			}
+			return nil
+		}
+	default:
+		return nil, fmt.Errorf("unknown compression %q", comp)
+	}
+	return v, nil
+}
+
+func (v *verifier) Write(p []byte) (int, error) { return v.w.Write(p) }
+
+// finish ends the unpacking after the copy into v ended with copyErr, and
+// returns the count and sha256 (hex) of the uncompressed bytes.
+func (v *verifier) finish(copyErr error) (int64, string, error) {
+	var err error
+	if v.wait != nil {
+		err = v.wait(copyErr)
+	}
+	return v.n.n, hex.EncodeToString(v.h.Sum(nil)), err
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // rawSize counts the uncompressed bytes of an image, remembering the count
-// in cacheDir/sizes/DIGEST.
-func rawSize(file string, comp Compression, digest, cacheDir string, note func(string, ...any)) (int64, error) {
+// in cacheDir/sizes. A count made from a verified download is kept under
+// the digest; one made from a local file, whose bytes nothing has checked
+// against the digest yet, only under the digest and that file's identity,
+// so that a file claiming another's digest cannot set the size another
+// job reads back.
+func rawSize(f *os.File, comp Compression, digest, cacheDir string, verified bool, note func(string, ...any)) (int64, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, fmt.Errorf("image: %w", err)
+	}
 	if comp == None {
-		fi, err := os.Stat(file)
-		if err != nil {
-			return 0, fmt.Errorf("image: %w", err)
-		}
 		return fi.Size(), nil
 	}
 	var cached string
 	if cacheDir != "" {
-		cached = filepath.Join(cacheDir, "sizes", digest)
+		key := digest
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && !verified {
+			key = fmt.Sprintf("%s-%d-%d-%d-%d", digest, st.Dev, st.Ino, fi.Size(), fi.ModTime().UnixNano())
+		}
+		cached = filepath.Join(cacheDir, "sizes", key)
 		if b, err := os.ReadFile(cached); err == nil {
 			if n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil && n > 0 {
 				return n, nil
 			}
 		}
 	}
-	n, err := countUncompressed(file, comp)
+	n, err := countUncompressed(f, fi.Size(), comp)
 	if err != nil {
-		return 0, fmt.Errorf("image %s: count its uncompressed bytes: %w", file, err)
+		return 0, fmt.Errorf("image %s: count its uncompressed bytes: %w", f.Name(), err)
 	}
 	note("deploy: the image holds %d bytes uncompressed", n)
 	if cached != "" {
-		if err := os.MkdirAll(filepath.Dir(cached), 0o755); err == nil {
-			os.WriteFile(cached, []byte(strconv.FormatInt(n, 10)+"\n"), 0o644)
-		}
+		writeSize(cached, n)
 	}
 	return n, nil
+}
+
+// writeSize records an image size in the cache, best effort.
+func writeSize(file string, n int64) {
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err == nil {
+		os.WriteFile(file, []byte(strconv.FormatInt(n, 10)+"\n"), 0o644)
+	}
 }
 
 // countUncompressed decompresses an image to count its bytes: gzip and
 // bzip2 in Go; xz and zstd with the xz and zstd programs (Debian packages
 // xz-utils and zstd), whose own listing gives the size without
-// decompressing when the file records it.
-func countUncompressed(file string, comp Compression) (int64, error) {
+// decompressing when the file records it. The programs read the open file
+// (xz's listing as /dev/fd/3, unpacking on standard input), not its path.
+func countUncompressed(f *os.File, size int64, comp Compression) (int64, error) {
 	switch comp {
 	case XZ:
-		if out, err := exec.Command("xz", "--robot", "--list", file).Output(); err == nil {
+		list := exec.Command("xz", "--robot", "--list", "/dev/fd/3")
+		list.ExtraFiles = []*os.File{f}
+		if out, err := list.Output(); err == nil {
 			for _, line := range strings.Split(string(out), "\n") {
-				f := strings.Split(line, "\t")
-				if len(f) > 4 && f[0] == "totals" {
-					if n, err := strconv.ParseInt(f[4], 10, 64); err == nil {
+				fields := strings.Split(line, "\t")
+				if len(fields) > 4 && fields[0] == "totals" {
+					if n, err := strconv.ParseInt(fields[4], 10, 64); err == nil {
 						return n, nil
 					}
 				}
 			}
 		}
-		return countCommand("xz", "-dc", file)
+		return countCommand(f, comp)
 	case Zstd:
-		return countCommand("zstd", "-dcq", file)
+		return countCommand(f, comp)
 	}
-	f, err := os.Open(file)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
+	in := bufio.NewReaderSize(io.NewSectionReader(f, 0, size), 1<<20)
 	var r io.Reader
 	switch comp {
 	case Gzip:
-		zr, err := gzip.NewReader(bufio.NewReaderSize(f, 1<<20))
+		zr, err := gzip.NewReader(in)
 		if err != nil {
 			return 0, err
 		}
 		r = zr
 	case Bzip2:
-		r = bzip2.NewReader(bufio.NewReaderSize(f, 1<<20))
+		r = bzip2.NewReader(in)
 	default:
 		return 0, fmt.Errorf("unknown compression %q", comp)
 	}
 	return io.Copy(io.Discard, r)
 }
 
-func countCommand(name string, args ...string) (int64, error) {
-	cmd := exec.Command(name, args...)
+// unpackCommand is the host's command that unpacks an xz or zstd stream
+// from its standard input.
+func unpackCommand(comp Compression) *exec.Cmd {
+	if comp == XZ {
+		return exec.Command("xz", "-dc")
+	}
+	return exec.Command("zstd", "-dcq")
+}
+
+// commandError explains a command that did not start.
+func commandError(name string, err error) error {
+	if errors.Is(err, exec.ErrNotFound) {
+		return fmt.Errorf("%s is needed on the host that runs labctl to check %s images (Debian package %s)", name, name, map[string]string{"xz": "xz-utils", "zstd": "zstd"}[name])
+	}
+	return err
+}
+
+func countCommand(f *os.File, comp Compression) (int64, error) {
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return 0, err
+	}
+	cmd := unpackCommand(comp)
+	cmd.Stdin = f
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return 0, err
@@ -193,14 +379,11 @@ func countCommand(name string, args ...string) (int64, error) {
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
-		if errors.Is(err, exec.ErrNotFound) {
-			return 0, fmt.Errorf("%s is needed on the host that runs labctl to check %s images (Debian package %s)", name, name, map[string]string{"xz": "xz-utils", "zstd": "zstd"}[name])
-		}
-		return 0, err
+		return 0, commandError(cmd.Args[0], err)
 	}
 	n, cerr := io.Copy(io.Discard, out)
 	if err := cmd.Wait(); err != nil {
-		return 0, fmt.Errorf("%s: %v: %s", name, err, strings.TrimSpace(stderr.String()))
+		return 0, fmt.Errorf("%s: %v: %s", cmd.Args[0], err, strings.TrimSpace(stderr.String()))
 	}
 	return n, cerr
 }

@@ -1,6 +1,7 @@
 package dispatcher
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -17,9 +18,11 @@ import (
 // Console records come from a subscription to the node's session, so the
 // log holds what the dispatcher saw while other viewers of the same console
 // see it too. A job writes job.log; the daemon's health check writes one
-// too. The methods of a nil *Log do nothing.
+// too. The log's size is capped (see SetMaxSize). The methods of a nil
+// *Log do nothing.
 type Log struct {
 	f      io.Closer
+	cap    *logCap
 	tw     *sol.TranscriptWriter
 	now    func() time.Time
 	events func(string)
@@ -36,15 +39,88 @@ func NewLog(f io.WriteCloser, now func() time.Time, events func(string)) *Log {
 	if now == nil {
 		now = time.Now
 	}
-	return &Log{f: f, tw: sol.NewTranscriptWriter(f, nil), now: now, events: events}
+	c := &logCap{w: f, now: now, max: DefaultMaxLog}
+	return &Log{f: f, cap: c, tw: sol.NewTranscriptWriter(c, nil), now: now, events: events}
 }
 
-func openJobLog(path string, now func() time.Time, events func(string)) (*Log, error) {
+func openJobLog(path string, max int64, now func() time.Time, events func(string)) (*Log, error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("job log: %w", err)
 	}
-	return NewLog(f, now, events), nil
+	l := NewLog(f, now, events)
+	if max > 0 {
+		l.SetMaxSize(max)
+	}
+	return l, nil
+}
+
+// DefaultMaxLog is the size a log grows to unless SetMaxSize says
+// otherwise.
+const DefaultMaxLog = 64 << 20
+
+// logReserve is how far the dispatcher's own records (phases, errors, the
+// outcome) may still take a log past its size limit.
+const logReserve = 1 << 20
+
+// SetMaxSize caps the log at max bytes: console records beyond it are
+// dropped, with one record that says so, while the dispatcher's own
+// records still go in, up to a reserve of 1 MiB. Call it before the log
+// is written to.
+func (l *Log) SetMaxSize(max int64) {
+	if l == nil {
+		return
+	}
+	l.cap.max = max
+}
+
+// logCap writes a log's lines (one transcript record per Write) to w while
+// the log is under max bytes. Beyond max it drops console records, after
+// writing one record that says so; the dispatcher's own records (sol.Note)
+// still go in up to logReserve bytes more. Writes come one at a time (the
+// transcript writer serializes them).
+type logCap struct {
+	w         io.Writer
+	now       func() time.Time
+	max       int64
+	n         int64
+	truncated bool
+}
+
+func (c *logCap) Write(p []byte) (int, error) {
+	note := isNote(p)
+	switch {
+	case c.n+int64(len(p)) <= c.max && !c.truncated:
+	case !note:
+		if !c.truncated {
+			c.truncated = true
+			msg := fmt.Sprintf("output truncated: job log reached %s; further console output not logged", sizeText(c.max))
+			line := append(sol.Record{Time: c.now(), Dir: sol.Note, Data: []byte(msg)}.AppendText(nil), '\n')
+			if err := c.write(line); err != nil {
+				return 0, err
+			}
+		}
+		return len(p), nil
+	case c.n+int64(len(p)) > c.max+logReserve:
+		return len(p), nil
+	}
+	if err := c.write(p); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+func (c *logCap) write(p []byte) error {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return err
+}
+
+// isNote reports whether a transcript line is a dispatcher record: its
+// direction, after the time and a space, is sol.Note.
+func isNote(line []byte) bool {
+	i := bytes.IndexByte(line, ' ')
+	return i >= 0 && i+1 < len(line) && line[i+1] == byte(sol.Note)
 }
 
 // Follow records the session's console records until StopFollowing.

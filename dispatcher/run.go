@@ -40,6 +40,11 @@ type Job struct {
 	// CacheDir keeps downloaded URL images and image sizes between jobs;
 	// "" disables the cache.
 	CacheDir string
+	// Images is what the job's image may be and where it may come from.
+	Images ImagePolicy
+	// MaxLog caps job.log in bytes (see Log.SetMaxSize); 0 means
+	// DefaultMaxLog.
+	MaxLog int64
 	// Progress, if set, hears about phases and the image transfer.
 	Progress Progress
 	// Events, if set, receives each dispatcher event line as it is logged
@@ -121,7 +126,7 @@ func (r *runner) run(ctx context.Context) {
 		r.finish(ctx)
 		return
 	}
-	log, err := openJobLog(filepath.Join(r.Dir, "job.log"), r.Now, r.Events)
+	log, err := openJobLog(filepath.Join(r.Dir, "job.log"), r.MaxLog, r.Now, r.Events)
 	if err != nil {
 		r.fail("setup", err)
 		r.finish(ctx)

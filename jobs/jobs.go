@@ -347,9 +347,15 @@ func (d Deploy) Digest() (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("read deploy.sha256_file: %w", err)
 	}
+	return ParseDigestFile(d.SHA256File, data)
+}
+
+// ParseDigestFile returns the digest a sha256_file (named file) holds, in
+// lower-case hex: its first word, 64 hex digits.
+func ParseDigestFile(file string, data []byte) (string, error) {
 	fields := strings.Fields(string(data))
 	if len(fields) == 0 || !sha256Hex.MatchString(fields[0]) {
-		return "", fmt.Errorf("deploy.sha256_file %s: does not start with 64 hex digits", d.SHA256File)
+		return "", fmt.Errorf("deploy.sha256_file %s: does not start with 64 hex digits", file)
 	}
 	return strings.ToLower(fields[0]), nil
 }

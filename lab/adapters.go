@@ -198,8 +198,8 @@ type nodeBoot struct {
 func (b *nodeBoot) BootMaster() error { return b.srv.SetNode(b.mac, b.ip, b.master) }
 func (b *nodeBoot) BootLocal() error  { return b.srv.SetNode(b.mac, b.ip, b.local) }
 
-func (b *nodeBoot) PublishImage(path string) (labctl.PublishedImage, error) {
-	return b.srv.PublishImage(path)
+func (b *nodeBoot) PublishImage(f *os.File) (labctl.PublishedImage, error) {
+	return b.srv.PublishImage(f)
 }
 
 func (b *nodeBoot) AcceptUploads(dir string) (string, func(), error) {

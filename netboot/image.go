@@ -4,67 +4,73 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// Image is a local file published for one job at an unguessable URL, so a
-// node can stream it with `wget -O - URL | ... | dd`. It counts the bytes
-// it serves, for progress.
+// Image is an open local file published for one job at an unguessable
+// URL, so a node can stream it with `wget -O - URL | ... | dd`. It serves
+// the file it was given, whatever its path names later. It counts the
+// bytes it serves, for progress.
 type Image struct {
 	s       *Server
 	token   string
-	path    string
 	name    string // base name, the last URL element
 	url     string
 	size    int64
 	modTime time.Time
 	info    os.FileInfo // identity of the published file
 	served  atomic.Int64
+
+	mu     sync.RWMutex // guards file against Close while a request reopens it
+	file   *os.File
+	closed bool
 }
 
-// PublishImage publishes the regular file at path (anywhere on the host:
-// the dispatcher decides what a job may publish) at
-// HTTPURL/images/<token>/<base name>, where token is 128 random bits.
-// Remote http(s) images are not published: nodes fetch those directly.
-func (s *Server) PublishImage(path string) (*Image, error) {
+// PublishImage publishes the open regular file f (the dispatcher decides
+// what a job may publish, and opens it) at
+// HTTPURL/images/<token>/<base name of f>, where token is 128 random bits.
+// Requests are served from f itself, never from its path, so a file
+// swapped under the same name later is not what the node gets. f stays the
+// caller's: it must stay open until the image is closed. Remote http(s)
+// images are not published: nodes fetch those directly.
+func (s *Server) PublishImage(f *os.File) (*Image, error) {
 	if s.httpURL == "" {
-		return nil, fmt.Errorf("publish image %s: the boot server has no HTTP", path)
+		return nil, fmt.Errorf("publish image %s: the boot server has no HTTP", f.Name())
 	}
-	fi, err := os.Stat(path)
+	fi, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("publish image: %w", err)
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("publish image %s: not a regular file", path)
+		return nil, fmt.Errorf("publish image %s: not a regular file", f.Name())
 	}
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return nil, fmt.Errorf("publish image %s: %w", path, err)
-	}
-	name := filepath.Base(abs)
+	name := filepath.Base(f.Name())
 	im := &Image{
 		s:       s,
 		token:   rand.Text(),
-		path:    abs,
 		name:    name,
 		size:    fi.Size(),
 		modTime: fi.ModTime(),
 		info:    fi,
+		file:    f,
 	}
 	im.url = s.httpURL + imagesPrefix + im.token + "/" + escapePath(name)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, fmt.Errorf("publish image %s: boot server closed", path)
+		return nil, fmt.Errorf("publish image %s: boot server closed", f.Name())
 	}
 	s.images[im.token] = im
-	s.log.Debug("image published", "path", abs, "size", im.size)
+	s.log.Debug("image published", "path", f.Name(), "size", im.size)
 	return im, nil
 }
 
@@ -79,17 +85,69 @@ func (im *Image) Size() int64 { return im.size }
 func (im *Image) BytesServed() int64 { return im.served.Load() }
 
 // Close unpublishes the image: later requests get 404. Requests in flight
-// run to their end. Idempotent.
+// run to their end on descriptors of their own; once Close returns the
+// image no longer uses the published file, which its owner may close.
+// Idempotent.
 func (im *Image) Close() error {
 	im.s.mu.Lock()
 	delete(im.s.images, im.token)
 	im.s.mu.Unlock()
+	im.mu.Lock()
+	im.closed = true
+	im.mu.Unlock()
 	return nil
 }
 
-// unchanged reports whether fi is still the file that was published: same
-// file (device and inode, which a file system may reuse after a delete),
-// same size, same modification time.
+// errClosed means the image was closed while a request was starting;
+// errChanged that the published file was written to since.
+var (
+	errClosed  = errors.New("image closed")
+	errChanged = errors.New("file modified since it was published")
+)
+
+// open gives one request its own reader of the published file, after
+// checking that the file was not written to since it was published. Each
+// request needs its own file offset; an *os.File of its own also lets the
+// kernel send it (sendfile). On Linux /proc/self/fd/N opens the very file
+// the descriptor refers to, not whatever its path names now; where that is
+// not available, the request reads the shared descriptor at explicit
+// offsets.
+func (im *Image) open() (io.ReadSeeker, func(), error) {
+	im.mu.RLock()
+	defer im.mu.RUnlock()
+	if im.closed {
+		return nil, nil, errClosed
+	}
+	fi, err := im.file.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	if !im.unchanged(fi) {
+		return nil, nil, errChanged
+	}
+	if f, err := os.Open("/proc/self/fd/" + strconv.Itoa(int(im.file.Fd()))); err == nil {
+		if fi, err := f.Stat(); err == nil && os.SameFile(fi, im.info) {
+			return f, func() { f.Close() }, nil
+		}
+		f.Close()
+	}
+	return io.NewSectionReader(lockedReaderAt{im}, 0, im.size), func() {}, nil
+}
+
+// lockedReaderAt reads the published descriptor while the image is open.
+type lockedReaderAt struct{ im *Image }
+
+func (l lockedReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	l.im.mu.RLock()
+	defer l.im.mu.RUnlock()
+	if l.im.closed {
+		return 0, errClosed
+	}
+	return l.im.file.ReadAt(p, off)
+}
+
+// unchanged reports whether fi, of the published file, still has the size
+// and modification time it had when published.
 func (im *Image) unchanged(fi os.FileInfo) bool {
 	return os.SameFile(fi, im.info) && fi.Size() == im.size && fi.ModTime().Equal(im.modTime)
 }
@@ -109,23 +167,21 @@ func (s *Server) serveImage(w *countingWriter, r *http.Request, rest string) []s
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
 		return nil
 	}
-	// Each request opens the file afresh: an *os.File of its own keeps
-	// its own offset and lets the kernel send it (sendfile).
-	f, err := os.Open(im.path)
-	if err != nil {
+	rs, done, err := im.open()
+	switch {
+	case errors.Is(err, errClosed):
+		http.NotFound(w, r)
+		return []slog.Attr{slog.String("err", err.Error())}
+	case errors.Is(err, errChanged):
+		http.Error(w, "image changed since it was published", http.StatusGone)
+		return []slog.Attr{slog.String("err", err.Error())}
+	case err != nil:
 		http.Error(w, "image unavailable", http.StatusInternalServerError)
 		return []slog.Attr{slog.String("err", err.Error())}
 	}
-	defer f.Close()
-	if fi, err := f.Stat(); err != nil || !im.unchanged(fi) {
-		if err == nil {
-			err = errors.New("file replaced or modified since it was published")
-		}
-		http.Error(w, "image changed since it was published", http.StatusGone)
-		return []slog.Attr{slog.String("err", err.Error())}
-	}
+	defer done()
 	w.also = &im.served
 	w.Header().Set("Content-Type", "application/octet-stream")
-	http.ServeContent(w, r, "", im.modTime, f)
-	return []slog.Attr{slog.String("image", im.path)}
+	http.ServeContent(w, r, "", im.modTime, rs)
+	return []slog.Attr{slog.String("image", im.file.Name())}
 }

@@ -92,6 +92,9 @@ func runRun(ctx context.Context, opts runOptions, env *appEnv) error {
 	if err != nil {
 		return err
 	}
+	// The job opens its files without following a link in their last
+	// component: links are the user's own here, resolved once.
+	dispatcher.ResolveFiles(spec)
 	cfg, err := devices.Load(opts.lab)
 	if err != nil {
 		return err
@@ -144,6 +147,7 @@ func runRun(ctx context.Context, opts runOptions, env *appEnv) error {
 		ID: id, Spec: spec, Device: dev.Name, Settings: dev.Settings,
 		Power: node.Power, Console: session, Netboot: node.Netboot,
 		Dir: dir, CacheDir: filepath.Join(cfg.StateDir, "cache"),
+		Images:   dispatcher.ImagePolicy{AllowNetworks: cfg.Images.Networks, MaxDownload: cfg.Images.MaxDownload()},
 		Progress: view, Events: view.Event, Log: log,
 	})
 	view.Done()

@@ -366,7 +366,7 @@ func (f *FakeNode) BootMaster() error { f.record("pxe master"); return nil }
 func (f *FakeNode) BootLocal() error { f.record("pxe local"); return nil }
 
 // PublishImage implements labctl.Netboot (a fake node takes no image).
-func (f *FakeNode) PublishImage(string) (labctl.PublishedImage, error) {
+func (f *FakeNode) PublishImage(*os.File) (labctl.PublishedImage, error) {
 	return nil, errors.New("fake node: no images")
 }
 

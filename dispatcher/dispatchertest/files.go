@@ -47,12 +47,12 @@ func token() string {
 	return hex.EncodeToString(b)
 }
 
-func (fs *fileServer) publish(path string) (labctl.PublishedImage, error) {
-	st, err := os.Stat(path)
+func (fs *fileServer) publish(f *os.File) (labctl.PublishedImage, error) {
+	st, err := f.Stat()
 	if err != nil {
 		return nil, err
 	}
-	img := &image{fs: fs, path: path, size: st.Size(), token: token()}
+	img := &image{fs: fs, file: f, size: st.Size(), token: token()}
 	fs.mu.Lock()
 	fs.images[img.token] = img
 	fs.mu.Unlock()
@@ -83,13 +83,7 @@ func (fs *fileServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fs.mu.Unlock()
 	switch {
 	case parts[0] == "images" && img != nil && r.Method == http.MethodGet:
-		f, err := os.Open(img.path)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		defer f.Close()
-		n, _ := io.Copy(w, f)
+		n, _ := io.Copy(w, io.NewSectionReader(img.file, 0, img.size))
 		img.served.Add(n)
 	case parts[0] == "uploads" && upload && r.Method == http.MethodPost:
 		// The dispatcher's protocol: base64 body, size checked.
@@ -113,13 +107,15 @@ func (fs *fileServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 type image struct {
 	fs     *fileServer
-	path   string
+	file   *os.File // the caller's, open until Close
 	size   int64
 	token  string
 	served atomic.Int64
 }
 
-func (i *image) URL() string        { return i.fs.base + "/images/" + i.token + "/" + filepath.Base(i.path) }
+func (i *image) URL() string {
+	return i.fs.base + "/images/" + i.token + "/" + filepath.Base(i.file.Name())
+}
 func (i *image) Size() int64        { return i.size }
 func (i *image) BytesServed() int64 { return i.served.Load() }
 func (i *image) Close() error {

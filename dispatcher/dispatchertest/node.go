@@ -242,8 +242,8 @@ func (n *Node) BootLocal() error {
 }
 
 // PublishImage implements labctl.Netboot.
-func (n *Node) PublishImage(path string) (labctl.PublishedImage, error) {
-	return n.files.publish(path)
+func (n *Node) PublishImage(f *os.File) (labctl.PublishedImage, error) {
+	return n.files.publish(f)
 }
 
 // AcceptUploads implements labctl.Netboot.

@@ -54,7 +54,13 @@ func runBootServer(args []string, stdout io.Writer) error {
 		return err
 	}
 	for _, p := range publish {
-		im, err := s.PublishImage(p)
+		f, err := os.Open(p)
+		if err != nil {
+			s.Close()
+			return err
+		}
+		defer f.Close()
+		im, err := s.PublishImage(f)
 		if err != nil {
 			s.Close()
 			return err
