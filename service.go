@@ -39,6 +39,8 @@ type Service interface {
 	// device after it.
 	CheckHealth(ctx context.Context, name string) (Device, error)
 	NodeControl
+	// Audit lists the audit trail's entries f selects, oldest first.
+	Audit(ctx context.Context, f AuditFilter) ([]AuditEntry, error)
 }
 
 // NodeControl is the part of a Service that acts on one node's power and

@@ -210,6 +210,9 @@ func (s *SQLite) migrate() error {
 	default:
 		return fmt.Errorf("database schema version %d is newer than this labctl knows (1)", version)
 	}
+	if _, err := s.db.Exec(auditSchema); err != nil {
+		return fmt.Errorf("create the audit table: %w", err)
+	}
 	return nil
 }
 

@@ -39,6 +39,11 @@ type Store interface {
 	SetDevices(ctx context.Context, devs []Device) error
 	Devices(ctx context.Context) ([]Device, error)
 	Close() error
+	// AddAudit appends an entry to the audit trail and returns its ID.
+	// The trail is append-only: no method changes or removes an entry.
+	AddAudit(ctx context.Context, e AuditEntry) (int64, error)
+	// Audit lists audit entries, oldest first.
+	Audit(ctx context.Context, f AuditFilter) ([]AuditEntry, error)
 }
 
 // Job states.

@@ -35,6 +35,7 @@ func Run(t *testing.T, newDB Opener) {
 		{"Finish", testFinish},
 		{"Reopen", testReopen},
 		{"Devices", testDevices},
+		{"Audit", testAudit},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newDB(t)) })
