@@ -223,6 +223,7 @@ func TestRoles(t *testing.T) {
 		{"POST", "/api/v1/devices/node1/maintenance", `{"reason":"x"}`, labctl.RoleOperator},
 		{"POST", "/api/v1/devices/node1/online", "{}", labctl.RoleOperator},
 		{"POST", "/api/v1/devices/node1/health", "{}", labctl.RoleOperator},
+		{"GET", "/api/v1/audit", "", labctl.RoleOperator},
 	} {
 		for _, r := range labctl.Roles {
 			w := do(s, tt.method, tt.path, tokens[r], "application/json", tt.body)

@@ -75,7 +75,7 @@ type Config struct {
 	// ("" if write was free). It is called with the console locked: it
 	// must return at once and not call the broker.
 	WriteTaken func(ctx context.Context, node, who, from string)
-	Log   *slog.Logger
+	Log        *slog.Logger
 	// Keep keeps a node's session open once opened (see Broker).
 	Keep bool
 	// LogDir, if set, gets each node's console log at

@@ -94,6 +94,8 @@ type Daemon struct {
 	serving  bool                 // the workers run
 	stopping bool
 	dirty    map[string]bool // devices whose state the store has not seen yet
+
+	auditing sync.WaitGroup // audit entries being stored on the side
 }
 
 // New loads the daemon's state from the store: queued jobs go back into
@@ -232,6 +234,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	wg.Wait()
 	// The jobs are finalized: their consoles may go.
 	d.consoles.Close()
+	d.auditing.Wait()
 	stopPersisting()
 	<-persisted
 	d.log.Info("daemon stopped")
