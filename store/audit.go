@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -90,6 +91,10 @@ func (s *SQLite) Audit(ctx context.Context, f AuditFilter) ([]AuditEntry, error)
 		where = append(where, "who = "+arg(f.Who))
 	}
 	if !f.Since.IsZero() {
+		// Times are nanoseconds, which end in 2262.
+		if f.Since.After(time.Unix(0, math.MaxInt64)) {
+			return nil, nil
+		}
 		where = append(where, "at >= "+arg(f.Since.UnixNano()))
 	}
 	q := `SELECT id, at, who, role, remote, action, device, job, detail, result, error FROM audit`

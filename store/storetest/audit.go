@@ -61,6 +61,7 @@ func testAudit(t *testing.T, open func() (store.Store, error)) {
 	check("limit", store.AuditFilter{Limit: 2}, 2, 3)
 	check("all of them", store.AuditFilter{Device: "node2", Who: "alice", Since: at, Limit: 5}, 3)
 	check("none", store.AuditFilter{Who: "nobody"})
+	check("far future", store.AuditFilter{Since: time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC)})
 
 	withoutTime, err := s.AddAudit(ctx, store.AuditEntry{Who: "x", Action: "online", Result: "ok"})
 	if err != nil {
