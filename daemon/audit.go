@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/store"
@@ -60,18 +61,58 @@ func (d *Daemon) record(ctx context.Context, e labctl.AuditEntry) {
 
 // consoleWriteTaken records that a person took write on a console (the
 // broker's Config.WriteTaken). The broker calls it with the console
-// locked, so the entry is stored on the side; Serve waits for it.
+// locked, so the entry is stored on the side (in order); Serve waits for
+// it.
 func (d *Daemon) consoleWriteTaken(ctx context.Context, node, who, from string) {
 	e := labctl.AuditEntry{Time: d.now(), Action: labctl.AuditConsoleWrite, Device: node, Result: labctl.AuditOK, Detail: "as " + who}
 	if from != "" {
 		e.Detail += ", forced from " + from
 	}
-	d.auditing.Add(1)
+	d.audits.add(ctx, d, e)
+}
+
+// auditQueue holds audit entries to store on the side, in the order they
+// came: one goroutine stores them while there are any.
+type auditQueue struct {
+	mu       sync.Mutex
+	pending  []pendingAudit
+	draining bool
+	wg       sync.WaitGroup
+}
+
+type pendingAudit struct {
+	ctx context.Context
+	e   labctl.AuditEntry
+}
+
+func (q *auditQueue) add(ctx context.Context, d *Daemon, e labctl.AuditEntry) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.pending = append(q.pending, pendingAudit{ctx, e})
+	if q.draining {
+		return
+	}
+	q.draining = true
+	q.wg.Add(1)
 	go func() {
-		defer d.auditing.Done()
-		d.record(ctx, e)
+		defer q.wg.Done()
+		for {
+			q.mu.Lock()
+			if len(q.pending) == 0 {
+				q.draining = false
+				q.mu.Unlock()
+				return
+			}
+			p := q.pending[0]
+			q.pending = q.pending[1:]
+			q.mu.Unlock()
+			d.record(p.ctx, p.e)
+		}
 	}()
 }
+
+// wait waits until the entries queued so far are stored.
+func (q *auditQueue) wait() { q.wg.Wait() }
 
 // Audit lists the audit trail's entries f selects, oldest first: the
 // newest f.Limit (100 if 0).

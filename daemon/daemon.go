@@ -95,7 +95,7 @@ type Daemon struct {
 	stopping bool
 	dirty    map[string]bool // devices whose state the store has not seen yet
 
-	auditing sync.WaitGroup // audit entries being stored on the side
+	audits auditQueue // audit entries stored on the side
 }
 
 // New loads the daemon's state from the store: queued jobs go back into
@@ -234,7 +234,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	wg.Wait()
 	// The jobs are finalized: their consoles may go.
 	d.consoles.Close()
-	d.auditing.Wait()
+	d.audits.wait()
 	stopPersisting()
 	<-persisted
 	d.log.Info("daemon stopped")
