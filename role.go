@@ -11,7 +11,8 @@ import (
 //	viewer     read jobs, logs, devices; watch consoles (read-only)
 //	submitter  also submit jobs and cancel its own
 //	operator   also power and boot-device requests, maintenance, health
-//	           checks, typing on consoles (and taking write), canceling any job
+//	           checks, typing on consoles (and taking write), canceling any
+//	           job, reading the audit trail
 //	admin      everything
 type Role string
 

@@ -44,6 +44,8 @@ type Service interface {
 	// Release ends a device's reservation: its owner or an operator may.
 	Release(ctx context.Context, name string) (Device, error)
 	NodeControl
+	// Audit lists the audit trail's entries f selects, oldest first.
+	Audit(ctx context.Context, f AuditFilter) ([]AuditEntry, error)
 }
 
 // NodeControl is the part of a Service that acts on one node's power and

@@ -110,6 +110,7 @@ func (s *Server) consoleAttach(w http.ResponseWriter, r *http.Request) {
 	}
 	name := r.PathValue("name")
 	if opts, err = s.consoleRole(r.Context(), name, opts); err != nil {
+		s.refused(r, labctl.AuditEntry{Action: labctl.AuditConsoleWrite, Detail: "force"}, err)
 		s.fail(w, r, err)
 		return
 	}

@@ -143,6 +143,7 @@ func (s *Server) routes() {
 	handle := func(pattern string, need labctl.Role, h http.HandlerFunc) {
 		m.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 			if err := labctl.Authorize(r.Context(), need, r.Method+" "+r.URL.Path); err != nil {
+				s.refused(r, labctl.AuditEntry{Action: auditedRoutes[pattern]}, err)
 				s.fail(w, r, err)
 				return
 			}
@@ -171,6 +172,9 @@ func (s *Server) routes() {
 	handle("GET /api/v1/consoles", labctl.RoleViewer, s.consoles)
 	handle("GET /api/v1/devices/{name}/console", labctl.RoleViewer, s.console)
 	handle("GET /api/v1/devices/{name}/console/attach", labctl.RoleViewer, s.consoleAttach)
+	// The audit trail names tokens and their addresses: the operators who
+	// run the lab read it, viewers and submitters do not.
+	handle("GET /api/v1/audit", labctl.RoleOperator, s.audit)
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, fmt.Errorf("%s %s: no such endpoint: %w", r.Method, r.URL.Path, labctl.ErrNotFound))
 	})
@@ -195,7 +199,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, fmt.Errorf("%w: a valid bearer token is required (LABCTL_TOKEN, --token-file or the client config)", labctl.ErrUnauthorized))
 		return
 	}
-	r = r.WithContext(labctl.WithRole(labctl.WithCaller(r.Context(), name), role))
+	r = r.WithContext(labctl.WithRemote(labctl.WithRole(labctl.WithCaller(r.Context(), name), role), r.RemoteAddr))
 	s.log.Debug("api request", "method", r.Method, "path", r.URL.Path, "caller", name, "role", role)
 	s.mux.ServeHTTP(w, r)
 }

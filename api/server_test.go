@@ -239,6 +239,7 @@ func TestRoles(t *testing.T) {
 		{"POST", "/api/v1/devices/node1/health", "{}", labctl.RoleOperator},
 		{"POST", "/api/v1/devices/node1/reserve", `{"for_ns":60000000000}`, labctl.RoleSubmitter},
 		{"POST", "/api/v1/devices/node1/release", "{}", labctl.RoleSubmitter},
+		{"GET", "/api/v1/audit", "", labctl.RoleOperator},
 	} {
 		for _, r := range labctl.Roles {
 			w := do(s, tt.method, tt.path, tokens[r], "application/json", tt.body)

@@ -28,6 +28,7 @@
 //	GET  /consoles                  → []ConsoleInfo
 //	GET  /devices/{name}/console    → ConsoleInfo
 //	GET  /devices/{name}/console/attach  Upgrade: labctl-console.v1 (console.go)
+//	GET  /audit?device=NODE&who=TOKEN&since=RFC3339&limit=N  → []AuditEntry (audit.go)
 package api
 
 // errorBody is how errors travel.

@@ -68,7 +68,14 @@ type Config struct {
 	// (the daemon refuses while a job or a health check owns the node).
 	// nil refuses ~R.
 	Power labctl.NodeControl
-	Log   *slog.Logger
+	// WriteTaken, if set, hears that a person took write on a node's
+	// console: ctx carries the viewer's token, role and address
+	// (labctl.CallerFrom, RoleFrom, RemoteFrom), who is the viewer as
+	// others see it, from is the person write was taken from with force
+	// ("" if write was free). It is called with the console locked: it
+	// must return at once and not call the broker.
+	WriteTaken func(ctx context.Context, node, who, from string)
+	Log        *slog.Logger
 	// Keep keeps a node's session open once opened (see Broker).
 	Keep bool
 	// LogDir, if set, gets each node's console log at
@@ -758,6 +765,13 @@ func (nc *nodeConsole) takeWriteLocked(v *viewer, force bool) (refused string) {
 	nc.dropWriterLocked()
 	nc.writer = v
 	nc.claimForWriterLocked()
+	if taken := nc.c.cfg.WriteTaken; taken != nil {
+		from := ""
+		if prev != nil {
+			from = prev.who
+		}
+		taken(v.as(context.Background(), v.token), nc.name, v.who, from)
+	}
 	if prev != nil {
 		prev.noticeLocked(labctl.NoticeWriter, fmt.Sprintf("%s took write: you are read-only now", v.who))
 		nc.noteLocked(fmt.Sprintf("%s took write from %s", v.who, prev.who))

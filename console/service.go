@@ -22,7 +22,7 @@ func (c *Broker) AttachConsole(ctx context.Context, name string, opts labctl.Con
 		return nil, err
 	}
 	caller := labctl.CallerFrom(ctx)
-	v, err := c.attach(name, n.Console, caller, opts)
+	v, err := c.attach(ctx, name, n.Console, opts)
 	if err != nil {
 		return nil, err
 	}

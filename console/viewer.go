@@ -32,6 +32,8 @@ type viewer struct {
 	nc       *nodeConsole
 	who      string
 	token    string
+	role     labctl.Role // the token's
+	remote   string      // the address the viewer attached from
 	readOnly bool
 	since    time.Time
 	q        *boundedQueue[labctl.ConsoleMessage]
@@ -47,12 +49,13 @@ type viewer struct {
 
 var _ labctl.ConsoleAttachment = (*viewer)(nil)
 
-// attach attaches a viewer who came with token to the node's console,
-// opening it with dialer if it is not open. The viewer gets the last
+// attach attaches the caller in ctx (its token, role and address) to the
+// node's console, opening it with dialer if it is not open. The viewer gets the last
 // o.Replay lines of output, notices saying what it may do (write, or
 // read-only and why), then the console live. It never fails because the
 // console is down: the viewer is told, and sees it come back.
-func (c *Broker) attach(name string, dialer sol.Dialer, token string, o labctl.ConsoleOptions) (*viewer, error) {
+func (c *Broker) attach(ctx context.Context, name string, dialer sol.Dialer, o labctl.ConsoleOptions) (*viewer, error) {
+	token := labctl.CallerFrom(ctx)
 	nc, err := c.node(name, dialer)
 	if err != nil {
 		return nil, fmt.Errorf("console %s: %w", name, err)
@@ -65,7 +68,8 @@ func (c *Broker) attach(name string, dialer sol.Dialer, token string, o labctl.C
 		who = "someone"
 	}
 	v := &viewer{
-		nc: nc, who: who, token: token, readOnly: o.ReadOnly, since: time.Now(),
+		nc: nc, who: who, token: token, role: labctl.RoleFrom(ctx), remote: labctl.RemoteFrom(ctx),
+		readOnly: o.ReadOnly, since: time.Now(),
 		window: o.Window, refused: map[string]time.Time{},
 		q: newBoundedQueue(c.cfg.ViewerBuffer,
 			func(m labctl.ConsoleMessage) int { return len(m.Output) },
@@ -299,7 +303,7 @@ func (v *viewer) PowerCycle() error {
 	nc.announceLocked(labctl.NoticeAction, msg)
 	go func() {
 		ctx, cancel := context.WithTimeout(nc.c.ctx, powerCycleTimeout)
-		_, err := nc.c.cfg.Power.Power(labctl.WithCaller(ctx, v.who+" (console)"), nc.name, labctl.PowerRequest{Op: string(labctl.PowerCycle)})
+		_, err := nc.c.cfg.Power.Power(v.as(ctx, v.who+" (console)"), nc.name, labctl.PowerRequest{Op: string(labctl.PowerCycle)})
 		cancel()
 		nc.mu.Lock()
 		defer nc.mu.Unlock()
@@ -358,4 +362,9 @@ func (v *viewer) endLocked(why string) {
 		v.nc.dropWriterLocked()
 	}
 	v.q.finish(labctl.ErrConsoleClosed, false)
+}
+
+// as returns ctx carrying caller as the caller, with v's role and address.
+func (v *viewer) as(ctx context.Context, caller string) context.Context {
+	return labctl.WithRemote(labctl.WithRole(labctl.WithCaller(ctx, caller), v.role), v.remote)
 }

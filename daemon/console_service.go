@@ -19,10 +19,11 @@ const ensureConsoleWait = 10 * time.Second
 // newConsoles makes the daemon's console broker: it keeps every node's
 // session open, logs it to STATE/devices/NAME/console.log, and a power
 // cycle asked for at a console (~R) goes through d.Power, with its rules:
-// refused while a job or a health check owns the node.
+// refused while a job or a health check owns the node. Who takes write
+// goes to the audit trail.
 func newConsoles(d *Daemon) *console.Broker {
 	return console.New(console.Config{
-		Lab: d.cfg.Lab, Nodes: consoleNodes{d}, Power: d, Log: d.log,
+		Lab: d.cfg.Lab, Nodes: consoleNodes{d}, Power: d, WriteTaken: d.consoleWriteTaken, Log: d.log,
 		Keep: true, LogDir: filepath.Join(d.cfg.Lab.StateDir, "devices"),
 	})
 }

@@ -102,6 +102,8 @@ type Daemon struct {
 	serving  bool                 // the workers run
 	stopping bool
 	dirty    map[string]bool // devices whose state the store has not seen yet
+
+	audits auditQueue // audit entries stored on the side
 }
 
 // New loads the daemon's state from the store: queued jobs go back into
@@ -249,6 +251,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	wg.Wait()
 	// The jobs are finalized: their consoles may go.
 	d.consoles.Close()
+	d.audits.wait()
 	stopPersisting()
 	<-persisted
 	d.log.Info("daemon stopped")

@@ -25,7 +25,8 @@ var _ labctl.Service = (*Daemon)(nil)
 // against req.Dir, and the file must be a regular file the daemon can read
 // and that every user may read (the daemon publishes it to a node, so it
 // must not publish a file only it may read, such as /etc/shadow).
-func (d *Daemon) Submit(ctx context.Context, req labctl.SubmitRequest) (labctl.Job, error) {
+func (d *Daemon) Submit(ctx context.Context, req labctl.SubmitRequest) (queued labctl.Job, err error) {
+	defer func() { d.audit(ctx, auditSubmit(req, queued), err) }()
 	spec, err := parseJob(req.File, req.Spec, req.Dir)
 	if err != nil {
 		return labctl.Job{}, err
@@ -223,7 +224,10 @@ func recordOf(rec store.Job) *results.Job {
 // Cancel cancels a job. A queued job ends canceled at once; a running one
 // is stopped (its node finalized: powered off, PXE entry local) and Cancel
 // returns once it has ended, or when ctx ends.
-func (d *Daemon) Cancel(ctx context.Context, id int64) (labctl.Job, error) {
+func (d *Daemon) Cancel(ctx context.Context, id int64) (canceled labctl.Job, err error) {
+	defer func() {
+		d.audit(ctx, labctl.AuditEntry{Action: labctl.AuditCancel, Job: id, Device: canceled.Device}, err)
+	}()
 	caller := labctl.CallerFrom(ctx)
 	d.mu.Lock()
 	j := d.jobs[id]
@@ -328,7 +332,9 @@ func (d *Daemon) device(name string) (*device, error) {
 
 // Maintenance takes a device out of service: it gets no jobs until it is
 // put online; a job running on it finishes first.
-func (d *Daemon) Maintenance(ctx context.Context, name, reason string) (labctl.Device, error) {
+func (d *Daemon) Maintenance(ctx context.Context, name, reason string) (view labctl.Device, err error) {
+	asked := labctl.AuditEntry{Action: labctl.AuditMaintenance, Device: name, Detail: reason}
+	defer func() { d.audit(ctx, asked, err) }()
 	dev, err := d.device(name)
 	if err != nil {
 		return labctl.Device{}, err
@@ -349,7 +355,8 @@ func (d *Daemon) Maintenance(ctx context.Context, name, reason string) (labctl.D
 
 // Online puts a device back in service after a health check (at once if a
 // job is still running on it: the device is then free when the job ends).
-func (d *Daemon) Online(ctx context.Context, name string) (labctl.Device, error) {
+func (d *Daemon) Online(ctx context.Context, name string) (view labctl.Device, err error) {
+	defer func() { d.audit(ctx, labctl.AuditEntry{Action: labctl.AuditOnline, Device: name}, err) }()
 	dev, err := d.device(name)
 	if err != nil {
 		return labctl.Device{}, err
@@ -370,7 +377,8 @@ func (d *Daemon) Online(ctx context.Context, name string) (labctl.Device, error)
 
 // CheckHealth runs the device's health check (or joins the one running)
 // and returns the device after it.
-func (d *Daemon) CheckHealth(ctx context.Context, name string) (labctl.Device, error) {
+func (d *Daemon) CheckHealth(ctx context.Context, name string) (view labctl.Device, err error) {
+	defer func() { d.audit(ctx, auditHealth(name, view), err) }()
 	dev, err := d.device(name)
 	if err != nil {
 		return labctl.Device{}, err
@@ -394,7 +402,10 @@ func (d *Daemon) CheckHealth(ctx context.Context, name string) (labctl.Device, e
 // Power runs a power operation on a node. While a job or a health check
 // owns the node only status is allowed, unless req.Force. No job starts on
 // the node while the operation runs.
-func (d *Daemon) Power(ctx context.Context, name string, req labctl.PowerRequest) (labctl.PowerResponse, error) {
+func (d *Daemon) Power(ctx context.Context, name string, req labctl.PowerRequest) (resp labctl.PowerResponse, err error) {
+	if req.Op != labctl.PowerStatus {
+		defer func() { d.audit(ctx, auditNode(labctl.AuditPower, name, req.Op, req.Force), err) }()
+	}
 	dev, release, err := d.manual(name, req.Op == labctl.PowerStatus || req.Force)
 	if err != nil {
 		return labctl.PowerResponse{}, err
@@ -412,7 +423,8 @@ func (d *Daemon) Power(ctx context.Context, name string, req labctl.PowerRequest
 }
 
 // SetBootDevice sets a node's next boot device, with the rules of Power.
-func (d *Daemon) SetBootDevice(ctx context.Context, name string, req labctl.BootdevRequest) (labctl.BootdevResponse, error) {
+func (d *Daemon) SetBootDevice(ctx context.Context, name string, req labctl.BootdevRequest) (resp labctl.BootdevResponse, err error) {
+	defer func() { d.audit(ctx, auditNode(labctl.AuditBootdev, name, string(req.Device), req.Force), err) }()
 	dev, release, err := d.manual(name, req.Force)
 	if err != nil {
 		return labctl.BootdevResponse{}, err

@@ -213,6 +213,9 @@ func (s *SQLite) migrate() error {
 	if _, err := s.db.Exec(extraSchema); err != nil {
 		return fmt.Errorf("create schema: %w", err)
 	}
+	if _, err := s.db.Exec(auditSchema); err != nil {
+		return fmt.Errorf("create the audit table: %w", err)
+	}
 	return nil
 }
 

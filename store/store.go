@@ -54,6 +54,11 @@ type Store interface {
 	DeleteReservation(ctx context.Context, device string) error
 	// Reservations returns every recorded reservation, by device.
 	Reservations(ctx context.Context) ([]Reservation, error)
+	// AddAudit appends an entry to the audit trail and returns its ID.
+	// The trail is append-only: no method changes or removes an entry.
+	AddAudit(ctx context.Context, e AuditEntry) (int64, error)
+	// Audit lists audit entries, oldest first.
+	Audit(ctx context.Context, f AuditFilter) ([]AuditEntry, error)
 }
 
 // Reservation holds a device for one person until a time.

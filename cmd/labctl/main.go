@@ -58,6 +58,7 @@ func commands(env *appEnv) []*cli.Command {
 		newBootdevCommand(env),
 		newConsoleCommand(env),
 		newConsolesCommand(env),
+		newAuditCommand(env),
 		newCompletionCommand(env),
 	}
 }

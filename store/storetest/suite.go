@@ -37,6 +37,7 @@ func Run(t *testing.T, newDB Opener) {
 		{"Devices", testDevices},
 		{"Attempts", testAttempts},
 		{"Reservations", testReservations},
+		{"Audit", testAudit},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newDB(t)) })

@@ -1,0 +1,130 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// AuditEntry is one record of the audit trail: an action a person took
+// (or tried to) through the daemon. The store only appends them; nothing
+// in the Store changes or removes one.
+type AuditEntry struct {
+	ID     int64
+	At     time.Time
+	Who    string // the API token's name
+	Role   string
+	Remote string // the client's address
+	Action string
+	Device string
+	Job    int64
+	Detail string
+	Result string // ok, refused, failed (the daemon's words)
+	Error  string
+}
+
+// AuditFilter selects audit entries.
+type AuditFilter struct {
+	Device string    // if set, entries about this device
+	Who    string    // if set, entries by this token
+	Since  time.Time // if set, entries at or after it
+	Limit  int       // if positive, the newest Limit entries
+}
+
+// auditSchema is the audit trail's table, created with the database and
+// in a database made before it (it only adds a table). Audit rows are
+// removed by no code: retention of the trail is for the lab's owner to
+// decide (an archive job, or a policy of the daemon's own retention).
+const auditSchema = `
+CREATE TABLE IF NOT EXISTS audit (
+	id      INTEGER PRIMARY KEY AUTOINCREMENT,
+	at      INTEGER NOT NULL,
+	who     TEXT    NOT NULL,
+	role    TEXT    NOT NULL,
+	remote  TEXT    NOT NULL,
+	action  TEXT    NOT NULL,
+	device  TEXT    NOT NULL,
+	job     INTEGER NOT NULL,
+	detail  TEXT    NOT NULL,
+	result  TEXT    NOT NULL,
+	error   TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+CREATE INDEX IF NOT EXISTS audit_device ON audit (device, id);
+CREATE INDEX IF NOT EXISTS audit_who ON audit (who, id);
+`
+
+// AddAudit appends e to the audit trail (e.At: now if zero) and returns
+// its ID.
+func (s *SQLite) AddAudit(ctx context.Context, e AuditEntry) (int64, error) {
+	if e.At.IsZero() {
+		e.At = time.Now()
+	}
+	var id int64
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		return tx.QueryRow(`INSERT INTO audit (at, who, role, remote, action, device, job, detail, result, error)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id`,
+			e.At.UnixNano(), e.Who, e.Role, e.Remote, e.Action, e.Device, e.Job, e.Detail, e.Result, e.Error).Scan(&id)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store audit entry %s by %s: %w", e.Action, e.Who, err)
+	}
+	return id, nil
+}
+
+// Audit returns the entries f selects, oldest first.
+func (s *SQLite) Audit(ctx context.Context, f AuditFilter) ([]AuditEntry, error) {
+	var where []string
+	var args []any
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	if f.Device != "" {
+		where = append(where, "device = "+arg(f.Device))
+	}
+	if f.Who != "" {
+		where = append(where, "who = "+arg(f.Who))
+	}
+	if !f.Since.IsZero() {
+		// Times are nanoseconds, which end in 2262.
+		if f.Since.After(time.Unix(0, math.MaxInt64)) {
+			return nil, nil
+		}
+		where = append(where, "at >= "+arg(f.Since.UnixNano()))
+	}
+	q := `SELECT id, at, who, role, remote, action, device, job, detail, result, error FROM audit`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY id DESC"
+	if f.Limit > 0 {
+		q += " LIMIT " + arg(f.Limit)
+	}
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list audit entries: %w", err)
+	}
+	defer rows.Close()
+	var out []AuditEntry
+	for rows.Next() {
+		var e AuditEntry
+		var at int64
+		if err := rows.Scan(&e.ID, &at, &e.Who, &e.Role, &e.Remote, &e.Action, &e.Device, &e.Job, &e.Detail, &e.Result, &e.Error); err != nil {
+			return nil, fmt.Errorf("list audit entries: %w", err)
+		}
+		e.At = time.Unix(0, at)
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list audit entries: %w", err)
+	}
+	for i, k := 0, len(out)-1; i < k; i, k = i+1, k-1 {
+		out[i], out[k] = out[k], out[i]
+	}
+	return out, nil
+}
