@@ -366,3 +366,31 @@ func TestConfigsWhileEntriesChange(t *testing.T) {
 		t.Errorf("only %d entry changes happened during the fetches", n)
 	}
 }
+
+// TestTFTPBadRequestsAnswered: the boot server answers requests it cannot
+// take with an ERROR: an empty name, a name longer than an Ethernet frame
+// (read whole, refused as an invalid name), netascii (octet only).
+func TestTFTPBadRequestsAnswered(t *testing.T) {
+	ts := startServer(t, nil)
+	long := strings.Repeat("pxelinux.cfg/", 150) + "default" // 1,957 bytes
+	for _, tt := range []struct {
+		pkt []byte
+		msg string
+	}{
+		{[]byte("\x00\x01\x00octet\x00"), "invalid file name: empty"},
+		{rawRRQ(long), "invalid file name"},
+		{[]byte("\x00\x01pxelinux.0\x00netascii\x00"), "netascii mode not supported: octet only"},
+	} {
+		c := dialRaw(t)
+		if _, err := c.WriteToUDP(tt.pkt, ts.TFTPAddr().(*net.UDPAddr)); err != nil {
+			t.Fatal(err)
+		}
+		p, err := readTFTP(t, c, 2*time.Second)
+		if err != nil {
+			t.Fatalf("%.40q: %v", tt.pkt, err)
+		}
+		if p.op != 5 || p.msg != tt.msg {
+			t.Fatalf("%.40q: got op %d %q, want ERROR %q", tt.pkt, p.op, p.msg, tt.msg)
+		}
+	}
+}
