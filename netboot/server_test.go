@@ -131,10 +131,10 @@ func TestTFTPRefusesEscapes(t *testing.T) {
 	}
 }
 
-// TestTFTPNULInName sends a request whose name has a NUL in the middle.
+// TestTFTPNULInName sends requests whose name has a NUL in the middle.
 // TFTP ends the name at the first NUL, so the rest is read as the mode and
-// options: the request is for the part before the NUL, and a name ending in
-// "../" tricks cannot ride along.
+// options: the request is for the part before the NUL (or refused for its
+// mode), and a name ending in "../" tricks cannot ride along.
 func TestTFTPNULInName(t *testing.T) {
 	ts := startServer(t, nil)
 	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -142,16 +142,20 @@ func TestTFTPNULInName(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	pkt := []byte("\x00\x01nothere\x00../outside/secret\x00octet\x00")
-	if _, err := c.WriteToUDP(pkt, ts.TFTPAddr().(*net.UDPAddr)); err != nil {
-		t.Fatal(err)
-	}
-	p, err := readTFTP(t, c, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.op != 5 || p.msg != "file not found" {
-		t.Fatalf("got op %d %q, want ERROR file not found", p.op, p.msg)
+	for pkt, want := range map[string]string{
+		"\x00\x01nothere\x00../outside/secret\x00octet\x00": `unknown transfer mode "../outside/secret": octet only`,
+		"\x00\x01nothere\x00octet\x00../outside/secret\x00":  "file not found",
+	} {
+		if _, err := c.WriteToUDP([]byte(pkt), ts.TFTPAddr().(*net.UDPAddr)); err != nil {
+			t.Fatal(err)
+		}
+		p, err := readTFTP(t, c, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.op != 5 || p.msg != want {
+			t.Fatalf("%q: got op %d %q, want ERROR %q", pkt, p.op, p.msg, want)
+		}
 	}
 }
 
