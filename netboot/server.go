@@ -354,7 +354,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Unlock()
 	defer s.Close()
 
-	s.log.Info("boot server up", "root", s.cfg.Root, "tftp", addrString(s.TFTPAddr()), "http", addrString(s.HTTPAddr()), "http_url", s.httpURL)
+	attrs := []any{"root", s.cfg.Root, "tftp", addrString(s.TFTPAddr()), "http", addrString(s.HTTPAddr()), "http_url", s.httpURL}
+	if s.conns != nil {
+		attrs = append(attrs, "http_max_conns", s.conns.max, "http_max_conns_per_client", s.conns.perClient, "http_stall_timeout", s.conns.stall)
+	}
+	s.log.Info("boot server up", attrs...)
 	g, gctx := errgroup.WithContext(ctx)
 	if s.tftp != nil {
 		g.Go(func() error { return s.tftp.Serve(gctx, s.udp) })

@@ -144,7 +144,7 @@ func TestTFTPNULInName(t *testing.T) {
 	defer c.Close()
 	for pkt, want := range map[string]string{
 		"\x00\x01nothere\x00../outside/secret\x00octet\x00": `unknown transfer mode "../outside/secret": octet only`,
-		"\x00\x01nothere\x00octet\x00../outside/secret\x00":  "file not found",
+		"\x00\x01nothere\x00octet\x00../outside/secret\x00": "file not found",
 	} {
 		if _, err := c.WriteToUDP([]byte(pkt), ts.TFTPAddr().(*net.UDPAddr)); err != nil {
 			t.Fatal(err)
