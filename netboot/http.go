@@ -24,9 +24,18 @@ const (
 	uploadsPrefix = "/uploads/"
 )
 
-// ServeHTTP routes a request and logs it once it is done.
+// ServeHTTP routes a request and logs it once it is done. A request on a
+// connection over a cap is answered 503 and the connection closed.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
+	conn := requestConn(r)
+	if conn != nil && conn.refused != "" {
+		w.Header().Set("Connection", "close")
+		http.Error(w, "boot server busy: "+conn.refused+", try again later", http.StatusServiceUnavailable)
+		s.refused.log(s.log, s.conns, conn.client, conn.refused)
+		return
+	}
+	fixEmptySuffixRanges(r.Header)
 	cw := &countingWriter{ResponseWriter: w}
 	client, _, _ := net.SplitHostPort(r.RemoteAddr)
 	var attrs []slog.Attr
@@ -49,12 +58,41 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case status >= 400:
 		level = slog.LevelDebug // misses are routine
 	}
+	if conn != nil && conn.stalled.Load() {
+		level = slog.LevelWarn
+		attrs = append(attrs, slog.String("err", "client stopped reading: no progress for "+conn.stall.String()+", connection closed"))
+	}
 	attrs = append(attrs,
 		slog.String("proto", "http"), slog.String("client", client),
 		slog.String("method", r.Method), slog.String("file", r.URL.Path),
 		slog.Int("status", status), slog.Int64("bytes", cw.written.Load()),
 		slog.Duration("duration", time.Since(start).Round(time.Millisecond)))
 	s.log.LogAttrs(r.Context(), level, "transfer done", attrs...)
+}
+
+// unsatisfiableRange is a byte range that starts past the end of any file.
+const unsatisfiableRange = "9223372036854775807-"
+
+// fixEmptySuffixRanges makes suffix ranges of zero bytes ("bytes=-0")
+// unsatisfiable, as RFC 9110 has them: http.ServeContent would answer one
+// with 206 and no bytes. A request whose ranges are all such gets 416
+// (with the size in Content-Range); others in the same header are served.
+func fixEmptySuffixRanges(h http.Header) {
+	v := h.Get("Range")
+	if !strings.HasPrefix(v, "bytes=") || !strings.Contains(v, "-0") {
+		return
+	}
+	parts := strings.Split(v[len("bytes="):], ",")
+	changed := false
+	for i, p := range parts {
+		p = strings.TrimSpace(p)
+		if len(p) > 1 && p[0] == '-' && strings.Trim(p[1:], "0") == "" {
+			parts[i], changed = unsatisfiableRange, true
+		}
+	}
+	if changed {
+		h.Set("Range", "bytes="+strings.Join(parts, ","))
+	}
 }
 
 // serveRoot serves a file from the boot root or a generated config.

@@ -47,14 +47,46 @@ type Config struct {
 	// TFTP tunes the TFTP engine; zero fields take the lab defaults.
 	TFTP TFTPSettings
 
+	// HTTP bounds the HTTP side; zero fields take the defaults.
+	HTTP HTTPSettings
+
 	// ShutdownGrace bounds how long Serve waits, once its context ends, for
 	// HTTP transfers in flight (default 2s); connections still open then
 	// are closed. TFTP transfers are ended at once with an ERROR packet
 	// ("boot server shutting down"), so their clients need not time out.
 	ShutdownGrace time.Duration
 
-	// MaxUploadBytes caps one uploaded artifact (default 1 GiB).
+	// MaxUploadBytes caps one uploaded artifact, as sent (default 1 GiB).
 	MaxUploadBytes int64
+	// MaxUploadTotalBytes caps what one upload URL (one job) stores, in
+	// all (default 1 GiB).
+	MaxUploadTotalBytes int64
+	// MaxUploadFiles caps the files one upload URL stores (default 1000).
+	MaxUploadFiles int
+}
+
+// HTTPSettings bound what HTTP clients can hold.
+//
+// There is no timeout for a whole transfer (images are gigabytes), but a
+// transfer must keep moving: each write (and each 256 KiB handed to the
+// kernel) must finish within StallTimeout, and an upload's body must keep
+// arriving as fast. A client that stops reading is cut off then, its file
+// handle and socket freed.
+//
+// The caps let a 1,000-node PXE storm through (a node fetches its kernel
+// and initrd one after the other, with at most a few connections at once)
+// and keep a flood of connections from taking every file handle of the
+// process (the daemon's API and database need some too). A connection
+// beyond a cap is answered 503 and closed, with a warning in the log (at
+// most one line a second). The per-client cap does not apply to loopback
+// clients: a single-host lab, and simlab, whose QEMU user-mode network
+// reaches the server from 127.0.0.1 for every node, look like one client.
+// Nodes behind a NAT share an address too: raise the per-client cap for
+// them, or turn it off.
+type HTTPSettings struct {
+	StallTimeout      time.Duration // default 60s
+	MaxConns          int           // connections at once, in all; default 4096
+	MaxConnsPerClient int           // from one address; default 64; negative: no per-client cap
 }
 
 // TFTPSettings are the TFTP engine's knobs.
@@ -100,6 +132,12 @@ const (
 	DefaultTFTPMaxTransfers = 2048
 	DefaultShutdownGrace    = 2 * time.Second
 	DefaultMaxUploadBytes   = 1 << 30
+
+	DefaultHTTPStallTimeout      = 60 * time.Second
+	DefaultHTTPMaxConns          = 4096
+	DefaultHTTPMaxConnsPerClient = 64
+	DefaultMaxUploadTotalBytes   = 1 << 30
+	DefaultMaxUploadFiles        = 1000
 )
 
 // withDefaults fills zero fields.
@@ -125,6 +163,21 @@ func (c Config) withDefaults() Config {
 	if c.MaxUploadBytes == 0 {
 		c.MaxUploadBytes = DefaultMaxUploadBytes
 	}
+	if c.MaxUploadTotalBytes == 0 {
+		c.MaxUploadTotalBytes = DefaultMaxUploadTotalBytes
+	}
+	if c.MaxUploadFiles == 0 {
+		c.MaxUploadFiles = DefaultMaxUploadFiles
+	}
+	if c.HTTP.StallTimeout == 0 {
+		c.HTTP.StallTimeout = DefaultHTTPStallTimeout
+	}
+	if c.HTTP.MaxConns == 0 {
+		c.HTTP.MaxConns = DefaultHTTPMaxConns
+	}
+	if c.HTTP.MaxConnsPerClient == 0 {
+		c.HTTP.MaxConnsPerClient = DefaultHTTPMaxConnsPerClient
+	}
 	return c
 }
 
@@ -145,8 +198,12 @@ func (c Config) validate() error {
 	if c.TFTP.MaxTransfers < 1 {
 		return fmt.Errorf("tftp max transfers %d: want at least 1", c.TFTP.MaxTransfers)
 	}
-	if c.TFTP.Timeout < 0 || c.TFTP.Retries < 0 || c.ShutdownGrace < 0 || c.MaxUploadBytes < 0 {
+	if c.TFTP.Timeout < 0 || c.TFTP.Retries < 0 || c.ShutdownGrace < 0 || c.MaxUploadBytes < 0 ||
+		c.MaxUploadTotalBytes < 0 || c.MaxUploadFiles < 0 {
 		return errors.New("negative tftp timeout, retries, shutdown grace or upload cap")
+	}
+	if c.HTTP.StallTimeout < 0 || c.HTTP.MaxConns < 0 {
+		return errors.New("negative http stall timeout or connection cap")
 	}
 	if c.HTTPURL != "" && c.HTTPAddr == "" {
 		return errors.New("http url set but no http listen address")
@@ -176,6 +233,8 @@ type Server struct {
 	nodes   *nodeTable
 	tftp    *tftp.Server // nil without TFTP
 	httpSrv *http.Server
+	conns   *connLimiter // the HTTP listener; nil without HTTP
+	refused refusalLog
 
 	mu      sync.Mutex
 	images  map[string]*Image  // by token
@@ -224,10 +283,23 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		if s.httpURL == "" {
 			s.httpURL = "http://" + s.tcp.Addr().String()
 		}
+		h := cfg.HTTP
+		// Half the process's file handles at most, so that a flood of
+		// connections leaves the rest of the process (TFTP, the API, the
+		// database, consoles) some.
+		if lim := openFileLimit(); lim > 0 && uint64(h.MaxConns) > lim/2 {
+			log.Warn("http: connection cap lowered to half the open-file limit", "max_conns", h.MaxConns, "open_file_limit", lim, "now", lim/2)
+			h.MaxConns = int(lim / 2)
+		}
+		s.conns = newConnLimiter(s.tcp, h)
+		// No WriteTimeout or ReadTimeout: they bound whole requests, and
+		// an image takes minutes. Connections bound each write instead
+		// (HTTPSettings); uploads each read of the body.
 		s.httpSrv = &http.Server{
 			Handler:           s,
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       time.Minute,
+			ConnContext:       connContext,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		}
 	}
@@ -282,7 +354,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.mu.Unlock()
 	defer s.Close()
 
-	s.log.Info("boot server up", "root", s.cfg.Root, "tftp", addrString(s.TFTPAddr()), "http", addrString(s.HTTPAddr()), "http_url", s.httpURL)
+	attrs := []any{"root", s.cfg.Root, "tftp", addrString(s.TFTPAddr()), "http", addrString(s.HTTPAddr()), "http_url", s.httpURL}
+	if s.conns != nil {
+		attrs = append(attrs, "http_max_conns", s.conns.max, "http_max_conns_per_client", s.conns.perClient, "http_stall_timeout", s.conns.stall)
+	}
+	s.log.Info("boot server up", attrs...)
 	g, gctx := errgroup.WithContext(ctx)
 	if s.tftp != nil {
 		g.Go(func() error { return s.tftp.Serve(gctx, s.udp) })
@@ -298,7 +374,7 @@ func (s *Server) Serve(ctx context.Context) error {
 // serveHTTP runs the HTTP server until ctx ends.
 func (s *Server) serveHTTP(ctx context.Context) error {
 	errc := make(chan error, 1)
-	go func() { errc <- s.httpSrv.Serve(s.tcp) }()
+	go func() { errc <- s.httpSrv.Serve(s.conns) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("boot server: http %s: %w", s.tcp.Addr(), err)

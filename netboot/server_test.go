@@ -131,10 +131,10 @@ func TestTFTPRefusesEscapes(t *testing.T) {
 	}
 }
 
-// TestTFTPNULInName sends a request whose name has a NUL in the middle.
+// TestTFTPNULInName sends requests whose name has a NUL in the middle.
 // TFTP ends the name at the first NUL, so the rest is read as the mode and
-// options: the request is for the part before the NUL, and a name ending in
-// "../" tricks cannot ride along.
+// options: the request is for the part before the NUL (or refused for its
+// mode), and a name ending in "../" tricks cannot ride along.
 func TestTFTPNULInName(t *testing.T) {
 	ts := startServer(t, nil)
 	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
@@ -142,16 +142,20 @@ func TestTFTPNULInName(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	pkt := []byte("\x00\x01nothere\x00../outside/secret\x00octet\x00")
-	if _, err := c.WriteToUDP(pkt, ts.TFTPAddr().(*net.UDPAddr)); err != nil {
-		t.Fatal(err)
-	}
-	p, err := readTFTP(t, c, 2*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.op != 5 || p.msg != "file not found" {
-		t.Fatalf("got op %d %q, want ERROR file not found", p.op, p.msg)
+	for pkt, want := range map[string]string{
+		"\x00\x01nothere\x00../outside/secret\x00octet\x00": `unknown transfer mode "../outside/secret": octet only`,
+		"\x00\x01nothere\x00octet\x00../outside/secret\x00": "file not found",
+	} {
+		if _, err := c.WriteToUDP([]byte(pkt), ts.TFTPAddr().(*net.UDPAddr)); err != nil {
+			t.Fatal(err)
+		}
+		p, err := readTFTP(t, c, 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.op != 5 || p.msg != want {
+			t.Fatalf("%q: got op %d %q, want ERROR %q", pkt, p.op, p.msg, want)
+		}
 	}
 }
 
@@ -364,5 +368,33 @@ func TestConfigsWhileEntriesChange(t *testing.T) {
 	t.Logf("%d entry changes during %d fetches: %v", n, kinds["master"]+kinds["local"], kinds)
 	if n < 10 {
 		t.Errorf("only %d entry changes happened during the fetches", n)
+	}
+}
+
+// TestTFTPBadRequestsAnswered: the boot server answers requests it cannot
+// take with an ERROR: an empty name, a name longer than an Ethernet frame
+// (read whole, refused as an invalid name), netascii (octet only).
+func TestTFTPBadRequestsAnswered(t *testing.T) {
+	ts := startServer(t, nil)
+	long := strings.Repeat("pxelinux.cfg/", 150) + "default" // 1,957 bytes
+	for _, tt := range []struct {
+		pkt []byte
+		msg string
+	}{
+		{[]byte("\x00\x01\x00octet\x00"), "invalid file name: empty"},
+		{rawRRQ(long), "invalid file name"},
+		{[]byte("\x00\x01pxelinux.0\x00netascii\x00"), "netascii mode not supported: octet only"},
+	} {
+		c := dialRaw(t)
+		if _, err := c.WriteToUDP(tt.pkt, ts.TFTPAddr().(*net.UDPAddr)); err != nil {
+			t.Fatal(err)
+		}
+		p, err := readTFTP(t, c, 2*time.Second)
+		if err != nil {
+			t.Fatalf("%.40q: %v", tt.pkt, err)
+		}
+		if p.op != 5 || p.msg != tt.msg {
+			t.Fatalf("%.40q: got op %d %q, want ERROR %q", tt.pkt, p.op, p.msg, tt.msg)
+		}
 	}
 }

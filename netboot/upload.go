@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // Upload is a per-job URL where a node sends job artifacts back. The node
@@ -34,7 +36,8 @@ import (
 //
 // For text files `wget -q -O - --post-file=FILE "${URL}NAME?size=$(wc -c < FILE)"`
 // is enough. wget exits 0 once the file is stored and non-zero otherwise
-// (size mismatch or bad base64: 400; too large: 413; name taken: 409).
+// (size mismatch or bad base64: 400; too large, or the upload URL's
+// bytes or files used up: 413; name taken: 409).
 // "-O -" prints the one-line receipt instead of saving it as a file on the
 // node. With curl: curl -fsS -T FILE "${URL}NAME".
 type Upload struct {
@@ -43,8 +46,13 @@ type Upload struct {
 	dir   string
 	url   string
 
-	mu    sync.Mutex
-	files []UploadedFile
+	mu      sync.Mutex
+	files   []UploadedFile
+	pending int // requests storing a file now
+
+	// used counts the bytes stored and being stored, against
+	// Config.MaxUploadTotalBytes.
+	used atomic.Int64
 }
 
 // UploadedFile is one artifact stored by an Upload.
@@ -55,8 +63,9 @@ type UploadedFile struct {
 
 // AcceptUpload creates dir if needed and opens an upload URL,
 // HTTPURL/uploads/<token>/, that stores files there. Each request body is
-// capped at Config.MaxUploadBytes (as sent, base64 included); existing
-// files are never overwritten.
+// capped at Config.MaxUploadBytes (as sent, base64 included), the URL as a
+// whole at Config.MaxUploadTotalBytes (as stored) and MaxUploadFiles;
+// existing files are never overwritten.
 func (s *Server) AcceptUpload(dir string) (*Upload, error) {
 	if s.httpURL == "" {
 		return nil, fmt.Errorf("accept uploads into %s: the boot server has no HTTP", dir)
@@ -147,18 +156,81 @@ func (s *Server) serveUpload(w *countingWriter, r *http.Request, rest string) []
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return []slog.Attr{slog.String("err", err.Error())}
 	}
+	attrs := []slog.Attr{slog.String("upload", u.dir), slog.String("name", name)}
+	if err := u.reserveFile(name); err != nil {
+		http.Error(w, err.Error(), http.StatusRequestEntityTooLarge)
+		return append(attrs, slog.String("err", err.Error()))
+	}
 	size, status, err := u.store(name, r, w)
-	attrs := []slog.Attr{slog.String("upload", u.dir), slog.String("name", name), slog.Int64("received", size)}
+	attrs = append(attrs, slog.Int64("received", size))
+	u.mu.Lock()
+	u.pending--
+	if err == nil {
+		u.files = append(u.files, UploadedFile{Name: name, Size: size})
+	}
+	u.mu.Unlock()
 	if err != nil {
+		if status == http.StatusRequestEntityTooLarge {
+			s.log.Warn("upload refused", "upload", u.dir, "name", name, "err", err)
+		}
 		http.Error(w, err.Error(), status)
 		return append(attrs, slog.String("err", err.Error()))
 	}
-	u.mu.Lock()
-	u.files = append(u.files, UploadedFile{Name: name, Size: size})
-	u.mu.Unlock()
 	w.WriteHeader(http.StatusCreated)
 	fmt.Fprintf(w, "stored %s (%d bytes)\n", name, size)
 	return attrs
+}
+
+// reserveFile takes one of the upload's MaxUploadFiles for a request, or
+// says why there is none left.
+func (u *Upload) reserveFile(name string) error {
+	max := u.s.cfg.MaxUploadFiles
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if len(u.files)+u.pending >= max {
+		return fmt.Errorf("%s: upload refused: this job may store at most %d files (%d stored)", name, max, len(u.files))
+	}
+	u.pending++
+	return nil
+}
+
+// errUploadFull is what a write past Config.MaxUploadTotalBytes fails with.
+var errUploadFull = errors.New("upload URL full")
+
+// quotaWriter writes to a file while counting the bytes against the
+// upload's MaxUploadTotalBytes; the bytes it counted are given back
+// (release) when the file is not kept.
+type quotaWriter struct {
+	f       io.Writer
+	u       *Upload
+	max     int64
+	counted int64
+}
+
+func (q *quotaWriter) Write(p []byte) (int, error) {
+	n := int64(len(p))
+	if q.u.used.Add(n) > q.max {
+		q.u.used.Add(-n)
+		return 0, errUploadFull
+	}
+	q.counted += n
+	return q.f.Write(p)
+}
+
+func (q *quotaWriter) release() { q.u.used.Add(-q.counted) }
+
+// stallReader is a request body that must keep arriving: each read gets
+// StallTimeout from its start, so a client that stops sending gives its
+// connection back instead of holding it.
+type stallReader struct {
+	r     io.Reader
+	rc    *http.ResponseController
+	stall time.Duration
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	s.rc.SetReadDeadline(time.Now().Add(s.stall))
+	return s.r.Read(p)
 }
 
 // store writes the request body to a temporary file in the upload
@@ -166,11 +238,17 @@ func (s *Server) serveUpload(w *countingWriter, r *http.Request, rest string) []
 // appears under the real name and an existing file is never replaced.
 // It returns the bytes stored, or an HTTP status and an error.
 func (u *Upload) store(name string, r *http.Request, w http.ResponseWriter) (int64, int, error) {
-	limit := u.s.cfg.MaxUploadBytes
+	limit, total := u.s.cfg.MaxUploadBytes, u.s.cfg.MaxUploadTotalBytes
 	if r.ContentLength > limit {
 		return 0, http.StatusRequestEntityTooLarge, fmt.Errorf("%s: %d bytes, at most %d", name, r.ContentLength, limit)
 	}
+	full := func(stored int64) error {
+		return fmt.Errorf("%s: upload refused: this job may store at most %d bytes in all (%d stored or arriving)", name, total, stored)
+	}
 	q := r.URL.Query()
+	if used := u.used.Load(); q.Get("encoding") == "" && used+r.ContentLength > total {
+		return 0, http.StatusRequestEntityTooLarge, full(used)
+	}
 	wantSize := int64(-1)
 	if v := q.Get("size"); v != "" {
 		n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
@@ -179,7 +257,10 @@ func (u *Upload) store(name string, r *http.Request, w http.ResponseWriter) (int
 		}
 		wantSize = n
 	}
-	var body io.Reader = http.MaxBytesReader(w, r.Body, limit)
+	// The last read deadline stays: the server may read what is left of
+	// a refused body before answering, and that too must keep moving.
+	rc := http.NewResponseController(w)
+	var body io.Reader = &stallReader{r: http.MaxBytesReader(w, r.Body, limit), rc: rc, stall: u.s.cfg.HTTP.StallTimeout}
 	switch enc := q.Get("encoding"); enc {
 	case "":
 	case "base64":
@@ -202,13 +283,26 @@ func (u *Upload) store(name string, r *http.Request, w http.ResponseWriter) (int
 		return 0, http.StatusInternalServerError, fmt.Errorf("create %s: %w", name, err)
 	}
 	defer root.Remove(tmp)
-	n, err := io.Copy(f, body)
+	qw := &quotaWriter{f: f, u: u, max: total}
+	kept := false
+	defer func() {
+		if !kept {
+			qw.release()
+		}
+	}()
+	n, err := io.Copy(qw, body)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		if mbe := (*http.MaxBytesError)(nil); errors.As(err, &mbe) {
 			return n, http.StatusRequestEntityTooLarge, fmt.Errorf("%s: more than %d bytes", name, limit)
+		}
+		if errors.Is(err, errUploadFull) {
+			return n, http.StatusRequestEntityTooLarge, full(u.used.Load())
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return n, http.StatusRequestTimeout, fmt.Errorf("receive %s: nothing arrived for %v", name, u.s.cfg.HTTP.StallTimeout)
 		}
 		return n, http.StatusBadRequest, fmt.Errorf("receive %s: %w", name, err)
 	}
@@ -221,5 +315,6 @@ func (u *Upload) store(name string, r *http.Request, w http.ResponseWriter) (int
 		}
 		return n, http.StatusInternalServerError, fmt.Errorf("store %s: %w", name, err)
 	}
+	kept = true
 	return n, 0, nil
 }

@@ -9,8 +9,15 @@ import (
 )
 
 // newBootServer builds the lab's TFTP + HTTP boot server from its
-// [boot_server] table (labctl run and labctl serve).
+// [boot_server] table (labctl run and labctl serve). It first raises the
+// process's open-file limit: the boot server holds a socket per transfer
+// and connection.
 func newBootServer(cfg *devices.Lab, log *slog.Logger) (*netboot.Server, error) {
+	if soft, hard, err := netboot.RaiseOpenFileLimit(); err != nil {
+		log.Warn("cannot raise the open-file limit", "soft", soft, "hard", hard, "err", err)
+	} else if soft > 0 {
+		log.Debug("open-file limit", "soft", soft, "hard", hard)
+	}
 	boot, err := netboot.New(netboot.Config{
 		Root:     cfg.BootServer.Root,
 		TFTPAddr: cfg.BootServer.TFTPListen,

@@ -699,3 +699,52 @@ func mustAtoi(t *testing.T, s string) int {
 	}
 	return n
 }
+
+// TestTFTPBadRequestsAnswered: requests the server cannot take are
+// answered with an ERROR packet, not dropped, so the client learns why
+// instead of waiting for its timeouts: an empty file name, a missing
+// mode, a transfer mode other than octet (netascii included: it is
+// refused, not served as octet) and a name longer than an Ethernet frame
+// (read whole and refused by the handler, not cut short and dropped).
+func TestTFTPBadRequestsAnswered(t *testing.T) {
+	long := strings.Repeat("a/", 1100) + "pxelinux.0" // 2,210 bytes
+	tests := map[string]struct {
+		pkt  []byte
+		code uint16
+		msg  string
+	}{
+		"empty name":   {pkt: []byte("\x00\x01\x00octet\x00"), code: errCodeNotFound, msg: "invalid file name: empty"},
+		"empty mode":   {pkt: []byte("\x00\x01pxelinux.0\x00\x00"), code: errCodeIllegalOp, msg: "malformed request: empty transfer mode"},
+		"no mode":      {pkt: []byte("\x00\x01pxelinux.0\x00"), code: errCodeIllegalOp, msg: "malformed request: no file name and mode"},
+		"netascii":     {pkt: []byte("\x00\x01pxelinux.0\x00netascii\x00"), code: errCodeIllegalOp, msg: "netascii mode not supported: octet only"},
+		"NetASCII":     {pkt: []byte("\x00\x01pxelinux.0\x00NetASCII\x00"), code: errCodeIllegalOp, msg: "netascii mode not supported: octet only"},
+		"mail":         {pkt: []byte("\x00\x01pxelinux.0\x00mail\x00"), code: errCodeIllegalOp, msg: `unknown transfer mode "mail": octet only`},
+		"unknown mode": {pkt: []byte("\x00\x01pxelinux.0\x00binary\x00"), code: errCodeIllegalOp, msg: `unknown transfer mode "binary": octet only`},
+		"long name":    {pkt: rawRRQ(long), code: errCodeNotFound, msg: "file not found"},
+	}
+	ts := startServer(t, nil)
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			r := newRawClient(t, ts)
+			defer r.close()
+			if _, err := r.c.WriteToUDP(tt.pkt, r.srv); err != nil {
+				t.Fatal(err)
+			}
+			p := r.next()
+			if p.op != opERROR || p.code != tt.code || p.msg != tt.msg {
+				t.Fatalf("got op %d code %d %q, want ERROR %d %q", p.op, p.code, p.msg, tt.code, tt.msg)
+			}
+			r.silent(50 * time.Millisecond)
+		})
+	}
+	waitFor(t, "no transfers", time.Second, func() bool { return ts.Active() == 0 })
+	// The long name is logged cut short (the handler's error is its own).
+	if logs := ts.logs.String(); strings.Contains(logs, "file="+long) || !strings.Contains(logs, `... (2210 bytes)"`) {
+		t.Errorf("the long name is not logged cut short:\n%.2000s", logs)
+	}
+	// The server still serves.
+	got, _, err := tftpGet(ts.tftpAddr(), "pxelinux.0", 1468)
+	if err != nil || !bytes.Equal(got, ts.root.nbp) {
+		t.Fatalf("fetch after the refusals: %v", err)
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"strconv"
 	"strings"
 )
@@ -55,12 +54,23 @@ var (
 	errNotRequest  = errors.New("tftp: not a read or write request")
 )
 
+// requestError is a read or write request the server cannot take: the
+// client is answered with an ERROR packet of this code and message, so it
+// learns why instead of waiting for its timeout.
+type requestError struct {
+	code uint16
+	msg  string
+}
+
+func (e *requestError) Error() string { return "tftp: " + e.msg }
+
 // parseRequest reads an RRQ or WRQ: opcode, file name, mode and options,
 // each NUL-terminated. It reads untrusted bytes from the network, so it
 // checks every length and never panics (FuzzParseRequest). Option names are
 // case-insensitive; unknown options, options without a value and values out
-// of range are ignored. A missing mode is an error; any mode is accepted
-// here, the server decides what to do with it.
+// of range are ignored. A request without a file name or mode is a
+// *requestError (the server answers it); any mode is accepted here, the
+// server decides what to do with it.
 func parseRequest(p []byte) (request, error) {
 	if len(p) < 2 {
 		return request{}, errShortPacket
@@ -75,13 +85,16 @@ func parseRequest(p []byte) (request, error) {
 	// client did not end it, incomplete); it is not a value.
 	last := len(fields) - 1
 	if last < 2 {
-		return request{}, fmt.Errorf("tftp: request without file name and mode")
+		return request{}, &requestError{errCodeIllegalOp, "malformed request: no file name and mode"}
+	}
+	if len(fields[0]) == 0 {
+		return request{}, &requestError{errCodeNotFound, ErrBadName.Error() + ": empty"}
+	}
+	if len(fields[1]) == 0 {
+		return request{}, &requestError{errCodeIllegalOp, "malformed request: empty transfer mode"}
 	}
 	r.filename = string(fields[0])
 	r.mode = strings.ToLower(string(fields[1]))
-	if r.filename == "" || r.mode == "" {
-		return request{}, fmt.Errorf("tftp: request with empty file name or mode")
-	}
 	seen := map[string]bool{}
 	for i := 2; i+1 < last; i += 2 {
 		name := strings.ToLower(string(fields[i]))

@@ -173,7 +173,9 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 // replies leave from; with needDst, each request's own destination is read
 // from its control message instead (pktinfoDst).
 func (s *Server) listen(conn *net.UDPConn, local netip.Addr, needDst bool) error {
-	buf := make([]byte, 1500)
+	// Room for the largest UDP payload: a request is read whole, however
+	// long its name, and answered, never cut short and dropped.
+	buf := make([]byte, maxDatagram)
 	oob := make([]byte, 128)
 	for {
 		n, oobn, _, from, err := conn.ReadMsgUDPAddrPort(buf, oob)
@@ -190,15 +192,20 @@ func (s *Server) listen(conn *net.UDPConn, local netip.Addr, needDst bool) error
 			continue
 		}
 		req, err := parseRequest(buf[:n])
-		if err != nil {
-			s.log.Debug("tftp: not a request", "client", from.Addr().Unmap().String(), "err", err)
-			continue
-		}
+		client := netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 		dst := local
-		if needDst {
+		if needDst && (err == nil || errors.As(err, new(*requestError))) {
 			dst = pktinfoDst(oob[:oobn])
 		}
-		client := netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		if rerr := (*requestError)(nil); errors.As(err, &rerr) {
+			s.log.Warn("tftp: request refused", "client", client.Addr().String(), "err", rerr.msg)
+			s.refuse(client, dst, rerr.code, rerr.msg)
+			continue
+		}
+		if err != nil {
+			s.log.Debug("tftp: not a request", "client", client.Addr().String(), "err", err)
+			continue
+		}
 		s.mu.Lock()
 		_, busy := s.clients[client]
 		if !busy {
@@ -232,7 +239,7 @@ func (s *Server) open(req request, client netip.AddrPort, dst netip.Addr, haveSl
 		delete(s.clients, client)
 		s.mu.Unlock()
 	}
-	log = s.log.With("proto", "tftp", "client", client.Addr().String(), "file", req.filename)
+	log = s.log.With("proto", "tftp", "client", client.Addr().String(), "file", logName(req.filename))
 	refuse := func(code uint16, msg string) {
 		s.refuse(client, dst, code, msg)
 		if haveSlot {
@@ -245,8 +252,21 @@ func (s *Server) open(req request, client netip.AddrPort, dst netip.Addr, haveSl
 		refuse(errCodeAccess, errReadOnly.Error())
 		return nil, nil
 	}
-	if req.mode == "mail" {
-		refuse(errCodeIllegalOp, "mail mode not supported")
+	// Only octet is served. netascii would mean converting line ends
+	// (LF to CR LF, CR to CR NUL): the size (tsize) is then unknown until
+	// the whole file has been read, and a block no longer maps to one
+	// offset of the file, which the shared cache and the block reads of
+	// large files depend on. Every boot loader asks for octet; a client
+	// that asks for netascii is told, not handed bytes it did not ask for.
+	switch req.mode {
+	case "octet":
+	case "netascii":
+		log.Warn("tftp: transfer mode refused", "mode", req.mode)
+		refuse(errCodeIllegalOp, "netascii mode not supported: octet only")
+		return nil, nil
+	default:
+		log.Warn("tftp: transfer mode refused", "mode", logName(req.mode))
+		refuse(errCodeIllegalOp, fmt.Sprintf("unknown transfer mode %q: octet only", clip(req.mode, 32)))
 		return nil, nil
 	}
 
@@ -409,9 +429,34 @@ func (t *transfer) readBlock(p []byte, off int64) error {
 	return nil
 }
 
+// maxDatagram is the largest UDP payload (65,535 less the UDP header, and
+// more than IPv4 allows).
+const maxDatagram = 65535 - 8
+
+// maxLogName bounds a client's file name (or mode) in a log line: names a
+// boot server serves are far shorter, longer ones are refused, and a
+// request may carry almost 64 KiB of name.
+const maxLogName = 256
+
+// logName is name for a log line: cut to maxLogName bytes, saying so.
+func logName(name string) string {
+	if len(name) <= maxLogName {
+		return name
+	}
+	return clip(name, maxLogName) + "... (" + strconv.Itoa(len(name)) + " bytes)"
+}
+
+// clip cuts s to at most n bytes.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
 // logTransfer writes the one line per transfer.
 func logTransfer(log *slog.Logger, t *transfer, err error) {
-	attrs := []slog.Attr{slog.String("proto", "tftp"), slog.String("client", t.key.Addr().Unmap().String()), slog.String("file", t.name)}
+	attrs := []slog.Attr{slog.String("proto", "tftp"), slog.String("client", t.key.Addr().Unmap().String()), slog.String("file", logName(t.name))}
 	attrs = append(attrs, t.log...)
 	bytes := int64(0)
 	if t.base > 1 {
