@@ -176,11 +176,7 @@ func TestHTTPEmptySuffixRange(t *testing.T) {
 	if err := os.WriteFile(path, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	im, err := ts.PublishImage(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer im.Close()
+	im := publishFile(t, ts, path)
 	for url, size := range map[string]int{ts.HTTPURL() + "/master/initrd.gz": len(ts.root.initrd), im.URL(): len(data)} {
 		for _, rng := range []string{"bytes=-0", "bytes=-000", "bytes= -0 , -0"} {
 			req, _ := http.NewRequest(http.MethodGet, url, nil)
