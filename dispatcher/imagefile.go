@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/labctl/labctl/internal/statedir"
 	"github.com/labctl/labctl/jobs"
 )
 
@@ -76,7 +77,7 @@ func download(ctx context.Context, image, digest, cacheDir string, note func(str
 		note("deploy: image %s from the cache (%s)", image, dst)
 		return dst, nil
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, statedir.DirMode); err != nil {
 		return "", fmt.Errorf("image cache: %w", err)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, image, nil)
@@ -135,8 +136,8 @@ func rawSize(file string, comp Compression, digest, cacheDir string, note func(s
 	}
 	note("deploy: the image holds %d bytes uncompressed", n)
 	if cached != "" {
-		if err := os.MkdirAll(filepath.Dir(cached), 0o755); err == nil {
-			os.WriteFile(cached, []byte(strconv.FormatInt(n, 10)+"\n"), 0o644)
+		if err := os.MkdirAll(filepath.Dir(cached), statedir.DirMode); err == nil {
+			os.WriteFile(cached, []byte(strconv.FormatInt(n, 10)+"\n"), statedir.FileMode)
 		}
 	}
 	return n, nil

@@ -19,6 +19,7 @@ import (
 	"github.com/labctl/labctl/api"
 	"github.com/labctl/labctl/daemon"
 	"github.com/labctl/labctl/devices"
+	"github.com/labctl/labctl/internal/statedir"
 	"github.com/labctl/labctl/lab"
 	"github.com/labctl/labctl/store"
 )
@@ -215,11 +216,11 @@ func apiTokens(cfg *devices.Lab) ([]api.Token, error) {
 // one would end the first one's running jobs as crashed. The lock goes
 // with the process, also on kill -9.
 func lockStateDir(dir string) (unlock func(), err error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, statedir.DirMode); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
 	path := filepath.Join(dir, "labctl.lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, statedir.FileMode)
 	if err != nil {
 		return nil, fmt.Errorf("state directory lock: %w", err)
 	}
