@@ -39,6 +39,16 @@ type Store interface {
 	SetDevices(ctx context.Context, devs []Device) error
 	Devices(ctx context.Context) ([]Device, error)
 	Close() error
+	// CheckWrite commits a write that changes nothing the daemon reads:
+	// an error says the store cannot record anything now (a read-only
+	// database, a full disk).
+	CheckWrite(ctx context.Context) error
+	// DeleteFinishedJobs removes finished jobs, oldest first: those that
+	// finished before before (unless it is zero) and those beyond the
+	// newest keep finished jobs (unless keep is 0); at most limit of them
+	// (unless limit is 0). It returns the IDs it removed. Queued and
+	// running jobs are never removed.
+	DeleteFinishedJobs(ctx context.Context, before time.Time, keep, limit int) ([]int64, error)
 }
 
 // Job states.
