@@ -106,10 +106,29 @@ func OpenSQLite(path string) (*SQLite, error) {
 	s := &SQLite{db: db, path: path, writes: make(chan *write), done: make(chan struct{})}
 	if err := s.migrate(); err != nil {
 		db.Close()
+		if werr := writable(path); werr != nil {
+			return nil, fmt.Errorf("open store %s: %w: the database cannot be written: %v", path, err, werr)
+		}
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	go s.writer()
 	return s, nil
+}
+
+// writable says why the database file, or its directory (where SQLite
+// keeps its -wal and -shm files), cannot be written; nil if both can.
+func writable(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	f, err = os.CreateTemp(filepath.Dir(path), ".write-probe-*")
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return os.Remove(f.Name())
 }
 
 // writer commits waiting writes in batches until Close.

@@ -50,6 +50,15 @@ type Options struct {
 	Tags map[string][]string
 	// API also serves the HTTP API on 127.0.0.1:0 (Lab.URL, Token).
 	API bool
+	// StateDir is the lab's state directory; "" means a new temporary one.
+	StateDir string
+	// Retention is the lab's [retention]; RetentionEvery how often it
+	// runs (0: the daemon's default).
+	Retention      devices.Retention
+	RetentionEvery time.Duration
+	// WrapStore, if set, is what the daemon gets instead of the SQLite
+	// store (a wrapper that fails writes, for instance).
+	WrapStore func(store.Store) store.Store
 }
 
 // Lab is a running in-process lab.
@@ -77,10 +86,13 @@ type Lab struct {
 // simulated nodes is skipped if busybox is missing.
 func Start(t testing.TB, o Options) *Lab {
 	t.Helper()
-	state := t.TempDir()
+	state := o.StateDir
+	if state == "" {
+		state = t.TempDir()
+	}
 	l := &Lab{
 		t: t, opts: o,
-		Config: &devices.Lab{Config: devices.Config{Name: "test", StateDir: state}},
+		Config: &devices.Lab{Config: devices.Config{Name: "test", StateDir: state, Retention: o.Retention}},
 		Sims:   map[string]*dispatchertest.Node{},
 		Fakes:  map[string]*FakeNode{},
 		nodes:  map[string]*labctl.Node{},
@@ -144,7 +156,12 @@ func (l *Lab) StartAt(addr string) {
 		l.t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(l.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	d, err := daemon.New(context.Background(), daemon.Config{Lab: l.Config, Nodes: l, Store: s, Run: l.opts.Run, Log: log})
+	var ds store.Store = s
+	if l.opts.WrapStore != nil {
+		ds = l.opts.WrapStore(s)
+	}
+	d, err := daemon.New(context.Background(), daemon.Config{Lab: l.Config, Nodes: l, Store: ds, Run: l.opts.Run, Log: log,
+		RetentionEvery: l.opts.RetentionEvery})
 	if err != nil {
 		s.Close()
 		l.t.Fatal(err)
@@ -189,6 +206,9 @@ func (l *Lab) StartAt(addr string) {
 		s.Close()
 	}
 }
+
+// Log returns what the daemon has logged so far.
+func (l *Lab) Log() string { return l.log.String() }
 
 // Shutdown stops the daemon (idempotent).
 func (l *Lab) Shutdown() {
