@@ -44,7 +44,19 @@ states (idle, running, checking, offline, maintenance) and health checks
 State lives in the lab's state_dir: labctl.db (SQLite: jobs, device
 states), jobs/ID/ (job.log, results.json, junit.xml, artifacts),
 devices/NAME/health.log, cache/. One daemon per state_dir (a lock file
-says so). If the daemon dies mid-job, the next start ends that job
+says so). It is for the daemon's user and group only (directories 0750,
+files 0640; looser modes are tightened at start, and logged). The daemon
+does not start unless it can write to the database and to state_dir.
+If the store stops taking writes (a full disk), jobs that end keep their
+outcome in memory (the API shows them finished) and are recorded once
+the store writes again; meanwhile submits get 503 with the reason.
+
+Retention: finished jobs (database rows and job directories) are kept
+for ever unless the lab file says otherwise; the daemon removes them,
+oldest first, at start and hourly; never a queued or running job:
+  [retention]
+  max_age = "720h"     # finished longer ago than this
+  max_jobs = 10000     # beyond the newest 10000 finished jobs If the daemon dies mid-job, the next start ends that job
 incomplete ("daemon restarted"), powers its node off, sets its PXE
 entry to local and health-checks the device; queued jobs survive.
 SIGINT/SIGTERM stop it: running jobs are stopped and their nodes
@@ -101,6 +113,7 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 		fmt.Fprintf(env.stderr, "labctl: %s\n", w)
 	}
 	log := newLogger(env, slog.LevelInfo) // the daemon's log
+	restrictUmask(statedir.Umask)
 	tokens, err := apiTokens(cfg)
 	if err != nil {
 		return err

@@ -59,6 +59,8 @@ type Options struct {
 	// WrapStore, if set, is what the daemon gets instead of the SQLite
 	// store (a wrapper that fails writes, for instance).
 	WrapStore func(store.Store) store.Store
+	// Quiet keeps no daemon log (long measurements); Log then returns "".
+	Quiet bool
 }
 
 // Lab is a running in-process lab.
@@ -156,6 +158,9 @@ func (l *Lab) StartAt(addr string) {
 		l.t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(l.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if l.opts.Quiet {
+		log = slog.New(slog.DiscardHandler)
+	}
 	var ds store.Store = s
 	if l.opts.WrapStore != nil {
 		ds = l.opts.WrapStore(s)
