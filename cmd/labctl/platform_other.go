@@ -21,5 +21,3 @@ func tryLock(*os.File, bool) error { return errors.ErrUnsupported }
 
 // notifyResize does nothing: the console keeps the size it started with.
 func notifyResize(chan<- os.Signal) {}
-
-func restrictUmask(int) {}

@@ -25,11 +25,6 @@ func tryLock(f *os.File, exclusive bool) error {
 	return syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
 }
 
-// restrictUmask makes what the process creates no looser than the state
-// directory's modes (statedir), whoever creates it (SQLite, temporary
-// files).
-func restrictUmask(mask int) { syscall.Umask(syscall.Umask(0) | mask) }
-
 // notifyResize delivers a signal on ch whenever the terminal's size
 // changes.
 func notifyResize(ch chan<- os.Signal) { signal.Notify(ch, syscall.SIGWINCH) }

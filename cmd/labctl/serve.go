@@ -113,7 +113,6 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 		fmt.Fprintf(env.stderr, "labctl: %s\n", w)
 	}
 	log := newLogger(env, slog.LevelInfo) // the daemon's log
-	restrictUmask(statedir.Umask)
 	tokens, err := apiTokens(cfg)
 	if err != nil {
 		return err

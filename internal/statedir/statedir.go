@@ -17,10 +17,6 @@ const (
 	FileMode os.FileMode = 0o640
 )
 
-// Umask is the process umask that makes files other code creates there
-// (SQLite's, temporary files) no looser than DirMode and FileMode.
-const Umask = 0o027
-
 // loose are the permission bits nothing in a state directory may have.
 const loose os.FileMode = 0o027
 
