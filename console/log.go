@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/labctl/labctl/internal/statedir"
 	"github.com/labctl/labctl/sol"
 )
 
@@ -127,10 +128,10 @@ func (w *rotatingFile) Write(p []byte) (int, error) {
 }
 
 func (w *rotatingFile) open() error {
-	if err := os.MkdirAll(filepath.Dir(w.path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(w.path), statedir.DirMode); err != nil {
 		return err
 	}
-	f, err := os.OpenFile(w.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(w.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, statedir.FileMode)
 	if err != nil {
 		return err
 	}

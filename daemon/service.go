@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/labctl/labctl"
@@ -43,6 +44,9 @@ func (d *Daemon) Submit(ctx context.Context, req labctl.SubmitRequest) (queued l
 	if stopping {
 		return labctl.Job{}, fmt.Errorf("%w: the daemon is stopping", labctl.ErrUnavailable)
 	}
+	if reason := d.ends.unavailable(); reason != "" {
+		return labctl.Job{}, unavailable(reason)
+	}
 	// The job is committed before its submitter hears its ID; a client
 	// that hangs up meanwhile does not undo it.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
@@ -53,7 +57,7 @@ func (d *Daemon) Submit(ctx context.Context, req labctl.SubmitRequest) (queued l
 		Submitter: labctl.CallerFrom(ctx), Submitted: d.now(),
 	})
 	if err != nil {
-		return labctl.Job{}, err
+		return labctl.Job{}, unavailable("the store cannot record the job: " + err.Error())
 	}
 	j := d.newJob(rec, spec)
 	// The log line is written before the job is queued, not under d.mu:
@@ -148,6 +152,9 @@ func (d *Daemon) Jobs(ctx context.Context, f labctl.JobFilter) ([]labctl.Job, er
 	defer d.mu.Unlock()
 	for _, rec := range recs {
 		v := d.viewLocked(rec, d.jobs[rec.ID])
+		if len(f.States) > 0 && !slices.Contains(f.States, v.State) {
+			continue // ended here, the store has not taken the end yet
+		}
 		v.Result = nil
 		out = append(out, v)
 	}
@@ -174,6 +181,8 @@ func (d *Daemon) Job(ctx context.Context, id int64) (labctl.Job, error) {
 func (d *Daemon) viewLocked(rec store.Job, j *job) labctl.Job {
 	if j != nil {
 		rec = j.rec
+	} else if r, ok := d.ends.record(rec.ID); ok {
+		rec = r
 	}
 	v := labctl.Job{
 		ID: rec.ID, Name: rec.Name, Device: rec.Device, DeviceType: rec.DeviceType, Tags: rec.Tags,
@@ -237,6 +246,9 @@ func (d *Daemon) Cancel(ctx context.Context, id int64) (canceled labctl.Job, err
 		if err != nil {
 			return labctl.Job{}, storeErr(err)
 		}
+		if r, ok := d.ends.record(id); ok {
+			rec = r
+		}
 		if rec.State == store.Finished {
 			return labctl.Job{}, fmt.Errorf("%w: job %d already ended %s", labctl.ErrBusy, id, rec.Outcome)
 		}
@@ -253,11 +265,8 @@ func (d *Daemon) Cancel(ctx context.Context, id int64) (canceled labctl.Job, err
 		delete(d.jobs, id)
 		d.mu.Unlock()
 		j.cancel(cause)
-		err := d.finishQueued(j, cause)
+		d.finishQueued(j, cause)
 		close(j.done)
-		if err != nil {
-			return labctl.Job{}, err
-		}
 		d.log.Info("job canceled", "job", id, "by", caller)
 		return d.Job(ctx, id)
 	}
@@ -289,6 +298,9 @@ func (d *Daemon) JUnit(ctx context.Context, id int64) ([]byte, error) {
 	rec, err := d.store.Job(ctx, id)
 	if err != nil {
 		return nil, storeErr(err)
+	}
+	if r, ok := d.ends.record(id); ok {
+		rec = r
 	}
 	if rec.State != store.Finished {
 		return nil, fmt.Errorf("%w: job %d is %s: no JUnit report yet", labctl.ErrBusy, id, rec.State)

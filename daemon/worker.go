@@ -31,10 +31,7 @@ func (d *Daemon) runJob(ctx context.Context, dev *device, j *job) {
 		d.jobEnded(dev, j, nil)
 		return
 	}
-	started := d.now()
-	sctx, cancel := context.WithTimeout(wctx, storeTimeout)
-	err := d.store.ClaimJob(sctx, id, dev.name, started)
-	cancel()
+	started, err := d.claim(wctx, j, dev)
 	if err != nil {
 		d.log.Error("take job off the queue", "job", id, "device", dev.name, "err", err)
 		d.mu.Lock()
@@ -45,8 +42,13 @@ func (d *Daemon) runJob(ctx context.Context, dev *device, j *job) {
 			close(j.done)
 		} else {
 			// The store failed: the job stays queued there; keep it
-			// queued here until something else changes.
+			// queued here and try again a little later.
 			d.enqueueLocked(j)
+			time.AfterFunc(claimRetry, func() {
+				d.mu.Lock()
+				defer d.mu.Unlock()
+				d.scheduleLocked()
+			})
 		}
 		d.refreshLocked(dev, "")
 		d.mu.Unlock()
@@ -89,40 +91,70 @@ func (d *Daemon) runJob(ctx context.Context, dev *device, j *job) {
 	}
 }
 
-// finishRunning records how a running job ended.
+// claimRetry is how long a job waits in the queue after the store failed
+// to take it off the queue, before it is given a device again.
+const claimRetry = time.Second
+
+// claim takes a job off the queue in the store for dev and returns its
+// start. A claim that failed with an error after the store had committed
+// it (a timeout) makes the next claim find the job running already: if it
+// runs on dev, it is this daemon's own claim (one daemon per state
+// directory) of a job that has not started, and the job goes ahead.
+func (d *Daemon) claim(ctx context.Context, j *job, dev *device) (time.Time, error) {
+	started := d.now()
+	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	err := d.store.ClaimJob(sctx, j.rec.ID, dev.name, started)
+	if !errors.Is(err, store.ErrConflict) {
+		return started, err
+	}
+	rec, rerr := d.store.Job(sctx, j.rec.ID)
+	if rerr != nil || rec.State != store.Running {
+		return started, err
+	}
+	if rec.RunDevice == dev.name {
+		d.log.Warn("job was taken off the queue by an earlier try whose answer was lost", "job", j.rec.ID, "device", dev.name)
+		return rec.Started, nil
+	}
+	// Claimed for another device by a try whose answer was lost: the
+	// store says it runs there, so it must not run here; it ends, once.
+	reason := fmt.Sprintf("did not start: the store lost the answer when it was given to %s; submit it again", rec.RunDevice)
+	now := d.now()
+	d.mu.Lock()
+	j.rec.State, j.rec.RunDevice, j.rec.Started = store.Finished, rec.RunDevice, rec.Started
+	j.rec.Outcome, j.rec.Reason, j.rec.Finished = string(labctl.Incomplete), reason, now
+	final := j.rec
+	d.mu.Unlock()
+	d.recordEnd(final, store.Running, store.Finish{Outcome: string(labctl.Incomplete), Reason: reason, At: now})
+	return started, err
+}
+
+// finishRunning records how a running job ended (see recordEnd: a store
+// that cannot write does not lose it).
 func (d *Daemon) finishRunning(j *job, res *results.Job) {
 	body, err := resultJSON(res)
 	if err != nil {
 		d.log.Error("encode results", "job", j.rec.ID, "err", err)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
-	if err := d.store.FinishJob(sctx, j.rec.ID, store.Running, store.Finish{
-		Outcome: res.Outcome, Reason: res.Reason, At: res.Finished, Result: body,
-	}); err != nil {
-		d.log.Error("record the end of a job", "job", j.rec.ID, "err", err)
-	}
 	d.mu.Lock()
 	j.rec.State, j.rec.Outcome, j.rec.Reason, j.rec.Finished, j.rec.Result = store.Finished, res.Outcome, res.Reason, res.Finished, body
+	rec := j.rec
 	d.mu.Unlock()
+	d.recordEnd(rec, store.Running, store.Finish{Outcome: res.Outcome, Reason: res.Reason, At: res.Finished, Result: body})
 }
 
 // finishQueued records a job canceled before it started.
-func (d *Daemon) finishQueued(j *job, cause error) error {
+func (d *Daemon) finishQueued(j *job, cause error) {
 	now := d.now()
 	reason := "canceled"
 	if cause != nil && !errors.Is(cause, context.Canceled) {
 		reason += ": " + cause.Error()
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
-	defer cancel()
-	if err := d.store.FinishJob(sctx, j.rec.ID, store.Queued, store.Finish{Outcome: string(labctl.Canceled), Reason: reason, At: now}); err != nil {
-		return err
-	}
 	d.mu.Lock()
 	j.rec.State, j.rec.Outcome, j.rec.Reason, j.rec.Finished = store.Finished, string(labctl.Canceled), reason, now
+	rec := j.rec
 	d.mu.Unlock()
-	return nil
+	d.recordEnd(rec, store.Queued, store.Finish{Outcome: string(labctl.Canceled), Reason: reason, At: now})
 }
 
 // jobEnded frees the device (or starts its health check after an

@@ -47,6 +47,7 @@ type Config struct {
 	Server     Server      `toml:"server"`
 	Images     Images      `toml:"images"`
 	Health     LabHealth   `toml:"health"`
+	Retention  Retention   `toml:"retention"`
 	Jobs       JobDefaults `toml:"jobs"`
 }
 
@@ -92,6 +93,20 @@ type Images struct {
 // MaxDownload is the size limit of a downloaded image in bytes, 0 for
 // the default.
 func (im Images) MaxDownload() int64 { return im.MaxDownloadGiB << 30 }
+
+// Retention says which finished jobs the daemon removes (their database
+// rows and job directories), oldest first; queued and running jobs stay.
+// Both bounds apply; a zero one does not. Without either, jobs are kept
+// for ever.
+type Retention struct {
+	// MaxAge removes jobs that finished longer ago than this, e.g. "720h".
+	MaxAge time.Duration `toml:"max_age"`
+	// MaxJobs keeps this many finished jobs, the newest.
+	MaxJobs int `toml:"max_jobs"`
+}
+
+// On reports whether any bound is set.
+func (r Retention) On() bool { return r.MaxAge > 0 || r.MaxJobs > 0 }
 
 // BootServer configures labctl's TFTP and HTTP boot server.
 type BootServer struct {
@@ -352,6 +367,14 @@ func (l *Lab) validate(doc *tomlfile.Document) {
 	c.Images.check(doc)
 
 	checkListen(doc, "server.listen", c.Server.Listen)
+	if c.Retention.MaxAge < 0 {
+		doc.Problemf("retention.max_age", "%v is negative: how long finished jobs are kept, e.g. \"720h\"", c.Retention.MaxAge)
+	} else if c.Retention.MaxAge > 0 && c.Retention.MaxAge < time.Minute {
+		doc.Problemf("retention.max_age", "%v is shorter than a minute: a job would be gone before anyone reads it", c.Retention.MaxAge)
+	}
+	if c.Retention.MaxJobs < 0 {
+		doc.Problemf("retention.max_jobs", "%d is negative: how many finished jobs are kept, e.g. 10000", c.Retention.MaxJobs)
+	}
 	switch srv := &c.Server; {
 	case srv.TLS != "" && srv.TLS != SelfSignedTLS:
 		doc.Problemf("server.tls", "%q: the one value is %q (or give tls_cert and tls_key)", srv.TLS, SelfSignedTLS)

@@ -226,6 +226,16 @@ func TestLoadProblems(t *testing.T) {
 			},
 		},
 		{
+			name: "retention bounds",
+			change: func(f map[string]string) {
+				f["lab.toml"] += "[retention]\nmax_age = \"-1h\"\nmax_jobs = -5\n"
+			},
+			want: []string{
+				`lab.toml:10: retention.max_age: -1h0m0s is negative: how long finished jobs are kept, e.g. "720h"`,
+				"lab.toml:11: retention.max_jobs: -5 is negative: how many finished jobs are kept, e.g. 10000",
+			},
+		},
+		{
 			name: "bad MAC",
 			change: func(f map[string]string) {
 				f["devices/n1.toml"] = strings.Replace(f["devices/n1.toml"], "52:54:00:00:00:01", "52:54:00:00:01", 1)

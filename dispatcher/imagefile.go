@@ -21,6 +21,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/labctl/labctl/internal/statedir"
 	"github.com/labctl/labctl/jobs"
 )
 
@@ -99,7 +100,7 @@ func download(ctx context.Context, image, digest, cacheDir string, pol ImagePoli
 		note("deploy: image %s from the cache (%s)", image, dst)
 		return dst, -1, nil
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, statedir.DirMode); err != nil {
 		return "", 0, fmt.Errorf("image cache: %w", err)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, image, nil)

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/labctl/labctl/internal/statedir"
 	"github.com/labctl/labctl/sol"
 )
 
@@ -44,7 +45,7 @@ func NewLog(f io.WriteCloser, now func() time.Time, events func(string)) *Log {
 }
 
 func openJobLog(path string, max int64, now func() time.Time, events func(string)) (*Log, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, statedir.FileMode)
 	if err != nil {
 		return nil, fmt.Errorf("job log: %w", err)
 	}

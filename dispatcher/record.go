@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/labctl/labctl"
+	"github.com/labctl/labctl/internal/statedir"
 	"github.com/labctl/labctl/jobs"
 	"github.com/labctl/labctl/results"
 )
@@ -65,7 +66,7 @@ func EndRecord(res *results.Job, end End, at time.Time, dir string) error {
 	if dir == "" {
 		return nil
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, statedir.DirMode); err != nil {
 		return fmt.Errorf("write results: %w", err)
 	}
 	return res.WriteFiles(dir)

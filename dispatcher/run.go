@@ -13,6 +13,7 @@ import (
 
 	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/devices"
+	"github.com/labctl/labctl/internal/statedir"
 	"github.com/labctl/labctl/jobs"
 	"github.com/labctl/labctl/results"
 	"github.com/labctl/labctl/sol"
@@ -121,7 +122,7 @@ func newRunner(j Job) *runner {
 }
 
 func (r *runner) run(ctx context.Context) {
-	if err := os.MkdirAll(r.Dir, 0o755); err != nil {
+	if err := os.MkdirAll(r.Dir, statedir.DirMode); err != nil {
 		r.fail("setup", fmt.Errorf("job directory: %w", err))
 		r.finish(ctx)
 		return

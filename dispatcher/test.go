@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/labctl/labctl/internal/statedir"
 	"github.com/labctl/labctl/results"
 	"github.com/labctl/labctl/sol"
 )
@@ -92,7 +93,7 @@ func (r *runner) fetchArtifacts(ctx context.Context, sh *shell) {
 		return
 	}
 	dir := filepath.Join(r.Dir, "artifacts")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, statedir.DirMode); err != nil {
 		r.event("artifacts: %v", err)
 		return
 	}

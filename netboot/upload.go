@@ -15,6 +15,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/labctl/labctl/internal/statedir"
 )
 
 // Upload is a per-job URL where a node sends job artifacts back. The node
@@ -70,7 +72,7 @@ func (s *Server) AcceptUpload(dir string) (*Upload, error) {
 	if s.httpURL == "" {
 		return nil, fmt.Errorf("accept uploads into %s: the boot server has no HTTP", dir)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, statedir.DirMode); err != nil {
 		return nil, fmt.Errorf("accept uploads: %w", err)
 	}
 	r, err := os.OpenRoot(dir)
@@ -278,7 +280,7 @@ func (u *Upload) store(name string, r *http.Request, w http.ResponseWriter) (int
 		return 0, http.StatusConflict, fmt.Errorf("%s: already stored", name)
 	}
 	tmp := ".upload-" + rand.Text()
-	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, statedir.FileMode)
 	if err != nil {
 		return 0, http.StatusInternalServerError, fmt.Errorf("create %s: %w", name, err)
 	}

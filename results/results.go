@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/labctl/labctl/internal/statedir"
 )
 
 // Step results.
@@ -84,7 +86,7 @@ func (j *Job) WriteFiles(dir string) error {
 
 func writeFile(path string, write func(io.Writer) error) error {
 	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, statedir.FileMode)
 	if err != nil {
 		return fmt.Errorf("write results: %w", err)
 	}

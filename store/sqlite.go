@@ -8,12 +8,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
+
+	"github.com/labctl/labctl/internal/statedir"
 )
 
 // SQLite is the store in one SQLite database file.
@@ -85,8 +88,13 @@ PRAGMA user_version = 1;
 // OpenSQLite opens (creating if needed) the database at path, with its
 // directory.
 func OpenSQLite(path string) (*SQLite, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), statedir.DirMode); err != nil {
 		return nil, fmt.Errorf("open store %s: %w", path, err)
+	}
+	// A new database file gets the state directory's file mode; SQLite
+	// gives its -wal and -shm files the mode of the database file.
+	if f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, statedir.FileMode); err == nil {
+		f.Close()
 	}
 	dsn := "file:" + path +
 		"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=foreign_keys(1)"
@@ -98,10 +106,29 @@ func OpenSQLite(path string) (*SQLite, error) {
 	s := &SQLite{db: db, path: path, writes: make(chan *write), done: make(chan struct{})}
 	if err := s.migrate(); err != nil {
 		db.Close()
+		if werr := writable(path); werr != nil {
+			return nil, fmt.Errorf("open store %s: %w: the database cannot be written: %v", path, err, werr)
+		}
 		return nil, fmt.Errorf("open store %s: %w", path, err)
 	}
 	go s.writer()
 	return s, nil
+}
+
+// writable says why the database file, or its directory (where SQLite
+// keeps its -wal and -shm files), cannot be written; nil if both can.
+func writable(path string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	f, err = os.CreateTemp(filepath.Dir(path), ".write-probe-*")
+	if err != nil {
+		return err
+	}
+	f.Close()
+	return os.Remove(f.Name())
 }
 
 // writer commits waiting writes in batches until Close.
@@ -599,4 +626,57 @@ func (s *SQLite) Reservations(ctx context.Context) ([]Reservation, error) {
 		return nil, fmt.Errorf("list reservations: %w", err)
 	}
 	return out, nil
+}
+
+// CheckWrite commits a write of the database header's user_version (to
+// the value it has): it fails as any write would on a read-only database
+// or a full disk.
+func (s *SQLite) CheckWrite(ctx context.Context) error {
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.Exec(`PRAGMA user_version = 1`)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store %s cannot write: %w", s.path, err)
+	}
+	return nil
+}
+
+// DeleteFinishedJobs removes finished jobs that finished before before or
+// lie beyond the newest keep finished jobs, oldest first, at most limit,
+// in one transaction.
+func (s *SQLite) DeleteFinishedJobs(ctx context.Context, before time.Time, keep, limit int) ([]int64, error) {
+	if before.IsZero() && keep <= 0 {
+		return nil, nil
+	}
+	if limit <= 0 {
+		limit = -1 // no limit (in SQLite; PostgreSQL takes LIMIT ALL)
+	}
+	var ids []int64
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		ids = ids[:0]
+		rows, err := tx.Query(`DELETE FROM jobs WHERE id IN (
+				SELECT id FROM jobs WHERE state = $1 AND (
+					finished < $2 OR
+					($3 > 0 AND id NOT IN (SELECT id FROM jobs WHERE state = $1 ORDER BY id DESC LIMIT $3)))
+				ORDER BY id LIMIT $4)
+			RETURNING id`, Finished, nanos(before), keep, limit)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				return err
+			}
+			ids = append(ids, id)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("delete finished jobs: %w", err)
+	}
+	slices.Sort(ids)
+	return ids, nil
 }

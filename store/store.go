@@ -59,6 +59,16 @@ type Store interface {
 	AddAudit(ctx context.Context, e AuditEntry) (int64, error)
 	// Audit lists audit entries, oldest first.
 	Audit(ctx context.Context, f AuditFilter) ([]AuditEntry, error)
+	// CheckWrite commits a write that changes nothing the daemon reads:
+	// an error says the store cannot record anything now (a read-only
+	// database, a full disk).
+	CheckWrite(ctx context.Context) error
+	// DeleteFinishedJobs removes finished jobs, oldest first: those that
+	// finished before before (unless it is zero) and those beyond the
+	// newest keep finished jobs (unless keep is 0); at most limit of them
+	// (unless limit is 0). It returns the IDs it removed. Queued and
+	// running jobs are never removed.
+	DeleteFinishedJobs(ctx context.Context, before time.Time, keep, limit int) ([]int64, error)
 }
 
 // Reservation holds a device for one person until a time.

@@ -18,6 +18,7 @@ import (
 	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/console"
 	"github.com/labctl/labctl/devices"
+	"github.com/labctl/labctl/internal/statedir"
 	"github.com/labctl/labctl/lab"
 )
 
@@ -415,10 +416,10 @@ func attachDirect(ctx context.Context, opts consoleOptions, ao labctl.ConsoleOpt
 // STATE/devices/NODE/console.lock.
 func lockDirectConsole(stateDir, node string) (func(), error) {
 	dir := filepath.Join(stateDir, "devices", node)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, statedir.DirMode); err != nil {
 		return nil, fmt.Errorf("console --direct: state directory: %w", err)
 	}
-	labLock, err := os.OpenFile(filepath.Join(stateDir, "labctl.lock"), os.O_RDONLY|os.O_CREATE, 0o644)
+	labLock, err := os.OpenFile(filepath.Join(stateDir, "labctl.lock"), os.O_RDONLY|os.O_CREATE, statedir.FileMode)
 	if err != nil {
 		return nil, fmt.Errorf("console --direct: %w", err)
 	}
@@ -431,7 +432,7 @@ func lockDirectConsole(stateDir, node string) (func(), error) {
 		}
 		return nil, fmt.Errorf("console --direct: %s owns the lab in %s: attach through it (labctl console %s, without --direct)", holder, stateDir, node)
 	}
-	nodeLock, err := os.OpenFile(filepath.Join(dir, "console.lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	nodeLock, err := os.OpenFile(filepath.Join(dir, "console.lock"), os.O_RDWR|os.O_CREATE, statedir.FileMode)
 	if err != nil {
 		labLock.Close()
 		return nil, fmt.Errorf("console --direct: %w", err)

@@ -19,6 +19,7 @@ import (
 	"github.com/labctl/labctl/api"
 	"github.com/labctl/labctl/daemon"
 	"github.com/labctl/labctl/devices"
+	"github.com/labctl/labctl/internal/statedir"
 	"github.com/labctl/labctl/lab"
 	"github.com/labctl/labctl/store"
 )
@@ -43,7 +44,19 @@ states (idle, running, checking, offline, maintenance) and health checks
 State lives in the lab's state_dir: labctl.db (SQLite: jobs, device
 states), jobs/ID/ (job.log, results.json, junit.xml, artifacts),
 devices/NAME/health.log, cache/. One daemon per state_dir (a lock file
-says so). If the daemon dies mid-job, the next start ends that job
+says so). It is for the daemon's user and group only (directories 0750,
+files 0640; looser modes are tightened at start, and logged). The daemon
+does not start unless it can write to the database and to state_dir.
+If the store stops taking writes (a full disk), jobs that end keep their
+outcome in memory (the API shows them finished) and are recorded once
+the store writes again; meanwhile submits get 503 with the reason.
+
+Retention: finished jobs (database rows and job directories) are kept
+for ever unless the lab file says otherwise; the daemon removes them,
+oldest first, at start and hourly; never a queued or running job:
+  [retention]
+  max_age = "720h"     # finished longer ago than this
+  max_jobs = 10000     # beyond the newest 10000 finished jobs If the daemon dies mid-job, the next start ends that job
 incomplete ("daemon restarted"), powers its node off, sets its PXE
 entry to local and health-checks the device; queued jobs survive.
 SIGINT/SIGTERM stop it: running jobs are stopped and their nodes
@@ -234,11 +247,11 @@ func apiTokens(cfg *devices.Lab) ([]api.Token, error) {
 // one would end the first one's running jobs as crashed. The lock goes
 // with the process, also on kill -9.
 func lockStateDir(dir string) (unlock func(), err error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, statedir.DirMode); err != nil {
 		return nil, fmt.Errorf("state directory: %w", err)
 	}
 	path := filepath.Join(dir, "labctl.lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, statedir.FileMode)
 	if err != nil {
 		return nil, fmt.Errorf("state directory lock: %w", err)
 	}

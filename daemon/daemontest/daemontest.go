@@ -54,6 +54,17 @@ type Options struct {
 	// Settings, if set, changes the lab file's settings ([health],
 	// [jobs]) before the daemon starts.
 	Settings func(*devices.Config)
+	// StateDir is the lab's state directory; "" means a new temporary one.
+	StateDir string
+	// Retention is the lab's [retention]; RetentionEvery how often it
+	// runs (0: the daemon's default).
+	Retention      devices.Retention
+	RetentionEvery time.Duration
+	// WrapStore, if set, is what the daemon gets instead of the SQLite
+	// store (a wrapper that fails writes, for instance).
+	WrapStore func(store.Store) store.Store
+	// Quiet keeps no daemon log (long measurements); Log then returns "".
+	Quiet bool
 }
 
 // Lab is a running in-process lab.
@@ -81,10 +92,13 @@ type Lab struct {
 // simulated nodes is skipped if busybox is missing.
 func Start(t testing.TB, o Options) *Lab {
 	t.Helper()
-	state := t.TempDir()
+	state := o.StateDir
+	if state == "" {
+		state = t.TempDir()
+	}
 	l := &Lab{
 		t: t, opts: o,
-		Config: &devices.Lab{Config: devices.Config{Name: "test", StateDir: state}},
+		Config: &devices.Lab{Config: devices.Config{Name: "test", StateDir: state, Retention: o.Retention}},
 		Sims:   map[string]*dispatchertest.Node{},
 		Fakes:  map[string]*FakeNode{},
 		nodes:  map[string]*labctl.Node{},
@@ -151,7 +165,15 @@ func (l *Lab) StartAt(addr string) {
 		l.t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(l.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	d, err := daemon.New(context.Background(), daemon.Config{Lab: l.Config, Nodes: l, Store: s, Run: l.opts.Run, Log: log})
+	if l.opts.Quiet {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var ds store.Store = s
+	if l.opts.WrapStore != nil {
+		ds = l.opts.WrapStore(s)
+	}
+	d, err := daemon.New(context.Background(), daemon.Config{Lab: l.Config, Nodes: l, Store: ds, Run: l.opts.Run, Log: log,
+		RetentionEvery: l.opts.RetentionEvery})
 	if err != nil {
 		s.Close()
 		l.t.Fatal(err)
@@ -196,6 +218,9 @@ func (l *Lab) StartAt(addr string) {
 		s.Close()
 	}
 }
+
+// Log returns what the daemon has logged so far.
+func (l *Lab) Log() string { return l.log.String() }
 
 // Shutdown stops the daemon (idempotent).
 func (l *Lab) Shutdown() {

@@ -38,6 +38,8 @@ func Run(t *testing.T, newDB Opener) {
 		{"Attempts", testAttempts},
 		{"Reservations", testReservations},
 		{"Audit", testAudit},
+		{"CheckWrite", testCheckWrite},
+		{"DeleteFinished", testDeleteFinished},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newDB(t)) })
@@ -441,5 +443,76 @@ func testReservations(t *testing.T, open func() (store.Store, error)) {
 	}
 	if got, err := s.Reservations(ctx); err != nil || len(got) != 1 || got[0].Device != "node2" {
 		t.Errorf("after DeleteReservation: %+v, %v", got, err)
+	}
+}
+
+func testCheckWrite(t *testing.T, open func() (store.Store, error)) {
+	s := mustOpen(t, open)
+	if err := s.CheckWrite(context.Background()); err != nil {
+		t.Errorf("CheckWrite on a writable store = %v", err)
+	}
+	a := create(t, s, sample("a"))
+	if err := s.CheckWrite(context.Background()); err != nil {
+		t.Errorf("CheckWrite = %v", err)
+	}
+	if got := get(t, s, a.ID); got.State != store.Queued {
+		t.Errorf("CheckWrite changed a job: %+v", got)
+	}
+}
+
+// Finished jobs go oldest first, by age and beyond a count; queued and
+// running jobs stay, however old.
+func testDeleteFinished(t *testing.T, open func() (store.Store, error)) {
+	s := mustOpen(t, open)
+	ctx := context.Background()
+	if removed, err := s.DeleteFinishedJobs(ctx, at, 0, 0); err != nil || len(removed) != 0 {
+		t.Errorf("DeleteFinishedJobs on an empty store = %v, %v", removed, err)
+	}
+	// Jobs 0-5 finish an hour apart from at; 6 runs, 7 is queued.
+	var all []int64
+	for i := range 8 {
+		j := create(t, s, sample(fmt.Sprintf("j%d", i)))
+		all = append(all, j.ID)
+		if i == 7 {
+			continue
+		}
+		if err := s.ClaimJob(ctx, j.ID, "node1", at); err != nil {
+			t.Fatal(err)
+		}
+		if i == 6 {
+			continue
+		}
+		if err := s.FinishJob(ctx, j.ID, store.Running, store.Finish{Outcome: "complete", At: at.Add(time.Duration(i) * time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if removed, err := s.DeleteFinishedJobs(ctx, time.Time{}, 0, 0); err != nil || len(removed) != 0 {
+		t.Errorf("DeleteFinishedJobs with no bound = %v, %v; want nothing removed", removed, err)
+	}
+	// Before at+2h30m: jobs 0, 1, 2, at most 2 at a time.
+	removed, err := s.DeleteFinishedJobs(ctx, at.Add(150*time.Minute), 0, 2)
+	if err != nil || !slices.Equal(removed, all[:2]) {
+		t.Errorf("DeleteFinishedJobs(age, limit 2) = %v, %v; want %v", removed, err, all[:2])
+	}
+	removed, err = s.DeleteFinishedJobs(ctx, at.Add(150*time.Minute), 0, 2)
+	if err != nil || !slices.Equal(removed, all[2:3]) {
+		t.Errorf("DeleteFinishedJobs(age) again = %v, %v; want %v", removed, err, all[2:3])
+	}
+	// Keep the newest 2 finished: job 3 goes, 4 and 5 stay.
+	removed, err = s.DeleteFinishedJobs(ctx, time.Time{}, 2, 0)
+	if err != nil || !slices.Equal(removed, all[3:4]) {
+		t.Errorf("DeleteFinishedJobs(keep 2) = %v, %v; want %v", removed, err, all[3:4])
+	}
+	// Everything finished, at any age: the running and the queued job stay.
+	removed, err = s.DeleteFinishedJobs(ctx, at.Add(1000*time.Hour), 0, 0)
+	if err != nil || !slices.Equal(removed, all[4:6]) {
+		t.Errorf("DeleteFinishedJobs(all) = %v, %v; want %v", removed, err, all[4:6])
+	}
+	left, err := s.Jobs(ctx, store.JobFilter{})
+	if err != nil || !slices.Equal(ids(left), all[6:]) {
+		t.Errorf("left = %v, %v; want the running and the queued job %v", ids(left), err, all[6:])
+	}
+	if _, err := s.Job(ctx, all[0]); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Job(removed) = %v, want ErrNotFound", err)
 	}
 }
