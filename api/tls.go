@@ -18,6 +18,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/labctl/labctl/internal/statedir"
 )
 
 // Fingerprint is how a certificate is named for pinning: "sha256:" and the
@@ -94,7 +96,7 @@ func writeSelfSigned(dir, certFile, keyFile string, hosts []string) error {
 	if err := writeAtomic(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
 		return err
 	}
-	return writeAtomic(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	return writeAtomic(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), statedir.FileMode)
 }
 
 func writeAtomic(path string, data []byte, mode os.FileMode) error {

@@ -62,7 +62,8 @@ func TestRetentionKeepsNewestFinished(t *testing.T) {
 	jobDir := func(id int64) string { return filepath.Join(state, "jobs", strconv.FormatInt(id, 10)) }
 	waitFor(t, "retention to remove the oldest finished jobs", func() bool {
 		_, err := l.Store.Job(context.Background(), done[4])
-		return err != nil
+		_, serr := os.Stat(jobDir(done[4])) // the rows go first, then the directories
+		return err != nil && serr != nil
 	})
 	for i, id := range done {
 		_, err := l.Store.Job(context.Background(), id)

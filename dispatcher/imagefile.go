@@ -304,8 +304,8 @@ func rawSize(f *os.File, comp Compression, digest, cacheDir string, verified boo
 
 // writeSize records an image size in the cache, best effort.
 func writeSize(file string, n int64) {
-	if err := os.MkdirAll(filepath.Dir(file), 0o755); err == nil {
-		os.WriteFile(file, []byte(strconv.FormatInt(n, 10)+"\n"), 0o644)
+	if err := os.MkdirAll(filepath.Dir(file), statedir.DirMode); err == nil {
+		os.WriteFile(file, []byte(strconv.FormatInt(n, 10)+"\n"), statedir.FileMode)
 	}
 }
 
