@@ -39,6 +39,8 @@ const (
 	AuditOnline       = "online"
 	AuditHealth       = "health"        // a health check on demand
 	AuditConsoleWrite = "console-write" // took write on a console (Detail: from whom, if forced)
+	AuditReserve      = "reserve"       // reserved or renewed a device (Detail: for how long, why)
+	AuditRelease      = "release"       // ended a device's reservation
 )
 
 // Audit results.

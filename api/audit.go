@@ -24,6 +24,8 @@ var auditedRoutes = map[string]string{
 	"POST /api/v1/devices/{name}/power":         labctl.AuditPower,
 	"POST /api/v1/devices/{name}/bootdev":       labctl.AuditBootdev,
 	"GET /api/v1/devices/{name}/console/attach": labctl.AuditConsoleWrite,
+	"POST /api/v1/devices/{name}/reserve":       labctl.AuditReserve,
+	"POST /api/v1/devices/{name}/release":       labctl.AuditRelease,
 }
 
 // refused records in the service's audit trail (if it keeps one) that

@@ -23,7 +23,10 @@ const MaxReservation = 7 * 24 * time.Hour
 
 // Reserve holds a device for the caller, or renews the caller's hold, for
 // req.For from now (labctl.Service).
-func (d *Daemon) Reserve(ctx context.Context, name string, req labctl.ReserveRequest) (labctl.Device, error) {
+func (d *Daemon) Reserve(ctx context.Context, name string, req labctl.ReserveRequest) (_ labctl.Device, err error) {
+	defer func() {
+		d.audit(ctx, labctl.AuditEntry{Action: labctl.AuditReserve, Device: name, Detail: fmt.Sprintf("for %s: %s", req.For, req.Reason)}, err)
+	}()
 	dev, err := d.device(name)
 	if err != nil {
 		return labctl.Device{}, err
@@ -78,7 +81,8 @@ func (d *Daemon) Reserve(ctx context.Context, name string, req labctl.ReserveReq
 
 // Release ends a device's reservation; its owner or an operator may
 // (labctl.Service).
-func (d *Daemon) Release(ctx context.Context, name string) (labctl.Device, error) {
+func (d *Daemon) Release(ctx context.Context, name string) (_ labctl.Device, err error) {
+	defer func() { d.audit(ctx, labctl.AuditEntry{Action: labctl.AuditRelease, Device: name}, err) }()
 	dev, err := d.device(name)
 	if err != nil {
 		return labctl.Device{}, err
