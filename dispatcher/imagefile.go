@@ -19,7 +19,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/labctl/labctl/internal/statedir"
 	"github.com/labctl/labctl/jobs"
@@ -281,8 +280,8 @@ func rawSize(f *os.File, comp Compression, digest, cacheDir string, verified boo
 	var cached string
 	if cacheDir != "" {
 		key := digest
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok && !verified {
-			key = fmt.Sprintf("%s-%d-%d-%d-%d", digest, st.Dev, st.Ino, fi.Size(), fi.ModTime().UnixNano())
+		if dev, ino, ok := fileID(fi); ok && !verified {
+			key = fmt.Sprintf("%s-%d-%d-%d-%d", digest, dev, ino, fi.Size(), fi.ModTime().UnixNano())
 		}
 		cached = filepath.Join(cacheDir, "sizes", key)
 		if b, err := os.ReadFile(cached); err == nil {

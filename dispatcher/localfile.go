@@ -1,12 +1,10 @@
 package dispatcher
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
-	"syscall"
 
 	"github.com/labctl/labctl/jobs"
 )
@@ -54,9 +52,12 @@ func ResolveFiles(spec *jobs.Job) {
 // people who may not read them themselves, so it only takes files anybody
 // may read, never one such as /etc/shadow.
 func OpenLocal(key, path string, public bool) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		return nil, fmt.Errorf("%s: %s is a symbolic link (it is opened without following links: name the file itself)", key, path)
+	}
+	f, err := os.OpenFile(path, openLocalFlags, 0)
 	if err != nil {
-		if errors.Is(err, syscall.ELOOP) {
+		if isSymlinkRefusal(err) {
 			return nil, fmt.Errorf("%s: %s is a symbolic link (it is opened without following links: name the file itself)", key, path)
 		}
 		return nil, fmt.Errorf("%s: cannot read it: %w (local images are read on the host that runs labctl: use a path it can read, or an http(s) URL)", key, err)

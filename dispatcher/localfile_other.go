@@ -1,0 +1,14 @@
+//go:build !unix
+
+package dispatcher
+
+import "os"
+
+// openLocalFlags: this system cannot refuse a link when opening; OpenLocal
+// checks the name with Lstat first.
+const openLocalFlags = os.O_RDONLY
+
+func isSymlinkRefusal(error) bool { return false }
+
+// fileID: this system has no device and inode numbers in FileInfo.
+func fileID(os.FileInfo) (dev, ino uint64, ok bool) { return 0, 0, false }
