@@ -64,8 +64,17 @@ vet: ## go vet and gofmt
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
+# Fuzzing: every fuzz target (found by scripts/fuzz.sh) for FUZZTIME each.
+# Their corpora are committed under each package's testdata/fuzz, which
+# plain `go test` replays.
+FUZZTIME ?= 3s
+
+.PHONY: fuzz
+fuzz: ## run every fuzz target for FUZZTIME each (default 3s)
+	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
+
 .PHONY: test
-test: deps build vet cross $(TEST_PREREQS) ## the whole test suite: unit tests, simulated-lab tests (needs root)
+test: deps build vet cross fuzz $(TEST_PREREQS) ## the whole test suite: fuzzing, unit tests, simulated-lab tests (needs root)
 	LABCTL_REQUIRE_SIMLAB=1 LABCTL_BIN=$(CURDIR)/bin/labctl $(GO) test $(GOFLAGS_TEST) ./...
 
 DEMO_LAB := $(BUILD)/demo

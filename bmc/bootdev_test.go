@@ -149,14 +149,31 @@ func TestParseBootFlags(t *testing.T) {
 }
 
 // FuzzParseBootFlags: boot flags come from the BMC; no input may panic or
-// give a device outside the enum.
+// give a device outside the enum, flags not marked valid mean nothing, and
+// valid ones give their EFI and persistent bits and PXE exactly for the
+// PXE selector.
 func FuzzParseBootFlags(f *testing.F) {
 	f.Add([]byte{0x80, 0x04, 0, 0, 0})
+	f.Add([]byte{0xe0, 0x08, 0, 0, 0})
+	f.Add([]byte{0x60, 0x04, 0, 0, 0})
+	f.Add([]byte{0xa0, 0x3c})
 	f.Add([]byte{0xff})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		dev, _ := parseBootFlags(data)
+		dev, opt := parseBootFlags(data)
 		if dev < BootNone || dev > BootOther {
 			t.Fatalf("device %d", dev)
+		}
+		if len(data) < 2 || data[0]&bootFlagValid == 0 {
+			if dev != BootNone || opt != (BootOptions{}) {
+				t.Fatalf("flags % x not valid, read as %s %+v", data, dev, opt)
+			}
+			return
+		}
+		if opt.EFI != (data[0]&bootFlagEFI != 0) || opt.Persistent != (data[0]&bootFlagPersistent != 0) {
+			t.Fatalf("flags % x read as %+v", data, opt)
+		}
+		if pxe := types.BootDeviceSelector((data[1]>>2)&0x0f) == types.BootDeviceSelectorForcePXE; pxe != (dev == BootPXE) {
+			t.Fatalf("flags % x read as %s", data, dev)
 		}
 	})
 }

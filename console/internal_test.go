@@ -305,6 +305,9 @@ func FuzzIpmitoolQuoting(f *testing.F) {
 		s := &brokerStream{ReadWriteCloser: rec, escape: esc, lineStart: true}
 		s.Write(a)
 		s.Write(b)
+		s.mu.Lock()
+		s.flushHeld() // a terminal report typed last waits for the next typing
+		s.mu.Unlock()
 		m := &ipmitool{esc: esc, lastWasCR: true}
 		m.input(rec.Bytes())
 		want := append(append([]byte{}, a...), b...)
