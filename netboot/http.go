@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -77,16 +78,22 @@ const unsatisfiableRange = "9223372036854775807-"
 // unsatisfiable, as RFC 9110 has them: http.ServeContent would answer one
 // with 206 and no bytes. A request whose ranges are all such gets 416
 // (with the size in Content-Range); others in the same header are served.
+// A range is read as net/http reads it (white space trimmed, the number
+// parsed with strconv, so "- 0" and "-+0" are zero too).
 func fixEmptySuffixRanges(h http.Header) {
 	v := h.Get("Range")
-	if !strings.HasPrefix(v, "bytes=") || !strings.Contains(v, "-0") {
+	if !strings.HasPrefix(v, "bytes=") {
 		return
 	}
 	parts := strings.Split(v[len("bytes="):], ",")
 	changed := false
 	for i, p := range parts {
-		p = strings.TrimSpace(p)
-		if len(p) > 1 && p[0] == '-' && strings.Trim(p[1:], "0") == "" {
+		start, end, ok := strings.Cut(strings.Trim(p, " \t\r\n"), "-")
+		if !ok || strings.Trim(start, " \t\r\n") != "" {
+			continue
+		}
+		end = strings.Trim(end, " \t\r\n")
+		if n, err := strconv.ParseInt(end, 10, 64); err == nil && n == 0 && end != "" && end[0] != '-' {
 			parts[i], changed = unsatisfiableRange, true
 		}
 	}

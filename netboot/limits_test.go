@@ -178,7 +178,7 @@ func TestHTTPEmptySuffixRange(t *testing.T) {
 	}
 	im := publishFile(t, ts, path)
 	for url, size := range map[string]int{ts.HTTPURL() + "/master/initrd.gz": len(ts.root.initrd), im.URL(): len(data)} {
-		for _, rng := range []string{"bytes=-0", "bytes=-000", "bytes= -0 , -0"} {
+		for _, rng := range []string{"bytes=-0", "bytes=-000", "bytes= -0 , -0", "bytes=- 0", "bytes=-\t0", "bytes=-+0"} {
 			req, _ := http.NewRequest(http.MethodGet, url, nil)
 			req.Header.Set("Range", rng)
 			resp, err := http.DefaultClient.Do(req)
