@@ -28,6 +28,24 @@ func (d *Daemon) Follow(ctx context.Context, id int64, opts labctl.FollowOptions
 	offset := opts.Offset
 	var last labctl.JobProgress
 	sentProgress := false
+	// Every phase the job enters reaches the follower, also one that began
+	// and ended between two looks (a quick finalize).
+	var seen *job
+	phasesSent := 0
+	sendPhases := func(j *job) error {
+		for _, ph := range j.phasesSince(phasesSent) {
+			phasesSent++
+			if ph == last.Phase && sentProgress {
+				continue
+			}
+			p := labctl.JobProgress{Phase: ph}
+			if err := send(labctl.Event{Progress: &p}); err != nil {
+				return err
+			}
+			last, sentProgress = p, true
+		}
+		return nil
+	}
 	tick := time.NewTicker(followTick)
 	defer tick.Stop()
 	heartbeat := time.NewTicker(followHeartbeat)
@@ -38,14 +56,23 @@ func (d *Daemon) Follow(ctx context.Context, id int64, opts labctl.FollowOptions
 		j := d.jobs[id]
 		d.mu.Unlock()
 		if j == nil {
+			if seen != nil {
+				if err := sendPhases(seen); err != nil {
+					return err
+				}
+			}
 			return d.followEnd(ctx, id, path, offset, opts, send)
 		}
+		seen = j
 		p, news := j.progress()
 		if !opts.NoLog {
 			var err error
 			if offset, err = sendLog(path, offset, false, send); err != nil {
 				return err
 			}
+		}
+		if err := sendPhases(j); err != nil {
+			return err
 		}
 		if p.Phase != "" && (!sentProgress || beat || !sameProgress(p, last)) {
 			if err := send(labctl.Event{Progress: &p}); err != nil {

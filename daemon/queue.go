@@ -34,6 +34,7 @@ type job struct {
 
 	pmu      sync.Mutex
 	phase    string
+	phases   []string // every phase entered, in order: followers see each
 	transfer *labctl.Transfer
 	news     chan struct{} // closed and replaced when something happens
 }
@@ -53,6 +54,7 @@ func (j *job) Phase(name string) {
 	j.pmu.Lock()
 	defer j.pmu.Unlock()
 	j.phase, j.transfer = name, nil
+	j.phases = append(j.phases, name)
 	j.notifyLocked()
 }
 
@@ -74,6 +76,16 @@ func (j *job) event(string) {
 func (j *job) notifyLocked() {
 	close(j.news)
 	j.news = make(chan struct{})
+}
+
+// phasesSince returns the phases the job entered after the first n.
+func (j *job) phasesSince(n int) []string {
+	j.pmu.Lock()
+	defer j.pmu.Unlock()
+	if n >= len(j.phases) {
+		return nil
+	}
+	return slices.Clone(j.phases[n:])
 }
 
 // progress returns the job's phase and transfer, and a channel closed on

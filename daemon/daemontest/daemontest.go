@@ -8,6 +8,7 @@
 package daemontest
 
 import (
+	"cmp"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -40,6 +41,10 @@ const Token = "daemontest-token-ci"
 
 // Options say what lab to start.
 type Options struct {
+	// PowerTimeout is the fake nodes' power timeout, which also bounds a
+	// health check's wait for the console; 0 means 2 s (a silent fake BMC
+	// fails fast). Hundreds of fake nodes on a busy machine need more.
+	PowerTimeout time.Duration
 	// Nodes is how many devices: node1, node2, ... of device type "sim",
 	// each with the tag "x86" (and those in Tags).
 	Nodes int
@@ -117,7 +122,7 @@ func Start(t testing.TB, o Options) *Lab {
 			f := &FakeNode{Name: name}
 			l.Fakes[name] = f
 			dev.Settings = devices.DefaultSettings()
-			dev.Settings.Timeouts.Power = 2 * time.Second
+			dev.Settings.Timeouts.Power = cmp.Or(o.PowerTimeout, 2*time.Second)
 			l.nodes[name] = &labctl.Node{Power: f, Console: f, Netboot: f}
 		} else {
 			n, err := dispatchertest.NewNode(name, t.TempDir())
