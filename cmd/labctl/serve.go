@@ -136,11 +136,27 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 	if err != nil {
 		return err
 	}
+	// A shared database is opened first, so that a wrong URL or an
+	// unreachable server stops the daemon before it writes anything; the
+	// SQLite file is opened under the state directory's lock.
+	var st store.Store
+	if cfg.Store.URL != "" {
+		if st, err = openStore(ctx, cfg); err != nil {
+			return err
+		}
+		defer st.Close()
+	}
 	unlock, err := lockStateDir(cfg.StateDir)
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	if st == nil {
+		if st, err = openStore(ctx, cfg); err != nil {
+			return err
+		}
+		defer st.Close()
+	}
 
 	boot, err := newBootServer(cfg, log)
 	if err != nil {
@@ -152,12 +168,6 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 		boot.Close()
 		return err
 	}
-	st, err := store.OpenSQLite(filepath.Join(cfg.StateDir, "labctl.db"))
-	if err != nil {
-		boot.Close()
-		return err
-	}
-	defer st.Close()
 	d, err := daemon.New(ctx, daemon.Config{Lab: cfg, Nodes: l, Store: st, Log: log})
 	if err != nil {
 		boot.Close()
