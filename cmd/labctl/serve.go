@@ -42,7 +42,7 @@ states (idle, running, checking, offline, maintenance) and health checks
 (at start-up, after every incomplete job, on demand).
 
 State lives in the lab's state_dir: labctl.db (SQLite: jobs, device
-states), jobs/ID/ (job.log, results.json, junit.xml, artifacts),
+states; or a PostgreSQL database: [store] url, below), jobs/ID/ (job.log, results.json, junit.xml, artifacts),
 devices/NAME/health.log, cache/. One daemon per state_dir (a lock file
 says so). It is for the daemon's user and group only (directories 0750,
 files 0640; looser modes are tightened at start, and logged). The daemon
@@ -80,6 +80,13 @@ A lab that heals itself (lab file settings):
 Reservations (labctl reserve NODE --for 2h) hold a device for a person:
 no one else's jobs run on it until it expires or is released; they
 survive restarts.
+
+A PostgreSQL store instead of labctl.db (labctl store copy moves one):
+  [store]
+  url = "postgres://labctl@db:5432/labctl?sslmode=verify-full"
+  password_file = "pg.password"   # or password_env; never in the URL
+The daemon does not start if it cannot reach it, or if a newer labctl
+has migrated it.
 
 Tokens and roles: each [[server.tokens]] has a name (the submitter of its
 jobs, the viewer on a console), a token_file or token_env, and a role:

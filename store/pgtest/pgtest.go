@@ -5,8 +5,10 @@
 //
 // The server refuses to run as root, so when the tests run as root it
 // runs as the postgres user (which the package creates); otherwise as the
-// tests' own user. It dies with the test binary (a parent-death signal),
-// also when a test panics.
+// tests' own user. The server is the postgres program run as the test
+// binary's child (rather than daemonised by pg_ctl) so that it dies with
+// the binary (a parent-death signal), also when a test panics; Main stops
+// it otherwise.
 //
 // A package using it calls Main from its TestMain:
 //
@@ -134,7 +136,12 @@ func Start() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "labctl-pgtest-")
+	parent := os.TempDir()
+	if os.Geteuid() == 0 && !othersCanEnter(parent) {
+		parent = "/tmp" // the postgres user must reach its directory
+	}
+	removeStale(parent)
+	dir, err := os.MkdirTemp(parent, "labctl-pgtest-")
 	if err != nil {
 		return nil, err
 	}
@@ -165,6 +172,41 @@ func Start() (*Server, error) {
 		if try == 2 {
 			os.RemoveAll(dir)
 			return nil, err
+		}
+	}
+}
+
+// othersCanEnter reports whether every user may pass through dir and
+// each directory above it.
+func othersCanEnter(dir string) bool {
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil || fi.Mode().Perm()&0o001 == 0 {
+			return false
+		}
+		if d == filepath.Dir(d) {
+			return true
+		}
+	}
+}
+
+// removeStale removes the directories of servers whose test binary died
+// without stopping them (a panic: the server died with it): those whose
+// server's pid file names no process, and those without one (initdb
+// never finished) once they are an hour old.
+func removeStale(parent string) {
+	dirs, _ := filepath.Glob(filepath.Join(parent, "labctl-pgtest-*"))
+	for _, dir := range dirs {
+		b, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid"))
+		if err != nil {
+			if fi, err := os.Stat(dir); err == nil && time.Since(fi.ModTime()) > time.Hour {
+				os.RemoveAll(dir)
+			}
+			continue
+		}
+		line, _, _ := strings.Cut(string(b), "\n")
+		if pid, err := strconv.Atoi(strings.TrimSpace(line)); err == nil && syscall.Kill(pid, 0) == syscall.ESRCH {
+			os.RemoveAll(dir)
 		}
 	}
 }
