@@ -9,7 +9,8 @@ BUILD   ?= build
 GOFLAGS_TEST ?= -race -count=1 -timeout 45m
 
 # Debian packages the project needs; fragments add theirs with +=.
-DEB_PACKAGES := ca-certificates tmux
+# postgresql: the store's tests start their own server (store/pgtest).
+DEB_PACKAGES := ca-certificates tmux postgresql
 
 -include simlab/simlab.mk
 -include bench/bench.mk

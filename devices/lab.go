@@ -17,6 +17,7 @@ package devices
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -49,6 +50,59 @@ type Config struct {
 	Health     LabHealth   `toml:"health"`
 	Retention  Retention   `toml:"retention"`
 	Jobs       JobDefaults `toml:"jobs"`
+	Store      Store       `toml:"store"`
+}
+
+// Store says where the daemon keeps its jobs and device states: without
+// a URL, an SQLite database in the state directory; with one, a
+// PostgreSQL database that several hosts' daemons may share.
+type Store struct {
+	// URL is postgres://user@host:port/database?sslmode=..., without a
+	// password: that comes from PasswordFile (relative to the lab file;
+	// made absolute when loaded) or PasswordEnv, or else from
+	// PostgreSQL's own PGPASSWORD or ~/.pgpass.
+	URL          string `toml:"url"`
+	PasswordFile string `toml:"password_file"`
+	PasswordEnv  string `toml:"password_env"`
+}
+
+// Password reads the store's password; an empty Secret when none is
+// configured.
+func (s Store) Password() (Secret, error) {
+	if s.PasswordFile == "" && s.PasswordEnv == "" {
+		return Secret{}, nil
+	}
+	sec, err := readSecret(s.PasswordFile, s.PasswordEnv)
+	if err != nil {
+		return Secret{}, fmt.Errorf("store password: %w", err)
+	}
+	return sec, nil
+}
+
+// CheckStoreURL says what is wrong with a store URL: one that does not
+// parse, is not postgres:// or postgresql://, has no host, or holds a
+// password (which would show in messages and process listings). Its
+// messages never repeat a password.
+func CheckStoreURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err // without the URL, which may hold a password
+		}
+		return fmt.Errorf("does not parse as a URL (postgres://user@host:port/database?sslmode=...): %v", err)
+	}
+	_, hasPassword := u.User.Password()
+	hasPassword = hasPassword || u.Query().Has("password")
+	switch {
+	case u.Scheme != "postgres" && u.Scheme != "postgresql":
+		return fmt.Errorf("the scheme is %q: give a postgres:// URL (postgres://user@host:port/database?sslmode=...)", u.Scheme)
+	case hasPassword:
+		return fmt.Errorf("the URL holds a password: remove it and give password_file or password_env")
+	case u.Host == "":
+		return fmt.Errorf("%s has no host: postgres://user@host:port/database?sslmode=...", u.Redacted())
+	}
+	return nil
 }
 
 // LabHealth says when the daemon checks devices by itself.
@@ -400,6 +454,7 @@ func (l *Lab) validate(doc *tomlfile.Document) {
 	if c.Jobs.QueueTimeout < 0 {
 		doc.Problemf("jobs.queue_timeout", "must not be negative (0 or absent: jobs wait as long as it takes)")
 	}
+	c.Store.check(doc, dir)
 	for i := range c.Server.Tokens {
 		t := &c.Server.Tokens[i]
 		key := fmt.Sprintf("server.tokens[%d]", i)
@@ -423,6 +478,27 @@ func (l *Lab) validate(doc *tomlfile.Document) {
 		case !validEnvName(t.TokenEnv):
 			doc.Problemf(key+".token_env", "%q is not an environment variable name", t.TokenEnv)
 		}
+	}
+}
+
+func (st *Store) check(doc *tomlfile.Document, dir string) {
+	if st.URL == "" {
+		if st.PasswordFile != "" || st.PasswordEnv != "" {
+			doc.Problemf("store.url", "required with a store password: the PostgreSQL database, postgres://user@host:port/database")
+		}
+		return
+	}
+	if err := CheckStoreURL(st.URL); err != nil {
+		doc.Problemf("store.url", "%v", err)
+	}
+	switch {
+	case st.PasswordFile != "" && st.PasswordEnv != "":
+		doc.Problemf("store.password_env", "give either password_file or password_env, not both")
+	case st.PasswordFile != "":
+		st.PasswordFile = resolve(dir, st.PasswordFile)
+		checkSecretFile(doc, "store.password_file", st.PasswordFile)
+	case st.PasswordEnv != "" && !validEnvName(st.PasswordEnv):
+		doc.Problemf("store.password_env", "%q is not an environment variable name", st.PasswordEnv)
 	}
 }
 

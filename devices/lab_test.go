@@ -187,6 +187,40 @@ func TestLoadProblems(t *testing.T) {
 			},
 		},
 		{
+			name: "store URL with a password",
+			change: func(f map[string]string) {
+				f["lab.toml"] += "[store]\nurl = \"postgres://labctl:hunter2@db:5432/labctl\"\npassword_env = \"PG PW\"\n"
+			},
+			want: []string{
+				"lab.toml:10: store.url: the URL holds a password: remove it and give password_file or password_env",
+				`lab.toml:11: store.password_env: "PG PW" is not an environment variable name`,
+			},
+		},
+		{
+			name: "store URL that does not parse",
+			change: func(f map[string]string) {
+				f["lab.toml"] += "[store]\nurl = \"postgres://labctl@db:54x2/labctl\"\npassword_file = \"none\"\n"
+			},
+			want: []string{
+				`lab.toml:10: store.url: does not parse as a URL (postgres://user@host:port/database?sslmode=...): invalid port ":54x2" after host`,
+				"lab.toml:11: store.password_file: stat DIR/none: no such file or directory",
+			},
+		},
+		{
+			name: "store URL of another database",
+			change: func(f map[string]string) {
+				f["lab.toml"] += "[store]\nurl = \"mysql://labctl@db/labctl\"\n"
+			},
+			want: []string{`lab.toml:10: store.url: the scheme is "mysql": give a postgres:// URL (postgres://user@host:port/database?sslmode=...)`},
+		},
+		{
+			name: "store password without URL",
+			change: func(f map[string]string) {
+				f["lab.toml"] += "[store]\npassword_env = \"PGPW\"\n"
+			},
+			want: []string{"lab.toml:9: store.url: required with a store password: the PostgreSQL database, postgres://user@host:port/database"},
+		},
+		{
 			name: "wrong type",
 			change: func(f map[string]string) {
 				f["devices/n1.toml"] = strings.Replace(f["devices/n1.toml"], "port = 16230", `port = "16230"`, 1)
@@ -512,5 +546,26 @@ func TestLoadImages(t *testing.T) {
 	}
 	if lab.Images.MaxDownload() != 2<<30 {
 		t.Errorf("MaxDownload = %d", lab.Images.MaxDownload())
+	}
+}
+
+func TestLoadStore(t *testing.T) {
+	files := fixture()
+	files["lab.toml"] += "[store]\nurl = \"postgresql://labctl@db.example:5432/labctl?sslmode=verify-full\"\npassword_file = \"pg.password\"\n"
+	files["pg.password"] = "pg-s3cret\n"
+	dir := writeLab(t, files)
+	lab, err := Load(filepath.Join(dir, "lab.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lab.Store.URL != "postgresql://labctl@db.example:5432/labctl?sslmode=verify-full" || lab.Store.PasswordFile != filepath.Join(dir, "pg.password") {
+		t.Errorf("Store = %+v", lab.Store)
+	}
+	pw, err := lab.Store.Password()
+	if err != nil || pw.Reveal() != "pg-s3cret" {
+		t.Errorf("Password = %v, %v", pw, err)
+	}
+	if pw, err := (Store{URL: "postgres://x@y/z"}).Password(); err != nil || pw.Reveal() != "" {
+		t.Errorf("Password without file or env = %q, %v; want none", pw.Reveal(), err)
 	}
 }

@@ -35,32 +35,9 @@ type AuditFilter struct {
 	Limit  int       // if positive, the newest Limit entries
 }
 
-// auditSchema is the audit trail's table, created with the database and
-// in a database made before it (it only adds a table). Audit rows are
-// removed by no code: retention of the trail is for the lab's owner to
-// decide (an archive job, or a policy of the daemon's own retention).
-const auditSchema = `
-CREATE TABLE IF NOT EXISTS audit (
-	id      INTEGER PRIMARY KEY AUTOINCREMENT,
-	at      INTEGER NOT NULL,
-	who     TEXT    NOT NULL,
-	role    TEXT    NOT NULL,
-	remote  TEXT    NOT NULL,
-	action  TEXT    NOT NULL,
-	device  TEXT    NOT NULL,
-	job     INTEGER NOT NULL,
-	detail  TEXT    NOT NULL,
-	result  TEXT    NOT NULL,
-	error   TEXT    NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
-CREATE INDEX IF NOT EXISTS audit_device ON audit (device, id);
-CREATE INDEX IF NOT EXISTS audit_who ON audit (who, id);
-`
-
 // AddAudit appends e to the audit trail (e.At: now if zero) and returns
 // its ID.
-func (s *SQLite) AddAudit(ctx context.Context, e AuditEntry) (int64, error) {
+func (s *sqlDB) AddAudit(ctx context.Context, e AuditEntry) (int64, error) {
 	if e.At.IsZero() {
 		e.At = time.Now()
 	}
@@ -77,7 +54,7 @@ func (s *SQLite) AddAudit(ctx context.Context, e AuditEntry) (int64, error) {
 }
 
 // Audit returns the entries f selects, oldest first.
-func (s *SQLite) Audit(ctx context.Context, f AuditFilter) ([]AuditEntry, error) {
+func (s *sqlDB) Audit(ctx context.Context, f AuditFilter) ([]AuditEntry, error) {
 	var where []string
 	var args []any
 	arg := func(v any) string {

@@ -9,7 +9,8 @@ import (
 	"github.com/labctl/labctl/store"
 )
 
-// A database made before the audit trail gets its table when opened.
+// A database made before the audit trail (schema version 1, with the
+// tables of version 2) gets its table when opened.
 func TestSQLiteAddsAuditTable(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "labctl.db")
 	s, err := store.OpenSQLite(path)
@@ -21,7 +22,7 @@ func TestSQLiteAddsAuditTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Exec("DROP TABLE audit"); err != nil {
+	if _, err := db.Exec("DROP TABLE audit; PRAGMA user_version = 1"); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()

@@ -1,12 +1,15 @@
 // Package store keeps what the lab daemon must not forget across restarts:
-// the jobs (queued, running, finished, with their job file and results) and
-// each device's state: the Store interface, and an implementation on an
-// embedded SQLite database (modernc.org/sqlite, pure Go).
+// the jobs (queued, running, finished, with their job file and results),
+// each device's state, reservations, attempts and the audit trail: the
+// Store interface, and two implementations that run the same SQL: an
+// embedded SQLite database (modernc.org/sqlite, pure Go) for one host,
+// and PostgreSQL (pgx) for labs whose daemons on several hosts share one
+// database. Both pass the same suite (store/storetest).
 //
-// The SQL is written for both SQLite and PostgreSQL ($1 placeholders,
-// RETURNING, ON CONFLICT ... DO UPDATE, times as integer nanoseconds), so that
-// a PostgreSQL implementation for labs with several daemon hosts can
-// share the queries and must pass the same suite (store/storetest).
+// The SQL is written for both ($1 placeholders, RETURNING, ON CONFLICT
+// ... DO UPDATE, times as integer nanoseconds); only the schema's types
+// differ, in one list of versioned migrations (migrate.go) applied when
+// a store is opened. A database newer than the binary is refused.
 //
 // A job moves queued → running → finished, or queued → finished when it is
 // canceled before it starts. Each move is one guarded UPDATE ("... WHERE id =
@@ -21,8 +24,8 @@ import (
 	"time"
 )
 
-// Store is what the daemon keeps in its database. SQLite implements
-// it; store/storetest checks the contract.
+// Store is what the daemon keeps in its database. SQLite and Postgres
+// implement it; store/storetest checks the contract.
 type Store interface {
 	// CreateJob adds a queued job and returns it with its ID.
 	CreateJob(ctx context.Context, j Job) (Job, error)

@@ -45,6 +45,7 @@ func commands(env *appEnv) []*cli.Command {
 		newRunCommand(env),
 		newNetbootCommand(env),
 		newServeCommand(env),
+		newStoreCommand(env),
 		newSubmitCommand(env),
 		newJobsCommand(env),
 		newJobCommand(env),

@@ -42,7 +42,7 @@ states (idle, running, checking, offline, maintenance) and health checks
 (at start-up, after every incomplete job, on demand).
 
 State lives in the lab's state_dir: labctl.db (SQLite: jobs, device
-states), jobs/ID/ (job.log, results.json, junit.xml, artifacts),
+states; or a PostgreSQL database: [store] url, below), jobs/ID/ (job.log, results.json, junit.xml, artifacts),
 devices/NAME/health.log, cache/. One daemon per state_dir (a lock file
 says so). It is for the daemon's user and group only (directories 0750,
 files 0640; looser modes are tightened at start, and logged). The daemon
@@ -80,6 +80,13 @@ A lab that heals itself (lab file settings):
 Reservations (labctl reserve NODE --for 2h) hold a device for a person:
 no one else's jobs run on it until it expires or is released; they
 survive restarts.
+
+A PostgreSQL store instead of labctl.db (labctl store copy moves one):
+  [store]
+  url = "postgres://labctl@db:5432/labctl?sslmode=verify-full"
+  password_file = "pg.password"   # or password_env; never in the URL
+The daemon does not start if it cannot reach it, or if a newer labctl
+has migrated it.
 
 Tokens and roles: each [[server.tokens]] has a name (the submitter of its
 jobs, the viewer on a console), a token_file or token_env, and a role:
@@ -136,11 +143,27 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 	if err != nil {
 		return err
 	}
+	// A shared database is opened first, so that a wrong URL or an
+	// unreachable server stops the daemon before it writes anything; the
+	// SQLite file is opened under the state directory's lock.
+	var st store.Store
+	if cfg.Store.URL != "" {
+		if st, err = openStore(ctx, cfg); err != nil {
+			return err
+		}
+		defer st.Close()
+	}
 	unlock, err := lockStateDir(cfg.StateDir)
 	if err != nil {
 		return err
 	}
 	defer unlock()
+	if st == nil {
+		if st, err = openStore(ctx, cfg); err != nil {
+			return err
+		}
+		defer st.Close()
+	}
 
 	boot, err := newBootServer(cfg, log)
 	if err != nil {
@@ -152,12 +175,6 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 		boot.Close()
 		return err
 	}
-	st, err := store.OpenSQLite(filepath.Join(cfg.StateDir, "labctl.db"))
-	if err != nil {
-		boot.Close()
-		return err
-	}
-	defer st.Close()
 	d, err := daemon.New(ctx, daemon.Config{Lab: cfg, Nodes: l, Store: st, Log: log})
 	if err != nil {
 		boot.Close()

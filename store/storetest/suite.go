@@ -1,5 +1,5 @@
 // Package storetest is the conformance suite of job stores: every store
-// implementation (SQLite today, PostgreSQL later) runs Run against itself,
+// implementation (SQLite, PostgreSQL) runs Run against itself,
 // so that the daemon can rely on the same behaviour from each.
 package storetest
 

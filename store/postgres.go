@@ -1,0 +1,248 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// Postgres is the store in a PostgreSQL database, which several daemon
+// hosts may share.
+//
+// It goes through database/sql with pgx's driver (stdlib), as SQLite
+// does with its own, so that both run the very same queries and scanning
+// code (sqlDB); pgx's own API would have meant a second copy of each.
+//
+// Writes need no batching (PostgreSQL takes concurrent writers): each
+// runs in a transaction of its own. A move of a job is still one guarded
+// UPDATE ("... WHERE id = $1 AND state = 'queued'"): at READ COMMITTED,
+// a second process claiming the same job waits for the first one's row
+// lock, then finds the job no longer queued and changes nothing, so a
+// job is claimed once however many processes race for it.
+//
+// The schema version is a one-row table, schema_version; migrations run
+// under an advisory lock, so that hosts starting together migrate once.
+type Postgres struct {
+	sqlDB
+	where string // the URL without password, for messages
+}
+
+// writeTimeout bounds one write transaction, which runs to its end even
+// when the caller stops waiting (as with SQLite's writer).
+const writeTimeout = time.Minute
+
+// migrationLock is the advisory lock key migrations hold ("labctl").
+const migrationLock = 0x6c6162637463
+
+// OpenPostgres connects to the database at rawURL
+// (postgres://user@host:port/db?sslmode=...), with password unless it
+// is empty (then pgx's own: PGPASSWORD, ~/.pgpass), and brings the
+// schema to SchemaVersion. The URL must not hold a password: it shows in
+// messages and process listings.
+func OpenPostgres(ctx context.Context, rawURL, password string) (*Postgres, error) {
+	where, err := checkPostgresURL(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := pgx.ParseConfig(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("store %s: %v", where, redact(err, password))
+	}
+	if password != "" {
+		cfg.Password = password
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = 10 * time.Second
+	}
+	db := stdlib.OpenDB(*cfg)
+	db.SetMaxOpenConns(16)
+	db.SetMaxIdleConns(8)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	p := &Postgres{sqlDB: sqlDB{db: db}, where: where}
+	p.sqlDB.write = p.write
+	if err := db.PingContext(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store %s: cannot connect to PostgreSQL at %s: %v", where, hostPort(cfg), redact(err, password))
+	}
+	if err := p.migrate(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store %s: %w", where, err)
+	}
+	return p, nil
+}
+
+// checkPostgresURL checks that s is a postgres:// URL without a password
+// and returns it as it may be shown.
+func checkPostgresURL(s string) (string, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err // without the URL, which may hold a password
+		}
+		return "", fmt.Errorf("store URL: does not parse: %v", err)
+	}
+	if u.Scheme != "postgres" && u.Scheme != "postgresql" {
+		return "", fmt.Errorf("store URL %s: the scheme is %q, not postgres", u.Redacted(), u.Scheme)
+	}
+	if _, ok := u.User.Password(); ok || u.Query().Has("password") {
+		u.RawQuery = ""
+		return "", fmt.Errorf("store URL %s holds a password: give it in a file or an environment variable instead", u.Redacted())
+	}
+	return u.String(), nil
+}
+
+// hostPort names the server(s) of cfg.
+func hostPort(cfg *pgx.ConnConfig) string {
+	s := fmt.Sprintf("%s:%d", cfg.Host, cfg.Port)
+	for _, fb := range cfg.Fallbacks {
+		if fb.Host != cfg.Host || fb.Port != cfg.Port {
+			s += fmt.Sprintf(", %s:%d", fb.Host, fb.Port)
+		}
+	}
+	return s
+}
+
+// redactedError is an error whose text had a password removed.
+type redactedError struct {
+	msg string
+	err error
+}
+
+func (e *redactedError) Error() string { return e.msg }
+func (e *redactedError) Unwrap() error { return e.err }
+
+// redact removes password from err's text (the driver does not put it
+// there; this makes sure).
+func redact(err error, password string) error {
+	if password == "" || err == nil {
+		return err
+	}
+	msg := err.Error()
+	if !strings.Contains(msg, password) {
+		return err
+	}
+	return &redactedError{msg: strings.ReplaceAll(msg, password, "[redacted]"), err: err}
+}
+
+// migrate brings the schema to SchemaVersion, in one transaction under
+// the migration lock.
+func (p *Postgres) migrate(ctx context.Context) error {
+	tx, err := p.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(migrationLock)); err != nil {
+		return fmt.Errorf("take the migration lock: %w", err)
+	}
+	var hasVersion, hasJobs bool
+	if err := tx.QueryRowContext(ctx, `SELECT to_regclass('schema_version') IS NOT NULL, to_regclass('jobs') IS NOT NULL`).
+		Scan(&hasVersion, &hasJobs); err != nil {
+		return err
+	}
+	if !hasVersion {
+		if hasJobs {
+			return errors.New("the database has a jobs table but no schema_version table: it is not a labctl database (give labctl a database of its own)")
+		}
+		if _, err := tx.ExecContext(ctx, `CREATE TABLE schema_version (
+			id      INTEGER PRIMARY KEY CHECK (id = 1),
+			version INTEGER NOT NULL
+		); INSERT INTO schema_version (id, version) VALUES (1, 0)`); err != nil {
+			return fmt.Errorf("create schema_version: %w", err)
+		}
+	}
+	var version int
+	if err := tx.QueryRowContext(ctx, `SELECT version FROM schema_version WHERE id = 1`).Scan(&version); err != nil {
+		return fmt.Errorf("read the schema version: %w", err)
+	}
+	err = migrate(ctx, tx, version, func(m migration) string { return m.postgres }, func(v int) error {
+		_, err := tx.ExecContext(ctx, `UPDATE schema_version SET version = $1 WHERE id = 1`, v)
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// SchemaVersion returns the database's schema version.
+func (p *Postgres) SchemaVersion(ctx context.Context) (int, error) {
+	var v int
+	err := p.db.QueryRowContext(ctx, `SELECT version FROM schema_version WHERE id = 1`).Scan(&v)
+	return v, err
+}
+
+// write runs fn in a transaction of its own and returns once it is
+// committed. The transaction runs to its end even if ctx ends first (it
+// may be committed already), bounded by writeTimeout; a transaction
+// PostgreSQL aborted for a deadlock or a serialization failure runs again.
+func (p *Postgres) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	done := make(chan error, 1)
+	go func() {
+		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
+		defer cancel()
+		var err error
+		for try := 0; try < 5; try++ {
+			if err = p.inTx(tctx, fn); !retryable(err) {
+				break
+			}
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *Postgres) inTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	tx, err := p.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil && !errors.Is(err, ErrConflict) && !errors.Is(err, ErrNotFound) {
+		tx.Rollback()
+		return err
+	} else if err != nil {
+		if cerr := tx.Commit(); cerr != nil {
+			return cerr
+		}
+		return err
+	}
+	return tx.Commit()
+}
+
+// retryable reports whether err is PostgreSQL aborting a transaction that
+// may succeed when run again.
+func retryable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40001" || pgErr.Code == "40P01")
+}
+
+// CheckWrite commits an update of the schema version to the value it
+// has: it fails as any write would (a read-only server, a full disk, no
+// connection).
+func (p *Postgres) CheckWrite(ctx context.Context) error {
+	err := p.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.Exec(`UPDATE schema_version SET version = version WHERE id = 1`)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store %s cannot write: %w", p.where, err)
+	}
+	return nil
+}
+
+// Close closes the database's connections.
+func (p *Postgres) Close() error { return p.db.Close() }

@@ -1,0 +1,441 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// sqlDB is the Store on a database/sql database, shared by SQLite and
+// PostgreSQL: the same queries run on both. Reads go to db; every write
+// goes through write, which runs its function in a transaction and returns
+// once that is committed (SQLite batches them through one writer;
+// PostgreSQL runs each in a transaction of its own).
+type sqlDB struct {
+	db    *sql.DB
+	write func(ctx context.Context, fn func(tx *sql.Tx) error) error
+}
+
+const jobColumns = `id, name, file, dir, spec, device, device_type, tags, priority, submitter,
+	state, run_device, outcome, reason, submitted, started, finished, result`
+
+// CreateJob adds j to the queue and returns it with its ID, state queued
+// and j.Submitted (now if zero).
+func (s *sqlDB) CreateJob(ctx context.Context, j Job) (Job, error) {
+	if j.Submitted.IsZero() {
+		j.Submitted = time.Now()
+	}
+	tags, err := json.Marshal(nonNil(j.Tags))
+	if err != nil {
+		return Job{}, err
+	}
+	j.State, j.RunDevice, j.Outcome, j.Reason = Queued, "", "", ""
+	j.Started, j.Finished, j.Result = time.Time{}, time.Time{}, nil
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		return tx.QueryRow(`INSERT INTO jobs
+			(name, file, dir, spec, device, device_type, tags, priority, submitter, state, submitted)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id`,
+			j.Name, j.File, j.Dir, j.Spec, j.Device, j.DeviceType, string(tags), j.Priority, j.Submitter,
+			Queued, nanos(j.Submitted)).Scan(&j.ID)
+	})
+	if err != nil {
+		return Job{}, fmt.Errorf("store job %s: %w", j.Name, err)
+	}
+	return j, nil
+}
+
+// Job returns the job with this ID, or ErrNotFound.
+func (s *sqlDB) Job(ctx context.Context, id int64) (Job, error) {
+	row := s.db.QueryRowContext(ctx, `SELECT `+jobColumns+` FROM jobs WHERE id = $1`, id)
+	j, err := scanJob(row)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Job{}, fmt.Errorf("job %d: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Job{}, fmt.Errorf("read job %d: %w", id, err)
+	}
+	return j, nil
+}
+
+// Jobs returns the jobs f selects, oldest first.
+func (s *sqlDB) Jobs(ctx context.Context, f JobFilter) ([]Job, error) {
+	var where []string
+	var args []any
+	if len(f.States) > 0 {
+		var ph []string
+		for _, st := range f.States {
+			args = append(args, st)
+			ph = append(ph, "$"+strconv.Itoa(len(args)))
+		}
+		where = append(where, "state IN ("+strings.Join(ph, ", ")+")")
+	}
+	if f.Device != "" {
+		args = append(args, f.Device)
+		where = append(where, "run_device = $"+strconv.Itoa(len(args)))
+	}
+	q := `SELECT ` + jobColumns + ` FROM jobs`
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	q += " ORDER BY id DESC"
+	if f.Limit > 0 {
+		args = append(args, f.Limit)
+		q += " LIMIT $" + strconv.Itoa(len(args))
+	}
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	defer rows.Close()
+	var out []Job
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list jobs: %w", err)
+		}
+		out = append(out, j)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	for i, k := 0, len(out)-1; i < k; i, k = i+1, k-1 {
+		out[i], out[k] = out[k], out[i]
+	}
+	return out, nil
+}
+
+// ClaimJob takes a queued job off the queue for device: it is then
+// running. It returns ErrConflict if the job is not queued (any more), and
+// ErrNotFound if there is no such job. This one statement is what keeps a
+// job from running twice.
+func (s *sqlDB) ClaimJob(ctx context.Context, id int64, device string, at time.Time) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.Exec(`UPDATE jobs SET state = $1, run_device = $2, started = $3
+			WHERE id = $4 AND state = $5`, Running, device, nanos(at), id, Queued)
+		return changed(tx, res, err, id, "claim")
+	})
+}
+
+// FinishJob ends a job that is in state from (Queued: canceled before it
+// ran; Running: it ran). ErrConflict if it is in another state.
+func (s *sqlDB) FinishJob(ctx context.Context, id int64, from string, f Finish) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.Exec(`UPDATE jobs SET state = $1, outcome = $2, reason = $3, finished = $4, result = $5
+			WHERE id = $6 AND state = $7`, Finished, f.Outcome, f.Reason, nanos(f.At), f.Result, id, from)
+		return changed(tx, res, err, id, "finish")
+	})
+}
+
+// changed turns an UPDATE of one job into nil, ErrConflict or ErrNotFound.
+func changed(tx *sql.Tx, res sql.Result, err error, id int64, what string) error {
+	if err != nil {
+		return fmt.Errorf("%s job %d: %w", what, id, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return fmt.Errorf("%s job %d: %w", what, id, err)
+	}
+	if n == 1 {
+		return nil
+	}
+	var state string
+	err = tx.QueryRow(`SELECT state FROM jobs WHERE id = $1`, id).Scan(&state)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("%s job %d: %w", what, id, ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("%s job %d: %w", what, id, err)
+	}
+	return fmt.Errorf("%s job %d: it is %s: %w", what, id, state, ErrConflict)
+}
+
+// SetDevices records the states of devices, in one transaction.
+func (s *sqlDB) SetDevices(ctx context.Context, devs []Device) error {
+	if len(devs) == 0 {
+		return nil
+	}
+	// By name: two hosts writing the same devices take their row locks
+	// in one order, so neither waits for the other (PostgreSQL).
+	devs = slices.SortedFunc(slices.Values(devs), func(a, b Device) int { return cmp.Compare(a.Name, b.Name) })
+	return s.write(ctx, func(tx *sql.Tx) error {
+		for _, d := range devs {
+			_, err := tx.Exec(`INSERT INTO devices (name, state, reason, since, maintenance, maintenance_reason)
+				VALUES ($1, $2, $3, $4, $5, $6)
+				ON CONFLICT (name) DO UPDATE SET state = excluded.state, reason = excluded.reason, since = excluded.since,
+					maintenance = excluded.maintenance, maintenance_reason = excluded.maintenance_reason`,
+				d.Name, d.State, d.Reason, nanos(d.Since), boolInt(d.Maintenance), d.MaintenanceReason)
+			if err != nil {
+				return fmt.Errorf("store device %s: %w", d.Name, err)
+			}
+		}
+		return nil
+	})
+}
+
+// Devices returns every recorded device, by name.
+func (s *sqlDB) Devices(ctx context.Context) ([]Device, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT name, state, reason, since, maintenance, maintenance_reason
+		FROM devices ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list devices: %w", err)
+	}
+	defer rows.Close()
+	var out []Device
+	for rows.Next() {
+		var d Device
+		var since, maint int64
+		if err := rows.Scan(&d.Name, &d.State, &d.Reason, &since, &maint, &d.MaintenanceReason); err != nil {
+			return nil, fmt.Errorf("list devices: %w", err)
+		}
+		d.Since, d.Maintenance = fromNanos(since), maint != 0
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list devices: %w", err)
+	}
+	return out, nil
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanJob(row scanner) (Job, error) {
+	var j Job
+	var tags string
+	var submitted, started, finished int64
+	if err := row.Scan(&j.ID, &j.Name, &j.File, &j.Dir, &j.Spec, &j.Device, &j.DeviceType, &tags, &j.Priority,
+		&j.Submitter, &j.State, &j.RunDevice, &j.Outcome, &j.Reason, &submitted, &started, &finished, &j.Result); err != nil {
+		return Job{}, err
+	}
+	if err := json.Unmarshal([]byte(tags), &j.Tags); err != nil {
+		return Job{}, fmt.Errorf("job %d: tags: %w", j.ID, err)
+	}
+	if len(j.Tags) == 0 {
+		j.Tags = nil
+	}
+	if len(j.Result) == 0 {
+		j.Result = nil
+	}
+	j.Submitted, j.Started, j.Finished = fromNanos(submitted), fromNanos(started), fromNanos(finished)
+	return j, nil
+}
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+// RetryJob adds j, queued, as the attempt after job of.
+func (s *sqlDB) RetryJob(ctx context.Context, of int64, j Job) (Job, error) {
+	if j.Submitted.IsZero() {
+		j.Submitted = time.Now()
+	}
+	tags, err := json.Marshal(nonNil(j.Tags))
+	if err != nil {
+		return Job{}, err
+	}
+	j.State, j.RunDevice, j.Outcome, j.Reason = Queued, "", "", ""
+	j.Started, j.Finished, j.Result = time.Time{}, time.Time{}, nil
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		// Lock job of first (a write that changes nothing): of two
+		// processes retrying it at once, the second waits here and then
+		// sees the first one's retry.
+		res, err := tx.Exec(`UPDATE jobs SET state = state WHERE id = $1`, of)
+		if err != nil {
+			return fmt.Errorf("retry job %d: %w", of, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("retry job %d: %w", of, err)
+		} else if n == 0 {
+			return fmt.Errorf("retry job %d: %w", of, ErrNotFound)
+		}
+		var first int64
+		err = tx.QueryRow(`SELECT COALESCE((SELECT first FROM job_attempts WHERE job = $1), $1)
+			FROM jobs WHERE id = $1`, of).Scan(&first)
+		if err != nil {
+			return fmt.Errorf("retry job %d: %w", of, err)
+		}
+		var next int64
+		err = tx.QueryRow(`SELECT job FROM job_attempts WHERE retry_of = $1`, of).Scan(&next)
+		if err == nil {
+			return fmt.Errorf("retry job %d: already retried as job %d: %w", of, next, ErrConflict)
+		}
+		if !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("retry job %d: %w", of, err)
+		}
+		if err := tx.QueryRow(`INSERT INTO jobs
+			(name, file, dir, spec, device, device_type, tags, priority, submitter, state, submitted)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id`,
+			j.Name, j.File, j.Dir, j.Spec, j.Device, j.DeviceType, string(tags), j.Priority, j.Submitter,
+			Queued, nanos(j.Submitted)).Scan(&j.ID); err != nil {
+			return fmt.Errorf("retry job %d: %w", of, err)
+		}
+		if _, err := tx.Exec(`INSERT INTO job_attempts (job, first, retry_of) VALUES ($1, $2, $3)`, j.ID, first, of); err != nil {
+			return fmt.Errorf("retry job %d: %w", of, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return Job{}, err
+	}
+	return j, nil
+}
+
+// Attempts returns the attempts of the job id belongs to, first first.
+func (s *sqlDB) Attempts(ctx context.Context, id int64) ([]Job, error) {
+	var first int64
+	err := s.db.QueryRowContext(ctx, `SELECT first FROM job_attempts WHERE job = $1`, id).Scan(&first)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		first = id
+	case err != nil:
+		return nil, fmt.Errorf("attempts of job %d: %w", id, err)
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT `+jobColumns+` FROM jobs
+		WHERE id = $1 OR id IN (SELECT job FROM job_attempts WHERE first = $1) ORDER BY id`, first)
+	if err != nil {
+		return nil, fmt.Errorf("attempts of job %d: %w", id, err)
+	}
+	defer rows.Close()
+	var out []Job
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, fmt.Errorf("attempts of job %d: %w", id, err)
+		}
+		out = append(out, j)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("attempts of job %d: %w", id, err)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("job %d: %w", id, ErrNotFound)
+	}
+	return out, nil
+}
+
+// SetReservation records a device's reservation.
+func (s *sqlDB) SetReservation(ctx context.Context, r Reservation) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.Exec(`INSERT INTO reservations (device, owner, reason, since, until)
+			VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (device) DO UPDATE SET owner = excluded.owner, reason = excluded.reason,
+				since = excluded.since, until = excluded.until`,
+			r.Device, r.Owner, r.Reason, nanos(r.Since), nanos(r.Until))
+		if err != nil {
+			return fmt.Errorf("store reservation of %s: %w", r.Device, err)
+		}
+		return nil
+	})
+}
+
+// DeleteReservation removes a device's reservation.
+func (s *sqlDB) DeleteReservation(ctx context.Context, device string) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.Exec(`DELETE FROM reservations WHERE device = $1`, device); err != nil {
+			return fmt.Errorf("delete reservation of %s: %w", device, err)
+		}
+		return nil
+	})
+}
+
+// Reservations returns every reservation, by device.
+func (s *sqlDB) Reservations(ctx context.Context) ([]Reservation, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT device, owner, reason, since, until FROM reservations ORDER BY device`)
+	if err != nil {
+		return nil, fmt.Errorf("list reservations: %w", err)
+	}
+	defer rows.Close()
+	var out []Reservation
+	for rows.Next() {
+		var r Reservation
+		var since, until int64
+		if err := rows.Scan(&r.Device, &r.Owner, &r.Reason, &since, &until); err != nil {
+			return nil, fmt.Errorf("list reservations: %w", err)
+		}
+		r.Since, r.Until = fromNanos(since), fromNanos(until)
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list reservations: %w", err)
+	}
+	return out, nil
+}
+
+// DeleteFinishedJobs removes finished jobs that finished before before or
+// lie beyond the newest keep finished jobs, oldest first, at most limit,
+// in one transaction.
+func (s *sqlDB) DeleteFinishedJobs(ctx context.Context, before time.Time, keep, limit int) ([]int64, error) {
+	if before.IsZero() && keep <= 0 {
+		return nil, nil
+	}
+	args := []any{Finished}
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	var which []string
+	if !before.IsZero() {
+		which = append(which, "finished < "+arg(nanos(before)))
+	}
+	if keep > 0 {
+		which = append(which, "id NOT IN (SELECT id FROM jobs WHERE state = $1 ORDER BY id DESC LIMIT "+arg(keep)+")")
+	}
+	q := `DELETE FROM jobs WHERE id IN (
+		SELECT id FROM jobs WHERE state = $1 AND (` + strings.Join(which, " OR ") + `) ORDER BY id`
+	if limit > 0 {
+		q += " LIMIT " + arg(limit)
+	}
+	q += ") RETURNING id"
+	var ids []int64
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		ids = ids[:0]
+		rows, err := tx.Query(q, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id int64
+			if err := rows.Scan(&id); err != nil {
+				return err
+			}
+			ids = append(ids, id)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("delete finished jobs: %w", err)
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
