@@ -9,7 +9,7 @@ BUILD   ?= build
 GOFLAGS_TEST ?= -race -count=1 -timeout 45m
 
 # Debian packages the project needs; fragments add theirs with +=.
-DEB_PACKAGES := ca-certificates tmux
+DEB_PACKAGES := ca-certificates tmux prometheus
 
 -include simlab/simlab.mk
 -include bench/bench.mk

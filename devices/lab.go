@@ -49,6 +49,10 @@ type Config struct {
 	Health     LabHealth   `toml:"health"`
 	Retention  Retention   `toml:"retention"`
 	Jobs       JobDefaults `toml:"jobs"`
+	// Webhooks get job ends and device state changes (see Webhook).
+	Webhooks []Webhook `toml:"webhooks"`
+	// Notify signs the events sent to jobs' notify URLs.
+	Notify Notify `toml:"notify"`
 }
 
 // LabHealth says when the daemon checks devices by itself.
@@ -365,6 +369,8 @@ func (l *Lab) validate(doc *tomlfile.Document) {
 	}
 
 	c.Images.check(doc)
+	checkWebhooks(doc, dir, c.Webhooks)
+	c.Notify.check(doc, dir)
 
 	checkListen(doc, "server.listen", c.Server.Listen)
 	if c.Retention.MaxAge < 0 {

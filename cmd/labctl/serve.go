@@ -148,6 +148,12 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 	}
 	l := lab.New(cfg, boot, log)
 	defer l.Close()
+	obs, err := newObservers(cfg, boot, l, log)
+	if err != nil {
+		boot.Close()
+		return err
+	}
+	defer obs.webhooks.Close()
 	if err := l.RegisterAll(); err != nil {
 		boot.Close()
 		return err
@@ -158,18 +164,19 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 		return err
 	}
 	defer st.Close()
-	d, err := daemon.New(ctx, daemon.Config{Lab: cfg, Nodes: l, Store: st, Log: log})
+	d, err := daemon.New(ctx, daemon.Config{Lab: cfg, Nodes: l, Store: st, Log: log, Observers: obs.list()})
 	if err != nil {
 		boot.Close()
 		return err
 	}
+	obs.daemon = d
 	listen := firstOf(opts.listen, cfg.Server.Listen)
 	tlsConfig, fingerprint, err := serverTLS(cfg, listen)
 	if err != nil {
 		boot.Close()
 		return err
 	}
-	srv, err := api.NewServer(d, api.Config{Addr: listen, Tokens: tokens, Log: log, TLS: tlsConfig})
+	srv, err := api.NewServer(d, api.Config{Addr: listen, Tokens: tokens, Log: log, TLS: tlsConfig, Metrics: obs.metrics.Handler()})
 	if err != nil {
 		boot.Close()
 		return err
