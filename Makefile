@@ -9,6 +9,7 @@ BUILD   ?= build
 GOFLAGS_TEST ?= -race -count=1 -timeout 45m
 
 # Debian packages the project needs; fragments add theirs with +=.
+# prometheus: its promtool checks the /metrics scrape and the alert rules.
 DEB_PACKAGES := ca-certificates tmux prometheus
 
 -include simlab/simlab.mk

@@ -56,9 +56,9 @@ type Job struct {
 	// when one points where jobs may not connect (the lab's [images]
 	// allow_networks rule).
 	Notify []string `toml:"notify"`
-	Deploy    Deploy   `toml:"deploy"`
-	Boot      Boot     `toml:"boot"`
-	Tests     []Test   `toml:"test"`
+	Deploy Deploy   `toml:"deploy"`
+	Boot   Boot     `toml:"boot"`
+	Tests  []Test   `toml:"test"`
 
 	doc *tomlfile.Document // where each key is, for later problems
 }

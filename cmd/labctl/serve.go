@@ -90,6 +90,13 @@ jobs, the viewer on a console), a token_file or token_env, and a role:
   admin      everything
 A request beyond the token's role gets 403 naming the role it needs.
 
+Metrics: GET /metrics on the API listener serves Prometheus metrics to
+any token (viewer is enough; examples/monitoring has a scrape config,
+alert rules and a Grafana dashboard). Webhooks: [[webhooks]] url,
+secret_file or secret_env, events = ["job.end", "device.state"] get
+signed JSON events; jobs' notify URLs get their end, signed with the
+[notify] secret (see the README).
+
 TLS: [server] tls_cert and tls_key (PEM) serve the API over HTTPS; or
 tls = "self-signed" makes a certificate in STATE/tls on first start and
 prints its fingerprint, which clients pin (--pin, LABCTL_PIN). Listening
