@@ -10,7 +10,8 @@ GOFLAGS_TEST ?= -race -count=1 -timeout 45m
 
 # Debian packages the project needs; fragments add theirs with +=.
 # postgresql: the store's tests start their own server (store/pgtest).
-DEB_PACKAGES := ca-certificates tmux postgresql
+# prometheus: its promtool checks the /metrics scrape and the alert rules.
+DEB_PACKAGES := ca-certificates tmux postgresql prometheus
 
 -include simlab/simlab.mk
 -include bench/bench.mk

@@ -41,6 +41,9 @@ type Config struct {
 	ShutdownGrace time.Duration
 	// TLS, if set, serves HTTPS (LoadServerTLS, SelfSignedTLS).
 	TLS *tls.Config
+	// Metrics, if set, serves GET /metrics (Prometheus) to every token,
+	// viewers included.
+	Metrics http.Handler
 }
 
 // Server serves the API over HTTP.
@@ -175,6 +178,10 @@ func (s *Server) routes() {
 	// The audit trail names tokens and their addresses: the operators who
 	// run the lab read it, viewers and submitters do not.
 	handle("GET /api/v1/audit", labctl.RoleOperator, s.audit)
+	// Prometheus scrapes with a viewer token (authorization credentials).
+	if s.cfg.Metrics != nil {
+		handle("GET /metrics", labctl.RoleViewer, s.cfg.Metrics.ServeHTTP)
+	}
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, fmt.Errorf("%s %s: no such endpoint: %w", r.Method, r.URL.Path, labctl.ErrNotFound))
 	})

@@ -78,7 +78,14 @@ type Config struct {
 	// Retries is how many more tries a command gets after a transient
 	// failure: 0 means the default (3), a negative value means none.
 	Retries int
+	// Observe, if set, hears each IPMI request once it is done: its
+	// operation ("power on", "bootdev pxe", ...), how long it took with
+	// its retries, and its error. It is for metrics and must not block.
+	Observe Observer
 }
+
+// Observer hears a BMC request once it is done (Config.Observe).
+type Observer func(op string, took time.Duration, err error)
 
 // String describes the BMC without the password.
 func (c Config) String() string {

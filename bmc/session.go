@@ -172,8 +172,11 @@ func (c *Client) keepalive() {
 // call runs one IPMI step of operation op on the command session, opening
 // the session first when there is none. Transient failures are retried with
 // a capped backoff; the caller must own the session (see own).
-func (c *Client) call(ctx context.Context, op, step string, fn func(context.Context, *ipmi.Client) error) error {
+func (c *Client) call(ctx context.Context, op, step string, fn func(context.Context, *ipmi.Client) error) (err error) {
 	start := time.Now()
+	if c.cfg.Observe != nil {
+		defer func() { c.cfg.Observe(op, time.Since(start), err) }()
+	}
 	var last error
 	tries := 0
 	for {

@@ -102,6 +102,9 @@ type Config struct {
 	// Session is the template of every session's options (GiveUpAfter,
 	// backoff, DialTimeout); Log and Transcript are set by the broker.
 	Session sol.Options
+	// SessionChanged, if set, hears a node's session drop, come back or
+	// be given up on (sol.Options.OnChange, with the node's name).
+	SessionChanged func(node string, c sol.SessionChange)
 }
 
 func (o Config) withDefaults() Config {
@@ -405,6 +408,10 @@ func (nc *nodeConsole) wakeLocked() {
 func (nc *nodeConsole) newSessionLocked() *sol.Session {
 	o := nc.c.cfg.Session
 	o.Log, o.Transcript = nc.log, nil
+	if changed := nc.c.cfg.SessionChanged; changed != nil {
+		name := nc.name
+		o.OnChange = func(c sol.SessionChange) { changed(name, c) }
+	}
 	s := sol.NewSession(nc.dialer, o)
 	nc.session = s
 	nc.pw = nil

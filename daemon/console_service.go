@@ -25,6 +25,7 @@ func newConsoles(d *Daemon) *console.Broker {
 	return console.New(console.Config{
 		Lab: d.cfg.Lab, Nodes: consoleNodes{d}, Power: d, WriteTaken: d.consoleWriteTaken, Log: d.log,
 		Keep: true, LogDir: filepath.Join(d.cfg.Lab.StateDir, "devices"),
+		SessionChanged: d.consoleChanges(),
 	})
 }
 

@@ -74,6 +74,9 @@ type Config struct {
 	// RetentionEvery is how often the lab's [retention] removes old
 	// jobs (it also runs at start-up); 0 means hourly.
 	RetentionEvery time.Duration
+	// Observers hear job starts and ends, device state changes, health
+	// checks and console drops (metrics, webhooks; see Observer).
+	Observers []Observer
 }
 
 // Daemon is the lab daemon. Create it with New, run it with Serve; its

@@ -83,7 +83,11 @@ func (d *Daemon) refreshLocked(dev *device, why string) {
 	if state != dev.state || state != labctl.DeviceRunning {
 		d.log.Info("device state", "device", dev.name, "state", state, "reason", reason)
 	}
+	from := dev.state
 	dev.state, dev.reason = state, reason
+	if state != from {
+		d.observeStateLocked(dev, from)
+	}
 	d.wakeClock()
 	d.dirty[dev.name] = true
 	select {

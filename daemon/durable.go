@@ -117,6 +117,7 @@ func (u *unsavedEnds) failed(err error) {
 // store refuses, or ends already wait, the end waits in memory (see
 // unsavedEnds); it never fails.
 func (d *Daemon) recordEnd(rec store.Job, from string, fin store.Finish) {
+	d.observeEnd(rec)
 	e := unsavedEnd{id: rec.ID, from: from, fin: fin}
 	if !d.ends.waiting() {
 		err := d.finishInStore(e)

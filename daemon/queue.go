@@ -36,7 +36,8 @@ type job struct {
 	phase    string
 	phases   []string // every phase entered, in order: followers see each
 	transfer *labctl.Transfer
-	news     chan struct{} // closed and replaced when something happens
+	image    *labctl.Transfer // the last transfer, kept after its phase
+	news     chan struct{}    // closed and replaced when something happens
 }
 
 func (d *Daemon) newJob(rec store.Job, spec *jobs.Job) *job {
@@ -63,6 +64,7 @@ func (j *job) Transfer(done, total int64, elapsed time.Duration) {
 	j.pmu.Lock()
 	defer j.pmu.Unlock()
 	j.transfer = &labctl.Transfer{Done: done, Total: total, Elapsed: elapsed}
+	j.image = j.transfer
 	j.notifyLocked()
 }
 

@@ -38,6 +38,9 @@ func (d *Daemon) Submit(ctx context.Context, req labctl.SubmitRequest) (queued l
 	if err := checkFiles(spec); err != nil {
 		return labctl.Job{}, fmt.Errorf("%w: %s: %v", labctl.ErrInvalid, req.File, err)
 	}
+	if err := d.checkNotify(ctx, spec.Notify); err != nil {
+		return labctl.Job{}, fmt.Errorf("%w: %s: %v", labctl.ErrInvalid, req.File, err)
+	}
 	d.mu.Lock()
 	stopping := d.stopping
 	d.mu.Unlock()

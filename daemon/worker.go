@@ -58,6 +58,7 @@ func (d *Daemon) runJob(ctx context.Context, dev *device, j *job) {
 	j.rec.State, j.rec.RunDevice, j.rec.Started = store.Running, dev.name, started
 	d.mu.Unlock()
 	j.event("")
+	d.observeStart(j, dev, started)
 	latency := started.Sub(j.rec.Submitted)
 	d.log.Info("job started", "job", id, "name", j.rec.Name, "device", dev.name, "queued", latency.Round(time.Microsecond))
 
@@ -200,6 +201,7 @@ func (d *Daemon) runCheck(ctx context.Context, dev *device, c *check) {
 	why := "health check passed"
 	if ctx.Err() == nil || h.OK {
 		why = d.recordHealthLocked(dev, h)
+		d.observeHealthLocked(dev, h)
 	}
 	if c.why != "" {
 		why += " (" + c.why + ")"

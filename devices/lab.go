@@ -51,6 +51,10 @@ type Config struct {
 	Retention  Retention   `toml:"retention"`
 	Jobs       JobDefaults `toml:"jobs"`
 	Store      Store       `toml:"store"`
+	// Webhooks get job ends and device state changes (see Webhook).
+	Webhooks []Webhook `toml:"webhooks"`
+	// Notify signs the events sent to jobs' notify URLs.
+	Notify Notify `toml:"notify"`
 }
 
 // Store says where the daemon keeps its jobs and device states: without
@@ -419,6 +423,8 @@ func (l *Lab) validate(doc *tomlfile.Document) {
 	}
 
 	c.Images.check(doc)
+	checkWebhooks(doc, dir, c.Webhooks)
+	c.Notify.check(doc, dir)
 
 	checkListen(doc, "server.listen", c.Server.Listen)
 	if c.Retention.MaxAge < 0 {

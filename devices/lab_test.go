@@ -260,6 +260,19 @@ func TestLoadProblems(t *testing.T) {
 			},
 		},
 		{
+			name: "webhooks",
+			change: func(f map[string]string) {
+				f["lab.toml"] += "\n[[webhooks]]\nurl = \"ftp://x\"\nsecret_env = \"1X\"\nevents = [\"job.start\"]\n[[webhooks]]\nurl = \"https://ci.example.org/h\"\n[notify]\nsecret_file = \"a\"\nsecret_env = \"B\"\n"
+			},
+			want: []string{
+				`lab.toml:11: webhooks[0].url: "ftp://x" is not an http:// or https:// URL with a host`,
+				`lab.toml:12: webhooks[0].secret_env: "1X" is not an environment variable name`,
+				`lab.toml:13: webhooks[0].events[0]: "job.start" is not an event: use job.end or device.state`,
+				`lab.toml:14: webhooks[1].secret_file: required: a secret_file or a secret_env (the key events are signed with)`,
+				`lab.toml:18: notify.secret_env: give either secret_file or secret_env, not both`,
+			},
+		},
+		{
 			name: "retention bounds",
 			change: func(f map[string]string) {
 				f["lab.toml"] += "[retention]\nmax_age = \"-1h\"\nmax_jobs = -5\n"

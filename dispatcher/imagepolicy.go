@@ -1,10 +1,12 @@
 package dispatcher
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"syscall"
 	"time"
 )
@@ -87,5 +89,40 @@ func (p ImagePolicy) checkAddress(a netip.Addr) error {
 			return nil
 		}
 	}
-	return fmt.Errorf("%s is a %s address: image downloads from it are refused unless the lab allows its network (lab setting [images] allow_networks)", a.WithZone(""), kind)
+	return fmt.Errorf("%s is a %s address: connections a job asks for (image downloads, notify webhooks) are refused unless the lab allows its network (lab setting [images] allow_networks)", a.WithZone(""), kind)
+}
+
+// HTTPClient is an HTTP client for other requests a job makes the daemon
+// send (its notify webhooks): it connects only where the policy lets
+// images come from, checked on the address of each connection, redirects
+// included.
+func (p ImagePolicy) HTTPClient() *http.Client { return p.client() }
+
+// CheckURL refuses an http(s) URL whose host is, or resolves to, an
+// address the policy refuses, so that a job that names one is refused when
+// it is submitted; HTTPClient checks again on each connection (a name may
+// resolve elsewhere later).
+func (p ImagePolicy) CheckURL(ctx context.Context, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
+		return fmt.Errorf("%q is not an http:// or https:// URL with a host", raw)
+	}
+	host := u.Hostname()
+	var addrs []netip.Addr
+	if a, err := netip.ParseAddr(host); err == nil {
+		addrs = []netip.Addr{a}
+	} else {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		addrs, err = net.DefaultResolver.LookupNetIP(rctx, "ip", host)
+		if err != nil {
+			return fmt.Errorf("%s: %w", host, err)
+		}
+	}
+	for _, a := range addrs {
+		if err := p.checkAddress(a); err != nil {
+			return err
+		}
+	}
+	return nil
 }

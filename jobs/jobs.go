@@ -51,9 +51,14 @@ type Job struct {
 	KeepPoweredOn bool `toml:"keep_powered_on"`
 	// Artifacts are absolute paths on the node fetched back after the tests.
 	Artifacts []string `toml:"artifacts"`
-	Deploy    Deploy   `toml:"deploy"`
-	Boot      Boot     `toml:"boot"`
-	Tests     []Test   `toml:"test"`
+	// Notify are http(s) URLs the daemon posts the job's end to (a
+	// signed webhook; see package webhooks). The daemon refuses the job
+	// when one points where jobs may not connect (the lab's [images]
+	// allow_networks rule).
+	Notify []string `toml:"notify"`
+	Deploy Deploy   `toml:"deploy"`
+	Boot   Boot     `toml:"boot"`
+	Tests  []Test   `toml:"test"`
 
 	doc *tomlfile.Document // where each key is, for later problems
 }
@@ -195,6 +200,7 @@ func (j *Job) validate(doc *tomlfile.Document, dir string) {
 	if doc.Has("retries") && (j.Retries < 0 || j.Retries > devices.MaxRetries) {
 		doc.Problemf("retries", "%d: give 0 to %d", j.Retries, devices.MaxRetries)
 	}
+	checkNotify(doc, j.Notify)
 	for i, a := range j.Artifacts {
 		key := fmt.Sprintf("artifacts[%d]", i)
 		switch {

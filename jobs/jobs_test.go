@@ -389,3 +389,27 @@ func TestPriorityRank(t *testing.T) {
 		t.Errorf("ranks high=%d normal=%d low=%d, want high > normal > low", High.Rank(), Normal.Rank(), Low.Rank())
 	}
 }
+
+func TestNotify(t *testing.T) {
+	base := "device = \"n1\"\n[deploy]\nimage = \"https://x.example/i.img\"\nsha256 = \"" + strings.Repeat("a", 64) + "\"\n[[test]]\nname = \"t\"\ncommands = [\"true\"]\n"
+	_, err := Parse("j.toml", []byte("notify = [\"ftp://x\", \"https://u:p@h/\"]\n"+base), "/")
+	for _, want := range []string{`j.toml:1: notify[0]: "ftp://x" is not an http:// or https:// URL`, "notify[1]: URL \"https://u:p@h/\" holds user information"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Parse = %v, want %q", err, want)
+		}
+	}
+	text, err := WithNotify("j.toml", []byte(base), "/", []string{"https://ci.example.org/hook", "http://10.1.2.3:8080/x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := Parse("j.toml", text, "/")
+	if err != nil || len(j.Notify) != 2 || j.Notify[1] != "http://10.1.2.3:8080/x" {
+		t.Errorf("WithNotify: %v, notify %v", err, j.Notify)
+	}
+	if _, err := WithNotify("j.toml", text, "/", []string{"https://other.example.org/"}); err == nil || !strings.Contains(err.Error(), "not both") {
+		t.Errorf("WithNotify on a file with notify = %v, want a refusal", err)
+	}
+	if _, err := WithNotify("j.toml", []byte(base), "/", []string{"https://x/\"]\nname = \"y"}); err == nil {
+		t.Error("WithNotify took a URL with a quote")
+	}
+}

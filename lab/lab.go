@@ -30,6 +30,9 @@ type Lab struct {
 
 	mu   sync.Mutex
 	bmcs map[string]*bmc.Client // by host:port
+	// ObserveBMC, if set before the nodes are made, hears every BMC
+	// request (bmc.Config.Observe): labctl serve's metrics.
+	ObserveBMC bmc.Observer
 }
 
 // New returns the lab's parts. boot may be nil.
@@ -86,6 +89,7 @@ func (l *Lab) BMC(d *devices.Device) (*bmc.Client, error) {
 		CipherSuite: d.Settings.Power.CipherSuite,
 		Timeout:     d.Settings.Power.Timeout,
 		Retries:     d.Settings.Power.Retries,
+		Observe:     l.ObserveBMC,
 	}
 	key := net.JoinHostPort(d.BMC.Host, strconv.Itoa(d.BMC.Port))
 	l.mu.Lock()

@@ -33,6 +33,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if conn != nil && conn.refused != "" {
 		w.Header().Set("Connection", "close")
 		http.Error(w, "boot server busy: "+conn.refused+", try again later", http.StatusServiceUnavailable)
+		s.httpStats.count(http.StatusServiceUnavailable, 0)
 		s.refused.log(s.log, s.conns, conn.client, conn.refused)
 		return
 	}
@@ -52,6 +53,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if status == 0 {
 		status = http.StatusOK
 	}
+	s.httpStats.count(status, cw.written.Load())
 	level := slog.LevelInfo
 	switch {
 	case status == http.StatusBadRequest:

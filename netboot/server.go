@@ -228,13 +228,14 @@ type Server struct {
 	root    *os.Root
 	httpURL string // base URL without trailing slash; "" without HTTP
 
-	udp     net.PacketConn // nil without TFTP
-	tcp     net.Listener   // nil without HTTP
-	nodes   *nodeTable
-	tftp    *tftp.Server // nil without TFTP
-	httpSrv *http.Server
-	conns   *connLimiter // the HTTP listener; nil without HTTP
-	refused refusalLog
+	udp       net.PacketConn // nil without TFTP
+	tcp       net.Listener   // nil without HTTP
+	nodes     *nodeTable
+	tftp      *tftp.Server // nil without TFTP
+	httpSrv   *http.Server
+	conns     *connLimiter // the HTTP listener; nil without HTTP
+	refused   refusalLog
+	httpStats httpCounters
 
 	mu      sync.Mutex
 	images  map[string]*Image  // by token

@@ -91,6 +91,27 @@ type Options struct {
 	MinBackoff, MaxBackoff time.Duration
 	// DialTimeout bounds one dial attempt; 0 means 30 s.
 	DialTimeout time.Duration
+	// OnChange, if set, hears the session's stream drop, come back and
+	// be given up on (for metrics). It runs on the session's reader and
+	// must not block.
+	OnChange func(SessionChange)
+}
+
+// SessionChange is what happened to a session's stream.
+type SessionChange string
+
+// What happens to a session's stream.
+const (
+	SessionLost        SessionChange = "lost"
+	SessionReconnected SessionChange = "reconnected"
+	SessionGaveUp      SessionChange = "gave_up"
+)
+
+// changed tells OnChange, if set.
+func (o Options) changed(c SessionChange) {
+	if o.OnChange != nil {
+		o.OnChange(c)
+	}
 }
 
 func (o Options) withDefaults() Options {
@@ -279,6 +300,7 @@ func (s *Session) run(stream io.ReadWriteCloser) {
 		lost := time.Now()
 		reason := describe(err)
 		s.event("session lost: %s", reason)
+		s.opts.changed(SessionLost)
 		next, attempts, derr := s.dial(s.ctx, lost)
 		if derr != nil {
 			if s.ctx.Err() != nil {
@@ -287,6 +309,7 @@ func (s *Session) run(stream io.ReadWriteCloser) {
 			gerr := fmt.Errorf("console %s: session lost (%s) and not back after %s (%d attempts): %w",
 				s.Target(), reason, since(lost), attempts, derr)
 			s.event("giving up: not back after %s (%d attempts): %v", since(lost), attempts, derr)
+			s.opts.changed(SessionGaveUp)
 			s.fail(gerr)
 			return
 		}
@@ -294,6 +317,7 @@ func (s *Session) run(stream io.ReadWriteCloser) {
 			return
 		}
 		s.event("reconnected after %s (%d attempts)", since(lost), attempts)
+		s.opts.changed(SessionReconnected)
 		stream = next
 	}
 }

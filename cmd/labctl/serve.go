@@ -42,9 +42,9 @@ states (idle, running, checking, offline, maintenance) and health checks
 (at start-up, after every incomplete job, on demand).
 
 State lives in the lab's state_dir: labctl.db (SQLite: jobs, device
-states; or a PostgreSQL database: [store] url, below), jobs/ID/ (job.log, results.json, junit.xml, artifacts),
-devices/NAME/health.log, cache/. One daemon per state_dir (a lock file
-says so). It is for the daemon's user and group only (directories 0750,
+states; or a PostgreSQL database: [store] url, below), jobs/ID/
+(job.log, results.json, junit.xml, artifacts), devices/NAME/health.log,
+cache/. One daemon per state_dir (a lock file says so). It is for the daemon's user and group only (directories 0750,
 files 0640; looser modes are tightened at start, and logged). The daemon
 does not start unless it can write to the database and to state_dir.
 If the store stops taking writes (a full disk), jobs that end keep their
@@ -56,9 +56,11 @@ for ever unless the lab file says otherwise; the daemon removes them,
 oldest first, at start and hourly; never a queued or running job:
   [retention]
   max_age = "720h"     # finished longer ago than this
-  max_jobs = 10000     # beyond the newest 10000 finished jobs If the daemon dies mid-job, the next start ends that job
-incomplete ("daemon restarted"), powers its node off, sets its PXE
-entry to local and health-checks the device; queued jobs survive.
+  max_jobs = 10000     # beyond the newest 10000 finished jobs
+
+If the daemon dies mid-job, the next start ends that job incomplete
+("daemon restarted"), powers its node off, sets its PXE entry to local
+and health-checks the device; queued jobs survive.
 SIGINT/SIGTERM stop it: running jobs are stopped and their nodes
 finalized (they end incomplete), queued jobs stay queued.
 
@@ -96,6 +98,13 @@ jobs, the viewer on a console), a token_file or token_env, and a role:
              checks, types on consoles, cancels any job
   admin      everything
 A request beyond the token's role gets 403 naming the role it needs.
+
+Metrics: GET /metrics on the API listener serves Prometheus metrics to
+any token (viewer is enough; examples/monitoring has a scrape config,
+alert rules and a Grafana dashboard). Webhooks: [[webhooks]] url,
+secret_file or secret_env, events = ["job.end", "device.state"] get
+signed JSON events; jobs' notify URLs get their end, signed with the
+[notify] secret (see the README).
 
 TLS: [server] tls_cert and tls_key (PEM) serve the API over HTTPS; or
 tls = "self-signed" makes a certificate in STATE/tls on first start and
@@ -171,22 +180,29 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 	}
 	l := lab.New(cfg, boot, log)
 	defer l.Close()
-	if err := l.RegisterAll(); err != nil {
-		boot.Close()
-		return err
-	}
-	d, err := daemon.New(ctx, daemon.Config{Lab: cfg, Nodes: l, Store: st, Log: log})
+	obs, err := newObservers(cfg, boot, l, log)
 	if err != nil {
 		boot.Close()
 		return err
 	}
+	defer obs.webhooks.Close()
+	if err := l.RegisterAll(); err != nil {
+		boot.Close()
+		return err
+	}
+	d, err := daemon.New(ctx, daemon.Config{Lab: cfg, Nodes: l, Store: st, Log: log, Observers: obs.list()})
+	if err != nil {
+		boot.Close()
+		return err
+	}
+	obs.daemon = d
 	listen := firstOf(opts.listen, cfg.Server.Listen)
 	tlsConfig, fingerprint, err := serverTLS(cfg, listen)
 	if err != nil {
 		boot.Close()
 		return err
 	}
-	srv, err := api.NewServer(d, api.Config{Addr: listen, Tokens: tokens, Log: log, TLS: tlsConfig})
+	srv, err := api.NewServer(d, api.Config{Addr: listen, Tokens: tokens, Log: log, TLS: tlsConfig, Metrics: obs.metrics.Handler()})
 	if err != nil {
 		boot.Close()
 		return err

@@ -22,6 +22,7 @@ type submitOptions struct {
 	follow  bool
 	junit   string
 	timeout time.Duration
+	notify  []string
 }
 
 func newSubmitCommand(env *appEnv) *cli.Command {
@@ -40,6 +41,11 @@ same machine, or a file system both see), and the file must be readable
 by every user (the daemon serves it to a node, so it refuses files only
 it could read). For a daemon elsewhere, use an http(s) URL for the image.
 
+--notify URL (repeatable) has the daemon post the job's end to URL, a
+signed webhook, as notify = [...] in the job file does (not both); the
+lab must sign job notifications ([notify] in the lab file), and the URL
+must be one jobs may connect to (its [images] allow_networks rule).
+
 --wait waits for the job to end and exits with its outcome; --follow also
 prints its log as it runs (with a progress bar on a terminal while the
 image streams to the node). A broken connection (the daemon restarting)
@@ -51,6 +57,7 @@ EXAMPLES:
    labctl submit examples/jobs/smoke.toml
    labctl submit --follow examples/jobs/smoke.toml
    labctl submit --wait --junit out/junit.xml --timeout 2h nightly.toml
+   labctl submit --notify https://ci.example.com/labctl-hook nightly.toml
 
 EXIT STATUS:
    without --wait/--follow: 0 queued, 1 the job file or the daemon refused it;
@@ -63,6 +70,7 @@ EXIT STATUS:
 			&cli.BoolFlag{Name: "follow", Aliases: []string{"f"}, Usage: "print the job's log as it runs (implies --wait)"},
 			&cli.StringFlag{Name: "junit", Usage: "write the job's JUnit XML to `FILE` when it ends (implies --wait)", TakesFile: true},
 			&cli.DurationFlag{Name: "timeout", Usage: "with --wait: cancel the job if it has not ended after `DURATION` (e.g. 2h)"},
+			&cli.StringSliceFlag{Name: "notify", Usage: "post the job's end to `URL` (a signed webhook; repeatable)"},
 		),
 		Action: func(c *cli.Context) error {
 			args, err := commandArgs(c)
@@ -78,6 +86,7 @@ EXIT STATUS:
 			return runSubmit(c.Context, submitOptions{
 				client: clientOptionsFrom(c), job: args[0],
 				wait: c.Bool("wait"), follow: c.Bool("follow"), junit: c.String("junit"), timeout: c.Duration("timeout"),
+				notify: c.StringSlice("notify"),
 			}, env)
 		},
 	}
@@ -91,6 +100,9 @@ func runSubmit(ctx context.Context, opts submitOptions, env *appEnv) error {
 		return err
 	}
 	if _, err := jobs.Parse(opts.job, text, dir); err != nil {
+		return err
+	}
+	if text, err = jobs.WithNotify(opts.job, text, dir, opts.notify); err != nil {
 		return err
 	}
 	client, err := connect(opts.client, env)

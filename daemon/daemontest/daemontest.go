@@ -19,6 +19,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -70,6 +71,10 @@ type Options struct {
 	WrapStore func(store.Store) store.Store
 	// Quiet keeps no daemon log (long measurements); Log then returns "".
 	Quiet bool
+	// Observers hear the daemon (daemon.Config.Observers).
+	Observers []daemon.Observer
+	// Metrics, with API, is served as GET /metrics (api.Config.Metrics).
+	Metrics http.Handler
 }
 
 // Lab is a running in-process lab.
@@ -178,7 +183,7 @@ func (l *Lab) StartAt(addr string) {
 		ds = l.opts.WrapStore(s)
 	}
 	d, err := daemon.New(context.Background(), daemon.Config{Lab: l.Config, Nodes: l, Store: ds, Run: l.opts.Run, Log: log,
-		RetentionEvery: l.opts.RetentionEvery})
+		RetentionEvery: l.opts.RetentionEvery, Observers: l.opts.Observers})
 	if err != nil {
 		s.Close()
 		l.t.Fatal(err)
@@ -192,7 +197,8 @@ func (l *Lab) StartAt(addr string) {
 		errs <- d.Serve(ctx)
 	}()
 	if l.opts.API {
-		srv, err := api.NewServer(d, api.Config{Addr: addr, Tokens: []api.Token{{Name: "ci", Secret: Token, Role: labctl.RoleAdmin}}, Log: log})
+		srv, err := api.NewServer(d, api.Config{Addr: addr, Tokens: []api.Token{{Name: "ci", Secret: Token, Role: labctl.RoleAdmin}}, Log: log,
+			Metrics: l.opts.Metrics})
 		if err != nil {
 			cancel()
 			l.t.Fatal(err)

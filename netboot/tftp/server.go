@@ -113,6 +113,10 @@ type Server struct {
 
 	active      atomic.Int64 // transfers holding a slot
 	retransmits atomic.Int64
+	done        atomic.Int64 // transfers that ended (see Stats)
+	failed      atomic.Int64
+	refused     atomic.Int64
+	sentBytes   atomic.Int64
 
 	loop loopState // how transfers run on this platform
 }
@@ -155,6 +159,23 @@ func NewServer(read ReadHandler, cfg Config, log *slog.Logger) (*Server, error) 
 
 // Active is the number of transfers running now.
 func (s *Server) Active() int64 { return s.active.Load() }
+
+// Stats are a server's counters since it was made, for metrics.
+type Stats struct {
+	Active      int64 // transfers running now
+	Done        int64 // transfers that ended with the last block acknowledged
+	Failed      int64 // transfers that started and ended otherwise
+	Refused     int64 // requests answered with an error (no such file, write, mode)
+	Bytes       int64 // bytes acknowledged by clients
+	Retransmits int64 // blocks sent again
+}
+
+// Stats returns the server's counters; reading them costs a few atomic
+// loads, so a metrics scrape may call it at any time.
+func (s *Server) Stats() Stats {
+	return Stats{Active: s.active.Load(), Done: s.done.Load(), Failed: s.failed.Load(), Refused: s.refused.Load(),
+		Bytes: s.sentBytes.Load(), Retransmits: s.retransmits.Load()}
+}
 
 // Serve answers requests on conn, a UDP socket, until ctx ends. Then it
 // stops taking requests, ends every transfer in flight with an ERROR
@@ -241,6 +262,7 @@ func (s *Server) open(req request, client netip.AddrPort, dst netip.Addr, haveSl
 	}
 	log = s.log.With("proto", "tftp", "client", client.Addr().String(), "file", logName(req.filename))
 	refuse := func(code uint16, msg string) {
+		s.refused.Add(1)
 		s.refuse(client, dst, code, msg)
 		if haveSlot {
 			<-s.slots
@@ -280,6 +302,7 @@ func (s *Server) open(req request, client netip.AddrPort, dst netip.Addr, haveSl
 	s.active.Add(1)
 	t = &transfer{fd: -1, key: client, name: req.filename, start: time.Now()}
 	fail := func(code uint16, msg string) {
+		s.refused.Add(1)
 		s.refuse(client, dst, code, msg)
 		s.finishQuiet(t)
 	}
@@ -372,6 +395,12 @@ func (s *Server) acquireSlot() bool {
 // finish releases everything a transfer holds and logs it (err nil: done).
 func (s *Server) finish(t *transfer, err error) {
 	logTransfer(s.log, t, err)
+	s.sentBytes.Add(t.acked())
+	if err == nil {
+		s.done.Add(1)
+	} else {
+		s.failed.Add(1)
+	}
 	s.finishQuiet(t)
 }
 
@@ -412,6 +441,14 @@ type transfer struct {
 
 	deadline   int64 // ns since the event loop's epoch
 	prev, next *transfer
+}
+
+// acked is how many bytes the client has acknowledged.
+func (t *transfer) acked() int64 {
+	if t.base <= 1 {
+		return 0
+	}
+	return min(int64(t.base-1)*int64(t.blk), t.size)
 }
 
 // readBlock fills p with the content at off.
@@ -458,11 +495,7 @@ func clip(s string, n int) string {
 func logTransfer(log *slog.Logger, t *transfer, err error) {
 	attrs := []slog.Attr{slog.String("proto", "tftp"), slog.String("client", t.key.Addr().Unmap().String()), slog.String("file", logName(t.name))}
 	attrs = append(attrs, t.log...)
-	bytes := int64(0)
-	if t.base > 1 {
-		bytes = min(int64(t.base-1)*int64(t.blk), t.size)
-	}
-	attrs = append(attrs, slog.Int64("bytes", bytes), slog.Duration("duration", time.Since(t.start).Round(time.Millisecond)))
+	attrs = append(attrs, slog.Int64("bytes", t.acked()), slog.Duration("duration", time.Since(t.start).Round(time.Millisecond)))
 	if err == nil {
 		log.LogAttrs(context.Background(), slog.LevelInfo, "transfer done", attrs...)
 		return
