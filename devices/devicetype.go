@@ -90,7 +90,9 @@ type Deploy struct {
 	// receives while it writes them, and labctl checks that the image file
 	// it serves holds the job's digest: the image arrived intact and was
 	// written without error, but nothing reads the disk back) or "both".
-	// A job's deploy.verify overrides it.
+	// An uncompressed image in "stream" mode is read back instead: the
+	// node hashes every byte either way, and reading back costs less than
+	// busybox tee. A job's deploy.verify overrides it.
 	Verify VerifyMode `toml:"verify"`
 }
 

@@ -58,19 +58,19 @@ func TestRunVerifyModes(t *testing.T) {
 		{name: "stream gzip", image: gz, sha256: gzSum, typ: devices.VerifyStream, corrupt: -1, want: "complete",
 			log:    []string{"verify stream: the node hashes the image as it arrives", "of the gzip file verified on the node: the image arrived intact"},
 			notLog: []string{"readback sha256"}},
-		{name: "stream raw", image: raw, sha256: rawSum, typ: devices.VerifyStream, corrupt: -1, want: "complete",
-			log: []string{"stream sha256 " + rawSum + " of the image verified"}, notLog: []string{"readback sha256"}},
+		{name: "stream reads an uncompressed image back", image: raw, sha256: rawSum, typ: devices.VerifyStream, corrupt: -1, want: "complete",
+			log: []string{"the image is not compressed, so it is read back instead", "readback sha256 " + rawSum}, notLog: []string{"stream sha256"}},
 		{name: "job asks for both", image: gz, sha256: gzSum, typ: devices.VerifyReadback, job: devices.VerifyBoth, corrupt: -1, want: "complete",
 			log: []string{"verify both", "of the gzip file verified on the node", "readback sha256 " + gzSum + " verified on the node"}},
 		{name: "job asks for readback", image: gz, sha256: gzSum, typ: devices.VerifyStream, job: devices.VerifyReadback, corrupt: -1, want: "complete",
 			log: []string{"verify readback: the node reads the written image back", "readback sha256 " + gzSum}, notLog: []string{"stream sha256"}},
-		// Only the node's hash sees this damage: raw bytes have no
-		// decompressor check.
-		{name: "stream catches a damaged transfer", image: raw, sha256: rawSum, typ: devices.VerifyStream, corrupt: 4096, want: "incomplete",
+		// Raw bytes have no decompressor check: only the node's stream
+		// hash sees this damage, before the readback would.
+		{name: "stream catches a damaged transfer", image: raw, sha256: rawSum, typ: devices.VerifyBoth, corrupt: 4096, want: "incomplete",
 			reason: []string{"stream sha256 mismatch", "the image served has " + rawSum, "did not arrive intact"}},
 		{name: "stream gzip damaged in transfer", image: gz, sha256: gzSum, typ: devices.VerifyStream, corrupt: 100, want: "incomplete",
 			reason: []string{"write image: the pipeline exited"}},
-		{name: "stream raw, wrong digest", image: raw, sha256: wrong, typ: devices.VerifyStream, corrupt: -1, want: "incomplete",
+		{name: "stream raw, wrong digest", image: raw, sha256: wrong, typ: devices.VerifyBoth, corrupt: -1, want: "incomplete",
 			reason: []string{"stream sha256 mismatch", "the image served has " + wrong}},
 		// The file is checked against the job's digest on the host, before
 		// the node writes anything.
