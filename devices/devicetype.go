@@ -29,6 +29,7 @@ type DeviceType struct {
 type Settings struct {
 	Power     Power     `toml:"power"`
 	Bootdev   Bootdev   `toml:"bootdev"`
+	Deploy    Deploy    `toml:"deploy"`
 	Console   Console   `toml:"console"`
 	Master    Master    `toml:"master"`
 	LocalBoot LocalBoot `toml:"local_boot"`
@@ -50,6 +51,12 @@ type Power struct {
 	// negotiating costs seconds.
 	Interface   IPMIInterface `toml:"interface"`
 	CipherSuite int           `toml:"cipher_suite"`
+	// Cycle is how the node is power-cycled to boot its disk: "cycle"
+	// (one cycle request: the BMC keeps the power off for its own minimum
+	// time, which is what real hardware needs to reset fully) or "off-on"
+	// (power off, confirmed, then power on: no wait for the BMC to act on
+	// a cycle, for BMCs that switch at once, such as a simulator's).
+	Cycle CycleMode `toml:"cycle"`
 	// Retries is how many times a failed power or bootdev operation is
 	// tried again; Timeout bounds each try.
 	Retries int           `toml:"retries"`
@@ -73,6 +80,20 @@ type Power struct {
 type Bootdev struct {
 	EFI        bool `toml:"efi"`        // boot in UEFI mode rather than legacy BIOS
 	Persistent bool `toml:"persistent"` // for all later boots, not only the next one
+}
+
+// Deploy says how a written image is checked.
+type Deploy struct {
+	// Verify is what proves the image: "readback" (after writing, the
+	// master reads the image's bytes back from the disk and hashes them:
+	// the disk holds the image), "stream" (the master hashes the bytes it
+	// receives while it writes them, and labctl checks that the image file
+	// it serves holds the job's digest: the image arrived intact and was
+	// written without error, but nothing reads the disk back) or "both".
+	// An uncompressed image in "stream" mode is read back instead: the
+	// node hashes every byte either way, and reading back costs less than
+	// busybox tee. A job's deploy.verify overrides it.
+	Verify VerifyMode `toml:"verify"`
 }
 
 // Console says how to reach the serial console and how fast to type on it.
@@ -167,19 +188,32 @@ type (
 	ConsoleDriver string
 	PacingMode    string
 	IPMIInterface string
+	CycleMode     string
+	VerifyMode    string
 )
 
 // Their values.
 const (
-	PowerIPMI    PowerMethod   = "ipmi"
-	PowerCommand PowerMethod   = "command"
-	ConsoleIPMI  ConsoleDriver = "ipmi"
-	ConsoleCmd   ConsoleDriver = "command"
-	PacingFixed  PacingMode    = "fixed"
-	PacingEcho   PacingMode    = "echo"
-	LANPlus      IPMIInterface = "lanplus"
-	LAN          IPMIInterface = "lan"
+	PowerIPMI      PowerMethod   = "ipmi"
+	PowerCommand   PowerMethod   = "command"
+	ConsoleIPMI    ConsoleDriver = "ipmi"
+	ConsoleCmd     ConsoleDriver = "command"
+	PacingFixed    PacingMode    = "fixed"
+	PacingEcho     PacingMode    = "echo"
+	LANPlus        IPMIInterface = "lanplus"
+	LAN            IPMIInterface = "lan"
+	CycleBMC       CycleMode     = "cycle"
+	CycleOffOn     CycleMode     = "off-on"
+	VerifyReadback VerifyMode    = "readback"
+	VerifyStream   VerifyMode    = "stream"
+	VerifyBoth     VerifyMode    = "both"
 )
+
+// Stream reports whether m hashes the image on its way to the disk.
+func (m VerifyMode) Stream() bool { return m == VerifyStream || m == VerifyBoth }
+
+// Readback reports whether m reads the written image back from the disk.
+func (m VerifyMode) Readback() bool { return m == VerifyReadback || m == VerifyBoth }
 
 func (m *PowerMethod) UnmarshalText(b []byte) error {
 	return unmarshalEnum(m, b, "power method", PowerIPMI, PowerCommand)
@@ -195,6 +229,14 @@ func (p *PacingMode) UnmarshalText(b []byte) error {
 
 func (i *IPMIInterface) UnmarshalText(b []byte) error {
 	return unmarshalEnum(i, b, "IPMI interface", LANPlus, LAN)
+}
+
+func (m *CycleMode) UnmarshalText(b []byte) error {
+	return unmarshalEnum(m, b, "power cycle mode", CycleBMC, CycleOffOn)
+}
+
+func (m *VerifyMode) UnmarshalText(b []byte) error {
+	return unmarshalEnum(m, b, "verify mode", VerifyReadback, VerifyStream, VerifyBoth)
 }
 
 func unmarshalEnum[T ~string](dst *T, text []byte, what string, values ...T) error {
@@ -217,10 +259,12 @@ func DefaultSettings() Settings {
 		Power: Power{
 			Method:         PowerIPMI,
 			Interface:      LANPlus,
+			Cycle:          CycleBMC,
 			Retries:        3,
 			Timeout:        2 * time.Second,
 			StatusOnRegexp: mustPattern(`(?i)\bon\b`), // ipmitool: "Chassis Power is on"
 		},
+		Deploy: Deploy{Verify: VerifyReadback},
 		Console: Console{
 			Driver:      ConsoleIPMI,
 			Pacing:      PacingFixed,

@@ -341,6 +341,16 @@ func TestLoadProblems(t *testing.T) {
 			want: []string{"types/qemu.toml:4: power.cipher_suite: 4 is not an IPMI cipher suite (0 to 3, 6 to 8, 11, 12, 15 to 17)"},
 		},
 		{
+			name: "bad cycle and verify modes",
+			change: func(f map[string]string) {
+				f["types/qemu.toml"] = strings.Replace(f["types/qemu.toml"], "cipher_suite = 3", "cipher_suite = 3\ncycle = \"reset\"", 1) + "[deploy]\nverify = \"none\"\n"
+			},
+			want: []string{
+				`types/qemu.toml:5: power.cycle: "reset" is not a power cycle mode: use "cycle" or "off-on"`,
+				`types/qemu.toml:23: deploy.verify: "none" is not a verify mode: use "readback" or "stream" or "both"`,
+			},
+		},
+		{
 			name: "password in a command template",
 			change: func(f map[string]string) {
 				f["types/qemu.toml"] = strings.Replace(f["types/qemu.toml"], "-E sol", "-P {{.Password}} sol", 1)

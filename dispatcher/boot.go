@@ -7,11 +7,12 @@ import (
 	"time"
 
 	"github.com/labctl/labctl"
+	"github.com/labctl/labctl/devices"
 	"github.com/labctl/labctl/sol"
 )
 
-// boot switches the node to its disk, power-cycles it and logs in to the
-// test OS.
+// boot switches the node to its disk, power-cycles it (see
+// devices.Power.Cycle) and logs in to the test OS.
 func (r *runner) boot(ctx context.Context) error {
 	login := r.set.Login
 	ctx, cancel := context.WithTimeout(ctx, r.timeouts.Boot)
@@ -25,14 +26,18 @@ func (r *runner) boot(ctx context.Context) error {
 	}
 	r.session.Discard()
 	start := r.Now()
-	if err := r.node.power(ctx, labctl.PowerCycle); err != nil {
+	if err := r.node.cycle(ctx); err != nil {
 		return err
 	}
 	loginPrompt := regexp.MustCompile(regexp.QuoteMeta(login.LoginPrompt))
 	if err := r.node.waitPrompt(ctx, r.set.Timeouts.DiskBoot, "the login prompt", loginPrompt); err != nil {
 		return err
 	}
-	r.event("boot: login prompt %s after power cycle", r.Now().Sub(start).Round(10*time.Millisecond))
+	since := "power cycle"
+	if r.set.Power.Cycle == devices.CycleOffOn {
+		since = "power off and on"
+	}
+	r.event("boot: login prompt %s after %s", r.Now().Sub(start).Round(10*time.Millisecond), since)
 
 	lctx, cancel := context.WithTimeout(ctx, r.set.Timeouts.Login)
 	defer cancel()
@@ -64,7 +69,7 @@ func (r *runner) boot(ctx context.Context) error {
 	if m.Pattern == 1 {
 		return fmt.Errorf("log in as %s: the node said %q", r.Spec.Boot.Username, m.Text())
 	}
-	r.event("boot: logged in as %s, %s after power cycle", r.Spec.Boot.Username, r.Now().Sub(start).Round(10*time.Millisecond))
+	r.event("boot: logged in as %s, %s after %s", r.Spec.Boot.Username, r.Now().Sub(start).Round(10*time.Millisecond), since)
 	r.testShell = &shell{r: r, pacing: r.pacing(r.set.Console.TestShellDelay()), prompt: shellPrompt}
 	return r.testShell.setPrompt(lctx)
 }

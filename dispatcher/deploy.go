@@ -13,7 +13,9 @@ import (
 )
 
 // deploy boots the master image over PXE and streams the job's image onto
-// the node's disk, checking its sha256 on the node.
+// the node's disk, proving it on the node as the verify mode says (see
+// devices.Deploy): a sha256 of the bytes as they arrive (stream), of the
+// bytes read back from the disk (readback), or both.
 func (r *runner) deploy(ctx context.Context) error {
 	d := r.Spec.Deploy
 	ctx, cancel := context.WithTimeout(ctx, r.timeouts.Deploy)
@@ -37,7 +39,29 @@ func (r *runner) deploy(ctx context.Context) error {
 	if disk == "" {
 		disk = r.set.Master.Disk
 	}
+	verify := d.Verify
+	if verify == "" {
+		verify = r.set.Deploy.Verify
+	}
 	r.event("deploy: image %s (%s, %d bytes uncompressed) to %s, sha256 %s", d.Image, image.Compression, image.RawSize, disk, want)
+	if verify == devices.VerifyStream && image.Compression == None {
+		// The node hashes every byte either way, and reading them back in
+		// 4 MiB blocks costs less than busybox tee's 1 KiB copies.
+		r.event("deploy: verify stream: the image is not compressed, so it is read back instead (hashing it on its way costs more)")
+		verify = devices.VerifyReadback
+	}
+	r.event("deploy: verify %s: %s", verify, verifyMeaning(verify))
+
+	// The digest the node's stream hash must show, worked out while the
+	// master boots.
+	var streamWant chan streamResult
+	if verify.Stream() {
+		streamWant = make(chan streamResult, 1)
+		go func() {
+			sum, err := streamDigest(image, want, r.CacheDir)
+			streamWant <- streamResult{sum, err}
+		}()
+	}
 
 	sh, err := r.bootMaster(ctx)
 	if err != nil {
@@ -53,16 +77,17 @@ func (r *runner) deploy(ctx context.Context) error {
 		}
 	}
 
-	stages := []string{"wget -q -O - '" + img.URL() + "'"}
-	if dc := image.Compression.Decompressor(); dc != "" {
-		stages = append(stages, dc)
+	var expect string
+	if streamWant != nil {
+		sr := <-streamWant
+		if sr.err != nil {
+			return sr.err
+		}
+		expect = sr.sum
 	}
-	stages = append(stages, "dd of="+disk+" bs=4M")
-	pipeline := "set -o pipefail; " + strings.Join(stages, " | ")
-
 	start := r.Now()
 	stop := r.watchTransfer(img, img.Size())
-	res, err := sh.run(ctx, pipeline)
+	res, err := sh.run(ctx, writeCommand(img.URL(), image.Compression.Decompressor(), disk, verify.Stream(), r.tag))
 	stop()
 	if err != nil {
 		return fmt.Errorf("write image: %w", err)
@@ -71,10 +96,25 @@ func (r *runner) deploy(ctx context.Context) error {
 		return fmt.Errorf("write image: the pipeline exited %d: %s", res.ExitCode, lastLines(res.Output, 3))
 	}
 	r.event("deploy: wrote the image in %s", r.Now().Sub(start).Round(10*time.Millisecond))
+	if verify.Stream() {
+		m := sha256Line.FindStringSubmatch(res.Output)
+		if m == nil {
+			return fmt.Errorf("stream sha256: no digest in the node's output %q", lastLines(res.Output, 2))
+		}
+		served := "image"
+		if image.Compression != None {
+			served = string(image.Compression) + " file"
+		}
+		if got := strings.ToLower(m[1]); got != expect {
+			return fmt.Errorf("stream sha256 mismatch: the node received bytes with sha256 %s, the %s served has %s: the image did not arrive intact", got, served, expect)
+		}
+		r.event("deploy: stream sha256 %s of the %s verified on the node: the image arrived intact and was written without error; the disk was not read back", expect, served)
+	}
+	if !verify.Readback() {
+		return nil
+	}
 
 	// Read the written bytes back from the disk and hash them on the node.
-	// (Hashing on the way in through tee and a FIFO reads the image once,
-	// but busybox tee copies 1 KiB at a time: 7x slower under QEMU.)
 	start = r.Now()
 	res, err = sh.run(ctx, fmt.Sprintf("sync; dd if=%s bs=4M count=%d iflag=count_bytes 2>/dev/null | sha256sum", disk, image.RawSize))
 	if err != nil {
@@ -87,8 +127,50 @@ func (r *runner) deploy(ctx context.Context) error {
 	if got := strings.ToLower(m[1]); got != want {
 		return fmt.Errorf("sha256 mismatch: expected %s, the node's disk holds %s", want, got)
 	}
-	r.event("deploy: sha256 %s verified on the node in %s", want, r.Now().Sub(start).Round(10*time.Millisecond))
+	r.event("deploy: readback sha256 %s verified on the node in %s: the disk holds the image", want, r.Now().Sub(start).Round(10*time.Millisecond))
 	return nil
+}
+
+// verifyMeaning says what a verify mode proves, for the job log.
+func verifyMeaning(m devices.VerifyMode) string {
+	switch m {
+	case devices.VerifyStream:
+		return "the node hashes the image as it arrives (proves it arrived intact; the disk is not read back)"
+	case devices.VerifyBoth:
+		return "the node hashes the image as it arrives and reads it back from the disk (proves it arrived intact and the disk holds it)"
+	}
+	return "the node reads the written image back from the disk and hashes it (proves the disk holds it)"
+}
+
+// writeCommand is the master's line that writes the image at url to disk:
+// wget | decompressor | dd, with pipefail. With stream, busybox tee also
+// copies what wget receives into a FIFO that sha256sum reads, so the bytes
+// are hashed as they arrive, and a sync ends it (readback syncs before it
+// reads). The stream is hashed before it is decompressed: a few times
+// fewer bytes than the disk gets, which matters on a slow master CPU; the
+// decompressor's own integrity check (gzip's CRC and length, xz's and
+// zstd's checksums) and pipefail cover the decompression. tag makes the
+// FIFO's name the job's own.
+func writeCommand(url, decompressor, disk string, stream bool, tag string) string {
+	fetch := "wget -q -O - '" + url + "'"
+	var rest []string
+	if decompressor != "" {
+		rest = append(rest, decompressor)
+	}
+	rest = append(rest, "dd of="+disk+" bs=4M")
+	if !stream {
+		return "set -o pipefail; " + strings.Join(append([]string{fetch}, rest...), " | ")
+	}
+	fifo := "/tmp/labctl-" + tag + ".fifo"
+	// The subshell is not interactive: no job-control lines, and wait
+	// sees sha256sum finish before the line's exit status is read.
+	return fmt.Sprintf("set -o pipefail; rm -f %[1]s; mkfifo %[1]s && (sha256sum <%[1]s & %[2]s | tee %[1]s | %[3]s; rc=$?; wait; rm -f %[1]s; sync; exit $rc)",
+		fifo, fetch, strings.Join(rest, " | "))
+}
+
+type streamResult struct {
+	sum string
+	err error
 }
 
 // sha256Line finds sha256sum's "DIGEST  -" in a command's output: the 64

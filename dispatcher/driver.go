@@ -136,6 +136,18 @@ func (d *Driver) power(ctx context.Context, op labctl.PowerOp) error {
 	return nil
 }
 
+// cycle power-cycles the node as the device type's power.cycle says: one
+// cycle request, or off and then on, each confirmed.
+func (d *Driver) cycle(ctx context.Context) error {
+	if d.Settings.Power.Cycle != devices.CycleOffOn {
+		return d.power(ctx, labctl.PowerCycle)
+	}
+	if err := d.power(ctx, labctl.PowerOff); err != nil {
+		return err
+	}
+	return d.power(ctx, labctl.PowerOn)
+}
+
 // bootdev sets the next boot device within the power timeout.
 func (d *Driver) bootdev(ctx context.Context, dev labctl.BootDevice) error {
 	pctx, cancel := context.WithTimeout(ctx, d.Settings.Timeouts.Power)

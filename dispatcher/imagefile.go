@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -34,6 +35,9 @@ type imageFile struct {
 	// RawSize is the number of uncompressed bytes the node writes: the
 	// node hashes exactly that many bytes back from its disk.
 	RawSize int64
+	// Verified says that the file's uncompressed bytes were checked
+	// against the job's digest (a download enters the cache only so).
+	Verified bool
 }
 
 // prepareImage opens the job's image (downloading a URL into the cache
@@ -67,7 +71,74 @@ func prepareImage(ctx context.Context, image, digest, cacheDir string, pol Image
 		f.Close()
 		return imageFile{}, err
 	}
-	return imageFile{File: f, Compression: comp, RawSize: raw}, nil
+	return imageFile{File: f, Compression: comp, RawSize: raw, Verified: jobs.IsURL(image)}, nil
+}
+
+// streamDigest returns the sha256 that the node's hash of the bytes it
+// receives must show: the job's digest for an uncompressed image, else the
+// sha256 of the compressed file, once that file's uncompressed bytes have
+// been checked against the job's digest here (unless a download did so).
+// The result is kept in cacheDir/streams under the same key as the size.
+func streamDigest(img imageFile, digest, cacheDir string) (string, error) {
+	if img.Compression == None {
+		return digest, nil
+	}
+	fi, err := img.File.Stat()
+	if err != nil {
+		return "", fmt.Errorf("image: %w", err)
+	}
+	var cached string
+	if cacheDir != "" {
+		cached = filepath.Join(cacheDir, "streams", cacheKey(fi, digest, img.Verified))
+		if b, err := os.ReadFile(cached); err == nil {
+			if sum := strings.TrimSpace(string(b)); sha256Hex.MatchString(sum) {
+				return sum, nil
+			}
+		}
+	}
+	packed := sha256.New()
+	w := io.Writer(packed)
+	var v *verifier
+	if !img.Verified {
+		if v, err = newVerifier(img.Compression); err != nil {
+			return "", fmt.Errorf("image %s: %w", img.File.Name(), err)
+		}
+		w = io.MultiWriter(packed, v)
+	}
+	_, err = io.Copy(w, bufio.NewReaderSize(io.NewSectionReader(img.File, 0, fi.Size()), 1<<20))
+	if v != nil {
+		_, sum, verr := v.finish(err)
+		switch {
+		case verr != nil:
+			return "", fmt.Errorf("image %s: %w", img.File.Name(), verr)
+		case err == nil && sum != digest:
+			return "", fmt.Errorf("image %s: its uncompressed bytes have sha256 %s, the job expects %s", img.File.Name(), sum, digest)
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("image %s: %w", img.File.Name(), err)
+	}
+	sum := hex.EncodeToString(packed.Sum(nil))
+	if cached != "" {
+		if err := os.MkdirAll(filepath.Dir(cached), statedir.DirMode); err == nil {
+			os.WriteFile(cached, []byte(sum+"\n"), statedir.FileMode)
+		}
+	}
+	return sum, nil
+}
+
+// sha256Hex matches a sha256 in hex, as the cache keeps it.
+var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// cacheKey names what the cache knows of an image file: a verified
+// download by the digest alone; a local file, whose bytes nothing has
+// checked against the digest, by the digest and that file's identity, so
+// that a file claiming another's digest cannot set what another job reads.
+func cacheKey(fi os.FileInfo, digest string, verified bool) string {
+	if dev, ino, ok := fileID(fi); ok && !verified {
+		return fmt.Sprintf("%s-%d-%d-%d-%d", digest, dev, ino, fi.Size(), fi.ModTime().UnixNano())
+	}
+	return digest
 }
 
 // download fetches a URL image into the cache (cacheDir/downloads/DIGEST/
@@ -264,11 +335,7 @@ func (c *countWriter) Write(p []byte) (int, error) {
 }
 
 // rawSize counts the uncompressed bytes of an image, remembering the count
-// in cacheDir/sizes. A count made from a verified download is kept under
-// the digest; one made from a local file, whose bytes nothing has checked
-// against the digest yet, only under the digest and that file's identity,
-// so that a file claiming another's digest cannot set the size another
-// job reads back.
+// in cacheDir/sizes under cacheKey.
 func rawSize(f *os.File, comp Compression, digest, cacheDir string, verified bool, note func(string, ...any)) (int64, error) {
 	fi, err := f.Stat()
 	if err != nil {
@@ -279,11 +346,7 @@ func rawSize(f *os.File, comp Compression, digest, cacheDir string, verified boo
 	}
 	var cached string
 	if cacheDir != "" {
-		key := digest
-		if dev, ino, ok := fileID(fi); ok && !verified {
-			key = fmt.Sprintf("%s-%d-%d-%d-%d", digest, dev, ino, fi.Size(), fi.ModTime().UnixNano())
-		}
-		cached = filepath.Join(cacheDir, "sizes", key)
+		cached = filepath.Join(cacheDir, "sizes", cacheKey(fi, digest, verified))
 		if b, err := os.ReadFile(cached); err == nil {
 			if n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64); err == nil && n > 0 {
 				return n, nil

@@ -95,6 +95,10 @@ type Deploy struct {
 	// Timeout bounds the whole deploy action; zero means the device type's
 	// timeouts.deploy.
 	Timeout time.Duration `toml:"timeout"`
+	// Verify is how the written image is checked: "readback", "stream" or
+	// "both" (see devices.Deploy); empty means the device type's
+	// deploy.verify.
+	Verify devices.VerifyMode `toml:"verify"`
 }
 
 // Boot holds the test OS's login, used after the node boots from its disk.

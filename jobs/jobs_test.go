@@ -90,6 +90,11 @@ func TestParseProblems(t *testing.T) {
 			want: []string{":1: keep_powered_on: must be a boolean (true or false), not a string"},
 		},
 		{
+			name: "bad verify mode",
+			src:  minimal + "verify = \"disk\"\n",
+			want: []string{`:5: deploy.verify: "disk" is not a verify mode: use "readback" or "stream" or "both"`},
+		},
+		{
 			name: "bad priority",
 			src:  "priority = \"urgent\"\n" + minimal,
 			want: []string{`:1: priority: "urgent" is not a priority: use high, normal or low`},

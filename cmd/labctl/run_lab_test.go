@@ -142,7 +142,9 @@ func watchSecret(secret string) (stop func() []string) {
 
 // The smoke job through ipmitool in a pty, with a gzip image: it completes
 // although the BMC kills the SOL session in the middle of the test steps,
-// and the BMC password shows up in no job log and no command line.
+// and the BMC password shows up in no job log and no command line. The
+// device type's settings hold: stream verification, and the disk boot
+// powers the node off and on rather than sending a cycle.
 func TestLabRunSmoke(t *testing.T) {
 	t.Parallel()
 	lab := simlabtest.StartLab(t, 1, simlab.Options{})
@@ -206,7 +208,31 @@ commands = ["grep -q vda /proc/partitions"]
 	if len(res.Artifacts) != 1 {
 		t.Errorf("artifacts = %v, want uname.txt", res.Artifacts)
 	}
+	if !strings.Contains(log, "deploy: verify stream:") || !strings.Contains(log, "of the gzip file verified on the node") || strings.Contains(log, "readback sha256") {
+		t.Error("job log does not show stream verification alone")
+	}
+	if !offOnAfter(log, "bootdev disk") {
+		t.Error("job log does not show power off, then power on, after bootdev disk")
+	}
 	wantOff(t, node)
+}
+
+// offOnAfter reports whether the job log's events after the line ending in
+// event are "power off" and then "power on", with no power cycle anywhere.
+func offOnAfter(log, event string) bool {
+	var after []string
+	seen := false
+	for _, line := range strings.Split(log, "\n") {
+		switch {
+		case strings.HasSuffix(line, " power cycle"):
+			return false
+		case strings.HasSuffix(line, " "+event):
+			seen = true
+		case seen && strings.HasSuffix(line, " power off"), seen && strings.HasSuffix(line, " power on"):
+			after = append(after, line[strings.LastIndex(line, "power "):])
+		}
+	}
+	return len(after) >= 2 && after[0] == "power off" && after[1] == "power on"
 }
 
 // An xz image through a console that drops input arriving while more than
@@ -295,18 +321,26 @@ expect_failure = true
 	wantOff(t, lab.Nodes[0])
 }
 
-// A wrong sha256 ends the job incomplete, naming both digests.
+// A wrong sha256 ends the job incomplete, naming both digests. The image
+// is uncompressed and verified both ways: the node's hash of the bytes it
+// received, which comes first, does not match (a compressed image would be
+// refused on the host before the node boots).
 func TestLabRunWrongDigest(t *testing.T) {
 	t.Parallel()
 	lab := simlabtest.StartLab(t, 1, simlab.Options{})
 	wrong := strings.Repeat("0f", 32)
-	job := labJob(t, lab, ".gz", "", "[[test]]\nname = \"never\"\ncommands = [\"true\"]\n")
+	job := labJob(t, lab, "", "", "[[test]]\nname = \"never\"\ncommands = [\"true\"]\n")
 	b, _ := os.ReadFile(job)
-	os.WriteFile(job, []byte(strings.Replace(string(b), lab.Artifacts.Images.Raw.SHA256, wrong, 1)), 0o644)
-	res, _, err := runLabJob(t, lab, job, t.TempDir())
+	text := strings.Replace(string(b), lab.Artifacts.Images.Raw.SHA256, wrong, 1)
+	os.WriteFile(job, []byte(strings.Replace(text, "[boot]", "verify = \"both\"\n[boot]", 1)), 0o644)
+	res, log, err := runLabJob(t, lab, job, t.TempDir())
 	wantExit(t, err, 2)
-	if res.Outcome != "incomplete" || !strings.Contains(res.Reason, wrong) || !strings.Contains(res.Reason, lab.Artifacts.Images.Raw.SHA256) {
-		t.Errorf("outcome %s: %s; want incomplete naming %s and %s", res.Outcome, res.Reason, wrong, lab.Artifacts.Images.Raw.SHA256)
+	if res.Outcome != "incomplete" || res.Action != "deploy" || !strings.Contains(res.Reason, "stream sha256 mismatch") ||
+		!strings.Contains(res.Reason, wrong) || !strings.Contains(res.Reason, lab.Artifacts.Images.Raw.SHA256) {
+		t.Errorf("outcome %s in %s: %s; want incomplete in deploy, the stream sha256 naming %s and %s", res.Outcome, res.Action, res.Reason, wrong, lab.Artifacts.Images.Raw.SHA256)
+	}
+	if !strings.Contains(log, "deploy: wrote the image") {
+		t.Error("the job ended before the node wrote the image")
 	}
 	wantOff(t, lab.Nodes[0])
 }

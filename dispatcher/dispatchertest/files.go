@@ -26,6 +26,7 @@ type fileServer struct {
 	mu      sync.Mutex
 	images  map[string]*image
 	uploads map[string]string
+	corrupt int64 // the offset of the byte flipped in every image served; -1 for none
 }
 
 func newFileServer() (*fileServer, error) {
@@ -33,7 +34,7 @@ func newFileServer() (*fileServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	fs := &fileServer{base: "http://" + ln.Addr().String(), images: map[string]*image{}, uploads: map[string]string{}}
+	fs := &fileServer{base: "http://" + ln.Addr().String(), images: map[string]*image{}, uploads: map[string]string{}, corrupt: -1}
 	fs.srv = &http.Server{Handler: fs}
 	go fs.srv.Serve(ln)
 	return fs, nil
@@ -80,10 +81,15 @@ func (fs *fileServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	fs.mu.Lock()
 	img := fs.images[parts[1]]
 	dir, upload := fs.uploads[parts[1]]
+	corrupt := fs.corrupt
 	fs.mu.Unlock()
 	switch {
 	case parts[0] == "images" && img != nil && r.Method == http.MethodGet:
-		n, _ := io.Copy(w, io.NewSectionReader(img.file, 0, img.size))
+		var src io.Reader = io.NewSectionReader(img.file, 0, img.size)
+		if corrupt >= 0 && corrupt < img.size {
+			src = &flipReader{r: src, at: corrupt}
+		}
+		n, _ := io.Copy(w, src)
 		img.served.Add(n)
 	case parts[0] == "uploads" && upload && r.Method == http.MethodPost:
 		// The dispatcher's protocol: base64 body, size checked.
@@ -123,4 +129,20 @@ func (i *image) Close() error {
 	delete(i.fs.images, i.token)
 	i.fs.mu.Unlock()
 	return nil
+}
+
+// flipReader inverts the byte at offset at of what r reads.
+type flipReader struct {
+	r   io.Reader
+	at  int64
+	off int64
+}
+
+func (f *flipReader) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if i := f.at - f.off; i >= 0 && i < int64(n) {
+		p[i] ^= 0xff
+	}
+	f.off += int64(n)
+	return n, err
 }

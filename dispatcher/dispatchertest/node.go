@@ -169,6 +169,15 @@ func (n *Node) record(call string) {
 	}
 }
 
+// CorruptImages makes the boot server flip the byte at offset off of every
+// image it serves from now on (a negative off heals it): a transfer that
+// damages the image on its way to the node.
+func (n *Node) CorruptImages(off int64) {
+	n.files.mu.Lock()
+	n.files.corrupt = off
+	n.files.mu.Unlock()
+}
+
 // BreakMaster makes the master never reach its prompt: a PXE setup that
 // does not work.
 func (n *Node) BreakMaster() {

@@ -1,0 +1,147 @@
+package dispatcher_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/labctl/labctl/devices"
+	"github.com/labctl/labctl/dispatcher"
+	"github.com/labctl/labctl/dispatcher/dispatchertest"
+	"github.com/labctl/labctl/results"
+)
+
+// rawImage writes a bootable uncompressed image into dir and returns its
+// path and sha256.
+func rawImage(t *testing.T, dir string) (string, string) {
+	t.Helper()
+	raw := dispatchertest.MBRImage(1 << 20)
+	path := filepath.Join(dir, "disk.img")
+	if err := os.WriteFile(path, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(raw)
+	return path, hex.EncodeToString(sum[:])
+}
+
+// runWith runs spec on n with the given settings.
+func runWith(t *testing.T, n *dispatchertest.Node, spec string, set devices.Settings) (*results.Job, string) {
+	t.Helper()
+	dir := t.TempDir()
+	res := dispatcher.Run(context.Background(), dispatcher.Job{
+		ID: "1", Spec: parseJob(t, spec), Device: n.Name, Settings: set,
+		Power: n, Console: console(t, n), Netboot: n, Dir: dir, CacheDir: filepath.Join(dir, "cache"),
+	})
+	log, _ := os.ReadFile(filepath.Join(dir, "job.log"))
+	return res, string(log)
+}
+
+func TestRunVerifyModes(t *testing.T) {
+	gz, gzSum := image(t, t.TempDir())
+	raw, rawSum := rawImage(t, t.TempDir())
+	wrong := strings.Repeat("ab", 32)
+	for _, tt := range []struct {
+		name          string
+		image, sha256 string
+		typ, job      devices.VerifyMode // the device type's and the job's setting
+		corrupt       int64              // the byte the boot server damages, -1 for none
+		want          string             // the outcome
+		reason        []string           // what an incomplete job's reason says
+		log           []string           // what the job log says
+		notLog        []string
+	}{
+		{name: "stream gzip", image: gz, sha256: gzSum, typ: devices.VerifyStream, corrupt: -1, want: "complete",
+			log:    []string{"verify stream: the node hashes the image as it arrives", "of the gzip file verified on the node: the image arrived intact"},
+			notLog: []string{"readback sha256"}},
+		{name: "stream reads an uncompressed image back", image: raw, sha256: rawSum, typ: devices.VerifyStream, corrupt: -1, want: "complete",
+			log: []string{"the image is not compressed, so it is read back instead", "readback sha256 " + rawSum}, notLog: []string{"stream sha256"}},
+		{name: "job asks for both", image: gz, sha256: gzSum, typ: devices.VerifyReadback, job: devices.VerifyBoth, corrupt: -1, want: "complete",
+			log: []string{"verify both", "of the gzip file verified on the node", "readback sha256 " + gzSum + " verified on the node"}},
+		{name: "job asks for readback", image: gz, sha256: gzSum, typ: devices.VerifyStream, job: devices.VerifyReadback, corrupt: -1, want: "complete",
+			log: []string{"verify readback: the node reads the written image back", "readback sha256 " + gzSum}, notLog: []string{"stream sha256"}},
+		// Raw bytes have no decompressor check: only the node's stream
+		// hash sees this damage, before the readback would.
+		{name: "stream catches a damaged transfer", image: raw, sha256: rawSum, typ: devices.VerifyBoth, corrupt: 4096, want: "incomplete",
+			reason: []string{"stream sha256 mismatch", "the image served has " + rawSum, "did not arrive intact"}},
+		{name: "stream gzip damaged in transfer", image: gz, sha256: gzSum, typ: devices.VerifyStream, corrupt: 100, want: "incomplete",
+			reason: []string{"write image: the pipeline exited"}},
+		{name: "stream raw, wrong digest", image: raw, sha256: wrong, typ: devices.VerifyBoth, corrupt: -1, want: "incomplete",
+			reason: []string{"stream sha256 mismatch", "the image served has " + wrong}},
+		// The file is checked against the job's digest on the host, before
+		// the node writes anything.
+		{name: "stream gzip, wrong digest", image: gz, sha256: wrong, typ: devices.VerifyStream, corrupt: -1, want: "incomplete",
+			reason: []string{"its uncompressed bytes have sha256 " + gzSum + ", the job expects " + wrong}, notLog: []string{"wrote the image"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			n := newNode(t)
+			n.CorruptImages(tt.corrupt)
+			set := dispatchertest.Settings(n)
+			set.Deploy.Verify = tt.typ
+			verify := ""
+			if tt.job != "" {
+				verify = `verify = "` + string(tt.job) + `"`
+			}
+			res, log := runWith(t, n, `
+device = "node1"
+[deploy]
+image = "`+tt.image+`"
+sha256 = "`+tt.sha256+`"
+`+verify+`
+[boot]
+password = "test"
+[[test]]
+name = "hello"
+commands = ["true"]
+`, set)
+			if string(res.Outcome) != tt.want {
+				t.Fatalf("outcome %s (%s), want %s\n%s", res.Outcome, res.Reason, tt.want, log)
+			}
+			for _, s := range tt.reason {
+				if res.Action != "deploy" || !strings.Contains(res.Reason, s) {
+					t.Errorf("reason %q (action %s), want deploy's naming %q", res.Reason, res.Action, s)
+				}
+			}
+			for _, s := range tt.log {
+				if !strings.Contains(log, s) {
+					t.Errorf("job log lacks %q\n%s", s, log)
+				}
+			}
+			for _, s := range tt.notLog {
+				if strings.Contains(log, s) {
+					t.Errorf("job log has %q\n%s", s, log)
+				}
+			}
+		})
+	}
+}
+
+func TestRunPowerOffOn(t *testing.T) {
+	n := newNode(t)
+	img, sum := image(t, t.TempDir())
+	set := dispatchertest.Settings(n)
+	set.Power.Cycle = devices.CycleOffOn
+	res, log := runWith(t, n, `
+device = "node1"
+[deploy]
+image = "`+img+`"
+sha256 = "`+sum+`"
+[boot]
+password = "test"
+[[test]]
+name = "hello"
+commands = ["true"]
+`, set)
+	if res.Outcome != "complete" {
+		t.Fatalf("outcome %s (%s), want complete\n%s", res.Outcome, res.Reason, log)
+	}
+	calls := n.Calls()
+	i := slices.Index(calls, "bootdev disk")
+	if i < 0 || slices.Contains(calls, "power cycle") || !slices.Equal(calls[i+1:i+3], []string{"power off", "power on"}) {
+		t.Errorf("calls = %v, want power off and on after bootdev disk, no cycle", calls)
+	}
+}
