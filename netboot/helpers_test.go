@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,33 +12,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/pin/tftp/v3"
+	"github.com/labctl/labctl/internal/testutil"
 )
-
-// syncBuffer collects log output from many goroutines; tests read it to
-// check the per-transfer log lines, and dump it when they fail.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 // bootRoot is a boot root for tests, with a secret beside it (outside) that
 // no request may reach.
@@ -119,7 +97,7 @@ func newBootRoot(t testing.TB) *bootRoot {
 type testServer struct {
 	*Server
 	root   *bootRoot
-	logs   *syncBuffer
+	logs   *testutil.SyncBuffer
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -140,7 +118,7 @@ func startServer(t *testing.T, mod func(*Config)) *testServer {
 func startServerHook(t *testing.T, mod func(*Config), before func(*Server)) *testServer {
 	t.Helper()
 	root := newBootRoot(t)
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	cfg := Config{Root: root.dir, TFTPAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", ShutdownGrace: time.Second}
 	if mod != nil {
 		mod(&cfg)
@@ -181,94 +159,6 @@ func (ts *testServer) stop(t *testing.T) time.Duration {
 		t.Fatalf("Serve did not return 5s after its context ended")
 	}
 	return time.Since(start)
-}
-
-// tftpGet fetches name with pin/tftp's client. blksize 0 asks for none.
-func tftpGet(addr, name string, blksize int) (data []byte, tsize int64, err error) {
-	return tftpGetOpts(addr, name, blksize, 2*time.Second, 3)
-}
-
-// tftpGetOpts is tftpGet with the client's timeout and retries.
-func tftpGetOpts(addr, name string, blksize int, timeout time.Duration, retries int) (data []byte, tsize int64, err error) {
-	c, err := tftp.NewClient(addr)
-	if err != nil {
-		return nil, 0, err
-	}
-	c.SetTimeout(timeout)
-	c.SetRetries(retries)
-	if timeout < time.Second {
-		// pin/tftp waits a random 0-1s before each retransmission.
-		c.SetBackoff(func(int) time.Duration { return timeout / 4 })
-	}
-	c.RequestTSize(true)
-	if blksize > 0 {
-		c.SetBlockSize(blksize)
-	}
-	wt, err := c.Receive(name, "octet")
-	if err != nil {
-		return nil, 0, err
-	}
-	tsize = -1
-	if it, ok := wt.(tftp.IncomingTransfer); ok {
-		if n, ok := it.Size(); ok {
-			tsize = n
-		}
-	}
-	var b bytes.Buffer
-	if _, err := wt.WriteTo(&b); err != nil {
-		return nil, tsize, err
-	}
-	return b.Bytes(), tsize, nil
-}
-
-// rawRRQ is a TFTP read request packet built by hand, for names a client
-// library would not send.
-func rawRRQ(name string, opts ...string) []byte {
-	p := []byte{0, 1}
-	p = append(p, name...)
-	p = append(p, 0)
-	p = append(p, "octet"...)
-	p = append(p, 0)
-	for _, o := range opts {
-		p = append(p, o...)
-		p = append(p, 0)
-	}
-	return p
-}
-
-// tftpPacket is one packet a raw client received.
-type tftpPacket struct {
-	op    uint16
-	block uint16 // DATA, ACK
-	code  uint16 // ERROR
-	msg   string // ERROR
-	data  []byte // DATA
-	from  *net.UDPAddr
-}
-
-func readTFTP(t *testing.T, c *net.UDPConn, timeout time.Duration) (tftpPacket, error) {
-	t.Helper()
-	buf := make([]byte, 65536)
-	c.SetReadDeadline(time.Now().Add(timeout))
-	n, from, err := c.ReadFromUDP(buf)
-	if err != nil {
-		return tftpPacket{}, err
-	}
-	if n < 4 {
-		return tftpPacket{}, fmt.Errorf("short packet %x", buf[:n])
-	}
-	p := tftpPacket{op: binary.BigEndian.Uint16(buf), from: from}
-	switch p.op {
-	case 3:
-		p.block = binary.BigEndian.Uint16(buf[2:])
-		p.data = append([]byte(nil), buf[4:n]...)
-	case 5:
-		p.code = binary.BigEndian.Uint16(buf[2:])
-		p.msg = strings.TrimRight(string(buf[4:n]), "\x00")
-	case 6:
-		p.data = append([]byte(nil), buf[2:n]...)
-	}
-	return p, nil
 }
 
 // rawHTTP sends a request line exactly as given (no client-side cleaning)

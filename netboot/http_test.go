@@ -150,7 +150,7 @@ func TestImages(t *testing.T) {
 	if _, err := io.CopyN(io.Discard, resp.Body, 6<<20); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "progress during a transfer", 2*time.Second, func() bool { return im.BytesServed()-before >= progressChunk })
+	waitFor(t, "progress during a transfer", 30*time.Second, func() bool { return im.BytesServed()-before >= progressChunk })
 	resp.Body.Close()
 
 	// Wrong tokens and names.

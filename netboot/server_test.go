@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/pin/tftp/v3"
+
+	"github.com/labctl/labctl/netboot/tftp/tftptest"
 )
 
 var (
@@ -38,7 +40,7 @@ func TestTFTPServesRootFiles(t *testing.T) {
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
-			got, tsize, err := tftpGet(ts.tftpAddr(), tt.name, tt.blksize)
+			got, tsize, err := tftptest.Get(ts.tftpAddr(), tt.name, tt.blksize)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -66,30 +68,30 @@ func TestTFTPBlockSizeCap(t *testing.T) {
 	}
 	defer c.Close()
 	srv := ts.TFTPAddr().(*net.UDPAddr)
-	if _, err := c.WriteToUDP(rawRRQ("master/vmlinuz", "blksize", "8192", "tsize", "0"), srv); err != nil {
+	if _, err := c.WriteToUDP(tftptest.RRQ("master/vmlinuz", "blksize", "8192", "tsize", "0"), srv); err != nil {
 		t.Fatal(err)
 	}
-	p, err := readTFTP(t, c, 2*time.Second)
+	p, err := tftptest.Read(c, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.op != 6 {
-		t.Fatalf("want OACK, got op %d", p.op)
+	if p.Op != 6 {
+		t.Fatalf("want OACK, got op %d", p.Op)
 	}
 	opts := map[string]string{}
-	fields := strings.Split(strings.TrimRight(string(p.data), "\x00"), "\x00")
+	fields := strings.Split(strings.TrimRight(string(p.Data), "\x00"), "\x00")
 	for i := 0; i+1 < len(fields); i += 2 {
 		opts[fields[i]] = fields[i+1]
 	}
 	if opts["blksize"] != "1468" || opts["tsize"] != fmt.Sprint(len(ts.root.kernel)) {
 		t.Fatalf("OACK options %v, want blksize 1468 and tsize %d", opts, len(ts.root.kernel))
 	}
-	c.WriteToUDP([]byte{0, 4, 0, 0}, p.from) // ACK 0
-	p, err = readTFTP(t, c, 2*time.Second)
-	if err != nil || p.op != 3 || p.block != 1 || len(p.data) != 1468 {
-		t.Fatalf("first DATA: op %d block %d len %d err %v", p.op, p.block, len(p.data), err)
+	c.WriteToUDP([]byte{0, 4, 0, 0}, p.From) // ACK 0
+	p, err = tftptest.Read(c, 2*time.Second)
+	if err != nil || p.Op != 3 || p.Block != 1 || len(p.Data) != 1468 {
+		t.Fatalf("first DATA: op %d block %d len %d err %v", p.Op, p.Block, len(p.Data), err)
 	}
-	c.WriteToUDP([]byte{0, 5, 0, 0, 'b', 'y', 'e', 0}, p.from) // ERROR: client gives up
+	c.WriteToUDP([]byte{0, 5, 0, 0, 'b', 'y', 'e', 0}, p.From) // ERROR: client gives up
 }
 
 func TestTFTPRefusesEscapes(t *testing.T) {
@@ -120,7 +122,7 @@ func TestTFTPRefusesEscapes(t *testing.T) {
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
-			got, _, err := tftpGet(ts.tftpAddr(), tt.name, 0)
+			got, _, err := tftptest.Get(ts.tftpAddr(), tt.name, 0)
 			if err == nil {
 				t.Fatalf("served %d bytes", len(got))
 			}
@@ -149,12 +151,12 @@ func TestTFTPNULInName(t *testing.T) {
 		if _, err := c.WriteToUDP([]byte(pkt), ts.TFTPAddr().(*net.UDPAddr)); err != nil {
 			t.Fatal(err)
 		}
-		p, err := readTFTP(t, c, 2*time.Second)
+		p, err := tftptest.Read(c, 2*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if p.op != 5 || p.msg != want {
-			t.Fatalf("%q: got op %d %q, want ERROR %q", pkt, p.op, p.msg, want)
+		if p.Op != 5 || p.Msg != want {
+			t.Fatalf("%q: got op %d %q, want ERROR %q", pkt, p.Op, p.Msg, want)
 		}
 	}
 }
@@ -202,7 +204,7 @@ func TestPerNodeConfig(t *testing.T) {
 
 	fetch := func(name string) (tftpBody string, httpBody string) {
 		t.Helper()
-		b, tsize, err := tftpGet(ts.tftpAddr(), name, 1468)
+		b, tsize, err := tftptest.Get(ts.tftpAddr(), name, 1468)
 		if err != nil {
 			t.Fatalf("tftp %s: %v", name, err)
 		}
@@ -240,13 +242,13 @@ func TestPerNodeConfig(t *testing.T) {
 		t.Fatalf("C000025B:\n%s", tb)
 	}
 	// ...but its prefixes are not ours to answer from 127.0.0.1.
-	if _, _, err := tftpGet(ts.tftpAddr(), "pxelinux.cfg/C000025", 0); err == nil {
+	if _, _, err := tftptest.Get(ts.tftpAddr(), "pxelinux.cfg/C000025", 0); err == nil {
 		t.Fatal("prefix of another node's IP served")
 	}
 	// An unknown node walks on to the static default, as pxelinux does.
 	ts.RemoveNode(mac)
 	for _, n := range names {
-		if _, _, err := tftpGet(ts.tftpAddr(), n, 0); err == nil {
+		if _, _, err := tftptest.Get(ts.tftpAddr(), n, 0); err == nil {
 			t.Fatalf("%s served after RemoveNode", n)
 		}
 	}
@@ -266,7 +268,7 @@ func TestConfigOverTFTPEntry(t *testing.T) {
 	if err := ts.SetNode(mustMAC(t, testMAC), nil, e); err != nil {
 		t.Fatal(err)
 	}
-	b, _, err := tftpGet(ts.tftpAddr(), "pxelinux.cfg/01-52-54-00-00-00-01", 0)
+	b, _, err := tftptest.Get(ts.tftpAddr(), "pxelinux.cfg/01-52-54-00-00-00-01", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -275,7 +277,7 @@ func TestConfigOverTFTPEntry(t *testing.T) {
 	}
 	// The paths it names are there to fetch.
 	for _, p := range []string{"master/vmlinuz", "master/initrd.gz"} {
-		if _, _, err := tftpGet(ts.tftpAddr(), p, 1468); err != nil {
+		if _, _, err := tftptest.Get(ts.tftpAddr(), p, 1468); err != nil {
 			t.Fatalf("%s: %v", p, err)
 		}
 	}
@@ -328,7 +330,7 @@ func TestConfigsWhileEntriesChange(t *testing.T) {
 				var b []byte
 				var err error
 				if (w+i)%2 == 0 {
-					b, _, err = tftpGet(ts.tftpAddr(), "pxelinux.cfg/7F000001", 0)
+					b, _, err = tftptest.Get(ts.tftpAddr(), "pxelinux.cfg/7F000001", 0)
 				} else {
 					var resp *http.Response
 					if resp, err = client.Get(ts.HTTPURL() + "/pxelinux.cfg/01-52-54-00-00-00-01"); err == nil {
@@ -382,19 +384,19 @@ func TestTFTPBadRequestsAnswered(t *testing.T) {
 		msg string
 	}{
 		{[]byte("\x00\x01\x00octet\x00"), "invalid file name: empty"},
-		{rawRRQ(long), "invalid file name"},
+		{tftptest.RRQ(long), "invalid file name"},
 		{[]byte("\x00\x01pxelinux.0\x00netascii\x00"), "netascii mode not supported: octet only"},
 	} {
 		c := dialRaw(t)
 		if _, err := c.WriteToUDP(tt.pkt, ts.TFTPAddr().(*net.UDPAddr)); err != nil {
 			t.Fatal(err)
 		}
-		p, err := readTFTP(t, c, 2*time.Second)
+		p, err := tftptest.Read(c, 2*time.Second)
 		if err != nil {
 			t.Fatalf("%.40q: %v", tt.pkt, err)
 		}
-		if p.op != 5 || p.msg != tt.msg {
-			t.Fatalf("%.40q: got op %d %q, want ERROR %q", tt.pkt, p.op, p.msg, tt.msg)
+		if p.Op != 5 || p.Msg != tt.msg {
+			t.Fatalf("%.40q: got op %d %q, want ERROR %q", tt.pkt, p.Op, p.Msg, tt.msg)
 		}
 	}
 }

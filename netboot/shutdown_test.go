@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/labctl/labctl/netboot/tftp/tftptest"
 )
 
 // TestShutdownWithStalledTFTPClient starts a transfer whose client never
@@ -29,17 +31,17 @@ func TestShutdownWithStalledTFTPClient(t *testing.T) {
 	defer sleeper.Close()
 	srv := ts.TFTPAddr().(*net.UDPAddr)
 	for _, c := range []*net.UDPConn{stalled, sleeper} {
-		if _, err := c.WriteToUDP(rawRRQ("master/vmlinuz"), srv); err != nil {
+		if _, err := c.WriteToUDP(tftptest.RRQ("master/vmlinuz"), srv); err != nil {
 			t.Fatal(err)
 		}
 	}
-	first, err := readTFTP(t, stalled, 2*time.Second)
-	if err != nil || first.op != 3 || first.block != 1 {
-		t.Fatalf("stalled client: first packet op %d block %d err %v", first.op, first.block, err)
+	first, err := tftptest.Read(stalled, 2*time.Second)
+	if err != nil || first.Op != 3 || first.Block != 1 {
+		t.Fatalf("stalled client: first packet op %d block %d err %v", first.Op, first.Block, err)
 	}
-	wake, err := readTFTP(t, sleeper, 2*time.Second)
-	if err != nil || wake.op != 3 || wake.block != 1 {
-		t.Fatalf("sleeping client: first packet op %d block %d err %v", wake.op, wake.block, err)
+	wake, err := tftptest.Read(sleeper, 2*time.Second)
+	if err != nil || wake.Op != 3 || wake.Block != 1 {
+		t.Fatalf("sleeping client: first packet op %d block %d err %v", wake.Op, wake.Block, err)
 	}
 	waitFor(t, "two active transfers", time.Second, func() bool { return ts.tftp.Active() == 2 })
 
@@ -55,18 +57,18 @@ func TestShutdownWithStalledTFTPClient(t *testing.T) {
 	// Both clients find an ERROR saying why, after at most retransmissions
 	// of block 1 that crossed the shutdown. The sleeper's late ACK reaches
 	// a closed port and changes nothing.
-	sleeper.WriteToUDP([]byte{0, 4, 0, 1}, wake.from)
+	sleeper.WriteToUDP([]byte{0, 4, 0, 1}, wake.From)
 	for name, c := range map[string]*net.UDPConn{"stalled": stalled, "sleeping": sleeper} {
 		for {
-			p, err := readTFTP(t, c, 2*time.Second)
+			p, err := tftptest.Read(c, 2*time.Second)
 			if err != nil {
 				t.Fatalf("%s client after shutdown: %v", name, err)
 			}
-			if p.op == 3 && p.block == 1 {
+			if p.Op == 3 && p.Block == 1 {
 				continue
 			}
-			if p.op != 5 || !strings.Contains(p.msg, "shutting down") {
-				t.Fatalf("%s client after shutdown: op %d block %d msg %q, want ERROR shutting down", name, p.op, p.block, p.msg)
+			if p.Op != 5 || !strings.Contains(p.Msg, "shutting down") {
+				t.Fatalf("%s client after shutdown: op %d block %d msg %q, want ERROR shutting down", name, p.Op, p.Block, p.Msg)
 			}
 			break
 		}

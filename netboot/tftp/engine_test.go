@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/labctl/labctl/netboot/tftp/tftptest"
 )
 
 // rawClient is a hand-driven TFTP client for checking the engine packet
@@ -32,7 +34,7 @@ func (r *rawClient) close() { r.c.Close() }
 
 func (r *rawClient) rrq(name string, opts ...string) {
 	r.t.Helper()
-	if _, err := r.c.WriteToUDP(rawRRQ(name, opts...), r.srv); err != nil {
+	if _, err := r.c.WriteToUDP(tftptest.RRQ(name, opts...), r.srv); err != nil {
 		r.t.Fatal(err)
 	}
 }
@@ -45,16 +47,16 @@ func (r *rawClient) ack(block uint16) {
 }
 
 // next reads one packet; a read timeout fails the test.
-func (r *rawClient) next() tftpPacket {
+func (r *rawClient) next() tftptest.Packet {
 	r.t.Helper()
-	p, err := readTFTP(r.t, r.c, 2*time.Second)
+	p, err := tftptest.Read(r.c, 2*time.Second)
 	if err != nil {
 		r.t.Fatalf("waiting for a packet: %v", err)
 	}
 	if r.peer == nil {
-		r.peer = p.from
-	} else if p.from.Port != r.peer.Port {
-		r.t.Fatalf("packet from port %d, transfer is on %d", p.from.Port, r.peer.Port)
+		r.peer = p.From
+	} else if p.From.Port != r.peer.Port {
+		r.t.Fatalf("packet from port %d, transfer is on %d", p.From.Port, r.peer.Port)
 	}
 	return p
 }
@@ -65,12 +67,12 @@ func (r *rawClient) expectData(want []byte, blk int, first, last uint16) {
 	r.t.Helper()
 	for b := first; ; b++ {
 		p := r.next()
-		if p.op != opDATA || p.block != b {
-			r.t.Fatalf("got op %d block %d, want DATA %d (of %d..%d)", p.op, p.block, b, first, last)
+		if p.Op != opDATA || p.Block != b {
+			r.t.Fatalf("got op %d block %d, want DATA %d (of %d..%d)", p.Op, p.Block, b, first, last)
 		}
 		off := (int(b) - 1) * blk
 		end := min(off+blk, len(want))
-		if !bytes.Equal(p.data, want[off:end]) {
+		if !bytes.Equal(p.Data, want[off:end]) {
 			r.t.Fatalf("block %d: content differs", b)
 		}
 		if b == last {
@@ -82,18 +84,18 @@ func (r *rawClient) expectData(want []byte, blk int, first, last uint16) {
 // silent checks that nothing arrives for d.
 func (r *rawClient) silent(d time.Duration) {
 	r.t.Helper()
-	if p, err := readTFTP(r.t, r.c, d); err == nil {
-		r.t.Fatalf("got op %d block %d, want silence", p.op, p.block)
+	if p, err := tftptest.Read(r.c, d); err == nil {
+		r.t.Fatalf("got op %d block %d, want silence", p.Op, p.Block)
 	}
 }
 
-func oackOptions(t *testing.T, p tftpPacket) map[string]string {
+func oackOptions(t *testing.T, p tftptest.Packet) map[string]string {
 	t.Helper()
-	if p.op != opOACK {
-		t.Fatalf("got op %d, want OACK", p.op)
+	if p.Op != opOACK {
+		t.Fatalf("got op %d, want OACK", p.Op)
 	}
 	opts := map[string]string{}
-	fields := strings.Split(strings.TrimRight(string(p.data), "\x00"), "\x00")
+	fields := strings.Split(strings.TrimRight(string(p.Data), "\x00"), "\x00")
 	for i := 0; i+1 < len(fields); i += 2 {
 		opts[fields[i]] = fields[i+1]
 	}
@@ -214,8 +216,8 @@ func TestTFTPRetransmitAndGiveUp(t *testing.T) {
 		r.expectData(ts.root.kernel, 512, 1, 2)
 	}
 	p := r.next()
-	if p.op != opERROR || !strings.Contains(p.msg, "timeout") {
-		t.Fatalf("got op %d %q, want ERROR timeout", p.op, p.msg)
+	if p.Op != opERROR || !strings.Contains(p.Msg, "timeout") {
+		t.Fatalf("got op %d %q, want ERROR timeout", p.Op, p.Msg)
 	}
 	if took := time.Since(start); took < 2*retries*timeout {
 		t.Fatalf("gave up after %v, before %d timeouts of %v", took, 2*retries, timeout)
@@ -250,7 +252,7 @@ func TestTFTPTransferLimit(t *testing.T) {
 	errs := make(chan error, clients)
 	for i := range clients {
 		wg.Go(func() {
-			got, _, err := tftpGet(ts.tftpAddr(), "master/initrd.gz", 512)
+			got, _, err := tftptest.Get(ts.tftpAddr(), "master/initrd.gz", 512)
 			if err == nil && !bytes.Equal(got, ts.root.initrd) {
 				err = fmt.Errorf("client %d: content differs", i)
 			}
@@ -346,7 +348,7 @@ func windowGet(addr string, via *net.UDPAddr, name string, blksize, window int) 
 		return nil, 0, err
 	}
 	defer c.Close()
-	last := rawRRQ(name, "blksize", strconv.Itoa(blksize), "windowsize", strconv.Itoa(window))
+	last := tftptest.RRQ(name, "blksize", strconv.Itoa(blksize), "windowsize", strconv.Itoa(window))
 	to := srv
 	if _, err := c.WriteToUDP(last, to); err != nil {
 		return nil, 0, err
@@ -600,12 +602,12 @@ func TestTFTPLossyNetwork(t *testing.T) {
 // tftpGetVia is tftpGet with a short timeout and many retries, for lossy
 // paths.
 func tftpGetVia(addr, name string, blksize int) ([]byte, int64, error) {
-	return tftpGetOpts(addr, name, blksize, 100*time.Millisecond, 30)
+	return tftptest.GetOpts(addr, name, blksize, 100*time.Millisecond, 30)
 }
 
 func FuzzParseRequest(f *testing.F) {
-	f.Add(rawRRQ("pxelinux.0"))
-	f.Add(rawRRQ("pxelinux.cfg/01-52-54-00-00-00-01", "blksize", "1468", "tsize", "0", "windowsize", "16"))
+	f.Add(tftptest.RRQ("pxelinux.0"))
+	f.Add(tftptest.RRQ("pxelinux.cfg/01-52-54-00-00-00-01", "blksize", "1468", "tsize", "0", "windowsize", "16"))
 	f.Add([]byte("\x00\x02upload\x00octet\x00"))
 	f.Add([]byte("\x00\x01a\x00octet\x00blksize\x00"))
 	f.Add([]byte("\x00\x01a\x00netascii\x00BLKSIZE\x0099999999999999999999\x00windowsize\x00-1\x00"))
@@ -640,15 +642,15 @@ func TestParseRequest(t *testing.T) {
 		want request
 		err  bool
 	}{
-		"plain":          {pkt: rawRRQ("pxelinux.0"), want: request{op: opRRQ, filename: "pxelinux.0", mode: "octet"}},
-		"options":        {pkt: rawRRQ("a", "BlkSize", "1468", "TSIZE", "0", "windowsize", "8"), want: request{op: opRRQ, filename: "a", mode: "octet", blksize: 1468, tsize: true, windowsize: 8}},
+		"plain":          {pkt: tftptest.RRQ("pxelinux.0"), want: request{op: opRRQ, filename: "pxelinux.0", mode: "octet"}},
+		"options":        {pkt: tftptest.RRQ("a", "BlkSize", "1468", "TSIZE", "0", "windowsize", "8"), want: request{op: opRRQ, filename: "a", mode: "octet", blksize: 1468, tsize: true, windowsize: 8}},
 		"mode case":      {pkt: []byte("\x00\x01a\x00OCTET\x00"), want: request{op: opRRQ, filename: "a", mode: "octet"}},
-		"first counts":   {pkt: rawRRQ("a", "blksize", "1024", "blksize", "512"), want: request{op: opRRQ, filename: "a", mode: "octet", blksize: 1024}},
-		"bad values":     {pkt: rawRRQ("a", "blksize", "7", "windowsize", "0", "tsize", "x"), want: request{op: opRRQ, filename: "a", mode: "octet"}},
-		"huge blksize":   {pkt: rawRRQ("a", "blksize", "65465"), want: request{op: opRRQ, filename: "a", mode: "octet"}},
-		"unknown option": {pkt: rawRRQ("a", "timeout", "3"), want: request{op: opRRQ, filename: "a", mode: "octet"}},
+		"first counts":   {pkt: tftptest.RRQ("a", "blksize", "1024", "blksize", "512"), want: request{op: opRRQ, filename: "a", mode: "octet", blksize: 1024}},
+		"bad values":     {pkt: tftptest.RRQ("a", "blksize", "7", "windowsize", "0", "tsize", "x"), want: request{op: opRRQ, filename: "a", mode: "octet"}},
+		"huge blksize":   {pkt: tftptest.RRQ("a", "blksize", "65465"), want: request{op: opRRQ, filename: "a", mode: "octet"}},
+		"unknown option": {pkt: tftptest.RRQ("a", "timeout", "3"), want: request{op: opRRQ, filename: "a", mode: "octet"}},
 		"dangling name":  {pkt: []byte("\x00\x01a\x00octet\x00blksize\x00"), want: request{op: opRRQ, filename: "a", mode: "octet"}},
-		"write":          {pkt: rawRRQ("a")[0:0], err: true},
+		"write":          {pkt: tftptest.RRQ("a")[0:0], err: true},
 		"wrq":            {pkt: []byte("\x00\x02up\x00octet\x00"), want: request{op: opWRQ, filename: "up", mode: "octet"}},
 		"no mode":        {pkt: []byte("\x00\x01a\x00"), err: true},
 		"empty name":     {pkt: []byte("\x00\x01\x00octet\x00"), err: true},
@@ -680,10 +682,10 @@ func TestTFTPWildcardListen(t *testing.T) {
 			defer r.close()
 			r.rrq("pxelinux.0")
 			p := r.next()
-			if p.op != opDATA || !p.from.IP.Equal(net.IPv4(127, 0, 0, 1)) {
-				t.Fatalf("op %d from %v, want DATA from 127.0.0.1", p.op, p.from)
+			if p.Op != opDATA || !p.From.IP.Equal(net.IPv4(127, 0, 0, 1)) {
+				t.Fatalf("op %d from %v, want DATA from 127.0.0.1", p.Op, p.From)
 			}
-			got, _, err := tftpGet("127.0.0.1:"+port, "pxelinux.0", 1468)
+			got, _, err := tftptest.Get("127.0.0.1:"+port, "pxelinux.0", 1468)
 			if err != nil || !bytes.Equal(got, ts.root.nbp) {
 				t.Fatalf("fetch: %v", err)
 			}
@@ -720,7 +722,7 @@ func TestTFTPBadRequestsAnswered(t *testing.T) {
 		"NetASCII":     {pkt: []byte("\x00\x01pxelinux.0\x00NetASCII\x00"), code: errCodeIllegalOp, msg: "netascii mode not supported: octet only"},
 		"mail":         {pkt: []byte("\x00\x01pxelinux.0\x00mail\x00"), code: errCodeIllegalOp, msg: `unknown transfer mode "mail": octet only`},
 		"unknown mode": {pkt: []byte("\x00\x01pxelinux.0\x00binary\x00"), code: errCodeIllegalOp, msg: `unknown transfer mode "binary": octet only`},
-		"long name":    {pkt: rawRRQ(long), code: errCodeNotFound, msg: "file not found"},
+		"long name":    {pkt: tftptest.RRQ(long), code: errCodeNotFound, msg: "file not found"},
 	}
 	ts := startServer(t, nil)
 	for name, tt := range tests {
@@ -731,8 +733,8 @@ func TestTFTPBadRequestsAnswered(t *testing.T) {
 				t.Fatal(err)
 			}
 			p := r.next()
-			if p.op != opERROR || p.code != tt.code || p.msg != tt.msg {
-				t.Fatalf("got op %d code %d %q, want ERROR %d %q", p.op, p.code, p.msg, tt.code, tt.msg)
+			if p.Op != opERROR || p.Code != tt.code || p.Msg != tt.msg {
+				t.Fatalf("got op %d code %d %q, want ERROR %d %q", p.Op, p.Code, p.Msg, tt.code, tt.msg)
 			}
 			r.silent(50 * time.Millisecond)
 		})
@@ -743,7 +745,7 @@ func TestTFTPBadRequestsAnswered(t *testing.T) {
 		t.Errorf("the long name is not logged cut short:\n%.2000s", logs)
 	}
 	// The server still serves.
-	got, _, err := tftpGet(ts.tftpAddr(), "pxelinux.0", 1468)
+	got, _, err := tftptest.Get(ts.tftpAddr(), "pxelinux.0", 1468)
 	if err != nil || !bytes.Equal(got, ts.root.nbp) {
 		t.Fatalf("fetch after the refusals: %v", err)
 	}

@@ -1,10 +1,8 @@
 package tftp
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -13,12 +11,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/pin/tftp/v3"
+	"github.com/labctl/labctl/internal/testutil"
 )
 
 // The settings the tests run with unless they change them: the boot
@@ -29,25 +25,6 @@ var testConfig = Config{
 	Timeout:       time.Second,
 	Retries:       5,
 	MaxTransfers:  2048,
-}
-
-// syncBuffer collects log output from many goroutines; tests read it to
-// check the per-transfer log lines, and dump it when they fail.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // testFiles are the files a test server serves from a directory of its own.
@@ -109,7 +86,7 @@ type testServer struct {
 	*Server
 	root   *testFiles
 	conn   *net.UDPConn
-	logs   *syncBuffer
+	logs   *testutil.SyncBuffer
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -136,7 +113,7 @@ func startServer(t *testing.T, mod func(*testOptions)) *testServer {
 func startServerHook(t *testing.T, mod func(*testOptions), before func(*Server)) *testServer {
 	t.Helper()
 	root := newTestFiles(t)
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	opts := testOptions{Config: testConfig, addr: "127.0.0.1:0"}
 	if mod != nil {
 		mod(&opts)
@@ -192,93 +169,6 @@ func dialRaw(t *testing.T) *net.UDPConn {
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
-}
-
-// tftpGet fetches name with pin/tftp's client. blksize 0 asks for none.
-func tftpGet(addr, name string, blksize int) (data []byte, tsize int64, err error) {
-	return tftpGetOpts(addr, name, blksize, 2*time.Second, 3)
-}
-
-// tftpGetOpts is tftpGet with the client's timeout and retries.
-func tftpGetOpts(addr, name string, blksize int, timeout time.Duration, retries int) (data []byte, tsize int64, err error) {
-	c, err := tftp.NewClient(addr)
-	if err != nil {
-		return nil, 0, err
-	}
-	c.SetTimeout(timeout)
-	c.SetRetries(retries)
-	if timeout < time.Second {
-		// pin/tftp waits a random 0-1s before each retransmission.
-		c.SetBackoff(func(int) time.Duration { return timeout / 4 })
-	}
-	c.RequestTSize(true)
-	if blksize > 0 {
-		c.SetBlockSize(blksize)
-	}
-	wt, err := c.Receive(name, "octet")
-	if err != nil {
-		return nil, 0, err
-	}
-	tsize = -1
-	if it, ok := wt.(tftp.IncomingTransfer); ok {
-		if n, ok := it.Size(); ok {
-			tsize = n
-		}
-	}
-	var b bytes.Buffer
-	if _, err := wt.WriteTo(&b); err != nil {
-		return nil, tsize, err
-	}
-	return b.Bytes(), tsize, nil
-}
-
-// rawRRQ is a TFTP read request packet built by hand.
-func rawRRQ(name string, opts ...string) []byte {
-	p := []byte{0, 1}
-	p = append(p, name...)
-	p = append(p, 0)
-	p = append(p, "octet"...)
-	p = append(p, 0)
-	for _, o := range opts {
-		p = append(p, o...)
-		p = append(p, 0)
-	}
-	return p
-}
-
-// tftpPacket is one packet a raw client received.
-type tftpPacket struct {
-	op    uint16
-	block uint16 // DATA, ACK
-	code  uint16 // ERROR
-	msg   string // ERROR
-	data  []byte // DATA
-	from  *net.UDPAddr
-}
-
-func readTFTP(t *testing.T, c *net.UDPConn, timeout time.Duration) (tftpPacket, error) {
-	t.Helper()
-	buf := make([]byte, 65536)
-	c.SetReadDeadline(time.Now().Add(timeout))
-	n, from, err := c.ReadFromUDP(buf)
-	if err != nil {
-		return tftpPacket{}, err
-	}
-	if n < 4 {
-		return tftpPacket{}, fmt.Errorf("short packet %x", buf[:n])
-	}
-	p := tftpPacket{op: binary.BigEndian.Uint16(buf), from: from}
-	switch p.op {
-	case opDATA:
-		p.block = binary.BigEndian.Uint16(buf[2:])
-		p.data = append([]byte(nil), buf[4:n]...)
-	case opERROR:
-		p.code = binary.BigEndian.Uint16(buf[2:])
-		p.msg = strings.TrimRight(string(buf[4:n]), "\x00")
-	case opOACK:
-		p.data = append([]byte(nil), buf[2:n]...)
-	}
-	return p, nil
 }
 
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
