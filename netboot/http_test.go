@@ -53,7 +53,7 @@ func TestHTTPServesRoot(t *testing.T) {
 		t.Fatalf("conditional GET of a generated config: status %d, want 200", status)
 	}
 	want := fmt.Sprintf("proto=http client=127.0.0.1 method=GET file=/master/vmlinuz status=200 bytes=%d duration=", len(ts.root.kernel))
-	waitFor(t, "http log line", 2*time.Second, func() bool { return strings.Contains(ts.logs.String(), want) })
+	waitFor(t, "http log line", 30*time.Second, func() bool { return strings.Contains(ts.logs.String(), want) })
 }
 
 func TestHTTPRefusesEscapes(t *testing.T) {

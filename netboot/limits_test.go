@@ -110,7 +110,7 @@ func TestHTTPStalledUploadCut(t *testing.T) {
 	if entries, _ := os.ReadDir(dest); len(entries) != 0 || len(up.Files()) != 0 {
 		t.Fatalf("left behind: %v %v", entries, up.Files())
 	}
-	waitFor(t, "the connection to close", 5*time.Second, func() bool { return ts.conns.Open() == 0 })
+	waitFor(t, "the connection to close", 30*time.Second, func() bool { return ts.conns.Open() == 0 })
 }
 
 // TestHTTPConnectionCaps: beyond the per-client cap a client's next
@@ -125,7 +125,7 @@ func TestHTTPConnectionCaps(t *testing.T) {
 	idle := func(from string) net.Conn { return dialFrom(t, from, addr, 0) }
 
 	a1, _ := idle("127.0.0.1"), idle("127.0.0.1")
-	waitFor(t, "two connections", 2*time.Second, func() bool { return ts.conns.Open() == 2 })
+	waitFor(t, "two connections", 30*time.Second, func() bool { return ts.conns.Open() == 2 })
 	status, body := getOn(t, idle("127.0.0.1"), "/pxelinux.cfg/default")
 	if status != http.StatusServiceUnavailable || !strings.Contains(body, "too many connections from 127.0.0.1") {
 		t.Fatalf("third connection from one client: %d %q, want 503", status, body)
@@ -133,24 +133,24 @@ func TestHTTPConnectionCaps(t *testing.T) {
 	if status, _ := getOn(t, idle("127.0.0.2"), "/pxelinux.cfg/default"); status != http.StatusOK {
 		t.Fatalf("another client: status %d, want 200", status)
 	}
-	waitFor(t, "the other client's connection to close", 2*time.Second, func() bool { return ts.conns.Open() == 2 })
+	waitFor(t, "the other client's connection to close", 30*time.Second, func() bool { return ts.conns.Open() == 2 })
 
 	idle("127.0.0.2")
 	idle("127.0.0.2")
-	waitFor(t, "four connections", 2*time.Second, func() bool { return ts.conns.Open() == 4 })
+	waitFor(t, "four connections", 30*time.Second, func() bool { return ts.conns.Open() == 4 })
 	status, body = getOn(t, idle("127.0.0.3"), "/pxelinux.cfg/default")
 	if status != http.StatusServiceUnavailable || !strings.Contains(body, "too many connections,") {
 		t.Fatalf("over the total cap: %d %q, want 503", status, body)
 	}
 	a1.Close()
-	waitFor(t, "a place to free", 2*time.Second, func() bool { return ts.conns.Open() == 3 })
+	waitFor(t, "a place to free", 30*time.Second, func() bool { return ts.conns.Open() == 3 })
 	if status, _ := getOn(t, idle("127.0.0.3"), "/pxelinux.cfg/default"); status != http.StatusOK {
 		t.Fatalf("after a place freed: status %d, want 200", status)
 	}
 	if !strings.Contains(ts.logs.String(), "connection refused: 503") {
 		t.Errorf("no log line for the refusals")
 	}
-	waitFor(t, "refused connections to close", 2*time.Second, func() bool { return ts.conns.refusing.Load() == 0 })
+	waitFor(t, "refused connections to close", 30*time.Second, func() bool { return ts.conns.refusing.Load() == 0 })
 }
 
 // TestHTTPLoopbackNotCappedPerClient: loopback clients (a single-host lab,
@@ -160,7 +160,7 @@ func TestHTTPLoopbackNotCappedPerClient(t *testing.T) {
 	ts := startServer(t, func(c *Config) { c.HTTP.MaxConnsPerClient = 1 })
 	addr := ts.HTTPAddr().String()
 	dialFrom(t, "127.0.0.1", addr, 0)
-	waitFor(t, "one connection", 2*time.Second, func() bool { return ts.conns.Open() == 1 })
+	waitFor(t, "one connection", 30*time.Second, func() bool { return ts.conns.Open() == 1 })
 	if status, _ := getOn(t, dialFrom(t, "127.0.0.1", addr, 0), "/pxelinux.0"); status != http.StatusOK {
 		t.Fatalf("second loopback connection: status %d, want 200", status)
 	}

@@ -53,7 +53,7 @@ func TestTFTPServesRootFiles(t *testing.T) {
 		})
 	}
 	// One log line per transfer, with client, file, bytes and duration.
-	waitFor(t, "transfer log line", 2*time.Second, func() bool {
+	waitFor(t, "transfer log line", 30*time.Second, func() bool {
 		return strings.Contains(ts.logs.String(), fmt.Sprintf("proto=tftp client=127.0.0.1 file=master/vmlinuz bytes=%d duration=", len(ts.root.kernel)))
 	})
 }
@@ -178,7 +178,7 @@ func TestTFTPRefusesWrites(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(ts.root.dir, "uploaded.bin")); !os.IsNotExist(err) {
 		t.Fatalf("file created in the root: %v", err)
 	}
-	waitFor(t, "refusal in the log", 2*time.Second, func() bool {
+	waitFor(t, "refusal in the log", 30*time.Second, func() bool {
 		return strings.Contains(ts.logs.String(), "tftp write refused")
 	})
 }
@@ -255,7 +255,7 @@ func TestPerNodeConfig(t *testing.T) {
 	if tb, hb := fetch("pxelinux.cfg/default"); tb != string(ts.root.dfault) || hb != tb {
 		t.Fatalf("default:\n%s", tb)
 	}
-	waitFor(t, "node in the log", 2*time.Second, func() bool {
+	waitFor(t, "node in the log", 30*time.Second, func() bool {
 		return strings.Contains(ts.logs.String(), `node="52:54:00:00:00:01 master"`)
 	})
 }
