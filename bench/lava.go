@@ -572,8 +572,9 @@ type lavaLog struct {
 }
 
 // yamlEscapes turns the escapes of YAML's double-quoted style that JSON
-// lacks into JSON's.
-var yamlEscapes = strings.NewReplacer(`\\`, `\\`, `\"`, `\"`, `\x`, `\u00`, `\e`, `\u001b`, `\0`, `\u0000`,
+// lacks into JSON's, and drops the non-specific tag ("! ") LAVA puts on
+// some numbers.
+var yamlEscapes = strings.NewReplacer(`\\`, `\\`, `\"`, `\"`, `! "`, `"`, `\x`, `\u00`, `\e`, `\u001b`, `\0`, `\u0000`,
 	`\a`, `\u0007`, `\v`, `\u000b`, `\_`, `\u00a0`, `\N`, `\u0085`, `\L`, `\u2028`, `\P`, `\u2029`, `\ `, ` `, `\	`, `\t`)
 
 // readLAVALog reads lava-run's log (one YAML flow mapping per line, all

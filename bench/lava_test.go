@@ -15,7 +15,7 @@ func TestReadLAVALog(t *testing.T) {
 	lines := []string{
 		`{"dt": "2026-12-06T06:20:00.1", "lvl": "info", "msg": "start: 1 command"}`,
 		`{"dt": "2026-12-06T06:20:10.1", "lvl": "target", "msg": "master# \e[6n/bin/"}`,
-		`{"dt": "2026-12-06T06:20:11.1", "lvl": "results", "msg": {"definition": "0_smoke", "case": "uname", "result": "pass"}}`,
+		`{"dt": "2026-12-06T06:20:11.1", "lvl": "results", "msg": {"case": "uname", "definition": "0_smoke", "endtc": ! "330", "result": "pass", "starttc": ! "326"}}`,
 		`{"dt": "2026-12-06T06:20:11.2", "lvl": "results", "msg": {"definition": "0_smoke", "case": "disk", "result": "fail"}}`,
 		`{"dt": "2026-12-06T06:21:10.1", "lvl": "error", "msg": "dd-image timed out after 60 seconds"}`,
 		`{"dt": "2026-12-06T06:21:12.1", "lvl": "results", "msg": {"definition": "lava", "case": "job", "result": "fail"}}`,
