@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
 
@@ -299,7 +300,7 @@ func (c E2ECase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResu
 			}
 		}
 		med[row] = [3]float64{Median(walls), Median(cpus), Median(rss)}
-		sum5.Add(row, Summarize(walls).Format(1), Summarize(cpus).Format(2), Summarize(shares).Format(2), Summarize(rss).Format(1), fmt.Sprint(outcomes))
+		sum5.Add(row, Summarize(walls).Format(1), Summarize(cpus).Format(2), Summarize(shares).Format(2), Summarize(rss).Format(1), countsText(outcomes))
 	}
 	sum5.Write(w)
 	ratio := func(a, b string) []string {
@@ -350,7 +351,11 @@ func (c E2ECase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResu
 	if c.Lossy {
 		fmt.Fprintf(w, "**Lossy console** (`simlab fault --max-unechoed %d`: input arriving while more than %d typed bytes are un-echoed is dropped). labctl paces by echo; LAVA types at its character delay, and sends its `wget | dd` line in one write whatever the delay. LAVA's deploy timeout here is 1 minute.\n\n", lossyUnechoed, lossyUnechoed)
 		lt := &Table{Head: []string{"dispatcher", "pacing", "wall s", "input bytes dropped", "outcome (reason from the log)"}}
-		lt.Add(rowStream+", clean node", "echo-paced", Summarize(walls(runs[rowStream])).Format(1), "0 (no knob)", "")
+		clean := map[string]int{}
+		for _, r := range runs[rowStream] {
+			clean[r.outcome]++
+		}
+		lt.Add(rowStream+", clean node", "echo-paced", Summarize(walls(runs[rowStream])).Format(1), "0 (no knob)", countsText(clean))
 		for _, l := range lossy {
 			lt.Add(l.row+", lossy node", l.delay, f(l.wall, 1), fmt.Sprint(l.dropped), l.outcome)
 		}
@@ -402,6 +407,20 @@ func (c E2ECase) runLabctl(ctx context.Context, labctl, labConfig, job, dir stri
 		run.phases[p.Name] += p.Duration.Seconds()
 	}
 	return run, nil
+}
+
+// countsText prints outcome counts as "complete ×3, failed ×1".
+func countsText(m map[string]int) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s ×%d", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
 }
 
 func walls(rs []e2eRun) []float64 {

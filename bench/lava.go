@@ -597,7 +597,7 @@ func readLAVALog(logPath, resultPath string) lavaLog {
 	}
 	defer f.Close()
 	var pass, total int
-	var lastTarget, lastError string
+	var lastTarget, lastInput, lastError string
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
 	for sc.Scan() {
@@ -615,9 +615,13 @@ func readLAVALog(logPath, resultPath string) lavaLog {
 		var msg string
 		json.Unmarshal(rec.Msg, &msg)
 		switch rec.Lvl {
-		case "target", "input":
+		case "target":
 			if s := strings.TrimSpace(msg); s != "" {
 				lastTarget = s
+			}
+		case "input":
+			if s := strings.TrimSpace(msg); s != "" {
+				lastInput = s
 			}
 		case "error":
 			if s := strings.TrimSpace(msg); s != "" && lastError == "" {
@@ -638,8 +642,11 @@ func readLAVALog(logPath, resultPath string) lavaLog {
 		if r.reason == "" {
 			r.reason = lastError
 		}
+		if lastInput != "" {
+			r.reason += fmt.Sprintf("; the last line LAVA typed: %q (%d bytes)", clip(lastInput, 60), len(lastInput)+1)
+		}
 		if lastTarget != "" {
-			r.reason += fmt.Sprintf("; the console's last line: %q", clip(lastTarget, 100))
+			r.reason += fmt.Sprintf("; the console's last line: %q", clip(lastTarget, 60))
 		}
 	}
 	return r

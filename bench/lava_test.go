@@ -14,6 +14,7 @@ func TestReadLAVALog(t *testing.T) {
 	res := filepath.Join(dir, "result.yaml")
 	lines := []string{
 		`{"dt": "2026-12-06T06:20:00.1", "lvl": "info", "msg": "start: 1 command"}`,
+		`{"dt": "2026-12-06T06:20:10.0", "lvl": "input", "msg": "/bin/wget -O - URL | /bin/dd of=/dev/vda\n"}`,
 		`{"dt": "2026-12-06T06:20:10.1", "lvl": "target", "msg": "master# \e[6n/bin/"}`,
 		`{"dt": "2026-12-06T06:20:11.1", "lvl": "results", "msg": {"case": "uname", "definition": "0_smoke", "endtc": ! "330", "result": "pass", "starttc": ! "326"}}`,
 		`{"dt": "2026-12-06T06:20:11.2", "lvl": "results", "msg": {"definition": "0_smoke", "case": "disk", "result": "fail"}}`,
@@ -31,7 +32,8 @@ func TestReadLAVALog(t *testing.T) {
 	if r.result != "fail" || r.tests != "1/2 pass" {
 		t.Fatalf("result %q tests %q", r.result, r.tests)
 	}
-	if !strings.HasPrefix(r.reason, "dd-image timed out after 60 seconds") || !strings.Contains(r.reason, `master# \x1b[6n/bin/`) {
+	if !strings.HasPrefix(r.reason, "dd-image timed out after 60 seconds") || !strings.Contains(r.reason, `master# \x1b[6n/bin/`) ||
+		!strings.Contains(r.reason, `typed: "/bin/wget -O - URL | /bin/dd of=/dev/vda" (41 bytes)`) {
 		t.Fatalf("reason %q", r.reason)
 	}
 	if r := readLAVALog(filepath.Join(dir, "none"), filepath.Join(dir, "none")); r.result != "no result" {
