@@ -317,10 +317,14 @@ func (c E2ECase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResu
 		}
 		rt.Write(w)
 	}
-	ph := &Table{Head: []string{"labctl phase s", rowStream, rowReadback}}
+	labctlRows := []string{rowStream}
+	if len(runs[rowReadback]) > 0 {
+		labctlRows = append(labctlRows, rowReadback)
+	}
+	ph := &Table{Head: append([]string{"labctl phase s"}, labctlRows...)}
 	for _, n := range []string{"deploy", "boot", "test", "finalize"} {
 		cells := []string{n}
-		for _, row := range []string{rowStream, rowReadback} {
+		for _, row := range labctlRows {
 			var xs []float64
 			for _, r := range runs[row] {
 				xs = append(xs, r.phases[n])
