@@ -8,47 +8,44 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/labctl/labctl/results"
+	"github.com/labctl/labctl/simlab"
 )
 
-// E2ECase is case 5: the smoke job on one simulated node (ipmi_sim + QEMU),
-// run by `labctl run` as a process of its own in a control group, so that
-// the dispatcher's CPU time covers everything it spawns (ipmitool, the SOL
-// client) and nothing of the node (QEMU, ipmi_sim).
+// E2ECase is case 5: the same job (write the test image, boot it, log in,
+// run three commands) on one simulated node (ipmi_sim + QEMU), run by
+// `labctl run` and by LAVA's lava-run, rounds interleaved. Each dispatcher
+// runs as a process tree of its own in a control group, so that its CPU
+// time covers everything it spawns (ipmitool, the SOL client, LAVA's
+// helper servers) and nothing of the node (QEMU, ipmi_sim). With Lossy,
+// the same job then runs on the node with a console that drops input
+// while more than 4 typed bytes are un-echoed.
 type E2ECase struct {
 	Rounds    int
-	Repo      string // the repository: bin/simlab, examples/, device-types/
+	Repo      string // the repository: bin/simlab, device-types/
 	Labctl    string // the labctl binary
 	Artifacts string // simlab artifacts (make artifacts)
-	Job       string // the job file
+	// LAVA is Debian's LAVA 2023.01 unpacked (lava-dispatcher, lava-common,
+	// lava-dispatcher-host, lava-server); empty: LAVA is not run, for
+	// NoLAVA's reason.
+	LAVA   string
+	NoLAVA string
+	// Readback adds labctl with readback verification; Lossy adds the
+	// lossy-console runs.
+	Readback, Lossy bool
 }
 
-// lavaDocumented are LAVA 2023.01's figures for the same job on the same
-// simulated node design (lava-on-simlab.md, runs 1, 2 and 5 at 10 ms
-// character delays): wall seconds and dispatcher CPU seconds (user+sys of
-// the lava-run tree, ipmitool included).
-var lavaDocumented = struct {
-	wall, cpu []float64
-	delay0    float64
-	// Phases from LAVA's milestones, mapped to labctl's: deploy = start to
-	// dd finished; boot = to logged in plus the overlay LAVA must unpack
-	// before its tests; test = lava-test-retry; finalize = finalize.
-	phases map[string][]float64
-}{
-	wall:   []float64{57.51, 63.59, 56.75},
-	cpu:    []float64{1.36 + 0.46, 1.44 + 0.48, 1.23 + 0.48},
-	delay0: 44.98,
-	phases: map[string][]float64{
-		"deploy":   {22.72, 28.81, 22.24},
-		"boot":     {50.19 - 22.72, 55.95 - 28.81, 49.19 - 22.24},
-		"test":     {5.60, 5.69, 5.69},
-		"finalize": {1.26, 1.28, 1.35},
-	},
-}
+// lossyUnechoed is the lossy console's window: input arriving while more
+// than this many typed bytes are un-echoed is dropped. 4 is the smallest
+// at which the 4-character password (never echoed) gets through at all.
+const lossyUnechoed = 4
+
+// lossyDelays are LAVA's character delays (ms) on the lossy console.
+var lossyDelays = []int{10, 100, 500}
 
 type e2eRun struct {
 	wall, cpu, rssMB float64
@@ -56,12 +53,55 @@ type e2eRun struct {
 	outcome          string
 }
 
-// Run starts a one-node lab, runs the job Rounds times and stops the lab.
+// The dispatchers of the clean-node rounds, in the report's order.
+const (
+	rowLAVA     = "LAVA 2023.01"
+	rowLAVAFix  = "LAVA 2023.01 + fix"
+	rowStream   = "labctl (verify stream)"
+	rowReadback = "labctl (verify readback)"
+)
+
+// e2eJob is labctl's job: the same three test commands as LAVA's.
+const e2eJob = `name = "bench-e2e"
+device_type = "simlab-qemu"
+priority = "normal"
+timeout = "20m"
+keep_powered_on = false
+
+[deploy]
+image = %q
+sha256_file = %q   # of the uncompressed image
+timeout = "10m"
+%s
+[boot]
+username = "root"
+password = "test"
+timeout = "5m"
+
+[[test]]
+name = "uname"
+commands = ["uname -a"]
+timeout = "1m"
+
+[[test]]
+name = "disk"
+commands = ["grep -q vda /proc/partitions"]
+timeout = "1m"
+
+[[test]]
+name = "network"
+commands = ["ip route | grep -q default"]
+timeout = "1m"
+`
+
+// Run starts a one-node lab, runs the rounds and stops the lab.
 func (c E2ECase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResult, error) {
 	res := CaseResult{Name: "5 end to end"}
 	labctl := c.Labctl
 	simlabBin := filepath.Join(c.Repo, "bin", "simlab")
-	for _, p := range []string{labctl, simlabBin, filepath.Join(c.Artifacts, "images", "disk.img.sha256")} {
+	image := filepath.Join(c.Artifacts, "images", "disk.img.gz")
+	sum := filepath.Join(c.Artifacts, "images", "disk.img.sha256")
+	for _, p := range []string{labctl, simlabBin, image, sum} {
 		if _, err := os.Stat(p); err != nil {
 			return res, fmt.Errorf("%w: %s missing (make build artifacts)", ErrSkipped, p)
 		}
@@ -71,6 +111,17 @@ func (c E2ECase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResu
 			return res, fmt.Errorf("%w: %s not installed (make deps)", ErrSkipped, bin)
 		}
 	}
+	dir := filepath.Join(env.Work, "e2e")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return res, err
+	}
+	jobs := map[string]string{rowStream: filepath.Join(dir, "job-stream.toml"), rowReadback: filepath.Join(dir, "job-readback.toml")}
+	for row, verify := range map[string]string{rowStream: "", rowReadback: "verify = \"readback\"\n"} {
+		if err := os.WriteFile(jobs[row], fmt.Appendf(nil, e2eJob, image, sum, verify), 0o644); err != nil {
+			return res, err
+		}
+	}
+
 	labDir := filepath.Join(env.Work, "lab")
 	os.RemoveAll(labDir)
 	fmt.Fprintln(logw, "  starting a one-node simulated lab ...")
@@ -93,66 +144,247 @@ func (c E2ECase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResu
 	if err != nil || labConfig == "" {
 		return res, fmt.Errorf("simlab up: %v\n%s", err, out)
 	}
+	lab, err := simlab.OpenLab(labDir)
+	if err != nil {
+		return res, err
+	}
+	node := lab.Nodes[0]
 
-	var runs []e2eRun
-	for r := range c.Rounds {
-		run, err := c.runOnce(ctx, labctl, labConfig, filepath.Join(env.Work, fmt.Sprintf("e2e-job-%d", r+1)))
+	// LAVA: made ready and validated with the node up (lava-run retries an
+	// unreachable URL for ten minutes); any problem skips LAVA, not the case.
+	noLAVA := c.NoLAVA
+	var lava *lavaSetup
+	if c.LAVA != "" {
+		fmt.Fprintln(logw, "  preparing LAVA ...")
+		lava, err = prepareLAVA(c.LAVA, filepath.Dir(c.LAVA), filepath.Join(dir, "lava"), image, labDir, labConfig)
+		if err == nil {
+			defer lava.Close()
+			err = lava.Validate(ctx)
+		}
 		if err != nil {
+			noLAVA, lava = strings.TrimPrefix(err.Error(), ErrSkipped.Error()+": "), nil
+			fmt.Fprintf(logw, "  LAVA not run: %s\n", noLAVA)
+		}
+	}
+
+	type runner struct {
+		row string
+		run func(r int) (e2eRun, string, error)
+	}
+	var runners []runner
+	if lava != nil {
+		for _, v := range lava.Variants {
+			runners = append(runners, runner{v.Name, func(r int) (e2eRun, string, error) {
+				resetNode(ctx, node)
+				lr, err := lava.Run(ctx, v, 10, filepath.Join(dir, fmt.Sprintf("lava-%s-r%d", slug(v.Name), r)))
+				detail := lr.tests
+				if lr.outcome != "pass" {
+					detail = lr.reason
+				}
+				return lr.e2eRun, detail, err
+			}})
+		}
+	}
+	for _, row := range []string{rowStream, rowReadback} {
+		if row == rowReadback && !c.Readback {
+			continue
+		}
+		runners = append(runners, runner{row, func(r int) (e2eRun, string, error) {
+			resetNode(ctx, node)
+			run, err := c.runLabctl(ctx, labctl, labConfig, jobs[row], filepath.Join(dir, fmt.Sprintf("labctl-%s-r%d", slug(row), r)))
+			return run, "", err
+		}})
+	}
+
+	runs := map[string][]e2eRun{}
+	perRound := &Table{Head: []string{"round", "dispatcher", "wall s", "CPU s", "peak RSS MB", "outcome"}}
+	for r := range c.Rounds {
+		for _, rn := range rotate(runners, r) {
+			run, detail, err := rn.run(r + 1)
+			if err != nil {
+				if strings.HasPrefix(rn.row, "labctl") {
+					return res, err
+				}
+				run.outcome, detail = "error", err.Error()
+			}
+			fmt.Fprintf(logw, "  r%d %s: outcome=%s wall=%.1fs cpu=%.2fs rss=%.1fMB %s\n", r+1, rn.row, run.outcome, run.wall, run.cpu, run.rssMB, detail)
+			runs[rn.row] = append(runs[rn.row], run)
+			perRound.Add(fmt.Sprint(r+1), rn.row, f(run.wall, 1), f(run.cpu, 2), f(run.rssMB, 1), strings.TrimSpace(run.outcome+" "+detail))
+		}
+	}
+
+	// The lossy console: labctl's time and dropped bytes; LAVA + fix at
+	// three character delays, each outcome with the reason from its log.
+	type lossyRow struct {
+		row, delay, outcome string
+		wall                float64
+		dropped             int64
+	}
+	var lossy []lossyRow
+	var lossyWalls []float64
+	var lossyDropped int64
+	if c.Lossy {
+		if err := node.SetLossyConsole(ctx, simlab.LossyConsole{MaxUnechoed: lossyUnechoed}); err != nil {
 			return res, err
 		}
-		fmt.Fprintf(logw, "  r%d outcome=%s wall=%.1fs cpu=%.2fs rss=%.1fMB phases=%v\n", r+1, run.outcome, run.wall, run.cpu, run.rssMB, run.phases)
-		runs = append(runs, run)
+		for r := range c.Rounds {
+			resetNode(ctx, node)
+			c0, _ := node.Counters(ctx)
+			run, err := c.runLabctl(ctx, labctl, labConfig, jobs[rowStream], filepath.Join(dir, fmt.Sprintf("labctl-lossy-r%d", r+1)))
+			if err != nil {
+				node.SetLossyConsole(ctx, simlab.LossyConsole{})
+				return res, err
+			}
+			c1, _ := node.Counters(ctx)
+			d := dropped(c1) - dropped(c0)
+			fmt.Fprintf(logw, "  lossy r%d labctl: outcome=%s wall=%.1fs dropped=%d\n", r+1, run.outcome, run.wall, d)
+			lossy = append(lossy, lossyRow{rowStream, "echo-paced", run.outcome, run.wall, d})
+			lossyWalls = append(lossyWalls, run.wall)
+			lossyDropped += d
+		}
+		if lava != nil {
+			fix := lava.Variants[len(lava.Variants)-1]
+			for _, ms := range lossyDelays {
+				resetNode(ctx, node)
+				c0, _ := node.Counters(ctx)
+				lr, err := lava.Run(ctx, fix, ms, filepath.Join(dir, fmt.Sprintf("lava-lossy-%dms", ms)))
+				c1, _ := node.Counters(ctx)
+				outcome := lr.outcome
+				switch {
+				case err != nil:
+					outcome = "error: " + err.Error()
+				case lr.outcome == "pass":
+					outcome = "pass, " + lr.tests
+				default:
+					outcome += ": " + lr.reason
+				}
+				d := dropped(c1) - dropped(c0)
+				fmt.Fprintf(logw, "  lossy %s %d ms: wall=%.1fs dropped=%d %s\n", fix.Name, ms, lr.wall, d, outcome)
+				lossy = append(lossy, lossyRow{fix.Name, fmt.Sprintf("%d ms", ms), outcome, lr.wall, d})
+			}
+		}
+		if err := node.SetLossyConsole(ctx, simlab.LossyConsole{}); err != nil {
+			return res, err
+		}
 	}
 
-	fmt.Fprintf(w, "### Case 5: end to end, the smoke job on a simulated node (%d rounds)\n\n", c.Rounds)
-	fmt.Fprintf(w, "`labctl run` of %s on one simlab node (ipmi_sim + QEMU under %s), as its own process in a control group: its CPU includes every ipmitool and console process it starts, not the node's. "+
-		"LAVA was not run here: its figures are the documented ones (lava-on-simlab.md: Debian 12's lava-dispatcher 2023.01 on the same simulated node design, same machine kind, 10 ms character delays; its 0 ms run took %.1f s). "+
-		"LAVA's boot includes the 9 s it spends typing its test overlay in; labctl's deploy includes reading the written image back for its sha256.\n\n",
-		filepath.Base(c.Job), accelName(), lavaDocumented.delay0)
-	names := []string{"deploy", "boot", "test", "finalize"}
-	t := &Table{Head: []string{"", "labctl median [min–max]", "LAVA 2023.01 (documented) median [min–max]", "labctl ÷ LAVA"}}
-	for _, n := range names {
-		var xs []float64
-		for _, r := range runs {
-			xs = append(xs, r.phases[n])
+	// The report.
+	fmt.Fprintf(w, "### Case 5: end to end, the same job by labctl and LAVA on one simulated node (%d rounds, interleaved)\n\n", c.Rounds)
+	fmt.Fprintf(w, "One `bin/simlab up` node (ipmi_sim + QEMU under %s). The job: bootdev pxe, power on, the busybox master over PXE, `wget | dd` of the 64 MiB test image (9.8 MB gzip), bootdev disk, power on, log in root/test, then `uname -a`, `grep -q vda /proc/partitions`, `ip route | grep -q default`. "+
+		"`labctl run` with verification by stream (the digest of the decompressed stream on the node: the image arrived intact) and by readback (the written disk read back: the disk holds it); "+
+		"LAVA is Debian 12's lava-run 2023.01 unpacked from its .debs, and the same with upstream's pexpect fix (`delaybeforesend = None`, release 2025.10), both at 10 ms character delays, verifying nothing. "+
+		"Each dispatcher runs in a control group of its own: CPU is %s of everything it started (ipmitool, the SOL client; for LAVA also the TFTP and HTTP servers that play its lab's boot server and the worker's Apache, since LAVA serves no PXE files), not the node's; RSS is the largest process's peak.\n\n",
+		accelName(), cpuMethod())
+	if noLAVA != "" {
+		fmt.Fprintf(w, "**LAVA not run:** %s\n\n", noLAVA)
+	}
+	order := []string{rowLAVA, rowLAVAFix, rowStream, rowReadback}
+	sum5 := &Table{Head: []string{"dispatcher", "wall s median [min–max]", "CPU s", "CPU share of wall %", "peak RSS MB", "outcomes"}}
+	med := map[string][3]float64{}
+	complete := true
+	for _, row := range order {
+		rs := runs[row]
+		if len(rs) == 0 {
+			continue
 		}
-		lp := Summarize(lavaDocumented.phases[n])
-		t.Add(n+" s", Summarize(xs).Format(1), lp.Format(1), Ratio(Median(xs), lp.Med))
+		var walls, cpus, shares, rss []float64
+		outcomes := map[string]int{}
+		for _, r := range rs {
+			walls = append(walls, r.wall)
+			cpus = append(cpus, r.cpu)
+			shares = append(shares, 100*r.cpu/r.wall)
+			rss = append(rss, r.rssMB)
+			outcomes[r.outcome]++
+			if strings.HasPrefix(row, "labctl") && r.outcome != "complete" {
+				complete = false
+			}
+		}
+		med[row] = [3]float64{Median(walls), Median(cpus), Median(rss)}
+		sum5.Add(row, Summarize(walls).Format(1), Summarize(cpus).Format(2), Summarize(shares).Format(2), Summarize(rss).Format(1), countsText(outcomes))
 	}
-	var walls, cpus, shares, rss []float64
-	outcomes := map[string]int{}
-	for _, r := range runs {
-		walls = append(walls, r.wall)
-		cpus = append(cpus, r.cpu)
-		shares = append(shares, 100*r.cpu/r.wall)
-		rss = append(rss, r.rssMB)
-		outcomes[r.outcome]++
+	sum5.Write(w)
+	ratio := func(a, b string) []string {
+		return []string{Ratio(med[a][0], med[b][0]), Ratio(med[a][1], med[b][1]), Ratio(med[a][2], med[b][2])}
 	}
-	var lavaShare []float64
-	for i := range lavaDocumented.wall {
-		lavaShare = append(lavaShare, 100*lavaDocumented.cpu[i]/lavaDocumented.wall[i])
+	if lava != nil {
+		rt := &Table{Head: []string{"ratio of medians", "wall", "CPU", "peak RSS"}}
+		for _, a := range []string{rowStream, rowReadback} {
+			for _, b := range []string{rowLAVA, rowLAVAFix} {
+				if len(runs[a]) > 0 && len(runs[b]) > 0 {
+					rt.Add(append([]string{a + " ÷ " + b}, ratio(a, b)...)...)
+				}
+			}
+		}
+		rt.Write(w)
 	}
-	lw, lc, ls := Summarize(lavaDocumented.wall), Summarize(lavaDocumented.cpu), Summarize(lavaShare)
-	t.Add("**job wall s**", Summarize(walls).Format(1), lw.Format(1), Ratio(Median(walls), lw.Med))
-	t.Add("dispatcher CPU s (process tree)", Summarize(cpus).Format(2), lc.Format(2), Ratio(Median(cpus), lc.Med))
-	t.Add("CPU share of wall %", Summarize(shares).Format(2), ls.Format(2), "–")
-	t.Add("peak RSS MB (largest process)", Summarize(rss).Format(1), "41.7–42.1", "–")
-	t.Add("outcomes", fmt.Sprint(outcomes), "pass ×3", "")
-	t.Write(w)
-	share := Median(shares)
-	res.Leads = share < 5 && outcomes["complete"] == len(runs) && Median(walls) <= lw.Med
-	res.Ratio = fmt.Sprintf("case 5 (end to end): labctl %.1fs vs LAVA %.1fs (documented) = %s of LAVA's wall time; dispatcher CPU %.2f%% of wall (target < 5%%); %d/%d complete",
-		Median(walls), lw.Med, Ratio(Median(walls), lw.Med), share, outcomes["complete"], len(runs))
+	labctlRows := []string{rowStream}
+	if len(runs[rowReadback]) > 0 {
+		labctlRows = append(labctlRows, rowReadback)
+	}
+	ph := &Table{Head: append([]string{"labctl phase s"}, labctlRows...)}
+	for _, n := range []string{"deploy", "boot", "test", "finalize"} {
+		cells := []string{n}
+		for _, row := range labctlRows {
+			var xs []float64
+			for _, r := range runs[row] {
+				xs = append(xs, r.phases[n])
+			}
+			cells = append(cells, Summarize(xs).Format(1))
+		}
+		ph.Add(cells...)
+	}
+	ph.Write(w)
+	fmt.Fprintln(w, "Per round:")
+	fmt.Fprintln(w)
+	perRound.Write(w)
+
+	stream := med[rowStream]
+	share := 100 * stream[1] / stream[0]
+	switch fix := med[rowLAVAFix]; {
+	case lava != nil && fix[0] > 0:
+		old := med[rowLAVA]
+		res.Ratio = fmt.Sprintf("case 5 (end to end): labctl %.1fs vs LAVA+fix %.1fs = %s wall (target <= 0.85x), CPU %s, RSS %s; vs LAVA 2023.01 %.1fs = %s; readback %.1fs = %s of LAVA+fix; labctl complete: %v",
+			stream[0], fix[0], Ratio(stream[0], fix[0]), Ratio(stream[1], fix[1]), Ratio(stream[2], fix[2]),
+			old[0], Ratio(stream[0], old[0]), med[rowReadback][0], Ratio(med[rowReadback][0], fix[0]), complete)
+		res.Leads = complete && stream[0] <= 0.85*fix[0] && stream[1] < 0.5*fix[1] && stream[2] < 0.5*fix[2]
+	default:
+		res.Ratio = fmt.Sprintf("case 5 (end to end): labctl %.1fs, dispatcher CPU %.2f%% of wall (target < 5%%), labctl complete: %v; LAVA not run", stream[0], share, complete)
+		res.Leads = complete && share < 5
+	}
+
+	if c.Lossy {
+		fmt.Fprintf(w, "**Lossy console** (`simlab fault --max-unechoed %d`: input arriving while more than %d typed bytes are un-echoed is dropped). labctl paces by echo; LAVA types at its character delay, and sends its `wget | dd` line in one write whatever the delay. LAVA's deploy timeout here is 1 minute.\n\n", lossyUnechoed, lossyUnechoed)
+		lt := &Table{Head: []string{"dispatcher", "pacing", "wall s", "input bytes dropped", "outcome (reason from the log)"}}
+		clean := map[string]int{}
+		for _, r := range runs[rowStream] {
+			clean[r.outcome]++
+		}
+		lt.Add(rowStream+", clean node", "echo-paced", Summarize(walls(runs[rowStream])).Format(1), "0 (no knob)", countsText(clean))
+		for _, l := range lossy {
+			lt.Add(l.row+", lossy node", l.delay, f(l.wall, 1), fmt.Sprint(l.dropped), l.outcome)
+		}
+		lt.Write(w)
+		lw := Median(lossyWalls)
+		line := fmt.Sprintf("case 5 lossy console: labctl %.1fs vs %.1fs clean = %s (target <= 1.1x), %d bytes dropped", lw, stream[0], Ratio(lw, stream[0]), lossyDropped)
+		for _, l := range lossy {
+			if l.row != rowStream {
+				o, _, _ := strings.Cut(l.outcome, ":")
+				line += fmt.Sprintf("; LAVA+fix at %s: %s", l.delay, o)
+			}
+		}
+		res.Ratio += "\n- " + line
+		res.Leads = res.Leads && lw <= 1.1*stream[0] && lossyDropped == 0
+	}
 	fmt.Fprintf(w, "**ratio:** %s\n\n", res.Ratio)
 	return res, nil
 }
 
-// runOnce runs the job once in a control group of its own.
-func (c E2ECase) runOnce(ctx context.Context, labctl, labConfig, dir string) (e2eRun, error) {
+// runLabctl runs `labctl run` of job once in a control group of its own.
+func (c E2ECase) runLabctl(ctx context.Context, labctl, labConfig, job, dir string) (e2eRun, error) {
 	os.RemoveAll(dir)
 	g := NewGroup("labctl-run")
 	defer g.Remove()
-	cmd := g.Command(labctl, "run", "--quiet", "--lab", labConfig, "--dir", dir, c.Job)
+	cmd := g.Command(labctl, "run", "--quiet", "--lab", labConfig, "--dir", dir, job)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	out, err := os.Create(dir + ".out")
 	if err != nil {
@@ -160,42 +392,9 @@ func (c E2ECase) runOnce(ctx context.Context, labctl, labConfig, dir string) (e2
 	}
 	defer out.Close()
 	cmd.Stdout, cmd.Stderr = out, out
-	cpu0 := g.CPU()
-	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		return e2eRun{}, err
-	}
-	g.SetPid(cmd.Process.Pid)
-	// Peak RSS: the largest process of the tree, sampled.
-	var peak int64
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	tk := time.NewTicker(200 * time.Millisecond)
-	defer tk.Stop()
-	var werr error
-loop:
-	for {
-		for _, p := range g.Pids() {
-			peak = max(peak, RSSKB(p, true))
-		}
-		select {
-		case werr = <-done:
-			break loop
-		case <-tk.C:
-		case <-ctx.Done():
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-		}
-	}
-	wall := time.Since(start).Seconds()
-	cpu := g.CPU() - cpu0
-	if g.dir == "" {
-		// Without a cgroup the children's time is in the rusage.
-		if st, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			cpu = tv(st.Utime) + tv(st.Stime)
-		}
-		if st, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			peak = max(peak, st.Maxrss)
-		}
+	m, werr := measure(ctx, g, cmd)
+	if m.err != nil {
+		return e2eRun{}, m.err
 	}
 	f, err := os.Open(filepath.Join(dir, "results.json"))
 	if err != nil {
@@ -206,11 +405,56 @@ loop:
 	if err != nil {
 		return e2eRun{}, err
 	}
-	run := e2eRun{wall: wall, cpu: cpu, rssMB: float64(peak) / 1024, phases: map[string]float64{}, outcome: jr.Outcome}
+	run := m.e2eRun
+	run.phases, run.outcome = map[string]float64{}, jr.Outcome
 	for _, p := range jr.Phases {
 		run.phases[p.Name] += p.Duration.Seconds()
 	}
 	return run, nil
+}
+
+// countsText prints outcome counts as "complete ×3, failed ×1".
+func countsText(m map[string]int) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s ×%d", k, m[k]))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func walls(rs []e2eRun) []float64 {
+	var xs []float64
+	for _, r := range rs {
+		xs = append(xs, r.wall)
+	}
+	return xs
+}
+
+func dropped(c simlab.FaultCounters) int64 { return c.DroppedUnechoed + c.DroppedGap + c.DroppedBurst }
+
+// slug makes a row name a file name.
+func slug(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '.' {
+			return r
+		}
+		if r >= 'A' && r <= 'Z' {
+			return r + 'a' - 'A'
+		}
+		return '-'
+	}, s)
+}
+
+// cpuMethod says how the CPU of a group is counted here.
+func cpuMethod() string {
+	g := NewGroup("probe")
+	defer g.Remove()
+	return g.Method()
 }
 
 func tv(t syscall.Timeval) float64 { return float64(t.Sec) + float64(t.Usec)/1e6 }

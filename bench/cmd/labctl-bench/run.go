@@ -28,6 +28,7 @@ type runOptions struct {
 	atftpd string
 	repo   string // the repository (bin/, examples/, device-types/)
 	labctl string // the labctl binary (cases 4 and 5)
+	lava   string // Debian's LAVA 2023.01, unpacked (case 5)
 }
 
 // runRun runs the cases in a private network namespace (dnsmasq's TFTP
@@ -42,6 +43,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.work, "work", "build/bench", "work directory: served files, configs, logs")
 	fs.StringVar(&o.atftpd, "atftpd", "", "atftpd binary (default WORK/atftpd/usr/sbin/atftpd, unpacked from the .deb)")
 	fs.StringVar(&o.labctl, "labctl", "", "labctl binary for cases 4 and 5 (default REPO/bin/labctl)")
+	fs.StringVar(&o.lava, "lava", "", "Debian's LAVA 2023.01 .debs unpacked here (case 5; default WORK/lava/2023.01)")
 	fs.StringVar(&o.repo, "repo", ".", "the labctl repository: bin/labctl, bin/simlab, examples/, device-types/ (case 5)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -51,6 +53,12 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	}
 	if o.labctl == "" {
 		o.labctl = filepath.Join(o.repo, "bin", "labctl")
+	}
+	if o.lava == "" {
+		o.lava = filepath.Join(o.work, "lava", "2023.01")
+	}
+	if abs, err := filepath.Abs(o.lava); err == nil {
+		o.lava = abs
 	}
 	o.cases = strings.Split(*casesFlag, ",")
 	if o.rounds == 0 {
@@ -191,11 +199,12 @@ func e2eCase(o runOptions) bench.E2ECase {
 	if art == "" {
 		art = filepath.Join(o.repo, "build", "simlab", "artifacts")
 	}
-	rounds := o.rounds
+	c := bench.E2ECase{Rounds: o.rounds, Repo: o.repo, Labctl: o.labctl, Artifacts: art,
+		LAVA: o.lava, Readback: true, Lossy: true}
 	if o.quick {
-		rounds = 1
+		c.Rounds, c.LAVA, c.NoLAVA, c.Readback, c.Lossy = 1, "", "quick mode runs labctl only; the full bench runs LAVA", false, false
 	}
-	return bench.E2ECase{Rounds: rounds, Repo: o.repo, Labctl: o.labctl, Artifacts: art, Job: filepath.Join(o.repo, "examples", "jobs", "smoke.toml")}
+	return c
 }
 
 func httpCase(o runOptions) bench.HTTPCase {
