@@ -56,23 +56,13 @@ func (s *Server) audit(w http.ResponseWriter, r *http.Request) {
 		}
 		f.Since = t
 	}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 || n > 100000 {
-			s.fail(w, r, fmt.Errorf("%w: limit %q: want a number from 0 to 100000", labctl.ErrInvalid, v))
-			return
-		}
-		f.Limit = n
-	}
-	list, err := s.svc.Audit(r.Context(), f)
-	if err != nil {
+	var err error
+	if f.Limit, err = listLimit(q); err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if list == nil {
-		list = []labctl.AuditEntry{}
-	}
-	writeJSON(w, http.StatusOK, list)
+	list, err := s.svc.Audit(r.Context(), f)
+	replyList(s, w, r, list, err)
 }
 
 // Audit lists the daemon's audit trail (role operator).

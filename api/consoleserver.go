@@ -49,10 +49,7 @@ func (s *Server) consoles(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	list, err := cs.Consoles(r.Context())
-	if list == nil {
-		list = []labctl.ConsoleInfo{}
-	}
-	s.reply(w, r, list, err)
+	replyList(s, w, r, list, err)
 }
 
 func (s *Server) console(w http.ResponseWriter, r *http.Request) {

@@ -13,6 +13,7 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -244,6 +245,29 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	writeJSON(w, status, errorBody{Error: msg})
 }
 
+// listLimit reads a listing's limit parameter: 0 (the server's default)
+// to 100000.
+func listLimit(q url.Values) (int, error) {
+	v := q.Get("limit")
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > 100000 {
+		return 0, fmt.Errorf("%w: limit %q: want a number from 0 to 100000", labctl.ErrInvalid, v)
+	}
+	return n, nil
+}
+
+// replyList writes a listing, [] rather than null when it is empty, or
+// the error.
+func replyList[T any](s *Server, w http.ResponseWriter, r *http.Request, list []T, err error) {
+	if list == nil {
+		list = []T{}
+	}
+	s.reply(w, r, list, err)
+}
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
@@ -327,23 +351,14 @@ func (s *Server) jobs(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 0 || n > 100000 {
-			s.fail(w, r, fmt.Errorf("%w: limit %q: want a number from 0 to 100000", labctl.ErrInvalid, v))
-			return
-		}
-		f.Limit = n
-	}
-	list, err := s.svc.Jobs(r.Context(), f)
+	limit, err := listLimit(q)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	if list == nil {
-		list = []labctl.Job{}
-	}
-	writeJSON(w, http.StatusOK, list)
+	f.Limit = limit
+	list, err := s.svc.Jobs(r.Context(), f)
+	replyList(s, w, r, list, err)
 }
 
 func (s *Server) job(w http.ResponseWriter, r *http.Request) {
@@ -451,14 +466,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) devices(w http.ResponseWriter, r *http.Request) {
 	list, err := s.svc.Devices(r.Context())
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	if list == nil {
-		list = []labctl.Device{}
-	}
-	writeJSON(w, http.StatusOK, list)
+	replyList(s, w, r, list, err)
 }
 
 func (s *Server) device(w http.ResponseWriter, r *http.Request) {
