@@ -193,6 +193,26 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 // listen reads requests until the server stops. local is the address
 // replies leave from; with needDst, each request's own destination is read
 // from its control message instead (pktinfoDst).
+// listenUntil reads requests on udp until ctx ends or the listener fails,
+// then closes s.stop and waits for the listener to return. Transfers still
+// running are the platform loop's to end.
+func (s *Server) listenUntil(ctx context.Context, udp *net.UDPConn, local netip.Addr, needDst bool) error {
+	lerr := make(chan error, 1)
+	go func() { lerr <- s.listen(udp, local, needDst) }()
+	var err error
+	select {
+	case err = <-lerr:
+		err = fmt.Errorf("boot server: tftp %s: %w", udp.LocalAddr(), err)
+	case <-ctx.Done():
+	}
+	close(s.stop)
+	udp.SetReadDeadline(time.Now()) // wakes the listener
+	if err == nil {
+		<-lerr
+	}
+	return err
+}
+
 func (s *Server) listen(conn *net.UDPConn, local netip.Addr, needDst bool) error {
 	// Room for the largest UDP payload: a request is read whole, however
 	// long its name, and answered, never cut short and dropped.

@@ -11,7 +11,6 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -65,19 +64,7 @@ func (s *Server) serve(ctx context.Context, udp *net.UDPConn) error {
 	// while the listener starts transfers (root may exceed rmem_max).
 	growReceiveBuffer(udp, 4<<20)
 
-	lerr := make(chan error, 1)
-	go func() { lerr <- s.listen(udp, local, needDst) }()
-	var err error
-	select {
-	case err = <-lerr:
-		err = fmt.Errorf("boot server: tftp %s: %w", udp.LocalAddr(), err)
-	case <-ctx.Done():
-	}
-	close(s.stop)
-	udp.SetReadDeadline(time.Now()) // wakes the listener
-	if err == nil {
-		<-lerr
-	}
+	err := s.listenUntil(ctx, udp, local, needDst)
 	s.starts.Wait() // every transfer is in a worker or done
 	for _, w := range s.loop.workers {
 		w.stop(errShuttingDown.Error())

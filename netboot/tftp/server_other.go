@@ -28,19 +28,7 @@ func (l *loopState) init() {}
 // (see Serve).
 func (s *Server) serve(ctx context.Context, udp *net.UDPConn) error {
 	local := udp.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
-	lerr := make(chan error, 1)
-	go func() { lerr <- s.listen(udp, local, false) }()
-	var err error
-	select {
-	case err = <-lerr:
-		err = fmt.Errorf("boot server: tftp %s: %w", udp.LocalAddr(), err)
-	case <-ctx.Done():
-	}
-	close(s.stop)
-	udp.SetReadDeadline(time.Now()) // wakes the listener
-	if err == nil {
-		<-lerr
-	}
+	err := s.listenUntil(ctx, udp, local, false)
 	s.starts.Wait()       // every transfer has its goroutine or is done
 	s.loop.running.Wait() // each tells its client and ends on s.stop
 	return err
