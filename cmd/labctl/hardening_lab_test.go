@@ -90,10 +90,12 @@ func TestLabServeHardening(t *testing.T) {
 	if b, _ := os.ReadFile(daemon.log); !strings.Contains(string(b), "TLS certificate "+pin) {
 		t.Errorf("labctl serve's log does not name its certificate %s:\n%s", pin, b)
 	}
-	if resp, err := http.Get("http://" + lab.BootServer.ServerAddr + "/api/v1/jobs"); err == nil {
+	if resp, err := http.Get("http://" + lab.BootServer.ServerAddr + "/api/v1/jobs"); err != nil {
+		t.Errorf("plain HTTP to the TLS API: %v, want the TLS server's 400", err)
+	} else {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusBadRequest {
-			t.Errorf("plain HTTP to the TLS API: %s", resp.Status)
+			t.Errorf("plain HTTP to the TLS API: %s, want 400", resp.Status)
 		}
 	}
 	as := func(who string, args ...string) (int, string) {
