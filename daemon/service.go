@@ -120,6 +120,9 @@ func (d *Daemon) checkPlacement(spec *jobs.Job) error {
 // serves again.
 func checkFiles(spec *jobs.Job) error {
 	dispatcher.ResolveFiles(spec)
+	if spec.Boot.Method.Diskless() {
+		return dispatcher.CheckBootFiles(spec, true)
+	}
 	if !spec.Deploy.ImageIsURL() {
 		f, err := dispatcher.OpenLocal("deploy.image", spec.Deploy.Image, true)
 		if err != nil {

@@ -100,6 +100,10 @@ type runner struct {
 	action  string
 	// timedOut says the job's own timeout ended it.
 	timedOut bool
+	// releases undo what the job set up for the node to use until its
+	// end (a diskless root's NFS export); finish runs them, last first,
+	// after the node is powered off.
+	releases []func() error
 }
 
 func newRunner(j Job) *runner {
@@ -141,8 +145,13 @@ func (r *runner) run(ctx context.Context) {
 	defer cancel()
 
 	if r.connect(jobCtx) {
-		r.phase(jobCtx, "deploy", r.deploy)
-		r.phase(jobCtx, "boot", r.boot)
+		if r.Spec.Boot.Method.Diskless() {
+			// The test OS comes over the network: nothing to deploy.
+			r.phase(jobCtx, "boot", r.bootDiskless)
+		} else {
+			r.phase(jobCtx, "deploy", r.deploy)
+			r.phase(jobCtx, "boot", r.boot)
+		}
 		r.phase(jobCtx, "test", r.test)
 	}
 	r.timedOut = jobCtx.Err() != nil && ctx.Err() == nil
@@ -209,6 +218,12 @@ func (r *runner) finish(ctx context.Context) {
 	r.Progress.Phase("finalize")
 	start := r.Now()
 	ferr := r.finalize(fctx)
+	for i := len(r.releases) - 1; i >= 0; i-- {
+		if err := r.releases[i](); err != nil {
+			r.event("finalize: error: %v", err)
+			ferr = errors.Join(ferr, err)
+		}
+	}
 	p := results.Phase{Name: "finalize", Duration: r.Now().Sub(start)}
 	if ferr != nil {
 		p.Error = ferr.Error()

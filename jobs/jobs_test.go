@@ -34,7 +34,7 @@ func TestParseValid(t *testing.T) {
 		Name: "smoke", DeviceType: "simlab-qemu", Tags: []string{"simlab"}, Priority: High,
 		Timeout: 20 * time.Minute, Artifacts: []string{"/tmp/results.txt"},
 		Deploy: Deploy{Image: "/jobs/images/disk.img.gz", SHA256File: "/jobs/images/disk.img.sha256", Disk: "/dev/vda", Timeout: 10 * time.Minute},
-		Boot:   Boot{Username: "root", Password: "test"},
+		Boot:   Boot{Method: BootFromDisk, Username: "root", Password: "test"},
 		Tests: []Test{
 			{Name: "kernel", Commands: []string{"uname -a"}, Timeout: time.Minute},
 			{Name: "false", Commands: []string{"false"}, ExpectFailure: true},

@@ -17,6 +17,7 @@ import (
 	"github.com/labctl/labctl/bmc"
 	"github.com/labctl/labctl/devices"
 	"github.com/labctl/labctl/netboot"
+	"github.com/labctl/labctl/nfs"
 	"github.com/labctl/labctl/sol"
 )
 
@@ -33,6 +34,28 @@ type Lab struct {
 	// ObserveBMC, if set before the nodes are made, hears every BMC
 	// request (bmc.Config.Observe): labctl serve's metrics.
 	ObserveBMC bmc.Observer
+
+	nfsOnce sync.Once
+	nfs     *nfs.Ganesha
+	nfsErr  error
+}
+
+// NFS returns the manager of labctl's exports on the lab's NFS server
+// ([nfs] in lab.toml), made at the first call; an error when the lab has
+// none.
+func (l *Lab) NFS() (*nfs.Ganesha, error) {
+	l.nfsOnce.Do(func() {
+		c := l.Config.NFS
+		if c.Server == "" {
+			l.nfsErr = fmt.Errorf("lab %s has no NFS server: add [nfs] to %s (docs/diskless.md)", l.Config.Name, l.Config.File)
+			return
+		}
+		l.nfs, l.nfsErr = nfs.NewGanesha(nfs.GaneshaConfig{
+			ExportsDir: c.ExportsDir, PIDFile: c.PIDFile, LogFile: c.LogFile,
+			Host: c.Host, Port: c.Port, FirstExportID: c.FirstExportID,
+		}, l.log)
+	})
+	return l.nfs, l.nfsErr
 }
 
 // New returns the lab's parts. boot may be nil.
@@ -182,6 +205,8 @@ func (l *Lab) Netboot(d *devices.Device) labctl.Netboot {
 	}
 	m := d.Settings.Master
 	return &nodeBoot{
+		lab:    l,
+		dev:    d,
 		srv:    l.Boot,
 		mac:    net.HardwareAddr(d.MAC),
 		ip:     ip,

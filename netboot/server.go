@@ -415,8 +415,8 @@ func (s *Server) Close() error {
 
 // SetNode sets what the node with this MAC (and, optionally, IPv4 address)
 // boots from now on. A local entry becomes the node's local entry, used
-// whenever it has no job entry, and ends any job entry. A master entry
-// becomes its job entry until ClearNode or the next local entry.
+// whenever it has no job entry, and ends any job entry. A master or kernel
+// entry becomes its job entry until ClearNode or the next local entry.
 func (s *Server) SetNode(mac net.HardwareAddr, ip net.IP, entry Entry) error {
 	if err := s.nodes.set(mac, ip, entry); err != nil {
 		return fmt.Errorf("boot server: %w", err)

@@ -401,6 +401,14 @@ func (f *FakeNode) BootMaster() error { f.record("pxe master"); return nil }
 // BootLocal implements labctl.Netboot.
 func (f *FakeNode) BootLocal() error { f.record("pxe local"); return nil }
 
+// BootKernel implements labctl.Netboot.
+func (f *FakeNode) BootKernel(string, string, string) error { f.record("pxe kernel"); return nil }
+
+// ExportRoot implements labctl.Netboot (a fake node has no NFS server).
+func (f *FakeNode) ExportRoot(context.Context, string) (labctl.RootExport, error) {
+	return nil, errors.New("fake node: no NFS server")
+}
+
 // PublishImage implements labctl.Netboot (a fake node takes no image).
 func (f *FakeNode) PublishImage(*os.File) (labctl.PublishedImage, error) {
 	return nil, errors.New("fake node: no images")

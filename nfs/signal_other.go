@@ -1,0 +1,10 @@
+//go:build !unix
+
+package nfs
+
+import "errors"
+
+var errUnix = errors.New("nfs-ganesha runs on a unix host")
+
+func alive(int) error  { return errUnix }
+func hangUp(int) error { return errUnix }
