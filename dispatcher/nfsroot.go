@@ -228,7 +228,7 @@ func extractTar(ctx context.Context, in io.Reader, dir string, st *unpackStats) 
 		}
 		if err != nil {
 			if st.entries == 0 {
-				return fmt.Errorf("not a tar archive (%s): %v", st.compression, err)
+				return fmt.Errorf("not a tar archive (%s): %v", compressionText(st.compression), err)
 			}
 			return fmt.Errorf("tar entry %d: %v", st.entries+1, err)
 		}
@@ -322,7 +322,7 @@ func extractTar(ctx context.Context, in io.Reader, dir string, st *unpackStats) 
 		}
 	}
 	if st.entries == 0 {
-		return fmt.Errorf("not a tar archive (%s): it holds no entries", st.compression)
+		return fmt.Errorf("not a tar archive (%s): it holds no entries", compressionText(st.compression))
 	}
 	// Directories last, deepest first: their modes may forbid writing,
 	// and writing into them moved their times.
@@ -394,4 +394,12 @@ func entryName(name string) (string, error) {
 		return ".", nil
 	}
 	return clean[1:], nil
+}
+
+// compressionText names an archive's packing for a message.
+func compressionText(c Compression) string {
+	if c == None {
+		return "read as uncompressed"
+	}
+	return string(c) + " compressed"
 }

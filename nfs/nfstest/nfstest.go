@@ -66,7 +66,7 @@ func Start(t testing.TB) *Server {
 	if err := os.WriteFile(index, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(s.MainConfig, []byte(MainConfig(port, filepath.Join(dir, "recovery"), index)), 0o600); err != nil {
+	if err := os.WriteFile(s.MainConfig, []byte(MainConfig("127.0.0.1", port, filepath.Join(dir, "recovery"), index)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s.cmd = exec.Command(bin, "-F", "-f", s.MainConfig, "-L", s.Config.LogFile, "-p", s.Config.PIDFile, "-N", "NIV_INFO")
@@ -107,11 +107,12 @@ func Start(t testing.TB) *Server {
 }
 
 // MainConfig is a ganesha.conf for a lab's server: NFSv4 only over TCP
-// on port, no grace period (a restarted server serves read-only roots at
+// on bind:port, no grace period (a restarted server serves read-only roots at
 // once), its recovery data under recovery, labctl's exports included from
 // index.
-func MainConfig(port int, recovery, index string) string {
+func MainConfig(bind string, port int, recovery, index string) string {
 	return fmt.Sprintf(`NFS_CORE_PARAM {
+	Bind_addr = %s;
 	NFS_Port = %d;
 	Protocols = 4;
 	Enable_NLM = false;
@@ -124,7 +125,7 @@ NFSV4 {
 }
 NFS_KRB5 { Active_krb5 = false; }
 %%include "%s"
-`, port, recovery, index)
+`, bind, port, recovery, index)
 }
 
 // Stop kills the server (the fault "NFS server not running") and waits
