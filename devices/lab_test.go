@@ -592,3 +592,30 @@ func TestLoadStore(t *testing.T) {
 		t.Errorf("Password without file or env = %q, %v; want none", pw.Reveal(), err)
 	}
 }
+
+func TestLoadNFS(t *testing.T) {
+	files := fixture()
+	files["lab.toml"] += "\n[nfs]\nserver = \"ganesha\"\npid_file = \"/run/ganesha/ganesha.pid\"\nlog_file = \"ganesha.log\"\nhost = \"10.0.2.2\"\nclient = \"127.0.0.1\"\n"
+	dir := writeLab(t, files)
+	lab, err := Load(filepath.Join(dir, "lab.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := lab.NFS; n.ExportsDir != filepath.Join(lab.StateDir, "nfs") || n.LogFile != filepath.Join(dir, "ganesha.log") || n.PIDFile != "/run/ganesha/ganesha.pid" {
+		t.Errorf("NFS = %+v", n)
+	}
+	files = fixture()
+	files["lab.toml"] += "\n[nfs]\nserver = \"kernel\"\n"
+	_, err = Load(filepath.Join(writeLab(t, files), "lab.toml"))
+	if err == nil || !strings.Contains(err.Error(), `nfs.server: "kernel": the one server labctl manages is "ganesha"`) {
+		t.Errorf("kernel server: %v", err)
+	}
+	files = fixture()
+	files["lab.toml"] += "\n[nfs]\nserver = \"ganesha\"\nhost = \"nfs.example\"\nclient = \"x\"\n"
+	_, err = Load(filepath.Join(writeLab(t, files), "lab.toml"))
+	for _, want := range []string{"nfs.pid_file: required", "nfs.log_file: required", "nfs.host: \"nfs.example\": want the IP address", "nfs.client: \"x\" is not an IP address"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("want %q in %v", want, err)
+		}
+	}
+}

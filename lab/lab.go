@@ -58,12 +58,20 @@ func (l *Lab) NFS() (*nfs.Ganesha, error) {
 	return l.nfs, l.nfsErr
 }
 
-// New returns the lab's parts. boot may be nil.
+// New returns the lab's parts. boot may be nil. With a boot server (the
+// process that runs jobs) and an [nfs] server, labctl's exports left by
+// an earlier run are withdrawn now (see nfs.NewGanesha).
 func New(cfg *devices.Lab, boot *netboot.Server, log *slog.Logger) *Lab {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Lab{Config: cfg, Boot: boot, log: log, bmcs: map[string]*bmc.Client{}}
+	l := &Lab{Config: cfg, Boot: boot, log: log, bmcs: map[string]*bmc.Client{}}
+	if boot != nil && cfg.NFS.Server != "" {
+		if _, err := l.NFS(); err != nil {
+			log.Warn("nfs", "err", err)
+		}
+	}
+	return l
 }
 
 // Close ends every BMC session.

@@ -72,9 +72,9 @@ type Ganesha struct {
 }
 
 // NewGanesha takes over cfg.ExportsDir: export files left there by a
-// labctl that stopped without withdrawing them are removed, and the
-// include list is written empty (the server drops those exports at its
-// next reload). It does not need the server to be running.
+// labctl that stopped without withdrawing them are removed, the include
+// list is written empty and, if there were any and the server runs, it
+// reloads without them. It does not need the server to be running.
 func NewGanesha(cfg GaneshaConfig, log *slog.Logger) (*Ganesha, error) {
 	if cfg.Port == 0 {
 		cfg.Port = 2049
@@ -108,6 +108,15 @@ func NewGanesha(cfg GaneshaConfig, log *slog.Logger) (*Ganesha, error) {
 	}
 	if err := g.writeIndex(); err != nil {
 		return nil, err
+	}
+	if len(old) > 0 {
+		if _, err := g.running(); err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), cfg.ReloadTimeout)
+			defer cancel()
+			if err := g.reload(ctx, ""); err != nil {
+				log.Warn("nfs: reload after removing old exports", "err", err)
+			}
+		}
 	}
 	return g, nil
 }
@@ -168,6 +177,7 @@ EXPORT {
 	SecType = sys;
 	Protocols = 4;
 	Transports = TCP;
+	PrivilegedPort = false;
 	FSAL { Name = VFS; }
 	CLIENT {
 		Clients = %s;

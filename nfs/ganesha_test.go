@@ -79,3 +79,26 @@ func TestGaneshaExports(t *testing.T) {
 		t.Errorf("export files left: %v %v", files, g.Exports())
 	}
 }
+
+// A labctl that stopped without withdrawing its exports: the next one
+// removes them from the server at start.
+func TestGaneshaLeftovers(t *testing.T) {
+	srv := nfstest.Start(t)
+	g, err := nfs.NewGanesha(srv.Config, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := g.Export(context.Background(), t.TempDir(), netip.MustParseAddr("127.0.0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(srv.LiveExports(), e.Pseudo()) {
+		t.Fatalf("export %s not live", e.Pseudo())
+	}
+	if _, err := nfs.NewGanesha(srv.Config, nil); err != nil {
+		t.Fatal(err)
+	}
+	if live := srv.LiveExports(); slices.Contains(live, e.Pseudo()) {
+		t.Errorf("left-over export %s still live: %v", e.Pseudo(), live)
+	}
+}

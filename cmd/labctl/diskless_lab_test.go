@@ -149,7 +149,7 @@ client = "127.0.0.1"
 	nfsSteps := `
 [[test]]
 name = "root-is-nfs"
-commands = ["mount | grep ' on /run/nfsroot/ro type nfs4 (ro'", "mount | grep '^overlay on / type overlay'"]
+commands = ["mount | grep ' on /run/nfsroot/ro type nfs4 (ro'", "mount | grep '^overlay on / type overlay'", "grep /run/nfsroot/ro /proc/mounts | grep -q acregmin=3600"]
 [[test]]
 name = "writes-in-tmpfs"
 commands = ["echo diskless > /etc/written", "grep -q diskless /run/nfsroot/upper/etc/written", "grep -q '^tmpfs /run/nfsroot tmpfs' /proc/mounts", "! test -e /run/nfsroot/ro/etc/written", "! touch /run/nfsroot/ro/probe"]
