@@ -378,3 +378,25 @@ func writeAtomic(path string, data []byte) error {
 	}
 	return os.Rename(tmp, path)
 }
+
+// MainConfig is a ganesha.conf for a lab's (or a test's) server: NFSv4 only over TCP
+// on bind:port, no grace period (a restarted server serves read-only roots at
+// once), its recovery data under recovery, labctl's exports included from
+// index.
+func MainConfig(bind string, port int, recovery, index string) string {
+	return fmt.Sprintf(`NFS_CORE_PARAM {
+	Bind_addr = %s;
+	NFS_Port = %d;
+	Protocols = 4;
+	Enable_NLM = false;
+	Enable_RQUOTA = false;
+}
+NFSV4 {
+	Graceless = true;
+	RecoveryBackend = fs;
+	RecoveryRoot = "%s";
+}
+NFS_KRB5 { Active_krb5 = false; }
+%%include "%s"
+`, bind, port, recovery, index)
+}

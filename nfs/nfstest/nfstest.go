@@ -5,7 +5,6 @@ package nfstest
 
 import (
 	"context"
-	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -66,7 +65,7 @@ func Start(t testing.TB) *Server {
 	if err := os.WriteFile(index, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(s.MainConfig, []byte(MainConfig("127.0.0.1", port, filepath.Join(dir, "recovery"), index)), 0o600); err != nil {
+	if err := os.WriteFile(s.MainConfig, []byte(nfs.MainConfig("127.0.0.1", port, filepath.Join(dir, "recovery"), index)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s.cmd = exec.Command(bin, "-F", "-f", s.MainConfig, "-L", s.Config.LogFile, "-p", s.Config.PIDFile, "-N", "NIV_INFO")
@@ -104,28 +103,6 @@ func Start(t testing.TB) *Server {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-}
-
-// MainConfig is a ganesha.conf for a lab's server: NFSv4 only over TCP
-// on bind:port, no grace period (a restarted server serves read-only roots at
-// once), its recovery data under recovery, labctl's exports included from
-// index.
-func MainConfig(bind string, port int, recovery, index string) string {
-	return fmt.Sprintf(`NFS_CORE_PARAM {
-	Bind_addr = %s;
-	NFS_Port = %d;
-	Protocols = 4;
-	Enable_NLM = false;
-	Enable_RQUOTA = false;
-}
-NFSV4 {
-	Graceless = true;
-	RecoveryBackend = fs;
-	RecoveryRoot = "%s";
-}
-NFS_KRB5 { Active_krb5 = false; }
-%%include "%s"
-`, bind, port, recovery, index)
 }
 
 // Stop kills the server (the fault "NFS server not running") and waits
