@@ -69,6 +69,9 @@ func runDiskless(t *testing.T, n *dispatchertest.Node, spec *jobs.Job, cache str
 		Power: n, Console: console(t, n), Netboot: n, Dir: dir, CacheDir: cache,
 	})
 	log, _ := os.ReadFile(filepath.Join(dir, "job.log"))
+	if _, err := os.Stat(filepath.Join(dir, "junit.xml")); err != nil {
+		t.Errorf("no junit.xml: %v", err)
+	}
 	return res, string(log)
 }
 
@@ -80,6 +83,7 @@ func TestRunRamdisk(t *testing.T) {
 	kernel, initrd := bootFiles(t)
 	spec := parseJob(t, `
 device = "node1"
+artifacts = ["`+kernel+`"]
 [boot]
 method = "ramdisk"
 kernel = "`+kernel+`"
@@ -93,6 +97,9 @@ commands = ["echo hello"]
 	res, log := runDiskless(t, n, spec, t.TempDir())
 	if res.Outcome != "complete" {
 		t.Fatalf("outcome %s (%s)\n%s", res.Outcome, res.Reason, log)
+	}
+	if len(res.Artifacts) != 1 || len(res.Steps) != 1 || res.Steps[0].Result != results.Pass {
+		t.Errorf("artifacts %v, steps %+v", res.Artifacts, res.Steps)
 	}
 	var phases []string
 	for _, p := range res.Phases {
