@@ -82,6 +82,9 @@ func (l *Lab) Close() error {
 		c.Close()
 		delete(l.bmcs, k)
 	}
+	if l.nfs != nil {
+		l.nfs.Close()
+	}
 	return nil
 }
 

@@ -67,11 +67,17 @@ type Ganesha struct {
 	cfg GaneshaConfig
 	log *slog.Logger
 
+	lock    *os.File       // held: this process owns ExportsDir
 	mu      sync.Mutex     // one change to the export files at a time
 	exports map[string]int // export file name -> Export_Id
 }
 
-// NewGanesha takes over cfg.ExportsDir: export files left there by a
+// Close lets another process take the exports directory. Exports still
+// held stay until that process starts (it removes them).
+func (g *Ganesha) Close() error { return g.lock.Close() }
+
+// NewGanesha takes over cfg.ExportsDir (one process at a time: a lock
+// file in it; Close releases it): export files left there by a
 // labctl that stopped without withdrawing them are removed, the include
 // list is written empty and, if there were any and the server runs, it
 // reloads without them. It does not need the server to be running.
@@ -100,13 +106,18 @@ func NewGanesha(cfg GaneshaConfig, log *slog.Logger) (*Ganesha, error) {
 	if err := os.MkdirAll(cfg.ExportsDir, 0o700); err != nil {
 		return nil, fmt.Errorf("nfs: %w", err)
 	}
-	g := &Ganesha{cfg: cfg, log: log, exports: map[string]int{}}
+	lock, err := lockDir(cfg.ExportsDir)
+	if err != nil {
+		return nil, fmt.Errorf("nfs: %w", err)
+	}
+	g := &Ganesha{cfg: cfg, log: log, lock: lock, exports: map[string]int{}}
 	old, _ := filepath.Glob(filepath.Join(cfg.ExportsDir, "labctl-*.conf"))
 	for _, f := range old {
 		log.Warn("nfs: removing an export left by an earlier run", "file", f)
 		os.Remove(f)
 	}
 	if err := g.writeIndex(); err != nil {
+		lock.Close()
 		return nil, err
 	}
 	if len(old) > 0 {

@@ -81,7 +81,8 @@ func TestGaneshaExports(t *testing.T) {
 }
 
 // A labctl that stopped without withdrawing its exports: the next one
-// removes them from the server at start.
+// removes them from the server at start; while one runs, another is
+// refused.
 func TestGaneshaLeftovers(t *testing.T) {
 	srv := nfstest.Start(t)
 	g, err := nfs.NewGanesha(srv.Config, nil)
@@ -95,9 +96,15 @@ func TestGaneshaLeftovers(t *testing.T) {
 	if !slices.Contains(srv.LiveExports(), e.Pseudo()) {
 		t.Fatalf("export %s not live", e.Pseudo())
 	}
-	if _, err := nfs.NewGanesha(srv.Config, nil); err != nil {
+	if _, err := nfs.NewGanesha(srv.Config, nil); err == nil || !strings.Contains(err.Error(), "another labctl manages the exports") {
+		t.Fatalf("a second manager of the same directory: %v", err)
+	}
+	g.Close()
+	g2, err := nfs.NewGanesha(srv.Config, nil)
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer g2.Close()
 	if live := srv.LiveExports(); slices.Contains(live, e.Pseudo()) {
 		t.Errorf("left-over export %s still live: %v", e.Pseudo(), live)
 	}
