@@ -146,6 +146,10 @@ type Images struct {
 	// MaxDownloadGiB caps the size of a downloaded image, in GiB; 0 means
 	// the default (64).
 	MaxDownloadGiB int64 `toml:"max_download_gib"`
+	// SaveDir is where saved disk images go (labctl save, a job's
+	// [save]): the only place a save writes on the lab's host; relative to
+	// the lab file; default STATE_DIR/images.
+	SaveDir string `toml:"save_dir"`
 }
 
 // MaxDownload is the size limit of a downloaded image in bytes, 0 for
@@ -423,6 +427,10 @@ func (l *Lab) validate(doc *tomlfile.Document) {
 	}
 
 	c.Images.check(doc)
+	if c.Images.SaveDir == "" {
+		c.Images.SaveDir = filepath.Join(c.StateDir, "images")
+	}
+	c.Images.SaveDir = resolve(dir, c.Images.SaveDir)
 	checkWebhooks(doc, dir, c.Webhooks)
 	c.Notify.check(doc, dir)
 

@@ -411,6 +411,11 @@ func (f *FakeNode) AcceptUploads(string) (string, func(), error) {
 	return "", nil, errors.New("fake node: no uploads")
 }
 
+// AcceptSave implements labctl.Netboot (a fake node sends nothing).
+func (f *FakeNode) AcceptSave(string, int64) (labctl.SaveUpload, error) {
+	return nil, errors.New("fake node: no saves")
+}
+
 // Dial implements sol.Dialer: a console that never prints.
 func (f *FakeNode) Dial(context.Context) (io.ReadWriteCloser, error) {
 	a, b := net.Pipe()
