@@ -26,9 +26,10 @@ func SaveDigestPath(path string) string {
 }
 
 // SavePath is where a job's [save] goes in the save directory dir (the
-// lab's [images] save_dir), or "" if the job saves nothing.
+// lab's [images] save_dir), or "" if the job saves nothing or there is
+// no save directory.
 func SavePath(dir string, spec *jobs.Job) string {
-	if spec.Save == nil {
+	if spec.Save == nil || dir == "" {
 		return ""
 	}
 	return filepath.Join(dir, spec.Save.Output)

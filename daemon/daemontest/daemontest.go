@@ -108,7 +108,8 @@ func Start(t testing.TB, o Options) *Lab {
 	}
 	l := &Lab{
 		t: t, opts: o,
-		Config: &devices.Lab{Config: devices.Config{Name: "test", StateDir: state, Retention: o.Retention}},
+		Config: &devices.Lab{Config: devices.Config{Name: "test", StateDir: state, Retention: o.Retention,
+			Images: devices.Images{SaveDir: filepath.Join(state, "images")}}},
 		Sims:   map[string]*dispatchertest.Node{},
 		Fakes:  map[string]*FakeNode{},
 		nodes:  map[string]*labctl.Node{},
