@@ -76,7 +76,7 @@ func (d *Daemon) runJob(ctx context.Context, dev *device, j *job) {
 		Power: dev.node.Power, Console: session, Netboot: dev.node.Netboot,
 		Dir: dir, CacheDir: d.cacheDir, Images: d.imagePolicy(), Progress: j, Events: j.event,
 		SaveTo: dispatcher.SavePath(d.cfg.Lab.Images.SaveDir, j.spec),
-		Log: d.log.With("job", id, "device", dev.name), Now: d.now,
+		Log:    d.log.With("job", id, "device", dev.name), Now: d.now,
 	})
 	release()
 	d.finishRunning(j, res)
