@@ -288,11 +288,11 @@ func (sv *Save) receive(w http.ResponseWriter, r *http.Request) (SaveResult, int
 	limit := maxSaveSize(sv.maxRaw)
 	if r.ContentLength > limit {
 		return SaveResult{}, http.StatusRequestEntityTooLarge,
-			fmt.Errorf("save: %d bytes: a zstd stream of this %d-byte disk is at most %d", r.ContentLength, sv.maxRaw, limit)
+			fmt.Errorf("%d bytes: a zstd stream of this %d-byte disk is at most %d", r.ContentLength, sv.maxRaw, limit)
 	}
 	f, err := os.CreateTemp(sv.dir, ".save-*.tmp")
 	if err != nil {
-		return SaveResult{}, http.StatusInternalServerError, fmt.Errorf("save: %w", err)
+		return SaveResult{}, http.StatusInternalServerError, fmt.Errorf("%w", err)
 	}
 	kept := false
 	defer func() {
@@ -304,7 +304,7 @@ func (sv *Save) receive(w http.ResponseWriter, r *http.Request) (SaveResult, int
 	// A saved image is served to nodes again: readable by every user, as
 	// deploy requires of a local image.
 	if err := f.Chmod(0o644); err != nil {
-		return SaveResult{}, http.StatusInternalServerError, fmt.Errorf("save: %w", err)
+		return SaveResult{}, http.StatusInternalServerError, fmt.Errorf("%w", err)
 	}
 
 	unpack := exec.Command("zstd", "-dcq")
@@ -312,17 +312,17 @@ func (sv *Save) receive(w http.ResponseWriter, r *http.Request) (SaveResult, int
 	unpack.Stderr = &stderr
 	stdin, err := unpack.StdinPipe()
 	if err != nil {
-		return SaveResult{}, http.StatusInternalServerError, fmt.Errorf("save: %w", err)
+		return SaveResult{}, http.StatusInternalServerError, fmt.Errorf("%w", err)
 	}
 	stdout, err := unpack.StdoutPipe()
 	if err != nil {
-		return SaveResult{}, http.StatusInternalServerError, fmt.Errorf("save: %w", err)
+		return SaveResult{}, http.StatusInternalServerError, fmt.Errorf("%w", err)
 	}
 	if err := unpack.Start(); err != nil {
 		if errors.Is(err, exec.ErrNotFound) {
 			err = errors.New("zstd is needed on the boot server's host to check saved images (Debian package zstd)")
 		}
-		return SaveResult{}, http.StatusInternalServerError, fmt.Errorf("save: %w", err)
+		return SaveResult{}, http.StatusInternalServerError, fmt.Errorf("%w", err)
 	}
 	h := sha256.New()
 	hashed := make(chan error, 1)
@@ -346,35 +346,35 @@ func (sv *Save) receive(w http.ResponseWriter, r *http.Request) (SaveResult, int
 	res := SaveResult{Size: sv.received.Load(), RawSize: sv.raw.Load()}
 	switch {
 	case errors.Is(copyErr, errSaveTooLarge):
-		return res, http.StatusRequestEntityTooLarge, fmt.Errorf("save: more than %d bytes sent: a zstd stream of this %d-byte disk is smaller", limit, sv.maxRaw)
+		return res, http.StatusRequestEntityTooLarge, fmt.Errorf("more than %d bytes sent: a zstd stream of this %d-byte disk is smaller", limit, sv.maxRaw)
 	case errors.Is(hashErr, errRawTooLarge):
-		return res, http.StatusRequestEntityTooLarge, fmt.Errorf("save: the stream unpacks to more than the disk's %d bytes", sv.maxRaw)
+		return res, http.StatusRequestEntityTooLarge, fmt.Errorf("the stream unpacks to more than the disk's %d bytes", sv.maxRaw)
 	case errors.Is(copyErr, errSaveClosed):
-		return res, http.StatusGone, fmt.Errorf("save: %w", copyErr)
+		return res, http.StatusGone, fmt.Errorf("%w", copyErr)
 	case errors.Is(copyErr, os.ErrDeadlineExceeded):
-		return res, http.StatusRequestTimeout, fmt.Errorf("save: nothing arrived for %v after %d bytes", sv.s.cfg.HTTP.StallTimeout, res.Size)
+		return res, http.StatusRequestTimeout, fmt.Errorf("nothing arrived for %v after %d bytes", sv.s.cfg.HTTP.StallTimeout, res.Size)
 	case errors.Is(copyErr, errUnpackStopped) && waitErr != nil:
-		return res, http.StatusBadRequest, fmt.Errorf("save: the bytes received are not a zstd stream: %v: %s", waitErr, stderr.String())
+		return res, http.StatusBadRequest, fmt.Errorf("the bytes received are not a zstd stream: %v: %s", waitErr, stderr.String())
 	case errors.Is(copyErr, io.ErrUnexpectedEOF) || errors.Is(copyErr, syscall.ECONNRESET):
-		return res, http.StatusBadRequest, fmt.Errorf("save: the upload was cut after %d bytes (the connection ended before the stream did: %v)", res.Size, copyErr)
+		return res, http.StatusBadRequest, fmt.Errorf("the upload was cut after %d bytes (the connection ended before the stream did: %v)", res.Size, copyErr)
 	case copyErr != nil:
-		return res, http.StatusBadRequest, fmt.Errorf("save: receiving after %d bytes: %w", res.Size, copyErr)
+		return res, http.StatusBadRequest, fmt.Errorf("receiving after %d bytes: %w", res.Size, copyErr)
 	case hashErr != nil:
-		return res, http.StatusInternalServerError, fmt.Errorf("save: reading the unpacked stream: %w", hashErr)
+		return res, http.StatusInternalServerError, fmt.Errorf("reading the unpacked stream: %w", hashErr)
 	case waitErr != nil:
-		return res, http.StatusBadRequest, fmt.Errorf("save: the %d bytes received are not a whole zstd stream: %v: %s", res.Size, waitErr, stderr.String())
+		return res, http.StatusBadRequest, fmt.Errorf("the %d bytes received are not a whole zstd stream: %v: %s", res.Size, waitErr, stderr.String())
 	}
 	if err := f.Sync(); err != nil {
-		return res, http.StatusInternalServerError, fmt.Errorf("save: %w", err)
+		return res, http.StatusInternalServerError, fmt.Errorf("%w", err)
 	}
 	if err := f.Close(); err != nil {
-		return res, http.StatusInternalServerError, fmt.Errorf("save: %w", err)
+		return res, http.StatusInternalServerError, fmt.Errorf("%w", err)
 	}
 	res.RawSHA256 = hex.EncodeToString(h.Sum(nil))
 	sv.mu.Lock()
 	defer sv.mu.Unlock()
 	if sv.closed {
-		return res, http.StatusGone, fmt.Errorf("save: %w", errSaveClosed)
+		return res, http.StatusGone, fmt.Errorf("%w", errSaveClosed)
 	}
 	sv.tmp = f.Name()
 	kept = true
