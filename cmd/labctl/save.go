@@ -61,7 +61,7 @@ EXIT STATUS:
    failed; nothing is left under the name), 3 canceled, 1 refused,
    64 the command line is wrong.`,
 		Flags: append(clientFlags(),
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "the image: `NAME.img.zst` (with --lab: a path)", Required: true, TakesFile: true},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "the image: `NAME.img.zst` (with --lab: a path)", TakesFile: true},
 			&cli.StringFlag{Name: "lab", Usage: "run here without a daemon, with the lab `FILE`", TakesFile: true},
 			&cli.StringFlag{Name: "disk", Usage: "read the device node `DEV` (default: the device type's master.disk)"},
 			&cli.DurationFlag{Name: "timeout", Usage: "give the save at most `DURATION` (default: the device type's timeouts.deploy)"},
@@ -75,6 +75,9 @@ EXIT STATUS:
 			}
 			if len(args) != 1 {
 				return usageErrorf("save: want one NODE (see labctl save --help)")
+			}
+			if c.String("output") == "" {
+				return usageErrorf("save: --output NAME.img.zst is required (see labctl save --help)")
 			}
 			if c.Duration("timeout") < 0 {
 				return usageErrorf("save: --timeout must be positive")
