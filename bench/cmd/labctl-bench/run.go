@@ -37,7 +37,7 @@ type runOptions struct {
 func runRun(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	var o runOptions
-	casesFlag := fs.String("cases", "1,2,3,5,4", "cases to run, in this order: 1 tftp, 2 http, 3 sol typing, 4 scale, 5 end to end")
+	casesFlag := fs.String("cases", "1,2,3,5,4,save", "cases to run, in this order: 1 tftp, 2 http, 3 sol typing, 4 scale, 5 end to end, save (labctl save throughput)")
 	fs.BoolVar(&o.quick, "quick", false, "a small version of every case (about a minute): proves the bench works, measures little")
 	fs.IntVar(&o.rounds, "rounds", 0, "rounds per case (default 3, quick 2)")
 	fs.StringVar(&o.work, "work", "build/bench", "work directory: served files, configs, logs")
@@ -129,6 +129,8 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 			r, err = scaleCase(o).Run(ctx, env, stdout, logw)
 		case "5":
 			r, err = e2eCase(o).Run(ctx, env, stdout, logw)
+		case "save":
+			r, err = saveCase(o).Run(ctx, env, stdout, logw)
 		default:
 			err = fmt.Errorf("unknown case %q", c)
 		}
@@ -190,6 +192,16 @@ func scaleCase(o runOptions) bench.ScaleCase {
 		Labctl: o.labctl}
 	if o.quick {
 		c.Rounds, c.Nodes, c.Jobs, c.ImageSize, c.Timeout = 1, 8, 8, 1<<20, 5*time.Minute
+	}
+	return c
+}
+
+// saveCase saves a 1 GiB disk a quarter full (quick: 256 MiB, one round).
+func saveCase(o runOptions) bench.SaveCase {
+	e := e2eCase(o)
+	c := bench.SaveCase{Rounds: o.rounds, Repo: o.repo, Labctl: o.labctl, Artifacts: e.Artifacts, DiskMiB: 1024}
+	if o.quick {
+		c.Rounds, c.DiskMiB = 1, 256
 	}
 	return c
 }
