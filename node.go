@@ -90,9 +90,10 @@ type Netboot interface {
 	// encoded, to url + name + "?encoding=base64&size=" + its size in bytes
 	// (busybox wget cannot post binary files as they are).
 	AcceptUploads(dir string) (url string, closeFn func(), err error)
-	// AcceptSave lets the node send one saved disk, a zstd stream of at
-	// most maxRaw raw bytes, into dir (see SaveUpload) until it is closed.
-	AcceptSave(dir string, maxRaw int64) (SaveUpload, error)
+	// AcceptSave lets the node send one saved disk into dir (see
+	// SaveUpload) until it is closed: a zstd stream of the disk's rawSize
+	// bytes whose sha256 (hex) the node reported; other bytes are refused.
+	AcceptSave(dir string, rawSize int64, rawSHA256 string) (SaveUpload, error)
 }
 
 // SaveUpload is a single-use URL where a node sends its saved disk: the

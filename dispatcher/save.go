@@ -120,7 +120,7 @@ func (r *runner) save(ctx context.Context) error {
 	nodeSum := strings.ToLower(sum[1])
 	r.event("save: %s holds %d bytes, sha256 %s on the node (read in %s)", disk, diskSize, nodeSum, r.Now().Sub(start).Round(10*time.Millisecond))
 
-	up, err := r.Netboot.AcceptSave(filepath.Dir(out), diskSize)
+	up, err := r.Netboot.AcceptSave(filepath.Dir(out), diskSize, nodeSum)
 	if err != nil {
 		return fmt.Errorf("accept the save: %w", err)
 	}

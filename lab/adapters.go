@@ -210,8 +210,8 @@ func (b *nodeBoot) AcceptUploads(dir string) (string, func(), error) {
 	return u.URL(), func() { u.Close() }, nil
 }
 
-func (b *nodeBoot) AcceptSave(dir string, maxRaw int64) (labctl.SaveUpload, error) {
-	sv, err := b.srv.AcceptSave(dir, maxRaw)
+func (b *nodeBoot) AcceptSave(dir string, rawSize int64, rawSHA256 string) (labctl.SaveUpload, error) {
+	sv, err := b.srv.AcceptSave(dir, rawSize, rawSHA256)
 	if err != nil {
 		return nil, err
 	}

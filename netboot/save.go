@@ -34,8 +34,9 @@ const savesPrefix = "/saves/"
 // to a temporary file in the save's directory while the server unpacks
 // it with the zstd program (Debian package zstd) and hashes the raw
 // bytes; the request is refused, and nothing kept, when the stream is
-// not one whole zstd stream, unpacks to more than MaxRaw bytes, is
-// larger as sent than a zstd stream of MaxRaw bytes can be, stalls for
+// not one whole zstd stream, unpacks to other bytes than the disk's (its
+// size and sha256, hashed on the node before it sent them), is larger as
+// sent than a zstd stream of the disk can be, stalls for
 // HTTPSettings.StallTimeout or ends early (a cut connection). A stored
 // save stays a hidden temporary file until Commit links it to its name.
 type Save struct {
@@ -43,6 +44,7 @@ type Save struct {
 	token  string
 	dir    string
 	maxRaw int64
+	sha256 string // the raw bytes' digest, lower-case hex
 
 	received atomic.Int64 // bytes of the body so far
 	raw      atomic.Int64 // raw (unpacked) bytes so far
@@ -70,10 +72,15 @@ type SaveResult struct {
 // header and checksum; the rest is slack.
 func maxSaveSize(raw int64) int64 { return raw + raw/(128<<10)*3 + 1<<20 }
 
-// AcceptSave opens a save URL: the node's disk, maxRaw bytes at most once
-// unpacked, is stored into dir (created if needed; it must be on the file
-// system where the image is committed). The caller ends it with Close.
-func (s *Server) AcceptSave(dir string, maxRaw int64) (*Save, error) {
+// AcceptSave opens a save URL: the node's disk, rawSize bytes with the
+// sha256 rawSHA256 (hex) once unpacked, is stored into dir (created if
+// needed; it must be on the file system where the image is committed).
+// The caller ends it with Close.
+func (s *Server) AcceptSave(dir string, rawSize int64, rawSHA256 string) (*Save, error) {
+	maxRaw := rawSize
+	if b, err := hex.DecodeString(rawSHA256); err != nil || len(b) != sha256.Size {
+		return nil, fmt.Errorf("accept a save into %s: sha256 %q: want 64 hex digits", dir, rawSHA256)
+	}
 	if s.httpURL == "" {
 		return nil, fmt.Errorf("accept a save into %s: the boot server has no HTTP", dir)
 	}
@@ -83,7 +90,7 @@ func (s *Server) AcceptSave(dir string, maxRaw int64) (*Save, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("accept a save: %w", err)
 	}
-	sv := &Save{s: s, token: rand.Text(), dir: dir, maxRaw: maxRaw, done: make(chan struct{}), closing: make(chan struct{})}
+	sv := &Save{s: s, token: rand.Text(), dir: dir, maxRaw: maxRaw, sha256: strings.ToLower(rawSHA256), done: make(chan struct{}), closing: make(chan struct{})}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -371,6 +378,12 @@ func (sv *Save) receive(w http.ResponseWriter, r *http.Request) (SaveResult, int
 		return res, http.StatusInternalServerError, fmt.Errorf("%w", err)
 	}
 	res.RawSHA256 = hex.EncodeToString(h.Sum(nil))
+	if res.RawSize != sv.maxRaw {
+		return res, http.StatusBadRequest, fmt.Errorf("the stream unpacks to %d bytes, the disk has %d", res.RawSize, sv.maxRaw)
+	}
+	if res.RawSHA256 != sv.sha256 {
+		return res, http.StatusBadRequest, fmt.Errorf("sha256 mismatch: the node hashed its disk as %s, the bytes received unpack to %s", sv.sha256, res.RawSHA256)
+	}
 	sv.mu.Lock()
 	defer sv.mu.Unlock()
 	if sv.closed {

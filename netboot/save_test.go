@@ -40,6 +40,12 @@ func sparseDisk(t *testing.T, size int) []byte {
 	return d
 }
 
+// sum is data's sha256 in hex.
+func sum(data []byte) string {
+	s := sha256.Sum256(data)
+	return hex.EncodeToString(s[:])
+}
+
 // putChunked sends body to url as a chunked PUT (no Content-Length), as
 // the master's nc pipeline does, and returns the status and answer.
 func putChunked(t *testing.T, url string, body []byte) (int, string) {
@@ -76,7 +82,7 @@ func TestSaveStoresAndCommits(t *testing.T) {
 	ts := startServer(t, nil)
 	dir := filepath.Join(t.TempDir(), "saved")
 	disk := sparseDisk(t, 4<<20)
-	sv, err := ts.AcceptSave(dir, int64(len(disk)))
+	sv, err := ts.AcceptSave(dir, int64(len(disk)), sum(disk))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +140,7 @@ func TestSaveCommitDoesNotReplace(t *testing.T) {
 	ts := startServer(t, nil)
 	dir := t.TempDir()
 	disk := sparseDisk(t, 1<<20)
-	sv, err := ts.AcceptSave(dir, int64(len(disk)))
+	sv, err := ts.AcceptSave(dir, int64(len(disk)), sum(disk))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,23 +165,28 @@ func TestSaveRefusals(t *testing.T) {
 	ts := startServer(t, nil)
 	disk := sparseDisk(t, 1<<20)
 	packed := zstdOf(t, disk)
+	other := append([]byte(nil), disk...)
+	other[12345] ^= 1
 	cases := []struct {
 		name   string
 		maxRaw int64
+		sha    string
 		body   []byte
 		status int
 		err    string
 	}{
-		{"raw larger than the disk", int64(len(disk)) - 1, packed, http.StatusRequestEntityTooLarge, "unpacks to more than the disk's"},
-		{"larger than the disk", 4096, zstdOf(t, randomBytes(t, 2<<20)), http.StatusRequestEntityTooLarge, "more than"},
-		{"not zstd", int64(len(disk)), []byte("this is not a zstd stream at all\n"), http.StatusBadRequest, "not a whole zstd stream"},
-		{"random bytes", int64(len(disk)), randomBytes(t, 2<<20), http.StatusBadRequest, "not a zstd stream"},
-		{"truncated zstd", int64(len(disk)), packed[:len(packed)/2], http.StatusBadRequest, "not a whole zstd stream"},
+		{"raw larger than the disk", int64(len(disk)) - 1, sum(disk), packed, http.StatusRequestEntityTooLarge, "unpacks to more than the disk's"},
+		{"larger than the disk", 4096, sum(disk), zstdOf(t, randomBytes(t, 2<<20)), http.StatusRequestEntityTooLarge, "more than"},
+		{"raw smaller than the disk", int64(len(disk)) + 1, sum(disk), packed, http.StatusBadRequest, "the disk has"},
+		{"sha256 mismatch", int64(len(disk)), sum(disk), zstdOf(t, other), http.StatusBadRequest, "sha256 mismatch"},
+		{"not zstd", int64(len(disk)), sum(disk), []byte("this is not a zstd stream at all\n"), http.StatusBadRequest, "not a whole zstd stream"},
+		{"random bytes", int64(len(disk)), sum(disk), randomBytes(t, 2<<20), http.StatusBadRequest, "not a zstd stream"},
+		{"truncated zstd", int64(len(disk)), sum(disk), packed[:len(packed)/2], http.StatusBadRequest, "not a whole zstd stream"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
-			sv, err := ts.AcceptSave(dir, c.maxRaw)
+			sv, err := ts.AcceptSave(dir, c.maxRaw, c.sha)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -207,7 +218,7 @@ func TestSaveCutMidStream(t *testing.T) {
 	disk := make([]byte, 8<<20)
 	copy(disk, randomBytes(t, 4<<20))
 	packed := zstdOf(t, disk)
-	sv, err := ts.AcceptSave(dir, int64(len(disk)))
+	sv, err := ts.AcceptSave(dir, int64(len(disk)), sum(disk))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,7 +250,7 @@ func TestSaveCutMidStream(t *testing.T) {
 func TestSaveCloseStopsRequest(t *testing.T) {
 	ts := startServer(t, nil)
 	dir := t.TempDir()
-	sv, err := ts.AcceptSave(dir, 1<<30)
+	sv, err := ts.AcceptSave(dir, 1<<30, strings.Repeat("0", 64))
 	if err != nil {
 		t.Fatal(err)
 	}

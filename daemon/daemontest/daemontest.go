@@ -413,7 +413,7 @@ func (f *FakeNode) AcceptUploads(string) (string, func(), error) {
 }
 
 // AcceptSave implements labctl.Netboot (a fake node sends nothing).
-func (f *FakeNode) AcceptSave(string, int64) (labctl.SaveUpload, error) {
+func (f *FakeNode) AcceptSave(string, int64, string) (labctl.SaveUpload, error) {
 	return nil, errors.New("fake node: no saves")
 }
 

@@ -25,7 +25,7 @@ type saveServer struct {
 }
 
 // AcceptSave implements labctl.Netboot with a real boot server.
-func (n *Node) AcceptSave(dir string, maxRaw int64) (labctl.SaveUpload, error) {
+func (n *Node) AcceptSave(dir string, rawSize int64, rawSHA256 string) (labctl.SaveUpload, error) {
 	n.mu.Lock()
 	if n.saves == nil {
 		srv, err := netboot.New(netboot.Config{Root: n.dir, HTTPAddr: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
@@ -40,7 +40,7 @@ func (n *Node) AcceptSave(dir string, maxRaw int64) (labctl.SaveUpload, error) {
 	}
 	ss, cut := n.saves, n.cutSave
 	n.mu.Unlock()
-	sv, err := ss.srv.AcceptSave(dir, maxRaw)
+	sv, err := ss.srv.AcceptSave(dir, rawSize, rawSHA256)
 	if err != nil {
 		return nil, err
 	}
