@@ -38,17 +38,15 @@ type saveRun struct {
 }
 
 var (
-	saveHashLine   = regexp.MustCompile(`save: \S+ holds (\d+) bytes, sha256 \S+ on the node \(read in ([0-9.]+)(ms|s)\)`)
-	saveSendLine   = regexp.MustCompile(`bytes of disk in ([0-9.]+)(ms|s) \([0-9.]+ MiB/s\), (\d+) bytes stored`)
-	deployWroteRow = regexp.MustCompile(`deploy: wrote the image in ([0-9.]+)(ms|s)`)
+	saveHashLine   = regexp.MustCompile(`save: \S+ holds (\d+) bytes, sha256 \S+ on the node \(read in ([0-9hmsµ.]+)\)`)
+	saveSendLine   = regexp.MustCompile(`bytes of disk in ([0-9hmsµ.]+) \([0-9.]+ MiB/s\), (\d+) bytes stored`)
+	deployWroteRow = regexp.MustCompile(`deploy: wrote the image in ([0-9hmsµ.]+)`)
 )
 
-func seconds(v, unit string) float64 {
-	x, _ := strconv.ParseFloat(v, 64)
-	if unit == "ms" {
-		return x / 1000
-	}
-	return x
+// seconds reads a duration as the job log prints it ("1m3.68s").
+func seconds(v string) float64 {
+	d, _ := time.ParseDuration(v)
+	return d.Seconds()
 }
 
 // Run starts a one-node lab with the prepared disk, runs the rounds and
@@ -103,7 +101,7 @@ func (c SaveCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 			return res, err
 		}
 		if m := deployWroteRow.FindStringSubmatch(log); m != nil {
-			run.deployWrite = seconds(m[1], m[2])
+			run.deployWrite = seconds(m[1])
 		}
 		mib := float64(run.disk) / (1 << 20)
 		fmt.Fprintf(logw, "  r%d: hash %.1fs send %.1fs (%.1f MiB/s raw) stored %.1f MiB; deploy wrote it in %.1fs\n", r+1, run.hash, run.send, mib/run.send, float64(run.stored)/(1<<20), run.deployWrite)
@@ -143,9 +141,9 @@ func (c SaveCase) saveRound(ctx context.Context, lab *simlab.Lab, node *simlab.N
 		return run, fmt.Errorf("labctl save: no hash or send figures in its log")
 	}
 	run.disk, _ = strconv.ParseInt(h[1], 10, 64)
-	run.hash = seconds(h[2], h[3])
-	run.send = seconds(s[1], s[2])
-	run.stored, _ = strconv.ParseInt(s[3], 10, 64)
+	run.hash = seconds(h[2])
+	run.send = seconds(s[1])
+	run.stored, _ = strconv.ParseInt(s[2], 10, 64)
 	if jr, err := readResults(log); err == nil {
 		for _, p := range jr.Phases {
 			if p.Name == "save" {
