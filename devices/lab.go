@@ -148,7 +148,8 @@ type Images struct {
 	MaxDownloadGiB int64 `toml:"max_download_gib"`
 	// SaveDir is where saved disk images go (labctl save, a job's
 	// [save]): the only place a save writes on the lab's host; relative to
-	// the lab file; default STATE_DIR/images.
+	// the lab file; default "images". Not inside state_dir: labctl keeps
+	// that private, and deploy serves only files every user may read.
 	SaveDir string `toml:"save_dir"`
 }
 
@@ -428,9 +429,12 @@ func (l *Lab) validate(doc *tomlfile.Document) {
 
 	c.Images.check(doc)
 	if c.Images.SaveDir == "" {
-		c.Images.SaveDir = filepath.Join(c.StateDir, "images")
+		c.Images.SaveDir = "images"
 	}
 	c.Images.SaveDir = resolve(dir, c.Images.SaveDir)
+	if rel, err := filepath.Rel(c.StateDir, c.Images.SaveDir); err == nil && filepath.IsLocal(rel) {
+		doc.Problemf("images.save_dir", "%s is inside state_dir, whose files labctl keeps private: saved images must stay readable by every user to be deployed", c.Images.SaveDir)
+	}
 	checkWebhooks(doc, dir, c.Webhooks)
 	c.Notify.check(doc, dir)
 

@@ -44,7 +44,7 @@ replaces a file. The node is powered off at the end.
 Through the daemon it is a job like any other (it waits for a running
 job or a reservation, and shows up in labctl jobs); it needs the operator
 role, and --output is a file name in the lab's save directory ([images]
-save_dir, default STATE_DIR/images) on the daemon's host: the daemon
+save_dir, default images/ beside the lab file) on the daemon's host: the daemon
 writes nowhere else. A job file can save too, after its tests: a [save]
 section with output = "NAME.img.zst".
 

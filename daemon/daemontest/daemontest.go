@@ -109,7 +109,7 @@ func Start(t testing.TB, o Options) *Lab {
 	l := &Lab{
 		t: t, opts: o,
 		Config: &devices.Lab{Config: devices.Config{Name: "test", StateDir: state, Retention: o.Retention,
-			Images: devices.Images{SaveDir: filepath.Join(state, "images")}}},
+			Images: devices.Images{SaveDir: filepath.Join(t.TempDir(), "images")}}},
 		Sims:   map[string]*dispatchertest.Node{},
 		Fakes:  map[string]*FakeNode{},
 		nodes:  map[string]*labctl.Node{},
