@@ -44,9 +44,13 @@ replaces a file. The node is powered off at the end.
 Through the daemon it is a job like any other (it waits for a running
 job or a reservation, and shows up in labctl jobs); it needs the operator
 role, and --output is a file name in the lab's save directory ([images]
-save_dir, default images/ beside the lab file) on the daemon's host: the daemon
-writes nowhere else. A job file can save too, after its tests: a [save]
-section with output = "NAME.img.zst".
+save_dir, default images/ beside the lab file) on the daemon's host: the
+daemon writes nowhere else. A job file can save too, after its tests: a
+[save] section with output = "NAME.img.zst".
+
+The master needs zstd and busybox's dd, sha256sum, nc, stty and
+blockdev (make master builds one); the boot server's host needs zstd
+(Debian package zstd) to check what arrives.
 
 With --lab FILE it runs here, without a daemon, as labctl run does, and
 --output is any path ending in .img.zst (do not use it on a node a
