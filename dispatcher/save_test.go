@@ -101,6 +101,9 @@ output = "node1-changed.img.zst"
 	if strings.Count(log, "********") == 0 {
 		t.Errorf("the save token was not typed as a secret\n%s", log)
 	}
+	if tokens := n1.SaveTokens(); len(tokens) != 1 || strings.Contains(log, tokens[0]) {
+		t.Errorf("save tokens %d, or the token is in the job log", len(tokens))
+	}
 	if names, _ := os.ReadDir(saveDir); len(names) != 2 {
 		t.Errorf("save directory holds %v, want the image and its digest", names)
 	}

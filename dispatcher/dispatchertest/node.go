@@ -54,23 +54,24 @@ type Node struct {
 	tools string
 	files *fileServer
 
-	mu       sync.Mutex
-	on       bool
-	bootdev  labctl.BootDevice
-	master   bool
-	gen      int
-	shell    *exec.Cmd
-	ptmx     *os.File
-	input    func([]byte)
-	stream   *stream
-	calls    []string
-	boots    int
-	powerErr error
-	failFrom string
-	failErr  error
-	noMaster bool
-	saves    *saveServer
-	cutSave  int64
+	mu         sync.Mutex
+	on         bool
+	bootdev    labctl.BootDevice
+	master     bool
+	gen        int
+	shell      *exec.Cmd
+	ptmx       *os.File
+	input      func([]byte)
+	stream     *stream
+	calls      []string
+	boots      int
+	powerErr   error
+	failFrom   string
+	failErr    error
+	noMaster   bool
+	saves      *saveServer
+	cutSave    int64
+	saveTokens []string
 }
 
 // NewNode makes a node whose files live in a new directory under dir.

@@ -44,6 +44,9 @@ func (n *Node) AcceptSave(dir string, rawSize int64, rawSHA256 string) (labctl.S
 	if err != nil {
 		return nil, err
 	}
+	n.mu.Lock()
+	n.saveTokens = append(n.saveTokens, sv.Token())
+	n.mu.Unlock()
 	up := &saveUpload{Save: sv, url: sv.URL()}
 	if cut > 0 {
 		addr, err := ss.proxy(cut)
@@ -54,6 +57,14 @@ func (n *Node) AcceptSave(dir string, rawSize int64, rawSHA256 string) (labctl.S
 		up.url = "http://" + addr + "/saves/"
 	}
 	return up, nil
+}
+
+// SaveTokens are the secret tokens of the saves opened so far, for tests
+// that check they reach no log.
+func (n *Node) SaveTokens() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]string(nil), n.saveTokens...)
 }
 
 // CutSaveAfter makes the next saves' connections break after the node
