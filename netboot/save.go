@@ -67,9 +67,9 @@ type SaveResult struct {
 	RawSHA256 string // sha256 of the raw bytes, lower-case hex
 }
 
-// maxSaveOverhead is what a zstd stream may add to its raw bytes: a
-// stored (incompressible) block costs 3 bytes per 128 KiB, plus the frame
-// header and checksum; the rest is slack.
+// maxSaveSize bounds a zstd stream of raw bytes as sent: a stored
+// (incompressible) block adds 3 bytes per 128 KiB, the frame its header
+// and checksum; the rest is slack.
 func maxSaveSize(raw int64) int64 { return raw + raw/(128<<10)*3 + 1<<20 }
 
 // AcceptSave opens a save URL: the node's disk, rawSize bytes with the
@@ -357,7 +357,7 @@ func (sv *Save) receive(w http.ResponseWriter, r *http.Request) (SaveResult, int
 	case errors.Is(hashErr, errRawTooLarge):
 		return res, http.StatusRequestEntityTooLarge, fmt.Errorf("the stream unpacks to more than the disk's %d bytes", sv.maxRaw)
 	case errors.Is(copyErr, errSaveClosed):
-		return res, http.StatusGone, fmt.Errorf("%w", copyErr)
+		return res, http.StatusGone, copyErr
 	case errors.Is(copyErr, os.ErrDeadlineExceeded):
 		return res, http.StatusRequestTimeout, fmt.Errorf("nothing arrived for %v after %d bytes", sv.s.cfg.HTTP.StallTimeout, res.Size)
 	case errors.Is(copyErr, errUnpackStopped) && waitErr != nil:
@@ -387,7 +387,7 @@ func (sv *Save) receive(w http.ResponseWriter, r *http.Request) (SaveResult, int
 	sv.mu.Lock()
 	defer sv.mu.Unlock()
 	if sv.closed {
-		return res, http.StatusGone, fmt.Errorf("%w", errSaveClosed)
+		return res, http.StatusGone, errSaveClosed
 	}
 	sv.tmp = f.Name()
 	kept = true
