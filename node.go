@@ -98,6 +98,38 @@ type Netboot interface {
 	// encoded, to url + name + "?encoding=base64&size=" + its size in bytes
 	// (busybox wget cannot post binary files as they are).
 	AcceptUploads(dir string) (url string, closeFn func(), err error)
+	// AcceptSave lets the node send one saved disk into dir (see
+	// SaveUpload) until it is closed: a zstd stream of the disk's rawSize
+	// bytes whose sha256 (hex) the node reported; other bytes are refused.
+	AcceptSave(dir string, rawSize int64, rawSHA256 string) (SaveUpload, error)
+}
+
+// SaveUpload is a single-use URL where a node sends its saved disk: the
+// node PUTs the zstd stream of the disk to URL()+Token() (chunked HTTP
+// is fine). The token is a secret: it must not reach a log or the
+// console's transcript. The server unpacks and hashes the stream as it
+// arrives and keeps it, under no name, until Commit.
+type SaveUpload interface {
+	URL() string
+	Token() string
+	// RawReceived is the disk's bytes received so far, unpacked.
+	RawReceived() int64
+	// Wait returns what was received once the node's request ended, or
+	// why nothing was kept.
+	Wait(ctx context.Context) (SaveResult, error)
+	// Commit links the received image to path (in dir), atomically and
+	// never replacing a file.
+	Commit(path string) error
+	// Close withdraws the URL and removes what was received unless it
+	// was committed.
+	Close() error
+}
+
+// SaveResult is what the boot server received of a saved disk.
+type SaveResult struct {
+	Size      int64  // the zstd stream's bytes
+	RawSize   int64  // the disk's bytes
+	RawSHA256 string // sha256 of the disk's bytes, lower-case hex
 }
 
 // RootExport is a directory exported read-only to a node over NFS.

@@ -147,6 +147,11 @@ type Images struct {
 	// MaxDownloadGiB caps the size of a downloaded image, in GiB; 0 means
 	// the default (64).
 	MaxDownloadGiB int64 `toml:"max_download_gib"`
+	// SaveDir is where saved disk images go (labctl save, a job's
+	// [save]): the only place a save writes on the lab's host; relative to
+	// the lab file; default "images". Not inside state_dir: labctl keeps
+	// that private, and deploy serves only files every user may read.
+	SaveDir string `toml:"save_dir"`
 }
 
 // MaxDownload is the size limit of a downloaded image in bytes, 0 for
@@ -453,6 +458,13 @@ func (l *Lab) validate(doc *tomlfile.Document) {
 
 	c.NFS.check(doc, dir, c.StateDir)
 	c.Images.check(doc)
+	if c.Images.SaveDir == "" {
+		c.Images.SaveDir = "images"
+	}
+	c.Images.SaveDir = resolve(dir, c.Images.SaveDir)
+	if rel, err := filepath.Rel(c.StateDir, c.Images.SaveDir); err == nil && filepath.IsLocal(rel) {
+		doc.Problemf("images.save_dir", "%s is inside state_dir, whose files labctl keeps private: saved images must stay readable by every user to be deployed", c.Images.SaveDir)
+	}
 	checkWebhooks(doc, dir, c.Webhooks)
 	c.Notify.check(doc, dir)
 

@@ -619,3 +619,26 @@ func TestLoadNFS(t *testing.T) {
 		}
 	}
 }
+
+// Saved images go beside the lab file by default, never into the state
+// directory (labctl keeps it private; deploy needs images anyone may read).
+func TestSaveDir(t *testing.T) {
+	dir := t.TempDir()
+	write := func(extra string) (*Lab, error) {
+		os.MkdirAll(filepath.Join(dir, "types"), 0o755)
+		os.MkdirAll(filepath.Join(dir, "devices"), 0o755)
+		lab := "name = \"l\"\ndevice_types = [\"types\"]\ndevices = [\"devices\"]\n[boot_server]\nroot = \"root\"\nhttp_listen = \"127.0.0.1:1\"\nhttp_url = \"http://10.0.0.1:1\"\n" + extra
+		os.WriteFile(filepath.Join(dir, "lab.toml"), []byte(lab), 0o644)
+		return Load(filepath.Join(dir, "lab.toml"))
+	}
+	l, err := write("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Images.SaveDir != filepath.Join(dir, "images") {
+		t.Errorf("default save_dir %s", l.Images.SaveDir)
+	}
+	if _, err := write("[images]\nsave_dir = \"state/images\"\n"); err == nil || !strings.Contains(err.Error(), "images.save_dir") {
+		t.Errorf("save_dir inside state_dir: %v", err)
+	}
+}

@@ -43,6 +43,11 @@ type Job struct {
 	CacheDir string
 	// Images is what the job's image may be and where it may come from.
 	Images ImagePolicy
+	// SaveTo is where a job with [save] stores the node's disk: a path
+	// ending in .img.zst on this host, normally the lab's save directory
+	// joined with save.output (see SavePath). The directory is created
+	// if needed; an existing file is never replaced.
+	SaveTo string
 	// MaxLog caps job.log in bytes (see Log.SetMaxSize); 0 means
 	// DefaultMaxLog.
 	MaxLog int64
@@ -148,11 +153,19 @@ func (r *runner) run(ctx context.Context) {
 		if r.Spec.Boot.Method.Diskless() {
 			// The test OS comes over the network: nothing to deploy.
 			r.phase(jobCtx, "boot", r.bootDiskless)
+			r.phase(jobCtx, "test", r.test)
 		} else {
-			r.phase(jobCtx, "deploy", r.deploy)
-			r.phase(jobCtx, "boot", r.boot)
+			if r.Spec.HasDeploy() {
+				r.phase(jobCtx, "deploy", r.deploy)
+			}
+			if r.Spec.HasDeploy() || len(r.Spec.Tests) > 0 {
+				r.phase(jobCtx, "boot", r.boot)
+				r.phase(jobCtx, "test", r.test)
+			}
 		}
-		r.phase(jobCtx, "test", r.test)
+		if r.Spec.Save != nil {
+			r.phase(jobCtx, "save", r.save)
+		}
 	}
 	r.timedOut = jobCtx.Err() != nil && ctx.Err() == nil
 	r.finish(ctx)

@@ -16,6 +16,7 @@ func TestParseBootMethod(t *testing.T) {
 		{"device = \"n\"\n[boot]\nmethod = \"floppy\"\n", "use disk (the default), ramdisk or nfs"},
 		{"device = \"n\"\n[boot]\nmethod = \"nfs\"\nkernel = \"k\"\ninitrd = \"i\"\nroot = \"http://x/r.tar\"\n", "give a path on this host"},
 		{"device = \"n\"\n[boot]\nmethod = \"ramdisk\"\nkernel = \"k\"\ninitrd = \"i\"\nappend = \"nfsroot=1.2.3.4:/x\"\n", "without nfsroot="},
+		{"device = \"n\"\n[boot]\nmethod = \"ramdisk\"\nkernel = \"k\"\ninitrd = \"i\"\n[save]\noutput = \"x.img.zst\"\n", "leaves the disk untouched"},
 	} {
 		_, err := Parse("job.toml", []byte(tc.text), "/jobs")
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -23,7 +24,7 @@ func TestParseBootMethod(t *testing.T) {
 		}
 	}
 	j, err := Parse("job.toml", []byte("device = \"n\"\n[boot]\nmethod = \"nfs\"\nkernel = \"k\"\ninitrd = \"i\"\nroot = \"r.tar.zst\"\n"), "/jobs")
-	if err != nil || j.Boot.Root != "/jobs/r.tar.zst" || j.Boot.Kernel != "/jobs/k" {
+	if err != nil || j.Boot.Root != "/jobs/r.tar.zst" || j.Boot.Kernel != "/jobs/k" || j.HasDeploy() {
 		t.Errorf("parse: %v %+v", err, j)
 	}
 }

@@ -59,6 +59,8 @@ type Job struct {
 	Deploy Deploy   `toml:"deploy"`
 	Boot   Boot     `toml:"boot"`
 	Tests  []Test   `toml:"test"`
+	// Save, if set, saves the node's disk as an image after the tests.
+	Save *Save `toml:"save"`
 
 	doc *tomlfile.Document // where each key is, for later problems
 }
@@ -151,6 +153,47 @@ const (
 // Diskless reports whether the test OS boots over the network, without a
 // deploy.
 func (m BootMethod) Diskless() bool { return m == BootRamdisk || m == BootNFS }
+
+// Save captures the node's disk after the tests (or, in a job with
+// neither a deploy nor tests, the disk as it is) into a zstd image the
+// lab can deploy again, with the raw disk's sha256 beside it.
+type Save struct {
+	// Output is the image's file name, ending in ".img.zst", in the lab's
+	// save directory ([images] save_dir); the digest goes beside it as
+	// NAME.img.sha256. An existing file is never replaced.
+	Output string `toml:"output"`
+	// Disk is the device node read; empty means the device type's
+	// master.disk.
+	Disk string `toml:"disk"`
+	// Timeout bounds the save action; zero means the device type's
+	// timeouts.deploy.
+	Timeout time.Duration `toml:"timeout"`
+}
+
+// saveName is a save's output: a plain file name ending in .img.zst.
+var saveName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,91}\.img\.zst$`)
+
+// ValidSaveName says whether name may be a save's output file name.
+func ValidSaveName(name string) bool { return saveName.MatchString(name) }
+
+func (s *Save) validate(doc *tomlfile.Document) {
+	switch {
+	case s.Output == "":
+		doc.Problemf("save.output", `required: the image's file name, e.g. "node1-configured.img.zst"`)
+	case !saveName.MatchString(s.Output):
+		doc.Problemf("save.output", "%q: want a file name (letters, digits, '.', '_', '+', '-'; no directory) ending in .img.zst", s.Output)
+	}
+	if s.Disk != "" && !diskPath.MatchString(s.Disk) {
+		doc.Problemf("save.disk", "%q is not a device node such as /dev/sda", s.Disk)
+	}
+	checkDuration(doc, "save.timeout", s.Timeout)
+}
+
+// HasDeploy says whether the job writes an image: every job does except
+// a diskless one and one that only saves a disk (a [save] and no [deploy]).
+func (j *Job) HasDeploy() bool {
+	return j.Deploy.Image != "" || (j.Save == nil && !j.Boot.Method.Diskless())
+}
 
 // Test is one test step: shell commands typed into the test OS, one after
 // the other. The step passes when every command exits 0, or, if
@@ -255,12 +298,19 @@ func (j *Job) validate(doc *tomlfile.Document, dir string) {
 		}
 	}
 	j.Boot.validate(doc, dir)
-	if j.Boot.Method.Diskless() {
+	switch {
+	case j.Boot.Method.Diskless():
 		if doc.Has("deploy") {
 			doc.Problemf("deploy", "boot.method %q boots over the network and writes no disk: remove [deploy]", j.Boot.Method)
 		}
-	} else {
+		if j.Save != nil {
+			doc.Problemf("save", "boot.method %q leaves the disk untouched: save a disk in a job that boots from it, or with labctl save", j.Boot.Method)
+		}
+	case j.Save == nil || doc.Has("deploy"):
 		j.Deploy.validate(doc, dir)
+	}
+	if j.Save != nil && !j.Boot.Method.Diskless() {
+		j.Save.validate(doc)
 	}
 	checkDuration(doc, "boot.timeout", j.Boot.Timeout)
 	if j.Boot.Username == "" || strings.ContainsAny(j.Boot.Username, " \t\r\n") {

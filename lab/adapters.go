@@ -233,3 +233,19 @@ func (b *nodeBoot) AcceptUploads(dir string) (string, func(), error) {
 	}
 	return u.URL(), func() { u.Close() }, nil
 }
+
+func (b *nodeBoot) AcceptSave(dir string, rawSize int64, rawSHA256 string) (labctl.SaveUpload, error) {
+	sv, err := b.srv.AcceptSave(dir, rawSize, rawSHA256)
+	if err != nil {
+		return nil, err
+	}
+	return saveUpload{sv}, nil
+}
+
+// saveUpload is a netboot.Save as a labctl.SaveUpload.
+type saveUpload struct{ *netboot.Save }
+
+func (s saveUpload) Wait(ctx context.Context) (labctl.SaveResult, error) {
+	r, err := s.Save.Wait(ctx)
+	return labctl.SaveResult{Size: r.Size, RawSize: r.RawSize, RawSHA256: r.RawSHA256}, err
+}

@@ -77,6 +77,10 @@ type Node struct {
 	booted    []KernelBoot
 	exports   []*Export
 	exportErr error
+	// saves, cutSave and saveTokens serve and record AcceptSave uploads.
+	saves      *saveServer
+	cutSave    int64
+	saveTokens []string
 }
 
 // kernelEntry is a BootKernel entry.
@@ -101,14 +105,16 @@ func NewNode(name, dir string) (*Node, error) {
 	if err := os.MkdirAll(tools, 0o755); err != nil {
 		return nil, err
 	}
-	for _, applet := range []string{"sh", "wget", "dd", "gunzip", "xzcat", "sha256sum", "mkfifo", "tee", "cat", "rm", "sync", "echo", "printf", "head", "uname", "true", "false", "ls", "sleep", "test", "[", "wc", "dmesg", "mkdir", "cut", "seq", "base64"} {
+	for _, applet := range []string{"sh", "wget", "dd", "gunzip", "xzcat", "sha256sum", "mkfifo", "tee", "cat", "rm", "sync", "echo", "printf", "head", "uname", "true", "false", "ls", "sleep", "test", "[", "wc", "dmesg", "mkdir", "cut", "seq", "base64", "stty", "nc", "tail", "blockdev", "stat"} {
 		if err := os.Symlink(busybox, filepath.Join(tools, applet)); err != nil {
 			return nil, err
 		}
 	}
-	if zstd, err := exec.LookPath("zstdcat"); err == nil {
-		if err := os.Symlink(zstd, filepath.Join(tools, "zstdcat")); err != nil {
-			return nil, err
+	for _, tool := range []string{"zstdcat", "zstd"} {
+		if p, err := exec.LookPath(tool); err == nil {
+			if err := os.Symlink(p, filepath.Join(tools, tool)); err != nil {
+				return nil, err
+			}
 		}
 	}
 	disk := filepath.Join(d, "disk.img")
@@ -135,8 +141,12 @@ func (n *Node) Close() error {
 		n.stream.close()
 		n.stream = nil
 	}
+	saves := n.saves
 	n.mu.Unlock()
 	n.files.close()
+	if saves != nil {
+		saves.close()
+	}
 	return nil
 }
 
