@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -29,6 +30,10 @@ type runOptions struct {
 	repo   string // the repository (bin/, examples/, device-types/)
 	labctl string // the labctl binary (cases 4 and 5)
 	lava   string // Debian's LAVA 2023.01, unpacked (case 5)
+
+	// Case 1 subsets (empty: the case's own lists).
+	tftpFiles, tftpClients        []string
+	tftpNs, tftpBlks, tftpWindows []int
 }
 
 // runRun runs the cases in a private network namespace (dnsmasq's TFTP
@@ -45,8 +50,26 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.labctl, "labctl", "", "labctl binary for cases 4 and 5 (default REPO/bin/labctl)")
 	fs.StringVar(&o.lava, "lava", "", "Debian's LAVA 2023.01 .debs unpacked here (case 5; default WORK/lava/2023.01)")
 	fs.StringVar(&o.repo, "repo", ".", "the labctl repository: bin/labctl, bin/simlab, examples/, device-types/ (case 5)")
+	tftpFiles := fs.String("tftp-files", "", "case 1: only these files (comma-separated: pxelinux.0, initrd.img)")
+	tftpClients := fs.String("tftp-clients", "", "case 1: only these load generators (bench, curl)")
+	tftpNs := fs.String("tftp-n", "", "case 1: only these client counts (comma-separated)")
+	tftpBlks := fs.String("tftp-blksize", "", "case 1: only these block sizes (0: none asked)")
+	tftpWindows := fs.String("tftp-window", "", "case 1: only these window sizes (0: lock-step)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	o.tftpFiles, o.tftpClients = splitList(*tftpFiles), splitList(*tftpClients)
+	for _, l := range []struct {
+		flag, v string
+		dst     *[]int
+	}{{"tftp-n", *tftpNs, &o.tftpNs}, {"tftp-blksize", *tftpBlks, &o.tftpBlks}, {"tftp-window", *tftpWindows, &o.tftpWindows}} {
+		for _, f := range splitList(l.v) {
+			n, perr := strconv.Atoi(f)
+			if perr != nil || n < 0 {
+				return fmt.Errorf("-%s %q: %q is not a count", l.flag, l.v, f)
+			}
+			*l.dst = append(*l.dst, n)
+		}
 	}
 	if abs, err := filepath.Abs(o.repo); err == nil {
 		o.repo = abs
@@ -168,12 +191,41 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 // The case settings, full and quick.
 
 func tftpCase(o runOptions) bench.TFTPCase {
+	c := bench.TFTPCase{Rounds: o.rounds, Files: []string{"pxelinux.0", "initrd.img"}, Ns: []int{1, 50, 400, 1000},
+		BlkSizes: []int{0, 1468}, Windows: []int{0, 8, 16}, Cap: 8 * time.Second, CapFrom: 64 << 20, Settle: time.Second,
+		Generators: []string{bench.GenBench, bench.GenCurl}}
 	if o.quick {
-		return bench.TFTPCase{Rounds: o.rounds, Files: []string{"pxelinux.0"}, Ns: []int{1, 50},
-			BlkSizes: []int{0, 1468}, Windows: []int{0, 8}, Cap: 2 * time.Second, CapFrom: 64 << 20, Settle: 100 * time.Millisecond}
+		c = bench.TFTPCase{Rounds: o.rounds, Files: []string{"pxelinux.0"}, Ns: []int{1, 50},
+			BlkSizes: []int{0, 1468}, Windows: []int{0, 8}, Cap: 2 * time.Second, CapFrom: 64 << 20, Settle: 100 * time.Millisecond,
+			Generators: []string{bench.GenBench, bench.GenCurl}}
 	}
-	return bench.TFTPCase{Rounds: o.rounds, Files: []string{"pxelinux.0", "initrd.img"}, Ns: []int{1, 50, 400, 1000},
-		BlkSizes: []int{0, 1468}, Windows: []int{0, 8, 16}, Cap: 8 * time.Second, CapFrom: 64 << 20, Settle: time.Second}
+	if len(o.tftpFiles) > 0 {
+		c.Files = o.tftpFiles
+	}
+	if len(o.tftpClients) > 0 {
+		c.Generators = o.tftpClients
+	}
+	if len(o.tftpNs) > 0 {
+		c.Ns = o.tftpNs
+	}
+	if len(o.tftpBlks) > 0 {
+		c.BlkSizes = o.tftpBlks
+	}
+	if len(o.tftpWindows) > 0 {
+		c.Windows = o.tftpWindows
+	}
+	return c
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, f := range strings.Split(v, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 func solCase(o runOptions) bench.SOLCase {
