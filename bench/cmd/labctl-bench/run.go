@@ -261,9 +261,11 @@ func e2eCase(o runOptions) bench.E2ECase {
 
 func httpCase(o runOptions) bench.HTTPCase {
 	if o.quick {
-		return bench.HTTPCase{Rounds: o.rounds, Image: "disk-quick.img", Ns: []int{1, 50}, Duration: time.Second, Settle: 100 * time.Millisecond}
+		return bench.HTTPCase{Rounds: o.rounds, Image: "disk-quick.img", Ns: []int{1, 50}, Duration: time.Second, Settle: 100 * time.Millisecond,
+			Generators: []string{bench.GenBench, bench.GenWrk}}
 	}
-	return bench.HTTPCase{Rounds: o.rounds, Image: "disk.img", Ns: []int{1, 50, 400}, Duration: 8 * time.Second, Settle: time.Second}
+	return bench.HTTPCase{Rounds: o.rounds, Image: "disk.img", Ns: []int{1, 50, 400}, Duration: 8 * time.Second, Settle: time.Second,
+		Generators: []string{bench.GenBench, bench.GenWrk}}
 }
 
 // inPrivateNetns reports whether this process is the bench re-run by
