@@ -27,8 +27,11 @@ type TFTPCase struct {
 	CapFrom int64 // bytes × clients above which a run is capped
 	Settle  time.Duration
 	// Generators are the load generators (GenBench, GenCurl); curl runs
-	// the lock-step configurations only.
+	// the lock-step configurations only, and of those only the client
+	// counts in CurlNs (empty: every N): a run of hundreds of processes
+	// takes a while to start on a busy machine.
 	Generators []string
+	CurlNs     []int
 }
 
 type tftpKey struct {
@@ -83,7 +86,7 @@ func (c TFTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 			for _, n := range c.Ns {
 				for _, b := range c.BlkSizes {
 					for _, win := range c.Windows {
-						if win > 0 && g != GenBench {
+						if g != GenBench && (win > 0 || len(c.CurlNs) > 0 && !slices.Contains(c.CurlNs, n)) {
 							continue
 						}
 						keys = append(keys, tftpKey{g, f, n, b, win})

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,6 +31,11 @@ type runOptions struct {
 	repo   string // the repository (bin/, examples/, device-types/)
 	labctl string // the labctl binary (cases 4 and 5)
 	lava   string // Debian's LAVA 2023.01, unpacked (case 5)
+
+	// Case 4 settings (0: the case's own).
+	scaleNodes, scaleJobs int
+	scaleInterval         time.Duration
+	scaleShared           bool
 
 	// Case 1 subsets (empty: the case's own lists).
 	tftpFiles, tftpClients        []string
@@ -55,6 +61,10 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	tftpNs := fs.String("tftp-n", "", "case 1: only these client counts (comma-separated)")
 	tftpBlks := fs.String("tftp-blksize", "", "case 1: only these block sizes (0: none asked)")
 	tftpWindows := fs.String("tftp-window", "", "case 1: only these window sizes (0: lock-step)")
+	fs.IntVar(&o.scaleNodes, "scale-nodes", 0, "case 4: fake nodes, and as many jobs (default 400)")
+	fs.IntVar(&o.scaleJobs, "scale-jobs", 0, "case 4: jobs (default: one per node)")
+	fs.DurationVar(&o.scaleInterval, "scale-interval", 0, "case 4: submit a job every INTERVAL (a steady stream) instead of all at once")
+	fs.BoolVar(&o.scaleShared, "scale-shared", false, "case 4: do not pin the daemon and the fake nodes to CPUs of their own")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -193,11 +203,11 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 func tftpCase(o runOptions) bench.TFTPCase {
 	c := bench.TFTPCase{Rounds: o.rounds, Files: []string{"pxelinux.0", "initrd.img"}, Ns: []int{1, 50, 400, 1000},
 		BlkSizes: []int{0, 1468}, Windows: []int{0, 8, 16}, Cap: 8 * time.Second, CapFrom: 64 << 20, Settle: time.Second,
-		Generators: []string{bench.GenBench, bench.GenCurl}}
+		Generators: []string{bench.GenBench, bench.GenCurl}, CurlNs: []int{400, 1000}}
 	if o.quick {
 		c = bench.TFTPCase{Rounds: o.rounds, Files: []string{"pxelinux.0"}, Ns: []int{1, 50},
 			BlkSizes: []int{0, 1468}, Windows: []int{0, 8}, Cap: 2 * time.Second, CapFrom: 64 << 20, Settle: 100 * time.Millisecond,
-			Generators: []string{bench.GenBench, bench.GenCurl}}
+			Generators: []string{bench.GenBench, bench.GenCurl}, CurlNs: []int{50}}
 	}
 	if len(o.tftpFiles) > 0 {
 		c.Files = o.tftpFiles
@@ -206,7 +216,7 @@ func tftpCase(o runOptions) bench.TFTPCase {
 		c.Generators = o.tftpClients
 	}
 	if len(o.tftpNs) > 0 {
-		c.Ns = o.tftpNs
+		c.Ns, c.CurlNs = o.tftpNs, nil
 	}
 	if len(o.tftpBlks) > 0 {
 		c.BlkSizes = o.tftpBlks
@@ -242,6 +252,21 @@ func scaleCase(o runOptions) bench.ScaleCase {
 		Labctl: o.labctl}
 	if o.quick {
 		c.Rounds, c.Nodes, c.Jobs, c.ImageSize, c.Timeout = 1, 8, 8, 1<<20, 5*time.Minute
+	}
+	if o.scaleNodes > 0 {
+		c.Nodes, c.Jobs = o.scaleNodes, o.scaleNodes
+	}
+	if o.scaleJobs > 0 {
+		c.Jobs = o.scaleJobs
+	}
+	c.Interval = o.scaleInterval
+	// The daemon on CPU 0, the fake nodes on the others: the daemon's
+	// latency is then its own, not the fake nodes' CPU time.
+	if n := runtime.NumCPU(); n >= 2 && !o.scaleShared {
+		c.DaemonCPUs, c.FarmCPUs = "0", "1"
+		if n > 2 {
+			c.FarmCPUs = fmt.Sprintf("1-%d", n-1)
+		}
 	}
 	return c
 }
