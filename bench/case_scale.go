@@ -58,6 +58,7 @@ type scaleRun struct {
 	perJobMB             float64
 	startupS             float64 // serve start to every device idle
 	submitWall           float64 // first submit to last submit answered
+	runWait              float64 // seconds the daemon's threads were runnable but not running
 }
 
 const scaleToken = "labctl-bench-scale-token"
@@ -164,6 +165,7 @@ func (c ScaleCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRe
 	t.Add("**queue-to-start p99 ms**", pick(func(r scaleRun) float64 { return 1000 * Percentile(r.q2s, .99) }).Format(1))
 	t.Add("queue-to-start max ms", pick(func(r scaleRun) float64 { return 1000 * Percentile(r.q2s, 1) }).Format(1))
 	t.Add("daemon CPU s (labctl serve only)", pick(func(r scaleRun) float64 { return r.daemonCPU }).Format(1))
+	t.Add("daemon run-queue wait s (its threads runnable, not running: CPU taken by others)", pick(func(r scaleRun) float64 { return r.runWait }).Format(1))
 	t.Add("tree CPU s (daemon + fake nodes)", pick(func(r scaleRun) float64 { return r.treeCPU }).Format(1))
 	t.Add("daemon RSS idle MB", pick(func(r scaleRun) float64 { return r.rssIdleMB }).Format(1))
 	t.Add("daemon RSS peak MB", pick(func(r scaleRun) float64 { return r.rssPeakMB }).Format(1))
@@ -422,7 +424,7 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, labFile, job string, logw i
 	run.startupS = time.Since(t0).Seconds()
 	pid := cmd.Process.Pid
 	run.rssIdleMB = float64(RSSKB(pid, false)) / 1024
-	cpu0, tree0 := procCPU(pid), g.CPU()
+	cpu0, tree0, wait0 := procCPU(pid), g.CPU(), runQueueWait(pid)
 	fmt.Fprintf(logw, "  %d devices idle after %.1fs; submitting %d jobs\n", c.Nodes, run.startupS, c.Jobs)
 
 	// Sample RSS and running jobs while the jobs run.
@@ -501,6 +503,7 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, labFile, job string, logw i
 	close(stopSample)
 	sampler.Wait()
 	run.daemonCPU = procCPU(pid) - cpu0
+	run.runWait = runQueueWait(pid) - wait0
 	run.treeCPU = g.CPU() - tree0
 	run.rssPeakMB = float64(peakKB.Load()) / 1024
 	if run.peakRunning > 0 {
@@ -562,4 +565,26 @@ func procCPU(pid int) float64 {
 		ticks += v
 	}
 	return ticks / 100
+}
+
+// runQueueWait is the seconds the threads of pid now alive have spent
+// runnable but waiting for a CPU (/proc/PID/task/TID/schedstat, second
+// field): latency that is the machine's, not the process's own work.
+func runQueueWait(pid int) float64 {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0
+	}
+	var ns float64
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) >= 2 {
+			v, _ := strconv.ParseFloat(f[1], 64)
+			ns += v
+		}
+	}
+	return ns / 1e9
 }
