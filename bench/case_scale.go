@@ -178,8 +178,12 @@ func (c ScaleCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRe
 	p99 := 1000 * pick(func(r scaleRun) float64 { return Percentile(r.q2s, .99) }).Med
 	perJob := pick(func(r scaleRun) float64 { return r.perJobMB }).Med
 	res.Leads = complete == c.Jobs*len(runs) && p99 < 100 && perJob < 5
-	res.Ratio = fmt.Sprintf("case 4 (scale): %d/%d jobs complete; queue-to-start p99 %.1f ms (target < 100 ms); %.2f MB RSS per running job (target < 5 MB)",
-		complete, c.Jobs*len(runs), p99, perJob)
+	name := "case 4 (scale, jobs at once)"
+	if c.Interval > 0 {
+		name = fmt.Sprintf("case 4s (scale, a job every %s)", c.Interval)
+	}
+	res.Ratio = fmt.Sprintf("%s: %d/%d jobs complete; queue-to-start p99 %.1f ms (target < 100 ms); %.2f MB RSS per running job (target < 5 MB)",
+		name, complete, c.Jobs*len(runs), p99, perJob)
 	fmt.Fprintf(w, "**ratio:** %s\n\n", res.Ratio)
 	return res, nil
 }

@@ -48,7 +48,7 @@ type runOptions struct {
 func runRun(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	var o runOptions
-	casesFlag := fs.String("cases", "1,2,3,5,4", "cases to run, in this order: 1 tftp, 2 http, 3 sol typing, 4 scale, 5 end to end")
+	casesFlag := fs.String("cases", "1,2,3,5,4,4s", "cases to run, in this order: 1 tftp, 2 http, 3 sol typing, 4 scale (jobs at once), 4s scale (a steady stream), 5 end to end")
 	fs.BoolVar(&o.quick, "quick", false, "a small version of every case (about a minute): proves the bench works, measures little")
 	fs.IntVar(&o.rounds, "rounds", 0, "rounds per case (default 3, quick 2)")
 	fs.StringVar(&o.work, "work", "build/bench", "work directory: served files, configs, logs")
@@ -94,6 +94,12 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		o.lava = abs
 	}
 	o.cases = strings.Split(*casesFlag, ",")
+	casesSet := false
+	fs.Visit(func(f *flag.Flag) { casesSet = casesSet || f.Name == "cases" })
+	if o.quick && !casesSet {
+		// Quick mode proves case 4 works once; the stream adds a minute.
+		o.cases = slices.DeleteFunc(o.cases, func(c string) bool { return c == "4s" })
+	}
 	if o.rounds == 0 {
 		o.rounds = 3
 		if o.quick {
@@ -160,6 +166,14 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 			r, err = solCase(o).Run(ctx, stdout, logw)
 		case "4":
 			r, err = scaleCase(o).Run(ctx, env, stdout, logw)
+		case "4s":
+			sc := scaleCase(o)
+			if sc.Interval == 0 {
+				// 5 jobs a second: 400 fake nodes' jobs take longer
+				// than the stream takes to come round to a node again.
+				sc.Interval = 200 * time.Millisecond
+			}
+			r, err = sc.Run(ctx, env, stdout, logw)
 		case "5":
 			r, err = e2eCase(o).Run(ctx, env, stdout, logw)
 		default:
