@@ -8,7 +8,7 @@
 # Peers: tftpd-hpa, dnsmasq (TFTP only; dnsmasq-base has no system service),
 # nginx, busybox httpd; atftpd is unpacked beside (its package conflicts with
 # tftpd-hpa). iproute2 brings up loopback in the bench's network namespace.
-DEB_PACKAGES += tftpd-hpa dnsmasq-base nginx-light busybox-static iproute2 atftp curl tftp-hpa
+DEB_PACKAGES += tftpd-hpa dnsmasq-base nginx-light busybox-static iproute2 atftp curl tftp-hpa wrk
 # Case 5 runs LAVA's lava-run (unpacked, below) with Debian's python3 and
 # these modules.
 DEB_PACKAGES += python3-pexpect python3-yaml python3-jinja2 python3-voluptuous python3-requests \

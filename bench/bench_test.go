@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -121,6 +122,50 @@ func TestRunTFTP(t *testing.T) {
 	}
 }
 
+// TestRunTFTPCurl runs curl's TFTP client, the independent generator,
+// against labctl's boot server: every byte arrives and is compared.
+func TestRunTFTPCurl(t *testing.T) {
+	if _, err := exec.LookPath("curl"); err != nil {
+		t.Skip("SKIP: curl not installed (Debian package curl)")
+	}
+	root := t.TempDir()
+	data := make([]byte, 200<<10+3)
+	rand.Read(data)
+	if err := os.WriteFile(filepath.Join(root, "f"), data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := netboot.New(netboot.Config{Root: root, TFTPAddr: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	for _, blk := range []int{0, 1468} {
+		r, err := RunTFTPCurl(context.Background(), TFTPLoad{Addr: s.TFTPAddr().String(), File: "f", Ref: data, N: 4, BlkSize: blk})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.OK != 4 || r.Failed != 0 || r.Bytes != 4*int64(len(data)) || len(r.Durations) != 4 {
+			t.Fatalf("blksize %d: %+v", blk, r)
+		}
+	}
+	bad := bytes.Clone(data)
+	bad[len(bad)-1] ^= 1
+	r, _ := RunTFTPCurl(context.Background(), TFTPLoad{Addr: s.TFTPAddr().String(), File: "f", Ref: bad, N: 1})
+	if r.Failed != 1 || r.Fails["corrupt data"] != 1 {
+		t.Fatalf("corrupt reference not detected: %+v", r)
+	}
+	r, _ = RunTFTPCurl(context.Background(), TFTPLoad{Addr: s.TFTPAddr().String(), File: "missing", Ref: data, N: 1})
+	if r.Failed != 1 || r.OK != 0 {
+		t.Fatalf("a missing file did not fail: %+v", r)
+	}
+	if _, err := RunTFTPCurl(context.Background(), TFTPLoad{Addr: s.TFTPAddr().String(), File: "f", Ref: data, N: 1, Window: 8}); err == nil {
+		t.Fatal("curl run with a window accepted")
+	}
+}
+
 func TestRunHTTP(t *testing.T) {
 	body := bytes.Repeat([]byte("x"), 1<<20)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -156,5 +201,33 @@ func TestGroup(t *testing.T) {
 	t.Logf("method %s: cpu %.3fs peak %.1f MB", g.Method(), cpu, mem)
 	if cpu < 0 || mem <= 0 {
 		t.Fatalf("cpu %v mem %v", cpu, mem)
+	}
+}
+
+// TestParseWrk reads wrk's report as wrk 4.2 prints it.
+func TestParseWrk(t *testing.T) {
+	out := `Running 8s test @ http://127.0.0.1:18082/disk.img
+  2 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     0.00us    0.00us   0.00us     nan%
+    Req/Sec     1.75      0.96     3.00     75.00%
+  12 requests in 8.10s, 5.50GB read
+  Socket errors: connect 0, read 3, write 0, timeout 0
+  Non-2xx or 3xx responses: 2
+Requests/sec:      1.48
+Transfer/sec:    695.31MB
+`
+	r, err := parseWrk(out, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Complete != 12 || r.Bytes != int64(5.5*(1<<30)) || r.Wall != 8100*time.Millisecond {
+		t.Fatalf("parsed %+v", r)
+	}
+	if r.Errors["socket read"] != 3 || r.Errors["non-2xx responses"] != 2 || len(r.Errors) != 2 || len(r.PerClientMBps) != 50 {
+		t.Fatalf("errors %v, %d per-client figures", r.Errors, len(r.PerClientMBps))
+	}
+	if _, err := parseWrk("unable to connect to 127.0.0.1:1 Connection refused", 1); err == nil {
+		t.Fatal("a report without a summary parsed")
 	}
 }

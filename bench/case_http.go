@@ -16,6 +16,17 @@ type HTTPCase struct {
 	Ns       []int
 	Duration time.Duration // per run
 	Settle   time.Duration
+	// Generators are the load generators: GenBench (the bench's raw
+	// HTTP/1.1 client, a new connection per image) and GenWrk.
+	Generators []string
+}
+
+// GenWrk is wrk, the HTTP benchmarking tool, as case 2's load generator.
+const GenWrk = "wrk"
+
+type httpKey struct {
+	gen string
+	n   int
 }
 
 type httpRuns struct {
@@ -42,11 +53,16 @@ func (c HTTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 		io.Copy(io.Discard, f)
 		f.Close()
 	}
-	runs := map[int]map[string]*httpRuns{}
+	gens := c.Generators
+	if len(gens) == 0 {
+		gens = []string{GenBench}
+	}
+	runs := map[httpKey]map[string]*httpRuns{}
 	for r := range c.Rounds {
-		for _, n := range c.Ns {
-			if runs[n] == nil {
-				runs[n] = map[string]*httpRuns{}
+		for _, key := range httpKeys(gens, c.Ns) {
+			n := key.n
+			if runs[key] == nil {
+				runs[key] = map[string]*httpRuns{}
 			}
 			for _, s := range rotate(servers, r) {
 				if err := ctx.Err(); err != nil {
@@ -55,13 +71,17 @@ func (c HTTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 				if _, err := s.EnsureRunning(); err != nil {
 					return res, err
 				}
-				rr := runs[n][s.Name]
+				rr := runs[key][s.Name]
 				if rr == nil {
 					rr = &httpRuns{errors: map[string]int{}}
-					runs[n][s.Name] = rr
+					runs[key][s.Name] = rr
+				}
+				run := RunHTTP
+				if key.gen == GenWrk {
+					run = RunHTTPWrk
 				}
 				sample := StartSample(s.Group())
-				out, err := RunHTTP(ctx, HTTPLoad{URL: s.URL, Size: fi.Size(), N: n, Duration: c.Duration})
+				out, err := run(ctx, HTTPLoad{URL: s.URL, Size: fi.Size(), N: n, Duration: c.Duration})
 				time.Sleep(200 * time.Millisecond)
 				cpu, peak := sample.Stop()
 				if err != nil {
@@ -78,24 +98,29 @@ func (c HTTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 				for k, v := range out.Errors {
 					rr.errors[k] += v
 				}
-				fmt.Fprintf(logw, "  r%d %-8s n=%-4d %8.1f MB/s complete=%d errors=%v cpu=%.2fs peak=%.1fMB\n",
-					r+1, s.Name, n, out.MBps(), out.Complete, out.Errors, cpu, peak)
+				fmt.Fprintf(logw, "  r%d %-5s %-8s n=%-4d %8.1f MB/s complete=%d errors=%v cpu=%.2fs peak=%.1fMB\n",
+					r+1, key.gen, s.Name, n, out.MBps(), out.Complete, out.Errors, cpu, peak)
 				time.Sleep(c.Settle)
 			}
 		}
 	}
 	fmt.Fprintf(w, "### Case 2: HTTP image serving (%s image, %s per run, %d rounds, servers interleaved)\n\n", sizeName(int(fi.Size())), c.Duration, c.Rounds)
-	fmt.Fprintf(w, "Servers: %s. Clients stream the image on raw HTTP/1.1 connections, one request each, starting over when it ends.\n\n", serverNotes(servers))
-	t := &Table{Head: []string{"N", "server", "MB/s median [min–max]", "÷ nginx", "per client MB/s min / p50", "whole images", "errors", "CPU s/GB", "peak MB"}}
+	fmt.Fprintf(w, "Servers: %s. Clients: the bench's own, which stream the image on raw HTTP/1.1 connections, one request each, starting over when it ends; "+
+		"and wrk (N keep-alive connections on up to one thread per CPU, requesting the image again as soon as it ends; its own byte count and run time). "+
+		"Per client figures of wrk are its mean.\n\n", serverNotes(servers))
+	t := &Table{Head: []string{"client", "N", "server", "MB/s median [min–max]", "÷ nginx", "per client MB/s min / p50", "whole images", "errors", "CPU s/GB", "peak MB"}}
 	worst := 0.0
 	first := true
-	for _, n := range c.Ns {
+	worstKey := ""
+
+	for _, key := range httpKeys(gens, c.Ns) {
+		n := key.n
 		nginx := 0.0
-		if rr := runs[n]["nginx"]; rr != nil {
+		if rr := runs[key]["nginx"]; rr != nil {
 			nginx = Median(rr.mbps)
 		}
 		for _, s := range servers {
-			rr := runs[n][s.Name]
+			rr := runs[key][s.Name]
 			if rr == nil {
 				continue
 			}
@@ -103,20 +128,31 @@ func (c HTTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 			for _, v := range rr.errors {
 				errs += v
 			}
-			t.Add(fmt.Sprint(n), s.Name, Summarize(rr.mbps).Format(0), Ratio(Median(rr.mbps), nginx),
+			t.Add(key.gen, fmt.Sprint(n), s.Name, Summarize(rr.mbps).Format(0), Ratio(Median(rr.mbps), nginx),
 				fmt.Sprintf("%s / %s", f(Median(rr.perMin), 1), f(Median(rr.perMed), 1)), fmt.Sprint(rr.complete), fmt.Sprint(errs),
 				f(Median(rr.cpuPerGB), 2), f(rr.peakMB, 1))
 		}
-		if lab := runs[n]["labctl"]; lab != nil && nginx > 0 {
+		if lab := runs[key]["labctl"]; lab != nil && nginx > 0 {
 			r := Median(lab.mbps) / nginx
 			if first || r < worst {
-				worst, first = r, false
+				worst, first, worstKey = r, false, fmt.Sprintf("%s client, N=%d", key.gen, n)
 			}
 		}
 	}
 	t.Write(w)
 	res.Leads = !first && worst >= 0.95
-	res.Ratio = fmt.Sprintf("case 2 (HTTP image): labctl ÷ nginx: lowest %.2fx over N=%v (target >= 0.95x, byte counting on)", worst, c.Ns)
+	res.Ratio = fmt.Sprintf("case 2 (HTTP image): labctl ÷ nginx: lowest %.2fx (%s) over N=%v, clients %v (target >= 0.95x, byte counting on)", worst, worstKey, c.Ns, gens)
 	fmt.Fprintf(w, "**ratio:** %s\n\n", res.Ratio)
 	return res, nil
+}
+
+// httpKeys is the order runs are made in: each generator, each N.
+func httpKeys(gens []string, ns []int) []httpKey {
+	var keys []httpKey
+	for _, g := range gens {
+		for _, n := range ns {
+			keys = append(keys, httpKey{g, n})
+		}
+	}
+	return keys
 }

@@ -33,7 +33,18 @@ type ScaleCase struct {
 	ImageSize int           // bytes of the raw image each job writes
 	Timeout   time.Duration // for all jobs of a round
 	Labctl    string        // bin/labctl
+	// Interval spaces the submissions (a steady stream); 0 submits
+	// every job at once.
+	Interval time.Duration
+	// DaemonCPUs and FarmCPUs, if set, are CPU lists (taskset -c) the
+	// daemon and the fake nodes (console programs, their shells, power
+	// commands) are pinned to, so that the daemon's latency is its own.
+	DaemonCPUs, FarmCPUs string
 }
+
+// FarmCPUsEnv tells a fake node's console program which CPUs it and its
+// shells run on (a taskset -c list).
+const FarmCPUsEnv = "LABCTL_BENCH_FARM_CPUS"
 
 type scaleRun struct {
 	wall                 float64
@@ -46,6 +57,8 @@ type scaleRun struct {
 	peakRunning          int
 	perJobMB             float64
 	startupS             float64 // serve start to every device idle
+	submitWall           float64 // first submit to last submit answered
+	runWait              float64 // seconds the daemon's threads were runnable but not running
 }
 
 const scaleToken = "labctl-bench-scale-token"
@@ -101,7 +114,7 @@ func (c ScaleCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRe
 	for r := range c.Rounds {
 		dir := filepath.Join(env.Work, "scale")
 		os.RemoveAll(dir)
-		job, labFile, err := c.writeLab(dir, env.Self, busybox)
+		job, labFile, err := c.writeLab(dir, env.Self, busybox, c.FarmCPUs)
 		if err != nil {
 			return res, err
 		}
@@ -121,7 +134,15 @@ func (c ScaleCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRe
 		}
 		return Summarize(xs)
 	}
-	fmt.Fprintf(w, "### Case 4: scale, one `labctl serve`, %d fake nodes, %d jobs submitted at once (%d rounds)\n\n", c.Nodes, c.Jobs, c.Rounds)
+	how := "submitted at once"
+	if c.Interval > 0 {
+		how = fmt.Sprintf("a steady stream, one submit every %s", c.Interval)
+	}
+	pinned := "daemon and fake nodes share every CPU"
+	if c.DaemonCPUs != "" {
+		pinned = fmt.Sprintf("daemon pinned to CPU %s, fake nodes to CPU %s", c.DaemonCPUs, c.FarmCPUs)
+	}
+	fmt.Fprintf(w, "### Case 4: scale, one `labctl serve`, %d fake nodes, %d jobs %s; %s (%d rounds)\n\n", c.Nodes, c.Jobs, how, pinned, c.Rounds)
 	fmt.Fprintf(w, "Fake nodes (`labctl-bench fakenode`): power by command; a console program that asks the daemon's boot server for its pxelinux config, "+
 		"plays the master shell (a real shell, bash with busybox applets: the dispatcher's `wget | dd` streams a %s image from the daemon's HTTP server into a file, sha256sum checks it), "+
 		"then the disk boot, login and the test shell. Daemon CPU and RSS are the labctl serve process alone; the tree adds the fake nodes it spawns. "+
@@ -144,23 +165,31 @@ func (c ScaleCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRe
 	t.Add("**queue-to-start p99 ms**", pick(func(r scaleRun) float64 { return 1000 * Percentile(r.q2s, .99) }).Format(1))
 	t.Add("queue-to-start max ms", pick(func(r scaleRun) float64 { return 1000 * Percentile(r.q2s, 1) }).Format(1))
 	t.Add("daemon CPU s (labctl serve only)", pick(func(r scaleRun) float64 { return r.daemonCPU }).Format(1))
+	t.Add("daemon run-queue wait s (its threads runnable, not running: CPU taken by others)", pick(func(r scaleRun) float64 { return r.runWait }).Format(1))
 	t.Add("tree CPU s (daemon + fake nodes)", pick(func(r scaleRun) float64 { return r.treeCPU }).Format(1))
 	t.Add("daemon RSS idle MB", pick(func(r scaleRun) float64 { return r.rssIdleMB }).Format(1))
 	t.Add("daemon RSS peak MB", pick(func(r scaleRun) float64 { return r.rssPeakMB }).Format(1))
 	t.Add("jobs running at once (peak)", pick(func(r scaleRun) float64 { return float64(r.peakRunning) }).Format(0))
 	t.Add("**RSS per running job MB** ((peak − idle) ÷ peak running)", pick(func(r scaleRun) float64 { return r.perJobMB }).Format(2))
+	t.Add("jobs per minute (complete ÷ submit to last finish)", pick(func(r scaleRun) float64 { return float64(r.complete) / r.wall * 60 }).Format(0))
+	t.Add("daemon CPU ms per job", pick(func(r scaleRun) float64 { return 1000 * r.daemonCPU / float64(c.Jobs) }).Format(1))
+	t.Add("submit request p99 ms", pick(func(r scaleRun) float64 { return 1000 * Percentile(r.submit, .99) }).Format(1))
 	t.Write(w)
 	p99 := 1000 * pick(func(r scaleRun) float64 { return Percentile(r.q2s, .99) }).Med
 	perJob := pick(func(r scaleRun) float64 { return r.perJobMB }).Med
 	res.Leads = complete == c.Jobs*len(runs) && p99 < 100 && perJob < 5
-	res.Ratio = fmt.Sprintf("case 4 (scale): %d/%d jobs complete; queue-to-start p99 %.1f ms (target < 100 ms); %.2f MB RSS per running job (target < 5 MB)",
-		complete, c.Jobs*len(runs), p99, perJob)
+	name := "case 4 (scale, jobs at once)"
+	if c.Interval > 0 {
+		name = fmt.Sprintf("case 4s (scale, a job every %s)", c.Interval)
+	}
+	res.Ratio = fmt.Sprintf("%s: %d/%d jobs complete; queue-to-start p99 %.1f ms (target < 100 ms); %.2f MB RSS per running job (target < 5 MB)",
+		name, complete, c.Jobs*len(runs), p99, perJob)
 	fmt.Fprintf(w, "**ratio:** %s\n\n", res.Ratio)
 	return res, nil
 }
 
 // writeLab writes the lab: boot root, image, device type, devices, job.
-func (c ScaleCase) writeLab(dir, self, busybox string) (job, labFile string, err error) {
+func (c ScaleCase) writeLab(dir, self, busybox, farmCPUs string) (job, labFile string, err error) {
 	mk := func(p string) error { return os.MkdirAll(filepath.Join(dir, p), 0o755) }
 	for _, p := range []string{"root/fake", "device-types", "devices", "nodes/bin", "state"} {
 		if err := mk(p); err != nil {
@@ -223,13 +252,19 @@ exec %[1]s dd "$@"
 
 	nodes := filepath.Join(dir, "nodes")
 	httpURL := "http://127.0.0.1:18091"
+	// Pinned, a power command moves to the farm's CPUs before its script
+	// runs (busybox's taskset: a static binary, the cheapest exec).
+	power := nodes + "/bin/fakepower"
+	if farmCPUs != "" {
+		power = busybox + " taskset -c " + farmCPUs + " " + power
+	}
 	dt := fmt.Sprintf(`name = "fake-node"
 description = "labctl-bench fake node (case 4)"
 [power]
 method = "command"
-on_command = "%[2]s/bin/fakepower on %[2]s/{{.Name}}"
-off_command = "%[2]s/bin/fakepower off %[2]s/{{.Name}}"
-status_command = "%[2]s/bin/fakepower status %[2]s/{{.Name}}"
+on_command = "%[5]s on %[2]s/{{.Name}}"
+off_command = "%[5]s off %[2]s/{{.Name}}"
+status_command = "%[5]s status %[2]s/{{.Name}}"
 [console]
 driver = "command"
 connection_command = "%[1]s fakenode console %[2]s/{{.Name}} {{.MAC}} %[3]s"
@@ -254,7 +289,7 @@ disk_boot = "3m"
 login = "2m"
 test_step = "2m"
 job = "20m"
-`, self, nodes, httpURL, FakeDisk)
+`, self, nodes, httpURL, FakeDisk, power)
 	if err := os.WriteFile(filepath.Join(dir, "device-types", "fake-node.toml"), []byte(dt), 0o644); err != nil {
 		return "", "", err
 	}
@@ -317,8 +352,13 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, labFile, job string, logw i
 	var run scaleRun
 	g := NewGroup("labctl-serve")
 	defer g.Remove()
-	cmd := g.Command(c.Labctl, "serve", "--lab", labFile)
-	cmd.Env = append(os.Environ(), "LABCTL_BENCH_TOKEN="+scaleToken, "LABCTL_BENCH_BMC_PASSWORD=unused")
+	argv := []string{c.Labctl, "serve", "--lab", labFile}
+	if c.DaemonCPUs != "" {
+		busybox, _ := exec.LookPath("busybox")
+		argv = append([]string{busybox, "taskset", "-c", c.DaemonCPUs}, argv...)
+	}
+	cmd := g.Command(argv...)
+	cmd.Env = append(os.Environ(), "LABCTL_BENCH_TOKEN="+scaleToken, "LABCTL_BENCH_BMC_PASSWORD=unused", FarmCPUsEnv+"="+c.FarmCPUs)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	logf, err := os.Create(filepath.Join(dir, "serve.log"))
 	if err != nil {
@@ -388,7 +428,7 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, labFile, job string, logw i
 	run.startupS = time.Since(t0).Seconds()
 	pid := cmd.Process.Pid
 	run.rssIdleMB = float64(RSSKB(pid, false)) / 1024
-	cpu0, tree0 := procCPU(pid), g.CPU()
+	cpu0, tree0, wait0 := procCPU(pid), g.CPU(), runQueueWait(pid)
 	fmt.Fprintf(logw, "  %d devices idle after %.1fs; submitting %d jobs\n", c.Nodes, run.startupS, c.Jobs)
 
 	// Sample RSS and running jobs while the jobs run.
@@ -412,6 +452,10 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, labFile, job string, logw i
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 64)
 	for i := range c.Jobs {
+		if c.Interval > 0 && i > 0 {
+			// A steady stream: the i-th submit at start + i × Interval.
+			time.Sleep(time.Until(start.Add(time.Duration(i) * c.Interval)))
+		}
 		wg.Go(func() {
 			sem <- struct{}{}
 			defer func() { <-sem }()
@@ -426,6 +470,7 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, labFile, job string, logw i
 		})
 	}
 	wg.Wait()
+	run.submitWall = time.Since(start).Seconds()
 	close(errs)
 	for err := range errs {
 		close(stopSample)
@@ -462,6 +507,7 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, labFile, job string, logw i
 	close(stopSample)
 	sampler.Wait()
 	run.daemonCPU = procCPU(pid) - cpu0
+	run.runWait = runQueueWait(pid) - wait0
 	run.treeCPU = g.CPU() - tree0
 	run.rssPeakMB = float64(peakKB.Load()) / 1024
 	if run.peakRunning > 0 {
@@ -523,4 +569,26 @@ func procCPU(pid int) float64 {
 		ticks += v
 	}
 	return ticks / 100
+}
+
+// runQueueWait is the seconds the threads of pid now alive have spent
+// runnable but waiting for a CPU (/proc/PID/task/TID/schedstat, second
+// field): latency that is the machine's, not the process's own work.
+func runQueueWait(pid int) float64 {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0
+	}
+	var ns float64
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) >= 2 {
+			v, _ := strconv.ParseFloat(f[1], 64)
+			ns += v
+		}
+	}
+	return ns / 1e9
 }

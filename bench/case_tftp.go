@@ -26,9 +26,16 @@ type TFTPCase struct {
 	Cap     time.Duration
 	CapFrom int64 // bytes × clients above which a run is capped
 	Settle  time.Duration
+	// Generators are the load generators (GenBench, GenCurl); curl runs
+	// the lock-step configurations only, and of those only the client
+	// counts in CurlNs (empty: every N): a run of hundreds of processes
+	// takes a while to start on a busy machine.
+	Generators []string
+	CurlNs     []int
 }
 
 type tftpKey struct {
+	gen         string
 	file        string
 	n, blk, win int
 }
@@ -69,12 +76,21 @@ func (c TFTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 	}
 	defer stopAll(servers)
 
+	gens := c.Generators
+	if len(gens) == 0 {
+		gens = []string{GenBench}
+	}
 	var keys []tftpKey
-	for _, f := range c.Files {
-		for _, n := range c.Ns {
-			for _, b := range c.BlkSizes {
-				for _, win := range c.Windows {
-					keys = append(keys, tftpKey{f, n, b, win})
+	for _, g := range gens {
+		for _, f := range c.Files {
+			for _, n := range c.Ns {
+				for _, b := range c.BlkSizes {
+					for _, win := range c.Windows {
+						if g != GenBench && (win > 0 || len(c.CurlNs) > 0 && !slices.Contains(c.CurlNs, n)) {
+							continue
+						}
+						keys = append(keys, tftpKey{g, f, n, b, win})
+					}
 				}
 			}
 		}
@@ -111,7 +127,11 @@ func (c TFTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 				}
 				busy0 := MachineBusy()
 				sample := StartSample(s.Group())
-				out, err := RunTFTP(ctx, load)
+				run := RunTFTP
+				if k.gen == GenCurl {
+					run = RunTFTPCurl
+				}
+				out, err := run(ctx, load)
 				time.Sleep(200 * time.Millisecond) // forked children get reaped and counted
 				cpu, peak := sample.Stop()
 				if err != nil {
@@ -140,8 +160,8 @@ func (c TFTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 				for k, v := range out.Fails {
 					rr.fails[k] += v
 				}
-				fmt.Fprintf(logw, "  r%d %-10s %-11s n=%-4d bs=%-4d ws=%-2d %7.1f MB/s ok=%d failed=%d cut=%d retries=%d cpu=%.2fs peak=%.1fMB busy=%.1f\n",
-					r+1, s.Name, k.file, k.n, k.blk, k.win, out.MBps(), out.OK, out.Failed, out.Cut, out.Timeouts, cpu, peak, MachineBusy()-busy0)
+				fmt.Fprintf(logw, "  r%d %-5s %-10s %-11s n=%-4d bs=%-4d ws=%-2d %7.1f MB/s ok=%d failed=%d cut=%d retries=%d cpu=%.2fs peak=%.1fMB busy=%.1f\n",
+					r+1, k.gen, s.Name, k.file, k.n, k.blk, k.win, out.MBps(), out.OK, out.Failed, out.Cut, out.Timeouts, cpu, peak, MachineBusy()-busy0)
 				time.Sleep(c.Settle)
 			}
 		}
@@ -150,67 +170,81 @@ func (c TFTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 
 	// Tables: one per file and N.
 	fmt.Fprintf(w, "### Case 1: TFTP PXE storm (%d rounds, servers interleaved; CPU: %s)\n\n", c.Rounds, servers[0].Group().Method())
-	fmt.Fprintf(w, "Servers: %s. Clients: the bench's own (blksize, tsize, RFC 7440 windowsize; every byte compared; 1 s timeout, 5 retries). "+
+	fmt.Fprintf(w, "Servers: %s. Clients: the bench's own (blksize, tsize, RFC 7440 windowsize; every byte compared; 1 s timeout, 5 retries), "+
+		"and where the tables say so curl's TFTP client, one process per client, lock-step (blksize, tsize; its output piped to the bench, every byte compared; "+
+		"processes started before the clock, each waiting for its URL on stdin; retransmits after max-time ÷ retries, 5 s here; its retries are not counted). "+
 		"A window row lists only servers that grant windowsize; a client asking the others gets their lock-step rate, so the best peer for a window row is the best of both. "+
 		"÷ best peer: labctl's median ÷ the best peer median.\n\n", serverNotes(servers))
 	var worst float64 = math.Inf(1)
 	worstKey := ""
-	ratios := &Table{Head: []string{"file", "N", "blksize", "window", "labctl MB/s", "best peer", "peer MB/s", "labctl ÷ best peer", "labctl failed"}}
+	ratios := &Table{Head: []string{"client", "file", "N", "blksize", "window", "labctl MB/s", "best peer", "peer MB/s", "labctl ÷ best peer", "labctl failed"}}
 	failsAtScale := 0
-	for _, file := range c.Files {
-		for _, n := range c.Ns {
-			t := &Table{Head: []string{"blksize", "window", "server", "MB/s median [min–max]", "÷ best peer", "per transfer p50 / p99 / max s", "ok / failed / cut", "client retries", "CPU s/GB", "peak MB"}}
-			capped := false
-			for _, blk := range c.BlkSizes {
-				for _, win := range c.Windows {
-					k := tftpKey{file, n, blk, win}
-					bestPeer, bestName := bestTFTPPeer(runs, k)
-					for _, s := range servers {
-						rr := runs[k][s.Name]
-						if rr == nil {
+	for _, gen := range gens {
+		for _, file := range c.Files {
+			for _, n := range c.Ns {
+				t := &Table{Head: []string{"blksize", "window", "server", "MB/s median [min–max]", "÷ best peer", "per transfer p50 / p99 / max s", "ok / failed / cut", "client retries", "CPU s/GB", "peak MB"}}
+				capped := false
+				for _, blk := range c.BlkSizes {
+					for _, win := range c.Windows {
+						k := tftpKey{gen, file, n, blk, win}
+						if runs[k] == nil {
 							continue
 						}
-						capped = capped || rr.capped
-						mb := Summarize(rr.mbps)
-						ratio := "–"
-						if s.Name == "labctl" {
-							ratio = Ratio(mb.Med, bestPeer)
-						} else {
-							ratio = Ratio(mb.Med, bestPeer) + " of best"
+						bestPeer, bestName := bestTFTPPeer(runs, k)
+						for _, s := range servers {
+							rr := runs[k][s.Name]
+							if rr == nil {
+								continue
+							}
+							capped = capped || rr.capped
+							mb := Summarize(rr.mbps)
+							ratio := "–"
+							if s.Name == "labctl" {
+								ratio = Ratio(mb.Med, bestPeer)
+							} else {
+								ratio = Ratio(mb.Med, bestPeer) + " of best"
+							}
+							times := fmt.Sprintf("%s / %s / %s", f(Median(rr.p50), 3), f(Median(rr.p99), 3), f(Median(rr.pmax), 3))
+							if rr.capped {
+								eta := float64(n) * float64(len(refs[file])) / 1e6 / mb.Med
+								times = fmt.Sprintf("capped: storm of %d would take %s s; per client MB/s min %s, p50 %s", n, f(eta, 0), f(Median(rr.perClientMin), 2), f(Median(rr.perClientMed), 2))
+							}
+							retries := fmt.Sprint(rr.timeouts)
+							if gen != GenBench {
+								retries = "–"
+							}
+							name := s.Name
+							if rr.crashed > 0 {
+								name += fmt.Sprintf(" (died %dx)", rr.crashed)
+							}
+							t.Add(blkName(blk), winName(win), name, mb.Format(1), ratio, times,
+								fmt.Sprintf("%d / %d / %d", rr.ok, rr.failed, rr.cut), retries,
+								f(Median(rr.cpuPerGB), 1), f(rr.peakMB, 1))
 						}
-						times := fmt.Sprintf("%s / %s / %s", f(Median(rr.p50), 3), f(Median(rr.p99), 3), f(Median(rr.pmax), 3))
-						if rr.capped {
-							eta := float64(n) * float64(len(refs[file])) / 1e6 / mb.Med
-							times = fmt.Sprintf("capped: storm of %d would take %s s; per client MB/s min %s, p50 %s", n, f(eta, 0), f(Median(rr.perClientMin), 2), f(Median(rr.perClientMed), 2))
-						}
-						name := s.Name
-						if rr.crashed > 0 {
-							name += fmt.Sprintf(" (died %dx)", rr.crashed)
-						}
-						t.Add(blkName(blk), winName(win), name, mb.Format(1), ratio, times,
-							fmt.Sprintf("%d / %d / %d", rr.ok, rr.failed, rr.cut), fmt.Sprint(rr.timeouts),
-							f(Median(rr.cpuPerGB), 1), f(rr.peakMB, 1))
-					}
-					if lab := runs[k]["labctl"]; lab != nil {
-						lm := Median(lab.mbps)
-						ratios.Add(file, fmt.Sprint(n), blkName(blk), winName(win), f(lm, 1), bestName, f(bestPeer, 1), Ratio(lm, bestPeer), fmt.Sprint(lab.failed))
-						if bestPeer > 0 && lm/bestPeer < worst {
-							worst = lm / bestPeer
-							worstKey = fmt.Sprintf("%s N=%d blksize %s window %s", file, n, blkName(blk), winName(win))
-						}
-						if n >= 400 {
-							failsAtScale += lab.failed
+						if lab := runs[k]["labctl"]; lab != nil {
+							lm := Median(lab.mbps)
+							ratios.Add(gen, file, fmt.Sprint(n), blkName(blk), winName(win), f(lm, 1), bestName, f(bestPeer, 1), Ratio(lm, bestPeer), fmt.Sprint(lab.failed))
+							if bestPeer > 0 && lm/bestPeer < worst {
+								worst = lm / bestPeer
+								worstKey = fmt.Sprintf("%s client, %s N=%d blksize %s window %s", gen, file, n, blkName(blk), winName(win))
+							}
+							if n >= 400 {
+								failsAtScale += lab.failed
+							}
 						}
 					}
 				}
+				title := fmt.Sprintf("#### %s (%s), N=%d, %s client", file, sizeName(len(refs[file])), n, gen)
+				if capped {
+					title += fmt.Sprintf(" — time-capped at %s: MB/s over the window; storm time = N × size ÷ MB/s", c.Cap)
+				}
+				if len(t.Rows) == 0 {
+					continue
+				}
+				fmt.Fprintln(w, title)
+				fmt.Fprintln(w)
+				t.Write(w)
 			}
-			title := fmt.Sprintf("#### %s (%s), N=%d", file, sizeName(len(refs[file])), n)
-			if capped {
-				title += fmt.Sprintf(" — time-capped at %s: MB/s over the window; storm time = N × size ÷ MB/s", c.Cap)
-			}
-			fmt.Fprintln(w, title)
-			fmt.Fprintln(w)
-			t.Write(w)
 		}
 	}
 	fmt.Fprintln(w, "#### Case 1 summary: labctl ÷ best peer, per configuration")
@@ -239,7 +273,7 @@ func bestTFTPPeer(runs map[tftpKey]map[string]*tftpRuns, k tftpKey) (float64, st
 	}
 	consider(k, "")
 	if k.win > 0 {
-		consider(tftpKey{k.file, k.n, k.blk, 0}, " (lock-step)")
+		consider(tftpKey{k.gen, k.file, k.n, k.blk, 0}, " (lock-step)")
 	}
 	return best, name
 }

@@ -8,7 +8,11 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os/exec"
+	"regexp"
+	"runtime"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -133,4 +137,72 @@ func httpStream(ctx context.Context, u *url.URL, buf []byte) (int64, error) {
 			return n, err
 		}
 	}
+}
+
+// RunHTTPWrk runs the load with wrk (an independent generator: C, an event
+// loop per thread, keep-alive connections that request the image again as
+// soon as it ends): N connections on min(N, CPUs) threads for Duration.
+// Bytes are wrk's own count of what it read (headers included, a few
+// hundred bytes per image) over its own run time.
+func RunHTTPWrk(ctx context.Context, l HTTPLoad) (HTTPResult, error) {
+	u, err := url.Parse(l.URL)
+	if err != nil {
+		return HTTPResult{}, err
+	}
+	if err := loopbackOnly(u.Host); err != nil {
+		return HTTPResult{}, err
+	}
+	bin, err := exec.LookPath("wrk")
+	if err != nil {
+		return HTTPResult{}, fmt.Errorf("wrk not found (Debian package wrk; `make deps` installs it): %w", err)
+	}
+	threads := min(l.N, runtime.NumCPU())
+	secs := max(int(l.Duration.Round(time.Second).Seconds()), 1)
+	cmd := exec.CommandContext(ctx, bin, "-t", strconv.Itoa(threads), "-c", strconv.Itoa(l.N), "-d", strconv.Itoa(secs)+"s",
+		"--timeout", "600s", l.URL)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return HTTPResult{}, fmt.Errorf("wrk: %w: %s", err, clipLine(string(out), 300))
+	}
+	return parseWrk(string(out), l.N)
+}
+
+// wrkSummary matches wrk's "12 requests in 8.00s, 5.98GB read".
+var wrkSummary = regexp.MustCompile(`(\d+) requests in ([0-9.]+)(us|ms|s|m), ([0-9.]+)([KMGT]?B) read`)
+
+// wrkErrors matches wrk's "Socket errors: connect 0, read 0, write 0, timeout 0"
+// and "Non-2xx or 3xx responses: 3".
+var wrkErrors = regexp.MustCompile(`(connect|read|write|timeout) (\d+)|Non-2xx or 3xx responses: (\d+)`)
+
+// parseWrk reads wrk's report: bytes, run time, requests (each a whole
+// image: wrk counts a request when its response has ended), errors.
+func parseWrk(out string, n int) (HTTPResult, error) {
+	m := wrkSummary.FindStringSubmatch(out)
+	if m == nil {
+		return HTTPResult{}, fmt.Errorf("wrk: no summary line in its output: %s", clipLine(out, 300))
+	}
+	reqs, _ := strconv.Atoi(m[1])
+	t, _ := strconv.ParseFloat(m[2], 64)
+	t *= map[string]float64{"us": 1e-6, "ms": 1e-3, "s": 1, "m": 60}[m[3]]
+	size, _ := strconv.ParseFloat(m[4], 64)
+	size *= map[string]float64{"B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}[m[5]]
+	r := HTTPResult{Bytes: int64(size), Wall: time.Duration(t * float64(time.Second)), Complete: reqs, Errors: map[string]int{}}
+	for _, e := range wrkErrors.FindAllStringSubmatch(out, -1) {
+		switch {
+		case e[3] != "":
+			if v, _ := strconv.Atoi(e[3]); v > 0 {
+				r.Errors["non-2xx responses"] += v
+			}
+		default:
+			if v, _ := strconv.Atoi(e[2]); v > 0 {
+				r.Errors["socket "+e[1]] += v
+			}
+		}
+	}
+	// wrk reports no per-connection figures: the mean stands for each.
+	per := float64(r.Bytes) / 1e6 / max(t, 1e-6) / float64(n)
+	for range n {
+		r.PerClientMBps = append(r.PerClientMBps, per)
+	}
+	return r, nil
 }

@@ -19,7 +19,7 @@ func TestScaleLabDiskWrapper(t *testing.T) {
 	}
 	dir := t.TempDir()
 	c := ScaleCase{Nodes: 2, Jobs: 2, ImageSize: 4096}
-	job, lab, err := c.writeLab(dir, "/bin/true", busybox)
+	job, lab, err := c.writeLab(dir, "/bin/true", busybox, "")
 	if err != nil {
 		t.Fatal(err)
 	}

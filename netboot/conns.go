@@ -14,10 +14,15 @@ import (
 	"time"
 )
 
-// stallChunk is the most the HTTP side hands the kernel (sendfile) under
-// one write deadline: a transfer must move this much every StallTimeout,
-// 4.4 KB/s at the default, or its connection is closed.
+// stallChunk is what a transfer must move every StallTimeout, 4.4 KB/s
+// at the default, or its connection is closed.
 const stallChunk = 256 << 10
+
+// maxSendChunk is the most the HTTP side hands the kernel (sendfile)
+// under one write deadline. A connection starts at stallChunk and doubles
+// its chunk while chunks finish well within the deadline: a fast client
+// costs one deadline and one sendfile call per 4 MiB, not per 256 KiB.
+const maxSendChunk = 4 << 20
 
 // refuseTimeout bounds how long a connection over a cap is kept to tell
 // its client so (read the request, answer 503).
@@ -138,6 +143,7 @@ type boundConn struct {
 	stalled atomic.Bool // a write missed its deadline
 	closed  atomic.Bool
 	chunk   io.LimitedReader // ReadFrom's, reused
+	size    int64            // ReadFrom's chunk now: stallChunk..maxSendChunk
 }
 
 func (c *boundConn) Write(p []byte) (int, error) {
@@ -149,35 +155,48 @@ func (c *boundConn) Write(p []byte) (int, error) {
 
 // ReadFrom keeps http.ServeContent's zero-copy path (sendfile from an
 // *os.File, whole or under an *io.LimitedReader) while renewing the write
-// deadline every stallChunk bytes.
+// deadline every chunk. A chunk that misses its deadline after moving at
+// least stallChunk bytes is no stall: the client slowed down, and goes on
+// with chunks of stallChunk.
 func (c *boundConn) ReadFrom(r io.Reader) (int64, error) {
 	rf, ok := c.Conn.(io.ReaderFrom)
 	if !ok {
 		return io.Copy(writerOnly{c}, r)
 	}
+	if c.size == 0 {
+		c.size = stallChunk
+	}
 	lr, limited := r.(*io.LimitedReader)
 	var total int64
 	for {
-		c.chunk = io.LimitedReader{R: r, N: stallChunk}
+		c.chunk = io.LimitedReader{R: r, N: c.size}
 		if limited {
 			if lr.N <= 0 {
 				return total, nil
 			}
-			c.chunk = io.LimitedReader{R: lr.R, N: min(lr.N, stallChunk)}
+			c.chunk = io.LimitedReader{R: lr.R, N: min(lr.N, c.size)}
 		}
 		want := c.chunk.N
-		c.Conn.SetWriteDeadline(time.Now().Add(c.stall))
+		start := time.Now()
+		c.Conn.SetWriteDeadline(start.Add(c.stall))
 		n, err := rf.ReadFrom(&c.chunk)
 		total += n
 		if limited {
 			lr.N -= n
 		}
 		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) && n >= stallChunk {
+				c.size = stallChunk
+				continue
+			}
 			c.note(err)
 			return total, err
 		}
 		if n < want { // the source ended
 			return total, nil
+		}
+		if time.Since(start) < c.stall/8 {
+			c.size = min(2*c.size, maxSendChunk)
 		}
 	}
 }

@@ -20,8 +20,8 @@ import (
 // goroutines per block and no per-block allocation; a window of blocks
 // goes out in one sendmsg with UDP segmentation offload (the kernel cuts
 // it into datagrams after a single trip down the stack), or one sendmmsg
-// where GSO is not available. The server runs a few workers (one per two
-// CPUs, at most maxWorkers) and spreads transfers over them.
+// where GSO is not available. The server runs a few workers (one per
+// CPU, at most maxWorkers) and spreads transfers over them.
 type worker struct {
 	s    *Server
 	epfd int

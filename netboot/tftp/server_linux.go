@@ -33,11 +33,12 @@ const maxWorkers = 4
 // serve runs the event loops and reads requests on udp until ctx ends,
 // then ends every transfer (see Serve).
 func (s *Server) serve(ctx context.Context, udp *net.UDPConn) error {
-	// One event loop per two CPUs: most of a block's cost is the kernel's
-	// UDP path, which runs on the CPU that sends and on the receiving
-	// side, so more loops than that buy CPU time, not throughput
-	// (bench/RESULTS.md).
-	n := min(max(runtime.GOMAXPROCS(0)/2, 1), maxWorkers)
+	// One event loop per CPU: most of a block's cost is the kernel's UDP
+	// send path, which runs on the loop's thread, so a storm that keeps
+	// one loop busy is served faster by a loop on every CPU; and where
+	// the clients share the machine (a bench, many client processes) a
+	// single thread gets a single process's share of the CPUs.
+	n := min(max(runtime.GOMAXPROCS(0), 1), maxWorkers)
 	var loops sync.WaitGroup
 	defer loops.Wait()
 	for range n {

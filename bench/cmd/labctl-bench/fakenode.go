@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/creack/pty"
+	"github.com/labctl/labctl/bench"
 	"golang.org/x/sys/unix"
 )
 
@@ -64,6 +65,9 @@ func power(dir string) (on bool, boots string) {
 func fakeConsole(dir, mac, bootURL string) error {
 	c := &console{dir: dir, cfgURL: bootURL + "/pxelinux.cfg/01-" + strings.ReplaceAll(strings.ToLower(mac), ":", "-")}
 	yieldCPU(os.Getpid())
+	if err := pinToCPUs(os.Getenv(bench.FarmCPUsEnv)); err != nil {
+		return err
+	}
 	// One thread runs Go code: 400 of these on 2 CPUs, each with as many
 	// scheduler threads as CPUs, spend their time waking each other.
 	runtime.GOMAXPROCS(1)
@@ -359,4 +363,43 @@ func killSession(sid int) {
 func yieldCPU(pid int) {
 	os.WriteFile(fmt.Sprintf("/proc/%d/autogroup", pid), []byte("19"), 0)
 	syscall.Setpriority(syscall.PRIO_PROCESS, pid, 19)
+}
+
+// pinToCPUs moves every thread of this process to the CPUs of list (a
+// taskset -c list: "1", "1-3", "0,2"), so that the node's shells, which
+// inherit it, run there too; "" leaves the affinity alone.
+func pinToCPUs(list string) error {
+	if list == "" {
+		return nil
+	}
+	var set unix.CPUSet
+	for _, part := range strings.Split(list, ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err1 := strconv.Atoi(lo)
+		b, err2 := a, error(nil)
+		if isRange {
+			b, err2 = strconv.Atoi(hi)
+		}
+		if err1 != nil || err2 != nil || a < 0 || b < a || b >= 1024 {
+			return fmt.Errorf("fakenode: CPU list %q: %q is not a CPU or range", list, part)
+		}
+		for cpu := a; cpu <= b; cpu++ {
+			set.Set(cpu)
+		}
+	}
+	// Threads started later are cloned from these and keep the mask.
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return err
+	}
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("fakenode: pin to CPUs %s: %w", list, err)
+		}
+	}
+	return nil
 }

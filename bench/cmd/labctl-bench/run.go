@@ -11,7 +11,9 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -29,6 +31,15 @@ type runOptions struct {
 	repo   string // the repository (bin/, examples/, device-types/)
 	labctl string // the labctl binary (cases 4 and 5)
 	lava   string // Debian's LAVA 2023.01, unpacked (case 5)
+
+	// Case 4 settings (0: the case's own).
+	scaleNodes, scaleJobs int
+	scaleInterval         time.Duration
+	scaleShared           bool
+
+	// Case 1 subsets (empty: the case's own lists).
+	tftpFiles, tftpClients        []string
+	tftpNs, tftpBlks, tftpWindows []int
 }
 
 // runRun runs the cases in a private network namespace (dnsmasq's TFTP
@@ -37,7 +48,7 @@ type runOptions struct {
 func runRun(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	var o runOptions
-	casesFlag := fs.String("cases", "1,2,3,5,6,save,4", "cases to run, in this order: 1 tftp, 2 http, 3 sol typing, 4 scale, 5 end to end, 6 boot methods (disk, NFS, ramdisk), save (labctl save throughput)")
+	casesFlag := fs.String("cases", "1,2,3,5,6,save,4,4s", "cases to run, in this order: 1 tftp, 2 http, 3 sol typing, 4 scale (jobs at once), 4s scale (a steady stream), 5 end to end, 6 boot methods (disk, NFS, ramdisk), save (labctl save throughput)")
 	fs.BoolVar(&o.quick, "quick", false, "a small version of every case (about a minute): proves the bench works, measures little")
 	fs.IntVar(&o.rounds, "rounds", 0, "rounds per case (default 3, quick 2)")
 	fs.StringVar(&o.work, "work", "build/bench", "work directory: served files, configs, logs")
@@ -45,8 +56,30 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.labctl, "labctl", "", "labctl binary for cases 4 and 5 (default REPO/bin/labctl)")
 	fs.StringVar(&o.lava, "lava", "", "Debian's LAVA 2023.01 .debs unpacked here (case 5; default WORK/lava/2023.01)")
 	fs.StringVar(&o.repo, "repo", ".", "the labctl repository: bin/labctl, bin/simlab, examples/, device-types/ (case 5)")
+	tftpFiles := fs.String("tftp-files", "", "case 1: only these files (comma-separated: pxelinux.0, initrd.img)")
+	tftpClients := fs.String("tftp-clients", "", "case 1: only these load generators (bench, curl)")
+	tftpNs := fs.String("tftp-n", "", "case 1: only these client counts (comma-separated)")
+	tftpBlks := fs.String("tftp-blksize", "", "case 1: only these block sizes (0: none asked)")
+	tftpWindows := fs.String("tftp-window", "", "case 1: only these window sizes (0: lock-step)")
+	fs.IntVar(&o.scaleNodes, "scale-nodes", 0, "case 4: fake nodes, and as many jobs (default 400)")
+	fs.IntVar(&o.scaleJobs, "scale-jobs", 0, "case 4: jobs (default: one per node)")
+	fs.DurationVar(&o.scaleInterval, "scale-interval", 0, "case 4: submit a job every INTERVAL (a steady stream) instead of all at once")
+	fs.BoolVar(&o.scaleShared, "scale-shared", false, "case 4: do not pin the daemon and the fake nodes to CPUs of their own")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	o.tftpFiles, o.tftpClients = splitList(*tftpFiles), splitList(*tftpClients)
+	for _, l := range []struct {
+		flag, v string
+		dst     *[]int
+	}{{"tftp-n", *tftpNs, &o.tftpNs}, {"tftp-blksize", *tftpBlks, &o.tftpBlks}, {"tftp-window", *tftpWindows, &o.tftpWindows}} {
+		for _, f := range splitList(l.v) {
+			n, perr := strconv.Atoi(f)
+			if perr != nil || n < 0 {
+				return fmt.Errorf("-%s %q: %q is not a count", l.flag, l.v, f)
+			}
+			*l.dst = append(*l.dst, n)
+		}
 	}
 	if abs, err := filepath.Abs(o.repo); err == nil {
 		o.repo = abs
@@ -61,6 +94,12 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		o.lava = abs
 	}
 	o.cases = strings.Split(*casesFlag, ",")
+	casesSet := false
+	fs.Visit(func(f *flag.Flag) { casesSet = casesSet || f.Name == "cases" })
+	if o.quick && !casesSet {
+		// Quick mode proves case 4 works once; the stream adds a minute.
+		o.cases = slices.DeleteFunc(o.cases, func(c string) bool { return c == "4s" })
+	}
 	if o.rounds == 0 {
 		o.rounds = 3
 		if o.quick {
@@ -127,6 +166,14 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 			r, err = solCase(o).Run(ctx, stdout, logw)
 		case "4":
 			r, err = scaleCase(o).Run(ctx, env, stdout, logw)
+		case "4s":
+			sc := scaleCase(o)
+			if sc.Interval == 0 {
+				// 5 jobs a second: 400 fake nodes' jobs take longer
+				// than the stream takes to come round to a node again.
+				sc.Interval = 200 * time.Millisecond
+			}
+			r, err = sc.Run(ctx, env, stdout, logw)
 		case "5":
 			r, err = e2eCase(o).Run(ctx, env, stdout, logw)
 		case "6":
@@ -175,12 +222,41 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 // The case settings, full and quick.
 
 func tftpCase(o runOptions) bench.TFTPCase {
+	c := bench.TFTPCase{Rounds: o.rounds, Files: []string{"pxelinux.0", "initrd.img"}, Ns: []int{1, 50, 400, 1000},
+		BlkSizes: []int{0, 1468}, Windows: []int{0, 8, 16}, Cap: 8 * time.Second, CapFrom: 64 << 20, Settle: time.Second,
+		Generators: []string{bench.GenBench, bench.GenCurl}, CurlNs: []int{400, 1000}}
 	if o.quick {
-		return bench.TFTPCase{Rounds: o.rounds, Files: []string{"pxelinux.0"}, Ns: []int{1, 50},
-			BlkSizes: []int{0, 1468}, Windows: []int{0, 8}, Cap: 2 * time.Second, CapFrom: 64 << 20, Settle: 100 * time.Millisecond}
+		c = bench.TFTPCase{Rounds: o.rounds, Files: []string{"pxelinux.0"}, Ns: []int{1, 50},
+			BlkSizes: []int{0, 1468}, Windows: []int{0, 8}, Cap: 2 * time.Second, CapFrom: 64 << 20, Settle: 100 * time.Millisecond,
+			Generators: []string{bench.GenBench, bench.GenCurl}, CurlNs: []int{50}}
 	}
-	return bench.TFTPCase{Rounds: o.rounds, Files: []string{"pxelinux.0", "initrd.img"}, Ns: []int{1, 50, 400, 1000},
-		BlkSizes: []int{0, 1468}, Windows: []int{0, 8, 16}, Cap: 8 * time.Second, CapFrom: 64 << 20, Settle: time.Second}
+	if len(o.tftpFiles) > 0 {
+		c.Files = o.tftpFiles
+	}
+	if len(o.tftpClients) > 0 {
+		c.Generators = o.tftpClients
+	}
+	if len(o.tftpNs) > 0 {
+		c.Ns, c.CurlNs = o.tftpNs, nil
+	}
+	if len(o.tftpBlks) > 0 {
+		c.BlkSizes = o.tftpBlks
+	}
+	if len(o.tftpWindows) > 0 {
+		c.Windows = o.tftpWindows
+	}
+	return c
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, f := range strings.Split(v, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 func solCase(o runOptions) bench.SOLCase {
@@ -197,6 +273,21 @@ func scaleCase(o runOptions) bench.ScaleCase {
 		Labctl: o.labctl}
 	if o.quick {
 		c.Rounds, c.Nodes, c.Jobs, c.ImageSize, c.Timeout = 1, 8, 8, 1<<20, 5*time.Minute
+	}
+	if o.scaleNodes > 0 {
+		c.Nodes, c.Jobs = o.scaleNodes, o.scaleNodes
+	}
+	if o.scaleJobs > 0 {
+		c.Jobs = o.scaleJobs
+	}
+	c.Interval = o.scaleInterval
+	// The daemon on CPU 0, the fake nodes on the others: the daemon's
+	// latency is then its own, not the fake nodes' CPU time.
+	if n := runtime.NumCPU(); n >= 2 && !o.scaleShared {
+		c.DaemonCPUs, c.FarmCPUs = "0", "1"
+		if n > 2 {
+			c.FarmCPUs = fmt.Sprintf("1-%d", n-1)
+		}
 	}
 	return c
 }
@@ -238,9 +329,11 @@ func e2eCase(o runOptions) bench.E2ECase {
 
 func httpCase(o runOptions) bench.HTTPCase {
 	if o.quick {
-		return bench.HTTPCase{Rounds: o.rounds, Image: "disk-quick.img", Ns: []int{1, 50}, Duration: time.Second, Settle: 100 * time.Millisecond}
+		return bench.HTTPCase{Rounds: o.rounds, Image: "disk-quick.img", Ns: []int{1, 50}, Duration: time.Second, Settle: 100 * time.Millisecond,
+			Generators: []string{bench.GenBench, bench.GenWrk}}
 	}
-	return bench.HTTPCase{Rounds: o.rounds, Image: "disk.img", Ns: []int{1, 50, 400}, Duration: 8 * time.Second, Settle: time.Second}
+	return bench.HTTPCase{Rounds: o.rounds, Image: "disk.img", Ns: []int{1, 50, 400}, Duration: 8 * time.Second, Settle: time.Second,
+		Generators: []string{bench.GenBench, bench.GenWrk}}
 }
 
 // inPrivateNetns reports whether this process is the bench re-run by
