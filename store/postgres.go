@@ -66,7 +66,7 @@ func OpenPostgres(ctx context.Context, rawURL, password string) (*Postgres, erro
 	db.SetMaxOpenConns(16)
 	db.SetMaxIdleConns(8)
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	p := &Postgres{sqlDB: sqlDB{db: db}, where: where}
+	p := &Postgres{sqlDB: sqlDB{db: db, lockRow: " FOR UPDATE SKIP LOCKED"}, where: where}
 	p.sqlDB.write = p.write
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()

@@ -119,6 +119,9 @@ type Job struct {
 	State      string // Queued, Running, Finished
 	// RunDevice is the device the job runs or ran on.
 	RunDevice string
+	// Host is the host whose claim the job runs or ran under (empty in a
+	// lab of one host).
+	Host string
 	// Outcome and Reason are set when the job is finished.
 	Outcome string
 	Reason  string
