@@ -45,10 +45,10 @@ type Job struct {
 	Priority   string   `json:"priority"`
 	Submitter  string   `json:"submitter"`
 	// Host is the host it runs or ran on, in a lab of several hosts.
-	Host  string `json:"host,omitempty"`
-	State string `json:"state"` // queued, running, finished
-	Outcome    string   `json:"outcome,omitempty"` // complete, failed, incomplete, canceled
-	Reason     string   `json:"reason,omitempty"`
+	Host    string `json:"host,omitempty"`
+	State   string `json:"state"`             // queued, running, finished
+	Outcome string `json:"outcome,omitempty"` // complete, failed, incomplete, canceled
+	Reason  string `json:"reason,omitempty"`
 	// Submitted, Started and Finished are when these happened (Started and
 	// Finished omitted until then).
 	Submitted time.Time  `json:"submitted"`
@@ -119,14 +119,14 @@ const (
 
 // Device is a device as the daemon reports it.
 type Device struct {
-	Name       string    `json:"name"`
-	DeviceType string    `json:"device_type"`
-	Tags       []string  `json:"tags,omitempty"`
+	Name       string   `json:"name"`
+	DeviceType string   `json:"device_type"`
+	Tags       []string `json:"tags,omitempty"`
 	// Host is the host that owns it, in a lab of several hosts.
-	Host  string `json:"host,omitempty"`
-	State string `json:"state"`
-	Reason     string    `json:"reason,omitempty"`
-	Since      time.Time `json:"since"`
+	Host   string    `json:"host,omitempty"`
+	State  string    `json:"state"`
+	Reason string    `json:"reason,omitempty"`
+	Since  time.Time `json:"since"`
 	// Job is the job running on it, if any.
 	Job int64 `json:"job,omitempty"`
 	// Maintenance is set when an admin took the device out; while a job

@@ -38,7 +38,6 @@ type Token struct {
 // caller and role the first host authenticated: "NAME ROLE".
 const OnBehalfHeader = "Labctl-On-Behalf-Of"
 
-
 // Config configures a Server.
 type Config struct {
 	// Addr is the listen address, host:port (port 0 picks one).
