@@ -147,6 +147,10 @@ func Start() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := os.WriteFile(filepath.Join(dir, "owner"), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
 	s := &Server{Host: "127.0.0.1", User: "postgres", dir: dir, bin: bin, log: filepath.Join(dir, "server.log")}
 	cred, err := s.credential()
 	if err != nil {
@@ -195,11 +199,20 @@ func othersCanEnter(dir string) bool {
 
 // removeStale removes the directories of servers whose test binary died
 // without stopping them (a panic: the server died with it): those whose
-// server's pid file names no process, and those without one (initdb
-// never finished) once they are an hour old.
+// owner file names a test binary that is gone; without an owner file,
+// those whose server's pid file names no process, and those without one
+// (initdb never finished) once they are an hour old. A directory whose
+// test binary lives is never touched (initdb's own processes come and go
+// while it runs).
 func removeStale(parent string) {
 	dirs, _ := filepath.Glob(filepath.Join(parent, "labctl-pgtest-*"))
 	for _, dir := range dirs {
+		if b, err := os.ReadFile(filepath.Join(dir, "owner")); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && syscall.Kill(pid, 0) == syscall.ESRCH {
+				os.RemoveAll(dir)
+			}
+			continue
+		}
 		b, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid"))
 		if err != nil {
 			if fi, err := os.Stat(dir); err == nil && time.Since(fi.ModTime()) > time.Hour {
