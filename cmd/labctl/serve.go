@@ -90,7 +90,12 @@ A PostgreSQL store instead of labctl.db (labctl store copy moves one):
   url = "postgres://labctl@db:5432/labctl?sslmode=verify-full"
   password_file = "pg.password"   # or password_env; never in the URL
 The daemon does not start if it cannot reach it, or if a newer labctl
-has migrated it.
+has migrated it. Several hosts, one per rack, may share that database:
+each owns the devices of its own lab file, the queue is the lab's, and
+any host answers for the whole lab (see the README; [host] name or
+--host names this one, [host] token_file the lab-internal credential
+the hosts forward to each other with, [host] lease how long a silent
+host stays up: after it, its running jobs end incomplete).
 
 Tokens and roles: each [[server.tokens]] has a name (the submitter of its
 jobs, the viewer on a console), a token_file or token_env, and a role:
