@@ -195,14 +195,43 @@ func hasTags(have, want []string) bool {
 func (d *Daemon) keepHost(ctx context.Context) {
 	t := time.NewTicker(d.host.cfg.Poll)
 	defer t.Stop()
+	// A store that tells when the queue changes makes a job submitted
+	// through another host start here at once, not at the next Poll.
+	nudge := make(chan struct{}, 1)
+	if w, ok := d.store.(queueWatcher); ok {
+		watched := make(chan struct{})
+		defer func() { <-watched }()
+		go func() {
+			defer close(watched)
+			w.WatchQueue(ctx, func() {
+				select {
+				case nudge <- struct{}{}:
+				default:
+				}
+			})
+		}()
+	}
+	d.hostTick(ctx)
 	for {
-		d.hostTick(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			d.hostTick(ctx)
+		case <-nudge:
+			sctx, cancel := context.WithTimeout(ctx, max(d.host.cfg.Poll, 5*time.Second))
+			if err := d.followQueue(sctx); err != nil {
+				d.log.Warn("read the lab's queue", "err", err)
+			}
+			cancel()
 		}
 	}
+}
+
+// queueWatcher is a store that says when the lab's queue changed
+// (store.Postgres).
+type queueWatcher interface {
+	WatchQueue(ctx context.Context, changed func())
 }
 
 func (d *Daemon) hostTick(ctx context.Context) {

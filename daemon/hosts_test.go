@@ -106,6 +106,14 @@ func (s *cutStore) EndLostJobs(ctx context.Context, now time.Time) ([]store.Job,
 	}
 	return s.hostStore.EndLostJobs(ctx, now)
 }
+// WatchQueue hears the queue's changes while the store is not cut off.
+func (s *cutStore) WatchQueue(ctx context.Context, changed func()) {
+	s.hostStore.(*store.Postgres).WatchQueue(ctx, func() {
+		if !s.cut.Load() {
+			changed()
+		}
+	})
+}
 func (s *cutStore) Hosts(ctx context.Context) ([]store.Host, error) {
 	if err := s.err(); err != nil {
 		return nil, err

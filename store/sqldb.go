@@ -27,6 +27,19 @@ type sqlDB struct {
 	// host is the host whose claims this store makes ("" for a lab of
 	// one host); see SetHost.
 	host string
+	// queueChanged, if set, runs in the transaction of each change of
+	// the queue (a job queued, or canceled while queued): PostgreSQL's
+	// NOTIFY, which other hosts hear when it commits (WatchQueue).
+	queueChanged string
+}
+
+// notifyQueue tells other hosts, when tx commits, that the queue changed.
+func (s *sqlDB) notifyQueue(tx *sql.Tx) error {
+	if s.queueChanged == "" {
+		return nil
+	}
+	_, err := tx.Exec(s.queueChanged)
+	return err
 }
 
 const jobColumns = `id, name, file, dir, spec, device, device_type, tags, priority, submitter,
@@ -45,11 +58,14 @@ func (s *sqlDB) CreateJob(ctx context.Context, j Job) (Job, error) {
 	j.State, j.RunDevice, j.Outcome, j.Reason = Queued, "", "", ""
 	j.Started, j.Finished, j.Result = time.Time{}, time.Time{}, nil
 	err = s.write(ctx, func(tx *sql.Tx) error {
-		return tx.QueryRow(`INSERT INTO jobs
+		if err := tx.QueryRow(`INSERT INTO jobs
 			(name, file, dir, spec, device, device_type, tags, priority, submitter, state, submitted)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id`,
 			j.Name, j.File, j.Dir, j.Spec, j.Device, j.DeviceType, string(tags), j.Priority, j.Submitter,
-			Queued, nanos(j.Submitted)).Scan(&j.ID)
+			Queued, nanos(j.Submitted)).Scan(&j.ID); err != nil {
+			return err
+		}
+		return s.notifyQueue(tx)
 	})
 	if err != nil {
 		return Job{}, fmt.Errorf("store job %s: %w", j.Name, err)
@@ -155,7 +171,13 @@ func (s *sqlDB) FinishJob(ctx context.Context, id int64, from string, f Finish) 
 			args = append(args, s.host)
 		}
 		res, err := tx.Exec(q, args...)
-		return changed(tx, res, err, id, "finish")
+		if err := changed(tx, res, err, id, "finish"); err != nil {
+			return err
+		}
+		if from == Queued {
+			return s.notifyQueue(tx)
+		}
+		return nil
 	})
 }
 
@@ -334,7 +356,7 @@ func (s *sqlDB) RetryJob(ctx context.Context, of int64, j Job) (Job, error) {
 		if _, err := tx.Exec(`INSERT INTO job_attempts (job, first, retry_of) VALUES ($1, $2, $3)`, j.ID, first, of); err != nil {
 			return fmt.Errorf("retry job %d: %w", of, err)
 		}
-		return nil
+		return s.notifyQueue(tx)
 	})
 	if err != nil {
 		return Job{}, err
