@@ -219,6 +219,17 @@ func (d *Daemon) keepHost(ctx context.Context) {
 		case <-t.C:
 			d.hostTick(ctx)
 		case <-nudge:
+			// One look for a burst of submits: those of the next few
+			// milliseconds come with this one.
+			select {
+			case <-time.After(nudgeGather):
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case <-nudge:
+			default:
+			}
 			sctx, cancel := context.WithTimeout(ctx, max(d.host.cfg.Poll, 5*time.Second))
 			if err := d.followQueue(sctx); err != nil {
 				d.log.Warn("read the lab's queue", "err", err)
@@ -227,6 +238,10 @@ func (d *Daemon) keepHost(ctx context.Context) {
 		}
 	}
 }
+
+// nudgeGather is how long a host waits after hearing that the queue
+// changed before it looks, so that a burst of submits costs one look.
+const nudgeGather = 5 * time.Millisecond
 
 // queueWatcher is a store that says when the lab's queue changed
 // (store.Postgres).
