@@ -604,3 +604,18 @@ func (d *Daemon) SetHostAPI(u string) {
 	d.host.cfg.API = u
 	d.host.mu.Unlock()
 }
+
+// remoteDevice is another host's device as the store shows it, for when
+// its host cannot answer (err).
+func (d *Daemon) remoteDevice(ctx context.Context, name string, err error) (labctl.Device, error) {
+	list, lerr := d.remoteDevices(ctx)
+	if lerr != nil {
+		return labctl.Device{}, err
+	}
+	for _, v := range list {
+		if v.Name == name {
+			return v, nil
+		}
+	}
+	return labctl.Device{}, err
+}

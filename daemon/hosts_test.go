@@ -480,6 +480,9 @@ func TestHostsLostHost(t *testing.T) {
 	if err != nil || len(devs) != 2 || devs[0].Name != "a1" || devs[0].State != labctl.DeviceDown {
 		t.Errorf("devices through rack2 while rack1 is lost = %+v, %v; want a1 down", devs, err)
 	}
+	if d, err := rack2.client.Device(daemontest.Context(t), "a1"); err != nil || d.State != labctl.DeviceDown || d.Host != "rack1" {
+		t.Errorf("device a1 through rack2 while rack1 is lost = %+v, %v; want down, of rack1", d, err)
+	}
 	var attempts []store.Job
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(20 * time.Millisecond) {
 		attempts, err = rack2.store.Attempts(context.Background(), job.ID)

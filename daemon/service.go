@@ -371,7 +371,8 @@ func (d *Daemon) viewDeviceLocked(dev *device) labctl.Device {
 func (d *Daemon) Device(ctx context.Context, name string) (labctl.Device, error) {
 	if _, p, ok, err := d.remote(name); ok {
 		if err != nil {
-			return labctl.Device{}, err
+			// Its host is down: what the store knows.
+			return d.remoteDevice(ctx, name, err)
 		}
 		return p.Device(ctx, name)
 	}
