@@ -106,6 +106,7 @@ func (s *cutStore) EndLostJobs(ctx context.Context, now time.Time) ([]store.Job,
 	}
 	return s.hostStore.EndLostJobs(ctx, now)
 }
+
 // WatchQueue hears the queue's changes while the store is not cut off.
 func (s *cutStore) WatchQueue(ctx context.Context, changed func()) {
 	s.hostStore.(*store.Postgres).WatchQueue(ctx, func() {
