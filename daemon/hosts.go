@@ -261,10 +261,11 @@ func (d *Daemon) hostTick(ctx context.Context) {
 		h.mu.Lock()
 		h.upSince = time.Time{}
 		h.mu.Unlock()
-		d.stopLostClaims(nil)
 		if err := d.joinLab(sctx); err != nil {
 			d.log.Error("join the lab again", "err", err)
+			return
 		}
+		d.checkClaims(sctx)
 		return
 	case err != nil:
 		h.mu.Lock()
@@ -335,14 +336,14 @@ func (d *Daemon) checkClaims(ctx context.Context) {
 	}
 }
 
-// stopLostClaims stops the jobs ids (nil: every running job of this
-// host): another host ended them. Their nodes are finalized as any
-// stopped job's; their ends are not recorded (the store refuses them).
+// stopLostClaims stops the jobs ids: another host ended them. Their
+// nodes are finalized as any stopped job's; their ends are not recorded
+// (the store refuses them).
 func (d *Daemon) stopLostClaims(ids []int64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for id, j := range d.jobs {
-		if j.rec.State != store.Running || (ids != nil && !slices.Contains(ids, id)) {
+		if j.rec.State != store.Running || !slices.Contains(ids, id) {
 			continue
 		}
 		d.log.Error("stopping a job whose claim this host lost", "job", id)

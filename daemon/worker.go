@@ -33,7 +33,12 @@ func (d *Daemon) runJob(ctx context.Context, dev *device, j *job) {
 	}
 	started, err := d.claim(wctx, j, dev)
 	if err != nil {
-		d.log.Error("take job off the queue", "job", id, "device", dev.name, "err", err)
+		if errors.Is(err, store.ErrConflict) {
+			// Canceled meanwhile, or (several hosts) another host took it.
+			d.log.Info("job not taken off the queue: it changed", "job", id, "device", dev.name, "err", err)
+		} else {
+			d.log.Error("take job off the queue", "job", id, "device", dev.name, "err", err)
+		}
 		d.mu.Lock()
 		dev.job, j.dev, dev.busy = nil, nil, false
 		if errors.Is(err, store.ErrConflict) {
