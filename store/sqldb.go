@@ -464,8 +464,14 @@ func (s *sqlDB) DeleteFinishedJobs(ctx context.Context, before time.Time, keep, 
 	if keep > 0 {
 		which = append(which, "id NOT IN (SELECT id FROM jobs WHERE state = $1 ORDER BY id DESC LIMIT "+arg(keep)+")")
 	}
+	mine := ""
+	if s.host != "" {
+		// Several hosts: each removes the jobs it ran (their directories
+		// are in its state directory), and those that never ran.
+		mine = " AND claim_host IN (" + arg(s.host) + ", '')"
+	}
 	q := `DELETE FROM jobs WHERE id IN (
-		SELECT id FROM jobs WHERE state = $1 AND (` + strings.Join(which, " OR ") + `) ORDER BY id`
+		SELECT id FROM jobs WHERE state = $1` + mine + ` AND (` + strings.Join(which, " OR ") + `) ORDER BY id`
 	if limit > 0 {
 		q += " LIMIT " + arg(limit)
 	}

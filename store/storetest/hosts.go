@@ -246,3 +246,33 @@ func testHostsClaimRace(t *testing.T, open func() (store.Store, error)) {
 		}
 	}
 }
+
+// A host's retention removes the jobs it ran and those that never ran,
+// not the jobs other hosts ran (their directories are on those hosts).
+func testHostsRetention(t *testing.T, open func() (store.Store, error)) {
+	ctx := context.Background()
+	now := time.Now()
+	a := hostStore(t, open, "rack1")
+	b := hostStore(t, open, "rack2")
+	register(t, a, "rack1", now.Add(time.Hour), "n1")
+	register(t, b, "rack2", now.Add(time.Hour), "n2")
+	ranA := create(t, a, sample("a"))
+	ranB := create(t, a, sample("b"))
+	never := create(t, a, sample("never"))
+	if err := a.ClaimJob(ctx, ranA.ID, "n1", now); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.ClaimJob(ctx, ranB.ID, "n2", now); err != nil {
+		t.Fatal(err)
+	}
+	a.FinishJob(ctx, ranA.ID, store.Running, store.Finish{Outcome: "complete", At: now})
+	b.FinishJob(ctx, ranB.ID, store.Running, store.Finish{Outcome: "complete", At: now})
+	a.FinishJob(ctx, never.ID, store.Queued, store.Finish{Outcome: "canceled", At: now})
+	got, err := a.DeleteFinishedJobs(ctx, now.Add(time.Minute), 0, 0)
+	if err != nil || len(got) != 2 || got[0] != ranA.ID || got[1] != never.ID {
+		t.Errorf("rack1's DeleteFinishedJobs = %v, %v; want %d and %d (not rack2's %d)", got, err, ranA.ID, never.ID, ranB.ID)
+	}
+	if got, err := b.DeleteFinishedJobs(ctx, now.Add(time.Minute), 0, 0); err != nil || len(got) != 1 || got[0] != ranB.ID {
+		t.Errorf("rack2's DeleteFinishedJobs = %v, %v; want %d", got, err, ranB.ID)
+	}
+}

@@ -44,6 +44,7 @@ func Run(t *testing.T, newDB Opener) {
 		{"HostsClaim", testHostsClaim},
 		{"HostsLost", testHostsLost},
 		{"HostsClaimRace", testHostsClaimRace},
+		{"HostsRetention", testHostsRetention},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newDB(t)) })
