@@ -2,8 +2,10 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"net/url"
 	"os"
+	"strconv"
 
 	"github.com/labctl/labctl/api"
 	"github.com/labctl/labctl/daemon"
@@ -62,4 +64,19 @@ func redactedURL(s string) string {
 		return "(a URL that does not parse)"
 	}
 	return u.Redacted()
+}
+
+// reachableAddr is the API's listen address as another host may reach
+// it: a wildcard listener (0.0.0.0, ::) is named by this machine's host
+// name ([host] api_url says otherwise).
+func reachableAddr(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok || !tcp.IP.IsUnspecified() {
+		return a.String()
+	}
+	name, err := os.Hostname()
+	if err != nil {
+		return a.String()
+	}
+	return net.JoinHostPort(name, strconv.Itoa(tcp.Port))
 }

@@ -227,7 +227,7 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 		scheme = "https"
 	}
 	if host != nil && cfg.Host.APIURL == "" {
-		d.SetHostAPI(scheme + "://" + addr)
+		d.SetHostAPI(scheme + "://" + reachableAddr(srv.Addr()))
 	}
 	fmt.Fprintf(env.stderr, "labctl serve: lab %s, %d devices, API %s://%s, boot server tftp %s http %s, state %s\n",
 		cfg.Name, len(cfg.Devices), scheme, addr, boot.TFTPAddr(), boot.HTTPAddr(), cfg.StateDir)
