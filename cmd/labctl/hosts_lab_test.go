@@ -181,13 +181,16 @@ func TestLabHosts(t *testing.T) {
 	if d := waitLabDevice(t, rack1.client, rack2.node, labctl.DeviceDown, time.Minute); !strings.Contains(d.Reason, "host rack2 is down") {
 		t.Errorf("%s while rack2 is down: %q", rack2.node, d.Reason)
 	}
-	if j := waitJob(t, rack3.client, otherID, "finished", 5*time.Minute, func(j labctl.Job) bool { return j.State == labctl.JobFinished }); j.Outcome != "complete" {
-		t.Errorf("rack3's job while rack2 was lost: %s %q", j.Outcome, j.Reason)
+	if j, err := rack1.client.Job(context.Background(), otherID); err != nil || j.State != labctl.JobRunning {
+		t.Errorf("rack3's job after rack2 was lost: %+v, %v; want it running on", j, err)
 	}
 	restarted := time.Now()
 	rack2.serve = startServeProc(t, bin, rack2.labFile, rack2.client)
 	waitLabDevice(t, rack1.client, rack2.node, labctl.DeviceIdle, 3*time.Minute)
 	cleaned := time.Now()
+	if j := waitJob(t, rack3.client, otherID, "finished", 5*time.Minute, func(j labctl.Job) bool { return j.State == labctl.JobFinished }); j.Outcome != "complete" {
+		t.Errorf("rack3's job while rack2 was lost: %s %q", j.Outcome, j.Reason)
+	}
 	if !poweredOffSince(t, rack2.lab.Nodes[0], restarted) && nodePower(t, rack2.lab.Nodes[0]) {
 		t.Errorf("%s is on after rack2 came back", rack2.node)
 	}
