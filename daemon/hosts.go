@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -88,7 +89,10 @@ type hostState struct {
 var errClaimLost = errors.New("this host lost the job's claim: its lease ran out and another host ended the job")
 
 // joinLab registers the host and its devices, and marks for recovery the
-// devices whose jobs other hosts ended while this host was away.
+// devices whose jobs other hosts ended while this host was away. Before
+// the host's API address is known (New, when HostConfig.API is empty)
+// it only checks that no other host has its devices: Serve registers it,
+// so that no other host ever finds it without an address.
 func (d *Daemon) joinLab(ctx context.Context) error {
 	h := d.host
 	now := d.now()
@@ -99,8 +103,11 @@ func (d *Daemon) joinLab(ctx context.Context) error {
 	for _, dev := range d.cfg.Lab.Devices {
 		devs = append(devs, store.LabDevice{Name: dev.Name, DeviceType: dev.DeviceType, Tags: dev.Tags})
 	}
-	err := h.st.RegisterHost(ctx, store.Host{Name: h.cfg.Name, API: apiURL, Started: now, LeaseUntil: now.Add(h.cfg.Lease)}, devs)
-	if err != nil {
+	if apiURL == "" {
+		if err := d.checkOwners(ctx); err != nil {
+			return err
+		}
+	} else if err := h.st.RegisterHost(ctx, store.Host{Name: h.cfg.Name, API: apiURL, Started: now, LeaseUntil: now.Add(h.cfg.Lease)}, devs); err != nil {
 		return fmt.Errorf("daemon: host %s: %w", h.cfg.Name, err)
 	}
 	cleanups, err := h.st.TakeCleanups(ctx)
@@ -454,8 +461,20 @@ func (d *Daemon) remote(name string) (string, Peer, bool, error) {
 func (d *Daemon) peer(name string) (Peer, error) {
 	h := d.host
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	x, ok := h.hosts[name]
+	h.mu.Unlock()
+	if !ok || !x.LeaseUntil.After(d.now()) {
+		// It may have come back since this host last looked.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := d.refreshLab(ctx)
+		cancel()
+		if err != nil {
+			return nil, storeErr(err)
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	x, ok = h.hosts[name]
 	if !ok {
 		return nil, fmt.Errorf("%w: host %s is not registered in the lab", labctl.ErrUnavailable, name)
 	}
@@ -619,4 +638,24 @@ func (d *Daemon) remoteDevice(ctx context.Context, name string, err error) (labc
 		}
 	}
 	return labctl.Device{}, err
+}
+
+// checkOwners refuses devices of this host's lab file that another host
+// has registered (as RegisterHost would), writing nothing.
+func (d *Daemon) checkOwners(ctx context.Context) error {
+	devs, err := d.host.st.LabDevices(ctx)
+	if err != nil {
+		return fmt.Errorf("daemon: host %s: %w", d.host.cfg.Name, err)
+	}
+	var taken []string
+	for _, dev := range devs {
+		if dev.Host != d.host.cfg.Name && d.devices[dev.Name] != nil {
+			taken = append(taken, fmt.Sprintf("device %s is host %s's, and host %s claims it too", dev.Name, dev.Host, d.host.cfg.Name))
+		}
+	}
+	if len(taken) > 0 {
+		return fmt.Errorf("daemon: host %s: %w: %s (a device belongs to one host: take it out of one lab file, and restart that host first if it is the one giving it up)",
+			d.host.cfg.Name, store.ErrDeviceTaken, strings.Join(taken, "; "))
+	}
+	return nil
 }
