@@ -148,10 +148,19 @@ func TestLabHosts(t *testing.T) {
 		t.Errorf("labctl logs -f %d through rack1 (job on rack3): exit %d\n%s", on3, code, tail(out, 20))
 	}
 	perHost := map[string]int{}
+	retries := 0
 	for _, id := range ids {
 		j := waitJob(t, rack1.client, id, "finished", 8*time.Minute, func(j labctl.Job) bool { return j.State == labctl.JobFinished })
-		if j.Outcome != "complete" || j.RetryOf != 0 || j.RetriedAs != 0 {
-			t.Errorf("job %d: %s %q (retry of %d, retried as %d)", id, j.Outcome, j.Reason, j.RetryOf, j.RetriedAs)
+		if j.Outcome == "incomplete" && j.RetriedAs != 0 {
+			// The simulated node failed (a TCG guest can panic on a busy
+			// machine): the lab retries it, once, and the retry must pass.
+			t.Logf("job %d: incomplete %q: retried as job %d", id, j.Reason, j.RetriedAs)
+			retries++
+			perHost[j.Host]++
+			j = waitJob(t, rack1.client, j.RetriedAs, "finished", 8*time.Minute, func(j labctl.Job) bool { return j.State == labctl.JobFinished })
+		}
+		if j.Outcome != "complete" || j.RetriedAs != 0 {
+			t.Errorf("job %d: %s %q (retry of %d, retried as %d)", j.ID, j.Outcome, j.Reason, j.RetryOf, j.RetriedAs)
 		}
 		perHost[j.Host]++
 	}
@@ -234,7 +243,7 @@ func TestLabHosts(t *testing.T) {
 	if err != nil {
 		t.Fatalf("jobs after PostgreSQL came back: %v", err)
 	}
-	if want := len(ids) + 2 + len(running); len(list) != want {
+	if want := len(ids) + retries + 2 + len(running); len(list) != want {
 		t.Errorf("%d jobs in the lab after the outage, want %d (none lost, none added)", len(list), want)
 	}
 	for _, h := range hosts {
