@@ -44,9 +44,11 @@ type Job struct {
 	Tags       []string `json:"tags,omitempty"`
 	Priority   string   `json:"priority"`
 	Submitter  string   `json:"submitter"`
-	State      string   `json:"state"`             // queued, running, finished
-	Outcome    string   `json:"outcome,omitempty"` // complete, failed, incomplete, canceled
-	Reason     string   `json:"reason,omitempty"`
+	// Host is the host it runs or ran on, in a lab of several hosts.
+	Host    string `json:"host,omitempty"`
+	State   string `json:"state"`             // queued, running, finished
+	Outcome string `json:"outcome,omitempty"` // complete, failed, incomplete, canceled
+	Reason  string `json:"reason,omitempty"`
 	// Submitted, Started and Finished are when these happened (Started and
 	// Finished omitted until then).
 	Submitted time.Time  `json:"submitted"`
@@ -112,16 +114,19 @@ const (
 	DeviceChecking    = "checking"    // its health check runs
 	DeviceOffline     = "offline"     // its health check failed: no jobs until one passes
 	DeviceMaintenance = "maintenance" // taken out by an admin
+	DeviceDown        = "down"        // its host (in a lab of several hosts) stopped renewing its lease
 )
 
 // Device is a device as the daemon reports it.
 type Device struct {
-	Name       string    `json:"name"`
-	DeviceType string    `json:"device_type"`
-	Tags       []string  `json:"tags,omitempty"`
-	State      string    `json:"state"`
-	Reason     string    `json:"reason,omitempty"`
-	Since      time.Time `json:"since"`
+	Name       string   `json:"name"`
+	DeviceType string   `json:"device_type"`
+	Tags       []string `json:"tags,omitempty"`
+	// Host is the host that owns it, in a lab of several hosts.
+	Host   string    `json:"host,omitempty"`
+	State  string    `json:"state"`
+	Reason string    `json:"reason,omitempty"`
+	Since  time.Time `json:"since"`
 	// Job is the job running on it, if any.
 	Job int64 `json:"job,omitempty"`
 	// Maintenance is set when an admin took the device out; while a job

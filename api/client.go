@@ -28,6 +28,20 @@ type Client struct {
 	// checks, Online, Cancel, Power, SetBootDevice: the daemon bounds those)
 	// when ctx has no deadline; 0 means 1 minute.
 	Timeout time.Duration
+	// OnBehalf sends each request for the caller in its ctx
+	// (labctl.CallerFrom, RoleFrom): one host of a lab forwarding to
+	// another, with the lab's host token (see Token.Host).
+	OnBehalf bool
+}
+
+// authorize sets a request's credentials.
+func (c *Client) authorize(ctx context.Context, h http.Header) {
+	h.Set("Authorization", "Bearer "+c.token)
+	if c.OnBehalf {
+		if who := labctl.CallerFrom(ctx); who != "" {
+			h.Set(OnBehalfHeader, who+" "+string(labctl.RoleFrom(ctx)))
+		}
+	}
 }
 
 // NewClient returns a client of the daemon at server ("http://host:port",
@@ -117,7 +131,7 @@ func (c *Client) send(ctx context.Context, method, path string, query url.Values
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	req.Header.Set("Authorization", "Bearer "+c.token)
+	c.authorize(ctx, req.Header)
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {

@@ -90,7 +90,7 @@ func (c *Client) AttachConsole(ctx context.Context, node string, opts labctl.Con
 	req := &http.Request{Method: "GET", URL: &u, Host: u.Host, Header: http.Header{}}
 	req.Header.Set("Connection", "Upgrade")
 	req.Header.Set("Upgrade", ConsoleProtocol)
-	req.Header.Set("Authorization", "Bearer "+c.token)
+	c.authorize(ctx, req.Header)
 	if err := req.Write(conn); err != nil {
 		return fail(err)
 	}

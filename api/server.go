@@ -27,7 +27,16 @@ type Token struct {
 	Secret string
 	// Role is what the token may do; "" is refused by NewServer.
 	Role labctl.Role
+	// Host marks the lab-internal credential of a lab of several hosts:
+	// a request with it may name the person another host forwards it for
+	// (OnBehalfHeader), who then is the caller, with their role (never
+	// more than the token's).
+	Host bool
 }
+
+// OnBehalfHeader carries, on a request one host forwards to another, the
+// caller and role the first host authenticated: "NAME ROLE".
+const OnBehalfHeader = "Labctl-On-Behalf-Of"
 
 // Config configures a Server.
 type Config struct {
@@ -60,6 +69,7 @@ type Server struct {
 type tokenHash struct {
 	name string
 	role labctl.Role
+	host bool
 	sum  [sha256.Size]byte
 }
 
@@ -85,7 +95,7 @@ func NewServer(svc labctl.Service, cfg Config) (*Server, error) {
 		if !t.Role.Allows(labctl.RoleViewer) {
 			return nil, fmt.Errorf("api: token %s has no role (viewer, submitter, operator or admin)", t.Name)
 		}
-		s.tokens = append(s.tokens, tokenHash{name: t.Name, role: t.Role, sum: sha256.Sum256([]byte(t.Secret))})
+		s.tokens = append(s.tokens, tokenHash{name: t.Name, role: t.Role, host: t.Host, sum: sha256.Sum256([]byte(t.Secret))})
 	}
 	s.routes()
 	if cfg.Addr != "" {
@@ -201,11 +211,24 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, errors.New("panic"))
 		}
 	}()
-	name, role, ok := s.authenticate(r)
+	name, role, host, ok := s.authenticate(r)
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="labctl"`)
 		s.fail(w, r, fmt.Errorf("%w: a valid bearer token is required (LABCTL_TOKEN, --token-file or the client config)", labctl.ErrUnauthorized))
 		return
+	}
+	if v := r.Header.Get(OnBehalfHeader); v != "" {
+		if !host {
+			s.fail(w, r, fmt.Errorf("%w: %s is for the lab's hosts only", labctl.ErrForbidden, OnBehalfHeader))
+			return
+		}
+		who, as, _ := strings.Cut(v, " ")
+		asRole := labctl.Role(as)
+		if who == "" || len(who) > 256 || !asRole.Allows(labctl.RoleViewer) || !role.Allows(asRole) {
+			s.fail(w, r, fmt.Errorf("%w: %s: want NAME ROLE", labctl.ErrInvalid, OnBehalfHeader))
+			return
+		}
+		name, role = who, asRole
 	}
 	r = r.WithContext(labctl.WithRemote(labctl.WithRole(labctl.WithCaller(r.Context(), name), role), r.RemoteAddr))
 	s.log.Debug("api request", "method", r.Method, "path", r.URL.Path, "caller", name, "role", role)
@@ -215,22 +238,23 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // authenticate compares the bearer token with every configured token in
 // constant time (the digests have one length, so their length leaks
 // nothing either) and returns the matching token's name and role.
-func (s *Server) authenticate(r *http.Request) (string, labctl.Role, bool) {
+func (s *Server) authenticate(r *http.Request) (string, labctl.Role, bool, bool) {
 	h := r.Header.Get("Authorization")
 	scheme, token, found := strings.Cut(h, " ")
 	if !found || !strings.EqualFold(scheme, "Bearer") || token == "" {
-		return "", "", false
+		return "", "", false, false
 	}
 	sum := sha256.Sum256([]byte(strings.TrimSpace(token)))
 	var name string
 	var role labctl.Role
+	var host bool
 	match := 0
 	for _, t := range s.tokens {
 		if subtle.ConstantTimeCompare(sum[:], t.sum[:]) == 1 {
-			name, role, match = t.name, t.role, 1
+			name, role, host, match = t.name, t.role, t.host, 1
 		}
 	}
-	return name, role, match == 1
+	return name, role, host, match == 1
 }
 
 // fail writes err as {"error": ...} with its status. Errors the API does

@@ -48,6 +48,12 @@ func (n consoleNodes) Node(name string) (*labctl.Node, error) {
 // AttachConsole attaches the caller to a node's console (see
 // console.Broker).
 func (d *Daemon) AttachConsole(ctx context.Context, name string, opts labctl.ConsoleOptions) (labctl.ConsoleAttachment, error) {
+	if _, p, ok, err := d.remote(name); ok {
+		if err != nil {
+			return nil, err
+		}
+		return p.AttachConsole(ctx, name, opts)
+	}
 	return d.consoles.AttachConsole(ctx, name, opts)
 }
 
@@ -58,6 +64,12 @@ func (d *Daemon) Consoles(ctx context.Context) ([]labctl.ConsoleInfo, error) {
 
 // Console reports one device's console.
 func (d *Daemon) Console(ctx context.Context, name string) (labctl.ConsoleInfo, error) {
+	if _, p, ok, err := d.remote(name); ok {
+		if err != nil {
+			return labctl.ConsoleInfo{}, err
+		}
+		return p.Console(ctx, name)
+	}
 	return d.consoles.Console(ctx, name)
 }
 

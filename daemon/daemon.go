@@ -77,6 +77,9 @@ type Config struct {
 	// Observers hear job starts and ends, device state changes, health
 	// checks and console drops (metrics, webhooks; see Observer).
 	Observers []Observer
+	// Host makes the daemon one host of a lab whose hosts share the
+	// store (see HostConfig); nil: the lab's only host.
+	Host *HostConfig
 }
 
 // Daemon is the lab daemon. Create it with New, run it with Serve; its
@@ -111,6 +114,9 @@ type Daemon struct {
 	dirty    map[string]bool // devices whose state the store has not seen yet
 
 	audits auditQueue // audit entries stored on the side
+
+	host *hostState // nil: the lab's only host
+	adds uint64     // jobs put in the queue so far (job.added)
 }
 
 // New loads the daemon's state from the store: queued jobs go back into
@@ -152,6 +158,27 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		dirty:      map[string]bool{},
 	}
 	d.consoles = newConsoles(d)
+	if cfg.Host != nil {
+		hs, ok := cfg.Store.(hostStore)
+		if !ok {
+			return nil, fmt.Errorf("daemon: host %s: the store %T cannot hold several hosts", cfg.Host.Name, cfg.Store)
+		}
+		h := *cfg.Host
+		if h.Name == "" {
+			return nil, errors.New("daemon: a host of a lab needs a name")
+		}
+		if h.Lease <= 0 {
+			h.Lease = 15 * time.Second
+		}
+		if h.Poll <= 0 {
+			h.Poll = time.Second
+		}
+		if h.Poll*2 > h.Lease {
+			return nil, fmt.Errorf("daemon: host %s: poll %s must be at most half the lease %s", h.Name, h.Poll, h.Lease)
+		}
+		hs.SetHost(h.Name)
+		d.host = &hostState{cfg: h, st: hs, peers: map[string]Peer{}, ignored: map[int64]bool{}}
+	}
 	if err := d.checkWritable(ctx); err != nil {
 		return nil, err
 	}
@@ -160,6 +187,11 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 	}
 	if err := d.loadReservations(ctx); err != nil {
 		return nil, err
+	}
+	if d.host != nil {
+		if err := d.joinLab(ctx); err != nil {
+			return nil, err
+		}
 	}
 	if err := d.recoverJobs(ctx); err != nil {
 		return nil, err
@@ -216,6 +248,12 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	}
 	d.serving = true
 	d.mu.Unlock()
+	if d.host != nil {
+		// Again, with the API's address, which is known now.
+		if err := d.joinLab(ctx); err != nil {
+			return err
+		}
+	}
 	stopJobs := context.AfterFunc(ctx, func() {
 		d.mu.Lock()
 		d.stopping = true
@@ -269,6 +307,13 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		defer wg.Done()
 		d.keepTime(ctx)
 	}()
+	if d.host != nil {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d.keepHost(ctx)
+		}()
+	}
 	d.log.Info("daemon serving", "devices", len(d.names))
 
 	<-ctx.Done()

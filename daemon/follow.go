@@ -24,6 +24,11 @@ const (
 
 // Follow streams a job's log, progress and end (labctl.Service).
 func (d *Daemon) Follow(ctx context.Context, id int64, opts labctl.FollowOptions, send func(labctl.Event) error) error {
+	if d.host != nil {
+		if elsewhere, err := d.followElsewhere(ctx, id, opts, send); elsewhere {
+			return err
+		}
+	}
 	path := filepath.Join(d.jobDir(id), "job.log")
 	offset := opts.Offset
 	var last labctl.JobProgress

@@ -31,6 +31,8 @@ type job struct {
 	avoid []string
 	// deadline is when it stops waiting in the queue (zero: never).
 	deadline time.Time
+	// added is Daemon.adds when it was last put in the queue.
+	added uint64
 
 	pmu      sync.Mutex
 	phase    string
@@ -113,6 +115,8 @@ func (d *Daemon) enqueueLocked(j *job) {
 	d.queue = append(d.queue, nil)
 	copy(d.queue[i+1:], d.queue[i:])
 	d.queue[i] = j
+	d.adds++
+	j.added = d.adds
 	d.wakeClock()
 }
 

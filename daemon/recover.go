@@ -28,6 +28,9 @@ func (d *Daemon) recoverJobs(ctx context.Context) error {
 		return fmt.Errorf("daemon: recover: %w", err)
 	}
 	for _, rec := range running {
+		if !d.ownedLocally(rec) {
+			continue // another host's
+		}
 		res := d.crashedResult(rec)
 		body, err := resultJSON(res)
 		if err != nil {
@@ -70,6 +73,10 @@ func (d *Daemon) recoverJobs(ctx context.Context) error {
 			}); ferr != nil {
 				return fmt.Errorf("daemon: load the queue: %w", ferr)
 			}
+			continue
+		}
+		if d.host != nil && !d.fitsHere(spec) {
+			d.host.ignored[rec.ID] = true // another host's devices take it
 			continue
 		}
 		j := d.newJob(rec, spec)

@@ -27,6 +27,12 @@ func (d *Daemon) Reserve(ctx context.Context, name string, req labctl.ReserveReq
 	defer func() {
 		d.audit(ctx, labctl.AuditEntry{Action: labctl.AuditReserve, Device: name, Detail: fmt.Sprintf("for %s: %s", req.For, req.Reason)}, err)
 	}()
+	if _, p, ok, err := d.remote(name); ok {
+		if err != nil {
+			return labctl.Device{}, err
+		}
+		return p.Reserve(ctx, name, req)
+	}
 	dev, err := d.device(name)
 	if err != nil {
 		return labctl.Device{}, err
@@ -83,6 +89,12 @@ func (d *Daemon) Reserve(ctx context.Context, name string, req labctl.ReserveReq
 // (labctl.Service).
 func (d *Daemon) Release(ctx context.Context, name string) (_ labctl.Device, err error) {
 	defer func() { d.audit(ctx, labctl.AuditEntry{Action: labctl.AuditRelease, Device: name}, err) }()
+	if _, p, ok, err := d.remote(name); ok {
+		if err != nil {
+			return labctl.Device{}, err
+		}
+		return p.Release(ctx, name)
+	}
 	dev, err := d.device(name)
 	if err != nil {
 		return labctl.Device{}, err

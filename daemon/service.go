@@ -72,6 +72,10 @@ func (d *Daemon) Submit(ctx context.Context, req labctl.SubmitRequest) (queued l
 	d.log.Info("job queued", "job", rec.ID, "name", rec.Name, "priority", rec.Priority, "by", rec.Submitter)
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if !d.fitsHere(spec) {
+		// Another host's devices take it: it learns of it from the store.
+		return d.viewLocked(j.rec, nil), nil
+	}
 	d.jobs[rec.ID] = j
 	d.enqueueLocked(j)
 	d.scheduleLocked()
@@ -101,8 +105,12 @@ func parseStored(rec store.Job) (*jobs.Job, error) {
 	return spec, err
 }
 
-// checkPlacement checks that the lab has a device the job can run on.
+// checkPlacement checks that the lab has a device the job can run on
+// (this host's, or another host's).
 func (d *Daemon) checkPlacement(spec *jobs.Job) error {
+	if d.fitsLab(spec) {
+		return nil
+	}
 	if spec.Device != "" {
 		if _, ok := d.devices[spec.Device]; !ok {
 			return fmt.Errorf("device: no device %q in lab %s", spec.Device, d.cfg.Lab.Name)
@@ -174,7 +182,7 @@ func (d *Daemon) Jobs(ctx context.Context, f labctl.JobFilter) ([]labctl.Job, er
 	}
 	recs, err := d.store.Jobs(ctx, store.JobFilter{States: f.States, Device: f.Device, Limit: f.Limit})
 	if err != nil {
-		return nil, err
+		return nil, storeErr(err)
 	}
 	out := make([]labctl.Job, 0, len(recs))
 	d.mu.Lock()
@@ -216,7 +224,7 @@ func (d *Daemon) viewLocked(rec store.Job, j *job) labctl.Job {
 	v := labctl.Job{
 		ID: rec.ID, Name: rec.Name, Device: rec.Device, DeviceType: rec.DeviceType, Tags: rec.Tags,
 		Priority: rec.Priority, Submitter: rec.Submitter, State: rec.State, Outcome: rec.Outcome, Reason: rec.Reason,
-		Submitted: rec.Submitted,
+		Submitted: rec.Submitted, Host: rec.Host,
 	}
 	if rec.RunDevice != "" {
 		v.Device = rec.RunDevice
@@ -281,6 +289,9 @@ func (d *Daemon) Cancel(ctx context.Context, id int64) (canceled labctl.Job, err
 		if rec.State == store.Finished {
 			return labctl.Job{}, fmt.Errorf("%w: job %d already ended %s", labctl.ErrBusy, id, rec.Outcome)
 		}
+		if d.host != nil {
+			return d.cancelElsewhere(ctx, rec)
+		}
 		return labctl.Job{}, fmt.Errorf("%w: job %d is %s but not known to this daemon", labctl.ErrBusy, id, rec.State)
 	}
 	if j.rec.Submitter != caller {
@@ -310,10 +321,17 @@ func (d *Daemon) Cancel(ctx context.Context, id int64) (canceled labctl.Job, err
 	return d.Job(ctx, id)
 }
 
-// JobLog opens the job's log.
+// JobLog opens the job's log (from the host that ran it).
 func (d *Daemon) JobLog(ctx context.Context, id int64) (io.ReadCloser, error) {
-	if _, err := d.store.Job(ctx, id); err != nil {
+	rec, err := d.store.Job(ctx, id)
+	if err != nil {
 		return nil, storeErr(err)
+	}
+	if p, ok, err := d.jobHost(rec); ok {
+		if err != nil {
+			return nil, err
+		}
+		return p.JobLog(ctx, id)
 	}
 	f, err := os.Open(filepath.Join(d.jobDir(id), "job.log"))
 	if errors.Is(err, os.ErrNotExist) {
@@ -334,6 +352,12 @@ func (d *Daemon) JUnit(ctx context.Context, id int64) ([]byte, error) {
 	if rec.State != store.Finished {
 		return nil, fmt.Errorf("%w: job %d is %s: no JUnit report yet", labctl.ErrBusy, id, rec.State)
 	}
+	if p, ok, err := d.jobHost(rec); ok {
+		if err != nil {
+			return nil, err
+		}
+		return p.JUnit(ctx, id)
+	}
 	b, err := os.ReadFile(filepath.Join(d.jobDir(id), results.JUnitFile))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("%w: job %d has no JUnit report", labctl.ErrNotFound, id)
@@ -347,20 +371,44 @@ func (d *Daemon) Devices(ctx context.Context) ([]labctl.Device, error) {
 	defer d.mu.Unlock()
 	out := make([]labctl.Device, 0, len(d.names))
 	for _, name := range d.names {
-		out = append(out, d.devices[name].viewLocked())
+		out = append(out, d.viewDeviceLocked(d.devices[name]))
 	}
+	d.mu.Unlock()
+	remote, err := d.remoteDevices(ctx)
+	d.mu.Lock()
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, remote...)
+	slices.SortFunc(out, func(a, b labctl.Device) int { return strings.Compare(a.Name, b.Name) })
 	return out, nil
+}
+
+// viewDeviceLocked is one of this host's devices for the API.
+func (d *Daemon) viewDeviceLocked(dev *device) labctl.Device {
+	v := dev.viewLocked()
+	if d.host != nil {
+		v.Host = d.host.cfg.Name
+	}
+	return v
 }
 
 // Device returns one device.
 func (d *Daemon) Device(ctx context.Context, name string) (labctl.Device, error) {
+	if _, p, ok, err := d.remote(name); ok {
+		if err != nil {
+			// Its host is down: what the store knows.
+			return d.remoteDevice(ctx, name, err)
+		}
+		return p.Device(ctx, name)
+	}
 	dev, err := d.device(name)
 	if err != nil {
 		return labctl.Device{}, err
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return dev.viewLocked(), nil
+	return d.viewDeviceLocked(dev), nil
 }
 
 func (d *Daemon) device(name string) (*device, error) {
@@ -376,6 +424,12 @@ func (d *Daemon) device(name string) (*device, error) {
 func (d *Daemon) Maintenance(ctx context.Context, name, reason string) (view labctl.Device, err error) {
 	asked := labctl.AuditEntry{Action: labctl.AuditMaintenance, Device: name, Detail: reason}
 	defer func() { d.audit(ctx, asked, err) }()
+	if _, p, ok, err := d.remote(name); ok {
+		if err != nil {
+			return labctl.Device{}, err
+		}
+		return p.Maintenance(ctx, name, reason)
+	}
 	dev, err := d.device(name)
 	if err != nil {
 		return labctl.Device{}, err
@@ -398,6 +452,12 @@ func (d *Daemon) Maintenance(ctx context.Context, name, reason string) (view lab
 // job is still running on it: the device is then free when the job ends).
 func (d *Daemon) Online(ctx context.Context, name string) (view labctl.Device, err error) {
 	defer func() { d.audit(ctx, labctl.AuditEntry{Action: labctl.AuditOnline, Device: name}, err) }()
+	if _, p, ok, err := d.remote(name); ok {
+		if err != nil {
+			return labctl.Device{}, err
+		}
+		return p.Online(ctx, name)
+	}
 	dev, err := d.device(name)
 	if err != nil {
 		return labctl.Device{}, err
@@ -420,6 +480,12 @@ func (d *Daemon) Online(ctx context.Context, name string) (view labctl.Device, e
 // and returns the device after it.
 func (d *Daemon) CheckHealth(ctx context.Context, name string) (view labctl.Device, err error) {
 	defer func() { d.audit(ctx, auditHealth(name, view), err) }()
+	if _, p, ok, err := d.remote(name); ok {
+		if err != nil {
+			return labctl.Device{}, err
+		}
+		return p.CheckHealth(ctx, name)
+	}
 	dev, err := d.device(name)
 	if err != nil {
 		return labctl.Device{}, err
@@ -447,6 +513,12 @@ func (d *Daemon) Power(ctx context.Context, name string, req labctl.PowerRequest
 	if req.Op != labctl.PowerStatus {
 		defer func() { d.audit(ctx, auditNode(labctl.AuditPower, name, req.Op, req.Force), err) }()
 	}
+	if _, p, ok, err := d.remote(name); ok {
+		if err != nil {
+			return labctl.PowerResponse{}, err
+		}
+		return p.Power(ctx, name, req)
+	}
 	dev, release, err := d.manual(name, req.Op == labctl.PowerStatus || req.Force)
 	if err != nil {
 		return labctl.PowerResponse{}, err
@@ -466,6 +538,12 @@ func (d *Daemon) Power(ctx context.Context, name string, req labctl.PowerRequest
 // SetBootDevice sets a node's next boot device, with the rules of Power.
 func (d *Daemon) SetBootDevice(ctx context.Context, name string, req labctl.BootdevRequest) (resp labctl.BootdevResponse, err error) {
 	defer func() { d.audit(ctx, auditNode(labctl.AuditBootdev, name, string(req.Device), req.Force), err) }()
+	if _, p, ok, err := d.remote(name); ok {
+		if err != nil {
+			return labctl.BootdevResponse{}, err
+		}
+		return p.SetBootDevice(ctx, name, req)
+	}
 	dev, release, err := d.manual(name, req.Force)
 	if err != nil {
 		return labctl.BootdevResponse{}, err
@@ -506,10 +584,14 @@ func (d *Daemon) manual(name string, allowed bool) (*device, func(), error) {
 	}, nil
 }
 
-// storeErr maps the store's errors to the API's.
+// storeErr maps the store's errors to the API's: a store that cannot
+// answer makes the daemon unavailable (503, with the reason).
 func storeErr(err error) error {
-	if errors.Is(err, store.ErrNotFound) {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
 		return fmt.Errorf("%w: %v", labctl.ErrNotFound, err)
+	case errors.Is(err, context.Canceled):
+		return err
 	}
-	return err
+	return fmt.Errorf("%w: the store cannot answer: %v", labctl.ErrUnavailable, err)
 }

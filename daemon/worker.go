@@ -33,7 +33,12 @@ func (d *Daemon) runJob(ctx context.Context, dev *device, j *job) {
 	}
 	started, err := d.claim(wctx, j, dev)
 	if err != nil {
-		d.log.Error("take job off the queue", "job", id, "device", dev.name, "err", err)
+		if errors.Is(err, store.ErrConflict) {
+			// Canceled meanwhile, or (several hosts) another host took it.
+			d.log.Info("job not taken off the queue: it changed", "job", id, "device", dev.name, "err", err)
+		} else {
+			d.log.Error("take job off the queue", "job", id, "device", dev.name, "err", err)
+		}
 		d.mu.Lock()
 		dev.job, j.dev, dev.busy = nil, nil, false
 		if errors.Is(err, store.ErrConflict) {
@@ -167,9 +172,11 @@ func (d *Daemon) jobEnded(dev *device, j *job, res *results.Job) {
 	delete(d.jobs, j.rec.ID)
 	dev.job, j.dev = nil, nil
 	why := fmt.Sprintf("job %d ended %s", j.rec.ID, j.rec.Outcome)
-	if res != nil && res.Outcome == string(labctl.Incomplete) && !d.stopping {
-		// Infrastructure error: the device proves itself before the next job.
-		dev.healthy, dev.healthReason = false, fmt.Sprintf("job %d ended incomplete: %s", j.rec.ID, res.Reason)
+	lost := errors.Is(context.Cause(j.ctx), errClaimLost)
+	if res != nil && (res.Outcome == string(labctl.Incomplete) || lost) && !d.stopping {
+		// Infrastructure error (or another host ended the job while this
+		// one was cut off): the device proves itself before the next job.
+		dev.healthy, dev.healthReason = false, fmt.Sprintf("job %d ended %s: %s", j.rec.ID, res.Outcome, res.Reason)
 		dev.recover = true
 		dev.check = &check{why: fmt.Sprintf("after incomplete job %d", j.rec.ID), recover: true, done: make(chan struct{})}
 	} else {

@@ -52,6 +52,9 @@ type Config struct {
 	Retention  Retention   `toml:"retention"`
 	Jobs       JobDefaults `toml:"jobs"`
 	Store      Store       `toml:"store"`
+	// Host is this daemon's place in a lab of several hosts (with a
+	// [store] url).
+	Host LabHost `toml:"host"`
 	// Webhooks get job ends and device state changes (see Webhook).
 	Webhooks []Webhook `toml:"webhooks"`
 	// Notify signs the events sent to jobs' notify URLs.
@@ -108,6 +111,78 @@ func CheckStoreURL(s string) error {
 		return fmt.Errorf("%s has no host: postgres://user@host:port/database?sslmode=...", u.Redacted())
 	}
 	return nil
+}
+
+// LabHost is one labctl serve of a lab whose hosts share a PostgreSQL
+// store ([store] url): each host owns the devices of its own lab file.
+type LabHost struct {
+	// Name is the host's name in the lab; default: the machine's host
+	// name (labctl serve --host overrides both).
+	Name string `toml:"name"`
+	// APIURL is how the other hosts reach this host's API,
+	// http(s)://host:port; default: [server] listen as seen from here.
+	APIURL string `toml:"api_url"`
+	// TokenFile or TokenEnv hold the lab-internal credential, the same
+	// on every host: the hosts forward to each other with it what only a
+	// device's own host can do (power, consoles, logs). Without it a host
+	// answers for its own devices only.
+	TokenFile string `toml:"token_file"`
+	TokenEnv  string `toml:"token_env"`
+	// Lease is how long a host counts as up after it last renewed
+	// (default 15s); it renews every Poll (default 1s). A host whose
+	// lease ran out is down, and its running jobs end incomplete.
+	Lease time.Duration `toml:"lease"`
+	Poll  time.Duration `toml:"poll"`
+}
+
+// Token reads the lab-internal credential; an empty Secret when none is
+// configured.
+func (h LabHost) Token() (Secret, error) {
+	if h.TokenFile == "" && h.TokenEnv == "" {
+		return Secret{}, nil
+	}
+	sec, err := readSecret(h.TokenFile, h.TokenEnv)
+	if err != nil {
+		return Secret{}, fmt.Errorf("host token: %w", err)
+	}
+	return sec, nil
+}
+
+func (h *LabHost) check(doc *tomlfile.Document, dir string, shared bool) {
+	if !shared && *h != (LabHost{}) {
+		doc.Problemf("host", "needs a [store] url: hosts of one lab share a PostgreSQL database")
+		return
+	}
+	if h.Name != "" && !tomlfile.ValidName(h.Name) {
+		doc.Problemf("host.name", "%q: %s", h.Name, tomlfile.NameRule)
+	}
+	if h.APIURL != "" {
+		if u, err := url.Parse(h.APIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			doc.Problemf("host.api_url", "%q: want http(s)://host:port, as the other hosts reach this one", h.APIURL)
+		}
+	}
+	switch {
+	case h.TokenFile != "" && h.TokenEnv != "":
+		doc.Problemf("host.token_env", "give either token_file or token_env, not both")
+	case h.TokenFile != "":
+		h.TokenFile = resolve(dir, h.TokenFile)
+		checkSecretFile(doc, "host.token_file", h.TokenFile)
+	case h.TokenEnv != "" && !validEnvName(h.TokenEnv):
+		doc.Problemf("host.token_env", "%q is not an environment variable name", h.TokenEnv)
+	}
+	if h.Lease < 0 || h.Poll < 0 {
+		doc.Problemf("host.lease", "lease and poll must not be negative")
+	}
+	lease, poll := h.Lease, h.Poll
+	if lease == 0 {
+		lease = 15 * time.Second
+	}
+	if poll == 0 {
+		poll = time.Second
+	}
+	if poll*2 > lease {
+		doc.Problemf("host.poll", "%s: give at most half the lease (%s)", poll, lease)
+	}
 }
 
 // LabHealth says when the daemon checks devices by itself.
@@ -503,6 +578,7 @@ func (l *Lab) validate(doc *tomlfile.Document) {
 		doc.Problemf("jobs.queue_timeout", "must not be negative (0 or absent: jobs wait as long as it takes)")
 	}
 	c.Store.check(doc, dir)
+	c.Host.check(doc, dir, c.Store.URL != "")
 	for i := range c.Server.Tokens {
 		t := &c.Server.Tokens[i]
 		key := fmt.Sprintf("server.tokens[%d]", i)

@@ -22,7 +22,8 @@ func TestSQLiteAddsAuditTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Exec("DROP TABLE audit; PRAGMA user_version = 1"); err != nil {
+	if _, err := db.Exec(`DROP TABLE audit; DROP TABLE hosts; DROP TABLE lab_devices; DROP INDEX jobs_claim;
+		ALTER TABLE jobs DROP COLUMN claim_host; ALTER TABLE jobs DROP COLUMN cleanup; PRAGMA user_version = 1`); err != nil {
 		t.Fatal(err)
 	}
 	db.Close()

@@ -18,7 +18,7 @@ var copyTables = []struct {
 	serial  bool // its key comes from a sequence, set past the copied rows
 }{
 	{"jobs", []string{"id", "name", "file", "dir", "spec", "device", "device_type", "tags", "priority", "submitter",
-		"state", "run_device", "outcome", "reason", "submitted", "started", "finished", "result"}, "id", true},
+		"state", "run_device", "outcome", "reason", "submitted", "started", "finished", "result", "claim_host", "cleanup"}, "id", true},
 	{"job_attempts", []string{"job", "first", "retry_of"}, "job", false},
 	{"devices", []string{"name", "state", "reason", "since", "maintenance", "maintenance_reason"}, "name", false},
 	{"reservations", []string{"device", "owner", "reason", "since", "until"}, "device", false},

@@ -9,7 +9,7 @@ import (
 
 // SchemaVersion is the version of the database schema this labctl makes
 // and reads: the number of migrations.
-const SchemaVersion = 3
+const SchemaVersion = 4
 
 // migration is one step of the schema, from version-1 to version, in
 // each backend's SQL. Both backends share the numbers: version N is the
@@ -168,6 +168,48 @@ CREATE TABLE audit (
 CREATE INDEX audit_at ON audit (at);
 CREATE INDEX audit_device ON audit (device, id);
 CREATE INDEX audit_who ON audit (who, id);`,
+	},
+	{
+		// Several hosts on one database: each host's lease, the lab's
+		// devices with the host that owns each, and on each job the host
+		// whose claim it runs under (checked by every later write) and
+		// whether that host must clean its node up when it comes back.
+		version: 4,
+		what:    "hosts, their leases and devices; job claims",
+		sqlite: `
+CREATE TABLE hosts (
+	name        TEXT PRIMARY KEY,
+	api         TEXT    NOT NULL,
+	started     INTEGER NOT NULL,
+	lease_until INTEGER NOT NULL
+);
+CREATE TABLE lab_devices (
+	name        TEXT PRIMARY KEY,
+	host        TEXT    NOT NULL,
+	device_type TEXT    NOT NULL,
+	tags        TEXT    NOT NULL
+);
+CREATE INDEX lab_devices_host ON lab_devices (host, name);
+ALTER TABLE jobs ADD COLUMN claim_host TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN cleanup INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX jobs_claim ON jobs (claim_host, state);`,
+		postgres: `
+CREATE TABLE hosts (
+	name        TEXT PRIMARY KEY,
+	api         TEXT   NOT NULL,
+	started     BIGINT NOT NULL,
+	lease_until BIGINT NOT NULL
+);
+CREATE TABLE lab_devices (
+	name        TEXT PRIMARY KEY,
+	host        TEXT   NOT NULL,
+	device_type TEXT   NOT NULL,
+	tags        TEXT   NOT NULL
+);
+CREATE INDEX lab_devices_host ON lab_devices (host, name);
+ALTER TABLE jobs ADD COLUMN claim_host TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN cleanup INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX jobs_claim ON jobs (claim_host, state);`,
 	},
 }
 

@@ -33,7 +33,11 @@ import (
 type Postgres struct {
 	sqlDB
 	where string // the URL without password, for messages
+	cfg   *pgx.ConnConfig
 }
+
+// queueChannel is the NOTIFY channel of changes of the queue.
+const queueChannel = "labctl_queue"
 
 // writeTimeout bounds one write transaction, which runs to its end even
 // when the caller stops waiting (as with SQLite's writer).
@@ -66,7 +70,8 @@ func OpenPostgres(ctx context.Context, rawURL, password string) (*Postgres, erro
 	db.SetMaxOpenConns(16)
 	db.SetMaxIdleConns(8)
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	p := &Postgres{sqlDB: sqlDB{db: db}, where: where}
+	p := &Postgres{sqlDB: sqlDB{db: db, lockRow: " FOR UPDATE SKIP LOCKED",
+		queueChanged: `SELECT pg_notify('` + queueChannel + `', '')`}, where: where, cfg: cfg}
 	p.sqlDB.write = p.write
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
@@ -246,3 +251,31 @@ func (p *Postgres) CheckWrite(ctx context.Context) error {
 
 // Close closes the database's connections.
 func (p *Postgres) Close() error { return p.db.Close() }
+
+// WatchQueue calls changed whenever a job is queued, or canceled while
+// queued, by any host, until ctx ends: it LISTENs on a connection of its
+// own. After the connection was lost it connects again (backing off up
+// to 5 s) and calls changed once, for what it may have missed meanwhile.
+func (p *Postgres) WatchQueue(ctx context.Context, changed func()) {
+	wait := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		conn, err := pgx.ConnectConfig(ctx, p.cfg)
+		if err == nil {
+			if _, err = conn.Exec(ctx, "LISTEN "+queueChannel); err == nil {
+				wait = 100 * time.Millisecond
+				changed()
+				for err == nil {
+					if _, err = conn.WaitForNotification(ctx); err == nil {
+						changed()
+					}
+				}
+			}
+			conn.Close(context.WithoutCancel(ctx))
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}

@@ -21,10 +21,29 @@ import (
 type sqlDB struct {
 	db    *sql.DB
 	write func(ctx context.Context, fn func(tx *sql.Tx) error) error
+	// lockRow ends the subquery that picks the job a claim takes: FOR
+	// UPDATE SKIP LOCKED on PostgreSQL, nothing on SQLite (one writer).
+	lockRow string
+	// host is the host whose claims this store makes ("" for a lab of
+	// one host); see SetHost.
+	host string
+	// queueChanged, if set, runs in the transaction of each change of
+	// the queue (a job queued, or canceled while queued): PostgreSQL's
+	// NOTIFY, which other hosts hear when it commits (WatchQueue).
+	queueChanged string
+}
+
+// notifyQueue tells other hosts, when tx commits, that the queue changed.
+func (s *sqlDB) notifyQueue(tx *sql.Tx) error {
+	if s.queueChanged == "" {
+		return nil
+	}
+	_, err := tx.Exec(s.queueChanged)
+	return err
 }
 
 const jobColumns = `id, name, file, dir, spec, device, device_type, tags, priority, submitter,
-	state, run_device, outcome, reason, submitted, started, finished, result`
+	state, run_device, outcome, reason, submitted, started, finished, result, claim_host`
 
 // CreateJob adds j to the queue and returns it with its ID, state queued
 // and j.Submitted (now if zero).
@@ -39,11 +58,14 @@ func (s *sqlDB) CreateJob(ctx context.Context, j Job) (Job, error) {
 	j.State, j.RunDevice, j.Outcome, j.Reason = Queued, "", "", ""
 	j.Started, j.Finished, j.Result = time.Time{}, time.Time{}, nil
 	err = s.write(ctx, func(tx *sql.Tx) error {
-		return tx.QueryRow(`INSERT INTO jobs
+		if err := tx.QueryRow(`INSERT INTO jobs
 			(name, file, dir, spec, device, device_type, tags, priority, submitter, state, submitted)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id`,
 			j.Name, j.File, j.Dir, j.Spec, j.Device, j.DeviceType, string(tags), j.Priority, j.Submitter,
-			Queued, nanos(j.Submitted)).Scan(&j.ID)
+			Queued, nanos(j.Submitted)).Scan(&j.ID); err != nil {
+			return err
+		}
+		return s.notifyQueue(tx)
 	})
 	if err != nil {
 		return Job{}, fmt.Errorf("store job %s: %w", j.Name, err)
@@ -112,24 +134,50 @@ func (s *sqlDB) Jobs(ctx context.Context, f JobFilter) ([]Job, error) {
 }
 
 // ClaimJob takes a queued job off the queue for device: it is then
-// running. It returns ErrConflict if the job is not queued (any more), and
-// ErrNotFound if there is no such job. This one statement is what keeps a
-// job from running twice.
+// running, under the claim of this store's host (SetHost). It returns
+// ErrConflict if the job is not queued (any more) or another host is
+// taking it at this moment, ErrNotFound if there is no such job, and
+// ErrLeaseExpired if this store's host's lease has run out (it takes no
+// work until it has renewed it). This one statement is what keeps a job
+// from running twice: the subquery takes the job's row lock, skipping a
+// row another host holds, and the UPDATE changes it only while queued.
 func (s *sqlDB) ClaimJob(ctx context.Context, id int64, device string, at time.Time) error {
 	return s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.Exec(`UPDATE jobs SET state = $1, run_device = $2, started = $3
-			WHERE id = $4 AND state = $5`, Running, device, nanos(at), id, Queued)
+		if s.host != "" {
+			if err := leaseHeld(tx, s.host, at); err != nil {
+				return fmt.Errorf("claim job %d: %w", id, err)
+			}
+		}
+		res, err := tx.Exec(`UPDATE jobs SET state = $1, run_device = $2, started = $3, claim_host = $4, cleanup = 0
+			WHERE id = (SELECT id FROM jobs WHERE id = $5 AND state = $6`+s.lockRow+`) AND state = $6`,
+			Running, device, nanos(at), s.host, id, Queued)
 		return changed(tx, res, err, id, "claim")
 	})
 }
 
 // FinishJob ends a job that is in state from (Queued: canceled before it
-// ran; Running: it ran). ErrConflict if it is in another state.
+// ran; Running: it ran, and then under this store's host's claim).
+// ErrConflict if it is in another state, or runs under another host's
+// claim (this host lost it: its lease ran out and another host ended the
+// job).
 func (s *sqlDB) FinishJob(ctx context.Context, id int64, from string, f Finish) error {
 	return s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.Exec(`UPDATE jobs SET state = $1, outcome = $2, reason = $3, finished = $4, result = $5
-			WHERE id = $6 AND state = $7`, Finished, f.Outcome, f.Reason, nanos(f.At), f.Result, id, from)
-		return changed(tx, res, err, id, "finish")
+		q := `UPDATE jobs SET state = $1, outcome = $2, reason = $3, finished = $4, result = $5
+			WHERE id = $6 AND state = $7`
+		args := []any{Finished, f.Outcome, f.Reason, nanos(f.At), f.Result, id, from}
+		if from == Running {
+			// A job claimed before the lab had hosts has no claim host.
+			q += ` AND claim_host IN ($8, '')`
+			args = append(args, s.host)
+		}
+		res, err := tx.Exec(q, args...)
+		if err := changed(tx, res, err, id, "finish"); err != nil {
+			return err
+		}
+		if from == Queued {
+			return s.notifyQueue(tx)
+		}
+		return nil
 	})
 }
 
@@ -145,13 +193,19 @@ func changed(tx *sql.Tx, res sql.Result, err error, id int64, what string) error
 	if n == 1 {
 		return nil
 	}
-	var state string
-	err = tx.QueryRow(`SELECT state FROM jobs WHERE id = $1`, id).Scan(&state)
+	var state, host string
+	err = tx.QueryRow(`SELECT state, claim_host FROM jobs WHERE id = $1`, id).Scan(&state, &host)
 	if errors.Is(err, sql.ErrNoRows) {
 		return fmt.Errorf("%s job %d: %w", what, id, ErrNotFound)
 	}
 	if err != nil {
 		return fmt.Errorf("%s job %d: %w", what, id, err)
+	}
+	switch {
+	case state == Queued && what == "claim":
+		return fmt.Errorf("%s job %d: another host is taking it: %w", what, id, ErrConflict)
+	case state == Running && host != "":
+		return fmt.Errorf("%s job %d: it runs under host %s's claim: %w", what, id, host, ErrConflict)
 	}
 	return fmt.Errorf("%s job %d: it is %s: %w", what, id, state, ErrConflict)
 }
@@ -210,7 +264,7 @@ func scanJob(row scanner) (Job, error) {
 	var tags string
 	var submitted, started, finished int64
 	if err := row.Scan(&j.ID, &j.Name, &j.File, &j.Dir, &j.Spec, &j.Device, &j.DeviceType, &tags, &j.Priority,
-		&j.Submitter, &j.State, &j.RunDevice, &j.Outcome, &j.Reason, &submitted, &started, &finished, &j.Result); err != nil {
+		&j.Submitter, &j.State, &j.RunDevice, &j.Outcome, &j.Reason, &submitted, &started, &finished, &j.Result, &j.Host); err != nil {
 		return Job{}, err
 	}
 	if err := json.Unmarshal([]byte(tags), &j.Tags); err != nil {
@@ -302,7 +356,7 @@ func (s *sqlDB) RetryJob(ctx context.Context, of int64, j Job) (Job, error) {
 		if _, err := tx.Exec(`INSERT INTO job_attempts (job, first, retry_of) VALUES ($1, $2, $3)`, j.ID, first, of); err != nil {
 			return fmt.Errorf("retry job %d: %w", of, err)
 		}
-		return nil
+		return s.notifyQueue(tx)
 	})
 	if err != nil {
 		return Job{}, err
@@ -410,8 +464,14 @@ func (s *sqlDB) DeleteFinishedJobs(ctx context.Context, before time.Time, keep, 
 	if keep > 0 {
 		which = append(which, "id NOT IN (SELECT id FROM jobs WHERE state = $1 ORDER BY id DESC LIMIT "+arg(keep)+")")
 	}
+	mine := ""
+	if s.host != "" {
+		// Several hosts: each removes the jobs it ran (their directories
+		// are in its state directory), and those that never ran.
+		mine = " AND claim_host IN (" + arg(s.host) + ", '')"
+	}
 	q := `DELETE FROM jobs WHERE id IN (
-		SELECT id FROM jobs WHERE state = $1 AND (` + strings.Join(which, " OR ") + `) ORDER BY id`
+		SELECT id FROM jobs WHERE state = $1` + mine + ` AND (` + strings.Join(which, " OR ") + `) ORDER BY id`
 	if limit > 0 {
 		q += " LIMIT " + arg(limit)
 	}

@@ -70,7 +70,9 @@ type Store interface {
 	// finished before before (unless it is zero) and those beyond the
 	// newest keep finished jobs (unless keep is 0); at most limit of them
 	// (unless limit is 0). It returns the IDs it removed. Queued and
-	// running jobs are never removed.
+	// running jobs are never removed. A store of one of several hosts
+	// (Hosts.SetHost) removes only the jobs that host ran and those
+	// that never ran.
 	DeleteFinishedJobs(ctx context.Context, before time.Time, keep, limit int) ([]int64, error)
 }
 
@@ -119,6 +121,9 @@ type Job struct {
 	State      string // Queued, Running, Finished
 	// RunDevice is the device the job runs or ran on.
 	RunDevice string
+	// Host is the host whose claim the job runs or ran under (empty in a
+	// lab of one host).
+	Host string
 	// Outcome and Reason are set when the job is finished.
 	Outcome string
 	Reason  string

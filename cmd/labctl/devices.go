@@ -4,11 +4,13 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/devices"
 	"github.com/labctl/labctl/lab"
 )
@@ -81,8 +83,16 @@ func runDevices(ctx context.Context, opts devicesOptions, env *appEnv) error {
 		return printJSON(env.stdout, list)
 	}
 	tw := table(env.stdout)
+	// A lab of several hosts shows which host owns each device.
+	hosts := slices.ContainsFunc(list, func(d labctl.Device) bool { return d.Host != "" })
+	if hosts {
+		fmt.Fprint(tw, "HOST\t")
+	}
 	fmt.Fprintln(tw, "NAME\tTYPE\tSTATE\tSINCE\tJOB\tRESERVED\tREASON")
 	for _, d := range list {
+		if hosts {
+			fmt.Fprintf(tw, "%s\t", firstOf(d.Host, "-"))
+		}
 		job := "-"
 		if d.Job != 0 {
 			job = fmt.Sprint(d.Job)

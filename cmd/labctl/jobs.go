@@ -92,6 +92,9 @@ func runJobs(ctx context.Context, opts jobsOptions, env *appEnv) error {
 				device += "[" + strings.Join(j.Tags, ",") + "]"
 			}
 		}
+		if j.Host != "" {
+			device += "@" + j.Host // a lab of several hosts: where it ran
+		}
 		wait, took := "-", "-"
 		if j.Started != nil {
 			wait = since(j.Submitted, j.Started)

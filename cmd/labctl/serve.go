@@ -16,6 +16,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/api"
 	"github.com/labctl/labctl/daemon"
 	"github.com/labctl/labctl/devices"
@@ -27,6 +28,7 @@ import (
 type serveOptions struct {
 	lab    string
 	listen string // overrides [server] listen
+	host   string // overrides [host] name
 }
 
 func newServeCommand(env *appEnv) *cli.Command {
@@ -88,7 +90,12 @@ A PostgreSQL store instead of labctl.db (labctl store copy moves one):
   url = "postgres://labctl@db:5432/labctl?sslmode=verify-full"
   password_file = "pg.password"   # or password_env; never in the URL
 The daemon does not start if it cannot reach it, or if a newer labctl
-has migrated it.
+has migrated it. Several hosts, one per rack, may share that database:
+each owns the devices of its own lab file, the queue is the lab's, and
+any host answers for the whole lab (see the README; [host] name or
+--host names this one, [host] token_file the lab-internal credential
+the hosts forward to each other with, [host] lease how long a silent
+host stays up: after it, its running jobs end incomplete).
 
 Tokens and roles: each [[server.tokens]] has a name (the submitter of its
 jobs, the viewer on a console), a token_file or token_env, and a role:
@@ -122,6 +129,7 @@ EXIT STATUS:
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "lab", Usage: "the lab `FILE`", EnvVars: []string{"LABCTL_LAB"}, TakesFile: true, Required: true},
 			&cli.StringFlag{Name: "listen", Usage: "API listen `ADDRESS` host:port (default: the lab's [server] listen)"},
+			&cli.StringFlag{Name: "host", Usage: "this host's `NAME` in a lab of several hosts (default: [host] name, else the machine's name)"},
 		},
 		Action: func(c *cli.Context) error {
 			args, err := commandArgs(c)
@@ -131,7 +139,7 @@ EXIT STATUS:
 			if len(args) > 0 {
 				return usageErrorf("serve: unexpected argument %q (see labctl serve --help)", args[0])
 			}
-			return runServe(c.Context, serveOptions{lab: c.String("lab"), listen: c.String("listen")}, env)
+			return runServe(c.Context, serveOptions{lab: c.String("lab"), listen: c.String("listen"), host: c.String("host")}, env)
 		},
 	}
 }
@@ -151,6 +159,13 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 	tokens, err := apiTokens(cfg)
 	if err != nil {
 		return err
+	}
+	host, hostToken, err := hostConfig(cfg, opts)
+	if err != nil {
+		return err
+	}
+	if hostToken != "" {
+		tokens = append(tokens, api.Token{Name: hostTokenName, Secret: hostToken, Role: labctl.RoleAdmin, Host: true})
 	}
 	// A shared database is opened first, so that a wrong URL or an
 	// unreachable server stops the daemon before it writes anything; the
@@ -190,7 +205,7 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 		boot.Close()
 		return err
 	}
-	d, err := daemon.New(ctx, daemon.Config{Lab: cfg, Nodes: l, Store: st, Log: log, Observers: obs.list()})
+	d, err := daemon.New(ctx, daemon.Config{Lab: cfg, Nodes: l, Store: st, Log: log, Observers: obs.list(), Host: host})
 	if err != nil {
 		boot.Close()
 		return err
@@ -211,8 +226,14 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 	if tlsConfig != nil {
 		scheme = "https"
 	}
+	if host != nil && cfg.Host.APIURL == "" {
+		d.SetHostAPI(scheme + "://" + reachableAddr(srv.Addr()))
+	}
 	fmt.Fprintf(env.stderr, "labctl serve: lab %s, %d devices, API %s://%s, boot server tftp %s http %s, state %s\n",
 		cfg.Name, len(cfg.Devices), scheme, addr, boot.TFTPAddr(), boot.HTTPAddr(), cfg.StateDir)
+	if host != nil {
+		fmt.Fprintf(env.stderr, "labctl serve: host %s of lab %s (store %s, lease %s)\n", host.Name, cfg.Name, redactedURL(cfg.Store.URL), cfg.Host.Lease)
+	}
 	switch {
 	case tlsConfig != nil:
 		fmt.Fprintf(env.stderr, "labctl serve: TLS certificate %s (clients: --pin %s, or --ca-file with the certificate)\n", fingerprint, fingerprint)

@@ -47,6 +47,8 @@ type Server struct {
 	Port int
 	User string // the superuser, without password (trust on loopback)
 	dir  string
+	data string
+	cred *syscall.Credential
 	bin  string
 	cmd  *exec.Cmd
 	exit chan struct{} // closed when the server process ended
@@ -145,6 +147,10 @@ func Start() (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := os.WriteFile(filepath.Join(dir, "owner"), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
 	s := &Server{Host: "127.0.0.1", User: "postgres", dir: dir, bin: bin, log: filepath.Join(dir, "server.log")}
 	cred, err := s.credential()
 	if err != nil {
@@ -164,8 +170,9 @@ func Start() (*Server, error) {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("initdb: %v\n%s", err, out)
 	}
+	s.data, s.cred = data, cred
 	for try := 0; ; try++ {
-		err = s.start(cred, data)
+		err = s.start(cred, data, 0)
 		if err == nil {
 			return s, nil
 		}
@@ -192,11 +199,20 @@ func othersCanEnter(dir string) bool {
 
 // removeStale removes the directories of servers whose test binary died
 // without stopping them (a panic: the server died with it): those whose
-// server's pid file names no process, and those without one (initdb
-// never finished) once they are an hour old.
+// owner file names a test binary that is gone; without an owner file,
+// those whose server's pid file names no process, and those without one
+// (initdb never finished) once they are an hour old. A directory whose
+// test binary lives is never touched (initdb's own processes come and go
+// while it runs).
 func removeStale(parent string) {
 	dirs, _ := filepath.Glob(filepath.Join(parent, "labctl-pgtest-*"))
 	for _, dir := range dirs {
+		if b, err := os.ReadFile(filepath.Join(dir, "owner")); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && syscall.Kill(pid, 0) == syscall.ESRCH {
+				os.RemoveAll(dir)
+			}
+			continue
+		}
 		b, err := os.ReadFile(filepath.Join(dir, "data", "postmaster.pid"))
 		if err != nil {
 			if fi, err := os.Stat(dir); err == nil && time.Since(fi.ModTime()) > time.Hour {
@@ -234,12 +250,15 @@ func (s *Server) command(cred *syscall.Credential, name string, args ...string) 
 	return cmd
 }
 
-// start runs the server on a free port and waits until it takes
-// connections.
-func (s *Server) start(cred *syscall.Credential, data string) error {
-	port, err := freePort()
-	if err != nil {
-		return err
+// start runs the server on port (0: a free one) and waits until it
+// takes connections.
+func (s *Server) start(cred *syscall.Credential, data string, port int) error {
+	if port == 0 {
+		p, err := freePort()
+		if err != nil {
+			return err
+		}
+		port = p
 	}
 	logf, err := os.OpenFile(s.log, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -327,6 +346,21 @@ func (s *Server) Exec(query string, args ...any) error {
 	_, err = db.Exec(query, args...)
 	return err
 }
+
+// Pause stops the server (fast shutdown: connections are ended) and
+// keeps its data: Resume starts it again on the same port. For tests of
+// a database that goes away.
+func (s *Server) Pause() {
+	s.kill()
+}
+
+// Resume starts a paused server again, on its port, with its data.
+func (s *Server) Resume() error {
+	return s.start(s.cred, s.data, s.Port)
+}
+
+// URLOf returns the URL of database db on the server.
+func (s *Server) URLOf(db string) string { return s.url(db) }
 
 // Stop stops the server (fast shutdown: connections are ended) and
 // removes its directory.

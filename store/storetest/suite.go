@@ -40,6 +40,11 @@ func Run(t *testing.T, newDB Opener) {
 		{"Audit", testAudit},
 		{"CheckWrite", testCheckWrite},
 		{"DeleteFinished", testDeleteFinished},
+		{"HostsRegister", testHostsRegister},
+		{"HostsClaim", testHostsClaim},
+		{"HostsLost", testHostsLost},
+		{"HostsClaimRace", testHostsClaimRace},
+		{"HostsRetention", testHostsRetention},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.fn(t, newDB(t)) })

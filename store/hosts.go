@@ -1,0 +1,301 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// A lab may have several hosts (one `labctl serve` per rack) on one
+// PostgreSQL database. Each host registers itself and the devices of its
+// own lab file, and holds a lease that it renews; the queue is the jobs
+// table, shared. A host claims a job only for one of its own devices and
+// only while its lease holds; the job then runs under that host's claim
+// (jobs.claim_host), which every later write of the job checks. A host
+// whose lease ran out is lost: one surviving host ends its running jobs
+// (EndLostJobs, one guarded UPDATE, so exactly once) and marks them for
+// cleanup, which the lost host does when it comes back (TakeCleanups)
+// before it claims anything. A host that only lost touch with the
+// database (a network split) finds, when it renews, that its claims are
+// gone, and stops those jobs: a write under a lost claim is refused.
+
+// Host is one host of a lab, as registered.
+type Host struct {
+	Name string
+	// API is the address of the host's API (scheme://host:port), where
+	// the other hosts reach it.
+	API        string
+	Started    time.Time
+	LeaseUntil time.Time
+}
+
+// LabDevice is a device of the lab and the host that owns it.
+type LabDevice struct {
+	Name       string
+	Host       string
+	DeviceType string
+	Tags       []string
+}
+
+// Errors of the hosts' methods.
+var (
+	// ErrDeviceTaken: a device another host has registered.
+	ErrDeviceTaken = errors.New("device registered by another host")
+	// ErrLeaseExpired: the host's lease has run out (or it never
+	// registered): it may claim nothing until it renews.
+	ErrLeaseExpired = errors.New("the host's lease has expired")
+)
+
+// Hosts is what the daemons of a lab with several hosts keep in their
+// shared database. SQLite and PostgreSQL both implement it (a lab of one
+// host on SQLite uses none of it).
+type Hosts interface {
+	// SetHost makes name the host whose claims this store makes.
+	// Called before any use.
+	SetHost(name string)
+	// RegisterHost records host h (lease until h.LeaseUntil) and that
+	// it owns devs, in one transaction: devices it registered before and
+	// owns no more are dropped. A device another host registered is
+	// refused (ErrDeviceTaken, naming both hosts) and nothing is written.
+	RegisterHost(ctx context.Context, h Host, devs []LabDevice) error
+	// RenewLease moves this store's host's lease to until; it returns
+	// ErrLeaseExpired, and leaves the lease, if it had run out before
+	// now and another host has ended jobs under its claims since (they
+	// were lost: the host must stop them and register again), and
+	// ErrNotFound if the host is not registered.
+	RenewLease(ctx context.Context, now, until time.Time) error
+	// Hosts lists the lab's hosts, by name.
+	Hosts(ctx context.Context) ([]Host, error)
+	// LabDevices lists every host's devices, by name.
+	LabDevices(ctx context.Context) ([]LabDevice, error)
+	// EndLostJobs ends incomplete the running jobs of every other host
+	// whose lease ran out before now, with the reason "host NAME lost:
+	// ...", and marks them for their host's cleanup. It returns the jobs
+	// it ended: of several hosts that call it at once, each job is ended
+	// by one.
+	EndLostJobs(ctx context.Context, now time.Time) ([]Job, error)
+	// TakeCleanups returns the jobs other hosts ended under this store's
+	// host's claims (see EndLostJobs) and clears their marks: their
+	// nodes are to be powered off and given their local boot entries.
+	TakeCleanups(ctx context.Context) ([]Job, error)
+}
+
+var _ Hosts = (*sqlDB)(nil)
+
+// SetHost makes name the host of the store's claims.
+func (s *sqlDB) SetHost(name string) { s.host = name }
+
+// RegisterHost records the host and its devices.
+func (s *sqlDB) RegisterHost(ctx context.Context, h Host, devs []LabDevice) error {
+	if h.Name == "" {
+		return errors.New("register host: no host name")
+	}
+	devs = slices.SortedFunc(slices.Values(devs), func(a, b LabDevice) int { return strings.Compare(a.Name, b.Name) })
+	return s.write(ctx, func(tx *sql.Tx) error {
+		// Lock the hosts' rows in name order (PostgreSQL): two hosts
+		// registering the same device at once see each other's rows.
+		if _, err := tx.Exec(`INSERT INTO hosts (name, api, started, lease_until) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (name) DO UPDATE SET api = excluded.api, started = excluded.started, lease_until = excluded.lease_until`,
+			h.Name, h.API, nanos(h.Started), nanos(h.LeaseUntil)); err != nil {
+			return fmt.Errorf("register host %s: %w", h.Name, err)
+		}
+		var taken []string
+		for _, d := range devs {
+			tags, err := json.Marshal(nonNil(d.Tags))
+			if err != nil {
+				return err
+			}
+			var owner string
+			err = tx.QueryRow(`INSERT INTO lab_devices (name, host, device_type, tags) VALUES ($1, $2, $3, $4)
+				ON CONFLICT (name) DO UPDATE SET device_type = excluded.device_type, tags = excluded.tags
+					WHERE lab_devices.host = excluded.host
+				RETURNING host`, d.Name, h.Name, d.DeviceType, string(tags)).Scan(&owner)
+			if errors.Is(err, sql.ErrNoRows) {
+				if err := tx.QueryRow(`SELECT host FROM lab_devices WHERE name = $1`, d.Name).Scan(&owner); err != nil {
+					return fmt.Errorf("register host %s: device %s: %w", h.Name, d.Name, err)
+				}
+				taken = append(taken, fmt.Sprintf("device %s is host %s's, and host %s claims it too", d.Name, owner, h.Name))
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("register host %s: device %s: %w", h.Name, d.Name, err)
+			}
+		}
+		if len(taken) > 0 {
+			return fmt.Errorf("%w: %s (a device belongs to one host: take it out of one lab file, and restart that host first if it is the one giving it up)",
+				ErrDeviceTaken, strings.Join(taken, "; "))
+		}
+		names := make([]any, 0, len(devs)+1)
+		names = append(names, h.Name)
+		var ph []string
+		for i, d := range devs {
+			names = append(names, d.Name)
+			ph = append(ph, fmt.Sprintf("$%d", i+2))
+		}
+		q := `DELETE FROM lab_devices WHERE host = $1`
+		if len(ph) > 0 {
+			q += ` AND name NOT IN (` + strings.Join(ph, ", ") + `)`
+		}
+		if _, err := tx.Exec(q, names...); err != nil {
+			return fmt.Errorf("register host %s: %w", h.Name, err)
+		}
+		return nil
+	})
+}
+
+// RenewLease moves the host's lease.
+func (s *sqlDB) RenewLease(ctx context.Context, now, until time.Time) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		var lease int64
+		err := tx.QueryRow(`SELECT lease_until FROM hosts WHERE name = $1`, s.host).Scan(&lease)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("renew the lease of host %s: %w", s.host, ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("renew the lease of host %s: %w", s.host, err)
+		}
+		if lease < nanos(now) {
+			var lost int
+			if err := tx.QueryRow(`SELECT COUNT(*) FROM jobs WHERE claim_host = $1 AND cleanup = 1`, s.host).Scan(&lost); err != nil {
+				return fmt.Errorf("renew the lease of host %s: %w", s.host, err)
+			}
+			if lost > 0 {
+				return fmt.Errorf("renew the lease of host %s: it ran out at %s and other hosts ended %d of its jobs: %w",
+					s.host, fromNanos(lease).UTC().Format(time.RFC3339Nano), lost, ErrLeaseExpired)
+			}
+		}
+		if _, err := tx.Exec(`UPDATE hosts SET lease_until = $1 WHERE name = $2`, nanos(until), s.host); err != nil {
+			return fmt.Errorf("renew the lease of host %s: %w", s.host, err)
+		}
+		return nil
+	})
+}
+
+// leaseHeld says whether host's lease holds at at.
+func leaseHeld(tx *sql.Tx, host string, at time.Time) error {
+	var lease int64
+	err := tx.QueryRow(`SELECT lease_until FROM hosts WHERE name = $1`, host).Scan(&lease)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("host %s is not registered: %w", host, ErrLeaseExpired)
+	}
+	if err != nil {
+		return err
+	}
+	if lease < nanos(at) {
+		return fmt.Errorf("host %s's lease ran out at %s: %w", host, fromNanos(lease).UTC().Format(time.RFC3339Nano), ErrLeaseExpired)
+	}
+	return nil
+}
+
+// Hosts lists the hosts.
+func (s *sqlDB) Hosts(ctx context.Context) ([]Host, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT name, api, started, lease_until FROM hosts ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list hosts: %w", err)
+	}
+	defer rows.Close()
+	var out []Host
+	for rows.Next() {
+		var h Host
+		var started, lease int64
+		if err := rows.Scan(&h.Name, &h.API, &started, &lease); err != nil {
+			return nil, fmt.Errorf("list hosts: %w", err)
+		}
+		h.Started, h.LeaseUntil = fromNanos(started), fromNanos(lease)
+		out = append(out, h)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list hosts: %w", err)
+	}
+	return out, nil
+}
+
+// LabDevices lists every host's devices.
+func (s *sqlDB) LabDevices(ctx context.Context) ([]LabDevice, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT name, host, device_type, tags FROM lab_devices ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("list the lab's devices: %w", err)
+	}
+	defer rows.Close()
+	var out []LabDevice
+	for rows.Next() {
+		var d LabDevice
+		var tags string
+		if err := rows.Scan(&d.Name, &d.Host, &d.DeviceType, &tags); err != nil {
+			return nil, fmt.Errorf("list the lab's devices: %w", err)
+		}
+		if err := json.Unmarshal([]byte(tags), &d.Tags); err != nil {
+			return nil, fmt.Errorf("device %s: tags: %w", d.Name, err)
+		}
+		if len(d.Tags) == 0 {
+			d.Tags = nil
+		}
+		out = append(out, d)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list the lab's devices: %w", err)
+	}
+	return out, nil
+}
+
+// EndLostJobs ends the running jobs of lost hosts, each once.
+func (s *sqlDB) EndLostJobs(ctx context.Context, now time.Time) ([]Job, error) {
+	var out []Job
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		out = out[:0]
+		rows, err := tx.Query(`UPDATE jobs SET state = $1, outcome = 'incomplete',
+				reason = 'host ' || claim_host || ' lost: its lease ran out while the job ran', finished = $2, cleanup = 1
+			WHERE state = $3 AND claim_host <> '' AND claim_host <> $4
+				AND claim_host IN (SELECT name FROM hosts WHERE lease_until < $2)
+			RETURNING `+jobColumns, Finished, nanos(now), Running, s.host)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			j, err := scanJob(rows)
+			if err != nil {
+				return err
+			}
+			out = append(out, j)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("end the jobs of lost hosts: %w", err)
+	}
+	slices.SortFunc(out, func(a, b Job) int { return int(a.ID - b.ID) })
+	return out, nil
+}
+
+// TakeCleanups returns and unmarks the jobs other hosts ended under this
+// host's claims.
+func (s *sqlDB) TakeCleanups(ctx context.Context) ([]Job, error) {
+	var out []Job
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		out = out[:0]
+		rows, err := tx.Query(`UPDATE jobs SET cleanup = 0 WHERE cleanup = 1 AND claim_host = $1 RETURNING `+jobColumns, s.host)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			j, err := scanJob(rows)
+			if err != nil {
+				return err
+			}
+			out = append(out, j)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("jobs to clean up after: %w", err)
+	}
+	slices.SortFunc(out, func(a, b Job) int { return int(a.ID - b.ID) })
+	return out, nil
+}
