@@ -52,6 +52,9 @@ type Job struct {
 	Submitted time.Time  `json:"submitted"`
 	Started   *time.Time `json:"started,omitempty"`
 	Finished  *time.Time `json:"finished,omitempty"`
+	// Position is a queued job's place in the queue (1: next to run); the
+	// queued job's Reason says why it waits.
+	Position int `json:"position,omitempty"`
 	// Phase is what a running job is doing (deploy, boot, test, finalize).
 	Phase string `json:"phase,omitempty"`
 	// Transfer is the image transfer of a running job, while it streams.

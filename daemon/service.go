@@ -146,15 +146,26 @@ func (d *Daemon) Jobs(ctx context.Context, f labctl.JobFilter) ([]labctl.Job, er
 	if f.Limit <= 0 {
 		f.Limit = 100
 	}
-	recs, err := d.store.Jobs(ctx, store.JobFilter{States: f.States, Device: f.Device, Limit: f.Limit})
+	recs, err := d.store.Jobs(ctx, store.JobFilter{States: f.States, Device: f.Device, Limit: f.Limit, Before: f.Before})
 	if err != nil {
 		return nil, err
 	}
 	out := make([]labctl.Job, 0, len(recs))
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	var place map[*job]int
+	if len(d.queue) > 0 {
+		place = make(map[*job]int, len(d.queue))
+		for i, j := range d.queue {
+			place[j] = i + 1
+		}
+	}
 	for _, rec := range recs {
-		v := d.viewLocked(rec, d.jobs[rec.ID])
+		j := d.jobs[rec.ID]
+		v := d.viewLocked(rec, j)
+		if v.State == store.Queued {
+			v.Position = place[j]
+		}
 		if len(f.States) > 0 && !slices.Contains(f.States, v.State) {
 			continue // ended here, the store has not taken the end yet
 		}
@@ -171,7 +182,13 @@ func (d *Daemon) Job(ctx context.Context, id int64) (labctl.Job, error) {
 		return labctl.Job{}, storeErr(err)
 	}
 	d.mu.Lock()
-	v := d.viewLocked(rec, d.jobs[id])
+	j := d.jobs[id]
+	v := d.viewLocked(rec, j)
+	if v.State == store.Queued {
+		if i := slices.Index(d.queue, j); i >= 0 {
+			v.Position = i + 1
+		}
+	}
 	d.mu.Unlock()
 	if err := d.attemptsView(ctx, &v); err != nil {
 		return labctl.Job{}, err
@@ -294,6 +311,29 @@ func (d *Daemon) JobLog(ctx context.Context, id int64) (io.ReadCloser, error) {
 		return io.NopCloser(strings.NewReader("")), nil
 	}
 	return f, err
+}
+
+// Artifact opens one of the files a finished job fetched back, by the
+// name its results list: nothing else in the job's directory.
+func (d *Daemon) Artifact(ctx context.Context, id int64, name string) (io.ReadCloser, error) {
+	v, err := d.Job(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if v.Result == nil || !slices.Contains(v.Result.Artifacts, name) {
+		return nil, fmt.Errorf("%w: job %d has no artifact %q", labctl.ErrNotFound, id, name)
+	}
+	return os.Open(filepath.Join(d.jobDir(id), filepath.FromSlash(name)))
+}
+
+// Resubmit queues a job's file again, from the directory it was
+// submitted from, as the caller's job.
+func (d *Daemon) Resubmit(ctx context.Context, id int64) (labctl.Job, error) {
+	rec, err := d.store.Job(ctx, id)
+	if err != nil {
+		return labctl.Job{}, storeErr(err)
+	}
+	return d.Submit(ctx, labctl.SubmitRequest{File: rec.File, Dir: rec.Dir, Spec: rec.Spec})
 }
 
 // JUnit returns the JUnit XML report a finished job's run wrote.

@@ -22,6 +22,7 @@ import (
 	"github.com/labctl/labctl/internal/statedir"
 	"github.com/labctl/labctl/lab"
 	"github.com/labctl/labctl/store"
+	"github.com/labctl/labctl/web"
 )
 
 type serveOptions struct {
@@ -190,19 +191,21 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 		boot.Close()
 		return err
 	}
-	d, err := daemon.New(ctx, daemon.Config{Lab: cfg, Nodes: l, Store: st, Log: log, Observers: obs.list()})
-	if err != nil {
-		boot.Close()
-		return err
-	}
-	obs.daemon = d
 	listen := firstOf(opts.listen, cfg.Server.Listen)
 	tlsConfig, fingerprint, err := serverTLS(cfg, listen)
 	if err != nil {
 		boot.Close()
 		return err
 	}
-	srv, err := api.NewServer(d, api.Config{Addr: listen, Tokens: tokens, Log: log, TLS: tlsConfig, Metrics: obs.metrics.Handler()})
+	ui := web.New(web.Config{Tokens: tokens, TLS: tlsConfig != nil, Log: log})
+	d, err := daemon.New(ctx, daemon.Config{Lab: cfg, Nodes: l, Store: st, Log: log, Observers: append(obs.list(), ui.Hub())})
+	if err != nil {
+		boot.Close()
+		return err
+	}
+	obs.daemon = d
+	srv, err := api.NewServer(d, api.Config{Addr: listen, Tokens: tokens, Log: log, TLS: tlsConfig, Metrics: obs.metrics.Handler(),
+		Browser: ui, Routes: ui.Routes()})
 	if err != nil {
 		boot.Close()
 		return err
@@ -213,6 +216,7 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 	}
 	fmt.Fprintf(env.stderr, "labctl serve: lab %s, %d devices, API %s://%s, boot server tftp %s http %s, state %s\n",
 		cfg.Name, len(cfg.Devices), scheme, addr, boot.TFTPAddr(), boot.HTTPAddr(), cfg.StateDir)
+	fmt.Fprintf(env.stderr, "labctl serve: web UI %s://%s/ (log in with an API token)\n", scheme, addr)
 	switch {
 	case tlsConfig != nil:
 		fmt.Fprintf(env.stderr, "labctl serve: TLS certificate %s (clients: --pin %s, or --ca-file with the certificate)\n", fingerprint, fingerprint)
