@@ -32,6 +32,10 @@ func (f *fakeService) Devices(ctx context.Context) ([]labctl.Device, error) {
 	return []labctl.Device{{Name: "node1", State: labctl.DeviceIdle}}, nil
 }
 
+func (f *fakeService) Jobs(ctx context.Context, _ labctl.JobFilter) ([]labctl.Job, error) {
+	return nil, nil
+}
+
 func (f *fakeService) Maintenance(ctx context.Context, name, reason string) (labctl.Device, error) {
 	f.mu.Lock()
 	f.calls = append(f.calls, "maintenance "+name+" by "+labctl.CallerFrom(ctx))
