@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
 )
 
@@ -246,6 +248,24 @@ func WaitText(sel, want string) chromedp.Action[chromedp.Void] {
 		js := fmt.Sprintf(`(() => { const e = document.querySelector(%q); return !!e && e.textContent.includes(%q); })()`, sel, want)
 		if _, err := WaitJS(js)(ctx, t); err != nil {
 			return chromedp.Void{}, fmt.Errorf("%s does not show %q: %w", sel, want, err)
+		}
+		return chromedp.Void{}, nil
+	}
+}
+
+// Type types text into the focused element as a person would with a
+// keyboard: the text as input (Input.insertText, as an input method
+// sends it: one event, whatever its characters), then Enter as a key
+// press if enter is set. Terminal emulators take both.
+func Type(text string, enter bool) chromedp.Action[chromedp.Void] {
+	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		if text != "" {
+			if _, err := cdp.Call(ctx, t, input.InsertText, input.InsertTextParams{Text: text}); err != nil {
+				return chromedp.Void{}, err
+			}
+		}
+		if enter {
+			return chromedp.KeyEvent("\r")(ctx, t)
 		}
 		return chromedp.Void{}, nil
 	}
