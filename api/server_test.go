@@ -246,6 +246,8 @@ func TestRoles(t *testing.T) {
 		{"GET", "/api/v1/consoles", "", labctl.RoleViewer},
 		{"POST", "/api/v1/jobs", `{"file":"j.toml","dir":"/tmp","spec":"x"}`, labctl.RoleSubmitter},
 		{"POST", "/api/v1/jobs/7/cancel", "{}", labctl.RoleSubmitter},
+		{"POST", "/api/v1/jobs/7/resubmit", "{}", labctl.RoleSubmitter},
+		{"GET", "/api/v1/jobs/7/artifacts/artifacts/uname.txt", "", labctl.RoleViewer},
 		{"POST", "/api/v1/devices/node1/power", `{"op":"cycle"}`, labctl.RoleOperator},
 		{"POST", "/api/v1/devices/node1/bootdev", `{"device":"pxe"}`, labctl.RoleOperator},
 		{"POST", "/api/v1/devices/node1/maintenance", `{"reason":"x"}`, labctl.RoleOperator},
