@@ -100,6 +100,10 @@ jobs, the viewer on a console), a token_file or token_env, and a role:
   admin      everything
 A request beyond the token's role gets 403 naming the role it needs.
 
+Web UI: the same listener serves a browser UI at / (lab, jobs, job logs
+live, consoles, devices): log in with a token once; the browser keeps a
+session cookie, and each role sees and may do what it may over the API.
+
 Metrics: GET /metrics on the API listener serves Prometheus metrics to
 any token (viewer is enough; examples/monitoring has a scrape config,
 alert rules and a Grafana dashboard). Webhooks: [[webhooks]] url,
