@@ -234,6 +234,18 @@ func TestHealth(t *testing.T) {
 	if err != nil || dev.Health == nil || !dev.Health.OK {
 		t.Fatalf("health check with the BMC back: %+v, %v", dev, err)
 	}
+	// The device keeps its recent checks, newest first: this pass, the
+	// failures, the start-up pass.
+	if dev, err = l.Daemon.Device(ctx(t), "node1"); err != nil {
+		t.Fatal(err)
+	}
+	var oks []bool
+	for _, h := range dev.HealthHistory {
+		oks = append(oks, h.OK)
+	}
+	if len(oks) < 4 || !oks[0] || oks[1] || oks[2] || !oks[len(oks)-1] {
+		t.Errorf("health history (newest first) %v: want pass, fail, fail, ..., pass", oks)
+	}
 	r.waitStarted(t, 2)
 	r.release <- "complete"
 	if j := l.Wait(second.ID); j.Outcome != "complete" {

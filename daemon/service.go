@@ -223,6 +223,9 @@ func (d *Daemon) viewLocked(rec store.Job, j *job) labctl.Job {
 	if j != nil && rec.State == store.Running {
 		p, _ := j.progress()
 		v.Phase, v.Transfer = p.Phase, p.Transfer
+		if at := j.phaseStart(); !at.IsZero() {
+			v.PhaseSince = &at
+		}
 	}
 	if rec.State == store.Finished {
 		v.Result = recordOf(rec)
@@ -374,7 +377,11 @@ func (d *Daemon) Device(ctx context.Context, name string) (labctl.Device, error)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return dev.viewLocked(), nil
+	v := dev.viewLocked()
+	for i := len(dev.healthHistory) - 1; i >= 0; i-- {
+		v.HealthHistory = append(v.HealthHistory, dev.healthHistory[i])
+	}
+	return v, nil
 }
 
 func (d *Daemon) device(name string) (*device, error) {

@@ -11,6 +11,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/labctl/labctl"
+
 	"github.com/labctl/labctl/web/webtest"
 )
 
@@ -71,4 +73,50 @@ func TestBrowserLoginAndCSRF(t *testing.T) {
 	if err != nil || status != 200 || len(h.svc.calls) != 1 {
 		t.Errorf("the page's own request: %d, %v; calls %q", status, err, h.svc.calls)
 	}
+}
+
+// TestBrowserJobsPage: the jobs page pages through many jobs by ID,
+// shows a queued job's place and reason, and filters.
+func TestBrowserJobsPage(t *testing.T) {
+	h := start(t, Config{})
+	at := time.Date(2026, 3, 4, 5, 0, 0, 0, time.UTC)
+	for i := 1; i <= 250; i++ {
+		outcome := "complete"
+		if i%10 == 0 {
+			outcome = "failed"
+		}
+		s, f := at.Add(time.Duration(i)*time.Minute), at.Add(time.Duration(i)*time.Minute+30*time.Second)
+		h.svc.jobs = append(h.svc.jobs, labctl.Job{ID: int64(i), Name: fmt.Sprintf("nightly-%d", i), Device: "node1", DeviceType: "sim",
+			Submitter: "ci", State: labctl.JobFinished, Outcome: outcome, Submitted: s, Started: &s, Finished: &f})
+	}
+	h.svc.jobs = append(h.svc.jobs,
+		labctl.Job{ID: 251, Name: "waits", DeviceType: "sim", Submitter: "alice", State: labctl.JobQueued, Position: 1, Reason: "waiting: node1 runs job 250", Submitted: at})
+	b := webtest.Start(t, testOutput(t))
+	tab := b.NewTab("viewer")
+	tab.Login(h.srv.URL, "viewer-secret")
+	rows := `document.querySelectorAll("#jobs tr").length`
+	first := `document.querySelector("#jobs tr")?.dataset.job`
+	tab.Run("the first page", time.Minute,
+		chromedp.Navigate(h.srv.URL+"/#/jobs"),
+		webtest.WaitJS(rows+` === 100 && `+first+` === "251"`))
+	if got := tab.Text(`tr[data-job="251"]`); !strings.Contains(got, "#1") || !strings.Contains(got, "node1 runs job 250") {
+		t.Errorf("the queued job's row %q: want its place and why it waits", got)
+	}
+	tab.Run("older", time.Minute,
+		chromedp.Click(chromedp.CSS("#older")),
+		webtest.WaitJS(rows+` === 100 && `+first+` === "151"`))
+	tab.Run("older again: the last page", time.Minute,
+		chromedp.Click(chromedp.CSS("#older")),
+		webtest.WaitJS(rows+` === 51 && `+first+` === "51"`),
+		webtest.WaitJS(`document.querySelector("#older").disabled`))
+	tab.Run("newer", time.Minute,
+		chromedp.Click(chromedp.CSS("#newer")),
+		webtest.WaitJS(first+` === "151"`))
+	tab.Run("failed only, on this page", time.Minute,
+		webtest.Choose("#f-outcome", "failed"),
+		webtest.WaitJS(`(() => { const r = [...document.querySelectorAll("#jobs tr")]; return r.length === 10 && r.every((x) => x.textContent.includes("failed")); })()`))
+	tab.Run("queued only, from the daemon", time.Minute,
+		webtest.Choose("#f-outcome", ""),
+		webtest.Choose("#f-state", "queued"),
+		webtest.WaitJS(rows+` === 1 && `+first+` === "251"`))
 }

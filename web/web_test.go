@@ -2,6 +2,7 @@ package web
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -26,14 +28,28 @@ type fakeService struct {
 	labctl.Service
 	mu    sync.Mutex
 	calls []string // "maintenance node1 by alice"
+	jobs  []labctl.Job
 }
 
 func (f *fakeService) Devices(ctx context.Context) ([]labctl.Device, error) {
 	return []labctl.Device{{Name: "node1", State: labctl.DeviceIdle}}, nil
 }
 
-func (f *fakeService) Jobs(ctx context.Context, _ labctl.JobFilter) ([]labctl.Job, error) {
-	return nil, nil
+// Jobs lists f.jobs (oldest first) as the daemon does: states, before,
+// the newest limit.
+func (f *fakeService) Jobs(ctx context.Context, filter labctl.JobFilter) ([]labctl.Job, error) {
+	var out []labctl.Job
+	for _, j := range f.jobs {
+		if (len(filter.States) == 0 || slices.Contains(filter.States, j.State)) && (filter.Before == 0 || j.ID < filter.Before) &&
+			(filter.Device == "" || j.Device == filter.Device) {
+			out = append(out, j)
+		}
+	}
+	limit := cmp.Or(filter.Limit, 100)
+	if len(out) > limit {
+		out = out[len(out)-limit:]
+	}
+	return out, nil
 }
 
 func (f *fakeService) Maintenance(ctx context.Context, name, reason string) (labctl.Device, error) {

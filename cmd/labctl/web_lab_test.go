@@ -7,6 +7,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -47,6 +48,33 @@ func terminalAnswered(command, answer string) string {
 	})()`, command, answer)
 }
 
+// scrapeMetrics reads the daemon's Prometheus metrics.
+func scrapeMetrics(t *testing.T, server, token string) string {
+	t.Helper()
+	req, _ := http.NewRequest("GET", server+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET /metrics: %s: %s", resp.Status, b)
+	}
+	return string(b)
+}
+
+// metricValue is the value of the sample of series ("" if none).
+func metricValue(text, series string) string {
+	for line := range strings.SplitSeq(text, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			return v
+		}
+	}
+	return ""
+}
+
 // TestLabWeb: one simulated node, `labctl serve`, two people in Chromium:
 //   - the admin logs in with a token; the lab page lists the node idle;
 //   - a job submitted with the CLI shows on the lab page as it starts;
@@ -57,6 +85,8 @@ func terminalAnswered(command, answer string) string {
 //   - a viewer (a second browser context, its own login) sees the same
 //     output, read-only, with no power button; typing is refused; the API
 //     refuses the viewer's power request (403) even with its CSRF token;
+//   - Prometheus metrics scraped before and after count the job and its
+//     phases;
 //   - another site's form posting to the API with the admin's cookie is
 //     refused, and the node is not touched.
 //
@@ -118,6 +148,8 @@ func TestLabWeb(t *testing.T) {
 		webtest.WaitText("#live", "live"))
 	step("logged in; the lab page lists the node idle")
 
+	metricsBefore := scrapeMetrics(t, server, adminToken)
+
 	// A job that keeps the node on, submitted with the CLI.
 	steps := "[[test]]\nname = \"kernel\"\ncommands = [\"uname -r\"]\n" +
 		"[[test]]\nname = \"colour\"\ncommands = [\"printf '\\\\033[32mall-green\\\\033[0m\\\\n'\"]\n" +
@@ -129,8 +161,9 @@ func TestLabWeb(t *testing.T) {
 		t.Fatalf("labctl submit: exit %d: %s", code, submitted)
 	}
 	id, _ := strconv.ParseInt(m[1], 10, 64)
-	admin.Run("the job shows on the lab page", 2*time.Minute,
-		webtest.WaitJS(fmt.Sprintf(`document.querySelector('%s a[href="#/job/%d"]')`, row, id)))
+	admin.Run("the job shows on the lab page, with its phase", 2*time.Minute,
+		webtest.WaitJS(fmt.Sprintf(`document.querySelector('%s a[href="#/job/%d"]')`, row, id)),
+		webtest.WaitJS(fmt.Sprintf(`document.querySelector('%s [data-phase]')`, row)))
 	shoot(admin, "web-lab.png")
 	step(fmt.Sprintf("job %d shows on the lab page", id))
 
@@ -149,7 +182,13 @@ func TestLabWeb(t *testing.T) {
 		t.Errorf("step disk: row %q, want its output", got)
 	}
 	// The console's colours are rendered, not shown as escapes.
-	colour, err := webtest.Eval[string](admin, `(() => { for (const s of document.querySelectorAll("#log span")) if (s.textContent.includes("all-green")) return s.style.color; return ""; })()`)
+	// (The text may come in two console records, so in two spans.)
+	colour, err := webtest.Eval[string](admin, `(() => {
+		for (const s of document.querySelectorAll("#log span")) {
+			const t = s.textContent.trim();
+			if (t && "all-green".includes(t) && s.style.color) return s.style.color;
+		}
+		return ""; })()`)
 	if err != nil || colour == "" {
 		t.Errorf("the step's green text is not coloured in the log (%q, %v)", colour, err)
 	}
@@ -157,6 +196,24 @@ func TestLabWeb(t *testing.T) {
 		t.Error("the log shows escape sequences")
 	}
 	shoot(admin, "web-job.png")
+
+	// Prometheus, before and after: the job counted, its phases observed.
+	metricsAfter := scrapeMetrics(t, server, adminToken)
+	for series, want := range map[string][2]string{
+		`labctl_jobs_finished_total{device_type="simlab-qemu",outcome="complete"}`:            {"", "1"},
+		`labctl_jobs_started_total{device_type="simlab-qemu"}`:                                {"", "1"},
+		`labctl_job_phase_duration_seconds_count{device_type="simlab-qemu",phase="deploy"}`:   {"", "1"},
+		`labctl_job_phase_duration_seconds_count{device_type="simlab-qemu",phase="boot"}`:     {"", "1"},
+		`labctl_job_phase_duration_seconds_count{device_type="simlab-qemu",phase="test"}`:     {"", "1"},
+		`labctl_job_phase_duration_seconds_count{device_type="simlab-qemu",phase="finalize"}`: {"", "1"},
+	} {
+		if b, a := metricValue(metricsBefore, series), metricValue(metricsAfter, series); b != want[0] || a != want[1] {
+			t.Errorf("%s: %q before the job, %q after; want %q and %q", series, b, a, want[0], want[1])
+		}
+	}
+	if v := metricValue(metricsAfter, `labctl_job_phase_duration_seconds_sum{device_type="simlab-qemu",phase="deploy"}`); v == "" || v == "0" {
+		t.Errorf("deploy duration sum %q, want > 0", v)
+	}
 
 	// The console, after the job: the node is on, its shell logged in.
 	goTo(t, admin, "#/console/"+node.Name)
@@ -195,6 +252,21 @@ func TestLabWeb(t *testing.T) {
 		t.Errorf("the viewer's power request: %q, %v; want 403 naming the role", status, err)
 	}
 	step("the viewer was refused input and power")
+
+	// The device page: health checks, recent jobs, the console's last
+	// lines; controls by role.
+	goTo(t, viewer, "#/device/"+node.Name)
+	viewer.Run("the viewer's device page", time.Minute,
+		webtest.WaitText("#health-history", "passed"),
+		webtest.WaitJS(fmt.Sprintf(`document.querySelector('#device-jobs a[href="#/job/%d"]')`, id)),
+		webtest.WaitText("#console-tail", "Linux"))
+	if n, err := webtest.Eval[int](viewer, `document.querySelectorAll("#controls button").length`); err != nil || n != 0 {
+		t.Errorf("the viewer's device page has %d controls (%v), want none", n, err)
+	}
+	goTo(t, admin, "#/device/"+node.Name)
+	admin.Run("the admin's device page has the controls", time.Minute,
+		chromedp.WaitVisible(chromedp.CSS("#power-off")), chromedp.WaitVisible(chromedp.CSS("#maintenance")))
+	step("device pages")
 
 	// Another origin's form, with the admin's cookie (same site: the
 	// browser sends it), and without the CSRF token.

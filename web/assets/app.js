@@ -187,7 +187,8 @@ function labPage(main) {
           d.reason ? el("div", { class: "muted" }, d.reason) : ""),
         el("td", { class: "tick", "data-since": d.since }, since(d.since)),
         el("td", {}, d.job ? [jobLink(d.job, j ? j.name + " #" + d.job : "#" + d.job),
-          j && j.phase ? el("div", { class: "muted" }, j.phase + ", job running ", el("span", { class: "tick", "data-since": j.started }, since(j.started))) : ""] : ""),
+          j && j.phase ? el("div", { class: "muted", "data-phase": j.phase }, j.phase + " for ", el("span", { class: "tick", "data-since": j.phase_since || j.started }, since(j.phase_since || j.started)),
+            ", job ", el("span", { class: "tick", "data-since": j.started }, since(j.started))) : ""] : ""),
         el("td", { class: h ? (h.ok ? "ok" : "bad") : "muted", title: h ? h.detail : "" }, h ? (h.ok ? "ok " : "failed ") + ago(h.at) : "not checked"),
         el("td", {}, r ? r.owner + " until " + when(r.until) : ""),
         el("td", {}, el("a", { href: "#/console/" + encodeURIComponent(d.name) }, "console")));
@@ -214,7 +215,9 @@ function labPage(main) {
   const tick = setInterval(() => {
     for (const t of main.querySelectorAll(".tick")) t.textContent = since(t.dataset.since);
   }, 1000);
-  return () => clearInterval(tick);
+  // Phases change without a lab event: while jobs run, look again now and then.
+  const phases = setInterval(() => { if (running.size && !document.hidden) load(); }, 5000);
+  return () => { clearInterval(tick); clearInterval(phases); };
 }
 
 // jobsPage: queued (position, why it waits), running, finished; filters;
@@ -555,7 +558,10 @@ function devicePage(main, name) {
   const controls = el("div", { class: "actions", id: "controls" });
   const jobsBody = el("tbody", { id: "device-jobs" });
   const tail = el("div", { class: "log", id: "console-tail", style: "max-height:20em" });
-  main.append(info, controls, el("h2", {}, "Recent jobs"),
+  const healthBody = el("tbody", { id: "health-history" });
+  main.append(info, controls, el("h2", {}, "Health checks"),
+    el("table", {}, el("thead", {}, el("tr", {}, ["When", "Result", "Took", "Detail"].map((h) => el("th", {}, h)))), healthBody),
+    el("h2", {}, "Recent jobs"),
     el("table", {}, el("thead", {}, el("tr", {}, ["ID", "Name", "Outcome", "Submitter", "Finished"].map((h) => el("th", {}, h)))), jobsBody),
     el("h2", {}, "Console log ", el("a", { href: "#/console/" + encodeURIComponent(name) }, "(open the console)")), tail);
   const post = (path, body) => act(path, async () => { await api("POST", "/api/v1/devices/" + encodeURIComponent(name) + "/" + path, body); load(); });
@@ -592,6 +598,10 @@ function devicePage(main, name) {
         con ? el("p", {}, "Console: ", con.state, con.writer ? " · writer " + con.writer : "", " · viewers ", (con.viewers || []).length) : "",
         d.job ? el("p", {}, "Running ", jobLink(d.job)) : "");
       drawControls(d);
+      healthBody.replaceChildren(...(d.health_history || []).map((h) => el("tr", {},
+        el("td", {}, when(h.at)), el("td", { class: h.ok ? "ok" : "bad" }, h.ok ? "passed" : "failed"),
+        el("td", {}, fmtDur(h.duration_ns / 1e6)), el("td", {}, h.detail))));
+      if (!healthBody.childElementCount) healthBody.append(el("tr", {}, el("td", { colspan: 4, class: "muted" }, "none since the daemon started")));
       jobsBody.replaceChildren(...jobs.reverse().map((j) => el("tr", {}, el("td", {}, jobLink(j.id)), el("td", {}, j.name),
         el("td", { class: "outcome-" + (j.outcome || j.state) }, j.outcome || j.state), el("td", {}, j.submitter), el("td", {}, when(j.finished)))));
     } catch (e) {

@@ -270,3 +270,17 @@ func Type(text string, enter bool) chromedp.Action[chromedp.Void] {
 		return chromedp.Void{}, nil
 	}
 }
+
+// Choose sets the value of the form field sel as a person choosing it
+// would: the value, then input and change events.
+func Choose(sel, value string) chromedp.Action[chromedp.Void] {
+	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		js := fmt.Sprintf(`(() => { const e = document.querySelector(%q); if (!e) return false;
+			e.value = %q; e.dispatchEvent(new Event("input", {bubbles: true})); e.dispatchEvent(new Event("change", {bubbles: true})); return true; })()`, sel, value)
+		ok, err := chromedp.Evaluate[bool](js)(ctx, t)
+		if err == nil && !ok {
+			err = fmt.Errorf("no %s", sel)
+		}
+		return chromedp.Void{}, err
+	}
+}
