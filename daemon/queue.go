@@ -35,7 +35,7 @@ type job struct {
 	pmu      sync.Mutex
 	phase    string
 	phaseAt  time.Time // when phase began
-	phases   []string // every phase entered, in order: followers see each
+	phases   []string  // every phase entered, in order: followers see each
 	transfer *labctl.Transfer
 	image    *labctl.Transfer // the last transfer, kept after its phase
 	news     chan struct{}    // closed and replaced when something happens
