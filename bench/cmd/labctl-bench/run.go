@@ -37,7 +37,7 @@ type runOptions struct {
 func runRun(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	var o runOptions
-	casesFlag := fs.String("cases", "1,2,3,5,4", "cases to run, in this order: 1 tftp, 2 http, 3 sol typing, 4 scale, 5 end to end")
+	casesFlag := fs.String("cases", "1,2,3,5,4,6", "cases to run, in this order: 1 tftp, 2 http, 3 sol typing, 4 scale, 5 end to end, 6 web UI")
 	fs.BoolVar(&o.quick, "quick", false, "a small version of every case (about a minute): proves the bench works, measures little")
 	fs.IntVar(&o.rounds, "rounds", 0, "rounds per case (default 3, quick 2)")
 	fs.StringVar(&o.work, "work", "build/bench", "work directory: served files, configs, logs")
@@ -129,6 +129,8 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 			r, err = scaleCase(o).Run(ctx, env, stdout, logw)
 		case "5":
 			r, err = e2eCase(o).Run(ctx, env, stdout, logw)
+		case "6":
+			r, err = webCase(o).Run(ctx, env, stdout, logw)
 		default:
 			err = fmt.Errorf("unknown case %q", c)
 		}
@@ -190,6 +192,14 @@ func scaleCase(o runOptions) bench.ScaleCase {
 		Labctl: o.labctl}
 	if o.quick {
 		c.Rounds, c.Nodes, c.Jobs, c.ImageSize, c.Timeout = 1, 8, 8, 1<<20, 5*time.Minute
+	}
+	return c
+}
+
+func webCase(o runOptions) bench.WebCase {
+	c := bench.WebCase{Rounds: o.rounds, Devices: 400, Finished: 10000, Followers: 50, Lines: 40, Labctl: o.labctl, Timeout: 20 * time.Minute}
+	if o.quick {
+		c.Rounds, c.Devices, c.Finished, c.Followers, c.Lines, c.Timeout = 1, 8, 300, 3, 6, 5*time.Minute
 	}
 	return c
 }
