@@ -12,6 +12,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/labctl/labctl"
+	"github.com/labctl/labctl/daemon"
 
 	"github.com/labctl/labctl/web/webtest"
 )
@@ -42,6 +43,12 @@ func TestBrowserLoginAndCSRF(t *testing.T) {
 		webtest.WaitText("#who", "alice (operator)"),
 		webtest.WaitText(`tr[data-device="node1"] td.state`, "idle"),
 		webtest.WaitText("#live", "live"))
+	// A change in the lab shows without a reload.
+	h.svc.mu.Lock()
+	h.svc.state = labctl.DeviceOffline
+	h.svc.mu.Unlock()
+	h.ui.Hub().DeviceChanged(daemon.DeviceChange{Device: "node1", From: labctl.DeviceIdle, To: labctl.DeviceOffline, At: time.Now()})
+	tab.Run("live update", time.Minute, webtest.WaitText(`tr[data-device="node1"] td.state`, "offline"))
 	// The token is nowhere in what the page can read.
 	if cookie, err := webtest.Eval[string](tab, "document.cookie"); err != nil || strings.Contains(cookie, "operator-secret") || strings.Contains(cookie, CookieName) {
 		t.Errorf("document.cookie = %q, %v: the session cookie must be HttpOnly", cookie, err)

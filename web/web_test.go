@@ -29,10 +29,13 @@ type fakeService struct {
 	mu    sync.Mutex
 	calls []string // "maintenance node1 by alice"
 	jobs  []labctl.Job
+	state string // node1's state; "" is idle
 }
 
 func (f *fakeService) Devices(ctx context.Context) ([]labctl.Device, error) {
-	return []labctl.Device{{Name: "node1", State: labctl.DeviceIdle}}, nil
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return []labctl.Device{{Name: "node1", State: cmp.Or(f.state, labctl.DeviceIdle)}}, nil
 }
 
 // Jobs lists f.jobs (oldest first) as the daemon does: states, before,

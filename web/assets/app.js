@@ -105,9 +105,14 @@ function startLive() {
     banner("This tab missed " + n + " live updates (it fell behind); what it shows was reloaded.");
     emit({ kind: "resync" });
   });
-  liveSource.onerror = () => {
+  liveSource.onerror = async () => {
     ind.textContent = "○ reconnecting";
     ind.className = "live";
+    // A session that ended (expired, logged out elsewhere) goes back to the login.
+    try {
+      const r = await fetch("/ui/session", { credentials: "same-origin" });
+      if (r.status === 401) location.href = "/login";
+    } catch (e) { /* the daemon is away: EventSource tries again */ }
   };
 }
 function emit(e) { for (const f of state.listeners) f(e); }
@@ -419,7 +424,8 @@ function jobPage(main, id) {
     const j = job;
     const outcome = j.outcome || j.state;
     const buttons = [];
-    if (j.state !== "finished" && can("submitter")) {
+    // A submitter cancels its own jobs; an operator anyone's (the API decides).
+    if (j.state !== "finished" && (can("operator") || (can("submitter") && j.submitter === state.session.name))) {
       buttons.push(el("button", { type: "button", id: "cancel", onclick: () => {
         if (confirm("Cancel job " + j.id + "?")) act("cancel", () => api("POST", "/api/v1/jobs/" + j.id + "/cancel"));
       } }, "Cancel"));
