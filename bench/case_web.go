@@ -23,7 +23,7 @@ import (
 	"github.com/labctl/labctl/store"
 )
 
-// WebCase is case 6: the browser UI in headless Chromium against one
+// WebCase is the web case: the browser UI in headless Chromium against one
 // `labctl serve` with Devices fake nodes (case 4's) and Finished finished
 // jobs in its store: the lab and jobs pages' first render and time to
 // live updates, then Followers tabs following one running job's log: the
@@ -52,7 +52,7 @@ type webRun struct {
 
 // Run runs the case.
 func (c WebCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResult, error) {
-	res := CaseResult{Name: "6 web"}
+	res := CaseResult{Name: "web"}
 	chromium := ""
 	for _, name := range []string{"chromium", "chromium-browser"} {
 		if p, err := exec.LookPath(name); err == nil {
@@ -95,11 +95,11 @@ func (c WebCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResu
 		}
 		return Summarize(xs)
 	}
-	fmt.Fprintf(w, "### Case 6: the web UI in headless Chromium, %d devices, %d finished jobs; %d tabs following one job (%d rounds)\n\n", c.Devices, c.Finished, c.Followers, c.Rounds)
+	fmt.Fprintf(w, "### Case web: the browser UI in headless Chromium, %d devices, %d finished jobs; %d tabs following one job (%d rounds)\n\n", c.Devices, c.Finished, c.Followers, c.Rounds)
 	fmt.Fprintf(w, "One `labctl serve` with case 4's fake nodes and %d finished jobs put in its store before it starts; Debian's Chromium, headless, "+
 		"logged in once. A page load is a new tab opening the page: *render* is until the page shows every device (lab) or its first 100 jobs (jobs), "+
 		"*live* until its live stream says hello. Then a job on one fake node prints a line every half second for %.0f s, followed by one tab, "+
-		"then another such job by %d tabs (each its own page and live stream): the daemon's CPU (labctl serve alone) per second of the job's run, its RSS peak, "+
+		"then another such job by %d tabs (each in a browser context of its own: its own login and connections, as separate people's browsers): the daemon's CPU (labctl serve alone) per second of the job's run, its RSS peak, "+
 		"and how late each tab shows the job's end after the daemon ended it (the tab's clock and the daemon's are the machine's).\n\n",
 		c.Finished, float64(c.Lines)/2, c.Followers)
 	t := &Table{Head: []string{"figure", "median [min–max] / percentiles"}}
@@ -118,7 +118,7 @@ func (c WebCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResu
 	t.Write(w)
 	render := Percentile(lr, .5)
 	res.Leads = render < 1 && extra.Med < 5
-	res.Ratio = fmt.Sprintf("case 6 (web): lab page of %d devices rendered in %.3f s p50 (target < 1 s); %d followers cost the daemon %.2f%% of a core more than one (target < 5%%)",
+	res.Ratio = fmt.Sprintf("case web: lab page of %d devices rendered in %.3f s p50 (target < 1 s); %d followers cost the daemon %.2f%% of a core more than one (target < 5%%)",
 		c.Devices, render, c.Followers, extra.Med)
 	fmt.Fprintf(w, "**ratio:** %s\n\n", res.Ratio)
 	return res, nil
@@ -214,12 +214,7 @@ func (c WebCase) round(ctx context.Context, env *Env, chromium, busybox string, 
 	defer cancelAlloc()
 	bctx, cancelBrowser := chromedp.NewContext(actx)
 	defer cancelBrowser()
-	if err := chromedp.Do(bctx,
-		chromedp.Navigate(server+"/login"),
-		chromedp.WaitVisible(chromedp.CSS("#token")),
-		chromedp.SendKeys(chromedp.CSS("#token"), webToken),
-		chromedp.Submit(chromedp.CSS("#token")),
-		waitJS(`document.querySelector("#who")?.textContent.includes("(")`)); err != nil {
+	if err := chromedp.Do(bctx, login(server)); err != nil {
 		return run, fmt.Errorf("log in: %w", err)
 	}
 
@@ -285,30 +280,36 @@ timeout = "5m"
 	return run, nil
 }
 
-// follow submits the job, opens tabs on its page once it runs, and
-// measures the daemon while they follow it to its end.
+// follow opens tabs, each its own browser context (its own login and
+// connections, as separate people's browsers), submits the job, sends
+// every tab to its page, and measures the daemon while they follow its
+// test step to the end.
 func (c WebCase) follow(ctx, bctx context.Context, client *api.Client, server, dir, spec string, pid, tabs int) (cpu, rssMB float64, late []float64, err error) {
-	j, err := client.Submit(ctx, labctl.SubmitRequest{File: "followed.toml", Dir: dir, Spec: spec})
-	if err != nil {
-		return 0, 0, nil, err
-	}
 	var tabCtxs []context.Context
 	defer func() {
 		for _, t := range tabCtxs {
 			chromedp.Cancel(t)
 		}
 	}()
-	// The tabs open while the job deploys; the figures count from its test
-	// step on, when every tab follows.
-	for range tabs {
-		tctx, _ := chromedp.NewContext(bctx)
+	for i := range tabs {
+		tctx, _ := chromedp.NewContext(bctx, chromedp.WithNewBrowserContext())
 		tabCtxs = append(tabCtxs, tctx)
-		if err := chromedp.Do(tctx, chromedp.Navigate(fmt.Sprintf("%s/#/job/%d", server, j.ID)),
+		if err := chromedp.Do(tctx, login(server)); err != nil {
+			return 0, 0, nil, fmt.Errorf("tab %d: %w", i+1, err)
+		}
+	}
+	j, err := client.Submit(ctx, labctl.SubmitRequest{File: "followed.toml", Dir: dir, Spec: spec})
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	for i, tctx := range tabCtxs {
+		if err := chromedp.Do(tctx,
+			chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`location.hash = "#/job/%d"`, j.ID)),
 			waitJS(`document.querySelector("#outcome")`),
 			chromedp.Evaluate[chromedp.Void](`window.benchEnd = 0; new MutationObserver(() => {
 				if (!window.benchEnd && document.querySelector("#outcome")?.textContent === "complete") window.benchEnd = Date.now();
 			}).observe(document.body, {subtree: true, childList: true, characterData: true});`)); err != nil {
-			return 0, 0, nil, fmt.Errorf("open tab: %w", err)
+			return 0, 0, nil, fmt.Errorf("tab %d to the job: %w", i+1, err)
 		}
 	}
 	for {
@@ -351,7 +352,11 @@ func (c WebCase) follow(ctx, bctx context.Context, client *api.Client, server, d
 	}
 	for i, tctx := range tabCtxs {
 		wctx, cancel := context.WithTimeout(tctx, time.Minute)
-		shown, err := chromedp.Run(wctx, chromedp.Poll[int64](`window.benchEnd`, chromedp.WithPollingInterval(50*time.Millisecond)))
+		err := chromedp.Do(wctx, waitJS(`window.benchEnd`))
+		var shown int64
+		if err == nil {
+			shown, err = chromedp.Run(wctx, chromedp.Evaluate[int64](`window.benchEnd`))
+		}
 		cancel()
 		if err != nil {
 			return 0, 0, nil, fmt.Errorf("tab %d never showed the end: %w", i+1, err)
@@ -360,6 +365,16 @@ func (c WebCase) follow(ctx, bctx context.Context, client *api.Client, server, d
 	}
 	sort.Float64s(late)
 	return cpu, float64(peak) / 1024, late, nil
+}
+
+// login logs the tab in with the bench's token.
+func login(server string) chromedp.Action[chromedp.Void] {
+	return chromedp.Steps(
+		chromedp.Navigate(server+"/login"),
+		chromedp.WaitVisible(chromedp.CSS("#token")),
+		chromedp.SendKeys(chromedp.CSS("#token"), webToken),
+		chromedp.Submit(chromedp.CSS("#token")),
+		waitJS(`document.querySelector("#who")?.textContent.includes("(")`))
 }
 
 // inTab runs f in a new tab, closed after.

@@ -90,9 +90,23 @@ async function act(what, f) {
 
 // ---- live stream: the lab's events, server-sent ----
 
+// A browser keeps at most 6 HTTP/1.1 connections to one daemon across
+// all its tabs, so a tab holds one long-lived stream at most: the lab's
+// events on the pages that show the lab; a job page follows its job's
+// events instead, a console page its WebSocket.
 let liveSource = null;
-function startLive() {
+function stopLive() {
+  if (!liveSource) return;
+  liveSource.close();
+  liveSource = null;
   const ind = document.getElementById("live");
+  ind.textContent = "";
+  ind.className = "live";
+}
+function startLive() {
+  if (liveSource) return;
+  const ind = document.getElementById("live");
+  ind.textContent = "○ connecting";
   liveSource = new EventSource("/api/v1/stream");
   liveSource.addEventListener("hello", () => {
     ind.textContent = "● live";
@@ -127,12 +141,14 @@ function debounce(f, ms) {
 
 // ---- pages ----
 
+// Each route: the page, the menu entry it belongs to, whether it needs
+// the lab's live events.
 const routes = [
-  [/^#\/lab$/, labPage, "lab"],
-  [/^#\/jobs$/, jobsPage, "jobs"],
-  [/^#\/job\/(\d+)$/, jobPage, "jobs"],
-  [/^#\/console\/([^/]+)$/, consolePage, "lab"],
-  [/^#\/device\/([^/]+)$/, devicePage, "lab"],
+  [/^#\/lab$/, labPage, "lab", true],
+  [/^#\/jobs$/, jobsPage, "jobs", true],
+  [/^#\/job\/(\d+)$/, jobPage, "jobs", false],
+  [/^#\/console\/([^/]+)$/, consolePage, "lab", false],
+  [/^#\/device\/([^/]+)$/, devicePage, "lab", true],
 ];
 
 function route() {
@@ -143,9 +159,10 @@ function route() {
   const hash = location.hash || "#/lab";
   const main = document.getElementById("page");
   main.replaceChildren();
-  for (const [re, page, nav] of routes) {
+  for (const [re, page, nav, live] of routes) {
     const m = hash.match(re);
     if (m) {
+      if (live) startLive(); else stopLive();
       for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", a.dataset.nav === nav);
       const cleanup = page(main, ...m.slice(1).map(decodeURIComponent));
       state.cleanup = typeof cleanup === "function" ? cleanup : null;
@@ -639,7 +656,6 @@ async function start() {
     location.href = "/login";
   };
   window.addEventListener("hashchange", route);
-  startLive();
   route();
 }
 start();

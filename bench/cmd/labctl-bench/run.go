@@ -37,7 +37,7 @@ type runOptions struct {
 func runRun(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	var o runOptions
-	casesFlag := fs.String("cases", "1,2,3,5,4,6", "cases to run, in this order: 1 tftp, 2 http, 3 sol typing, 4 scale, 5 end to end, 6 web UI")
+	casesFlag := fs.String("cases", "1,2,3,5,4,web", "cases to run, in this order: 1 tftp, 2 http, 3 sol typing, 4 scale, 5 end to end, web (the browser UI)")
 	fs.BoolVar(&o.quick, "quick", false, "a small version of every case (about a minute): proves the bench works, measures little")
 	fs.IntVar(&o.rounds, "rounds", 0, "rounds per case (default 3, quick 2)")
 	fs.StringVar(&o.work, "work", "build/bench", "work directory: served files, configs, logs")
@@ -129,7 +129,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 			r, err = scaleCase(o).Run(ctx, env, stdout, logw)
 		case "5":
 			r, err = e2eCase(o).Run(ctx, env, stdout, logw)
-		case "6":
+		case "web":
 			r, err = webCase(o).Run(ctx, env, stdout, logw)
 		default:
 			err = fmt.Errorf("unknown case %q", c)
