@@ -95,7 +95,12 @@ func metricValue(text, series string) string {
 // web-console.png (the README's pictures).
 func TestLabWeb(t *testing.T) {
 	t.Parallel()
-	lab := simlabtest.StartLab(t, 1, simlab.Options{})
+	// This repository's device types: the ones the labctl under test reads.
+	deviceTypes, err := filepath.Abs(filepath.Join("..", "..", "device-types"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab := simlabtest.StartLab(t, 1, simlab.Options{DeviceTypes: deviceTypes})
 	t.Cleanup(func() { killStrays(lab) })
 	node := lab.Nodes[0]
 	bin := labctlBinary(t)
