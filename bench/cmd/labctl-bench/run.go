@@ -197,7 +197,7 @@ func scaleCase(o runOptions) bench.ScaleCase {
 }
 
 func webCase(o runOptions) bench.WebCase {
-	c := bench.WebCase{Rounds: o.rounds, Devices: 400, Finished: 10000, Followers: 50, Lines: 40, Labctl: o.labctl, Timeout: 20 * time.Minute}
+	c := bench.WebCase{Rounds: o.rounds, Devices: 400, Finished: 10000, Followers: 50, Lines: 40, Labctl: o.labctl, Timeout: 45 * time.Minute}
 	if o.quick {
 		c.Rounds, c.Devices, c.Finished, c.Followers, c.Lines, c.Timeout = 1, 8, 300, 3, 6, 5*time.Minute
 	}
