@@ -11,7 +11,9 @@ GOFLAGS_TEST ?= -race -count=1 -timeout 45m
 # Debian packages the project needs; fragments add theirs with +=.
 # postgresql: the store's tests start their own server (store/pgtest).
 # prometheus: its promtool checks the /metrics scrape and the alert rules.
-DEB_PACKAGES := ca-certificates tmux postgresql prometheus
+# chromium: the web UI's tests drive it (web/webtest); npm: web-check
+# (Debian's, unless an npm is installed already, e.g. with another nodejs).
+DEB_PACKAGES := ca-certificates tmux postgresql prometheus chromium $(if $(shell command -v npm),,npm)
 
 -include simlab/simlab.mk
 -include bench/bench.mk
@@ -32,7 +34,7 @@ DEPS_INSTALL = missing=$$(for p in $(sort $(DEB_PACKAGES)); do dpkg -s $$p >/dev
 # packages while make reads this file, before it looks at any rule: make
 # caches what a directory holds, so a file installed by a rule in the
 # middle of the run stays unseen ("No rule to make target") until the next.
-DEPS_GOALS := test demo artifacts master simlab bench bench-quick
+DEPS_GOALS := test demo artifacts master simlab bench bench-quick web-assets web-check web-screenshots
 ifneq ($(filter $(DEPS_GOALS),$(MAKECMDGOALS)),)
 $(shell $(DEPS_INSTALL) >&2)
 ifneq ($(.SHELLSTATUS),0)
@@ -75,8 +77,23 @@ FUZZTIME ?= 3s
 fuzz: ## run every fuzz target for FUZZTIME each (default 3s)
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
+# The web UI's xterm.js: from npm, pinned by web/ui/package-lock.json,
+# vendored into web/assets/vendor (committed: go build needs nothing else).
+.PHONY: web-assets
+web-assets: ## copy xterm.js from npm (web/ui/package-lock.json) into web/assets/vendor
+	scripts/web-vendor.sh copy
+
+.PHONY: web-check
+web-check: ## check that web/assets/vendor is byte for byte what the lockfile pins
+	scripts/web-vendor.sh check
+
+.PHONY: web-screenshots
+web-screenshots: deps build artifacts ## run TestLabWeb and save its pages as docs/web-*.png (the README's pictures)
+	LABCTL_REQUIRE_SIMLAB=1 LABCTL_BIN=$(CURDIR)/bin/labctl LABCTL_SCREENSHOT_DIR=$(CURDIR)/docs \
+	  $(GO) test -count=1 -run 'TestLabWeb$$' ./cmd/labctl
+
 .PHONY: test
-test: deps build vet cross fuzz $(TEST_PREREQS) ## the whole test suite: fuzzing, unit tests, simulated-lab tests (needs root)
+test: deps build vet cross fuzz web-check $(TEST_PREREQS) ## the whole test suite: fuzzing, unit tests, simulated-lab tests (needs root)
 	LABCTL_REQUIRE_SIMLAB=1 LABCTL_BIN=$(CURDIR)/bin/labctl $(GO) test $(GOFLAGS_TEST) ./...
 
 DEMO_LAB := $(BUILD)/demo

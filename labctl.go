@@ -54,8 +54,13 @@ type Job struct {
 	Submitted time.Time  `json:"submitted"`
 	Started   *time.Time `json:"started,omitempty"`
 	Finished  *time.Time `json:"finished,omitempty"`
+	// Position is a queued job's place in the queue (1: next to run); the
+	// queued job's Reason says why it waits.
+	Position int `json:"position,omitempty"`
 	// Phase is what a running job is doing (deploy, boot, test, save, finalize).
 	Phase string `json:"phase,omitempty"`
+	// PhaseSince is when a running job entered its Phase.
+	PhaseSince *time.Time `json:"phase_since,omitempty"`
 	// Transfer is a running job's image (deploy) or disk (save) transfer, while it streams.
 	Transfer *Transfer `json:"transfer,omitempty"`
 	// Result is the job's record once it is finished (in `GET /jobs/{id}`).
@@ -135,6 +140,10 @@ type Device struct {
 	Maintenance bool `json:"maintenance,omitempty"`
 	// Health is the last health check, if one ran since the daemon started.
 	Health *Health `json:"health,omitempty"`
+	// HealthHistory are its last health checks since the daemon started,
+	// newest first (in `GET /devices/{name}`; the whole history is in the
+	// state directory's devices/NAME/health.log).
+	HealthHistory []Health `json:"health_history,omitempty"`
 	// Reservation is the person holding the device, if anyone does: only
 	// their jobs run on it until it expires or is released.
 	Reservation *Reservation `json:"reservation,omitempty"`

@@ -23,6 +23,11 @@ type Service interface {
 	// JUnit is the JUnit XML report the job wrote (ErrBusy before the
 	// job has ended).
 	JUnit(ctx context.Context, id int64) ([]byte, error)
+	// Artifact opens a file the job fetched back from its node, by the
+	// name its results list (artifacts/NAME).
+	Artifact(ctx context.Context, id int64, name string) (io.ReadCloser, error)
+	// Resubmit queues the job's file again, as the caller's new job.
+	Resubmit(ctx context.Context, id int64) (Job, error)
 	// Follow sends the job's log (from opts.Offset on, unless opts.NoLog),
 	// its progress while it runs, and finally the ended job; it returns when
 	// the job has ended (after sending End), when ctx ends, or when send
@@ -69,6 +74,7 @@ type JobFilter struct {
 	States []string // any of these states; empty: all
 	Device string   // ran or runs on this device
 	Limit  int      // the newest Limit jobs; 0: the server's default (100)
+	Before int64    // if positive, jobs with a lower ID only: the next page of a listing
 }
 
 type callerKey struct{}

@@ -197,6 +197,9 @@ func (c *Client) Jobs(ctx context.Context, f labctl.JobFilter) ([]labctl.Job, er
 	if f.Limit > 0 {
 		q.Set("limit", strconv.Itoa(f.Limit))
 	}
+	if f.Before > 0 {
+		q.Set("before", strconv.FormatInt(f.Before, 10))
+	}
 	var list []labctl.Job
 	err := c.do(ctx, false, "GET", "/api/v1/jobs", q, nil, &list)
 	return list, err
@@ -223,6 +226,22 @@ func (c *Client) JobLog(ctx context.Context, id int64) (io.ReadCloser, error) {
 		return nil, err
 	}
 	return resp.Body, nil
+}
+
+// Artifact opens a file a finished job fetched back.
+func (c *Client) Artifact(ctx context.Context, id int64, name string) (io.ReadCloser, error) {
+	resp, err := c.send(ctx, "GET", jobPath(id, "/artifacts/"+url.PathEscape(name)), nil, nil)
+	if err != nil {
+		return nil, err
+	}
+	return resp.Body, nil
+}
+
+// Resubmit queues a job's file again as a new job.
+func (c *Client) Resubmit(ctx context.Context, id int64) (labctl.Job, error) {
+	var j labctl.Job
+	err := c.do(ctx, false, "POST", jobPath(id, "/resubmit"), nil, struct{}{}, &j)
+	return j, err
 }
 
 // JUnit returns the JUnit XML of a finished job.

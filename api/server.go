@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -54,6 +55,34 @@ type Config struct {
 	// Metrics, if set, serves GET /metrics (Prometheus) to every token,
 	// viewers included.
 	Metrics http.Handler
+	// Browser, if set, lets browsers in (package web): it serves every
+	// path outside /api/ and /metrics without a token (its pages and
+	// login), and authenticates the API requests that carry no bearer
+	// token (its session cookie).
+	Browser Browser
+	// Routes are more endpoints in the route table, each with the least
+	// role that may call it (the web UI's live stream).
+	Routes []Route
+}
+
+// Browser is what lets browsers use the API with a session instead of a
+// bearer token.
+type Browser interface {
+	// ServeHTTP serves the paths outside /api/ and /metrics.
+	http.Handler
+	// Authenticate returns the token name and role of the session r
+	// carries. Its error wraps labctl.ErrUnauthorized when r has no live
+	// session, labctl.ErrForbidden when the session may not make this
+	// request (a state-changing request without the session's CSRF token
+	// or from another origin).
+	Authenticate(r *http.Request) (name string, role labctl.Role, err error)
+}
+
+// Route is an endpoint served beside the API's own.
+type Route struct {
+	Pattern string // as http.ServeMux: "GET /api/v1/stream"
+	Role    labctl.Role
+	Handler http.Handler
 }
 
 // Server serves the API over HTTP.
@@ -170,6 +199,8 @@ func (s *Server) routes() {
 	handle("POST /api/v1/jobs/{id}/cancel", labctl.RoleSubmitter, s.cancel)
 	handle("GET /api/v1/jobs/{id}/log", labctl.RoleViewer, s.jobLog)
 	handle("GET /api/v1/jobs/{id}/junit", labctl.RoleViewer, s.junit)
+	handle("GET /api/v1/jobs/{id}/artifacts/{name...}", labctl.RoleViewer, s.artifact)
+	handle("POST /api/v1/jobs/{id}/resubmit", labctl.RoleSubmitter, s.resubmit)
 	handle("GET /api/v1/jobs/{id}/events", labctl.RoleViewer, s.events)
 	handle("GET /api/v1/devices", labctl.RoleViewer, s.devices)
 	handle("GET /api/v1/devices/{name}", labctl.RoleViewer, s.device)
@@ -193,6 +224,11 @@ func (s *Server) routes() {
 	if s.cfg.Metrics != nil {
 		handle("GET /metrics", labctl.RoleViewer, s.cfg.Metrics.ServeHTTP)
 	}
+	// A browser's terminal: the console over a WebSocket (consolews.go).
+	handle("GET /api/v1/devices/{name}/console/ws", labctl.RoleViewer, s.consoleWebSocket)
+	for _, rt := range s.cfg.Routes {
+		handle(rt.Pattern, rt.Role, rt.Handler.ServeHTTP)
+	}
 	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, fmt.Errorf("%s %s: no such endpoint: %w", r.Method, r.URL.Path, labctl.ErrNotFound))
 	})
@@ -211,7 +247,22 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.fail(w, r, errors.New("panic"))
 		}
 	}()
+	if s.cfg.Browser != nil && !apiPath(r.URL.Path) {
+		s.cfg.Browser.ServeHTTP(w, r)
+		return
+	}
 	name, role, host, ok := s.authenticate(r)
+	if !ok && s.cfg.Browser != nil && r.Header.Get("Authorization") == "" {
+		var err error
+		if name, role, err = s.cfg.Browser.Authenticate(r); err != nil {
+			if errors.Is(err, labctl.ErrForbidden) {
+				s.log.Warn("api: browser request refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+			}
+			s.fail(w, r, err)
+			return
+		}
+		ok = true
+	}
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="labctl"`)
 		s.fail(w, r, fmt.Errorf("%w: a valid bearer token is required (LABCTL_TOKEN, --token-file or the client config)", labctl.ErrUnauthorized))
@@ -233,6 +284,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(labctl.WithRemote(labctl.WithRole(labctl.WithCaller(r.Context(), name), role), r.RemoteAddr))
 	s.log.Debug("api request", "method", r.Method, "path", r.URL.Path, "caller", name, "role", role)
 	s.mux.ServeHTTP(w, r)
+}
+
+// apiPath reports whether path is the API's (bearer token or session),
+// not the browser UI's.
+func apiPath(path string) bool {
+	return path == "/metrics" || path == "/api" || strings.HasPrefix(path, "/api/")
 }
 
 // authenticate compares the bearer token with every configured token in
@@ -381,6 +438,12 @@ func (s *Server) jobs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.Limit = limit
+	if v := q.Get("before"); v != "" {
+		if f.Before, err = strconv.ParseInt(v, 10, 64); err != nil || f.Before <= 0 {
+			s.fail(w, r, fmt.Errorf("%w: before %q: want a job ID", labctl.ErrInvalid, v))
+			return
+		}
+	}
 	list, err := s.svc.Jobs(r.Context(), f)
 	replyList(s, w, r, list, err)
 }
@@ -427,6 +490,43 @@ func (s *Server) jobLog(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	io.Copy(w, f)
+}
+
+func (s *Server) artifact(w http.ResponseWriter, r *http.Request) {
+	id, err := jobID(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	name := r.PathValue("name")
+	f, err := s.svc.Artifact(r.Context(), id, name)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	defer f.Close()
+	// A download, never a page: the node wrote it.
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": path.Base(name)}))
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	io.Copy(w, f)
+}
+
+func (s *Server) resubmit(w http.ResponseWriter, r *http.Request) {
+	id, err := jobID(r)
+	if err == nil {
+		err = s.decodeBody(w, r, &struct{}{})
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	job, err := s.svc.Resubmit(r.Context(), id)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, job)
 }
 
 func (s *Server) junit(w http.ResponseWriter, r *http.Request) {

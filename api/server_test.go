@@ -88,6 +88,20 @@ func (f *fakeService) JUnit(ctx context.Context, id int64) ([]byte, error) {
 	return b.Bytes(), err
 }
 
+func (f *fakeService) Artifact(ctx context.Context, id int64, name string) (io.ReadCloser, error) {
+	if err := f.called(ctx); err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("%w: job %d has no artifact %q", labctl.ErrNotFound, id, name)
+}
+
+func (f *fakeService) Resubmit(ctx context.Context, id int64) (labctl.Job, error) {
+	if err := f.called(ctx); err != nil {
+		return labctl.Job{}, err
+	}
+	return labctl.Job{ID: id + 1, State: labctl.JobQueued}, nil
+}
+
 func (f *fakeService) Follow(ctx context.Context, id int64, opts labctl.FollowOptions, send func(labctl.Event) error) error {
 	if err := f.called(ctx); err != nil {
 		return err
@@ -232,6 +246,8 @@ func TestRoles(t *testing.T) {
 		{"GET", "/api/v1/consoles", "", labctl.RoleViewer},
 		{"POST", "/api/v1/jobs", `{"file":"j.toml","dir":"/tmp","spec":"x"}`, labctl.RoleSubmitter},
 		{"POST", "/api/v1/jobs/7/cancel", "{}", labctl.RoleSubmitter},
+		{"POST", "/api/v1/jobs/7/resubmit", "{}", labctl.RoleSubmitter},
+		{"GET", "/api/v1/jobs/7/artifacts/artifacts/uname.txt", "", labctl.RoleViewer},
 		{"POST", "/api/v1/devices/node1/power", `{"op":"cycle"}`, labctl.RoleOperator},
 		{"POST", "/api/v1/devices/node1/bootdev", `{"device":"pxe"}`, labctl.RoleOperator},
 		{"POST", "/api/v1/devices/node1/maintenance", `{"reason":"x"}`, labctl.RoleOperator},

@@ -12,11 +12,13 @@
 // Endpoints, all under /api/v1:
 //
 //	POST /jobs                      submit (SubmitRequest) → Job
-//	GET  /jobs?state=S&limit=N      list → []Job
+//	GET  /jobs?state=S&limit=N&before=ID  list → []Job (before: IDs below, the next page)
 //	GET  /jobs/{id}                 → Job (with its results once finished)
 //	POST /jobs/{id}/cancel          → Job
 //	GET  /jobs/{id}/log             the job log, text
 //	GET  /jobs/{id}/junit           JUnit XML, once finished
+//	GET  /jobs/{id}/artifacts/NAME  a file the job fetched back (NAME as its results list it)
+//	POST /jobs/{id}/resubmit        queue the job's file again → Job
 //	GET  /jobs/{id}/events?offset=N&log=false  NDJSON stream of Event until the job ends
 //	GET  /devices                   → []Device
 //	GET  /devices/{name}            → Device

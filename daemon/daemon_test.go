@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/daemon/daemontest"
+	"github.com/labctl/labctl/dispatcher"
+	"github.com/labctl/labctl/results"
 	"github.com/labctl/labctl/store"
 )
 
@@ -75,6 +78,18 @@ func TestQueueOrder(t *testing.T) {
 	queued, err := l.Daemon.Jobs(ctx(t), labctl.JobFilter{States: []string{labctl.JobQueued}})
 	if err != nil || len(queued) != 6 {
 		t.Fatalf("queued jobs = %d, %v; want 6", len(queued), err)
+	}
+	// Each says its place in the queue, and why it waits.
+	place := map[string]int{"high1": 1, "high2": 2, "normal1": 3, "normal2": 4, "low1": 5, "low2": 6}
+	for _, j := range queued {
+		if j.Position != place[j.Name] || j.Reason == "" {
+			t.Errorf("queued %s: position %d (%q), want %d and a reason", j.Name, j.Position, j.Reason, place[j.Name])
+		}
+	}
+	// Paging: the two before the newest, by ID.
+	page, err := l.Daemon.Jobs(ctx(t), labctl.JobFilter{Limit: 2, Before: queued[len(queued)-1].ID})
+	if err != nil || len(page) != 2 || page[0].Name != "normal2" || page[1].Name != "high2" {
+		t.Errorf("page before %d = %v, %v; want normal2 and high2", queued[len(queued)-1].ID, page, err)
 	}
 	for range 7 {
 		r.release <- "complete"
@@ -218,6 +233,18 @@ func TestHealth(t *testing.T) {
 	dev, err = l.Daemon.CheckHealth(ctx(t), "node1")
 	if err != nil || dev.Health == nil || !dev.Health.OK {
 		t.Fatalf("health check with the BMC back: %+v, %v", dev, err)
+	}
+	// The device keeps its recent checks, newest first: this pass, the
+	// failures, the start-up pass.
+	if dev, err = l.Daemon.Device(ctx(t), "node1"); err != nil {
+		t.Fatal(err)
+	}
+	var oks []bool
+	for _, h := range dev.HealthHistory {
+		oks = append(oks, h.OK)
+	}
+	if len(oks) < 4 || !oks[0] || oks[1] || oks[2] || !oks[len(oks)-1] {
+		t.Errorf("health history (newest first) %v: want pass, fail, fail, ..., pass", oks)
 	}
 	r.waitStarted(t, 2)
 	r.release <- "complete"
@@ -522,5 +549,50 @@ func TestSaveJob(t *testing.T) {
 	}
 	if _, err := l.Daemon.Submit(ops, req); !errors.Is(err, labctl.ErrInvalid) || !strings.Contains(err.Error(), "exists") {
 		t.Errorf("a second save to the same name = %v, want ErrInvalid naming the existing file", err)
+	}
+}
+
+// A finished job's artifacts are served by the names its results list,
+// nothing else of its directory; resubmitting queues the same file again
+// as the caller's job.
+func TestArtifactsAndResubmit(t *testing.T) {
+	t.Parallel()
+	run := func(_ context.Context, j dispatcher.Job) *results.Job {
+		now := time.Now()
+		os.MkdirAll(filepath.Join(j.Dir, "artifacts"), 0o755)
+		os.WriteFile(filepath.Join(j.Dir, "artifacts", "uname.txt"), []byte("Linux testos\n"), 0o644)
+		return &results.Job{ID: j.ID, Name: j.Spec.Name, Device: j.Device, Outcome: "complete", Started: now, Finished: now,
+			Artifacts: []string{"artifacts/uname.txt"}}
+	}
+	l := daemontest.Start(t, daemontest.Options{Nodes: 1, Fake: true, Run: run})
+	l.WaitDevice("node1", labctl.DeviceIdle)
+	first := l.Submit(daemontest.JobText(t, "name = \"again\"\ndevice = \"node1\"\n"))
+	l.Wait(first.ID)
+	f, err := l.Daemon.Artifact(ctx(t), first.ID, "artifacts/uname.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(f)
+	f.Close()
+	if string(b) != "Linux testos\n" {
+		t.Errorf("artifact = %q", b)
+	}
+	for _, name := range []string{"job.log", "../../labctl.db", "artifacts/../results.json", "artifacts/other.txt"} {
+		if _, err := l.Daemon.Artifact(ctx(t), first.ID, name); !errors.Is(err, labctl.ErrNotFound) {
+			t.Errorf("artifact %q: %v, want not found", name, err)
+		}
+	}
+	again, err := l.Daemon.Resubmit(labctl.WithCaller(ctx(t), "alice"), first.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.ID == first.ID || again.Name != "again" || again.Submitter != "alice" {
+		t.Errorf("resubmitted: %+v", again)
+	}
+	if end := l.Wait(again.ID); end.Outcome != "complete" {
+		t.Errorf("resubmitted job ended %s", end.Outcome)
+	}
+	if _, err := l.Daemon.Resubmit(ctx(t), 9999); !errors.Is(err, labctl.ErrNotFound) {
+		t.Errorf("resubmit of no job: %v", err)
 	}
 }

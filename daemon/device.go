@@ -27,14 +27,17 @@ type device struct {
 	healthy      bool   // its last health check passed
 	healthReason string // why it is not healthy
 	health       *labctl.Health
-	job          *job   // the job it runs (assigned or running)
-	check        *check // the health check it runs (or is about to)
-	busy         bool   // a task is on its way to or running on the worker
-	manual       int    // power or bootdev requests in flight
-	recover      bool   // power off and PXE local before the next check (a crash cut its job short)
-	idleReason   string // why it is idle: the last thing that ended
-	failures     int    // health checks failed in a row
-	reservation  *labctl.Reservation
+	// healthHistory are its last health checks since the daemon
+	// started, oldest first (at most healthHistory).
+	healthHistory []labctl.Health
+	job           *job   // the job it runs (assigned or running)
+	check         *check // the health check it runs (or is about to)
+	busy          bool   // a task is on its way to or running on the worker
+	manual        int    // power or bootdev requests in flight
+	recover       bool   // power off and PXE local before the next check (a crash cut its job short)
+	idleReason    string // why it is idle: the last thing that ended
+	failures      int    // health checks failed in a row
+	reservation   *labctl.Reservation
 }
 
 // task is one thing for a device's worker to do: a job or a health check.
@@ -106,6 +109,9 @@ func (dev *device) record() store.Device {
 	return store.Device{Name: dev.name, State: dev.state, Reason: dev.reason, Since: dev.since,
 		Maintenance: dev.maintenance, MaintenanceReason: dev.maintReason}
 }
+
+// healthHistory is how many health checks a device keeps for the API.
+const healthHistory = 20
 
 // viewLocked is the device for the API.
 func (dev *device) viewLocked() labctl.Device {

@@ -17,6 +17,10 @@ import (
 // short) stays out.
 func (d *Daemon) recordHealthLocked(dev *device, h labctl.Health) string {
 	dev.health = &h
+	if len(dev.healthHistory) == healthHistory {
+		dev.healthHistory = append(dev.healthHistory[:0], dev.healthHistory[1:]...)
+	}
+	dev.healthHistory = append(dev.healthHistory, h)
 	if h.OK {
 		dev.healthy, dev.recover, dev.failures = true, false, 0
 		return "health check passed"

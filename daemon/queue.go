@@ -36,7 +36,8 @@ type job struct {
 
 	pmu      sync.Mutex
 	phase    string
-	phases   []string // every phase entered, in order: followers see each
+	phaseAt  time.Time // when phase began
+	phases   []string  // every phase entered, in order: followers see each
 	transfer *labctl.Transfer
 	image    *labctl.Transfer // the last transfer, kept after its phase
 	news     chan struct{}    // closed and replaced when something happens
@@ -56,7 +57,7 @@ func (d *Daemon) newJob(rec store.Job, spec *jobs.Job) *job {
 func (j *job) Phase(name string) {
 	j.pmu.Lock()
 	defer j.pmu.Unlock()
-	j.phase, j.transfer = name, nil
+	j.phase, j.transfer, j.phaseAt = name, nil, time.Now()
 	j.phases = append(j.phases, name)
 	j.notifyLocked()
 }
@@ -103,6 +104,14 @@ func (j *job) progress() (labctl.JobProgress, <-chan struct{}) {
 		p.Transfer = &t
 	}
 	return p, j.news
+}
+
+// phaseStart is when the job entered its current phase (zero before
+// its first).
+func (j *job) phaseStart() time.Time {
+	j.pmu.Lock()
+	defer j.pmu.Unlock()
+	return j.phaseAt
 }
 
 // enqueueLocked puts a job in its place in the queue: after every job of

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/labctl/labctl"
@@ -157,18 +158,52 @@ func (d *Daemon) mayTakeLocked(dev *device, j *job) bool {
 	return j.spec.Device == dev.name && j.rec.Submitter == r.Owner
 }
 
-// waitReasonLocked says why a queued job that names a reserved device
-// waits ("" if it does not).
+// waitReasonLocked says why a queued job waits: what the devices that
+// fit it are doing.
 func (d *Daemon) waitReasonLocked(j *job) string {
-	if j.spec.Device == "" {
-		return ""
+	var fits []*device
+	if j.spec.Device != "" {
+		if dev := d.devices[j.spec.Device]; dev != nil {
+			fits = append(fits, dev)
+		}
+	} else {
+		for _, dev := range d.byType[j.spec.DeviceType] {
+			if dev.cfg.HasTags(j.spec.Tags) {
+				fits = append(fits, dev)
+			}
+		}
 	}
-	dev := d.devices[j.spec.Device]
-	if dev == nil || dev.reservation == nil || d.mayTakeLocked(dev, j) {
-		return ""
+	if len(fits) == 0 {
+		return "waiting: no device fits it"
 	}
-	r := dev.reservation
-	return fmt.Sprintf("waiting: %s is reserved by %s until %s%s", dev.name, r.Owner, r.Until.Local().Format(time.DateTime), reasonSuffix(r.Reason))
+	var why []string
+	for i, dev := range fits {
+		if i == 3 {
+			why = append(why, fmt.Sprintf("%d more", len(fits)-3))
+			break
+		}
+		if r := dev.reservation; r != nil && !d.mayTakeLocked(dev, j) {
+			why = append(why, fmt.Sprintf("%s is reserved by %s until %s%s", dev.name, r.Owner, r.Until.Local().Format(time.DateTime), reasonSuffix(r.Reason)))
+			continue
+		}
+		switch {
+		case !d.serving || d.stopping:
+			why = append(why, "the daemon is not taking jobs")
+		case dev.maintenance:
+			why = append(why, dev.name+" is in maintenance")
+		case dev.job != nil:
+			why = append(why, fmt.Sprintf("%s runs job %d", dev.name, dev.job.rec.ID))
+		case dev.check != nil:
+			why = append(why, dev.name+" is being health-checked")
+		case !dev.healthy || dev.nodeErr != nil:
+			why = append(why, dev.name+" is offline")
+		case dev.busy || dev.manual > 0:
+			why = append(why, dev.name+" is busy")
+		default:
+			why = append(why, dev.name+" is idle: jobs ahead in the queue take it first")
+		}
+	}
+	return "waiting: " + strings.Join(why, "; ")
 }
 
 // endedReservation is a reservation that ran out, to remove from the

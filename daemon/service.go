@@ -32,7 +32,10 @@ func (d *Daemon) Submit(ctx context.Context, req labctl.SubmitRequest) (queued l
 	if err != nil {
 		return labctl.Job{}, err
 	}
-	if err := d.checkPlacement(spec); err != nil {
+	if err := d.checkPlacement(ctx, spec); err != nil {
+		if errors.Is(err, labctl.ErrUnavailable) {
+			return labctl.Job{}, err
+		}
 		return labctl.Job{}, fmt.Errorf("%w: %s: %v", labctl.ErrInvalid, req.File, err)
 	}
 	if err := checkFiles(spec); err != nil {
@@ -107,9 +110,19 @@ func parseStored(rec store.Job) (*jobs.Job, error) {
 
 // checkPlacement checks that the lab has a device the job can run on
 // (this host's, or another host's).
-func (d *Daemon) checkPlacement(spec *jobs.Job) error {
+func (d *Daemon) checkPlacement(ctx context.Context, spec *jobs.Job) error {
 	if d.fitsLab(spec) {
 		return nil
+	}
+	if d.host != nil && !d.fitsHere(spec) {
+		// Another host may have registered its devices since this
+		// host last read the lab: read it again before refusing.
+		if err := d.refreshLab(ctx); err != nil {
+			return storeErr(err)
+		}
+		if d.fitsLab(spec) {
+			return nil
+		}
 	}
 	if spec.Device != "" {
 		if _, ok := d.devices[spec.Device]; !ok {
@@ -180,15 +193,26 @@ func (d *Daemon) Jobs(ctx context.Context, f labctl.JobFilter) ([]labctl.Job, er
 	if f.Limit <= 0 {
 		f.Limit = 100
 	}
-	recs, err := d.store.Jobs(ctx, store.JobFilter{States: f.States, Device: f.Device, Limit: f.Limit})
+	recs, err := d.store.Jobs(ctx, store.JobFilter{States: f.States, Device: f.Device, Limit: f.Limit, Before: f.Before})
 	if err != nil {
 		return nil, storeErr(err)
 	}
 	out := make([]labctl.Job, 0, len(recs))
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	var place map[*job]int
+	if len(d.queue) > 0 {
+		place = make(map[*job]int, len(d.queue))
+		for i, j := range d.queue {
+			place[j] = i + 1
+		}
+	}
 	for _, rec := range recs {
-		v := d.viewLocked(rec, d.jobs[rec.ID])
+		j := d.jobs[rec.ID]
+		v := d.viewLocked(rec, j)
+		if v.State == store.Queued {
+			v.Position = place[j]
+		}
 		if len(f.States) > 0 && !slices.Contains(f.States, v.State) {
 			continue // ended here, the store has not taken the end yet
 		}
@@ -205,7 +229,13 @@ func (d *Daemon) Job(ctx context.Context, id int64) (labctl.Job, error) {
 		return labctl.Job{}, storeErr(err)
 	}
 	d.mu.Lock()
-	v := d.viewLocked(rec, d.jobs[id])
+	j := d.jobs[id]
+	v := d.viewLocked(rec, j)
+	if v.State == store.Queued {
+		if i := slices.Index(d.queue, j); i >= 0 {
+			v.Position = i + 1
+		}
+	}
 	d.mu.Unlock()
 	if err := d.attemptsView(ctx, &v); err != nil {
 		return labctl.Job{}, err
@@ -240,6 +270,9 @@ func (d *Daemon) viewLocked(rec store.Job, j *job) labctl.Job {
 	if j != nil && rec.State == store.Running {
 		p, _ := j.progress()
 		v.Phase, v.Transfer = p.Phase, p.Transfer
+		if at := j.phaseStart(); !at.IsZero() {
+			v.PhaseSince = &at
+		}
 	}
 	if rec.State == store.Finished {
 		v.Result = recordOf(rec)
@@ -340,6 +373,29 @@ func (d *Daemon) JobLog(ctx context.Context, id int64) (io.ReadCloser, error) {
 	return f, err
 }
 
+// Artifact opens one of the files a finished job fetched back, by the
+// name its results list: nothing else in the job's directory.
+func (d *Daemon) Artifact(ctx context.Context, id int64, name string) (io.ReadCloser, error) {
+	v, err := d.Job(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if v.Result == nil || !slices.Contains(v.Result.Artifacts, name) {
+		return nil, fmt.Errorf("%w: job %d has no artifact %q", labctl.ErrNotFound, id, name)
+	}
+	return os.Open(filepath.Join(d.jobDir(id), filepath.FromSlash(name)))
+}
+
+// Resubmit queues a job's file again, from the directory it was
+// submitted from, as the caller's job.
+func (d *Daemon) Resubmit(ctx context.Context, id int64) (labctl.Job, error) {
+	rec, err := d.store.Job(ctx, id)
+	if err != nil {
+		return labctl.Job{}, storeErr(err)
+	}
+	return d.Submit(ctx, labctl.SubmitRequest{File: rec.File, Dir: rec.Dir, Spec: rec.Spec})
+}
+
 // JUnit returns the JUnit XML report a finished job's run wrote.
 func (d *Daemon) JUnit(ctx context.Context, id int64) ([]byte, error) {
 	rec, err := d.store.Job(ctx, id)
@@ -408,7 +464,11 @@ func (d *Daemon) Device(ctx context.Context, name string) (labctl.Device, error)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.viewDeviceLocked(dev), nil
+	v := d.viewDeviceLocked(dev)
+	for i := len(dev.healthHistory) - 1; i >= 0; i-- {
+		v.HealthHistory = append(v.HealthHistory, dev.healthHistory[i])
+	}
+	return v, nil
 }
 
 func (d *Daemon) device(name string) (*device, error) {

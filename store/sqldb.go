@@ -102,6 +102,10 @@ func (s *sqlDB) Jobs(ctx context.Context, f JobFilter) ([]Job, error) {
 		args = append(args, f.Device)
 		where = append(where, "run_device = $"+strconv.Itoa(len(args)))
 	}
+	if f.Before > 0 {
+		args = append(args, f.Before)
+		where = append(where, "id < $"+strconv.Itoa(len(args)))
+	}
 	q := `SELECT ` + jobColumns + ` FROM jobs`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")

@@ -144,6 +144,9 @@ type JobFilter struct {
 	Device string
 	// Limit, if positive, keeps the newest Limit jobs.
 	Limit int
+	// Before, if positive, keeps the jobs whose ID is lower (a page
+	// further back).
+	Before int64
 }
 
 // Finish is how a job ended.

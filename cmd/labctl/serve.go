@@ -23,6 +23,7 @@ import (
 	"github.com/labctl/labctl/internal/statedir"
 	"github.com/labctl/labctl/lab"
 	"github.com/labctl/labctl/store"
+	"github.com/labctl/labctl/web"
 )
 
 type serveOptions struct {
@@ -105,6 +106,10 @@ jobs, the viewer on a console), a token_file or token_env, and a role:
              checks, types on consoles, cancels any job
   admin      everything
 A request beyond the token's role gets 403 naming the role it needs.
+
+Web UI: the same listener serves a browser UI at / (lab, jobs, job logs
+live, consoles, devices): log in with a token once; the browser keeps a
+session cookie, and each role sees and may do what it may over the API.
 
 Metrics: GET /metrics on the API listener serves Prometheus metrics to
 any token (viewer is enough; examples/monitoring has a scrape config,
@@ -205,19 +210,21 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 		boot.Close()
 		return err
 	}
-	d, err := daemon.New(ctx, daemon.Config{Lab: cfg, Nodes: l, Store: st, Log: log, Observers: obs.list(), Host: host})
-	if err != nil {
-		boot.Close()
-		return err
-	}
-	obs.daemon = d
 	listen := firstOf(opts.listen, cfg.Server.Listen)
 	tlsConfig, fingerprint, err := serverTLS(cfg, listen)
 	if err != nil {
 		boot.Close()
 		return err
 	}
-	srv, err := api.NewServer(d, api.Config{Addr: listen, Tokens: tokens, Log: log, TLS: tlsConfig, Metrics: obs.metrics.Handler()})
+	ui := web.New(web.Config{Tokens: tokens, TLS: tlsConfig != nil, Log: log})
+	d, err := daemon.New(ctx, daemon.Config{Lab: cfg, Nodes: l, Store: st, Log: log, Observers: append(obs.list(), ui.Hub()), Host: host})
+	if err != nil {
+		boot.Close()
+		return err
+	}
+	obs.daemon = d
+	srv, err := api.NewServer(d, api.Config{Addr: listen, Tokens: tokens, Log: log, TLS: tlsConfig, Metrics: obs.metrics.Handler(),
+		Browser: ui, Routes: ui.Routes()})
 	if err != nil {
 		boot.Close()
 		return err
@@ -234,6 +241,7 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 	if host != nil {
 		fmt.Fprintf(env.stderr, "labctl serve: host %s of lab %s (store %s, lease %s)\n", host.Name, cfg.Name, redactedURL(cfg.Store.URL), cfg.Host.Lease)
 	}
+	fmt.Fprintf(env.stderr, "labctl serve: web UI %s://%s/ (log in with an API token)\n", scheme, addr)
 	switch {
 	case tlsConfig != nil:
 		fmt.Fprintf(env.stderr, "labctl serve: TLS certificate %s (clients: --pin %s, or --ca-file with the certificate)\n", fingerprint, fingerprint)

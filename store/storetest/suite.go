@@ -175,6 +175,8 @@ func testList(t *testing.T, open func() (store.Store, error)) {
 		{store.JobFilter{States: []string{store.Running, store.Finished}}, []int64{all[1], all[3]}},
 		{store.JobFilter{Device: "node2"}, []int64{all[3]}},
 		{store.JobFilter{States: []string{store.Queued}, Limit: 1}, []int64{all[4]}},
+		{store.JobFilter{Limit: 2, Before: all[3]}, all[1:3]},
+		{store.JobFilter{States: []string{store.Queued}, Before: all[4]}, []int64{all[0], all[2]}},
 	}
 	for _, tt := range tests {
 		got, err := s.Jobs(ctx, tt.f)

@@ -48,7 +48,7 @@ type runOptions struct {
 func runRun(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	var o runOptions
-	casesFlag := fs.String("cases", "1,2,3,5,6,save,4,4s", "cases to run, in this order: 1 tftp, 2 http, 3 sol typing, 4 scale (jobs at once), 4s scale (a steady stream), 5 end to end, 6 boot methods (disk, NFS, ramdisk), save (labctl save throughput)")
+	casesFlag := fs.String("cases", "1,2,3,5,6,save,4,4s,web", "cases to run, in this order: 1 tftp, 2 http, 3 sol typing, 4 scale (jobs at once), 4s scale (a steady stream), 5 end to end, 6 boot methods (disk, NFS, ramdisk), save (labctl save throughput), web (the browser UI)")
 	fs.BoolVar(&o.quick, "quick", false, "a small version of every case (about a minute): proves the bench works, measures little")
 	fs.IntVar(&o.rounds, "rounds", 0, "rounds per case (default 3, quick 2)")
 	fs.StringVar(&o.work, "work", "build/bench", "work directory: served files, configs, logs")
@@ -180,6 +180,8 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 			r, err = bootCase(o).Run(ctx, env, stdout, logw)
 		case "save":
 			r, err = saveCase(o).Run(ctx, env, stdout, logw)
+		case "web":
+			r, err = webCase(o).Run(ctx, env, stdout, logw)
 		default:
 			err = fmt.Errorf("unknown case %q", c)
 		}
@@ -310,6 +312,14 @@ func saveCase(o runOptions) bench.SaveCase {
 	c := bench.SaveCase{Rounds: o.rounds, Repo: o.repo, Labctl: o.labctl, Artifacts: e.Artifacts, DiskMiB: 1024}
 	if o.quick {
 		c.Rounds, c.DiskMiB = 1, 256
+	}
+	return c
+}
+
+func webCase(o runOptions) bench.WebCase {
+	c := bench.WebCase{Rounds: o.rounds, Devices: 400, Finished: 10000, Followers: 50, Lines: 40, Labctl: o.labctl, Timeout: 45 * time.Minute}
+	if o.quick {
+		c.Rounds, c.Devices, c.Finished, c.Followers, c.Lines, c.Timeout = 1, 8, 300, 3, 6, 5*time.Minute
 	}
 	return c
 }

@@ -1,0 +1,446 @@
+package bench
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/labctl/labctl"
+	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl/store"
+)
+
+// WebCase is the web case: the browser UI in headless Chromium against one
+// `labctl serve` with Devices fake nodes (case 4's) and Finished finished
+// jobs in its store: the lab and jobs pages' first render and time to
+// live updates, then Followers tabs following one running job's log: the
+// daemon's CPU and memory against one tab following the same job, and
+// how late each tab sees the job end.
+type WebCase struct {
+	Rounds    int
+	Devices   int
+	Finished  int
+	Followers int
+	Lines     int // the followed job prints a line each half second
+	Labctl    string
+	Timeout   time.Duration
+}
+
+const webToken = "labctl-bench-web-token"
+
+// webRun is one round's figures.
+type webRun struct {
+	labRender, labLive, jobsRender []float64 // seconds, one per page load
+	// per follow run: 1 tab, then Followers tabs
+	cpu1, cpuN   float64 // daemon CPU s per s of the job's run
+	rss1, rssN   float64 // daemon RSS peak MB while followed
+	late1, lateN []float64
+}
+
+// Run runs the case.
+func (c WebCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResult, error) {
+	res := CaseResult{Name: "web"}
+	chromium := ""
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			chromium = p
+			break
+		}
+	}
+	if chromium == "" {
+		return res, fmt.Errorf("%w: chromium not installed (make deps)", ErrSkipped)
+	}
+	if _, err := os.Stat(c.Labctl); err != nil {
+		return res, fmt.Errorf("%w: %s missing (make build)", ErrSkipped, c.Labctl)
+	}
+	busybox, err := exec.LookPath("busybox")
+	if err != nil {
+		return res, fmt.Errorf("%w: busybox not installed (busybox-static)", ErrSkipped)
+	}
+	var runs []webRun
+	for r := range c.Rounds {
+		run, err := c.round(ctx, env, chromium, busybox, logw)
+		if err != nil {
+			return res, fmt.Errorf("round %d: %w", r+1, err)
+		}
+		fmt.Fprintf(logw, "  r%d lab render p50=%.3fs live p50=%.3fs jobs render p50=%.3fs; follow cpu 1 tab=%.4f %d tabs=%.4f core; rss %.1f/%.1f MB; end late p50 %.3f/%.3f s\n",
+			r+1, Median(run.labRender), Median(run.labLive), Median(run.jobsRender), run.cpu1, c.Followers, run.cpuN, run.rss1, run.rssN, Median(run.late1), Median(run.lateN))
+		runs = append(runs, run)
+	}
+	all := func(fn func(webRun) []float64) []float64 {
+		var xs []float64
+		for _, r := range runs {
+			xs = append(xs, fn(r)...)
+		}
+		sort.Float64s(xs)
+		return xs
+	}
+	one := func(fn func(webRun) float64) Stat {
+		var xs []float64
+		for _, r := range runs {
+			xs = append(xs, fn(r))
+		}
+		return Summarize(xs)
+	}
+	fmt.Fprintf(w, "### Case web: the browser UI in headless Chromium, %d devices, %d finished jobs; %d tabs following one job (%d rounds)\n\n", c.Devices, c.Finished, c.Followers, c.Rounds)
+	fmt.Fprintf(w, "One `labctl serve` with case 4's fake nodes and %d finished jobs put in its store before it starts; Debian's Chromium, headless, "+
+		"logged in once. A page load is a new tab opening the page: *render* is until the page shows every device (lab) or its first 100 jobs (jobs), "+
+		"*live* until its live stream says hello. Then a job on one fake node prints a line every half second for %.0f s, followed by one tab, "+
+		"then another such job by %d tabs (each in a browser context of its own: its own login and connections, as separate people's browsers): the daemon's CPU (labctl serve alone) per second of the job's run, its RSS peak, "+
+		"and how late each tab shows the job's end after the daemon ended it (the tab's clock and the daemon's are the machine's).\n\n",
+		c.Finished, float64(c.Lines)/2, c.Followers)
+	t := &Table{Head: []string{"figure", "median [min–max] / percentiles"}}
+	lr, ll, jr := all(func(r webRun) []float64 { return r.labRender }), all(func(r webRun) []float64 { return r.labLive }), all(func(r webRun) []float64 { return r.jobsRender })
+	t.Add("**lab page first render s**", fmt.Sprintf("p50 %.3f, p90 %.3f (%d loads)", Percentile(lr, .5), Percentile(lr, .9), len(lr)))
+	t.Add("lab page to live s", fmt.Sprintf("p50 %.3f, p90 %.3f", Percentile(ll, .5), Percentile(ll, .9)))
+	t.Add("jobs page first render s", fmt.Sprintf("p50 %.3f, p90 %.3f", Percentile(jr, .5), Percentile(jr, .9)))
+	t.Add("daemon CPU, 1 follower (core)", one(func(r webRun) float64 { return r.cpu1 }).Format(4))
+	t.Add(fmt.Sprintf("daemon CPU, %d followers (core)", c.Followers), one(func(r webRun) float64 { return r.cpuN }).Format(4))
+	extra := one(func(r webRun) float64 { return 100 * (r.cpuN - r.cpu1) })
+	t.Add(fmt.Sprintf("**extra daemon CPU for %d followers (%% of one core)**", c.Followers), extra.Format(2))
+	t.Add("daemon RSS peak MB, 1 / N followers", fmt.Sprintf("%s / %s", one(func(r webRun) float64 { return r.rss1 }).Format(1), one(func(r webRun) float64 { return r.rssN }).Format(1)))
+	l1, lN := all(func(r webRun) []float64 { return r.late1 }), all(func(r webRun) []float64 { return r.lateN })
+	t.Add("job end seen late s, 1 follower", fmt.Sprintf("p50 %.3f, max %.3f", Percentile(l1, .5), Percentile(l1, 1)))
+	t.Add(fmt.Sprintf("job end seen late s, %d followers", c.Followers), fmt.Sprintf("p50 %.3f, p90 %.3f, max %.3f", Percentile(lN, .5), Percentile(lN, .9), Percentile(lN, 1)))
+	t.Write(w)
+	render := Percentile(lr, .5)
+	res.Leads = render < 1 && extra.Med < 5
+	res.Ratio = fmt.Sprintf("case web: lab page of %d devices rendered in %.3f s p50 (target < 1 s); %d followers cost the daemon %.2f%% of a core more than one (target < 5%%)",
+		c.Devices, render, c.Followers, extra.Med)
+	fmt.Fprintf(w, "**ratio:** %s\n\n", res.Ratio)
+	return res, nil
+}
+
+// round sets up the lab, runs the daemon and the browser, measures.
+func (c WebCase) round(ctx context.Context, env *Env, chromium, busybox string, logw io.Writer) (webRun, error) {
+	var run webRun
+	dir := filepath.Join(env.Work, "web")
+	os.RemoveAll(dir)
+	sc := ScaleCase{Nodes: c.Devices, ImageSize: 1 << 20}
+	_, labFile, err := sc.writeLab(dir, env.Self, busybox, "")
+	if err != nil {
+		return run, err
+	}
+	defer os.RemoveAll(filepath.Join(dir, "nodes"))
+	if err := fillFinished(ctx, filepath.Join(dir, "state", "labctl.db"), c.Finished); err != nil {
+		return run, err
+	}
+	lab, err := os.ReadFile(labFile)
+	if err != nil {
+		return run, err
+	}
+	if err := os.WriteFile(labFile, []byte(strings.Replace(string(lab), `name = "bench-scale"`, `name = "bench-web"`, 1)), 0o644); err != nil {
+		return run, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
+
+	// The daemon.
+	g := NewGroup("labctl-serve-web")
+	defer g.Remove()
+	cmd := g.Command(c.Labctl, "serve", "--lab", labFile)
+	cmd.Env = append(os.Environ(), "LABCTL_BENCH_TOKEN="+webToken, "LABCTL_BENCH_BMC_PASSWORD=unused")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	logf, err := os.Create(filepath.Join(dir, "serve.log"))
+	if err != nil {
+		return run, err
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return run, err
+	}
+	pid := cmd.Process.Pid
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	defer func() {
+		tree := processTree(pid)
+		syscall.Kill(-pid, syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(30 * time.Second):
+			syscall.Kill(-pid, syscall.SIGKILL)
+			<-exited
+		}
+		for _, p := range tree {
+			syscall.Kill(p, syscall.SIGKILL)
+		}
+	}()
+	const server = "http://127.0.0.1:18470"
+	client, err := api.NewClient(server, webToken, nil)
+	if err != nil {
+		return run, err
+	}
+	for {
+		devs, err := client.Devices(ctx)
+		idle := 0
+		for _, d := range devs {
+			if d.State == labctl.DeviceIdle {
+				idle++
+			}
+		}
+		if err == nil && idle == c.Devices {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return run, fmt.Errorf("devices not idle (log: %s)", logf.Name())
+		case <-exited:
+			return run, fmt.Errorf("labctl serve exited at start (log: %s)", logf.Name())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	fmt.Fprintf(logw, "  %d devices idle, %d finished jobs in the store\n", c.Devices, c.Finished)
+
+	// The browser, logged in.
+	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, chromedp.ExecPath(chromium), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck, chromedp.Flag("disable-quic", true), chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true), chromedp.Flag("disable-sync", true), chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("disable-background-timer-throttling", true), chromedp.Flag("disable-renderer-backgrounding", true),
+		chromedp.Flag("disable-backgrounding-occluded-windows", true), chromedp.UserDataDir(filepath.Join(dir, "chromium")), chromedp.WindowSize(1400, 900))
+	defer cancelAlloc()
+	bctx, cancelBrowser := chromedp.NewContext(actx)
+	defer cancelBrowser()
+	if err := chromedp.Do(bctx, login(server)); err != nil {
+		return run, fmt.Errorf("log in: %w", err)
+	}
+
+	// Page loads: a new tab each.
+	for range 5 {
+		var render, live float64
+		err := inTab(bctx, func(tctx context.Context) error {
+			t0 := time.Now()
+			if err := chromedp.Do(tctx, chromedp.Navigate(server+"/#/lab"),
+				waitJS(fmt.Sprintf(`document.querySelectorAll("#devices tr[data-device]").length === %d`, c.Devices))); err != nil {
+				return fmt.Errorf("lab page: %w", err)
+			}
+			render = time.Since(t0).Seconds()
+			if err := chromedp.Do(tctx, waitJS(`document.querySelector("#live")?.textContent.includes("live")`)); err != nil {
+				return fmt.Errorf("lab page live: %w", err)
+			}
+			live = time.Since(t0).Seconds()
+			return nil
+		})
+		if err != nil {
+			return run, err
+		}
+		run.labRender, run.labLive = append(run.labRender, render), append(run.labLive, live)
+		err = inTab(bctx, func(tctx context.Context) error {
+			t0 := time.Now()
+			if err := chromedp.Do(tctx, chromedp.Navigate(server+"/#/jobs"),
+				waitJS(fmt.Sprintf(`document.querySelectorAll("#jobs tr[data-job]").length === %d`, min(100, c.Finished)))); err != nil {
+				return fmt.Errorf("jobs page: %w", err)
+			}
+			run.jobsRender = append(run.jobsRender, time.Since(t0).Seconds())
+			return nil
+		})
+		if err != nil {
+			return run, err
+		}
+	}
+
+	// Following one job: 1 tab, then Followers tabs.
+	spec := fmt.Sprintf(`name = "followed"
+device = "node001"
+timeout = "10m"
+[deploy]
+image = %q
+sha256 = %q
+[boot]
+password = "test"
+[[test]]
+name = "lines"
+commands = ["for i in $(seq 1 %d); do echo follow-line-$i; sleep 0.5; done"]
+timeout = "5m"
+`, filepath.Join(dir, "disk.img"), imageSum(filepath.Join(dir, "disk.img")), c.Lines)
+	for _, tabs := range []int{1, c.Followers} {
+		cpu, rss, late, err := c.follow(ctx, bctx, logw, client, server, dir, spec, pid, tabs)
+		if err != nil {
+			return run, fmt.Errorf("%d followers: %w", tabs, err)
+		}
+		if tabs == 1 {
+			run.cpu1, run.rss1, run.late1 = cpu, rss, late
+		} else {
+			run.cpuN, run.rssN, run.lateN = cpu, rss, late
+		}
+	}
+	return run, nil
+}
+
+// follow opens tabs, each its own browser context (its own login and
+// connections, as separate people's browsers), submits the job, sends
+// every tab to its page, and measures the daemon while they follow its
+// test step to the end.
+func (c WebCase) follow(ctx, bctx context.Context, logw io.Writer, client *api.Client, server, dir, spec string, pid, tabs int) (cpu, rssMB float64, late []float64, err error) {
+	var tabCtxs []context.Context
+	defer func() {
+		for _, t := range tabCtxs {
+			chromedp.Cancel(t)
+		}
+	}()
+	for i := range tabs {
+		tctx, _ := chromedp.NewContext(bctx, chromedp.WithNewBrowserContext())
+		tabCtxs = append(tabCtxs, tctx)
+		if err := chromedp.Do(tctx, login(server)); err != nil {
+			return 0, 0, nil, fmt.Errorf("tab %d: %w", i+1, err)
+		}
+	}
+	j, err := client.Submit(ctx, labctl.SubmitRequest{File: "followed.toml", Dir: dir, Spec: spec})
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	for i, tctx := range tabCtxs {
+		if err := chromedp.Do(tctx,
+			chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`location.hash = "#/job/%d"`, j.ID)),
+			waitJS(`document.querySelector("#outcome")`),
+			chromedp.Evaluate[chromedp.Void](`window.benchEnd = 0; new MutationObserver(() => {
+				if (!window.benchEnd && document.querySelector("#outcome")?.textContent === "complete") window.benchEnd = Date.now();
+			}).observe(document.body, {subtree: true, childList: true, characterData: true});`)); err != nil {
+			return 0, 0, nil, fmt.Errorf("tab %d to the job: %w", i+1, err)
+		}
+	}
+	for {
+		jj, err := client.Job(ctx, j.ID)
+		if err != nil {
+			return 0, 0, nil, err
+		}
+		if jj.State == labctl.JobFinished {
+			return 0, 0, nil, fmt.Errorf("job %d ended %s before its test step was followed: %s", j.ID, jj.Outcome, jj.Reason)
+		}
+		if jj.Phase == "test" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return 0, 0, nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	t0, cpu0 := time.Now(), procCPU(pid)
+	var peak int64
+	var end labctl.Job
+	for {
+		peak = max(peak, RSSKB(pid, false))
+		if end, err = client.Job(ctx, j.ID); err != nil {
+			return 0, 0, nil, err
+		}
+		if end.State == labctl.JobFinished {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return 0, 0, nil, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	cpu = (procCPU(pid) - cpu0) / time.Since(t0).Seconds()
+	if end.Outcome != string(labctl.Complete) || end.Finished == nil {
+		return 0, 0, nil, fmt.Errorf("job %d ended %s: %s", j.ID, end.Outcome, end.Reason)
+	}
+	// A tab that has not shown the end a minute after the job ended
+	// counts as a minute late (and is logged).
+	for i, tctx := range tabCtxs {
+		wctx, cancel := context.WithTimeout(tctx, time.Until(end.Finished.Add(time.Minute)))
+		err := chromedp.Do(wctx, waitJS(`window.benchEnd`))
+		var shown int64
+		if err == nil {
+			shown, err = chromedp.Run(wctx, chromedp.Evaluate[int64](`window.benchEnd`))
+		}
+		cancel()
+		if err != nil {
+			fmt.Fprintf(logw, "    tab %d of %d did not show job %d's end within a minute: %v\n", i+1, tabs, j.ID, err)
+			late = append(late, 60)
+			continue
+		}
+		late = append(late, float64(shown-end.Finished.UnixMilli())/1000)
+	}
+	sort.Float64s(late)
+	return cpu, float64(peak) / 1024, late, nil
+}
+
+// login logs the tab in with the bench's token.
+func login(server string) chromedp.Action[chromedp.Void] {
+	return chromedp.Steps(
+		chromedp.Navigate(server+"/login"),
+		chromedp.WaitVisible(chromedp.CSS("#token")),
+		chromedp.SendKeys(chromedp.CSS("#token"), webToken),
+		chromedp.Submit(chromedp.CSS("#token")),
+		waitJS(`document.querySelector("#who")?.textContent.includes("(")`))
+}
+
+// inTab runs f in a new tab, closed after.
+func inTab(bctx context.Context, f func(context.Context) error) error {
+	tctx, cancel := chromedp.NewContext(bctx)
+	defer cancel()
+	return f(tctx)
+}
+
+// waitJS waits until the expression is truthy, asking every 20 ms (also
+// across page loads).
+func waitJS(expr string) chromedp.Action[chromedp.Void] {
+	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		for {
+			ok, err := chromedp.Evaluate[bool]("!!("+expr+")")(ctx, t)
+			if err == nil && ok {
+				return chromedp.Void{}, nil
+			}
+			select {
+			case <-ctx.Done():
+				return chromedp.Void{}, errors.Join(ctx.Err(), err)
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}
+}
+
+// fillFinished puts n finished jobs in a new SQLite store at path, many
+// at a time (the store commits concurrent writes together).
+func fillFinished(ctx context.Context, path string, n int) error {
+	st, err := store.OpenSQLite(path)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	at := time.Now().Add(-time.Duration(n) * time.Minute)
+	outcomes := []string{"complete", "complete", "complete", "failed", "incomplete"}
+	var g errgroup.Group
+	g.SetLimit(64)
+	for i := range n {
+		g.Go(func() error {
+			sub := at.Add(time.Duration(i) * time.Minute)
+			j, err := st.CreateJob(ctx, store.Job{Name: fmt.Sprintf("nightly-%d", i), File: "nightly.toml", Dir: "/", Spec: "name = \"nightly\"\n",
+				DeviceType: "fake-node", Priority: "normal", Submitter: "bench", Submitted: sub})
+			if err != nil {
+				return err
+			}
+			if err := st.ClaimJob(ctx, j.ID, fmt.Sprintf("node%03d", i%400+1), sub.Add(time.Second)); err != nil {
+				return err
+			}
+			return st.FinishJob(ctx, j.ID, store.Running, store.Finish{Outcome: outcomes[i%len(outcomes)], At: sub.Add(40 * time.Second)})
+		})
+	}
+	return g.Wait()
+}
+
+// imageSum is the sha256 of a file, in hex ("" if it cannot be read).
+func imageSum(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}

@@ -1,0 +1,43 @@
+package bench
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/labctl/labctl/store"
+)
+
+// fillFinished leaves n finished jobs, oldest first, with their
+// outcomes and devices, as the daemon's listing reads them.
+func TestFillFinished(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "labctl.db")
+	if err := fillFinished(context.Background(), path, 50); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.OpenSQLite(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	jobs, err := st.Jobs(context.Background(), store.JobFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(jobs) != 50 {
+		t.Fatalf("%d jobs, want 50", len(jobs))
+	}
+	outcomes := map[string]int{}
+	for i, j := range jobs {
+		if j.State != store.Finished || j.RunDevice == "" || j.Finished.Before(j.Started) {
+			t.Errorf("job %d: %+v", i, j)
+		}
+		if i > 0 && jobs[i-1].ID >= j.ID {
+			t.Errorf("jobs out of order at %d", i)
+		}
+		outcomes[j.Outcome]++
+	}
+	if outcomes["complete"] != 30 || outcomes["failed"] != 10 || outcomes["incomplete"] != 10 {
+		t.Errorf("outcomes %v", outcomes)
+	}
+}

@@ -1,0 +1,129 @@
+package web
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/labctl/labctl"
+	"github.com/labctl/labctl/daemon"
+
+	"github.com/labctl/labctl/web/webtest"
+)
+
+// testOutput is where browser tests leave screenshots and console logs
+// when they fail: build/test-output/TEST under the repository.
+func testOutput(t *testing.T) string {
+	return filepath.Join("..", "build", "test-output", t.Name())
+}
+
+// TestBrowserLoginAndCSRF: in Chromium, against the UI and the API over
+// a fake lab: the login form, the lab page, and another site's form that
+// posts to the API with the logged-in browser's cookie.
+func TestBrowserLoginAndCSRF(t *testing.T) {
+	h := start(t, Config{})
+	b := webtest.Start(t, testOutput(t))
+	tab := b.NewTab("operator")
+
+	// A wrong token: back to the form, told so.
+	tab.Run("wrong token", time.Minute,
+		chromedp.Navigate(h.srv.URL+"/"),
+		chromedp.WaitVisible(chromedp.CSS("#token")),
+		chromedp.SendKeys(chromedp.CSS("#token"), "not-a-token"),
+		chromedp.Submit(chromedp.CSS("#token")),
+		chromedp.WaitVisible(chromedp.CSS("#failed")))
+	tab.Login(h.srv.URL, "operator-secret")
+	tab.Run("lab page", time.Minute,
+		webtest.WaitText("#who", "alice (operator)"),
+		webtest.WaitText(`tr[data-device="node1"] td.state`, "idle"),
+		webtest.WaitText("#live", "live"))
+	// A change in the lab shows without a reload.
+	h.svc.mu.Lock()
+	h.svc.state = labctl.DeviceOffline
+	h.svc.mu.Unlock()
+	h.ui.Hub().DeviceChanged(daemon.DeviceChange{Device: "node1", From: labctl.DeviceIdle, To: labctl.DeviceOffline, At: time.Now()})
+	tab.Run("live update", time.Minute, webtest.WaitText(`tr[data-device="node1"] td.state`, "offline"))
+	// The token is nowhere in what the page can read.
+	if cookie, err := webtest.Eval[string](tab, "document.cookie"); err != nil || strings.Contains(cookie, "operator-secret") || strings.Contains(cookie, CookieName) {
+		t.Errorf("document.cookie = %q, %v: the session cookie must be HttpOnly", cookie, err)
+	}
+
+	// Another origin (another port of the same host: the same site, so
+	// SameSite lets the cookie go) posts a form to the API.
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, `<!doctype html><form id="f" method="post" enctype="text/plain" action="%s/api/v1/devices/node1/maintenance">
+<input name='{"reason":"evil","x":"' value='"}'></form><script>document.getElementById("f").submit()</script>`, h.srv.URL)
+	}))
+	defer evil.Close()
+	tab.Run("another site's form", time.Minute,
+		chromedp.Navigate(evil.URL),
+		webtest.WaitJS(fmt.Sprintf(`location.href.startsWith(%q)`, h.srv.URL+"/api/")),
+		webtest.WaitText("body", "forbidden"))
+	if got := tab.Text("body"); !strings.Contains(got, "origin") && !strings.Contains(got, CSRFHeader) {
+		t.Errorf("the refusal does not say why: %s", got)
+	}
+	if len(h.svc.calls) != 0 {
+		t.Errorf("the API acted on another site's form: %q", h.svc.calls)
+	}
+	// The same request from the page itself, with its CSRF token, works.
+	tab.Run("back to the lab page", time.Minute, chromedp.Navigate(h.srv.URL+"/#/lab"), webtest.WaitText("#who", "alice"))
+	status, err := webtest.Eval[int](tab, `(async () => {
+		const s = await (await fetch("/ui/session")).json();
+		const r = await fetch("/api/v1/devices/node1/maintenance", {method: "POST", headers: {"X-Labctl-Csrf": s.csrf, "Content-Type": "application/json"}, body: '{"reason":"from the page"}'});
+		return r.status; })()`)
+	if err != nil || status != 200 || len(h.svc.calls) != 1 {
+		t.Errorf("the page's own request: %d, %v; calls %q", status, err, h.svc.calls)
+	}
+}
+
+// TestBrowserJobsPage: the jobs page pages through many jobs by ID,
+// shows a queued job's place and reason, and filters.
+func TestBrowserJobsPage(t *testing.T) {
+	h := start(t, Config{})
+	at := time.Date(2026, 3, 4, 5, 0, 0, 0, time.UTC)
+	for i := 1; i <= 250; i++ {
+		outcome := "complete"
+		if i%10 == 0 {
+			outcome = "failed"
+		}
+		s, f := at.Add(time.Duration(i)*time.Minute), at.Add(time.Duration(i)*time.Minute+30*time.Second)
+		h.svc.jobs = append(h.svc.jobs, labctl.Job{ID: int64(i), Name: fmt.Sprintf("nightly-%d", i), Device: "node1", DeviceType: "sim",
+			Submitter: "ci", State: labctl.JobFinished, Outcome: outcome, Submitted: s, Started: &s, Finished: &f})
+	}
+	h.svc.jobs = append(h.svc.jobs,
+		labctl.Job{ID: 251, Name: "waits", DeviceType: "sim", Submitter: "alice", State: labctl.JobQueued, Position: 1, Reason: "waiting: node1 runs job 250", Submitted: at})
+	b := webtest.Start(t, testOutput(t))
+	tab := b.NewTab("viewer")
+	tab.Login(h.srv.URL, "viewer-secret")
+	rows := `document.querySelectorAll("#jobs tr").length`
+	first := `document.querySelector("#jobs tr")?.dataset.job`
+	tab.Run("the first page", time.Minute,
+		chromedp.Navigate(h.srv.URL+"/#/jobs"),
+		webtest.WaitJS(rows+` === 100 && `+first+` === "251"`))
+	if got := tab.Text(`tr[data-job="251"]`); !strings.Contains(got, "#1") || !strings.Contains(got, "node1 runs job 250") {
+		t.Errorf("the queued job's row %q: want its place and why it waits", got)
+	}
+	tab.Run("older", time.Minute,
+		chromedp.Click(chromedp.CSS("#older")),
+		webtest.WaitJS(rows+` === 100 && `+first+` === "151"`))
+	tab.Run("older again: the last page", time.Minute,
+		chromedp.Click(chromedp.CSS("#older")),
+		webtest.WaitJS(rows+` === 51 && `+first+` === "51"`),
+		webtest.WaitJS(`document.querySelector("#older").disabled`))
+	tab.Run("newer", time.Minute,
+		chromedp.Click(chromedp.CSS("#newer")),
+		webtest.WaitJS(first+` === "151"`))
+	tab.Run("failed only, on this page", time.Minute,
+		webtest.Choose("#f-outcome", "failed"),
+		webtest.WaitJS(`(() => { const r = [...document.querySelectorAll("#jobs tr")]; return r.length === 10 && r.every((x) => x.textContent.includes("failed")); })()`))
+	tab.Run("queued only, from the daemon", time.Minute,
+		webtest.Choose("#f-outcome", ""),
+		webtest.Choose("#f-state", "queued"),
+		webtest.WaitJS(rows+` === 1 && `+first+` === "251"`))
+}

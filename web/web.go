@@ -1,0 +1,269 @@
+// Package web is labctl serve's browser UI: the pages (HTML and
+// JavaScript embedded in the binary, xterm.js among them), browser
+// login with a session cookie and CSRF tokens, and the live stream of
+// lab events. It implements api.Browser: the API stays the one place
+// that decides what a caller may do, whether the caller is a bearer
+// token or a browser's session.
+package web
+
+import (
+	"embed"
+	"encoding/json"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/labctl/labctl"
+	"github.com/labctl/labctl/api"
+)
+
+//go:embed assets
+var assets embed.FS
+
+// Config configures the UI.
+type Config struct {
+	// Tokens are the API's tokens: a browser logs in with one of them.
+	Tokens []api.Token
+	// TLS says the daemon serves HTTPS: the cookie is then Secure.
+	TLS bool
+	// SessionTTL is how long a login lasts; 0 means 12 h.
+	SessionTTL time.Duration
+	// MaxSessions bounds the live sessions (a login beyond it ends the
+	// oldest); 0 means 1000.
+	MaxSessions int
+	// StreamBuffer is the events a live stream queues before it drops
+	// (and counts) them; 0 means 256. MaxStreams bounds the streams at
+	// once; 0 means 500.
+	StreamBuffer, MaxStreams int
+	Log                      *slog.Logger
+	// Now is the clock (tests); nil means time.Now.
+	Now func() time.Time
+}
+
+// UI is the browser UI.
+type UI struct {
+	cfg      Config
+	log      *slog.Logger
+	sessions *sessions
+	hub      *Hub
+	static   http.Handler
+}
+
+// New makes the UI.
+func New(cfg Config) *UI {
+	if cfg.SessionTTL <= 0 {
+		cfg.SessionTTL = 12 * time.Hour
+	}
+	if cfg.MaxSessions <= 0 {
+		cfg.MaxSessions = 1000
+	}
+	if cfg.StreamBuffer <= 0 {
+		cfg.StreamBuffer = 256
+	}
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = 500
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	sub, err := fs.Sub(assets, "assets")
+	if err != nil {
+		panic(err)
+	}
+	return &UI{
+		cfg:      cfg,
+		log:      cfg.Log,
+		sessions: newSessions(cfg.Tokens, cfg.SessionTTL, cfg.MaxSessions, cfg.Now),
+		hub:      NewHub(cfg.StreamBuffer, cfg.MaxStreams),
+		static:   http.FileServerFS(sub),
+	}
+}
+
+// Hub is the live stream's hub: the daemon's observer.
+func (u *UI) Hub() *Hub { return u.hub }
+
+// Routes are the UI's endpoints under the API's roles.
+func (u *UI) Routes() []api.Route {
+	return []api.Route{{Pattern: "GET /api/v1/stream", Role: labctl.RoleViewer, Handler: u.hub}}
+}
+
+// Authenticate implements api.Browser: the session of the request's
+// cookie; a request that changes something must also come from this
+// daemon's origin and carry the session's CSRF token.
+func (u *UI) Authenticate(r *http.Request) (string, labctl.Role, error) {
+	c, err := r.Cookie(CookieName)
+	if err != nil {
+		return "", "", errNoSession
+	}
+	se, ok := u.sessions.get(c.Value)
+	if !ok {
+		return "", "", errNoSession
+	}
+	if !safeMethod(r.Method) {
+		if err := sameOrigin(r, u.cfg.TLS); err != nil {
+			return "", "", err
+		}
+		if !equalSecret(r.Header.Get(CSRFHeader), se.csrf) {
+			return "", "", errCSRF
+		}
+	}
+	return se.name, se.role, nil
+}
+
+var (
+	errNoSession = errorf(labctl.ErrUnauthorized, "a valid bearer token or a browser session is required (log in at /login)")
+	errCSRF      = errorf(labctl.ErrForbidden, "this request changes something and has no valid "+CSRFHeader+" header: send it from labctl's pages")
+)
+
+// ServeHTTP implements api.Browser: the pages, login and logout.
+func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	// The pages load only their own scripts and styles, talk only to
+	// this daemon, and are framed by nobody.
+	h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'")
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("Referrer-Policy", "same-origin")
+	h.Set("X-Frame-Options", "DENY")
+	switch r.URL.Path {
+	case "/login":
+		switch r.Method {
+		case http.MethodGet, http.MethodHead:
+			u.serveFile(w, r, "login.html")
+		case http.MethodPost:
+			u.login(w, r)
+		default:
+			http.Error(w, "GET or POST", http.StatusMethodNotAllowed)
+		}
+		return
+	case "/logout":
+		u.logout(w, r)
+		return
+	case "/ui/session":
+		u.session(w, r)
+		return
+	case "/", "/index.html":
+		if _, ok := u.current(r); !ok {
+			http.Redirect(w, r, "/login", http.StatusSeeOther)
+			return
+		}
+		h.Set("Cache-Control", "no-store")
+		u.serveFile(w, r, "index.html")
+		return
+	}
+	if !safeMethod(r.Method) {
+		http.Error(w, "not found", http.StatusNotFound)
+		return
+	}
+	u.static.ServeHTTP(w, r)
+}
+
+func (u *UI) serveFile(w http.ResponseWriter, r *http.Request, name string) {
+	r2 := new(http.Request)
+	*r2 = *r
+	r2.URL = &url.URL{Path: "/" + name}
+	if name == "index.html" {
+		// The file server redirects /index.html to /.
+		r2.URL.Path = "/"
+	}
+	u.static.ServeHTTP(w, r2)
+}
+
+func (u *UI) current(r *http.Request) (*session, bool) {
+	c, err := r.Cookie(CookieName)
+	if err != nil {
+		return nil, false
+	}
+	return u.sessions.get(c.Value)
+}
+
+// maxLoginBody bounds the login form.
+const maxLoginBody = 4 << 10
+
+// login takes the form's token (a POST body, never a URL), and sets the
+// session cookie. A login from another origin is refused (it would log
+// the browser in as someone else).
+func (u *UI) login(w http.ResponseWriter, r *http.Request) {
+	if err := sameOrigin(r, u.cfg.TLS); err != nil {
+		http.Error(w, err.Error(), http.StatusForbidden)
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxLoginBody)
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, "login form: "+err.Error(), http.StatusBadRequest)
+		return
+	}
+	if r.URL.Query().Has("token") {
+		http.Error(w, "the token goes in the form's body, never in the URL", http.StatusBadRequest)
+		return
+	}
+	key, se, ok := u.sessions.login(r.PostForm.Get("token"))
+	if !ok {
+		u.log.Info("web: login refused", "remote", r.RemoteAddr)
+		http.Redirect(w, r, "/login?failed=1", http.StatusSeeOther)
+		return
+	}
+	u.log.Info("web: login", "name", se.name, "role", se.role, "remote", r.RemoteAddr)
+	http.SetCookie(w, &http.Cookie{
+		Name: CookieName, Value: key, Path: "/",
+		Expires: se.expires, MaxAge: int(u.cfg.SessionTTL / time.Second),
+		HttpOnly: true, Secure: u.cfg.TLS, SameSite: http.SameSiteStrictMode,
+	})
+	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+// logout ends the session (POST with the CSRF token).
+func (u *UI) logout(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		http.Error(w, "POST", http.StatusMethodNotAllowed)
+		return
+	}
+	if _, _, err := u.Authenticate(r); err != nil {
+		http.Error(w, err.Error(), http.StatusForbidden)
+		return
+	}
+	c, _ := r.Cookie(CookieName)
+	u.sessions.logout(c.Value)
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", MaxAge: -1,
+		HttpOnly: true, Secure: u.cfg.TLS, SameSite: http.SameSiteStrictMode})
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// SessionInfo is what the pages know of their login (GET /ui/session).
+type SessionInfo struct {
+	Name    string      `json:"name"`
+	Role    labctl.Role `json:"role"`
+	CSRF    string      `json:"csrf"`
+	Expires time.Time   `json:"expires"`
+}
+
+func (u *UI) session(w http.ResponseWriter, r *http.Request) {
+	se, ok := u.current(r)
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("Content-Type", "application/json")
+	if !ok {
+		w.WriteHeader(http.StatusUnauthorized)
+		json.NewEncoder(w).Encode(map[string]string{"error": errNoSession.Error()})
+		return
+	}
+	json.NewEncoder(w).Encode(SessionInfo{Name: se.name, Role: se.role, CSRF: se.csrf, Expires: se.expires})
+}
+
+func equalSecret(a, b string) bool {
+	return a != "" && len(a) == len(b) && subtleEqual(a, b)
+}
+
+func errorf(kind error, msg string) error { return &kindError{kind: kind, msg: msg} }
+
+type kindError struct {
+	kind error
+	msg  string
+}
+
+func (e *kindError) Error() string { return strings.TrimSpace(e.kind.Error() + ": " + e.msg) }
+func (e *kindError) Unwrap() error { return e.kind }
