@@ -40,6 +40,10 @@ type DHCPLoader struct {
 	Loader Loader
 	// File is the loader under the boot root; "" for uboot.
 	File string
+	// HTTP is UEFI HTTP boot: the host gets File as an http:// URL when it
+	// asks with architecture 16 and vendor class HTTPClient, and nothing
+	// over PXE, so that its firmware goes on to its HTTP boot option.
+	HTTP bool
 }
 
 // DHCPBoot says where the lab's nodes find labctl's boot server.
@@ -64,15 +68,16 @@ const (
 )
 
 // answers lists the client architectures a host of this kind gets a boot
-// file for: BIOS 0; UEFI 7 and 9 over TFTP, and 16 (HTTP boot) when the
-// loader can run from an HTTP URL (iPXE; GRUB and shim are only proven
-// over TFTP); U-Boot none.
+// file for: BIOS 0; UEFI PXE 7 and 9 over TFTP; UEFI HTTP boot 16 as an
+// URL; U-Boot none.
 func (l DHCPLoader) answers() (pxe []int, http bool) {
-	switch l.Firmware {
-	case "bios":
+	switch {
+	case l.Firmware == "bios":
 		return []int{ArchBIOS}, false
-	case "uefi", "uefi-secureboot":
-		return []int{ArchEFIBC, ArchEFIx64}, l.Loader == LoaderIPXE
+	case l.HTTP:
+		return nil, true
+	case l.Firmware == "uefi" || l.Firmware == "uefi-secureboot":
+		return []int{ArchEFIBC, ArchEFIx64}, false
 	}
 	return nil, false
 }
@@ -95,6 +100,9 @@ func profiles(tag string, hosts []DHCPHost) ([]*profile, map[string]*profile) {
 		p, ok := byLoader[h.Boot]
 		if !ok {
 			name := tag + "-boot-" + h.Boot.Firmware
+			if h.Boot.HTTP {
+				name += "-http"
+			}
 			if h.Boot.Loader != "" {
 				name += "-" + string(h.Boot.Loader)
 			}
@@ -170,6 +178,9 @@ func renderDnsmasq(b *bytes.Buffer, boot DHCPBoot, hosts []DHCPHost) {
 		if p.File != "" {
 			fmt.Fprintf(b, " %s", p.File)
 		}
+		if p.HTTP {
+			b.WriteString(" over UEFI HTTP boot")
+		}
 		fmt.Fprintf(b, " (%s)\n", strings.Join(p.hosts, ", "))
 		pxe, http := p.answers()
 		notIPXE := ""
@@ -238,6 +249,9 @@ func renderISC(b *bytes.Buffer, boot DHCPBoot, hosts []DHCPHost) {
 		fmt.Fprintf(b, "\n# %s: firmware %s, loader %s", p.tag, p.Firmware, p.Loader)
 		if p.File != "" {
 			fmt.Fprintf(b, " %s", p.File)
+		}
+		if p.HTTP {
+			b.WriteString(" over UEFI HTTP boot")
 		}
 		b.WriteString("\ngroup {\n")
 		fmt.Fprintf(b, "  next-server %s;\n", boot.NextServer)
@@ -345,7 +359,13 @@ func (l DHCPLoader) check() error {
 		} else if p != l.File || strings.ContainsAny(p, " \t,\"'\\#;$") {
 			return fmt.Errorf("boot file %q: want a plain path under the boot root (no spaces, quotes, commas, ';', '$' or '#')", l.File)
 		}
+		if l.HTTP && (l.Firmware != "uefi" || l.Loader != LoaderIPXE) {
+			return fmt.Errorf("UEFI HTTP boot: want firmware uefi and loader ipxe, not %s and %s", l.Firmware, l.Loader)
+		}
 	case "uboot":
+		if l.HTTP {
+			return errors.New("U-Boot has no UEFI HTTP boot")
+		}
 		if l.File != "" {
 			return fmt.Errorf("boot file %q: U-Boot gets none", l.File)
 		}

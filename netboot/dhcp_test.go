@@ -26,6 +26,7 @@ func mustMAC(t testing.TB, s string) net.HardwareAddr {
 var (
 	bootBIOS       = DHCPLoader{Firmware: "bios", Loader: LoaderPXELinux, File: "lpxelinux.0"}
 	bootUEFI       = DHCPLoader{Firmware: "uefi", Loader: LoaderIPXE, File: "efi/snponly.efi"}
+	bootHTTP       = DHCPLoader{Firmware: "uefi", Loader: LoaderIPXE, File: "efi/snponly.efi", HTTP: true}
 	bootSecureBoot = DHCPLoader{Firmware: "uefi-secureboot", Loader: LoaderGRUB, File: "efi/shimx64.efi"}
 	bootUBoot      = DHCPLoader{Firmware: "uboot", Loader: LoaderPXELinux}
 )
@@ -39,7 +40,7 @@ func labHosts(t testing.TB) []DHCPHost {
 		{Name: "x86-node1", MAC: mustMAC(t, "52:54:00:00:00:01"), IP: net.ParseIP("192.168.2.90"), Boot: bootBIOS},
 		{Name: "pool-node", MAC: mustMAC(t, "52:54:00:00:00:02"), Boot: bootBIOS},
 		{Name: "uefi1", MAC: mustMAC(t, "52:54:00:00:00:03"), IP: net.ParseIP("192.168.2.91"), Boot: bootUEFI},
-		{Name: "uefi2", MAC: mustMAC(t, "52:54:00:00:00:04"), IP: net.ParseIP("192.168.2.92"), Tags: []string{"httpboot"}, Boot: bootUEFI},
+		{Name: "uefi2", MAC: mustMAC(t, "52:54:00:00:00:04"), IP: net.ParseIP("192.168.2.92"), Tags: []string{"httpboot"}, Boot: bootHTTP},
 		{Name: "sb1", MAC: mustMAC(t, "52:54:00:00:00:05"), IP: net.ParseIP("192.168.2.93"), Boot: bootSecureBoot},
 	}
 }
@@ -120,17 +121,19 @@ func TestWriteDHCPConfigRejects(t *testing.T) {
 		"ipv6 next server": {format: DHCPISC, boot: DHCPBoot{NextServer: net.ParseIP("::1"), HTTPURL: "http://h"},
 			hosts: []DHCPHost{host("a", "52:54:00:00:00:01", "")}, want: []string{"next server"}},
 		"boot file quote": {format: DHCPISC, boot: good,
-			hosts: []DHCPHost{withBoot(host("a", "52:54:00:00:00:01", ""), DHCPLoader{"bios", LoaderPXELinux, `pxe"; evil`})}, want: []string{"boot file"}},
+			hosts: []DHCPHost{withBoot(host("a", "52:54:00:00:00:01", ""), DHCPLoader{"bios", LoaderPXELinux, `pxe"; evil`, false})}, want: []string{"boot file"}},
 		"boot file absolute": {format: DHCPDnsmasq, boot: good,
-			hosts: []DHCPHost{withBoot(host("a", "52:54:00:00:00:01", ""), DHCPLoader{"uefi", LoaderIPXE, "/efi/snponly.efi"})}, want: []string{"boot file", "absolute"}},
+			hosts: []DHCPHost{withBoot(host("a", "52:54:00:00:00:01", ""), DHCPLoader{"uefi", LoaderIPXE, "/efi/snponly.efi", false})}, want: []string{"boot file", "absolute"}},
 		"boot file comma": {format: DHCPDnsmasq, boot: good,
-			hosts: []DHCPHost{withBoot(host("a", "52:54:00:00:00:01", ""), DHCPLoader{"bios", LoaderPXELinux, "a,b"})}, want: []string{"boot file"}},
+			hosts: []DHCPHost{withBoot(host("a", "52:54:00:00:00:01", ""), DHCPLoader{"bios", LoaderPXELinux, "a,b", false})}, want: []string{"boot file"}},
 		"boot file for uboot": {format: DHCPDnsmasq, boot: good,
-			hosts: []DHCPHost{withBoot(host("a", "52:54:00:00:00:01", ""), DHCPLoader{"uboot", LoaderPXELinux, "x.0"})}, want: []string{"U-Boot"}},
+			hosts: []DHCPHost{withBoot(host("a", "52:54:00:00:00:01", ""), DHCPLoader{"uboot", LoaderPXELinux, "x.0", false})}, want: []string{"U-Boot"}},
+		"http boot with grub": {format: DHCPDnsmasq, boot: good,
+			hosts: []DHCPHost{withBoot(host("a", "52:54:00:00:00:01", ""), DHCPLoader{"uefi-secureboot", LoaderGRUB, "efi/shimx64.efi", true})}, want: []string{"UEFI HTTP boot: want firmware uefi and loader ipxe"}},
 		"unknown firmware": {format: DHCPDnsmasq, boot: good,
-			hosts: []DHCPHost{withBoot(host("a", "52:54:00:00:00:01", ""), DHCPLoader{"coreboot", LoaderPXELinux, "x.0"})}, want: []string{`firmware "coreboot"`}},
+			hosts: []DHCPHost{withBoot(host("a", "52:54:00:00:00:01", ""), DHCPLoader{"coreboot", LoaderPXELinux, "x.0", false})}, want: []string{`firmware "coreboot"`}},
 		"unknown loader": {format: DHCPDnsmasq, boot: good,
-			hosts: []DHCPHost{withBoot(host("a", "52:54:00:00:00:01", ""), DHCPLoader{"uefi", "refind", "x.efi"})}, want: []string{`"refind" is not a boot loader family`}},
+			hosts: []DHCPHost{withBoot(host("a", "52:54:00:00:00:01", ""), DHCPLoader{"uefi", "refind", "x.efi", false})}, want: []string{`"refind" is not a boot loader family`}},
 		"http url": {format: DHCPDnsmasq, boot: DHCPBoot{NextServer: net.ParseIP("10.0.0.1"), HTTPURL: "http://h/a,b"},
 			hosts: []DHCPHost{host("a", "52:54:00:00:00:01", "")}, want: []string{`HTTP URL "http://h/a,b"`}},
 		"https url": {format: DHCPDnsmasq, boot: DHCPBoot{NextServer: net.ParseIP("10.0.0.1"), HTTPURL: "ftp://h"},

@@ -31,9 +31,10 @@ table (firmware, loader, file):
    arch 0 (BIOS)            the BIOS loader over TFTP (lpxelinux.0)
    arch 7 or 9 (x86-64 UEFI) the EFI loader over TFTP (efi/snponly.efi; for
                             Secure Boot efi/shimx64.efi, which loads grubx64.efi)
-   arch 16 + vendor class HTTPClient (UEFI HTTP boot)
+   arch 16 + vendor class HTTPClient (UEFI HTTP boot; device types with
+                            boot.method = "http", which get nothing over PXE)
                             an http:// URL to the EFI loader, option 60
-                            HTTPClient in the answer (iPXE loaders only)
+                            HTTPClient in the answer
    user class iPXE          the URL of labctl's iPXE start script
    anything else            no boot file, and a line in the DHCP server's log
                             (dnsmasq: tag labctl-unknown-arch with log-dhcp;
@@ -83,7 +84,8 @@ func runDHCPConfig(ctx context.Context, opts dhcpConfigOptions, env *appEnv) err
 	for _, d := range cfg.Devices {
 		b := d.Settings.Boot
 		h := netboot.DHCPHost{Name: d.Name, MAC: net.HardwareAddr(d.MAC), Tags: d.Tags,
-			Boot: netboot.DHCPLoader{Firmware: string(b.Firmware), Loader: netboot.Loader(b.Loader), File: b.File}}
+			Boot: netboot.DHCPLoader{Firmware: string(b.Firmware), Loader: netboot.Loader(b.Loader), File: b.File,
+				HTTP: b.Method == devices.BootHTTP}}
 		if d.IP.IsValid() {
 			h.IP = net.IP(d.IP.AsSlice())
 		}

@@ -215,8 +215,8 @@ func TestValidate(t *testing.T) {
 			},
 		},
 		{
-			name: "loader family that does not run on the firmware",
-			files: map[string]string{"device-types/t1.toml": "[bootdev]\nefi = true\n[boot]\nfirmware = \"uefi\"\nloader = \"pxelinux\"\n" + validType},
+			name:    "loader family that does not run on the firmware",
+			files:   map[string]string{"device-types/t1.toml": "[bootdev]\nefi = true\n[boot]\nfirmware = \"uefi\"\nloader = \"pxelinux\"\n" + validType},
 			args:    []string{"device-types/t1.toml"},
 			invalid: true,
 			want: []string{
