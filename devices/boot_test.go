@@ -31,9 +31,9 @@ shell_prompt = "# "
 	}{
 		"default is BIOS pxelinux": {"", false, Boot{FirmwareBIOS, BootPXE, LoaderPXELinux, "lpxelinux.0"}, "LOCALBOOT 0"},
 		"uefi gets iPXE":           {"[boot]\nfirmware = \"uefi\"\n", true, Boot{FirmwareUEFI, BootPXE, LoaderIPXE, "efi/snponly.efi"}, "exit"},
-		"uefi grub":                {"[boot]\nfirmware = \"uefi\"\nloader = \"grub\"\n", true, Boot{FirmwareUEFI, BootPXE, LoaderGRUB, "efi/grubx64.efi"}, "exit"},
+		"uefi grub":                {"[boot]\nfirmware = \"uefi\"\nloader = \"grub\"\n", true, Boot{FirmwareUEFI, BootPXE, LoaderGRUB, "grubx64.efi"}, "exit"},
 		"http boot":                {"[boot]\nfirmware = \"uefi\"\nmethod = \"http\"\n", true, Boot{FirmwareUEFI, BootHTTP, LoaderIPXE, "efi/snponly.efi"}, "exit"},
-		"secure boot gets shim":    {"[boot]\nfirmware = \"uefi-secureboot\"\n", true, Boot{FirmwareSecureBoot, BootPXE, LoaderGRUB, "efi/shimx64.efi"}, "exit"},
+		"secure boot gets shim":    {"[boot]\nfirmware = \"uefi-secureboot\"\n", true, Boot{FirmwareSecureBoot, BootPXE, LoaderGRUB, "shimx64.efi"}, "exit"},
 		"bios ipxe":                {"[boot]\nloader = \"ipxe\"\n", false, Boot{FirmwareBIOS, BootPXE, LoaderIPXE, "undionly.kpxe"}, "exit"},
 		"uboot has no file":        {"[boot]\nfirmware = \"uboot\"\n", false, Boot{FirmwareUBoot, BootPXE, LoaderPXELinux, ""}, "LOCALBOOT 0"},
 		"own file":                 {"[boot]\nfirmware = \"uefi\"\nfile = \"x86/ipxe.efi\"\n", true, Boot{FirmwareUEFI, BootPXE, LoaderIPXE, "x86/ipxe.efi"}, "exit"},
@@ -82,9 +82,9 @@ shell_prompt = "# "
 // boot.file line, or at the device's override.
 func TestCheckBootFiles(t *testing.T) {
 	files := fixture()
-	files["types/qemu.toml"] = strings.Replace(files["types/qemu.toml"], "[power]", "[bootdev]\nefi = true\n\n[boot]\nfirmware = \"uefi-secureboot\"\nfile = \"efi/shimx64.efi\"\n\n[power]", 1)
+	files["types/qemu.toml"] = strings.Replace(files["types/qemu.toml"], "[power]", "[bootdev]\nefi = true\n\n[boot]\nfirmware = \"uefi-secureboot\"\nfile = \"shimx64.efi\"\n\n[power]", 1)
 	files["devices/n2.toml"] += "boot.firmware = \"uefi\"\nboot.loader = \"ipxe\"\nboot.file = \"efi/ipxe.efi\"\n"
-	files["boot/efi/shimx64.efi"] = "shim"
+	files["boot/shimx64.efi"] = "shim"
 	dir := writeLab(t, files)
 	lab, err := Load(filepath.Join(dir, "lab.toml"))
 	if err != nil {
@@ -95,7 +95,7 @@ func TestCheckBootFiles(t *testing.T) {
 		got = append(got, strings.ReplaceAll(p.String(), dir, "DIR"))
 	}
 	want := []string{
-		"DIR/types/qemu.toml:8: boot.file: efi/grubx64.efi is not in the boot root DIR/boot (firmware uefi-secureboot, loader grub; make master builds a boot root with every loader)",
+		"DIR/types/qemu.toml:8: boot.file: grubx64.efi is not in the boot root DIR/boot (firmware uefi-secureboot, loader grub; make master builds a boot root with every loader)",
 		"DIR/devices/n2.toml:18: override.boot.file: efi/ipxe.efi is not in the boot root DIR/boot (firmware uefi, loader ipxe; make master builds a boot root with every loader)",
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {

@@ -104,8 +104,9 @@ type Boot struct {
 	// it decides which per-node config the boot server writes.
 	Loader LoaderFamily `toml:"loader"`
 	// File is the loader under the boot root, as DHCP names it, e.g.
-	// "lpxelinux.0", "efi/snponly.efi", "efi/shimx64.efi" (which loads
-	// grubx64.efi from its own directory). Empty for uboot.
+	// "lpxelinux.0", "efi/snponly.efi", "shimx64.efi" (which loads
+	// grubx64.efi: keep both at the top of the root, see Boot.Files).
+	// Empty for uboot.
 	File string `toml:"file"`
 }
 
@@ -300,13 +301,13 @@ var loaderRules = []loaderRule{
 	{FirmwareBIOS, BootPXE, LoaderPXELinux, "lpxelinux.0"},
 	{FirmwareBIOS, BootPXE, LoaderIPXE, "undionly.kpxe"},
 	{FirmwareUEFI, BootPXE, LoaderIPXE, "efi/snponly.efi"},
-	{FirmwareUEFI, BootPXE, LoaderGRUB, "efi/grubx64.efi"},
+	{FirmwareUEFI, BootPXE, LoaderGRUB, "grubx64.efi"},
 	{FirmwareUEFI, BootHTTP, LoaderIPXE, "efi/snponly.efi"},
-	{FirmwareSecureBoot, BootPXE, LoaderGRUB, "efi/shimx64.efi"},
+	{FirmwareSecureBoot, BootPXE, LoaderGRUB, "shimx64.efi"},
 	{FirmwareUBoot, BootPXE, LoaderPXELinux, ""},
 }
 
-// ShimNext is the file shim loads from its own directory: GRUB.
+// ShimNext is the file shim loads next: GRUB.
 const ShimNext = "grubx64.efi"
 
 // Defaults fills in the keys left unset from the firmware's defaults.
@@ -331,14 +332,21 @@ func (b *Boot) Defaults() {
 }
 
 // Files lists the files the loader needs under the boot root: File, and
-// for Secure Boot the GRUB that shim loads from its directory.
+// for Secure Boot the GRUB that shim loads. Shim asks for it beside itself
+// when the PXE stack tells it its own path (iPXE), but at the top of the
+// TFTP root under OVMF's PXE: both must be there (the same file when shim
+// is at the top).
 func (b Boot) Files() []string {
 	if b.File == "" {
 		return nil
 	}
 	files := []string{b.File}
 	if b.Firmware == FirmwareSecureBoot {
-		files = append(files, filepath.ToSlash(filepath.Join(filepath.Dir(b.File), ShimNext)))
+		for _, f := range []string{filepath.ToSlash(filepath.Join(filepath.Dir(b.File), ShimNext)), ShimNext} {
+			if !slices.Contains(files, f) {
+				files = append(files, f)
+			}
+		}
 	}
 	return files
 }

@@ -27,7 +27,7 @@ var (
 	bootBIOS       = DHCPLoader{Firmware: "bios", Loader: LoaderPXELinux, File: "lpxelinux.0"}
 	bootUEFI       = DHCPLoader{Firmware: "uefi", Loader: LoaderIPXE, File: "efi/snponly.efi"}
 	bootHTTP       = DHCPLoader{Firmware: "uefi", Loader: LoaderIPXE, File: "efi/snponly.efi", HTTP: true}
-	bootSecureBoot = DHCPLoader{Firmware: "uefi-secureboot", Loader: LoaderGRUB, File: "efi/shimx64.efi"}
+	bootSecureBoot = DHCPLoader{Firmware: "uefi-secureboot", Loader: LoaderGRUB, File: "shimx64.efi"}
 	bootUBoot      = DHCPLoader{Firmware: "uboot", Loader: LoaderPXELinux}
 )
 
@@ -129,7 +129,7 @@ func TestWriteDHCPConfigRejects(t *testing.T) {
 		"boot file for uboot": {format: DHCPDnsmasq, boot: good,
 			hosts: []DHCPHost{withBoot(host("a", "52:54:00:00:00:01", ""), DHCPLoader{"uboot", LoaderPXELinux, "x.0", false})}, want: []string{"U-Boot"}},
 		"http boot with grub": {format: DHCPDnsmasq, boot: good,
-			hosts: []DHCPHost{withBoot(host("a", "52:54:00:00:00:01", ""), DHCPLoader{"uefi-secureboot", LoaderGRUB, "efi/shimx64.efi", true})}, want: []string{"UEFI HTTP boot: want firmware uefi and loader ipxe"}},
+			hosts: []DHCPHost{withBoot(host("a", "52:54:00:00:00:01", ""), DHCPLoader{"uefi-secureboot", LoaderGRUB, "shimx64.efi", true})}, want: []string{"UEFI HTTP boot: want firmware uefi and loader ipxe"}},
 		"unknown firmware": {format: DHCPDnsmasq, boot: good,
 			hosts: []DHCPHost{withBoot(host("a", "52:54:00:00:00:01", ""), DHCPLoader{"coreboot", LoaderPXELinux, "x.0", false})}, want: []string{`firmware "coreboot"`}},
 		"unknown loader": {format: DHCPDnsmasq, boot: good,

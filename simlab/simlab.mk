@@ -41,9 +41,9 @@ export LABCTL_SIMLAB_ARTIFACTS := $(abspath $(SIMLAB_ART))
 
 SIMLAB_BOOTFILES := pxelinux.0 lpxelinux.0 ldlinux.c32 chain.c32 libcom32.c32 libutil.c32
 # UEFI: iPXE (PXE and HTTP boot), and for Secure Boot Debian's signed chain:
-# shim (signed by Microsoft) loads grubx64.efi from its own directory, the
-# signed GRUB network image.
-SIMLAB_EFIFILES := efi/snponly.efi efi/ipxe.efi efi/shimx64.efi efi/grubx64.efi
+# shim (signed by Microsoft) loads grubx64.efi, the signed GRUB network image.
+# Both sit at the top: under OVMF's PXE, shim asks for grubx64.efi there.
+SIMLAB_EFIFILES := efi/snponly.efi efi/ipxe.efi shimx64.efi grubx64.efi
 SIMLAB_IMAGES := $(addprefix $(SIMLAB_IMG)/disk.img,.sha256 .gz.sha256 .xz.sha256 .zst.sha256)
 
 .PHONY: artifacts master simlab simlab-down simlab-clean
@@ -96,11 +96,11 @@ $(SIMLAB_ROOT)/efi/%.efi: /usr/lib/ipxe/%.efi
 	@mkdir -p $(@D)
 	cp $< $@
 
-$(SIMLAB_ROOT)/efi/shimx64.efi: /usr/lib/shim/shimx64.efi.signed
+$(SIMLAB_ROOT)/shimx64.efi: /usr/lib/shim/shimx64.efi.signed
 	@mkdir -p $(@D)
 	cp $< $@
 
-$(SIMLAB_ROOT)/efi/grubx64.efi: /usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed
+$(SIMLAB_ROOT)/grubx64.efi: /usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed
 	@mkdir -p $(@D)
 	cp $< $@
 

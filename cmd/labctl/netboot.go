@@ -30,7 +30,7 @@ table (firmware, loader, file):
 
    arch 0 (BIOS)            the BIOS loader over TFTP (lpxelinux.0)
    arch 7 or 9 (x86-64 UEFI) the EFI loader over TFTP (efi/snponly.efi; for
-                            Secure Boot efi/shimx64.efi, which loads grubx64.efi)
+                            Secure Boot shimx64.efi, which loads grubx64.efi)
    arch 16 + vendor class HTTPClient (UEFI HTTP boot; device types with
                             boot.method = "http", which get nothing over PXE)
                             an http:// URL to the EFI loader, option 60

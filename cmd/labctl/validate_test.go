@@ -206,12 +206,12 @@ func TestValidate(t *testing.T) {
 		},
 		{
 			name: "loader missing from the boot root",
-			files: map[string]string{"device-types/t1.toml": "[bootdev]\nefi = true\n[boot]\nfirmware = \"uefi-secureboot\"\nfile = \"efi/shimx64.efi\"\n" + validType,
-				"lab.toml": validLab, "devices/d1.toml": validDevice, "boot/efi/shimx64.efi": "shim"},
+			files: map[string]string{"device-types/t1.toml": "[bootdev]\nefi = true\n[boot]\nfirmware = \"uefi-secureboot\"\nfile = \"shimx64.efi\"\n" + validType,
+				"lab.toml": validLab, "devices/d1.toml": validDevice, "boot/shimx64.efi": "shim"},
 			args:    []string{"lab.toml"},
 			invalid: true,
 			want: []string{
-				"DIR/device-types/t1.toml:5: boot.file: efi/grubx64.efi is not in the boot root DIR/boot (firmware uefi-secureboot, loader grub; make master builds a boot root with every loader)",
+				"DIR/device-types/t1.toml:5: boot.file: grubx64.efi is not in the boot root DIR/boot (firmware uefi-secureboot, loader grub; make master builds a boot root with every loader)",
 			},
 		},
 		{
