@@ -192,7 +192,7 @@ func renderGRUB(entry Entry, node string) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("local entry: %w", err)
 		}
-		fmt.Fprintf(&b, "# labctl: local boot for %s\nset timeout=0\nset default=local\nmenuentry local --id local {\n", node)
+		fmt.Fprintf(&b, "# labctl: local boot for %s\nset timeout=0\nset default=local\nmenuentry local --id local {\n\techo \"labctl: local boot\"\n", node)
 		for _, l := range lines {
 			fmt.Fprintf(&b, "\t%s\n", l)
 		}
@@ -237,7 +237,7 @@ func renderIPXE(entry Entry, httpURL, node string) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("local entry: %w", err)
 		}
-		fmt.Fprintf(&b, "# labctl: local boot for %s\n", node)
+		fmt.Fprintf(&b, "# labctl: local boot for %s\necho labctl: local boot\n", node)
 		for _, l := range lines {
 			fmt.Fprintf(&b, "%s\n", l)
 		}

@@ -27,6 +27,7 @@ menuentry labctl --id labctl {
 set timeout=0
 set default=local
 menuentry local --id local {
+	echo "labctl: local boot"
 	exit
 }
 `},
@@ -43,7 +44,7 @@ echo labctl: loading the master kernel
 kernel http://10.0.2.2:8080/k quiet
 boot
 `},
-		"ipxe local": {LocalEntry("exit").For(LoaderIPXE), "#!ipxe\n# labctl: local boot for node1\nexit\n"},
+		"ipxe local": {LocalEntry("exit").For(LoaderIPXE), "#!ipxe\n# labctl: local boot for node1\necho labctl: local boot\nexit\n"},
 		"pxelinux master": {master.For(LoaderPXELinux), `# labctl: master entry for node1
 DEFAULT labctl
 PROMPT 0

@@ -46,15 +46,19 @@ const (
 type efiNode struct {
 	name, deviceType, mac, ip string
 	override                  string // [override] lines, if any
+	local                     bool   // the boot server gives it its local entry, not the master
 }
 
 var efiNodes = []efiNode{
-	{"bios1", "simlab-qemu", "52:54:00:77:00:01", "10.77.0.11", ""},
-	{"uefi1", "simlab-qemu-uefi", "52:54:00:77:00:02", "10.77.0.12", ""},
-	{"http1", "simlab-qemu-httpboot", "52:54:00:77:00:03", "10.77.0.13", ""},
-	{"sb1", "simlab-qemu-secureboot", "52:54:00:77:00:04", "10.77.0.14", ""},
+	{"bios1", "simlab-qemu", "52:54:00:77:00:01", "10.77.0.11", "", false},
+	{"uefi1", "simlab-qemu-uefi", "52:54:00:77:00:02", "10.77.0.12", "", false},
+	{"http1", "simlab-qemu-httpboot", "52:54:00:77:00:03", "10.77.0.13", "", false},
+	{"sb1", "simlab-qemu-secureboot", "52:54:00:77:00:04", "10.77.0.14", "", false},
 	// Secure Boot with a kernel whose signature is stripped: refused.
-	{"sbbad", "simlab-qemu-secureboot", "52:54:00:77:00:05", "10.77.0.15", `master.kernel = "simlab/vmlinuz-unsigned"`},
+	{"sbbad", "simlab-qemu-secureboot", "52:54:00:77:00:05", "10.77.0.15", `master.kernel = "simlab/vmlinuz-unsigned"`, false},
+	// Local entries: iPXE's and GRUB's exit hand the boot back to OVMF.
+	{"uefilocal", "simlab-qemu-uefi", "52:54:00:77:00:06", "10.77.0.16", "", true},
+	{"sblocal", "simlab-qemu-secureboot", "52:54:00:77:00:07", "10.77.0.17", "", true},
 }
 
 // watch collects a process's output and lets a test wait for a pattern in
@@ -113,7 +117,8 @@ type efiLab struct {
 	ns, dir, root string
 	cfg           *devices.Lab
 	dhcpConf      string
-	dnsmasq       *watch // dnsmasq's log (log-dhcp)
+	dhcpFormat    netboot.DHCPFormat
+	dhcp          *watch // the DHCP server's log (dnsmasq's with log-dhcp)
 	boot          *watch // the boot server's log
 }
 
@@ -133,12 +138,13 @@ var efiLabSeq atomic.Int32
 
 // startEFILab builds the namespace and starts dnsmasq and the boot server
 // in it; everything goes with the test.
-func startEFILab(t *testing.T) *efiLab {
+func startEFILab(t *testing.T, format netboot.DHCPFormat) *efiLab {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		simlabtest.SkipOrFail(t, errors.New("network namespaces need root"))
 	}
-	for _, tool := range []string{"ip", "dnsmasq", "busybox"} {
+	server := map[netboot.DHCPFormat]string{netboot.DHCPDnsmasq: "dnsmasq", netboot.DHCPISC: "dhcpd"}[format]
+	for _, tool := range []string{"ip", server, "busybox"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			simlabtest.SkipOrFail(t, fmt.Errorf("%s: %w (make deps)", tool, err))
 		}
@@ -154,7 +160,7 @@ func startEFILab(t *testing.T) *efiLab {
 			simlabtest.SkipOrFail(t, fmt.Errorf("boot root without the UEFI loaders (make master): %w", err))
 		}
 	}
-	l := &efiLab{dir: t.TempDir(), dnsmasq: newWatch(), boot: newWatch()}
+	l := &efiLab{dir: t.TempDir(), dhcpFormat: format, dhcp: newWatch(), boot: newWatch()}
 	l.ns = fmt.Sprintf("labctl-efi-%d-%d", os.Getpid(), efiLabSeq.Add(1))
 
 	// The boot root: the artifacts' files, and a kernel without its
@@ -178,10 +184,15 @@ func startEFILab(t *testing.T) *efiLab {
 
 	// The DHCP server's config is what the command prints, unmodified.
 	env, stdout, _ := testEnv()
-	if err := runDHCPConfig(context.Background(), dhcpConfigOptions{lab: filepath.Join(l.dir, "lab.toml"), format: netboot.DHCPDnsmasq}, env); err != nil {
+	if err := runDHCPConfig(context.Background(), dhcpConfigOptions{lab: filepath.Join(l.dir, "lab.toml"), format: format}, env); err != nil {
 		t.Fatal(err)
 	}
-	l.dhcpConf = filepath.Join(l.dir, "dnsmasq.conf")
+	if format == netboot.DHCPISC {
+		// dhcpd serves only declared subnets: the lab's own line, as an
+		// admin's dhcpd.conf has it beside labctl's part.
+		stdout.WriteString("subnet 10.77.0.0 netmask 255.255.255.0 {\n  range 10.77.0.100 10.77.0.199;\n}\n")
+	}
+	l.dhcpConf = filepath.Join(l.dir, server+".conf")
 	if err := os.WriteFile(l.dhcpConf, stdout.Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -197,13 +208,23 @@ func startEFILab(t *testing.T) *efiLab {
 		command(t, append([]string{"ip", "netns", "exec", l.ns}, argv...)...)
 	}
 
-	l.start(t, "dnsmasq", l.dnsmasq, "dnsmasq", "--keep-in-foreground", "--log-facility=-", "--user=root", "--group=root",
-		"--conf-file="+l.dhcpConf, "--port=0", "--interface=br0", "--bind-interfaces", "--pid-file",
-		"--dhcp-range=10.77.0.100,10.77.0.199,255.255.255.0,1h", "--dhcp-leasefile="+filepath.Join(l.dir, "leases"))
+	ready := `DHCP, IP range`
+	if format == netboot.DHCPISC {
+		leases := filepath.Join(l.dir, "dhcpd.leases")
+		if err := os.WriteFile(leases, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		l.start(t, "dhcpd", l.dhcp, "dhcpd", "-f", "-d", "-4", "-cf", l.dhcpConf, "-lf", leases, "-pf", filepath.Join(l.dir, "dhcpd.pid"), "br0")
+		ready = `Listening on \S+/br0`
+	} else {
+		l.start(t, "dnsmasq", l.dhcp, "dnsmasq", "--keep-in-foreground", "--log-facility=-", "--user=root", "--group=root",
+			"--conf-file="+l.dhcpConf, "--port=0", "--interface=br0", "--bind-interfaces", "--pid-file",
+			"--dhcp-range=10.77.0.100,10.77.0.199,255.255.255.0,1h", "--dhcp-leasefile="+filepath.Join(l.dir, "leases"))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, _, err := l.dnsmasq.wait(ctx, 0, regexp.MustCompile(`DHCP, IP range`)); err != nil {
-		t.Fatalf("dnsmasq did not start: %v\n%s", err, l.dnsmasq)
+	if _, _, err := l.dhcp.wait(ctx, 0, regexp.MustCompile(ready)); err != nil {
+		t.Fatalf("%s did not start: %v\n%s", server, err, l.dhcp)
 	}
 
 	// The boot server runs in a process inside the namespace (its TFTP
@@ -302,7 +323,14 @@ func TestHelperEFIBootServer(t *testing.T) {
 	}
 	nodes := lab.New(cfg, srv, log)
 	for _, d := range cfg.Devices {
-		if err := nodes.Netboot(d).BootMaster(); err != nil {
+		nb := nodes.Netboot(d)
+		set := nb.BootMaster
+		for _, n := range efiNodes {
+			if n.name == d.Name && n.local {
+				set = nb.BootLocal
+			}
+		}
+		if err := set(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -395,17 +423,20 @@ func (l *efiLab) ask(t *testing.T, ifname, mac string, arch int, vendor, userCla
 // request, and nothing (with a log line) for an architecture it has no
 // loader for or one the node's device type does not boot with.
 func TestLabUEFIDHCP(t *testing.T) {
-	l := startEFILab(t)
-	if out := command(t, "dnsmasq", "--test", "--conf-file="+l.dhcpConf); !strings.Contains(out, "syntax check OK") {
-		t.Fatalf("dnsmasq --test: %s", out)
+	for _, format := range []netboot.DHCPFormat{netboot.DHCPDnsmasq, netboot.DHCPISC} {
+		t.Run(string(format), func(t *testing.T) { testDHCPByArch(t, format) })
 	}
+}
+
+func testDHCPByArch(t *testing.T, format netboot.DHCPFormat) {
+	l := startEFILab(t, format)
 	tests := []struct {
 		name, mac         string
 		arch              int
 		vendor, userClass string
 		want              dhcpAnswer
-		log               string // a tag in dnsmasq's log for this exchange
-		httpClient        bool   // option 60 HTTPClient in the answer
+		log               string // dnsmasq: a tag in its log for this exchange; ISC: the profile in labctl's log line
+		httpClient        bool   // option 60 HTTPClient in the answer (checked in dnsmasq's log)
 	}{
 		{"bios", "52:54:00:77:00:01", 0, "PXEClient:Arch:00000:UNDI:002001", "", dhcpAnswer{bootFile: "lpxelinux.0", siaddr: efiBridgeAddr, ip: "10.77.0.11"}, "", false},
 		{"uefi pxe", "52:54:00:77:00:02", 7, "PXEClient:Arch:00007:UNDI:003016", "", dhcpAnswer{bootFile: "efi/snponly.efi", siaddr: efiBridgeAddr, ip: "10.77.0.12"}, "", false},
@@ -419,33 +450,44 @@ func TestLabUEFIDHCP(t *testing.T) {
 	}
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			from := len(l.dnsmasq.String())
+			from := len(l.dhcp.String())
 			got := l.ask(t, fmt.Sprintf("c%d", i), tt.mac, tt.arch, tt.vendor, tt.userClass)
 			if tt.want.siaddr == "" {
-				got.siaddr = "" // dnsmasq's own address when it names no server
+				got.siaddr = "" // the server's own address when it names no server
 			}
 			if got != tt.want {
 				t.Errorf("answer = %+v, want %+v", got, tt.want)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			// dnsmasq logs the exchange (DHCPACK with the MAC) and, with
-			// log-dhcp, the tags that decided it.
-			if _, _, err := l.dnsmasq.wait(ctx, from, regexp.MustCompile(`DHCPACK\(br0\) \S+ `+regexp.QuoteMeta(tt.mac))); err != nil {
-				t.Fatalf("%v\n%s", err, l.dnsmasq.String()[from:])
+			ack := `DHCPACK\(br0\) \S+ ` + regexp.QuoteMeta(tt.mac)
+			if format == netboot.DHCPISC {
+				ack = `DHCPACK on \S+ to ` + regexp.QuoteMeta(tt.mac)
 			}
-			exchange := l.dnsmasq.String()[from:]
+			if _, _, err := l.dhcp.wait(ctx, from, regexp.MustCompile(ack)); err != nil {
+				t.Fatalf("%v\n%s", err, l.dhcp.String()[from:])
+			}
+			exchange := l.dhcp.String()[from:]
+			if format == netboot.DHCPISC {
+				// ISC: one log line per request that got no boot file.
+				noFile := regexp.MustCompile(`labctl: [0-9a-f:]+: no boot file for client architecture ` + fmt.Sprint(tt.arch) + ` \(labctl-boot-`)
+				if (tt.log != "") != noFile.MatchString(exchange) {
+					t.Errorf("log line for no boot file: %v, want %v:\n%s", noFile.MatchString(exchange), tt.log != "", exchange)
+				}
+				return
+			}
+			// dnsmasq logs, with log-dhcp, the tags that decided it.
 			if tt.log != "" && !regexp.MustCompile(`tags: .*\b`+regexp.QuoteMeta(tt.log)+`\b`).MatchString(exchange) {
 				t.Errorf("dnsmasq's log has no tag %s:\n%s", tt.log, exchange)
+			}
+			if tt.log == "" && strings.Contains(exchange, "unknown-arch") {
+				t.Errorf("dnsmasq's log tags a known architecture unknown:\n%s", exchange)
 			}
 			// busybox udhcpc does not pass option 60 to its script;
 			// dnsmasq logs what it sent ("HTTPClient" in hex).
 			sent60 := strings.Contains(exchange, "option: 60 vendor-class  48:54:54:50:43:6c:69:65:6e:74")
 			if sent60 != tt.httpClient {
 				t.Errorf("option 60 HTTPClient sent: %v, want %v:\n%s", sent60, tt.httpClient, exchange)
-			}
-			if tt.log == "" && strings.Contains(exchange, "unknown-arch") {
-				t.Errorf("dnsmasq's log tags a known architecture unknown:\n%s", exchange)
 			}
 		})
 	}
@@ -457,9 +499,11 @@ type qemuNode struct {
 	console *watch
 }
 
-// bootEFI starts QEMU with OVMF for the node (Secure Boot firmware and
-// Microsoft's keys for a uefi-secureboot device).
-func (l *efiLab) bootEFI(t *testing.T, name string) *qemuNode {
+// bootNode starts QEMU for the node: SeaBIOS with iPXE's option ROM as
+// its PXE stack for a bios device, else OVMF (Secure Boot firmware and
+// Microsoft's keys for a uefi-secureboot device) with its own network
+// stack.
+func (l *efiLab) bootNode(t *testing.T, name string) *qemuNode {
 	t.Helper()
 	d, ok := l.cfg.Device(name)
 	if !ok {
@@ -480,24 +524,30 @@ func (l *efiLab) bootEFI(t *testing.T, name string) *qemuNode {
 		machine = "q35,smm=on,accel=tcg"
 		extra = append(extra, "-global", "driver=cfi.pflash01,property=secure,value=on")
 	}
-	for _, f := range []string{code, vars} {
-		if _, err := os.Stat(f); err != nil {
-			simlabtest.SkipOrFail(t, fmt.Errorf("OVMF: %w (apt-get install ovmf)", err))
+	firmware := []string{"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + code,
+		"-drive", "if=pflash,format=raw,unit=1,file=" + filepath.Join(l.dir, name+"-vars.fd")}
+	// No iPXE option ROM under OVMF: its own PXE and HTTP boot, as a
+	// server's.
+	rom := ",romfile="
+	if d.Settings.Boot.Firmware == devices.FirmwareBIOS {
+		firmware, rom, machine = nil, "", "pc,accel=tcg"
+	} else {
+		for _, f := range []string{code, vars} {
+			if _, err := os.Stat(f); err != nil {
+				simlabtest.SkipOrFail(t, fmt.Errorf("OVMF: %w (apt-get install ovmf)", err))
+			}
 		}
+		copyFile(t, vars, filepath.Join(l.dir, name+"-vars.fd"))
 	}
-	myVars := filepath.Join(l.dir, name+"-vars.fd")
-	copyFile(t, vars, myVars)
 	tap := "tap-" + name
 	command(t, "ip", "netns", "exec", l.ns, "ip", "tuntap", "add", tap, "mode", "tap")
 	command(t, "ip", "netns", "exec", l.ns, "ip", "link", "set", tap, "master", "br0", "up")
 	n := &qemuNode{console: newWatch()}
-	argv := append([]string{"qemu-system-x86_64", "-machine", machine, "-m", "512", "-nodefaults", "-display", "none",
-		"-serial", "stdio", "-monitor", "none", "-no-reboot",
-		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + code,
-		"-drive", "if=pflash,format=raw,unit=1,file=" + myVars,
-		"-netdev", "tap,id=n0,ifname=" + tap + ",script=no,downscript=no",
-		// No iPXE option ROM: OVMF's own PXE and HTTP boot, as a server's.
-		"-device", "virtio-net-pci,netdev=n0,romfile=,bootindex=1,mac=" + macString(d.MAC)}, extra...)
+	argv := []string{"qemu-system-x86_64", "-machine", machine, "-m", "512", "-nodefaults", "-display", "none",
+		"-serial", "stdio", "-monitor", "none", "-no-reboot"}
+	argv = append(append(argv, firmware...), "-netdev", "tap,id=n0,ifname="+tap+",script=no,downscript=no",
+		"-device", "virtio-net-pci,netdev=n0,bootindex=1,mac="+macString(d.MAC)+rom)
+	argv = append(argv, extra...)
 	l.start(t, "qemu "+name, n.console, argv...)
 	return n
 }
@@ -510,13 +560,47 @@ func macString(mac []byte) string {
 	return strings.Join(parts, ":")
 }
 
-// TestLabUEFIBoot boots OVMF nodes through dnsmasq and labctl's boot
-// server to the master prompt: UEFI PXE (iPXE), UEFI HTTP boot (iPXE from
-// an http:// URL) and Secure Boot (shim, signed GRUB, signed kernel; the
-// master reads SecureBoot = 1), at once; and a Secure Boot node given an
-// unsigned kernel is refused.
+// TestLabUEFILocalBoot: a UEFI node whose entry is local runs iPXE's
+// exit, a Secure Boot node GRUB's, and OVMF goes on to its next boot
+// option, as it would to the disk.
+func TestLabUEFILocalBoot(t *testing.T) {
+	l := startEFILab(t, netboot.DHCPDnsmasq)
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		simlabtest.SkipOrFail(t, err)
+	}
+	for node, want := range map[string][]string{
+		"uefilocal": {`labctl: local boot`, `>>Start PXE over IPv6`},
+		"sblocal":   {`Fetching Netboot Image grubx64.efi`, `>>Start PXE over IPv6`},
+	} {
+		t.Run(node, func(t *testing.T) {
+			t.Parallel()
+			n := l.bootNode(t, node)
+			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+			defer cancel()
+			pos := 0
+			for _, w := range want {
+				var err error
+				if _, pos, err = n.console.wait(ctx, pos, regexp.MustCompile(w)); err != nil {
+					t.Fatalf("%v\nconsole:\n%s\nboot server:\n%s", err, lastBytes(n.console.String(), 4000), lastBytes(l.boot.String(), 3000))
+				}
+			}
+			// The boot server gave the node its local config, in its
+			// family's language.
+			name := map[string]string{"uefilocal": "ipxe.cfg/01-52-54-00-77-00-06", "sblocal": "grub/grub.cfg-01-52-54-00-77-00-07"}[node]
+			if !regexp.MustCompile(`node="52:54:00:77:00:0[67] local" .*file=/?` + regexp.QuoteMeta(name)).MatchString(l.boot.String()) {
+				t.Errorf("boot server did not serve %s:\n%s", name, l.boot)
+			}
+		})
+	}
+}
+
+// TestLabUEFIBoot boots nodes through dnsmasq and labctl's boot server to
+// the master prompt, at once: BIOS (SeaBIOS, lpxelinux.0), and with OVMF
+// UEFI PXE (iPXE), UEFI HTTP boot (iPXE from an http:// URL) and Secure
+// Boot (shim, signed GRUB, signed kernel; the master reads SecureBoot =
+// 1); and a Secure Boot node given an unsigned kernel is refused.
 func TestLabUEFIBoot(t *testing.T) {
-	l := startEFILab(t)
+	l := startEFILab(t, netboot.DHCPDnsmasq)
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		simlabtest.SkipOrFail(t, err)
 	}
@@ -525,6 +609,7 @@ func TestLabUEFIBoot(t *testing.T) {
 		want []string // in order on the console
 		not  string   // never on the console
 	}{
+		{"bios1", []string{`firmware: bios`, `master# `}, ""},
 		{"uefi1", []string{`(?s)Downloading NBP file.*iPXE`, `labctl: loading the master kernel`, `firmware: uefi, secure boot off`, `master# `}, ""},
 		{"http1", []string{`(?s)HTTP Boot.*iPXE`, `labctl: loading the master kernel`, `firmware: uefi, secure boot off`, `master# `}, ""},
 		{"sb1", []string{`Fetching Netboot Image grubx64.efi`, `labctl: loading the master kernel`, `firmware: uefi, secure boot on`, `master# `}, ""},
@@ -534,7 +619,7 @@ func TestLabUEFIBoot(t *testing.T) {
 		t.Run(c.node, func(t *testing.T) {
 			t.Parallel()
 			start := time.Now()
-			n := l.bootEFI(t, c.node)
+			n := l.bootNode(t, c.node)
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 			defer cancel()
 			pos := 0
