@@ -118,9 +118,11 @@ func (s *Server) open(name string, client net.IP) (*content, error) {
 	return s.openFile(p)
 }
 
-// tftpRead is the TFTP server's read handler.
+// tftpRead is the TFTP server's read handler. One leading '/' names the
+// root, as in an HTTP path: GRUB asks for /grub/grub.cfg and its kernel
+// as /simlab/vmlinuz.
 func (s *Server) tftpRead(name string, client netip.AddrPort) (tftp.Content, error) {
-	c, err := s.open(name, client.Addr().AsSlice())
+	c, err := s.open(strings.TrimPrefix(name, "/"), client.Addr().AsSlice())
 	if err != nil {
 		return tftp.Content{}, err
 	}
