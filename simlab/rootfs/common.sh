@@ -31,8 +31,10 @@ simlab_firmware() {
 	mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>/dev/null
 	sb=off
 	v=/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c
-	if [ -r "$v" ] && [ "$(od -An -tu1 -j4 -N1 "$v" | tr -d ' ')" = 1 ]; then
-		sb=on
+	# Read from the start: efivarfs files do not seek (od -j reads nothing).
+	if [ -r "$v" ]; then
+		set -- $(od -An -tu1 -N5 "$v")
+		[ "${5:-}" = 1 ] && sb=on
 	fi
 	echo "firmware: uefi, secure boot $sb"
 }
