@@ -105,9 +105,9 @@ func TestTFTPRefusesEscapes(t *testing.T) {
 		name    string
 		message string
 	}{
-		"dot dot":                {name: rel, message: "invalid file name"},
-		"dot dot deep":           {name: "pxelinux.cfg/../../outside/secret", message: "invalid file name"},
-		"dot dot to root file":   {name: "master/../pxelinux.0", message: "invalid file name"},
+		"dot dot":              {name: rel, message: "invalid file name"},
+		"dot dot deep":         {name: "pxelinux.cfg/../../outside/secret", message: "invalid file name"},
+		"dot dot to root file": {name: "master/../pxelinux.0", message: "invalid file name"},
 		// One leading '/' is the root: a host path names nothing there.
 		"absolute":               {name: ts.root.secret, message: "file not found"},
 		"absolute root file":     {name: filepath.Join(ts.root.dir, "pxelinux.0"), message: "file not found"},
