@@ -33,6 +33,9 @@ type Device struct {
 	// For a device checked without its device type they are the defaults.
 	Settings Settings
 	File     string // the file it was loaded from
+	// bootFileLine is the line of the override's boot.file (or of the
+	// override), for problems found with the lab's boot root.
+	bootFileLine int
 }
 
 // BMC is how to reach the device's baseboard management controller.
@@ -147,6 +150,7 @@ func parseDevice(path string, types map[string]*DeviceType) (*Device, *tomlfile.
 			})
 		}
 		d.checkPasswordFileUse(doc)
+		d.bootFileLine = doc.Line(d.Override.Key() + ".boot.file")
 	}
 	return d, doc, nil
 }

@@ -21,6 +21,9 @@ type DeviceType struct {
 	Description string `toml:"description"`
 	Settings
 	File string // the file it was loaded from
+	// BootFileLine is the line of boot.file in File (or of the nearest
+	// [boot] key, 0 if none), for problems found with the lab's boot root.
+	BootFileLine int
 }
 
 // Settings are the device-type keys. A device's [override] table may
@@ -29,6 +32,7 @@ type DeviceType struct {
 type Settings struct {
 	Power     Power     `toml:"power"`
 	Bootdev   Bootdev   `toml:"bootdev"`
+	Boot      Boot      `toml:"boot"`
 	Deploy    Deploy    `toml:"deploy"`
 	Console   Console   `toml:"console"`
 	Master    Master    `toml:"master"`
@@ -81,6 +85,30 @@ type Power struct {
 type Bootdev struct {
 	EFI        bool `toml:"efi"`        // boot in UEFI mode rather than legacy BIOS
 	Persistent bool `toml:"persistent"` // for all later boots, not only the next one
+}
+
+// Boot says how the device's firmware boots from the network and which
+// boot loader the boot server and the DHCP server give it. Unset keys take
+// the defaults of the firmware (see [Boot.Defaults]); docs/uefi.md has the
+// whole picture.
+type Boot struct {
+	// Firmware is "bios" (legacy PXE ROM), "uefi", "uefi-secureboot"
+	// (UEFI with Secure Boot on: only the signed chain boots) or "uboot"
+	// (U-Boot's pxe command: it reads pxelinux configs itself, no loader).
+	Firmware Firmware `toml:"firmware"`
+	// Method is how the firmware fetches the loader: "pxe" (DHCP + TFTP;
+	// client architecture 0 for BIOS, 7 or 9 for x86-64 UEFI) or "http"
+	// (UEFI HTTP boot: architecture 16, vendor class HTTPClient, an
+	// http:// URL).
+	Method BootMethod `toml:"method"`
+	// Loader is the family of the loader: "pxelinux", "grub" or "ipxe";
+	// it decides which per-node config the boot server writes.
+	Loader LoaderFamily `toml:"loader"`
+	// File is the loader under the boot root, as DHCP names it, e.g.
+	// "lpxelinux.0", "efi/snponly.efi", "shimx64.efi" (which loads
+	// grubx64.efi: keep both at the top of the root, see Boot.Files).
+	// Empty for uboot.
+	File string `toml:"file"`
 }
 
 // Deploy says how a written image is checked.
@@ -155,8 +183,12 @@ type Master struct {
 
 // LocalBoot is what a node gets from PXE when it should boot its disk.
 type LocalBoot struct {
-	// Entry is the body of a pxelinux LABEL: "LOCALBOOT 0", or, for boards
-	// whose PXE firmware hangs on LOCALBOOT, "COM32 chain.c32\nAPPEND hd0 0".
+	// Entry is in the language of the boot loader family: for pxelinux the
+	// body of a LABEL ("LOCALBOOT 0", or, for boards whose PXE firmware
+	// hangs on LOCALBOOT, "COM32 chain.c32\nAPPEND hd0 0"); for GRUB the
+	// body of a menuentry, for iPXE script lines. Default: the family's
+	// DefaultLocal ("exit" for GRUB and iPXE: back to the firmware, which
+	// tries its next boot option).
 	Entry string `toml:"entry"`
 }
 
@@ -166,6 +198,14 @@ type NFS struct {
 	// Options are NFS mount options added after the server's own (port,
 	// version), e.g. "timeo=600,retrans=2": one word, comma-separated.
 	Options string `toml:"options"`
+}
+
+// DefaultLocal is the local-boot entry of a loader family.
+func (l LoaderFamily) DefaultLocal() string {
+	if l == LoaderGRUB || l == LoaderIPXE {
+		return "exit"
+	}
+	return "LOCALBOOT 0"
 }
 
 // Login says how to log in to the test OS once it booted from disk.
@@ -198,6 +238,9 @@ type Health struct {
 // The enumerations of the device-type keys.
 type (
 	PowerMethod   string
+	Firmware      string
+	BootMethod    string
+	LoaderFamily  string
 	ConsoleDriver string
 	PacingMode    string
 	IPMIInterface string
@@ -207,19 +250,28 @@ type (
 
 // Their values.
 const (
-	PowerIPMI      PowerMethod   = "ipmi"
-	PowerCommand   PowerMethod   = "command"
-	ConsoleIPMI    ConsoleDriver = "ipmi"
-	ConsoleCmd     ConsoleDriver = "command"
-	PacingFixed    PacingMode    = "fixed"
-	PacingEcho     PacingMode    = "echo"
-	LANPlus        IPMIInterface = "lanplus"
-	LAN            IPMIInterface = "lan"
-	CycleBMC       CycleMode     = "cycle"
-	CycleOffOn     CycleMode     = "off-on"
-	VerifyReadback VerifyMode    = "readback"
-	VerifyStream   VerifyMode    = "stream"
-	VerifyBoth     VerifyMode    = "both"
+	FirmwareBIOS       Firmware      = "bios"
+	FirmwareUEFI       Firmware      = "uefi"
+	FirmwareSecureBoot Firmware      = "uefi-secureboot"
+	FirmwareUBoot      Firmware      = "uboot"
+	BootPXE            BootMethod    = "pxe"
+	BootHTTP           BootMethod    = "http"
+	LoaderPXELinux     LoaderFamily  = "pxelinux"
+	LoaderGRUB         LoaderFamily  = "grub"
+	LoaderIPXE         LoaderFamily  = "ipxe"
+	PowerIPMI          PowerMethod   = "ipmi"
+	PowerCommand       PowerMethod   = "command"
+	ConsoleIPMI        ConsoleDriver = "ipmi"
+	ConsoleCmd         ConsoleDriver = "command"
+	PacingFixed        PacingMode    = "fixed"
+	PacingEcho         PacingMode    = "echo"
+	LANPlus            IPMIInterface = "lanplus"
+	LAN                IPMIInterface = "lan"
+	CycleBMC           CycleMode     = "cycle"
+	CycleOffOn         CycleMode     = "off-on"
+	VerifyReadback     VerifyMode    = "readback"
+	VerifyStream       VerifyMode    = "stream"
+	VerifyBoth         VerifyMode    = "both"
 )
 
 // Stream reports whether m hashes the image on its way to the disk.
@@ -230,6 +282,122 @@ func (m VerifyMode) Readback() bool { return m == VerifyReadback || m == VerifyB
 
 func (m *PowerMethod) UnmarshalText(b []byte) error {
 	return unmarshalEnum(m, b, "power method", PowerIPMI, PowerCommand)
+}
+
+func (f *Firmware) UnmarshalText(b []byte) error {
+	return unmarshalEnum(f, b, "firmware", FirmwareBIOS, FirmwareUEFI, FirmwareSecureBoot, FirmwareUBoot)
+}
+
+func (m *BootMethod) UnmarshalText(b []byte) error {
+	return unmarshalEnum(m, b, "network boot method", BootPXE, BootHTTP)
+}
+
+func (l *LoaderFamily) UnmarshalText(b []byte) error {
+	return unmarshalEnum(l, b, "boot loader family", LoaderPXELinux, LoaderGRUB, LoaderIPXE)
+}
+
+// UEFI reports whether f is a UEFI firmware.
+func (f Firmware) UEFI() bool { return f == FirmwareUEFI || f == FirmwareSecureBoot }
+
+// loaderRule is one firmware, method and loader family that work
+// together, and the loader file a device type gets when it names none.
+type loaderRule struct {
+	firmware Firmware
+	method   BootMethod
+	loader   LoaderFamily
+	file     string
+}
+
+// loaderRules are the combinations labctl supports, the first of each
+// firmware and method being its default loader. Why these: docs/uefi.md.
+var loaderRules = []loaderRule{
+	{FirmwareBIOS, BootPXE, LoaderPXELinux, "lpxelinux.0"},
+	{FirmwareBIOS, BootPXE, LoaderIPXE, "undionly.kpxe"},
+	{FirmwareUEFI, BootPXE, LoaderIPXE, "efi/snponly.efi"},
+	{FirmwareUEFI, BootPXE, LoaderGRUB, "grubx64.efi"},
+	{FirmwareUEFI, BootHTTP, LoaderIPXE, "efi/snponly.efi"},
+	{FirmwareSecureBoot, BootPXE, LoaderGRUB, "shimx64.efi"},
+	{FirmwareUBoot, BootPXE, LoaderPXELinux, ""},
+}
+
+// ShimNext is the file shim loads next: GRUB.
+const ShimNext = "grubx64.efi"
+
+// Defaults fills in the keys left unset from the firmware's defaults.
+func (b *Boot) Defaults() {
+	if b.Firmware == "" {
+		b.Firmware = FirmwareBIOS
+	}
+	if b.Method == "" {
+		b.Method = BootPXE
+	}
+	for _, r := range loaderRules {
+		if r.firmware == b.Firmware && r.method == b.Method && (b.Loader == "" || b.Loader == r.loader) {
+			if b.Loader == "" {
+				b.Loader = r.loader
+			}
+			if b.File == "" {
+				b.File = r.file
+			}
+			return
+		}
+	}
+}
+
+// Files lists the files the loader needs under the boot root: File, and
+// for Secure Boot the GRUB that shim loads. Shim asks for it beside itself
+// when the PXE stack tells it its own path (iPXE), but at the top of the
+// TFTP root under OVMF's PXE: both must be there (the same file when shim
+// is at the top).
+func (b Boot) Files() []string {
+	if b.File == "" {
+		return nil
+	}
+	files := []string{b.File}
+	if b.Firmware == FirmwareSecureBoot {
+		for _, f := range []string{filepath.ToSlash(filepath.Join(filepath.Dir(b.File), ShimNext)), ShimNext} {
+			if !slices.Contains(files, f) {
+				files = append(files, f)
+			}
+		}
+	}
+	return files
+}
+
+// check reports a loader family that the firmware cannot run, a method
+// the firmware does not have, and a bad file name.
+func (b Boot) check(problem problemf, bootdevEFI bool) {
+	ok, methodOK := false, false
+	var loaders []string
+	for _, r := range loaderRules {
+		if r.firmware == b.Firmware && r.method == b.Method {
+			methodOK = true
+			loaders = append(loaders, string(r.loader))
+			ok = ok || r.loader == b.Loader
+		}
+	}
+	switch {
+	case !methodOK:
+		problem("boot.method", "firmware %q cannot network-boot with method %q", b.Firmware, b.Method)
+		return
+	case !ok:
+		problem("boot.loader", "loader family %q does not run on firmware %q with method %q: use %s",
+			b.Loader, b.Firmware, b.Method, strings.Join(loaders, " or "))
+		return
+	}
+	switch {
+	case b.Firmware == FirmwareUBoot && b.File != "":
+		problem("boot.file", "U-Boot reads pxelinux configs itself: no loader file")
+	case b.Firmware != FirmwareUBoot && b.File == "":
+		problem("boot.file", "required: the loader under the boot root")
+	case b.File != "" && (!filepath.IsLocal(b.File) || strings.ContainsAny(b.File, " \t\r\n,;#\"'\\$") || strings.Contains(b.File, "\\")):
+		problem("boot.file", "%q is not a plain file name under the boot root", b.File)
+	}
+	if b.Firmware.UEFI() && !bootdevEFI {
+		problem("bootdev.efi", "false, but boot.firmware is %q: the BMC would ask for a legacy BIOS boot", b.Firmware)
+	} else if b.Firmware == FirmwareBIOS && bootdevEFI {
+		problem("bootdev.efi", "true, but boot.firmware is %q: the BMC would ask for a UEFI boot", b.Firmware)
+	}
 }
 
 func (d *ConsoleDriver) UnmarshalText(b []byte) error {
@@ -283,8 +451,8 @@ func DefaultSettings() Settings {
 			Pacing:      PacingFixed,
 			EchoTimeout: 250 * time.Millisecond,
 		},
-		Master:    Master{ZstdLevel: 3},
-		LocalBoot: LocalBoot{Entry: "LOCALBOOT 0"},
+		Master: Master{ZstdLevel: 3},
+		// LocalBoot.Entry: set by validate from the loader family.
 		Login: Login{
 			LoginPrompt:    "login: ",
 			PasswordPrompt: "Password: ",
@@ -322,6 +490,7 @@ func ParseDeviceType(file string, data []byte) (*DeviceType, error) {
 	}
 	checkFileName(doc, "device type", &dt.Name)
 	dt.Settings.validate(doc.Problemf)
+	dt.BootFileLine = doc.Line("boot.file")
 	if err := doc.Err(); err != nil {
 		return nil, err
 	}
@@ -427,8 +596,10 @@ func (s *Settings) validate(problem problemf) {
 			problem(fmt.Sprintf("master.network_commands[%d]", i), "must be one non-empty line")
 		}
 	}
+	s.Boot.Defaults()
+	s.Boot.check(problem, s.Bootdev.EFI)
 	if strings.TrimSpace(s.LocalBoot.Entry) == "" {
-		problem("local_boot.entry", `required: e.g. "LOCALBOOT 0"`)
+		s.LocalBoot.Entry = s.Boot.Loader.DefaultLocal()
 	}
 	if o := s.NFS.Options; o != "" && !nfsOptions.MatchString(o) {
 		problem("nfs.options", "%q: want comma-separated mount options such as \"timeo=600,retrans=2\" (letters, digits, =._-)", o)

@@ -257,12 +257,9 @@ type BootServer struct {
 	// HTTPURL is how nodes reach the HTTP server, e.g. "http://10.0.2.2:16901".
 	HTTPURL string `toml:"http_url"`
 	// TFTPServer is the address nodes get as next-server in DHCP configs;
-	// default: the host of HTTPURL.
+	// default: the host of HTTPURL. Each device type's [boot] names the
+	// loader file DHCP gives its devices.
 	TFTPServer string `toml:"tftp_server"`
-	// BootFile is the network boot program under Root that DHCP configs
-	// name (default "lpxelinux.0": pxelinux with its own HTTP client, so
-	// that kernels and initrds load over HTTP on any PXE firmware).
-	BootFile string `toml:"boot_file"`
 }
 
 // NFSServer is the lab's NFS server, which exports the roots of diskless
@@ -442,6 +439,49 @@ func loadDeviceTypes(files []string) (types map[string]*DeviceType, problems []t
 	return types, problems
 }
 
+// CheckBootFiles reports each loader file that the devices' boot settings
+// name and the boot root does not have, at the device type's boot.file
+// line (once per type and file) or at the device's override. A root that
+// is not a directory here is one warning (a lab checked away from its boot
+// server). labctl validate calls it; loading a lab does not, so that a lab
+// whose root lacks a family's loaders still runs its other devices.
+func (l *Lab) CheckBootFiles() []tomlfile.Problem {
+	root := l.Config.BootServer.Root
+	if root == "" {
+		return nil
+	}
+	if fi, err := os.Stat(root); err != nil || !fi.IsDir() {
+		return []tomlfile.Problem{{File: l.File, Key: "boot_server.root", Warning: true,
+			Message: fmt.Sprintf("%s is not a directory here: loader files not checked", root)}}
+	}
+	var problems []tomlfile.Problem
+	seen := map[string]bool{}
+	for _, d := range l.Devices {
+		dt := l.DeviceTypes[d.DeviceType]
+		if dt == nil {
+			continue
+		}
+		for _, f := range d.Settings.Boot.Files() {
+			fi, err := os.Stat(filepath.Join(root, filepath.FromSlash(f)))
+			if err == nil && fi.Mode().IsRegular() {
+				continue
+			}
+			msg := fmt.Sprintf("%s is not in the boot root %s (firmware %s, loader %s; make master builds a boot root with every loader)",
+				f, root, d.Settings.Boot.Firmware, d.Settings.Boot.Loader)
+			p := tomlfile.Problem{File: dt.File, Line: dt.BootFileLine, Key: "boot.file", Message: msg}
+			if d.Override.IsSet() && d.Settings.Boot.File != dt.Settings.Boot.File {
+				p = tomlfile.Problem{File: d.File, Line: d.bootFileLine, Key: d.Override.Key() + ".boot.file", Message: msg}
+			}
+			if seen[p.File+"\x00"+f] {
+				continue
+			}
+			seen[p.File+"\x00"+f] = true
+			problems = append(problems, p)
+		}
+	}
+	return problems
+}
+
 // files lists the *.toml files in the directories of the lab key (relative
 // to the lab file), sorted within each directory.
 func (l *Lab) files(doc *tomlfile.Document, key string, dirs []string) []string {
@@ -521,11 +561,6 @@ func (l *Lab) validate(doc *tomlfile.Document) {
 		doc.Problemf("boot_server.http_url", "%q is not an http:// or https:// URL with a host", b.HTTPURL)
 	case b.TFTPServer == "":
 		b.TFTPServer = u.Hostname()
-	}
-	if b.BootFile == "" {
-		b.BootFile = "lpxelinux.0"
-	} else if !filepath.IsLocal(b.BootFile) || strings.ContainsAny(b.BootFile, " \t\r\n") {
-		doc.Problemf("boot_server.boot_file", "%q is not a file name under the boot root", b.BootFile)
 	}
 	if b.TFTPServer != "" && !validHost(b.TFTPServer) {
 		doc.Problemf("boot_server.tftp_server", "%q is not a host name or IP address", b.TFTPServer)

@@ -202,7 +202,7 @@ func (b *nodeBoot) BootMaster() error { return b.srv.SetNode(b.mac, b.ip, b.mast
 func (b *nodeBoot) BootLocal() error  { return b.srv.SetNode(b.mac, b.ip, b.local) }
 
 func (b *nodeBoot) BootKernel(kernelURL, initrdURL, cmdline string) error {
-	return b.srv.SetNode(b.mac, b.ip, netboot.KernelEntry(kernelURL, initrdURL, cmdline))
+	return b.srv.SetNode(b.mac, b.ip, netboot.KernelEntry(kernelURL, initrdURL, cmdline).For(b.master.Loader))
 }
 
 // ExportRoot exports dir on the lab's NFS server to the device's address

@@ -215,14 +215,15 @@ func (l *Lab) Netboot(d *devices.Device) labctl.Netboot {
 		ip = net.IP(d.IP.AsSlice())
 	}
 	m := d.Settings.Master
+	loader := netboot.Loader(d.Settings.Boot.Loader)
 	return &nodeBoot{
 		lab:    l,
 		dev:    d,
 		srv:    l.Boot,
 		mac:    net.HardwareAddr(d.MAC),
 		ip:     ip,
-		master: netboot.MasterEntry(m.Kernel, m.Initrd, m.Append),
-		local:  netboot.LocalEntry(d.Settings.LocalBoot.Entry),
+		master: netboot.MasterEntry(m.Kernel, m.Initrd, m.Append).For(loader),
+		local:  netboot.LocalEntry(d.Settings.LocalBoot.Entry).For(loader),
 	}
 }
 

@@ -22,19 +22,31 @@ func mustMAC(t testing.TB, s string) net.HardwareAddr {
 	return mac
 }
 
-// labHosts is a small lab in the shape of seed 003 (calxeda nodes) plus a
-// host left to the DHCP pool.
+// The boot kinds of the device types in device-types/.
+var (
+	bootBIOS       = DHCPLoader{Firmware: "bios", Loader: LoaderPXELinux, File: "lpxelinux.0"}
+	bootUEFI       = DHCPLoader{Firmware: "uefi", Loader: LoaderIPXE, File: "efi/snponly.efi"}
+	bootHTTP       = DHCPLoader{Firmware: "uefi", Loader: LoaderIPXE, File: "efi/snponly.efi", HTTP: true}
+	bootSecureBoot = DHCPLoader{Firmware: "uefi-secureboot", Loader: LoaderGRUB, File: "shimx64.efi"}
+	bootUBoot      = DHCPLoader{Firmware: "uboot", Loader: LoaderPXELinux}
+)
+
+// labHosts is a small lab in the shape of seed 003 (calxeda nodes) plus
+// x86 nodes of every firmware and a host left to the DHCP pool.
 func labHosts(t testing.TB) []DHCPHost {
 	return []DHCPHost{
-		{Name: "calxeda02-01-00", MAC: mustMAC(t, "fc:2f:40:17:da:28"), IP: net.ParseIP("192.168.2.76"), Tags: []string{"arm", "highbank"}},
-		{Name: "calxeda02-02-00", MAC: mustMAC(t, "FC:2F:40:08:7E:4C"), IP: net.ParseIP("192.168.2.79"), Tags: []string{"arm"}},
-		{Name: "x86-node1", MAC: mustMAC(t, "52:54:00:00:00:01"), IP: net.ParseIP("192.168.2.90")},
-		{Name: "pool-node", MAC: mustMAC(t, "52:54:00:00:00:02")},
+		{Name: "calxeda02-01-00", MAC: mustMAC(t, "fc:2f:40:17:da:28"), IP: net.ParseIP("192.168.2.76"), Tags: []string{"arm", "highbank"}, Boot: bootUBoot},
+		{Name: "calxeda02-02-00", MAC: mustMAC(t, "FC:2F:40:08:7E:4C"), IP: net.ParseIP("192.168.2.79"), Tags: []string{"arm"}, Boot: bootUBoot},
+		{Name: "x86-node1", MAC: mustMAC(t, "52:54:00:00:00:01"), IP: net.ParseIP("192.168.2.90"), Boot: bootBIOS},
+		{Name: "pool-node", MAC: mustMAC(t, "52:54:00:00:00:02"), Boot: bootBIOS},
+		{Name: "uefi1", MAC: mustMAC(t, "52:54:00:00:00:03"), IP: net.ParseIP("192.168.2.91"), Boot: bootUEFI},
+		{Name: "uefi2", MAC: mustMAC(t, "52:54:00:00:00:04"), IP: net.ParseIP("192.168.2.92"), Tags: []string{"httpboot"}, Boot: bootHTTP},
+		{Name: "sb1", MAC: mustMAC(t, "52:54:00:00:00:05"), IP: net.ParseIP("192.168.2.93"), Boot: bootSecureBoot},
 	}
 }
 
 func TestWriteDHCPConfigGolden(t *testing.T) {
-	boot := DHCPBoot{NextServer: net.ParseIP("192.168.2.1"), BootFile: "lpxelinux.0"}
+	boot := DHCPBoot{NextServer: net.ParseIP("192.168.2.1"), HTTPURL: "http://192.168.2.1:8080"}
 	for _, format := range []DHCPFormat{DHCPDnsmasq, DHCPISC} {
 		t.Run(string(format), func(t *testing.T) {
 			var b bytes.Buffer
@@ -90,9 +102,9 @@ func checkDHCPSyntax(t *testing.T, format DHCPFormat, conf []byte) {
 }
 
 func TestWriteDHCPConfigRejects(t *testing.T) {
-	good := DHCPBoot{NextServer: net.ParseIP("10.0.0.1"), BootFile: "pxelinux.0"}
+	good := DHCPBoot{NextServer: net.ParseIP("10.0.0.1"), HTTPURL: "http://10.0.0.1"}
 	host := func(name, mac, ip string) DHCPHost {
-		h := DHCPHost{Name: name, MAC: mustMAC(t, mac)}
+		h := DHCPHost{Name: name, MAC: mustMAC(t, mac), Boot: bootBIOS}
 		if ip != "" {
 			h.IP = net.ParseIP(ip)
 		}
@@ -106,22 +118,34 @@ func TestWriteDHCPConfigRejects(t *testing.T) {
 	}{
 		"unknown format": {format: "kea", boot: good, hosts: []DHCPHost{host("a", "52:54:00:00:00:01", "")}, want: []string{`format "kea"`}},
 		"no hosts":       {format: DHCPISC, boot: good, want: []string{"no hosts"}},
-		"ipv6 next server": {format: DHCPISC, boot: DHCPBoot{NextServer: net.ParseIP("::1"), BootFile: "pxelinux.0"},
+		"ipv6 next server": {format: DHCPISC, boot: DHCPBoot{NextServer: net.ParseIP("::1"), HTTPURL: "http://h"},
 			hosts: []DHCPHost{host("a", "52:54:00:00:00:01", "")}, want: []string{"next server"}},
-		"boot file quote": {format: DHCPISC, boot: DHCPBoot{NextServer: net.ParseIP("10.0.0.1"), BootFile: `pxe"; evil`},
-			hosts: []DHCPHost{host("a", "52:54:00:00:00:01", "")}, want: []string{"boot file"}},
-		"boot file absolute": {format: DHCPDnsmasq, boot: DHCPBoot{NextServer: net.ParseIP("10.0.0.1"), BootFile: "/pxelinux.0"},
-			hosts: []DHCPHost{host("a", "52:54:00:00:00:01", "")}, want: []string{"boot file", "absolute"}},
-		"boot file comma": {format: DHCPDnsmasq, boot: DHCPBoot{NextServer: net.ParseIP("10.0.0.1"), BootFile: "a,b"},
-			hosts: []DHCPHost{host("a", "52:54:00:00:00:01", "")}, want: []string{"boot file"}},
-		"bad tag": {format: DHCPDnsmasq, boot: DHCPBoot{NextServer: net.ParseIP("10.0.0.1"), BootFile: "p", Tag: "a,b"},
+		"boot file quote": {format: DHCPISC, boot: good,
+			hosts: []DHCPHost{withBoot(host("a", "52:54:00:00:00:01", ""), DHCPLoader{"bios", LoaderPXELinux, `pxe"; evil`, false})}, want: []string{"boot file"}},
+		"boot file absolute": {format: DHCPDnsmasq, boot: good,
+			hosts: []DHCPHost{withBoot(host("a", "52:54:00:00:00:01", ""), DHCPLoader{"uefi", LoaderIPXE, "/efi/snponly.efi", false})}, want: []string{"boot file", "absolute"}},
+		"boot file comma": {format: DHCPDnsmasq, boot: good,
+			hosts: []DHCPHost{withBoot(host("a", "52:54:00:00:00:01", ""), DHCPLoader{"bios", LoaderPXELinux, "a,b", false})}, want: []string{"boot file"}},
+		"boot file for uboot": {format: DHCPDnsmasq, boot: good,
+			hosts: []DHCPHost{withBoot(host("a", "52:54:00:00:00:01", ""), DHCPLoader{"uboot", LoaderPXELinux, "x.0", false})}, want: []string{"U-Boot"}},
+		"http boot with grub": {format: DHCPDnsmasq, boot: good,
+			hosts: []DHCPHost{withBoot(host("a", "52:54:00:00:00:01", ""), DHCPLoader{"uefi-secureboot", LoaderGRUB, "shimx64.efi", true})}, want: []string{"UEFI HTTP boot: want firmware uefi and loader ipxe"}},
+		"unknown firmware": {format: DHCPDnsmasq, boot: good,
+			hosts: []DHCPHost{withBoot(host("a", "52:54:00:00:00:01", ""), DHCPLoader{"coreboot", LoaderPXELinux, "x.0", false})}, want: []string{`firmware "coreboot"`}},
+		"unknown loader": {format: DHCPDnsmasq, boot: good,
+			hosts: []DHCPHost{withBoot(host("a", "52:54:00:00:00:01", ""), DHCPLoader{"uefi", "refind", "x.efi", false})}, want: []string{`"refind" is not a boot loader family`}},
+		"http url": {format: DHCPDnsmasq, boot: DHCPBoot{NextServer: net.ParseIP("10.0.0.1"), HTTPURL: "http://h/a,b"},
+			hosts: []DHCPHost{host("a", "52:54:00:00:00:01", "")}, want: []string{`HTTP URL "http://h/a,b"`}},
+		"https url": {format: DHCPDnsmasq, boot: DHCPBoot{NextServer: net.ParseIP("10.0.0.1"), HTTPURL: "ftp://h"},
+			hosts: []DHCPHost{host("a", "52:54:00:00:00:01", "")}, want: []string{`HTTP URL "ftp://h"`}},
+		"bad tag": {format: DHCPDnsmasq, boot: DHCPBoot{NextServer: net.ParseIP("10.0.0.1"), HTTPURL: "http://h", Tag: "a,b"},
 			hosts: []DHCPHost{host("a", "52:54:00:00:00:01", "")}, want: []string{`tag "a,b"`}},
 		"everything wrong with hosts": {format: DHCPDnsmasq, boot: good, hosts: []DHCPHost{
 			host("node1", "52:54:00:00:00:01", "10.0.0.5"),
 			host("NODE1", "52:54:00:00:00:01", "10.0.0.5"),
 			host("-bad", "52:54:00:00:00:02", "2001:db8::1"),
-			{Name: "short-mac", MAC: net.HardwareAddr{1, 2}},
-			{Name: "under_score", MAC: mustMAC(t, "52:54:00:00:00:03"), Tags: []string{"ok", "no,comma"}},
+			{Name: "short-mac", MAC: net.HardwareAddr{1, 2}, Boot: bootBIOS},
+			{Name: "under_score", MAC: mustMAC(t, "52:54:00:00:00:03"), Tags: []string{"ok", "no,comma"}, Boot: bootBIOS},
 		}, want: []string{
 			`host 2 ("NODE1"): name also used by host 1`,
 			`host 2 ("NODE1"): MAC 52:54:00:00:00:01 also used by host 1`,
@@ -150,4 +174,9 @@ func TestWriteDHCPConfigRejects(t *testing.T) {
 			}
 		})
 	}
+}
+
+func withBoot(h DHCPHost, l DHCPLoader) DHCPHost {
+	h.Boot = l
+	return h
 }

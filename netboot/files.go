@@ -105,7 +105,12 @@ func (s *Server) open(name string, client net.IP) (*content, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg, node, ok := s.nodes.lookup(p, client); ok {
+	cfg, node, err := s.nodes.lookup(p, client)
+	if err != nil {
+		s.log.Warn("boot config refused", "file", p, "client", client, "err", err)
+		return nil, fmt.Errorf("%s: %w", p, errNotFound)
+	}
+	if cfg != nil {
 		// No modification time: configs change with every job, so HTTP
 		// must not answer a conditional request with 304.
 		return &content{name: p, size: int64(len(cfg)), generated: cfg, node: node}, nil
@@ -113,9 +118,11 @@ func (s *Server) open(name string, client net.IP) (*content, error) {
 	return s.openFile(p)
 }
 
-// tftpRead is the TFTP server's read handler.
+// tftpRead is the TFTP server's read handler. One leading '/' names the
+// root, as in an HTTP path: GRUB asks for /grub/grub.cfg and its kernel
+// as /simlab/vmlinuz.
 func (s *Server) tftpRead(name string, client netip.AddrPort) (tftp.Content, error) {
-	c, err := s.open(name, client.Addr().AsSlice())
+	c, err := s.open(strings.TrimPrefix(name, "/"), client.Addr().AsSlice())
 	if err != nil {
 		return tftp.Content{}, err
 	}

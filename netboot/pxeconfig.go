@@ -37,10 +37,13 @@ func (k EntryKind) String() string {
 	return fmt.Sprintf("EntryKind(%d)", uint8(k))
 }
 
-// Entry is what a node's pxelinux config says. Build one with MasterEntry
-// or LocalEntry.
+// Entry is what a node's generated boot config says. Build one with
+// MasterEntry or LocalEntry, and For to name the node's loader family.
 type Entry struct {
 	Kind EntryKind
+	// Loader is the family whose config the node asks for (pxelinux if
+	// empty). Local holds lines in that family's language.
+	Loader Loader
 
 	// Kernel and Initrd (master) are paths under the boot root. By default
 	// the config names them as HTTP URLs (HTTPURL/<path>), which lpxelinux.0
@@ -56,8 +59,14 @@ type Entry struct {
 
 	// Local (local) holds the device type's local-boot lines, e.g.
 	// "LOCALBOOT 0", or "COM32 chain.c32\nAPPEND hd0 0" for boards that
-	// hang on LOCALBOOT.
+	// hang on LOCALBOOT; "exit" for GRUB and iPXE.
 	Local string
+}
+
+// For returns the entry for a node whose loader is of family l.
+func (e Entry) For(l Loader) Entry {
+	e.Loader = l
+	return e
 }
 
 // MasterEntry is the entry that boots the master kernel and initrd over HTTP.
@@ -82,10 +91,15 @@ func LocalEntry(lines string) Entry {
 // a local entry may not carry them, or it could take over the whole config.
 var reservedKeywords = []string{"LABEL", "DEFAULT", "UI", "INCLUDE", "ONTIMEOUT", "ONERROR", "MENU"}
 
-// renderEntry produces the pxelinux config for entry. httpURL is the base
-// URL nodes use (no trailing slash); it may be empty when no entry uses
-// HTTP. node names the node in a comment line.
+// renderEntry produces the config of entry's loader family. httpURL is
+// the base URL nodes use (no trailing slash); it may be empty when no
+// entry uses HTTP. node names the node in a comment line.
 func renderEntry(entry Entry, httpURL, node string) ([]byte, error) {
+	return entry.Loader.render(entry, httpURL, node)
+}
+
+// renderPXELinux writes a pxelinux config.
+func renderPXELinux(entry Entry, httpURL, node string) ([]byte, error) {
 	var b bytes.Buffer
 	switch entry.Kind {
 	case KindMaster, KindKernel:
@@ -120,7 +134,7 @@ func renderEntry(entry Entry, httpURL, node string) ([]byte, error) {
 			fmt.Fprintf(&b, "  APPEND %s\n", args)
 		}
 	case KindLocal:
-		lines, err := localLines(entry.Local)
+		lines, err := LoaderPXELinux.localLines(entry.Local)
 		if err != nil {
 			return nil, fmt.Errorf("local entry: %w", err)
 		}
@@ -185,78 +199,83 @@ func checkLine(s string) error {
 	return nil
 }
 
-// localLines splits a local-boot entry into trimmed, non-empty lines and
-// refuses directives that would change which label boots.
-func localLines(s string) ([]string, error) {
-	var lines []string
-	for l := range strings.SplitSeq(strings.ReplaceAll(s, "\r\n", "\n"), "\n") {
-		l = strings.TrimSpace(l)
-		if l == "" {
-			continue
-		}
-		if err := checkLine(l); err != nil {
-			return nil, fmt.Errorf("line %q: %w", l, err)
-		}
-		keyword := strings.ToUpper(strings.Fields(l)[0])
-		for _, r := range reservedKeywords {
-			if keyword == r {
-				return nil, fmt.Errorf("line %q: %s is set by labctl", l, r)
-			}
-		}
-		lines = append(lines, l)
-	}
-	if len(lines) == 0 {
-		return nil, errors.New("no lines (want e.g. LOCALBOOT 0)")
-	}
-	return lines, nil
-}
-
-// configNameKind tells the generated pxelinux config names apart.
+// configNameKind tells the generated config names apart.
 type configNameKind uint8
 
 const (
-	nameMAC   configNameKind = iota + 1 // pxelinux.cfg/01-aa-bb-cc-dd-ee-ff
+	nameMAC   configNameKind = iota + 1 // pxelinux.cfg/01-aa-bb-cc-dd-ee-ff, grub.cfg-01-..., ipxe.cfg/01-...
 	nameHexIP                           // pxelinux.cfg/C000025B and its prefixes
 )
 
-// configName is a parsed pxelinux config file name.
+// configName is a parsed per-node config file name.
 type configName struct {
-	kind configNameKind
-	mac  string // nameMAC: "aa:bb:cc:dd:ee:ff", lower case
-	hex  string // nameHexIP: 1 to 8 upper-case hex digits
+	loader Loader // the family that asks for this name
+	kind   configNameKind
+	mac    string // nameMAC: "aa:bb:cc:dd:ee:ff", lower case
+	hex    string // nameHexIP: 1 to 8 upper-case hex digits
 }
 
-// parseConfigName recognises the names pxelinux asks for before "default":
-// "01-" and the MAC in lower-case hex with dashes (ARP type 1, Ethernet),
-// then the IPv4 address in upper-case hex, one digit shorter each time.
-// The name may sit in any directory (pxelinux asks relative to its own,
-// e.g. bios/pxelinux.cfg/...). Matching ignores case.
+// configPrefixes are the per-node name patterns of each family: the name
+// ends in prefix + "01-" + the MAC with dashes (pxelinux also asks for
+// hex-IP names after its prefix). The name may sit in any directory.
+var configPrefixes = []struct {
+	prefix string
+	loader Loader
+}{
+	{"pxelinux.cfg/", LoaderPXELinux},
+	{"grub.cfg-", LoaderGRUB},
+	{"ipxe.cfg/", LoaderIPXE},
+}
+
+// parseConfigName recognises the per-node names the loaders ask for:
+// "01-" and the MAC in lower-case hex with dashes (ARP type 1, Ethernet)
+// after pxelinux.cfg/, grub.cfg- or ipxe.cfg/; for pxelinux also the IPv4
+// address in upper-case hex, one digit shorter each time. The name may sit
+// in any directory (pxelinux asks relative to its own, e.g.
+// bios/pxelinux.cfg/...). Matching ignores case.
 func parseConfigName(p string) (configName, bool) {
-	dir, base, ok := strings.Cut(p, "pxelinux.cfg/")
-	if !ok || (dir != "" && !strings.HasSuffix(dir, "/")) || strings.Contains(base, "/") {
+	dir, file := "", p
+	if i := strings.LastIndex(p, "/"); i >= 0 {
+		dir, file = p[:i+1], p[i+1:]
+	}
+	for _, cp := range configPrefixes {
+		var rest, base string
+		if d, ok := strings.CutSuffix(cp.prefix, "/"); ok {
+			// A directory: dir must end in it, as a whole element.
+			rest, ok = strings.CutSuffix(dir, d+"/")
+			if !ok || (rest != "" && !strings.HasSuffix(rest, "/")) {
+				continue
+			}
+			base = file
+		} else {
+			var ok bool
+			if base, ok = strings.CutPrefix(file, cp.prefix); !ok {
+				continue
+			}
+		}
+		if len(base) == 20 && strings.HasPrefix(base, "01-") {
+			b := []byte(strings.ToLower(base[3:]))
+			for i := 2; i < len(b); i += 3 {
+				if b[i] != '-' {
+					return configName{}, false
+				}
+				b[i] = ':'
+			}
+			mac, err := net.ParseMAC(string(b))
+			if err != nil || len(mac) != 6 {
+				return configName{}, false
+			}
+			return configName{loader: cp.loader, kind: nameMAC, mac: mac.String()}, true
+		}
+		if cp.loader == LoaderPXELinux && len(base) >= 1 && len(base) <= 8 {
+			for i := 0; i < len(base); i++ {
+				if !isHexDigit(base[i]) {
+					return configName{}, false
+				}
+			}
+			return configName{loader: cp.loader, kind: nameHexIP, hex: strings.ToUpper(base)}, true
+		}
 		return configName{}, false
-	}
-	if len(base) == 20 && strings.HasPrefix(base, "01-") {
-		b := []byte(strings.ToLower(base[3:]))
-		for i := 2; i < len(b); i += 3 {
-			if b[i] != '-' {
-				return configName{}, false
-			}
-			b[i] = ':'
-		}
-		mac, err := net.ParseMAC(string(b))
-		if err != nil || len(mac) != 6 {
-			return configName{}, false
-		}
-		return configName{kind: nameMAC, mac: mac.String()}, true
-	}
-	if len(base) >= 1 && len(base) <= 8 {
-		for i := 0; i < len(base); i++ {
-			if !isHexDigit(base[i]) {
-				return configName{}, false
-			}
-		}
-		return configName{kind: nameHexIP, hex: strings.ToUpper(base)}, true
 	}
 	return configName{}, false
 }
@@ -272,19 +291,22 @@ func hexIP(ip net.IP) string {
 
 // node is one registered node and its rendered configs.
 type node struct {
-	mac   string    // "aa:bb:cc:dd:ee:ff"
-	ip    net.IP    // IPv4 or nil
-	local []byte    // rendered local entry; nil until one is set
-	job   []byte    // rendered job entry (master or kernel); nil when none
-	kind  EntryKind // the job entry's kind
+	mac         string    // "aa:bb:cc:dd:ee:ff"
+	ip          net.IP    // IPv4 or nil
+	local       []byte    // rendered local entry; nil until one is set
+	job         []byte    // rendered job entry (master or kernel); nil when none
+	kind        EntryKind // the job entry's kind
+	localLoader Loader    // the family local and job are written for
+	jobLoader   Loader
 }
 
-// config returns what the node boots now: the job entry, else the local one.
-func (n *node) config() ([]byte, EntryKind) {
+// config returns what the node boots now: the job entry, else the local
+// one, and the loader family it is written for.
+func (n *node) config() ([]byte, EntryKind, Loader) {
 	if n.job != nil {
-		return n.job, n.kind
+		return n.job, n.kind, n.jobLoader
 	}
-	return n.local, KindLocal
+	return n.local, KindLocal, n.localLoader
 }
 
 // nodeTable holds the registered nodes. Jobs change entries while
@@ -342,9 +364,9 @@ func (t *nodeTable) set(mac net.HardwareAddr, ip net.IP, entry Entry) error {
 	}
 	switch entry.Kind {
 	case KindLocal:
-		n.local, n.job = rendered, nil
+		n.local, n.job, n.localLoader = rendered, nil, entry.Loader.orPXELinux()
 	case KindMaster, KindKernel:
-		n.job, n.kind = rendered, entry.Kind
+		n.job, n.kind, n.jobLoader = rendered, entry.Kind, entry.Loader.orPXELinux()
 	}
 	return nil
 }
@@ -370,15 +392,26 @@ func (t *nodeTable) remove(mac net.HardwareAddr) {
 	}
 }
 
+// errWrongLoader is a request for a node's config in the language of
+// another loader family than the node's device type names: the node booted
+// a loader it should not have (firmware mode, DHCP answer). Nothing is
+// served; the server logs it.
+var errWrongLoader = errors.New("the node asked with another boot loader than its device type names")
+
 // lookup returns the generated config for a cleaned path, if it names a
 // registered node that has one. A MAC name finds the node by MAC. A full
 // 8-digit hex name finds the node with that IP; a shorter one matches only
 // the requesting client's own IP, so that a subnet prefix never picks an
-// arbitrary node. node is a label for the log.
-func (t *nodeTable) lookup(p string, client net.IP) (cfg []byte, label string, ok bool) {
+// arbitrary node. The families' fixed first configs (GRUBStartConfig,
+// IPXEStartScript) are served to anyone. label names the node for the log.
+// A node's name asked in another family's language is errWrongLoader.
+func (t *nodeTable) lookup(p string, client net.IP) (cfg []byte, label string, err error) {
+	if cfg, l, ok := startConfig(p); ok {
+		return cfg, string(l) + " start", nil
+	}
 	name, ok := parseConfigName(p)
 	if !ok {
-		return nil, "", false
+		return nil, "", nil
 	}
 	t.mu.RLock()
 	defer t.mu.RUnlock()
@@ -394,11 +427,15 @@ func (t *nodeTable) lookup(p string, client net.IP) (cfg []byte, label string, o
 		}
 	}
 	if n == nil {
-		return nil, "", false
+		return nil, "", nil
 	}
-	cfg, kind := n.config()
+	cfg, kind, loader := n.config()
 	if cfg == nil {
-		return nil, "", false
+		return nil, "", nil
 	}
-	return cfg, n.mac + " " + kind.String(), true
+	label = n.mac + " " + kind.String()
+	if loader != name.loader {
+		return nil, label, fmt.Errorf("node %s: %w (asked as %s, device type names %s)", n.mac, errWrongLoader, name.loader, loader)
+	}
+	return cfg, label, nil
 }

@@ -79,13 +79,13 @@ func TestParseConfigName(t *testing.T) {
 		want configName
 		ok   bool
 	}{
-		"mac":              {in: "pxelinux.cfg/01-52-54-00-ab-cd-ef", want: configName{kind: nameMAC, mac: "52:54:00:ab:cd:ef"}, ok: true},
-		"mac upper":        {in: "pxelinux.cfg/01-52-54-00-AB-CD-EF", want: configName{kind: nameMAC, mac: "52:54:00:ab:cd:ef"}, ok: true},
-		"mac in subdir":    {in: "bios/pxelinux.cfg/01-52-54-00-ab-cd-ef", want: configName{kind: nameMAC, mac: "52:54:00:ab:cd:ef"}, ok: true},
-		"hex full":         {in: "pxelinux.cfg/C000025B", want: configName{kind: nameHexIP, hex: "C000025B"}, ok: true},
-		"hex lower":        {in: "pxelinux.cfg/c000025b", want: configName{kind: nameHexIP, hex: "C000025B"}, ok: true},
-		"hex prefix":       {in: "pxelinux.cfg/C000025", want: configName{kind: nameHexIP, hex: "C000025"}, ok: true},
-		"hex one":          {in: "pxelinux.cfg/C", want: configName{kind: nameHexIP, hex: "C"}, ok: true},
+		"mac":              {in: "pxelinux.cfg/01-52-54-00-ab-cd-ef", want: configName{loader: LoaderPXELinux, kind: nameMAC, mac: "52:54:00:ab:cd:ef"}, ok: true},
+		"mac upper":        {in: "pxelinux.cfg/01-52-54-00-AB-CD-EF", want: configName{loader: LoaderPXELinux, kind: nameMAC, mac: "52:54:00:ab:cd:ef"}, ok: true},
+		"mac in subdir":    {in: "bios/pxelinux.cfg/01-52-54-00-ab-cd-ef", want: configName{loader: LoaderPXELinux, kind: nameMAC, mac: "52:54:00:ab:cd:ef"}, ok: true},
+		"hex full":         {in: "pxelinux.cfg/C000025B", want: configName{loader: LoaderPXELinux, kind: nameHexIP, hex: "C000025B"}, ok: true},
+		"hex lower":        {in: "pxelinux.cfg/c000025b", want: configName{loader: LoaderPXELinux, kind: nameHexIP, hex: "C000025B"}, ok: true},
+		"hex prefix":       {in: "pxelinux.cfg/C000025", want: configName{loader: LoaderPXELinux, kind: nameHexIP, hex: "C000025"}, ok: true},
+		"hex one":          {in: "pxelinux.cfg/C", want: configName{loader: LoaderPXELinux, kind: nameHexIP, hex: "C"}, ok: true},
 		"default":          {in: "pxelinux.cfg/default"},
 		"hex too long":     {in: "pxelinux.cfg/C000025B0"},
 		"non hex":          {in: "pxelinux.cfg/C00002G"},
@@ -294,9 +294,9 @@ func TestNodeTable(t *testing.T) {
 		{"pxelinux.cfg/C000025B", "::1", "52:54:00:00:00:01 master"},
 	}
 	for _, l := range lookups {
-		_, label, ok := tab.lookup(l.path, net.ParseIP(l.client))
-		if ok != (l.want != "") || label != l.want {
-			t.Errorf("lookup(%q, %s) = %q, %v; want %q", l.path, l.client, label, ok, l.want)
+		cfg, label, err := tab.lookup(l.path, net.ParseIP(l.client))
+		if err != nil || (cfg != nil) != (l.want != "") || label != l.want {
+			t.Errorf("lookup(%q, %s) = %q, %v; want %q", l.path, l.client, label, err, l.want)
 		}
 	}
 
@@ -313,10 +313,10 @@ func TestNodeTable(t *testing.T) {
 	if err := tab.set(mac1, net.ParseIP("192.0.2.100"), local); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, ok := tab.lookup("pxelinux.cfg/C000025B", nil); ok {
+	if cfg, _, _ := tab.lookup("pxelinux.cfg/C000025B", nil); cfg != nil {
 		t.Fatal("old IP still maps to the node")
 	}
-	if _, _, ok := tab.lookup("pxelinux.cfg/C0000264", nil); !ok {
+	if cfg, _, _ := tab.lookup("pxelinux.cfg/C0000264", nil); cfg == nil {
 		t.Fatal("new IP does not map to the node")
 	}
 	// A node with only a job entry has nothing once it is cleared.
@@ -325,11 +325,11 @@ func TestNodeTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	tab.clear(mac4)
-	if _, _, ok := tab.lookup("pxelinux.cfg/01-52-54-00-00-00-04", nil); ok {
+	if cfg, _, _ := tab.lookup("pxelinux.cfg/01-52-54-00-00-00-04", nil); cfg != nil {
 		t.Fatal("cleared node without local entry still has a config")
 	}
 	tab.remove(mac2)
-	if _, _, ok := tab.lookup("pxelinux.cfg/C000025C", nil); ok {
+	if cfg, _, _ := tab.lookup("pxelinux.cfg/C000025C", nil); cfg != nil {
 		t.Fatal("removed node still found by IP")
 	}
 	// Bad input.

@@ -36,6 +36,7 @@ func TestTFTPServesRootFiles(t *testing.T) {
 		"big block capped":        {name: "master/initrd.gz", blksize: 8192, want: ts.root.initrd},
 		"symlink inside the root": {name: ts.root.inLink, blksize: 1468, want: ts.root.nbp},
 		"dot prefix":              {name: "./pxelinux.0", want: ts.root.nbp},
+		"leading slash (GRUB)":    {name: "/master/vmlinuz", want: ts.root.kernel},
 		"static default":          {name: "pxelinux.cfg/default", want: ts.root.dfault},
 	}
 	for name, tt := range tests {
@@ -104,11 +105,13 @@ func TestTFTPRefusesEscapes(t *testing.T) {
 		name    string
 		message string
 	}{
-		"dot dot":                {name: rel, message: "invalid file name"},
-		"dot dot deep":           {name: "pxelinux.cfg/../../outside/secret", message: "invalid file name"},
-		"dot dot to root file":   {name: "master/../pxelinux.0", message: "invalid file name"},
-		"absolute":               {name: ts.root.secret, message: "invalid file name"},
-		"absolute root file":     {name: filepath.Join(ts.root.dir, "pxelinux.0"), message: "invalid file name"},
+		"dot dot":              {name: rel, message: "invalid file name"},
+		"dot dot deep":         {name: "pxelinux.cfg/../../outside/secret", message: "invalid file name"},
+		"dot dot to root file": {name: "master/../pxelinux.0", message: "invalid file name"},
+		// One leading '/' is the root: a host path names nothing there.
+		"absolute":               {name: ts.root.secret, message: "file not found"},
+		"absolute root file":     {name: filepath.Join(ts.root.dir, "pxelinux.0"), message: "file not found"},
+		"double slash":           {name: "//pxelinux.0", message: "invalid file name"},
 		"relative symlink out":   {name: ts.root.outRel, message: "file not found"},
 		"absolute symlink out":   {name: ts.root.outAbs, message: "file not found"},
 		"very long":              {name: strings.Repeat("a/", 200) + "pxelinux.0", message: "invalid file name"},

@@ -6,6 +6,9 @@
 DEB_PACKAGES += openipmi ipmitool qemu-system-x86 ipxe-qemu pxelinux syslinux \
 	syslinux-common busybox-static mtools dosfstools fdisk cpio kmod gzip \
 	xz-utils zstd tftpd-hpa mount nfs-ganesha nfs-ganesha-vfs
+# UEFI loaders for the boot root (docs/uefi.md), OVMF to prove them, and the
+# DHCP servers whose configs labctl writes (their tests run them).
+DEB_PACKAGES += ipxe grub-efi-amd64-signed shim-signed ovmf dnsmasq-base isc-dhcp-server
 TEST_PREREQS += artifacts
 
 SIMLAB_DIR   := simlab
@@ -23,7 +26,9 @@ NODES        ?= 2
 # The master also carries common drivers of real x86 servers, so `make
 # master` gives a deploy image a real lab can PXE-boot.
 SIMLAB_VIRTIO_MODULES := virtio_pci virtio_blk virtio_net
-MASTER_MODULES ?= $(SIMLAB_VIRTIO_MODULES) e1000 e1000e igb r8169 tg3 ahci ata_piix sd_mod nvme
+# efivarfs: the master reports UEFI and Secure Boot state from the SecureBoot
+# variable (docs/uefi.md).
+MASTER_MODULES ?= $(SIMLAB_VIRTIO_MODULES) e1000 e1000e igb r8169 tg3 ahci ata_piix sd_mod nvme efivarfs
 TESTOS_MODULES ?= $(SIMLAB_VIRTIO_MODULES)
 # The NFS-root initrd: the NFSv4 client and overlayfs besides the master's
 # network drivers.
@@ -38,6 +43,10 @@ export LABCTL_SIMLAB_BIN := $(abspath bin/simlab)
 export LABCTL_SIMLAB_ARTIFACTS := $(abspath $(SIMLAB_ART))
 
 SIMLAB_BOOTFILES := pxelinux.0 lpxelinux.0 ldlinux.c32 chain.c32 libcom32.c32 libutil.c32
+# UEFI: iPXE (PXE and HTTP boot), and for Secure Boot Debian's signed chain:
+# shim (signed by Microsoft) loads grubx64.efi, the signed GRUB network image.
+# Both sit at the top: under OVMF's PXE, shim asks for grubx64.efi there.
+SIMLAB_EFIFILES := efi/snponly.efi efi/ipxe.efi shimx64.efi grubx64.efi
 SIMLAB_IMAGES := $(addprefix $(SIMLAB_IMG)/disk.img,.sha256 .gz.sha256 .xz.sha256 .zst.sha256)
 # Diskless test OS (boot.method ramdisk and nfs): kernel, the test OS as
 # an initramfs, the NFS-root initrd and the test OS as a root archive.
@@ -48,7 +57,7 @@ SIMLAB_DISKLESS_FILES := $(addprefix $(SIMLAB_DISKLESS)/,vmlinuz testos.gz nfsro
 
 artifacts: master diskless $(SIMLAB_IMAGES) ## build the simulated lab's kernel, master initrd and test disk images (cached)
 
-master: $(addprefix $(SIMLAB_ROOT)/,$(SIMLAB_BOOTFILES) simlab/vmlinuz simlab/master.gz simlab/pxelinux.cfg.sample) ## PXE master for real labs: kernel + initrd + sample pxelinux config in build/simlab/artifacts/bootroot
+master: $(addprefix $(SIMLAB_ROOT)/,$(SIMLAB_BOOTFILES) $(SIMLAB_EFIFILES) simlab/vmlinuz simlab/master.gz simlab/pxelinux.cfg.sample) ## boot root for real labs (BIOS, UEFI, Secure Boot loaders; signed kernel + master initrd) in build/simlab/artifacts/bootroot
 
 diskless: $(SIMLAB_DISKLESS_FILES) ## diskless test OS in build/simlab/artifacts/diskless: kernel, test OS initramfs (ramdisk), NFS-root initrd, root archive (nfs)
 
@@ -105,6 +114,18 @@ $(SIMLAB_ROOT)/%.0: /usr/lib/PXELINUX/%.0
 	cp $< $@
 
 $(SIMLAB_ROOT)/%.c32: /usr/lib/syslinux/modules/bios/%.c32
+	@mkdir -p $(@D)
+	cp $< $@
+
+$(SIMLAB_ROOT)/efi/%.efi: /usr/lib/ipxe/%.efi
+	@mkdir -p $(@D)
+	cp $< $@
+
+$(SIMLAB_ROOT)/shimx64.efi: /usr/lib/shim/shimx64.efi.signed
+	@mkdir -p $(@D)
+	cp $< $@
+
+$(SIMLAB_ROOT)/grubx64.efi: /usr/lib/grub/x86_64-efi-signed/grubnetx64.efi.signed
 	@mkdir -p $(@D)
 	cp $< $@
 

@@ -23,15 +23,31 @@ func newNetbootCommand(env *appEnv) *cli.Command {
 		Subcommands: []*cli.Command{{
 			Name:  "dhcp-config",
 			Usage: "print the DHCP server configuration for the lab's devices",
-			Description: `Prints what a lab's DHCP server needs so that each device PXE-boots from
-labctl's boot server: for dnsmasq, a dhcp-boot line for the labctl tag
-and a dhcp-host line per device (with its tags as set:labctl-TAG); for ISC
-dhcpd, a host block per device with next-server and filename. The boot
-server's address is the lab's boot_server.tftp_server, the boot file its
-boot_server.boot_file (default lpxelinux.0, which loads kernels over HTTP).
+			Description: `Prints what a lab's DHCP server needs so that each device boots from
+labctl's boot server, with the boot file chosen by the client architecture
+the request carries (DHCP option 93, RFC 4578) and the device type's [boot]
+table (firmware, loader, file):
+
+   arch 0 (BIOS)            the BIOS loader over TFTP (lpxelinux.0)
+   arch 7 or 9 (x86-64 UEFI) the EFI loader over TFTP (efi/snponly.efi; for
+                            Secure Boot shimx64.efi, which loads grubx64.efi)
+   arch 16 + vendor class HTTPClient (UEFI HTTP boot; device types with
+                            boot.method = "http", which get nothing over PXE)
+                            an http:// URL to the EFI loader, option 60
+                            HTTPClient in the answer
+   user class iPXE          the URL of labctl's iPXE start script
+   anything else            no boot file, and a line in the DHCP server's log
+                            (dnsmasq: tag labctl-unknown-arch with log-dhcp;
+                            ISC: "labctl: ... no boot file")
+
+For dnsmasq: the architecture and class tags, dhcp-boot lines per kind of
+device, a dhcp-host line per device (its tags as set:labctl-TAG); for ISC
+dhcpd: a group per kind of device with conditional filenames, a host block
+per device. next-server is the lab's boot_server.tftp_server, URLs start
+with boot_server.http_url. docs/uefi.md shows a whole lab's setup.
 
 Real PXE firmware fetches the boot file from TFTP port 69: run the boot
-server there (boot_server.tftp_listen = "0.0.0.0:69") or chainload iPXE.
+server there (boot_server.tftp_listen = "0.0.0.0:69").
 
 EXAMPLES:
    labctl netboot dhcp-config --lab lab.toml > /etc/dnsmasq.d/labctl.conf
@@ -66,12 +82,15 @@ func runDHCPConfig(ctx context.Context, opts dhcpConfigOptions, env *appEnv) err
 	}
 	var hosts []netboot.DHCPHost
 	for _, d := range cfg.Devices {
-		h := netboot.DHCPHost{Name: d.Name, MAC: net.HardwareAddr(d.MAC), Tags: d.Tags}
+		b := d.Settings.Boot
+		h := netboot.DHCPHost{Name: d.Name, MAC: net.HardwareAddr(d.MAC), Tags: d.Tags,
+			Boot: netboot.DHCPLoader{Firmware: string(b.Firmware), Loader: netboot.Loader(b.Loader), File: b.File,
+				HTTP: b.Method == devices.BootHTTP}}
 		if d.IP.IsValid() {
 			h.IP = net.IP(d.IP.AsSlice())
 		}
 		hosts = append(hosts, h)
 	}
-	boot := netboot.DHCPBoot{NextServer: next, BootFile: cfg.BootServer.BootFile}
+	boot := netboot.DHCPBoot{NextServer: next, HTTPURL: cfg.BootServer.HTTPURL}
 	return netboot.WriteDHCPConfig(env.stdout, opts.format, boot, hosts)
 }

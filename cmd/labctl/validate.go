@@ -185,7 +185,7 @@ func validateLab(file string) validation {
 	}
 	return validation{
 		summary:  fmt.Sprintf("lab %q: %d device types, %d devices", lab.Name, len(lab.DeviceTypes), len(lab.Devices)),
-		problems: lab.Warnings,
+		problems: append(slices.Clone(lab.Warnings), lab.CheckBootFiles()...),
 	}
 }
 

@@ -118,7 +118,7 @@ func TestValidate(t *testing.T) {
 	}{
 		{
 			name:  "kinds told by place",
-			files: map[string]string{"device-types/t1.toml": validType, "jobs/j.toml": validJob, "lab.toml": validLab, "devices/d1.toml": validDevice},
+			files: map[string]string{"device-types/t1.toml": validType, "jobs/j.toml": validJob, "lab.toml": validLab, "devices/d1.toml": validDevice, "boot/lpxelinux.0": "pxelinux"},
 			args:  []string{"device-types/t1.toml", "jobs/j.toml", "lab.toml", "devices/d1.toml"},
 			want: []string{
 				`DIR/device-types/t1.toml: ok (device type "t1")`,
@@ -202,6 +202,25 @@ func TestValidate(t *testing.T) {
 				`DIR/jobs/ok.toml: ok (job "ok", 1 test steps, 1 matching devices in lab DIR/lab.toml)`,
 				"DIR/jobs/tags.toml:2: tags: no t1 device of lab DIR/lab.toml has all of the tags slow",
 				`DIR/jobs/dev.toml:1: device: lab DIR/lab.toml has no device "d9"`,
+			},
+		},
+		{
+			name: "loader missing from the boot root",
+			files: map[string]string{"device-types/t1.toml": "[bootdev]\nefi = true\n[boot]\nfirmware = \"uefi-secureboot\"\nfile = \"shimx64.efi\"\n" + validType,
+				"lab.toml": validLab, "devices/d1.toml": validDevice, "boot/shimx64.efi": "shim"},
+			args:    []string{"lab.toml"},
+			invalid: true,
+			want: []string{
+				"DIR/device-types/t1.toml:5: boot.file: grubx64.efi is not in the boot root DIR/boot (firmware uefi-secureboot, loader grub; make master builds a boot root with every loader)",
+			},
+		},
+		{
+			name:    "loader family that does not run on the firmware",
+			files:   map[string]string{"device-types/t1.toml": "[bootdev]\nefi = true\n[boot]\nfirmware = \"uefi\"\nloader = \"pxelinux\"\n" + validType},
+			args:    []string{"device-types/t1.toml"},
+			invalid: true,
+			want: []string{
+				`DIR/device-types/t1.toml:5: boot.loader: loader family "pxelinux" does not run on firmware "uefi" with method "pxe": use ipxe or grub`,
 			},
 		},
 		{

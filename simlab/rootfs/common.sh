@@ -20,6 +20,25 @@ simlab_modules() {
 	done </lib/modules/load.list
 }
 
+# Says how the machine booted: "firmware: bios", or "firmware: uefi,
+# secure boot on|off" from the SecureBoot variable (efivarfs: 4 bytes of
+# attributes, then the value).
+simlab_firmware() {
+	if [ ! -d /sys/firmware/efi ]; then
+		echo "firmware: bios"
+		return 0
+	fi
+	mount -t efivarfs efivarfs /sys/firmware/efi/efivars 2>/dev/null
+	sb=off
+	v=/sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c
+	# Read from the start: efivarfs files do not seek (od -j reads nothing).
+	if [ -r "$v" ]; then
+		set -- $(od -An -tu1 -N5 "$v")
+		[ "${5:-}" = 1 ] && sb=on
+	fi
+	echo "firmware: uefi, secure boot $sb"
+}
+
 # Brings every NIC up and asks DHCP on each in turn until one gets a lease
 # (real machines may have several ports, only one of them cabled).
 simlab_network() {
