@@ -94,12 +94,32 @@ func (r *Relay) Serve(ctx context.Context) error {
 		solLn.Close()
 		return fmt.Errorf("relay %s: BMC port: %w", c.Name, err)
 	}
-	r.front = newFront(pub, &net.UDPAddr{IP: net.ParseIP(BMCInternalIP), Port: c.Ports.BMC}, r.log)
+	publics := []*net.UDPConn{pub}
+	if c.NetNS != "" {
+		// The same BMC address inside the lab's namespace, for a labctl
+		// running there (ipmi_sim stays in the host's namespace).
+		var inNS *net.UDPConn
+		err := InNetNS(c.NetNS, func() error {
+			var err error
+			inNS, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: c.Ports.BMC})
+			return err
+		})
+		if err != nil {
+			ctl.Close()
+			solLn.Close()
+			pub.Close()
+			return fmt.Errorf("relay %s: BMC port in the lab network: %w", c.Name, err)
+		}
+		publics = append(publics, inNS)
+	}
+	r.front = newFront(publics, &net.UDPAddr{IP: net.ParseIP(BMCInternalIP), Port: c.Ports.BMC}, r.log)
 	cl, err := openCappedFile(filepath.Join(c.Dir, consoleLogFile), 64<<20)
 	if err != nil {
 		ctl.Close()
 		solLn.Close()
-		pub.Close()
+		for _, p := range publics {
+			p.Close()
+		}
 		return fmt.Errorf("relay %s: console log: %w", c.Name, err)
 	}
 	r.consoleLog = cl
@@ -528,9 +548,19 @@ func (r *Relay) powerOn() error {
 	r.mu.Lock()
 	dev := r.bootDevice
 	r.mu.Unlock()
-	order := "c"
-	if dev == "pxe" {
-		order = "n"
+	netFirst := dev == "pxe"
+	order := "disk first"
+	if netFirst {
+		order = "network first"
+	}
+	args, err := qemuArgs(c, netFirst)
+	if err != nil {
+		return fmt.Errorf("power on %s: %w", c.Name, err)
+	}
+	argv := append([]string{c.QEMU}, args...)
+	if c.NetNS != "" {
+		// ip netns exec execs QEMU: the pid stays QEMU's.
+		argv = append([]string{c.IPTool, "netns", "exec", c.NetNS}, argv...)
 	}
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -550,13 +580,13 @@ func (r *Relay) powerOn() error {
 		theirs.Close()
 		return fmt.Errorf("power on %s: %w", c.Name, err)
 	}
-	cmd := exec.Command(c.QEMU, qemuArgs(c, order)...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = c.Dir
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.ExtraFiles = []*os.File{theirs} // fd 3 in QEMU: -chardev socket,fd=3
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	fmt.Fprintf(logf, "--- %s power on: %s %s\n", time.Now().Format(time.RFC3339Nano), c.QEMU, strings.Join(cmd.Args[1:], " "))
+	fmt.Fprintf(logf, "--- %s power on: %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(cmd.Args, " "))
 	started := time.Now()
 	err = cmd.Start()
 	theirs.Close()
@@ -578,7 +608,7 @@ func (r *Relay) powerOn() error {
 	r.firstOutput = 0
 	r.filter.unechoed = 0
 	r.dirty = true
-	r.eventLocked(fmt.Sprintf("power on (boot %s, order=%s, accel %s)", dev, order, c.Accel))
+	r.eventLocked(fmt.Sprintf("power on (boot %s, %s, firmware %s, accel %s)", dev, order, firmwareName(c.Firmware), c.Accel))
 	r.mu.Unlock()
 	go r.pumpOutput(conn, started)
 	go func() {

@@ -3,9 +3,11 @@
 # Makefile. Every artifact is rebuilt only when one of its inputs changed.
 
 # Debian packages the simulated lab needs (installed by `make deps`).
+# dnsmasq-base is the dnsmasq binary alone: the bridge network runs its own
+# dnsmasq, and package dnsmasq would also start a system-wide DNS service.
 DEB_PACKAGES += openipmi ipmitool qemu-system-x86 ipxe-qemu pxelinux syslinux \
 	syslinux-common busybox-static mtools dosfstools fdisk cpio kmod gzip \
-	xz-utils zstd tftpd-hpa
+	xz-utils zstd tftpd-hpa dnsmasq-base iproute2 ovmf
 TEST_PREREQS += artifacts
 
 SIMLAB_DIR   := simlab
@@ -18,6 +20,11 @@ SIMLAB_IMG   := $(SIMLAB_ART)/images
 SIMLAB_LAB   := $(SIMLAB_OUT)/lab
 SIMLAB_S     := $(SIMLAB_DIR)/scripts
 NODES        ?= 2
+# NET=bridge: the nodes on a bridge in the lab's own network namespace with
+# dnsmasq as DHCP server (root); NET=user: QEMU user-mode networking.
+# FIRMWARE: per node, comma-separated bios, uefi, uefi-secureboot (bridge).
+NET          ?= user
+FIRMWARE     ?=
 
 # Kernel modules in the initrds (dependencies are added automatically).
 # The master also carries common drivers of real x86 servers, so `make
@@ -43,8 +50,9 @@ artifacts: master $(SIMLAB_IMAGES) ## build the simulated lab's kernel, master i
 
 master: $(addprefix $(SIMLAB_ROOT)/,$(SIMLAB_BOOTFILES) simlab/vmlinuz simlab/master.gz simlab/pxelinux.cfg.sample) ## PXE master for real labs: kernel + initrd + sample pxelinux config in build/simlab/artifacts/bootroot
 
-simlab: build artifacts ## start NODES simulated nodes (default 2) and write their lab config; last line: `lab: PATH`
-	bin/simlab up --nodes $(NODES) --dir $(SIMLAB_LAB) --artifacts $(SIMLAB_ART) --device-types $(abspath device-types)
+simlab: build artifacts ## start NODES simulated nodes (default 2; NET=bridge for a real DHCP server) and write their lab config; last line: `lab: PATH`
+	bin/simlab up --nodes $(NODES) --dir $(SIMLAB_LAB) --artifacts $(SIMLAB_ART) --device-types $(abspath device-types) \
+		--network $(NET) --labctl $(abspath bin/labctl) $(if $(FIRMWARE),--firmware $(FIRMWARE))
 
 simlab-down: ## stop the nodes `make simlab` started (by pid files)
 	@if [ -x bin/simlab ]; then bin/simlab down --dir $(SIMLAB_LAB); else echo "no bin/simlab: nothing started"; fi
