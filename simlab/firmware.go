@@ -13,6 +13,11 @@ const (
 	FirmwareBIOS = "bios"
 	// FirmwareUEFI is Debian's OVMF without Secure Boot.
 	FirmwareUEFI = "uefi"
+	// FirmwareHTTPBoot is Debian's OVMF with PXE switched off in its
+	// network setup (fw_cfg opt/org.tianocore/IPv4PXESupport and
+	// IPv6PXESupport = n), so the NIC boots through the firmware's own UEFI
+	// HTTP boot, as on a server set up for HTTP boot.
+	FirmwareHTTPBoot = "uefi-httpboot"
 	// FirmwareSecureBoot is Debian's OVMF with Secure Boot on and
 	// Microsoft's keys enrolled (OVMF_VARS_4M.ms.fd), on q35 with SMM.
 	FirmwareSecureBoot = "uefi-secureboot"
@@ -33,6 +38,8 @@ type firmware struct {
 	Vars string
 	// SecureBoot needs q35 with SMM and a secure pflash.
 	SecureBoot bool
+	// HTTPOnly switches PXE off: the NIC's boot entries are HTTP boot.
+	HTTPOnly bool
 }
 
 // firmwareFiles returns the files of firmware kind fw, checking they exist.
@@ -43,10 +50,12 @@ func firmwareFiles(fw string) (firmware, error) {
 		return f, nil
 	case FirmwareUEFI:
 		f = firmware{Code: "OVMF_CODE_4M.fd", Vars: "OVMF_VARS_4M.fd"}
+	case FirmwareHTTPBoot:
+		f = firmware{Code: "OVMF_CODE_4M.fd", Vars: "OVMF_VARS_4M.fd", HTTPOnly: true}
 	case FirmwareSecureBoot:
 		f = firmware{Code: "OVMF_CODE_4M.secboot.fd", Vars: "OVMF_VARS_4M.ms.fd", SecureBoot: true}
 	default:
-		return f, fmt.Errorf("firmware %q: want %s, %s or %s", fw, FirmwareBIOS, FirmwareUEFI, FirmwareSecureBoot)
+		return f, fmt.Errorf("firmware %q: want %s, %s, %s or %s", fw, FirmwareBIOS, FirmwareUEFI, FirmwareHTTPBoot, FirmwareSecureBoot)
 	}
 	f.Code = filepath.Join(ovmfDir, f.Code)
 	f.Vars = filepath.Join(ovmfDir, f.Vars)
@@ -88,6 +97,8 @@ func DeviceTypeFor(fw string) string {
 	switch fw {
 	case FirmwareUEFI:
 		return DeviceType + "-uefi"
+	case FirmwareHTTPBoot:
+		return DeviceType + "-httpboot"
 	case FirmwareSecureBoot:
 		return DeviceType + "-secureboot"
 	}

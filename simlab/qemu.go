@@ -71,6 +71,11 @@ func qemuArgs(c NodeConfig, netFirst bool) ([]string, error) {
 		machine = "q35,smm=on"
 		args = append(args, "-global", "driver=cfi.pflash01,property=secure,value=on")
 	}
+	if fw.HTTPOnly {
+		args = append(args,
+			"-fw_cfg", "name=opt/org.tianocore/IPv4PXESupport,string=n",
+			"-fw_cfg", "name=opt/org.tianocore/IPv6PXESupport,string=n")
+	}
 	return append(args,
 		"-machine", machine,
 		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+fw.Code,

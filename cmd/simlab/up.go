@@ -28,7 +28,7 @@ func upCommand() *cli.Command {
 			&cli.DurationFlag{Name: "slot-wait", Value: 30 * time.Minute, Usage: "how long to wait for free machine-wide slots"},
 			&cli.StringFlag{Name: "network", Value: simlab.NetUser, Usage: "`MODE`: user (QEMU user-mode networking per node) or bridge (own network namespace, bridge, taps, dnsmasq; root)"},
 			&cli.StringFlag{Name: "labctl", Usage: "labctl `BINARY` whose `netboot dhcp-config` dnsmasq runs (bridge; default: labctl beside simlab, then PATH)"},
-			&cli.StringFlag{Name: "firmware", Usage: "per node, comma-separated: bios, uefi or uefi-secureboot (default bios; uefi needs --network bridge), e.g. bios,uefi,uefi-secureboot"},
+			&cli.StringFlag{Name: "firmware", Usage: "per node, comma-separated: bios, uefi, uefi-httpboot (PXE off, UEFI HTTP boot) or uefi-secureboot (default bios; the uefi kinds need --network bridge), e.g. bios,uefi,uefi-httpboot,uefi-secureboot"},
 		},
 		Action: func(c *cli.Context) error {
 			return runUp(c.Context, simlab.Options{
