@@ -104,3 +104,16 @@ func DeviceTypeFor(fw string) string {
 	}
 	return DeviceType
 }
+
+// memoryFor is a node's RAM in MiB: mb if set, else 256 on BIOS and 512 on
+// UEFI (Debian's GRUB on OVMF fails with "cannot allocate kernel buffer" in
+// 256).
+func memoryFor(mb int, fw string) int {
+	switch {
+	case mb > 0:
+		return mb
+	case fw == FirmwareBIOS || fw == "":
+		return 256
+	}
+	return 512
+}

@@ -32,7 +32,8 @@ type Options struct {
 	DeviceTypes string
 	// Accel is "tcg", "kvm" or "auto"; empty reads SIMLAB_ACCEL (default auto).
 	Accel string
-	// MemoryMB is each node's RAM (default 256).
+	// MemoryMB is each node's RAM (default 256 MiB on BIOS, 512 MiB on UEFI:
+	// Debian's GRUB on OVMF cannot allocate the kernel's buffer in 256).
 	MemoryMB int
 	// DiskMiB is the size of each node's disk (default 128).
 	DiskMiB int
@@ -236,9 +237,6 @@ func Up(ctx context.Context, opts Options) (*Lab, error) {
 			return nil, fmt.Errorf("simlab up: %w", err)
 		}
 	}
-	if opts.MemoryMB == 0 {
-		opts.MemoryMB = 256
-	}
 	if opts.DiskMiB == 0 {
 		opts.DiskMiB = 128
 	}
@@ -362,9 +360,6 @@ func (l *Lab) start(ctx context.Context, opts Options, tools Tools, pool *Pool) 
 		if err := makeDisk(disk, int64(opts.DiskMiB)<<20, opts.DiskImage); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		if firmware != FirmwareBIOS && l.Network == nil {
-			return fmt.Errorf("%s: firmware %s needs the bridge network (network %q): QEMU's user-mode DHCP cannot answer UEFI clients", name, firmware, NetBridge)
-		}
 		ip := NodeIP
 		if l.Network != nil {
 			ip = bridgeNodeIP(i + 1)
@@ -389,7 +384,7 @@ func (l *Lab) start(ctx context.Context, opts Options, tools Tools, pool *Pool) 
 			BMCUser:       "admin",
 			PasswordFile:  pwFile,
 			Accel:         l.Accel,
-			MemoryMB:      opts.MemoryMB,
+			MemoryMB:      memoryFor(opts.MemoryMB, firmware),
 			Disk:          disk,
 			BootFile:      fmt.Sprintf("tftp://%s:%d/pxelinux.0", HostFromGuest, l.BootServer.TFTPPort),
 			Simlab:        opts.Simlab,

@@ -7,7 +7,8 @@
 # dnsmasq, and package dnsmasq would also start a system-wide DNS service.
 DEB_PACKAGES += openipmi ipmitool qemu-system-x86 ipxe-qemu pxelinux syslinux \
 	syslinux-common busybox-static mtools dosfstools fdisk cpio kmod gzip \
-	xz-utils zstd tftpd-hpa dnsmasq-base iproute2 ovmf
+	xz-utils zstd tftpd-hpa dnsmasq-base iproute2 ovmf shim-signed \
+	grub-efi-amd64-signed
 TEST_PREREQS += artifacts
 
 SIMLAB_DIR   := simlab
@@ -109,7 +110,8 @@ $(SIMLAB_ROOT)/simlab/pxelinux.cfg.sample: $(SIMLAB_DIR)/simlab.mk
 	  '  APPEND hd0 0' >$@
 
 # --- test disk images ----------------------------------------------------------
-$(SIMLAB_IMG)/disk.img: $(SIMLAB_WORK)/kernel/vmlinuz $(SIMLAB_WORK)/testos.gz $(SIMLAB_S)/build-disk.sh
+$(SIMLAB_IMG)/disk.img: $(SIMLAB_WORK)/kernel/vmlinuz $(SIMLAB_WORK)/testos.gz $(SIMLAB_S)/build-disk.sh \
+		/usr/lib/shim/shimx64.efi.signed /usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed
 	@mkdir -p $(@D)
 	DISK_APPEND="$(TESTOS_APPEND)" $(SIMLAB_S)/build-disk.sh $(SIMLAB_WORK)/kernel/vmlinuz $(SIMLAB_WORK)/testos.gz $@ 64
 

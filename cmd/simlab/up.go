@@ -24,11 +24,11 @@ func upCommand() *cli.Command {
 			&cli.StringFlag{Name: "artifacts", Usage: "artifacts directory (default build/simlab/artifacts of this repository)"},
 			&cli.StringFlag{Name: "device-types", Usage: "device type directory for lab.toml (default device-types of this repository)"},
 			&cli.StringFlag{Name: "accel", EnvVars: []string{"SIMLAB_ACCEL"}, Usage: "tcg, kvm or auto (KVM only after a smoke boot works)"},
-			&cli.IntFlag{Name: "memory", Value: 256, Usage: "RAM per node in MiB"},
+			&cli.IntFlag{Name: "memory", Usage: "RAM per node in MiB (default 256 on BIOS, 512 on UEFI)"},
 			&cli.DurationFlag{Name: "slot-wait", Value: 30 * time.Minute, Usage: "how long to wait for free machine-wide slots"},
 			&cli.StringFlag{Name: "network", Value: simlab.NetUser, Usage: "`MODE`: user (QEMU user-mode networking per node) or bridge (own network namespace, bridge, taps, dnsmasq; root)"},
 			&cli.StringFlag{Name: "labctl", Usage: "labctl `BINARY` whose `netboot dhcp-config` dnsmasq runs (bridge; default: labctl beside simlab, then PATH)"},
-			&cli.StringFlag{Name: "firmware", Usage: "per node, comma-separated: bios, uefi, uefi-httpboot (PXE off, UEFI HTTP boot) or uefi-secureboot (default bios; the uefi kinds need --network bridge), e.g. bios,uefi,uefi-httpboot,uefi-secureboot"},
+			&cli.StringFlag{Name: "firmware", Usage: "per node, comma-separated: bios, uefi, uefi-httpboot (PXE off, UEFI HTTP boot) or uefi-secureboot (default bios; the uefi kinds netboot on --network bridge only: user-mode DHCP cannot answer them), e.g. bios,uefi,uefi-httpboot,uefi-secureboot"},
 		},
 		Action: func(c *cli.Context) error {
 			return runUp(c.Context, simlab.Options{
