@@ -3,12 +3,9 @@
 # Makefile. Every artifact is rebuilt only when one of its inputs changed.
 
 # Debian packages the simulated lab needs (installed by `make deps`).
-# dnsmasq-base is the dnsmasq binary alone: the bridge network runs its own
-# dnsmasq, and package dnsmasq would also start a system-wide DNS service.
 DEB_PACKAGES += openipmi ipmitool qemu-system-x86 ipxe-qemu pxelinux syslinux \
 	syslinux-common busybox-static mtools dosfstools fdisk cpio kmod gzip \
-	xz-utils zstd tftpd-hpa dnsmasq-base iproute2 ovmf shim-signed \
-	grub-efi-amd64-signed
+	xz-utils zstd tftpd-hpa
 TEST_PREREQS += artifacts
 
 SIMLAB_DIR   := simlab
@@ -26,6 +23,10 @@ NODES        ?= 2
 # FIRMWARE: per node, comma-separated bios, uefi, uefi-secureboot (bridge).
 NET          ?= user
 FIRMWARE     ?=
+# The bridge network and UEFI nodes: iproute2 (ip netns), dnsmasq-base (the
+# dnsmasq binary alone; package dnsmasq would also start a system-wide DNS
+# service), ovmf; shim and GRUB signed for the test disk's UEFI boot.
+DEB_PACKAGES += iproute2 dnsmasq-base ovmf shim-signed grub-efi-amd64-signed
 
 # Kernel modules in the initrds (dependencies are added automatically).
 # The master also carries common drivers of real x86 servers, so `make
