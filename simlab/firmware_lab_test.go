@@ -16,9 +16,11 @@ import (
 // TestLabUEFIFirmware: nodes on Debian's OVMF, one plain, one with Secure
 // Boot, both booting the test disk (shim -> GRUB -> Debian's signed
 // kernel) to a shell; the Secure Boot node's kernel reports Secure Boot on,
-// the other's off. bootdev pxe then makes the firmware try the network
-// first (bootindex per power-on). A kernel whose signature no longer
-// matches is refused on the Secure Boot node.
+// the other's off. bootdev pxe with the EFI flag then makes the firmware try
+// the network first (bootindex per power-on); without it (a legacy boot
+// override) the plain node boots its disk as UEFI-only firmware does. A
+// kernel whose signature no longer matches is refused on the Secure Boot
+// node.
 func TestLabUEFIFirmware(t *testing.T) {
 	art := simlabtest.Artifacts(t)
 	for _, fw := range []string{simlab.FirmwareUEFI, simlab.FirmwareSecureBoot} {
@@ -59,12 +61,24 @@ func TestLabUEFIFirmware(t *testing.T) {
 			t.Logf("TIMING %s: power on (disk) -> login prompt %.1fs", n.Firmware, toLogin.Seconds())
 			ipmi(t, n, "power", "off")
 
-			// bootdev pxe: the NIC's boot entries come first.
-			ipmi(t, n, "chassis", "bootdev", "pxe")
+			// bootdev pxe with the EFI flag: the NIC's boot entries come first.
+			ipmi(t, n, "chassis", "bootdev", "pxe", "options=efiboot")
 			ipmi(t, n, "power", "on")
 			c.expect(`Start PXE over IPv4`, 5*time.Minute)
+			if st := status(t, n); !st.BootEFI || !strings.Contains(lastPowerOn(st), "network first") {
+				t.Errorf("bootdev pxe options=efiboot: status %+v", st)
+			}
 			ipmi(t, n, "power", "off")
 			if !secure {
+				// A legacy (BIOS) network boot override: UEFI-only firmware
+				// ignores it and boots its own order, the disk.
+				ipmi(t, n, "chassis", "bootdev", "pxe")
+				ipmi(t, n, "power", "on")
+				c.expect(`login: `, 5*time.Minute)
+				if st := status(t, n); st.BootEFI || !strings.Contains(lastPowerOn(st), "UEFI-only firmware ignores it") {
+					t.Errorf("legacy bootdev pxe: status %+v", st)
+				}
+				ipmi(t, n, "power", "off")
 				return
 			}
 
@@ -114,4 +128,14 @@ func tamperKernel(t *testing.T, image string) string {
 	}
 	mtools("mcopy", "-o", "-i", part, kernel, "::/vmlinuz")
 	return img
+}
+
+// lastPowerOn is the node's last power-on event.
+func lastPowerOn(st simlab.Status) string {
+	for i := len(st.Chassis) - 1; i >= 0; i-- {
+		if strings.HasPrefix(st.Chassis[i].Action, "power on") {
+			return st.Chassis[i].Action
+		}
+	}
+	return ""
 }

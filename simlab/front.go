@@ -28,6 +28,9 @@ type front struct {
 	publics  []*net.UDPConn
 	upstream *net.UDPAddr
 
+	// flags reads the boot flags clients set (nil: not read).
+	flags *bootFlagReader
+
 	mu          sync.Mutex
 	clients     map[string]*frontClient
 	silentUntil time.Time
@@ -98,6 +101,8 @@ func (f *front) servePublic(ctx context.Context, i int, public *net.UDPConn) {
 			f.mu.Lock()
 			c.lastSOL = now
 			f.mu.Unlock()
+		} else if f.flags != nil {
+			f.flags.fromClient(buf[:n])
 		}
 		_, _ = c.conn.Write(buf[:n]) // ECONNREFUSED while ipmi_sim starts: the client retries
 	}
@@ -154,6 +159,8 @@ func (f *front) pump(ctx context.Context, c *frontClient) {
 			f.mu.Lock()
 			c.lastSOL = now
 			f.mu.Unlock()
+		} else if f.flags != nil {
+			f.flags.fromBMC(buf[:n])
 		}
 		_, _ = c.public.WriteToUDP(buf[:n], c.addr)
 	}

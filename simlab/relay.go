@@ -41,6 +41,7 @@ type Relay struct {
 	qemuConn    net.Conn
 	power       bool
 	bootDevice  string
+	bootEFI     bool // the last boot override asked for EFI boot
 	boots       int
 	qemuPid     int
 	poweredOnAt time.Time
@@ -113,6 +114,7 @@ func (r *Relay) Serve(ctx context.Context) error {
 		publics = append(publics, inNS)
 	}
 	r.front = newFront(publics, &net.UDPAddr{IP: net.ParseIP(BMCInternalIP), Port: c.Ports.BMC}, r.log)
+	r.front.flags = newBootFlagReader(r.password)
 	cl, err := openCappedFile(filepath.Join(c.Dir, consoleLogFile), 64<<20)
 	if err != nil {
 		ctl.Close()
@@ -479,10 +481,17 @@ func (r *Relay) Chassis(args []string) (string, error) {
 			default:
 				return "", fmt.Errorf("chassis: set boot %q: unknown device", val)
 			}
+			// The front has read the request this hook call answers.
+			flags := r.front.flags.last()
 			r.mu.Lock()
 			r.bootDevice = val
+			r.bootEFI = flags.Set && flags.EFI
 			r.dirty = true
-			r.eventLocked("bootdev " + val)
+			if r.bootEFI {
+				r.eventLocked("bootdev " + val + " (EFI)")
+			} else {
+				r.eventLocked("bootdev " + val)
+			}
 			r.mu.Unlock()
 			return "", nil
 		case "identify":
@@ -546,12 +555,18 @@ func (r *Relay) powerOn() error {
 	r.qemu = nil
 	c := r.cfg
 	r.mu.Lock()
-	dev := r.bootDevice
+	dev, efi := r.bootDevice, r.bootEFI
 	r.mu.Unlock()
 	netFirst := dev == "pxe"
 	order := "disk first"
 	if netFirst {
 		order = "network first"
+	}
+	if netFirst && !efi && firmwareName(c.Firmware) != FirmwareBIOS {
+		// UEFI-only firmware has no legacy network boot: it ignores the
+		// override and boots its own order, as a real server does.
+		netFirst = false
+		order = "its own order (a legacy boot override: UEFI-only firmware ignores it)"
 	}
 	args, err := qemuArgs(c, netFirst)
 	if err != nil {
@@ -674,6 +689,7 @@ func (r *Relay) Status() Status {
 		SOLLinked:   r.solConn != nil,
 		Power:       r.power,
 		BootDevice:  r.bootDevice,
+		BootEFI:     r.bootEFI,
 		Boots:       r.boots,
 		QEMUPid:     r.qemuPid,
 		Accel:       r.cfg.Accel,
