@@ -35,8 +35,8 @@ type bootFlagReader struct {
 
 type rakp1 struct {
 	rm   []byte // the console's random number
-	role   byte
-	name   []byte
+	role byte
+	name []byte
 }
 
 // BootFlags are the boot flags (boot option parameter 5, byte 1 and the
