@@ -184,8 +184,10 @@ func TestLabMixedFirmware(t *testing.T) {
 		t.Errorf("dnsmasq's log does not name the unknown architecture: %+v", *seen)
 	case seen.offer == "" || seen.bootFile != "":
 		t.Errorf("unknown architecture: want an offer without a boot file, got %+v", *seen)
+	case !strings.Contains(seen.tags, "labctl-unknown-arch"):
+		t.Errorf("unknown architecture: dnsmasq's log does not tag it labctl-unknown-arch: %+v", *seen)
 	default:
-		t.Logf("unknown architecture: dnsmasq logged %q, offered %s, no boot file", seen.vendorClass, seen.offer)
+		t.Logf("unknown architecture: dnsmasq logged %q with tags %q, offered %s, no boot file", seen.vendorClass, seen.tags, seen.offer)
 	}
 }
 
@@ -300,6 +302,7 @@ type dhcpExchange struct {
 	xid         string
 	mac         string
 	vendorClass string
+	tags        string // the tags dnsmasq set for the request
 	offer, ack  string // addresses offered and acknowledged
 	bootFile    string // option 67 or the BOOTP file field dnsmasq sent
 }
@@ -364,6 +367,9 @@ func dnsmasqLog(t *testing.T, path string) dhcpLog {
 					cur[xid] = x
 				}
 			}
+		}
+		if strings.HasPrefix(msg, "tags: ") {
+			x.tags = strings.TrimPrefix(msg, "tags: ")
 		}
 		if i := strings.Index(msg, "option: 67 bootfile-name"); i >= 0 {
 			x.bootFile = strings.TrimSpace(msg[i+len("option: 67 bootfile-name"):])
