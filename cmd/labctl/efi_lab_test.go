@@ -33,6 +33,9 @@ type firmwareKind struct {
 	// "vendor class" line: PXEClient:Arch:00000 (BIOS), 00007 (x64 UEFI),
 	// HTTPClient:Arch:00016 (x64 UEFI HTTP boot).
 	vendorClass string
+	// bootFile matches the boot file dnsmasq must send that request
+	// (docs/uefi.md: which loader serves which firmware).
+	bootFile *regexp.Regexp
 	// steps are test steps beside the smoke job's.
 	steps string
 }
@@ -40,10 +43,11 @@ type firmwareKind struct {
 // mixedKinds are the node kinds of TestLabMixedFirmware. A kind whose
 // device type is not in device-types/ is left out (logged).
 var mixedKinds = []firmwareKind{
-	{firmware: simlab.FirmwareBIOS, vendorClass: "PXEClient:Arch:00000"},
-	{firmware: simlab.FirmwareUEFI, vendorClass: "PXEClient:Arch:00007"},
-	{firmware: simlab.FirmwareHTTPBoot, vendorClass: "HTTPClient:Arch:00016"},
-	{firmware: simlab.FirmwareSecureBoot, vendorClass: "PXEClient:Arch:00007",
+	{firmware: simlab.FirmwareBIOS, vendorClass: "PXEClient:Arch:00000", bootFile: regexp.MustCompile(`^lpxelinux\.0$`)},
+	{firmware: simlab.FirmwareUEFI, vendorClass: "PXEClient:Arch:00007", bootFile: regexp.MustCompile(`^efi/snponly\.efi$`)},
+	// OVMF's own UEFI HTTP boot: an http:// URL to the EFI loader.
+	{firmware: simlab.FirmwareHTTPBoot, vendorClass: "HTTPClient:Arch:00016", bootFile: regexp.MustCompile(`^http://10\.76\.0\.1(:\d+)?/efi/snponly\.efi$`)},
+	{firmware: simlab.FirmwareSecureBoot, vendorClass: "PXEClient:Arch:00007", bootFile: regexp.MustCompile(`^efi/shimx64\.efi$`),
 		// The kernel says so when the firmware booted it with Secure Boot on.
 		steps: "[[test]]\nname = \"secureboot\"\ncommands = [\"dmesg | grep 'Secure boot enabled'\"]\n"},
 }
@@ -147,10 +151,10 @@ func TestLabMixedFirmware(t *testing.T) {
 			t.Errorf("%s (%s): no DHCPACK of its address %s in %s", n.Name, k.firmware, n.IP, netw.DHCPLog)
 		}
 		boot := slices.IndexFunc(tx, func(x dhcpExchange) bool {
-			return strings.HasPrefix(x.vendorClass, k.vendorClass) && x.ack == n.IP && x.bootFile != ""
+			return strings.HasPrefix(x.vendorClass, k.vendorClass) && x.ack == n.IP && k.bootFile.MatchString(x.bootFile)
 		})
 		if boot < 0 {
-			t.Errorf("%s (%s): no DHCPACK to a %s client with a boot file in %s", n.Name, k.firmware, k.vendorClass, netw.DHCPLog)
+			t.Errorf("%s (%s): no DHCPACK to a %s client with a boot file matching %s in %s", n.Name, k.firmware, k.vendorClass, k.bootFile, netw.DHCPLog)
 		} else {
 			t.Logf("%s (%s): DHCP %s -> %s, boot file %s", n.Name, k.firmware, tx[boot].vendorClass, tx[boot].ack, tx[boot].bootFile)
 		}
@@ -324,9 +328,9 @@ var (
 	dhcpMessage = regexp.MustCompile(`^(DHCP[A-Z]+)\(\S+\) (?:(\d+\.\d+\.\d+\.\d+) )?([0-9a-f:]{17})`)
 )
 
-// dnsmasqLog reads dnsmasq's log into transactions, one per message that
-// carries an address (each DISCOVER/OFFER, REQUEST/ACK pair shares an xid;
-// a transaction is cut at each client message).
+// dnsmasqLog reads dnsmasq's log into exchanges: a client message (its
+// "vendor class:" line starts one) and dnsmasq's answer. DISCOVER/OFFER
+// and REQUEST/ACK of one lease share an xid.
 func dnsmasqLog(t *testing.T, path string) dhcpLog {
 	t.Helper()
 	f, err := os.Open(path)
@@ -347,6 +351,9 @@ func dnsmasqLog(t *testing.T, path string) dhcpLog {
 		switch {
 		case strings.HasPrefix(msg, "vendor class: "):
 			// The first line of a client message: a new transaction.
+			if x != nil && (x.offer != "" || x.ack != "") {
+				out = append(out, *x)
+			}
 			x = &dhcpExchange{xid: xid, vendorClass: strings.TrimPrefix(msg, "vendor class: ")}
 			cur[xid] = x
 		case x == nil:
@@ -360,12 +367,6 @@ func dnsmasqLog(t *testing.T, path string) dhcpLog {
 				x.offer = mm[2]
 			case "DHCPACK":
 				x.ack = mm[2]
-			case "DHCPDISCOVER", "DHCPREQUEST":
-				if x.offer != "" || x.ack != "" {
-					out = append(out, *x)
-					x = &dhcpExchange{xid: xid, vendorClass: x.vendorClass, mac: mm[3]}
-					cur[xid] = x
-				}
 			}
 		}
 		if strings.HasPrefix(msg, "tags: ") {
