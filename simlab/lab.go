@@ -319,6 +319,9 @@ func (l *Lab) start(ctx context.Context, opts Options, tools Tools, pool *Pool) 
 	}
 	var ipPath string
 	if l.Network != nil {
+		if os.Geteuid() != 0 {
+			return fmt.Errorf("network %s needs root (it creates a network namespace, a bridge and tap devices); use network %s without root", NetBridge, NetUser)
+		}
 		var err error
 		if ipPath, err = ipTool(); err != nil {
 			return err
