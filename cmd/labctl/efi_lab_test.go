@@ -290,9 +290,9 @@ func runInNetNS(t *testing.T, n *simlab.Network, bin, server, token string, time
 func phaseTimes(log string) string {
 	var parts []string
 	for _, re := range []*regexp.Regexp{
-		regexp.MustCompile(`master prompt ([0-9.]+s) after power on`),
-		regexp.MustCompile(`wrote the image in ([0-9.]+s)`),
-		regexp.MustCompile(`logged in as \S+, ([0-9.]+s) after`),
+		regexp.MustCompile(`master prompt [0-9hm.]+s after power on`),
+		regexp.MustCompile(`wrote the image in [0-9hm.]+s`),
+		regexp.MustCompile(`logged in as \S+, [0-9hm.]+s after`),
 	} {
 		if m := re.FindStringSubmatch(log); m != nil {
 			parts = append(parts, m[0])
