@@ -52,9 +52,9 @@ type Job struct {
 	Submitted time.Time  `json:"submitted"`
 	Started   *time.Time `json:"started,omitempty"`
 	Finished  *time.Time `json:"finished,omitempty"`
-	// Phase is what a running job is doing (deploy, boot, test, finalize).
+	// Phase is what a running job is doing (deploy, boot, test, save, finalize).
 	Phase string `json:"phase,omitempty"`
-	// Transfer is the image transfer of a running job, while it streams.
+	// Transfer is a running job's image (deploy) or disk (save) transfer, while it streams.
 	Transfer *Transfer `json:"transfer,omitempty"`
 	// Result is the job's record once it is finished (in `GET /jobs/{id}`).
 	Result *results.Job `json:"result,omitempty"`

@@ -76,10 +76,18 @@ type Power interface {
 //
 // BootMaster makes the node's next PXE boot load the master image;
 // BootLocal makes it boot from its local disk (the device type's local-boot
-// entry), which is also the state between jobs.
+// entry), which is also the state between jobs. BootKernel makes it boot a
+// job's own kernel and initrd, which it fetches from the given URLs (images
+// published with PublishImage), with the given kernel command line: the
+// test OS of a diskless job.
 type Netboot interface {
 	BootMaster() error
 	BootLocal() error
+	BootKernel(kernelURL, initrdURL, cmdline string) error
+	// ExportRoot exports dir read-only over NFS to this node (and, where
+	// the server can tell nodes apart by address, to no other) until the
+	// export is withdrawn: the root of a diskless test OS.
+	ExportRoot(ctx context.Context, dir string) (RootExport, error)
 	// PublishImage serves an open local image file to the node over HTTP
 	// until the returned image is closed: the bytes of that descriptor,
 	// not of whatever its path names later. The caller keeps f open until
@@ -90,6 +98,50 @@ type Netboot interface {
 	// encoded, to url + name + "?encoding=base64&size=" + its size in bytes
 	// (busybox wget cannot post binary files as they are).
 	AcceptUploads(dir string) (url string, closeFn func(), err error)
+	// AcceptSave lets the node send one saved disk into dir (see
+	// SaveUpload) until it is closed: a zstd stream of the disk's rawSize
+	// bytes whose sha256 (hex) the node reported; other bytes are refused.
+	AcceptSave(dir string, rawSize int64, rawSHA256 string) (SaveUpload, error)
+}
+
+// SaveUpload is a single-use URL where a node sends its saved disk: the
+// node PUTs the zstd stream of the disk to URL()+Token() (chunked HTTP
+// is fine). The token is a secret: it must not reach a log or the
+// console's transcript. The server unpacks and hashes the stream as it
+// arrives and keeps it, under no name, until Commit.
+type SaveUpload interface {
+	URL() string
+	Token() string
+	// RawReceived is the disk's bytes received so far, unpacked.
+	RawReceived() int64
+	// Wait returns what was received once the node's request ended, or
+	// why nothing was kept.
+	Wait(ctx context.Context) (SaveResult, error)
+	// Commit links the received image to path (in dir), atomically and
+	// never replacing a file.
+	Commit(path string) error
+	// Close withdraws the URL and removes what was received unless it
+	// was committed.
+	Close() error
+}
+
+// SaveResult is what the boot server received of a saved disk.
+type SaveResult struct {
+	Size      int64  // the zstd stream's bytes
+	RawSize   int64  // the disk's bytes
+	RawSHA256 string // sha256 of the disk's bytes, lower-case hex
+}
+
+// RootExport is a directory exported read-only to a node over NFS.
+type RootExport interface {
+	// Source is what the node mounts: "HOST:/PATH".
+	Source() string
+	// Options are the NFS mount options the server needs (its port and
+	// version, "vers=4.1,port=2049").
+	Options() string
+	// Withdraw ends the export; the server confirmed it when it returns
+	// nil.
+	Withdraw() error
 }
 
 // PublishedImage is an image file the boot server serves to a node.

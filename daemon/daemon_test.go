@@ -486,3 +486,41 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A job that saves a disk needs an operator, queues like any job, and
+// stores the node's disk in the lab's save directory, never over a file.
+func TestSaveJob(t *testing.T) {
+	t.Parallel()
+	l := daemontest.Start(t, daemontest.Options{Nodes: 1})
+	l.WaitDevice("node1", labctl.DeviceIdle)
+	disk := make([]byte, 2<<20)
+	copy(disk[1<<20:], "a disk someone set up")
+	if err := os.WriteFile(l.Sims["node1"].Disk, disk, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spec := "device = \"node1\"\n[save]\noutput = \"node1-setup.img.zst\"\n"
+	req := labctl.SubmitRequest{File: "save.toml", Dir: "/", Spec: spec}
+	ci := labctl.WithRole(labctl.WithCaller(ctx(t), "ci"), labctl.RoleSubmitter)
+	if _, err := l.Daemon.Submit(ci, req); !errors.Is(err, labctl.ErrForbidden) || !strings.Contains(err.Error(), "needs role operator") {
+		t.Fatalf("a submitter's save = %v, want ErrForbidden", err)
+	}
+	ops := labctl.WithRole(labctl.WithCaller(ctx(t), "ops"), labctl.RoleOperator)
+	j, err := l.Daemon.Submit(ops, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := l.Wait(j.ID)
+	if end.Outcome != "complete" {
+		t.Fatalf("save job %s (%s)", end.Outcome, end.Reason)
+	}
+	out := filepath.Join(l.Config.Images.SaveDir, "node1-setup.img.zst")
+	if end.Result == nil || end.Result.Saved != out {
+		t.Errorf("result saved = %+v, want %s", end.Result, out)
+	}
+	if _, err := os.Stat(out); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Daemon.Submit(ops, req); !errors.Is(err, labctl.ErrInvalid) || !strings.Contains(err.Error(), "exists") {
+		t.Errorf("a second save to the same name = %v, want ErrInvalid naming the existing file", err)
+	}
+}

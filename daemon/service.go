@@ -41,6 +41,9 @@ func (d *Daemon) Submit(ctx context.Context, req labctl.SubmitRequest) (queued l
 	if err := d.checkNotify(ctx, spec.Notify); err != nil {
 		return labctl.Job{}, fmt.Errorf("%w: %s: %v", labctl.ErrInvalid, req.File, err)
 	}
+	if err := d.checkSave(ctx, spec); err != nil {
+		return labctl.Job{}, err
+	}
 	d.mu.Lock()
 	stopping := d.stopping
 	d.mu.Unlock()
@@ -120,7 +123,10 @@ func (d *Daemon) checkPlacement(spec *jobs.Job) error {
 // serves again.
 func checkFiles(spec *jobs.Job) error {
 	dispatcher.ResolveFiles(spec)
-	if !spec.Deploy.ImageIsURL() {
+	if spec.Boot.Method.Diskless() {
+		return dispatcher.CheckBootFiles(spec, true)
+	}
+	if spec.HasDeploy() && !spec.Deploy.ImageIsURL() {
 		f, err := dispatcher.OpenLocal("deploy.image", spec.Deploy.Image, true)
 		if err != nil {
 			return err
@@ -131,6 +137,26 @@ func checkFiles(spec *jobs.Job) error {
 		if _, err := dispatcher.Digest(spec.Deploy, true); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// checkSave admits a job that saves a disk: it writes an image into the
+// lab's save directory, where jobs deploy from, so it needs an operator;
+// and its image must not exist yet (checked again when it is stored).
+func (d *Daemon) checkSave(ctx context.Context, spec *jobs.Job) error {
+	if spec.Save == nil {
+		return nil
+	}
+	if err := labctl.Authorize(ctx, labctl.RoleOperator, "saving a disk image ([save])"); err != nil {
+		return err
+	}
+	path := dispatcher.SavePath(d.cfg.Lab.Images.SaveDir, spec)
+	if path == "" {
+		return fmt.Errorf("%w: save: lab %s has no save directory ([images] save_dir)", labctl.ErrInvalid, d.cfg.Lab.Name)
+	}
+	if err := dispatcher.CheckSaveTarget(path); err != nil {
+		return fmt.Errorf("%w: save.output: %v", labctl.ErrInvalid, err)
 	}
 	return nil
 }

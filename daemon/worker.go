@@ -75,7 +75,8 @@ func (d *Daemon) runJob(ctx context.Context, dev *device, j *job) {
 		ID: strconv.FormatInt(id, 10), Spec: j.spec, Device: dev.name, Settings: set,
 		Power: dev.node.Power, Console: session, Netboot: dev.node.Netboot,
 		Dir: dir, CacheDir: d.cacheDir, Images: d.imagePolicy(), Progress: j, Events: j.event,
-		Log: d.log.With("job", id, "device", dev.name), Now: d.now,
+		SaveTo: dispatcher.SavePath(d.cfg.Lab.Images.SaveDir, j.spec),
+		Log:    d.log.With("job", id, "device", dev.name), Now: d.now,
 	})
 	release()
 	d.finishRunning(j, res)

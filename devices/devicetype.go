@@ -33,6 +33,7 @@ type Settings struct {
 	Console   Console   `toml:"console"`
 	Master    Master    `toml:"master"`
 	LocalBoot LocalBoot `toml:"local_boot"`
+	NFS       NFS       `toml:"nfs"`
 	Login     Login     `toml:"login"`
 	Timeouts  Timeouts  `toml:"timeouts"`
 	Health    Health    `toml:"health"`
@@ -146,6 +147,10 @@ type Master struct {
 	// "udhcpc -i eth0"); none if the master brings the network up itself.
 	NetworkCommands []string `toml:"network_commands"`
 	Disk            string   `toml:"disk"` // written by jobs that name no deploy.disk
+	// ZstdLevel is the zstd level the master compresses saved disks with
+	// (1 to 19; default 3): higher levels make smaller images and cost
+	// the node's CPU more time.
+	ZstdLevel int `toml:"zstd_level"`
 }
 
 // LocalBoot is what a node gets from PXE when it should boot its disk.
@@ -153,6 +158,14 @@ type LocalBoot struct {
 	// Entry is the body of a pxelinux LABEL: "LOCALBOOT 0", or, for boards
 	// whose PXE firmware hangs on LOCALBOOT, "COM32 chain.c32\nAPPEND hd0 0".
 	Entry string `toml:"entry"`
+}
+
+// NFS is how the device's diskless test OS mounts its root over NFS
+// (boot.method = "nfs").
+type NFS struct {
+	// Options are NFS mount options added after the server's own (port,
+	// version), e.g. "timeo=600,retrans=2": one word, comma-separated.
+	Options string `toml:"options"`
 }
 
 // Login says how to log in to the test OS once it booted from disk.
@@ -270,6 +283,7 @@ func DefaultSettings() Settings {
 			Pacing:      PacingFixed,
 			EchoTimeout: 250 * time.Millisecond,
 		},
+		Master:    Master{ZstdLevel: 3},
 		LocalBoot: LocalBoot{Entry: "LOCALBOOT 0"},
 		Login: Login{
 			LoginPrompt:    "login: ",
@@ -335,6 +349,9 @@ func checkFileName(doc *tomlfile.Document, what string, name *string) {
 type problemf func(key, format string, args ...any)
 
 var (
+	// nfsOptions are NFS mount options that are safe on a kernel command
+	// line.
+	nfsOptions  = regexp.MustCompile(`^[A-Za-z0-9_.=-]+(,[A-Za-z0-9_.=-]+)*$`)
 	diskPath    = regexp.MustCompile(`^/dev/[A-Za-z0-9/_.:-]+$`)
 	cipherSuite = []int{0, 1, 2, 3, 6, 7, 8, 11, 12, 15, 16, 17}
 )
@@ -385,6 +402,9 @@ func (s *Settings) validate(problem problemf) {
 	positive(problem, "console.echo_timeout", c.EchoTimeout)
 
 	m := &s.Master
+	if m.ZstdLevel < 1 || m.ZstdLevel > 19 {
+		problem("master.zstd_level", "%d: give 1 to 19", m.ZstdLevel)
+	}
 	for key, path := range map[string]string{"kernel": m.Kernel, "initrd": m.Initrd} {
 		switch {
 		case path == "":
@@ -409,6 +429,9 @@ func (s *Settings) validate(problem problemf) {
 	}
 	if strings.TrimSpace(s.LocalBoot.Entry) == "" {
 		problem("local_boot.entry", `required: e.g. "LOCALBOOT 0"`)
+	}
+	if o := s.NFS.Options; o != "" && !nfsOptions.MatchString(o) {
+		problem("nfs.options", "%q: want comma-separated mount options such as \"timeo=600,retrans=2\" (letters, digits, =._-)", o)
 	}
 	if s.Login.LoginPrompt == "" {
 		problem("login.login_prompt", "required")

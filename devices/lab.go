@@ -45,6 +45,7 @@ type Config struct {
 	// file, made absolute when loaded. Default "state".
 	StateDir   string      `toml:"state_dir"`
 	BootServer BootServer  `toml:"boot_server"`
+	NFS        NFSServer   `toml:"nfs"`
 	Server     Server      `toml:"server"`
 	Images     Images      `toml:"images"`
 	Health     LabHealth   `toml:"health"`
@@ -146,6 +147,11 @@ type Images struct {
 	// MaxDownloadGiB caps the size of a downloaded image, in GiB; 0 means
 	// the default (64).
 	MaxDownloadGiB int64 `toml:"max_download_gib"`
+	// SaveDir is where saved disk images go (labctl save, a job's
+	// [save]): the only place a save writes on the lab's host; relative to
+	// the lab file; default "images". Not inside state_dir: labctl keeps
+	// that private, and deploy serves only files every user may read.
+	SaveDir string `toml:"save_dir"`
 }
 
 // MaxDownload is the size limit of a downloaded image in bytes, 0 for
@@ -182,6 +188,34 @@ type BootServer struct {
 	// name (default "lpxelinux.0": pxelinux with its own HTTP client, so
 	// that kernels and initrds load over HTTP on any PXE firmware).
 	BootFile string `toml:"boot_file"`
+}
+
+// NFSServer is the lab's NFS server, which exports the roots of diskless
+// jobs (boot.method = "nfs"). The lab runs it; labctl manages its own
+// exports on it (package nfs). Without a server, nfs jobs end incomplete.
+type NFSServer struct {
+	// Server is the kind of server: "ganesha" (nfs-ganesha), or empty
+	// for none.
+	Server string `toml:"server"`
+	// ExportsDir is labctl's directory of export files, which the
+	// server's configuration includes (EXPORTS_DIR/exports.conf);
+	// relative to the lab file; default STATE_DIR/nfs. One labctl process
+	// uses it at a time.
+	ExportsDir string `toml:"exports_dir"`
+	// PIDFile and LogFile are the server's pid file and log (labctl
+	// reloads the server with a signal and reads its confirmation).
+	PIDFile string `toml:"pid_file"`
+	LogFile string `toml:"log_file"`
+	// Host is the server's IP address as nodes reach it; Port its NFS
+	// port (default 2049).
+	Host string `toml:"host"`
+	Port int    `toml:"port"`
+	// Client, if set, is the address the server sees every node connect
+	// from, instead of each device's ip: one address for all nodes behind
+	// a NAT, such as simlab's QEMU user-mode network ("127.0.0.1").
+	Client string `toml:"client"`
+	// FirstExportID is the first Export_Id labctl uses (default 40000).
+	FirstExportID int `toml:"first_export_id"`
 }
 
 // Server configures the daemon (labctl serve).
@@ -422,7 +456,15 @@ func (l *Lab) validate(doc *tomlfile.Document) {
 		doc.Problemf("boot_server.tftp_server", "%q is not a host name or IP address", b.TFTPServer)
 	}
 
+	c.NFS.check(doc, dir, c.StateDir)
 	c.Images.check(doc)
+	if c.Images.SaveDir == "" {
+		c.Images.SaveDir = "images"
+	}
+	c.Images.SaveDir = resolve(dir, c.Images.SaveDir)
+	if rel, err := filepath.Rel(c.StateDir, c.Images.SaveDir); err == nil && filepath.IsLocal(rel) {
+		doc.Problemf("images.save_dir", "%s is inside state_dir, whose files labctl keeps private: saved images must stay readable by every user to be deployed", c.Images.SaveDir)
+	}
 	checkWebhooks(doc, dir, c.Webhooks)
 	c.Notify.check(doc, dir)
 
@@ -596,5 +638,43 @@ func (im *Images) check(doc *tomlfile.Document) {
 	if im.MaxDownloadGiB < 0 || im.MaxDownloadGiB > maxDownloadGiB {
 		doc.Problemf("images.max_download_gib", "%d is not a size in GiB (1 to %d; 0 or unset for the default, 64)", im.MaxDownloadGiB, maxDownloadGiB)
 		im.MaxDownloadGiB = 0
+	}
+}
+
+func (n *NFSServer) check(doc *tomlfile.Document, dir, stateDir string) {
+	switch n.Server {
+	case "":
+		if doc.Has("nfs") {
+			doc.Problemf("nfs.server", `required in [nfs]: "ganesha"`)
+		}
+		return
+	case "ganesha":
+	default:
+		doc.Problemf("nfs.server", "%q: the one server labctl manages is \"ganesha\" (nfs-ganesha)", n.Server)
+		return
+	}
+	if n.ExportsDir == "" {
+		n.ExportsDir = filepath.Join(stateDir, "nfs")
+	}
+	n.ExportsDir = resolve(dir, n.ExportsDir)
+	for key, p := range map[string]*string{"nfs.pid_file": &n.PIDFile, "nfs.log_file": &n.LogFile} {
+		if *p == "" {
+			doc.Problemf(key, "required: the server's %s", map[string]string{"nfs.pid_file": "pid file (ganesha.nfsd -p)", "nfs.log_file": "log (ganesha.nfsd -L), where labctl reads that a reload is done"}[key])
+		}
+		*p = resolve(dir, *p)
+	}
+	if _, err := netip.ParseAddr(n.Host); err != nil {
+		doc.Problemf("nfs.host", "%q: want the IP address nodes reach the server at", n.Host)
+	}
+	if n.Port < 0 || n.Port > 65535 {
+		doc.Problemf("nfs.port", "%d is not a port", n.Port)
+	}
+	if n.Client != "" {
+		if _, err := netip.ParseAddr(n.Client); err != nil {
+			doc.Problemf("nfs.client", "%q is not an IP address", n.Client)
+		}
+	}
+	if n.FirstExportID < 0 || n.FirstExportID > 60000 {
+		doc.Problemf("nfs.first_export_id", "%d: give 1 to 60000", n.FirstExportID)
 	}
 }

@@ -592,3 +592,53 @@ func TestLoadStore(t *testing.T) {
 		t.Errorf("Password without file or env = %q, %v; want none", pw.Reveal(), err)
 	}
 }
+
+func TestLoadNFS(t *testing.T) {
+	files := fixture()
+	files["lab.toml"] += "\n[nfs]\nserver = \"ganesha\"\npid_file = \"/run/ganesha/ganesha.pid\"\nlog_file = \"ganesha.log\"\nhost = \"10.0.2.2\"\nclient = \"127.0.0.1\"\n"
+	dir := writeLab(t, files)
+	lab, err := Load(filepath.Join(dir, "lab.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := lab.NFS; n.ExportsDir != filepath.Join(lab.StateDir, "nfs") || n.LogFile != filepath.Join(dir, "ganesha.log") || n.PIDFile != "/run/ganesha/ganesha.pid" {
+		t.Errorf("NFS = %+v", n)
+	}
+	files = fixture()
+	files["lab.toml"] += "\n[nfs]\nserver = \"kernel\"\n"
+	_, err = Load(filepath.Join(writeLab(t, files), "lab.toml"))
+	if err == nil || !strings.Contains(err.Error(), `nfs.server: "kernel": the one server labctl manages is "ganesha"`) {
+		t.Errorf("kernel server: %v", err)
+	}
+	files = fixture()
+	files["lab.toml"] += "\n[nfs]\nserver = \"ganesha\"\nhost = \"nfs.example\"\nclient = \"x\"\n"
+	_, err = Load(filepath.Join(writeLab(t, files), "lab.toml"))
+	for _, want := range []string{"nfs.pid_file: required", "nfs.log_file: required", "nfs.host: \"nfs.example\": want the IP address", "nfs.client: \"x\" is not an IP address"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("want %q in %v", want, err)
+		}
+	}
+}
+
+// Saved images go beside the lab file by default, never into the state
+// directory (labctl keeps it private; deploy needs images anyone may read).
+func TestSaveDir(t *testing.T) {
+	dir := t.TempDir()
+	write := func(extra string) (*Lab, error) {
+		os.MkdirAll(filepath.Join(dir, "types"), 0o755)
+		os.MkdirAll(filepath.Join(dir, "devices"), 0o755)
+		lab := "name = \"l\"\ndevice_types = [\"types\"]\ndevices = [\"devices\"]\n[boot_server]\nroot = \"root\"\nhttp_listen = \"127.0.0.1:1\"\nhttp_url = \"http://10.0.0.1:1\"\n" + extra
+		os.WriteFile(filepath.Join(dir, "lab.toml"), []byte(lab), 0o644)
+		return Load(filepath.Join(dir, "lab.toml"))
+	}
+	l, err := write("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Images.SaveDir != filepath.Join(dir, "images") {
+		t.Errorf("default save_dir %s", l.Images.SaveDir)
+	}
+	if _, err := write("[images]\nsave_dir = \"state/images\"\n"); err == nil || !strings.Contains(err.Error(), "images.save_dir") {
+		t.Errorf("save_dir inside state_dir: %v", err)
+	}
+}

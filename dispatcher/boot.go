@@ -14,7 +14,6 @@ import (
 // boot switches the node to its disk, power-cycles it (see
 // devices.Power.Cycle) and logs in to the test OS.
 func (r *runner) boot(ctx context.Context) error {
-	login := r.set.Login
 	ctx, cancel := context.WithTimeout(ctx, r.timeouts.Boot)
 	defer cancel()
 
@@ -29,13 +28,21 @@ func (r *runner) boot(ctx context.Context) error {
 	if err := r.node.cycle(ctx); err != nil {
 		return err
 	}
-	loginPrompt := regexp.MustCompile(regexp.QuoteMeta(login.LoginPrompt))
-	if err := r.node.waitPrompt(ctx, r.set.Timeouts.DiskBoot, "the login prompt", loginPrompt); err != nil {
-		return err
-	}
 	since := "power cycle"
 	if r.set.Power.Cycle == devices.CycleOffOn {
 		since = "power off and on"
+	}
+	return r.login(ctx, start, since)
+}
+
+// login waits for the test OS's login prompt (timeouts.disk_boot from
+// start, the power-on that booted it), logs in and gives the shell the
+// job's prompt. since says what start was, for the log.
+func (r *runner) login(ctx context.Context, start time.Time, since string) error {
+	login := r.set.Login
+	loginPrompt := regexp.MustCompile(regexp.QuoteMeta(login.LoginPrompt))
+	if err := r.node.waitPrompt(ctx, r.set.Timeouts.DiskBoot, "the login prompt", loginPrompt); err != nil {
+		return err
 	}
 	r.event("boot: login prompt %s after %s", r.Now().Sub(start).Round(10*time.Millisecond), since)
 

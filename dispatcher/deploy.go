@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/devices"
 	"github.com/labctl/labctl/sol"
 )
@@ -67,14 +66,8 @@ func (r *runner) deploy(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for _, c := range r.set.Master.NetworkCommands {
-		res, err := sh.run(ctx, c)
-		if err != nil {
-			return fmt.Errorf("network set-up: %w", err)
-		}
-		if res.ExitCode != 0 {
-			return fmt.Errorf("network set-up: %q exited %d: %s", c, res.ExitCode, lastLines(res.Output, 3))
-		}
+	if err := r.masterNetwork(ctx, sh); err != nil {
+		return err
 	}
 
 	var expect string
@@ -86,7 +79,7 @@ func (r *runner) deploy(ctx context.Context) error {
 		expect = sr.sum
 	}
 	start := r.Now()
-	stop := r.watchTransfer(img, img.Size())
+	stop := r.watchTransfer("deploy", "sent", img.BytesServed, img.Size())
 	res, err := sh.run(ctx, writeCommand(img.URL(), image.Compression.Decompressor(), disk, verify.Stream(), r.tag))
 	stop()
 	if err != nil {
@@ -193,6 +186,20 @@ func (r *runner) bootMaster(ctx context.Context) (*shell, error) {
 	return sh, nil
 }
 
+// masterNetwork runs the device type's network commands in the master.
+func (r *runner) masterNetwork(ctx context.Context, sh *shell) error {
+	for _, c := range r.set.Master.NetworkCommands {
+		res, err := sh.run(ctx, c)
+		if err != nil {
+			return fmt.Errorf("network set-up: %w", err)
+		}
+		if res.ExitCode != 0 {
+			return fmt.Errorf("network set-up: %q exited %d: %s", c, res.ExitCode, lastLines(res.Output, 3))
+		}
+	}
+	return nil
+}
+
 // pacing is the device's typing pacing with the given fixed delay. Shell
 // lines are typed with strict echo: a character that does not echo was
 // lost, and the line is typed again (see shell.typeLine).
@@ -205,12 +212,10 @@ func (r *runner) pacing(delay time.Duration) sol.Pacing {
 	return p
 }
 
-// watchTransfer reports the image transfer's progress once a second until
-// the returned stop is called.
-func (r *runner) watchTransfer(img labctl.PublishedImage, size int64) (stop func()) {
-	if img == nil {
-		return func() {}
-	}
+// watchTransfer reports a transfer's progress (bytes of size so far, as
+// counted by done) once a second until the returned stop is called, and
+// logs it every 10 s as the action's event.
+func (r *runner) watchTransfer(action, verb string, count func() int64, size int64) (stop func()) {
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	start := r.Now()
@@ -222,16 +227,16 @@ func (r *runner) watchTransfer(img labctl.PublishedImage, size int64) (stop func
 		for {
 			select {
 			case <-done:
-				r.Progress.Transfer(img.BytesServed(), size, r.Now().Sub(start))
+				r.Progress.Transfer(count(), size, r.Now().Sub(start))
 				return
 			case <-tick.C:
 			}
 			now := r.Now()
-			served := img.BytesServed()
-			r.Progress.Transfer(served, size, now.Sub(start))
+			n := count()
+			r.Progress.Transfer(n, size, now.Sub(start))
 			if now.Sub(lastLog) >= 10*time.Second {
 				lastLog = now
-				r.event("deploy: %s", transferLine(served, size, now.Sub(start)))
+				r.event("%s: %s", action, transferLine(n, size, verb, now.Sub(start)))
 			}
 		}
 	}()
@@ -239,13 +244,13 @@ func (r *runner) watchTransfer(img labctl.PublishedImage, size int64) (stop func
 }
 
 // transferLine reads like "32.0 MiB of 64.0 MiB sent (50%, 12.3 MiB/s)".
-func transferLine(done, total int64, elapsed time.Duration) string {
+func transferLine(done, total int64, verb string, elapsed time.Duration) string {
 	rate := float64(done) / (1 << 20) / max(elapsed.Seconds(), 0.001)
 	if total > 0 {
-		return fmt.Sprintf("%.1f MiB of %.1f MiB sent (%d%%, %.1f MiB/s)",
-			float64(done)/(1<<20), float64(total)/(1<<20), done*100/total, rate)
+		return fmt.Sprintf("%.1f MiB of %.1f MiB %s (%d%%, %.1f MiB/s)",
+			float64(done)/(1<<20), float64(total)/(1<<20), verb, done*100/total, rate)
 	}
-	return fmt.Sprintf("%.1f MiB sent (%.1f MiB/s)", float64(done)/(1<<20), rate)
+	return fmt.Sprintf("%.1f MiB %s (%.1f MiB/s)", float64(done)/(1<<20), verb, rate)
 }
 
 // lastLines returns the last n lines of s, for error messages.

@@ -39,6 +39,9 @@ var bootFailures = []*regexp.Regexp{
 	// pxelinux could not load the kernel or initrd of its entry.
 	regexp.MustCompile(`Loading \S+ failed: [^\n]*`),
 	regexp.MustCompile(`Could not find kernel image: [^\n]*`),
+	// An NFS-root initrd could not mount or start the root (simlab's
+	// prints this, then powers off).
+	regexp.MustCompile(`nfsroot: [^\n]* failed[^\n]*`),
 }
 
 // BootMaster powers the node on into the master image over PXE and waits

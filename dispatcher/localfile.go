@@ -42,6 +42,36 @@ func ResolveFiles(spec *jobs.Job) {
 		resolve(&spec.Deploy.Image)
 	}
 	resolve(&spec.Deploy.SHA256File)
+	resolve(&spec.Boot.Kernel)
+	resolve(&spec.Boot.Initrd)
+	resolve(&spec.Boot.Root)
+}
+
+// CheckBootFiles checks a diskless job's kernel and initrd as the job will
+// open them (OpenLocal), and that its root is a directory or a file it
+// can open: what can be known before the job runs.
+func CheckBootFiles(spec *jobs.Job, public bool) error {
+	for _, f := range []struct{ key, path string }{{"boot.kernel", spec.Boot.Kernel}, {"boot.initrd", spec.Boot.Initrd}} {
+		if f.path == "" {
+			continue
+		}
+		fd, err := OpenLocal(f.key, f.path, public)
+		if err != nil {
+			return err
+		}
+		fd.Close()
+	}
+	if spec.Boot.Root == "" {
+		return nil
+	}
+	if fi, err := os.Stat(spec.Boot.Root); err == nil && fi.IsDir() {
+		return nil
+	}
+	fd, err := OpenLocal("boot.root", spec.Boot.Root, public)
+	if err != nil {
+		return err
+	}
+	return fd.Close()
 }
 
 // OpenLocal opens a job's local file (key names it in errors: deploy.image

@@ -43,6 +43,11 @@ type Job struct {
 	CacheDir string
 	// Images is what the job's image may be and where it may come from.
 	Images ImagePolicy
+	// SaveTo is where a job with [save] stores the node's disk: a path
+	// ending in .img.zst on this host, normally the lab's save directory
+	// joined with save.output (see SavePath). The directory is created
+	// if needed; an existing file is never replaced.
+	SaveTo string
 	// MaxLog caps job.log in bytes (see Log.SetMaxSize); 0 means
 	// DefaultMaxLog.
 	MaxLog int64
@@ -100,6 +105,10 @@ type runner struct {
 	action  string
 	// timedOut says the job's own timeout ended it.
 	timedOut bool
+	// releases undo what the job set up for the node to use until its
+	// end (a diskless root's NFS export); finish runs them, last first,
+	// after the node is powered off.
+	releases []func() error
 }
 
 func newRunner(j Job) *runner {
@@ -141,9 +150,22 @@ func (r *runner) run(ctx context.Context) {
 	defer cancel()
 
 	if r.connect(jobCtx) {
-		r.phase(jobCtx, "deploy", r.deploy)
-		r.phase(jobCtx, "boot", r.boot)
-		r.phase(jobCtx, "test", r.test)
+		if r.Spec.Boot.Method.Diskless() {
+			// The test OS comes over the network: nothing to deploy.
+			r.phase(jobCtx, "boot", r.bootDiskless)
+			r.phase(jobCtx, "test", r.test)
+		} else {
+			if r.Spec.HasDeploy() {
+				r.phase(jobCtx, "deploy", r.deploy)
+			}
+			if r.Spec.HasDeploy() || len(r.Spec.Tests) > 0 {
+				r.phase(jobCtx, "boot", r.boot)
+				r.phase(jobCtx, "test", r.test)
+			}
+		}
+		if r.Spec.Save != nil {
+			r.phase(jobCtx, "save", r.save)
+		}
 	}
 	r.timedOut = jobCtx.Err() != nil && ctx.Err() == nil
 	r.finish(ctx)
@@ -209,6 +231,12 @@ func (r *runner) finish(ctx context.Context) {
 	r.Progress.Phase("finalize")
 	start := r.Now()
 	ferr := r.finalize(fctx)
+	for i := len(r.releases) - 1; i >= 0; i-- {
+		if err := r.releases[i](); err != nil {
+			r.event("finalize: error: %v", err)
+			ferr = errors.Join(ferr, err)
+		}
+	}
 	p := results.Phase{Name: "finalize", Duration: r.Now().Sub(start)}
 	if ferr != nil {
 		p.Error = ferr.Error()

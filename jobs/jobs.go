@@ -59,6 +59,8 @@ type Job struct {
 	Deploy Deploy   `toml:"deploy"`
 	Boot   Boot     `toml:"boot"`
 	Tests  []Test   `toml:"test"`
+	// Save, if set, saves the node's disk as an image after the tests.
+	Save *Save `toml:"save"`
 
 	doc *tomlfile.Document // where each key is, for later problems
 }
@@ -101,8 +103,27 @@ type Deploy struct {
 	Verify devices.VerifyMode `toml:"verify"`
 }
 
-// Boot holds the test OS's login, used after the node boots from its disk.
+// Boot says how the node boots its test OS and how to log in to it.
 type Boot struct {
+	// Method is what the test OS boots from: its disk, written by the
+	// deploy (the default), or, with no deploy, the network (see
+	// [BootMethod]).
+	Method BootMethod `toml:"method"`
+	// Kernel and Initrd (ramdisk, nfs) are the test OS's kernel and
+	// initramfs: paths on the dispatcher's host, relative to the job file,
+	// which the boot server serves to the node over HTTP. For nfs, the
+	// initramfs mounts the root (an NFS-root initrd such as simlab's).
+	Kernel string `toml:"kernel"`
+	Initrd string `toml:"initrd"`
+	// Append is the test OS's kernel command line; empty means the device
+	// type's master.append (its console settings). For nfs, labctl adds
+	// the NFS root (nfsroot=SERVER:PATH,OPTIONS).
+	Append string `toml:"append"`
+	// Root (nfs) is the root file system the node mounts read-only over
+	// NFS: a tar archive (plain, gzip, xz or zstd) or a directory on the
+	// dispatcher's host, relative to the job file.
+	Root string `toml:"root"`
+
 	Username string `toml:"username"` // default "root"
 	// Password is typed at the password prompt; empty means the test OS
 	// asks for none. It is the test image's password, not a lab secret.
@@ -110,6 +131,68 @@ type Boot struct {
 	// Timeout bounds power cycle to shell prompt; zero means the device
 	// type's timeouts.disk_boot plus timeouts.login.
 	Timeout time.Duration `toml:"timeout"`
+}
+
+// BootMethod is what a job's test OS boots from.
+type BootMethod string
+
+// Boot methods.
+const (
+	// BootFromDisk boots the node's disk, which the deploy wrote.
+	BootFromDisk BootMethod = "disk"
+	// BootRamdisk boots the job's kernel and initramfs over the network;
+	// the test OS runs from RAM, nothing is mounted from the network and
+	// the disk is not touched.
+	BootRamdisk BootMethod = "ramdisk"
+	// BootNFS boots the job's kernel and NFS-root initramfs over the
+	// network; the root is mounted read-only over NFS with a tmpfs
+	// overlay, and the disk is not touched.
+	BootNFS BootMethod = "nfs"
+)
+
+// Diskless reports whether the test OS boots over the network, without a
+// deploy.
+func (m BootMethod) Diskless() bool { return m == BootRamdisk || m == BootNFS }
+
+// Save captures the node's disk after the tests (or, in a job with
+// neither a deploy nor tests, the disk as it is) into a zstd image the
+// lab can deploy again, with the raw disk's sha256 beside it.
+type Save struct {
+	// Output is the image's file name, ending in ".img.zst", in the lab's
+	// save directory ([images] save_dir); the digest goes beside it as
+	// NAME.img.sha256. An existing file is never replaced.
+	Output string `toml:"output"`
+	// Disk is the device node read; empty means the device type's
+	// master.disk.
+	Disk string `toml:"disk"`
+	// Timeout bounds the save action; zero means the device type's
+	// timeouts.deploy.
+	Timeout time.Duration `toml:"timeout"`
+}
+
+// saveName is a save's output: a plain file name ending in .img.zst.
+var saveName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,91}\.img\.zst$`)
+
+// ValidSaveName says whether name may be a save's output file name.
+func ValidSaveName(name string) bool { return saveName.MatchString(name) }
+
+func (s *Save) validate(doc *tomlfile.Document) {
+	switch {
+	case s.Output == "":
+		doc.Problemf("save.output", `required: the image's file name, e.g. "node1-configured.img.zst"`)
+	case !saveName.MatchString(s.Output):
+		doc.Problemf("save.output", "%q: want a file name (letters, digits, '.', '_', '+', '-'; no directory) ending in .img.zst", s.Output)
+	}
+	if s.Disk != "" && !diskPath.MatchString(s.Disk) {
+		doc.Problemf("save.disk", "%q is not a device node such as /dev/sda", s.Disk)
+	}
+	checkDuration(doc, "save.timeout", s.Timeout)
+}
+
+// HasDeploy says whether the job writes an image: every job does except
+// a diskless one and one that only saves a disk (a [save] and no [deploy]).
+func (j *Job) HasDeploy() bool {
+	return j.Deploy.Image != "" || (j.Save == nil && !j.Boot.Method.Diskless())
 }
 
 // Test is one test step: shell commands typed into the test OS, one after
@@ -160,7 +243,7 @@ func Parse(name string, data []byte, dir string) (*Job, error) {
 		Name:     strings.TrimSuffix(filepath.Base(name), ".toml"),
 		Priority: Normal,
 		Retries:  -1,
-		Boot:     Boot{Username: "root"},
+		Boot:     Boot{Method: BootFromDisk, Username: "root"},
 	}
 	doc, err := tomlfile.JobFile.Decode(name, data, job)
 	if err != nil {
@@ -214,7 +297,21 @@ func (j *Job) validate(doc *tomlfile.Document, dir string) {
 			doc.Problemf(key, "%q is listed twice", a)
 		}
 	}
-	j.Deploy.validate(doc, dir)
+	j.Boot.validate(doc, dir)
+	switch {
+	case j.Boot.Method.Diskless():
+		if doc.Has("deploy") {
+			doc.Problemf("deploy", "boot.method %q boots over the network and writes no disk: remove [deploy]", j.Boot.Method)
+		}
+		if j.Save != nil {
+			doc.Problemf("save", "boot.method %q leaves the disk untouched: save a disk in a job that boots from it, or with labctl save", j.Boot.Method)
+		}
+	case j.Save == nil || doc.Has("deploy"):
+		j.Deploy.validate(doc, dir)
+	}
+	if j.Save != nil && !j.Boot.Method.Diskless() {
+		j.Save.validate(doc)
+	}
 	checkDuration(doc, "boot.timeout", j.Boot.Timeout)
 	if j.Boot.Username == "" || strings.ContainsAny(j.Boot.Username, " \t\r\n") {
 		doc.Problemf("boot.username", "must be a user name without spaces")
@@ -228,6 +325,49 @@ func (j *Job) validate(doc *tomlfile.Document, dir string) {
 			doc.Problemf(fmt.Sprintf("test[%d].name", i), "%q is already the name of test %d (line %d)",
 				j.Tests[i].Name, prev+1, doc.Line(fmt.Sprintf("test[%d].name", prev)))
 		}
+	}
+}
+
+// unsafeInPath are characters a local path of a job may not hold: they
+// would break out of a shell word or a pxelinux line.
+const unsafeInPath = " \t\r\n\"'`\\"
+
+func (b *Boot) validate(doc *tomlfile.Document, dir string) {
+	files := []struct {
+		key  string
+		path *string
+		need bool
+	}{
+		{"boot.kernel", &b.Kernel, b.Method.Diskless()},
+		{"boot.initrd", &b.Initrd, b.Method.Diskless()},
+		{"boot.root", &b.Root, b.Method == BootNFS},
+	}
+	switch b.Method {
+	case BootFromDisk, BootRamdisk, BootNFS:
+	default:
+		doc.Problemf("boot.method", "%q: use disk (the default), ramdisk or nfs", b.Method)
+		return
+	}
+	for _, f := range files {
+		switch {
+		case *f.path == "" && f.need:
+			doc.Problemf(f.key, "required with boot.method = %q: a path on this host", b.Method)
+		case *f.path == "":
+		case !f.need:
+			doc.Problemf(f.key, "only for boot.method = %s", map[bool]string{true: "\"nfs\"", false: "\"ramdisk\" or \"nfs\""}[f.key == "boot.root"])
+		case strings.Contains(*f.path, "://"):
+			doc.Problemf(f.key, "%q: give a path on this host (the boot server serves it)", *f.path)
+		case strings.ContainsAny(*f.path, unsafeInPath):
+			doc.Problemf(f.key, "must not contain spaces, quotes or backslashes")
+		default:
+			*f.path = absPath(doc, f.key, *f.path, dir)
+		}
+	}
+	if b.Append != "" && !b.Method.Diskless() {
+		doc.Problemf("boot.append", "only for boot.method = \"ramdisk\" or \"nfs\" (a disk's command line is on the disk)")
+	}
+	if strings.ContainsAny(b.Append, "\r\n") || strings.Contains(b.Append, "nfsroot=") {
+		doc.Problemf("boot.append", "must be one line, without nfsroot= (labctl sets it)")
 	}
 }
 

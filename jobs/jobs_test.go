@@ -34,7 +34,7 @@ func TestParseValid(t *testing.T) {
 		Name: "smoke", DeviceType: "simlab-qemu", Tags: []string{"simlab"}, Priority: High,
 		Timeout: 20 * time.Minute, Artifacts: []string{"/tmp/results.txt"},
 		Deploy: Deploy{Image: "/jobs/images/disk.img.gz", SHA256File: "/jobs/images/disk.img.sha256", Disk: "/dev/vda", Timeout: 10 * time.Minute},
-		Boot:   Boot{Username: "root", Password: "test"},
+		Boot:   Boot{Method: BootFromDisk, Username: "root", Password: "test"},
 		Tests: []Test{
 			{Name: "kernel", Commands: []string{"uname -a"}, Timeout: time.Minute},
 			{Name: "false", Commands: []string{"false"}, ExpectFailure: true},
@@ -158,6 +158,23 @@ sha256 = "abc"
 			want: []string{
 				`:3: deploy.image: "ftp://host/x.img" is not supported: use an http:// or https:// URL, or a path`,
 				`:5: deploy.disk: "sda; reboot" is not a device node such as /dev/sda`,
+			},
+		},
+		{
+			name: "save: output not a plain .img.zst name, bad disk",
+			src:  "device = \"n\"\n[save]\noutput = \"../x.img\"\ndisk = \"sda\"\ntimeout = \"-1s\"\n",
+			want: []string{
+				`:3: save.output: "../x.img": want a file name (letters, digits, '.', '_', '+', '-'; no directory) ending in .img.zst`,
+				`:4: save.disk: "sda" is not a device node such as /dev/sda`,
+				`:5: save.timeout: must not be negative`,
+			},
+		},
+		{
+			name: "save without output; a deploy given is checked",
+			src:  "device = \"n\"\n[deploy]\nimage = \"x.img\"\n[save]\ndisk = \"/dev/sda\"\n",
+			want: []string{
+				":2: deploy.sha256: required: the sha256 of the uncompressed image (or sha256_file)",
+				`:4: save.output: required: the image's file name, e.g. "node1-configured.img.zst"`,
 			},
 		},
 		{
@@ -416,5 +433,24 @@ func TestNotify(t *testing.T) {
 	}
 	if _, err := WithNotify("j.toml", []byte(base), "/", []string{"https://x/\"]\nname = \"y"}); err == nil {
 		t.Error("WithNotify took a URL with a quote")
+	}
+}
+
+// A job that only saves needs no [deploy]; its save timeout defaults to
+// the device type's deploy timeout.
+func TestParseSaveOnly(t *testing.T) {
+	j, err := Parse("save.toml", []byte("device = \"n\"\n[save]\noutput = \"n-golden.img.zst\"\n"), "/jobs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.HasDeploy() || j.Save == nil || j.Save.Output != "n-golden.img.zst" {
+		t.Fatalf("job %+v save %+v", j, j.Save)
+	}
+	to := j.Timeouts(devices.DefaultSettings().Timeouts)
+	if to.Save != devices.DefaultSettings().Timeouts.Deploy {
+		t.Errorf("save timeout %s", to.Save)
+	}
+	if _, err := Parse("job.toml", []byte("device = \"n\"\n"), "/jobs"); err == nil {
+		t.Error("a job with neither [deploy] nor [save] parsed")
 	}
 }

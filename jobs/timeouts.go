@@ -15,6 +15,7 @@ type Timeouts struct {
 	// the device type's disk_boot plus login.
 	Boot  time.Duration
 	Tests []time.Duration // each test step, in the job's order
+	Save  time.Duration   // the save action; its default is the device type's deploy
 }
 
 // Timeouts resolves the job's timeouts against the defaults of the device
@@ -31,6 +32,9 @@ func (j *Job) Timeouts(defaults devices.Timeouts) Timeouts {
 		Deploy: or(j.Deploy.Timeout, defaults.Deploy),
 		Boot:   or(j.Boot.Timeout, defaults.DiskBoot+defaults.Login),
 		Tests:  make([]time.Duration, len(j.Tests)),
+	}
+	if j.Save != nil {
+		t.Save = or(j.Save.Timeout, defaults.Deploy)
 	}
 	for i, test := range j.Tests {
 		t.Tests[i] = or(test.Timeout, defaults.TestStep)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"time"
@@ -189,6 +190,8 @@ func tail(s string) string {
 
 // nodeBoot is labctl.Netboot: one device's entry on the boot server.
 type nodeBoot struct {
+	lab           *Lab
+	dev           *devices.Device
 	srv           *netboot.Server
 	mac           net.HardwareAddr
 	ip            net.IP
@@ -197,6 +200,27 @@ type nodeBoot struct {
 
 func (b *nodeBoot) BootMaster() error { return b.srv.SetNode(b.mac, b.ip, b.master) }
 func (b *nodeBoot) BootLocal() error  { return b.srv.SetNode(b.mac, b.ip, b.local) }
+
+func (b *nodeBoot) BootKernel(kernelURL, initrdURL, cmdline string) error {
+	return b.srv.SetNode(b.mac, b.ip, netboot.KernelEntry(kernelURL, initrdURL, cmdline))
+}
+
+// ExportRoot exports dir on the lab's NFS server to the device's address
+// (its ip, or the lab's nfs.client for nodes behind a NAT).
+func (b *nodeBoot) ExportRoot(ctx context.Context, dir string) (labctl.RootExport, error) {
+	g, err := b.lab.NFS()
+	if err != nil {
+		return nil, err
+	}
+	client := b.dev.IP
+	if c := b.lab.Config.NFS.Client; c != "" {
+		client = netip.MustParseAddr(c)
+	}
+	if !client.IsValid() {
+		return nil, fmt.Errorf("device %s has no ip: its NFS export is restricted to its address (set ip in its device file, or nfs.client in the lab)", b.dev.Name)
+	}
+	return g.Export(ctx, dir, client)
+}
 
 func (b *nodeBoot) PublishImage(f *os.File) (labctl.PublishedImage, error) {
 	return b.srv.PublishImage(f)
@@ -208,4 +232,20 @@ func (b *nodeBoot) AcceptUploads(dir string) (string, func(), error) {
 		return "", nil, err
 	}
 	return u.URL(), func() { u.Close() }, nil
+}
+
+func (b *nodeBoot) AcceptSave(dir string, rawSize int64, rawSHA256 string) (labctl.SaveUpload, error) {
+	sv, err := b.srv.AcceptSave(dir, rawSize, rawSHA256)
+	if err != nil {
+		return nil, err
+	}
+	return saveUpload{sv}, nil
+}
+
+// saveUpload is a netboot.Save as a labctl.SaveUpload.
+type saveUpload struct{ *netboot.Save }
+
+func (s saveUpload) Wait(ctx context.Context) (labctl.SaveResult, error) {
+	r, err := s.Save.Wait(ctx)
+	return labctl.SaveResult{Size: r.Size, RawSize: r.RawSize, RawSHA256: r.RawSHA256}, err
 }

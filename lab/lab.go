@@ -17,6 +17,7 @@ import (
 	"github.com/labctl/labctl/bmc"
 	"github.com/labctl/labctl/devices"
 	"github.com/labctl/labctl/netboot"
+	"github.com/labctl/labctl/nfs"
 	"github.com/labctl/labctl/sol"
 )
 
@@ -33,14 +34,44 @@ type Lab struct {
 	// ObserveBMC, if set before the nodes are made, hears every BMC
 	// request (bmc.Config.Observe): labctl serve's metrics.
 	ObserveBMC bmc.Observer
+
+	nfsOnce sync.Once
+	nfs     *nfs.Ganesha
+	nfsErr  error
 }
 
-// New returns the lab's parts. boot may be nil.
+// NFS returns the manager of labctl's exports on the lab's NFS server
+// ([nfs] in lab.toml), made at the first call; an error when the lab has
+// none.
+func (l *Lab) NFS() (*nfs.Ganesha, error) {
+	l.nfsOnce.Do(func() {
+		c := l.Config.NFS
+		if c.Server == "" {
+			l.nfsErr = fmt.Errorf("lab %s has no NFS server: add [nfs] to %s (docs/diskless.md)", l.Config.Name, l.Config.File)
+			return
+		}
+		l.nfs, l.nfsErr = nfs.NewGanesha(nfs.GaneshaConfig{
+			ExportsDir: c.ExportsDir, PIDFile: c.PIDFile, LogFile: c.LogFile,
+			Host: c.Host, Port: c.Port, FirstExportID: c.FirstExportID,
+		}, l.log)
+	})
+	return l.nfs, l.nfsErr
+}
+
+// New returns the lab's parts. boot may be nil. With a boot server (the
+// process that runs jobs) and an [nfs] server, labctl's exports left by
+// an earlier run are withdrawn now (see nfs.NewGanesha).
 func New(cfg *devices.Lab, boot *netboot.Server, log *slog.Logger) *Lab {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Lab{Config: cfg, Boot: boot, log: log, bmcs: map[string]*bmc.Client{}}
+	l := &Lab{Config: cfg, Boot: boot, log: log, bmcs: map[string]*bmc.Client{}}
+	if boot != nil && cfg.NFS.Server != "" {
+		if _, err := l.NFS(); err != nil {
+			log.Warn("nfs", "err", err)
+		}
+	}
+	return l
 }
 
 // Close ends every BMC session.
@@ -50,6 +81,9 @@ func (l *Lab) Close() error {
 	for k, c := range l.bmcs {
 		c.Close()
 		delete(l.bmcs, k)
+	}
+	if l.nfs != nil {
+		l.nfs.Close()
 	}
 	return nil
 }
@@ -182,6 +216,8 @@ func (l *Lab) Netboot(d *devices.Device) labctl.Netboot {
 	}
 	m := d.Settings.Master
 	return &nodeBoot{
+		lab:    l,
+		dev:    d,
 		srv:    l.Boot,
 		mac:    net.HardwareAddr(d.MAC),
 		ip:     ip,

@@ -56,7 +56,7 @@ type Metrics struct {
 }
 
 // Phases are the pipeline's phases, the values of the phase label.
-var Phases = []string{"deploy", "boot", "test", "finalize"}
+var Phases = []string{"deploy", "boot", "test", "save", "finalize"}
 
 // New makes the metrics and registers them, with the Go runtime's and the
 // process's.

@@ -16,6 +16,7 @@ import (
 //
 //	/images/<token>/<name>   a published job image (GET, HEAD; Range)
 //	/uploads/<token>/<name>  an artifact upload (POST, PUT)
+//	/saves/<token>           a saved disk image (PUT, POST; single use)
 //	/<path>                  the boot root and generated pxelinux configs (GET, HEAD)
 //
 // Files in the root under images/ and uploads/ are therefore not reachable
@@ -46,6 +47,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		attrs = s.serveImage(cw, r, strings.TrimPrefix(p, imagesPrefix))
 	case strings.HasPrefix(p, uploadsPrefix):
 		attrs = s.serveUpload(cw, r, strings.TrimPrefix(p, uploadsPrefix))
+	case strings.HasPrefix(p, savesPrefix):
+		attrs = s.serveSave(cw, r, strings.TrimPrefix(p, savesPrefix))
 	default:
 		attrs = s.serveRoot(cw, r, net.ParseIP(client))
 	}
@@ -65,9 +68,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		level = slog.LevelWarn
 		attrs = append(attrs, slog.String("err", "client stopped reading: no progress for "+conn.stall.String()+", connection closed"))
 	}
+	file := r.URL.Path
+	if strings.HasPrefix(file, savesPrefix) {
+		file = savesPrefix + "[token]" // a save's token is its secret
+	}
 	attrs = append(attrs,
 		slog.String("proto", "http"), slog.String("client", client),
-		slog.String("method", r.Method), slog.String("file", r.URL.Path),
+		slog.String("method", r.Method), slog.String("file", file),
 		slog.Int("status", status), slog.Int64("bytes", cw.written.Load()),
 		slog.Duration("duration", time.Since(start).Round(time.Millisecond)))
 	s.log.LogAttrs(r.Context(), level, "transfer done", attrs...)

@@ -20,6 +20,9 @@ const (
 	KindLocal EntryKind = iota + 1
 	// KindMaster boots the master kernel and initrd (the deploy image).
 	KindMaster
+	// KindKernel boots a job's own kernel and initrd, given as URLs (the
+	// test OS of a ramdisk or NFS-root boot, published for the job).
+	KindKernel
 )
 
 func (k EntryKind) String() string {
@@ -28,6 +31,8 @@ func (k EntryKind) String() string {
 		return "local"
 	case KindMaster:
 		return "master"
+	case KindKernel:
+		return "kernel"
 	}
 	return fmt.Sprintf("EntryKind(%d)", uint8(k))
 }
@@ -60,6 +65,13 @@ func MasterEntry(kernel, initrd, appendLine string) Entry {
 	return Entry{Kind: KindMaster, Kernel: kernel, Initrd: initrd, Append: appendLine}
 }
 
+// KernelEntry is the entry that boots a kernel and initrd the node fetches
+// from the given http(s) URLs (such as images published for a job), with
+// the given command line. initrdURL may be empty.
+func KernelEntry(kernelURL, initrdURL, appendLine string) Entry {
+	return Entry{Kind: KindKernel, Kernel: kernelURL, Initrd: initrdURL, Append: appendLine}
+}
+
 // LocalEntry is the entry that boots from the local disk with the given
 // pxelinux lines.
 func LocalEntry(lines string) Entry {
@@ -76,28 +88,34 @@ var reservedKeywords = []string{"LABEL", "DEFAULT", "UI", "INCLUDE", "ONTIMEOUT"
 func renderEntry(entry Entry, httpURL, node string) ([]byte, error) {
 	var b bytes.Buffer
 	switch entry.Kind {
-	case KindMaster:
+	case KindMaster, KindKernel:
 		if entry.Kernel == "" {
-			return nil, errors.New("master entry: kernel is required")
+			return nil, fmt.Errorf("%s entry: kernel is required", entry.Kind)
 		}
-		kernel, err := entryFile("kernel", entry.Kernel, entry.OverTFTP, httpURL)
+		file := func(what, p string) (string, error) {
+			if entry.Kind == KindKernel {
+				return entryURL(what, p)
+			}
+			return entryFile(what, p, entry.OverTFTP, httpURL)
+		}
+		kernel, err := file("kernel", entry.Kernel)
 		if err != nil {
 			return nil, err
 		}
 		initrd := ""
 		if entry.Initrd != "" {
-			if initrd, err = entryFile("initrd", entry.Initrd, entry.OverTFTP, httpURL); err != nil {
+			if initrd, err = file("initrd", entry.Initrd); err != nil {
 				return nil, err
 			}
 		}
 		if err := checkLine(entry.Append); err != nil {
-			return nil, fmt.Errorf("master entry: append: %w", err)
+			return nil, fmt.Errorf("%s entry: append: %w", entry.Kind, err)
 		}
 		args := strings.TrimSpace(entry.Append)
 		if initrd != "" {
 			args = strings.TrimSpace("initrd=" + initrd + " " + args)
 		}
-		fmt.Fprintf(&b, "# labctl: master entry for %s\nDEFAULT labctl\nPROMPT 0\nLABEL labctl\n  KERNEL %s\n", node, kernel)
+		fmt.Fprintf(&b, "# labctl: %s entry for %s\nDEFAULT labctl\nPROMPT 0\nLABEL labctl\n  KERNEL %s\n", entry.Kind, node, kernel)
 		if args != "" {
 			fmt.Fprintf(&b, "  APPEND %s\n", args)
 		}
@@ -111,7 +129,7 @@ func renderEntry(entry Entry, httpURL, node string) ([]byte, error) {
 			fmt.Fprintf(&b, "  %s\n", l)
 		}
 	default:
-		return nil, fmt.Errorf("entry kind %d: want local or master", entry.Kind)
+		return nil, fmt.Errorf("entry kind %d: want local, master or kernel", entry.Kind)
 	}
 	return b.Bytes(), nil
 }
@@ -133,6 +151,19 @@ func entryFile(what, p string, overTFTP bool, httpURL string) (string, error) {
 		return "", fmt.Errorf("master entry: %s over HTTP but the boot server has no HTTP URL", what)
 	}
 	return httpURL + "/" + escapePath(clean), nil
+}
+
+// entryURL checks a kernel or initrd URL of a kernel entry: http or
+// https, one word.
+func entryURL(what, u string) (string, error) {
+	p, err := url.Parse(u)
+	if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+		return "", fmt.Errorf("kernel entry: %s %q: want an http(s) URL", what, u)
+	}
+	if strings.ContainsAny(u, " \t") || checkLine(u) != nil {
+		return "", fmt.Errorf("kernel entry: %s %q: contains white space or control characters", what, u)
+	}
+	return u, nil
 }
 
 // escapePath escapes each element of a slash-separated path for a URL.
@@ -241,17 +272,17 @@ func hexIP(ip net.IP) string {
 
 // node is one registered node and its rendered configs.
 type node struct {
-	mac   string // "aa:bb:cc:dd:ee:ff"
-	ip    net.IP // IPv4 or nil
-	local []byte // rendered local entry; nil until one is set
-	job   []byte // rendered job (master) entry; nil when none
-	kind  EntryKind
+	mac   string    // "aa:bb:cc:dd:ee:ff"
+	ip    net.IP    // IPv4 or nil
+	local []byte    // rendered local entry; nil until one is set
+	job   []byte    // rendered job entry (master or kernel); nil when none
+	kind  EntryKind // the job entry's kind
 }
 
 // config returns what the node boots now: the job entry, else the local one.
 func (n *node) config() ([]byte, EntryKind) {
 	if n.job != nil {
-		return n.job, KindMaster
+		return n.job, n.kind
 	}
 	return n.local, KindLocal
 }
@@ -312,8 +343,8 @@ func (t *nodeTable) set(mac net.HardwareAddr, ip net.IP, entry Entry) error {
 	switch entry.Kind {
 	case KindLocal:
 		n.local, n.job = rendered, nil
-	case KindMaster:
-		n.job = rendered
+	case KindMaster, KindKernel:
+		n.job, n.kind = rendered, entry.Kind
 	}
 	return nil
 }

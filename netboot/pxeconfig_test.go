@@ -174,18 +174,27 @@ func TestRenderEntry(t *testing.T) {
 			entry: LocalEntry("COM32 chain.c32\r\n   APPEND hd0 0\n\n"),
 			want:  "# labctl: local boot for node1\nDEFAULT local\nPROMPT 0\nLABEL local\n  COM32 chain.c32\n  APPEND hd0 0\n",
 		},
-		"no kernel":         {entry: MasterEntry("", "i", ""), wantErr: "kernel is required"},
-		"kernel traversal":  {entry: MasterEntry("../vmlinuz", "", ""), wantErr: "contains .."},
-		"kernel absolute":   {entry: MasterEntry("/boot/vmlinuz", "", ""), wantErr: "absolute"},
-		"kernel space":      {entry: MasterEntry("vm linuz", "", ""), wantErr: "white space"},
-		"initrd newline":    {entry: MasterEntry("vmlinuz", "a\nDEFAULT x", ""), wantErr: "control character"},
-		"append newline":    {entry: MasterEntry("vmlinuz", "", "quiet\nLABEL evil"), wantErr: "control character"},
-		"local empty":       {entry: LocalEntry(" \n "), wantErr: "no lines"},
-		"local label":       {entry: LocalEntry("LOCALBOOT 0\nlabel evil"), wantErr: "LABEL is set by labctl"},
-		"local default":     {entry: LocalEntry("default evil"), wantErr: "DEFAULT is set by labctl"},
-		"local control":     {entry: LocalEntry("LOCALBOOT\x000"), wantErr: "control character"},
-		"no kind":           {entry: Entry{Kernel: "vmlinuz"}, wantErr: "want local or master"},
-		"http without base": {entry: MasterEntry("vmlinuz", "", ""), wantErr: "no HTTP URL"},
+		"no kernel":        {entry: MasterEntry("", "i", ""), wantErr: "kernel is required"},
+		"kernel traversal": {entry: MasterEntry("../vmlinuz", "", ""), wantErr: "contains .."},
+		"kernel absolute":  {entry: MasterEntry("/boot/vmlinuz", "", ""), wantErr: "absolute"},
+		"kernel space":     {entry: MasterEntry("vm linuz", "", ""), wantErr: "white space"},
+		"initrd newline":   {entry: MasterEntry("vmlinuz", "a\nDEFAULT x", ""), wantErr: "control character"},
+		"append newline":   {entry: MasterEntry("vmlinuz", "", "quiet\nLABEL evil"), wantErr: "control character"},
+		"local empty":      {entry: LocalEntry(" \n "), wantErr: "no lines"},
+		"local label":      {entry: LocalEntry("LOCALBOOT 0\nlabel evil"), wantErr: "LABEL is set by labctl"},
+		"local default":    {entry: LocalEntry("default evil"), wantErr: "DEFAULT is set by labctl"},
+		"local control":    {entry: LocalEntry("LOCALBOOT\x000"), wantErr: "control character"},
+		"kernel urls": {
+			entry: KernelEntry("http://10.0.2.2:16901/images/abc/vmlinuz", "http://10.0.2.2:16901/images/def/initrd.gz", "console=ttyS0 nfsroot=10.0.2.2:/r,ro"),
+			want: "# labctl: kernel entry for node1\nDEFAULT labctl\nPROMPT 0\nLABEL labctl\n" +
+				"  KERNEL http://10.0.2.2:16901/images/abc/vmlinuz\n" +
+				"  APPEND initrd=http://10.0.2.2:16901/images/def/initrd.gz console=ttyS0 nfsroot=10.0.2.2:/r,ro\n",
+		},
+		"kernel entry path":  {entry: KernelEntry("vmlinuz", "", ""), wantErr: "want an http(s) URL"},
+		"kernel entry tftp":  {entry: KernelEntry("tftp://h/vmlinuz", "", ""), wantErr: "want an http(s) URL"},
+		"kernel entry space": {entry: KernelEntry("http://h/a", "http://h/b c", ""), wantErr: "white space"},
+		"no kind":            {entry: Entry{Kernel: "vmlinuz"}, wantErr: "want local, master or kernel"},
+		"http without base":  {entry: MasterEntry("vmlinuz", "", ""), wantErr: "no HTTP URL"},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -214,6 +223,7 @@ func FuzzRenderEntry(f *testing.F) {
 	f.Add(uint8(KindMaster), "vmlinuz", "initrd.gz", "console=ttyS0", false, "")
 	f.Add(uint8(KindMaster), "k", "", "a\nLABEL x", true, "")
 	f.Add(uint8(KindLocal), "", "", "", false, "LOCALBOOT 0")
+	f.Add(uint8(KindKernel), "http://h/k", "http://h/i", "console=ttyS0", false, "")
 	f.Add(uint8(KindLocal), "", "", "", false, "COM32 chain.c32\nAPPEND hd0 0\nlabel x")
 	f.Fuzz(func(t *testing.T, kind uint8, kernel, initrd, appendLine string, overTFTP bool, local string) {
 		e := Entry{Kind: EntryKind(kind), Kernel: kernel, Initrd: initrd, Append: appendLine, OverTFTP: overTFTP, Local: local}
@@ -239,7 +249,7 @@ func FuzzRenderEntry(f *testing.F) {
 		if defaults != 1 || labels != 1 {
 			t.Fatalf("%d DEFAULT and %d LABEL lines in:\n%s", defaults, labels, out)
 		}
-		if e.Kind == KindMaster && (len(lines) < 5 || len(lines) > 6) {
+		if (e.Kind == KindMaster || e.Kind == KindKernel) && (len(lines) < 5 || len(lines) > 6) {
 			t.Fatalf("master config has %d lines:\n%s", len(lines), out)
 		}
 	})

@@ -240,6 +240,7 @@ type Server struct {
 	mu      sync.Mutex
 	images  map[string]*Image  // by token
 	uploads map[string]*Upload // by token
+	saves   map[string]*Save   // by token
 	served  bool
 	closed  bool
 }
@@ -266,6 +267,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		root:    root,
 		images:  map[string]*Image{},
 		uploads: map[string]*Upload{},
+		saves:   map[string]*Save{},
 	}
 	if cfg.TFTPAddr != "" {
 		s.udp, err = net.ListenPacket("udp", cfg.TFTPAddr)
@@ -402,7 +404,7 @@ func (s *Server) Close() error {
 	}
 	s.closed = true
 	// Images and uploads hold nothing open between requests.
-	s.images, s.uploads = map[string]*Image{}, map[string]*Upload{}
+	s.images, s.uploads, s.saves = map[string]*Image{}, map[string]*Upload{}, map[string]*Save{}
 	s.mu.Unlock()
 	if s.udp != nil {
 		s.udp.Close()
@@ -415,8 +417,8 @@ func (s *Server) Close() error {
 
 // SetNode sets what the node with this MAC (and, optionally, IPv4 address)
 // boots from now on. A local entry becomes the node's local entry, used
-// whenever it has no job entry, and ends any job entry. A master entry
-// becomes its job entry until ClearNode or the next local entry.
+// whenever it has no job entry, and ends any job entry. A master or kernel
+// entry becomes its job entry until ClearNode or the next local entry.
 func (s *Server) SetNode(mac net.HardwareAddr, ip net.IP, entry Entry) error {
 	if err := s.nodes.set(mac, ip, entry); err != nil {
 		return fmt.Errorf("boot server: %w", err)

@@ -40,6 +40,9 @@ type Job struct {
 	// Artifacts lists the files fetched back from the node, relative to the
 	// job directory.
 	Artifacts []string `json:"artifacts,omitempty"`
+	// Saved is the image the job saved the node's disk to (a path on the
+	// dispatcher's host), its raw sha256 beside it as NAME.img.sha256.
+	Saved string `json:"saved,omitempty"`
 }
 
 // Phase is one stage of the pipeline (deploy, boot, test, finalize) and its

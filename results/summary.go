@@ -39,8 +39,14 @@ func (j *Job) WriteSummary(w io.Writer) error {
 	if j.Reason != "" {
 		outcome += ": " + j.Reason
 	}
-	_, err := fmt.Fprintf(w, "\n%s in %s\n", outcome, round(j.Duration()))
-	return err
+	if _, err := fmt.Fprintf(w, "\n%s in %s\n", outcome, round(j.Duration())); err != nil {
+		return err
+	}
+	if j.Saved != "" {
+		_, err := fmt.Fprintf(w, "saved: %s (sha256 in %s)\n", j.Saved, strings.TrimSuffix(j.Saved, ".zst")+".sha256")
+		return err
+	}
+	return nil
 }
 
 func round(d time.Duration) time.Duration {

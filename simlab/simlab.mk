@@ -5,7 +5,7 @@
 # Debian packages the simulated lab needs (installed by `make deps`).
 DEB_PACKAGES += openipmi ipmitool qemu-system-x86 ipxe-qemu pxelinux syslinux \
 	syslinux-common busybox-static mtools dosfstools fdisk cpio kmod gzip \
-	xz-utils zstd tftpd-hpa
+	xz-utils zstd tftpd-hpa mount nfs-ganesha nfs-ganesha-vfs
 TEST_PREREQS += artifacts
 
 SIMLAB_DIR   := simlab
@@ -34,6 +34,9 @@ DEB_PACKAGES += iproute2 dnsmasq-base ovmf shim-signed grub-efi-amd64-signed
 SIMLAB_VIRTIO_MODULES := virtio_pci virtio_blk virtio_net
 MASTER_MODULES ?= $(SIMLAB_VIRTIO_MODULES) e1000 e1000e igb r8169 tg3 ahci ata_piix sd_mod nvme
 TESTOS_MODULES ?= $(SIMLAB_VIRTIO_MODULES)
+# The NFS-root initrd: the NFSv4 client and overlayfs besides the master's
+# network drivers.
+NFSROOT_MODULES ?= $(SIMLAB_VIRTIO_MODULES) e1000 e1000e igb r8169 tg3 nfsv4 overlay
 # Kernel arguments of the sample pxelinux config and of the test disk.
 MASTER_APPEND ?= console=ttyS0,115200 panic=10 quiet
 TESTOS_APPEND ?= console=ttyS0,115200 panic=10 quiet
@@ -45,12 +48,18 @@ export LABCTL_SIMLAB_ARTIFACTS := $(abspath $(SIMLAB_ART))
 
 SIMLAB_BOOTFILES := pxelinux.0 lpxelinux.0 ldlinux.c32 chain.c32 libcom32.c32 libutil.c32
 SIMLAB_IMAGES := $(addprefix $(SIMLAB_IMG)/disk.img,.sha256 .gz.sha256 .xz.sha256 .zst.sha256)
+# Diskless test OS (boot.method ramdisk and nfs): kernel, the test OS as
+# an initramfs, the NFS-root initrd and the test OS as a root archive.
+SIMLAB_DISKLESS := $(SIMLAB_ART)/diskless
+SIMLAB_DISKLESS_FILES := $(addprefix $(SIMLAB_DISKLESS)/,vmlinuz testos.gz nfsroot.gz root.tar.zst)
 
-.PHONY: artifacts master simlab simlab-down simlab-clean
+.PHONY: artifacts master diskless simlab simlab-down simlab-clean
 
-artifacts: master $(SIMLAB_IMAGES) ## build the simulated lab's kernel, master initrd and test disk images (cached)
+artifacts: master diskless $(SIMLAB_IMAGES) ## build the simulated lab's kernel, master initrd and test disk images (cached)
 
 master: $(addprefix $(SIMLAB_ROOT)/,$(SIMLAB_BOOTFILES) simlab/vmlinuz simlab/master.gz simlab/pxelinux.cfg.sample) ## PXE master for real labs: kernel + initrd + sample pxelinux config in build/simlab/artifacts/bootroot
+
+diskless: $(SIMLAB_DISKLESS_FILES) ## diskless test OS in build/simlab/artifacts/diskless: kernel, test OS initramfs (ramdisk), NFS-root initrd, root archive (nfs)
 
 simlab: build artifacts ## start NODES simulated nodes (default 2; NET=bridge for a real DHCP server) and write their lab config; last line: `lab: PATH`
 	bin/simlab up --nodes $(NODES) --dir $(SIMLAB_LAB) --artifacts $(SIMLAB_ART) --device-types $(abspath device-types) \
@@ -79,6 +88,22 @@ $(SIMLAB_ROOT)/simlab/master.gz: $(SIMLAB_INITRD_INPUTS) $(SIMLAB_DIR)/rootfs/ma
 
 $(SIMLAB_WORK)/testos.gz: $(SIMLAB_INITRD_INPUTS) $(SIMLAB_DIR)/rootfs/testos-init
 	$(SIMLAB_S)/build-initrd.sh testos $(SIMLAB_WORK)/kernel $@ "$(TESTOS_MODULES)"
+
+$(SIMLAB_DISKLESS)/nfsroot.gz: $(SIMLAB_INITRD_INPUTS) $(SIMLAB_DIR)/rootfs/nfsroot-init /usr/bin/mount
+	@mkdir -p $(@D)
+	$(SIMLAB_S)/build-initrd.sh nfsroot $(SIMLAB_WORK)/kernel $@ "$(NFSROOT_MODULES)"
+
+$(SIMLAB_DISKLESS)/root.tar.zst: $(SIMLAB_INITRD_INPUTS) $(SIMLAB_DIR)/rootfs/testos-init /usr/bin/zstd
+	@mkdir -p $(@D)
+	ROOTFS_TAR=1 $(SIMLAB_S)/build-initrd.sh testos $(SIMLAB_WORK)/kernel $@ "$(TESTOS_MODULES)"
+
+$(SIMLAB_DISKLESS)/testos.gz: $(SIMLAB_WORK)/testos.gz
+	@mkdir -p $(@D)
+	cp $< $@
+
+$(SIMLAB_DISKLESS)/vmlinuz: $(SIMLAB_WORK)/kernel/vmlinuz
+	@mkdir -p $(@D)
+	cp $< $@
 
 # --- boot root ---------------------------------------------------------------
 $(SIMLAB_ROOT)/simlab/vmlinuz: $(SIMLAB_WORK)/kernel/vmlinuz

@@ -115,7 +115,7 @@ func runJob(ctx context.Context, opts jobOptions, env *appEnv) error {
 		fmt.Fprintln(w)
 	}
 	if j.Transfer != nil {
-		fmt.Fprintf(w, "transfer:  %s\n", progressBar(j.Transfer.Done, j.Transfer.Total, j.Transfer.Elapsed, 30))
+		fmt.Fprintf(w, "transfer:  %s\n", progressBar(transferLabel(j.Phase), j.Transfer.Done, j.Transfer.Total, j.Transfer.Elapsed, 30))
 	}
 	if j.State == labctl.JobQueued && j.Reason != "" {
 		fmt.Fprintf(w, "waiting:   %s\n", j.Reason)

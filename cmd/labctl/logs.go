@@ -241,6 +241,7 @@ func (v *followView) log(text string) {
 func (v *followView) progress(p labctl.JobProgress) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.live.Phase(p.Phase)
 	if p.Transfer != nil {
 		v.live.Transfer(p.Transfer.Done, p.Transfer.Total, p.Transfer.Elapsed)
 	}

@@ -47,6 +47,7 @@ func commands(env *appEnv) []*cli.Command {
 		newServeCommand(env),
 		newStoreCommand(env),
 		newSubmitCommand(env),
+		newSaveCommand(env),
 		newJobsCommand(env),
 		newJobCommand(env),
 		newLogsCommand(env),

@@ -27,6 +27,11 @@ type runOptions struct {
 	dir    string // job directory; default under the lab's state_dir
 	junit  string // also write the JUnit XML here
 	quiet  bool
+	// spec, if set, is the job (labctl save), instead of the file job.
+	spec *jobs.Job
+	// saveTo, if set, is where the job's [save] goes instead of the lab's
+	// save directory.
+	saveTo string
 }
 
 func newRunCommand(env *appEnv) *cli.Command {
@@ -88,9 +93,12 @@ func (e jobExit) Error() string {
 func (e jobExit) ExitCode() int { return labctl.Outcome(e.res.Outcome).ExitCode() }
 
 func runRun(ctx context.Context, opts runOptions, env *appEnv) error {
-	spec, err := jobs.Load(opts.job)
-	if err != nil {
-		return err
+	spec := opts.spec
+	if spec == nil {
+		var err error
+		if spec, err = jobs.Load(opts.job); err != nil {
+			return err
+		}
 	}
 	// The job opens its files without following a link in their last
 	// component: links are the user's own here, resolved once.
@@ -102,6 +110,16 @@ func runRun(ctx context.Context, opts runOptions, env *appEnv) error {
 	dev, err := pickDevice(cfg, spec, opts.device)
 	if err != nil {
 		return err
+	}
+	saveTo := opts.saveTo
+	if saveTo == "" {
+		saveTo = dispatcher.SavePath(cfg.Images.SaveDir, spec)
+	}
+	if saveTo != "" {
+		// Before the node is touched, not after the tests.
+		if err := dispatcher.CheckSaveTarget(saveTo); err != nil {
+			return fmt.Errorf("save.output: %w", err)
+		}
 	}
 	id := time.Now().UTC().Format("20060102-150405") + "-" + spec.Name
 	dir := opts.dir
@@ -148,6 +166,7 @@ func runRun(ctx context.Context, opts runOptions, env *appEnv) error {
 		Power: node.Power, Console: session, Netboot: node.Netboot,
 		Dir: dir, CacheDir: filepath.Join(cfg.StateDir, "cache"),
 		Images:   dispatcher.ImagePolicy{AllowNetworks: cfg.Images.Networks, MaxDownload: cfg.Images.MaxDownload()},
+		SaveTo:   saveTo,
 		Progress: view, Events: view.Event, Log: log,
 	})
 	view.Done()

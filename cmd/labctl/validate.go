@@ -163,7 +163,7 @@ func detectKind(file string) (fileKind, error) {
 		kindLab:        {"device_types", "devices", "state_dir", "boot_server", "server"},
 		kindDeviceType: {"description", "power", "bootdev", "console", "master", "local_boot", "login", "timeouts", "health"},
 		kindDevice:     {"mac", "ip", "bmc", "override"},
-		kindJob:        {"device", "priority", "timeout", "keep_powered_on", "artifacts", "deploy", "boot", "test"},
+		kindJob:        {"device", "priority", "timeout", "keep_powered_on", "artifacts", "deploy", "boot", "test", "save"},
 	}
 	var found []fileKind
 	for _, kind := range fileKinds {

@@ -21,8 +21,9 @@ type liveView struct {
 	quiet bool
 	tty   bool
 
-	mu  sync.Mutex
-	bar bool // a progress bar is on the last line
+	mu    sync.Mutex
+	bar   bool   // a progress bar is on the last line
+	phase string // the job's phase, which names what the bar counts
 }
 
 func newLiveView(w io.Writer, quiet bool) *liveView {
@@ -49,7 +50,11 @@ func (v *liveView) Event(line string) {
 }
 
 // Phase implements dispatcher.Progress.
-func (v *liveView) Phase(string) {}
+func (v *liveView) Phase(name string) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.phase = name
+}
 
 // Transfer implements dispatcher.Progress: a bar on a terminal.
 func (v *liveView) Transfer(done, total int64, elapsed time.Duration) {
@@ -58,7 +63,7 @@ func (v *liveView) Transfer(done, total int64, elapsed time.Duration) {
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	fmt.Fprintf(v.w, "\r%s", progressBar(done, total, elapsed, 30))
+	fmt.Fprintf(v.w, "\r%s", progressBar(transferLabel(v.phase), done, total, elapsed, 30))
 	v.bar = true
 }
 
@@ -76,14 +81,23 @@ func (v *liveView) clearBar() {
 	}
 }
 
+// transferLabel names what a phase's transfer counts: the image a deploy
+// sends, the disk a save receives.
+func transferLabel(phase string) string {
+	if phase == "save" {
+		return "disk"
+	}
+	return "image"
+}
+
 // progressBar draws "image [#########.........]  32.0/64.0 MiB  12.3 MiB/s".
-func progressBar(done, total int64, elapsed time.Duration, width int) string {
+func progressBar(label string, done, total int64, elapsed time.Duration, width int) string {
 	rate := float64(done) / (1 << 20) / max(elapsed.Seconds(), 0.001)
 	if total <= 0 {
-		return fmt.Sprintf("image %8.1f MiB  %6.1f MiB/s", float64(done)/(1<<20), rate)
+		return fmt.Sprintf("%s %8.1f MiB  %6.1f MiB/s", label, float64(done)/(1<<20), rate)
 	}
 	filled := int(int64(width) * min(done, total) / total)
-	return fmt.Sprintf("image [%s%s] %6.1f/%.1f MiB %6.1f MiB/s",
+	return fmt.Sprintf("%s [%s%s] %6.1f/%.1f MiB %6.1f MiB/s", label,
 		strings.Repeat("#", filled), strings.Repeat(".", width-filled),
 		float64(done)/(1<<20), float64(total)/(1<<20), rate)
 }

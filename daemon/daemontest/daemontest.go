@@ -108,7 +108,8 @@ func Start(t testing.TB, o Options) *Lab {
 	}
 	l := &Lab{
 		t: t, opts: o,
-		Config: &devices.Lab{Config: devices.Config{Name: "test", StateDir: state, Retention: o.Retention}},
+		Config: &devices.Lab{Config: devices.Config{Name: "test", StateDir: state, Retention: o.Retention,
+			Images: devices.Images{SaveDir: filepath.Join(t.TempDir(), "images")}}},
 		Sims:   map[string]*dispatchertest.Node{},
 		Fakes:  map[string]*FakeNode{},
 		nodes:  map[string]*labctl.Node{},
@@ -401,6 +402,14 @@ func (f *FakeNode) BootMaster() error { f.record("pxe master"); return nil }
 // BootLocal implements labctl.Netboot.
 func (f *FakeNode) BootLocal() error { f.record("pxe local"); return nil }
 
+// BootKernel implements labctl.Netboot.
+func (f *FakeNode) BootKernel(string, string, string) error { f.record("pxe kernel"); return nil }
+
+// ExportRoot implements labctl.Netboot (a fake node has no NFS server).
+func (f *FakeNode) ExportRoot(context.Context, string) (labctl.RootExport, error) {
+	return nil, errors.New("fake node: no NFS server")
+}
+
 // PublishImage implements labctl.Netboot (a fake node takes no image).
 func (f *FakeNode) PublishImage(*os.File) (labctl.PublishedImage, error) {
 	return nil, errors.New("fake node: no images")
@@ -409,6 +418,11 @@ func (f *FakeNode) PublishImage(*os.File) (labctl.PublishedImage, error) {
 // AcceptUploads implements labctl.Netboot (a fake node sends nothing).
 func (f *FakeNode) AcceptUploads(string) (string, func(), error) {
 	return "", nil, errors.New("fake node: no uploads")
+}
+
+// AcceptSave implements labctl.Netboot (a fake node sends nothing).
+func (f *FakeNode) AcceptSave(string, int64, string) (labctl.SaveUpload, error) {
+	return nil, errors.New("fake node: no saves")
 }
 
 // Dial implements sol.Dialer: a console that never prints.

@@ -16,6 +16,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -69,6 +70,27 @@ type Node struct {
 	failFrom string
 	failErr  error
 	noMaster bool
+	// kernel is the job entry set by BootKernel; nil when the entry is
+	// the master's or local.
+	kernel *kernelEntry
+	// booted are the kernel entries the node booted, in order.
+	booted    []KernelBoot
+	exports   []*Export
+	exportErr error
+	// saves, cutSave and saveTokens serve and record AcceptSave uploads.
+	saves      *saveServer
+	cutSave    int64
+	saveTokens []string
+}
+
+// kernelEntry is a BootKernel entry.
+type kernelEntry struct{ kernel, initrd, cmdline string }
+
+// KernelBoot is one boot of a BootKernel entry: what the node fetched
+// and the command line it booted with.
+type KernelBoot struct {
+	KernelBytes, InitrdBytes int
+	Cmdline                  string
 }
 
 // NewNode makes a node whose files live in a new directory under dir.
@@ -83,14 +105,16 @@ func NewNode(name, dir string) (*Node, error) {
 	if err := os.MkdirAll(tools, 0o755); err != nil {
 		return nil, err
 	}
-	for _, applet := range []string{"sh", "wget", "dd", "gunzip", "xzcat", "sha256sum", "mkfifo", "tee", "cat", "rm", "sync", "echo", "printf", "head", "uname", "true", "false", "ls", "sleep", "test", "[", "wc", "dmesg", "mkdir", "cut", "seq", "base64"} {
+	for _, applet := range []string{"sh", "wget", "dd", "gunzip", "xzcat", "sha256sum", "mkfifo", "tee", "cat", "rm", "sync", "echo", "printf", "head", "uname", "true", "false", "ls", "sleep", "test", "[", "wc", "dmesg", "mkdir", "cut", "seq", "base64", "stty", "nc", "tail", "blockdev", "stat"} {
 		if err := os.Symlink(busybox, filepath.Join(tools, applet)); err != nil {
 			return nil, err
 		}
 	}
-	if zstd, err := exec.LookPath("zstdcat"); err == nil {
-		if err := os.Symlink(zstd, filepath.Join(tools, "zstdcat")); err != nil {
-			return nil, err
+	for _, tool := range []string{"zstdcat", "zstd"} {
+		if p, err := exec.LookPath(tool); err == nil {
+			if err := os.Symlink(p, filepath.Join(tools, tool)); err != nil {
+				return nil, err
+			}
 		}
 	}
 	disk := filepath.Join(d, "disk.img")
@@ -117,8 +141,12 @@ func (n *Node) Close() error {
 		n.stream.close()
 		n.stream = nil
 	}
+	saves := n.saves
 	n.mu.Unlock()
 	n.files.close()
+	if saves != nil {
+		saves.close()
+	}
 	return nil
 }
 
@@ -237,8 +265,82 @@ func (n *Node) BootMaster() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.calls = append(n.calls, "pxe master")
-	n.master = true
+	n.master, n.kernel = true, nil
 	return nil
+}
+
+// BootKernel implements labctl.Netboot: the next PXE boot fetches the
+// kernel and initrd over HTTP (a failed fetch prints pxelinux's "Loading
+// ... failed") and plays the test OS's login, with no disk needed.
+func (n *Node) BootKernel(kernelURL, initrdURL, cmdline string) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.calls = append(n.calls, "pxe kernel")
+	n.master, n.kernel = false, &kernelEntry{kernelURL, initrdURL, cmdline}
+	return nil
+}
+
+// ExportRoot implements labctl.Netboot: the export is recorded (see
+// Exports); the simulated node mounts nothing.
+func (n *Node) ExportRoot(ctx context.Context, dir string) (labctl.RootExport, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.calls = append(n.calls, "nfs export")
+	if n.exportErr != nil {
+		return nil, n.exportErr
+	}
+	e := &Export{Dir: dir, node: n, source: fmt.Sprintf("10.0.2.2:/labctl/%s-%d", n.Name, len(n.exports))}
+	n.exports = append(n.exports, e)
+	return e, nil
+}
+
+// FailExports makes later ExportRoot calls fail with err (nil heals it):
+// an NFS server that is not running.
+func (n *Node) FailExports(err error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.exportErr = err
+}
+
+// Exports returns the root exports made so far.
+func (n *Node) Exports() []*Export {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]*Export(nil), n.exports...)
+}
+
+// Export is a recorded root export.
+type Export struct {
+	Dir    string
+	node   *Node
+	source string
+	gone   bool
+}
+
+func (e *Export) Source() string  { return e.source }
+func (e *Export) Options() string { return "vers=4.1,port=2049" }
+
+// Withdraw records the end of the export.
+func (e *Export) Withdraw() error {
+	e.node.mu.Lock()
+	defer e.node.mu.Unlock()
+	e.node.calls = append(e.node.calls, "nfs withdraw")
+	e.gone = true
+	return nil
+}
+
+// Withdrawn reports whether the export was withdrawn.
+func (e *Export) Withdrawn() bool {
+	e.node.mu.Lock()
+	defer e.node.mu.Unlock()
+	return e.gone
+}
+
+// KernelBoots returns the kernel entries the node booted so far.
+func (n *Node) KernelBoots() []KernelBoot {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]KernelBoot(nil), n.booted...)
 }
 
 // BootLocal implements labctl.Netboot.
@@ -246,7 +348,7 @@ func (n *Node) BootLocal() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.calls = append(n.calls, "pxe local")
-	n.master = false
+	n.master, n.kernel = false, nil
 	return nil
 }
 
@@ -302,6 +404,10 @@ func (n *Node) powerOnLocked() {
 	gen := n.gen
 	pxe := n.bootdev == labctl.BootPXE
 	master := pxe && n.master && !n.noMaster
+	if pxe && n.kernel != nil && !n.noMaster {
+		go n.bootKernel(gen, *n.kernel)
+		return
+	}
 	go n.boot(gen, master, pxe && n.noMaster)
 }
 
@@ -356,6 +462,49 @@ func (n *Node) boot(gen int, master, pxeBroken bool) {
 	default:
 		n.emit(gen, []byte("No bootable device.\r\n"))
 	}
+}
+
+// bootKernel fetches a kernel entry's files as lpxelinux does and plays
+// the test OS's login.
+func (n *Node) bootKernel(gen int, e kernelEntry) {
+	if !n.emit(gen, []byte("\r\nSimBIOS (simulated node)\r\n")) {
+		return
+	}
+	time.Sleep(n.BootDelay)
+	boot := KernelBoot{Cmdline: e.cmdline}
+	for _, f := range []struct {
+		url  string
+		size *int
+	}{{e.kernel, &boot.KernelBytes}, {e.initrd, &boot.InitrdBytes}} {
+		if f.url == "" {
+			continue
+		}
+		size, err := fetch(f.url)
+		if err != nil {
+			n.emit(gen, []byte(fmt.Sprintf("Loading %s failed: %v\r\n", f.url, err)))
+			return
+		}
+		*f.size = size
+	}
+	n.mu.Lock()
+	n.booted = append(n.booted, boot)
+	n.mu.Unlock()
+	n.emit(gen, []byte("[    0.000000] Linux version 6.1.0-sim (network boot)\r\n[    0.000000] Command line: "+e.cmdline+"\r\n"))
+	n.login(gen)
+}
+
+// fetch reads a URL whole and returns its size.
+func fetch(url string) (int, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("HTTP %s", resp.Status)
+	}
+	b, err := io.ReadAll(resp.Body)
+	return len(b), err
 }
 
 func (n *Node) diskBootable() bool {

@@ -3,7 +3,12 @@
 #
 # Builds a busybox initramfs (newc cpio, gzip) from Debian packages only:
 #   FLAVOUR    master: the PXE deploy environment (root shell, "master# ")
-#              testos: the OS on the test disk image (login root/test, "testos# ")
+#              testos: the OS on the test disk image (login root/test, "testos# "),
+#                      also booted from RAM and, as a tar archive, over NFS
+#              nfsroot: mounts nfsroot=SERVER:/PATH over NFSv4 read-only with a
+#                      tmpfs overlay and switches to its /sbin/init
+#   ROOTFS_TAR (environment) set: write the tree as a zstd tar archive (a root
+#              file system for NFS, with /sbin/init) to OUT instead of a cpio
 #   KERNELDIR  output of extract-kernel.sh (unpacked kernel + depmod data)
 #   OUT        the compressed image to write
 #   MODULES    module names; they and their dependencies are copied and loaded
@@ -69,6 +74,16 @@ master)
 	done
 	echo "simlab master" >"$R/etc/issue"
 	;;
+nfsroot)
+	# busybox's mount speaks NFSv2/3 only: util-linux's mount (Debian
+	# package mount) passes NFSv4 options to the kernel.
+	cp /usr/bin/mount "$R/bin/mount.util"
+	for lib in $(ldd /usr/bin/mount | awk '/=> \// {print $3} /^\t\/lib/ {print $1}' | sort -u); do
+		mkdir -p "$R$(dirname "$lib")"
+		cp -L "$lib" "$R$lib"
+	done
+	echo "simlab nfsroot" >"$R/etc/issue"
+	;;
 testos)
 	hash=$(/bin/busybox mkpasswd -m sha512 -S simlabsalt test)
 	echo "root:$hash:19000:0:99999:7:::" >"$R/etc/shadow"
@@ -82,6 +97,15 @@ testos)
 	;;
 esac
 
+if [ -n "${ROOTFS_TAR:-}" ]; then
+	ln -s ../init "$R/sbin/init"
+	find "$R" -exec touch -h -d "@$EPOCH" {} +
+	tar -C "$R" --sort=name --numeric-owner --owner=0 --group=0 --mtime="@$EPOCH" -cf - . |
+		zstd -q -19 -c >"$OUT.tmp"
+	mv "$OUT.tmp" "$OUT"
+	echo "$FLAVOUR root archive: $OUT ($(wc -c <"$OUT") bytes)"
+	exit 0
+fi
 find "$R" -exec touch -h -d "@$EPOCH" {} +
 (cd "$R" && find . | LC_ALL=C sort | cpio -o -H newc --quiet --reproducible -R 0:0) |
 	gzip -9 -n >"$OUT.tmp"
