@@ -51,6 +51,9 @@ type Status struct {
 	// BootDevice is the device the next power-on boots from, as ipmi_sim
 	// names it: "pxe", "default" (disk), "cdrom", "bios" or "none".
 	BootDevice string `json:"boot_device"`
+	// BootEFI says whether the last boot override asked for EFI boot (read
+	// from the client's request: ipmi_sim does not pass the bit on).
+	BootEFI bool `json:"boot_efi"`
 	// Boots counts QEMU starts; QEMUPid is the running QEMU's pid.
 	Boots   int    `json:"boots"`
 	QEMUPid int    `json:"qemu_pid,omitempty"`

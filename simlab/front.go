@@ -3,6 +3,7 @@ package simlab
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -18,10 +19,17 @@ import (
 //   - kill SOL: a zero-length datagram to every client that spoke SOL
 //     recently. ipmitool's SOL loop reads it as the end of the session and
 //     exits with "SOL session closed by BMC" (its recv returns 0 bytes).
+//
+// A lab on a bridge network has the front listen twice on the same address:
+// in the host's namespace and in the lab's, where a labctl run with `ip
+// netns exec` finds the BMC at the address its device file names.
 type front struct {
 	log      *slog.Logger
-	public   *net.UDPConn
+	publics  []*net.UDPConn
 	upstream *net.UDPAddr
+
+	// flags reads the boot flags clients set (nil: not read).
+	flags *bootFlagReader
 
 	mu          sync.Mutex
 	clients     map[string]*frontClient
@@ -30,6 +38,7 @@ type front struct {
 }
 
 type frontClient struct {
+	public   *net.UDPConn // the socket the client talks to
 	addr     *net.UDPAddr
 	conn     *net.UDPConn // connected to ipmi_sim
 	lastSeen time.Time
@@ -41,24 +50,40 @@ const (
 	frontMaxClients  = 256
 )
 
-func newFront(public *net.UDPConn, upstream *net.UDPAddr, log *slog.Logger) *front {
-	return &front{log: log, public: public, upstream: upstream, clients: map[string]*frontClient{}}
+func newFront(publics []*net.UDPConn, upstream *net.UDPAddr, log *slog.Logger) *front {
+	return &front{log: log, publics: publics, upstream: upstream, clients: map[string]*frontClient{}}
 }
 
-// serve forwards client datagrams until ctx ends or the public socket closes.
+// serve forwards client datagrams until ctx ends or the public sockets close.
 func (f *front) serve(ctx context.Context) error {
 	go func() {
 		<-ctx.Done()
-		f.public.Close()
+		for _, p := range f.publics {
+			p.Close()
+		}
 	}()
 	go f.expire(ctx)
+	var wg sync.WaitGroup
+	for i, p := range f.publics {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f.servePublic(ctx, i, p)
+		}()
+	}
+	wg.Wait()
+	f.closeAll()
+	return nil
+}
+
+// servePublic forwards the datagrams of one public socket (index i).
+func (f *front) servePublic(ctx context.Context, i int, public *net.UDPConn) {
 	buf := make([]byte, 65536)
 	for {
-		n, addr, err := f.public.ReadFromUDP(buf)
+		n, addr, err := public.ReadFromUDP(buf)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
-				f.closeAll()
-				return nil
+				return
 			}
 			f.log.Warn("bmc front: read", "err", err)
 			continue
@@ -67,7 +92,7 @@ func (f *front) serve(ctx context.Context) error {
 		if f.silent(now) {
 			continue
 		}
-		c, err := f.client(ctx, addr, now)
+		c, err := f.client(ctx, i, addr, now)
 		if err != nil {
 			f.log.Warn("bmc front: upstream", "client", addr.String(), "err", err)
 			continue
@@ -76,6 +101,8 @@ func (f *front) serve(ctx context.Context) error {
 			f.mu.Lock()
 			c.lastSOL = now
 			f.mu.Unlock()
+		} else if f.flags != nil {
+			f.flags.fromClient(buf[:n])
 		}
 		_, _ = c.conn.Write(buf[:n]) // ECONNREFUSED while ipmi_sim starts: the client retries
 	}
@@ -92,8 +119,8 @@ func (f *front) silent(now time.Time) bool {
 	return false
 }
 
-func (f *front) client(ctx context.Context, addr *net.UDPAddr, now time.Time) (*frontClient, error) {
-	key := addr.String()
+func (f *front) client(ctx context.Context, public int, addr *net.UDPAddr, now time.Time) (*frontClient, error) {
+	key := fmt.Sprintf("%d/%s", public, addr)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if c, ok := f.clients[key]; ok {
@@ -107,7 +134,7 @@ func (f *front) client(ctx context.Context, addr *net.UDPAddr, now time.Time) (*
 	if err != nil {
 		return nil, err
 	}
-	c := &frontClient{addr: addr, conn: conn, lastSeen: now}
+	c := &frontClient{public: f.publics[public], addr: addr, conn: conn, lastSeen: now}
 	f.clients[key] = c
 	go f.pump(ctx, c)
 	return c, nil
@@ -132,8 +159,10 @@ func (f *front) pump(ctx context.Context, c *frontClient) {
 			f.mu.Lock()
 			c.lastSOL = now
 			f.mu.Unlock()
+		} else if f.flags != nil {
+			f.flags.fromBMC(buf[:n])
 		}
-		_, _ = f.public.WriteToUDP(buf[:n], c.addr)
+		_, _ = c.public.WriteToUDP(buf[:n], c.addr)
 	}
 }
 
@@ -216,17 +245,17 @@ func (f *front) solClients() int {
 // SOL payload datagrams within the last minute and returns how many it told.
 func (f *front) endSOLClients() int {
 	f.mu.Lock()
-	var targets []*net.UDPAddr
+	var targets []*frontClient
 	now := time.Now()
 	for _, c := range f.clients {
 		if !c.lastSOL.IsZero() && now.Sub(c.lastSOL) < time.Minute {
-			targets = append(targets, c.addr)
+			targets = append(targets, c)
 			c.lastSOL = time.Time{}
 		}
 	}
 	f.mu.Unlock()
-	for _, a := range targets {
-		_, _ = f.public.WriteToUDP(nil, a)
+	for _, c := range targets {
+		_, _ = c.public.WriteToUDP(nil, c.addr)
 	}
 	return len(targets)
 }

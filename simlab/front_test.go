@@ -67,7 +67,7 @@ func TestFront(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := newFront(pub, bmc.LocalAddr().(*net.UDPAddr), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	f := newFront([]*net.UDPConn{pub}, bmc.LocalAddr().(*net.UDPAddr), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- f.serve(ctx) }()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -31,7 +32,8 @@ type Options struct {
 	DeviceTypes string
 	// Accel is "tcg", "kvm" or "auto"; empty reads SIMLAB_ACCEL (default auto).
 	Accel string
-	// MemoryMB is each node's RAM (default 256).
+	// MemoryMB is each node's RAM (default 256 MiB on BIOS, 512 MiB on UEFI:
+	// Debian's GRUB on OVMF cannot allocate the kernel's buffer in 256).
 	MemoryMB int
 	// DiskMiB is the size of each node's disk (default 128).
 	DiskMiB int
@@ -51,6 +53,15 @@ type Options struct {
 	// WatchStdin makes each relay stop when its stdin closes, i.e. when the
 	// process that started the lab dies (StartLab sets it).
 	WatchStdin bool
+	// Network is NetUser (default: QEMU user-mode networking per node) or
+	// NetBridge (a namespace with a bridge, taps and dnsmasq; needs root).
+	Network string
+	// Labctl is the labctl binary whose `netboot dhcp-config` output
+	// dnsmasq runs (NetBridge only).
+	Labctl string
+	// Firmware is each node's firmware in order (FirmwareBIOS, FirmwareUEFI,
+	// FirmwareSecureBoot); nodes past the end of the list get BIOS.
+	Firmware []string
 }
 
 // Lab is a running simulated lab.
@@ -63,12 +74,16 @@ type Lab struct {
 	// Accel is the QEMU accelerator the nodes use ("tcg" or "kvm").
 	Accel string
 	Nodes []*Node
+	// Network is the lab's bridge network; nil on user-mode networking.
+	Network *Network
 
-	slots     []*Slot
-	relays    []*exec.Cmd
-	stdins    []io.Closer
-	closeOnce sync.Once
-	closeErr  error
+	slots      []*Slot
+	dhcp       *exec.Cmd
+	dhcpExited chan error
+	relays     []*exec.Cmd
+	stdins     []io.Closer
+	closeOnce  sync.Once
+	closeErr   error
 }
 
 // BootServer is where the lab's boot server is to listen and how nodes
@@ -76,9 +91,12 @@ type Lab struct {
 type BootServer struct {
 	// Root is the boot root (the artifacts' bootroot).
 	Root string
-	// TFTPAddr and HTTPAddr are host listen addresses on 127.0.0.1.
+	// TFTPAddr and HTTPAddr are listen addresses: on 127.0.0.1 with
+	// user-mode networking, on the bridge (in the lab's namespace) with
+	// NetBridge.
 	TFTPAddr, HTTPAddr string
-	// HTTPURL is the HTTP server as nodes see it: http://10.0.2.2:PORT.
+	// HTTPURL is the HTTP server as nodes see it: http://10.0.2.2:PORT, or
+	// http://BridgeIP.
 	HTTPURL string
 	// TFTPServer is the TFTP server address as nodes see it (10.0.2.2).
 	TFTPServer string
@@ -96,9 +114,12 @@ type Node struct {
 	Dir  string
 	Slot int
 	MAC  string
-	// IP is the address the node gets from user-mode networking's DHCP.
-	IP  string
-	BMC BMC
+	// IP is the address the node gets from DHCP (user-mode networking's,
+	// or dnsmasq's fixed address on the bridge).
+	IP string
+	// Firmware is FirmwareBIOS, FirmwareUEFI or FirmwareSecureBoot.
+	Firmware string
+	BMC      BMC
 	// DeviceFile is the node's device file (devices/NAME.toml).
 	DeviceFile string
 	// ConsoleLog is everything the node's console printed (capped at 64 MiB).
@@ -178,6 +199,9 @@ func Up(ctx context.Context, opts Options) (*Lab, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("simlab up: no lab directory")
 	}
+	if len(opts.Firmware) > opts.Nodes {
+		return nil, fmt.Errorf("simlab up: %d firmware kinds for %d nodes", len(opts.Firmware), opts.Nodes)
+	}
 	dir, err := filepath.Abs(opts.Dir)
 	if err != nil {
 		return nil, err
@@ -213,9 +237,6 @@ func Up(ctx context.Context, opts Options) (*Lab, error) {
 			return nil, fmt.Errorf("simlab up: %w", err)
 		}
 	}
-	if opts.MemoryMB == 0 {
-		opts.MemoryMB = 256
-	}
 	if opts.DiskMiB == 0 {
 		opts.DiskMiB = 128
 	}
@@ -240,6 +261,14 @@ func Up(ctx context.Context, opts Options) (*Lab, error) {
 		return nil, fmt.Errorf("simlab up: %w", err)
 	}
 	first := slots[0].Ports
+	switch opts.Network {
+	case "", NetUser:
+		opts.Network = NetUser
+	case NetBridge:
+	default:
+		releaseAll(slots)
+		return nil, fmt.Errorf("simlab up: network %q: want %s or %s", opts.Network, NetUser, NetBridge)
+	}
 	lab := &Lab{
 		Dir:        dir,
 		ConfigPath: filepath.Join(dir, labConfigFile),
@@ -256,6 +285,21 @@ func Up(ctx context.Context, opts Options) (*Lab, error) {
 			ServerAddr: fmt.Sprintf("127.0.0.1:%d", first.Server),
 		},
 	}
+	if opts.Network == NetBridge {
+		lab.Network = &Network{
+			NetNS:       netnsName(pool.Dir, slots[0].N),
+			Bridge:      bridgeName,
+			Address:     BridgeIP,
+			DHCPLog:     filepath.Join(dir, dhcpDir, dhcpLogFile),
+			DHCPConfig:  filepath.Join(dir, dhcpDir, dhcpLabctlConf),
+			DHCPPidFile: filepath.Join(dir, dhcpDir, dhcpPidFile),
+		}
+		lab.BootServer.TFTPAddr = fmt.Sprintf("%s:%d", BridgeIP, BridgeTFTPPort)
+		lab.BootServer.HTTPAddr = fmt.Sprintf("%s:%d", BridgeIP, BridgeHTTPPort)
+		lab.BootServer.HTTPURL = "http://" + BridgeIP
+		lab.BootServer.TFTPServer = BridgeIP
+		lab.BootServer.TFTPPort = BridgeTFTPPort
+	}
 	if err := lab.start(ctx, opts, tools, pool); err != nil {
 		lab.Close()
 		return nil, fmt.Errorf("simlab up: %w", err)
@@ -269,9 +313,40 @@ func (l *Lab) start(ctx context.Context, opts Options, tools Tools, pool *Pool) 
 			return err
 		}
 	}
+	var names []string
+	for i := range l.slots {
+		names = append(names, "node"+strconv.Itoa(i+1))
+	}
+	var ipPath string
+	if l.Network != nil {
+		if os.Geteuid() != 0 {
+			return fmt.Errorf("network %s needs root (it creates a network namespace, a bridge and tap devices); use network %s without root", NetBridge, NetUser)
+		}
+		var err error
+		if ipPath, err = ipTool(); err != nil {
+			return err
+		}
+		if _, err := dnsmasqTool(); err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Join(l.Dir, dhcpDir), 0o755); err != nil {
+			return err
+		}
+		// Written first, so that Down finds the namespace if a later step fails.
+		if err := writeNetworkFile(l.Dir, *l.Network); err != nil {
+			return err
+		}
+		if err := createNetwork(ctx, ipPath, l.Network.NetNS, names); err != nil {
+			return err
+		}
+	}
 	var configs []NodeConfig
 	for i, s := range l.slots {
-		name := "node" + strconv.Itoa(i+1)
+		name := names[i]
+		firmware := FirmwareBIOS
+		if i < len(opts.Firmware) && opts.Firmware[i] != "" {
+			firmware = opts.Firmware[i]
+		}
 		nodeDir := filepath.Join(l.Dir, nodesDir, name)
 		if err := os.MkdirAll(nodeDir, 0o755); err != nil {
 			return err
@@ -288,8 +363,22 @@ func (l *Lab) start(ctx context.Context, opts Options, tools Tools, pool *Pool) 
 		if err := makeDisk(disk, int64(opts.DiskMiB)<<20, opts.DiskImage); err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
+		ip := NodeIP
+		if l.Network != nil {
+			ip = bridgeNodeIP(i + 1)
+		}
+		fw, err := firmwareFiles(firmware)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+		if fw.Vars != "" {
+			if err := copyFile(fw.Vars, filepath.Join(nodeDir, varsFile)); err != nil {
+				return fmt.Errorf("%s: firmware variable store: %w", name, err)
+			}
+		}
 		c := NodeConfig{
 			Name:          name,
+			Firmware:      firmware,
 			Slot:          s.N,
 			Ports:         s.Ports,
 			Dir:           nodeDir,
@@ -298,13 +387,18 @@ func (l *Lab) start(ctx context.Context, opts Options, tools Tools, pool *Pool) 
 			BMCUser:       "admin",
 			PasswordFile:  pwFile,
 			Accel:         l.Accel,
-			MemoryMB:      opts.MemoryMB,
+			MemoryMB:      memoryFor(opts.MemoryMB, firmware),
 			Disk:          disk,
 			BootFile:      fmt.Sprintf("tftp://%s:%d/pxelinux.0", HostFromGuest, l.BootServer.TFTPPort),
 			Simlab:        opts.Simlab,
 			QEMU:          tools.QEMU,
 			IPMISim:       tools.IPMISim,
 			IPMITool:      tools.IPMITool,
+		}
+		if l.Network != nil {
+			c.NetNS = l.Network.NetNS
+			c.Tap = tapName(name)
+			c.IPTool = ipPath
 		}
 		if err := WriteNodeConfig(c); err != nil {
 			return err
@@ -318,7 +412,8 @@ func (l *Lab) start(ctx context.Context, opts Options, tools Tools, pool *Pool) 
 			Dir:        nodeDir,
 			Slot:       s.N,
 			MAC:        c.MAC,
-			IP:         NodeIP,
+			IP:         ip,
+			Firmware:   firmware,
 			BMC:        BMC{Host: "127.0.0.1", Port: s.Ports.BMC, User: c.BMCUser, Password: password, PasswordFile: pwFile, CipherSuite: 3},
 			DeviceFile: filepath.Join(l.Dir, devicesDir, name+".toml"),
 			ConsoleLog: filepath.Join(nodeDir, consoleLogFile),
@@ -333,7 +428,13 @@ func (l *Lab) start(ctx context.Context, opts Options, tools Tools, pool *Pool) 
 	if err := l.waitReady(ctx, 30*time.Second); err != nil {
 		return err
 	}
-	return writeLabConfig(l, opts.DeviceTypes)
+	if err := writeLabConfig(l, opts.DeviceTypes); err != nil {
+		return err
+	}
+	if l.Network != nil {
+		return l.startDHCP(ctx, opts.Labctl, opts.WatchStdin)
+	}
+	return nil
 }
 
 // startRelay starts `simlab relay` for one node. It gets the slot's locked
@@ -417,6 +518,18 @@ func (l *Lab) Close() error {
 				errs = append(errs, err)
 			}
 		}
+		if l.dhcp != nil {
+			_ = l.dhcp.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-l.dhcpExited:
+			case <-time.After(5 * time.Second):
+				_ = l.dhcp.Process.Kill()
+				<-l.dhcpExited
+			}
+		}
+		if err := stopNetwork(context.Background(), l.Dir); err != nil {
+			errs = append(errs, err)
+		}
 		releaseAll(l.slots)
 		l.closeErr = errors.Join(errs...)
 	})
@@ -439,6 +552,9 @@ func Down(dir string) error {
 		if err := stopNodeLeftovers(nodeDir); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := stopNetwork(context.Background(), dir); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -477,8 +593,12 @@ func OpenLab(dir string) (*Lab, error) {
 			return nil, fmt.Errorf("open lab %s: %s: %w", dir, c.Name, err)
 		}
 		l.Accel = c.Accel
+		ip := NodeIP
+		if c.NetNS != "" {
+			ip = bridgeNodeIP(nodeIndex(c.Name))
+		}
 		l.Nodes = append(l.Nodes, &Node{
-			Name: c.Name, Dir: c.Dir, Slot: c.Slot, MAC: c.MAC, IP: NodeIP,
+			Name: c.Name, Dir: c.Dir, Slot: c.Slot, MAC: c.MAC, IP: ip, Firmware: c.Firmware,
 			BMC:        BMC{Host: "127.0.0.1", Port: c.Ports.BMC, User: c.BMCUser, Password: strings.TrimSpace(string(pw)), PasswordFile: c.PasswordFile, CipherSuite: 3},
 			DeviceFile: filepath.Join(dir, devicesDir, c.Name+".toml"),
 			ConsoleLog: filepath.Join(c.Dir, consoleLogFile),
@@ -486,6 +606,13 @@ func OpenLab(dir string) (*Lab, error) {
 		})
 	}
 	sort.Slice(l.Nodes, func(i, j int) bool { return nodeIndex(l.Nodes[i].Name) < nodeIndex(l.Nodes[j].Name) })
+	if b, err := os.ReadFile(filepath.Join(dir, networkFile)); err == nil {
+		var n Network
+		if err := json.Unmarshal(b, &n); err != nil {
+			return nil, fmt.Errorf("open lab %s: %s: %w", dir, networkFile, err)
+		}
+		l.Network = &n
+	}
 	return l, nil
 }
 

@@ -19,8 +19,12 @@ func writeLabConfig(l *Lab, deviceTypes string) error {
 		return fmt.Errorf("write lab config: %w", err)
 	}
 	b := l.BootServer
+	where := ""
+	if l.Network != nil {
+		where = fmt.Sprintf("# The boot server and the API listen in the lab's network namespace: run\n# labctl there (ip netns exec %s labctl ...). DHCP: dnsmasq, %s.\n", l.Network.NetNS, l.Network.DHCPLog)
+	}
 	lab := fmt.Sprintf(`# Simulated lab written by `+"`simlab up`"+`: %d node(s), QEMU accelerator %s.
-name = "simlab"
+`+where+`name = "simlab"
 device_types = [%s]
 devices = ["devices"]
 state_dir = "state"
@@ -54,7 +58,7 @@ host = %s
 port = %d
 user = %s
 password_file = %s
-`, n.Name, n.Slot, n.ConsoleLog, tomlString(n.Name), tomlString(DeviceType), tomlString(n.MAC), tomlString(n.IP),
+`, n.Name, n.Slot, n.ConsoleLog, tomlString(n.Name), tomlString(DeviceTypeFor(n.Firmware)), tomlString(n.MAC), tomlString(n.IP),
 			tomlString(n.BMC.Host), n.BMC.Port, tomlString(n.BMC.User), tomlString(filepath.Base(n.BMC.PasswordFile)))
 		if err := os.WriteFile(n.DeviceFile, []byte(dev), 0o644); err != nil {
 			return fmt.Errorf("write lab config: %w", err)

@@ -31,8 +31,17 @@ type NodeConfig struct {
 	MemoryMB int    `json:"memory_mb"`
 	// Disk is the node's sparse raw disk image.
 	Disk string `json:"disk"`
-	// BootFile is the DHCP bootfile URL the PXE ROM fetches.
+	// BootFile is the DHCP bootfile URL the PXE ROM fetches (user-mode
+	// networking only; on the bridge, dnsmasq says what to boot).
 	BootFile string `json:"boot_file"`
+	// Firmware is FirmwareBIOS (empty), FirmwareUEFI or FirmwareSecureBoot.
+	Firmware string `json:"firmware,omitempty"`
+	// NetNS and Tap put the NIC on the lab's bridge: QEMU runs in the
+	// namespace (IPTool netns exec) on the tap device. Empty: user-mode
+	// networking.
+	NetNS  string `json:"netns,omitempty"`
+	Tap    string `json:"tap,omitempty"`
+	IPTool string `json:"ip_tool,omitempty"`
 	// Simlab is the absolute path of the simlab binary (the chassis hook).
 	Simlab   string `json:"simlab"`
 	QEMU     string `json:"qemu"`

@@ -41,6 +41,7 @@ type Relay struct {
 	qemuConn    net.Conn
 	power       bool
 	bootDevice  string
+	bootEFI     bool // the last boot override asked for EFI boot
 	boots       int
 	qemuPid     int
 	poweredOnAt time.Time
@@ -94,12 +95,33 @@ func (r *Relay) Serve(ctx context.Context) error {
 		solLn.Close()
 		return fmt.Errorf("relay %s: BMC port: %w", c.Name, err)
 	}
-	r.front = newFront(pub, &net.UDPAddr{IP: net.ParseIP(BMCInternalIP), Port: c.Ports.BMC}, r.log)
+	publics := []*net.UDPConn{pub}
+	if c.NetNS != "" {
+		// The same BMC address inside the lab's namespace, for a labctl
+		// running there (ipmi_sim stays in the host's namespace).
+		var inNS *net.UDPConn
+		err := InNetNS(c.NetNS, func() error {
+			var err error
+			inNS, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: c.Ports.BMC})
+			return err
+		})
+		if err != nil {
+			ctl.Close()
+			solLn.Close()
+			pub.Close()
+			return fmt.Errorf("relay %s: BMC port in the lab network: %w", c.Name, err)
+		}
+		publics = append(publics, inNS)
+	}
+	r.front = newFront(publics, &net.UDPAddr{IP: net.ParseIP(BMCInternalIP), Port: c.Ports.BMC}, r.log)
+	r.front.flags = newBootFlagReader(r.password)
 	cl, err := openCappedFile(filepath.Join(c.Dir, consoleLogFile), 64<<20)
 	if err != nil {
 		ctl.Close()
 		solLn.Close()
-		pub.Close()
+		for _, p := range publics {
+			p.Close()
+		}
 		return fmt.Errorf("relay %s: console log: %w", c.Name, err)
 	}
 	r.consoleLog = cl
@@ -459,10 +481,17 @@ func (r *Relay) Chassis(args []string) (string, error) {
 			default:
 				return "", fmt.Errorf("chassis: set boot %q: unknown device", val)
 			}
+			// The front has read the request this hook call answers.
+			flags := r.front.flags.last()
 			r.mu.Lock()
 			r.bootDevice = val
+			r.bootEFI = flags.Set && flags.EFI
 			r.dirty = true
-			r.eventLocked("bootdev " + val)
+			if r.bootEFI {
+				r.eventLocked("bootdev " + val + " (EFI)")
+			} else {
+				r.eventLocked("bootdev " + val)
+			}
 			r.mu.Unlock()
 			return "", nil
 		case "identify":
@@ -526,11 +555,27 @@ func (r *Relay) powerOn() error {
 	r.qemu = nil
 	c := r.cfg
 	r.mu.Lock()
-	dev := r.bootDevice
+	dev, efi := r.bootDevice, r.bootEFI
 	r.mu.Unlock()
-	order := "c"
-	if dev == "pxe" {
-		order = "n"
+	netFirst := dev == "pxe"
+	order := "disk first"
+	if netFirst {
+		order = "network first"
+	}
+	if netFirst && !efi && firmwareName(c.Firmware) != FirmwareBIOS {
+		// UEFI-only firmware has no legacy network boot: it ignores the
+		// override and boots its own order, as a real server does.
+		netFirst = false
+		order = "its own order (a legacy boot override: UEFI-only firmware ignores it)"
+	}
+	args, err := qemuArgs(c, netFirst)
+	if err != nil {
+		return fmt.Errorf("power on %s: %w", c.Name, err)
+	}
+	argv := append([]string{c.QEMU}, args...)
+	if c.NetNS != "" {
+		// ip netns exec execs QEMU: the pid stays QEMU's.
+		argv = append([]string{c.IPTool, "netns", "exec", c.NetNS}, argv...)
 	}
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -550,13 +595,13 @@ func (r *Relay) powerOn() error {
 		theirs.Close()
 		return fmt.Errorf("power on %s: %w", c.Name, err)
 	}
-	cmd := exec.Command(c.QEMU, qemuArgs(c, order)...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = c.Dir
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.ExtraFiles = []*os.File{theirs} // fd 3 in QEMU: -chardev socket,fd=3
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	fmt.Fprintf(logf, "--- %s power on: %s %s\n", time.Now().Format(time.RFC3339Nano), c.QEMU, strings.Join(cmd.Args[1:], " "))
+	fmt.Fprintf(logf, "--- %s power on: %s\n", time.Now().Format(time.RFC3339Nano), strings.Join(cmd.Args, " "))
 	started := time.Now()
 	err = cmd.Start()
 	theirs.Close()
@@ -578,7 +623,7 @@ func (r *Relay) powerOn() error {
 	r.firstOutput = 0
 	r.filter.unechoed = 0
 	r.dirty = true
-	r.eventLocked(fmt.Sprintf("power on (boot %s, order=%s, accel %s)", dev, order, c.Accel))
+	r.eventLocked(fmt.Sprintf("power on (boot %s, %s, firmware %s, accel %s)", dev, order, firmwareName(c.Firmware), c.Accel))
 	r.mu.Unlock()
 	go r.pumpOutput(conn, started)
 	go func() {
@@ -644,6 +689,7 @@ func (r *Relay) Status() Status {
 		SOLLinked:   r.solConn != nil,
 		Power:       r.power,
 		BootDevice:  r.bootDevice,
+		BootEFI:     r.bootEFI,
 		Boots:       r.boots,
 		QEMUPid:     r.qemuPid,
 		Accel:       r.cfg.Accel,

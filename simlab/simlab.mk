@@ -21,6 +21,15 @@ SIMLAB_IMG   := $(SIMLAB_ART)/images
 SIMLAB_LAB   := $(SIMLAB_OUT)/lab
 SIMLAB_S     := $(SIMLAB_DIR)/scripts
 NODES        ?= 2
+# NET=bridge: the nodes on a bridge in the lab's own network namespace with
+# dnsmasq as DHCP server (root); NET=user: QEMU user-mode networking.
+# FIRMWARE: per node, comma-separated bios, uefi, uefi-secureboot (bridge).
+NET          ?= user
+FIRMWARE     ?=
+# The bridge network and UEFI nodes: iproute2 (ip netns), dnsmasq-base (the
+# dnsmasq binary alone; package dnsmasq would also start a system-wide DNS
+# service), ovmf; shim and GRUB signed for the test disk's UEFI boot.
+DEB_PACKAGES += iproute2 dnsmasq-base ovmf shim-signed grub-efi-amd64-signed
 
 # Kernel modules in the initrds (dependencies are added automatically).
 # The master also carries common drivers of real x86 servers, so `make
@@ -61,8 +70,9 @@ master: $(addprefix $(SIMLAB_ROOT)/,$(SIMLAB_BOOTFILES) $(SIMLAB_EFIFILES) simla
 
 diskless: $(SIMLAB_DISKLESS_FILES) ## diskless test OS in build/simlab/artifacts/diskless: kernel, test OS initramfs (ramdisk), NFS-root initrd, root archive (nfs)
 
-simlab: build artifacts ## start NODES simulated nodes (default 2) and write their lab config; last line: `lab: PATH`
-	bin/simlab up --nodes $(NODES) --dir $(SIMLAB_LAB) --artifacts $(SIMLAB_ART) --device-types $(abspath device-types)
+simlab: build artifacts ## start NODES simulated nodes (default 2; NET=bridge for a real DHCP server) and write their lab config; last line: `lab: PATH`
+	bin/simlab up --nodes $(NODES) --dir $(SIMLAB_LAB) --artifacts $(SIMLAB_ART) --device-types $(abspath device-types) \
+		--network $(NET) --labctl $(abspath bin/labctl) $(if $(FIRMWARE),--firmware $(FIRMWARE))
 
 simlab-down: ## stop the nodes `make simlab` started (by pid files)
 	@if [ -x bin/simlab ]; then bin/simlab down --dir $(SIMLAB_LAB); else echo "no bin/simlab: nothing started"; fi
@@ -147,7 +157,8 @@ $(SIMLAB_ROOT)/simlab/pxelinux.cfg.sample: $(SIMLAB_DIR)/simlab.mk
 	  '  APPEND hd0 0' >$@
 
 # --- test disk images ----------------------------------------------------------
-$(SIMLAB_IMG)/disk.img: $(SIMLAB_WORK)/kernel/vmlinuz $(SIMLAB_WORK)/testos.gz $(SIMLAB_S)/build-disk.sh
+$(SIMLAB_IMG)/disk.img: $(SIMLAB_WORK)/kernel/vmlinuz $(SIMLAB_WORK)/testos.gz $(SIMLAB_S)/build-disk.sh \
+		/usr/lib/shim/shimx64.efi.signed /usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed
 	@mkdir -p $(@D)
 	DISK_APPEND="$(TESTOS_APPEND)" $(SIMLAB_S)/build-disk.sh $(SIMLAB_WORK)/kernel/vmlinuz $(SIMLAB_WORK)/testos.gz $@ 64
 

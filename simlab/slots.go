@@ -27,9 +27,9 @@ const (
 	// lab never starves the test suite of slots.
 	LabSlotsFirst = 40
 	// DefaultSlots is how many nodes tests may run at once on a machine
-	// when LABCTL_SIMLAB_SLOTS is not set: three TCG VMs are what 2 cores
-	// carry.
-	DefaultSlots = 3
+	// when LABCTL_SIMLAB_SLOTS is not set: four, one node of each firmware
+	// kind (TestLabMixedFirmware); more TCG VMs than that overload 2 cores.
+	DefaultSlots = 4
 )
 
 // Ports are the loopback ports one slot owns.

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -78,4 +80,81 @@ func readPid(t *testing.T, path string) string {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// TestLabUpDownBridge: `simlab up --network bridge` makes the lab's
+// namespace with its bridge and taps, runs dnsmasq there on labctl's DHCP
+// config, and answers IPMI at the node's BMC address inside the namespace
+// too; `simlab down` removes all of it.
+func TestLabUpDownBridge(t *testing.T) {
+	if _, err := simlab.FindTools(); err != nil {
+		simlabtest.SkipOrFail(t, err)
+	}
+	if os.Geteuid() != 0 {
+		simlabtest.SkipOrFail(t, errors.New("the bridge network needs root"))
+	}
+	artifacts := simlabtest.Artifacts(t).Dir
+	labctl := os.Getenv("LABCTL_BIN")
+	if labctl == "" {
+		labctl = filepath.Join(t.TempDir(), "labctl")
+		if out, err := exec.Command("go", "build", "-o", labctl, "../labctl").CombinedOutput(); err != nil {
+			t.Fatalf("go build labctl: %v\n%s", err, out)
+		}
+	}
+	dir := filepath.Join(t.TempDir(), "lab")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	opts := simlab.Options{Nodes: 2, Dir: dir, Artifacts: artifacts, Accel: "tcg", Simlab: simlabtest.SimlabBinary(t),
+		SlotWait: 3 * time.Minute, Network: simlab.NetBridge, Labctl: labctl}
+	t.Cleanup(func() { _ = simlab.Down(dir) })
+	if err := runUp(ctx, opts, &out); err != nil {
+		t.Fatalf("up: %v\n%s", err, out.String())
+	}
+	lab, err := simlab.OpenLab(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := lab.Network
+	if n == nil {
+		t.Fatalf("no network in the lab:\n%s", out.String())
+	}
+	ip := func(args ...string) (string, error) {
+		b, err := exec.Command("ip", args...).CombinedOutput()
+		return string(b), err
+	}
+	if o, err := ip("-n", n.NetNS, "-br", "link"); err != nil || !strings.Contains(o, "tap-node1") || !strings.Contains(o, "tap-node2") || !strings.Contains(o, "br0") {
+		t.Errorf("links in %s: %v\n%s", n.NetNS, err, o)
+	}
+	dnsmasq := readPid(t, n.DHCPPidFile)
+	if link, err := os.Readlink("/proc/" + dnsmasq + "/ns/net"); err != nil {
+		t.Errorf("dnsmasq (pid %s) not running: %v", dnsmasq, err)
+	} else if self, _ := os.Readlink("/proc/self/ns/net"); link == self {
+		t.Error("dnsmasq runs in the host's network namespace")
+	}
+	if conf, err := os.ReadFile(n.DHCPConfig); err != nil || !strings.Contains(string(conf), "dhcp-host=") || !strings.Contains(string(conf), lab.Nodes[1].MAC) {
+		t.Errorf("labctl's dnsmasq config %s: %v\n%s", n.DHCPConfig, err, conf)
+	}
+	if lab.Nodes[1].IP != "10.76.0.12" {
+		t.Errorf("node2: ip %q, want 10.76.0.12", lab.Nodes[1].IP)
+	}
+	// The BMC at the same address inside the namespace.
+	node := lab.Nodes[0]
+	argv := n.Exec(append([]string{"ipmitool"}, append(node.IPMIToolArgs(), "power", "status")...)...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Env = node.IPMIToolEnv()
+	if o, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(o), "Chassis Power is off") {
+		t.Errorf("ipmitool power status inside %s: %v\n%s", n.NetNS, err, o)
+	}
+
+	out.Reset()
+	if err := runDown(dir, &out); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat("/run/netns/" + n.NetNS); err == nil {
+		t.Errorf("namespace %s left after down", n.NetNS)
+	}
+	if stat, err := os.ReadFile("/proc/" + dnsmasq + "/stat"); err == nil && !strings.Contains(string(stat), ") Z") {
+		t.Errorf("dnsmasq %s still running after down", dnsmasq)
+	}
 }

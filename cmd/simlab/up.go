@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/labctl/labctl/simlab"
@@ -21,8 +24,11 @@ func upCommand() *cli.Command {
 			&cli.StringFlag{Name: "artifacts", Usage: "artifacts directory (default build/simlab/artifacts of this repository)"},
 			&cli.StringFlag{Name: "device-types", Usage: "device type directory for lab.toml (default device-types of this repository)"},
 			&cli.StringFlag{Name: "accel", EnvVars: []string{"SIMLAB_ACCEL"}, Usage: "tcg, kvm or auto (KVM only after a smoke boot works)"},
-			&cli.IntFlag{Name: "memory", Value: 256, Usage: "RAM per node in MiB"},
+			&cli.IntFlag{Name: "memory", Usage: "RAM per node in MiB (default 256 on BIOS, 512 on UEFI)"},
 			&cli.DurationFlag{Name: "slot-wait", Value: 30 * time.Minute, Usage: "how long to wait for free machine-wide slots"},
+			&cli.StringFlag{Name: "network", Value: simlab.NetUser, Usage: "`MODE`: user (QEMU user-mode networking per node) or bridge (own network namespace, bridge, taps, dnsmasq; root)"},
+			&cli.StringFlag{Name: "labctl", Usage: "labctl `BINARY` whose `netboot dhcp-config` dnsmasq runs (bridge; default: labctl beside simlab, then PATH)"},
+			&cli.StringFlag{Name: "firmware", Usage: "per node, comma-separated: bios, uefi, uefi-httpboot (PXE off, UEFI HTTP boot) or uefi-secureboot (default bios; the uefi kinds netboot on --network bridge only: user-mode DHCP cannot answer them), e.g. bios,uefi,uefi-httpboot,uefi-secureboot"},
 		},
 		Action: func(c *cli.Context) error {
 			return runUp(c.Context, simlab.Options{
@@ -33,6 +39,9 @@ func upCommand() *cli.Command {
 				Accel:       c.String("accel"),
 				MemoryMB:    c.Int("memory"),
 				SlotWait:    c.Duration("slot-wait"),
+				Network:     c.String("network"),
+				Labctl:      labctlBinary(c.String("labctl"), c.String("network")),
+				Firmware:    splitList(c.String("firmware")),
 			}, os.Stdout)
 		},
 	}
@@ -63,7 +72,45 @@ func runUp(ctx context.Context, opts simlab.Options, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "boot server: serve %s on tftp %s and http %s (nodes fetch %s)\n",
 		lab.BootServer.Root, lab.BootServer.TFTPAddr, lab.BootServer.HTTPAddr, lab.BootServer.HTTPURL)
+	if n := lab.Network; n != nil {
+		fmt.Fprintf(out, "network: namespace %s, bridge %s %s, dnsmasq log %s; run labctl with: ip netns exec %s labctl ...\n",
+			n.NetNS, n.Bridge, n.Address, n.DHCPLog, n.NetNS)
+	}
 	fmt.Fprintf(out, "%d node(s) up in %.1fs (QEMU %s); stop with: simlab down --dir %s\n", len(lab.Nodes), time.Since(start).Seconds(), lab.Accel, lab.Dir)
 	fmt.Fprintf(out, "lab: %s\n", lab.ConfigPath)
 	return nil
+}
+
+// labctlBinary is the labctl a bridge lab generates its DHCP config with:
+// flag, else labctl beside this executable (bin/), else PATH.
+func labctlBinary(flag, network string) string {
+	if flag != "" || network != simlab.NetBridge {
+		return flag
+	}
+	if self, err := os.Executable(); err == nil {
+		if p := filepath.Join(filepath.Dir(self), "labctl"); fileExists(p) {
+			return p
+		}
+	}
+	if p, err := exec.LookPath("labctl"); err == nil {
+		return p
+	}
+	return ""
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// splitList splits a comma-separated flag value.
+func splitList(s string) []string {
+	if strings.TrimSpace(s) == "" {
+		return nil
+	}
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		out = append(out, strings.TrimSpace(f))
+	}
+	return out
 }

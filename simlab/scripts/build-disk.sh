@@ -6,9 +6,18 @@
 # syslinux, the kernel and the test OS initramfs. The machine boots it with
 # no network: BIOS -> MBR -> SYSLINUX -> kernel -> test OS login prompt.
 #
+# The same partition boots on UEFI, with Secure Boot too: Debian's signed
+# shim as the removable-media loader \EFI\BOOT\BOOTX64.EFI, which loads
+# Debian's signed GRUB beside it, which reads \EFI\debian\grub.cfg (its
+# built-in prefix) and boots the same kernel (Debian's, signed) and initramfs
+# (not verified by Secure Boot). No fbx64.efi: shim would run the fallback
+# loader, which writes boot entries and resets the machine.
+# UEFI=0 leaves the EFI files out.
+#
 # Kernel arguments: $DISK_APPEND (default "console=ttyS0,115200 panic=10 quiet").
 # Reproducible: fixed volume id and file times (mkfs.fat --invariant, mcopy -m).
-# Needs: fdisk (sfdisk), dosfstools, mtools, syslinux, syslinux-common.
+# Needs: fdisk (sfdisk), dosfstools, mtools, syslinux, syslinux-common,
+# shim-signed, grub-efi-amd64-signed.
 set -eu
 KERNEL=$1
 INITRD=$2
@@ -49,5 +58,24 @@ P="$IMG@@$((START * 512))"
 mcopy -m -i "$P" "$T/vmlinuz" "$T/testos.gz" "$T/syslinux.cfg" ::/
 # The mtools-based installer writes ldlinux.sys/ldlinux.c32 and the boot sector.
 syslinux --offset $((START * 512)) --install "$IMG"
+
+if [ "${UEFI:-1}" = 1 ]; then
+	SHIM=${SHIM:-/usr/lib/shim/shimx64.efi.signed}
+	GRUB=${GRUB_EFI:-/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed}
+	cat >"$T/grub.cfg" <<CFG
+set timeout=0
+set default=0
+menuentry testos {
+	linux /vmlinuz $APPEND
+	initrd /testos.gz
+}
+CFG
+	cp "$SHIM" "$T/BOOTX64.EFI"
+	cp "$GRUB" "$T/grubx64.efi"
+	touch -d "@$EPOCH" "$T/BOOTX64.EFI" "$T/grubx64.efi" "$T/grub.cfg"
+	mmd -i "$P" ::/EFI ::/EFI/BOOT ::/EFI/debian
+	mcopy -m -i "$P" "$T/BOOTX64.EFI" "$T/grubx64.efi" ::/EFI/BOOT/
+	mcopy -m -i "$P" "$T/grub.cfg" ::/EFI/debian/
+fi
 mv "$IMG" "$OUT"
-echo "disk image: $OUT (${SIZE_MIB} MiB, kernel args: $APPEND)"
+echo "disk image: $OUT (${SIZE_MIB} MiB, BIOS$([ "${UEFI:-1}" = 1 ] && echo ' and UEFI (shim, GRUB)'), kernel args: $APPEND)"
