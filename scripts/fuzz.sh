@@ -45,6 +45,10 @@ fuzz_package() {
 		local start=$SECONDS
 		if "$GO" test -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime "$FUZZMINIMIZETIME" -parallel 1 "$dir" >"$out" 2>&1; then
 			echo "ok    $dir $target ($((SECONDS - start))s)"
+		elif grep -q 'context deadline exceeded' "$out" && ! grep -q 'Failing input written' "$out"; then
+			# The engine's own deadline passed while a worker was busy (a
+			# loaded machine): no input failed, nothing to replay.
+			echo "ok    $dir $target ($((SECONDS - start))s; the fuzz engine's deadline passed mid-run, no failing input)"
 		else
 			echo "FAIL  $dir $target"
 			sed 's/^/    /' "$out"
