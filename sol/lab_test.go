@@ -89,7 +89,9 @@ func TestLabSOL(t *testing.T) {
 		}
 		payload := "lossless-0123456789-abcdefghijklmnopqrstuvwxyz-ABCDEFGHIJKLMNOPQRSTUVWXYZ-0123456789"
 		sum := sha256.Sum256([]byte(payload + "\n"))
-		rep, err := w.Type(ctx, "echo "+payload+" | sha256sum\r", sol.Pacing{Mode: sol.Echo, Delay: 100 * time.Millisecond})
+		// A generous echo wait: this checks that nothing is lost, and a
+		// busy test machine may take longer than a BMC to echo.
+		rep, err := w.Type(ctx, "echo "+payload+" | sha256sum\r", sol.Pacing{Mode: sol.Echo, Delay: 100 * time.Millisecond, EchoTimeout: 10 * time.Second})
 		if err != nil {
 			c, _ := node.Counters(ctx)
 			t.Fatalf("type: %v (%v; counters %+v)", err, rep, c)
