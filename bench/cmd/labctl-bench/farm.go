@@ -92,7 +92,7 @@ func runFarm(args []string) error {
 			return err
 		}
 		farm = append(farm, n)
-		srv, err := n.serveBMC(password, base+i-1)
+		srv, _, err := n.serveBMC(password, base+i-1)
 		if err != nil {
 			return fmt.Errorf("farm: %s: %w", name, err)
 		}
@@ -104,24 +104,31 @@ func runFarm(args []string) error {
 	return nil
 }
 
-// serveBMC makes the node's BMC server on 127.0.0.1:port.
-func (n *farmNode) serveBMC(password string, port int) (*server.Server, error) {
+// serveBMC makes the node's BMC server on 127.0.0.1:port (0: any free
+// port) and says which port it has.
+func (n *farmNode) serveBMC(password string, port int) (*server.Server, int, error) {
 	m := mock.New()
 	m.SetConsole(&mock.Console{OpenHook: n.openConsole})
 	b := ipmibmc.New(ipmibmc.DeviceInfo{IPMIVersion: 0x20}, [16]byte{'f', 'a', 'r', 'm'}, farmHAL{m, n},
 		ipmibmc.WithClock(clock.Real))
+	// The most patient SOL retries the spec allows (7 retries, 2.55 s
+	// apart): one CPU plays every node, and on a loaded machine the
+	// defaults (3, 50 ms apart) drop output a dedicated BMC would deliver.
+	if cc := b.SOL.Config().SetParam(4, []byte{7, 255}); cc != types.CodeOK {
+		return nil, 0, fmt.Errorf("set SOL retries: completion code %v", cc)
+	}
 	u, err := b.Users.Add(2, "bench")
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	u.SetPassword([]byte(password))
 	u.Enabled = true
 	u.ChannelAccess[1] = ipmibmc.UserChannelAccess{MaxPrivilege: ipmibmc.PrivilegeLevelAdministrator, Enabled: true}
 	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return server.NewServer(b, udp.Wrap(pc, udp.WithReadTimeout(time.Second))), nil
+	return server.NewServer(b, udp.Wrap(pc, udp.WithReadTimeout(time.Second))), pc.LocalAddr().(*net.UDPAddr).Port, nil
 }
 
 // farmHAL is go-ipmi's mock HAL with the node as its chassis.
