@@ -27,6 +27,7 @@ func TestScaleLabDiskWrapper(t *testing.T) {
 		t.Fatalf("job %q lab %q", job, lab)
 	}
 	disk := filepath.Join(dir, "nodes", "node001", "disk.img")
+	os.MkdirAll(filepath.Dir(disk), 0o755) // the farm makes each node's directory
 	img := filepath.Join(dir, "disk.img")
 	cmd := exec.Command("/bin/bash", "-c", "set -o pipefail; cat "+img+" | dd of="+FakeDisk+" bs=4M && sync && dd if="+FakeDisk+" bs=4M count=4096 iflag=count_bytes | sha256sum")
 	cmd.Env = []string{"PATH=" + filepath.Join(dir, "nodes", "bin"), "FAKE_DISK=" + disk}
