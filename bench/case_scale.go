@@ -21,11 +21,12 @@ import (
 	"github.com/labctl/labctl/api"
 )
 
-// ScaleCase is case 4: one `labctl serve` runs a lab of Nodes fake nodes
-// (power by command, a console program that plays the master shell, runs
+// ScaleCase is case 4: one `labctl serve` runs a lab of Nodes fake nodes,
+// all played by one farm process (`labctl-bench farm`: a BMC per node with
+// IPMI power and native SOL, a console that plays the master shell, runs
 // the dispatcher's real `wget | dd` against the daemon's HTTP server into a
-// file, then the disk boot and the test shell: `labctl-bench fakenode`),
-// and Jobs jobs are submitted at once.
+// file, then the disk boot and the test shell), and Jobs jobs are
+// submitted at once or as a steady stream.
 type ScaleCase struct {
 	Rounds    int
 	Nodes     int
@@ -37,13 +38,13 @@ type ScaleCase struct {
 	// every job at once.
 	Interval time.Duration
 	// DaemonCPUs and FarmCPUs, if set, are CPU lists (taskset -c) the
-	// daemon and the fake nodes (console programs, their shells, power
-	// commands) are pinned to, so that the daemon's latency is its own.
+	// daemon and the farm (with the shells of its nodes) are pinned to,
+	// so that the daemon's latency is its own.
 	DaemonCPUs, FarmCPUs string
 }
 
-// FarmCPUsEnv tells a fake node's console program which CPUs it and its
-// shells run on (a taskset -c list).
+// FarmCPUsEnv tells the farm which CPUs it and its nodes' shells run on
+// (a taskset -c list).
 const FarmCPUsEnv = "LABCTL_BENCH_FARM_CPUS"
 
 type scaleRun struct {
@@ -52,7 +53,7 @@ type scaleRun struct {
 	outcomes             map[string]int
 	q2s                  []float64 // queue-to-start seconds, sorted
 	submit               []float64 // submit request seconds, sorted
-	daemonCPU, treeCPU   float64
+	daemonCPU, treeCPU   float64   // treeCPU: the farm's, shells included
 	rssIdleMB, rssPeakMB float64
 	peakRunning          int
 	perJobMB             float64
@@ -63,32 +64,12 @@ type scaleRun struct {
 
 const scaleToken = "labctl-bench-scale-token"
 
-// fakePowerScript is a fake node's power control: on|off|status DIR. DIR
-// holds power: "on N" or "off N", N counted up by each power-on of a node
-// that was off, which the console program (labctl-bench fakenode console)
-// watches. One file, replaced by a rename: the console can never see the
-// new count with the old state (it then missed the boot). It runs in the
-// static busybox's shell, and a status forks nothing: the daemon polls
-// the status while it confirms a change, 400 nodes at a time, and each
-// start of a dynamically linked program (dash, flock, mv) costs more CPU
-// than the daemon's own work (see bench/RESULTS.md), which is what the
-// case measures. No lock: the daemon runs one power operation per device
-// at a time.
-func fakePowerScript(busybox string) string {
-	return "#!" + busybox + ` sh
-op=$1 dir=$2
-state=off boots=0
-[ -f "$dir/power" ] && read -r state boots < "$dir/power"
-case $op in
-status) echo "Chassis Power is ${state:-off}" ;;
-on)
-  [ "$state" != on ] && boots=$(( ${boots:-0} + 1 ))
-  echo "on $boots" > "$dir/power.tmp" && mv "$dir/power.tmp" "$dir/power" ;;
-off) echo "off ${boots:-0}" > "$dir/power.tmp" && mv "$dir/power.tmp" "$dir/power" ;;
-*) echo "fakepower: unknown operation $op" >&2; exit 2 ;;
-esac
-`
-}
+// The farm's BMCs listen on UDP 127.0.0.1:farmBasePort+i, i from 0; their
+// password reaches the farm and the daemon in the environment only.
+const (
+	farmBasePort    = 20000
+	farmBMCPassword = "labctl-bench-farm-bmc"
+)
 
 // FakeDisk is the disk device of the scale case's fake nodes: their dd
 // (a wrapper) reads and writes the node's disk.img instead. Its directory
@@ -114,16 +95,16 @@ func (c ScaleCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRe
 	for r := range c.Rounds {
 		dir := filepath.Join(env.Work, "scale")
 		os.RemoveAll(dir)
-		job, labFile, err := c.writeLab(dir, env.Self, busybox, c.FarmCPUs)
+		job, labFile, err := c.writeLab(dir, busybox)
 		if err != nil {
 			return res, err
 		}
-		run, err := c.runOnce(ctx, dir, labFile, job, logw)
+		run, err := c.runOnce(ctx, dir, env.Self, labFile, job, logw)
 		if err != nil {
 			return res, err
 		}
 		os.RemoveAll(filepath.Join(dir, "nodes")) // 400 disks of ImageSize each
-		fmt.Fprintf(logw, "  r%d wall=%.1fs complete=%d/%d q2s p50=%.3f p99=%.3f daemon cpu=%.1fs tree cpu=%.1fs rss idle=%.1f peak=%.1f MB running=%d\n",
+		fmt.Fprintf(logw, "  r%d wall=%.1fs complete=%d/%d q2s p50=%.3f p99=%.3f daemon cpu=%.1fs farm cpu=%.1fs rss idle=%.1f peak=%.1f MB running=%d\n",
 			r+1, run.wall, run.complete, c.Jobs, Percentile(run.q2s, .5), Percentile(run.q2s, .99), run.daemonCPU, run.treeCPU, run.rssIdleMB, run.rssPeakMB, run.peakRunning)
 		runs = append(runs, run)
 	}
@@ -143,12 +124,13 @@ func (c ScaleCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRe
 		pinned = fmt.Sprintf("daemon pinned to CPU %s, fake nodes to CPU %s", c.DaemonCPUs, c.FarmCPUs)
 	}
 	fmt.Fprintf(w, "### Case 4: scale, one `labctl serve`, %d fake nodes, %d jobs %s; %s (%d rounds)\n\n", c.Nodes, c.Jobs, how, pinned, c.Rounds)
-	fmt.Fprintf(w, "Fake nodes (`labctl-bench fakenode`): power by command; a console program that asks the daemon's boot server for its pxelinux config, "+
-		"plays the master shell (a real shell, bash with busybox applets: the dispatcher's `wget | dd` streams a %s image from the daemon's HTTP server into a file, sha256sum checks it), "+
-		"then the disk boot, login and the test shell. Daemon CPU and RSS are the labctl serve process alone; the tree adds the fake nodes it spawns. "+
-		"Each fake node's console program and shell run at the lowest CPU priority, nice 19 for their sessions' autogroups "+
-		"(with sched_autogroup a session weighs as one process whatever its processes' nice values): they stand in for machines of their own, "+
-		"and at normal weight 400 of them take the 2 CPUs from the daemon whenever it has work, which no real node can do; their echo timeout is 2 s. "+
+	fmt.Fprintf(w, "Fake nodes: one process plays them all (`labctl-bench farm`, pinned away from the daemon): a BMC per node "+
+		"(go-ipmi's BMC server on a UDP port of its own: IPMI 2.0 power, boot device and native SOL, so the daemon starts no process per node); "+
+		"each node's console asks the daemon's boot server for its pxelinux config, "+
+		"plays the master shell (a real shell, bash with busybox applets, started only while the node is booted into it: "+
+		"the dispatcher's `wget | dd` streams a %s image from the daemon's HTTP server into a file, sha256sum checks it), "+
+		"then the disk boot, login and the test shell. Daemon CPU and RSS are the labctl serve process alone; farm CPU is the farm and its shells. "+
+		"The echo timeout is 2 s: one CPU plays every node. "+
 		"Queue-to-start is a job's Started minus its Submitted as the API reports them: Submitted is stamped when the daemon has checked the request, "+
 		"before the job is committed to the store; Started when a worker takes it, before the store marks it running. "+
 		"Every device is idle when the jobs are submitted, so each job has a healthy idle node from its submit on.\n\n", sizeName(c.ImageSize))
@@ -166,7 +148,7 @@ func (c ScaleCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRe
 	t.Add("queue-to-start max ms", pick(func(r scaleRun) float64 { return 1000 * Percentile(r.q2s, 1) }).Format(1))
 	t.Add("daemon CPU s (labctl serve only)", pick(func(r scaleRun) float64 { return r.daemonCPU }).Format(1))
 	t.Add("daemon run-queue wait s (its threads runnable, not running: CPU taken by others)", pick(func(r scaleRun) float64 { return r.runWait }).Format(1))
-	t.Add("tree CPU s (daemon + fake nodes)", pick(func(r scaleRun) float64 { return r.treeCPU }).Format(1))
+	t.Add("farm CPU s (every fake node, shells included)", pick(func(r scaleRun) float64 { return r.treeCPU }).Format(1))
 	t.Add("daemon RSS idle MB", pick(func(r scaleRun) float64 { return r.rssIdleMB }).Format(1))
 	t.Add("daemon RSS peak MB", pick(func(r scaleRun) float64 { return r.rssPeakMB }).Format(1))
 	t.Add("jobs running at once (peak)", pick(func(r scaleRun) float64 { return float64(r.peakRunning) }).Format(0))
@@ -189,7 +171,7 @@ func (c ScaleCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRe
 }
 
 // writeLab writes the lab: boot root, image, device type, devices, job.
-func (c ScaleCase) writeLab(dir, self, busybox, farmCPUs string) (job, labFile string, err error) {
+func (c ScaleCase) writeLab(dir, busybox string) (job, labFile string, err error) {
 	mk := func(p string) error { return os.MkdirAll(filepath.Join(dir, p), 0o755) }
 	for _, p := range []string{"root/fake", "device-types", "devices", "nodes/bin", "state"} {
 		if err := mk(p); err != nil {
@@ -219,11 +201,6 @@ exec %[1]s dd "$@"
 	if err := os.WriteFile(filepath.Join(dir, "nodes", "bin", "dd"), []byte(ddWrapper), 0o755); err != nil {
 		return "", "", err
 	}
-	// Power by command, as cheap as a command can be: the daemon polls the
-	// status while it confirms a power change, 400 nodes at a time.
-	if err := os.WriteFile(filepath.Join(dir, "nodes", "bin", "fakepower"), []byte(fakePowerScript(busybox)), 0o755); err != nil {
-		return "", "", err
-	}
 	// sync flushes the node's own disk, as it does on a node: the host's
 	// sync(2), 400 nodes at a time, would flush every file of the machine
 	// each time (the daemon's logs, the other nodes' disks).
@@ -250,27 +227,17 @@ exec %[1]s dd "$@"
 	}
 	sum := sha256.Sum256(img)
 
-	nodes := filepath.Join(dir, "nodes")
 	httpURL := "http://127.0.0.1:18091"
-	// Pinned, a power command moves to the farm's CPUs before its script
-	// runs (busybox's taskset: a static binary, the cheapest exec).
-	power := nodes + "/bin/fakepower"
-	if farmCPUs != "" {
-		power = busybox + " taskset -c " + farmCPUs + " " + power
-	}
 	dt := fmt.Sprintf(`name = "fake-node"
-description = "labctl-bench fake node (case 4)"
+description = "labctl-bench fake node (case 4), played by labctl-bench farm"
 [power]
-method = "command"
-on_command = "%[5]s on %[2]s/{{.Name}}"
-off_command = "%[5]s off %[2]s/{{.Name}}"
-status_command = "%[5]s status %[2]s/{{.Name}}"
+method = "ipmi"
+cipher_suite = 3
 [console]
-driver = "command"
-connection_command = "%[1]s fakenode console %[2]s/{{.Name}} {{.MAC}} %[3]s"
+driver = "ipmi"
 pacing = "echo"
-# A fake node runs at the lowest CPU priority on 2 shared CPUs: its echo
-# can be late, which the dispatcher would take for a lost character.
+# The farm plays every node on one CPU: an echo can be late, which the
+# dispatcher would take for a lost character.
 echo_timeout = "2s"
 bootloader_serial_delay_ms = 1
 test_shell_serial_delay_ms = 1
@@ -278,7 +245,7 @@ test_shell_serial_delay_ms = 1
 kernel = "fake/vmlinuz"
 initrd = "fake/master.gz"
 prompt = "master# "
-disk = "%[4]s"
+disk = "%[1]s"
 [login]
 shell_prompt = "testos# "
 [timeouts]
@@ -289,17 +256,12 @@ disk_boot = "3m"
 login = "2m"
 test_step = "2m"
 job = "20m"
-`, self, nodes, httpURL, FakeDisk, power)
+`, FakeDisk)
 	if err := os.WriteFile(filepath.Join(dir, "device-types", "fake-node.toml"), []byte(dt), 0o644); err != nil {
 		return "", "", err
 	}
 	for i := range c.Nodes {
 		name := fmt.Sprintf("node%03d", i+1)
-		nd := filepath.Join(nodes, name)
-		if err := os.MkdirAll(nd, 0o755); err != nil {
-			return "", "", err
-		}
-		os.WriteFile(filepath.Join(nd, "power"), []byte("off 0\n"), 0o644)
 		dev := fmt.Sprintf(`device_type = "fake-node"
 mac = "52:54:01:00:%02x:%02x"
 [bmc]
@@ -307,7 +269,7 @@ host = "127.0.0.1"
 port = %d
 user = "bench"
 password_env = "LABCTL_BENCH_BMC_PASSWORD"
-`, (i+1)>>8, (i+1)&0xff, 20000+i)
+`, (i+1)>>8, (i+1)&0xff, farmBasePort+i)
 		if err := os.WriteFile(filepath.Join(dir, "devices", name+".toml"), []byte(dev), 0o644); err != nil {
 			return "", "", err
 		}
@@ -347,9 +309,68 @@ commands = ["echo hello from $(uname -n)"]
 	return job, labFile, nil
 }
 
-// runOnce starts the daemon, runs the jobs and stops it.
-func (c ScaleCase) runOnce(ctx context.Context, dir, labFile, job string, logw io.Writer) (scaleRun, error) {
+// runOnce starts the farm and the daemon, runs the jobs and stops both.
+func (c ScaleCase) runOnce(ctx context.Context, dir, self, labFile, job string, logw io.Writer) (scaleRun, error) {
 	var run scaleRun
+	env := append(os.Environ(), "LABCTL_BENCH_TOKEN="+scaleToken, "LABCTL_BENCH_BMC_PASSWORD="+farmBMCPassword,
+		FarmCPUsEnv+"="+c.FarmCPUs)
+	fg := NewGroup("labctl-farm")
+	defer fg.Remove()
+	farm := fg.Command(self, "farm", filepath.Join(dir, "nodes"), strconv.Itoa(c.Nodes), strconv.Itoa(farmBasePort),
+		"http://127.0.0.1:18091")
+	farm.Env = env
+	farm.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	farmLog, err := os.Create(filepath.Join(dir, "farm.log"))
+	if err != nil {
+		return run, err
+	}
+	defer farmLog.Close()
+	farm.Stderr = farmLog
+	farmIn, err := farm.StdinPipe()
+	if err != nil {
+		return run, err
+	}
+	farmOut, err := farm.StdoutPipe()
+	if err != nil {
+		return run, err
+	}
+	if err := farm.Start(); err != nil {
+		return run, err
+	}
+	fg.SetPid(farm.Process.Pid)
+	farmDone := make(chan struct{})
+	defer func() {
+		// Closing its stdin powers every node off (their shells end),
+		// then the farm exits.
+		farmIn.Close()
+		select {
+		case <-farmDone:
+		case <-time.After(30 * time.Second):
+			syscall.Kill(-farm.Process.Pid, syscall.SIGKILL)
+			<-farmDone
+		}
+		for _, p := range fg.Pids() {
+			syscall.Kill(p, syscall.SIGKILL)
+		}
+	}()
+	ready := make(chan bool, 1)
+	go func() {
+		line := make([]byte, 6)
+		_, err := io.ReadFull(farmOut, line)
+		ready <- err == nil && string(line) == "ready\n"
+		io.Copy(io.Discard, farmOut)
+		farm.Wait()
+		close(farmDone)
+	}()
+	select {
+	case ok := <-ready:
+		if !ok {
+			return run, fmt.Errorf("the farm did not start (log: %s)", farmLog.Name())
+		}
+	case <-time.After(c.Timeout):
+		return run, fmt.Errorf("the farm not ready after %s (log: %s)", c.Timeout, farmLog.Name())
+	}
+
 	g := NewGroup("labctl-serve")
 	defer g.Remove()
 	argv := []string{c.Labctl, "serve", "--lab", labFile}
@@ -358,7 +379,7 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, labFile, job string, logw i
 		argv = append([]string{busybox, "taskset", "-c", c.DaemonCPUs}, argv...)
 	}
 	cmd := g.Command(argv...)
-	cmd.Env = append(os.Environ(), "LABCTL_BENCH_TOKEN="+scaleToken, "LABCTL_BENCH_BMC_PASSWORD=unused", FarmCPUsEnv+"="+c.FarmCPUs)
+	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	logf, err := os.Create(filepath.Join(dir, "serve.log"))
 	if err != nil {
@@ -374,13 +395,6 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, labFile, job string, logw i
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); close(exited) }()
 	defer func() {
-		// The fake nodes run in sessions of their own (console programs
-		// and shells get a pty each): note the whole tree before the
-		// daemon goes, and end what is left of it by pid.
-		tree := processTree(cmd.Process.Pid)
-		if g.dir != "" {
-			tree = append(tree, g.Pids()...)
-		}
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 		select {
 		case <-exited:
@@ -388,13 +402,8 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, labFile, job string, logw i
 			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			<-exited
 		}
-		for _, p := range tree {
+		for _, p := range g.Pids() {
 			syscall.Kill(p, syscall.SIGKILL)
-		}
-		if g.dir != "" {
-			for _, p := range g.Pids() {
-				syscall.Kill(p, syscall.SIGKILL)
-			}
 		}
 	}()
 	client, err := api.NewClient("http://127.0.0.1:18470", scaleToken, nil)
@@ -428,7 +437,7 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, labFile, job string, logw i
 	run.startupS = time.Since(t0).Seconds()
 	pid := cmd.Process.Pid
 	run.rssIdleMB = float64(RSSKB(pid, false)) / 1024
-	cpu0, tree0, wait0 := procCPU(pid), g.CPU(), runQueueWait(pid)
+	cpu0, tree0, wait0 := procCPU(pid), fg.CPU(), runQueueWait(pid)
 	fmt.Fprintf(logw, "  %d devices idle after %.1fs; submitting %d jobs\n", c.Nodes, run.startupS, c.Jobs)
 
 	// Sample RSS and running jobs while the jobs run.
@@ -508,7 +517,7 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, labFile, job string, logw i
 	sampler.Wait()
 	run.daemonCPU = procCPU(pid) - cpu0
 	run.runWait = runQueueWait(pid) - wait0
-	run.treeCPU = g.CPU() - tree0
+	run.treeCPU = fg.CPU() - tree0
 	run.rssPeakMB = float64(peakKB.Load()) / 1024
 	if run.peakRunning > 0 {
 		run.perJobMB = (run.rssPeakMB - run.rssIdleMB) / float64(run.peakRunning)

@@ -11,15 +11,15 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: labctl-bench run|bootserver|fakenode [flags]")
+		fmt.Fprintln(os.Stderr, "usage: labctl-bench run|bootserver|farm [flags]")
 		os.Exit(64)
 	}
 	var err error
 	switch os.Args[1] {
 	case "run":
 		err = runRun(os.Args[2:], os.Stdout, os.Stderr)
-	case "fakenode":
-		err = runFakeNode(os.Args[2:])
+	case "farm":
+		err = runFarm(os.Args[2:])
 	case "bootserver":
 		err = runBootServer(os.Args[2:], os.Stdout)
 	default:

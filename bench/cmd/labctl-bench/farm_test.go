@@ -1,0 +1,166 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/labctl/labctl/bmc"
+)
+
+// TestFarmNode drives one farm node the way the daemon does, through
+// labctl's own IPMI client: power on with a master entry on the boot
+// server gives the master shell on native SOL, a power cycle with no entry
+// and a bootable disk gives the login and the test shell, power off ends
+// the shell.
+func TestFarmNode(t *testing.T) {
+	var master atomic.Bool
+	master.Store(true)
+	var asked atomic.Int32
+	boot := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/pxelinux.cfg/01-52-54-01-00-00-01" {
+			t.Errorf("boot server asked for %s", r.URL.Path)
+		}
+		asked.Add(1)
+		if !master.Load() {
+			http.NotFound(w, r)
+			return
+		}
+		io.WriteString(w, "DEFAULT master\nLABEL master\n  KERNEL fake/vmlinuz\n")
+	}))
+	defer boot.Close()
+
+	dir := t.TempDir()
+	n := &farmNode{dir: filepath.Join(dir, "node001"), bin: filepath.Join(dir, "bin"),
+		cfgURL: boot.URL + "/pxelinux.cfg/01-52-54-01-00-00-01"}
+	os.MkdirAll(n.dir, 0o755)
+	const password = "farm-test-password"
+	srv, port, err := n.serveBMC(password, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	served := make(chan struct{})
+	go func() { srv.Serve(ctx); close(served) }()
+	defer func() { cancel(); srv.Close(); <-served; n.setPower(false) }()
+
+	// Power and console on clients of their own, as the daemon has them.
+	cfg := bmc.Config{Host: "127.0.0.1", Port: port, User: "bench", Password: password, CipherSuite: 3,
+		Timeout: 2 * time.Second}
+	c := bmc.New(cfg, slog.New(slog.DiscardHandler))
+	defer c.Close()
+	sc := bmc.New(cfg, slog.New(slog.DiscardHandler))
+	defer sc.Close()
+	// A console per boot, as the dispatcher attaches one per job phase.
+	var console io.ReadWriteCloser
+	var out chan string
+	attach := func() {
+		t.Helper()
+		if console != nil {
+			console.Close()
+		}
+		var err error
+		console, err = sc.OpenSOL(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = make(chan string, 64)
+		go func(console io.ReadWriteCloser, out chan string) {
+			buf := make([]byte, 4096)
+			for {
+				k, err := console.Read(buf)
+				if k > 0 {
+					out <- string(buf[:k])
+				}
+				if err != nil {
+					close(out)
+					return
+				}
+			}
+		}(console, out)
+	}
+	attach()
+	defer func() { console.Close() }()
+	var seen strings.Builder
+	expect := func(want string) {
+		t.Helper()
+		for !strings.Contains(seen.String(), want) {
+			select {
+			case s, ok := <-out:
+				if !ok {
+					t.Fatalf("console closed waiting for %q; got %q", want, seen.String())
+				}
+				seen.WriteString(s)
+			case <-ctx.Done():
+				t.Fatalf("no %q on the console; got %q", want, seen.String())
+			}
+		}
+		_, rest, _ := strings.Cut(seen.String(), want)
+		seen.Reset()
+		seen.WriteString(rest)
+	}
+	typ := func(s string) {
+		t.Helper()
+		if _, err := console.Write([]byte(s)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if err := c.Power(ctx, bmc.PowerOn); err != nil {
+		t.Fatal(err)
+	}
+	expect("master# ")
+	typ("echo $((6*7))\r")
+	expect("42")
+
+	// The next boot: no entry, and a disk with a boot signature.
+	master.Store(false)
+	mbr := make([]byte, 512)
+	mbr[510], mbr[511] = 0x55, 0xaa
+	if err := os.WriteFile(filepath.Join(n.dir, "disk.img"), mbr, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	attach()
+	if err := c.Power(ctx, bmc.PowerCycle); err != nil {
+		t.Fatal(err)
+	}
+	expect("testos login: ")
+	typ("root\r")
+	expect("Password: ")
+	typ("nope\r")
+	expect("Login incorrect")
+	expect("testos login: ")
+	typ("root\r")
+	expect("Password: ")
+	typ("test\r")
+	expect("testos# ")
+	typ("echo up\r")
+	expect("up")
+
+	if err := c.Power(ctx, bmc.PowerOff); err != nil {
+		t.Fatal(err)
+	}
+	if on, err := c.PowerState(ctx); err != nil || on {
+		t.Fatalf("power state on=%v err=%v after power off", on, err)
+	}
+	n.mu.Lock()
+	booted := n.booted
+	n.mu.Unlock()
+	select {
+	case <-booted: // the shell and its session are gone
+	case <-ctx.Done():
+		t.Fatal("the test shell outlived the power-off")
+	}
+	if asked.Load() < 2 {
+		t.Errorf("boot server asked %d times, want once per boot", asked.Load())
+	}
+}
