@@ -314,62 +314,11 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, self, labFile, job string, 
 	var run scaleRun
 	env := append(os.Environ(), "LABCTL_BENCH_TOKEN="+scaleToken, "LABCTL_BENCH_BMC_PASSWORD="+farmBMCPassword,
 		FarmCPUsEnv+"="+c.FarmCPUs)
-	fg := NewGroup("labctl-farm")
-	defer fg.Remove()
-	farm := fg.Command(self, "farm", filepath.Join(dir, "nodes"), strconv.Itoa(c.Nodes), strconv.Itoa(farmBasePort),
-		"http://127.0.0.1:18091")
-	farm.Env = env
-	farm.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	farmLog, err := os.Create(filepath.Join(dir, "farm.log"))
+	fg, stopFarm, err := c.startFarm(dir, self, env)
 	if err != nil {
 		return run, err
 	}
-	defer farmLog.Close()
-	farm.Stderr = farmLog
-	farmIn, err := farm.StdinPipe()
-	if err != nil {
-		return run, err
-	}
-	farmOut, err := farm.StdoutPipe()
-	if err != nil {
-		return run, err
-	}
-	if err := farm.Start(); err != nil {
-		return run, err
-	}
-	fg.SetPid(farm.Process.Pid)
-	farmDone := make(chan struct{})
-	defer func() {
-		// Closing its stdin powers every node off (their shells end),
-		// then the farm exits.
-		farmIn.Close()
-		select {
-		case <-farmDone:
-		case <-time.After(30 * time.Second):
-			syscall.Kill(-farm.Process.Pid, syscall.SIGKILL)
-			<-farmDone
-		}
-		for _, p := range fg.Pids() {
-			syscall.Kill(p, syscall.SIGKILL)
-		}
-	}()
-	ready := make(chan bool, 1)
-	go func() {
-		line := make([]byte, 6)
-		_, err := io.ReadFull(farmOut, line)
-		ready <- err == nil && string(line) == "ready\n"
-		io.Copy(io.Discard, farmOut)
-		farm.Wait()
-		close(farmDone)
-	}()
-	select {
-	case ok := <-ready:
-		if !ok {
-			return run, fmt.Errorf("the farm did not start (log: %s)", farmLog.Name())
-		}
-	case <-time.After(c.Timeout):
-		return run, fmt.Errorf("the farm not ready after %s (log: %s)", c.Timeout, farmLog.Name())
-	}
+	defer stopFarm()
 
 	g := NewGroup("labctl-serve")
 	defer g.Remove()
@@ -600,4 +549,72 @@ func runQueueWait(pid int) float64 {
 		}
 	}
 	return ns / 1e9
+}
+
+// startFarm starts the farm that plays the lab's nodes (written by
+// writeLab into dir) and waits until it is ready; stop powers every node
+// off and ends it.
+func (c ScaleCase) startFarm(dir, self string, env []string) (fg *Group, stop func(), err error) {
+	fg = NewGroup("labctl-farm")
+	farm := fg.Command(self, "farm", filepath.Join(dir, "nodes"), strconv.Itoa(c.Nodes), strconv.Itoa(farmBasePort),
+		"http://127.0.0.1:18091")
+	farm.Env = env
+	farm.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	farmLog, err := os.Create(filepath.Join(dir, "farm.log"))
+	if err != nil {
+		return nil, nil, err
+	}
+	farm.Stderr = farmLog
+	farmIn, err := farm.StdinPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	farmOut, err := farm.StdoutPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := farm.Start(); err != nil {
+		fg.Remove()
+		farmLog.Close()
+		return nil, nil, err
+	}
+	fg.SetPid(farm.Process.Pid)
+	farmDone := make(chan struct{})
+	stop = func() {
+		// Closing its stdin powers every node off (their shells end),
+		// then the farm exits.
+		farmIn.Close()
+		select {
+		case <-farmDone:
+		case <-time.After(30 * time.Second):
+			syscall.Kill(-farm.Process.Pid, syscall.SIGKILL)
+			<-farmDone
+		}
+		for _, p := range fg.Pids() {
+			syscall.Kill(p, syscall.SIGKILL)
+		}
+		fg.Remove()
+		farmLog.Close()
+	}
+	ready := make(chan bool, 1)
+	go func() {
+		line := make([]byte, 6)
+		_, err := io.ReadFull(farmOut, line)
+		ready <- err == nil && string(line) == "ready\n"
+		io.Copy(io.Discard, farmOut)
+		farm.Wait()
+		close(farmDone)
+	}()
+	select {
+	case ok := <-ready:
+		if !ok {
+			stop()
+			return nil, nil, fmt.Errorf("the farm did not start (log: %s)", farmLog.Name())
+		}
+	case <-time.After(c.Timeout):
+		stop()
+		return nil, nil, fmt.Errorf("the farm not ready after %s (log: %s)", c.Timeout, farmLog.Name())
+	}
+
+	return fg, stop, nil
 }

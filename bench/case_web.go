@@ -130,11 +130,19 @@ func (c WebCase) round(ctx context.Context, env *Env, chromium, busybox string, 
 	dir := filepath.Join(env.Work, "web")
 	os.RemoveAll(dir)
 	sc := ScaleCase{Nodes: c.Devices, ImageSize: 1 << 20}
-	_, labFile, err := sc.writeLab(dir, env.Self, busybox, "")
+	_, labFile, err := sc.writeLab(dir, busybox)
 	if err != nil {
 		return run, err
 	}
 	defer os.RemoveAll(filepath.Join(dir, "nodes"))
+	// The devices are case 4's, played by its farm.
+	daemonEnv := append(os.Environ(), "LABCTL_BENCH_TOKEN="+webToken, "LABCTL_BENCH_BMC_PASSWORD="+farmBMCPassword)
+	sc.Timeout = c.Timeout
+	_, stopFarm, err := sc.startFarm(dir, env.Self, daemonEnv)
+	if err != nil {
+		return run, err
+	}
+	defer stopFarm()
 	if err := fillFinished(ctx, filepath.Join(dir, "state", "labctl.db"), c.Finished); err != nil {
 		return run, err
 	}
@@ -152,7 +160,7 @@ func (c WebCase) round(ctx context.Context, env *Env, chromium, busybox string, 
 	g := NewGroup("labctl-serve-web")
 	defer g.Remove()
 	cmd := g.Command(c.Labctl, "serve", "--lab", labFile)
-	cmd.Env = append(os.Environ(), "LABCTL_BENCH_TOKEN="+webToken, "LABCTL_BENCH_BMC_PASSWORD=unused")
+	cmd.Env = daemonEnv
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	logf, err := os.Create(filepath.Join(dir, "serve.log"))
 	if err != nil {
