@@ -362,7 +362,7 @@ func (sv *Save) receive(w http.ResponseWriter, r *http.Request) (SaveResult, int
 		return res, http.StatusRequestTimeout, fmt.Errorf("nothing arrived for %v after %d bytes", sv.s.cfg.HTTP.StallTimeout, res.Size)
 	case errors.Is(copyErr, errUnpackStopped) && waitErr != nil:
 		return res, http.StatusBadRequest, fmt.Errorf("the bytes received are not a zstd stream: %v: %s", waitErr, stderr.String())
-	case errors.Is(copyErr, io.ErrUnexpectedEOF) || errors.Is(copyErr, syscall.ECONNRESET):
+	case errors.Is(copyErr, io.ErrUnexpectedEOF) || errors.Is(copyErr, syscall.ECONNRESET) || errors.Is(copyErr, syscall.ECONNABORTED):
 		return res, http.StatusBadRequest, fmt.Errorf("the upload was cut after %d bytes (the connection ended before the stream did: %v)", res.Size, copyErr)
 	case copyErr != nil:
 		return res, http.StatusBadRequest, fmt.Errorf("receiving after %d bytes: %w", res.Size, copyErr)
