@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,7 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/labctl/labctl/nfs"
 	"github.com/labctl/labctl/results"
 )
 
@@ -41,7 +39,8 @@ var bootMethods = []string{"disk", "nfs", "ramdisk"}
 
 var loggedIn = regexp.MustCompile(`boot: logged in as \S+, (\S+) after `)
 
-// Run starts a one-node lab and a ganesha, runs the rounds, stops both.
+// Run starts a one-node lab with its nfs-ganesha (simlab up --nfs), runs
+// the rounds, stops it.
 func (c BootCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResult, error) {
 	res := CaseResult{Name: "6 boot methods"}
 	simlabBin := filepath.Join(c.Repo, "bin", "simlab")
@@ -63,16 +62,10 @@ func (c BootCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 		return res, err
 	}
 
-	gan, err := startGanesha(ctx, filepath.Join(dir, "ganesha"))
-	if err != nil {
-		return res, err
-	}
-	defer gan.stop()
-
 	labDir := filepath.Join(env.Work, "lab-boot")
 	os.RemoveAll(labDir)
 	fmt.Fprintln(logw, "  starting a one-node simulated lab ...")
-	up := exec.CommandContext(ctx, simlabBin, "up", "--nodes", "1", "--dir", labDir, "--artifacts", c.Artifacts,
+	up := exec.CommandContext(ctx, simlabBin, "up", "--nodes", "1", "--nfs", "--dir", labDir, "--artifacts", c.Artifacts,
 		"--device-types", filepath.Join(c.Repo, "device-types"), "--slot-wait", "10m")
 	out, err := up.CombinedOutput()
 	labConfig := ""
@@ -90,13 +83,6 @@ func (c BootCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 	if err != nil || labConfig == "" {
 		return res, fmt.Errorf("simlab up: %v\n%s", err, out)
 	}
-	lf, err := os.OpenFile(labConfig, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		return res, err
-	}
-	fmt.Fprintf(lf, "\n[nfs]\nserver = \"ganesha\"\nexports_dir = %q\npid_file = %q\nlog_file = %q\nhost = \"10.0.2.2\"\nport = %d\nclient = \"127.0.0.1\"\n",
-		gan.exports, gan.pidFile, gan.logFile, gan.port)
-	lf.Close()
 
 	jobs := map[string]string{}
 	for _, m := range bootMethods {
@@ -190,67 +176,4 @@ func runBootJob(ctx context.Context, labctl, labConfig, job, dir string) (float6
 		return 0, "", err
 	}
 	return d.Seconds(), jr.Outcome, nil
-}
-
-// ganesha is the case's own nfs-ganesha.
-type ganesha struct {
-	cmd                       *exec.Cmd
-	exports, pidFile, logFile string
-	port                      int
-	done                      chan error
-}
-
-// startGanesha starts ganesha.nfsd on a free loopback port with its
-// configuration, recovery data, pid file and log under dir.
-func startGanesha(ctx context.Context, dir string) (*ganesha, error) {
-	os.RemoveAll(dir)
-	g := &ganesha{exports: filepath.Join(dir, "exports"), pidFile: filepath.Join(dir, "ganesha.pid"), logFile: filepath.Join(dir, "ganesha.log"), done: make(chan error, 1)}
-	if err := os.MkdirAll(g.exports, 0o700); err != nil {
-		return nil, err
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
-	}
-	g.port = l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	index := filepath.Join(g.exports, "exports.conf")
-	if err := os.WriteFile(index, nil, 0o600); err != nil {
-		return nil, err
-	}
-	conf := filepath.Join(dir, "ganesha.conf")
-	if err := os.WriteFile(conf, []byte(nfs.MainConfig("127.0.0.1", g.port, filepath.Join(dir, "recovery"), index)), 0o600); err != nil {
-		return nil, err
-	}
-	g.cmd = exec.Command("ganesha.nfsd", "-F", "-f", conf, "-L", g.logFile, "-p", g.pidFile)
-	g.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := g.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start ganesha.nfsd: %w", err)
-	}
-	go func() { g.done <- g.cmd.Wait() }()
-	deadline := time.After(time.Minute)
-	for {
-		if c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(g.port)), time.Second); err == nil {
-			c.Close()
-			if _, err := os.Stat(g.pidFile); err == nil {
-				return g, nil
-			}
-		}
-		select {
-		case err := <-g.done:
-			return nil, fmt.Errorf("ganesha.nfsd exited: %v (log %s)", err, g.logFile)
-		case <-deadline:
-			g.stop()
-			return nil, fmt.Errorf("ganesha.nfsd did not listen on port %d within a minute (log %s)", g.port, g.logFile)
-		case <-ctx.Done():
-			g.stop()
-			return nil, ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-func (g *ganesha) stop() {
-	syscall.Kill(-g.cmd.Process.Pid, syscall.SIGKILL)
-	<-g.done
 }

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/labctl/labctl/nfs"
 )
 
 // Options configure a lab (Up, simlabtest.StartLab).
@@ -62,6 +64,9 @@ type Options struct {
 	// Firmware is each node's firmware in order (FirmwareBIOS, FirmwareUEFI,
 	// FirmwareSecureBoot); nodes past the end of the list get BIOS.
 	Firmware []string
+	// NFS starts an nfs-ganesha for the lab's diskless nfs jobs and writes
+	// its [nfs] section into lab.toml (user-mode networking only).
+	NFS bool
 }
 
 // Lab is a running simulated lab.
@@ -76,6 +81,8 @@ type Lab struct {
 	Nodes []*Node
 	// Network is the lab's bridge network; nil on user-mode networking.
 	Network *Network
+	// NFS is the lab's nfs-ganesha (Options.NFS); nil without one.
+	NFS *nfs.Server
 
 	slots      []*Slot
 	dhcp       *exec.Cmd
@@ -151,6 +158,8 @@ const (
 	devicesDir    = "devices"
 	nodesDir      = "nodes"
 	stateDir      = "state"
+	// nfsDir holds the lab's nfs-ganesha (Options.NFS): config, pid, log.
+	nfsDir = "nfs-server"
 	// DeviceType is the device type of simlab nodes.
 	DeviceType = "simlab-qemu"
 	// NodeIP is every node's address on its own user-mode network.
@@ -268,6 +277,10 @@ func Up(ctx context.Context, opts Options) (*Lab, error) {
 	default:
 		releaseAll(slots)
 		return nil, fmt.Errorf("simlab up: network %q: want %s or %s", opts.Network, NetUser, NetBridge)
+	}
+	if opts.NFS && opts.Network == NetBridge {
+		releaseAll(slots)
+		return nil, fmt.Errorf("simlab up: an NFS server runs with network %s only (it listens on the host's loopback, which bridge nodes do not reach)", NetUser)
 	}
 	lab := &Lab{
 		Dir:        dir,
@@ -428,6 +441,16 @@ func (l *Lab) start(ctx context.Context, opts Options, tools Tools, pool *Pool) 
 	if err := l.waitReady(ctx, 30*time.Second); err != nil {
 		return err
 	}
+	if opts.NFS {
+		srv, err := nfs.StartServer(ctx, filepath.Join(l.Dir, nfsDir), !opts.WatchStdin)
+		if errors.Is(err, nfs.ErrNotInstalled) {
+			return fmt.Errorf("%w: %w", ErrMissingTool, err)
+		}
+		if err != nil {
+			return fmt.Errorf("NFS server: %w", err)
+		}
+		l.NFS = srv
+	}
 	if err := writeLabConfig(l, opts.DeviceTypes); err != nil {
 		return err
 	}
@@ -518,6 +541,9 @@ func (l *Lab) Close() error {
 				errs = append(errs, err)
 			}
 		}
+		if l.NFS != nil {
+			l.NFS.Stop()
+		}
 		if l.dhcp != nil {
 			_ = l.dhcp.Process.Signal(syscall.SIGTERM)
 			select {
@@ -552,6 +578,9 @@ func Down(dir string) error {
 		if err := stopNodeLeftovers(nodeDir); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := stopPid(nfs.ServerPIDFile(filepath.Join(dir, nfsDir)), 5*time.Second, "ganesha", filepath.Join(dir, nfsDir)); err != nil {
+		errs = append(errs, err)
 	}
 	if err := stopNetwork(context.Background(), dir); err != nil {
 		errs = append(errs, err)

@@ -45,6 +45,22 @@ role = "admin"
 token_file = "ci.token"
 `, len(l.Nodes), l.Accel, tomlString(deviceTypes), tomlString(b.Root), tomlString(b.TFTPAddr),
 		tomlString(b.HTTPAddr), tomlString(b.HTTPURL), tomlString(b.TFTPServer), tomlString(b.ServerAddr))
+	if l.NFS != nil {
+		// Every node is 127.0.0.1 to the server through its user-mode
+		// network (docs/diskless.md: the random export path restricts).
+		c := l.NFS.Config
+		lab += fmt.Sprintf(`
+# nfs-ganesha of this lab (simlab up --nfs), for diskless nfs jobs.
+[nfs]
+server = "ganesha"
+exports_dir = %s
+pid_file = %s
+log_file = %s
+host = %s
+port = %d
+client = "127.0.0.1"
+`, tomlString(c.ExportsDir), tomlString(c.PIDFile), tomlString(c.LogFile), tomlString(HostFromGuest), c.Port)
+	}
 	for _, n := range l.Nodes {
 		dev := fmt.Sprintf(`# Simulated node %s: slot %d, console log %s
 name = %s

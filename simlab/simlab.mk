@@ -26,6 +26,8 @@ NODES        ?= 2
 # FIRMWARE: per node, comma-separated bios, uefi, uefi-secureboot (bridge).
 NET          ?= user
 FIRMWARE     ?=
+# NFS=1: also an nfs-ganesha for diskless nfs jobs, in lab.toml's [nfs] (NET=user).
+NFS          ?=
 # The bridge network and UEFI nodes: iproute2 (ip netns), dnsmasq-base (the
 # dnsmasq binary alone; package dnsmasq would also start a system-wide DNS
 # service), ovmf; shim and GRUB signed for the test disk's UEFI boot.
@@ -70,9 +72,9 @@ master: $(addprefix $(SIMLAB_ROOT)/,$(SIMLAB_BOOTFILES) $(SIMLAB_EFIFILES) simla
 
 diskless: $(SIMLAB_DISKLESS_FILES) ## diskless test OS in build/simlab/artifacts/diskless: kernel, test OS initramfs (ramdisk), NFS-root initrd, root archive (nfs)
 
-simlab: build artifacts ## start NODES simulated nodes (default 2; NET=bridge for a real DHCP server) and write their lab config; last line: `lab: PATH`
+simlab: build artifacts ## start NODES simulated nodes (default 2; NET=bridge for a real DHCP server; NFS=1 for diskless nfs jobs) and write their lab config; last line: `lab: PATH`
 	bin/simlab up --nodes $(NODES) --dir $(SIMLAB_LAB) --artifacts $(SIMLAB_ART) --device-types $(abspath device-types) \
-		--network $(NET) --labctl $(abspath bin/labctl) $(if $(FIRMWARE),--firmware $(FIRMWARE))
+		--network $(NET) --labctl $(abspath bin/labctl) $(if $(FIRMWARE),--firmware $(FIRMWARE)) $(if $(NFS),--nfs)
 
 simlab-down: ## stop the nodes `make simlab` started (by pid files)
 	@if [ -x bin/simlab ]; then bin/simlab down --dir $(SIMLAB_LAB); else echo "no bin/simlab: nothing started"; fi

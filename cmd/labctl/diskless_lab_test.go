@@ -16,7 +16,6 @@ import (
 
 	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/api"
-	"github.com/labctl/labctl/nfs/nfstest"
 	"github.com/labctl/labctl/simlab"
 	"github.com/labctl/labctl/simlab/simlabtest"
 )
@@ -76,28 +75,13 @@ var exportedAs = regexp.MustCompile(`exported read-only as \S+:(/labctl/[0-9a-f]
 //     off.
 func TestLabDiskless(t *testing.T) {
 	t.Parallel()
-	srv := nfstest.Start(t)
-	lab := simlabtest.StartLab(t, 2, simlab.Options{})
+	lab := simlabtest.StartLab(t, 2, simlab.Options{NFS: true})
 	t.Cleanup(func() { killStrays(lab) })
+	srv := lab.NFS
 	art := filepath.Join(lab.Artifacts.Dir, "diskless")
 	if _, err := os.Stat(filepath.Join(art, "root.tar.zst")); err != nil {
 		simlabtest.SkipOrFail(t, fmt.Errorf("diskless artifacts missing (make diskless): %v", err))
 	}
-	f, err := os.OpenFile(lab.ConfigPath, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(f, `
-[nfs]
-server = "ganesha"
-exports_dir = %q
-pid_file = %q
-log_file = %q
-host = "10.0.2.2"
-port = %d
-client = "127.0.0.1"
-`, srv.Config.ExportsDir, srv.Config.PIDFile, srv.Config.LogFile, srv.Config.Port)
-	f.Close()
 
 	bin := labctlBinary(t)
 	tokenBytes, err := os.ReadFile(filepath.Join(lab.Dir, "ci.token"))

@@ -29,6 +29,7 @@ func upCommand() *cli.Command {
 			&cli.StringFlag{Name: "network", Value: simlab.NetUser, Usage: "`MODE`: user (QEMU user-mode networking per node) or bridge (own network namespace, bridge, taps, dnsmasq; root)"},
 			&cli.StringFlag{Name: "labctl", Usage: "labctl `BINARY` whose `netboot dhcp-config` dnsmasq runs (bridge; default: labctl beside simlab, then PATH)"},
 			&cli.StringFlag{Name: "firmware", Usage: "per node, comma-separated: bios, uefi, uefi-httpboot (PXE off, UEFI HTTP boot) or uefi-secureboot (default bios; the uefi kinds netboot on --network bridge only: user-mode DHCP cannot answer them), e.g. bios,uefi,uefi-httpboot,uefi-secureboot"},
+			&cli.BoolFlag{Name: "nfs", Usage: "also start an nfs-ganesha for diskless nfs jobs and write its [nfs] section into lab.toml (network user; root)"},
 		},
 		Action: func(c *cli.Context) error {
 			return runUp(c.Context, simlab.Options{
@@ -42,6 +43,7 @@ func upCommand() *cli.Command {
 				Network:     c.String("network"),
 				Labctl:      labctlBinary(c.String("labctl"), c.String("network")),
 				Firmware:    splitList(c.String("firmware")),
+				NFS:         c.Bool("nfs"),
 			}, os.Stdout)
 		},
 	}
@@ -75,6 +77,9 @@ func runUp(ctx context.Context, opts simlab.Options, out io.Writer) error {
 	if n := lab.Network; n != nil {
 		fmt.Fprintf(out, "network: namespace %s, bridge %s %s, dnsmasq log %s; run labctl with: ip netns exec %s labctl ...\n",
 			n.NetNS, n.Bridge, n.Address, n.DHCPLog, n.NetNS)
+	}
+	if s := lab.NFS; s != nil {
+		fmt.Fprintf(out, "nfs: ganesha on 127.0.0.1:%d (nodes mount %s:%d), log %s\n", s.Config.Port, simlab.HostFromGuest, s.Config.Port, s.Config.LogFile)
 	}
 	fmt.Fprintf(out, "%d node(s) up in %.1fs (QEMU %s); stop with: simlab down --dir %s\n", len(lab.Nodes), time.Since(start).Seconds(), lab.Accel, lab.Dir)
 	fmt.Fprintf(out, "lab: %s\n", lab.ConfigPath)
