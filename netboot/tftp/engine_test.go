@@ -750,3 +750,53 @@ func TestTFTPBadRequestsAnswered(t *testing.T) {
 		t.Fatalf("fetch after the refusals: %v", err)
 	}
 }
+
+// TestTFTPSizeQuery: a client that reads tsize from the OACK and ends the
+// transfer with error 8 (what UEFI PXE firmware does before it fetches a
+// file) made a size query, not a failed transfer; an error 8 after data has
+// flowed, or another error code, is a failure.
+func TestTFTPSizeQuery(t *testing.T) {
+	ts := startServer(t, nil)
+	abort := func(r *rawClient, code uint16) {
+		r.t.Helper()
+		if _, err := r.c.WriteToUDP(appendError(nil, code, "User aborted the transfer"), r.peer); err != nil {
+			r.t.Fatal(err)
+		}
+	}
+	r := newRawClient(t, ts)
+	defer r.close()
+	r.rrq("master/vmlinuz", "tsize", "0", "blksize", "1468")
+	if opts := oackOptions(t, r.next()); opts["tsize"] != strconv.Itoa(len(ts.root.kernel)) {
+		t.Fatalf("OACK %v", opts)
+	}
+	abort(r, errCodeOptionRefused)
+	waitFor(t, "transfer end", 5*time.Second, func() bool { return ts.Active() == 0 })
+	if st := ts.Stats(); st.Failed != 0 || st.Done != 0 {
+		t.Errorf("after a size query: %+v, want neither done nor failed", st)
+	}
+	if logs := ts.logs.String(); !strings.Contains(logs, "size query answered") || strings.Contains(logs, "transfer failed") {
+		t.Errorf("size query logged as:\n%s", logs)
+	}
+
+	// Error 8 after the first data block: a failure.
+	r2 := newRawClient(t, ts)
+	defer r2.close()
+	r2.rrq("master/vmlinuz", "tsize", "0", "blksize", "512")
+	oackOptions(t, r2.next())
+	r2.ack(0)
+	r2.expectData(ts.root.kernel, 512, 1, 1)
+	r2.ack(1)
+	r2.next()
+	abort(r2, errCodeOptionRefused)
+	waitFor(t, "second transfer end", 5*time.Second, func() bool { return ts.Active() == 0 })
+	// Another code before any data: a failure too.
+	r3 := newRawClient(t, ts)
+	defer r3.close()
+	r3.rrq("master/vmlinuz", "tsize", "0")
+	oackOptions(t, r3.next())
+	abort(r3, errCodeUndefined)
+	waitFor(t, "third transfer end", 5*time.Second, func() bool { return ts.Active() == 0 })
+	if st := ts.Stats(); st.Failed != 2 {
+		t.Errorf("failed = %d, want 2 (error 8 after data, error 0 before)", st.Failed)
+	}
+}

@@ -231,7 +231,7 @@ func (w *worker) readable(t *transfer) {
 		return
 	}
 	if code, msg, ok := parseError(p); ok {
-		w.end(t, fmt.Errorf("client sent error %d: %q", code, msg))
+		w.end(t, clientError{code, msg})
 		return
 	}
 	// Anything else on a read transfer's socket is ignored: a stray

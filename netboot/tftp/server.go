@@ -416,12 +416,31 @@ func (s *Server) acquireSlot() bool {
 func (s *Server) finish(t *transfer, err error) {
 	logTransfer(s.log, t, err)
 	s.sentBytes.Add(t.acked())
-	if err == nil {
+	switch {
+	case err == nil:
 		s.done.Add(1)
-	} else {
+	case sizeQuery(t, err):
+		// Not a failure: the client asked for the size only.
+	default:
 		s.failed.Add(1)
 	}
 	s.finishQuiet(t)
+}
+
+// clientError is an ERROR packet a client sent, which ends its transfer.
+type clientError struct {
+	code uint16
+	msg  string
+}
+
+func (e clientError) Error() string { return fmt.Sprintf("client sent error %d: %q", e.code, e.msg) }
+
+// sizeQuery reports whether a transfer ended as a size query: the client
+// read the OACK's tsize and ended it with error 8 before taking any data,
+// as UEFI PXE firmware does before it fetches the file (RFC 2349).
+func sizeQuery(t *transfer, err error) bool {
+	var ce clientError
+	return t.oack != nil && t.acked() == 0 && errors.As(err, &ce) && ce.code == errCodeOptionRefused
 }
 
 // release gives back what a transfer holds besides its socket: the file,
@@ -520,7 +539,12 @@ func logTransfer(log *slog.Logger, t *transfer, err error) {
 		log.LogAttrs(context.Background(), slog.LevelInfo, "transfer done", attrs...)
 		return
 	}
-	attrs = append(attrs, slog.Int64("size", t.size), slog.String("err", err.Error()))
+	attrs = append(attrs, slog.Int64("size", t.size))
+	if sizeQuery(t, err) {
+		log.LogAttrs(context.Background(), slog.LevelInfo, "size query answered", attrs...)
+		return
+	}
+	attrs = append(attrs, slog.String("err", err.Error()))
 	log.LogAttrs(context.Background(), slog.LevelWarn, "transfer failed", attrs...)
 }
 

@@ -141,7 +141,7 @@ func (s *Server) run(t *transfer, conn *net.UDPConn) error {
 		}
 		p := rbuf[:n]
 		if code, msg, ok := parseError(p); ok {
-			return fmt.Errorf("client sent error %d: %q", code, msg)
+			return clientError{code, msg}
 		}
 		block, ok := parseAck(p)
 		if !ok {
