@@ -84,6 +84,20 @@ func (s *Server) consoleRole(ctx context.Context, node string, o labctl.ConsoleO
 	return o, nil
 }
 
+// viewerOptions reads an attach request's options for the console of
+// node and applies the caller's role (consoleRole); a refused force is
+// audited.
+func (s *Server) viewerOptions(r *http.Request, node string) (labctl.ConsoleOptions, error) {
+	opts, err := consoleOptionsFrom(r.URL.Query())
+	if err != nil {
+		return opts, err
+	}
+	if opts, err = s.consoleRole(r.Context(), node, opts); err != nil {
+		s.refused(r, labctl.AuditEntry{Action: labctl.AuditConsoleWrite, Detail: "force"}, err)
+	}
+	return opts, err
+}
+
 // consoleAttach upgrades the request to a console connection: frames both
 // ways (consolewire.go) between the viewer and a ConsoleAttachment, until
 // either side ends it or the server stops.
@@ -100,14 +114,9 @@ func (s *Server) consoleAttach(w http.ResponseWriter, r *http.Request) {
 			": send Connection: Upgrade and Upgrade: " + ConsoleProtocol + " (labctl console does)"})
 		return
 	}
-	opts, err := consoleOptionsFrom(r.URL.Query())
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
 	name := r.PathValue("name")
-	if opts, err = s.consoleRole(r.Context(), name, opts); err != nil {
-		s.refused(r, labctl.AuditEntry{Action: labctl.AuditConsoleWrite, Detail: "force"}, err)
+	opts, err := s.viewerOptions(r, name)
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}

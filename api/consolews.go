@@ -49,14 +49,9 @@ func (s *Server) consoleWebSocket(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	opts, err := consoleOptionsFrom(r.URL.Query())
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
 	name := r.PathValue("name")
-	if opts, err = s.consoleRole(r.Context(), name, opts); err != nil {
-		s.refused(r, labctl.AuditEntry{Action: labctl.AuditConsoleWrite, Detail: "force"}, err)
+	opts, err := s.viewerOptions(r, name)
+	if err != nil {
 		s.fail(w, r, err)
 		return
 	}

@@ -186,19 +186,7 @@ func (d *Device) validate(doc *tomlfile.Document) {
 	if b.User == "" || strings.ContainsAny(b.User, "\r\n") {
 		doc.Problemf("bmc.user", "required: the BMC user name")
 	}
-	switch {
-	case b.PasswordFile == "" && b.PasswordEnv == "":
-		doc.Problemf("bmc.password_file", "required: a password_file or a password_env")
-	case b.PasswordFile != "" && b.PasswordEnv != "":
-		doc.Problemf("bmc.password_env", "give either password_file or password_env, not both")
-	case b.PasswordFile != "":
-		if !filepath.IsAbs(b.PasswordFile) {
-			b.PasswordFile = filepath.Join(absDir(d.File), b.PasswordFile)
-		}
-		checkSecretFile(doc, "bmc.password_file", b.PasswordFile)
-	case !validEnvName(b.PasswordEnv):
-		doc.Problemf("bmc.password_env", "%q is not an environment variable name", b.PasswordEnv)
-	}
+	checkSecretSource(doc, "bmc", "password", absDir(d.File), &b.PasswordFile, b.PasswordEnv, "required: a password_file or a password_env")
 }
 
 // checkPasswordFileUse: a command that reads {{.PasswordFile}} needs a

@@ -77,12 +77,19 @@ type Store struct {
 // Password reads the store's password; an empty Secret when none is
 // configured.
 func (s Store) Password() (Secret, error) {
-	if s.PasswordFile == "" && s.PasswordEnv == "" {
+	return optionalSecret(s.PasswordFile, s.PasswordEnv, "store password")
+}
+
+// optionalSecret is readSecret for a secret the lab file may leave out:
+// an empty Secret when neither file nor env is given. Errors start with
+// what.
+func optionalSecret(file, env, what string) (Secret, error) {
+	if file == "" && env == "" {
 		return Secret{}, nil
 	}
-	sec, err := readSecret(s.PasswordFile, s.PasswordEnv)
+	sec, err := readSecret(file, env)
 	if err != nil {
-		return Secret{}, fmt.Errorf("store password: %w", err)
+		return Secret{}, fmt.Errorf("%s: %w", what, err)
 	}
 	return sec, nil
 }
@@ -138,14 +145,7 @@ type LabHost struct {
 // Token reads the lab-internal credential; an empty Secret when none is
 // configured.
 func (h LabHost) Token() (Secret, error) {
-	if h.TokenFile == "" && h.TokenEnv == "" {
-		return Secret{}, nil
-	}
-	sec, err := readSecret(h.TokenFile, h.TokenEnv)
-	if err != nil {
-		return Secret{}, fmt.Errorf("host token: %w", err)
-	}
-	return sec, nil
+	return optionalSecret(h.TokenFile, h.TokenEnv, "host token")
 }
 
 func (h *LabHost) check(doc *tomlfile.Document, dir string, shared bool) {
@@ -161,15 +161,7 @@ func (h *LabHost) check(doc *tomlfile.Document, dir string, shared bool) {
 			doc.Problemf("host.api_url", "%q: want http(s)://host:port, as the other hosts reach this one", h.APIURL)
 		}
 	}
-	switch {
-	case h.TokenFile != "" && h.TokenEnv != "":
-		doc.Problemf("host.token_env", "give either token_file or token_env, not both")
-	case h.TokenFile != "":
-		h.TokenFile = resolve(dir, h.TokenFile)
-		checkSecretFile(doc, "host.token_file", h.TokenFile)
-	case h.TokenEnv != "" && !validEnvName(h.TokenEnv):
-		doc.Problemf("host.token_env", "%q is not an environment variable name", h.TokenEnv)
-	}
+	checkSecretSource(doc, "host", "token", dir, &h.TokenFile, h.TokenEnv, "")
 	if h.Lease < 0 || h.Poll < 0 {
 		doc.Problemf("host.lease", "lease and poll must not be negative")
 	}
@@ -626,17 +618,7 @@ func (l *Lab) validate(doc *tomlfile.Document) {
 		if t.Role == "" {
 			doc.Problemf(key+".role", "required: what the token may do: viewer, submitter, operator or admin")
 		}
-		switch {
-		case t.TokenFile == "" && t.TokenEnv == "":
-			doc.Problemf(key+".token_file", "required: a token_file or a token_env")
-		case t.TokenFile != "" && t.TokenEnv != "":
-			doc.Problemf(key+".token_env", "give either token_file or token_env, not both")
-		case t.TokenFile != "":
-			t.TokenFile = resolve(dir, t.TokenFile)
-			checkSecretFile(doc, key+".token_file", t.TokenFile)
-		case !validEnvName(t.TokenEnv):
-			doc.Problemf(key+".token_env", "%q is not an environment variable name", t.TokenEnv)
-		}
+		checkSecretSource(doc, key, "token", dir, &t.TokenFile, t.TokenEnv, "required: a token_file or a token_env")
 	}
 }
 
@@ -650,14 +632,27 @@ func (st *Store) check(doc *tomlfile.Document, dir string) {
 	if err := CheckStoreURL(st.URL); err != nil {
 		doc.Problemf("store.url", "%v", err)
 	}
+	checkSecretSource(doc, "store", "password", dir, &st.PasswordFile, st.PasswordEnv, "")
+}
+
+// checkSecretSource checks a secret the lab file gives as KEY.NAME_file
+// or KEY.NAME_env: never both, the file made absolute against dir and
+// checked (checkSecretFile), the variable's name valid. required, if not
+// empty, is the problem when neither is given.
+func checkSecretSource(doc *tomlfile.Document, key, name, dir string, file *string, env, required string) {
+	k := key + "." + name
 	switch {
-	case st.PasswordFile != "" && st.PasswordEnv != "":
-		doc.Problemf("store.password_env", "give either password_file or password_env, not both")
-	case st.PasswordFile != "":
-		st.PasswordFile = resolve(dir, st.PasswordFile)
-		checkSecretFile(doc, "store.password_file", st.PasswordFile)
-	case st.PasswordEnv != "" && !validEnvName(st.PasswordEnv):
-		doc.Problemf("store.password_env", "%q is not an environment variable name", st.PasswordEnv)
+	case *file == "" && env == "":
+		if required != "" {
+			doc.Problemf(k+"_file", "%s", required)
+		}
+	case *file != "" && env != "":
+		doc.Problemf(k+"_env", "give either %[1]s_file or %[1]s_env, not both", name)
+	case *file != "":
+		*file = resolve(dir, *file)
+		checkSecretFile(doc, k+"_file", *file)
+	case !validEnvName(env):
+		doc.Problemf(k+"_env", "%q is not an environment variable name", env)
 	}
 }
 

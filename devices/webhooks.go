@@ -67,17 +67,7 @@ func checkWebhooks(doc *tomlfile.Document, dir string, hooks []Webhook) {
 		case slices.ContainsFunc(hooks[:i], func(o Webhook) bool { return o.URL == w.URL }):
 			doc.Problemf(key+".url", "%q is listed twice", w.URL)
 		}
-		switch {
-		case w.SecretFile == "" && w.SecretEnv == "":
-			doc.Problemf(key+".secret_file", "required: a secret_file or a secret_env (the key events are signed with)")
-		case w.SecretFile != "" && w.SecretEnv != "":
-			doc.Problemf(key+".secret_env", "give either secret_file or secret_env, not both")
-		case w.SecretFile != "":
-			w.SecretFile = resolve(dir, w.SecretFile)
-			checkSecretFile(doc, key+".secret_file", w.SecretFile)
-		case !validEnvName(w.SecretEnv):
-			doc.Problemf(key+".secret_env", "%q is not an environment variable name", w.SecretEnv)
-		}
+		checkSecretSource(doc, key, "secret", dir, &w.SecretFile, w.SecretEnv, "required: a secret_file or a secret_env (the key events are signed with)")
 		for j, e := range w.Events {
 			if !slices.Contains(WebhookEvents, e) {
 				doc.Problemf(fmt.Sprintf("%s.events[%d]", key, j), "%q is not an event: use %s", e, strings.Join(WebhookEvents, " or "))
@@ -108,13 +98,5 @@ func (n Notify) Secret() (Secret, error) {
 }
 
 func (n *Notify) check(doc *tomlfile.Document, dir string) {
-	switch {
-	case n.SecretFile != "" && n.SecretEnv != "":
-		doc.Problemf("notify.secret_env", "give either secret_file or secret_env, not both")
-	case n.SecretFile != "":
-		n.SecretFile = resolve(dir, n.SecretFile)
-		checkSecretFile(doc, "notify.secret_file", n.SecretFile)
-	case n.SecretEnv != "" && !validEnvName(n.SecretEnv):
-		doc.Problemf("notify.secret_env", "%q is not an environment variable name", n.SecretEnv)
-	}
+	checkSecretSource(doc, "notify", "secret", dir, &n.SecretFile, n.SecretEnv, "")
 }

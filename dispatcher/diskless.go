@@ -46,20 +46,10 @@ func (r *runner) bootDiskless(ctx context.Context) error {
 	r.event("boot: %s: kernel %s (%d bytes), initrd %s (%d bytes), command line %q",
 		b.Method, b.Kernel, kernel.Size(), b.Initrd, initrd.Size(), cmdline)
 
-	if err := r.node.power(ctx, labctl.PowerOff); err != nil {
-		return err
-	}
-	if err := r.Netboot.BootKernel(kernel.URL(), initrd.URL(), cmdline); err != nil {
-		return fmt.Errorf("PXE config: %w", err)
-	}
-	// Boot flags expire on many BMCs 60 s after they are set: set them
-	// right before powering on.
-	if err := r.node.bootdev(ctx, labctl.BootPXE); err != nil {
-		return err
-	}
-	r.session.Discard()
-	start := r.Now()
-	if err := r.node.power(ctx, labctl.PowerOn); err != nil {
+	start, err := r.node.pxeBoot(ctx, func() error {
+		return r.Netboot.BootKernel(kernel.URL(), initrd.URL(), cmdline)
+	})
+	if err != nil {
 		return err
 	}
 	return r.login(ctx, start, "power on")

@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
-	"context"
 	"os"
 	"path/filepath"
 	"slices"
@@ -63,16 +62,12 @@ func rootTar(t *testing.T, extra ...*tar.Header) string {
 
 func runDiskless(t *testing.T, n *dispatchertest.Node, spec *jobs.Job, cache string) (*results.Job, string) {
 	t.Helper()
-	dir := t.TempDir()
-	res := dispatcher.Run(context.Background(), dispatcher.Job{
-		ID: "1", Spec: spec, Device: n.Name, Settings: dispatchertest.Settings(n),
-		Power: n, Console: console(t, n), Netboot: n, Dir: dir, CacheDir: cache,
-	})
-	log, _ := os.ReadFile(filepath.Join(dir, "job.log"))
+	var dir string
+	res, log := runJob(t, n, spec, func(j *dispatcher.Job) { j.CacheDir, dir = cache, j.Dir })
 	if _, err := os.Stat(filepath.Join(dir, "junit.xml")); err != nil {
 		t.Errorf("no junit.xml: %v", err)
 	}
-	return res, string(log)
+	return res, log
 }
 
 // A ramdisk job boots the job's kernel and initrd over the network (no

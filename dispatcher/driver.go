@@ -52,20 +52,8 @@ func (d *Driver) BootMaster(ctx context.Context) error {
 	if d.Netboot == nil {
 		return errors.New("no boot server")
 	}
-	if err := d.power(ctx, labctl.PowerOff); err != nil {
-		return err
-	}
-	if err := d.Netboot.BootMaster(); err != nil {
-		return fmt.Errorf("PXE config: %w", err)
-	}
-	// Boot flags expire on many BMCs 60 s after they are set: set them
-	// right before powering on.
-	if err := d.bootdev(ctx, labctl.BootPXE); err != nil {
-		return err
-	}
-	d.Console.Discard()
-	start := d.now()
-	if err := d.power(ctx, labctl.PowerOn); err != nil {
+	start, err := d.pxeBoot(ctx, d.Netboot.BootMaster)
+	if err != nil {
 		return err
 	}
 	if err := d.waitPrompt(ctx, d.Settings.Timeouts.MasterBoot, "the master prompt", d.masterPrompt()); err != nil {
@@ -73,6 +61,26 @@ func (d *Driver) BootMaster(ctx context.Context) error {
 	}
 	d.event("master prompt %s after power on", d.now().Sub(start).Round(10*time.Millisecond))
 	return nil
+}
+
+// pxeBoot powers the node on into the PXE entry setEntry sets: power
+// off, the entry, bootdev pxe, power on, with what the console printed
+// before dropped. It returns when power on was asked for.
+func (d *Driver) pxeBoot(ctx context.Context, setEntry func() error) (time.Time, error) {
+	if err := d.power(ctx, labctl.PowerOff); err != nil {
+		return time.Time{}, err
+	}
+	if err := setEntry(); err != nil {
+		return time.Time{}, fmt.Errorf("PXE config: %w", err)
+	}
+	// Boot flags expire on many BMCs 60 s after they are set: set them
+	// right before powering on.
+	if err := d.bootdev(ctx, labctl.BootPXE); err != nil {
+		return time.Time{}, err
+	}
+	d.Console.Discard()
+	start := d.now()
+	return start, d.power(ctx, labctl.PowerOn)
 }
 
 // masterPrompt matches the master image's shell prompt.

@@ -2,7 +2,6 @@ package dispatcher_test
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,14 +17,7 @@ import (
 // by every user.
 func runPublic(t *testing.T, n *dispatchertest.Node, spec *jobs.Job) (*results.Job, string) {
 	t.Helper()
-	dir := t.TempDir()
-	res := dispatcher.Run(context.Background(), dispatcher.Job{
-		ID: "1", Spec: spec, Device: n.Name, Settings: dispatchertest.Settings(n),
-		Power: n, Console: console(t, n), Netboot: n, Dir: dir,
-		Images: dispatcher.ImagePolicy{PublicFiles: true},
-	})
-	log, _ := os.ReadFile(filepath.Join(dir, "job.log"))
-	return res, string(log)
+	return runJob(t, n, spec, func(j *dispatcher.Job) { j.Images = dispatcher.ImagePolicy{PublicFiles: true} })
 }
 
 // submitted parses a job and checks its files as the daemon does when the

@@ -429,24 +429,18 @@ func commandError(name string, err error) error {
 	return err
 }
 
+// countCommand counts the bytes the xz or zstd program unpacks from f.
 func countCommand(f *os.File, comp Compression) (int64, error) {
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		return 0, err
 	}
-	cmd := unpackCommand(comp)
-	cmd.Stdin = f
-	out, err := cmd.StdoutPipe()
+	in, wait, err := unpackReader(f, comp)
 	if err != nil {
 		return 0, err
 	}
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		return 0, commandError(cmd.Args[0], err)
+	n, err := io.Copy(io.Discard, in)
+	if werr := wait(err); err == nil {
+		err = werr
 	}
-	n, cerr := io.Copy(io.Discard, out)
-	if err := cmd.Wait(); err != nil {
-		return 0, fmt.Errorf("%s: %v: %s", cmd.Args[0], err, strings.TrimSpace(stderr.String()))
-	}
-	return n, cerr
+	return n, err
 }

@@ -62,6 +62,28 @@ func run(t *testing.T, n *dispatchertest.Node, spec *jobs.Job) (*results.Job, st
 	return runIn(t, t.TempDir(), n, spec)
 }
 
+func runIn(t *testing.T, dir string, n *dispatchertest.Node, spec *jobs.Job) (*results.Job, string) {
+	t.Helper()
+	return runJob(t, n, spec, func(j *dispatcher.Job) { j.Dir = dir })
+}
+
+// runJob runs spec on n as a job in a new directory with the node's
+// settings, after edit (if not nil) changed the job; it returns the
+// result and the job log.
+func runJob(t *testing.T, n *dispatchertest.Node, spec *jobs.Job, edit func(*dispatcher.Job)) (*results.Job, string) {
+	t.Helper()
+	j := dispatcher.Job{
+		ID: "1", Spec: spec, Device: n.Name, Settings: dispatchertest.Settings(n),
+		Power: n, Console: console(t, n), Netboot: n, Dir: t.TempDir(),
+	}
+	if edit != nil {
+		edit(&j)
+	}
+	res := dispatcher.Run(context.Background(), j)
+	log, _ := os.ReadFile(filepath.Join(j.Dir, "job.log"))
+	return res, string(log)
+}
+
 // console opens the node's console session for a job.
 func console(t *testing.T, n *dispatchertest.Node) *sol.Session {
 	t.Helper()
@@ -71,16 +93,6 @@ func console(t *testing.T, n *dispatchertest.Node) *sol.Session {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
-}
-
-func runIn(t *testing.T, dir string, n *dispatchertest.Node, spec *jobs.Job) (*results.Job, string) {
-	t.Helper()
-	res := dispatcher.Run(context.Background(), dispatcher.Job{
-		ID: "1", Spec: spec, Device: n.Name, Settings: dispatchertest.Settings(n),
-		Power: n, Console: console(t, n), Netboot: n, Dir: dir,
-	})
-	log, _ := os.ReadFile(filepath.Join(dir, "job.log"))
-	return res, string(log)
 }
 
 func TestRunComplete(t *testing.T) {

@@ -1,7 +1,6 @@
 package dispatcher_test
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -27,13 +26,7 @@ func needZstd(t *testing.T) {
 // runSave runs spec on n with its save going to saveTo.
 func runSave(t *testing.T, n *dispatchertest.Node, spec *jobs.Job, saveTo string) (*results.Job, string) {
 	t.Helper()
-	dir := t.TempDir()
-	res := dispatcher.Run(context.Background(), dispatcher.Job{
-		ID: "1", Spec: spec, Device: n.Name, Settings: dispatchertest.Settings(n),
-		Power: n, Console: console(t, n), Netboot: n, Dir: dir, SaveTo: saveTo,
-	})
-	log, _ := os.ReadFile(filepath.Join(dir, "job.log"))
-	return res, string(log)
+	return runJob(t, n, spec, func(j *dispatcher.Job) { j.SaveTo = saveTo })
 }
 
 func fileSHA256(t *testing.T, path string) string {

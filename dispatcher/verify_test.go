@@ -1,7 +1,6 @@
 package dispatcher_test
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
@@ -32,13 +31,9 @@ func rawImage(t *testing.T, dir string) (string, string) {
 // runWith runs spec on n with the given settings.
 func runWith(t *testing.T, n *dispatchertest.Node, spec string, set devices.Settings) (*results.Job, string) {
 	t.Helper()
-	dir := t.TempDir()
-	res := dispatcher.Run(context.Background(), dispatcher.Job{
-		ID: "1", Spec: parseJob(t, spec), Device: n.Name, Settings: set,
-		Power: n, Console: console(t, n), Netboot: n, Dir: dir, CacheDir: filepath.Join(dir, "cache"),
+	return runJob(t, n, parseJob(t, spec), func(j *dispatcher.Job) {
+		j.Settings, j.CacheDir = set, filepath.Join(j.Dir, "cache")
 	})
-	log, _ := os.ReadFile(filepath.Join(dir, "job.log"))
-	return res, string(log)
 }
 
 func TestRunVerifyModes(t *testing.T) {

@@ -333,14 +333,16 @@ func (j *Job) validate(doc *tomlfile.Document, dir string) {
 const unsafeInPath = " \t\r\n\"'`\\"
 
 func (b *Boot) validate(doc *tomlfile.Document, dir string) {
+	const diskless, nfs = `"ramdisk" or "nfs"`, `"nfs"`
 	files := []struct {
-		key  string
-		path *string
-		need bool
+		key     string
+		path    *string
+		need    bool
+		methods string // the boot methods that take it
 	}{
-		{"boot.kernel", &b.Kernel, b.Method.Diskless()},
-		{"boot.initrd", &b.Initrd, b.Method.Diskless()},
-		{"boot.root", &b.Root, b.Method == BootNFS},
+		{"boot.kernel", &b.Kernel, b.Method.Diskless(), diskless},
+		{"boot.initrd", &b.Initrd, b.Method.Diskless(), diskless},
+		{"boot.root", &b.Root, b.Method == BootNFS, nfs},
 	}
 	switch b.Method {
 	case BootFromDisk, BootRamdisk, BootNFS:
@@ -354,7 +356,7 @@ func (b *Boot) validate(doc *tomlfile.Document, dir string) {
 			doc.Problemf(f.key, "required with boot.method = %q: a path on this host", b.Method)
 		case *f.path == "":
 		case !f.need:
-			doc.Problemf(f.key, "only for boot.method = %s", map[bool]string{true: "\"nfs\"", false: "\"ramdisk\" or \"nfs\""}[f.key == "boot.root"])
+			doc.Problemf(f.key, "only for boot.method = %s", f.methods)
 		case strings.Contains(*f.path, "://"):
 			doc.Problemf(f.key, "%q: give a path on this host (the boot server serves it)", *f.path)
 		case strings.ContainsAny(*f.path, unsafeInPath):
@@ -364,7 +366,7 @@ func (b *Boot) validate(doc *tomlfile.Document, dir string) {
 		}
 	}
 	if b.Append != "" && !b.Method.Diskless() {
-		doc.Problemf("boot.append", "only for boot.method = \"ramdisk\" or \"nfs\" (a disk's command line is on the disk)")
+		doc.Problemf("boot.append", "only for boot.method = %s (a disk's command line is on the disk)", diskless)
 	}
 	if strings.ContainsAny(b.Append, "\r\n") || strings.Contains(b.Append, "nfsroot=") {
 		doc.Problemf("boot.append", "must be one line, without nfsroot= (labctl sets it)")

@@ -89,6 +89,18 @@ type profile struct {
 	hosts []string
 }
 
+// writeTitle writes the comment line that opens the profile's part of a
+// DHCP config, without its newline: its tag and how its hosts boot.
+func (p *profile) writeTitle(b *bytes.Buffer) {
+	fmt.Fprintf(b, "\n# %s: firmware %s, loader %s", p.tag, p.Firmware, p.Loader)
+	if p.File != "" {
+		fmt.Fprintf(b, " %s", p.File)
+	}
+	if p.HTTP {
+		b.WriteString(" over UEFI HTTP boot")
+	}
+}
+
 // profiles groups hosts by how they boot; each group gets a tag
 // TAG-boot-FIRMWARE-LOADER (with a number when two groups would share it).
 func profiles(tag string, hosts []DHCPHost) ([]*profile, map[string]*profile) {
@@ -174,13 +186,7 @@ func renderDnsmasq(b *bytes.Buffer, boot DHCPBoot, hosts []DHCPHost) {
 	fmt.Fprintf(b, "dhcp-userclass=set:%s-ipxe,iPXE\n", t)
 	fmt.Fprintf(b, "tag-if=set:%s-unknown-arch,tag:%s-netboot,tag:%s-pxe,tag:!%s-arch-bios,tag:!%s-arch-efi64,tag:!%s-arch-efi64-http\n", t, t, t, t, t, t)
 	for _, p := range list {
-		fmt.Fprintf(b, "\n# %s: firmware %s, loader %s", p.tag, p.Firmware, p.Loader)
-		if p.File != "" {
-			fmt.Fprintf(b, " %s", p.File)
-		}
-		if p.HTTP {
-			b.WriteString(" over UEFI HTTP boot")
-		}
+		p.writeTitle(b)
 		fmt.Fprintf(b, " (%s)\n", strings.Join(p.hosts, ", "))
 		pxe, http := p.answers()
 		notIPXE := ""
@@ -246,13 +252,7 @@ func renderISC(b *bytes.Buffer, boot DHCPBoot, hosts []DHCPHost) {
 		byName[h.Name] = h
 	}
 	for _, p := range list {
-		fmt.Fprintf(b, "\n# %s: firmware %s, loader %s", p.tag, p.Firmware, p.Loader)
-		if p.File != "" {
-			fmt.Fprintf(b, " %s", p.File)
-		}
-		if p.HTTP {
-			b.WriteString(" over UEFI HTTP boot")
-		}
+		p.writeTitle(b)
 		b.WriteString("\ngroup {\n")
 		fmt.Fprintf(b, "  next-server %s;\n", boot.NextServer)
 		pxe, http := p.answers()

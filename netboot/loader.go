@@ -217,22 +217,14 @@ func renderIPXE(entry Entry, httpURL, node string) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		// A kernel entry (a diskless job's own kernel) names URLs; a
-		// master entry names files of the boot root.
-		file := func(what, p string) (string, error) {
-			if entry.Kind == KindKernel {
-				return entryURL(what, p)
-			}
-			return entryFile(what, p, false, httpURL)
-		}
-		kernel, err := file("kernel", entry.Kernel)
+		kernel, err := entry.source("kernel", entry.Kernel, false, httpURL)
 		if err != nil {
 			return nil, err
 		}
 		fmt.Fprintf(&b, "# labctl: %s entry for %s\necho labctl: loading the %s kernel\n", entry.Kind, node, entry.Kind)
 		initrd := ""
 		if entry.Initrd != "" {
-			if initrd, err = file("initrd", entry.Initrd); err != nil {
+			if initrd, err = entry.source("initrd", entry.Initrd, false, httpURL); err != nil {
 				return nil, err
 			}
 			args = strings.TrimSpace("initrd=initrd " + args)
@@ -252,7 +244,7 @@ func renderIPXE(entry Entry, httpURL, node string) ([]byte, error) {
 			fmt.Fprintf(&b, "%s\n", l)
 		}
 	default:
-		return nil, fmt.Errorf("entry kind %d: want local or master", entry.Kind)
+		return nil, fmt.Errorf("entry kind %d: want local, master or kernel", entry.Kind)
 	}
 	return b.Bytes(), nil
 }

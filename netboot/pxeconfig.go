@@ -106,19 +106,13 @@ func renderPXELinux(entry Entry, httpURL, node string) ([]byte, error) {
 		if entry.Kernel == "" {
 			return nil, fmt.Errorf("%s entry: kernel is required", entry.Kind)
 		}
-		file := func(what, p string) (string, error) {
-			if entry.Kind == KindKernel {
-				return entryURL(what, p)
-			}
-			return entryFile(what, p, entry.OverTFTP, httpURL)
-		}
-		kernel, err := file("kernel", entry.Kernel)
+		kernel, err := entry.source("kernel", entry.Kernel, entry.OverTFTP, httpURL)
 		if err != nil {
 			return nil, err
 		}
 		initrd := ""
 		if entry.Initrd != "" {
-			if initrd, err = file("initrd", entry.Initrd); err != nil {
+			if initrd, err = entry.source("initrd", entry.Initrd, entry.OverTFTP, httpURL); err != nil {
 				return nil, err
 			}
 		}
@@ -146,6 +140,17 @@ func renderPXELinux(entry Entry, httpURL, node string) ([]byte, error) {
 		return nil, fmt.Errorf("entry kind %d: want local, master or kernel", entry.Kind)
 	}
 	return b.Bytes(), nil
+}
+
+// source turns a master or kernel entry's kernel or initrd into what a
+// config names: a kernel entry (a diskless job's own kernel) names URLs
+// as given; a master entry names files of the boot root, over TFTP or
+// HTTP (see entryFile).
+func (entry Entry) source(what, p string, overTFTP bool, httpURL string) (string, error) {
+	if entry.Kind == KindKernel {
+		return entryURL(what, p)
+	}
+	return entryFile(what, p, overTFTP, httpURL)
 }
 
 // entryFile checks a kernel or initrd path and turns it into what the

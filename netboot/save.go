@@ -18,7 +18,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
-	"time"
 )
 
 // savesPrefix is where nodes send saved disk images.
@@ -209,15 +208,12 @@ func (s *Server) serveSave(w *countingWriter, r *http.Request, token string) []s
 	return append(attrs, slog.String("sha256", res.RawSHA256))
 }
 
-// saveReader is the request body as the save reads it: each read must
-// start moving within the stall timeout, the body may not pass its
-// bound, and a Close of the save stops it.
+// saveReader is the request body as the save reads it (a stallReader):
+// the body may not pass its bound, and a Close of the save stops it.
 type saveReader struct {
-	sv    *Save
-	r     io.Reader
-	rc    *http.ResponseController
-	stall time.Duration
-	max   int64
+	sv  *Save
+	r   *stallReader
+	max int64
 }
 
 func (s *saveReader) Read(p []byte) (int, error) {
@@ -226,7 +222,6 @@ func (s *saveReader) Read(p []byte) (int, error) {
 		return 0, errSaveClosed
 	default:
 	}
-	s.rc.SetReadDeadline(time.Now().Add(s.stall))
 	n, err := s.r.Read(p)
 	if s.sv.received.Add(int64(n)) > s.max {
 		return n, errSaveTooLarge
@@ -342,7 +337,7 @@ func (sv *Save) receive(w http.ResponseWriter, r *http.Request) (SaveResult, int
 		hashed <- err
 	}()
 
-	body := &saveReader{sv: sv, r: r.Body, rc: http.NewResponseController(w), stall: sv.s.cfg.HTTP.StallTimeout, max: limit}
+	body := &saveReader{sv: sv, r: &stallReader{r: r.Body, rc: http.NewResponseController(w), stall: sv.s.cfg.HTTP.StallTimeout}, max: limit}
 	_, copyErr := io.Copy(io.MultiWriter(f, &unpackWriter{stdin}), body)
 	stdin.Close()
 	if copyErr != nil {

@@ -1,6 +1,7 @@
 package netboot
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -239,6 +240,46 @@ func TestSaveCutMidStream(t *testing.T) {
 	_, err = sv.Wait(ctx)
 	if err == nil || !strings.Contains(err.Error(), "cut after") {
 		t.Fatalf("Wait: %v, want the cut named", err)
+	}
+	if names := dirNames(t, dir); len(names) != 0 {
+		t.Errorf("left behind: %v", names)
+	}
+}
+
+// TestSaveStalled: a node that stops sending mid-stream is answered 408
+// after StallTimeout, and nothing is kept.
+func TestSaveStalled(t *testing.T) {
+	ts := startServer(t, func(c *Config) { c.HTTP.StallTimeout = 300 * time.Millisecond })
+	dir := t.TempDir()
+	disk := sparseDisk(t, 4<<20)
+	packed := zstdOf(t, disk)
+	sv, err := ts.AcceptSave(dir, int64(len(disk)), sum(disk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sv.Close()
+	c, err := net.Dial("tcp", ts.HTTPAddr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprintf(c, "PUT /saves/%s HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", sv.Token())
+	half := packed[:len(packed)/2]
+	fmt.Fprintf(c, "%x\r\n%s\r\n", len(half), half)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err = sv.Wait(ctx)
+	if err == nil || !strings.Contains(err.Error(), "nothing arrived for 300ms") {
+		t.Fatalf("Wait: %v, want the stall named", err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout {
+		t.Errorf("status %d, want 408", resp.StatusCode)
 	}
 	if names := dirNames(t, dir); len(names) != 0 {
 		t.Errorf("left behind: %v", names)

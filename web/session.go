@@ -181,7 +181,3 @@ func sameOrigin(r *http.Request, tls bool) error {
 	}
 	return nil
 }
-
-func subtleEqual(a, b string) bool {
-	return subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
-}

@@ -7,6 +7,7 @@
 package web
 
 import (
+	"crypto/subtle"
 	"embed"
 	"encoding/json"
 	"io/fs"
@@ -97,11 +98,7 @@ func (u *UI) Routes() []api.Route {
 // cookie; a request that changes something must also come from this
 // daemon's origin and carry the session's CSRF token.
 func (u *UI) Authenticate(r *http.Request) (string, labctl.Role, error) {
-	c, err := r.Cookie(CookieName)
-	if err != nil {
-		return "", "", errNoSession
-	}
-	se, ok := u.sessions.get(c.Value)
+	se, ok := u.current(r)
 	if !ok {
 		return "", "", errNoSession
 	}
@@ -254,8 +251,10 @@ func (u *UI) session(w http.ResponseWriter, r *http.Request) {
 	json.NewEncoder(w).Encode(SessionInfo{Name: se.name, Role: se.role, CSRF: se.csrf, Expires: se.expires})
 }
 
+// equalSecret compares a secret a request brings with the one expected,
+// in constant time; an empty one never matches.
 func equalSecret(a, b string) bool {
-	return a != "" && len(a) == len(b) && subtleEqual(a, b)
+	return a != "" && subtle.ConstantTimeCompare([]byte(a), []byte(b)) == 1
 }
 
 func errorf(kind error, msg string) error { return &kindError{kind: kind, msg: msg} }
