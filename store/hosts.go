@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -245,57 +246,42 @@ func (s *sqlDB) LabDevices(ctx context.Context) ([]LabDevice, error) {
 
 // EndLostJobs ends the running jobs of lost hosts, each once.
 func (s *sqlDB) EndLostJobs(ctx context.Context, now time.Time) ([]Job, error) {
-	var out []Job
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		out = out[:0]
-		rows, err := tx.Query(`UPDATE jobs SET state = $1, outcome = 'incomplete',
-				reason = 'host ' || claim_host || ' lost: its lease ran out while the job ran', finished = $2, cleanup = 1
-			WHERE state = $3 AND claim_host <> '' AND claim_host <> $4
-				AND claim_host IN (SELECT name FROM hosts WHERE lease_until < $2)
-			RETURNING `+jobColumns, Finished, nanos(now), Running, s.host)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			j, err := scanJob(rows)
-			if err != nil {
-				return err
-			}
-			out = append(out, j)
-		}
-		return rows.Err()
-	})
+	out, err := s.updateJobs(ctx, `UPDATE jobs SET state = $1, outcome = 'incomplete',
+			reason = 'host ' || claim_host || ' lost: its lease ran out while the job ran', finished = $2, cleanup = 1
+		WHERE state = $3 AND claim_host <> '' AND claim_host <> $4
+			AND claim_host IN (SELECT name FROM hosts WHERE lease_until < $2)
+		RETURNING `+jobColumns, Finished, nanos(now), Running, s.host)
 	if err != nil {
 		return nil, fmt.Errorf("end the jobs of lost hosts: %w", err)
 	}
-	slices.SortFunc(out, func(a, b Job) int { return int(a.ID - b.ID) })
 	return out, nil
 }
 
 // TakeCleanups returns and unmarks the jobs other hosts ended under this
 // host's claims.
 func (s *sqlDB) TakeCleanups(ctx context.Context) ([]Job, error) {
-	var out []Job
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		out = out[:0]
-		rows, err := tx.Query(`UPDATE jobs SET cleanup = 0 WHERE cleanup = 1 AND claim_host = $1 RETURNING `+jobColumns, s.host)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			j, err := scanJob(rows)
-			if err != nil {
-				return err
-			}
-			out = append(out, j)
-		}
-		return rows.Err()
-	})
+	out, err := s.updateJobs(ctx, `UPDATE jobs SET cleanup = 0 WHERE cleanup = 1 AND claim_host = $1 RETURNING `+jobColumns, s.host)
 	if err != nil {
 		return nil, fmt.Errorf("jobs to clean up after: %w", err)
 	}
-	slices.SortFunc(out, func(a, b Job) int { return int(a.ID - b.ID) })
+	return out, nil
+}
+
+// updateJobs runs q, an UPDATE of jobs RETURNING jobColumns, in one
+// write, and returns the jobs it changed, by ID.
+func (s *sqlDB) updateJobs(ctx context.Context, q string, args ...any) ([]Job, error) {
+	var out []Job
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.Query(q, args...)
+		if err != nil {
+			return err
+		}
+		out, err = scanJobs(rows)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b Job) int { return cmp.Compare(a.ID, b.ID) })
 	return out, nil
 }

@@ -119,16 +119,8 @@ func (s *sqlDB) Jobs(ctx context.Context, f JobFilter) ([]Job, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}
-	defer rows.Close()
-	var out []Job
-	for rows.Next() {
-		j, err := scanJob(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list jobs: %w", err)
-		}
-		out = append(out, j)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := scanJobs(rows)
+	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}
 	for i, k := 0, len(out)-1; i < k; i, k = i+1, k-1 {
@@ -263,6 +255,20 @@ func (s *sqlDB) Devices(ctx context.Context) ([]Device, error) {
 
 type scanner interface{ Scan(dest ...any) error }
 
+// scanJobs reads every row of rows (jobColumns) and closes them.
+func scanJobs(rows *sql.Rows) ([]Job, error) {
+	defer rows.Close()
+	var out []Job
+	for rows.Next() {
+		j, err := scanJob(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, j)
+	}
+	return out, rows.Err()
+}
+
 func scanJob(row scanner) (Job, error) {
 	var j Job
 	var tags string
@@ -383,16 +389,8 @@ func (s *sqlDB) Attempts(ctx context.Context, id int64) ([]Job, error) {
 	if err != nil {
 		return nil, fmt.Errorf("attempts of job %d: %w", id, err)
 	}
-	defer rows.Close()
-	var out []Job
-	for rows.Next() {
-		j, err := scanJob(rows)
-		if err != nil {
-			return nil, fmt.Errorf("attempts of job %d: %w", id, err)
-		}
-		out = append(out, j)
-	}
-	if err := rows.Err(); err != nil {
+	out, err := scanJobs(rows)
+	if err != nil {
 		return nil, fmt.Errorf("attempts of job %d: %w", id, err)
 	}
 	if len(out) == 0 {
