@@ -196,7 +196,6 @@ func testHostsLost(t *testing.T, open func() (store.Store, error)) {
 // Hosts race for the same jobs, several workers each: each job runs
 // under exactly one host's claim, on that host's device.
 func testHostsClaimRace(t *testing.T, open func() (store.Store, error)) {
-	ctx := context.Background()
 	now := time.Now()
 	var hosts []interface {
 		store.Store
@@ -211,38 +210,22 @@ func testHostsClaimRace(t *testing.T, open func() (store.Store, error)) {
 	for i := range 30 {
 		jobs = append(jobs, create(t, hosts[i%3], sample(fmt.Sprint("j", i))).ID)
 	}
-	var mu sync.Mutex
-	wins := map[int64][]string{}
-	var wg sync.WaitGroup
+	var claimers []Claimer
 	for h, s := range hosts {
 		for w := range 3 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				dev := fmt.Sprintf("node%d-%d", h, w)
-				for _, id := range jobs {
-					err := s.ClaimJob(ctx, id, dev, now)
-					switch {
-					case err == nil:
-						mu.Lock()
-						wins[id] = append(wins[id], fmt.Sprintf("rack%d/%s", h, dev))
-						mu.Unlock()
-					case !errors.Is(err, store.ErrConflict):
-						t.Errorf("ClaimJob(%d, %s) = %v", id, dev, err)
-					}
-				}
-			}()
+			dev := fmt.Sprintf("node%d-%d", h, w)
+			claimers = append(claimers, Claimer{Store: s, Device: dev, Name: fmt.Sprintf("rack%d/%s", h, dev)})
 		}
 	}
-	wg.Wait()
+	won := RaceClaims(t, claimers, jobs, now)
 	for _, id := range jobs {
-		if len(wins[id]) != 1 {
-			t.Errorf("job %d claimed by %v, want exactly one", id, wins[id])
+		w, ok := won[id]
+		if !ok {
 			continue
 		}
 		got := get(t, hosts[0], id)
-		if want := got.Host + "/" + got.RunDevice; want != wins[id][0] {
-			t.Errorf("job %d runs as %s, but %s won the claim", id, want, wins[id][0])
+		if want := got.Host + "/" + got.RunDevice; want != w {
+			t.Errorf("job %d runs as %s, but %s won the claim", id, want, w)
 		}
 	}
 }
