@@ -150,6 +150,15 @@ func (d *Daemon) refreshLab(ctx context.Context) error {
 	return nil
 }
 
+// hostName is the host whose claims this daemon's store makes: "" in a
+// lab of one host, whose claims name no host.
+func (d *Daemon) hostName() string {
+	if d.host == nil {
+		return ""
+	}
+	return d.host.cfg.Name
+}
+
 // ownedLocally reports whether a job of the store is this host's to
 // recover: one it claimed, or one claimed before the lab had hosts on a
 // device that is now this host's.

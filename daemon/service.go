@@ -443,9 +443,7 @@ func (d *Daemon) Devices(ctx context.Context) ([]labctl.Device, error) {
 // viewDeviceLocked is one of this host's devices for the API.
 func (d *Daemon) viewDeviceLocked(dev *device) labctl.Device {
 	v := dev.viewLocked()
-	if d.host != nil {
-		v.Host = d.host.cfg.Name
-	}
+	v.Host = d.hostName()
 	return v
 }
 
