@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -656,15 +655,14 @@ func (d *Daemon) checkOwners(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("daemon: host %s: %w", d.host.cfg.Name, err)
 	}
-	var taken []string
+	var taken []store.LabDevice
 	for _, dev := range devs {
 		if dev.Host != d.host.cfg.Name && d.devices[dev.Name] != nil {
-			taken = append(taken, fmt.Sprintf("device %s is host %s's, and host %s claims it too", dev.Name, dev.Host, d.host.cfg.Name))
+			taken = append(taken, dev)
 		}
 	}
 	if len(taken) > 0 {
-		return fmt.Errorf("daemon: host %s: %w: %s (a device belongs to one host: take it out of one lab file, and restart that host first if it is the one giving it up)",
-			d.host.cfg.Name, store.ErrDeviceTaken, strings.Join(taken, "; "))
+		return fmt.Errorf("daemon: host %s: %w", d.host.cfg.Name, store.DevicesTaken(d.host.cfg.Name, taken))
 	}
 	return nil
 }

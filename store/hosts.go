@@ -105,7 +105,7 @@ func (s *sqlDB) RegisterHost(ctx context.Context, h Host, devs []LabDevice) erro
 			h.Name, h.API, nanos(h.Started), nanos(h.LeaseUntil)); err != nil {
 			return fmt.Errorf("register host %s: %w", h.Name, err)
 		}
-		var taken []string
+		var taken []LabDevice
 		for _, d := range devs {
 			tags, err := json.Marshal(nonNil(d.Tags))
 			if err != nil {
@@ -120,7 +120,7 @@ func (s *sqlDB) RegisterHost(ctx context.Context, h Host, devs []LabDevice) erro
 				if err := tx.QueryRow(`SELECT host FROM lab_devices WHERE name = $1`, d.Name).Scan(&owner); err != nil {
 					return fmt.Errorf("register host %s: device %s: %w", h.Name, d.Name, err)
 				}
-				taken = append(taken, fmt.Sprintf("device %s is host %s's, and host %s claims it too", d.Name, owner, h.Name))
+				taken = append(taken, LabDevice{Name: d.Name, Host: owner})
 				continue
 			}
 			if err != nil {
@@ -128,8 +128,7 @@ func (s *sqlDB) RegisterHost(ctx context.Context, h Host, devs []LabDevice) erro
 			}
 		}
 		if len(taken) > 0 {
-			return fmt.Errorf("%w: %s (a device belongs to one host: take it out of one lab file, and restart that host first if it is the one giving it up)",
-				ErrDeviceTaken, strings.Join(taken, "; "))
+			return DevicesTaken(h.Name, taken)
 		}
 		names := make([]any, 0, len(devs)+1)
 		names = append(names, h.Name)
@@ -147,6 +146,17 @@ func (s *sqlDB) RegisterHost(ctx context.Context, h Host, devs []LabDevice) erro
 		}
 		return nil
 	})
+}
+
+// DevicesTaken is the refusal (ErrDeviceTaken) of host's devices that
+// other hosts have registered: taken, each with the host that has it.
+func DevicesTaken(host string, taken []LabDevice) error {
+	say := make([]string, 0, len(taken))
+	for _, d := range taken {
+		say = append(say, fmt.Sprintf("device %s is host %s's, and host %s claims it too", d.Name, d.Host, host))
+	}
+	return fmt.Errorf("%w: %s (a device belongs to one host: take it out of one lab file, and restart that host first if it is the one giving it up)",
+		ErrDeviceTaken, strings.Join(say, "; "))
 }
 
 // RenewLease moves the host's lease.
