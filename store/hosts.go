@@ -205,22 +205,14 @@ func leaseHeld(tx *sql.Tx, host string, at time.Time) error {
 
 // Hosts lists the hosts.
 func (s *sqlDB) Hosts(ctx context.Context) ([]Host, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT name, api, started, lease_until FROM hosts ORDER BY name`)
-	if err != nil {
-		return nil, fmt.Errorf("list hosts: %w", err)
-	}
-	defer rows.Close()
-	var out []Host
-	for rows.Next() {
+	out, err := queryAll(ctx, s.db, func(row scanner) (Host, error) {
 		var h Host
 		var started, lease int64
-		if err := rows.Scan(&h.Name, &h.API, &started, &lease); err != nil {
-			return nil, fmt.Errorf("list hosts: %w", err)
-		}
+		err := row.Scan(&h.Name, &h.API, &started, &lease)
 		h.Started, h.LeaseUntil = fromNanos(started), fromNanos(lease)
-		out = append(out, h)
-	}
-	if err := rows.Err(); err != nil {
+		return h, err
+	}, `SELECT name, api, started, lease_until FROM hosts ORDER BY name`)
+	if err != nil {
 		return nil, fmt.Errorf("list hosts: %w", err)
 	}
 	return out, nil
@@ -228,27 +220,21 @@ func (s *sqlDB) Hosts(ctx context.Context) ([]Host, error) {
 
 // LabDevices lists every host's devices.
 func (s *sqlDB) LabDevices(ctx context.Context) ([]LabDevice, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT name, host, device_type, tags FROM lab_devices ORDER BY name`)
-	if err != nil {
-		return nil, fmt.Errorf("list the lab's devices: %w", err)
-	}
-	defer rows.Close()
-	var out []LabDevice
-	for rows.Next() {
+	out, err := queryAll(ctx, s.db, func(row scanner) (LabDevice, error) {
 		var d LabDevice
 		var tags string
-		if err := rows.Scan(&d.Name, &d.Host, &d.DeviceType, &tags); err != nil {
-			return nil, fmt.Errorf("list the lab's devices: %w", err)
+		if err := row.Scan(&d.Name, &d.Host, &d.DeviceType, &tags); err != nil {
+			return d, err
 		}
 		if err := json.Unmarshal([]byte(tags), &d.Tags); err != nil {
-			return nil, fmt.Errorf("device %s: tags: %w", d.Name, err)
+			return d, fmt.Errorf("device %s: tags: %w", d.Name, err)
 		}
 		if len(d.Tags) == 0 {
 			d.Tags = nil
 		}
-		out = append(out, d)
-	}
-	if err := rows.Err(); err != nil {
+		return d, nil
+	}, `SELECT name, host, device_type, tags FROM lab_devices ORDER BY name`)
+	if err != nil {
 		return nil, fmt.Errorf("list the lab's devices: %w", err)
 	}
 	return out, nil
@@ -286,7 +272,7 @@ func (s *sqlDB) updateJobs(ctx context.Context, q string, args ...any) ([]Job, e
 		if err != nil {
 			return err
 		}
-		out, err = scanJobs(rows)
+		out, err = scanAll(rows, scanJob)
 		return err
 	})
 	if err != nil {
