@@ -12,18 +12,18 @@ import (
 	"github.com/labctl/labctl/store"
 )
 
-// hostStore opens the database as host name: a store of its own, as each
-// host's daemon has.
-func hostStore(t *testing.T, open func() (store.Store, error), name string) interface {
+// hostsStore is the store of one host of a lab of several.
+type hostsStore interface {
 	store.Store
 	store.Hosts
-} {
+}
+
+// hostStore opens the database as host name: a store of its own, as each
+// host's daemon has.
+func hostStore(t *testing.T, open func() (store.Store, error), name string) hostsStore {
 	t.Helper()
 	s := mustOpen(t, open)
-	h, ok := s.(interface {
-		store.Store
-		store.Hosts
-	})
+	h, ok := s.(hostsStore)
 	if !ok {
 		t.Fatalf("%T does not implement store.Hosts", s)
 	}
@@ -197,10 +197,7 @@ func testHostsLost(t *testing.T, open func() (store.Store, error)) {
 // under exactly one host's claim, on that host's device.
 func testHostsClaimRace(t *testing.T, open func() (store.Store, error)) {
 	now := time.Now()
-	var hosts []interface {
-		store.Store
-		store.Hosts
-	}
+	var hosts []hostsStore
 	for i := range 3 {
 		h := hostStore(t, open, fmt.Sprint("rack", i))
 		register(t, h, fmt.Sprint("rack", i), now.Add(time.Hour), fmt.Sprint("node", i))
