@@ -176,7 +176,8 @@ func (d *Daemon) fitsHere(spec *jobs.Job) bool {
 	return len(d.cfg.Lab.Match(spec.DeviceType, spec.Tags)) > 0
 }
 
-// fitsLab reports whether a device of another host can take the job.
+// fitsLab reports whether a device of the lab (any host's, as this host
+// last read them) can take the job.
 func (d *Daemon) fitsLab(spec *jobs.Job) bool {
 	if d.host == nil {
 		return false

@@ -32,10 +32,16 @@ func (d *Daemon) Submit(ctx context.Context, req labctl.SubmitRequest) (queued l
 	if err != nil {
 		return labctl.Job{}, err
 	}
-	if err := d.checkPlacement(ctx, spec); err != nil {
-		if errors.Is(err, labctl.ErrUnavailable) {
-			return labctl.Job{}, err
+	err = d.checkPlacement(spec)
+	if err != nil && d.host != nil {
+		// Another host may have registered its devices since this host
+		// last read the lab: read it again before refusing.
+		if err := d.refreshLab(ctx); err != nil {
+			return labctl.Job{}, storeErr(err)
 		}
+		err = d.checkPlacement(spec)
+	}
+	if err != nil {
 		return labctl.Job{}, fmt.Errorf("%w: %s: %v", labctl.ErrInvalid, req.File, err)
 	}
 	if err := checkFiles(spec); err != nil {
@@ -109,20 +115,10 @@ func parseStored(rec store.Job) (*jobs.Job, error) {
 }
 
 // checkPlacement checks that the lab has a device the job can run on
-// (this host's, or another host's).
-func (d *Daemon) checkPlacement(ctx context.Context, spec *jobs.Job) error {
+// (this host's, or another host's as this host last read the lab).
+func (d *Daemon) checkPlacement(spec *jobs.Job) error {
 	if d.fitsLab(spec) {
 		return nil
-	}
-	if d.host != nil && !d.fitsHere(spec) {
-		// Another host may have registered its devices since this
-		// host last read the lab: read it again before refusing.
-		if err := d.refreshLab(ctx); err != nil {
-			return storeErr(err)
-		}
-		if d.fitsLab(spec) {
-			return nil
-		}
 	}
 	if spec.Device != "" {
 		if _, ok := d.devices[spec.Device]; !ok {
