@@ -420,14 +420,13 @@ func (d *Daemon) JUnit(ctx context.Context, id int64) ([]byte, error) {
 // Devices lists the devices by name.
 func (d *Daemon) Devices(ctx context.Context) ([]labctl.Device, error) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	out := make([]labctl.Device, 0, len(d.names))
 	for _, name := range d.names {
 		out = append(out, d.viewDeviceLocked(d.devices[name]))
 	}
 	d.mu.Unlock()
+	// The other hosts' devices, read from the store without d.mu held.
 	remote, err := d.remoteDevices(ctx)
-	d.mu.Lock()
 	if err != nil {
 		return nil, err
 	}
