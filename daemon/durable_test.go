@@ -342,3 +342,59 @@ func TestDiskFullMidJob(t *testing.T) {
 		t.Errorf("started %v, want a then b, once each", got)
 	}
 }
+
+// otherHostStore is a store on which another host (rack9) claims each
+// job for the same device name just before this daemon does.
+type otherHostStore struct {
+	store.Store
+	other interface {
+		store.Store
+		store.Hosts
+	}
+}
+
+func (s *otherHostStore) ClaimJob(ctx context.Context, id int64, device string, at time.Time) error {
+	if err := s.other.ClaimJob(ctx, id, device, at); err != nil {
+		return fmt.Errorf("rack9's claim: %w", err)
+	}
+	return s.Store.ClaimJob(ctx, id, device, at)
+}
+
+// A claim that finds its job running under another host's claim, even on
+// a device of the same name, leaves it to that host: it is not this
+// daemon's own claim whose answer was lost, and it does not run here.
+func TestClaimMeetsAnotherHostsClaim(t *testing.T) {
+	t.Parallel()
+	r := newFakeRunner()
+	state := t.TempDir()
+	wrapped := &otherHostStore{}
+	l := daemontest.Start(t, daemontest.Options{Nodes: 1, Fake: true, Run: r.run, StateDir: state,
+		WrapStore: func(s store.Store) store.Store {
+			other, err := store.OpenSQLite(filepath.Join(state, "labctl.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { other.Close() })
+			other.SetHost("rack9")
+			now := time.Now()
+			if err := other.RegisterHost(context.Background(), store.Host{Name: "rack9", API: "https://rack9:8470", Started: now, LeaseUntil: now.Add(time.Hour)}, nil); err != nil {
+				t.Fatal(err)
+			}
+			wrapped.Store, wrapped.other = s, other
+			return wrapped
+		}})
+	l.WaitIdle()
+	a := l.Submit(daemontest.JobText(t, "name = \"a\"\ndevice = \"node1\"\n"))
+	waitFor(t, "the claim to meet rack9's", func() bool {
+		return strings.Contains(l.Log(), "job not taken off the queue: it changed") || len(r.order()) > 0
+	})
+	if got := r.order(); len(got) != 0 {
+		t.Errorf("started %v here, want nothing: rack9 holds the claim", got)
+	}
+	if rec := stored(t, l, a.ID); rec.State != store.Running || rec.Host != "rack9" || rec.RunDevice != "node1" {
+		t.Errorf("stored: %+v, want running under rack9's claim on node1", rec)
+	}
+	if strings.Contains(l.Log(), "answer was lost") {
+		t.Errorf("the daemon took rack9's claim for its own lost answer:\n%s", l.Log())
+	}
+}

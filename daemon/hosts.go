@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -150,6 +149,15 @@ func (d *Daemon) refreshLab(ctx context.Context) error {
 	return nil
 }
 
+// hostName is the host whose claims this daemon's store makes: "" in a
+// lab of one host, whose claims name no host.
+func (d *Daemon) hostName() string {
+	if d.host == nil {
+		return ""
+	}
+	return d.host.cfg.Name
+}
+
 // ownedLocally reports whether a job of the store is this host's to
 // recover: one it claimed, or one claimed before the lab had hosts on a
 // device that is now this host's.
@@ -168,7 +176,8 @@ func (d *Daemon) fitsHere(spec *jobs.Job) bool {
 	return len(d.cfg.Lab.Match(spec.DeviceType, spec.Tags)) > 0
 }
 
-// fitsLab reports whether a device of another host can take the job.
+// fitsLab reports whether a device of the lab (any host's, as this host
+// last read them) can take the job.
 func (d *Daemon) fitsLab(spec *jobs.Job) bool {
 	if d.host == nil {
 		return false
@@ -647,15 +656,14 @@ func (d *Daemon) checkOwners(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("daemon: host %s: %w", d.host.cfg.Name, err)
 	}
-	var taken []string
+	var taken []store.LabDevice
 	for _, dev := range devs {
 		if dev.Host != d.host.cfg.Name && d.devices[dev.Name] != nil {
-			taken = append(taken, fmt.Sprintf("device %s is host %s's, and host %s claims it too", dev.Name, dev.Host, d.host.cfg.Name))
+			taken = append(taken, dev)
 		}
 	}
 	if len(taken) > 0 {
-		return fmt.Errorf("daemon: host %s: %w: %s (a device belongs to one host: take it out of one lab file, and restart that host first if it is the one giving it up)",
-			d.host.cfg.Name, store.ErrDeviceTaken, strings.Join(taken, "; "))
+		return fmt.Errorf("daemon: host %s: %w", d.host.cfg.Name, store.DevicesTaken(d.host.cfg.Name, taken))
 	}
 	return nil
 }

@@ -145,6 +145,13 @@ type labHost struct {
 // fake nodes (of type sim, tagged x86) named nodes, running jobs with run.
 func startHost(t *testing.T, dbURL, name string, fakes map[string]*daemontest.FakeNode, nodes []string, run daemon.RunFunc) (*labHost, error) {
 	t.Helper()
+	return startHostPolling(t, dbURL, name, fakes, nodes, run, testPoll)
+}
+
+// startHostPolling is startHost with the host looking at the store every
+// poll (its lease is then at least twice that).
+func startHostPolling(t *testing.T, dbURL, name string, fakes map[string]*daemontest.FakeNode, nodes []string, run daemon.RunFunc, poll time.Duration) (*labHost, error) {
+	t.Helper()
 	st, err := store.OpenPostgres(context.Background(), dbURL, "")
 	if err != nil {
 		return nil, err
@@ -179,7 +186,7 @@ func startHost(t *testing.T, dbURL, name string, fakes map[string]*daemontest.Fa
 		return c, nil
 	}
 	d, err := daemon.New(context.Background(), daemon.Config{Lab: cfg, Nodes: labNodes, Store: h.store, Run: run, Log: log,
-		Host: &daemon.HostConfig{Name: name, Lease: testLease, Poll: testPoll, Peer: peer}})
+		Host: &daemon.HostConfig{Name: name, Lease: max(testLease, 2*poll), Poll: poll, Peer: peer}})
 	if err != nil {
 		st.Close()
 		return nil, err
@@ -452,6 +459,38 @@ func TestHostsOneLab(t *testing.T) {
 	viewer, _ := api.NewClient(hosts[0].url, "daemontest-viewer", nil)
 	if _, err := viewer.Power(daemontest.Context(t), "rack3-a", labctl.PowerRequest{Op: "off"}); !errors.Is(err, labctl.ErrForbidden) {
 		t.Errorf("power off by a viewer through rack1 = %v, want forbidden", err)
+	}
+}
+
+// A job for a device of a host that joined after this host last read the
+// lab is taken at once, not refused: the host reads the lab again before
+// it refuses a job no device it knows fits. A device no host has is
+// still refused.
+func TestHostsSubmitForHostJoinedSince(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.URL(t)
+	r := newHostRunner(0)
+	fakes := map[string]*daemontest.FakeNode{}
+	// rack1 reads the lab when it starts, and then not for an hour.
+	a, err := startHostPolling(t, dbURL, "rack1", fakes, []string{"rack1-a"}, r.forHost("rack1"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := startHost(t, dbURL, "rack2", fakes, []string{"rack2-a"}, r.forHost("rack2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := submitVia(t, a.client, "name = \"far\"\ndevice = \"rack2-a\"\n")
+	if end, _ := follow(t, b.client, j.ID); end.Outcome != "complete" || end.Host != "rack2" {
+		t.Errorf("job for rack2-a submitted through rack1: %s on host %q (%s)", end.Outcome, end.Host, end.Reason)
+	}
+	if runs := r.runsOf(j.ID); !slices.Equal(runs, []string{"rack2/rack2-a"}) {
+		t.Errorf("job ran %v, want once on rack2/rack2-a", runs)
+	}
+	_, err = a.client.Submit(daemontest.Context(t), labctl.SubmitRequest{File: "job.toml", Dir: "/",
+		Spec: daemontest.JobText(t, "name = \"nowhere\"\ndevice = \"rack9-a\"\n")})
+	if !errors.Is(err, labctl.ErrInvalid) || !strings.Contains(err.Error(), `no device "rack9-a"`) {
+		t.Errorf("submit for a device no host has = %v, want invalid naming it", err)
 	}
 }
 

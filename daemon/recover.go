@@ -63,7 +63,7 @@ func (d *Daemon) recoverJobs(ctx context.Context) error {
 	for _, rec := range queued {
 		spec, err := parseStored(rec)
 		if err == nil {
-			err = d.checkPlacement(ctx, spec)
+			err = d.checkPlacement(spec)
 		}
 		if err != nil {
 			// The lab changed under the job (a device went away).

@@ -32,10 +32,16 @@ func (d *Daemon) Submit(ctx context.Context, req labctl.SubmitRequest) (queued l
 	if err != nil {
 		return labctl.Job{}, err
 	}
-	if err := d.checkPlacement(ctx, spec); err != nil {
-		if errors.Is(err, labctl.ErrUnavailable) {
-			return labctl.Job{}, err
+	err = d.checkPlacement(spec)
+	if err != nil && d.host != nil {
+		// Another host may have registered its devices since this host
+		// last read the lab: read it again before refusing.
+		if err := d.refreshLab(ctx); err != nil {
+			return labctl.Job{}, storeErr(err)
 		}
+		err = d.checkPlacement(spec)
+	}
+	if err != nil {
 		return labctl.Job{}, fmt.Errorf("%w: %s: %v", labctl.ErrInvalid, req.File, err)
 	}
 	if err := checkFiles(spec); err != nil {
@@ -109,20 +115,10 @@ func parseStored(rec store.Job) (*jobs.Job, error) {
 }
 
 // checkPlacement checks that the lab has a device the job can run on
-// (this host's, or another host's).
-func (d *Daemon) checkPlacement(ctx context.Context, spec *jobs.Job) error {
+// (this host's, or another host's as this host last read the lab).
+func (d *Daemon) checkPlacement(spec *jobs.Job) error {
 	if d.fitsLab(spec) {
 		return nil
-	}
-	if d.host != nil && !d.fitsHere(spec) {
-		// Another host may have registered its devices since this
-		// host last read the lab: read it again before refusing.
-		if err := d.refreshLab(ctx); err != nil {
-			return storeErr(err)
-		}
-		if d.fitsLab(spec) {
-			return nil
-		}
 	}
 	if spec.Device != "" {
 		if _, ok := d.devices[spec.Device]; !ok {
@@ -424,14 +420,13 @@ func (d *Daemon) JUnit(ctx context.Context, id int64) ([]byte, error) {
 // Devices lists the devices by name.
 func (d *Daemon) Devices(ctx context.Context) ([]labctl.Device, error) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	out := make([]labctl.Device, 0, len(d.names))
 	for _, name := range d.names {
 		out = append(out, d.viewDeviceLocked(d.devices[name]))
 	}
 	d.mu.Unlock()
+	// The other hosts' devices, read from the store without d.mu held.
 	remote, err := d.remoteDevices(ctx)
-	d.mu.Lock()
 	if err != nil {
 		return nil, err
 	}
@@ -443,9 +438,7 @@ func (d *Daemon) Devices(ctx context.Context) ([]labctl.Device, error) {
 // viewDeviceLocked is one of this host's devices for the API.
 func (d *Daemon) viewDeviceLocked(dev *device) labctl.Device {
 	v := dev.viewLocked()
-	if d.host != nil {
-		v.Host = d.host.cfg.Name
-	}
+	v.Host = d.hostName()
 	return v
 }
 

@@ -107,7 +107,8 @@ const claimRetry = time.Second
 // it (a timeout) makes the next claim find the job running already: if it
 // runs on dev, it is this daemon's own claim (one daemon per state
 // directory) of a job that has not started, and the job goes ahead. A job
-// another host of the lab claimed is a plain conflict: that host runs it.
+// running under another claim (another host of the lab) is a plain
+// conflict: its claimer runs it.
 func (d *Daemon) claim(ctx context.Context, j *job, dev *device) (time.Time, error) {
 	started := d.now()
 	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
@@ -117,12 +118,7 @@ func (d *Daemon) claim(ctx context.Context, j *job, dev *device) (time.Time, err
 		return started, err
 	}
 	rec, rerr := d.store.Job(sctx, j.rec.ID)
-	if rerr != nil || rec.State != store.Running {
-		return started, err
-	}
-	if d.host != nil && rec.Host != d.host.cfg.Name {
-		// Another host of the lab claimed it first: its job, not a
-		// lost answer of this host's.
+	if rerr != nil || rec.State != store.Running || rec.Host != d.hostName() {
 		return started, err
 	}
 	if rec.RunDevice == dev.name {

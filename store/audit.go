@@ -82,22 +82,14 @@ func (s *sqlDB) Audit(ctx context.Context, f AuditFilter) ([]AuditEntry, error) 
 	if f.Limit > 0 {
 		q += " LIMIT " + arg(f.Limit)
 	}
-	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list audit entries: %w", err)
-	}
-	defer rows.Close()
-	var out []AuditEntry
-	for rows.Next() {
+	out, err := queryAll(ctx, s.db, func(row scanner) (AuditEntry, error) {
 		var e AuditEntry
 		var at int64
-		if err := rows.Scan(&e.ID, &at, &e.Who, &e.Role, &e.Remote, &e.Action, &e.Device, &e.Job, &e.Detail, &e.Result, &e.Error); err != nil {
-			return nil, fmt.Errorf("list audit entries: %w", err)
-		}
+		err := row.Scan(&e.ID, &at, &e.Who, &e.Role, &e.Remote, &e.Action, &e.Device, &e.Job, &e.Detail, &e.Result, &e.Error)
 		e.At = time.Unix(0, at)
-		out = append(out, e)
-	}
-	if err := rows.Err(); err != nil {
+		return e, err
+	}, q, args...)
+	if err != nil {
 		return nil, fmt.Errorf("list audit entries: %w", err)
 	}
 	for i, k := 0, len(out)-1; i < k; i, k = i+1, k-1 {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -104,7 +105,7 @@ func (s *sqlDB) RegisterHost(ctx context.Context, h Host, devs []LabDevice) erro
 			h.Name, h.API, nanos(h.Started), nanos(h.LeaseUntil)); err != nil {
 			return fmt.Errorf("register host %s: %w", h.Name, err)
 		}
-		var taken []string
+		var taken []LabDevice
 		for _, d := range devs {
 			tags, err := json.Marshal(nonNil(d.Tags))
 			if err != nil {
@@ -119,7 +120,7 @@ func (s *sqlDB) RegisterHost(ctx context.Context, h Host, devs []LabDevice) erro
 				if err := tx.QueryRow(`SELECT host FROM lab_devices WHERE name = $1`, d.Name).Scan(&owner); err != nil {
 					return fmt.Errorf("register host %s: device %s: %w", h.Name, d.Name, err)
 				}
-				taken = append(taken, fmt.Sprintf("device %s is host %s's, and host %s claims it too", d.Name, owner, h.Name))
+				taken = append(taken, LabDevice{Name: d.Name, Host: owner})
 				continue
 			}
 			if err != nil {
@@ -127,8 +128,7 @@ func (s *sqlDB) RegisterHost(ctx context.Context, h Host, devs []LabDevice) erro
 			}
 		}
 		if len(taken) > 0 {
-			return fmt.Errorf("%w: %s (a device belongs to one host: take it out of one lab file, and restart that host first if it is the one giving it up)",
-				ErrDeviceTaken, strings.Join(taken, "; "))
+			return DevicesTaken(h.Name, taken)
 		}
 		names := make([]any, 0, len(devs)+1)
 		names = append(names, h.Name)
@@ -146,6 +146,17 @@ func (s *sqlDB) RegisterHost(ctx context.Context, h Host, devs []LabDevice) erro
 		}
 		return nil
 	})
+}
+
+// DevicesTaken is the refusal (ErrDeviceTaken) of host's devices that
+// other hosts have registered: taken, each with the host that has it.
+func DevicesTaken(host string, taken []LabDevice) error {
+	say := make([]string, 0, len(taken))
+	for _, d := range taken {
+		say = append(say, fmt.Sprintf("device %s is host %s's, and host %s claims it too", d.Name, d.Host, host))
+	}
+	return fmt.Errorf("%w: %s (a device belongs to one host: take it out of one lab file, and restart that host first if it is the one giving it up)",
+		ErrDeviceTaken, strings.Join(say, "; "))
 }
 
 // RenewLease moves the host's lease.
@@ -194,22 +205,14 @@ func leaseHeld(tx *sql.Tx, host string, at time.Time) error {
 
 // Hosts lists the hosts.
 func (s *sqlDB) Hosts(ctx context.Context) ([]Host, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT name, api, started, lease_until FROM hosts ORDER BY name`)
-	if err != nil {
-		return nil, fmt.Errorf("list hosts: %w", err)
-	}
-	defer rows.Close()
-	var out []Host
-	for rows.Next() {
+	out, err := queryAll(ctx, s.db, func(row scanner) (Host, error) {
 		var h Host
 		var started, lease int64
-		if err := rows.Scan(&h.Name, &h.API, &started, &lease); err != nil {
-			return nil, fmt.Errorf("list hosts: %w", err)
-		}
+		err := row.Scan(&h.Name, &h.API, &started, &lease)
 		h.Started, h.LeaseUntil = fromNanos(started), fromNanos(lease)
-		out = append(out, h)
-	}
-	if err := rows.Err(); err != nil {
+		return h, err
+	}, `SELECT name, api, started, lease_until FROM hosts ORDER BY name`)
+	if err != nil {
 		return nil, fmt.Errorf("list hosts: %w", err)
 	}
 	return out, nil
@@ -217,27 +220,21 @@ func (s *sqlDB) Hosts(ctx context.Context) ([]Host, error) {
 
 // LabDevices lists every host's devices.
 func (s *sqlDB) LabDevices(ctx context.Context) ([]LabDevice, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT name, host, device_type, tags FROM lab_devices ORDER BY name`)
-	if err != nil {
-		return nil, fmt.Errorf("list the lab's devices: %w", err)
-	}
-	defer rows.Close()
-	var out []LabDevice
-	for rows.Next() {
+	out, err := queryAll(ctx, s.db, func(row scanner) (LabDevice, error) {
 		var d LabDevice
 		var tags string
-		if err := rows.Scan(&d.Name, &d.Host, &d.DeviceType, &tags); err != nil {
-			return nil, fmt.Errorf("list the lab's devices: %w", err)
+		if err := row.Scan(&d.Name, &d.Host, &d.DeviceType, &tags); err != nil {
+			return d, err
 		}
 		if err := json.Unmarshal([]byte(tags), &d.Tags); err != nil {
-			return nil, fmt.Errorf("device %s: tags: %w", d.Name, err)
+			return d, fmt.Errorf("device %s: tags: %w", d.Name, err)
 		}
 		if len(d.Tags) == 0 {
 			d.Tags = nil
 		}
-		out = append(out, d)
-	}
-	if err := rows.Err(); err != nil {
+		return d, nil
+	}, `SELECT name, host, device_type, tags FROM lab_devices ORDER BY name`)
+	if err != nil {
 		return nil, fmt.Errorf("list the lab's devices: %w", err)
 	}
 	return out, nil
@@ -245,57 +242,42 @@ func (s *sqlDB) LabDevices(ctx context.Context) ([]LabDevice, error) {
 
 // EndLostJobs ends the running jobs of lost hosts, each once.
 func (s *sqlDB) EndLostJobs(ctx context.Context, now time.Time) ([]Job, error) {
-	var out []Job
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		out = out[:0]
-		rows, err := tx.Query(`UPDATE jobs SET state = $1, outcome = 'incomplete',
-				reason = 'host ' || claim_host || ' lost: its lease ran out while the job ran', finished = $2, cleanup = 1
-			WHERE state = $3 AND claim_host <> '' AND claim_host <> $4
-				AND claim_host IN (SELECT name FROM hosts WHERE lease_until < $2)
-			RETURNING `+jobColumns, Finished, nanos(now), Running, s.host)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			j, err := scanJob(rows)
-			if err != nil {
-				return err
-			}
-			out = append(out, j)
-		}
-		return rows.Err()
-	})
+	out, err := s.updateJobs(ctx, `UPDATE jobs SET state = $1, outcome = 'incomplete',
+			reason = 'host ' || claim_host || ' lost: its lease ran out while the job ran', finished = $2, cleanup = 1
+		WHERE state = $3 AND claim_host <> '' AND claim_host <> $4
+			AND claim_host IN (SELECT name FROM hosts WHERE lease_until < $2)
+		RETURNING `+jobColumns, Finished, nanos(now), Running, s.host)
 	if err != nil {
 		return nil, fmt.Errorf("end the jobs of lost hosts: %w", err)
 	}
-	slices.SortFunc(out, func(a, b Job) int { return int(a.ID - b.ID) })
 	return out, nil
 }
 
 // TakeCleanups returns and unmarks the jobs other hosts ended under this
 // host's claims.
 func (s *sqlDB) TakeCleanups(ctx context.Context) ([]Job, error) {
-	var out []Job
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		out = out[:0]
-		rows, err := tx.Query(`UPDATE jobs SET cleanup = 0 WHERE cleanup = 1 AND claim_host = $1 RETURNING `+jobColumns, s.host)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			j, err := scanJob(rows)
-			if err != nil {
-				return err
-			}
-			out = append(out, j)
-		}
-		return rows.Err()
-	})
+	out, err := s.updateJobs(ctx, `UPDATE jobs SET cleanup = 0 WHERE cleanup = 1 AND claim_host = $1 RETURNING `+jobColumns, s.host)
 	if err != nil {
 		return nil, fmt.Errorf("jobs to clean up after: %w", err)
 	}
-	slices.SortFunc(out, func(a, b Job) int { return int(a.ID - b.ID) })
+	return out, nil
+}
+
+// updateJobs runs q, an UPDATE of jobs RETURNING jobColumns, in one
+// write, and returns the jobs it changed, by ID.
+func (s *sqlDB) updateJobs(ctx context.Context, q string, args ...any) ([]Job, error) {
+	var out []Job
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.Query(q, args...)
+		if err != nil {
+			return err
+		}
+		out, err = scanAll(rows, scanJob)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(out, func(a, b Job) int { return cmp.Compare(a.ID, b.ID) })
 	return out, nil
 }

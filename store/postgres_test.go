@@ -46,40 +46,23 @@ func TestPostgresClaimRaceTwoStores(t *testing.T) {
 		}
 		jobs = append(jobs, j.ID)
 	}
-	var mu sync.Mutex
-	wins := map[int64][]string{}
-	var wg sync.WaitGroup
+	var claimers []storetest.Claimer
 	for h, s := range stores {
 		for w := range 4 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				dev := fmt.Sprintf("host%d-node%d", h, w)
-				for _, id := range jobs {
-					err := s.ClaimJob(ctx, id, dev, time.Now())
-					switch {
-					case err == nil:
-						mu.Lock()
-						wins[id] = append(wins[id], dev)
-						mu.Unlock()
-					case !errors.Is(err, store.ErrConflict):
-						t.Errorf("ClaimJob(%d, %s) = %v", id, dev, err)
-					}
-				}
-			}()
+			claimers = append(claimers, storetest.Claimer{Store: s, Device: fmt.Sprintf("host%d-node%d", h, w)})
 		}
 	}
-	wg.Wait()
+	won := storetest.RaceClaims(t, claimers, jobs, time.Now())
 	hosts := map[byte]int{}
 	for _, id := range jobs {
-		if len(wins[id]) != 1 {
-			t.Errorf("job %d claimed by %v, want exactly one claimer", id, wins[id])
+		w, ok := won[id]
+		if !ok {
 			continue
 		}
-		hosts[wins[id][0][4]]++
+		hosts[w[4]]++
 		for _, s := range stores {
-			if j, err := s.Job(ctx, id); err != nil || j.RunDevice != wins[id][0] {
-				t.Errorf("job %d: %+v, %v; want it on %s", id, j, err, wins[id][0])
+			if j, err := s.Job(ctx, id); err != nil || j.RunDevice != w {
+				t.Errorf("job %d: %+v, %v; want it on %s", id, j, err, w)
 			}
 		}
 	}

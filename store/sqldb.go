@@ -115,20 +115,8 @@ func (s *sqlDB) Jobs(ctx context.Context, f JobFilter) ([]Job, error) {
 		args = append(args, f.Limit)
 		q += " LIMIT $" + strconv.Itoa(len(args))
 	}
-	rows, err := s.db.QueryContext(ctx, q, args...)
+	out, err := queryAll(ctx, s.db, scanJob, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("list jobs: %w", err)
-	}
-	defer rows.Close()
-	var out []Job
-	for rows.Next() {
-		j, err := scanJob(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list jobs: %w", err)
-		}
-		out = append(out, j)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
 	}
 	for i, k := 0, len(out)-1; i < k; i, k = i+1, k-1 {
@@ -239,29 +227,43 @@ func (s *sqlDB) SetDevices(ctx context.Context, devs []Device) error {
 
 // Devices returns every recorded device, by name.
 func (s *sqlDB) Devices(ctx context.Context) ([]Device, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT name, state, reason, since, maintenance, maintenance_reason
-		FROM devices ORDER BY name`)
-	if err != nil {
-		return nil, fmt.Errorf("list devices: %w", err)
-	}
-	defer rows.Close()
-	var out []Device
-	for rows.Next() {
+	out, err := queryAll(ctx, s.db, func(row scanner) (Device, error) {
 		var d Device
 		var since, maint int64
-		if err := rows.Scan(&d.Name, &d.State, &d.Reason, &since, &maint, &d.MaintenanceReason); err != nil {
-			return nil, fmt.Errorf("list devices: %w", err)
-		}
+		err := row.Scan(&d.Name, &d.State, &d.Reason, &since, &maint, &d.MaintenanceReason)
 		d.Since, d.Maintenance = fromNanos(since), maint != 0
-		out = append(out, d)
-	}
-	if err := rows.Err(); err != nil {
+		return d, err
+	}, `SELECT name, state, reason, since, maintenance, maintenance_reason FROM devices ORDER BY name`)
+	if err != nil {
 		return nil, fmt.Errorf("list devices: %w", err)
 	}
 	return out, nil
 }
 
 type scanner interface{ Scan(dest ...any) error }
+
+// queryAll runs the query q and reads every row it returns with scan.
+func queryAll[T any](ctx context.Context, db *sql.DB, scan func(scanner) (T, error), q string, args ...any) ([]T, error) {
+	rows, err := db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	return scanAll(rows, scan)
+}
+
+// scanAll reads every row of rows with scan, and closes them.
+func scanAll[T any](rows *sql.Rows, scan func(scanner) (T, error)) ([]T, error) {
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	return out, rows.Err()
+}
 
 func scanJob(row scanner) (Job, error) {
 	var j Job
@@ -378,21 +380,9 @@ func (s *sqlDB) Attempts(ctx context.Context, id int64) ([]Job, error) {
 	case err != nil:
 		return nil, fmt.Errorf("attempts of job %d: %w", id, err)
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT `+jobColumns+` FROM jobs
+	out, err := queryAll(ctx, s.db, scanJob, `SELECT `+jobColumns+` FROM jobs
 		WHERE id = $1 OR id IN (SELECT job FROM job_attempts WHERE first = $1) ORDER BY id`, first)
 	if err != nil {
-		return nil, fmt.Errorf("attempts of job %d: %w", id, err)
-	}
-	defer rows.Close()
-	var out []Job
-	for rows.Next() {
-		j, err := scanJob(rows)
-		if err != nil {
-			return nil, fmt.Errorf("attempts of job %d: %w", id, err)
-		}
-		out = append(out, j)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("attempts of job %d: %w", id, err)
 	}
 	if len(out) == 0 {
@@ -428,22 +418,14 @@ func (s *sqlDB) DeleteReservation(ctx context.Context, device string) error {
 
 // Reservations returns every reservation, by device.
 func (s *sqlDB) Reservations(ctx context.Context) ([]Reservation, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT device, owner, reason, since, until FROM reservations ORDER BY device`)
-	if err != nil {
-		return nil, fmt.Errorf("list reservations: %w", err)
-	}
-	defer rows.Close()
-	var out []Reservation
-	for rows.Next() {
+	out, err := queryAll(ctx, s.db, func(row scanner) (Reservation, error) {
 		var r Reservation
 		var since, until int64
-		if err := rows.Scan(&r.Device, &r.Owner, &r.Reason, &since, &until); err != nil {
-			return nil, fmt.Errorf("list reservations: %w", err)
-		}
+		err := row.Scan(&r.Device, &r.Owner, &r.Reason, &since, &until)
 		r.Since, r.Until = fromNanos(since), fromNanos(until)
-		out = append(out, r)
-	}
-	if err := rows.Err(); err != nil {
+		return r, err
+	}, `SELECT device, owner, reason, since, until FROM reservations ORDER BY device`)
+	if err != nil {
 		return nil, fmt.Errorf("list reservations: %w", err)
 	}
 	return out, nil

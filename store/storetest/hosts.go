@@ -12,18 +12,18 @@ import (
 	"github.com/labctl/labctl/store"
 )
 
-// hostStore opens the database as host name: a store of its own, as each
-// host's daemon has.
-func hostStore(t *testing.T, open func() (store.Store, error), name string) interface {
+// hostsStore is the store of one host of a lab of several.
+type hostsStore interface {
 	store.Store
 	store.Hosts
-} {
+}
+
+// hostStore opens the database as host name: a store of its own, as each
+// host's daemon has.
+func hostStore(t *testing.T, open func() (store.Store, error), name string) hostsStore {
 	t.Helper()
 	s := mustOpen(t, open)
-	h, ok := s.(interface {
-		store.Store
-		store.Hosts
-	})
+	h, ok := s.(hostsStore)
 	if !ok {
 		t.Fatalf("%T does not implement store.Hosts", s)
 	}
@@ -196,12 +196,8 @@ func testHostsLost(t *testing.T, open func() (store.Store, error)) {
 // Hosts race for the same jobs, several workers each: each job runs
 // under exactly one host's claim, on that host's device.
 func testHostsClaimRace(t *testing.T, open func() (store.Store, error)) {
-	ctx := context.Background()
 	now := time.Now()
-	var hosts []interface {
-		store.Store
-		store.Hosts
-	}
+	var hosts []hostsStore
 	for i := range 3 {
 		h := hostStore(t, open, fmt.Sprint("rack", i))
 		register(t, h, fmt.Sprint("rack", i), now.Add(time.Hour), fmt.Sprint("node", i))
@@ -211,38 +207,22 @@ func testHostsClaimRace(t *testing.T, open func() (store.Store, error)) {
 	for i := range 30 {
 		jobs = append(jobs, create(t, hosts[i%3], sample(fmt.Sprint("j", i))).ID)
 	}
-	var mu sync.Mutex
-	wins := map[int64][]string{}
-	var wg sync.WaitGroup
+	var claimers []Claimer
 	for h, s := range hosts {
 		for w := range 3 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				dev := fmt.Sprintf("node%d-%d", h, w)
-				for _, id := range jobs {
-					err := s.ClaimJob(ctx, id, dev, now)
-					switch {
-					case err == nil:
-						mu.Lock()
-						wins[id] = append(wins[id], fmt.Sprintf("rack%d/%s", h, dev))
-						mu.Unlock()
-					case !errors.Is(err, store.ErrConflict):
-						t.Errorf("ClaimJob(%d, %s) = %v", id, dev, err)
-					}
-				}
-			}()
+			dev := fmt.Sprintf("node%d-%d", h, w)
+			claimers = append(claimers, Claimer{Store: s, Device: dev, Name: fmt.Sprintf("rack%d/%s", h, dev)})
 		}
 	}
-	wg.Wait()
+	won := RaceClaims(t, claimers, jobs, now)
 	for _, id := range jobs {
-		if len(wins[id]) != 1 {
-			t.Errorf("job %d claimed by %v, want exactly one", id, wins[id])
+		w, ok := won[id]
+		if !ok {
 			continue
 		}
 		got := get(t, hosts[0], id)
-		if want := got.Host + "/" + got.RunDevice; want != wins[id][0] {
-			t.Errorf("job %d runs as %s, but %s won the claim", id, want, wins[id][0])
+		if want := got.Host + "/" + got.RunDevice; want != w {
+			t.Errorf("job %d runs as %s, but %s won the claim", id, want, w)
 		}
 	}
 }

@@ -4,6 +4,7 @@
 package storetest
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -212,42 +213,71 @@ func testClaim(t *testing.T, open func() (store.Store, error)) {
 // Many claimers race for the same jobs: each job is won exactly once.
 func testClaimRace(t *testing.T, open func() (store.Store, error)) {
 	s := mustOpen(t, open)
-	ctx := context.Background()
 	var jobs []int64
 	for i := range 10 {
 		jobs = append(jobs, create(t, s, sample(fmt.Sprintf("j%d", i))).ID)
 	}
+	var claimers []Claimer
+	for w := range 8 {
+		claimers = append(claimers, Claimer{Store: s, Device: fmt.Sprintf("node%d", w)})
+	}
+	won := RaceClaims(t, claimers, jobs, at)
+	for _, id := range jobs {
+		if w, ok := won[id]; ok {
+			if got := get(t, s, id); got.RunDevice != w {
+				t.Errorf("job %d runs on %s, but %s won the claim", id, got.RunDevice, w)
+			}
+		}
+	}
+}
+
+// Claimer is one worker of a claim race: it claims jobs through Store
+// for Device.
+type Claimer struct {
+	Store  store.Store
+	Device string
+	// Name is how the race names the claimer's wins (Device if empty).
+	Name string
+}
+
+// RaceClaims has every claimer claim every job at once (claims dated
+// at) and returns each job's winner. It fails t for an answer other than
+// success or ErrConflict, and for a job not won exactly once, which it
+// leaves out of the map.
+func RaceClaims(t *testing.T, claimers []Claimer, jobs []int64, at time.Time) map[int64]string {
+	t.Helper()
+	ctx := context.Background()
 	var mu sync.Mutex
 	wins := map[int64][]string{}
 	var wg sync.WaitGroup
-	for w := range 8 {
+	for _, c := range claimers {
+		name := cmp.Or(c.Name, c.Device)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			dev := fmt.Sprintf("node%d", w)
 			for _, id := range jobs {
-				err := s.ClaimJob(ctx, id, dev, at)
+				err := c.Store.ClaimJob(ctx, id, c.Device, at)
 				switch {
 				case err == nil:
 					mu.Lock()
-					wins[id] = append(wins[id], dev)
+					wins[id] = append(wins[id], name)
 					mu.Unlock()
 				case !errors.Is(err, store.ErrConflict):
-					t.Errorf("ClaimJob(%d, %s) = %v", id, dev, err)
+					t.Errorf("ClaimJob(%d, %s) = %v", id, c.Device, err)
 				}
 			}
 		}()
 	}
 	wg.Wait()
+	won := map[int64]string{}
 	for _, id := range jobs {
 		if len(wins[id]) != 1 {
 			t.Errorf("job %d claimed by %v, want exactly one claimer", id, wins[id])
 			continue
 		}
-		if got := get(t, s, id); got.RunDevice != wins[id][0] {
-			t.Errorf("job %d runs on %s, but %s won the claim", id, got.RunDevice, wins[id][0])
-		}
+		won[id] = wins[id][0]
 	}
+	return won
 }
 
 func testFinish(t *testing.T, open func() (store.Store, error)) {
