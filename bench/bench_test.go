@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"log/slog"
 	"math"
 	"net/http"
@@ -11,7 +12,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -229,5 +232,81 @@ Transfer/sec:    695.31MB
 	}
 	if _, err := parseWrk("unable to connect to 127.0.0.1:1 Connection refused", 1); err == nil {
 		t.Fatal("a report without a summary parsed")
+	}
+}
+
+// TestStartFarmStops starts a stand-in farm (it says ready, leaves a
+// process in a session of its own and runs until its stdin closes) and
+// one that exits without saying ready: stop, and startFarm's own failure
+// path, must leave no process behind.
+func TestStartFarmStops(t *testing.T) {
+	if _, err := exec.LookPath("setsid"); err != nil {
+		t.Skip("SKIP: setsid not installed (util-linux)")
+	}
+	dir := t.TempDir()
+	script := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	childFile := filepath.Join(dir, "child")
+	c := ScaleCase{Nodes: 1}
+	farm, err := c.startFarm(context.Background(), dir, script("farm", "setsid sleep 600 </dev/null >/dev/null 2>&1 &\necho $! > "+childFile+"\necho ready\ncat >/dev/null\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(childFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || !alive(child) {
+		t.Fatalf("the farm's session child %q is not running (%v)", b, err)
+	}
+	farm.stop()
+	waitGone(t, child)
+	select {
+	case <-farm.exited:
+	default:
+		t.Fatal("stop returned before the farm exited")
+	}
+
+	os.Remove(childFile)
+	if _, err := c.startFarm(context.Background(), dir, script("broken", "setsid sleep 600 </dev/null >/dev/null 2>&1 &\necho $! > "+childFile+"\necho 'no BMC' >&2\nexit 1\n"), nil); err == nil || !strings.Contains(err.Error(), "did not start") {
+		t.Fatalf("a farm that never said ready: %v", err)
+	}
+	if b, err = os.ReadFile(childFile); err != nil {
+		t.Fatal(err)
+	}
+	child, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	waitGone(t, child)
+	if log, _ := os.ReadFile(filepath.Join(dir, "farm.log")); !strings.Contains(string(log), "no BMC") {
+		t.Fatalf("farm.log: %q", log)
+	}
+}
+
+// alive says whether pid runs (a zombie does not).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+// waitGone fails t unless pid is gone within 10 s of its kill.
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("process %d left running", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

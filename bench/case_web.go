@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/chromedp/chromedp"
@@ -135,14 +134,15 @@ func (c WebCase) round(ctx context.Context, env *Env, chromium, busybox string, 
 		return run, err
 	}
 	defer os.RemoveAll(filepath.Join(dir, "nodes"))
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
 	// The devices are case 4's, played by its farm.
 	daemonEnv := append(os.Environ(), "LABCTL_BENCH_TOKEN="+webToken, "LABCTL_BENCH_BMC_PASSWORD="+farmBMCPassword)
-	sc.Timeout = c.Timeout
-	_, stopFarm, err := sc.startFarm(dir, env.Self, daemonEnv)
+	farm, err := sc.startFarm(ctx, dir, env.Self, daemonEnv)
 	if err != nil {
 		return run, err
 	}
-	defer stopFarm()
+	defer farm.stop()
 	if err := fillFinished(ctx, filepath.Join(dir, "state", "labctl.db"), c.Finished); err != nil {
 		return run, err
 	}
@@ -153,63 +153,21 @@ func (c WebCase) round(ctx context.Context, env *Env, chromium, busybox string, 
 	if err := os.WriteFile(labFile, []byte(strings.Replace(string(lab), `name = "bench-scale"`, `name = "bench-web"`, 1)), 0o644); err != nil {
 		return run, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
-	defer cancel()
 
 	// The daemon.
-	g := NewGroup("labctl-serve-web")
-	defer g.Remove()
-	cmd := g.Command(c.Labctl, "serve", "--lab", labFile)
-	cmd.Env = daemonEnv
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	logf, err := os.Create(filepath.Join(dir, "serve.log"))
+	serve, err := startServe("labctl-serve-web", c.Labctl, labFile, "", daemonEnv)
 	if err != nil {
 		return run, err
 	}
-	defer logf.Close()
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		return run, err
-	}
-	pid := cmd.Process.Pid
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	defer func() {
-		tree := processTree(pid)
-		syscall.Kill(-pid, syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			syscall.Kill(-pid, syscall.SIGKILL)
-			<-exited
-		}
-		for _, p := range tree {
-			syscall.Kill(p, syscall.SIGKILL)
-		}
-	}()
+	defer serve.stop()
+	pid := serve.cmd.Process.Pid
 	const server = "http://127.0.0.1:18470"
 	client, err := api.NewClient(server, webToken, nil)
 	if err != nil {
 		return run, err
 	}
-	for {
-		devs, err := client.Devices(ctx)
-		idle := 0
-		for _, d := range devs {
-			if d.State == labctl.DeviceIdle {
-				idle++
-			}
-		}
-		if err == nil && idle == c.Devices {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return run, fmt.Errorf("devices not idle (log: %s)", logf.Name())
-		case <-exited:
-			return run, fmt.Errorf("labctl serve exited at start (log: %s)", logf.Name())
-		case <-time.After(250 * time.Millisecond):
-		}
+	if err := serve.waitIdle(ctx, client, c.Devices); err != nil {
+		return run, err
 	}
 	fmt.Fprintf(logw, "  %d devices idle, %d finished jobs in the store\n", c.Devices, c.Finished)
 
