@@ -143,7 +143,7 @@ func (c WebCase) round(ctx context.Context, env *Env, chromium, busybox string, 
 		return run, err
 	}
 	defer farm.stop()
-	if err := fillFinished(ctx, filepath.Join(dir, "state", "labctl.db"), c.Finished); err != nil {
+	if err := fillFinished(ctx, filepath.Join(dir, "state", "labctl.db"), c.Finished, c.Devices); err != nil {
 		return run, err
 	}
 	lab, err := os.ReadFile(labFile)
@@ -373,8 +373,9 @@ func waitJS(expr string) chromedp.Action[chromedp.Void] {
 }
 
 // fillFinished puts n finished jobs in a new SQLite store at path, many
-// at a time (the store commits concurrent writes together).
-func fillFinished(ctx context.Context, path string, n int) error {
+// at a time (the store commits concurrent writes together), run on the
+// lab's devices (node001 to node<devices>) in turn.
+func fillFinished(ctx context.Context, path string, n, devices int) error {
 	st, err := store.OpenSQLite(path)
 	if err != nil {
 		return err
@@ -392,7 +393,7 @@ func fillFinished(ctx context.Context, path string, n int) error {
 			if err != nil {
 				return err
 			}
-			if err := st.ClaimJob(ctx, j.ID, fmt.Sprintf("node%03d", i%400+1), sub.Add(time.Second)); err != nil {
+			if err := st.ClaimJob(ctx, j.ID, fmt.Sprintf("node%03d", i%devices+1), sub.Add(time.Second)); err != nil {
 				return err
 			}
 			return st.FinishJob(ctx, j.ID, store.Running, store.Finish{Outcome: outcomes[i%len(outcomes)], At: sub.Add(40 * time.Second)})
