@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -12,12 +11,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/labctl/labctl/nfs"
 	"github.com/labctl/labctl/results"
+	"github.com/labctl/labctl/simlab"
 )
 
 // BootCase is case 6: the same test OS booted three ways on one simulated
@@ -69,27 +68,13 @@ func (c BootCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 	}
 	defer gan.stop()
 
-	labDir := filepath.Join(env.Work, "lab-boot")
-	os.RemoveAll(labDir)
 	fmt.Fprintln(logw, "  starting a one-node simulated lab ...")
-	up := exec.CommandContext(ctx, simlabBin, "up", "--nodes", "1", "--dir", labDir, "--artifacts", c.Artifacts,
-		"--device-types", filepath.Join(c.Repo, "device-types"), "--slot-wait", "10m")
-	out, err := up.CombinedOutput()
-	labConfig := ""
-	sc := bufio.NewScanner(strings.NewReader(string(out)))
-	for sc.Scan() {
-		if p, ok := strings.CutPrefix(sc.Text(), "lab: "); ok {
-			labConfig = p
-		}
+	lab, err := upOneNode(ctx, logw, c.Repo, c.Artifacts, filepath.Join(env.Work, "lab-boot"), simlab.Options{})
+	if err != nil {
+		return res, err
 	}
-	defer func() {
-		if out, err := exec.Command(simlabBin, "down", "--dir", labDir).CombinedOutput(); err != nil {
-			fmt.Fprintf(logw, "  simlab down: %v\n%s", err, out)
-		}
-	}()
-	if err != nil || labConfig == "" {
-		return res, fmt.Errorf("simlab up: %v\n%s", err, out)
-	}
+	defer lab.Close()
+	labConfig := lab.ConfigPath
 	lf, err := os.OpenFile(labConfig, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		return res, err

@@ -77,11 +77,9 @@ func (c SaveCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 		return res, err
 	}
 	fmt.Fprintf(logw, "  starting a one-node simulated lab with a %d MiB disk, %d MiB of it data ...\n", c.DiskMiB, data>>20)
-	lab, err := simlab.Up(ctx, simlab.Options{Nodes: 1, Dir: filepath.Join(dir, "lab"), Artifacts: c.Artifacts,
-		DeviceTypes: filepath.Join(c.Repo, "device-types"), DiskMiB: c.DiskMiB, DiskImage: disk, Simlab: simlabBin,
-		SlotWait: 10 * time.Minute})
+	lab, err := upOneNode(ctx, logw, c.Repo, c.Artifacts, filepath.Join(dir, "lab"), simlab.Options{DiskMiB: c.DiskMiB, DiskImage: disk})
 	if err != nil {
-		return res, fmt.Errorf("simlab: %w", err)
+		return res, err
 	}
 	defer lab.Close()
 	os.Remove(disk)
