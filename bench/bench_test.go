@@ -81,12 +81,12 @@ func TestLoopbackOnly(t *testing.T) {
 	}
 }
 
-// TestRunTFTP runs the load generator against labctl's boot server: every
-// client must get every byte, with and without a window, and a cap must cut
-// transfers (not fail them).
-func TestRunTFTP(t *testing.T) {
+// tftpServer starts labctl's boot server on a loopback TFTP port, serving
+// the file "f" of size random bytes, until the test ends.
+func tftpServer(t *testing.T, size int) (addr string, data []byte) {
+	t.Helper()
 	root := t.TempDir()
-	data := make([]byte, 300<<10+5)
+	data = make([]byte, size)
 	rand.Read(data)
 	if err := os.WriteFile(filepath.Join(root, "f"), data, 0o644); err != nil {
 		t.Fatal(err)
@@ -98,9 +98,17 @@ func TestRunTFTP(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx) }()
-	defer func() { cancel(); <-done }()
+	t.Cleanup(func() { cancel(); <-done })
+	return s.TFTPAddr().String(), data
+}
+
+// TestRunTFTP runs the load generator against labctl's boot server: every
+// client must get every byte, with and without a window, and a cap must cut
+// transfers (not fail them).
+func TestRunTFTP(t *testing.T) {
+	addr, data := tftpServer(t, 300<<10+5)
 	for _, tc := range []struct{ blk, win int }{{0, 0}, {1468, 0}, {1468, 8}, {512, 16}} {
-		r, err := RunTFTP(context.Background(), TFTPLoad{Addr: s.TFTPAddr().String(), File: "f", Ref: data, N: 5, BlkSize: tc.blk, Window: tc.win})
+		r, err := RunTFTP(context.Background(), TFTPLoad{Addr: addr, File: "f", Ref: data, N: 5, BlkSize: tc.blk, Window: tc.win})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -114,12 +122,12 @@ func TestRunTFTP(t *testing.T) {
 	// A corrupt reference is caught.
 	bad := bytes.Clone(data)
 	bad[1000] ^= 1
-	r, _ := RunTFTP(context.Background(), TFTPLoad{Addr: s.TFTPAddr().String(), File: "f", Ref: bad, N: 1, BlkSize: 1468})
+	r, _ := RunTFTP(context.Background(), TFTPLoad{Addr: addr, File: "f", Ref: bad, N: 1, BlkSize: 1468})
 	if r.Failed != 1 || r.Fails["corrupt data"] != 1 {
 		t.Fatalf("corrupt reference not detected: %+v", r)
 	}
 	// A cap cuts, it does not fail.
-	r, _ = RunTFTP(context.Background(), TFTPLoad{Addr: s.TFTPAddr().String(), File: "f", Ref: data, N: 3, Cap: time.Nanosecond})
+	r, _ = RunTFTP(context.Background(), TFTPLoad{Addr: addr, File: "f", Ref: data, N: 3, Cap: time.Nanosecond})
 	if r.Cut+r.OK != 3 || r.Failed != 0 {
 		t.Fatalf("capped run: %+v", r)
 	}
@@ -131,22 +139,9 @@ func TestRunTFTPCurl(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("SKIP: curl not installed (Debian package curl)")
 	}
-	root := t.TempDir()
-	data := make([]byte, 200<<10+3)
-	rand.Read(data)
-	if err := os.WriteFile(filepath.Join(root, "f"), data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	s, err := netboot.New(netboot.Config{Root: root, TFTPAddr: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	defer func() { cancel(); <-done }()
+	addr, data := tftpServer(t, 200<<10+3)
 	for _, blk := range []int{0, 1468} {
-		r, err := RunTFTPCurl(context.Background(), TFTPLoad{Addr: s.TFTPAddr().String(), File: "f", Ref: data, N: 4, BlkSize: blk})
+		r, err := RunTFTPCurl(context.Background(), TFTPLoad{Addr: addr, File: "f", Ref: data, N: 4, BlkSize: blk})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -156,15 +151,15 @@ func TestRunTFTPCurl(t *testing.T) {
 	}
 	bad := bytes.Clone(data)
 	bad[len(bad)-1] ^= 1
-	r, _ := RunTFTPCurl(context.Background(), TFTPLoad{Addr: s.TFTPAddr().String(), File: "f", Ref: bad, N: 1})
+	r, _ := RunTFTPCurl(context.Background(), TFTPLoad{Addr: addr, File: "f", Ref: bad, N: 1})
 	if r.Failed != 1 || r.Fails["corrupt data"] != 1 {
 		t.Fatalf("corrupt reference not detected: %+v", r)
 	}
-	r, _ = RunTFTPCurl(context.Background(), TFTPLoad{Addr: s.TFTPAddr().String(), File: "missing", Ref: data, N: 1})
+	r, _ = RunTFTPCurl(context.Background(), TFTPLoad{Addr: addr, File: "missing", Ref: data, N: 1})
 	if r.Failed != 1 || r.OK != 0 {
 		t.Fatalf("a missing file did not fail: %+v", r)
 	}
-	if _, err := RunTFTPCurl(context.Background(), TFTPLoad{Addr: s.TFTPAddr().String(), File: "f", Ref: data, N: 1, Window: 8}); err == nil {
+	if _, err := RunTFTPCurl(context.Background(), TFTPLoad{Addr: addr, File: "f", Ref: data, N: 1, Window: 8}); err == nil {
 		t.Fatal("curl run with a window accepted")
 	}
 }
