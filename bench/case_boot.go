@@ -14,8 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/nfs"
-	"github.com/labctl/labctl/results"
 	"github.com/labctl/labctl/simlab"
 )
 
@@ -112,11 +112,11 @@ func (c BootCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 			fmt.Fprintf(logw, "  round %d: %s boot ...\n", r+1, m)
 			jd := filepath.Join(dir, fmt.Sprintf("%s-r%d", m, r))
 			start := time.Now()
-			secs, outcome, err := runBootJob(ctx, c.Labctl, labConfig, jobs[m], jd)
+			secs, err := runBootJob(ctx, c.Labctl, labConfig, jobs[m], jd)
 			if err != nil {
 				return res, fmt.Errorf("%s boot, round %d: %w", m, r+1, err)
 			}
-			perRound.Add(strconv.Itoa(r+1), m, f(secs, 2), f(time.Since(start).Seconds(), 1), outcome)
+			perRound.Add(strconv.Itoa(r+1), m, f(secs, 2), f(time.Since(start).Seconds(), 1), string(labctl.Complete))
 			times[m] = append(times[m], secs)
 		}
 	}
@@ -145,36 +145,18 @@ func (c BootCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 
 // runBootJob runs one job with labctl run and returns the job log's
 // power-on to logged-in time.
-func runBootJob(ctx context.Context, labctl, labConfig, job, dir string) (float64, string, error) {
+func runBootJob(ctx context.Context, labctl, labConfig, job, dir string) (float64, error) {
 	os.RemoveAll(dir)
-	cmd := exec.CommandContext(ctx, labctl, "run", "--quiet", "--lab", labConfig, "--dir", dir, job)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	out, _ := cmd.CombinedOutput()
-	rf, err := os.Open(filepath.Join(dir, "results.json"))
+	log, err := runLabctlJob(ctx, labctl, "run", "--quiet", "--lab", labConfig, "--dir", dir, job)
 	if err != nil {
-		return 0, "", fmt.Errorf("no results.json: %w\n%s", err, out)
+		return 0, err
 	}
-	defer rf.Close()
-	jr, err := results.ReadJSON(rf)
-	if err != nil {
-		return 0, "", err
-	}
-	if jr.Outcome != "complete" {
-		return 0, jr.Outcome, fmt.Errorf("job %s: %s (log %s)", jr.Outcome, jr.Reason, filepath.Join(dir, "job.log"))
-	}
-	log, err := os.ReadFile(filepath.Join(dir, "job.log"))
-	if err != nil {
-		return 0, "", err
-	}
-	m := loggedIn.FindSubmatch(log)
+	m := loggedIn.FindStringSubmatch(log)
 	if m == nil {
-		return 0, "", fmt.Errorf("no \"logged in\" line in %s", filepath.Join(dir, "job.log"))
+		return 0, fmt.Errorf("no \"logged in\" line in %s", filepath.Join(dir, "job.log"))
 	}
-	d, err := time.ParseDuration(string(m[1]))
-	if err != nil {
-		return 0, "", err
-	}
-	return d.Seconds(), jr.Outcome, nil
+	d, err := time.ParseDuration(m[1])
+	return d.Seconds(), err
 }
 
 // ganesha is the case's own nfs-ganesha.
