@@ -267,6 +267,11 @@ func TestStartFarmStops(t *testing.T) {
 	default:
 		t.Fatal("stop returned before the farm exited")
 	}
+	if d := farm.group.dir; d != "" {
+		if _, err := os.Stat(d); err == nil {
+			t.Fatalf("the farm's control group %s is left", d)
+		}
+	}
 
 	os.Remove(childFile)
 	if _, err := c.startFarm(context.Background(), dir, script("broken", "setsid sleep 600 </dev/null >/dev/null 2>&1 &\necho $! > "+childFile+"\necho 'no BMC' >&2\nexit 1\n"), nil); err == nil || !strings.Contains(err.Error(), "did not start") {
