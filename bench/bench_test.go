@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -308,5 +309,20 @@ func waitGone(t *testing.T, pid int) {
 			t.Fatalf("process %d left running", pid)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestNeeds skips a case, naming what is missing: a file, then a program.
+func TestNeeds(t *testing.T) {
+	dir := t.TempDir()
+	if err := needs([]string{dir}, []string{"sh"}); err != nil {
+		t.Fatalf("everything there: %v", err)
+	}
+	missing := filepath.Join(dir, "vmlinuz")
+	if err := needs([]string{dir, missing}, []string{"sh"}); !errors.Is(err, ErrSkipped) || !strings.Contains(err.Error(), missing+" missing") {
+		t.Fatalf("missing file: %v", err)
+	}
+	if err := needs([]string{dir}, []string{"sh", "labctl-bench-no-such-program"}); !errors.Is(err, ErrSkipped) || !strings.Contains(err.Error(), "labctl-bench-no-such-program not installed") {
+		t.Fatalf("missing program: %v", err)
 	}
 }

@@ -47,15 +47,9 @@ func (c BootCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 	dl := filepath.Join(c.Artifacts, "diskless")
 	image := filepath.Join(c.Artifacts, "images", "disk.img.gz")
 	sum := filepath.Join(c.Artifacts, "images", "disk.img.sha256")
-	for _, p := range []string{c.Labctl, simlabBin, image, sum, filepath.Join(dl, "vmlinuz"), filepath.Join(dl, "testos.gz"), filepath.Join(dl, "nfsroot.gz"), filepath.Join(dl, "root.tar.zst")} {
-		if _, err := os.Stat(p); err != nil {
-			return res, fmt.Errorf("%w: %s missing (make build artifacts)", ErrSkipped, p)
-		}
-	}
-	for _, bin := range []string{"qemu-system-x86_64", "ipmi_sim", "ipmitool", "ganesha.nfsd"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			return res, fmt.Errorf("%w: %s not installed (make deps)", ErrSkipped, bin)
-		}
+	files := []string{c.Labctl, simlabBin, image, sum, filepath.Join(dl, "vmlinuz"), filepath.Join(dl, "testos.gz"), filepath.Join(dl, "nfsroot.gz"), filepath.Join(dl, "root.tar.zst")}
+	if err := needs(files, []string{"qemu-system-x86_64", "ipmi_sim", "ipmitool", "ganesha.nfsd"}); err != nil {
+		return res, err
 	}
 	dir := filepath.Join(env.Work, "boot")
 	if err := os.MkdirAll(dir, 0o755); err != nil {

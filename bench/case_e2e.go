@@ -101,15 +101,8 @@ func (c E2ECase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResu
 	simlabBin := filepath.Join(c.Repo, "bin", "simlab")
 	image := filepath.Join(c.Artifacts, "images", "disk.img.gz")
 	sum := filepath.Join(c.Artifacts, "images", "disk.img.sha256")
-	for _, p := range []string{labctl, simlabBin, image, sum} {
-		if _, err := os.Stat(p); err != nil {
-			return res, fmt.Errorf("%w: %s missing (make build artifacts)", ErrSkipped, p)
-		}
-	}
-	for _, bin := range []string{"qemu-system-x86_64", "ipmi_sim", "ipmitool"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			return res, fmt.Errorf("%w: %s not installed (make deps)", ErrSkipped, bin)
-		}
+	if err := needs([]string{labctl, simlabBin, image, sum}, []string{"qemu-system-x86_64", "ipmi_sim", "ipmitool"}); err != nil {
+		return res, err
 	}
 	dir := filepath.Join(env.Work, "e2e")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -392,6 +385,22 @@ func (c E2ECase) runLabctl(ctx context.Context, labctl, labConfig, job, dir stri
 		run.phases[p.Name] += p.Duration.Seconds()
 	}
 	return run, nil
+}
+
+// needs skips a case unless every file exists and every program is on
+// PATH.
+func needs(files, programs []string) error {
+	for _, p := range files {
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("%w: %s missing (make build artifacts)", ErrSkipped, p)
+		}
+	}
+	for _, bin := range programs {
+		if _, err := exec.LookPath(bin); err != nil {
+			return fmt.Errorf("%w: %s not installed (make deps)", ErrSkipped, bin)
+		}
+	}
+	return nil
 }
 
 // upOneNode starts a one-node simulated lab in dir for a case, from the

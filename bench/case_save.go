@@ -56,15 +56,8 @@ func seconds(v string) float64 {
 func (c SaveCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResult, error) {
 	res := CaseResult{Name: "save"}
 	simlabBin := filepath.Join(c.Repo, "bin", "simlab")
-	for _, p := range []string{c.Labctl, simlabBin, filepath.Join(c.Artifacts, "bootroot")} {
-		if _, err := os.Stat(p); err != nil {
-			return res, fmt.Errorf("%w: %s missing (make build artifacts)", ErrSkipped, p)
-		}
-	}
-	for _, bin := range []string{"qemu-system-x86_64", "ipmi_sim", "ipmitool", "zstd"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			return res, fmt.Errorf("%w: %s not installed (make deps)", ErrSkipped, bin)
-		}
+	if err := needs([]string{c.Labctl, simlabBin, filepath.Join(c.Artifacts, "bootroot")}, []string{"qemu-system-x86_64", "ipmi_sim", "ipmitool", "zstd"}); err != nil {
+		return res, err
 	}
 	dir := filepath.Join(env.Work, "save")
 	os.RemoveAll(dir)
