@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"net/http"
@@ -11,7 +13,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -78,12 +82,12 @@ func TestLoopbackOnly(t *testing.T) {
 	}
 }
 
-// TestRunTFTP runs the load generator against labctl's boot server: every
-// client must get every byte, with and without a window, and a cap must cut
-// transfers (not fail them).
-func TestRunTFTP(t *testing.T) {
+// tftpServer starts labctl's boot server on a loopback TFTP port, serving
+// the file "f" of size random bytes, until the test ends.
+func tftpServer(t *testing.T, size int) (addr string, data []byte) {
+	t.Helper()
 	root := t.TempDir()
-	data := make([]byte, 300<<10+5)
+	data = make([]byte, size)
 	rand.Read(data)
 	if err := os.WriteFile(filepath.Join(root, "f"), data, 0o644); err != nil {
 		t.Fatal(err)
@@ -95,9 +99,17 @@ func TestRunTFTP(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx) }()
-	defer func() { cancel(); <-done }()
+	t.Cleanup(func() { cancel(); <-done })
+	return s.TFTPAddr().String(), data
+}
+
+// TestRunTFTP runs the load generator against labctl's boot server: every
+// client must get every byte, with and without a window, and a cap must cut
+// transfers (not fail them).
+func TestRunTFTP(t *testing.T) {
+	addr, data := tftpServer(t, 300<<10+5)
 	for _, tc := range []struct{ blk, win int }{{0, 0}, {1468, 0}, {1468, 8}, {512, 16}} {
-		r, err := RunTFTP(context.Background(), TFTPLoad{Addr: s.TFTPAddr().String(), File: "f", Ref: data, N: 5, BlkSize: tc.blk, Window: tc.win})
+		r, err := RunTFTP(context.Background(), TFTPLoad{Addr: addr, File: "f", Ref: data, N: 5, BlkSize: tc.blk, Window: tc.win})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -111,12 +123,12 @@ func TestRunTFTP(t *testing.T) {
 	// A corrupt reference is caught.
 	bad := bytes.Clone(data)
 	bad[1000] ^= 1
-	r, _ := RunTFTP(context.Background(), TFTPLoad{Addr: s.TFTPAddr().String(), File: "f", Ref: bad, N: 1, BlkSize: 1468})
+	r, _ := RunTFTP(context.Background(), TFTPLoad{Addr: addr, File: "f", Ref: bad, N: 1, BlkSize: 1468})
 	if r.Failed != 1 || r.Fails["corrupt data"] != 1 {
 		t.Fatalf("corrupt reference not detected: %+v", r)
 	}
 	// A cap cuts, it does not fail.
-	r, _ = RunTFTP(context.Background(), TFTPLoad{Addr: s.TFTPAddr().String(), File: "f", Ref: data, N: 3, Cap: time.Nanosecond})
+	r, _ = RunTFTP(context.Background(), TFTPLoad{Addr: addr, File: "f", Ref: data, N: 3, Cap: time.Nanosecond})
 	if r.Cut+r.OK != 3 || r.Failed != 0 {
 		t.Fatalf("capped run: %+v", r)
 	}
@@ -128,22 +140,9 @@ func TestRunTFTPCurl(t *testing.T) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("SKIP: curl not installed (Debian package curl)")
 	}
-	root := t.TempDir()
-	data := make([]byte, 200<<10+3)
-	rand.Read(data)
-	if err := os.WriteFile(filepath.Join(root, "f"), data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	s, err := netboot.New(netboot.Config{Root: root, TFTPAddr: "127.0.0.1:0"}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	defer func() { cancel(); <-done }()
+	addr, data := tftpServer(t, 200<<10+3)
 	for _, blk := range []int{0, 1468} {
-		r, err := RunTFTPCurl(context.Background(), TFTPLoad{Addr: s.TFTPAddr().String(), File: "f", Ref: data, N: 4, BlkSize: blk})
+		r, err := RunTFTPCurl(context.Background(), TFTPLoad{Addr: addr, File: "f", Ref: data, N: 4, BlkSize: blk})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -153,15 +152,15 @@ func TestRunTFTPCurl(t *testing.T) {
 	}
 	bad := bytes.Clone(data)
 	bad[len(bad)-1] ^= 1
-	r, _ := RunTFTPCurl(context.Background(), TFTPLoad{Addr: s.TFTPAddr().String(), File: "f", Ref: bad, N: 1})
+	r, _ := RunTFTPCurl(context.Background(), TFTPLoad{Addr: addr, File: "f", Ref: bad, N: 1})
 	if r.Failed != 1 || r.Fails["corrupt data"] != 1 {
 		t.Fatalf("corrupt reference not detected: %+v", r)
 	}
-	r, _ = RunTFTPCurl(context.Background(), TFTPLoad{Addr: s.TFTPAddr().String(), File: "missing", Ref: data, N: 1})
+	r, _ = RunTFTPCurl(context.Background(), TFTPLoad{Addr: addr, File: "missing", Ref: data, N: 1})
 	if r.Failed != 1 || r.OK != 0 {
 		t.Fatalf("a missing file did not fail: %+v", r)
 	}
-	if _, err := RunTFTPCurl(context.Background(), TFTPLoad{Addr: s.TFTPAddr().String(), File: "f", Ref: data, N: 1, Window: 8}); err == nil {
+	if _, err := RunTFTPCurl(context.Background(), TFTPLoad{Addr: addr, File: "f", Ref: data, N: 1, Window: 8}); err == nil {
 		t.Fatal("curl run with a window accepted")
 	}
 }
@@ -229,5 +228,101 @@ Transfer/sec:    695.31MB
 	}
 	if _, err := parseWrk("unable to connect to 127.0.0.1:1 Connection refused", 1); err == nil {
 		t.Fatal("a report without a summary parsed")
+	}
+}
+
+// TestStartFarmStops starts a stand-in farm (it says ready, leaves a
+// process in a session of its own and runs until its stdin closes) and
+// one that exits without saying ready: stop, and startFarm's own failure
+// path, must leave no process behind.
+func TestStartFarmStops(t *testing.T) {
+	if _, err := exec.LookPath("setsid"); err != nil {
+		t.Skip("SKIP: setsid not installed (util-linux)")
+	}
+	dir := t.TempDir()
+	script := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	childFile := filepath.Join(dir, "child")
+	c := ScaleCase{Nodes: 1}
+	farm, err := c.startFarm(context.Background(), dir, script("farm", "setsid sleep 600 </dev/null >/dev/null 2>&1 &\necho $! > "+childFile+"\necho ready\ncat >/dev/null\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(childFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || !alive(child) {
+		t.Fatalf("the farm's session child %q is not running (%v)", b, err)
+	}
+	farm.stop()
+	waitGone(t, child)
+	select {
+	case <-farm.exited:
+	default:
+		t.Fatal("stop returned before the farm exited")
+	}
+	if d := farm.group.dir; d != "" {
+		if _, err := os.Stat(d); err == nil {
+			t.Fatalf("the farm's control group %s is left", d)
+		}
+	}
+
+	os.Remove(childFile)
+	if _, err := c.startFarm(context.Background(), dir, script("broken", "setsid sleep 600 </dev/null >/dev/null 2>&1 &\necho $! > "+childFile+"\necho 'no BMC' >&2\nexit 1\n"), nil); err == nil || !strings.Contains(err.Error(), "did not start") {
+		t.Fatalf("a farm that never said ready: %v", err)
+	}
+	if b, err = os.ReadFile(childFile); err != nil {
+		t.Fatal(err)
+	}
+	child, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+	waitGone(t, child)
+	if log, _ := os.ReadFile(filepath.Join(dir, "farm.log")); !strings.Contains(string(log), "no BMC") {
+		t.Fatalf("farm.log: %q", log)
+	}
+}
+
+// alive says whether pid runs (a zombie does not).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+// waitGone fails t unless pid is gone within 10 s of its kill.
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("process %d left running", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestNeeds skips a case, naming what is missing: a file, then a program.
+func TestNeeds(t *testing.T) {
+	dir := t.TempDir()
+	if err := needs([]string{dir}, []string{"sh"}); err != nil {
+		t.Fatalf("everything there: %v", err)
+	}
+	missing := filepath.Join(dir, "vmlinuz")
+	if err := needs([]string{dir, missing}, []string{"sh"}); !errors.Is(err, ErrSkipped) || !strings.Contains(err.Error(), missing+" missing") {
+		t.Fatalf("missing file: %v", err)
+	}
+	if err := needs([]string{dir}, []string{"sh", "labctl-bench-no-such-program"}); !errors.Is(err, ErrSkipped) || !strings.Contains(err.Error(), "labctl-bench-no-such-program not installed") {
+		t.Fatalf("missing program: %v", err)
 	}
 }

@@ -1,21 +1,18 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
-	"github.com/labctl/labctl/results"
+	"github.com/labctl/labctl"
+	"github.com/labctl/labctl/simlab"
 )
 
 // BootCase is case 6: the same test OS booted three ways on one simulated
@@ -39,7 +36,7 @@ var bootMethods = []string{"disk", "nfs", "ramdisk"}
 
 var loggedIn = regexp.MustCompile(`boot: logged in as \S+, (\S+) after `)
 
-// Run starts a one-node lab with its nfs-ganesha (simlab up --nfs), runs
+// Run starts a one-node lab with its nfs-ganesha (simlab Options.NFS), runs
 // the rounds, stops it.
 func (c BootCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResult, error) {
 	res := CaseResult{Name: "6 boot methods"}
@@ -47,42 +44,22 @@ func (c BootCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 	dl := filepath.Join(c.Artifacts, "diskless")
 	image := filepath.Join(c.Artifacts, "images", "disk.img.gz")
 	sum := filepath.Join(c.Artifacts, "images", "disk.img.sha256")
-	for _, p := range []string{c.Labctl, simlabBin, image, sum, filepath.Join(dl, "vmlinuz"), filepath.Join(dl, "testos.gz"), filepath.Join(dl, "nfsroot.gz"), filepath.Join(dl, "root.tar.zst")} {
-		if _, err := os.Stat(p); err != nil {
-			return res, fmt.Errorf("%w: %s missing (make build artifacts)", ErrSkipped, p)
-		}
-	}
-	for _, bin := range []string{"qemu-system-x86_64", "ipmi_sim", "ipmitool", "ganesha.nfsd"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			return res, fmt.Errorf("%w: %s not installed (make deps)", ErrSkipped, bin)
-		}
+	files := []string{c.Labctl, simlabBin, image, sum, filepath.Join(dl, "vmlinuz"), filepath.Join(dl, "testos.gz"), filepath.Join(dl, "nfsroot.gz"), filepath.Join(dl, "root.tar.zst")}
+	if err := needs(files, []string{"qemu-system-x86_64", "ipmi_sim", "ipmitool", "ganesha.nfsd"}); err != nil {
+		return res, err
 	}
 	dir := filepath.Join(env.Work, "boot")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return res, err
 	}
 
-	labDir := filepath.Join(env.Work, "lab-boot")
-	os.RemoveAll(labDir)
-	fmt.Fprintln(logw, "  starting a one-node simulated lab ...")
-	up := exec.CommandContext(ctx, simlabBin, "up", "--nodes", "1", "--nfs", "--dir", labDir, "--artifacts", c.Artifacts,
-		"--device-types", filepath.Join(c.Repo, "device-types"), "--slot-wait", "10m")
-	out, err := up.CombinedOutput()
-	labConfig := ""
-	sc := bufio.NewScanner(strings.NewReader(string(out)))
-	for sc.Scan() {
-		if p, ok := strings.CutPrefix(sc.Text(), "lab: "); ok {
-			labConfig = p
-		}
+	fmt.Fprintln(logw, "  starting a one-node simulated lab with its nfs-ganesha ...")
+	lab, err := upOneNode(ctx, logw, c.Repo, c.Artifacts, filepath.Join(env.Work, "lab-boot"), simlab.Options{NFS: true})
+	if err != nil {
+		return res, err
 	}
-	defer func() {
-		if out, err := exec.Command(simlabBin, "down", "--dir", labDir).CombinedOutput(); err != nil {
-			fmt.Fprintf(logw, "  simlab down: %v\n%s", err, out)
-		}
-	}()
-	if err != nil || labConfig == "" {
-		return res, fmt.Errorf("simlab up: %v\n%s", err, out)
-	}
+	defer lab.Close()
+	labConfig := lab.ConfigPath
 
 	jobs := map[string]string{}
 	for _, m := range bootMethods {
@@ -113,11 +90,11 @@ func (c BootCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 			fmt.Fprintf(logw, "  round %d: %s boot ...\n", r+1, m)
 			jd := filepath.Join(dir, fmt.Sprintf("%s-r%d", m, r))
 			start := time.Now()
-			secs, outcome, err := runBootJob(ctx, c.Labctl, labConfig, jobs[m], jd)
+			secs, err := runBootJob(ctx, c.Labctl, labConfig, jobs[m], jd)
 			if err != nil {
 				return res, fmt.Errorf("%s boot, round %d: %w", m, r+1, err)
 			}
-			perRound.Add(strconv.Itoa(r+1), m, f(secs, 2), f(time.Since(start).Seconds(), 1), outcome)
+			perRound.Add(strconv.Itoa(r+1), m, f(secs, 2), f(time.Since(start).Seconds(), 1), string(labctl.Complete))
 			times[m] = append(times[m], secs)
 		}
 	}
@@ -146,34 +123,16 @@ func (c BootCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 
 // runBootJob runs one job with labctl run and returns the job log's
 // power-on to logged-in time.
-func runBootJob(ctx context.Context, labctl, labConfig, job, dir string) (float64, string, error) {
+func runBootJob(ctx context.Context, labctl, labConfig, job, dir string) (float64, error) {
 	os.RemoveAll(dir)
-	cmd := exec.CommandContext(ctx, labctl, "run", "--quiet", "--lab", labConfig, "--dir", dir, job)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	out, _ := cmd.CombinedOutput()
-	rf, err := os.Open(filepath.Join(dir, "results.json"))
+	log, err := runLabctlJob(ctx, labctl, "run", "--quiet", "--lab", labConfig, "--dir", dir, job)
 	if err != nil {
-		return 0, "", fmt.Errorf("no results.json: %w\n%s", err, out)
+		return 0, err
 	}
-	defer rf.Close()
-	jr, err := results.ReadJSON(rf)
-	if err != nil {
-		return 0, "", err
-	}
-	if jr.Outcome != "complete" {
-		return 0, jr.Outcome, fmt.Errorf("job %s: %s (log %s)", jr.Outcome, jr.Reason, filepath.Join(dir, "job.log"))
-	}
-	log, err := os.ReadFile(filepath.Join(dir, "job.log"))
-	if err != nil {
-		return 0, "", err
-	}
-	m := loggedIn.FindSubmatch(log)
+	m := loggedIn.FindStringSubmatch(log)
 	if m == nil {
-		return 0, "", fmt.Errorf("no \"logged in\" line in %s", filepath.Join(dir, "job.log"))
+		return 0, fmt.Errorf("no \"logged in\" line in %s", filepath.Join(dir, "job.log"))
 	}
-	d, err := time.ParseDuration(string(m[1]))
-	if err != nil {
-		return 0, "", err
-	}
-	return d.Seconds(), jr.Outcome, nil
+	d, err := time.ParseDuration(m[1])
+	return d.Seconds(), err
 }

@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -11,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/labctl/labctl/results"
 	"github.com/labctl/labctl/simlab"
@@ -101,15 +101,8 @@ func (c E2ECase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResu
 	simlabBin := filepath.Join(c.Repo, "bin", "simlab")
 	image := filepath.Join(c.Artifacts, "images", "disk.img.gz")
 	sum := filepath.Join(c.Artifacts, "images", "disk.img.sha256")
-	for _, p := range []string{labctl, simlabBin, image, sum} {
-		if _, err := os.Stat(p); err != nil {
-			return res, fmt.Errorf("%w: %s missing (make build artifacts)", ErrSkipped, p)
-		}
-	}
-	for _, bin := range []string{"qemu-system-x86_64", "ipmi_sim", "ipmitool"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			return res, fmt.Errorf("%w: %s not installed (make deps)", ErrSkipped, bin)
-		}
+	if err := needs([]string{labctl, simlabBin, image, sum}, []string{"qemu-system-x86_64", "ipmi_sim", "ipmitool"}); err != nil {
+		return res, err
 	}
 	dir := filepath.Join(env.Work, "e2e")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -122,32 +115,13 @@ func (c E2ECase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResu
 		}
 	}
 
-	labDir := filepath.Join(env.Work, "lab")
-	os.RemoveAll(labDir)
 	fmt.Fprintln(logw, "  starting a one-node simulated lab ...")
-	up := exec.CommandContext(ctx, simlabBin, "up", "--nodes", "1", "--dir", labDir, "--artifacts", c.Artifacts,
-		"--device-types", filepath.Join(c.Repo, "device-types"), "--slot-wait", "10m")
-	out, err := up.CombinedOutput()
-	labConfig := ""
-	sc := bufio.NewScanner(strings.NewReader(string(out)))
-	for sc.Scan() {
-		if p, ok := strings.CutPrefix(sc.Text(), "lab: "); ok {
-			labConfig = p
-		}
-	}
-	defer func() {
-		down := exec.Command(simlabBin, "down", "--dir", labDir)
-		if out, err := down.CombinedOutput(); err != nil {
-			fmt.Fprintf(logw, "  simlab down: %v\n%s", err, out)
-		}
-	}()
-	if err != nil || labConfig == "" {
-		return res, fmt.Errorf("simlab up: %v\n%s", err, out)
-	}
-	lab, err := simlab.OpenLab(labDir)
+	lab, err := upOneNode(ctx, logw, c.Repo, c.Artifacts, filepath.Join(env.Work, "lab"), simlab.Options{})
 	if err != nil {
 		return res, err
 	}
+	defer lab.Close()
+	labConfig := lab.ConfigPath
 	node := lab.Nodes[0]
 
 	// LAVA: made ready and validated with the node up (lava-run retries an
@@ -156,7 +130,7 @@ func (c E2ECase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResu
 	var lava *lavaSetup
 	if c.LAVA != "" {
 		fmt.Fprintln(logw, "  preparing LAVA ...")
-		lava, err = prepareLAVA(c.LAVA, filepath.Dir(c.LAVA), filepath.Join(dir, "lava"), image, labDir, labConfig)
+		lava, err = prepareLAVA(c.LAVA, filepath.Dir(c.LAVA), filepath.Join(dir, "lava"), image, lab.Dir, labConfig)
 		if err == nil {
 			defer lava.Close()
 			err = lava.Validate(ctx)
@@ -411,6 +385,42 @@ func (c E2ECase) runLabctl(ctx context.Context, labctl, labConfig, job, dir stri
 		run.phases[p.Name] += p.Duration.Seconds()
 	}
 	return run, nil
+}
+
+// needs skips a case unless every file exists and every program is on
+// PATH.
+func needs(files, programs []string) error {
+	for _, p := range files {
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("%w: %s missing (make build artifacts)", ErrSkipped, p)
+		}
+	}
+	for _, bin := range programs {
+		if _, err := exec.LookPath(bin); err != nil {
+			return fmt.Errorf("%w: %s not installed (make deps)", ErrSkipped, bin)
+		}
+	}
+	return nil
+}
+
+// upOneNode starts a one-node simulated lab in dir for a case, from the
+// repository's bin/simlab and device-types and the artifacts, in the
+// slots of labs started by hand (as `simlab up`); opts may set the disk.
+// Its processes end with the lab's Close, or with the bench if it dies.
+func upOneNode(ctx context.Context, logw io.Writer, repo, artifacts, dir string, opts simlab.Options) (*simlab.Lab, error) {
+	os.RemoveAll(dir)
+	opts.Nodes, opts.Dir, opts.Artifacts = 1, dir, artifacts
+	opts.DeviceTypes = filepath.Join(repo, "device-types")
+	opts.Simlab = filepath.Join(repo, "bin", "simlab")
+	opts.SlotWait = 10 * time.Minute
+	opts.Pool = simlab.LabPool()
+	opts.WatchStdin = true
+	opts.Progress = func(s string) { fmt.Fprintf(logw, "    %s\n", s) }
+	lab, err := simlab.Up(ctx, opts)
+	if err != nil {
+		return nil, fmt.Errorf("simlab: %w", err)
+	}
+	return lab, nil
 }
 
 // countsText prints outcome counts as "complete ×3, failed ×1".

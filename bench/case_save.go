@@ -56,15 +56,8 @@ func seconds(v string) float64 {
 func (c SaveCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResult, error) {
 	res := CaseResult{Name: "save"}
 	simlabBin := filepath.Join(c.Repo, "bin", "simlab")
-	for _, p := range []string{c.Labctl, simlabBin, filepath.Join(c.Artifacts, "bootroot")} {
-		if _, err := os.Stat(p); err != nil {
-			return res, fmt.Errorf("%w: %s missing (make build artifacts)", ErrSkipped, p)
-		}
-	}
-	for _, bin := range []string{"qemu-system-x86_64", "ipmi_sim", "ipmitool", "zstd"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			return res, fmt.Errorf("%w: %s not installed (make deps)", ErrSkipped, bin)
-		}
+	if err := needs([]string{c.Labctl, simlabBin, filepath.Join(c.Artifacts, "bootroot")}, []string{"qemu-system-x86_64", "ipmi_sim", "ipmitool", "zstd"}); err != nil {
+		return res, err
 	}
 	dir := filepath.Join(env.Work, "save")
 	os.RemoveAll(dir)
@@ -77,11 +70,9 @@ func (c SaveCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 		return res, err
 	}
 	fmt.Fprintf(logw, "  starting a one-node simulated lab with a %d MiB disk, %d MiB of it data ...\n", c.DiskMiB, data>>20)
-	lab, err := simlab.Up(ctx, simlab.Options{Nodes: 1, Dir: filepath.Join(dir, "lab"), Artifacts: c.Artifacts,
-		DeviceTypes: filepath.Join(c.Repo, "device-types"), DiskMiB: c.DiskMiB, DiskImage: disk, Simlab: simlabBin,
-		SlotWait: 10 * time.Minute})
+	lab, err := upOneNode(ctx, logw, c.Repo, c.Artifacts, filepath.Join(dir, "lab"), simlab.Options{DiskMiB: c.DiskMiB, DiskImage: disk})
 	if err != nil {
-		return res, fmt.Errorf("simlab: %w", err)
+		return res, err
 	}
 	defer lab.Close()
 	os.Remove(disk)

@@ -314,79 +314,31 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, self, labFile, job string, 
 	var run scaleRun
 	env := append(os.Environ(), "LABCTL_BENCH_TOKEN="+scaleToken, "LABCTL_BENCH_BMC_PASSWORD="+farmBMCPassword,
 		FarmCPUsEnv+"="+c.FarmCPUs)
-	fg, stopFarm, err := c.startFarm(dir, self, env)
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
+	farm, err := c.startFarm(ctx, dir, self, env)
 	if err != nil {
 		return run, err
 	}
-	defer stopFarm()
+	defer farm.stop()
 
-	g := NewGroup("labctl-serve")
-	defer g.Remove()
-	argv := []string{c.Labctl, "serve", "--lab", labFile}
-	if c.DaemonCPUs != "" {
-		busybox, _ := exec.LookPath("busybox")
-		argv = append([]string{busybox, "taskset", "-c", c.DaemonCPUs}, argv...)
-	}
-	cmd := g.Command(argv...)
-	cmd.Env = env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	logf, err := os.Create(filepath.Join(dir, "serve.log"))
+	t0 := time.Now()
+	serve, err := startServe("labctl-serve", c.Labctl, labFile, c.DaemonCPUs, env)
 	if err != nil {
 		return run, err
 	}
-	defer logf.Close()
-	cmd.Stdout, cmd.Stderr = logf, logf
-	t0 := time.Now()
-	if err := cmd.Start(); err != nil {
-		return run, err
-	}
-	g.SetPid(cmd.Process.Pid)
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	defer func() {
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
-		for _, p := range g.Pids() {
-			syscall.Kill(p, syscall.SIGKILL)
-		}
-	}()
+	defer serve.stop()
 	client, err := api.NewClient("http://127.0.0.1:18470", scaleToken, nil)
 	if err != nil {
 		return run, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
-	defer cancel()
-	// Every device idle (health checks passed).
-	for {
-		if ctx.Err() != nil {
-			return run, fmt.Errorf("devices not idle after %s (log: %s)", c.Timeout, logf.Name())
-		}
-		select {
-		case <-exited:
-			return run, fmt.Errorf("labctl serve exited at start (log: %s)", logf.Name())
-		default:
-		}
-		devs, err := client.Devices(ctx)
-		idle := 0
-		for _, d := range devs {
-			if d.State == "idle" {
-				idle++
-			}
-		}
-		if err == nil && idle == c.Nodes {
-			break
-		}
-		time.Sleep(250 * time.Millisecond)
+	if err := serve.waitIdle(ctx, client, c.Nodes); err != nil {
+		return run, err
 	}
 	run.startupS = time.Since(t0).Seconds()
-	pid := cmd.Process.Pid
+	pid := serve.cmd.Process.Pid
 	run.rssIdleMB = float64(RSSKB(pid, false)) / 1024
-	cpu0, tree0, wait0 := procCPU(pid), fg.CPU(), runQueueWait(pid)
+	cpu0, tree0, wait0 := procCPU(pid), farm.group.CPU(), runQueueWait(pid)
 	fmt.Fprintf(logw, "  %d devices idle after %.1fs; submitting %d jobs\n", c.Nodes, run.startupS, c.Jobs)
 
 	// Sample RSS and running jobs while the jobs run.
@@ -441,7 +393,7 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, self, labFile, job string, 
 		if ctx.Err() != nil {
 			close(stopSample)
 			sampler.Wait()
-			return run, fmt.Errorf("jobs not finished after %s (log: %s)", c.Timeout, logf.Name())
+			return run, fmt.Errorf("jobs not finished after %s (log: %s)", c.Timeout, serve.log.Name())
 		}
 		jobs, err = client.Jobs(ctx, labctl.JobFilter{Limit: 2 * c.Jobs})
 		if err == nil {
@@ -466,7 +418,7 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, self, labFile, job string, 
 	sampler.Wait()
 	run.daemonCPU = procCPU(pid) - cpu0
 	run.runWait = runQueueWait(pid) - wait0
-	run.treeCPU = fg.CPU() - tree0
+	run.treeCPU = farm.group.CPU() - tree0
 	run.rssPeakMB = float64(peakKB.Load()) / 1024
 	if run.peakRunning > 0 {
 		run.perJobMB = (run.rssPeakMB - run.rssIdleMB) / float64(run.peakRunning)
@@ -551,70 +503,175 @@ func runQueueWait(pid int) float64 {
 	return ns / 1e9
 }
 
-// startFarm starts the farm that plays the lab's nodes (written by
-// writeLab into dir) and waits until it is ready; stop powers every node
-// off and ends it.
-func (c ScaleCase) startFarm(dir, self string, env []string) (fg *Group, stop func(), err error) {
-	fg = NewGroup("labctl-farm")
-	farm := fg.Command(self, "farm", filepath.Join(dir, "nodes"), strconv.Itoa(c.Nodes), strconv.Itoa(farmBasePort),
-		"http://127.0.0.1:18091")
-	farm.Env = env
-	farm.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	farmLog, err := os.Create(filepath.Join(dir, "farm.log"))
+// benchProc is a process the bench starts and must end: in a control
+// group and a process group of its own, killed if the bench dies, its
+// output in a log file.
+type benchProc struct {
+	cmd    *exec.Cmd
+	group  *Group
+	log    *os.File
+	exited chan struct{} // closed once the process has exited
+	// ask asks the process to end (stop then waits for it).
+	ask func()
+}
+
+// newProc prepares argv in the control group named group with env, its
+// stdout and stderr in logPath; the caller may set pipes, then start.
+func newProc(group, logPath string, env []string, argv ...string) (*benchProc, error) {
+	log, err := os.Create(logPath)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	farm.Stderr = farmLog
-	farmIn, err := farm.StdinPipe()
+	p := &benchProc{group: NewGroup(group), log: log, exited: make(chan struct{})}
+	p.cmd = p.group.Command(argv...)
+	p.cmd.Env = env
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	p.cmd.Stdout, p.cmd.Stderr = log, log
+	p.ask = func() { syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM) }
+	return p, nil
+}
+
+// start starts the process; if it cannot, the group and the log are
+// released.
+func (p *benchProc) start() error {
+	if err := p.cmd.Start(); err != nil {
+		p.release()
+		return err
+	}
+	p.group.SetPid(p.cmd.Process.Pid)
+	go func() { p.cmd.Wait(); close(p.exited) }()
+	return nil
+}
+
+// stop asks the process to end, kills its process group if it has not
+// after 30 s, then kills whatever it started that is left (a shell in a
+// session of its own outlives it), waits (5 s at most) for those to go,
+// and releases the group and the log.
+func (p *benchProc) stop() {
+	// Without a control group, what it started is found only while it
+	// lives (the tree of its pid).
+	var tree []int
+	if p.group.dir == "" {
+		tree = p.group.Pids()
+	}
+	p.ask()
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.exited
+	}
+	for _, pid := range append(tree, p.group.Pids()...) {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	// A control group can be removed only once the killed have left it.
+	for deadline := time.Now().Add(5 * time.Second); len(p.group.Pids()) > 0 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	p.release()
+}
+
+// release removes the group and closes the log.
+func (p *benchProc) release() {
+	p.group.Remove()
+	p.log.Close()
+}
+
+// startServe starts `labctl serve --lab labFile` in the control group
+// named group, its output in serve.log beside labFile; cpus, if set, is
+// the CPU list (taskset -c) it is pinned to.
+func startServe(group, labctlBin, labFile, cpus string, env []string) (*benchProc, error) {
+	argv := []string{labctlBin, "serve", "--lab", labFile}
+	if cpus != "" {
+		busybox, err := exec.LookPath("busybox")
+		if err != nil {
+			return nil, err
+		}
+		argv = append([]string{busybox, "taskset", "-c", cpus}, argv...)
+	}
+	p, err := newProc(group, filepath.Join(filepath.Dir(labFile), "serve.log"), env, argv...)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	farmOut, err := farm.StdoutPipe()
-	if err != nil {
-		return nil, nil, err
+	if err := p.start(); err != nil {
+		return nil, err
 	}
-	if err := farm.Start(); err != nil {
-		fg.Remove()
-		farmLog.Close()
-		return nil, nil, err
-	}
-	fg.SetPid(farm.Process.Pid)
-	farmDone := make(chan struct{})
-	stop = func() {
-		// Closing its stdin powers every node off (their shells end),
-		// then the farm exits.
-		farmIn.Close()
+	return p, nil
+}
+
+// waitIdle waits until the daemon p reports n devices idle (their health
+// checks passed).
+func (p *benchProc) waitIdle(ctx context.Context, client *api.Client, n int) error {
+	for {
+		devs, err := client.Devices(ctx)
+		idle := 0
+		for _, d := range devs {
+			if d.State == labctl.DeviceIdle {
+				idle++
+			}
+		}
+		if err == nil && idle == n {
+			return nil
+		}
 		select {
-		case <-farmDone:
-		case <-time.After(30 * time.Second):
-			syscall.Kill(-farm.Process.Pid, syscall.SIGKILL)
-			<-farmDone
+		case <-ctx.Done():
+			return fmt.Errorf("%d of %d devices idle (last error: %v) when %w (log: %s)", idle, n, err, ctx.Err(), p.log.Name())
+		case <-p.exited:
+			return fmt.Errorf("labctl serve exited at start (log: %s)", p.log.Name())
+		case <-time.After(250 * time.Millisecond):
 		}
-		for _, p := range fg.Pids() {
-			syscall.Kill(p, syscall.SIGKILL)
-		}
-		fg.Remove()
-		farmLog.Close()
+	}
+}
+
+// startFarm starts the farm that plays the lab's nodes (written by
+// writeLab into dir) and waits until it is ready. Its stop powers every
+// node off and ends it.
+func (c ScaleCase) startFarm(ctx context.Context, dir, self string, env []string) (*benchProc, error) {
+	p, err := newProc("labctl-farm", filepath.Join(dir, "farm.log"), env, self, "farm", filepath.Join(dir, "nodes"),
+		strconv.Itoa(c.Nodes), strconv.Itoa(farmBasePort), "http://127.0.0.1:18091")
+	if err != nil {
+		return nil, err
+	}
+	// Closing its stdin powers every node off (their shells end), then
+	// the farm exits.
+	in, err := p.cmd.StdinPipe()
+	if err != nil {
+		p.release()
+		return nil, err
+	}
+	p.ask = func() { in.Close() }
+	// Its stdout says "ready": a pipe of the bench's own, read to its end
+	// (the farm's exit), which the process's Wait does not close under
+	// the reader.
+	r, w, err := os.Pipe()
+	if err != nil {
+		p.release()
+		return nil, err
+	}
+	p.cmd.Stdout = w
+	err = p.start()
+	w.Close()
+	if err != nil {
+		r.Close()
+		return nil, err
 	}
 	ready := make(chan bool, 1)
 	go func() {
+		defer r.Close()
 		line := make([]byte, 6)
-		_, err := io.ReadFull(farmOut, line)
+		_, err := io.ReadFull(r, line)
 		ready <- err == nil && string(line) == "ready\n"
-		io.Copy(io.Discard, farmOut)
-		farm.Wait()
-		close(farmDone)
+		io.Copy(io.Discard, r)
 	}()
 	select {
 	case ok := <-ready:
-		if !ok {
-			stop()
-			return nil, nil, fmt.Errorf("the farm did not start (log: %s)", farmLog.Name())
+		if ok {
+			return p, nil
 		}
-	case <-time.After(c.Timeout):
-		stop()
-		return nil, nil, fmt.Errorf("the farm not ready after %s (log: %s)", c.Timeout, farmLog.Name())
+		err = fmt.Errorf("the farm did not start (log: %s)", p.log.Name())
+	case <-ctx.Done():
+		err = fmt.Errorf("the farm not ready: %w (log: %s)", ctx.Err(), p.log.Name())
 	}
-
-	return fg, stop, nil
+	p.stop()
+	return nil, err
 }

@@ -12,7 +12,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/chromedp/chromedp"
@@ -135,15 +134,16 @@ func (c WebCase) round(ctx context.Context, env *Env, chromium, busybox string, 
 		return run, err
 	}
 	defer os.RemoveAll(filepath.Join(dir, "nodes"))
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
 	// The devices are case 4's, played by its farm.
 	daemonEnv := append(os.Environ(), "LABCTL_BENCH_TOKEN="+webToken, "LABCTL_BENCH_BMC_PASSWORD="+farmBMCPassword)
-	sc.Timeout = c.Timeout
-	_, stopFarm, err := sc.startFarm(dir, env.Self, daemonEnv)
+	farm, err := sc.startFarm(ctx, dir, env.Self, daemonEnv)
 	if err != nil {
 		return run, err
 	}
-	defer stopFarm()
-	if err := fillFinished(ctx, filepath.Join(dir, "state", "labctl.db"), c.Finished); err != nil {
+	defer farm.stop()
+	if err := fillFinished(ctx, filepath.Join(dir, "state", "labctl.db"), c.Finished, c.Devices); err != nil {
 		return run, err
 	}
 	lab, err := os.ReadFile(labFile)
@@ -153,63 +153,21 @@ func (c WebCase) round(ctx context.Context, env *Env, chromium, busybox string, 
 	if err := os.WriteFile(labFile, []byte(strings.Replace(string(lab), `name = "bench-scale"`, `name = "bench-web"`, 1)), 0o644); err != nil {
 		return run, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
-	defer cancel()
 
 	// The daemon.
-	g := NewGroup("labctl-serve-web")
-	defer g.Remove()
-	cmd := g.Command(c.Labctl, "serve", "--lab", labFile)
-	cmd.Env = daemonEnv
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	logf, err := os.Create(filepath.Join(dir, "serve.log"))
+	serve, err := startServe("labctl-serve-web", c.Labctl, labFile, "", daemonEnv)
 	if err != nil {
 		return run, err
 	}
-	defer logf.Close()
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		return run, err
-	}
-	pid := cmd.Process.Pid
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	defer func() {
-		tree := processTree(pid)
-		syscall.Kill(-pid, syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			syscall.Kill(-pid, syscall.SIGKILL)
-			<-exited
-		}
-		for _, p := range tree {
-			syscall.Kill(p, syscall.SIGKILL)
-		}
-	}()
+	defer serve.stop()
+	pid := serve.cmd.Process.Pid
 	const server = "http://127.0.0.1:18470"
 	client, err := api.NewClient(server, webToken, nil)
 	if err != nil {
 		return run, err
 	}
-	for {
-		devs, err := client.Devices(ctx)
-		idle := 0
-		for _, d := range devs {
-			if d.State == labctl.DeviceIdle {
-				idle++
-			}
-		}
-		if err == nil && idle == c.Devices {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return run, fmt.Errorf("devices not idle (log: %s)", logf.Name())
-		case <-exited:
-			return run, fmt.Errorf("labctl serve exited at start (log: %s)", logf.Name())
-		case <-time.After(250 * time.Millisecond):
-		}
+	if err := serve.waitIdle(ctx, client, c.Devices); err != nil {
+		return run, err
 	}
 	fmt.Fprintf(logw, "  %d devices idle, %d finished jobs in the store\n", c.Devices, c.Finished)
 
@@ -415,8 +373,9 @@ func waitJS(expr string) chromedp.Action[chromedp.Void] {
 }
 
 // fillFinished puts n finished jobs in a new SQLite store at path, many
-// at a time (the store commits concurrent writes together).
-func fillFinished(ctx context.Context, path string, n int) error {
+// at a time (the store commits concurrent writes together), run on the
+// lab's devices (node001 to node<devices>) in turn.
+func fillFinished(ctx context.Context, path string, n, devices int) error {
 	st, err := store.OpenSQLite(path)
 	if err != nil {
 		return err
@@ -434,7 +393,7 @@ func fillFinished(ctx context.Context, path string, n int) error {
 			if err != nil {
 				return err
 			}
-			if err := st.ClaimJob(ctx, j.ID, fmt.Sprintf("node%03d", i%400+1), sub.Add(time.Second)); err != nil {
+			if err := st.ClaimJob(ctx, j.ID, fmt.Sprintf("node%03d", i%devices+1), sub.Add(time.Second)); err != nil {
 				return err
 			}
 			return st.FinishJob(ctx, j.ID, store.Running, store.Finish{Outcome: outcomes[i%len(outcomes)], At: sub.Add(40 * time.Second)})

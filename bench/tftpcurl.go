@@ -66,7 +66,7 @@ func RunTFTPCurl(ctx context.Context, l TFTPLoad) (TFTPResult, error) {
 		dur    time.Duration
 		exit   error
 	}
-	procs := make([]*one, l.N)
+	procs, pids := make([]*one, l.N), make([]int, l.N)
 	kill := func() {
 		for _, p := range procs {
 			if p != nil && p.cmd.Process != nil {
@@ -92,8 +92,9 @@ func RunTFTPCurl(ctx context.Context, l TFTPLoad) (TFTPResult, error) {
 			return TFTPResult{}, fmt.Errorf("start curl %d of %d: %w", i+1, l.N, err)
 		}
 		procs[i] = p
+		pids[i] = p.cmd.Process.Pid
 	}
-	waitBlockedOnStdin(procs, func(p *one) int { return p.cmd.Process.Pid }, 10*time.Second)
+	waitBlockedOnStdin(pids, 10*time.Second)
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -181,23 +182,20 @@ func clipLine(s string, n int) string {
 	return s
 }
 
-// waitBlockedOnStdin waits until every process is blocked in read(2) on
-// its standard input (from /proc/PID/syscall), or until timeout: then the
-// start-up of each is done and a write to its stdin starts it at once.
-// Where /proc/PID/syscall cannot be read it waits until each process has
-// been asleep in two looks 50 ms apart.
-func waitBlockedOnStdin[T any](procs []T, pid func(T) int, timeout time.Duration) {
+// waitBlockedOnStdin waits until every process of pids is blocked in
+// read(2) on its standard input (see readingStdin), or until timeout: then
+// the start-up of each is done and a write to its stdin starts it at once.
+func waitBlockedOnStdin(pids []int, timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
-	pending := append([]T(nil), procs...)
-	for len(pending) > 0 && time.Now().Before(deadline) {
-		rest := pending[:0]
-		for _, p := range pending {
-			if !readingStdin(pid(p)) {
-				rest = append(rest, p)
+	for len(pids) > 0 && time.Now().Before(deadline) {
+		var rest []int
+		for _, pid := range pids {
+			if !readingStdin(pid) {
+				rest = append(rest, pid)
 			}
 		}
-		pending = rest
-		if len(pending) > 0 {
+		pids = rest
+		if len(pids) > 0 {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}

@@ -49,7 +49,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	var o runOptions
 	casesFlag := fs.String("cases", "1,2,3,5,6,save,4,4s,web", "cases to run, in this order: 1 tftp, 2 http, 3 sol typing, 4 scale (jobs at once), 4s scale (a steady stream), 5 end to end, 6 boot methods (disk, NFS, ramdisk), save (labctl save throughput), web (the browser UI)")
-	fs.BoolVar(&o.quick, "quick", false, "a small version of every case (about a minute): proves the bench works, measures little")
+	fs.BoolVar(&o.quick, "quick", false, "a small version of every case (a few minutes): proves the bench works, measures little")
 	fs.IntVar(&o.rounds, "rounds", 0, "rounds per case (default 3, quick 2)")
 	fs.StringVar(&o.work, "work", "build/bench", "work directory: served files, configs, logs")
 	fs.StringVar(&o.atftpd, "atftpd", "", "atftpd binary (default WORK/atftpd/usr/sbin/atftpd, unpacked from the .deb)")
@@ -295,11 +295,7 @@ func scaleCase(o runOptions) bench.ScaleCase {
 }
 
 func bootCase(o runOptions) bench.BootCase {
-	art := os.Getenv("LABCTL_SIMLAB_ARTIFACTS")
-	if art == "" {
-		art = filepath.Join(o.repo, "build", "simlab", "artifacts")
-	}
-	c := bench.BootCase{Rounds: o.rounds, Repo: o.repo, Labctl: o.labctl, Artifacts: art}
+	c := bench.BootCase{Rounds: o.rounds, Repo: o.repo, Labctl: o.labctl, Artifacts: simlabArtifacts(o)}
 	if o.quick {
 		c.Rounds, c.Methods = 1, []string{"nfs", "ramdisk"}
 	}
@@ -308,8 +304,7 @@ func bootCase(o runOptions) bench.BootCase {
 
 // saveCase saves a 1 GiB disk a quarter full (quick: 256 MiB, one round).
 func saveCase(o runOptions) bench.SaveCase {
-	e := e2eCase(o)
-	c := bench.SaveCase{Rounds: o.rounds, Repo: o.repo, Labctl: o.labctl, Artifacts: e.Artifacts, DiskMiB: 1024}
+	c := bench.SaveCase{Rounds: o.rounds, Repo: o.repo, Labctl: o.labctl, Artifacts: simlabArtifacts(o), DiskMiB: 1024}
 	if o.quick {
 		c.Rounds, c.DiskMiB = 1, 256
 	}
@@ -324,12 +319,17 @@ func webCase(o runOptions) bench.WebCase {
 	return c
 }
 
-func e2eCase(o runOptions) bench.E2ECase {
-	art := os.Getenv("LABCTL_SIMLAB_ARTIFACTS")
-	if art == "" {
-		art = filepath.Join(o.repo, "build", "simlab", "artifacts")
+// simlabArtifacts is the simulated lab's artifacts directory (cases 5, 6
+// and save): $LABCTL_SIMLAB_ARTIFACTS, else the repository's.
+func simlabArtifacts(o runOptions) string {
+	if art := os.Getenv("LABCTL_SIMLAB_ARTIFACTS"); art != "" {
+		return art
 	}
-	c := bench.E2ECase{Rounds: o.rounds, Repo: o.repo, Labctl: o.labctl, Artifacts: art,
+	return filepath.Join(o.repo, "build", "simlab", "artifacts")
+}
+
+func e2eCase(o runOptions) bench.E2ECase {
+	c := bench.E2ECase{Rounds: o.rounds, Repo: o.repo, Labctl: o.labctl, Artifacts: simlabArtifacts(o),
 		LAVA: o.lava, Readback: true, Lossy: true}
 	if o.quick {
 		c.Rounds, c.LAVA, c.NoLAVA, c.Readback, c.Lossy = 1, "", "quick mode runs labctl only; the full bench runs LAVA", false, false
