@@ -545,8 +545,7 @@ func (p *benchProc) start() error {
 
 // stop asks the process to end, kills its process group if it has not
 // after 30 s, then kills whatever it started that is left (a shell in a
-// session of its own outlives it), waits (5 s at most) for those to go,
-// and releases the group and the log.
+// session of its own outlives it), and releases the group and the log.
 func (p *benchProc) stop() {
 	// Without a control group, what it started is found only while it
 	// lives (the tree of its pid).
@@ -563,10 +562,6 @@ func (p *benchProc) stop() {
 	}
 	for _, pid := range append(tree, p.group.Pids()...) {
 		syscall.Kill(pid, syscall.SIGKILL)
-	}
-	// A control group can be removed only once the killed have left it.
-	for deadline := time.Now().Add(5 * time.Second); len(p.group.Pids()) > 0 && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
 	}
 	p.release()
 }

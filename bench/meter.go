@@ -146,9 +146,14 @@ func (g *Group) MemKB() int64 {
 	return kb
 }
 
-// Remove deletes the group; its processes must have exited.
+// Remove deletes the group. Killed processes leave a control group only
+// once the kernel has reaped them, so it waits (5 s at most) for the group
+// to empty first.
 func (g *Group) Remove() {
 	if g.dir != "" {
+		for deadline := time.Now().Add(5 * time.Second); len(g.Pids()) > 0 && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
 		os.Remove(g.dir)
 		os.Remove(filepath.Dir(g.dir)) // the bench's base, once empty
 	}
