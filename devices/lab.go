@@ -614,6 +614,8 @@ func (l *Lab) validate(doc *tomlfile.Document) {
 			doc.Problemf(key+".name", "required: who uses the token (%s)", tomlfile.NameRule)
 		case slices.ContainsFunc(c.Server.Tokens[:i], func(o Token) bool { return o.Name == t.Name }):
 			doc.Problemf(key+".name", "%q is listed twice", t.Name)
+		case t.Name == HostTokenName:
+			doc.Problemf(key+".name", "%q is the name of the lab's hosts' own credential ([host] token): choose another", t.Name)
 		}
 		if t.Role == "" {
 			doc.Problemf(key+".role", "required: what the token may do: viewer, submitter, operator or admin")
@@ -621,6 +623,12 @@ func (l *Lab) validate(doc *tomlfile.Document) {
 		checkSecretSource(doc, key, "token", dir, &t.TokenFile, t.TokenEnv, "required: a token_file or a token_env")
 	}
 }
+
+// HostTokenName is the API token name of the lab-internal credential the
+// hosts of a lab on a shared store forward requests with ([host] token);
+// no [[server.tokens]] may take it, or the audit trail could not tell them
+// apart.
+const HostTokenName = "lab-hosts"
 
 func (st *Store) check(doc *tomlfile.Document, dir string) {
 	if st.URL == "" {

@@ -425,6 +425,13 @@ func TestLoadProblems(t *testing.T) {
 			},
 		},
 		{
+			name: "a token named like the hosts' credential",
+			change: func(f map[string]string) {
+				f["lab.toml"] += "[server]\n[[server.tokens]]\nname = \"lab-hosts\"\nrole = \"viewer\"\ntoken_env = \"T\"\n"
+			},
+			want: []string{`lab.toml:11: server.tokens[0].name: "lab-hosts" is the name of the lab's hosts' own credential ([host] token): choose another`},
+		},
+		{
 			name: "syntax error in one file, problems in another",
 			change: func(f map[string]string) {
 				f["devices/n1.toml"] = "device_type = \"qemu\n"

@@ -13,11 +13,6 @@ import (
 	"github.com/labctl/labctl/internal/tomlfile"
 )
 
-// hostTokenName is the API token name of the lab-internal credential:
-// the other hosts, forwarding for a person (whose name and role the
-// request carries, api.OnBehalfHeader).
-const hostTokenName = "lab-hosts"
-
 // hostConfig is the daemon's place in a lab of several hosts, and the
 // lab-internal credential; nil without a [store] url (a lab of one host
 // on SQLite).

@@ -170,7 +170,7 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 		return err
 	}
 	if hostToken != "" {
-		tokens = append(tokens, api.Token{Name: hostTokenName, Secret: hostToken, Role: labctl.RoleAdmin, Host: true})
+		tokens = append(tokens, api.Token{Name: devices.HostTokenName, Secret: hostToken, Role: labctl.RoleAdmin, Host: true})
 	}
 	// A shared database is opened first, so that a wrong URL or an
 	// unreachable server stops the daemon before it writes anything; the
