@@ -18,7 +18,8 @@ import (
 // Server is an nfs-ganesha that labctl's tools start themselves (the
 // simulated lab, the bench, tests): its configuration, pid file, log and
 // recovery data in one directory, NFSv4 on a free loopback port. A real lab
-// runs ganesha as a service instead (docs/diskless.md).
+// runs ganesha as a service instead (docs/diskless.md). Linux only, like
+// nfs-ganesha itself.
 type Server struct {
 	// Config is what labctl needs to manage its exports on it (Host is
 	// 127.0.0.1: set the address nodes use).
