@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -45,20 +43,6 @@ initrd = %q
 		t.Fatal(err)
 	}
 	return path
-}
-
-func fileSHA256(t *testing.T, path string) string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
 }
 
 var exportedAs = regexp.MustCompile(`exported read-only as \S+:(/labctl/[0-9a-f]+)`)
@@ -117,7 +101,7 @@ client = "127.0.0.1"
 	}
 	disks := map[string]string{}
 	for _, n := range lab.Nodes {
-		disks[n.Name] = fileSHA256(t, filepath.Join(n.Dir, "disk.img"))
+		disks[n.Name], _ = simlabtest.DiskSHA256(t, filepath.Join(n.Dir, "disk.img"))
 	}
 	submit := func(path string) int64 {
 		t.Helper()
@@ -215,7 +199,7 @@ commands = ["! grep -E ' (nfs|nfs4|cifs|9p|fuse[.a-z]*) ' /proc/mounts", "grep -
 	}
 	step("ramdisk job")
 	for _, n := range lab.Nodes {
-		if got := fileSHA256(t, filepath.Join(n.Dir, "disk.img")); got != disks[n.Name] {
+		if got, _ := simlabtest.DiskSHA256(t, filepath.Join(n.Dir, "disk.img")); got != disks[n.Name] {
 			t.Errorf("%s: disk changed (sha256 %s, was %s)", n.Name, got, disks[n.Name])
 		}
 	}

@@ -8,9 +8,13 @@
 package simlabtest
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -93,6 +97,35 @@ func PowerOns(st simlab.Status) int {
 		}
 	}
 	return n
+}
+
+// DiskSHA256 returns the sha256 of a node's disk file (or any file) and the
+// bytes of its 4 KiB blocks that are not all zero: what a sparse disk
+// really holds.
+func DiskSHA256(t testing.TB, path string) (sum string, used int64) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	block := make([]byte, 4096)
+	zero := make([]byte, 4096)
+	for {
+		n, err := io.ReadFull(f, block)
+		h.Write(block[:n])
+		if !bytes.Equal(block[:n], zero[:n]) {
+			used += int64(n)
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), used
 }
 
 // Artifacts loads the artifacts StartLab uses by default
