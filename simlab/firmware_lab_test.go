@@ -84,7 +84,7 @@ func TestLabUEFIFirmware(t *testing.T) {
 
 			// The same kernel with one byte changed: shim and GRUB refuse it.
 			tampered := tamperKernel(t, lab.Artifacts.Images.Raw.Path)
-			if err := copyFile(tampered, filepath.Join(n.Dir, "disk.img")); err != nil {
+			if err := simlab.CopyFile(tampered, filepath.Join(n.Dir, "disk.img")); err != nil {
 				t.Fatal(err)
 			}
 			ipmi(t, n, "chassis", "bootdev", "disk")
@@ -105,7 +105,7 @@ func tamperKernel(t *testing.T, image string) string {
 	t.Helper()
 	dir := t.TempDir()
 	img := filepath.Join(dir, "disk.img")
-	if err := copyFile(image, img); err != nil {
+	if err := simlab.CopyFile(image, img); err != nil {
 		t.Fatal(err)
 	}
 	part := img + "@@1048576" // the FAT partition starts at 1 MiB

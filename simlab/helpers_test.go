@@ -3,7 +3,6 @@ package simlab_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -334,25 +333,8 @@ func linkTree(src, dst string) error {
 		if err := os.Link(p, target); err == nil {
 			return nil
 		}
-		return copyFile(p, target)
+		return simlab.CopyFile(p, target)
 	})
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 // ipmi runs ipmitool against n and fails the test on error.
