@@ -42,11 +42,7 @@ func TestLabUEFIFirmware(t *testing.T) {
 			ipmi(t, n, "power", "on")
 			c.expect(`login: `, 5*time.Minute)
 			toLogin := time.Since(on)
-			time.Sleep(200 * time.Millisecond)
-			c.send("root\r")
-			c.expect(`Password: `, 30*time.Second)
-			c.send("test\r")
-			c.prompt("testos# ", time.Minute)
+			c.loginTestOS()
 			out := c.run("test -d /sys/firmware/efi && echo EFI-BOOTED; dmesg | grep -o 'Secure boot [a-z]*'", "testos# ", time.Minute)
 			if !strings.Contains(out, "EFI-BOOTED") {
 				t.Errorf("the test OS was not booted by UEFI: %q", out)

@@ -217,6 +217,17 @@ func (c *console) prompt(p string, timeout time.Duration) {
 	time.Sleep(300 * time.Millisecond)
 }
 
+// loginTestOS logs in to the test OS as root once its login prompt was
+// seen, and waits for its shell prompt.
+func (c *console) loginTestOS() {
+	c.t.Helper()
+	time.Sleep(200 * time.Millisecond)
+	c.send("root\r")
+	c.expect(`Password: `, 30*time.Second)
+	c.send("test\r")
+	c.prompt("testos# ", time.Minute)
+}
+
 // run types a command and waits for its output up to the next prompt.
 func (c *console) run(cmd, prompt string, timeout time.Duration) string {
 	c.t.Helper()
