@@ -30,19 +30,14 @@ func disklessJob(t *testing.T, art, name, node, method, root, steps string) stri
 	if method == "nfs" {
 		initrd = "nfsroot.gz"
 	}
-	text := fmt.Sprintf(`name = %q
+	return writeJobFile(t, name, fmt.Sprintf(`name = %q
 device = %q
 [boot]
 method = %q
 kernel = %q
 initrd = %q
 %spassword = "test"
-`, name, node, method, filepath.Join(art, "vmlinuz"), filepath.Join(art, initrd), rootLine) + steps
-	path := filepath.Join(t.TempDir(), name+".toml")
-	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
+`, name, node, method, filepath.Join(art, "vmlinuz"), filepath.Join(art, initrd), rootLine)+steps)
 }
 
 var exportedAs = regexp.MustCompile(`exported read-only as \S+:(/labctl/[0-9a-f]+)`)

@@ -34,8 +34,7 @@ func TestLabSave(t *testing.T) {
 	img := lab.Artifacts.Images.Raw
 	// 100 MiB in: past the 64 MiB image, where the 128 MiB disk is a hole.
 	const marker = "labctl-save-marker"
-	job1 := filepath.Join(t.TempDir(), "change.toml")
-	os.WriteFile(job1, []byte(fmt.Sprintf(`device = %q
+	job1 := writeJobFile(t, "change", fmt.Sprintf(`device = %q
 [deploy]
 image = %q
 sha256 = %q
@@ -46,7 +45,7 @@ name = "change"
 commands = ["printf %s | dd of=/dev/vda bs=1M seek=100 conv=notrunc"]
 [save]
 output = "changed.img.zst"
-`, n1.Name, img.Path+".zst", img.SHA256, marker)), 0o644)
+`, n1.Name, img.Path+".zst", img.SHA256, marker))
 	res, log, err := runLabJob(t, lab, job1, t.TempDir())
 	wantExit(t, err, 0)
 	out := filepath.Join(saveDir, "changed.img.zst")
@@ -71,8 +70,7 @@ output = "changed.img.zst"
 		t.Errorf("the save token was not typed as a secret")
 	}
 
-	job2 := filepath.Join(t.TempDir(), "find.toml")
-	os.WriteFile(job2, []byte(fmt.Sprintf(`device = %q
+	job2 := writeJobFile(t, "find", fmt.Sprintf(`device = %q
 [deploy]
 image = %q
 sha256_file = %q
@@ -81,7 +79,7 @@ password = "test"
 [[test]]
 name = "find"
 commands = ["dd if=/dev/vda bs=1M skip=100 count=1 2>/dev/null | head -c %d"]
-`, n2.Name, out, filepath.Join(saveDir, "changed.img.sha256"), len(marker))), 0o644)
+`, n2.Name, out, filepath.Join(saveDir, "changed.img.sha256"), len(marker)))
 	res, _, err = runLabJob(t, lab, job2, t.TempDir())
 	wantExit(t, err, 0)
 	if res.Outcome != "complete" || !strings.Contains(res.Steps[0].Output, marker) {

@@ -207,7 +207,13 @@ func runClient(t *testing.T, bin, server, token string, args ...string) (int, st
 func labJobFile(t *testing.T, lab *simlab.Lab, name, placement, steps string) string {
 	t.Helper()
 	img := lab.Artifacts.Images
-	text := fmt.Sprintf("name = %q\n%s\n[deploy]\nimage = %q\nsha256 = %q\n[boot]\npassword = \"test\"\n%s", name, placement, img.Gzip.Path, img.RawSHA256, steps)
+	return writeJobFile(t, name, fmt.Sprintf("name = %q\n%s\n[deploy]\nimage = %q\nsha256 = %q\n[boot]\npassword = \"test\"\n%s", name, placement, img.Gzip.Path, img.RawSHA256, steps))
+}
+
+// writeJobFile writes text as the job file NAME.toml in a fresh directory and
+// returns its path.
+func writeJobFile(t *testing.T, name, text string) string {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), name+".toml")
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
