@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/labctl/labctl"
-	"github.com/labctl/labctl/api"
 	"github.com/labctl/labctl/nfs/nfstest"
 	"github.com/labctl/labctl/simlab"
 	"github.com/labctl/labctl/simlab/simlabtest"
@@ -79,15 +78,7 @@ client = "127.0.0.1"
 	f.Close()
 
 	bin := labctlBinary(t)
-	tokenBytes, err := os.ReadFile(filepath.Join(lab.Dir, "ci.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	server := "http://" + lab.BootServer.ServerAddr
-	client, err := api.NewClient(server, strings.TrimSpace(string(tokenBytes)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, client := labAdminClient(t, lab)
 	startServeProc(t, bin, lab.ConfigPath, client)
 	start := time.Now()
 	step := func(what string) { t.Logf("%5.1fs %s", time.Since(start).Seconds(), what) }

@@ -57,15 +57,7 @@ func startLabHost(t *testing.T, bin, url, hostToken string, i int) *labHostProc 
 	}
 	fmt.Fprintf(f, "\n[store]\nurl = %q\n\n[host]\nname = %q\ntoken_file = \"host.token\"\nlease = \"5s\"\npoll = \"250ms\"\n", url, h.name)
 	f.Close()
-	tok, err := os.ReadFile(filepath.Join(dir, "ci.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.token = strings.TrimSpace(string(tok))
-	h.client, err = api.NewClient("http://"+lab.BootServer.ServerAddr, h.token, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h.token, h.client = labAdminClient(t, lab)
 	h.serve = startServeProc(t, bin, lab.ConfigPath, h.client)
 	return h
 }

@@ -210,6 +210,22 @@ func labJobFile(t *testing.T, lab *simlab.Lab, name, placement, steps string) st
 	return writeJobFile(t, name, fmt.Sprintf("name = %q\n%s\n[deploy]\nimage = %q\nsha256 = %q\n[boot]\npassword = \"test\"\n%s", name, placement, img.Gzip.Path, img.RawSHA256, steps))
 }
 
+// labAdminClient reads the lab's admin token (ci.token, written by simlab)
+// and returns it with an API client of the lab's labctl serve.
+func labAdminClient(t *testing.T, lab *simlab.Lab) (string, *api.Client) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(lab.Dir, "ci.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := strings.TrimSpace(string(b))
+	client, err := api.NewClient("http://"+lab.BootServer.ServerAddr, token, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return token, client
+}
+
 // writeJobFile writes text as the job file NAME.toml in a fresh directory and
 // returns its path.
 func writeJobFile(t *testing.T, name, text string) string {
@@ -342,16 +358,8 @@ func TestLabServe(t *testing.T) {
 	t.Cleanup(func() { killStrays(lab) })
 	n1, n2 := lab.Nodes[0], lab.Nodes[1]
 	bin := labctlBinary(t)
-	tokenBytes, err := os.ReadFile(filepath.Join(lab.Dir, "ci.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	token := strings.TrimSpace(string(tokenBytes))
-	server := "http://" + lab.BootServer.ServerAddr
-	client, err := api.NewClient(server, token, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	token, client := labAdminClient(t, lab)
+	server := client.Server()
 	daemon := startServeProc(t, bin, lab.ConfigPath, client)
 	start := time.Now()
 	step := func(what string) { t.Logf("%5.1fs %s", time.Since(start).Seconds(), what) }
