@@ -1,7 +1,6 @@
 package simlab_test
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,11 +22,6 @@ import (
 // node.
 func TestLabUEFIFirmware(t *testing.T) {
 	art := simlabtest.Artifacts(t)
-	for _, fw := range []string{simlab.FirmwareUEFI, simlab.FirmwareSecureBoot} {
-		if _, err := os.Stat("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"); err != nil {
-			simlabtest.SkipOrFail(t, fmt.Errorf("%w: ovmf (firmware %s)", simlab.ErrMissingTool, fw))
-		}
-	}
 	lab := simlabtest.StartLab(t, 2, simlab.Options{
 		DiskImage: art.Images.Raw.Path,
 		Firmware:  []string{simlab.FirmwareUEFI, simlab.FirmwareSecureBoot},
