@@ -192,7 +192,9 @@ commands = ["! grep -E ' (nfs|nfs4|cifs|9p|fuse[.a-z]*) ' /proc/mounts", "grep -
 
 	// Faults: they end before the node boots; the node stays off.
 	notTar := filepath.Join(t.TempDir(), "root.tar.zst")
-	os.WriteFile(notTar, []byte("not an archive\n"), 0o644)
+	if err := os.WriteFile(notTar, []byte("not an archive\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	bad := submit(disklessJob(t, art, "not-a-tar", lab.Nodes[1].Name, "nfs", notTar, nfsSteps))
 	if j := finished(bad); j.Outcome != "incomplete" || !strings.Contains(j.Reason, "boot.root") || !strings.Contains(j.Reason, "not a tar archive") {
 		t.Errorf("root not an archive: %s: %s", j.Outcome, j.Reason)
