@@ -52,17 +52,21 @@ var mixedKinds = []firmwareKind{
 		steps: "[[test]]\nname = \"secureboot\"\ncommands = [\"dmesg | grep 'Secure boot enabled'\"]\n"},
 }
 
-// smokeSteps are examples/jobs/smoke.toml's steps.
-const smokeSteps = `[[test]]
-name = "kernel"
-commands = ["uname -a > /tmp/uname.txt", "grep -q Linux /tmp/uname.txt"]
-[[test]]
-name = "disk"
-commands = ["grep -q vda /proc/partitions"]
-[[test]]
-name = "network"
-commands = ["ip addr show eth0", "ip route | grep -q default"]
-`
+// smokeSteps returns the test steps of examples/jobs/smoke.toml (the repo
+// at root): everything from its first [[test]] table on.
+func smokeSteps(t *testing.T, root string) string {
+	t.Helper()
+	path := filepath.Join(root, "examples", "jobs", "smoke.toml")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := strings.Index(string(b), "[[test]]")
+	if i < 0 {
+		t.Fatalf("%s: no [[test]] steps", path)
+	}
+	return string(b[i:])
+}
 
 // TestLabMixedFirmware: nodes of every firmware kind on simlab's bridge
 // network run the smoke job at once through labctl serve in the lab's
@@ -118,10 +122,11 @@ func TestLabMixedFirmware(t *testing.T) {
 		out  string
 	}
 	results := make([]result, len(kinds))
+	steps := smokeSteps(t, root)
 	var wg sync.WaitGroup
 	for i, k := range kinds {
 		n := lab.Nodes[i]
-		job := labJobFile(t, lab, "smoke-"+k.firmware, fmt.Sprintf("device = %q", n.Name), smokeSteps+k.steps)
+		job := labJobFile(t, lab, "smoke-"+k.firmware, fmt.Sprintf("device = %q", n.Name), steps+k.steps)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
