@@ -21,6 +21,7 @@ import (
 
 	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl/internal/testutil"
 	"github.com/labctl/labctl/results"
 	"github.com/labctl/labctl/simlab"
 	"github.com/labctl/labctl/simlab/simlabtest"
@@ -39,10 +40,7 @@ type tmuxServer struct {
 func newTmux(t *testing.T, env []string) *tmuxServer {
 	t.Helper()
 	if _, err := exec.LookPath("tmux"); err != nil {
-		if os.Getenv("LABCTL_REQUIRE_SIMLAB") == "1" {
-			t.Fatalf("tmux is missing (make deps installs it): %v", err)
-		}
-		t.Skipf("SKIPPING the console lab test: tmux is missing (make deps installs it): %v", err)
+		testutil.SkipOrFail(t, fmt.Errorf("tmux is missing (make deps installs it): %w", err))
 	}
 	dir := t.TempDir()
 	tm := &tmuxServer{t: t, sock: filepath.Join(dir, "tmux.sock"), conf: filepath.Join(dir, "tmux.conf"), env: env}

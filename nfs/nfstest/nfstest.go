@@ -5,6 +5,8 @@ package nfstest
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -16,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labctl/labctl/internal/testutil"
 	"github.com/labctl/labctl/nfs"
 )
 
@@ -40,10 +43,10 @@ func Start(t testing.TB) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("ganesha.nfsd")
 	if err != nil {
-		skipOrFail(t, "nfs-ganesha is not installed (Debian packages nfs-ganesha nfs-ganesha-vfs)")
+		testutil.SkipOrFail(t, fmt.Errorf("nfs-ganesha is not installed (Debian packages nfs-ganesha nfs-ganesha-vfs): %w", err))
 	}
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "nfs-ganesha needs root")
+		testutil.SkipOrFail(t, errors.New("nfs-ganesha needs root"))
 	}
 	dir := t.TempDir()
 	port := freePort(t)
@@ -146,12 +149,4 @@ func freePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
-}
-
-func skipOrFail(t testing.TB, why string) {
-	t.Helper()
-	if os.Getenv("LABCTL_REQUIRE_SIMLAB") == "1" {
-		t.Fatal(why)
-	}
-	t.Skip(why)
 }

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labctl/labctl/internal/testutil"
 	"github.com/labctl/labctl/simlab"
 )
 
@@ -149,10 +150,7 @@ func Artifacts(t testing.TB) simlab.Artifacts {
 // LABCTL_REQUIRE_SIMLAB=1 (CI: the simulated lab must not skip silently).
 func SkipOrFail(t testing.TB, err error) {
 	t.Helper()
-	if os.Getenv("LABCTL_REQUIRE_SIMLAB") == "1" {
-		t.Fatalf("simulated lab required (LABCTL_REQUIRE_SIMLAB=1) but unavailable: %v", err)
-	}
-	t.Skipf("SKIPPED: simulated lab unavailable: %v", err)
+	testutil.SkipOrFail(t, fmt.Errorf("simulated lab unavailable: %w", err))
 }
 
 // SimlabBinary returns the simlab binary for a test: $LABCTL_SIMLAB_BIN, or
