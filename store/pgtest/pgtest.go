@@ -39,6 +39,8 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
+
+	"github.com/labctl/labctl/internal/testutil"
 )
 
 // Server is a running PostgreSQL server.
@@ -96,8 +98,8 @@ func Shared(t testing.TB) *Server {
 	}
 	once.Do(func() { server, startErr = Start() })
 	if startErr != nil {
-		if errors.Is(startErr, errNotInstalled) && os.Getenv("LABCTL_REQUIRE_SIMLAB") != "1" {
-			t.Skipf("SKIPPED: PostgreSQL unavailable: %v (install Debian's postgresql package: make deps)", startErr)
+		if errors.Is(startErr, errNotInstalled) {
+			testutil.SkipOrFail(t, fmt.Errorf("PostgreSQL unavailable: %w (install Debian's postgresql package: make deps)", startErr))
 		}
 		t.Fatalf("pgtest: PostgreSQL required but unavailable: %v", startErr)
 	}
