@@ -61,11 +61,7 @@ func TestLabDiskless(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(art, "root.tar.zst")); err != nil {
 		simlabtest.SkipOrFail(t, fmt.Errorf("diskless artifacts missing (make diskless): %v", err))
 	}
-	f, err := os.OpenFile(lab.ConfigPath, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(f, `
+	appendFile(t, lab.ConfigPath, fmt.Sprintf(`
 [nfs]
 server = "ganesha"
 exports_dir = %q
@@ -74,8 +70,7 @@ log_file = %q
 host = "10.0.2.2"
 port = %d
 client = "127.0.0.1"
-`, srv.Config.ExportsDir, srv.Config.PIDFile, srv.Config.LogFile, srv.Config.Port)
-	f.Close()
+`, srv.Config.ExportsDir, srv.Config.PIDFile, srv.Config.LogFile, srv.Config.Port))
 
 	bin := labctlBinary(t)
 	_, client := labAdminClient(t, lab)

@@ -51,12 +51,7 @@ func startLabHost(t *testing.T, bin, url, hostToken string, i int) *labHostProc 
 	if err := os.WriteFile(filepath.Join(dir, "host.token"), []byte(hostToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.OpenFile(lab.ConfigPath, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(f, "\n[store]\nurl = %q\n\n[host]\nname = %q\ntoken_file = \"host.token\"\nlease = \"5s\"\npoll = \"250ms\"\n", url, h.name)
-	f.Close()
+	appendFile(t, lab.ConfigPath, fmt.Sprintf("\n[store]\nurl = %q\n\n[host]\nname = %q\ntoken_file = \"host.token\"\nlease = \"5s\"\npoll = \"250ms\"\n", url, h.name))
 	h.token, h.client = labAdminClient(t, lab)
 	h.serve = startServeProc(t, bin, lab.ConfigPath, h.client)
 	return h

@@ -226,6 +226,23 @@ func labAdminClient(t *testing.T, lab *simlab.Lab) (string, *api.Client) {
 	return token, client
 }
 
+// appendFile appends text to a file the test wrote (a lab or device
+// file gaining a table).
+func appendFile(t *testing.T, path, text string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.WriteString(text)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // writeJobFile writes text as the job file NAME.toml in a fresh directory and
 // returns its path.
 func writeJobFile(t *testing.T, name, text string) string {
