@@ -69,11 +69,7 @@ func startLabHost(t *testing.T, bin, url, hostToken string, i int) *labHostProc 
 //     job completes once, the daemons recover by themselves.
 func TestLabHosts(t *testing.T) {
 	bin := labctlBinary(t)
-	srv, err := pgtest.Start()
-	if err != nil {
-		simlabtest.SkipOrFail(t, err)
-	}
-	t.Cleanup(srv.Stop)
+	srv := pgtest.Own(t)
 	url, err := srv.NewDatabase()
 	if err != nil {
 		t.Fatal(err)
