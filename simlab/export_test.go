@@ -4,6 +4,7 @@ package simlab
 // simlab/simlabtest and so cannot be inside the package) reach inside for.
 
 var (
+	CopyFile       = copyFile
 	ProcessAlive   = processAlive
 	ReleaseAll     = releaseAll
 	WriteBMCConfig = writeBMCConfig

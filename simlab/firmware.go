@@ -67,6 +67,7 @@ func firmwareFiles(fw string) (firmware, error) {
 	return f, nil
 }
 
+// copyFile writes a copy of src to dst (mode 0644), replacing dst.
 func copyFile(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {

@@ -1,7 +1,6 @@
 package simlab_test
 
 import (
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,11 +22,6 @@ import (
 // node.
 func TestLabUEFIFirmware(t *testing.T) {
 	art := simlabtest.Artifacts(t)
-	for _, fw := range []string{simlab.FirmwareUEFI, simlab.FirmwareSecureBoot} {
-		if _, err := os.Stat("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"); err != nil {
-			simlabtest.SkipOrFail(t, fmt.Errorf("%w: ovmf (firmware %s)", simlab.ErrMissingTool, fw))
-		}
-	}
 	lab := simlabtest.StartLab(t, 2, simlab.Options{
 		DiskImage: art.Images.Raw.Path,
 		Firmware:  []string{simlab.FirmwareUEFI, simlab.FirmwareSecureBoot},
@@ -42,11 +36,7 @@ func TestLabUEFIFirmware(t *testing.T) {
 			ipmi(t, n, "power", "on")
 			c.expect(`login: `, 5*time.Minute)
 			toLogin := time.Since(on)
-			time.Sleep(200 * time.Millisecond)
-			c.send("root\r")
-			c.expect(`Password: `, 30*time.Second)
-			c.send("test\r")
-			c.prompt("testos# ", time.Minute)
+			c.loginTestOS()
 			out := c.run("test -d /sys/firmware/efi && echo EFI-BOOTED; dmesg | grep -o 'Secure boot [a-z]*'", "testos# ", time.Minute)
 			if !strings.Contains(out, "EFI-BOOTED") {
 				t.Errorf("the test OS was not booted by UEFI: %q", out)
@@ -84,7 +74,7 @@ func TestLabUEFIFirmware(t *testing.T) {
 
 			// The same kernel with one byte changed: shim and GRUB refuse it.
 			tampered := tamperKernel(t, lab.Artifacts.Images.Raw.Path)
-			if err := copyFile(tampered, filepath.Join(n.Dir, "disk.img")); err != nil {
+			if err := simlab.CopyFile(tampered, filepath.Join(n.Dir, "disk.img")); err != nil {
 				t.Fatal(err)
 			}
 			ipmi(t, n, "chassis", "bootdev", "disk")
@@ -105,7 +95,7 @@ func tamperKernel(t *testing.T, image string) string {
 	t.Helper()
 	dir := t.TempDir()
 	img := filepath.Join(dir, "disk.img")
-	if err := copyFile(image, img); err != nil {
+	if err := simlab.CopyFile(image, img); err != nil {
 		t.Fatal(err)
 	}
 	part := img + "@@1048576" // the FAT partition starts at 1 MiB

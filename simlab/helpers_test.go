@@ -3,7 +3,6 @@ package simlab_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -218,6 +217,17 @@ func (c *console) prompt(p string, timeout time.Duration) {
 	time.Sleep(300 * time.Millisecond)
 }
 
+// loginTestOS logs in to the test OS as root once its login prompt was
+// seen, and waits for its shell prompt.
+func (c *console) loginTestOS() {
+	c.t.Helper()
+	time.Sleep(200 * time.Millisecond)
+	c.send("root\r")
+	c.expect(`Password: `, 30*time.Second)
+	c.send("test\r")
+	c.prompt("testos# ", time.Minute)
+}
+
 // run types a command and waits for its output up to the next prompt.
 func (c *console) run(cmd, prompt string, timeout time.Duration) string {
 	c.t.Helper()
@@ -334,25 +344,8 @@ func linkTree(src, dst string) error {
 		if err := os.Link(p, target); err == nil {
 			return nil
 		}
-		return copyFile(p, target)
+		return simlab.CopyFile(p, target)
 	})
-}
-
-func copyFile(src, dst string) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 // ipmi runs ipmitool against n and fails the test on error.

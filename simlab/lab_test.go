@@ -150,11 +150,7 @@ func TestLabDeployAndBoot(t *testing.T) {
 	c.expect(`booted from disk`, 2*time.Minute)
 	c.expect(`login: `, 2*time.Minute)
 	toLogin := time.Since(cycle)
-	time.Sleep(200 * time.Millisecond)
-	c.send("root\r")
-	c.expect(`Password: `, 30*time.Second)
-	c.send("test\r")
-	c.prompt("testos# ", time.Minute)
+	c.loginTestOS()
 	toShell := time.Since(cycle)
 	if out := c.run("echo disk-$((40+2)) $(cat /proc/cmdline)", "testos# ", 30*time.Second); !strings.Contains(out, "disk-42") {
 		t.Errorf("test OS shell did not run typed input: %q", out)
@@ -179,11 +175,7 @@ func TestLabConsoleFaults(t *testing.T) {
 	c := openConsole(t, n)
 	ipmi(t, n, "power", "on")
 	c.expect(`login: `, 3*time.Minute)
-	time.Sleep(200 * time.Millisecond)
-	c.send("root\r")
-	c.expect(`Password: `, 30*time.Second)
-	c.send("test\r")
-	c.prompt("testos# ", time.Minute)
+	c.loginTestOS()
 
 	// Baseline: a fast typist loses nothing with the knobs off.
 	if out := c.run("echo base-0123456789abcdefghij", "testos# ", 30*time.Second); !strings.Contains(out, "base-0123456789abcdefghij") {

@@ -54,17 +54,16 @@ func tapName(node string) string { return "tap-" + node }
 
 // Files of the bridge network in the lab directory.
 const (
-	networkFile      = "network.json"
-	dhcpDir          = "dhcp"
-	dhcpSimlabConf   = "simlab.conf" // what simlab owns: interface, range, logging
-	dhcpLabctlConf   = "labctl.conf" // `labctl netboot dhcp-config` output, unmodified
-	dhcpLogFile      = "dnsmasq.log"
-	dhcpLeaseFile    = "leases"
-	dhcpPidFile      = "dnsmasq.pid"
-	dhcpStderrFile   = "dnsmasq.stderr"
-	netnsRunDir      = "/run/netns"
-	dnsmasqBinary    = "dnsmasq"
-	dhcpLogLineLimit = 64 << 10
+	networkFile    = "network.json"
+	dhcpDir        = "dhcp"
+	dhcpSimlabConf = "simlab.conf" // what simlab owns: interface, range, logging
+	dhcpLabctlConf = "labctl.conf" // `labctl netboot dhcp-config` output, unmodified
+	dhcpLogFile    = "dnsmasq.log"
+	dhcpLeaseFile  = "leases"
+	dhcpPidFile    = "dnsmasq.pid"
+	dhcpStderrFile = "dnsmasq.stderr"
+	netnsRunDir    = "/run/netns"
+	dnsmasqBinary  = "dnsmasq"
 )
 
 // Network is a lab's bridge network, as written to DIR/network.json.

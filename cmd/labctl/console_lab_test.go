@@ -21,6 +21,7 @@ import (
 
 	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl/internal/testutil"
 	"github.com/labctl/labctl/results"
 	"github.com/labctl/labctl/simlab"
 	"github.com/labctl/labctl/simlab/simlabtest"
@@ -39,10 +40,7 @@ type tmuxServer struct {
 func newTmux(t *testing.T, env []string) *tmuxServer {
 	t.Helper()
 	if _, err := exec.LookPath("tmux"); err != nil {
-		if os.Getenv("LABCTL_REQUIRE_SIMLAB") == "1" {
-			t.Fatalf("tmux is missing (make deps installs it): %v", err)
-		}
-		t.Skipf("SKIPPING the console lab test: tmux is missing (make deps installs it): %v", err)
+		testutil.SkipOrFail(t, fmt.Errorf("tmux is missing (make deps installs it): %w", err))
 	}
 	dir := t.TempDir()
 	tm := &tmuxServer{t: t, sock: filepath.Join(dir, "tmux.sock"), conf: filepath.Join(dir, "tmux.conf"), env: env}
@@ -219,15 +217,8 @@ func TestLabConsole(t *testing.T) {
 	node := lab.Nodes[0]
 	bin := labctlBinary(t)
 	tokenFile := filepath.Join(lab.Dir, "ci.token")
-	tokenBytes, err := os.ReadFile(tokenFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	server := "http://" + lab.BootServer.ServerAddr
-	client, err := api.NewClient(server, strings.TrimSpace(string(tokenBytes)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	token, client := labAdminClient(t, lab)
+	server := client.Server()
 	tm := newTmux(t, append(cleanEnv(), "HOME="+t.TempDir()))
 	startServeProc(t, bin, lab.ConfigPath, client)
 	start := time.Now()
@@ -359,7 +350,7 @@ func TestLabConsole(t *testing.T) {
 	tm.waitFor("dave", "back-5", 1, 10*time.Second)
 	step("SOL killed at the BMC: both saw the loss and the reconnect; the console works again")
 
-	code, out := runClient(t, bin, server, strings.TrimSpace(string(tokenBytes)), "consoles")
+	code, out := runClient(t, bin, server, token, "consoles")
 	if code != 0 || !strings.Contains(out, "*ci (carol@") || !strings.Contains(out, "ci (dave@") || !strings.Contains(out, "ci (bob@") {
 		t.Errorf("labctl consoles: exit %d\n%s", code, out)
 	}

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -15,7 +13,6 @@ import (
 	"time"
 
 	"github.com/labctl/labctl"
-	"github.com/labctl/labctl/api"
 	"github.com/labctl/labctl/simlab"
 	"github.com/labctl/labctl/simlab/simlabtest"
 )
@@ -31,33 +28,14 @@ func disklessJob(t *testing.T, art, name, node, method, root, steps string) stri
 	if method == "nfs" {
 		initrd = "nfsroot.gz"
 	}
-	text := fmt.Sprintf(`name = %q
+	return writeJobFile(t, name, fmt.Sprintf(`name = %q
 device = %q
 [boot]
 method = %q
 kernel = %q
 initrd = %q
 %spassword = "test"
-`, name, node, method, filepath.Join(art, "vmlinuz"), filepath.Join(art, initrd), rootLine) + steps
-	path := filepath.Join(t.TempDir(), name+".toml")
-	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
-
-func fileSHA256(t *testing.T, path string) string {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(h.Sum(nil))
+`, name, node, method, filepath.Join(art, "vmlinuz"), filepath.Join(art, initrd), rootLine)+steps)
 }
 
 var exportedAs = regexp.MustCompile(`exported read-only as \S+:(/labctl/[0-9a-f]+)`)
@@ -84,15 +62,7 @@ func TestLabDiskless(t *testing.T) {
 	}
 
 	bin := labctlBinary(t)
-	tokenBytes, err := os.ReadFile(filepath.Join(lab.Dir, "ci.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	server := "http://" + lab.BootServer.ServerAddr
-	client, err := api.NewClient(server, strings.TrimSpace(string(tokenBytes)), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, client := labAdminClient(t, lab)
 	startServeProc(t, bin, lab.ConfigPath, client)
 	start := time.Now()
 	step := func(what string) { t.Logf("%5.1fs %s", time.Since(start).Seconds(), what) }
@@ -101,7 +71,7 @@ func TestLabDiskless(t *testing.T) {
 	}
 	disks := map[string]string{}
 	for _, n := range lab.Nodes {
-		disks[n.Name] = fileSHA256(t, filepath.Join(n.Dir, "disk.img"))
+		disks[n.Name], _ = simlabtest.DiskSHA256(t, filepath.Join(n.Dir, "disk.img"))
 	}
 	submit := func(path string) int64 {
 		t.Helper()
@@ -199,14 +169,16 @@ commands = ["! grep -E ' (nfs|nfs4|cifs|9p|fuse[.a-z]*) ' /proc/mounts", "grep -
 	}
 	step("ramdisk job")
 	for _, n := range lab.Nodes {
-		if got := fileSHA256(t, filepath.Join(n.Dir, "disk.img")); got != disks[n.Name] {
+		if got, _ := simlabtest.DiskSHA256(t, filepath.Join(n.Dir, "disk.img")); got != disks[n.Name] {
 			t.Errorf("%s: disk changed (sha256 %s, was %s)", n.Name, got, disks[n.Name])
 		}
 	}
 
 	// Faults: they end before the node boots; the node stays off.
 	notTar := filepath.Join(t.TempDir(), "root.tar.zst")
-	os.WriteFile(notTar, []byte("not an archive\n"), 0o644)
+	if err := os.WriteFile(notTar, []byte("not an archive\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	bad := submit(disklessJob(t, art, "not-a-tar", lab.Nodes[1].Name, "nfs", notTar, nfsSteps))
 	if j := finished(bad); j.Outcome != "incomplete" || !strings.Contains(j.Reason, "boot.root") || !strings.Contains(j.Reason, "not a tar archive") {
 		t.Errorf("root not an archive: %s: %s", j.Outcome, j.Reason)

@@ -19,12 +19,7 @@ import (
 // asHost appends a [host] table to a lab file.
 func asHost(t *testing.T, labFile, name string) {
 	t.Helper()
-	f, err := os.OpenFile(labFile, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	fmt.Fprintf(f, "[host]\nname = %q\nlease = \"4s\"\npoll = \"250ms\"\n", name)
+	appendFile(t, labFile, fmt.Sprintf("[host]\nname = %q\nlease = \"4s\"\npoll = \"250ms\"\n", name))
 }
 
 // Bad input stops labctl serve at start with a clear error, and writes

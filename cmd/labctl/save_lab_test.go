@@ -1,12 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -19,34 +15,6 @@ import (
 	"github.com/labctl/labctl/simlab"
 	"github.com/labctl/labctl/simlab/simlabtest"
 )
-
-// hashAndUsed returns a disk file's sha256 and the bytes of its 4 KiB
-// blocks that are not all zero (what a sparse disk really holds).
-func hashAndUsed(t *testing.T, path string) (string, int64) {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	block := make([]byte, 4096)
-	zero := make([]byte, 4096)
-	var used int64
-	for {
-		n, err := io.ReadFull(f, block)
-		if n > 0 {
-			h.Write(block[:n])
-			if !bytes.Equal(block[:n], zero[:n]) {
-				used += int64(n)
-			}
-		}
-		if err != nil {
-			break
-		}
-	}
-	return hex.EncodeToString(h.Sum(nil)), used
-}
 
 // TestLabSave: on QEMU nodes with the real master (busybox dd, zstd, nc),
 // a job deploys the test image, changes the disk in a test step and saves
@@ -66,8 +34,7 @@ func TestLabSave(t *testing.T) {
 	img := lab.Artifacts.Images.Raw
 	// 100 MiB in: past the 64 MiB image, where the 128 MiB disk is a hole.
 	const marker = "labctl-save-marker"
-	job1 := filepath.Join(t.TempDir(), "change.toml")
-	os.WriteFile(job1, []byte(fmt.Sprintf(`device = %q
+	job1 := writeJobFile(t, "change", fmt.Sprintf(`device = %q
 [deploy]
 image = %q
 sha256 = %q
@@ -78,7 +45,7 @@ name = "change"
 commands = ["printf %s | dd of=/dev/vda bs=1M seek=100 conv=notrunc"]
 [save]
 output = "changed.img.zst"
-`, n1.Name, img.Path+".zst", img.SHA256, marker)), 0o644)
+`, n1.Name, img.Path+".zst", img.SHA256, marker))
 	res, log, err := runLabJob(t, lab, job1, t.TempDir())
 	wantExit(t, err, 0)
 	out := filepath.Join(saveDir, "changed.img.zst")
@@ -86,7 +53,7 @@ output = "changed.img.zst"
 		t.Fatalf("save job: %s (%s), saved %q", res.Outcome, res.Reason, res.Saved)
 	}
 	wantOff(t, n1)
-	diskSum, used := hashAndUsed(t, filepath.Join(n1.Dir, "disk.img"))
+	diskSum, used := simlabtest.DiskSHA256(t, filepath.Join(n1.Dir, "disk.img"))
 	digest, err := os.ReadFile(filepath.Join(saveDir, "changed.img.sha256"))
 	if err != nil || string(digest) != diskSum+"  changed.img\n" {
 		t.Errorf("digest file %q (%v), want node1's disk %s", digest, err, diskSum)
@@ -103,8 +70,7 @@ output = "changed.img.zst"
 		t.Errorf("the save token was not typed as a secret")
 	}
 
-	job2 := filepath.Join(t.TempDir(), "find.toml")
-	os.WriteFile(job2, []byte(fmt.Sprintf(`device = %q
+	job2 := writeJobFile(t, "find", fmt.Sprintf(`device = %q
 [deploy]
 image = %q
 sha256_file = %q
@@ -113,13 +79,13 @@ password = "test"
 [[test]]
 name = "find"
 commands = ["dd if=/dev/vda bs=1M skip=100 count=1 2>/dev/null | head -c %d"]
-`, n2.Name, out, filepath.Join(saveDir, "changed.img.sha256"), len(marker))), 0o644)
+`, n2.Name, out, filepath.Join(saveDir, "changed.img.sha256"), len(marker)))
 	res, _, err = runLabJob(t, lab, job2, t.TempDir())
 	wantExit(t, err, 0)
 	if res.Outcome != "complete" || !strings.Contains(res.Steps[0].Output, marker) {
 		t.Fatalf("deploy of the saved image: %s (%s), step output %q", res.Outcome, res.Reason, res.Steps[0].Output)
 	}
-	if sum, _ := hashAndUsed(t, filepath.Join(n2.Dir, "disk.img")); sum != diskSum {
+	if sum, _ := simlabtest.DiskSHA256(t, filepath.Join(n2.Dir, "disk.img")); sum != diskSum {
 		t.Errorf("node2's disk sha256 %s, node1's %s", sum, diskSum)
 	}
 

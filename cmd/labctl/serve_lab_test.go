@@ -207,7 +207,46 @@ func runClient(t *testing.T, bin, server, token string, args ...string) (int, st
 func labJobFile(t *testing.T, lab *simlab.Lab, name, placement, steps string) string {
 	t.Helper()
 	img := lab.Artifacts.Images
-	text := fmt.Sprintf("name = %q\n%s\n[deploy]\nimage = %q\nsha256 = %q\n[boot]\npassword = \"test\"\n%s", name, placement, img.Gzip.Path, img.RawSHA256, steps)
+	return writeJobFile(t, name, fmt.Sprintf("name = %q\n%s\n[deploy]\nimage = %q\nsha256 = %q\n[boot]\npassword = \"test\"\n%s", name, placement, img.Gzip.Path, img.RawSHA256, steps))
+}
+
+// labAdminClient reads the lab's admin token (ci.token, written by simlab)
+// and returns it with an API client of the lab's labctl serve.
+func labAdminClient(t *testing.T, lab *simlab.Lab) (string, *api.Client) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(lab.Dir, "ci.token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := strings.TrimSpace(string(b))
+	client, err := api.NewClient("http://"+lab.BootServer.ServerAddr, token, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return token, client
+}
+
+// appendFile appends text to a file the test wrote (a lab or device
+// file gaining a table).
+func appendFile(t *testing.T, path, text string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = f.WriteString(text)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writeJobFile writes text as the job file NAME.toml in a fresh directory and
+// returns its path.
+func writeJobFile(t *testing.T, name, text string) string {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), name+".toml")
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
@@ -336,16 +375,8 @@ func TestLabServe(t *testing.T) {
 	t.Cleanup(func() { killStrays(lab) })
 	n1, n2 := lab.Nodes[0], lab.Nodes[1]
 	bin := labctlBinary(t)
-	tokenBytes, err := os.ReadFile(filepath.Join(lab.Dir, "ci.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	token := strings.TrimSpace(string(tokenBytes))
-	server := "http://" + lab.BootServer.ServerAddr
-	client, err := api.NewClient(server, token, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	token, client := labAdminClient(t, lab)
+	server := client.Server()
 	daemon := startServeProc(t, bin, lab.ConfigPath, client)
 	start := time.Now()
 	step := func(what string) { t.Logf("%5.1fs %s", time.Since(start).Seconds(), what) }

@@ -21,7 +21,6 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/labctl/labctl"
-	"github.com/labctl/labctl/api"
 	"github.com/labctl/labctl/simlab"
 	"github.com/labctl/labctl/simlab/simlabtest"
 	"github.com/labctl/labctl/web/webtest"
@@ -120,16 +119,8 @@ func TestLabWeb(t *testing.T) {
 	if err := os.WriteFile(lab.ConfigPath, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	tokenBytes, err := os.ReadFile(filepath.Join(lab.Dir, "ci.token"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	adminToken := strings.TrimSpace(string(tokenBytes))
-	server := "http://" + lab.BootServer.ServerAddr
-	client, err := api.NewClient(server, adminToken, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	adminToken, client := labAdminClient(t, lab)
+	server := client.Server()
 	startServeProc(t, bin, lab.ConfigPath, client)
 	waitLabDevice(t, client, node.Name, labctl.DeviceIdle, 2*time.Minute)
 	step("the device is idle")

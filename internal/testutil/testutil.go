@@ -5,8 +5,21 @@ package testutil
 
 import (
 	"bytes"
+	"os"
 	"sync"
+	"testing"
 )
+
+// SkipOrFail skips the test naming the real part it lacks (a program, root,
+// artifacts), or fails it when LABCTL_REQUIRE_SIMLAB=1: make test installs
+// every part, so there a missing one is a defect, not a reason to skip.
+func SkipOrFail(t testing.TB, err error) {
+	t.Helper()
+	if os.Getenv("LABCTL_REQUIRE_SIMLAB") == "1" {
+		t.Fatalf("required part missing (LABCTL_REQUIRE_SIMLAB=1): %v", err)
+	}
+	t.Skipf("SKIPPED: %v", err)
+}
 
 // SyncBuffer is a bytes.Buffer that goroutines may write while a test
 // reads it: a log, transcript or output destination. The zero value is

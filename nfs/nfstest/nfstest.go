@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/labctl/labctl/internal/testutil"
 	"github.com/labctl/labctl/nfs"
 )
 
@@ -17,12 +18,12 @@ import (
 func Start(t testing.TB) *nfs.Server {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		skipOrFail(t, "nfs-ganesha needs root")
+		testutil.SkipOrFail(t, errors.New("nfs-ganesha needs root"))
 	}
 	s, err := nfs.StartServer(context.Background(), t.TempDir(), false)
 	if err != nil {
 		if errors.Is(err, nfs.ErrNotInstalled) {
-			skipOrFail(t, err.Error())
+			testutil.SkipOrFail(t, err)
 		}
 		t.Fatal(err)
 	}
@@ -34,12 +35,4 @@ func Start(t testing.TB) *nfs.Server {
 		}
 	})
 	return s
-}
-
-func skipOrFail(t testing.TB, why string) {
-	t.Helper()
-	if os.Getenv("LABCTL_REQUIRE_SIMLAB") == "1" {
-		t.Fatal(why)
-	}
-	t.Skip(why)
 }

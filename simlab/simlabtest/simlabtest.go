@@ -8,9 +8,13 @@
 package simlabtest
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/labctl/labctl/internal/testutil"
 	"github.com/labctl/labctl/simlab"
 )
 
@@ -95,6 +100,35 @@ func PowerOns(st simlab.Status) int {
 	return n
 }
 
+// DiskSHA256 returns the sha256 of a node's disk file (or any file) and the
+// bytes of its 4 KiB blocks that are not all zero: what a sparse disk
+// really holds.
+func DiskSHA256(t testing.TB, path string) (sum string, used int64) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	block := make([]byte, 4096)
+	zero := make([]byte, 4096)
+	for {
+		n, err := io.ReadFull(f, block)
+		h.Write(block[:n])
+		if !bytes.Equal(block[:n], zero[:n]) {
+			used += int64(n)
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)), used
+}
+
 // Artifacts loads the artifacts StartLab uses by default
 // ($LABCTL_SIMLAB_ARTIFACTS or the repository's build/simlab/artifacts),
 // skipping the test (or failing it, with LABCTL_REQUIRE_SIMLAB=1) when they
@@ -116,10 +150,7 @@ func Artifacts(t testing.TB) simlab.Artifacts {
 // LABCTL_REQUIRE_SIMLAB=1 (CI: the simulated lab must not skip silently).
 func SkipOrFail(t testing.TB, err error) {
 	t.Helper()
-	if os.Getenv("LABCTL_REQUIRE_SIMLAB") == "1" {
-		t.Fatalf("simulated lab required (LABCTL_REQUIRE_SIMLAB=1) but unavailable: %v", err)
-	}
-	t.Skipf("SKIPPED: simulated lab unavailable: %v", err)
+	testutil.SkipOrFail(t, fmt.Errorf("simulated lab unavailable: %w", err))
 }
 
 // SimlabBinary returns the simlab binary for a test: $LABCTL_SIMLAB_BIN, or

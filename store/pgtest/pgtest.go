@@ -39,6 +39,8 @@ import (
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
+
+	"github.com/labctl/labctl/internal/testutil"
 )
 
 // Server is a running PostgreSQL server.
@@ -96,12 +98,33 @@ func Shared(t testing.TB) *Server {
 	}
 	once.Do(func() { server, startErr = Start() })
 	if startErr != nil {
-		if errors.Is(startErr, errNotInstalled) && os.Getenv("LABCTL_REQUIRE_SIMLAB") != "1" {
-			t.Skipf("SKIPPED: PostgreSQL unavailable: %v (install Debian's postgresql package: make deps)", startErr)
-		}
-		t.Fatalf("pgtest: PostgreSQL required but unavailable: %v", startErr)
+		unavailable(t, startErr)
 	}
 	return server
+}
+
+// Own starts a server of the test's own (for a test that pauses or stops
+// it), stopped when the test ends; it skips or fails the test as URL does
+// when there is none.
+func Own(t testing.TB) *Server {
+	t.Helper()
+	s, err := Start()
+	if err != nil {
+		unavailable(t, err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// unavailable ends a test whose server did not start: a skip (a failure
+// with LABCTL_REQUIRE_SIMLAB=1) when PostgreSQL is not installed, a
+// failure for any other reason.
+func unavailable(t testing.TB, err error) {
+	t.Helper()
+	if errors.Is(err, errNotInstalled) {
+		testutil.SkipOrFail(t, fmt.Errorf("PostgreSQL unavailable: %w (install Debian's postgresql package: make deps)", err))
+	}
+	t.Fatalf("pgtest: PostgreSQL required but unavailable: %v", err)
 }
 
 var errNotInstalled = errors.New("no PostgreSQL server binaries (initdb, postgres)")

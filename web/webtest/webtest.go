@@ -19,6 +19,8 @@ import (
 	"github.com/chromedp/cdproto/cdp"
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
+
+	"github.com/labctl/labctl/internal/testutil"
 )
 
 // Chromium is the browser's path: $LABCTL_CHROMIUM, or chromium on PATH.
@@ -48,10 +50,7 @@ func Start(t testing.TB, outDir string) *Browser {
 	t.Helper()
 	path, err := Chromium()
 	if err != nil {
-		if os.Getenv("LABCTL_REQUIRE_SIMLAB") == "1" {
-			t.Fatal(err)
-		}
-		t.Skipf("SKIPPING the browser test: %v", err)
+		testutil.SkipOrFail(t, err)
 	}
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(path),
