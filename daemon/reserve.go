@@ -65,6 +65,7 @@ func (d *Daemon) Reserve(ctx context.Context, name string, req labctl.ReserveReq
 	dev.reservation = &r
 	d.refreshLocked(dev, "")
 	d.wakeClock()
+	inCheck := dev.check
 	d.mu.Unlock()
 
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
@@ -83,6 +84,13 @@ func (d *Daemon) Reserve(ctx context.Context, name string, req labctl.ReserveReq
 		verb = "reservation renewed"
 	}
 	d.log.Info("device "+verb, "device", name, "by", owner, "until", r.Until, "reason", r.Reason)
+	// A health check already under way ends first: when the call returns,
+	// the node is the holder's alone.
+	if inCheck != nil {
+		if _, err := waitCheck(ctx, inCheck); err != nil {
+			return labctl.Device{}, err
+		}
+	}
 	return d.Device(ctx, name)
 }
 

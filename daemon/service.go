@@ -495,9 +495,19 @@ func (d *Daemon) Maintenance(ctx context.Context, name, reason string) (view lab
 	}
 	d.consoles.Park(name, true)
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	dev.maintenance, dev.maintReason = true, reason
 	d.refreshLocked(dev, "")
+	c := dev.check
+	d.mu.Unlock()
+	// A health check already under way ends first: when the call returns,
+	// labctl has let go of the node.
+	if c != nil {
+		if _, err := waitCheck(ctx, c); err != nil {
+			return labctl.Device{}, err
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	return dev.viewLocked(), nil
 }
 

@@ -88,6 +88,9 @@ type TypeReport struct {
 	Duration time.Duration
 	// Settled is how long Type waited for the console before typing.
 	Settled time.Duration
+	// SettledOnQuery says the wait ended with the shell's cursor position
+	// query rather than with quiet output.
+	SettledOnQuery bool
 	// EchoFallbacks counts characters that did not echo within the echo
 	// timeout (the text went on at the fixed delay after the first).
 	EchoFallbacks int
@@ -250,8 +253,8 @@ func (w *Writer) Type(ctx context.Context, text string, p Pacing) (rep TypeRepor
 	defer s.inputMu.Unlock()
 
 	if p.Settle > 0 {
-		waited, err := s.settle(ctx, p.Settle)
-		rep.Settled = waited
+		waited, query, err := s.settle(ctx, p.Settle)
+		rep.Settled, rep.SettledOnQuery = waited, query
 		if err != nil {
 			return rep, err
 		}
@@ -406,8 +409,8 @@ func (s *Session) waitEcho(ctx context.Context, want []byte, timeout time.Durati
 
 // settle waits until the output has been quiet for quiet, or ends with a
 // cursor position query, for at most 10*quiet; it returns how long it
-// waited.
-func (s *Session) settle(ctx context.Context, quiet time.Duration) (time.Duration, error) {
+// waited and whether the query ended the wait.
+func (s *Session) settle(ctx context.Context, quiet time.Duration) (time.Duration, bool, error) {
 	start := time.Now()
 	limit := start.Add(10 * quiet)
 	for {
@@ -417,7 +420,7 @@ func (s *Session) settle(ctx context.Context, quiet time.Duration) (time.Duratio
 		now := time.Now()
 		idle := now.Sub(last)
 		if query || idle >= quiet || !now.Before(limit) {
-			return now.Sub(start), nil
+			return now.Sub(start), query, nil
 		}
 		t := time.NewTimer(min(quiet-idle, limit.Sub(now)))
 		select {
@@ -425,7 +428,7 @@ func (s *Session) settle(ctx context.Context, quiet time.Duration) (time.Duratio
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return time.Since(start), fmt.Errorf("console %s: waiting for the console to settle: %w", s.Target(), ctx.Err())
+			return time.Since(start), false, fmt.Errorf("console %s: waiting for the console to settle: %w", s.Target(), ctx.Err())
 		}
 		t.Stop()
 	}
