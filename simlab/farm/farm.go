@@ -169,7 +169,10 @@ type nodeHAL struct {
 	node *Node
 }
 
-func (h nodeHAL) Chassis() hal.ChassisHAL { return h.node }
+func (h nodeHAL) Chassis() hal.ChassisHAL { return (*chassis)(h.node) }
+
+// chassis is a node as its BMC's chassis: power and boot flags.
+type chassis Node
 
 // Node is one fake node: its power, boot flags, serial console and
 // disk (Dir/disk.img).
@@ -189,14 +192,14 @@ type Node struct {
 	sol    *solConsole  // the attached SOL session; nil: output is lost
 }
 
-func (n *Node) PowerState(context.Context) (bool, error) {
+func (n *chassis) PowerState(context.Context) (bool, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.on, nil
 }
 
-func (n *Node) SetPower(_ context.Context, on bool) error {
-	n.setPower(on)
+func (n *chassis) SetPower(_ context.Context, on bool) error {
+	(*Node)(n).setPower(on)
 	return nil
 }
 
@@ -227,30 +230,30 @@ func (n *Node) setPower(on bool) {
 }
 
 // PowerCycle is off, then on: a new boot.
-func (n *Node) PowerCycle(context.Context) error {
+func (n *chassis) PowerCycle(context.Context) error {
 	n.mu.Lock()
 	on := n.on
 	n.mu.Unlock()
 	if !on {
 		return hal.ErrNotSupported
 	}
-	n.setPower(false)
-	n.setPower(true)
+	(*Node)(n).setPower(false)
+	(*Node)(n).setPower(true)
 	return nil
 }
 
-func (n *Node) ColdReset(context.Context) error              { return nil }
-func (n *Node) WarmReset(context.Context) error              { return nil }
-func (n *Node) Identify(context.Context, uint8) error        { return nil }
-func (n *Node) IntrusionState(context.Context) (bool, error) { return false, nil }
-func (n *Node) SetBootInfoAcknowledge(context.Context, *types.BootOptionParam_BootInfoAcknowledge) error {
+func (n *chassis) ColdReset(context.Context) error              { return nil }
+func (n *chassis) WarmReset(context.Context) error              { return nil }
+func (n *chassis) Identify(context.Context, uint8) error        { return nil }
+func (n *chassis) IntrusionState(context.Context) (bool, error) { return false, nil }
+func (n *chassis) SetBootInfoAcknowledge(context.Context, *types.BootOptionParam_BootInfoAcknowledge) error {
 	return nil
 }
-func (n *Node) GetBootInfoAcknowledge(context.Context) (*types.BootOptionParam_BootInfoAcknowledge, error) {
+func (n *chassis) GetBootInfoAcknowledge(context.Context) (*types.BootOptionParam_BootInfoAcknowledge, error) {
 	return &types.BootOptionParam_BootInfoAcknowledge{}, nil
 }
 
-func (n *Node) SetBootFlags(_ context.Context, f *types.BootOptionParam_BootFlags) error {
+func (n *chassis) SetBootFlags(_ context.Context, f *types.BootOptionParam_BootFlags) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	cp := *f
@@ -258,7 +261,7 @@ func (n *Node) SetBootFlags(_ context.Context, f *types.BootOptionParam_BootFlag
 	return nil
 }
 
-func (n *Node) GetBootFlags(context.Context) (*types.BootOptionParam_BootFlags, error) {
+func (n *chassis) GetBootFlags(context.Context) (*types.BootOptionParam_BootFlags, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.flags == nil {
