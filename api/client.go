@@ -158,12 +158,8 @@ func (c *Client) send(ctx context.Context, method, path string, query url.Values
 // and for a certificate the client does not accept, what it trusts.
 func (c *Client) unreachable(what string, err error) error {
 	var cert *tls.CertificateVerificationError
-	if errors.As(err, &cert) {
-		trust := c.Trust
-		if trust == "" {
-			trust = "the system's roots"
-		}
-		err = fmt.Errorf("%w (checked against %s)", err, trust)
+	if errors.As(err, &cert) && c.Trust != "" {
+		err = fmt.Errorf("%w (checked against %s)", err, c.Trust)
 	}
 	if c.Peer != "" {
 		return fmt.Errorf("%w: host %s at %s%s: %w", labctl.ErrUnavailable, c.Peer, c.base, what, err)

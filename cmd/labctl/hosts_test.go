@@ -146,6 +146,10 @@ func TestServeHostsTLS(t *testing.T) {
 	if code, out, stderr := runLabctl(t, vars, "power", "n2", "status"); code != 0 || out != "n2: on\n" {
 		t.Errorf("labctl power n2 status through rack1: exit %d, %q %q", code, out, stderr)
 	}
+	delete(vars, "LABCTL_CA")
+	if code, _, stderr := runLabctl(t, vars, "devices"); code == 0 || !strings.Contains(stderr, "unknown authority") || !strings.Contains(stderr, "--ca-file") {
+		t.Errorf("labctl devices without the lab's CA: exit %d, %q; want the certificate refused, and how to trust it", code, stderr)
+	}
 	att, err := rack1.client.AttachConsole(ctx, "n2", labctl.ConsoleOptions{Replay: 50})
 	if err != nil {
 		t.Fatalf("console of n2 through rack1: %v", err)
