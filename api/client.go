@@ -32,6 +32,14 @@ type Client struct {
 	// (labctl.CallerFrom, RoleFrom): one host of a lab forwarding to
 	// another, with the lab's host token (see Token.Host).
 	OnBehalf bool
+	// Peer, when set, is the name of the lab host this client reaches (a
+	// host forwarding to another): a request that cannot reach it fails
+	// with labctl.ErrUnavailable naming that host, which the forwarding
+	// host answers as 503 with the reason.
+	Peer string
+	// Trust says, in the error of a certificate the client does not
+	// accept, what it checks certificates against (e.g. "the CA file X").
+	Trust string
 }
 
 // authorize sets a request's credentials.
@@ -137,12 +145,26 @@ func (c *Client) send(ctx context.Context, method, path string, query url.Values
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("daemon %s: %w", c.base.Host, context.Cause(ctx))
 		}
-		return nil, fmt.Errorf("daemon %s: %w", c.base.Host, unwrapURLError(err))
+		return nil, c.unreachable("", unwrapURLError(err))
 	}
 	if resp.StatusCode/100 == 2 {
 		return resp, nil
 	}
 	return nil, responseError(resp)
+}
+
+// unreachable is the error of a request that did not reach the daemon
+// (what it was for, or ""): it names the daemon, or the lab host Peer,
+// and for a certificate the client does not accept, what it trusts.
+func (c *Client) unreachable(what string, err error) error {
+	var cert *tls.CertificateVerificationError
+	if errors.As(err, &cert) && c.Trust != "" {
+		err = fmt.Errorf("%w (checked against %s)", err, c.Trust)
+	}
+	if c.Peer != "" {
+		return fmt.Errorf("%w: host %s at %s%s: %w", labctl.ErrUnavailable, c.Peer, c.base, what, err)
+	}
+	return fmt.Errorf("daemon %s%s: %w", c.base.Host, what, err)
 }
 
 // responseError turns a reply that is not a success into an *Error (and

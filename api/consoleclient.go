@@ -75,7 +75,7 @@ func (c *Client) AttachConsole(ctx context.Context, node string, opts labctl.Con
 	}
 	conn, err := c.dialConsole(ctx, &u)
 	if err != nil {
-		return nil, fmt.Errorf("daemon %s: console %s: %w", c.base.Host, node, err)
+		return nil, c.unreachable(": console "+node, err)
 	}
 	// A ctx that ends during the handshake interrupts it.
 	interrupted := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })

@@ -19,6 +19,7 @@ import (
 
 	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl/simlab/farm"
 )
 
 // ScaleCase is case 4: one `labctl serve` runs a lab of Nodes fake nodes,
@@ -70,12 +71,6 @@ const (
 	farmBasePort    = 20000
 	farmBMCPassword = "labctl-bench-farm-bmc"
 )
-
-// FakeDisk is the disk device of the scale case's fake nodes: their dd
-// (a wrapper) reads and writes the node's disk.img instead. Its directory
-// does not exist, so a dd that missed the wrapper fails instead of
-// creating a file in /dev.
-const FakeDisk = "/dev/labctl-bench-nonexistent/disk"
 
 // Run builds the lab, then per round starts the daemon, waits for every
 // device to be idle, submits the jobs at once and waits for them all.
@@ -183,44 +178,12 @@ func (c ScaleCase) writeLab(dir, busybox string) (job, labFile string, err error
 			return "", "", err
 		}
 	}
-	// dd is a wrapper: the device path the dispatcher writes to and reads
-	// back is each node's own disk.img ($FAKE_DISK, set by the console
-	// program), never a real device.
-	ddWrapper := fmt.Sprintf(`#!%[1]s sh
-n=$#
-for a in "$@"; do
-  case "$a" in
-    of=%[2]s) a="of=$FAKE_DISK" ;;
-    if=%[2]s) a="if=$FAKE_DISK" ;;
-  esac
-  set -- "$@" "$a"
-done
-shift $n
-exec %[1]s dd "$@"
-`, busybox, FakeDisk)
-	if err := os.WriteFile(filepath.Join(dir, "nodes", "bin", "dd"), []byte(ddWrapper), 0o755); err != nil {
+	if err := farm.WriteBin(filepath.Join(dir, "nodes"), busybox); err != nil {
 		return "", "", err
-	}
-	// sync flushes the node's own disk, as it does on a node: the host's
-	// sync(2), 400 nodes at a time, would flush every file of the machine
-	// each time (the daemon's logs, the other nodes' disks).
-	syncWrapper := fmt.Sprintf("#!%[1]s sh\nexec %[1]s sync -d \"$FAKE_DISK\"\n", busybox)
-	if err := os.WriteFile(filepath.Join(dir, "nodes", "bin", "sync"), []byte(syncWrapper), 0o755); err != nil {
-		return "", "", err
-	}
-	for _, applet := range []string{"wget", "gunzip", "sha256sum", "mkfifo", "tee", "cat", "rm", "echo", "printf",
-		"head", "uname", "true", "false", "ls", "sleep", "test", "[", "wc", "mkdir", "cut", "seq", "base64", "stat"} {
-		if err := os.Symlink(busybox, filepath.Join(dir, "nodes", "bin", applet)); err != nil {
-			return "", "", err
-		}
 	}
 	// The image: random bytes with an MBR boot signature, so the fake node
 	// boots "from disk" once it is written.
-	img := make([]byte, c.ImageSize)
-	for i := range img {
-		img[i] = byte(i*7 + i>>8)
-	}
-	img[510], img[511] = 0x55, 0xaa
+	img := farm.Image(c.ImageSize)
 	imgPath := filepath.Join(dir, "disk.img")
 	if err := os.WriteFile(imgPath, img, 0o644); err != nil {
 		return "", "", err
@@ -228,35 +191,7 @@ exec %[1]s dd "$@"
 	sum := sha256.Sum256(img)
 
 	httpURL := "http://127.0.0.1:18091"
-	dt := fmt.Sprintf(`name = "fake-node"
-description = "labctl-bench fake node (case 4), played by labctl-bench farm"
-[power]
-method = "ipmi"
-cipher_suite = 3
-[console]
-driver = "ipmi"
-pacing = "echo"
-# The farm plays every node on one CPU: an echo can be late, which the
-# dispatcher would take for a lost character.
-echo_timeout = "2s"
-bootloader_serial_delay_ms = 1
-test_shell_serial_delay_ms = 1
-[master]
-kernel = "fake/vmlinuz"
-initrd = "fake/master.gz"
-prompt = "master# "
-disk = "%[1]s"
-[login]
-shell_prompt = "testos# "
-[timeouts]
-power = "30s"
-master_boot = "3m"
-deploy = "5m"
-disk_boot = "3m"
-login = "2m"
-test_step = "2m"
-job = "20m"
-`, FakeDisk)
+	dt := farm.DeviceType("fake-node", "fake/vmlinuz", "fake/master.gz")
 	if err := os.WriteFile(filepath.Join(dir, "device-types", "fake-node.toml"), []byte(dt), 0o644); err != nil {
 		return "", "", err
 	}
@@ -267,9 +202,9 @@ mac = "52:54:01:00:%02x:%02x"
 [bmc]
 host = "127.0.0.1"
 port = %d
-user = "bench"
+user = %q
 password_env = "LABCTL_BENCH_BMC_PASSWORD"
-`, (i+1)>>8, (i+1)&0xff, farmBasePort+i)
+`, (i+1)>>8, (i+1)&0xff, farmBasePort+i, farm.User)
 		if err := os.WriteFile(filepath.Join(dir, "devices", name+".toml"), []byte(dev), 0o644); err != nil {
 			return "", "", err
 		}

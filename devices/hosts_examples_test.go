@@ -31,8 +31,8 @@ func TestExampleHosts(t *testing.T) {
 	}
 }
 
-// [host] needs a shared store, a valid name and URL, and a poll well
-// within the lease.
+// [host] needs a shared store, a valid name and URL, a CA file that
+// holds certificates, and a poll well within the lease.
 func TestLabHostChecks(t *testing.T) {
 	for _, tt := range []struct {
 		add  string
@@ -42,6 +42,8 @@ func TestLabHostChecks(t *testing.T) {
 		{"[store]\nurl = \"postgres://labctl@db/labctl\"\n[host]\npoll = \"10s\"\n", "host.poll: 10s: give at most half the lease (15s)"},
 		{"[store]\nurl = \"postgres://labctl@db/labctl\"\n[host]\nname = \"bad name\"\n", "host.name"},
 		{"[store]\nurl = \"postgres://labctl@db/labctl\"\n[host]\napi_url = \"rack1:8470\"\n", "host.api_url"},
+		{"[store]\nurl = \"postgres://labctl@db/labctl\"\n[host]\nca_file = \"missing-ca.pem\"\n", "host.ca_file: open "},
+		{"[store]\nurl = \"postgres://labctl@db/labctl\"\n[host]\nca_file = \"lab.toml\"\n", "lab.toml holds no PEM certificate"},
 	} {
 		f := fixture()
 		f["lab.toml"] += tt.add

@@ -17,6 +17,7 @@ package devices
 
 import (
 	"cmp"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"maps"
@@ -135,6 +136,10 @@ type LabHost struct {
 	// answers for its own devices only.
 	TokenFile string `toml:"token_file"`
 	TokenEnv  string `toml:"token_env"`
+	// CAFile holds the PEM certificates (the lab's CA) this host checks
+	// the other hosts' HTTPS APIs against when it forwards to them;
+	// relative to the lab file; default: the system's roots.
+	CAFile string `toml:"ca_file"`
 	// Lease is how long a host counts as up after it last renewed
 	// (default 15s); it renews every Poll (default 1s). A host whose
 	// lease ran out is down, and its running jobs end incomplete.
@@ -162,6 +167,14 @@ func (h *LabHost) check(doc *tomlfile.Document, dir string, shared bool) {
 		}
 	}
 	checkSecretSource(doc, "host", "token", dir, &h.TokenFile, h.TokenEnv, "")
+	if h.CAFile != "" {
+		h.CAFile = resolve(dir, h.CAFile)
+		if b, err := os.ReadFile(h.CAFile); err != nil {
+			doc.Problemf("host.ca_file", "%v", err)
+		} else if !x509.NewCertPool().AppendCertsFromPEM(b) {
+			doc.Problemf("host.ca_file", "%s holds no PEM certificate: give the CA that signed the hosts' certificates", h.CAFile)
+		}
+	}
 	if h.Lease < 0 || h.Poll < 0 {
 		doc.Problemf("host.lease", "lease and poll must not be negative")
 	}

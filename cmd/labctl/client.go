@@ -140,11 +140,22 @@ func connect(opts clientOptions, env *appEnv) (*api.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	tlsConfig, err := api.ClientTLS(firstOf(opts.caFile, env.getenv("LABCTL_CA"), cfg.CAFile), firstOf(opts.pin, env.getenv("LABCTL_PIN"), cfg.Pin))
+	caFile, pin := firstOf(opts.caFile, env.getenv("LABCTL_CA"), cfg.CAFile), firstOf(opts.pin, env.getenv("LABCTL_PIN"), cfg.Pin)
+	tlsConfig, err := api.ClientTLS(caFile, pin)
 	if err != nil {
 		return nil, err
 	}
-	return api.NewClient(server, token, tlsConfig)
+	c, err := api.NewClient(server, token, tlsConfig)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case caFile != "" && pin == "":
+		c.Trust = "the CA file " + caFile
+	case pin == "":
+		c.Trust = "the system's roots: give the daemon's CA with --ca-file, or its fingerprint with --pin"
+	}
+	return c, nil
 }
 
 func readToken(path, what string) (string, error) {

@@ -1,11 +1,13 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/labctl/labctl/api"
 	"github.com/labctl/labctl/daemon"
@@ -40,16 +42,38 @@ func hostConfig(cfg *devices.Lab, opts serveOptions) (*daemon.HostConfig, string
 	}
 	h := &daemon.HostConfig{Name: name, API: cfg.Host.APIURL, Lease: cfg.Host.Lease, Poll: cfg.Host.Poll}
 	if secret := tok.Reveal(); secret != "" {
+		peerTLS, trust, err := peerTLS(cfg)
+		if err != nil {
+			return nil, "", err
+		}
 		h.Peer = func(name, apiURL string) (daemon.Peer, error) {
-			c, err := api.NewClient(apiURL, secret, nil)
+			var tlsConfig *tls.Config
+			if strings.HasPrefix(apiURL, "https://") {
+				tlsConfig = peerTLS
+			}
+			c, err := api.NewClient(apiURL, secret, tlsConfig)
 			if err != nil {
 				return nil, err
 			}
-			c.OnBehalf = true
+			c.OnBehalf, c.Peer, c.Trust = true, name, trust
 			return c, nil
 		}
 	}
 	return h, tok.Reveal(), nil
+}
+
+// peerTLS is how a host checks the certificates of the other hosts'
+// HTTPS APIs, and its description for errors: the lab file's [host]
+// ca_file, else the system's roots (a nil config).
+func peerTLS(cfg *devices.Lab) (*tls.Config, string, error) {
+	if cfg.Host.CAFile == "" {
+		return nil, "the system's roots: set [host] ca_file in " + cfg.File + " to the lab's CA", nil
+	}
+	c, err := api.ClientTLS(cfg.Host.CAFile, "")
+	if err != nil {
+		return nil, "", fmt.Errorf("serve: [host] ca_file in %s: %w", cfg.File, err)
+	}
+	return c, "the CA file " + cfg.Host.CAFile + ", [host] ca_file in " + cfg.File, nil
 }
 
 // redactedURL is a store URL as it may be shown.

@@ -95,8 +95,10 @@ has migrated it. Several hosts, one per rack, may share that database:
 each owns the devices of its own lab file, the queue is the lab's, and
 any host answers for the whole lab (see the README; [host] name or
 --host names this one, [host] token_file the lab-internal credential
-the hosts forward to each other with, [host] lease how long a silent
-host stays up: after it, its running jobs end incomplete).
+the hosts forward to each other with, [host] ca_file the CA of the
+hosts' https:// API certificates (default: the system's roots), [host]
+lease how long a silent host stays up: after it, its running jobs end
+incomplete).
 
 Tokens and roles: each [[server.tokens]] has a name (the submitter of its
 jobs, the viewer on a console), a token_file or token_env, and a role:

@@ -65,6 +65,26 @@ type serveProc struct {
 // answers.
 func startServeProc(t *testing.T, bin, labFile string, client *api.Client) *serveProc {
 	t.Helper()
+	p := spawnServe(t, bin, labFile)
+	deadline := time.Now().Add(time.Minute)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, err := client.Devices(ctx)
+		cancel()
+		if err == nil {
+			return p
+		}
+		p.checkRunning()
+		if time.Now().After(deadline) {
+			t.Fatalf("labctl serve's API did not answer within a minute: %v", err)
+		}
+	}
+}
+
+// spawnServe starts labctl serve on the lab, logging to p.log; it is
+// stopped when the test ends.
+func spawnServe(t *testing.T, bin, labFile string) *serveProc {
+	t.Helper()
 	logPath := filepath.Join(t.TempDir(), "serve.log")
 	logf, err := os.Create(logPath)
 	if err != nil {
@@ -89,24 +109,19 @@ func startServeProc(t *testing.T, bin, labFile string, client *api.Client) *serv
 			t.Logf("labctl serve log (%s):\n%s", logPath, tail(string(b), 200))
 		}
 	})
-	deadline := time.Now().Add(time.Minute)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_, err := client.Devices(ctx)
-		cancel()
-		if err == nil {
-			return p
-		}
-		select {
-		case err := <-p.exited:
-			p.running = false
-			b, _ := os.ReadFile(logPath)
-			t.Fatalf("labctl serve exited: %v\n%s", err, b)
-		case <-time.After(200 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("labctl serve's API did not answer within a minute: %v", err)
-		}
+	return p
+}
+
+// checkRunning fails the test if the daemon exited; it waits a little
+// for that, as a pause between two looks at the daemon.
+func (p *serveProc) checkRunning() {
+	p.t.Helper()
+	select {
+	case err := <-p.exited:
+		p.running = false
+		b, _ := os.ReadFile(p.log)
+		p.t.Fatalf("labctl serve exited: %v\n%s", err, b)
+	case <-time.After(200 * time.Millisecond):
 	}
 }
 

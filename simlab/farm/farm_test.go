@@ -1,12 +1,14 @@
-package main
+package farm
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -16,12 +18,12 @@ import (
 	"github.com/labctl/labctl/bmc"
 )
 
-// TestFarmNode drives one farm node the way the daemon does, through
+// TestNode drives one node the way the daemon does, through
 // labctl's own IPMI client: power on with a master entry on the boot
 // server gives the master shell on native SOL, a power cycle with no entry
 // and a bootable disk gives the login and the test shell, power off ends
 // the shell.
-func TestFarmNode(t *testing.T) {
+func TestNode(t *testing.T) {
 	var master atomic.Bool
 	master.Store(true)
 	var asked atomic.Int32
@@ -39,9 +41,9 @@ func TestFarmNode(t *testing.T) {
 	defer boot.Close()
 
 	dir := t.TempDir()
-	n := &farmNode{dir: filepath.Join(dir, "node001"), bin: filepath.Join(dir, "bin"),
+	n := &Node{Dir: filepath.Join(dir, "node001"), bin: filepath.Join(dir, "bin"),
 		cfgURL: boot.URL + "/pxelinux.cfg/01-52-54-01-00-00-01"}
-	os.MkdirAll(n.dir, 0o755)
+	os.MkdirAll(n.Dir, 0o755)
 	const password = "farm-test-password"
 	srv, port, err := n.serveBMC(password, 0)
 	if err != nil {
@@ -54,7 +56,7 @@ func TestFarmNode(t *testing.T) {
 	defer func() { cancel(); srv.Close(); <-served; n.setPower(false) }()
 
 	// Power and console on clients of their own, as the daemon has them.
-	cfg := bmc.Config{Host: "127.0.0.1", Port: port, User: "bench", Password: password, CipherSuite: 3,
+	cfg := bmc.Config{Host: "127.0.0.1", Port: port, User: User, Password: password, CipherSuite: 3,
 		Timeout: 2 * time.Second}
 	c := bmc.New(cfg, slog.New(slog.DiscardHandler))
 	defer c.Close()
@@ -126,7 +128,7 @@ func TestFarmNode(t *testing.T) {
 	master.Store(false)
 	mbr := make([]byte, 512)
 	mbr[510], mbr[511] = 0x55, 0xaa
-	if err := os.WriteFile(filepath.Join(n.dir, "disk.img"), mbr, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(n.Dir, "disk.img"), mbr, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	attach()
@@ -162,5 +164,57 @@ func TestFarmNode(t *testing.T) {
 	}
 	if asked.Load() < 2 {
 		t.Errorf("boot server asked %d times, want once per boot", asked.Load())
+	}
+}
+
+// TestWriteBinDisk checks the one thing of the nodes' commands that could
+// do harm: their dd must write the node's disk.img, never the device path
+// the dispatcher names; and that their wget reaches the host at HostAlias.
+func TestWriteBinDisk(t *testing.T) {
+	busybox, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Skip("SKIP: busybox not installed (busybox-static)")
+	}
+	dir := t.TempDir()
+	if err := WriteBin(filepath.Join(dir, "nodes"), busybox); err != nil {
+		t.Fatal(err)
+	}
+	disk := filepath.Join(dir, "nodes", "node001", "disk.img")
+	os.MkdirAll(filepath.Dir(disk), 0o755) // Start makes each node's directory
+	img := filepath.Join(dir, "disk.img")
+	if err := os.WriteFile(img, Image(4096), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/bin/bash", "-c", "set -o pipefail; cat "+img+" | dd of="+Disk+" bs=4M && sync && dd if="+Disk+" bs=4M count=4096 iflag=count_bytes | sha256sum")
+	cmd.Env = []string{"PATH=" + filepath.Join(dir, "nodes", "bin"), "FAKE_DISK=" + disk}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	want, _ := os.ReadFile(img)
+	got, _ := os.ReadFile(disk)
+	if !bytes.Equal(got, want) || len(got) != 4096 || got[510] != 0x55 || got[511] != 0xaa {
+		t.Fatalf("disk.img holds %d bytes, want the 4096-byte image with a boot signature", len(got))
+	}
+	if _, err := os.Stat(Disk); err == nil {
+		t.Fatalf("%s exists", Disk)
+	}
+	// Without the wrapper's variable, dd fails instead of writing /dev.
+	cmd = exec.Command("/bin/bash", "-c", "echo x | dd of="+Disk)
+	cmd.Env = []string{"PATH=" + filepath.Join(dir, "nodes", "bin")}
+	if out, err := cmd.CombinedOutput(); err == nil {
+		t.Fatalf("dd without FAKE_DISK succeeded: %s", out)
+	}
+	// wget reaches the host at HostAlias, as a node on QEMU's user-mode
+	// network does.
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "served "+r.URL.Path)
+	}))
+	defer web.Close()
+	_, port, _ := strings.Cut(strings.TrimPrefix(web.URL, "http://"), ":")
+	cmd = exec.Command("/bin/bash", "-c", "wget -q -O - http://"+HostAlias+":"+port+"/image.gz")
+	cmd.Env = []string{"PATH=" + filepath.Join(dir, "nodes", "bin")}
+	if out, err := cmd.CombinedOutput(); err != nil || string(out) != "served /image.gz" {
+		t.Fatalf("wget of %s: %q, %v", HostAlias, out, err)
 	}
 }
