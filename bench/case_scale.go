@@ -622,14 +622,23 @@ func startServe(group, labctlBin, labFile, cpus string, env []string, args ...st
 }
 
 // waitIdle waits until the daemon p reports n devices idle (their health
-// checks passed).
+// checks passed). A device whose start-up check failed (one CPU plays
+// every fake node: on a loaded machine a BMC can miss its answer) is
+// checked again, up to recheckTries times, as an operator would ask.
 func (p *benchProc) waitIdle(ctx context.Context, client *api.Client, n int) error {
+	asked := map[string]int{}
+	var rechecks sync.WaitGroup
+	defer rechecks.Wait()
 	for {
 		devs, err := client.Devices(ctx)
 		idle := 0
 		for _, d := range devs {
-			if d.State == labctl.DeviceIdle {
+			switch {
+			case d.State == labctl.DeviceIdle:
 				idle++
+			case d.State == labctl.DeviceOffline && d.Health != nil && !d.Health.OK && asked[d.Name] < recheckTries:
+				asked[d.Name]++
+				rechecks.Go(func() { client.CheckHealth(ctx, d.Name) })
 			}
 		}
 		if err == nil && idle == n {
@@ -644,6 +653,10 @@ func (p *benchProc) waitIdle(ctx context.Context, client *api.Client, n int) err
 		}
 	}
 }
+
+// recheckTries is how often waitIdle asks a device whose health check
+// failed to be checked again.
+const recheckTries = 3
 
 // startFarm starts the farm that plays the lab's nodes (written by
 // writeLab into dir) and waits until it is ready. Its stop powers every
@@ -704,13 +717,21 @@ func (c ScaleCase) startFarm(ctx context.Context, dir, self string, env []string
 const profileSlice = 10 * time.Second
 
 // profile takes CPU profiles of the daemon and of the farm, back to back,
-// until stop closes, then their heap profiles, into c.ProfileDir; nothing
-// if the case does not profile.
+// until stop closes, then their heap profiles, and an execution trace of
+// the daemon's first seconds, into c.ProfileDir; nothing if the case does
+// not profile.
 func (c ScaleCase) profile(ctx context.Context, stop <-chan struct{}, logw io.Writer) *sync.WaitGroup {
 	var wg sync.WaitGroup
 	if c.ProfileDir == "" {
 		return &wg
 	}
+	// An execution trace of the daemon's first seconds of jobs: where
+	// the submits and the starts wait (go tool trace -pprof=sched).
+	wg.Go(func() {
+		if err := fetchTo(ctx, "http://"+servePprofAddr+"/debug/pprof/trace?seconds=5", filepath.Join(c.ProfileDir, "serve-start.trace")); err != nil {
+			fmt.Fprintf(logw, "  trace serve: %v\n", err)
+		}
+	})
 	for _, p := range []struct{ name, addr string }{{"serve", servePprofAddr}, {"farm", farmPprofAddr}} {
 		wg.Go(func() {
 			get := func(path, file string) {
