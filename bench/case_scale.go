@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,11 +43,25 @@ type ScaleCase struct {
 	// daemon and the farm (with the shells of its nodes) are pinned to,
 	// so that the daemon's latency is its own.
 	DaemonCPUs, FarmCPUs string
+	// ProfileDir, if set, receives CPU profiles of the daemon and of the
+	// farm taken while the jobs run, and their heap profiles at the end.
+	ProfileDir string
 }
 
 // FarmCPUsEnv tells the farm which CPUs it and its nodes' shells run on
 // (a taskset -c list).
 const FarmCPUsEnv = "LABCTL_BENCH_FARM_CPUS"
+
+// FarmPprofEnv, if set, is the loopback host:port the farm serves Go's
+// profiling endpoints on.
+const FarmPprofEnv = "LABCTL_BENCH_FARM_PPROF"
+
+// The profiling endpoints of the daemon and the farm when the case
+// profiles them.
+const (
+	servePprofAddr = "127.0.0.1:18061"
+	farmPprofAddr  = "127.0.0.1:18062"
+)
 
 type scaleRun struct {
 	wall                 float64
@@ -249,6 +264,14 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, self, labFile, job string, 
 	var run scaleRun
 	env := append(os.Environ(), "LABCTL_BENCH_TOKEN="+scaleToken, "LABCTL_BENCH_BMC_PASSWORD="+farmBMCPassword,
 		FarmCPUsEnv+"="+c.FarmCPUs)
+	var serveArgs []string
+	if c.ProfileDir != "" {
+		if err := os.MkdirAll(c.ProfileDir, 0o755); err != nil {
+			return run, err
+		}
+		env = append(env, FarmPprofEnv+"="+farmPprofAddr)
+		serveArgs = []string{"--pprof", servePprofAddr}
+	}
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
 	farm, err := c.startFarm(ctx, dir, self, env)
@@ -258,7 +281,7 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, self, labFile, job string, 
 	defer farm.stop()
 
 	t0 := time.Now()
-	serve, err := startServe("labctl-serve", c.Labctl, labFile, c.DaemonCPUs, env)
+	serve, err := startServe("labctl-serve", c.Labctl, labFile, c.DaemonCPUs, env, serveArgs...)
 	if err != nil {
 		return run, err
 	}
@@ -290,6 +313,7 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, self, labFile, job string, 
 			}
 		}
 	})
+	profiled := c.profile(ctx, stopSample, logw)
 	start := time.Now()
 	ids := make([]int64, c.Jobs)
 	submit := make([]float64, c.Jobs)
@@ -320,6 +344,7 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, self, labFile, job string, 
 	for err := range errs {
 		close(stopSample)
 		sampler.Wait()
+		profiled.Wait()
 		return run, fmt.Errorf("submit: %w", err)
 	}
 	// Wait for all to finish, counting running jobs.
@@ -328,6 +353,7 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, self, labFile, job string, 
 		if ctx.Err() != nil {
 			close(stopSample)
 			sampler.Wait()
+			profiled.Wait()
 			return run, fmt.Errorf("jobs not finished after %s (log: %s)", c.Timeout, serve.log.Name())
 		}
 		jobs, err = client.Jobs(ctx, labctl.JobFilter{Limit: 2 * c.Jobs})
@@ -346,11 +372,14 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, self, labFile, job string, 
 				break
 			}
 		}
-		time.Sleep(500 * time.Millisecond)
+		// Listing every job costs the daemon CPU in proportion to the
+		// jobs: the larger the run, the less often it is asked.
+		time.Sleep(time.Duration((c.Jobs+399)/400) * 500 * time.Millisecond)
 	}
 	run.wall = time.Since(start).Seconds()
 	close(stopSample)
 	sampler.Wait()
+	profiled.Wait()
 	run.daemonCPU = procCPU(pid) - cpu0
 	run.runWait = runQueueWait(pid) - wait0
 	run.treeCPU = farm.group.CPU() - tree0
@@ -510,8 +539,8 @@ func (p *benchProc) release() {
 // startServe starts `labctl serve --lab labFile` in the control group
 // named group, its output in serve.log beside labFile; cpus, if set, is
 // the CPU list (taskset -c) it is pinned to.
-func startServe(group, labctlBin, labFile, cpus string, env []string) (*benchProc, error) {
-	argv := []string{labctlBin, "serve", "--lab", labFile}
+func startServe(group, labctlBin, labFile, cpus string, env []string, args ...string) (*benchProc, error) {
+	argv := append([]string{labctlBin, "serve", "--lab", labFile}, args...)
 	if cpus != "" {
 		busybox, err := exec.LookPath("busybox")
 		if err != nil {
@@ -530,14 +559,23 @@ func startServe(group, labctlBin, labFile, cpus string, env []string) (*benchPro
 }
 
 // waitIdle waits until the daemon p reports n devices idle (their health
-// checks passed).
+// checks passed). A device whose start-up check failed (one CPU plays
+// every fake node: on a loaded machine a BMC can miss its answer) is
+// checked again, up to recheckTries times, as an operator would ask.
 func (p *benchProc) waitIdle(ctx context.Context, client *api.Client, n int) error {
+	asked := map[string]int{}
+	var rechecks sync.WaitGroup
+	defer rechecks.Wait()
 	for {
 		devs, err := client.Devices(ctx)
 		idle := 0
 		for _, d := range devs {
-			if d.State == labctl.DeviceIdle {
+			switch {
+			case d.State == labctl.DeviceIdle:
 				idle++
+			case d.State == labctl.DeviceOffline && d.Health != nil && !d.Health.OK && asked[d.Name] < recheckTries:
+				asked[d.Name]++
+				rechecks.Go(func() { client.CheckHealth(ctx, d.Name) })
 			}
 		}
 		if err == nil && idle == n {
@@ -552,6 +590,10 @@ func (p *benchProc) waitIdle(ctx context.Context, client *api.Client, n int) err
 		}
 	}
 }
+
+// recheckTries is how often waitIdle asks a device whose health check
+// failed to be checked again.
+const recheckTries = 3
 
 // startFarm starts the farm that plays the lab's nodes (written by
 // writeLab into dir) and waits until it is ready. Its stop powers every
@@ -604,4 +646,71 @@ func (c ScaleCase) startFarm(ctx context.Context, dir, self string, env []string
 	}
 	p.stop()
 	return nil, err
+}
+
+// profileSlice is the length of one CPU profile the case takes: profiles
+// are taken back to back while the jobs run, each a file of its own
+// (go tool pprof merges them).
+const profileSlice = 10 * time.Second
+
+// profile takes CPU profiles of the daemon and of the farm, back to back,
+// until stop closes, then their heap profiles, and an execution trace of
+// the daemon's first seconds, into c.ProfileDir; nothing if the case does
+// not profile.
+func (c ScaleCase) profile(ctx context.Context, stop <-chan struct{}, logw io.Writer) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	if c.ProfileDir == "" {
+		return &wg
+	}
+	// An execution trace of the daemon's first seconds of jobs: where
+	// the submits and the starts wait (go tool trace -pprof=sched).
+	wg.Go(func() {
+		if err := fetchTo(ctx, "http://"+servePprofAddr+"/debug/pprof/trace?seconds=5", filepath.Join(c.ProfileDir, "serve-start.trace")); err != nil {
+			fmt.Fprintf(logw, "  trace serve: %v\n", err)
+		}
+	})
+	for _, p := range []struct{ name, addr string }{{"serve", servePprofAddr}, {"farm", farmPprofAddr}} {
+		wg.Go(func() {
+			get := func(path, file string) {
+				if err := fetchTo(ctx, "http://"+p.addr+path, filepath.Join(c.ProfileDir, file)); err != nil {
+					fmt.Fprintf(logw, "  profile %s: %v\n", p.name, err)
+				}
+			}
+			for i := 1; ; i++ {
+				select {
+				case <-stop:
+					get("/debug/pprof/heap", p.name+"-heap.pprof")
+					return
+				default:
+				}
+				get(fmt.Sprintf("/debug/pprof/profile?seconds=%d", int(profileSlice/time.Second)), fmt.Sprintf("%s-cpu-%03d.pprof", p.name, i))
+			}
+		})
+	}
+	return &wg
+}
+
+// fetchTo writes the body of a GET of url to file.
+func fetchTo(ctx context.Context, url, file string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", url, resp.Status)
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -105,11 +105,12 @@ type Daemon struct {
 
 	mu       sync.Mutex
 	devices  map[string]*device
-	names    []string             // sorted
-	byType   map[string][]*device // by device type, sorted by name
-	queue    []*job               // queued jobs in the order they run
-	jobs     map[int64]*job       // queued and running jobs
-	serving  bool                 // the workers run
+	names    []string               // sorted
+	byType   map[string][]*device   // by device type, sorted by name
+	idle     map[string][]idleEntry // by device type, in the order they became idle
+	queue    []*job                 // queued jobs in the order they run
+	jobs     map[int64]*job         // queued and running jobs
+	serving  bool                   // the workers run
 	stopping bool
 	dirty    map[string]bool // devices whose state the store has not seen yet
 
@@ -154,6 +155,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		ends:       newUnsavedEnds(),
 		devices:    map[string]*device{},
 		byType:     map[string][]*device{},
+		idle:       map[string][]idleEntry{},
 		jobs:       map[int64]*job{},
 		dirty:      map[string]bool{},
 	}
@@ -230,6 +232,9 @@ func (d *Daemon) loadDevices(ctx context.Context) error {
 	slices.Sort(d.names)
 	for _, list := range d.byType {
 		slices.SortFunc(list, func(a, b *device) int { return cmp.Compare(a.name, b.name) })
+		for i, dev := range list {
+			dev.order = i
+		}
 	}
 	return nil
 }

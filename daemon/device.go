@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/labctl/labctl"
@@ -38,6 +39,23 @@ type device struct {
 	idleReason    string // why it is idle: the last thing that ended
 	failures      int    // health checks failed in a row
 	reservation   *labctl.Reservation
+	// order is its place in Daemon.byType (name order); idleGen counts
+	// its turns idle (see idleEntry).
+	order   int
+	idleGen uint64
+}
+
+// idleEntry is a device's turn idle in Daemon.idle: it stands while the
+// device is idle in that turn (gen is its idleGen then).
+type idleEntry struct {
+	dev   *device
+	gen   uint64
+	since time.Time
+}
+
+// valid reports whether the device is still idle in this turn.
+func (e idleEntry) valid() bool {
+	return e.dev.state == labctl.DeviceIdle && e.dev.idleGen == e.gen
 }
 
 // task is one thing for a device's worker to do: a job or a health check.
@@ -89,6 +107,9 @@ func (d *Daemon) refreshLocked(dev *device, why string) {
 	from := dev.state
 	dev.state, dev.reason = state, reason
 	if state != from {
+		if state == labctl.DeviceIdle {
+			d.noteIdleLocked(dev)
+		}
 		d.observeStateLocked(dev, from)
 	}
 	d.wakeClock()
@@ -97,6 +118,21 @@ func (d *Daemon) refreshLocked(dev *device, why string) {
 	case d.persistNow <- struct{}{}:
 	default:
 	}
+}
+
+// noteIdleLocked puts a device that has become idle at the end of its
+// type's idle order (the order of dev.since), where pickLocked finds the
+// device idle the longest without looking at every device. Entries of
+// turns that ended are dropped as pickLocked passes them, and all at once
+// when they outnumber the type's devices.
+func (d *Daemon) noteIdleLocked(dev *device) {
+	dev.idleGen++
+	t := dev.cfg.DeviceType
+	q := append(d.idle[t], idleEntry{dev: dev, gen: dev.idleGen, since: dev.since})
+	if len(q) > 2*len(d.byType[t])+16 {
+		q = slices.DeleteFunc(q, func(e idleEntry) bool { return !e.valid() })
+	}
+	d.idle[t] = q
 }
 
 // availableLocked reports whether the device can take a job now.

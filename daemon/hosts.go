@@ -173,7 +173,18 @@ func (d *Daemon) fitsHere(spec *jobs.Job) bool {
 	if spec.Device != "" {
 		return d.devices[spec.Device] != nil
 	}
-	return len(d.cfg.Lab.Match(spec.DeviceType, spec.Tags)) > 0
+	return d.anyDevice(spec.DeviceType, spec.Tags)
+}
+
+// anyDevice reports whether a device of this host has the type (any type
+// if "") and the tags; it stops at the first (every submit asks).
+func (d *Daemon) anyDevice(deviceType string, tags []string) bool {
+	for _, dev := range d.cfg.Lab.Devices {
+		if (deviceType == "" || dev.DeviceType == deviceType) && dev.HasTags(tags) {
+			return true
+		}
+	}
+	return false
 }
 
 // fitsLab reports whether a device of the lab (any host's, as this host

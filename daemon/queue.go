@@ -142,30 +142,33 @@ func (d *Daemon) dequeueLocked(j *job) bool {
 
 // scheduleLocked gives queued jobs to available devices, in queue order:
 // each job the best device that fits it now, if any. It is called whenever
-// a job is queued or a device may have come free; it never waits.
+// a job is queued or a device may have come free; it never waits. Its cost
+// follows the idle devices it looks at, not the lab's size: once a job
+// that asks only for a device type finds none, later jobs of that type
+// are not looked at.
 func (d *Daemon) scheduleLocked() {
 	d.wakeClock()
 	if !d.serving || d.stopping || len(d.queue) == 0 {
 		return
 	}
-	free := 0
-	for _, dev := range d.devices {
-		if d.availableLocked(dev) {
-			free++
-		}
-	}
+	var none map[string]bool // device types with no device available
 	kept := d.queue[:0]
-	for i, j := range d.queue {
-		if free == 0 {
-			kept = append(kept, d.queue[i:]...)
-			break
-		}
-		dev := d.pickLocked(j)
-		if dev == nil {
+	for _, j := range d.queue {
+		if j.spec.Device == "" && none[j.spec.DeviceType] {
 			kept = append(kept, j)
 			continue
 		}
-		free--
+		dev := d.pickLocked(j)
+		if dev == nil {
+			if j.spec.Device == "" && len(j.spec.Tags) == 0 {
+				if none == nil {
+					none = map[string]bool{}
+				}
+				none[j.spec.DeviceType] = true
+			}
+			kept = append(kept, j)
+			continue
+		}
 		j.dev, dev.job, dev.busy = dev, j, true
 		dev.tasks <- task{job: j}
 		d.refreshLocked(dev, "")
@@ -176,9 +179,11 @@ func (d *Daemon) scheduleLocked() {
 
 // pickLocked chooses the device for a job: the one it names, or of the
 // devices of its type with its tags the one idle the longest (one an
-// earlier attempt of the job did not fail on, if there is one); nil if
-// none is available now. Reserved devices take only their owner's jobs
-// that name them.
+// earlier attempt of the job did not fail on, if there is one; of devices
+// idle since the same instant, the first by name); nil if none is
+// available now. Reserved devices take only their owner's jobs that name
+// them. Devices of a type are looked at in the order they became idle
+// (Daemon.idle), from the longest idle, until the choice is made.
 func (d *Daemon) pickLocked(j *job) *device {
 	if j.spec.Device != "" {
 		if dev := d.devices[j.spec.Device]; dev != nil && d.availableLocked(dev) && d.mayTakeLocked(dev, j) {
@@ -186,25 +191,38 @@ func (d *Daemon) pickLocked(j *job) *device {
 		}
 		return nil
 	}
-	var best *device
-	for _, dev := range d.byType[j.spec.DeviceType] {
-		if !d.availableLocked(dev) || !dev.cfg.HasTags(j.spec.Tags) || !d.mayTakeLocked(dev, j) {
+	q := d.idle[j.spec.DeviceType]
+	for len(q) > 0 && !q[0].valid() {
+		q[0] = idleEntry{}
+		q = q[1:]
+	}
+	d.idle[j.spec.DeviceType] = q
+	// better: a before b in the idle order (entries come in the order of
+	// since; equal since: name order).
+	better := func(a, b *device) bool {
+		return b == nil || a.since.Before(b.since) || (a.since.Equal(b.since) && a.order < b.order)
+	}
+	var best, avoided *device
+	for _, e := range q {
+		if best != nil && e.since.After(best.since) {
+			break
+		}
+		dev := e.dev
+		if !e.valid() || !d.availableLocked(dev) || !dev.cfg.HasTags(j.spec.Tags) || !d.mayTakeLocked(dev, j) {
 			continue
 		}
-		if best == nil {
-			best = dev
-			continue
-		}
-		avoid, bestAvoid := slices.Contains(j.avoid, dev.name), slices.Contains(j.avoid, best.name)
-		if avoid != bestAvoid {
-			if !avoid {
-				best = dev
+		if slices.Contains(j.avoid, dev.name) {
+			if better(dev, avoided) {
+				avoided = dev
 			}
 			continue
 		}
-		if dev.since.Before(best.since) {
+		if better(dev, best) {
 			best = dev
 		}
+	}
+	if best == nil {
+		return avoided
 	}
 	return best
 }

@@ -126,7 +126,7 @@ func (d *Daemon) checkPlacement(spec *jobs.Job) error {
 		}
 		return nil
 	}
-	if len(d.cfg.Lab.Match(spec.DeviceType, spec.Tags)) == 0 {
+	if !d.anyDevice(spec.DeviceType, spec.Tags) {
 		return fmt.Errorf("device_type: no device of type %q with tags %v in lab %s", spec.DeviceType, spec.Tags, d.cfg.Lab.Name)
 	}
 	return nil

@@ -30,6 +30,7 @@ type serveOptions struct {
 	lab    string
 	listen string // overrides [server] listen
 	host   string // overrides [host] name
+	pprof  string // Go's profiling endpoints listen here ("": none)
 }
 
 func newServeCommand(env *appEnv) *cli.Command {
@@ -137,6 +138,7 @@ EXIT STATUS:
 			&cli.StringFlag{Name: "lab", Usage: "the lab `FILE`", EnvVars: []string{"LABCTL_LAB"}, TakesFile: true, Required: true},
 			&cli.StringFlag{Name: "listen", Usage: "API listen `ADDRESS` host:port (default: the lab's [server] listen)"},
 			&cli.StringFlag{Name: "host", Usage: "this host's `NAME` in a lab of several hosts (default: [host] name, else the machine's name)"},
+			&cli.StringFlag{Name: "pprof", Usage: "serve Go's profiling endpoints (/debug/pprof/) on this loopback `ADDRESS` host:port, without a token, for profiling the daemon"},
 		},
 		Action: func(c *cli.Context) error {
 			args, err := commandArgs(c)
@@ -146,7 +148,7 @@ EXIT STATUS:
 			if len(args) > 0 {
 				return usageErrorf("serve: unexpected argument %q (see labctl serve --help)", args[0])
 			}
-			return runServe(c.Context, serveOptions{lab: c.String("lab"), listen: c.String("listen"), host: c.String("host")}, env)
+			return runServe(c.Context, serveOptions{lab: c.String("lab"), listen: c.String("listen"), host: c.String("host"), pprof: c.String("pprof")}, env)
 		},
 	}
 }
@@ -254,6 +256,14 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	if opts.pprof != "" {
+		pl, err := listenPprof(opts.pprof)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stderr, "labctl serve: profiling endpoints http://%s/debug/pprof/\n", pl.Addr())
+		g.Go(func() error { return servePprof(gctx, pl) })
+	}
 	g.Go(func() error { return boot.Serve(gctx) })
 	g.Go(func() error { return srv.Serve(gctx) })
 	g.Go(func() error { return d.Serve(gctx) })

@@ -78,6 +78,7 @@ type NodeConfig struct {
 type Farm struct {
 	Nodes   []*Node // in the order of Start's configs
 	cancel  context.CancelFunc
+	poller  *solPoller
 	servers []*server.Server
 	wg      sync.WaitGroup
 }
@@ -90,7 +91,8 @@ func Start(dir, password string, nodes []NodeConfig) (*Farm, error) {
 		return nil, errors.New("farm: no BMC password")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &Farm{cancel: cancel}
+	f := &Farm{cancel: cancel, poller: newSOLPoller()}
+	f.wg.Go(func() { f.poller.run(ctx, solPollEvery) })
 	for _, c := range nodes {
 		mac := strings.ToLower(strings.ReplaceAll(c.MAC.String(), ":", "-"))
 		boot := strings.TrimSuffix(c.BootURL, "/")
@@ -98,7 +100,7 @@ func Start(dir, password string, nodes []NodeConfig) (*Farm, error) {
 			boot = "http://127.0.0.1" + rest
 		}
 		n := &Node{Name: c.Name, Dir: filepath.Join(dir, c.Name), bin: filepath.Join(dir, "bin"),
-			cfgURL: boot + "/pxelinux.cfg/01-" + mac}
+			cfgURL: boot + "/pxelinux.cfg/01-" + mac, poller: f.poller}
 		if err := os.MkdirAll(n.Dir, 0o755); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("farm: %s: %w", c.Name, err)
@@ -134,17 +136,20 @@ func (n *Node) serveBMC(password string, port int) (*server.Server, int, error) 
 	m := mock.New()
 	m.SetConsole(&mock.Console{OpenHook: n.openConsole})
 	b := ipmibmc.New(ipmibmc.DeviceInfo{IPMIVersion: 0x20}, [16]byte{'f', 'a', 'r', 'm'}, nodeHAL{m, n},
-		ipmibmc.WithClock(clock.Real))
+		ipmibmc.WithClock(nodeClock{n}))
 	// The most patient SOL retries the spec allows (7 retries, 2.55 s
 	// apart): one CPU plays every node, and on a loaded machine the
 	// defaults (3, 50 ms apart) drop output a dedicated BMC would deliver.
-	// Output is sent after 5 ms of accumulation rather than the default
-	// 50 ms: the dispatcher paces its typing by the echo, and 50 ms per
-	// character is the farm's latency, not the daemon's.
+	// A send threshold of one character: output goes out as soon as the
+	// node's SOL pump is kicked (see nodeClock), not after an
+	// accumulation interval; while a packet waits for its
+	// acknowledgement, output accumulates and rides the answer to it. The
+	// dispatcher paces its typing by the echo: an echo's delay is the
+	// farm's latency, not the daemon's.
 	for _, p := range []struct {
 		sel  uint8
 		data []byte
-	}{{4, []byte{7, 255}}, {3, []byte{1, ipmibmc.SOLMaxPayloadChars}}} {
+	}{{4, []byte{7, 255}}, {3, []byte{1, 1}}} {
 		if cc := b.SOL.Config().SetParam(p.sel, p.data); cc != types.CodeOK {
 			return nil, 0, fmt.Errorf("set SOL configuration parameter %d: completion code %v", p.sel, cc)
 		}
@@ -182,6 +187,7 @@ type Node struct {
 	Port int    // its BMC's UDP port on 127.0.0.1
 
 	bin, cfgURL string
+	poller      *solPoller // drives the pump of its SOL session
 
 	mu     sync.Mutex
 	on     bool
@@ -190,6 +196,7 @@ type Node struct {
 	flags  *types.BootOptionParam_BootFlags
 	input  func([]byte) // where console input goes now; nil: dropped
 	sol    *solConsole  // the attached SOL session; nil: output is lost
+	pump   *solTicker   // the ticker of its SOL session's pump; nil: none
 }
 
 func (n *chassis) PowerState(context.Context) (bool, error) {
@@ -322,10 +329,10 @@ func (c *solConsole) Close() error {
 	return nil
 }
 
-// say writes to the node's serial console.
+// say writes to the node's serial console and kicks its SOL pump.
 func (n *Node) say(p []byte) {
 	n.mu.Lock()
-	c := n.sol
+	c, pump := n.sol, n.pump
 	n.mu.Unlock()
 	if c == nil {
 		return
@@ -335,6 +342,9 @@ func (n *Node) say(p []byte) {
 		c.out = append(c.out, p...)
 	}
 	c.mu.Unlock()
+	if pump != nil {
+		pump.kick()
+	}
 }
 
 func (n *Node) sayString(s string) { n.say([]byte(s)) }
@@ -506,7 +516,7 @@ func (n *Node) shell(ctx context.Context, prompt string) {
 	cmd.Dir = n.Dir
 	cmd.Env = []string{"PATH=" + n.bin, "PS1=" + prompt, "HOME=" + n.Dir, "TERM=vt100", "TMPDIR=" + n.Dir,
 		"FAKE_DISK=" + filepath.Join(n.Dir, "disk.img")}
-	ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 24, Cols: 200})
+	ptmx, err := startPolled(cmd)
 	if err != nil {
 		n.sayString("fake node: cannot start a shell: " + err.Error() + "\r\n")
 		return
@@ -656,4 +666,128 @@ func Image(size int) []byte {
 	}
 	img[510], img[511] = 0x55, 0xaa
 	return img
+}
+
+// startPolled starts cmd on a new pty and returns the pty's master end,
+// non-blocking so that its reads wait in Go's network poller (one epoll
+// for every node's pty) rather than each in a thread of its own: creack/pty
+// leaves the master in blocking mode (it asks for its descriptor), and
+// 2,000 nodes' blocked reads would be 2,000 threads.
+func startPolled(cmd *exec.Cmd) (*os.File, error) {
+	ptmx, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: 24, Cols: 200})
+	if err != nil {
+		return nil, err
+	}
+	fd, err := unix.Dup(int(ptmx.Fd()))
+	ptmx.Close()
+	if err == nil {
+		unix.CloseOnExec(fd)
+		err = unix.SetNonblock(fd, true)
+		if err != nil {
+			unix.Close(fd)
+		}
+	}
+	if err != nil {
+		killSession(cmd.Process.Pid)
+		cmd.Wait()
+		return nil, fmt.Errorf("pty: %w", err)
+	}
+	return os.NewFile(uintptr(fd), "/dev/ptmx"), nil
+}
+
+// solPollEvery is how often every node's SOL pump runs whether or not its
+// node said anything: for its retries (2.55 s apart) and its console
+// reconnects, which need no finer clock.
+const solPollEvery = time.Second
+
+// solPoller runs the SOL pumps of every node of the farm. go-ipmi's BMC
+// runs a pump per SOL session on a 10 ms ticker of its clock; 2,000 such
+// tickers are 200,000 wake-ups a second (each allocating a read buffer)
+// for consoles that are mostly quiet. The farm's clock gives each pump a
+// ticker that ticks when its node writes to the console (say kicks it)
+// and, for retries, once every solPollEvery from this one poller.
+type solPoller struct {
+	mu      sync.Mutex
+	tickers map[*solTicker]struct{}
+}
+
+func newSOLPoller() *solPoller {
+	return &solPoller{tickers: map[*solTicker]struct{}{}}
+}
+
+// run kicks every pump once every period, until ctx ends.
+func (p *solPoller) run(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var all []*solTicker
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		p.mu.Lock()
+		all = all[:0]
+		for k := range p.tickers {
+			all = append(all, k)
+		}
+		p.mu.Unlock()
+		for _, k := range all {
+			k.kick()
+		}
+	}
+}
+
+// nodeClock is the clock of a node's BMC: real time, and as its ticker
+// (go-ipmi's only one is the SOL pump's) a solTicker.
+type nodeClock struct{ n *Node }
+
+func (nodeClock) Now() time.Time                         { return time.Now() }
+func (nodeClock) NewTimer(d time.Duration) clock.Timer   { return clock.Real.NewTimer(d) }
+func (c nodeClock) NewTicker(time.Duration) clock.Ticker { return c.n.newPumpTicker() }
+
+// solTicker is a SOL pump's ticker: it ticks when kicked (at most one
+// tick waits).
+type solTicker struct {
+	c      chan time.Time
+	node   *Node
+	poller *solPoller
+}
+
+// newPumpTicker makes the ticker of the node's new SOL session's pump.
+func (n *Node) newPumpTicker() *solTicker {
+	t := &solTicker{c: make(chan time.Time, 1), node: n, poller: n.poller}
+	if t.poller != nil {
+		t.poller.mu.Lock()
+		t.poller.tickers[t] = struct{}{}
+		t.poller.mu.Unlock()
+	}
+	n.mu.Lock()
+	n.pump = t
+	n.mu.Unlock()
+	return t
+}
+
+func (t *solTicker) C() <-chan time.Time { return t.c }
+
+func (t *solTicker) Stop() {
+	if t.poller != nil {
+		t.poller.mu.Lock()
+		delete(t.poller.tickers, t)
+		t.poller.mu.Unlock()
+	}
+	t.node.mu.Lock()
+	if t.node.pump == t {
+		t.node.pump = nil
+	}
+	t.node.mu.Unlock()
+}
+
+// kick makes the pump run soon (once, however often it is kicked before
+// it runs).
+func (t *solTicker) kick() {
+	select {
+	case t.c <- time.Now():
+	default:
+	}
 }

@@ -41,16 +41,20 @@ func TestNode(t *testing.T) {
 	defer boot.Close()
 
 	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	poller := newSOLPoller()
+	polled := make(chan struct{})
+	go func() { poller.run(ctx, solPollEvery); close(polled) }()
+	defer func() { cancel(); <-polled }()
 	n := &Node{Dir: filepath.Join(dir, "node001"), bin: filepath.Join(dir, "bin"),
-		cfgURL: boot.URL + "/pxelinux.cfg/01-52-54-01-00-00-01"}
+		cfgURL: boot.URL + "/pxelinux.cfg/01-52-54-01-00-00-01", poller: poller}
 	os.MkdirAll(n.Dir, 0o755)
 	const password = "farm-test-password"
 	srv, port, err := n.serveBMC(password, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	served := make(chan struct{})
 	go func() { srv.Serve(ctx); close(served) }()
 	defer func() { cancel(); srv.Close(); <-served; n.setPower(false) }()
@@ -216,5 +220,109 @@ func TestWriteBinDisk(t *testing.T) {
 	cmd.Env = []string{"PATH=" + filepath.Join(dir, "nodes", "bin")}
 	if out, err := cmd.CombinedOutput(); err != nil || string(out) != "served /image.gz" {
 		t.Fatalf("wget of %s: %q, %v", HostAlias, out, err)
+	}
+}
+
+// TestSOLPoller: a pump's ticker ticks once however often it is kicked
+// before it runs, the poller kicks every live ticker, and a stopped
+// ticker is neither the node's nor the poller's any more.
+func TestSOLPoller(t *testing.T) {
+	p := newSOLPoller()
+	n := &Node{poller: p}
+	tk := nodeClock{n}.NewTicker(10 * time.Millisecond).(*solTicker)
+	n.mu.Lock()
+	if n.pump != tk {
+		t.Fatal("the node does not know its pump's ticker")
+	}
+	n.mu.Unlock()
+	n.sol = &solConsole{node: n}
+	n.sayString("a")
+	n.sayString("b")
+	select {
+	case <-tk.C():
+	default:
+		t.Fatal("output did not kick the pump")
+	}
+	select {
+	case <-tk.C():
+		t.Fatal("two kicks before the pump ran made two ticks")
+	default:
+	}
+	if got := string(n.sol.out); got != "ab" {
+		t.Fatalf("console output %q, want %q", got, "ab")
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan struct{})
+	go func() { p.run(ctx, time.Millisecond); close(ran) }()
+	<-tk.C() // the poller's tick
+	tk.Stop()
+	cancel()
+	<-ran
+	p.mu.Lock()
+	left := len(p.tickers)
+	p.mu.Unlock()
+	n.mu.Lock()
+	pump := n.pump
+	n.mu.Unlock()
+	if left != 0 || pump != nil {
+		t.Fatalf("a stopped ticker is still registered: poller %d, node %v", left, pump)
+	}
+}
+
+// TestStartPolledNoThreadPerShell: shells waiting on their ptys cost
+// goroutines, not threads (a blocking pty read holds a thread each).
+func TestStartPolledNoThreadPerShell(t *testing.T) {
+	threads := func() int {
+		ents, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			t.Skip("no /proc/self/task:", err)
+		}
+		return len(ents)
+	}
+	const shells = 40
+	before := threads()
+	var cmds []*exec.Cmd
+	var ptys []*os.File
+	defer func() {
+		for i, f := range ptys {
+			killSession(cmds[i].Process.Pid)
+			f.Close()
+			cmds[i].Wait()
+		}
+	}()
+	reads := make(chan string, shells)
+	for range shells {
+		cmd := exec.Command("/bin/sh", "-c", "echo up; exec sleep 60")
+		f, err := startPolled(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmds, ptys = append(cmds, cmd), append(ptys, f)
+		go func() {
+			buf := make([]byte, 64)
+			var got []byte
+			for {
+				k, err := f.Read(buf)
+				got = append(got, buf[:k]...)
+				if strings.Contains(string(got), "up") {
+					reads <- "up"
+				}
+				if err != nil {
+					return
+				}
+				if strings.Contains(string(got), "up") {
+					got = got[:0]
+					// The next read waits for output that never comes.
+				}
+			}
+		}()
+	}
+	for range shells {
+		<-reads
+	}
+	// Every reader now waits in a read of its pty.
+	if grown := threads() - before; grown >= shells/2 {
+		t.Errorf("%d shells waiting on their ptys added %d threads: their reads block threads", shells, grown)
 	}
 }

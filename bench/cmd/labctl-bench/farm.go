@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"strconv"
 	"strings"
@@ -42,6 +44,17 @@ func runFarm(args []string) error {
 	}
 	if err := pinToCPUs(os.Getenv(bench.FarmCPUsEnv)); err != nil {
 		return err
+	}
+	if addr := os.Getenv(bench.FarmPprofEnv); addr != "" {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("farm: profiling endpoints: %w", err)
+		}
+		defer l.Close()
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		go http.Serve(l, mux)
 	}
 	var configs []farm.NodeConfig
 	for i := 1; i <= nodes; i++ {

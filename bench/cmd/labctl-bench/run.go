@@ -36,6 +36,7 @@ type runOptions struct {
 	scaleNodes, scaleJobs int
 	scaleInterval         time.Duration
 	scaleShared           bool
+	scaleProfile          string
 
 	// Case 1 subsets (empty: the case's own lists).
 	tftpFiles, tftpClients        []string
@@ -65,6 +66,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.scaleJobs, "scale-jobs", 0, "case 4: jobs (default: one per node)")
 	fs.DurationVar(&o.scaleInterval, "scale-interval", 0, "case 4: submit a job every INTERVAL (a steady stream) instead of all at once")
 	fs.BoolVar(&o.scaleShared, "scale-shared", false, "case 4: do not pin the daemon and the fake nodes to CPUs of their own")
+	fs.StringVar(&o.scaleProfile, "scale-profile", "", "case 4: write CPU profiles of the daemon and of the farm while the jobs run, and their heaps at the end, into `DIR` (go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -283,6 +285,11 @@ func scaleCase(o runOptions) bench.ScaleCase {
 		c.Jobs = o.scaleJobs
 	}
 	c.Interval = o.scaleInterval
+	if o.scaleProfile != "" {
+		if abs, err := filepath.Abs(o.scaleProfile); err == nil {
+			c.ProfileDir = abs
+		}
+	}
 	// The daemon on CPU 0, the fake nodes on the others: the daemon's
 	// latency is then its own, not the fake nodes' CPU time.
 	if n := runtime.NumCPU(); n >= 2 && !o.scaleShared {
