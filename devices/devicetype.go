@@ -109,7 +109,31 @@ type Boot struct {
 	// grubx64.efi: keep both at the top of the root, see Boot.Files).
 	// Empty for uboot.
 	File string `toml:"file"`
+	// Skip lists the countdowns the firmware shows on the console while
+	// it boots (a prompt that waits a few seconds for the key that opens
+	// a menu or a shell), each with a key that ends the wait at once and
+	// opens nothing. While it waits for the master, login or boot prompt,
+	// the dispatcher sends the key as soon as the prompt shows, once per
+	// prompt and boot.
+	Skip []SkipPrompt `toml:"skip"`
 }
+
+// SkipPrompt is a firmware countdown and the key that ends it.
+type SkipPrompt struct {
+	// Prompt is the countdown's text as the console shows it: plain
+	// text, not a regexp, on one line.
+	Prompt string `toml:"prompt"`
+	// Key is what to send: one key (a character or a short escape
+	// sequence), never the key that opens what the countdown offers.
+	Key string `toml:"key"`
+}
+
+// Limits of boot.skip: a few countdowns per boot, each a short line.
+const (
+	maxSkipPrompts   = 8
+	maxSkipPromptLen = 200
+	maxSkipKeyLen    = 8
+)
 
 // Deploy says how a written image is checked.
 type Deploy struct {
@@ -392,6 +416,23 @@ func (b Boot) check(problem problemf, bootdevEFI bool) {
 		problem("boot.file", "required: the loader under the boot root")
 	case b.File != "" && (!filepath.IsLocal(b.File) || strings.ContainsAny(b.File, " \t\r\n,;#\"'\\$") || strings.Contains(b.File, "\\")):
 		problem("boot.file", "%q is not a plain file name under the boot root", b.File)
+	}
+	if len(b.Skip) > maxSkipPrompts {
+		problem("boot.skip", "%d countdowns: at most %d", len(b.Skip), maxSkipPrompts)
+	}
+	for i, sk := range b.Skip {
+		key := fmt.Sprintf("boot.skip[%d]", i)
+		switch {
+		case strings.TrimSpace(sk.Prompt) == "":
+			problem(key+".prompt", "required: the countdown's text as the console shows it")
+		case len(sk.Prompt) > maxSkipPromptLen:
+			problem(key+".prompt", "%d bytes: at most %d (one line of the console)", len(sk.Prompt), maxSkipPromptLen)
+		case strings.ContainsAny(sk.Prompt, "\r\n"):
+			problem(key+".prompt", "%q spans lines: give the line that waits", sk.Prompt)
+		}
+		if sk.Key == "" || len(sk.Key) > maxSkipKeyLen {
+			problem(key+".key", "%q: give one key, 1 to %d bytes (e.g. \" \" or \"\\u001b\" for Escape)", sk.Key, maxSkipKeyLen)
+		}
 	}
 	if b.Firmware.UEFI() && !bootdevEFI {
 		problem("bootdev.efi", "false, but boot.firmware is %q: the BMC would ask for a legacy BIOS boot", b.Firmware)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/labctl/labctl"
@@ -21,9 +22,12 @@ type Driver struct {
 	Settings devices.Settings
 	Power    labctl.Power
 	Netboot  labctl.Netboot
-	// Console is the node's console session, open. The steps only read
-	// it; they type nothing.
+	// Console is the node's console session, open. The steps read it and
+	// type nothing on it but the keys that skip firmware countdowns.
 	Console *sol.Session
+	// Keys, if set, is the console's writer that sends those keys
+	// (Settings.Boot.Skip); without it the countdowns run out.
+	Keys *sol.Writer
 	// Event, if set, hears each step as it is taken, one line each (for a
 	// job log or a health log).
 	Event func(msg string)
@@ -119,21 +123,53 @@ func (d *Driver) Finalize(ctx context.Context, keepOn bool) error {
 }
 
 // waitPrompt waits for a prompt after a boot, failing at once on a line
-// that means the boot failed.
+// that means the boot failed. Meanwhile it answers each firmware
+// countdown of Settings.Boot.Skip the first time it shows.
 func (d *Driver) waitPrompt(ctx context.Context, timeout time.Duration, what string, prompt *regexp.Regexp) error {
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	m, err := d.Console.Expect(wctx, append([]*regexp.Regexp{prompt}, bootFailures...)...)
-	if err != nil {
-		if ctx.Err() == nil && wctx.Err() != nil {
-			return fmt.Errorf("%s did not appear within %s: %w", what, timeout, err)
+	patterns := append([]*regexp.Regexp{prompt}, bootFailures...)
+	ends := len(patterns)
+	var skips []devices.SkipPrompt
+	if d.Keys != nil {
+		for _, sk := range d.Settings.Boot.Skip {
+			skips = append(skips, sk)
+			patterns = append(patterns, regexp.MustCompile(regexp.QuoteMeta(sk.Prompt)))
 		}
-		return fmt.Errorf("waiting for %s: %w", what, err)
 	}
-	if m.Pattern != 0 {
-		return fmt.Errorf("waiting for %s: the node printed %q", what, m.Text())
+	for {
+		m, err := d.Console.Expect(wctx, patterns...)
+		if err != nil {
+			if ctx.Err() == nil && wctx.Err() != nil {
+				return fmt.Errorf("%s did not appear within %s: %w", what, timeout, err)
+			}
+			return fmt.Errorf("waiting for %s: %w", what, err)
+		}
+		if m.Pattern >= ends {
+			// Answered once: a countdown that shows again is another
+			// boot's business, or a firmware that did not take the key.
+			i := m.Pattern - ends
+			sk := skips[i]
+			patterns = slices.Delete(patterns, m.Pattern, m.Pattern+1)
+			skips = slices.Delete(skips, i, i+1)
+			d.skip(sk)
+			continue
+		}
+		if m.Pattern != 0 {
+			return fmt.Errorf("waiting for %s: the node printed %q", what, m.Text())
+		}
+		return nil
 	}
-	return nil
+}
+
+// skip sends the key that ends a firmware countdown. It cannot fail the
+// boot: if the key does not get through, the countdown runs out.
+func (d *Driver) skip(sk devices.SkipPrompt) {
+	if _, err := d.Keys.Write([]byte(sk.Key)); err != nil {
+		d.event("firmware countdown %q: could not send %q (%v); it runs out", sk.Prompt, sk.Key, err)
+		return
+	}
+	d.event("firmware countdown %q: sent %q to go on", sk.Prompt, sk.Key)
 }
 
 // power runs one power operation within the power timeout.

@@ -219,6 +219,7 @@ func (r *runner) connect(ctx context.Context) bool {
 		return false
 	}
 	r.writer = w
+	r.node.Keys = w
 	r.event("console: %s", r.session.Target())
 	return true
 }

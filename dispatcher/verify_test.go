@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/labctl/labctl/devices"
 	"github.com/labctl/labctl/dispatcher"
@@ -139,4 +140,59 @@ commands = ["true"]
 	if i < 0 || slices.Contains(calls, "power cycle") || !slices.Equal(calls[i+1:i+3], []string{"power off", "power on"}) {
 		t.Errorf("calls = %v, want power off and on after bootdev disk, no cycle", calls)
 	}
+}
+
+// A firmware countdown of the device type's boot.skip is answered with its
+// key as soon as it shows, on the master boot and on the disk boot; one the
+// device type does not list runs out.
+func TestRunSkipsFirmwareCountdown(t *testing.T) {
+	spec := func(img, sum string) string {
+		return `
+device = "node1"
+[deploy]
+image = "` + img + `"
+sha256 = "` + sum + `"
+[boot]
+password = "test"
+[[test]]
+name = "hello"
+commands = ["true"]
+`
+	}
+	img, sum := image(t, t.TempDir())
+
+	t.Run("listed", func(t *testing.T) {
+		n := newNode(t)
+		// Longer than the master boot timeout: only the key ends it.
+		n.Countdown = time.Hour
+		set := dispatchertest.Settings(n)
+		set.Boot.Skip = []devices.SkipPrompt{{Prompt: "Press ESC for the boot menu", Key: "\x1b"}, {Prompt: dispatchertest.CountdownPrompt, Key: " "}}
+		res, log := runWith(t, n, spec(img, sum), set)
+		if res.Outcome != "complete" {
+			t.Fatalf("outcome %s (%s), want complete\n%s", res.Outcome, res.Reason, log)
+		}
+		if skipped, ranOut := n.Countdowns(); skipped != 2 || ranOut != 0 {
+			t.Errorf("countdowns: %d skipped, %d ran out; want both boots' skipped", skipped, ranOut)
+		}
+		if want := `firmware countdown "` + dispatchertest.CountdownPrompt + `": sent " " to go on`; strings.Count(log, want) != 2 {
+			t.Errorf("the job log says %d times %q, want 2\n%s", strings.Count(log, want), want, log)
+		}
+		if strings.Contains(log, "boot menu") {
+			t.Errorf("the job log answers a countdown the node never showed\n%s", log)
+		}
+	})
+	t.Run("not listed", func(t *testing.T) {
+		n := newNode(t)
+		n.Countdown = 100 * time.Millisecond
+		res, log := runWith(t, n, spec(img, sum), dispatchertest.Settings(n))
+		if res.Outcome != "complete" {
+			t.Fatalf("outcome %s (%s), want complete\n%s", res.Outcome, res.Reason, log)
+		}
+		if skipped, ranOut := n.Countdowns(); skipped != 0 || ranOut != 2 {
+			t.Errorf("countdowns: %d skipped, %d ran out; want both boots' run out", skipped, ranOut)
+		}
+		if strings.Contains(log, "firmware countdown") {
+			t.Errorf("the job log answers a countdown the device type does not list\n%s", log)
+		}
+	})
 }
