@@ -128,6 +128,10 @@ type SkipPrompt struct {
 	Key string `toml:"key"`
 }
 
+// maxEchoWindow bounds console.echo_window: a 16550 UART's FIFO holds 16
+// bytes, and a window past what the console buffers only loses input.
+const maxEchoWindow = 16
+
 // Limits of boot.skip: a few countdowns per boot, each a short line.
 const (
 	maxSkipPrompts   = 8
@@ -171,6 +175,12 @@ type Console struct {
 	// not, e.g. at a password prompt).
 	Pacing      PacingMode    `toml:"pacing"`
 	EchoTimeout time.Duration `toml:"echo_timeout"`
+	// EchoWindow (echo pacing) is how many typed characters may be on
+	// their way at once, sent but not yet echoed: 1 sends one at a time;
+	// more saves the round trip per character where the console buffers
+	// that much input. A line's Enter always waits for every echo. Once
+	// the console loses a character, the job types one at a time.
+	EchoWindow int `toml:"echo_window"`
 	// The serial delays, in milliseconds per character, as LAVA's keys of
 	// the same names: BootloaderSerialDelayMs for what is typed before the
 	// test OS shell (master initrd, login), TestShellSerialDelayMs for the
@@ -491,6 +501,7 @@ func DefaultSettings() Settings {
 			Driver:      ConsoleIPMI,
 			Pacing:      PacingFixed,
 			EchoTimeout: 250 * time.Millisecond,
+			EchoWindow:  1,
 		},
 		Master: Master{ZstdLevel: 3},
 		// LocalBoot.Entry: set by validate from the loader family.
@@ -610,6 +621,9 @@ func (s *Settings) validate(problem problemf) {
 		}
 	}
 	positive(problem, "console.echo_timeout", c.EchoTimeout)
+	if c.EchoWindow < 1 || c.EchoWindow > maxEchoWindow {
+		problem("console.echo_window", "%d: give 1 to %d (characters on their way at once)", c.EchoWindow, maxEchoWindow)
+	}
 
 	m := &s.Master
 	if m.ZstdLevel < 1 || m.ZstdLevel > 19 {

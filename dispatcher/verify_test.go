@@ -196,3 +196,37 @@ commands = ["true"]
 		}
 	})
 }
+
+// With an echo window the job types several characters at once and still
+// gets every line through whole: the steps' output and exit codes are the
+// ones their commands give.
+func TestRunEchoWindow(t *testing.T) {
+	n := newNode(t)
+	img, sum := image(t, t.TempDir())
+	set := dispatchertest.Settings(n)
+	set.Console.EchoWindow = 4
+	res, log := runWith(t, n, `
+device = "node1"
+[deploy]
+image = "`+img+`"
+sha256 = "`+sum+`"
+[boot]
+password = "test"
+[[test]]
+name = "hello"
+commands = ["echo windowed-$((6*7))-typing"]
+[[test]]
+name = "fails"
+commands = ["test 0123456789 = 0123456789x"]
+expect_failure = true
+`, set)
+	if res.Outcome != "complete" {
+		t.Fatalf("outcome %s (%s), want complete\n%s", res.Outcome, res.Reason, log)
+	}
+	if !strings.Contains(log, "windowed-42-typing") {
+		t.Errorf("the job log lacks the step's output\n%s", log)
+	}
+	if strings.Contains(log, "typing the line again") {
+		t.Errorf("a character was lost on a console that loses none\n%s", log)
+	}
+}
