@@ -204,10 +204,10 @@ func (r *runner) masterNetwork(ctx context.Context, sh *shell) error {
 // lines are typed with strict echo: a character that does not echo was
 // lost, and the line is typed again (see shell.typeLine).
 func (r *runner) pacing(delay time.Duration) sol.Pacing {
-	p := sol.Pacing{Mode: sol.Fixed, Delay: delay, EchoTimeout: r.set.Console.EchoTimeout}
+	p := sol.Pacing{Mode: sol.Fixed, Delay: delay, EchoTimeout: r.echoTimeout}
 	if r.set.Console.Pacing == devices.PacingEcho {
-		// minGap and the window are what this console was found to need
-		// earlier in the job.
+		// minGap, the window and the echo timeout are what this console
+		// was found to need earlier in the job.
 		p.Mode, p.StrictEcho, p.MinGap, p.Window = sol.Echo, true, r.minGap, r.echoWindow
 	}
 	return p
