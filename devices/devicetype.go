@@ -113,8 +113,8 @@ type Boot struct {
 	// it boots (a prompt that waits a few seconds for the key that opens
 	// a menu or a shell), each with a key that ends the wait at once and
 	// opens nothing. While it waits for the master, login or boot prompt,
-	// the dispatcher sends the key as soon as the prompt shows, once per
-	// prompt and boot.
+	// the dispatcher sends the key as soon as the prompt shows (once per
+	// prompt and boot; again while the console stays silent after it).
 	Skip []SkipPrompt `toml:"skip"`
 }
 

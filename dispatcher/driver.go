@@ -152,7 +152,7 @@ func (d *Driver) waitPrompt(ctx context.Context, timeout time.Duration, what str
 			sk := skips[i]
 			patterns = slices.Delete(patterns, m.Pattern, m.Pattern+1)
 			skips = slices.Delete(skips, i, i+1)
-			d.skip(sk)
+			d.skip(wctx, sk)
 			continue
 		}
 		if m.Pattern != 0 {
@@ -162,14 +162,53 @@ func (d *Driver) waitPrompt(ctx context.Context, timeout time.Duration, what str
 	}
 }
 
+// Firmware that takes the key goes on at once, and says so on the console
+// (iPXE rubs its prompt out). A key the firmware did not see (simlab's
+// iPXE missed one in four on a loaded machine) is sent again while the
+// console stays silent for skipRetry after it, skipTries times in all.
+const (
+	skipRetry = 300 * time.Millisecond
+	skipTries = 3
+)
+
 // skip sends the key that ends a firmware countdown. It cannot fail the
 // boot: if the key does not get through, the countdown runs out.
-func (d *Driver) skip(sk devices.SkipPrompt) {
-	if _, err := d.Keys.Write([]byte(sk.Key)); err != nil {
-		d.event("firmware countdown %q: could not send %q (%v); it runs out", sk.Prompt, sk.Key, err)
-		return
+func (d *Driver) skip(ctx context.Context, sk devices.SkipPrompt) {
+	sub := d.Console.Subscribe(4096)
+	defer sub.Close()
+	for try := 1; ; try++ {
+		if _, err := d.Keys.Write([]byte(sk.Key)); err != nil {
+			d.event("firmware countdown %q: could not send %q (%v); it runs out", sk.Prompt, sk.Key, err)
+			return
+		}
+		spoke := consoleSpeaks(ctx, sub, skipRetry)
+		switch {
+		case spoke && try == 1:
+			d.event("firmware countdown %q: sent %q to go on", sk.Prompt, sk.Key)
+			return
+		case spoke:
+			d.event("firmware countdown %q: sent %q to go on, %d times (the console was silent after the first)", sk.Prompt, sk.Key, try)
+			return
+		case try == skipTries || ctx.Err() != nil:
+			d.event("firmware countdown %q: sent %q %d times, the console stayed silent; the countdown runs out", sk.Prompt, sk.Key, try)
+			return
+		}
 	}
-	d.event("firmware countdown %q: sent %q to go on", sk.Prompt, sk.Key)
+}
+
+// consoleSpeaks says whether the node prints something within wait.
+func consoleSpeaks(ctx context.Context, sub *sol.Subscription, wait time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	for {
+		r, err := sub.Next(ctx)
+		if err != nil {
+			return false
+		}
+		if r.Dir == sol.Read && len(r.Data) > 0 || r.Missed > 0 {
+			return true
+		}
+	}
 }
 
 // power runs one power operation within the power timeout.

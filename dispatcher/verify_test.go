@@ -181,6 +181,41 @@ commands = ["true"]
 			t.Errorf("the job log answers a countdown the node never showed\n%s", log)
 		}
 	})
+	t.Run("missed keys are sent again", func(t *testing.T) {
+		n := newNode(t)
+		n.Countdown, n.CountdownMisses = time.Hour, 1
+		set := dispatchertest.Settings(n)
+		set.Boot.Skip = []devices.SkipPrompt{{Prompt: dispatchertest.CountdownPrompt, Key: " "}}
+		res, log := runWith(t, n, spec(img, sum), set)
+		if res.Outcome != "complete" {
+			t.Fatalf("outcome %s (%s), want complete\n%s", res.Outcome, res.Reason, log)
+		}
+		if skipped, ranOut := n.Countdowns(); skipped != 2 || ranOut != 0 {
+			t.Errorf("countdowns: %d skipped, %d ran out; want both boots' skipped", skipped, ranOut)
+		}
+		if want := `sent " " to go on, 2 times (the console was silent after the first)`; strings.Count(log, want) != 2 {
+			t.Errorf("the job log says %d times %q, want 2\n%s", strings.Count(log, want), want, log)
+		}
+	})
+	t.Run("a countdown deaf to the key runs out", func(t *testing.T) {
+		n := newNode(t)
+		// Longer than the three tries take, so that the console stays
+		// silent through them.
+		n.Countdown, n.CountdownMisses = 5*time.Second, 100
+		set := dispatchertest.Settings(n)
+		set.Boot.Skip = []devices.SkipPrompt{{Prompt: dispatchertest.CountdownPrompt, Key: " "}}
+		set.Timeouts.MasterBoot, set.Timeouts.DiskBoot = 30*time.Second, 30*time.Second
+		res, log := runWith(t, n, spec(img, sum), set)
+		if res.Outcome != "complete" {
+			t.Fatalf("outcome %s (%s), want complete\n%s", res.Outcome, res.Reason, log)
+		}
+		if skipped, ranOut := n.Countdowns(); skipped != 0 || ranOut != 2 {
+			t.Errorf("countdowns: %d skipped, %d ran out; want both boots' run out", skipped, ranOut)
+		}
+		if want := `sent " " 3 times, the console stayed silent; the countdown runs out`; strings.Count(log, want) != 2 {
+			t.Errorf("the job log says %d times %q, want 2\n%s", strings.Count(log, want), want, log)
+		}
+	})
 	t.Run("not listed", func(t *testing.T) {
 		n := newNode(t)
 		n.Countdown = 100 * time.Millisecond

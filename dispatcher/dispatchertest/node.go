@@ -54,6 +54,9 @@ type Node struct {
 	// on every boot, as iPXE waits for Ctrl-B: any other key ends the wait
 	// at once (Countdowns counts how each wait ended).
 	Countdown time.Duration
+	// CountdownMisses is how many keys each countdown misses before it
+	// takes one, as a firmware that polls its console too late does.
+	CountdownMisses int
 
 	dir   string
 	tools string
@@ -193,11 +196,15 @@ func (n *Node) Countdowns() (skipped, ranOut int) {
 // node was powered off meanwhile.
 func (n *Node) countdown(gen int) bool {
 	n.mu.Lock()
-	wait := n.Countdown
+	wait, misses := n.Countdown, n.CountdownMisses
 	key := make(chan struct{}, 1)
 	if wait > 0 && gen == n.gen {
 		n.input = func(p []byte) {
 			if len(p) > 0 && p[0] != 0x02 {
+				if misses > 0 {
+					misses--
+					return
+				}
 				select {
 				case key <- struct{}{}:
 				default:
