@@ -163,9 +163,9 @@ func (d *Driver) waitPrompt(ctx context.Context, timeout time.Duration, what str
 }
 
 // Firmware that takes the key goes on at once, and says so on the console
-// (iPXE rubs its prompt out). A key the firmware did not see (simlab's
-// iPXE missed one in four on a loaded machine) is sent again while the
-// console stays silent for skipRetry after it, skipTries times in all.
+// (iPXE rubs its prompt out). A key the firmware did not see (a loaded
+// simulated node's iPXE misses some) is sent again while the console
+// stays silent for skipRetry after it, skipTries times in all.
 const (
 	skipRetry = 300 * time.Millisecond
 	skipTries = 3
