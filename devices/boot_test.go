@@ -2,6 +2,7 @@ package devices
 
 import (
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -29,14 +30,16 @@ shell_prompt = "# "
 		want  Boot
 		local string
 	}{
-		"default is BIOS pxelinux": {"", false, Boot{FirmwareBIOS, BootPXE, LoaderPXELinux, "lpxelinux.0"}, "LOCALBOOT 0"},
-		"uefi gets iPXE":           {"[boot]\nfirmware = \"uefi\"\n", true, Boot{FirmwareUEFI, BootPXE, LoaderIPXE, "efi/snponly.efi"}, "exit"},
-		"uefi grub":                {"[boot]\nfirmware = \"uefi\"\nloader = \"grub\"\n", true, Boot{FirmwareUEFI, BootPXE, LoaderGRUB, "grubx64.efi"}, "exit"},
-		"http boot":                {"[boot]\nfirmware = \"uefi\"\nmethod = \"http\"\n", true, Boot{FirmwareUEFI, BootHTTP, LoaderIPXE, "efi/snponly.efi"}, "exit"},
-		"secure boot gets shim":    {"[boot]\nfirmware = \"uefi-secureboot\"\n", true, Boot{FirmwareSecureBoot, BootPXE, LoaderGRUB, "shimx64.efi"}, "exit"},
-		"bios ipxe":                {"[boot]\nloader = \"ipxe\"\n", false, Boot{FirmwareBIOS, BootPXE, LoaderIPXE, "undionly.kpxe"}, "exit"},
-		"uboot has no file":        {"[boot]\nfirmware = \"uboot\"\n", false, Boot{FirmwareUBoot, BootPXE, LoaderPXELinux, ""}, "LOCALBOOT 0"},
-		"own file":                 {"[boot]\nfirmware = \"uefi\"\nfile = \"x86/ipxe.efi\"\n", true, Boot{FirmwareUEFI, BootPXE, LoaderIPXE, "x86/ipxe.efi"}, "exit"},
+		"default is BIOS pxelinux": {"", false, bootOf(FirmwareBIOS, BootPXE, LoaderPXELinux, "lpxelinux.0"), "LOCALBOOT 0"},
+		"uefi gets iPXE":           {"[boot]\nfirmware = \"uefi\"\n", true, bootOf(FirmwareUEFI, BootPXE, LoaderIPXE, "efi/snponly.efi"), "exit"},
+		"uefi grub":                {"[boot]\nfirmware = \"uefi\"\nloader = \"grub\"\n", true, bootOf(FirmwareUEFI, BootPXE, LoaderGRUB, "grubx64.efi"), "exit"},
+		"http boot":                {"[boot]\nfirmware = \"uefi\"\nmethod = \"http\"\n", true, bootOf(FirmwareUEFI, BootHTTP, LoaderIPXE, "efi/snponly.efi"), "exit"},
+		"secure boot gets shim":    {"[boot]\nfirmware = \"uefi-secureboot\"\n", true, bootOf(FirmwareSecureBoot, BootPXE, LoaderGRUB, "shimx64.efi"), "exit"},
+		"bios ipxe":                {"[boot]\nloader = \"ipxe\"\n", false, bootOf(FirmwareBIOS, BootPXE, LoaderIPXE, "undionly.kpxe"), "exit"},
+		"uboot has no file":        {"[boot]\nfirmware = \"uboot\"\n", false, bootOf(FirmwareUBoot, BootPXE, LoaderPXELinux, ""), "LOCALBOOT 0"},
+		"own file":                 {"[boot]\nfirmware = \"uefi\"\nfile = \"x86/ipxe.efi\"\n", true, bootOf(FirmwareUEFI, BootPXE, LoaderIPXE, "x86/ipxe.efi"), "exit"},
+		"a countdown to skip": {"[[boot.skip]]\nprompt = \"Press Ctrl-B for the iPXE command line...\"\nkey = \" \"\n", false,
+			Boot{FirmwareBIOS, BootPXE, LoaderPXELinux, "lpxelinux.0", []SkipPrompt{{"Press Ctrl-B for the iPXE command line...", " "}}}, "LOCALBOOT 0"},
 	}
 	for name, tt := range good {
 		t.Run(name, func(t *testing.T) {
@@ -44,7 +47,7 @@ shell_prompt = "# "
 			if err != nil {
 				t.Fatal(err)
 			}
-			if dt.Boot != tt.want || dt.LocalBoot.Entry != tt.local {
+			if !reflect.DeepEqual(dt.Boot, tt.want) || dt.LocalBoot.Entry != tt.local {
 				t.Errorf("boot = %+v, local %q; want %+v, %q", dt.Boot, dt.LocalBoot.Entry, tt.want, tt.local)
 			}
 		})
@@ -66,6 +69,13 @@ shell_prompt = "# "
 		"uboot with a file":         {"[boot]\nfirmware = \"uboot\"\nfile = \"x.0\"\n", false, `boot.file: U-Boot reads pxelinux configs itself`},
 		"unknown firmware":          {"[boot]\nfirmware = \"coreboot\"\n", false, `"coreboot" is not a firmware: use "bios" or "uefi" or "uefi-secureboot" or "uboot"`},
 		"unknown loader":            {"[boot]\nloader = \"refind\"\n", false, `"refind" is not a boot loader family`},
+		"skip without a prompt":     {"[[boot.skip]]\nkey = \" \"\n", false, `dt.toml:4: boot.skip[0].prompt: required`},
+		"skip without a key":        {"[[boot.skip]]\nprompt = \"Press ESC\"\n", false, `boot.skip[0].key: "": give one key`},
+		"skip with a long key":      {"[[boot.skip]]\nprompt = \"Press ESC\"\nkey = \"123456789\"\n", false, `boot.skip[0].key: "123456789": give one key, 1 to 8 bytes`},
+		"skip over two lines":       {"[[boot.skip]]\nprompt = \"a\\nb\"\nkey = \" \"\n", false, `boot.skip[0].prompt: "a\nb" spans lines`},
+		"skip a long prompt":        {"[[boot.skip]]\nprompt = \"" + strings.Repeat("x", 201) + "\"\nkey = \" \"\n", false, `boot.skip[0].prompt: 201 bytes: at most 200`},
+		"nine countdowns":           {strings.Repeat("[[boot.skip]]\nprompt = \"p\"\nkey = \" \"\n", 9), false, `boot.skip: 9 countdowns: at most 8`},
+		"skip is a table array":     {"[boot]\nskip = \"Press ESC\"\n", false, `boot.skip: must be an array of tables`},
 	}
 	for name, tt := range bad {
 		t.Run(name, func(t *testing.T) {
@@ -75,6 +85,11 @@ shell_prompt = "# "
 			}
 		})
 	}
+}
+
+// bootOf is a [boot] table without countdowns to skip.
+func bootOf(fw Firmware, method BootMethod, loader LoaderFamily, file string) Boot {
+	return Boot{Firmware: fw, Method: method, Loader: loader, File: file}
 }
 
 // The lab's boot root must hold the loader files its devices' types name

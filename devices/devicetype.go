@@ -109,7 +109,35 @@ type Boot struct {
 	// grubx64.efi: keep both at the top of the root, see Boot.Files).
 	// Empty for uboot.
 	File string `toml:"file"`
+	// Skip lists the countdowns the firmware shows on the console while
+	// it boots (a prompt that waits a few seconds for the key that opens
+	// a menu or a shell), each with a key that ends the wait at once and
+	// opens nothing. While it waits for the master, login or boot prompt,
+	// the dispatcher sends the key as soon as the prompt shows (once per
+	// prompt and boot; again while the console stays silent after it).
+	Skip []SkipPrompt `toml:"skip"`
 }
+
+// SkipPrompt is a firmware countdown and the key that ends it.
+type SkipPrompt struct {
+	// Prompt is the countdown's text as the console shows it: plain
+	// text, not a regexp, on one line.
+	Prompt string `toml:"prompt"`
+	// Key is what to send: one key (a character or a short escape
+	// sequence), never the key that opens what the countdown offers.
+	Key string `toml:"key"`
+}
+
+// maxEchoWindow bounds console.echo_window: a 16550 UART's FIFO holds 16
+// bytes, and a window past what the console buffers only loses input.
+const maxEchoWindow = 16
+
+// Limits of boot.skip: a few countdowns per boot, each a short line.
+const (
+	maxSkipPrompts   = 8
+	maxSkipPromptLen = 200
+	maxSkipKeyLen    = 8
+)
 
 // Deploy says how a written image is checked.
 type Deploy struct {
@@ -147,6 +175,12 @@ type Console struct {
 	// not, e.g. at a password prompt).
 	Pacing      PacingMode    `toml:"pacing"`
 	EchoTimeout time.Duration `toml:"echo_timeout"`
+	// EchoWindow (echo pacing) is how many typed characters may be on
+	// their way at once, sent but not yet echoed: 1 sends one at a time;
+	// more saves the round trip per character where the console buffers
+	// that much input. A line's Enter always waits for every echo. Once
+	// the console loses a character, the job types one at a time.
+	EchoWindow int `toml:"echo_window"`
 	// The serial delays, in milliseconds per character, as LAVA's keys of
 	// the same names: BootloaderSerialDelayMs for what is typed before the
 	// test OS shell (master initrd, login), TestShellSerialDelayMs for the
@@ -393,6 +427,23 @@ func (b Boot) check(problem problemf, bootdevEFI bool) {
 	case b.File != "" && (!filepath.IsLocal(b.File) || strings.ContainsAny(b.File, " \t\r\n,;#\"'\\$") || strings.Contains(b.File, "\\")):
 		problem("boot.file", "%q is not a plain file name under the boot root", b.File)
 	}
+	if len(b.Skip) > maxSkipPrompts {
+		problem("boot.skip", "%d countdowns: at most %d", len(b.Skip), maxSkipPrompts)
+	}
+	for i, sk := range b.Skip {
+		key := fmt.Sprintf("boot.skip[%d]", i)
+		switch {
+		case strings.TrimSpace(sk.Prompt) == "":
+			problem(key+".prompt", "required: the countdown's text as the console shows it")
+		case len(sk.Prompt) > maxSkipPromptLen:
+			problem(key+".prompt", "%d bytes: at most %d (one line of the console)", len(sk.Prompt), maxSkipPromptLen)
+		case strings.ContainsAny(sk.Prompt, "\r\n"):
+			problem(key+".prompt", "%q spans lines: give the line that waits", sk.Prompt)
+		}
+		if sk.Key == "" || len(sk.Key) > maxSkipKeyLen {
+			problem(key+".key", "%q: give one key, 1 to %d bytes (e.g. \" \" or \"\\u001b\" for Escape)", sk.Key, maxSkipKeyLen)
+		}
+	}
 	if b.Firmware.UEFI() && !bootdevEFI {
 		problem("bootdev.efi", "false, but boot.firmware is %q: the BMC would ask for a legacy BIOS boot", b.Firmware)
 	} else if b.Firmware == FirmwareBIOS && bootdevEFI {
@@ -450,6 +501,7 @@ func DefaultSettings() Settings {
 			Driver:      ConsoleIPMI,
 			Pacing:      PacingFixed,
 			EchoTimeout: 250 * time.Millisecond,
+			EchoWindow:  1,
 		},
 		Master: Master{ZstdLevel: 3},
 		// LocalBoot.Entry: set by validate from the loader family.
@@ -569,6 +621,9 @@ func (s *Settings) validate(problem problemf) {
 		}
 	}
 	positive(problem, "console.echo_timeout", c.EchoTimeout)
+	if c.EchoWindow < 1 || c.EchoWindow > maxEchoWindow {
+		problem("console.echo_window", "%d: give 1 to %d (characters on their way at once)", c.EchoWindow, maxEchoWindow)
+	}
 
 	m := &s.Master
 	if m.ZstdLevel < 1 || m.ZstdLevel > 19 {

@@ -389,6 +389,20 @@ func TestLoadProblems(t *testing.T) {
 			},
 		},
 		{
+			name: "echo window out of range in a device type",
+			change: func(f map[string]string) {
+				f["types/qemu.toml"] = strings.Replace(f["types/qemu.toml"], "pacing = \"echo\"\n", "pacing = \"echo\"\necho_window = 0\n", 1)
+			},
+			want: []string{"types/qemu.toml:10: console.echo_window: 0: give 1 to 16 (characters on their way at once)"},
+		},
+		{
+			name: "echo window out of range in an override",
+			change: func(f map[string]string) {
+				f["devices/n2.toml"] += "console.echo_window = 17\n"
+			},
+			want: []string{"devices/n2.toml:16: override.console.echo_window: 17: give 1 to 16 (characters on their way at once)"},
+		},
+		{
 			name: "override checked together with its device type",
 			change: func(f map[string]string) {
 				f["devices/n2.toml"] += "console.driver = \"ipmi\"\n[override.power]\nmethod = \"command\"\n"

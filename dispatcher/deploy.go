@@ -88,7 +88,7 @@ func (r *runner) deploy(ctx context.Context) error {
 	if res.ExitCode != 0 {
 		return fmt.Errorf("write image: the pipeline exited %d: %s", res.ExitCode, lastLines(res.Output, 3))
 	}
-	r.event("deploy: wrote the image in %s", r.Now().Sub(start).Round(10*time.Millisecond))
+	r.event("deploy: wrote the image in %s (its line %s)", r.Now().Sub(start).Round(10*time.Millisecond), res.Typing)
 	if verify.Stream() {
 		m := sha256Line.FindStringSubmatch(res.Output)
 		if m == nil {
@@ -204,10 +204,11 @@ func (r *runner) masterNetwork(ctx context.Context, sh *shell) error {
 // lines are typed with strict echo: a character that does not echo was
 // lost, and the line is typed again (see shell.typeLine).
 func (r *runner) pacing(delay time.Duration) sol.Pacing {
-	p := sol.Pacing{Mode: sol.Fixed, Delay: delay, EchoTimeout: r.set.Console.EchoTimeout}
+	p := sol.Pacing{Mode: sol.Fixed, Delay: delay, EchoTimeout: r.echoTimeout}
 	if r.set.Console.Pacing == devices.PacingEcho {
-		// minGap is what this console was found to need earlier in the job.
-		p.Mode, p.StrictEcho, p.MinGap = sol.Echo, true, r.minGap
+		// minGap, the window and the echo timeout are what this console
+		// was found to need earlier in the job.
+		p.Mode, p.StrictEcho, p.MinGap, p.Window = sol.Echo, true, r.minGap, r.echoWindow
 	}
 	return p
 }

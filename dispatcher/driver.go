@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/labctl/labctl"
@@ -21,9 +22,12 @@ type Driver struct {
 	Settings devices.Settings
 	Power    labctl.Power
 	Netboot  labctl.Netboot
-	// Console is the node's console session, open. The steps only read
-	// it; they type nothing.
+	// Console is the node's console session, open. The steps read it and
+	// type nothing on it but the keys that skip firmware countdowns.
 	Console *sol.Session
+	// Keys, if set, is the console's writer that sends those keys
+	// (Settings.Boot.Skip); without it the countdowns run out.
+	Keys *sol.Writer
 	// Event, if set, hears each step as it is taken, one line each (for a
 	// job log or a health log).
 	Event func(msg string)
@@ -119,21 +123,92 @@ func (d *Driver) Finalize(ctx context.Context, keepOn bool) error {
 }
 
 // waitPrompt waits for a prompt after a boot, failing at once on a line
-// that means the boot failed.
+// that means the boot failed. Meanwhile it answers each firmware
+// countdown of Settings.Boot.Skip the first time it shows.
 func (d *Driver) waitPrompt(ctx context.Context, timeout time.Duration, what string, prompt *regexp.Regexp) error {
 	wctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	m, err := d.Console.Expect(wctx, append([]*regexp.Regexp{prompt}, bootFailures...)...)
-	if err != nil {
-		if ctx.Err() == nil && wctx.Err() != nil {
-			return fmt.Errorf("%s did not appear within %s: %w", what, timeout, err)
+	patterns := append([]*regexp.Regexp{prompt}, bootFailures...)
+	ends := len(patterns)
+	var skips []devices.SkipPrompt
+	if d.Keys != nil {
+		for _, sk := range d.Settings.Boot.Skip {
+			skips = append(skips, sk)
+			patterns = append(patterns, regexp.MustCompile(regexp.QuoteMeta(sk.Prompt)))
 		}
-		return fmt.Errorf("waiting for %s: %w", what, err)
 	}
-	if m.Pattern != 0 {
-		return fmt.Errorf("waiting for %s: the node printed %q", what, m.Text())
+	for {
+		m, err := d.Console.Expect(wctx, patterns...)
+		if err != nil {
+			if ctx.Err() == nil && wctx.Err() != nil {
+				return fmt.Errorf("%s did not appear within %s: %w", what, timeout, err)
+			}
+			return fmt.Errorf("waiting for %s: %w", what, err)
+		}
+		if m.Pattern >= ends {
+			// Answered once: a countdown that shows again is another
+			// boot's business, or a firmware that did not take the key.
+			i := m.Pattern - ends
+			sk := skips[i]
+			patterns = slices.Delete(patterns, m.Pattern, m.Pattern+1)
+			skips = slices.Delete(skips, i, i+1)
+			d.skip(wctx, sk)
+			continue
+		}
+		if m.Pattern != 0 {
+			return fmt.Errorf("waiting for %s: the node printed %q", what, m.Text())
+		}
+		return nil
 	}
-	return nil
+}
+
+// Firmware that takes the key goes on at once, and says so on the console
+// (iPXE rubs its prompt out). A key the firmware did not see (a loaded
+// simulated node's iPXE misses some) is sent again while the console
+// stays silent for skipRetry after it, skipTries times in all.
+const (
+	skipRetry = 300 * time.Millisecond
+	skipTries = 3
+)
+
+// skip sends the key that ends a firmware countdown. It cannot fail the
+// boot: if the key does not get through, the countdown runs out.
+func (d *Driver) skip(ctx context.Context, sk devices.SkipPrompt) {
+	sub := d.Console.Subscribe(4096)
+	defer sub.Close()
+	for try := 1; ; try++ {
+		if _, err := d.Keys.Write([]byte(sk.Key)); err != nil {
+			d.event("firmware countdown %q: could not send %q (%v); it runs out", sk.Prompt, sk.Key, err)
+			return
+		}
+		spoke := consoleSpeaks(ctx, sub, skipRetry)
+		switch {
+		case spoke && try == 1:
+			d.event("firmware countdown %q: sent %q to go on", sk.Prompt, sk.Key)
+			return
+		case spoke:
+			d.event("firmware countdown %q: sent %q to go on, %d times (the console was silent after the first)", sk.Prompt, sk.Key, try)
+			return
+		case try == skipTries || ctx.Err() != nil:
+			d.event("firmware countdown %q: sent %q %d times, the console stayed silent; the countdown runs out", sk.Prompt, sk.Key, try)
+			return
+		}
+	}
+}
+
+// consoleSpeaks says whether the node prints something within wait.
+func consoleSpeaks(ctx context.Context, sub *sol.Subscription, wait time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	for {
+		r, err := sub.Next(ctx)
+		if err != nil {
+			return false
+		}
+		if r.Dir == sol.Read && len(r.Data) > 0 || r.Missed > 0 {
+			return true
+		}
+	}
 }
 
 // power runs one power operation within the power timeout.

@@ -100,6 +100,12 @@ type runner struct {
 	// minGap is the least time between characters the console turned out
 	// to need (see typeVerified); it only grows during a job.
 	minGap time.Duration
+	// echoWindow is how many characters echo pacing may have on their
+	// way at once: the device type's, 1 once the console lost one.
+	echoWindow int
+	// echoTimeout is how long echo pacing waits for an echo: the device
+	// type's, longer once an echo did not come in time.
+	echoTimeout time.Duration
 	// failure is the first infrastructure error and the action it hit.
 	failure error
 	action  string
@@ -123,7 +129,8 @@ func newRunner(j Job) *runner {
 	}
 	b := make([]byte, 2)
 	rand.Read(b)
-	r := &runner{Job: j, set: j.Settings, timeouts: j.Spec.Timeouts(j.Settings.Timeouts), tag: hex.EncodeToString(b)}
+	r := &runner{Job: j, set: j.Settings, timeouts: j.Spec.Timeouts(j.Settings.Timeouts), tag: hex.EncodeToString(b),
+		echoWindow: j.Settings.Console.EchoWindow, echoTimeout: j.Settings.Console.EchoTimeout}
 	r.res = NewRecord(j.ID, j.Spec, j.Device, j.Now())
 	r.node = &Driver{Settings: j.Settings, Power: j.Power, Netboot: j.Netboot, Console: j.Console,
 		Event: func(msg string) { r.event("%s", msg) }, Now: j.Now}
@@ -219,6 +226,7 @@ func (r *runner) connect(ctx context.Context) bool {
 		return false
 	}
 	r.writer = w
+	r.node.Keys = w
 	r.event("console: %s", r.session.Target())
 	return true
 }

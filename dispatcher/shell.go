@@ -199,6 +199,8 @@ func (r *runner) typeVerified(ctx context.Context, line string, pacing *sol.Paci
 		if lost {
 			slowDown(pacing)
 			r.minGap = max(r.minGap, pacing.MinGap)
+			r.echoWindow = min(r.echoWindow, max(pacing.Window, 1))
+			r.echoTimeout = max(r.echoTimeout, pacing.EchoTimeout)
 			r.event("console lost a character (%v); typing the line again, %s", err, paceString(*pacing))
 		} else {
 			r.event("console dropped while typing (%v); typing the line again", err)
@@ -210,15 +212,24 @@ func (r *runner) typeVerified(ctx context.Context, line string, pacing *sol.Paci
 	}
 }
 
-// slowDown widens the least gap between characters after the console lost
-// one: 5 ms, then doubling up to 4 times the device's fixed delay (at least
-// 160 ms); past that the shell types at that pace without waiting for
-// echoes. Arrival times at the BMC jitter, so a console that needs 20 ms
-// between characters may need 40 ms between sends.
+// slowDown slows typing after the console lost a character: first one
+// character at a time instead of a window of them, then a least gap
+// between characters of 5 ms, doubling up to 4 times the device's fixed
+// delay (at least 160 ms); past that the shell types at that pace without
+// waiting for echoes. Arrival times at the BMC jitter, so a console that
+// needs 20 ms between characters may need 40 ms between sends. Each step
+// also doubles the echo timeout, up to maxEchoTimeout: on a busy machine
+// an echo that came late looks lost, and waiting the same short time
+// again only retypes the line again.
 func slowDown(p *sol.Pacing) {
 	limit := max(4*p.Delay, 160*time.Millisecond)
+	if p.Mode == sol.Echo && p.EchoTimeout < maxEchoTimeout {
+		p.EchoTimeout = min(2*max(p.EchoTimeout, time.Millisecond), maxEchoTimeout)
+	}
 	switch {
 	case p.Mode != sol.Echo:
+	case p.Window > 1:
+		p.Window = 1
 	case p.MinGap >= limit:
 		p.Mode, p.StrictEcho, p.Delay = sol.Fixed, false, limit
 	default:
@@ -226,9 +237,19 @@ func slowDown(p *sol.Pacing) {
 	}
 }
 
+// maxEchoTimeout bounds how long slowDown lets echo pacing wait for an
+// echo.
+const maxEchoTimeout = 2 * time.Second
+
 func paceString(p sol.Pacing) string {
+	if p.Mode == sol.Echo && p.Window > 1 {
+		return fmt.Sprintf("up to %d characters on their way, each echo awaited up to %s", p.Window, p.EchoTimeout)
+	}
+	if p.Mode == sol.Echo && p.MinGap == 0 {
+		return fmt.Sprintf("one character at a time, each echo awaited up to %s", p.EchoTimeout)
+	}
 	if p.Mode == sol.Echo {
-		return fmt.Sprintf("waiting for each echo and at least %s between characters", p.MinGap)
+		return fmt.Sprintf("waiting up to %s for each echo and at least %s between characters", p.EchoTimeout, p.MinGap)
 	}
 	return fmt.Sprintf("%s per character", p.Delay)
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/labctl/labctl/devices"
 	"github.com/labctl/labctl/dispatcher"
@@ -138,5 +139,129 @@ commands = ["true"]
 	i := slices.Index(calls, "bootdev disk")
 	if i < 0 || slices.Contains(calls, "power cycle") || !slices.Equal(calls[i+1:i+3], []string{"power off", "power on"}) {
 		t.Errorf("calls = %v, want power off and on after bootdev disk, no cycle", calls)
+	}
+}
+
+// A firmware countdown of the device type's boot.skip is answered with its
+// key as soon as it shows, on the master boot and on the disk boot; one the
+// device type does not list runs out.
+func TestRunSkipsFirmwareCountdown(t *testing.T) {
+	spec := func(img, sum string) string {
+		return `
+device = "node1"
+[deploy]
+image = "` + img + `"
+sha256 = "` + sum + `"
+[boot]
+password = "test"
+[[test]]
+name = "hello"
+commands = ["true"]
+`
+	}
+	img, sum := image(t, t.TempDir())
+
+	t.Run("listed", func(t *testing.T) {
+		n := newNode(t)
+		// Longer than the master boot timeout: only the key ends it.
+		n.Countdown = time.Hour
+		set := dispatchertest.Settings(n)
+		set.Boot.Skip = []devices.SkipPrompt{{Prompt: "Press ESC for the boot menu", Key: "\x1b"}, {Prompt: dispatchertest.CountdownPrompt, Key: " "}}
+		res, log := runWith(t, n, spec(img, sum), set)
+		if res.Outcome != "complete" {
+			t.Fatalf("outcome %s (%s), want complete\n%s", res.Outcome, res.Reason, log)
+		}
+		if skipped, ranOut := n.Countdowns(); skipped != 2 || ranOut != 0 {
+			t.Errorf("countdowns: %d skipped, %d ran out; want both boots' skipped", skipped, ranOut)
+		}
+		if want := `firmware countdown "` + dispatchertest.CountdownPrompt + `": sent " " to go on`; strings.Count(log, want) != 2 {
+			t.Errorf("the job log says %d times %q, want 2\n%s", strings.Count(log, want), want, log)
+		}
+		if strings.Contains(log, "boot menu") {
+			t.Errorf("the job log answers a countdown the node never showed\n%s", log)
+		}
+	})
+	t.Run("missed keys are sent again", func(t *testing.T) {
+		n := newNode(t)
+		n.Countdown, n.CountdownMisses = time.Hour, 1
+		set := dispatchertest.Settings(n)
+		set.Boot.Skip = []devices.SkipPrompt{{Prompt: dispatchertest.CountdownPrompt, Key: " "}}
+		res, log := runWith(t, n, spec(img, sum), set)
+		if res.Outcome != "complete" {
+			t.Fatalf("outcome %s (%s), want complete\n%s", res.Outcome, res.Reason, log)
+		}
+		if skipped, ranOut := n.Countdowns(); skipped != 2 || ranOut != 0 {
+			t.Errorf("countdowns: %d skipped, %d ran out; want both boots' skipped", skipped, ranOut)
+		}
+		if want := `sent " " to go on, 2 times (the console was silent after the first)`; strings.Count(log, want) != 2 {
+			t.Errorf("the job log says %d times %q, want 2\n%s", strings.Count(log, want), want, log)
+		}
+	})
+	t.Run("a countdown deaf to the key runs out", func(t *testing.T) {
+		n := newNode(t)
+		// Longer than the three tries take, so that the console stays
+		// silent through them.
+		n.Countdown, n.CountdownMisses = 5*time.Second, 100
+		set := dispatchertest.Settings(n)
+		set.Boot.Skip = []devices.SkipPrompt{{Prompt: dispatchertest.CountdownPrompt, Key: " "}}
+		set.Timeouts.MasterBoot, set.Timeouts.DiskBoot = 30*time.Second, 30*time.Second
+		res, log := runWith(t, n, spec(img, sum), set)
+		if res.Outcome != "complete" {
+			t.Fatalf("outcome %s (%s), want complete\n%s", res.Outcome, res.Reason, log)
+		}
+		if skipped, ranOut := n.Countdowns(); skipped != 0 || ranOut != 2 {
+			t.Errorf("countdowns: %d skipped, %d ran out; want both boots' run out", skipped, ranOut)
+		}
+		if want := `sent " " 3 times, the console stayed silent; the countdown runs out`; strings.Count(log, want) != 2 {
+			t.Errorf("the job log says %d times %q, want 2\n%s", strings.Count(log, want), want, log)
+		}
+	})
+	t.Run("not listed", func(t *testing.T) {
+		n := newNode(t)
+		n.Countdown = 100 * time.Millisecond
+		res, log := runWith(t, n, spec(img, sum), dispatchertest.Settings(n))
+		if res.Outcome != "complete" {
+			t.Fatalf("outcome %s (%s), want complete\n%s", res.Outcome, res.Reason, log)
+		}
+		if skipped, ranOut := n.Countdowns(); skipped != 0 || ranOut != 2 {
+			t.Errorf("countdowns: %d skipped, %d ran out; want both boots' run out", skipped, ranOut)
+		}
+		if strings.Contains(log, "firmware countdown") {
+			t.Errorf("the job log answers a countdown the device type does not list\n%s", log)
+		}
+	})
+}
+
+// With an echo window the job types several characters at once and still
+// gets every line through whole: the steps' output and exit codes are the
+// ones their commands give.
+func TestRunEchoWindow(t *testing.T) {
+	n := newNode(t)
+	img, sum := image(t, t.TempDir())
+	set := dispatchertest.Settings(n)
+	set.Console.EchoWindow = 4
+	res, log := runWith(t, n, `
+device = "node1"
+[deploy]
+image = "`+img+`"
+sha256 = "`+sum+`"
+[boot]
+password = "test"
+[[test]]
+name = "hello"
+commands = ["echo windowed-$((6*7))-typing"]
+[[test]]
+name = "fails"
+commands = ["test 0123456789 = 0123456789x"]
+expect_failure = true
+`, set)
+	if res.Outcome != "complete" {
+		t.Fatalf("outcome %s (%s), want complete\n%s", res.Outcome, res.Reason, log)
+	}
+	if !strings.Contains(log, "windowed-42-typing") {
+		t.Errorf("the job log lacks the step's output\n%s", log)
+	}
+	if strings.Contains(log, "typing the line again") {
+		t.Errorf("a character was lost on a console that loses none\n%s", log)
 	}
 }

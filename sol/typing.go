@@ -50,6 +50,13 @@ type Pacing struct {
 	// when the first has already echoed: some consoles drop input that
 	// comes faster than they take it, however promptly they echo.
 	MinGap time.Duration
+	// Window (Echo) is how many characters may be on their way at once:
+	// sent, their echo not yet seen. 0 or 1 sends one at a time; more
+	// saves the round trip per character on a console that buffers its
+	// input. A line end ("\r", "\n") and a character that does not echo
+	// wait for every earlier echo, so a line that lost a character is
+	// never ended: the loss shows before the node takes the line.
+	Window int
 	// StrictEcho (Echo) makes a character that does not echo within
 	// EchoTimeout end Type with an error wrapping ErrNoEcho, instead of
 	// typing on at the fixed delay. A shell echoes what it reads: no echo
@@ -276,6 +283,36 @@ func (w *Writer) Type(ctx context.Context, text string, p Pacing) (rep TypeRepor
 	defer func() { rep.Duration = time.Since(start) }()
 
 	rest := []byte(text)
+	window := max(p.Window, 1)
+	// pending are the echoes of the characters on their way, oldest first.
+	var pending [][]byte
+	// awaitEchoes waits until at most keep characters are on their way.
+	// A character that does not echo in time ends Echo pacing (or, with
+	// StrictEcho, Type).
+	awaitEchoes := func(keep int) error {
+		for len(pending) > keep {
+			ok, err := s.waitEcho(ctx, pending[0], p.EchoTimeout)
+			if err != nil {
+				return err
+			}
+			if ok {
+				pending = pending[1:]
+				continue
+			}
+			rep.EchoFallbacks++
+			if p.StrictEcho {
+				return fmt.Errorf("console %s: typing: %q did not echo within %s (after %d of %d bytes): %w",
+					s.Target(), pending[0], p.EchoTimeout, len(text)-len(rest), len(text), ErrNoEcho)
+			}
+			mode, pending = Fixed, nil
+			if p.Delay > p.EchoTimeout {
+				if err := sleep(ctx, p.Delay-p.EchoTimeout); err != nil {
+					return fmt.Errorf("console %s: typing: %w", s.Target(), err)
+				}
+			}
+		}
+		return nil
+	}
 	var lastSent time.Time
 	for len(rest) > 0 {
 		n := 1
@@ -285,13 +322,22 @@ func (w *Writer) Type(ctx context.Context, text string, p Pacing) (rep TypeRepor
 			}
 		}
 		unit := rest[:n]
+		if mode == Echo {
+			keep := window - 1
+			if !echoes(unit[0]) || unit[0] == '\r' || unit[0] == '\n' {
+				keep = 0
+			}
+			if err := awaitEchoes(keep); err != nil {
+				return rep, err
+			}
+		}
 		if mode == Echo && p.MinGap > 0 && !lastSent.IsZero() {
 			if err := sleep(ctx, p.MinGap-time.Since(lastSent)); err != nil {
 				return rep, fmt.Errorf("console %s: typing: %w", s.Target(), err)
 			}
 		}
 		lastSent = time.Now()
-		if mode == Echo {
+		if mode == Echo && len(pending) == 0 {
 			// Only output that arrives after the character was sent can be
 			// its echo: a redrawn line or other output still in the buffer
 			// must not let the next character go early.
@@ -304,29 +350,16 @@ func (w *Writer) Type(ctx context.Context, text string, p Pacing) (rep TypeRepor
 		rep.Chars++
 
 		if mode == Echo && echoes(unit[0]) {
-			ok, err := s.waitEcho(ctx, echoOf(unit), p.EchoTimeout)
-			if err != nil {
-				return rep, err
-			}
-			if ok {
-				continue
-			}
-			rep.EchoFallbacks++
-			if p.StrictEcho {
-				return rep, fmt.Errorf("console %s: typing: %q did not echo within %s (after %d of %d bytes): %w",
-					s.Target(), unit, p.EchoTimeout, len(text)-len(rest), len(text), ErrNoEcho)
-			}
-			mode = Fixed
-			if p.Delay <= p.EchoTimeout {
-				continue // waited long enough already
-			}
-			if err := sleep(ctx, p.Delay-p.EchoTimeout); err != nil {
-				return rep, fmt.Errorf("console %s: typing: %w", s.Target(), err)
-			}
+			pending = append(pending, echoOf(unit))
 			continue
 		}
 		if err := sleep(ctx, p.Delay); err != nil {
 			return rep, fmt.Errorf("console %s: typing: %w", s.Target(), err)
+		}
+	}
+	if mode == Echo {
+		if err := awaitEchoes(0); err != nil {
+			return rep, err
 		}
 	}
 	return rep, nil

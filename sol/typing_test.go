@@ -265,3 +265,67 @@ func TestEchoMinGapAndStrictEcho(t *testing.T) {
 		t.Errorf("with MinGap: dropped %d, %d echo fallbacks", c2.Dropped(), rep.EchoFallbacks)
 	}
 }
+
+// A window lets several characters be on their way at once, never more
+// than Window: a console that drops input while more than Window-1 bytes
+// are un-echoed loses nothing.
+func TestEchoWindowStaysWithinTheConsoleBuffer(t *testing.T) {
+	const cmd = "echo windowed-typing-0123456789-abcdefghij"
+	for _, window := range []int{1, 2, 4} {
+		c := newConsole(t, soltest.Config{Name: "buffering console", EchoDelay: 2 * time.Millisecond, Lossy: true, MaxUnechoed: window - 1})
+		s := openSession(t, c, fastOptions(nil))
+		c.Prompt()
+		expect(t, s, 5*time.Second, `fake# `)
+		w := claim(t, s, "job")
+		rep := typeText(t, w, cmd+"\r", sol.Pacing{Mode: sol.Echo, Window: window, EchoTimeout: 2 * time.Second, StrictEcho: true})
+		expect(t, s, 5*time.Second, `\nwindowed-typing-0123456789-abcdefghij\n`)
+		if c.Dropped() != 0 || rep.EchoFallbacks != 0 || rep.Chars != len(cmd)+1 {
+			t.Errorf("window %d: dropped %d, %d echo fallbacks, %d chars typed", window, c.Dropped(), rep.EchoFallbacks, rep.Chars)
+		}
+		if got := c.Lines(); len(got) != 1 || got[0] != cmd {
+			t.Errorf("window %d: shell got %q", window, got)
+		}
+		t.Logf("window %d: %v", window, rep)
+	}
+}
+
+// When a console loses a character of a windowed line, the Enter is never
+// sent: the node takes no damaged line, and StrictEcho says which character
+// did not come back.
+func TestEchoWindowNeverEndsADamagedLine(t *testing.T) {
+	const cmd = "echo a-line-that-must-arrive-whole"
+	// Takes one byte at a time and 50 ms for each: with 4 on their way,
+	// the second arrives while the first is still un-echoed.
+	c := newConsole(t, soltest.Config{Name: "one-byte console", EchoDelay: 50 * time.Millisecond, Lossy: true, MaxUnechoed: 0})
+	s := openSession(t, c, fastOptions(nil))
+	c.Prompt()
+	expect(t, s, 5*time.Second, `fake# `)
+	w := claim(t, s, "job")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rep, err := w.Type(ctx, cmd+"\r", sol.Pacing{Mode: sol.Echo, Window: 4, EchoTimeout: 300 * time.Millisecond, StrictEcho: true})
+	switch {
+	case err == nil:
+		// Only if the machine was so slow that no two characters met.
+		expect(t, s, 5*time.Second, `\na-line-that-must-arrive-whole\n`)
+		if c.Dropped() != 0 {
+			t.Errorf("Type succeeded, but the console dropped %d bytes", c.Dropped())
+		}
+	case errors.Is(err, sol.ErrNoEcho):
+		if c.Dropped() == 0 {
+			t.Errorf("ErrNoEcho, but the console dropped nothing: %v", err)
+		}
+		if rep.Chars > len(cmd) {
+			t.Errorf("typed %d chars: the Enter went out after a lost character (%v)", rep.Chars, err)
+		}
+	default:
+		t.Fatalf("Type: %v, want success or ErrNoEcho", err)
+	}
+	// Whatever happened, the shell never took a damaged line.
+	for _, l := range c.Lines() {
+		if l != cmd {
+			t.Errorf("the shell took %q", l)
+		}
+	}
+	t.Logf("%v: %v (dropped %d)", rep, err, c.Dropped())
+}

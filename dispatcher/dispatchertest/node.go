@@ -50,6 +50,13 @@ type Node struct {
 	// login prompt echoes; the node takes the line only then, as a busy
 	// node does.
 	LateLoginEnter time.Duration
+	// Countdown, if set, is how long the firmware waits at CountdownPrompt
+	// on every boot, as iPXE waits for Ctrl-B: any other key ends the wait
+	// at once (Countdowns counts how each wait ended).
+	Countdown time.Duration
+	// CountdownMisses is how many keys each countdown misses before it
+	// takes one, as a firmware that polls its console too late does.
+	CountdownMisses int
 
 	dir   string
 	tools string
@@ -81,7 +88,12 @@ type Node struct {
 	saves      *saveServer
 	cutSave    int64
 	saveTokens []string
+	// skipped and ranOut count the countdowns ended by a key and by time.
+	skipped, ranOut int
 }
+
+// CountdownPrompt is what the firmware prints when Node.Countdown is set.
+const CountdownPrompt = "Press Ctrl-B for the firmware shell..."
 
 // kernelEntry is a BootKernel entry.
 type kernelEntry struct{ kernel, initrd, cmdline string }
@@ -170,6 +182,63 @@ func (n *Node) Boots() int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.boots
+}
+
+// Countdowns says how the firmware countdowns so far ended: skipped by a
+// key, or run out.
+func (n *Node) Countdowns() (skipped, ranOut int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.skipped, n.ranOut
+}
+
+// countdown plays the firmware's countdown (Node.Countdown); false if the
+// node was powered off meanwhile.
+func (n *Node) countdown(gen int) bool {
+	n.mu.Lock()
+	wait, misses := n.Countdown, n.CountdownMisses
+	key := make(chan struct{}, 1)
+	if wait > 0 && gen == n.gen {
+		n.input = func(p []byte) {
+			if len(p) > 0 && p[0] != 0x02 {
+				if misses > 0 {
+					misses--
+					return
+				}
+				select {
+				case key <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}
+	n.mu.Unlock()
+	if wait <= 0 {
+		return true
+	}
+	if !n.emit(gen, []byte("\r\n"+CountdownPrompt)) {
+		return false
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	skipped := false
+	select {
+	case <-key:
+		skipped = true
+	case <-t.C:
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if gen != n.gen {
+		return false
+	}
+	n.input = nil
+	if skipped {
+		n.skipped++
+	} else {
+		n.ranOut++
+	}
+	return true
 }
 
 // FailPower makes every later power call fail with err (nil heals it): a
@@ -446,7 +515,7 @@ func (n *Node) alive(gen int) bool {
 }
 
 func (n *Node) boot(gen int, master, pxeBroken bool) {
-	if !n.emit(gen, []byte("\r\nSimBIOS (simulated node)\r\n")) {
+	if !n.emit(gen, []byte("\r\nSimBIOS (simulated node)\r\n")) || !n.countdown(gen) {
 		return
 	}
 	time.Sleep(n.BootDelay)
@@ -467,7 +536,7 @@ func (n *Node) boot(gen int, master, pxeBroken bool) {
 // bootKernel fetches a kernel entry's files as lpxelinux does and plays
 // the test OS's login.
 func (n *Node) bootKernel(gen int, e kernelEntry) {
-	if !n.emit(gen, []byte("\r\nSimBIOS (simulated node)\r\n")) {
+	if !n.emit(gen, []byte("\r\nSimBIOS (simulated node)\r\n")) || !n.countdown(gen) {
 		return
 	}
 	time.Sleep(n.BootDelay)
