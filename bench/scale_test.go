@@ -19,12 +19,12 @@ func TestScaleLabDiskWrapper(t *testing.T) {
 	}
 	dir := t.TempDir()
 	c := ScaleCase{Nodes: 2, Jobs: 2, ImageSize: 4096}
-	job, lab, err := c.writeLab(dir, busybox)
+	job, labs, err := c.writeLab(dir, busybox)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(job, "device_type = \"fake-node\"") || filepath.Base(lab) != "lab.toml" {
-		t.Fatalf("job %q lab %q", job, lab)
+	if !strings.Contains(job, "device_type = \"fake-node\"") || len(labs) != 1 || labs[0] != filepath.Join(dir, "lab.toml") {
+		t.Fatalf("job %q labs %q", job, labs)
 	}
 	disk := filepath.Join(dir, "nodes", "node001", "disk.img")
 	os.MkdirAll(filepath.Dir(disk), 0o755) // the farm makes each node's directory

@@ -32,7 +32,7 @@ import (
 // runFarm plays every fake node of the scale case (case 4) in one
 // process, so that the fake nodes cost the daemon no CPU of its own:
 //
-//	labctl-bench farm DIR NODES BASE_PORT BOOT_URL
+//	labctl-bench farm DIR NODES BASE_PORT BOOT_URL[,BOOT_URL...]
 //
 // Node i (1-based, named node%03d, MAC 52:54:01:00:hi:lo of i) has a BMC
 // on UDP 127.0.0.1:BASE_PORT+i-1: go-ipmi's BMC server (IPMI 2.0 lanplus,
@@ -40,7 +40,9 @@ import (
 // chassis power, boot flags and native SOL, so the daemon reaches it the
 // way it reaches a real BMC and starts no process per node. Its serial
 // console waits for a power-on, then asks the boot server for the node's
-// pxelinux config the way pxelinux would (BOOT_URL/pxelinux.cfg/01-<mac>):
+// pxelinux config the way pxelinux would (BOOT_URL/pxelinux.cfg/01-<mac>;
+// with several BOOT_URLs, one per host of the lab, the nodes are split
+// over them as bench.NodeHost splits them over the hosts' lab files):
 // a master entry starts a real shell with the "master# " prompt (so the
 // dispatcher's wget | dd and sha256sum really run, against the daemon's
 // HTTP server, into DIR/nodeNNN/disk.img); a local entry boots the disk if
@@ -51,11 +53,11 @@ import (
 // whatever runs. The farm prints "ready" once every BMC listens and runs
 // until its stdin closes.
 func runFarm(args []string) error {
-	const usage = "usage: farm DIR NODES BASE_PORT BOOT_URL"
+	const usage = "usage: farm DIR NODES BASE_PORT BOOT_URL[,BOOT_URL...]"
 	if len(args) != 4 {
 		return errors.New(usage)
 	}
-	dir, bootURL := args[0], args[3]
+	dir, bootURLs := args[0], strings.Split(args[3], ",")
 	nodes, err1 := strconv.Atoi(args[1])
 	base, err2 := strconv.Atoi(args[2])
 	if err1 != nil || err2 != nil || nodes < 1 || nodes > 60000 || base < 1024 || base+nodes > 65536 {
@@ -65,8 +67,8 @@ func runFarm(args []string) error {
 	if password == "" {
 		return errors.New("farm: LABCTL_BENCH_BMC_PASSWORD is empty: the BMCs need a password")
 	}
-	if err := pinToCPUs(os.Getenv(bench.FarmCPUsEnv)); err != nil {
-		return err
+	if err := bench.PinToCPUs(os.Getpid(), os.Getenv(bench.FarmCPUsEnv)); err != nil {
+		return fmt.Errorf("farm: %w", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -87,7 +89,7 @@ func runFarm(args []string) error {
 		name := fmt.Sprintf("node%03d", i)
 		mac := fmt.Sprintf("52-54-01-00-%02x-%02x", i>>8, i&0xff)
 		n := &farmNode{dir: filepath.Join(dir, name), bin: filepath.Join(dir, "bin"),
-			cfgURL: bootURL + "/pxelinux.cfg/01-" + mac}
+			cfgURL: bootURLs[bench.NodeHost(i-1, nodes, len(bootURLs))] + "/pxelinux.cfg/01-" + mac}
 		if err := os.MkdirAll(n.dir, 0o755); err != nil {
 			return err
 		}
@@ -522,43 +524,4 @@ func killSession(sid int) {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
-}
-
-// pinToCPUs moves every thread of this process to the CPUs of list (a
-// taskset -c list: "1", "1-3", "0,2"), so that the node's shells, which
-// inherit it, run there too; "" leaves the affinity alone.
-func pinToCPUs(list string) error {
-	if list == "" {
-		return nil
-	}
-	var set unix.CPUSet
-	for _, part := range strings.Split(list, ",") {
-		lo, hi, isRange := strings.Cut(part, "-")
-		a, err1 := strconv.Atoi(lo)
-		b, err2 := a, error(nil)
-		if isRange {
-			b, err2 = strconv.Atoi(hi)
-		}
-		if err1 != nil || err2 != nil || a < 0 || b < a || b >= 1024 {
-			return fmt.Errorf("farm: CPU list %q: %q is not a CPU or range", list, part)
-		}
-		for cpu := a; cpu <= b; cpu++ {
-			set.Set(cpu)
-		}
-	}
-	// Threads started later are cloned from these and keep the mask.
-	tasks, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		return err
-	}
-	for _, t := range tasks {
-		tid, err := strconv.Atoi(t.Name())
-		if err != nil {
-			continue
-		}
-		if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
-			return fmt.Errorf("farm: pin to CPUs %s: %w", list, err)
-		}
-	}
-	return nil
 }
