@@ -14,6 +14,9 @@ DEB_PACKAGES += tftpd-hpa dnsmasq-base nginx-light busybox-static iproute2 atftp
 DEB_PACKAGES += python3-pexpect python3-yaml python3-jinja2 python3-voluptuous python3-requests \
   python3-setproctitle python3-netifaces python3-pyudev python3-magic python3-configobj \
   python3-tz python3-aiohttp
+# Case hosts runs Debian's PostgreSQL server (started by the bench itself,
+# as store/pgtest starts it for the store's tests).
+DEB_PACKAGES += postgresql
 TEST_PREREQS += bench-quick
 
 BENCH_DIR    := $(BUILD)/bench

@@ -132,6 +132,17 @@ func (c HostsCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRe
 		cells = append(cells, strings.Join(per, " / "))
 	}
 	t.Add(cells...)
+	cells = []string{"queue-to-start p99 ms of each host's jobs (last round)"}
+	for i := range setups {
+		var per []string
+		if n := len(runs[i]); n > 0 {
+			for _, xs := range runs[i][n-1].hostQ2s {
+				per = append(per, f(1000*Percentile(xs, .99), 1))
+			}
+		}
+		cells = append(cells, strings.Join(per, " / "))
+	}
+	t.Add(cells...)
 	ms := func(xs func(scaleRun) []float64, q float64) func(scaleRun) float64 {
 		return func(r scaleRun) float64 { return 1000 * Percentile(xs(r), q) }
 	}

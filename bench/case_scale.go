@@ -105,11 +105,12 @@ type scaleRun struct {
 	wall                 float64
 	complete, other      int
 	outcomes             map[string]int
-	q2s                  []float64 // queue-to-start seconds, sorted
-	submit               []float64 // submit request seconds, sorted
-	daemonCPU, treeCPU   float64   // treeCPU: the farm's, shells included
-	dbCPU                float64   // the PostgreSQL server's, every backend included
-	perHost              []int     // jobs run by each host
+	q2s                  []float64   // queue-to-start seconds, sorted
+	submit               []float64   // submit request seconds, sorted
+	daemonCPU, treeCPU   float64     // treeCPU: the farm's, shells included
+	dbCPU                float64     // the PostgreSQL server's, every backend included
+	perHost              []int       // jobs run by each host
+	hostQ2s              [][]float64 // queue-to-start seconds of each host's jobs, sorted
 	rssIdleMB, rssPeakMB float64
 	peakRunning          int
 	perJobMB             float64
@@ -245,9 +246,13 @@ func (c ScaleCase) round(ctx context.Context, env *Env, busybox, label string, l
 		return run, err
 	}
 	os.RemoveAll(filepath.Join(dir, "nodes")) // 400 disks of ImageSize each
-	fmt.Fprintf(logw, "  %s wall=%.1fs complete=%d/%d q2s p50=%.3f p99=%.3f submit p99=%.3f daemon cpu=%.1fs db cpu=%.1fs farm cpu=%.1fs rss idle=%.1f peak=%.1f MB running=%d per host=%v\n",
+	var hostP99 []string
+	for _, xs := range run.hostQ2s {
+		hostP99 = append(hostP99, f(Percentile(xs, .99), 3))
+	}
+	fmt.Fprintf(logw, "  %s wall=%.1fs complete=%d/%d q2s p50=%.3f p99=%.3f submit p99=%.3f daemon cpu=%.1fs db cpu=%.1fs farm cpu=%.1fs rss idle=%.1f peak=%.1f MB running=%d per host: jobs=%v q2s p99=%v\n",
 		label, run.wall, run.complete, c.Jobs, Percentile(run.q2s, .5), Percentile(run.q2s, .99), Percentile(run.submit, .99),
-		run.daemonCPU, run.dbCPU, run.treeCPU, run.rssIdleMB, run.rssPeakMB, run.peakRunning, run.perHost)
+		run.daemonCPU, run.dbCPU, run.treeCPU, run.rssIdleMB, run.rssPeakMB, run.peakRunning, run.perHost, hostP99)
 	return run, nil
 }
 
@@ -586,6 +591,7 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, self string, labFiles []str
 	}
 	run.outcomes = map[string]int{}
 	run.perHost = make([]int, len(serves))
+	run.hostQ2s = make([][]float64, len(serves))
 	want := map[int64]bool{}
 	for _, id := range ids {
 		want[id] = true
@@ -595,8 +601,10 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, self string, labFiles []str
 			continue
 		}
 		run.outcomes[j.Outcome]++
+		host := -1
 		for k := range serves {
 			if j.Host == c.labHost(k) {
+				host = k
 				run.perHost[k]++
 			}
 		}
@@ -606,13 +614,8 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, self string, labFiles []str
 			run.other++
 			fmt.Fprintf(logw, "  job %d %s: %s\n", j.ID, j.Outcome, j.Reason)
 			// Keep its log: the next round starts from an empty directory.
-			k := 0 // the host that ran it keeps its log
-			for h := range serves {
-				if j.Host == c.labHost(h) {
-					k = h
-				}
-			}
-			if b, err := os.ReadFile(filepath.Join(c.hostDir(dir, k), "state", "jobs", strconv.FormatInt(j.ID, 10), "job.log")); err == nil {
+			// The host that ran it keeps its log.
+			if b, err := os.ReadFile(filepath.Join(c.hostDir(dir, max(host, 0)), "state", "jobs", strconv.FormatInt(j.ID, 10), "job.log")); err == nil {
 				kept := filepath.Join(filepath.Dir(dir), "scale-failed", fmt.Sprintf("%s-job%d.log", time.Now().Format("150405"), j.ID))
 				if os.MkdirAll(filepath.Dir(kept), 0o755) == nil && os.WriteFile(kept, b, 0o644) == nil {
 					fmt.Fprintf(logw, "    its log: %s\n", kept)
@@ -620,10 +623,17 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, self string, labFiles []str
 			}
 		}
 		if j.Started != nil {
-			run.q2s = append(run.q2s, j.Started.Sub(j.Submitted).Seconds())
+			q2s := j.Started.Sub(j.Submitted).Seconds()
+			run.q2s = append(run.q2s, q2s)
+			if host >= 0 {
+				run.hostQ2s[host] = append(run.hostQ2s[host], q2s)
+			}
 		}
 	}
 	sort.Float64s(run.q2s)
+	for _, xs := range run.hostQ2s {
+		sort.Float64s(xs)
+	}
 	sort.Float64s(submit)
 	run.submit = submit
 	return run, nil
