@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 
 	"github.com/labctl/labctl/store/pgtest"
@@ -30,6 +31,16 @@ type hostsSetup struct {
 	postgres bool
 }
 
+// setups are the ways the case runs the lab: the first is the SQLite
+// host the ratio divides by, the last the several hosts.
+func (c HostsCase) setups() []hostsSetup {
+	return []hostsSetup{
+		{"1 host, SQLite", 1, false},
+		{"1 host, PostgreSQL", 1, true},
+		{fmt.Sprintf("%d hosts, one PostgreSQL", c.Hosts), c.Hosts, true},
+	}
+}
+
 // Run starts a PostgreSQL server (Debian's, as store/pgtest starts it
 // for the store's tests: a temporary cluster on a loopback port), pinned
 // to the daemons' CPUs and counted in a control group of its own, then
@@ -40,11 +51,7 @@ func (c HostsCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRe
 	if err != nil {
 		return res, err
 	}
-	setups := []hostsSetup{
-		{"1 host, SQLite", 1, false},
-		{"1 host, PostgreSQL", 1, true},
-		{fmt.Sprintf("%d hosts, one PostgreSQL", c.Hosts), c.Hosts, true},
-	}
+	setups := c.setups()
 	pg, err := pgtest.Start()
 	if err != nil {
 		return res, fmt.Errorf("PostgreSQL (Debian's postgresql package: make deps): %w", err)
@@ -81,7 +88,14 @@ func (c HostsCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRe
 			runs[i] = append(runs[i], run)
 		}
 	}
+	return c.report(w, setups, runs), nil
+}
 
+// report writes the table of the setups' runs (runs[i]: setup i's, one
+// per round) and the ratio: each round's several-host p99 over its
+// SQLite p99, over the rounds.
+func (c HostsCase) report(w io.Writer, setups []hostsSetup, runs [][]scaleRun) CaseResult {
+	res := CaseResult{Name: "hosts"}
 	pinned := "daemons, PostgreSQL and fake nodes share every CPU"
 	if c.Scale.DaemonCPUs != "" {
 		pinned = fmt.Sprintf("daemons and PostgreSQL pinned to CPU %s, fake nodes to CPU %s", c.Scale.DaemonCPUs, c.Scale.FarmCPUs)
@@ -180,10 +194,14 @@ func (c HostsCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRe
 		allComplete = allComplete && complete[i] == c.Scale.Jobs*len(runs[i])
 	}
 	res.Leads = allComplete && ratio.Med <= 2 && p99.Med < 100
-	res.Ratio = fmt.Sprintf("case hosts (%d hosts on one PostgreSQL vs 1 host on SQLite, %d fake nodes): queue-to-start p99 ratio %s x (target ≤ 2x); "+
+	ratioText := "–"
+	if !math.IsNaN(ratio.Med) {
+		ratioText = fmt.Sprintf("%.2fx [%.2f–%.2f]", ratio.Med, ratio.Min, ratio.Max)
+	}
+	res.Ratio = fmt.Sprintf("case hosts (%d hosts on one PostgreSQL vs 1 host on SQLite, %d fake nodes): queue-to-start p99 %d hosts ÷ 1 SQLite host %s (target ≤ 2x); "+
 		"%d-host p99 %s ms (target < 100 ms); jobs complete %d/%d, %d/%d, %d/%d",
-		c.Hosts, c.Scale.Nodes, ratio.Format(2), c.Hosts, p99.Format(1),
+		c.Hosts, c.Scale.Nodes, c.Hosts, ratioText, c.Hosts, p99.Format(1),
 		complete[0], c.Scale.Jobs*len(runs[0]), complete[1], c.Scale.Jobs*len(runs[1]), complete[2], c.Scale.Jobs*len(runs[2]))
 	fmt.Fprintf(w, "**ratio:** %s\n\n", res.Ratio)
-	return res, nil
+	return res
 }
