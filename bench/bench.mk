@@ -1,6 +1,6 @@
 # labctl's bench (issue 6): labctl against the programs a lab would
 # otherwise use. Included by the top-level Makefile.
-#   make bench         all cases, 3 rounds, servers interleaved (~50 min on 2 CPUs)
+#   make bench         all cases, 3 rounds, servers interleaved (~2 h on 2 CPUs)
 #   make bench-quick   a small version of every case (proves the bench works; run by make test)
 # Report: markdown on stdout, also kept in build/bench/report.md (bench-quick:
 # report-quick.md); progress and per-run lines on stderr.
