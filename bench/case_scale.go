@@ -574,6 +574,16 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, self string, labFiles []str
 				break
 			}
 		}
+		// A daemon that died leaves its jobs running for ever.
+		for k, s := range serves {
+			select {
+			case <-s.exited:
+				close(stopSample)
+				sampler.Wait()
+				return run, fmt.Errorf("labctl serve (host %s) exited while the jobs ran (log: %s)", hostName(k), s.log.Name())
+			default:
+			}
+		}
 		time.Sleep(500 * time.Millisecond)
 	}
 	run.wall = time.Since(start).Seconds()
