@@ -1,6 +1,6 @@
 # labctl's bench (issue 6): labctl against the programs a lab would
 # otherwise use. Included by the top-level Makefile.
-#   make bench         all cases, 3 rounds, servers interleaved (~50 min on 2 CPUs)
+#   make bench         all cases, 3 rounds, servers interleaved (~2 h on 2 CPUs)
 #   make bench-quick   a small version of every case (proves the bench works; run by make test)
 # Report: markdown on stdout, also kept in build/bench/report.md (bench-quick:
 # report-quick.md); progress and per-run lines on stderr.
@@ -14,6 +14,9 @@ DEB_PACKAGES += tftpd-hpa dnsmasq-base nginx-light busybox-static iproute2 atftp
 DEB_PACKAGES += python3-pexpect python3-yaml python3-jinja2 python3-voluptuous python3-requests \
   python3-setproctitle python3-netifaces python3-pyudev python3-magic python3-configobj \
   python3-tz python3-aiohttp
+# Case hosts runs Debian's PostgreSQL server (started by the bench itself,
+# as store/pgtest starts it for the store's tests).
+DEB_PACKAGES += postgresql
 TEST_PREREQS += bench-quick
 
 BENCH_DIR    := $(BUILD)/bench

@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -191,11 +193,22 @@ func TestGroup(t *testing.T) {
 	}
 	g.SetPid(cmd.Process.Pid)
 	s := StartSample(g)
-	time.Sleep(100 * time.Millisecond)
-	if len(g.Pids()) == 0 {
-		t.Errorf("no processes in the group (%s)", g.Method())
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	// The process joins the group before it execs; it is seen there
+	// before it ends.
+	for seen := false; !seen; {
+		seen = len(g.Pids()) > 0
+		select {
+		case <-exited:
+			if !seen && len(g.Pids()) == 0 {
+				t.Errorf("the process ended never seen in the group (%s)", g.Method())
+			}
+			seen = true
+		case <-time.After(10 * time.Millisecond):
+		}
 	}
-	cmd.Wait()
+	<-exited
 	cpu, mem := s.Stop()
 	t.Logf("method %s: cpu %.3fs peak %.1f MB", g.Method(), cpu, mem)
 	if cpu < 0 || mem <= 0 {
@@ -324,5 +337,43 @@ func TestNeeds(t *testing.T) {
 	}
 	if err := needs([]string{dir}, []string{"sh", "labctl-bench-no-such-program"}); !errors.Is(err, ErrSkipped) || !strings.Contains(err.Error(), "labctl-bench-no-such-program not installed") {
 		t.Fatalf("missing program: %v", err)
+	}
+}
+
+// TestGroupAddAndPin moves a running process into a group and pins it to
+// CPU 0, as case hosts does with the PostgreSQL server it did not start
+// through a group.
+func TestGroupAddAndPin(t *testing.T) {
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	pid := cmd.Process.Pid
+	g := NewGroup("bench-test-add")
+	defer g.Remove()
+	if err := g.Add(pid); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(g.Pids(), pid) {
+		t.Errorf("process %d not in the group (%s): %v", pid, g.Method(), g.Pids())
+	}
+	if err := PinToCPUs(pid, "0"); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if !regexp.MustCompile(`(?m)^Cpus_allowed_list:\s+0$`).Match(b) {
+		t.Errorf("after PinToCPUs(%d, \"0\"):\n%s", pid, b)
+	}
+	for _, bad := range []string{"x", "2-1", "-1", "0,,1"} {
+		if err := PinToCPUs(pid, bad); err == nil || !strings.Contains(err.Error(), bad) {
+			t.Errorf("CPU list %q: %v", bad, err)
+		}
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if err := PinToCPUs(pid, "0"); err != nil {
+		t.Errorf("pin an ended process: %v", err)
 	}
 }

@@ -46,7 +46,61 @@ type ScaleCase struct {
 	// ProfileDir, if set, receives CPU profiles of the daemon and of the
 	// farm taken while the jobs run, and their heap profiles at the end.
 	ProfileDir string
+	// Postgres, if set, is the URL of an empty PostgreSQL database the
+	// daemons keep their jobs in; "" means each its SQLite file.
+	Postgres string
+	// Hosts is how many `labctl serve` share the lab on the Postgres
+	// database (0 means 1), each with its own lab file holding a
+	// contiguous block of the nodes (NodeHost), its own boot server and
+	// API; every job is submitted through the first.
+	Hosts int
+	// db is the database server's control group: its CPU counts in a
+	// run's.
+	db *Group
 }
+
+// hosts is the number of daemons.
+func (c ScaleCase) hosts() int { return max(c.Hosts, 1) }
+
+// hostName is the name of host k (from 0) in the lab.
+func hostName(k int) string { return fmt.Sprintf("rack%d", k+1) }
+
+// labHost is host k's name as the API shows it: none with the SQLite
+// store, whose lab has one host.
+func (c ScaleCase) labHost(k int) string {
+	if c.Postgres == "" {
+		return ""
+	}
+	return hostName(k)
+}
+
+// hostDir is where host k's lab file, device files, state and logs are:
+// dir itself when the lab has one host.
+func (c ScaleCase) hostDir(dir string, k int) string {
+	if c.hosts() == 1 {
+		return dir
+	}
+	return filepath.Join(dir, hostName(k))
+}
+
+// NodeHost is the host (from 0) whose lab file holds node i (from 0) of
+// nodes split over hosts: contiguous blocks, as even as they divide.
+func NodeHost(i, nodes, hosts int) int {
+	if hosts <= 1 || nodes <= 0 {
+		return 0
+	}
+	return i * hosts / nodes
+}
+
+// Host k's ports (from 0): its API, HTTP and TFTP servers.
+const (
+	scaleAPIPort  = 18470
+	scaleHTTPPort = 18091
+	scaleTFTPPort = 16969
+)
+
+func apiURL(k int) string  { return fmt.Sprintf("http://127.0.0.1:%d", scaleAPIPort+k) }
+func bootURL(k int) string { return fmt.Sprintf("http://127.0.0.1:%d", scaleHTTPPort+k) }
 
 // FarmCPUsEnv tells the farm which CPUs it and its nodes' shells run on
 // (a taskset -c list).
@@ -67,9 +121,12 @@ type scaleRun struct {
 	wall                 float64
 	complete, other      int
 	outcomes             map[string]int
-	q2s                  []float64 // queue-to-start seconds, sorted
-	submit               []float64 // submit request seconds, sorted
-	daemonCPU, treeCPU   float64   // treeCPU: the farm's, shells included
+	q2s                  []float64   // queue-to-start seconds, sorted
+	submit               []float64   // submit request seconds, sorted
+	daemonCPU, treeCPU   float64     // treeCPU: the farm's, shells included
+	dbCPU                float64     // the PostgreSQL server's, every backend included
+	perHost              []int       // jobs run by each host
+	hostQ2s              [][]float64 // queue-to-start seconds of each host's jobs, sorted
 	rssIdleMB, rssPeakMB float64
 	peakRunning          int
 	perJobMB             float64
@@ -79,6 +136,10 @@ type scaleRun struct {
 }
 
 const scaleToken = "labctl-bench-scale-token"
+
+// scaleHostToken is the lab-internal credential of the hosts of a lab of
+// several; it reaches them in the environment only.
+const scaleHostToken = "labctl-bench-lab-hosts-credential"
 
 // The farm's BMCs listen on UDP 127.0.0.1:farmBasePort+i, i from 0; their
 // password reaches the farm and the daemon in the environment only.
@@ -91,31 +152,16 @@ const (
 // device to be idle, submits the jobs at once and waits for them all.
 func (c ScaleCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResult, error) {
 	res := CaseResult{Name: "4 scale"}
-	if _, err := os.Stat(c.Labctl); err != nil {
-		return res, fmt.Errorf("%w: %s missing (make build)", ErrSkipped, c.Labctl)
-	}
-	if out, _ := exec.Command(c.Labctl, "serve", "--help").CombinedOutput(); !strings.Contains(string(out), "--lab") {
-		return res, fmt.Errorf("%w: this labctl has no serve command", ErrSkipped)
-	}
-	busybox, err := exec.LookPath("busybox")
+	busybox, err := c.needs()
 	if err != nil {
-		return res, fmt.Errorf("%w: busybox not installed (busybox-static)", ErrSkipped)
+		return res, err
 	}
 	var runs []scaleRun
 	for r := range c.Rounds {
-		dir := filepath.Join(env.Work, "scale")
-		os.RemoveAll(dir)
-		job, labFile, err := c.writeLab(dir, busybox)
+		run, err := c.round(ctx, env, busybox, fmt.Sprintf("r%d", r+1), logw)
 		if err != nil {
 			return res, err
 		}
-		run, err := c.runOnce(ctx, dir, env.Self, labFile, job, logw)
-		if err != nil {
-			return res, err
-		}
-		os.RemoveAll(filepath.Join(dir, "nodes")) // 400 disks of ImageSize each
-		fmt.Fprintf(logw, "  r%d wall=%.1fs complete=%d/%d q2s p50=%.3f p99=%.3f daemon cpu=%.1fs farm cpu=%.1fs rss idle=%.1f peak=%.1f MB running=%d\n",
-			r+1, run.wall, run.complete, c.Jobs, Percentile(run.q2s, .5), Percentile(run.q2s, .99), run.daemonCPU, run.treeCPU, run.rssIdleMB, run.rssPeakMB, run.peakRunning)
 		runs = append(runs, run)
 	}
 	pick := func(fn func(scaleRun) float64) Stat {
@@ -180,69 +226,93 @@ func (c ScaleCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRe
 	return res, nil
 }
 
-// writeLab writes the lab: boot root, image, device type, devices, job.
-func (c ScaleCase) writeLab(dir, busybox string) (job, labFile string, err error) {
+// needs checks that the lab can run here (ErrSkipped if not) and returns
+// busybox's path.
+func (c ScaleCase) needs() (busybox string, err error) {
+	if _, err := os.Stat(c.Labctl); err != nil {
+		return "", fmt.Errorf("%w: %s missing (make build)", ErrSkipped, c.Labctl)
+	}
+	if out, _ := exec.Command(c.Labctl, "serve", "--help").CombinedOutput(); !strings.Contains(string(out), "--lab") {
+		return "", fmt.Errorf("%w: this labctl has no serve command", ErrSkipped)
+	}
+	busybox, err = exec.LookPath("busybox")
+	if err != nil {
+		return "", fmt.Errorf("%w: busybox not installed (busybox-static)", ErrSkipped)
+	}
+	return busybox, nil
+}
+
+// round runs the lab once in a fresh directory (env.Work/scale) and logs
+// one line about it, starting with label.
+func (c ScaleCase) round(ctx context.Context, env *Env, busybox, label string, logw io.Writer) (scaleRun, error) {
+	dir := filepath.Join(env.Work, "scale")
+	os.RemoveAll(dir)
+	job, labFiles, err := c.writeLab(dir, busybox)
+	if err != nil {
+		return scaleRun{}, err
+	}
+	run, err := c.runOnce(ctx, dir, env.Self, labFiles, job, logw)
+	if err != nil {
+		return run, err
+	}
+	os.RemoveAll(filepath.Join(dir, "nodes")) // 400 disks of ImageSize each
+	var hostP99 []string
+	for _, xs := range run.hostQ2s {
+		hostP99 = append(hostP99, f(Percentile(xs, .99), 3))
+	}
+	fmt.Fprintf(logw, "  %s wall=%.1fs complete=%d/%d q2s p50=%.3f p99=%.3f submit p99=%.3f daemon cpu=%.1fs db cpu=%.1fs farm cpu=%.1fs rss idle=%.1f peak=%.1f MB running=%d per host: jobs=%v q2s p99=%v\n",
+		label, run.wall, run.complete, c.Jobs, Percentile(run.q2s, .5), Percentile(run.q2s, .99), Percentile(run.submit, .99),
+		run.daemonCPU, run.dbCPU, run.treeCPU, run.rssIdleMB, run.rssPeakMB, run.peakRunning, run.perHost, hostP99)
+	return run, nil
+}
+
+// writeLab writes the lab: boot root, image, device type, and per host
+// its devices and lab file (the first is dir/lab.toml when there is one
+// host); it returns the job and the lab files.
+func (c ScaleCase) writeLab(dir, busybox string) (job string, labFiles []string, err error) {
+	job, err = c.writeLabFiles(dir, busybox)
+	if err != nil {
+		return "", nil, err
+	}
+	for k := range c.hosts() {
+		lf, err := c.writeHostLab(dir, k)
+		if err != nil {
+			return "", nil, err
+		}
+		labFiles = append(labFiles, lf)
+	}
+	return job, labFiles, nil
+}
+
+// writeLabFiles writes what the hosts share (boot root, image, device
+// type, the fake nodes' programs) and returns the job.
+func (c ScaleCase) writeLabFiles(dir, busybox string) (job string, err error) {
 	mk := func(p string) error { return os.MkdirAll(filepath.Join(dir, p), 0o755) }
-	for _, p := range []string{"root/fake", "device-types", "devices", "nodes/bin", "state"} {
+	for _, p := range []string{"root/fake", "device-types", "nodes/bin"} {
 		if err := mk(p); err != nil {
-			return "", "", err
+			return "", err
 		}
 	}
 	for _, f := range []string{"root/fake/vmlinuz", "root/fake/master.gz"} {
 		if err := os.WriteFile(filepath.Join(dir, f), []byte("not a kernel\n"), 0o644); err != nil {
-			return "", "", err
+			return "", err
 		}
 	}
 	if err := farm.WriteBin(filepath.Join(dir, "nodes"), busybox); err != nil {
-		return "", "", err
+		return "", err
 	}
 	// The image: random bytes with an MBR boot signature, so the fake node
 	// boots "from disk" once it is written.
 	img := farm.Image(c.ImageSize)
 	imgPath := filepath.Join(dir, "disk.img")
 	if err := os.WriteFile(imgPath, img, 0o644); err != nil {
-		return "", "", err
+		return "", err
 	}
 	sum := sha256.Sum256(img)
 
-	httpURL := "http://127.0.0.1:18091"
 	dt := farm.DeviceType("fake-node", "fake/vmlinuz", "fake/master.gz")
 	if err := os.WriteFile(filepath.Join(dir, "device-types", "fake-node.toml"), []byte(dt), 0o644); err != nil {
-		return "", "", err
-	}
-	for i := range c.Nodes {
-		name := fmt.Sprintf("node%03d", i+1)
-		dev := fmt.Sprintf(`device_type = "fake-node"
-mac = "52:54:01:00:%02x:%02x"
-[bmc]
-host = "127.0.0.1"
-port = %d
-user = %q
-password_env = "LABCTL_BENCH_BMC_PASSWORD"
-`, (i+1)>>8, (i+1)&0xff, farmBasePort+i, farm.User)
-		if err := os.WriteFile(filepath.Join(dir, "devices", name+".toml"), []byte(dev), 0o644); err != nil {
-			return "", "", err
-		}
-	}
-	lab := fmt.Sprintf(`name = "bench-scale"
-device_types = ["device-types"]
-devices = ["devices"]
-state_dir = "state"
-[boot_server]
-root = "root"
-tftp_listen = "127.0.0.1:16969"
-http_listen = "127.0.0.1:18091"
-http_url = %q
-[server]
-listen = "127.0.0.1:18470"
-[[server.tokens]]
-name = "bench"
-role = "admin"
-token_env = "LABCTL_BENCH_TOKEN"
-`, httpURL)
-	labFile = filepath.Join(dir, "lab.toml")
-	if err := os.WriteFile(labFile, []byte(lab), 0o644); err != nil {
-		return "", "", err
+		return "", err
 	}
 	job = fmt.Sprintf(`name = "scale"
 device_type = "fake-node"
@@ -256,14 +326,73 @@ password = "test"
 name = "hello"
 commands = ["echo hello from $(uname -n)"]
 `, imgPath, hex.EncodeToString(sum[:]))
-	return job, labFile, nil
+	return job, nil
 }
 
-// runOnce starts the farm and the daemon, runs the jobs and stops both.
-func (c ScaleCase) runOnce(ctx context.Context, dir, self, labFile, job string, logw io.Writer) (scaleRun, error) {
+// writeHostLab writes host k's devices (its block of the nodes) and lab
+// file, and returns the lab file. The lab's shared files are in dir.
+func (c ScaleCase) writeHostLab(dir string, k int) (string, error) {
+	hd := c.hostDir(dir, k)
+	for _, p := range []string{"devices", "state"} {
+		if err := os.MkdirAll(filepath.Join(hd, p), 0o755); err != nil {
+			return "", err
+		}
+	}
+	for i := range c.Nodes {
+		if NodeHost(i, c.Nodes, c.hosts()) != k {
+			continue
+		}
+		name := fmt.Sprintf("node%03d", i+1)
+		dev := fmt.Sprintf(`device_type = "fake-node"
+mac = "52:54:01:00:%02x:%02x"
+[bmc]
+host = "127.0.0.1"
+port = %d
+user = %q
+password_env = "LABCTL_BENCH_BMC_PASSWORD"
+`, (i+1)>>8, (i+1)&0xff, farmBasePort+i, farm.User)
+		if err := os.WriteFile(filepath.Join(hd, "devices", name+".toml"), []byte(dev), 0o644); err != nil {
+			return "", err
+		}
+	}
+	lab := fmt.Sprintf(`name = "bench-scale"
+device_types = [%q]
+devices = ["devices"]
+state_dir = "state"
+[boot_server]
+root = %q
+tftp_listen = "127.0.0.1:%d"
+http_listen = "127.0.0.1:%d"
+http_url = %q
+[server]
+listen = "127.0.0.1:%d"
+[[server.tokens]]
+name = "bench"
+role = "admin"
+token_env = "LABCTL_BENCH_TOKEN"
+`, filepath.Join(dir, "device-types"), filepath.Join(dir, "root"), scaleTFTPPort+k, scaleHTTPPort+k, bootURL(k), scaleAPIPort+k)
+	if c.Postgres != "" {
+		// The lease and poll are labctl's defaults, as a lab runs them.
+		lab += fmt.Sprintf(`[store]
+url = %q
+[host]
+name = %q
+token_env = "LABCTL_BENCH_HOST_TOKEN"
+`, c.Postgres, hostName(k))
+	}
+	labFile := filepath.Join(hd, "lab.toml")
+	if err := os.WriteFile(labFile, []byte(lab), 0o644); err != nil {
+		return "", err
+	}
+	return labFile, nil
+}
+
+// runOnce starts the farm and the daemons, runs the jobs and stops them
+// all.
+func (c ScaleCase) runOnce(ctx context.Context, dir, self string, labFiles []string, job string, logw io.Writer) (scaleRun, error) {
 	var run scaleRun
 	env := append(os.Environ(), "LABCTL_BENCH_TOKEN="+scaleToken, "LABCTL_BENCH_BMC_PASSWORD="+farmBMCPassword,
-		FarmCPUsEnv+"="+c.FarmCPUs)
+		"LABCTL_BENCH_HOST_TOKEN="+scaleHostToken, FarmCPUsEnv+"="+c.FarmCPUs)
 	var serveArgs []string
 	if c.ProfileDir != "" {
 		if err := os.MkdirAll(c.ProfileDir, 0o755); err != nil {
@@ -281,23 +410,61 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, self, labFile, job string, 
 	defer farm.stop()
 
 	t0 := time.Now()
-	serve, err := startServe("labctl-serve", c.Labctl, labFile, c.DaemonCPUs, env, serveArgs...)
-	if err != nil {
-		return run, err
+	var serves []*benchProc
+	var clients []*api.Client
+	defer func() {
+		for _, s := range serves {
+			s.stop()
+		}
+	}()
+	for k, labFile := range labFiles {
+		var args []string
+		if k == 0 { // the profiles are the first host's
+			args = serveArgs
+		}
+		serve, err := startServe("labctl-serve-"+hostName(k), c.Labctl, labFile, c.DaemonCPUs, env, args...)
+		if err != nil {
+			return run, err
+		}
+		serves = append(serves, serve)
+		client, err := api.NewClient(apiURL(k), scaleToken, nil)
+		if err != nil {
+			return run, err
+		}
+		clients = append(clients, client)
 	}
-	defer serve.stop()
-	client, err := api.NewClient("http://127.0.0.1:18470", scaleToken, nil)
-	if err != nil {
-		return run, err
-	}
-	if err := serve.waitIdle(ctx, client, c.Nodes); err != nil {
-		return run, err
+	for k, serve := range serves {
+		n := 0
+		for i := range c.Nodes {
+			if NodeHost(i, c.Nodes, len(serves)) == k {
+				n++
+			}
+		}
+		if err := serve.waitIdleHost(ctx, clients[k], c.labHost(k), n); err != nil {
+			return run, err
+		}
 	}
 	run.startupS = time.Since(t0).Seconds()
-	pid := serve.cmd.Process.Pid
-	run.rssIdleMB = float64(RSSKB(pid, false)) / 1024
-	cpu0, tree0, wait0 := procCPU(pid), farm.group.CPU(), runQueueWait(pid)
-	fmt.Fprintf(logw, "  %d devices idle after %.1fs; submitting %d jobs\n", c.Nodes, run.startupS, c.Jobs)
+	client := clients[0] // every job is submitted through the first host
+	var pids []int
+	for _, s := range serves {
+		pids = append(pids, s.cmd.Process.Pid)
+	}
+	sum := func(fn func(pid int) float64) float64 {
+		var x float64
+		for _, pid := range pids {
+			x += fn(pid)
+		}
+		return x
+	}
+	rssKB := func() int64 { return int64(sum(func(pid int) float64 { return float64(RSSKB(pid, false)) })) }
+	run.rssIdleMB = float64(rssKB()) / 1024
+	cpu0, tree0, wait0 := sum(procCPU), farm.group.CPU(), sum(runQueueWait)
+	var db0 float64
+	if c.db != nil {
+		db0 = c.db.CPU()
+	}
+	fmt.Fprintf(logw, "  %d devices idle on %d hosts after %.1fs; submitting %d jobs\n", c.Nodes, len(serves), run.startupS, c.Jobs)
 
 	// Sample RSS and running jobs while the jobs run.
 	var peakKB atomic.Int64
@@ -305,7 +472,7 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, self, labFile, job string, 
 	var sampler sync.WaitGroup
 	sampler.Go(func() {
 		for {
-			peakKB.Store(max(peakKB.Load(), RSSKB(pid, false)))
+			peakKB.Store(max(peakKB.Load(), rssKB()))
 			select {
 			case <-stopSample:
 				return
@@ -354,7 +521,7 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, self, labFile, job string, 
 			close(stopSample)
 			sampler.Wait()
 			profiled.Wait()
-			return run, fmt.Errorf("jobs not finished after %s (log: %s)", c.Timeout, serve.log.Name())
+			return run, fmt.Errorf("jobs not finished after %s (log: %s)", c.Timeout, serves[0].log.Name())
 		}
 		jobs, err = client.Jobs(ctx, labctl.JobFilter{Limit: 2 * c.Jobs})
 		if err == nil {
@@ -372,6 +539,17 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, self, labFile, job string, 
 				break
 			}
 		}
+		// A daemon that died leaves its jobs running for ever.
+		for k, s := range serves {
+			select {
+			case <-s.exited:
+				close(stopSample)
+				sampler.Wait()
+				profiled.Wait()
+				return run, fmt.Errorf("labctl serve (host %s) exited while the jobs ran (log: %s)", hostName(k), s.log.Name())
+			default:
+			}
+		}
 		// Listing every job costs the daemon CPU in proportion to the
 		// jobs: the larger the run, the less often it is asked.
 		time.Sleep(time.Duration((c.Jobs+399)/400) * 500 * time.Millisecond)
@@ -380,14 +558,19 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, self, labFile, job string, 
 	close(stopSample)
 	sampler.Wait()
 	profiled.Wait()
-	run.daemonCPU = procCPU(pid) - cpu0
-	run.runWait = runQueueWait(pid) - wait0
+	run.daemonCPU = sum(procCPU) - cpu0
+	run.runWait = sum(runQueueWait) - wait0
 	run.treeCPU = farm.group.CPU() - tree0
+	if c.db != nil {
+		run.dbCPU = c.db.CPU() - db0
+	}
 	run.rssPeakMB = float64(peakKB.Load()) / 1024
 	if run.peakRunning > 0 {
 		run.perJobMB = (run.rssPeakMB - run.rssIdleMB) / float64(run.peakRunning)
 	}
 	run.outcomes = map[string]int{}
+	run.perHost = make([]int, len(serves))
+	run.hostQ2s = make([][]float64, len(serves))
 	want := map[int64]bool{}
 	for _, id := range ids {
 		want[id] = true
@@ -397,13 +580,21 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, self, labFile, job string, 
 			continue
 		}
 		run.outcomes[j.Outcome]++
+		host := -1
+		for k := range serves {
+			if j.Host == c.labHost(k) {
+				host = k
+				run.perHost[k]++
+			}
+		}
 		if j.Outcome == "complete" {
 			run.complete++
 		} else {
 			run.other++
 			fmt.Fprintf(logw, "  job %d %s: %s\n", j.ID, j.Outcome, j.Reason)
 			// Keep its log: the next round starts from an empty directory.
-			if b, err := os.ReadFile(filepath.Join(dir, "state", "jobs", strconv.FormatInt(j.ID, 10), "job.log")); err == nil {
+			// The host that ran it keeps its log.
+			if b, err := os.ReadFile(filepath.Join(c.hostDir(dir, max(host, 0)), "state", "jobs", strconv.FormatInt(j.ID, 10), "job.log")); err == nil {
 				kept := filepath.Join(filepath.Dir(dir), "scale-failed", fmt.Sprintf("%s-job%d.log", time.Now().Format("150405"), j.ID))
 				if os.MkdirAll(filepath.Dir(kept), 0o755) == nil && os.WriteFile(kept, b, 0o644) == nil {
 					fmt.Fprintf(logw, "    its log: %s\n", kept)
@@ -411,10 +602,17 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, self, labFile, job string, 
 			}
 		}
 		if j.Started != nil {
-			run.q2s = append(run.q2s, j.Started.Sub(j.Submitted).Seconds())
+			q2s := j.Started.Sub(j.Submitted).Seconds()
+			run.q2s = append(run.q2s, q2s)
+			if host >= 0 {
+				run.hostQ2s[host] = append(run.hostQ2s[host], q2s)
+			}
 		}
 	}
 	sort.Float64s(run.q2s)
+	for _, xs := range run.hostQ2s {
+		sort.Float64s(xs)
+	}
 	sort.Float64s(submit)
 	run.submit = submit
 	return run, nil
@@ -563,6 +761,12 @@ func startServe(group, labctlBin, labFile, cpus string, env []string, args ...st
 // every fake node: on a loaded machine a BMC can miss its answer) is
 // checked again, up to recheckTries times, as an operator would ask.
 func (p *benchProc) waitIdle(ctx context.Context, client *api.Client, n int) error {
+	return p.waitIdleHost(ctx, client, "", n)
+}
+
+// waitIdleHost waits until the daemon p reports n of host's devices idle
+// (host "": a lab of one host, whose devices name none).
+func (p *benchProc) waitIdleHost(ctx context.Context, client *api.Client, host string, n int) error {
 	asked := map[string]int{}
 	var rechecks sync.WaitGroup
 	defer rechecks.Wait()
@@ -571,6 +775,7 @@ func (p *benchProc) waitIdle(ctx context.Context, client *api.Client, n int) err
 		idle := 0
 		for _, d := range devs {
 			switch {
+			case d.Host != host:
 			case d.State == labctl.DeviceIdle:
 				idle++
 			case d.State == labctl.DeviceOffline && d.Health != nil && !d.Health.OK && asked[d.Name] < recheckTries:
@@ -599,8 +804,13 @@ const recheckTries = 3
 // writeLab into dir) and waits until it is ready. Its stop powers every
 // node off and ends it.
 func (c ScaleCase) startFarm(ctx context.Context, dir, self string, env []string) (*benchProc, error) {
+	// Each node asks the boot server of its own host.
+	var urls []string
+	for k := range c.hosts() {
+		urls = append(urls, bootURL(k))
+	}
 	p, err := newProc("labctl-farm", filepath.Join(dir, "farm.log"), env, self, "farm", filepath.Join(dir, "nodes"),
-		strconv.Itoa(c.Nodes), strconv.Itoa(farmBasePort), "http://127.0.0.1:18091")
+		strconv.Itoa(c.Nodes), strconv.Itoa(farmBasePort), strings.Join(urls, ","))
 	if err != nil {
 		return nil, err
 	}

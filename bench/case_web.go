@@ -129,10 +129,11 @@ func (c WebCase) round(ctx context.Context, env *Env, chromium, busybox string, 
 	dir := filepath.Join(env.Work, "web")
 	os.RemoveAll(dir)
 	sc := ScaleCase{Nodes: c.Devices, ImageSize: 1 << 20}
-	_, labFile, err := sc.writeLab(dir, busybox)
+	_, labFiles, err := sc.writeLab(dir, busybox)
 	if err != nil {
 		return run, err
 	}
+	labFile := labFiles[0]
 	defer os.RemoveAll(filepath.Join(dir, "nodes"))
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()

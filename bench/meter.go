@@ -8,6 +8,7 @@ package bench
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,7 +16,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Group is a control group that one server and everything it forks run
@@ -307,4 +311,66 @@ func MachineBusy() float64 {
 		}
 	}
 	return (total - idle) / 100
+}
+
+// Add moves running processes into the group (a server the bench did
+// not start through Command); what they fork from then on is in it too.
+// Without a group, the first becomes the main process whose tree is
+// counted.
+func (g *Group) Add(pids ...int) error {
+	if g.dir == "" {
+		if len(pids) > 0 {
+			g.pid = pids[0]
+		}
+		return nil
+	}
+	for _, pid := range pids {
+		err := os.WriteFile(filepath.Join(g.dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644)
+		if err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("move process %d into control group %s: %w", pid, g.dir, err)
+		}
+	}
+	return nil
+}
+
+// PinToCPUs moves every thread of process pid to the CPUs of list (a
+// taskset -c list: "1", "1-3", "0,2"); what it starts or clones later
+// inherits the mask. "" leaves the affinity alone, and so does a process
+// that has ended.
+func PinToCPUs(pid int, list string) error {
+	if list == "" {
+		return nil
+	}
+	var set unix.CPUSet
+	for _, part := range strings.Split(list, ",") {
+		lo, hi, isRange := strings.Cut(part, "-")
+		a, err1 := strconv.Atoi(lo)
+		b, err2 := a, error(nil)
+		if isRange {
+			b, err2 = strconv.Atoi(hi)
+		}
+		if err1 != nil || err2 != nil || a < 0 || b < a || b >= 1024 {
+			return fmt.Errorf("CPU list %q: %q is not a CPU or range", list, part)
+		}
+		for cpu := a; cpu <= b; cpu++ {
+			set.Set(cpu)
+		}
+	}
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil // it has ended: nothing to pin
+	}
+	if err != nil {
+		return err
+	}
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("pin process %d to CPUs %s: %w", pid, list, err)
+		}
+	}
+	return nil
 }

@@ -3,10 +3,13 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +17,7 @@ import (
 
 	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl/devices"
 )
 
 // TestWaitIdleRechecks: a device whose start-up health check failed is
@@ -60,5 +64,97 @@ func TestWaitIdleRechecks(t *testing.T) {
 	defer mu.Unlock()
 	if checks["b"] < 2 || checks["b"] > recheckTries || checks["a"] != 0 {
 		t.Fatalf("health checks asked: %v; want b checked again until it passed (at most %d), a never", checks, recheckTries)
+	}
+}
+
+// TestNodeHost: the nodes split over the hosts in contiguous blocks that
+// differ by one node at most, every node on one host.
+func TestNodeHost(t *testing.T) {
+	for _, c := range []struct{ nodes, hosts int }{{400, 3}, {24, 3}, {10, 3}, {5, 1}, {2, 2}, {7, 0}} {
+		count := make([]int, max(c.hosts, 1))
+		last := 0
+		for i := range c.nodes {
+			k := NodeHost(i, c.nodes, c.hosts)
+			if k < last || k >= len(count) {
+				t.Fatalf("%d nodes on %d hosts: node %d on host %d after host %d", c.nodes, c.hosts, i, k, last)
+			}
+			last = k
+			count[k]++
+		}
+		if lo, hi := slices.Min(count), slices.Max(count); hi-lo > 1 {
+			t.Errorf("%d nodes on %d hosts: %v per host", c.nodes, c.hosts, count)
+		}
+	}
+}
+
+// TestHostsLabFiles loads the lab files of a lab of three hosts on one
+// PostgreSQL with labctl's own loader: each host has its block of the
+// nodes, its name, the shared store and ports of its own.
+func TestHostsLabFiles(t *testing.T) {
+	busybox, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Skip("SKIP: busybox not installed (busybox-static)")
+	}
+	t.Setenv("LABCTL_BENCH_BMC_PASSWORD", farmBMCPassword)
+	t.Setenv("LABCTL_BENCH_TOKEN", scaleToken)
+	t.Setenv("LABCTL_BENCH_HOST_TOKEN", scaleHostToken)
+	dir := t.TempDir()
+	const url = "postgres://postgres@127.0.0.1:5432/bench?sslmode=disable"
+	c := ScaleCase{Nodes: 10, Jobs: 10, ImageSize: 4096, Hosts: 3, Postgres: url}
+	_, labs, err := c.writeLab(dir, busybox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(labs) != 3 {
+		t.Fatalf("lab files %q, want 3", labs)
+	}
+	seen := map[string]string{}
+	listens := map[string]bool{}
+	for k, file := range labs {
+		lab, err := devices.Load(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lab.Config.Store.URL != url || lab.Config.Host.Name != hostName(k) || lab.Config.Host.TokenEnv == "" {
+			t.Errorf("%s: store %q host %+v", file, lab.Config.Store.URL, lab.Config.Host)
+		}
+		for _, l := range []string{lab.Config.Server.Listen, lab.Config.BootServer.HTTPListen, lab.Config.BootServer.TFTPListen} {
+			if listens[l] {
+				t.Errorf("%s: %s is another host's too", file, l)
+			}
+			listens[l] = true
+		}
+		if got := lab.Config.BootServer.HTTPURL; got != bootURL(k) {
+			t.Errorf("%s: http_url %q, want %q (the farm's nodes of this host ask it)", file, got, bootURL(k))
+		}
+		for _, d := range lab.Devices {
+			var i int
+			fmt.Sscanf(d.Name, "node%d", &i)
+			if other, ok := seen[d.Name]; ok {
+				t.Errorf("%s is in %s and %s", d.Name, other, file)
+			}
+			seen[d.Name] = file
+			if NodeHost(i-1, c.Nodes, 3) != k {
+				t.Errorf("%s in host %d's lab file, NodeHost says %d", d.Name, k, NodeHost(i-1, c.Nodes, 3))
+			}
+		}
+	}
+	if len(seen) != c.Nodes {
+		t.Errorf("%d nodes in the lab files, want %d", len(seen), c.Nodes)
+	}
+
+	// One host on SQLite: dir/lab.toml, no [store], no [host].
+	dir = t.TempDir()
+	c = ScaleCase{Nodes: 2, Jobs: 2, ImageSize: 4096}
+	_, labs, err = c.writeLab(dir, busybox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab, err := devices.Load(labs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(labs) != 1 || lab.Config.Store.URL != "" || lab.Config.Host.Name != "" || len(lab.Devices) != 2 {
+		t.Errorf("one host: labs %q store %q host %+v, %d devices", labs, lab.Config.Store.URL, lab.Config.Host, len(lab.Devices))
 	}
 }

@@ -385,6 +385,17 @@ func (s *Server) Resume() error {
 // URLOf returns the URL of database db on the server.
 func (s *Server) URLOf(db string) string { return s.url(db) }
 
+// Pid is the server's main process (the postmaster), whose children are
+// its backends and background workers; 0 while it is paused.
+func (s *Server) Pid() int {
+	select {
+	case <-s.exit:
+		return 0
+	default:
+	}
+	return s.cmd.Process.Pid
+}
+
 // Stop stops the server (fast shutdown: connections are ended) and
 // removes its directory.
 func (s *Server) Stop() {

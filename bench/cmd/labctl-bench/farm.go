@@ -13,26 +13,27 @@ import (
 
 	"github.com/labctl/labctl/bench"
 	"github.com/labctl/labctl/simlab/farm"
-	"golang.org/x/sys/unix"
 )
 
 // runFarm plays every fake node of the scale case (case 4) in one
 // process (package simlab/farm), so that the fake nodes cost the daemon
 // no CPU of its own:
 //
-//	labctl-bench farm DIR NODES BASE_PORT BOOT_URL
+//	labctl-bench farm DIR NODES BASE_PORT BOOT_URL[,BOOT_URL...]
 //
 // Node i (1-based, named node%03d, MAC 52:54:01:00:hi:lo of i) has its
 // BMC on UDP 127.0.0.1:BASE_PORT+i-1 (user farm.User, the password from
 // $LABCTL_BENCH_BMC_PASSWORD) and its directory in DIR; its shells take
-// their commands from DIR/bin (farm.WriteBin). The farm prints "ready"
-// once every BMC listens and runs until its stdin closes.
+// their commands from DIR/bin (farm.WriteBin). With several BOOT_URLs,
+// one per host of the lab, the nodes are split over them as
+// bench.NodeHost splits them over the hosts' lab files. The farm prints
+// "ready" once every BMC listens and runs until its stdin closes.
 func runFarm(args []string) error {
-	const usage = "usage: farm DIR NODES BASE_PORT BOOT_URL"
+	const usage = "usage: farm DIR NODES BASE_PORT BOOT_URL[,BOOT_URL...]"
 	if len(args) != 4 {
 		return errors.New(usage)
 	}
-	dir, bootURL := args[0], args[3]
+	dir, bootURLs := args[0], strings.Split(args[3], ",")
 	nodes, err1 := strconv.Atoi(args[1])
 	base, err2 := strconv.Atoi(args[2])
 	if err1 != nil || err2 != nil || nodes < 1 || nodes > 60000 || base < 1024 || base+nodes > 65536 {
@@ -42,8 +43,8 @@ func runFarm(args []string) error {
 	if password == "" {
 		return errors.New("farm: LABCTL_BENCH_BMC_PASSWORD is empty: the BMCs need a password")
 	}
-	if err := pinToCPUs(os.Getenv(bench.FarmCPUsEnv)); err != nil {
-		return err
+	if err := bench.PinToCPUs(os.Getpid(), os.Getenv(bench.FarmCPUsEnv)); err != nil {
+		return fmt.Errorf("farm: %w", err)
 	}
 	if addr := os.Getenv(bench.FarmPprofEnv); addr != "" {
 		l, err := net.Listen("tcp", addr)
@@ -59,7 +60,8 @@ func runFarm(args []string) error {
 	var configs []farm.NodeConfig
 	for i := 1; i <= nodes; i++ {
 		configs = append(configs, farm.NodeConfig{Name: fmt.Sprintf("node%03d", i),
-			MAC: net.HardwareAddr{0x52, 0x54, 0x01, 0x00, byte(i >> 8), byte(i)}, Port: base + i - 1, BootURL: bootURL})
+			MAC:  net.HardwareAddr{0x52, 0x54, 0x01, 0x00, byte(i >> 8), byte(i)},
+			Port: base + i - 1, BootURL: bootURLs[bench.NodeHost(i-1, nodes, len(bootURLs))]})
 	}
 	f, err := farm.Start(dir, password, configs)
 	if err != nil {
@@ -68,44 +70,5 @@ func runFarm(args []string) error {
 	defer f.Close()
 	fmt.Println("ready")
 	io.Copy(io.Discard, os.Stdin)
-	return nil
-}
-
-// pinToCPUs moves every thread of this process to the CPUs of list (a
-// taskset -c list: "1", "1-3", "0,2"), so that the node's shells, which
-// inherit it, run there too; "" leaves the affinity alone.
-func pinToCPUs(list string) error {
-	if list == "" {
-		return nil
-	}
-	var set unix.CPUSet
-	for _, part := range strings.Split(list, ",") {
-		lo, hi, isRange := strings.Cut(part, "-")
-		a, err1 := strconv.Atoi(lo)
-		b, err2 := a, error(nil)
-		if isRange {
-			b, err2 = strconv.Atoi(hi)
-		}
-		if err1 != nil || err2 != nil || a < 0 || b < a || b >= 1024 {
-			return fmt.Errorf("farm: CPU list %q: %q is not a CPU or range", list, part)
-		}
-		for cpu := a; cpu <= b; cpu++ {
-			set.Set(cpu)
-		}
-	}
-	// Threads started later are cloned from these and keep the mask.
-	tasks, err := os.ReadDir("/proc/self/task")
-	if err != nil {
-		return err
-	}
-	for _, t := range tasks {
-		tid, err := strconv.Atoi(t.Name())
-		if err != nil {
-			continue
-		}
-		if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
-			return fmt.Errorf("farm: pin to CPUs %s: %w", list, err)
-		}
-	}
 	return nil
 }

@@ -37,6 +37,7 @@ type runOptions struct {
 	scaleInterval         time.Duration
 	scaleShared           bool
 	scaleProfile          string
+	hosts                 int // case hosts: the hosts of its several-host setup
 
 	// Case 1 subsets (empty: the case's own lists).
 	tftpFiles, tftpClients        []string
@@ -49,7 +50,7 @@ type runOptions struct {
 func runRun(args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	var o runOptions
-	casesFlag := fs.String("cases", "1,2,3,5,6,save,4,4s,web", "cases to run, in this order: 1 tftp, 2 http, 3 sol typing, 4 scale (jobs at once), 4s scale (a steady stream), 5 end to end, 6 boot methods (disk, NFS, ramdisk), save (labctl save throughput), web (the browser UI)")
+	casesFlag := fs.String("cases", "1,2,3,5,6,save,4,4s,hosts,web", "cases to run, in this order: 1 tftp, 2 http, 3 sol typing, 4 scale (jobs at once), 4s scale (a steady stream), hosts (case 4's lab on one host with SQLite, one with PostgreSQL, several on one PostgreSQL), 5 end to end, 6 boot methods (disk, NFS, ramdisk), save (labctl save throughput), web (the browser UI)")
 	fs.BoolVar(&o.quick, "quick", false, "a small version of every case (a few minutes): proves the bench works, measures little")
 	fs.IntVar(&o.rounds, "rounds", 0, "rounds per case (default 3, quick 2)")
 	fs.StringVar(&o.work, "work", "build/bench", "work directory: served files, configs, logs")
@@ -62,13 +63,17 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	tftpNs := fs.String("tftp-n", "", "case 1: only these client counts (comma-separated)")
 	tftpBlks := fs.String("tftp-blksize", "", "case 1: only these block sizes (0: none asked)")
 	tftpWindows := fs.String("tftp-window", "", "case 1: only these window sizes (0: lock-step)")
-	fs.IntVar(&o.scaleNodes, "scale-nodes", 0, "case 4: fake nodes, and as many jobs (default 400)")
-	fs.IntVar(&o.scaleJobs, "scale-jobs", 0, "case 4: jobs (default: one per node)")
+	fs.IntVar(&o.scaleNodes, "scale-nodes", 0, "cases 4 and hosts: fake nodes, and as many jobs (default 400)")
+	fs.IntVar(&o.scaleJobs, "scale-jobs", 0, "cases 4 and hosts: jobs (default: one per node)")
 	fs.DurationVar(&o.scaleInterval, "scale-interval", 0, "case 4: submit a job every INTERVAL (a steady stream) instead of all at once")
-	fs.BoolVar(&o.scaleShared, "scale-shared", false, "case 4: do not pin the daemon and the fake nodes to CPUs of their own")
+	fs.BoolVar(&o.scaleShared, "scale-shared", false, "cases 4 and hosts: do not pin the daemon and the fake nodes to CPUs of their own")
+	fs.IntVar(&o.hosts, "hosts", 3, "case hosts: the number of labctl serve hosts sharing one PostgreSQL (the nodes split over them)")
 	fs.StringVar(&o.scaleProfile, "scale-profile", "", "case 4: write CPU profiles of the daemon and of the farm while the jobs run, and their heaps at the end, into `DIR` (go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if o.hosts < 2 || o.hosts > 64 {
+		return fmt.Errorf("-hosts %d: give 2 to 64 hosts (the case compares them with one)", o.hosts)
 	}
 	o.tftpFiles, o.tftpClients = splitList(*tftpFiles), splitList(*tftpClients)
 	for _, l := range []struct {
@@ -176,6 +181,8 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 				sc.Interval = 200 * time.Millisecond
 			}
 			r, err = sc.Run(ctx, env, stdout, logw)
+		case "hosts":
+			r, err = hostsCase(o).Run(ctx, env, stdout, logw)
 		case "5":
 			r, err = e2eCase(o).Run(ctx, env, stdout, logw)
 		case "6":
@@ -299,6 +306,24 @@ func scaleCase(o runOptions) bench.ScaleCase {
 		}
 	}
 	return c
+}
+
+// hostsCase runs case 4's lab (400 fake nodes and jobs; quick: 24, one
+// round) on one host with SQLite, one with PostgreSQL and o.hosts on one
+// PostgreSQL.
+func hostsCase(o runOptions) bench.HostsCase {
+	sc := scaleCase(o)
+	sc.Interval = 0
+	if o.quick {
+		sc.Rounds, sc.Nodes, sc.Jobs = 1, 24, 24
+		if o.scaleNodes > 0 {
+			sc.Nodes, sc.Jobs = o.scaleNodes, o.scaleNodes
+		}
+		if o.scaleJobs > 0 {
+			sc.Jobs = o.scaleJobs
+		}
+	}
+	return bench.HostsCase{Scale: sc, Hosts: o.hosts}
 }
 
 func bootCase(o runOptions) bench.BootCase {
