@@ -264,8 +264,15 @@ func workerSocket(k sockKey) (int, error) {
 	if err != nil {
 		return -1, fmt.Errorf("transfer socket: %w", err)
 	}
+	// The kernel queues the ICMP errors that come back for the socket
+	// (port unreachable: the client has gone), each with the address it
+	// is about; clientsGone reads them. An unconnected socket hears of
+	// them only so.
 	if k.v6 {
 		unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1)
+		unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVERR, 1)
+	} else {
+		unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_RECVERR, 1)
 	}
 	if err := unix.Bind(fd, la); err != nil {
 		unix.Close(fd)
@@ -289,12 +296,18 @@ func sockAddrString(k sockKey) string {
 // sendTo sends p to t's client at once (the first packet of a transfer,
 // an error before the loop owns it).
 func (w *worker) sendTo(t *transfer, p []byte) error {
-	_, _, errno := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(t.fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)),
-		0, uintptr(unsafe.Pointer(&t.sa[0])), uintptr(t.salen))
-	if errno != 0 {
-		return errno
+	for range 16 {
+		_, _, errno := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(t.fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)),
+			0, uintptr(unsafe.Pointer(&t.sa[0])), uintptr(t.salen))
+		if errno == 0 {
+			return nil
+		}
+		if errno != unix.EINTR && !icmpErrno(errno) {
+			return errno
+		}
+		// The socket's pending error is about another client (see flush).
 	}
-	return nil
+	return unix.EAGAIN
 }
 
 // add hands a transfer to the loop. It reports false when the worker has
@@ -367,6 +380,9 @@ func (w *worker) run() {
 					return
 				}
 				continue
+			}
+			if w.events[i].Events&unix.EPOLLERR != 0 {
+				w.clientsGone(fd)
 			}
 			w.receive(fd)
 		}
@@ -447,13 +463,14 @@ func (w *worker) receive(fd int) {
 		r, _, errno := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&in.msgs[0])), uintptr(len(in.msgs)),
 			unix.MSG_DONTWAIT, 0, 0)
 		if errno != 0 {
+			if icmpErrno(errno) {
+				// The socket's pending error, from an ICMP error
+				// queued for some client: it is read from the queue.
+				w.clientsGone(fd)
+				continue
+			}
 			if errno != unix.EAGAIN && errno != unix.EINTR {
-				// An ICMP error from an earlier send, say: nothing to
-				// do but read on.
 				w.s.log.Debug("tftp: receive", "err", errno)
-				if errno == unix.ECONNREFUSED || errno == unix.EHOSTUNREACH || errno == unix.ENETUNREACH {
-					continue
-				}
 			}
 			return
 		}
@@ -480,6 +497,67 @@ func (w *worker) receive(fd int) {
 			return
 		}
 	}
+}
+
+// icmpErrno reports whether errno is one a socket reports for an ICMP
+// error (IP_RECVERR), whichever packet or client it is about.
+func icmpErrno(errno unix.Errno) bool {
+	switch errno {
+	case unix.ECONNREFUSED, unix.EHOSTUNREACH, unix.ENETUNREACH, unix.EHOSTDOWN:
+		return true
+	}
+	return false
+}
+
+// clientsGone reads the ICMP errors queued on the socket fd and ends the
+// transfer of each client whose port is closed (it was power-cycled, or
+// gave up): its slot is free at once, not after Retries timeouts.
+func (w *worker) clientsGone(fd int) {
+	var p [64]byte
+	var oob [256]byte
+	for range 1024 {
+		_, oobn, _, from, err := unix.Recvmsg(fd, p[:], oob[:], unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+		if err != nil {
+			return
+		}
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil {
+			continue
+		}
+		for _, m := range msgs {
+			ipErr := m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_RECVERR
+			ip6Err := m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_RECVERR
+			if !ipErr && !ip6Err || len(m.Data) < 4 {
+				continue
+			}
+			// struct sock_extended_err starts with ee_errno.
+			if errno := unix.Errno(binary.NativeEndian.Uint32(m.Data)); errno != unix.ECONNREFUSED {
+				continue
+			}
+			key, ok := sockaddrPeer(from)
+			if t := w.transfers[key]; ok && t != nil && t.fd == fd {
+				w.end(t, fmt.Errorf("client gone: %w", unix.ECONNREFUSED))
+			}
+		}
+	}
+}
+
+// sockaddrPeer is the peerKey of a decoded sockaddr.
+func sockaddrPeer(sa unix.Sockaddr) (peerKey, bool) {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		k := peerKey{port: uint16(sa.Port)}
+		k.ip[10], k.ip[11] = 0xff, 0xff
+		copy(k.ip[12:], sa.Addr[:])
+		return k, true
+	case *unix.SockaddrInet6:
+		k := peerKey{ip: sa.Addr, port: uint16(sa.Port)}
+		if sa.Addr[0] == 0xfe && sa.Addr[1]&0xc0 == 0x80 {
+			k.scope = sa.ZoneId
+		}
+		return k, true
+	}
+	return peerKey{}, false
 }
 
 // rawPeer is the peerKey of a sockaddr recvmmsg filled in.
@@ -666,12 +744,18 @@ const (
 // client's gap ACK or the timeout recovers them.
 func (w *worker) flush() {
 	b := &w.out
+	pending := 0
 	for i := 0; i < b.n; {
 		r, _, errno := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(b.fd), uintptr(unsafe.Pointer(&b.msgs[i])), uintptr(b.n-i), 0, 0, 0)
 		switch {
 		case errno == 0:
 			i += int(r)
 		case errno == unix.EINTR:
+		case icmpErrno(errno) && pending < 16:
+			// The socket's pending error, about another client (its
+			// ICMP error waits in the queue); reporting it cleared it,
+			// and the message is sent again.
+			pending++
 		default:
 			w.sendFailed(i, errno) // msgs[i] was not sent
 			i++

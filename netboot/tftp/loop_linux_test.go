@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -106,8 +107,10 @@ func fetchRecordingPort(addr, name string, blk, win int) (port int, data []byte,
 				continue // ACK the window's last block only
 			}
 			ack = p.Block
+		case p.Op == opDATA && win > 0 && p.Block > next:
+			continue // a gap: the window's ACK or the timeout recovers it
 		case p.Op == opDATA:
-			continue // out of order: the timeout recovers it
+			ack = next - 1 // a block again (our ACK was lost): say where we are
 		default:
 			return 0, nil, fmt.Errorf("got op %d", p.Op)
 		}
@@ -149,5 +152,39 @@ func TestTFTPStrangerOnSharedSocket(t *testing.T) {
 	waitFor(t, "the transfer done", 5*time.Second, func() bool { return ts.Stats().Done == 1 })
 	if st := ts.Stats(); st.Failed != 0 {
 		t.Fatalf("stats %+v: want none failed", st)
+	}
+}
+
+// TestTFTPClientGone: a client whose port closes mid-transfer (a node
+// power-cycled) answers the next block with an ICMP port unreachable; the
+// worker reads it from its shared socket's error queue and ends that
+// transfer at once, long before Retries timeouts would, while another
+// transfer on the same socket goes on.
+func TestTFTPClientGone(t *testing.T) {
+	ts := startServer(t, func(c *testOptions) { c.Timeout = 100 * time.Millisecond; c.Retries = 100 })
+	kernel := ts.root.kernel
+	other := newRawClient(t, ts)
+	defer other.close()
+	other.rrq("master/vmlinuz")
+	other.expectData(kernel, 512, 1, 1)
+
+	gone := newRawClient(t, ts)
+	gone.rrq("master/vmlinuz")
+	gone.expectData(kernel, 512, 1, 1)
+	gone.close() // the next retransmission meets a closed port
+
+	// Retries × Timeout is 10s; the ICMP error ends it within a few timeouts.
+	waitFor(t, "the gone client's transfer ended", 5*time.Second, func() bool { return ts.Stats().Failed == 1 })
+	if !strings.Contains(ts.logs.String(), "client gone") {
+		t.Fatalf("no \"client gone\" in the log:\n%s", ts.logs.String())
+	}
+	other.ack(1)
+	for p := other.next(); p.Block != 2; p = other.next() {
+		if p.Op != opDATA || p.Block != 1 {
+			t.Fatalf("got op %d block %d, want DATA 2 (or 1 again)", p.Op, p.Block)
+		}
+	}
+	if st := ts.Stats(); st.Active != 1 {
+		t.Fatalf("stats %+v: want the other transfer still running", st)
 	}
 }
