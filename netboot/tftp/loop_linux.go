@@ -48,6 +48,7 @@ type worker struct {
 	timers    timerList
 	epoch     time.Time
 	events    []unix.EpollEvent
+	handled   int // packets received since the last wait
 	in        recvBatch
 	out       sendBatch
 }
@@ -364,7 +365,8 @@ func (w *worker) run() {
 			d := h.deadline - w.now()
 			msec = int(max((d+int64(time.Millisecond)-1)/int64(time.Millisecond), 0))
 		}
-		n, err := w.wait(msec)
+		n, err := w.wait(msec, w.handled > 1)
+		w.handled = 0
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			w.s.log.Error("tftp: epoll wait failed; ending this worker's transfers", "err", err)
 			w.stop("boot server error")
@@ -393,20 +395,22 @@ func (w *worker) run() {
 	}
 }
 
-// wait waits for events, up to msec milliseconds (-1: no limit). It looks
-// first without blocking, in a raw system call: in a storm events are
-// nearly always waiting, and a look costs the runtime no system call
-// bookkeeping (entersyscall, and the P taken away while the thread sleeps).
-func (w *worker) wait(msec int) (int, error) {
-	r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(w.epfd), uintptr(unsafe.Pointer(&w.events[0])), uintptr(len(w.events)), 0, 0, 0)
-	if errno == 0 && r > 0 {
-		return int(r), nil
-	}
-	if msec == 0 {
-		if errno != 0 {
-			return 0, errno
+// wait waits for events, up to msec milliseconds (-1: no limit). When
+// busy (the last round handled several packets) it looks first without
+// blocking, in a raw system call: in a storm events are nearly always
+// waiting, and a look costs the runtime no system call bookkeeping
+// (entersyscall, and the P taken away while the thread sleeps). With a
+// single lock-step client the next ACK is never there yet, and the look
+// would be one system call per block more.
+func (w *worker) wait(msec int, busy bool) (int, error) {
+	if busy || msec == 0 {
+		r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(w.epfd), uintptr(unsafe.Pointer(&w.events[0])), uintptr(len(w.events)), 0, 0, 0)
+		if errno == 0 && r > 0 || msec == 0 {
+			if errno != 0 {
+				return 0, errno
+			}
+			return int(r), nil
 		}
-		return 0, nil
 	}
 	return unix.EpollWait(w.epfd, w.events, msec)
 }
@@ -475,6 +479,7 @@ func (w *worker) receive(fd int) {
 			return
 		}
 		n := int(r)
+		w.handled += n
 		for i := 0; i < n; i++ {
 			key, ok := rawPeer(&in.names[i], in.msgs[i].Hdr.Namelen)
 			if !ok {
