@@ -207,7 +207,10 @@ func (w *worker) bind(t *transfer, local netip.Addr, client netip.AddrPort) erro
 		}
 	}
 	v6 := !client.Addr().Is4()
-	t.peer = peerKey{ip: client.Addr().As16(), port: client.Port(), scope: scope}
+	t.peer = peerKey{ip: client.Addr().As16(), port: client.Port()}
+	if client.Addr().IsLinkLocalUnicast() {
+		t.peer.scope = scope // as rawPeer reads it
+	}
 	if v6 {
 		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(&t.sa))
 		sa.Family = unix.AF_INET6

@@ -188,3 +188,35 @@ func TestTFTPClientGone(t *testing.T) {
 		t.Fatalf("stats %+v: want the other transfer still running", st)
 	}
 }
+
+// TestTFTPLocalAddresses: a server listening on every address answers
+// each client from the address it asked (a worker socket per local
+// address), over IPv4 and IPv6, every byte checked.
+func TestTFTPLocalAddresses(t *testing.T) {
+	ts := startServer(t, func(c *testOptions) { c.addr = ":0" })
+	_, port, _ := net.SplitHostPort(ts.tftpAddr())
+	for _, host := range []string{"127.0.0.1", "127.0.0.2", "::1"} {
+		t.Run(host, func(t *testing.T) {
+			ip := net.ParseIP(host)
+			network := "udp4"
+			if ip.To4() == nil {
+				network = "udp6"
+			}
+			c, err := net.ListenUDP(network, &net.UDPAddr{IP: ip})
+			if err != nil {
+				t.Skipf("no %s here: %v", host, err)
+			}
+			defer c.Close()
+			r := &rawClient{t: t, c: c, srv: &net.UDPAddr{IP: ip, Port: mustAtoi(t, port)}}
+			r.rrq("pxelinux.0")
+			p := r.next()
+			if p.Op != opDATA || !p.From.IP.Equal(ip) {
+				t.Fatalf("op %d from %v, want DATA from %s", p.Op, p.From, host)
+			}
+			got, _, err := tftptest.Get(net.JoinHostPort(host, port), "pxelinux.0", 1468)
+			if err != nil || !bytes.Equal(got, ts.root.nbp) {
+				t.Fatalf("fetch from %s: %v", host, err)
+			}
+		})
+	}
+}
