@@ -8,10 +8,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 	"unsafe"
 
@@ -34,12 +32,7 @@ import (
 type worker struct {
 	s    *Server
 	epfd int
-	// epf is epfd as a pollable file: the loop waits for it to become
-	// readable in the runtime's network poller, holding no thread or P.
-	epf      *os.File
-	epconn   syscall.RawConn
-	deadline int64 // epf's read deadline now (ms since the epoch), -1 none
-	wake     int   // eventfd: new transfers or stop
+	wake int // eventfd: new transfers or stop
 
 	mu      sync.Mutex
 	pending []*transfer // added by the server, adopted by the loop
@@ -55,6 +48,7 @@ type worker struct {
 	timers    timerList
 	epoch     time.Time
 	events    []unix.EpollEvent
+	handled   int // packets received since the last wait
 	in        recvBatch
 	out       sendBatch
 }
@@ -163,25 +157,9 @@ func newWorker(s *Server) (*worker, error) {
 		unix.Close(wake)
 		return nil, fmt.Errorf("tftp worker: epoll add eventfd: %w", err)
 	}
-	// Non-blocking, so that os.NewFile gives a file the runtime polls.
-	if err := unix.SetNonblock(epfd, true); err != nil {
-		unix.Close(epfd)
-		unix.Close(wake)
-		return nil, fmt.Errorf("tftp worker: epoll: %w", err)
-	}
-	epf := os.NewFile(uintptr(epfd), "tftp-epoll")
-	epconn, err := epf.SyscallConn()
-	if err != nil {
-		epf.Close()
-		unix.Close(wake)
-		return nil, fmt.Errorf("tftp worker: epoll: %w", err)
-	}
 	w := &worker{
 		s:         s,
 		epfd:      epfd,
-		epf:       epf,
-		epconn:    epconn,
-		deadline:  -1,
 		wake:      wake,
 		socks:     map[sockKey]int{},
 		transfers: map[peerKey]*transfer{},
@@ -380,7 +358,7 @@ func (w *worker) run() {
 		}
 		w.socks = nil
 		w.mu.Unlock()
-		w.epf.Close()
+		unix.Close(w.epfd)
 		unix.Close(w.wake)
 	}()
 	for {
@@ -390,7 +368,8 @@ func (w *worker) run() {
 			d := h.deadline - w.now()
 			msec = int(max((d+int64(time.Millisecond)-1)/int64(time.Millisecond), 0))
 		}
-		n, err := w.wait(msec)
+		n, err := w.wait(msec, w.handled > 1)
+		w.handled = 0
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			w.s.log.Error("tftp: epoll wait failed; ending this worker's transfers", "err", err)
 			w.stop("boot server error")
@@ -419,60 +398,24 @@ func (w *worker) run() {
 	}
 }
 
-// wait waits for events, up to msec milliseconds (-1: no limit). It
-// looks without blocking, in a raw system call (in a storm events are
-// nearly always waiting, and a look costs the runtime no system call
-// bookkeeping); when there are none, the goroutine parks in the runtime's
-// network poller until the epoll descriptor becomes readable or the
-// deadline passes. A thread blocked in epoll_wait would hold its P in a
-// system call, which the runtime's monitor then checks every 20µs and
-// takes away: a wake-up of its own per block, and one more for the loop
-// to get a P back.
-func (w *worker) wait(msec int) (int, error) {
-	if n, errno := w.look(); n > 0 || errno != 0 || msec == 0 {
-		if errno != 0 {
-			return 0, errno
+// wait waits for events, up to msec milliseconds (-1: no limit). When
+// busy (the last round handled several packets) it looks first without
+// blocking, in a raw system call: in a storm events are nearly always
+// waiting, and a look costs the runtime no system call bookkeeping
+// (entersyscall, and the P taken away while the thread sleeps). With a
+// single lock-step client the next ACK is never there yet, and the look
+// would be one system call per block more.
+func (w *worker) wait(msec int, busy bool) (int, error) {
+	if busy || msec == 0 {
+		r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(w.epfd), uintptr(unsafe.Pointer(&w.events[0])), uintptr(len(w.events)), 0, 0, 0)
+		if errno == 0 && r > 0 || msec == 0 {
+			if errno != 0 {
+				return 0, errno
+			}
+			return int(r), nil
 		}
-		return n, nil
 	}
-	dl := int64(-1)
-	if msec > 0 {
-		dl = (w.now()+int64(time.Millisecond)-1)/int64(time.Millisecond) + int64(msec)
-	}
-	if dl != w.deadline {
-		// Whole milliseconds: a lock-step transfer moves the earliest
-		// deadline every block, the poller's timer only every few.
-		w.deadline = dl
-		t := time.Time{}
-		if dl >= 0 {
-			t = w.epoch.Add(time.Duration(dl) * time.Millisecond)
-		}
-		w.epf.SetReadDeadline(t)
-	}
-	var n int
-	var errno unix.Errno
-	err := w.epconn.Read(func(uintptr) bool {
-		n, errno = w.look()
-		return n > 0 || errno != 0 && errno != unix.EINTR
-	})
-	switch {
-	case errors.Is(err, os.ErrDeadlineExceeded):
-		return 0, nil
-	case err != nil:
-		return 0, err
-	case errno != 0:
-		return 0, errno
-	}
-	return n, nil
-}
-
-// look returns the events waiting, without blocking.
-func (w *worker) look() (int, unix.Errno) {
-	r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(w.epfd), uintptr(unsafe.Pointer(&w.events[0])), uintptr(len(w.events)), 0, 0, 0)
-	if errno != 0 {
-		return 0, errno
-	}
-	return int(r), 0
+	return unix.EpollWait(w.epfd, w.events, msec)
 }
 
 // adopt takes the pending transfers into the loop. It returns true when
@@ -539,6 +482,7 @@ func (w *worker) receive(fd int) {
 			return
 		}
 		n := int(r)
+		w.handled += n
 		for i := 0; i < n; i++ {
 			key, ok := rawPeer(&in.names[i], in.msgs[i].Hdr.Namelen)
 			if !ok {
