@@ -21,6 +21,9 @@ type Env struct {
 	Work   string // configs, logs
 	Self   string // the labctl-bench binary (its bootserver subcommand is labctl's server)
 	ATFTPD string // atftpd, unpacked beside (conflicts with tftpd-hpa as a package)
+	// Peers, when not empty, names the only peers to run beside labctl
+	// (a narrower A/B run); the others are reported as skipped.
+	Peers []string
 }
 
 // Server is one server under test, started by the bench on loopback in its
@@ -58,6 +61,10 @@ type candidate struct {
 // and a line for each of the others.
 func available(env *Env, all []candidate) (servers []*Server, skipped []string) {
 	for _, a := range all {
+		if a.s.Name != "labctl" && len(env.Peers) > 0 && !slices.Contains(env.Peers, a.s.Name) {
+			skipped = append(skipped, a.s.Name+": not among -peers")
+			continue
+		}
 		if why := missing(a.bin, a.pkg); why != "" {
 			skipped = append(skipped, a.s.Name+": "+why)
 			continue

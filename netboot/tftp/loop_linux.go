@@ -6,22 +6,29 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
-// A worker runs many transfers in one event loop, the way dnsmasq does:
-// every transfer owns a connected, non-blocking UDP socket, the loop waits
-// for ACKs on all of them with epoll and answers each at once from the
-// same goroutine. There is no goroutine per transfer, no hand-off between
-// goroutines per block and no per-block allocation; a window of blocks
-// goes out in one sendmsg with UDP segmentation offload (the kernel cuts
-// it into datagrams after a single trip down the stack), or one sendmmsg
-// where GSO is not available. The server runs a few workers (one per
-// CPU, at most maxWorkers) and spreads transfers over them.
+// A worker runs many transfers in one event loop. Its transfers share a
+// few UDP sockets of the worker's own (one per local address replies
+// leave from), each transfer known by its client's address and port: the
+// transfer's TID pair is (worker port, client port), unique as RFC 1350
+// asks, and the loop moves the packets of many transfers per system call.
+// recvmmsg takes every ACK waiting on a socket at once; the blocks they
+// call for are queued and leave together in one sendmmsg. A window of
+// blocks is one message with UDP segmentation offload (the kernel cuts it
+// into datagrams after a single trip down the stack), or one message per
+// block where GSO is not available. There is no goroutine per transfer,
+// no hand-off between goroutines per block and no per-block allocation.
+// The server runs a few workers (one per CPU, at most maxWorkers) and
+// spreads transfers over them.
 type worker struct {
 	s    *Server
 	epfd int
@@ -31,17 +38,45 @@ type worker struct {
 	pending []*transfer // added by the server, adopted by the loop
 	stopped bool        // under mu; the loop has stopped or is stopping
 	stopErr string      // what transfers are told when the loop stops
+	socks   map[sockKey]int
+	// hasPending is true while pending is not empty: the loop looks before
+	// it drops a packet from a client it does not know yet.
+	hasPending atomic.Bool
 
 	// Owned by the loop goroutine.
-	transfers map[int32]*transfer
+	transfers map[peerKey]*transfer
 	timers    timerList
 	epoch     time.Time
 	events    []unix.EpollEvent
-	scratch   []byte         // window × (block + 4) bytes of outgoing packets
-	msgs      []unix.Mmsghdr // one per packet of a window
-	iovs      []unix.Iovec
-	rbuf      []byte // incoming packet
-	gsoOOB    [unix.SizeofCmsghdr + 8]byte
+	handled   int // packets received since the last wait
+	in        recvBatch
+	out       sendBatch
+}
+
+// loopTransfer is what the Linux loop keeps per transfer.
+type loopTransfer struct {
+	fd         int     // the worker's socket the transfer's packets leave from (shared, not the transfer's)
+	peer       peerKey // the client, as the loop looks it up
+	sa         [unix.SizeofSockaddrInet6]byte
+	salen      uint32 // the client's raw sockaddr (sa) for sendto and sendmmsg
+	deadline   int64  // ns since the event loop's epoch
+	prev, next *transfer
+}
+
+// peerKey is a client address and port in the form the kernel gives it
+// (IPv4 as v4-mapped IPv6, an IPv6 zone as its interface index).
+type peerKey struct {
+	ip    [16]byte
+	port  uint16
+	scope uint32
+}
+
+// sockKey names one of a worker's sockets: its local address (the zero
+// address: any of the family), with the family told apart by v6.
+type sockKey struct {
+	ip    [16]byte
+	scope uint32
+	v6    bool
 }
 
 // timerList holds the transfers in the order their ACK deadlines expire.
@@ -73,6 +108,40 @@ func (l *timerList) pushBack(t *transfer) {
 	l.tail = t
 }
 
+// Batch sizes: packets taken per recvmmsg, and the room (in bytes of a
+// packet) of one receive slot. Clients send ACKs and ERRORs only; a
+// longer datagram is cut to the slot and read as what it starts with.
+const (
+	recvBatchLen = 64
+	recvSlot     = 1024
+	sendBatchLen = 64
+)
+
+// sockBuffer is the receive and send buffer each worker socket asks for:
+// room for the ACKs of a storm's every client at once (root may exceed
+// net.core.rmem_max and wmem_max).
+const sockBuffer = 4 << 20
+
+// recvBatch is recvmmsg's working memory.
+type recvBatch struct {
+	msgs  []unix.Mmsghdr
+	iovs  []unix.Iovec
+	names []unix.RawSockaddrInet6
+	buf   []byte
+}
+
+// sendBatch is the packets queued for one socket, sent by flush.
+type sendBatch struct {
+	fd   int
+	n    int // messages queued
+	msgs []unix.Mmsghdr
+	iovs []unix.Iovec
+	ts   []*transfer // each message's transfer
+	oob  [][unix.SizeofCmsghdr + 8]byte
+	buf  []byte // the packets, back to back
+	used int
+}
+
 func newWorker(s *Server) (*worker, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
@@ -92,20 +161,157 @@ func newWorker(s *Server) (*worker, error) {
 		s:         s,
 		epfd:      epfd,
 		wake:      wake,
-		transfers: map[int32]*transfer{},
+		socks:     map[sockKey]int{},
+		transfers: map[peerKey]*transfer{},
 		epoch:     time.Now(),
 		events:    make([]unix.EpollEvent, 256),
-		rbuf:      make([]byte, 1500),
 	}
-	// The UDP_SEGMENT control message; its value is set per send.
-	h := (*unix.Cmsghdr)(unsafe.Pointer(&w.gsoOOB[0]))
-	h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
-	h.SetLen(unix.CmsgLen(2))
-	win := s.maxWindow
-	w.scratch = make([]byte, win*(s.maxBlock+4))
-	w.msgs = make([]unix.Mmsghdr, win)
-	w.iovs = make([]unix.Iovec, win)
+	in := &w.in
+	in.msgs = make([]unix.Mmsghdr, recvBatchLen)
+	in.iovs = make([]unix.Iovec, recvBatchLen)
+	in.names = make([]unix.RawSockaddrInet6, recvBatchLen)
+	in.buf = make([]byte, recvBatchLen*recvSlot)
+	for i := range in.msgs {
+		in.iovs[i] = unix.Iovec{Base: &in.buf[i*recvSlot], Len: recvSlot}
+		in.msgs[i].Hdr.Iov, in.msgs[i].Hdr.Iovlen = &in.iovs[i], 1
+		in.msgs[i].Hdr.Name = (*byte)(unsafe.Pointer(&in.names[i]))
+	}
+	// Room for a whole window, or a batch of lock-step blocks, whichever
+	// is more; a window sent without GSO is a message per block.
+	stride := s.maxBlock + 4
+	n := max(sendBatchLen, s.maxWindow)
+	out := &w.out
+	out.fd = -1
+	out.msgs = make([]unix.Mmsghdr, n)
+	out.iovs = make([]unix.Iovec, n)
+	out.ts = make([]*transfer, n)
+	out.oob = make([][unix.SizeofCmsghdr + 8]byte, n)
+	out.buf = make([]byte, max(sendBatchLen, s.maxWindow)*stride)
+	for i := range out.oob {
+		// The UDP_SEGMENT control message; its value is set per send.
+		h := (*unix.Cmsghdr)(unsafe.Pointer(&out.oob[i][0]))
+		h.Level, h.Type = unix.SOL_UDP, unix.UDP_SEGMENT
+		h.SetLen(unix.CmsgLen(2))
+	}
 	return w, nil
+}
+
+// bind gives t the worker socket for local (its address family is the
+// client's) and the client's address in the kernel's form. It runs on the
+// goroutine that starts the transfer, before the worker owns t.
+func (w *worker) bind(t *transfer, local netip.Addr, client netip.AddrPort) error {
+	var scope uint32
+	if z := client.Addr().Zone(); z != "" {
+		if ifi, err := net.InterfaceByName(z); err == nil {
+			scope = uint32(ifi.Index)
+		}
+	}
+	v6 := !client.Addr().Is4()
+	t.peer = peerKey{ip: client.Addr().As16(), port: client.Port()}
+	if client.Addr().IsLinkLocalUnicast() {
+		t.peer.scope = scope // as rawPeer reads it
+	}
+	if v6 {
+		sa := (*unix.RawSockaddrInet6)(unsafe.Pointer(&t.sa))
+		sa.Family = unix.AF_INET6
+		sa.Addr = t.peer.ip
+		sa.Scope_id = scope
+		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], client.Port())
+		t.salen = unix.SizeofSockaddrInet6
+	} else {
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&t.sa))
+		sa.Family = unix.AF_INET
+		sa.Addr = client.Addr().As4()
+		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], client.Port())
+		t.salen = unix.SizeofSockaddrInet4
+	}
+	k := sockKey{v6: v6}
+	if local.IsValid() && !local.IsUnspecified() && local.Is6() == v6 {
+		k.ip = local.As16()
+		if v6 && local.IsLinkLocalUnicast() {
+			k.scope = scope
+		}
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped {
+		return errShuttingDown
+	}
+	fd, ok := w.socks[k]
+	if !ok {
+		var err error
+		if fd, err = workerSocket(k); err != nil {
+			return err
+		}
+		if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(fd)}); err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("transfer socket: epoll add: %w", err)
+		}
+		w.socks[k] = fd
+	}
+	t.fd = fd
+	return nil
+}
+
+// workerSocket opens a non-blocking UDP socket bound to k's address on a
+// port the kernel picks, with buffers for a storm.
+func workerSocket(k sockKey) (int, error) {
+	af := unix.AF_INET
+	var la unix.Sockaddr
+	if k.v6 {
+		af = unix.AF_INET6
+		la = &unix.SockaddrInet6{Addr: k.ip, ZoneId: k.scope}
+	} else {
+		la = &unix.SockaddrInet4{Addr: [4]byte(k.ip[12:])}
+	}
+	fd, err := unix.Socket(af, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("transfer socket: %w", err)
+	}
+	// The kernel queues the ICMP errors that come back for the socket
+	// (port unreachable: the client has gone), each with the address it
+	// is about; clientsGone reads them. An unconnected socket hears of
+	// them only so.
+	if k.v6 {
+		unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1)
+		unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_RECVERR, 1)
+	} else {
+		unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_RECVERR, 1)
+	}
+	if err := unix.Bind(fd, la); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("transfer socket: bind %s: %w", sockAddrString(k), err)
+	}
+	for _, o := range [][2]int{{unix.SO_RCVBUFFORCE, unix.SO_RCVBUF}, {unix.SO_SNDBUFFORCE, unix.SO_SNDBUF}} {
+		if unix.SetsockoptInt(fd, unix.SOL_SOCKET, o[0], sockBuffer) != nil {
+			unix.SetsockoptInt(fd, unix.SOL_SOCKET, o[1], sockBuffer) // capped at the sysctl's maximum
+		}
+	}
+	return fd, nil
+}
+
+func sockAddrString(k sockKey) string {
+	if k.v6 {
+		return netip.AddrFrom16(k.ip).String()
+	}
+	return netip.AddrFrom16(k.ip).Unmap().String()
+}
+
+// sendTo sends p to t's client at once (the first packet of a transfer,
+// an error before the loop owns it).
+func (w *worker) sendTo(t *transfer, p []byte) error {
+	for range 16 {
+		_, _, errno := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(t.fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)),
+			0, uintptr(unsafe.Pointer(&t.sa[0])), uintptr(t.salen))
+		if errno == 0 {
+			return nil
+		}
+		if errno != unix.EINTR && !icmpErrno(errno) {
+			return errno
+		}
+		// The socket's pending error is about another client (see flush).
+	}
+	return unix.EAGAIN
 }
 
 // add hands a transfer to the loop. It reports false when the worker has
@@ -117,6 +323,7 @@ func (w *worker) add(t *transfer) bool {
 		return false
 	}
 	w.pending = append(w.pending, t)
+	w.hasPending.Store(true)
 	w.mu.Unlock()
 	w.poke()
 	return true
@@ -145,33 +352,44 @@ func (w *worker) now() int64 { return int64(time.Since(w.epoch)) }
 // transfer has been told and closed.
 func (w *worker) run() {
 	defer func() {
+		w.mu.Lock()
+		for _, fd := range w.socks {
+			unix.Close(fd)
+		}
+		w.socks = nil
+		w.mu.Unlock()
 		unix.Close(w.epfd)
 		unix.Close(w.wake)
 	}()
 	for {
+		w.flush()
 		msec := -1
 		if h := w.timers.head; h != nil {
 			d := h.deadline - w.now()
 			msec = int(max((d+int64(time.Millisecond)-1)/int64(time.Millisecond), 0))
 		}
-		n, err := unix.EpollWait(w.epfd, w.events, msec)
+		n, err := w.wait(msec, w.handled > 1)
+		w.handled = 0
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			w.s.log.Error("tftp: epoll wait failed; ending this worker's transfers", "err", err)
 			w.stop("boot server error")
 			w.adopt()
+			w.flush()
 			return
 		}
 		for i := 0; i < n; i++ {
-			ev := w.events[i]
-			if int(ev.Fd) == w.wake {
+			fd := int(w.events[i].Fd)
+			if fd == w.wake {
 				if w.adopt() {
+					w.flush()
 					return
 				}
 				continue
 			}
-			if t := w.transfers[ev.Fd]; t != nil {
-				w.readable(t)
+			if w.events[i].Events&unix.EPOLLERR != 0 {
+				w.clientsGone(fd)
 			}
+			w.receive(fd)
 		}
 		now := w.now()
 		for t := w.timers.head; t != nil && t.deadline <= now; t = w.timers.head {
@@ -180,30 +398,57 @@ func (w *worker) run() {
 	}
 }
 
-// adopt takes the pending transfers into the loop and starts them. It
-// returns true when the worker is stopping, after ending every transfer.
+// wait waits for events, up to msec milliseconds (-1: no limit). When
+// busy (the last round handled several packets) it looks first without
+// blocking, in a raw system call: in a storm events are nearly always
+// waiting, and a look costs the runtime no system call bookkeeping
+// (entersyscall, and the P taken away while the thread sleeps). With a
+// single lock-step client the next ACK is never there yet, and the look
+// would be one system call per block more.
+func (w *worker) wait(msec int, busy bool) (int, error) {
+	if busy || msec == 0 {
+		r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(w.epfd), uintptr(unsafe.Pointer(&w.events[0])), uintptr(len(w.events)), 0, 0, 0)
+		if errno == 0 && r > 0 || msec == 0 {
+			if errno != 0 {
+				return 0, errno
+			}
+			return int(r), nil
+		}
+	}
+	return unix.EpollWait(w.epfd, w.events, msec)
+}
+
+// adopt takes the pending transfers into the loop. It returns true when
+// the worker is stopping, after ending every transfer.
 func (w *worker) adopt() bool {
 	var b [8]byte
 	unix.Read(w.wake, b[:])
-	w.mu.Lock()
-	pending, stopped, why := w.pending, w.stopped, w.stopErr
-	w.pending = nil
-	w.mu.Unlock()
-	for _, t := range pending {
-		if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, t.fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(t.fd)}); err != nil {
-			w.s.finish(t, fmt.Errorf("epoll add: %w", err))
-			continue
-		}
-		w.transfers[int32(t.fd)] = t
-		w.arm(t) // the first packet is out already (Server.start)
-	}
-	if !stopped {
+	if w.takePending() {
 		return false
 	}
+	w.mu.Lock()
+	why := w.stopErr
+	w.mu.Unlock()
 	for _, t := range w.transfers {
 		w.abort(t, why, errShuttingDown)
 	}
 	return true
+}
+
+// takePending moves the pending transfers into the loop (their first
+// packet is out already: Server.start) and reports whether the worker is
+// still running.
+func (w *worker) takePending() (running bool) {
+	w.mu.Lock()
+	pending, stopped := w.pending, w.stopped
+	w.pending = nil
+	w.hasPending.Store(false)
+	w.mu.Unlock()
+	for _, t := range pending {
+		w.transfers[t.peer] = t
+		w.arm(t)
+	}
+	return !stopped
 }
 
 // arm renews t's ACK deadline.
@@ -213,19 +458,137 @@ func (w *worker) arm(t *transfer) {
 	w.timers.pushBack(t)
 }
 
-// readable reads one packet from t's socket (the socket is level-triggered:
-// more packets wake the loop again).
-func (w *worker) readable(t *transfer) {
-	n, err := rawRead(t.fd, w.rbuf)
-	if err != nil {
-		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+// receive reads every packet waiting on the socket fd, a batch at a time,
+// handles each and sends what they call for.
+func (w *worker) receive(fd int) {
+	in := &w.in
+	for {
+		for i := range in.msgs {
+			in.msgs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+			in.msgs[i].Hdr.Flags = 0
+		}
+		r, _, errno := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&in.msgs[0])), uintptr(len(in.msgs)),
+			unix.MSG_DONTWAIT, 0, 0)
+		if errno != 0 {
+			if icmpErrno(errno) {
+				// The socket's pending error, from an ICMP error
+				// queued for some client: it is read from the queue.
+				w.clientsGone(fd)
+				continue
+			}
+			if errno != unix.EAGAIN && errno != unix.EINTR {
+				w.s.log.Debug("tftp: receive", "err", errno)
+			}
 			return
 		}
-		// ECONNREFUSED: the client's port is closed, it has gone.
-		w.end(t, fmt.Errorf("client gone: %w", err))
-		return
+		n := int(r)
+		w.handled += n
+		for i := 0; i < n; i++ {
+			key, ok := rawPeer(&in.names[i], in.msgs[i].Hdr.Namelen)
+			if !ok {
+				continue
+			}
+			t := w.transfers[key]
+			if t == nil && w.hasPending.Load() {
+				// The client answered before the loop adopted its
+				// transfer (the first packet leaves from Server.start).
+				w.takePending()
+				t = w.transfers[key]
+			}
+			if t == nil || t.fd != fd {
+				continue // a late packet of a transfer that ended, or a stranger's
+			}
+			w.packet(t, in.buf[i*recvSlot:i*recvSlot+int(min(in.msgs[i].Len, recvSlot))])
+		}
+		w.flush()
+		if n < len(in.msgs) {
+			return
+		}
 	}
-	p := w.rbuf[:n]
+}
+
+// icmpErrno reports whether errno is one a socket reports for an ICMP
+// error (IP_RECVERR), whichever packet or client it is about.
+func icmpErrno(errno unix.Errno) bool {
+	switch errno {
+	case unix.ECONNREFUSED, unix.EHOSTUNREACH, unix.ENETUNREACH, unix.EHOSTDOWN:
+		return true
+	}
+	return false
+}
+
+// clientsGone reads the ICMP errors queued on the socket fd and ends the
+// transfer of each client whose port is closed (it was power-cycled, or
+// gave up): its slot is free at once, not after Retries timeouts.
+func (w *worker) clientsGone(fd int) {
+	var p [64]byte
+	var oob [256]byte
+	for range 1024 {
+		_, oobn, _, from, err := unix.Recvmsg(fd, p[:], oob[:], unix.MSG_ERRQUEUE|unix.MSG_DONTWAIT)
+		if err != nil {
+			return
+		}
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil {
+			continue
+		}
+		for _, m := range msgs {
+			ipErr := m.Header.Level == unix.IPPROTO_IP && m.Header.Type == unix.IP_RECVERR
+			ip6Err := m.Header.Level == unix.IPPROTO_IPV6 && m.Header.Type == unix.IPV6_RECVERR
+			if !ipErr && !ip6Err || len(m.Data) < 4 {
+				continue
+			}
+			// struct sock_extended_err starts with ee_errno.
+			if errno := unix.Errno(binary.NativeEndian.Uint32(m.Data)); errno != unix.ECONNREFUSED {
+				continue
+			}
+			key, ok := sockaddrPeer(from)
+			if t := w.transfers[key]; ok && t != nil && t.fd == fd {
+				w.end(t, fmt.Errorf("client gone: %w", unix.ECONNREFUSED))
+			}
+		}
+	}
+}
+
+// sockaddrPeer is the peerKey of a decoded sockaddr.
+func sockaddrPeer(sa unix.Sockaddr) (peerKey, bool) {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		k := peerKey{port: uint16(sa.Port)}
+		k.ip[10], k.ip[11] = 0xff, 0xff
+		copy(k.ip[12:], sa.Addr[:])
+		return k, true
+	case *unix.SockaddrInet6:
+		k := peerKey{ip: sa.Addr, port: uint16(sa.Port)}
+		if sa.Addr[0] == 0xfe && sa.Addr[1]&0xc0 == 0x80 {
+			k.scope = sa.ZoneId
+		}
+		return k, true
+	}
+	return peerKey{}, false
+}
+
+// rawPeer is the peerKey of a sockaddr recvmmsg filled in.
+func rawPeer(sa *unix.RawSockaddrInet6, n uint32) (peerKey, bool) {
+	switch {
+	case sa.Family == unix.AF_INET && n >= unix.SizeofSockaddrInet4:
+		s4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		k := peerKey{port: binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&s4.Port))[:])}
+		k.ip[10], k.ip[11] = 0xff, 0xff
+		copy(k.ip[12:], s4.Addr[:])
+		return k, true
+	case sa.Family == unix.AF_INET6 && n >= unix.SizeofSockaddrInet6:
+		k := peerKey{ip: sa.Addr, port: binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:])}
+		if sa.Addr[0] == 0xfe && sa.Addr[1]&0xc0 == 0x80 { // link-local: the zone tells it apart
+			k.scope = sa.Scope_id
+		}
+		return k, true
+	}
+	return peerKey{}, false
+}
+
+// packet handles one packet from t's client.
+func (w *worker) packet(t *transfer, p []byte) {
 	if block, ok := parseAck(p); ok {
 		w.ack(t, block)
 		return
@@ -234,7 +597,7 @@ func (w *worker) readable(t *transfer) {
 		w.end(t, clientError{code, msg})
 		return
 	}
-	// Anything else on a read transfer's socket is ignored: a stray
+	// Anything else from a read transfer's client is ignored: a stray
 	// duplicate must not end a boot.
 }
 
@@ -285,30 +648,67 @@ func (w *worker) timeout(t *transfer) {
 		return
 	}
 	if t.oack != nil {
-		w.sendOACK(t)
+		w.arm(t)
+		w.queue(t, t.oack)
 		return
 	}
 	w.s.retransmits.Add(1)
 	w.sendWindow(t, t.base)
 }
 
-func (w *worker) sendOACK(t *transfer) {
-	w.arm(t)
-	if _, err := unix.Write(t.fd, t.oack); err != nil && !errors.Is(err, unix.EAGAIN) {
-		w.end(t, fmt.Errorf("send OACK: %w", err))
+// reserve makes room in the send batch for n bytes in msgs messages to
+// t's socket, flushing what is queued if need be, and returns the bytes.
+func (w *worker) reserve(t *transfer, n, msgs int) []byte {
+	b := &w.out
+	if b.n > 0 && (b.fd != t.fd || b.n+msgs > len(b.msgs) || b.used+n > len(b.buf)) {
+		w.flush()
 	}
+	b.fd = t.fd
+	return b.buf[b.used : b.used+n]
 }
 
-// sendWindow sends blocks from..from+window-1 (up to the last block) and
+// push queues p (in the batch's buffer, from reserve) as one message to
+// t's client; seg > 0 sends it as datagrams of seg bytes (GSO).
+func (w *worker) push(t *transfer, p []byte, seg int) {
+	b := &w.out
+	i := b.n
+	b.iovs[i] = unix.Iovec{Base: &p[0], Len: uint64(len(p))}
+	b.msgs[i] = unix.Mmsghdr{Hdr: unix.Msghdr{Name: &t.sa[0], Namelen: t.salen, Iov: &b.iovs[i], Iovlen: 1}}
+	if seg > 0 {
+		binary.NativeEndian.PutUint16(b.oob[i][unix.CmsgLen(0):], uint16(seg))
+		b.msgs[i].Hdr.Control = &b.oob[i][0]
+		b.msgs[i].Hdr.SetControllen(len(b.oob[i]))
+	}
+	b.ts[i] = t
+	b.n++
+	b.used += len(p)
+}
+
+// queue sends a copy of p (an OACK, an ERROR) to t's client with the batch.
+func (w *worker) queue(t *transfer, p []byte) {
+	buf := w.reserve(t, len(p), 1)
+	copy(buf, p)
+	w.push(t, buf, 0)
+}
+
+// sendWindow queues blocks from..from+window-1 (up to the last block) and
 // renews the deadline.
 func (w *worker) sendWindow(t *transfer, from uint64) {
 	w.arm(t)
 	last := min(from+uint64(t.window)-1, t.nblocks)
 	count := int(last - from + 1)
 	stride := t.blk + 4
+	gso := count > 1 && w.s.loop.gso.Load()
+	msgs := count
+	per := max(min(gsoMaxBytes/stride, gsoMaxSegments), 1)
+	if gso {
+		msgs = (count + per - 1) / per
+	}
+	buf := w.reserve(t, count*stride, msgs)
+	end := 0
 	for i := 0; i < count; i++ {
 		b := from + uint64(i)
-		pkt := w.scratch[i*stride : (i+1)*stride]
+		pkt := buf[i*stride : (i+1)*stride]
 		binary.BigEndian.PutUint16(pkt, opDATA)
 		binary.BigEndian.PutUint16(pkt[2:], uint16(b))
 		off := int64(b-1) * int64(t.blk)
@@ -317,116 +717,104 @@ func (w *worker) sendWindow(t *transfer, from uint64) {
 			w.abort(t, "read error", err)
 			return
 		}
-		w.iovs[i] = unix.Iovec{Base: &pkt[0], Len: uint64(4 + n)}
-		w.msgs[i] = unix.Mmsghdr{Hdr: unix.Msghdr{Iov: &w.iovs[i], Iovlen: 1}}
+		end = i*stride + 4 + n
+		if !gso {
+			w.push(t, pkt[:4+n], 0)
+		}
+	}
+	if gso {
+		// The window's packets lie back to back, each stride bytes but
+		// the last; the kernel cuts each message into datagrams of
+		// stride bytes.
+		for off := 0; off < end; off += per * stride {
+			m := buf[off:min(off+per*stride, end)]
+			seg := stride
+			if len(m) <= stride {
+				seg = 0 // a single datagram needs no segmentation
+			}
+			w.push(t, m, seg)
+		}
 	}
 	if last > t.sent {
 		t.sent = last
 	}
-	var err error
-	switch {
-	case count == 1:
-		err = rawWrite(t.fd, unsafe.Slice(w.iovs[0].Base, w.iovs[0].Len))
-	case w.s.loop.gso.Load():
-		// UDP GSO: the window's packets lie back to back in scratch, each
-		// stride bytes but the last; the kernel cuts the buffer into
-		// datagrams of stride bytes, after one trip down the stack.
-		end := (count-1)*stride + int(w.iovs[count-1].Len)
-		err = w.sendGSO(t.fd, w.scratch[:end], stride)
-		if errors.Is(err, unix.EIO) || errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOPROTOOPT) {
-			// No GSO on this path: one datagram per message from now on.
-			w.s.loop.gso.Store(false)
-			w.s.log.Info("tftp: UDP segmentation offload unavailable, sending windows with sendmmsg", "err", err)
-			err = sendmmsg(t.fd, w.msgs[:count])
-		}
-	default:
-		err = sendmmsg(t.fd, w.msgs[:count])
-	}
-	// A full socket buffer loses packets like the network would: the
-	// client's gap ACK or the timeout recovers them.
-	if err != nil && !errors.Is(err, unix.EAGAIN) {
-		w.end(t, fmt.Errorf("send block %d: %w", from, err))
-	}
 }
 
-// gsoMaxBytes bounds one GSO send (the datagrams of one call must fit a
-// 64 KiB super-packet) and gsoMaxSegments its datagram count.
+// gsoMaxBytes bounds one GSO message (its datagrams must fit a 64 KiB
+// super-packet) and gsoMaxSegments its datagram count.
 const (
 	gsoMaxBytes    = 65000
 	gsoMaxSegments = 64
 )
 
-// sendGSO sends buf as datagrams of seg bytes (the last may be shorter)
-// with UDP_SEGMENT, in as few calls as the limits allow.
-func (w *worker) sendGSO(fd int, buf []byte, seg int) error {
-	per := max(min(gsoMaxBytes/seg, gsoMaxSegments), 1)
-	oob := w.gsoOOB[:]
-	binary.NativeEndian.PutUint16(oob[unix.CmsgLen(0):], uint16(seg))
-	for len(buf) > 0 {
-		n := min(len(buf), per*seg)
-		if n <= seg {
-			// A single datagram needs no segmentation.
-			if _, err := unix.Write(fd, buf[:n]); err != nil {
-				return err
+// flush sends the queued packets, as few sendmmsg calls as the kernel
+// allows. A full socket buffer loses packets like the network would: the
+// client's gap ACK or the timeout recovers them.
+func (w *worker) flush() {
+	b := &w.out
+	pending := 0
+	for i := 0; i < b.n; {
+		r, _, errno := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(b.fd), uintptr(unsafe.Pointer(&b.msgs[i])), uintptr(b.n-i), 0, 0, 0)
+		switch {
+		case errno == 0:
+			i += int(r)
+		case errno == unix.EINTR:
+		case icmpErrno(errno) && pending < 16:
+			// The socket's pending error, about another client (its
+			// ICMP error waits in the queue); reporting it cleared it,
+			// and the message is sent again.
+			pending++
+		default:
+			w.sendFailed(i, errno) // msgs[i] was not sent
+			i++
+		}
+	}
+	clear(b.ts[:b.n])
+	b.n, b.used = 0, 0
+}
+
+// sendFailed handles the send error of message i of the batch.
+func (w *worker) sendFailed(i int, errno unix.Errno) {
+	b := &w.out
+	m, t := &b.msgs[i], b.ts[i]
+	if errno == unix.EAGAIN || errno == unix.ENOBUFS {
+		return
+	}
+	if m.Hdr.Controllen > 0 && (errno == unix.EIO || errno == unix.EINVAL || errno == unix.ENOPROTOOPT) {
+		// No GSO on this path: one datagram per block from now on, this
+		// window's included.
+		if w.s.loop.gso.CompareAndSwap(true, false) {
+			w.s.log.Info("tftp: UDP segmentation offload unavailable, sending windows with sendmmsg", "err", errno)
+		}
+		seg := int(binary.NativeEndian.Uint16(b.oob[i][unix.CmsgLen(0):]))
+		p := unsafe.Slice(b.iovs[i].Base, b.iovs[i].Len)
+		for len(p) > 0 {
+			n := min(seg, len(p))
+			if err := w.sendTo(t, p[:n]); err != nil && err != unix.EAGAIN {
+				break
 			}
-		} else if err := unix.Sendmsg(fd, buf[:n], oob, nil, 0); err != nil {
-			return err
+			p = p[n:]
 		}
-		buf = buf[n:]
+		return
 	}
-	return nil
-}
-
-// rawRead and rawWrite are read(2) and write(2) on a non-blocking socket
-// without the runtime's system call bookkeeping (entersyscall and
-// exitsyscall, which may hand the P to another thread): the socket never
-// blocks, and a lock-step transfer makes two of these per block.
-func rawRead(fd int, p []byte) (int, error) {
-	r, _, errno := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-	if errno != 0 {
-		return 0, errno
+	if w.transfers[t.peer] == t {
+		w.end(t, fmt.Errorf("send: %w", errno))
 	}
-	return int(r), nil
-}
-
-func rawWrite(fd int, p []byte) error {
-	r, _, errno := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-	if errno != 0 {
-		return errno
-	}
-	if int(r) != len(p) {
-		return fmt.Errorf("short datagram write: %d of %d bytes", r, len(p))
-	}
-	return nil
-}
-
-// sendmmsg sends all msgs on the connected socket fd, one system call per
-// call of the kernel's sendmmsg (which may send fewer than asked).
-func sendmmsg(fd int, msgs []unix.Mmsghdr) error {
-	for len(msgs) > 0 {
-		r, _, errno := unix.Syscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&msgs[0])), uintptr(len(msgs)), 0, 0, 0)
-		if errno != 0 {
-			return errno
-		}
-		msgs = msgs[r:]
-	}
-	return nil
 }
 
 // abort tells the client why the transfer ends (an ERROR packet) and ends it.
 func (w *worker) abort(t *transfer, why string, err error) {
-	unix.Write(t.fd, appendError(nil, errCodeUndefined, why))
+	w.queue(t, appendError(nil, errCodeUndefined, why))
 	w.end(t, err)
 }
 
-// end removes the transfer from the loop and closes it; err nil means the
-// client acknowledged the last block.
+// end removes the transfer from the loop and releases it; err nil means
+// the client acknowledged the last block. Packets queued for it still go.
 func (w *worker) end(t *transfer, err error) {
-	if _, ok := w.transfers[int32(t.fd)]; !ok {
+	if w.transfers[t.peer] != t {
 		return
 	}
-	delete(w.transfers, int32(t.fd))
+	delete(w.transfers, t.peer)
 	w.timers.remove(t)
-	// Closing the socket also drops it from the epoll set.
 	w.s.finish(t, err)
 }

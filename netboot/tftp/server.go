@@ -14,9 +14,10 @@
 //	}, tftp.Config{...}, log)
 //	err = srv.Serve(ctx, conn)
 //
-// On Linux every transfer owns a connected, non-blocking socket and a few
-// epoll loops run them all (loop_linux.go); small files are read once into
-// memory and shared by every transfer (fileCache). Elsewhere each transfer
+// On Linux a few event loops run every transfer, each loop on sockets of
+// its own shared by its transfers, moving many transfers' packets per
+// system call (loop_linux.go); small files are read once into memory and
+// shared by every transfer (fileCache). Elsewhere each transfer
 // runs in a goroutine of its own on a net.UDPConn: correct, not fast.
 package tftp
 
@@ -320,7 +321,7 @@ func (s *Server) open(req request, client netip.AddrPort, dst netip.Addr, haveSl
 		return nil, nil
 	}
 	s.active.Add(1)
-	t = &transfer{fd: -1, key: client, name: req.filename, start: time.Now()}
+	t = &transfer{key: client, name: req.filename, start: time.Now()}
 	fail := func(code uint16, msg string) {
 		s.refused.Add(1)
 		s.refuse(client, dst, code, msg)
@@ -460,26 +461,23 @@ func (s *Server) release(t *transfer) {
 // transfer is one read transfer. Once running it belongs to exactly one
 // goroutine (an event loop's, on Linux); only that goroutine touches it.
 type transfer struct {
-	fd     int // the transfer's socket (the epoll loop's); -1 when none
-	key    netip.AddrPort
-	name   string
-	log    []slog.Attr // the handler's attributes for the log line
-	start  time.Time
-	data   []byte   // the whole content, when in memory
-	file   *os.File // else read block by block; closed at the end
-	size   int64
-	blk    int    // negotiated block size
-	window int    // negotiated window size (1 = lock-step)
-	oack   []byte // OACK packet while waiting for ACK 0, else nil
+	loopTransfer // what the platform's loop keeps per transfer
+	key          netip.AddrPort
+	name         string
+	log          []slog.Attr // the handler's attributes for the log line
+	start        time.Time
+	data         []byte   // the whole content, when in memory
+	file         *os.File // else read block by block; closed at the end
+	size         int64
+	blk          int    // negotiated block size
+	window       int    // negotiated window size (1 = lock-step)
+	oack         []byte // OACK packet while waiting for ACK 0, else nil
 
 	nblocks   uint64 // DATA blocks in the transfer (the last one is short, maybe empty)
 	base      uint64 // first block not yet acknowledged (1-based)
 	sent      uint64 // highest block sent so far
 	retries   int    // timeouts in a row
 	dupResent bool   // a duplicate ACK already made us resend this window
-
-	deadline   int64 // ns since the event loop's epoch
-	prev, next *transfer
 }
 
 // acked is how many bytes the client has acknowledged.

@@ -74,7 +74,7 @@ func (s *Server) serve(ctx context.Context, udp *net.UDPConn) error {
 }
 
 // start runs one request up to the point where a worker owns it: open
-// it (slot, content, options), open the transfer's socket and send the
+// it (slot, content, options), give it a worker's socket and send the
 // first packet.
 func (s *Server) start(req request, client netip.AddrPort, dst netip.Addr, haveSlot bool) {
 	defer s.starts.Done()
@@ -82,11 +82,12 @@ func (s *Server) start(req request, client netip.AddrPort, dst netip.Addr, haveS
 	if t == nil {
 		return
 	}
-	var err error
-	t.fd, err = transferSocket(dst, client)
-	if err != nil {
-		log.Warn("transfer failed", "err", err)
-		s.finishQuiet(t)
+	w := s.loop.workers[int(s.loop.next.Add(1))%len(s.loop.workers)]
+	if err := w.bind(t, dst, client); err != nil {
+		if errors.Is(err, errShuttingDown) {
+			s.refuse(client, dst, errCodeUndefined, errShuttingDown.Error())
+		}
+		s.finish(t, err)
 		return
 	}
 	// The first packet leaves from here (in the listener, usually), so
@@ -98,21 +99,20 @@ func (s *Server) start(req request, client netip.AddrPort, dst netip.Addr, haveS
 		first[1], first[3] = opDATA, 1
 		if err := t.readBlock(first[4:], 0); err != nil {
 			log.Warn("transfer failed", "err", err)
-			unix.Write(t.fd, appendError(nil, errCodeUndefined, "read error"))
+			w.sendTo(t, appendError(nil, errCodeUndefined, "read error"))
 			s.finishQuiet(t)
 			return
 		}
 		t.sent = 1
 	}
-	if _, err := unix.Write(t.fd, first); err != nil && !errors.Is(err, unix.EAGAIN) {
-		s.finish(t, fmt.Errorf("send first packet: %w", err))
+	// The worker has the transfer before the packet leaves: the client's
+	// answer finds it. A lost first packet is sent again on the timeout.
+	if !w.add(t) {
+		w.sendTo(t, appendError(nil, errCodeUndefined, errShuttingDown.Error()))
+		s.finish(t, errShuttingDown)
 		return
 	}
-	w := s.loop.workers[int(s.loop.next.Add(1))%len(s.loop.workers)]
-	if !w.add(t) {
-		unix.Write(t.fd, appendError(nil, errCodeUndefined, errShuttingDown.Error()))
-		s.finish(t, errShuttingDown)
-	}
+	w.sendTo(t, first)
 }
 
 // refuse answers a request with an ERROR from a socket of its own, as the
@@ -127,14 +127,9 @@ func (s *Server) refuse(client netip.AddrPort, dst netip.Addr, code uint16, msg 
 	unix.Close(fd)
 }
 
-// finishQuiet closes the transfer's socket and releases the rest.
-func (s *Server) finishQuiet(t *transfer) {
-	if t.fd >= 0 {
-		unix.Close(t.fd)
-		t.fd = -1
-	}
-	s.release(t)
-}
+// finishQuiet releases what the transfer holds (the socket is its
+// worker's).
+func (s *Server) finishQuiet(t *transfer) { s.release(t) }
 
 // transferSocket opens a non-blocking UDP socket bound to local (any
 // address if invalid or unspecified) and connected to client: the kernel

@@ -24,6 +24,9 @@ type loopState struct {
 
 func (l *loopState) init() {}
 
+// loopTransfer is empty here: a transfer's goroutine holds its socket.
+type loopTransfer struct{}
+
 // serve reads requests on udp until ctx ends, then ends every transfer
 // (see Serve).
 func (s *Server) serve(ctx context.Context, udp *net.UDPConn) error {

@@ -58,6 +58,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	fs.StringVar(&o.labctl, "labctl", "", "labctl binary for cases 4 and 5 (default REPO/bin/labctl)")
 	fs.StringVar(&o.lava, "lava", "", "Debian's LAVA 2023.01 .debs unpacked here (case 5; default WORK/lava/2023.01)")
 	fs.StringVar(&o.repo, "repo", ".", "the labctl repository: bin/labctl, bin/simlab, examples/, device-types/ (case 5)")
+	peers := fs.String("peers", "", "cases 1 and 2: only these peers beside labctl (comma-separated: tftpd-hpa, atftpd, dnsmasq, nginx, busybox, labctl-old)")
 	tftpFiles := fs.String("tftp-files", "", "case 1: only these files (comma-separated: pxelinux.0, initrd.img)")
 	tftpClients := fs.String("tftp-clients", "", "case 1: only these load generators (bench, curl)")
 	tftpNs := fs.String("tftp-n", "", "case 1: only these client counts (comma-separated)")
@@ -136,7 +137,8 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	// Served files are shared (made once, only read); configs, logs and
 	// the scale case's lab are this run's own: make test's bench-quick may
 	// run beside a make bench.
-	env := &bench.Env{Root: filepath.Join(work, "root"), Work: filepath.Join(work, fmt.Sprintf("run.%d", os.Getpid())), Self: self, ATFTPD: o.atftpd}
+	env := &bench.Env{Root: filepath.Join(work, "root"), Work: filepath.Join(work, fmt.Sprintf("run.%d", os.Getpid())), Self: self, ATFTPD: o.atftpd,
+		Peers: splitList(*peers)}
 	if env.ATFTPD == "" {
 		env.ATFTPD = filepath.Join(work, "atftpd", "usr", "sbin", "atftpd")
 	}

@@ -1,0 +1,222 @@
+//go:build !tftp_portable
+
+package tftp
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/labctl/labctl/netboot/tftp/tftptest"
+)
+
+// TestTFTPStormSharedSockets runs many transfers at once, lock-step and
+// windowed, at two block sizes: every byte must arrive, every transfer
+// must be counted done, and the transfers must share their workers'
+// sockets (a port per worker, not per transfer), whose batches carry
+// many clients' packets.
+func TestTFTPStormSharedSockets(t *testing.T) {
+	ts := startServer(t, nil)
+	const clients = 96
+	type result struct {
+		port int
+		err  error
+	}
+	results := make([]result, clients)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Go(func() {
+			name, want := "pxelinux.0", ts.root.nbp
+			if i%3 == 0 {
+				name, want = "master/vmlinuz", ts.root.kernel
+			}
+			blk := []int{512, 1468}[i%2]
+			win := []int{0, 8}[(i/2)%2]
+			port, got, err := fetchRecordingPort(ts.tftpAddr(), name, blk, win)
+			if err == nil && !bytes.Equal(got, want) {
+				err = fmt.Errorf("%s: got %d bytes, want %d (content differs)", name, len(got), len(want))
+			}
+			results[i] = result{port, err}
+		})
+	}
+	wg.Wait()
+	ports := map[int]bool{}
+	for i, r := range results {
+		if r.err != nil {
+			t.Errorf("client %d: %v", i, r.err)
+		}
+		ports[r.port] = true
+	}
+	waitFor(t, "every transfer counted", 5*time.Second, func() bool { return ts.Stats().Done == clients })
+	if st := ts.Stats(); st.Failed != 0 || st.Active != 0 {
+		t.Fatalf("stats %+v: want no failed and none active", st)
+	}
+	t.Logf("%d transfers from %d ports; server retransmitted %d windows", clients, len(ports), ts.Stats().Retransmits)
+	if len(ports) > len(ts.loop.workers) {
+		t.Fatalf("transfers answered from %d ports, want at most one per worker (%d)", len(ports), len(ts.loop.workers))
+	}
+}
+
+// fetchRecordingPort reads name with a window of win (0: lock-step, no
+// windowsize asked) and reports the port the transfer came from.
+func fetchRecordingPort(addr, name string, blk, win int) (port int, data []byte, err error) {
+	srv, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return 0, nil, err
+	}
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		return 0, nil, err
+	}
+	defer c.Close()
+	opts := []string{"blksize", fmt.Sprint(blk)}
+	if win > 0 {
+		opts = append(opts, "windowsize", fmt.Sprint(win))
+	}
+	if _, err := c.WriteToUDP(tftptest.RRQ(name, opts...), srv); err != nil {
+		return 0, nil, err
+	}
+	var peer *net.UDPAddr
+	next := uint16(1)
+	for {
+		p, err := tftptest.Read(c, 5*time.Second)
+		if err != nil {
+			return 0, nil, fmt.Errorf("after %d bytes: %w", len(data), err)
+		}
+		if peer == nil {
+			peer = p.From
+		} else if p.From.Port != peer.Port {
+			return 0, nil, fmt.Errorf("packet from port %d, transfer is on %d", p.From.Port, peer.Port)
+		}
+		var ack uint16
+		switch {
+		case p.Op == opOACK:
+			ack = 0
+		case p.Op == opDATA && p.Block == next:
+			data = append(data, p.Data...)
+			next++
+			if len(p.Data) < blk {
+				c.WriteToUDP([]byte{0, opACK, byte(p.Block >> 8), byte(p.Block)}, peer)
+				return peer.Port, data, nil
+			}
+			if win > 0 && (p.Block%uint16(win)) != 0 {
+				continue // ACK the window's last block only
+			}
+			ack = p.Block
+		case p.Op == opDATA && win > 0 && p.Block > next:
+			continue // a gap: the window's ACK or the timeout recovers it
+		case p.Op == opDATA:
+			ack = next - 1 // a block again (our ACK was lost): say where we are
+		default:
+			return 0, nil, fmt.Errorf("got op %d", p.Op)
+		}
+		if _, err := c.WriteToUDP([]byte{0, opACK, byte(ack >> 8), byte(ack)}, peer); err != nil {
+			return 0, nil, err
+		}
+	}
+}
+
+// TestTFTPStrangerOnSharedSocket: a transfer's socket serves other
+// clients too, so packets from anyone but the transfer's own client (its
+// address and port) must neither move nor end the transfer, and get no
+// answer.
+func TestTFTPStrangerOnSharedSocket(t *testing.T) {
+	ts := startServer(t, func(c *testOptions) { c.Timeout = 2 * time.Second })
+	kernel := ts.root.kernel
+	r := newRawClient(t, ts)
+	defer r.close()
+	r.rrq("master/vmlinuz")
+	r.expectData(kernel, 512, 1, 1)
+
+	stranger := dialRaw(t)
+	for _, p := range [][]byte{{0, opACK, 0, 1}, {0, opACK, 0, 9}, appendError(nil, errCodeUndefined, "go away"), {0, opDATA, 0, 1, 'x'}} {
+		if _, err := stranger.WriteToUDP(p, r.peer); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if p, err := tftptest.Read(stranger, 300*time.Millisecond); err == nil {
+		t.Fatalf("the stranger got op %d block %d, want nothing", p.Op, p.Block)
+	}
+	r.silent(100 * time.Millisecond) // nothing moved for the client either
+	r.ack(1)
+	r.expectData(kernel, 512, 2, 2)
+	for b := uint16(2); b < uint16(len(kernel)/512)+1; b++ {
+		r.ack(b)
+		r.next()
+	}
+	r.ack(uint16(len(kernel)/512) + 1)
+	waitFor(t, "the transfer done", 5*time.Second, func() bool { return ts.Stats().Done == 1 })
+	if st := ts.Stats(); st.Failed != 0 {
+		t.Fatalf("stats %+v: want none failed", st)
+	}
+}
+
+// TestTFTPClientGone: a client whose port closes mid-transfer (a node
+// power-cycled) answers the next block with an ICMP port unreachable; the
+// worker reads it from its shared socket's error queue and ends that
+// transfer at once, long before Retries timeouts would, while another
+// transfer on the same socket goes on.
+func TestTFTPClientGone(t *testing.T) {
+	ts := startServer(t, func(c *testOptions) { c.Timeout = 100 * time.Millisecond; c.Retries = 100 })
+	kernel := ts.root.kernel
+	other := newRawClient(t, ts)
+	defer other.close()
+	other.rrq("master/vmlinuz")
+	other.expectData(kernel, 512, 1, 1)
+
+	gone := newRawClient(t, ts)
+	gone.rrq("master/vmlinuz")
+	gone.expectData(kernel, 512, 1, 1)
+	gone.close() // the next retransmission meets a closed port
+
+	// Retries × Timeout is 10s; the ICMP error ends it within a few timeouts.
+	waitFor(t, "the gone client's transfer ended", 5*time.Second, func() bool { return ts.Stats().Failed == 1 })
+	if !strings.Contains(ts.logs.String(), "client gone") {
+		t.Fatalf("no \"client gone\" in the log:\n%s", ts.logs.String())
+	}
+	other.ack(1)
+	for p := other.next(); p.Block != 2; p = other.next() {
+		if p.Op != opDATA || p.Block != 1 {
+			t.Fatalf("got op %d block %d, want DATA 2 (or 1 again)", p.Op, p.Block)
+		}
+	}
+	if st := ts.Stats(); st.Active != 1 {
+		t.Fatalf("stats %+v: want the other transfer still running", st)
+	}
+}
+
+// TestTFTPLocalAddresses: a server listening on every address answers
+// each client from the address it asked (a worker socket per local
+// address), over IPv4 and IPv6, every byte checked.
+func TestTFTPLocalAddresses(t *testing.T) {
+	ts := startServer(t, func(c *testOptions) { c.addr = ":0" })
+	_, port, _ := net.SplitHostPort(ts.tftpAddr())
+	for _, host := range []string{"127.0.0.1", "127.0.0.2", "::1"} {
+		t.Run(host, func(t *testing.T) {
+			ip := net.ParseIP(host)
+			network := "udp4"
+			if ip.To4() == nil {
+				network = "udp6"
+			}
+			c, err := net.ListenUDP(network, &net.UDPAddr{IP: ip})
+			if err != nil {
+				t.Skipf("no %s here: %v", host, err)
+			}
+			defer c.Close()
+			r := &rawClient{t: t, c: c, srv: &net.UDPAddr{IP: ip, Port: mustAtoi(t, port)}}
+			r.rrq("pxelinux.0")
+			p := r.next()
+			if p.Op != opDATA || !p.From.IP.Equal(ip) {
+				t.Fatalf("op %d from %v, want DATA from %s", p.Op, p.From, host)
+			}
+			got, _, err := tftptest.Get(net.JoinHostPort(host, port), "pxelinux.0", 1468)
+			if err != nil || !bytes.Equal(got, ts.root.nbp) {
+				t.Fatalf("fetch from %s: %v", host, err)
+			}
+		})
+	}
+}
