@@ -56,3 +56,7 @@ require (
 	modernc.org/mathutil v1.7.1 // indirect
 	modernc.org/memory v1.12.1 // indirect
 )
+
+// A copy of go-ipmi v0.9.1 with security and robustness fixes
+// (third_party/go-ipmi/PATCHES.md).
+replace github.com/bougou/go-ipmi v0.9.1 => ./third_party/go-ipmi

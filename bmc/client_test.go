@@ -369,3 +369,28 @@ type timeoutErr struct{}
 func (timeoutErr) Error() string   { return "i/o timeout" }
 func (timeoutErr) Timeout() bool   { return true }
 func (timeoutErr) Temporary() bool { return true }
+
+// TestMalformedAnswer: an encrypted answer too short to decrypt (go-ipmi
+// v0.9.1 indexed past its end, on a goroutine of its own: the process
+// died) fails that try, not the process; the command is tried again and
+// succeeds.
+func TestMalformedAnswer(t *testing.T) {
+	s := newSim(t)
+	c, lb := newClient(t, s.fastConfig())
+	if _, err := c.PowerState(ctxFor(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	s.conn.mangle.Store(1)
+	if _, err := c.PowerState(ctxFor(t, 20*time.Second)); err != nil {
+		t.Fatalf("after one malformed answer: %v", err)
+	}
+	if s.conn.mangle.Load() != 0 {
+		t.Fatal("no answer was cut short")
+	}
+	if !strings.Contains(lb.String(), "retrying") {
+		t.Errorf("the cut answer did not cost a try:\n%s", lb)
+	}
+	if _, err := c.PowerState(ctxFor(t, 5*time.Second)); err != nil {
+		t.Fatalf("the command after: %v", err)
+	}
+}

@@ -86,7 +86,10 @@ func (c *Client) dial(ctx context.Context, retries int) (*session, error) {
 		}
 	}
 	if errs == nil {
-		_, err = ic.SetSessionPrivilegeLevel(ctx, types.PrivilegeLevelAdministrator)
+		err = guard("set session privilege level", func() error {
+			_, err := ic.SetSessionPrivilegeLevel(ctx, types.PrivilegeLevelAdministrator)
+			return err
+		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("set session privilege level administrator: %w", err))
 		}
@@ -105,7 +108,11 @@ func (c *Client) dial(ctx context.Context, retries int) (*session, error) {
 // Timeout, and suite 17 (no SHA-256 there) is then refused at once.
 func (c *Client) cipherSuites(ctx context.Context, ic *ipmi.Client) []types.CipherSuiteID {
 	start := time.Now()
-	recs, err := ic.GetAllChannelCipherSuites(ctx, types.ChannelNumberSelf)
+	var recs []types.CipherSuiteRecord
+	err := guard("get channel cipher suites", func() (err error) {
+		recs, err = ic.GetAllChannelCipherSuites(ctx, types.ChannelNumberSelf)
+		return err
+	})
 	var ids []types.CipherSuiteID
 	for _, r := range recs {
 		ids = append(ids, r.CipherSuitID)
@@ -122,6 +129,10 @@ func (c *Client) cipherSuites(ctx context.Context, ic *ipmi.Client) []types.Ciph
 // openSession runs the RMCP+ session setup (Open Session, RAKP 1-4) with
 // one cipher suite.
 func openSession(ctx context.Context, ic *ipmi.Client, id types.CipherSuiteID) error {
+	return guard("session setup", func() error { return setUpSession(ctx, ic, id) })
+}
+
+func setUpSession(ctx context.Context, ic *ipmi.Client, id types.CipherSuiteID) error {
 	ic.WithCipherSuiteID(id)
 	if _, err := ic.OpenSession(ctx); err != nil {
 		return fmt.Errorf("open session: %w", err)
@@ -224,7 +235,8 @@ func (c *Client) try(ctx context.Context, fn func(context.Context, *ipmi.Client)
 			go c.keepalive()
 		})
 	}
-	err := fn(ctx, c.sess.c)
+	sc := c.sess.c
+	err := guard("ipmi", func() error { return fn(ctx, sc) })
 	switch {
 	case err == nil:
 		c.timeouts = 0
@@ -478,4 +490,19 @@ func ctxCause(ctx context.Context) error {
 		return err
 	}
 	return context.DeadlineExceeded
+}
+
+// guard runs fn, one or more go-ipmi exchanges, and turns a panic inside
+// go-ipmi into an error: its packet parsing does not check every length
+// (a short or mis-padded encrypted payload indexes out of range), and one
+// malformed or misrouted BMC packet must fail one exchange, not the
+// daemon. The error is transient: the session is dropped and the command
+// tried again on a new one.
+func guard(what string, fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%s: malformed packet from the BMC (go-ipmi: %v)", what, r)
+		}
+	}()
+	return fn()
 }

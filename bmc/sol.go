@@ -98,20 +98,27 @@ func (c *Client) OpenSOL(ctx context.Context) (io.ReadWriteCloser, error) {
 	return s, nil
 }
 
-func activateSOL(ctx context.Context, ic *ipmi.Client) (*transport.ActivatePayloadResponse, error) {
-	return ic.ActivatePayload(ctx, &transport.ActivatePayloadRequest{
-		PayloadType:          types.PayloadTypeSOL,
-		PayloadInstance:      1,
-		EnableEncryption:     true,
-		EnableAuthentication: true,
+func activateSOL(ctx context.Context, ic *ipmi.Client) (res *transport.ActivatePayloadResponse, err error) {
+	err = guard("activate payload", func() (err error) {
+		res, err = ic.ActivatePayload(ctx, &transport.ActivatePayloadRequest{
+			PayloadType:          types.PayloadTypeSOL,
+			PayloadInstance:      1,
+			EnableEncryption:     true,
+			EnableAuthentication: true,
+		})
+		return err
 	})
+	return res, err
 }
 
 // deactivateSOL deactivates SOL instance 1; "already deactivated" is fine.
 func deactivateSOL(ctx context.Context, ic *ipmi.Client) error {
-	_, err := ic.DeactivatePayload(ctx, &transport.DeactivatePayloadRequest{
-		PayloadType:     types.PayloadTypeSOL,
-		PayloadInstance: 1,
+	err := guard("deactivate payload", func() error {
+		_, err := ic.DeactivatePayload(ctx, &transport.DeactivatePayloadRequest{
+			PayloadType:     types.PayloadTypeSOL,
+			PayloadInstance: 1,
+		})
+		return err
 	})
 	if cc, ok := completionCode(err); ok && cc == types.CodeDeactivatePayloadAlreadyDeactivated {
 		return nil
@@ -162,7 +169,9 @@ func (s *solStream) run(ctx context.Context) {
 	kctx, stopKeepalive := context.WithCancel(ctx)
 	defer stopKeepalive()
 	go s.keepalive(kctx)
-	err := s.sess.c.SOLStream(ctx, s.inR, solOutput{s}, &ipmi.SOLStreamOptions{PollInterval: s.c.t.solPoll})
+	err := guard("sol", func() error {
+		return s.sess.c.SOLStream(ctx, s.inR, solOutput{s}, &ipmi.SOLStreamOptions{PollInterval: s.c.t.solPoll})
+	})
 	switch {
 	case err == nil:
 		err = errors.New("input ended") // only when the input pipe is closed
@@ -188,7 +197,11 @@ func (s *solStream) keepalive(ctx context.Context) {
 		case <-t.C:
 		}
 		cctx, cancel := context.WithTimeout(ctx, s.c.cfg.Timeout*time.Duration(s.c.cfg.Retries+1))
-		if _, err := s.sess.c.GetDeviceID(cctx); err != nil && ctx.Err() == nil {
+		err := guard("sol keepalive", func() error {
+			_, err := s.sess.c.GetDeviceID(cctx)
+			return err
+		})
+		if err != nil && ctx.Err() == nil {
 			s.c.log.Debug("SOL session keepalive failed", "err", err)
 		}
 		cancel()
