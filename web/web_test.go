@@ -490,3 +490,55 @@ func TestStaticAssets(t *testing.T) {
 		t.Errorf("GET /nope.js: %s", resp.Status)
 	}
 }
+
+// The scripts and styles carry an ETag that changes with their content
+// and must be revalidated: a page load that has them gets a 304 and no
+// body; the page itself (index.html) is never stored.
+func TestStaticAssetsRevalidate(t *testing.T) {
+	h := start(t, Config{})
+	get := func(p, etag string) (*http.Response, []byte) {
+		req, _ := http.NewRequest("GET", h.srv.URL+p, nil)
+		if etag != "" {
+			req.Header.Set("If-None-Match", etag)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, b
+	}
+	tags := map[string]string{}
+	for _, p := range []string{"/app.js", "/vendor/xterm.js", "/style.css", "/login"} {
+		resp, b := get(p, "")
+		tag := resp.Header.Get("ETag")
+		if resp.StatusCode != 200 || len(b) == 0 || !strings.HasPrefix(tag, `"`) || resp.Header.Get("Cache-Control") != "no-cache" {
+			t.Fatalf("GET %s: %s, %d bytes, ETag %q, Cache-Control %q", p, resp.Status, len(b), tag, resp.Header.Get("Cache-Control"))
+		}
+		for q, other := range tags {
+			if other == tag {
+				t.Errorf("%s and %s have the same ETag %s", p, q, tag)
+			}
+		}
+		tags[p] = tag
+		resp, b = get(p, tag)
+		if resp.StatusCode != http.StatusNotModified || len(b) != 0 {
+			t.Errorf("GET %s with its ETag: %s, %d bytes; want 304, none", p, resp.Status, len(b))
+		}
+		if resp, _ = get(p, `"something-else"`); resp.StatusCode != 200 {
+			t.Errorf("GET %s with another ETag: %s", p, resp.Status)
+		}
+	}
+	// The page: logged in, never stored, no validator.
+	c := h.browser(t)
+	h.login(t, c, "operator-secret").Body.Close()
+	resp, err := c.Get(h.srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Cache-Control") != "no-store" || resp.Header.Get("ETag") != "" {
+		t.Errorf("GET /: %s, Cache-Control %q, ETag %q", resp.Status, resp.Header.Get("Cache-Control"), resp.Header.Get("ETag"))
+	}
+}
