@@ -127,3 +127,35 @@ func TestBrowserJobsPage(t *testing.T) {
 		webtest.Choose("#f-state", "queued"),
 		webtest.WaitJS(rows+` === 1 && `+first+` === "251"`))
 }
+
+// TestBrowserXtermOnlyOnTheConsole: the lab and jobs pages do not load
+// xterm.js; the console page loads it (once) and opens its terminal.
+func TestBrowserXtermOnlyOnTheConsole(t *testing.T) {
+	h := start(t, Config{})
+	b := webtest.Start(t, testOutput(t))
+	tab := b.NewTab("operator")
+	tab.Login(h.srv.URL, "operator-secret")
+	loaded := `performance.getEntriesByType("resource").filter((r) => r.name.endsWith("/vendor/xterm.js")).length`
+	tab.Run("lab page", time.Minute, webtest.WaitText(`tr[data-device="node1"] td.state`, "idle"))
+	tab.Run("jobs page", time.Minute, chromedp.Navigate(h.srv.URL+"/#/jobs"), webtest.WaitText("#who", "alice"),
+		webtest.WaitJS(`document.querySelector(".pager")`))
+	if n, err := webtest.Eval[int](tab, loaded); err != nil || n != 0 {
+		t.Errorf("the lab and jobs pages loaded xterm.js %d times (%v)", n, err)
+	}
+	if typ, _ := webtest.Eval[string](tab, "typeof Terminal"); typ != "undefined" {
+		t.Errorf("Terminal is %s on the jobs page", typ)
+	}
+	// This fake lab has no console: the terminal opens, the connection
+	// does not.
+	hash := func(route string) chromedp.Action[chromedp.Void] {
+		return chromedp.Evaluate[chromedp.Void](fmt.Sprintf("location.hash = %q", route))
+	}
+	tab.Run("console page", time.Minute, hash("#/console/node1"),
+		webtest.WaitJS(`typeof Terminal === "function" && document.querySelector("#term .xterm")`))
+	tab.Run("lab page and the console again", time.Minute,
+		hash("#/lab"), webtest.WaitJS(`document.querySelector("#devices tr")`),
+		hash("#/console/node1"), webtest.WaitJS(`document.querySelector("#term .xterm")`))
+	if n, err := webtest.Eval[int](tab, loaded); err != nil || n != 1 {
+		t.Errorf("xterm.js loaded %d times (%v), want once", n, err)
+	}
+}

@@ -172,6 +172,13 @@ function route() {
   location.hash = "#/lab";
 }
 
+// listHead is the head of a long table: its columns' widths are fixed
+// (percent of the table), so laying out hundreds of rows does not
+// measure every cell first.
+function listHead(cols) {
+  return el("thead", {}, el("tr", {}, cols.map(([h, pct]) => el("th", { style: "width:" + pct + "%" }, h))));
+}
+
 // labPage: every device, its state, job, health and reservation; counts
 // by state; filters by type and tag; live.
 function labPage(main) {
@@ -181,7 +188,7 @@ function labPage(main) {
   const body = el("tbody", { id: "devices" });
   main.append(el("h1", {}, "Lab"), counts,
     el("div", { class: "filters" }, "Filter:", typeSel, tagIn),
-    el("table", {}, el("thead", {}, el("tr", {}, ["Device", "Type", "Tags", "State", "For", "Job", "Health", "Reservation", ""].map((h) => el("th", {}, h)))), body));
+    el("table", { class: "list" }, listHead([["Device", 9], ["Type", 9], ["Tags", 10], ["State", 12], ["For", 6], ["Job", 20], ["Health", 12], ["Reservation", 14], ["", 8]]), body));
   let devices = [], running = new Map();
   const filters = new URLSearchParams((location.hash.split("?")[1]) || "");
   function draw() {
@@ -234,8 +241,14 @@ function labPage(main) {
   const reload = debounce(load, 150);
   onLive(() => reload());
   load();
+  // The ages shown tick; a text that did not change is not written (a
+  // write lays the table out again), and a hidden tab does not tick.
   const tick = setInterval(() => {
-    for (const t of main.querySelectorAll(".tick")) t.textContent = since(t.dataset.since);
+    if (document.hidden) return;
+    for (const t of main.querySelectorAll(".tick")) {
+      const s = since(t.dataset.since);
+      if (t.textContent !== s) t.textContent = s;
+    }
   }, 1000);
   // Phases change without a lab event: while jobs run, look again now and then.
   const phases = setInterval(() => { if (running.size && !document.hidden) load(); }, 5000);
@@ -261,7 +274,7 @@ function jobsPage(main) {
   main.append(el("h1", {}, "Jobs"),
     el("div", { class: "filters" }, Object.values(f)),
     el("p", { class: "hint" }, "State and device are asked of the daemon; the other filters apply to the page shown."),
-    el("table", {}, el("thead", {}, el("tr", {}, ["ID", "Name", "State", "Waiting", "Device", "Type", "Submitter", "Submitted", "Took"].map((h) => el("th", {}, h)))), body),
+    el("table", { class: "list" }, listHead([["ID", 6], ["Name", 16], ["State", 12], ["Waiting", 16], ["Device", 9], ["Type", 9], ["Submitter", 9], ["Submitted", 14], ["Took", 9]]), body),
     el("div", { class: "pager" }, newer, older, info));
   const stack = []; // the before= of the pages before this one
   let before = 0, last = [];
@@ -520,10 +533,36 @@ function jobPage(main, id) {
   return () => ctl.abort();
 }
 
+// xterm.js and its fit addon are loaded by the console page only: the
+// other pages need neither its half megabyte nor the time to compile it.
+let xtermLoaded = null;
+function loadXterm() {
+  const script = (src) => new Promise((resolve, reject) => {
+    const s = document.createElement("script");
+    s.src = src;
+    s.onload = resolve;
+    s.onerror = () => reject(new Error("could not load " + src));
+    document.head.append(s);
+  });
+  if (!xtermLoaded) {
+    xtermLoaded = script("/vendor/xterm.js").then(() => script("/vendor/addon-fit.js"));
+    xtermLoaded.catch(() => { xtermLoaded = null; });
+  }
+  return xtermLoaded;
+}
+
 // consolePage: the node's console in a terminal, through the daemon's
 // broker: one writer, everyone else read-only; a job is the writer while
 // it runs.
 function consolePage(main, node) {
+  let cleanup = null, left = false;
+  loadXterm().then(() => { if (!left) cleanup = consoleTerminal(main, node); },
+    (e) => { if (!left) main.append(failBox(e)); });
+  return () => { left = true; if (cleanup) cleanup(); };
+}
+
+// consoleTerminal builds the console page once xterm.js is loaded.
+function consoleTerminal(main, node) {
   const status = el("div", { id: "console-state", class: "muted" }, "connecting…");
   const notices = el("div", { id: "notices", class: "log", style: "max-height:8em" });
   const box = el("div", { class: "term", id: "term" });
