@@ -43,12 +43,30 @@ func TestBrowserLoginAndCSRF(t *testing.T) {
 		webtest.WaitText("#who", "alice (operator)"),
 		webtest.WaitText(`tr[data-device="node1"] td.state`, "idle"),
 		webtest.WaitText("#live", "live"))
-	// A change in the lab shows without a reload.
+	// An event that changed nothing shown: the page asks again and keeps
+	// its rows (the same elements).
+	loads := `performance.getEntriesByType("resource").filter((r) => r.name.endsWith("/api/v1/devices")).length`
+	before, err := webtest.Eval[int](tab, loads)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := webtest.Eval[bool](tab, `document.querySelector('tr[data-device="node1"]').kept = true`); err != nil {
+		t.Fatal(err)
+	}
+	h.ui.Hub().HealthChecked(daemon.HealthCheck{Device: "node1"})
+	tab.Run("reload after an event", time.Minute, webtest.WaitJS(fmt.Sprintf("%s > %d", loads, before)))
+	if kept, err := webtest.Eval[bool](tab, `!!document.querySelector('tr[data-device="node1"]').kept`); err != nil || !kept {
+		t.Errorf("a reload that changed nothing built node1's row again (%v)", err)
+	}
+	// A change in the lab shows without a reload, in a new row.
 	h.svc.mu.Lock()
 	h.svc.state = labctl.DeviceOffline
 	h.svc.mu.Unlock()
 	h.ui.Hub().DeviceChanged(daemon.DeviceChange{Device: "node1", From: labctl.DeviceIdle, To: labctl.DeviceOffline, At: time.Now()})
 	tab.Run("live update", time.Minute, webtest.WaitText(`tr[data-device="node1"] td.state`, "offline"))
+	if kept, err := webtest.Eval[bool](tab, `!!document.querySelector('tr[data-device="node1"]').kept`); err != nil || kept {
+		t.Errorf("node1 went offline and its row is the old one (%v)", err)
+	}
 	// The token is nowhere in what the page can read.
 	if cookie, err := webtest.Eval[string](tab, "document.cookie"); err != nil || strings.Contains(cookie, "operator-secret") || strings.Contains(cookie, CookieName) {
 		t.Errorf("document.cookie = %q, %v: the session cookie must be HttpOnly", cookie, err)

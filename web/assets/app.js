@@ -179,6 +179,28 @@ function listHead(cols) {
   return el("thead", {}, el("tr", {}, cols.map(([h, pct]) => el("th", { style: "width:" + pct + "%" }, h))));
 }
 
+// keyedRows makes body's rows one per item, in order, built by row(item)
+// and kept while the item's key (its data) stays the same: a reload that
+// changed nothing changes nothing on the page, one that changed a device
+// replaces its row alone. It returns the rows by id, for the next call.
+function keyedRows(body, cache, items, id, key, row) {
+  const next = new Map();
+  const trs = items.map((it) => {
+    const k = key(it);
+    let r = cache.get(id(it));
+    if (!r || r.key !== k) {
+      const tr = row(it);
+      if (r) r.tr.replaceWith(tr);
+      r = { key: k, tr };
+    }
+    next.set(id(it), r);
+    return r.tr;
+  });
+  const cur = body.children;
+  if (cur.length !== trs.length || trs.some((tr, i) => cur[i] !== tr)) body.replaceChildren(...trs);
+  return next;
+}
+
 // labPage: every device, its state, job, health and reservation; counts
 // by state; filters by type and tag; live.
 function labPage(main) {
@@ -189,7 +211,7 @@ function labPage(main) {
   main.append(el("h1", {}, "Lab"), counts,
     el("div", { class: "filters" }, "Filter:", typeSel, tagIn),
     el("table", { class: "list" }, listHead([["Device", 9], ["Type", 9], ["Tags", 10], ["State", 12], ["For", 6], ["Job", 20], ["Health", 12], ["Reservation", 14], ["", 8]]), body));
-  let devices = [], running = new Map();
+  let devices = [], running = new Map(), rows = new Map();
   const filters = new URLSearchParams((location.hash.split("?")[1]) || "");
   function draw() {
     const types = [...new Set(devices.map((d) => d.device_type))].sort();
@@ -204,7 +226,7 @@ function labPage(main) {
     for (const d of shown) by[d.state] = (by[d.state] || 0) + 1;
     counts.replaceChildren(el("span", {}, shown.length + " devices"),
       ...Object.keys(by).sort().map((s) => el("span", { class: "state-" + s, "data-state": s }, s + ": " + by[s])));
-    body.replaceChildren(...shown.map((d) => {
+    rows = keyedRows(body, rows, shown, (d) => d.name, (d) => JSON.stringify([d, running.get(d.name) || null]), (d) => {
       const j = running.get(d.name);
       const h = d.health;
       const r = d.reservation;
@@ -218,10 +240,10 @@ function labPage(main) {
         el("td", {}, d.job ? [jobLink(d.job, j ? j.name + " #" + d.job : "#" + d.job),
           j && j.phase ? el("div", { class: "muted", "data-phase": j.phase }, j.phase + " for ", el("span", { class: "tick", "data-since": j.phase_since || j.started }, since(j.phase_since || j.started)),
             ", job ", el("span", { class: "tick", "data-since": j.started }, since(j.started))) : ""] : ""),
-        el("td", { class: h ? (h.ok ? "ok" : "bad") : "muted", title: h ? h.detail : "" }, h ? (h.ok ? "ok " : "failed ") + ago(h.at) : "not checked"),
+        el("td", { class: h ? (h.ok ? "ok" : "bad") : "muted", title: h ? h.detail : "" }, h ? [h.ok ? "ok " : "failed ", el("span", { class: "tick", "data-since": h.at }, since(h.at)), " ago"] : "not checked"),
         el("td", {}, r ? r.owner + " until " + when(r.until) : ""),
         el("td", {}, el("a", { href: "#/console/" + encodeURIComponent(d.name) }, "console")));
-    }));
+    });
   }
   async function load() {
     try {
