@@ -259,18 +259,29 @@ func (c WebCase) follow(ctx, bctx context.Context, logw io.Writer, client *api.C
 	}
 	// What is measured is the job's test step; a job that ends before it
 	// (its fake node fell behind on a busy machine: the deploy timed out)
-	// is submitted again, at most twice.
-	var j labctl.Job
+	// is followed again as the attempt the daemon runs in its place, or
+	// submitted again, at most twice.
+	j, err := client.Submit(ctx, labctl.SubmitRequest{File: "followed.toml", Dir: dir, Spec: spec})
+	if err != nil {
+		return 0, 0, nil, err
+	}
 	for try := 1; ; try++ {
-		var early bool
-		j, early, err = followedJob(ctx, client, server, dir, spec, tabCtxs)
+		var again int64
+		again, err = followedJob(ctx, client, server, j.ID, tabCtxs)
 		if err == nil {
 			break
 		}
-		if !early || try == 3 {
+		if again < 0 || try == 3 {
 			return 0, 0, nil, err
 		}
-		fmt.Fprintf(logw, "    %v; submitting it again\n", err)
+		if again == 0 {
+			if j, err = client.Submit(ctx, labctl.SubmitRequest{File: "followed.toml", Dir: dir, Spec: spec}); err != nil {
+				return 0, 0, nil, err
+			}
+			again = j.ID
+		}
+		fmt.Fprintf(logw, "    %v; following job %d instead\n", err, again)
+		j.ID = again
 	}
 	t0, cpu0 := time.Now(), procCPU(pid)
 	var peak int64
@@ -314,36 +325,34 @@ func (c WebCase) follow(ctx, bctx context.Context, logw io.Writer, client *api.C
 	return cpu, float64(peak) / 1024, late, nil
 }
 
-// followedJob submits the followed job, sends every tab to its page and
-// waits until its test step runs. early says the job ended before.
-func followedJob(ctx context.Context, client *api.Client, server, dir, spec string, tabCtxs []context.Context) (j labctl.Job, early bool, err error) {
-	if j, err = client.Submit(ctx, labctl.SubmitRequest{File: "followed.toml", Dir: dir, Spec: spec}); err != nil {
-		return j, false, err
-	}
+// followedJob sends every tab to job id's page and waits until its test
+// step runs. If the job ended before, again is the attempt the daemon
+// runs in its place (0: none); on any other error it is -1.
+func followedJob(ctx context.Context, client *api.Client, server string, id int64, tabCtxs []context.Context) (again int64, err error) {
 	for i, tctx := range tabCtxs {
 		if err := chromedp.Do(tctx,
-			chromedp.Navigate(fmt.Sprintf("%s/#/job/%d", server, j.ID)),
+			chromedp.Navigate(fmt.Sprintf("%s/#/job/%d", server, id)),
 			waitJS(`document.querySelector("#outcome")`),
 			chromedp.Evaluate[chromedp.Void](`window.benchEnd = 0; new MutationObserver(() => {
 				if (!window.benchEnd && document.querySelector("#outcome")?.textContent === "complete") window.benchEnd = Date.now();
 			}).observe(document.body, {subtree: true, childList: true, characterData: true});`)); err != nil {
-			return j, false, fmt.Errorf("tab %d to the job: %w", i+1, err)
+			return -1, fmt.Errorf("tab %d to the job: %w", i+1, err)
 		}
 	}
 	for {
-		jj, err := client.Job(ctx, j.ID)
+		jj, err := client.Job(ctx, id)
 		if err != nil {
-			return j, false, err
+			return -1, err
 		}
 		if jj.State == labctl.JobFinished {
-			return j, true, fmt.Errorf("job %d ended %s before its test step was followed: %s", j.ID, jj.Outcome, jj.Reason)
+			return jj.RetriedAs, fmt.Errorf("job %d ended %s before its test step was followed: %s", id, jj.Outcome, jj.Reason)
 		}
 		if jj.Phase == "test" {
-			return j, false, nil
+			return 0, nil
 		}
 		select {
 		case <-ctx.Done():
-			return j, false, ctx.Err()
+			return -1, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
