@@ -36,6 +36,7 @@ type runOptions struct {
 	scaleNodes, scaleJobs int
 	scaleInterval         time.Duration
 	scaleShared           bool
+	webPagesOnly          bool
 
 	// Case 1 subsets (empty: the case's own lists).
 	tftpFiles, tftpClients        []string
@@ -65,6 +66,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.scaleJobs, "scale-jobs", 0, "case 4: jobs (default: one per node)")
 	fs.DurationVar(&o.scaleInterval, "scale-interval", 0, "case 4: submit a job every INTERVAL (a steady stream) instead of all at once")
 	fs.BoolVar(&o.scaleShared, "scale-shared", false, "case 4: do not pin the daemon and the fake nodes to CPUs of their own")
+	fs.BoolVar(&o.webPagesOnly, "web-pages-only", false, "case web: the page loads only, no job followed (a few minutes)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -312,7 +314,7 @@ func saveCase(o runOptions) bench.SaveCase {
 }
 
 func webCase(o runOptions) bench.WebCase {
-	c := bench.WebCase{Rounds: o.rounds, Devices: 400, Finished: 10000, Followers: 50, Lines: 40, Labctl: o.labctl, Timeout: 45 * time.Minute}
+	c := bench.WebCase{Rounds: o.rounds, Devices: 400, Finished: 10000, Followers: 50, Lines: 40, Labctl: o.labctl, Timeout: 45 * time.Minute, PagesOnly: o.webPagesOnly}
 	if o.quick {
 		c.Rounds, c.Devices, c.Finished, c.Followers, c.Lines, c.Timeout = 1, 8, 300, 3, 6, 5*time.Minute
 	}
