@@ -177,3 +177,32 @@ func TestBrowserXtermOnlyOnTheConsole(t *testing.T) {
 		t.Errorf("xterm.js loaded %d times (%v), want once", n, err)
 	}
 }
+
+// TestBrowserJobPageFollowsToTheEnd: the job page shows the log as it
+// comes and the end the event stream brings, without asking for the job
+// again.
+func TestBrowserJobPageFollowsToTheEnd(t *testing.T) {
+	h := start(t, Config{})
+	at := time.Now().Add(-time.Minute)
+	h.svc.jobs = []labctl.Job{{ID: 7, Name: "followed", Device: "node1", DeviceType: "sim", Submitter: "alice",
+		State: labctl.JobRunning, Phase: "test", Submitted: at, Started: &at}}
+	h.svc.log = at.Format(time.RFC3339Nano) + " < follow-line-1\r\n"
+	h.svc.end = make(chan struct{})
+	b := webtest.Start(t, testOutput(t))
+	tab := b.NewTab("viewer")
+	tab.Login(h.srv.URL, "viewer-secret")
+	tab.Run("the running job", time.Minute,
+		chromedp.Navigate(h.srv.URL+"/#/job/7"),
+		webtest.WaitText("#log", "follow-line-1"),
+		webtest.WaitText("#outcome", "running"))
+	h.svc.mu.Lock()
+	end := time.Now()
+	h.svc.jobs[0].State, h.svc.jobs[0].Outcome, h.svc.jobs[0].Finished = labctl.JobFinished, "complete", &end
+	h.svc.mu.Unlock()
+	close(h.svc.end)
+	tab.Run("its end", time.Minute, webtest.WaitJS(`document.querySelector("#outcome")?.textContent === "complete"`))
+	asked, err := webtest.Eval[int](tab, `performance.getEntriesByType("resource").filter((r) => r.name.endsWith("/api/v1/jobs/7")).length`)
+	if err != nil || asked != 1 {
+		t.Errorf("the page asked for the job %d times (%v), want once, when it opened", asked, err)
+	}
+}

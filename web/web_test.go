@@ -30,6 +30,36 @@ type fakeService struct {
 	calls []string // "maintenance node1 by alice"
 	jobs  []labctl.Job
 	state string // node1's state; "" is idle
+	// Follow sends log, then waits for end to close and sends the job.
+	log string
+	end chan struct{}
+}
+
+func (f *fakeService) Job(ctx context.Context, id int64) (labctl.Job, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, j := range f.jobs {
+		if j.ID == id {
+			return j, nil
+		}
+	}
+	return labctl.Job{}, fmt.Errorf("%w: job %d", labctl.ErrNotFound, id)
+}
+
+func (f *fakeService) Follow(ctx context.Context, id int64, opts labctl.FollowOptions, send func(labctl.Event) error) error {
+	if err := send(labctl.Event{Log: f.log, Offset: opts.Offset}); err != nil {
+		return err
+	}
+	select {
+	case <-f.end:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	j, err := f.Job(ctx, id)
+	if err != nil {
+		return err
+	}
+	return send(labctl.Event{End: &j})
 }
 
 func (f *fakeService) Devices(ctx context.Context) ([]labctl.Device, error) {

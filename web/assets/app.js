@@ -533,7 +533,8 @@ function jobPage(main, id) {
             const e = JSON.parse(line);
             if (e.log) { log.add(e.log); offset = e.offset + new TextEncoder().encode(e.log).length; }
             if (e.progress) { phase = e.progress.phase; if (job) { job.state = "running"; drawHead(); } }
-            if (e.end) { job = await api("GET", "/api/v1/jobs/" + id); drawHead(); return; }
+            // The end is the finished job, as GET /api/v1/jobs/ID gives it.
+            if (e.end) { job = e.end; drawHead(); return; }
           }
         }
       } catch (e) {
