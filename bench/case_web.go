@@ -11,9 +11,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/chromedp"
 	"golang.org/x/sync/errgroup"
 
@@ -34,6 +37,8 @@ type WebCase struct {
 	Finished  int
 	Followers int
 	Lines     int // the followed job prints a line each half second
+	// PagesOnly measures the page loads alone, no job followed.
+	PagesOnly bool
 	Labctl    string
 	Timeout   time.Duration
 }
@@ -96,9 +101,9 @@ func (c WebCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResu
 	}
 	fmt.Fprintf(w, "### Case web: the browser UI in headless Chromium, %d devices, %d finished jobs; %d tabs following one job (%d rounds)\n\n", c.Devices, c.Finished, c.Followers, c.Rounds)
 	fmt.Fprintf(w, "One `labctl serve` with case 4's fake nodes and %d finished jobs put in its store before it starts; Debian's Chromium, headless, "+
-		"logged in once. A page load is a new tab opening the page: *render* is until the page shows every device (lab) or its first 100 jobs (jobs), "+
-		"*live* until its live stream says hello. Then a job on one fake node prints a line every half second for %.0f s, followed by one tab, "+
-		"then another such job by %d tabs (each in a browser context of its own: its own login and connections, as separate people's browsers): the daemon's CPU (labctl serve alone) per second of the job's run, its RSS peak, "+
+		"logged in once. A page load is a new tab opening the page: *render* is from its navigation start to the first frame painted with every device (lab) or its first 100 jobs (jobs) shown, "+
+		"*live* to the frame after its live stream said hello, both as the page records them. Tabs not measured wait on a blank page. Then a job on one fake node prints a line every half second for %.0f s, followed by one tab, "+
+		"then another such job by %d tabs (each in a browser context of its own: its own login and connections, as separate people's browsers): the daemon's CPU (labctl serve alone) per second of the job's test step, its RSS peak, "+
 		"and how late each tab shows the job's end after the daemon ended it (the tab's clock and the daemon's are the machine's).\n\n",
 		c.Finished, float64(c.Lines)/2, c.Followers)
 	t := &Table{Head: []string{"figure", "median [min–max] / percentiles"}}
@@ -106,14 +111,22 @@ func (c WebCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResu
 	t.Add("**lab page first render s**", fmt.Sprintf("p50 %.3f, p90 %.3f (%d loads)", Percentile(lr, .5), Percentile(lr, .9), len(lr)))
 	t.Add("lab page to live s", fmt.Sprintf("p50 %.3f, p90 %.3f", Percentile(ll, .5), Percentile(ll, .9)))
 	t.Add("jobs page first render s", fmt.Sprintf("p50 %.3f, p90 %.3f", Percentile(jr, .5), Percentile(jr, .9)))
-	t.Add("daemon CPU, 1 follower (core)", one(func(r webRun) float64 { return r.cpu1 }).Format(4))
-	t.Add(fmt.Sprintf("daemon CPU, %d followers (core)", c.Followers), one(func(r webRun) float64 { return r.cpuN }).Format(4))
+	if c.PagesOnly {
+		t.Write(w)
+		res.Ratio = fmt.Sprintf("case web: lab page of %d devices rendered in %.3f s p50 (target < 1 s); followers skipped (page loads only)", c.Devices, Percentile(lr, .5))
+		fmt.Fprintf(w, "**ratio:** %s\n\n", res.Ratio)
+		return res, nil
+	}
+	t.Add("daemon CPU, 1 follower (% of one core)", one(func(r webRun) float64 { return 100 * r.cpu1 }).Format(2))
+	t.Add(fmt.Sprintf("daemon CPU, %d followers (%% of one core)", c.Followers), one(func(r webRun) float64 { return 100 * r.cpuN }).Format(2))
 	extra := one(func(r webRun) float64 { return 100 * (r.cpuN - r.cpu1) })
 	t.Add(fmt.Sprintf("**extra daemon CPU for %d followers (%% of one core)**", c.Followers), extra.Format(2))
 	t.Add("daemon RSS peak MB, 1 / N followers", fmt.Sprintf("%s / %s", one(func(r webRun) float64 { return r.rss1 }).Format(1), one(func(r webRun) float64 { return r.rssN }).Format(1)))
 	l1, lN := all(func(r webRun) []float64 { return r.late1 }), all(func(r webRun) []float64 { return r.lateN })
 	t.Add("job end seen late s, 1 follower", fmt.Sprintf("p50 %.3f, max %.3f", Percentile(l1, .5), Percentile(l1, 1)))
-	t.Add(fmt.Sprintf("job end seen late s, %d followers", c.Followers), fmt.Sprintf("p50 %.3f, p90 %.3f, max %.3f", Percentile(lN, .5), Percentile(lN, .9), Percentile(lN, 1)))
+	t.Add(fmt.Sprintf("job end seen late s, %d followers", c.Followers), fmt.Sprintf("p50 %.3f, p99 %.3f, max %.3f", Percentile(lN, .5), Percentile(lN, .99), Percentile(lN, 1)))
+	base := Percentile(l1, .5)
+	t.Add(fmt.Sprintf("extra latency per tab s, %d followers against 1", c.Followers), fmt.Sprintf("p50 %.3f, p99 %.3f", Percentile(lN, .5)-base, Percentile(lN, .99)-base))
 	t.Write(w)
 	render := Percentile(lr, .5)
 	res.Leads = render < 1 && extra.Med < 5
@@ -185,38 +198,26 @@ func (c WebCase) round(ctx context.Context, env *Env, chromium, busybox string, 
 		return run, fmt.Errorf("log in: %w", err)
 	}
 
-	// Page loads: a new tab each.
+	// Page loads: a new tab each. The page itself records when it first
+	// showed what the load waits for, from its navigation start.
 	for range 5 {
-		var render, live float64
-		err := inTab(bctx, func(tctx context.Context) error {
-			t0 := time.Now()
-			if err := chromedp.Do(tctx, chromedp.Navigate(server+"/#/lab"),
-				waitJS(fmt.Sprintf(`document.querySelectorAll("#devices tr[data-device]").length === %d`, c.Devices))); err != nil {
-				return fmt.Errorf("lab page: %w", err)
-			}
-			render = time.Since(t0).Seconds()
-			if err := chromedp.Do(tctx, waitJS(`document.querySelector("#live")?.textContent.includes("live")`)); err != nil {
-				return fmt.Errorf("lab page live: %w", err)
-			}
-			live = time.Since(t0).Seconds()
-			return nil
+		lab, labWall, err := loadPage(bctx, server+"/#/lab", map[string]string{
+			"render": fmt.Sprintf(`document.querySelectorAll("#devices tr[data-device]").length === %d`, c.Devices),
+			"live":   `document.querySelector("#live")?.textContent.includes("live")`,
 		})
 		if err != nil {
-			return run, err
+			return run, fmt.Errorf("lab page: %w", err)
 		}
-		run.labRender, run.labLive = append(run.labRender, render), append(run.labLive, live)
-		err = inTab(bctx, func(tctx context.Context) error {
-			t0 := time.Now()
-			if err := chromedp.Do(tctx, chromedp.Navigate(server+"/#/jobs"),
-				waitJS(fmt.Sprintf(`document.querySelectorAll("#jobs tr[data-job]").length === %d`, min(100, c.Finished)))); err != nil {
-				return fmt.Errorf("jobs page: %w", err)
-			}
-			run.jobsRender = append(run.jobsRender, time.Since(t0).Seconds())
-			return nil
+		jobs, jobsWall, err := loadPage(bctx, server+"/#/jobs", map[string]string{
+			"render": fmt.Sprintf(`document.querySelectorAll("#jobs tr[data-job]").length === %d`, min(100, c.Finished)),
 		})
 		if err != nil {
-			return run, err
+			return run, fmt.Errorf("jobs page: %w", err)
 		}
+		run.labRender, run.labLive = append(run.labRender, lab["render"]), append(run.labLive, lab["live"])
+		run.jobsRender = append(run.jobsRender, jobs["render"])
+		fmt.Fprintf(logw, "    lab page: render %.3fs (scripts run %.3fs, API answered %.3fs), live %.3fs, %.3fs from opening the tab; jobs page: render %.3fs (%.3fs, %.3fs), %.3fs from opening the tab\n",
+			lab["render"], lab["dcl"], lab["api"], lab["live"], labWall, jobs["render"], jobs["dcl"], jobs["api"], jobsWall)
 	}
 
 	// Following one job: 1 tab, then Followers tabs.
@@ -233,6 +234,9 @@ name = "lines"
 commands = ["for i in $(seq 1 %d); do echo follow-line-$i; sleep 0.5; done"]
 timeout = "5m"
 `, filepath.Join(dir, "disk.img"), imageSum(filepath.Join(dir, "disk.img")), c.Lines)
+	if c.PagesOnly {
+		return run, nil
+	}
 	for _, tabs := range []int{1, c.Followers} {
 		cpu, rss, late, err := c.follow(ctx, bctx, logw, client, server, dir, spec, pid, tabs)
 		if err != nil {
@@ -265,36 +269,31 @@ func (c WebCase) follow(ctx, bctx context.Context, logw io.Writer, client *api.C
 			return 0, 0, nil, fmt.Errorf("tab %d: %w", i+1, err)
 		}
 	}
+	// What is measured is the job's test step; a job that ends before it
+	// (its fake node fell behind on a busy machine: the deploy timed out)
+	// is followed again as the attempt the daemon runs in its place, or
+	// submitted again, at most twice.
 	j, err := client.Submit(ctx, labctl.SubmitRequest{File: "followed.toml", Dir: dir, Spec: spec})
 	if err != nil {
 		return 0, 0, nil, err
 	}
-	for i, tctx := range tabCtxs {
-		if err := chromedp.Do(tctx,
-			chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`location.hash = "#/job/%d"`, j.ID)),
-			waitJS(`document.querySelector("#outcome")`),
-			chromedp.Evaluate[chromedp.Void](`window.benchEnd = 0; new MutationObserver(() => {
-				if (!window.benchEnd && document.querySelector("#outcome")?.textContent === "complete") window.benchEnd = Date.now();
-			}).observe(document.body, {subtree: true, childList: true, characterData: true});`)); err != nil {
-			return 0, 0, nil, fmt.Errorf("tab %d to the job: %w", i+1, err)
-		}
-	}
-	for {
-		jj, err := client.Job(ctx, j.ID)
-		if err != nil {
-			return 0, 0, nil, err
-		}
-		if jj.State == labctl.JobFinished {
-			return 0, 0, nil, fmt.Errorf("job %d ended %s before its test step was followed: %s", j.ID, jj.Outcome, jj.Reason)
-		}
-		if jj.Phase == "test" {
+	for try := 1; ; try++ {
+		var again int64
+		again, err = followedJob(ctx, client, server, j.ID, tabCtxs)
+		if err == nil {
 			break
 		}
-		select {
-		case <-ctx.Done():
-			return 0, 0, nil, ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+		if again < 0 || try == 3 {
+			return 0, 0, nil, err
 		}
+		if again == 0 {
+			if j, err = client.Submit(ctx, labctl.SubmitRequest{File: "followed.toml", Dir: dir, Spec: spec}); err != nil {
+				return 0, 0, nil, err
+			}
+			again = j.ID
+		}
+		fmt.Fprintf(logw, "    %v; following job %d instead\n", err, again)
+		j.ID = again
 	}
 	t0, cpu0 := time.Now(), procCPU(pid)
 	var peak int64
@@ -338,21 +337,114 @@ func (c WebCase) follow(ctx, bctx context.Context, logw io.Writer, client *api.C
 	return cpu, float64(peak) / 1024, late, nil
 }
 
-// login logs the tab in with the bench's token.
+// followedJob sends every tab to job id's page and waits until its test
+// step runs. If the job ended before, again is the attempt the daemon
+// runs in its place (0: none); on any other error it is -1.
+func followedJob(ctx context.Context, client *api.Client, server string, id int64, tabCtxs []context.Context) (again int64, err error) {
+	for i, tctx := range tabCtxs {
+		if err := chromedp.Do(tctx,
+			chromedp.Navigate(fmt.Sprintf("%s/#/job/%d", server, id)),
+			waitJS(`document.querySelector("#outcome")`),
+			chromedp.Evaluate[chromedp.Void](`window.benchEnd = 0; new MutationObserver(() => {
+				if (!window.benchEnd && document.querySelector("#outcome")?.textContent === "complete") window.benchEnd = Date.now();
+			}).observe(document.body, {subtree: true, childList: true, characterData: true});`)); err != nil {
+			return -1, fmt.Errorf("tab %d to the job: %w", i+1, err)
+		}
+	}
+	for {
+		jj, err := client.Job(ctx, id)
+		if err != nil {
+			return -1, err
+		}
+		if jj.State == labctl.JobFinished {
+			return jj.RetriedAs, fmt.Errorf("job %d ended %s before its test step was followed: %s", id, jj.Outcome, jj.Reason)
+		}
+		if jj.Phase == "test" {
+			return 0, nil
+		}
+		select {
+		case <-ctx.Done():
+			return -1, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// login logs the tab in with the bench's token, then leaves the page it
+// lands on (the lab's) for a blank one: a tab parked on the lab page
+// keeps reloading and redrawing it, load that is neither the page load
+// nor the following measured.
 func login(server string) chromedp.Action[chromedp.Void] {
 	return chromedp.Steps(
 		chromedp.Navigate(server+"/login"),
 		chromedp.WaitVisible(chromedp.CSS("#token")),
 		chromedp.SendKeys(chromedp.CSS("#token"), webToken),
 		chromedp.Submit(chromedp.CSS("#token")),
-		waitJS(`document.querySelector("#who")?.textContent.includes("(")`))
+		waitJS(`document.querySelector("#who")?.textContent.includes("(")`),
+		chromedp.Navigate("about:blank"))
 }
 
-// inTab runs f in a new tab, closed after.
-func inTab(bctx context.Context, f func(context.Context) error) error {
+// loadPage opens url in a new tab (closed after) and waits until each of
+// conds (name: a JavaScript expression) has come true on the page. It
+// returns, per name, the seconds from the page's navigation start to the
+// first frame painted after the expression came true, as the page
+// records it (a script run before the page's own watches every change
+// of its document), and the seconds from asking for the tab to the end.
+func loadPage(bctx context.Context, url string, conds map[string]string) (map[string]float64, float64, error) {
 	tctx, cancel := chromedp.NewContext(bctx)
 	defer cancel()
-	return f(tctx)
+	t0 := time.Now()
+	var script strings.Builder
+	script.WriteString("(() => {\n  const conds = {\n")
+	for name, expr := range conds {
+		fmt.Fprintf(&script, "    %q: () => (%s),\n", name, expr)
+	}
+	script.WriteString(`  };
+  const marks = window.benchMarks = {};
+  const check = () => {
+    for (const [k, f] of Object.entries(conds)) {
+      if (k in marks) continue;
+      let ok = false;
+      try { ok = !!f(); } catch (e) { /* not there yet */ }
+      if (!ok) continue;
+      marks[k] = 0;
+      requestAnimationFrame(() => setTimeout(() => { marks[k] = performance.now() / 1000; }, 0));
+    }
+  };
+  new MutationObserver(check).observe(document, { subtree: true, childList: true, characterData: true });
+})();
+`)
+	err := chromedp.Do(tctx,
+		chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+			_, err := cdp.Call(ctx, t, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: script.String()})
+			return err
+		}),
+		chromedp.Navigate(url),
+		waitJS(fmt.Sprintf(`%s.every((k) => window.benchMarks?.[k] > 0)`, jsNames(conds))))
+	if err != nil {
+		return nil, 0, err
+	}
+	// Where the time went, for the log: the page's scripts had run (DOM
+	// content loaded), and the answers to its first requests for data
+	// (those started together) had arrived.
+	marks, err := chromedp.Run(tctx, chromedp.Evaluate[map[string]float64](`(() => {
+		const data = performance.getEntriesByType("resource").filter((r) => r.name.includes("/api/v1/"));
+		const first = data.filter((r) => r.startTime <= (data[0]?.startTime ?? 0) + 50);
+		return {...window.benchMarks,
+			dcl: performance.getEntriesByType("navigation")[0].domContentLoadedEventEnd / 1000,
+			api: Math.max(0, ...first.map((r) => r.responseEnd)) / 1000};
+	})()`))
+	return marks, time.Since(t0).Seconds(), err
+}
+
+// jsNames is the names of m as a JavaScript array.
+func jsNames[V any](m map[string]V) string {
+	var names []string
+	for k := range m {
+		names = append(names, strconv.Quote(k))
+	}
+	sort.Strings(names)
+	return "[" + strings.Join(names, ", ") + "]"
 }
 
 // waitJS waits until the expression is truthy, asking every 20 ms (also

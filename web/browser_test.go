@@ -43,12 +43,30 @@ func TestBrowserLoginAndCSRF(t *testing.T) {
 		webtest.WaitText("#who", "alice (operator)"),
 		webtest.WaitText(`tr[data-device="node1"] td.state`, "idle"),
 		webtest.WaitText("#live", "live"))
-	// A change in the lab shows without a reload.
+	// An event that changed nothing shown: the page asks again and keeps
+	// its rows (the same elements).
+	loads := `performance.getEntriesByType("resource").filter((r) => r.name.endsWith("/api/v1/devices")).length`
+	before, err := webtest.Eval[int](tab, loads)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := webtest.Eval[bool](tab, `document.querySelector('tr[data-device="node1"]').kept = true`); err != nil {
+		t.Fatal(err)
+	}
+	h.ui.Hub().HealthChecked(daemon.HealthCheck{Device: "node1"})
+	tab.Run("reload after an event", time.Minute, webtest.WaitJS(fmt.Sprintf("%s > %d", loads, before)))
+	if kept, err := webtest.Eval[bool](tab, `!!document.querySelector('tr[data-device="node1"]').kept`); err != nil || !kept {
+		t.Errorf("a reload that changed nothing built node1's row again (%v)", err)
+	}
+	// A change in the lab shows without a reload, in a new row.
 	h.svc.mu.Lock()
 	h.svc.state = labctl.DeviceOffline
 	h.svc.mu.Unlock()
 	h.ui.Hub().DeviceChanged(daemon.DeviceChange{Device: "node1", From: labctl.DeviceIdle, To: labctl.DeviceOffline, At: time.Now()})
 	tab.Run("live update", time.Minute, webtest.WaitText(`tr[data-device="node1"] td.state`, "offline"))
+	if kept, err := webtest.Eval[bool](tab, `!!document.querySelector('tr[data-device="node1"]').kept`); err != nil || kept {
+		t.Errorf("node1 went offline and its row is the old one (%v)", err)
+	}
 	// The token is nowhere in what the page can read.
 	if cookie, err := webtest.Eval[string](tab, "document.cookie"); err != nil || strings.Contains(cookie, "operator-secret") || strings.Contains(cookie, CookieName) {
 		t.Errorf("document.cookie = %q, %v: the session cookie must be HttpOnly", cookie, err)
@@ -126,4 +144,65 @@ func TestBrowserJobsPage(t *testing.T) {
 		webtest.Choose("#f-outcome", ""),
 		webtest.Choose("#f-state", "queued"),
 		webtest.WaitJS(rows+` === 1 && `+first+` === "251"`))
+}
+
+// TestBrowserXtermOnlyOnTheConsole: the lab and jobs pages do not load
+// xterm.js; the console page loads it (once) and opens its terminal.
+func TestBrowserXtermOnlyOnTheConsole(t *testing.T) {
+	h := start(t, Config{})
+	b := webtest.Start(t, testOutput(t))
+	tab := b.NewTab("operator")
+	tab.Login(h.srv.URL, "operator-secret")
+	loaded := `performance.getEntriesByType("resource").filter((r) => r.name.endsWith("/vendor/xterm.js")).length`
+	tab.Run("lab page", time.Minute, webtest.WaitText(`tr[data-device="node1"] td.state`, "idle"))
+	tab.Run("jobs page", time.Minute, chromedp.Navigate(h.srv.URL+"/#/jobs"), webtest.WaitText("#who", "alice"),
+		webtest.WaitJS(`document.querySelector(".pager")`))
+	if n, err := webtest.Eval[int](tab, loaded); err != nil || n != 0 {
+		t.Errorf("the lab and jobs pages loaded xterm.js %d times (%v)", n, err)
+	}
+	if typ, _ := webtest.Eval[string](tab, "typeof Terminal"); typ != "undefined" {
+		t.Errorf("Terminal is %s on the jobs page", typ)
+	}
+	// This fake lab has no console: the terminal opens, the connection
+	// does not.
+	hash := func(route string) chromedp.Action[chromedp.Void] {
+		return chromedp.Evaluate[chromedp.Void](fmt.Sprintf("location.hash = %q", route))
+	}
+	tab.Run("console page", time.Minute, hash("#/console/node1"),
+		webtest.WaitJS(`typeof Terminal === "function" && document.querySelector("#term .xterm")`))
+	tab.Run("lab page and the console again", time.Minute,
+		hash("#/lab"), webtest.WaitJS(`document.querySelector("#devices tr")`),
+		hash("#/console/node1"), webtest.WaitJS(`document.querySelector("#term .xterm")`))
+	if n, err := webtest.Eval[int](tab, loaded); err != nil || n != 1 {
+		t.Errorf("xterm.js loaded %d times (%v), want once", n, err)
+	}
+}
+
+// TestBrowserJobPageFollowsToTheEnd: the job page shows the log as it
+// comes and the end the event stream brings, without asking for the job
+// again.
+func TestBrowserJobPageFollowsToTheEnd(t *testing.T) {
+	h := start(t, Config{})
+	at := time.Now().Add(-time.Minute)
+	h.svc.jobs = []labctl.Job{{ID: 7, Name: "followed", Device: "node1", DeviceType: "sim", Submitter: "alice",
+		State: labctl.JobRunning, Phase: "test", Submitted: at, Started: &at}}
+	h.svc.log = at.Format(time.RFC3339Nano) + " < follow-line-1\r\n"
+	h.svc.end = make(chan struct{})
+	b := webtest.Start(t, testOutput(t))
+	tab := b.NewTab("viewer")
+	tab.Login(h.srv.URL, "viewer-secret")
+	tab.Run("the running job", time.Minute,
+		chromedp.Navigate(h.srv.URL+"/#/job/7"),
+		webtest.WaitText("#log", "follow-line-1"),
+		webtest.WaitText("#outcome", "running"))
+	h.svc.mu.Lock()
+	end := time.Now()
+	h.svc.jobs[0].State, h.svc.jobs[0].Outcome, h.svc.jobs[0].Finished = labctl.JobFinished, "complete", &end
+	h.svc.mu.Unlock()
+	close(h.svc.end)
+	tab.Run("its end", time.Minute, webtest.WaitJS(`document.querySelector("#outcome")?.textContent === "complete"`))
+	asked, err := webtest.Eval[int](tab, `performance.getEntriesByType("resource").filter((r) => r.name.endsWith("/api/v1/jobs/7")).length`)
+	if err != nil || asked != 1 {
+		t.Errorf("the page asked for the job %d times (%v), want once, when it opened", asked, err)
+	}
 }

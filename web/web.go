@@ -7,13 +7,16 @@
 package web
 
 import (
+	"crypto/sha256"
 	"crypto/subtle"
 	"embed"
+	"encoding/hex"
 	"encoding/json"
 	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"path"
 	"strings"
 	"time"
 
@@ -77,12 +80,16 @@ func New(cfg Config) *UI {
 	if err != nil {
 		panic(err)
 	}
+	static, err := newAssetsHandler(sub)
+	if err != nil {
+		panic(err)
+	}
 	return &UI{
 		cfg:      cfg,
 		log:      cfg.Log,
 		sessions: newSessions(cfg.Tokens, cfg.SessionTTL, cfg.MaxSessions, cfg.Now),
 		hub:      NewHub(cfg.StreamBuffer, cfg.MaxStreams),
-		static:   http.FileServerFS(sub),
+		static:   static,
 	}
 }
 
@@ -266,3 +273,40 @@ type kindError struct {
 
 func (e *kindError) Error() string { return strings.TrimSpace(e.kind.Error() + ": " + e.msg) }
 func (e *kindError) Unwrap() error { return e.kind }
+
+// assetsHandler serves the embedded files, each with an ETag (a hash of
+// its content) and "Cache-Control: no-cache": a browser asks again on
+// every page load and, while the binary is the same, gets a 304, so a
+// new tab neither downloads the scripts again nor compiles them again
+// (Chromium keeps compiled code only for scripts in its HTTP cache).
+type assetsHandler struct {
+	files http.Handler
+	etags map[string]string // by URL path
+}
+
+func newAssetsHandler(files fs.FS) (*assetsHandler, error) {
+	h := &assetsHandler{files: http.FileServerFS(files), etags: map[string]string{}}
+	err := fs.WalkDir(files, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(files, p)
+		if err != nil {
+			return err
+		}
+		sum := sha256.Sum256(b)
+		h.etags["/"+p] = `"` + hex.EncodeToString(sum[:12]) + `"`
+		return nil
+	})
+	return h, err
+}
+
+func (h *assetsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if tag, ok := h.etags[path.Clean(r.URL.Path)]; ok {
+		w.Header().Set("ETag", tag)
+		if w.Header().Get("Cache-Control") == "" {
+			w.Header().Set("Cache-Control", "no-cache")
+		}
+	}
+	h.files.ServeHTTP(w, r)
+}

@@ -30,6 +30,36 @@ type fakeService struct {
 	calls []string // "maintenance node1 by alice"
 	jobs  []labctl.Job
 	state string // node1's state; "" is idle
+	// Follow sends log, then waits for end to close and sends the job.
+	log string
+	end chan struct{}
+}
+
+func (f *fakeService) Job(ctx context.Context, id int64) (labctl.Job, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, j := range f.jobs {
+		if j.ID == id {
+			return j, nil
+		}
+	}
+	return labctl.Job{}, fmt.Errorf("%w: job %d", labctl.ErrNotFound, id)
+}
+
+func (f *fakeService) Follow(ctx context.Context, id int64, opts labctl.FollowOptions, send func(labctl.Event) error) error {
+	if err := send(labctl.Event{Log: f.log, Offset: opts.Offset}); err != nil {
+		return err
+	}
+	select {
+	case <-f.end:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	j, err := f.Job(ctx, id)
+	if err != nil {
+		return err
+	}
+	return send(labctl.Event{End: &j})
 }
 
 func (f *fakeService) Devices(ctx context.Context) ([]labctl.Device, error) {
@@ -488,5 +518,57 @@ func TestStaticAssets(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 404 {
 		t.Errorf("GET /nope.js: %s", resp.Status)
+	}
+}
+
+// The scripts and styles carry an ETag that changes with their content
+// and must be revalidated: a page load that has them gets a 304 and no
+// body; the page itself (index.html) is never stored.
+func TestStaticAssetsRevalidate(t *testing.T) {
+	h := start(t, Config{})
+	get := func(p, etag string) (*http.Response, []byte) {
+		req, _ := http.NewRequest("GET", h.srv.URL+p, nil)
+		if etag != "" {
+			req.Header.Set("If-None-Match", etag)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, b
+	}
+	tags := map[string]string{}
+	for _, p := range []string{"/app.js", "/vendor/xterm.js", "/style.css", "/login"} {
+		resp, b := get(p, "")
+		tag := resp.Header.Get("ETag")
+		if resp.StatusCode != 200 || len(b) == 0 || !strings.HasPrefix(tag, `"`) || resp.Header.Get("Cache-Control") != "no-cache" {
+			t.Fatalf("GET %s: %s, %d bytes, ETag %q, Cache-Control %q", p, resp.Status, len(b), tag, resp.Header.Get("Cache-Control"))
+		}
+		for q, other := range tags {
+			if other == tag {
+				t.Errorf("%s and %s have the same ETag %s", p, q, tag)
+			}
+		}
+		tags[p] = tag
+		resp, b = get(p, tag)
+		if resp.StatusCode != http.StatusNotModified || len(b) != 0 {
+			t.Errorf("GET %s with its ETag: %s, %d bytes; want 304, none", p, resp.Status, len(b))
+		}
+		if resp, _ = get(p, `"something-else"`); resp.StatusCode != 200 {
+			t.Errorf("GET %s with another ETag: %s", p, resp.Status)
+		}
+	}
+	// The page: logged in, never stored, no validator.
+	c := h.browser(t)
+	h.login(t, c, "operator-secret").Body.Close()
+	resp, err := c.Get(h.srv.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Cache-Control") != "no-store" || resp.Header.Get("ETag") != "" {
+		t.Errorf("GET /: %s, Cache-Control %q, ETag %q", resp.Status, resp.Header.Get("Cache-Control"), resp.Header.Get("ETag"))
 	}
 }

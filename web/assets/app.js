@@ -172,6 +172,35 @@ function route() {
   location.hash = "#/lab";
 }
 
+// listHead is the head of a long table: its columns' widths are fixed
+// (percent of the table), so laying out hundreds of rows does not
+// measure every cell first.
+function listHead(cols) {
+  return el("thead", {}, el("tr", {}, cols.map(([h, pct]) => el("th", { style: "width:" + pct + "%" }, h))));
+}
+
+// keyedRows makes body's rows one per item, in order, built by row(item)
+// and kept while the item's key (its data) stays the same: a reload that
+// changed nothing changes nothing on the page, one that changed a device
+// replaces its row alone. It returns the rows by id, for the next call.
+function keyedRows(body, cache, items, id, key, row) {
+  const next = new Map();
+  const trs = items.map((it) => {
+    const k = key(it);
+    let r = cache.get(id(it));
+    if (!r || r.key !== k) {
+      const tr = row(it);
+      if (r) r.tr.replaceWith(tr);
+      r = { key: k, tr };
+    }
+    next.set(id(it), r);
+    return r.tr;
+  });
+  const cur = body.children;
+  if (cur.length !== trs.length || trs.some((tr, i) => cur[i] !== tr)) body.replaceChildren(...trs);
+  return next;
+}
+
 // labPage: every device, its state, job, health and reservation; counts
 // by state; filters by type and tag; live.
 function labPage(main) {
@@ -181,8 +210,8 @@ function labPage(main) {
   const body = el("tbody", { id: "devices" });
   main.append(el("h1", {}, "Lab"), counts,
     el("div", { class: "filters" }, "Filter:", typeSel, tagIn),
-    el("table", {}, el("thead", {}, el("tr", {}, ["Device", "Type", "Tags", "State", "For", "Job", "Health", "Reservation", ""].map((h) => el("th", {}, h)))), body));
-  let devices = [], running = new Map();
+    el("table", { class: "list" }, listHead([["Device", 9], ["Type", 9], ["Tags", 10], ["State", 12], ["For", 6], ["Job", 20], ["Health", 12], ["Reservation", 14], ["", 8]]), body));
+  let devices = [], running = new Map(), rows = new Map();
   const filters = new URLSearchParams((location.hash.split("?")[1]) || "");
   function draw() {
     const types = [...new Set(devices.map((d) => d.device_type))].sort();
@@ -197,7 +226,7 @@ function labPage(main) {
     for (const d of shown) by[d.state] = (by[d.state] || 0) + 1;
     counts.replaceChildren(el("span", {}, shown.length + " devices"),
       ...Object.keys(by).sort().map((s) => el("span", { class: "state-" + s, "data-state": s }, s + ": " + by[s])));
-    body.replaceChildren(...shown.map((d) => {
+    rows = keyedRows(body, rows, shown, (d) => d.name, (d) => JSON.stringify([d, running.get(d.name) || null]), (d) => {
       const j = running.get(d.name);
       const h = d.health;
       const r = d.reservation;
@@ -211,10 +240,10 @@ function labPage(main) {
         el("td", {}, d.job ? [jobLink(d.job, j ? j.name + " #" + d.job : "#" + d.job),
           j && j.phase ? el("div", { class: "muted", "data-phase": j.phase }, j.phase + " for ", el("span", { class: "tick", "data-since": j.phase_since || j.started }, since(j.phase_since || j.started)),
             ", job ", el("span", { class: "tick", "data-since": j.started }, since(j.started))) : ""] : ""),
-        el("td", { class: h ? (h.ok ? "ok" : "bad") : "muted", title: h ? h.detail : "" }, h ? (h.ok ? "ok " : "failed ") + ago(h.at) : "not checked"),
+        el("td", { class: h ? (h.ok ? "ok" : "bad") : "muted", title: h ? h.detail : "" }, h ? [h.ok ? "ok " : "failed ", el("span", { class: "tick", "data-since": h.at }, since(h.at)), " ago"] : "not checked"),
         el("td", {}, r ? r.owner + " until " + when(r.until) : ""),
         el("td", {}, el("a", { href: "#/console/" + encodeURIComponent(d.name) }, "console")));
-    }));
+    });
   }
   async function load() {
     try {
@@ -234,8 +263,14 @@ function labPage(main) {
   const reload = debounce(load, 150);
   onLive(() => reload());
   load();
+  // The ages shown tick; a text that did not change is not written (a
+  // write lays the table out again), and a hidden tab does not tick.
   const tick = setInterval(() => {
-    for (const t of main.querySelectorAll(".tick")) t.textContent = since(t.dataset.since);
+    if (document.hidden) return;
+    for (const t of main.querySelectorAll(".tick")) {
+      const s = since(t.dataset.since);
+      if (t.textContent !== s) t.textContent = s;
+    }
   }, 1000);
   // Phases change without a lab event: while jobs run, look again now and then.
   const phases = setInterval(() => { if (running.size && !document.hidden) load(); }, 5000);
@@ -261,7 +296,7 @@ function jobsPage(main) {
   main.append(el("h1", {}, "Jobs"),
     el("div", { class: "filters" }, Object.values(f)),
     el("p", { class: "hint" }, "State and device are asked of the daemon; the other filters apply to the page shown."),
-    el("table", {}, el("thead", {}, el("tr", {}, ["ID", "Name", "State", "Waiting", "Device", "Type", "Submitter", "Submitted", "Took"].map((h) => el("th", {}, h)))), body),
+    el("table", { class: "list" }, listHead([["ID", 6], ["Name", 16], ["State", 12], ["Waiting", 16], ["Device", 9], ["Type", 9], ["Submitter", 9], ["Submitted", 14], ["Took", 9]]), body),
     el("div", { class: "pager" }, newer, older, info));
   const stack = []; // the before= of the pages before this one
   let before = 0, last = [];
@@ -498,7 +533,8 @@ function jobPage(main, id) {
             const e = JSON.parse(line);
             if (e.log) { log.add(e.log); offset = e.offset + new TextEncoder().encode(e.log).length; }
             if (e.progress) { phase = e.progress.phase; if (job) { job.state = "running"; drawHead(); } }
-            if (e.end) { job = await api("GET", "/api/v1/jobs/" + id); drawHead(); return; }
+            // The end is the finished job, as GET /api/v1/jobs/ID gives it.
+            if (e.end) { job = e.end; drawHead(); return; }
           }
         }
       } catch (e) {
@@ -520,10 +556,36 @@ function jobPage(main, id) {
   return () => ctl.abort();
 }
 
+// xterm.js and its fit addon are loaded by the console page only: the
+// other pages need neither its half megabyte nor the time to compile it.
+let xtermLoaded = null;
+function loadXterm() {
+  const script = (src) => new Promise((resolve, reject) => {
+    const s = document.createElement("script");
+    s.src = src;
+    s.onload = resolve;
+    s.onerror = () => reject(new Error("could not load " + src));
+    document.head.append(s);
+  });
+  if (!xtermLoaded) {
+    xtermLoaded = script("/vendor/xterm.js").then(() => script("/vendor/addon-fit.js"));
+    xtermLoaded.catch(() => { xtermLoaded = null; });
+  }
+  return xtermLoaded;
+}
+
 // consolePage: the node's console in a terminal, through the daemon's
 // broker: one writer, everyone else read-only; a job is the writer while
 // it runs.
 function consolePage(main, node) {
+  let cleanup = null, left = false;
+  loadXterm().then(() => { if (!left) cleanup = consoleTerminal(main, node); },
+    (e) => { if (!left) main.append(failBox(e)); });
+  return () => { left = true; if (cleanup) cleanup(); };
+}
+
+// consoleTerminal builds the console page once xterm.js is loaded.
+function consoleTerminal(main, node) {
   const status = el("div", { id: "console-state", class: "muted" }, "connecting…");
   const notices = el("div", { id: "notices", class: "log", style: "max-height:8em" });
   const box = el("div", { class: "term", id: "term" });

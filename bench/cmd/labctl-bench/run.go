@@ -38,6 +38,7 @@ type runOptions struct {
 	scaleShared           bool
 	scaleProfile          string
 	hosts                 int // case hosts: the hosts of its several-host setup
+	webPagesOnly          bool
 
 	// Case 1 subsets (empty: the case's own lists).
 	tftpFiles, tftpClients        []string
@@ -70,6 +71,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	fs.BoolVar(&o.scaleShared, "scale-shared", false, "cases 4 and hosts: do not pin the daemon and the fake nodes to CPUs of their own")
 	fs.IntVar(&o.hosts, "hosts", 3, "case hosts: the number of labctl serve hosts sharing one PostgreSQL (the nodes split over them)")
 	fs.StringVar(&o.scaleProfile, "scale-profile", "", "case 4: write CPU profiles of the daemon and of the farm while the jobs run, and their heaps at the end, into `DIR` (go tool pprof)")
+	fs.BoolVar(&o.webPagesOnly, "web-pages-only", false, "case web: the page loads only, no job followed (a few minutes)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -346,7 +348,7 @@ func saveCase(o runOptions) bench.SaveCase {
 }
 
 func webCase(o runOptions) bench.WebCase {
-	c := bench.WebCase{Rounds: o.rounds, Devices: 400, Finished: 10000, Followers: 50, Lines: 40, Labctl: o.labctl, Timeout: 45 * time.Minute}
+	c := bench.WebCase{Rounds: o.rounds, Devices: 400, Finished: 10000, Followers: 50, Lines: 40, Labctl: o.labctl, Timeout: 45 * time.Minute, PagesOnly: o.webPagesOnly}
 	if o.quick {
 		c.Rounds, c.Devices, c.Finished, c.Followers, c.Lines, c.Timeout = 1, 8, 300, 3, 6, 5*time.Minute
 	}
