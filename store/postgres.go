@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -28,12 +29,25 @@ import (
 // lock, then finds the job no longer queued and changes nothing, so a
 // job is claimed once however many processes race for it.
 //
+// Changes of the queue are announced on queueChannel by a NOTIFY of its
+// own, sent after the change committed (notifyLoop), not inside the
+// change's transaction: PostgreSQL serialises the commits of every
+// transaction that notifies (one lock for the whole cluster), so a burst
+// of submits would commit one at a time. A burst of changes sends one
+// NOTIFY; one lost with a crash between commit and NOTIFY is made up by
+// the hosts' poll.
+//
 // The schema version is a one-row table, schema_version; migrations run
 // under an advisory lock, so that hosts starting together migrate once.
 type Postgres struct {
 	sqlDB
 	where string // the URL without password, for messages
 	cfg   *pgx.ConnConfig
+
+	notify    chan struct{} // a change of the queue waits to be announced
+	stop      chan struct{} // closed by Close
+	stopped   chan struct{} // closed when notifyLoop has returned
+	closeOnce sync.Once
 }
 
 // queueChannel is the NOTIFY channel of changes of the queue.
@@ -70,9 +84,10 @@ func OpenPostgres(ctx context.Context, rawURL, password string) (*Postgres, erro
 	db.SetMaxOpenConns(16)
 	db.SetMaxIdleConns(8)
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	p := &Postgres{sqlDB: sqlDB{db: db, lockRow: " FOR UPDATE SKIP LOCKED",
-		queueChanged: `SELECT pg_notify('` + queueChannel + `', '')`}, where: where, cfg: cfg}
+	p := &Postgres{sqlDB: sqlDB{db: db, lockRow: " FOR UPDATE SKIP LOCKED"}, where: where, cfg: cfg,
+		notify: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
 	p.sqlDB.write = p.write
+	p.sqlDB.queueChanged = p.queueChanged
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store %s: cannot connect to PostgreSQL at %s: %v", where, hostPort(cfg), redact(err, password))
@@ -81,7 +96,45 @@ func OpenPostgres(ctx context.Context, rawURL, password string) (*Postgres, erro
 		db.Close()
 		return nil, fmt.Errorf("store %s: %w", where, err)
 	}
+	go p.notifyLoop()
 	return p, nil
+}
+
+// queueChanged has notifyLoop announce a committed change of the queue;
+// it never waits.
+func (p *Postgres) queueChanged() {
+	select {
+	case p.notify <- struct{}{}:
+	default: // an announcement is pending already: it covers this change
+	}
+}
+
+// notifyTimeout bounds one NOTIFY.
+const notifyTimeout = 10 * time.Second
+
+// notifyLoop sends a NOTIFY on queueChannel for each change of the queue
+// (queueChanged), one at a time: the changes that commit while one is
+// sent share the next. It returns when Close is called. A NOTIFY that
+// fails is not sent again: the hosts' poll finds the change.
+func (p *Postgres) notifyLoop() {
+	defer close(p.stopped)
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-p.notify:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), notifyTimeout)
+		go func() {
+			select {
+			case <-p.stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		p.db.ExecContext(ctx, `SELECT pg_notify('`+queueChannel+`', '')`)
+		cancel()
+	}
 }
 
 // checkPostgresURL checks that s is a postgres:// URL without a password
@@ -250,10 +303,14 @@ func (p *Postgres) CheckWrite(ctx context.Context) error {
 }
 
 // Close closes the database's connections.
-func (p *Postgres) Close() error { return p.db.Close() }
+func (p *Postgres) Close() error {
+	p.closeOnce.Do(func() { close(p.stop) })
+	<-p.stopped
+	return p.db.Close()
+}
 
-// WatchQueue calls changed whenever a job is queued, or canceled while
-// queued, by any host, until ctx ends: it LISTENs on a connection of its
+// WatchQueue calls changed whenever a job is queued, claimed, or canceled
+// while queued, by any host, until ctx ends: it LISTENs on a connection of its
 // own. After the connection was lost it connects again (backing off up
 // to 5 s) and calls changed once, for what it may have missed meanwhile.
 func (p *Postgres) WatchQueue(ctx context.Context, changed func()) {

@@ -27,19 +27,18 @@ type sqlDB struct {
 	// host is the host whose claims this store makes ("" for a lab of
 	// one host); see SetHost.
 	host string
-	// queueChanged, if set, runs in the transaction of each change of
-	// the queue (a job queued, or canceled while queued): PostgreSQL's
-	// NOTIFY, which other hosts hear when it commits (WatchQueue).
-	queueChanged string
+	// queueChanged, if set, is called once a change of the queue has
+	// committed (a job queued, claimed, or canceled while queued):
+	// PostgreSQL's NOTIFY, which other hosts hear (WatchQueue).
+	queueChanged func()
 }
 
-// notifyQueue tells other hosts, when tx commits, that the queue changed.
-func (s *sqlDB) notifyQueue(tx *sql.Tx) error {
-	if s.queueChanged == "" {
-		return nil
+// notifyQueue tells other hosts that the queue changed; call it after
+// the change committed.
+func (s *sqlDB) notifyQueue() {
+	if s.queueChanged != nil {
+		s.queueChanged()
 	}
-	_, err := tx.Exec(s.queueChanged)
-	return err
 }
 
 const jobColumns = `id, name, file, dir, spec, device, device_type, tags, priority, submitter,
@@ -65,11 +64,12 @@ func (s *sqlDB) CreateJob(ctx context.Context, j Job) (Job, error) {
 			Queued, nanos(j.Submitted)).Scan(&j.ID); err != nil {
 			return err
 		}
-		return s.notifyQueue(tx)
+		return nil
 	})
 	if err != nil {
 		return Job{}, fmt.Errorf("store job %s: %w", j.Name, err)
 	}
+	s.notifyQueue()
 	return j, nil
 }
 
@@ -134,7 +134,7 @@ func (s *sqlDB) Jobs(ctx context.Context, f JobFilter) ([]Job, error) {
 // from running twice: the subquery takes the job's row lock, skipping a
 // row another host holds, and the UPDATE changes it only while queued.
 func (s *sqlDB) ClaimJob(ctx context.Context, id int64, device string, at time.Time) error {
-	return s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *sql.Tx) error {
 		if s.host != "" {
 			if err := leaseHeld(tx, s.host, at); err != nil {
 				return fmt.Errorf("claim job %d: %w", id, err)
@@ -145,6 +145,11 @@ func (s *sqlDB) ClaimJob(ctx context.Context, id int64, device string, at time.T
 			Running, device, nanos(at), s.host, id, Queued)
 		return changed(tx, res, err, id, "claim")
 	})
+	if err == nil {
+		// The other hosts that hold it queued drop it.
+		s.notifyQueue()
+	}
+	return err
 }
 
 // FinishJob ends a job that is in state from (Queued: canceled before it
@@ -153,7 +158,7 @@ func (s *sqlDB) ClaimJob(ctx context.Context, id int64, device string, at time.T
 // claim (this host lost it: its lease ran out and another host ended the
 // job).
 func (s *sqlDB) FinishJob(ctx context.Context, id int64, from string, f Finish) error {
-	return s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *sql.Tx) error {
 		q := `UPDATE jobs SET state = $1, outcome = $2, reason = $3, finished = $4, result = $5
 			WHERE id = $6 AND state = $7`
 		args := []any{Finished, f.Outcome, f.Reason, nanos(f.At), f.Result, id, from}
@@ -163,14 +168,12 @@ func (s *sqlDB) FinishJob(ctx context.Context, id int64, from string, f Finish) 
 			args = append(args, s.host)
 		}
 		res, err := tx.Exec(q, args...)
-		if err := changed(tx, res, err, id, "finish"); err != nil {
-			return err
-		}
-		if from == Queued {
-			return s.notifyQueue(tx)
-		}
-		return nil
+		return changed(tx, res, err, id, "finish")
 	})
+	if err == nil && from == Queued {
+		s.notifyQueue()
+	}
+	return err
 }
 
 // changed turns an UPDATE of one job into nil, ErrConflict or ErrNotFound.
@@ -362,11 +365,12 @@ func (s *sqlDB) RetryJob(ctx context.Context, of int64, j Job) (Job, error) {
 		if _, err := tx.Exec(`INSERT INTO job_attempts (job, first, retry_of) VALUES ($1, $2, $3)`, j.ID, first, of); err != nil {
 			return fmt.Errorf("retry job %d: %w", of, err)
 		}
-		return s.notifyQueue(tx)
+		return nil
 	})
 	if err != nil {
 		return Job{}, err
 	}
+	s.notifyQueue()
 	return j, nil
 }
 
@@ -387,6 +391,34 @@ func (s *sqlDB) Attempts(ctx context.Context, id int64) ([]Job, error) {
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("job %d: %w", id, ErrNotFound)
+	}
+	return out, nil
+}
+
+// retriesChunk is how many IDs one query of Retries names, well below
+// either database's bound on a statement's parameters.
+const retriesChunk = 500
+
+// Retries returns those of ids that are later attempts of a job.
+func (s *sqlDB) Retries(ctx context.Context, ids []int64) (map[int64]bool, error) {
+	out := map[int64]bool{}
+	for chunk := range slices.Chunk(ids, retriesChunk) {
+		args := make([]any, len(chunk))
+		ph := make([]string, len(chunk))
+		for i, id := range chunk {
+			args[i], ph[i] = id, "$"+strconv.Itoa(i+1)
+		}
+		got, err := queryAll(ctx, s.db, func(r scanner) (int64, error) {
+			var id int64
+			err := r.Scan(&id)
+			return id, err
+		}, `SELECT job FROM job_attempts WHERE job IN (`+strings.Join(ph, ", ")+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("retries among %d jobs: %w", len(ids), err)
+		}
+		for _, id := range got {
+			out[id] = true
+		}
 	}
 	return out, nil
 }
