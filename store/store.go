@@ -51,6 +51,10 @@ type Store interface {
 	// Attempts returns every attempt of the job id is one attempt of,
 	// first first: just that job if it was never retried.
 	Attempts(ctx context.Context, id int64) ([]Job, error)
+	// Retries returns those of the jobs ids that are a later attempt of
+	// another (RetryJob): the ones whose Attempts are more than
+	// themselves. One read for many jobs.
+	Retries(ctx context.Context, ids []int64) (map[int64]bool, error)
 	// SetReservation records a device's reservation, replacing any other.
 	SetReservation(ctx context.Context, r Reservation) error
 	// DeleteReservation removes a device's reservation (none: no error).

@@ -432,6 +432,13 @@ func testAttempts(t *testing.T, open func() (store.Store, error)) {
 	if got, err := s.Attempts(ctx, other.ID); err != nil || !slices.Equal(ids(got), []int64{other.ID}) {
 		t.Errorf("Attempts(%d) = %v, %v; want just itself", other.ID, ids(got), err)
 	}
+	retries, err := s.Retries(ctx, []int64{first.ID, second.ID, other.ID, third.ID, 999})
+	if err != nil || len(retries) != 2 || !retries[second.ID] || !retries[third.ID] {
+		t.Errorf("Retries = %v, %v; want jobs %d and %d", retries, err, second.ID, third.ID)
+	}
+	if retries, err := s.Retries(ctx, nil); err != nil || len(retries) != 0 {
+		t.Errorf("Retries of no jobs = %v, %v; want none", retries, err)
+	}
 	s.Close()
 	s = mustOpen(t, open)
 	if got, err := s.Attempts(ctx, third.ID); err != nil || !slices.Equal(ids(got), want) {
