@@ -19,9 +19,11 @@ import (
 // a job submitted through any host is recorded there and every host keeps
 // in memory the queued jobs its own devices can take, in the one order of
 // the lab (priority, then age); it learns of jobs submitted elsewhere,
-// and of jobs other hosts took or canceled, each HostConfig.Poll. Its
-// workers claim a job in the store under the host's lease, so a job runs
-// once however many hosts could take it.
+// and of jobs other hosts took or canceled, when the store says the queue
+// changed (PostgreSQL's NOTIFY) and each HostConfig.Poll. Its workers
+// claim a job in the store under the host's lease, so a job runs once
+// however many hosts could take it; a worker that finds its job taken
+// takes the next one at once.
 //
 // Each Poll the host renews its lease, checks that the store still has
 // its running jobs under its claim (a host that was cut off long enough
@@ -82,6 +84,18 @@ type hostState struct {
 	ignored   map[int64]bool  // queued jobs none of this host's devices fits
 	upSince   time.Time       // the lease has been renewed without a gap since (zero: it has not)
 	storeDown string          // why the last renewal failed
+
+	// nudge has keepHost read the store's queue now (queueChanged).
+	nudge chan struct{}
+}
+
+// queueChanged has the host read the store's queue at once rather than at
+// its next poll; it never waits, and a burst of calls makes one read.
+func (h *hostState) queueChanged() {
+	select {
+	case h.nudge <- struct{}{}:
+	default:
+	}
 }
 
 // errClaimLost stops a job this host no longer holds in the store.
@@ -224,18 +238,13 @@ func (d *Daemon) keepHost(ctx context.Context) {
 	defer t.Stop()
 	// A store that tells when the queue changes makes a job submitted
 	// through another host start here at once, not at the next Poll.
-	nudge := make(chan struct{}, 1)
+	nudge := d.host.nudge
 	if w, ok := d.store.(queueWatcher); ok {
 		watched := make(chan struct{})
 		defer func() { <-watched }()
 		go func() {
 			defer close(watched)
-			w.WatchQueue(ctx, func() {
-				select {
-				case nudge <- struct{}{}:
-				default:
-				}
-			})
+			w.WatchQueue(ctx, d.host.queueChanged)
 		}()
 	}
 	d.hostTick(ctx)
@@ -426,6 +435,7 @@ func (d *Daemon) followQueue(ctx context.Context) error {
 	h.mu.Unlock()
 	d.mu.Unlock()
 	var add []*job
+	var addIDs []int64
 	for _, rec := range fresh {
 		spec, err := parseStored(rec)
 		if err != nil || !d.fitsHere(spec) {
@@ -434,11 +444,21 @@ func (d *Daemon) followQueue(ctx context.Context) error {
 			h.mu.Unlock()
 			continue
 		}
-		j := d.newJob(rec, spec)
-		if err := d.restoreAttempts(ctx, j); err != nil {
-			return err
+		add = append(add, d.newJob(rec, spec))
+		addIDs = append(addIDs, rec.ID)
+	}
+	// Most jobs are first attempts: one read finds the retries, whose
+	// earlier attempts are then read one job at a time.
+	retries, err := d.store.Retries(ctx, addIDs)
+	if err != nil {
+		return err
+	}
+	for _, j := range add {
+		if retries[j.rec.ID] {
+			if err := d.restoreAttempts(ctx, j); err != nil {
+				return err
+			}
 		}
-		add = append(add, j)
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -48,6 +48,9 @@ type hostStore interface {
 type cutStore struct {
 	hostStore
 	cut atomic.Bool
+	// deaf drops the queue's changes WatchQueue hears: the host then
+	// learns of them only from its poll.
+	deaf atomic.Bool
 }
 
 var errCut = errors.New("connection refused (test: cut off)")
@@ -110,7 +113,7 @@ func (s *cutStore) EndLostJobs(ctx context.Context, now time.Time) ([]store.Job,
 // WatchQueue hears the queue's changes while the store is not cut off.
 func (s *cutStore) WatchQueue(ctx context.Context, changed func()) {
 	s.hostStore.(*store.Postgres).WatchQueue(ctx, func() {
-		if !s.cut.Load() {
+		if !s.cut.Load() && !s.deaf.Load() {
 			changed()
 		}
 	})
@@ -459,6 +462,43 @@ func TestHostsOneLab(t *testing.T) {
 	viewer, _ := api.NewClient(hosts[0].url, "daemontest-viewer", nil)
 	if _, err := viewer.Power(daemontest.Context(t), "rack3-a", labctl.PowerRequest{Op: "off"}); !errors.Is(err, labctl.ErrForbidden) {
 		t.Errorf("power off by a viewer through rack1 = %v, want forbidden", err)
+	}
+}
+
+// A worker whose job another host took meanwhile takes the next queued
+// job at once: not when the store next says the queue changed, nor at the
+// host's next poll (an hour here, and the host hears no changes).
+func TestHostsTakenJobNextAtOnce(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.URL(t)
+	r := newHostRunner(0)
+	a, err := startHostPolling(t, dbURL, "rack1", map[string]*daemontest.FakeNode{}, []string{"rack1-a"}, r.forHost("rack1"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.store.deaf.Store(true)
+	busy := submitVia(t, a.client, "name = \"hold\"\ndevice_type = \"sim\"\n")
+	r.waitStarted(t, busy.ID)
+	taken := submitVia(t, a.client, "name = \"taken\"\ndevice_type = \"sim\"\n")
+	next := submitVia(t, a.client, "name = \"next\"\ndevice_type = \"sim\"\n")
+	// Another process of the lab takes the first queued job in the store.
+	other, err := store.OpenPostgres(context.Background(), dbURL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := other.ClaimJob(context.Background(), taken.ID, "elsewhere", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.client.Cancel(daemontest.Context(t), busy.ID); err != nil {
+		t.Fatal(err)
+	}
+	r.waitStarted(t, next.ID)
+	if runs := r.runsOf(taken.ID); len(runs) != 0 {
+		t.Errorf("job %d, taken elsewhere, ran here too: %v", taken.ID, runs)
+	}
+	if !strings.Contains(a.log.String(), fmt.Sprintf("job not taken off the queue: it changed\" job=%d", taken.ID)) {
+		t.Errorf("rack1 did not try the job taken elsewhere (the test proves nothing):\n%s", a.log.String())
 	}
 }
 

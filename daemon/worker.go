@@ -42,9 +42,20 @@ func (d *Daemon) runJob(ctx context.Context, dev *device, j *job) {
 		d.mu.Lock()
 		dev.job, j.dev, dev.busy = nil, nil, false
 		if errors.Is(err, store.ErrConflict) {
-			// Someone else finished it (a cancel raced this start).
+			// Someone else finished or took it: the device is free for
+			// the next queued job now, not when the queue next changes.
+			// In a lab of several hosts the others likely took more of
+			// this host's queued jobs: one read of the store's queue
+			// drops them all (and schedules), rather than a failed claim
+			// each.
 			delete(d.jobs, id)
 			close(j.done)
+			d.refreshLocked(dev, "")
+			if d.host != nil {
+				d.host.queueChanged()
+			} else {
+				d.scheduleLocked()
+			}
 		} else {
 			// The store failed: the job stays queued there; keep it
 			// queued here and try again a little later.
