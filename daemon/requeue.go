@@ -47,6 +47,11 @@ func (d *Daemon) retry(j *job, device string, res *results.Job) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.jobs[next.rec.ID] != nil {
+		// This host read it from the store's queue first (followQueue).
+		next.cancel(nil)
+		return
+	}
 	d.jobs[next.rec.ID] = next
 	d.enqueueLocked(next)
 	d.scheduleLocked()

@@ -85,6 +85,12 @@ func (d *Daemon) Submit(ctx context.Context, req labctl.SubmitRequest) (queued l
 		// Another host's devices take it: it learns of it from the store.
 		return d.viewLocked(j.rec, nil), nil
 	}
+	if held := d.jobs[rec.ID]; held != nil {
+		// This host read it from the store's queue (hearing of its own
+		// submit) before this call got here: it is queued once.
+		j.cancel(nil)
+		return d.viewLocked(held.rec, held), nil
+	}
 	d.jobs[rec.ID] = j
 	d.enqueueLocked(j)
 	d.scheduleLocked()
