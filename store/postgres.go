@@ -114,10 +114,20 @@ const notifyTimeout = 10 * time.Second
 
 // notifyLoop sends a NOTIFY on queueChannel for each change of the queue
 // (queueChanged), one at a time: the changes that commit while one is
-// sent share the next. It returns when Close is called. A NOTIFY that
-// fails is not sent again: the hosts' poll finds the change.
+// sent share the next. It has a connection of its own, so that it never
+// waits behind the burst of writes it announces for one of the pool's.
+// It returns when Close is called. A NOTIFY that fails is not sent
+// again (the hosts' poll finds the change); the next connects again.
 func (p *Postgres) notifyLoop() {
 	defer close(p.stopped)
+	var conn *pgx.Conn
+	defer func() {
+		if conn != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), notifyTimeout)
+			conn.Close(ctx)
+			cancel()
+		}
+	}()
 	for {
 		select {
 		case <-p.stop:
@@ -132,7 +142,18 @@ func (p *Postgres) notifyLoop() {
 			case <-ctx.Done():
 			}
 		}()
-		p.db.ExecContext(ctx, `SELECT pg_notify('`+queueChannel+`', '')`)
+		var err error
+		if conn == nil {
+			conn, err = pgx.ConnectConfig(ctx, p.cfg)
+		}
+		if err == nil {
+			if _, err = conn.Exec(ctx, `SELECT pg_notify('`+queueChannel+`', '')`); err != nil {
+				conn.Close(ctx)
+			}
+		}
+		if err != nil {
+			conn = nil
+		}
 		cancel()
 	}
 }
