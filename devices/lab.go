@@ -562,7 +562,7 @@ func (l *Lab) validate(doc *tomlfile.Document) {
 	switch {
 	case b.HTTPURL == "":
 		doc.Problemf("boot_server.http_url", "required: how nodes reach the HTTP server, e.g. http://10.0.2.2:8080")
-	case err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
+	case err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Hostname() == "":
 		doc.Problemf("boot_server.http_url", "%q is not an http:// or https:// URL with a host", b.HTTPURL)
 	case b.TFTPServer == "":
 		b.TFTPServer = u.Hostname()
