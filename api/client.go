@@ -64,7 +64,7 @@ func NewClient(server, token string, tlsConfig *tls.Config) (*Client, error) {
 		server = "http://" + server
 	}
 	u, err := url.Parse(server)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
 		return nil, fmt.Errorf("server %q: want http://HOST:PORT", server)
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")

@@ -115,7 +115,7 @@ func CheckStoreURL(s string) error {
 		return fmt.Errorf("the scheme is %q: give a postgres:// URL (postgres://user@host:port/database?sslmode=...)", u.Scheme)
 	case hasPassword:
 		return fmt.Errorf("the URL holds a password: remove it and give password_file or password_env")
-	case u.Host == "":
+	case u.Hostname() == "":
 		return fmt.Errorf("%s has no host: postgres://user@host:port/database?sslmode=...", u.Redacted())
 	}
 	return nil
@@ -162,7 +162,7 @@ func (h *LabHost) check(doc *tomlfile.Document, dir string, shared bool) {
 		doc.Problemf("host.name", "%q: %s", h.Name, tomlfile.NameRule)
 	}
 	if h.APIURL != "" {
-		if u, err := url.Parse(h.APIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		if u, err := url.Parse(h.APIURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" {
 			doc.Problemf("host.api_url", "%q: want http(s)://host:port, as the other hosts reach this one", h.APIURL)
 		}
 	}

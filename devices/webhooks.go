@@ -60,7 +60,7 @@ func checkWebhooks(doc *tomlfile.Document, dir string, hooks []Webhook) {
 		switch {
 		case w.URL == "":
 			doc.Problemf(key+".url", "required: the http(s) URL events are posted to")
-		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "":
 			doc.Problemf(key+".url", "%q is not an http:// or https:// URL with a host", w.URL)
 		case u.User != nil:
 			doc.Problemf(key+".url", "%q holds user information: the receiver checks the signature instead", w.URL)

@@ -384,7 +384,7 @@ func (d *Deploy) validate(doc *tomlfile.Document, dir string) {
 		switch {
 		case err != nil:
 			doc.Problemf("deploy.image", "invalid URL: %v", err)
-		case u.Host == "":
+		case u.Hostname() == "":
 			doc.Problemf("deploy.image", "URL %q has no host", d.Image)
 		}
 	case strings.Contains(d.Image, "://"):

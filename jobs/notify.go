@@ -26,7 +26,7 @@ func CheckNotifyURL(s string) error {
 		return fmt.Errorf("%q is not a URL", s)
 	case u.Scheme != "http" && u.Scheme != "https":
 		return fmt.Errorf("%q is not an http:// or https:// URL", s)
-	case u.Host == "":
+	case u.Hostname() == "":
 		return fmt.Errorf("URL %q has no host", s)
 	case u.User != nil:
 		return fmt.Errorf("URL %q holds user information: the receiver checks the signature instead", s)
