@@ -111,9 +111,7 @@ commands = ["echo hello"]
 	if slices.Contains(calls, "pxe master") || calls[len(calls)-1] != "pxe local" || !slices.Contains(calls, "bootdev pxe") {
 		t.Errorf("calls %v", calls)
 	}
-	if n.On() {
-		t.Error("node left on")
-	}
+	checkFinalized(t, n)
 	if st, _ := os.Stat(n.Disk); st.Size() != 0 {
 		t.Error("the disk was written")
 	}

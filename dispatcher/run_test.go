@@ -38,6 +38,21 @@ func image(t *testing.T, dir string) (string, string) {
 	return path, hex.EncodeToString(sum[:])
 }
 
+// deployJob is the text of a job on node1 that deploys img, whose
+// uncompressed bytes have sha256 sum, followed by rest: its boot and test
+// tables.
+func deployJob(img, sum, rest string) string {
+	return "device = \"node1\"\n[deploy]\nimage = \"" + img + "\"\nsha256 = \"" + sum + "\"\n" + rest
+}
+
+// helloTest logs in and runs one step that passes.
+const helloTest = `[boot]
+password = "test"
+[[test]]
+name = "hello"
+commands = ["true"]
+`
+
 func newNode(t *testing.T) *dispatchertest.Node {
 	t.Helper()
 	n, err := dispatchertest.NewNode("node1", t.TempDir())
@@ -84,6 +99,18 @@ func runJob(t *testing.T, n *dispatchertest.Node, spec *jobs.Job, edit func(*dis
 	return res, string(log)
 }
 
+// checkFinalized fails t unless the job left n as every job must: powered
+// off, its PXE entry put back.
+func checkFinalized(t *testing.T, n *dispatchertest.Node) {
+	t.Helper()
+	if n.On() {
+		t.Error("node left powered on")
+	}
+	if calls := n.Calls(); len(calls) == 0 || calls[len(calls)-1] != "pxe local" {
+		t.Errorf("PXE entry not put back last: calls %v", calls)
+	}
+}
+
 // console opens the node's console session for a job.
 func console(t *testing.T, n *dispatchertest.Node) *sol.Session {
 	t.Helper()
@@ -125,11 +152,8 @@ expect_failure = true
 	if got := res.Steps[1]; got.Result != results.ExpectedFail || got.ExitCode != 1 {
 		t.Errorf("step expected = %+v", got)
 	}
-	if n.On() {
-		t.Error("node left powered on")
-	}
-	calls := n.Calls()
-	if calls[len(calls)-1] != "pxe local" || !slices.Contains(calls, "bootdev pxe") || !slices.Contains(calls, "bootdev disk") {
+	checkFinalized(t, n)
+	if calls := n.Calls(); !slices.Contains(calls, "bootdev pxe") || !slices.Contains(calls, "bootdev disk") {
 		t.Errorf("calls = %v", calls)
 	}
 	if strings.Contains(log, "test\\r") {
@@ -154,11 +178,7 @@ expect_failure = true
 func TestRunFailedStep(t *testing.T) {
 	n := newNode(t)
 	img, sum := image(t, t.TempDir())
-	spec := parseJob(t, `
-device = "node1"
-[deploy]
-image = "`+img+`"
-sha256 = "`+sum+`"
+	spec := parseJob(t, deployJob(img, sum, `
 [boot]
 password = "test"
 [[test]]
@@ -167,7 +187,7 @@ commands = ["ls /nonexistent-dir", "echo not-reached"]
 [[test]]
 name = "after"
 commands = ["true"]
-`)
+`))
 	res, log := run(t, n, spec)
 	if res.Outcome != "failed" {
 		t.Fatalf("outcome %s (%s), want failed\n%s", res.Outcome, res.Reason, log)
@@ -178,24 +198,18 @@ commands = ["true"]
 	if res.Steps[1].Result != results.Pass {
 		t.Errorf("step after = %+v, want pass", res.Steps[1])
 	}
-	if n.On() {
-		t.Error("node left powered on")
-	}
+	checkFinalized(t, n)
 }
 
 func TestRunWrongDigest(t *testing.T) {
 	n := newNode(t)
 	img, _ := image(t, t.TempDir())
 	wrong := strings.Repeat("ab", 32)
-	spec := parseJob(t, `
-device = "node1"
-[deploy]
-image = "`+img+`"
-sha256 = "`+wrong+`"
+	spec := parseJob(t, deployJob(img, wrong, `
 [[test]]
 name = "never"
 commands = ["true"]
-`)
+`))
 	res, log := run(t, n, spec)
 	if res.Outcome != "incomplete" || !strings.Contains(res.Reason, wrong) || res.Action != "deploy" {
 		t.Fatalf("outcome %s (%s), want incomplete naming the digests\n%s", res.Outcome, res.Reason, log)
@@ -203,31 +217,23 @@ commands = ["true"]
 	if res.Steps[0].Result != results.Skipped {
 		t.Errorf("step = %+v, want skipped", res.Steps[0])
 	}
-	if n.On() {
-		t.Error("node left powered on")
-	}
+	checkFinalized(t, n)
 }
 
 func TestRunMasterNeverBoots(t *testing.T) {
 	n := newNode(t)
 	n.BreakMaster()
 	img, sum := image(t, t.TempDir())
-	spec := parseJob(t, `
-device = "node1"
-[deploy]
-image = "`+img+`"
-sha256 = "`+sum+`"
+	spec := parseJob(t, deployJob(img, sum, `
 [[test]]
 name = "never"
 commands = ["true"]
-`)
+`))
 	res, log := run(t, n, spec)
 	if res.Outcome != "incomplete" || !strings.Contains(res.Reason, "master prompt") {
 		t.Fatalf("outcome %s (%s), want incomplete at the master prompt\n%s", res.Outcome, res.Reason, log)
 	}
-	if n.On() {
-		t.Error("node left powered on")
-	}
+	checkFinalized(t, n)
 }
 
 // waitLog waits until the job log in dir contains want.
@@ -247,11 +253,7 @@ func waitLog(t *testing.T, dir, want string) {
 func TestRunConsoleDropsMidStep(t *testing.T) {
 	n := newNode(t)
 	img, sum := image(t, t.TempDir())
-	spec := parseJob(t, `
-device = "node1"
-[deploy]
-image = "`+img+`"
-sha256 = "`+sum+`"
+	spec := parseJob(t, deployJob(img, sum, `
 [boot]
 password = "test"
 [[test]]
@@ -260,22 +262,18 @@ commands = ["sleep 1; echo slow-done"]
 [[test]]
 name = "after"
 commands = ["echo after-gap"]
-`)
+`))
 	dir := t.TempDir()
 	go func() {
 		waitLog(t, dir, "sleep 1; echo slow-done;_lc")
 		n.KillConsole()
 	}()
-	res := dispatcher.Run(context.Background(), dispatcher.Job{
-		ID: "1", Spec: spec, Device: n.Name, Settings: dispatchertest.Settings(n),
-		Power: n, Console: console(t, n), Netboot: n, Dir: dir,
-	})
-	log, _ := os.ReadFile(filepath.Join(dir, "job.log"))
+	res, log := runIn(t, dir, n, spec)
 	if res.Outcome != "complete" {
 		t.Fatalf("outcome %s (%s), want complete\n%s", res.Outcome, res.Reason, log)
 	}
 	for _, want := range []string{"session lost", "reconnected", "console reconnected while"} {
-		if !strings.Contains(string(log), want) {
+		if !strings.Contains(log, want) {
 			t.Errorf("job log does not mark the gap (%q)\n%s", want, log)
 		}
 	}
@@ -287,23 +285,15 @@ commands = ["echo after-gap"]
 func TestRunBMCStopsAnswering(t *testing.T) {
 	n := newNode(t)
 	img, sum := image(t, t.TempDir())
-	spec := parseJob(t, `
-device = "node1"
-[deploy]
-image = "`+img+`"
-sha256 = "`+sum+`"
+	spec := parseJob(t, deployJob(img, sum, `
 [boot]
 password = "test"
 [[test]]
 name = "one"
 commands = ["true"]
-`)
-	dir := t.TempDir()
+`))
 	n.FailFrom("bootdev disk", errors.New("bmc 127.0.0.1:16230: no answer after 4 tries"))
-	res := dispatcher.Run(context.Background(), dispatcher.Job{
-		ID: "1", Spec: spec, Device: n.Name, Settings: dispatchertest.Settings(n),
-		Power: n, Console: console(t, n), Netboot: n, Dir: dir,
-	})
+	res, _ := run(t, n, spec)
 	if res.Outcome != "incomplete" || res.Action != "boot" || !strings.Contains(res.Reason, "bmc 127.0.0.1:16230") {
 		t.Fatalf("outcome %s in %s (%s), want incomplete in boot naming the BMC", res.Outcome, res.Action, res.Reason)
 	}
@@ -323,15 +313,11 @@ func TestRunCanceled(t *testing.T) {
 		t.Run(tc.outcome, func(t *testing.T) {
 			n := newNode(t)
 			img, sum := image(t, t.TempDir())
-			spec := parseJob(t, `
-device = "node1"
-[deploy]
-image = "`+img+`"
-sha256 = "`+sum+`"
+			spec := parseJob(t, deployJob(img, sum, `
 [[test]]
 name = "one"
 commands = ["true"]
-`)
+`))
 			dir := t.TempDir()
 			ctx, cancel := context.WithCancelCause(context.Background())
 			go func() {
@@ -353,12 +339,7 @@ commands = ["true"]
 			if disk, err := results.ReadJSON(f); err != nil || disk.Outcome != tc.outcome || disk.Reason != tc.reason {
 				t.Errorf("results.json = %+v, %v", disk, err)
 			}
-			if n.On() {
-				t.Error("node left powered on after cancel")
-			}
-			if calls := n.Calls(); calls[len(calls)-1] != "pxe local" {
-				t.Errorf("PXE entry not put back: %v", calls)
-			}
+			checkFinalized(t, n)
 		})
 	}
 }
@@ -384,9 +365,7 @@ commands = ["sleep 30"]
 	if res.Outcome != "canceled" || !strings.Contains(res.Reason, "job timeout of 3s exceeded") {
 		t.Fatalf("outcome %s (%s), want canceled by the job timeout\n%s", res.Outcome, res.Reason, log)
 	}
-	if n.On() {
-		t.Error("node left powered on")
-	}
+	checkFinalized(t, n)
 }
 
 // The Enter after the user name echoes late (a busy node): the node took
@@ -398,27 +377,17 @@ func TestRunLateEnterEchoAtLogin(t *testing.T) {
 	set.Console.EchoTimeout = 300 * time.Millisecond
 	n.LateLoginEnter = 3 * set.Console.EchoTimeout
 	img, sum := image(t, t.TempDir())
-	spec := parseJob(t, `
-device = "node1"
-[deploy]
-image = "`+img+`"
-sha256 = "`+sum+`"
+	res, log := runWith(t, n, deployJob(img, sum, `
 [boot]
 password = "test"
 [[test]]
 name = "hello"
 commands = ["echo logged-in"]
-`)
-	dir := t.TempDir()
-	res := dispatcher.Run(context.Background(), dispatcher.Job{
-		ID: "1", Spec: spec, Device: n.Name, Settings: set,
-		Power: n, Console: console(t, n), Netboot: n, Dir: dir,
-	})
-	log, _ := os.ReadFile(filepath.Join(dir, "job.log"))
+`), set)
 	if res.Outcome != "complete" {
 		t.Fatalf("outcome %s (%s), want complete\n%s", res.Outcome, res.Reason, log)
 	}
-	if !strings.Contains(string(log), `the Enter after "root" did not echo in time`) {
+	if !strings.Contains(log, `the Enter after "root" did not echo in time`) {
 		t.Errorf("the job log does not say that the Enter echoed late:\n%s", log)
 	}
 }

@@ -152,12 +152,7 @@ func TestRunSaveCut(t *testing.T) {
 	if names, _ := os.ReadDir(saveDir); len(names) != 0 {
 		t.Errorf("left in the save directory: %v", names)
 	}
-	if n.On() {
-		t.Error("node left powered on")
-	}
-	if calls := n.Calls(); calls[len(calls)-1] != "pxe local" {
-		t.Errorf("calls %v", calls)
-	}
+	checkFinalized(t, n)
 }
 
 // TestRunSaveRefusesExisting: a save that would replace a file ends

@@ -80,20 +80,9 @@ func TestRunVerifyModes(t *testing.T) {
 			set.Deploy.Verify = tt.typ
 			verify := ""
 			if tt.job != "" {
-				verify = `verify = "` + string(tt.job) + `"`
+				verify = `verify = "` + string(tt.job) + `"` + "\n"
 			}
-			res, log := runWith(t, n, `
-device = "node1"
-[deploy]
-image = "`+tt.image+`"
-sha256 = "`+tt.sha256+`"
-`+verify+`
-[boot]
-password = "test"
-[[test]]
-name = "hello"
-commands = ["true"]
-`, set)
+			res, log := runWith(t, n, deployJob(tt.image, tt.sha256, verify+helloTest), set)
 			if string(res.Outcome) != tt.want {
 				t.Fatalf("outcome %s (%s), want %s\n%s", res.Outcome, res.Reason, tt.want, log)
 			}
@@ -121,17 +110,7 @@ func TestRunPowerOffOn(t *testing.T) {
 	img, sum := image(t, t.TempDir())
 	set := dispatchertest.Settings(n)
 	set.Power.Cycle = devices.CycleOffOn
-	res, log := runWith(t, n, `
-device = "node1"
-[deploy]
-image = "`+img+`"
-sha256 = "`+sum+`"
-[boot]
-password = "test"
-[[test]]
-name = "hello"
-commands = ["true"]
-`, set)
+	res, log := runWith(t, n, deployJob(img, sum, helloTest), set)
 	if res.Outcome != "complete" {
 		t.Fatalf("outcome %s (%s), want complete\n%s", res.Outcome, res.Reason, log)
 	}
@@ -146,19 +125,6 @@ commands = ["true"]
 // key as soon as it shows, on the master boot and on the disk boot; one the
 // device type does not list runs out.
 func TestRunSkipsFirmwareCountdown(t *testing.T) {
-	spec := func(img, sum string) string {
-		return `
-device = "node1"
-[deploy]
-image = "` + img + `"
-sha256 = "` + sum + `"
-[boot]
-password = "test"
-[[test]]
-name = "hello"
-commands = ["true"]
-`
-	}
 	img, sum := image(t, t.TempDir())
 
 	t.Run("listed", func(t *testing.T) {
@@ -167,7 +133,7 @@ commands = ["true"]
 		n.Countdown = time.Hour
 		set := dispatchertest.Settings(n)
 		set.Boot.Skip = []devices.SkipPrompt{{Prompt: "Press ESC for the boot menu", Key: "\x1b"}, {Prompt: dispatchertest.CountdownPrompt, Key: " "}}
-		res, log := runWith(t, n, spec(img, sum), set)
+		res, log := runWith(t, n, deployJob(img, sum, helloTest), set)
 		if res.Outcome != "complete" {
 			t.Fatalf("outcome %s (%s), want complete\n%s", res.Outcome, res.Reason, log)
 		}
@@ -186,7 +152,7 @@ commands = ["true"]
 		n.Countdown, n.CountdownMisses = time.Hour, 1
 		set := dispatchertest.Settings(n)
 		set.Boot.Skip = []devices.SkipPrompt{{Prompt: dispatchertest.CountdownPrompt, Key: " "}}
-		res, log := runWith(t, n, spec(img, sum), set)
+		res, log := runWith(t, n, deployJob(img, sum, helloTest), set)
 		if res.Outcome != "complete" {
 			t.Fatalf("outcome %s (%s), want complete\n%s", res.Outcome, res.Reason, log)
 		}
@@ -205,7 +171,7 @@ commands = ["true"]
 		set := dispatchertest.Settings(n)
 		set.Boot.Skip = []devices.SkipPrompt{{Prompt: dispatchertest.CountdownPrompt, Key: " "}}
 		set.Timeouts.MasterBoot, set.Timeouts.DiskBoot = 30*time.Second, 30*time.Second
-		res, log := runWith(t, n, spec(img, sum), set)
+		res, log := runWith(t, n, deployJob(img, sum, helloTest), set)
 		if res.Outcome != "complete" {
 			t.Fatalf("outcome %s (%s), want complete\n%s", res.Outcome, res.Reason, log)
 		}
@@ -219,7 +185,7 @@ commands = ["true"]
 	t.Run("not listed", func(t *testing.T) {
 		n := newNode(t)
 		n.Countdown = 100 * time.Millisecond
-		res, log := runWith(t, n, spec(img, sum), dispatchertest.Settings(n))
+		res, log := runWith(t, n, deployJob(img, sum, helloTest), dispatchertest.Settings(n))
 		if res.Outcome != "complete" {
 			t.Fatalf("outcome %s (%s), want complete\n%s", res.Outcome, res.Reason, log)
 		}
@@ -240,11 +206,7 @@ func TestRunEchoWindow(t *testing.T) {
 	img, sum := image(t, t.TempDir())
 	set := dispatchertest.Settings(n)
 	set.Console.EchoWindow = 4
-	res, log := runWith(t, n, `
-device = "node1"
-[deploy]
-image = "`+img+`"
-sha256 = "`+sum+`"
+	res, log := runWith(t, n, deployJob(img, sum, `
 [boot]
 password = "test"
 [[test]]
@@ -254,7 +216,7 @@ commands = ["echo windowed-$((6*7))-typing"]
 name = "fails"
 commands = ["test 0123456789 = 0123456789x"]
 expect_failure = true
-`, set)
+`), set)
 	if res.Outcome != "complete" {
 		t.Fatalf("outcome %s (%s), want complete\n%s", res.Outcome, res.Reason, log)
 	}
