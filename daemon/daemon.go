@@ -179,7 +179,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 			return nil, fmt.Errorf("daemon: host %s: poll %s must be at most half the lease %s", h.Name, h.Poll, h.Lease)
 		}
 		hs.SetHost(h.Name)
-		d.host = &hostState{cfg: h, st: hs, peers: map[string]Peer{}, ignored: map[int64]bool{}, nudge: make(chan struct{}, 1)}
+		d.host = &hostState{cfg: h, st: hs, started: cfg.Now(), peers: map[string]Peer{}, ignored: map[int64]bool{}, nudge: make(chan struct{}, 1)}
 	}
 	if err := d.checkWritable(ctx); err != nil {
 		return nil, err

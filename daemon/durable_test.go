@@ -377,7 +377,7 @@ func TestClaimMeetsAnotherHostsClaim(t *testing.T) {
 			t.Cleanup(func() { other.Close() })
 			other.SetHost("rack9")
 			now := time.Now()
-			if err := other.RegisterHost(context.Background(), store.Host{Name: "rack9", API: "https://rack9:8470", Started: now, LeaseUntil: now.Add(time.Hour)}, nil); err != nil {
+			if err := other.RegisterHost(context.Background(), now, store.Host{Name: "rack9", API: "https://rack9:8470", Started: now, LeaseUntil: now.Add(time.Hour)}, nil); err != nil {
 				t.Fatal(err)
 			}
 			wrapped.Store, wrapped.other = s, other

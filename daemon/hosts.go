@@ -76,6 +76,9 @@ type hostStore interface {
 type hostState struct {
 	cfg HostConfig
 	st  hostStore
+	// started is when this daemon started: which daemon holds the
+	// host's name and lease in the store.
+	started time.Time
 
 	mu        sync.Mutex
 	labDevs   map[string]store.LabDevice // every host's devices
@@ -84,6 +87,7 @@ type hostState struct {
 	ignored   map[int64]bool  // queued jobs none of this host's devices fits
 	upSince   time.Time       // the lease has been renewed without a gap since (zero: it has not)
 	storeDown string          // why the last renewal failed
+	nameTaken bool            // another daemon took the host's name
 
 	// nudge has keepHost read the store's queue now (queueChanged).
 	nudge chan struct{}
@@ -120,7 +124,10 @@ func (d *Daemon) joinLab(ctx context.Context) error {
 		if err := d.checkOwners(ctx); err != nil {
 			return err
 		}
-	} else if err := h.st.RegisterHost(ctx, store.Host{Name: h.cfg.Name, API: apiURL, Started: now, LeaseUntil: now.Add(h.cfg.Lease)}, devs); err != nil {
+		if err := d.waitForName(ctx); err != nil {
+			return err
+		}
+	} else if err := h.st.RegisterHost(ctx, now, store.Host{Name: h.cfg.Name, API: apiURL, Started: h.started, LeaseUntil: now.Add(h.cfg.Lease)}, devs); err != nil {
 		return fmt.Errorf("daemon: host %s: %w", h.cfg.Name, err)
 	}
 	cleanups, err := h.st.TakeCleanups(ctx)
@@ -137,6 +144,44 @@ func (d *Daemon) joinLab(ctx context.Context) error {
 		}
 	}
 	return d.refreshLab(ctx)
+}
+
+// waitForName returns once no other daemon holds this host's name: at
+// once if the name is free or its lease has run out. A lease that still
+// holds is waited out (a daemon killed without stopping leaves one); if it
+// is renewed meanwhile, another live daemon serves the name, and starting
+// a second one would run the same devices twice: an error. Nothing is
+// written, so that New can check before it recovers the host's jobs.
+func (d *Daemon) waitForName(ctx context.Context) error {
+	h := d.host
+	var held time.Time
+	for {
+		hosts, err := h.st.Hosts(ctx)
+		if err != nil {
+			return fmt.Errorf("daemon: host %s: %w", h.cfg.Name, err)
+		}
+		i := slices.IndexFunc(hosts, func(x store.Host) bool { return x.Name == h.cfg.Name })
+		now := d.now()
+		if i < 0 || hosts[i].Started.Equal(h.started) || hosts[i].LeaseUntil.Before(now) {
+			return nil
+		}
+		x := hosts[i]
+		if !held.IsZero() && x.LeaseUntil.After(held) {
+			return fmt.Errorf("daemon: host %s: %w", h.cfg.Name, &store.HostNameTakenError{Host: x})
+		}
+		if held.IsZero() {
+			d.log.Warn("another labctl serve holds this host's name: waiting for its lease to run out (a daemon killed without stopping leaves its lease); if it renews, this one stops",
+				"host", h.cfg.Name, "started", x.Started.UTC().Format(time.RFC3339), "api", x.API, "lease_until", x.LeaseUntil.UTC().Format(time.RFC3339Nano))
+		}
+		held = x.LeaseUntil
+		t := time.NewTimer(x.LeaseUntil.Sub(now) + h.cfg.Poll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
 }
 
 // refreshLab reads the lab's hosts and devices.
@@ -292,6 +337,18 @@ func (d *Daemon) hostTick(ctx context.Context) {
 	now := d.now()
 	err := h.st.RenewLease(sctx, now, now.Add(h.cfg.Lease))
 	switch {
+	case errors.Is(err, store.ErrHostNameTaken):
+		// Another daemon took the name after this one's lease ran out:
+		// this one lost its claims and may make no more.
+		h.mu.Lock()
+		first := !h.nameTaken
+		h.upSince, h.nameTaken = time.Time{}, true
+		h.mu.Unlock()
+		if first {
+			d.log.Error("another labctl serve took this host's name after its lease ran out: this daemon stops its jobs and takes no more work; stop it", "err", err)
+		}
+		d.checkClaims(sctx)
+		return
 	case errors.Is(err, store.ErrLeaseExpired):
 		d.log.Error("this host's lease ran out and other hosts ended its jobs: stopping them, then joining the lab again", "err", err)
 		h.mu.Lock()

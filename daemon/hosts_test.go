@@ -665,6 +665,51 @@ func TestHostsDeviceClaimedTwice(t *testing.T) {
 	}
 }
 
+// A second daemon with a live host's name does not start: it waits out the
+// first's lease, sees it renewed, and stops with an error naming the first,
+// which goes on running jobs. A daemon that replaces a killed one waits for
+// the killed one's lease to run out, then starts.
+func TestHostsNameTwice(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.URL(t)
+	fakes := map[string]*daemontest.FakeNode{}
+	r := newHostRunner(0)
+	rack1, err := startHost(t, dbURL, "rack1", fakes, []string{"n1"}, r.forHost("rack1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = startHost(t, dbURL, "rack1", fakes, []string{"n1"}, r.forHost("twin"))
+	var taken *store.HostNameTakenError
+	if !errors.As(err, &taken) || taken.Host.Name != "rack1" || taken.Host.API == "" ||
+		!strings.Contains(err.Error(), "host rack1 is served by a labctl serve started at") {
+		t.Fatalf("a second daemon named rack1 = %v, want refused naming the first", err)
+	}
+	job := submitVia(t, rack1.client, "name = \"after-twin\"\ndevice = \"n1\"\n")
+	if end, _ := follow(t, rack1.client, job.ID); end.Outcome != "complete" {
+		t.Errorf("job after the refused twin: %s (%s)", end.Outcome, end.Reason)
+	}
+	if got := r.runsOf(job.ID); len(got) != 1 || got[0] != "rack1/n1" {
+		t.Errorf("the job ran %v, want on rack1 once", got)
+	}
+
+	// rack1 stops renewing (as if killed): its successor waits for the
+	// lease to run out and takes over.
+	rack1.store.cut.Store(true)
+	cut := time.Now()
+	rack1b, err := startHost(t, dbURL, "rack1", fakes, []string{"n1"}, r.forHost("rack1b"))
+	if err != nil {
+		t.Fatalf("the successor of a killed rack1: %v", err)
+	}
+	t.Logf("the successor started %s after its predecessor stopped renewing (lease %s)", time.Since(cut).Round(time.Millisecond), testLease)
+	next := submitVia(t, rack1b.client, "name = \"successor\"\ndevice = \"n1\"\n")
+	if end, _ := follow(t, rack1b.client, next.ID); end.Outcome != "complete" {
+		t.Errorf("job on the successor: %s (%s)", end.Outcome, end.Reason)
+	}
+	if got := r.runsOf(next.ID); len(got) != 1 || got[0] != "rack1b/n1" {
+		t.Errorf("the job ran %v, want on the successor once", got)
+	}
+}
+
 // The database goes away for longer than the leases and comes back:
 // running jobs go on and their ends are recorded when it returns, submits
 // and queries answer 503 meanwhile, no host takes another for lost, and

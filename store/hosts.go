@@ -50,7 +50,23 @@ var (
 	// ErrLeaseExpired: the host's lease has run out (or it never
 	// registered): it may claim nothing until it renews.
 	ErrLeaseExpired = errors.New("the host's lease has expired")
+	// ErrHostNameTaken: another daemon (another labctl serve, started at
+	// another time) holds the host's name.
+	ErrHostNameTaken = errors.New("another labctl serve holds this host name")
 )
+
+// HostNameTakenError is the refusal (ErrHostNameTaken) of a host name
+// whose lease another daemon holds: Host, as that daemon registered it.
+type HostNameTakenError struct {
+	Host Host
+}
+
+func (e *HostNameTakenError) Error() string {
+	return fmt.Sprintf("%v: host %s is served by a labctl serve started at %s (API %s), lease until %s; two daemons with one host name would run the same devices: give one another [host] name, or stop the other",
+		ErrHostNameTaken, e.Host.Name, e.Host.Started.UTC().Format(time.RFC3339Nano), e.Host.API, e.Host.LeaseUntil.UTC().Format(time.RFC3339Nano))
+}
+
+func (e *HostNameTakenError) Unwrap() error { return ErrHostNameTaken }
 
 // Hosts is what the daemons of a lab with several hosts keep in their
 // shared database. SQLite and PostgreSQL both implement it (a lab of one
@@ -61,14 +77,19 @@ type Hosts interface {
 	SetHost(name string)
 	// RegisterHost records host h (lease until h.LeaseUntil) and that
 	// it owns devs, in one transaction: devices it registered before and
-	// owns no more are dropped. A device another host registered is
-	// refused (ErrDeviceTaken, naming both hosts) and nothing is written.
-	RegisterHost(ctx context.Context, h Host, devs []LabDevice) error
+	// owns no more are dropped. h.Started says which daemon registers: a
+	// daemon registers again with the same Started. A device another host
+	// registered is refused (ErrDeviceTaken, naming both hosts), and so is
+	// the name while a daemon started at another time holds its lease at
+	// now (a *HostNameTakenError); nothing is written then.
+	RegisterHost(ctx context.Context, now time.Time, h Host, devs []LabDevice) error
 	// RenewLease moves this store's host's lease to until; it returns
 	// ErrLeaseExpired, and leaves the lease, if it had run out before
 	// now and another host has ended jobs under its claims since (they
-	// were lost: the host must stop them and register again), and
-	// ErrNotFound if the host is not registered.
+	// were lost: the host must stop them and register again),
+	// ErrHostNameTaken if another daemon has registered the name since
+	// this one's lease ran out, and ErrNotFound if the host is not
+	// registered.
 	RenewLease(ctx context.Context, now, until time.Time) error
 	// Hosts lists the lab's hosts, by name.
 	Hosts(ctx context.Context) ([]Host, error)
@@ -92,12 +113,22 @@ var _ Hosts = (*sqlDB)(nil)
 func (s *sqlDB) SetHost(name string) { s.host = name }
 
 // RegisterHost records the host and its devices.
-func (s *sqlDB) RegisterHost(ctx context.Context, h Host, devs []LabDevice) error {
+func (s *sqlDB) RegisterHost(ctx context.Context, now time.Time, h Host, devs []LabDevice) error {
 	if h.Name == "" {
 		return errors.New("register host: no host name")
 	}
 	devs = slices.SortedFunc(slices.Values(devs), func(a, b LabDevice) int { return strings.Compare(a.Name, b.Name) })
-	return s.write(ctx, func(tx *sql.Tx) error {
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		var had Host
+		var started, lease int64
+		err := tx.QueryRow(`SELECT api, started, lease_until FROM hosts WHERE name = $1`, h.Name).Scan(&had.API, &started, &lease)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("register host %s: %w", h.Name, err)
+		}
+		if err == nil && started != nanos(h.Started) && lease >= nanos(now) {
+			had.Name, had.Started, had.LeaseUntil = h.Name, fromNanos(started), fromNanos(lease)
+			return &HostNameTakenError{Host: had}
+		}
 		// Lock the hosts' rows in name order (PostgreSQL): two hosts
 		// registering the same device at once see each other's rows.
 		if _, err := tx.Exec(`INSERT INTO hosts (name, api, started, lease_until) VALUES ($1, $2, $3, $4)
@@ -146,6 +177,10 @@ func (s *sqlDB) RegisterHost(ctx context.Context, h Host, devs []LabDevice) erro
 		}
 		return nil
 	})
+	if err == nil {
+		s.started.Store(nanos(h.Started))
+	}
+	return err
 }
 
 // DevicesTaken is the refusal (ErrDeviceTaken) of host's devices that
@@ -162,13 +197,18 @@ func DevicesTaken(host string, taken []LabDevice) error {
 // RenewLease moves the host's lease.
 func (s *sqlDB) RenewLease(ctx context.Context, now, until time.Time) error {
 	return s.write(ctx, func(tx *sql.Tx) error {
-		var lease int64
-		err := tx.QueryRow(`SELECT lease_until FROM hosts WHERE name = $1`, s.host).Scan(&lease)
+		var had Host
+		var started, lease int64
+		err := tx.QueryRow(`SELECT api, started, lease_until FROM hosts WHERE name = $1`, s.host).Scan(&had.API, &started, &lease)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("renew the lease of host %s: %w", s.host, ErrNotFound)
 		}
 		if err != nil {
 			return fmt.Errorf("renew the lease of host %s: %w", s.host, err)
+		}
+		if mine := s.started.Load(); mine != 0 && started != mine {
+			had.Name, had.Started, had.LeaseUntil = s.host, fromNanos(started), fromNanos(lease)
+			return fmt.Errorf("renew the lease of host %s: registered again since its lease ran out: %w", s.host, &HostNameTakenError{Host: had})
 		}
 		if lease < nanos(now) {
 			var lost int
@@ -180,7 +220,7 @@ func (s *sqlDB) RenewLease(ctx context.Context, now, until time.Time) error {
 					s.host, fromNanos(lease).UTC().Format(time.RFC3339Nano), lost, ErrLeaseExpired)
 			}
 		}
-		if _, err := tx.Exec(`UPDATE hosts SET lease_until = $1 WHERE name = $2`, nanos(until), s.host); err != nil {
+		if _, err := tx.Exec(`UPDATE hosts SET lease_until = $1 WHERE name = $2 AND started = $3`, nanos(until), s.host, started); err != nil {
 			return fmt.Errorf("renew the lease of host %s: %w", s.host, err)
 		}
 		return nil

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -27,6 +28,9 @@ type sqlDB struct {
 	// host is the host whose claims this store makes ("" for a lab of
 	// one host); see SetHost.
 	host string
+	// started is when the daemon that registered host (RegisterHost)
+	// started, in Unix nanoseconds: the instance whose lease it renews.
+	started atomic.Int64
 	// queueChanged, if set, is called once a change of the queue has
 	// committed (a job queued, claimed, or canceled while queued):
 	// PostgreSQL's NOTIFY, which other hosts hear (WatchQueue).

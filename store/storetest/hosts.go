@@ -37,7 +37,7 @@ func register(t *testing.T, s store.Hosts, name string, lease time.Time, devs ..
 	for _, d := range devs {
 		list = append(list, store.LabDevice{Name: d, DeviceType: "simlab-qemu", Tags: []string{"rack-" + name}})
 	}
-	err := s.RegisterHost(context.Background(), store.Host{Name: name, API: "https://" + name + ":8470", Started: at, LeaseUntil: lease}, list)
+	err := s.RegisterHost(context.Background(), at, store.Host{Name: name, API: "https://" + name + ":8470", Started: at, LeaseUntil: lease}, list)
 	if err != nil {
 		t.Fatalf("RegisterHost(%s) = %v", name, err)
 	}
@@ -50,7 +50,7 @@ func testHostsRegister(t *testing.T, open func() (store.Store, error)) {
 	a := hostStore(t, open, "rack1")
 	b := hostStore(t, open, "rack2")
 	register(t, a, "rack1", at.Add(time.Hour), "node1", "node2")
-	err := b.RegisterHost(ctx, store.Host{Name: "rack2", API: "https://rack2:8470", Started: at, LeaseUntil: at.Add(time.Hour)},
+	err := b.RegisterHost(ctx, at, store.Host{Name: "rack2", API: "https://rack2:8470", Started: at, LeaseUntil: at.Add(time.Hour)},
 		[]store.LabDevice{{Name: "node3", DeviceType: "x"}, {Name: "node2", DeviceType: "x"}})
 	if !errors.Is(err, store.ErrDeviceTaken) || !strings.Contains(err.Error(), "device node2 is host rack1's, and host rack2 claims it too") {
 		t.Fatalf("RegisterHost of a device another host has = %v, want ErrDeviceTaken naming both hosts", err)
@@ -69,6 +69,47 @@ func testHostsRegister(t *testing.T, open func() (store.Store, error)) {
 	devs, _ = b.LabDevices(ctx)
 	if got := fmt.Sprint(devs); got != "[{node1 rack1 simlab-qemu [rack-rack1]} {node2 rack2 simlab-qemu [rack-rack2]} {node3 rack2 simlab-qemu [rack-rack2]}]" {
 		t.Errorf("LabDevices = %s", got)
+	}
+}
+
+// A second daemon with a host's name (started at another time) is refused
+// while the first holds the lease, and nothing of it is written; once the
+// lease has run out it takes the name over, and the first can no longer
+// renew.
+func testHostsNameTaken(t *testing.T, open func() (store.Store, error)) {
+	ctx := context.Background()
+	first := hostStore(t, open, "rack1")
+	second := hostStore(t, open, "rack1")
+	register(t, first, "rack1", at.Add(time.Minute), "node1")
+	later := at.Add(time.Second)
+	err := second.RegisterHost(ctx, later, store.Host{Name: "rack1", API: "https://other:8470", Started: later, LeaseUntil: later.Add(time.Minute)},
+		[]store.LabDevice{{Name: "node9", DeviceType: "x"}})
+	var taken *store.HostNameTakenError
+	if !errors.As(err, &taken) || !errors.Is(err, store.ErrHostNameTaken) || taken.Host.API != "https://rack1:8470" || !taken.Host.Started.Equal(at) ||
+		!strings.Contains(err.Error(), "host rack1 is served by a labctl serve started at "+at.Format(time.RFC3339Nano)) {
+		t.Fatalf("RegisterHost of a live host's name by another daemon = %v, want a HostNameTakenError naming the first", err)
+	}
+	if hosts, err := first.Hosts(ctx); err != nil || len(hosts) != 1 || hosts[0].API != "https://rack1:8470" || !hosts[0].LeaseUntil.Equal(at.Add(time.Minute)) {
+		t.Errorf("Hosts after the refusal = %+v, %v; want the first daemon's row", hosts, err)
+	}
+	if devs, err := first.LabDevices(ctx); err != nil || len(devs) != 1 || devs[0].Name != "node1" {
+		t.Errorf("LabDevices after the refusal = %+v, %v; want node1 only", devs, err)
+	}
+	if err := first.RenewLease(ctx, later, later.Add(time.Minute)); err != nil {
+		t.Errorf("RenewLease by the first daemon = %v", err)
+	}
+	// The first stops renewing (killed): once its lease has run out the
+	// second takes the name, and the first cannot renew any more.
+	gone := later.Add(2 * time.Minute)
+	if err := second.RegisterHost(ctx, gone, store.Host{Name: "rack1", API: "https://other:8470", Started: later, LeaseUntil: gone.Add(time.Minute)},
+		[]store.LabDevice{{Name: "node1", DeviceType: "x"}}); err != nil {
+		t.Fatalf("RegisterHost after the lease ran out = %v", err)
+	}
+	if err := first.RenewLease(ctx, gone, gone.Add(time.Minute)); !errors.Is(err, store.ErrHostNameTaken) || !strings.Contains(err.Error(), "API https://other:8470") {
+		t.Errorf("RenewLease by the replaced daemon = %v, want ErrHostNameTaken naming the second", err)
+	}
+	if err := second.RenewLease(ctx, gone, gone.Add(time.Hour)); err != nil {
+		t.Errorf("RenewLease by the second daemon = %v", err)
 	}
 }
 

@@ -42,6 +42,7 @@ func Run(t *testing.T, newDB Opener) {
 		{"CheckWrite", testCheckWrite},
 		{"DeleteFinished", testDeleteFinished},
 		{"HostsRegister", testHostsRegister},
+		{"HostsNameTaken", testHostsNameTaken},
 		{"HostsClaim", testHostsClaim},
 		{"HostsLost", testHostsLost},
 		{"HostsClaimRace", testHostsClaimRace},
