@@ -111,6 +111,11 @@ func runRun(ctx context.Context, opts runOptions, env *appEnv) error {
 	if err != nil {
 		return err
 	}
+	unlock, err := lockNode(cfg.StateDir, dev.Name, "run", "submit the job to it (labctl submit), or stop it")
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	saveTo := opts.saveTo
 	if saveTo == "" {
 		saveTo = dispatcher.SavePath(cfg.Images.SaveDir, spec)
