@@ -556,6 +556,11 @@ func TestHostsLostHost(t *testing.T) {
 	}
 	job := submitVia(t, rack2.client, "name = \"hold1\"\ndevice = \"a1\"\nretries = 1\n")
 	r.waitStarted(t, job.ID)
+	for _, h := range []*labHost{rack1, rack2} {
+		if v, err := h.client.Job(daemontest.Context(t), job.ID); err != nil || v.State != store.Running || v.Host != "rack1" {
+			t.Errorf("the running job through %s = %s on host %q, %v; want running on rack1", h.name, v.State, v.Host, err)
+		}
+	}
 	cut := time.Now()
 	rack1.store.cut.Store(true)
 	rec := waitStored(t, rack2.store, job.ID, "ended by rack2", func(j store.Job) bool { return j.State == store.Finished })

@@ -71,7 +71,7 @@ func (d *Daemon) runJob(ctx context.Context, dev *device, j *job) {
 		return
 	}
 	d.mu.Lock()
-	j.rec.State, j.rec.RunDevice, j.rec.Started = store.Running, dev.name, started
+	j.rec.State, j.rec.RunDevice, j.rec.Started, j.rec.Host = store.Running, dev.name, started, d.hostName()
 	d.mu.Unlock()
 	j.event("")
 	d.observeStart(j, dev, started)
