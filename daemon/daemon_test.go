@@ -173,6 +173,10 @@ func TestCancel(t *testing.T) {
 	if err != nil || j.Outcome != "canceled" || !strings.Contains(j.Reason, "by ci") {
 		t.Fatalf("Cancel(queued) = %+v, %v", j, err)
 	}
+	// A job that never ran still has a JUnit report for CI: why it ended.
+	if xml, err := l.Daemon.JUnit(ctx(t), queued.ID); err != nil || !strings.Contains(string(xml), "canceled: by ci") {
+		t.Errorf("JUnit of the job canceled while queued = %s, %v", xml, err)
+	}
 	waitFor(t, "the job to reach the master", func() bool {
 		b, _ := os.ReadFile(filepath.Join(l.Config.StateDir, "jobs", fmt.Sprint(running.ID), "job.log"))
 		return strings.Contains(string(b), "master prompt")

@@ -568,6 +568,10 @@ func TestHostsLostHost(t *testing.T) {
 	if rec.Outcome != "incomplete" || rec.Reason != "host rack1 lost: its lease ran out while the job ran" || rec.Host != "rack1" {
 		t.Errorf("job of the lost host: %s %q host %s", rec.Outcome, rec.Reason, rec.Host)
 	}
+	// CI waiting through rack2 gets its JUnit report though rack1 is down.
+	if xml, err := rack2.client.JUnit(daemontest.Context(t), job.ID); err != nil || !strings.Contains(string(xml), "host rack1 lost") || !strings.Contains(string(xml), "<testsuite") {
+		t.Errorf("JUnit of the lost host's job through rack2 = %s, %v; want a report naming the lost host", xml, err)
+	}
 	// Ended only once the lease of its host's last renewal had run out.
 	hs, err := rack2.store.Hosts(context.Background())
 	if err != nil || len(hs) != 2 || hs[0].Name != "rack1" {
