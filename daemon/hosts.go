@@ -112,6 +112,9 @@ var errClaimLost = errors.New("this host lost the job's claim: its lease ran out
 // so that no other host ever finds it without an address.
 func (d *Daemon) joinLab(ctx context.Context) error {
 	h := d.host
+	if err := d.checkClock(ctx); err != nil {
+		return err
+	}
 	now := d.now()
 	h.mu.Lock()
 	apiURL := h.cfg.API
@@ -182,6 +185,43 @@ func (d *Daemon) waitForName(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// dbClock is a store whose server has a clock of its own
+// (store.Postgres).
+type dbClock interface {
+	Clock(ctx context.Context) (time.Time, error)
+}
+
+// checkClock refuses to join the lab while this host's clock is off the
+// database's by more than a quarter of the lease. Hosts judge each
+// other's leases by their own clocks: one whose clock is off would take a
+// live host for lost and end its jobs, or be taken for up after it died.
+func (d *Daemon) checkClock(ctx context.Context) error {
+	c, ok := d.host.st.(dbClock)
+	if !ok {
+		return nil
+	}
+	before := d.now()
+	db, err := c.Clock(ctx)
+	if err != nil {
+		return fmt.Errorf("daemon: host %s: %w", d.host.cfg.Name, err)
+	}
+	rtt := d.now().Sub(before)
+	skew := db.Sub(before.Add(rtt / 2)) // > 0: this host is behind
+	off, limit := skew.Abs(), d.host.cfg.Lease/4
+	if off > limit+rtt/2 {
+		how := "ahead of"
+		if skew > 0 {
+			how = "behind"
+		}
+		return fmt.Errorf("daemon: host %s: this host's clock is %s %s the database's; with a lease of %s the hosts' clocks must be within %s of it: set the time (NTP: chrony or systemd-timesyncd)",
+			d.host.cfg.Name, off.Round(time.Millisecond), how, d.host.cfg.Lease, limit)
+	}
+	if off > limit/4 {
+		d.log.Warn("this host's clock is off the database's", "host", d.host.cfg.Name, "skew", skew.Round(time.Millisecond), "limit", limit)
+	}
+	return nil
 }
 
 // refreshLab reads the lab's hosts and devices.

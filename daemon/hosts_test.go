@@ -118,6 +118,12 @@ func (s *cutStore) WatchQueue(ctx context.Context, changed func()) {
 		}
 	})
 }
+func (s *cutStore) Clock(ctx context.Context) (time.Time, error) {
+	if err := s.err(); err != nil {
+		return time.Time{}, err
+	}
+	return s.hostStore.(*store.Postgres).Clock(ctx)
+}
 func (s *cutStore) Hosts(ctx context.Context) ([]store.Host, error) {
 	if err := s.err(); err != nil {
 		return nil, err
@@ -716,6 +722,37 @@ func TestHostsNameTwice(t *testing.T) {
 	}
 	if got := r.runsOf(next.ID); len(got) != 1 || got[0] != "rack1b/n1" {
 		t.Errorf("the job ran %v, want on the successor once", got)
+	}
+}
+
+// A host whose clock is off the database's by more than a quarter of the
+// lease does not join: it would judge the other hosts' leases wrong. It
+// writes nothing.
+func TestHostsClockSkew(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.URL(t)
+	for _, tc := range []struct {
+		off  time.Duration
+		want string
+	}{
+		{time.Minute, "this host's clock is 1m0s ahead of the database's; with a lease of 2s the hosts' clocks must be within 500ms of it"},
+		{-3 * time.Second, "this host's clock is 3s behind the database's"},
+	} {
+		st, err := store.OpenPostgres(context.Background(), dbURL, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		lab := &devices.Lab{Config: devices.Config{Name: "test", StateDir: t.TempDir()}}
+		_, err = daemon.New(context.Background(), daemon.Config{Lab: lab, Nodes: testNodes{}, Store: st, Run: newHostRunner(0).forHost("skewed"),
+			Log: slog.New(slog.DiscardHandler), Now: func() time.Time { return time.Now().Add(tc.off) },
+			Host: &daemon.HostConfig{Name: "skewed", Lease: testLease, Poll: testPoll}})
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "NTP") {
+			t.Errorf("a host %s off the database's clock: %v, want %q", tc.off, err, tc.want)
+		}
+		if hosts, err := st.Hosts(context.Background()); err != nil || len(hosts) != 0 {
+			t.Errorf("hosts after the refusal = %+v, %v; want none", hosts, err)
+		}
 	}
 }
 

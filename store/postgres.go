@@ -323,6 +323,17 @@ func (p *Postgres) CheckWrite(ctx context.Context) error {
 	return nil
 }
 
+// Clock reads the database server's clock. The hosts of a lab compare
+// each other's leases by their own clocks: each checks its own against
+// this one.
+func (p *Postgres) Clock(ctx context.Context) (time.Time, error) {
+	var ns int64
+	if err := p.db.QueryRowContext(ctx, `SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint * 1000`).Scan(&ns); err != nil {
+		return time.Time{}, fmt.Errorf("store %s: read the clock: %w", p.where, err)
+	}
+	return time.Unix(0, ns), nil
+}
+
 // Close closes the database's connections.
 func (p *Postgres) Close() error {
 	p.closeOnce.Do(func() { close(p.stop) })
