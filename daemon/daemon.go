@@ -384,11 +384,17 @@ func (d *Daemon) requeue(dev *device, t task) {
 }
 
 // persist writes device states to the store as they change, until ctx
-// ends (then once more).
+// ends (then once more). States the store refused stay to be written and
+// are tried again, less often while it keeps refusing: a maintenance flag
+// set during an outage must survive the next restart.
 func (d *Daemon) persist(ctx context.Context) {
+	var retry <-chan time.Time
+	wait := persistRetry
+	failing := false
 	for {
 		select {
 		case <-d.persistNow:
+		case <-retry:
 		case <-ctx.Done():
 		}
 		d.mu.Lock()
@@ -400,13 +406,35 @@ func (d *Daemon) persist(ctx context.Context) {
 		d.mu.Unlock()
 		if len(batch) > 0 {
 			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
-			if err := d.store.SetDevices(wctx, batch); err != nil {
-				d.log.Error("record device states", "err", err)
-			}
+			err := d.store.SetDevices(wctx, batch)
 			cancel()
+			switch {
+			case err != nil:
+				if !failing {
+					d.log.Error("record device states; trying again until the store takes them", "devices", len(batch), "err", err)
+				}
+				failing = true
+				d.mu.Lock()
+				for _, rec := range batch {
+					d.dirty[rec.Name] = true
+				}
+				d.mu.Unlock()
+				retry = time.After(wait)
+				wait = min(2*wait, persistRetryMax)
+			case failing:
+				d.log.Info("recorded the device states the store had refused", "devices", len(batch))
+				failing, retry, wait = false, nil, persistRetry
+			}
 		}
 		if ctx.Err() != nil {
 			return
 		}
 	}
 }
+
+// How soon device states the store refused are tried again: at first, and
+// at the longest while it goes on refusing.
+const (
+	persistRetry    = 500 * time.Millisecond
+	persistRetryMax = 30 * time.Second
+)

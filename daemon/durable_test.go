@@ -145,12 +145,22 @@ func TestStoreFailsWritesThenRecovers(t *testing.T) {
 	}
 	l.WaitDevice("node1", labctl.DeviceIdle)
 	l.WaitDevice("node2", labctl.DeviceIdle)
-	time.Sleep(1500 * time.Millisecond) // c is tried and refused by the store
+	waitFor(t, "the store to refuse c's start", func() bool { return strings.Contains(l.Log(), "take job off the queue") })
 	if got := r.order(); len(got) != 2 {
 		t.Errorf("started %v while the store could not record a start", got)
 	}
+	// Maintenance set while the store cannot write is recorded once it can
+	// (a restart would otherwise put the device back in service).
+	if _, err := l.Daemon.Maintenance(ctx(t), "node2", "fan replaced"); err != nil {
+		t.Fatal(err)
+	}
 
 	fs.failing.Store(false)
+	waitFor(t, "node2's maintenance to reach the store", func() bool {
+		devs, err := l.Store.Devices(context.Background())
+		i := slices.IndexFunc(devs, func(d store.Device) bool { return d.Name == "node2" })
+		return err == nil && i >= 0 && devs[i].Maintenance && strings.HasPrefix(devs[i].MaintenanceReason, "fan replaced")
+	})
 	for _, id := range []int64{a.ID, b.ID} {
 		waitFor(t, fmt.Sprintf("job %d to reach the store", id), func() bool { return stored(t, l, id).State == store.Finished })
 		if rec := stored(t, l, id); rec.Outcome != outcomes[id] || len(rec.Result) == 0 {
