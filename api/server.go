@@ -124,7 +124,15 @@ func NewServer(svc labctl.Service, cfg Config) (*Server, error) {
 		if !t.Role.Allows(labctl.RoleViewer) {
 			return nil, fmt.Errorf("api: token %s has no role (viewer, submitter, operator or admin)", t.Name)
 		}
-		s.tokens = append(s.tokens, tokenHash{name: t.Name, role: t.Role, host: t.Host, sum: sha256.Sum256([]byte(t.Secret))})
+		sum := sha256.Sum256([]byte(t.Secret))
+		for _, o := range s.tokens {
+			if o.sum == sum {
+				// A request would carry both: it would get the last one's
+				// role, whatever the other was meant to be.
+				return nil, fmt.Errorf("api: tokens %s and %s have the same secret: give each its own", o.name, t.Name)
+			}
+		}
+		s.tokens = append(s.tokens, tokenHash{name: t.Name, role: t.Role, host: t.Host, sum: sum})
 	}
 	s.routes()
 	if cfg.Addr != "" {

@@ -213,6 +213,11 @@ func TestNewServerNeedsTokens(t *testing.T) {
 	if _, err := api.NewServer(&fakeService{}, api.Config{Tokens: []api.Token{{Name: "x", Secret: "short"}}}); err == nil {
 		t.Error("NewServer with a 5-character token succeeded")
 	}
+	_, err := api.NewServer(&fakeService{}, api.Config{Tokens: []api.Token{
+		{Name: "ci", Secret: goodToken, Role: labctl.RoleAdmin}, {Name: "dashboard", Secret: goodToken, Role: labctl.RoleViewer}}})
+	if err == nil || !strings.Contains(err.Error(), "tokens ci and dashboard have the same secret") {
+		t.Errorf("NewServer with two tokens of one secret = %v, want refused naming both", err)
+	}
 }
 
 func TestNewServerNeedsRoles(t *testing.T) {
