@@ -51,14 +51,7 @@ EXIT STATUS:
 			outputFlag(),
 		),
 		Action: func(c *cli.Context) error {
-			args, err := commandArgs(c)
-			if err != nil {
-				return err
-			}
-			if len(args) > 0 {
-				return usageErrorf("audit: unexpected argument %q (--device NODE selects a device)", args[0])
-			}
-			out, err := outputFormat(c)
+			out, err := listArgs(c, "--device NODE selects a device")
 			if err != nil {
 				return err
 			}

@@ -189,6 +189,19 @@ func outputFlag() cli.Flag {
 	return &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: outputText, Usage: "output `FORMAT`: text or json"}
 }
 
+// listArgs checks the command line of a command that lists (no
+// arguments: hint says what to use instead) and returns its -o format.
+func listArgs(c *cli.Context, hint string) (string, error) {
+	args, err := commandArgs(c)
+	if err != nil {
+		return "", err
+	}
+	if len(args) > 0 {
+		return "", usageErrorf("%s: unexpected argument %q (%s)", c.Command.Name, args[0], hint)
+	}
+	return outputFormat(c)
+}
+
 // outputFormat checks the -o flag of a command.
 func outputFormat(c *cli.Context) (string, error) {
 	switch f := c.String("output"); f {

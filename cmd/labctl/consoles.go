@@ -33,14 +33,7 @@ EXIT STATUS:
    0 listed, 1 an error (no daemon), 64 the command line is wrong.`,
 		Flags: append(clientFlags(), outputFlag()),
 		Action: func(c *cli.Context) error {
-			args, err := commandArgs(c)
-			if err != nil {
-				return err
-			}
-			if len(args) > 0 {
-				return usageErrorf("consoles: unexpected argument %q (labctl console NODE attaches to one)", args[0])
-			}
-			out, err := outputFormat(c)
+			out, err := listArgs(c, "labctl console NODE attaches to one")
 			if err != nil {
 				return err
 			}

@@ -48,14 +48,7 @@ EXIT STATUS:
 			outputFlag(),
 		),
 		Action: func(c *cli.Context) error {
-			args, err := commandArgs(c)
-			if err != nil {
-				return err
-			}
-			if len(args) > 0 {
-				return usageErrorf("devices: unexpected argument %q (labctl device NODE shows one)", args[0])
-			}
-			out, err := outputFormat(c)
+			out, err := listArgs(c, "labctl device NODE shows one")
 			if err != nil {
 				return err
 			}

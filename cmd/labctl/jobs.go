@@ -42,14 +42,7 @@ EXIT STATUS:
 			outputFlag(),
 		),
 		Action: func(c *cli.Context) error {
-			args, err := commandArgs(c)
-			if err != nil {
-				return err
-			}
-			if len(args) > 0 {
-				return usageErrorf("jobs: unexpected argument %q (labctl job ID shows one job)", args[0])
-			}
-			out, err := outputFormat(c)
+			out, err := listArgs(c, "labctl job ID shows one job")
 			if err != nil {
 				return err
 			}
