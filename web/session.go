@@ -36,7 +36,10 @@ type session struct {
 }
 
 // sessions holds the live sessions, at most max: a login beyond that ends
-// the oldest session.
+// the oldest session of the same token, or if it has none, of the token
+// with the most. One token's logins never end another token's sessions
+// while it holds any itself: a viewer logging in over and over cannot log
+// the admins out.
 type sessions struct {
 	mu     sync.Mutex
 	ttl    time.Duration
@@ -84,7 +87,7 @@ func (s *sessions) login(token string) (string, *session, bool) {
 	defer s.mu.Unlock()
 	s.expireLocked(now)
 	for len(s.byKey) >= s.max {
-		s.dropOldestLocked()
+		s.dropOldestLocked(match.name)
 	}
 	s.byKey[sha256.Sum256([]byte(key))] = se
 	return key, se, true
@@ -132,12 +135,25 @@ func (s *sessions) expireLocked(now time.Time) {
 	}
 }
 
-func (s *sessions) dropOldestLocked() {
+// dropOldestLocked ends the oldest session of the token named name, or if
+// it has none, of the token with the most sessions.
+func (s *sessions) dropOldestLocked(name string) {
+	per := map[string]int{}
+	for _, se := range s.byKey {
+		per[se.name]++
+	}
+	if per[name] == 0 {
+		for n, c := range per {
+			if c > per[name] || (c == per[name] && n < name) {
+				name = n
+			}
+		}
+	}
 	var oldest [sha256.Size]byte
 	var t time.Time
 	first := true
 	for k, se := range s.byKey {
-		if first || se.created.Before(t) {
+		if se.name == name && (first || se.created.Before(t)) {
 			oldest, t, first = k, se.created, false
 		}
 	}
