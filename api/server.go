@@ -63,6 +63,11 @@ type Config struct {
 	// Routes are more endpoints in the route table, each with the least
 	// role that may call it (the web UI's live stream).
 	Routes []Route
+	// MaxConns bounds the connections open at once (more wait to be
+	// accepted); 0 means DefaultMaxConns. MaxConnsPerClient bounds those
+	// from one address other than loopback (more are closed); 0 means
+	// DefaultMaxConnsPerClient.
+	MaxConns, MaxConnsPerClient int
 }
 
 // Browser is what lets browsers use the API with a session instead of a
@@ -113,6 +118,12 @@ func NewServer(svc labctl.Service, cfg Config) (*Server, error) {
 	if cfg.ShutdownGrace <= 0 {
 		cfg.ShutdownGrace = 5 * time.Second
 	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	if cfg.MaxConnsPerClient <= 0 {
+		cfg.MaxConnsPerClient = DefaultMaxConnsPerClient
+	}
 	s := &Server{svc: svc, cfg: cfg, log: cfg.Log}
 	if len(cfg.Tokens) == 0 {
 		return nil, errors.New("api: no tokens: the lab config needs at least one [[server.tokens]]")
@@ -136,10 +147,11 @@ func NewServer(svc labctl.Service, cfg Config) (*Server, error) {
 	}
 	s.routes()
 	if cfg.Addr != "" {
-		ln, err := net.Listen("tcp", cfg.Addr)
+		tcp, err := net.Listen("tcp", cfg.Addr)
 		if err != nil {
 			return nil, fmt.Errorf("api: listen: %w", err)
 		}
+		var ln net.Listener = newConnCap(tcp, cfg.MaxConns, cfg.MaxConnsPerClient, cfg.Log)
 		if cfg.TLS != nil {
 			ln = tls.NewListener(ln, cfg.TLS)
 		}
