@@ -46,7 +46,7 @@ $(BENCH_LAVA)/usr/bin/lava-run:
 	for d in $(BENCH_DIR)/lava/debs/*.deb; do [ -f "$$d" ] && dpkg-deb -x "$$d" $(BENCH_LAVA).tmp; done; \
 	  if [ -f $(BENCH_LAVA).tmp/usr/bin/lava-run ]; then mv $(BENCH_LAVA).tmp $(BENCH_LAVA); else rm -rf $(BENCH_LAVA).tmp; fi
 
-bench: deps build bench-bin artifacts $(BENCH_ATFTPD) $(BENCH_LAVA)/usr/bin/lava-run ## labctl vs tftpd-hpa/atftpd/dnsmasq/nginx/busybox/LAVA: all cases (root; ~50 min)
+bench: deps build bench-bin artifacts $(BENCH_ATFTPD) $(BENCH_LAVA)/usr/bin/lava-run ## labctl vs tftpd-hpa/atftpd/dnsmasq/nginx/busybox/LAVA: all cases (root; ~2 h)
 	bin/labctl-bench run -work $(BENCH_DIR) | tee $(BENCH_DIR)/report.md
 
 bench-quick: deps build bench-bin artifacts $(BENCH_ATFTPD) ## a small version of every bench case (~1-2 min; part of make test)
