@@ -610,7 +610,8 @@ func TestStaticAssets(t *testing.T) {
 
 // The scripts and styles carry an ETag that changes with their content
 // and must be revalidated: a page load that has them gets a 304 and no
-// body; the page itself (index.html) is never stored.
+// body; the page itself (index.html) is never stored, and names its own
+// script and stylesheet by version, immutable.
 func TestStaticAssetsRevalidate(t *testing.T) {
 	h := start(t, Config{})
 	get := func(p, etag string) (*http.Response, []byte) {
@@ -654,8 +655,24 @@ func TestStaticAssetsRevalidate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	page, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != 200 || resp.Header.Get("Cache-Control") != "no-store" || resp.Header.Get("ETag") != "" {
 		t.Errorf("GET /: %s, Cache-Control %q, ETag %q", resp.Status, resp.Header.Get("Cache-Control"), resp.Header.Get("ETag"))
+	}
+	// It names its script and stylesheet by version: those never change
+	// (a page load need not ask again); another version is revalidated.
+	for _, p := range []string{"/app.js", "/style.css"} {
+		ref := p + "?v=" + strings.Trim(tags[p], `"`)
+		if !strings.Contains(string(page), `"`+ref+`"`) {
+			t.Errorf("the page does not name %s: %s", ref, page)
+		}
+		resp, b := get(ref, "")
+		if resp.StatusCode != 200 || len(b) == 0 || resp.Header.Get("Cache-Control") != "public, max-age=31536000, immutable" {
+			t.Errorf("GET %s: %s, Cache-Control %q", ref, resp.Status, resp.Header.Get("Cache-Control"))
+		}
+		if resp, _ := get(p+"?v=0123", ""); resp.Header.Get("Cache-Control") != "no-cache" {
+			t.Errorf("GET %s?v=0123 (another version): Cache-Control %q, want no-cache", p, resp.Header.Get("Cache-Control"))
+		}
 	}
 }
