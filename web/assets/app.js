@@ -311,8 +311,10 @@ function labPage(main) {
     } else if (e.kind === "down") {
       // No live stream (yet): the lab as it is, at least.
       if (!loaded) load();
-    } else if (loading || !loaded) {
+    } else if (loading) {
       held.push(e);
+    } else if (!loaded) {
+      // Not read yet (or the read failed): the next read shows it.
     } else if (apply(e)) {
       redraw();
     } else {
