@@ -47,6 +47,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/console"
 	"github.com/labctl/labctl/devices"
@@ -102,6 +104,9 @@ type Daemon struct {
 	clock      chan struct{} // wakes keepTime: a deadline may have moved
 	reserveMu  sync.Mutex    // one reservation change at a time (memory and store)
 	ends       *unsavedEnds  // job ends the store has not taken yet
+	// endViews: a job's followers, woken together by its end, read the
+	// ended job once between them.
+	endViews singleflight.Group
 
 	mu       sync.Mutex
 	devices  map[string]*device

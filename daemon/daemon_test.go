@@ -600,3 +600,38 @@ func TestArtifactsAndResubmit(t *testing.T) {
 		t.Errorf("resubmit of no job: %v", err)
 	}
 }
+
+// The followers of one job, woken together by its end, each get the
+// ended job (read once between them).
+func TestFollowersShareTheEnd(t *testing.T) {
+	t.Parallel()
+	l := daemontest.Start(t, daemontest.Options{Nodes: 1})
+	job := l.Submit(daemontest.JobText(t, "device = \"node1\"\n"))
+	const followers = 20
+	ends := make(chan *labctl.Job, followers)
+	var wg sync.WaitGroup
+	for range followers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var end *labctl.Job
+			err := l.Daemon.Follow(ctx(t), job.ID, labctl.FollowOptions{NoLog: true}, func(e labctl.Event) error {
+				if e.End != nil {
+					end = e.End
+				}
+				return nil
+			})
+			if err != nil {
+				t.Errorf("Follow = %v", err)
+			}
+			ends <- end
+		}()
+	}
+	wg.Wait()
+	close(ends)
+	for end := range ends {
+		if end == nil || end.ID != job.ID || end.Outcome != string(labctl.Complete) || end.Finished == nil {
+			t.Errorf("a follower's end: %+v", end)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/labctl/labctl"
@@ -105,7 +106,7 @@ func (d *Daemon) Follow(ctx context.Context, id int64, opts labctl.FollowOptions
 
 // followEnd sends the rest of the log and the ended job.
 func (d *Daemon) followEnd(ctx context.Context, id int64, path string, offset int64, opts labctl.FollowOptions, send func(labctl.Event) error) error {
-	v, err := d.Job(ctx, id)
+	v, err := d.endView(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -124,6 +125,26 @@ func (d *Daemon) followEnd(ctx context.Context, id int64, path string, offset in
 		}
 	}
 	return send(labctl.Event{End: &v})
+}
+
+// endView is the job as Job gives it, read once for all the followers
+// asking at the same time (a job's end wakes them together).
+func (d *Daemon) endView(ctx context.Context, id int64) (labctl.Job, error) {
+	ch := d.endViews.DoChan(strconv.FormatInt(id, 10), func() (any, error) {
+		// Not the first asker's context: the others share the answer.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+		defer cancel()
+		return d.Job(sctx, id)
+	})
+	select {
+	case <-ctx.Done():
+		return labctl.Job{}, context.Cause(ctx)
+	case r := <-ch:
+		if r.Err != nil {
+			return labctl.Job{}, r.Err
+		}
+		return r.Val.(labctl.Job), nil
+	}
 }
 
 func sameProgress(a, b labctl.JobProgress) bool {

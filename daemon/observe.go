@@ -35,10 +35,27 @@ type Observer interface {
 // JobStart is a job that starts on a device.
 type JobStart struct {
 	ID         int64
+	Name       string
 	Device     string
 	DeviceType string
+	Started    time.Time
 	// Waited is its time in the queue: from submit to start.
 	Waited time.Duration
+}
+
+// PhaseObserver is an Observer that also hears a running job enter each
+// phase of its pipeline (the web UI's lab page shows it). Like the
+// Observer's, its method must return at once.
+type PhaseObserver interface {
+	JobPhase(JobPhase)
+}
+
+// JobPhase is a running job entering a phase.
+type JobPhase struct {
+	ID     int64
+	Device string
+	Phase  string
+	At     time.Time // when it entered the phase
 }
 
 // JobEnd is a job that ended.
@@ -126,8 +143,26 @@ func (d *Daemon) observeStart(j *job, dev *device, started time.Time) {
 	if len(d.cfg.Observers) == 0 {
 		return
 	}
-	s := JobStart{ID: j.rec.ID, Device: dev.name, DeviceType: dev.cfg.DeviceType, Waited: started.Sub(j.rec.Submitted)}
+	s := JobStart{ID: j.rec.ID, Name: j.rec.Name, Device: dev.name, DeviceType: dev.cfg.DeviceType, Started: started, Waited: started.Sub(j.rec.Submitted)}
 	d.observe(func(o Observer) { o.JobStarted(s) })
+}
+
+// observedProgress is a running job's dispatcher.Progress: the job's
+// own, and each phase it enters told to the PhaseObservers.
+type observedProgress struct {
+	*job
+	d      *Daemon
+	device string
+}
+
+func (p observedProgress) Phase(name string) {
+	p.job.Phase(name)
+	e := JobPhase{ID: p.rec.ID, Device: p.device, Phase: name, At: p.phaseStart()}
+	for _, o := range p.d.cfg.Observers {
+		if po, ok := o.(PhaseObserver); ok {
+			po.JobPhase(e)
+		}
+	}
 }
 
 // observeEnd tells the observers how a job ended; rec is its final

@@ -90,7 +90,7 @@ func (d *Daemon) runJob(ctx context.Context, dev *device, j *job) {
 	res := d.run(j.ctx, dispatcher.Job{
 		ID: strconv.FormatInt(id, 10), Spec: j.spec, Device: dev.name, Settings: set,
 		Power: dev.node.Power, Console: session, Netboot: dev.node.Netboot,
-		Dir: dir, CacheDir: d.cacheDir, Images: d.imagePolicy(), Progress: j, Events: j.event,
+		Dir: dir, CacheDir: d.cacheDir, Images: d.imagePolicy(), Progress: observedProgress{j, d, dev.name}, Events: j.event,
 		SaveTo: dispatcher.SavePath(d.cfg.Lab.Images.SaveDir, j.spec),
 		Log:    d.log.With("job", id, "device", dev.name), Now: d.now,
 	})

@@ -43,22 +43,30 @@ func TestBrowserLoginAndCSRF(t *testing.T) {
 		webtest.WaitText("#who", "alice (operator)"),
 		webtest.WaitText(`tr[data-device="node1"] td.state`, "idle"),
 		webtest.WaitText("#live", "live"))
-	// An event that changed nothing shown: the page asks again and keeps
-	// its rows (the same elements).
+	// An event brings its device as it is now: the page asks the API
+	// nothing, and keeps a row that did not change (the same element).
 	loads := `performance.getEntriesByType("resource").filter((r) => r.name.endsWith("/api/v1/devices")).length`
+	draws := `performance.getEntriesByName("lab draw", "measure").length`
 	before, err := webtest.Eval[int](tab, loads)
 	if err != nil {
 		t.Fatal(err)
+	}
+	drawn, err := webtest.Eval[int](tab, draws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before != 1 {
+		t.Errorf("the lab page read the device list %d times to show it, want once", before)
 	}
 	if _, err := webtest.Eval[bool](tab, `document.querySelector('tr[data-device="node1"]').kept = true`); err != nil {
 		t.Fatal(err)
 	}
 	h.ui.Hub().HealthChecked(daemon.HealthCheck{Device: "node1"})
-	tab.Run("reload after an event", time.Minute, webtest.WaitJS(fmt.Sprintf("%s > %d", loads, before)))
+	tab.Run("redraw after an event", time.Minute, webtest.WaitJS(fmt.Sprintf("%s > %d", draws, drawn)))
 	if kept, err := webtest.Eval[bool](tab, `!!document.querySelector('tr[data-device="node1"]').kept`); err != nil || !kept {
-		t.Errorf("a reload that changed nothing built node1's row again (%v)", err)
+		t.Errorf("an event that changed nothing built node1's row again (%v)", err)
 	}
-	// A change in the lab shows without a reload, in a new row.
+	// A change in the lab shows, in a new row, without reading the lab again.
 	h.svc.mu.Lock()
 	h.svc.state = labctl.DeviceOffline
 	h.svc.mu.Unlock()
@@ -66,6 +74,26 @@ func TestBrowserLoginAndCSRF(t *testing.T) {
 	tab.Run("live update", time.Minute, webtest.WaitText(`tr[data-device="node1"] td.state`, "offline"))
 	if kept, err := webtest.Eval[bool](tab, `!!document.querySelector('tr[data-device="node1"]').kept`); err != nil || kept {
 		t.Errorf("node1 went offline and its row is the old one (%v)", err)
+	}
+	// A job's start, phase and end show in the device's row from the
+	// events alone.
+	h.svc.mu.Lock()
+	h.svc.state, h.svc.job = labctl.DeviceRunning, 42
+	h.svc.mu.Unlock()
+	h.ui.Hub().JobStarted(daemon.JobStart{ID: 42, Name: "nightly", Device: "node1", Started: time.Now()})
+	h.ui.Hub().JobPhase(daemon.JobPhase{ID: 42, Device: "node1", Phase: "deploy", At: time.Now()})
+	tab.Run("job phase", time.Minute, webtest.WaitJS(`document.querySelector('tr[data-device="node1"] [data-phase="deploy"]')`),
+		webtest.WaitText(`tr[data-device="node1"]`, "nightly #42"))
+	h.svc.mu.Lock()
+	h.svc.state, h.svc.job = labctl.DeviceIdle, 0
+	h.svc.mu.Unlock()
+	h.ui.Hub().JobEnded(daemon.JobEnd{ID: 42, Device: "node1", Outcome: "complete", Finished: time.Now()})
+	tab.Run("job end", time.Minute, webtest.WaitText(`tr[data-device="node1"] td.state`, "idle"))
+	if txt := tab.Text(`tr[data-device="node1"]`); strings.Contains(txt, "#42") {
+		t.Errorf("node1's row after the job ended: %q", txt)
+	}
+	if after, err := webtest.Eval[int](tab, loads); err != nil || after != before {
+		t.Errorf("the page read the device list %d times after events, want %d (%v)", after, before, err)
 	}
 	// The token is nowhere in what the page can read.
 	if cookie, err := webtest.Eval[string](tab, "document.cookie"); err != nil || strings.Contains(cookie, "operator-secret") || strings.Contains(cookie, CookieName) {

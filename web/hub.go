@@ -1,11 +1,13 @@
 package web
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/labctl/labctl"
@@ -14,15 +16,29 @@ import (
 )
 
 // Event is a change in the lab, as the pages hear it over the live
-// stream (GET /api/v1/stream, server-sent events). It says what changed;
-// a page reads the new state through the API.
+// stream (GET /api/v1/stream, server-sent events). It says what changed
+// and, for a change of a device, the device as it is now: the lab page
+// updates that device's row without asking the API again.
 type Event struct {
-	Kind    string    `json:"kind"` // job.start, job.end, device.state, device.health, console
-	Job     int64     `json:"job,omitempty"`
-	Device  string    `json:"device,omitempty"`
-	State   string    `json:"state,omitempty"`   // device.state: the new state; console: what happened
-	Outcome string    `json:"outcome,omitempty"` // job.end
-	At      time.Time `json:"at"`
+	Kind    string `json:"kind"` // job.start, job.phase, job.end, device.state, device.health, console
+	Job     int64  `json:"job,omitempty"`
+	Name    string `json:"name,omitempty"` // job.start: the job's name
+	Device  string `json:"device,omitempty"`
+	State   string `json:"state,omitempty"`   // device.state: the new state; job.phase: the phase; console: what happened
+	Outcome string `json:"outcome,omitempty"` // job.end
+	// At is when it happened (job.start: the job's start; job.phase: when
+	// the job entered the phase).
+	At time.Time `json:"at"`
+	// View is the device as GET /api/v1/devices/NAME shows it, without
+	// its health history, when the stream sent the event (every kind
+	// but console).
+	View *labctl.Device `json:"view,omitempty"`
+}
+
+// Devices looks devices up for the live streams' events: the daemon
+// (labctl.Service).
+type Devices interface {
+	Device(ctx context.Context, name string) (labctl.Device, error)
 }
 
 // Hub fans the daemon's events out to the browsers' live streams. It is a
@@ -30,8 +46,9 @@ type Event struct {
 // a bounded queue; a tab that does not keep up loses events and is told
 // how many (a "missed" event), and then reloads what it shows.
 type Hub struct {
-	buffer int // events per stream
-	max    int // streams at once
+	buffer  int // events per stream
+	max     int // streams at once
+	devices atomic.Pointer[Devices]
 
 	mu      sync.Mutex
 	streams map[*stream]struct{}
@@ -69,6 +86,24 @@ func (h *Hub) unsubscribe(s *stream) {
 	h.mu.Unlock()
 }
 
+// SetDevices gives the hub the daemon its events come from: each
+// stream then sends, with an event about a device, the device's view.
+func (h *Hub) SetDevices(d Devices) { h.devices.Store(&d) }
+
+// view is the device's view for an event, nil if there is none.
+func (h *Hub) view(ctx context.Context, e Event) *labctl.Device {
+	d := h.devices.Load()
+	if d == nil || e.Device == "" || e.Kind == "console" {
+		return nil
+	}
+	v, err := (*d).Device(ctx, e.Device)
+	if err != nil {
+		return nil
+	}
+	v.HealthHistory = nil
+	return &v
+}
+
 // Streams is the number of live streams.
 func (h *Hub) Streams() int {
 	h.mu.Lock()
@@ -103,7 +138,12 @@ func (s *stream) takeMissed() int64 {
 
 // JobStarted implements daemon.Observer.
 func (h *Hub) JobStarted(j daemon.JobStart) {
-	h.publish(Event{Kind: "job.start", Job: j.ID, Device: j.Device, At: time.Now()})
+	h.publish(Event{Kind: "job.start", Job: j.ID, Name: j.Name, Device: j.Device, At: j.Started})
+}
+
+// JobPhase implements daemon.PhaseObserver.
+func (h *Hub) JobPhase(p daemon.JobPhase) {
+	h.publish(Event{Kind: "job.phase", Job: p.ID, Device: p.Device, State: p.Phase, At: p.At})
 }
 
 // JobEnded implements daemon.Observer.
@@ -134,7 +174,8 @@ const streamHeartbeat = 15 * time.Second
 const streamWriteTimeout = time.Minute
 
 // ServeHTTP serves one live stream as server-sent events: "hello" first,
-// then one "change" per Event, "missed" (data {"missed": N}) when events
+// then one "change" per Event (its device's view looked up as it is
+// sent, on the stream's goroutine: never under the daemon's lock), "missed" (data {"missed": N}) when events
 // were dropped for this tab, and a comment when quiet.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s, err := h.subscribe()
@@ -179,6 +220,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, s *stream) {
 					return
 				}
 			}
+			e.View = h.view(r.Context(), e)
 			if send("change", e) != nil {
 				return
 			}
@@ -197,3 +239,5 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, s *stream) {
 		}
 	}
 }
+
+var _ daemon.PhaseObserver = (*Hub)(nil)

@@ -12,6 +12,7 @@ import (
 	"embed"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -53,7 +54,10 @@ type UI struct {
 	log      *slog.Logger
 	sessions *sessions
 	hub      *Hub
-	static   http.Handler
+	static   *assetsHandler
+	// index is the page (index.html) with its script and stylesheet
+	// named by version (see assetsHandler).
+	index []byte
 }
 
 // New makes the UI.
@@ -84,12 +88,17 @@ func New(cfg Config) *UI {
 	if err != nil {
 		panic(err)
 	}
+	index, err := static.versioned("index.html", "/app.js", "/style.css")
+	if err != nil {
+		panic(err)
+	}
 	return &UI{
 		cfg:      cfg,
 		log:      cfg.Log,
 		sessions: newSessions(cfg.Tokens, cfg.SessionTTL, cfg.MaxSessions, cfg.Now),
 		hub:      NewHub(cfg.StreamBuffer, cfg.MaxStreams),
 		static:   static,
+		index:    index,
 	}
 }
 
@@ -157,7 +166,11 @@ func (u *UI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		h.Set("Cache-Control", "no-store")
-		u.serveFile(w, r, "index.html")
+		h.Set("Content-Type", "text/html; charset=utf-8")
+		if r.Method == http.MethodHead {
+			return
+		}
+		w.Write(u.index)
 		return
 	}
 	if !safeMethod(r.Method) {
@@ -171,10 +184,6 @@ func (u *UI) serveFile(w http.ResponseWriter, r *http.Request, name string) {
 	r2 := new(http.Request)
 	*r2 = *r
 	r2.URL = &url.URL{Path: "/" + name}
-	if name == "index.html" {
-		// The file server redirects /index.html to /.
-		r2.URL.Path = "/"
-	}
 	u.static.ServeHTTP(w, r2)
 }
 
@@ -279,13 +288,17 @@ func (e *kindError) Unwrap() error { return e.kind }
 // every page load and, while the binary is the same, gets a 304, so a
 // new tab neither downloads the scripts again nor compiles them again
 // (Chromium keeps compiled code only for scripts in its HTTP cache).
+// The page names its own script and stylesheet with their version
+// (/app.js?v=HASH): those are immutable, so a page load does not even
+// wait for the 304 before it runs its script.
 type assetsHandler struct {
-	files http.Handler
+	files fs.FS
+	serve http.Handler
 	etags map[string]string // by URL path
 }
 
 func newAssetsHandler(files fs.FS) (*assetsHandler, error) {
-	h := &assetsHandler{files: http.FileServerFS(files), etags: map[string]string{}}
+	h := &assetsHandler{files: files, serve: http.FileServerFS(files), etags: map[string]string{}}
 	err := fs.WalkDir(files, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
@@ -301,12 +314,34 @@ func newAssetsHandler(files fs.FS) (*assetsHandler, error) {
 	return h, err
 }
 
+// versioned is the file name with each of refs (the URL paths of
+// embedded files, in quotes in it) named by its version.
+func (h *assetsHandler) versioned(name string, refs ...string) ([]byte, error) {
+	b, err := fs.ReadFile(h.files, name)
+	if err != nil {
+		return nil, err
+	}
+	s := string(b)
+	for _, ref := range refs {
+		tag, ok := h.etags[ref]
+		if !ok || !strings.Contains(s, `"`+ref+`"`) {
+			return nil, fmt.Errorf("%s: no %s to name by version", name, ref)
+		}
+		s = strings.ReplaceAll(s, `"`+ref+`"`, `"`+ref+"?v="+strings.Trim(tag, `"`)+`"`)
+	}
+	return []byte(s), nil
+}
+
 func (h *assetsHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if tag, ok := h.etags[path.Clean(r.URL.Path)]; ok {
 		w.Header().Set("ETag", tag)
 		if w.Header().Get("Cache-Control") == "" {
-			w.Header().Set("Cache-Control", "no-cache")
+			if v := r.URL.Query().Get("v"); v != "" && `"`+v+`"` == tag {
+				w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+			} else {
+				w.Header().Set("Cache-Control", "no-cache")
+			}
 		}
 	}
-	h.files.ServeHTTP(w, r)
+	h.serve.ServeHTTP(w, r)
 }

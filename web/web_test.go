@@ -20,6 +20,7 @@ import (
 	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/api"
 	"github.com/labctl/labctl/daemon"
+	"github.com/labctl/labctl/sol"
 )
 
 // fakeService answers the few API calls these tests make; any other
@@ -30,6 +31,7 @@ type fakeService struct {
 	calls []string // "maintenance node1 by alice"
 	jobs  []labctl.Job
 	state string // node1's state; "" is idle
+	job   int64  // the job running on node1
 	// Follow sends log, then waits for end to close and sends the job.
 	log string
 	end chan struct{}
@@ -65,7 +67,17 @@ func (f *fakeService) Follow(ctx context.Context, id int64, opts labctl.FollowOp
 func (f *fakeService) Devices(ctx context.Context) ([]labctl.Device, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return []labctl.Device{{Name: "node1", State: cmp.Or(f.state, labctl.DeviceIdle)}}, nil
+	return []labctl.Device{{Name: "node1", State: cmp.Or(f.state, labctl.DeviceIdle), Job: f.job}}, nil
+}
+
+func (f *fakeService) Device(ctx context.Context, name string) (labctl.Device, error) {
+	if name != "node1" {
+		return labctl.Device{}, fmt.Errorf("%w: no device %q", labctl.ErrNotFound, name)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return labctl.Device{Name: "node1", State: cmp.Or(f.state, labctl.DeviceIdle), Job: f.job,
+		HealthHistory: []labctl.Health{{OK: true, Detail: "history"}}}, nil
 }
 
 // Jobs lists f.jobs (oldest first) as the daemon does: states, before,
@@ -122,6 +134,7 @@ func start(t *testing.T, cfg Config) *harness {
 	cfg.Tokens = tokens
 	cfg.Now = h.clock.now
 	h.ui = New(cfg)
+	h.ui.Hub().SetDevices(h.svc)
 	srv, err := api.NewServer(h.svc, api.Config{Tokens: tokens, Browser: h.ui, Routes: h.ui.Routes()})
 	if err != nil {
 		t.Fatal(err)
@@ -466,6 +479,80 @@ func TestStreamTellsASlowTabWhatItMissed(t *testing.T) {
 	}
 }
 
+// TestStreamSendsTheDeviceAsItIsNow: an event about a device carries
+// the device's view (as GET /api/v1/devices/NAME, without its health
+// history), looked up when it is sent; a job's start carries its name
+// and start, its phases are events; a console event has no view.
+func TestStreamSendsTheDeviceAsItIsNow(t *testing.T) {
+	svc := &fakeService{}
+	hub := NewHub(16, 10)
+	hub.SetDevices(svc)
+	s, err := hub.subscribe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.unsubscribe(s)
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req := httptest.NewRequest("GET", "/api/v1/stream", nil).WithContext(ctx)
+	go func() {
+		hub.serve(&pipeWriter{h: http.Header{}, w: pw}, req, s)
+		pw.Close()
+	}()
+	events := make(chan string, 20)
+	go readEvents(pr, events)
+	next := func() Event {
+		t.Helper()
+		select {
+		case e := <-events:
+			kind, data, _ := strings.Cut(e, " ")
+			if kind == "hello" {
+				return Event{Kind: "hello"}
+			}
+			var ev Event
+			if kind != "change" || json.Unmarshal([]byte(data), &ev) != nil {
+				t.Fatalf("event %q, want a change", e)
+			}
+			return ev
+		case <-time.After(30 * time.Second):
+			t.Fatal("no event in 30s")
+			return Event{}
+		}
+	}
+	if e := next(); e.Kind != "hello" {
+		t.Fatalf("first %+v, want hello", e)
+	}
+
+	svc.mu.Lock()
+	svc.state = labctl.DeviceOffline
+	svc.mu.Unlock()
+	hub.DeviceChanged(daemon.DeviceChange{Device: "node1", From: labctl.DeviceIdle, To: labctl.DeviceOffline, At: time.Now()})
+	e := next()
+	if e.Kind != "device.state" || e.View == nil || e.View.Name != "node1" || e.View.State != labctl.DeviceOffline || e.View.HealthHistory != nil {
+		t.Errorf("device change %+v, view %+v: want node1's view, offline, no history", e, e.View)
+	}
+	started := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	hub.JobStarted(daemon.JobStart{ID: 9, Name: "nightly", Device: "node1", Started: started})
+	if e := next(); e.Kind != "job.start" || e.Job != 9 || e.Name != "nightly" || !e.At.Equal(started) || e.View == nil {
+		t.Errorf("job start %+v", e)
+	}
+	hub.JobPhase(daemon.JobPhase{ID: 9, Device: "node1", Phase: "deploy", At: started.Add(time.Second)})
+	if e := next(); e.Kind != "job.phase" || e.Job != 9 || e.State != "deploy" || !e.At.Equal(started.Add(time.Second)) || e.View == nil {
+		t.Errorf("job phase %+v", e)
+	}
+	hub.ConsoleChanged("node1", sol.SessionLost)
+	if e := next(); e.Kind != "console" || e.View != nil {
+		t.Errorf("console %+v, want no view", e)
+	}
+	// A device the daemon does not know: the event goes without a view
+	// (the page then reads the whole lab).
+	hub.DeviceChanged(daemon.DeviceChange{Device: "gone", To: labctl.DeviceIdle, At: time.Now()})
+	if e := next(); e.Device != "gone" || e.View != nil {
+		t.Errorf("unknown device %+v, want no view", e)
+	}
+}
+
 func TestStreamsAreBounded(t *testing.T) {
 	h := start(t, Config{MaxStreams: 1})
 	get := func() *http.Response {
@@ -523,7 +610,8 @@ func TestStaticAssets(t *testing.T) {
 
 // The scripts and styles carry an ETag that changes with their content
 // and must be revalidated: a page load that has them gets a 304 and no
-// body; the page itself (index.html) is never stored.
+// body; the page itself (index.html) is never stored, and names its own
+// script and stylesheet by version, immutable.
 func TestStaticAssetsRevalidate(t *testing.T) {
 	h := start(t, Config{})
 	get := func(p, etag string) (*http.Response, []byte) {
@@ -567,8 +655,24 @@ func TestStaticAssetsRevalidate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	page, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != 200 || resp.Header.Get("Cache-Control") != "no-store" || resp.Header.Get("ETag") != "" {
 		t.Errorf("GET /: %s, Cache-Control %q, ETag %q", resp.Status, resp.Header.Get("Cache-Control"), resp.Header.Get("ETag"))
+	}
+	// It names its script and stylesheet by version: those never change
+	// (a page load need not ask again); another version is revalidated.
+	for _, p := range []string{"/app.js", "/style.css"} {
+		ref := p + "?v=" + strings.Trim(tags[p], `"`)
+		if !strings.Contains(string(page), `"`+ref+`"`) {
+			t.Errorf("the page does not name %s: %s", ref, page)
+		}
+		resp, b := get(ref, "")
+		if resp.StatusCode != 200 || len(b) == 0 || resp.Header.Get("Cache-Control") != "public, max-age=31536000, immutable" {
+			t.Errorf("GET %s: %s, Cache-Control %q", ref, resp.Status, resp.Header.Get("Cache-Control"))
+		}
+		if resp, _ := get(p+"?v=0123", ""); resp.Header.Get("Cache-Control") != "no-cache" {
+			t.Errorf("GET %s?v=0123 (another version): Cache-Control %q, want no-cache", p, resp.Header.Get("Cache-Control"))
+		}
 	}
 }

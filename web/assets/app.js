@@ -7,7 +7,8 @@
 "use strict";
 
 const ROLES = ["viewer", "submitter", "operator", "admin"];
-const state = { session: null, listeners: new Set(), cleanup: null };
+// live: the lab's event stream said hello and has not failed since.
+const state = { session: null, listeners: new Set(), cleanup: null, live: false };
 
 function can(role) {
   return state.session && ROLES.indexOf(state.session.role) >= ROLES.indexOf(role);
@@ -99,6 +100,7 @@ function stopLive() {
   if (!liveSource) return;
   liveSource.close();
   liveSource = null;
+  state.live = false;
   const ind = document.getElementById("live");
   ind.textContent = "";
   ind.className = "live";
@@ -111,6 +113,7 @@ function startLive() {
   liveSource.addEventListener("hello", () => {
     ind.textContent = "● live";
     ind.className = "live on";
+    state.live = true;
     emit({ kind: "resync" });
   });
   liveSource.addEventListener("change", (m) => emit(JSON.parse(m.data)));
@@ -122,6 +125,8 @@ function startLive() {
   liveSource.onerror = async () => {
     ind.textContent = "○ reconnecting";
     ind.className = "live";
+    state.live = false;
+    emit({ kind: "down" });
     // A session that ended (expired, logged out elsewhere) goes back to the login.
     try {
       const r = await fetch("/ui/session", { credentials: "same-origin" });
@@ -131,6 +136,9 @@ function startLive() {
 }
 function emit(e) { for (const f of state.listeners) f(e); }
 // onLive calls f for each event until the page changes; returns nothing.
+// Besides the stream's changes, f hears "resync" (the stream said hello
+// or missed events: read again what the page shows) and "down" (the
+// stream failed; it tries again).
 function onLive(f) { state.listeners.add(f); }
 
 // debounce runs f at most once per ms, after the last call.
@@ -151,6 +159,15 @@ const routes = [
   [/^#\/device\/([^/]+)$/, devicePage, "lab", true],
 ];
 
+// routeOf is the route of a location's fragment and its match.
+function routeOf(hash) {
+  for (const r of routes) {
+    const m = hash.match(r[0]);
+    if (m) return [r, m];
+  }
+  return [null, null];
+}
+
 function route() {
   if (state.cleanup) state.cleanup();
   state.cleanup = null;
@@ -159,24 +176,25 @@ function route() {
   const hash = location.hash || "#/lab";
   const main = document.getElementById("page");
   main.replaceChildren();
-  for (const [re, page, nav, live] of routes) {
-    const m = hash.match(re);
-    if (m) {
-      if (live) startLive(); else stopLive();
-      for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", a.dataset.nav === nav);
-      const cleanup = page(main, ...m.slice(1).map(decodeURIComponent));
-      state.cleanup = typeof cleanup === "function" ? cleanup : null;
-      return;
-    }
+  const [r, m] = routeOf(hash);
+  if (!r) {
+    location.hash = "#/lab";
+    return;
   }
-  location.hash = "#/lab";
+  const [, page, nav, live] = r;
+  if (live) startLive(); else stopLive();
+  for (const a of document.querySelectorAll("[data-nav]")) a.classList.toggle("active", a.dataset.nav === nav);
+  const cleanup = page(main, ...m.slice(1).map(decodeURIComponent));
+  state.cleanup = typeof cleanup === "function" ? cleanup : null;
 }
 
-// listHead is the head of a long table: its columns' widths are fixed
-// (percent of the table), so laying out hundreds of rows does not
-// measure every cell first.
-function listHead(cols) {
-  return el("thead", {}, el("tr", {}, cols.map(([h, pct]) => el("th", { style: "width:" + pct + "%" }, h))));
+// listTable is a long table: its columns' widths are fixed (parts of
+// the table's width), so laying out hundreds of rows measures no cell
+// first, and a row off the screen is neither laid out nor painted until
+// it scrolls into view (style.css: table.list).
+function listTable(cols, body) {
+  return el("table", { class: "list", style: "--cols: " + cols.map(([, part]) => "minmax(0, " + part + "fr)").join(" ") },
+    el("thead", {}, el("tr", {}, cols.map(([h]) => el("th", {}, h)))), body);
 }
 
 // keyedRows makes body's rows one per item, in order, built by row(item)
@@ -202,7 +220,10 @@ function keyedRows(body, cache, items, id, key, row) {
 }
 
 // labPage: every device, its state, job, health and reservation; counts
-// by state; filters by type and tag; live.
+// by state; filters by type and tag; live. It reads the whole lab when
+// its live stream says hello (and when it missed events); in between,
+// each event brings the device it changed as it is now (and a job's
+// start, phase and end), and only that device's row is drawn again.
 function labPage(main) {
   const typeSel = el("select", { id: "type-filter" }, el("option", { value: "" }, "all types"));
   const tagIn = el("input", { id: "tag-filter", placeholder: "tag", size: 10 });
@@ -210,10 +231,11 @@ function labPage(main) {
   const body = el("tbody", { id: "devices" });
   main.append(el("h1", {}, "Lab"), counts,
     el("div", { class: "filters" }, "Filter:", typeSel, tagIn),
-    el("table", { class: "list" }, listHead([["Device", 9], ["Type", 9], ["Tags", 10], ["State", 12], ["For", 6], ["Job", 20], ["Health", 12], ["Reservation", 14], ["", 8]]), body));
-  let devices = [], running = new Map(), rows = new Map();
+    listTable([["Device", 9], ["Type", 9], ["Tags", 10], ["State", 12], ["For", 6], ["Job", 20], ["Health", 12], ["Reservation", 14], ["", 8]], body));
+  let devices = [], index = new Map(), running = new Map(), rows = new Map();
   const filters = new URLSearchParams((location.hash.split("?")[1]) || "");
   function draw() {
+    performance.mark("lab draw");
     const types = [...new Set(devices.map((d) => d.device_type))].sort();
     if (typeSel.options.length !== types.length + 1) {
       const cur = typeSel.value;
@@ -226,43 +248,86 @@ function labPage(main) {
     for (const d of shown) by[d.state] = (by[d.state] || 0) + 1;
     counts.replaceChildren(el("span", {}, shown.length + " devices"),
       ...Object.keys(by).sort().map((s) => el("span", { class: "state-" + s, "data-state": s }, s + ": " + by[s])));
-    rows = keyedRows(body, rows, shown, (d) => d.name, (d) => JSON.stringify([d, running.get(d.name) || null]), (d) => {
-      const j = running.get(d.name);
-      const h = d.health;
-      const r = d.reservation;
-      return el("tr", { "data-device": d.name },
-        el("td", {}, devLink(d.name)),
-        el("td", {}, d.device_type),
-        el("td", {}, (d.tags || []).join(", ")),
-        el("td", { class: "state state-" + d.state }, d.state, d.maintenance && d.state !== "maintenance" ? " (maintenance next)" : "",
-          d.reason ? el("div", { class: "muted" }, d.reason) : ""),
-        el("td", { class: "tick", "data-since": d.since }, since(d.since)),
-        el("td", {}, d.job ? [jobLink(d.job, j ? j.name + " #" + d.job : "#" + d.job),
-          j && j.phase ? el("div", { class: "muted", "data-phase": j.phase }, j.phase + " for ", el("span", { class: "tick", "data-since": j.phase_since || j.started }, since(j.phase_since || j.started)),
-            ", job ", el("span", { class: "tick", "data-since": j.started }, since(j.started))) : ""] : ""),
-        el("td", { class: h ? (h.ok ? "ok" : "bad") : "muted", title: h ? h.detail : "" }, h ? [h.ok ? "ok " : "failed ", el("span", { class: "tick", "data-since": h.at }, since(h.at)), " ago"] : "not checked"),
-        el("td", {}, r ? r.owner + " until " + when(r.until) : ""),
-        el("td", {}, el("a", { href: "#/console/" + encodeURIComponent(d.name) }, "console")));
-    });
+    rows = keyedRows(body, rows, shown, (d) => d.name, (d) => JSON.stringify([d, running.get(d.name) || null]), (d) => deviceRow(d, running.get(d.name)));
+    performance.measure("lab draw", "lab draw");
   }
+  // Events redraw together, at most every 50 ms.
+  let drawTimer = null;
+  function redraw() { if (!drawTimer) drawTimer = setTimeout(() => { drawTimer = null; draw(); }, 50); }
+  // apply takes one event into what the page knows; false if the page
+  // must read the whole lab again to show it.
+  function apply(e) {
+    const j = running.get(e.device);
+    switch (e.kind) {
+      case "job.start":
+        running.set(e.device, { id: e.job, name: e.name, started: e.at, phase: "", phase_since: e.at });
+        break;
+      case "job.phase":
+        if (!j || j.id !== e.job) return false;
+        running.set(e.device, { ...j, phase: e.state, phase_since: e.at });
+        break;
+      case "job.end":
+        if (j && j.id === e.job) running.delete(e.device);
+        break;
+      case "console":
+        return true;
+    }
+    if (!e.device) return true;
+    const i = index.get(e.device);
+    if (!e.view || i === undefined) return false;
+    devices[i] = e.view;
+    return true;
+  }
+  let loading = false, loaded = false, held = [];
   async function load() {
+    if (loading) return;
+    loading = true;
     try {
       const [devs, jobs] = await Promise.all([api("GET", "/api/v1/devices"), api("GET", "/api/v1/jobs?state=running&limit=100000")]);
       devices = devs;
+      index = new Map(devs.map((d, i) => [d.name, i]));
       running = new Map(jobs.map((j) => [j.device, j]));
+      loaded = true;
+      // What happened while the lab was read, in order.
+      const again = held.some((e) => !apply(e));
+      held = [];
       draw();
+      if (again) reload();
     } catch (e) {
       body.replaceChildren(el("tr", {}, el("td", { colspan: 9 }, failBox(e))));
+    } finally {
+      loading = false;
     }
   }
+  const reload = debounce(load, 150);
   if (filters.get("type")) typeSel.append(el("option", { value: filters.get("type") }, filters.get("type")));
   typeSel.value = filters.get("type") || "";
   tagIn.value = filters.get("tag") || "";
   typeSel.onchange = draw;
   tagIn.oninput = draw;
-  const reload = debounce(load, 150);
-  onLive(() => reload());
-  load();
+  onLive((e) => {
+    if (e.kind === "resync") {
+      if (loaded) reload(); else load();
+    } else if (e.kind === "down") {
+      // No live stream (yet): the lab as it is, at least.
+      if (!loaded) load();
+    } else if (loading) {
+      held.push(e);
+    } else if (!loaded) {
+      // Not read yet (or the read failed): the next read shows it.
+    } else if (apply(e)) {
+      redraw();
+    } else {
+      reload();
+    }
+  });
+  // On a stream already live the first read is now; on a new one, its hello.
+  if (state.live) load();
+  // A lab of several hosts: this daemon's stream tells only of its own
+  // devices; the others' rows are read again now and then.
+  const others = setInterval(() => {
+    if (!document.hidden && new Set(devices.map((d) => d.host || "")).size > 1) reload();
+  }, 30000);
   // The ages shown tick; a text that did not change is not written (a
   // write lays the table out again), and a hidden tab does not tick.
   const tick = setInterval(() => {
@@ -272,9 +337,27 @@ function labPage(main) {
       if (t.textContent !== s) t.textContent = s;
     }
   }, 1000);
-  // Phases change without a lab event: while jobs run, look again now and then.
-  const phases = setInterval(() => { if (running.size && !document.hidden) load(); }, 5000);
-  return () => { clearInterval(tick); clearInterval(phases); };
+  return () => { clearInterval(tick); clearInterval(others); clearTimeout(drawTimer); };
+}
+
+// deviceRow is a device's row on the lab page; j is the job running on
+// it, if the page knows it.
+function deviceRow(d, j) {
+  const h = d.health;
+  const r = d.reservation;
+  return el("tr", { "data-device": d.name },
+    el("td", {}, devLink(d.name)),
+    el("td", {}, d.device_type),
+    el("td", {}, (d.tags || []).join(", ")),
+    el("td", { class: "state state-" + d.state }, d.state, d.maintenance && d.state !== "maintenance" ? " (maintenance next)" : "",
+      d.reason ? el("div", { class: "muted" }, d.reason) : ""),
+    el("td", { class: "tick", "data-since": d.since }, since(d.since)),
+    el("td", {}, d.job ? [jobLink(d.job, j ? j.name + " #" + d.job : "#" + d.job),
+      j && j.phase ? el("div", { class: "muted", "data-phase": j.phase }, j.phase + " for ", el("span", { class: "tick", "data-since": j.phase_since || j.started }, since(j.phase_since || j.started)),
+        ", job ", el("span", { class: "tick", "data-since": j.started }, since(j.started))) : ""] : ""),
+    el("td", { class: h ? (h.ok ? "ok" : "bad") : "muted", title: h ? h.detail : "" }, h ? [h.ok ? "ok " : "failed ", el("span", { class: "tick", "data-since": h.at }, since(h.at)), " ago"] : "not checked"),
+    el("td", {}, r ? r.owner + " until " + when(r.until) : ""),
+    el("td", {}, el("a", { href: "#/console/" + encodeURIComponent(d.name) }, "console")));
 }
 
 // jobsPage: queued (position, why it waits), running, finished; filters;
@@ -296,7 +379,7 @@ function jobsPage(main) {
   main.append(el("h1", {}, "Jobs"),
     el("div", { class: "filters" }, Object.values(f)),
     el("p", { class: "hint" }, "State and device are asked of the daemon; the other filters apply to the page shown."),
-    el("table", { class: "list" }, listHead([["ID", 6], ["Name", 16], ["State", 12], ["Waiting", 16], ["Device", 9], ["Type", 9], ["Submitter", 9], ["Submitted", 14], ["Took", 9]]), body),
+    listTable([["ID", 6], ["Name", 16], ["State", 12], ["Waiting", 16], ["Device", 9], ["Type", 9], ["Submitter", 9], ["Submitted", 14], ["Took", 9]], body),
     el("div", { class: "pager" }, newer, older, info));
   const stack = []; // the before= of the pages before this one
   let before = 0, last = [];
@@ -556,8 +639,9 @@ function jobPage(main, id) {
   return () => ctl.abort();
 }
 
-// xterm.js and its fit addon are loaded by the console page only: the
-// other pages need neither its half megabyte nor the time to compile it.
+// xterm.js, its fit addon and its styles are loaded by the console page
+// only: the other pages need neither its half megabyte nor the time to
+// compile it, nor wait for its stylesheet before their first frame.
 let xtermLoaded = null;
 function loadXterm() {
   const script = (src) => new Promise((resolve, reject) => {
@@ -567,8 +651,16 @@ function loadXterm() {
     s.onerror = () => reject(new Error("could not load " + src));
     document.head.append(s);
   });
+  const style = (href) => new Promise((resolve, reject) => {
+    const l = document.createElement("link");
+    l.rel = "stylesheet";
+    l.href = href;
+    l.onload = resolve;
+    l.onerror = () => reject(new Error("could not load " + href));
+    document.head.append(l);
+  });
   if (!xtermLoaded) {
-    xtermLoaded = script("/vendor/xterm.js").then(() => script("/vendor/addon-fit.js"));
+    xtermLoaded = Promise.all([style("/vendor/xterm.css"), script("/vendor/xterm.js").then(() => script("/vendor/addon-fit.js"))]);
     xtermLoaded.catch(() => { xtermLoaded = null; });
   }
   return xtermLoaded;
@@ -709,6 +801,11 @@ function devicePage(main, name) {
 // ---- start ----
 
 async function start() {
+  // A page that shows the lab connects its stream while the session is
+  // asked for: its hello often arrives first, and the page reads the lab
+  // once, then.
+  const [r0] = routeOf(location.hash || "#/lab");
+  if (r0 && r0[3]) startLive();
   const r = await fetch("/ui/session", { credentials: "same-origin" });
   if (!r.ok) { location.href = "/login"; return; }
   state.session = await r.json();

@@ -39,6 +39,7 @@ type runOptions struct {
 	scaleProfile          string
 	hosts                 int // case hosts: the hosts of its several-host setup
 	webPagesOnly          bool
+	webFollowers          int
 
 	// Case 1 subsets (empty: the case's own lists).
 	tftpFiles, tftpClients        []string
@@ -72,6 +73,7 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	fs.IntVar(&o.hosts, "hosts", 3, "case hosts: the number of labctl serve hosts sharing one PostgreSQL (the nodes split over them)")
 	fs.StringVar(&o.scaleProfile, "scale-profile", "", "case 4: write CPU profiles of the daemon and of the farm while the jobs run, and their heaps at the end, into `DIR` (go tool pprof)")
 	fs.BoolVar(&o.webPagesOnly, "web-pages-only", false, "case web: the page loads only, no job followed (a few minutes)")
+	fs.IntVar(&o.webFollowers, "web-followers", 0, "case web: the tabs following one job (0: 50, or 3 with -quick); with -quick, 50 measures how late 50 tabs see a job's end in a few minutes")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -351,6 +353,9 @@ func webCase(o runOptions) bench.WebCase {
 	c := bench.WebCase{Rounds: o.rounds, Devices: 400, Finished: 10000, Followers: 50, Lines: 40, Labctl: o.labctl, Timeout: 45 * time.Minute, PagesOnly: o.webPagesOnly}
 	if o.quick {
 		c.Rounds, c.Devices, c.Finished, c.Followers, c.Lines, c.Timeout = 1, 8, 300, 3, 6, 5*time.Minute
+	}
+	if o.webFollowers > 0 {
+		c.Followers = o.webFollowers
 	}
 	return c
 }

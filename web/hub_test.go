@@ -1,0 +1,95 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/labctl/labctl"
+	"github.com/labctl/labctl/daemon"
+	"github.com/labctl/labctl/daemon/daemontest"
+)
+
+// TestHubHearsTheDaemon: a job run by the daemon reaches a live stream
+// as its start (with its name), each phase it enters, and its end; the
+// device's events carry its view as the daemon shows it at the time.
+func TestHubHearsTheDaemon(t *testing.T) {
+	hub := NewHub(256, 10)
+	l := daemontest.Start(t, daemontest.Options{Nodes: 1, Observers: []daemon.Observer{hub}})
+	hub.SetDevices(l.Daemon)
+	l.WaitIdle()
+	s, err := hub.subscribe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hub.unsubscribe(s)
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	req := httptest.NewRequest("GET", "/api/v1/stream", nil).WithContext(ctx)
+	go func() {
+		hub.serve(&pipeWriter{h: http.Header{}, w: pw}, req, s)
+		pw.Close()
+	}()
+	events := make(chan string, 256)
+	go readEvents(pr, events)
+
+	job := l.Submit(daemontest.JobText(t, `device = "node1"`))
+	var phases []string
+	var start, end *Event
+	sawRunning := false
+	for end == nil {
+		var line string
+		select {
+		case line = <-events:
+		case <-ctx.Done():
+			t.Fatalf("no job end on the stream: phases %v", phases)
+		}
+		kind, data, _ := strings.Cut(line, " ")
+		if kind != "change" {
+			continue
+		}
+		var e Event
+		if err := json.Unmarshal([]byte(data), &e); err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		if e.Device == "node1" && e.Kind != "console" && (e.View == nil || e.View.Name != "node1") {
+			t.Errorf("%s event without node1's view: %s", e.Kind, data)
+		}
+		switch e.Kind {
+		case "job.start":
+			start = &e
+		case "job.phase":
+			if e.Job != job.ID || e.At.IsZero() {
+				t.Errorf("phase event %s", data)
+			}
+			phases = append(phases, e.State)
+		case "job.end":
+			end = &e
+		case "device.state":
+			if e.State == labctl.DeviceRunning && e.View != nil && e.View.Job == job.ID {
+				sawRunning = true
+			}
+		}
+	}
+	if start == nil || start.Job != job.ID || start.Name != job.Name || start.At.IsZero() {
+		t.Errorf("job start %+v, want job %d named %q", start, job.ID, job.Name)
+	}
+	for _, p := range []string{"deploy", "test", "finalize"} {
+		if !slices.Contains(phases, p) {
+			t.Errorf("phases on the stream %v lack %s", phases, p)
+		}
+	}
+	if !sawRunning {
+		t.Error("no device.state event showed node1 running the job")
+	}
+	if end.Job != job.ID || end.Outcome != string(labctl.Complete) {
+		t.Errorf("job end %+v", end)
+	}
+}
