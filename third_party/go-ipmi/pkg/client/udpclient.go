@@ -35,6 +35,9 @@ type UDPClient struct {
 
 	conn   net.Conn
 	closed bool
+	// recvBuf is the exchanges' receive buffer (labctl's patch: upstream
+	// allocated bufferSize bytes per exchange); lock guards it.
+	recvBuf []byte
 
 	// lock is used to protect udp Exchange method to prevent another
 	// send/receive operation from occurring while one is in progress.
@@ -205,7 +208,10 @@ func (c *UDPClient) exchange(ctx context.Context, reader io.Reader, match func(r
 	if ctxDeadline, ok := ctx.Deadline(); ok && ctxDeadline.Before(deadline) {
 		deadline = ctxDeadline
 	}
-	recvBuffer := make([]byte, c.bufferSize)
+	if len(c.recvBuf) != c.bufferSize {
+		c.recvBuf = make([]byte, c.bufferSize)
+	}
+	recvBuffer := c.recvBuf
 	for {
 		remaining := time.Until(deadline)
 		if match != nil && remaining <= 0 {
@@ -234,11 +240,11 @@ func (c *UDPClient) exchange(ctx context.Context, reader io.Reader, match func(r
 			}
 			return nil, fmt.Errorf("read from conn failed, err: %w", err)
 		}
+		recv := append([]byte(nil), recvBuffer[:nRead]...)
 		if match == nil {
-			return recvBuffer[:nRead], nil
+			return recv, nil
 		}
 
-		recv := append([]byte(nil), recvBuffer[:nRead]...)
 		ok, mErr := safeMatch(match, recv)
 		if mErr != nil {
 			return nil, mErr
