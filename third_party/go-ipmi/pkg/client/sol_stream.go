@@ -426,8 +426,15 @@ func (s *solStream) run(ctx context.Context) error {
 				return consoleInput.err
 			}
 
-			if err := s.sendData(ctx, []byte{consoleInput.value}); err != nil {
+			chars, inErr := s.batchInput(consoleInput.value, input)
+			if err := s.sendData(ctx, chars); err != nil {
 				return err
+			}
+			if inErr == io.EOF {
+				return nil
+			}
+			if inErr != nil {
+				return inErr
 			}
 			interval = s.pollInterval
 			timer.Reset(interval)
@@ -456,6 +463,30 @@ func (s *solStream) run(ctx context.Context) error {
 		}
 		timer.Reset(interval)
 	}
+}
+
+// solInputBatch bounds the input bytes sent in one SOL packet: fewer than
+// any BMC's inbound payload size.
+const solInputBatch = 32
+
+// batchInput returns first and the input bytes already waiting after it
+// (at most solInputBatch in all), to go in one SOL packet, and the input's
+// error if it came among them (labctl's patch: upstream sent one packet,
+// an exchange with the BMC, per byte).
+func (s *solStream) batchInput(first byte, input <-chan solConsoleInput) ([]byte, error) {
+	chars := []byte{first}
+	for len(chars) < solInputBatch {
+		select {
+		case more := <-input:
+			if more.err != nil {
+				return chars, more.err
+			}
+			chars = append(chars, more.value)
+		default:
+			return chars, nil
+		}
+	}
+	return chars, nil
 }
 
 // watchReadable tells the stream (on readable) when a datagram from the BMC
