@@ -54,12 +54,13 @@ func defaultTiming() timing {
 		confirm:     30 * time.Second,
 		cycleSettle: 3 * time.Second,
 		// A stream reads console output as soon as the BMC sends it (it
-		// sends it unasked) and also polls for it: every solPoll while
-		// output or input flows, backing off to solIdlePoll on a quiet
-		// console, whose polls would otherwise cost the daemon (and the
-		// BMCs) a packet exchange each per console.
+		// sends it unasked, as ipmitool, which never polls, relies on)
+		// and also polls for it: every solPoll while output or input
+		// flows, backing off to solIdlePoll on a quiet console, whose
+		// polls would otherwise cost the daemon (and the BMCs) a packet
+		// exchange each per console.
 		solPoll:     20 * time.Millisecond,
-		solIdlePoll: 2 * time.Second,
+		solIdlePoll: 5 * time.Second,
 		keepalive:   15 * time.Second,
 	}
 }
