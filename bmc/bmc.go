@@ -41,7 +41,8 @@ type timing struct {
 	poll        time.Duration // power state read-back
 	confirm     time.Duration // read-back limit when ctx has no deadline
 	cycleSettle time.Duration // cycle: "on" this long without an "off" counts as done
-	solPoll     time.Duration // empty SOL packets asking for output
+	solPoll     time.Duration // empty SOL packets asking for output, while it flows
+	solIdlePoll time.Duration // the same, on a quiet console
 	keepalive   time.Duration // idle command session, and the SOL session
 }
 
@@ -52,11 +53,15 @@ func defaultTiming() timing {
 		poll:        200 * time.Millisecond,
 		confirm:     30 * time.Second,
 		cycleSettle: 3 * time.Second,
-		// go-ipmi reads console output only in answer to its own packets,
-		// so the poll interval is the echo latency, and echo pacing types
-		// at most one character per interval.
-		solPoll:   20 * time.Millisecond,
-		keepalive: 15 * time.Second,
+		// A stream reads console output as soon as the BMC sends it (it
+		// sends it unasked, as ipmitool, which never polls, relies on)
+		// and also polls for it: every solPoll while output or input
+		// flows, backing off to solIdlePoll on a quiet console, whose
+		// polls would otherwise cost the daemon (and the BMCs) a packet
+		// exchange each per console.
+		solPoll:     20 * time.Millisecond,
+		solIdlePoll: 5 * time.Second,
+		keepalive:   15 * time.Second,
 	}
 }
 

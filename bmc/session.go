@@ -47,7 +47,7 @@ func (s *session) abandon() {
 // back: go-ipmi's sequence numbers are not safe for that, and a keepalive
 // exchange starting as the client closes dereferences a nil socket (panic).
 // The command session has an owner-serialised keepalive instead (see
-// keepalive); SOL streams poll without pause and need none. And Connect first
+// keepalive); SOL streams have one of their own (solStream.keepalive). And Connect first
 // sends Get Channel Authentication Capabilities, which RMCP+ does not need.
 func (c *Client) dial(ctx context.Context, retries int) (*session, error) {
 	cfg := c.cfg

@@ -38,6 +38,7 @@ var testTiming = timing{
 	confirm:     5 * time.Second,
 	cycleSettle: 300 * time.Millisecond,
 	solPoll:     100 * time.Millisecond,
+	solIdlePoll: time.Second,
 	keepalive:   250 * time.Millisecond,
 }
 

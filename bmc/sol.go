@@ -17,7 +17,7 @@ import (
 )
 
 // solBufferLimit bounds console output read from the BMC but not yet by the
-// caller. Past it the stream stops polling the BMC, which then buffers or,
+// caller. Past it the stream stops reading from the BMC, which then buffers or,
 // in the end, drops output and reports an overrun (ending the stream).
 const solBufferLimit = 1 << 20
 
@@ -170,7 +170,9 @@ func (s *solStream) run(ctx context.Context) {
 	defer stopKeepalive()
 	go s.keepalive(kctx)
 	err := guard("sol", func() error {
-		return s.sess.c.SOLStream(ctx, s.inR, solOutput{s}, &ipmi.SOLStreamOptions{PollInterval: s.c.t.solPoll})
+		return s.sess.c.SOLStream(ctx, s.inR, solOutput{s}, &ipmi.SOLStreamOptions{
+			PollInterval: s.c.t.solPoll, IdlePollInterval: s.c.t.solIdlePoll,
+		})
 	})
 	switch {
 	case err == nil:

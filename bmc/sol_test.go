@@ -135,6 +135,39 @@ func TestSOL(t *testing.T) {
 	}
 }
 
+// TestSOLReadsWithoutPolling: a stream reads the output the BMC sends
+// unasked as it arrives, however long its poll interval: with polls and
+// keepalives an hour apart, a prompt, the echo of typed input and output
+// many packets long still arrive whole.
+func TestSOLReadsWithoutPolling(t *testing.T) {
+	s := newSim(t)
+	c, _ := newClient(t, s.config())
+	c.t.solPoll, c.t.solIdlePoll, c.t.keepalive = time.Hour, 2*time.Hour, time.Hour
+	st, err := c.OpenSOL(ctxFor(t, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+
+	s.console.FeedRX([]byte("\r\ninitrd login: "))
+	readUntil(t, st, "initrd login: ", 5*time.Second)
+	if _, err := st.Write([]byte("root\r")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "typed input on the console", 5*time.Second, func() bool {
+		return s.console.TXString() == "root\r"
+	})
+	var big bytes.Buffer
+	for i := range 100 {
+		big.WriteString(strings.Repeat(string(rune('a'+i%26)), 20) + "\n")
+	}
+	big.WriteString("END\n")
+	s.console.FeedRX(big.Bytes())
+	if got := readUntil(t, st, "END\n", 10*time.Second); got != big.String() {
+		t.Errorf("console output mangled: got %d bytes, want %d", len(got), big.Len())
+	}
+}
+
 // TestSOLStalePayload: a payload left active by a console that went away is
 // deactivated and the activation retried.
 func TestSOLStalePayload(t *testing.T) {

@@ -60,6 +60,15 @@ import (
 // RunFunc runs one job to its end; dispatcher.Run is the real one.
 type RunFunc func(ctx context.Context, j dispatcher.Job) *results.Job
 
+// defaultHealthChecks is how many health checks of a lab of n devices run
+// at once: one per 8 devices, at least 16 and at most 256. A check mostly
+// waits on a BMC, so a fixed bound would make start-up grow with the lab,
+// while every device at once would send all the BMC session setups (and,
+// with master_boot, all the PXE boots) in the same instant.
+func defaultHealthChecks(n int) int {
+	return min(max(n/8, 16), 256)
+}
+
 // Config is what a Daemon is made of.
 type Config struct {
 	Lab   *devices.Lab
@@ -69,7 +78,7 @@ type Config struct {
 	// Run runs a job; nil means dispatcher.Run.
 	Run RunFunc
 	// HealthChecks bounds the health checks that run at once (start-up
-	// checks every device); 0 means 16.
+	// checks every device); 0 means defaultHealthChecks.
 	HealthChecks int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -143,7 +152,7 @@ func New(ctx context.Context, cfg Config) (*Daemon, error) {
 		cfg.Now = time.Now
 	}
 	if cfg.HealthChecks <= 0 {
-		cfg.HealthChecks = 16
+		cfg.HealthChecks = defaultHealthChecks(len(cfg.Lab.Devices))
 	}
 	if cfg.RetentionEvery <= 0 {
 		cfg.RetentionEvery = time.Hour

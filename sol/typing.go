@@ -63,6 +63,14 @@ type Pacing struct {
 	// means the character was lost, the line is wrong, and the caller
 	// should abandon it and type it again (more slowly).
 	StrictEcho bool
+	// LateEcho (StrictEcho) is how much longer than EchoTimeout Type waits
+	// for a missing echo before taking the character for lost; 0 means
+	// twice EchoTimeout. An echo that turns up in that time was late, not
+	// lost (a busy BMC or network): typing goes on, and the echo timeout
+	// for the rest of the text becomes twice that echo's delay. The echo
+	// of a character sent after the missing one (Window > 1) coming first
+	// proves it lost at once.
+	LateEcho time.Duration
 	// Settle: before the first character Type waits until the console
 	// output has been quiet this long, or ends with a cursor position query
 	// (ESC [ 6 n), which busybox's shell sends right after its prompt once
@@ -79,6 +87,9 @@ func (p Pacing) withDefaults() Pacing {
 	}
 	if p.Settle == 0 {
 		p.Settle = 100 * time.Millisecond
+	}
+	if p.LateEcho <= 0 {
+		p.LateEcho = 2 * p.EchoTimeout
 	}
 	if p.Delay < 0 {
 		p.Delay = 0
@@ -101,6 +112,13 @@ type TypeReport struct {
 	// EchoFallbacks counts characters that did not echo within the echo
 	// timeout (the text went on at the fixed delay after the first).
 	EchoFallbacks int
+	// LateEchoes counts echoes that came after the echo timeout but within
+	// Pacing.LateEcho (StrictEcho): taken as echoed, not lost.
+	LateEchoes int
+	// EchoTimeout is the echo timeout typing ended with: Pacing's, widened
+	// by late echoes. A caller typing more on the same console can carry it
+	// on.
+	EchoTimeout time.Duration
 }
 
 // FixedWouldTake is how long typing the same characters at the fixed delay
@@ -113,6 +131,9 @@ func (r TypeReport) String() string {
 	mode := r.Mode.String()
 	if r.EchoFallbacks > 0 {
 		mode += fmt.Sprintf(", %d without echo", r.EchoFallbacks)
+	}
+	if r.LateEchoes > 0 {
+		mode += fmt.Sprintf(", %d echoes late", r.LateEchoes)
 	}
 	s := fmt.Sprintf("typed %d chars in %s (%s)", r.Chars, seconds(r.Duration), mode)
 	if r.Mode == Echo {
@@ -255,7 +276,7 @@ var errLostWhileTyping = errors.New("console session lost while typing")
 func (w *Writer) Type(ctx context.Context, text string, p Pacing) (rep TypeReport, err error) {
 	p = p.withDefaults()
 	s := w.s
-	rep = TypeReport{Mode: p.Mode, Delay: p.Delay}
+	rep = TypeReport{Mode: p.Mode, Delay: p.Delay, EchoTimeout: p.EchoTimeout}
 	s.inputMu.Lock()
 	defer s.inputMu.Unlock()
 
@@ -285,13 +306,26 @@ func (w *Writer) Type(ctx context.Context, text string, p Pacing) (rep TypeRepor
 	rest := []byte(text)
 	window := max(p.Window, 1)
 	// pending are the echoes of the characters on their way, oldest first.
-	var pending [][]byte
+	var pending []pendingEcho
 	// awaitEchoes waits until at most keep characters are on their way.
 	// A character that does not echo in time ends Echo pacing (or, with
-	// StrictEcho, Type).
+	// StrictEcho, Type), unless its echo turns up late.
 	awaitEchoes := func(keep int) error {
 		for len(pending) > keep {
-			ok, err := s.waitEcho(ctx, pending[0], p.EchoTimeout)
+			ok, lost, err := s.waitEcho(ctx, pending, p.EchoTimeout)
+			if err == nil && !ok && !lost && p.StrictEcho {
+				s.event("no echo of %q within %s; waiting up to %s more before taking it for lost",
+					pending[0].echo, p.EchoTimeout, p.LateEcho)
+				ok, lost, err = s.waitEcho(ctx, pending, p.LateEcho)
+				if ok {
+					late := time.Since(pending[0].sent)
+					p.EchoTimeout = max(p.EchoTimeout, 2*late)
+					rep.LateEchoes++
+					rep.EchoTimeout = p.EchoTimeout
+					s.event("the echo of %q came after %s; waiting up to %s for echoes from now on",
+						pending[0].echo, late.Round(time.Millisecond), p.EchoTimeout.Round(time.Millisecond))
+				}
+			}
 			if err != nil {
 				return err
 			}
@@ -301,8 +335,12 @@ func (w *Writer) Type(ctx context.Context, text string, p Pacing) (rep TypeRepor
 			}
 			rep.EchoFallbacks++
 			if p.StrictEcho {
-				return fmt.Errorf("console %s: typing: %q did not echo within %s (after %d of %d bytes): %w",
-					s.Target(), pending[0], p.EchoTimeout, len(text)-len(rest), len(text), ErrNoEcho)
+				why := fmt.Sprintf("did not echo within %s", p.EchoTimeout+p.LateEcho)
+				if lost {
+					why = "did not echo, a character typed after it did"
+				}
+				return fmt.Errorf("console %s: typing: %q %s (after %d of %d bytes): %w",
+					s.Target(), pending[0].echo, why, len(text)-len(rest), len(text), ErrNoEcho)
 			}
 			mode, pending = Fixed, nil
 			if p.Delay > p.EchoTimeout {
@@ -350,7 +388,7 @@ func (w *Writer) Type(ctx context.Context, text string, p Pacing) (rep TypeRepor
 		rep.Chars++
 
 		if mode == Echo && echoes(unit[0]) {
-			pending = append(pending, echoOf(unit))
+			pending = append(pending, pendingEcho{echo: echoOf(unit), sent: lastSent})
 			continue
 		}
 		if err := sleep(ctx, p.Delay); err != nil {
@@ -403,6 +441,12 @@ func echoOf(unit []byte) []byte {
 	return unit
 }
 
+// pendingEcho is the echo of a character on its way, and when it was sent.
+type pendingEcho struct {
+	echo []byte
+	sent time.Time
+}
+
 // echoWatch starts (anew) or stops collecting output for waitEcho.
 func (s *Session) echoWatch(on bool) {
 	s.mu.Lock()
@@ -411,9 +455,12 @@ func (s *Session) echoWatch(on bool) {
 	s.echoBuf = s.echoBuf[:0]
 }
 
-// waitEcho waits until want appears in the output collected since the
-// character was sent. It returns false on timeout.
-func (s *Session) waitEcho(ctx context.Context, want []byte, timeout time.Duration) (bool, error) {
+// waitEcho waits until the echo of pending[0] appears in the output
+// collected since it was sent. It returns false on timeout, and lost when
+// the echo of a character sent after it appeared first: a console echoes
+// in order, so pending[0] was lost, not late.
+func (s *Session) waitEcho(ctx context.Context, pending []pendingEcho, timeout time.Duration) (ok, lost bool, err error) {
+	want := pending[0].echo
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	for {
@@ -421,21 +468,27 @@ func (s *Session) waitEcho(ctx context.Context, want []byte, timeout time.Durati
 		if i := bytes.Index(s.echoBuf, want); i >= 0 {
 			s.echoBuf = append(s.echoBuf[:0], s.echoBuf[i+len(want):]...)
 			s.mu.Unlock()
-			return true, nil
+			return true, false, nil
+		}
+		for _, later := range pending[1:] {
+			if bytes.Contains(s.echoBuf, later.echo) {
+				s.mu.Unlock()
+				return false, true, nil
+			}
 		}
 		if s.err != nil {
 			err := s.err
 			s.mu.Unlock()
-			return false, err
+			return false, false, err
 		}
 		ch := s.changed
 		s.mu.Unlock()
 		select {
 		case <-ch:
 		case <-t.C:
-			return false, nil
+			return false, false, nil
 		case <-ctx.Done():
-			return false, fmt.Errorf("console %s: typing: waiting for echo: %w", s.Target(), ctx.Err())
+			return false, false, fmt.Errorf("console %s: typing: waiting for echo: %w", s.Target(), ctx.Err())
 		}
 	}
 }

@@ -329,3 +329,94 @@ func TestEchoWindowNeverEndsADamagedLine(t *testing.T) {
 	}
 	t.Logf("%v: %v (dropped %d)", rep, err, c.Dropped())
 }
+
+// An echo that comes after the echo timeout but comes is late, not lost:
+// StrictEcho types on (no ErrNoEcho, nothing typed twice), counts it, and
+// waits longer for the echoes after it. The console holds every byte until
+// the test has seen Type give up waiting the first time.
+func TestLateEchoIsNotTakenForLost(t *testing.T) {
+	const cmd = "echo late"
+	c := newConsole(t, soltest.Config{Name: "slow console", Hold: true})
+	var tr transcriptBuffer
+	s := openSession(t, c, fastOptions(&tr))
+	c.Prompt()
+	expect(t, s, 5*time.Second, `fake# `)
+	w := claim(t, s, "job")
+
+	type result struct {
+		rep sol.TypeReport
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		rep, err := w.Type(ctx, cmd+"\r", sol.Pacing{Mode: sol.Echo, StrictEcho: true, Settle: -1,
+			EchoTimeout: time.Millisecond, LateEcho: time.Hour})
+		done <- result{rep, err}
+	}()
+	gaveUp := func() bool {
+		for _, e := range tr.events(t) {
+			if strings.HasPrefix(e, "no echo of ") {
+				return true
+			}
+		}
+		return false
+	}
+	for i := range len(cmd) + 1 {
+		waitFor(t, "a character to reach the console", 10*time.Second, func() bool { return c.Held() == 1 })
+		if i == 0 {
+			waitFor(t, "Type to miss the first echo", 10*time.Second, gaveUp)
+		}
+		c.Release(1)
+	}
+	r := <-done
+	if r.err != nil {
+		t.Fatalf("Type: %v", r.err)
+	}
+	if r.rep.LateEchoes < 1 || r.rep.EchoFallbacks != 0 || r.rep.Chars != len(cmd)+1 {
+		t.Errorf("report %+v: want at least 1 late echo, no fallback, %d chars", r.rep, len(cmd)+1)
+	}
+	if r.rep.EchoTimeout <= time.Millisecond {
+		t.Errorf("echo timeout after a late echo: %s, want it widened", r.rep.EchoTimeout)
+	}
+	expect(t, s, 5*time.Second, `\nlate\n`)
+	if got := c.Lines(); len(got) != 1 || got[0] != cmd || c.Dropped() != 0 {
+		t.Errorf("shell got %q, dropped %d", got, c.Dropped())
+	}
+}
+
+// With several characters on their way, the echo of a later one arriving
+// while an earlier one's is missing proves the earlier one lost: Type
+// fails with ErrNoEcho at once instead of waiting for a late echo, and
+// never sends the Enter.
+func TestEchoOfALaterCharacterProvesTheLoss(t *testing.T) {
+	c := newConsole(t, soltest.Config{Name: "lossy console", Hold: true})
+	s := openSession(t, c, fastOptions(nil))
+	c.Prompt()
+	expect(t, s, 5*time.Second, `fake# `)
+	w := claim(t, s, "job")
+
+	type result struct {
+		rep sol.TypeReport
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		rep, err := w.Type(ctx, "ab\r", sol.Pacing{Mode: sol.Echo, StrictEcho: true, Settle: -1, Window: 2,
+			EchoTimeout: time.Millisecond, LateEcho: time.Hour})
+		done <- result{rep, err}
+	}()
+	waitFor(t, "two characters to reach the console", 10*time.Second, func() bool { return c.Held() == 2 })
+	c.DropHeld()
+	c.Release(1)
+	r := <-done
+	if !errors.Is(r.err, sol.ErrNoEcho) || !strings.Contains(r.err.Error(), "a character typed after it did") {
+		t.Fatalf("Type: %v, want ErrNoEcho proved by the later echo", r.err)
+	}
+	if r.rep.Chars != 2 || r.rep.LateEchoes != 0 {
+		t.Errorf("report %+v: want 2 chars typed (no Enter), no late echo", r.rep)
+	}
+}

@@ -636,6 +636,9 @@ pacing = "echo"
 # One process plays many nodes: an echo can be late, which the
 # dispatcher would take for a lost character.
 echo_timeout = "2s"
+# A node's console buffers its input (a pty, or login's line buffer), as
+# a UART's FIFO does: up to 16 characters may be on their way at once.
+echo_window = 16
 bootloader_serial_delay_ms = 1
 test_shell_serial_delay_ms = 1
 [master]

@@ -51,6 +51,11 @@ type Config struct {
 	// when more than BurstLimit bytes arrive within BurstWindow.
 	BurstLimit  int
 	BurstWindow time.Duration
+
+	// Hold keeps every accepted input byte (its echo and its effect on the
+	// shell) until the test calls Release or DropHeld: an echo as late as
+	// the test wants, decided by events rather than by delays.
+	Hold bool
 }
 
 // Console is a fake node console. It implements sol.Dialer: each Dial opens
@@ -80,6 +85,7 @@ type Console struct {
 	dropped     int
 	swallowed   int
 	jobs        []job
+	held        []byte
 	closed      bool
 
 	work chan struct{}
@@ -180,6 +186,37 @@ func (c *Console) Prompt() {
 	c.promptLocked()
 }
 
+// Held is the number of input bytes held (Config.Hold).
+func (c *Console) Held() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.held)
+}
+
+// Release takes in the n oldest held input bytes (at most all of them): the
+// shell echoes them and acts on them now.
+func (c *Console) Release(n int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n = min(n, len(c.held))
+	for _, b := range c.held[:n] {
+		c.accepted++
+		c.takeLocked(b)
+	}
+	c.held = c.held[n:]
+}
+
+// DropHeld loses the oldest held input byte, as a console that drops input
+// does; it counts in Dropped.
+func (c *Console) DropHeld() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.held) > 0 {
+		c.held = c.held[1:]
+		c.dropped++
+	}
+}
+
 // Lines returns the input lines the shell received, in order.
 func (c *Console) Lines() []string {
 	c.mu.Lock()
@@ -248,6 +285,10 @@ func (c *Console) input(st *stream, p []byte, t time.Time) error {
 			}
 		}
 		c.lastArrival = t
+		if c.cfg.Hold {
+			c.held = append(c.held, b)
+			continue
+		}
 		c.accepted++
 		d := c.cfg.EchoDelay
 		if c.cfg.SlowEvery > 0 && c.accepted%c.cfg.SlowEvery == 0 {

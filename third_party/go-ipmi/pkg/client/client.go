@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bougou/go-ipmi/pkg/open"
@@ -92,6 +93,10 @@ type Client struct {
 	// try native COM, fall back to PowerShell), "wmi-com", "wmi-ps".
 	// Ignored on non-Windows platforms.
 	openBackendPref string
+
+	// aesK2 is the AES cipher of the session's K2 (labctl's patch:
+	// upstream expanded the key for every packet).
+	aesK2 atomic.Pointer[aesKeyBlock]
 
 	// closedCh is closed when Client.Close() is called.
 	// used to notify other goroutines that Client is closed.

@@ -75,6 +75,15 @@ func (c *Client) tryMatchIPMILANResponse(recv []byte, wantSeq, wantCmd uint8) (b
 		c.DebugBytes("dropped recv (rmcp unpack failed)", recv, 16)
 		return false, nil
 	}
+	if rmcp.Session20 != nil && rmcp.Session20.SessionHeader20.PayloadType == types.PayloadTypeSOL {
+		// labctl's patch: console output that arrives while a command runs
+		// on the SOL session (a keepalive) goes to the stream; dropped, it
+		// would reach the console only when the BMC resends it.
+		if sol, ok := c.unpackSOL(rmcp); ok && sol.SequenceNumber != 0 {
+			c.deliverSOLOutput(&types.SOLPayloadResponse{SOLPayloadPacket: *sol})
+		}
+		return false, nil
+	}
 	ipmiRes, err := c.parseIPMIResponseFromRmcp(rmcp)
 	if err != nil {
 		c.DebugfYellow("drop recv: parseIPMIResponseFromRmcp failed: %s\n", err)
@@ -109,35 +118,40 @@ func (c *Client) tryMatchSOLResponse(recv []byte, wantAck uint8) (bool, error) {
 		c.DebugBytes("dropped recv (rmcp unpack failed)", recv, 16)
 		return false, nil
 	}
-	if rmcp.Session20 == nil {
+	if rmcp.Session20 == nil || rmcp.Session20.SessionHeader20.PayloadType != types.PayloadTypeSOL {
 		return false, nil
 	}
-	hdr := rmcp.Session20.SessionHeader20
-	if hdr.PayloadType != types.PayloadTypeSOL {
+	sol, ok := c.unpackSOL(rmcp)
+	if !ok {
 		return false, nil
 	}
+	if wantAck != 0 && sol.AckedSequenceNumber != wantAck {
+		if sol.SequenceNumber != 0 {
+			c.deliverSOLOutput(&types.SOLPayloadResponse{SOLPayloadPacket: *sol})
+		}
+		c.DebugfYellow("drop recv: SOL ack mismatch (got ack %d, want ack %d)\n", sol.AckedSequenceNumber, wantAck)
+		return false, nil
+	}
+	return true, nil
+}
+
+// unpackSOL decrypts and unpacks an RMCP+ SOL payload packet.
+func (c *Client) unpackSOL(rmcp *types.Rmcp) (*types.SOLPayloadPacket, bool) {
 	payload := rmcp.Session20.SessionPayload
-	if hdr.PayloadEncrypted {
+	if rmcp.Session20.SessionHeader20.PayloadEncrypted {
 		d, err := c.decryptPayload(payload)
 		if err != nil {
 			c.DebugfYellow("drop recv: decrypt SOL payload failed: %s\n", err)
-			return false, nil
+			return nil, false
 		}
 		payload = d
 	}
 	var sol types.SOLPayloadPacket
 	if err := sol.Unpack(payload); err != nil {
 		c.DebugfYellow("drop recv: SOL payload unpack failed: %s\n", err)
-		return false, nil
+		return nil, false
 	}
-	if wantAck != 0 && sol.AckedSequenceNumber != wantAck {
-		if sol.SequenceNumber != 0 {
-			c.deliverSOLOutput(&types.SOLPayloadResponse{SOLPayloadPacket: sol})
-		}
-		c.DebugfYellow("drop recv: SOL ack mismatch (got ack %d, want ack %d)\n", sol.AckedSequenceNumber, wantAck)
-		return false, nil
-	}
-	return true, nil
+	return &sol, true
 }
 
 func (c *Client) exchangeLAN(ctx context.Context, request types.Request, response types.Response) error {

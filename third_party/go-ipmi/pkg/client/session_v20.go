@@ -1,6 +1,9 @@
 package client
 
 import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/md5"
 	"encoding/binary"
 	"fmt"
@@ -289,7 +292,7 @@ func (c *Client) encryptPayload(rawPayload []byte, iv []byte) ([]byte, error) {
 		cipherKey := c.session.v20.k2[0:16]
 		c.DebugBytes("cipher key (k2)", cipherKey, 16)
 
-		encryptedPayload, err := crypto.EncryptAES(paddedData, cipherKey, iv)
+		encryptedPayload, err := c.encryptAES(paddedData, cipherKey, iv)
 		if err != nil {
 			return nil, fmt.Errorf("encrypt payload with AES_CBC_128 failed, err: %w", err)
 		}
@@ -379,7 +382,7 @@ func (c *Client) decryptPayload(data []byte) ([]byte, error) {
 		iv := data[0:16] // the first 16 byte is the initialization vector
 		cipherText := data[16:]
 		cipherKey := c.session.v20.k2[0:16]
-		d, err := crypto.DecryptAES(cipherText, cipherKey, iv)
+		d, err := c.decryptAES(cipherText, cipherKey, iv)
 		if err != nil {
 			return nil, fmt.Errorf("decrypt payload with AES_CBC_128 failed, err: %w", err)
 		}
@@ -426,4 +429,52 @@ func (c *Client) decryptPayload(data []byte) ([]byte, error) {
 	default:
 		return nil, fmt.Errorf("not supported encryption algorithm %0x", c.session.v20.cryptAlg)
 	}
+}
+
+// aesKeyBlock is an AES key and its expanded cipher.
+type aesKeyBlock struct {
+	key   []byte
+	block cipher.Block
+}
+
+// aesBlock returns the AES cipher of key, expanded once per session key
+// (labctl's patch). A cipher.Block is safe for concurrent use.
+func (c *Client) aesBlock(key []byte) (cipher.Block, error) {
+	if kb := c.aesK2.Load(); kb != nil && bytes.Equal(kb.key, key) {
+		return kb.block, nil
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("NewCipher failed, err: %w", err)
+	}
+	c.aesK2.Store(&aesKeyBlock{key: bytes.Clone(key), block: block})
+	return block, nil
+}
+
+// encryptAES is crypto.EncryptAES with the session's cached cipher.
+func (c *Client) encryptAES(plainText, key, iv []byte) ([]byte, error) {
+	if len(plainText)%aes.BlockSize != 0 {
+		return nil, fmt.Errorf("input plainText must be multiple of aes block size (16)")
+	}
+	block, err := c.aesBlock(key)
+	if err != nil {
+		return nil, err
+	}
+	cipherText := make([]byte, len(plainText))
+	cipher.NewCBCEncrypter(block, iv).CryptBlocks(cipherText, plainText)
+	return cipherText, nil
+}
+
+// decryptAES is crypto.DecryptAES with the session's cached cipher.
+func (c *Client) decryptAES(cipherText, key, iv []byte) ([]byte, error) {
+	if len(cipherText)%aes.BlockSize != 0 {
+		return nil, fmt.Errorf("input cipherText must be multiple of aes block size (16)")
+	}
+	block, err := c.aesBlock(key)
+	if err != nil {
+		return nil, err
+	}
+	plainText := make([]byte, len(cipherText))
+	cipher.NewCBCDecrypter(block, iv).CryptBlocks(plainText, cipherText)
+	return plainText, nil
 }

@@ -17,6 +17,14 @@ type SOLStreamOptions struct {
 	// PollInterval is how often to send an empty SOL packet to poll for inbound data.
 	// Zero selects a default (100ms).
 	PollInterval time.Duration
+	// IdlePollInterval (labctl's patch), when above PollInterval, makes
+	// polling adaptive: the wait doubles after each poll that brought no
+	// output, up to IdlePollInterval, and drops back to PollInterval when
+	// output arrives or input is sent. The stream also wakes as soon as a
+	// datagram arrives from the BMC, which sends console output without
+	// being asked (spec v2.0 §15.9), where the platform lets it wait for
+	// one. An idle console then costs a poll every IdlePollInterval.
+	IdlePollInterval time.Duration
 }
 
 const (
@@ -42,7 +50,11 @@ func (c *Client) SOLStream(ctx context.Context, in io.Reader, out io.Writer, opt
 		pollInterval = opts.PollInterval
 	}
 
-	return c.runSOLStream(ctx, in, out, pollInterval, nil)
+	stream := c.newSOLStream(in, out, pollInterval, nil)
+	if opts != nil && opts.IdlePollInterval > pollInterval {
+		stream.idlePollInterval = opts.IdlePollInterval
+	}
+	return c.runStream(ctx, stream)
 }
 
 type solConsoleInput struct {
@@ -55,7 +67,15 @@ type solStream struct {
 	input        io.Reader
 	output       io.Writer
 	pollInterval time.Duration
-	interrupt    <-chan os.Signal
+	// idlePollInterval is the longest wait between polls; 0 polls every
+	// pollInterval.
+	idlePollInterval time.Duration
+	interrupt        <-chan os.Signal
+	// delivered counts output bytes written to output.
+	delivered int
+	// wake is signalled when output another exchange received is waiting
+	// in pendingOutput.
+	wake chan struct{}
 
 	localSequenceNumber  uint8
 	remoteSequenceNumber uint8
@@ -148,6 +168,7 @@ func (s *solStream) processOutput(response *types.SOLPayloadResponse) error {
 			return fmt.Errorf("write SOL output: %w", io.ErrShortWrite)
 		}
 	}
+	s.delivered += len(dataToWrite)
 	s.remoteSequenceNumber = sequenceNumber
 	s.acceptedCharCount = uint8(len(data))
 	s.outputAckPending = true
@@ -184,9 +205,17 @@ func (s *solStream) queueOutput(response *types.SOLPayloadResponse) {
 	s.pendingOutputMu.Lock()
 	defer s.pendingOutputMu.Unlock()
 	s.pendingOutput = append(s.pendingOutput, response)
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
 }
 
 func (s *solStream) takePendingOutput() []*types.SOLPayloadResponse {
+	select {
+	case <-s.wake: // taken now, so no need to wake for it
+	default:
+	}
 	s.pendingOutputMu.Lock()
 	defer s.pendingOutputMu.Unlock()
 	responses := s.pendingOutput
@@ -225,14 +254,22 @@ func (c *Client) runSOLStream(
 	pollInterval time.Duration,
 	interrupt <-chan os.Signal,
 ) error {
-	stream := &solStream{
+	return c.runStream(ctx, c.newSOLStream(in, out, pollInterval, interrupt))
+}
+
+func (c *Client) newSOLStream(in io.Reader, out io.Writer, pollInterval time.Duration, interrupt <-chan os.Signal) *solStream {
+	return &solStream{
 		client:              c,
 		input:               in,
 		output:              out,
 		pollInterval:        pollInterval,
 		interrupt:           interrupt,
 		localSequenceNumber: 1,
+		wake:                make(chan struct{}, 1),
 	}
+}
+
+func (c *Client) runStream(ctx context.Context, stream *solStream) error {
 	if err := c.registerSOLStream(stream); err != nil {
 		return err
 	}
@@ -361,14 +398,21 @@ func (s *solStream) run(ctx context.Context) error {
 	defer cancelInput()
 
 	input := readSOLInput(inputCtx, s.input)
-	ticker := time.NewTicker(s.pollInterval)
-	defer ticker.Stop()
+	interval := s.pollInterval
+	timer := time.NewTimer(interval)
+	defer timer.Stop()
+	var readable <-chan struct{}
+	var resume chan<- struct{}
+	if s.idlePollInterval > s.pollInterval {
+		readable, resume = s.watchReadable(inputCtx)
+	}
 
 	if _, err := s.sendPacket(ctx, nil); err != nil {
 		return err
 	}
 
 	for {
+		woke := false
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -382,13 +426,92 @@ func (s *solStream) run(ctx context.Context) error {
 				return consoleInput.err
 			}
 
-			if err := s.sendData(ctx, []byte{consoleInput.value}); err != nil {
+			chars, inErr := s.batchInput(consoleInput.value, input)
+			if err := s.sendData(ctx, chars); err != nil {
 				return err
 			}
-		case <-ticker.C:
-			if _, err := s.sendPacket(ctx, nil); err != nil {
-				return err
+			if inErr == io.EOF {
+				return nil
+			}
+			if inErr != nil {
+				return inErr
+			}
+			interval = s.pollInterval
+			timer.Reset(interval)
+			continue
+		case <-readable:
+			woke = true
+		case <-s.wake:
+		case <-timer.C:
+		}
+		before := s.delivered
+		if _, err := s.sendPacket(ctx, nil); err != nil {
+			return err
+		}
+		if woke {
+			select {
+			case resume <- struct{}{}:
+			case <-ctx.Done():
+				return ctx.Err()
 			}
 		}
+		switch {
+		case s.delivered != before:
+			interval = s.pollInterval
+		case s.idlePollInterval > s.pollInterval:
+			interval = min(2*interval, s.idlePollInterval)
+		}
+		timer.Reset(interval)
 	}
+}
+
+// solInputBatch bounds the input bytes sent in one SOL packet: fewer than
+// any BMC's inbound payload size.
+const solInputBatch = 32
+
+// batchInput returns first and the input bytes already waiting after it
+// (at most solInputBatch in all), to go in one SOL packet, and the input's
+// error if it came among them (labctl's patch: upstream sent one packet,
+// an exchange with the BMC, per byte).
+func (s *solStream) batchInput(first byte, input <-chan solConsoleInput) ([]byte, error) {
+	chars := []byte{first}
+	for len(chars) < solInputBatch {
+		select {
+		case more := <-input:
+			if more.err != nil {
+				return chars, more.err
+			}
+			chars = append(chars, more.value)
+		default:
+			return chars, nil
+		}
+	}
+	return chars, nil
+}
+
+// watchReadable tells the stream (on readable) when a datagram from the BMC
+// is waiting, then waits for it to have polled (resume) before watching
+// again (labctl's patch). It ends with ctx, or when the connection cannot
+// be watched: the stream then only polls.
+func (s *solStream) watchReadable(ctx context.Context) (<-chan struct{}, chan<- struct{}) {
+	readable := make(chan struct{})
+	resume := make(chan struct{})
+	go func() {
+		for {
+			if err := s.client.udpClient.WaitReadable(ctx); err != nil {
+				return
+			}
+			select {
+			case readable <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			select {
+			case <-resume:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return readable, resume
 }

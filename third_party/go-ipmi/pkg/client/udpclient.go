@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/proxy"
@@ -33,6 +35,9 @@ type UDPClient struct {
 
 	conn   net.Conn
 	closed bool
+	// recvBuf is the exchanges' receive buffer (labctl's patch: upstream
+	// allocated bufferSize bytes per exchange); lock guards it.
+	recvBuf []byte
 
 	// lock is used to protect udp Exchange method to prevent another
 	// send/receive operation from occurring while one is in progress.
@@ -137,100 +142,7 @@ func (c *UDPClient) Close() error {
 // Exchange does not retry a failed query.
 // The sent content is read from reader.
 func (c *UDPClient) Exchange(ctx context.Context, reader io.Reader) ([]byte, error) {
-	if err := c.initConn(); err != nil {
-		return nil, fmt.Errorf("init udp connection failed, err: %w", err)
-	}
-
-	recvBuffer := make([]byte, c.bufferSize)
-
-	// Use a single goroutine to handle the entire exchange operation
-	// This ensures proper context cancellation and resource cleanup
-	resultChan := make(chan struct {
-		data []byte
-		err  error
-	}, 1)
-
-	go func() {
-		defer close(resultChan)
-
-		c.lock.Lock()
-		defer c.lock.Unlock()
-
-		// Step 1: Check if context is already cancelled
-		if ctx.Err() != nil {
-			return
-		}
-
-		// Step 2: Send the request
-		_, err := io.Copy(c.conn, reader)
-		if err != nil {
-			resultChan <- struct {
-				data []byte
-				err  error
-			}{nil, fmt.Errorf("write to conn failed, err: %w", err)}
-			return
-		}
-
-		// Step 3: Check context after write
-		if ctx.Err() != nil {
-			return
-		}
-
-		// Step 4: Set read deadline
-		// Use context deadline if available, otherwise use configured timeout
-		deadline := time.Now().Add(c.timeout)
-		if ctxDeadline, ok := ctx.Deadline(); ok {
-			// Use the earlier deadline between context and configured timeout
-			if ctxDeadline.Before(deadline) {
-				deadline = ctxDeadline
-			}
-		}
-		err = c.conn.SetReadDeadline(deadline)
-		if err != nil {
-			resultChan <- struct {
-				data []byte
-				err  error
-			}{nil, fmt.Errorf("set conn read deadline failed, err: %w", err)}
-			return
-		}
-
-		// Step 5: Read the response
-		nRead, err := c.conn.Read(recvBuffer)
-
-		// Step 6: Check context after read (in case context was cancelled during read)
-		if ctx.Err() != nil {
-			return
-		}
-
-		if err != nil {
-			resultChan <- struct {
-				data []byte
-				err  error
-			}{nil, fmt.Errorf("read from conn failed, err: %w", err)}
-			return
-		}
-
-		// Step 7: Return the response data
-		resultChan <- struct {
-			data []byte
-			err  error
-		}{recvBuffer[:nRead], nil}
-	}()
-
-	// Wait for the result or context cancellation
-	select {
-	case <-ctx.Done():
-		return nil, fmt.Errorf("canceled from caller: %w", ctx.Err())
-	case result, ok := <-resultChan:
-		if ok {
-			return result.data, result.err
-		}
-
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("canceled from caller: %w", ctx.Err())
-		}
-		return nil, fmt.Errorf("result channel closed")
-	}
+	return c.exchange(ctx, reader, nil)
 }
 
 // ExchangeUntilMatch sends the payload read from reader as a single UDP datagram, then reads
@@ -246,114 +158,142 @@ func (c *UDPClient) Exchange(ctx context.Context, reader io.Reader) ([]byte, err
 // If match returns a non-nil error, that error is returned immediately. When match returns
 // (true, nil), the corresponding datagram's payload is returned.
 func (c *UDPClient) ExchangeUntilMatch(ctx context.Context, reader io.Reader, match func(recv []byte) (ok bool, err error)) ([]byte, error) {
+	return c.exchange(ctx, reader, match)
+}
+
+// aLongTimeAgo is a read deadline that cuts a blocked read short.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// exchange runs Exchange (match nil) or ExchangeUntilMatch on the caller's
+// goroutine (labctl's patch: upstream starts a goroutine per exchange so
+// that a cancelled context returns at once; here cancelling ctx moves the
+// read deadline into the past instead, which ends the read as promptly).
+func (c *UDPClient) exchange(ctx context.Context, reader io.Reader, match func(recv []byte) (bool, error)) ([]byte, error) {
 	if err := c.initConn(); err != nil {
 		return nil, fmt.Errorf("init udp connection failed, err: %w", err)
 	}
+	canceled := func() error { return fmt.Errorf("canceled from caller: %w", ctx.Err()) }
 
-	recvBuffer := make([]byte, c.bufferSize)
-	resultChan := make(chan struct {
-		data []byte
-		err  error
-	}, 1)
-
-	go func() {
-		defer close(resultChan)
-
-		c.lock.Lock()
-		defer c.lock.Unlock()
-
-		if ctx.Err() != nil {
-			return
-		}
-
-		_, err := io.Copy(c.conn, reader)
-		if err != nil {
-			resultChan <- struct {
-				data []byte
-				err  error
-			}{nil, fmt.Errorf("write to conn failed, err: %w", err)}
-			return
-		}
-
-		if ctx.Err() != nil {
-			return
-		}
-
-		deadline := time.Now().Add(c.timeout)
-		if ctxDeadline, ok := ctx.Deadline(); ok && ctxDeadline.Before(deadline) {
-			deadline = ctxDeadline
-		}
-
-		for {
-			if ctx.Err() != nil {
-				return
-			}
-
-			remaining := time.Until(deadline)
-			if remaining <= 0 {
-				resultChan <- struct {
-					data []byte
-					err  error
-				}{nil, errNoDatagramMatched}
-				return
-			}
-
-			readDur := remaining
-			if c.timeout > 0 && c.timeout < remaining {
-				readDur = c.timeout
-			}
-
-			err := c.conn.SetReadDeadline(time.Now().Add(readDur))
-			if err != nil {
-				resultChan <- struct {
-					data []byte
-					err  error
-				}{nil, fmt.Errorf("set conn read deadline failed, err: %w", err)}
-				return
-			}
-
-			nRead, err := c.conn.Read(recvBuffer)
-			if err != nil {
-				if ne, ok := err.(net.Error); ok && ne.Timeout() {
-					continue
-				}
-				resultChan <- struct {
-					data []byte
-					err  error
-				}{nil, fmt.Errorf("read from conn failed, err: %w", err)}
-				return
-			}
-
-			recv := append([]byte(nil), recvBuffer[:nRead]...)
-			ok, mErr := safeMatch(match, recv)
-			if mErr != nil {
-				resultChan <- struct {
-					data []byte
-					err  error
-				}{nil, mErr}
-				return
-			}
-			if ok {
-				resultChan <- struct {
-					data []byte
-					err  error
-				}{recv, nil}
-				return
-			}
+	c.lock.Lock()
+	defer c.lock.Unlock()
+	if ctx.Err() != nil {
+		return nil, canceled()
+	}
+	conn := c.conn
+	if conn == nil {
+		return nil, fmt.Errorf("udp exchange: %w", net.ErrClosed)
+	}
+	// The deadline must be cut before the lock is released: a cut that
+	// came late would end the next exchange's read.
+	cut := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		_ = conn.SetReadDeadline(aLongTimeAgo)
+		close(cut)
+	})
+	defer func() {
+		if !stop() {
+			<-cut
 		}
 	}()
 
-	select {
-	case <-ctx.Done():
-		return nil, fmt.Errorf("canceled from caller: %w", ctx.Err())
-	case result, ok := <-resultChan:
-		if ok {
-			return result.data, result.err
-		}
+	if _, err := io.Copy(conn, reader); err != nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("canceled from caller: %w", ctx.Err())
+			return nil, canceled()
 		}
-		return nil, fmt.Errorf("result channel closed")
+		return nil, fmt.Errorf("write to conn failed, err: %w", err)
+	}
+
+	// Use the earlier deadline between context and configured timeout.
+	deadline := time.Now().Add(c.timeout)
+	if ctxDeadline, ok := ctx.Deadline(); ok && ctxDeadline.Before(deadline) {
+		deadline = ctxDeadline
+	}
+	if len(c.recvBuf) != c.bufferSize {
+		c.recvBuf = make([]byte, c.bufferSize)
+	}
+	recvBuffer := c.recvBuf
+	for {
+		remaining := time.Until(deadline)
+		if match != nil && remaining <= 0 {
+			return nil, errNoDatagramMatched
+		}
+		readDur := remaining
+		if c.timeout > 0 && c.timeout < remaining {
+			readDur = c.timeout
+		}
+		if err := conn.SetReadDeadline(time.Now().Add(readDur)); err != nil {
+			return nil, fmt.Errorf("set conn read deadline failed, err: %w", err)
+		}
+		// Checked after setting the deadline: a cancellation from here on
+		// runs the cut after it.
+		if ctx.Err() != nil {
+			return nil, canceled()
+		}
+
+		nRead, err := conn.Read(recvBuffer)
+		if ctx.Err() != nil {
+			return nil, canceled()
+		}
+		if err != nil {
+			if ne, ok := err.(net.Error); ok && ne.Timeout() && match != nil {
+				continue
+			}
+			return nil, fmt.Errorf("read from conn failed, err: %w", err)
+		}
+		recv := append([]byte(nil), recvBuffer[:nRead]...)
+		if match == nil {
+			return recv, nil
+		}
+
+		ok, mErr := safeMatch(match, recv)
+		if mErr != nil {
+			return nil, mErr
+		}
+		if ok {
+			return recv, nil
+		}
+	}
+}
+
+// WaitReadable blocks until a datagram from the peer is waiting to be read,
+// without reading it, or until the connection is closed (labctl's patch:
+// an SOL stream sleeps on it instead of polling the BMC). It may return
+// early, when an exchange's read deadline passes meanwhile; ctx is checked
+// only then. It returns errors.ErrUnsupported where it cannot wait (a
+// proxied connection, a platform without MSG_PEEK).
+func (c *UDPClient) WaitReadable(ctx context.Context) error {
+	if !canPeek {
+		return errors.ErrUnsupported
+	}
+	for {
+		c.lock.Lock()
+		conn := c.conn
+		if conn == nil {
+			c.lock.Unlock()
+			return net.ErrClosed
+		}
+		sc, ok := conn.(syscall.Conn)
+		if !ok {
+			c.lock.Unlock()
+			return errors.ErrUnsupported
+		}
+		rc, err := sc.SyscallConn()
+		if err == nil {
+			// No exchange runs while the lock is held; each sets its own.
+			err = conn.SetReadDeadline(time.Time{})
+		}
+		c.lock.Unlock()
+		if err != nil {
+			return err
+		}
+		err = rc.Read(peekReady)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			continue
+		}
+		return err
 	}
 }
 

@@ -1,0 +1,9 @@
+//go:build !(linux || darwin || freebsd || netbsd || openbsd)
+
+package client
+
+// canPeek says whether WaitReadable can wait for a datagram without
+// taking it (labctl's patch).
+const canPeek = false
+
+func peekReady(uintptr) bool { return true }
