@@ -49,8 +49,13 @@ var lossyDelays = []int{10, 100, 500}
 
 type e2eRun struct {
 	wall, cpu, rssMB float64
-	phases           map[string]float64
-	outcome          string
+	// anonMB is the largest process's private anonymous memory (RssAnon:
+	// heap and stacks), sampled: rssMB's peak also counts the pages of
+	// the program's own files it has mapped (a Go binary's code and
+	// tables, Python's interpreter and libraries).
+	anonMB  float64
+	phases  map[string]float64
+	outcome string
 }
 
 // The dispatchers of the clean-node rounds, in the report's order.
@@ -171,7 +176,7 @@ func (c E2ECase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResu
 	}
 
 	runs := map[string][]e2eRun{}
-	perRound := &Table{Head: []string{"round", "dispatcher", "wall s", "CPU s", "peak RSS MB", "outcome"}}
+	perRound := &Table{Head: []string{"round", "dispatcher", "wall s", "CPU s", "peak RSS MB", "private MB", "outcome"}}
 	for r := range c.Rounds {
 		for _, rn := range rotate(runners, r) {
 			run, detail, err := rn.run(r + 1)
@@ -181,9 +186,9 @@ func (c E2ECase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResu
 				}
 				run.outcome, detail = "error", err.Error()
 			}
-			fmt.Fprintf(logw, "  r%d %s: outcome=%s wall=%.1fs cpu=%.2fs rss=%.1fMB %s\n", r+1, rn.row, run.outcome, run.wall, run.cpu, run.rssMB, detail)
+			fmt.Fprintf(logw, "  r%d %s: outcome=%s wall=%.1fs cpu=%.2fs rss=%.1fMB anon=%.1fMB %s\n", r+1, rn.row, run.outcome, run.wall, run.cpu, run.rssMB, run.anonMB, detail)
 			runs[rn.row] = append(runs[rn.row], run)
-			perRound.Add(fmt.Sprint(r+1), rn.row, f(run.wall, 1), f(run.cpu, 2), f(run.rssMB, 1), strings.TrimSpace(run.outcome+" "+detail))
+			perRound.Add(fmt.Sprint(r+1), rn.row, f(run.wall, 1), f(run.cpu, 2), f(run.rssMB, 1), f(run.anonMB, 1), strings.TrimSpace(run.outcome+" "+detail))
 		}
 	}
 
@@ -247,13 +252,13 @@ func (c E2ECase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResu
 	fmt.Fprintf(w, "One `bin/simlab up` node (ipmi_sim + QEMU under %s). The job: bootdev pxe, power on, the busybox master over PXE, `wget | dd` of the 64 MiB test image (9.8 MB gzip), bootdev disk, power on, log in root/test, then `uname -a`, `grep -q vda /proc/partitions`, `ip route | grep -q default`. "+
 		"`labctl run` with verification by stream (the digest of the decompressed stream on the node: the image arrived intact) and by readback (the written disk read back: the disk holds it); "+
 		"LAVA is Debian 12's lava-run 2023.01 unpacked from its .debs, and the same with upstream's pexpect fix (`delaybeforesend = None`, release 2025.10), both at 10 ms character delays, verifying nothing. "+
-		"Each dispatcher runs in a control group of its own: CPU is %s of everything it started (ipmitool, the SOL client; for LAVA also the TFTP and HTTP servers that play its lab's boot server and the worker's Apache, since LAVA serves no PXE files), not the node's; RSS is the largest process's peak.\n\n",
+		"Each dispatcher runs in a control group of its own: CPU is %s of everything it started (ipmitool, the SOL client; for LAVA also the TFTP and HTTP servers that play its lab's boot server and the worker's Apache, since LAVA serves no PXE files), not the node's; peak RSS is the largest process's peak resident set (VmHWM: with the pages of its program and libraries it has mapped; children are not added), private MB its largest anonymous memory (RssAnon: heap and stacks), sampled every 200 ms.\n\n",
 		accelName(), cpuMethod())
 	if noLAVA != "" {
 		fmt.Fprintf(w, "**LAVA not run:** %s\n\n", noLAVA)
 	}
 	order := []string{rowLAVA, rowLAVAFix, rowStream, rowReadback}
-	sum5 := &Table{Head: []string{"dispatcher", "wall s median [min–max]", "CPU s", "CPU share of wall %", "peak RSS MB", "outcomes"}}
+	sum5 := &Table{Head: []string{"dispatcher", "wall s median [min–max]", "CPU s", "CPU share of wall %", "peak RSS MB", "private MB", "outcomes"}}
 	med := map[string][3]float64{}
 	complete := true
 	for _, row := range order {
@@ -261,20 +266,21 @@ func (c E2ECase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResu
 		if len(rs) == 0 {
 			continue
 		}
-		var walls, cpus, shares, rss []float64
+		var walls, cpus, shares, rss, anon []float64
 		outcomes := map[string]int{}
 		for _, r := range rs {
 			walls = append(walls, r.wall)
 			cpus = append(cpus, r.cpu)
 			shares = append(shares, 100*r.cpu/r.wall)
 			rss = append(rss, r.rssMB)
+			anon = append(anon, r.anonMB)
 			outcomes[r.outcome]++
 			if strings.HasPrefix(row, "labctl") && r.outcome != "complete" {
 				complete = false
 			}
 		}
 		med[row] = [3]float64{Median(walls), Median(cpus), Median(rss)}
-		sum5.Add(row, Summarize(walls).Format(1), Summarize(cpus).Format(2), Summarize(shares).Format(2), Summarize(rss).Format(1), countsText(outcomes))
+		sum5.Add(row, Summarize(walls).Format(1), Summarize(cpus).Format(2), Summarize(shares).Format(2), Summarize(rss).Format(1), Summarize(anon).Format(1), countsText(outcomes))
 	}
 	sum5.Write(w)
 	ratio := func(a, b string) []string {

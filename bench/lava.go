@@ -696,7 +696,7 @@ func measure(ctx context.Context, g *Group, cmd *exec.Cmd) (measured, error) {
 	if g.pid == 0 {
 		g.SetPid(cmd.Process.Pid)
 	}
-	var peak int64
+	var peak, anon int64
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	tk := time.NewTicker(200 * time.Millisecond)
@@ -706,6 +706,7 @@ loop:
 	for {
 		for _, p := range g.Pids() {
 			peak = max(peak, RSSKB(p, true))
+			anon = max(anon, statusKB(p, "RssAnon:"))
 		}
 		select {
 		case werr = <-done:
@@ -723,7 +724,25 @@ loop:
 			peak = max(peak, st.Maxrss)
 		}
 	}
-	return measured{e2eRun: e2eRun{wall: wall, cpu: cpu, rssMB: float64(peak) / 1024}}, werr
+	return measured{e2eRun: e2eRun{wall: wall, cpu: cpu, rssMB: float64(peak) / 1024, anonMB: float64(anon) / 1024}}, werr
+}
+
+// statusKB reads one "Key: N kB" line of /proc/PID/status; 0 if the
+// process is gone.
+func statusKB(pid int, key string) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, key); ok {
+			if f := strings.Fields(v); len(f) > 0 {
+				n, _ := strconv.ParseInt(f[0], 10, 64)
+				return n
+			}
+		}
+	}
+	return 0
 }
 
 // resetNode ends any SOL session and powers the node off, as a lab does

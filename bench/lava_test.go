@@ -3,6 +3,7 @@ package bench
 import (
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -68,5 +69,23 @@ func TestLAVAFixVariant(t *testing.T) {
 	os.WriteFile(filepath.Join(dist, "lava_dispatcher", "shell.py"), []byte("class Other:\n    pass\n"), 0o644)
 	if _, err := lavaFixVariant(dist, filepath.Join(dir, "fix2")); !errors.Is(err, ErrSkipped) {
 		t.Fatalf("no ShellCommand: %v", err)
+	}
+}
+
+// statusKB reads a process's private memory as measure samples it, and
+// 0 for a process that is gone.
+func TestStatusKB(t *testing.T) {
+	if kb := statusKB(os.Getpid(), "RssAnon:"); kb <= 0 {
+		t.Errorf("RssAnon of this test process: %d kB", kb)
+	}
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if kb := statusKB(cmd.Process.Pid, "RssAnon:"); kb != 0 {
+		t.Errorf("RssAnon of an exited process: %d kB, want 0", kb)
+	}
+	if kb := statusKB(os.Getpid(), "NoSuchKey:"); kb != 0 {
+		t.Errorf("a key /proc/PID/status lacks: %d kB, want 0", kb)
 	}
 }

@@ -49,6 +49,12 @@ func (r *runner) login(ctx context.Context, start time.Time, since string) error
 	lctx, cancel := context.WithTimeout(ctx, r.set.Timeouts.Login)
 	defer cancel()
 	pacing := r.pacing(r.set.Console.BootloaderDelay())
+	// No wait for the console to go quiet: getty and login discard
+	// pending input before they print their prompts (busybox getty and
+	// bb_ask, agetty, glibc getpass, PAM's prompts), so what is typed once
+	// the prompt shows is read. The wait is for shells setting up a line
+	// editor after their prompt.
+	pacing.Settle = -1
 	gaps := r.watchGaps()
 	defer gaps.stop()
 	if _, err := r.typeVerified(lctx, r.Spec.Boot.Username, &pacing, gaps); err != nil {

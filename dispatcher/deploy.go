@@ -154,11 +154,11 @@ func writeCommand(url, decompressor, disk string, stream bool, tag string) strin
 	if !stream {
 		return "set -o pipefail; " + strings.Join(append([]string{fetch}, rest...), " | ")
 	}
-	fifo := "/tmp/labctl-" + tag + ".fifo"
 	// The subshell is not interactive: no job-control lines, and wait
-	// sees sha256sum finish before the line's exit status is read.
-	return fmt.Sprintf("set -o pipefail; rm -f %[1]s; mkfifo %[1]s && (sha256sum <%[1]s & %[2]s | tee %[1]s | %[3]s; rc=$?; wait; rm -f %[1]s; sync; exit $rc)",
-		fifo, fetch, strings.Join(rest, " | "))
+	// sees sha256sum finish before the line's exit status is read. The
+	// FIFO's name is typed once: every character costs an echo.
+	return fmt.Sprintf("set -o pipefail; f=/tmp/labctl-%[1]s.fifo; rm -f $f; mkfifo $f && (sha256sum <$f & %[2]s | tee $f | %[3]s; rc=$?; wait; rm -f $f; sync; exit $rc)",
+		tag, fetch, strings.Join(rest, " | "))
 }
 
 type streamResult struct {
