@@ -180,6 +180,13 @@ func (r *runner) typeVerified(ctx context.Context, line string, pacing *sol.Paci
 	for attempt := 1; ; attempt++ {
 		rep, err := r.writer.Type(ctx, line+"\r", *pacing)
 		total = addReports(total, rep)
+		if rep.EchoTimeout > pacing.EchoTimeout {
+			// Echoes came late, not lost: the lines after this one wait
+			// as long from the start, rather than each paying the late
+			// wait again.
+			pacing.EchoTimeout = max(pacing.EchoTimeout, min(rep.EchoTimeout, maxEchoTimeout))
+			r.echoTimeout = max(r.echoTimeout, pacing.EchoTimeout)
+		}
 		if err == nil {
 			return total, nil
 		}
