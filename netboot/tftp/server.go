@@ -233,41 +233,60 @@ func (s *Server) listen(conn *net.UDPConn, local netip.Addr, needDst bool) error
 			s.log.Debug("tftp: read request", "err", err)
 			continue
 		}
-		req, err := parseRequest(buf[:n])
 		client := netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		dst := local
-		if needDst && (err == nil || errors.As(err, new(*requestError))) {
-			dst = pktinfoDst(oob[:oobn])
-		}
-		if rerr := (*requestError)(nil); errors.As(err, &rerr) {
-			s.log.Warn("tftp: request refused", "client", client.Addr().String(), "err", rerr.msg)
-			s.refuse(client, dst, rerr.code, rerr.msg)
+		req, dst, haveSlot, ok := s.accept(buf[:n], client, local, needDst, oob[:oobn])
+		if !ok {
 			continue
-		}
-		if err != nil {
-			s.log.Debug("tftp: not a request", "client", client.Addr().String(), "err", err)
-			continue
-		}
-		s.mu.Lock()
-		_, busy := s.clients[client]
-		if !busy {
-			s.clients[client] = struct{}{}
-		}
-		s.mu.Unlock()
-		if busy {
-			continue // a retransmitted request: its transfer is under way
 		}
 		// The common case (a slot is free) starts the transfer right here:
 		// its first packet leaves without waiting for another goroutine
 		// or thread to wake up. Only a request that must wait for a slot
 		// gets a goroutine of its own.
-		s.starts.Add(1)
-		select {
-		case s.slots <- struct{}{}:
+		if haveSlot {
 			s.start(req, client, dst, true)
-		default:
+		} else {
 			go s.start(req, client, dst, false)
 		}
+	}
+}
+
+// accept reads one datagram p that came to the listening socket from
+// client: a request to start (ok), or one answered with an error, a
+// retransmitted request of a transfer under way, or not a request at all.
+// dst is the address replies leave from (local, or with needDst the
+// request's own destination from oob). For a request to start it counts
+// the start (s.starts) and takes a transfer slot if one is free at once
+// (haveSlot); without one, the caller starts it on a goroutine that waits.
+func (s *Server) accept(p []byte, client netip.AddrPort, local netip.Addr, needDst bool, oob []byte) (req request, dst netip.Addr, haveSlot, ok bool) {
+	req, err := parseRequest(p)
+	dst = local
+	if needDst && (err == nil || errors.As(err, new(*requestError))) {
+		dst = pktinfoDst(oob)
+	}
+	if rerr := (*requestError)(nil); errors.As(err, &rerr) {
+		s.log.Warn("tftp: request refused", "client", client.Addr().String(), "err", rerr.msg)
+		s.refuse(client, dst, rerr.code, rerr.msg)
+		return req, dst, false, false
+	}
+	if err != nil {
+		s.log.Debug("tftp: not a request", "client", client.Addr().String(), "err", err)
+		return req, dst, false, false
+	}
+	s.mu.Lock()
+	_, busy := s.clients[client]
+	if !busy {
+		s.clients[client] = struct{}{}
+	}
+	s.mu.Unlock()
+	if busy {
+		return req, dst, false, false // a retransmitted request: its transfer is under way
+	}
+	s.starts.Add(1)
+	select {
+	case s.slots <- struct{}{}:
+		return req, dst, true, true
+	default:
+		return req, dst, false, true
 	}
 }
 
