@@ -31,6 +31,7 @@ type httpKey struct {
 
 type httpRuns struct {
 	mbps, cpuPerGB, perMin, perMed []float64
+	clientPerGB                    []float64
 	complete                       int
 	errors                         map[string]int
 	peakMB                         float64
@@ -80,6 +81,7 @@ func (c HTTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 				if key.gen == GenWrk {
 					run = RunHTTPWrk
 				}
+				busy0 := MachineBusy()
 				sample := StartSample(s.Group())
 				out, err := run(ctx, HTTPLoad{URL: s.URL, Size: fi.Size(), N: n, Duration: c.Duration})
 				time.Sleep(200 * time.Millisecond)
@@ -90,6 +92,7 @@ func (c HTTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 				rr.mbps = append(rr.mbps, out.MBps())
 				if out.Bytes > 0 {
 					rr.cpuPerGB = append(rr.cpuPerGB, cpu/(float64(out.Bytes)/1e9))
+					rr.clientPerGB = append(rr.clientPerGB, out.ClientCPU/(float64(out.Bytes)/1e9))
 				}
 				rr.perMin = append(rr.perMin, Percentile(out.PerClientMBps, 0))
 				rr.perMed = append(rr.perMed, Percentile(out.PerClientMBps, .5))
@@ -98,8 +101,8 @@ func (c HTTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 				for k, v := range out.Errors {
 					rr.errors[k] += v
 				}
-				fmt.Fprintf(logw, "  r%d %-5s %-8s n=%-4d %8.1f MB/s complete=%d errors=%v cpu=%.2fs peak=%.1fMB\n",
-					r+1, key.gen, s.Name, n, out.MBps(), out.Complete, out.Errors, cpu, peak)
+				fmt.Fprintf(logw, "  r%d %-5s %-8s n=%-4d %8.1f MB/s complete=%d errors=%v cpu=%.2fs client cpu=%.2fs peak=%.1fMB busy=%.1f\n",
+					r+1, key.gen, s.Name, n, out.MBps(), out.Complete, out.Errors, cpu, out.ClientCPU, peak, MachineBusy()-busy0)
 				time.Sleep(c.Settle)
 			}
 		}
@@ -108,7 +111,7 @@ func (c HTTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 	fmt.Fprintf(w, "Servers: %s. Clients: the bench's own, which stream the image on raw HTTP/1.1 connections, one request each, starting over when it ends; "+
 		"and wrk (N keep-alive connections on up to one thread per CPU, requesting the image again as soon as it ends; its own byte count and run time). "+
 		"Per client figures of wrk are its mean.\n\n", serverNotes(servers))
-	t := &Table{Head: []string{"client", "N", "server", "MB/s median [min–max]", "÷ nginx", "per client MB/s min / p50", "whole images", "errors", "CPU s/GB", "peak MB"}}
+	t := &Table{Head: []string{"client", "N", "server", "MB/s median [min–max]", "÷ nginx", "per client MB/s min / p50", "whole images", "errors", "CPU s/GB", "client CPU s/GB", "peak MB"}}
 	worst := 0.0
 	first := true
 	worstKey := ""
@@ -130,7 +133,7 @@ func (c HTTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 			}
 			t.Add(key.gen, fmt.Sprint(n), s.Name, Summarize(rr.mbps).Format(0), Ratio(Median(rr.mbps), nginx),
 				fmt.Sprintf("%s / %s", f(Median(rr.perMin), 1), f(Median(rr.perMed), 1)), fmt.Sprint(rr.complete), fmt.Sprint(errs),
-				f(Median(rr.cpuPerGB), 2), f(rr.peakMB, 1))
+				f(Median(rr.cpuPerGB), 2), f(Median(rr.clientPerGB), 2), f(rr.peakMB, 1))
 		}
 		if lab := runs[key]["labctl"]; lab != nil && nginx > 0 {
 			r := Median(lab.mbps) / nginx
