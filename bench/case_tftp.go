@@ -290,7 +290,7 @@ func (c TFTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 					title += fmt.Sprintf(" — time-capped at %s: MB/s over the window; storm time = N × size ÷ MB/s", c.Cap)
 				}
 				if reps := c.repeats(len(refs[file]), n); reps > 1 {
-					title += fmt.Sprintf(" — each run %d fetches back to back , the servers taking turns fetch by fetch (MB/s: all bytes over the sum of their times; per transfer: each fetch)", reps)
+					title += fmt.Sprintf(" — each run %d fetches back to back, the servers taking turns fetch by fetch (MB/s: all bytes over the sum of their times; per transfer: each fetch)", reps)
 				}
 				if len(t.Rows) == 0 {
 					continue

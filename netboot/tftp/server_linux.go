@@ -16,7 +16,8 @@ import (
 )
 
 // loopState is how transfers run on Linux: in a few event loops
-// (worker), each transfer on a connected, non-blocking socket of its own.
+// (worker), which also read the requests; a loop's transfers share its
+// sockets.
 type loopState struct {
 	workers []*worker
 	next    atomic.Uint32

@@ -380,7 +380,7 @@ func e2eCase(o runOptions) bench.E2ECase {
 }
 
 func httpCase(o runOptions) bench.HTTPCase {
-	c := bench.HTTPCase{Rounds: o.rounds, Image: "disk.img", Ns: []int{1, 50, 400}, Duration: 8 * time.Second, Settle: time.Second,
+	c := bench.HTTPCase{Rounds: o.rounds, Image: "disk.img", Ns: []int{1, 50, 400}, Duration: 8 * time.Second, Slice: 2 * time.Second, Settle: time.Second,
 		Generators: []string{bench.GenBench, bench.GenWrk}}
 	if o.quick {
 		c = bench.HTTPCase{Rounds: o.rounds, Image: "disk-quick.img", Ns: []int{1, 50}, Duration: time.Second, Settle: 100 * time.Millisecond,
