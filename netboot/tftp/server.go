@@ -243,13 +243,16 @@ func (s *Server) open(req request, client netip.AddrPort, dst netip.Addr, haveSl
 		s.mu.Unlock()
 	}
 	log = s.log.With("proto", "tftp", "client", client.Addr().String(), "file", logName(req.filename))
+	// A refused request's client may ask again as soon as it reads the
+	// error, and another loop may read that request: the client's place
+	// is given back before the error leaves.
 	refuse := func(code uint16, msg string) {
 		s.refused.Add(1)
-		s.refuse(client, dst, code, msg)
 		if haveSlot {
 			<-s.slots
 		}
 		release()
+		s.refuse(client, dst, code, msg)
 	}
 	if req.op == opWRQ {
 		log.Warn("tftp write refused")
@@ -285,8 +288,8 @@ func (s *Server) open(req request, client netip.AddrPort, dst netip.Addr, haveSl
 	t = &transfer{key: client, name: req.filename, start: time.Now()}
 	fail := func(code uint16, msg string) {
 		s.refused.Add(1)
-		s.refuse(client, dst, code, msg)
 		s.finishQuiet(t)
+		s.refuse(client, dst, code, msg)
 	}
 
 	c, err := s.read(req.filename, client)

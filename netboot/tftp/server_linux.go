@@ -137,8 +137,8 @@ func (s *Server) start(req request, client netip.AddrPort, dst netip.Addr, haveS
 		first[1], first[3] = opDATA, 1
 		if err := t.readBlock(first[4:], 0); err != nil {
 			log.Warn("transfer failed", "err", err)
+			s.finishQuiet(t) // the socket is the worker's: it stays open
 			w.sendTo(t, appendError(nil, errCodeUndefined, "read error"))
-			s.finishQuiet(t)
 			return
 		}
 		t.sent = 1
