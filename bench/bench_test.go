@@ -412,3 +412,14 @@ func TestSoloTurns(t *testing.T) {
 		t.Errorf("b: %+v", outs[1])
 	}
 }
+
+// Case 2's ratio is taken within each round, where the servers took turns.
+func TestPairedRatios(t *testing.T) {
+	got := PairedRatios([]float64{90, 200, 50, 7}, []float64{100, 100, 50})
+	if got != (Stat{1, 0.9, 2}) {
+		t.Errorf("PairedRatios = %+v, want median 1 of 0.9, 2, 1", got)
+	}
+	if got := PairedRatios([]float64{1}, []float64{0}); !math.IsNaN(got.Med) {
+		t.Errorf("no round with a peer figure: %+v, want NaN", got)
+	}
+}

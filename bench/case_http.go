@@ -147,17 +147,18 @@ func (c HTTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 	fmt.Fprintf(w, "### Case 2: HTTP image serving (%s image, %s per run in turns of %s, %d rounds, servers interleaved)\n\n", sizeName(int(fi.Size())), c.Duration, c.slice(), c.Rounds)
 	fmt.Fprintf(w, "Servers: %s. Clients: the bench's own, which stream the image on raw HTTP/1.1 connections, one request each, starting over when it ends; "+
 		"and wrk (N keep-alive connections on up to one thread per CPU, requesting the image again as soon as it ends; its own byte count and run time). "+
-		"Per client figures of wrk are its mean.\n\n", serverNotes(servers))
-	t := &Table{Head: []string{"client", "N", "server", "MB/s median [min–max]", "÷ nginx", "per client MB/s min / p50", "whole images", "errors", "CPU s/GB", "client CPU s/GB", "peak MB"}}
+		"Per client figures of wrk are its mean. Within a run the servers take turns of %s; ÷ nginx is the ratio within each round (median, range over the rounds). "+
+		"Client CPU: the load generator's own CPU per GB received (on loopback the receiver copies every byte).\n\n", serverNotes(servers), c.slice())
+	t := &Table{Head: []string{"client", "N", "server", "MB/s median [min–max]", "÷ nginx, per round: median [min–max]", "per client MB/s min / p50", "whole images", "errors", "CPU s/GB", "client CPU s/GB", "peak MB"}}
 	worst := 0.0
 	first := true
 	worstKey := ""
 
 	for _, key := range httpKeys(gens, c.Ns) {
 		n := key.n
-		nginx := 0.0
+		var nginx []float64
 		if rr := runs[key]["nginx"]; rr != nil {
-			nginx = Median(rr.mbps)
+			nginx = rr.mbps
 		}
 		for _, s := range servers {
 			rr := runs[key][s.Name]
@@ -168,12 +169,12 @@ func (c HTTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 			for _, v := range rr.errors {
 				errs += v
 			}
-			t.Add(key.gen, fmt.Sprint(n), s.Name, Summarize(rr.mbps).Format(0), Ratio(Median(rr.mbps), nginx),
+			t.Add(key.gen, fmt.Sprint(n), s.Name, Summarize(rr.mbps).Format(0), PairedRatios(rr.mbps, nginx).Format(2),
 				fmt.Sprintf("%s / %s", f(Median(rr.perMin), 1), f(Median(rr.perMed), 1)), fmt.Sprint(rr.complete), fmt.Sprint(errs),
 				f(Median(rr.cpuPerGB), 2), f(Median(rr.clientPerGB), 2), f(rr.peakMB, 1))
 		}
-		if lab := runs[key]["labctl"]; lab != nil && nginx > 0 {
-			r := Median(lab.mbps) / nginx
+		if lab := runs[key]["labctl"]; lab != nil && len(nginx) > 0 {
+			r := PairedRatios(lab.mbps, nginx).Med
 			if first || r < worst {
 				worst, first, worstKey = r, false, fmt.Sprintf("%s client, N=%d", key.gen, n)
 			}
