@@ -213,7 +213,13 @@ func (w *worker) listen(lfd int, local netip.Addr, needDst bool) error {
 	// Room for the largest UDP payload: a request is read whole, however
 	// long its name, and answered, never cut short and dropped.
 	w.reqBuf, w.reqOOB = make([]byte, maxDatagram), make([]byte, 128)
-	if err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, lfd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(lfd)}); err != nil {
+	err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, lfd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(lfd)})
+	if err == unix.EINVAL {
+		// A kernel before 4.5: every waiting loop wakes for a request,
+		// and those that find it gone go back to waiting.
+		err = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, lfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(lfd)})
+	}
+	if err != nil {
 		return fmt.Errorf("tftp worker: epoll add listening socket: %w", err)
 	}
 	return nil
