@@ -61,26 +61,26 @@ func (s *Server) serve(ctx context.Context, udp *net.UDPConn) error {
 	// one loop busy is served faster by a loop on every CPU; and where
 	// the clients share the machine (a bench, many client processes) a
 	// single thread gets a single process's share of the CPUs.
+	// Every loop exists before any runs: a loop hands requests that wait
+	// for a slot to any of them.
 	n := min(max(runtime.GOMAXPROCS(0), 1), maxWorkers)
-	var loops sync.WaitGroup
 	for range n {
 		w, err := newWorker(s)
 		if err == nil {
+			s.loop.workers = append(s.loop.workers, w)
 			err = w.listen(lfd, local, needDst)
 		}
 		if err != nil {
-			if w != nil {
+			for _, w := range s.loop.workers {
 				unix.Close(w.epfd)
 				unix.Close(w.wake)
 			}
-			for _, w := range s.loop.workers {
-				w.stop(errShuttingDown.Error())
-			}
-			loops.Wait()
 			unix.Close(lfd)
 			return fmt.Errorf("boot server: tftp: %w", err)
 		}
-		s.loop.workers = append(s.loop.workers, w)
+	}
+	var loops sync.WaitGroup
+	for _, w := range s.loop.workers {
 		loops.Go(w.run)
 	}
 	<-ctx.Done()
