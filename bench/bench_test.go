@@ -377,3 +377,49 @@ func TestGroupAddAndPin(t *testing.T) {
 		t.Errorf("pin an ended process: %v", err)
 	}
 }
+
+// A single client's row fetches the file until SoloBytes have moved, the
+// servers taking turns; a load whose fetch failed takes no more turns.
+func TestSoloTurns(t *testing.T) {
+	c := TFTPCase{SoloBytes: 1 << 20}
+	for _, tc := range []struct{ size, n, want int }{
+		{100 << 10, 1, 11}, {1 << 20, 1, 1}, {30 << 20, 1, 1}, {100 << 10, 50, 1},
+	} {
+		if got := c.repeats(tc.size, tc.n); got != tc.want {
+			t.Errorf("repeats(%d, %d) = %d, want %d", tc.size, tc.n, got, tc.want)
+		}
+	}
+	var order []string
+	run := func(_ context.Context, l TFTPLoad) (TFTPResult, error) {
+		order = append(order, l.Addr)
+		r := TFTPResult{OK: 1, Bytes: 1000, Wall: time.Millisecond, Durations: []float64{.001}, Fails: map[string]int{}}
+		if l.Addr == "b" && len(order) > 2 {
+			r = TFTPResult{Failed: 1, Fails: map[string]int{"timeout": 1}, Wall: time.Millisecond}
+		}
+		return r, nil
+	}
+	outs, err := runTurns(context.Background(), run, []TFTPLoad{{Addr: "a"}, {Addr: "b"}}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(order, ""); got != "ababa" {
+		t.Errorf("turns %q, want ababa: a and b alternating until b fails", got)
+	}
+	if outs[0].OK != 3 || outs[0].Bytes != 3000 || outs[0].Wall != 3*time.Millisecond || outs[0].MBps() != 1 {
+		t.Errorf("a: %+v", outs[0])
+	}
+	if outs[1].OK != 1 || outs[1].Failed != 1 || outs[1].Fails["timeout"] != 1 {
+		t.Errorf("b: %+v", outs[1])
+	}
+}
+
+// Case 2's ratio is taken within each round, where the servers took turns.
+func TestPairedRatios(t *testing.T) {
+	got := PairedRatios([]float64{90, 200, 50, 7}, []float64{100, 100, 50})
+	if got != (Stat{1, 0.9, 2}) {
+		t.Errorf("PairedRatios = %+v, want median 1 of 0.9, 2, 1", got)
+	}
+	if got := PairedRatios([]float64{1}, []float64{0}); !math.IsNaN(got.Med) {
+		t.Errorf("no round with a peer figure: %+v, want NaN", got)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 )
@@ -25,7 +26,14 @@ type TFTPCase struct {
 	// duration it implies.
 	Cap     time.Duration
 	CapFrom int64 // bytes × clients above which a run is capped
-	Settle  time.Duration
+	// SoloBytes is what a run of a single client moves at least: it
+	// fetches the file again, back to back, as often as that takes (the
+	// same count for every server), the servers taking turns fetch by
+	// fetch. A single NBP fetch lasts a few milliseconds, where a
+	// scheduler hiccup on a shared machine decides the figure; 0: one
+	// fetch.
+	SoloBytes int64
+	Settle    time.Duration
 	// Generators are the load generators (GenBench, GenCurl); curl runs
 	// the lock-step configurations only, and of those only the client
 	// counts in CurlNs (empty: every N): a run of hundreds of processes
@@ -102,41 +110,39 @@ func (c TFTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 	start := time.Now()
 	for r := range c.Rounds {
 		for _, k := range keys {
+			var order []*Server
 			for _, s := range rotate(servers, r) {
-				if k.win > 0 && !s.Windows {
-					continue // it would not grant the window: its lock-step row stands for it
+				if k.win == 0 || s.Windows { // else it would not grant the window: its lock-step row stands for it
+					order = append(order, s)
 				}
-				if err := ctx.Err(); err != nil {
-					return res, err
-				}
+			}
+			run := RunTFTP
+			if k.gen == GenCurl {
+				run = RunTFTPCurl
+			}
+			// prepare makes sure s runs and returns its runs and load.
+			prepare := func(s *Server) (*tftpRuns, TFTPLoad, error) {
 				rr := runs[k][s.Name]
 				if rr == nil {
 					rr = &tftpRuns{fails: map[string]int{}}
 					runs[k][s.Name] = rr
-				}
-				if restarted, err := s.EnsureRunning(); err != nil {
-					return res, err
-				} else if restarted {
-					rr.crashed++
-					fmt.Fprintf(logw, "  %s had died; restarted\n", s.Name)
 				}
 				load := TFTPLoad{Addr: s.Addr, File: k.file, Ref: refs[k.file], N: k.n, BlkSize: k.blk, Window: k.win}
 				if int64(len(refs[k.file]))*int64(k.n) > c.CapFrom {
 					load.Cap = c.Cap
 					rr.capped = true
 				}
-				busy0 := MachineBusy()
-				sample := StartSample(s.Group())
-				run := RunTFTP
-				if k.gen == GenCurl {
-					run = RunTFTPCurl
+				if err := ctx.Err(); err != nil {
+					return rr, load, err
 				}
-				out, err := run(ctx, load)
-				time.Sleep(200 * time.Millisecond) // forked children get reaped and counted
-				cpu, peak := sample.Stop()
-				if err != nil {
-					return res, err
+				restarted, err := s.EnsureRunning()
+				if restarted {
+					rr.crashed++
+					fmt.Fprintf(logw, "  %s had died; restarted\n", s.Name)
 				}
+				return rr, load, err
+			}
+			record := func(s *Server, rr *tftpRuns, out TFTPResult, cpu, peak, busy float64) {
 				if !s.Alive() {
 					rr.crashed++
 				}
@@ -161,7 +167,52 @@ func (c TFTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 					rr.fails[k] += v
 				}
 				fmt.Fprintf(logw, "  r%d %-5s %-10s %-11s n=%-4d bs=%-4d ws=%-2d %7.1f MB/s ok=%d failed=%d cut=%d retries=%d cpu=%.2fs peak=%.1fMB busy=%.1f\n",
-					r+1, k.gen, s.Name, k.file, k.n, k.blk, k.win, out.MBps(), out.OK, out.Failed, out.Cut, out.Timeouts, cpu, peak, MachineBusy()-busy0)
+					r+1, k.gen, s.Name, k.file, k.n, k.blk, k.win, out.MBps(), out.OK, out.Failed, out.Cut, out.Timeouts, cpu, peak, busy)
+			}
+			if reps := c.repeats(len(refs[k.file]), k.n); reps > 1 {
+				// A single client's fetches, the servers taking turns
+				// fetch by fetch: whatever else the machine does while
+				// the row runs falls on every server alike.
+				rrs, loads := make([]*tftpRuns, len(order)), make([]TFTPLoad, len(order))
+				for i, s := range order {
+					var err error
+					if rrs[i], loads[i], err = prepare(s); err != nil {
+						return res, err
+					}
+				}
+				busy0 := MachineBusy()
+				samples := make([]*Sample, len(order))
+				for i, s := range order {
+					samples[i] = StartSample(s.Group())
+				}
+				outs, err := runTurns(ctx, run, loads, reps)
+				time.Sleep(200 * time.Millisecond) // forked children get reaped and counted
+				for i, s := range order {
+					cpu, peak := samples[i].Stop()
+					if err == nil {
+						record(s, rrs[i], outs[i], cpu, peak, MachineBusy()-busy0)
+					}
+				}
+				if err != nil {
+					return res, err
+				}
+				time.Sleep(c.Settle)
+				continue
+			}
+			for _, s := range order {
+				rr, load, err := prepare(s)
+				if err != nil {
+					return res, err
+				}
+				busy0 := MachineBusy()
+				sample := StartSample(s.Group())
+				out, err := run(ctx, load)
+				time.Sleep(200 * time.Millisecond) // forked children get reaped and counted
+				cpu, peak := sample.Stop()
+				if err != nil {
+					return res, err
+				}
+				record(s, rr, out, cpu, peak, MachineBusy()-busy0)
 				time.Sleep(c.Settle)
 			}
 		}
@@ -238,6 +289,9 @@ func (c TFTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 				if capped {
 					title += fmt.Sprintf(" — time-capped at %s: MB/s over the window; storm time = N × size ÷ MB/s", c.Cap)
 				}
+				if reps := c.repeats(len(refs[file]), n); reps > 1 {
+					title += fmt.Sprintf(" — each run %d fetches back to back, the servers taking turns fetch by fetch (MB/s: all bytes over the sum of their times; per transfer: each fetch)", reps)
+				}
 				if len(t.Rows) == 0 {
 					continue
 				}
@@ -256,6 +310,57 @@ func (c TFTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 	return res, nil
 }
 
+// repeats is how many runs back to back one measurement takes for a file
+// of size bytes fetched by n clients (see SoloBytes).
+func (c TFTPCase) repeats(size, n int) int {
+	if n != 1 || size <= 0 || c.SoloBytes <= int64(size) {
+		return 1
+	}
+	return int((c.SoloBytes + int64(size) - 1) / int64(size))
+}
+
+// runTurns runs each load reps times, the loads taking turns (load 0,
+// 1, ... then 0 again), and adds each load's runs up as one: its bytes
+// over the sum of its runs' wall times, every transfer's duration. A load
+// whose run had a transfer fail or cut takes no more turns; an error ends
+// all.
+func runTurns(ctx context.Context, run func(context.Context, TFTPLoad) (TFTPResult, error), loads []TFTPLoad, reps int) ([]TFTPResult, error) {
+	outs := make([]TFTPResult, len(loads))
+	for i := range outs {
+		outs[i].Fails = map[string]int{}
+	}
+	failed := make([]bool, len(loads))
+	for range reps {
+		for i, l := range loads {
+			if failed[i] {
+				continue
+			}
+			r, err := run(ctx, l)
+			if err != nil {
+				return outs, err
+			}
+			o := &outs[i]
+			o.OK, o.Failed, o.Cut = o.OK+r.OK, o.Failed+r.Failed, o.Cut+r.Cut
+			o.Bytes += r.Bytes
+			o.Wall += r.Wall
+			o.Timeouts += r.Timeouts
+			o.Durations = append(o.Durations, r.Durations...)
+			for k, v := range r.Fails {
+				o.Fails[k] += v
+			}
+			if r.Granted != "" {
+				o.Granted = r.Granted
+			}
+			failed[i] = r.Failed > 0 || r.Cut > 0
+		}
+	}
+	for i := range outs {
+		sort.Float64s(outs[i].Durations)
+		outs[i].PerClientMBps = []float64{outs[i].MBps()} // one client: its rate is the aggregate
+	}
+	return outs, nil
+}
+
 // bestTFTPPeer is the best peer median for k: peers that ran k, and for a
 // window row also each peer's lock-step figure at the same block size
 // (what a client asking for a window gets from a server that ignores it).
@@ -263,8 +368,8 @@ func bestTFTPPeer(runs map[tftpKey]map[string]*tftpRuns, k tftpKey) (float64, st
 	best, name := 0.0, "–"
 	consider := func(kk tftpKey, suffix string) {
 		for s, rr := range runs[kk] {
-			if s == "labctl" {
-				continue
+			if strings.HasPrefix(s, "labctl") {
+				continue // labctl, or an older labctl beside it: not a peer
 			}
 			if m := Median(rr.mbps); m > best {
 				best, name = m, s+suffix

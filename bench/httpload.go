@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -34,6 +35,10 @@ type HTTPResult struct {
 	Complete      int            // whole images received
 	Errors        map[string]int // failed requests, by reason
 	PerClientMBps []float64      // sorted
+	// ClientCPU is the load generator's CPU seconds over the run (user
+	// and system): on loopback the receiving side copies every byte, so
+	// it shows whether the client, not the server, set the pace.
+	ClientCPU float64
 }
 
 // MBps is the aggregate rate.
@@ -57,6 +62,7 @@ func RunHTTP(ctx context.Context, l HTTPLoad) (HTTPResult, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, l.Duration)
 	defer cancel()
+	cpu0 := cpuSeconds(syscall.RUSAGE_SELF)
 	bytes := make([]int64, l.N)
 	complete := make([]int, l.N)
 	errs := make([]map[string]int, l.N)
@@ -86,7 +92,7 @@ func RunHTTP(ctx context.Context, l HTTPLoad) (HTTPResult, error) {
 		})
 	}
 	wg.Wait()
-	r := HTTPResult{Wall: time.Since(start), Errors: map[string]int{}}
+	r := HTTPResult{Wall: time.Since(start), Errors: map[string]int{}, ClientCPU: cpuSeconds(syscall.RUSAGE_SELF) - cpu0}
 	for i := range l.N {
 		r.Bytes += bytes[i]
 		r.Complete += complete[i]
@@ -160,11 +166,24 @@ func RunHTTPWrk(ctx context.Context, l HTTPLoad) (HTTPResult, error) {
 	secs := max(int(l.Duration.Round(time.Second).Seconds()), 1)
 	cmd := exec.CommandContext(ctx, bin, "-t", strconv.Itoa(threads), "-c", strconv.Itoa(l.N), "-d", strconv.Itoa(secs)+"s",
 		"--timeout", "600s", l.URL)
+	cpu0 := cpuSeconds(syscall.RUSAGE_CHILDREN)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return HTTPResult{}, fmt.Errorf("wrk: %w: %s", err, clipLine(string(out), 300))
 	}
-	return parseWrk(string(out), l.N)
+	r, err := parseWrk(string(out), l.N)
+	r.ClientCPU = cpuSeconds(syscall.RUSAGE_CHILDREN) - cpu0 // wrk is the only child waited for meanwhile
+	return r, err
+}
+
+// cpuSeconds is the user and system CPU time getrusage reports for who
+// (RUSAGE_SELF: this process; RUSAGE_CHILDREN: its children waited for).
+func cpuSeconds(who int) float64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(who, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // wrkSummary matches wrk's "12 requests in 8.00s, 5.98GB read".

@@ -43,6 +43,19 @@ func Percentile(sorted []float64, q float64) float64 {
 	return sorted[min(max(i, 0), len(sorted)-1)]
 }
 
+// PairedRatios summarizes a[i] ÷ b[i] over the rounds both have: the
+// ratio within each round, where the servers took turns under the same
+// conditions.
+func PairedRatios(a, b []float64) Stat {
+	var rs []float64
+	for i := range min(len(a), len(b)) {
+		if b[i] > 0 {
+			rs = append(rs, a[i]/b[i])
+		}
+	}
+	return Summarize(rs)
+}
+
 // Median of xs (NaN if empty).
 func Median(xs []float64) float64 { return Summarize(xs).Med }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -43,14 +44,21 @@ type worker struct {
 	// it drops a packet from a client it does not know yet.
 	hasPending atomic.Bool
 
+	// The listening socket (-1: none), the address replies leave from,
+	// and whether each request's own destination is read instead.
+	lfd     int
+	local   netip.Addr
+	needDst bool
+
 	// Owned by the loop goroutine.
-	transfers map[peerKey]*transfer
-	timers    timerList
-	epoch     time.Time
-	events    []unix.EpollEvent
-	handled   int // packets received since the last wait
-	in        recvBatch
-	out       sendBatch
+	reqBuf, reqOOB []byte // a request as read from lfd
+	transfers      map[peerKey]*transfer
+	timers         timerList
+	epoch          time.Time
+	events         []unix.EpollEvent
+	handled        int // packets received since the last wait
+	in             recvBatch
+	out            sendBatch
 }
 
 // loopTransfer is what the Linux loop keeps per transfer.
@@ -161,6 +169,7 @@ func newWorker(s *Server) (*worker, error) {
 		s:         s,
 		epfd:      epfd,
 		wake:      wake,
+		lfd:       -1,
 		socks:     map[sockKey]int{},
 		transfers: map[peerKey]*transfer{},
 		epoch:     time.Now(),
@@ -194,6 +203,98 @@ func newWorker(s *Server) (*worker, error) {
 		h.SetLen(unix.CmsgLen(2))
 	}
 	return w, nil
+}
+
+// listen makes the loop read requests from lfd, the listening socket,
+// and run their transfers; local and needDst are as Server.accept takes
+// them. It is called before run.
+func (w *worker) listen(lfd int, local netip.Addr, needDst bool) error {
+	w.lfd, w.local, w.needDst = lfd, local, needDst
+	// Room for the largest UDP payload: a request is read whole, however
+	// long its name, and answered, never cut short and dropped.
+	w.reqBuf, w.reqOOB = make([]byte, maxDatagram), make([]byte, 128)
+	err := unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, lfd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(lfd)})
+	if err == unix.EINVAL {
+		// A kernel before 4.5: every waiting loop wakes for a request,
+		// and those that find it gone go back to waiting.
+		err = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, lfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(lfd)})
+	}
+	if err != nil {
+		return fmt.Errorf("tftp worker: epoll add listening socket: %w", err)
+	}
+	return nil
+}
+
+// requests reads the requests waiting on the listening socket, a batch at
+// most (the loop's transfers go on between batches), and starts each.
+func (w *worker) requests() {
+	s := w.s
+	for range recvBatchLen {
+		n, oobn, _, from, err := unix.Recvmsg(w.lfd, w.reqBuf, w.reqOOB, unix.MSG_DONTWAIT)
+		if err != nil {
+			if err != unix.EAGAIN && err != unix.EINTR {
+				s.log.Debug("tftp: read request", "err", err)
+			}
+			return
+		}
+		client, ok := sockaddrAddrPort(from)
+		if !ok {
+			continue
+		}
+		req, dst, haveSlot, ok := s.accept(w.reqBuf[:n], client, w.local, w.needDst, w.reqOOB[:oobn])
+		switch {
+		case !ok:
+		case haveSlot:
+			w.start(req, client, dst)
+		default:
+			go s.start(req, client, dst, false) // waits for a slot
+		}
+	}
+}
+
+// sockaddrAddrPort is a request's client address and port as the rest of
+// the server names it: IPv4 unmapped, an IPv6 zone as its interface name.
+func sockaddrAddrPort(sa unix.Sockaddr) (netip.AddrPort, bool) {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port)), true
+	case *unix.SockaddrInet6:
+		a := netip.AddrFrom16(sa.Addr)
+		if sa.ZoneId != 0 {
+			zone := strconv.Itoa(int(sa.ZoneId))
+			if ifi, err := net.InterfaceByIndex(int(sa.ZoneId)); err == nil {
+				zone = ifi.Name
+			}
+			a = a.WithZone(zone)
+		}
+		return netip.AddrPortFrom(a.Unmap(), uint16(sa.Port)), true
+	}
+	return netip.AddrPort{}, false
+}
+
+// start runs a request the loop read, holding a slot: open it, give it
+// this worker's socket and queue its first packet with the loop's batch.
+func (w *worker) start(req request, client netip.AddrPort, dst netip.Addr) {
+	s := w.s
+	defer s.starts.Done()
+	t, _ := s.open(req, client, dst, true)
+	if t == nil {
+		return
+	}
+	if err := w.bind(t, dst, client); err != nil {
+		if errors.Is(err, errShuttingDown) {
+			s.refuse(client, dst, errCodeUndefined, errShuttingDown.Error())
+		}
+		s.finish(t, err)
+		return
+	}
+	w.transfers[t.peer] = t
+	if t.oack != nil {
+		w.arm(t)
+		w.queue(t, t.oack)
+		return
+	}
+	w.sendWindow(t, 1)
 }
 
 // bind gives t the worker socket for local (its address family is the
@@ -379,6 +480,10 @@ func (w *worker) run() {
 		}
 		for i := 0; i < n; i++ {
 			fd := int(w.events[i].Fd)
+			if fd == w.lfd {
+				w.requests()
+				continue
+			}
 			if fd == w.wake {
 				if w.adopt() {
 					w.flush()

@@ -181,7 +181,8 @@ func (s *Server) Stats() Stats {
 // Serve answers requests on conn, a UDP socket, until ctx ends. Then it
 // stops taking requests, ends every transfer in flight with an ERROR
 // packet ("boot server shutting down", so no client waits for its
-// timeout) and returns nil. It returns an error if conn fails otherwise.
+// timeout) and returns nil. It returns an error if it cannot start, or
+// where requests are read through conn (the portable build) if conn fails.
 // Serve may be called once; it does not close conn.
 func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 	udp, ok := conn.(*net.UDPConn)
@@ -191,83 +192,43 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 	return s.serve(ctx, udp)
 }
 
-// listen reads requests until the server stops. local is the address
-// replies leave from; with needDst, each request's own destination is read
-// from its control message instead (pktinfoDst).
-// listenUntil reads requests on udp until ctx ends or the listener fails,
-// then closes s.stop and waits for the listener to return. Transfers still
-// running are the platform loop's to end.
-func (s *Server) listenUntil(ctx context.Context, udp *net.UDPConn, local netip.Addr, needDst bool) error {
-	lerr := make(chan error, 1)
-	go func() { lerr <- s.listen(udp, local, needDst) }()
-	var err error
+// accept reads one datagram p that came to the listening socket from
+// client: a request to start (ok), or one answered with an error, a
+// retransmitted request of a transfer under way, or not a request at all.
+// dst is the address replies leave from (local, or with needDst the
+// request's own destination from oob). For a request to start it counts
+// the start (s.starts) and takes a transfer slot if one is free at once
+// (haveSlot); without one, the caller starts it on a goroutine that waits.
+func (s *Server) accept(p []byte, client netip.AddrPort, local netip.Addr, needDst bool, oob []byte) (req request, dst netip.Addr, haveSlot, ok bool) {
+	req, err := parseRequest(p)
+	dst = local
+	if needDst && (err == nil || errors.As(err, new(*requestError))) {
+		dst = pktinfoDst(oob)
+	}
+	if rerr := (*requestError)(nil); errors.As(err, &rerr) {
+		s.log.Warn("tftp: request refused", "client", client.Addr().String(), "err", rerr.msg)
+		s.refuse(client, dst, rerr.code, rerr.msg)
+		return req, dst, false, false
+	}
+	if err != nil {
+		s.log.Debug("tftp: not a request", "client", client.Addr().String(), "err", err)
+		return req, dst, false, false
+	}
+	s.mu.Lock()
+	_, busy := s.clients[client]
+	if !busy {
+		s.clients[client] = struct{}{}
+	}
+	s.mu.Unlock()
+	if busy {
+		return req, dst, false, false // a retransmitted request: its transfer is under way
+	}
+	s.starts.Add(1)
 	select {
-	case err = <-lerr:
-		err = fmt.Errorf("boot server: tftp %s: %w", udp.LocalAddr(), err)
-	case <-ctx.Done():
-	}
-	close(s.stop)
-	udp.SetReadDeadline(time.Now()) // wakes the listener
-	if err == nil {
-		<-lerr
-	}
-	return err
-}
-
-func (s *Server) listen(conn *net.UDPConn, local netip.Addr, needDst bool) error {
-	// Room for the largest UDP payload: a request is read whole, however
-	// long its name, and answered, never cut short and dropped.
-	buf := make([]byte, maxDatagram)
-	oob := make([]byte, 128)
-	for {
-		n, oobn, _, from, err := conn.ReadMsgUDPAddrPort(buf, oob)
-		select {
-		case <-s.stop:
-			return nil
-		default:
-		}
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return err
-			}
-			s.log.Debug("tftp: read request", "err", err)
-			continue
-		}
-		req, err := parseRequest(buf[:n])
-		client := netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		dst := local
-		if needDst && (err == nil || errors.As(err, new(*requestError))) {
-			dst = pktinfoDst(oob[:oobn])
-		}
-		if rerr := (*requestError)(nil); errors.As(err, &rerr) {
-			s.log.Warn("tftp: request refused", "client", client.Addr().String(), "err", rerr.msg)
-			s.refuse(client, dst, rerr.code, rerr.msg)
-			continue
-		}
-		if err != nil {
-			s.log.Debug("tftp: not a request", "client", client.Addr().String(), "err", err)
-			continue
-		}
-		s.mu.Lock()
-		_, busy := s.clients[client]
-		if !busy {
-			s.clients[client] = struct{}{}
-		}
-		s.mu.Unlock()
-		if busy {
-			continue // a retransmitted request: its transfer is under way
-		}
-		// The common case (a slot is free) starts the transfer right here:
-		// its first packet leaves without waiting for another goroutine
-		// or thread to wake up. Only a request that must wait for a slot
-		// gets a goroutine of its own.
-		s.starts.Add(1)
-		select {
-		case s.slots <- struct{}{}:
-			s.start(req, client, dst, true)
-		default:
-			go s.start(req, client, dst, false)
-		}
+	case s.slots <- struct{}{}:
+		return req, dst, true, true
+	default:
+		return req, dst, false, true
 	}
 }
 
@@ -282,13 +243,16 @@ func (s *Server) open(req request, client netip.AddrPort, dst netip.Addr, haveSl
 		s.mu.Unlock()
 	}
 	log = s.log.With("proto", "tftp", "client", client.Addr().String(), "file", logName(req.filename))
+	// A refused request's client may ask again as soon as it reads the
+	// error, and another loop may read that request: the client's place
+	// is given back before the error leaves.
 	refuse := func(code uint16, msg string) {
 		s.refused.Add(1)
-		s.refuse(client, dst, code, msg)
 		if haveSlot {
 			<-s.slots
 		}
 		release()
+		s.refuse(client, dst, code, msg)
 	}
 	if req.op == opWRQ {
 		log.Warn("tftp write refused")
@@ -324,8 +288,8 @@ func (s *Server) open(req request, client netip.AddrPort, dst netip.Addr, haveSl
 	t = &transfer{key: client, name: req.filename, start: time.Now()}
 	fail := func(code uint16, msg string) {
 		s.refused.Add(1)
-		s.refuse(client, dst, code, msg)
 		s.finishQuiet(t)
+		s.refuse(client, dst, code, msg)
 	}
 
 	c, err := s.read(req.filename, client)

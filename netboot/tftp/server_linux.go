@@ -16,7 +16,8 @@ import (
 )
 
 // loopState is how transfers run on Linux: in a few event loops
-// (worker), each transfer on a connected, non-blocking socket of its own.
+// (worker), which also read the requests; a loop's transfers share its
+// sockets.
 type loopState struct {
 	workers []*worker
 	next    atomic.Uint32
@@ -30,28 +31,13 @@ func (l *loopState) init() { l.gso.Store(true) }
 // maxWorkers bounds the event loops.
 const maxWorkers = 4
 
-// serve runs the event loops and reads requests on udp until ctx ends,
-// then ends every transfer (see Serve).
+// serve runs the event loops until ctx ends, then ends every transfer
+// (see Serve). The loops read the requests themselves: the listening
+// socket is in every loop's epoll set (EPOLLEXCLUSIVE: a request wakes one
+// waiting loop), and the loop that reads a request runs its transfer. A
+// request costs no wake-up of another thread or goroutine, and its first
+// packet leaves with the loop's next batch.
 func (s *Server) serve(ctx context.Context, udp *net.UDPConn) error {
-	// One event loop per CPU: most of a block's cost is the kernel's UDP
-	// send path, which runs on the loop's thread, so a storm that keeps
-	// one loop busy is served faster by a loop on every CPU; and where
-	// the clients share the machine (a bench, many client processes) a
-	// single thread gets a single process's share of the CPUs.
-	n := min(max(runtime.GOMAXPROCS(0), 1), maxWorkers)
-	var loops sync.WaitGroup
-	defer loops.Wait()
-	for range n {
-		w, err := newWorker(s)
-		if err != nil {
-			for _, w := range s.loop.workers {
-				w.stop(errShuttingDown.Error())
-			}
-			return fmt.Errorf("boot server: tftp: %w", err)
-		}
-		s.loop.workers = append(s.loop.workers, w)
-		loops.Go(w.run)
-	}
 	local := udp.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
 	needDst := local.IsUnspecified()
 	if needDst {
@@ -60,17 +46,69 @@ func (s *Server) serve(ctx context.Context, udp *net.UDPConn) error {
 			needDst = false
 		}
 	}
-
 	// A storm's requests arrive together: room for a few thousand of them
-	// while the listener starts transfers (root may exceed rmem_max).
+	// while the loops start transfers (root may exceed rmem_max).
 	growReceiveBuffer(udp, 4<<20)
+	// The loops read a descriptor of their own for the socket, so the
+	// runtime's poller, which holds udp's, never reads it.
+	lfd, err := dupSocket(udp)
+	if err != nil {
+		return fmt.Errorf("boot server: tftp: %w", err)
+	}
 
-	err := s.listenUntil(ctx, udp, local, needDst)
-	s.starts.Wait() // every transfer is in a worker or done
+	// One event loop per CPU: most of a block's cost is the kernel's UDP
+	// send path, which runs on the loop's thread, so a storm that keeps
+	// one loop busy is served faster by a loop on every CPU; and where
+	// the clients share the machine (a bench, many client processes) a
+	// single thread gets a single process's share of the CPUs.
+	// Every loop exists before any runs: a loop hands requests that wait
+	// for a slot to any of them.
+	n := min(max(runtime.GOMAXPROCS(0), 1), maxWorkers)
+	for range n {
+		w, err := newWorker(s)
+		if err == nil {
+			s.loop.workers = append(s.loop.workers, w)
+			err = w.listen(lfd, local, needDst)
+		}
+		if err != nil {
+			for _, w := range s.loop.workers {
+				unix.Close(w.epfd)
+				unix.Close(w.wake)
+			}
+			unix.Close(lfd)
+			return fmt.Errorf("boot server: tftp: %w", err)
+		}
+	}
+	var loops sync.WaitGroup
+	for _, w := range s.loop.workers {
+		loops.Go(w.run)
+	}
+	<-ctx.Done()
+	close(s.stop) // requests waiting for a slot give up
 	for _, w := range s.loop.workers {
 		w.stop(errShuttingDown.Error())
 	}
-	return err
+	loops.Wait()
+	s.starts.Wait() // a request that got a slot meanwhile was refused (bind)
+	unix.Close(lfd)
+	return nil
+}
+
+// dupSocket returns a descriptor of its own for udp's socket.
+func dupSocket(udp *net.UDPConn) (int, error) {
+	rc, err := udp.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	if derr != nil {
+		return -1, fmt.Errorf("listening socket: dup: %w", derr)
+	}
+	return fd, nil
 }
 
 // start runs one request up to the point where a worker owns it: open
@@ -99,8 +137,8 @@ func (s *Server) start(req request, client netip.AddrPort, dst netip.Addr, haveS
 		first[1], first[3] = opDATA, 1
 		if err := t.readBlock(first[4:], 0); err != nil {
 			log.Warn("transfer failed", "err", err)
+			s.finishQuiet(t) // the socket is the worker's: it stays open
 			w.sendTo(t, appendError(nil, errCodeUndefined, "read error"))
-			s.finishQuiet(t)
 			return
 		}
 		t.sent = 1

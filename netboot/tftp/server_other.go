@@ -215,3 +215,62 @@ func transferConn(local netip.Addr, client netip.AddrPort) (*net.UDPConn, error)
 	}
 	return conn, nil
 }
+
+// listenUntil reads requests on udp until ctx ends or the listener fails,
+// then closes s.stop and waits for the listener to return. Transfers still
+// running are the platform loop's to end.
+func (s *Server) listenUntil(ctx context.Context, udp *net.UDPConn, local netip.Addr, needDst bool) error {
+	lerr := make(chan error, 1)
+	go func() { lerr <- s.listen(udp, local, needDst) }()
+	var err error
+	select {
+	case err = <-lerr:
+		err = fmt.Errorf("boot server: tftp %s: %w", udp.LocalAddr(), err)
+	case <-ctx.Done():
+	}
+	close(s.stop)
+	udp.SetReadDeadline(time.Now()) // wakes the listener
+	if err == nil {
+		<-lerr
+	}
+	return err
+}
+
+// listen reads requests until the server stops. local is the address
+// replies leave from; with needDst, each request's own destination is read
+// from its control message instead (pktinfoDst).
+func (s *Server) listen(conn *net.UDPConn, local netip.Addr, needDst bool) error {
+	// Room for the largest UDP payload: a request is read whole, however
+	// long its name, and answered, never cut short and dropped.
+	buf := make([]byte, maxDatagram)
+	oob := make([]byte, 128)
+	for {
+		n, oobn, _, from, err := conn.ReadMsgUDPAddrPort(buf, oob)
+		select {
+		case <-s.stop:
+			return nil
+		default:
+		}
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			s.log.Debug("tftp: read request", "err", err)
+			continue
+		}
+		client := netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+		req, dst, haveSlot, ok := s.accept(buf[:n], client, local, needDst, oob[:oobn])
+		if !ok {
+			continue
+		}
+		// The common case (a slot is free) starts the transfer right here:
+		// its first packet leaves without waiting for another goroutine
+		// or thread to wake up. Only a request that must wait for a slot
+		// gets a goroutine of its own.
+		if haveSlot {
+			s.start(req, client, dst, true)
+		} else {
+			go s.start(req, client, dst, false)
+		}
+	}
+}

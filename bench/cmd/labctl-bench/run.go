@@ -44,6 +44,9 @@ type runOptions struct {
 	// Case 1 subsets (empty: the case's own lists).
 	tftpFiles, tftpClients        []string
 	tftpNs, tftpBlks, tftpWindows []int
+	// Case 2 subsets (empty: the case's own lists).
+	httpClients []string
+	httpNs      []int
 }
 
 // runRun runs the cases in a private network namespace (dnsmasq's TFTP
@@ -66,6 +69,8 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 	tftpNs := fs.String("tftp-n", "", "case 1: only these client counts (comma-separated)")
 	tftpBlks := fs.String("tftp-blksize", "", "case 1: only these block sizes (0: none asked)")
 	tftpWindows := fs.String("tftp-window", "", "case 1: only these window sizes (0: lock-step)")
+	httpClients := fs.String("http-clients", "", "case 2: only these load generators (bench, wrk)")
+	httpNs := fs.String("http-n", "", "case 2: only these client counts (comma-separated)")
 	fs.IntVar(&o.scaleNodes, "scale-nodes", 0, "cases 4 and hosts: fake nodes, and as many jobs (default 400)")
 	fs.IntVar(&o.scaleJobs, "scale-jobs", 0, "cases 4 and hosts: jobs (default: one per node)")
 	fs.DurationVar(&o.scaleInterval, "scale-interval", 0, "case 4: submit a job every INTERVAL (a steady stream) instead of all at once")
@@ -81,10 +86,11 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("-hosts %d: give 2 to 64 hosts (the case compares them with one)", o.hosts)
 	}
 	o.tftpFiles, o.tftpClients = splitList(*tftpFiles), splitList(*tftpClients)
+	o.httpClients = splitList(*httpClients)
 	for _, l := range []struct {
 		flag, v string
 		dst     *[]int
-	}{{"tftp-n", *tftpNs, &o.tftpNs}, {"tftp-blksize", *tftpBlks, &o.tftpBlks}, {"tftp-window", *tftpWindows, &o.tftpWindows}} {
+	}{{"tftp-n", *tftpNs, &o.tftpNs}, {"tftp-blksize", *tftpBlks, &o.tftpBlks}, {"tftp-window", *tftpWindows, &o.tftpWindows}, {"http-n", *httpNs, &o.httpNs}} {
 		for _, f := range splitList(l.v) {
 			n, perr := strconv.Atoi(f)
 			if perr != nil || n < 0 {
@@ -240,11 +246,11 @@ func runRun(args []string, stdout, stderr io.Writer) error {
 
 func tftpCase(o runOptions) bench.TFTPCase {
 	c := bench.TFTPCase{Rounds: o.rounds, Files: []string{"pxelinux.0", "initrd.img"}, Ns: []int{1, 50, 400, 1000},
-		BlkSizes: []int{0, 1468}, Windows: []int{0, 8, 16}, Cap: 8 * time.Second, CapFrom: 64 << 20, Settle: time.Second,
+		BlkSizes: []int{0, 1468}, Windows: []int{0, 8, 16}, Cap: 8 * time.Second, CapFrom: 64 << 20, SoloBytes: 32 << 20, Settle: time.Second,
 		Generators: []string{bench.GenBench, bench.GenCurl}, CurlNs: []int{400, 1000}}
 	if o.quick {
 		c = bench.TFTPCase{Rounds: o.rounds, Files: []string{"pxelinux.0"}, Ns: []int{1, 50},
-			BlkSizes: []int{0, 1468}, Windows: []int{0, 8}, Cap: 2 * time.Second, CapFrom: 64 << 20, Settle: 100 * time.Millisecond,
+			BlkSizes: []int{0, 1468}, Windows: []int{0, 8}, Cap: 2 * time.Second, CapFrom: 64 << 20, SoloBytes: 2 << 20, Settle: 100 * time.Millisecond,
 			Generators: []string{bench.GenBench, bench.GenCurl}, CurlNs: []int{50}}
 	}
 	if len(o.tftpFiles) > 0 {
@@ -379,12 +385,19 @@ func e2eCase(o runOptions) bench.E2ECase {
 }
 
 func httpCase(o runOptions) bench.HTTPCase {
+	c := bench.HTTPCase{Rounds: o.rounds, Image: "disk.img", Ns: []int{1, 50, 400}, Duration: 8 * time.Second, Slice: 2 * time.Second, Settle: time.Second,
+		Generators: []string{bench.GenBench, bench.GenWrk}}
 	if o.quick {
-		return bench.HTTPCase{Rounds: o.rounds, Image: "disk-quick.img", Ns: []int{1, 50}, Duration: time.Second, Settle: 100 * time.Millisecond,
+		c = bench.HTTPCase{Rounds: o.rounds, Image: "disk-quick.img", Ns: []int{1, 50}, Duration: time.Second, Settle: 100 * time.Millisecond,
 			Generators: []string{bench.GenBench, bench.GenWrk}}
 	}
-	return bench.HTTPCase{Rounds: o.rounds, Image: "disk.img", Ns: []int{1, 50, 400}, Duration: 8 * time.Second, Settle: time.Second,
-		Generators: []string{bench.GenBench, bench.GenWrk}}
+	if len(o.httpClients) > 0 {
+		c.Generators = o.httpClients
+	}
+	if len(o.httpNs) > 0 {
+		c.Ns = o.httpNs
+	}
+	return c
 }
 
 // inPrivateNetns reports whether this process is the bench re-run by
