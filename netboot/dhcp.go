@@ -184,6 +184,10 @@ func renderDnsmasq(b *bytes.Buffer, boot DHCPBoot, hosts []DHCPHost) {
 	fmt.Fprintf(b, "dhcp-vendorclass=set:%s-httpclient,%s\n", t, HTTPClientClass)
 	fmt.Fprintf(b, "tag-if=set:%s-arch-efi64-http,tag:%s-arch-efi64-http-code,tag:%s-httpclient\n", t, t, t)
 	fmt.Fprintf(b, "dhcp-userclass=set:%s-ipxe,iPXE\n", t)
+	// iPXE waits about 2 s for ProxyDHCP offers unless told there are none
+	// (its option 175.176, no-pxedhcp): labctl's hosts get their boot file
+	// in this answer.
+	fmt.Fprintf(b, "dhcp-option=tag:%s-netboot,tag:%s-ipxe,encap:175,176,1b\n", t, t)
 	fmt.Fprintf(b, "tag-if=set:%s-unknown-arch,tag:%s-netboot,tag:%s-pxe,tag:!%s-arch-bios,tag:!%s-arch-efi64,tag:!%s-arch-efi64-http\n", t, t, t, t, t, t)
 	for _, p := range list {
 		p.writeTitle(b)
