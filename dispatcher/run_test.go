@@ -368,14 +368,17 @@ commands = ["sleep 30"]
 	checkFinalized(t, n)
 }
 
-// The Enter after the user name echoes late (a busy node): the node took
-// the line, so typing it again would type the user name into the password
-// prompt ("Login incorrect" in the scale bench). The job logs in.
+// The Enter after the user name echoes late (a busy node), later even
+// than typing waits for a late echo: the node took the line, so typing it
+// again would type the user name into the password prompt ("Login
+// incorrect" in the scale bench). The job logs in.
 func TestRunLateEnterEchoAtLogin(t *testing.T) {
 	n := newNode(t)
 	set := dispatchertest.Settings(n)
 	set.Console.EchoTimeout = 300 * time.Millisecond
-	n.LateLoginEnter = 3 * set.Console.EchoTimeout
+	// Well past the echo timeout and the late-echo wait after it (sol's
+	// default, twice the timeout).
+	n.LateLoginEnter = 10 * set.Console.EchoTimeout
 	img, sum := image(t, t.TempDir())
 	res, log := runWith(t, n, deployJob(img, sum, `
 [boot]
