@@ -19,11 +19,14 @@ import (
 // a job submitted through any host is recorded there and every host keeps
 // in memory the queued jobs its own devices can take, in the one order of
 // the lab (priority, then age); it learns of jobs submitted elsewhere,
-// and of jobs other hosts took or canceled, when the store says the queue
-// changed (PostgreSQL's NOTIFY) and each HostConfig.Poll. Its workers
-// claim a job in the store under the host's lease, so a job runs once
-// however many hosts could take it; a worker that finds its job taken
-// takes the next one at once.
+// and of jobs canceled elsewhere, when the store says the queue changed
+// (PostgreSQL's NOTIFY), and of jobs other hosts took when it next reads
+// the queue (a NOTIFY, a claim of its own that found every job it named
+// taken, each HostConfig.Poll). Its workers claim a job in the store
+// under the host's lease, so a job runs once however many hosts could
+// take it; a claim names the next queued jobs too and takes the first
+// one free, so a worker whose job another host took takes the next one
+// in the same round trip.
 //
 // Each Poll the host renews its lease, checks that the store still has
 // its running jobs under its claim (a host that was cut off long enough

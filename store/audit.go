@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"math"
 	"strconv"
@@ -42,8 +41,10 @@ func (s *sqlDB) AddAudit(ctx context.Context, e AuditEntry) (int64, error) {
 		e.At = time.Now()
 	}
 	var id int64
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		return tx.QueryRow(`INSERT INTO audit (at, who, role, remote, action, device, job, detail, result, error)
+	// One statement: on PostgreSQL one round trip, no BEGIN and COMMIT
+	// (every submit is audited).
+	err := s.statement(ctx, func(ctx context.Context, db querier) error {
+		return db.QueryRowContext(ctx, `INSERT INTO audit (at, who, role, remote, action, device, job, detail, result, error)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id`,
 			e.At.UnixNano(), e.Who, e.Role, e.Remote, e.Action, e.Device, e.Job, e.Detail, e.Result, e.Error).Scan(&id)
 	})

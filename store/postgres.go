@@ -465,8 +465,8 @@ func (p *Postgres) Close() error {
 	return p.db.Close()
 }
 
-// WatchQueue calls changed whenever a job is queued, claimed, or canceled
-// while queued, by any host, until ctx ends: it LISTENs on a connection of its
+// WatchQueue calls changed whenever a job is queued, or canceled while
+// queued, by any host (not when one is claimed: see ClaimFirst), until ctx ends: it LISTENs on a connection of its
 // own. After the connection was lost it connects again (backing off up
 // to 5 s) and calls changed once, for what it may have missed meanwhile.
 func (p *Postgres) WatchQueue(ctx context.Context, changed func()) {

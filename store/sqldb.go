@@ -37,7 +37,7 @@ type sqlDB struct {
 	// one host); see SetHost.
 	host string
 	// queueChanged, if set, is called once a change of the queue has
-	// committed (a job queued, claimed, or canceled while queued):
+	// committed (a job queued, or canceled while queued):
 	// PostgreSQL's NOTIFY, which other hosts hear (WatchQueue).
 	queueChanged func()
 }
@@ -231,8 +231,10 @@ func (s *sqlDB) ClaimFirst(ctx context.Context, ids []int64, device string, at t
 	if got == 0 {
 		return 0, s.claimRefused(ctx, ids, at)
 	}
-	// The other hosts that hold it queued drop it.
-	s.notifyQueue()
+	// No NOTIFY: the other hosts that hold the job queued drop it at
+	// their next read of the queue, and a claim of it meanwhile takes the
+	// next job it names; a read of the whole queue by every host for
+	// each claim cost more than it saved.
 	return got, nil
 }
 
