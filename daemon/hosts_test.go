@@ -79,11 +79,11 @@ func (s *cutStore) Jobs(ctx context.Context, f store.JobFilter) ([]store.Job, er
 	}
 	return s.hostStore.Jobs(ctx, f)
 }
-func (s *cutStore) ClaimJob(ctx context.Context, id int64, device string, at time.Time) error {
+func (s *cutStore) ClaimFirst(ctx context.Context, ids []int64, device string, at time.Time) (int64, error) {
 	if err := s.err(); err != nil {
-		return err
+		return 0, err
 	}
-	return s.hostStore.ClaimJob(ctx, id, device, at)
+	return s.hostStore.ClaimFirst(ctx, ids, device, at)
 }
 func (s *cutStore) FinishJob(ctx context.Context, id int64, from string, f store.Finish) error {
 	if err := s.err(); err != nil {

@@ -25,10 +25,10 @@ import (
 //
 // Writes run in transactions of their own (PostgreSQL takes concurrent
 // writers); a write of one statement (a claim) runs without BEGIN and
-// COMMIT, in one round trip. The jobs submitted at once are inserted
-// together, in one statement (insertLoop), as SQLite's writer commits
-// them in one transaction: a burst of submits costs a round trip, not
-// three per job. A move of a job is still one guarded
+// COMMIT, in one round trip. The jobs submitted at once, and their audit
+// entries, are inserted together, one statement per table (insertLoop),
+// as SQLite's writer commits them in one transaction: a burst of submits
+// costs two round trips, not four per job. A move of a job is still one guarded
 // UPDATE ("... WHERE id = $1 AND state = 'queued'"): at READ COMMITTED,
 // a second process claiming the same job waits for the first one's row
 // lock, then finds the job no longer queued and changes nothing, so a
@@ -50,7 +50,7 @@ type Postgres struct {
 	cfg   *pgx.ConnConfig
 
 	notify    chan struct{} // a change of the queue waits to be announced
-	inserts   chan *insert  // jobs waiting for insertLoop
+	inserts   chan *insert  // rows waiting for insertLoop
 	inserted  chan struct{} // closed when insertLoop has returned
 	stop      chan struct{} // closed by Close
 	stopped   chan struct{} // closed when notifyLoop has returned
@@ -96,7 +96,7 @@ func OpenPostgres(ctx context.Context, rawURL, password string) (*Postgres, erro
 		inserts: make(chan *insert), inserted: make(chan struct{})}
 	p.sqlDB.write = p.write
 	p.sqlDB.statement = p.statement
-	p.sqlDB.insert = p.insertJob
+	p.sqlDB.insert = p.insertRow
 	p.sqlDB.queueChanged = p.queueChanged
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
@@ -111,9 +111,10 @@ func OpenPostgres(ctx context.Context, rawURL, password string) (*Postgres, erro
 	return p, nil
 }
 
-// insert is a job waiting for insertLoop: the values of queuedJob, and
-// where its ID or error goes.
+// insert is a row waiting for insertLoop: the INSERT (up to VALUES), the
+// row's values, and where its ID or error goes.
 type insert struct {
+	into string
 	vals []any
 	done chan insertResult
 }
@@ -123,10 +124,11 @@ type insertResult struct {
 	err error
 }
 
-// insertJob inserts a queued job through insertLoop and returns its ID
+// insertRow inserts a row through insertLoop (into: the INSERT up to
+// VALUES, of a table whose id comes from a sequence) and returns its ID
 // once it is committed. The insert happens even if ctx ends first.
-func (p *Postgres) insertJob(ctx context.Context, vals []any) (int64, error) {
-	in := &insert{vals: vals, done: make(chan insertResult, 1)}
+func (p *Postgres) insertRow(ctx context.Context, into string, vals []any) (int64, error) {
+	in := &insert{into: into, vals: vals, done: make(chan insertResult, 1)}
 	select {
 	case p.inserts <- in:
 	case <-p.stop:
@@ -142,8 +144,8 @@ func (p *Postgres) insertJob(ctx context.Context, vals []any) (int64, error) {
 	}
 }
 
-// insertLoop inserts the jobs waiting at each moment in one statement,
-// until Close: while one batch is on its way, the next gathers.
+// insertLoop inserts the rows waiting at each moment, one statement per
+// table, until Close: while one batch is on its way, the next gathers.
 func (p *Postgres) insertLoop() {
 	defer close(p.inserted)
 	for {
@@ -163,23 +165,40 @@ func (p *Postgres) insertLoop() {
 				break more
 			}
 		}
-		ids, err := p.insertRows(batch)
-		if err != nil && len(batch) > 1 {
-			// One job the database refuses must not fail the others:
-			// each alone.
+		for len(batch) > 0 {
+			// The rows of the first one's table, in their order.
+			var rows, rest []*insert
 			for _, in := range batch {
-				ids, err := p.insertRows([]*insert{in})
-				in.done <- insertResult{id: first(ids), err: err}
+				if in.into == batch[0].into {
+					rows = append(rows, in)
+				} else {
+					rest = append(rest, in)
+				}
 			}
-			continue
+			p.insertBatch(rows)
+			batch = rest
 		}
-		for i, in := range batch {
-			var id int64
-			if err == nil {
-				id = ids[i]
-			}
-			in.done <- insertResult{id: id, err: err}
+	}
+}
+
+// insertBatch inserts rows of one table and tells each its ID or error.
+func (p *Postgres) insertBatch(rows []*insert) {
+	ids, err := p.insertRows(rows)
+	if err != nil && len(rows) > 1 {
+		// One row the database refuses must not fail the others: each
+		// alone.
+		for _, in := range rows {
+			ids, err := p.insertRows([]*insert{in})
+			in.done <- insertResult{id: first(ids), err: err}
 		}
+		return
+	}
+	for i, in := range rows {
+		var id int64
+		if err == nil {
+			id = ids[i]
+		}
+		in.done <- insertResult{id: id, err: err}
 	}
 }
 
@@ -190,8 +209,8 @@ func first(ids []int64) int64 {
 	return ids[0]
 }
 
-// insertRows inserts batch in one INSERT, a transaction of its own, and
-// returns the jobs' IDs in the batch's order. The rows of one INSERT
+// insertRows inserts batch (rows of one table) in one INSERT, a
+// transaction of its own, and returns the rows' IDs in the batch's order. The rows of one INSERT
 // take their IDs from the sequence in the order of its VALUES, so the
 // IDs, sorted, are the rows' in order.
 func (p *Postgres) insertRows(batch []*insert) ([]int64, error) {
@@ -200,7 +219,7 @@ func (p *Postgres) insertRows(batch []*insert) ([]int64, error) {
 	for _, in := range batch {
 		args = append(args, in.vals...)
 	}
-	q := insertJobs + insertValues(len(batch), cols) + ` RETURNING id`
+	q := batch[0].into + insertValues(len(batch), cols) + ` RETURNING id`
 	var ids []int64
 	err := detached(context.Background(), func(ctx context.Context) error {
 		var err error
@@ -212,7 +231,7 @@ func (p *Postgres) insertRows(batch []*insert) ([]int64, error) {
 		return err
 	})
 	if err == nil && len(ids) != len(batch) {
-		err = fmt.Errorf("inserted %d jobs, the database returned %d IDs", len(batch), len(ids))
+		err = fmt.Errorf("inserted %d rows, the database returned %d IDs", len(batch), len(ids))
 	}
 	if err != nil {
 		return nil, err

@@ -26,10 +26,11 @@ type sqlDB struct {
 	// SQLite through write, on PostgreSQL without BEGIN and COMMIT
 	// (one round trip).
 	statement func(ctx context.Context, fn func(ctx context.Context, db querier) error) error
-	// insert, if set, inserts a queued job (the values of queuedJob) and
-	// returns its ID: PostgreSQL's, which inserts the jobs submitted at
-	// once in one statement. Unset, CreateJob inserts through write.
-	insert func(ctx context.Context, vals []any) (int64, error)
+	// insert, if set, inserts a row (into: the INSERT up to VALUES) and
+	// returns its ID: PostgreSQL's, which inserts the rows of a table
+	// that arrive at once (the jobs of a burst of submits, their audit
+	// entries) in one statement. Unset, they are inserted through write.
+	insert func(ctx context.Context, into string, vals []any) (int64, error)
 	// lockRow ends the subquery that picks the job a claim takes: FOR
 	// UPDATE SKIP LOCKED on PostgreSQL, nothing on SQLite (one writer).
 	lockRow string
@@ -68,7 +69,7 @@ func (s *sqlDB) CreateJob(ctx context.Context, j Job) (Job, error) {
 		return Job{}, err
 	}
 	if s.insert != nil {
-		j.ID, err = s.insert(ctx, vals)
+		j.ID, err = s.insert(ctx, insertJobs, vals)
 	} else {
 		err = s.write(ctx, func(tx *sql.Tx) error {
 			return tx.QueryRow(insertJobs+insertValues(1, len(vals))+` RETURNING id`, vals...).Scan(&j.ID)

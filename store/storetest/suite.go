@@ -139,6 +139,7 @@ func testCreateBurst(t *testing.T, open func() (store.Store, error)) {
 	ctx := context.Background()
 	const n = 40
 	got := make([]store.Job, n)
+	audits := make([]int64, n)
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
@@ -147,9 +148,27 @@ func testCreateBurst(t *testing.T, open func() (store.Store, error)) {
 				t.Errorf("CreateJob %d = %v", i, err)
 			}
 			got[i] = j
+			// Each submit is audited: entries of a burst too.
+			audits[i], err = s.AddAudit(ctx, store.AuditEntry{At: at, Who: "ci", Action: "submit", Job: j.ID, Detail: fmt.Sprintf("burst%d", i)})
+			if err != nil {
+				t.Errorf("AddAudit %d = %v", i, err)
+			}
 		})
 	}
 	wg.Wait()
+	entries, err := s.Audit(ctx, store.AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	detail := map[int64]string{}
+	for _, e := range entries {
+		detail[e.ID] = e.Detail
+	}
+	for i, id := range audits {
+		if want := fmt.Sprintf("burst%d", i); detail[id] != want {
+			t.Errorf("audit entry %d of %s reads back as %q", id, want, detail[id])
+		}
+	}
 	seen := map[int64]bool{}
 	for i, j := range got {
 		if seen[j.ID] {
