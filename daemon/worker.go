@@ -37,6 +37,7 @@ func (d *Daemon) runJob(ctx context.Context, dev *device, j *job) {
 	d.mu.Unlock()
 	taken, started, err := d.claim(wctx, j, others, dev)
 	d.mu.Lock()
+	dev.claiming = false
 	for _, c := range others {
 		if c != taken {
 			d.requeueLocked(c)
@@ -68,17 +69,16 @@ func (d *Daemon) runJob(ctx context.Context, dev *device, j *job) {
 			// Someone else finished or took it: the device is free for
 			// the next queued job now, not when the queue next changes.
 			// In a lab of several hosts the others likely took more of
-			// this host's queued jobs: one read of the store's queue
-			// drops them all (and schedules), rather than a failed claim
-			// each.
+			// this host's queued jobs: a read of the store's queue drops
+			// them; meanwhile the next claim names several jobs and
+			// takes the first one free.
 			delete(d.jobs, id)
 			close(j.done)
 			d.refreshLocked(dev, "")
 			if d.host != nil {
 				d.host.queueChanged()
-			} else {
-				d.scheduleLocked()
 			}
+			d.scheduleLocked()
 		} else {
 			// The store failed: the job stays queued there; keep it
 			// queued here and try again a little later.
@@ -136,33 +136,40 @@ func (d *Daemon) runJob(ctx context.Context, dev *device, j *job) {
 // to take it off the queue, before it is given a device again.
 const claimRetry = time.Second
 
-// claimCandidates is how many queued jobs besides its own a worker of a
-// host of several names in its claim: a host that loses its job to
-// another host (they all hold the lab's queue, in one order, so they go
-// for the same oldest jobs) takes the next one free in the same round
+// maxCandidates is how many queued jobs besides its own a worker of a
+// host of several names in its claim, at most: a host that loses its job
+// to another host (they all hold the lab's queue, in one order, so they
+// go for the same oldest jobs) takes the next one free in the same round
 // trip, rather than after a read of the queue.
-const claimCandidates = 3
+const maxCandidates = 8
 
 // candidatesLocked takes out of the queue the jobs dev may claim if
-// another host has j: the next claimCandidates jobs in queue order that
-// dev fits. None in a lab of one host, where no one else takes jobs.
-// The caller gives back those it did not take (requeueLocked).
+// another host has j, in queue order: an even share, among the workers
+// of this host about to claim, of the queued jobs dev fits (at most
+// maxCandidates). None in a lab of one host, where no one else takes
+// jobs. The caller gives back those it did not take (requeueLocked) and
+// clears dev.claiming.
 func (d *Daemon) candidatesLocked(dev *device, j *job) []*job {
 	if d.host == nil {
 		return nil
 	}
-	var out []*job
-	for _, q := range d.queue {
-		if len(out) == claimCandidates {
-			break
-		}
-		if q.ctx.Err() == nil && dev.fits(q) && !slices.Contains(q.avoid, dev.name) && d.mayTakeLocked(dev, q) {
-			out = append(out, q)
+	waiting := 1 // dev's worker, and those given a job that have not claimed yet
+	for _, o := range d.devices {
+		if o != dev && o.job != nil && o.job.rec.State == store.Queued && !o.claiming {
+			waiting++
 		}
 	}
+	var fit []*job
+	for _, q := range d.queue {
+		if q.ctx.Err() == nil && dev.fits(q) && !slices.Contains(q.avoid, dev.name) && d.mayTakeLocked(dev, q) {
+			fit = append(fit, q)
+		}
+	}
+	out := fit[:min(len(fit), maxCandidates, (len(fit)+waiting-1)/waiting)]
 	for _, q := range out {
 		d.dequeueLocked(q)
 	}
+	dev.claiming = true
 	return out
 }
 

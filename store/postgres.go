@@ -88,9 +88,12 @@ func OpenPostgres(ctx context.Context, rawURL, password string) (*Postgres, erro
 		cfg.ConnectTimeout = 10 * time.Second
 	}
 	db := stdlib.OpenDB(*cfg)
+	// The pool keeps the connections it opened, up to poolIdle: a burst
+	// of submits or claims after a quiet hour does not wait for
+	// PostgreSQL to start a backend for each (tens of milliseconds each
+	// on a busy server).
 	db.SetMaxOpenConns(16)
-	db.SetMaxIdleConns(8)
-	db.SetConnMaxIdleTime(5 * time.Minute)
+	db.SetMaxIdleConns(poolIdle)
 	p := &Postgres{sqlDB: sqlDB{db: db, lockRow: " FOR UPDATE SKIP LOCKED"}, where: where, cfg: cfg,
 		notify: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}),
 		inserts: make(chan *insert), inserted: make(chan struct{})}
@@ -108,7 +111,37 @@ func OpenPostgres(ctx context.Context, rawURL, password string) (*Postgres, erro
 	}
 	go p.notifyLoop()
 	go p.insertLoop()
+	go p.warm(poolIdle)
 	return p, nil
+}
+
+// poolIdle is how many connections the pool keeps open when idle.
+const poolIdle = 8
+
+// warm opens n connections of the pool and leaves them idle, so that the
+// first burst of work finds them open; it gives up at the first error
+// (the pool connects again when it needs to).
+func (p *Postgres) warm(n int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	var conns []*sql.Conn
+	for range n {
+		c, err := p.db.Conn(ctx)
+		if err != nil {
+			break
+		}
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
 }
 
 // insert is a row waiting for insertLoop: the INSERT (up to VALUES), the
@@ -268,11 +301,16 @@ func (p *Postgres) notifyLoop() {
 			cancel()
 		}
 	}()
+	// Connect before the first change: the first submit's NOTIFY does
+	// not wait for a connection.
+	first := true
 	for {
-		select {
-		case <-p.stop:
-			return
-		case <-p.notify:
+		if !first {
+			select {
+			case <-p.stop:
+				return
+			case <-p.notify:
+			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), notifyTimeout)
 		go func() {
@@ -286,7 +324,7 @@ func (p *Postgres) notifyLoop() {
 		if conn == nil {
 			conn, err = pgx.ConnectConfig(ctx, p.cfg)
 		}
-		if err == nil {
+		if err == nil && !first {
 			if _, err = conn.Exec(ctx, `SELECT pg_notify('`+queueChannel+`', '')`); err != nil {
 				conn.Close(ctx)
 			}
@@ -294,6 +332,7 @@ func (p *Postgres) notifyLoop() {
 		if err != nil {
 			conn = nil
 		}
+		first = false
 		cancel()
 	}
 }
