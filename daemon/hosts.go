@@ -471,16 +471,42 @@ func (d *Daemon) followQueue(ctx context.Context) error {
 			d.enqueueLocked(j)
 		}
 	}
+	var unsure []*job
 	for _, j := range slices.Clone(d.queue) {
 		if j.added <= seen && !inStore[j.rec.ID] {
 			d.dequeueLocked(j)
 			delete(d.jobs, j.rec.ID)
+			if j.unsure {
+				unsure = append(unsure, j)
+				continue
+			}
 			close(j.done)
 			j.cancel(nil)
 		}
 	}
 	d.scheduleLocked()
+	if len(unsure) > 0 {
+		go d.checkUnsure(unsure)
+	}
 	return nil
+}
+
+// checkUnsure looks in the store at jobs that left the store's queue
+// after a claim naming them failed without an answer: one the store holds
+// running under this host's claim was taken by that claim and runs
+// nowhere, and ends (endLostAnswer); the others another host took or
+// someone canceled.
+func (d *Daemon) checkUnsure(jobs []*job) {
+	ctx, cancel := context.WithTimeout(d.base, storeTimeout)
+	defer cancel()
+	for _, j := range jobs {
+		rec, err := d.store.Job(ctx, j.rec.ID)
+		if err == nil && rec.State == store.Running && rec.Host == d.hostName() {
+			d.endLostAnswer(j, rec)
+		}
+		close(j.done)
+		j.cancel(nil)
+	}
 }
 
 // remote returns the host that owns a device of another host, and a

@@ -38,6 +38,12 @@ func (d *Daemon) runJob(ctx context.Context, dev *device, j *job) {
 	taken, started, err := d.claim(wctx, j, others, dev)
 	d.mu.Lock()
 	dev.claiming = false
+	if err != nil && !errors.Is(err, store.ErrConflict) {
+		// The store may have committed the claim of any of them.
+		for _, c := range append(others, j) {
+			c.unsure = true
+		}
+	}
 	for _, c := range others {
 		if c != taken {
 			d.requeueLocked(c)
@@ -223,7 +229,10 @@ func (d *Daemon) claim(ctx context.Context, j *job, others []*job, dev *device) 
 		}
 		return nil, started, fmt.Errorf("the store claimed job %d, which the claim did not name", id)
 	}
-	if !errors.Is(err, store.ErrConflict) {
+	d.mu.Lock()
+	unsure := j.unsure
+	d.mu.Unlock()
+	if !errors.Is(err, store.ErrConflict) || !unsure {
 		return nil, started, err
 	}
 	rec, rerr := d.store.Job(sctx, j.rec.ID)
@@ -234,8 +243,14 @@ func (d *Daemon) claim(ctx context.Context, j *job, others []*job, dev *device) 
 		d.log.Warn("job was taken off the queue by an earlier try whose answer was lost", "job", j.rec.ID, "device", dev.name)
 		return j, rec.Started, nil
 	}
-	// Claimed for another device by a try whose answer was lost: the
-	// store says it runs there, so it must not run here; it ends, once.
+	d.endLostAnswer(j, rec)
+	return nil, started, err
+}
+
+// endLostAnswer ends a job the store holds running under this daemon's
+// claim for a device that does not run it (rec): a claim committed but
+// its answer was lost. It must not run elsewhere now; it ends, once.
+func (d *Daemon) endLostAnswer(j *job, rec store.Job) {
 	reason := fmt.Sprintf("did not start: the store lost the answer when it was given to %s; submit it again", rec.RunDevice)
 	now := d.now()
 	d.mu.Lock()
@@ -244,7 +259,6 @@ func (d *Daemon) claim(ctx context.Context, j *job, others []*job, dev *device) 
 	final := j.rec
 	d.mu.Unlock()
 	d.recordEnd(final, store.Running, store.Finish{Outcome: string(labctl.Incomplete), Reason: reason, At: now})
-	return nil, started, err
 }
 
 // finishRunning records how a running job ended (see recordEnd: a store

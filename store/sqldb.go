@@ -241,31 +241,37 @@ func (s *sqlDB) ClaimFirst(ctx context.Context, ids []int64, device string, at t
 
 // claimRefused says why a claim of ids changed nothing: the host's lease
 // (ErrLeaseExpired), no such job (ErrNotFound, one job), or the jobs'
-// states (ErrConflict), as read after the claim.
+// states (ErrConflict), as read after the claim, in one read.
 func (s *sqlDB) claimRefused(ctx context.Context, ids []int64, at time.Time) error {
 	what := "claim " + jobsNamed(ids)
-	if s.host != "" {
-		var lease int64
-		err := s.db.QueryRowContext(ctx, `SELECT lease_until FROM hosts WHERE name = $1`, s.host).Scan(&lease)
-		switch {
-		case errors.Is(err, sql.ErrNoRows):
-			return fmt.Errorf("%s: host %s is not registered: %w", what, s.host, ErrLeaseExpired)
-		case err != nil:
-			return fmt.Errorf("%s: %w", what, err)
-		case lease < nanos(at):
-			return fmt.Errorf("%s: host %s's lease ran out at %s: %w", what, s.host, fromNanos(lease).UTC().Format(time.RFC3339Nano), ErrLeaseExpired)
-		}
-	}
-	if len(ids) > 1 {
-		return fmt.Errorf("%s: none of them is queued and free: %w", what, ErrConflict)
-	}
+	// The lease: -1 if the host is not registered (0 in a lab of one host,
+	// which holds none).
 	var state, host string
-	err := s.db.QueryRowContext(ctx, `SELECT state, claim_host FROM jobs WHERE id = $1`, ids[0]).Scan(&state, &host)
+	lease := int64(0)
+	found := true
+	leaseQ := `COALESCE((SELECT lease_until FROM hosts WHERE name = $1), -1)`
+	var err error
+	if len(ids) == 1 {
+		err = s.db.QueryRowContext(ctx, `SELECT state, claim_host, `+leaseQ+` FROM jobs WHERE id = $2`, s.host, ids[0]).
+			Scan(&state, &host, &lease)
+		if errors.Is(err, sql.ErrNoRows) {
+			found = false
+			err = s.db.QueryRowContext(ctx, `SELECT `+leaseQ, s.host).Scan(&lease)
+		}
+	} else if s.host != "" {
+		err = s.db.QueryRowContext(ctx, `SELECT `+leaseQ, s.host).Scan(&lease)
+	}
 	switch {
-	case errors.Is(err, sql.ErrNoRows):
-		return fmt.Errorf("%s: %w", what, ErrNotFound)
 	case err != nil:
 		return fmt.Errorf("%s: %w", what, err)
+	case s.host != "" && lease < 0:
+		return fmt.Errorf("%s: host %s is not registered: %w", what, s.host, ErrLeaseExpired)
+	case s.host != "" && lease < nanos(at):
+		return fmt.Errorf("%s: host %s's lease ran out at %s: %w", what, s.host, fromNanos(lease).UTC().Format(time.RFC3339Nano), ErrLeaseExpired)
+	case len(ids) > 1:
+		return fmt.Errorf("%s: none of them is queued and free: %w", what, ErrConflict)
+	case !found:
+		return fmt.Errorf("%s: %w", what, ErrNotFound)
 	case state == Queued:
 		return fmt.Errorf("%s: another host is taking it: %w", what, ErrConflict)
 	case state == Running && host != "":
