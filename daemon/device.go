@@ -34,6 +34,7 @@ type device struct {
 	job           *job   // the job it runs (assigned or running)
 	check         *check // the health check it runs (or is about to)
 	busy          bool   // a task is on its way to or running on the worker
+	claiming      bool   // its worker is taking its job off the store's queue
 	manual        int    // power or bootdev requests in flight
 	recover       bool   // power off and PXE local before the next check (a crash cut its job short)
 	idleReason    string // why it is idle: the last thing that ended

@@ -39,15 +39,15 @@ func (s *flakyStore) CreateJob(ctx context.Context, j store.Job) (store.Job, err
 	return s.Store.CreateJob(ctx, j)
 }
 
-func (s *flakyStore) ClaimJob(ctx context.Context, id int64, device string, at time.Time) error {
+func (s *flakyStore) ClaimFirst(ctx context.Context, ids []int64, device string, at time.Time) (int64, error) {
 	if s.failing.Load() {
-		return errStoreFull
+		return 0, errStoreFull
 	}
-	err := s.Store.ClaimJob(ctx, id, device, at)
+	id, err := s.Store.ClaimFirst(ctx, ids, device, at)
 	if err == nil && s.loseClaim.Add(-1) >= 0 {
-		return context.DeadlineExceeded
+		return 0, context.DeadlineExceeded
 	}
-	return err
+	return id, err
 }
 
 func (s *flakyStore) FinishJob(ctx context.Context, id int64, from string, f store.Finish) error {
@@ -363,11 +363,11 @@ type otherHostStore struct {
 	}
 }
 
-func (s *otherHostStore) ClaimJob(ctx context.Context, id int64, device string, at time.Time) error {
-	if err := s.other.ClaimJob(ctx, id, device, at); err != nil {
-		return fmt.Errorf("rack9's claim: %w", err)
+func (s *otherHostStore) ClaimFirst(ctx context.Context, ids []int64, device string, at time.Time) (int64, error) {
+	if _, err := s.other.ClaimFirst(ctx, ids, device, at); err != nil {
+		return 0, fmt.Errorf("rack9's claim: %w", err)
 	}
-	return s.Store.ClaimJob(ctx, id, device, at)
+	return s.Store.ClaimFirst(ctx, ids, device, at)
 }
 
 // A claim that finds its job running under another host's claim, even on

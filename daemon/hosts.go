@@ -19,11 +19,14 @@ import (
 // a job submitted through any host is recorded there and every host keeps
 // in memory the queued jobs its own devices can take, in the one order of
 // the lab (priority, then age); it learns of jobs submitted elsewhere,
-// and of jobs other hosts took or canceled, when the store says the queue
-// changed (PostgreSQL's NOTIFY) and each HostConfig.Poll. Its workers
-// claim a job in the store under the host's lease, so a job runs once
-// however many hosts could take it; a worker that finds its job taken
-// takes the next one at once.
+// and of jobs canceled elsewhere, when the store says the queue changed
+// (PostgreSQL's NOTIFY), and of jobs other hosts took when it next reads
+// the queue (a NOTIFY, a claim of its own that found every job it named
+// taken, each HostConfig.Poll). Its workers claim a job in the store
+// under the host's lease, so a job runs once however many hosts could
+// take it; a claim names the next queued jobs too and takes the first
+// one free, so a worker whose job another host took takes the next one
+// in the same round trip.
 //
 // Each Poll the host renews its lease, checks that the store still has
 // its running jobs under its claim (a host that was cut off long enough
@@ -565,16 +568,42 @@ func (d *Daemon) followQueue(ctx context.Context) error {
 			d.enqueueLocked(j)
 		}
 	}
+	var unsure []*job
 	for _, j := range slices.Clone(d.queue) {
 		if j.added <= seen && !inStore[j.rec.ID] {
 			d.dequeueLocked(j)
 			delete(d.jobs, j.rec.ID)
+			if j.unsure {
+				unsure = append(unsure, j)
+				continue
+			}
 			close(j.done)
 			j.cancel(nil)
 		}
 	}
 	d.scheduleLocked()
+	if len(unsure) > 0 {
+		go d.checkUnsure(unsure)
+	}
 	return nil
+}
+
+// checkUnsure looks in the store at jobs that left the store's queue
+// after a claim naming them failed without an answer: one the store holds
+// running under this host's claim was taken by that claim and runs
+// nowhere, and ends (endLostAnswer); the others another host took or
+// someone canceled.
+func (d *Daemon) checkUnsure(jobs []*job) {
+	ctx, cancel := context.WithTimeout(d.base, storeTimeout)
+	defer cancel()
+	for _, j := range jobs {
+		rec, err := d.store.Job(ctx, j.rec.ID)
+		if err == nil && rec.State == store.Running && rec.Host == d.hostName() {
+			d.endLostAnswer(j, rec)
+		}
+		close(j.done)
+		j.cancel(nil)
+	}
 }
 
 // remote returns the host that owns a device of another host, and a

@@ -51,6 +51,9 @@ type cutStore struct {
 	// deaf drops the queue's changes WatchQueue hears: the host then
 	// learns of them only from its poll.
 	deaf atomic.Bool
+	// loseClaim: the next loseClaim claims commit but their answer is
+	// lost (a timeout).
+	loseClaim atomic.Int32
 }
 
 var errCut = errors.New("connection refused (test: cut off)")
@@ -79,11 +82,15 @@ func (s *cutStore) Jobs(ctx context.Context, f store.JobFilter) ([]store.Job, er
 	}
 	return s.hostStore.Jobs(ctx, f)
 }
-func (s *cutStore) ClaimJob(ctx context.Context, id int64, device string, at time.Time) error {
+func (s *cutStore) ClaimFirst(ctx context.Context, ids []int64, device string, at time.Time) (int64, error) {
 	if err := s.err(); err != nil {
-		return err
+		return 0, err
 	}
-	return s.hostStore.ClaimJob(ctx, id, device, at)
+	id, err := s.hostStore.ClaimFirst(ctx, ids, device, at)
+	if err == nil && s.loseClaim.Add(-1) >= 0 {
+		return 0, context.DeadlineExceeded
+	}
+	return id, err
 }
 func (s *cutStore) FinishJob(ctx context.Context, id int64, from string, f store.Finish) error {
 	if err := s.err(); err != nil {
@@ -473,7 +480,9 @@ func TestHostsOneLab(t *testing.T) {
 
 // A worker whose job another host took meanwhile takes the next queued
 // job at once: not when the store next says the queue changed, nor at the
-// host's next poll (an hour here, and the host hears no changes).
+// host's next poll (an hour here, and the host hears no changes). Its
+// claim names the next jobs too and takes the first one free; when every
+// job it named is gone, one read of the store's queue finds the next.
 func TestHostsTakenJobNextAtOnce(t *testing.T) {
 	t.Parallel()
 	dbURL := pgtest.URL(t)
@@ -483,29 +492,98 @@ func TestHostsTakenJobNextAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.store.deaf.Store(true)
-	busy := submitVia(t, a.client, "name = \"hold\"\ndevice_type = \"sim\"\n")
-	r.waitStarted(t, busy.ID)
-	taken := submitVia(t, a.client, "name = \"taken\"\ndevice_type = \"sim\"\n")
-	next := submitVia(t, a.client, "name = \"next\"\ndevice_type = \"sim\"\n")
-	// Another process of the lab takes the first queued job in the store.
+	// Another process of the lab takes queued jobs in the store.
 	other, err := store.OpenPostgres(context.Background(), dbURL, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer other.Close()
+	// taken jobs are claimed elsewhere while the only device is busy;
+	// then the device comes free and must start next, and none of them.
+	run := func(taken int) (first int64) {
+		busy := submitVia(t, a.client, "name = \"hold\"\ndevice_type = \"sim\"\n")
+		r.waitStarted(t, busy.ID)
+		var ids []int64
+		for range taken {
+			ids = append(ids, submitVia(t, a.client, "name = \"taken\"\ndevice_type = \"sim\"\n").ID)
+		}
+		next := submitVia(t, a.client, "name = \"next\"\ndevice_type = \"sim\"\n")
+		for _, id := range ids {
+			if err := other.ClaimJob(context.Background(), id, "elsewhere", time.Now()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := a.client.Cancel(daemontest.Context(t), busy.ID); err != nil {
+			t.Fatal(err)
+		}
+		r.waitStarted(t, next.ID)
+		for _, id := range ids {
+			if runs := r.runsOf(id); len(runs) != 0 {
+				t.Errorf("job %d, taken elsewhere, ran here too: %v", id, runs)
+			}
+		}
+		return ids[0]
+	}
+	// One job gone: the claim of the first queued job takes the next (the
+	// gone one, back in the queue, may be tried again once next is done).
+	first := run(1)
+	log := a.log.String()
+	failed := strings.Index(log, fmt.Sprintf("job not taken off the queue: it changed\" job=%d", first))
+	started := strings.Index(log, fmt.Sprintf("job started\" job=%d", first+1))
+	if started < 0 || (failed >= 0 && failed < started) {
+		t.Errorf("the claim of job %d, taken elsewhere, did not take the next job it named:\n%s", first, log)
+	}
+	// More jobs gone than a claim names: a failed claim, then the next.
+	first = run(10)
+	if !strings.Contains(a.log.String(), fmt.Sprintf("job not taken off the queue: it changed\" job=%d", first)) {
+		t.Errorf("rack1 did not try the jobs taken elsewhere (the test proves nothing):\n%s", a.log.String())
+	}
+}
+
+// A claim that named several jobs, took one of them and lost its answer
+// leaves none running in the store unseen: the job it took, which never
+// started, runs once or ends incomplete, and the host takes work again.
+func TestHostsLostClaimAnswer(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.URL(t)
+	r := newHostRunner(0)
+	a, err := startHostPolling(t, dbURL, "rack1", map[string]*daemontest.FakeNode{}, []string{"rack1-a"}, r.forHost("rack1"), 200*time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := store.OpenPostgres(context.Background(), dbURL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	busy := submitVia(t, a.client, "name = \"hold\"\ndevice_type = \"sim\"\n")
+	r.waitStarted(t, busy.ID)
+	taken := submitVia(t, a.client, "name = \"taken\"\ndevice_type = \"sim\"\n")
+	lost := submitVia(t, a.client, "name = \"lost\"\ndevice_type = \"sim\"\n")
 	if err := other.ClaimJob(context.Background(), taken.ID, "elsewhere", time.Now()); err != nil {
 		t.Fatal(err)
 	}
+	// The claim of [taken, lost] takes lost; its answer does not come.
+	a.store.loseClaim.Store(1)
 	if _, err := a.client.Cancel(daemontest.Context(t), busy.ID); err != nil {
 		t.Fatal(err)
 	}
-	r.waitStarted(t, next.ID)
+	// Either the host finds the job under its claim when a claim of its
+	// own names it first, on the same device, and runs it; or it reads
+	// the store's queue first and ends it.
+	rec := waitStored(t, a.store, lost.ID, "the job whose claim's answer was lost to end", func(j store.Job) bool { return j.State == store.Finished })
+	runs := r.runsOf(lost.ID)
+	switch {
+	case rec.Outcome == "complete" && len(runs) == 1:
+	case rec.Outcome == "incomplete" && strings.Contains(rec.Reason, "lost the answer") && len(runs) == 0:
+	default:
+		t.Errorf("job %d: %s %q, ran %v; want it run once, or ended incomplete (the answer lost) and not run", lost.ID, rec.Outcome, rec.Reason, runs)
+	}
 	if runs := r.runsOf(taken.ID); len(runs) != 0 {
-		t.Errorf("job %d, taken elsewhere, ran here too: %v", taken.ID, runs)
+		t.Errorf("job %d, taken elsewhere, ran here: %v", taken.ID, runs)
 	}
-	if !strings.Contains(a.log.String(), fmt.Sprintf("job not taken off the queue: it changed\" job=%d", taken.ID)) {
-		t.Errorf("rack1 did not try the job taken elsewhere (the test proves nothing):\n%s", a.log.String())
-	}
+	next := submitVia(t, a.client, "name = \"next\"\ndevice_type = \"sim\"\n")
+	r.waitStarted(t, next.ID)
 }
 
 // A job for a device of a host that joined after this host last read the

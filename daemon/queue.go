@@ -33,6 +33,9 @@ type job struct {
 	deadline time.Time
 	// added is Daemon.adds when it was last put in the queue.
 	added uint64
+	// unsure: a claim naming it failed without an answer, so the store
+	// may hold it running under this daemon's claim (see claim).
+	unsure bool
 
 	pmu      sync.Mutex
 	phase    string

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -31,7 +32,36 @@ func (d *Daemon) runJob(ctx context.Context, dev *device, j *job) {
 		d.jobEnded(dev, j, nil)
 		return
 	}
-	started, err := d.claim(wctx, j, dev)
+	d.mu.Lock()
+	others := d.candidatesLocked(dev, j)
+	d.mu.Unlock()
+	taken, started, err := d.claim(wctx, j, others, dev)
+	d.mu.Lock()
+	dev.claiming = false
+	if err != nil && !errors.Is(err, store.ErrConflict) {
+		// The store may have committed the claim of any of them.
+		for _, c := range append(others, j) {
+			c.unsure = true
+		}
+	}
+	for _, c := range others {
+		if c != taken {
+			d.requeueLocked(c)
+		}
+	}
+	if err == nil && taken != j {
+		// Another host took j (or is taking it): dev runs the candidate
+		// the store gave it instead, and j goes back to the queue (a
+		// read of the store's queue drops it if it is gone).
+		dev.job, taken.dev, j.dev = taken, dev, nil
+		d.requeueLocked(j)
+		d.refreshLocked(dev, "")
+		j, id = taken, taken.rec.ID
+	}
+	if err == nil && len(others) > 0 {
+		d.scheduleLocked()
+	}
+	d.mu.Unlock()
 	if err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			// Canceled meanwhile, or (several hosts) another host took it.
@@ -45,17 +75,16 @@ func (d *Daemon) runJob(ctx context.Context, dev *device, j *job) {
 			// Someone else finished or took it: the device is free for
 			// the next queued job now, not when the queue next changes.
 			// In a lab of several hosts the others likely took more of
-			// this host's queued jobs: one read of the store's queue
-			// drops them all (and schedules), rather than a failed claim
-			// each.
+			// this host's queued jobs: a read of the store's queue drops
+			// them; meanwhile the next claim names several jobs and
+			// takes the first one free.
 			delete(d.jobs, id)
 			close(j.done)
 			d.refreshLocked(dev, "")
 			if d.host != nil {
 				d.host.queueChanged()
-			} else {
-				d.scheduleLocked()
 			}
+			d.scheduleLocked()
 		} else {
 			// The store failed: the job stays queued there; keep it
 			// queued here and try again a little later.
@@ -113,31 +142,115 @@ func (d *Daemon) runJob(ctx context.Context, dev *device, j *job) {
 // to take it off the queue, before it is given a device again.
 const claimRetry = time.Second
 
-// claim takes a job off the queue in the store for dev and returns its
-// start. A claim that failed with an error after the store had committed
-// it (a timeout) makes the next claim find the job running already: if it
+// maxCandidates is how many queued jobs besides its own a worker of a
+// host of several names in its claim, at most: a host that loses its job
+// to another host (they all hold the lab's queue, in one order, so they
+// go for the same oldest jobs) takes the next one free in the same round
+// trip, rather than after a read of the queue.
+const maxCandidates = 8
+
+// candidatesLocked takes out of the queue the jobs dev may claim if
+// another host has j, in queue order: an even share, among the workers
+// of this host about to claim, of the queued jobs dev fits (at most
+// maxCandidates). None in a lab of one host, where no one else takes
+// jobs. The caller gives back those it did not take (requeueLocked) and
+// clears dev.claiming.
+func (d *Daemon) candidatesLocked(dev *device, j *job) []*job {
+	if d.host == nil {
+		return nil
+	}
+	waiting := 1 // dev's worker, and those given a job that have not claimed yet
+	for _, o := range d.devices {
+		if o != dev && o.job != nil && o.job.rec.State == store.Queued && !o.claiming {
+			waiting++
+		}
+	}
+	var fit []*job
+	for _, q := range d.queue {
+		if q.ctx.Err() == nil && dev.fits(q) && !slices.Contains(q.avoid, dev.name) && d.mayTakeLocked(dev, q) {
+			fit = append(fit, q)
+		}
+	}
+	out := fit[:min(len(fit), maxCandidates, (len(fit)+waiting-1)/waiting)]
+	for _, q := range out {
+		d.dequeueLocked(q)
+	}
+	dev.claiming = true
+	return out
+}
+
+// fits reports whether the device is one the job may run on.
+func (dev *device) fits(j *job) bool {
+	if j.spec.Device != "" {
+		return j.spec.Device == dev.name
+	}
+	return (j.spec.DeviceType == "" || j.spec.DeviceType == dev.cfg.DeviceType) && dev.cfg.HasTags(j.spec.Tags)
+}
+
+// requeueLocked puts back in the queue a job a claim named but did not
+// take; one canceled meanwhile (Cancel waits for it) ends canceled.
+func (d *Daemon) requeueLocked(j *job) {
+	if j.ctx.Err() == nil {
+		d.enqueueLocked(j)
+		return
+	}
+	delete(d.jobs, j.rec.ID)
+	go func() {
+		d.finishQueued(j, context.Cause(j.ctx))
+		close(j.done)
+	}()
+}
+
+// claim takes off the queue in the store, for dev, j or else the first
+// of others still free, and returns the job taken and its start. A claim
+// that failed with an error after the store had committed it (a
+// timeout) makes the next claim find the job running already: if it
 // runs on dev, it is this daemon's own claim (one daemon per state
-// directory) of a job that has not started, and the job goes ahead. A job
-// running under another claim (another host of the lab) is a plain
+// directory) of a job that has not started, and the job goes ahead. A
+// job running under another claim (another host of the lab) is a plain
 // conflict: its claimer runs it.
-func (d *Daemon) claim(ctx context.Context, j *job, dev *device) (time.Time, error) {
+func (d *Daemon) claim(ctx context.Context, j *job, others []*job, dev *device) (*job, time.Time, error) {
 	started := d.now()
 	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
-	err := d.store.ClaimJob(sctx, j.rec.ID, dev.name, started)
-	if !errors.Is(err, store.ErrConflict) {
-		return started, err
+	ids := []int64{j.rec.ID}
+	for _, c := range others {
+		ids = append(ids, c.rec.ID)
+	}
+	id, err := d.store.ClaimFirst(sctx, ids, dev.name, started)
+	if err == nil {
+		if id == j.rec.ID {
+			return j, started, nil
+		}
+		for _, c := range others {
+			if c.rec.ID == id {
+				return c, started, nil
+			}
+		}
+		return nil, started, fmt.Errorf("the store claimed job %d, which the claim did not name", id)
+	}
+	d.mu.Lock()
+	unsure := j.unsure
+	d.mu.Unlock()
+	if !errors.Is(err, store.ErrConflict) || !unsure {
+		return nil, started, err
 	}
 	rec, rerr := d.store.Job(sctx, j.rec.ID)
 	if rerr != nil || rec.State != store.Running || rec.Host != d.hostName() {
-		return started, err
+		return nil, started, err
 	}
 	if rec.RunDevice == dev.name {
 		d.log.Warn("job was taken off the queue by an earlier try whose answer was lost", "job", j.rec.ID, "device", dev.name)
-		return rec.Started, nil
+		return j, rec.Started, nil
 	}
-	// Claimed for another device by a try whose answer was lost: the
-	// store says it runs there, so it must not run here; it ends, once.
+	d.endLostAnswer(j, rec)
+	return nil, started, err
+}
+
+// endLostAnswer ends a job the store holds running under this daemon's
+// claim for a device that does not run it (rec): a claim committed but
+// its answer was lost. It must not run elsewhere now; it ends, once.
+func (d *Daemon) endLostAnswer(j *job, rec store.Job) {
 	reason := fmt.Sprintf("did not start: the store lost the answer when it was given to %s; submit it again", rec.RunDevice)
 	now := d.now()
 	d.mu.Lock()
@@ -146,7 +259,6 @@ func (d *Daemon) claim(ctx context.Context, j *job, dev *device) (time.Time, err
 	final := j.rec
 	d.mu.Unlock()
 	d.recordEnd(final, store.Running, store.Finish{Outcome: string(labctl.Incomplete), Reason: reason, At: now})
-	return started, err
 }
 
 // finishRunning records how a running job ended (see recordEnd: a store

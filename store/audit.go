@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"math"
 	"strconv"
@@ -35,18 +34,26 @@ type AuditFilter struct {
 	Limit  int       // if positive, the newest Limit entries
 }
 
+// insertAudit inserts audit entries.
+const insertAudit = `INSERT INTO audit (at, who, role, remote, action, device, job, detail, result, error) VALUES `
+
 // AddAudit appends e to the audit trail (e.At: now if zero) and returns
 // its ID.
 func (s *sqlDB) AddAudit(ctx context.Context, e AuditEntry) (int64, error) {
 	if e.At.IsZero() {
 		e.At = time.Now()
 	}
+	vals := []any{e.At.UnixNano(), e.Who, e.Role, e.Remote, e.Action, e.Device, e.Job, e.Detail, e.Result, e.Error}
 	var id int64
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		return tx.QueryRow(`INSERT INTO audit (at, who, role, remote, action, device, job, detail, result, error)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id`,
-			e.At.UnixNano(), e.Who, e.Role, e.Remote, e.Action, e.Device, e.Job, e.Detail, e.Result, e.Error).Scan(&id)
-	})
+	var err error
+	if s.insert != nil {
+		// Every submit is audited: a burst of them, one statement.
+		id, err = s.insert(ctx, insertAudit, vals)
+	} else {
+		err = s.statement(ctx, func(ctx context.Context, db querier) error {
+			return db.QueryRowContext(ctx, insertAudit+insertValues(1, len(vals))+` RETURNING id`, vals...).Scan(&id)
+		})
+	}
 	if err != nil {
 		return 0, fmt.Errorf("store audit entry %s by %s: %w", e.Action, e.Who, err)
 	}

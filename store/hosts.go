@@ -227,22 +227,6 @@ func (s *sqlDB) RenewLease(ctx context.Context, now, until time.Time) error {
 	})
 }
 
-// leaseHeld says whether host's lease holds at at.
-func leaseHeld(tx *sql.Tx, host string, at time.Time) error {
-	var lease int64
-	err := tx.QueryRow(`SELECT lease_until FROM hosts WHERE name = $1`, host).Scan(&lease)
-	if errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("host %s is not registered: %w", host, ErrLeaseExpired)
-	}
-	if err != nil {
-		return err
-	}
-	if lease < nanos(at) {
-		return fmt.Errorf("host %s's lease ran out at %s: %w", host, fromNanos(lease).UTC().Format(time.RFC3339Nano), ErrLeaseExpired)
-	}
-	return nil
-}
-
 // Hosts lists the hosts.
 func (s *sqlDB) Hosts(ctx context.Context) ([]Host, error) {
 	out, err := queryAll(ctx, s.db, func(row scanner) (Host, error) {

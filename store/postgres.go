@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -22,8 +23,12 @@ import (
 // does with its own, so that both run the very same queries and scanning
 // code (sqlDB); pgx's own API would have meant a second copy of each.
 //
-// Writes need no batching (PostgreSQL takes concurrent writers): each
-// runs in a transaction of its own. A move of a job is still one guarded
+// Writes run in transactions of their own (PostgreSQL takes concurrent
+// writers); a write of one statement (a claim) runs without BEGIN and
+// COMMIT, in one round trip. The jobs submitted at once, and their audit
+// entries, are inserted together, one statement per table (insertLoop),
+// as SQLite's writer commits them in one transaction: a burst of submits
+// costs two round trips, not four per job. A move of a job is still one guarded
 // UPDATE ("... WHERE id = $1 AND state = 'queued'"): at READ COMMITTED,
 // a second process claiming the same job waits for the first one's row
 // lock, then finds the job no longer queued and changes nothing, so a
@@ -45,6 +50,8 @@ type Postgres struct {
 	cfg   *pgx.ConnConfig
 
 	notify    chan struct{} // a change of the queue waits to be announced
+	inserts   chan *insert  // rows waiting for insertLoop
+	inserted  chan struct{} // closed when insertLoop has returned
 	stop      chan struct{} // closed by Close
 	stopped   chan struct{} // closed when notifyLoop has returned
 	closeOnce sync.Once
@@ -81,12 +88,18 @@ func OpenPostgres(ctx context.Context, rawURL, password string) (*Postgres, erro
 		cfg.ConnectTimeout = 10 * time.Second
 	}
 	db := stdlib.OpenDB(*cfg)
+	// The pool keeps the connections it opened, up to poolIdle: a burst
+	// of submits or claims after a quiet hour does not wait for
+	// PostgreSQL to start a backend for each (tens of milliseconds each
+	// on a busy server).
 	db.SetMaxOpenConns(16)
-	db.SetMaxIdleConns(8)
-	db.SetConnMaxIdleTime(5 * time.Minute)
+	db.SetMaxIdleConns(poolIdle)
 	p := &Postgres{sqlDB: sqlDB{db: db, lockRow: " FOR UPDATE SKIP LOCKED"}, where: where, cfg: cfg,
-		notify: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{})}
+		notify: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}),
+		inserts: make(chan *insert), inserted: make(chan struct{})}
 	p.sqlDB.write = p.write
+	p.sqlDB.statement = p.statement
+	p.sqlDB.insert = p.insertRow
 	p.sqlDB.queueChanged = p.queueChanged
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
@@ -97,7 +110,167 @@ func OpenPostgres(ctx context.Context, rawURL, password string) (*Postgres, erro
 		return nil, fmt.Errorf("store %s: %w", where, err)
 	}
 	go p.notifyLoop()
+	go p.insertLoop()
+	go p.warm(poolIdle)
 	return p, nil
+}
+
+// poolIdle is how many connections the pool keeps open when idle.
+const poolIdle = 8
+
+// warm opens n connections of the pool and leaves them idle, so that the
+// first burst of work finds them open; it gives up at the first error
+// (the pool connects again when it needs to).
+func (p *Postgres) warm(n int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.stop:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	var conns []*sql.Conn
+	for range n {
+		c, err := p.db.Conn(ctx)
+		if err != nil {
+			break
+		}
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// insert is a row waiting for insertLoop: the INSERT (up to VALUES), the
+// row's values, and where its ID or error goes.
+type insert struct {
+	into string
+	vals []any
+	done chan insertResult
+}
+
+type insertResult struct {
+	id  int64
+	err error
+}
+
+// insertRow inserts a row through insertLoop (into: the INSERT up to
+// VALUES, of a table whose id comes from a sequence) and returns its ID
+// once it is committed. The insert happens even if ctx ends first.
+func (p *Postgres) insertRow(ctx context.Context, into string, vals []any) (int64, error) {
+	in := &insert{into: into, vals: vals, done: make(chan insertResult, 1)}
+	select {
+	case p.inserts <- in:
+	case <-p.stop:
+		return 0, errors.New("store closed")
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	select {
+	case r := <-in.done:
+		return r.id, r.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// insertLoop inserts the rows waiting at each moment, one statement per
+// table, until Close: while one batch is on its way, the next gathers.
+func (p *Postgres) insertLoop() {
+	defer close(p.inserted)
+	for {
+		var batch []*insert
+		select {
+		case in := <-p.inserts:
+			batch = append(batch, in)
+		case <-p.stop:
+			return
+		}
+	more:
+		for len(batch) < maxBatch {
+			select {
+			case in := <-p.inserts:
+				batch = append(batch, in)
+			default:
+				break more
+			}
+		}
+		for len(batch) > 0 {
+			// The rows of the first one's table, in their order.
+			var rows, rest []*insert
+			for _, in := range batch {
+				if in.into == batch[0].into {
+					rows = append(rows, in)
+				} else {
+					rest = append(rest, in)
+				}
+			}
+			p.insertBatch(rows)
+			batch = rest
+		}
+	}
+}
+
+// insertBatch inserts rows of one table and tells each its ID or error.
+func (p *Postgres) insertBatch(rows []*insert) {
+	ids, err := p.insertRows(rows)
+	if err != nil && len(rows) > 1 {
+		// One row the database refuses must not fail the others: each
+		// alone.
+		for _, in := range rows {
+			ids, err := p.insertRows([]*insert{in})
+			in.done <- insertResult{id: first(ids), err: err}
+		}
+		return
+	}
+	for i, in := range rows {
+		var id int64
+		if err == nil {
+			id = ids[i]
+		}
+		in.done <- insertResult{id: id, err: err}
+	}
+}
+
+func first(ids []int64) int64 {
+	if len(ids) == 0 {
+		return 0
+	}
+	return ids[0]
+}
+
+// insertRows inserts batch (rows of one table) in one INSERT, a
+// transaction of its own, and returns the rows' IDs in the batch's order. The rows of one INSERT
+// take their IDs from the sequence in the order of its VALUES, so the
+// IDs, sorted, are the rows' in order.
+func (p *Postgres) insertRows(batch []*insert) ([]int64, error) {
+	cols := len(batch[0].vals)
+	args := make([]any, 0, cols*len(batch))
+	for _, in := range batch {
+		args = append(args, in.vals...)
+	}
+	q := batch[0].into + insertValues(len(batch), cols) + ` RETURNING id`
+	var ids []int64
+	err := detached(context.Background(), func(ctx context.Context) error {
+		var err error
+		ids, err = queryAll(ctx, p.db, func(row scanner) (int64, error) {
+			var id int64
+			err := row.Scan(&id)
+			return id, err
+		}, q, args...)
+		return err
+	})
+	if err == nil && len(ids) != len(batch) {
+		err = fmt.Errorf("inserted %d rows, the database returned %d IDs", len(batch), len(ids))
+	}
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(ids)
+	return ids, nil
 }
 
 // queueChanged has notifyLoop announce a committed change of the queue;
@@ -128,11 +301,16 @@ func (p *Postgres) notifyLoop() {
 			cancel()
 		}
 	}()
+	// Connect before the first change: the first submit's NOTIFY does
+	// not wait for a connection.
+	first := true
 	for {
-		select {
-		case <-p.stop:
-			return
-		case <-p.notify:
+		if !first {
+			select {
+			case <-p.stop:
+				return
+			case <-p.notify:
+			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), notifyTimeout)
 		go func() {
@@ -146,7 +324,7 @@ func (p *Postgres) notifyLoop() {
 		if conn == nil {
 			conn, err = pgx.ConnectConfig(ctx, p.cfg)
 		}
-		if err == nil {
+		if err == nil && !first {
 			if _, err = conn.Exec(ctx, `SELECT pg_notify('`+queueChannel+`', '')`); err != nil {
 				conn.Close(ctx)
 			}
@@ -154,6 +332,7 @@ func (p *Postgres) notifyLoop() {
 		if err != nil {
 			conn = nil
 		}
+		first = false
 		cancel()
 	}
 }
@@ -261,17 +440,30 @@ func (p *Postgres) SchemaVersion(ctx context.Context) (int, error) {
 }
 
 // write runs fn in a transaction of its own and returns once it is
-// committed. The transaction runs to its end even if ctx ends first (it
-// may be committed already), bounded by writeTimeout; a transaction
-// PostgreSQL aborted for a deadlock or a serialization failure runs again.
+// committed (see detached).
 func (p *Postgres) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
+	return detached(ctx, func(ctx context.Context) error { return p.inTx(ctx, fn) })
+}
+
+// statement runs fn, one statement that writes, on a connection of the
+// pool without BEGIN and COMMIT: PostgreSQL runs it as a transaction of
+// its own, in one round trip (see detached).
+func (p *Postgres) statement(ctx context.Context, fn func(ctx context.Context, db querier) error) error {
+	return detached(ctx, func(ctx context.Context) error { return fn(ctx, p.db) })
+}
+
+// detached runs a write, tx, and returns its result once it has
+// committed. It runs to its end even if ctx ends first (it may be
+// committed already), bounded by writeTimeout; one that PostgreSQL
+// aborted for a deadlock or a serialization failure runs again.
+func detached(ctx context.Context, tx func(ctx context.Context) error) error {
 	done := make(chan error, 1)
 	go func() {
 		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), writeTimeout)
 		defer cancel()
 		var err error
 		for try := 0; try < 5; try++ {
-			if err = p.inTx(tctx, fn); !retryable(err) {
+			if err = tx(tctx); !retryable(err) {
 				break
 			}
 		}
@@ -338,11 +530,12 @@ func (p *Postgres) Clock(ctx context.Context) (time.Time, error) {
 func (p *Postgres) Close() error {
 	p.closeOnce.Do(func() { close(p.stop) })
 	<-p.stopped
+	<-p.inserted
 	return p.db.Close()
 }
 
-// WatchQueue calls changed whenever a job is queued, claimed, or canceled
-// while queued, by any host, until ctx ends: it LISTENs on a connection of its
+// WatchQueue calls changed whenever a job is queued, or canceled while
+// queued, by any host (not when one is claimed: see ClaimFirst), until ctx ends: it LISTENs on a connection of its
 // own. After the connection was lost it connects again (backing off up
 // to 5 s) and calls changed once, for what it may have missed meanwhile.
 func (p *Postgres) WatchQueue(ctx context.Context, changed func()) {

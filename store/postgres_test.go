@@ -182,3 +182,37 @@ func sqlOpen(t *testing.T, driver, dsn string) *sql.DB {
 	t.Cleanup(func() { db.Close() })
 	return db
 }
+
+// Jobs submitted at once are inserted together; one the database
+// refuses (PostgreSQL takes no NUL byte in text) fails alone.
+func TestPostgresCreateBurstOneRefused(t *testing.T) {
+	s := openPostgres(t, pgtest.URL(t))
+	ctx := context.Background()
+	const n = 20
+	errs := make([]error, n)
+	jobs := make([]store.Job, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		name := fmt.Sprintf("j%d", i)
+		if i == 7 {
+			name = "bad\x00name"
+		}
+		wg.Go(func() { jobs[i], errs[i] = s.CreateJob(ctx, store.Job{Name: name, Priority: "normal"}) })
+	}
+	wg.Wait()
+	for i := range n {
+		if i == 7 {
+			if errs[i] == nil {
+				t.Errorf("job with a NUL byte in its name was stored as %d", jobs[i].ID)
+			}
+			continue
+		}
+		if errs[i] != nil {
+			t.Errorf("job %d: %v", i, errs[i])
+			continue
+		}
+		if j, err := s.Job(ctx, jobs[i].ID); err != nil || j.Name != fmt.Sprintf("j%d", i) {
+			t.Errorf("job %d (ID %d) reads back as %+v, %v", i, jobs[i].ID, j, err)
+		}
+	}
+}

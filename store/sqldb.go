@@ -22,6 +22,16 @@ import (
 type sqlDB struct {
 	db    *sql.DB
 	write func(ctx context.Context, fn func(tx *sql.Tx) error) error
+	// statement runs fn, which runs one statement that writes, as a
+	// transaction of its own and returns once that is committed: on
+	// SQLite through write, on PostgreSQL without BEGIN and COMMIT
+	// (one round trip).
+	statement func(ctx context.Context, fn func(ctx context.Context, db querier) error) error
+	// insert, if set, inserts a row (into: the INSERT up to VALUES) and
+	// returns its ID: PostgreSQL's, which inserts the rows of a table
+	// that arrive at once (the jobs of a burst of submits, their audit
+	// entries) in one statement. Unset, they are inserted through write.
+	insert func(ctx context.Context, into string, vals []any) (int64, error)
 	// lockRow ends the subquery that picks the job a claim takes: FOR
 	// UPDATE SKIP LOCKED on PostgreSQL, nothing on SQLite (one writer).
 	lockRow string
@@ -32,9 +42,16 @@ type sqlDB struct {
 	// started, in Unix nanoseconds: the instance whose lease it renews.
 	started atomic.Int64
 	// queueChanged, if set, is called once a change of the queue has
-	// committed (a job queued, claimed, or canceled while queued):
+	// committed (a job queued, or canceled while queued):
 	// PostgreSQL's NOTIFY, which other hosts hear (WatchQueue).
 	queueChanged func()
+}
+
+// querier runs statements: a transaction, or (PostgreSQL) the pool.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
 // notifyQueue tells other hosts that the queue changed; call it after
@@ -51,30 +68,61 @@ const jobColumns = `id, name, file, dir, spec, device, device_type, tags, priori
 // CreateJob adds j to the queue and returns it with its ID, state queued
 // and j.Submitted (now if zero).
 func (s *sqlDB) CreateJob(ctx context.Context, j Job) (Job, error) {
-	if j.Submitted.IsZero() {
-		j.Submitted = time.Now()
-	}
-	tags, err := json.Marshal(nonNil(j.Tags))
+	j, vals, err := queuedJob(j)
 	if err != nil {
 		return Job{}, err
 	}
-	j.State, j.RunDevice, j.Outcome, j.Reason = Queued, "", "", ""
-	j.Started, j.Finished, j.Result = time.Time{}, time.Time{}, nil
-	err = s.write(ctx, func(tx *sql.Tx) error {
-		if err := tx.QueryRow(`INSERT INTO jobs
-			(name, file, dir, spec, device, device_type, tags, priority, submitter, state, submitted)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id`,
-			j.Name, j.File, j.Dir, j.Spec, j.Device, j.DeviceType, string(tags), j.Priority, j.Submitter,
-			Queued, nanos(j.Submitted)).Scan(&j.ID); err != nil {
-			return err
-		}
-		return nil
-	})
+	if s.insert != nil {
+		j.ID, err = s.insert(ctx, insertJobs, vals)
+	} else {
+		err = s.write(ctx, func(tx *sql.Tx) error {
+			return tx.QueryRow(insertJobs+insertValues(1, len(vals))+` RETURNING id`, vals...).Scan(&j.ID)
+		})
+	}
 	if err != nil {
 		return Job{}, fmt.Errorf("store job %s: %w", j.Name, err)
 	}
 	s.notifyQueue()
 	return j, nil
+}
+
+// insertJobs inserts queued jobs: the values of each are queuedJob's.
+const insertJobs = `INSERT INTO jobs (name, file, dir, spec, device, device_type, tags, priority, submitter, state, submitted) VALUES `
+
+// insertValues returns the VALUES of an INSERT of rows rows of cols
+// columns: ($1, $2), ($3, $4).
+func insertValues(rows, cols int) string {
+	var b strings.Builder
+	for r := range rows {
+		if r > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('(')
+		for c := range cols {
+			if c > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("$" + strconv.Itoa(r*cols+c+1))
+		}
+		b.WriteByte(')')
+	}
+	return b.String()
+}
+
+// queuedJob returns j as it is queued (Submitted now if zero) and the
+// values insertJobs takes for it.
+func queuedJob(j Job) (Job, []any, error) {
+	if j.Submitted.IsZero() {
+		j.Submitted = time.Now()
+	}
+	tags, err := json.Marshal(nonNil(j.Tags))
+	if err != nil {
+		return Job{}, nil, err
+	}
+	j.State, j.RunDevice, j.Outcome, j.Reason = Queued, "", "", ""
+	j.Started, j.Finished, j.Result = time.Time{}, time.Time{}, nil
+	return j, []any{j.Name, j.File, j.Dir, j.Spec, j.Device, j.DeviceType, string(tags), j.Priority, j.Submitter,
+		Queued, nanos(j.Submitted)}, nil
 }
 
 // Job returns the job with this ID, or ErrNotFound.
@@ -134,26 +182,118 @@ func (s *sqlDB) Jobs(ctx context.Context, f JobFilter) ([]Job, error) {
 // ErrConflict if the job is not queued (any more) or another host is
 // taking it at this moment, ErrNotFound if there is no such job, and
 // ErrLeaseExpired if this store's host's lease has run out (it takes no
-// work until it has renewed it). This one statement is what keeps a job
-// from running twice: the subquery takes the job's row lock, skipping a
-// row another host holds, and the UPDATE changes it only while queued.
+// work until it has renewed it). It is ClaimFirst of one job.
 func (s *sqlDB) ClaimJob(ctx context.Context, id int64, device string, at time.Time) error {
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		if s.host != "" {
-			if err := leaseHeld(tx, s.host, at); err != nil {
-				return fmt.Errorf("claim job %d: %w", id, err)
-			}
-		}
-		res, err := tx.Exec(`UPDATE jobs SET state = $1, run_device = $2, started = $3, claim_host = $4, cleanup = 0
-			WHERE id = (SELECT id FROM jobs WHERE id = $5 AND state = $6`+s.lockRow+`) AND state = $6`,
-			Running, device, nanos(at), s.host, id, Queued)
-		return changed(tx, res, err, id, "claim")
-	})
-	if err == nil {
-		// The other hosts that hold it queued drop it.
-		s.notifyQueue()
-	}
+	_, err := s.ClaimFirst(ctx, []int64{id}, device, at)
 	return err
+}
+
+// maxCandidates bounds the jobs one claim names.
+const maxCandidates = 64
+
+// ClaimFirst takes off the queue for device the first of the jobs ids
+// that is queued and that no other host is taking at this moment, and
+// returns its ID. One statement does it, which is what keeps a job from
+// running twice: its subquery takes the row lock of the first candidate
+// still queued, skipping (PostgreSQL: SKIP LOCKED) the rows other hosts
+// hold, and the UPDATE changes it only while queued and while this
+// store's host's lease holds. So a host that loses the oldest job to
+// another host takes the next in the same round trip. On PostgreSQL the
+// statement is a transaction of its own (one round trip); on SQLite it
+// goes through the writer.
+func (s *sqlDB) ClaimFirst(ctx context.Context, ids []int64, device string, at time.Time) (int64, error) {
+	if len(ids) == 0 {
+		return 0, errors.New("claim a job: no job named")
+	}
+	ids = ids[:min(len(ids), maxCandidates)]
+	args := []any{Running, device, nanos(at), s.host, Queued}
+	in := make([]string, len(ids))
+	var order strings.Builder
+	for i, id := range ids {
+		args = append(args, id)
+		in[i] = "$" + strconv.Itoa(len(args))
+		fmt.Fprintf(&order, " WHEN %s THEN %d", in[i], i)
+	}
+	q := `UPDATE jobs SET state = $1, run_device = $2, started = $3, claim_host = $4, cleanup = 0
+		WHERE id = (SELECT id FROM jobs WHERE id IN (` + strings.Join(in, ", ") + `) AND state = $5
+			ORDER BY CASE id` + order.String() + ` END LIMIT 1` + s.lockRow + `) AND state = $5`
+	if s.host != "" {
+		q += ` AND EXISTS (SELECT 1 FROM hosts WHERE name = $4 AND lease_until >= $3)`
+	}
+	q += ` RETURNING id`
+	var got int64 // 0: none taken (IDs start at 1)
+	err := s.statement(ctx, func(ctx context.Context, db querier) error {
+		got = 0
+		err := db.QueryRowContext(ctx, q, args...).Scan(&got)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("claim %s: %w", jobsNamed(ids), err)
+	}
+	if got == 0 {
+		return 0, s.claimRefused(ctx, ids, at)
+	}
+	// No NOTIFY: the other hosts that hold the job queued drop it at
+	// their next read of the queue, and a claim of it meanwhile takes the
+	// next job it names; a read of the whole queue by every host for
+	// each claim cost more than it saved.
+	return got, nil
+}
+
+// claimRefused says why a claim of ids changed nothing: the host's lease
+// (ErrLeaseExpired), no such job (ErrNotFound, one job), or the jobs'
+// states (ErrConflict), as read after the claim, in one read.
+func (s *sqlDB) claimRefused(ctx context.Context, ids []int64, at time.Time) error {
+	what := "claim " + jobsNamed(ids)
+	// The lease: -1 if the host is not registered (0 in a lab of one host,
+	// which holds none).
+	var state, host string
+	lease := int64(0)
+	found := true
+	leaseQ := `COALESCE((SELECT lease_until FROM hosts WHERE name = $1), -1)`
+	var err error
+	if len(ids) == 1 {
+		err = s.db.QueryRowContext(ctx, `SELECT state, claim_host, `+leaseQ+` FROM jobs WHERE id = $2`, s.host, ids[0]).
+			Scan(&state, &host, &lease)
+		if errors.Is(err, sql.ErrNoRows) {
+			found = false
+			err = s.db.QueryRowContext(ctx, `SELECT `+leaseQ, s.host).Scan(&lease)
+		}
+	} else if s.host != "" {
+		err = s.db.QueryRowContext(ctx, `SELECT `+leaseQ, s.host).Scan(&lease)
+	}
+	switch {
+	case err != nil:
+		return fmt.Errorf("%s: %w", what, err)
+	case s.host != "" && lease < 0:
+		return fmt.Errorf("%s: host %s is not registered: %w", what, s.host, ErrLeaseExpired)
+	case s.host != "" && lease < nanos(at):
+		return fmt.Errorf("%s: host %s's lease ran out at %s: %w", what, s.host, fromNanos(lease).UTC().Format(time.RFC3339Nano), ErrLeaseExpired)
+	case len(ids) > 1:
+		return fmt.Errorf("%s: none of them is queued and free: %w", what, ErrConflict)
+	case !found:
+		return fmt.Errorf("%s: %w", what, ErrNotFound)
+	case state == Queued:
+		return fmt.Errorf("%s: another host is taking it: %w", what, ErrConflict)
+	case state == Running && host != "":
+		return fmt.Errorf("%s: it runs under host %s's claim: %w", what, host, ErrConflict)
+	}
+	return fmt.Errorf("%s: it is %s: %w", what, state, ErrConflict)
+}
+
+// jobsNamed names jobs in a message: "job 4", "jobs 4, 5, 9".
+func jobsNamed(ids []int64) string {
+	if len(ids) == 1 {
+		return "job " + strconv.FormatInt(ids[0], 10)
+	}
+	s := make([]string, len(ids))
+	for i, id := range ids {
+		s[i] = strconv.FormatInt(id, 10)
+	}
+	return "jobs " + strings.Join(s, ", ")
 }
 
 // FinishJob ends a job that is in state from (Queued: canceled before it
@@ -201,8 +341,6 @@ func changed(tx *sql.Tx, res sql.Result, err error, id int64, what string) error
 		return fmt.Errorf("%s job %d: %w", what, id, err)
 	}
 	switch {
-	case state == Queued && what == "claim":
-		return fmt.Errorf("%s job %d: another host is taking it: %w", what, id, ErrConflict)
 	case state == Running && host != "":
 		return fmt.Errorf("%s job %d: it runs under host %s's claim: %w", what, id, host, ErrConflict)
 	}
@@ -323,15 +461,10 @@ func nonNil(s []string) []string {
 
 // RetryJob adds j, queued, as the attempt after job of.
 func (s *sqlDB) RetryJob(ctx context.Context, of int64, j Job) (Job, error) {
-	if j.Submitted.IsZero() {
-		j.Submitted = time.Now()
-	}
-	tags, err := json.Marshal(nonNil(j.Tags))
+	j, vals, err := queuedJob(j)
 	if err != nil {
 		return Job{}, err
 	}
-	j.State, j.RunDevice, j.Outcome, j.Reason = Queued, "", "", ""
-	j.Started, j.Finished, j.Result = time.Time{}, time.Time{}, nil
 	err = s.write(ctx, func(tx *sql.Tx) error {
 		// Lock job of first (a write that changes nothing): of two
 		// processes retrying it at once, the second waits here and then
@@ -359,11 +492,7 @@ func (s *sqlDB) RetryJob(ctx context.Context, of int64, j Job) (Job, error) {
 		if !errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("retry job %d: %w", of, err)
 		}
-		if err := tx.QueryRow(`INSERT INTO jobs
-			(name, file, dir, spec, device, device_type, tags, priority, submitter, state, submitted)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id`,
-			j.Name, j.File, j.Dir, j.Spec, j.Device, j.DeviceType, string(tags), j.Priority, j.Submitter,
-			Queued, nanos(j.Submitted)).Scan(&j.ID); err != nil {
+		if err := tx.QueryRow(insertJobs+insertValues(1, len(vals))+` RETURNING id`, vals...).Scan(&j.ID); err != nil {
 			return fmt.Errorf("retry job %d: %w", of, err)
 		}
 		if _, err := tx.Exec(`INSERT INTO job_attempts (job, first, retry_of) VALUES ($1, $2, $3)`, j.ID, first, of); err != nil {

@@ -67,6 +67,9 @@ func OpenSQLite(path string) (*SQLite, error) {
 	db.SetMaxOpenConns(4)
 	s := &SQLite{sqlDB: sqlDB{db: db}, path: path, writes: make(chan *write), done: make(chan struct{})}
 	s.sqlDB.write = s.write
+	s.sqlDB.statement = func(ctx context.Context, fn func(ctx context.Context, db querier) error) error {
+		return s.write(ctx, func(tx *sql.Tx) error { return fn(context.WithoutCancel(ctx), tx) })
+	}
 	if err := s.migrate(); err != nil {
 		db.Close()
 		if errors.Is(err, ErrNewerSchema) {

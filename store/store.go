@@ -36,6 +36,12 @@ type Store interface {
 	// ClaimJob moves a queued job to running on device, atomically; an
 	// error wrapping ErrConflict if it is not queued.
 	ClaimJob(ctx context.Context, id int64, device string, at time.Time) error
+	// ClaimFirst moves to running on device, atomically, the first of
+	// the jobs ids (in their order) that is queued and not being taken
+	// by another claim at this moment, and returns its ID; an error
+	// wrapping ErrConflict if there is none. A store of one of several
+	// hosts claims only while its host's lease holds (ErrLeaseExpired).
+	ClaimFirst(ctx context.Context, ids []int64, device string, at time.Time) (int64, error)
 	// FinishJob ends a job that is in state from; ErrConflict if not.
 	FinishJob(ctx context.Context, id int64, from string, f Finish) error
 	// SetDevices records device states (one transaction).

@@ -268,6 +268,58 @@ func testHostsClaimRace(t *testing.T, open func() (store.Store, error)) {
 	}
 }
 
+// Hosts claim from the same list of jobs at once, as hosts that all
+// hold the lab's queue do: each job runs under exactly one host's
+// claim, and a host that lost a job takes the next one free.
+func testHostsClaimFirstRace(t *testing.T, open func() (store.Store, error)) {
+	now := time.Now()
+	var hosts []hostsStore
+	for i := range 3 {
+		h := hostStore(t, open, fmt.Sprint("rack", i))
+		register(t, h, fmt.Sprint("rack", i), now.Add(time.Hour), fmt.Sprint("node", i))
+		hosts = append(hosts, h)
+	}
+	var jobs []int64
+	for i := range 30 {
+		jobs = append(jobs, create(t, hosts[i%3], sample(fmt.Sprint("j", i))).ID)
+	}
+	ctx := context.Background()
+	var mu sync.Mutex
+	wins := map[int64][]string{}
+	var wg sync.WaitGroup
+	for h, s := range hosts {
+		for w := range 3 {
+			dev := fmt.Sprintf("node%d-%d", h, w)
+			wg.Go(func() {
+				for {
+					id, err := s.ClaimFirst(ctx, jobs, dev, now)
+					if errors.Is(err, store.ErrConflict) {
+						return
+					}
+					if err != nil {
+						t.Errorf("ClaimFirst for rack%d/%s = %v", h, dev, err)
+						return
+					}
+					mu.Lock()
+					wins[id] = append(wins[id], fmt.Sprintf("rack%d/%s", h, dev))
+					mu.Unlock()
+				}
+			})
+		}
+	}
+	wg.Wait()
+	for _, id := range jobs {
+		if len(wins[id]) != 1 {
+			t.Errorf("job %d claimed by %v, want exactly one", id, wins[id])
+			continue
+		}
+		got := get(t, hosts[0], id)
+		if want := got.Host + "/" + got.RunDevice; want != wins[id][0] {
+			t.Errorf("job %d runs as %s, but %s won the claim", id, want, wins[id][0])
+		}
+	}
+}
+
 // A host's retention removes the jobs it ran and those that never ran,
 // not the jobs other hosts ran (their directories are on those hosts).
 func testHostsRetention(t *testing.T, open func() (store.Store, error)) {

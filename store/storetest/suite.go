@@ -29,10 +29,13 @@ func Run(t *testing.T, newDB Opener) {
 		fn   func(t *testing.T, open func() (store.Store, error))
 	}{
 		{"CreateAndRead", testCreateAndRead},
+		{"CreateBurst", testCreateBurst},
 		{"NotFound", testNotFound},
 		{"List", testList},
 		{"Claim", testClaim},
 		{"ClaimRace", testClaimRace},
+		{"ClaimFirst", testClaimFirst},
+		{"ClaimFirstRace", testClaimFirstRace},
 		{"Finish", testFinish},
 		{"Reopen", testReopen},
 		{"Devices", testDevices},
@@ -46,6 +49,7 @@ func Run(t *testing.T, newDB Opener) {
 		{"HostsClaim", testHostsClaim},
 		{"HostsLost", testHostsLost},
 		{"HostsClaimRace", testHostsClaimRace},
+		{"HostsClaimFirstRace", testHostsClaimFirstRace},
 		{"HostsRetention", testHostsRetention},
 	}
 	for _, tt := range tests {
@@ -129,6 +133,55 @@ func testCreateAndRead(t *testing.T, open func() (store.Store, error)) {
 	}
 }
 
+// Jobs submitted at once each get an ID of their own, under which the
+// store keeps that job.
+func testCreateBurst(t *testing.T, open func() (store.Store, error)) {
+	s := mustOpen(t, open)
+	ctx := context.Background()
+	const n = 40
+	got := make([]store.Job, n)
+	audits := make([]int64, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			j, err := s.CreateJob(ctx, sample(fmt.Sprintf("burst%d", i)))
+			if err != nil {
+				t.Errorf("CreateJob %d = %v", i, err)
+			}
+			got[i] = j
+			// Each submit is audited: entries of a burst too.
+			audits[i], err = s.AddAudit(ctx, store.AuditEntry{At: at, Who: "ci", Action: "submit", Job: j.ID, Detail: fmt.Sprintf("burst%d", i)})
+			if err != nil {
+				t.Errorf("AddAudit %d = %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	entries, err := s.Audit(ctx, store.AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	detail := map[int64]string{}
+	for _, e := range entries {
+		detail[e.ID] = e.Detail
+	}
+	for i, id := range audits {
+		if want := fmt.Sprintf("burst%d", i); detail[id] != want {
+			t.Errorf("audit entry %d of %s reads back as %q", id, want, detail[id])
+		}
+	}
+	seen := map[int64]bool{}
+	for i, j := range got {
+		if seen[j.ID] {
+			t.Errorf("job %d: ID %d given twice", i, j.ID)
+		}
+		seen[j.ID] = true
+		if r := get(t, s, j.ID); r.Name != fmt.Sprintf("burst%d", i) || r.State != store.Queued {
+			t.Errorf("job %d (ID %d) reads back as %q, %s", i, j.ID, r.Name, r.State)
+		}
+	}
+}
+
 func testNotFound(t *testing.T, open func() (store.Store, error)) {
 	s := mustOpen(t, open)
 	ctx := context.Background()
@@ -208,6 +261,82 @@ func testClaim(t *testing.T, open func() (store.Store, error)) {
 	}
 	if got := get(t, s, j.ID); got.RunDevice != "node1" {
 		t.Errorf("a refused claim moved the job to %q", got.RunDevice)
+	}
+}
+
+// A claim of several jobs takes the first of them, in the order given,
+// that is still queued; none left is a conflict.
+func testClaimFirst(t *testing.T, open func() (store.Store, error)) {
+	s := mustOpen(t, open)
+	ctx := context.Background()
+	a, b, c := create(t, s, sample("a")), create(t, s, sample("b")), create(t, s, sample("c"))
+	if err := s.ClaimJob(ctx, b.ID, "node1", at); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.FinishJob(ctx, a.ID, store.Queued, store.Finish{Outcome: "canceled", At: at}); err != nil {
+		t.Fatal(err)
+	}
+	// a canceled, b running: c is the first still queued, though named last.
+	got, err := s.ClaimFirst(ctx, []int64{a.ID, b.ID, 999, c.ID}, "node2", at)
+	if err != nil || got != c.ID {
+		t.Fatalf("ClaimFirst(a, b, 999, c) = %d, %v; want job c (%d)", got, err, c.ID)
+	}
+	if j := get(t, s, c.ID); j.State != store.Running || j.RunDevice != "node2" {
+		t.Errorf("claimed job c: %s on %q, want running on node2", j.State, j.RunDevice)
+	}
+	if got, err := s.ClaimFirst(ctx, []int64{a.ID, b.ID, c.ID}, "node3", at); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("ClaimFirst of jobs none of which is queued = %d, %v; want ErrConflict", got, err)
+	}
+	d, e := create(t, s, sample("d")), create(t, s, sample("e"))
+	got, err = s.ClaimFirst(ctx, []int64{e.ID, d.ID}, "node3", at)
+	if err != nil || got != e.ID {
+		t.Errorf("ClaimFirst(e, d) = %d, %v; want the first named, e (%d)", got, err, e.ID)
+	}
+	if j := get(t, s, d.ID); j.State != store.Queued {
+		t.Errorf("job d not taken is %s, want queued", j.State)
+	}
+}
+
+// Claimers each claim from the same list of jobs until none is left:
+// every job is taken exactly once, and no claim fails while a job is
+// left that no one holds.
+func testClaimFirstRace(t *testing.T, open func() (store.Store, error)) {
+	s := mustOpen(t, open)
+	var jobs []int64
+	for i := range 24 {
+		jobs = append(jobs, create(t, s, sample(fmt.Sprintf("j%d", i))).ID)
+	}
+	ctx := context.Background()
+	var mu sync.Mutex
+	wins := map[int64][]string{}
+	var wg sync.WaitGroup
+	for w := range 6 {
+		dev := fmt.Sprintf("node%d", w)
+		wg.Go(func() {
+			for {
+				id, err := s.ClaimFirst(ctx, jobs, dev, at)
+				if errors.Is(err, store.ErrConflict) {
+					return
+				}
+				if err != nil {
+					t.Errorf("ClaimFirst for %s = %v", dev, err)
+					return
+				}
+				mu.Lock()
+				wins[id] = append(wins[id], dev)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	for _, id := range jobs {
+		if len(wins[id]) != 1 {
+			t.Errorf("job %d claimed by %v, want exactly one claimer", id, wins[id])
+			continue
+		}
+		if got := get(t, s, id); got.State != store.Running || got.RunDevice != wins[id][0] {
+			t.Errorf("job %d is %s on %q, but %s won it", id, got.State, got.RunDevice, wins[id][0])
+		}
 	}
 }
 
