@@ -4,13 +4,44 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/labctl/labctl"
+	"github.com/labctl/labctl/daemon"
 	"github.com/labctl/labctl/daemon/daemontest"
 	"github.com/labctl/labctl/devices"
+	"github.com/labctl/labctl/sol"
 )
+
+// stateChanges is an observer that records the devices' state changes.
+type stateChanges struct {
+	mu   sync.Mutex
+	list []daemon.DeviceChange
+}
+
+func (c *stateChanges) JobStarted(daemon.JobStart)               {}
+func (c *stateChanges) JobEnded(daemon.JobEnd)                   {}
+func (c *stateChanges) HealthChecked(daemon.HealthCheck)         {}
+func (c *stateChanges) ConsoleChanged(string, sol.SessionChange) {}
+func (c *stateChanges) DeviceChanged(d daemon.DeviceChange) {
+	c.mu.Lock()
+	c.list = append(c.list, d)
+	c.mu.Unlock()
+}
+
+// seen reports whether a change satisfies cond.
+func (c *stateChanges) seen(cond func(daemon.DeviceChange) bool) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, d := range c.list {
+		if cond(d) {
+			return true
+		}
+	}
+	return false
+}
 
 func device(t *testing.T, l *daemontest.Lab, name string) labctl.Device {
 	t.Helper()
@@ -44,24 +75,20 @@ func TestPeriodicHealth(t *testing.T) {
 // one or two failed checks, and goes offline after the third in a row.
 func TestHealthFailuresInARow(t *testing.T) {
 	t.Parallel()
-	l := daemontest.Start(t, daemontest.Options{Nodes: 1, Fake: true, Run: instantRun,
+	changes := &stateChanges{}
+	l := daemontest.Start(t, daemontest.Options{Nodes: 1, Fake: true, Run: instantRun, Observers: []daemon.Observer{changes},
 		Settings: func(c *devices.Config) { c.Health = devices.LabHealth{Interval: 30 * time.Millisecond, Failures: 3} }})
 	l.WaitDevice("node1", labctl.DeviceIdle)
 	l.Fakes["node1"].Fail(errors.New("bmc: no answer"))
-	var tolerated bool
-	waitFor(t, "node1 offline", func() bool {
-		d := device(t, l, "node1")
-		if d.State == labctl.DeviceIdle && strings.Contains(d.Reason, "in a row; offline after 3") {
-			tolerated = true
-		}
-		return d.State == labctl.DeviceOffline
-	})
+	waitFor(t, "node1 offline", func() bool { return device(t, l, "node1").State == labctl.DeviceOffline })
 	dev := device(t, l, "node1")
 	if !strings.Contains(dev.Reason, "3 times in a row") {
 		t.Errorf("offline after 3 failed checks: %q", dev.Reason)
 	}
-	if !tolerated {
-		t.Errorf("node1 was never seen idle after a tolerated failed check")
+	if !changes.seen(func(d daemon.DeviceChange) bool {
+		return d.Device == "node1" && d.To == labctl.DeviceIdle && strings.Contains(d.Reason, "in a row; offline after 3")
+	}) {
+		t.Errorf("node1 never went back to idle after a tolerated failed check: %+v", changes.list)
 	}
 }
 
