@@ -2,41 +2,11 @@ package fakeos
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 )
-
-func TestBootable(t *testing.T) {
-	dir := t.TempDir()
-	signed := make([]byte, 4096)
-	MarkBootable(signed)
-	for _, c := range []struct {
-		name string
-		disk []byte // nil: no file
-		want bool
-	}{
-		{"missing", nil, false},
-		{"empty", []byte{}, false},
-		{"short", signed[:511], false},
-		{"unsigned", make([]byte, 512), false},
-		{"signed sector", signed[:512], true},
-		{"signed image", signed, true},
-	} {
-		p := filepath.Join(dir, c.name)
-		if c.disk != nil {
-			if err := os.WriteFile(p, c.disk, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if got := Bootable(p); got != c.want {
-			t.Errorf("%s: Bootable = %v, want %v", c.name, got, c.want)
-		}
-	}
-}
 
 // console is the node's side of a Login under test: what it said, with a
 // way to wait for it.
