@@ -29,6 +29,7 @@ import (
 
 	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/devices"
+	"github.com/labctl/labctl/internal/fakeos"
 	"github.com/labctl/labctl/sol"
 )
 
@@ -62,11 +63,14 @@ type Node struct {
 	tools string
 	files *fileServer
 
-	mu       sync.Mutex
-	on       bool
-	bootdev  labctl.BootDevice
-	master   bool
-	gen      int
+	mu      sync.Mutex
+	on      bool
+	bootdev labctl.BootDevice
+	master  bool
+	gen     int
+	// bootCtx ends when the boot of generation gen does (stopBoot).
+	bootCtx  context.Context
+	stopBoot context.CancelFunc
 	shell    *exec.Cmd
 	ptmx     *os.File
 	input    func([]byte)
@@ -471,6 +475,7 @@ func (n *Node) powerOnLocked() {
 	n.boots++
 	n.gen++
 	gen := n.gen
+	n.bootCtx, n.stopBoot = context.WithCancel(context.Background())
 	pxe := n.bootdev == labctl.BootPXE
 	master := pxe && n.master && !n.noMaster
 	if pxe && n.kernel != nil && !n.noMaster {
@@ -484,6 +489,10 @@ func (n *Node) powerOffLocked() {
 	n.on = false
 	n.gen++
 	n.input = nil
+	if n.stopBoot != nil {
+		n.stopBoot()
+		n.stopBoot = nil
+	}
 	if n.shell != nil {
 		syscall.Kill(-n.shell.Process.Pid, syscall.SIGKILL)
 		n.shell = nil
@@ -508,12 +517,6 @@ func (n *Node) emit(gen int, p []byte) bool {
 	return true
 }
 
-func (n *Node) alive(gen int) bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return gen == n.gen
-}
-
 func (n *Node) boot(gen int, master, pxeBroken bool) {
 	if !n.emit(gen, []byte("\r\nSimBIOS (simulated node)\r\n")) || !n.countdown(gen) {
 		return
@@ -525,7 +528,7 @@ func (n *Node) boot(gen int, master, pxeBroken bool) {
 		n.startShell(gen, n.MasterPrompt)
 	case pxeBroken:
 		n.emit(gen, []byte("PXE: TFTP open timeout\r\nNo bootable device.\r\n"))
-	case n.diskBootable():
+	case fakeos.Bootable(n.Disk):
 		n.emit(gen, []byte("Booting from Hard Disk...\r\n[    0.000000] Linux version 6.1.0-sim (testos)\r\n"))
 		n.login(gen)
 	default:
@@ -576,99 +579,23 @@ func fetch(url string) (int, error) {
 	return len(b), err
 }
 
-func (n *Node) diskBootable() bool {
-	f, err := os.Open(n.Disk)
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	mbr := make([]byte, 512)
-	if _, err := io.ReadFull(f, mbr); err != nil {
-		return false
-	}
-	return mbr[510] == 0x55 && mbr[511] == 0xaa
-}
-
-// login plays getty and login on the console, then starts the test shell.
+// login plays the test OS's getty and login on the console, then starts
+// the test shell.
 func (n *Node) login(gen int) {
-	lines := make(chan string, 4)
-	var line []byte
-	echo := true
 	n.mu.Lock()
 	if gen != n.gen {
 		n.mu.Unlock()
 		return
 	}
-	late := n.LateLoginEnter
-	n.input = func(p []byte) {
-		for _, b := range p {
-			switch b {
-			case '\r', '\n':
-				if echo && late > 0 {
-					l := string(line)
-					line = line[:0]
-					go func(d time.Duration) {
-						time.Sleep(d)
-						n.emit(gen, []byte("\r\n"))
-						select {
-						case lines <- l:
-						default:
-						}
-					}(late)
-					late = 0
-					continue
-				}
-				if echo {
-					n.emit(gen, []byte("\r\n"))
-				}
-				select {
-				case lines <- string(line):
-				default:
-				}
-				line = line[:0]
-			default:
-				line = append(line, b)
-				if echo {
-					n.emit(gen, []byte{b})
-				}
-			}
-		}
-	}
+	ctx := n.bootCtx
+	l := fakeos.NewLogin(fakeos.LoginConfig{
+		Hostname: "simnode", Username: n.Username, Password: n.Password,
+		Say: func(p []byte) { n.emit(gen, p) }, LateEnter: n.LateLoginEnter,
+	})
+	n.input = l.Input
 	n.mu.Unlock()
-	for n.alive(gen) {
-		n.emit(gen, []byte("\r\nsimnode login: "))
-		user := waitLine(lines, n, gen)
-		n.mu.Lock()
-		echo = false
-		n.mu.Unlock()
-		n.emit(gen, []byte("Password: "))
-		pass := waitLine(lines, n, gen)
-		n.mu.Lock()
-		echo = true
-		n.mu.Unlock()
-		if !n.alive(gen) {
-			return
-		}
-		n.emit(gen, []byte("\r\n"))
-		if user == n.Username && pass == n.Password {
-			n.startShell(gen, n.ShellPrompt)
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-		n.emit(gen, []byte("Login incorrect\r\n"))
-	}
-}
-
-func waitLine(lines chan string, n *Node, gen int) string {
-	for {
-		select {
-		case l := <-lines:
-			return l
-		case <-time.After(50 * time.Millisecond):
-			if !n.alive(gen) {
-				return ""
-			}
-		}
+	if l.Run(ctx) {
+		n.startShell(gen, n.ShellPrompt)
 	}
 }
 
@@ -801,7 +728,7 @@ func MBRImage(size int) []byte {
 	for i := range img {
 		img[i] = byte(i*7 + i/512)
 	}
-	img[510], img[511] = 0x55, 0xaa
+	fakeos.MarkBootable(img)
 	copy(img[3:], strings.Repeat("SIMDISK", 8))
 	return img
 }

@@ -42,6 +42,8 @@ import (
 	"github.com/bougou/go-ipmi/pkg/types"
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
+
+	"github.com/labctl/labctl/internal/fakeos"
 )
 
 // User is the BMC user of every node (its password is Start's).
@@ -364,7 +366,7 @@ func (n *Node) boot(ctx context.Context) {
 	case strings.Contains(cfg, "KERNEL"):
 		n.sayString("[    0.000000] Linux version 6.1.0-fake (master)\r\n")
 		n.shell(ctx, "master# ")
-	case n.diskBootable():
+	case fakeos.Bootable(filepath.Join(n.Dir, "disk.img")):
 		n.sayString("Booting from local disk...\r\n[    0.000000] Linux version 6.1.0-fake (testos)\r\n")
 		if n.login(ctx) {
 			n.shell(ctx, "testos# ")
@@ -409,100 +411,12 @@ func (n *Node) fetchConfig(ctx context.Context) (string, error) {
 	return string(b), nil
 }
 
-func (n *Node) diskBootable() bool {
-	f, err := os.Open(filepath.Join(n.Dir, "disk.img"))
-	if err != nil {
-		return false
-	}
-	defer f.Close()
-	mbr := make([]byte, 512)
-	if _, err := io.ReadFull(f, mbr); err != nil {
-		return false
-	}
-	return mbr[510] == 0x55 && mbr[511] == 0xaa
-}
-
-// login plays getty and login (root/test), with the line editing of a tty
-// in canonical mode (^U, erase): sol's echo pacing retypes a line with ^U
-// when an echo comes back late.
+// login plays the test OS's getty and login (root/test) on the console.
 func (n *Node) login(ctx context.Context) bool {
-	lines := make(chan string, 4)
-	var mu sync.Mutex
-	echo := true
-	var line []byte
-	n.setInput(func(p []byte) {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, b := range p {
-			switch b {
-			case 0x15: // ^U kills the line, as a tty in canonical mode does
-				line = line[:0]
-				if echo {
-					n.sayString("^U\r\n")
-				}
-			case 0x7f, 0x08: // erase
-				if len(line) > 0 {
-					line = line[:len(line)-1]
-					if echo {
-						n.sayString("\b \b")
-					}
-				}
-			case '\r', '\n':
-				if echo {
-					n.sayString("\r\n")
-				}
-				select {
-				case lines <- string(line):
-				default:
-				}
-				line = line[:0]
-			default:
-				line = append(line, b)
-				if echo {
-					n.say([]byte{b})
-				}
-			}
-		}
-	})
+	l := fakeos.NewLogin(fakeos.LoginConfig{Hostname: "testos", Username: "root", Password: "test", Say: n.say})
+	n.setInput(l.Input)
 	defer n.setInput(nil)
-	next := func() (string, bool) {
-		select {
-		case l := <-lines:
-			return l, true
-		case <-ctx.Done():
-			return "", false
-		}
-	}
-	setEcho := func(on bool) {
-		mu.Lock()
-		echo = on
-		mu.Unlock()
-	}
-	for ctx.Err() == nil {
-		n.sayString("\r\ntestos login: ")
-		user, ok := next()
-		if !ok {
-			return false
-		}
-		setEcho(false)
-		n.sayString("Password: ")
-		pass, ok := next()
-		setEcho(true)
-		if !ok {
-			return false
-		}
-		n.sayString("\r\n")
-		if user == "root" && pass == "test" {
-			return true
-		}
-		select {
-		case <-time.After(100 * time.Millisecond):
-		case <-ctx.Done():
-			return false
-		}
-		n.sayString("Login incorrect\r\n")
-	}
-	return false
+	return l.Run(ctx)
 }
 
 // shell runs bash on a pty of its own, bridged to the console, until
@@ -667,7 +581,7 @@ func Image(size int) []byte {
 	for i := range img {
 		img[i] = byte(i*7 + i>>8)
 	}
-	img[510], img[511] = 0x55, 0xaa
+	fakeos.MarkBootable(img)
 	return img
 }
 

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/labctl/labctl/bmc"
+	"github.com/labctl/labctl/internal/fakeos"
 )
 
 // TestNode drives one node the way the daemon does, through
@@ -131,7 +132,7 @@ func TestNode(t *testing.T) {
 	// The next boot: no entry, and a disk with a boot signature.
 	master.Store(false)
 	mbr := make([]byte, 512)
-	mbr[510], mbr[511] = 0x55, 0xaa
+	fakeos.MarkBootable(mbr)
 	if err := os.WriteFile(filepath.Join(n.Dir, "disk.img"), mbr, 0o644); err != nil {
 		t.Fatal(err)
 	}
