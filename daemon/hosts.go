@@ -563,6 +563,7 @@ func (d *Daemon) followQueue(ctx context.Context) error {
 		if d.jobs[j.rec.ID] == nil {
 			d.jobs[j.rec.ID] = j
 			d.enqueueLocked(j)
+			d.observeQueuedLocked(j.rec)
 		}
 	}
 	for _, j := range slices.Clone(d.queue) {
