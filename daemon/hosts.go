@@ -566,6 +566,7 @@ func (d *Daemon) followQueue(ctx context.Context) error {
 		if d.jobs[j.rec.ID] == nil {
 			d.jobs[j.rec.ID] = j
 			d.enqueueLocked(j)
+			d.observeQueuedLocked(j.rec)
 		}
 	}
 	var unsure []*job

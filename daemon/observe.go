@@ -58,6 +58,24 @@ type JobPhase struct {
 	At     time.Time // when it entered the phase
 }
 
+// QueueObserver is an Observer that also hears a job join the queue:
+// submitted, the next attempt of a job that ended incomplete, or one
+// submitted at another host (the web UI's jobs page shows it). Its method
+// is called with the daemon's lock held and must return at once.
+type QueueObserver interface {
+	JobQueued(JobQueued)
+}
+
+// JobQueued is a job that joined the queue.
+type JobQueued struct {
+	ID         int64
+	Name       string
+	Submitter  string
+	Device     string // asked for
+	DeviceType string
+	Submitted  time.Time
+}
+
 // JobEnd is a job that ended.
 type JobEnd struct {
 	ID        int64
@@ -145,6 +163,17 @@ func (d *Daemon) observeStart(j *job, dev *device, started time.Time) {
 	}
 	s := JobStart{ID: j.rec.ID, Name: j.rec.Name, Device: dev.name, DeviceType: dev.cfg.DeviceType, Started: started, Waited: started.Sub(j.rec.Submitted)}
 	d.observe(func(o Observer) { o.JobStarted(s) })
+}
+
+// observeQueuedLocked tells the QueueObservers that a job joined the
+// queue (here, or at the host whose devices take it).
+func (d *Daemon) observeQueuedLocked(rec store.Job) {
+	e := JobQueued{ID: rec.ID, Name: rec.Name, Submitter: rec.Submitter, Device: rec.Device, DeviceType: rec.DeviceType, Submitted: rec.Submitted}
+	for _, o := range d.cfg.Observers {
+		if qo, ok := o.(QueueObserver); ok {
+			qo.JobQueued(e)
+		}
+	}
 }
 
 // observedProgress is a running job's dispatcher.Progress: the job's

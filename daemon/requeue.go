@@ -54,6 +54,7 @@ func (d *Daemon) retry(j *job, device string, res *results.Job) {
 	}
 	d.jobs[next.rec.ID] = next
 	d.enqueueLocked(next)
+	d.observeQueuedLocked(next.rec)
 	d.scheduleLocked()
 }
 

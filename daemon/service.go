@@ -83,6 +83,7 @@ func (d *Daemon) Submit(ctx context.Context, req labctl.SubmitRequest) (queued l
 	defer d.mu.Unlock()
 	if !d.fitsHere(spec) {
 		// Another host's devices take it: it learns of it from the store.
+		d.observeQueuedLocked(j.rec)
 		return d.viewLocked(j.rec, nil), nil
 	}
 	if held := d.jobs[rec.ID]; held != nil {
@@ -93,6 +94,7 @@ func (d *Daemon) Submit(ctx context.Context, req labctl.SubmitRequest) (queued l
 	}
 	d.jobs[rec.ID] = j
 	d.enqueueLocked(j)
+	d.observeQueuedLocked(j.rec)
 	d.scheduleLocked()
 	return d.viewLocked(j.rec, j), nil
 }

@@ -129,7 +129,8 @@ func TestBrowserLoginAndCSRF(t *testing.T) {
 }
 
 // TestBrowserJobsPage: the jobs page pages through many jobs by ID,
-// shows a queued job's place and reason, and filters.
+// shows a queued job's place and reason, shows jobs submitted and ended
+// from the live stream without reading its list again, and filters.
 func TestBrowserJobsPage(t *testing.T) {
 	h := start(t, Config{})
 	at := time.Date(2026, 3, 4, 5, 0, 0, 0, time.UTC)
@@ -155,22 +156,61 @@ func TestBrowserJobsPage(t *testing.T) {
 	if got := tab.Text(`tr[data-job="251"]`); !strings.Contains(got, "#1") || !strings.Contains(got, "node1 runs job 250") {
 		t.Errorf("the queued job's row %q: want its place and why it waits", got)
 	}
+	// A job submitted shows from the stream alone, and so does its
+	// cancel: the page does not read the list again.
+	// The jobs page's reads of the list (the lab page's ask state= first).
+	reads := `performance.getEntriesByType("resource").filter((r) => r.name.includes("/api/v1/jobs?limit=")).length`
+	read, err := webtest.Eval[int](tab, reads)
+	if err != nil || read != 1 {
+		t.Errorf("the jobs page read the list %d times to show it, want once (%v)", read, err)
+	}
+	h.svc.mu.Lock()
+	h.svc.jobs = append(h.svc.jobs, labctl.Job{ID: 252, Name: "joins", DeviceType: "sim", Submitter: "alice", State: labctl.JobQueued,
+		Position: 2, Reason: "waiting: behind job 251", Submitted: at})
+	h.svc.mu.Unlock()
+	h.ui.Hub().JobQueued(daemon.JobQueued{ID: 252, Name: "joins", Submitter: "alice", DeviceType: "sim", Submitted: at})
+	tab.Run("a job submitted", time.Minute,
+		webtest.WaitJS(first+` === "252"`),
+		webtest.WaitText(`tr[data-job="252"]`, "#2 waiting: behind job 251"),
+		webtest.WaitJS(rows+` === 100`))
+	h.svc.mu.Lock()
+	h.svc.jobs[251].State, h.svc.jobs[251].Outcome, h.svc.jobs[251].Position = labctl.JobFinished, "canceled", 0
+	h.svc.mu.Unlock()
+	h.ui.Hub().JobEnded(daemon.JobEnd{ID: 252, Outcome: "canceled", Finished: at})
+	tab.Run("the job canceled in the queue", time.Minute, webtest.WaitText(`tr[data-job="252"] td.outcome-canceled`, "canceled"))
+	if again, err := webtest.Eval[int](tab, reads); err != nil || again != read {
+		t.Errorf("the jobs page read the list %d times after the events, want %d (%v)", again, read, err)
+	}
+	// A filtered page cannot place a job that leaves its filter: it reads
+	// the page again.
+	tab.Run("queued only", time.Minute,
+		webtest.Choose("#f-state", "queued"),
+		webtest.WaitJS(rows+` === 1 && `+first+` === "251"`))
+	h.svc.mu.Lock()
+	started := at.Add(time.Hour)
+	h.svc.jobs[250].State, h.svc.jobs[250].Device, h.svc.jobs[250].Started, h.svc.jobs[250].Position = labctl.JobRunning, "node1", &started, 0
+	h.svc.mu.Unlock()
+	h.ui.Hub().JobStarted(daemon.JobStart{ID: 251, Name: "waits", Device: "node1", Started: started})
+	tab.Run("the queued job started", time.Minute, webtest.WaitJS(rows+` === 0`))
+	tab.Run("any state", time.Minute,
+		webtest.Choose("#f-state", ""),
+		webtest.WaitText(`tr[data-job="251"]`, "running"))
 	tab.Run("older", time.Minute,
 		chromedp.Click(chromedp.CSS("#older")),
-		webtest.WaitJS(rows+` === 100 && `+first+` === "151"`))
+		webtest.WaitJS(rows+` === 100 && `+first+` === "152"`))
 	tab.Run("older again: the last page", time.Minute,
 		chromedp.Click(chromedp.CSS("#older")),
-		webtest.WaitJS(rows+` === 51 && `+first+` === "51"`),
+		webtest.WaitJS(rows+` === 52 && `+first+` === "52"`),
 		webtest.WaitJS(`document.querySelector("#older").disabled`))
 	tab.Run("newer", time.Minute,
 		chromedp.Click(chromedp.CSS("#newer")),
-		webtest.WaitJS(first+` === "151"`))
+		webtest.WaitJS(first+` === "152"`))
 	tab.Run("failed only, on this page", time.Minute,
 		webtest.Choose("#f-outcome", "failed"),
 		webtest.WaitJS(`(() => { const r = [...document.querySelectorAll("#jobs tr")]; return r.length === 10 && r.every((x) => x.textContent.includes("failed")); })()`))
-	tab.Run("queued only, from the daemon", time.Minute,
+	tab.Run("running only, from the daemon", time.Minute,
 		webtest.Choose("#f-outcome", ""),
-		webtest.Choose("#f-state", "queued"),
+		webtest.Choose("#f-state", "running"),
 		webtest.WaitJS(rows+` === 1 && `+first+` === "251"`))
 }
 

@@ -17,12 +17,13 @@ import (
 
 // Event is a change in the lab, as the pages hear it over the live
 // stream (GET /api/v1/stream, server-sent events). It says what changed
-// and, for a change of a device, the device as it is now: the lab page
-// updates that device's row without asking the API again.
+// and, for a change of a device or a job, the device or job as it is
+// now: the lab page updates that device's row, the jobs page that job's,
+// without asking the API again.
 type Event struct {
-	Kind    string `json:"kind"` // job.start, job.phase, job.end, device.state, device.health, console
+	Kind    string `json:"kind"` // job.queued, job.start, job.phase, job.end, device.state, device.health, console
 	Job     int64  `json:"job,omitempty"`
-	Name    string `json:"name,omitempty"` // job.start: the job's name
+	Name    string `json:"name,omitempty"` // job.queued, job.start: the job's name
 	Device  string `json:"device,omitempty"`
 	State   string `json:"state,omitempty"`   // device.state: the new state; job.phase: the phase; console: what happened
 	Outcome string `json:"outcome,omitempty"` // job.end
@@ -33,12 +34,16 @@ type Event struct {
 	// its health history, when the stream sent the event (every kind
 	// but console).
 	View *labctl.Device `json:"view,omitempty"`
+	// JobView is the job as GET /api/v1/jobs lists it (without its
+	// results) when the stream sent the event (job.* kinds).
+	JobView *labctl.Job `json:"job_view,omitempty"`
 }
 
-// Devices looks devices up for the live streams' events: the daemon
-// (labctl.Service).
-type Devices interface {
+// Lab looks devices and jobs up for the live streams' events: the
+// daemon (labctl.Service).
+type Lab interface {
 	Device(ctx context.Context, name string) (labctl.Device, error)
+	Job(ctx context.Context, id int64) (labctl.Job, error)
 }
 
 // Hub fans the daemon's events out to the browsers' live streams. It is a
@@ -46,16 +51,16 @@ type Devices interface {
 // a bounded queue; a tab that does not keep up loses events and is told
 // how many (a "missed" event), and then reloads what it shows.
 type Hub struct {
-	buffer  int // events per stream
-	max     int // streams at once
-	devices atomic.Pointer[Devices]
+	buffer int // events per stream
+	max    int // streams at once
+	lab    atomic.Pointer[Lab]
 
 	mu      sync.Mutex
 	streams map[*stream]struct{}
 }
 
 type stream struct {
-	ch chan Event
+	ch chan *published
 	mu sync.Mutex
 	// missed counts the events dropped since the stream last said so.
 	missed int64
@@ -75,7 +80,7 @@ func (h *Hub) subscribe() (*stream, error) {
 	if len(h.streams) >= h.max {
 		return nil, fmt.Errorf("%w: %w (%d): close some tabs", labctl.ErrUnavailable, errTooManyStreams, h.max)
 	}
-	s := &stream{ch: make(chan Event, h.buffer)}
+	s := &stream{ch: make(chan *published, h.buffer)}
 	h.streams[s] = struct{}{}
 	return s, nil
 }
@@ -86,22 +91,45 @@ func (h *Hub) unsubscribe(s *stream) {
 	h.mu.Unlock()
 }
 
-// SetDevices gives the hub the daemon its events come from: each
-// stream then sends, with an event about a device, the device's view.
-func (h *Hub) SetDevices(d Devices) { h.devices.Store(&d) }
+// SetLab gives the hub the daemon its events come from: the streams
+// then send, with an event about a device or a job, its view.
+func (h *Hub) SetLab(l Lab) { h.lab.Store(&l) }
 
-// view is the device's view for an event, nil if there is none.
-func (h *Hub) view(ctx context.Context, e Event) *labctl.Device {
-	d := h.devices.Load()
-	if d == nil || e.Device == "" || e.Kind == "console" {
-		return nil
-	}
-	v, err := (*d).Device(ctx, e.Device)
-	if err != nil {
-		return nil
-	}
-	v.HealthHistory = nil
-	return &v
+// published is an event on its way to the streams. The first stream to
+// send it looks its views up, for all: one lookup per event, however
+// many tabs are open.
+type published struct {
+	e    Event
+	once sync.Once
+}
+
+// viewLookup bounds the lookup of an event's views.
+const viewLookup = 10 * time.Second
+
+// withViews is the event with the views of its device and job, each
+// nil if there is none.
+func (h *Hub) withViews(p *published) Event {
+	p.once.Do(func() {
+		l := h.lab.Load()
+		if l == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), viewLookup)
+		defer cancel()
+		if p.e.Device != "" && p.e.Kind != "console" {
+			if v, err := (*l).Device(ctx, p.e.Device); err == nil {
+				v.HealthHistory = nil
+				p.e.View = &v
+			}
+		}
+		if p.e.Job != 0 {
+			if v, err := (*l).Job(ctx, p.e.Job); err == nil {
+				v.Result = nil
+				p.e.JobView = &v
+			}
+		}
+	})
+	return p.e
 }
 
 // Streams is the number of live streams.
@@ -114,11 +142,12 @@ func (h *Hub) Streams() int {
 // publish queues e on every stream, dropping it (counted) where the
 // queue is full.
 func (h *Hub) publish(e Event) {
+	p := &published{e: e}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for s := range h.streams {
 		select {
-		case s.ch <- e:
+		case s.ch <- p:
 		default:
 			s.mu.Lock()
 			s.missed++
@@ -134,6 +163,11 @@ func (s *stream) takeMissed() int64 {
 	n := s.missed
 	s.missed = 0
 	return n
+}
+
+// JobQueued implements daemon.QueueObserver.
+func (h *Hub) JobQueued(j daemon.JobQueued) {
+	h.publish(Event{Kind: "job.queued", Job: j.ID, Name: j.Name, At: j.Submitted})
 }
 
 // JobStarted implements daemon.Observer.
@@ -174,9 +208,10 @@ const streamHeartbeat = 15 * time.Second
 const streamWriteTimeout = time.Minute
 
 // ServeHTTP serves one live stream as server-sent events: "hello" first,
-// then one "change" per Event (its device's view looked up as it is
-// sent, on the stream's goroutine: never under the daemon's lock), "missed" (data {"missed": N}) when events
-// were dropped for this tab, and a comment when quiet.
+// then one "change" per Event (its device's and job's views looked up as
+// it is first sent, on a stream's goroutine: never under the daemon's
+// lock), "missed" (data {"missed": N}) when events were dropped for this
+// tab, and a comment when quiet.
 func (h *Hub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s, err := h.subscribe()
 	if err != nil {
@@ -214,14 +249,13 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, s *stream) {
 		select {
 		case <-r.Context().Done():
 			return
-		case e := <-s.ch:
+		case p := <-s.ch:
 			if n := s.takeMissed(); n > 0 {
 				if send("missed", map[string]int64{"missed": n}) != nil {
 					return
 				}
 			}
-			e.View = h.view(r.Context(), e)
-			if send("change", e) != nil {
+			if send("change", h.withViews(p)) != nil {
 				return
 			}
 		case <-tick.C:
@@ -240,4 +274,7 @@ func (h *Hub) serve(w http.ResponseWriter, r *http.Request, s *stream) {
 	}
 }
 
-var _ daemon.PhaseObserver = (*Hub)(nil)
+var (
+	_ daemon.PhaseObserver = (*Hub)(nil)
+	_ daemon.QueueObserver = (*Hub)(nil)
+)

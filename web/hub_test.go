@@ -17,12 +17,13 @@ import (
 )
 
 // TestHubHearsTheDaemon: a job run by the daemon reaches a live stream
-// as its start (with its name), each phase it enters, and its end; the
-// device's events carry its view as the daemon shows it at the time.
+// as its joining the queue and its start (with its name), each phase it
+// enters, and its end; the device's events carry its view as the daemon
+// shows it at the time, the job's events the job's.
 func TestHubHearsTheDaemon(t *testing.T) {
 	hub := NewHub(256, 10)
 	l := daemontest.Start(t, daemontest.Options{Nodes: 1, Observers: []daemon.Observer{hub}})
-	hub.SetDevices(l.Daemon)
+	hub.SetLab(l.Daemon)
 	l.WaitIdle()
 	s, err := hub.subscribe()
 	if err != nil {
@@ -42,7 +43,7 @@ func TestHubHearsTheDaemon(t *testing.T) {
 
 	job := l.Submit(daemontest.JobText(t, `device = "node1"`))
 	var phases []string
-	var start, end *Event
+	var queued, start, end *Event
 	sawRunning := false
 	for end == nil {
 		var line string
@@ -62,8 +63,16 @@ func TestHubHearsTheDaemon(t *testing.T) {
 		if e.Device == "node1" && e.Kind != "console" && (e.View == nil || e.View.Name != "node1") {
 			t.Errorf("%s event without node1's view: %s", e.Kind, data)
 		}
+		if strings.HasPrefix(e.Kind, "job.") && (e.JobView == nil || e.JobView.ID != job.ID || e.JobView.Result != nil) {
+			t.Errorf("%s event without the job's view (or with its results): %s", e.Kind, data)
+		}
 		switch e.Kind {
+		case "job.queued":
+			queued = &e
 		case "job.start":
+			if queued == nil {
+				t.Error("the job started before the stream heard it was queued")
+			}
 			start = &e
 		case "job.phase":
 			if e.Job != job.ID || e.At.IsZero() {
@@ -89,7 +98,10 @@ func TestHubHearsTheDaemon(t *testing.T) {
 	if !sawRunning {
 		t.Error("no device.state event showed node1 running the job")
 	}
-	if end.Job != job.ID || end.Outcome != string(labctl.Complete) {
-		t.Errorf("job end %+v", end)
+	if end.Job != job.ID || end.Outcome != string(labctl.Complete) || end.JobView.State != labctl.JobFinished || end.JobView.Outcome != string(labctl.Complete) {
+		t.Errorf("job end %+v, view %+v", end, end.JobView)
+	}
+	if queued == nil || queued.Name != job.Name || !queued.At.Equal(job.Submitted) || queued.JobView.Submitter != job.Submitter {
+		t.Errorf("job queued %+v, want job %d named %q submitted at %v", queued, job.ID, job.Name, job.Submitted)
 	}
 }

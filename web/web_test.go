@@ -20,6 +20,7 @@ import (
 	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/api"
 	"github.com/labctl/labctl/daemon"
+	"github.com/labctl/labctl/results"
 	"github.com/labctl/labctl/sol"
 )
 
@@ -83,6 +84,8 @@ func (f *fakeService) Device(ctx context.Context, name string) (labctl.Device, e
 // Jobs lists f.jobs (oldest first) as the daemon does: states, before,
 // the newest limit.
 func (f *fakeService) Jobs(ctx context.Context, filter labctl.JobFilter) ([]labctl.Job, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	var out []labctl.Job
 	for _, j := range f.jobs {
 		if (len(filter.States) == 0 || slices.Contains(filter.States, j.State)) && (filter.Before == 0 || j.ID < filter.Before) &&
@@ -134,7 +137,7 @@ func start(t *testing.T, cfg Config) *harness {
 	cfg.Tokens = tokens
 	cfg.Now = h.clock.now
 	h.ui = New(cfg)
-	h.ui.Hub().SetDevices(h.svc)
+	h.ui.Hub().SetLab(h.svc)
 	srv, err := api.NewServer(h.svc, api.Config{Tokens: tokens, Browser: h.ui, Routes: h.ui.Routes()})
 	if err != nil {
 		t.Fatal(err)
@@ -486,7 +489,7 @@ func TestStreamTellsASlowTabWhatItMissed(t *testing.T) {
 func TestStreamSendsTheDeviceAsItIsNow(t *testing.T) {
 	svc := &fakeService{}
 	hub := NewHub(16, 10)
-	hub.SetDevices(svc)
+	hub.SetLab(svc)
 	s, err := hub.subscribe()
 	if err != nil {
 		t.Fatal(err)
@@ -540,6 +543,20 @@ func TestStreamSendsTheDeviceAsItIsNow(t *testing.T) {
 	hub.JobPhase(daemon.JobPhase{ID: 9, Device: "node1", Phase: "deploy", At: started.Add(time.Second)})
 	if e := next(); e.Kind != "job.phase" || e.Job != 9 || e.State != "deploy" || !e.At.Equal(started.Add(time.Second)) || e.View == nil {
 		t.Errorf("job phase %+v", e)
+	}
+	// A job's events carry its view; one the daemon does not know goes
+	// without.
+	svc.mu.Lock()
+	svc.jobs = []labctl.Job{{ID: 9, Name: "nightly", State: labctl.JobQueued, Position: 2, Result: &results.Job{Outcome: "x"}}}
+	svc.mu.Unlock()
+	hub.JobQueued(daemon.JobQueued{ID: 9, Name: "nightly", Submitted: started})
+	if e := next(); e.Kind != "job.queued" || e.Job != 9 || e.Name != "nightly" || !e.At.Equal(started) || e.View != nil ||
+		e.JobView == nil || e.JobView.State != labctl.JobQueued || e.JobView.Position != 2 || e.JobView.Result != nil {
+		t.Errorf("job queued %+v, view %+v", e, e.JobView)
+	}
+	hub.JobEnded(daemon.JobEnd{ID: 10, Outcome: "canceled", Finished: started})
+	if e := next(); e.Kind != "job.end" || e.Job != 10 || e.JobView != nil {
+		t.Errorf("unknown job's end %+v, want no view", e)
 	}
 	hub.ConsoleChanged("node1", sol.SessionLost)
 	if e := next(); e.Kind != "console" || e.View != nil {

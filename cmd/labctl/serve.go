@@ -227,7 +227,7 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 		return err
 	}
 	obs.daemon = d
-	ui.Hub().SetDevices(d)
+	ui.Hub().SetLab(d)
 	srv, err := api.NewServer(d, api.Config{Addr: listen, Tokens: tokens, Log: log, TLS: tlsConfig, Metrics: obs.metrics.Handler(),
 		Browser: ui, Routes: ui.Routes()})
 	if err != nil {

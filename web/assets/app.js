@@ -362,6 +362,12 @@ function deviceRow(d, j) {
 
 // jobsPage: queued (position, why it waits), running, finished; filters;
 // paged by job ID (before=) so it stays fast with any number of jobs.
+// It reads its page when its live stream says hello (and when it missed
+// events); in between, each job event brings the job as it is now, and
+// only that job's row is drawn again. It reads its page again (at most
+// every 300 ms) only for an event it cannot place: a job that joins an
+// older page or leaves a filtered one, or a change in the queue or the
+// lab that may move the queued jobs it shows or change why they wait.
 function jobsPage(main) {
   const PAGE = 100;
   const f = {
@@ -382,48 +388,132 @@ function jobsPage(main) {
     listTable([["ID", 6], ["Name", 16], ["State", 12], ["Waiting", 16], ["Device", 9], ["Type", 9], ["Submitter", 9], ["Submitted", 14], ["Took", 9]], body),
     el("div", { class: "pager" }, newer, older, info));
   const stack = []; // the before= of the pages before this one
-  let before = 0, last = [];
+  let before = 0, last = [], rows = new Map();
+  // The daemon's filters, as the page was last read with them.
+  let asked = { state: "", device: "" };
+  let loading = false, loaded = false, again = false, held = [];
   async function load() {
+    if (loading) { again = true; return; }
+    loading = true;
     const q = new URLSearchParams({ limit: PAGE });
-    if (f.state.value) q.set("state", f.state.value);
-    if (f.device.value.trim()) q.set("device", f.device.value.trim());
+    const want = { state: f.state.value, device: f.device.value.trim() };
+    if (want.state) q.set("state", want.state);
+    if (want.device) q.set("device", want.device);
     if (before) q.set("before", before);
     try {
       last = (await api("GET", "/api/v1/jobs?" + q)).reverse(); // newest first
+      asked = want;
+      loaded = true;
+      // What happened while the page was read, in order.
+      if (held.some((e) => !apply(e))) again = true;
+      held = [];
       draw();
     } catch (e) {
       body.replaceChildren(el("tr", {}, el("td", { colspan: 9 }, failBox(e))));
+      rows = new Map();
+    } finally {
+      loading = false;
+      held = [];
+      if (again) { again = false; reload(); }
     }
+  }
+  const reload = debounce(load, 300);
+  // apply takes one event into the page; false if the page must be read
+  // again to show it.
+  function apply(e) {
+    // The other queued jobs shown: a job that joins or leaves the queue,
+    // or a change in the lab, may move them or change why they wait.
+    const queued = last.filter((j) => j.state === "queued" && j.id !== e.job);
+    if (!e.kind.startsWith("job.")) return !(e.kind.startsWith("device.") && queued.length);
+    const v = e.job_view;
+    if (!v) return false;
+    const i = last.findIndex((j) => j.id === v.id);
+    const was = i >= 0 ? last[i] : null;
+    // Only a job behind all of them, joining or leaving, moves none.
+    const behind = (p) => p > 0 && queued.every((j) => j.position > 0 && j.position < p);
+    if (queued.length) {
+      if (e.kind === "job.queued" && !behind(v.position)) return false;
+      if (e.kind === "job.end" && !(was && was.state === "queued" && behind(was.position))) return false;
+      if (e.kind === "job.start") return false;
+    }
+    const fits = (!asked.state || v.state === asked.state) && (!asked.device || v.device === asked.device);
+    if (was) {
+      if (!fits) return false; // the page is one job short
+      last[i] = v;
+      return true;
+    }
+    if (!fits) return true;
+    // A new job on the first page goes on top; anywhere else the page
+    // must be read to know where it goes.
+    if (before || (last.length && v.id < last[0].id)) return false;
+    last.unshift(v);
+    if (last.length > PAGE) last.pop();
+    return true;
   }
   function draw() {
     const ty = f.type.value.trim(), oc = f.outcome.value, su = f.submitter.value.trim();
     const from = f.date.value ? Date.parse(f.date.value) : 0;
     const shown = last.filter((j) => (!ty || j.device_type === ty) && (!oc || j.outcome === oc) &&
       (!su || j.submitter === su) && (!from || Date.parse(j.submitted) >= from));
-    body.replaceChildren(...shown.map((j) => el("tr", { "data-job": j.id },
-      el("td", {}, jobLink(j.id)),
-      el("td", {}, j.name),
-      el("td", { class: "state-" + j.state + (j.outcome ? " outcome-" + j.outcome : "") }, j.outcome || j.state, j.phase ? " (" + j.phase + ")" : ""),
-      el("td", {}, j.state === "queued" ? [j.position ? "#" + j.position + " " : "", el("span", { class: "muted" }, j.reason || "")] : ""),
-      el("td", {}, devLink(j.device)),
-      el("td", {}, j.device_type || ""),
-      el("td", {}, j.submitter),
-      el("td", {}, when(j.submitted)),
-      el("td", {}, j.started ? fmtDur((j.finished ? Date.parse(j.finished) : Date.now()) - Date.parse(j.started)) : ""))));
+    rows = keyedRows(body, rows, shown, (j) => j.id, (j) => JSON.stringify(j), jobRow);
     newer.disabled = stack.length === 0;
     older.disabled = last.length < PAGE;
     info.textContent = last.length ? "jobs #" + last[last.length - 1].id + " to #" + last[0].id : "no jobs";
   }
+  // Events redraw together, at most every 50 ms.
+  let drawTimer = null;
+  function redraw() { if (!drawTimer) drawTimer = setTimeout(() => { drawTimer = null; draw(); }, 50); }
   older.onclick = () => { stack.push(before); before = last[last.length - 1].id; load(); };
   newer.onclick = () => { before = stack.pop() || 0; load(); };
   for (const k of ["state", "device"]) f[k].onchange = () => { stack.length = 0; before = 0; load(); };
   for (const k of ["type", "outcome", "submitter", "date"]) { f[k].oninput = draw; f[k].onchange = draw; }
-  const reload = debounce(() => { if (!before) load(); }, 300);
-  onLive((e) => { if (e.kind.startsWith("job") || e.kind === "resync") reload(); });
-  // Submits are not events: a first page also looks again now and then.
-  const poll = setInterval(() => { if (!before && !document.hidden) load(); }, 5000);
-  load();
-  return () => clearInterval(poll);
+  onLive((e) => {
+    if (e.kind === "resync") {
+      if (loaded) reload(); else load();
+    } else if (e.kind === "down") {
+      // No live stream (yet): the jobs as they are, at least.
+      if (!loaded) load();
+    } else if (loading) {
+      held.push(e);
+    } else if (!loaded) {
+      // Not read yet (or the read failed): the next read shows it.
+    } else if (apply(e)) {
+      redraw();
+    } else {
+      reload();
+    }
+  });
+  // On a stream already live the first read is now; on a new one, its hello.
+  if (state.live) load();
+  // A lab of several hosts: this daemon's stream tells only of the jobs
+  // it queues and runs; the page is read again now and then.
+  const others = setInterval(() => {
+    if (!document.hidden && new Set(last.map((j) => j.host).filter(Boolean)).size > 1) reload();
+  }, 30000);
+  // A running job's time ticks; a hidden tab does not tick.
+  const tick = setInterval(() => {
+    if (document.hidden) return;
+    for (const t of body.querySelectorAll(".tick")) {
+      const s = since(t.dataset.since);
+      if (t.textContent !== s) t.textContent = s;
+    }
+  }, 1000);
+  return () => { clearInterval(tick); clearInterval(others); clearTimeout(drawTimer); };
+}
+
+// jobRow is a job's row on the jobs page.
+function jobRow(j) {
+  return el("tr", { "data-job": j.id },
+    el("td", {}, jobLink(j.id)),
+    el("td", {}, j.name),
+    el("td", { class: "state-" + j.state + (j.outcome ? " outcome-" + j.outcome : "") }, j.outcome || j.state, j.phase ? " (" + j.phase + ")" : ""),
+    el("td", {}, j.state === "queued" ? [j.position ? "#" + j.position + " " : "", el("span", { class: "muted" }, j.reason || "")] : ""),
+    el("td", {}, devLink(j.device)),
+    el("td", {}, j.device_type || ""),
+    el("td", {}, j.submitter),
+    el("td", {}, when(j.submitted)),
+    el("td", {}, !j.started ? "" : j.finished ? fmtDur(Date.parse(j.finished) - Date.parse(j.started)) :
+      el("span", { class: "tick", "data-since": j.started }, since(j.started))));
 }
 
 // ---- job log rendering: transcript records, ANSI colours ----
