@@ -124,6 +124,10 @@ type cappedConn struct {
 	once sync.Once
 }
 
+// NetConn is the connection the cap counts, as tls.Conn's NetConn is the
+// one under TLS.
+func (c *cappedConn) NetConn() net.Conn { return c.Conn }
+
 func (c *cappedConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() { c.l.release(c.addr) })

@@ -134,9 +134,7 @@ func (s *Server) consoleAttach(w http.ResponseWriter, r *http.Request) {
 	defer conn.Close()
 	// The server's read and write timeouts stay on a hijacked connection.
 	conn.SetDeadline(time.Time{})
-	if tcp, ok := conn.(*net.TCPConn); ok {
-		tcp.SetWriteBuffer(consoleSocketBuffer)
-	}
+	setSendBuffer(conn, consoleSocketBuffer)
 	brw.Writer.WriteString("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + ConsoleProtocol + "\r\n\r\n")
 	if err := brw.Writer.Flush(); err != nil {
 		return
@@ -271,4 +269,19 @@ func consoleOptionsFrom(q url.Values) (labctl.ConsoleOptions, error) {
 		return o, fmt.Errorf("%w: force and read_only exclude each other", labctl.ErrInvalid)
 	}
 	return o, nil
+}
+
+// setSendBuffer sets the kernel's send buffer of the TCP connection under
+// c, which the API's listener and TLS wrap.
+func setSendBuffer(c net.Conn, size int) error {
+	for {
+		switch v := c.(type) {
+		case *net.TCPConn:
+			return v.SetWriteBuffer(size)
+		case interface{ NetConn() net.Conn }:
+			c = v.NetConn()
+		default:
+			return fmt.Errorf("set the send buffer: %T is not a TCP connection", c)
+		}
+	}
 }
