@@ -108,7 +108,8 @@ func (c HostsCase) report(w io.Writer, setups []hostsSetup, runs [][]scaleRun) C
 		"so in the lab of several hosts about %d in %d jobs start on a host that learns of them from the database (its NOTIFY, else its poll). "+
 		"PostgreSQL is Debian's server as the store's tests start it (store/pgtest: a temporary cluster on a loopback port, synchronous_commit and fsync off; "+
 		"SQLite runs WAL with synchronous=NORMAL: neither flushes each commit), a fresh database per run; its CPU is the server and every backend (a control group). "+
-		"Daemon CPU is every labctl serve process. Queue-to-start is a job's Started minus its Submitted as the API reports them (case 4).\n\n",
+		"Daemon CPU is every labctl serve process. Queue-to-start is a job's Started minus its Submitted as the API reports them, "+
+		"submit-to-dispatch its results.json Started (the dispatcher's start, after every commit) minus Submitted (case 4).\n\n",
 		sizeName(c.Scale.ImageSize), c.Hosts, c.Hosts-1, c.Hosts)
 	head := []string{"figure"}
 	for _, s := range setups {
@@ -165,6 +166,9 @@ func (c HostsCase) report(w io.Writer, setups []hostsSetup, runs [][]scaleRun) C
 	row("queue-to-start p50 ms", 1, ms(q2s, .5))
 	row("**queue-to-start p99 ms**", 1, ms(q2s, .99))
 	row("queue-to-start max ms", 1, ms(q2s, 1))
+	q2d := func(r scaleRun) []float64 { return r.q2d }
+	row("submit-to-dispatch p50 ms", 1, ms(q2d, .5))
+	row("submit-to-dispatch p99 ms", 1, ms(q2d, .99))
 	row("submit request p50 ms", 1, ms(submit, .5))
 	row("submit request p99 ms", 1, ms(submit, .99))
 	row("**submits per second** (jobs ÷ first submit to last answered)", 0, func(r scaleRun) float64 { return float64(c.Scale.Jobs) / r.submitWall })

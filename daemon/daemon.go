@@ -353,12 +353,12 @@ func (d *Daemon) work(ctx context.Context, dev *device) {
 	for {
 		select {
 		case <-ctx.Done():
-			d.dropPending(dev)
+			d.dropPending(ctx, dev)
 			return
 		case t := <-dev.tasks:
-			if ctx.Err() != nil {
+			if ctx.Err() != nil && !d.storedClaimed(t) {
 				d.requeue(dev, t)
-				d.dropPending(dev)
+				d.dropPending(ctx, dev)
 				return
 			}
 			if t.job != nil {
@@ -372,13 +372,30 @@ func (d *Daemon) work(ctx context.Context, dev *device) {
 
 // dropPending releases a task given to a worker that stops before
 // running it: a job stays queued (in the store too), a check waiter hears
-// that it did not run.
-func (d *Daemon) dropPending(dev *device) {
+// that it did not run. A job stored claimed runs, cut short at once, as
+// any running job when the daemon stops.
+func (d *Daemon) dropPending(ctx context.Context, dev *device) {
 	select {
 	case t := <-dev.tasks:
+		if d.storedClaimed(t) {
+			d.runJob(ctx, dev, t.job)
+			return
+		}
 		d.requeue(dev, t)
 	default:
 	}
+}
+
+// storedClaimed reports whether a task is a job stored claimed for its
+// device (Submit): it is running in the store, and cannot go back to the
+// queue.
+func (d *Daemon) storedClaimed(t task) bool {
+	if t.job == nil {
+		return false
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return t.job.rec.State == store.Running
 }
 
 func (d *Daemon) requeue(dev *device, t task) {

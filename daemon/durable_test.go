@@ -191,13 +191,18 @@ func TestLostStoreAnswers(t *testing.T) {
 	t.Parallel()
 	r := newFakeRunner()
 	fs := &flakyStore{}
-	fs.loseClaim.Store(1)
-	fs.loseFinish.Store(1)
 	l := daemontest.Start(t, daemontest.Options{Nodes: 1, Fake: true, Run: r.run,
 		WrapStore: func(s store.Store) store.Store { fs.Store = s; return fs }})
 	l.WaitIdle()
-	a := l.Submit(daemontest.JobText(t, "name = \"a\"\ndevice = \"node1\"\n"))
+	// first is stored claimed (node1 is free); a waits, and its worker
+	// claims it when first ends.
+	l.Submit(daemontest.JobText(t, "name = \"first\"\ndevice = \"node1\"\n"))
 	r.waitStarted(t, 1)
+	a := l.Submit(daemontest.JobText(t, "name = \"a\"\ndevice = \"node1\"\n"))
+	fs.loseClaim.Store(1)
+	r.release <- "complete"
+	r.waitStarted(t, 2)
+	fs.loseFinish.Store(1)
 	r.release <- "complete"
 	if j := l.Wait(a.ID); j.Outcome != "complete" {
 		t.Errorf("job a: %+v", j)
@@ -210,10 +215,10 @@ func TestLostStoreAnswers(t *testing.T) {
 		_, err := l.Daemon.Submit(ctx(t), labctl.SubmitRequest{File: "job.toml", Dir: "/", Spec: daemontest.JobText(t, "name = \"b\"\ndevice = \"node1\"\n")})
 		return err == nil
 	})
-	r.waitStarted(t, 2)
+	r.waitStarted(t, 3)
 	r.release <- "complete"
-	if got := r.order(); !slices.Equal(got, []string{"a", "b"}) {
-		t.Errorf("started %v, want a then b, once each", got)
+	if got := r.order(); !slices.Equal(got, []string{"first", "a", "b"}) {
+		t.Errorf("started %v, want first, a, b, once each", got)
 	}
 }
 
@@ -394,12 +399,17 @@ func TestClaimMeetsAnotherHostsClaim(t *testing.T) {
 			return wrapped
 		}})
 	l.WaitIdle()
+	// The first job is stored claimed (the device is free); a waits in
+	// the queue and is claimed when the first ends.
+	l.Submit(daemontest.JobText(t, "name = \"first\"\ndevice = \"node1\"\n"))
+	r.waitStarted(t, 1)
 	a := l.Submit(daemontest.JobText(t, "name = \"a\"\ndevice = \"node1\"\n"))
+	r.release <- "complete"
 	waitFor(t, "the claim to meet rack9's", func() bool {
-		return strings.Contains(l.Log(), "job not taken off the queue: it changed") || len(r.order()) > 0
+		return strings.Contains(l.Log(), "job not taken off the queue: it changed") || len(r.order()) > 1
 	})
-	if got := r.order(); len(got) != 0 {
-		t.Errorf("started %v here, want nothing: rack9 holds the claim", got)
+	if got := r.order(); !slices.Equal(got, []string{"first"}) {
+		t.Errorf("started %v here, want first only: rack9 holds a's claim", got)
 	}
 	if rec := stored(t, l, a.ID); rec.State != store.Running || rec.Host != "rack9" || rec.RunDevice != "node1" {
 		t.Errorf("stored: %+v, want running under rack9's claim on node1", rec)

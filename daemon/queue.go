@@ -3,6 +3,7 @@ package daemon
 import (
 	"cmp"
 	"context"
+	"math"
 	"slices"
 	"sort"
 	"sync"
@@ -173,11 +174,44 @@ func (d *Daemon) scheduleLocked() {
 			continue
 		}
 		j.dev, dev.job, dev.busy = dev, j, true
+		if j.rec.ID == 0 {
+			// Not stored yet (placeLocked): its submitter stores it
+			// claimed for dev and hands it to the worker.
+			continue
+		}
 		dev.tasks <- task{job: j}
 		d.refreshLocked(dev, "")
 	}
 	clear(d.queue[len(kept):])
 	d.queue = kept
+}
+
+// placeLocked returns the device the scheduler gives now a job about to
+// be stored (its ID not known yet), or nil if the job would wait: the job
+// joins the queue as the newest of its priority for one round of
+// scheduleLocked, which holds the device it gets for it (dev.job, busy)
+// without handing it to the worker. The caller stores the job claimed for
+// that device, then hands it over, or gives the device back (releaseLocked).
+func (d *Daemon) placeLocked(j *job) *device {
+	if !d.fitsHere(j.spec) {
+		return nil
+	}
+	j.seq = math.MaxInt64
+	d.enqueueLocked(j)
+	d.scheduleLocked()
+	if j.dev == nil {
+		d.dequeueLocked(j)
+	}
+	return j.dev
+}
+
+// releaseLocked gives back the device placeLocked held for a job that was
+// not stored claimed, and gives it to the queue.
+func (d *Daemon) releaseLocked(j *job) {
+	dev := j.dev
+	dev.job, j.dev, dev.busy = nil, nil, false
+	d.refreshLocked(dev, "")
+	d.scheduleLocked()
 }
 
 // pickLocked chooses the device for a job: the one it names, or of the

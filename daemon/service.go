@@ -63,24 +63,51 @@ func (d *Daemon) Submit(ctx context.Context, req labctl.SubmitRequest) (queued l
 		return labctl.Job{}, unavailable(reason)
 	}
 	// The job is committed before its submitter hears its ID; a client
-	// that hangs up meanwhile does not undo it.
+	// that hangs up meanwhile does not undo it. If the scheduler gives it
+	// a device now, it is stored claimed for that device (under the
+	// host's lease, as a worker's claim): other hosts never see it queued.
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
-	rec, err := d.store.CreateJob(sctx, store.Job{
+	sub := store.Job{
 		Name: spec.Name, File: req.File, Dir: req.Dir, Spec: req.Spec,
 		Device: spec.Device, DeviceType: spec.DeviceType, Tags: spec.Tags, Priority: string(spec.Priority),
 		Submitter: labctl.CallerFrom(ctx), Submitted: d.now(),
-	})
+	}
+	d.mu.Lock()
+	j := d.newJob(sub, spec)
+	dev := d.placeLocked(j)
+	d.mu.Unlock()
+	if dev != nil {
+		sub.RunDevice, sub.Started = dev.name, d.now()
+	}
+	rec, err := d.store.CreateJob(sctx, sub)
 	if err != nil {
+		if dev != nil {
+			go d.settleClaim(j, sub)
+		} else {
+			j.cancel(nil)
+		}
 		return labctl.Job{}, unavailable("the store cannot record the job: " + err.Error())
 	}
-	j := d.newJob(rec, spec)
 	// The log line is written before the job is queued, not under d.mu:
 	// a file write under the daemon's lock makes every submit and every
 	// job start queue behind it when 400 arrive at once.
 	d.log.Info("job queued", "job", rec.ID, "name", rec.Name, "priority", rec.Priority, "by", rec.Submitter)
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	j.rec, j.seq = rec, rec.ID
+	if rec.State == store.Running {
+		// Queued and taken off the queue at once: its worker starts it.
+		d.jobs[rec.ID] = j
+		d.observeQueuedLocked(rec)
+		dev.tasks <- task{job: j}
+		d.refreshLocked(dev, "")
+		return d.viewLocked(j.rec, j), nil
+	}
+	if dev != nil {
+		// The claim did not hold (the host's lease): queued, as any job.
+		d.releaseLocked(j)
+	}
 	if !d.fitsHere(spec) {
 		// Another host's devices take it: it learns of it from the store.
 		d.observeQueuedLocked(j.rec)

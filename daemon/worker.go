@@ -20,17 +20,71 @@ import (
 // daemon stops (recording how a job ended).
 const storeTimeout = 30 * time.Second
 
-// runJob takes the job off the queue in the store, runs it on the device
-// and records how it ended. A job that ended incomplete is followed by a
-// health check of the device, before it takes another job.
+// runJob takes the job off the queue in the store (unless it was stored
+// claimed for the device: Submit), runs it on the device and records how
+// it ended. A job that ended incomplete is followed by a health check of
+// the device, before it takes another job.
 func (d *Daemon) runJob(ctx context.Context, dev *device, j *job) {
+	d.mu.Lock()
+	claimed := j.rec.State == store.Running
+	d.mu.Unlock()
+	if !claimed {
+		var ok bool
+		if j, ok = d.takeOffQueue(ctx, dev, j); !ok {
+			return
+		}
+	}
+	d.mu.Lock()
+	id, started := j.rec.ID, j.rec.Started
+	d.mu.Unlock()
+	j.event("")
+	d.observeStart(j, dev, started)
+	latency := started.Sub(j.rec.Submitted)
+	d.log.Info("job started", "job", id, "name", j.rec.Name, "device", dev.name, "queued", latency.Round(time.Microsecond))
+
+	dir := d.jobDir(id)
+	if err := moveAside(dir); err != nil {
+		d.log.Warn("job directory", "job", id, "err", err)
+	}
+	set := dev.cfg.Settings
+	session, release, err := d.consoles.AcquireFor(j.ctx, dev.name, fmt.Sprintf("job %d", id), dev.node.Console, set.Timeouts.Power)
+	if err != nil {
+		d.log.Warn("console did not open", "job", id, "device", dev.name, "err", err)
+	}
+	res := d.run(j.ctx, dispatcher.Job{
+		ID: strconv.FormatInt(id, 10), Spec: j.spec, Device: dev.name, Settings: set,
+		Power: dev.node.Power, Console: session, Netboot: dev.node.Netboot,
+		Dir: dir, CacheDir: d.cacheDir, Images: d.imagePolicy(), Progress: observedProgress{j, d, dev.name}, Events: j.event,
+		SaveTo: dispatcher.SavePath(d.cfg.Lab.Images.SaveDir, j.spec),
+		Log:    d.log.With("job", id, "device", dev.name), Now: d.now,
+	})
+	release()
+	d.finishRunning(j, res)
+	d.log.Info("job ended", "job", id, "device", dev.name, "outcome", res.Outcome, "reason", res.Reason)
+	d.retry(j, dev.name, res)
+	d.jobEnded(dev, j, res)
+	d.mu.Lock()
+	c := dev.check
+	d.mu.Unlock()
+	if c != nil {
+		// The health check after an incomplete job, on this worker, before
+		// anything else: the device is not free until it passes.
+		d.runCheck(ctx, dev, c)
+	}
+}
+
+// takeOffQueue takes a job given to dev off the store's queue (claim) and
+// returns the job dev runs: j, or (several hosts) another queued job the
+// claim named; false if none: the device is given back, and a job
+// canceled meanwhile ends.
+func (d *Daemon) takeOffQueue(ctx context.Context, dev *device, j *job) (*job, bool) {
 	id := j.rec.ID
 	wctx := context.WithoutCancel(ctx)
 	if j.ctx.Err() != nil {
 		// Canceled after it was given to this device, before it started.
 		d.finishQueued(j, context.Cause(j.ctx))
 		d.jobEnded(dev, j, nil)
-		return
+		return nil, false
 	}
 	d.mu.Lock()
 	others := d.candidatesLocked(dev, j)
@@ -97,45 +151,12 @@ func (d *Daemon) runJob(ctx context.Context, dev *device, j *job) {
 		}
 		d.refreshLocked(dev, "")
 		d.mu.Unlock()
-		return
+		return nil, false
 	}
 	d.mu.Lock()
 	j.rec.State, j.rec.RunDevice, j.rec.Started, j.rec.Host = store.Running, dev.name, started, d.hostName()
 	d.mu.Unlock()
-	j.event("")
-	d.observeStart(j, dev, started)
-	latency := started.Sub(j.rec.Submitted)
-	d.log.Info("job started", "job", id, "name", j.rec.Name, "device", dev.name, "queued", latency.Round(time.Microsecond))
-
-	dir := d.jobDir(id)
-	if err := moveAside(dir); err != nil {
-		d.log.Warn("job directory", "job", id, "err", err)
-	}
-	set := dev.cfg.Settings
-	session, release, err := d.consoles.AcquireFor(j.ctx, dev.name, fmt.Sprintf("job %d", id), dev.node.Console, set.Timeouts.Power)
-	if err != nil {
-		d.log.Warn("console did not open", "job", id, "device", dev.name, "err", err)
-	}
-	res := d.run(j.ctx, dispatcher.Job{
-		ID: strconv.FormatInt(id, 10), Spec: j.spec, Device: dev.name, Settings: set,
-		Power: dev.node.Power, Console: session, Netboot: dev.node.Netboot,
-		Dir: dir, CacheDir: d.cacheDir, Images: d.imagePolicy(), Progress: observedProgress{j, d, dev.name}, Events: j.event,
-		SaveTo: dispatcher.SavePath(d.cfg.Lab.Images.SaveDir, j.spec),
-		Log:    d.log.With("job", id, "device", dev.name), Now: d.now,
-	})
-	release()
-	d.finishRunning(j, res)
-	d.log.Info("job ended", "job", id, "device", dev.name, "outcome", res.Outcome, "reason", res.Reason)
-	d.retry(j, dev.name, res)
-	d.jobEnded(dev, j, res)
-	d.mu.Lock()
-	c := dev.check
-	d.mu.Unlock()
-	if c != nil {
-		// The health check after an incomplete job, on this worker, before
-		// anything else: the device is not free until it passes.
-		d.runCheck(ctx, dev, c)
-	}
+	return j, true
 }
 
 // claimRetry is how long a job waits in the queue after the store failed
@@ -259,6 +280,43 @@ func (d *Daemon) endLostAnswer(j *job, rec store.Job) {
 	final := j.rec
 	d.mu.Unlock()
 	d.recordEnd(final, store.Running, store.Finish{Outcome: string(labctl.Incomplete), Reason: reason, At: now})
+}
+
+// settleClaim gives back the device held for a job, j, whose claimed
+// insert, sub, failed without a clear answer, once the store says whether
+// it holds the job: one running on that device under this host's claim
+// since sub.Started, which nothing runs, ends (its submitter heard an
+// error and submits again). The device takes no job until then; the
+// store is asked again every claimRetry while it fails.
+func (d *Daemon) settleClaim(j *job, sub store.Job) {
+	defer j.cancel(nil)
+	for {
+		ctx, cancel := context.WithTimeout(d.base, storeTimeout)
+		recs, err := d.store.Jobs(ctx, store.JobFilter{States: []string{store.Running}, Device: sub.RunDevice})
+		cancel()
+		if err == nil {
+			for _, rec := range recs {
+				if rec.Host == d.hostName() && rec.Started.Equal(sub.Started) && rec.Submitted.Equal(sub.Submitted) && rec.Name == sub.Name {
+					d.log.Warn("job was stored claimed but the store lost the answer: it ends without starting", "job", rec.ID, "device", rec.RunDevice)
+					d.mu.Lock()
+					j.rec = rec
+					d.mu.Unlock()
+					d.endLostAnswer(j, rec)
+				}
+			}
+			break
+		}
+		select {
+		case <-d.base.Done():
+			// Stopping: the next start's recovery ends the job if the
+			// store holds it.
+			return
+		case <-time.After(claimRetry):
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.releaseLocked(j)
 }
 
 // finishRunning records how a running job ended (see recordEnd: a store

@@ -34,8 +34,11 @@ type AuditFilter struct {
 	Limit  int       // if positive, the newest Limit entries
 }
 
-// insertAudit inserts audit entries.
-const insertAudit = `INSERT INTO audit (at, who, role, remote, action, device, job, detail, result, error) VALUES `
+// auditInsert inserts audit entries.
+var auditInsert = rowInsert{
+	into: `INSERT INTO audit (at, who, role, remote, action, device, job, detail, result, error) VALUES `,
+	row:  plainRow(10), back: "''",
+}
 
 // AddAudit appends e to the audit trail (e.At: now if zero) and returns
 // its ID.
@@ -44,20 +47,13 @@ func (s *sqlDB) AddAudit(ctx context.Context, e AuditEntry) (int64, error) {
 		e.At = time.Now()
 	}
 	vals := []any{e.At.UnixNano(), e.Who, e.Role, e.Remote, e.Action, e.Device, e.Job, e.Detail, e.Result, e.Error}
-	var id int64
-	var err error
-	if s.insert != nil {
-		// Every submit is audited: a burst of them, one statement.
-		id, err = s.insert(ctx, insertAudit, vals)
-	} else {
-		err = s.statement(ctx, func(ctx context.Context, db querier) error {
-			return db.QueryRowContext(ctx, insertAudit+insertValues(1, len(vals))+` RETURNING id`, vals...).Scan(&id)
-		})
-	}
+	// Every submit is audited: a burst of them, one statement
+	// (PostgreSQL).
+	got, err := s.insertRow(ctx, auditInsert, vals)
 	if err != nil {
 		return 0, fmt.Errorf("store audit entry %s by %s: %w", e.Action, e.Who, err)
 	}
-	return id, nil
+	return got.id, nil
 }
 
 // Audit returns the entries f selects, oldest first.

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -99,7 +100,7 @@ func OpenPostgres(ctx context.Context, rawURL, password string) (*Postgres, erro
 		inserts: make(chan *insert), inserted: make(chan struct{})}
 	p.sqlDB.write = p.write
 	p.sqlDB.statement = p.statement
-	p.sqlDB.insert = p.insertRow
+	p.sqlDB.insert = p.insertBatched
 	p.sqlDB.queueChanged = p.queueChanged
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
@@ -144,36 +145,35 @@ func (p *Postgres) warm(n int) {
 	}
 }
 
-// insert is a row waiting for insertLoop: the INSERT (up to VALUES), the
-// row's values, and where its ID or error goes.
+// insert is a row waiting for insertLoop: its INSERT, its values, and
+// where what it gives back or its error goes.
 type insert struct {
-	into string
+	into rowInsert
 	vals []any
 	done chan insertResult
 }
 
 type insertResult struct {
-	id  int64
+	inserted
 	err error
 }
 
-// insertRow inserts a row through insertLoop (into: the INSERT up to
-// VALUES, of a table whose id comes from a sequence) and returns its ID
-// once it is committed. The insert happens even if ctx ends first.
-func (p *Postgres) insertRow(ctx context.Context, into string, vals []any) (int64, error) {
+// insertBatched inserts a row through insertLoop and returns its id and
+// back once it is committed. The insert happens even if ctx ends first.
+func (p *Postgres) insertBatched(ctx context.Context, into rowInsert, vals []any) (inserted, error) {
 	in := &insert{into: into, vals: vals, done: make(chan insertResult, 1)}
 	select {
 	case p.inserts <- in:
 	case <-p.stop:
-		return 0, errors.New("store closed")
+		return inserted{}, errors.New("store closed")
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return inserted{}, ctx.Err()
 	}
 	select {
 	case r := <-in.done:
-		return r.id, r.err
+		return r.inserted, r.err
 	case <-ctx.Done():
-		return 0, ctx.Err()
+		return inserted{}, ctx.Err()
 	}
 }
 
@@ -199,7 +199,7 @@ func (p *Postgres) insertLoop() {
 			}
 		}
 		for len(batch) > 0 {
-			// The rows of the first one's table, in their order.
+			// The rows of the first one's INSERT, in their order.
 			var rows, rest []*insert
 			for _, in := range batch {
 				if in.into == batch[0].into {
@@ -216,61 +216,57 @@ func (p *Postgres) insertLoop() {
 
 // insertBatch inserts rows of one table and tells each its ID or error.
 func (p *Postgres) insertBatch(rows []*insert) {
-	ids, err := p.insertRows(rows)
+	got, err := p.insertRows(rows)
 	if err != nil && len(rows) > 1 {
 		// One row the database refuses must not fail the others: each
 		// alone.
 		for _, in := range rows {
-			ids, err := p.insertRows([]*insert{in})
-			in.done <- insertResult{id: first(ids), err: err}
+			got, err := p.insertRows([]*insert{in})
+			r := insertResult{err: err}
+			if err == nil {
+				r.inserted = got[0]
+			}
+			in.done <- r
 		}
 		return
 	}
 	for i, in := range rows {
-		var id int64
+		r := insertResult{err: err}
 		if err == nil {
-			id = ids[i]
+			r.inserted = got[i]
 		}
-		in.done <- insertResult{id: id, err: err}
+		in.done <- r
 	}
 }
 
-func first(ids []int64) int64 {
-	if len(ids) == 0 {
-		return 0
-	}
-	return ids[0]
-}
-
-// insertRows inserts batch (rows of one table) in one INSERT, a
-// transaction of its own, and returns the rows' IDs in the batch's order. The rows of one INSERT
-// take their IDs from the sequence in the order of its VALUES, so the
-// IDs, sorted, are the rows' in order.
-func (p *Postgres) insertRows(batch []*insert) ([]int64, error) {
-	cols := len(batch[0].vals)
-	args := make([]any, 0, cols*len(batch))
+// insertRows inserts batch (rows of one rowInsert) in one INSERT, a
+// transaction of its own, and returns what each row gives back, in the
+// batch's order. The rows of one INSERT take their IDs from the sequence
+// in the order of its VALUES, so the IDs, sorted, are the rows' in order.
+func (p *Postgres) insertRows(batch []*insert) ([]inserted, error) {
+	args := make([]any, 0, len(batch[0].vals)*len(batch))
 	for _, in := range batch {
 		args = append(args, in.vals...)
 	}
-	q := batch[0].into + insertValues(len(batch), cols) + ` RETURNING id`
-	var ids []int64
+	q := batch[0].into.sql(len(batch))
+	var got []inserted
 	err := detached(context.Background(), func(ctx context.Context) error {
 		var err error
-		ids, err = queryAll(ctx, p.db, func(row scanner) (int64, error) {
-			var id int64
-			err := row.Scan(&id)
-			return id, err
+		got, err = queryAll(ctx, p.db, func(row scanner) (inserted, error) {
+			var r inserted
+			err := row.Scan(&r.id, &r.back)
+			return r, err
 		}, q, args...)
 		return err
 	})
-	if err == nil && len(ids) != len(batch) {
-		err = fmt.Errorf("inserted %d rows, the database returned %d IDs", len(batch), len(ids))
+	if err == nil && len(got) != len(batch) {
+		err = fmt.Errorf("inserted %d rows, the database returned %d IDs", len(batch), len(got))
 	}
 	if err != nil {
 		return nil, err
 	}
-	slices.Sort(ids)
-	return ids, nil
+	slices.SortFunc(got, func(a, b inserted) int { return cmp.Compare(a.id, b.id) })
+	return got, nil
 }
 
 // queueChanged has notifyLoop announce a committed change of the queue;

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,11 +28,11 @@ type sqlDB struct {
 	// SQLite through write, on PostgreSQL without BEGIN and COMMIT
 	// (one round trip).
 	statement func(ctx context.Context, fn func(ctx context.Context, db querier) error) error
-	// insert, if set, inserts a row (into: the INSERT up to VALUES) and
-	// returns its ID: PostgreSQL's, which inserts the rows of a table
-	// that arrive at once (the jobs of a burst of submits, their audit
-	// entries) in one statement. Unset, they are inserted through write.
-	insert func(ctx context.Context, into string, vals []any) (int64, error)
+	// insert, if set, inserts a row and returns its id and back:
+	// PostgreSQL's, which inserts the rows of a table that arrive at once
+	// (the jobs of a burst of submits, their audit entries) in one
+	// statement. Unset, each is a statement of its own.
+	insert func(ctx context.Context, r rowInsert, vals []any) (inserted, error)
 	// lockRow ends the subquery that picks the job a claim takes: FOR
 	// UPDATE SKIP LOCKED on PostgreSQL, nothing on SQLite (one writer).
 	lockRow string
@@ -65,64 +66,132 @@ func (s *sqlDB) notifyQueue() {
 const jobColumns = `id, name, file, dir, spec, device, device_type, tags, priority, submitter,
 	state, run_device, outcome, reason, submitted, started, finished, result, claim_host`
 
-// CreateJob adds j to the queue and returns it with its ID, state queued
-// and j.Submitted (now if zero).
+// CreateJob adds j and returns it with its ID and j.Submitted (now if
+// zero): queued, or, if j.RunDevice names a device, running on it under
+// this store's host's claim since j.Started (now if zero), as ClaimFirst
+// leaves a job, when that claim holds (the host's lease at j.Started,
+// checked by the INSERT itself as ClaimFirst's UPDATE checks it); queued
+// when it does not.
 func (s *sqlDB) CreateJob(ctx context.Context, j Job) (Job, error) {
-	j, vals, err := queuedJob(j)
+	j, vals, err := s.newJob(j)
 	if err != nil {
 		return Job{}, err
 	}
-	if s.insert != nil {
-		j.ID, err = s.insert(ctx, insertJobs, vals)
-	} else {
-		err = s.write(ctx, func(tx *sql.Tx) error {
-			return tx.QueryRow(insertJobs+insertValues(1, len(vals))+` RETURNING id`, vals...).Scan(&j.ID)
-		})
-	}
+	got, err := s.insertRow(ctx, jobsInsert, vals)
 	if err != nil {
 		return Job{}, fmt.Errorf("store job %s: %w", j.Name, err)
 	}
+	j.ID = got.id
+	if got.back == Running {
+		j.State, j.Host = Running, s.host
+		return j, nil
+	}
+	j.State, j.RunDevice, j.Started = Queued, "", time.Time{}
 	s.notifyQueue()
 	return j, nil
 }
 
-// insertJobs inserts queued jobs: the values of each are queuedJob's.
-const insertJobs = `INSERT INTO jobs (name, file, dir, spec, device, device_type, tags, priority, submitter, state, submitted) VALUES `
+// rowInsert is an INSERT of rows into one table whose id comes from a
+// sequence: into is the statement up to VALUES, row one row's VALUES
+// with its placeholders numbered from $1 within the row, back a text
+// expression RETURNING gives back with the id. Rows of one rowInsert
+// inserted at once go in one statement (PostgreSQL's insertLoop).
+type rowInsert struct {
+	into, row, back string
+}
 
-// insertValues returns the VALUES of an INSERT of rows rows of cols
-// columns: ($1, $2), ($3, $4).
-func insertValues(rows, cols int) string {
+// inserted is what the insert of a row gives back: its id and its back.
+type inserted struct {
+	id   int64
+	back string
+}
+
+// sql is the statement that inserts rows rows.
+func (r rowInsert) sql(rows int) string {
+	cols := 0
+	for _, m := range placeholder.FindAllStringSubmatch(r.row, -1) {
+		n, _ := strconv.Atoi(m[1])
+		cols = max(cols, n)
+	}
 	var b strings.Builder
-	for r := range rows {
-		if r > 0 {
+	b.WriteString(r.into)
+	for i := range rows {
+		if i > 0 {
 			b.WriteString(", ")
 		}
-		b.WriteByte('(')
-		for c := range cols {
-			if c > 0 {
-				b.WriteString(", ")
-			}
-			b.WriteString("$" + strconv.Itoa(r*cols+c+1))
-		}
-		b.WriteByte(')')
+		b.WriteString(placeholder.ReplaceAllStringFunc(r.row, func(p string) string {
+			n, _ := strconv.Atoi(p[1:])
+			return "$" + strconv.Itoa(i*cols+n)
+		}))
 	}
+	b.WriteString(" RETURNING id, " + r.back)
 	return b.String()
 }
 
-// queuedJob returns j as it is queued (Submitted now if zero) and the
-// values insertJobs takes for it.
-func queuedJob(j Job) (Job, []any, error) {
+var placeholder = regexp.MustCompile(`\$([0-9]+)`)
+
+// plainRow is the VALUES of a row of cols values: ($1, $2, ...).
+func plainRow(cols int) string {
+	ph := make([]string, cols)
+	for i := range ph {
+		ph[i] = "$" + strconv.Itoa(i+1)
+	}
+	return "(" + strings.Join(ph, ", ") + ")"
+}
+
+// insertRow inserts a row and returns its id and back once committed:
+// through insert if the store batches inserts, else as one statement.
+func (s *sqlDB) insertRow(ctx context.Context, r rowInsert, vals []any) (inserted, error) {
+	if s.insert != nil {
+		return s.insert(ctx, r, vals)
+	}
+	var got inserted
+	err := s.statement(ctx, func(ctx context.Context, db querier) error {
+		return db.QueryRowContext(ctx, r.sql(1), vals...).Scan(&got.id, &got.back)
+	})
+	return got, err
+}
+
+// jobClaimed is true in a row of jobsInsert whose claim holds: it names
+// a device ($11), and the store's host ($13), if any, holds its lease at
+// the claim's time ($12), as ClaimFirst checks it.
+const jobClaimed = `($11 <> '' AND ($13 = '' OR EXISTS (SELECT 1 FROM hosts WHERE name = $13 AND lease_until >= $12)))`
+
+// jobsInsert inserts jobs, each with the values newJob gives: queued, or
+// running under the claim the row names if it holds. It gives back the
+// job's state.
+var jobsInsert = rowInsert{
+	into: `INSERT INTO jobs (name, file, dir, spec, device, device_type, tags, priority, submitter, submitted,
+		state, run_device, started, claim_host) VALUES `,
+	row: `($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+		CASE WHEN ` + jobClaimed + ` THEN '` + Running + `' ELSE '` + Queued + `' END,
+		CASE WHEN ` + jobClaimed + ` THEN $11 ELSE '' END,
+		CASE WHEN ` + jobClaimed + ` THEN $12 ELSE 0 END,
+		CASE WHEN ` + jobClaimed + ` THEN $13 ELSE '' END)`,
+	back: "state",
+}
+
+// newJob returns j as it is inserted (Submitted now if zero; Started now
+// if zero and it names a device to claim) and the values jobsInsert takes
+// for it.
+func (s *sqlDB) newJob(j Job) (Job, []any, error) {
+	now := time.Now()
 	if j.Submitted.IsZero() {
-		j.Submitted = time.Now()
+		j.Submitted = now
+	}
+	if j.RunDevice == "" {
+		j.Started = time.Time{}
+	} else if j.Started.IsZero() {
+		j.Started = now
 	}
 	tags, err := json.Marshal(nonNil(j.Tags))
 	if err != nil {
 		return Job{}, nil, err
 	}
-	j.State, j.RunDevice, j.Outcome, j.Reason = Queued, "", "", ""
-	j.Started, j.Finished, j.Result = time.Time{}, time.Time{}, nil
+	j.State, j.Host, j.Outcome, j.Reason = Queued, "", "", ""
+	j.Finished, j.Result = time.Time{}, nil
 	return j, []any{j.Name, j.File, j.Dir, j.Spec, j.Device, j.DeviceType, string(tags), j.Priority, j.Submitter,
-		Queued, nanos(j.Submitted)}, nil
+		nanos(j.Submitted), j.RunDevice, nanos(j.Started), s.host}, nil
 }
 
 // Job returns the job with this ID, or ErrNotFound.
@@ -461,7 +530,8 @@ func nonNil(s []string) []string {
 
 // RetryJob adds j, queued, as the attempt after job of.
 func (s *sqlDB) RetryJob(ctx context.Context, of int64, j Job) (Job, error) {
-	j, vals, err := queuedJob(j)
+	j.RunDevice = ""
+	j, vals, err := s.newJob(j)
 	if err != nil {
 		return Job{}, err
 	}
@@ -492,7 +562,8 @@ func (s *sqlDB) RetryJob(ctx context.Context, of int64, j Job) (Job, error) {
 		if !errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("retry job %d: %w", of, err)
 		}
-		if err := tx.QueryRow(insertJobs+insertValues(1, len(vals))+` RETURNING id`, vals...).Scan(&j.ID); err != nil {
+		var state string
+		if err := tx.QueryRow(jobsInsert.sql(1), vals...).Scan(&j.ID, &state); err != nil {
 			return fmt.Errorf("retry job %d: %w", of, err)
 		}
 		if _, err := tx.Exec(`INSERT INTO job_attempts (job, first, retry_of) VALUES ($1, $2, $3)`, j.ID, first, of); err != nil {

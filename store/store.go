@@ -12,7 +12,8 @@
 // a store is opened. A database newer than the binary is refused.
 //
 // A job moves queued → running → finished, or queued → finished when it is
-// canceled before it starts. Each move is one guarded UPDATE ("... WHERE id =
+// canceled before it starts; a job stored claimed (CreateJob with a
+// device) starts at running, and is never seen queued. Each move is one guarded UPDATE ("... WHERE id =
 // $1 AND state = 'queued'"): of two processes that race to take the same job
 // off the queue, exactly one wins, so a job never runs twice; a job is in the
 // store before its submitter hears its ID, so it is never lost.
@@ -27,7 +28,11 @@ import (
 // Store is what the daemon keeps in its database. SQLite and Postgres
 // implement it; store/storetest checks the contract.
 type Store interface {
-	// CreateJob adds a queued job and returns it with its ID.
+	// CreateJob adds a job and returns it with its ID: queued, or, if
+	// j.RunDevice names a device, claimed at once: running on it since
+	// j.Started under this store's host's claim, as ClaimFirst leaves a
+	// job, when the claim holds (the host's lease, as ClaimFirst checks
+	// it); queued when it does not. The returned State says which.
 	CreateJob(ctx context.Context, j Job) (Job, error)
 	// Job returns one job; an error wrapping ErrNotFound if none.
 	Job(ctx context.Context, id int64) (Job, error)

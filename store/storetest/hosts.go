@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -141,6 +142,54 @@ func testHostsClaim(t *testing.T, open func() (store.Store, error)) {
 	}
 	if err := a.FinishJob(ctx, j.ID, store.Running, store.Finish{Outcome: "complete", At: now}); err != nil {
 		t.Errorf("FinishJob by the claiming host = %v", err)
+	}
+}
+
+// A job created claimed by a host is stored under its claim while its
+// lease holds, and queued, claimed by no one, when it does not (as
+// ClaimFirst refuses); the claimed job is that host's as any it claimed
+// (another host cannot end it until the lease runs out, then it ends it
+// lost).
+func testHostsCreateClaimed(t *testing.T, open func() (store.Store, error)) {
+	ctx := context.Background()
+	a := hostStore(t, open, "rack1")
+	b := hostStore(t, open, "rack2")
+	c := hostStore(t, open, "rack3") // never registered
+	now := time.Now()
+	register(t, a, "rack1", now.Add(time.Hour), "node1")
+	register(t, b, "rack2", now.Add(-time.Second), "node2")
+	claimed := func(s store.Store, dev string) store.Job {
+		j := sample("on-" + dev)
+		j.RunDevice, j.Started = dev, now
+		return create(t, s, j)
+	}
+	j := claimed(a, "node1")
+	if j.State != store.Running || j.Host != "rack1" || j.RunDevice != "node1" {
+		t.Fatalf("CreateJob claimed by a host whose lease holds = %s host %q on %q; want running under rack1 on node1", j.State, j.Host, j.RunDevice)
+	}
+	if err := same(get(t, b, j.ID), j); err != nil || get(t, b, j.ID).Host != "rack1" {
+		t.Errorf("Job(%d) differs from what CreateJob returned: %v", j.ID, err)
+	}
+	for _, s := range []store.Store{b, c} {
+		q := claimed(s, "node2")
+		g := get(t, a, q.ID)
+		if q.State != store.Queued || q.RunDevice != "" || !q.Started.IsZero() || q.Host != "" ||
+			g.State != store.Queued || g.RunDevice != "" || !g.Started.IsZero() || g.Host != "" {
+			t.Errorf("CreateJob claimed by a host without a lease = %s on %q host %q, stored %s on %q host %q; want queued, claimed by none",
+				q.State, q.RunDevice, q.Host, g.State, g.RunDevice, g.Host)
+		}
+		if err := a.ClaimJob(ctx, q.ID, "node1", now); err != nil {
+			t.Errorf("ClaimJob of the job stored queued = %v", err)
+		}
+	}
+	if err := b.FinishJob(ctx, j.ID, store.Running, store.Finish{Outcome: "complete", At: now}); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("FinishJob by another host = %v, want ErrConflict", err)
+	}
+	register(t, a, "rack1", now.Add(-time.Millisecond), "node1")
+	register(t, b, "rack2", now.Add(time.Hour), "node2")
+	ended, err := b.EndLostJobs(ctx, now)
+	if err != nil || !slices.ContainsFunc(ended, func(e store.Job) bool { return e.ID == j.ID }) {
+		t.Errorf("EndLostJobs after rack1's lease ran out = %v, %v; want job %d among them", ended, err, j.ID)
 	}
 }
 

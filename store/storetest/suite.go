@@ -36,6 +36,8 @@ func Run(t *testing.T, newDB Opener) {
 		{"ClaimRace", testClaimRace},
 		{"ClaimFirst", testClaimFirst},
 		{"ClaimFirstRace", testClaimFirstRace},
+		{"CreateClaimed", testCreateClaimed},
+		{"CreateClaimedBurst", testCreateClaimedBurst},
 		{"Finish", testFinish},
 		{"Reopen", testReopen},
 		{"Devices", testDevices},
@@ -47,6 +49,7 @@ func Run(t *testing.T, newDB Opener) {
 		{"HostsRegister", testHostsRegister},
 		{"HostsNameTaken", testHostsNameTaken},
 		{"HostsClaim", testHostsClaim},
+		{"HostsCreateClaimed", testHostsCreateClaimed},
 		{"HostsLost", testHostsLost},
 		{"HostsClaimRace", testHostsClaimRace},
 		{"HostsClaimFirstRace", testHostsClaimFirstRace},
@@ -294,6 +297,90 @@ func testClaimFirst(t *testing.T, open func() (store.Store, error)) {
 	}
 	if j := get(t, s, d.ID); j.State != store.Queued {
 		t.Errorf("job d not taken is %s, want queued", j.State)
+	}
+}
+
+// A job created with a device to claim is stored running on it, as
+// ClaimFirst leaves a job: it is never queued, a claim of it conflicts,
+// it ends from running, and a listing by device finds it.
+func testCreateClaimed(t *testing.T, open func() (store.Store, error)) {
+	s := mustOpen(t, open)
+	ctx := context.Background()
+	j := sample("claimed")
+	j.RunDevice, j.Started = "node1", at.Add(time.Second)
+	got := create(t, s, j)
+	if got.State != store.Running || got.RunDevice != "node1" || !got.Started.Equal(at.Add(time.Second)) || got.Host != "" {
+		t.Fatalf("CreateJob with a device = %s on %q since %v host %q; want running on node1 since %v, no host",
+			got.State, got.RunDevice, got.Started, got.Host, at.Add(time.Second))
+	}
+	if err := same(get(t, s, got.ID), got); err != nil {
+		t.Errorf("Job(%d) differs from what CreateJob returned: %v", got.ID, err)
+	}
+	if queued, err := s.Jobs(ctx, store.JobFilter{States: []string{store.Queued}}); err != nil || len(queued) != 0 {
+		t.Errorf("queued jobs = %d, %v; want none", len(queued), err)
+	}
+	if on, err := s.Jobs(ctx, store.JobFilter{Device: "node1"}); err != nil || len(on) != 1 || on[0].ID != got.ID {
+		t.Errorf("jobs on node1 = %+v, %v; want the claimed job", on, err)
+	}
+	if err := s.ClaimJob(ctx, got.ID, "node2", at); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("ClaimJob of a job stored claimed = %v, want ErrConflict", err)
+	}
+	if err := s.FinishJob(ctx, got.ID, store.Queued, store.Finish{Outcome: "canceled", At: at}); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("FinishJob from queued of a job stored claimed = %v, want ErrConflict", err)
+	}
+	if err := s.FinishJob(ctx, got.ID, store.Running, store.Finish{Outcome: "complete", At: at.Add(time.Minute)}); err != nil {
+		t.Errorf("FinishJob from running = %v", err)
+	}
+	// Without a start time it starts now; a retry is queued whatever it
+	// names.
+	j = sample("now")
+	j.RunDevice = "node2"
+	before := time.Now()
+	if got := create(t, s, j); got.State != store.Running || got.Started.Before(before) {
+		t.Errorf("CreateJob with a device, no start = %s since %v; want running since at least %v", got.State, got.Started, before)
+	}
+	r := sample("retry")
+	r.RunDevice, r.Started = "node3", at
+	retry, err := s.RetryJob(ctx, got.ID, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := get(t, s, retry.ID); g.State != store.Queued || g.RunDevice != "" || !g.Started.IsZero() {
+		t.Errorf("retry = %s on %q since %v; want queued, nowhere", g.State, g.RunDevice, g.Started)
+	}
+}
+
+// Jobs created at once, some claimed and some not (one statement on
+// PostgreSQL): each is stored as asked, under its own ID.
+func testCreateClaimedBurst(t *testing.T, open func() (store.Store, error)) {
+	s := mustOpen(t, open)
+	const n = 40
+	got := make([]store.Job, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			j := sample(fmt.Sprintf("burst%d", i))
+			if i%2 == 0 {
+				j.RunDevice, j.Started = fmt.Sprintf("node%d", i), at.Add(time.Duration(i))
+			}
+			var err error
+			if got[i], err = s.CreateJob(context.Background(), j); err != nil {
+				t.Errorf("CreateJob %d = %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	for i, j := range got {
+		want, dev := store.Queued, ""
+		if i%2 == 0 {
+			want, dev = store.Running, fmt.Sprintf("node%d", i)
+		}
+		if j.Name != fmt.Sprintf("burst%d", i) || j.State != want || j.RunDevice != dev {
+			t.Errorf("job %d returned %s %s on %q, want burst%d %s on %q", j.ID, j.Name, j.State, j.RunDevice, i, want, dev)
+		}
+		if err := same(get(t, s, j.ID), j); err != nil {
+			t.Errorf("Job(%d) differs from what CreateJob returned: %v", j.ID, err)
+		}
 	}
 }
 
