@@ -182,17 +182,21 @@ func (c HostsCase) report(w io.Writer, setups []hostsSetup, runs [][]scaleRun) C
 	t.Write(w)
 
 	// The ratio of each round's runs (the setups of a round ran back to
-	// back, under the same load), over the rounds.
+	// back, under the same load), over the rounds. The targets are judged
+	// on submit-to-dispatch: a job stored claimed at submit has both its
+	// queue-to-start stamps before its one commit, so that figure leaves
+	// the commit out (microseconds on one host).
 	sqlite, several := runs[0], runs[2]
-	var ratios, p99s []float64
+	var ratios, p99s, q2sP99s []float64
 	for r := range min(len(sqlite), len(several)) {
-		a, b := Percentile(several[r].q2s, .99), Percentile(sqlite[r].q2s, .99)
+		a, b := Percentile(several[r].q2d, .99), Percentile(sqlite[r].q2d, .99)
 		if b > 0 {
 			ratios = append(ratios, a/b)
 		}
 		p99s = append(p99s, 1000*a)
+		q2sP99s = append(q2sP99s, 1000*Percentile(several[r].q2s, .99))
 	}
-	ratio, p99 := Summarize(ratios), Summarize(p99s)
+	ratio, p99, q2sP99 := Summarize(ratios), Summarize(p99s), Summarize(q2sP99s)
 	allComplete := true
 	for i := range setups {
 		allComplete = allComplete && complete[i] == c.Scale.Jobs*len(runs[i])
@@ -202,9 +206,9 @@ func (c HostsCase) report(w io.Writer, setups []hostsSetup, runs [][]scaleRun) C
 	if !math.IsNaN(ratio.Med) {
 		ratioText = fmt.Sprintf("%.2fx [%.2f–%.2f]", ratio.Med, ratio.Min, ratio.Max)
 	}
-	res.Ratio = fmt.Sprintf("case hosts (%d hosts on one PostgreSQL vs 1 host on SQLite, %d fake nodes): queue-to-start p99 %d hosts ÷ 1 SQLite host %s (target ≤ 2x); "+
-		"%d-host p99 %s ms (target < 100 ms); jobs complete %d/%d, %d/%d, %d/%d",
-		c.Hosts, c.Scale.Nodes, c.Hosts, ratioText, c.Hosts, p99.Format(1),
+	res.Ratio = fmt.Sprintf("case hosts (%d hosts on one PostgreSQL vs 1 host on SQLite, %d fake nodes): submit-to-dispatch p99 %d hosts ÷ 1 SQLite host %s (target ≤ 2x); "+
+		"%d-host p99 %s ms (target < 100 ms; queue-to-start p99 %s ms); jobs complete %d/%d, %d/%d, %d/%d",
+		c.Hosts, c.Scale.Nodes, c.Hosts, ratioText, c.Hosts, p99.Format(1), q2sP99.Format(1),
 		complete[0], c.Scale.Jobs*len(runs[0]), complete[1], c.Scale.Jobs*len(runs[1]), complete[2], c.Scale.Jobs*len(runs[2]))
 	fmt.Fprintf(w, "**ratio:** %s\n\n", res.Ratio)
 	return res

@@ -218,15 +218,18 @@ func (c ScaleCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRe
 	t.Add("daemon CPU ms per job", pick(func(r scaleRun) float64 { return 1000 * r.daemonCPU / float64(c.Jobs) }).Format(1))
 	t.Add("submit request p99 ms", pick(func(r scaleRun) float64 { return 1000 * Percentile(r.submit, .99) }).Format(1))
 	t.Write(w)
-	p99 := 1000 * pick(func(r scaleRun) float64 { return Percentile(r.q2s, .99) }).Med
+	// Judged on submit-to-dispatch: queue-to-start leaves out the commit
+	// of a job stored claimed at submit.
+	p99 := 1000 * pick(func(r scaleRun) float64 { return Percentile(r.q2d, .99) }).Med
+	q2sP99 := 1000 * pick(func(r scaleRun) float64 { return Percentile(r.q2s, .99) }).Med
 	perJob := pick(func(r scaleRun) float64 { return r.perJobMB }).Med
 	res.Leads = complete == c.Jobs*len(runs) && p99 < 100 && perJob < 5
 	name := "case 4 (scale, jobs at once)"
 	if c.Interval > 0 {
 		name = fmt.Sprintf("case 4s (scale, a job every %s)", c.Interval)
 	}
-	res.Ratio = fmt.Sprintf("%s: %d/%d jobs complete; queue-to-start p99 %.1f ms (target < 100 ms); %.2f MB RSS per running job (target < 5 MB)",
-		name, complete, c.Jobs*len(runs), p99, perJob)
+	res.Ratio = fmt.Sprintf("%s: %d/%d jobs complete; submit-to-dispatch p99 %.1f ms (target < 100 ms; queue-to-start p99 %.1f ms); %.2f MB RSS per running job (target < 5 MB)",
+		name, complete, c.Jobs*len(runs), p99, q2sP99, perJob)
 	fmt.Fprintf(w, "**ratio:** %s\n\n", res.Ratio)
 	return res, nil
 }
