@@ -74,9 +74,11 @@ func TestLabSOL(t *testing.T) {
 	t.Run("echo pacing on a lossy console", func(t *testing.T) {
 		// More than 2 bytes un-echoed, or a byte less than 1 ms after the
 		// previous one, is dropped; more than 16 bytes within 10 ms close the
-		// session. (Echo pacing types one character per echo round trip: a
-		// burst limit stricter than that would be a rate limit, which
-		// waiting for echoes cannot know about.)
+		// session. Echo pacing types one character per echo round trip,
+		// which on an idle machine can be under 1 ms: the minimum gap is a
+		// rate limit that waiting for echoes cannot know about, so the
+		// pacing is told it (Pacing.MinGap, which the dispatcher raises
+		// after a loss), with room for jitter on the way.
 		lossy := simlab.LossyConsole{MaxUnechoed: 2, MinGap: simlab.Duration(time.Millisecond),
 			BurstBytes: 16, BurstWindow: simlab.Duration(10 * time.Millisecond)}
 		if err := node.SetLossyConsole(ctx, lossy); err != nil {
@@ -91,7 +93,7 @@ func TestLabSOL(t *testing.T) {
 		sum := sha256.Sum256([]byte(payload + "\n"))
 		// A generous echo wait: this checks that nothing is lost, and a
 		// busy test machine may take longer than a BMC to echo.
-		rep, err := w.Type(ctx, "echo "+payload+" | sha256sum\r", sol.Pacing{Mode: sol.Echo, Delay: 100 * time.Millisecond, EchoTimeout: 10 * time.Second})
+		rep, err := w.Type(ctx, "echo "+payload+" | sha256sum\r", sol.Pacing{Mode: sol.Echo, Delay: 100 * time.Millisecond, EchoTimeout: 10 * time.Second, MinGap: 2 * time.Millisecond})
 		if err != nil {
 			c, _ := node.Counters(ctx)
 			t.Fatalf("type: %v (%v; counters %+v)", err, rep, c)
