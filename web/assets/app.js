@@ -219,6 +219,69 @@ function keyedRows(body, cache, items, id, key, row) {
   return next;
 }
 
+// liveList keeps a list page current. read() reads the list as the page
+// shows it, apply(e) takes one live event into it (false: the list must be
+// read again to show it) and draw() shows it; fail(err) shows a failed
+// read. Events that come while the list is read are held and applied
+// after it, in order; events redraw together, at most every 50 ms; reads
+// asked for meanwhile come together after wait ms. In a lab of several
+// hosts (several()) this daemon's stream tells only of its own part, so
+// the list is read again every 30 s; the ages under ticks tick every
+// second (a text that did not change is not written: a write lays the
+// table out again), and a hidden tab does neither. Returns the list's
+// load and the page's cleanup.
+function liveList({ read, apply, draw, fail, wait, ticks, several }) {
+  let loading = false, loaded = false, again = false, held = [];
+  async function load() {
+    if (loading) { again = true; return; }
+    loading = true;
+    try {
+      await read();
+      loaded = true;
+      // What happened while the list was read, in order.
+      if (held.some((e) => !apply(e))) again = true;
+      held = [];
+      draw();
+    } catch (e) {
+      fail(e);
+    } finally {
+      loading = false;
+      held = [];
+      if (again) { again = false; reload(); }
+    }
+  }
+  const reload = debounce(load, wait);
+  let drawTimer = null;
+  function redraw() { if (!drawTimer) drawTimer = setTimeout(() => { drawTimer = null; draw(); }, 50); }
+  onLive((e) => {
+    if (e.kind === "resync") {
+      if (loaded) reload(); else load();
+    } else if (e.kind === "down") {
+      // No live stream (yet): the list as it is, at least.
+      if (!loaded) load();
+    } else if (loading) {
+      held.push(e);
+    } else if (!loaded) {
+      // Not read yet (or the read failed): the next read shows it.
+    } else if (apply(e)) {
+      redraw();
+    } else {
+      reload();
+    }
+  });
+  // On a stream already live the first read is now; on a new one, its hello.
+  if (state.live) load();
+  const others = setInterval(() => { if (!document.hidden && several()) reload(); }, 30000);
+  const tick = setInterval(() => {
+    if (document.hidden) return;
+    for (const t of ticks.querySelectorAll(".tick")) {
+      const s = since(t.dataset.since);
+      if (t.textContent !== s) t.textContent = s;
+    }
+  }, 1000);
+  return { load, cleanup: () => { clearInterval(tick); clearInterval(others); clearTimeout(drawTimer); } };
+}
+
 // labPage: every device, its state, job, health and reservation; counts
 // by state; filters by type and tag; live. It reads the whole lab when
 // its live stream says hello (and when it missed events); in between,
@@ -251,9 +314,6 @@ function labPage(main) {
     rows = keyedRows(body, rows, shown, (d) => d.name, (d) => JSON.stringify([d, running.get(d.name) || null]), (d) => deviceRow(d, running.get(d.name)));
     performance.measure("lab draw", "lab draw");
   }
-  // Events redraw together, at most every 50 ms.
-  let drawTimer = null;
-  function redraw() { if (!drawTimer) drawTimer = setTimeout(() => { drawTimer = null; draw(); }, 50); }
   // apply takes one event into what the page knows; false if the page
   // must read the whole lab again to show it.
   function apply(e) {
@@ -278,66 +338,26 @@ function labPage(main) {
     devices[i] = e.view;
     return true;
   }
-  let loading = false, loaded = false, held = [];
-  async function load() {
-    if (loading) return;
-    loading = true;
-    try {
-      const [devs, jobs] = await Promise.all([api("GET", "/api/v1/devices"), api("GET", "/api/v1/jobs?state=running&limit=100000")]);
-      devices = devs;
-      index = new Map(devs.map((d, i) => [d.name, i]));
-      running = new Map(jobs.map((j) => [j.device, j]));
-      loaded = true;
-      // What happened while the lab was read, in order.
-      const again = held.some((e) => !apply(e));
-      held = [];
-      draw();
-      if (again) reload();
-    } catch (e) {
-      body.replaceChildren(el("tr", {}, el("td", { colspan: 9 }, failBox(e))));
-    } finally {
-      loading = false;
-    }
+  // read reads the lab: its devices and the jobs running on them.
+  async function read() {
+    const [devs, jobs] = await Promise.all([api("GET", "/api/v1/devices"), api("GET", "/api/v1/jobs?state=running&limit=100000")]);
+    devices = devs;
+    index = new Map(devs.map((d, i) => [d.name, i]));
+    running = new Map(jobs.map((j) => [j.device, j]));
   }
-  const reload = debounce(load, 150);
+  function fail(e) {
+    body.replaceChildren(el("tr", {}, el("td", { colspan: 9 }, failBox(e))));
+    rows = new Map();
+  }
   if (filters.get("type")) typeSel.append(el("option", { value: filters.get("type") }, filters.get("type")));
   typeSel.value = filters.get("type") || "";
   tagIn.value = filters.get("tag") || "";
   typeSel.onchange = draw;
   tagIn.oninput = draw;
-  onLive((e) => {
-    if (e.kind === "resync") {
-      if (loaded) reload(); else load();
-    } else if (e.kind === "down") {
-      // No live stream (yet): the lab as it is, at least.
-      if (!loaded) load();
-    } else if (loading) {
-      held.push(e);
-    } else if (!loaded) {
-      // Not read yet (or the read failed): the next read shows it.
-    } else if (apply(e)) {
-      redraw();
-    } else {
-      reload();
-    }
-  });
-  // On a stream already live the first read is now; on a new one, its hello.
-  if (state.live) load();
   // A lab of several hosts: this daemon's stream tells only of its own
   // devices; the others' rows are read again now and then.
-  const others = setInterval(() => {
-    if (!document.hidden && new Set(devices.map((d) => d.host || "")).size > 1) reload();
-  }, 30000);
-  // The ages shown tick; a text that did not change is not written (a
-  // write lays the table out again), and a hidden tab does not tick.
-  const tick = setInterval(() => {
-    if (document.hidden) return;
-    for (const t of main.querySelectorAll(".tick")) {
-      const s = since(t.dataset.since);
-      if (t.textContent !== s) t.textContent = s;
-    }
-  }, 1000);
-  return () => { clearInterval(tick); clearInterval(others); clearTimeout(drawTimer); };
+  return liveList({ read, apply, draw, fail, wait: 150, ticks: main,
+    several: () => new Set(devices.map((d) => d.host || "")).size > 1 }).cleanup;
 }
 
 // deviceRow is a device's row on the lab page; j is the job running on
@@ -391,33 +411,20 @@ function jobsPage(main) {
   let before = 0, last = [], rows = new Map();
   // The daemon's filters, as the page was last read with them.
   let asked = { state: "", device: "" };
-  let loading = false, loaded = false, again = false, held = [];
-  async function load() {
-    if (loading) { again = true; return; }
-    loading = true;
+  // read reads the page of jobs the daemon's filters and the pager ask for.
+  async function read() {
     const q = new URLSearchParams({ limit: PAGE });
     const want = { state: f.state.value, device: f.device.value.trim() };
     if (want.state) q.set("state", want.state);
     if (want.device) q.set("device", want.device);
     if (before) q.set("before", before);
-    try {
-      last = (await api("GET", "/api/v1/jobs?" + q)).reverse(); // newest first
-      asked = want;
-      loaded = true;
-      // What happened while the page was read, in order.
-      if (held.some((e) => !apply(e))) again = true;
-      held = [];
-      draw();
-    } catch (e) {
-      body.replaceChildren(el("tr", {}, el("td", { colspan: 9 }, failBox(e))));
-      rows = new Map();
-    } finally {
-      loading = false;
-      held = [];
-      if (again) { again = false; reload(); }
-    }
+    last = (await api("GET", "/api/v1/jobs?" + q)).reverse(); // newest first
+    asked = want;
   }
-  const reload = debounce(load, 300);
+  function fail(e) {
+    body.replaceChildren(el("tr", {}, el("td", { colspan: 9 }, failBox(e))));
+    rows = new Map();
+  }
   // apply takes one event into the page; false if the page must be read
   // again to show it.
   function apply(e) {
@@ -460,45 +467,16 @@ function jobsPage(main) {
     older.disabled = last.length < PAGE;
     info.textContent = last.length ? "jobs #" + last[last.length - 1].id + " to #" + last[0].id : "no jobs";
   }
-  // Events redraw together, at most every 50 ms.
-  let drawTimer = null;
-  function redraw() { if (!drawTimer) drawTimer = setTimeout(() => { drawTimer = null; draw(); }, 50); }
+  // A lab of several hosts: this daemon's stream tells only of the jobs
+  // it queues and runs; the page is read again now and then.
+  const list = liveList({ read, apply, draw, fail, wait: 300, ticks: body,
+    several: () => new Set(last.map((j) => j.host).filter(Boolean)).size > 1 });
+  const load = list.load;
   older.onclick = () => { stack.push(before); before = last[last.length - 1].id; load(); };
   newer.onclick = () => { before = stack.pop() || 0; load(); };
   for (const k of ["state", "device"]) f[k].onchange = () => { stack.length = 0; before = 0; load(); };
   for (const k of ["type", "outcome", "submitter", "date"]) { f[k].oninput = draw; f[k].onchange = draw; }
-  onLive((e) => {
-    if (e.kind === "resync") {
-      if (loaded) reload(); else load();
-    } else if (e.kind === "down") {
-      // No live stream (yet): the jobs as they are, at least.
-      if (!loaded) load();
-    } else if (loading) {
-      held.push(e);
-    } else if (!loaded) {
-      // Not read yet (or the read failed): the next read shows it.
-    } else if (apply(e)) {
-      redraw();
-    } else {
-      reload();
-    }
-  });
-  // On a stream already live the first read is now; on a new one, its hello.
-  if (state.live) load();
-  // A lab of several hosts: this daemon's stream tells only of the jobs
-  // it queues and runs; the page is read again now and then.
-  const others = setInterval(() => {
-    if (!document.hidden && new Set(last.map((j) => j.host).filter(Boolean)).size > 1) reload();
-  }, 30000);
-  // A running job's time ticks; a hidden tab does not tick.
-  const tick = setInterval(() => {
-    if (document.hidden) return;
-    for (const t of body.querySelectorAll(".tick")) {
-      const s = since(t.dataset.since);
-      if (t.textContent !== s) t.textContent = s;
-    }
-  }, 1000);
-  return () => { clearInterval(tick); clearInterval(others); clearTimeout(drawTimer); };
+  return list.cleanup;
 }
 
 // jobRow is a job's row on the jobs page.
