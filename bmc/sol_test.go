@@ -101,25 +101,7 @@ func TestSOL(t *testing.T) {
 		t.Error("SOL payload not activated with encryption")
 	}
 
-	s.console.FeedRX([]byte("\r\ninitrd login: "))
-	readUntil(t, st, "initrd login: ", 5*time.Second)
-	if _, err := st.Write([]byte("root\r")); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "typed input on the console", 5*time.Second, func() bool {
-		return s.console.TXString() == "root\r"
-	})
-
-	// Much more output than one SOL packet holds arrives whole and in order.
-	var big bytes.Buffer
-	for i := range 400 {
-		big.WriteString(strings.Repeat(string(rune('a'+i%26)), 20) + "\n")
-	}
-	big.WriteString("END\n")
-	s.console.FeedRX(big.Bytes())
-	if got := readUntil(t, st, "END\n", 10*time.Second); got != big.String() {
-		t.Errorf("console output mangled: got %d bytes, want %d", len(got), big.Len())
-	}
+	checkExchange(t, s, st, 400)
 
 	s.bmc.SOL.CloseAll() // the BMC deactivates the payload, as "sol deactivate" elsewhere does
 	err = readErr(t, st, 5*time.Second)
@@ -132,6 +114,30 @@ func TestSOL(t *testing.T) {
 	}
 	if err := st.Close(); err != nil {
 		t.Errorf("Close after BMC-side deactivation: %v", err)
+	}
+}
+
+// checkExchange: a login prompt reaches the stream, typed input reaches
+// the node's console, and output of lines lines (many times what one SOL
+// packet holds) arrives whole and in order.
+func checkExchange(t *testing.T, s *sim, st io.ReadWriter, lines int) {
+	t.Helper()
+	s.console.FeedRX([]byte("\r\ninitrd login: "))
+	readUntil(t, st, "initrd login: ", 5*time.Second)
+	if _, err := st.Write([]byte("root\r")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "typed input on the console", 5*time.Second, func() bool {
+		return s.console.TXString() == "root\r"
+	})
+	var big bytes.Buffer
+	for i := range lines {
+		big.WriteString(strings.Repeat(string(rune('a'+i%26)), 20) + "\n")
+	}
+	big.WriteString("END\n")
+	s.console.FeedRX(big.Bytes())
+	if got := readUntil(t, st, "END\n", 10*time.Second); got != big.String() {
+		t.Errorf("console output mangled: got %d bytes, want %d", len(got), big.Len())
 	}
 }
 
@@ -149,23 +155,7 @@ func TestSOLReadsWithoutPolling(t *testing.T) {
 	}
 	defer st.Close()
 
-	s.console.FeedRX([]byte("\r\ninitrd login: "))
-	readUntil(t, st, "initrd login: ", 5*time.Second)
-	if _, err := st.Write([]byte("root\r")); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "typed input on the console", 5*time.Second, func() bool {
-		return s.console.TXString() == "root\r"
-	})
-	var big bytes.Buffer
-	for i := range 100 {
-		big.WriteString(strings.Repeat(string(rune('a'+i%26)), 20) + "\n")
-	}
-	big.WriteString("END\n")
-	s.console.FeedRX(big.Bytes())
-	if got := readUntil(t, st, "END\n", 10*time.Second); got != big.String() {
-		t.Errorf("console output mangled: got %d bytes, want %d", len(got), big.Len())
-	}
+	checkExchange(t, s, st, 100)
 }
 
 // TestSOLStalePayload: a payload left active by a console that went away is
