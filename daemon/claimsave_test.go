@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,51 +15,6 @@ import (
 	"github.com/labctl/labctl/sol"
 	"github.com/labctl/labctl/store"
 )
-
-// claimStore records how jobs are stored and claimed: the states
-// CreateJob stored, and how many claims the workers made. refuse stores
-// jobs queued whatever device they name (a host whose lease did not
-// hold); loseNext has the next claimed insert commit but report an
-// error (a timeout after the commit).
-type claimStore struct {
-	store.Store
-	mu       sync.Mutex
-	created  []store.Job
-	claims   atomic.Int32
-	refuse   atomic.Bool
-	loseNext atomic.Bool
-}
-
-func (s *claimStore) CreateJob(ctx context.Context, j store.Job) (store.Job, error) {
-	if s.refuse.Load() {
-		j.RunDevice = ""
-	}
-	got, err := s.Store.CreateJob(ctx, j)
-	if err == nil && got.State == store.Running && s.loseNext.CompareAndSwap(true, false) {
-		return store.Job{}, context.DeadlineExceeded
-	}
-	s.mu.Lock()
-	s.created = append(s.created, got)
-	s.mu.Unlock()
-	return got, err
-}
-
-func (s *claimStore) ClaimFirst(ctx context.Context, ids []int64, device string, at time.Time) (int64, error) {
-	s.claims.Add(1)
-	return s.Store.ClaimFirst(ctx, ids, device, at)
-}
-
-// createdAs returns the state CreateJob stored job id in.
-func (s *claimStore) createdAs(id int64) string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, j := range s.created {
-		if j.ID == id {
-			return j.State
-		}
-	}
-	return ""
-}
 
 // jobEvents is an observer that records the jobs' queued and started
 // events, in order.
@@ -90,10 +44,10 @@ func (e *jobEvents) events() []string                         { e.mu.Lock(); def
 func TestSubmitClaimsAtSave(t *testing.T) {
 	t.Parallel()
 	r := newFakeRunner()
-	cs := &claimStore{}
+	cs := &flakyStore{}
 	ev := &jobEvents{}
 	l := daemontest.Start(t, daemontest.Options{Nodes: 1, Fake: true, Run: r.run, Observers: []daemon.Observer{ev},
-		WrapStore: func(s store.Store) store.Store { cs.Store = s; return cs }})
+		WrapStore: cs.wrap})
 	l.WaitIdle()
 	a := l.Submit(daemontest.JobText(t, "name = \"a\"\ndevice_type = \"sim\"\n"))
 	if a.State != labctl.JobRunning || a.Device != "node1" {
@@ -136,9 +90,9 @@ func TestSubmitClaimsAtSave(t *testing.T) {
 func TestSubmitClaimsOnlyWhatSchedulerGives(t *testing.T) {
 	t.Parallel()
 	r := newFakeRunner()
-	cs := &claimStore{}
+	cs := &flakyStore{}
 	l := daemontest.Start(t, daemontest.Options{Nodes: 2, Fake: true, Run: r.run,
-		WrapStore: func(s store.Store) store.Store { cs.Store = s; return cs }})
+		WrapStore: cs.wrap})
 	l.WaitIdle()
 	hold := l.Submit(daemontest.JobText(t, "name = \"hold\"\ndevice = \"node1\"\n"))
 	r.waitStarted(t, 1)
@@ -173,10 +127,10 @@ func TestSubmitClaimsOnlyWhatSchedulerGives(t *testing.T) {
 func TestSubmitClaimRefused(t *testing.T) {
 	t.Parallel()
 	r := newFakeRunner()
-	cs := &claimStore{}
-	cs.refuse.Store(true)
+	cs := &flakyStore{}
+	cs.refuseClaims.Store(true)
 	l := daemontest.Start(t, daemontest.Options{Nodes: 1, Fake: true, Run: r.run,
-		WrapStore: func(s store.Store) store.Store { cs.Store = s; return cs }})
+		WrapStore: cs.wrap})
 	l.WaitIdle()
 	a := l.Submit(daemontest.JobText(t, "name = \"a\"\ndevice = \"node1\"\n"))
 	r.waitStarted(t, 1)
@@ -195,10 +149,10 @@ func TestSubmitClaimRefused(t *testing.T) {
 func TestSubmitClaimAnswerLost(t *testing.T) {
 	t.Parallel()
 	r := newFakeRunner()
-	cs := &claimStore{}
-	cs.loseNext.Store(true)
+	cs := &flakyStore{}
+	cs.loseClaimedCreate.Store(1)
 	l := daemontest.Start(t, daemontest.Options{Nodes: 1, Fake: true, Run: r.run,
-		WrapStore: func(s store.Store) store.Store { cs.Store = s; return cs }})
+		WrapStore: cs.wrap})
 	l.WaitIdle()
 	_, err := l.Daemon.Submit(ctx(t), labctl.SubmitRequest{File: "job.toml", Dir: "/", Spec: daemontest.JobText(t, "name = \"lost\"\ndevice = \"node1\"\n")})
 	if !errors.Is(err, labctl.ErrUnavailable) {

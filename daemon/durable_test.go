@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,23 +24,62 @@ import (
 var errStoreFull = errors.New("database or disk is full (test)")
 
 // flakyStore is a store whose writes fail while failing is set (a full
-// disk), and whose next loseClaim claims and loseFinish finishes commit
-// but report an error (a timeout after the commit).
+// disk), and whose next loseClaim claims, loseFinish finishes and
+// loseClaimedCreate inserts of a job stored claimed commit but report an
+// error (a timeout after the commit). refuseClaims stores a job submitted
+// claimed as queued (a host whose lease did not hold). It records the
+// state each job was stored in and counts the claims.
 type flakyStore struct {
 	store.Store
-	failing    atomic.Bool
-	loseClaim  atomic.Int32
-	loseFinish atomic.Int32
+	failing           atomic.Bool
+	refuseClaims      atomic.Bool
+	loseClaim         atomic.Int32
+	loseFinish        atomic.Int32
+	loseClaimedCreate atomic.Int32
+	claims            atomic.Int32
+
+	mu      sync.Mutex
+	created map[int64]string // the state CreateJob stored each job in
+}
+
+// wrap is daemontest.Options.WrapStore: s behind the flaky store.
+func (s *flakyStore) wrap(st store.Store) store.Store {
+	s.Store = st
+	return s
 }
 
 func (s *flakyStore) CreateJob(ctx context.Context, j store.Job) (store.Job, error) {
 	if s.failing.Load() {
 		return store.Job{}, errStoreFull
 	}
-	return s.Store.CreateJob(ctx, j)
+	if s.refuseClaims.Load() {
+		j.RunDevice = ""
+	}
+	got, err := s.Store.CreateJob(ctx, j)
+	if err != nil {
+		return got, err
+	}
+	s.mu.Lock()
+	if s.created == nil {
+		s.created = map[int64]string{}
+	}
+	s.created[got.ID] = got.State
+	s.mu.Unlock()
+	if got.State == store.Running && s.loseClaimedCreate.Add(-1) >= 0 {
+		return store.Job{}, context.DeadlineExceeded
+	}
+	return got, nil
+}
+
+// createdAs returns the state CreateJob stored job id in.
+func (s *flakyStore) createdAs(id int64) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.created[id]
 }
 
 func (s *flakyStore) ClaimFirst(ctx context.Context, ids []int64, device string, at time.Time) (int64, error) {
+	s.claims.Add(1)
 	if s.failing.Load() {
 		return 0, errStoreFull
 	}
@@ -101,7 +141,7 @@ func TestStoreFailsWritesThenRecovers(t *testing.T) {
 	r := newFakeRunner()
 	fs := &flakyStore{}
 	l := daemontest.Start(t, daemontest.Options{Nodes: 2, Fake: true, Run: r.run,
-		WrapStore: func(s store.Store) store.Store { fs.Store = s; return fs }})
+		WrapStore: fs.wrap})
 	l.WaitIdle()
 	a := l.Submit(daemontest.JobText(t, "name = \"a\"\ndevice = \"node1\"\n"))
 	b := l.Submit(daemontest.JobText(t, "name = \"b\"\ndevice = \"node2\"\n"))
@@ -192,7 +232,7 @@ func TestLostStoreAnswers(t *testing.T) {
 	r := newFakeRunner()
 	fs := &flakyStore{}
 	l := daemontest.Start(t, daemontest.Options{Nodes: 1, Fake: true, Run: r.run,
-		WrapStore: func(s store.Store) store.Store { fs.Store = s; return fs }})
+		WrapStore: fs.wrap})
 	l.WaitIdle()
 	// first is stored claimed (node1 is free); a waits, and its worker
 	// claims it when first ends.
