@@ -330,6 +330,25 @@ func TestEchoWindowNeverEndsADamagedLine(t *testing.T) {
 	t.Logf("%v: %v (dropped %d)", rep, err, c.Dropped())
 }
 
+// typeResult is what a Type run in the background returned.
+type typeResult struct {
+	rep sol.TypeReport
+	err error
+}
+
+// typeAsync types text in the background (for 30 s at most), so that the
+// test can play the console meanwhile; its result arrives on the channel.
+func typeAsync(w *sol.Writer, text string, p sol.Pacing) <-chan typeResult {
+	done := make(chan typeResult, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		rep, err := w.Type(ctx, text, p)
+		done <- typeResult{rep, err}
+	}()
+	return done
+}
+
 // An echo that comes after the echo timeout but comes is late, not lost:
 // StrictEcho types on (no ErrNoEcho, nothing typed twice), counts it, and
 // waits longer for the echoes after it. The console holds every byte until
@@ -343,18 +362,8 @@ func TestLateEchoIsNotTakenForLost(t *testing.T) {
 	expect(t, s, 5*time.Second, `fake# `)
 	w := claim(t, s, "job")
 
-	type result struct {
-		rep sol.TypeReport
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		rep, err := w.Type(ctx, cmd+"\r", sol.Pacing{Mode: sol.Echo, StrictEcho: true, Settle: -1,
-			EchoTimeout: time.Millisecond, LateEcho: time.Hour})
-		done <- result{rep, err}
-	}()
+	done := typeAsync(w, cmd+"\r", sol.Pacing{Mode: sol.Echo, StrictEcho: true, Settle: -1,
+		EchoTimeout: time.Millisecond, LateEcho: time.Hour})
 	gaveUp := func() bool {
 		for _, e := range tr.events(t) {
 			if strings.HasPrefix(e, "no echo of ") {
@@ -397,18 +406,8 @@ func TestEchoOfALaterCharacterProvesTheLoss(t *testing.T) {
 	expect(t, s, 5*time.Second, `fake# `)
 	w := claim(t, s, "job")
 
-	type result struct {
-		rep sol.TypeReport
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		rep, err := w.Type(ctx, "ab\r", sol.Pacing{Mode: sol.Echo, StrictEcho: true, Settle: -1, Window: 2,
-			EchoTimeout: time.Millisecond, LateEcho: time.Hour})
-		done <- result{rep, err}
-	}()
+	done := typeAsync(w, "ab\r", sol.Pacing{Mode: sol.Echo, StrictEcho: true, Settle: -1, Window: 2,
+		EchoTimeout: time.Millisecond, LateEcho: time.Hour})
 	waitFor(t, "two characters to reach the console", 10*time.Second, func() bool { return c.Held() == 2 })
 	c.DropHeld()
 	c.Release(1)
