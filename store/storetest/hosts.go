@@ -283,10 +283,10 @@ func testHostsLost(t *testing.T, open func() (store.Store, error)) {
 	}
 }
 
-// Hosts race for the same jobs, several workers each: each job runs
-// under exactly one host's claim, on that host's device.
-func testHostsClaimRace(t *testing.T, open func() (store.Store, error)) {
-	now := time.Now()
+// raceLab is three hosts (rack0-2, leases an hour long from now) and 30
+// queued jobs, submitted through each host in turn.
+func raceLab(t *testing.T, open func() (store.Store, error), now time.Time) ([]hostsStore, []int64) {
+	t.Helper()
 	var hosts []hostsStore
 	for i := range 3 {
 		h := hostStore(t, open, fmt.Sprint("rack", i))
@@ -297,6 +297,14 @@ func testHostsClaimRace(t *testing.T, open func() (store.Store, error)) {
 	for i := range 30 {
 		jobs = append(jobs, create(t, hosts[i%3], sample(fmt.Sprint("j", i))).ID)
 	}
+	return hosts, jobs
+}
+
+// Hosts race for the same jobs, several workers each: each job runs
+// under exactly one host's claim, on that host's device.
+func testHostsClaimRace(t *testing.T, open func() (store.Store, error)) {
+	now := time.Now()
+	hosts, jobs := raceLab(t, open, now)
 	var claimers []Claimer
 	for h, s := range hosts {
 		for w := range 3 {
@@ -322,16 +330,7 @@ func testHostsClaimRace(t *testing.T, open func() (store.Store, error)) {
 // claim, and a host that lost a job takes the next one free.
 func testHostsClaimFirstRace(t *testing.T, open func() (store.Store, error)) {
 	now := time.Now()
-	var hosts []hostsStore
-	for i := range 3 {
-		h := hostStore(t, open, fmt.Sprint("rack", i))
-		register(t, h, fmt.Sprint("rack", i), now.Add(time.Hour), fmt.Sprint("node", i))
-		hosts = append(hosts, h)
-	}
-	var jobs []int64
-	for i := range 30 {
-		jobs = append(jobs, create(t, hosts[i%3], sample(fmt.Sprint("j", i))).ID)
-	}
+	hosts, jobs := raceLab(t, open, now)
 	ctx := context.Background()
 	var mu sync.Mutex
 	wins := map[int64][]string{}
