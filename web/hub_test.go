@@ -3,9 +3,6 @@ package web
 import (
 	"context"
 	"encoding/json"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -30,16 +27,9 @@ func TestHubHearsTheDaemon(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer hub.unsubscribe(s)
-	pr, pw := io.Pipe()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	req := httptest.NewRequest("GET", "/api/v1/stream", nil).WithContext(ctx)
-	go func() {
-		hub.serve(&pipeWriter{h: http.Header{}, w: pw}, req, s)
-		pw.Close()
-	}()
-	events := make(chan string, 256)
-	go readEvents(pr, events)
+	events := streamEvents(ctx, hub, s, 256)
 
 	job := l.Submit(daemontest.JobText(t, `device = "node1"`))
 	var phases []string

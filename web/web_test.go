@@ -397,6 +397,32 @@ func TestSessionsAreBounded(t *testing.T) {
 	}
 }
 
+// streamEvents serves s's live stream until ctx ends and returns its
+// events ("KIND DATA") as the page would read them.
+func streamEvents(ctx context.Context, hub *Hub, s *stream, buf int) <-chan string {
+	pr, pw := io.Pipe()
+	req := httptest.NewRequest("GET", "/api/v1/stream", nil).WithContext(ctx)
+	go func() {
+		hub.serve(&pipeWriter{h: http.Header{}, w: pw}, req, s)
+		pw.Close()
+	}()
+	events := make(chan string, buf)
+	go readEvents(pr, events)
+	return events
+}
+
+// nextEvent is the stream's next event; it fails the test after 30 s.
+func nextEvent(t *testing.T, events <-chan string) string {
+	t.Helper()
+	select {
+	case e := <-events:
+		return e
+	case <-time.After(30 * time.Second):
+		t.Fatal("no event in 30s")
+		return ""
+	}
+}
+
 // readEvents reads server-sent events from r: "event: data" each.
 func readEvents(r io.Reader, out chan<- string) {
 	sc := bufio.NewScanner(r)
@@ -441,25 +467,10 @@ func TestStreamTellsASlowTabWhatItMissed(t *testing.T) {
 	}
 	// Then it reads: hello, "missed 96" (the page reloads what it shows),
 	// the 4 it kept, then what happens next.
-	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	req := httptest.NewRequest("GET", "/api/v1/stream", nil).WithContext(ctx)
-	go func() {
-		hub.serve(&pipeWriter{h: http.Header{}, w: pw}, req, s)
-		pw.Close()
-	}()
-	events := make(chan string, 200)
-	go readEvents(pr, events)
-	next := func() string {
-		select {
-		case e := <-events:
-			return e
-		case <-time.After(30 * time.Second):
-			t.Fatal("no event in 30s")
-			return ""
-		}
-	}
+	events := streamEvents(ctx, hub, s, 200)
+	next := func() string { t.Helper(); return nextEvent(t, events) }
 	if e := next(); !strings.HasPrefix(e, "hello ") {
 		t.Fatalf("first event %q, want hello", e)
 	}
@@ -495,33 +506,21 @@ func TestStreamSendsTheDeviceAsItIsNow(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer hub.unsubscribe(s)
-	pr, pw := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	req := httptest.NewRequest("GET", "/api/v1/stream", nil).WithContext(ctx)
-	go func() {
-		hub.serve(&pipeWriter{h: http.Header{}, w: pw}, req, s)
-		pw.Close()
-	}()
-	events := make(chan string, 20)
-	go readEvents(pr, events)
+	events := streamEvents(ctx, hub, s, 20)
 	next := func() Event {
 		t.Helper()
-		select {
-		case e := <-events:
-			kind, data, _ := strings.Cut(e, " ")
-			if kind == "hello" {
-				return Event{Kind: "hello"}
-			}
-			var ev Event
-			if kind != "change" || json.Unmarshal([]byte(data), &ev) != nil {
-				t.Fatalf("event %q, want a change", e)
-			}
-			return ev
-		case <-time.After(30 * time.Second):
-			t.Fatal("no event in 30s")
-			return Event{}
+		e := nextEvent(t, events)
+		kind, data, _ := strings.Cut(e, " ")
+		if kind == "hello" {
+			return Event{Kind: "hello"}
 		}
+		var ev Event
+		if kind != "change" || json.Unmarshal([]byte(data), &ev) != nil {
+			t.Fatalf("event %q, want a change", e)
+		}
+		return ev
 	}
 	if e := next(); e.Kind != "hello" {
 		t.Fatalf("first %+v, want hello", e)
