@@ -283,9 +283,10 @@ func testHostsLost(t *testing.T, open func() (store.Store, error)) {
 	}
 }
 
-// raceLab is three hosts (rack0-2, leases an hour long from now) and 30
-// queued jobs, submitted through each host in turn.
-func raceLab(t *testing.T, open func() (store.Store, error), now time.Time) ([]hostsStore, []int64) {
+// raceLab is three hosts (rack0-2, leases an hour long from now), 30
+// queued jobs submitted through each host in turn, and three claimers
+// (workers) per host, named HOST/DEVICE.
+func raceLab(t *testing.T, open func() (store.Store, error), now time.Time) ([]hostsStore, []int64, []Claimer) {
 	t.Helper()
 	var hosts []hostsStore
 	for i := range 3 {
@@ -297,14 +298,6 @@ func raceLab(t *testing.T, open func() (store.Store, error), now time.Time) ([]h
 	for i := range 30 {
 		jobs = append(jobs, create(t, hosts[i%3], sample(fmt.Sprint("j", i))).ID)
 	}
-	return hosts, jobs
-}
-
-// Hosts race for the same jobs, several workers each: each job runs
-// under exactly one host's claim, on that host's device.
-func testHostsClaimRace(t *testing.T, open func() (store.Store, error)) {
-	now := time.Now()
-	hosts, jobs := raceLab(t, open, now)
 	var claimers []Claimer
 	for h, s := range hosts {
 		for w := range 3 {
@@ -312,17 +305,27 @@ func testHostsClaimRace(t *testing.T, open func() (store.Store, error)) {
 			claimers = append(claimers, Claimer{Store: s, Device: dev, Name: fmt.Sprintf("rack%d/%s", h, dev)})
 		}
 	}
-	won := RaceClaims(t, claimers, jobs, now)
-	for _, id := range jobs {
-		w, ok := won[id]
-		if !ok {
-			continue
-		}
-		got := get(t, hosts[0], id)
+	return hosts, jobs, claimers
+}
+
+// checkRunsAsWon checks that each job won in a race runs under the
+// winner's host claim, on its device.
+func checkRunsAsWon(t *testing.T, s store.Store, won map[int64]string) {
+	t.Helper()
+	for id, w := range won {
+		got := get(t, s, id)
 		if want := got.Host + "/" + got.RunDevice; want != w {
 			t.Errorf("job %d runs as %s, but %s won the claim", id, want, w)
 		}
 	}
+}
+
+// Hosts race for the same jobs, several workers each: each job runs
+// under exactly one host's claim, on that host's device.
+func testHostsClaimRace(t *testing.T, open func() (store.Store, error)) {
+	now := time.Now()
+	hosts, jobs, claimers := raceLab(t, open, now)
+	checkRunsAsWon(t, hosts[0], RaceClaims(t, claimers, jobs, now))
 }
 
 // Hosts claim from the same list of jobs at once, as hosts that all
@@ -330,42 +333,8 @@ func testHostsClaimRace(t *testing.T, open func() (store.Store, error)) {
 // claim, and a host that lost a job takes the next one free.
 func testHostsClaimFirstRace(t *testing.T, open func() (store.Store, error)) {
 	now := time.Now()
-	hosts, jobs := raceLab(t, open, now)
-	ctx := context.Background()
-	var mu sync.Mutex
-	wins := map[int64][]string{}
-	var wg sync.WaitGroup
-	for h, s := range hosts {
-		for w := range 3 {
-			dev := fmt.Sprintf("node%d-%d", h, w)
-			wg.Go(func() {
-				for {
-					id, err := s.ClaimFirst(ctx, jobs, dev, now)
-					if errors.Is(err, store.ErrConflict) {
-						return
-					}
-					if err != nil {
-						t.Errorf("ClaimFirst for rack%d/%s = %v", h, dev, err)
-						return
-					}
-					mu.Lock()
-					wins[id] = append(wins[id], fmt.Sprintf("rack%d/%s", h, dev))
-					mu.Unlock()
-				}
-			})
-		}
-	}
-	wg.Wait()
-	for _, id := range jobs {
-		if len(wins[id]) != 1 {
-			t.Errorf("job %d claimed by %v, want exactly one", id, wins[id])
-			continue
-		}
-		got := get(t, hosts[0], id)
-		if want := got.Host + "/" + got.RunDevice; want != wins[id][0] {
-			t.Errorf("job %d runs as %s, but %s won the claim", id, want, wins[id][0])
-		}
-	}
+	hosts, jobs, claimers := raceLab(t, open, now)
+	checkRunsAsWon(t, hosts[0], RaceClaimFirst(t, claimers, jobs, now))
 }
 
 // A host's retention removes the jobs it ran and those that never ran,

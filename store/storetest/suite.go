@@ -393,36 +393,13 @@ func testClaimFirstRace(t *testing.T, open func() (store.Store, error)) {
 	for i := range 24 {
 		jobs = append(jobs, create(t, s, sample(fmt.Sprintf("j%d", i))).ID)
 	}
-	ctx := context.Background()
-	var mu sync.Mutex
-	wins := map[int64][]string{}
-	var wg sync.WaitGroup
+	var claimers []Claimer
 	for w := range 6 {
-		dev := fmt.Sprintf("node%d", w)
-		wg.Go(func() {
-			for {
-				id, err := s.ClaimFirst(ctx, jobs, dev, at)
-				if errors.Is(err, store.ErrConflict) {
-					return
-				}
-				if err != nil {
-					t.Errorf("ClaimFirst for %s = %v", dev, err)
-					return
-				}
-				mu.Lock()
-				wins[id] = append(wins[id], dev)
-				mu.Unlock()
-			}
-		})
+		claimers = append(claimers, Claimer{Store: s, Device: fmt.Sprintf("node%d", w)})
 	}
-	wg.Wait()
-	for _, id := range jobs {
-		if len(wins[id]) != 1 {
-			t.Errorf("job %d claimed by %v, want exactly one claimer", id, wins[id])
-			continue
-		}
-		if got := get(t, s, id); got.State != store.Running || got.RunDevice != wins[id][0] {
-			t.Errorf("job %d is %s on %q, but %s won it", id, got.State, got.RunDevice, wins[id][0])
+	for id, w := range RaceClaimFirst(t, claimers, jobs, at) {
+		if got := get(t, s, id); got.State != store.Running || got.RunDevice != w {
+			t.Errorf("job %d is %s on %q, but %s won it", id, got.State, got.RunDevice, w)
 		}
 	}
 }
@@ -486,6 +463,45 @@ func RaceClaims(t *testing.T, claimers []Claimer, jobs []int64, at time.Time) ma
 		}()
 	}
 	wg.Wait()
+	return oneWinner(t, jobs, wins)
+}
+
+// RaceClaimFirst has every claimer take jobs from the whole list with
+// ClaimFirst at once, again and again until none is left for it
+// (ErrConflict), and returns each job's winner, failing t as RaceClaims
+// does.
+func RaceClaimFirst(t *testing.T, claimers []Claimer, jobs []int64, at time.Time) map[int64]string {
+	t.Helper()
+	ctx := context.Background()
+	var mu sync.Mutex
+	wins := map[int64][]string{}
+	var wg sync.WaitGroup
+	for _, c := range claimers {
+		name := cmp.Or(c.Name, c.Device)
+		wg.Go(func() {
+			for {
+				id, err := c.Store.ClaimFirst(ctx, jobs, c.Device, at)
+				if errors.Is(err, store.ErrConflict) {
+					return
+				}
+				if err != nil {
+					t.Errorf("ClaimFirst for %s = %v", name, err)
+					return
+				}
+				mu.Lock()
+				wins[id] = append(wins[id], name)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return oneWinner(t, jobs, wins)
+}
+
+// oneWinner is each job's one winner of a race; it fails t for a job not
+// won exactly once, which it leaves out.
+func oneWinner(t *testing.T, jobs []int64, wins map[int64][]string) map[int64]string {
+	t.Helper()
 	won := map[int64]string{}
 	for _, id := range jobs {
 		if len(wins[id]) != 1 {
