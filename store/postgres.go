@@ -182,21 +182,9 @@ func (p *Postgres) insertBatched(ctx context.Context, into rowInsert, vals []any
 func (p *Postgres) insertLoop() {
 	defer close(p.inserted)
 	for {
-		var batch []*insert
-		select {
-		case in := <-p.inserts:
-			batch = append(batch, in)
-		case <-p.stop:
+		batch, ok := gather(p.inserts, p.stop)
+		if !ok {
 			return
-		}
-	more:
-		for len(batch) < maxBatch {
-			select {
-			case in := <-p.inserts:
-				batch = append(batch, in)
-			default:
-				break more
-			}
 		}
 		for len(batch) > 0 {
 			// The rows of the first one's INSERT, in their order.

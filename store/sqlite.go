@@ -47,6 +47,27 @@ type write struct {
 // maxBatch bounds the writes committed together.
 const maxBatch = 256
 
+// gather waits for the first item of a batch, then takes those already
+// waiting behind it, maxBatch at most; false once stop is closed.
+func gather[T any](items <-chan T, stop <-chan struct{}) ([]T, bool) {
+	var batch []T
+	select {
+	case it := <-items:
+		batch = append(batch, it)
+	case <-stop:
+		return nil, false
+	}
+	for len(batch) < maxBatch {
+		select {
+		case it := <-items:
+			batch = append(batch, it)
+		default:
+			return batch, true
+		}
+	}
+	return batch, true
+}
+
 // OpenSQLite opens (creating if needed) the database at path, with its
 // directory, and brings its schema to SchemaVersion.
 func OpenSQLite(path string) (*SQLite, error) {
@@ -103,21 +124,9 @@ func writable(path string) error {
 // writer commits waiting writes in batches until Close.
 func (s *SQLite) writer() {
 	for {
-		var batch []*write
-		select {
-		case w := <-s.writes:
-			batch = append(batch, w)
-		case <-s.done:
+		batch, ok := gather(s.writes, s.done)
+		if !ok {
 			return
-		}
-	more:
-		for len(batch) < maxBatch {
-			select {
-			case w := <-s.writes:
-				batch = append(batch, w)
-			default:
-				break more
-			}
 		}
 		s.commit(batch)
 	}
