@@ -405,8 +405,10 @@ function jobsPage(main) {
   main.append(el("h1", {}, "Jobs"),
     el("div", { class: "filters" }, Object.values(f)),
     el("p", { class: "hint" }, "State and device are asked of the daemon; the other filters apply to the page shown."),
-    listTable([["ID", 6], ["Name", 16], ["State", 12], ["Waiting", 16], ["Device", 9], ["Type", 9], ["Submitter", 9], ["Submitted", 14], ["Took", 9]], body),
-    el("div", { class: "pager" }, newer, older, info));
+    // The pager above the list: below it, its place would move while
+    // the rows off the screen are laid out (content-visibility).
+    el("div", { class: "pager" }, newer, older, info),
+    listTable([["ID", 6], ["Name", 16], ["State", 12], ["Waiting", 16], ["Device", 9], ["Type", 9], ["Submitter", 9], ["Submitted", 14], ["Took", 9]], body));
   const stack = []; // the before= of the pages before this one
   let before = 0, last = [], rows = new Map();
   // The daemon's filters, as the page was last read with them.
