@@ -275,14 +275,8 @@ func (d *Daemon) fitsHere(spec *jobs.Job) bool {
 	if spec.Device != "" {
 		return d.devices[spec.Device] != nil
 	}
-	return d.anyDevice(spec.DeviceType, spec.Tags)
-}
-
-// anyDevice reports whether a device of this host has the type (any type
-// if "") and the tags; it stops at the first (every submit asks).
-func (d *Daemon) anyDevice(deviceType string, tags []string) bool {
 	for _, dev := range d.cfg.Lab.Devices {
-		if (deviceType == "" || dev.DeviceType == deviceType) && dev.HasTags(tags) {
+		if spec.Fits(dev.Name, dev.DeviceType, dev.Tags) {
 			return true
 		}
 	}
@@ -302,21 +296,12 @@ func (d *Daemon) fitsLab(spec *jobs.Job) bool {
 		_, ok := h.labDevs[spec.Device]
 		return ok
 	}
-	for _, dev := range h.labDevs {
-		if (spec.DeviceType == "" || dev.DeviceType == spec.DeviceType) && hasTags(dev.Tags, spec.Tags) {
+	for name, dev := range h.labDevs {
+		if spec.Fits(name, dev.DeviceType, dev.Tags) {
 			return true
 		}
 	}
 	return false
-}
-
-func hasTags(have, want []string) bool {
-	for _, t := range want {
-		if !slices.Contains(have, t) {
-			return false
-		}
-	}
-	return true
 }
 
 // keepHost renews the lease, checks this host's claims, ends lost hosts'

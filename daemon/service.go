@@ -161,7 +161,7 @@ func (d *Daemon) checkPlacement(spec *jobs.Job) error {
 		}
 		return nil
 	}
-	if !d.anyDevice(spec.DeviceType, spec.Tags) {
+	if !d.fitsHere(spec) {
 		return fmt.Errorf("device_type: no device of type %q with tags %v in lab %s", spec.DeviceType, spec.Tags, d.cfg.Lab.Name)
 	}
 	return nil

@@ -188,7 +188,7 @@ func (d *Daemon) candidatesLocked(dev *device, j *job) []*job {
 	}
 	var fit []*job
 	for _, q := range d.queue {
-		if q.ctx.Err() == nil && dev.fits(q) && !slices.Contains(q.avoid, dev.name) && d.mayTakeLocked(dev, q) {
+		if q.ctx.Err() == nil && q.spec.Fits(dev.name, dev.cfg.DeviceType, dev.cfg.Tags) && !slices.Contains(q.avoid, dev.name) && d.mayTakeLocked(dev, q) {
 			fit = append(fit, q)
 		}
 	}
@@ -198,14 +198,6 @@ func (d *Daemon) candidatesLocked(dev *device, j *job) []*job {
 	}
 	dev.claiming = true
 	return out
-}
-
-// fits reports whether the device is one the job may run on.
-func (dev *device) fits(j *job) bool {
-	if j.spec.Device != "" {
-		return j.spec.Device == dev.name
-	}
-	return (j.spec.DeviceType == "" || j.spec.DeviceType == dev.cfg.DeviceType) && dev.cfg.HasTags(j.spec.Tags)
 }
 
 // requeueLocked puts back in the queue a job a claim named but did not

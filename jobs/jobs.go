@@ -65,6 +65,24 @@ type Job struct {
 	doc *tomlfile.Document // where each key is, for later problems
 }
 
+// Fits reports whether a device (its name, type and tags) is one the job
+// may run on: the device it names, or one of its type (any, if it names
+// none) that has every one of its tags.
+func (j *Job) Fits(name, deviceType string, tags []string) bool {
+	if j.Device != "" {
+		return j.Device == name
+	}
+	if j.DeviceType != "" && j.DeviceType != deviceType {
+		return false
+	}
+	for _, t := range j.Tags {
+		if !slices.Contains(tags, t) {
+			return false
+		}
+	}
+	return true
+}
+
 // Line returns the line of key (such as "deploy.image" or "test[1].name")
 // in the job file, for problems found after parsing (a device the lab does
 // not have); 0 if it is not known.

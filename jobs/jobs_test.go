@@ -454,3 +454,28 @@ func TestParseSaveOnly(t *testing.T) {
 		t.Error("a job with neither [deploy] nor [save] parsed")
 	}
 }
+
+// Fits: a job naming a device fits that device only, whatever its type
+// and tags; otherwise a device of its type (any, if it names none) with
+// every one of its tags.
+func TestJobFits(t *testing.T) {
+	for _, tc := range []struct {
+		job              Job
+		name, deviceType string
+		tags             []string
+		want             bool
+	}{
+		{Job{Device: "n1"}, "n1", "x86", nil, true},
+		{Job{Device: "n1"}, "n2", "x86", nil, false},
+		{Job{Device: "n1", DeviceType: "arm", Tags: []string{"gpu"}}, "n1", "x86", nil, true},
+		{Job{DeviceType: "x86"}, "n2", "x86", nil, true},
+		{Job{DeviceType: "x86"}, "n2", "arm", nil, false},
+		{Job{Tags: []string{"gpu"}}, "n2", "arm", []string{"gpu", "big"}, true},
+		{Job{DeviceType: "x86", Tags: []string{"gpu", "big"}}, "n2", "x86", []string{"gpu"}, false},
+		{Job{}, "n2", "arm", nil, true},
+	} {
+		if got := tc.job.Fits(tc.name, tc.deviceType, tc.tags); got != tc.want {
+			t.Errorf("%+v fits %s (%s, %v) = %v, want %v", tc.job, tc.name, tc.deviceType, tc.tags, got, tc.want)
+		}
+	}
+}
