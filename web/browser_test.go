@@ -254,7 +254,13 @@ func TestBrowserJobPageFollowsToTheEnd(t *testing.T) {
 	at := time.Now().Add(-time.Minute)
 	h.svc.jobs = []labctl.Job{{ID: 7, Name: "followed", Device: "node1", DeviceType: "sim", Submitter: "alice",
 		State: labctl.JobRunning, Phase: "test", Submitted: at, Started: &at}}
-	h.svc.log = at.Format(time.RFC3339Nano) + " < follow-line-1\r\n"
+	// The console's output comes in pieces: a colour's escape sequence
+	// may be cut between two records.
+	stamp := at.Format(time.RFC3339Nano)
+	h.svc.log = stamp + " < follow-line-1\\r\\n\n" +
+		stamp + " < \\e[3\n" +
+		stamp + " < 2mall-gr\n" +
+		stamp + " < een\\e[0m plain\\r\\n\n"
 	h.svc.end = make(chan struct{})
 	b := webtest.Start(t, testOutput(t))
 	tab := b.NewTab("viewer")
@@ -263,6 +269,13 @@ func TestBrowserJobPageFollowsToTheEnd(t *testing.T) {
 		chromedp.Navigate(h.srv.URL+"/#/job/7"),
 		webtest.WaitText("#log", "follow-line-1"),
 		webtest.WaitText("#outcome", "running"))
+	if got := tab.Text("#log"); !strings.Contains(got, "all-green plain") || strings.Contains(got, "[3") || strings.Contains(got, "2m") {
+		t.Errorf("log %q, want the escape cut between records taken as one", got)
+	}
+	green, err := webtest.Eval[string](tab, `[...document.querySelectorAll("#log span")].filter((s) => s.style.color).map((s) => s.textContent).join("")`)
+	if err != nil || green != "all-green" {
+		t.Errorf("coloured text %q (%v), want all-green", green, err)
+	}
 	h.svc.mu.Lock()
 	end := time.Now()
 	h.svc.jobs[0].State, h.svc.jobs[0].Outcome, h.svc.jobs[0].Finished = labctl.JobFinished, "complete", &end

@@ -520,7 +520,7 @@ const ANSI_BRIGHT = ["#666666", "#ff7b72", "#7ee787", "#ffd866", "#79c0ff", "#d2
 // sequences and control characters are dropped. It keeps its colours
 // from one record to the next, as a terminal would.
 class Ansi {
-  constructor() { this.reset(); }
+  constructor() { this.reset(); this.pending = ""; }
   reset() { this.fg = null; this.bg = null; this.bold = false; }
   sgr(params) {
     const ps = params === "" ? [0] : params.split(";").map((p) => parseInt(p || "0", 10));
@@ -548,8 +548,17 @@ class Ansi {
     s.textContent = text;
     return s;
   }
-  // render appends text to parent, colours applied.
+  // render appends text to parent, colours applied. An escape sequence
+  // cut at the end of text (console output arrives in pieces) is held and
+  // finished by the next call's text.
   render(parent, text) {
+    text = this.pending + text;
+    this.pending = "";
+    const cut = text.match(/\x1b(?:\[[0-9;?]*|[()])?$/);
+    if (cut && cut[0].length <= 32) {
+      this.pending = cut[0];
+      text = text.slice(0, cut.index);
+    }
     const re = /\x1b\[([0-9;?]*)([A-Za-z])|\x1b[()][A-Za-z0-9]|\x1b[A-Za-z=>]|[\x00-\x08\x0b-\x1f\x7f]/g;
     let last = 0, m;
     while ((m = re.exec(text)) !== null) {
