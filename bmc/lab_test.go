@@ -95,6 +95,9 @@ func TestLabBMC(t *testing.T) {
 		t.Errorf("typed command: %q", out)
 	}
 
+	// ipmi_sim vouches for the stream: the payload is active on its session.
+	timed("sol check", func(context.Context) error { return con.check() })
+
 	// Cycle and reset restart the machine (the relay counts QEMU starts);
 	// the console stays up across them.
 	timed("power cycle", func(ctx context.Context) error { return c.Power(ctx, bmc.PowerCycle) })
@@ -126,6 +129,12 @@ func TestLabBMC(t *testing.T) {
 	}
 	con2.send("\r")
 	con2.expect(`login: `, 30*time.Second)
+	if err := con.check(); err == nil {
+		t.Error("the stream whose payload another client took passes its check")
+	}
+	if err := con2.check(); err != nil {
+		t.Errorf("the stream that took the payload fails its check: %v", err)
+	}
 
 	// A SOL session killed at the BMC ends the stream with sol.ErrClosedByBMC; a
 	// new stream opens at once.
@@ -141,6 +150,9 @@ func TestLabBMC(t *testing.T) {
 	con3 := openConsole(t, c2)
 	con3.send("\r")
 	con3.expect(`login: `, 30*time.Second)
+	if err := con3.check(); err != nil {
+		t.Errorf("a new stream after the kill fails its check: %v", err)
+	}
 
 	timed("power off", func(ctx context.Context) error { return c.Power(ctx, bmc.PowerOff) })
 	if st := status(t, node); st.Power {
@@ -167,6 +179,13 @@ func TestLabBMC(t *testing.T) {
 	_, err = c.PowerState(ctxFor(t, 2*time.Second))
 	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 2500*time.Millisecond {
 		t.Errorf("silent BMC, 2s deadline: %v after %s", err, time.Since(start))
+	}
+	// A silent BMC vouches for nothing: the open stream fails its check.
+	start = time.Now()
+	err = con3.check()
+	t.Logf("TIMING sol check, silent BMC: %s (%v)", time.Since(start).Round(time.Millisecond), err)
+	if err == nil {
+		t.Error("a stream whose BMC is silent passes its check")
 	}
 	if err := node.SilenceBMC(ctxFor(t, 10*time.Second), 0); err != nil {
 		t.Fatal(err)
@@ -281,6 +300,17 @@ func openConsole(t *testing.T, c *bmc.Client) *console {
 		}
 	})
 	return con
+}
+
+// check asks the BMC whether the stream still has the SOL payload
+// (what the console broker asks before keeping a session for a job).
+func (c *console) check() error {
+	c.t.Helper()
+	checker, ok := c.rw.(interface{ Check(context.Context) error })
+	if !ok {
+		c.t.Fatalf("the SOL stream (%T) has no Check", c.rw)
+	}
+	return checker.Check(ctxFor(c.t, 10*time.Second))
 }
 
 func (c *console) read() {

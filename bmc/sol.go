@@ -162,6 +162,10 @@ type solStream struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	// cmdMu serialises IPMI commands on the SOL session (keepalive,
+	// Check): go-ipmi's IPMI sequence numbers are not safe for two at once.
+	cmdMu sync.Mutex
 }
 
 func (s *solStream) run(ctx context.Context) {
@@ -199,15 +203,49 @@ func (s *solStream) keepalive(ctx context.Context) {
 		case <-t.C:
 		}
 		cctx, cancel := context.WithTimeout(ctx, s.c.cfg.Timeout*time.Duration(s.c.cfg.Retries+1))
+		s.cmdMu.Lock()
 		err := guard("sol keepalive", func() error {
 			_, err := s.sess.c.GetDeviceID(cctx)
 			return err
 		})
+		s.cmdMu.Unlock()
 		if err != nil && ctx.Err() == nil {
 			s.c.log.Debug("SOL session keepalive failed", "err", err)
 		}
 		cancel()
 	}
+}
+
+// Check asks the BMC whether the stream still works: its session answers
+// and the SOL payload is active on it, not ended or taken by another
+// client (Get Payload Instance Info names the payload's session). A
+// session kept open across a BMC outage, or one the BMC dropped without
+// a word, fails it. A BMC without the command answers
+// errors.ErrUnsupported: the caller cannot tell.
+func (s *solStream) Check(ctx context.Context) error {
+	s.mu.Lock()
+	err := s.err
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	s.cmdMu.Lock()
+	var res *transport.GetPayloadInstanceInfoResponse
+	err = guard("sol check", func() (err error) {
+		res, err = s.sess.c.GetPayloadInstanceInfo(ctx, types.PayloadTypeSOL, 1)
+		return err
+	})
+	s.cmdMu.Unlock()
+	if cc, ok := completionCode(err); ok && cc == types.CodeInvalidCommand {
+		return fmt.Errorf("bmc %s: sol check: the BMC has no Get Payload Instance Info: %w", s.c.addr, errors.ErrUnsupported)
+	}
+	switch {
+	case err != nil:
+		return fmt.Errorf("bmc %s: sol check: %w", s.c.addr, err)
+	case res.SessionID != s.sess.c.SessionID():
+		return fmt.Errorf("bmc %s: sol check: the SOL payload is active on BMC session 0x%08x, not this stream's 0x%08x", s.c.addr, res.SessionID, s.sess.c.SessionID())
+	}
+	return nil
 }
 
 // end records why the stream is over (the first reason wins) and wakes

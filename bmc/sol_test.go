@@ -158,6 +158,50 @@ func TestSOLReadsWithoutPolling(t *testing.T) {
 	checkExchange(t, s, st, 100)
 }
 
+// TestSOLCheck: Check passes on a working stream without disturbing it,
+// and fails once another client took the payload (the BMC names that
+// client's session as the payload's).
+func TestSOLCheck(t *testing.T) {
+	s := newSim(t)
+	c, _ := newClient(t, s.config())
+	st, err := c.OpenSOL(ctxFor(t, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	checker, ok := st.(interface{ Check(context.Context) error })
+	if !ok {
+		t.Fatalf("the stream (%T) has no Check", st)
+	}
+	for range 3 {
+		if err := checker.Check(ctxFor(t, 5*time.Second)); err != nil {
+			t.Fatalf("Check of a working stream: %v", err)
+		}
+	}
+	checkExchange(t, s, st, 50)
+
+	other, err := ipmi.NewClient(s.host, s.port, simUser, simPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.WithCipherSuiteID(3).WithTimeout(300 * time.Millisecond)
+	if err := other.Connect(ctxFor(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close(ctxFor(t, time.Second))
+	if err := deactivateSOL(ctxFor(t, 5*time.Second), other); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := activateSOL(ctxFor(t, 5*time.Second), other); err != nil {
+		t.Fatal(err)
+	}
+	err = checker.Check(ctxFor(t, 5*time.Second))
+	t.Logf("Check after another client took the payload: %v", err)
+	if err == nil || !strings.Contains(err.Error(), "bmc "+c.addr) {
+		t.Errorf("Check after another client took the payload: %v, want an error naming the BMC", err)
+	}
+}
+
 // TestSOLStalePayload: a payload left active by a console that went away is
 // deactivated and the activation retried.
 func TestSOLStalePayload(t *testing.T) {

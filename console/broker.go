@@ -6,6 +6,7 @@ package console
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -209,12 +210,15 @@ func (c *Broker) Acquire(ctx context.Context, name string, dialer sol.Dialer, op
 // write is made read-only (and told), and people cannot take write until
 // the holder releases the console.
 //
-// A named holder gets a fresh session: an open one is closed and opened
-// again (which also tells a health check that the console still opens).
-// A session kept open across a BMC outage can be half dead (simlab's
-// ipmi_sim stops sending SOL data to an ipmitool whose packets it lost,
-// and ipmitool takes minutes to notice); the start of a job, whose node
-// is about to be powered off anyway, is the moment to start clean.
+// A named holder gets a session known to work: an open one is kept if
+// its far end vouches for it (native SOL: the BMC says the payload is
+// active on it), else closed and opened again. A session kept open
+// across a BMC outage can be half dead (simlab's ipmi_sim stops sending
+// SOL data to an ipmitool whose packets it lost, and ipmitool takes
+// minutes to notice), and a connection command cannot be asked; the start
+// of a job, whose node is about to be powered off anyway, is the moment
+// to start clean. Reopening costs a session set-up with the BMC per job,
+// seconds on BMCs that hold a closed SOL session for a while.
 func (c *Broker) AcquireFor(ctx context.Context, name, holder string, dialer sol.Dialer, openTimeout time.Duration) (s *sol.Session, release func(), err error) {
 	nc, err := c.node(name, dialer)
 	if err != nil {
@@ -222,17 +226,48 @@ func (c *Broker) AcquireFor(ctx context.Context, name, holder string, dialer sol
 		s.Close()
 		return s, func() {}, fmt.Errorf("console %s: %w", name, err)
 	}
+	fresh := holder != "" && !nc.vouchedFor(ctx, holder)
 	nc.mu.Lock()
 	nc.holders = append(nc.holders, holder)
 	if holder != "" {
 		nc.holderStartedLocked(holder)
 	}
-	min := nc.startLocked(holder != "")
+	min := nc.startLocked(fresh)
 	nc.mu.Unlock()
 	var once sync.Once
 	release = func() { once.Do(func() { nc.release(holder) }) }
 	s, err = nc.waitOpen(ctx, openTimeout, min)
 	return s, release, err
+}
+
+// checkTimeout bounds the check of an open session (AcquireFor): a BMC
+// that does not answer by then gets a new session.
+const checkTimeout = 3 * time.Second
+
+// vouchedFor says whether the node's open session may be kept for holder:
+// it is open and its stream's far end says it works. A failed check is
+// logged; a stream that cannot be asked (a connection command) is not.
+func (nc *nodeConsole) vouchedFor(ctx context.Context, holder string) bool {
+	nc.mu.Lock()
+	open := nc.state == labctl.ConsoleOpen && !nc.opening && !nc.fresh && !nc.closing
+	nc.mu.Unlock()
+	if !open {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, checkTimeout)
+	defer cancel()
+	err := nc.dialer.check(ctx)
+	nc.mu.Lock()
+	defer nc.mu.Unlock()
+	switch {
+	case errors.Is(err, errors.ErrUnsupported):
+		return false
+	case err != nil:
+		nc.log.Info("console: the open session failed its check; a new one for "+holder, "err", err)
+		return false
+	}
+	nc.noteLocked("the session stays for " + holder + ": its far end says it works")
+	return true
 }
 
 // Ensure opens the node's console if it is not open (e.g. before the node

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -23,7 +24,7 @@ import (
 // newBroker starts a broker that keeps sessions, logging to a temporary
 // directory, for a lab of one node, node1, whose console is c; it is
 // closed when the test ends.
-func newBroker(t *testing.T, cfg console.Config, c *soltest.Console) *console.Broker {
+func newBroker(t *testing.T, cfg console.Config, c sol.Dialer) *console.Broker {
 	t.Helper()
 	cfg.Keep = true
 	if cfg.LogDir == "" {
@@ -219,6 +220,89 @@ func TestBrokerKeepsAndLogs(t *testing.T) {
 	}
 	if info := b.Info("node1"); info.State != labctl.ConsoleOpen || info.Log != log || len(info.Viewers) != 1 || info.Writer != "alice" {
 		t.Errorf("Info = %+v", info)
+	}
+}
+
+// checkedConsole is a fake console whose streams answer Check as the
+// test says, as native SOL streams do when the broker asks whether the
+// BMC still has their payload active.
+type checkedConsole struct {
+	*soltest.Console
+	mu     sync.Mutex
+	answer error
+	checks int
+}
+
+func (c *checkedConsole) Dial(ctx context.Context) (io.ReadWriteCloser, error) {
+	s, err := c.Console.Dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return checkedStream{s, c}, nil
+}
+
+func (c *checkedConsole) set(answer error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.answer = answer
+}
+
+type checkedStream struct {
+	io.ReadWriteCloser
+	c *checkedConsole
+}
+
+func (s checkedStream) Check(ctx context.Context) error {
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	s.c.checks++
+	return s.c.answer
+}
+
+// A job gets the open session if its stream vouches for it, a new one
+// if the check fails; a console that cannot be asked (a connection
+// command, as the plain fake is) gets a new one for every job.
+func TestBrokerKeepsVouchedSession(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	c := &checkedConsole{Console: fakeConsole(t)}
+	b := newBroker(t, console.Config{LogDir: dir}, c)
+	acquire := func(holder string) *sol.Session {
+		t.Helper()
+		s, release, err := b.AcquireFor(context.Background(), "node1", holder, c, 5*time.Second)
+		if err != nil {
+			t.Fatalf("%s: %v", holder, err)
+		}
+		c.Print(holder + " was here\r\n")
+		if _, err := s.Expect(context.Background(), regexp.MustCompile(holder+" was here")); err != nil {
+			t.Fatalf("%s: %v", holder, err)
+		}
+		release()
+		return s
+	}
+	first := acquire("job 1")
+	if second := acquire("job 2"); second != first || c.Dials() != 1 || c.checks != 1 {
+		t.Errorf("job 2 after a check that passed: same session %v, %d dials, %d checks; want the session kept, 1 dial, 1 check",
+			second == first, c.Dials(), c.checks)
+	}
+	waitFile(t, filepath.Join(dir, "node1", "console.log"), "the session stays for job 2")
+
+	c.set(errors.New("the payload is active on another session"))
+	if third := acquire("job 3"); third == first || c.Dials() != 2 {
+		t.Errorf("job 3 after a check that failed: same session %v, %d dials; want a new session", third == first, c.Dials())
+	}
+
+	plain := fakeConsole(t)
+	pb := newBroker(t, console.Config{}, plain)
+	for _, holder := range []string{"job 1", "job 2"} {
+		_, release, err := pb.AcquireFor(context.Background(), "node1", holder, plain, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		release()
+	}
+	if plain.Dials() != 2 {
+		t.Errorf("a console that cannot be checked: %d dials for 2 jobs, want a new session each", plain.Dials())
 	}
 }
 

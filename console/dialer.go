@@ -200,6 +200,28 @@ func quoteEscapes(dst, p []byte, esc byte, lineStart bool) ([]byte, bool) {
 	return dst, lineStart
 }
 
+// check asks the stream in use to prove that it still works (see
+// checker): errors.ErrUnsupported when it cannot say (a connection
+// command such as ipmitool), errNotConnected without a stream.
+func (d *brokerDialer) check(ctx context.Context) error {
+	d.mu.Lock()
+	cur := d.cur
+	d.mu.Unlock()
+	if cur == nil {
+		return errNotConnected
+	}
+	if c, ok := cur.ReadWriteCloser.(checker); ok {
+		return c.Check(ctx)
+	}
+	return errors.ErrUnsupported
+}
+
+// checker is a console stream that can ask its far end whether it still
+// works (bmc's native SOL asks the BMC whether its payload is active).
+type checker interface {
+	Check(ctx context.Context) error
+}
+
 // breaker is a console stream that can send a serial break itself.
 type breaker interface{ Break() error }
 

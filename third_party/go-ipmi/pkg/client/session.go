@@ -92,3 +92,13 @@ type v20 struct {
 	rc4EncryptIV [16]byte
 	rc4DecryptIV [16]byte
 }
+
+// SessionID is the BMC's ID of the client's session (the managed system
+// session ID), as Get Payload Instance Info names the session a payload
+// is active on; 0 before a session is open. labctl's patch.
+func (c *Client) SessionID() uint32 {
+	if c.v20 {
+		return c.session.v20.bmcSessionID
+	}
+	return c.session.v15.sessionID
+}
