@@ -44,6 +44,7 @@ type timing struct {
 	solPoll     time.Duration // empty SOL packets asking for output, while it flows
 	solIdlePoll time.Duration // the same, on a quiet console
 	keepalive   time.Duration // idle command session, and the SOL session
+	solVouch    time.Duration // a SOL exchange answered this recently vouches for the stream (Check)
 }
 
 func defaultTiming() timing {
@@ -62,6 +63,11 @@ func defaultTiming() timing {
 		solPoll:     20 * time.Millisecond,
 		solIdlePoll: 5 * time.Second,
 		keepalive:   15 * time.Second,
+		// The BMC answered the stream's SOL packet this recently: its
+		// payload was active on the stream's session then, so Check need
+		// not ask. A payload lost since ends the stream at its next
+		// exchange, and the console's session reconnects.
+		solVouch: 2 * time.Second,
 	}
 }
 

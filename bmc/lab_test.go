@@ -95,8 +95,11 @@ func TestLabBMC(t *testing.T) {
 		t.Errorf("typed command: %q", out)
 	}
 
-	// ipmi_sim vouches for the stream: the payload is active on its session.
-	timed("sol check", func(context.Context) error { return con.check() })
+	// ipmi_sim vouches for the stream: it answered its SOL packets lately,
+	// and, asked, it names the stream's session as the payload's.
+	timed("sol check (answered lately)", func(context.Context) error { return con.check() })
+	bmc.SetSOLVouch(c, 0)
+	timed("sol check (asking)", func(context.Context) error { return con.check() })
 
 	// Cycle and reset restart the machine (the relay counts QEMU starts);
 	// the console stays up across them.
@@ -116,6 +119,7 @@ func TestLabBMC(t *testing.T) {
 	// the first one's active ("stale" to it), deactivates it and retries.
 	c2 := bmc.New(nodeConfig(node), slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	defer c2.Close()
+	bmc.SetSOLVouch(c2, 0)
 	start := time.Now()
 	con2 := openConsole(t, c2)
 	t.Logf("TIMING sol open over an active payload: %s", time.Since(start).Round(time.Millisecond))

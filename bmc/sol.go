@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	ipmi "github.com/bougou/go-ipmi/pkg/client"
@@ -75,7 +76,7 @@ func (c *Client) OpenSOL(ctx context.Context) (io.ReadWriteCloser, error) {
 			"payload_port", res.PayloadUDPPort)
 	}
 
-	s := &solStream{c: c, sess: sess, done: make(chan struct{})}
+	s := &solStream{c: c, sess: sess, done: make(chan struct{}), opened: time.Now()}
 	s.cond = sync.NewCond(&s.mu)
 	s.inR, s.inW = io.Pipe()
 	streamCtx, streamCancel := context.WithCancel(context.Background())
@@ -166,6 +167,10 @@ type solStream struct {
 	// cmdMu serialises IPMI commands on the SOL session (keepalive,
 	// Check): go-ipmi's IPMI sequence numbers are not safe for two at once.
 	cmdMu sync.Mutex
+	// answered is when the BMC last answered a SOL exchange, as time.Since
+	// opened; 0: never.
+	opened   time.Time
+	answered atomic.Int64
 }
 
 func (s *solStream) run(ctx context.Context) {
@@ -176,6 +181,7 @@ func (s *solStream) run(ctx context.Context) {
 	err := guard("sol", func() error {
 		return s.sess.c.SOLStream(ctx, s.inR, solOutput{s}, &ipmi.SOLStreamOptions{
 			PollInterval: s.c.t.solPoll, IdlePollInterval: s.c.t.solIdlePoll,
+			Answered: func() { s.answered.Store(int64(time.Since(s.opened))) },
 		})
 	})
 	switch {
@@ -216,10 +222,11 @@ func (s *solStream) keepalive(ctx context.Context) {
 	}
 }
 
-// Check asks the BMC whether the stream still works: its session answers
-// and the SOL payload is active on it, not ended or taken by another
-// client (Get Payload Instance Info names the payload's session). A
-// session kept open across a BMC outage, or one the BMC dropped without
+// Check says whether the stream still works: the BMC answered one of its
+// SOL exchanges within the last solVouch, or it says now that the SOL
+// payload is active on the stream's session, not ended or taken by
+// another client (Get Payload Instance Info names the payload's session).
+// A session kept open across a BMC outage, or one the BMC dropped without
 // a word, fails it. A BMC without the command answers
 // errors.ErrUnsupported: the caller cannot tell.
 func (s *solStream) Check(ctx context.Context) error {
@@ -228,6 +235,9 @@ func (s *solStream) Check(ctx context.Context) error {
 	s.mu.Unlock()
 	if err != nil {
 		return err
+	}
+	if at := s.answered.Load(); at > 0 && time.Since(s.opened)-time.Duration(at) < s.c.t.solVouch {
+		return nil
 	}
 	s.cmdMu.Lock()
 	var res *transport.GetPayloadInstanceInfoResponse

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	ipmi "github.com/bougou/go-ipmi/pkg/client"
+	"github.com/bougou/go-ipmi/pkg/types"
 
 	"github.com/labctl/labctl/sol"
 )
@@ -158,9 +159,10 @@ func TestSOLReadsWithoutPolling(t *testing.T) {
 	checkExchange(t, s, st, 100)
 }
 
-// TestSOLCheck: Check passes on a working stream without disturbing it,
-// and fails once another client took the payload (the BMC names that
-// client's session as the payload's).
+// TestSOLCheck: Check passes on a working stream without disturbing it:
+// without asking while the BMC answered the stream's SOL packets lately,
+// else asking the BMC; and fails once another client took the payload
+// (the BMC names that client's session as the payload's).
 func TestSOLCheck(t *testing.T) {
 	s := newSim(t)
 	c, _ := newClient(t, s.config())
@@ -173,10 +175,21 @@ func TestSOLCheck(t *testing.T) {
 	if !ok {
 		t.Fatalf("the stream (%T) has no Check", st)
 	}
+	c.t.solVouch = time.Hour
+	if err := checker.Check(ctxFor(t, 5*time.Second)); err != nil {
+		t.Fatalf("Check of a stream the BMC answered lately: %v", err)
+	}
+	if n := len(s.rec.commands(types.CommandGetPayloadInstanceInfo)); n != 0 {
+		t.Errorf("Check of a stream the BMC answered lately asked the BMC %d times, want none", n)
+	}
+	c.t.solVouch = 0
 	for range 3 {
 		if err := checker.Check(ctxFor(t, 5*time.Second)); err != nil {
 			t.Fatalf("Check of a working stream: %v", err)
 		}
+	}
+	if n := len(s.rec.commands(types.CommandGetPayloadInstanceInfo)); n != 3 {
+		t.Errorf("3 Checks asked the BMC %d times", n)
 	}
 	checkExchange(t, s, st, 50)
 

@@ -25,6 +25,10 @@ type SOLStreamOptions struct {
 	// being asked (spec v2.0 §15.9), where the platform lets it wait for
 	// one. An idle console then costs a poll every IdlePollInterval.
 	IdlePollInterval time.Duration
+	// Answered (labctl's patch), if set, is called after each SOL packet
+	// exchange the BMC answered and whose answer was taken: proof that
+	// the payload was active on this session then.
+	Answered func()
 }
 
 const (
@@ -54,6 +58,9 @@ func (c *Client) SOLStream(ctx context.Context, in io.Reader, out io.Writer, opt
 	if opts != nil && opts.IdlePollInterval > pollInterval {
 		stream.idlePollInterval = opts.IdlePollInterval
 	}
+	if opts != nil {
+		stream.answered = opts.Answered
+	}
 	return c.runStream(ctx, stream)
 }
 
@@ -70,7 +77,9 @@ type solStream struct {
 	// idlePollInterval is the longest wait between polls; 0 polls every
 	// pollInterval.
 	idlePollInterval time.Duration
-	interrupt        <-chan os.Signal
+	// answered is SOLStreamOptions.Answered (labctl's patch).
+	answered  func()
+	interrupt <-chan os.Signal
 	// delivered counts output bytes written to output.
 	delivered int
 	// wake is signalled when output another exchange received is waiting
@@ -303,6 +312,9 @@ func (s *solStream) exchangePacket(ctx context.Context, chars []byte) (*types.SO
 
 	if err := s.processOutput(res); err != nil {
 		return nil, err
+	}
+	if s.answered != nil {
+		s.answered()
 	}
 	return res, nil
 }
