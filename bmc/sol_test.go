@@ -175,6 +175,7 @@ func TestSOLCheck(t *testing.T) {
 	if !ok {
 		t.Fatalf("the stream (%T) has no Check", st)
 	}
+	checkExchange(t, s, st, 50) // the BMC answered the stream's packets
 	c.t.solVouch = time.Hour
 	if err := checker.Check(ctxFor(t, 5*time.Second)); err != nil {
 		t.Fatalf("Check of a stream the BMC answered lately: %v", err)
@@ -191,7 +192,8 @@ func TestSOLCheck(t *testing.T) {
 	if n := len(s.rec.commands(types.CommandGetPayloadInstanceInfo)); n != 3 {
 		t.Errorf("3 Checks asked the BMC %d times", n)
 	}
-	checkExchange(t, s, st, 50)
+	s.console.FeedRX([]byte("after the checks\n"))
+	readUntil(t, st, "after the checks", 5*time.Second)
 
 	other, err := ipmi.NewClient(s.host, s.port, simUser, simPassword)
 	if err != nil {
