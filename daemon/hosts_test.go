@@ -534,10 +534,27 @@ func TestHostsTakenJobNextAtOnce(t *testing.T) {
 	if started < 0 || (failed >= 0 && failed < started) {
 		t.Errorf("the claim of job %d, taken elsewhere, did not take the next job it named:\n%s", first, log)
 	}
-	// More jobs gone than a claim names: a failed claim, then the next.
-	first = run(10)
-	if !strings.Contains(a.log.String(), fmt.Sprintf("job not taken off the queue: it changed\" job=%d", first)) {
+	// More jobs gone than a claim names: failed claims, then the next;
+	// the failed claim's answer names every job it tried as gone, so they
+	// are not tried again one by one.
+	before := len(a.log.String())
+	first = run(30)
+	tried := regexp.MustCompile(fmt.Sprintf(`job not taken off the queue: it changed" job=\d+ [^\n]*claim jobs [^:\n]*\b%d\b`, first))
+	if !tried.MatchString(a.log.String()) {
 		t.Errorf("rack1 did not try the jobs taken elsewhere (the test proves nothing):\n%s", a.log.String())
+	}
+	// 30 gone (first, first+1, ...; next is first+30), 9 named per
+	// claim: at most 4 refused claims before next started.
+	tail := a.log.String()[before:]
+	if i := strings.Index(tail, fmt.Sprintf("job started\" job=%d ", first+30)); i >= 0 {
+		tail = tail[:i]
+	}
+	refused := 0
+	for id := first; id < first+30; id++ {
+		refused += strings.Count(tail, fmt.Sprintf("job not taken off the queue: it changed\" job=%d ", id))
+	}
+	if refused > 4 {
+		t.Errorf("%d claims failed before the next job started, want at most 4 (the jobs a refused claim found gone were tried again):\n%s", refused, tail)
 	}
 }
 

@@ -98,8 +98,19 @@ func (d *Daemon) takeOffQueue(ctx context.Context, dev *device, j *job) (*job, b
 			c.unsure = true
 		}
 	}
+	// A refused claim says which of the jobs it named are gone (another
+	// host took them): they leave this host's queue now, not at its next
+	// read of the store's queue, so that the next claim does not name
+	// them again. (j, if gone, ends below as any conflict does.)
+	var refused *store.ClaimRefusedError
+	errors.As(err, &refused)
 	for _, c := range others {
-		if c != taken {
+		switch {
+		case c == taken:
+		case refused != nil && slices.Contains(refused.Gone, c.rec.ID) && c.ctx.Err() == nil:
+			delete(d.jobs, c.rec.ID)
+			close(c.done)
+		default:
 			d.requeueLocked(c)
 		}
 	}

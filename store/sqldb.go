@@ -320,6 +320,7 @@ func (s *sqlDB) claimRefused(ctx context.Context, ids []int64, at time.Time) err
 	// The lease: -1 if the host is not registered (0 in a lab of one host,
 	// which holds none).
 	var state, host string
+	var gone []int64
 	lease := int64(0)
 	found := true
 	leaseQ := `COALESCE((SELECT lease_until FROM hosts WHERE name = $1), -1)`
@@ -331,8 +332,8 @@ func (s *sqlDB) claimRefused(ctx context.Context, ids []int64, at time.Time) err
 			found = false
 			err = s.db.QueryRowContext(ctx, `SELECT `+leaseQ, s.host).Scan(&lease)
 		}
-	} else if s.host != "" {
-		err = s.db.QueryRowContext(ctx, `SELECT `+leaseQ, s.host).Scan(&lease)
+	} else {
+		gone, lease, err = s.goneOf(ctx, ids, leaseQ)
 	}
 	switch {
 	case err != nil:
@@ -342,7 +343,7 @@ func (s *sqlDB) claimRefused(ctx context.Context, ids []int64, at time.Time) err
 	case s.host != "" && lease < nanos(at):
 		return fmt.Errorf("%s: host %s's lease ran out at %s: %w", what, s.host, fromNanos(lease).UTC().Format(time.RFC3339Nano), ErrLeaseExpired)
 	case len(ids) > 1:
-		return fmt.Errorf("%s: none of them is queued and free: %w", what, ErrConflict)
+		return &ClaimRefusedError{IDs: ids, Gone: gone}
 	case !found:
 		return fmt.Errorf("%s: %w", what, ErrNotFound)
 	case state == Queued:
@@ -351,6 +352,35 @@ func (s *sqlDB) claimRefused(ctx context.Context, ids []int64, at time.Time) err
 		return fmt.Errorf("%s: it runs under host %s's claim: %w", what, host, ErrConflict)
 	}
 	return fmt.Errorf("%s: it is %s: %w", what, state, ErrConflict)
+}
+
+// goneOf reads, in one query, which of ids are no longer queued and the
+// host's lease (leaseQ, with the host as $1).
+func (s *sqlDB) goneOf(ctx context.Context, ids []int64, leaseQ string) (gone []int64, lease int64, err error) {
+	args := []any{s.host, Queued}
+	in := make([]string, len(ids))
+	for i, id := range ids {
+		args = append(args, id)
+		in[i] = "$" + strconv.Itoa(len(args))
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT 0, `+leaseQ+`
+		UNION ALL SELECT id, 0 FROM jobs WHERE id IN (`+strings.Join(in, ", ")+`) AND state <> $2`, args...)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id, l int64
+		if err := rows.Scan(&id, &l); err != nil {
+			return nil, 0, err
+		}
+		if id == 0 {
+			lease = l
+		} else {
+			gone = append(gone, id)
+		}
+	}
+	return gone, lease, rows.Err()
 }
 
 // jobsNamed names jobs in a message: "job 4", "jobs 4, 5, 9".

@@ -22,6 +22,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 )
 
@@ -44,8 +45,10 @@ type Store interface {
 	// ClaimFirst moves to running on device, atomically, the first of
 	// the jobs ids (in their order) that is queued and not being taken
 	// by another claim at this moment, and returns its ID; an error
-	// wrapping ErrConflict if there is none. A store of one of several
-	// hosts claims only while its host's lease holds (ErrLeaseExpired).
+	// wrapping ErrConflict if there is none, a *ClaimRefusedError naming
+	// those no longer queued when ids are several. A store of one of
+	// several hosts claims only while its host's lease holds
+	// (ErrLeaseExpired).
 	ClaimFirst(ctx context.Context, ids []int64, device string, at time.Time) (int64, error)
 	// FinishJob ends a job that is in state from; ErrConflict if not.
 	FinishJob(ctx context.Context, id int64, from string, f Finish) error
@@ -115,6 +118,21 @@ var (
 	// (someone else took it, canceled it or finished it first).
 	ErrConflict = errors.New("job state changed")
 )
+
+// ClaimRefusedError is ClaimFirst's error when none of several jobs was
+// queued and free: Gone are those no longer queued (another host took
+// them, or they were canceled), as read after the claim; the others were
+// being taken by another claim at that moment. It wraps ErrConflict.
+type ClaimRefusedError struct {
+	IDs  []int64
+	Gone []int64
+}
+
+func (e *ClaimRefusedError) Error() string {
+	return fmt.Sprintf("claim %s: none of them is queued and free (%d no longer queued): %v", jobsNamed(e.IDs), len(e.Gone), ErrConflict)
+}
+
+func (e *ClaimRefusedError) Unwrap() error { return ErrConflict }
 
 // Job is a job as the store keeps it.
 type Job struct {

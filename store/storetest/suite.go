@@ -287,8 +287,12 @@ func testClaimFirst(t *testing.T, open func() (store.Store, error)) {
 	if j := get(t, s, c.ID); j.State != store.Running || j.RunDevice != "node2" {
 		t.Errorf("claimed job c: %s on %q, want running on node2", j.State, j.RunDevice)
 	}
-	if got, err := s.ClaimFirst(ctx, []int64{a.ID, b.ID, c.ID}, "node3", at); !errors.Is(err, store.ErrConflict) {
-		t.Errorf("ClaimFirst of jobs none of which is queued = %d, %v; want ErrConflict", got, err)
+	got, err = s.ClaimFirst(ctx, []int64{a.ID, b.ID, 999, c.ID}, "node3", at)
+	var refused *store.ClaimRefusedError
+	if !errors.Is(err, store.ErrConflict) || !errors.As(err, &refused) {
+		t.Errorf("ClaimFirst of jobs none of which is queued = %d, %v; want a ClaimRefusedError (ErrConflict)", got, err)
+	} else if gone := slices.Sorted(slices.Values(refused.Gone)); !slices.Equal(gone, []int64{a.ID, b.ID, c.ID}) {
+		t.Errorf("ClaimFirst refused: gone %v, want the canceled, the running and the claimed job %v", gone, []int64{a.ID, b.ID, c.ID})
 	}
 	d, e := create(t, s, sample("d")), create(t, s, sample("e"))
 	got, err = s.ClaimFirst(ctx, []int64{e.ID, d.ID}, "node3", at)
