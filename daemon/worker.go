@@ -101,13 +101,15 @@ func (d *Daemon) takeOffQueue(ctx context.Context, dev *device, j *job) (*job, b
 	// A refused claim says which of the jobs it named are gone (another
 	// host took them): they leave this host's queue now, not at its next
 	// read of the store's queue, so that the next claim does not name
-	// them again. (j, if gone, ends below as any conflict does.)
+	// them again. (j, if gone, ends below as any conflict does.) One an
+	// earlier claim may have taken for this host (its answer was lost:
+	// unsure) stays, for a claim of it to find out (claim).
 	var refused *store.ClaimRefusedError
 	errors.As(err, &refused)
 	for _, c := range others {
 		switch {
 		case c == taken:
-		case refused != nil && slices.Contains(refused.Gone, c.rec.ID) && c.ctx.Err() == nil:
+		case refused != nil && slices.Contains(refused.Gone, c.rec.ID) && !c.unsure && c.ctx.Err() == nil:
 			delete(d.jobs, c.rec.ID)
 			close(c.done)
 		default:

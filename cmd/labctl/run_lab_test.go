@@ -5,6 +5,7 @@ package main
 // and lets one job show several things, because a boot costs ~20 s.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"github.com/labctl/labctl/results"
 	"github.com/labctl/labctl/simlab"
 	"github.com/labctl/labctl/simlab/simlabtest"
+	"github.com/labctl/labctl/sol"
 )
 
 // labJob is a job file for a simlab node, with the image of the given
@@ -140,6 +142,20 @@ func watchSecret(secret string) (stop func() []string) {
 	}
 }
 
+// typedSoFar is what a job has typed on the console so far, by its job
+// log: its input records joined (one typed line may take several
+// records, as echo pacing sends it in pieces).
+func typedSoFar(path string) string {
+	b, _ := os.ReadFile(path)
+	var typed []byte
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		if rec, err := sol.ParseRecord(line); err == nil && rec.Dir == sol.Written {
+			typed = append(typed, rec.Data...)
+		}
+	}
+	return string(typed)
+}
+
 // The smoke job through ipmitool in a pty, with a gzip image: it completes
 // although the BMC kills the SOL session in the middle of the test steps,
 // and the BMC password shows up in no job log and no command line. The
@@ -169,7 +185,7 @@ commands = ["grep -q vda /proc/partitions"]
 	go func() {
 		deadline := time.Now().Add(10 * time.Minute)
 		for time.Now().Before(deadline) {
-			if b, _ := os.ReadFile(filepath.Join(dir, "job.log")); strings.Contains(string(b), "sleep 3; echo after-the-gap;_lc") {
+			if strings.Contains(typedSoFar(filepath.Join(dir, "job.log")), "sleep 3; echo after-the-gap;_lc") {
 				killed <- node.KillSOL(context.Background())
 				return
 			}
