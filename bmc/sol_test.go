@@ -195,15 +195,7 @@ func TestSOLCheck(t *testing.T) {
 	s.console.FeedRX([]byte("after the checks\n"))
 	readUntil(t, st, "after the checks", 5*time.Second)
 
-	other, err := ipmi.NewClient(s.host, s.port, simUser, simPassword)
-	if err != nil {
-		t.Fatal(err)
-	}
-	other.WithCipherSuiteID(3).WithTimeout(300 * time.Millisecond)
-	if err := other.Connect(ctxFor(t, 5*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close(ctxFor(t, time.Second))
+	other := rawClient(t, s)
 	if err := deactivateSOL(ctxFor(t, 5*time.Second), other); err != nil {
 		t.Fatal(err)
 	}
@@ -217,19 +209,31 @@ func TestSOLCheck(t *testing.T) {
 	}
 }
 
+// rawClient is another console on the sim's BMC: a go-ipmi client with a
+// session open, closed when the test ends.
+func rawClient(t *testing.T, s *sim) *ipmi.Client {
+	t.Helper()
+	c, err := ipmi.NewClient(s.host, s.port, simUser, simPassword)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.WithCipherSuiteID(3).WithTimeout(300 * time.Millisecond)
+	if err := c.Connect(ctxFor(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		c.Close(ctx)
+	})
+	return c
+}
+
 // TestSOLStalePayload: a payload left active by a console that went away is
 // deactivated and the activation retried.
 func TestSOLStalePayload(t *testing.T) {
 	s := newSim(t)
-	stale, err := ipmi.NewClient(s.host, s.port, simUser, simPassword)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stale.WithCipherSuiteID(3).WithTimeout(300 * time.Millisecond)
-	if err := stale.Connect(ctxFor(t, 5*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	defer stale.Close(ctxFor(t, time.Second))
+	stale := rawClient(t, s)
 	if _, err := activateSOL(ctxFor(t, 5*time.Second), stale); err != nil {
 		t.Fatal(err)
 	}
