@@ -245,8 +245,12 @@ func TestLabConsoleFaults(t *testing.T) {
 	if !strings.Contains(out, "SOL session closed by BMC") {
 		t.Errorf("burst: want ipmitool to say \"SOL session closed by BMC\", output ends %q", tail(out, 300))
 	}
-	after := counters(t, n)
-	if after.SOLKills != before.SOLKills+1 || after.DroppedBurst == before.DroppedBurst {
+	// The relay counts the kill once every client was told (ipmitool may
+	// have exited before): wait for it.
+	after := waitCounters(t, n, "the burst's SOL kill counted", func(k simlab.FaultCounters) bool {
+		return k.SOLKills > before.SOLKills && k.DroppedBurst > before.DroppedBurst
+	})
+	if after.SOLKills != before.SOLKills+1 {
 		t.Errorf("burst: kills %d->%d, burst drops %d->%d", before.SOLKills, after.SOLKills, before.DroppedBurst, after.DroppedBurst)
 	}
 	// The BMC deactivated the payload: a new session opens at once, and
