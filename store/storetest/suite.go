@@ -444,30 +444,17 @@ type Claimer struct {
 // leaves out of the map.
 func RaceClaims(t *testing.T, claimers []Claimer, jobs []int64, at time.Time) map[int64]string {
 	t.Helper()
-	ctx := context.Background()
-	var mu sync.Mutex
-	wins := map[int64][]string{}
-	var wg sync.WaitGroup
-	for _, c := range claimers {
-		name := cmp.Or(c.Name, c.Device)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for _, id := range jobs {
-				err := c.Store.ClaimJob(ctx, id, c.Device, at)
-				switch {
-				case err == nil:
-					mu.Lock()
-					wins[id] = append(wins[id], name)
-					mu.Unlock()
-				case !errors.Is(err, store.ErrConflict):
-					t.Errorf("ClaimJob(%d, %s) = %v", id, c.Device, err)
-				}
+	return race(t, claimers, jobs, func(c Claimer, name string, won func(int64)) {
+		for _, id := range jobs {
+			err := c.Store.ClaimJob(context.Background(), id, c.Device, at)
+			switch {
+			case err == nil:
+				won(id)
+			case !errors.Is(err, store.ErrConflict):
+				t.Errorf("ClaimJob(%d, %s) = %v", id, c.Device, err)
 			}
-		}()
-	}
-	wg.Wait()
-	return oneWinner(t, jobs, wins)
+		}
+	})
 }
 
 // RaceClaimFirst has every claimer take jobs from the whole list with
@@ -476,26 +463,37 @@ func RaceClaims(t *testing.T, claimers []Claimer, jobs []int64, at time.Time) ma
 // does.
 func RaceClaimFirst(t *testing.T, claimers []Claimer, jobs []int64, at time.Time) map[int64]string {
 	t.Helper()
-	ctx := context.Background()
+	return race(t, claimers, jobs, func(c Claimer, name string, won func(int64)) {
+		for {
+			id, err := c.Store.ClaimFirst(context.Background(), jobs, c.Device, at)
+			if errors.Is(err, store.ErrConflict) {
+				return
+			}
+			if err != nil {
+				t.Errorf("ClaimFirst for %s = %v", name, err)
+				return
+			}
+			won(id)
+		}
+	})
+}
+
+// race runs claim for every claimer at once (name is how its wins are
+// named: Claimer.Name, else its device) and returns each job's one
+// winner (oneWinner).
+func race(t *testing.T, claimers []Claimer, jobs []int64, claim func(c Claimer, name string, won func(id int64))) map[int64]string {
+	t.Helper()
 	var mu sync.Mutex
 	wins := map[int64][]string{}
 	var wg sync.WaitGroup
 	for _, c := range claimers {
 		name := cmp.Or(c.Name, c.Device)
 		wg.Go(func() {
-			for {
-				id, err := c.Store.ClaimFirst(ctx, jobs, c.Device, at)
-				if errors.Is(err, store.ErrConflict) {
-					return
-				}
-				if err != nil {
-					t.Errorf("ClaimFirst for %s = %v", name, err)
-					return
-				}
+			claim(c, name, func(id int64) {
 				mu.Lock()
+				defer mu.Unlock()
 				wins[id] = append(wins[id], name)
-				mu.Unlock()
-			}
+			})
 		})
 	}
 	wg.Wait()
