@@ -275,12 +275,9 @@ func (s *sqlDB) ClaimFirst(ctx context.Context, ids []int64, device string, at t
 		return 0, errors.New("claim a job: no job named")
 	}
 	ids = ids[:min(len(ids), maxCandidates)]
-	args := []any{Running, device, nanos(at), s.host, Queued}
-	in := make([]string, len(ids))
+	args, in := withIDs([]any{Running, device, nanos(at), s.host, Queued}, ids)
 	var order strings.Builder
-	for i, id := range ids {
-		args = append(args, id)
-		in[i] = "$" + strconv.Itoa(len(args))
+	for i := range ids {
 		fmt.Fprintf(&order, " WHEN %s THEN %d", in[i], i)
 	}
 	q := `UPDATE jobs SET state = $1, run_device = $2, started = $3, claim_host = $4, cleanup = 0
@@ -354,15 +351,21 @@ func (s *sqlDB) claimRefused(ctx context.Context, ids []int64, at time.Time) err
 	return fmt.Errorf("%s: it is %s: %w", what, state, ErrConflict)
 }
 
-// goneOf reads, in one query, which of ids are no longer queued and the
-// host's lease (leaseQ, with the host as $1).
-func (s *sqlDB) goneOf(ctx context.Context, ids []int64, leaseQ string) (gone []int64, lease int64, err error) {
-	args := []any{s.host, Queued}
+// withIDs appends ids to a statement's args and returns them with the
+// ids' placeholders, in order ("$6", "$7", ...).
+func withIDs(args []any, ids []int64) ([]any, []string) {
 	in := make([]string, len(ids))
 	for i, id := range ids {
 		args = append(args, id)
 		in[i] = "$" + strconv.Itoa(len(args))
 	}
+	return args, in
+}
+
+// goneOf reads, in one query, which of ids are no longer queued and the
+// host's lease (leaseQ, with the host as $1).
+func (s *sqlDB) goneOf(ctx context.Context, ids []int64, leaseQ string) (gone []int64, lease int64, err error) {
+	args, in := withIDs([]any{s.host, Queued}, ids)
 	rows, err := s.db.QueryContext(ctx, `SELECT 0, `+leaseQ+`
 		UNION ALL SELECT id, 0 FROM jobs WHERE id IN (`+strings.Join(in, ", ")+`) AND state <> $2`, args...)
 	if err != nil {
