@@ -558,12 +558,12 @@ func (d *Daemon) followQueue(ctx context.Context) error {
 	for _, j := range slices.Clone(d.queue) {
 		if j.added <= seen && !inStore[j.rec.ID] {
 			d.dequeueLocked(j)
-			delete(d.jobs, j.rec.ID)
 			if j.unsure {
+				delete(d.jobs, j.rec.ID)
 				unsure = append(unsure, j)
 				continue
 			}
-			close(j.done)
+			d.forgetLocked(j)
 			j.cancel(nil)
 		}
 	}

@@ -110,8 +110,7 @@ func (d *Daemon) takeOffQueue(ctx context.Context, dev *device, j *job) (*job, b
 		switch {
 		case c == taken:
 		case refused != nil && slices.Contains(refused.Gone, c.rec.ID) && !c.unsure && c.ctx.Err() == nil:
-			delete(d.jobs, c.rec.ID)
-			close(c.done)
+			d.forgetLocked(c)
 		default:
 			d.requeueLocked(c)
 		}
@@ -145,8 +144,7 @@ func (d *Daemon) takeOffQueue(ctx context.Context, dev *device, j *job) (*job, b
 			// this host's queued jobs: a read of the store's queue drops
 			// them; meanwhile the next claim names several jobs and
 			// takes the first one free.
-			delete(d.jobs, id)
-			close(j.done)
+			d.forgetLocked(j)
 			d.refreshLocked(dev, "")
 			if d.host != nil {
 				d.host.queueChanged()
@@ -170,6 +168,14 @@ func (d *Daemon) takeOffQueue(ctx context.Context, dev *device, j *job) (*job, b
 	j.rec.State, j.rec.RunDevice, j.rec.Started, j.rec.Host = store.Running, dev.name, started, d.hostName()
 	d.mu.Unlock()
 	return j, true
+}
+
+// forgetLocked drops a queued job this host will not run (another host
+// took it, or it ended elsewhere) and wakes those waiting on it, who read
+// how it went from the store.
+func (d *Daemon) forgetLocked(j *job) {
+	delete(d.jobs, j.rec.ID)
+	close(j.done)
 }
 
 // claimRetry is how long a job waits in the queue after the store failed
