@@ -54,8 +54,12 @@ deps: ## install missing Debian packages (as root; quiet when all are there)
 	@$(if $(DEPS_DONE),:,$(DEPS_INSTALL))
 
 .PHONY: build
+# Static binaries (no cgo): they run on any Linux, and a `labctl run` maps
+# no libc (bench/RESULTS.md: its peak resident set). Nothing in cmd/ needs
+# cgo: Go's own DNS resolver serves it. Tests still build with cgo (-race
+# needs it).
 build: ## build bin/labctl and bin/simlab
-	$(GO) build -o bin/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -o bin/ ./cmd/...
 
 # The systems labctl (the CLI) must build for besides Linux.
 CROSS_TARGETS := darwin/amd64 darwin/arm64 windows/amd64
