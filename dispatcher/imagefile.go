@@ -105,7 +105,7 @@ func streamDigest(img imageFile, digest, cacheDir string) (string, error) {
 		}
 		w = io.MultiWriter(packed, v)
 	}
-	_, err = io.Copy(w, bufio.NewReaderSize(io.NewSectionReader(img.File, 0, fi.Size()), 1<<20))
+	_, err = io.Copy(w, bufio.NewReaderSize(io.NewSectionReader(img.File, 0, fi.Size()), readBuffer))
 	if v != nil {
 		_, sum, verr := v.finish(err)
 		switch {
@@ -199,7 +199,7 @@ func download(ctx context.Context, image, digest, cacheDir string, pol ImagePoli
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
 
-	body := bufio.NewReaderSize(io.LimitReader(resp.Body, limit+1), 1<<20)
+	body := bufio.NewReaderSize(io.LimitReader(resp.Body, limit+1), readBuffer)
 	head, _ := body.Peek(16)
 	v, err := newVerifier(DetectCompression(head))
 	if err != nil {
@@ -371,6 +371,12 @@ func writeSize(file string, n int64) {
 	}
 }
 
+// readBuffer is how much the readers of an image file or download
+// buffer: the hash and the decompressors gain nothing from larger reads,
+// and a larger buffer is resident memory of the `labctl run` that meets
+// a new image.
+const readBuffer = 64 << 10
+
 // countUncompressed decompresses an image to count its bytes: gzip and
 // bzip2 in Go; xz and zstd with the xz and zstd programs (Debian packages
 // xz-utils and zstd), whose own listing gives the size without
@@ -395,7 +401,7 @@ func countUncompressed(f *os.File, size int64, comp Compression) (int64, error) 
 	case Zstd:
 		return countCommand(f, comp)
 	}
-	in := bufio.NewReaderSize(io.NewSectionReader(f, 0, size), 1<<20)
+	in := bufio.NewReaderSize(io.NewSectionReader(f, 0, size), readBuffer)
 	var r io.Reader
 	switch comp {
 	case Gzip:
