@@ -58,8 +58,16 @@ deps: ## install missing Debian packages (as root; quiet when all are there)
 # no libc (bench/RESULTS.md: its peak resident set). Nothing in cmd/ needs
 # cgo: Go's own DNS resolver serves it. Tests still build with cgo (-race
 # needs it).
-build: ## build bin/labctl and bin/simlab
-	CGO_ENABLED=0 $(GO) build -o bin/ ./cmd/...
+#
+# bin/labctl-run is labctl with only its run command (-tags labctl_run):
+# `labctl run` hands its process to it when it is installed beside labctl,
+# so that a job run without a daemon maps a binary half the size. Both get
+# one stamp, of the sources they are built from, and labctl hands over only
+# to a labctl-run with its own stamp (cmd/labctl/handoff.go).
+BUILD_STAMP = $(shell { git rev-parse HEAD; git diff HEAD; } 2>/dev/null | sha256sum | cut -c1-16)
+build: ## build bin/labctl, bin/labctl-run and bin/simlab
+	CGO_ENABLED=0 $(GO) build -ldflags "-X main.buildStamp=$(BUILD_STAMP)" -o bin/ ./cmd/...
+	CGO_ENABLED=0 $(GO) build -tags labctl_run -ldflags "-X main.buildStamp=$(BUILD_STAMP)" -o bin/labctl-run ./cmd/labctl
 
 # The systems labctl (the CLI) must build for besides Linux.
 CROSS_TARGETS := darwin/amd64 darwin/arm64 windows/amd64

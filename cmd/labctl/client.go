@@ -1,3 +1,5 @@
+//go:build !labctl_run
+
 package main
 
 // How labctl's client commands (submit, jobs, job, logs, cancel, devices,
@@ -168,15 +170,6 @@ func readToken(path, what string) (string, error) {
 		return "", fmt.Errorf("%s: %s is empty", what, path)
 	}
 	return line, nil
-}
-
-func firstOf(s ...string) string {
-	for _, v := range s {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }
 
 // Output formats of listings.

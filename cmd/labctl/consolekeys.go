@@ -1,3 +1,5 @@
+//go:build !labctl_run
+
 package main
 
 // The keyboard side of labctl console: escapes at the start of a line, as

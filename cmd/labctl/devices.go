@@ -1,3 +1,5 @@
+//go:build !labctl_run
+
 package main
 
 import (

@@ -5,7 +5,8 @@
 // Each command lives in its own file (validate.go, ...) as a constructor
 // newXCommand(env) whose Action only collects flags and calls
 // runX(ctx, opts, env), which tests call directly. Errors become exit codes
-// in one place: exitCode, below.
+// in one place: exitCode, below. Built with the tag labctl_run, the
+// package is labctl-run: the run command alone (commands_run.go).
 package main
 
 import (
@@ -27,6 +28,9 @@ type appEnv struct {
 	stdout io.Writer
 	stderr io.Writer
 	getenv func(string) string
+	// handOff lets the run command hand the process to labctl-run
+	// (handOffRun): main sets it; tests run jobs in their own process.
+	handOff bool
 }
 
 // newLogger is labctl's diagnostics log on stderr: messages at level and
@@ -38,36 +42,9 @@ func newLogger(env *appEnv, level slog.Level) *slog.Logger {
 	return slog.New(slog.NewTextHandler(env.stderr, &slog.HandlerOptions{Level: level}))
 }
 
-// commands lists labctl's commands, one constructor per file.
-func commands(env *appEnv) []*cli.Command {
-	return []*cli.Command{
-		newValidateCommand(env),
-		newRunCommand(env),
-		newNetbootCommand(env),
-		newServeCommand(env),
-		newStoreCommand(env),
-		newSubmitCommand(env),
-		newSaveCommand(env),
-		newJobsCommand(env),
-		newJobCommand(env),
-		newLogsCommand(env),
-		newCancelCommand(env),
-		newDevicesCommand(env),
-		newDeviceCommand(env),
-		newReserveCommand(env),
-		newReleaseCommand(env),
-		newPowerCommand(env),
-		newBootdevCommand(env),
-		newConsoleCommand(env),
-		newConsolesCommand(env),
-		newAuditCommand(env),
-		newCompletionCommand(env),
-	}
-}
-
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	env := &appEnv{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
+	env := &appEnv{stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv, handOff: true}
 	err := newApp(env).RunContext(ctx, os.Args)
 	stop()
 	os.Exit(exitCode(env, err))

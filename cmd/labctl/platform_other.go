@@ -21,3 +21,6 @@ func tryLock(*os.File, bool) error { return errors.ErrUnsupported }
 
 // notifyResize does nothing: the console keeps the size it started with.
 func notifyResize(chan<- os.Signal) {}
+
+// execBinary cannot replace a process here: the caller goes on itself.
+func execBinary(string, []string, []string) error { return errors.ErrUnsupported }

@@ -28,3 +28,6 @@ func tryLock(f *os.File, exclusive bool) error {
 // notifyResize delivers a signal on ch whenever the terminal's size
 // changes.
 func notifyResize(ch chan<- os.Signal) { signal.Notify(ch, syscall.SIGWINCH) }
+
+// execBinary replaces this process with the program path.
+func execBinary(path string, argv, env []string) error { return syscall.Exec(path, argv, env) }

@@ -70,6 +70,11 @@ EXIT STATUS:
 			if c.NArg() != 1 {
 				return usageErrorf("run: want one JOB.toml (see labctl run --help)")
 			}
+			if env.handOff {
+				if err := handOffRun(env); err != nil {
+					fmt.Fprintf(env.stderr, "labctl: run: %v; running the job in this process\n", err)
+				}
+			}
 			return runRun(c.Context, runOptions{
 				job: c.Args().First(), lab: c.String("lab"), device: c.String("device"),
 				dir: c.String("dir"), junit: c.String("junit"), quiet: c.Bool("quiet"),

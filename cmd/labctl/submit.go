@@ -1,11 +1,11 @@
+//go:build !labctl_run
+
 package main
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -177,14 +177,4 @@ func finishWait(ctx context.Context, client *api.Client, end labctl.Job, junit s
 		return jobExit{res: res}
 	}
 	return nil
-}
-
-// writeFileAll writes a file, making its directory.
-func writeFileAll(path string, data []byte) error {
-	if dir := filepath.Dir(path); dir != "." {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return err
-		}
-	}
-	return os.WriteFile(path, data, 0o644)
 }
