@@ -70,7 +70,8 @@ EXIT STATUS:
 			if c.NArg() != 1 {
 				return usageErrorf("run: want one JOB.toml (see labctl run --help)")
 			}
-			if env.handOff {
+			if env.handOff && c.Context.Err() == nil {
+				// (Interrupted already: this process winds down itself.)
 				if err := handOffRun(env); err != nil {
 					fmt.Fprintf(env.stderr, "labctl: run: %v; running the job in this process\n", err)
 				}
