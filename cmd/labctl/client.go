@@ -17,6 +17,7 @@ package main
 // --token-file, LABCTL_TOKEN or the config file.
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -127,7 +128,7 @@ func connect(opts clientOptions, env *appEnv) (*api.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	server := firstOf(opts.server, env.getenv("LABCTL_SERVER"), cfg.Server, defaultServer)
+	server := cmp.Or(opts.server, env.getenv("LABCTL_SERVER"), cfg.Server, defaultServer)
 	var token string
 	switch {
 	case opts.tokenFile != "":
@@ -142,7 +143,7 @@ func connect(opts clientOptions, env *appEnv) (*api.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	caFile, pin := firstOf(opts.caFile, env.getenv("LABCTL_CA"), cfg.CAFile), firstOf(opts.pin, env.getenv("LABCTL_PIN"), cfg.Pin)
+	caFile, pin := cmp.Or(opts.caFile, env.getenv("LABCTL_CA"), cfg.CAFile), cmp.Or(opts.pin, env.getenv("LABCTL_PIN"), cfg.Pin)
 	tlsConfig, err := api.ClientTLS(caFile, pin)
 	if err != nil {
 		return nil, err

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -146,7 +147,7 @@ func runConsole(ctx context.Context, opts consoleOptions, env *appEnv) error {
 
 // whoAmI names this person for others: user@host.
 func whoAmI(env *appEnv) string {
-	user := firstOf(env.getenv("USER"), env.getenv("LOGNAME"))
+	user := cmp.Or(env.getenv("USER"), env.getenv("LOGNAME"))
 	host, _ := os.Hostname()
 	host, _, _ = strings.Cut(host, ".")
 	switch {

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -74,8 +75,8 @@ func runConsoles(ctx context.Context, opts consolesOptions, env *appEnv) error {
 			}
 			viewers = append(viewers, name)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Node, state, when(c.Since), firstOf(c.Writer, "-"),
-			firstOf(strings.Join(viewers, ", "), "-"))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Node, state, when(c.Since), cmp.Or(c.Writer, "-"),
+			cmp.Or(strings.Join(viewers, ", "), "-"))
 	}
 	return tw.Flush()
 }

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -86,7 +87,7 @@ func runDevices(ctx context.Context, opts devicesOptions, env *appEnv) error {
 	fmt.Fprintln(tw, "NAME\tTYPE\tSTATE\tSINCE\tJOB\tRESERVED\tREASON")
 	for _, d := range list {
 		if hosts {
-			fmt.Fprintf(tw, "%s\t", firstOf(d.Host, "-"))
+			fmt.Fprintf(tw, "%s\t", cmp.Or(d.Host, "-"))
 		}
 		job := "-"
 		if d.Job != 0 {
@@ -148,7 +149,7 @@ func listLabDevices(ctx context.Context, opts devicesOptions, env *appEnv) error
 	}
 	fmt.Fprintln(tw, header)
 	for _, d := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s", d.Name, d.DeviceType, firstOf(strings.Join(d.Tags, ","), "-"), d.MAC, d.BMC)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s", d.Name, d.DeviceType, cmp.Or(strings.Join(d.Tags, ","), "-"), d.MAC, d.BMC)
 		if opts.power {
 			fmt.Fprintf(tw, "\t%s", shorten(d.Power, 60))
 		}

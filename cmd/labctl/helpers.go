@@ -4,6 +4,7 @@ package main
 // built into labctl-run too (commands_run.go).
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -52,7 +53,7 @@ func lockNode(stateDir, node, cmd, viaServe string) (func(), error) {
 		b, _ := io.ReadAll(nodeLock)
 		nodeLock.Close()
 		labLock.Close()
-		return nil, fmt.Errorf("%s: another labctl run or console --direct has %s (pid %s)", cmd, node, firstOf(strings.TrimSpace(string(b)), "?"))
+		return nil, fmt.Errorf("%s: another labctl run or console --direct has %s (pid %s)", cmd, node, cmp.Or(strings.TrimSpace(string(b)), "?"))
 	}
 	nodeLock.Truncate(0)
 	fmt.Fprintf(nodeLock, "%d\n", os.Getpid())
@@ -71,13 +72,4 @@ func writeFileAll(path string, data []byte) error {
 		}
 	}
 	return os.WriteFile(path, data, 0o644)
-}
-
-func firstOf(s ...string) string {
-	for _, v := range s {
-		if v != "" {
-			return v
-		}
-	}
-	return ""
 }

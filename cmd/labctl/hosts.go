@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -27,7 +28,7 @@ func hostConfig(cfg *devices.Lab, opts serveOptions) (*daemon.HostConfig, string
 		}
 		return nil, "", nil
 	}
-	name := firstOf(opts.host, cfg.Host.Name)
+	name := cmp.Or(opts.host, cfg.Host.Name)
 	if name == "" {
 		h, err := os.Hostname()
 		if err != nil {

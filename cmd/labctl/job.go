@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -76,7 +77,7 @@ func printAttempts(w io.Writer, j labctl.Job) {
 				end += ": " + a.Reason
 			}
 		}
-		fmt.Fprintf(w, " %s %d. job %d on %s: %s\n", mark, i+1, a.ID, firstOf(a.Device, "-"), shorten(end, 90))
+		fmt.Fprintf(w, " %s %d. job %d on %s: %s\n", mark, i+1, a.ID, cmp.Or(a.Device, "-"), shorten(end, 90))
 	}
 }
 
@@ -97,7 +98,7 @@ func runJob(ctx context.Context, opts jobOptions, env *appEnv) error {
 	fmt.Fprintf(w, "state:     %s\n", jobState(j))
 	where := j.Device
 	if j.DeviceType != "" {
-		where = fmt.Sprintf("%s (device type %s", firstOf(j.Device, "-"), j.DeviceType)
+		where = fmt.Sprintf("%s (device type %s", cmp.Or(j.Device, "-"), j.DeviceType)
 		if len(j.Tags) > 0 {
 			where += ", tags " + strings.Join(j.Tags, ",")
 		}

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -216,7 +217,7 @@ func runServe(ctx context.Context, opts serveOptions, env *appEnv) error {
 		boot.Close()
 		return err
 	}
-	listen := firstOf(opts.listen, cfg.Server.Listen)
+	listen := cmp.Or(opts.listen, cfg.Server.Listen)
 	tlsConfig, fingerprint, err := serverTLS(cfg, listen)
 	if err != nil {
 		boot.Close()
