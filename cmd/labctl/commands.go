@@ -30,7 +30,3 @@ func commands(env *appEnv) []*cli.Command {
 		newCompletionCommand(env),
 	}
 }
-
-// runBinary is labctl-run, which the run command hands its process to
-// when it is installed beside labctl (see handOffRun).
-const runBinary = "labctl-run"

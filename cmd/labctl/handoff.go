@@ -1,3 +1,5 @@
+//go:build !labctl_run
+
 package main
 
 import (
@@ -10,6 +12,10 @@ import (
 	"runtime/debug"
 )
 
+// runBinary is labctl-run: cmd/labctl built with the tag labctl_run
+// (commands_run.go), installed beside labctl by make build.
+const runBinary = "labctl-run"
+
 // handOffRun replaces this process with labctl-run (runBinary), the same
 // run command built without the other commands' code, when it is
 // installed beside this binary from the same build; it returns only if
@@ -18,9 +24,6 @@ import (
 // same arguments and environment: a job run without a daemon lasts
 // minutes, and its dispatcher maps half the pages it would here.
 func handOffRun(env *appEnv) error {
-	if runBinary == "" {
-		return nil
-	}
 	exe, err := os.Executable()
 	if err != nil {
 		return nil
