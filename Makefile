@@ -64,10 +64,11 @@ deps: ## install missing Debian packages (as root; quiet when all are there)
 # so that a job run without a daemon maps a binary half the size. Both get
 # one stamp, of the sources they are built from, and labctl hands over only
 # to a labctl-run with its own stamp (cmd/labctl/handoff.go).
-BUILD_STAMP = $(shell { git rev-parse HEAD; git diff HEAD; } 2>/dev/null | sha256sum | cut -c1-16)
 build: ## build bin/labctl, bin/labctl-run and bin/simlab
-	CGO_ENABLED=0 $(GO) build -ldflags "-X main.buildStamp=$(BUILD_STAMP)" -o bin/ ./cmd/...
-	CGO_ENABLED=0 $(GO) build -tags labctl_run -ldflags "-X main.buildStamp=$(BUILD_STAMP)" -o bin/labctl-run ./cmd/labctl
+	@set -e; stamp=$$({ git rev-parse HEAD; git diff HEAD; } 2>/dev/null | sha256sum | cut -c1-16); \
+	echo "building bin/labctl, bin/labctl-run, bin/simlab (stamp $$stamp)"; \
+	CGO_ENABLED=0 $(GO) build -ldflags "-X main.buildStamp=$$stamp" -o bin/ ./cmd/...; \
+	CGO_ENABLED=0 $(GO) build -tags labctl_run -ldflags "-X main.buildStamp=$$stamp" -o bin/labctl-run ./cmd/labctl
 
 # The systems labctl (the CLI) must build for besides Linux.
 CROSS_TARGETS := darwin/amd64 darwin/arm64 windows/amd64
