@@ -435,16 +435,14 @@ func (d *Daemon) checkClaims(ctx context.Context) {
 	if len(mine) == 0 {
 		return
 	}
-	running, err := d.store.Jobs(ctx, store.JobFilter{States: []string{store.Running}})
+	running, err := d.store.JobIDs(ctx, store.JobFilter{States: []string{store.Running}, Host: d.host.cfg.Name})
 	if err != nil {
 		d.log.Warn("check this host's claims", "err", err)
 		return
 	}
 	held := map[int64]bool{}
-	for _, rec := range running {
-		if rec.Host == d.host.cfg.Name {
-			held[rec.ID] = true
-		}
+	for _, id := range running {
+		held[id] = true
 	}
 	var lost []int64
 	for _, id := range mine {
@@ -497,19 +495,21 @@ func (d *Daemon) followQueue(ctx context.Context) error {
 	d.mu.Lock()
 	seen := d.adds
 	d.mu.Unlock()
-	queued, err := d.store.Jobs(ctx, store.JobFilter{States: []string{store.Queued}})
+	// The queue's IDs, then the rows of the jobs this host has not seen:
+	// in a burst of submits each read brings the new jobs only.
+	queued, err := d.store.JobIDs(ctx, store.JobFilter{States: []string{store.Queued}})
 	if err != nil {
 		return err
 	}
 	inStore := map[int64]bool{}
-	var fresh []store.Job
+	var freshIDs []int64
 	h := d.host
 	d.mu.Lock()
 	h.mu.Lock()
-	for _, rec := range queued {
-		inStore[rec.ID] = true
-		if d.jobs[rec.ID] == nil && !h.ignored[rec.ID] {
-			fresh = append(fresh, rec)
+	for _, id := range queued {
+		inStore[id] = true
+		if d.jobs[id] == nil && !h.ignored[id] {
+			freshIDs = append(freshIDs, id)
 		}
 	}
 	for id := range h.ignored {
@@ -519,6 +519,13 @@ func (d *Daemon) followQueue(ctx context.Context) error {
 	}
 	h.mu.Unlock()
 	d.mu.Unlock()
+	// Only those still queued: one another host took since is gone.
+	var fresh []store.Job
+	if len(freshIDs) > 0 {
+		if fresh, err = d.store.Jobs(ctx, store.JobFilter{States: []string{store.Queued}, IDs: freshIDs}); err != nil {
+			return err
+		}
+	}
 	var add []*job
 	var addIDs []int64
 	for _, rec := range fresh {

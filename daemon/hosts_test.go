@@ -83,6 +83,12 @@ func (s *cutStore) Jobs(ctx context.Context, f store.JobFilter) ([]store.Job, er
 	}
 	return s.hostStore.Jobs(ctx, f)
 }
+func (s *cutStore) JobIDs(ctx context.Context, f store.JobFilter) ([]int64, error) {
+	if err := s.err(); err != nil {
+		return nil, err
+	}
+	return s.hostStore.JobIDs(ctx, f)
+}
 func (s *cutStore) ClaimFirst(ctx context.Context, ids []int64, device string, at time.Time) (int64, error) {
 	if err := s.err(); err != nil {
 		return 0, err

@@ -23,13 +23,16 @@ import (
 // It goes through database/sql with pgx's driver (stdlib), as SQLite
 // does with its own, so that both run the very same queries and scanning
 // code (sqlDB); pgx's own API would have meant a second copy of each.
+// Only claims reach pgx itself, to pipeline a burst of them (claimLoop).
 //
 // Writes run in transactions of their own (PostgreSQL takes concurrent
-// writers); a write of one statement (a claim) runs without BEGIN and
-// COMMIT, in one round trip. The jobs submitted at once, and their audit
-// entries, are inserted together, one statement per table (insertLoop),
-// as SQLite's writer commits them in one transaction: a burst of submits
-// costs two round trips, not four per job. A move of a job is still one guarded
+// writers); a write of one statement runs without BEGIN and COMMIT, in
+// one round trip. The jobs submitted at once, and their audit entries,
+// are inserted together, one statement per table (insertLoop), as
+// SQLite's writer commits them in one transaction: a burst of submits
+// costs two round trips, not four per job. The claims that arrive at
+// once are sent together and committed together (claimLoop): a burst of
+// job starts costs a few round trips, not one per job. A move of a job is still one guarded
 // UPDATE ("... WHERE id = $1 AND state = 'queued'"): at READ COMMITTED,
 // a second process claiming the same job waits for the first one's row
 // lock, then finds the job no longer queued and changes nothing, so a
@@ -53,6 +56,8 @@ type Postgres struct {
 	notify    chan struct{} // a change of the queue waits to be announced
 	inserts   chan *insert  // rows waiting for insertLoop
 	inserted  chan struct{} // closed when insertLoop has returned
+	claims    chan *pgClaim // claims waiting for claimLoop
+	claimed   chan struct{} // closed when claimLoop has returned
 	stop      chan struct{} // closed by Close
 	stopped   chan struct{} // closed when notifyLoop has returned
 	closeOnce sync.Once
@@ -97,10 +102,12 @@ func OpenPostgres(ctx context.Context, rawURL, password string) (*Postgres, erro
 	db.SetMaxIdleConns(poolIdle)
 	p := &Postgres{sqlDB: sqlDB{db: db, lockRow: " FOR UPDATE SKIP LOCKED"}, where: where, cfg: cfg,
 		notify: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}),
-		inserts: make(chan *insert), inserted: make(chan struct{})}
+		inserts: make(chan *insert), inserted: make(chan struct{}),
+		claims: make(chan *pgClaim), claimed: make(chan struct{})}
 	p.sqlDB.write = p.write
 	p.sqlDB.statement = p.statement
 	p.sqlDB.insert = p.insertBatched
+	p.sqlDB.claimer = p.claimBatched
 	p.sqlDB.queueChanged = p.queueChanged
 	if err := db.PingContext(ctx); err != nil {
 		db.Close()
@@ -112,6 +119,7 @@ func OpenPostgres(ctx context.Context, rawURL, password string) (*Postgres, erro
 	}
 	go p.notifyLoop()
 	go p.insertLoop()
+	go p.claimLoop()
 	go p.warm(poolIdle)
 	return p, nil
 }
@@ -224,6 +232,89 @@ func (p *Postgres) insertBatch(rows []*insert) {
 			r.inserted = got[i]
 		}
 		in.done <- r
+	}
+}
+
+// pgClaim is a claim waiting for claimLoop, and where the job it took
+// (0: none) or its error goes.
+type pgClaim struct {
+	claim
+	done chan claimResult
+}
+
+type claimResult struct {
+	id  int64
+	err error
+}
+
+// claimBatched runs a claim through claimLoop. The claim happens even if
+// ctx ends first, once claimLoop has taken it.
+func (p *Postgres) claimBatched(ctx context.Context, c claim) (int64, error) {
+	pc := &pgClaim{claim: c, done: make(chan claimResult, 1)}
+	select {
+	case p.claims <- pc:
+	case <-p.stop:
+		return 0, errors.New("store closed")
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+	select {
+	case r := <-pc.done:
+		return r.id, r.err
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
+}
+
+// claimLoop runs the claims waiting at each moment, until Close: while
+// one batch is on its way, the next gathers.
+func (p *Postgres) claimLoop() {
+	defer close(p.claimed)
+	for {
+		batch, ok := gather(p.claims, p.stop)
+		if !ok {
+			return
+		}
+		p.claimBatch(batch)
+	}
+}
+
+// claimBatch sends the claims' statements (claimSQL) in one round trip,
+// one transaction (pipelined: PostgreSQL runs them in order, each seeing
+// what the earlier took), and tells each claim the job it took or the
+// batch's error. A burst of job starts on a host costs a few commits,
+// not one per job.
+func (p *Postgres) claimBatch(batch []*pgClaim) {
+	got := make([]int64, len(batch))
+	err := detached(context.Background(), func(ctx context.Context) error {
+		conn, err := p.db.Conn(ctx)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		return conn.Raw(func(dc any) error {
+			var b pgx.Batch
+			for _, pc := range batch {
+				q, args := p.claimSQL(pc.claim)
+				b.Queue(q, args...)
+			}
+			br := dc.(*stdlib.Conn).Conn().SendBatch(ctx, &b)
+			for i := range batch {
+				got[i] = 0
+				if err := br.QueryRow().Scan(&got[i]); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+					br.Close()
+					return err
+				}
+			}
+			return br.Close()
+		})
+	})
+	for i, pc := range batch {
+		r := claimResult{err: err}
+		if err == nil {
+			r.id = got[i]
+		}
+		pc.done <- r
 	}
 }
 
@@ -515,6 +606,7 @@ func (p *Postgres) Close() error {
 	p.closeOnce.Do(func() { close(p.stop) })
 	<-p.stopped
 	<-p.inserted
+	<-p.claimed
 	return p.db.Close()
 }
 

@@ -33,6 +33,10 @@ type sqlDB struct {
 	// (the jobs of a burst of submits, their audit entries) in one
 	// statement. Unset, each is a statement of its own.
 	insert func(ctx context.Context, r rowInsert, vals []any) (inserted, error)
+	// claimer, if set, runs a claim with the others that arrive at once
+	// (PostgreSQL's claimLoop: a burst of claims is one round trip and
+	// one commit). Unset, each is a statement of its own.
+	claimer func(ctx context.Context, c claim) (int64, error)
 	// lockRow ends the subquery that picks the job a claim takes: FOR
 	// UPDATE SKIP LOCKED on PostgreSQL, nothing on SQLite (one writer).
 	lockRow string
@@ -209,6 +213,47 @@ func (s *sqlDB) Job(ctx context.Context, id int64) (Job, error) {
 
 // Jobs returns the jobs f selects, oldest first.
 func (s *sqlDB) Jobs(ctx context.Context, f JobFilter) ([]Job, error) {
+	return listJobs(ctx, s.db, jobColumns, scanJob, f)
+}
+
+// JobIDs lists the IDs of the jobs f selects, oldest first.
+func (s *sqlDB) JobIDs(ctx context.Context, f JobFilter) ([]int64, error) {
+	return listJobs(ctx, s.db, "id", func(row scanner) (id int64, err error) {
+		err = row.Scan(&id)
+		return id, err
+	}, f)
+}
+
+// listJobs reads the columns cols of the jobs f selects with scan,
+// oldest first: Jobs and JobIDs. IDs go to the database a chunk at a
+// time (idsChunk), in ascending order, so that the chunks'
+// answers follow one another; Limit keeps the newest of them all.
+func listJobs[T any](ctx context.Context, db *sql.DB, cols string, scan func(scanner) (T, error), f JobFilter) ([]T, error) {
+	chunks := [][]int64{nil}
+	if len(f.IDs) > 0 {
+		chunks = slices.Collect(slices.Chunk(slices.Sorted(slices.Values(f.IDs)), idsChunk))
+	}
+	var out []T
+	for _, ids := range chunks {
+		cf := f
+		cf.IDs = ids
+		q, args := jobsQuery(cols, cf)
+		got, err := queryAll(ctx, db, scan, q, args...)
+		if err != nil {
+			return nil, fmt.Errorf("list jobs: %w", err)
+		}
+		slices.Reverse(got)
+		out = append(out, got...)
+	}
+	if f.Limit > 0 && len(out) > f.Limit {
+		out = out[len(out)-f.Limit:]
+	}
+	return out, nil
+}
+
+// jobsQuery is the query of the columns cols of the jobs f selects,
+// newest first (Limit keeps the newest), and its arguments.
+func jobsQuery(cols string, f JobFilter) (string, []any) {
 	var where []string
 	var args []any
 	if len(f.States) > 0 {
@@ -223,11 +268,20 @@ func (s *sqlDB) Jobs(ctx context.Context, f JobFilter) ([]Job, error) {
 		args = append(args, f.Device)
 		where = append(where, "run_device = $"+strconv.Itoa(len(args)))
 	}
+	if f.Host != "" {
+		args = append(args, f.Host)
+		where = append(where, "claim_host = $"+strconv.Itoa(len(args)))
+	}
 	if f.Before > 0 {
 		args = append(args, f.Before)
 		where = append(where, "id < $"+strconv.Itoa(len(args)))
 	}
-	q := `SELECT ` + jobColumns + ` FROM jobs`
+	if len(f.IDs) > 0 {
+		var in []string
+		args, in = withIDs(args, f.IDs)
+		where = append(where, "id IN ("+strings.Join(in, ", ")+")")
+	}
+	q := `SELECT ` + cols + ` FROM jobs`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")
 	}
@@ -236,14 +290,7 @@ func (s *sqlDB) Jobs(ctx context.Context, f JobFilter) ([]Job, error) {
 		args = append(args, f.Limit)
 		q += " LIMIT $" + strconv.Itoa(len(args))
 	}
-	out, err := queryAll(ctx, s.db, scanJob, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("list jobs: %w", err)
-	}
-	for i, k := 0, len(out)-1; i < k; i, k = i+1, k-1 {
-		out[i], out[k] = out[k], out[i]
-	}
-	return out, nil
+	return q, args
 }
 
 // ClaimJob takes a queued job off the queue for device: it is then
@@ -268,34 +315,29 @@ const maxCandidates = 64
 // hold, and the UPDATE changes it only while queued and while this
 // store's host's lease holds. So a host that loses the oldest job to
 // another host takes the next in the same round trip. On PostgreSQL the
-// statement is a transaction of its own (one round trip); on SQLite it
-// goes through the writer.
+// claims that arrive together are sent in one round trip and committed
+// together (claimLoop); on SQLite a claim goes through the writer.
 func (s *sqlDB) ClaimFirst(ctx context.Context, ids []int64, device string, at time.Time) (int64, error) {
 	if len(ids) == 0 {
 		return 0, errors.New("claim a job: no job named")
 	}
 	ids = ids[:min(len(ids), maxCandidates)]
-	args, in := withIDs([]any{Running, device, nanos(at), s.host, Queued}, ids)
-	var order strings.Builder
-	for i := range ids {
-		fmt.Fprintf(&order, " WHEN %s THEN %d", in[i], i)
-	}
-	q := `UPDATE jobs SET state = $1, run_device = $2, started = $3, claim_host = $4, cleanup = 0
-		WHERE id = (SELECT id FROM jobs WHERE id IN (` + strings.Join(in, ", ") + `) AND state = $5
-			ORDER BY CASE id` + order.String() + ` END LIMIT 1` + s.lockRow + `) AND state = $5`
-	if s.host != "" {
-		q += ` AND EXISTS (SELECT 1 FROM hosts WHERE name = $4 AND lease_until >= $3)`
-	}
-	q += ` RETURNING id`
+	c := claim{ids: ids, device: device, at: at}
 	var got int64 // 0: none taken (IDs start at 1)
-	err := s.statement(ctx, func(ctx context.Context, db querier) error {
-		got = 0
-		err := db.QueryRowContext(ctx, q, args...).Scan(&got)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil
-		}
-		return err
-	})
+	var err error
+	if s.claimer != nil {
+		got, err = s.claimer(ctx, c)
+	} else {
+		q, args := s.claimSQL(c)
+		err = s.statement(ctx, func(ctx context.Context, db querier) error {
+			got = 0
+			err := db.QueryRowContext(ctx, q, args...).Scan(&got)
+			if errors.Is(err, sql.ErrNoRows) {
+				return nil
+			}
+			return err
+		})
+	}
 	if err != nil {
 		return 0, fmt.Errorf("claim %s: %w", jobsNamed(ids), err)
 	}
@@ -307,6 +349,30 @@ func (s *sqlDB) ClaimFirst(ctx context.Context, ids []int64, device string, at t
 	// next job it names; a read of the whole queue by every host for
 	// each claim cost more than it saved.
 	return got, nil
+}
+
+// claim is one ClaimFirst: the first free job of ids, for device, at.
+type claim struct {
+	ids    []int64
+	device string
+	at     time.Time
+}
+
+// claimSQL is c's statement and its arguments. It returns the ID of the
+// job it took, or no row.
+func (s *sqlDB) claimSQL(c claim) (string, []any) {
+	args, in := withIDs([]any{Running, c.device, nanos(c.at), s.host, Queued}, c.ids)
+	var order strings.Builder
+	for i := range c.ids {
+		fmt.Fprintf(&order, " WHEN %s THEN %d", in[i], i)
+	}
+	q := `UPDATE jobs SET state = $1, run_device = $2, started = $3, claim_host = $4, cleanup = 0
+		WHERE id = (SELECT id FROM jobs WHERE id IN (` + strings.Join(in, ", ") + `) AND state = $5
+			ORDER BY CASE id` + order.String() + ` END LIMIT 1` + s.lockRow + `) AND state = $5`
+	if s.host != "" {
+		q += ` AND EXISTS (SELECT 1 FROM hosts WHERE name = $4 AND lease_until >= $3)`
+	}
+	return q + ` RETURNING id`, args
 }
 
 // claimRefused says why a claim of ids changed nothing: the host's lease
@@ -632,14 +698,14 @@ func (s *sqlDB) Attempts(ctx context.Context, id int64) ([]Job, error) {
 	return out, nil
 }
 
-// retriesChunk is how many IDs one query of Retries names, well below
-// either database's bound on a statement's parameters.
-const retriesChunk = 500
+// idsChunk is how many IDs one query names (Retries, a JobFilter's IDs),
+// well below either database's bound on a statement's parameters.
+const idsChunk = 500
 
 // Retries returns those of ids that are later attempts of a job.
 func (s *sqlDB) Retries(ctx context.Context, ids []int64) (map[int64]bool, error) {
 	out := map[int64]bool{}
-	for chunk := range slices.Chunk(ids, retriesChunk) {
+	for chunk := range slices.Chunk(ids, idsChunk) {
 		args := make([]any, len(chunk))
 		ph := make([]string, len(chunk))
 		for i, id := range chunk {

@@ -39,6 +39,9 @@ type Store interface {
 	Job(ctx context.Context, id int64) (Job, error)
 	// Jobs lists jobs, oldest first.
 	Jobs(ctx context.Context, f JobFilter) ([]Job, error)
+	// JobIDs lists the IDs of the jobs Jobs would list, oldest first:
+	// a read of the index alone, for a caller that keeps the rows.
+	JobIDs(ctx context.Context, f JobFilter) ([]int64, error)
 	// ClaimJob moves a queued job to running on device, atomically; an
 	// error wrapping ErrConflict if it is not queued.
 	ClaimJob(ctx context.Context, id int64, device string, at time.Time) error
@@ -180,6 +183,11 @@ type JobFilter struct {
 	// Before, if positive, keeps the jobs whose ID is lower (a page
 	// further back).
 	Before int64
+	// IDs, if not empty, keeps the jobs with one of these IDs.
+	IDs []int64
+	// Host, if set, keeps the jobs that run or ran under this host's
+	// claim (a lab of several hosts).
+	Host string
 }
 
 // Finish is how a job ended.

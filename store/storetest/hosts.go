@@ -136,6 +136,16 @@ func testHostsClaim(t *testing.T, open func() (store.Store, error)) {
 	if got := get(t, b, j.ID); got.Host != "rack1" || got.RunDevice != "node1" {
 		t.Errorf("claimed job: host %q device %q, want rack1 node1", got.Host, got.RunDevice)
 	}
+	other := create(t, a, sample("queued"))
+	for _, tt := range []struct {
+		host string
+		want []int64
+	}{{"rack1", []int64{j.ID}}, {"rack2", nil}} {
+		f := store.JobFilter{States: []string{store.Running}, Host: tt.host}
+		if got, err := b.JobIDs(ctx, f); err != nil || !slices.Equal(got, tt.want) {
+			t.Errorf("JobIDs(running under %s) = %v, %v; want %v (job %d queued)", tt.host, got, err, tt.want, other.ID)
+		}
+	}
 	err := b.FinishJob(ctx, j.ID, store.Running, store.Finish{Outcome: "complete", At: now})
 	if !errors.Is(err, store.ErrConflict) || !strings.Contains(err.Error(), "rack1") {
 		t.Errorf("FinishJob by another host = %v, want ErrConflict naming rack1", err)

@@ -207,6 +207,16 @@ func ids(jobs []store.Job) []int64 {
 	return out
 }
 
+// manyIDs returns n job IDs from first on (no job has them when first is
+// negative).
+func manyIDs(first int64, n int) []int64 {
+	out := make([]int64, n)
+	for i := range out {
+		out[i] = first + int64(i)
+	}
+	return out
+}
+
 func testList(t *testing.T, open func() (store.Store, error)) {
 	s := mustOpen(t, open)
 	ctx := context.Background()
@@ -235,6 +245,12 @@ func testList(t *testing.T, open func() (store.Store, error)) {
 		{store.JobFilter{States: []string{store.Queued}, Limit: 1}, []int64{all[4]}},
 		{store.JobFilter{Limit: 2, Before: all[3]}, all[1:3]},
 		{store.JobFilter{States: []string{store.Queued}, Before: all[4]}, []int64{all[0], all[2]}},
+		{store.JobFilter{IDs: []int64{all[4], all[0], all[3], all[4] + 100}}, []int64{all[0], all[3], all[4]}},
+		{store.JobFilter{States: []string{store.Queued}, IDs: []int64{all[0], all[1]}}, []int64{all[0]}},
+		{store.JobFilter{IDs: all, Limit: 1}, all[4:]},
+		// More IDs than one query names: the answers of the chunks in order.
+		{store.JobFilter{IDs: append(manyIDs(-1200, 1200), all[3], all[0])}, []int64{all[0], all[3]}},
+		{store.JobFilter{IDs: append(manyIDs(-1200, 1200), all...), Limit: 2}, all[3:]},
 	}
 	for _, tt := range tests {
 		got, err := s.Jobs(ctx, tt.f)
@@ -243,6 +259,9 @@ func testList(t *testing.T, open func() (store.Store, error)) {
 		}
 		if !slices.Equal(ids(got), tt.want) {
 			t.Errorf("Jobs(%+v) = %v, want %v", tt.f, ids(got), tt.want)
+		}
+		if got, err := s.JobIDs(ctx, tt.f); err != nil || !slices.Equal(got, tt.want) {
+			t.Errorf("JobIDs(%+v) = %v, %v; want %v", tt.f, got, err, tt.want)
 		}
 	}
 }
