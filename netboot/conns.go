@@ -166,6 +166,11 @@ func (c *boundConn) ReadFrom(r io.Reader) (int64, error) {
 	if c.size == 0 {
 		c.size = stallChunk
 	}
+	// Full segments only while the body goes (nginx's tcp_nopush): the
+	// kernel sends what each sendfile leaves past its last full segment
+	// with the next one, not as a small segment of its own. The rest is
+	// flushed when the body has gone.
+	defer cork(c.Conn)()
 	lr, limited := r.(*io.LimitedReader)
 	var total int64
 	for {
