@@ -370,13 +370,23 @@ func (s *Session) deliver(p []byte) {
 	s.signalLocked()
 }
 
-// record hands typed input (or its placeholder) to the transcript and the
-// subscribers.
+// record hands typed input to the transcript and the subscribers.
 func (s *Session) record(dir Direction, p []byte) {
+	s.recordAs(dir, p, dir == Event)
+}
+
+// recordWhole hands the transcript and the subscribers an entry that is a
+// record of its own, after whatever is pending: a secret's placeholder
+// never shares a line with what was typed before it.
+func (s *Session) recordWhole(dir Direction, p []byte) {
+	s.recordAs(dir, p, true)
+}
+
+func (s *Session) recordAs(dir Direction, p []byte, whole bool) {
 	now := time.Now()
 	data := append([]byte(nil), p...)
-	if dir == Event {
-		s.tr.event(now, string(data))
+	if whole {
+		s.tr.whole(Record{Time: now, Dir: dir, Data: data})
 	} else {
 		s.tr.add(dir, now, data)
 	}

@@ -240,11 +240,6 @@ func (t *transcript) add(d Direction, at time.Time, p []byte) {
 	}
 }
 
-// event writes an event record, after whatever is pending.
-func (t *transcript) event(at time.Time, msg string) {
-	t.whole(Record{Time: at, Dir: Event, Data: []byte(msg)})
-}
-
 // whole writes r as one record, after whatever is pending.
 func (t *transcript) whole(r Record) {
 	if t.w == nil {

@@ -66,7 +66,7 @@ func TestTranscriptCoalescesLines(t *testing.T) {
 		tr.add(Read, t0.Add(time.Duration(i+1)*time.Millisecond+time.Microsecond), []byte(string(c)))
 	}
 	tr.add(Read, t0.Add(5*time.Millisecond), []byte("\nbin etc\r\nmaster# "))
-	tr.event(t0.Add(6*time.Millisecond), "session lost: x")
+	tr.whole(Record{Time: t0.Add(6 * time.Millisecond), Dir: Event, Data: []byte("session lost: x")})
 	tr.close()
 	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
 	wantLines := []string{
@@ -83,6 +83,24 @@ func TestTranscriptCoalescesLines(t *testing.T) {
 		if _, err := ParseRecord([]byte(l)); err != nil {
 			t.Errorf("unparsable line %q: %v", l, err)
 		}
+	}
+}
+
+// A secret's placeholder is a record of its own even when the echo of the
+// line typed before it was stamped first (the order under a busy scheduler).
+func TestTranscriptWholeRecordStandsAlone(t *testing.T) {
+	var out bytes.Buffer
+	tr := newTranscript(&out, nil)
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	tr.add(Read, t0, []byte("passwd\r\n"))
+	tr.add(Written, t0.Add(time.Microsecond), []byte("passwd\r"))
+	tr.whole(Record{Time: t0.Add(2 * time.Microsecond), Dir: Written, Data: []byte("********")})
+	tr.close()
+	want := "2026-01-01T00:00:00.000000Z < passwd\\r\\n\n" +
+		"2026-01-01T00:00:00.000001Z > passwd\\r\n" +
+		"2026-01-01T00:00:00.000002Z > ********\n"
+	if out.String() != want {
+		t.Errorf("transcript:\n%s\nwant:\n%s", out.String(), want)
 	}
 }
 
@@ -108,7 +126,7 @@ func TestTranscriptWriteErrorReportedOnce(t *testing.T) {
 	var calls int
 	tr := newTranscript(failWriter{}, func(error) { calls++ })
 	tr.add(Read, time.Now(), []byte("a\nb\nc\n"))
-	tr.event(time.Now(), "x")
+	tr.whole(Record{Time: time.Now(), Dir: Event, Data: []byte("x")})
 	tr.close()
 	if calls != 1 {
 		t.Errorf("onError called %d times, want 1", calls)

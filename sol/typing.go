@@ -294,7 +294,7 @@ func (w *Writer) Type(ctx context.Context, text string, p Pacing) (rep TypeRepor
 	mode := p.Mode
 	if p.NoEcho {
 		mode = Fixed
-		s.record(Written, []byte("********"))
+		s.recordWhole(Written, []byte("********"))
 	}
 	if mode == Echo {
 		s.echoWatch(true)
