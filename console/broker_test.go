@@ -417,12 +417,25 @@ func TestBrokerStuckViewer(t *testing.T) {
 		t.Fatalf("the job's wait with a stuck viewer: %v", err)
 	}
 	took := time.Since(start)
-	reader.waitOutput("flood line 004000 of 004000")
-	total := int64(len(reader.output())) + reader.missed
+	// All of it, the prompt after the flood too (it may come in a chunk
+	// of its own).
+	reader.waitOutput("flood line 004000 of 004000: the quick brown fox jumps over the lazy dog\r\nfake# ")
+	reader.mu.Lock()
+	total := int64(reader.out.Len()) + reader.missed
+	reader.mu.Unlock()
 
-	rctx, rcancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	// The stuck viewer reads what it was left, until that adds up (or for
+	// 10 s), however slowly a busy machine hands it over.
+	rctx, rcancel := context.WithCancel(context.Background())
 	defer rcancel()
-	stuck.read(rctx)
+	go stuck.read(rctx)
+	stuck.waitFor("its output and what it missed to add up", func() bool {
+		stuck.mu.Lock()
+		defer stuck.mu.Unlock()
+		return int64(stuck.out.Len())+stuck.missed >= total
+	})
+	rcancel()
+	<-stuck.done
 	if stuck.missed == 0 || !strings.Contains(stuck.noticeTexts(), "bytes of console output (this viewer did not keep up)") {
 		t.Errorf("the stuck viewer was not told it missed output:\n%s", stuck.noticeTexts())
 	}

@@ -236,6 +236,29 @@ commands = ["true"]
 	checkFinalized(t, n)
 }
 
+// waitTyped waits until the job in dir has typed want on the console, by
+// its log's input records joined up: echo pacing sends a line a character
+// at a time, and a pause over the transcript's 200 ms flush (a busy
+// machine) splits it into several records.
+func waitTyped(t *testing.T, dir, want string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		b, _ := os.ReadFile(filepath.Join(dir, "job.log"))
+		var typed []byte
+		for _, line := range bytes.Split(b, []byte("\n")) {
+			if rec, err := sol.ParseRecord(line); err == nil && rec.Dir == sol.Written {
+				typed = append(typed, rec.Data...)
+			}
+		}
+		if bytes.Contains(typed, []byte(want)) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Errorf("the job never typed %q", want)
+}
+
 // waitLog waits until the job log in dir contains want.
 func waitLog(t *testing.T, dir, want string) {
 	t.Helper()
@@ -258,14 +281,16 @@ func TestRunConsoleDropsMidStep(t *testing.T) {
 password = "test"
 [[test]]
 name = "slow"
-commands = ["sleep 1; echo slow-done"]
+commands = ["sleep 3; echo slow-done"]
 [[test]]
 name = "after"
 commands = ["echo after-gap"]
 `))
 	dir := t.TempDir()
+	// The console drops while the step sleeps: seconds after its line was
+	// typed, however long the line takes to reach the log.
 	go func() {
-		waitLog(t, dir, "sleep 1; echo slow-done;_lc")
+		waitTyped(t, dir, "sleep 3; echo slow-done;_lc")
 		n.KillConsole()
 	}()
 	res, log := runIn(t, dir, n, spec)

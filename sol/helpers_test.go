@@ -46,6 +46,37 @@ func (b *transcriptBuffer) events(t *testing.T) []string {
 	return ev
 }
 
+// joined is the data of the transcript's records of direction d, joined
+// up: a line typed or printed slowly (a pause over the transcript's 200 ms
+// flush, which a busy machine makes anywhere) spans several records.
+func (b *transcriptBuffer) joined(t *testing.T, d sol.Direction) string {
+	t.Helper()
+	var s strings.Builder
+	for _, r := range b.records(t) {
+		if r.Dir == d {
+			s.Write(r.Data)
+		}
+	}
+	return s.String()
+}
+
+// seen waits until sub has delivered console output that contains want.
+func seen(t *testing.T, sub *sol.Subscription, want string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var out strings.Builder
+	for !strings.Contains(out.String(), want) {
+		r, err := sub.Next(ctx)
+		if err != nil {
+			t.Fatalf("waiting for output %q: %v (got %q)", want, err, out.String())
+		}
+		if r.Dir == sol.Read {
+			out.Write(r.Data)
+		}
+	}
+}
+
 // fastOptions are session options with short backoffs for tests.
 func fastOptions(tr *transcriptBuffer) sol.Options {
 	opts := sol.Options{

@@ -124,15 +124,16 @@ func TestEchoFallsBackWhereNothingEchoes(t *testing.T) {
 	w := claim(t, s, "job")
 	typeText(t, w, "passwd\r", sol.Pacing{Mode: sol.Echo})
 	expect(t, s, 5*time.Second, `Password: `)
-	p := sol.Pacing{Mode: sol.Echo, Delay: 5 * time.Millisecond, EchoTimeout: 100 * time.Millisecond}
-	start := time.Now()
+	p := sol.Pacing{Mode: sol.Echo, Delay: 5 * time.Millisecond, EchoTimeout: 250 * time.Millisecond}
 	rep := typeText(t, w, "hunter2\r", p)
 	expect(t, s, 5*time.Second, `password set`)
 	if rep.EchoFallbacks != 1 {
 		t.Errorf("echo fallbacks %d, want 1 (the first character; then fixed)", rep.EchoFallbacks)
 	}
-	// One echo timeout, then 7 characters at 5 ms: well under 8 timeouts.
-	if took := time.Since(start); took > 500*time.Millisecond {
+	// One echo timeout, then 7 characters at 5 ms: well under 8 timeouts,
+	// the least it takes if every character waits for its echo (a bound
+	// the timers guarantee, not a guess at how fast a busy machine is).
+	if took := rep.Duration; took >= 8*p.EchoTimeout {
 		t.Errorf("typing took %s: did every character wait for the echo timeout?", took)
 	}
 	if got := c.Lines(); len(got) != 2 || got[1] != "hunter2" {
@@ -183,7 +184,10 @@ func TestNoEchoKeepsSecretOutOfTranscriptAndSubscribers(t *testing.T) {
 // The busybox quirk: a shell that sends ESC[6n a moment after its prompt
 // loses what is typed before that. Type's settle step waits for the query.
 func TestTypeWaitsForCursorQuery(t *testing.T) {
-	cfg := soltest.Config{CursorQuery: 30 * time.Millisecond}
+	// The query comes long enough after the prompt that typing without
+	// settling (Expect, Claim, the first character) reaches the shell
+	// before it also on a busy machine.
+	cfg := soltest.Config{CursorQuery: 500 * time.Millisecond}
 	run := func(settle time.Duration) (line string, swallowed int, rep sol.TypeReport) {
 		c := newConsole(t, cfg)
 		s := openSession(t, c, fastOptions(nil))
@@ -228,7 +232,9 @@ func TestTypeMultiByteCharacterEchoes(t *testing.T) {
 	c := newConsole(t, soltest.Config{EchoDelay: time.Millisecond})
 	s := openSession(t, c, fastOptions(nil))
 	w := claim(t, s, "job")
-	rep := typeText(t, w, "echo café\r", sol.Pacing{Mode: sol.Echo, EchoTimeout: 200 * time.Millisecond, Settle: -1})
+	// A generous echo timeout: a multi-byte character that never matches
+	// its echo still shows as a fallback; a slow machine does not.
+	rep := typeText(t, w, "echo café\r", sol.Pacing{Mode: sol.Echo, EchoTimeout: 5 * time.Second, Settle: -1})
 	expect(t, s, 5*time.Second, `\ncafé\n`)
 	if rep.EchoFallbacks != 0 || rep.Chars != 10 {
 		t.Errorf("report %+v", rep)
@@ -259,7 +265,9 @@ func TestEchoMinGapAndStrictEcho(t *testing.T) {
 	c2.Prompt()
 	expect(t, s2, 5*time.Second, `fake# `)
 	w2 := claim(t, s2, "job")
-	rep := typeText(t, w2, text, sol.Pacing{Mode: sol.Echo, EchoTimeout: 100 * time.Millisecond, StrictEcho: true, MinGap: 12 * time.Millisecond})
+	// The gap is measured when Type sends and again when the console takes
+	// the byte in: room for a thread preempted between the two.
+	rep := typeText(t, w2, text, sol.Pacing{Mode: sol.Echo, EchoTimeout: 100 * time.Millisecond, StrictEcho: true, MinGap: 30 * time.Millisecond})
 	expect(t, s2, 5*time.Second, `\nmin-gap-0123456789\n`)
 	if c2.Dropped() != 0 || rep.EchoFallbacks != 0 {
 		t.Errorf("with MinGap: dropped %d, %d echo fallbacks", c2.Dropped(), rep.EchoFallbacks)

@@ -123,7 +123,7 @@ func TestTFTPWindow(t *testing.T) {
 		r.ack(last)
 	}
 	r.silent(100 * time.Millisecond)
-	waitFor(t, "transfer end", time.Second, func() bool { return ts.Active() == 0 })
+	waitFor(t, "transfer end", 10*time.Second, func() bool { return ts.Active() == 0 })
 	t.Logf("windows sent with UDP GSO: %v", gsoInUse(ts.Server))
 
 	// A window larger than the cap gets the cap.
@@ -195,15 +195,28 @@ func TestTFTPDuplicateAck(t *testing.T) {
 	})
 }
 
-// TestTFTPRetransmitAndGiveUp: without ACKs the window is sent again
-// every Timeout, Retries times, then the client gets an ERROR and the
-// transfer is gone.
+// TestTFTPRetransmitAndGiveUp: without ACKs the OACK, and then the window,
+// is sent again every Timeout, Retries times, then the client gets an
+// ERROR and the transfer is gone. The two are separate transfers: an ACK
+// of the last OACK sent would race the server's giving up on it.
 func TestTFTPRetransmitAndGiveUp(t *testing.T) {
 	const timeout, retries = 150 * time.Millisecond, 2
 	ts := startServer(t, func(c *testOptions) {
 		c.Timeout = timeout
 		c.Retries = retries
 	})
+	timedOut := func(r *rawClient, start time.Time) {
+		t.Helper()
+		p := r.next()
+		if p.Op != opERROR || !strings.Contains(p.Msg, "timeout") {
+			t.Fatalf("got op %d %q, want ERROR timeout", p.Op, p.Msg)
+		}
+		if took := time.Since(start); took < retries*timeout {
+			t.Fatalf("gave up after %v, before %d timeouts of %v", took, retries, timeout)
+		}
+	}
+
+	// The OACK, never acknowledged.
 	r := newRawClient(t, ts)
 	defer r.close()
 	start := time.Now()
@@ -211,18 +224,31 @@ func TestTFTPRetransmitAndGiveUp(t *testing.T) {
 	for range retries + 1 {
 		oackOptions(t, r.next()) // the OACK, then its retransmissions
 	}
-	r.ack(0)
-	for range retries + 1 {
-		r.expectData(ts.root.kernel, 512, 1, 2)
+	timedOut(r, start)
+
+	// The window, never acknowledged. The OACK is acknowledged at once; an
+	// ACK that a busy machine sends late meets a retransmitted OACK, which
+	// is skipped.
+	r2 := newRawClient(t, ts)
+	defer r2.close()
+	start = time.Now()
+	r2.rrq("master/vmlinuz", "blksize", "512", "windowsize", "2")
+	oackOptions(t, r2.next())
+	r2.ack(0)
+	p := r2.next()
+	for p.Op == opOACK {
+		p = r2.next()
 	}
-	p := r.next()
-	if p.Op != opERROR || !strings.Contains(p.Msg, "timeout") {
-		t.Fatalf("got op %d %q, want ERROR timeout", p.Op, p.Msg)
+	if p.Op != opDATA || p.Block != 1 || !bytes.Equal(p.Data, ts.root.kernel[:512]) {
+		t.Fatalf("got op %d block %d, want DATA 1", p.Op, p.Block)
 	}
-	if took := time.Since(start); took < 2*retries*timeout {
-		t.Fatalf("gave up after %v, before %d timeouts of %v", took, 2*retries, timeout)
+	r2.expectData(ts.root.kernel, 512, 2, 2)
+	for range retries {
+		r2.expectData(ts.root.kernel, 512, 1, 2)
 	}
-	waitFor(t, "transfer end", time.Second, func() bool { return ts.Active() == 0 })
+	timedOut(r2, start)
+
+	waitFor(t, "transfer end", 10*time.Second, func() bool { return ts.Active() == 0 })
 	if !strings.Contains(ts.logs.String(), "transfer failed") {
 		t.Errorf("no log line for the failed transfer")
 	}
@@ -739,7 +765,7 @@ func TestTFTPBadRequestsAnswered(t *testing.T) {
 			r.silent(50 * time.Millisecond)
 		})
 	}
-	waitFor(t, "no transfers", time.Second, func() bool { return ts.Active() == 0 })
+	waitFor(t, "no transfers", 10*time.Second, func() bool { return ts.Active() == 0 })
 	// The long name is logged cut short (the handler's error is its own).
 	if logs := ts.logs.String(); strings.Contains(logs, "file="+long) || !strings.Contains(logs, `... (2210 bytes)"`) {
 		t.Errorf("the long name is not logged cut short:\n%.2000s", logs)

@@ -80,28 +80,43 @@ func TestBurstClosesStream(t *testing.T) {
 }
 
 func TestCursorQuerySwallowsEarlyInput(t *testing.T) {
-	c := New(Config{CursorQuery: 50 * time.Millisecond})
+	// "x" goes right after the prompt, "y" once the query was read: a
+	// query late enough that "x" comes before it on a busy machine too,
+	// and no guess at when it came.
+	c := New(Config{CursorQuery: 500 * time.Millisecond})
 	defer c.Close()
 	st := dial(t, c)
 	c.Prompt()
 	if _, err := st.Write([]byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(80 * time.Millisecond)
+	queried := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 100)
+		var out strings.Builder
+		for !strings.Contains(out.String(), "\x1b[6n") {
+			n, err := st.Read(buf)
+			if err != nil {
+				queried <- err
+				return
+			}
+			out.Write(buf[:n])
+		}
+		queried <- nil
+	}()
+	select {
+	case err := <-queried:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no cursor position query after the prompt")
+	}
 	if _, err := st.Write([]byte("y\r")); err != nil {
 		t.Fatal(err)
 	}
 	if got := waitLines(t, c, 1); got[0] != "y" || c.Swallowed() != 1 {
 		t.Errorf("shell got %q, swallowed %d", got, c.Swallowed())
-	}
-	buf := make([]byte, 100)
-	var out strings.Builder
-	for !strings.Contains(out.String(), "\x1b[6n") {
-		n, err := st.Read(buf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out.Write(buf[:n])
 	}
 }
 
