@@ -224,9 +224,9 @@ func (c ScaleCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRe
 	q2sP99 := 1000 * pick(func(r scaleRun) float64 { return Percentile(r.q2s, .99) }).Med
 	perJob := pick(func(r scaleRun) float64 { return r.perJobMB }).Med
 	res.Leads = complete == c.Jobs*len(runs) && p99 < 100 && perJob < 5
-	name := "case 4 (scale, jobs at once)"
+	name := fmt.Sprintf("case 4 (scale, %d nodes, jobs at once)", c.Nodes)
 	if c.Interval > 0 {
-		name = fmt.Sprintf("case 4s (scale, a job every %s)", c.Interval)
+		name = fmt.Sprintf("case 4s (scale, %d nodes, a job every %s)", c.Nodes, c.Interval)
 	}
 	res.Ratio = fmt.Sprintf("%s: %d/%d jobs complete; submit-to-dispatch p99 %.1f ms (target < 100 ms; queue-to-start p99 %.1f ms); %.2f MB RSS per running job (target < 5 MB)",
 		name, complete, c.Jobs*len(runs), p99, q2sP99, perJob)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -168,6 +169,9 @@ func (c TFTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 				}
 				fmt.Fprintf(logw, "  r%d %-5s %-10s %-11s n=%-4d bs=%-4d ws=%-2d %7.1f MB/s ok=%d failed=%d cut=%d retries=%d cpu=%.2fs peak=%.1fMB busy=%.1f\n",
 					r+1, k.gen, s.Name, k.file, k.n, k.blk, k.win, out.MBps(), out.OK, out.Failed, out.Cut, out.Timeouts, cpu, peak, busy)
+				for _, why := range slices.Sorted(maps.Keys(out.Fails)) {
+					fmt.Fprintf(logw, "      failed %d: %s\n", out.Fails[why], why)
+				}
 			}
 			if reps := c.repeats(len(refs[k.file]), k.n); reps > 1 {
 				// A single client's fetches, the servers taking turns
@@ -213,6 +217,19 @@ func (c TFTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 					return res, err
 				}
 				record(s, rr, out, cpu, peak, MachineBusy()-busy0)
+				if out.Cut > 0 {
+					// The cap cut transfers the server may go on
+					// sending for (dnsmasq and atftpd retransmit to
+					// clients that are gone for seconds): the next
+					// run's clients, taking the same ports, would hear
+					// this server first and take it for theirs (curl
+					// answers the first source it hears). Restarting
+					// ends them, as a run's end would on a real lab.
+					s.Stop()
+					if err := s.Start(); err != nil {
+						return res, fmt.Errorf("restart %s after a capped run: %w", s.Name, err)
+					}
+				}
 				time.Sleep(c.Settle)
 			}
 		}
@@ -234,6 +251,7 @@ func (c TFTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 		for _, file := range c.Files {
 			for _, n := range c.Ns {
 				t := &Table{Head: []string{"blksize", "window", "server", "MB/s median [min–max]", "÷ best peer", "per transfer p50 / p99 / max s", "ok / failed / cut", "client retries", "CPU s/GB", "peak MB"}}
+				var whys []string // the failures' reasons, per server and block size
 				capped := false
 				for _, blk := range c.BlkSizes {
 					for _, win := range c.Windows {
@@ -268,6 +286,9 @@ func (c TFTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 							if rr.crashed > 0 {
 								name += fmt.Sprintf(" (died %dx)", rr.crashed)
 							}
+							for _, why := range slices.Sorted(maps.Keys(rr.fails)) {
+								whys = append(whys, fmt.Sprintf("%s blksize %s window %s: %d × %s", s.Name, blkName(blk), winName(win), rr.fails[why], why))
+							}
 							t.Add(blkName(blk), winName(win), name, mb.Format(1), ratio, times,
 								fmt.Sprintf("%d / %d / %d", rr.ok, rr.failed, rr.cut), retries,
 								f(Median(rr.cpuPerGB), 1), f(rr.peakMB, 1))
@@ -298,6 +319,9 @@ func (c TFTPCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRes
 				fmt.Fprintln(w, title)
 				fmt.Fprintln(w)
 				t.Write(w)
+				if len(whys) > 0 {
+					fmt.Fprintf(w, "Failed transfers, by reason: %s.\n\n", strings.Join(whys, "; "))
+				}
 			}
 		}
 	}

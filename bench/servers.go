@@ -299,7 +299,7 @@ func (s *Server) Stop() {
 	}
 	time.Sleep(100 * time.Millisecond)
 	s.group.Remove()
-	s.cmd = nil
+	s.group, s.cmd = nil, nil // a Start after this makes a new group
 }
 
 // ErrNoServers is returned when no server of a kind can run.

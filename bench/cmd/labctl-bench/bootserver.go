@@ -49,7 +49,7 @@ func runBootServer(args []string, stdout io.Writer) error {
 	s, err := netboot.New(netboot.Config{
 		Root: *root, TFTPAddr: *tftpAddr, HTTPAddr: *httpAddr,
 		TFTP: netboot.TFTPSettings{MaxWindowSize: *maxWindow, MaxTransfers: *maxTransfers},
-	}, slog.New(slog.DiscardHandler))
+	}, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))) // failures only: the bench keeps stderr as the server's log
 	if err != nil {
 		return err
 	}
