@@ -41,7 +41,7 @@ type timing struct {
 	poll        time.Duration // power state read-back
 	confirm     time.Duration // read-back limit when ctx has no deadline
 	cycleSettle time.Duration // cycle: "on" this long without an "off" counts as done
-	solPoll     time.Duration // empty SOL packets asking for output, while it flows
+	solPoll     time.Duration // empty SOL packets asking for output, while it flows (BMCs not seen sending unasked)
 	solIdlePoll time.Duration // the same, on a quiet console
 	keepalive   time.Duration // idle command session, and the SOL session
 	solVouch    time.Duration // a SOL exchange answered this recently vouches for the stream (Check)
@@ -57,9 +57,10 @@ func defaultTiming() timing {
 		// A stream reads console output as soon as the BMC sends it (it
 		// sends it unasked, as ipmitool, which never polls, relies on)
 		// and also polls for it: every solPoll while output or input
-		// flows, backing off to solIdlePoll on a quiet console, whose
-		// polls would otherwise cost the daemon (and the BMCs) a packet
-		// exchange each per console.
+		// flows, until the BMC has been seen sending unasked, backing off
+		// to solIdlePoll on a quiet console (and on a busy one whose BMC
+		// sends unasked), whose polls would otherwise cost the daemon
+		// (and the BMCs) a packet exchange each per console.
 		solPoll:     20 * time.Millisecond,
 		solIdlePoll: 5 * time.Second,
 		keepalive:   15 * time.Second,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -157,6 +158,41 @@ func TestSOLReadsWithoutPolling(t *testing.T) {
 	defer st.Close()
 
 	checkExchange(t, s, st, 100)
+}
+
+// TestSOLPushedOutputIsNotPolled: once the BMC has sent output unasked,
+// output that keeps coming costs the exchange that takes it and the one
+// that acknowledges it, and no polls: the poll interval backs off as on a
+// quiet console. Polling every solPoll after each piece of output (as for
+// a BMC that never sends unasked) cost three polls more per piece here.
+func TestSOLPushedOutputIsNotPolled(t *testing.T) {
+	s := newSim(t)
+	c, _ := newClient(t, s.config())
+	c.t.solPoll, c.t.solIdlePoll, c.t.keepalive = 20*time.Millisecond, time.Hour, time.Hour
+	st, err := c.OpenSOL(ctxFor(t, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	s.console.FeedRX([]byte("\r\nfake# "))
+	readUntil(t, st, "fake# ", 5*time.Second)
+
+	const pieces = 10
+	before := s.conn.packets.Load()
+	for i := range pieces {
+		line := fmt.Sprintf("piece %d\r\n", i)
+		s.console.FeedRX([]byte(line))
+		readUntil(t, st, line, 5*time.Second)
+		time.Sleep(200 * time.Millisecond) // past 3 polls' worth of backoff from solPoll
+	}
+	got := s.conn.packets.Load() - before
+	t.Logf("%d pieces of output, %d packets from the client", pieces, got)
+	// Two per piece, and a few while the interval backs off (or a BMC's
+	// retransmission on a busy machine); polling after each piece makes
+	// five per piece.
+	if got >= 3.5*pieces {
+		t.Errorf("%d packets for %d pieces of output the BMC sent unasked: the stream polls while output flows", got, pieces)
+	}
 }
 
 // TestSOLCheck: Check passes on a working stream without disturbing it:

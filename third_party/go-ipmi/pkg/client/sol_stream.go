@@ -23,7 +23,9 @@ type SOLStreamOptions struct {
 	// output arrives or input is sent. The stream also wakes as soon as a
 	// datagram arrives from the BMC, which sends console output without
 	// being asked (spec v2.0 §15.9), where the platform lets it wait for
-	// one. An idle console then costs a poll every IdlePollInterval.
+	// one; once the BMC has done so, output and input no longer bring the
+	// wait back to PollInterval. An idle console then costs a poll every
+	// IdlePollInterval, and so does a busy one whose BMC sends unasked.
 	IdlePollInterval time.Duration
 	// Answered (labctl's patch), if set, is called after each SOL packet
 	// exchange the BMC answered and whose answer was taken: proof that
@@ -423,6 +425,12 @@ func (s *solStream) run(ctx context.Context) error {
 		return err
 	}
 
+	// pushes is set once the BMC has sent output unasked (a wake on a
+	// waiting datagram brought some), as BMCs do (spec v2.0 §15.9): its
+	// output then needs no polling, and polls only show the session is
+	// alive, backing off as on a quiet console. A BMC that has not pushed
+	// is polled every pollInterval while output or input flows.
+	pushes := false
 	for {
 		woke := false
 		select {
@@ -448,7 +456,9 @@ func (s *solStream) run(ctx context.Context) error {
 			if inErr != nil {
 				return inErr
 			}
-			interval = s.pollInterval
+			if !pushes {
+				interval = s.pollInterval
+			}
 			timer.Reset(interval)
 			continue
 		case <-readable:
@@ -466,9 +476,10 @@ func (s *solStream) run(ctx context.Context) error {
 			case <-ctx.Done():
 				return ctx.Err()
 			}
+			pushes = pushes || s.delivered != before
 		}
 		switch {
-		case s.delivered != before:
+		case s.delivered != before && !pushes:
 			interval = s.pollInterval
 		case s.idlePollInterval > s.pollInterval:
 			interval = min(2*interval, s.idlePollInterval)
