@@ -218,10 +218,13 @@ func (s *sqlDB) Jobs(ctx context.Context, f JobFilter) ([]Job, error) {
 
 // JobIDs lists the IDs of the jobs f selects, oldest first.
 func (s *sqlDB) JobIDs(ctx context.Context, f JobFilter) ([]int64, error) {
-	return listJobs(ctx, s.db, "id", func(row scanner) (id int64, err error) {
-		err = row.Scan(&id)
-		return id, err
-	}, f)
+	return listJobs(ctx, s.db, "id", scanID, f)
+}
+
+// scanID scans a row of one ID.
+func scanID(row scanner) (id int64, err error) {
+	err = row.Scan(&id)
+	return id, err
 }
 
 // listJobs reads the columns cols of the jobs f selects with scan,
@@ -706,16 +709,8 @@ const idsChunk = 500
 func (s *sqlDB) Retries(ctx context.Context, ids []int64) (map[int64]bool, error) {
 	out := map[int64]bool{}
 	for chunk := range slices.Chunk(ids, idsChunk) {
-		args := make([]any, len(chunk))
-		ph := make([]string, len(chunk))
-		for i, id := range chunk {
-			args[i], ph[i] = id, "$"+strconv.Itoa(i+1)
-		}
-		got, err := queryAll(ctx, s.db, func(r scanner) (int64, error) {
-			var id int64
-			err := r.Scan(&id)
-			return id, err
-		}, `SELECT job FROM job_attempts WHERE job IN (`+strings.Join(ph, ", ")+`)`, args...)
+		args, in := withIDs(nil, chunk)
+		got, err := queryAll(ctx, s.db, scanID, `SELECT job FROM job_attempts WHERE job IN (`+strings.Join(in, ", ")+`)`, args...)
 		if err != nil {
 			return nil, fmt.Errorf("retries among %d jobs: %w", len(ids), err)
 		}
