@@ -41,7 +41,7 @@ type timing struct {
 	poll        time.Duration // power state read-back
 	confirm     time.Duration // read-back limit when ctx has no deadline
 	cycleSettle time.Duration // cycle: "on" this long without an "off" counts as done
-	solPoll     time.Duration // empty SOL packets asking for output, while it flows (BMCs not seen sending unasked)
+	solPoll     time.Duration // empty SOL packets asking for output, while it flows (where the stream cannot wait for the BMC)
 	solIdlePoll time.Duration // the same, on a quiet console
 	keepalive   time.Duration // idle command session, and the SOL session
 	solVouch    time.Duration // a SOL exchange answered this recently vouches for the stream (Check)
@@ -56,11 +56,11 @@ func defaultTiming() timing {
 		cycleSettle: 3 * time.Second,
 		// A stream reads console output as soon as the BMC sends it (it
 		// sends it unasked, as ipmitool, which never polls, relies on)
-		// and also polls for it: every solPoll while output or input
-		// flows, until the BMC has been seen sending unasked, backing off
-		// to solIdlePoll on a quiet console (and on a busy one whose BMC
-		// sends unasked), whose polls would otherwise cost the daemon
-		// (and the BMCs) a packet exchange each per console.
+		// and polls only to see the session is alive, every solIdlePoll;
+		// where the stream cannot wait for the BMC's datagrams it polls
+		// every solPoll while output or input flows, backing off to
+		// solIdlePoll on a quiet console, whose polls would otherwise cost
+		// the daemon (and the BMCs) a packet exchange each per console.
 		solPoll:     20 * time.Millisecond,
 		solIdlePoll: 5 * time.Second,
 		keepalive:   15 * time.Second,

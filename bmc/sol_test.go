@@ -160,11 +160,11 @@ func TestSOLReadsWithoutPolling(t *testing.T) {
 	checkExchange(t, s, st, 100)
 }
 
-// TestSOLPushedOutputIsNotPolled: once the BMC has sent output unasked,
-// output that keeps coming costs the exchange that takes it and the one
-// that acknowledges it, and no polls: the poll interval backs off as on a
-// quiet console. Polling every solPoll after each piece of output (as for
-// a BMC that never sends unasked) cost three polls more per piece here.
+// TestSOLPushedOutputIsNotPolled: output the BMC sends unasked costs the
+// exchange that takes it and the one that acknowledges it, and no polls:
+// the poll interval backs off as on a quiet console. Polling every solPoll
+// after each piece of output cost three polls and a wake more per piece
+// here (the polls took the output before the BMC sent it, every time).
 func TestSOLPushedOutputIsNotPolled(t *testing.T) {
 	s := newSim(t)
 	c, _ := newClient(t, s.config())

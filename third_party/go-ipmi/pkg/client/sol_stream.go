@@ -23,9 +23,9 @@ type SOLStreamOptions struct {
 	// output arrives or input is sent. The stream also wakes as soon as a
 	// datagram arrives from the BMC, which sends console output without
 	// being asked (spec v2.0 §15.9), where the platform lets it wait for
-	// one; once the BMC has done so, output and input no longer bring the
-	// wait back to PollInterval. An idle console then costs a poll every
-	// IdlePollInterval, and so does a busy one whose BMC sends unasked.
+	// one; then output and input do not bring the wait back to
+	// PollInterval, and polls only show the session is alive. An idle
+	// console costs a poll every IdlePollInterval, and so does a busy one.
 	IdlePollInterval time.Duration
 	// Answered (labctl's patch), if set, is called after each SOL packet
 	// exchange the BMC answered and whose answer was taken: proof that
@@ -425,12 +425,15 @@ func (s *solStream) run(ctx context.Context) error {
 		return err
 	}
 
-	// pushes is set once the BMC has sent output unasked (a wake on a
-	// waiting datagram brought some), as BMCs do (spec v2.0 §15.9): its
-	// output then needs no polling, and polls only show the session is
-	// alive, backing off as on a quiet console. A BMC that has not pushed
-	// is polled every pollInterval while output or input flows.
-	pushes := false
+	// While the stream is woken by the BMC's datagrams, output and input
+	// do not bring polling back to pollInterval: the BMC sends output
+	// unasked (spec v2.0 §15.9; ipmitool, which never polls, relies on
+	// it), and polls only show the session is alive, backing off as on a
+	// quiet console. A poll that raced the BMC's own send would otherwise
+	// take the output first, every time, and keep the stream polling.
+	// Without wakes (no peeking here, or the watch ended), output and
+	// input bring polling back to pollInterval.
+	watching := readable != nil
 	for {
 		woke := false
 		select {
@@ -456,12 +459,27 @@ func (s *solStream) run(ctx context.Context) error {
 			if inErr != nil {
 				return inErr
 			}
-			if !pushes {
+			if !watching {
 				interval = s.pollInterval
 			}
 			timer.Reset(interval)
 			continue
-		case <-readable:
+		case _, ok := <-readable:
+			if !ok {
+				// The watch ended: back to polling alone.
+				readable, watching = nil, false
+				interval = s.pollInterval
+				timer.Reset(interval)
+				continue
+			}
+			if !s.client.udpClient.Readable() {
+				// An exchange meanwhile took the datagram (its own
+				// answer, or output it delivered): nothing to ask.
+				if err := s.resumeWatch(ctx, resume); err != nil {
+					return err
+				}
+				continue
+			}
 			woke = true
 		case <-s.wake:
 		case <-timer.C:
@@ -471,15 +489,12 @@ func (s *solStream) run(ctx context.Context) error {
 			return err
 		}
 		if woke {
-			select {
-			case resume <- struct{}{}:
-			case <-ctx.Done():
-				return ctx.Err()
+			if err := s.resumeWatch(ctx, resume); err != nil {
+				return err
 			}
-			pushes = pushes || s.delivered != before
 		}
 		switch {
-		case s.delivered != before && !pushes:
+		case s.delivered != before && !watching:
 			interval = s.pollInterval
 		case s.idlePollInterval > s.pollInterval:
 			interval = min(2*interval, s.idlePollInterval)
@@ -520,6 +535,7 @@ func (s *solStream) watchReadable(ctx context.Context) (<-chan struct{}, chan<- 
 	readable := make(chan struct{})
 	resume := make(chan struct{})
 	go func() {
+		defer close(readable)
 		for {
 			if err := s.client.udpClient.WaitReadable(ctx); err != nil {
 				return
@@ -537,4 +553,14 @@ func (s *solStream) watchReadable(ctx context.Context) (<-chan struct{}, chan<- 
 		}
 	}()
 	return readable, resume
+}
+
+// resumeWatch lets the watch of watchReadable go on after a wake.
+func (s *solStream) resumeWatch(ctx context.Context, resume chan<- struct{}) error {
+	select {
+	case resume <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

@@ -255,6 +255,31 @@ func (c *UDPClient) exchange(ctx context.Context, reader io.Reader, match func(r
 	}
 }
 
+// Readable says whether a datagram is waiting to be read now, without
+// reading it or waiting (labctl's patch): a stream woken by WaitReadable
+// checks that the datagram is still there, since an exchange running
+// meanwhile may have taken it. Where it cannot tell it says true.
+func (c *UDPClient) Readable() bool {
+	c.lock.Lock()
+	defer c.lock.Unlock()
+	if !canPeek || c.conn == nil {
+		return true
+	}
+	sc, ok := c.conn.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return true
+	}
+	ready := true
+	if err := rc.Control(func(fd uintptr) { ready = peekReady(fd) }); err != nil {
+		return true
+	}
+	return ready
+}
+
 // WaitReadable blocks until a datagram from the peer is waiting to be read,
 // without reading it, or until the connection is closed (labctl's patch:
 // an SOL stream sleeps on it instead of polling the BMC). It may return
