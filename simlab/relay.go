@@ -241,7 +241,8 @@ func (r *Relay) acceptSOL(ctx context.Context, ln net.Listener) {
 }
 
 // pumpInput carries console input (typed by a SOL client, via ipmi_sim) to
-// QEMU's serial port through the lossy console filter.
+// QEMU's serial port through the break filter and the lossy console
+// filter.
 func (r *Relay) pumpInput(ctx context.Context, conn net.Conn) {
 	defer func() {
 		r.mu.Lock()
@@ -253,17 +254,27 @@ func (r *Relay) pumpInput(ctx context.Context, conn net.Conn) {
 		conn.Close()
 	}()
 	buf := make([]byte, 1024)
+	in := make([]byte, 0, 1024)
 	out := make([]byte, 0, 1024)
+	var breaks breakFilter
 	for {
 		n, err := conn.Read(buf)
+		in = in[:0]
 		if n > 0 {
+			var brk int
+			in, brk = breaks.filter(in, buf[:n])
+			if brk > 0 {
+				r.log.Info("serial break asked for: dropped (QEMU's serial port here cannot take one)", "breaks", brk)
+			}
+		}
+		if len(in) > 0 {
 			now := time.Now()
 			out = out[:0]
 			kill := false
 			r.mu.Lock()
 			dropped := r.counters.DroppedInput()
 			unechoed := r.filter.unechoed
-			for _, b := range buf[:n] {
+			for _, b := range in {
 				if r.closingSOL {
 					r.counters.DroppedBurst++
 					continue
@@ -292,7 +303,7 @@ func (r *Relay) pumpInput(ctx context.Context, conn net.Conn) {
 			dropped = r.counters.DroppedInput() - dropped
 			r.mu.Unlock()
 			if dropped > 0 {
-				r.log.Info("lossy console dropped input", "bytes", dropped, "of", n, "unechoed_before", unechoed, "chunk", fmt.Sprintf("%q", buf[:n]))
+				r.log.Info("lossy console dropped input", "bytes", dropped, "of", len(in), "unechoed_before", unechoed, "chunk", fmt.Sprintf("%q", in))
 			}
 			if len(out) > 0 {
 				_, _ = q.Write(out)
