@@ -15,7 +15,9 @@
 // ipmi_sim's SOL device both end in the relay, so nothing waits for
 // ipmi_sim's 10 s reconnect timer and no early output is lost. It also owns
 // the fault knobs (lossy console, silent BMC, SOL session kill), starts and
-// stops QEMU when the hook asks, and records the node's state.
+// stops QEMU when the hook asks, and records the node's state. A serial
+// break a SOL client asks for (ipmi_sim sends it as telnet's IAC BRK) is
+// dropped: QEMU's serial port here cannot take one.
 //
 // QEMU is the machine: TCG by default, a blank sparse virtio disk, a virtio
 // NIC on user-mode networking whose DHCP bootfile points at the lab's TFTP
