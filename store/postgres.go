@@ -170,19 +170,11 @@ type insertResult struct {
 // back once it is committed. The insert happens even if ctx ends first.
 func (p *Postgres) insertBatched(ctx context.Context, into rowInsert, vals []any) (inserted, error) {
 	in := &insert{into: into, vals: vals, done: make(chan insertResult, 1)}
-	select {
-	case p.inserts <- in:
-	case <-p.stop:
-		return inserted{}, errors.New("store closed")
-	case <-ctx.Done():
-		return inserted{}, ctx.Err()
+	r, err := handOver(ctx, p.inserts, p.stop, in, in.done)
+	if err != nil {
+		return inserted{}, err
 	}
-	select {
-	case r := <-in.done:
-		return r.inserted, r.err
-	case <-ctx.Done():
-		return inserted{}, ctx.Err()
-	}
+	return r.inserted, r.err
 }
 
 // insertLoop inserts the rows waiting at each moment, one statement per
@@ -251,19 +243,11 @@ type claimResult struct {
 // ctx ends first, once claimLoop has taken it.
 func (p *Postgres) claimBatched(ctx context.Context, c claim) (int64, error) {
 	pc := &pgClaim{claim: c, done: make(chan claimResult, 1)}
-	select {
-	case p.claims <- pc:
-	case <-p.stop:
-		return 0, errors.New("store closed")
-	case <-ctx.Done():
-		return 0, ctx.Err()
+	r, err := handOver(ctx, p.claims, p.stop, pc, pc.done)
+	if err != nil {
+		return 0, err
 	}
-	select {
-	case r := <-pc.done:
-		return r.id, r.err
-	case <-ctx.Done():
-		return 0, ctx.Err()
-	}
+	return r.id, r.err
 }
 
 // claimLoop runs the claims waiting at each moment, until Close: while

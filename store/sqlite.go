@@ -68,6 +68,26 @@ func gather[T any](items <-chan T, stop <-chan struct{}) ([]T, bool) {
 	return batch, true
 }
 
+// handOver gives it to the loop that reads items (gather) and waits for
+// its answer on done. Once the loop has it, it is carried out even if
+// ctx ends first.
+func handOver[T, R any](ctx context.Context, items chan<- T, stop <-chan struct{}, it T, done <-chan R) (R, error) {
+	var zero R
+	select {
+	case items <- it:
+	case <-stop:
+		return zero, errors.New("store closed")
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	}
+	select {
+	case r := <-done:
+		return r, nil
+	case <-ctx.Done():
+		return zero, ctx.Err()
+	}
+}
+
 // OpenSQLite opens (creating if needed) the database at path, with its
 // directory, and brings its schema to SchemaVersion.
 func OpenSQLite(path string) (*SQLite, error) {
@@ -186,19 +206,11 @@ func (s *SQLite) inTx(fn func(tx *sql.Tx) error) error {
 // The write happens even if ctx ends first (it may already be committed).
 func (s *SQLite) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	w := &write{fn: fn, result: make(chan error, 1)}
-	select {
-	case s.writes <- w:
-	case <-s.done:
-		return errors.New("store closed")
-	case <-ctx.Done():
-		return ctx.Err()
+	err, herr := handOver(ctx, s.writes, s.done, w, w.result)
+	if herr != nil {
+		return herr
 	}
-	select {
-	case err := <-w.result:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return err
 }
 
 // migrate brings the schema to SchemaVersion in one transaction.
