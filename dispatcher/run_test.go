@@ -245,13 +245,7 @@ func waitTyped(t *testing.T, dir, want string) {
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
 		b, _ := os.ReadFile(filepath.Join(dir, "job.log"))
-		var typed []byte
-		for _, line := range bytes.Split(b, []byte("\n")) {
-			if rec, err := sol.ParseRecord(line); err == nil && rec.Dir == sol.Written {
-				typed = append(typed, rec.Data...)
-			}
-		}
-		if bytes.Contains(typed, []byte(want)) {
+		if bytes.Contains(sol.Joined(b, sol.Written), []byte(want)) {
 			return
 		}
 		time.Sleep(10 * time.Millisecond)

@@ -143,6 +143,21 @@ func unescape(s []byte) ([]byte, error) {
 	return out, nil
 }
 
+// Joined is the data of the records of direction d in a transcript (a
+// console or job log), joined up, lines that are not records skipped: a
+// line typed or printed slowly spans several records (the transcript
+// writes a partial line after a pause), so text is looked for here, not
+// record by record.
+func Joined(log []byte, d Direction) []byte {
+	var out []byte
+	for _, line := range bytes.Split(log, []byte("\n")) {
+		if r, err := ParseRecord(line); err == nil && r.Dir == d {
+			out = append(out, r.Data...)
+		}
+	}
+	return out
+}
+
 // ParseRecord parses one transcript line (without its newline), for tools
 // that read transcripts back (log viewers, replay on attach, tests).
 func ParseRecord(line []byte) (Record, error) {

@@ -164,3 +164,18 @@ func FuzzParseRecord(f *testing.F) {
 		_, _ = ParseRecord(line)
 	})
 }
+
+// Joined: the records of one direction, joined up, whatever else the log
+// holds (other directions, lines that are not records).
+func TestJoined(t *testing.T) {
+	log := "2026-01-01T00:00:00.000000Z < Booting PXEL\n" +
+		"not a record\n" +
+		"2026-01-01T00:00:00.100000Z > root\\r\n" +
+		"2026-01-01T00:00:00.300000Z < INUX\\r\\n\n"
+	if got := string(Joined([]byte(log), Read)); got != "Booting PXELINUX\r\n" {
+		t.Errorf("Joined(Read) = %q", got)
+	}
+	if got := string(Joined([]byte(log), Written)); got != "root\r" {
+		t.Errorf("Joined(Written) = %q", got)
+	}
+}

@@ -271,7 +271,7 @@ func TestLabConsole(t *testing.T) {
 	logDeadline := time.Now().Add(3 * time.Minute)
 	for {
 		b, _ := os.ReadFile(consoleLog)
-		if strings.Contains(consoleOutput(b), "SeaBIOS") {
+		if strings.Contains(string(sol.Joined(b, sol.Read)), "SeaBIOS") {
 			break
 		}
 		if time.Now().After(logDeadline) {
@@ -386,7 +386,7 @@ func TestLabConsole(t *testing.T) {
 	// The break put nothing on the node's line: ipmi_sim sends it as
 	// telnet's IAC BRK, which simlab's relay takes out (FFh F3h typed
 	// before "echo" made it "-sh: \xff\xf3ck-5: not found").
-	if b, _ := os.ReadFile(consoleLog); strings.Contains(consoleOutput(b), "\xff\xf3") {
+	if b, _ := os.ReadFile(consoleLog); strings.Contains(string(sol.Joined(b, sol.Read)), "\xff\xf3") {
 		t.Errorf("the node echoed the break's IAC BRK as characters:\n%s", tm.more())
 	}
 	step("SOL killed at the BMC: both saw the loss and the reconnect; the console works again")
@@ -460,18 +460,6 @@ func TestLabConsole(t *testing.T) {
 // escapeSeq matches a terminal escape sequence: CSI (ESC [ ... final
 // byte) or ESC and one character (ESC 7, ESC c, ...).
 var escapeSeq = regexp.MustCompile("\x1b(\\[[0-9;?]*[ -/]*[@-~]|[0-Z\\\\-_c])")
-
-// consoleOutput is the node's output in a console log, its records
-// joined up: a word the node printed slowly may span two.
-func consoleOutput(log []byte) string {
-	var out strings.Builder
-	for _, line := range strings.Split(string(log), "\n") {
-		if r, err := sol.ParseRecord([]byte(line)); err == nil && r.Dir == sol.Read {
-			out.Write(r.Data)
-		}
-	}
-	return out.String()
-}
 
 // childPid is the pid of parent's only child process.
 func childPid(t *testing.T, parent int) int {

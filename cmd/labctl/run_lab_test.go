@@ -5,7 +5,6 @@ package main
 // and lets one job show several things, because a boot costs ~20 s.
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -147,13 +146,7 @@ func watchSecret(secret string) (stop func() []string) {
 // records, as echo pacing sends it in pieces).
 func typedSoFar(path string) string {
 	b, _ := os.ReadFile(path)
-	var typed []byte
-	for _, line := range bytes.Split(b, []byte("\n")) {
-		if rec, err := sol.ParseRecord(line); err == nil && rec.Dir == sol.Written {
-			typed = append(typed, rec.Data...)
-		}
-	}
-	return string(typed)
+	return string(sol.Joined(b, sol.Written))
 }
 
 // The smoke job through ipmitool in a pty, with a gzip image: it completes
