@@ -260,16 +260,12 @@ func (c *UDPClient) exchange(ctx context.Context, reader io.Reader, match func(r
 // checks that the datagram is still there, since an exchange running
 // meanwhile may have taken it. Where it cannot tell it says true.
 func (c *UDPClient) Readable() bool {
+	if !canPeek {
+		return true
+	}
 	c.lock.Lock()
 	defer c.lock.Unlock()
-	if !canPeek || c.conn == nil {
-		return true
-	}
-	sc, ok := c.conn.(syscall.Conn)
-	if !ok {
-		return true
-	}
-	rc, err := sc.SyscallConn()
+	_, rc, err := c.rawConnLocked()
 	if err != nil {
 		return true
 	}
@@ -292,17 +288,7 @@ func (c *UDPClient) WaitReadable(ctx context.Context) error {
 	}
 	for {
 		c.lock.Lock()
-		conn := c.conn
-		if conn == nil {
-			c.lock.Unlock()
-			return net.ErrClosed
-		}
-		sc, ok := conn.(syscall.Conn)
-		if !ok {
-			c.lock.Unlock()
-			return errors.ErrUnsupported
-		}
-		rc, err := sc.SyscallConn()
+		conn, rc, err := c.rawConnLocked()
 		if err == nil {
 			// No exchange runs while the lock is held; each sets its own.
 			err = conn.SetReadDeadline(time.Time{})
@@ -320,6 +306,21 @@ func (c *UDPClient) WaitReadable(ctx context.Context) error {
 		}
 		return err
 	}
+}
+
+// rawConnLocked returns the connection and its socket (labctl's patch):
+// net.ErrClosed once closed, errors.ErrUnsupported for a connection
+// without a socket of its own (a proxy). The caller holds c.lock.
+func (c *UDPClient) rawConnLocked() (net.Conn, syscall.RawConn, error) {
+	if c.conn == nil {
+		return nil, nil, net.ErrClosed
+	}
+	sc, ok := c.conn.(syscall.Conn)
+	if !ok {
+		return nil, nil, errors.ErrUnsupported
+	}
+	rc, err := sc.SyscallConn()
+	return c.conn, rc, err
 }
 
 // safeMatch runs match on one received datagram, turning a panic in its
