@@ -67,9 +67,20 @@ type Ganesha struct {
 	cfg GaneshaConfig
 	log *slog.Logger
 
-	lock    *os.File       // held: this process owns ExportsDir
-	mu      sync.Mutex     // one change to the export files at a time
-	exports map[string]int // export file name -> Export_Id
+	lock  *os.File         // held: this process owns ExportsDir
+	mu    sync.Mutex       // one change to the export files at a time
+	roots map[string]*root // exported directory -> its export
+}
+
+// root is one directory's export on the server: a single EXPORT block
+// for every Export of that directory, to the union of their clients
+// (nfs-ganesha wants each Path exported once).
+type root struct {
+	dir     string
+	file    string // export file name in ExportsDir
+	id      int    // Export_Id
+	pseudo  string
+	clients map[netip.Addr]int // client -> Exports that hold it
 }
 
 // Close lets another process take the exports directory. Exports still
@@ -110,7 +121,7 @@ func NewGanesha(cfg GaneshaConfig, log *slog.Logger) (*Ganesha, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nfs: %w", err)
 	}
-	g := &Ganesha{cfg: cfg, log: log, lock: lock, exports: map[string]int{}}
+	g := &Ganesha{cfg: cfg, log: log, lock: lock, roots: map[string]*root{}}
 	old, _ := filepath.Glob(filepath.Join(cfg.ExportsDir, "labctl-*.conf"))
 	for _, f := range old {
 		log.Warn("nfs: removing an export left by an earlier run", "file", f)
@@ -132,34 +143,36 @@ func NewGanesha(cfg GaneshaConfig, log *slog.Logger) (*Ganesha, error) {
 	return g, nil
 }
 
-// Export is one export labctl made.
+// Export is one holder of a directory's export: what a job withdraws
+// when it ends. Jobs that export the same directory share its pseudo
+// path; the server lets each client in while one of its Exports holds it.
 type Export struct {
 	g      *Ganesha
-	file   string
-	id     int
-	pseudo string
-	dir    string
+	r      *root
+	client netip.Addr
 	once   sync.Once
 	err    error
 }
 
 // Source is what the node mounts: HOST:/labctl/TOKEN.
-func (e *Export) Source() string { return e.g.cfg.Host + ":" + e.pseudo }
+func (e *Export) Source() string { return e.g.cfg.Host + ":" + e.r.pseudo }
 
 // Options are the mount options the server needs: NFS 4.1 on its port.
 func (e *Export) Options() string { return "vers=4.1,port=" + strconv.Itoa(e.g.cfg.Port) }
 
 // ID is the export's Export_Id.
-func (e *Export) ID() int { return e.id }
+func (e *Export) ID() int { return e.r.id }
 
 // Pseudo is the export's path in the server's NFSv4 name space.
-func (e *Export) Pseudo() string { return e.pseudo }
+func (e *Export) Pseudo() string { return e.r.pseudo }
 
 // Export exports dir read-only to the NFS client at client (the address
 // the server sees the node connect from), under a pseudo path with a
 // random component (/labctl/TOKEN), and returns once the server has
-// reloaded its exports. Root is not squashed (a root file system's
-// files belong to root), writes are refused.
+// reloaded its exports. A directory already exported is not exported
+// again: its export lets the new client in too (no reload when it was
+// in already) and keeps its pseudo path. Root is not squashed (a root
+// file system's files belong to root), writes are refused.
 func (g *Ganesha) Export(ctx context.Context, dir string, client netip.Addr) (*Export, error) {
 	if !filepath.IsAbs(dir) || strings.ContainsAny(dir, "\"\n\r\\") {
 		return nil, fmt.Errorf("nfs: export %q: want an absolute path without quotes or backslashes", dir)
@@ -170,14 +183,58 @@ func (g *Ganesha) Export(ctx context.Context, dir string, client netip.Addr) (*E
 	if _, err := g.running(); err != nil {
 		return nil, err
 	}
-	tok := make([]byte, 16)
-	rand.Read(tok)
-	name := "labctl-" + hex.EncodeToString(tok) + ".conf"
 
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	id := g.freeID()
-	e := &Export{g: g, file: name, id: id, pseudo: "/labctl/" + hex.EncodeToString(tok), dir: dir}
+	r := g.roots[dir]
+	if r != nil && r.clients[client] > 0 {
+		r.clients[client]++
+		g.log.Info("nfs: export shared", "dir", dir, "pseudo", r.pseudo, "client", client.String(), "id", r.id)
+		return &Export{g: g, r: r, client: client}, nil
+	}
+	fresh := r == nil
+	if fresh {
+		tok := make([]byte, 16)
+		rand.Read(tok)
+		r = &root{dir: dir, file: "labctl-" + hex.EncodeToString(tok) + ".conf", id: g.freeID(),
+			pseudo: "/labctl/" + hex.EncodeToString(tok), clients: map[netip.Addr]int{}}
+		g.roots[dir] = r
+	}
+	r.clients[client] = 1
+	undo := func() {
+		delete(r.clients, client)
+		if fresh {
+			g.drop(r)
+		} else {
+			g.writeExport(r)
+		}
+		g.writeIndex()
+		g.reload(context.WithoutCancel(ctx), "")
+	}
+	if err := g.writeExport(r); err != nil {
+		undo()
+		return nil, err
+	}
+	if err := g.writeIndex(); err != nil {
+		undo()
+		return nil, err
+	}
+	if err := g.reload(ctx, r.file); err != nil {
+		undo()
+		return nil, err
+	}
+	g.log.Info("nfs: exported", "dir", dir, "pseudo", r.pseudo, "client", client.String(), "id", r.id)
+	return &Export{g: g, r: r, client: client}, nil
+}
+
+// writeExport writes r's export file: its directory to its clients.
+func (g *Ganesha) writeExport(r *root) error {
+	clients := make([]string, 0, len(r.clients))
+	for c := range r.clients {
+		clients = append(clients, c.String())
+	}
+	slices.Sort(clients)
+	list := strings.Join(clients, ", ")
 	block := fmt.Sprintf(`# labctl: %s to %s
 EXPORT {
 	Export_Id = %d;
@@ -195,42 +252,40 @@ EXPORT {
 		Access_Type = RO;
 	}
 }
-`, dir, client, id, dir, e.pseudo, client)
-	if err := writeAtomic(filepath.Join(g.cfg.ExportsDir, name), []byte(block)); err != nil {
-		return nil, fmt.Errorf("nfs: %w", err)
+`, r.dir, list, r.id, r.dir, r.pseudo, list)
+	if err := writeAtomic(filepath.Join(g.cfg.ExportsDir, r.file), []byte(block)); err != nil {
+		return fmt.Errorf("nfs: %w", err)
 	}
-	g.exports[name] = id
-	if err := g.writeIndex(); err != nil {
-		g.drop(name)
-		return nil, err
-	}
-	if err := g.reload(ctx, name); err != nil {
-		g.drop(name)
-		g.writeIndex()
-		g.reload(context.WithoutCancel(ctx), "")
-		return nil, err
-	}
-	g.log.Info("nfs: exported", "dir", dir, "pseudo", e.pseudo, "client", client.String(), "id", id)
-	return e, nil
+	return nil
 }
 
-// Withdraw removes the export and returns once the server reloaded its
-// exports without it. Later calls return the first one's result.
+// Withdraw lets go of the export: its client is no longer let in once no
+// other Export holds it, and the directory is no longer exported once no
+// Export holds it; it returns when the server has reloaded its exports
+// (at once when nothing changed). Later calls return the first one's
+// result.
 func (e *Export) Withdraw() error {
 	e.once.Do(func() {
-		g := e.g
+		g, r := e.g, e.r
 		g.mu.Lock()
 		defer g.mu.Unlock()
-		g.drop(e.file)
-		if err := g.writeIndex(); err != nil {
-			e.err = err
+		if r.clients[e.client]--; r.clients[e.client] > 0 {
+			return
+		}
+		delete(r.clients, e.client)
+		if len(r.clients) == 0 {
+			g.drop(r)
+			if e.err = g.writeIndex(); e.err != nil {
+				return
+			}
+		} else if e.err = g.writeExport(r); e.err != nil {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), g.cfg.ReloadTimeout)
 		defer cancel()
 		e.err = g.reload(ctx, "")
 		if e.err == nil {
-			g.log.Info("nfs: withdrawn", "pseudo", e.pseudo, "id", e.id)
+			g.log.Info("nfs: withdrawn", "pseudo", r.pseudo, "client", e.client.String(), "id", r.id, "clients left", len(r.clients))
 		}
 	})
 	return e.err
@@ -241,24 +296,25 @@ func (g *Ganesha) Exports() []string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	var out []string
-	for name := range g.exports {
-		out = append(out, "/labctl/"+strings.TrimSuffix(strings.TrimPrefix(name, "labctl-"), ".conf"))
+	for _, r := range g.roots {
+		out = append(out, r.pseudo)
 	}
 	slices.Sort(out)
 	return out
 }
 
-func (g *Ganesha) drop(name string) {
-	delete(g.exports, name)
-	os.Remove(filepath.Join(g.cfg.ExportsDir, name))
+// drop forgets r and removes its export file.
+func (g *Ganesha) drop(r *root) {
+	delete(g.roots, r.dir)
+	os.Remove(filepath.Join(g.cfg.ExportsDir, r.file))
 }
 
 // freeID is the lowest Export_Id from FirstExportID that no export of
 // labctl's holds.
 func (g *Ganesha) freeID() int {
 	used := map[int]bool{}
-	for _, id := range g.exports {
-		used[id] = true
+	for _, r := range g.roots {
+		used[r.id] = true
 	}
 	id := g.cfg.FirstExportID
 	for used[id] {
@@ -269,9 +325,9 @@ func (g *Ganesha) freeID() int {
 
 // writeIndex writes the include list of labctl's export files.
 func (g *Ganesha) writeIndex() error {
-	names := make([]string, 0, len(g.exports))
-	for n := range g.exports {
-		names = append(names, n)
+	names := make([]string, 0, len(g.roots))
+	for _, r := range g.roots {
+		names = append(names, r.file)
 	}
 	slices.Sort(names)
 	var b bytes.Buffer
