@@ -119,7 +119,8 @@ commands = ["echo hello"]
 
 // NFS jobs: the root archive is unpacked once (setuid bits, links, no
 // device nodes) and shared by two jobs that start together; each export is
-// withdrawn at the end; the kernel command line names the export. A root
+// withdrawn at the end; the kernel command line names the export and the
+// node's own NFSv4 client identity. A root
 // that is not an archive, one with an entry leaving it, and an NFS server
 // that refuses: incomplete, nothing unpacked left, the node off.
 func TestRunNFS(t *testing.T) {
@@ -175,7 +176,8 @@ commands = ["echo hello"]
 			t.Errorf("node %d exports %+v", i, ex)
 		}
 		boots := n.KernelBoots()
-		if len(boots) != 1 || !strings.Contains(boots[0].Cmdline, "nfsroot="+ex[0].Source()+",vers=4.1,port=2049") {
+		if len(boots) != 1 || !strings.Contains(boots[0].Cmdline, "nfsroot="+ex[0].Source()+",vers=4.1,port=2049") ||
+			!strings.Contains(boots[0].Cmdline, " nfs.nfs4_unique_id=labctl."+n.Name) {
 			t.Errorf("node %d cmdline %+v", i, boots)
 		}
 		if n.On() {

@@ -28,7 +28,8 @@ const (
 // exportRoot prepares the job's NFS root (see prepareRoot), exports it to
 // the node until the job ends, and returns the kernel arguments that
 // mount it: nfsroot=SERVER:/PATH,OPTIONS, the server's options first,
-// then the device type's nfs.options.
+// then the device type's nfs.options, and the node's NFSv4 client
+// identity (see nfsClientID).
 func (r *runner) exportRoot(ctx context.Context) (string, error) {
 	dir, err := prepareRoot(ctx, r.Spec.Boot.Root, r.CacheDir, r.Images.PublicFiles, r.event)
 	if err != nil {
@@ -54,7 +55,23 @@ func (r *runner) exportRoot(ctx context.Context) (string, error) {
 	if opts != "" {
 		arg += "," + opts
 	}
-	return arg, nil
+	return arg + " nfs.nfs4_unique_id=" + nfsClientID(r.Device), nil
+}
+
+// nfsClientID is the NFSv4 client identity a node's kernel is given
+// (nfs.nfs4_unique_id, at most 63 bytes): its device name. NFSv4 servers
+// tell clients apart by an owner string the kernel makes from its host
+// name, which nodes booting one root share until their init sets it
+// (often "(none)"); behind a NAT they share an address too, and each
+// one's EXCHANGE_ID then takes over the other's state, which fails its
+// reads with EIO.
+func nfsClientID(device string) string {
+	id := "labctl." + device
+	if len(id) > 63 {
+		sum := sha256.Sum256([]byte(device))
+		id = id[:46] + "." + hex.EncodeToString(sum[:8])
+	}
+	return id
 }
 
 // prepareRoot returns the directory to export for a job's boot.root: a

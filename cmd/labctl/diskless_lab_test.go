@@ -43,10 +43,13 @@ var exportedAs = regexp.MustCompile(`exported read-only as \S+:(/labctl/[0-9a-f]
 // Diskless boots through labctl serve, on two simlab nodes and a real
 // nfs-ganesha (userspace: this machine's kernel has no nfsd):
 //   - two nfs jobs at once on the same root archive: both complete, the
-//     archive is unpacked once and both nodes mount that copy; the root is
+//     archive is unpacked once and both nodes mount that copy through one
+//     export (nfs-ganesha wants each path exported once), each as an
+//     NFSv4 client of its own (behind simlab's NAT both come from one
+//     address with one host name); the root is
 //     NFSv4, read-only, under an overlay whose writes land in tmpfs; the
-//     nodes' disks hold the same bytes after as before; each export is
-//     gone from the server once its job ended;
+//     nodes' disks hold the same bytes after as before; the export is
+//     gone from the server once both jobs ended;
 //   - a ramdisk job completes with no network file system mounted;
 //   - a root that is not an archive, and the NFS server stopped: each job
 //     ends incomplete naming what failed, nothing half-unpacked, the node
@@ -110,9 +113,14 @@ commands = ["echo diskless > /etc/written", "grep -q diskless /run/nfsroot/upper
 `
 	var ids []int64
 	for i, n := range lab.Nodes {
-		ids = append(ids, submit(disklessJob(t, art, fmt.Sprintf("nfs-%d", i), n.Name, "nfs", root, nfsSteps)))
+		ids = append(ids, submit(disklessJob(t, art, fmt.Sprintf("nfs-%d", i), n.Name, "nfs", root, nfsSteps+fmt.Sprintf(`
+[[test]]
+name = "own-nfs-identity"
+commands = ["grep -qx labctl.%s /sys/module/nfs/parameters/nfs4_unique_id"]
+`, n.Name))))
 	}
 	var logs string
+	var exported []string
 	for _, id := range ids {
 		j := finished(id)
 		log := jobLog(id)
@@ -121,8 +129,13 @@ commands = ["echo diskless > /etc/written", "grep -q diskless /run/nfsroot/upper
 			t.Errorf("nfs job %d on %s: %s: %s\n%s", id, j.Device, j.Outcome, j.Reason, tail(log, 60))
 		}
 		for _, l := range strings.Split(log, "\n") {
-			if strings.Contains(l, "boot: nfs:") || strings.Contains(l, "logged in as") || strings.Contains(l, "withdrawn") {
+			if strings.Contains(l, "boot: nfs:") || strings.Contains(l, "logged in as") || strings.Contains(l, "withdrawn") || strings.Contains(l, "# test ") {
 				t.Logf("job %d: %s", id, l)
+			}
+		}
+		for _, step := range []string{"root-is-nfs", "writes-in-tmpfs", "own-nfs-identity"} {
+			if j.Outcome == "complete" && !strings.Contains(log, "# test "+step+": pass") {
+				t.Errorf("job %d: test %s did not pass", id, step)
 			}
 		}
 		m := exportedAs.FindStringSubmatch(log)
@@ -130,11 +143,17 @@ commands = ["echo diskless > /etc/written", "grep -q diskless /run/nfsroot/upper
 			t.Errorf("job %d log names no export", id)
 			continue
 		}
-		if live := srv.LiveExports(); slices.Contains(live, m[1]) {
-			t.Errorf("export %s still live after job %d: %v", m[1], id, live)
-		}
+		exported = append(exported, m[1])
 	}
 	step("two nfs jobs at once")
+	if len(exported) == 2 && exported[0] != exported[1] {
+		t.Errorf("one root exported twice: %v", exported)
+	}
+	for _, p := range exported {
+		if live := srv.LiveExports(); slices.Contains(live, p) {
+			t.Errorf("export %s still live after both jobs: %v", p, live)
+		}
+	}
 	roots, _ := filepath.Glob(filepath.Join(lab.Dir, "state", "cache", "roots", "[0-9a-f]*"))
 	var dirs []string
 	for _, r := range roots {
