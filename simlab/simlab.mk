@@ -93,9 +93,15 @@ $(SIMLAB_WORK)/kernel/vmlinuz: $(SIMLAB_DEBS)/kernel.deb $(SIMLAB_S)/extract-ker
 SIMLAB_INITRD_INPUTS := $(SIMLAB_WORK)/kernel/vmlinuz $(SIMLAB_S)/build-initrd.sh \
 	$(SIMLAB_DIR)/rootfs/common.sh $(SIMLAB_DIR)/rootfs/udhcpc.script /bin/busybox
 
-$(SIMLAB_ROOT)/simlab/master.gz: $(SIMLAB_INITRD_INPUTS) $(SIMLAB_DIR)/rootfs/master-init /usr/bin/zstd
+# The master's interactive shell: Debian's dynamically linked busybox, whose
+# shell runs what PATH finds (see fetch-busybox.sh).
+$(SIMLAB_WORK)/master-shell/busybox: $(SIMLAB_S)/fetch-busybox.sh
+	$(SIMLAB_S)/fetch-busybox.sh $(SIMLAB_DEBS) $@
+
+$(SIMLAB_ROOT)/simlab/master.gz: $(SIMLAB_INITRD_INPUTS) $(SIMLAB_DIR)/rootfs/master-init /usr/bin/zstd /usr/bin/tee \
+		$(SIMLAB_WORK)/master-shell/busybox
 	@mkdir -p $(@D)
-	$(SIMLAB_S)/build-initrd.sh master $(SIMLAB_WORK)/kernel $@ "$(MASTER_MODULES)"
+	MASTER_SHELL=$(abspath $(SIMLAB_WORK)/master-shell/busybox) $(SIMLAB_S)/build-initrd.sh master $(SIMLAB_WORK)/kernel $@ "$(MASTER_MODULES)"
 
 $(SIMLAB_WORK)/testos.gz: $(SIMLAB_INITRD_INPUTS) $(SIMLAB_DIR)/rootfs/testos-init
 	$(SIMLAB_S)/build-initrd.sh testos $(SIMLAB_WORK)/kernel $@ "$(TESTOS_MODULES)"
