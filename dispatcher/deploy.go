@@ -2,7 +2,9 @@ package dispatcher
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"regexp"
 	"strings"
 	"time"
@@ -14,7 +16,8 @@ import (
 // deploy boots the master image over PXE and streams the job's image onto
 // the node's disk, proving it on the node as the verify mode says (see
 // devices.Deploy): a sha256 of the bytes as they arrive (stream), of the
-// bytes read back from the disk (readback), or both.
+// bytes read back from the disk (readback), or both. A compressed image
+// goes to the node as it is or as its zstd copy (devices.Deploy.Repack).
 func (r *runner) deploy(ctx context.Context) error {
 	d := r.Spec.Deploy
 	ctx, cancel := context.WithTimeout(ctx, r.timeouts.Deploy)
@@ -29,11 +32,6 @@ func (r *runner) deploy(ctx context.Context) error {
 		return err
 	}
 	defer image.File.Close()
-	img, err := r.Netboot.PublishImage(image.File)
-	if err != nil {
-		return fmt.Errorf("publish image: %w", err)
-	}
-	defer img.Close()
 	disk := d.Disk
 	if disk == "" {
 		disk = r.set.Master.Disk
@@ -51,14 +49,21 @@ func (r *runner) deploy(ctx context.Context) error {
 	}
 	r.event("deploy: verify %s: %s", verify, verifyMeaning(verify))
 
-	// The digest the node's stream hash must show, worked out while the
-	// master boots.
-	var streamWant chan streamResult
-	if verify.Stream() {
-		streamWant = make(chan streamResult, 1)
-		go func() {
-			sum, err := streamDigest(image, want, r.CacheDir)
-			streamWant <- streamResult{sum, err}
+	// What the node is served and the digest its stream hash must show,
+	// worked out while the master boots.
+	toZstd := r.set.Deploy.Repack == devices.RepackZstd && image.Compression != None && image.Compression != Zstd
+	var ready chan servedImage
+	if toZstd || verify.Stream() {
+		ready = make(chan servedImage, 1)
+		go func() { ready <- r.serveAs(image, want, toZstd, verify.Stream()) }()
+		defer func() {
+			// A job that ends before it took the result closes the copy
+			// the repack opened, once it is done.
+			go func() {
+				if s, ok := <-ready; ok && s.File != image.File && s.File != nil {
+					s.File.Close()
+				}
+			}()
 		}()
 	}
 
@@ -70,17 +75,29 @@ func (r *runner) deploy(ctx context.Context) error {
 		return err
 	}
 
-	var expect string
-	if streamWant != nil {
-		sr := <-streamWant
-		if sr.err != nil {
-			return sr.err
+	served := servedImage{File: image.File, Compression: image.Compression}
+	if ready != nil {
+		served = <-ready
+		close(ready)
+		if served.err != nil {
+			return served.err
 		}
-		expect = sr.sum
+		if served.File != image.File {
+			defer served.File.Close()
+		}
+		if served.note != "" {
+			r.event("%s", served.note)
+		}
 	}
+	img, err := r.Netboot.PublishImage(served.File)
+	if err != nil {
+		return fmt.Errorf("publish image: %w", err)
+	}
+	defer img.Close()
+
 	start := r.Now()
 	stop := r.watchTransfer("deploy", "sent", img.BytesServed, img.Size())
-	res, err := sh.run(ctx, writeCommand(img.URL(), image.Compression.Decompressor(), disk, verify.Stream(), r.tag))
+	res, err := sh.run(ctx, writeCommand(img.URL(), served.Compression.Decompressor(), disk, verify.Stream(), r.tag))
 	stop()
 	if err != nil {
 		return fmt.Errorf("write image: %w", err)
@@ -94,14 +111,14 @@ func (r *runner) deploy(ctx context.Context) error {
 		if m == nil {
 			return fmt.Errorf("stream sha256: no digest in the node's output %q", lastLines(res.Output, 2))
 		}
-		served := "image"
-		if image.Compression != None {
-			served = string(image.Compression) + " file"
+		what := "image"
+		if served.Compression != None {
+			what = string(served.Compression) + " file"
 		}
-		if got := strings.ToLower(m[1]); got != expect {
-			return fmt.Errorf("stream sha256 mismatch: the node received bytes with sha256 %s, the %s served has %s: the image did not arrive intact", got, served, expect)
+		if got := strings.ToLower(m[1]); got != served.SHA256 {
+			return fmt.Errorf("stream sha256 mismatch: the node received bytes with sha256 %s, the %s served has %s: the image did not arrive intact", got, what, served.SHA256)
 		}
-		r.event("deploy: stream sha256 %s of the %s verified on the node: the image arrived intact and was written without error; the disk was not read back", expect, served)
+		r.event("deploy: stream sha256 %s of the %s verified on the node: the image arrived intact and was written without error; the disk was not read back", served.SHA256, what)
 	}
 	if !verify.Readback() {
 		return nil
@@ -122,6 +139,50 @@ func (r *runner) deploy(ctx context.Context) error {
 	}
 	r.event("deploy: readback sha256 %s verified on the node in %s: the disk holds the image", want, r.Now().Sub(start).Round(10*time.Millisecond))
 	return nil
+}
+
+// servedImage is what the node is served: the job's image or its zstd
+// copy, with the sha256 of its bytes when the node hashes them.
+type servedImage struct {
+	File        *os.File
+	Compression Compression
+	SHA256      string
+	note        string // what happened, for the job log
+	err         error
+}
+
+// serveAs works out what the node is served: the image's zstd copy when
+// toZstd asks for one and it can be had (else the image, saying why), and
+// the digest of its bytes when stream asks for one. It runs while the
+// master boots, so it sends the job's events back as its note.
+func (r *runner) serveAs(image imageFile, want string, toZstd, stream bool) servedImage {
+	s := servedImage{File: image.File, Compression: image.Compression}
+	if toZstd {
+		start := r.Now()
+		p, err := repack(image, want, r.CacheDir)
+		switch {
+		case err == nil:
+			how := "from the cache"
+			if p.Made {
+				how = fmt.Sprintf("made in %s", r.Now().Sub(start).Round(10*time.Millisecond))
+			}
+			size := int64(-1)
+			if fi, err := p.File.Stat(); err == nil {
+				size = fi.Size()
+			}
+			return servedImage{File: p.File, Compression: Zstd, SHA256: p.SHA256,
+				note: fmt.Sprintf("deploy: the node is served the image repacked into zstd (%d bytes, %s; the master unpacks zstd faster than %s)", size, how, image.Compression)}
+		case errors.Is(err, errNoRepack):
+			s.note = fmt.Sprintf("deploy: the image is served as it is (%s): %v", image.Compression, err)
+		default:
+			s.err = fmt.Errorf("repack the image into zstd: %w", err)
+			return s
+		}
+	}
+	if stream {
+		s.SHA256, s.err = streamDigest(image, want, r.CacheDir)
+	}
+	return s
 }
 
 // verifyMeaning says what a verify mode proves, for the job log.
@@ -159,11 +220,6 @@ func writeCommand(url, decompressor, disk string, stream bool, tag string) strin
 	// FIFO's name is typed once: every character costs an echo.
 	return fmt.Sprintf("set -o pipefail; f=/tmp/labctl-%[1]s.fifo; rm -f $f; mkfifo $f && (sha256sum <$f & %[2]s | tee $f | %[3]s; rc=$?; wait; rm -f $f; sync; exit $rc)",
 		tag, fetch, strings.Join(rest, " | "))
-}
-
-type streamResult struct {
-	sum string
-	err error
 }
 
 // sha256Line finds sha256sum's "DIGEST  -" in a command's output: the 64

@@ -100,7 +100,7 @@ func streamDigest(img imageFile, digest, cacheDir string) (string, error) {
 	w := io.Writer(packed)
 	var v *verifier
 	if !img.Verified {
-		if v, err = newVerifier(img.Compression); err != nil {
+		if v, err = newVerifier(img.Compression, nil); err != nil {
 			return "", fmt.Errorf("image %s: %w", img.File.Name(), err)
 		}
 		w = io.MultiWriter(packed, v)
@@ -201,7 +201,7 @@ func download(ctx context.Context, image, digest, cacheDir string, pol ImagePoli
 
 	body := bufio.NewReaderSize(io.LimitReader(resp.Body, limit+1), readBuffer)
 	head, _ := body.Peek(16)
-	v, err := newVerifier(DetectCompression(head))
+	v, err := newVerifier(DetectCompression(head), nil)
 	if err != nil {
 		return "", 0, fmt.Errorf("download image %s: %w", image, err)
 	}
@@ -243,7 +243,8 @@ func sizeText(n int64) string {
 	return fmt.Sprintf("%d bytes", n)
 }
 
-// verifier hashes the uncompressed bytes of an image written to it.
+// verifier hashes the uncompressed bytes of an image written to it, and
+// copies them to its unpacked writer if it has one.
 type verifier struct {
 	w    io.Writer // where the packed bytes go
 	h    hash.Hash
@@ -251,9 +252,12 @@ type verifier struct {
 	wait func(copyErr error) error // ends the unpacking, nil without
 }
 
-func newVerifier(comp Compression) (*verifier, error) {
+func newVerifier(comp Compression, unpacked io.Writer) (*verifier, error) {
 	v := &verifier{h: sha256.New()}
 	v.n = &countWriter{w: v.h}
+	if unpacked != nil {
+		v.n.w = io.MultiWriter(v.h, unpacked)
+	}
 	switch comp {
 	case None:
 		v.w = v.n

@@ -45,6 +45,7 @@ func TestRunVerifyModes(t *testing.T) {
 		name          string
 		image, sha256 string
 		typ, job      devices.VerifyMode // the device type's and the job's setting
+		repack        devices.RepackMode // the device type's; none if ""
 		corrupt       int64              // the byte the boot server damages, -1 for none
 		want          string             // the outcome
 		reason        []string           // what an incomplete job's reason says
@@ -72,12 +73,28 @@ func TestRunVerifyModes(t *testing.T) {
 		// the node writes anything.
 		{name: "stream gzip, wrong digest", image: gz, sha256: wrong, typ: devices.VerifyStream, corrupt: -1, want: "incomplete",
 			reason: []string{"its uncompressed bytes have sha256 " + gzSum + ", the job expects " + wrong}, notLog: []string{"wrote the image"}},
+		// Repacked into zstd: the node unpacks zstd, its stream hash is the
+		// copy's; the copy is made from bytes checked against the job's
+		// digest, and damage on the way fails zstd's own check.
+		{name: "stream gzip repacked into zstd", image: gz, sha256: gzSum, typ: devices.VerifyStream, repack: devices.RepackZstd, corrupt: -1, want: "complete",
+			log: []string{"the node is served the image repacked into zstd", "made in", "| zstdcat |", "of the zstd file verified on the node"}, notLog: []string{"gunzip", "readback sha256"}},
+		{name: "repacked and read back", image: gz, sha256: gzSum, typ: devices.VerifyBoth, repack: devices.RepackZstd, corrupt: -1, want: "complete",
+			log: []string{"repacked into zstd", "of the zstd file verified on the node", "readback sha256 " + gzSum + " verified on the node"}},
+		{name: "repack, uncompressed image served as it is", image: raw, sha256: rawSum, typ: devices.VerifyReadback, repack: devices.RepackZstd, corrupt: -1, want: "complete",
+			log: []string{"readback sha256 " + rawSum}, notLog: []string{"repacked into zstd", "zstdcat"}},
+		{name: "repack, wrong digest", image: gz, sha256: wrong, typ: devices.VerifyReadback, repack: devices.RepackZstd, corrupt: -1, want: "incomplete",
+			reason: []string{"repack the image into zstd", "its uncompressed bytes have sha256 " + gzSum + ", the job expects " + wrong}, notLog: []string{"wrote the image"}},
+		{name: "repacked, damaged in transfer", image: gz, sha256: gzSum, typ: devices.VerifyStream, repack: devices.RepackZstd, corrupt: 100, want: "incomplete",
+			reason: []string{"write image: the pipeline exited"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			n := newNode(t)
 			n.CorruptImages(tt.corrupt)
 			set := dispatchertest.Settings(n)
 			set.Deploy.Verify = tt.typ
+			if tt.repack != "" {
+				set.Deploy.Repack = tt.repack
+			}
 			verify := ""
 			if tt.job != "" {
 				verify = `verify = "` + string(tt.job) + `"` + "\n"
@@ -225,5 +242,33 @@ expect_failure = true
 	}
 	if strings.Contains(log, "typing the line again") {
 		t.Errorf("a character was lost on a console that loses none\n%s", log)
+	}
+}
+
+// A repacked copy is made once and kept: a second job on the same image
+// takes it from the cache, and both nodes get the same bytes.
+func TestRunRepackCached(t *testing.T) {
+	gz, gzSum := image(t, t.TempDir())
+	cache := t.TempDir()
+	var sums []string
+	for i, how := range []string{"made in", "from the cache"} {
+		n := newNode(t)
+		set := dispatchertest.Settings(n)
+		set.Deploy.Verify, set.Deploy.Repack = devices.VerifyStream, devices.RepackZstd
+		res, log := runJob(t, n, parseJob(t, deployJob(gz, gzSum, helloTest)), func(j *dispatcher.Job) {
+			j.Settings, j.CacheDir = set, cache
+		})
+		if res.Outcome != "complete" || !strings.Contains(log, "repacked into zstd") || !strings.Contains(log, how) {
+			t.Fatalf("job %d: %s (%s), want complete with a copy %s\n%s", i, res.Outcome, res.Reason, how, log)
+		}
+		i := strings.Index(log, "stream sha256 ")
+		sums = append(sums, log[i+14:i+14+64])
+	}
+	copies, _ := filepath.Glob(filepath.Join(cache, "repacked", "*", "*", "*"))
+	if len(copies) != 1 || sums[0] != sums[1] || filepath.Base(filepath.Dir(copies[0])) != sums[0] || filepath.Base(copies[0]) != "disk.img.zst" {
+		t.Errorf("copies %v, stream digests %v", copies, sums)
+	}
+	if fi, err := os.Stat(copies[0]); err != nil || fi.Mode().Perm()&0o007 != 0 {
+		t.Errorf("copy %v: %v", fi, err)
 	}
 }

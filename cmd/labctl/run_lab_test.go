@@ -152,8 +152,9 @@ func typedSoFar(path string) string {
 // The smoke job through ipmitool in a pty, with a gzip image: it completes
 // although the BMC kills the SOL session in the middle of the test steps,
 // and the BMC password shows up in no job log and no command line. The
-// device type's settings hold: stream verification, and the disk boot
-// powers the node off and on rather than sending a cycle.
+// device type's settings hold: the gzip image served repacked into zstd,
+// stream verification, and the disk boot powers the node off and on
+// rather than sending a cycle.
 func TestLabRunSmoke(t *testing.T) {
 	t.Parallel()
 	lab := simlabtest.StartLab(t, 1, simlab.Options{})
@@ -217,8 +218,12 @@ commands = ["grep -q vda /proc/partitions"]
 	if len(res.Artifacts) != 1 {
 		t.Errorf("artifacts = %v, want uname.txt", res.Artifacts)
 	}
-	if !strings.Contains(log, "deploy: verify stream:") || !strings.Contains(log, "of the gzip file verified on the node") || strings.Contains(log, "readback sha256") {
+	if !strings.Contains(log, "deploy: verify stream:") || !strings.Contains(log, "of the zstd file verified on the node") || strings.Contains(log, "readback sha256") {
 		t.Error("job log does not show stream verification alone")
+	}
+	// simlab-qemu repacks the gzip image; the master unpacks the copy.
+	if !strings.Contains(log, "the node is served the image repacked into zstd") || !strings.Contains(log, "| zstdcat |") {
+		t.Error("job log does not show the image served as its zstd copy")
 	}
 	if !offOnAfter(log, "bootdev disk") {
 		t.Error("job log does not show power off, then power on, after bootdev disk")

@@ -1,0 +1,143 @@
+package dispatcher
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/labctl/labctl/internal/statedir"
+)
+
+// repacked is a zstd copy of a job's image (see repack), open.
+type repacked struct {
+	File *os.File
+	// SHA256 is the digest of File's bytes: what the node's stream hash
+	// of them must show.
+	SHA256 string
+	// Made says this job made the copy (it was not in the cache).
+	Made bool
+}
+
+// errNoRepack says why an image is served as it is although the device
+// type asks for a repack; the job goes on without it.
+var errNoRepack = errors.New("not repacked")
+
+// repack returns the zstd copy of a gzip, bzip2 or xz image kept in
+// cacheDir/repacked/KEY/SHA256/NAME.zst (KEY as cacheKey, SHA256 the
+// digest of the copy's bytes, NAME the image's file name without its
+// compression suffix), making it when it is not there: the image is
+// unpacked here (gzip and bzip2 in Go, xz with the xz program), its
+// uncompressed bytes checked against digest as they go by, and packed by
+// the zstd program at level 3 into a temporary directory renamed into
+// place when whole. Jobs repacking one image at once each make a copy; the
+// first rename wins and the others use its copy. An error that wraps
+// errNoRepack means the image is served as it is (no cache, no zstd
+// program); any other is the image's or the host's fault.
+func repack(img imageFile, digest, cacheDir string) (repacked, error) {
+	if cacheDir == "" {
+		return repacked{}, fmt.Errorf("%w: the dispatcher has no cache directory to keep the copy in", errNoRepack)
+	}
+	if _, err := exec.LookPath("zstd"); err != nil {
+		return repacked{}, fmt.Errorf("%w: the host that runs labctl has no zstd program (Debian package zstd)", errNoRepack)
+	}
+	fi, err := img.File.Stat()
+	if err != nil {
+		return repacked{}, fmt.Errorf("image: %w", err)
+	}
+	dir := filepath.Join(cacheDir, "repacked", cacheKey(fi, digest, img.Verified))
+	if r, ok := cachedRepack(dir); ok {
+		return r, nil
+	}
+	if err := os.MkdirAll(dir, statedir.DirMode); err != nil {
+		return repacked{}, fmt.Errorf("repack: %w", err)
+	}
+	tmpDir, err := os.MkdirTemp(dir, ".repack-")
+	if err != nil {
+		return repacked{}, fmt.Errorf("repack: %w", err)
+	}
+	defer os.RemoveAll(tmpDir)
+	tmp, err := os.OpenFile(filepath.Join(tmpDir, zstdName(img.File.Name())), os.O_CREATE|os.O_EXCL|os.O_WRONLY, statedir.FileMode)
+	if err != nil {
+		return repacked{}, fmt.Errorf("repack: %w", err)
+	}
+	defer tmp.Close()
+
+	packed := sha256.New()
+	zstd := exec.Command("zstd", "-q", "-3", "-T0", "-c")
+	zstd.Stdout = io.MultiWriter(tmp, packed)
+	var stderr strings.Builder
+	zstd.Stderr = &stderr
+	in, err := zstd.StdinPipe()
+	if err != nil {
+		return repacked{}, fmt.Errorf("repack: %w", err)
+	}
+	if err := zstd.Start(); err != nil {
+		return repacked{}, fmt.Errorf("repack: %w", commandError("zstd", err))
+	}
+	v, err := newVerifier(img.Compression, in)
+	if err != nil {
+		in.Close()
+		zstd.Wait()
+		return repacked{}, fmt.Errorf("image %s: %w", img.File.Name(), err)
+	}
+	_, err = io.Copy(v, bufio.NewReaderSize(io.NewSectionReader(img.File, 0, fi.Size()), readBuffer))
+	_, sum, verr := v.finish(err)
+	in.Close()
+	zerr := zstd.Wait()
+	switch {
+	case err != nil:
+		return repacked{}, fmt.Errorf("image %s: %w", img.File.Name(), err)
+	case verr != nil:
+		return repacked{}, fmt.Errorf("image %s: %w", img.File.Name(), verr)
+	case sum != digest:
+		return repacked{}, fmt.Errorf("image %s: its uncompressed bytes have sha256 %s, the job expects %s", img.File.Name(), sum, digest)
+	case zerr != nil:
+		return repacked{}, fmt.Errorf("repack: zstd: %v: %s", zerr, strings.TrimSpace(stderr.String()))
+	}
+	if err := tmp.Sync(); err != nil {
+		return repacked{}, fmt.Errorf("repack: %w", err)
+	}
+	// A copy another job renamed into place first is as good as this one.
+	os.Rename(tmpDir, filepath.Join(dir, hex.EncodeToString(packed.Sum(nil))))
+	r, ok := cachedRepack(dir)
+	if !ok {
+		return repacked{}, fmt.Errorf("repack: no copy in %s after making one", dir)
+	}
+	r.Made = true
+	return r, nil
+}
+
+// zstdName is the copy's file name: the image's, its compression suffix
+// replaced by .zst.
+func zstdName(image string) string {
+	name := filepath.Base(image)
+	for _, suffix := range []string{".gz", ".tgz", ".xz", ".bz2", ".bzip2"} {
+		if n, ok := strings.CutSuffix(name, suffix); ok && n != "" {
+			name = n
+			break
+		}
+	}
+	return name + ".zst"
+}
+
+// cachedRepack opens the copy kept in dir, if there is one.
+func cachedRepack(dir string) (repacked, bool) {
+	names, _ := filepath.Glob(filepath.Join(dir, "*", "*.zst"))
+	for _, name := range names {
+		sum := filepath.Base(filepath.Dir(name))
+		if !sha256Hex.MatchString(sum) {
+			continue
+		}
+		if f, err := os.Open(name); err == nil {
+			return repacked{File: f, SHA256: sum}, true
+		}
+	}
+	return repacked{}, false
+}
