@@ -55,7 +55,7 @@ func (r *runner) deploy(ctx context.Context) error {
 	var ready chan servedImage
 	if toZstd || verify.Stream() {
 		ready = make(chan servedImage, 1)
-		go func() { ready <- r.serveAs(image, want, toZstd, verify.Stream()) }()
+		go func() { ready <- r.serveAs(ctx, image, want, toZstd, verify.Stream()) }()
 		defer func() {
 			// A job that ends before it took the result closes the copy
 			// the repack opened, once it is done.
@@ -155,11 +155,11 @@ type servedImage struct {
 // toZstd asks for one and it can be had (else the image, saying why), and
 // the digest of its bytes when stream asks for one. It runs while the
 // master boots, so it sends the job's events back as its note.
-func (r *runner) serveAs(image imageFile, want string, toZstd, stream bool) servedImage {
+func (r *runner) serveAs(ctx context.Context, image imageFile, want string, toZstd, stream bool) servedImage {
 	s := servedImage{File: image.File, Compression: image.Compression}
 	if toZstd {
 		start := r.Now()
-		p, err := repack(image, want, r.CacheDir)
+		p, err := repack(ctx, image, want, r.CacheDir)
 		switch {
 		case err == nil:
 			how := "from the cache"

@@ -2,6 +2,7 @@ package dispatcher
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -35,12 +36,12 @@ var errNoRepack = errors.New("not repacked")
 // compression suffix), making it when it is not there: the image is
 // unpacked here (gzip and bzip2 in Go, xz with the xz program), its
 // uncompressed bytes checked against digest as they go by, and packed by
-// the zstd program at level 3 into a temporary directory renamed into
-// place when whole. Jobs repacking one image at once each make a copy; the
-// first rename wins and the others use its copy. An error that wraps
-// errNoRepack means the image is served as it is (no cache, no zstd
-// program); any other is the image's or the host's fault.
-func repack(img imageFile, digest, cacheDir string) (repacked, error) {
+// the zstd program at level 3, in one thread, into a temporary directory
+// renamed into place when whole. Jobs that need one image's copy at once
+// wait for one another (a lock file per image), so it is made once. An
+// error that wraps errNoRepack means the image is served as it is (no
+// cache, no zstd program); any other is the image's or the host's fault.
+func repack(ctx context.Context, img imageFile, digest, cacheDir string) (repacked, error) {
 	if cacheDir == "" {
 		return repacked{}, fmt.Errorf("%w: the dispatcher has no cache directory to keep the copy in", errNoRepack)
 	}
@@ -58,6 +59,14 @@ func repack(img imageFile, digest, cacheDir string) (repacked, error) {
 	if err := os.MkdirAll(dir, statedir.DirMode); err != nil {
 		return repacked{}, fmt.Errorf("repack: %w", err)
 	}
+	unlock, err := lockFile(ctx, dir+".lock")
+	if err != nil {
+		return repacked{}, fmt.Errorf("%w: %v", errNoRepack, err)
+	}
+	defer unlock()
+	if r, ok := cachedRepack(dir); ok {
+		return r, nil
+	}
 	tmpDir, err := os.MkdirTemp(dir, ".repack-")
 	if err != nil {
 		return repacked{}, fmt.Errorf("repack: %w", err)
@@ -70,7 +79,10 @@ func repack(img imageFile, digest, cacheDir string) (repacked, error) {
 	defer tmp.Close()
 
 	packed := sha256.New()
-	zstd := exec.Command("zstd", "-q", "-3", "-T0", "-c")
+	// One thread: threads and zstd 1.5's asynchronous I/O each hold tens of
+	// MiB of buffers (the program's peak RSS: 45-58 MB with them, 7.5 MB
+	// without), and one thread packs 64 MiB in 0.1 s.
+	zstd := exec.Command("zstd", "-q", "-3", "--single-thread", "-c")
 	zstd.Stdout = io.MultiWriter(tmp, packed)
 	var stderr strings.Builder
 	zstd.Stderr = &stderr
@@ -104,8 +116,9 @@ func repack(img imageFile, digest, cacheDir string) (repacked, error) {
 	if err := tmp.Sync(); err != nil {
 		return repacked{}, fmt.Errorf("repack: %w", err)
 	}
-	// A copy another job renamed into place first is as good as this one.
-	os.Rename(tmpDir, filepath.Join(dir, hex.EncodeToString(packed.Sum(nil))))
+	if err := os.Rename(tmpDir, filepath.Join(dir, hex.EncodeToString(packed.Sum(nil)))); err != nil {
+		return repacked{}, fmt.Errorf("repack: %w", err)
+	}
 	r, ok := cachedRepack(dir)
 	if !ok {
 		return repacked{}, fmt.Errorf("repack: no copy in %s after making one", dir)
