@@ -257,7 +257,7 @@ func (c E2ECase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseResu
 	}
 	fmt.Fprintf(w, "### Case 5: end to end, the same job by labctl and LAVA on one simulated node (%d rounds, interleaved)\n\n", c.Rounds)
 	fmt.Fprintf(w, "One `bin/simlab up` node (ipmi_sim + QEMU under %s). The job: bootdev pxe, power on, the busybox master over PXE, `wget | dd` of the 64 MiB test image (%.1f MB gzip), bootdev disk, power on, log in root/test, then `uname -a`, `grep -q vda /proc/partitions`, `ip route | grep -q default`. "+
-		"`labctl run` with verification by stream (the digest of the decompressed stream on the node: the image arrived intact) and by readback (the written disk read back: the disk holds it); "+
+		"`labctl run`, which serves the image as its zstd copy (simlab-qemu's `deploy.repack`, made once and cached), with verification by stream (the digest of the bytes the node receives, taken on the node: the image arrived intact) and by readback (the written disk read back: the disk holds it); "+
 		"LAVA is Debian 12's lava-run 2023.01 unpacked from its .debs, and the same with upstream's pexpect fix (`delaybeforesend = None`, release 2025.10), both at 10 ms character delays, verifying nothing. "+
 		"Each dispatcher runs in a control group of its own: CPU is %s of everything it started (ipmitool, the SOL client; for LAVA also the TFTP and HTTP servers that play its lab's boot server and the worker's Apache, since LAVA serves no PXE files), not the node's; peak RSS is the largest process's peak resident set (VmHWM: with the pages of its program and libraries it has mapped; children are not added), private MB its largest anonymous memory (RssAnon: heap and stacks), sampled every 200 ms.\n\n",
 		accelName(), gzipMB, cpuMethod())
