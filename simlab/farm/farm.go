@@ -435,10 +435,6 @@ func (n *Node) shell(ctx context.Context, prompt string) {
 		n.sayString("fake node: cannot start a shell: " + err.Error() + "\r\n")
 		return
 	}
-	// A real node's BMC has a CPU of its own: the shells and what they run
-	// (wget, dd, sha256sum: what they start inherits it) yield to the
-	// farm's BMCs and consoles when the farm's CPU is short.
-	unix.Setpriority(unix.PRIO_PROCESS, cmd.Process.Pid, shellNice)
 	n.setInput(func(p []byte) { ptmx.Write(p) })
 	done := make(chan struct{})
 	go func() {
@@ -467,10 +463,6 @@ func (n *Node) shell(ctx context.Context, prompt string) {
 	ptmx.Close()
 	<-done
 }
-
-// shellNice is the nice value of the nodes' shells: CFS gives a nice-0
-// thread about 10 times the CPU of a nice-10 one when both want it.
-const shellNice = 10
 
 // killSession kills every process of the session sid (the shell made it
 // with its pty).

@@ -21,9 +21,9 @@ import (
 
 // TestNode drives one node the way the daemon does, through
 // labctl's own IPMI client: power on with a master entry on the boot
-// server gives the master shell on native SOL (running at shellNice), a
-// power cycle with no entry and a bootable disk gives the login and the
-// test shell, power off ends the shell.
+// server gives the master shell on native SOL, a power cycle with no entry
+// and a bootable disk gives the login and the test shell, power off ends
+// the shell.
 func TestNode(t *testing.T) {
 	var master atomic.Bool
 	master.Store(true)
@@ -128,10 +128,6 @@ func TestNode(t *testing.T) {
 	expect("master# ")
 	typ("echo $((6*7))\r")
 	expect("42")
-	// The shell (and what it runs, which inherits it) yields to the farm's
-	// BMCs: nice 10, the 19th field of its /proc/PID/stat.
-	typ("read -r l </proc/$$/stat; set -- $l; echo nice=${19}=\r")
-	expect("nice=10=")
 
 	// The next boot: no entry, and a disk with a boot signature.
 	master.Store(false)
