@@ -140,7 +140,10 @@ func zstdName(image string) string {
 	return name + ".zst"
 }
 
-// cachedRepack opens the copy kept in dir, if there is one.
+// cachedRepack opens the copy kept in dir, if there is one whose bytes
+// still have the digest it is filed under: a copy damaged on the host's
+// disk is removed (and made again) rather than failing every job that
+// meets it. Hashing the copy costs the host a few milliseconds per 10 MB.
 func cachedRepack(dir string) (repacked, bool) {
 	names, _ := filepath.Glob(filepath.Join(dir, "*", "*.zst"))
 	for _, name := range names {
@@ -148,9 +151,19 @@ func cachedRepack(dir string) (repacked, bool) {
 		if !sha256Hex.MatchString(sum) {
 			continue
 		}
-		if f, err := os.Open(name); err == nil {
-			return repacked{File: f, SHA256: sum}, true
+		f, err := os.Open(name)
+		if err != nil {
+			continue
 		}
+		h := sha256.New()
+		_, err = io.Copy(h, bufio.NewReaderSize(f, readBuffer))
+		if err == nil && hex.EncodeToString(h.Sum(nil)) == sum {
+			if _, err = f.Seek(0, io.SeekStart); err == nil {
+				return repacked{File: f, SHA256: sum}, true
+			}
+		}
+		f.Close()
+		os.RemoveAll(filepath.Dir(name))
 	}
 	return repacked{}, false
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -80,5 +81,94 @@ func TestRepackOnceForJobsAtOnce(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(cache, "repacked", "*", ".repack-*")); len(left) != 0 {
 		t.Errorf("temporary copies left: %v", left)
+	}
+}
+
+// An xz or bzip2 image is repacked as a gzip one is: the copy unpacks to
+// the image's bytes; a zstd image needs no copy.
+func TestRepackFormats(t *testing.T) {
+	raw := bytes.Repeat([]byte("labctl repack formats "), 1<<14)
+	sum := sha256.Sum256(raw)
+	digest := hex.EncodeToString(sum[:])
+	for _, tt := range []struct {
+		comp Compression
+		pack []string
+	}{{XZ, []string{"xz", "-c"}}, {Bzip2, []string{"bzip2", "-c"}}} {
+		t.Run(string(tt.comp), func(t *testing.T) {
+			if _, err := exec.LookPath(tt.pack[0]); err != nil {
+				t.Skipf("no %s: %v", tt.pack[0], err)
+			}
+			cmd := exec.Command(tt.pack[0], tt.pack[1:]...)
+			cmd.Stdin = bytes.NewReader(raw)
+			packed, err := cmd.Output()
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(t.TempDir(), "disk.img."+map[Compression]string{XZ: "xz", Bzip2: "bz2"}[tt.comp])
+			if err := os.WriteFile(path, packed, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			comp, err := sniffImage(f)
+			if err != nil || comp != tt.comp {
+				t.Fatalf("sniffed %s, %v", comp, err)
+			}
+			r, err := repack(context.Background(), imageFile{File: f, Compression: comp}, digest, t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.File.Close()
+			if filepath.Base(r.File.Name()) != "disk.img.zst" {
+				t.Errorf("copy named %s", r.File.Name())
+			}
+			out, err := exec.Command("zstd", "-dcq", r.File.Name()).Output()
+			if err != nil || !bytes.Equal(out, raw) {
+				t.Errorf("the copy unpacks to %d bytes (%v), want the image's %d", len(out), err, len(raw))
+			}
+		})
+	}
+}
+
+// A copy damaged in the cache is not served: it is made again.
+func TestRepackDamagedCopyMadeAgain(t *testing.T) {
+	raw := bytes.Repeat([]byte("labctl damaged copy "), 1<<14)
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(raw)
+	zw.Close()
+	path := filepath.Join(t.TempDir(), "disk.img.gz")
+	if err := os.WriteFile(path, gz.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(raw)
+	cache := t.TempDir()
+	get := func() repacked {
+		t.Helper()
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		r, err := repack(context.Background(), imageFile{File: f, Compression: Gzip}, hex.EncodeToString(sum[:]), cache)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.File.Close() })
+		return r
+	}
+	first := get()
+	if err := os.WriteFile(first.File.Name(), []byte("damaged"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	again := get()
+	if !again.Made || again.SHA256 != first.SHA256 {
+		t.Errorf("after damage: made %v, sha256 %s (first %s)", again.Made, again.SHA256, first.SHA256)
+	}
+	if b, _ := os.ReadFile(again.File.Name()); bytes.Equal(b, []byte("damaged")) {
+		t.Error("the damaged copy is still in the cache")
 	}
 }
