@@ -40,7 +40,9 @@ var errNoRepack = errors.New("not repacked")
 // renamed into place when whole. Jobs that need one image's copy at once
 // wait for one another (a lock file per image), so it is made once. An
 // error that wraps errNoRepack means the image is served as it is (no
-// cache, no zstd program); any other is the image's or the host's fault.
+// cache, no zstd program, or the host could not make the copy: a full
+// disk); any other is the image's fault (it does not unpack, or not to
+// the job's digest), which serving it as it is would not mend.
 func repack(ctx context.Context, img imageFile, digest, cacheDir string) (repacked, error) {
 	if cacheDir == "" {
 		return repacked{}, fmt.Errorf("%w: the dispatcher has no cache directory to keep the copy in", errNoRepack)
@@ -57,11 +59,11 @@ func repack(ctx context.Context, img imageFile, digest, cacheDir string) (repack
 		return r, nil
 	}
 	if err := os.MkdirAll(dir, statedir.DirMode); err != nil {
-		return repacked{}, fmt.Errorf("repack: %w", err)
+		return repacked{}, notMade(err)
 	}
 	unlock, err := lockFile(ctx, dir+".lock")
 	if err != nil {
-		return repacked{}, fmt.Errorf("%w: %v", errNoRepack, err)
+		return repacked{}, notMade(err)
 	}
 	defer unlock()
 	if r, ok := cachedRepack(dir); ok {
@@ -69,12 +71,12 @@ func repack(ctx context.Context, img imageFile, digest, cacheDir string) (repack
 	}
 	tmpDir, err := os.MkdirTemp(dir, ".repack-")
 	if err != nil {
-		return repacked{}, fmt.Errorf("repack: %w", err)
+		return repacked{}, notMade(err)
 	}
 	defer os.RemoveAll(tmpDir)
 	tmp, err := os.OpenFile(filepath.Join(tmpDir, zstdName(img.File.Name())), os.O_CREATE|os.O_EXCL|os.O_WRONLY, statedir.FileMode)
 	if err != nil {
-		return repacked{}, fmt.Errorf("repack: %w", err)
+		return repacked{}, notMade(err)
 	}
 	defer tmp.Close()
 
@@ -88,10 +90,10 @@ func repack(ctx context.Context, img imageFile, digest, cacheDir string) (repack
 	zstd.Stderr = &stderr
 	in, err := zstd.StdinPipe()
 	if err != nil {
-		return repacked{}, fmt.Errorf("repack: %w", err)
+		return repacked{}, notMade(err)
 	}
 	if err := zstd.Start(); err != nil {
-		return repacked{}, fmt.Errorf("repack: %w", commandError("zstd", err))
+		return repacked{}, notMade(commandError("zstd", err))
 	}
 	v, err := newVerifier(img.Compression, in)
 	if err != nil {
@@ -111,17 +113,17 @@ func repack(ctx context.Context, img imageFile, digest, cacheDir string) (repack
 	case sum != digest:
 		return repacked{}, fmt.Errorf("image %s: its uncompressed bytes have sha256 %s, the job expects %s", img.File.Name(), sum, digest)
 	case zerr != nil:
-		return repacked{}, fmt.Errorf("repack: zstd: %v: %s", zerr, strings.TrimSpace(stderr.String()))
+		return repacked{}, notMade(fmt.Errorf("zstd: %v: %s", zerr, strings.TrimSpace(stderr.String())))
 	}
 	if err := tmp.Sync(); err != nil {
-		return repacked{}, fmt.Errorf("repack: %w", err)
+		return repacked{}, notMade(err)
 	}
 	if err := os.Rename(tmpDir, filepath.Join(dir, hex.EncodeToString(packed.Sum(nil)))); err != nil {
-		return repacked{}, fmt.Errorf("repack: %w", err)
+		return repacked{}, notMade(err)
 	}
 	r, ok := cachedRepack(dir)
 	if !ok {
-		return repacked{}, fmt.Errorf("repack: no copy in %s after making one", dir)
+		return repacked{}, notMade(fmt.Errorf("no copy in %s after making one", dir))
 	}
 	r.Made = true
 	return r, nil
@@ -138,6 +140,12 @@ func zstdName(image string) string {
 		}
 	}
 	return name + ".zst"
+}
+
+// notMade says the copy could not be made on the host: the job goes on
+// with the image as it is.
+func notMade(err error) error {
+	return fmt.Errorf("%w: the copy could not be made: %v", errNoRepack, err)
 }
 
 // cachedRepack opens the copy kept in dir, if there is one whose bytes

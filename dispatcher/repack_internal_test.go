@@ -14,8 +14,8 @@ import (
 	"testing"
 )
 
-// Without a cache directory or a zstd program the image is served as it
-// is, and the reason says which.
+// Without a cache directory, a zstd program or a cache it can write the
+// image is served as it is, and the reason says which.
 func TestRepackUnavailable(t *testing.T) {
 	f, err := os.CreateTemp(t.TempDir(), "img")
 	if err != nil {
@@ -25,6 +25,13 @@ func TestRepackUnavailable(t *testing.T) {
 	img := imageFile{File: f, Compression: Gzip}
 	if _, err := repack(context.Background(), img, "", ""); !errors.Is(err, errNoRepack) {
 		t.Errorf("no cache directory: %v", err)
+	}
+	// A cache the host cannot write (here a file where the directory
+	// should be) is no reason to fail the job.
+	notDir := filepath.Join(t.TempDir(), "cache")
+	os.WriteFile(notDir, nil, 0o600)
+	if _, err := repack(context.Background(), img, "", notDir); !errors.Is(err, errNoRepack) {
+		t.Errorf("cache not writable: %v", err)
 	}
 	t.Setenv("PATH", t.TempDir())
 	if _, err := repack(context.Background(), img, "", t.TempDir()); !errors.Is(err, errNoRepack) {
