@@ -42,16 +42,7 @@ func TestRepackUnavailable(t *testing.T) {
 // Jobs that need one image's copy at once make it once: the others wait
 // and take it from the cache, and all get the same bytes.
 func TestRepackOnceForJobsAtOnce(t *testing.T) {
-	raw := bytes.Repeat([]byte("labctl repack "), 1<<16)
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write(raw)
-	zw.Close()
-	path := filepath.Join(t.TempDir(), "disk.img.gz")
-	if err := os.WriteFile(path, gz.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(raw)
+	path, digest := gzipImage(t, bytes.Repeat([]byte("labctl repack "), 1<<16))
 	cache := t.TempDir()
 	var wg sync.WaitGroup
 	got := make([]repacked, 4)
@@ -66,7 +57,7 @@ func TestRepackOnceForJobsAtOnce(t *testing.T) {
 				return
 			}
 			defer f.Close()
-			got[i], errs[i] = repack(context.Background(), imageFile{File: f, Compression: Gzip}, hex.EncodeToString(sum[:]), cache)
+			got[i], errs[i] = repack(context.Background(), imageFile{File: f, Compression: Gzip}, digest, cache)
 		}()
 	}
 	wg.Wait()
@@ -142,16 +133,7 @@ func TestRepackFormats(t *testing.T) {
 
 // A copy damaged in the cache is not served: it is made again.
 func TestRepackDamagedCopyMadeAgain(t *testing.T) {
-	raw := bytes.Repeat([]byte("labctl damaged copy "), 1<<14)
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write(raw)
-	zw.Close()
-	path := filepath.Join(t.TempDir(), "disk.img.gz")
-	if err := os.WriteFile(path, gz.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(raw)
+	path, digest := gzipImage(t, bytes.Repeat([]byte("labctl damaged copy "), 1<<14))
 	cache := t.TempDir()
 	get := func() repacked {
 		t.Helper()
@@ -160,7 +142,7 @@ func TestRepackDamagedCopyMadeAgain(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer f.Close()
-		r, err := repack(context.Background(), imageFile{File: f, Compression: Gzip}, hex.EncodeToString(sum[:]), cache)
+		r, err := repack(context.Background(), imageFile{File: f, Compression: Gzip}, digest, cache)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -178,4 +160,20 @@ func TestRepackDamagedCopyMadeAgain(t *testing.T) {
 	if b, _ := os.ReadFile(again.File.Name()); bytes.Equal(b, []byte("damaged")) {
 		t.Error("the damaged copy is still in the cache")
 	}
+}
+
+// gzipImage writes raw gzipped as disk.img.gz in a temporary directory
+// and returns its path and the sha256 of raw.
+func gzipImage(t *testing.T, raw []byte) (string, string) {
+	t.Helper()
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write(raw)
+	zw.Close()
+	path := filepath.Join(t.TempDir(), "disk.img.gz")
+	if err := os.WriteFile(path, gz.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(raw)
+	return path, hex.EncodeToString(sum[:])
 }
