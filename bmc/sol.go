@@ -305,18 +305,28 @@ func (s *solStream) Write(p []byte) (int, error) {
 }
 
 // Close stops the stream, deactivates the payload and closes the session.
-// It is idempotent.
+// It returns an error when the deactivation failed, unless the stream had
+// already ended with sol.ErrClosedByBMC. It is idempotent.
 func (s *solStream) Close() error {
 	s.closeOnce.Do(func() {
 		s.end(fmt.Errorf("bmc %s: sol: %w", s.c.addr, sol.ErrClosed))
 		s.cancel()
 		<-s.done
 
+		s.mu.Lock()
+		byBMC := errors.Is(s.err, sol.ErrClosedByBMC)
+		s.mu.Unlock()
 		timeout := s.c.cfg.Timeout
 		ctx, cancel := context.WithTimeout(context.Background(), 2*timeout)
 		err := deactivateSOL(ctx, s.sess.c)
 		cancel()
-		if err != nil {
+		switch {
+		case err != nil && byBMC:
+			// The BMC ended the payload (or stopped answering) before:
+			// there is nothing of ours to release, and no answer now is
+			// no news.
+			s.c.log.Debug("SOL close: deactivate after the BMC ended the payload", "err", err)
+		case err != nil:
 			s.closeErr = fmt.Errorf("bmc %s: sol close: deactivate payload: %w", s.c.addr, err)
 		}
 		ctx, cancel = context.WithTimeout(context.Background(), timeout)

@@ -119,6 +119,28 @@ func TestSOL(t *testing.T) {
 	}
 }
 
+// A stream the BMC ended closes without an error even when the BMC does
+// not answer the deactivation either (gone, or too busy): there is nothing
+// of ours left to release.
+func TestSOLCloseAfterBMCEndedIt(t *testing.T) {
+	s := newSim(t)
+	cfg := s.config()
+	cfg.Timeout = 300 * time.Millisecond
+	c, _ := newClient(t, cfg)
+	st, err := c.OpenSOL(ctxFor(t, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.bmc.SOL.CloseAll()
+	if err := readErr(t, st, 5*time.Second); !errors.Is(err, sol.ErrClosedByBMC) {
+		t.Fatalf("Read error %v, want sol.ErrClosedByBMC", err)
+	}
+	s.conn.silent.Store(true)
+	if err := st.Close(); err != nil {
+		t.Errorf("Close of a stream the BMC ended, the BMC silent: %v", err)
+	}
+}
+
 // checkExchange: a login prompt reaches the stream, typed input reaches
 // the node's console, and output of lines lines (many times what one SOL
 // packet holds) arrives whole and in order.
