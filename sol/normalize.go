@@ -51,6 +51,14 @@ const (
 	bel = 0x07
 )
 
+// Plain is console output as Expect sees it: escape sequences removed,
+// line ends as "\n", other control bytes dropped. For tools and tests
+// that look for text in a log's output (see Joined).
+func Plain(raw []byte) string {
+	var n normalizer
+	return string(n.write(nil, raw))
+}
+
 // write appends the normalised form of p to dst and returns it.
 func (n *normalizer) write(dst, p []byte) []byte {
 	for i := 0; i < len(p); i++ {

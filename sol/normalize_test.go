@@ -137,3 +137,12 @@ func sameBytes(a, b []byte) bool {
 	}
 	return true
 }
+
+// Plain: a firmware's screen mirrored to the serial port, its words
+// between cursor moves and colours, reads as the words.
+func TestPlain(t *testing.T) {
+	raw := "\x1bc\x1b[?7l\x1b[2J\x1b[0mSeaBIOS\r\n\x1b[0;1miPXE\x1b[0m -- \x1b7Press\x1b8 Ctrl-B\r\nmaster# \x1b[6n"
+	if got, want := Plain([]byte(raw)), "SeaBIOS\niPXE -- Press Ctrl-B\nmaster# "; got != want {
+		t.Errorf("Plain = %q, want %q", got, want)
+	}
+}

@@ -443,7 +443,7 @@ func TestLabConsole(t *testing.T) {
 	// The words as the node showed them: the firmware mirrors its screen
 	// to the serial port with cursor moves and colours between pieces of
 	// a line, so escape sequences are taken out first.
-	shown := escapeSeq.ReplaceAllString(output.String(), "")
+	shown := sol.Plain([]byte(output.String()))
 	for _, want := range []string{"iPXE", "PXELINUX", "simlab master ready", "master# ", "simlab test OS booted from disk", "login: "} {
 		if !strings.Contains(shown, want) {
 			t.Errorf("the console log's output has no %q; from power-on it shows:\n%q", want, shown[:min(len(shown), 3000)])
@@ -456,10 +456,6 @@ func TestLabConsole(t *testing.T) {
 	step(fmt.Sprintf("console log: %d KB, boot from %s (%.0fs before alice attached)", len(log)>>10,
 		firstBoot.Format("15:04:05.000"), aliceAttached.Sub(firstBoot).Seconds()))
 }
-
-// escapeSeq matches a terminal escape sequence: CSI (ESC [ ... final
-// byte) or ESC and one character (ESC 7, ESC c, ...).
-var escapeSeq = regexp.MustCompile("\x1b(\\[[0-9;?]*[ -/]*[@-~]|[0-Z\\\\-_c])")
 
 // childPid is the pid of parent's only child process.
 func childPid(t *testing.T, parent int) int {
