@@ -2,7 +2,6 @@ package dispatcher
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -12,6 +11,8 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+
+	"github.com/labctl/labctl/dispatcher/dispatchertest"
 )
 
 // Without a cache directory, a zstd program or a cache it can write the
@@ -42,7 +43,7 @@ func TestRepackUnavailable(t *testing.T) {
 // Jobs that need one image's copy at once make it once: the others wait
 // and take it from the cache, and all get the same bytes.
 func TestRepackOnceForJobsAtOnce(t *testing.T) {
-	path, digest := gzipImage(t, bytes.Repeat([]byte("labctl repack "), 1<<16))
+	path, digest := dispatchertest.GzipImage(t, t.TempDir(), bytes.Repeat([]byte("labctl repack "), 1<<16))
 	cache := t.TempDir()
 	var wg sync.WaitGroup
 	got := make([]repacked, 4)
@@ -133,7 +134,7 @@ func TestRepackFormats(t *testing.T) {
 
 // A copy damaged in the cache is not served: it is made again.
 func TestRepackDamagedCopyMadeAgain(t *testing.T) {
-	path, digest := gzipImage(t, bytes.Repeat([]byte("labctl damaged copy "), 1<<14))
+	path, digest := dispatchertest.GzipImage(t, t.TempDir(), bytes.Repeat([]byte("labctl damaged copy "), 1<<14))
 	cache := t.TempDir()
 	get := func() repacked {
 		t.Helper()
@@ -160,20 +161,4 @@ func TestRepackDamagedCopyMadeAgain(t *testing.T) {
 	if b, _ := os.ReadFile(again.File.Name()); bytes.Equal(b, []byte("damaged")) {
 		t.Error("the damaged copy is still in the cache")
 	}
-}
-
-// gzipImage writes raw gzipped as disk.img.gz in a temporary directory
-// and returns its path and the sha256 of raw.
-func gzipImage(t *testing.T, raw []byte) (string, string) {
-	t.Helper()
-	var gz bytes.Buffer
-	zw := gzip.NewWriter(&gz)
-	zw.Write(raw)
-	zw.Close()
-	path := filepath.Join(t.TempDir(), "disk.img.gz")
-	if err := os.WriteFile(path, gz.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(raw)
-	return path, hex.EncodeToString(sum[:])
 }

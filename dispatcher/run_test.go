@@ -2,10 +2,7 @@ package dispatcher_test
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -25,17 +22,7 @@ import (
 // sha256 of the uncompressed bytes.
 func image(t *testing.T, dir string) (string, string) {
 	t.Helper()
-	raw := dispatchertest.MBRImage(1 << 20)
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	zw.Write(raw)
-	zw.Close()
-	path := filepath.Join(dir, "disk.img.gz")
-	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(raw)
-	return path, hex.EncodeToString(sum[:])
+	return dispatchertest.GzipImage(t, dir, dispatchertest.MBRImage(1<<20))
 }
 
 // deployJob is the text of a job on node1 that deploys img, whose

@@ -8,12 +8,8 @@
 package daemontest
 
 import (
-	"bytes"
 	"cmp"
-	"compress/gzip"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -310,17 +306,7 @@ func (l *Lab) WaitIdle() {
 // sha256 of its uncompressed bytes.
 func Image(t testing.TB) (string, string) {
 	t.Helper()
-	raw := dispatchertest.MBRImage(256 << 10)
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	zw.Write(raw)
-	zw.Close()
-	path := filepath.Join(t.TempDir(), "disk.img.gz")
-	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(raw)
-	return path, hex.EncodeToString(sum[:])
+	return dispatchertest.GzipImage(t, t.TempDir(), dispatchertest.MBRImage(256<<10))
 }
 
 // JobText is a job file: the top-level keys top, then the deploy of a

@@ -13,7 +13,10 @@ package dispatchertest
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
@@ -23,6 +26,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/creack/pty"
@@ -719,6 +723,22 @@ func Settings(n *Node) devices.Settings {
 	s.Timeouts.TestStep = 10 * time.Second
 	s.Timeouts.Job = time.Minute
 	return s
+}
+
+// GzipImage writes raw, gzipped, as dir/disk.img.gz and returns its path
+// and the sha256 of raw (what a job names as the image's digest).
+func GzipImage(t testing.TB, dir string, raw []byte) (string, string) {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	zw.Write(raw)
+	zw.Close()
+	path := filepath.Join(dir, "disk.img.gz")
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(raw)
+	return path, hex.EncodeToString(sum[:])
 }
 
 // MBRImage returns a disk image of size bytes that the simulated node boots:
