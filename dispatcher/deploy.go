@@ -53,17 +53,20 @@ func (r *runner) deploy(ctx context.Context) error {
 	// worked out while the master boots.
 	toZstd := r.set.Deploy.Repack == devices.RepackZstd && image.Compression != None && image.Compression != Zstd
 	var ready chan servedImage
+	taken := false
 	if toZstd || verify.Stream() {
 		ready = make(chan servedImage, 1)
 		go func() { ready <- r.serveAs(ctx, image, want, toZstd, verify.Stream()) }()
 		defer func() {
-			// A job that ends before it took the result closes the copy
-			// the repack opened, once it is done.
-			go func() {
-				if s, ok := <-ready; ok && s.File != image.File && s.File != nil {
-					s.File.Close()
-				}
-			}()
+			if !taken {
+				// The job ended first: close the copy the repack opens,
+				// once it is done.
+				go func() {
+					if s := <-ready; s.File != image.File {
+						s.File.Close()
+					}
+				}()
+			}
 		}()
 	}
 
@@ -77,8 +80,7 @@ func (r *runner) deploy(ctx context.Context) error {
 
 	served := servedImage{File: image.File, Compression: image.Compression}
 	if ready != nil {
-		served = <-ready
-		close(ready)
+		served, taken = <-ready, true
 		if served.err != nil {
 			return served.err
 		}

@@ -118,22 +118,23 @@ func repack(ctx context.Context, img imageFile, digest, cacheDir string) (repack
 	if err := tmp.Sync(); err != nil {
 		return repacked{}, notMade(err)
 	}
-	if err := os.Rename(tmpDir, filepath.Join(dir, hex.EncodeToString(packed.Sum(nil)))); err != nil {
+	packedSum := hex.EncodeToString(packed.Sum(nil))
+	final := filepath.Join(dir, packedSum)
+	if err := os.Rename(tmpDir, final); err != nil {
 		return repacked{}, notMade(err)
 	}
-	r, ok := cachedRepack(dir)
-	if !ok {
-		return repacked{}, notMade(fmt.Errorf("no copy in %s after making one", dir))
+	f, err := os.Open(filepath.Join(final, filepath.Base(tmp.Name())))
+	if err != nil {
+		return repacked{}, notMade(err)
 	}
-	r.Made = true
-	return r, nil
+	return repacked{File: f, SHA256: packedSum, Made: true}, nil
 }
 
 // zstdName is the copy's file name: the image's, its compression suffix
 // replaced by .zst.
 func zstdName(image string) string {
 	name := filepath.Base(image)
-	for _, suffix := range []string{".gz", ".tgz", ".xz", ".bz2", ".bzip2"} {
+	for _, suffix := range []string{".gz", ".xz", ".bz2"} {
 		if n, ok := strings.CutSuffix(name, suffix); ok && n != "" {
 			name = n
 			break
