@@ -205,19 +205,22 @@ func (g *Ganesha) Export(ctx context.Context, dir string, client netip.Addr) (*E
 		delete(r.clients, client)
 		if fresh {
 			g.drop(r)
+			g.writeIndex()
 		} else {
 			g.writeExport(r)
 		}
-		g.writeIndex()
 		g.reload(context.WithoutCancel(ctx), "")
 	}
 	if err := g.writeExport(r); err != nil {
 		undo()
 		return nil, err
 	}
-	if err := g.writeIndex(); err != nil {
-		undo()
-		return nil, err
+	// The include list changes only with a new export file.
+	if fresh {
+		if err := g.writeIndex(); err != nil {
+			undo()
+			return nil, err
+		}
 	}
 	if err := g.reload(ctx, r.file); err != nil {
 		undo()
