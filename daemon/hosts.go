@@ -20,13 +20,14 @@ import (
 // in memory the queued jobs its own devices can take, in the one order of
 // the lab (priority, then age); it learns of jobs submitted elsewhere,
 // and of jobs canceled elsewhere, when the store says the queue changed
-// (PostgreSQL's NOTIFY), and of jobs other hosts took when it next reads
-// the queue (a NOTIFY, a claim of its own that found every job it named
-// taken, each HostConfig.Poll). Its workers claim a job in the store
-// under the host's lease, so a job runs once however many hosts could
-// take it; a claim names the next queued jobs too and takes the first
-// one free, so a worker whose job another host took takes the next one
-// in the same round trip.
+// (PostgreSQL's NOTIFY: one naming only new submits has it read their
+// rows, any other the whole queue), and of jobs other hosts took when it
+// next reads the whole queue (a NOTIFY, a claim of its own that found
+// every job it named taken, each HostConfig.Poll). Its workers claim a
+// job in the store under the host's lease, so a job runs once however
+// many hosts could take it; a claim names the next queued jobs too and
+// takes the first one free, so a worker whose job another host took takes
+// the next one in the same round trip.
 //
 // Each Poll the host renews its lease, checks that the store still has
 // its running jobs under its claim (a host that was cut off long enough
@@ -92,17 +93,44 @@ type hostState struct {
 	storeDown string          // why the last renewal failed
 	nameTaken bool            // another daemon took the host's name
 
-	// nudge has keepHost read the store's queue now (queueChanged).
-	nudge chan struct{}
+	// nudge has keepHost read the store's queue now (queueChanged):
+	// the jobs submitted, or (readWhole) all of it.
+	nudge     chan struct{}
+	submitted []int64
+	readWhole bool
 }
 
 // queueChanged has the host read the store's queue at once rather than at
-// its next poll; it never waits, and a burst of calls makes one read.
-func (h *hostState) queueChanged() {
+// its next poll: the jobs submitted, or all of it if submitted is nil. It
+// never waits, and a burst of calls makes one read.
+func (h *hostState) queueChanged(submitted []int64) {
+	h.mu.Lock()
+	switch {
+	case h.readWhole:
+	case submitted == nil || len(h.submitted)+len(submitted) > maxHeard:
+		h.submitted, h.readWhole = nil, true
+	default:
+		h.submitted = append(h.submitted, submitted...)
+	}
+	h.mu.Unlock()
 	select {
 	case h.nudge <- struct{}{}:
 	default:
 	}
+}
+
+// maxHeard bounds the submits a host keeps to read by their IDs: more
+// between two reads, and it reads the whole queue.
+const maxHeard = 4096
+
+// heard takes what queueChanged recorded: the jobs submitted, or
+// whole: read all of the queue.
+func (h *hostState) heard() (submitted []int64, whole bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	submitted, whole = h.submitted, h.readWhole
+	h.submitted, h.readWhole = nil, false
+	return submitted, whole
 }
 
 // errClaimLost stops a job this host no longer holds in the store.
@@ -340,7 +368,13 @@ func (d *Daemon) keepHost(ctx context.Context) {
 			default:
 			}
 			sctx, cancel := context.WithTimeout(ctx, max(d.host.cfg.Poll, 5*time.Second))
-			if err := d.followQueue(sctx); err != nil {
+			var err error
+			if submitted, whole := d.host.heard(); whole {
+				err = d.followQueue(sctx)
+			} else if len(submitted) > 0 {
+				err = d.followSubmits(sctx, submitted)
+			}
+			if err != nil {
 				d.log.Warn("read the lab's queue", "err", err)
 			}
 			cancel()
@@ -355,7 +389,7 @@ const nudgeGather = 5 * time.Millisecond
 // queueWatcher is a store that says when the lab's queue changed
 // (store.Postgres).
 type queueWatcher interface {
-	WatchQueue(ctx context.Context, changed func())
+	WatchQueue(ctx context.Context, changed func(submitted []int64))
 }
 
 func (d *Daemon) hostTick(ctx context.Context) {
@@ -519,48 +553,13 @@ func (d *Daemon) followQueue(ctx context.Context) error {
 	}
 	h.mu.Unlock()
 	d.mu.Unlock()
-	// Only those still queued: one another host took since is gone.
-	var fresh []store.Job
-	if len(freshIDs) > 0 {
-		if fresh, err = d.store.Jobs(ctx, store.JobFilter{States: []string{store.Queued}, IDs: freshIDs}); err != nil {
-			return err
-		}
-	}
-	var add []*job
-	var addIDs []int64
-	for _, rec := range fresh {
-		spec, err := parseStored(rec)
-		if err != nil || !d.fitsHere(spec) {
-			h.mu.Lock()
-			h.ignored[rec.ID] = true
-			h.mu.Unlock()
-			continue
-		}
-		add = append(add, d.newJob(rec, spec))
-		addIDs = append(addIDs, rec.ID)
-	}
-	// Most jobs are first attempts: one read finds the retries, whose
-	// earlier attempts are then read one job at a time.
-	retries, err := d.store.Retries(ctx, addIDs)
+	add, err := d.readQueued(ctx, freshIDs, true)
 	if err != nil {
 		return err
 	}
-	for _, j := range add {
-		if retries[j.rec.ID] {
-			if err := d.restoreAttempts(ctx, j); err != nil {
-				return err
-			}
-		}
-	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for _, j := range add {
-		if d.jobs[j.rec.ID] == nil {
-			d.jobs[j.rec.ID] = j
-			d.enqueueLocked(j)
-			d.observeQueuedLocked(j.rec)
-		}
-	}
+	d.addQueuedLocked(add)
 	var unsure []*job
 	for _, j := range slices.Clone(d.queue) {
 		if j.added <= seen && !inStore[j.rec.ID] {
@@ -579,6 +578,94 @@ func (d *Daemon) followQueue(ctx context.Context) error {
 		go d.checkUnsure(unsure)
 	}
 	return nil
+}
+
+// followSubmits takes into this host's queue the jobs ids, submitted
+// through other hosts as their announcements name them, that its devices
+// fit and it does not hold yet: one read of those rows, not of the whole
+// queue. A submitted job is a first attempt: it has no earlier attempts
+// to read.
+func (d *Daemon) followSubmits(ctx context.Context, ids []int64) error {
+	h := d.host
+	var fresh []int64
+	d.mu.Lock()
+	h.mu.Lock()
+	for _, id := range ids {
+		if d.jobs[id] == nil && !h.ignored[id] {
+			fresh = append(fresh, id)
+		}
+	}
+	h.mu.Unlock()
+	d.mu.Unlock()
+	if len(fresh) == 0 {
+		return nil
+	}
+	add, err := d.readQueued(ctx, fresh, false)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.addQueuedLocked(add)
+	d.scheduleLocked()
+	return nil
+}
+
+// readQueued reads the jobs ids that are still queued in the store (one
+// another host took since is gone) and returns those this host's devices
+// fit, as jobs to queue here; it remembers the others as ignored. With
+// retries, it reads which are retries and their earlier attempts.
+func (d *Daemon) readQueued(ctx context.Context, ids []int64, retries bool) ([]*job, error) {
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	h := d.host
+	recs, err := d.store.Jobs(ctx, store.JobFilter{States: []string{store.Queued}, IDs: ids})
+	if err != nil {
+		return nil, err
+	}
+	var add []*job
+	var addIDs []int64
+	for _, rec := range recs {
+		spec, err := parseStored(rec)
+		if err != nil || !d.fitsHere(spec) {
+			h.mu.Lock()
+			h.ignored[rec.ID] = true
+			h.mu.Unlock()
+			continue
+		}
+		add = append(add, d.newJob(rec, spec))
+		addIDs = append(addIDs, rec.ID)
+	}
+	if !retries || len(add) == 0 {
+		return add, nil
+	}
+	// Most jobs are first attempts: one read finds the retries, whose
+	// earlier attempts are then read one job at a time.
+	isRetry, err := d.store.Retries(ctx, addIDs)
+	if err != nil {
+		return nil, err
+	}
+	for _, j := range add {
+		if isRetry[j.rec.ID] {
+			if err := d.restoreAttempts(ctx, j); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return add, nil
+}
+
+// addQueuedLocked queues here the jobs readQueued returned, but those
+// this host holds already.
+func (d *Daemon) addQueuedLocked(add []*job) {
+	for _, j := range add {
+		if d.jobs[j.rec.ID] == nil {
+			d.jobs[j.rec.ID] = j
+			d.enqueueLocked(j)
+			d.observeQueuedLocked(j.rec)
+		}
+	}
 }
 
 // checkUnsure looks in the store at jobs that left the store's queue

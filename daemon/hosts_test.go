@@ -55,6 +55,8 @@ type cutStore struct {
 	// loseClaim: the next loseClaim claims commit but their answer is
 	// lost (a timeout).
 	loseClaim atomic.Int32
+	// queueReads counts the reads of the whole queue (its IDs).
+	queueReads atomic.Int32
 }
 
 var errCut = errors.New("connection refused (test: cut off)")
@@ -86,6 +88,9 @@ func (s *cutStore) Jobs(ctx context.Context, f store.JobFilter) ([]store.Job, er
 func (s *cutStore) JobIDs(ctx context.Context, f store.JobFilter) ([]int64, error) {
 	if err := s.err(); err != nil {
 		return nil, err
+	}
+	if slices.Equal(f.States, []string{store.Queued}) && f.IDs == nil {
+		s.queueReads.Add(1)
 	}
 	return s.hostStore.JobIDs(ctx, f)
 }
@@ -125,10 +130,10 @@ func (s *cutStore) EndLostJobs(ctx context.Context, now time.Time) ([]store.Job,
 }
 
 // WatchQueue hears the queue's changes while the store is not cut off.
-func (s *cutStore) WatchQueue(ctx context.Context, changed func()) {
-	s.hostStore.(*store.Postgres).WatchQueue(ctx, func() {
+func (s *cutStore) WatchQueue(ctx context.Context, changed func(submitted []int64)) {
+	s.hostStore.(*store.Postgres).WatchQueue(ctx, func(submitted []int64) {
 		if !s.cut.Load() && !s.deaf.Load() {
-			changed()
+			changed(submitted)
 		}
 	})
 }
@@ -639,6 +644,37 @@ func TestHostsSubmitForHostJoinedSince(t *testing.T) {
 		Spec: daemontest.JobText(t, "name = \"nowhere\"\ndevice = \"rack9-a\"\n")})
 	if !errors.Is(err, labctl.ErrInvalid) || !strings.Contains(err.Error(), `no device "rack9-a"`) {
 		t.Errorf("submit for a device no host has = %v, want invalid naming it", err)
+	}
+}
+
+// A host hears of the jobs submitted through another host by their IDs
+// (the NOTIFY names them) and reads those rows only: the jobs start at
+// once although it looks at the whole queue only when it starts (its
+// poll is an hour), and their submits make it read the whole queue no
+// more.
+func TestHostsHearsSubmits(t *testing.T) {
+	t.Parallel()
+	dbURL := pgtest.URL(t)
+	r := newHostRunner(0)
+	fakes := map[string]*daemontest.FakeNode{}
+	a, err := startHost(t, dbURL, "rack1", fakes, []string{"rack1-a"}, r.forHost("rack1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := startHostPolling(t, dbURL, "rack2", fakes, []string{"rack2-a", "rack2-b"}, r.forHost("rack2"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		j := submitVia(t, a.client, fmt.Sprintf("name = \"far%d\"\ndevice = \"rack2-%c\"\n", i, 'a'+i%2))
+		if end, _ := follow(t, a.client, j.ID); end.Outcome != "complete" || end.Host != "rack2" {
+			t.Errorf("job %d for rack2 submitted through rack1: %s on host %q (%s)", j.ID, end.Outcome, end.Host, end.Reason)
+		}
+	}
+	// One read when it started, one when it began to listen (for what
+	// it may have missed before).
+	if n := b.store.queueReads.Load(); n > 2 {
+		t.Errorf("rack2 read the whole queue %d times, want at most 2 (its start): the submits made it read it", n)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -44,7 +45,9 @@ import (
 // transaction that notifies (one lock for the whole cluster), so a burst
 // of submits would commit one at a time. A burst of changes sends one
 // NOTIFY; one lost with a crash between commit and NOTIFY is made up by
-// the hosts' poll.
+// the hosts' poll. A NOTIFY that announces new submits only names their
+// jobs (its payload: their IDs), so that a host hearing it reads those
+// rows and not the whole queue; any other change has an empty payload.
 //
 // The schema version is a one-row table, schema_version; migrations run
 // under an advisory lock, so that hosts starting together migrate once.
@@ -54,6 +57,8 @@ type Postgres struct {
 	cfg   *pgx.ConnConfig
 
 	notify    chan struct{} // a change of the queue waits to be announced
+	newsMu    sync.Mutex
+	news      queueNews     // what the next announcement says
 	inserts   chan *insert  // rows waiting for insertLoop
 	inserted  chan struct{} // closed when insertLoop has returned
 	claims    chan *pgClaim // claims waiting for claimLoop
@@ -332,9 +337,73 @@ func (p *Postgres) insertRows(batch []*insert) ([]inserted, error) {
 	return got, nil
 }
 
-// queueChanged has notifyLoop announce a committed change of the queue;
-// it never waits.
-func (p *Postgres) queueChanged() {
+// queueNews is what an announcement of changes of the queue says: the
+// jobs submitted (queued as first attempts) since the last one, or
+// whole: the queue changed otherwise (or in more jobs than one payload
+// names), and is read whole.
+type queueNews struct {
+	ids   []int64
+	whole bool
+}
+
+// add records a change: queued, the ID of a job submitted, or 0 for any
+// other change.
+func (n *queueNews) add(queued int64) {
+	switch {
+	case n.whole:
+	case queued == 0 || len(n.ids) >= maxAnnounced:
+		n.ids, n.whole = nil, true
+	default:
+		n.ids = append(n.ids, queued)
+	}
+}
+
+// maxAnnounced is how many jobs one announcement names at most: their
+// IDs, each at most 19 digits and a comma, fit in PostgreSQL's 8000-byte
+// payload.
+const maxAnnounced = 256
+
+// payload is the NOTIFY payload of n: the IDs, comma-separated; empty
+// when the queue is to be read whole.
+func (n queueNews) payload() string {
+	if n.whole {
+		return ""
+	}
+	b := make([]byte, 0, 8*len(n.ids))
+	for i, id := range n.ids {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, id, 10)
+	}
+	return string(b)
+}
+
+// parseNews reads a NOTIFY payload (payload): the jobs it names, or nil
+// (read the queue whole) for an empty payload or one that is not a list
+// of job IDs (a host of another version; whoever else may NOTIFY).
+func parseNews(payload string) []int64 {
+	if payload == "" || len(payload) > 8000 {
+		return nil
+	}
+	var ids []int64
+	for f := range strings.SplitSeq(payload, ",") {
+		id, err := strconv.ParseInt(f, 10, 64)
+		if err != nil || id <= 0 {
+			return nil
+		}
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// queueChanged has notifyLoop announce a committed change of the queue:
+// queued is the ID of a job submitted, 0 any other change. It never
+// waits.
+func (p *Postgres) queueChanged(queued int64) {
+	p.newsMu.Lock()
+	p.news.add(queued)
+	p.newsMu.Unlock()
 	select {
 	case p.notify <- struct{}{}:
 	default: // an announcement is pending already: it covers this change
@@ -384,8 +453,16 @@ func (p *Postgres) notifyLoop() {
 			conn, err = pgx.ConnectConfig(ctx, p.cfg)
 		}
 		if err == nil && !first {
-			if _, err = conn.Exec(ctx, `SELECT pg_notify('`+queueChannel+`', '')`); err != nil {
-				conn.Close(ctx)
+			p.newsMu.Lock()
+			news := p.news
+			p.news = queueNews{}
+			p.newsMu.Unlock()
+			// Nothing new: the last announcement took this wake-up's
+			// change already.
+			if news.whole || len(news.ids) > 0 {
+				if _, err = conn.Exec(ctx, `SELECT pg_notify('`+queueChannel+`', $1)`, news.payload()); err != nil {
+					conn.Close(ctx)
+				}
 			}
 		}
 		if err != nil {
@@ -595,20 +672,26 @@ func (p *Postgres) Close() error {
 }
 
 // WatchQueue calls changed whenever a job is queued, or canceled while
-// queued, by any host (not when one is claimed: see ClaimFirst), until ctx ends: it LISTENs on a connection of its
-// own. After the connection was lost it connects again (backing off up
-// to 5 s) and calls changed once, for what it may have missed meanwhile.
-func (p *Postgres) WatchQueue(ctx context.Context, changed func()) {
+// queued, by any host (not when one is claimed: see ClaimFirst), until
+// ctx ends: it LISTENs on a connection of its own. changed is given the
+// jobs submitted when that is all that changed (one call may name the
+// submits of several hosts' announcements, or fewer than were made: a
+// host whose announcement failed leaves them to the poll), nil when the
+// queue changed otherwise and is to be read whole. After the connection
+// was lost it connects again (backing off up to 5 s) and calls
+// changed(nil) once, for what it may have missed meanwhile.
+func (p *Postgres) WatchQueue(ctx context.Context, changed func(submitted []int64)) {
 	wait := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		conn, err := pgx.ConnectConfig(ctx, p.cfg)
 		if err == nil {
 			if _, err = conn.Exec(ctx, "LISTEN "+queueChannel); err == nil {
 				wait = 100 * time.Millisecond
-				changed()
+				changed(nil)
 				for err == nil {
-					if _, err = conn.WaitForNotification(ctx); err == nil {
-						changed()
+					var n *pgconn.Notification
+					if n, err = conn.WaitForNotification(ctx); err == nil {
+						changed(parseNews(n.Payload))
 					}
 				}
 			}

@@ -47,9 +47,10 @@ type sqlDB struct {
 	// started, in Unix nanoseconds: the instance whose lease it renews.
 	started atomic.Int64
 	// queueChanged, if set, is called once a change of the queue has
-	// committed (a job queued, or canceled while queued):
+	// committed (a job queued, or canceled while queued), with the ID of
+	// the job if it was submitted (queued as a first attempt), else 0:
 	// PostgreSQL's NOTIFY, which other hosts hear (WatchQueue).
-	queueChanged func()
+	queueChanged func(submitted int64)
 }
 
 // querier runs statements: a transaction, or (PostgreSQL) the pool.
@@ -60,10 +61,11 @@ type querier interface {
 }
 
 // notifyQueue tells other hosts that the queue changed; call it after
-// the change committed.
-func (s *sqlDB) notifyQueue() {
+// the change committed, with the ID of the job submitted if that is the
+// change, else 0.
+func (s *sqlDB) notifyQueue(submitted int64) {
 	if s.queueChanged != nil {
-		s.queueChanged()
+		s.queueChanged(submitted)
 	}
 }
 
@@ -91,7 +93,7 @@ func (s *sqlDB) CreateJob(ctx context.Context, j Job) (Job, error) {
 		return j, nil
 	}
 	j.State, j.RunDevice, j.Started = Queued, "", time.Time{}
-	s.notifyQueue()
+	s.notifyQueue(j.ID)
 	return j, nil
 }
 
@@ -486,7 +488,7 @@ func (s *sqlDB) FinishJob(ctx context.Context, id int64, from string, f Finish) 
 		return changed(tx, res, err, id, "finish")
 	})
 	if err == nil && from == Queued {
-		s.notifyQueue()
+		s.notifyQueue(0)
 	}
 	return err
 }
@@ -676,7 +678,7 @@ func (s *sqlDB) RetryJob(ctx context.Context, of int64, j Job) (Job, error) {
 	if err != nil {
 		return Job{}, err
 	}
-	s.notifyQueue()
+	s.notifyQueue(0) // a retry: its hosts read its earlier attempts
 	return j, nil
 }
 

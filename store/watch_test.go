@@ -14,22 +14,26 @@ import (
 
 // A host watching the queue hears each job queued, and canceled while
 // queued, through another host's store, once the change is committed:
-// when it hears, it reads the change.
+// when it hears, it reads the change. A submit is heard naming its job;
+// a cancel (or the start of the watch) says to read the whole queue.
 func TestPostgresWatchQueue(t *testing.T) {
 	url := pgtest.URL(t)
 	a, b := openPostgres(t, url), openPostgres(t, url)
 	ctx, cancel := context.WithCancel(context.Background())
-	changes := make(chan struct{}, 16)
+	changes := make(chan []int64, 16)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		b.WatchQueue(ctx, func() { changes <- struct{}{} })
+		b.WatchQueue(ctx, func(submitted []int64) { changes <- submitted })
 	}()
 	defer func() { cancel(); <-done }()
-	next := func(what string) {
+	next := func(what string, want []int64) {
 		t.Helper()
 		select {
-		case <-changes:
+		case got := <-changes:
+			if !slices.Equal(got, want) || (got == nil) != (want == nil) {
+				t.Errorf("%s: heard %v, want %v", what, got, want)
+			}
 		case <-time.After(30 * time.Second):
 			t.Fatalf("no change heard within 30s: %s", what)
 		}
@@ -47,19 +51,19 @@ func TestPostgresWatchQueue(t *testing.T) {
 		}
 		return ids
 	}
-	next("the first call, once listening")
+	next("the first call, once listening", nil)
 	j, err := a.CreateJob(context.Background(), store.Job{Name: "j", Priority: "normal"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	next("a job queued")
+	next("a job queued", []int64{j.ID})
 	if got := queued(); !slices.Equal(got, []int64{j.ID}) {
 		t.Errorf("queued when the submit was heard: %v, want [%d]", got, j.ID)
 	}
 	if err := a.FinishJob(context.Background(), j.ID, store.Queued, store.Finish{Outcome: "canceled", At: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	next("a queued job canceled")
+	next("a queued job canceled", nil)
 	if got := queued(); len(got) != 0 {
 		t.Errorf("queued when the cancel was heard: %v, want none", got)
 	}
@@ -67,23 +71,36 @@ func TestPostgresWatchQueue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	next("another job queued")
+	next("another job queued", []int64{k.ID})
 	if got := queued(); !slices.Equal(got, []int64{k.ID}) {
 		t.Errorf("queued when the second submit was heard: %v, want [%d]", got, k.ID)
 	}
 }
 
 // A burst of changes of the queue is heard, and heard once it has all
-// committed: the last announcement follows the last change.
+// committed: the last announcement follows the last change. The
+// announcements name every job submitted, each once, and only jobs
+// already queued.
 func TestPostgresWatchQueueBurst(t *testing.T) {
 	url := pgtest.URL(t)
 	a, b := openPostgres(t, url), openPostgres(t, url)
 	ctx, cancel := context.WithCancel(context.Background())
 	changes := make(chan struct{}, 1)
+	var mu sync.Mutex
+	named := map[int64]int{}
+	wholes := 0
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		b.WatchQueue(ctx, func() {
+		b.WatchQueue(ctx, func(submitted []int64) {
+			mu.Lock()
+			if submitted == nil {
+				wholes++
+			}
+			for _, id := range submitted {
+				named[id]++
+			}
+			mu.Unlock()
 			select {
 			case changes <- struct{}{}:
 			default:
@@ -119,8 +136,39 @@ func TestPostgresWatchQueueBurst(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(js) == n {
-			return
+		if len(js) < n {
+			continue
+		}
+		// Every submit is named once (the first call, on listening, is
+		// the only read of the whole queue).
+		deadline := time.After(30 * time.Second)
+		for {
+			mu.Lock()
+			all, twice := len(named) == n, false
+			for _, c := range named {
+				twice = twice || c > 1
+			}
+			w := wholes
+			mu.Unlock()
+			if twice || w != 1 {
+				t.Fatalf("announcements named %v, and %d said to read the whole queue; want each of %d jobs once, and 1", named, w, n)
+			}
+			for _, j := range js {
+				mu.Lock()
+				_, ok := named[j.ID]
+				mu.Unlock()
+				if all && !ok {
+					t.Fatalf("announcements named %v, not job %d", named, j.ID)
+				}
+			}
+			if all {
+				return
+			}
+			select {
+			case <-changes:
+			case <-deadline:
+				t.Fatalf("the burst of %d submits was not all named within 30s: %v", n, named)
+			}
 		}
 	}
 }
