@@ -465,16 +465,67 @@ func (n *Node) shell(ctx context.Context, prompt string) {
 }
 
 // killSession kills every process of the session sid (the shell made it
-// with its pty).
+// with its pty) and returns once they have had SIGKILL. The shells have
+// job control, which puts each pipeline in a process group of its own,
+// so the session is found by a pass over /proc (getsid of every
+// process). One pass serves every session asked for while the last one
+// ran: a burst of power-offs across 2,000 nodes, each pass reading some
+// thousands of processes, costs a few passes and not one each (the fake
+// BMCs' power requests wait for them, on the farm's one CPU).
 func killSession(sid int) {
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
+	done := make(chan struct{})
+	reaper.mu.Lock()
+	if reaper.asked == nil {
+		reaper.asked = map[int][]chan struct{}{}
+	}
+	reaper.asked[sid] = append(reaper.asked[sid], done)
+	if !reaper.running {
+		reaper.running = true
+		go reaper.run()
+	}
+	reaper.mu.Unlock()
+	<-done
+}
+
+// sessionReaper is what killSession runs on: the sessions asked for since
+// the last pass over /proc, and whether a goroutine makes passes.
+type sessionReaper struct {
+	mu      sync.Mutex
+	asked   map[int][]chan struct{} // session ID: the callers waiting
+	running bool
+	passes  int // passes made (tests)
+}
+
+var reaper sessionReaper
+
+// run makes passes over /proc while sessions are asked for, each killing
+// those asked for before it began, then tells their callers.
+func (r *sessionReaper) run() {
+	for {
+		r.mu.Lock()
+		batch := r.asked
+		r.asked = nil
+		if len(batch) == 0 {
+			r.running = false
+			r.mu.Unlock()
+			return
 		}
-		if s, err := unix.Getsid(pid); err == nil && s == sid {
-			syscall.Kill(pid, syscall.SIGKILL)
+		r.passes++
+		r.mu.Unlock()
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			if s, err := unix.Getsid(pid); err == nil && batch[s] != nil {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		for _, waiting := range batch {
+			for _, done := range waiting {
+				close(done)
+			}
 		}
 	}
 }

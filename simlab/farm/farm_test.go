@@ -10,10 +10,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/labctl/labctl/bmc"
 	"github.com/labctl/labctl/internal/fakeos"
@@ -325,5 +331,95 @@ func TestStartPolledNoThreadPerShell(t *testing.T) {
 	// Every reader now waits in a read of its pty.
 	if grown := threads() - before; grown >= shells/2 {
 		t.Errorf("%d shells waiting on their ptys added %d threads: their reads block threads", shells, grown)
+	}
+}
+
+// TestKillSessionsInOnePass: sessions asked for together die together,
+// in one pass over /proc, pipelines in process groups of their own
+// (job control) included.
+func TestKillSessionsInOnePass(t *testing.T) {
+	// live counts the processes of session sid that have not ended (a
+	// zombie waits for whoever reaps orphans).
+	live := func(sid int) int {
+		ents, _ := os.ReadDir("/proc")
+		n := 0
+		for _, e := range ents {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			if s, err := unix.Getsid(pid); err != nil || s != sid {
+				continue
+			}
+			stat, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+			if i := bytes.LastIndexByte(stat, ')'); i < 0 || !bytes.HasPrefix(stat[i:], []byte(") Z")) {
+				n++
+			}
+		}
+		return n
+	}
+	const sessions = 8
+	var cmds []*exec.Cmd
+	defer func() {
+		for _, c := range cmds {
+			c.Process.Kill()
+			c.Wait()
+		}
+	}()
+	for range sessions {
+		// Job control (set -m): each sleep in a process group of its
+		// own, as in the nodes' interactive shells.
+		c := exec.Command("/bin/bash", "-c", "set -m; sleep 60 & sleep 61 & wait")
+		c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		cmds = append(cmds, c)
+	}
+	for _, c := range cmds {
+		for deadline := time.Now().Add(30 * time.Second); live(c.Process.Pid) < 3; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("session %d: %d processes after 30s, want 3", c.Process.Pid, live(c.Process.Pid))
+			}
+		}
+	}
+	// Hold the passes until every call has asked, then let one run.
+	reaper.mu.Lock()
+	if reaper.running {
+		reaper.mu.Unlock()
+		t.Skip("another test's kill is running")
+	}
+	reaper.running = true
+	passes := reaper.passes
+	reaper.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, c := range cmds {
+		wg.Go(func() { killSession(c.Process.Pid) })
+	}
+	for {
+		reaper.mu.Lock()
+		n := len(reaper.asked)
+		reaper.mu.Unlock()
+		if n == sessions {
+			break
+		}
+		runtime.Gosched()
+	}
+	go reaper.run()
+	wg.Wait()
+	reaper.mu.Lock()
+	made := reaper.passes - passes
+	reaper.mu.Unlock()
+	if made != 1 {
+		t.Errorf("%d sessions asked for together: %d passes over /proc, want 1", sessions, made)
+	}
+	for _, c := range cmds {
+		c.Wait()
+		// SIGKILL is sent; the processes end as the kernel gets to them.
+		for deadline := time.Now().Add(30 * time.Second); live(c.Process.Pid) > 0; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("session %d: %d processes live 30s after killSession", c.Process.Pid, live(c.Process.Pid))
+			}
+		}
 	}
 }
