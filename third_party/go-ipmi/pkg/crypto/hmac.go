@@ -6,6 +6,8 @@ import (
 	"crypto/sha1"
 	"crypto/sha256"
 	"fmt"
+	"hash"
+	"sync"
 
 	"github.com/bougou/go-ipmi/pkg/types"
 )
@@ -56,19 +58,67 @@ func AuthHMAC(alg types.AuthAlg, data, key []byte) ([]byte, error) {
 
 // IntegrityHMAC selects the HMAC variant based on the session integrity
 // algorithm (v2.0§13.28.4). Returns the full digest; callers truncate.
+//
+// labctl's patch: the MAC of a key is set up once and reused (keyedMAC),
+// not made anew for every packet: hmac.New hashes the key's inner and
+// outer pads and allocates two hashes, and an RMCP+ session signs and
+// checks every packet with one key (K1).
 func IntegrityHMAC(alg types.IntegrityAlg, data, key []byte) ([]byte, error) {
+	var newHash func() hash.Hash
 	switch alg {
 	case types.IntegrityAlg_None:
 		return nil, nil
 	case types.IntegrityAlg_HMAC_MD5_128:
-		return HMAC("md5", data, key)
+		newHash = md5.New
 	case types.IntegrityAlg_HMAC_SHA1_96:
-		return HMAC("sha1", data, key)
+		newHash = sha1.New
 	case types.IntegrityAlg_HMAC_SHA256_128:
-		return HMAC("sha256", data, key)
+		newHash = sha256.New
 	default:
 		return nil, fmt.Errorf("unsupported integrity algorithm: %d", alg)
 	}
+	pool := keyedMAC(alg, key, newHash)
+	h := pool.Get().(hash.Hash)
+	h.Reset()
+	h.Write(data) // a hash's Write never fails
+	sum := h.Sum(nil)
+	pool.Put(h)
+	return sum, nil
+}
+
+// keyedMACs holds, for each integrity algorithm and key in use, the MACs
+// set up for it: at most maxKeyedMACs keys, then it starts again.
+var keyedMACs = struct {
+	sync.Mutex
+	pools map[types.IntegrityAlg]map[string]*sync.Pool
+	n     int
+}{pools: map[types.IntegrityAlg]map[string]*sync.Pool{}}
+
+// maxKeyedMACs bounds the keys keyedMACs holds: a key per session, and
+// sessions come and go.
+const maxKeyedMACs = 4096
+
+// keyedMAC returns the pool of MACs of alg keyed with key.
+func keyedMAC(alg types.IntegrityAlg, key []byte, newHash func() hash.Hash) *sync.Pool {
+	keyedMACs.Lock()
+	defer keyedMACs.Unlock()
+	byKey := keyedMACs.pools[alg]
+	if p := byKey[string(key)]; p != nil {
+		return p
+	}
+	if keyedMACs.n >= maxKeyedMACs {
+		clear(keyedMACs.pools)
+		keyedMACs.n, byKey = 0, nil
+	}
+	if byKey == nil {
+		byKey = map[string]*sync.Pool{}
+		keyedMACs.pools[alg] = byKey
+	}
+	k := append([]byte(nil), key...)
+	p := &sync.Pool{New: func() any { return hmac.New(newHash, k) }}
+	byKey[string(k)] = p
+	keyedMACs.n++
+	return p
 }
 
 // Equal compares two HMACs in constant time.
