@@ -98,7 +98,7 @@ func (c HostsCase) report(w io.Writer, setups []hostsSetup, runs [][]scaleRun) C
 	res := CaseResult{Name: "hosts"}
 	pinned := "daemons, PostgreSQL and fake nodes share every CPU"
 	if c.Scale.DaemonCPUs != "" {
-		pinned = fmt.Sprintf("daemons and PostgreSQL pinned to CPU %s, fake nodes and the bench's client to CPU %s", c.Scale.DaemonCPUs, c.Scale.FarmCPUs)
+		pinned = fmt.Sprintf("daemons and PostgreSQL pinned to CPU %s, fake nodes to CPU %s", c.Scale.DaemonCPUs, c.Scale.FarmCPUs)
 	}
 	fmt.Fprintf(w, "### Case hosts: one lab, one or %d hosts, SQLite or PostgreSQL: %d fake nodes, %d jobs submitted at once through the first host; %s (%d rounds)\n\n",
 		c.Hosts, c.Scale.Nodes, c.Scale.Jobs, pinned, c.Scale.Rounds)

@@ -179,7 +179,7 @@ func (c ScaleCase) Run(ctx context.Context, env *Env, w, logw io.Writer) (CaseRe
 	}
 	pinned := "daemon and fake nodes share every CPU"
 	if c.DaemonCPUs != "" {
-		pinned = fmt.Sprintf("daemon pinned to CPU %s, fake nodes and the bench's client to CPU %s", c.DaemonCPUs, c.FarmCPUs)
+		pinned = fmt.Sprintf("daemon pinned to CPU %s, fake nodes to CPU %s", c.DaemonCPUs, c.FarmCPUs)
 	}
 	fmt.Fprintf(w, "### Case 4: scale, one `labctl serve`, %d fake nodes, %d jobs %s; %s (%d rounds)\n\n", c.Nodes, c.Jobs, how, pinned, c.Rounds)
 	fmt.Fprintf(w, "Fake nodes: one process plays them all (`labctl-bench farm`, pinned away from the daemon): a BMC per node "+
@@ -411,13 +411,6 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, self string, labFiles []str
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
-	// The load (the submits, the reads of the jobs) runs beside the fake
-	// nodes, not on the daemons' CPUs: their latency is their own.
-	restore, err := pinSelf(c.FarmCPUs)
-	if err != nil {
-		return run, fmt.Errorf("pin the bench to CPUs %s: %w", c.FarmCPUs, err)
-	}
-	defer restore()
 	farm, err := c.startFarm(ctx, dir, self, env)
 	if err != nil {
 		return run, err

@@ -356,14 +356,6 @@ func PinToCPUs(pid int, list string) error {
 			set.Set(cpu)
 		}
 	}
-	if err := pinSet(pid, &set); err != nil {
-		return fmt.Errorf("pin process %d to CPUs %s: %w", pid, list, err)
-	}
-	return nil
-}
-
-// pinSet moves every thread of process pid to the CPUs of set.
-func pinSet(pid int, set *unix.CPUSet) error {
 	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil // it has ended: nothing to pin
@@ -376,25 +368,9 @@ func pinSet(pid int, set *unix.CPUSet) error {
 		if err != nil {
 			continue
 		}
-		if err := unix.SchedSetaffinity(tid, set); err != nil && !errors.Is(err, unix.ESRCH) {
-			return err
+		if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("pin process %d to CPUs %s: %w", pid, list, err)
 		}
 	}
 	return nil
-}
-
-// pinSelf moves the bench's own threads to the CPUs of list ("": it
-// stays where it is) until restore, which gives them their CPUs back.
-func pinSelf(list string) (restore func(), err error) {
-	var was unix.CPUSet
-	if list == "" {
-		return func() {}, nil
-	}
-	if err := unix.SchedGetaffinity(0, &was); err != nil {
-		return nil, err
-	}
-	if err := PinToCPUs(os.Getpid(), list); err != nil {
-		return nil, err
-	}
-	return func() { pinSet(os.Getpid(), &was) }, nil
 }

@@ -10,13 +10,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/api"
@@ -159,47 +156,5 @@ func TestHostsLabFiles(t *testing.T) {
 	}
 	if len(labs) != 1 || lab.Config.Store.URL != "" || lab.Config.Host.Name != "" || len(lab.Devices) != 2 {
 		t.Errorf("one host: labs %q store %q host %+v, %d devices", labs, lab.Config.Store.URL, lab.Config.Host, len(lab.Devices))
-	}
-}
-
-// pinSelf moves every thread of the bench to the CPUs asked for, and its
-// restore gives each back the CPUs it had.
-func TestPinSelf(t *testing.T) {
-	var was unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &was); err != nil {
-		t.Skip("no CPU affinity here:", err)
-	}
-	if was.Count() < 2 {
-		t.Skip("one CPU: nothing to move")
-	}
-	// every is each thread's mask, and whether all are set.
-	every := func(want *unix.CPUSet) (string, bool) {
-		tasks, _ := os.ReadDir("/proc/self/task")
-		var got []string
-		ok := true
-		for _, task := range tasks {
-			tid, _ := strconv.Atoi(task.Name())
-			var set unix.CPUSet
-			if err := unix.SchedGetaffinity(tid, &set); err != nil {
-				continue // ended meanwhile
-			}
-			got = append(got, fmt.Sprintf("%d:%d", tid, set.Count()))
-			ok = ok && set == *want
-		}
-		return strings.Join(got, " "), ok
-	}
-	restore, err := pinSelf("0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var zero unix.CPUSet
-	zero.Set(0)
-	got, ok := every(&zero)
-	restore()
-	if !ok {
-		t.Errorf("pinned to CPU 0: threads (tid:CPUs) %s", got)
-	}
-	if got, ok := every(&was); !ok {
-		t.Errorf("restored: threads (tid:CPUs) %s, want %d CPUs each", got, was.Count())
 	}
 }
