@@ -93,25 +93,18 @@ type hostState struct {
 	storeDown string          // why the last renewal failed
 	nameTaken bool            // another daemon took the host's name
 
-	// nudge has keepHost read the store's queue now (queueChanged):
-	// the jobs submitted, or (readWhole) all of it.
-	nudge     chan struct{}
-	submitted []int64
-	readWhole bool
+	// nudge has keepHost read the store's queue now (queueChanged), as
+	// news says: the jobs submitted, or all of it.
+	nudge chan struct{}
+	news  store.QueueNews
 }
 
 // queueChanged has the host read the store's queue at once rather than at
-// its next poll: the jobs submitted, or all of it if submitted is nil. It
-// never waits, and a burst of calls makes one read.
-func (h *hostState) queueChanged(submitted []int64) {
+// its next poll, as news says. It never waits, and a burst of calls makes
+// one read.
+func (h *hostState) queueChanged(news store.QueueNews) {
 	h.mu.Lock()
-	switch {
-	case h.readWhole:
-	case submitted == nil || len(h.submitted)+len(submitted) > maxHeard:
-		h.submitted, h.readWhole = nil, true
-	default:
-		h.submitted = append(h.submitted, submitted...)
-	}
+	h.news.Add(news, maxHeard)
 	h.mu.Unlock()
 	select {
 	case h.nudge <- struct{}{}:
@@ -123,14 +116,13 @@ func (h *hostState) queueChanged(submitted []int64) {
 // between two reads, and it reads the whole queue.
 const maxHeard = 4096
 
-// heard takes what queueChanged recorded: the jobs submitted, or
-// whole: read all of the queue.
-func (h *hostState) heard() (submitted []int64, whole bool) {
+// heard takes what queueChanged recorded.
+func (h *hostState) heard() store.QueueNews {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	submitted, whole = h.submitted, h.readWhole
-	h.submitted, h.readWhole = nil, false
-	return submitted, whole
+	news := h.news
+	h.news = store.QueueNews{}
+	return news
 }
 
 // errClaimLost stops a job this host no longer holds in the store.
@@ -369,10 +361,10 @@ func (d *Daemon) keepHost(ctx context.Context) {
 			}
 			sctx, cancel := context.WithTimeout(ctx, max(d.host.cfg.Poll, 5*time.Second))
 			var err error
-			if submitted, whole := d.host.heard(); whole {
+			if news := d.host.heard(); news.Whole {
 				err = d.followQueue(sctx)
-			} else if len(submitted) > 0 {
-				err = d.followSubmits(sctx, submitted)
+			} else if len(news.Submitted) > 0 {
+				err = d.followSubmits(sctx, news.Submitted)
 			}
 			if err != nil {
 				d.log.Warn("read the lab's queue", "err", err)
@@ -389,7 +381,7 @@ const nudgeGather = 5 * time.Millisecond
 // queueWatcher is a store that says when the lab's queue changed
 // (store.Postgres).
 type queueWatcher interface {
-	WatchQueue(ctx context.Context, changed func(submitted []int64))
+	WatchQueue(ctx context.Context, changed func(store.QueueNews))
 }
 
 func (d *Daemon) hostTick(ctx context.Context) {
@@ -536,24 +528,21 @@ func (d *Daemon) followQueue(ctx context.Context) error {
 		return err
 	}
 	inStore := map[int64]bool{}
-	var freshIDs []int64
-	h := d.host
-	d.mu.Lock()
-	h.mu.Lock()
 	for _, id := range queued {
 		inStore[id] = true
-		if d.jobs[id] == nil && !h.ignored[id] {
-			freshIDs = append(freshIDs, id)
-		}
 	}
+	h := d.host
+	h.mu.Lock()
 	for id := range h.ignored {
 		if !inStore[id] {
 			delete(h.ignored, id)
 		}
 	}
 	h.mu.Unlock()
-	d.mu.Unlock()
-	add, err := d.readQueued(ctx, freshIDs, true)
+	add, err := d.readQueued(ctx, d.unheld(queued))
+	if err == nil {
+		err = d.restoreRetries(ctx, add)
+	}
 	if err != nil {
 		return err
 	}
@@ -586,6 +575,19 @@ func (d *Daemon) followQueue(ctx context.Context) error {
 // queue. A submitted job is a first attempt: it has no earlier attempts
 // to read.
 func (d *Daemon) followSubmits(ctx context.Context, ids []int64) error {
+	add, err := d.readQueued(ctx, d.unheld(ids))
+	if err != nil || len(add) == 0 {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.addQueuedLocked(add)
+	d.scheduleLocked()
+	return nil
+}
+
+// unheld returns the jobs of ids this host neither holds nor ignores.
+func (d *Daemon) unheld(ids []int64) []int64 {
 	h := d.host
 	var fresh []int64
 	d.mu.Lock()
@@ -597,25 +599,13 @@ func (d *Daemon) followSubmits(ctx context.Context, ids []int64) error {
 	}
 	h.mu.Unlock()
 	d.mu.Unlock()
-	if len(fresh) == 0 {
-		return nil
-	}
-	add, err := d.readQueued(ctx, fresh, false)
-	if err != nil {
-		return err
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.addQueuedLocked(add)
-	d.scheduleLocked()
-	return nil
+	return fresh
 }
 
 // readQueued reads the jobs ids that are still queued in the store (one
 // another host took since is gone) and returns those this host's devices
-// fit, as jobs to queue here; it remembers the others as ignored. With
-// retries, it reads which are retries and their earlier attempts.
-func (d *Daemon) readQueued(ctx context.Context, ids []int64, retries bool) ([]*job, error) {
+// fit, as jobs to queue here; it remembers the others as ignored.
+func (d *Daemon) readQueued(ctx context.Context, ids []int64) ([]*job, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
@@ -625,7 +615,6 @@ func (d *Daemon) readQueued(ctx context.Context, ids []int64, retries bool) ([]*
 		return nil, err
 	}
 	var add []*job
-	var addIDs []int64
 	for _, rec := range recs {
 		spec, err := parseStored(rec)
 		if err != nil || !d.fitsHere(spec) {
@@ -635,25 +624,33 @@ func (d *Daemon) readQueued(ctx context.Context, ids []int64, retries bool) ([]*
 			continue
 		}
 		add = append(add, d.newJob(rec, spec))
-		addIDs = append(addIDs, rec.ID)
 	}
-	if !retries || len(add) == 0 {
-		return add, nil
+	return add, nil
+}
+
+// restoreRetries gives the retries among jobs read from the store's
+// queue their earlier attempts. Most jobs are first attempts: one read
+// finds the retries, whose attempts are then read one job at a time.
+func (d *Daemon) restoreRetries(ctx context.Context, add []*job) error {
+	if len(add) == 0 {
+		return nil
 	}
-	// Most jobs are first attempts: one read finds the retries, whose
-	// earlier attempts are then read one job at a time.
-	isRetry, err := d.store.Retries(ctx, addIDs)
+	var ids []int64
+	for _, j := range add {
+		ids = append(ids, j.rec.ID)
+	}
+	isRetry, err := d.store.Retries(ctx, ids)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for _, j := range add {
 		if isRetry[j.rec.ID] {
 			if err := d.restoreAttempts(ctx, j); err != nil {
-				return nil, err
+				return err
 			}
 		}
 	}
-	return add, nil
+	return nil
 }
 
 // addQueuedLocked queues here the jobs readQueued returned, but those

@@ -130,10 +130,10 @@ func (s *cutStore) EndLostJobs(ctx context.Context, now time.Time) ([]store.Job,
 }
 
 // WatchQueue hears the queue's changes while the store is not cut off.
-func (s *cutStore) WatchQueue(ctx context.Context, changed func(submitted []int64)) {
-	s.hostStore.(*store.Postgres).WatchQueue(ctx, func(submitted []int64) {
+func (s *cutStore) WatchQueue(ctx context.Context, changed func(store.QueueNews)) {
+	s.hostStore.(*store.Postgres).WatchQueue(ctx, func(news store.QueueNews) {
 		if !s.cut.Load() && !s.deaf.Load() {
-			changed(submitted)
+			changed(news)
 		}
 	})
 }

@@ -147,7 +147,7 @@ func (d *Daemon) takeOffQueue(ctx context.Context, dev *device, j *job) (*job, b
 			d.forgetLocked(j)
 			d.refreshLocked(dev, "")
 			if d.host != nil {
-				d.host.queueChanged(nil)
+				d.host.queueChanged(store.QueueNews{Whole: true})
 			}
 			d.scheduleLocked()
 		} else {

@@ -58,7 +58,7 @@ type Postgres struct {
 
 	notify    chan struct{} // a change of the queue waits to be announced
 	newsMu    sync.Mutex
-	news      queueNews     // what the next announcement says
+	news      QueueNews     // what the next announcement says
 	inserts   chan *insert  // rows waiting for insertLoop
 	inserted  chan struct{} // closed when insertLoop has returned
 	claims    chan *pgClaim // claims waiting for claimLoop
@@ -337,26 +337,28 @@ func (p *Postgres) insertRows(batch []*insert) ([]inserted, error) {
 	return got, nil
 }
 
-// queueNews is what an announcement of changes of the queue says: the
-// jobs submitted (queued as first attempts) since the last one, or
-// whole: the queue changed otherwise (or in more jobs than one payload
-// names), and is read whole.
-type queueNews struct {
-	ids   []int64
-	whole bool
+// QueueNews is a change of the lab's queue as the hosts announce it to
+// one another (WatchQueue): the jobs submitted (queued as first
+// attempts), or Whole: any other change, or more submits than are kept by
+// ID; the queue is then read whole.
+type QueueNews struct {
+	Submitted []int64
+	Whole     bool
 }
 
-// add records a change: queued, the ID of a job submitted, or 0 for any
-// other change.
-func (n *queueNews) add(queued int64) {
+// Add records more news in n, naming at most max jobs (more: Whole).
+func (n *QueueNews) Add(more QueueNews, max int) {
 	switch {
-	case n.whole:
-	case queued == 0 || len(n.ids) >= maxAnnounced:
-		n.ids, n.whole = nil, true
+	case n.Whole:
+	case more.Whole || len(n.Submitted)+len(more.Submitted) > max:
+		n.Submitted, n.Whole = nil, true
 	default:
-		n.ids = append(n.ids, queued)
+		n.Submitted = append(n.Submitted, more.Submitted...)
 	}
 }
+
+// Empty reports whether n says nothing changed.
+func (n QueueNews) Empty() bool { return !n.Whole && len(n.Submitted) == 0 }
 
 // maxAnnounced is how many jobs one announcement names at most: their
 // IDs, each at most 19 digits and a comma, fit in PostgreSQL's 8000-byte
@@ -365,12 +367,12 @@ const maxAnnounced = 256
 
 // payload is the NOTIFY payload of n: the IDs, comma-separated; empty
 // when the queue is to be read whole.
-func (n queueNews) payload() string {
-	if n.whole {
+func (n QueueNews) payload() string {
+	if n.Whole {
 		return ""
 	}
-	b := make([]byte, 0, 8*len(n.ids))
-	for i, id := range n.ids {
+	b := make([]byte, 0, 8*len(n.Submitted))
+	for i, id := range n.Submitted {
 		if i > 0 {
 			b = append(b, ',')
 		}
@@ -379,30 +381,35 @@ func (n queueNews) payload() string {
 	return string(b)
 }
 
-// parseNews reads a NOTIFY payload (payload): the jobs it names, or nil
-// (read the queue whole) for an empty payload or one that is not a list
-// of job IDs (a host of another version; whoever else may NOTIFY).
-func parseNews(payload string) []int64 {
+// parseNews reads a NOTIFY payload: the jobs it names, or Whole for an
+// empty payload or one that is not a list of job IDs (a host of another
+// version; whoever else may NOTIFY).
+func parseNews(payload string) QueueNews {
+	whole := QueueNews{Whole: true}
 	if payload == "" || len(payload) > 8000 {
-		return nil
+		return whole
 	}
 	var ids []int64
 	for f := range strings.SplitSeq(payload, ",") {
 		id, err := strconv.ParseInt(f, 10, 64)
 		if err != nil || id <= 0 {
-			return nil
+			return whole
 		}
 		ids = append(ids, id)
 	}
-	return ids
+	return QueueNews{Submitted: ids}
 }
 
 // queueChanged has notifyLoop announce a committed change of the queue:
 // queued is the ID of a job submitted, 0 any other change. It never
 // waits.
 func (p *Postgres) queueChanged(queued int64) {
+	news := QueueNews{Whole: queued == 0}
+	if queued != 0 {
+		news.Submitted = []int64{queued}
+	}
 	p.newsMu.Lock()
-	p.news.add(queued)
+	p.news.Add(news, maxAnnounced)
 	p.newsMu.Unlock()
 	select {
 	case p.notify <- struct{}{}:
@@ -455,11 +462,11 @@ func (p *Postgres) notifyLoop() {
 		if err == nil && !first {
 			p.newsMu.Lock()
 			news := p.news
-			p.news = queueNews{}
+			p.news = QueueNews{}
 			p.newsMu.Unlock()
 			// Nothing new: the last announcement took this wake-up's
 			// change already.
-			if news.whole || len(news.ids) > 0 {
+			if !news.Empty() {
 				if _, err = conn.Exec(ctx, `SELECT pg_notify('`+queueChannel+`', $1)`, news.payload()); err != nil {
 					conn.Close(ctx)
 				}
@@ -673,21 +680,20 @@ func (p *Postgres) Close() error {
 
 // WatchQueue calls changed whenever a job is queued, or canceled while
 // queued, by any host (not when one is claimed: see ClaimFirst), until
-// ctx ends: it LISTENs on a connection of its own. changed is given the
-// jobs submitted when that is all that changed (one call may name the
-// submits of several hosts' announcements, or fewer than were made: a
-// host whose announcement failed leaves them to the poll), nil when the
-// queue changed otherwise and is to be read whole. After the connection
-// was lost it connects again (backing off up to 5 s) and calls
-// changed(nil) once, for what it may have missed meanwhile.
-func (p *Postgres) WatchQueue(ctx context.Context, changed func(submitted []int64)) {
+// ctx ends: it LISTENs on a connection of its own. changed is given one
+// host's announcement: the jobs submitted when that is all that changed
+// (fewer than were made when a host's announcement failed: the poll
+// finds them), else Whole. After the connection was lost it connects
+// again (backing off up to 5 s) and says Whole once, for what it may have
+// missed meanwhile.
+func (p *Postgres) WatchQueue(ctx context.Context, changed func(QueueNews)) {
 	wait := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		conn, err := pgx.ConnectConfig(ctx, p.cfg)
 		if err == nil {
 			if _, err = conn.Exec(ctx, "LISTEN "+queueChannel); err == nil {
 				wait = 100 * time.Millisecond
-				changed(nil)
+				changed(QueueNews{Whole: true})
 				for err == nil {
 					var n *pgconn.Notification
 					if n, err = conn.WaitForNotification(ctx); err == nil {

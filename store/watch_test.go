@@ -20,19 +20,19 @@ func TestPostgresWatchQueue(t *testing.T) {
 	url := pgtest.URL(t)
 	a, b := openPostgres(t, url), openPostgres(t, url)
 	ctx, cancel := context.WithCancel(context.Background())
-	changes := make(chan []int64, 16)
+	changes := make(chan store.QueueNews, 16)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		b.WatchQueue(ctx, func(submitted []int64) { changes <- submitted })
+		b.WatchQueue(ctx, func(news store.QueueNews) { changes <- news })
 	}()
 	defer func() { cancel(); <-done }()
-	next := func(what string, want []int64) {
+	next := func(what string, want store.QueueNews) {
 		t.Helper()
 		select {
 		case got := <-changes:
-			if !slices.Equal(got, want) || (got == nil) != (want == nil) {
-				t.Errorf("%s: heard %v, want %v", what, got, want)
+			if !slices.Equal(got.Submitted, want.Submitted) || got.Whole != want.Whole {
+				t.Errorf("%s: heard %+v, want %+v", what, got, want)
 			}
 		case <-time.After(30 * time.Second):
 			t.Fatalf("no change heard within 30s: %s", what)
@@ -51,19 +51,19 @@ func TestPostgresWatchQueue(t *testing.T) {
 		}
 		return ids
 	}
-	next("the first call, once listening", nil)
+	next("the first call, once listening", store.QueueNews{Whole: true})
 	j, err := a.CreateJob(context.Background(), store.Job{Name: "j", Priority: "normal"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	next("a job queued", []int64{j.ID})
+	next("a job queued", store.QueueNews{Submitted: []int64{j.ID}})
 	if got := queued(); !slices.Equal(got, []int64{j.ID}) {
 		t.Errorf("queued when the submit was heard: %v, want [%d]", got, j.ID)
 	}
 	if err := a.FinishJob(context.Background(), j.ID, store.Queued, store.Finish{Outcome: "canceled", At: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	next("a queued job canceled", nil)
+	next("a queued job canceled", store.QueueNews{Whole: true})
 	if got := queued(); len(got) != 0 {
 		t.Errorf("queued when the cancel was heard: %v, want none", got)
 	}
@@ -71,7 +71,7 @@ func TestPostgresWatchQueue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	next("another job queued", []int64{k.ID})
+	next("another job queued", store.QueueNews{Submitted: []int64{k.ID}})
 	if got := queued(); !slices.Equal(got, []int64{k.ID}) {
 		t.Errorf("queued when the second submit was heard: %v, want [%d]", got, k.ID)
 	}
@@ -92,12 +92,12 @@ func TestPostgresWatchQueueBurst(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		b.WatchQueue(ctx, func(submitted []int64) {
+		b.WatchQueue(ctx, func(news store.QueueNews) {
 			mu.Lock()
-			if submitted == nil {
+			if news.Whole {
 				wholes++
 			}
-			for _, id := range submitted {
+			for _, id := range news.Submitted {
 				named[id]++
 			}
 			mu.Unlock()
