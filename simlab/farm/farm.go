@@ -473,12 +473,12 @@ func (n *Node) shell(ctx context.Context, prompt string) {
 // thousands of processes, costs a few passes and not one each (the fake
 // BMCs' power requests wait for them, on the farm's one CPU).
 func killSession(sid int) {
-	done := make(chan struct{})
 	reaper.mu.Lock()
 	if reaper.asked == nil {
-		reaper.asked = map[int][]chan struct{}{}
+		reaper.asked, reaper.next = map[int]bool{}, make(chan struct{})
 	}
-	reaper.asked[sid] = append(reaper.asked[sid], done)
+	reaper.asked[sid] = true
+	done := reaper.next
 	if !reaper.running {
 		reaper.running = true
 		go reaper.run()
@@ -491,7 +491,8 @@ func killSession(sid int) {
 // the last pass over /proc, and whether a goroutine makes passes.
 type sessionReaper struct {
 	mu      sync.Mutex
-	asked   map[int][]chan struct{} // session ID: the callers waiting
+	asked   map[int]bool  // session IDs for the next pass
+	next    chan struct{} // closed when the next pass has run
 	running bool
 	passes  int // passes made (tests)
 }
@@ -503,8 +504,8 @@ var reaper sessionReaper
 func (r *sessionReaper) run() {
 	for {
 		r.mu.Lock()
-		batch := r.asked
-		r.asked = nil
+		batch, done := r.asked, r.next
+		r.asked, r.next = nil, nil
 		if len(batch) == 0 {
 			r.running = false
 			r.mu.Unlock()
@@ -518,15 +519,11 @@ func (r *sessionReaper) run() {
 			if err != nil {
 				continue
 			}
-			if s, err := unix.Getsid(pid); err == nil && batch[s] != nil {
+			if s, err := unix.Getsid(pid); err == nil && batch[s] {
 				syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}
-		for _, waiting := range batch {
-			for _, done := range waiting {
-				close(done)
-			}
-		}
+		close(done)
 	}
 }
 
