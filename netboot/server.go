@@ -108,8 +108,13 @@ type HTTPSettings struct {
 //     default) recovers a lost packet quickly yet leaves a slow ROM in a
 //     400-node storm time to answer; pin/tftp's 5s turns every loss into a
 //     5s stall.
-//   - Retries 5: a client silent for about 5s has been power-cycled or has
-//     given up; its transfer and socket are freed.
+//   - Retries 5: each further wait for the same ACK doubles (1, 2, 4, 8,
+//     16, 32 s), so a client silent for a minute has been power-cycled or
+//     has given up and its transfer is freed (sooner when its closed port
+//     answers with an ICMP error). A client that only paused (firmware
+//     busy, a loaded VM host) still gets its block: GRUB's TFTP does not
+//     send a lost ACK again by itself, so the server's resend is its only
+//     way on. tftpd-hpa backs off the same way.
 //   - MaxTransfers 2048: transfers running at once (one socket each, no
 //     goroutine, a few hundred bytes of state; file contents are shared).
 //     Requests beyond it are not refused, as atftpd's --maxthread and

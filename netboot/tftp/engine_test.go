@@ -196,8 +196,8 @@ func TestTFTPDuplicateAck(t *testing.T) {
 }
 
 // TestTFTPRetransmitAndGiveUp: without ACKs the OACK, and then the window,
-// is sent again every Timeout, Retries times, then the client gets an
-// ERROR and the transfer is gone. The two are separate transfers: an ACK
+// is sent again Retries times, after Timeout and then twice the last wait,
+// then the client gets an ERROR and the transfer is gone. The two are separate transfers: an ACK
 // of the last OACK sent would race the server's giving up on it.
 func TestTFTPRetransmitAndGiveUp(t *testing.T) {
 	const timeout, retries = 150 * time.Millisecond, 2
@@ -211,8 +211,9 @@ func TestTFTPRetransmitAndGiveUp(t *testing.T) {
 		if p.Op != opERROR || !strings.Contains(p.Msg, "timeout") {
 			t.Fatalf("got op %d %q, want ERROR timeout", p.Op, p.Msg)
 		}
-		if took := time.Since(start); took < retries*timeout {
-			t.Fatalf("gave up after %v, before %d timeouts of %v", took, retries, timeout)
+		// Each wait doubles: 150 + 300 + 600 ms before it gives up.
+		if took, want := time.Since(start), patience(timeout, retries); took < want {
+			t.Fatalf("gave up after %v, before waits of %v doubling to %v", took, timeout, want)
 		}
 	}
 
@@ -252,6 +253,34 @@ func TestTFTPRetransmitAndGiveUp(t *testing.T) {
 	if !strings.Contains(ts.logs.String(), "transfer failed") {
 		t.Errorf("no log line for the failed transfer")
 	}
+}
+
+// TestTFTPClientPauses: a lock-step client that stops answering (GRUB
+// does not send a lost ACK again; a busy firmware or VM goes quiet) gets
+// its block again after waits that double, and the transfer goes on when
+// it answers after more than Retries x Timeout.
+func TestTFTPClientPauses(t *testing.T) {
+	const timeout, retries = 50 * time.Millisecond, 3
+	ts := startServer(t, func(c *testOptions) {
+		c.Timeout = timeout
+		c.Retries = retries
+	})
+	r := newRawClient(t, ts)
+	defer r.close()
+	start := time.Now()
+	r.rrq("master/vmlinuz", "blksize", "512")
+	oackOptions(t, r.next())
+	r.ack(0)
+	for range retries + 1 { // block 1, then resent after waits of 50, 100 and 200 ms
+		r.expectData(ts.root.kernel, 512, 1, 1)
+	}
+	if took, least := time.Since(start), timeout+2*timeout+4*timeout; took < least {
+		t.Fatalf("third resend after %v, want waits that double (%v at least)", took, least)
+	}
+	r.ack(1) // within the last wait (400 ms), past Retries x Timeout
+	r.expectData(ts.root.kernel, 512, 2, 2)
+	r.ack(2)
+	r.expectData(ts.root.kernel, 512, 3, 3)
 }
 
 // TestTFTPRetransmittedRequest: a client that sends its RRQ again before

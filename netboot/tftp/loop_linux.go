@@ -36,9 +36,10 @@ type worker struct {
 	wake int // eventfd: new transfers or stop
 
 	mu      sync.Mutex
-	pending []*transfer // added by the server, adopted by the loop
-	stopped bool        // under mu; the loop has stopped or is stopping
-	stopErr string      // what transfers are told when the loop stops
+	pending []*transfer    // added by the server, adopted by the loop
+	stopped bool           // under mu; the loop has stopped or is stopping
+	again   []*clientState // under mu; clients that asked again (askedAgain)
+	stopErr string         // what transfers are told when the loop stops
 	socks   map[sockKey]int
 	// hasPending is true while pending is not empty: the loop looks before
 	// it drops a packet from a client it does not know yet.
@@ -53,7 +54,7 @@ type worker struct {
 	// Owned by the loop goroutine.
 	reqBuf, reqOOB []byte // a request as read from lfd
 	transfers      map[peerKey]*transfer
-	timers         timerList
+	timers         [backoffSteps + 1]timerList // by the transfer's wait: timers[k] waits Timeout<<k
 	epoch          time.Time
 	events         []unix.EpollEvent
 	handled        int // packets received since the last wait
@@ -68,6 +69,7 @@ type loopTransfer struct {
 	sa         [unix.SizeofSockaddrInet6]byte
 	salen      uint32 // the client's raw sockaddr (sa) for sendto and sendmmsg
 	deadline   int64  // ns since the event loop's epoch
+	wait       int    // the timers list it is on: its wait is Timeout<<wait
 	prev, next *transfer
 }
 
@@ -88,8 +90,9 @@ type sockKey struct {
 }
 
 // timerList holds the transfers in the order their ACK deadlines expire.
-// Every deadline is "now + the same timeout", so moving a transfer to the
-// tail when its deadline is renewed keeps the list sorted: no heap needed.
+// Every deadline on one list is "now + the same wait" (the worker keeps a
+// list per backoff step), so moving a transfer to the tail when its
+// deadline is renewed keeps the list sorted: no heap needed.
 type timerList struct{ head, tail *transfer }
 
 func (l *timerList) remove(t *transfer) {
@@ -288,7 +291,7 @@ func (w *worker) start(req request, client netip.AddrPort, dst netip.Addr) {
 		s.finish(t, err)
 		return
 	}
-	w.transfers[t.peer] = t
+	w.own(t)
 	if t.oack != nil {
 		w.arm(t)
 		w.queue(t, t.oack)
@@ -465,7 +468,7 @@ func (w *worker) run() {
 	for {
 		w.flush()
 		msec := -1
-		if h := w.timers.head; h != nil {
+		if h := w.nextTimer(); h != nil {
 			d := h.deadline - w.now()
 			msec = int(max((d+int64(time.Millisecond)-1)/int64(time.Millisecond), 0))
 		}
@@ -497,7 +500,7 @@ func (w *worker) run() {
 			w.receive(fd)
 		}
 		now := w.now()
-		for t := w.timers.head; t != nil && t.deadline <= now; t = w.timers.head {
+		for t := w.nextTimer(); t != nil && t.deadline <= now; t = w.nextTimer() {
 			w.timeout(t)
 		}
 	}
@@ -545,22 +548,75 @@ func (w *worker) adopt() bool {
 // still running.
 func (w *worker) takePending() (running bool) {
 	w.mu.Lock()
-	pending, stopped := w.pending, w.stopped
-	w.pending = nil
+	pending, again, stopped := w.pending, w.again, w.stopped
+	w.pending, w.again = nil, nil
 	w.hasPending.Store(false)
 	w.mu.Unlock()
 	for _, t := range pending {
-		w.transfers[t.peer] = t
+		w.own(t)
 		w.arm(t)
+	}
+	for _, c := range again {
+		w.startedOver(c)
 	}
 	return !stopped
 }
 
-// arm renews t's ACK deadline.
+// own makes t one of the loop's transfers.
+func (w *worker) own(t *transfer) {
+	w.transfers[t.peer] = t
+	t.client.t = t
+	t.client.owner.Store(w)
+}
+
+// maxAgain bounds the clients waiting for the loop to look at them (a
+// flood of requests from one address must not grow a list without end).
+const maxAgain = 1024
+
+// askedAgain queues c, a client whose transfer the loop runs and which
+// asked again after it had answered, for startedOver.
+func (w *worker) askedAgain(c *clientState) {
+	w.mu.Lock()
+	if len(w.again) < maxAgain {
+		w.again = append(w.again, c)
+	}
+	w.mu.Unlock()
+	w.poke()
+}
+
+// errStartedOver ends the transfer of a client that started over.
+var errStartedOver = errors.New("client started over: it asked again from the transfer's port")
+
+// startedOver ends c's transfer if c has gone silent since it answered
+// (a timeout has passed without an ACK): then its request is that of a
+// reset client, which asks again and gets a new transfer once this one
+// has ended. A request that reaches the loop while the client answers is
+// a late duplicate of its first and changes nothing. The old transfer
+// ends without an ERROR, which would reach the new client's port.
+func (w *worker) startedOver(c *clientState) {
+	if t := c.t; t != nil && w.transfers[t.peer] == t && t.retries > 0 {
+		w.end(t, errStartedOver)
+	}
+}
+
+// arm renews t's ACK deadline: Timeout, doubled for each timeout in a
+// row (backoff).
 func (w *worker) arm(t *transfer) {
-	t.deadline = w.now() + int64(w.s.timeout)
-	w.timers.remove(t)
-	w.timers.pushBack(t)
+	w.timers[t.wait].remove(t)
+	t.wait = min(t.retries, backoffSteps)
+	t.deadline = w.now() + int64(w.s.timeout)<<t.wait
+	w.timers[t.wait].pushBack(t)
+}
+
+// nextTimer is the transfer whose deadline comes first, or nil.
+func (w *worker) nextTimer() *transfer {
+	var first *transfer
+	for i := range w.timers {
+		if h := w.timers[i].head; h != nil && (first == nil || h.deadline < first.deadline) {
+			first = h
+		}
+	}
+	return first
 }
 
 // receive reads every packet waiting on the socket fd, a batch at a time,
@@ -719,6 +775,7 @@ func (w *worker) ack(t *transfer, block uint16) {
 		if block == 0 {
 			t.oack = nil
 			t.retries = 0
+			t.client.answered.Store(true)
 			w.sendWindow(t, 1)
 		}
 		return
@@ -735,6 +792,9 @@ func (w *worker) ack(t *transfer, block uint16) {
 		}
 		return
 	}
+	if t.base == 1 {
+		t.client.answered.Store(true)
+	}
 	t.base = abs + 1
 	t.retries = 0
 	t.dupResent = false
@@ -749,7 +809,7 @@ func (w *worker) ack(t *transfer, block uint16) {
 func (w *worker) timeout(t *transfer) {
 	t.retries++
 	if t.retries > w.s.retries {
-		w.abort(t, "timeout waiting for ACK", fmt.Errorf("no ACK after %d tries of %v", t.retries, w.s.timeout))
+		w.abort(t, "timeout waiting for ACK", fmt.Errorf("no ACK in %v (%d tries)", patience(w.s.timeout, w.s.retries), t.retries))
 		return
 	}
 	if t.oack != nil {
@@ -920,6 +980,6 @@ func (w *worker) end(t *transfer, err error) {
 		return
 	}
 	delete(w.transfers, t.peer)
-	w.timers.remove(t)
+	w.timers[t.wait].remove(t)
 	w.s.finish(t, err)
 }

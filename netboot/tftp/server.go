@@ -72,7 +72,7 @@ var (
 type Config struct {
 	MaxBlockSize  int           // largest blksize granted: 512..65464
 	MaxWindowSize int           // largest windowsize granted: 1..1024 (1 turns RFC 7440 off)
-	Timeout       time.Duration // wait for an ACK before sending again: > 0
+	Timeout       time.Duration // first wait for an ACK before sending again (each further wait doubles): > 0
 	Retries       int           // timeouts in a row before a transfer is given up: >= 0
 	MaxTransfers  int           // transfers running at once; more requests wait: >= 1
 }
@@ -110,7 +110,7 @@ type Server struct {
 	stop    chan struct{} // closed when Serve's context ends
 	starts  sync.WaitGroup
 	mu      sync.Mutex
-	clients map[netip.AddrPort]struct{} // a transfer is starting, waiting or running for this client
+	clients map[netip.AddrPort]*clientState // a transfer is starting, waiting or running for this client
 
 	active      atomic.Int64 // transfers holding a slot
 	retransmits atomic.Int64
@@ -120,6 +120,25 @@ type Server struct {
 	sentBytes   atomic.Int64
 
 	loop loopState // how transfers run on this platform
+}
+
+// backoffSteps bounds the doubling of the wait for an ACK: the k-th
+// timeout in a row is followed by a wait of Timeout<<min(k, backoffSteps).
+// A client that stops answering for a while (firmware busy, a loaded
+// host's VM not scheduled, a lost ACK that a loader such as GRUB does not
+// send again on its own) gets the block again, more rarely, for about a
+// minute with the defaults (1+2+4+8+16+32 s), as tftpd-hpa's backoff does;
+// a client that is gone for good is usually told apart sooner by the ICMP
+// error its closed port sends.
+const backoffSteps = 5
+
+// patience is how long a transfer waits for an ACK before giving up.
+func patience(timeout time.Duration, retries int) time.Duration {
+	var d time.Duration
+	for k := 0; k <= retries; k++ {
+		d += timeout << min(k, backoffSteps)
+	}
+	return d
 }
 
 // Cache limits: files up to 64 MiB (NBPs, kernels, initrds) are kept in
@@ -152,7 +171,7 @@ func NewServer(read ReadHandler, cfg Config, log *slog.Logger) (*Server, error) 
 		slots:      make(chan struct{}, cfg.MaxTransfers),
 		maxWaiting: 4 * int64(cfg.MaxTransfers),
 		stop:       make(chan struct{}),
-		clients:    map[netip.AddrPort]struct{}{},
+		clients:    map[netip.AddrPort]*clientState{},
 	}
 	s.loop.init()
 	return s, nil
@@ -215,13 +234,22 @@ func (s *Server) accept(p []byte, client netip.AddrPort, local netip.Addr, needD
 		return req, dst, false, false
 	}
 	s.mu.Lock()
-	_, busy := s.clients[client]
+	c, busy := s.clients[client]
 	if !busy {
-		s.clients[client] = struct{}{}
+		s.clients[client] = &clientState{}
 	}
 	s.mu.Unlock()
 	if busy {
-		return req, dst, false, false // a retransmitted request: its transfer is under way
+		if c.answered.Load() {
+			// The client asks again after it has answered: it started
+			// over, or this is a duplicate that waited in a queue. The
+			// transfer's loop tells which (loopState.askedAgain).
+			s.loop.askedAgain(c)
+		}
+		// Dropped: a retransmitted request's transfer is under way; a
+		// client that started over asks again once its old transfer
+		// has ended.
+		return req, dst, false, false
 	}
 	s.starts.Add(1)
 	select {
@@ -285,7 +313,10 @@ func (s *Server) open(req request, client netip.AddrPort, dst netip.Addr, haveSl
 		return nil, nil
 	}
 	s.active.Add(1)
-	t = &transfer{key: client, name: req.filename, start: time.Now()}
+	s.mu.Lock()
+	cs := s.clients[client]
+	s.mu.Unlock()
+	t = &transfer{key: client, client: cs, name: req.filename, start: time.Now()}
 	fail := func(code uint16, msg string) {
 		s.refused.Add(1)
 		s.finishQuiet(t)
@@ -422,11 +453,25 @@ func (s *Server) release(t *transfer) {
 	<-s.slots
 }
 
+// clientState is a client (address and port) whose transfer is starting,
+// waiting for a slot or running.
+type clientState struct {
+	// answered is set once the client has acknowledged a packet of its
+	// transfer. Until then a request from it again is its own
+	// retransmission; after, it may have started over: a loader that is
+	// reset numbers its ports from the same base (GRUB does), so its new
+	// request can come from the port of a transfer the server still
+	// resends to.
+	answered   atomic.Bool
+	loopClient // how the platform's loop finds the transfer
+}
+
 // transfer is one read transfer. Once running it belongs to exactly one
 // goroutine (an event loop's, on Linux); only that goroutine touches it.
 type transfer struct {
 	loopTransfer // what the platform's loop keeps per transfer
 	key          netip.AddrPort
+	client       *clientState // s.clients[key]
 	name         string
 	log          []slog.Attr // the handler's attributes for the log line
 	start        time.Time

@@ -28,6 +28,21 @@ type loopState struct {
 
 func (l *loopState) init() { l.gso.Store(true) }
 
+// loopClient is how a request finds the loop running its client's
+// transfer (clientState).
+type loopClient struct {
+	owner atomic.Pointer[worker] // the loop running the transfer, once one does
+	t     *transfer              // the transfer; the owner's loop alone reads and writes it
+}
+
+// askedAgain tells the loop running c's transfer that c asked again after
+// it had answered.
+func (l *loopState) askedAgain(c *clientState) {
+	if w := c.owner.Load(); w != nil {
+		w.askedAgain(c)
+	}
+}
+
 // maxWorkers bounds the event loops.
 const maxWorkers = 4
 

@@ -27,6 +27,13 @@ func (l *loopState) init() {}
 // loopTransfer is empty here: a transfer's goroutine holds its socket.
 type loopTransfer struct{}
 
+// loopClient is empty here: see askedAgain.
+type loopClient struct{}
+
+// askedAgain does nothing here: a client that started over on the port
+// of its old transfer asks again until that transfer has given up.
+func (l *loopState) askedAgain(*clientState) {}
+
 // serve reads requests on udp until ctx ends, then ends every transfer
 // (see Serve).
 func (s *Server) serve(ctx context.Context, udp *net.UDPConn) error {
@@ -114,7 +121,7 @@ func (s *Server) run(t *transfer, conn *net.UDPConn) error {
 	}
 	rbuf := make([]byte, 1500)
 	for {
-		conn.SetReadDeadline(time.Now().Add(s.timeout))
+		conn.SetReadDeadline(time.Now().Add(s.timeout << min(t.retries, backoffSteps)))
 		select {
 		case <-s.stop:
 			return abort(errShuttingDown.Error(), errShuttingDown)
@@ -129,7 +136,7 @@ func (s *Server) run(t *transfer, conn *net.UDPConn) error {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			t.retries++
 			if t.retries > s.retries {
-				return abort("timeout waiting for ACK", fmt.Errorf("no ACK after %d tries of %v", t.retries, s.timeout))
+				return abort("timeout waiting for ACK", fmt.Errorf("no ACK in %v (%d tries)", patience(s.timeout, s.retries), t.retries))
 			}
 			if t.oack == nil {
 				s.retransmits.Add(1)
