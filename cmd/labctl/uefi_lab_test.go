@@ -630,6 +630,15 @@ func TestLabUEFIBoot(t *testing.T) {
 			n := l.bootNode(t, c.node)
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 			defer cancel()
+			// A node whose boot failed (its kernel panics with no root, say)
+			// ends the waiting at once, not at the timeout.
+			ctx, failed := context.WithCancelCause(ctx)
+			defer failed(nil)
+			go func() {
+				if m, _, err := n.console.wait(ctx, 0, regexp.MustCompile(`Kernel panic[^\n]*`)); err == nil {
+					failed(fmt.Errorf("the node failed: %q", m[0]))
+				}
+			}()
 			pos := 0
 			for _, w := range c.want {
 				var err error
