@@ -5,7 +5,9 @@ package tftp
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -279,4 +281,81 @@ func TestTFTPClientStartsOver(t *testing.T) {
 	if st := ts2.Stats(); st.Failed != 0 {
 		t.Fatalf("stats %+v: a late duplicate request ended a transfer", st)
 	}
+}
+
+// TestTFTPClientChaos: clients that send requests, ACKs of any block and
+// ERRORs in random order from the same ports, with pauses, and then go
+// away: nothing panics or races, every transfer ends (an ICMP error or
+// the last wait), and the server then serves a whole file to a
+// well-behaved client, every byte checked.
+func TestTFTPClientChaos(t *testing.T) {
+	const timeout, retries = 20 * time.Millisecond, 2
+	ts := startServer(t, func(c *testOptions) { c.Timeout = timeout; c.Retries = retries })
+	files := []string{"pxelinux.0", "master/vmlinuz", "master/initrd.gz", "missing"}
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(i), 7))
+			c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer c.Close()
+			srv := ts.conn.LocalAddr().(*net.UDPAddr)
+			peer := srv
+			var last uint16
+			for range 300 {
+				var pkt []byte
+				switch r := rng.IntN(10); {
+				case r == 0:
+					opts := []string{"blksize", strconv.Itoa(512 + rng.IntN(1000))}
+					if rng.IntN(2) == 0 {
+						opts = append(opts, "windowsize", strconv.Itoa(1+rng.IntN(8)))
+					}
+					pkt = tftptest.RRQ(files[rng.IntN(len(files))], opts...)
+					peer = srv
+				case r == 1:
+					pkt = []byte{0, opERROR, 0, 0, 'x', 0}
+				case r < 6:
+					b := last
+					if rng.IntN(4) == 0 {
+						b = uint16(rng.IntN(70000))
+					}
+					pkt = []byte{0, opACK, byte(b >> 8), byte(b)}
+				}
+				if pkt != nil {
+					if peer == srv && pkt[1] != opRRQ {
+						continue // nothing to answer yet
+					}
+					c.WriteToUDP(pkt, peer)
+				}
+				// Read what came, for up to a few milliseconds (a pause
+				// past Timeout now and then).
+				wait := time.Duration(rng.IntN(3)) * time.Millisecond
+				if rng.IntN(20) == 0 {
+					wait = 2 * timeout
+				}
+				if p, err := tftptest.Read(c, wait+time.Millisecond); err == nil {
+					if p.From.Port != srv.Port {
+						peer = p.From
+					}
+					if p.Op == opDATA {
+						last = p.Block
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	// Their ports are closed: each transfer ends on an ICMP error or,
+	// at the latest, after its last wait (140 ms here).
+	waitFor(t, "every chaotic transfer ended", 10*time.Second, func() bool { return ts.Active() == 0 })
+	data, _, err := tftptest.Get(ts.tftpAddr(), "master/vmlinuz", 1468)
+	if err != nil || !bytes.Equal(data, ts.root.kernel) {
+		t.Fatalf("a whole file after the chaos: %d bytes, %v", len(data), err)
+	}
+	t.Logf("stats after the chaos: %+v; clients that started over: %d", ts.Stats(), strings.Count(ts.logs.String(), "client started over"))
 }
