@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -78,6 +79,20 @@ func (r *rawClient) expectData(want []byte, blk int, first, last uint16) {
 		if b == last {
 			return
 		}
+	}
+}
+
+// expectDataAfterOACK reads DATA block b, skipping copies of the OACK (a
+// busy machine's ACK 0 may come after the server sent the OACK again).
+func (r *rawClient) expectDataAfterOACK(want []byte, blk int, b uint16) {
+	r.t.Helper()
+	p := r.next()
+	for p.Op == opOACK {
+		p = r.next()
+	}
+	off := (int(b) - 1) * blk
+	if p.Op != opDATA || p.Block != b || !bytes.Equal(p.Data, want[off:min(off+blk, len(want))]) {
+		r.t.Fatalf("got op %d block %d, want DATA %d", p.Op, p.Block, b)
 	}
 }
 
@@ -260,7 +275,7 @@ func TestTFTPRetransmitAndGiveUp(t *testing.T) {
 // its block again after waits that double, and the transfer goes on when
 // it answers after more than Retries x Timeout.
 func TestTFTPClientPauses(t *testing.T) {
-	const timeout, retries = 50 * time.Millisecond, 3
+	const timeout, retries = 200 * time.Millisecond, 3
 	ts := startServer(t, func(c *testOptions) {
 		c.Timeout = timeout
 		c.Retries = retries
@@ -271,13 +286,13 @@ func TestTFTPClientPauses(t *testing.T) {
 	r.rrq("master/vmlinuz", "blksize", "512")
 	oackOptions(t, r.next())
 	r.ack(0)
-	for range retries + 1 { // block 1, then resent after waits of 50, 100 and 200 ms
-		r.expectData(ts.root.kernel, 512, 1, 1)
+	for range retries + 1 { // block 1, then resent after waits of 200, 400 and 800 ms
+		r.expectDataAfterOACK(ts.root.kernel, 512, 1)
 	}
 	if took, least := time.Since(start), timeout+2*timeout+4*timeout; took < least {
 		t.Fatalf("third resend after %v, want waits that double (%v at least)", took, least)
 	}
-	r.ack(1) // within the last wait (400 ms), past Retries x Timeout
+	r.ack(1) // within the last wait (1.6 s), past Retries x Timeout
 	r.expectData(ts.root.kernel, 512, 2, 2)
 	r.ack(2)
 	r.expectData(ts.root.kernel, 512, 3, 3)
@@ -853,5 +868,33 @@ func TestTFTPSizeQuery(t *testing.T) {
 	waitFor(t, "third transfer end", 5*time.Second, func() bool { return ts.Active() == 0 })
 	if st := ts.Stats(); st.Failed != 2 {
 		t.Errorf("failed = %d, want 2 (error 8 after data, error 0 before)", st.Failed)
+	}
+}
+
+// TestConfigRanges: NewServer refuses limits out of range, naming them;
+// a timeout over a minute is refused (its waits double up to 32 times it).
+func TestConfigRanges(t *testing.T) {
+	read := func(string, netip.AddrPort) (Content, error) { return Content{}, ErrNotFound }
+	for _, tt := range []struct {
+		mod  func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.Timeout = 0 }, "tftp timeout 0s"},
+		{func(c *Config) { c.Timeout = 61 * time.Second }, "tftp timeout 1m1s"},
+		{func(c *Config) { c.Retries = -1 }, "retries -1"},
+		{func(c *Config) { c.MaxBlockSize = 100 }, "tftp block size 100"},
+		{func(c *Config) { c.MaxWindowSize = 0 }, "tftp window size 0"},
+		{func(c *Config) { c.MaxTransfers = 0 }, "tftp max transfers 0"},
+	} {
+		cfg := testConfig
+		tt.mod(&cfg)
+		if _, err := NewServer(read, cfg, nil); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("NewServer(%+v) = %v, want an error with %q", cfg, err, tt.want)
+		}
+	}
+	cfg := testConfig
+	cfg.Timeout = time.Minute
+	if _, err := NewServer(read, cfg, nil); err != nil {
+		t.Errorf("a timeout of 1m: %v", err)
 	}
 }

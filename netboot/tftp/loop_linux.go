@@ -244,7 +244,7 @@ func (w *worker) requests() {
 		if !ok {
 			continue
 		}
-		req, dst, haveSlot, ok := s.accept(w.reqBuf[:n], client, w.local, w.needDst, w.reqOOB[:oobn])
+		req, dst, haveSlot, ok := s.accept(w.reqBuf[:n], client, w.local, w.needDst, w.reqOOB[:oobn], arrivalTime(w.reqOOB[:oobn]))
 		switch {
 		case !ok:
 		case haveSlot:
@@ -428,8 +428,8 @@ func (w *worker) add(t *transfer) bool {
 	}
 	w.pending = append(w.pending, t)
 	w.hasPending.Store(true)
-	w.mu.Unlock()
 	w.poke()
+	w.mu.Unlock()
 	return true
 }
 
@@ -440,10 +440,12 @@ func (w *worker) stop(why string) {
 	if !w.stopped {
 		w.stopped, w.stopErr = true, why
 	}
-	w.mu.Unlock()
 	w.poke()
+	w.mu.Unlock()
 }
 
+// poke wakes the loop. The caller holds mu: the loop closes wake under mu
+// when it returns, and sets it to -1.
 func (w *worker) poke() {
 	var one [8]byte
 	binary.NativeEndian.PutUint64(one[:], 1)
@@ -461,9 +463,10 @@ func (w *worker) run() {
 			unix.Close(fd)
 		}
 		w.socks = nil
+		unix.Close(w.wake) // under mu: poke writes to it under mu
+		w.wake = -1
 		w.mu.Unlock()
 		unix.Close(w.epfd)
-		unix.Close(w.wake)
 	}()
 	for {
 		w.flush()
@@ -557,6 +560,7 @@ func (w *worker) takePending() (running bool) {
 		w.arm(t)
 	}
 	for _, c := range again {
+		c.queued.Store(false)
 		w.startedOver(c)
 	}
 	return !stopped
@@ -569,32 +573,28 @@ func (w *worker) own(t *transfer) {
 	t.client.owner.Store(w)
 }
 
-// maxAgain bounds the clients waiting for the loop to look at them (a
-// flood of requests from one address must not grow a list without end).
-const maxAgain = 1024
-
 // askedAgain queues c, a client whose transfer the loop runs and which
-// asked again after it had answered, for startedOver.
+// started over (clientState.startedOver), for startedOver. A client is
+// queued once until the loop has looked (clientState.queued), so the
+// list holds at most one entry per transfer.
 func (w *worker) askedAgain(c *clientState) {
 	w.mu.Lock()
-	if len(w.again) < maxAgain {
-		w.again = append(w.again, c)
+	defer w.mu.Unlock()
+	if w.stopped {
+		return
 	}
-	w.mu.Unlock()
+	w.again = append(w.again, c)
 	w.poke()
 }
 
 // errStartedOver ends the transfer of a client that started over.
-var errStartedOver = errors.New("client started over: it asked again from the transfer's port")
+var errStartedOver = errors.New("client started over: it asked again from the transfer's port after answering")
 
-// startedOver ends c's transfer if c has gone silent since it answered
-// (a timeout has passed without an ACK): then its request is that of a
-// reset client, which asks again and gets a new transfer once this one
-// has ended. A request that reaches the loop while the client answers is
-// a late duplicate of its first and changes nothing. The old transfer
-// ends without an ERROR, which would reach the new client's port.
+// startedOver ends c's transfer: c was reset and asks again, and gets a
+// new transfer once this one has ended. The old transfer ends without an
+// ERROR, which would reach the new client's port.
 func (w *worker) startedOver(c *clientState) {
-	if t := c.t; t != nil && w.transfers[t.peer] == t && t.retries > 0 {
+	if t := c.t; t != nil && w.transfers[t.peer] == t {
 		w.end(t, errStartedOver)
 	}
 }
@@ -775,7 +775,7 @@ func (w *worker) ack(t *transfer, block uint16) {
 		if block == 0 {
 			t.oack = nil
 			t.retries = 0
-			t.client.answered.Store(true)
+			t.client.answer()
 			w.sendWindow(t, 1)
 		}
 		return
@@ -793,7 +793,7 @@ func (w *worker) ack(t *transfer, block uint16) {
 		return
 	}
 	if t.base == 1 {
-		t.client.answered.Store(true)
+		t.client.answer()
 	}
 	t.base = abs + 1
 	t.retries = 0

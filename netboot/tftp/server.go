@@ -85,8 +85,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("tftp window size %d: want 1..1024", c.MaxWindowSize)
 	case c.MaxTransfers < 1:
 		return fmt.Errorf("tftp max transfers %d: want at least 1", c.MaxTransfers)
-	case c.Timeout <= 0 || c.Retries < 0:
-		return fmt.Errorf("tftp timeout %v, retries %d: want a positive timeout, retries >= 0", c.Timeout, c.Retries)
+	case c.Timeout <= 0 || c.Timeout > time.Minute || c.Retries < 0:
+		return fmt.Errorf("tftp timeout %v, retries %d: want a timeout of up to 1m, retries >= 0", c.Timeout, c.Retries)
 	}
 	return nil
 }
@@ -218,7 +218,10 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 // request's own destination from oob). For a request to start it counts
 // the start (s.starts) and takes a transfer slot if one is free at once
 // (haveSlot); without one, the caller starts it on a goroutine that waits.
-func (s *Server) accept(p []byte, client netip.AddrPort, local netip.Addr, needDst bool, oob []byte) (req request, dst netip.Addr, haveSlot, ok bool) {
+//
+// arrived is when the request reached the host (the kernel's receive
+// time), zero where unknown.
+func (s *Server) accept(p []byte, client netip.AddrPort, local netip.Addr, needDst bool, oob []byte, arrived time.Time) (req request, dst netip.Addr, haveSlot, ok bool) {
 	req, err := parseRequest(p)
 	dst = local
 	if needDst && (err == nil || errors.As(err, new(*requestError))) {
@@ -240,11 +243,8 @@ func (s *Server) accept(p []byte, client netip.AddrPort, local netip.Addr, needD
 	}
 	s.mu.Unlock()
 	if busy {
-		if c.answered.Load() {
-			// The client asks again after it has answered: it started
-			// over, or this is a duplicate that waited in a queue. The
-			// transfer's loop tells which (loopState.askedAgain).
-			s.loop.askedAgain(c)
+		if c.startedOver(arrived) && c.queued.CompareAndSwap(false, true) {
+			s.loop.askedAgain(c) // its loop ends the old transfer
 		}
 		// Dropped: a retransmitted request's transfer is under way; a
 		// client that started over asks again once its old transfer
@@ -456,14 +456,35 @@ func (s *Server) release(t *transfer) {
 // clientState is a client (address and port) whose transfer is starting,
 // waiting for a slot or running.
 type clientState struct {
-	// answered is set once the client has acknowledged a packet of its
-	// transfer. Until then a request from it again is its own
-	// retransmission; after, it may have started over: a loader that is
-	// reset numbers its ports from the same base (GRUB does), so its new
-	// request can come from the port of a transfer the server still
-	// resends to.
-	answered   atomic.Bool
-	loopClient // how the platform's loop finds the transfer
+	// answered is when (Unix ns, wall clock) the client first
+	// acknowledged a packet of its transfer; 0 until it has. A request
+	// from the client that reached the host before then is its own
+	// retransmission, however late the server reads it (startedOver).
+	answered   atomic.Int64
+	queued     atomic.Bool // its loop has been asked to end the transfer and has not looked yet
+	loopClient             // how the platform's loop finds the transfer
+}
+
+// startedOver reports whether a request from c that reached the host at
+// arrived means that c started over: it was sent after c had answered
+// its transfer. A client sends its request again only while it waits for
+// the first answer, so a request sent after an answer comes from a
+// client that was reset and asks from the same port: a loader numbers
+// its ports from the same base after each reset (GRUB does), while the
+// server may still be resending the old transfer's block. A duplicate
+// that waited in the listening socket's queue reached the host before
+// the client's first answer, and changes nothing. Unknown arrival times
+// (zero) change nothing.
+func (c *clientState) startedOver(arrived time.Time) bool {
+	at := c.answered.Load()
+	return at != 0 && !arrived.IsZero() && arrived.UnixNano() > at
+}
+
+// answer records that the client has acknowledged a packet.
+func (c *clientState) answer() {
+	if c.answered.Load() == 0 {
+		c.answered.Store(time.Now().UnixNano())
+	}
 }
 
 // transfer is one read transfer. Once running it belongs to exactly one

@@ -11,6 +11,8 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -69,6 +71,12 @@ func (s *Server) serve(ctx context.Context, udp *net.UDPConn) error {
 	lfd, err := dupSocket(udp)
 	if err != nil {
 		return fmt.Errorf("boot server: tftp: %w", err)
+	}
+	// Each request carries the time it reached the host: a late copy of
+	// a client's request is told from a reset client's new one by it
+	// (clientState.startedOver).
+	if err := unix.SetsockoptInt(lfd, unix.SOL_SOCKET, unix.SO_TIMESTAMPNS, 1); err != nil {
+		s.log.Warn("tftp: no receive times on requests; a client reset mid-transfer waits for its old transfer to give up", "err", err)
 	}
 
 	// One event loop per CPU: most of a block's cost is the kernel's UDP
@@ -265,6 +273,22 @@ func enablePktinfo(conn *net.UDPConn) error {
 		return err
 	}
 	return serr
+}
+
+// arrivalTime is the receive time of a request from its SO_TIMESTAMPNS
+// control message; zero without one.
+func arrivalTime(oob []byte) time.Time {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return time.Time{}
+	}
+	for _, m := range msgs {
+		if m.Header.Level == unix.SOL_SOCKET && m.Header.Type == unix.SCM_TIMESTAMPNS && len(m.Data) >= int(unsafe.Sizeof(unix.Timespec{})) {
+			ts := (*unix.Timespec)(unsafe.Pointer(&m.Data[0]))
+			return time.Unix(int64(ts.Sec), int64(ts.Nsec))
+		}
+	}
+	return time.Time{}
 }
 
 // pktinfoDst returns the destination address from IP_PKTINFO or

@@ -88,6 +88,9 @@ func (s *Server) run(t *transfer, conn *net.UDPConn) error {
 		conn.Write(appendError(nil, errCodeUndefined, why))
 		return err
 	}
+	// The wait for an ACK starts at each send (a duplicate ACK that is
+	// ignored does not renew it) and doubles with each timeout in a row.
+	arm := func() { conn.SetReadDeadline(time.Now().Add(s.timeout << min(t.retries, backoffSteps))) }
 	buf := make([]byte, t.window*(t.blk+4))
 	send := func(from uint64) error {
 		last := min(from+uint64(t.window)-1, t.nblocks)
@@ -105,6 +108,7 @@ func (s *Server) run(t *transfer, conn *net.UDPConn) error {
 			}
 		}
 		t.sent = max(t.sent, last)
+		arm()
 		return nil
 	}
 	first := func() error {
@@ -112,6 +116,7 @@ func (s *Server) run(t *transfer, conn *net.UDPConn) error {
 			if _, err := conn.Write(t.oack); err != nil {
 				return fmt.Errorf("send OACK: %w", err)
 			}
+			arm()
 			return nil
 		}
 		return send(t.base)
@@ -121,7 +126,6 @@ func (s *Server) run(t *transfer, conn *net.UDPConn) error {
 	}
 	rbuf := make([]byte, 1500)
 	for {
-		conn.SetReadDeadline(time.Now().Add(s.timeout << min(t.retries, backoffSteps)))
 		select {
 		case <-s.stop:
 			return abort(errShuttingDown.Error(), errShuttingDown)
@@ -266,7 +270,7 @@ func (s *Server) listen(conn *net.UDPConn, local netip.Addr, needDst bool) error
 			continue
 		}
 		client := netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		req, dst, haveSlot, ok := s.accept(buf[:n], client, local, needDst, oob[:oobn])
+		req, dst, haveSlot, ok := s.accept(buf[:n], client, local, needDst, oob[:oobn], time.Time{})
 		if !ok {
 			continue
 		}
