@@ -244,7 +244,7 @@ func (w *worker) requests() {
 		if !ok {
 			continue
 		}
-		req, dst, haveSlot, ok := s.accept(w.reqBuf[:n], client, w.local, w.needDst, w.reqOOB[:oobn], arrivalTime(w.reqOOB[:oobn]))
+		req, dst, haveSlot, ok := s.accept(w.reqBuf[:n], client, w.local, w.needDst, w.reqOOB[:oobn])
 		switch {
 		case !ok:
 		case haveSlot:
@@ -604,7 +604,7 @@ func (w *worker) startedOver(c *clientState) {
 func (w *worker) arm(t *transfer) {
 	w.timers[t.wait].remove(t)
 	t.wait = min(t.retries, backoffSteps)
-	t.deadline = w.now() + int64(w.s.timeout)<<t.wait
+	t.deadline = w.now() + int64(ackWait(w.s.timeout, t.wait))
 	w.timers[t.wait].pushBack(t)
 }
 

@@ -132,11 +132,17 @@ type Server struct {
 // error its closed port sends.
 const backoffSteps = 5
 
+// ackWait is how long a transfer waits for an ACK after its timeouts-th
+// timeout in a row.
+func ackWait(timeout time.Duration, timeouts int) time.Duration {
+	return timeout << min(timeouts, backoffSteps)
+}
+
 // patience is how long a transfer waits for an ACK before giving up.
 func patience(timeout time.Duration, retries int) time.Duration {
 	var d time.Duration
 	for k := 0; k <= retries; k++ {
-		d += timeout << min(k, backoffSteps)
+		d += ackWait(timeout, k)
 	}
 	return d
 }
@@ -218,10 +224,7 @@ func (s *Server) Serve(ctx context.Context, conn net.PacketConn) error {
 // request's own destination from oob). For a request to start it counts
 // the start (s.starts) and takes a transfer slot if one is free at once
 // (haveSlot); without one, the caller starts it on a goroutine that waits.
-//
-// arrived is when the request reached the host (the kernel's receive
-// time), zero where unknown.
-func (s *Server) accept(p []byte, client netip.AddrPort, local netip.Addr, needDst bool, oob []byte, arrived time.Time) (req request, dst netip.Addr, haveSlot, ok bool) {
+func (s *Server) accept(p []byte, client netip.AddrPort, local netip.Addr, needDst bool, oob []byte) (req request, dst netip.Addr, haveSlot, ok bool) {
 	req, err := parseRequest(p)
 	dst = local
 	if needDst && (err == nil || errors.As(err, new(*requestError))) {
@@ -243,7 +246,7 @@ func (s *Server) accept(p []byte, client netip.AddrPort, local netip.Addr, needD
 	}
 	s.mu.Unlock()
 	if busy {
-		if c.startedOver(arrived) && c.queued.CompareAndSwap(false, true) {
+		if c.startedOver(oob) && c.queued.CompareAndSwap(false, true) {
 			s.loop.askedAgain(c) // its loop ends the old transfer
 		}
 		// Dropped: a retransmitted request's transfer is under way; a
@@ -465,19 +468,23 @@ type clientState struct {
 	loopClient             // how the platform's loop finds the transfer
 }
 
-// startedOver reports whether a request from c that reached the host at
-// arrived means that c started over: it was sent after c had answered
+// startedOver reports whether a request from c, with the control
+// messages oob it was read with, means that c started over: it was sent after c had answered
 // its transfer. A client sends its request again only while it waits for
 // the first answer, so a request sent after an answer comes from a
 // client that was reset and asks from the same port: a loader numbers
 // its ports from the same base after each reset (GRUB does), while the
 // server may still be resending the old transfer's block. A duplicate
 // that waited in the listening socket's queue reached the host before
-// the client's first answer, and changes nothing. Unknown arrival times
-// (zero) change nothing.
-func (c *clientState) startedOver(arrived time.Time) bool {
+// the client's first answer, and changes nothing. A request whose
+// arrival time is unknown (arrivalTime) changes nothing.
+func (c *clientState) startedOver(oob []byte) bool {
 	at := c.answered.Load()
-	return at != 0 && !arrived.IsZero() && arrived.UnixNano() > at
+	if at == 0 {
+		return false
+	}
+	arrived := arrivalTime(oob)
+	return !arrived.IsZero() && arrived.UnixNano() > at
 }
 
 // answer records that the client has acknowledged a packet.

@@ -47,6 +47,10 @@ func (s *Server) serve(ctx context.Context, udp *net.UDPConn) error {
 // pktinfoDst is never asked here: listen runs without needDst.
 func pktinfoDst([]byte) netip.Addr { return netip.Addr{} }
 
+// arrivalTime is unknown here: requests carry no receive time (see
+// askedAgain).
+func arrivalTime([]byte) time.Time { return time.Time{} }
+
 // start opens the request and runs the transfer in a goroutine.
 func (s *Server) start(req request, client netip.AddrPort, dst netip.Addr, haveSlot bool) {
 	defer s.starts.Done()
@@ -90,7 +94,7 @@ func (s *Server) run(t *transfer, conn *net.UDPConn) error {
 	}
 	// The wait for an ACK starts at each send (a duplicate ACK that is
 	// ignored does not renew it) and doubles with each timeout in a row.
-	arm := func() { conn.SetReadDeadline(time.Now().Add(s.timeout << min(t.retries, backoffSteps))) }
+	arm := func() { conn.SetReadDeadline(time.Now().Add(ackWait(s.timeout, t.retries))) }
 	buf := make([]byte, t.window*(t.blk+4))
 	send := func(from uint64) error {
 		last := min(from+uint64(t.window)-1, t.nblocks)
@@ -270,7 +274,7 @@ func (s *Server) listen(conn *net.UDPConn, local netip.Addr, needDst bool) error
 			continue
 		}
 		client := netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		req, dst, haveSlot, ok := s.accept(buf[:n], client, local, needDst, oob[:oobn], time.Time{})
+		req, dst, haveSlot, ok := s.accept(buf[:n], client, local, needDst, oob[:oobn])
 		if !ok {
 			continue
 		}
