@@ -90,9 +90,13 @@ func IntegrityHMAC(alg types.IntegrityAlg, data, key []byte) ([]byte, error) {
 // set up for it: at most maxKeyedMACs keys, then it starts again.
 var keyedMACs = struct {
 	sync.Mutex
-	pools map[types.IntegrityAlg]map[string]*sync.Pool
-	n     int
-}{pools: map[types.IntegrityAlg]map[string]*sync.Pool{}}
+	pools map[macKey]*sync.Pool
+}{pools: map[macKey]*sync.Pool{}}
+
+type macKey struct {
+	alg types.IntegrityAlg
+	key string
+}
 
 // maxKeyedMACs bounds the keys keyedMACs holds: a key per session, and
 // sessions come and go.
@@ -102,22 +106,15 @@ const maxKeyedMACs = 4096
 func keyedMAC(alg types.IntegrityAlg, key []byte, newHash func() hash.Hash) *sync.Pool {
 	keyedMACs.Lock()
 	defer keyedMACs.Unlock()
-	byKey := keyedMACs.pools[alg]
-	if p := byKey[string(key)]; p != nil {
+	if p := keyedMACs.pools[macKey{alg, string(key)}]; p != nil {
 		return p
 	}
-	if keyedMACs.n >= maxKeyedMACs {
+	if len(keyedMACs.pools) >= maxKeyedMACs {
 		clear(keyedMACs.pools)
-		keyedMACs.n, byKey = 0, nil
 	}
-	if byKey == nil {
-		byKey = map[string]*sync.Pool{}
-		keyedMACs.pools[alg] = byKey
-	}
-	k := append([]byte(nil), key...)
-	p := &sync.Pool{New: func() any { return hmac.New(newHash, k) }}
-	byKey[string(k)] = p
-	keyedMACs.n++
+	k := string(key)
+	p := &sync.Pool{New: func() any { return hmac.New(newHash, []byte(k)) }}
+	keyedMACs.pools[macKey{alg, k}] = p
 	return p
 }
 
