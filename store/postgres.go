@@ -400,14 +400,9 @@ func parseNews(payload string) QueueNews {
 	return QueueNews{Submitted: ids}
 }
 
-// queueChanged has notifyLoop announce a committed change of the queue:
-// queued is the ID of a job submitted, 0 any other change. It never
-// waits.
-func (p *Postgres) queueChanged(queued int64) {
-	news := QueueNews{Whole: queued == 0}
-	if queued != 0 {
-		news.Submitted = []int64{queued}
-	}
+// queueChanged has notifyLoop announce a committed change of the queue.
+// It never waits.
+func (p *Postgres) queueChanged(news QueueNews) {
 	p.newsMu.Lock()
 	p.news.Add(news, maxAnnounced)
 	p.newsMu.Unlock()

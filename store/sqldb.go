@@ -47,10 +47,9 @@ type sqlDB struct {
 	// started, in Unix nanoseconds: the instance whose lease it renews.
 	started atomic.Int64
 	// queueChanged, if set, is called once a change of the queue has
-	// committed (a job queued, or canceled while queued), with the ID of
-	// the job if it was submitted (queued as a first attempt), else 0:
-	// PostgreSQL's NOTIFY, which other hosts hear (WatchQueue).
-	queueChanged func(submitted int64)
+	// committed (a job queued, or canceled while queued), with the news
+	// of it: PostgreSQL's NOTIFY, which other hosts hear (WatchQueue).
+	queueChanged func(QueueNews)
 }
 
 // querier runs statements: a transaction, or (PostgreSQL) the pool.
@@ -61,11 +60,10 @@ type querier interface {
 }
 
 // notifyQueue tells other hosts that the queue changed; call it after
-// the change committed, with the ID of the job submitted if that is the
-// change, else 0.
-func (s *sqlDB) notifyQueue(submitted int64) {
+// the change committed.
+func (s *sqlDB) notifyQueue(news QueueNews) {
 	if s.queueChanged != nil {
-		s.queueChanged(submitted)
+		s.queueChanged(news)
 	}
 }
 
@@ -93,7 +91,7 @@ func (s *sqlDB) CreateJob(ctx context.Context, j Job) (Job, error) {
 		return j, nil
 	}
 	j.State, j.RunDevice, j.Started = Queued, "", time.Time{}
-	s.notifyQueue(j.ID)
+	s.notifyQueue(QueueNews{Submitted: []int64{j.ID}})
 	return j, nil
 }
 
@@ -488,7 +486,7 @@ func (s *sqlDB) FinishJob(ctx context.Context, id int64, from string, f Finish) 
 		return changed(tx, res, err, id, "finish")
 	})
 	if err == nil && from == Queued {
-		s.notifyQueue(0)
+		s.notifyQueue(QueueNews{Whole: true})
 	}
 	return err
 }
@@ -678,7 +676,7 @@ func (s *sqlDB) RetryJob(ctx context.Context, of int64, j Job) (Job, error) {
 	if err != nil {
 		return Job{}, err
 	}
-	s.notifyQueue(0) // a retry: its hosts read its earlier attempts
+	s.notifyQueue(QueueNews{Whole: true}) // a retry: its hosts read its earlier attempts
 	return j, nil
 }
 
