@@ -67,15 +67,7 @@ func (r *rawClient) next() tftptest.Packet {
 func (r *rawClient) expectData(want []byte, blk int, first, last uint16) {
 	r.t.Helper()
 	for b := first; ; b++ {
-		p := r.next()
-		if p.Op != opDATA || p.Block != b {
-			r.t.Fatalf("got op %d block %d, want DATA %d (of %d..%d)", p.Op, p.Block, b, first, last)
-		}
-		off := (int(b) - 1) * blk
-		end := min(off+blk, len(want))
-		if !bytes.Equal(p.Data, want[off:end]) {
-			r.t.Fatalf("block %d: content differs", b)
-		}
+		r.checkData(r.next(), want, blk, b)
 		if b == last {
 			return
 		}
@@ -90,9 +82,18 @@ func (r *rawClient) expectDataAfterOACK(want []byte, blk int, b uint16) {
 	for p.Op == opOACK {
 		p = r.next()
 	}
-	off := (int(b) - 1) * blk
-	if p.Op != opDATA || p.Block != b || !bytes.Equal(p.Data, want[off:min(off+blk, len(want))]) {
+	r.checkData(p, want, blk, b)
+}
+
+// checkData checks that p is DATA block b of want at block size blk.
+func (r *rawClient) checkData(p tftptest.Packet, want []byte, blk int, b uint16) {
+	r.t.Helper()
+	if p.Op != opDATA || p.Block != b {
 		r.t.Fatalf("got op %d block %d, want DATA %d", p.Op, p.Block, b)
+	}
+	off := (int(b) - 1) * blk
+	if !bytes.Equal(p.Data, want[off:min(off+blk, len(want))]) {
+		r.t.Fatalf("block %d: content differs", b)
 	}
 }
 
