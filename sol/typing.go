@@ -53,9 +53,11 @@ type Pacing struct {
 	// Window (Echo) is how many characters may be on their way at once:
 	// sent, their echo not yet seen. 0 or 1 sends one at a time; more
 	// saves the round trip per character on a console that buffers its
-	// input. A line end ("\r", "\n") and a character that does not echo
-	// wait for every earlier echo, so a line that lost a character is
-	// never ended: the loss shows before the node takes the line.
+	// input; the characters the window has room for at a time go in one
+	// write (one SOL packet), unless MinGap spaces them. A line end ("\r",
+	// "\n") and a character that does not echo wait for every earlier
+	// echo, so a line that lost a character is never ended: the loss shows
+	// before the node takes the line.
 	Window int
 	// StrictEcho (Echo) makes a character that does not echo within
 	// EchoTimeout end Type with an error wrapping ErrNoEcho, instead of
@@ -353,16 +355,10 @@ func (w *Writer) Type(ctx context.Context, text string, p Pacing) (rep TypeRepor
 	}
 	var lastSent time.Time
 	for len(rest) > 0 {
-		n := 1
-		if rest[0] >= utf8.RuneSelf {
-			if _, size := utf8.DecodeRune(rest); size > 1 {
-				n = size
-			}
-		}
-		unit := rest[:n]
+		unit := nextUnit(rest)
 		if mode == Echo {
 			keep := window - 1
-			if !echoes(unit[0]) || unit[0] == '\r' || unit[0] == '\n' {
+			if !windowed(unit[0]) {
 				keep = 0
 			}
 			if err := awaitEchoes(keep); err != nil {
@@ -374,6 +370,21 @@ func (w *Writer) Type(ctx context.Context, text string, p Pacing) (rep TypeRepor
 				return rep, fmt.Errorf("console %s: typing: %w", s.Target(), err)
 			}
 		}
+		// The characters the window has room for go in one write (one
+		// SOL packet, not one each): the console gets no more at once
+		// than Window allows either way. MinGap spaces every character.
+		send, units := unit, 1
+		if mode == Echo && p.MinGap == 0 && windowed(unit[0]) {
+			pending = s.takeEchoes(pending)
+			for units < window-len(pending) && len(send) < len(rest) {
+				next := nextUnit(rest[len(send):])
+				if !windowed(next[0]) {
+					break
+				}
+				send = rest[:len(send)+len(next)]
+				units++
+			}
+		}
 		lastSent = time.Now()
 		if mode == Echo && len(pending) == 0 {
 			// Only output that arrives after the character was sent can be
@@ -381,14 +392,18 @@ func (w *Writer) Type(ctx context.Context, text string, p Pacing) (rep TypeRepor
 			// must not let the next character go early.
 			s.echoWatch(true)
 		}
-		if err := s.writeUnit(ctx, w, gen, stream, unit, !p.NoEcho); err != nil {
+		if err := s.writeChars(ctx, w, gen, stream, send, !p.NoEcho); err != nil {
 			return rep, fmt.Errorf("%w (after %d of %d bytes)", err, len(text)-len(rest), len(text))
 		}
-		rest = rest[n:]
-		rep.Chars++
+		rest = rest[len(send):]
+		rep.Chars += units
 
 		if mode == Echo && echoes(unit[0]) {
-			pending = append(pending, pendingEcho{echo: echoOf(unit), sent: lastSent})
+			for len(send) > 0 {
+				u := nextUnit(send)
+				pending = append(pending, pendingEcho{echo: echoOf(u), sent: lastSent})
+				send = send[len(u):]
+			}
 			continue
 		}
 		if err := sleep(ctx, p.Delay); err != nil {
@@ -403,9 +418,27 @@ func (w *Writer) Type(ctx context.Context, text string, p Pacing) (rep TypeRepor
 	return rep, nil
 }
 
-// writeUnit writes one character, if w still holds the console and the
+// nextUnit is the first character of p: one byte, or a whole UTF-8
+// sequence.
+func nextUnit(p []byte) []byte {
+	if p[0] >= utf8.RuneSelf {
+		if _, size := utf8.DecodeRune(p); size > 1 {
+			return p[:size]
+		}
+	}
+	return p[:1]
+}
+
+// windowed says whether b may be typed while earlier characters are on
+// their way: a line end or a character that does not echo waits for every
+// earlier echo.
+func windowed(b byte) bool {
+	return echoes(b) && b != '\r' && b != '\n'
+}
+
+// writeChars writes characters, if w still holds the console and the
 // stream is the one typing started on.
-func (s *Session) writeUnit(ctx context.Context, w *Writer, gen int, stream interface{ Write([]byte) (int, error) }, unit []byte, show bool) error {
+func (s *Session) writeChars(ctx context.Context, w *Writer, gen int, stream interface{ Write([]byte) (int, error) }, chars []byte, show bool) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("console %s: typing: %w", s.Target(), err)
 	}
@@ -419,11 +452,11 @@ func (s *Session) writeUnit(ctx context.Context, w *Writer, gen int, stream inte
 		return fmt.Errorf("console %s: %w", s.Target(), errLostWhileTyping)
 	}
 	s.mu.Unlock()
-	if _, err := stream.Write(unit); err != nil {
+	if _, err := stream.Write(chars); err != nil {
 		return fmt.Errorf("console %s: %w: %w", s.Target(), errLostWhileTyping, err)
 	}
 	if show {
-		s.record(Written, unit)
+		s.record(Written, chars)
 	}
 	return nil
 }
@@ -460,13 +493,11 @@ func (s *Session) echoWatch(on bool) {
 // the echo of a character sent after it appeared first: a console echoes
 // in order, so pending[0] was lost, not late.
 func (s *Session) waitEcho(ctx context.Context, pending []pendingEcho, timeout time.Duration) (ok, lost bool, err error) {
-	want := pending[0].echo
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	for {
 		s.mu.Lock()
-		if i := bytes.Index(s.echoBuf, want); i >= 0 {
-			s.echoBuf = append(s.echoBuf[:0], s.echoBuf[i+len(want):]...)
+		if s.takeEchoLocked(pending[0].echo) {
 			s.mu.Unlock()
 			return true, false, nil
 		}
@@ -491,6 +522,28 @@ func (s *Session) waitEcho(ctx context.Context, pending []pendingEcho, timeout t
 			return false, false, fmt.Errorf("console %s: typing: waiting for echo: %w", s.Target(), ctx.Err())
 		}
 	}
+}
+
+// takeEchoes drops from pending, oldest first, the echoes already in the
+// output, without waiting.
+func (s *Session) takeEchoes(pending []pendingEcho) []pendingEcho {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(pending) > 0 && s.takeEchoLocked(pending[0].echo) {
+		pending = pending[1:]
+	}
+	return pending
+}
+
+// takeEchoLocked removes the output up to and including the first echo
+// want from what waitEcho looks at, if it is there.
+func (s *Session) takeEchoLocked(want []byte) bool {
+	i := bytes.Index(s.echoBuf, want)
+	if i < 0 {
+		return false
+	}
+	s.echoBuf = append(s.echoBuf[:0], s.echoBuf[i+len(want):]...)
+	return true
 }
 
 // settle waits until the output has been quiet for quiet, or ends with a

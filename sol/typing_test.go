@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -295,6 +296,53 @@ func TestEchoWindowStaysWithinTheConsoleBuffer(t *testing.T) {
 		}
 		t.Logf("window %d: %v", window, rep)
 	}
+}
+
+// The characters the window has room for go in one write, one SOL packet
+// rather than one each, and never more than Window of them; a line end
+// waits for every echo and goes alone.
+func TestEchoWindowSendsWhatFitsInOneWrite(t *testing.T) {
+	c := newConsole(t, soltest.Config{Name: "holding console", Hold: true})
+	s := openSession(t, c, fastOptions(nil))
+	c.Prompt()
+	expect(t, s, 5*time.Second, `fake# `)
+	w := claim(t, s, "job")
+	const cmd = "echo batched-0123456789"
+	done := typeAsync(w, cmd+"\r", sol.Pacing{Mode: sol.Echo, StrictEcho: true, Settle: -1, Window: 4,
+		EchoTimeout: time.Hour})
+	waitFor(t, "the first four characters to reach the console", 10*time.Second, func() bool { return c.Held() == 4 })
+	if got := c.Writes(); got != 1 {
+		t.Fatalf("the first 4 characters came in %d writes, want 1", got)
+	}
+	// Echo what is held, whenever there is some, until Type ends; the
+	// console never holds more than the window.
+	var r typeResult
+	for finished := false; !finished; {
+		select {
+		case r = <-done:
+			finished = true
+		default:
+			if held := c.Held(); held > 4 {
+				t.Fatalf("the console holds %d characters, want at most 4", held)
+			}
+			c.Release(4)
+			runtime.Gosched()
+		}
+	}
+	if r.err != nil {
+		t.Fatalf("Type: %v", r.err)
+	}
+	expect(t, s, 5*time.Second, `\nbatched-0123456789\n`)
+	if r.rep.Chars != len(cmd)+1 {
+		t.Errorf("typed %d characters, want %d", r.rep.Chars, len(cmd)+1)
+	}
+	if got := c.Lines(); len(got) != 1 || got[0] != cmd {
+		t.Errorf("the shell got %q", got)
+	}
+	if writes := c.Writes(); writes > len(cmd)+1-3 {
+		t.Errorf("%d writes for %d characters", writes, len(cmd)+1)
+	}
+	t.Logf("%d characters in %d writes", len(cmd)+1, c.Writes())
 }
 
 // When a console loses a character of a windowed line, the Enter is never

@@ -71,6 +71,7 @@ type Console struct {
 	mu          sync.Mutex
 	cur         *stream
 	dials       int
+	writes      int
 	down        error // Dial fails with it while set
 	pending     []time.Time
 	lastArrival time.Time
@@ -247,6 +248,14 @@ func (c *Console) Dials() int {
 	return c.dials
 }
 
+// Writes is the number of writes (SOL packets) that brought input on any
+// stream.
+func (c *Console) Writes() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.writes
+}
+
 // input applies the loss rules to bytes that arrived at t on stream st.
 func (c *Console) input(st *stream, p []byte, t time.Time) error {
 	c.mu.Lock()
@@ -254,6 +263,7 @@ func (c *Console) input(st *stream, p []byte, t time.Time) error {
 	if c.cur != st {
 		return sol.ErrClosed
 	}
+	c.writes++
 	for _, b := range p {
 		if c.cfg.BurstLimit > 0 {
 			c.arrivals = append(c.arrivals, t)
