@@ -128,14 +128,20 @@ func (c HostsCase) report(w io.Writer, setups []hostsSetup, runs [][]scaleRun) C
 		t.Add(cells...)
 	}
 	complete := make([]int, len(setups))
-	cells := []string{"jobs complete"}
+	cells := []string{"jobs complete (each by its last attempt)"}
+	firsts := []string{"first attempts complete (retried)"}
 	for i := range setups {
+		first, retried := 0, 0
 		for _, r := range runs[i] {
 			complete[i] += r.complete
+			first += r.firstComplete
+			retried += r.retried
 		}
 		cells = append(cells, fmt.Sprintf("%d of %d", complete[i], c.Scale.Jobs*len(runs[i])))
+		firsts = append(firsts, fmt.Sprintf("%d of %d (%d)", first, c.Scale.Jobs*len(runs[i]), retried))
 	}
 	t.Add(cells...)
+	t.Add(firsts...)
 	cells = []string{"jobs run by each host (last round)"}
 	for i := range setups {
 		var per []string
