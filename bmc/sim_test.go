@@ -159,7 +159,8 @@ func (h simHAL) Chassis() hal.ChassisHAL { return h.chassis }
 type faultConn struct {
 	*udp.Conn
 	silent  atomic.Bool
-	packets atomic.Int64
+	packets atomic.Int64 // from clients
+	answers atomic.Int64 // to clients
 	rakp1   atomic.Int64
 	// mangle cuts the next encrypted in-session answers short: an RMCP+
 	// packet whose payload is 5 bytes where an encrypted payload takes at
@@ -177,6 +178,7 @@ func (f *faultConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		_, err := f.Conn.WriteTo(short, addr)
 		return len(p), err
 	}
+	f.answers.Add(1)
 	return f.Conn.WriteTo(p, addr)
 }
 

@@ -1113,6 +1113,11 @@ func (inst *SOLInstance) ProcessPacket(ctx context.Context, in *types.SOLPayload
 		out.SequenceNumber = inst.outSeq
 		out.CharacterData = inst.pending
 		inst.pendingSince = inst.clock.Now() // the response is a (re)send
+	} else if in.SequenceNumber == 0 {
+		// An ACK-only packet gets no answer (§15.11) unless output rides
+		// it (labctl's patch: the BMC answered each one, a datagram the
+		// console neither asked for nor needs).
+		return nil
 	}
 	out.AckedSequenceNumber = inst.inSeq
 	out.AcceptedCharacterCount = accepted

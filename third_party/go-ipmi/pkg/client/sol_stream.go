@@ -3,6 +3,7 @@ package client
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -28,8 +29,9 @@ type SOLStreamOptions struct {
 	// console costs a poll every IdlePollInterval, and so does a busy one.
 	IdlePollInterval time.Duration
 	// Answered (labctl's patch), if set, is called after each SOL packet
-	// exchange the BMC answered and whose answer was taken: proof that
-	// the payload was active on this session then.
+	// exchange the BMC answered and whose answer was taken, and after SOL
+	// packets the BMC sent unasked were read: proof that the payload was
+	// active on this session then.
 	Answered func()
 }
 
@@ -92,6 +94,10 @@ type solStream struct {
 	remoteSequenceNumber uint8
 	acceptedCharCount    uint8
 	outputAckPending     bool
+	// pushed says the stream is woken by the BMC's datagrams: it takes the
+	// output the BMC sends unasked, and acknowledges with ACK-only packets
+	// (labctl's patch).
+	pushed bool
 
 	pendingOutputMu sync.Mutex
 	pendingOutput   []*types.SOLPayloadResponse
@@ -321,8 +327,42 @@ func (s *solStream) exchangePacket(ctx context.Context, chars []byte) (*types.SO
 	return res, nil
 }
 
+// takeOutput processes the SOL packets queued for the stream after
+// readPushedSOL read n of them (labctl's patch).
+func (s *solStream) takeOutput(n int) error {
+	for _, pending := range s.takePendingOutput() {
+		if err := s.processOutput(pending); err != nil {
+			return err
+		}
+	}
+	if n > 0 && s.answered != nil {
+		s.answered()
+	}
+	return nil
+}
+
 // acknowledgeOutput immediately acknowledges and drains BMC console output.
+// While the stream is woken by the BMC's datagrams, it sends an ACK-only
+// packet (sequence 0h), which the BMC does not answer (spec v2.0 §15.11),
+// as ipmitool does: the BMC sends its next output unasked, and resends
+// output whose ACK was lost (labctl's patch: upstream sent an empty data
+// packet and waited for its answer, two more datagrams for every packet of
+// output, and the answer often carried the next output to acknowledge
+// again).
 func (s *solStream) acknowledgeOutput(ctx context.Context) error {
+	if s.pushed && s.outputAckPending {
+		req := &types.SOLPayloadRequest{
+			SOLPayloadPacket: types.SOLPayloadPacket{
+				AckedSequenceNumber:    s.remoteSequenceNumber,
+				AcceptedCharacterCount: s.acceptedCharCount,
+			},
+		}
+		if err := s.client.sendSOL(ctx, req); err != nil {
+			return err
+		}
+		s.outputAckPending = false
+		return nil
+	}
 	repeatedResponses := 0
 	for s.outputAckPending {
 		previousSequenceNumber := s.remoteSequenceNumber
@@ -434,6 +474,7 @@ func (s *solStream) run(ctx context.Context) error {
 	// Without wakes (no peeking here, or the watch ended), output and
 	// input bring polling back to pollInterval.
 	watching := readable != nil
+	s.pushed = watching
 	for {
 		woke := false
 		select {
@@ -467,14 +508,38 @@ func (s *solStream) run(ctx context.Context) error {
 		case _, ok := <-readable:
 			if !ok {
 				// The watch ended: back to polling alone.
-				readable, watching = nil, false
+				readable, watching, s.pushed = nil, false, false
 				interval = s.pollInterval
 				timer.Reset(interval)
 				continue
 			}
+			// Take what the BMC sent, and acknowledge its output,
+			// without asking: nothing waiting means an exchange
+			// meanwhile took the datagram (its own answer, or output
+			// it delivered).
+			read, err := s.client.readPushedSOL()
+			if err == nil {
+				if err := s.takeOutput(read); err != nil {
+					return err
+				}
+				if err := s.acknowledgeOutput(ctx); err != nil {
+					return err
+				}
+				if err := s.resumeWatch(ctx, resume); err != nil {
+					return err
+				}
+				if read > 0 {
+					// The BMC was heard from: the next poll, which only
+					// shows the session is alive, can wait longer.
+					interval = min(2*interval, max(s.idlePollInterval, s.pollInterval))
+					timer.Reset(interval)
+				}
+				continue
+			}
+			if !errors.Is(err, errors.ErrUnsupported) {
+				return err
+			}
 			if !s.client.udpClient.Readable() {
-				// An exchange meanwhile took the datagram (its own
-				// answer, or output it delivered): nothing to ask.
 				if err := s.resumeWatch(ctx, resume); err != nil {
 					return err
 				}
