@@ -159,6 +159,7 @@ func (h simHAL) Chassis() hal.ChassisHAL { return h.chassis }
 type faultConn struct {
 	*udp.Conn
 	silent  atomic.Bool
+	drop    atomic.Int64 // the next packets from clients to lose
 	packets atomic.Int64 // from clients
 	answers atomic.Int64 // to clients
 	rakp1   atomic.Int64
@@ -194,6 +195,9 @@ func (f *faultConn) ReadFrom(buf []byte) (int, net.Addr, error) {
 			f.rakp1.Add(1)
 		}
 		if f.silent.Load() {
+			continue
+		}
+		if n := f.drop.Load(); n > 0 && f.drop.CompareAndSwap(n, n-1) {
 			continue
 		}
 		return n, addr, nil

@@ -486,8 +486,11 @@ func (c *Client) keepSessionAlive(ctx context.Context, intervalSec int) {
 
 // readPushedSOL takes the SOL packets waiting on the socket, which the
 // BMC sent unasked (spec v2.0 §15.9), without waiting, and queues them
-// for the active stream (labctl's patch). It says how many it read;
-// errors.ErrUnsupported where it cannot read without waiting.
+// for the active stream (labctl's patch): its output packets, and its
+// ACK-only packets for their status bits (deactivation). It says how many
+// output packets it read; errors.ErrUnsupported where it cannot read
+// without waiting. An ACK-only packet that carries data is dropped, as the
+// exchanges' matchers drop it.
 func (c *Client) readPushedSOL() (int, error) {
 	n := 0
 	err := c.udpClient.ReadWaiting(func(recv []byte) {
@@ -496,10 +499,14 @@ func (c *Client) readPushedSOL() (int, error) {
 			rmcp.Session20.SessionHeader20.PayloadType != types.PayloadTypeSOL {
 			return
 		}
-		if sol, ok := c.unpackSOL(rmcp); ok {
-			n++
-			c.deliverSOLOutput(&types.SOLPayloadResponse{SOLPayloadPacket: *sol})
+		sol, ok := c.unpackSOL(rmcp)
+		if !ok || sol.SequenceNumber == 0 && len(sol.CharacterData) > 0 {
+			return
 		}
+		if sol.SequenceNumber != 0 {
+			n++
+		}
+		c.deliverSOLOutput(&types.SOLPayloadResponse{SOLPayloadPacket: *sol})
 	})
 	return n, err
 }

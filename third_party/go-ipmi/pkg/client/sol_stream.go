@@ -96,11 +96,21 @@ type solStream struct {
 	outputAckPending     bool
 	// pushed says the stream is woken by the BMC's datagrams: it takes the
 	// output the BMC sends unasked, and acknowledges with ACK-only packets
-	// (labctl's patch).
-	pushed bool
+	// (labctl's patch), unless ackOnlyIgnored: the BMC resent a packet so
+	// acknowledged more than defaultSOLAcknowledgementRetryCount times.
+	pushed         bool
+	ackedOnly      ackOnlyState
+	ackOnlyIgnored bool
 
 	pendingOutputMu sync.Mutex
 	pendingOutput   []*types.SOLPayloadResponse
+}
+
+// ackOnlyState is the last BMC packet an ACK-only packet acknowledged,
+// and how many times it came again since (labctl's patch).
+type ackOnlyState struct {
+	seq, count uint8
+	repeats    int
 }
 
 // nextSOLSequenceNumber returns the next SOL sequence number, wrapping from 15 to 1.
@@ -350,7 +360,18 @@ func (s *solStream) takeOutput(n int) error {
 // output, and the answer often carried the next output to acknowledge
 // again).
 func (s *solStream) acknowledgeOutput(ctx context.Context) error {
-	if s.pushed && s.outputAckPending {
+	if s.pushed && !s.ackOnlyIgnored && s.outputAckPending {
+		// A BMC that keeps resending the packet ACK-only packets
+		// acknowledged does not take them: acknowledge with exchanges.
+		if s.remoteSequenceNumber == s.ackedOnly.seq && s.acceptedCharCount == s.ackedOnly.count {
+			s.ackedOnly.repeats++
+		} else {
+			s.ackedOnly = ackOnlyState{seq: s.remoteSequenceNumber, count: s.acceptedCharCount}
+		}
+		if s.ackedOnly.repeats > defaultSOLAcknowledgementRetryCount {
+			s.ackOnlyIgnored = true
+			return s.acknowledgeOutput(ctx)
+		}
 		req := &types.SOLPayloadRequest{
 			SOLPayloadPacket: types.SOLPayloadPacket{
 				AckedSequenceNumber:    s.remoteSequenceNumber,
@@ -475,8 +496,11 @@ func (s *solStream) run(ctx context.Context) error {
 	// input bring polling back to pollInterval.
 	watching := readable != nil
 	s.pushed = watching
+	// Output the BMC sends unasked shows only that it sends: a poll it
+	// answers, at least every maxIdle, shows the session works both ways.
+	maxIdle := max(s.idlePollInterval, s.pollInterval)
+	polled := time.Now()
 	for {
-		woke := false
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -494,6 +518,7 @@ func (s *solStream) run(ctx context.Context) error {
 			if err := s.sendData(ctx, chars); err != nil {
 				return err
 			}
+			polled = time.Now()
 			if inErr == io.EOF {
 				return nil
 			}
@@ -516,36 +541,28 @@ func (s *solStream) run(ctx context.Context) error {
 			// Take what the BMC sent, and acknowledge its output,
 			// without asking: nothing waiting means an exchange
 			// meanwhile took the datagram (its own answer, or output
-			// it delivered).
+			// it delivered). A socket that cannot be read without
+			// waiting cannot be watched either: the watch ends.
 			read, err := s.client.readPushedSOL()
-			if err == nil {
-				if err := s.takeOutput(read); err != nil {
-					return err
-				}
-				if err := s.acknowledgeOutput(ctx); err != nil {
-					return err
-				}
-				if err := s.resumeWatch(ctx, resume); err != nil {
-					return err
-				}
-				if read > 0 {
-					// The BMC was heard from: the next poll, which only
-					// shows the session is alive, can wait longer.
-					interval = min(2*interval, max(s.idlePollInterval, s.pollInterval))
-					timer.Reset(interval)
-				}
-				continue
-			}
-			if !errors.Is(err, errors.ErrUnsupported) {
+			if err != nil && !errors.Is(err, errors.ErrUnsupported) {
 				return err
 			}
-			if !s.client.udpClient.Readable() {
-				if err := s.resumeWatch(ctx, resume); err != nil {
-					return err
-				}
-				continue
+			if err := s.takeOutput(read); err != nil {
+				return err
 			}
-			woke = true
+			if err := s.acknowledgeOutput(ctx); err != nil {
+				return err
+			}
+			if err := s.resumeWatch(ctx, resume); err != nil {
+				return err
+			}
+			if read > 0 {
+				// The BMC was heard from: the next poll can wait
+				// longer, but not past maxIdle from the last one.
+				interval = min(2*interval, maxIdle)
+				timer.Reset(min(interval, time.Until(polled.Add(maxIdle))))
+			}
+			continue
 		case <-s.wake:
 		case <-timer.C:
 		}
@@ -553,11 +570,7 @@ func (s *solStream) run(ctx context.Context) error {
 		if _, err := s.sendPacket(ctx, nil); err != nil {
 			return err
 		}
-		if woke {
-			if err := s.resumeWatch(ctx, resume); err != nil {
-				return err
-			}
-		}
+		polled = time.Now()
 		switch {
 		case s.delivered != before && !watching:
 			interval = s.pollInterval
