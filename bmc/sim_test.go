@@ -159,9 +159,7 @@ func (h simHAL) Chassis() hal.ChassisHAL { return h.chassis }
 type faultConn struct {
 	*udp.Conn
 	silent  atomic.Bool
-	drop    atomic.Int64 // the next packets from clients to lose
-	packets atomic.Int64 // from clients
-	answers atomic.Int64 // to clients
+	packets atomic.Int64
 	rakp1   atomic.Int64
 	// mangle cuts the next encrypted in-session answers short: an RMCP+
 	// packet whose payload is 5 bytes where an encrypted payload takes at
@@ -179,7 +177,6 @@ func (f *faultConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		_, err := f.Conn.WriteTo(short, addr)
 		return len(p), err
 	}
-	f.answers.Add(1)
 	return f.Conn.WriteTo(p, addr)
 }
 
@@ -195,9 +192,6 @@ func (f *faultConn) ReadFrom(buf []byte) (int, net.Addr, error) {
 			f.rakp1.Add(1)
 		}
 		if f.silent.Load() {
-			continue
-		}
-		if n := f.drop.Load(); n > 0 && f.drop.CompareAndSwap(n, n-1) {
 			continue
 		}
 		return n, addr, nil
