@@ -35,7 +35,9 @@ func (c *Client) PowerState(ctx context.Context) (on bool, err error) {
 //   - PowerReset: done when the BMC accepted the reset and the state reads
 //     on (a hard reset keeps power on; some simulators restart the node).
 //
-// A cycle or reset of a node that is off powers it on instead.
+// A cycle or reset of a node that is off powers it on instead, also when
+// the BMC refuses one because the node went off after it was read (a try
+// carried out whose answer was lost).
 func (c *Client) Power(ctx context.Context, op PowerOp) error {
 	name := op.String()
 	var ctl chassis.ChassisControl
@@ -72,10 +74,25 @@ func (c *Client) Power(ctx context.Context, op PowerOp) error {
 		op, ctl, step = PowerOn, chassis.ChassisControlPowerUp, "chassis control power up"
 	}
 
-	err = c.call(ctx, name, step, func(ctx context.Context, ic *ipmi.Client) error {
-		_, err := ic.ChassisControl(ctx, ctl)
-		return err
-	})
+	control := func() error {
+		return c.call(ctx, name, step, func(ctx context.Context, ic *ipmi.Client) error {
+			_, err := ic.ChassisControl(ctx, ctl)
+			return err
+		})
+	}
+	err = control()
+	if _, refused := completionCode(err); refused && (op == PowerCycle || op == PowerReset) {
+		// A BMC refuses to cycle or reset a node that is off (the spec's
+		// D5h). The node was on when read above: a try of this command
+		// was carried out though its answer was lost, and the retry found
+		// the node off, or the node went off meanwhile. Either way,
+		// powering it on finishes what was asked.
+		if on, serr := c.powerState(ctx, name); serr == nil && !on {
+			c.log.Info(name+": refused with the node off (an earlier try carried out?); powering it on", "err", err)
+			op, ctl, step = PowerOn, chassis.ChassisControlPowerUp, "chassis control power up"
+			err = control()
+		}
+	}
 	if err != nil {
 		return err
 	}

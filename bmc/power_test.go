@@ -77,6 +77,21 @@ func TestPowerCycleWaitsForOn(t *testing.T) {
 	}
 }
 
+// TestPowerCycleRefusedOff: the node is off when the cycle reaches the BMC
+// (an earlier try was carried out, its answer lost), which refuses it:
+// Power powers the node on instead, and succeeds.
+func TestPowerCycleRefusedOff(t *testing.T) {
+	t.Parallel()
+	s := newSim(t, withChassis(func(c *fakeChassis) { c.on, c.offAtCycle = true, true }))
+	c, _ := newClient(t, s.config())
+	if err := c.Power(ctxFor(t, 10*time.Second), PowerCycle); err != nil {
+		t.Fatal(err)
+	}
+	if on, _, _, _ := s.chassis.state(); !on {
+		t.Error("node off after the cycle returned")
+	}
+}
+
 // TestPowerNotConfirmed: a BMC that accepts the command but whose power
 // state never changes gives an error saying so, within the ctx deadline.
 func TestPowerNotConfirmed(t *testing.T) {

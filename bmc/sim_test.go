@@ -50,6 +50,7 @@ type fakeChassis struct {
 	cycleDelay   time.Duration
 	ignorePower  bool                      // accept power commands, change nothing
 	cycleKeepsOn bool                      // a cycle that never shows "off" between polls
+	offAtCycle   bool                      // the node is off when the next cycle arrives
 	readBack     string                    // "" (as stored), "invalid" (ipmi_sim), "unsupported" (80h)
 	storeAs      *types.BootDeviceSelector // store this device instead of the one sent
 	cycles       int
@@ -76,6 +77,9 @@ func (c *fakeChassis) SetPower(_ context.Context, on bool) error {
 func (c *fakeChassis) PowerCycle(context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.offAtCycle {
+		c.on, c.offAtCycle = false, false
+	}
 	if !c.on {
 		return hal.ErrNotSupported
 	}
