@@ -109,9 +109,13 @@ func TestLabBMC(t *testing.T) {
 	}
 	con.expect(`SeaBIOS`, time.Minute)
 	timed("power reset", func(ctx context.Context) error { return c.Power(ctx, bmc.PowerReset) })
-	st := waitStatus(t, node, "reset", 10*time.Second, func(s simlab.Status) bool { return s.Boots == 3 && s.Power })
+	st := waitStatus(t, node, "reset", 10*time.Second, func(s simlab.Status) bool { return s.Boots >= 3 && s.Power })
 	con.expect(`login: `, 3*time.Minute)
-	if powerOns := simlabtest.PowerOns(st); powerOns != 3 {
+	// A reset whose answer came too late is sent again (a lost request
+	// must not leave the node unreset), and ipmi_sim then resets twice:
+	// allowed only when the log shows that retry.
+	resent := strings.Contains(logs.String(), `op="power reset" step="chassis control hard reset"`)
+	if powerOns := simlabtest.PowerOns(st); powerOns != 3 && !(resent && powerOns == 4) {
 		t.Errorf("chassis log has %d power-ons for on+cycle+reset, want 3 (an action ran twice?): %+v", powerOns, st.Chassis)
 	}
 
