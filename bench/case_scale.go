@@ -20,6 +20,7 @@ import (
 
 	"github.com/labctl/labctl"
 	"github.com/labctl/labctl/api"
+	"github.com/labctl/labctl/devices"
 	"github.com/labctl/labctl/results"
 	"github.com/labctl/labctl/simlab/farm"
 )
@@ -534,7 +535,7 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, self string, labFiles []str
 	for _, id := range ids {
 		want[id] = true
 	}
-	final := map[int64]labctl.Job{} // the last attempt of each job that had to be retried
+	final := map[int64]lastAttempt{} // of each job whose first attempt ended incomplete
 	var jobs []labctl.Job
 	for {
 		if ctx.Err() != nil {
@@ -598,7 +599,7 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, self string, labFiles []str
 		if !want[j.ID] {
 			continue
 		}
-		if j.Outcome == "complete" {
+		if j.Outcome == string(labctl.Complete) {
 			run.firstComplete++
 		}
 		if last, ok := final[j.ID]; ok {
@@ -656,48 +657,40 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, self string, labFiles []str
 	return run, nil
 }
 
-// labRetries is the bench labs' [jobs] retries: labctl's default, as
-// their lab files leave it out.
-const labRetries = 1
-
 // retriesEnded says whether every job of want that ended incomplete has
 // had its retries: its last attempt finished, and either not incomplete or
-// the last the lab allows. It records the last attempt of each such job
-// in final. jobs is the daemon's list, where every job of want is
-// finished.
-func retriesEnded(ctx context.Context, client *api.Client, jobs []labctl.Job, want map[int64]bool, final map[int64]labctl.Job) (bool, error) {
+// the last the lab allows (the bench labs leave [jobs] retries at labctl's
+// default). It records the last attempt of each such job in final. jobs is
+// the daemon's list, where every job of want is finished.
+func retriesEnded(ctx context.Context, client *api.Client, jobs []labctl.Job, want map[int64]bool, final map[int64]lastAttempt) (bool, error) {
 	for _, j := range jobs {
-		if !want[j.ID] || j.Outcome != string(labctl.Incomplete) {
+		if !want[j.ID] || j.Outcome != string(labctl.Incomplete) || final[j.ID].ended {
 			continue
 		}
-		if last, ok := final[j.ID]; ok && retriesDone(last) {
-			continue
-		}
+		// GET /jobs/{id} lists every attempt once there is more than one.
 		v, err := client.Job(ctx, j.ID)
 		if err != nil {
 			return false, err
 		}
-		lastID := j.ID
+		last := labctl.Attempt{ID: v.ID, State: v.State, Outcome: v.Outcome, Reason: v.Reason}
 		if n := len(v.Attempts); n > 0 {
-			lastID = v.Attempts[n-1].ID
+			last = v.Attempts[n-1]
 		}
-		last, err := client.Job(ctx, lastID)
-		if err != nil {
-			return false, err
-		}
-		final[j.ID] = last
-		if !retriesDone(last) {
+		ended := last.State == labctl.JobFinished &&
+			(last.Outcome != string(labctl.Incomplete) || len(v.Attempts) > devices.DefaultRetries)
+		final[j.ID] = lastAttempt{last, ended}
+		if !ended {
 			return false, nil
 		}
 	}
 	return true, nil
 }
 
-// retriesDone says whether last, a job's last attempt so far (as GET
-// /jobs/{id} shows it), is the last it gets.
-func retriesDone(last labctl.Job) bool {
-	return last.State == labctl.JobFinished &&
-		(last.Outcome != string(labctl.Incomplete) || len(last.Attempts) > labRetries)
+// lastAttempt is a retried job's last attempt so far, and whether it is
+// the last it gets.
+type lastAttempt struct {
+	labctl.Attempt
+	ended bool
 }
 
 // procCPU is the CPU seconds of one process (its own threads, not its

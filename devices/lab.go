@@ -205,7 +205,7 @@ type LabHealth struct {
 // same names.
 type JobDefaults struct {
 	// Retries is how many times a job that ended incomplete (the lab went
-	// wrong) is queued again (default 1).
+	// wrong) is queued again (default DefaultRetries).
 	Retries int `toml:"retries"`
 	// QueueTimeout is how long a job may wait in the queue before it ends
 	// canceled; zero: as long as it takes.
@@ -214,6 +214,9 @@ type JobDefaults struct {
 
 // MaxRetries bounds the retries of a job (and the lab's default).
 const MaxRetries = 10
+
+// DefaultRetries is [jobs] retries when a lab file leaves it out.
+const DefaultRetries = 1
 
 // Images limits the images jobs deploy from URLs.
 type Images struct {
@@ -360,7 +363,7 @@ func Load(path string) (*Lab, error) {
 			BootServer: BootServer{TFTPListen: ":69"},
 			Server:     Server{Listen: "127.0.0.1:8470"},
 			Health:     LabHealth{Failures: 1},
-			Jobs:       JobDefaults{Retries: 1},
+			Jobs:       JobDefaults{Retries: DefaultRetries},
 		},
 		File:        path,
 		DeviceTypes: map[string]*DeviceType{},
