@@ -107,6 +107,16 @@ func openSession(t *testing.T, d sol.Dialer, opts sol.Options) *sol.Session {
 	return s
 }
 
+// atPrompt opens a session on c with options opts, has the shell print its
+// prompt, waits for it and claims the console for "job".
+func atPrompt(t *testing.T, c *soltest.Console, opts sol.Options) (*sol.Session, *sol.Writer) {
+	t.Helper()
+	s := openSession(t, c, opts)
+	c.Prompt()
+	expect(t, s, 5*time.Second, `fake# `)
+	return s, claim(t, s, "job")
+}
+
 // newConsole starts a fake console and stops it at the end of the test.
 func newConsole(t *testing.T, cfg soltest.Config) *soltest.Console {
 	c := soltest.New(cfg)

@@ -38,10 +38,7 @@ func typeOnLossy(t *testing.T, text string, p sol.Pacing) (sol.TypeReport, strin
 	t.Helper()
 	c := newConsole(t, lossyConsole)
 	var tr transcriptBuffer
-	s := openSession(t, c, fastOptions(&tr))
-	c.Prompt()
-	expect(t, s, 5*time.Second, `fake# `)
-	w := claim(t, s, "job")
+	s, w := atPrompt(t, c, fastOptions(&tr))
 	rep := typeText(t, w, text, p)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -118,10 +115,7 @@ func TestUnpacedBurstClosesLossySession(t *testing.T) {
 func TestEchoFallsBackWhereNothingEchoes(t *testing.T) {
 	c := newConsole(t, soltest.Config{EchoDelay: time.Millisecond})
 	var tr transcriptBuffer
-	s := openSession(t, c, fastOptions(&tr))
-	c.Prompt()
-	expect(t, s, 5*time.Second, `fake# `)
-	w := claim(t, s, "job")
+	s, w := atPrompt(t, c, fastOptions(&tr))
 	typeText(t, w, "passwd\r", sol.Pacing{Mode: sol.Echo})
 	expect(t, s, 5*time.Second, `Password: `)
 	p := sol.Pacing{Mode: sol.Echo, Delay: 5 * time.Millisecond, EchoTimeout: 250 * time.Millisecond}
@@ -190,10 +184,7 @@ func TestTypeWaitsForCursorQuery(t *testing.T) {
 	cfg := soltest.Config{CursorQuery: 500 * time.Millisecond}
 	run := func(settle time.Duration) (line string, swallowed int, rep sol.TypeReport) {
 		c := newConsole(t, cfg)
-		s := openSession(t, c, fastOptions(nil))
-		c.Prompt()
-		expect(t, s, 5*time.Second, `fake# `)
-		w := claim(t, s, "job")
+		s, w := atPrompt(t, c, fastOptions(nil))
 		rep = typeText(t, w, "echo x\r", sol.Pacing{Mode: sol.Echo, Settle: settle})
 		expect(t, s, 5*time.Second, `\nfake# `)
 		return c.Lines()[0], c.Swallowed(), rep
@@ -249,10 +240,7 @@ func TestEchoMinGapAndStrictEcho(t *testing.T) {
 	text := "echo min-gap-0123456789\r"
 
 	c := newConsole(t, cfg)
-	s := openSession(t, c, fastOptions(nil))
-	c.Prompt()
-	expect(t, s, 5*time.Second, `fake# `)
-	w := claim(t, s, "job")
+	_, w := atPrompt(t, c, fastOptions(nil))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	_, err := w.Type(ctx, text, sol.Pacing{Mode: sol.Echo, EchoTimeout: 100 * time.Millisecond, StrictEcho: true})
@@ -281,10 +269,7 @@ func TestEchoWindowStaysWithinTheConsoleBuffer(t *testing.T) {
 	const cmd = "echo windowed-typing-0123456789-abcdefghij"
 	for _, window := range []int{1, 2, 4} {
 		c := newConsole(t, soltest.Config{Name: "buffering console", EchoDelay: 2 * time.Millisecond, Lossy: true, MaxUnechoed: window - 1})
-		s := openSession(t, c, fastOptions(nil))
-		c.Prompt()
-		expect(t, s, 5*time.Second, `fake# `)
-		w := claim(t, s, "job")
+		s, w := atPrompt(t, c, fastOptions(nil))
 		rep := typeText(t, w, cmd+"\r", sol.Pacing{Mode: sol.Echo, Window: window, EchoTimeout: 2 * time.Second, StrictEcho: true})
 		expect(t, s, 5*time.Second, `\nwindowed-typing-0123456789-abcdefghij\n`)
 		if c.Dropped() != 0 || rep.EchoFallbacks != 0 || rep.Chars != len(cmd)+1 {
@@ -302,10 +287,7 @@ func TestEchoWindowStaysWithinTheConsoleBuffer(t *testing.T) {
 // waits for every echo and goes alone.
 func TestEchoWindowSendsWhatFitsInOneWrite(t *testing.T) {
 	c := newConsole(t, soltest.Config{Name: "holding console", Hold: true})
-	s := openSession(t, c, fastOptions(nil))
-	c.Prompt()
-	expect(t, s, 5*time.Second, `fake# `)
-	w := claim(t, s, "job")
+	s, w := atPrompt(t, c, fastOptions(nil))
 	const cmd = "echo batched-0123456789"
 	done := typeAsync(w, cmd+"\r", sol.Pacing{Mode: sol.Echo, StrictEcho: true, Settle: -1, Window: 4,
 		EchoTimeout: time.Hour})
@@ -352,10 +334,7 @@ func TestEchoWindowNeverEndsADamagedLine(t *testing.T) {
 	// Takes one byte at a time and 50 ms for each: with 4 on their way,
 	// the second arrives while the first is still un-echoed.
 	c := newConsole(t, soltest.Config{Name: "one-byte console", EchoDelay: 50 * time.Millisecond, Lossy: true, MaxUnechoed: 0})
-	s := openSession(t, c, fastOptions(nil))
-	c.Prompt()
-	expect(t, s, 5*time.Second, `fake# `)
-	w := claim(t, s, "job")
+	s, w := atPrompt(t, c, fastOptions(nil))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	rep, err := w.Type(ctx, cmd+"\r", sol.Pacing{Mode: sol.Echo, Window: 4, EchoTimeout: 300 * time.Millisecond, StrictEcho: true})
@@ -412,10 +391,7 @@ func TestLateEchoIsNotTakenForLost(t *testing.T) {
 	const cmd = "echo late"
 	c := newConsole(t, soltest.Config{Name: "slow console", Hold: true})
 	var tr transcriptBuffer
-	s := openSession(t, c, fastOptions(&tr))
-	c.Prompt()
-	expect(t, s, 5*time.Second, `fake# `)
-	w := claim(t, s, "job")
+	s, w := atPrompt(t, c, fastOptions(&tr))
 
 	done := typeAsync(w, cmd+"\r", sol.Pacing{Mode: sol.Echo, StrictEcho: true, Settle: -1,
 		EchoTimeout: time.Millisecond, LateEcho: time.Hour})
@@ -456,10 +432,7 @@ func TestLateEchoIsNotTakenForLost(t *testing.T) {
 // never sends the Enter.
 func TestEchoOfALaterCharacterProvesTheLoss(t *testing.T) {
 	c := newConsole(t, soltest.Config{Name: "lossy console", Hold: true})
-	s := openSession(t, c, fastOptions(nil))
-	c.Prompt()
-	expect(t, s, 5*time.Second, `fake# `)
-	w := claim(t, s, "job")
+	_, w := atPrompt(t, c, fastOptions(nil))
 
 	done := typeAsync(w, "ab\r", sol.Pacing{Mode: sol.Echo, StrictEcho: true, Settle: -1, Window: 2,
 		EchoTimeout: time.Millisecond, LateEcho: time.Hour})
