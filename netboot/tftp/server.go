@@ -469,8 +469,8 @@ type clientState struct {
 }
 
 // startedOver reports whether a request from c, with the control
-// messages oob it was read with, means that c started over: it was sent after c had answered
-// its transfer. A client sends its request again only while it waits for
+// messages oob it was read with, means that c started over: it was sent
+// after c had answered its transfer. A client sends its request again only while it waits for
 // the first answer, so a request sent after an answer comes from a
 // client that was reset and asks from the same port: a loader numbers
 // its ports from the same base after each reset (GRUB does), while the

@@ -47,8 +47,9 @@ func (s *Server) serve(ctx context.Context, udp *net.UDPConn) error {
 // pktinfoDst is never asked here: listen runs without needDst.
 func pktinfoDst([]byte) netip.Addr { return netip.Addr{} }
 
-// arrivalTime is unknown here: requests carry no receive time (see
-// askedAgain).
+// arrivalTime is unknown here: requests carry no receive time, so a
+// client that started over waits for its old transfer to give up
+// (clientState.startedOver).
 func arrivalTime([]byte) time.Time { return time.Time{} }
 
 // start opens the request and runs the transfer in a goroutine.
