@@ -74,6 +74,11 @@ type NodeConfig struct {
 	// BootURL is the boot server's HTTP URL (labctl's [boot_server]
 	// http_url; HostAlias is the host).
 	BootURL string
+	// ShellGroup, if set, is a control group directory (its cgroup.procs)
+	// that the node's shells join as they start: a group with a small CPU
+	// share keeps the farm's BMCs answering while every node's shell is
+	// busy, as a BMC has a CPU of its own.
+	ShellGroup string
 }
 
 // Farm is a set of running fake nodes.
@@ -102,7 +107,7 @@ func Start(dir, password string, nodes []NodeConfig) (*Farm, error) {
 			boot = "http://127.0.0.1" + rest
 		}
 		n := &Node{Name: c.Name, Dir: filepath.Join(dir, c.Name), bin: filepath.Join(dir, "bin"),
-			cfgURL: boot + "/pxelinux.cfg/01-" + mac, poller: f.poller}
+			cfgURL: boot + "/pxelinux.cfg/01-" + mac, poller: f.poller, shellGroup: c.ShellGroup}
 		if err := os.MkdirAll(n.Dir, 0o755); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("farm: %s: %w", c.Name, err)
@@ -190,6 +195,7 @@ type Node struct {
 
 	bin, cfgURL string
 	poller      *solPoller // drives the pump of its SOL session
+	shellGroup  string     // NodeConfig.ShellGroup
 
 	mu     sync.Mutex
 	on     bool
@@ -434,6 +440,12 @@ func (n *Node) shell(ctx context.Context, prompt string) {
 	if err != nil {
 		n.sayString("fake node: cannot start a shell: " + err.Error() + "\r\n")
 		return
+	}
+	if n.shellGroup != "" {
+		// Before it reads its first line: what it starts joins with it.
+		if err := os.WriteFile(filepath.Join(n.shellGroup, "cgroup.procs"), []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
+			n.sayString("fake node: shell group: " + err.Error() + "\r\n")
+		}
 	}
 	n.setInput(func(p []byte) { ptmx.Write(p) })
 	done := make(chan struct{})

@@ -4,13 +4,16 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/labctl/labctl/bench"
 	"github.com/labctl/labctl/simlab/farm"
@@ -62,11 +65,14 @@ func runFarm(args []string) error {
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		go http.Serve(l, mux)
 	}
+	group, dropGroup := shellGroup()
+	defer dropGroup() // after f.Close: the shells are gone
 	var configs []farm.NodeConfig
 	for i := 1; i <= nodes; i++ {
 		configs = append(configs, farm.NodeConfig{Name: fmt.Sprintf("node%03d", i),
 			MAC:  net.HardwareAddr{0x52, 0x54, 0x01, 0x00, byte(i >> 8), byte(i)},
-			Port: base + i - 1, BootURL: bootURLs[bench.NodeHost(i-1, nodes, len(bootURLs))]})
+			Port: base + i - 1, BootURL: bootURLs[bench.NodeHost(i-1, nodes, len(bootURLs))],
+			ShellGroup: group})
 	}
 	f, err := farm.Start(dir, password, configs)
 	if err != nil {
@@ -76,4 +82,37 @@ func runFarm(args []string) error {
 	fmt.Println("ready")
 	io.Copy(io.Discard, os.Stdin)
 	return nil
+}
+
+// shellGroup makes a control group with the smallest CPU share (cgroup
+// v1's cpu hierarchy, cpu.shares 2) for the nodes' shells
+// (farm.NodeConfig.ShellGroup), and returns it and its removal. The farm's
+// BMCs then run first and the shells on what is left, as a BMC has a CPU
+// of its own: with 2,000 shells busy at once (every node reading its disk
+// back), an even share left the BMCs' session opens unanswered for
+// seconds. The farm's CPU count (the bench's cpuacct group) is a
+// hierarchy apart and still holds the shells. Without that hierarchy it
+// returns "" and the shells share the CPU evenly.
+func shellGroup() (string, func()) {
+	const base = "/sys/fs/cgroup/cpu"
+	dir := filepath.Join(base, fmt.Sprintf("labctl-bench-farm-shells.%d", os.Getpid()))
+	err := os.Mkdir(dir, 0o755)
+	if err == nil {
+		if err = os.WriteFile(filepath.Join(dir, "cpu.shares"), []byte("2"), 0o644); err != nil {
+			os.Remove(dir)
+		}
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "farm: no CPU group for the nodes' shells (%v): they share the farm's CPU evenly with its BMCs\n", err)
+		return "", func() {}
+	}
+	return dir, func() {
+		// A killed shell leaves the group when the kernel has reaped it.
+		for range 50 {
+			if err := os.Remove(dir); err == nil || errors.Is(err, fs.ErrNotExist) {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 }
