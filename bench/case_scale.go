@@ -552,7 +552,12 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, self string, labFiles []str
 				case labctl.JobRunning:
 					running++
 				case labctl.JobFinished:
-					finished++
+					// The jobs submitted, not their retries: a retry
+					// that ended must not stand in for a first
+					// attempt still running.
+					if want[j.ID] {
+						finished++
+					}
 				}
 			}
 			run.peakRunning = max(run.peakRunning, running)
