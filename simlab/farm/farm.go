@@ -471,25 +471,34 @@ func (n *Node) shell(ctx context.Context, prompt string) {
 	case <-ctx.Done():
 	}
 	n.setInput(nil)
-	killSession(cmd.Process.Pid)
+	leave := ""
+	if n.shellGroup != "" {
+		// The group's parent is where the farm runs: a killed process
+		// needs the CPU to exit, which the shells' small share would
+		// make it wait for while the farm is busy, and the fake BMC's
+		// power-off waits for the boot to end.
+		leave = filepath.Dir(n.shellGroup)
+	}
+	killSession(cmd.Process.Pid, leave)
 	ptmx.Close()
 	<-done
 }
 
 // killSession kills every process of the session sid (the shell made it
-// with its pty) and returns once they have had SIGKILL. The shells have
+// with its pty) and returns once they have had SIGKILL; if leave is a
+// control group directory, each process is moved into it first. The shells have
 // job control, which puts each pipeline in a process group of its own,
 // so the session is found by a pass over /proc (getsid of every
 // process). One pass serves every session asked for while the last one
 // ran: a burst of power-offs across 2,000 nodes, each pass reading some
 // thousands of processes, costs a few passes and not one each (the fake
 // BMCs' power requests wait for them, on the farm's one CPU).
-func killSession(sid int) {
+func killSession(sid int, leave string) {
 	reaper.mu.Lock()
 	if reaper.asked == nil {
-		reaper.asked, reaper.next = map[int]bool{}, make(chan struct{})
+		reaper.asked, reaper.next = map[int]string{}, make(chan struct{})
 	}
-	reaper.asked[sid] = true
+	reaper.asked[sid] = leave
 	done := reaper.next
 	if !reaper.running {
 		reaper.running = true
@@ -503,8 +512,8 @@ func killSession(sid int) {
 // the last pass over /proc, and whether a goroutine makes passes.
 type sessionReaper struct {
 	mu      sync.Mutex
-	asked   map[int]bool  // session IDs for the next pass
-	next    chan struct{} // closed when the next pass has run
+	asked   map[int]string // session IDs for the next pass, each to its killSession leave
+	next    chan struct{}  // closed when the next pass has run
 	running bool
 	passes  int // passes made (tests)
 }
@@ -531,7 +540,14 @@ func (r *sessionReaper) run() {
 			if err != nil {
 				continue
 			}
-			if s, err := unix.Getsid(pid); err == nil && batch[s] {
+			s, err := unix.Getsid(pid)
+			if err != nil {
+				continue
+			}
+			if leave, ok := batch[s]; ok {
+				if leave != "" {
+					os.WriteFile(filepath.Join(leave, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644)
+				}
 				syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}
@@ -665,7 +681,7 @@ func startPolled(cmd *exec.Cmd) (*os.File, error) {
 		}
 	}
 	if err != nil {
-		killSession(cmd.Process.Pid)
+		killSession(cmd.Process.Pid, "")
 		cmd.Wait()
 		return nil, fmt.Errorf("pty: %w", err)
 	}

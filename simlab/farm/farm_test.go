@@ -293,7 +293,7 @@ func TestStartPolledNoThreadPerShell(t *testing.T) {
 	var ptys []*os.File
 	defer func() {
 		for i, f := range ptys {
-			killSession(cmds[i].Process.Pid)
+			killSession(cmds[i].Process.Pid, "")
 			f.Close()
 			cmds[i].Wait()
 		}
@@ -394,7 +394,7 @@ func TestKillSessionsInOnePass(t *testing.T) {
 	reaper.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, c := range cmds {
-		wg.Go(func() { killSession(c.Process.Pid) })
+		wg.Go(func() { killSession(c.Process.Pid, "") })
 	}
 	for {
 		reaper.mu.Lock()
