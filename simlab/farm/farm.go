@@ -134,6 +134,9 @@ func (f *Farm) Close() {
 	for _, n := range f.Nodes {
 		n.setPower(false)
 	}
+	for _, n := range f.Nodes {
+		n.ended()
+	}
 	f.wg.Wait()
 }
 
@@ -218,30 +221,45 @@ func (n *chassis) SetPower(_ context.Context, on bool) error {
 	return nil
 }
 
-// setPower switches the node; a power-on of a node that was off boots it,
-// a power-off ends what runs and waits for it to end.
+// setPower switches the node and returns at once, as a BMC answers a
+// chassis control before the node has changed: a power-off ends what runs
+// (its shells are killed in the background), and a power-on of a node
+// that was off boots it once the last boot has ended. A fake BMC that
+// answered only after the shells were gone kept its answer late while
+// the farm was busy, and a client's resent request, executed after the
+// node was back on, cycled it twice.
 func (n *Node) setPower(on bool) {
 	n.mu.Lock()
+	defer n.mu.Unlock()
 	if on == n.on {
-		n.mu.Unlock()
 		return
 	}
 	n.on = on
 	if !on {
-		stop, booted := n.stop, n.booted
-		n.mu.Unlock()
-		stop()
-		<-booted
+		n.stop()
 		return
 	}
+	last := n.booted
 	ctx, cancel := context.WithCancel(context.Background())
 	booted := make(chan struct{})
 	n.stop, n.booted = cancel, booted
-	n.mu.Unlock()
 	go func() {
 		defer close(booted)
+		if last != nil {
+			<-last
+		}
 		n.boot(ctx)
 	}()
+}
+
+// ended returns once the node's last boot has ended (after a power-off).
+func (n *Node) ended() {
+	n.mu.Lock()
+	booted := n.booted
+	n.mu.Unlock()
+	if booted != nil {
+		<-booted
+	}
 }
 
 // PowerCycle is off, then on: a new boot.

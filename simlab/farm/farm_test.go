@@ -64,7 +64,7 @@ func TestNode(t *testing.T) {
 	}
 	served := make(chan struct{})
 	go func() { srv.Serve(ctx); close(served) }()
-	defer func() { cancel(); srv.Close(); <-served; n.setPower(false) }()
+	defer func() { cancel(); srv.Close(); <-served; n.setPower(false); n.ended() }()
 
 	// Power and console on clients of their own, as the daemon has them.
 	cfg := bmc.Config{Host: "127.0.0.1", Port: port, User: User, Password: password, CipherSuite: 3,
