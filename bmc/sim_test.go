@@ -163,7 +163,9 @@ func (h simHAL) Chassis() hal.ChassisHAL { return h.chassis }
 type faultConn struct {
 	*udp.Conn
 	silent  atomic.Bool
-	packets atomic.Int64
+	drop    atomic.Int64 // the next packets from clients to lose
+	packets atomic.Int64 // from clients
+	answers atomic.Int64 // to clients
 	rakp1   atomic.Int64
 	// mangle cuts the next encrypted in-session answers short: an RMCP+
 	// packet whose payload is 5 bytes where an encrypted payload takes at
@@ -181,6 +183,7 @@ func (f *faultConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		_, err := f.Conn.WriteTo(short, addr)
 		return len(p), err
 	}
+	f.answers.Add(1)
 	return f.Conn.WriteTo(p, addr)
 }
 
@@ -196,6 +199,9 @@ func (f *faultConn) ReadFrom(buf []byte) (int, net.Addr, error) {
 			f.rakp1.Add(1)
 		}
 		if f.silent.Load() {
+			continue
+		}
+		if n := f.drop.Load(); n > 0 && f.drop.CompareAndSwap(n, n-1) {
 			continue
 		}
 		return n, addr, nil

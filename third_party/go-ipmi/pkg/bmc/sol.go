@@ -1017,7 +1017,8 @@ func (inst *SOLInstance) ProcessPacket(ctx context.Context, in *types.SOLPayload
 	out := &types.SOLPayloadPacket{}
 
 	// The console is acknowledging our pending outbound packet (Table 15-3).
-	if in.AckedSequenceNumber != 0 && inst.pending != nil && in.AckedSequenceNumber == inst.outSeq {
+	acked := in.AckedSequenceNumber != 0 && inst.pending != nil && in.AckedSequenceNumber == inst.outSeq
+	if acked {
 		switch {
 		case in.NACK && in.AcceptedCharacterCount == 0:
 			// Suspend NACK (Table 15-3): the console cannot accept SOL data
@@ -1108,6 +1109,14 @@ func (inst *SOLInstance) ProcessPacket(ctx context.Context, in *types.SOLPayload
 		inst.makeOutboundLocked()
 	}
 
+	if in.SequenceNumber == 0 && (inst.pending == nil || inst.suspended || !acked) {
+		// An ACK-only packet gets no answer (§15.11) unless it
+		// acknowledged the pending packet and new output rides the
+		// answer; an older packet's ACK leaves the resend to the pump's
+		// retry interval (labctl's patch: the BMC answered each one, and
+		// resent its pending output on a stale ACK at once).
+		return nil
+	}
 	out.SequenceNumber = 0 // ACK-only packet unless data is pending (Table 15-2)
 	if inst.pending != nil && !inst.suspended {
 		out.SequenceNumber = inst.outSeq

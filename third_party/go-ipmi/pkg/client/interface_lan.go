@@ -483,3 +483,40 @@ func (c *Client) keepSessionAlive(ctx context.Context, intervalSec int) {
 		}
 	}
 }
+
+// readPushedSOL takes the SOL packets waiting on the socket, which the
+// BMC sent unasked (spec v2.0 §15.9), without waiting, and queues them
+// for the active stream (labctl's patch): its output packets, and its
+// ACK-only packets for their status bits (deactivation). It says how many
+// output packets it read; errors.ErrUnsupported where it cannot read
+// without waiting. An ACK-only packet that carries data is dropped, as the
+// exchanges' matchers drop it.
+func (c *Client) readPushedSOL() (int, error) {
+	n := 0
+	err := c.udpClient.ReadWaiting(func(recv []byte) {
+		rmcp := &types.Rmcp{}
+		if err := rmcp.Unpack(recv); err != nil || rmcp.Session20 == nil ||
+			rmcp.Session20.SessionHeader20.PayloadType != types.PayloadTypeSOL {
+			return
+		}
+		sol, ok := c.unpackSOL(rmcp)
+		if !ok || sol.SequenceNumber == 0 && len(sol.CharacterData) > 0 {
+			return
+		}
+		if sol.SequenceNumber != 0 {
+			n++
+		}
+		c.deliverSOLOutput(&types.SOLPayloadResponse{SOLPayloadPacket: *sol})
+	})
+	return n, err
+}
+
+// sendSOL sends a SOL packet that gets no answer: an ACK-only packet
+// (sequence 0h, spec v2.0 §15.11; labctl's patch).
+func (c *Client) sendSOL(ctx context.Context, req *types.SOLPayloadRequest) error {
+	rmcp, err := c.BuildRmcpRequest(ctx, req)
+	if err != nil {
+		return fmt.Errorf("build RMCP+ request msg failed, err: %w", err)
+	}
+	return c.udpClient.Send(ctx, rmcp.Pack())
+}

@@ -3,6 +3,7 @@ package client
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -28,8 +29,9 @@ type SOLStreamOptions struct {
 	// console costs a poll every IdlePollInterval, and so does a busy one.
 	IdlePollInterval time.Duration
 	// Answered (labctl's patch), if set, is called after each SOL packet
-	// exchange the BMC answered and whose answer was taken: proof that
-	// the payload was active on this session then.
+	// exchange the BMC answered and whose answer was taken, and after SOL
+	// packets the BMC sent unasked were read: proof that the payload was
+	// active on this session then.
 	Answered func()
 }
 
@@ -92,9 +94,23 @@ type solStream struct {
 	remoteSequenceNumber uint8
 	acceptedCharCount    uint8
 	outputAckPending     bool
+	// pushed says the stream is woken by the BMC's datagrams: it takes the
+	// output the BMC sends unasked, and acknowledges with ACK-only packets
+	// (labctl's patch), unless ackOnlyIgnored: the BMC resent a packet so
+	// acknowledged more than defaultSOLAcknowledgementRetryCount times.
+	pushed         bool
+	ackedOnly      ackOnlyState
+	ackOnlyIgnored bool
 
 	pendingOutputMu sync.Mutex
 	pendingOutput   []*types.SOLPayloadResponse
+}
+
+// ackOnlyState is the last BMC packet an ACK-only packet acknowledged,
+// and how many times it came again since (labctl's patch).
+type ackOnlyState struct {
+	seq, count uint8
+	repeats    int
 }
 
 // nextSOLSequenceNumber returns the next SOL sequence number, wrapping from 15 to 1.
@@ -321,8 +337,53 @@ func (s *solStream) exchangePacket(ctx context.Context, chars []byte) (*types.SO
 	return res, nil
 }
 
+// takeOutput processes the SOL packets queued for the stream after
+// readPushedSOL read n of them (labctl's patch).
+func (s *solStream) takeOutput(n int) error {
+	for _, pending := range s.takePendingOutput() {
+		if err := s.processOutput(pending); err != nil {
+			return err
+		}
+	}
+	if n > 0 && s.answered != nil {
+		s.answered()
+	}
+	return nil
+}
+
 // acknowledgeOutput immediately acknowledges and drains BMC console output.
+// While the stream is woken by the BMC's datagrams, it sends an ACK-only
+// packet (sequence 0h), which the BMC does not answer (spec v2.0 §15.11),
+// as ipmitool does: the BMC sends its next output unasked, and resends
+// output whose ACK was lost (labctl's patch: upstream sent an empty data
+// packet and waited for its answer, two more datagrams for every packet of
+// output, and the answer often carried the next output to acknowledge
+// again).
 func (s *solStream) acknowledgeOutput(ctx context.Context) error {
+	if s.pushed && !s.ackOnlyIgnored && s.outputAckPending {
+		// A BMC that keeps resending the packet ACK-only packets
+		// acknowledged does not take them: acknowledge with exchanges.
+		if s.remoteSequenceNumber == s.ackedOnly.seq && s.acceptedCharCount == s.ackedOnly.count {
+			s.ackedOnly.repeats++
+		} else {
+			s.ackedOnly = ackOnlyState{seq: s.remoteSequenceNumber, count: s.acceptedCharCount}
+		}
+		if s.ackedOnly.repeats > defaultSOLAcknowledgementRetryCount {
+			s.ackOnlyIgnored = true
+			return s.acknowledgeOutput(ctx)
+		}
+		req := &types.SOLPayloadRequest{
+			SOLPayloadPacket: types.SOLPayloadPacket{
+				AckedSequenceNumber:    s.remoteSequenceNumber,
+				AcceptedCharacterCount: s.acceptedCharCount,
+			},
+		}
+		if err := s.client.sendSOL(ctx, req); err != nil {
+			return err
+		}
+		s.outputAckPending = false
+		return nil
+	}
 	repeatedResponses := 0
 	for s.outputAckPending {
 		previousSequenceNumber := s.remoteSequenceNumber
@@ -434,8 +495,12 @@ func (s *solStream) run(ctx context.Context) error {
 	// Without wakes (no peeking here, or the watch ended), output and
 	// input bring polling back to pollInterval.
 	watching := readable != nil
+	s.pushed = watching
+	// Output the BMC sends unasked shows only that it sends: a poll it
+	// answers, at least every maxIdle, shows the session works both ways.
+	maxIdle := max(s.idlePollInterval, s.pollInterval)
+	polled := time.Now()
 	for {
-		woke := false
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -453,6 +518,7 @@ func (s *solStream) run(ctx context.Context) error {
 			if err := s.sendData(ctx, chars); err != nil {
 				return err
 			}
+			polled = time.Now()
 			if inErr == io.EOF {
 				return nil
 			}
@@ -467,20 +533,36 @@ func (s *solStream) run(ctx context.Context) error {
 		case _, ok := <-readable:
 			if !ok {
 				// The watch ended: back to polling alone.
-				readable, watching = nil, false
+				readable, watching, s.pushed = nil, false, false
 				interval = s.pollInterval
 				timer.Reset(interval)
 				continue
 			}
-			if !s.client.udpClient.Readable() {
-				// An exchange meanwhile took the datagram (its own
-				// answer, or output it delivered): nothing to ask.
-				if err := s.resumeWatch(ctx, resume); err != nil {
-					return err
-				}
-				continue
+			// Take what the BMC sent, and acknowledge its output,
+			// without asking: nothing waiting means an exchange
+			// meanwhile took the datagram (its own answer, or output
+			// it delivered). A socket that cannot be read without
+			// waiting cannot be watched either: the watch ends.
+			read, err := s.client.readPushedSOL()
+			if err != nil && !errors.Is(err, errors.ErrUnsupported) {
+				return err
 			}
-			woke = true
+			if err := s.takeOutput(read); err != nil {
+				return err
+			}
+			if err := s.acknowledgeOutput(ctx); err != nil {
+				return err
+			}
+			if err := s.resumeWatch(ctx, resume); err != nil {
+				return err
+			}
+			if read > 0 {
+				// The BMC was heard from: the next poll can wait
+				// longer, but not past maxIdle from the last one.
+				interval = min(2*interval, maxIdle)
+				timer.Reset(min(interval, time.Until(polled.Add(maxIdle))))
+			}
+			continue
 		case <-s.wake:
 		case <-timer.C:
 		}
@@ -488,11 +570,7 @@ func (s *solStream) run(ctx context.Context) error {
 		if _, err := s.sendPacket(ctx, nil); err != nil {
 			return err
 		}
-		if woke {
-			if err := s.resumeWatch(ctx, resume); err != nil {
-				return err
-			}
-		}
+		polled = time.Now()
 		switch {
 		case s.delivered != before && !watching:
 			interval = s.pollInterval

@@ -335,3 +335,66 @@ func safeMatch(match func(recv []byte) (bool, error), recv []byte) (ok bool, err
 	}()
 	return match(recv)
 }
+
+// Send writes one datagram and waits for nothing (labctl's patch: a SOL
+// ACK-only packet, which the BMC does not answer).
+func (c *UDPClient) Send(ctx context.Context, p []byte) error {
+	if err := c.initConn(); err != nil {
+		return fmt.Errorf("init udp connection failed, err: %w", err)
+	}
+	c.lock.Lock()
+	defer c.lock.Unlock()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("canceled from caller: %w", err)
+	}
+	if c.conn == nil {
+		return fmt.Errorf("udp send: %w", net.ErrClosed)
+	}
+	if _, err := c.conn.Write(p); err != nil {
+		return fmt.Errorf("write to conn failed, err: %w", err)
+	}
+	return nil
+}
+
+// maxReadWaiting bounds the datagrams one ReadWaiting takes: a peer that
+// floods the socket cannot keep its reader in one call.
+const maxReadWaiting = 64
+
+// ReadWaiting hands fn each datagram already waiting on the socket (at
+// most maxReadWaiting), without waiting for any (labctl's patch: a SOL
+// stream woken by WaitReadable takes the output the BMC sent unasked
+// instead of asking for it). It returns errors.ErrUnsupported where it
+// cannot read without waiting, and a socket error (an ICMP refusal) as
+// an exchange would.
+func (c *UDPClient) ReadWaiting(fn func(recv []byte)) error {
+	if !canPeek {
+		return errors.ErrUnsupported
+	}
+	c.lock.Lock()
+	defer c.lock.Unlock()
+	_, rc, err := c.rawConnLocked()
+	if err != nil {
+		return err
+	}
+	if len(c.recvBuf) != c.bufferSize {
+		c.recvBuf = make([]byte, c.bufferSize)
+	}
+	for range maxReadWaiting {
+		var n int
+		var readErr error
+		if err := rc.Control(func(fd uintptr) { n, readErr = recvNow(fd, c.recvBuf) }); err != nil {
+			return err
+		}
+		if errors.Is(readErr, errNothingWaiting) {
+			return nil
+		}
+		if readErr != nil {
+			return fmt.Errorf("read from conn failed, err: %w", readErr)
+		}
+		fn(append([]byte(nil), c.recvBuf[:n]...))
+	}
+	return nil
+}
+
+// errNothingWaiting is recvNow's answer when no datagram is waiting.
+var errNothingWaiting = errors.New("no datagram waiting")

@@ -24,3 +24,20 @@ func peekReady(fd uintptr) bool {
 		return true
 	}
 }
+
+// recvNow reads one waiting datagram into buf without waiting (labctl's
+// patch), or says errNothingWaiting.
+func recvNow(fd uintptr, buf []byte) (int, error) {
+	for {
+		n, _, err := syscall.Recvfrom(int(fd), buf, syscall.MSG_DONTWAIT)
+		switch err {
+		case nil:
+			return n, nil
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return 0, errNothingWaiting
+		}
+		return 0, err
+	}
+}
