@@ -544,7 +544,7 @@ func (c ScaleCase) runOnce(ctx context.Context, dir, self string, labFiles []str
 			profiled.Wait()
 			return run, fmt.Errorf("jobs not finished after %s (log: %s)", c.Timeout, serves[0].log.Name())
 		}
-		jobs, err = client.Jobs(ctx, labctl.JobFilter{Limit: 2 * c.Jobs})
+		jobs, err = client.Jobs(ctx, labctl.JobFilter{Limit: (1 + devices.DefaultRetries) * c.Jobs}) // every attempt
 		if err == nil {
 			running, finished := 0, 0
 			for _, j := range jobs {
