@@ -12,8 +12,9 @@
 // signature is on it: a login prompt (root/test), then a shell with
 // "testos# ". The shells are bash with the applets of WriteBin's
 // directory on PATH and a dd that maps Disk to the node's disk.img; a
-// shell runs only while a node is booted into it. A power-off or a new
-// boot ends whatever runs.
+// shell runs only while a node is booted into it (a power-off silences
+// it at once and kills it in the background). A power-off or a new boot
+// ends whatever runs.
 package farm
 
 import (
@@ -77,7 +78,8 @@ type NodeConfig struct {
 	// ShellGroup, if set, is a control group directory (its cgroup.procs)
 	// that the node's shells join as they start: a group with a small CPU
 	// share keeps the farm's BMCs answering while every node's shell is
-	// busy, as a BMC has a CPU of its own.
+	// busy, as a BMC has a CPU of its own. Its parent must be the farm's
+	// own group: killed shells go back there to exit.
 	ShellGroup string
 }
 
@@ -131,8 +133,13 @@ func (f *Farm) Close() {
 	for _, s := range f.servers {
 		s.Close()
 	}
+	// A BMC request still being handled may power a node on after this;
+	// a closed node stays off.
 	for _, n := range f.Nodes {
-		n.setPower(false)
+		n.mu.Lock()
+		n.closed = true
+		n.setPowerLocked(false)
+		n.mu.Unlock()
 	}
 	for _, n := range f.Nodes {
 		n.ended()
@@ -204,6 +211,7 @@ type Node struct {
 	on     bool
 	stop   context.CancelFunc // ends the current boot
 	booted chan struct{}      // closed when the current boot has ended
+	closed bool               // Farm.Close: it stays off
 	flags  *types.BootOptionParam_BootFlags
 	input  func([]byte) // where console input goes now; nil: dropped
 	sol    *solConsole  // the attached SOL session; nil: output is lost
@@ -231,12 +239,19 @@ func (n *chassis) SetPower(_ context.Context, on bool) error {
 func (n *Node) setPower(on bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if on == n.on {
+	n.setPowerLocked(on)
+}
+
+// setPowerLocked is setPower with n.mu held. A powered-off node takes no
+// more input and says nothing more (shell).
+func (n *Node) setPowerLocked(on bool) {
+	if on == n.on || on && n.closed {
 		return
 	}
 	n.on = on
 	if !on {
 		n.stop()
+		n.input = nil
 		return
 	}
 	last := n.booted
@@ -248,7 +263,9 @@ func (n *Node) setPower(on bool) {
 		if last != nil {
 			<-last
 		}
-		n.boot(ctx)
+		if ctx.Err() == nil { // not powered off again meanwhile
+			n.boot(ctx)
+		}
 	}()
 }
 
@@ -265,13 +282,12 @@ func (n *Node) ended() {
 // PowerCycle is off, then on: a new boot.
 func (n *chassis) PowerCycle(context.Context) error {
 	n.mu.Lock()
-	on := n.on
-	n.mu.Unlock()
-	if !on {
+	defer n.mu.Unlock()
+	if !n.on {
 		return hal.ErrNotSupported
 	}
-	(*Node)(n).setPower(false)
-	(*Node)(n).setPower(true)
+	(*Node)(n).setPowerLocked(false)
+	(*Node)(n).setPowerLocked(true)
 	return nil
 }
 
@@ -471,7 +487,7 @@ func (n *Node) shell(ctx context.Context, prompt string) {
 		buf := make([]byte, 4096)
 		for {
 			k, err := ptmx.Read(buf)
-			if k > 0 {
+			if k > 0 && ctx.Err() == nil {
 				n.say(buf[:k])
 			}
 			if err != nil {
@@ -491,10 +507,10 @@ func (n *Node) shell(ctx context.Context, prompt string) {
 	n.setInput(nil)
 	leave := ""
 	if n.shellGroup != "" {
-		// The group's parent is where the farm runs: a killed process
-		// needs the CPU to exit, which the shells' small share would
-		// make it wait for while the farm is busy, and the fake BMC's
-		// power-off waits for the boot to end.
+		// The group's parent is the farm's own (NodeConfig.ShellGroup):
+		// a killed process needs the CPU to exit, which the shells'
+		// small share would make it wait for while the farm is busy,
+		// and the node's next boot waits for it.
 		leave = filepath.Dir(n.shellGroup)
 	}
 	killSession(cmd.Process.Pid, leave)
@@ -504,13 +520,14 @@ func (n *Node) shell(ctx context.Context, prompt string) {
 
 // killSession kills every process of the session sid (the shell made it
 // with its pty) and returns once they have had SIGKILL; if leave is a
-// control group directory, each process is moved into it first. The shells have
-// job control, which puts each pipeline in a process group of its own,
-// so the session is found by a pass over /proc (getsid of every
-// process). One pass serves every session asked for while the last one
-// ran: a burst of power-offs across 2,000 nodes, each pass reading some
-// thousands of processes, costs a few passes and not one each (the fake
-// BMCs' power requests wait for them, on the farm's one CPU).
+// control group directory, each process is moved into it once killed (a
+// killed process cannot fork, and one that has exited is not moved). The
+// shells have job control, which puts each pipeline in a process group
+// of its own, so the session is found by a pass over /proc (getsid of
+// every process). One pass serves every session asked for while the last
+// one ran: a burst of power-offs across 2,000 nodes, each pass reading
+// some thousands of processes, costs a few passes and not one each (the
+// nodes' next boots wait for them, on the farm's one CPU).
 func killSession(sid int, leave string) {
 	reaper.mu.Lock()
 	if reaper.asked == nil {
@@ -563,10 +580,10 @@ func (r *sessionReaper) run() {
 				continue
 			}
 			if leave, ok := batch[s]; ok {
+				syscall.Kill(pid, syscall.SIGKILL)
 				if leave != "" {
 					os.WriteFile(filepath.Join(leave, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644)
 				}
-				syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}
 		close(done)

@@ -423,3 +423,27 @@ func TestKillSessionsInOnePass(t *testing.T) {
 		}
 	}
 }
+
+// TestClosedNodeStaysOff: a BMC request still being handled when the farm
+// closes must not boot a node, whose boot Farm.Close would wait for.
+func TestClosedNodeStaysOff(t *testing.T) {
+	n := &Node{}
+	n.mu.Lock()
+	n.closed = true
+	n.setPowerLocked(false)
+	n.mu.Unlock()
+	n.setPower(true)
+	if err := (*chassis)(n).PowerCycle(context.Background()); err == nil {
+		t.Error("a closed node, off, took a power cycle")
+	}
+	if on, _ := (*chassis)(n).PowerState(context.Background()); on {
+		t.Fatal("a closed node powered on")
+	}
+	ended := make(chan struct{})
+	go func() { n.ended(); close(ended) }()
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a closed node's boot did not end")
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -85,18 +86,22 @@ func runFarm(args []string) error {
 }
 
 // shellGroup makes a control group with the smallest CPU share (cgroup
-// v1's cpu hierarchy, cpu.shares 2) for the nodes' shells
-// (farm.NodeConfig.ShellGroup), and returns it and its removal. The farm's
-// BMCs then run first and the shells on what is left, as a BMC has a CPU
-// of its own: with 2,000 shells busy at once (every node reading its disk
-// back), an even share left the BMCs' session opens unanswered for
-// seconds. The farm's CPU count (the bench's cpuacct group) is a
-// hierarchy apart and still holds the shells. Without that hierarchy it
-// returns "" and the shells share the CPU evenly.
+// v1's cpu hierarchy, cpu.shares 2) for the nodes' shells, under the
+// farm's own (farm.NodeConfig.ShellGroup), and returns it and its
+// removal. The farm's BMCs then run first and the shells on what is left,
+// as a BMC has a CPU of its own: with 2,000 shells busy at once (every
+// node reading its disk back), an even share left the BMCs' session opens
+// unanswered for seconds. The farm's CPU count (the bench's cpuacct
+// group) must be a hierarchy apart, so that it still holds the shells.
+// Without such a hierarchy it returns "" and the shells share the CPU
+// evenly.
 func shellGroup() (string, func()) {
 	const base = "/sys/fs/cgroup/cpu"
-	dir := filepath.Join(base, fmt.Sprintf("labctl-bench-farm-shells.%d", os.Getpid()))
-	err := os.Mkdir(dir, 0o755)
+	dir, err := ownCPUGroup(base)
+	if err == nil {
+		dir = filepath.Join(dir, fmt.Sprintf("labctl-bench-farm-shells.%d", os.Getpid()))
+		err = os.Mkdir(dir, 0o755)
+	}
 	if err == nil {
 		if err = os.WriteFile(filepath.Join(dir, "cpu.shares"), []byte("2"), 0o644); err != nil {
 			os.Remove(dir)
@@ -115,4 +120,29 @@ func shellGroup() (string, func()) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
+}
+
+// ownCPUGroup is the directory of this process's group in the cgroup v1
+// cpu hierarchy mounted at base. It fails where that hierarchy also
+// counts CPU (cpu and cpuacct mounted together): a group of it would take
+// the shells out of the bench's count of the farm's CPU.
+func ownCPUGroup(base string) (string, error) {
+	if _, err := os.Stat(filepath.Join(base, "cpu.shares")); err != nil {
+		return "", fmt.Errorf("no cgroup v1 cpu hierarchy at %s", base)
+	}
+	if _, err := os.Stat(filepath.Join(base, "cpuacct.usage")); err == nil {
+		return "", fmt.Errorf("%s counts CPU too (cpu,cpuacct mounted together)", base)
+	}
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		// hierarchy-ID:controller-list:path
+		f := strings.SplitN(line, ":", 3)
+		if len(f) == 3 && slices.Contains(strings.Split(f[1], ","), "cpu") {
+			return filepath.Join(base, f[2]), nil
+		}
+	}
+	return "", errors.New("this process is in no cgroup v1 cpu group")
 }
