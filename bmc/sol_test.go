@@ -182,30 +182,37 @@ func TestSOLReadsWithoutPolling(t *testing.T) {
 	checkExchange(t, s, st, 100)
 }
 
-// TestSOLPushedOutputIsNotPolled: output the BMC sends unasked costs the
-// exchange that takes it and the one that acknowledges it, and no polls:
-// the poll interval backs off as on a quiet console. Polling every solPoll
-// after each piece of output cost three polls and a wake more per piece
-// here (the polls took the output before the BMC sent it, every time).
-// An ACK-only packet that is lost costs a resend, not output: the BMC
-// sends the packet again after its retry interval, the stream takes none
-// of its bytes twice, acknowledges it, and output goes on.
-func TestSOLLostAckOnlyPacket(t *testing.T) {
-	s := newSim(t)
+// solAtPrompt opens an SOL stream on s's BMC, whose SOL retry interval
+// it sets to 500 ms (on a busy machine an ACK later than the default
+// 50 ms would bring a resend), with the client polling every poll while
+// output flows and hardly ever else, and reads the console's prompt. The
+// stream closes when the test ends.
+func solAtPrompt(t *testing.T, s *sim, poll time.Duration) io.ReadWriteCloser {
+	t.Helper()
 	if cc := s.bmc.SOL.Config().SetParam(4, []byte{3, 50}); cc != types.CodeOK {
 		t.Fatalf("set the SOL retry interval: %v", cc)
 	}
 	c, _ := newClient(t, s.config())
-	// No polls while the test runs: the client's next packet after the
-	// output is its acknowledgement.
-	c.t.solPoll, c.t.solIdlePoll, c.t.keepalive = 30*time.Second, time.Hour, time.Hour
+	c.t.solPoll, c.t.solIdlePoll, c.t.keepalive = poll, time.Hour, time.Hour
 	st, err := c.OpenSOL(ctxFor(t, 5*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { st.Close() })
 	s.console.FeedRX([]byte("\r\nfake# "))
 	readUntil(t, st, "fake# ", 5*time.Second)
+	return st
+}
+
+// TestSOLLostAckOnlyPacket: an ACK-only packet that is lost costs a
+// resend, not output: the BMC sends the packet again after its retry
+// interval, the stream takes none of its bytes twice, acknowledges it,
+// and output goes on.
+func TestSOLLostAckOnlyPacket(t *testing.T) {
+	s := newSim(t)
+	// No polls while the test runs: the client's next packet after the
+	// output is its acknowledgement.
+	st := solAtPrompt(t, s, 30*time.Second)
 
 	before := s.conn.answers.Load()
 	s.conn.drop.Store(1)
@@ -222,22 +229,14 @@ func TestSOLLostAckOnlyPacket(t *testing.T) {
 	}
 }
 
+// TestSOLPushedOutputIsNotPolled: output the BMC sends unasked costs the
+// exchange that takes it and the one that acknowledges it, and no polls:
+// the poll interval backs off as on a quiet console. Polling every solPoll
+// after each piece of output cost three polls and a wake more per piece
+// here (the polls took the output before the BMC sent it, every time).
 func TestSOLPushedOutputIsNotPolled(t *testing.T) {
 	s := newSim(t)
-	// Resends 500 ms apart: on a busy machine an ACK later than the
-	// default 50 ms would bring one more packet each way.
-	if cc := s.bmc.SOL.Config().SetParam(4, []byte{3, 50}); cc != types.CodeOK {
-		t.Fatalf("set the SOL retry interval: %v", cc)
-	}
-	c, _ := newClient(t, s.config())
-	c.t.solPoll, c.t.solIdlePoll, c.t.keepalive = 20*time.Millisecond, time.Hour, time.Hour
-	st, err := c.OpenSOL(ctxFor(t, 5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	s.console.FeedRX([]byte("\r\nfake# "))
-	readUntil(t, st, "fake# ", 5*time.Second)
+	st := solAtPrompt(t, s, 20*time.Millisecond)
 
 	const pieces = 10
 	before, beforeAnswers := s.conn.packets.Load(), s.conn.answers.Load()
